@@ -1,0 +1,306 @@
+//! The proxy-wasm ABI v0.2.1 vocabulary: status codes, enums and the map (pairs) codec.
+//!
+//! Everything here mirrors `abi-versions/v0.2.1/README.md` of the proxy-wasm spec ("Types" and
+//! "Serialization"). It is defined once and shared by the host, the CLI and the tests, so a
+//! discriminant can never drift between them.
+
+use std::fmt;
+
+/// `proxy_status_t`: what every host function returns to the guest.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// `OK`.
+    Ok = 0,
+    /// `NOT_FOUND`.
+    NotFound = 1,
+    /// `BAD_ARGUMENT`.
+    BadArgument = 2,
+    /// `SERIALIZATION_FAILURE`.
+    SerializationFailure = 3,
+    /// `PARSE_FAILURE`.
+    ParseFailure = 4,
+    /// `INVALID_MEMORY_ACCESS`.
+    InvalidMemoryAccess = 6,
+    /// `EMPTY`.
+    Empty = 7,
+    /// `CAS_MISMATCH`.
+    CasMismatch = 8,
+    /// `INTERNAL_FAILURE`.
+    InternalFailure = 10,
+    /// `UNIMPLEMENTED`.
+    Unimplemented = 12,
+}
+
+impl Status {
+    /// The value handed to the guest.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+/// Declares a `#[repr(u32)]` ABI enum with explicit discriminants and a checked decoder, so a
+/// guest-supplied integer outside the spec's range is a `None`, never a panic.
+macro_rules! abi_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:expr),+ $(,)? }) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vmeta])* $variant = $value),+ }
+
+        impl $name {
+            /// Decodes a raw ABI value; `None` for a value the spec does not define.
+            pub fn from_raw(raw: u32) -> Option<Self> {
+                match raw { $($value => Some(Self::$variant),)+ _ => None }
+            }
+            /// Every value, in discriminant order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+        }
+    };
+}
+
+abi_enum! {
+    /// `proxy_log_level_t`.
+    LogLevel { /** TRACE */ Trace = 0, /** DEBUG */ Debug = 1, /** INFO */ Info = 2,
+               /** WARN */ Warn = 3, /** ERROR */ Error = 4, /** CRITICAL */ Critical = 5 }
+}
+
+abi_enum! {
+    /// `proxy_action_t`: what a stream callback asks the host to do next.
+    Action { /** CONTINUE */ Continue = 0, /** PAUSE */ Pause = 1 }
+}
+
+abi_enum! {
+    /// `proxy_buffer_type_t`.
+    BufferType {
+        /** HTTP_REQUEST_BODY */ HttpRequestBody = 0,
+        /** HTTP_RESPONSE_BODY */ HttpResponseBody = 1,
+        /** DOWNSTREAM_DATA */ DownstreamData = 2,
+        /** UPSTREAM_DATA */ UpstreamData = 3,
+        /** HTTP_CALL_RESPONSE_BODY */ HttpCallResponseBody = 4,
+        /** GRPC_CALL_MESSAGE */ GrpcCallMessage = 5,
+        /** VM_CONFIGURATION */ VmConfiguration = 6,
+        /** PLUGIN_CONFIGURATION */ PluginConfiguration = 7,
+        /** FOREIGN_FUNCTION_ARGUMENTS */ ForeignFunctionArguments = 8,
+    }
+}
+
+abi_enum! {
+    /// `proxy_map_type_t`.
+    MapType {
+        /** HTTP_REQUEST_HEADERS */ HttpRequestHeaders = 0,
+        /** HTTP_REQUEST_TRAILERS */ HttpRequestTrailers = 1,
+        /** HTTP_RESPONSE_HEADERS */ HttpResponseHeaders = 2,
+        /** HTTP_RESPONSE_TRAILERS */ HttpResponseTrailers = 3,
+        /** GRPC_CALL_INITIAL_METADATA */ GrpcCallInitialMetadata = 4,
+        /** GRPC_CALL_TRAILING_METADATA */ GrpcCallTrailingMetadata = 5,
+        /** HTTP_CALL_RESPONSE_HEADERS */ HttpCallResponseHeaders = 6,
+        /** HTTP_CALL_RESPONSE_TRAILERS */ HttpCallResponseTrailers = 7,
+    }
+}
+
+abi_enum! {
+    /// `proxy_stream_type_t`.
+    StreamType { /** HTTP_REQUEST */ HttpRequest = 0, /** HTTP_RESPONSE */ HttpResponse = 1,
+                 /** DOWNSTREAM */ Downstream = 2, /** UPSTREAM */ Upstream = 3 }
+}
+
+abi_enum! {
+    /// `proxy_metric_type_t`.
+    MetricType { /** COUNTER */ Counter = 0, /** GAUGE */ Gauge = 1, /** HISTOGRAM */ Histogram = 2 }
+}
+
+abi_enum! {
+    /// `proxy_peer_type_t`.
+    PeerType { /** UNKNOWN */ Unknown = 0, /** LOCAL */ Local = 1, /** REMOTE */ Remote = 2 }
+}
+
+impl serde::Serialize for LogLevel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+        })
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Continue => "Continue",
+            Action::Pause => "Pause",
+        })
+    }
+}
+
+/// A header map (or gRPC metadata, or trailers) as the ABI carries it: ordered pairs of byte
+/// strings, duplicates allowed.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Why a serialized map could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PairsError {
+    /// The buffer ends before the declared counts, lengths or bytes.
+    #[error("serialized map is truncated")]
+    Truncated,
+    /// A key or value is not followed by its `NUL` separator.
+    #[error("serialized map entry is missing its NUL terminator")]
+    MissingTerminator,
+    /// The declared number of pairs exceeds what the host accepts.
+    #[error("serialized map declares {0} pairs, more than allowed")]
+    TooManyPairs(usize),
+}
+
+/// Serializes pairs per the spec: `u32` count, `(u32 key_len, u32 value_len)` per pair, then each
+/// key and value followed by `NUL`. Integers are little-endian.
+pub fn encode_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
+    let data: usize = pairs
+        .iter()
+        .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 2)
+        .sum();
+    let mut out = Vec::with_capacity(4 + pairs.len() * 8 + data);
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_ref());
+        out.push(0);
+        out.extend_from_slice(v.as_ref());
+        out.push(0);
+    }
+    out
+}
+
+/// Decodes a serialized map. An empty buffer and a single `0x00` byte both mean an empty map
+/// (spec, "Serialization"). `max_pairs` bounds the declared count before anything is allocated.
+pub fn decode_pairs(bytes: &[u8], max_pairs: usize) -> Result<Pairs, PairsError> {
+    if bytes.is_empty() || bytes == [0] {
+        return Ok(Vec::new());
+    }
+    let read_u32 = |at: usize| -> Result<usize, PairsError> {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or(PairsError::Truncated)
+    };
+    let count = read_u32(0)?;
+    if count > max_pairs {
+        return Err(PairsError::TooManyPairs(count));
+    }
+    let sizes_end = 4usize
+        .checked_add(count.checked_mul(8).ok_or(PairsError::Truncated)?)
+        .ok_or(PairsError::Truncated)?;
+    if sizes_end > bytes.len() {
+        return Err(PairsError::Truncated);
+    }
+    let mut pairs = Vec::with_capacity(count);
+    let mut at = sizes_end;
+    for i in 0..count {
+        let key_len = read_u32(4 + i * 8)?;
+        let value_len = read_u32(8 + i * 8)?;
+        let key = take_terminated(bytes, &mut at, key_len)?;
+        let value = take_terminated(bytes, &mut at, value_len)?;
+        pairs.push((key.to_vec(), value.to_vec()));
+    }
+    Ok(pairs)
+}
+
+fn take_terminated<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Result<&'a [u8], PairsError> {
+    let end = at.checked_add(len).ok_or(PairsError::Truncated)?;
+    let item = bytes.get(*at..end).ok_or(PairsError::Truncated)?;
+    match bytes.get(end) {
+        Some(0) => {}
+        Some(_) => return Err(PairsError::MissingTerminator),
+        None => return Err(PairsError::Truncated),
+    }
+    *at = end + 1;
+    Ok(item)
+}
+
+/// Property paths are their segments joined by `NUL` (spec, "Serialization"; SDK `get_property`).
+pub fn encode_property_path<S: AsRef<str>>(segments: &[S]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, s) in segments.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(s.as_ref().as_bytes());
+    }
+    out
+}
+
+/// Splits a serialized property path into its segments (lossy UTF-8; property names are ASCII).
+pub fn decode_property_path(bytes: &[u8]) -> Vec<String> {
+    let trimmed = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    trimmed
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip_matches_spec_example() {
+        // The spec's example: {{"a": "1"}, {"b": "22"}}.
+        let encoded = encode_pairs(&[("a", "1"), ("b", "22")]);
+        let mut expected = vec![2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
+        expected.extend_from_slice(b"a\x001\x00b\x0022\x00");
+        assert_eq!(encoded, expected);
+        let decoded = decode_pairs(&encoded, 16).unwrap();
+        assert_eq!(decoded, vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"22".to_vec())]);
+    }
+
+    #[test]
+    fn empty_maps_in_both_spellings() {
+        assert!(decode_pairs(&[], 1).unwrap().is_empty());
+        assert!(decode_pairs(&[0], 1).unwrap().is_empty());
+        assert_eq!(encode_pairs::<&str, &str>(&[]), vec![0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn malformed_maps_are_errors_not_panics() {
+        let good = encode_pairs(&[("key", "value")]);
+        for cut in 1..good.len() {
+            assert!(decode_pairs(&good[..cut], 16).is_err(), "cut at {cut}");
+        }
+        let mut bad = good.clone();
+        let nul = 4 + 8 + 3;
+        bad[nul] = b'x';
+        assert_eq!(decode_pairs(&bad, 16), Err(PairsError::MissingTerminator));
+        assert_eq!(decode_pairs(&u32::MAX.to_le_bytes(), 16), Err(PairsError::TooManyPairs(u32::MAX as usize)));
+        let mut huge_len = good;
+        huge_len[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_pairs(&huge_len, 16), Err(PairsError::Truncated));
+    }
+
+    #[test]
+    fn enums_decode_only_spec_values() {
+        assert_eq!(MapType::from_raw(7), Some(MapType::HttpCallResponseTrailers));
+        assert_eq!(MapType::from_raw(8), None);
+        assert_eq!(BufferType::from_raw(8), Some(BufferType::ForeignFunctionArguments));
+        assert_eq!(LogLevel::from_raw(6), None);
+        assert_eq!(Status::Unimplemented.code(), 12);
+    }
+
+    #[test]
+    fn property_paths() {
+        let p = encode_property_path(&["request", "headers"]);
+        assert_eq!(p, b"request\0headers");
+        assert_eq!(decode_property_path(&p), vec!["request", "headers"]);
+    }
+}

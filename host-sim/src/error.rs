@@ -1,0 +1,50 @@
+//! The library's error type. The CLI turns these into one clear line and an exit code.
+
+/// What can go wrong driving a filter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// The engine could not be built.
+    #[error("engine setup failed: {0}")]
+    Engine(String),
+    /// A file could not be read.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The bytes are not a valid module.
+    #[error("invalid wasm module: {0}")]
+    Compile(String),
+    /// The module does not speak a supported proxy-wasm ABI.
+    #[error("unsupported proxy-wasm ABI: {0} (host-sim serves 0.2.1 and 0.2.0)")]
+    UnsupportedAbi(String),
+    /// Instantiation failed.
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+    /// A start function trapped.
+    #[error("module start trapped: {0}")]
+    Start(String),
+    /// The VM trapped earlier and cannot run guest code any more.
+    #[error("the VM has failed: {0}")]
+    VmFailed(String),
+    /// No context with that id.
+    #[error("no context {0}")]
+    NoSuchContext(u32),
+    /// The id names a context of the wrong kind.
+    #[error("context {0} is not {1}")]
+    WrongContext(u32, &'static str),
+    /// No pending HTTP call with that token.
+    #[error("no pending http call {0}")]
+    UnknownHttpCall(u32),
+    /// No open gRPC call with that token.
+    #[error("no open grpc call {0}")]
+    UnknownGrpcCall(u32),
+    /// The operation needs the virtual clock.
+    #[error("advancing time needs the virtual clock")]
+    RealClock,
+    /// The guest export has a signature other than the ABI's.
+    #[error("export {0} has a signature other than the ABI's")]
+    BadExport(String),
+}

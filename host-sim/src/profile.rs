@@ -1,0 +1,365 @@
+//! Host behaviour profiles: Envoy and Kong (ngx_wasm_module) as overrides of one host.
+//!
+//! The ABI glue and the lifecycle driver ask the profile at each point where the two hosts are
+//! documented or observed to differ; nothing else in host-sim branches on the host. Sources:
+//! - KONG-DOC: Kong/ngx_wasm_module docs/PROXY_WASM.md ("Supported ... host functions").
+//! - KONG-DIFF: Kong/ngx_wasm_module docs/PROXY_WASM_HOST_DIFFERENCES.md.
+//! - KONG-SRC: ngx_wasm_module src/http/proxy_wasm/ngx_http_proxy_wasm.c and
+//!   src/common/proxy_wasm/ngx_proxy_wasm_host.c.
+//! - ENVOY-SRC: envoy source/extensions/common/wasm/context.cc and proxy-wasm-cpp-host exports.cc.
+//! - ENVOY-1.40: behaviour observed running a Rust proxy-wasm filter in Envoy 1.40.0 (V8).
+
+use crate::abi::{LogLevel, MapType};
+use crate::hostfn::HostFunction;
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+/// Which host to behave like.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Envoy's `envoy.filters.http.wasm` on proxy-wasm-cpp-host.
+    Envoy,
+    /// Kong 3.x on ngx_wasm_module.
+    Kong,
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Profile::Envoy => "envoy",
+            Profile::Kong => "kong",
+        })
+    }
+}
+
+impl FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "envoy" => Ok(Profile::Envoy),
+            "kong" => Ok(Profile::Kong),
+            other => Err(format!("unknown profile {other:?} (expected envoy or kong)")),
+        }
+    }
+}
+
+/// Which guest callback is running; decides what a host function may touch.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Callback {
+    /// `_initialize` / `main` / `_start`.
+    Start,
+    /// `proxy_on_context_create`.
+    ContextCreate,
+    /// `proxy_on_vm_start`.
+    VmStart,
+    /// `proxy_on_configure`.
+    Configure,
+    /// `proxy_on_tick`.
+    Tick,
+    /// `proxy_on_queue_ready`.
+    QueueReady,
+    /// `proxy_on_foreign_function`.
+    ForeignFunction,
+    /// `proxy_on_request_headers`.
+    RequestHeaders,
+    /// `proxy_on_request_body`.
+    RequestBody,
+    /// `proxy_on_request_trailers`.
+    RequestTrailers,
+    /// `proxy_on_response_headers`.
+    ResponseHeaders,
+    /// `proxy_on_response_body`.
+    ResponseBody,
+    /// `proxy_on_response_trailers`.
+    ResponseTrailers,
+    /// `proxy_on_http_call_response`.
+    HttpCallResponse,
+    /// `proxy_on_grpc_receive_initial_metadata`.
+    GrpcReceiveInitialMetadata,
+    /// `proxy_on_grpc_receive`.
+    GrpcReceive,
+    /// `proxy_on_grpc_receive_trailing_metadata`.
+    GrpcReceiveTrailingMetadata,
+    /// `proxy_on_grpc_close`.
+    GrpcClose,
+    /// `proxy_on_done`.
+    Done,
+    /// `proxy_on_log`.
+    Log,
+    /// `proxy_on_delete`.
+    Delete,
+}
+
+impl Callback {
+    /// The guest export this callback invokes.
+    pub fn export_name(self) -> &'static str {
+        match self {
+            Callback::Start => "_initialize",
+            Callback::ContextCreate => "proxy_on_context_create",
+            Callback::VmStart => "proxy_on_vm_start",
+            Callback::Configure => "proxy_on_configure",
+            Callback::Tick => "proxy_on_tick",
+            Callback::QueueReady => "proxy_on_queue_ready",
+            Callback::ForeignFunction => "proxy_on_foreign_function",
+            Callback::RequestHeaders => "proxy_on_request_headers",
+            Callback::RequestBody => "proxy_on_request_body",
+            Callback::RequestTrailers => "proxy_on_request_trailers",
+            Callback::ResponseHeaders => "proxy_on_response_headers",
+            Callback::ResponseBody => "proxy_on_response_body",
+            Callback::ResponseTrailers => "proxy_on_response_trailers",
+            Callback::HttpCallResponse => "proxy_on_http_call_response",
+            Callback::GrpcReceiveInitialMetadata => "proxy_on_grpc_receive_initial_metadata",
+            Callback::GrpcReceive => "proxy_on_grpc_receive",
+            Callback::GrpcReceiveTrailingMetadata => "proxy_on_grpc_receive_trailing_metadata",
+            Callback::GrpcClose => "proxy_on_grpc_close",
+            Callback::Done => "proxy_on_done",
+            Callback::Log => "proxy_on_log",
+            Callback::Delete => "proxy_on_delete",
+        }
+    }
+
+    /// The transcript name (`on_request_headers`, ...).
+    pub fn transcript_name(self) -> &'static str {
+        self.export_name().trim_start_matches("proxy_").trim_start_matches('_')
+    }
+}
+
+/// How request bodies reach the guest.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BodyDelivery {
+    /// Each chunk as it arrives; a paused body accumulates and `body_size` is cumulative
+    /// (spec `proxy_on_request_body`; Envoy).
+    Chunks,
+    /// The whole body once, with `end_of_stream = true`; no call for a request without a body
+    /// (KONG-SRC: ngx_http_proxy_wasm.c reads the full body before `on_request_body`).
+    WholeOnce,
+}
+
+/// What the host does when a callout fails rather than answering.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CalloutFailure {
+    /// The callout did not answer within its timeout.
+    Timeout,
+    /// No connection could be made, or it broke before a response.
+    BrokenConnection,
+    /// The stream was reset after it started.
+    Reset,
+}
+
+impl Profile {
+    /// Whether the host provides a host function at all. Kong traps on the ones it has not
+    /// implemented (KONG-DOC, "NYI" rows): log level, `proxy_done`, stream close, gRPC,
+    /// `proxy_get_status`, `proxy_resolve_shared_queue`.
+    pub fn implements(self, f: HostFunction) -> bool {
+        match self {
+            Profile::Envoy => true,
+            Profile::Kong => !matches!(
+                f,
+                HostFunction::GetLogLevel
+                    | HostFunction::Done
+                    | HostFunction::CloseStream
+                    | HostFunction::GrpcCall
+                    | HostFunction::GrpcStream
+                    | HostFunction::GrpcSend
+                    | HostFunction::GrpcCancel
+                    | HostFunction::GrpcClose
+                    | HostFunction::GetStatus
+                    | HostFunction::ResolveSharedQueue
+            ),
+        }
+    }
+
+    /// The `end_of_stream` the guest sees on request headers. Kong always passes `false`, even for
+    /// a request without a body (KONG-DIFF; KONG-SRC `ngx_http_proxy_wasm_on_request_headers`).
+    pub fn request_headers_end_of_stream(self, real: bool) -> bool {
+        match self {
+            Profile::Envoy => real,
+            Profile::Kong => false,
+        }
+    }
+
+    /// How request bodies are delivered.
+    pub fn request_body_delivery(self) -> BodyDelivery {
+        match self {
+            Profile::Envoy => BodyDelivery::Chunks,
+            Profile::Kong => BodyDelivery::WholeOnce,
+        }
+    }
+
+    /// Whether request headers may be read or changed from `callback`.
+    ///
+    /// Envoy follows the spec ("`HTTP_REQUEST_HEADERS` can be read in `proxy_on_log`, and read
+    /// and modified from `proxy_on_request_headers` (or for as long as request processing is
+    /// paused from it)"); ENVOY-1.40 answered BAD_ARGUMENT to a read from `on_request_body`.
+    /// Kong keeps the nginx request and serves its headers in every phase (KONG-SRC maps).
+    pub fn map_accessible(self, map: MapType, callback: Callback, paused_in_request_headers: bool) -> bool {
+        match (self, map) {
+            (Profile::Envoy, MapType::HttpRequestHeaders) => {
+                matches!(callback, Callback::RequestHeaders | Callback::Log)
+                    || paused_in_request_headers
+            }
+            (Profile::Envoy, MapType::HttpResponseHeaders) => !matches!(
+                callback,
+                Callback::RequestHeaders | Callback::RequestBody | Callback::RequestTrailers
+            ),
+            _ => true,
+        }
+    }
+
+    /// Required pseudo-headers of a `proxy_http_call`. Envoy: `:method`, `:path`, `:authority`
+    /// (ENVOY-SRC `Context::httpCall`, spec). Kong: `:method` and `:path` (KONG-DOC
+    /// dispatch_http_call; `:authority` only sets Host).
+    pub fn required_call_headers(self) -> &'static [&'static str] {
+        match self {
+            Profile::Envoy => &[":method", ":path", ":authority"],
+            Profile::Kong => &[":method", ":path"],
+        }
+    }
+
+    /// Whether `proxy_http_call` may be made from `callback`. Kong allows dispatch only from
+    /// request headers/body, ticks, dispatch responses and foreign function callbacks, and traps
+    /// elsewhere (KONG-DIFF); Envoy allows it anywhere a context exists.
+    pub fn dispatch_allowed(self, callback: Callback) -> bool {
+        match self {
+            Profile::Envoy => true,
+            Profile::Kong => matches!(
+                callback,
+                Callback::RequestHeaders
+                    | Callback::RequestBody
+                    | Callback::Tick
+                    | Callback::HttpCallResponse
+                    | Callback::ForeignFunction
+            ),
+        }
+    }
+
+    /// Whether a second `proxy_send_local_response` on one stream traps (Kong: "local response
+    /// already stashed", KONG-SRC) or simply replaces the pending one (Envoy defers the reply
+    /// until the VM call returns, so the last call wins).
+    pub fn second_local_response_traps(self) -> bool {
+        self == Profile::Kong
+    }
+
+    /// Whether a local response sent from `proxy_on_http_call_response` cancels the stream's
+    /// other pending dispatches (Kong, KONG-DIFF).
+    pub fn local_response_cancels_dispatches(self) -> bool {
+        self == Profile::Kong
+    }
+
+    /// The status a host answers the client with when the filter traps or fails: Envoy fails the
+    /// stream with 503 (`failStream`, ENVOY-SRC); Kong/nginx answers 500.
+    pub fn fail_closed_status(self) -> u32 {
+        match self {
+            Profile::Envoy => 503,
+            Profile::Kong => 500,
+        }
+    }
+
+    /// The timeout a callout gets for a requested `timeout_ms`. Envoy: 0 means none. Kong: the
+    /// socket timeouts apply, 60 s by default (`proxy_wasm_socket_*_timeout`).
+    pub fn effective_call_timeout_ms(self, requested: u32) -> Option<u64> {
+        match (self, requested) {
+            (Profile::Envoy, 0) => None,
+            (Profile::Kong, 0) => Some(60_000),
+            (_, ms) => Some(ms as u64),
+        }
+    }
+
+    /// The response headers and body the guest sees when a callout fails.
+    ///
+    /// Envoy's async client runs the router: a timeout becomes a local `504` "upstream request
+    /// timeout" and a connection failure a local `503` (both reach the filter as ordinary
+    /// responses); only a reset after the response started is a failure with no headers, which
+    /// proxy-wasm reports as `num_headers == 0`. Kong reports every failure with no headers plus
+    /// a `:dispatch_status` pseudo-header ("timeout", "broken connection", ...) (KONG-DOC).
+    pub fn callout_failure(self, failure: CalloutFailure) -> (Vec<(String, String)>, Vec<u8>) {
+        match (self, failure) {
+            (Profile::Envoy, CalloutFailure::Timeout) => (
+                vec![
+                    (":status".into(), "504".into()),
+                    ("content-length".into(), "24".into()),
+                    ("content-type".into(), "text/plain".into()),
+                ],
+                b"upstream request timeout".to_vec(),
+            ),
+            (Profile::Envoy, CalloutFailure::BrokenConnection) => {
+                let body = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure".to_vec();
+                (
+                    vec![
+                        (":status".into(), "503".into()),
+                        ("content-length".into(), body.len().to_string()),
+                        ("content-type".into(), "text/plain".into()),
+                    ],
+                    body,
+                )
+            }
+            (Profile::Envoy, CalloutFailure::Reset) => (Vec::new(), Vec::new()),
+            (Profile::Kong, failure) => {
+                let status = match failure {
+                    CalloutFailure::Timeout => "timeout",
+                    CalloutFailure::BrokenConnection => "broken connection",
+                    CalloutFailure::Reset => "reader failure",
+                };
+                (vec![(":dispatch_status".into(), status.into())], Vec::new())
+            }
+        }
+    }
+
+    /// Whether the failure headers count in `num_headers` of `proxy_on_http_call_response`.
+    /// Kong's `:dispatch_status` is readable but the call reports zero headers (KONG-DOC).
+    pub fn failure_headers_counted(self) -> bool {
+        self == Profile::Envoy
+    }
+
+    /// The name a metric is stored under: Envoy prefixes custom metrics with `wasmcustom.`
+    /// (ENVOY-SRC `defineMetric`); Kong with `pw.<filter name>.` (KONG-DOC metrics).
+    pub fn metric_name(self, plugin_name: &str, name: &str) -> String {
+        match self {
+            Profile::Envoy => format!("wasmcustom.{name}"),
+            Profile::Kong => format!("pw.{plugin_name}.{name}"),
+        }
+    }
+
+    /// Whether decrementing a counter is rejected (Envoy: BAD_ARGUMENT, spec example).
+    pub fn counter_decrement_rejected(self) -> bool {
+        true
+    }
+
+    /// The start functions to run after instantiation, in order. Spec and Envoy: `_initialize`
+    /// then `main` if `_initialize` exists, else `_start`. Kong runs the first of `_start` or
+    /// `_initialize` it finds (KONG-DIFF).
+    pub fn start_functions(self, has_initialize: bool, has_main: bool, has_start: bool) -> Vec<&'static str> {
+        match self {
+            Profile::Envoy => {
+                if has_initialize {
+                    let mut v = vec!["_initialize"];
+                    if has_main {
+                        v.push("main");
+                    }
+                    v
+                } else if has_start {
+                    vec!["_start"]
+                } else {
+                    Vec::new()
+                }
+            }
+            Profile::Kong => {
+                if has_start {
+                    vec!["_start"]
+                } else if has_initialize {
+                    vec!["_initialize"]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    /// The host's log level reported by `proxy_get_log_level` by default.
+    pub fn default_log_level(self) -> LogLevel {
+        LogLevel::Trace
+    }
+}

@@ -1,0 +1,1213 @@
+//! The lifecycle driver: a running VM with a stateful, inspectable Rust API.
+//!
+//! A [`Vm`] owns one wasmtime `Store` (no global state: many VMs run in parallel in one
+//! process). It creates root and HTTP contexts, feeds request and response events in the order
+//! the profile's host would, records the [`Action`] of every callback, captures local responses
+//! and outgoing calls, answers them, and moves a virtual clock that fires ticks and callout
+//! timeouts. Every call into the guest goes through one choke point ([`Vm::invoke`]) that sets
+//! the callback's context, deadline and fuel, contains traps and turns WASI output into logs.
+
+use crate::abi::{Action, LogLevel, Pairs};
+use crate::engine::Module;
+use crate::error::HostError;
+use crate::limits::{Limits, EPOCH_TICK};
+use crate::memory::GuestMemory;
+use crate::profile::{BodyDelivery, Callback, CalloutFailure, Profile};
+use crate::state::{
+    Active, CallbackData, Direction, ForeignFunction, GrpcCall, HostState, HttpCall, LocalResponse, LogEntry, Metric,
+    Queued, RootState, Shared, StreamInfo, StreamState,
+};
+use crate::wasi::{StdioCapture, WasiOptions};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::{Store, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults};
+
+/// How to start a VM.
+#[derive(Clone)]
+pub struct VmOptions {
+    /// Which host to behave like.
+    pub profile: Profile,
+    /// The VM id (Envoy `vm_config.vm_id`); shared data and queues are scoped by it.
+    pub vm_id: String,
+    /// The plugin (filter) name: Envoy `config.name`, Kong filter name.
+    pub plugin_name: String,
+    /// Bytes of `VM_CONFIGURATION`, given to `proxy_on_vm_start`.
+    pub vm_configuration: Vec<u8>,
+    /// Upstream clusters `proxy_http_call` and gRPC accept (Envoy profile).
+    pub clusters: Vec<String>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// WASI clocks, randomness, environment.
+    pub wasi: WasiOptions,
+    /// The host log level: lower guest log lines are dropped, as hosts do.
+    pub log_level: LogLevel,
+    /// Shared data, queues and metrics; pass the same one to VMs that should share them.
+    pub shared: Option<Arc<Shared>>,
+}
+
+impl VmOptions {
+    /// Defaults for a profile: deterministic WASI, Envoy-like limits, log everything.
+    pub fn new(profile: Profile) -> Self {
+        VmOptions {
+            profile,
+            vm_id: String::new(),
+            plugin_name: "filter".into(),
+            vm_configuration: Vec::new(),
+            clusters: Vec::new(),
+            limits: Limits::default(),
+            wasi: WasiOptions::default(),
+            log_level: profile.default_log_level(),
+            shared: None,
+        }
+    }
+}
+
+/// A root context as created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RootContext {
+    /// Its context id.
+    pub id: u32,
+    /// What `proxy_on_vm_start` returned (true when not exported).
+    pub vm_start_ok: bool,
+    /// What `proxy_on_configure` returned (true when not exported).
+    pub configure_ok: bool,
+}
+
+/// One callback a stream saw and what it returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionRecord {
+    /// e.g. `on_request_headers`.
+    pub callback: &'static str,
+    /// `Continue` or `Pause`; `None` for callbacks that return nothing or trapped.
+    pub action: Option<String>,
+}
+
+/// How a callout ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpCallReply {
+    /// The upstream answered.
+    Response {
+        /// HTTP status.
+        status: u16,
+        /// Response headers (without `:status`).
+        headers: Vec<(String, String)>,
+        /// Response body.
+        body: Vec<u8>,
+        /// Response trailers.
+        trailers: Vec<(String, String)>,
+    },
+    /// The callout failed; the profile decides what the guest sees.
+    Failure(CalloutFailure),
+}
+
+/// An answer to a gRPC call or stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrpcReply {
+    /// Initial metadata (`proxy_on_grpc_receive_initial_metadata`), if any.
+    pub initial_metadata: Option<Vec<(String, String)>>,
+    /// Messages (`proxy_on_grpc_receive` each).
+    pub messages: Vec<Vec<u8>>,
+    /// Trailing metadata, if any.
+    pub trailing_metadata: Option<Vec<(String, String)>>,
+    /// gRPC status for `proxy_on_grpc_close`; `None` keeps the stream open.
+    pub close: Option<(u32, String)>,
+}
+
+/// A guest-side failure that ended a callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Trapped(String);
+
+#[derive(Clone)]
+struct Exports {
+    context_create: Option<TypedFunc<(u32, u32), ()>>,
+    vm_start: Option<TypedFunc<(u32, u32), u32>>,
+    configure: Option<TypedFunc<(u32, u32), u32>>,
+    tick: Option<TypedFunc<u32, ()>>,
+    queue_ready: Option<TypedFunc<(u32, u32), ()>>,
+    foreign_function: Option<TypedFunc<(u32, u32, u32), ()>>,
+    request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    request_trailers: Option<TypedFunc<(u32, u32), u32>>,
+    response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    response_trailers: Option<TypedFunc<(u32, u32), u32>>,
+    http_call_response: Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>,
+    grpc_initial_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
+    grpc_receive: Option<TypedFunc<(u32, u32, u32), ()>>,
+    grpc_trailing_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
+    grpc_close: Option<TypedFunc<(u32, u32, u32), ()>>,
+    done: Option<TypedFunc<u32, u32>>,
+    log: Option<TypedFunc<u32, ()>>,
+    delete: Option<TypedFunc<u32, ()>>,
+}
+
+/// A running VM: one instance of a module and the host state around it.
+pub struct Vm {
+    store: Store<HostState>,
+    exports: Exports,
+    failed: Option<String>,
+    actions: BTreeMap<u32, Vec<ActionRecord>>,
+    sha256: String,
+}
+
+impl Vm {
+    /// Instantiates `module` and runs its start functions (spec "Integration").
+    pub fn start(module: &Module, options: VmOptions) -> Result<Vm, HostError> {
+        let (wasi, stdio, clock) = crate::wasi::build(&options.wasi, options.limits.max_stdio_bytes_per_callback);
+        let shared = options.shared.clone().unwrap_or_else(Shared::new);
+        let vm_key = shared.allocate_vm_key();
+        let state = HostState {
+            wasi,
+            stdio,
+            store_limits: StoreLimitsBuilder::new()
+                .memory_size(options.limits.max_memory_bytes)
+                .instances(1)
+                .build(),
+            limits: options.limits.clone(),
+            memory: GuestMemory::new(None, None),
+            profile: options.profile,
+            clock,
+            log_level: options.log_level,
+            logs: Default::default(),
+            logs_dropped: 0,
+            active: None,
+            roots: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            next_context_id: 0,
+            vm_id: options.vm_id.clone(),
+            vm_key,
+            plugin_name: options.plugin_name.clone(),
+            vm_configuration: options.vm_configuration.clone(),
+            http_calls: BTreeMap::new(),
+            grpc_calls: BTreeMap::new(),
+            next_token: 0,
+            shared,
+            foreign: Default::default(),
+            clusters: options.clusters.clone(),
+            properties: Default::default(),
+            done_roots: Vec::new(),
+        };
+        let mut store = Store::new(&module.engine.engine, state);
+        store.limiter(|s| &mut s.store_limits);
+        store.epoch_deadline_trap();
+        // Start functions get the same deadline as callbacks.
+        Self::arm(&mut store, &options.limits);
+        let instance = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| HostError::Instantiate(format!("{e:#}")))?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let allocate = instance
+            .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
+            .ok();
+        store.data_mut().memory = GuestMemory::new(memory, allocate);
+
+        macro_rules! export {
+            ($name:literal) => {
+                match instance.get_func(&mut store, $name) {
+                    None => None,
+                    Some(f) => Some(f.typed(&store).map_err(|_| HostError::BadExport($name.into()))?),
+                }
+            };
+        }
+        let exports = Exports {
+            context_create: export!("proxy_on_context_create"),
+            vm_start: export!("proxy_on_vm_start"),
+            configure: export!("proxy_on_configure"),
+            tick: export!("proxy_on_tick"),
+            queue_ready: export!("proxy_on_queue_ready"),
+            foreign_function: export!("proxy_on_foreign_function"),
+            request_headers: export!("proxy_on_request_headers"),
+            request_body: export!("proxy_on_request_body"),
+            request_trailers: export!("proxy_on_request_trailers"),
+            response_headers: export!("proxy_on_response_headers"),
+            response_body: export!("proxy_on_response_body"),
+            response_trailers: export!("proxy_on_response_trailers"),
+            http_call_response: export!("proxy_on_http_call_response"),
+            grpc_initial_metadata: export!("proxy_on_grpc_receive_initial_metadata"),
+            grpc_receive: export!("proxy_on_grpc_receive"),
+            grpc_trailing_metadata: export!("proxy_on_grpc_receive_trailing_metadata"),
+            grpc_close: export!("proxy_on_grpc_close"),
+            done: export!("proxy_on_done"),
+            log: export!("proxy_on_log"),
+            delete: export!("proxy_on_delete"),
+        };
+
+        let mut has = |name: &str| instance.get_func(&mut store, name).is_some();
+        let (has_init, has_main, has_start) = (has("_initialize"), has("main"), has("_start"));
+        let mut vm = Vm {
+            store,
+            exports,
+            failed: None,
+            actions: BTreeMap::new(),
+            sha256: module.sha256().to_string(),
+        };
+        for name in options.profile.start_functions(has_init, has_main, has_start) {
+            let result = if name == "main" {
+                let f = instance
+                    .get_typed_func::<(u32, u32), u32>(&mut vm.store, "main")
+                    .map_err(|_| HostError::BadExport("main".into()))?;
+                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(f), (0, 0)).map(|_| ())
+            } else {
+                let f = instance
+                    .get_typed_func::<(), ()>(&mut vm.store, name)
+                    .map_err(|_| HostError::BadExport(name.into()))?;
+                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(f), ()).map(|_| ())
+            };
+            result.map_err(|Trapped(msg)| HostError::Start(msg))?;
+        }
+        Ok(vm)
+    }
+
+    fn arm(store: &mut Store<HostState>, limits: &Limits) {
+        let ticks = (limits.callback_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        if let Some(fuel) = limits.fuel_per_callback {
+            // Fails only when the engine has fuel disabled, which `Limits` documents.
+            let _ = store.set_fuel(fuel);
+        }
+    }
+
+    /// The one choke point for calling into the guest: sets the callback context, deadline and
+    /// fuel; contains a trap (the VM is then failed, as Envoy marks a crashed VM); turns WASI
+    /// output into log lines. `Ok(None)` when the guest does not export the callback.
+    fn invoke<P: WasmParams, R: WasmResults>(
+        &mut self,
+        callback: Callback,
+        context_id: u32,
+        data: CallbackData,
+        func: Option<TypedFunc<P, R>>,
+        params: P,
+    ) -> Result<Option<R>, Trapped> {
+        if let Some(reason) = &self.failed {
+            return Err(Trapped(reason.clone()));
+        }
+        let Some(func) = func else {
+            return Ok(None);
+        };
+        let limits = self.store.data().limits.clone();
+        Self::arm(&mut self.store, &limits);
+        self.store.data_mut().active = Some(Active {
+            callback,
+            effective_id: context_id,
+            data,
+        });
+        let result = func.call(&mut self.store, params);
+        self.store.data_mut().active = None;
+        self.drain_stdio();
+        match result {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                // `_start` of a WASI command ends with proc_exit(0): that is success.
+                if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    if exit.0 == 0 {
+                        return Ok(None);
+                    }
+                }
+                let message = format!("{} trapped: {}", callback.transcript_name(), trap_message(&e));
+                self.store.data_mut().push_log(LogLevel::Critical, message.clone());
+                self.failed = Some(message.clone());
+                Err(Trapped(message))
+            }
+        }
+    }
+
+    fn drain_stdio(&mut self) {
+        let stdio: StdioCapture = self.store.data().stdio.clone();
+        for (sink, level) in [(&stdio.stdout, LogLevel::Info), (&stdio.stderr, LogLevel::Error)] {
+            let (lines, dropped) = StdioCapture::drain(sink);
+            let state = self.store.data_mut();
+            for line in lines {
+                state.push_log(level, line);
+            }
+            if dropped > 0 {
+                state.push_log(LogLevel::Warn, format!("host-sim: dropped {dropped} bytes of guest output over the limit"));
+            }
+        }
+    }
+
+    // ---- Contexts ---------------------------------------------------------------------------
+
+    fn next_id(&mut self) -> u32 {
+        let state = self.store.data_mut();
+        state.next_context_id += 1;
+        state.next_context_id
+    }
+
+    /// Creates a root (plugin) context: `proxy_on_context_create(id, 0)`, then
+    /// `proxy_on_vm_start` and `proxy_on_configure` with `configuration` as
+    /// `PLUGIN_CONFIGURATION` (proxy-wasm-cpp-host `start` then `configure`).
+    pub fn create_root_context(&mut self, root_id: &str, configuration: &[u8]) -> Result<RootContext, HostError> {
+        let id = self.next_id();
+        self.store.data_mut().roots.insert(
+            id,
+            RootState {
+                root_id: root_id.to_string(),
+                ..RootState::default()
+            },
+        );
+        let f = self.exports.context_create.clone();
+        self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, 0)).map_err(vm_failed)?;
+        let vm_config = self.store.data().vm_configuration.clone();
+        let len = vm_config.len() as u32;
+        let f = self.exports.vm_start.clone();
+        let vm_start_ok = self
+            .invoke(Callback::VmStart, id, buffer_data(vm_config), f, (id, len))
+            .map_err(vm_failed)?
+            .is_none_or(|r| r != 0);
+        let len = configuration.len() as u32;
+        let f = self.exports.configure.clone();
+        let configure_ok = self
+            .invoke(Callback::Configure, id, buffer_data(configuration.to_vec()), f, (id, len))
+            .map_err(vm_failed)?
+            .is_none_or(|r| r != 0);
+        self.after_root_callback();
+        Ok(RootContext {
+            id,
+            vm_start_ok,
+            configure_ok,
+        })
+    }
+
+    /// Opens an HTTP stream under `root` (`proxy_on_context_create(id, root)`).
+    pub fn create_http_stream(&mut self, root: u32) -> Result<u32, HostError> {
+        self.create_http_stream_with(root, StreamInfo::default())
+    }
+
+    /// Opens an HTTP stream with explicit connection facts (addresses, protocol, request id).
+    pub fn create_http_stream_with(&mut self, root: u32, info: StreamInfo) -> Result<u32, HostError> {
+        if !self.store.data().roots.contains_key(&root) {
+            return Err(HostError::WrongContext(root, "a root context"));
+        }
+        if let Some(reason) = &self.failed {
+            return Err(HostError::VmFailed(reason.clone()));
+        }
+        let id = self.next_id();
+        self.store.data_mut().streams.insert(
+            id,
+            StreamState {
+                root_id: root,
+                info,
+                ..StreamState::default()
+            },
+        );
+        self.actions.insert(id, Vec::new());
+        let f = self.exports.context_create.clone();
+        if self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, root)).is_err() {
+            self.fail_closed(id);
+        }
+        Ok(id)
+    }
+
+    fn stream(&self, id: u32) -> Result<&StreamState, HostError> {
+        self.store.data().streams.get(&id).ok_or(HostError::NoSuchContext(id))
+    }
+
+    fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, HostError> {
+        self.store.data_mut().streams.get_mut(&id).ok_or(HostError::NoSuchContext(id))
+    }
+
+    // ---- Request and response events ------------------------------------------------------
+
+    /// Request headers arrive. `end_of_stream` says whether a body follows; the guest sees what
+    /// the profile's host passes (Kong: always false). `Ok(None)` when the host does not call
+    /// the filter (stream already answered, or the callback is not exported).
+    pub fn send_request_headers<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        stream: u32,
+        headers: &[(K, V)],
+        end_of_stream: bool,
+    ) -> Result<Option<Action>, HostError> {
+        let profile = self.profile();
+        let pairs = to_pairs(profile, headers);
+        let count = pairs.len() as u32;
+        let st = self.stream_mut(stream)?;
+        if st.ended() {
+            return Ok(None);
+        }
+        st.request.headers = Some(pairs);
+        if end_of_stream {
+            st.request.complete = true;
+        }
+        let eos = profile.request_headers_end_of_stream(end_of_stream) as u32;
+        let f = self.exports.request_headers.clone();
+        let result = self.invoke(Callback::RequestHeaders, stream, CallbackData::default(), f, (stream, count, eos));
+        self.after_stream_callback(stream, Callback::RequestHeaders, result)
+    }
+
+    /// A chunk of request body arrives.
+    pub fn send_request_body(&mut self, stream: u32, chunk: &[u8], end_of_stream: bool) -> Result<Option<Action>, HostError> {
+        let profile = self.profile();
+        let st = self.stream_mut(stream)?;
+        if st.ended() {
+            return Ok(None);
+        }
+        if end_of_stream {
+            st.request.complete = true;
+        }
+        if st.request.paused_in == Some(Callback::RequestHeaders) {
+            // Envoy stops iteration: body data waits until the filter continues (ENVOY-1.40).
+            st.request.queued.push_back(Queued::Body(chunk.to_vec(), end_of_stream));
+            return Ok(None);
+        }
+        if profile.request_body_delivery() == BodyDelivery::WholeOnce {
+            st.request.staged_body.extend_from_slice(chunk);
+            if !end_of_stream {
+                return Ok(None);
+            }
+            let whole = std::mem::take(&mut st.request.staged_body);
+            return self.deliver_body(stream, true, &whole, true);
+        }
+        self.deliver_body(stream, true, chunk, end_of_stream)
+    }
+
+    /// Request trailers arrive (ending the request).
+    pub fn send_request_trailers<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        stream: u32,
+        trailers: &[(K, V)],
+    ) -> Result<Option<Action>, HostError> {
+        let pairs = to_pairs(self.profile(), trailers);
+        let st = self.stream_mut(stream)?;
+        if st.ended() {
+            return Ok(None);
+        }
+        st.request.complete = true;
+        if st.request.paused_in == Some(Callback::RequestHeaders) {
+            st.request.queued.push_back(Queued::Trailers(pairs));
+            return Ok(None);
+        }
+        self.deliver_trailers(stream, true, pairs)
+    }
+
+    /// Response headers arrive from upstream.
+    pub fn send_response_headers<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        stream: u32,
+        headers: &[(K, V)],
+        end_of_stream: bool,
+    ) -> Result<Option<Action>, HostError> {
+        let pairs = to_pairs(self.profile(), headers);
+        let count = pairs.len() as u32;
+        let st = self.stream_mut(stream)?;
+        if st.ended() {
+            return Ok(None);
+        }
+        st.response.headers = Some(pairs);
+        if end_of_stream {
+            st.response.complete = true;
+        }
+        let f = self.exports.response_headers.clone();
+        let result = self.invoke(Callback::ResponseHeaders, stream, CallbackData::default(), f, (stream, count, end_of_stream as u32));
+        self.after_stream_callback(stream, Callback::ResponseHeaders, result)
+    }
+
+    /// A chunk of response body arrives (both hosts deliver response chunks as they come).
+    pub fn send_response_body(&mut self, stream: u32, chunk: &[u8], end_of_stream: bool) -> Result<Option<Action>, HostError> {
+        let st = self.stream_mut(stream)?;
+        if st.ended() {
+            return Ok(None);
+        }
+        if end_of_stream {
+            st.response.complete = true;
+        }
+        if st.response.paused_in == Some(Callback::ResponseHeaders) {
+            st.response.queued.push_back(Queued::Body(chunk.to_vec(), end_of_stream));
+            return Ok(None);
+        }
+        self.deliver_body(stream, false, chunk, end_of_stream)
+    }
+
+    /// Response trailers arrive.
+    pub fn send_response_trailers<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        stream: u32,
+        trailers: &[(K, V)],
+    ) -> Result<Option<Action>, HostError> {
+        let pairs = to_pairs(self.profile(), trailers);
+        let st = self.stream_mut(stream)?;
+        if st.ended() {
+            return Ok(None);
+        }
+        st.response.complete = true;
+        if st.response.paused_in == Some(Callback::ResponseHeaders) {
+            st.response.queued.push_back(Queued::Trailers(pairs));
+            return Ok(None);
+        }
+        self.deliver_trailers(stream, false, pairs)
+    }
+
+    fn deliver_body(&mut self, stream: u32, request: bool, chunk: &[u8], eos: bool) -> Result<Option<Action>, HostError> {
+        let st = self.stream_mut(stream)?;
+        let dir = if request { &mut st.request } else { &mut st.response };
+        // While paused in the body phase the host buffers and reports the cumulative size.
+        dir.body.extend_from_slice(chunk);
+        dir.body_available = true;
+        let size = dir.body.len() as u32;
+        let (callback, f) = if request {
+            (Callback::RequestBody, self.exports.request_body.clone())
+        } else {
+            (Callback::ResponseBody, self.exports.response_body.clone())
+        };
+        let result = self.invoke(callback, stream, CallbackData::default(), f, (stream, size, eos as u32));
+        self.after_stream_callback(stream, callback, result)
+    }
+
+    fn deliver_trailers(&mut self, stream: u32, request: bool, pairs: Pairs) -> Result<Option<Action>, HostError> {
+        let count = pairs.len() as u32;
+        let st = self.stream_mut(stream)?;
+        let dir = if request { &mut st.request } else { &mut st.response };
+        dir.trailers = Some(pairs);
+        let (callback, f) = if request {
+            (Callback::RequestTrailers, self.exports.request_trailers.clone())
+        } else {
+            (Callback::ResponseTrailers, self.exports.response_trailers.clone())
+        };
+        let result = self.invoke(callback, stream, CallbackData::default(), f, (stream, count));
+        self.after_stream_callback(stream, callback, result)
+    }
+
+    /// Applies what a stream callback asked for: its action, a local response, a reset,
+    /// `proxy_continue_stream`, then queued notifications and `proxy_done`.
+    fn after_stream_callback(
+        &mut self,
+        stream: u32,
+        callback: Callback,
+        result: Result<Option<u32>, Trapped>,
+    ) -> Result<Option<Action>, HostError> {
+        let action = match result {
+            Err(_) => {
+                self.record(stream, callback, None);
+                self.fail_closed(stream);
+                return Ok(None);
+            }
+            // Not exported: the host continues.
+            Ok(None) => Some(Action::Continue),
+            // Any non-zero value pauses, as Envoy treats unknown values as stop-iteration.
+            Ok(Some(raw)) => Some(Action::from_raw(raw).unwrap_or(Action::Pause)),
+        };
+        self.record(stream, callback, action);
+        self.settle_stream(stream, Some(callback), action);
+        self.after_root_callback();
+        Ok(action)
+    }
+
+    fn settle_stream(&mut self, stream: u32, callback: Option<Callback>, action: Option<Action>) {
+        let profile = self.profile();
+        let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+            return;
+        };
+        if let Some(local) = st.pending_local_response.take() {
+            if st.local_response.is_none() {
+                st.local_response = Some(local);
+                if callback == Some(Callback::HttpCallResponse) && profile.local_response_cancels_dispatches() {
+                    self.store.data_mut().http_calls.retain(|_, c| c.context_id != stream);
+                }
+            }
+        }
+        let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+            return;
+        };
+        if st.ended() {
+            return;
+        }
+        if let (Some(cb), Some(action)) = (callback, action) {
+            let request = matches!(cb, Callback::RequestHeaders | Callback::RequestBody | Callback::RequestTrailers);
+            let is_phase = request || matches!(cb, Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers);
+            if is_phase {
+                let dir = if request { &mut st.request } else { &mut st.response };
+                match action {
+                    Action::Continue => forward(dir, cb),
+                    Action::Pause => dir.paused_in = Some(cb),
+                }
+            }
+        }
+        for request in [true, false] {
+            let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+                return;
+            };
+            let dir = if request { &mut st.request } else { &mut st.response };
+            if std::mem::take(&mut dir.resume_requested) {
+                if let Some(paused) = dir.paused_in.take() {
+                    forward(dir, paused);
+                    self.drain_queued(stream, request);
+                }
+            }
+        }
+    }
+
+    /// Delivers input that waited while a direction was paused in its headers phase.
+    fn drain_queued(&mut self, stream: u32, request: bool) {
+        let profile = self.profile();
+        loop {
+            let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+                return;
+            };
+            let dir = if request { &mut st.request } else { &mut st.response };
+            if st.local_response.is_some() || st.reset || dir.paused_in == Some(if request { Callback::RequestHeaders } else { Callback::ResponseHeaders }) {
+                return;
+            }
+            let Some(item) = dir.queued.pop_front() else {
+                return;
+            };
+            let _ = match item {
+                Queued::Body(chunk, eos) => {
+                    if request && profile.request_body_delivery() == BodyDelivery::WholeOnce {
+                        dir.staged_body.extend_from_slice(&chunk);
+                        if !eos {
+                            continue;
+                        }
+                        let whole = std::mem::take(&mut dir.staged_body);
+                        self.deliver_body(stream, request, &whole, true)
+                    } else {
+                        self.deliver_body(stream, request, &chunk, eos)
+                    }
+                }
+                Queued::Trailers(pairs) => self.deliver_trailers(stream, request, pairs),
+            };
+        }
+    }
+
+    fn record(&mut self, stream: u32, callback: Callback, action: Option<Action>) {
+        self.actions.entry(stream).or_default().push(ActionRecord {
+            callback: callback.transcript_name(),
+            action: action.map(|a| a.to_string()),
+        });
+    }
+
+    /// Ends a stream the way the profile's host does when its filter fails: a 5xx local reply.
+    fn fail_closed(&mut self, stream: u32) {
+        let profile = self.profile();
+        if let Some(st) = self.store.data_mut().streams.get_mut(&stream) {
+            st.pending_local_response = None;
+            if st.local_response.is_none() {
+                let (body, headers) = match profile {
+                    Profile::Envoy => (Vec::new(), Vec::new()),
+                    Profile::Kong => (
+                        br#"{"message":"An unexpected error occurred"}"#.to_vec(),
+                        vec![("content-type".to_string(), "application/json; charset=utf-8".to_string())],
+                    ),
+                };
+                st.local_response = Some(LocalResponse {
+                    status: profile.fail_closed_status(),
+                    details: "wasm_fail_stream".into(),
+                    headers,
+                    body,
+                    grpc_status: None,
+                });
+            }
+        }
+        self.store.data_mut().http_calls.retain(|_, c| c.context_id != stream);
+    }
+
+    /// Work that follows any callback: queue notifications for this VM's roots, and contexts
+    /// finalized through `proxy_done`.
+    fn after_root_callback(&mut self) {
+        for _ in 0..1024 {
+            let key = self.store.data().vm_key;
+            let ready = self.store.data().shared.lock().queue_ready.remove(&key).unwrap_or_default();
+            let done_roots = std::mem::take(&mut self.store.data_mut().done_roots);
+            let finished: Vec<u32> = self
+                .store
+                .data()
+                .streams
+                .iter()
+                .filter(|(_, s)| s.finished && !s.awaiting_done)
+                .map(|(id, _)| *id)
+                .collect();
+            if ready.is_empty() && done_roots.is_empty() && finished.is_empty() {
+                return;
+            }
+            for (root, queue) in ready {
+                if self.store.data().roots.contains_key(&root) {
+                    let f = self.exports.queue_ready.clone();
+                    let _ = self.invoke(Callback::QueueReady, root, CallbackData::default(), f, (root, queue));
+                }
+            }
+            for root in done_roots {
+                self.finalize(root);
+            }
+            for stream in finished {
+                self.finalize(stream);
+            }
+        }
+    }
+
+    fn finalize(&mut self, id: u32) {
+        let f = self.exports.log.clone();
+        let _ = self.invoke(Callback::Log, id, CallbackData::default(), f, id);
+        let f = self.exports.delete.clone();
+        let _ = self.invoke(Callback::Delete, id, CallbackData::default(), f, id);
+        let state = self.store.data_mut();
+        state.streams.remove(&id);
+        state.roots.remove(&id);
+        state.http_calls.retain(|_, c| c.context_id != id);
+        state.grpc_calls.retain(|_, c| c.context_id != id);
+    }
+
+    /// Ends a stream: `proxy_on_done`, then (when it returns true, or later on `proxy_done`)
+    /// `proxy_on_log` and `proxy_on_delete` (spec "Context lifecycle"). Pending callouts of
+    /// the stream are cancelled, as Envoy cancels them when the stream is destroyed.
+    pub fn finish_stream(&mut self, stream: u32) -> Result<(), HostError> {
+        self.stream(stream)?;
+        let f = self.exports.done.clone();
+        let done = self.invoke(Callback::Done, stream, CallbackData::default(), f, stream);
+        match done {
+            Ok(Some(0)) => {
+                let st = self.stream_mut(stream)?;
+                st.awaiting_done = true;
+                self.after_root_callback();
+            }
+            _ => self.finalize(stream),
+        }
+        Ok(())
+    }
+
+    /// Shuts a root context down the same way (`proxy_on_done`, then `on_log`/`on_delete`).
+    pub fn finish_root(&mut self, root: u32) -> Result<(), HostError> {
+        if !self.store.data().roots.contains_key(&root) {
+            return Err(HostError::WrongContext(root, "a root context"));
+        }
+        let f = self.exports.done.clone();
+        match self.invoke(Callback::Done, root, CallbackData::default(), f, root) {
+            Ok(Some(0)) => {
+                if let Some(r) = self.store.data_mut().roots.get_mut(&root) {
+                    r.awaiting_done = true;
+                }
+            }
+            _ => self.finalize(root),
+        }
+        Ok(())
+    }
+
+    // ---- Callouts ---------------------------------------------------------------------------
+
+    /// Pending HTTP callouts, oldest first.
+    pub fn http_calls(&self) -> Vec<HttpCall> {
+        self.store.data().http_calls.values().cloned().collect()
+    }
+
+    /// Answers a callout: `proxy_on_http_call_response` on the context that made it.
+    pub fn respond_http_call(&mut self, token: u32, reply: HttpCallReply) -> Result<(), HostError> {
+        let profile = self.profile();
+        let call = self
+            .store
+            .data_mut()
+            .http_calls
+            .remove(&token)
+            .ok_or(HostError::UnknownHttpCall(token))?;
+        let (headers, body, trailers, counted, status) = match reply {
+            HttpCallReply::Response {
+                status,
+                headers,
+                body,
+                trailers,
+            } => {
+                let mut all = vec![(":status".to_string(), status.to_string())];
+                all.extend(headers);
+                let n = all.len();
+                (all, body, trailers, n, status as u32)
+            }
+            HttpCallReply::Failure(failure) => {
+                let (headers, body) = profile.callout_failure(failure);
+                let status = headers
+                    .iter()
+                    .find(|(k, _)| k == ":status")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let n = if profile.failure_headers_counted() { headers.len() } else { 0 };
+                (headers, body, Vec::new(), n, status)
+            }
+        };
+        let ctx = call.context_id;
+        let data = CallbackData {
+            headers: Some(to_pairs(profile, &headers)),
+            trailers: Some(to_pairs(profile, &trailers)),
+            status: Some((status, Vec::new())),
+            buffer: Some(body.clone()),
+        };
+        let f = self.exports.http_call_response.clone();
+        let params = (ctx, token, counted as u32, body.len() as u32, trailers.len() as u32);
+        let result = self.invoke(Callback::HttpCallResponse, ctx, data, f, params);
+        if self.store.data().streams.contains_key(&ctx) {
+            if result.is_err() {
+                self.record(ctx, Callback::HttpCallResponse, None);
+                self.fail_closed(ctx);
+            } else {
+                self.record(ctx, Callback::HttpCallResponse, None);
+                self.settle_stream(ctx, Some(Callback::HttpCallResponse), None);
+            }
+        }
+        self.after_root_callback();
+        Ok(())
+    }
+
+    /// Open gRPC calls and streams.
+    pub fn grpc_calls(&self) -> Vec<GrpcCall> {
+        self.store.data().grpc_calls.values().cloned().collect()
+    }
+
+    /// The messages the guest sent on a gRPC call or stream.
+    pub fn grpc_messages(&self, token: u32) -> Option<Vec<Vec<u8>>> {
+        self.store.data().grpc_calls.get(&token).map(|c| c.messages.clone())
+    }
+
+    /// Answers a gRPC call or stream: initial metadata, messages, trailing metadata and close,
+    /// each through its callback. A cancelled or closed call gets no callbacks (Envoy drops
+    /// them) but the answer is accepted.
+    pub fn respond_grpc(&mut self, token: u32, reply: GrpcReply) -> Result<(), HostError> {
+        let profile = self.profile();
+        let call = self
+            .store
+            .data()
+            .grpc_calls
+            .get(&token)
+            .cloned()
+            .ok_or(HostError::UnknownGrpcCall(token))?;
+        if call.cancelled || call.closed {
+            self.store.data_mut().grpc_calls.remove(&token);
+            return Ok(());
+        }
+        let ctx = call.context_id;
+        if let Some(md) = reply.initial_metadata {
+            let data = CallbackData {
+                headers: Some(to_pairs(profile, &md)),
+                ..CallbackData::default()
+            };
+            let f = self.exports.grpc_initial_metadata.clone();
+            let _ = self.invoke(Callback::GrpcReceiveInitialMetadata, ctx, data, f, (ctx, token, md.len() as u32));
+        }
+        for message in reply.messages {
+            let len = message.len() as u32;
+            let f = self.exports.grpc_receive.clone();
+            let _ = self.invoke(Callback::GrpcReceive, ctx, buffer_data(message), f, (ctx, token, len));
+        }
+        if let Some(md) = reply.trailing_metadata {
+            let data = CallbackData {
+                headers: Some(to_pairs(profile, &md)),
+                ..CallbackData::default()
+            };
+            let f = self.exports.grpc_trailing_metadata.clone();
+            let _ = self.invoke(Callback::GrpcReceiveTrailingMetadata, ctx, data, f, (ctx, token, md.len() as u32));
+        }
+        if let Some((code, message)) = reply.close {
+            self.store.data_mut().grpc_calls.remove(&token);
+            let data = CallbackData {
+                status: Some((code, message.into_bytes())),
+                ..CallbackData::default()
+            };
+            let f = self.exports.grpc_close.clone();
+            let _ = self.invoke(Callback::GrpcClose, ctx, data, f, (ctx, token, code));
+        }
+        if self.store.data().streams.contains_key(&ctx) {
+            self.settle_stream(ctx, None, None);
+        }
+        self.after_root_callback();
+        Ok(())
+    }
+
+    // ---- Time -------------------------------------------------------------------------------
+
+    /// Moves the virtual clock forward by `by`, firing every tick and callout timeout that falls
+    /// due, in time order.
+    pub fn advance_time(&mut self, by: Duration) -> Result<(), HostError> {
+        if !self.store.data().clock.is_virtual() {
+            return Err(HostError::RealClock);
+        }
+        let target = self.now_ns().saturating_add(by.as_nanos() as u64);
+        self.run_timers_until(target);
+        self.store.data().clock.set_ns(target);
+        Ok(())
+    }
+
+    /// Fires what is due now (for the real clock; `serve` calls it from its timer).
+    pub fn fire_due_timers(&mut self) {
+        let now = self.now_ns();
+        self.run_timers_until(now);
+    }
+
+    /// When the next tick or callout timeout is due, in clock nanoseconds.
+    pub fn next_timer_ns(&self) -> Option<u64> {
+        let state = self.store.data();
+        let ticks = state.roots.values().filter_map(|r| r.next_tick_ns);
+        let calls = state.http_calls.values().filter_map(|c| c.deadline_ns);
+        ticks.chain(calls).min()
+    }
+
+    fn run_timers_until(&mut self, target: u64) {
+        // Bounded so a 1 ms tick over a long advance cannot spin forever.
+        for _ in 0..1_000_000 {
+            let Some(next) = self.next_timer_ns().filter(|t| *t <= target) else {
+                return;
+            };
+            self.store.data().clock.set_ns(next);
+            let expired: Vec<u32> = self
+                .store
+                .data()
+                .http_calls
+                .values()
+                .filter(|c| c.deadline_ns == Some(next))
+                .map(|c| c.token)
+                .collect();
+            for token in expired {
+                let _ = self.respond_http_call(token, HttpCallReply::Failure(CalloutFailure::Timeout));
+            }
+            let due: Vec<u32> = self
+                .store
+                .data()
+                .roots
+                .iter()
+                .filter(|(_, r)| r.next_tick_ns == Some(next))
+                .map(|(id, _)| *id)
+                .collect();
+            for root in due {
+                if let Some(r) = self.store.data_mut().roots.get_mut(&root) {
+                    r.next_tick_ns = Some(next + r.tick_period_ms as u64 * 1_000_000);
+                }
+                let f = self.exports.tick.clone();
+                let _ = self.invoke(Callback::Tick, root, CallbackData::default(), f, root);
+                self.after_root_callback();
+            }
+        }
+    }
+
+    /// The host clock, in nanoseconds since the Unix epoch.
+    pub fn now_ns(&self) -> u64 {
+        self.store.data().now_ns()
+    }
+
+    // ---- Foreign functions and properties ---------------------------------------------------
+
+    /// Registers a host function the guest can call with `proxy_call_foreign_function`.
+    pub fn register_foreign_function(&mut self, name: &str, function: ForeignFunction) {
+        self.store.data_mut().foreign.insert(name.to_string(), function);
+    }
+
+    /// Calls the guest's `proxy_on_foreign_function(root, function_id, args_size)`.
+    pub fn call_foreign_callback(&mut self, root: u32, function_id: u32, args: &[u8]) -> Result<(), HostError> {
+        if !self.store.data().roots.contains_key(&root) {
+            return Err(HostError::WrongContext(root, "a root context"));
+        }
+        let f = self.exports.foreign_function.clone();
+        let len = args.len() as u32;
+        self.invoke(Callback::ForeignFunction, root, buffer_data(args.to_vec()), f, (root, function_id, len))
+            .map_err(vm_failed)?;
+        self.after_root_callback();
+        Ok(())
+    }
+
+    /// Sets a VM-wide property (path segments joined by NUL, as the ABI encodes them).
+    pub fn set_property(&mut self, path: &[&str], value: &[u8]) {
+        let key = crate::abi::encode_property_path(path);
+        self.store.data_mut().properties.insert(key, value.to_vec());
+    }
+
+    // ---- Inspection -------------------------------------------------------------------------
+
+    /// The profile this VM follows.
+    pub fn profile(&self) -> Profile {
+        self.store.data().profile
+    }
+
+    /// The module's sha256.
+    pub fn module_sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Every callback a stream saw, in order, with its action.
+    pub fn actions(&self, stream: u32) -> &[ActionRecord] {
+        self.actions.get(&stream).map_or(&[], Vec::as_slice)
+    }
+
+    /// The local response a stream ended with, if any.
+    pub fn local_response(&self, stream: u32) -> Option<&LocalResponse> {
+        self.store.data().streams.get(&stream).and_then(|s| s.local_response.as_ref())
+    }
+
+    /// Whether the guest reset the stream (`proxy_close_stream`).
+    pub fn stream_reset(&self, stream: u32) -> bool {
+        self.store.data().streams.get(&stream).is_some_and(|s| s.reset)
+    }
+
+    /// Whether the stream still exists (not yet deleted).
+    pub fn stream_exists(&self, stream: u32) -> bool {
+        self.store.data().streams.contains_key(&stream)
+    }
+
+    /// The request headers as the filter left them.
+    pub fn request_headers(&self, stream: u32) -> Option<Vec<(String, String)>> {
+        self.direction(stream, true).and_then(|d| d.headers.as_ref()).map(pairs_to_strings)
+    }
+
+    /// The response headers as the filter left them.
+    pub fn response_headers(&self, stream: u32) -> Option<Vec<(String, String)>> {
+        self.direction(stream, false).and_then(|d| d.headers.as_ref()).map(pairs_to_strings)
+    }
+
+    /// The request trailers as the filter left them.
+    pub fn request_trailers(&self, stream: u32) -> Option<Vec<(String, String)>> {
+        self.direction(stream, true).and_then(|d| d.trailers.as_ref()).map(pairs_to_strings)
+    }
+
+    /// The response trailers as the filter left them.
+    pub fn response_trailers(&self, stream: u32) -> Option<Vec<(String, String)>> {
+        self.direction(stream, false).and_then(|d| d.trailers.as_ref()).map(pairs_to_strings)
+    }
+
+    /// Request body the filter let through to the upstream so far.
+    pub fn forwarded_request_body(&self, stream: u32) -> Option<&[u8]> {
+        self.direction(stream, true).map(|d| d.forwarded_body.as_slice())
+    }
+
+    /// Response body the filter let through to the client so far.
+    pub fn forwarded_response_body(&self, stream: u32) -> Option<&[u8]> {
+        self.direction(stream, false).map(|d| d.forwarded_body.as_slice())
+    }
+
+    /// Whether the request headers went upstream (the filter continued them).
+    pub fn request_headers_forwarded(&self, stream: u32) -> bool {
+        self.direction(stream, true).is_some_and(|d| d.headers_forwarded)
+    }
+
+    /// Whether the whole request went upstream: headers, body to end of stream, trailers.
+    pub fn request_forwarded_complete(&self, stream: u32) -> bool {
+        self.direction(stream, true)
+            .is_some_and(|d| d.headers_forwarded && d.complete && d.paused_in.is_none() && d.queued.is_empty() && d.body.is_empty())
+    }
+
+    /// Whether the response headers went to the client.
+    pub fn response_headers_forwarded(&self, stream: u32) -> bool {
+        self.direction(stream, false).is_some_and(|d| d.headers_forwarded)
+    }
+
+    /// Where the request is paused, if it is.
+    pub fn request_paused_in(&self, stream: u32) -> Option<&'static str> {
+        self.direction(stream, true).and_then(|d| d.paused_in).map(Callback::transcript_name)
+    }
+
+    fn direction(&self, stream: u32, request: bool) -> Option<&Direction> {
+        let st = self.store.data().streams.get(&stream)?;
+        Some(if request { &st.request } else { &st.response })
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<LogEntry> {
+        self.store.data().logs.iter().cloned().collect()
+    }
+
+    /// Takes the log lines so far.
+    pub fn take_logs(&mut self) -> Vec<LogEntry> {
+        self.store.data_mut().logs.drain(..).collect()
+    }
+
+    /// Metrics of every VM sharing this one's state, by exported name.
+    pub fn metrics(&self) -> BTreeMap<String, Metric> {
+        self.store.data().shared.metrics()
+    }
+
+    /// The shared state (data, queues, metrics), to give to other VMs.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.store.data().shared.clone()
+    }
+
+    /// Delivers `proxy_on_queue_ready` notifications enqueued by other VMs.
+    pub fn poll_queues(&mut self) {
+        self.after_root_callback();
+    }
+
+    /// Why the VM failed, if a callback trapped.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Remaining fuel, when fuel metering is on.
+    pub fn fuel(&self) -> Option<u64> {
+        self.store.get_fuel().ok()
+    }
+
+    /// Bytes of guest linear memory.
+    pub fn memory_bytes(&mut self) -> usize {
+        let memory = self.store.data().memory.clone();
+        memory_size(memory, &mut self.store)
+    }
+
+    /// The tick period a root context asked for, in milliseconds.
+    pub fn tick_period_ms(&self, root: u32) -> Option<u32> {
+        self.store.data().roots.get(&root).map(|r| r.tick_period_ms)
+    }
+}
+
+fn memory_size(memory: GuestMemory, store: &mut Store<HostState>) -> usize {
+    // Probe by the largest readable offset: GuestMemory keeps the handle private on purpose.
+    let mut low = 0u64;
+    let mut high = 1u64 << 32;
+    while low + 1 < high {
+        let mid = (low + high) / 2;
+        if memory.with_slice(&mut *store, (mid - 1) as u32, 1, |_| ()).is_ok() {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    low as usize
+}
+
+/// Marks a direction's phase as let through.
+fn forward(dir: &mut Direction, phase: Callback) {
+    match phase {
+        Callback::RequestHeaders | Callback::ResponseHeaders => dir.headers_forwarded = true,
+        Callback::RequestBody | Callback::ResponseBody => {
+            let body = std::mem::take(&mut dir.body);
+            dir.forwarded_body.extend_from_slice(&body);
+        }
+        Callback::RequestTrailers | Callback::ResponseTrailers => dir.trailers_forwarded = true,
+        _ => {}
+    }
+}
+
+fn buffer_data(bytes: Vec<u8>) -> CallbackData {
+    CallbackData {
+        buffer: Some(bytes),
+        ..CallbackData::default()
+    }
+}
+
+fn vm_failed(Trapped(msg): Trapped) -> HostError {
+    HostError::VmFailed(msg)
+}
+
+fn trap_message(e: &wasmtime::Error) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        match trap {
+            wasmtime::Trap::Interrupt => return "deadline exceeded (epoch interruption)".into(),
+            wasmtime::Trap::OutOfFuel => return "fuel exhausted".into(),
+            _ => {}
+        }
+    }
+    let text = format!("{e:#}");
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+fn to_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(profile: Profile, pairs: &[(K, V)]) -> Pairs {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let k = k.as_ref();
+            let k = match profile {
+                Profile::Envoy => k.to_ascii_lowercase(),
+                Profile::Kong => k.to_vec(),
+            };
+            (k, v.as_ref().to_vec())
+        })
+        .collect()
+}
+
+fn pairs_to_strings(pairs: &Pairs) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
