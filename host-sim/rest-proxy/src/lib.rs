@@ -1,0 +1,39 @@
+//! An embedded, Confluent-compatible Kafka REST proxy for host-sim.
+//!
+//! It speaks the produce half of the Confluent REST Proxy over HTTP/1.1 so the filter under test
+//! has a real upstream to talk to:
+//!
+//! - v2: `POST /topics/{topic}` (and `/topics/{topic}/partitions/{p}`) with
+//!   `application/vnd.kafka.binary.v2+json` or `application/vnd.kafka.json.v2+json`, answering
+//!   `application/vnd.kafka.v2+json` with `offsets`; `GET /topics`, `GET /topics/{topic}`.
+//! - v3: `POST /v3/clusters/{cluster_id}/topics/{topic}/records` (`application/json`, one record,
+//!   or several concatenated records in "streaming" style); `GET /v3/clusters[/{id}]`.
+//! - Confluent's error envelopes `{"error_code":..,"message":..}` with the statuses Confluent uses.
+//!
+//! Records land in a [`storage`] backend chosen at start: in-memory topics (default) or a real
+//! broker through the pure-Rust `rskafka` client (`--kafka-bootstrap`). Anything that is not a
+//! Confluent API lives under `/_sim/`: reading records back, a topic summary, reset, and a
+//! [`faults`] queue that makes the next produce requests fail in the ways real proxies do.
+//!
+//! Layers, one-way: [`config`] (flags and validated settings) → [`server`] (HTTP routing,
+//! [`RestProxy`]) → [`v2`]/[`v3`]/[`sim`] handlers → [`storage`] (memory or Kafka) and
+//! [`partitioner`]; [`codec`] and [`timestamp`] are pure functions; [`error`] holds the envelopes.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod faults;
+pub mod partitioner;
+pub mod server;
+pub mod sim;
+pub mod storage;
+pub mod timestamp;
+pub mod v2;
+pub mod v3;
+
+pub use config::{RestProxyArgs, RestProxyConfig, RestProxyOptions, StorageConfig, TopicSpec};
+pub use error::{ApiError, ConfigError, ConnectionDropped, RestProxyError};
+pub use faults::{Fault, FaultAction};
+pub use server::RestProxy;
+pub use storage::{RecordHeader, StoredRecord};

@@ -1,0 +1,275 @@
+//! Confluent REST Proxy v2: `POST /topics/{topic}` (and `/topics/{topic}/partitions/{p}`),
+//! `GET /topics`, `GET /topics/{topic}`.
+//!
+//! A produce answer is HTTP 200 `application/vnd.kafka.v2+json`
+//! `{"offsets":[...],"key_schema_id":null,"value_schema_id":null}` with one entry per record, in
+//! order: `{"partition","offset","error_code":null,"error":null}` when stored, or
+//! `{"partition":null,"offset":null,"error_code":50003,"error":"..."}` when the broker refused it
+//! (kafka-rest's `AbstractProduceAction`). The status is 401 or 403 when a record failed with
+//! 40101 or 40301 (`ProduceResponse.getRequestStatus`), 200 otherwise.
+//!
+//! Where this simulator answers differently from kafka-rest: an unknown topic with auto-creation
+//! off is 404 / 40401 "Topic not found." at once (kafka-rest would wait `max.block.ms` and then
+//! put a 50003 in `offsets`), an out-of-range partition is 404 / 40402 "Partition not found.", and
+//! an illegal topic name is 400 / 40002 rather than a 50002 in `offsets`.
+
+use hyper::StatusCode;
+use serde::Serialize;
+
+use crate::codec::{parse_v2, v2_format, V2_JSON};
+use crate::error::{codes, ApiError, ConnectionDropped, TOPIC_NOT_FOUND_MESSAGE};
+use crate::server::{FaultOutcome, ProduceError, Reply, RestProxy};
+use crate::storage::{Appended, RecordFailure};
+use crate::timestamp::now_ms;
+
+/// One entry of `offsets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionOffset {
+    /// Partition, or null on error.
+    pub partition: Option<u32>,
+    /// Offset, or null on error.
+    pub offset: Option<i64>,
+    /// Per-record error code, or null.
+    pub error_code: Option<i32>,
+    /// Per-record error message, or null.
+    pub error: Option<String>,
+}
+
+/// The v2 produce response body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProduceResponse {
+    /// One entry per record.
+    pub offsets: Vec<PartitionOffset>,
+    /// Always null here (no Schema Registry).
+    pub key_schema_id: Option<i32>,
+    /// Always null here.
+    pub value_schema_id: Option<i32>,
+}
+
+impl ProduceResponse {
+    /// Builds the response from per-record results.
+    pub fn from_results(results: &[Result<Appended, RecordFailure>]) -> Self {
+        ProduceResponse {
+            offsets: results
+                .iter()
+                .map(|r| match r {
+                    Ok(a) => PartitionOffset {
+                        partition: Some(a.partition),
+                        offset: Some(a.offset),
+                        error_code: None,
+                        error: None,
+                    },
+                    Err(f) => PartitionOffset {
+                        partition: None,
+                        offset: None,
+                        error_code: Some(f.error_code),
+                        error: Some(f.message.clone()),
+                    },
+                })
+                .collect(),
+            key_schema_id: None,
+            value_schema_id: None,
+        }
+    }
+
+    /// kafka-rest's `getRequestStatus`: 401 / 403 for authentication / authorization failures.
+    pub fn status(&self) -> StatusCode {
+        for o in &self.offsets {
+            match o.error_code {
+                Some(codes::KAFKA_AUTHENTICATION) => return StatusCode::UNAUTHORIZED,
+                Some(codes::KAFKA_AUTHORIZATION) => return StatusCode::FORBIDDEN,
+                _ => {}
+            }
+        }
+        StatusCode::OK
+    }
+}
+
+fn error(e: &ApiError) -> Reply {
+    Reply::error(e, V2_JSON)
+}
+
+/// `POST /topics/{topic}[/partitions/{partition}]`.
+pub async fn produce(
+    proxy: &RestProxy,
+    topic: &str,
+    path_partition: Option<&str>,
+    content_type: Option<&str>,
+    body: Result<bytes::Bytes, ApiError>,
+) -> Result<Reply, ConnectionDropped> {
+    let Some(format) = v2_format(content_type) else {
+        return Ok(error(&ApiError::unsupported_media_type()));
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return Ok(error(&e)),
+    };
+    let path_partition = match path_partition {
+        None => None,
+        Some(p) => match p.parse::<i32>() {
+            Ok(p) => Some(p),
+            // Jersey cannot convert the path parameter: 404.
+            Err(_) => return Ok(error(&ApiError::no_such_path())),
+        },
+    };
+    let mut records = match parse_v2(&body, format, now_ms()) {
+        Ok(r) => r,
+        Err(e) => return Ok(error(&e)),
+    };
+    if path_partition.is_some() {
+        for r in &mut records {
+            r.partition = r.partition.or(path_partition);
+        }
+    }
+    let n = records.len();
+    let results = match proxy.take_fault(topic).await {
+        FaultOutcome::Proceed => match proxy.produce(topic, records).await {
+            Ok(results) => results,
+            Err(ProduceError::TopicNotFound) => {
+                return Ok(error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE)))
+            }
+            Err(ProduceError::PartitionNotFound) => {
+                return Ok(error(&ApiError::partition_not_found()))
+            }
+            Err(ProduceError::InvalidTopic(msg)) => {
+                return Ok(error(&ApiError::invalid_topic(msg)))
+            }
+            Err(ProduceError::Backend(f)) => vec![Err(f); n],
+        },
+        FaultOutcome::HttpError(e) => return Ok(error(&e)),
+        FaultOutcome::RecordError(f) => vec![Err(f); n],
+        FaultOutcome::Drop => return Err(ConnectionDropped),
+    };
+    let response = ProduceResponse::from_results(&results);
+    Ok(Reply::json(response.status(), V2_JSON, &response))
+}
+
+/// `GET /topics`: the topic names.
+pub async fn list_topics(proxy: &RestProxy) -> Reply {
+    match proxy.backend().list_topics().await {
+        Ok(topics) => {
+            let names: Vec<String> = topics.into_iter().map(|(name, _)| name).collect();
+            Reply::json(StatusCode::OK, V2_JSON, &names)
+        }
+        Err(e) => error(&storage_error(e)),
+    }
+}
+
+/// A replica in v2 topic metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replica {
+    /// Broker id.
+    pub broker: i32,
+    /// Whether it leads the partition.
+    pub leader: bool,
+    /// Whether it is in sync.
+    pub in_sync: bool,
+}
+
+/// A partition in v2 topic metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionMetadata {
+    /// Partition id.
+    pub partition: u32,
+    /// Leader broker id; null when unknown (Kafka bridge).
+    pub leader: Option<i32>,
+    /// Replicas.
+    pub replicas: Vec<Replica>,
+}
+
+/// v2 topic metadata (kafka-rest's `GetTopicResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicMetadata {
+    /// Topic name.
+    pub name: String,
+    /// Topic configs (none here).
+    pub configs: serde_json::Map<String, serde_json::Value>,
+    /// Partitions.
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+/// `GET /topics/{topic}`: Confluent's v2 topic metadata.
+pub async fn get_topic(proxy: &RestProxy, topic: &str) -> Reply {
+    match proxy.backend().partition_count(topic).await {
+        Ok(Some(n)) => {
+            // The in-memory store is one broker (id 1); the Kafka bridge does not learn leaders.
+            let memory = matches!(proxy.backend(), crate::storage::Backend::Memory(_));
+            let partitions = (0..n)
+                .map(|p| PartitionMetadata {
+                    partition: p,
+                    leader: memory.then_some(1),
+                    replicas: if memory {
+                        vec![Replica {
+                            broker: 1,
+                            leader: true,
+                            in_sync: true,
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                })
+                .collect();
+            let meta = TopicMetadata {
+                name: topic.to_string(),
+                configs: serde_json::Map::new(),
+                partitions,
+            };
+            Reply::json(StatusCode::OK, V2_JSON, &meta)
+        }
+        Ok(None) => error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE)),
+        Err(e) => error(&storage_error(e)),
+    }
+}
+
+/// The envelope for a metadata failure (`KafkaExceptionMapper`: retriable → 500 / 50003).
+pub fn storage_error(e: crate::storage::StorageError) -> ApiError {
+    use crate::storage::StorageError as S;
+    match e {
+        S::Kafka {
+            error_code,
+            message,
+        } => ApiError::from_code(error_code, message),
+        S::TopicNotFound(_) => ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE),
+        S::PartitionNotFound { .. } => ApiError::partition_not_found(),
+        S::Unsupported(what) => {
+            ApiError::bad_request(format!("{what} is only supported by the in-memory store"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn response_shape_and_status() {
+        let results = vec![
+            Ok(Appended {
+                partition: 1,
+                offset: 7,
+                timestamp_ms: 0,
+            }),
+            Err(RecordFailure::retriable("timeout")),
+        ];
+        let r = ProduceResponse::from_results(&results);
+        assert_eq!(
+            serde_json::to_value(&r).unwrap_or_default(),
+            json!({"offsets":[
+                {"partition":1,"offset":7,"error_code":null,"error":null},
+                {"partition":null,"offset":null,"error_code":50003,"error":"timeout"}],
+              "key_schema_id":null,"value_schema_id":null})
+        );
+        assert_eq!(r.status(), StatusCode::OK);
+        let auth = ProduceResponse::from_results(&[Err(RecordFailure {
+            error_code: 40301,
+            message: "no".into(),
+        })]);
+        assert_eq!(auth.status(), StatusCode::FORBIDDEN);
+        let authn = ProduceResponse::from_results(&[Err(RecordFailure {
+            error_code: 40101,
+            message: "no".into(),
+        })]);
+        assert_eq!(authn.status(), StatusCode::UNAUTHORIZED);
+    }
+}
