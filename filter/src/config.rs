@@ -1,0 +1,1442 @@
+//! The filter configuration: one declarative table of fields (`ROOT`) from which both the
+//! validator and the JSON Schema (draft 4) shipped as `kafka_upstream.meta.json` are derived,
+//! and the typed [`Config`] the rest of the filter uses.
+//!
+//! The configuration reaches `proxy_on_configure` as JSON text: a JSON object (Envoy's
+//! `StringValue`, Kong >= 3.5 with the `.meta.json`, which cjson-encodes the object), or a JSON
+//! string whose content is the object's text (Kong without a `.meta.json` passes the configured
+//! string as is, and a string-typed config may itself be JSON-quoted). Unknown keys, wrong types,
+//! out-of-range values and impossible combinations are rejected with one message that starts
+//! with the field's path, e.g. `rest_proxy.cluster_id: required when rest_proxy.api is "v3"`.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::message::MessageOptions;
+
+/// Kong's schema error when every `forward_*` flag is false.
+pub const FORWARD_FLAGS_MESSAGE: &str =
+    "at least one of these attributes must be true: forward_method, forward_uri, forward_headers, forward_body";
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The default topic, used when the request names none (and always allowed).
+    pub topic: String,
+    /// How to reach the Kafka REST proxy.
+    pub rest_proxy: RestProxy,
+    /// What goes into the message (the `forward_*` flags).
+    pub message: MessageOptions,
+    /// Query argument holding a comma-separated list of target topics.
+    pub topics_query_arg: Option<String>,
+    /// Topics a request may name in `topics_query_arg`, besides `topic`.
+    pub allowed_topics: Vec<String>,
+    /// Query argument whose value becomes the Kafka record key.
+    pub key_query_arg: Option<String>,
+    /// Fixed partition for every record.
+    pub partition: Option<u32>,
+    /// Largest accepted request body in bytes; larger ones get 413.
+    pub max_body_size: u64,
+    /// Add the REST proxy's error code and message to error answers.
+    pub return_error_message: bool,
+}
+
+/// Where and how the REST proxy is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestProxy {
+    /// Envoy cluster name, or `host:port` for Kong.
+    pub upstream: String,
+    /// `:authority` (Host) of the calls.
+    pub authority: String,
+    /// `:scheme` of the calls.
+    pub scheme: Scheme,
+    /// Path prefix: empty, or starting with `/` and not ending with `/`.
+    pub path_prefix: String,
+    /// REST API version (v3 carries its cluster id).
+    pub api: Api,
+    /// Record encoding.
+    pub format: Format,
+    /// Static headers added to every call; names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Call timeout in milliseconds.
+    pub timeout_ms: u32,
+}
+
+/// The Kafka REST API flavour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Api {
+    /// Confluent REST Proxy v2 (also Redpanda's HTTP proxy and Karapace): `POST /topics/{topic}`.
+    V2,
+    /// Confluent REST Proxy v3: `POST /v3/clusters/{cluster_id}/topics/{topic}/records`.
+    V3 {
+        /// The Kafka cluster id.
+        cluster_id: String,
+    },
+}
+
+/// How the message is carried in the REST request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Value = the message bytes exactly, key = the key bytes exactly (base64 in the request).
+    Binary,
+    /// Value embedded as a JSON value (v2 `application/vnd.kafka.json.v2+json`, v3 `JSON`).
+    Json,
+}
+
+/// `:scheme` of the REST proxy calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS (Kong's host then uses TLS; Envoy's cluster decides on its own).
+    Https,
+}
+
+impl Scheme {
+    /// The `:scheme` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// A rejected configuration: one line naming the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    /// The message, e.g. `rest_proxy.timeout: expected an integer from 1 to 2147483646`.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------------------------
+// The table.
+
+/// A field's value domain.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// A string with a length (in characters) between the bounds.
+    String {
+        /// Shortest length.
+        min_length: u64,
+        /// Longest length.
+        max_length: u64,
+    },
+    /// One of the listed strings.
+    Enum(&'static [&'static str]),
+    /// `true` or `false`.
+    Boolean,
+    /// An integer between the bounds (inclusive).
+    Integer {
+        /// Smallest value.
+        minimum: i64,
+        /// Largest value.
+        maximum: i64,
+    },
+    /// An array of strings; `{}` is accepted as the empty array because Kong's cjson encodes
+    /// an empty Lua array as `{}`.
+    StringList {
+        /// Shortest item length.
+        item_min_length: u64,
+        /// Longest item length.
+        item_max_length: u64,
+    },
+    /// An object mapping header names (non-empty, not starting with `:`) to string values.
+    HeaderMap,
+    /// A nested object.
+    Object(&'static Schema),
+}
+
+/// A field's default, as the schema's `default` keyword shows it.
+#[derive(Debug)]
+pub(crate) enum DefaultValue {
+    Bool(bool),
+    Int(i64),
+    Str(&'static str),
+}
+
+/// One configuration field.
+#[derive(Debug)]
+pub(crate) struct Field {
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) required: bool,
+    pub(crate) default: Option<DefaultValue>,
+    pub(crate) description: &'static str,
+}
+
+/// A constraint across the fields of one object.
+#[derive(Debug)]
+pub(crate) enum Rule {
+    /// `field` must be present when enum field `when` (effective value, default included) equals
+    /// `equals`. The default of `when` must differ from `equals`.
+    RequiredWhen {
+        field: &'static str,
+        when: &'static str,
+        equals: &'static str,
+    },
+    /// At least one of the boolean `fields` (effective value, default included) must be true.
+    AtLeastOneTrue {
+        fields: &'static [&'static str],
+        message: &'static str,
+    },
+}
+
+/// An object's fields and cross-field rules.
+#[derive(Debug)]
+pub(crate) struct Schema {
+    pub(crate) description: &'static str,
+    pub(crate) fields: &'static [Field],
+    pub(crate) rules: &'static [Rule],
+}
+
+const NAME_MAX: u64 = 255;
+const TOPIC_MAX: u64 = 249; // Kafka's limit on topic names
+
+/// The whole configuration.
+pub(crate) static ROOT: Schema = Schema {
+    description: "kafka-upstream: turn each request into a Kafka message sent through a Kafka REST proxy (Kong kafka-upstream compatible).",
+    fields: &[
+        Field {
+            name: "topic",
+            kind: Kind::String { min_length: 1, max_length: TOPIC_MAX },
+            required: true,
+            default: None,
+            description: "The Kafka topic to publish to when the request names no topic through `topics_query_arg`.",
+        },
+        Field {
+            name: "rest_proxy",
+            kind: Kind::Object(&REST_PROXY),
+            required: true,
+            default: None,
+            description: "The Kafka REST proxy that produces the records.",
+        },
+        Field {
+            name: "forward_method",
+            kind: Kind::Boolean,
+            required: false,
+            default: Some(DefaultValue::Bool(false)),
+            description: "Include the request method in the message.",
+        },
+        Field {
+            name: "forward_uri",
+            kind: Kind::Boolean,
+            required: false,
+            default: Some(DefaultValue::Bool(false)),
+            description: "Include the request URI and its query arguments in the message.",
+        },
+        Field {
+            name: "forward_headers",
+            kind: Kind::Boolean,
+            required: false,
+            default: Some(DefaultValue::Bool(false)),
+            description: "Include the request headers in the message.",
+        },
+        Field {
+            name: "forward_body",
+            kind: Kind::Boolean,
+            required: false,
+            default: Some(DefaultValue::Bool(true)),
+            description: "Include the request body (and its parsed arguments) in the message.",
+        },
+        Field {
+            name: "topics_query_arg",
+            kind: Kind::String { min_length: 1, max_length: NAME_MAX },
+            required: false,
+            default: None,
+            description: "The query argument holding a comma-separated list of topics to publish to; every listed topic must be `topic` or in `allowed_topics`.",
+        },
+        Field {
+            name: "allowed_topics",
+            kind: Kind::StringList { item_min_length: 1, item_max_length: TOPIC_MAX },
+            required: false,
+            default: None,
+            description: "Topics a request may name in `topics_query_arg`, besides `topic`, which is always allowed.",
+        },
+        Field {
+            name: "key_query_arg",
+            kind: Kind::String { min_length: 1, max_length: NAME_MAX },
+            required: false,
+            default: None,
+            description: "The query argument whose value becomes the Kafka record key.",
+        },
+        Field {
+            name: "partition",
+            kind: Kind::Integer { minimum: 0, maximum: 2_147_483_647 },
+            required: false,
+            default: None,
+            description: "Send every record to this partition (default: the REST proxy's partitioner).",
+        },
+        Field {
+            name: "max_body_size",
+            kind: Kind::Integer { minimum: 0, maximum: 67_108_864 },
+            required: false,
+            default: Some(DefaultValue::Int(1_048_576)),
+            description: "Largest accepted request body in bytes; a larger body gets 413 before anything is sent.",
+        },
+        Field {
+            name: "error_handling",
+            kind: Kind::Object(&ERROR_HANDLING),
+            required: false,
+            default: None,
+            description: "How errors are reported to the client.",
+        },
+    ],
+    rules: &[Rule::AtLeastOneTrue {
+        fields: &["forward_method", "forward_uri", "forward_headers", "forward_body"],
+        message: FORWARD_FLAGS_MESSAGE,
+    }],
+};
+
+static REST_PROXY: Schema = Schema {
+    description: "The Kafka REST proxy that produces the records.",
+    fields: &[
+        Field {
+            name: "upstream",
+            kind: Kind::String { min_length: 1, max_length: 1024 },
+            required: true,
+            default: None,
+            description: "Where calls go: an Envoy cluster name, or host:port for Kong.",
+        },
+        Field {
+            name: "authority",
+            kind: Kind::String { min_length: 1, max_length: 1024 },
+            required: false,
+            default: None,
+            description: "The :authority (Host) of the calls; defaults to `upstream`.",
+        },
+        Field {
+            name: "scheme",
+            kind: Kind::Enum(&["http", "https"]),
+            required: false,
+            default: Some(DefaultValue::Str("http")),
+            description: "The :scheme of the calls.",
+        },
+        Field {
+            name: "path_prefix",
+            kind: Kind::String { min_length: 0, max_length: 1024 },
+            required: false,
+            default: Some(DefaultValue::Str("")),
+            description: "A path prefix put before the REST API paths, e.g. `/kafka`.",
+        },
+        Field {
+            name: "api",
+            kind: Kind::Enum(&["v2", "v3"]),
+            required: false,
+            default: Some(DefaultValue::Str("v2")),
+            description: "The REST API: `v2` (POST /topics/{topic}) or `v3` (POST /v3/clusters/{cluster_id}/topics/{topic}/records).",
+        },
+        Field {
+            name: "cluster_id",
+            kind: Kind::String { min_length: 1, max_length: NAME_MAX },
+            required: false,
+            default: None,
+            description: "The Kafka cluster id; required when `api` is `v3`.",
+        },
+        Field {
+            name: "format",
+            kind: Kind::Enum(&["binary", "json"]),
+            required: false,
+            default: Some(DefaultValue::Str("binary")),
+            description: "`binary`: the record value is exactly the message bytes; `json`: the message is embedded as a JSON value.",
+        },
+        Field {
+            name: "headers",
+            kind: Kind::HeaderMap,
+            required: false,
+            default: None,
+            description: "Static headers added to every call, such as authorization.",
+        },
+        Field {
+            name: "timeout",
+            kind: Kind::Integer { minimum: 1, maximum: 2_147_483_646 },
+            required: false,
+            default: Some(DefaultValue::Int(10_000)),
+            description: "Call timeout in milliseconds; a call that times out gets 504.",
+        },
+    ],
+    rules: &[Rule::RequiredWhen {
+        field: "cluster_id",
+        when: "api",
+        equals: "v3",
+    }],
+};
+
+static ERROR_HANDLING: Schema = Schema {
+    description: "How errors are reported to the client.",
+    fields: &[Field {
+        name: "return_error_message",
+        kind: Kind::Boolean,
+        required: false,
+        default: Some(DefaultValue::Bool(false)),
+        description: "Add the REST proxy's status, error code and message to error answers.",
+    }],
+    rules: &[],
+};
+
+// ---------------------------------------------------------------------------------------------
+// Parsing.
+
+/// Parses and validates the bytes given to `proxy_on_configure`.
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError(
+            "configuration: missing (expected a JSON object)".into(),
+        ));
+    }
+    let mut value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ConfigError(format!("configuration: invalid JSON: {e}")))?;
+    if let Value::String(inner) = &value {
+        value = serde_json::from_str(inner).map_err(|e| {
+            ConfigError(format!(
+                "configuration: invalid JSON inside the string: {e}"
+            ))
+        })?;
+    }
+    validate(&value).map_err(ConfigError)?;
+    Ok(extract(&value))
+}
+
+/// Checks `value` against [`ROOT`]; the error names the field.
+pub(crate) fn validate(value: &Value) -> Result<(), String> {
+    check_object("", value, &ROOT)
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+fn check_object(path: &str, value: &Value, schema: &Schema) -> Result<(), String> {
+    let Some(obj) = value.as_object() else {
+        let at = if path.is_empty() {
+            "configuration"
+        } else {
+            path
+        };
+        return Err(format!("{at}: expected an object"));
+    };
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !schema.fields.iter().any(|f| f.name == k.as_str()))
+    {
+        return Err(format!("{}: unknown field", join(path, unknown)));
+    }
+    for field in schema.fields {
+        let field_path = join(path, field.name);
+        match obj.get(field.name) {
+            None if field.required => return Err(format!("{field_path}: required")),
+            None => {}
+            Some(v) => check_value(&field_path, v, &field.kind)?,
+        }
+    }
+    for rule in schema.rules {
+        check_rule(path, obj, schema, rule)?;
+    }
+    Ok(())
+}
+
+fn check_value(path: &str, value: &Value, kind: &Kind) -> Result<(), String> {
+    match kind {
+        Kind::String {
+            min_length,
+            max_length,
+        } => check_string(path, value, *min_length, *max_length),
+        Kind::Enum(values) => match value.as_str() {
+            Some(s) if values.contains(&s) => Ok(()),
+            _ => Err(format!("{path}: expected one of {}", quoted_list(values))),
+        },
+        Kind::Boolean => match value {
+            Value::Bool(_) => Ok(()),
+            _ => Err(format!("{path}: expected true or false")),
+        },
+        Kind::Integer { minimum, maximum } => match value.as_i64() {
+            Some(n) if (*minimum..=*maximum).contains(&n) => Ok(()),
+            _ => Err(format!(
+                "{path}: expected an integer from {minimum} to {maximum}"
+            )),
+        },
+        Kind::StringList {
+            item_min_length,
+            item_max_length,
+        } => match value {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    check_string(
+                        &format!("{path}[{i}]"),
+                        item,
+                        *item_min_length,
+                        *item_max_length,
+                    )?;
+                }
+                Ok(())
+            }
+            Value::Object(map) if map.is_empty() => Ok(()),
+            _ => Err(format!("{path}: expected an array of strings")),
+        },
+        Kind::HeaderMap => {
+            let Some(map) = value.as_object() else {
+                return Err(format!(
+                    "{path}: expected an object of header names to string values"
+                ));
+            };
+            for (name, v) in map {
+                if !header_name_ok(name) {
+                    return Err(format!(
+                        "{path}: header name {name:?} must not be empty or start with ':'"
+                    ));
+                }
+                if !v.is_string() {
+                    return Err(format!("{path}.{name}: expected a string"));
+                }
+            }
+            Ok(())
+        }
+        Kind::Object(schema) => check_object(path, value, schema),
+    }
+}
+
+/// The code side of the schema's `patternProperties` `^[^:]`.
+fn header_name_ok(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c != ':')
+}
+
+fn check_string(path: &str, value: &Value, min: u64, max: u64) -> Result<(), String> {
+    let ok = value.as_str().is_some_and(|s| {
+        let n = s.chars().count() as u64;
+        (min..=max).contains(&n)
+    });
+    if ok {
+        Ok(())
+    } else if min == 0 {
+        Err(format!(
+            "{path}: expected a string of at most {max} characters"
+        ))
+    } else {
+        Err(format!(
+            "{path}: expected a string of {min} to {max} characters"
+        ))
+    }
+}
+
+fn quoted_list(values: &[&str]) -> String {
+    values
+        .iter()
+        .map(|v| format!("\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn field<'s>(schema: &'s Schema, name: &str) -> Option<&'s Field> {
+    schema.fields.iter().find(|f| f.name == name)
+}
+
+/// A boolean field's value, or its default.
+fn effective_bool(obj: &Map<String, Value>, schema: &Schema, name: &str) -> bool {
+    match obj.get(name).and_then(Value::as_bool) {
+        Some(b) => b,
+        None => matches!(
+            field(schema, name).and_then(|f| f.default.as_ref()),
+            Some(DefaultValue::Bool(true))
+        ),
+    }
+}
+
+/// A string field's value, or its default.
+fn effective_str<'a>(obj: &'a Map<String, Value>, schema: &Schema, name: &str) -> Option<&'a str> {
+    match obj.get(name).and_then(Value::as_str) {
+        Some(s) => Some(s),
+        None => match field(schema, name).and_then(|f| f.default.as_ref()) {
+            Some(DefaultValue::Str(s)) => Some(s),
+            _ => None,
+        },
+    }
+}
+
+/// An integer field's value, or its default.
+fn effective_int(obj: &Map<String, Value>, schema: &Schema, name: &str) -> Option<i64> {
+    match obj.get(name).and_then(Value::as_i64) {
+        Some(n) => Some(n),
+        None => match field(schema, name).and_then(|f| f.default.as_ref()) {
+            Some(DefaultValue::Int(n)) => Some(*n),
+            _ => None,
+        },
+    }
+}
+
+fn check_rule(
+    path: &str,
+    obj: &Map<String, Value>,
+    schema: &Schema,
+    rule: &Rule,
+) -> Result<(), String> {
+    match rule {
+        Rule::RequiredWhen {
+            field,
+            when,
+            equals,
+        } => {
+            if effective_str(obj, schema, when) == Some(equals) && !obj.contains_key(*field) {
+                return Err(format!(
+                    "{}: required when {} is \"{equals}\"",
+                    join(path, field),
+                    join(path, when)
+                ));
+            }
+            Ok(())
+        }
+        Rule::AtLeastOneTrue { fields, message } => {
+            if fields.iter().any(|f| effective_bool(obj, schema, f)) {
+                Ok(())
+            } else {
+                Err((*message).to_string())
+            }
+        }
+    }
+}
+
+/// Builds the typed configuration from a value that passed [`validate`].
+fn extract(value: &Value) -> Config {
+    let empty = Map::new();
+    let root = value.as_object().unwrap_or(&empty);
+    let rp = root
+        .get("rest_proxy")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let eh = root
+        .get("error_handling")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let string = |obj: &Map<String, Value>, name: &str| {
+        obj.get(name).and_then(Value::as_str).map(str::to_string)
+    };
+
+    let upstream = string(rp, "upstream").unwrap_or_default();
+    let authority = string(rp, "authority").unwrap_or_else(|| upstream.clone());
+    let scheme = match effective_str(rp, &REST_PROXY, "scheme") {
+        Some("https") => Scheme::Https,
+        _ => Scheme::Http,
+    };
+    let api = match effective_str(rp, &REST_PROXY, "api") {
+        Some("v3") => Api::V3 {
+            cluster_id: string(rp, "cluster_id").unwrap_or_default(),
+        },
+        _ => Api::V2,
+    };
+    let format = match effective_str(rp, &REST_PROXY, "format") {
+        Some("json") => Format::Json,
+        _ => Format::Binary,
+    };
+    let headers = rp
+        .get("headers")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let timeout_ms = effective_int(rp, &REST_PROXY, "timeout")
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(10_000);
+
+    Config {
+        topic: string(root, "topic").unwrap_or_default(),
+        rest_proxy: RestProxy {
+            upstream,
+            authority,
+            scheme,
+            path_prefix: normalize_prefix(
+                effective_str(rp, &REST_PROXY, "path_prefix").unwrap_or(""),
+            ),
+            api,
+            format,
+            headers,
+            timeout_ms,
+        },
+        message: MessageOptions {
+            forward_method: effective_bool(root, &ROOT, "forward_method"),
+            forward_uri: effective_bool(root, &ROOT, "forward_uri"),
+            forward_headers: effective_bool(root, &ROOT, "forward_headers"),
+            forward_body: effective_bool(root, &ROOT, "forward_body"),
+        },
+        topics_query_arg: string(root, "topics_query_arg"),
+        allowed_topics: root
+            .get("allowed_topics")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        key_query_arg: string(root, "key_query_arg"),
+        partition: root
+            .get("partition")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
+        max_body_size: effective_int(root, &ROOT, "max_body_size")
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(1_048_576),
+        return_error_message: effective_bool(eh, &ERROR_HANDLING, "return_error_message"),
+    }
+}
+
+/// `""`, `"/"` → `""`; `"kafka/"` → `"/kafka"`: a leading slash and no trailing one.
+fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else if trimmed.starts_with('/') {
+        trimmed.to_string()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON Schema (draft 4).
+
+/// The JSON Schema (draft 4) of the configuration object, generated from the field table.
+pub fn json_schema() -> Value {
+    let mut schema = object_schema(&ROOT);
+    if let Value::Object(map) = &mut schema {
+        map.insert(
+            "$schema".into(),
+            Value::from("http://json-schema.org/draft-04/schema#"),
+        );
+    }
+    schema
+}
+
+/// The text of `kafka_upstream.meta.json` (Kong's filter metadata): `{"config_schema": ...}`,
+/// pretty-printed with sorted keys and a final newline.
+pub fn meta_json() -> String {
+    let mut meta = Map::new();
+    meta.insert("config_schema".into(), json_schema());
+    let mut out = String::new();
+    write_pretty(&mut out, &Value::Object(meta), 0);
+    out.push('\n');
+    out
+}
+
+fn object_schema(schema: &Schema) -> Value {
+    let mut properties = Map::new();
+    for f in schema.fields {
+        properties.insert(f.name.into(), field_schema(f));
+    }
+    let required: Vec<Value> = schema
+        .fields
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| Value::from(f.name))
+        .collect();
+    let mut out = Map::new();
+    out.insert("type".into(), Value::from("object"));
+    out.insert("description".into(), Value::from(schema.description));
+    out.insert("properties".into(), Value::Object(properties));
+    out.insert("additionalProperties".into(), Value::Bool(false));
+    if !required.is_empty() {
+        out.insert("required".into(), Value::Array(required));
+    }
+    if !schema.rules.is_empty() {
+        let all: Vec<Value> = schema
+            .rules
+            .iter()
+            .map(|r| rule_schema(schema, r))
+            .collect();
+        out.insert("allOf".into(), Value::Array(all));
+    }
+    Value::Object(out)
+}
+
+fn field_schema(f: &Field) -> Value {
+    let mut s = kind_schema(&f.kind);
+    if let Value::Object(map) = &mut s {
+        map.insert("description".into(), Value::from(f.description));
+        match &f.default {
+            Some(DefaultValue::Bool(b)) => {
+                map.insert("default".into(), Value::Bool(*b));
+            }
+            Some(DefaultValue::Int(n)) => {
+                map.insert("default".into(), Value::from(*n));
+            }
+            Some(DefaultValue::Str(v)) => {
+                map.insert("default".into(), Value::from(*v));
+            }
+            None => {}
+        }
+    }
+    s
+}
+
+fn string_schema(min: u64, max: u64) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("type".into(), Value::from("string"));
+    if min > 0 {
+        m.insert("minLength".into(), Value::from(min));
+    }
+    m.insert("maxLength".into(), Value::from(max));
+    m
+}
+
+fn kind_schema(kind: &Kind) -> Value {
+    match kind {
+        Kind::String {
+            min_length,
+            max_length,
+        } => Value::Object(string_schema(*min_length, *max_length)),
+        Kind::Enum(values) => {
+            let mut m = Map::new();
+            m.insert("type".into(), Value::from("string"));
+            m.insert(
+                "enum".into(),
+                Value::Array(values.iter().map(|v| Value::from(*v)).collect()),
+            );
+            Value::Object(m)
+        }
+        Kind::Boolean => {
+            let mut m = Map::new();
+            m.insert("type".into(), Value::from("boolean"));
+            Value::Object(m)
+        }
+        Kind::Integer { minimum, maximum } => {
+            let mut m = Map::new();
+            m.insert("type".into(), Value::from("integer"));
+            m.insert("minimum".into(), Value::from(*minimum));
+            m.insert("maximum".into(), Value::from(*maximum));
+            Value::Object(m)
+        }
+        Kind::StringList {
+            item_min_length,
+            item_max_length,
+        } => {
+            let mut m = Map::new();
+            // An array of strings, or `{}`: cjson's encoding of an empty Lua array.
+            m.insert(
+                "type".into(),
+                Value::Array(vec![Value::from("array"), Value::from("object")]),
+            );
+            m.insert(
+                "items".into(),
+                Value::Object(string_schema(*item_min_length, *item_max_length)),
+            );
+            m.insert("maxProperties".into(), Value::from(0));
+            Value::Object(m)
+        }
+        Kind::HeaderMap => {
+            let mut m = Map::new();
+            m.insert("type".into(), Value::from("object"));
+            let mut pattern = Map::new();
+            let mut value = Map::new();
+            value.insert("type".into(), Value::from("string"));
+            pattern.insert("^[^:]".into(), Value::Object(value));
+            m.insert("patternProperties".into(), Value::Object(pattern));
+            m.insert("additionalProperties".into(), Value::Bool(false));
+            Value::Object(m)
+        }
+        Kind::Object(schema) => object_schema(schema),
+    }
+}
+
+/// `{"properties": {name: {"enum": [values...]}}, "required": [name]}`: `name` is present and one
+/// of `values`.
+fn present_and_one_of(name: &str, values: Vec<Value>) -> Value {
+    let mut e = Map::new();
+    e.insert("enum".into(), Value::Array(values));
+    let mut props = Map::new();
+    props.insert(name.into(), Value::Object(e));
+    let mut m = Map::new();
+    m.insert("properties".into(), Value::Object(props));
+    m.insert("required".into(), Value::Array(vec![Value::from(name)]));
+    Value::Object(m)
+}
+
+fn not(v: Value) -> Value {
+    let mut m = Map::new();
+    m.insert("not".into(), v);
+    Value::Object(m)
+}
+
+fn any_of(branches: Vec<Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("anyOf".into(), Value::Array(branches));
+    Value::Object(m)
+}
+
+fn rule_schema(schema: &Schema, rule: &Rule) -> Value {
+    match rule {
+        Rule::RequiredWhen {
+            field,
+            when,
+            equals,
+        } => {
+            // `when` is not `equals` (absent means its default, which differs), or `field` is there.
+            let mut req = Map::new();
+            req.insert("required".into(), Value::Array(vec![Value::from(*field)]));
+            any_of(vec![
+                not(present_and_one_of(when, vec![Value::from(*equals)])),
+                Value::Object(req),
+            ])
+        }
+        Rule::AtLeastOneTrue { fields, .. } => any_of(
+            fields
+                .iter()
+                .map(|f| {
+                    let default_true = effective_bool(&Map::new(), schema, f);
+                    if default_true {
+                        // absent (default true) or not false
+                        not(present_and_one_of(f, vec![Value::Bool(false)]))
+                    } else {
+                        present_and_one_of(f, vec![Value::Bool(true)])
+                    }
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Pretty JSON with two-space indents and keys sorted, whatever order the map keeps.
+fn write_pretty(out: &mut String, value: &Value, indent: usize) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push_str("{\n");
+            for (i, k) in keys.iter().enumerate() {
+                push_indent(out, indent + 1);
+                out.push_str(&Value::from(k.as_str()).to_string());
+                out.push_str(": ");
+                if let Some(v) = map.get(*k) {
+                    write_pretty(out, v, indent + 1);
+                }
+                if i + 1 < keys.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            push_indent(out, indent);
+            out.push('}');
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push_str("[\n");
+            for (i, v) in items.iter().enumerate() {
+                push_indent(out, indent + 1);
+                write_pretty(out, v, indent + 1);
+                if i + 1 < items.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            push_indent(out, indent);
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn push_indent(out: &mut String, level: usize) {
+    for _ in 0..level {
+        out.push_str("  ");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"topic":"t","rest_proxy":{"upstream":"kafka_rest"}}"#;
+
+    fn err(text: &str) -> String {
+        match parse(text.as_bytes()) {
+            Ok(c) => panic!("accepted {text}: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_the_defaults() {
+        let c = parse(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                topic: "t".into(),
+                rest_proxy: RestProxy {
+                    upstream: "kafka_rest".into(),
+                    authority: "kafka_rest".into(),
+                    scheme: Scheme::Http,
+                    path_prefix: String::new(),
+                    api: Api::V2,
+                    format: Format::Binary,
+                    headers: vec![],
+                    timeout_ms: 10_000,
+                },
+                message: MessageOptions::default(),
+                topics_query_arg: None,
+                allowed_topics: vec![],
+                key_query_arg: None,
+                partition: None,
+                max_body_size: 1_048_576,
+                return_error_message: false,
+            }
+        );
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            br#"{
+              "topic": "orders",
+              "rest_proxy": {
+                "upstream": "127.0.0.1:8082", "authority": "rest.local", "scheme": "https",
+                "path_prefix": "kafka/", "api": "v3", "cluster_id": "lkc-1", "format": "json",
+                "headers": {"Authorization": "Basic eDp5"}, "timeout": 2500
+              },
+              "forward_method": true, "forward_uri": true, "forward_headers": true,
+              "forward_body": false,
+              "topics_query_arg": "topic-list", "allowed_topics": ["a", "b"],
+              "key_query_arg": "key", "partition": 3, "max_body_size": 0,
+              "error_handling": {"return_error_message": true}
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(c.rest_proxy.authority, "rest.local");
+        assert_eq!(c.rest_proxy.scheme, Scheme::Https);
+        assert_eq!(c.rest_proxy.path_prefix, "/kafka");
+        assert_eq!(
+            c.rest_proxy.api,
+            Api::V3 {
+                cluster_id: "lkc-1".into()
+            }
+        );
+        assert_eq!(c.rest_proxy.format, Format::Json);
+        assert_eq!(
+            c.rest_proxy.headers,
+            vec![("authorization".to_string(), "Basic eDp5".to_string())]
+        );
+        assert_eq!(c.rest_proxy.timeout_ms, 2500);
+        assert_eq!(
+            c.message,
+            MessageOptions {
+                forward_method: true,
+                forward_uri: true,
+                forward_headers: true,
+                forward_body: false
+            }
+        );
+        assert_eq!(c.topics_query_arg.as_deref(), Some("topic-list"));
+        assert_eq!(c.allowed_topics, vec!["a", "b"]);
+        assert_eq!(c.key_query_arg.as_deref(), Some("key"));
+        assert_eq!(c.partition, Some(3));
+        assert_eq!(c.max_body_size, 0);
+        assert!(c.return_error_message);
+    }
+
+    #[test]
+    fn string_encoded_config_is_accepted() {
+        let quoted = serde_json::to_string(MINIMAL).unwrap();
+        assert_eq!(
+            parse(quoted.as_bytes()).unwrap(),
+            parse(MINIMAL.as_bytes()).unwrap()
+        );
+        assert_eq!(
+            err(r#""\"just a string\"""#),
+            "configuration: expected an object"
+        );
+    }
+
+    #[test]
+    fn empty_allowed_topics_object_is_an_empty_list() {
+        let c =
+            parse(br#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":{}}"#).unwrap();
+        assert!(c.allowed_topics.is_empty());
+    }
+
+    #[test]
+    fn path_prefix_is_normalized() {
+        for (given, want) in [
+            ("", ""),
+            ("/", ""),
+            ("/a/", "/a"),
+            ("a", "/a"),
+            ("/a/b", "/a/b"),
+        ] {
+            assert_eq!(normalize_prefix(given), want);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("", "configuration: missing (expected a JSON object)"),
+            ("  \n", "configuration: missing (expected a JSON object)"),
+            ("[]", "configuration: expected an object"),
+            ("null", "configuration: expected an object"),
+            (r#"{"rest_proxy":{"upstream":"u"}}"#, "topic: required"),
+            (r#"{"topic":"t"}"#, "rest_proxy: required"),
+            (
+                r#"{"topic":"","rest_proxy":{"upstream":"u"}}"#,
+                "topic: expected a string of 1 to 249 characters",
+            ),
+            (
+                r#"{"topic":7,"rest_proxy":{"upstream":"u"}}"#,
+                "topic: expected a string of 1 to 249 characters",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"bogus":1}"#,
+                "bogus: unknown field",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","bogus":1}}"#,
+                "rest_proxy.bogus: unknown field",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":"u"}"#,
+                "rest_proxy: expected an object",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{}}"#,
+                "rest_proxy.upstream: required",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v4"}}"#,
+                r#"rest_proxy.api: expected one of "v2", "v3""#,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3"}}"#,
+                r#"rest_proxy.cluster_id: required when rest_proxy.api is "v3""#,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","scheme":"ftp"}}"#,
+                r#"rest_proxy.scheme: expected one of "http", "https""#,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","format":"avro"}}"#,
+                r#"rest_proxy.format: expected one of "binary", "json""#,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":0}}"#,
+                "rest_proxy.timeout: expected an integer from 1 to 2147483646",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":1.5}}"#,
+                "rest_proxy.timeout: expected an integer from 1 to 2147483646",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":"10"}}"#,
+                "rest_proxy.timeout: expected an integer from 1 to 2147483646",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":[]}}"#,
+                "rest_proxy.headers: expected an object of header names to string values",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{":path":"/x"}}}"#,
+                r#"rest_proxy.headers: header name ":path" must not be empty or start with ':'"#,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{"x-a":1}}}"#,
+                "rest_proxy.headers.x-a: expected a string",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_body":"yes"}"#,
+                "forward_body: expected true or false",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_body":false}"#,
+                FORWARD_FLAGS_MESSAGE,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_body":false,"forward_uri":false}"#,
+                FORWARD_FLAGS_MESSAGE,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":"a,b"}"#,
+                "allowed_topics: expected an array of strings",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":["a",""]}"#,
+                "allowed_topics[1]: expected a string of 1 to 249 characters",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":{"a":1}}"#,
+                "allowed_topics: expected an array of strings",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"partition":-1}"#,
+                "partition: expected an integer from 0 to 2147483647",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"max_body_size":67108865}"#,
+                "max_body_size: expected an integer from 0 to 67108864",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"topics_query_arg":null}"#,
+                "topics_query_arg: expected a string of 1 to 255 characters",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":{"return_error_message":1}}"#,
+                "error_handling.return_error_message: expected true or false",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":{"x":true}}"#,
+                "error_handling.x: unknown field",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(err(text), want, "config {text}");
+        }
+        assert!(err("{").starts_with("configuration: invalid JSON: "));
+        assert!(err(r#""{""#).starts_with("configuration: invalid JSON inside the string: "));
+    }
+
+    #[test]
+    fn one_forward_flag_is_enough() {
+        for flag in ["forward_method", "forward_uri", "forward_headers"] {
+            let text = format!(
+                r#"{{"topic":"t","rest_proxy":{{"upstream":"u"}},"forward_body":false,"{flag}":true}}"#
+            );
+            assert!(parse(text.as_bytes()).is_ok(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn rule_defaults_are_consistent() {
+        // RequiredWhen assumes the `when` field's default differs from `equals`.
+        for schema in [&ROOT, &REST_PROXY, &ERROR_HANDLING] {
+            for rule in schema.rules {
+                if let Rule::RequiredWhen { when, equals, .. } = rule {
+                    assert_ne!(effective_str(&Map::new(), schema, when), Some(*equals));
+                }
+            }
+        }
+    }
+
+    /// The shipped metadata is the generated one. Regenerate with
+    /// `KAFKA_UPSTREAM_WRITE_META=1 cargo test -p kafka-upstream shipped_meta_json`.
+    #[test]
+    fn shipped_meta_json_is_generated() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka_upstream.meta.json");
+        let generated = meta_json();
+        if std::env::var_os("KAFKA_UPSTREAM_WRITE_META").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let shipped = std::fs::read_to_string(path).unwrap();
+        assert_eq!(
+            shipped, generated,
+            "run with KAFKA_UPSTREAM_WRITE_META=1 to regenerate"
+        );
+        let parsed: Value = serde_json::from_str(&shipped).unwrap();
+        assert_eq!(parsed["config_schema"], json_schema());
+    }
+
+    #[test]
+    fn schema_is_valid_draft4() {
+        jsonschema::draft4::meta::validate(&json_schema()).unwrap();
+    }
+
+    /// The code and the schema give the same verdict on every sample.
+    #[test]
+    fn code_and_schema_agree() {
+        let validator = jsonschema::draft4::new(&json_schema()).unwrap();
+        let samples: &[(&str, bool)] = &[
+            (MINIMAL, true),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3","cluster_id":"c"}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v2","cluster_id":"c"}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v4"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","cluster_id":""}}"#,
+                false,
+            ),
+            (r#"{"rest_proxy":{"upstream":"u"}}"#, false),
+            (r#"{"topic":"t"}"#, false),
+            (r#"{"topic":"","rest_proxy":{"upstream":"u"}}"#, false),
+            (r#"{"topic":"é","rest_proxy":{"upstream":"u"}}"#, true),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"x":1}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","x":1}}"#,
+                false,
+            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":""}}"#, false),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","scheme":"https","path_prefix":"","format":"json"}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":1}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":0}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":2147483647}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":"1"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{}}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{"a":"b","c:d":"e"}}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{":a":"b"}}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{"":"b"}}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{"a":null}}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_body":false}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_body":true}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_body":false,"forward_method":false}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_body":false,"forward_method":true}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_body":false,"forward_uri":true}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_body":false,"forward_headers":true}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_method":1}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":[]}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":{}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":{"a":"b"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":["a",1]}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":"a"}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"topics_query_arg":"tl","key_query_arg":"k"}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_query_arg":""}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"partition":0}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"partition":-1}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"partition":2.5}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"max_body_size":67108864}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"max_body_size":67108865}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":{}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":{"return_error_message":true}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":{"return_error_message":"true"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":[]}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"topic_x":null}"#,
+                false,
+            ),
+            (r#"{"topic":null,"rest_proxy":{"upstream":"u"}}"#, false),
+            ("[]", false),
+            ("\"text\"", false),
+        ];
+        for (text, valid) in samples {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let by_code = validate(&value);
+            let by_schema = validator.is_valid(&value);
+            assert_eq!(by_code.is_ok(), *valid, "code on {text}: {by_code:?}");
+            assert_eq!(by_schema, *valid, "schema on {text}");
+        }
+    }
+}

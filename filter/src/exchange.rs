@@ -1,0 +1,814 @@
+//! One request's life, independent of any host: when to wait for the body, when to refuse, when
+//! to call the REST proxy, and what to answer once every call is back.
+//!
+//! The proxy-wasm glue forwards each callback here and performs the [`Host`] operations it asks
+//! for; native tests drive the same code with a fake host. The flow, correct in both hosts:
+//!
+//! 1. Request headers: every header is read now (Envoy refuses header reads in the body phase).
+//!    Topics outside the allowlist get 400, a `Content-Length` above `max_body_size` gets 413.
+//!    A body follows only when `end_of_stream` is false **and** the request has a positive
+//!    `Content-Length` or a `Transfer-Encoding`: Kong passes `end_of_stream = false` even for a
+//!    bodiless request and then never calls the body callback. When a body follows, return
+//!    `Continue` (Envoy stops delivering the body after a `Pause` here); otherwise dispatch now
+//!    and `Pause`.
+//! 2. Request body: `Pause` until end of stream (Envoy buffers, `body_size` is cumulative; Kong
+//!    delivers the whole body once); 413 as soon as the size passes `max_body_size`; at the end
+//!    (or at request trailers) read the whole body, dispatch, `Pause`.
+//! 3. Dispatch: one call per target topic. A call the host refuses is a failure at once; the
+//!    client is answered when no call is left in flight.
+//! 4. Call responses: each is classified; when all are back the client gets one answer (200 only
+//!    if every record was acknowledged). The answer is sent once, never twice (Kong traps on a
+//!    second local response).
+
+use std::rc::Rc;
+
+use crate::args;
+use crate::config::Config;
+use crate::message::{self, RequestView};
+use crate::rest::{self, ClientAnswer, Failure, Outcome, ReplyView};
+use crate::topics::{self, Targets};
+
+/// What the filter returns to the host from a request callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Let the request go on (`Action::Continue`).
+    Continue,
+    /// Hold the request (`Action::Pause`).
+    Pause,
+}
+
+/// Log levels the filter uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Noteworthy but expected (a refused request).
+    Warn,
+    /// A record was not sent, or the host misbehaved.
+    Error,
+}
+
+/// The host operations one exchange needs.
+pub trait Host {
+    /// Starts an HTTP call (`proxy_http_call`); returns its token, or why the host refused it.
+    fn dispatch(
+        &mut self,
+        upstream: &str,
+        headers: Vec<(&str, &str)>,
+        body: &[u8],
+        timeout_ms: u32,
+    ) -> Result<u32, String>;
+    /// The first `size` bytes of the buffered request body; `None` when the host has none.
+    fn request_body(&mut self, size: usize) -> Option<Vec<u8>>;
+    /// Sends the local response (`proxy_send_local_response`).
+    fn respond(&mut self, status: u32, headers: Vec<(&str, &str)>, body: &[u8]);
+    /// Writes a log line.
+    fn log(&mut self, level: Level, message: &str);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the request headers.
+    Start,
+    /// Headers seen, waiting for the rest of the body.
+    AwaitingBody,
+    /// Calls in flight.
+    AwaitingReplies,
+    /// The client has been answered (or the exchange gave up).
+    Done,
+}
+
+/// What was kept from the header phase.
+#[derive(Debug)]
+struct Head {
+    method: String,
+    path: Vec<u8>,
+    authority: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
+    targets: Targets,
+}
+
+#[derive(Debug)]
+struct Call {
+    topic: String,
+    token: Option<u32>,
+    outcome: Option<Outcome>,
+}
+
+/// The state of one request.
+#[derive(Debug)]
+pub struct Exchange {
+    config: Option<Rc<Config>>,
+    phase: Phase,
+    head: Option<Head>,
+    body_size: usize,
+    calls: Vec<Call>,
+}
+
+impl Exchange {
+    /// A new exchange; `None` when the filter has no valid configuration (every request then
+    /// gets 500).
+    pub fn new(config: Option<Rc<Config>>) -> Self {
+        Exchange {
+            config,
+            phase: Phase::Start,
+            head: None,
+            body_size: 0,
+            calls: Vec::new(),
+        }
+    }
+
+    /// Whether the client has been answered.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The request headers arrived (`headers` as the host gives them, pseudo-headers included).
+    pub fn on_request_headers(
+        &mut self,
+        host: &mut dyn Host,
+        headers: Vec<(String, Vec<u8>)>,
+        end_of_stream: bool,
+    ) -> Action {
+        if self.phase != Phase::Start {
+            return Action::Pause;
+        }
+        let Some(cfg) = self.config.clone() else {
+            host.log(
+                Level::Error,
+                "kafka-upstream: no valid configuration, answering 500",
+            );
+            self.respond(host, ClientAnswer::not_configured());
+            return Action::Pause;
+        };
+
+        let pseudo = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let method = pseudo(":method")
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .unwrap_or_default();
+        let path = pseudo(":path").unwrap_or_default();
+        let authority = pseudo(":authority");
+
+        let targets = match topics::select(&cfg, args::query_of(&path)) {
+            Ok(t) => t,
+            Err(refused) => {
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "kafka-upstream: sending message to the following topics is not allowed: ({})",
+                        refused.topics.join(", ")
+                    ),
+                );
+                self.respond(host, ClientAnswer::topic_not_allowed());
+                return Action::Pause;
+            }
+        };
+
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_slice())
+        };
+        let content_length = header("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if content_length.is_some_and(|n| n > cfg.max_body_size) {
+            self.respond(host, ClientAnswer::payload_too_large());
+            return Action::Pause;
+        }
+        let body_follows = !end_of_stream
+            && (content_length.is_some_and(|n| n > 0) || header("transfer-encoding").is_some());
+
+        self.head = Some(Head {
+            method,
+            path,
+            authority,
+            headers,
+            targets,
+        });
+        if body_follows {
+            self.phase = Phase::AwaitingBody;
+            Action::Continue
+        } else {
+            self.dispatch(host, &cfg, &[]);
+            Action::Pause
+        }
+    }
+
+    /// A request body chunk arrived; `body_size` is the size buffered so far.
+    pub fn on_request_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        if self.phase != Phase::AwaitingBody {
+            return Action::Pause;
+        }
+        let Some(cfg) = self.config.clone() else {
+            return Action::Pause;
+        };
+        self.body_size = body_size;
+        if body_size as u64 > cfg.max_body_size {
+            self.respond(host, ClientAnswer::payload_too_large());
+            return Action::Pause;
+        }
+        if end_of_stream {
+            self.finish_body(host, &cfg);
+        }
+        Action::Pause
+    }
+
+    /// Request trailers arrived: the body, if any, is complete.
+    pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Action {
+        if self.phase == Phase::AwaitingBody {
+            if let Some(cfg) = self.config.clone() {
+                self.finish_body(host, &cfg);
+            }
+        }
+        Action::Pause
+    }
+
+    /// The reply to call `token` arrived.
+    pub fn on_call_response(&mut self, host: &mut dyn Host, token: u32, reply: &ReplyView<'_>) {
+        let Some(cfg) = self.config.clone() else {
+            return;
+        };
+        let Some(call) = self
+            .calls
+            .iter_mut()
+            .find(|c| c.token == Some(token) && c.outcome.is_none())
+        else {
+            host.log(
+                Level::Error,
+                &format!("kafka-upstream: reply to unknown call {token} ignored"),
+            );
+            return;
+        };
+        let outcome = rest::classify(&cfg.rest_proxy.api, reply);
+        match &outcome {
+            Outcome::Acknowledged => {}
+            Outcome::Failed(f) | Outcome::TimedOut(f) => {
+                host.log(Level::Error, &failure_line(&call.topic, f));
+            }
+        }
+        call.outcome = Some(outcome);
+        self.finish_if_complete(host, &cfg);
+    }
+
+    fn finish_body(&mut self, host: &mut dyn Host, cfg: &Config) {
+        let size = self.body_size;
+        if !cfg.message.forward_body || size == 0 {
+            self.dispatch(host, cfg, &[]);
+            return;
+        }
+        match host.request_body(size) {
+            Some(body) => self.dispatch(host, cfg, &body),
+            None => {
+                host.log(
+                    Level::Error,
+                    &format!(
+                        "kafka-upstream: the host gave no request body ({size} bytes expected)"
+                    ),
+                );
+                self.respond(host, ClientAnswer::body_unreadable());
+            }
+        }
+    }
+
+    /// Builds the message and starts one call per topic.
+    fn dispatch(&mut self, host: &mut dyn Host, cfg: &Config, body: &[u8]) {
+        let Some(head) = self.head.take() else {
+            host.log(
+                Level::Error,
+                "kafka-upstream: dispatch without request headers",
+            );
+            self.respond(host, ClientAnswer::internal_error());
+            return;
+        };
+        self.phase = Phase::AwaitingReplies;
+        let view = RequestView {
+            method: &head.method,
+            path: &head.path,
+            authority: head.authority.as_deref(),
+            headers: &head.headers,
+            body,
+        };
+        let msg = message::build_message(&cfg.message, &view);
+        let rp = &cfg.rest_proxy;
+        for topic in &head.targets.topics {
+            let req =
+                rest::build_request(rp, topic, head.targets.key.as_deref(), cfg.partition, &msg);
+            let headers: Vec<(&str, &str)> = req
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            match host.dispatch(&rp.upstream, headers, &req.body, rp.timeout_ms) {
+                Ok(token) => self.calls.push(Call {
+                    topic: topic.clone(),
+                    token: Some(token),
+                    outcome: None,
+                }),
+                Err(why) => {
+                    let failure = Failure {
+                        dispatch_status: Some(format!("call rejected by the host: {why}")),
+                        reason: "call rejected",
+                        ..Failure::default()
+                    };
+                    host.log(Level::Error, &failure_line(topic, &failure));
+                    self.calls.push(Call {
+                        topic: topic.clone(),
+                        token: None,
+                        outcome: Some(Outcome::Failed(failure)),
+                    });
+                    // Nothing more is sent once one topic failed.
+                    break;
+                }
+            }
+        }
+        self.finish_if_complete(host, cfg);
+    }
+
+    fn finish_if_complete(&mut self, host: &mut dyn Host, cfg: &Config) {
+        if self.phase != Phase::AwaitingReplies || self.calls.iter().any(|c| c.outcome.is_none()) {
+            return;
+        }
+        let answer = ClientAnswer::from_outcomes(
+            self.calls
+                .iter()
+                .filter_map(|c| Some((c.topic.as_str(), c.outcome.as_ref()?))),
+            cfg.return_error_message,
+        );
+        self.respond(host, answer);
+    }
+
+    fn respond(&mut self, host: &mut dyn Host, answer: ClientAnswer) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.phase = Phase::Done;
+        host.respond(
+            answer.status,
+            vec![("content-type", "application/json")],
+            &answer.body,
+        );
+    }
+}
+
+fn failure_line(topic: &str, f: &Failure) -> String {
+    let mut line = format!(
+        "kafka-upstream: could not send message to topic {topic}: {}",
+        f.reason
+    );
+    if let Some(s) = f.status {
+        line.push_str(&format!(", status {s}"));
+    }
+    if let Some(c) = f.error_code {
+        line.push_str(&format!(", error_code {c}"));
+    }
+    if let Some(m) = &f.message {
+        line.push_str(&format!(", message {m:?}"));
+    }
+    if let Some(d) = &f.dispatch_status {
+        line.push_str(&format!(", dispatch_status {d:?}"));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One recorded call: upstream, headers, body, timeout.
+    type RecordedCall = (String, Vec<(String, String)>, Vec<u8>, u32);
+
+    /// A host that records what the exchange asks for.
+    #[derive(Default)]
+    struct FakeHost {
+        body: Option<Vec<u8>>,
+        refuse: Vec<usize>,
+        calls: Vec<RecordedCall>,
+        responses: Vec<(u32, String)>,
+        logs: Vec<(Level, String)>,
+    }
+
+    impl Host for FakeHost {
+        fn dispatch(
+            &mut self,
+            upstream: &str,
+            headers: Vec<(&str, &str)>,
+            body: &[u8],
+            timeout_ms: u32,
+        ) -> Result<u32, String> {
+            let n = self.calls.len();
+            self.calls.push((
+                upstream.to_string(),
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body.to_vec(),
+                timeout_ms,
+            ));
+            if self.refuse.contains(&n) {
+                Err("BadArgument".into())
+            } else {
+                Ok(100 + n as u32)
+            }
+        }
+        fn request_body(&mut self, size: usize) -> Option<Vec<u8>> {
+            self.body.as_ref().map(|b| b[..size.min(b.len())].to_vec())
+        }
+        fn respond(&mut self, status: u32, headers: Vec<(&str, &str)>, body: &[u8]) {
+            assert_eq!(headers, vec![("content-type", "application/json")]);
+            self.responses
+                .push((status, String::from_utf8(body.to_vec()).unwrap()));
+        }
+        fn log(&mut self, level: Level, message: &str) {
+            self.logs.push((level, message.to_string()));
+        }
+    }
+
+    fn config(extra: &str) -> Option<Rc<Config>> {
+        let text = format!(
+            r#"{{"topic":"t","rest_proxy":{{"upstream":"kafka_rest","timeout":1500}},"max_body_size":10{extra}}}"#
+        );
+        Some(Rc::new(crate::config::parse(text.as_bytes()).unwrap()))
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn get(path: &str) -> Vec<(String, Vec<u8>)> {
+        headers(&[(":method", "GET"), (":path", path), (":authority", "gw")])
+    }
+
+    fn post(len: usize) -> Vec<(String, Vec<u8>)> {
+        let len = len.to_string();
+        headers(&[
+            (":method", "POST"),
+            (":path", "/kafka"),
+            (":authority", "gw"),
+            ("content-type", "text/plain"),
+            ("content-length", &len),
+        ])
+    }
+
+    const ACK: &str = r#"{"offsets":[{"partition":0,"offset":1}]}"#;
+
+    fn ok_reply(body: &str) -> ReplyView<'_> {
+        ReplyView {
+            status: Some(b"200"),
+            dispatch_status: None,
+            body: body.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn bodiless_request_dispatches_from_headers_kong_style() {
+        // Kong: end_of_stream is false even without a body.
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        assert_eq!(
+            ex.on_request_headers(&mut host, get("/kafka"), false),
+            Action::Pause
+        );
+        assert_eq!(host.calls.len(), 1);
+        let (upstream, hs, body, timeout) = &host.calls[0];
+        assert_eq!(upstream, "kafka_rest");
+        assert_eq!(*timeout, 1500);
+        assert!(hs.contains(&(":path".to_string(), "/topics/t".to_string())));
+        // {"body":"","body_args":{},"body_base64":true} in base64
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            r#"{"records":[{"value":"eyJib2R5IjoiIiwiYm9keV9hcmdzIjp7fSwiYm9keV9iYXNlNjQiOnRydWV9"}]}"#
+        );
+        assert!(host.responses.is_empty());
+        ex.on_call_response(&mut host, 100, &ok_reply(ACK));
+        assert_eq!(
+            host.responses,
+            vec![(200, r#"{"message":"message sent"}"#.into())]
+        );
+        assert!(ex.is_done());
+    }
+
+    #[test]
+    fn envoy_style_get_with_end_of_stream() {
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        assert_eq!(
+            ex.on_request_headers(&mut host, get("/kafka"), true),
+            Action::Pause
+        );
+        assert_eq!(host.calls.len(), 1);
+    }
+
+    #[test]
+    fn body_follows_then_dispatch_at_end_of_stream() {
+        let mut host = FakeHost {
+            body: Some(b"hello".to_vec()),
+            ..FakeHost::default()
+        };
+        let mut ex = Exchange::new(config(""));
+        assert_eq!(
+            ex.on_request_headers(&mut host, post(5), false),
+            Action::Continue
+        );
+        assert!(host.calls.is_empty());
+        assert_eq!(ex.on_request_body(&mut host, 3, false), Action::Pause);
+        assert!(host.calls.is_empty());
+        assert_eq!(ex.on_request_body(&mut host, 5, true), Action::Pause);
+        assert_eq!(host.calls.len(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&host.calls[0].2).unwrap();
+        assert_eq!(
+            v["records"][0]["value"],
+            "eyJib2R5IjoiaGVsbG8iLCJib2R5X2FyZ3MiOnt9fQ=="
+        );
+        ex.on_call_response(&mut host, 100, &ok_reply(ACK));
+        assert_eq!(host.responses[0].0, 200);
+    }
+
+    #[test]
+    fn chunked_body_follows() {
+        let mut host = FakeHost {
+            body: Some(b"abc".to_vec()),
+            ..FakeHost::default()
+        };
+        let mut ex = Exchange::new(config(""));
+        let hs = headers(&[
+            (":method", "POST"),
+            (":path", "/"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert_eq!(
+            ex.on_request_headers(&mut host, hs, false),
+            Action::Continue
+        );
+        assert_eq!(ex.on_request_body(&mut host, 3, false), Action::Pause);
+        // Trailers end the body.
+        assert_eq!(ex.on_request_trailers(&mut host), Action::Pause);
+        assert_eq!(host.calls.len(), 1);
+    }
+
+    #[test]
+    fn zero_content_length_is_complete_at_headers() {
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        assert_eq!(
+            ex.on_request_headers(&mut host, post(0), false),
+            Action::Pause
+        );
+        assert_eq!(host.calls.len(), 1);
+    }
+
+    #[test]
+    fn too_large_by_content_length_or_body_size() {
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        assert_eq!(
+            ex.on_request_headers(&mut host, post(11), false),
+            Action::Pause
+        );
+        assert_eq!(host.responses[0].0, 413);
+        assert!(host.calls.is_empty());
+
+        // Chunked: the limit is enforced on the buffered size.
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        let hs = headers(&[
+            (":method", "POST"),
+            (":path", "/"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert_eq!(
+            ex.on_request_headers(&mut host, hs, false),
+            Action::Continue
+        );
+        assert_eq!(ex.on_request_body(&mut host, 8, false), Action::Pause);
+        assert_eq!(ex.on_request_body(&mut host, 11, false), Action::Pause);
+        assert_eq!(host.responses, vec![(413, r#"{"message":"Payload Too Large","error":"request body is larger than max_body_size"}"#.into())]);
+        // Later callbacks neither dispatch nor answer again.
+        assert_eq!(ex.on_request_body(&mut host, 12, true), Action::Pause);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.responses.len(), 1);
+    }
+
+    #[test]
+    fn disallowed_topic_gets_400_and_kong_log_line() {
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(
+            r#","topics_query_arg":"topic-list","allowed_topics":["topic1"]"#,
+        ));
+        let action =
+            ex.on_request_headers(&mut host, get("/kafka?topic-list=t,topic1,topic3"), false);
+        assert_eq!(action, Action::Pause);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.responses[0].0, 400);
+        assert_eq!(
+            host.logs,
+            vec![(
+                Level::Warn,
+                "kafka-upstream: sending message to the following topics is not allowed: (topic3)"
+                    .into()
+            )]
+        );
+    }
+
+    #[test]
+    fn several_topics_answer_once_all_are_back() {
+        let cfg = config(
+            r#","topics_query_arg":"tl","allowed_topics":["a","b"],"key_query_arg":"k","partition":1"#,
+        );
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(cfg.clone());
+        ex.on_request_headers(&mut host, get("/?tl=a,b&k=user"), true);
+        assert_eq!(host.calls.len(), 2);
+        let paths: Vec<&str> = host
+            .calls
+            .iter()
+            .map(|c| c.1.iter().find(|(k, _)| k == ":path").unwrap().1.as_str())
+            .collect();
+        assert_eq!(paths, vec!["/topics/a", "/topics/b"]);
+        let v: serde_json::Value = serde_json::from_slice(&host.calls[0].2).unwrap();
+        assert_eq!(v["records"][0]["key"], "dXNlcg==");
+        assert_eq!(v["records"][0]["partition"], 1);
+        ex.on_call_response(&mut host, 101, &ok_reply(ACK));
+        assert!(host.responses.is_empty());
+        ex.on_call_response(&mut host, 100, &ok_reply(ACK));
+        assert_eq!(
+            host.responses,
+            vec![(200, r#"{"message":"message sent"}"#.into())]
+        );
+
+        // One per-record error among two topics: 502.
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(cfg);
+        ex.on_request_headers(&mut host, get("/?tl=a,b"), true);
+        ex.on_call_response(&mut host, 100, &ok_reply(ACK));
+        ex.on_call_response(
+            &mut host,
+            101,
+            &ok_reply(r#"{"offsets":[{"error_code":50002,"error":"boom"}]}"#),
+        );
+        assert_eq!(host.responses[0].0, 502);
+        assert_eq!(host.logs.len(), 1);
+        assert!(host.logs[0]
+            .1
+            .contains("topic b: per-record error, status 200, error_code 50002"));
+    }
+
+    #[test]
+    fn refused_call_fails_once_nothing_is_in_flight() {
+        // Single topic: 502 at once.
+        let mut host = FakeHost {
+            refuse: vec![0],
+            ..FakeHost::default()
+        };
+        let mut ex = Exchange::new(config(r#","error_handling":{"return_error_message":true}"#));
+        assert_eq!(
+            ex.on_request_headers(&mut host, get("/"), true),
+            Action::Pause
+        );
+        assert_eq!(
+            host.responses,
+            vec![(502, r#"{"message":"Bad Gateway","error":"could not send message to topic","rest_proxy":{"topic":"t","dispatch_status":"call rejected by the host: BadArgument"}}"#.into())]
+        );
+
+        // Second of three topics refused: no third call; answer when the first is back.
+        let mut host = FakeHost {
+            refuse: vec![1],
+            ..FakeHost::default()
+        };
+        let mut ex = Exchange::new(config(
+            r#","topics_query_arg":"tl","allowed_topics":["a","b","c"]"#,
+        ));
+        ex.on_request_headers(&mut host, get("/?tl=a,b,c"), true);
+        assert_eq!(host.calls.len(), 2);
+        assert!(host.responses.is_empty());
+        ex.on_call_response(&mut host, 100, &ok_reply(ACK));
+        assert_eq!(host.responses[0].0, 502);
+    }
+
+    #[test]
+    fn timeouts_and_failures_from_the_host() {
+        for (reply, status) in [
+            (
+                ReplyView {
+                    status: Some(b"504"),
+                    dispatch_status: None,
+                    body: b"upstream request timeout",
+                },
+                504,
+            ),
+            (
+                ReplyView {
+                    status: None,
+                    dispatch_status: Some(b"timeout"),
+                    body: b"",
+                },
+                504,
+            ),
+            (
+                ReplyView {
+                    status: None,
+                    dispatch_status: Some(b"broken connection"),
+                    body: b"",
+                },
+                502,
+            ),
+            (
+                ReplyView {
+                    status: None,
+                    dispatch_status: None,
+                    body: b"",
+                },
+                502,
+            ),
+            (
+                ReplyView {
+                    status: Some(b"500"),
+                    dispatch_status: None,
+                    body: b"",
+                },
+                502,
+            ),
+            (
+                ReplyView {
+                    status: Some(b"404"),
+                    dispatch_status: None,
+                    body: br#"{"error_code":40401,"message":"Topic not found."}"#,
+                },
+                502,
+            ),
+            (
+                ReplyView {
+                    status: Some(b"200"),
+                    dispatch_status: None,
+                    body: b"{",
+                },
+                502,
+            ),
+        ] {
+            let mut host = FakeHost::default();
+            let mut ex = Exchange::new(config(""));
+            ex.on_request_headers(&mut host, get("/"), true);
+            ex.on_call_response(&mut host, 100, &reply);
+            assert_eq!(host.responses.len(), 1);
+            assert_eq!(host.responses[0].0, status, "{reply:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_repeated_tokens_are_ignored() {
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        ex.on_request_headers(&mut host, get("/"), true);
+        ex.on_call_response(&mut host, 7, &ok_reply(ACK));
+        assert!(host.responses.is_empty());
+        ex.on_call_response(&mut host, 100, &ok_reply(ACK));
+        ex.on_call_response(&mut host, 100, &ok_reply(ACK));
+        assert_eq!(host.responses.len(), 1);
+    }
+
+    #[test]
+    fn missing_body_is_an_error_not_an_empty_message() {
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        ex.on_request_headers(&mut host, post(5), false);
+        ex.on_request_body(&mut host, 5, true);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.responses[0].0, 500);
+    }
+
+    #[test]
+    fn body_not_read_when_not_forwarded() {
+        let mut host = FakeHost::default(); // no body available: must not be asked
+        let mut ex = Exchange::new(config(r#","forward_body":false,"forward_method":true"#));
+        ex.on_request_headers(&mut host, post(5), false);
+        ex.on_request_body(&mut host, 5, true);
+        assert_eq!(host.calls.len(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&host.calls[0].2).unwrap();
+        assert_eq!(v["records"][0]["value"], "eyJtZXRob2QiOiJQT1NUIn0="); // {"method":"POST"}
+    }
+
+    #[test]
+    fn unconfigured_filter_answers_500() {
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(None);
+        assert_eq!(
+            ex.on_request_headers(&mut host, get("/"), true),
+            Action::Pause
+        );
+        assert_eq!(host.responses[0].0, 500);
+        assert!(host.calls.is_empty());
+    }
+}

@@ -1,0 +1,34 @@
+//! kafka-upstream: Kong Enterprise's `kafka-upstream` plugin as a proxy-wasm filter that runs
+//! unchanged in Envoy and in Kong 3.x, producing each request as a Kafka record through a Kafka
+//! REST proxy (Confluent REST Proxy v2/v3, Redpanda's HTTP proxy, Karapace) and answering the
+//! client itself: `200 {"message":"message sent"}` only once the REST proxy acknowledged every
+//! record.
+//!
+//! Layers, each plain Rust except the last:
+//! - [`config`]: the configuration table, its validator and its JSON Schema;
+//! - [`message`] (with [`args`], [`multipart`]): Kong's message bytes from a request;
+//! - [`topics`]: target topics and record key from the query string;
+//! - [`rest`]: the REST proxy request, and its reply turned into the client's answer;
+//! - [`exchange`]: one request's flow against a narrow [`exchange::Host`] interface;
+//! - `filter` (wasm32 only): the proxy-wasm 0.2.5 glue that implements that interface.
+#![deny(missing_docs)]
+
+pub mod args;
+pub mod config;
+pub mod exchange;
+mod json;
+pub mod message;
+pub mod multipart;
+pub mod rest;
+pub mod topics;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+
+/// The module's `_initialize` export (the proxy-wasm SDK's reactor entry point).
+#[cfg(target_arch = "wasm32")]
+mod entry {
+    proxy_wasm::main! {{
+        crate::filter::start();
+    }}
+}

@@ -1,0 +1,620 @@
+//! What the REST proxy's reply means, and what the client is told.
+//!
+//! A record counts as sent only when the reply is 2xx **and** carries the acknowledgement:
+//! v2 — `offsets` is a non-empty array and no entry has a non-null `error_code` (Confluent answers
+//! 200 with per-record errors such as 50002/50003); v3 — `error_code` is 200.
+//!
+//! How the hosts report calls that got no reply:
+//! - Envoy answers a call that hit its timeout with a local `504` reply, and a failed connection
+//!   with `on_http_call_response(token, 0, 0, 0)` and no readable headers;
+//! - Kong (ngx_wasm_module) calls `on_http_call_response(token, 0, 0, 0)` and exposes the reason
+//!   in the `:dispatch_status` pseudo-header (`timeout`, `broken connection`,
+//!   `tls handshake failure`, `resolver failure`, `reader failure`).
+//!
+//! So a `504` or `:dispatch_status: timeout` is a timeout (client gets 504); everything else that
+//! is not an acknowledgement — no reply, another `:dispatch_status`, another non-2xx status, a
+//! request-level error envelope such as `{"error_code":40401,...}` (4xx included: the client's
+//! request was fine, the gateway's produce failed), a per-record error, an unreadable body — is a
+//! failure (client gets 502).
+
+use serde_json::Value;
+
+use crate::config::Api;
+use crate::json;
+
+/// The reply to one call, as read from the host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplyView<'a> {
+    /// The `:status` pseudo-header, `None` when the call got no reply.
+    pub status: Option<&'a [u8]>,
+    /// Kong's `:dispatch_status` pseudo-header (set when the call failed).
+    pub dispatch_status: Option<&'a [u8]>,
+    /// The reply body.
+    pub body: &'a [u8],
+}
+
+/// Why a call did not acknowledge the record, for logs and `return_error_message`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// The REST proxy's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// The REST proxy's `error_code` (request-level, or the first per-record one).
+    pub error_code: Option<i64>,
+    /// The REST proxy's `message` (or per-record `error`).
+    pub message: Option<String>,
+    /// The host's `:dispatch_status`, or a note that the host refused the call.
+    pub dispatch_status: Option<String>,
+    /// A short reason for the log line.
+    pub reason: &'static str,
+}
+
+/// The result of one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The REST proxy acknowledged the record.
+    Acknowledged,
+    /// The call timed out: the record may or may not have been written.
+    TimedOut(Failure),
+    /// The record was not acknowledged.
+    Failed(Failure),
+}
+
+/// Longest REST proxy message copied into an answer or a log line, in characters.
+const MESSAGE_MAX: usize = 1024;
+
+/// Classifies the reply to one produce call.
+pub fn classify(api: &Api, reply: &ReplyView<'_>) -> Outcome {
+    let Some(status) = reply.status else {
+        let dispatch_status = reply
+            .dispatch_status
+            .map(|s| String::from_utf8_lossy(s).into_owned());
+        let timeout = dispatch_status.as_deref() == Some("timeout");
+        let failure = Failure {
+            dispatch_status,
+            reason: if timeout { "timed out" } else { "no reply" },
+            ..Failure::default()
+        };
+        return if timeout {
+            Outcome::TimedOut(failure)
+        } else {
+            Outcome::Failed(failure)
+        };
+    };
+    let Some(status) = std::str::from_utf8(status)
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+    else {
+        return Outcome::Failed(Failure {
+            reason: "invalid :status",
+            ..Failure::default()
+        });
+    };
+    let body: Option<Value> = serde_json::from_slice(reply.body).ok();
+    let mut failure = Failure {
+        status: Some(status),
+        ..Failure::default()
+    };
+    if !(200..300).contains(&status) {
+        if let Some(Value::Object(envelope)) = &body {
+            failure.error_code = envelope.get("error_code").and_then(Value::as_i64);
+            failure.message = envelope.get("message").and_then(text);
+        }
+        if status == 504 {
+            failure.reason = "timed out";
+            return Outcome::TimedOut(failure);
+        }
+        failure.reason = "error status";
+        return Outcome::Failed(failure);
+    }
+    let Some(Value::Object(reply_obj)) = body else {
+        failure.reason = "unreadable reply";
+        return Outcome::Failed(failure);
+    };
+    match api {
+        Api::V2 => {
+            let Some(offsets) = reply_obj.get("offsets").and_then(Value::as_array) else {
+                failure.reason = "reply without offsets";
+                return Outcome::Failed(failure);
+            };
+            if offsets.is_empty() {
+                failure.reason = "reply without offsets";
+                return Outcome::Failed(failure);
+            }
+            for entry in offsets {
+                let Some(entry) = entry.as_object() else {
+                    failure.reason = "unreadable reply";
+                    return Outcome::Failed(failure);
+                };
+                match entry.get("error_code") {
+                    None | Some(Value::Null) => {}
+                    Some(code) => {
+                        failure.error_code = code.as_i64();
+                        failure.message = entry.get("error").and_then(text);
+                        failure.reason = "per-record error";
+                        return Outcome::Failed(failure);
+                    }
+                }
+            }
+            Outcome::Acknowledged
+        }
+        Api::V3 { .. } => match reply_obj.get("error_code") {
+            Some(code) if code.as_i64() == Some(200) => Outcome::Acknowledged,
+            Some(code) => {
+                failure.error_code = code.as_i64();
+                failure.message = reply_obj.get("message").and_then(text);
+                failure.reason = "record error";
+                Outcome::Failed(failure)
+            }
+            None => {
+                failure.reason = "reply without error_code";
+                Outcome::Failed(failure)
+            }
+        },
+    }
+}
+
+/// A JSON string value, capped at [`MESSAGE_MAX`] characters.
+fn text(v: &Value) -> Option<String> {
+    v.as_str().map(|s| s.chars().take(MESSAGE_MAX).collect())
+}
+
+/// The local reply the filter sends the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAnswer {
+    /// HTTP status.
+    pub status: u32,
+    /// JSON body (`content-type: application/json`).
+    pub body: Vec<u8>,
+}
+
+/// Kong's error text for a produce that failed.
+pub const SEND_FAILED: &str = "could not send message to topic";
+/// Kong's error text for a topic outside the allowlist.
+pub const TOPIC_NOT_ALLOWED: &str = "one or more target topics are not in the allowed topics list";
+
+impl ClientAnswer {
+    /// 200 `{"message":"message sent"}`: every record was acknowledged.
+    pub fn sent() -> Self {
+        ClientAnswer {
+            status: 200,
+            body: br#"{"message":"message sent"}"#.to_vec(),
+        }
+    }
+
+    /// 400: a requested topic is neither `topic` nor in `allowed_topics`.
+    pub fn topic_not_allowed() -> Self {
+        Self::simple(400, "Bad Request", TOPIC_NOT_ALLOWED)
+    }
+
+    /// 413: the request body is larger than `max_body_size`.
+    pub fn payload_too_large() -> Self {
+        Self::simple(
+            413,
+            "Payload Too Large",
+            "request body is larger than max_body_size",
+        )
+    }
+
+    /// 500: the host did not hand over the request body it announced.
+    pub fn body_unreadable() -> Self {
+        Self::simple(
+            500,
+            "Internal Server Error",
+            "could not read the request body",
+        )
+    }
+
+    /// 500: the filter reached a state it should not (logged), and answers rather than hang.
+    pub fn internal_error() -> Self {
+        Self::simple(500, "Internal Server Error", "unexpected filter state")
+    }
+
+    /// 500: the filter has no valid configuration (the host started it anyway).
+    pub fn not_configured() -> Self {
+        Self::simple(
+            500,
+            "Internal Server Error",
+            "kafka-upstream has no valid configuration",
+        )
+    }
+
+    /// The answer for a request whose calls ended with `outcomes` (one per topic, in order):
+    /// 200 when all were acknowledged; else 502 for the first failure; else 504 for the first
+    /// timeout. With `detail`, the REST proxy's status, error code and message are added.
+    /// No outcome at all is a 502: nothing was acknowledged.
+    pub fn from_outcomes<'t>(
+        outcomes: impl IntoIterator<Item = (&'t str, &'t Outcome)>,
+        detail: bool,
+    ) -> Self {
+        let mut timeout: Option<(&str, &Failure)> = None;
+        let mut seen = false;
+        for (topic, outcome) in outcomes {
+            seen = true;
+            match outcome {
+                Outcome::Acknowledged => {}
+                Outcome::Failed(f) => return Self::failed(topic, f, detail),
+                Outcome::TimedOut(f) => {
+                    if timeout.is_none() {
+                        timeout = Some((topic, f));
+                    }
+                }
+            }
+        }
+        match timeout {
+            Some((topic, f)) => Self::with_detail(
+                504,
+                "Gateway Timeout",
+                "timed out sending message to topic",
+                detail.then_some((topic, f)),
+            ),
+            None if seen => Self::sent(),
+            None => Self::simple(502, "Bad Gateway", SEND_FAILED),
+        }
+    }
+
+    /// 502 for a record that was not acknowledged.
+    pub fn failed(topic: &str, failure: &Failure, detail: bool) -> Self {
+        Self::with_detail(
+            502,
+            "Bad Gateway",
+            SEND_FAILED,
+            detail.then_some((topic, failure)),
+        )
+    }
+
+    fn simple(status: u32, message: &str, error: &str) -> Self {
+        Self::with_detail(status, message, error, None)
+    }
+
+    /// `{"message":…,"error":…}` plus, with `detail`,
+    /// `"rest_proxy":{"topic":…,"status":…,"error_code":…,"message":…,"dispatch_status":…}`
+    /// (members omitted when unknown).
+    fn with_detail(
+        status: u32,
+        message: &str,
+        error: &str,
+        detail: Option<(&str, &Failure)>,
+    ) -> Self {
+        let mut out = Vec::with_capacity(96);
+        out.push(b'{');
+        let mut first = true;
+        json::write_key(&mut out, &mut first, "message");
+        json::write_str(&mut out, message);
+        json::write_key(&mut out, &mut first, "error");
+        json::write_str(&mut out, error);
+        if let Some((topic, f)) = detail {
+            json::write_key(&mut out, &mut first, "rest_proxy");
+            out.push(b'{');
+            let mut inner = true;
+            json::write_key(&mut out, &mut inner, "topic");
+            json::write_str(&mut out, topic);
+            if let Some(s) = f.status {
+                json::write_key(&mut out, &mut inner, "status");
+                out.extend_from_slice(s.to_string().as_bytes());
+            }
+            if let Some(c) = f.error_code {
+                json::write_key(&mut out, &mut inner, "error_code");
+                out.extend_from_slice(c.to_string().as_bytes());
+            }
+            if let Some(m) = &f.message {
+                json::write_key(&mut out, &mut inner, "message");
+                json::write_str(&mut out, m);
+            }
+            if let Some(d) = &f.dispatch_status {
+                json::write_key(&mut out, &mut inner, "dispatch_status");
+                json::write_str(&mut out, d);
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+        ClientAnswer { status, body: out }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v3() -> Api {
+        Api::V3 {
+            cluster_id: "c".into(),
+        }
+    }
+
+    fn reply<'a>(status: &'a str, body: &'a str) -> ReplyView<'a> {
+        ReplyView {
+            status: Some(status.as_bytes()),
+            dispatch_status: None,
+            body: body.as_bytes(),
+        }
+    }
+
+    fn failed(
+        status: Option<u16>,
+        code: Option<i64>,
+        msg: Option<&str>,
+        reason: &'static str,
+    ) -> Outcome {
+        Outcome::Failed(Failure {
+            status,
+            error_code: code,
+            message: msg.map(str::to_string),
+            dispatch_status: None,
+            reason,
+        })
+    }
+
+    #[test]
+    fn v2_replies() {
+        let cases = [
+            (
+                reply(
+                    "200",
+                    r#"{"offsets":[{"partition":0,"offset":0,"error_code":null,"error":null}],"key_schema_id":null,"value_schema_id":null}"#,
+                ),
+                Outcome::Acknowledged,
+            ),
+            // Redpanda: no error_code member at all.
+            (
+                reply("200", r#"{"offsets":[{"partition":2,"offset":17}]}"#),
+                Outcome::Acknowledged,
+            ),
+            (
+                reply(
+                    "200",
+                    r#"{"offsets":[{"partition":null,"offset":null,"error_code":50002,"error":"Kafka error: boom"}]}"#,
+                ),
+                failed(
+                    Some(200),
+                    Some(50002),
+                    Some("Kafka error: boom"),
+                    "per-record error",
+                ),
+            ),
+            (
+                reply(
+                    "200",
+                    r#"{"offsets":[{"partition":0,"offset":1},{"error_code":50003,"error":"retriable"}]}"#,
+                ),
+                failed(
+                    Some(200),
+                    Some(50003),
+                    Some("retriable"),
+                    "per-record error",
+                ),
+            ),
+            (
+                reply(
+                    "404",
+                    r#"{"error_code":40401,"message":"Topic not found."}"#,
+                ),
+                failed(
+                    Some(404),
+                    Some(40401),
+                    Some("Topic not found."),
+                    "error status",
+                ),
+            ),
+            (
+                reply("422", r#"{"error_code":42201,"message":"Unprocessable"}"#),
+                failed(
+                    Some(422),
+                    Some(42201),
+                    Some("Unprocessable"),
+                    "error status",
+                ),
+            ),
+            (
+                reply("500", "oops"),
+                failed(Some(500), None, None, "error status"),
+            ),
+            (
+                reply("503", ""),
+                failed(Some(503), None, None, "error status"),
+            ),
+            (
+                reply("200", "not json"),
+                failed(Some(200), None, None, "unreadable reply"),
+            ),
+            (
+                reply("200", "[]"),
+                failed(Some(200), None, None, "unreadable reply"),
+            ),
+            (
+                reply("200", "{}"),
+                failed(Some(200), None, None, "reply without offsets"),
+            ),
+            (
+                reply("200", r#"{"offsets":[]}"#),
+                failed(Some(200), None, None, "reply without offsets"),
+            ),
+            (
+                reply("200", r#"{"offsets":[1]}"#),
+                failed(Some(200), None, None, "unreadable reply"),
+            ),
+            (
+                reply("204", ""),
+                failed(Some(204), None, None, "unreadable reply"),
+            ),
+            (
+                reply("30x", ""),
+                failed(None, None, None, "invalid :status"),
+            ),
+            (
+                reply("302", r#"{"offsets":[{"offset":1}]}"#),
+                failed(Some(302), None, None, "error status"),
+            ),
+        ];
+        for (r, want) in cases {
+            assert_eq!(
+                classify(&Api::V2, &r),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(r.body)
+            );
+        }
+    }
+
+    #[test]
+    fn v3_replies() {
+        let ok = r#"{"error_code":200,"cluster_id":"c","topic_name":"t","partition_id":1,"offset":0,"timestamp":"2026-01-01T00:00:00.000Z","key":null,"value":{"type":"BINARY","size":7}}"#;
+        assert_eq!(classify(&v3(), &reply("200", ok)), Outcome::Acknowledged);
+        assert_eq!(
+            classify(
+                &v3(),
+                &reply("200", r#"{"error_code":400,"message":"Bad record"}"#)
+            ),
+            failed(Some(200), Some(400), Some("Bad record"), "record error")
+        );
+        assert_eq!(
+            classify(&v3(), &reply("200", r#"{"cluster_id":"c"}"#)),
+            failed(Some(200), None, None, "reply without error_code")
+        );
+        assert_eq!(
+            classify(
+                &v3(),
+                &reply(
+                    "404",
+                    r#"{"error_code":404,"message":"This server does not host this topic-partition."}"#
+                )
+            ),
+            failed(
+                Some(404),
+                Some(404),
+                Some("This server does not host this topic-partition."),
+                "error status"
+            )
+        );
+        // A v2-shaped acknowledgement is not a v3 one.
+        assert_eq!(
+            classify(&v3(), &reply("200", r#"{"offsets":[{"offset":1}]}"#)),
+            failed(Some(200), None, None, "reply without error_code")
+        );
+    }
+
+    #[test]
+    fn host_signals() {
+        let no_reply = ReplyView::default();
+        assert_eq!(
+            classify(&Api::V2, &no_reply),
+            failed(None, None, None, "no reply")
+        );
+        let kong_timeout = ReplyView {
+            dispatch_status: Some(b"timeout"),
+            ..ReplyView::default()
+        };
+        assert!(matches!(
+            classify(&Api::V2, &kong_timeout),
+            Outcome::TimedOut(_)
+        ));
+        let kong_broken = ReplyView {
+            dispatch_status: Some(b"broken connection"),
+            ..ReplyView::default()
+        };
+        assert_eq!(
+            classify(&v3(), &kong_broken),
+            Outcome::Failed(Failure {
+                dispatch_status: Some("broken connection".into()),
+                reason: "no reply",
+                ..Failure::default()
+            })
+        );
+        // Envoy's async client answers a timed-out call with a local 504.
+        assert_eq!(
+            classify(&Api::V2, &reply("504", "upstream request timeout")),
+            Outcome::TimedOut(Failure {
+                status: Some(504),
+                reason: "timed out",
+                ..Failure::default()
+            })
+        );
+    }
+
+    #[test]
+    fn long_messages_are_capped() {
+        let long = "x".repeat(5000);
+        let body = format!(r#"{{"error_code":50001,"message":"{long}"}}"#);
+        let Outcome::Failed(f) = classify(&Api::V2, &reply("500", &body)) else {
+            panic!("not a failure")
+        };
+        assert_eq!(f.message.unwrap().len(), MESSAGE_MAX);
+    }
+
+    fn text(a: &ClientAnswer) -> (u32, String) {
+        let s = String::from_utf8(a.body.clone()).unwrap();
+        serde_json::from_str::<Value>(&s).expect("answer is JSON");
+        (a.status, s)
+    }
+
+    #[test]
+    fn client_answers() {
+        let ack = Outcome::Acknowledged;
+        let fail = failed(
+            Some(200),
+            Some(50002),
+            Some("boom \"x\""),
+            "per-record error",
+        );
+        let timeout = Outcome::TimedOut(Failure {
+            dispatch_status: Some("timeout".into()),
+            reason: "timed out",
+            ..Failure::default()
+        });
+        assert_eq!(
+            text(&ClientAnswer::from_outcomes(
+                [("a", &ack), ("b", &ack)],
+                true
+            )),
+            (200, r#"{"message":"message sent"}"#.into())
+        );
+        assert_eq!(
+            text(&ClientAnswer::from_outcomes(
+                [("a", &ack), ("b", &fail)],
+                false
+            )),
+            (
+                502,
+                r#"{"message":"Bad Gateway","error":"could not send message to topic"}"#.into()
+            )
+        );
+        assert_eq!(
+            text(&ClientAnswer::from_outcomes([("a", &ack), ("b", &fail)], true)),
+            (502, r#"{"message":"Bad Gateway","error":"could not send message to topic","rest_proxy":{"topic":"b","status":200,"error_code":50002,"message":"boom \"x\""}}"#.into())
+        );
+        // A failure outranks a timeout.
+        assert_eq!(
+            ClientAnswer::from_outcomes([("a", &timeout), ("b", &fail)], false).status,
+            502
+        );
+        assert_eq!(
+            text(&ClientAnswer::from_outcomes(
+                [("a", &ack), ("b", &timeout)],
+                false
+            )),
+            (
+                504,
+                r#"{"message":"Gateway Timeout","error":"timed out sending message to topic"}"#
+                    .into()
+            )
+        );
+        assert_eq!(
+            text(&ClientAnswer::from_outcomes([("a", &timeout)], true)),
+            (504, r#"{"message":"Gateway Timeout","error":"timed out sending message to topic","rest_proxy":{"topic":"a","dispatch_status":"timeout"}}"#.into())
+        );
+        assert_eq!(
+            text(&ClientAnswer::topic_not_allowed()),
+            (400, r#"{"message":"Bad Request","error":"one or more target topics are not in the allowed topics list"}"#.into())
+        );
+        assert_eq!(
+            text(&ClientAnswer::payload_too_large()),
+            (413, r#"{"message":"Payload Too Large","error":"request body is larger than max_body_size"}"#.into())
+        );
+        assert_eq!(text(&ClientAnswer::not_configured()).0, 500);
+        assert_eq!(text(&ClientAnswer::body_unreadable()).0, 500);
+        assert_eq!(text(&ClientAnswer::internal_error()).0, 500);
+        assert_eq!(
+            text(&ClientAnswer::from_outcomes(std::iter::empty(), false)).0,
+            502
+        );
+    }
+}
