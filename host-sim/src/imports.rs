@@ -11,7 +11,7 @@ use crate::abi::{
 };
 use crate::hostfn::HostFunction;
 use crate::memory::{GuestMemory, MemoryError};
-use crate::profile::{Callback, Profile};
+use crate::profile::{Callback, MapAccess, Profile, SecondLocalResponse, StreamPhase};
 use crate::state::{GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse};
 use wasmtime::format_err;
 use wasmtime::{Caller, Linker};
@@ -146,6 +146,9 @@ fn context_lifecycle(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_set_effective_context", |mut c: HostCaller<'_>, id: u32| {
         hostcall(&mut c, HostFunction::SetEffectiveContext, |c, _| {
             let state = c.data_mut();
+            if !state.profile.effective_context_switches() {
+                return Ok(Status::Ok);
+            }
             if !state.roots.contains_key(&id) && !state.streams.contains_key(&id) {
                 return Ok(Status::BadArgument);
             }
@@ -191,6 +194,11 @@ fn logging_and_clocks(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let state = c.data_mut();
             // A stream context's timer is its root's (Envoy applies it to the root context).
             let root = state.effective_root().ok_or(Status::BadArgument)?;
+            let from_root = state.effective() == Some(root);
+            let already_set = state.roots.get(&root).is_some_and(|r| r.tick_period_ms != 0);
+            if let Some(reason) = state.profile.tick_period_refusal(from_root, already_set) {
+                return Err(Fault::Trap(format_err!("proxy_set_tick_period_milliseconds: {reason}")));
+            }
             let now = state.now_ns();
             if let Some(r) = state.roots.get_mut(&root) {
                 r.tick_period_ms = period;
@@ -278,6 +286,7 @@ fn buffers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let buffer = BufferType::from_raw(buffer).ok_or(Status::BadArgument)?;
                 let value = read(c, mem, ptr, len)?;
                 let state = c.data_mut();
+                let profile = state.profile;
                 let id = state.effective().ok_or(Status::NotFound)?;
                 let stream = state.streams.get_mut(&id).ok_or(Status::NotFound)?;
                 let dir = match buffer {
@@ -288,6 +297,9 @@ fn buffers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 };
                 if !dir.body_available {
                     return Ok(Status::NotFound);
+                }
+                if !profile.buffer_write_allowed(start as usize, dir.body.len()) {
+                    return Ok(Status::BadArgument);
                 }
                 // Spec: prepend (start=0,size=0), append (start >= length), otherwise replace
                 // `size` bytes at `start` (inject when size is 0).
@@ -304,27 +316,41 @@ fn buffers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 // ---- HTTP fields ----------------------------------------------------------------------------
 
-/// Where a map lives and whether the current callback may touch it.
-fn map_ref(state: &mut HostState, map: MapType) -> Result<&mut Option<Pairs>, Status> {
+/// Where a map lives and whether the current callback may touch it, for a read or a change.
+fn map_ref(state: &mut HostState, map: MapType, access: MapAccess) -> Result<&mut Option<Pairs>, Status> {
     let profile = state.profile;
     let active = state.active.as_mut().ok_or(Status::BadArgument)?;
     let callback = active.callback;
     let callback_map = |allowed: &[Callback]| allowed.contains(&callback);
+    let call_map = matches!(
+        map,
+        MapType::HttpCallResponseHeaders
+            | MapType::HttpCallResponseTrailers
+            | MapType::GrpcCallInitialMetadata
+            | MapType::GrpcCallTrailingMetadata
+    );
+    // Callout and gRPC maps are read-only (spec: they "can be read in" their callback; Envoy's
+    // mutable accessor `getMap` has no case for them, so changes are BAD_ARGUMENT).
+    if call_map && access == MapAccess::Write {
+        return Err(Status::BadArgument);
+    }
     match map {
         MapType::HttpCallResponseHeaders if callback_map(&[Callback::HttpCallResponse]) => Ok(&mut active.data.headers),
         MapType::HttpCallResponseTrailers if callback_map(&[Callback::HttpCallResponse]) => Ok(&mut active.data.trailers),
         MapType::GrpcCallInitialMetadata if callback_map(&[Callback::GrpcReceiveInitialMetadata]) => Ok(&mut active.data.headers),
         MapType::GrpcCallTrailingMetadata if callback_map(&[Callback::GrpcReceiveTrailingMetadata]) => Ok(&mut active.data.headers),
-        MapType::HttpCallResponseHeaders
-        | MapType::HttpCallResponseTrailers
-        | MapType::GrpcCallInitialMetadata
-        | MapType::GrpcCallTrailingMetadata => Err(Status::BadArgument),
+        _ if call_map => Err(Status::BadArgument),
         _ => {
             let id = active.effective_id;
             let stream = state.streams.get_mut(&id).ok_or(Status::BadArgument)?;
-            let paused_in_headers = stream.request.paused_in == Some(Callback::RequestHeaders);
-            if !profile.map_accessible(map, callback, paused_in_headers) {
-                return Err(Status::BadArgument);
+            let phase = StreamPhase {
+                request_paused_in: stream.request.paused_in,
+                response_paused_in: stream.response.paused_in,
+                request_complete: stream.request.complete,
+                response_complete: stream.response.complete,
+            };
+            if !profile.map_accessible(map, access, callback, phase) {
+                return Err(profile.unavailable_map_status(callback, access));
             }
             Ok(match map {
                 MapType::HttpRequestHeaders => &mut stream.request.headers,
@@ -348,7 +374,11 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_get_header_map_size", |mut c: HostCaller<'_>, map: u32, ret: u32| {
         hostcall(&mut c, HostFunction::GetHeaderMapSize, |c, mem| {
             let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
-            let size = map_ref(c.data_mut(), map)?.as_ref().map_or(4, |p| encode_pairs(p).len());
+            // The size is the serialized size (spec: `return_serialized_pairs_size`).
+            let access = c.data().profile.map_size_access();
+            let size = map_ref(c.data_mut(), map, access)?
+                .as_ref()
+                .map_or(4, |p| encode_pairs(p).len());
             mem.write_u32(c, ret, size as u32)?;
             Ok(Status::Ok)
         })
@@ -359,9 +389,13 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: HostCaller<'_>, map: u32, ret_ptr: u32, ret_len: u32| {
             hostcall(&mut c, HostFunction::GetHeaderMapPairs, |c, mem| {
                 let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
-                let encoded = match map_ref(c.data_mut(), map)? {
-                    Some(pairs) => encode_pairs(pairs),
-                    None => encode_pairs::<&[u8], &[u8]>(&[]),
+                let profile = c.data().profile;
+                let encoded = match map_ref(c.data_mut(), map, MapAccess::Read) {
+                    Ok(Some(pairs)) => encode_pairs(pairs),
+                    Ok(None) => encode_pairs::<&[u8], &[u8]>(&[]),
+                    // Envoy serializes a map it does not have as empty, with OK (ENVOY-SRC).
+                    Err(_) if profile.unavailable_map_pairs_are_empty() => Vec::new(),
+                    Err(status) => return Ok(status),
                 };
                 mem.return_bytes(c, &encoded, ret_ptr, ret_len)?;
                 Ok(Status::Ok)
@@ -374,7 +408,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let pairs = read_pairs(c, mem, ptr, len)?;
             let profile = c.data().profile;
             let pairs = pairs.into_iter().map(|(k, v)| (normalize_key(profile, k), v)).collect();
-            *map_ref(c.data_mut(), map)? = Some(pairs);
+            *map_ref(c.data_mut(), map, MapAccess::Write)? = Some(pairs);
             Ok(Status::Ok)
         })
     })?;
@@ -386,7 +420,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
                 let key = read(c, mem, key_ptr, key_len)?;
                 // Lookups are case-insensitive on both hosts; the first value is returned.
-                let value = map_ref(c.data_mut(), map)?
+                let value = map_ref(c.data_mut(), map, MapAccess::Read)?
                     .as_ref()
                     .and_then(|p| p.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)))
                     .map(|(_, v)| v.clone());
@@ -409,7 +443,9 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let key = read(c, mem, key_ptr, key_len)?;
                 let value = read(c, mem, val_ptr, val_len)?;
                 let key = normalize_key(c.data().profile, key);
-                map_ref(c.data_mut(), map)?.get_or_insert_with(Vec::new).push((key, value));
+                map_ref(c.data_mut(), map, MapAccess::Write)?
+                    .get_or_insert_with(Vec::new)
+                    .push((key, value));
                 Ok(Status::Ok)
             })
         },
@@ -423,7 +459,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let key = read(c, mem, key_ptr, key_len)?;
                 let value = read(c, mem, val_ptr, val_len)?;
                 let key = normalize_key(c.data().profile, key);
-                let pairs = map_ref(c.data_mut(), map)?.get_or_insert_with(Vec::new);
+                let pairs = map_ref(c.data_mut(), map, MapAccess::Write)?.get_or_insert_with(Vec::new);
                 // "Adds or replaces": the first occurrence keeps its place, the others go.
                 match pairs.iter().position(|(k, _)| k.eq_ignore_ascii_case(&key)) {
                     Some(first) => {
@@ -448,7 +484,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             hostcall(&mut c, HostFunction::RemoveHeaderMapValue, |c, mem| {
                 let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
                 let key = read(c, mem, key_ptr, key_len)?;
-                if let Some(pairs) = map_ref(c.data_mut(), map)?.as_mut() {
+                if let Some(pairs) = map_ref(c.data_mut(), map, MapAccess::Write)?.as_mut() {
                     pairs.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
                 }
                 // Spec: OK "including the case when requested key didn't exist".
@@ -465,12 +501,15 @@ fn streams(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_continue_stream", |mut c: HostCaller<'_>, stream_type: u32| {
         hostcall(&mut c, HostFunction::ContinueStream, |c, _| {
             let stream_type = StreamType::from_raw(stream_type).ok_or(Status::BadArgument)?;
+            let profile = c.data().profile;
             let stream = c.data_mut().effective_stream().ok_or(Status::BadArgument)?;
             match stream_type {
                 StreamType::HttpRequest => stream.request.resume_requested = true,
                 StreamType::HttpResponse => stream.response.resume_requested = true,
-                // TCP streams are not modelled (spec: UNIMPLEMENTED when not supported).
-                StreamType::Downstream | StreamType::Upstream => return Ok(Status::Unimplemented),
+                // An HTTP stream has no TCP stream to resume: what the host answers is its own.
+                StreamType::Downstream | StreamType::Upstream => {
+                    return Ok(profile.tcp_stream_status(stream_type, false));
+                }
             }
             Ok(Status::Ok)
         })
@@ -478,10 +517,15 @@ fn streams(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_close_stream", |mut c: HostCaller<'_>, stream_type: u32| {
         hostcall(&mut c, HostFunction::CloseStream, |c, _| {
             let stream_type = StreamType::from_raw(stream_type).ok_or(Status::BadArgument)?;
+            let profile = c.data().profile;
             let stream = c.data_mut().effective_stream().ok_or(Status::BadArgument)?;
             match stream_type {
                 StreamType::HttpRequest | StreamType::HttpResponse => stream.reset = true,
-                StreamType::Downstream | StreamType::Upstream => return Ok(Status::BadArgument),
+                // Spec: BAD_ARGUMENT only for an unknown type; closing an absent TCP stream is
+                // the host's no-op.
+                StreamType::Downstream | StreamType::Upstream => {
+                    return Ok(profile.tcp_stream_status(stream_type, true));
+                }
             }
             Ok(Status::Ok)
         })
@@ -523,12 +567,18 @@ fn streams(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let state = c.data_mut();
                 let profile = state.profile;
                 let stream = state.effective_stream().ok_or(Status::BadArgument)?;
-                if (stream.pending_local_response.is_some() || stream.local_response.is_some())
-                    && profile.second_local_response_traps()
-                {
-                    return Err(Fault::Trap(format_err!(
-                        "proxy_send_local_response: local response already stashed"
-                    )));
+                if stream.response.headers_forwarded && profile.late_local_response_traps() {
+                    return Err(Fault::Trap(format_err!("proxy_send_local_response: response already sent")));
+                }
+                if stream.pending_local_response.is_some() || stream.local_response.is_some() {
+                    match profile.second_local_response() {
+                        SecondLocalResponse::Trap => {
+                            return Err(Fault::Trap(format_err!(
+                                "proxy_send_local_response: local response already stashed"
+                            )));
+                        }
+                        SecondLocalResponse::KeepFirst => return Ok(Status::Ok),
+                    }
                 }
                 stream.pending_local_response = Some(LocalResponse {
                     status,
@@ -586,6 +636,9 @@ fn http_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                         "proxy_http_call: dispatch not allowed in {}",
                         callback.transcript_name()
                     )));
+                }
+                if !profile.call_timeout_valid(timeout_ms) {
+                    return Ok(Status::BadArgument);
                 }
                 let known = match profile {
                     Profile::Envoy => state.clusters.iter().any(|c| c == &upstream),
@@ -942,12 +995,15 @@ fn properties_and_ffi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let path = read(c, mem, path_ptr, path_len)?;
                 let value = read(c, mem, val_ptr, val_len)?;
                 let state = c.data_mut();
-                // Envoy stores guest-set properties in the stream's filter state (or the VM's,
-                // outside a stream); they read back verbatim.
+                let profile = state.profile;
+                // Envoy stores guest-set properties in the stream's filter state; they read back
+                // verbatim. Without a stream it has no filter state and answers NOT_FOUND
+                // (ENVOY-SRC `Context::setProperty`); Kong keeps them with the filter.
                 match state.effective_stream() {
                     Some(stream) => {
                         stream.properties.insert(path, value);
                     }
+                    None if profile.properties_need_a_stream() => return Ok(Status::NotFound),
                     None => {
                         state.properties.insert(path, value);
                     }

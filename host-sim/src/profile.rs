@@ -9,7 +9,7 @@
 //! - ENVOY-SRC: envoy source/extensions/common/wasm/context.cc and proxy-wasm-cpp-host exports.cc.
 //! - ENVOY-1.40: behaviour observed running a Rust proxy-wasm filter in Envoy 1.40.0 (V8).
 
-use crate::abi::{LogLevel, MapType};
+use crate::abi::{LogLevel, MapType, Status, StreamType};
 use crate::hostfn::HostFunction;
 use serde::Serialize;
 use std::fmt;
@@ -127,6 +127,38 @@ impl Callback {
     }
 }
 
+/// Whether a host function reads a map or changes it (hosts police the two differently).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MapAccess {
+    /// `proxy_get_header_map_value`, `proxy_get_header_map_pairs`.
+    Read,
+    /// `proxy_set_header_map_pairs`, add, replace, remove (and, on Envoy,
+    /// `proxy_get_header_map_size`: see [`Profile::map_size_access`]).
+    Write,
+}
+
+/// Where a stream stands, as far as which of its maps a callback may touch.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamPhase {
+    /// The request phase the filter paused in and has not resumed.
+    pub request_paused_in: Option<Callback>,
+    /// The response phase the filter paused in and has not resumed.
+    pub response_paused_in: Option<Callback>,
+    /// The request reached end of stream.
+    pub request_complete: bool,
+    /// The response reached end of stream.
+    pub response_complete: bool,
+}
+
+/// What a host does with a second local response on a stream.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SecondLocalResponse {
+    /// The guest traps.
+    Trap,
+    /// OK, but the first reply is the one the client gets.
+    KeepFirst,
+}
+
 /// How request bodies reach the guest.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum BodyDelivery {
@@ -189,24 +221,73 @@ impl Profile {
         }
     }
 
-    /// Whether request headers may be read or changed from `callback`.
+    /// Whether a stream's header or trailer map may be touched from `callback`.
     ///
     /// Envoy follows the spec ("`HTTP_REQUEST_HEADERS` can be read in `proxy_on_log`, and read
     /// and modified from `proxy_on_request_headers` (or for as long as request processing is
-    /// paused from it)"); ENVOY-1.40 answered BAD_ARGUMENT to a read from `on_request_body`.
+    /// paused from it)", and likewise for the other three maps). ENVOY-SRC `Context::getMap` /
+    /// `getConstMap`: each map pointer is set for its own callback and kept only while the
+    /// filter stops iteration there (`decodeHeaders` clears `request_headers_` on Continue);
+    /// trailers may also be added from the body callback at end of stream (`addDecodedTrailers`);
+    /// `proxy_on_log` reads request headers, response headers and response trailers but changes
+    /// nothing. ENVOY-1.40 answered BAD_ARGUMENT to a request header read from `on_request_body`.
     /// Kong keeps the nginx request and serves its headers in every phase (KONG-SRC maps).
-    pub fn map_accessible(self, map: MapType, callback: Callback, paused_in_request_headers: bool) -> bool {
-        match (self, map) {
-            (Profile::Envoy, MapType::HttpRequestHeaders) => {
-                matches!(callback, Callback::RequestHeaders | Callback::Log)
-                    || paused_in_request_headers
-            }
-            (Profile::Envoy, MapType::HttpResponseHeaders) => !matches!(
-                callback,
-                Callback::RequestHeaders | Callback::RequestBody | Callback::RequestTrailers
-            ),
-            _ => true,
+    pub fn map_accessible(self, map: MapType, access: MapAccess, callback: Callback, phase: StreamPhase) -> bool {
+        if self == Profile::Kong {
+            return true;
         }
+        let log_read = callback == Callback::Log && access == MapAccess::Read;
+        let (own, paused, body, complete) = match map {
+            MapType::HttpRequestHeaders => (Callback::RequestHeaders, phase.request_paused_in, None, false),
+            MapType::HttpRequestTrailers => (
+                Callback::RequestTrailers,
+                phase.request_paused_in,
+                Some(Callback::RequestBody),
+                phase.request_complete,
+            ),
+            MapType::HttpResponseHeaders => (Callback::ResponseHeaders, phase.response_paused_in, None, false),
+            MapType::HttpResponseTrailers => (
+                Callback::ResponseTrailers,
+                phase.response_paused_in,
+                Some(Callback::ResponseBody),
+                phase.response_complete,
+            ),
+            // Call and gRPC maps are decided by the ABI glue (they live with the callback).
+            _ => return true,
+        };
+        // The access log phase has no request trailers (ENVOY-SRC `getConstMap`).
+        let in_log = log_read && map != MapType::HttpRequestTrailers;
+        let trailers_at_end = body.is_some_and(|b| (callback == b || paused == Some(b)) && complete);
+        callback == own || paused == Some(own) || in_log || trailers_at_end
+    }
+
+    /// The status for a stream map the current callback may not touch: Envoy answers a read in
+    /// the access log phase with NOT_FOUND ("Maps might point to nullptr in the access log
+    /// phase", ENVOY-SRC `getHeaderMapValue`), BAD_ARGUMENT otherwise ("Requested map type is
+    /// not currently available").
+    pub fn unavailable_map_status(self, callback: Callback, access: MapAccess) -> Status {
+        if callback == Callback::Log && access == MapAccess::Read {
+            Status::NotFound
+        } else {
+            Status::BadArgument
+        }
+    }
+
+    /// How `proxy_get_header_map_size` is policed: Envoy measures through its mutable map
+    /// accessor (ENVOY-SRC `getHeaderMapSize` calls `getMap`), so the size of a read-only or
+    /// out-of-phase map is BAD_ARGUMENT; elsewhere it is a read.
+    pub fn map_size_access(self) -> MapAccess {
+        match self {
+            Profile::Envoy => MapAccess::Write,
+            Profile::Kong => MapAccess::Read,
+        }
+    }
+
+    /// Whether `proxy_get_header_map_pairs` on a map that is not available answers OK with an
+    /// empty map (Envoy: `getHeaderMapPairs` serializes a null map as empty and returns Ok,
+    /// ENVOY-SRC) rather than BAD_ARGUMENT (Kong: `ngx_proxy_wasm_maps_get_all` fails).
+    pub fn unavailable_map_pairs_are_empty(self) -> bool {
+        self == Profile::Envoy
     }
 
     /// Required pseudo-headers of a `proxy_http_call`. Envoy: `:method`, `:path`, `:authority`
@@ -236,11 +317,82 @@ impl Profile {
         }
     }
 
-    /// Whether a second `proxy_send_local_response` on one stream traps (Kong: "local response
-    /// already stashed", KONG-SRC) or simply replaces the pending one (Envoy defers the reply
-    /// until the VM call returns, so the last call wins).
-    pub fn second_local_response_traps(self) -> bool {
+    /// What a second `proxy_send_local_response` on one stream does. Kong traps ("local
+    /// response already stashed", KONG-SRC `ngx_proxy_wasm_hfuncs_send_local_response`). Envoy
+    /// returns OK and queues each reply as an after-VM-call action (ENVOY-SRC
+    /// `Context::sendLocalResponse`, `addAfterVmCallAction`); the first `sendLocalReply` ends the
+    /// stream, so the client gets the first reply.
+    pub fn second_local_response(self) -> SecondLocalResponse {
+        match self {
+            Profile::Envoy => SecondLocalResponse::KeepFirst,
+            Profile::Kong => SecondLocalResponse::Trap,
+        }
+    }
+
+    /// Whether `proxy_set_effective_context` switches the context host functions act on. Kong
+    /// ignores the call and answers OK (KONG-SRC `ngx_proxy_wasm_hfuncs_set_effective_context`);
+    /// Envoy switches, and answers BAD_ARGUMENT for an unknown context (spec).
+    pub fn effective_context_switches(self) -> bool {
+        self == Profile::Envoy
+    }
+
+    /// Why `proxy_set_tick_period_milliseconds` traps, if it does. Kong traps when called from
+    /// a context other than the root ("can only set tick_period in root context") and when a
+    /// period is already set ("tick_period already set") (KONG-SRC
+    /// `ngx_proxy_wasm_hfuncs_set_tick_period`). Envoy applies the period to the root of the
+    /// calling context, any number of times (proxy-wasm-cpp-host `setTimerPeriod`).
+    pub fn tick_period_refusal(self, from_root: bool, already_set: bool) -> Option<&'static str> {
+        match self {
+            Profile::Envoy => None,
+            Profile::Kong if !from_root => Some("can only set tick_period in root context"),
+            Profile::Kong if already_set => Some("tick_period already set"),
+            Profile::Kong => None,
+        }
+    }
+
+    /// The status of `proxy_continue_stream` / `proxy_close_stream` for a TCP stream type on an
+    /// HTTP stream (spec: OK, or UNIMPLEMENTED when continuation is not supported). ENVOY-SRC
+    /// `continueStream`: DOWNSTREAM is OK (a no-op without a network filter), UPSTREAM is
+    /// UNIMPLEMENTED; `closeStream` answers OK for both. Kong does not implement
+    /// `proxy_close_stream` at all, and continues only HTTP streams.
+    pub fn tcp_stream_status(self, stream_type: StreamType, close: bool) -> Status {
+        match (self, stream_type, close) {
+            (Profile::Envoy, _, true) => Status::Ok,
+            (Profile::Envoy, StreamType::Downstream, false) => Status::Ok,
+            _ => Status::Unimplemented,
+        }
+    }
+
+    /// Whether `proxy_send_local_response` traps once the response headers went to the client
+    /// (Kong: "response already sent", KONG-SRC); Envoy accepts it and resets the stream.
+    pub fn late_local_response_traps(self) -> bool {
         self == Profile::Kong
+    }
+
+    /// Whether `proxy_set_buffer_bytes` may write at `start` into a body of `len` bytes. The spec
+    /// allows prepend, append, inject and replace anywhere; Envoy only at the start (replacing
+    /// `size` bytes) or at/after the end, and answers BAD_ARGUMENT in between (ENVOY-SRC
+    /// `Buffer::copyFrom`), which the Rust SDK turns into a panic.
+    pub fn buffer_write_allowed(self, start: usize, len: usize) -> bool {
+        match self {
+            Profile::Envoy => start == 0 || start >= len,
+            Profile::Kong => true,
+        }
+    }
+
+    /// Whether `proxy_set_property` needs a stream: Envoy keeps guest properties in the stream's
+    /// filter state and answers NOT_FOUND from a root context (ENVOY-SRC `Context::setProperty`).
+    pub fn properties_need_a_stream(self) -> bool {
+        self == Profile::Envoy
+    }
+
+    /// Whether a `proxy_http_call` timeout is acceptable: Envoy reads it as a signed `int` and
+    /// answers BAD_ARGUMENT to a negative one (ENVOY-SRC `Context::httpCall`).
+    pub fn call_timeout_valid(self, timeout_ms: u32) -> bool {
+        match self {
+            Profile::Envoy => i32::try_from(timeout_ms).is_ok(),
+            Profile::Kong => true,
+        }
     }
 
     /// Whether a local response sent from `proxy_on_http_call_response` cancels the stream's
@@ -305,6 +457,16 @@ impl Profile {
                 };
                 (vec![(":dispatch_status".into(), status.into())], Vec::new())
             }
+        }
+    }
+
+    /// What `proxy_get_status` answers in `proxy_on_http_call_response` for a failed callout,
+    /// when the failure is not an HTTP response: Envoy's `onHttpCallFailure` sets the status to
+    /// `BrokenConnection` (11) with message "reset" (ENVOY-SRC). `None`: the HTTP status (spec).
+    pub fn callout_failure_status(self, failure: CalloutFailure) -> Option<(u32, &'static str)> {
+        match (self, failure) {
+            (Profile::Envoy, CalloutFailure::Reset) => Some((11, "reset")),
+            _ => None,
         }
     }
 

@@ -1,4 +1,21 @@
-//! The JSON shapes of `host-sim run`: request files, callout answers and the transcript.
+//! The JSON shapes of the `host-sim` CLI, defined once so the CLI, integration tests and other
+//! tools read and write the same files: the request file and the HTTP call response files that
+//! `host-sim run` takes, the [`Transcript`] it prints, and the [`ModuleReport`] of `host-sim info`.
+//!
+//! Bodies travel as `"body": "..."` plus `"body_base64": bool`: UTF-8 text when the bytes are
+//! valid UTF-8, else standard base64 with `body_base64: true`. Header maps are arrays of
+//! `[name, value]` pairs, in order, duplicates allowed (as the ABI carries them). Input files
+//! reject unknown keys, so a misspelt key is an error rather than silently ignored.
+
+use crate::engine::ModuleInfo;
+use crate::hostfn::HostFunction;
+use crate::profile::{CalloutFailure, Profile};
+use crate::vm::HttpCallReply;
+use base64::Engine as _;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
 
 /// Serializes bytes as a UTF-8 string when they are valid UTF-8, else as base64 with a marker.
 pub mod bytes_as_text {
@@ -14,5 +31,750 @@ pub mod bytes_as_text {
                 base64::engine::general_purpose::STANDARD.encode(bytes)
             )),
         }
+    }
+}
+
+/// A header map as the files carry it: `[name, value]` pairs in order.
+pub type Headers = Vec<(String, String)>;
+
+// ---- Bodies ----------------------------------------------------------------------------------
+
+/// Encodes bytes for a `"body"` key: `(text, false)` when they are UTF-8, else
+/// `(base64, true)`.
+pub fn encode_body(bytes: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_string(), false),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            true,
+        ),
+    }
+}
+
+/// Decodes a `"body"` value; `key` names it in the error.
+pub fn decode_body(text: &str, base64: bool, key: &str) -> Result<Vec<u8>, String> {
+    if !base64 {
+        return Ok(text.as_bytes().to_vec());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("`{key}` is not valid base64 (`body_base64` is true): {e}"))
+}
+
+// ---- Header pairs ----------------------------------------------------------------------------
+
+/// One `[name, value]` pair, with an error that says so when the shape is wrong.
+struct Pair(String, String);
+
+impl<'de> Deserialize<'de> for Pair {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Pair, D::Error> {
+        struct PairVisitor;
+        impl<'de> Visitor<'de> for PairVisitor {
+            type Value = Pair;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a [name, value] pair of strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Pair, A::Error> {
+                let name: String = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let value: String = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                if seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(3, &self));
+                }
+                Ok(Pair(name, value))
+            }
+        }
+        d.deserialize_seq(PairVisitor)
+    }
+}
+
+fn pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Headers, D::Error> {
+    let pairs = Vec::<Pair>::deserialize(d)?;
+    Ok(pairs.into_iter().map(|Pair(k, v)| (k, v)).collect())
+}
+
+fn optional_pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Headers>, D::Error> {
+    pairs(d).map(Some)
+}
+
+// ---- Request file ----------------------------------------------------------------------------
+
+/// The request `host-sim run` sends through the filter (`--request FILE`).
+///
+/// ```json
+/// {"headers":[[":method","POST"],[":path","/p?x=1"],[":authority","h"]],
+///  "body":"...","body_base64":false,"trailers":[]}
+/// ```
+///
+/// `body_chunks` (an array of strings, instead of `body`) sends the body in several chunks;
+/// `body_base64` applies to every chunk. An absent or empty body means a request without a body.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "RawRequestFile", into = "RawRequestFile")]
+pub struct RequestFile {
+    /// Request headers, pseudo-headers included.
+    pub headers: Headers,
+    /// The body as the chunks it arrives in; empty for a request without a body.
+    pub body_chunks: Vec<Vec<u8>>,
+    /// Request trailers; empty for none.
+    pub trailers: Headers,
+}
+
+impl RequestFile {
+    /// Parses a request file.
+    pub fn from_json(bytes: &[u8]) -> Result<RequestFile, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Whether the request has a body.
+    pub fn has_body(&self) -> bool {
+        !self.body_chunks.is_empty()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequestFile {
+    #[serde(deserialize_with = "pairs")]
+    headers: Headers,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    #[serde(default)]
+    body_base64: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_chunks: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "pairs")]
+    trailers: Headers,
+}
+
+impl TryFrom<RawRequestFile> for RequestFile {
+    type Error = String;
+    fn try_from(raw: RawRequestFile) -> Result<RequestFile, String> {
+        let body_chunks = match (raw.body, raw.body_chunks) {
+            (Some(_), Some(_)) => return Err("give `body` or `body_chunks`, not both".into()),
+            (Some(body), None) if body.is_empty() => Vec::new(),
+            (Some(body), None) => vec![decode_body(&body, raw.body_base64, "body")?],
+            (None, Some(chunks)) => chunks
+                .iter()
+                .map(|c| decode_body(c, raw.body_base64, "body_chunks"))
+                .collect::<Result<_, _>>()?,
+            (None, None) => Vec::new(),
+        };
+        Ok(RequestFile {
+            headers: raw.headers,
+            body_chunks,
+            trailers: raw.trailers,
+        })
+    }
+}
+
+impl From<RequestFile> for RawRequestFile {
+    fn from(r: RequestFile) -> RawRequestFile {
+        let base64 = r
+            .body_chunks
+            .iter()
+            .any(|c| std::str::from_utf8(c).is_err());
+        let encode = |c: &Vec<u8>| {
+            if base64 {
+                base64::engine::general_purpose::STANDARD.encode(c)
+            } else {
+                String::from_utf8_lossy(c).into_owned()
+            }
+        };
+        let (body, body_chunks) = match r.body_chunks.as_slice() {
+            [] => (None, None),
+            [one] => (Some(encode(one)), None),
+            many => (None, Some(many.iter().map(encode).collect())),
+        };
+        RawRequestFile {
+            headers: r.headers,
+            body,
+            body_base64: base64,
+            body_chunks,
+            trailers: r.trailers,
+        }
+    }
+}
+
+// ---- HTTP call response file -----------------------------------------------------------------
+
+/// How `host-sim run` answers one `proxy_http_call` (`--http-call-response FILE`, in the order
+/// the calls are made).
+///
+/// ```json
+/// {"status":200,"headers":[["content-type","application/json"]],"body":"...","body_base64":false}
+/// {"failure":"timeout"}            // also "broken_connection" and "reset"
+/// ```
+///
+/// `headers` exclude `:status` (it comes from `status`); `trailers` is optional. What the guest
+/// sees for a failure is the profile's (see [`Profile::callout_failure`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawCallResponse", into = "RawCallResponse")]
+pub struct CallResponseFile {
+    /// The answer, as the driver takes it.
+    pub reply: HttpCallReply,
+}
+
+impl CallResponseFile {
+    /// Parses a response file.
+    pub fn from_json(bytes: &[u8]) -> Result<CallResponseFile, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(
+        default,
+        deserialize_with = "optional_pairs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    headers: Option<Headers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_base64: Option<bool>,
+    #[serde(
+        default,
+        deserialize_with = "optional_pairs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    trailers: Option<Headers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+}
+
+/// The `"failure"` names, as the files spell them.
+const FAILURES: &[(&str, CalloutFailure)] = &[
+    ("timeout", CalloutFailure::Timeout),
+    ("broken_connection", CalloutFailure::BrokenConnection),
+    ("reset", CalloutFailure::Reset),
+];
+
+/// The file name of a callout failure (`timeout`, `broken_connection`, `reset`).
+pub fn failure_name(failure: CalloutFailure) -> &'static str {
+    FAILURES
+        .iter()
+        .find(|(_, f)| *f == failure)
+        .map_or("timeout", |(name, _)| name)
+}
+
+impl TryFrom<RawCallResponse> for CallResponseFile {
+    type Error = String;
+    fn try_from(raw: RawCallResponse) -> Result<CallResponseFile, String> {
+        if let Some(name) = raw.failure {
+            let others = [
+                ("status", raw.status.is_some()),
+                ("headers", raw.headers.is_some()),
+                ("body", raw.body.is_some()),
+                ("body_base64", raw.body_base64.is_some()),
+                ("trailers", raw.trailers.is_some()),
+            ];
+            if let Some((key, _)) = others.iter().find(|(_, present)| *present) {
+                return Err(format!(
+                    "a `failure` answer takes no other keys (found `{key}`)"
+                ));
+            }
+            let failure = FAILURES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, f)| *f)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown failure {name:?} (expected timeout, broken_connection or reset)"
+                    )
+                })?;
+            return Ok(CallResponseFile {
+                reply: HttpCallReply::Failure(failure),
+            });
+        }
+        let status = raw.status.ok_or(
+            "needs `status` (a response) or `failure` (timeout, broken_connection or reset)",
+        )?;
+        if !(100..=599).contains(&status) {
+            return Err(format!("`status` {status} is not an HTTP status (100-599)"));
+        }
+        let headers = raw.headers.unwrap_or_default();
+        if headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(":status"))
+        {
+            return Err("give the status as `status`, not as a `:status` header".into());
+        }
+        let body = decode_body(
+            raw.body.as_deref().unwrap_or_default(),
+            raw.body_base64.unwrap_or(false),
+            "body",
+        )?;
+        Ok(CallResponseFile {
+            reply: HttpCallReply::Response {
+                status,
+                headers,
+                body,
+                trailers: raw.trailers.unwrap_or_default(),
+            },
+        })
+    }
+}
+
+impl From<CallResponseFile> for RawCallResponse {
+    fn from(r: CallResponseFile) -> RawCallResponse {
+        match r.reply {
+            HttpCallReply::Failure(failure) => RawCallResponse {
+                status: None,
+                headers: None,
+                body: None,
+                body_base64: None,
+                trailers: None,
+                failure: Some(failure_name(failure).to_string()),
+            },
+            HttpCallReply::Response {
+                status,
+                headers,
+                body,
+                trailers,
+            } => {
+                let (body, base64) = encode_body(&body);
+                RawCallResponse {
+                    status: Some(status),
+                    headers: Some(headers),
+                    body: Some(body),
+                    body_base64: Some(base64),
+                    trailers: (!trailers.is_empty()).then_some(trailers),
+                    failure: None,
+                }
+            }
+        }
+    }
+}
+
+// ---- Transcript ------------------------------------------------------------------------------
+
+/// What happened to one request: the JSON `host-sim run` prints.
+///
+/// The keys of the issue (`configure_ok`, `actions`, `http_calls`, `local_response`, `logs`,
+/// `trap`) are stable; the others are additions that help read them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transcript {
+    /// Hex sha256 of the module that ran.
+    pub module_sha256: String,
+    /// `envoy` or `kong`.
+    pub profile: String,
+    /// Envoy with a cluster list (`--cluster`): the names `proxy_http_call` accepted. Absent
+    /// when every name was accepted, and for Kong, whose calls take `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<Vec<String>>,
+    /// What `proxy_on_vm_start` returned (true when not exported).
+    pub vm_start_ok: bool,
+    /// What `proxy_on_configure` returned (true when not exported). When false (or the VM did
+    /// not start), no request was sent and the lists below are empty.
+    pub configure_ok: bool,
+    /// Every stream callback, in order, with the action it returned (`null` when it returns
+    /// none, as `on_http_call_response`, or trapped).
+    pub actions: Vec<TranscriptAction>,
+    /// Every `proxy_http_call`, in the order made.
+    pub http_calls: Vec<TranscriptHttpCall>,
+    /// The local response the stream ended with, if any (the filter's, or the profile's 5xx
+    /// after a trap).
+    pub local_response: Option<TranscriptLocalResponse>,
+    /// Whether the whole request (headers, body, trailers) went upstream and no local response
+    /// was sent.
+    pub forwarded_upstream: bool,
+    /// What the upstream received, as the filter left it; absent when the request headers
+    /// never went upstream.
+    pub upstream_request: Option<UpstreamRequest>,
+    /// Where the request stayed paused when the stream ended without a local response
+    /// (`on_request_headers`, ...).
+    pub paused_in: Option<String>,
+    /// Response files given but not used because fewer calls were made.
+    pub unused_http_call_responses: usize,
+    /// Every log line, guest and host, in order.
+    pub logs: Vec<TranscriptLog>,
+    /// Why the VM failed, when a callback trapped; `null` otherwise.
+    pub trap: Option<String>,
+}
+
+/// One stream callback and its action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptAction {
+    /// e.g. `on_request_headers`.
+    pub callback: String,
+    /// `Continue`, `Pause`, or `null`.
+    pub action: Option<String>,
+}
+
+/// What became of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// Answered with the response file at `response`.
+    Answered,
+    /// No response file was left for it; the host cancelled it when the stream ended.
+    Unanswered,
+    /// The host dropped it before it was answered (a trap, or Kong's local response from a
+    /// dispatch callback cancelling the others).
+    Cancelled,
+}
+
+/// One `proxy_http_call` as the filter made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptHttpCall {
+    /// The upstream as the filter named it (Envoy cluster, Kong `host:port`).
+    pub upstream: String,
+    /// Request headers, pseudo-headers included.
+    pub headers: Headers,
+    /// Request body (see `body_base64`).
+    pub body: String,
+    /// Whether `body` is base64.
+    pub body_base64: bool,
+    /// Request trailers.
+    pub trailers: Headers,
+    /// The timeout the filter asked for.
+    pub timeout_ms: u32,
+    /// What became of it.
+    pub outcome: CallOutcome,
+    /// Index (from 0) of the `--http-call-response` file that answered it.
+    pub response: Option<usize>,
+}
+
+impl TranscriptHttpCall {
+    /// The body bytes.
+    pub fn body_bytes(&self) -> Result<Vec<u8>, String> {
+        decode_body(&self.body, self.body_base64, "body")
+    }
+}
+
+/// The local response the stream ended with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptLocalResponse {
+    /// HTTP status.
+    pub status: u32,
+    /// Response headers as the filter gave them.
+    pub headers: Headers,
+    /// Response body (see `body_base64`).
+    pub body: String,
+    /// Whether `body` is base64.
+    pub body_base64: bool,
+    /// Status code details (Envoy's response code details).
+    pub details: String,
+    /// gRPC status, when the filter set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<i32>,
+}
+
+impl TranscriptLocalResponse {
+    /// The body bytes.
+    pub fn body_bytes(&self) -> Result<Vec<u8>, String> {
+        decode_body(&self.body, self.body_base64, "body")
+    }
+}
+
+/// The request as it went upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamRequest {
+    /// Headers as the filter left them.
+    pub headers: Headers,
+    /// Body the filter let through (see `body_base64`).
+    pub body: String,
+    /// Whether `body` is base64.
+    pub body_base64: bool,
+    /// Trailers as the filter left them.
+    pub trailers: Headers,
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptLog {
+    /// `trace`, `debug`, `info`, `warn`, `error` or `critical`.
+    pub level: String,
+    /// The message.
+    pub message: String,
+    /// The context the guest was running in, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<u32>,
+}
+
+// ---- Module report (`host-sim info`) ---------------------------------------------------------
+
+/// WASI preview 1 functions (`wasi_snapshot_preview1`, witx of WASI 0.2 snapshot 1), all of
+/// which `wasmtime-wasi` provides.
+const WASI_P1: &[&str] = &[
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_advise",
+    "fd_allocate",
+    "fd_close",
+    "fd_datasync",
+    "fd_fdstat_get",
+    "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights",
+    "fd_filestat_get",
+    "fd_filestat_set_size",
+    "fd_filestat_set_times",
+    "fd_pread",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "fd_pwrite",
+    "fd_read",
+    "fd_readdir",
+    "fd_renumber",
+    "fd_seek",
+    "fd_sync",
+    "fd_tell",
+    "fd_write",
+    "path_create_directory",
+    "path_filestat_get",
+    "path_filestat_set_times",
+    "path_link",
+    "path_open",
+    "path_readlink",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_unlink_file",
+    "poll_oneoff",
+    "proc_exit",
+    "proc_raise",
+    "sched_yield",
+    "random_get",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
+];
+
+/// The profiles `host-sim info` reports on.
+const PROFILES: &[Profile] = &[Profile::Envoy, Profile::Kong];
+
+/// What `host-sim info` says about a module.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleReport {
+    /// Size, hash, ABI version, exports and imports.
+    #[serde(flatten)]
+    pub info: ModuleInfo,
+    /// Function imports host-sim does not provide at all (neither a proxy-wasm host function
+    /// nor WASI preview 1), as `module.name`: they link as traps.
+    pub unknown_imports: Vec<String>,
+    /// Per profile, the imported proxy-wasm host functions that host does not implement (the
+    /// guest traps if it calls them).
+    pub unimplemented: BTreeMap<String, Vec<String>>,
+}
+
+impl ModuleReport {
+    /// Classifies a module's imports.
+    pub fn new(info: &ModuleInfo) -> ModuleReport {
+        let mut unknown_imports = Vec::new();
+        let mut host_functions = Vec::new();
+        for import in &info.imports {
+            let (module, name) = import.split_once('.').unwrap_or(("", import));
+            match module {
+                "env" => match HostFunction::from_name(name) {
+                    Some(f) => host_functions.push(f),
+                    None => unknown_imports.push(import.clone()),
+                },
+                "wasi_snapshot_preview1" if WASI_P1.contains(&name) => {}
+                _ => unknown_imports.push(import.clone()),
+            }
+        }
+        let unimplemented = PROFILES
+            .iter()
+            .map(|profile| {
+                let missing = host_functions
+                    .iter()
+                    .filter(|f| !profile.implements(**f))
+                    .map(|f| f.name().to_string())
+                    .collect();
+                (profile.to_string(), missing)
+            })
+            .collect();
+        ModuleReport {
+            info: info.clone(),
+            unknown_imports,
+            unimplemented,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: &str) -> Result<RequestFile, String> {
+        RequestFile::from_json(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn response(json: &str) -> Result<CallResponseFile, String> {
+        CallResponseFile::from_json(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn request_file_of_the_issue() {
+        let r = request(
+            r#"{"headers":[[":method","POST"],[":path","/p?x=1"],[":authority","h"],["content-type","application/json"]],"body":"{}","body_base64":false,"trailers":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.headers.len(), 4);
+        assert_eq!(r.headers[1], (":path".to_string(), "/p?x=1".to_string()));
+        assert_eq!(r.body_chunks, vec![b"{}".to_vec()]);
+        assert!(r.trailers.is_empty());
+    }
+
+    #[test]
+    fn request_body_forms() {
+        let r = request(r#"{"headers":[],"body":"AAEC/w==","body_base64":true}"#).unwrap();
+        assert_eq!(r.body_chunks, vec![vec![0, 1, 2, 255]]);
+        let r = request(r#"{"headers":[],"body_chunks":["ab","","cd"]}"#).unwrap();
+        assert_eq!(
+            r.body_chunks,
+            vec![b"ab".to_vec(), b"".to_vec(), b"cd".to_vec()]
+        );
+        let r = request(r#"{"headers":[],"body":""}"#).unwrap();
+        assert!(!r.has_body());
+        let r = request(r#"{"headers":[],"trailers":[["grpc-status","0"]]}"#).unwrap();
+        assert!(!r.has_body());
+        assert_eq!(r.trailers.len(), 1);
+    }
+
+    #[test]
+    fn request_bad_shapes_are_clear() {
+        let e = request(r#"{"body":"x"}"#).unwrap_err();
+        assert!(e.contains("missing field `headers`"), "{e}");
+        let e = request(r#"{"headers":[[":method"]]}"#).unwrap_err();
+        assert!(
+            e.contains("expected a [name, value] pair of strings"),
+            "{e}"
+        );
+        let e = request(r#"{"headers":[[":method","GET","x"]]}"#).unwrap_err();
+        assert!(e.contains("[name, value] pair"), "{e}");
+        let e = request(r#"{"headers":[[":status",200]]}"#).unwrap_err();
+        assert!(e.contains("expected a string"), "{e}");
+        let e = request(r#"{"headers":{":method":"GET"}}"#).unwrap_err();
+        assert!(e.contains("expected a sequence"), "{e}");
+        let e = request(r#"{"headers":[],"header":[]}"#).unwrap_err();
+        assert!(e.contains("unknown field `header`"), "{e}");
+        let e = request(r#"{"headers":[],"body":"a","body_chunks":["b"]}"#).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = request(r#"{"headers":[],"body":"!!","body_base64":true}"#).unwrap_err();
+        assert!(e.contains("not valid base64"), "{e}");
+        let e = request(r#"{"headers":[],"#).unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn request_round_trips() {
+        for r in [
+            RequestFile::default(),
+            RequestFile {
+                headers: vec![(":method".into(), "GET".into())],
+                body_chunks: vec![vec![0xff, 0], b"x".to_vec()],
+                trailers: vec![("t".into(), "1".into())],
+            },
+            RequestFile {
+                headers: vec![],
+                body_chunks: vec![b"hello".to_vec()],
+                trailers: vec![],
+            },
+        ] {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(
+                RequestFile::from_json(json.as_bytes()).unwrap(),
+                r,
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn call_response_forms() {
+        let r = response(r#"{"status":200,"headers":[["content-type","application/vnd.kafka.v2+json"]],"body":"{}"}"#)
+            .unwrap();
+        assert_eq!(
+            r.reply,
+            HttpCallReply::Response {
+                status: 200,
+                headers: vec![(
+                    "content-type".into(),
+                    "application/vnd.kafka.v2+json".into()
+                )],
+                body: b"{}".to_vec(),
+                trailers: vec![],
+            }
+        );
+        let r = response(r#"{"status":204}"#).unwrap();
+        assert!(matches!(
+            r.reply,
+            HttpCallReply::Response { status: 204, .. }
+        ));
+        for (name, failure) in FAILURES {
+            let r = response(&format!(r#"{{"failure":"{name}"}}"#)).unwrap();
+            assert_eq!(r.reply, HttpCallReply::Failure(*failure));
+            let back = serde_json::to_string(&r).unwrap();
+            assert_eq!(back, format!(r#"{{"failure":"{name}"}}"#));
+        }
+    }
+
+    #[test]
+    fn call_response_bad_shapes_are_clear() {
+        let e = response(r#"{}"#).unwrap_err();
+        assert!(e.contains("needs `status`"), "{e}");
+        let e = response(r#"{"failure":"timeout","status":200}"#).unwrap_err();
+        assert!(e.contains("takes no other keys (found `status`)"), "{e}");
+        let e = response(r#"{"failure":"eof"}"#).unwrap_err();
+        assert!(e.contains("unknown failure \"eof\""), "{e}");
+        let e = response(r#"{"status":42}"#).unwrap_err();
+        assert!(e.contains("not an HTTP status"), "{e}");
+        let e = response(r#"{"status":"200"}"#).unwrap_err();
+        assert!(e.contains("invalid type: string"), "{e}");
+        let e = response(r#"{"status":200,"headers":[[":status","200"]]}"#).unwrap_err();
+        assert!(e.contains("not as a `:status` header"), "{e}");
+        let e = response(r#"{"status":200,"bdy":""}"#).unwrap_err();
+        assert!(e.contains("unknown field `bdy`"), "{e}");
+    }
+
+    #[test]
+    fn bodies_are_text_or_base64() {
+        assert_eq!(encode_body(b"hi"), ("hi".to_string(), false));
+        assert_eq!(encode_body(&[0xff]), ("/w==".to_string(), true));
+        assert_eq!(decode_body("/w==", true, "body").unwrap(), vec![0xff]);
+    }
+
+    #[test]
+    fn module_report_classifies_imports() {
+        let info = ModuleInfo {
+            size: 1,
+            sha256: "00".into(),
+            abi_version: Some("proxy_abi_version_0_2_1".into()),
+            exports: vec![],
+            imports: vec![
+                "env.proxy_log".into(),
+                "env.proxy_get_log_level".into(),
+                "env.proxy_grpc_call".into(),
+                "env.proxy_not_a_thing".into(),
+                "wasi_snapshot_preview1.fd_write".into(),
+                "wasi_unstable.fd_write".into(),
+            ],
+        };
+        let report = ModuleReport::new(&info);
+        assert_eq!(
+            report.unknown_imports,
+            vec!["env.proxy_not_a_thing", "wasi_unstable.fd_write"]
+        );
+        assert!(report.unimplemented["envoy"].is_empty());
+        assert_eq!(
+            report.unimplemented["kong"],
+            vec!["proxy_get_log_level", "proxy_grpc_call"]
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["sha256"], "00");
+        assert_eq!(json["unimplemented"]["kong"][0], "proxy_get_log_level");
     }
 }

@@ -480,7 +480,23 @@ impl Vm {
             st.request.queued.push_back(Queued::Trailers(pairs));
             return Ok(None);
         }
+        self.flush_staged_request_body(stream)?;
+        if self.stream(stream)?.ended() {
+            return Ok(None);
+        }
         self.deliver_trailers(stream, true, pairs)
+    }
+
+    /// Trailers end a request whose body chunks all said "more to come": a host that buffers
+    /// the whole body (Kong) delivers what it has, with end of stream, before the trailers.
+    fn flush_staged_request_body(&mut self, stream: u32) -> Result<(), HostError> {
+        let profile = self.profile();
+        let st = self.stream_mut(stream)?;
+        if profile.request_body_delivery() != BodyDelivery::WholeOnce || st.request.staged_body.is_empty() {
+            return Ok(());
+        }
+        let whole = std::mem::take(&mut st.request.staged_body);
+        self.deliver_body(stream, true, &whole, true).map(|_| ())
     }
 
     /// Response headers arrive from upstream.
@@ -601,7 +617,12 @@ impl Vm {
             return;
         };
         if let Some(local) = st.pending_local_response.take() {
-            if st.local_response.is_none() {
+            if st.response.headers_forwarded && !st.reset {
+                // The client has the response headers already: a local reply can only reset the
+                // stream (Envoy `sendLocalReply`: "Prior headers have already been sent"; Kong
+                // refuses earlier, with a trap in the host function).
+                st.reset = true;
+            } else if st.local_response.is_none() {
                 st.local_response = Some(local);
                 if callback == Some(Callback::HttpCallResponse) && profile.local_response_cancels_dispatches() {
                     self.store.data_mut().http_calls.retain(|_, c| c.context_id != stream);
@@ -666,7 +687,15 @@ impl Vm {
                         self.deliver_body(stream, request, &chunk, eos)
                     }
                 }
-                Queued::Trailers(pairs) => self.deliver_trailers(stream, request, pairs),
+                Queued::Trailers(pairs) => {
+                    if request {
+                        let _ = self.flush_staged_request_body(stream);
+                        if self.store.data().streams.get(&stream).is_none_or(|s| s.ended()) {
+                            return;
+                        }
+                    }
+                    self.deliver_trailers(stream, request, pairs)
+                }
             };
         }
     }
@@ -678,12 +707,17 @@ impl Vm {
         });
     }
 
-    /// Ends a stream the way the profile's host does when its filter fails: a 5xx local reply.
+    /// Ends a stream the way the profile's host does when its filter fails: a 5xx local reply,
+    /// or a reset once the response headers have gone to the client.
     fn fail_closed(&mut self, stream: u32) {
         let profile = self.profile();
         if let Some(st) = self.store.data_mut().streams.get_mut(&stream) {
             st.pending_local_response = None;
-            if st.local_response.is_none() {
+            if st.response.headers_forwarded && st.local_response.is_none() {
+                // Too late for a 5xx: the response has started, so the host resets the stream
+                // (Envoy `failStream` -> `sendLocalReply` after headers; nginx closes).
+                st.reset = true;
+            } else if st.local_response.is_none() {
                 let (body, headers) = match profile {
                     Profile::Envoy => (Vec::new(), Vec::new()),
                     Profile::Kong => (
@@ -809,7 +843,7 @@ impl Vm {
                 let mut all = vec![(":status".to_string(), status.to_string())];
                 all.extend(headers);
                 let n = all.len();
-                (all, body, trailers, n, status as u32)
+                (all, body, trailers, n, (status as u32, Vec::new()))
             }
             HttpCallReply::Failure(failure) => {
                 let (headers, body) = profile.callout_failure(failure);
@@ -819,6 +853,10 @@ impl Vm {
                     .and_then(|(_, v)| v.parse().ok())
                     .unwrap_or(0);
                 let n = if profile.failure_headers_counted() { headers.len() } else { 0 };
+                let status = match profile.callout_failure_status(failure) {
+                    Some((code, message)) => (code, message.as_bytes().to_vec()),
+                    None => (status, Vec::new()),
+                };
                 (headers, body, Vec::new(), n, status)
             }
         };
@@ -826,7 +864,7 @@ impl Vm {
         let data = CallbackData {
             headers: Some(to_pairs(profile, &headers)),
             trailers: Some(to_pairs(profile, &trailers)),
-            status: Some((status, Vec::new())),
+            status: Some(status),
             buffer: Some(body.clone()),
         };
         let f = self.exports.http_call_response.clone();
@@ -1187,7 +1225,10 @@ fn trap_message(e: &wasmtime::Error) -> String {
             _ => {}
         }
     }
-    let text = format!("{e:#}");
+    // wasmtime wraps the cause in a context whose text is the wasm backtrace ("error while
+    // executing at wasm backtrace: ..."); the reason is the root cause: the trap code, or the
+    // message of the host function that refused to continue.
+    let text = e.root_cause().to_string();
     text.lines().next().unwrap_or_default().to_string()
 }
 

@@ -1,0 +1,414 @@
+//! `serve`: the filter as a real HTTP/1.1 gateway.
+//!
+//! A tokio/hyper server accepts requests, picks the route by longest path prefix, and hands each
+//! request to a worker thread that owns one VM per route ([`worker`]); the root context lives for
+//! the VM's lifetime and serves every request, ticks run on real time, and callouts become real
+//! HTTP requests ([`upstream`]). The `.wasm` files are watched: a changed module is loaded (from
+//! the precompiled cache when possible) and new requests get it while in-flight ones finish on
+//! the old VM. An optional admin listener reports the module hashes, counters and metrics.
+
+pub mod config;
+pub mod upstream;
+mod worker;
+
+use crate::engine::{Engine, Module};
+use crate::profile::Profile;
+use crate::state::{Shared, StreamInfo};
+use bytes::Bytes;
+use config::{Deployment, Route};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use worker::{Command, GatewayResponse, Incoming as WorkerRequest, Worker};
+
+/// Counters the admin endpoint reports.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Callouts started.
+    pub callouts: AtomicU64,
+    /// Module reloads applied.
+    pub reloads: AtomicU64,
+}
+
+/// How to run a gateway.
+pub struct ServeOptions {
+    /// Routes, upstreams and profile.
+    pub deployment: Deployment,
+    /// Where to listen for traffic.
+    pub listen: SocketAddr,
+    /// Where to listen for the admin endpoint (`GET /status`, `GET /stats`), if anywhere.
+    pub admin_listen: Option<SocketAddr>,
+    /// Worker threads, each with its own VMs.
+    pub workers: usize,
+    /// Largest request body accepted before the filter sees it (413 beyond).
+    pub max_request_bytes: usize,
+    /// How often the `.wasm` files are checked for changes; `None` disables hot reload.
+    pub reload_poll: Option<Duration>,
+    /// The engine (and its module cache).
+    pub engine: Engine,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A filter module could not be loaded.
+    #[error("route {route}: {source}")]
+    Module {
+        /// The route.
+        route: String,
+        /// Why.
+        source: crate::HostError,
+    },
+    /// No routes.
+    #[error("nothing to serve: no routes")]
+    NoRoutes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct RouteStatus {
+    name: String,
+    path_prefix: String,
+    filter: PathBuf,
+    sha256: String,
+}
+
+struct Shared_ {
+    profile: Profile,
+    routes: Vec<Route>,
+    status: RwLock<Vec<RouteStatus>>,
+    workers: Vec<Sender<Command>>,
+    next_worker: AtomicUsize,
+    next_request: AtomicU64,
+    stats: Arc<Stats>,
+    metrics: Arc<Shared>,
+    max_request_bytes: usize,
+}
+
+/// A gateway that is running. Dropping it does not stop it: call [`RunningGateway::shutdown`].
+pub struct RunningGateway {
+    /// The traffic listener's address (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    done: oneshot::Receiver<()>,
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets in-flight requests finish (up to 10 s), stops the workers.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+
+    /// Waits until the gateway stops on its own (it does not, unless its workers die).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+
+    /// A handle that stops the gateway when sent `true`.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Binds the listeners, loads the modules, starts the workers and serves until shut down.
+pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> {
+    let ServeOptions { deployment, listen, admin_listen, workers, max_request_bytes, reload_poll, engine } = options;
+    if deployment.routes.is_empty() {
+        return Err(ServeError::NoRoutes);
+    }
+    let mut modules: BTreeMap<PathBuf, Module> = BTreeMap::new();
+    for route in &deployment.routes {
+        if !modules.contains_key(&route.filter) {
+            let module = engine
+                .load_file(&route.filter)
+                .map_err(|source| ServeError::Module { route: route.name.clone(), source })?;
+            tracing::info!(filter = %route.filter.display(), sha256 = %module.sha256(), from_cache = module.loaded_from_cache(), "filter module loaded");
+            modules.insert(route.filter.clone(), module);
+        }
+    }
+    let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: listen, source })?;
+    let admin = match admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+
+    let stats = Arc::new(Stats::default());
+    let metrics = Shared::new();
+    let upstreams = Arc::new(deployment.upstreams.clone());
+    let client = upstream::Client::default();
+    let mut senders = Vec::new();
+    let mut threads = Vec::new();
+    for id in 0..workers.max(1) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = Worker {
+            id,
+            profile: deployment.profile,
+            upstreams: upstreams.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            commands: tx.clone(),
+            stats: stats.clone(),
+            client: client.clone(),
+            shared: metrics.clone(),
+        };
+        let routes: Vec<(Route, Module)> = deployment.routes.iter().map(|r| (r.clone(), modules[&r.filter].clone())).collect();
+        let thread = std::thread::Builder::new()
+            .name(format!("host-sim-worker-{id}"))
+            .spawn(move || worker.run(routes, rx))
+            .expect("spawning a worker thread");
+        senders.push(tx);
+        threads.push(thread);
+    }
+    let status = deployment
+        .routes
+        .iter()
+        .map(|r| RouteStatus {
+            name: r.name.clone(),
+            path_prefix: r.path_prefix.clone(),
+            filter: r.filter.clone(),
+            sha256: modules[&r.filter].sha256().to_string(),
+        })
+        .collect();
+    let shared = Arc::new(Shared_ {
+        profile: deployment.profile,
+        routes: deployment.routes.clone(),
+        status: RwLock::new(status),
+        workers: senders,
+        next_worker: AtomicUsize::new(0),
+        next_request: AtomicU64::new(0),
+        stats,
+        metrics,
+        max_request_bytes,
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    if let Some(poll) = reload_poll {
+        tokio::spawn(watch_modules(shared.clone(), engine.clone(), poll, stop_rx.clone()));
+    }
+    if let Some(admin) = admin {
+        tokio::spawn(serve_admin(admin, shared.clone(), stop_rx.clone()));
+    }
+    let (done_tx, done) = oneshot::channel();
+    tokio::spawn(async move {
+        serve_traffic(listener, local_addr, shared.clone(), stop_rx).await;
+        for worker in &shared.workers {
+            let _ = worker.send(Command::Shutdown);
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        let _ = done_tx.send(());
+    });
+    Ok(RunningGateway { local_addr, admin_addr, stop, done })
+}
+
+async fn serve_traffic(listener: TcpListener, local: SocketAddr, shared: Arc<Shared_>, mut stop: watch::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let service = service_fn(move |req| handle(req, shared.clone(), peer, local));
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+fn json_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json; charset=utf-8"));
+    resp
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared_>, peer: SocketAddr, local: SocketAddr) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let Some(route) = shared
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| path.starts_with(&r.path_prefix))
+        .max_by_key(|(_, r)| r.path_prefix.len())
+        .map(|(i, _)| i)
+    else {
+        return Ok(json_response(StatusCode::NOT_FOUND, r#"{"message":"no Route matched with those values"}"#));
+    };
+    let body = match Limited::new(body, shared.max_request_bytes).collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(_) => return Ok(json_response(StatusCode::PAYLOAD_TOO_LARGE, r#"{"message":"Request size limit exceeded"}"#)),
+    };
+    let authority = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(String::from)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| local.to_string());
+    let mut headers = vec![
+        (":method".to_string(), parts.method.as_str().to_string()),
+        (":path".to_string(), path),
+        (":authority".to_string(), authority),
+        (":scheme".to_string(), "http".to_string()),
+    ];
+    for (name, value) in &parts.headers {
+        // Envoy moves Host into :authority; nginx keeps Host as a header too.
+        if name == hyper::header::HOST && shared.profile == Profile::Envoy {
+            continue;
+        }
+        headers.push((name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+    }
+    let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+    let info = StreamInfo {
+        source_address: peer.ip().to_string(),
+        source_port: peer.port(),
+        destination_address: local.ip().to_string(),
+        destination_port: local.port(),
+        protocol: format!("{:?}", parts.version).replace("HTTP/", "HTTP/"),
+        request_id: format!("host-sim-{request_id:016x}"),
+    };
+    let (respond, answer) = oneshot::channel();
+    let worker = shared.next_worker.fetch_add(1, Ordering::Relaxed) % shared.workers.len();
+    let sent = shared.workers[worker].send(Command::Request(WorkerRequest { route, headers, body, info, respond }));
+    if sent.is_err() {
+        return Ok(json_response(StatusCode::SERVICE_UNAVAILABLE, r#"{"message":"host-sim worker unavailable"}"#));
+    }
+    match answer.await {
+        Ok(GatewayResponse { status, headers, body }) => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            for (k, v) in headers {
+                if k.starts_with(':') || k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding") {
+                    continue;
+                }
+                if let (Ok(name), Ok(value)) = (hyper::header::HeaderName::from_bytes(k.as_bytes()), hyper::header::HeaderValue::from_str(&v)) {
+                    resp.headers_mut().append(name, value);
+                }
+            }
+            Ok(resp)
+        }
+        // The filter reset the stream: close the connection without an answer.
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "stream reset by the filter")),
+    }
+}
+
+async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut stop: watch::Receiver<bool>) {
+    let stamp = |path: &PathBuf| std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+    let mut files: BTreeMap<PathBuf, Option<(u64, SystemTime)>> = shared.routes.iter().map(|r| (r.filter.clone(), stamp(&r.filter))).collect();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => return,
+        }
+        for (path, last) in files.iter_mut() {
+            let now = stamp(path);
+            if now == *last || now.is_none() {
+                continue;
+            }
+            *last = now;
+            let Ok(bytes) = std::fs::read(path) else { continue };
+            let engine = engine.clone();
+            let loaded = tokio::task::spawn_blocking(move || engine.load_bytes(&bytes)).await;
+            let module = match loaded {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
+                    tracing::error!(filter = %path.display(), "reload refused, keeping the running module: {e}");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let unchanged = shared.status.read().map(|s| s.iter().any(|r| &r.filter == path && r.sha256 == module.sha256())).unwrap_or(false);
+            if unchanged {
+                continue;
+            }
+            tracing::info!(filter = %path.display(), sha256 = %module.sha256(), "filter module changed: new requests use it, in-flight ones finish on the old one");
+            shared.stats.reloads.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut status) = shared.status.write() {
+                for r in status.iter_mut().filter(|r| &r.filter == path) {
+                    r.sha256 = module.sha256().to_string();
+                }
+            }
+            for (index, route) in shared.routes.iter().enumerate().filter(|(_, r)| &r.filter == path) {
+                let _ = route;
+                for worker in &shared.workers {
+                    let _ = worker.send(Command::Reload { route: index, module: module.clone() });
+                }
+            }
+        }
+    }
+}
+
+async fn serve_admin(listener: TcpListener, shared: Arc<Shared_>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let shared = shared.clone();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, std::io::Error>(admin(req.uri().path(), &shared)) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn admin(path: &str, shared: &Shared_) -> Response<Full<Bytes>> {
+    match path {
+        "/status" => {
+            let routes = shared.status.read().map(|s| s.clone()).unwrap_or_default();
+            let body = serde_json::json!({
+                "profile": shared.profile,
+                "routes": routes,
+                "workers": shared.workers.len(),
+                "requests": shared.stats.requests.load(Ordering::Relaxed),
+                "callouts": shared.stats.callouts.load(Ordering::Relaxed),
+                "reloads": shared.stats.reloads.load(Ordering::Relaxed),
+            });
+            json_response(StatusCode::OK, &body.to_string())
+        }
+        "/stats" => json_response(StatusCode::OK, &serde_json::to_string(&shared.metrics.metrics()).unwrap_or_default()),
+        _ => json_response(StatusCode::NOT_FOUND, r#"{"message":"admin endpoints: /status, /stats"}"#),
+    }
+}

@@ -1,0 +1,391 @@
+//! A gateway worker: one OS thread that owns a VM per route (wasmtime stores are driven from
+//! one thread, as each Envoy worker owns its VM), runs every request's stream lifecycle on it,
+//! and turns the filter's callouts and pass-throughs into real HTTP requests on the tokio
+//! runtime. Results come back as commands, so a request waiting for its callout never blocks
+//! the others on the same worker. Ticks run on real time.
+
+use super::config::{Fallback, Route};
+use super::upstream::{self, UpstreamRequest, UpstreamResponse};
+use super::Stats;
+use crate::engine::Module;
+use crate::profile::{CalloutFailure, Profile};
+use crate::state::StreamInfo;
+use crate::vm::{HttpCallReply, Vm, VmOptions};
+use crate::wasi::WasiOptions;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The answer a worker gives the HTTP server for one request.
+#[derive(Debug)]
+pub struct GatewayResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// A request handed to a worker.
+pub struct Incoming {
+    pub route: usize,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub info: StreamInfo,
+    /// Dropped without an answer when the filter resets the stream.
+    pub respond: oneshot::Sender<GatewayResponse>,
+}
+
+/// What a worker reacts to.
+pub enum Command {
+    Request(Incoming),
+    CallDone { route: usize, generation: u64, token: u32, reply: HttpCallReply },
+    UpstreamDone { route: usize, generation: u64, stream: u32, result: Result<UpstreamResponse, String> },
+    Reload { route: usize, module: Module },
+    Shutdown,
+}
+
+struct PendingStream {
+    respond: Option<oneshot::Sender<GatewayResponse>>,
+    passed_through: bool,
+}
+
+struct Instance {
+    generation: u64,
+    vm: Vm,
+    root: u32,
+    streams: HashMap<u32, PendingStream>,
+    calls_in_flight: HashSet<u32>,
+}
+
+struct RouteSlot {
+    route: Route,
+    current: Option<Instance>,
+    draining: Vec<Instance>,
+    module: Module,
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub profile: Profile,
+    pub upstreams: Arc<BTreeMap<String, SocketAddr>>,
+    pub runtime: tokio::runtime::Handle,
+    pub commands: Sender<Command>,
+    pub stats: Arc<Stats>,
+    pub client: upstream::Client,
+    pub shared: Arc<crate::state::Shared>,
+}
+
+impl Worker {
+    /// Runs until `Shutdown` (after the in-flight requests finish) or until every sender is gone.
+    pub fn run(self, routes: Vec<(Route, Module)>, inbox: Receiver<Command>) {
+        let mut slots: Vec<RouteSlot> = routes
+            .into_iter()
+            .map(|(route, module)| RouteSlot { route, current: None, draining: Vec::new(), module })
+            .collect();
+        let mut generation = 0u64;
+        for (i, slot) in slots.iter_mut().enumerate() {
+            generation += 1;
+            slot.current = self.start_instance(i, slot, generation);
+        }
+        let mut shutting_down = false;
+        loop {
+            let wait = self.next_wait(&slots);
+            match inbox.recv_timeout(wait) {
+                Ok(Command::Request(req)) => {
+                    let route = req.route;
+                    if slots[route].current.is_none() {
+                        generation += 1;
+                        slots[route].current = self.start_instance(route, &slots[route], generation);
+                    }
+                    match slots[route].current.as_mut() {
+                        Some(instance) => self.begin(instance, req),
+                        None => {
+                            let _ = req.respond.send(GatewayResponse {
+                                status: 500,
+                                headers: vec![("content-type".into(), "text/plain".into())],
+                                body: b"host-sim: the filter failed to start; see the log\n".to_vec(),
+                            });
+                        }
+                    }
+                }
+                Ok(Command::CallDone { route, generation: g, token, reply }) => {
+                    if let Some(instance) = find(&mut slots[route], g) {
+                        instance.calls_in_flight.remove(&token);
+                        // Already answered by the VM's own timeout: ignore the late reply.
+                        let _ = instance.vm.respond_http_call(token, reply);
+                    }
+                }
+                Ok(Command::UpstreamDone { route, generation: g, stream, result }) => {
+                    if let Some(instance) = find(&mut slots[route], g) {
+                        self.upstream_done(instance, stream, result);
+                    }
+                }
+                Ok(Command::Reload { route, module }) => {
+                    generation += 1;
+                    let slot = &mut slots[route];
+                    slot.module = module;
+                    if let Some(fresh) = self.start_instance(route, slot, generation) {
+                        if let Some(old) = slot.current.replace(fresh) {
+                            slot.draining.push(old);
+                        }
+                    }
+                }
+                Ok(Command::Shutdown) => shutting_down = true,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            for (i, slot) in slots.iter_mut().enumerate() {
+                let route = slot.route.clone();
+                for instance in slot.current.iter_mut().chain(slot.draining.iter_mut()) {
+                    instance.vm.fire_due_timers();
+                    instance.vm.poll_queues();
+                    self.pump(i, &route, instance);
+                }
+                slot.draining.retain(|d| !d.streams.is_empty());
+                // A VM whose guest trapped is replaced for new requests, as Envoy reloads a
+                // failed VM; streams already on it finish (fail closed) first.
+                if slot.current.as_ref().is_some_and(|c| c.vm.failure().is_some()) {
+                    if let Some(failed) = slot.current.take() {
+                        tracing::error!(route = %route.name, reason = failed.vm.failure().unwrap_or_default(), "filter VM failed; starting a fresh one");
+                        if !failed.streams.is_empty() {
+                            slot.draining.push(failed);
+                        }
+                    }
+                }
+            }
+            if shutting_down && slots.iter().all(|s| s.draining.is_empty() && s.current.as_ref().is_none_or(|c| c.streams.is_empty())) {
+                return;
+            }
+        }
+    }
+
+    fn next_wait(&self, slots: &[RouteSlot]) -> Duration {
+        let next = slots
+            .iter()
+            .flat_map(|s| s.current.iter().chain(s.draining.iter()))
+            .filter_map(|i| i.vm.next_timer_ns().map(|t| (t, i.vm.now_ns())))
+            .map(|(t, now)| Duration::from_nanos(t.saturating_sub(now)))
+            .min()
+            .unwrap_or(Duration::from_millis(250));
+        next.clamp(Duration::from_millis(1), Duration::from_millis(250))
+    }
+
+    fn start_instance(&self, index: usize, slot: &RouteSlot, generation: u64) -> Option<Instance> {
+        let route = &slot.route;
+        let mut options = VmOptions::new(self.profile);
+        options.vm_id = route.vm_id.clone();
+        options.plugin_name = route.plugin_name.clone();
+        options.clusters = self.upstreams.keys().cloned().collect();
+        options.shared = Some(self.shared.clone());
+        options.wasi = WasiOptions {
+            real_clock: true,
+            real_random: true,
+            ..WasiOptions::default()
+        };
+        let started = Vm::start(&slot.module, options).and_then(|mut vm| {
+            let root = vm.create_root_context(&route.root_id, &route.config)?;
+            Ok((vm, root))
+        });
+        match started {
+            Ok((mut vm, root)) => {
+                for line in vm.take_logs() {
+                    tracing::info!(target: "filter", route = %route.name, worker = self.id, level = %line.level, "{}", line.message);
+                }
+                if !root.configure_ok {
+                    tracing::error!(route = %route.name, worker = self.id, "the filter rejected its configuration (proxy_on_configure returned false)");
+                    return None;
+                }
+                tracing::debug!(route = %route.name, worker = self.id, index, generation, sha256 = %slot.module.sha256(), "filter VM started");
+                Some(Instance {
+                    generation,
+                    vm,
+                    root: root.id,
+                    streams: HashMap::new(),
+                    calls_in_flight: HashSet::new(),
+                })
+            }
+            Err(e) => {
+                tracing::error!(route = %route.name, worker = self.id, "cannot start the filter: {e}");
+                None
+            }
+        }
+    }
+
+    fn begin(&self, instance: &mut Instance, req: Incoming) {
+        let Incoming { headers, body, info, respond, .. } = req;
+        let stream = match instance.vm.create_http_stream_with(instance.root, info) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = respond.send(plain(500, &format!("host-sim: {e}\n")));
+                return;
+            }
+        };
+        instance.streams.insert(stream, PendingStream { respond: Some(respond), passed_through: false });
+        let has_body = !body.is_empty();
+        let _ = instance.vm.send_request_headers(stream, &headers, !has_body);
+        if has_body {
+            let _ = instance.vm.send_request_body(stream, &body, true);
+        }
+    }
+
+    /// After any event: start new callouts, answer finished streams, pass requests through.
+    fn pump(&self, route_index: usize, route: &Route, instance: &mut Instance) {
+        for line in instance.vm.take_logs() {
+            tracing::info!(target: "filter", route = %route.name, worker = self.id, level = %line.level, "{}", line.message);
+        }
+        for call in instance.vm.http_calls() {
+            if !instance.calls_in_flight.insert(call.token) {
+                continue;
+            }
+            self.stats.callouts.fetch_add(1, Ordering::Relaxed);
+            let target = match self.profile {
+                Profile::Envoy => self.upstreams.get(&call.upstream).map(|a| a.to_string()),
+                Profile::Kong => Some(call.upstream.clone()),
+            };
+            let commands = self.commands.clone();
+            let generation = instance.generation;
+            let token = call.token;
+            let tls = call.header(":scheme") == Some("https");
+            let request = UpstreamRequest::from_call_headers(&call.headers, call.body.clone());
+            let client = self.client.clone();
+            let timeout = Duration::from_millis(if call.timeout_ms == 0 { 60_000 } else { call.timeout_ms as u64 + 1_000 });
+            self.runtime.spawn(async move {
+                let reply = match (target, tls) {
+                    (_, true) => {
+                        tracing::warn!("host-sim serve has no TLS client: callout with :scheme https fails");
+                        HttpCallReply::Failure(CalloutFailure::BrokenConnection)
+                    }
+                    (None, _) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
+                    (Some(target), false) => match tokio::time::timeout(timeout, client.send(&target, request)).await {
+                        Ok(Ok(resp)) => HttpCallReply::Response {
+                            status: resp.status,
+                            headers: resp.headers,
+                            body: resp.body,
+                            trailers: Vec::new(),
+                        },
+                        Ok(Err(_)) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
+                        Err(_) => HttpCallReply::Failure(CalloutFailure::Timeout),
+                    },
+                };
+                let _ = commands.send(Command::CallDone { route: route_index, generation, token, reply });
+            });
+        }
+        let ids: Vec<u32> = instance.streams.keys().copied().collect();
+        for stream in ids {
+            let vm = &mut instance.vm;
+            let response = if let Some(local) = vm.local_response(stream) {
+                Some(GatewayResponse {
+                    status: local.status as u16,
+                    headers: local.headers.clone(),
+                    body: local.body.clone(),
+                })
+            } else if vm.stream_reset(stream) || !vm.stream_exists(stream) {
+                // The filter reset the stream: drop the responder so the client's connection
+                // is closed without an answer, as Envoy resets it.
+                if let Some(p) = instance.streams.remove(&stream) {
+                    drop(p.respond);
+                }
+                let _ = vm.finish_stream(stream);
+                continue;
+            } else if vm.request_forwarded_complete(stream) && !instance.streams[&stream].passed_through {
+                if let Some(p) = instance.streams.get_mut(&stream) {
+                    p.passed_through = true;
+                }
+                match &route.fallback {
+                    Fallback::Direct { status, body } => {
+                        Some(self.through_response_filter(vm, stream, *status, Vec::new(), body.as_bytes().to_vec()))
+                    }
+                    Fallback::NotFound => Some(self.through_response_filter(
+                        vm,
+                        stream,
+                        404,
+                        vec![("content-type".into(), "application/json; charset=utf-8".into())],
+                        br#"{"message":"no Route matched with those values"}"#.to_vec(),
+                    )),
+                    Fallback::Upstream(name) => {
+                        let target = self.upstreams.get(name).map(|a| a.to_string()).unwrap_or_else(|| name.clone());
+                        let headers = vm.request_headers(stream).unwrap_or_default();
+                        let body = vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
+                        let request = UpstreamRequest::from_call_headers(&headers, body);
+                        let commands = self.commands.clone();
+                        let client = self.client.clone();
+                        let generation = instance.generation;
+                        self.runtime.spawn(async move {
+                            let result = client.send(&target, request).await.map_err(|e| e.to_string());
+                            let _ = commands.send(Command::UpstreamDone { route: route_index, generation, stream, result });
+                        });
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(response) = response {
+                self.finish(instance, stream, response);
+            }
+        }
+    }
+
+    fn upstream_done(&self, instance: &mut Instance, stream: u32, result: Result<UpstreamResponse, String>) {
+        let response = match result {
+            Ok(resp) => self.through_response_filter(&mut instance.vm, stream, resp.status, resp.headers, resp.body),
+            Err(e) => plain(503, &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}")),
+        };
+        self.finish(instance, stream, response);
+    }
+
+    /// Runs a response through the filter's response callbacks and returns what it let out.
+    fn through_response_filter(&self, vm: &mut Vm, stream: u32, status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> GatewayResponse {
+        let mut all = vec![(":status".to_string(), status.to_string())];
+        all.extend(headers.into_iter().filter(|(k, _)| !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("transfer-encoding")));
+        let _ = vm.send_response_headers(stream, &all, body.is_empty());
+        if !body.is_empty() {
+            let _ = vm.send_response_body(stream, &body, true);
+        }
+        if let Some(local) = vm.local_response(stream) {
+            return GatewayResponse { status: local.status as u16, headers: local.headers.clone(), body: local.body.clone() };
+        }
+        let headers = vm.response_headers(stream).unwrap_or(all);
+        let status = headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(status);
+        GatewayResponse {
+            status,
+            headers: headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect(),
+            body: vm.forwarded_response_body(stream).unwrap_or_default().to_vec(),
+        }
+    }
+
+    fn finish(&self, instance: &mut Instance, stream: u32, response: GatewayResponse) {
+        if let Some(p) = instance.streams.remove(&stream) {
+            if let Some(respond) = p.respond {
+                let _ = respond.send(response);
+            }
+        }
+        let _ = instance.vm.finish_stream(stream);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn find(slot: &mut RouteSlot, generation: u64) -> Option<&mut Instance> {
+    slot.current
+        .iter_mut()
+        .chain(slot.draining.iter_mut())
+        .find(|i| i.generation == generation)
+}
+
+fn plain(status: u16, text: &str) -> GatewayResponse {
+    GatewayResponse {
+        status,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: text.as_bytes().to_vec(),
+    }
+}

@@ -1,0 +1,536 @@
+//! The `host-sim` binary, run as a user runs it: `info` and `run` on a small proxy-wasm module
+//! written in WebAssembly text, and the one-line errors and exit codes of bad input.
+
+use host_sim::abi::encode_pairs;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// WAT string literal of some bytes.
+fn wat_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\{b:02x}")).collect()
+}
+
+/// A minimal proxy-wasm filter:
+/// - `proxy_on_configure` fails for the 4-byte configuration `fail`;
+/// - `proxy_on_request_headers` logs, calls upstream `backend` (BAD_ARGUMENT → local 502
+///   "no upstream") and pauses;
+/// - `proxy_on_http_call_response` answers locally: 200 "done" with `x-sim: 1`;
+/// - `proxy_on_request_body` traps (`unreachable`).
+///
+/// It imports `proxy_get_log_level` (Kong lacks it) and `proxy_no_such_function` (nobody has it)
+/// without calling them.
+fn filter_wat(upstream: &str) -> String {
+    let call_headers = encode_pairs(&[
+        (":method", "GET"),
+        (":path", "/lookup"),
+        (":authority", "backend"),
+    ]);
+    let response_headers = encode_pairs(&[("x-sim", "1")]);
+    format!(
+        r#"(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call"
+    (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response"
+    (func $send (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_log_level" (func $get_log_level (param i32) (result i32)))
+  (import "env" "proxy_no_such_function" (func $nope (param i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 8192))
+  (data (i32.const 100) "hello from wat")
+  (data (i32.const 200) "{upstream}")
+  (data (i32.const 300) "{call_headers}")
+  (data (i32.const 1000) "done")
+  (data (i32.const 1100) "no upstream")
+  (data (i32.const 1200) "{response_headers}")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_configure") (param $root i32) (param $size i32) (result i32)
+    (i32.ne (local.get $size) (i32.const 4)))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+    (drop (call $log (i32.const 2) (i32.const 100) (i32.const 14)))
+    (if (call $http_call (i32.const 200) (i32.const {upstream_len})
+          (i32.const 300) (i32.const {call_headers_len})
+          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+          (i32.const 5000) (i32.const 2000))
+      (then
+        (drop (call $send (i32.const 502) (i32.const 0) (i32.const 0)
+          (i32.const 1100) (i32.const 11) (i32.const 0) (i32.const 0) (i32.const -1)))
+        (return (i32.const 1))))
+    (i32.const 1))
+  (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+    unreachable)
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    (drop (call $send (i32.const 200) (i32.const 0) (i32.const 0)
+      (i32.const 1000) (i32.const 4) (i32.const 1200) (i32.const {response_headers_len}) (i32.const -1))))
+)"#,
+        upstream = upstream,
+        upstream_len = upstream.len(),
+        call_headers = wat_bytes(&call_headers),
+        call_headers_len = call_headers.len(),
+        response_headers = wat_bytes(&response_headers),
+        response_headers_len = response_headers.len(),
+    )
+}
+
+/// A scratch directory with the filter and input files.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let f = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        f.write("filter.wat", &filter_wat("backend"));
+        f.write("config.json", r#"{"any":"thing"}"#);
+        f.write(
+            "request.json",
+            r#"{"headers":[[":method","GET"],[":path","/p?x=1"],[":authority","h"]],"body":"","body_base64":false,"trailers":[]}"#,
+        );
+        f.write(
+            "response.json",
+            r#"{"status":200,"headers":[["content-type","application/json"]],"body":"{}"}"#,
+        );
+        f
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs host-sim with `args`; `@name` stands for a file of the fixture.
+    fn host_sim(&self, args: &[&str]) -> Output {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match a.strip_prefix('@') {
+                Some(name) => self.path(name).display().to_string(),
+                None => a.to_string(),
+            })
+            .collect();
+        Command::new(env!("CARGO_BIN_EXE_host-sim"))
+            .args(&args)
+            .env("HOST_SIM_CACHE_DIR", self.path("cache"))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
+    fn run_json(&self, extra: &[&str]) -> Value {
+        let mut args = vec![
+            "run",
+            "--profile",
+            "envoy",
+            "--filter",
+            "@filter.wat",
+            "--config",
+            "@config.json",
+            "--request",
+            "@request.json",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.host_sim(&args);
+        assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("stdout is the JSON transcript")
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts exit code 2 and exactly one `host-sim: ...` line on stderr; returns it.
+fn usage_error(out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("host-sim: "), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    err.trim_end().to_string()
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn info_text() {
+    let f = Fixture::new();
+    let out = f.host_sim(&["info", "@filter.wat"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let sha = sha256_of(&f.path("filter.wat"));
+    assert!(text.contains(&format!("sha256:  {sha}")), "{text}");
+    assert!(text.contains("abi:     proxy_abi_version_0_2_1"), "{text}");
+    assert!(text.contains("  proxy_on_request_headers\n"), "{text}");
+    assert!(text.contains("  env.proxy_http_call\n"), "{text}");
+    assert!(text.contains("envoy: none"), "{text}");
+    assert!(text.contains("kong:  proxy_get_log_level"), "{text}");
+    assert!(
+        text.contains("(linked as traps): env.proxy_no_such_function"),
+        "{text}"
+    );
+}
+
+#[test]
+fn info_json() {
+    let f = Fixture::new();
+    let out = f.host_sim(&["info", "@filter.wat", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let size = std::fs::metadata(f.path("filter.wat")).unwrap().len();
+    assert_eq!(info["size"], size);
+    assert_eq!(info["sha256"], sha256_of(&f.path("filter.wat")));
+    assert_eq!(info["abi_version"], "proxy_abi_version_0_2_1");
+    assert!(info["exports"]
+        .as_array()
+        .unwrap()
+        .contains(&"memory".into()));
+    assert!(info["imports"]
+        .as_array()
+        .unwrap()
+        .contains(&"env.proxy_log".into()));
+    assert_eq!(info["unimplemented"]["envoy"], serde_json::json!([]));
+    assert_eq!(
+        info["unimplemented"]["kong"],
+        serde_json::json!(["proxy_get_log_level"])
+    );
+    assert_eq!(
+        info["unknown_imports"],
+        serde_json::json!(["env.proxy_no_such_function"])
+    );
+}
+
+#[test]
+fn run_prints_the_transcript() {
+    let f = Fixture::new();
+    let t = f.run_json(&["--http-call-response", "@response.json"]);
+    for key in [
+        "configure_ok",
+        "actions",
+        "http_calls",
+        "local_response",
+        "logs",
+        "trap",
+    ] {
+        assert!(t.get(key).is_some(), "missing {key}: {t}");
+    }
+    assert_eq!(t["module_sha256"], sha256_of(&f.path("filter.wat")));
+    assert_eq!(t["profile"], "envoy");
+    assert_eq!(t["configure_ok"], true);
+    assert_eq!(t["trap"], Value::Null);
+    assert_eq!(
+        t["actions"][0],
+        serde_json::json!({"callback":"on_request_headers","action":"Pause"})
+    );
+    let call = &t["http_calls"][0];
+    assert_eq!(call["upstream"], "backend");
+    assert_eq!(call["headers"][1], serde_json::json!([":path", "/lookup"]));
+    assert_eq!(call["body"], "");
+    assert_eq!(call["body_base64"], false);
+    assert_eq!(call["timeout_ms"], 5000);
+    assert_eq!(call["outcome"], "answered");
+    assert_eq!(call["response"], 0);
+    // No --cluster: the name the filter used counts as a configured cluster.
+    assert!(t.get("clusters").is_none());
+    let local = &t["local_response"];
+    assert_eq!(local["status"], 200);
+    assert_eq!(local["body"], "done");
+    assert_eq!(local["headers"], serde_json::json!([["x-sim", "1"]]));
+    assert_eq!(t["forwarded_upstream"], false);
+    let logs = t["logs"].as_array().unwrap();
+    assert!(
+        logs.contains(
+            &serde_json::json!({"level":"info","message":"hello from wat","context_id":2})
+        ),
+        "{logs:?}"
+    );
+    assert!(!logs
+        .iter()
+        .any(|l| l["message"].as_str().unwrap().contains("unknown upstream")));
+}
+
+#[test]
+fn run_with_a_cluster_list_refuses_other_names() {
+    let f = Fixture::new();
+    let t = f.run_json(&[
+        "--cluster",
+        "other",
+        "--http-call-response",
+        "@response.json",
+    ]);
+    assert_eq!(t["http_calls"], serde_json::json!([]));
+    assert_eq!(t["local_response"]["status"], 502);
+    assert_eq!(t["local_response"]["body"], "no upstream");
+    assert_eq!(t["unused_http_call_responses"], 1);
+    assert_eq!(t["clusters"], serde_json::json!(["other"]));
+}
+
+#[test]
+fn run_leaves_a_call_without_response_unanswered() {
+    let f = Fixture::new();
+    let t = f.run_json(&[]);
+    assert_eq!(t["http_calls"][0]["outcome"], "unanswered");
+    assert_eq!(t["http_calls"][0]["response"], Value::Null);
+    assert_eq!(t["local_response"], Value::Null);
+    assert_eq!(t["paused_in"], "on_request_headers");
+    assert_eq!(t["forwarded_upstream"], false);
+}
+
+#[test]
+fn run_answers_with_a_failure() {
+    let f = Fixture::new();
+    f.write("timeout.json", r#"{"failure":"timeout"}"#);
+    let t = f.run_json(&["--http-call-response", "@timeout.json"]);
+    assert_eq!(t["http_calls"][0]["outcome"], "answered");
+    assert_eq!(t["actions"][1]["callback"], "on_http_call_response");
+}
+
+#[test]
+fn run_reports_a_refused_configuration() {
+    let f = Fixture::new();
+    f.write("config.json", "fail");
+    let t = f.run_json(&[]);
+    assert_eq!(t["configure_ok"], false);
+    assert_eq!(t["actions"], serde_json::json!([]));
+    assert_eq!(t["http_calls"], serde_json::json!([]));
+    assert_eq!(t["local_response"], Value::Null);
+}
+
+#[test]
+fn run_reports_a_trap() {
+    let f = Fixture::new();
+    f.write(
+        "request.json",
+        r#"{"headers":[[":method","POST"],[":path","/"],[":authority","h"]],"body_chunks":["a","b"]}"#,
+    );
+    // This variant continues after its call, so the body reaches `on_request_body`, which traps.
+    let continuing = filter_wat("backend").replace(
+        "    (i32.const 1))\n  (func (export \"proxy_on_request_body\")",
+        "    (i32.const 0))\n  (func (export \"proxy_on_request_body\")",
+    );
+    assert_ne!(continuing, filter_wat("backend"));
+    f.write("filter.wat", &continuing);
+
+    // Envoy: the first chunk traps; the stream fails closed with 503 and the call is dropped.
+    let t = f.run_json(&["--http-call-response", "@response.json"]);
+    let trap = t["trap"].as_str().expect("a trap");
+    assert!(trap.contains("on_request_body"), "{trap}");
+    assert_eq!(t["local_response"]["status"], 503);
+    assert_eq!(
+        t["actions"],
+        serde_json::json!([
+            {"callback":"on_request_headers","action":"Continue"},
+            {"callback":"on_request_body","action":null}
+        ])
+    );
+    assert_eq!(t["http_calls"][0]["outcome"], "cancelled");
+    assert_eq!(t["unused_http_call_responses"], 1);
+    assert!(t["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["level"] == "critical"));
+
+    // Kong: the whole body arrives once, the callback traps, Kong answers 500.
+    let out = f.host_sim(&[
+        "run",
+        "--profile",
+        "kong",
+        "--filter",
+        "@filter.wat",
+        "--request",
+        "@request.json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["profile"], "kong");
+    assert!(t.get("clusters").is_none());
+    assert!(t["trap"]
+        .as_str()
+        .expect("a trap")
+        .contains("on_request_body"));
+    assert_eq!(t["local_response"]["status"], 500);
+}
+
+#[test]
+fn sha256_mismatch_exits_2() {
+    let f = Fixture::new();
+    let wrong = "0".repeat(64);
+    let out = f.host_sim(&[
+        "run",
+        "--profile",
+        "envoy",
+        "--filter",
+        "@filter.wat",
+        "--config",
+        "@config.json",
+        "--request",
+        "@request.json",
+        "--sha256",
+        &wrong,
+    ]);
+    let line = usage_error(&out);
+    assert!(line.contains("sha256"), "{line}");
+    assert!(line.contains(&sha256_of(&f.path("filter.wat"))), "{line}");
+    // The right hash runs.
+    let right = sha256_of(&f.path("filter.wat")).to_uppercase();
+    let t = f.run_json(&["--sha256", &right]);
+    assert_eq!(t["configure_ok"], true);
+}
+
+#[test]
+fn missing_file_is_one_line() {
+    let f = Fixture::new();
+    let out = f.host_sim(&[
+        "run",
+        "--profile",
+        "envoy",
+        "--filter",
+        "@filter.wat",
+        "--config",
+        "@missing.json",
+        "--request",
+        "@request.json",
+    ]);
+    let line = usage_error(&out);
+    assert_eq!(
+        line,
+        format!(
+            "host-sim: cannot read {}: No such file or directory",
+            f.path("missing.json").display()
+        )
+    );
+    let out = f.host_sim(&["info", "@nope.wasm"]);
+    assert!(usage_error(&out).starts_with("host-sim: cannot read"));
+}
+
+#[test]
+fn bad_json_request_is_one_line() {
+    let f = Fixture::new();
+    f.write("request.json", r#"{"headers":[[":method"]]}"#);
+    let out = f.host_sim(&[
+        "run",
+        "--profile",
+        "envoy",
+        "--filter",
+        "@filter.wat",
+        "--request",
+        "@request.json",
+    ]);
+    let line = usage_error(&out);
+    assert!(
+        line.contains("request.json: not a valid request file"),
+        "{line}"
+    );
+    assert!(
+        line.contains("[name, value] pair") && line.contains("line 1"),
+        "{line}"
+    );
+
+    f.write("request.json", "{ not json");
+    let out = f.host_sim(&[
+        "run",
+        "--profile",
+        "envoy",
+        "--filter",
+        "@filter.wat",
+        "--request",
+        "@request.json",
+    ]);
+    assert!(usage_error(&out).contains("not a valid request file"));
+
+    f.write("bad-response.json", r#"{"failure":"eof"}"#);
+    let out = f.host_sim(&[
+        "run",
+        "--profile",
+        "envoy",
+        "--filter",
+        "@filter.wat",
+        "--request",
+        "@config.json",
+        "--http-call-response",
+        "@bad-response.json",
+    ]);
+    // config.json is not a request either; the first bad file is reported.
+    assert!(usage_error(&out).contains("config.json: not a valid request file"));
+}
+
+#[test]
+fn bad_module_and_bad_flags_are_one_line() {
+    let f = Fixture::new();
+    f.write("junk.wasm", "this is not wasm");
+    let line = usage_error(&f.host_sim(&["info", "@junk.wasm"]));
+    assert!(line.contains("junk.wasm: invalid wasm module"), "{line}");
+
+    f.write("plain.wat", "(module (func (export \"f\")))");
+    let line = usage_error(&f.host_sim(&["info", "@plain.wat"]));
+    assert!(line.contains("unsupported proxy-wasm ABI"), "{line}");
+
+    let line = usage_error(&f.host_sim(&[
+        "run",
+        "--profile",
+        "nginx",
+        "--filter",
+        "x",
+        "--request",
+        "y",
+    ]));
+    assert!(line.contains("invalid value 'nginx'"), "{line}");
+    let line = usage_error(&f.host_sim(&["run", "--profile", "envoy"]));
+    assert!(line.contains("--filter <FILE>"), "{line}");
+    let line = usage_error(&f.host_sim(&["--log-level", "loud", "info", "@filter.wat"]));
+    assert!(line.contains("--log-level"), "{line}");
+    let line = usage_error(&f.host_sim(&[
+        "run",
+        "--profile",
+        "envoy",
+        "--filter",
+        "@filter.wat",
+        "--request",
+        "@request.json",
+        "--sha256",
+        "abc",
+    ]));
+    assert!(line.contains("64 hex digits"), "{line}");
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let f = Fixture::new();
+    let out = f.host_sim(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.contains("info") && text.contains("run") && text.contains("--log-level"),
+        "{text}"
+    );
+    let out = f.host_sim(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("Usage: host-sim"));
+    let out = f.host_sim(&["run", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("--http-call-response <FILE>"));
+}
