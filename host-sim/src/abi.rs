@@ -164,10 +164,7 @@ pub enum PairsError {
 /// Serializes pairs per the spec: `u32` count, `(u32 key_len, u32 value_len)` per pair, then each
 /// key and value followed by `NUL`. Integers are little-endian.
 pub fn encode_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
-    let data: usize = pairs
-        .iter()
-        .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 2)
-        .sum();
+    let data: usize = pairs.iter().map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 2).sum();
     let mut out = Vec::with_capacity(4 + pairs.len() * 8 + data);
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
     for (k, v) in pairs {
@@ -262,7 +259,10 @@ mod tests {
         expected.extend_from_slice(b"a\x001\x00b\x0022\x00");
         assert_eq!(encoded, expected);
         let decoded = decode_pairs(&encoded, 16).unwrap();
-        assert_eq!(decoded, vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"22".to_vec())]);
+        assert_eq!(
+            decoded,
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"22".to_vec())]
+        );
     }
 
     #[test]
@@ -282,7 +282,10 @@ mod tests {
         let nul = 4 + 8 + 3;
         bad[nul] = b'x';
         assert_eq!(decode_pairs(&bad, 16), Err(PairsError::MissingTerminator));
-        assert_eq!(decode_pairs(&u32::MAX.to_le_bytes(), 16), Err(PairsError::TooManyPairs(u32::MAX as usize)));
+        assert_eq!(
+            decode_pairs(&u32::MAX.to_le_bytes(), 16),
+            Err(PairsError::TooManyPairs(u32::MAX as usize))
+        );
         let mut huge_len = good;
         huge_len[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_pairs(&huge_len, 16), Err(PairsError::Truncated));

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use wasmtime::{ExternType, InstancePre, Linker};
 
@@ -125,10 +126,16 @@ fn write_cache(path: &Path, module: &wasmtime::Module) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let bytes = module.serialize().map_err(std::io::Error::other)?;
-    // Write then rename, so a concurrent reader never sees half a file.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Write then rename, so a concurrent reader never sees half a file. The temporary name is
+    // unique per write, not just per process: two threads of one process loading the same
+    // module must not write into one file while the other renames it into place.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(tmp, path)
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 fn spawn_epoch_ticker(engine: &wasmtime::Engine) {
@@ -173,7 +180,13 @@ pub struct Module {
 const SUPPORTED_ABI: &[&str] = &["proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0"];
 
 impl Module {
-    fn new(engine: &Engine, module: wasmtime::Module, sha256: String, size: usize, from_cache: bool) -> Result<Module, HostError> {
+    fn new(
+        engine: &Engine,
+        module: wasmtime::Module,
+        sha256: String,
+        size: usize,
+        from_cache: bool,
+    ) -> Result<Module, HostError> {
         let exports: Vec<String> = module.exports().map(|e| e.name().to_string()).collect();
         let imports: Vec<String> = module
             .imports()

@@ -6,9 +6,7 @@
 //! A host function the profile's host does not implement still links (so the module
 //! instantiates, as it does in Kong) but traps when called, as Kong's ngx_wasm_module does.
 
-use crate::abi::{
-    decode_pairs, encode_pairs, BufferType, LogLevel, MapType, MetricType, Pairs, Status, StreamType,
-};
+use crate::abi::{decode_pairs, encode_pairs, BufferType, LogLevel, MapType, MetricType, Pairs, Status, StreamType};
 use crate::hostfn::HostFunction;
 use crate::memory::{GuestMemory, MemoryError};
 use crate::profile::{Callback, MapAccess, Profile, SecondLocalResponse, StreamPhase};
@@ -59,7 +57,10 @@ fn hostcall(
     }
     if caller.data().active.is_none() {
         // Called outside any callback (e.g. from a start function): there is no context.
-        if !matches!(function, HostFunction::Log | HostFunction::GetCurrentTimeNanoseconds | HostFunction::GetLogLevel) {
+        if !matches!(
+            function,
+            HostFunction::Log | HostFunction::GetCurrentTimeNanoseconds | HostFunction::GetLogLevel
+        ) {
             return Ok(Status::BadArgument as u32);
         }
     }
@@ -143,38 +144,46 @@ fn context_lifecycle(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(Status::NotFound)
         })
     })?;
-    linker.func_wrap("env", "proxy_set_effective_context", |mut c: HostCaller<'_>, id: u32| {
-        hostcall(&mut c, HostFunction::SetEffectiveContext, |c, _| {
-            let state = c.data_mut();
-            if !state.profile.effective_context_switches() {
-                return Ok(Status::Ok);
-            }
-            if !state.roots.contains_key(&id) && !state.streams.contains_key(&id) {
-                return Ok(Status::BadArgument);
-            }
-            if let Some(active) = state.active.as_mut() {
-                active.effective_id = id;
-            }
-            Ok(Status::Ok)
-        })
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_effective_context",
+        |mut c: HostCaller<'_>, id: u32| {
+            hostcall(&mut c, HostFunction::SetEffectiveContext, |c, _| {
+                let state = c.data_mut();
+                if !state.profile.effective_context_switches() {
+                    return Ok(Status::Ok);
+                }
+                if !state.roots.contains_key(&id) && !state.streams.contains_key(&id) {
+                    return Ok(Status::BadArgument);
+                }
+                if let Some(active) = state.active.as_mut() {
+                    active.effective_id = id;
+                }
+                Ok(Status::Ok)
+            })
+        },
+    )?;
     Ok(())
 }
 
 // ---- Logging, clocks, timers ----------------------------------------------------------------
 
 fn logging_and_clocks(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap("env", "proxy_log", |mut c: HostCaller<'_>, level: u32, ptr: u32, len: u32| {
-        hostcall(&mut c, HostFunction::Log, |c, mem| {
-            let message = read_str(c, mem, ptr, len)?;
-            let level = LogLevel::from_raw(level).ok_or(Status::BadArgument)?;
-            let state = c.data_mut();
-            if level >= state.log_level {
-                state.push_log(level, message);
-            }
-            Ok(Status::Ok)
-        })
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_log",
+        |mut c: HostCaller<'_>, level: u32, ptr: u32, len: u32| {
+            hostcall(&mut c, HostFunction::Log, |c, mem| {
+                let message = read_str(c, mem, ptr, len)?;
+                let level = LogLevel::from_raw(level).ok_or(Status::BadArgument)?;
+                let state = c.data_mut();
+                if level >= state.log_level {
+                    state.push_log(level, message);
+                }
+                Ok(Status::Ok)
+            })
+        },
+    )?;
     linker.func_wrap("env", "proxy_get_log_level", |mut c: HostCaller<'_>, ret: u32| {
         hostcall(&mut c, HostFunction::GetLogLevel, |c, mem| {
             let level = c.data().log_level as u32;
@@ -182,31 +191,39 @@ fn logging_and_clocks(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(Status::Ok)
         })
     })?;
-    linker.func_wrap("env", "proxy_get_current_time_nanoseconds", |mut c: HostCaller<'_>, ret: u32| {
-        hostcall(&mut c, HostFunction::GetCurrentTimeNanoseconds, |c, mem| {
-            let now = c.data().now_ns();
-            mem.write_u64(c, ret, now)?;
-            Ok(Status::Ok)
-        })
-    })?;
-    linker.func_wrap("env", "proxy_set_tick_period_milliseconds", |mut c: HostCaller<'_>, period: u32| {
-        hostcall(&mut c, HostFunction::SetTickPeriodMilliseconds, |c, _| {
-            let state = c.data_mut();
-            // A stream context's timer is its root's (Envoy applies it to the root context).
-            let root = state.effective_root().ok_or(Status::BadArgument)?;
-            let from_root = state.effective() == Some(root);
-            let already_set = state.roots.get(&root).is_some_and(|r| r.tick_period_ms != 0);
-            if let Some(reason) = state.profile.tick_period_refusal(from_root, already_set) {
-                return Err(Fault::Trap(format_err!("proxy_set_tick_period_milliseconds: {reason}")));
-            }
-            let now = state.now_ns();
-            if let Some(r) = state.roots.get_mut(&root) {
-                r.tick_period_ms = period;
-                r.next_tick_ns = (period > 0).then(|| now + period as u64 * 1_000_000);
-            }
-            Ok(Status::Ok)
-        })
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_current_time_nanoseconds",
+        |mut c: HostCaller<'_>, ret: u32| {
+            hostcall(&mut c, HostFunction::GetCurrentTimeNanoseconds, |c, mem| {
+                let now = c.data().now_ns();
+                mem.write_u64(c, ret, now)?;
+                Ok(Status::Ok)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_tick_period_milliseconds",
+        |mut c: HostCaller<'_>, period: u32| {
+            hostcall(&mut c, HostFunction::SetTickPeriodMilliseconds, |c, _| {
+                let state = c.data_mut();
+                // A stream context's timer is its root's (Envoy applies it to the root context).
+                let root = state.effective_root().ok_or(Status::BadArgument)?;
+                let from_root = state.effective() == Some(root);
+                let already_set = state.roots.get(&root).is_some_and(|r| r.tick_period_ms != 0);
+                if let Some(reason) = state.profile.tick_period_refusal(from_root, already_set) {
+                    return Err(Fault::Trap(format_err!("proxy_set_tick_period_milliseconds: {reason}")));
+                }
+                let now = state.now_ns();
+                if let Some(r) = state.roots.get_mut(&root) {
+                    r.tick_period_ms = period;
+                    r.next_tick_ns = (period > 0).then(|| now + period as u64 * 1_000_000);
+                }
+                Ok(Status::Ok)
+            })
+        },
+    )?;
     Ok(())
 }
 
@@ -225,7 +242,11 @@ fn buffer_view(state: &HostState, buffer: BufferType) -> Result<&[u8], Status> {
     match buffer {
         BufferType::HttpRequestBody | BufferType::HttpResponseBody => {
             let stream = state.streams.get(&active.effective_id).ok_or(Status::NotFound)?;
-            let dir = if buffer == BufferType::HttpRequestBody { &stream.request } else { &stream.response };
+            let dir = if buffer == BufferType::HttpRequestBody {
+                &stream.request
+            } else {
+                &stream.response
+            };
             if dir.body_available {
                 Ok(&dir.body)
             } else {
@@ -336,9 +357,15 @@ fn map_ref(state: &mut HostState, map: MapType, access: MapAccess) -> Result<&mu
     }
     match map {
         MapType::HttpCallResponseHeaders if callback_map(&[Callback::HttpCallResponse]) => Ok(&mut active.data.headers),
-        MapType::HttpCallResponseTrailers if callback_map(&[Callback::HttpCallResponse]) => Ok(&mut active.data.trailers),
-        MapType::GrpcCallInitialMetadata if callback_map(&[Callback::GrpcReceiveInitialMetadata]) => Ok(&mut active.data.headers),
-        MapType::GrpcCallTrailingMetadata if callback_map(&[Callback::GrpcReceiveTrailingMetadata]) => Ok(&mut active.data.headers),
+        MapType::HttpCallResponseTrailers if callback_map(&[Callback::HttpCallResponse]) => {
+            Ok(&mut active.data.trailers)
+        }
+        MapType::GrpcCallInitialMetadata if callback_map(&[Callback::GrpcReceiveInitialMetadata]) => {
+            Ok(&mut active.data.headers)
+        }
+        MapType::GrpcCallTrailingMetadata if callback_map(&[Callback::GrpcReceiveTrailingMetadata]) => {
+            Ok(&mut active.data.headers)
+        }
         _ if call_map => Err(Status::BadArgument),
         _ => {
             let id = active.effective_id;
@@ -371,18 +398,22 @@ fn normalize_key(profile: Profile, key: Vec<u8>) -> Vec<u8> {
 }
 
 fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap("env", "proxy_get_header_map_size", |mut c: HostCaller<'_>, map: u32, ret: u32| {
-        hostcall(&mut c, HostFunction::GetHeaderMapSize, |c, mem| {
-            let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
-            // The size is the serialized size (spec: `return_serialized_pairs_size`).
-            let access = c.data().profile.map_size_access();
-            let size = map_ref(c.data_mut(), map, access)?
-                .as_ref()
-                .map_or(4, |p| encode_pairs(p).len());
-            mem.write_u32(c, ret, size as u32)?;
-            Ok(Status::Ok)
-        })
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_size",
+        |mut c: HostCaller<'_>, map: u32, ret: u32| {
+            hostcall(&mut c, HostFunction::GetHeaderMapSize, |c, mem| {
+                let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
+                // The size is the serialized size (spec: `return_serialized_pairs_size`).
+                let access = c.data().profile.map_size_access();
+                let size = map_ref(c.data_mut(), map, access)?
+                    .as_ref()
+                    .map_or(4, |p| encode_pairs(p).len());
+                mem.write_u32(c, ret, size as u32)?;
+                Ok(Status::Ok)
+            })
+        },
+    )?;
     linker.func_wrap(
         "env",
         "proxy_get_header_map_pairs",
@@ -402,16 +433,20 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    linker.func_wrap("env", "proxy_set_header_map_pairs", |mut c: HostCaller<'_>, map: u32, ptr: u32, len: u32| {
-        hostcall(&mut c, HostFunction::SetHeaderMapPairs, |c, mem| {
-            let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
-            let pairs = read_pairs(c, mem, ptr, len)?;
-            let profile = c.data().profile;
-            let pairs = pairs.into_iter().map(|(k, v)| (normalize_key(profile, k), v)).collect();
-            *map_ref(c.data_mut(), map, MapAccess::Write)? = Some(pairs);
-            Ok(Status::Ok)
-        })
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        |mut c: HostCaller<'_>, map: u32, ptr: u32, len: u32| {
+            hostcall(&mut c, HostFunction::SetHeaderMapPairs, |c, mem| {
+                let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
+                let pairs = read_pairs(c, mem, ptr, len)?;
+                let profile = c.data().profile;
+                let pairs = pairs.into_iter().map(|(k, v)| (normalize_key(profile, k), v)).collect();
+                *map_ref(c.data_mut(), map, MapAccess::Write)? = Some(pairs);
+                Ok(Status::Ok)
+            })
+        },
+    )?;
     linker.func_wrap(
         "env",
         "proxy_get_header_map_value",
@@ -498,38 +533,46 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 // ---- Common stream operations ---------------------------------------------------------------
 
 fn streams(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap("env", "proxy_continue_stream", |mut c: HostCaller<'_>, stream_type: u32| {
-        hostcall(&mut c, HostFunction::ContinueStream, |c, _| {
-            let stream_type = StreamType::from_raw(stream_type).ok_or(Status::BadArgument)?;
-            let profile = c.data().profile;
-            let stream = c.data_mut().effective_stream().ok_or(Status::BadArgument)?;
-            match stream_type {
-                StreamType::HttpRequest => stream.request.resume_requested = true,
-                StreamType::HttpResponse => stream.response.resume_requested = true,
-                // An HTTP stream has no TCP stream to resume: what the host answers is its own.
-                StreamType::Downstream | StreamType::Upstream => {
-                    return Ok(profile.tcp_stream_status(stream_type, false));
+    linker.func_wrap(
+        "env",
+        "proxy_continue_stream",
+        |mut c: HostCaller<'_>, stream_type: u32| {
+            hostcall(&mut c, HostFunction::ContinueStream, |c, _| {
+                let stream_type = StreamType::from_raw(stream_type).ok_or(Status::BadArgument)?;
+                let profile = c.data().profile;
+                let stream = c.data_mut().effective_stream().ok_or(Status::BadArgument)?;
+                match stream_type {
+                    StreamType::HttpRequest => stream.request.resume_requested = true,
+                    StreamType::HttpResponse => stream.response.resume_requested = true,
+                    // An HTTP stream has no TCP stream to resume: what the host answers is its own.
+                    StreamType::Downstream | StreamType::Upstream => {
+                        return Ok(profile.tcp_stream_status(stream_type, false));
+                    }
                 }
-            }
-            Ok(Status::Ok)
-        })
-    })?;
-    linker.func_wrap("env", "proxy_close_stream", |mut c: HostCaller<'_>, stream_type: u32| {
-        hostcall(&mut c, HostFunction::CloseStream, |c, _| {
-            let stream_type = StreamType::from_raw(stream_type).ok_or(Status::BadArgument)?;
-            let profile = c.data().profile;
-            let stream = c.data_mut().effective_stream().ok_or(Status::BadArgument)?;
-            match stream_type {
-                StreamType::HttpRequest | StreamType::HttpResponse => stream.reset = true,
-                // Spec: BAD_ARGUMENT only for an unknown type; closing an absent TCP stream is
-                // the host's no-op.
-                StreamType::Downstream | StreamType::Upstream => {
-                    return Ok(profile.tcp_stream_status(stream_type, true));
+                Ok(Status::Ok)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_close_stream",
+        |mut c: HostCaller<'_>, stream_type: u32| {
+            hostcall(&mut c, HostFunction::CloseStream, |c, _| {
+                let stream_type = StreamType::from_raw(stream_type).ok_or(Status::BadArgument)?;
+                let profile = c.data().profile;
+                let stream = c.data_mut().effective_stream().ok_or(Status::BadArgument)?;
+                match stream_type {
+                    StreamType::HttpRequest | StreamType::HttpResponse => stream.reset = true,
+                    // Spec: BAD_ARGUMENT only for an unknown type; closing an absent TCP stream is
+                    // the host's no-op.
+                    StreamType::Downstream | StreamType::Upstream => {
+                        return Ok(profile.tcp_stream_status(stream_type, true));
+                    }
                 }
-            }
-            Ok(Status::Ok)
-        })
-    })?;
+                Ok(Status::Ok)
+            })
+        },
+    )?;
     linker.func_wrap(
         "env",
         "proxy_get_status",
@@ -568,7 +611,9 @@ fn streams(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let profile = state.profile;
                 let stream = state.effective_stream().ok_or(Status::BadArgument)?;
                 if stream.response.headers_forwarded && profile.late_local_response_traps() {
-                    return Err(Fault::Trap(format_err!("proxy_send_local_response: response already sent")));
+                    return Err(Fault::Trap(format_err!(
+                        "proxy_send_local_response: response already sent"
+                    )));
                 }
                 if stream.pending_local_response.is_some() || stream.local_response.is_some() {
                     match profile.second_local_response() {
@@ -645,7 +690,10 @@ fn http_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     Profile::Kong => valid_host_port(&upstream),
                 };
                 if !known {
-                    state.push_log(LogLevel::Error, format!("proxy_http_call: unknown upstream {upstream:?}"));
+                    state.push_log(
+                        LogLevel::Error,
+                        format!("proxy_http_call: unknown upstream {upstream:?}"),
+                    );
                     return Ok(Status::BadArgument);
                 }
                 let headers = pairs_to_strings(&headers);
@@ -869,7 +917,10 @@ fn shared_data_and_queues(linker: &mut Linker<HostState>) -> wasmtime::Result<()
                 mem.check_writable(&mut *c, ret_id, 4)?;
                 let state = c.data();
                 let owner = state.effective_root().ok_or(Status::BadArgument)?;
-                let id = state.shared.lock().register_queue(&state.vm_id, &name, state.vm_key, owner);
+                let id = state
+                    .shared
+                    .lock()
+                    .register_queue(&state.vm_id, &name, state.vm_key, owner);
                 mem.write_u32(c, ret_id, id)?;
                 Ok(Status::Ok)
             })
@@ -943,16 +994,24 @@ fn metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    linker.func_wrap("env", "proxy_increment_metric", |mut c: HostCaller<'_>, id: u32, delta: i64| {
-        hostcall(&mut c, HostFunction::IncrementMetric, |c, _| {
-            Ok(c.data().shared.lock().increment_metric(id, delta))
-        })
-    })?;
-    linker.func_wrap("env", "proxy_record_metric", |mut c: HostCaller<'_>, id: u32, value: u64| {
-        hostcall(&mut c, HostFunction::RecordMetric, |c, _| {
-            Ok(c.data().shared.lock().record_metric(id, value))
-        })
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_increment_metric",
+        |mut c: HostCaller<'_>, id: u32, delta: i64| {
+            hostcall(&mut c, HostFunction::IncrementMetric, |c, _| {
+                Ok(c.data().shared.lock().increment_metric(id, delta))
+            })
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_record_metric",
+        |mut c: HostCaller<'_>, id: u32, value: u64| {
+            hostcall(&mut c, HostFunction::RecordMetric, |c, _| {
+                Ok(c.data().shared.lock().record_metric(id, value))
+            })
+        },
+    )?;
     linker.func_wrap("env", "proxy_get_metric", |mut c: HostCaller<'_>, id: u32, ret: u32| {
         hostcall(&mut c, HostFunction::GetMetric, |c, mem| {
             let value = c.data().shared.lock().get_metric(id);
@@ -1015,7 +1074,13 @@ fn properties_and_ffi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_call_foreign_function",
-        |mut c: HostCaller<'_>, name_ptr: u32, name_len: u32, args_ptr: u32, args_len: u32, ret_ptr: u32, ret_len: u32| {
+        |mut c: HostCaller<'_>,
+         name_ptr: u32,
+         name_len: u32,
+         args_ptr: u32,
+         args_len: u32,
+         ret_ptr: u32,
+         ret_len: u32| {
             hostcall(&mut c, HostFunction::CallForeignFunction, |c, mem| {
                 let name = read_str(c, mem, name_ptr, name_len)?;
                 let args = read(c, mem, args_ptr, args_len)?;

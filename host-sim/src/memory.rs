@@ -52,13 +52,7 @@ impl GuestMemory {
     }
 
     /// Copies `len` bytes at `ptr` out of the guest. `max` bounds `len` before anything is copied.
-    pub fn read(
-        &self,
-        store: impl AsContextMut,
-        ptr: u32,
-        len: u32,
-        max: usize,
-    ) -> Result<Vec<u8>, MemoryError> {
+    pub fn read(&self, store: impl AsContextMut, ptr: u32, len: u32, max: usize) -> Result<Vec<u8>, MemoryError> {
         if len as usize > max {
             return Err(MemoryError::TooLarge(len));
         }
@@ -67,13 +61,7 @@ impl GuestMemory {
 
     /// Reads a guest string (lossy UTF-8: names and paths from a buggy guest still produce a
     /// useful error message rather than a failure).
-    pub fn read_string(
-        &self,
-        store: impl AsContextMut,
-        ptr: u32,
-        len: u32,
-        max: usize,
-    ) -> Result<String, MemoryError> {
+    pub fn read_string(&self, store: impl AsContextMut, ptr: u32, len: u32, max: usize) -> Result<String, MemoryError> {
         Ok(String::from_utf8_lossy(&self.read(store, ptr, len, max)?).into_owned())
     }
 
@@ -91,9 +79,7 @@ impl GuestMemory {
         let end = start
             .checked_add(len as usize)
             .ok_or(MemoryError::OutOfBounds { ptr, len })?;
-        data.get(start..end)
-            .map(f)
-            .ok_or(MemoryError::OutOfBounds { ptr, len })
+        data.get(start..end).map(f).ok_or(MemoryError::OutOfBounds { ptr, len })
     }
 
     /// Writes `bytes` at `ptr`.

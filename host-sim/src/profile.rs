@@ -438,7 +438,9 @@ impl Profile {
                 b"upstream request timeout".to_vec(),
             ),
             (Profile::Envoy, CalloutFailure::BrokenConnection) => {
-                let body = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure".to_vec();
+                let body =
+                    b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+                        .to_vec();
                 (
                     vec![
                         (":status".into(), "503".into()),

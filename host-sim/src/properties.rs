@@ -3,17 +3,20 @@
 //!
 //! Envoy returns typed binary values (ENVOY-SRC `Context::getProperty`, attribute docs): strings
 //! as raw bytes, integers as 8-byte little-endian int64, booleans as one byte, and maps
-//! (`request.headers`) serialized like header maps. Kong returns every value as a string and
-//! exposes nginx variables under `ngx.*` (Kong/ngx_wasm_module docs/PROXY_WASM.md, properties).
+//! (`request.headers`) serialized like header maps. Kong returns every value as a string, maps
+//! each attribute to an nginx variable and exposes nginx variables under `ngx.*`
+//! (Kong/ngx_wasm_module docs/PROXY_WASM.md, properties; KONG-SRC
+//! `ngx_proxy_wasm_properties.c`, table `pw2ngx`).
 //! Properties the guest set itself (`proxy_set_property`) read back verbatim first.
 
-use crate::abi::{decode_property_path, encode_pairs};
+use crate::abi::{decode_property_path, encode_pairs, Pairs};
 use crate::profile::Profile;
 use crate::state::{HostState, StreamState};
 
 enum Value {
     Str(String),
     Int(i64),
+    Bool(bool),
     Map(Vec<(Vec<u8>, Vec<u8>)>),
 }
 
@@ -22,14 +25,14 @@ fn encode(profile: Profile, value: Value) -> Vec<u8> {
         (_, Value::Str(s)) => s.into_bytes(),
         (Profile::Envoy, Value::Int(i)) => i.to_le_bytes().to_vec(),
         (Profile::Kong, Value::Int(i)) => i.to_string().into_bytes(),
+        (Profile::Envoy, Value::Bool(b)) => vec![b as u8],
+        (Profile::Kong, Value::Bool(b)) => b.to_string().into_bytes(),
         (_, Value::Map(pairs)) => encode_pairs(&pairs),
     }
 }
 
-fn header<'a>(stream: &'a StreamState, name: &str) -> Option<&'a [u8]> {
-    stream
-        .request
-        .headers
+fn find<'a>(headers: &'a Option<Pairs>, name: &str) -> Option<&'a [u8]> {
+    headers
         .as_ref()?
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
@@ -37,7 +40,23 @@ fn header<'a>(stream: &'a StreamState, name: &str) -> Option<&'a [u8]> {
 }
 
 fn header_str(stream: &StreamState, name: &str) -> Option<String> {
-    header(stream, name).map(|v| String::from_utf8_lossy(v).into_owned())
+    find(&stream.request.headers, name).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn response_header_str(stream: &StreamState, name: &str) -> Option<String> {
+    find(&stream.response.headers, name).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// A header map as Envoy's map-valued attributes carry it: without pseudo-headers.
+fn header_map(headers: &Option<Pairs>) -> Value {
+    Value::Map(
+        headers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(b":"))
+            .collect(),
+    )
 }
 
 /// Resolves a property path for the effective context.
@@ -52,11 +71,15 @@ pub(crate) fn lookup(state: &HostState, raw_path: &[u8]) -> Option<Vec<u8>> {
     let path = decode_property_path(raw_path);
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     let profile = state.profile;
-    let root = state.effective_root().and_then(|r| state.roots.get(&r));
-    let value = match segments.as_slice() {
-        ["plugin_name"] => Value::Str(state.plugin_name.clone()),
-        ["plugin_root_id"] => Value::Str(root.map(|r| r.root_id.clone()).unwrap_or_default()),
-        ["plugin_vm_id"] => Value::Str(state.vm_id.clone()),
+    let root_context = state.effective_root();
+    let root = root_context.and_then(|r| state.roots.get(&r));
+    let value = match (profile, segments.as_slice()) {
+        (_, ["plugin_name"]) => Value::Str(state.plugin_name.clone()),
+        (Profile::Envoy, ["plugin_root_id"]) => Value::Str(root.map(|r| r.root_id.clone()).unwrap_or_default()),
+        // KONG-SRC properties: `get_filter_root_id` prints the root context's number; Kong has
+        // no root id setting. `plugin_vm_id` is NYI there.
+        (Profile::Kong, ["plugin_root_id"]) => Value::Str(root_context?.to_string()),
+        (Profile::Envoy, ["plugin_vm_id"]) => Value::Str(state.vm_id.clone()),
         _ => {
             let stream = stream?;
             stream_property(profile, stream, &segments)?
@@ -79,18 +102,16 @@ fn stream_property(profile: Profile, stream: &StreamState, segments: &[&str]) ->
         ["request", "id"] => Value::Str(header_str(stream, "x-request-id").unwrap_or_else(|| info.request_id.clone())),
         ["request", "useragent"] => Value::Str(header_str(stream, "user-agent")?),
         ["request", "referer"] => Value::Str(header_str(stream, "referer")?),
-        ["request", "headers"] if profile == Profile::Envoy => Value::Map(
-            stream
-                .request
-                .headers
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(k, _)| !k.starts_with(b":"))
-                .collect(),
-        ),
+        ["request", "headers"] if profile == Profile::Envoy => header_map(&stream.request.headers),
         ["request", "headers", name] => Value::Str(header_str(stream, name)?),
-        ["request", "size"] => Value::Int(stream.request.forwarded_body.len() as i64 + stream.request.body.len() as i64),
+        ["response", "headers"] if profile == Profile::Envoy => header_map(&stream.response.headers),
+        ["response", "headers", name] => Value::Str(response_header_str(stream, name)?),
+        // No TLS is modelled: never mutual TLS. Kong prints the boolean (KONG-SRC
+        // `get_connection_mtls`).
+        ["connection", "mtls"] => Value::Bool(false),
+        ["request", "size"] => {
+            Value::Int(stream.request.forwarded_body.len() as i64 + stream.request.body.len() as i64)
+        }
         ["response", "code"] => {
             let status = stream
                 .local_response
@@ -105,8 +126,13 @@ fn stream_property(profile: Profile, stream: &StreamState, segments: &[&str]) ->
                 })?;
             Value::Int(status.parse().ok()?)
         }
+        // Envoy: "ip:port" (attribute docs). Kong maps `source.address` to `$remote_addr`, the
+        // address alone, and `destination.*` to `$proxy_protocol_addr`/`_port`, which are unset
+        // without the PROXY protocol (KONG-SRC properties `pw2ngx`).
+        ["source", "address"] if profile == Profile::Kong => Value::Str(info.source_address.clone()),
         ["source", "address"] => Value::Str(format!("{}:{}", info.source_address, info.source_port)),
         ["source", "port"] => Value::Int(info.source_port as i64),
+        ["destination", ..] if profile == Profile::Kong => return None,
         ["destination", "address"] => Value::Str(format!("{}:{}", info.destination_address, info.destination_port)),
         ["destination", "port"] => Value::Int(info.destination_port as i64),
         // nginx variables, Kong only.

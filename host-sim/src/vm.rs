@@ -119,6 +119,9 @@ pub struct GrpcReply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Trapped(String);
 
+/// `proxy_on_http_call_response(context, token, headers, body_size, trailers)`.
+type CallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+
 #[derive(Clone)]
 struct Exports {
     context_create: Option<TypedFunc<(u32, u32), ()>>,
@@ -133,7 +136,7 @@ struct Exports {
     response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
     response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
     response_trailers: Option<TypedFunc<(u32, u32), u32>>,
-    http_call_response: Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>,
+    http_call_response: Option<CallResponseFn>,
     grpc_initial_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
     grpc_receive: Option<TypedFunc<(u32, u32, u32), ()>>,
     grpc_trailing_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
@@ -156,7 +159,7 @@ impl Vm {
     /// Instantiates `module` and runs its start functions (spec "Integration").
     pub fn start(module: &Module, options: VmOptions) -> Result<Vm, HostError> {
         let (wasi, stdio, clock) = crate::wasi::build(&options.wasi, options.limits.max_stdio_bytes_per_callback);
-        let shared = options.shared.clone().unwrap_or_else(Shared::new);
+        let shared = options.shared.clone().unwrap_or_default();
         let vm_key = shared.allocate_vm_key();
         let state = HostState {
             wasi,
@@ -250,12 +253,14 @@ impl Vm {
                 let f = instance
                     .get_typed_func::<(u32, u32), u32>(&mut vm.store, "main")
                     .map_err(|_| HostError::BadExport("main".into()))?;
-                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(f), (0, 0)).map(|_| ())
+                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(f), (0, 0))
+                    .map(|_| ())
             } else {
                 let f = instance
                     .get_typed_func::<(), ()>(&mut vm.store, name)
                     .map_err(|_| HostError::BadExport(name.into()))?;
-                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(f), ()).map(|_| ())
+                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(f), ())
+                    .map(|_| ())
             };
             result.map_err(|Trapped(msg)| HostError::Start(msg))?;
         }
@@ -324,7 +329,10 @@ impl Vm {
                 state.push_log(level, line);
             }
             if dropped > 0 {
-                state.push_log(LogLevel::Warn, format!("host-sim: dropped {dropped} bytes of guest output over the limit"));
+                state.push_log(
+                    LogLevel::Warn,
+                    format!("host-sim: dropped {dropped} bytes of guest output over the limit"),
+                );
             }
         }
     }
@@ -350,7 +358,8 @@ impl Vm {
             },
         );
         let f = self.exports.context_create.clone();
-        self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, 0)).map_err(vm_failed)?;
+        self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, 0))
+            .map_err(vm_failed)?;
         let vm_config = self.store.data().vm_configuration.clone();
         let len = vm_config.len() as u32;
         let f = self.exports.vm_start.clone();
@@ -361,7 +370,13 @@ impl Vm {
         let len = configuration.len() as u32;
         let f = self.exports.configure.clone();
         let configure_ok = self
-            .invoke(Callback::Configure, id, buffer_data(configuration.to_vec()), f, (id, len))
+            .invoke(
+                Callback::Configure,
+                id,
+                buffer_data(configuration.to_vec()),
+                f,
+                (id, len),
+            )
             .map_err(vm_failed)?
             .is_none_or(|r| r != 0);
         self.after_root_callback();
@@ -396,7 +411,10 @@ impl Vm {
         );
         self.actions.insert(id, Vec::new());
         let f = self.exports.context_create.clone();
-        if self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, root)).is_err() {
+        if self
+            .invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, root))
+            .is_err()
+        {
             self.fail_closed(id);
         }
         Ok(id)
@@ -407,7 +425,11 @@ impl Vm {
     }
 
     fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, HostError> {
-        self.store.data_mut().streams.get_mut(&id).ok_or(HostError::NoSuchContext(id))
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id)
+            .ok_or(HostError::NoSuchContext(id))
     }
 
     // ---- Request and response events ------------------------------------------------------
@@ -434,12 +456,23 @@ impl Vm {
         }
         let eos = profile.request_headers_end_of_stream(end_of_stream) as u32;
         let f = self.exports.request_headers.clone();
-        let result = self.invoke(Callback::RequestHeaders, stream, CallbackData::default(), f, (stream, count, eos));
+        let result = self.invoke(
+            Callback::RequestHeaders,
+            stream,
+            CallbackData::default(),
+            f,
+            (stream, count, eos),
+        );
         self.after_stream_callback(stream, Callback::RequestHeaders, result)
     }
 
     /// A chunk of request body arrives.
-    pub fn send_request_body(&mut self, stream: u32, chunk: &[u8], end_of_stream: bool) -> Result<Option<Action>, HostError> {
+    pub fn send_request_body(
+        &mut self,
+        stream: u32,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Option<Action>, HostError> {
         let profile = self.profile();
         let st = self.stream_mut(stream)?;
         if st.ended() {
@@ -517,12 +550,23 @@ impl Vm {
             st.response.complete = true;
         }
         let f = self.exports.response_headers.clone();
-        let result = self.invoke(Callback::ResponseHeaders, stream, CallbackData::default(), f, (stream, count, end_of_stream as u32));
+        let result = self.invoke(
+            Callback::ResponseHeaders,
+            stream,
+            CallbackData::default(),
+            f,
+            (stream, count, end_of_stream as u32),
+        );
         self.after_stream_callback(stream, Callback::ResponseHeaders, result)
     }
 
     /// A chunk of response body arrives (both hosts deliver response chunks as they come).
-    pub fn send_response_body(&mut self, stream: u32, chunk: &[u8], end_of_stream: bool) -> Result<Option<Action>, HostError> {
+    pub fn send_response_body(
+        &mut self,
+        stream: u32,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Option<Action>, HostError> {
         let st = self.stream_mut(stream)?;
         if st.ended() {
             return Ok(None);
@@ -531,7 +575,9 @@ impl Vm {
             st.response.complete = true;
         }
         if st.response.paused_in == Some(Callback::ResponseHeaders) {
-            st.response.queued.push_back(Queued::Body(chunk.to_vec(), end_of_stream));
+            st.response
+                .queued
+                .push_back(Queued::Body(chunk.to_vec(), end_of_stream));
             return Ok(None);
         }
         self.deliver_body(stream, false, chunk, end_of_stream)
@@ -556,7 +602,13 @@ impl Vm {
         self.deliver_trailers(stream, false, pairs)
     }
 
-    fn deliver_body(&mut self, stream: u32, request: bool, chunk: &[u8], eos: bool) -> Result<Option<Action>, HostError> {
+    fn deliver_body(
+        &mut self,
+        stream: u32,
+        request: bool,
+        chunk: &[u8],
+        eos: bool,
+    ) -> Result<Option<Action>, HostError> {
         let st = self.stream_mut(stream)?;
         let dir = if request { &mut st.request } else { &mut st.response };
         // While paused in the body phase the host buffers and reports the cumulative size.
@@ -636,8 +688,15 @@ impl Vm {
             return;
         }
         if let (Some(cb), Some(action)) = (callback, action) {
-            let request = matches!(cb, Callback::RequestHeaders | Callback::RequestBody | Callback::RequestTrailers);
-            let is_phase = request || matches!(cb, Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers);
+            let request = matches!(
+                cb,
+                Callback::RequestHeaders | Callback::RequestBody | Callback::RequestTrailers
+            );
+            let is_phase = request
+                || matches!(
+                    cb,
+                    Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers
+                );
             if is_phase {
                 let dir = if request { &mut st.request } else { &mut st.response };
                 match action {
@@ -668,7 +727,15 @@ impl Vm {
                 return;
             };
             let dir = if request { &mut st.request } else { &mut st.response };
-            if st.local_response.is_some() || st.reset || dir.paused_in == Some(if request { Callback::RequestHeaders } else { Callback::ResponseHeaders }) {
+            if st.local_response.is_some()
+                || st.reset
+                || dir.paused_in
+                    == Some(if request {
+                        Callback::RequestHeaders
+                    } else {
+                        Callback::ResponseHeaders
+                    })
+            {
                 return;
             }
             let Some(item) = dir.queued.pop_front() else {
@@ -722,7 +789,10 @@ impl Vm {
                     Profile::Envoy => (Vec::new(), Vec::new()),
                     Profile::Kong => (
                         br#"{"message":"An unexpected error occurred"}"#.to_vec(),
-                        vec![("content-type".to_string(), "application/json; charset=utf-8".to_string())],
+                        vec![(
+                            "content-type".to_string(),
+                            "application/json; charset=utf-8".to_string(),
+                        )],
                     ),
                 };
                 st.local_response = Some(LocalResponse {
@@ -742,7 +812,14 @@ impl Vm {
     fn after_root_callback(&mut self) {
         for _ in 0..1024 {
             let key = self.store.data().vm_key;
-            let ready = self.store.data().shared.lock().queue_ready.remove(&key).unwrap_or_default();
+            let ready = self
+                .store
+                .data()
+                .shared
+                .lock()
+                .queue_ready
+                .remove(&key)
+                .unwrap_or_default();
             let done_roots = std::mem::take(&mut self.store.data_mut().done_roots);
             let finished: Vec<u32> = self
                 .store
@@ -824,6 +901,12 @@ impl Vm {
         self.store.data().http_calls.values().cloned().collect()
     }
 
+    /// Tokens of the pending callouts, oldest first (cheaper than [`Vm::http_calls`], which
+    /// copies every call's headers and body).
+    pub fn pending_http_call_tokens(&self) -> Vec<u32> {
+        self.store.data().http_calls.keys().copied().collect()
+    }
+
     /// Answers a callout: `proxy_on_http_call_response` on the context that made it.
     pub fn respond_http_call(&mut self, token: u32, reply: HttpCallReply) -> Result<(), HostError> {
         let profile = self.profile();
@@ -852,7 +935,11 @@ impl Vm {
                     .find(|(k, _)| k == ":status")
                     .and_then(|(_, v)| v.parse().ok())
                     .unwrap_or(0);
-                let n = if profile.failure_headers_counted() { headers.len() } else { 0 };
+                let n = if profile.failure_headers_counted() {
+                    headers.len()
+                } else {
+                    0
+                };
                 let status = match profile.callout_failure_status(failure) {
                     Some((code, message)) => (code, message.as_bytes().to_vec()),
                     None => (status, Vec::new()),
@@ -910,18 +997,25 @@ impl Vm {
             return Ok(());
         }
         let ctx = call.context_id;
+        let is_stream = self.store.data().streams.contains_key(&ctx);
+        // Each callback runs even after an earlier one trapped: `invoke` refuses guest code on a
+        // failed VM, so the rest are no-ops, exactly as a failed VM gets no more callbacks.
+        let mut results: Vec<(Callback, bool)> = Vec::new();
         if let Some(md) = reply.initial_metadata {
             let data = CallbackData {
                 headers: Some(to_pairs(profile, &md)),
                 ..CallbackData::default()
             };
             let f = self.exports.grpc_initial_metadata.clone();
-            let _ = self.invoke(Callback::GrpcReceiveInitialMetadata, ctx, data, f, (ctx, token, md.len() as u32));
+            let params = (ctx, token, md.len() as u32);
+            let r = self.invoke(Callback::GrpcReceiveInitialMetadata, ctx, data, f, params);
+            results.push((Callback::GrpcReceiveInitialMetadata, r.is_err()));
         }
         for message in reply.messages {
             let len = message.len() as u32;
             let f = self.exports.grpc_receive.clone();
-            let _ = self.invoke(Callback::GrpcReceive, ctx, buffer_data(message), f, (ctx, token, len));
+            let r = self.invoke(Callback::GrpcReceive, ctx, buffer_data(message), f, (ctx, token, len));
+            results.push((Callback::GrpcReceive, r.is_err()));
         }
         if let Some(md) = reply.trailing_metadata {
             let data = CallbackData {
@@ -929,7 +1023,9 @@ impl Vm {
                 ..CallbackData::default()
             };
             let f = self.exports.grpc_trailing_metadata.clone();
-            let _ = self.invoke(Callback::GrpcReceiveTrailingMetadata, ctx, data, f, (ctx, token, md.len() as u32));
+            let params = (ctx, token, md.len() as u32);
+            let r = self.invoke(Callback::GrpcReceiveTrailingMetadata, ctx, data, f, params);
+            results.push((Callback::GrpcReceiveTrailingMetadata, r.is_err()));
         }
         if let Some((code, message)) = reply.close {
             self.store.data_mut().grpc_calls.remove(&token);
@@ -938,10 +1034,20 @@ impl Vm {
                 ..CallbackData::default()
             };
             let f = self.exports.grpc_close.clone();
-            let _ = self.invoke(Callback::GrpcClose, ctx, data, f, (ctx, token, code));
+            let r = self.invoke(Callback::GrpcClose, ctx, data, f, (ctx, token, code));
+            results.push((Callback::GrpcClose, r.is_err()));
         }
-        if self.store.data().streams.contains_key(&ctx) {
-            self.settle_stream(ctx, None, None);
+        if is_stream && self.store.data().streams.contains_key(&ctx) {
+            for (callback, _) in &results {
+                self.record(ctx, *callback, None);
+            }
+            // A trap (or a VM that failed earlier) fails the stream that is waiting on the call,
+            // as for HTTP callouts.
+            if results.iter().any(|(_, trapped)| *trapped) {
+                self.fail_closed(ctx);
+            } else {
+                self.settle_stream(ctx, None, None);
+            }
         }
         self.after_root_callback();
         Ok(())
@@ -1031,8 +1137,14 @@ impl Vm {
         }
         let f = self.exports.foreign_function.clone();
         let len = args.len() as u32;
-        self.invoke(Callback::ForeignFunction, root, buffer_data(args.to_vec()), f, (root, function_id, len))
-            .map_err(vm_failed)?;
+        self.invoke(
+            Callback::ForeignFunction,
+            root,
+            buffer_data(args.to_vec()),
+            f,
+            (root, function_id, len),
+        )
+        .map_err(vm_failed)?;
         self.after_root_callback();
         Ok(())
     }
@@ -1062,7 +1174,11 @@ impl Vm {
 
     /// The local response a stream ended with, if any.
     pub fn local_response(&self, stream: u32) -> Option<&LocalResponse> {
-        self.store.data().streams.get(&stream).and_then(|s| s.local_response.as_ref())
+        self.store
+            .data()
+            .streams
+            .get(&stream)
+            .and_then(|s| s.local_response.as_ref())
     }
 
     /// Whether the guest reset the stream (`proxy_close_stream`).
@@ -1077,22 +1193,30 @@ impl Vm {
 
     /// The request headers as the filter left them.
     pub fn request_headers(&self, stream: u32) -> Option<Vec<(String, String)>> {
-        self.direction(stream, true).and_then(|d| d.headers.as_ref()).map(pairs_to_strings)
+        self.direction(stream, true)
+            .and_then(|d| d.headers.as_ref())
+            .map(pairs_to_strings)
     }
 
     /// The response headers as the filter left them.
     pub fn response_headers(&self, stream: u32) -> Option<Vec<(String, String)>> {
-        self.direction(stream, false).and_then(|d| d.headers.as_ref()).map(pairs_to_strings)
+        self.direction(stream, false)
+            .and_then(|d| d.headers.as_ref())
+            .map(pairs_to_strings)
     }
 
     /// The request trailers as the filter left them.
     pub fn request_trailers(&self, stream: u32) -> Option<Vec<(String, String)>> {
-        self.direction(stream, true).and_then(|d| d.trailers.as_ref()).map(pairs_to_strings)
+        self.direction(stream, true)
+            .and_then(|d| d.trailers.as_ref())
+            .map(pairs_to_strings)
     }
 
     /// The response trailers as the filter left them.
     pub fn response_trailers(&self, stream: u32) -> Option<Vec<(String, String)>> {
-        self.direction(stream, false).and_then(|d| d.trailers.as_ref()).map(pairs_to_strings)
+        self.direction(stream, false)
+            .and_then(|d| d.trailers.as_ref())
+            .map(pairs_to_strings)
     }
 
     /// Request body the filter let through to the upstream so far.
@@ -1112,8 +1236,9 @@ impl Vm {
 
     /// Whether the whole request went upstream: headers, body to end of stream, trailers.
     pub fn request_forwarded_complete(&self, stream: u32) -> bool {
-        self.direction(stream, true)
-            .is_some_and(|d| d.headers_forwarded && d.complete && d.paused_in.is_none() && d.queued.is_empty() && d.body.is_empty())
+        self.direction(stream, true).is_some_and(|d| {
+            d.headers_forwarded && d.complete && d.paused_in.is_none() && d.queued.is_empty() && d.body.is_empty()
+        })
     }
 
     /// Whether the response headers went to the client.
@@ -1123,7 +1248,9 @@ impl Vm {
 
     /// Where the request is paused, if it is.
     pub fn request_paused_in(&self, stream: u32) -> Option<&'static str> {
-        self.direction(stream, true).and_then(|d| d.paused_in).map(Callback::transcript_name)
+        self.direction(stream, true)
+            .and_then(|d| d.paused_in)
+            .map(Callback::transcript_name)
     }
 
     fn direction(&self, stream: u32, request: bool) -> Option<&Direction> {
@@ -1249,6 +1376,11 @@ fn to_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(profile: Profile, pairs: &[(K, V)]) 
 fn pairs_to_strings(pairs: &Pairs) -> Vec<(String, String)> {
     pairs
         .iter()
-        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
         .collect()
 }
