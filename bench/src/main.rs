@@ -45,7 +45,10 @@ fn json_body(size: usize) -> Vec<u8> {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&format!("{{\"id\":{i},\"name\":\"item-{i}\",\"price\":{}.5,\"tags\":[\"a\",\"b/c\"]}}", i * 3));
+        out.push_str(&format!(
+            "{{\"id\":{i},\"name\":\"item-{i}\",\"price\":{}.5,\"tags\":[\"a\",\"b/c\"]}}",
+            i * 3
+        ));
         i += 1;
     }
     out.push_str("]}");
@@ -57,14 +60,31 @@ fn json_body(size: usize) -> Vec<u8> {
 
 fn cases() -> Vec<Case> {
     vec![
-        Case { name: "0 B GET", method: "GET", content_type: None, body: Vec::new() },
-        Case { name: "1 KiB JSON", method: "POST", content_type: Some("application/json"), body: json_body(1024) },
-        Case { name: "64 KiB JSON", method: "POST", content_type: Some("application/json"), body: json_body(64 << 10) },
+        Case {
+            name: "0 B GET",
+            method: "GET",
+            content_type: None,
+            body: Vec::new(),
+        },
+        Case {
+            name: "1 KiB JSON",
+            method: "POST",
+            content_type: Some("application/json"),
+            body: json_body(1024),
+        },
+        Case {
+            name: "64 KiB JSON",
+            method: "POST",
+            content_type: Some("application/json"),
+            body: json_body(64 << 10),
+        },
         Case {
             name: "1 MiB binary",
             method: "POST",
             content_type: Some("application/octet-stream"),
-            body: (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect(),
+            body: (0..(1u32 << 20))
+                .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+                .collect(),
         },
     ]
 }
@@ -72,12 +92,18 @@ fn cases() -> Vec<Case> {
 fn headers(case: &Case) -> Vec<(String, String)> {
     let mut h = vec![
         (":method".to_string(), case.method.to_string()),
-        (":path".to_string(), "/orders/checkout?source=web&tag=a&tag=b".to_string()),
+        (
+            ":path".to_string(),
+            "/orders/checkout?source=web&tag=a&tag=b".to_string(),
+        ),
         (":authority".to_string(), "gateway.example.com".to_string()),
         (":scheme".to_string(), "http".to_string()),
         ("user-agent".to_string(), "bench/1.0".to_string()),
         ("accept".to_string(), "*/*".to_string()),
-        ("x-request-id".to_string(), "0d6f7a8e-2f7c-4d21-9a55-1c0e3b9f4a11".to_string()),
+        (
+            "x-request-id".to_string(),
+            "0d6f7a8e-2f7c-4d21-9a55-1c0e3b9f4a11".to_string(),
+        ),
         ("x-forwarded-for".to_string(), "10.1.2.3".to_string()),
     ];
     if let Some(ct) = case.content_type {
@@ -98,7 +124,15 @@ fn filter_request(vm: &mut Vm, root: u32, headers: &[(String, String)], body: &[
     let Some(token) = vm.pending_http_call_tokens().first().copied() else {
         bail!("the filter made no callout: {:?}", vm.local_response(stream));
     };
-    vm.respond_http_call(token, HttpCallReply::Response { status: 200, headers: Vec::new(), body: ACK.to_vec(), trailers: Vec::new() })?;
+    vm.respond_http_call(
+        token,
+        HttpCallReply::Response {
+            status: 200,
+            headers: Vec::new(),
+            body: ACK.to_vec(),
+            trailers: Vec::new(),
+        },
+    )?;
     match vm.local_response(stream) {
         Some(r) if r.status == 200 => {}
         other => bail!("expected 200, got {other:?}"),
@@ -154,7 +188,9 @@ struct Report {
 }
 
 fn wasm(name: &str) -> Result<PathBuf> {
-    let dir = std::env::var_os("WASM_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/wasm32-wasip1/wasm"));
+    let dir = std::env::var_os("WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/wasm32-wasip1/wasm"));
     let path = dir.join(format!("{name}.wasm"));
     if !path.is_file() {
         bail!("{} is missing: run `make wasm` first", path.display());
@@ -175,8 +211,14 @@ fn main() -> Result<()> {
 
     // Warm start: a fresh compile against a load from the precompiled cache.
     let cache = std::env::temp_dir().join(format!("host-sim-bench-cache-{}", std::process::id()));
-    let cached_engine = Engine::new(EngineConfig { cache_dir: Some(cache.clone()), fuel: false })?;
-    let uncached_engine = Engine::new(EngineConfig { cache_dir: None, fuel: false })?;
+    let cached_engine = Engine::new(EngineConfig {
+        cache_dir: Some(cache.clone()),
+        fuel: false,
+    })?;
+    let uncached_engine = Engine::new(EngineConfig {
+        cache_dir: None,
+        fuel: false,
+    })?;
     let fresh = measure::time_each(3, || Ok(uncached_engine.load_bytes(&filter_bytes).map(drop)?))?;
     cached_engine.load_bytes(&filter_bytes)?;
     let warm = measure::time_each(20, || {
@@ -200,7 +242,10 @@ fn main() -> Result<()> {
         let headers = headers(&case);
         let filter_sample = measure(|| filter_request(&mut fvm, froot, &headers, &case.body))?;
         let noop_sample = measure(|| noop_request(&mut nvm, nroot, &headers, &case.body))?;
-        let header_bytes: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect();
+        let header_bytes: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+            .collect();
         let native = measure(|| {
             let view = RequestView {
                 method: case.method,
@@ -210,7 +255,13 @@ fn main() -> Result<()> {
                 body: &case.body,
             };
             let message = build_message(&parsed.message, &view);
-            let request = kafka_upstream::rest::request::build_request(&parsed.rest_proxy, &parsed.topic, None, parsed.partition, &message);
+            let request = kafka_upstream::rest::request::build_request(
+                &parsed.rest_proxy,
+                &parsed.topic,
+                None,
+                parsed.partition,
+                &message,
+            );
             std::hint::black_box(request);
             Ok(())
         })?;
@@ -222,7 +273,11 @@ fn main() -> Result<()> {
             noop_request_us: noop_sample.median_us(),
             filter_cost_us: cost,
             native_baseline_us: native.median_us(),
-            ratio_wasm_native: if native.median_us() > 0.0 { cost / native.median_us() } else { 0.0 },
+            ratio_wasm_native: if native.median_us() > 0.0 {
+                cost / native.median_us()
+            } else {
+                0.0
+            },
             mb_per_s: case.body.len() as f64 / filter_sample.median_us(),
         });
     }
@@ -247,9 +302,16 @@ fn main() -> Result<()> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown cpu".into());
-    format!("{cpu}, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    format!(
+        "{cpu}, {} cores",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    )
 }
 
 fn write_json(path: &Path, report: &Report) -> Result<()> {
@@ -262,17 +324,31 @@ fn write_json(path: &Path, report: &Report) -> Result<()> {
 fn print_table(r: &Report) {
     println!("machine: {}\n", r.machine);
     println!("1. Filter guest cost per request (host-sim, envoy profile, all forward_* flags on)");
-    println!("{:<14} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}", "body", "filter µs", "no-op µs", "filter-noop", "native µs", "wasm/nat", "MB/s");
+    println!(
+        "{:<14} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "body", "filter µs", "no-op µs", "filter-noop", "native µs", "wasm/nat", "MB/s"
+    );
     for g in &r.guest {
         println!(
             "{:<14} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>10.2} {:>10.1}",
-            g.case, g.filter_request_us, g.noop_request_us, g.filter_cost_us, g.native_baseline_us, g.ratio_wasm_native, g.mb_per_s
+            g.case,
+            g.filter_request_us,
+            g.noop_request_us,
+            g.filter_cost_us,
+            g.native_baseline_us,
+            g.ratio_wasm_native,
+            g.mb_per_s
         );
     }
     println!("   targets: filter cost <= 5 µs for 1 KiB; >= 300 MB/s on 1 MiB\n");
     println!("2. host-sim");
-    println!("   per-request lifecycle, no-op filter (create, headers, done, delete): {:.2} µs", r.host_overhead_noop_request_us);
+    println!(
+        "   per-request lifecycle, no-op filter (create, headers, done, delete): {:.2} µs",
+        r.host_overhead_noop_request_us
+    );
     println!("   warm start from the precompiled cache: {:.2} ms   fresh compile: {:.1} ms   ratio {:.0}x   (target warm <= 5 ms)", r.warm_start_cached_ms, r.fresh_compile_ms, r.ratio_fresh_warm);
-    println!("   VM start + root context + configure: {:.2} ms", r.vm_start_and_configure_ms);
+    println!(
+        "   VM start + root context + configure: {:.2} ms",
+        r.vm_start_and_configure_ms
+    );
 }
-

@@ -686,7 +686,7 @@ fn http_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     return Ok(Status::BadArgument);
                 }
                 let known = match profile {
-                    Profile::Envoy => state.clusters.iter().any(|c| c == &upstream),
+                    Profile::Envoy => state.knows_cluster(&upstream),
                     Profile::Kong => valid_host_port(&upstream),
                 };
                 if !known {
@@ -751,7 +751,7 @@ fn open_grpc(
     mem.check_writable(&mut *c, ret_token, 4)?;
     let state = c.data_mut();
     // Spec: PARSE_FAILURE for an unknown upstream (Envoy: a cluster it knows).
-    if !state.clusters.iter().any(|c| c == &upstream) {
+    if !state.knows_cluster(&upstream) {
         return Ok(Status::ParseFailure);
     }
     let context_id = state.effective().ok_or(Status::BadArgument)?;

@@ -11,8 +11,8 @@ use crate::error::HostError;
 use crate::profile::Profile;
 use crate::state::HttpCall;
 use crate::transcript::{
-    encode_body, CallOutcome, CallResponseFile, RequestFile, Transcript, TranscriptAction,
-    TranscriptHttpCall, TranscriptLocalResponse, TranscriptLog, UpstreamRequest,
+    encode_body, CallOutcome, CallResponseFile, RequestFile, Transcript, TranscriptAction, TranscriptHttpCall,
+    TranscriptLocalResponse, TranscriptLog, UpstreamRequest,
 };
 use crate::vm::{Vm, VmOptions};
 use std::collections::BTreeSet;
@@ -53,12 +53,6 @@ impl ScenarioOptions {
     }
 }
 
-/// The log line `proxy_http_call` writes for an upstream the host does not know (imports.rs).
-const UNKNOWN_UPSTREAM: &str = "proxy_http_call: unknown upstream ";
-
-/// Replays allowed to learn the cluster names of [`Clusters::Any`] (each learns at least one).
-const MAX_DISCOVERY_RUNS: usize = 64;
-
 /// Runs one request through the filter and reports what happened.
 ///
 /// Order: VM start; root context (`proxy_on_vm_start`, `proxy_on_configure`; if either fails or
@@ -71,11 +65,8 @@ const MAX_DISCOVERY_RUNS: usize = 64;
 /// the virtual clock does not move. Finally the stream finishes (`on_done`, `on_log`,
 /// `on_delete`).
 ///
-/// With [`Clusters::Any`] and the Envoy profile, every upstream name the filter uses is
-/// accepted. The host checks names against a list, so this is done by deterministic replay:
-/// when a run meets an unknown name it is added and the scenario runs again on a fresh VM (the
-/// default virtual clock and seeded randomness make the runs identical up to that call). Only
-/// the final run touches `options.vm.shared`. gRPC upstreams are not learnt this way.
+/// With [`Clusters::Any`] and the Envoy profile, every upstream name the filter uses (HTTP or
+/// gRPC) is accepted as a configured cluster ([`crate::VmOptions::any_cluster`]).
 ///
 /// Errors are host failures (the module cannot start, ...); a filter that traps or refuses its
 /// configuration is a transcript, not an error.
@@ -85,55 +76,11 @@ pub fn run_scenario(
     request: &RequestFile,
     responses: &[CallResponseFile],
 ) -> Result<Transcript, HostError> {
-    let profile = options.vm.profile;
-    let known = match (&options.clusters, profile) {
-        (Clusters::Only(names), _) => names.clone(),
-        (Clusters::Any, Profile::Kong) => Vec::new(),
-        (Clusters::Any, Profile::Envoy) => {
-            return run_discovering(module, options, request, responses)
-        }
-    };
     let mut vm_options = options.vm.clone();
-    vm_options.clusters = known;
-    run_once(module, vm_options, options, request, responses)
-}
-
-fn run_discovering(
-    module: &Module,
-    options: &ScenarioOptions,
-    request: &RequestFile,
-    responses: &[CallResponseFile],
-) -> Result<Transcript, HostError> {
-    let mut names = options.vm.clusters.clone();
-    for _ in 0..MAX_DISCOVERY_RUNS {
-        let mut vm_options = options.vm.clone();
-        vm_options.clusters = names.clone();
-        // A replay must not leave its metrics or shared data in the caller's state.
-        vm_options.shared = None;
-        let transcript = run_once(module, vm_options, options, request, responses)?;
-        let learnt: Vec<String> = transcript
-            .logs
-            .iter()
-            .filter_map(|l| l.message.strip_prefix(UNKNOWN_UPSTREAM))
-            .filter_map(|quoted| serde_json::from_str::<String>(quoted).ok())
-            .filter(|name| !names.contains(name))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if learnt.is_empty() {
-            if options.vm.shared.is_none() {
-                return Ok(transcript);
-            }
-            break;
-        }
-        tracing::debug!(
-            ?learnt,
-            "no --cluster given: accepting the filter's upstream names as clusters"
-        );
-        names.extend(learnt);
+    match &options.clusters {
+        Clusters::Only(names) => vm_options.clusters = names.clone(),
+        Clusters::Any => vm_options.any_cluster = true,
     }
-    let mut vm_options = options.vm.clone();
-    vm_options.clusters = names;
     run_once(module, vm_options, options, request, responses)
 }
 
@@ -251,11 +198,9 @@ fn run_once(
             grpc_status: l.grpc_status,
         }
     });
-    transcript.forwarded_upstream =
-        transcript.local_response.is_none() && vm.request_forwarded_complete(stream);
+    transcript.forwarded_upstream = transcript.local_response.is_none() && vm.request_forwarded_complete(stream);
     if vm.request_headers_forwarded(stream) {
-        let (body, body_base64) =
-            encode_body(vm.forwarded_request_body(stream).unwrap_or_default());
+        let (body, body_base64) = encode_body(vm.forwarded_request_body(stream).unwrap_or_default());
         transcript.upstream_request = Some(UpstreamRequest {
             headers: vm.request_headers(stream).unwrap_or_default(),
             body,
@@ -282,12 +227,7 @@ fn run_once(
 }
 
 /// Sends the request's headers, body chunks and trailers, noting the calls each step makes.
-fn send_request(
-    vm: &mut Vm,
-    stream: u32,
-    request: &RequestFile,
-    book: &mut CallBook,
-) -> Result<(), HostError> {
+fn send_request(vm: &mut Vm, stream: u32, request: &RequestFile, book: &mut CallBook) -> Result<(), HostError> {
     let has_trailers = !request.trailers.is_empty();
     let headers_end = !request.has_body() && !has_trailers;
     vm.send_request_headers(stream, &request.headers, headers_end)?;
@@ -444,10 +384,7 @@ mod tests {
         assert_eq!(t.local_response.as_ref().unwrap().status, 201);
         let upstream = t.upstream_request.as_ref().unwrap();
         // Not UTF-8 (0xff), so base64 of "ab\xff".
-        assert_eq!(
-            (upstream.body.as_str(), upstream.body_base64),
-            ("YWL/", true)
-        );
+        assert_eq!((upstream.body.as_str(), upstream.body_base64), ("YWL/", true));
         assert_eq!(upstream.trailers, vec![("t".to_string(), "1".to_string())]);
         assert!(t.clusters.is_none());
         assert!(t.trap.is_none());
@@ -477,7 +414,7 @@ mod tests {
         assert!(t
             .logs
             .iter()
-            .any(|l| l.message.starts_with(UNKNOWN_UPSTREAM)));
+            .any(|l| l.message.starts_with("proxy_http_call: unknown upstream")));
     }
 
     #[test]
@@ -487,11 +424,7 @@ mod tests {
         let mut req = request();
         req.trailers.clear();
         let t = run_scenario(&module, &options, &req, &[ok(), ok()]).unwrap();
-        let bodies = t
-            .actions
-            .iter()
-            .filter(|a| a.callback == "on_request_body")
-            .count();
+        let bodies = t.actions.iter().filter(|a| a.callback == "on_request_body").count();
         assert_eq!(bodies, 1);
         assert_eq!(t.profile, "kong");
         assert_eq!(t.http_calls.len(), 2);

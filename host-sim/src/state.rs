@@ -515,6 +515,8 @@ pub struct HostState {
     pub(crate) foreign: HashMap<String, ForeignFunction>,
     /// Envoy cluster names `proxy_http_call` accepts.
     pub(crate) clusters: Vec<String>,
+    /// Every name is a known cluster ([`crate::VmOptions::any_cluster`]).
+    pub(crate) any_cluster: bool,
     /// VM-wide properties set by the embedder or by the guest outside a stream.
     pub(crate) properties: HashMap<Vec<u8>, Vec<u8>>,
     /// Roots that called `proxy_done` and are waiting to be finalized.
@@ -522,6 +524,11 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// Whether `name` is an upstream cluster this host knows (Envoy profile).
+    pub(crate) fn knows_cluster(&self, name: &str) -> bool {
+        self.any_cluster || self.clusters.iter().any(|c| c == name)
+    }
+
     /// Appends a log line, dropping the oldest beyond the limit.
     pub(crate) fn push_log(&mut self, level: LogLevel, message: String) {
         let context_id = self.active.as_ref().map(|a| a.effective_id);

@@ -44,10 +44,7 @@ pub type Headers = Vec<(String, String)>;
 pub fn encode_body(bytes: &[u8]) -> (String, bool) {
     match std::str::from_utf8(bytes) {
         Ok(text) => (text.to_string(), false),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(bytes),
-            true,
-        ),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(bytes), true),
     }
 }
 
@@ -75,12 +72,8 @@ impl<'de> Deserialize<'de> for Pair {
                 f.write_str("a [name, value] pair of strings")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Pair, A::Error> {
-                let name: String = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let value: String = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                let name: String = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let value: String = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
                 if seq.next_element::<de::IgnoredAny>()?.is_some() {
                     return Err(de::Error::invalid_length(3, &self));
                 }
@@ -172,10 +165,7 @@ impl TryFrom<RawRequestFile> for RequestFile {
 
 impl From<RequestFile> for RawRequestFile {
     fn from(r: RequestFile) -> RawRequestFile {
-        let base64 = r
-            .body_chunks
-            .iter()
-            .any(|c| std::str::from_utf8(c).is_err());
+        let base64 = r.body_chunks.iter().any(|c| std::str::from_utf8(c).is_err());
         let encode = |c: &Vec<u8>| {
             if base64 {
                 base64::engine::general_purpose::STANDARD.encode(c)
@@ -276,34 +266,25 @@ impl TryFrom<RawCallResponse> for CallResponseFile {
                 ("trailers", raw.trailers.is_some()),
             ];
             if let Some((key, _)) = others.iter().find(|(_, present)| *present) {
-                return Err(format!(
-                    "a `failure` answer takes no other keys (found `{key}`)"
-                ));
+                return Err(format!("a `failure` answer takes no other keys (found `{key}`)"));
             }
             let failure = FAILURES
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, f)| *f)
-                .ok_or_else(|| {
-                    format!(
-                        "unknown failure {name:?} (expected timeout, broken_connection or reset)"
-                    )
-                })?;
+                .ok_or_else(|| format!("unknown failure {name:?} (expected timeout, broken_connection or reset)"))?;
             return Ok(CallResponseFile {
                 reply: HttpCallReply::Failure(failure),
             });
         }
-        let status = raw.status.ok_or(
-            "needs `status` (a response) or `failure` (timeout, broken_connection or reset)",
-        )?;
+        let status = raw
+            .status
+            .ok_or("needs `status` (a response) or `failure` (timeout, broken_connection or reset)")?;
         if !(100..=599).contains(&status) {
             return Err(format!("`status` {status} is not an HTTP status (100-599)"));
         }
         let headers = raw.headers.unwrap_or_default();
-        if headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(":status"))
-        {
+        if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(":status")) {
             return Err("give the status as `status`, not as a `:status` header".into());
         }
         let body = decode_body(
@@ -633,10 +614,7 @@ mod tests {
         let r = request(r#"{"headers":[],"body":"AAEC/w==","body_base64":true}"#).unwrap();
         assert_eq!(r.body_chunks, vec![vec![0, 1, 2, 255]]);
         let r = request(r#"{"headers":[],"body_chunks":["ab","","cd"]}"#).unwrap();
-        assert_eq!(
-            r.body_chunks,
-            vec![b"ab".to_vec(), b"".to_vec(), b"cd".to_vec()]
-        );
+        assert_eq!(r.body_chunks, vec![b"ab".to_vec(), b"".to_vec(), b"cd".to_vec()]);
         let r = request(r#"{"headers":[],"body":""}"#).unwrap();
         assert!(!r.has_body());
         let r = request(r#"{"headers":[],"trailers":[["grpc-status","0"]]}"#).unwrap();
@@ -649,10 +627,7 @@ mod tests {
         let e = request(r#"{"body":"x"}"#).unwrap_err();
         assert!(e.contains("missing field `headers`"), "{e}");
         let e = request(r#"{"headers":[[":method"]]}"#).unwrap_err();
-        assert!(
-            e.contains("expected a [name, value] pair of strings"),
-            "{e}"
-        );
+        assert!(e.contains("expected a [name, value] pair of strings"), "{e}");
         let e = request(r#"{"headers":[[":method","GET","x"]]}"#).unwrap_err();
         assert!(e.contains("[name, value] pair"), "{e}");
         let e = request(r#"{"headers":[[":status",200]]}"#).unwrap_err();
@@ -685,11 +660,7 @@ mod tests {
             },
         ] {
             let json = serde_json::to_string(&r).unwrap();
-            assert_eq!(
-                RequestFile::from_json(json.as_bytes()).unwrap(),
-                r,
-                "{json}"
-            );
+            assert_eq!(RequestFile::from_json(json.as_bytes()).unwrap(), r, "{json}");
         }
     }
 
@@ -701,19 +672,13 @@ mod tests {
             r.reply,
             HttpCallReply::Response {
                 status: 200,
-                headers: vec![(
-                    "content-type".into(),
-                    "application/vnd.kafka.v2+json".into()
-                )],
+                headers: vec![("content-type".into(), "application/vnd.kafka.v2+json".into())],
                 body: b"{}".to_vec(),
                 trailers: vec![],
             }
         );
         let r = response(r#"{"status":204}"#).unwrap();
-        assert!(matches!(
-            r.reply,
-            HttpCallReply::Response { status: 204, .. }
-        ));
+        assert!(matches!(r.reply, HttpCallReply::Response { status: 204, .. }));
         for (name, failure) in FAILURES {
             let r = response(&format!(r#"{{"failure":"{name}"}}"#)).unwrap();
             assert_eq!(r.reply, HttpCallReply::Failure(*failure));

@@ -37,6 +37,9 @@ pub struct VmOptions {
     pub vm_configuration: Vec<u8>,
     /// Upstream clusters `proxy_http_call` and gRPC accept (Envoy profile).
     pub clusters: Vec<String>,
+    /// Accept every upstream name as a configured cluster (Envoy profile), for runs where the
+    /// deployment's clusters are not known (`host-sim run` without `--cluster`).
+    pub any_cluster: bool,
     /// Resource limits.
     pub limits: Limits,
     /// WASI clocks, randomness, environment.
@@ -56,6 +59,7 @@ impl VmOptions {
             plugin_name: "filter".into(),
             vm_configuration: Vec::new(),
             clusters: Vec::new(),
+            any_cluster: false,
             limits: Limits::default(),
             wasi: WasiOptions::default(),
             log_level: profile.default_log_level(),
@@ -189,6 +193,7 @@ impl Vm {
             shared,
             foreign: Default::default(),
             clusters: options.clusters.clone(),
+            any_cluster: options.any_cluster,
             properties: Default::default(),
             done_roots: Vec::new(),
         };

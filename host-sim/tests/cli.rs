@@ -22,11 +22,7 @@ fn wat_bytes(bytes: &[u8]) -> String {
 /// It imports `proxy_get_log_level` (Kong lacks it) and `proxy_no_such_function` (nobody has it)
 /// without calling them.
 fn filter_wat(upstream: &str) -> String {
-    let call_headers = encode_pairs(&[
-        (":method", "GET"),
-        (":path", "/lookup"),
-        (":authority", "backend"),
-    ]);
+    let call_headers = encode_pairs(&[(":method", "GET"), (":path", "/lookup"), (":authority", "backend")]);
     let response_headers = encode_pairs(&[("x-sim", "1")]);
     format!(
         r#"(module
@@ -163,10 +159,7 @@ fn usage_error(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
     assert_eq!(err.lines().count(), 1, "one line expected: {err}");
     assert!(err.starts_with("host-sim: "), "{err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
     assert!(out.stdout.is_empty());
     err.trim_end().to_string()
 }
@@ -188,10 +181,7 @@ fn info_text() {
     assert!(text.contains("  env.proxy_http_call\n"), "{text}");
     assert!(text.contains("envoy: none"), "{text}");
     assert!(text.contains("kong:  proxy_get_log_level"), "{text}");
-    assert!(
-        text.contains("(linked as traps): env.proxy_no_such_function"),
-        "{text}"
-    );
+    assert!(text.contains("(linked as traps): env.proxy_no_such_function"), "{text}");
 }
 
 #[test]
@@ -204,14 +194,8 @@ fn info_json() {
     assert_eq!(info["size"], size);
     assert_eq!(info["sha256"], sha256_of(&f.path("filter.wat")));
     assert_eq!(info["abi_version"], "proxy_abi_version_0_2_1");
-    assert!(info["exports"]
-        .as_array()
-        .unwrap()
-        .contains(&"memory".into()));
-    assert!(info["imports"]
-        .as_array()
-        .unwrap()
-        .contains(&"env.proxy_log".into()));
+    assert!(info["exports"].as_array().unwrap().contains(&"memory".into()));
+    assert!(info["imports"].as_array().unwrap().contains(&"env.proxy_log".into()));
     assert_eq!(info["unimplemented"]["envoy"], serde_json::json!([]));
     assert_eq!(
         info["unimplemented"]["kong"],
@@ -262,9 +246,7 @@ fn run_prints_the_transcript() {
     assert_eq!(t["forwarded_upstream"], false);
     let logs = t["logs"].as_array().unwrap();
     assert!(
-        logs.contains(
-            &serde_json::json!({"level":"info","message":"hello from wat","context_id":2})
-        ),
+        logs.contains(&serde_json::json!({"level":"info","message":"hello from wat","context_id":2})),
         "{logs:?}"
     );
     assert!(!logs
@@ -275,12 +257,7 @@ fn run_prints_the_transcript() {
 #[test]
 fn run_with_a_cluster_list_refuses_other_names() {
     let f = Fixture::new();
-    let t = f.run_json(&[
-        "--cluster",
-        "other",
-        "--http-call-response",
-        "@response.json",
-    ]);
+    let t = f.run_json(&["--cluster", "other", "--http-call-response", "@response.json"]);
     assert_eq!(t["http_calls"], serde_json::json!([]));
     assert_eq!(t["local_response"]["status"], 502);
     assert_eq!(t["local_response"]["body"], "no upstream");
@@ -348,11 +325,7 @@ fn run_reports_a_trap() {
     );
     assert_eq!(t["http_calls"][0]["outcome"], "cancelled");
     assert_eq!(t["unused_http_call_responses"], 1);
-    assert!(t["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|l| l["level"] == "critical"));
+    assert!(t["logs"].as_array().unwrap().iter().any(|l| l["level"] == "critical"));
 
     // Kong: the whole body arrives once, the callback traps, Kong answers 500.
     let out = f.host_sim(&[
@@ -368,10 +341,7 @@ fn run_reports_a_trap() {
     let t: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(t["profile"], "kong");
     assert!(t.get("clusters").is_none());
-    assert!(t["trap"]
-        .as_str()
-        .expect("a trap")
-        .contains("on_request_body"));
+    assert!(t["trap"].as_str().expect("a trap").contains("on_request_body"));
     assert_eq!(t["local_response"]["status"], 500);
 }
 
@@ -441,14 +411,8 @@ fn bad_json_request_is_one_line() {
         "@request.json",
     ]);
     let line = usage_error(&out);
-    assert!(
-        line.contains("request.json: not a valid request file"),
-        "{line}"
-    );
-    assert!(
-        line.contains("[name, value] pair") && line.contains("line 1"),
-        "{line}"
-    );
+    assert!(line.contains("request.json: not a valid request file"), "{line}");
+    assert!(line.contains("[name, value] pair") && line.contains("line 1"), "{line}");
 
     f.write("request.json", "{ not json");
     let out = f.host_sim(&[
@@ -489,15 +453,7 @@ fn bad_module_and_bad_flags_are_one_line() {
     let line = usage_error(&f.host_sim(&["info", "@plain.wat"]));
     assert!(line.contains("unsupported proxy-wasm ABI"), "{line}");
 
-    let line = usage_error(&f.host_sim(&[
-        "run",
-        "--profile",
-        "nginx",
-        "--filter",
-        "x",
-        "--request",
-        "y",
-    ]));
+    let line = usage_error(&f.host_sim(&["run", "--profile", "nginx", "--filter", "x", "--request", "y"]));
     assert!(line.contains("invalid value 'nginx'"), "{line}");
     let line = usage_error(&f.host_sim(&["run", "--profile", "envoy"]));
     assert!(line.contains("--filter <FILE>"), "{line}");

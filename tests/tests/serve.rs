@@ -18,12 +18,22 @@ use std::time::Duration;
 async fn start_rest_proxy() -> (Arc<RestProxy>, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let proxy = RestProxy::new(RestProxyConfig { listen: addr, ..RestProxyConfig::default() }).unwrap();
+    let proxy = RestProxy::new(RestProxyConfig {
+        listen: addr,
+        ..RestProxyConfig::default()
+    })
+    .unwrap();
     tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
     (proxy, addr)
 }
 
-async fn start_gateway(profile: Profile, filter: &Path, config: Value, rest: SocketAddr, reload: Option<Duration>) -> RunningGateway {
+async fn start_gateway(
+    profile: Profile,
+    filter: &Path,
+    config: Value,
+    rest: SocketAddr,
+    reload: Option<Duration>,
+) -> RunningGateway {
     let mut upstreams = BTreeMap::new();
     if profile == Profile::Envoy {
         upstreams.insert("kafka_rest".to_string(), rest);
@@ -56,7 +66,13 @@ async fn start_gateway(profile: Profile, filter: &Path, config: Value, rest: Soc
     .expect("gateway starts")
 }
 
-async fn send(gateway: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> UpstreamResponse {
+async fn send(
+    gateway: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> UpstreamResponse {
     let mut all = vec![
         (":method".to_string(), method.to_string()),
         (":path".to_string(), path.to_string()),
@@ -64,20 +80,26 @@ async fn send(gateway: SocketAddr, method: &str, path: &str, headers: &[(&str, &
     ];
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Client::default()
-        .send(&gateway.to_string(), UpstreamRequest::from_call_headers(&all, body.to_vec()))
+        .send(
+            &gateway.to_string(),
+            UpstreamRequest::from_call_headers(&all, body.to_vec()),
+        )
         .await
         .expect("gateway answers")
 }
 
 fn body_json(resp: &UpstreamResponse) -> Value {
-    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&resp.body)))
+    serde_json::from_slice(&resp.body)
+        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&resp.body)))
 }
 
 async fn messages(proxy: &RestProxy, topic: &str) -> Vec<Value> {
     let records = proxy.read_records(topic, None, 0, 1000).await.unwrap_or_default();
     records
         .iter()
-        .map(|r| serde_json::from_slice(r.value.as_deref().expect("record has a value")).expect("value is the message JSON"))
+        .map(|r| {
+            serde_json::from_slice(r.value.as_deref().expect("record has a value")).expect("value is the message JSON")
+        })
         .collect()
 }
 
@@ -103,24 +125,59 @@ async fn requests_reach_the_rest_proxy(profile: Profile) {
     assert_eq!((get.status, body_json(&get)), (200, sent.clone()), "GET");
 
     let doc = br#"{"order":42,"items":[1,2]}"#;
-    let post = send(addr, "POST", "/orders", &[("content-type", "application/json"), ("content-length", "26")], doc).await;
+    let post = send(
+        addr,
+        "POST",
+        "/orders",
+        &[("content-type", "application/json"), ("content-length", "26")],
+        doc,
+    )
+    .await;
     assert_eq!((post.status, body_json(&post)), (200, sent.clone()), "POST JSON");
 
     let form = b"name=ada&lang=rust&lang=c";
-    let posted_form = send(addr, "POST", "/forms", &[("content-type", "application/x-www-form-urlencoded"), ("content-length", "25")], form).await;
+    let posted_form = send(
+        addr,
+        "POST",
+        "/forms",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("content-length", "25"),
+        ],
+        form,
+    )
+    .await;
     assert_eq!(posted_form.status, 200, "form");
 
     let binary = [0u8, 159, 146, 150, 255];
-    let posted_binary = send(addr, "PUT", "/blob", &[("content-type", "application/octet-stream"), ("content-length", "5")], &binary).await;
+    let posted_binary = send(
+        addr,
+        "PUT",
+        "/blob",
+        &[("content-type", "application/octet-stream"), ("content-length", "5")],
+        &binary,
+    )
+    .await;
     assert_eq!(posted_binary.status, 200, "binary");
 
     let big = vec![b'x'; (1 << 20) + 1];
     let big_len = big.len().to_string();
-    let oversized = send(addr, "POST", "/big", &[("content-type", "text/plain"), ("content-length", &big_len)], &big).await;
+    let oversized = send(
+        addr,
+        "POST",
+        "/big",
+        &[("content-type", "text/plain"), ("content-length", &big_len)],
+        &big,
+    )
+    .await;
     assert_eq!(oversized.status, 413, "oversized body");
 
     let produced = messages(&proxy, "orders").await;
-    assert_eq!(produced.len(), 4, "one record per accepted request, none for the 413: {produced:#?}");
+    assert_eq!(
+        produced.len(),
+        4,
+        "one record per accepted request, none for the 413: {produced:#?}"
+    );
     assert_eq!(produced[0]["method"], "GET");
     assert_eq!(produced[0]["uri"], "/orders?id=7&tag=a&tag=b");
     assert_eq!(produced[0]["uri_args"], json!({"id": "7", "tag": ["a", "b"]}));
@@ -147,7 +204,10 @@ async fn kong_profile_gateway_produces_every_request() {
 async fn rest_proxy_down_is_a_502_not_a_200() {
     let (_proxy, rest) = start_rest_proxy().await;
     // A port nothing listens on: bind, note it, close it.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut config = all_flags("kafka_rest");
     config["rest_proxy"]["timeout"] = json!(2000);
     let gateway = start_gateway(Profile::Envoy, &wasm_path("kafka_upstream"), config, dead, None).await;
@@ -186,7 +246,14 @@ async fn hot_reload_under_load_loses_no_request() {
     let filter = dir.path().join("kafka_upstream.wasm");
     let original = std::fs::read(wasm_path("kafka_upstream")).unwrap();
     std::fs::write(&filter, &original).unwrap();
-    let gateway = start_gateway(Profile::Envoy, &filter, all_flags("kafka_rest"), rest, Some(Duration::from_millis(50))).await;
+    let gateway = start_gateway(
+        Profile::Envoy,
+        &filter,
+        all_flags("kafka_rest"),
+        rest,
+        Some(Duration::from_millis(50)),
+    )
+    .await;
     let addr = gateway.local_addr;
     let admin = gateway.admin_addr.unwrap();
     let status_sha = || async move {
@@ -216,7 +283,10 @@ async fn hot_reload_under_load_loses_no_request() {
     let mut total = 0;
     for client in clients {
         let statuses = client.await.unwrap();
-        assert!(statuses.iter().all(|s| *s == 200), "a request failed during reload: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "a request failed during reload: {statuses:?}"
+        );
         total += statuses.len();
     }
     // The watcher polls every 50 ms; give it a bounded moment to finish if the load was quick.
@@ -229,7 +299,11 @@ async fn hot_reload_under_load_loses_no_request() {
         after = status_sha().await;
     }
     assert_ne!(before, after, "the admin endpoint shows the new module's sha256");
-    assert_eq!(messages(&proxy, "orders").await.len(), total, "every acknowledged request is in the topic");
+    assert_eq!(
+        messages(&proxy, "orders").await.len(),
+        total,
+        "every acknowledged request is in the topic"
+    );
     let after_reload = send(addr, "GET", "/after", &[], b"").await;
     assert_eq!(after_reload.status, 200);
     gateway.shutdown().await;

@@ -34,12 +34,7 @@ pub fn encode_base64(bytes: &[u8]) -> String {
 
 /// The media type of a `Content-Type` value: lower-cased, parameters (`; charset=...`) dropped.
 pub fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
 /// Embedded format of a v2 produce request, from its Content-Type.
@@ -159,12 +154,7 @@ pub fn decode_binary(data: &Value) -> Result<Bytes, ApiError> {
     BASE64
         .decode(text.as_bytes())
         .map(Bytes::from)
-        .map_err(|_| {
-            ApiError::bad_request(format!(
-                "data={} is not a valid base64 string.",
-                json_text(data)
-            ))
-        })
+        .map_err(|_| ApiError::bad_request(format!("data={} is not a valid base64 string.", json_text(data))))
 }
 
 fn parse_json_body(body: &[u8]) -> Result<Value, ApiError> {
@@ -174,15 +164,11 @@ fn parse_json_body(body: &[u8]) -> Result<Value, ApiError> {
 fn int32_field(name: &str, v: &Value) -> Result<Option<i32>, ApiError> {
     match v {
         Value::Null => Ok(None),
-        Value::Number(n) => n
-            .as_i64()
-            .and_then(|i| i32::try_from(i).ok())
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "Cannot deserialize value of type `java.lang.Integer` from {n} for field \"{name}\""
-                ))
-            }),
+        Value::Number(n) => n.as_i64().and_then(|i| i32::try_from(i).ok()).map(Some).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Cannot deserialize value of type `java.lang.Integer` from {n} for field \"{name}\""
+            ))
+        }),
         other => Err(ApiError::bad_request(format!(
             "Cannot deserialize value of type `java.lang.Integer` from {} value for field \"{name}\"",
             type_name(other)
@@ -202,9 +188,7 @@ const V2_RECORD_FIELDS: [&str; 3] = ["key", "value", "partition"];
 fn check_v2_fields(obj: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
     match obj.keys().find(|k| !known.contains(&k.as_str())) {
         // rest-utils' JacksonMessageBodyProvider: UnrecognizedPropertyException → 422.
-        Some(unknown) => Err(ApiError::unprocessable(format!(
-            "Unrecognized field: {unknown}"
-        ))),
+        Some(unknown) => Err(ApiError::unprocessable(format!("Unrecognized field: {unknown}"))),
         None => Ok(()),
     }
 }
@@ -212,24 +196,14 @@ fn check_v2_fields(obj: &Map<String, Value>, known: &[&str]) -> Result<(), ApiEr
 /// Decodes a v2 produce body (`{"records":[{"key","value","partition"}], ...}`).
 ///
 /// Records get `now_ms` as timestamp, as kafka-rest stamps v2 records with `Instant.now()`.
-pub fn parse_v2(
-    body: &[u8],
-    format: V2Format,
-    now_ms: i64,
-) -> Result<Vec<ProduceRecord>, ApiError> {
+pub fn parse_v2(body: &[u8], format: V2Format, now_ms: i64) -> Result<Vec<ProduceRecord>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::unprocessable(
-            "Request body is empty. Data is required.",
-        ));
+        return Err(ApiError::unprocessable("Request body is empty. Data is required."));
     }
     let root = parse_json_body(body)?;
     let obj = match &root {
         Value::Object(obj) => obj,
-        Value::Null => {
-            return Err(ApiError::unprocessable(
-                "Request body is empty. Data is required.",
-            ))
-        }
+        Value::Null => return Err(ApiError::unprocessable("Request body is empty. Data is required.")),
         other => {
             return Err(ApiError::bad_request(format!(
                 "Cannot deserialize value of type `ProduceRequest` from {} value",
@@ -243,9 +217,9 @@ pub fn parse_v2(
         Some(Value::Array(items)) => items.iter().collect(),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-            "Cannot deserialize value of type `java.util.List` from {} value for field \"records\"",
-            type_name(other)
-        )))
+                "Cannot deserialize value of type `java.util.List` from {} value for field \"records\"",
+                type_name(other)
+            )))
         }
     };
     // The raw text of each record, for the JSON format (see `json_bytes`).
@@ -271,25 +245,16 @@ pub fn parse_v2(
         };
         let raw_key = raw.and_then(|r| raw_member(r, "key"));
         let raw_value = raw.and_then(|r| raw_member(r, "value"));
-        out.push((
-            partition,
-            (rec.get("key"), raw_key),
-            (rec.get("value"), raw_value),
-        ));
+        out.push((partition, (rec.get("key"), raw_key), (rec.get("value"), raw_value)));
     }
     if out.is_empty() {
         // @NotEmpty on ProduceRequest.records.
         return Err(ApiError::unprocessable("records must not be empty"));
     }
     if format == V2Format::Schema {
-        let has_schema = [
-            "key_schema",
-            "key_schema_id",
-            "value_schema",
-            "value_schema_id",
-        ]
-        .iter()
-        .any(|f| obj.get(*f).is_some_and(|v| !v.is_null()));
+        let has_schema = ["key_schema", "key_schema_id", "value_schema", "value_schema_id"]
+            .iter()
+            .any(|f| obj.get(*f).is_some_and(|v| !v.is_null()));
         return Err(if has_schema {
             // SchemaManagerThrowing
             ApiError::invalid_payload("Schema Registry must be configured when using schemas.")
@@ -437,12 +402,7 @@ fn v3_data(field: &str, v: &Value, raw: Option<&str>) -> Result<Option<V3Data>, 
         (V3Format::Binary, d) => Some(decode_binary(d)?),
         (V3Format::Json, d) => Some(json_bytes(raw.and_then(|r| raw_member(r, "data")), d)),
         (V3Format::String, Value::String(s)) => Some(Bytes::from(s.clone())),
-        (V3Format::String, d) => {
-            return Err(ApiError::bad_request(format!(
-                "data={} is not a string.",
-                json_text(d)
-            )))
-        }
+        (V3Format::String, d) => return Err(ApiError::bad_request(format!("data={} is not a string.", json_text(d)))),
     };
     Ok(Some(V3Data { format, bytes }))
 }
@@ -453,9 +413,9 @@ fn v3_headers(v: &Value) -> Result<Vec<RecordHeader>, ApiError> {
         Value::Array(items) => items,
         other => {
             return Err(ApiError::bad_request(format!(
-            "Cannot deserialize value of type `java.util.List` from {} value for field \"headers\"",
-            type_name(other)
-        )))
+                "Cannot deserialize value of type `java.util.List` from {} value for field \"headers\"",
+                type_name(other)
+            )))
         }
     };
     items
@@ -474,22 +434,16 @@ fn v3_headers(v: &Value) -> Result<Vec<RecordHeader>, ApiError> {
             }
             let name = match h.get("name") {
                 Some(Value::String(n)) => n.clone(),
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "Header name is required and must be a string.",
-                    ))
-                }
+                _ => return Err(ApiError::bad_request("Header name is required and must be a string.")),
             };
             let value = match h.get("value") {
                 None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(BASE64.decode(s.as_bytes()).map(Bytes::from).map_err(
-                    |_| {
-                        ApiError::bad_request(format!(
-                            "Cannot deserialize value of type `byte[]` from String \"{s}\": \
+                Some(Value::String(s)) => Some(BASE64.decode(s.as_bytes()).map(Bytes::from).map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "Cannot deserialize value of type `byte[]` from String \"{s}\": \
                              Failed to decode VALUE_STRING as base64"
-                        ))
-                    },
-                )?),
+                    ))
+                })?),
                 Some(other) => {
                     return Err(ApiError::bad_request(format!(
                         "Cannot deserialize value of type `byte[]` from {} value",
@@ -513,11 +467,7 @@ pub fn parse_v3_record(raw: &str) -> Result<V3Record, ApiError> {
 pub fn parse_v3_value(v: &Value, raw: Option<&str>) -> Result<V3Record, ApiError> {
     let obj = match v {
         Value::Object(obj) => obj,
-        Value::Null => {
-            return Err(ApiError::invalid_payload(
-                "Request body is empty. Data is required.",
-            ))
-        }
+        Value::Null => return Err(ApiError::invalid_payload("Request body is empty. Data is required.")),
         other => {
             return Err(ApiError::bad_request(format!(
                 "Cannot deserialize value of type `ProduceRequest` from {} value",
@@ -656,36 +606,21 @@ mod tests {
         let e = err_of(v2("{", V2Format::Binary));
         assert_eq!((e.status, e.error_code), (StatusCode::BAD_REQUEST, 400));
         let e = err_of(v2(r#"{"records":[]}"#, V2Format::Binary));
-        assert_eq!(
-            (e.status, e.error_code),
-            (StatusCode::UNPROCESSABLE_ENTITY, 422)
-        );
+        assert_eq!((e.status, e.error_code), (StatusCode::UNPROCESSABLE_ENTITY, 422));
         assert_eq!(e.message, "records must not be empty");
         let e = err_of(v2(r#"{}"#, V2Format::Binary));
         assert_eq!(e.error_code, 422);
         let e = err_of(v2("", V2Format::Binary));
         assert_eq!(e.error_code, 422);
-        let e = err_of(v2(
-            r#"{"records":[{"value":"x"}],"extra":1}"#,
-            V2Format::Json,
-        ));
-        assert_eq!(
-            (e.error_code, e.message.as_str()),
-            (422, "Unrecognized field: extra")
-        );
+        let e = err_of(v2(r#"{"records":[{"value":"x"}],"extra":1}"#, V2Format::Json));
+        assert_eq!((e.error_code, e.message.as_str()), (422, "Unrecognized field: extra"));
         let e = err_of(v2(r#"{"records":[{"valu":"x"}]}"#, V2Format::Json));
         assert_eq!(e.message, "Unrecognized field: valu");
         let e = err_of(v2(r#"{"records":{"value":"x"}}"#, V2Format::Json));
         assert_eq!(e.error_code, 400);
-        let e = err_of(v2(
-            r#"{"records":[{"value":"x","partition":"1"}]}"#,
-            V2Format::Json,
-        ));
+        let e = err_of(v2(r#"{"records":[{"value":"x","partition":"1"}]}"#, V2Format::Json));
         assert_eq!(e.error_code, 400);
-        let e = err_of(v2(
-            r#"{"records":[{"value":"x","partition":1.5}]}"#,
-            V2Format::Json,
-        ));
+        let e = err_of(v2(r#"{"records":[{"value":"x","partition":1.5}]}"#, V2Format::Json));
         assert_eq!(e.error_code, 400);
         let e = err_of(v2(r#"{"records":[{"value":"!!!"}]}"#, V2Format::Binary));
         assert_eq!(
@@ -703,10 +638,7 @@ mod tests {
     #[test]
     fn v2_schema_formats_need_a_registry() {
         let e = err_of(v2(r#"{"records":[{"value":"x"}]}"#, V2Format::Schema));
-        assert_eq!(
-            (e.status, e.error_code),
-            (StatusCode::UNPROCESSABLE_ENTITY, 42207)
-        );
+        assert_eq!((e.status, e.error_code), (StatusCode::UNPROCESSABLE_ENTITY, 42207));
         let e = err_of(v2(
             r#"{"value_schema":"{\"type\":\"string\"}","records":[{"value":"x"}]}"#,
             V2Format::Schema,
@@ -745,8 +677,7 @@ mod tests {
         );
         assert_eq!(r.timestamp_ms, Some(1_612_552_482_000));
 
-        let r = v3(json!({"value": {"type": "BINARY", "data": null}}))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let r = v3(json!({"value": {"type": "BINARY", "data": null}})).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.value.as_ref().map(V3Data::size), Some(-1));
         assert_eq!(r.key, None);
     }
@@ -757,10 +688,7 @@ mod tests {
         assert_eq!(e.error_code, 400);
         assert!(e.message.starts_with("Unrecognized field \"records\""));
         let e = err_of(v3(json!({"value": {"data": "x"}})));
-        assert_eq!(
-            (e.status, e.error_code),
-            (StatusCode::UNPROCESSABLE_ENTITY, 42206)
-        );
+        assert_eq!((e.status, e.error_code), (StatusCode::UNPROCESSABLE_ENTITY, 42206));
         let e = err_of(v3(json!({"value": {"type": "AVRO", "data": "x"}})));
         assert_eq!(e.error_code, 42206);
         let e = err_of(v3(json!({"value": {"type": "binary", "data": "x"}})));
@@ -796,13 +724,10 @@ mod tests {
             V2Format::Json,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            recs[0].value.as_deref(),
-            Some(&br#"{"z":1,"a":{"y":2,"b":3}}"#[..])
-        );
+        assert_eq!(recs[0].value.as_deref(), Some(&br#"{"z":1,"a":{"y":2,"b":3}}"#[..]));
         assert_eq!(recs[1].key.as_deref(), Some(&b"[3,1]"[..]));
-        let r = parse_v3_record(r#"{"value":{"type":"JSON","data":{"z":1,  "a":2}}}"#)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let r =
+            parse_v3_record(r#"{"value":{"type":"JSON","data":{"z":1,  "a":2}}}"#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             r.value.and_then(|v| v.bytes),
             Some(Bytes::from_static(br#"{"z":1,"a":2}"#))

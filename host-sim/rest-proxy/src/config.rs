@@ -40,9 +40,7 @@ impl FromStr for TopicSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, partitions) = match s.rsplit_once(':') {
             Some((name, count)) => {
-                let n: u32 = count
-                    .parse()
-                    .map_err(|_| ConfigError::BadTopicSpec(s.to_string()))?;
+                let n: u32 = count.parse().map_err(|_| ConfigError::BadTopicSpec(s.to_string()))?;
                 (name, Some(n))
             }
             None => (s, None),
@@ -376,35 +374,18 @@ mod tests {
         let cli = Cli::try_parse_from(["x", "--kafka-bootstrap", "127.0.0.1:9092,localhost:9093"])
             .unwrap_or_else(|e| panic!("{e}"));
         let config = cli.args.into_config().unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            matches!(&config.storage, StorageConfig::Kafka { bootstrap, .. } if bootstrap.len() == 2)
-        );
-        let cli = Cli::try_parse_from(["x", "--kafka-bootstrap", "nohost"])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(
-            cli.args.into_config(),
-            Err(ConfigError::BadBootstrap(_))
-        ));
+        assert!(matches!(&config.storage, StorageConfig::Kafka { bootstrap, .. } if bootstrap.len() == 2));
+        let cli = Cli::try_parse_from(["x", "--kafka-bootstrap", "nohost"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.args.into_config(), Err(ConfigError::BadBootstrap(_))));
     }
 
     #[test]
     fn bad_values_are_rejected() {
         let cli = Cli::try_parse_from(["x", "--partitions", "0"]).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(
-            cli.args.into_config(),
-            Err(ConfigError::BadPartitions(0))
-        ));
-        let cli =
-            Cli::try_parse_from(["x", "--cluster-id", "a b"]).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(
-            cli.args.into_config(),
-            Err(ConfigError::BadClusterId(_))
-        ));
-        let cli = Cli::try_parse_from(["x", "--max-request-bytes", "0"])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(
-            cli.args.into_config(),
-            Err(ConfigError::ZeroLimit(_))
-        ));
+        assert!(matches!(cli.args.into_config(), Err(ConfigError::BadPartitions(0))));
+        let cli = Cli::try_parse_from(["x", "--cluster-id", "a b"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.args.into_config(), Err(ConfigError::BadClusterId(_))));
+        let cli = Cli::try_parse_from(["x", "--max-request-bytes", "0"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.args.into_config(), Err(ConfigError::ZeroLimit(_))));
     }
 }

@@ -82,11 +82,7 @@ impl ApiError {
 
     /// Jersey's 405 for a known path with another method.
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            405,
-            "HTTP 405 Method Not Allowed",
-        )
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, 405, "HTTP 405 Method Not Allowed")
     }
 
     /// Jersey's 415 for a request Content-Type the resource does not consume.

@@ -97,10 +97,7 @@ impl Fault {
                 ("error_code", spec.error_code.is_some()),
                 ("message", spec.message.is_some()),
             ];
-            match given
-                .iter()
-                .find(|(name, set)| *set && !allowed.contains(name))
-            {
+            match given.iter().find(|(name, set)| *set && !allowed.contains(name)) {
                 Some((name, _)) => Err(format!("`{name}` does not apply to kind `{}`", spec.kind)),
                 None => Ok(()),
             }
@@ -116,9 +113,9 @@ impl Fault {
                 FaultAction::HttpError {
                     status,
                     error_code: spec.error_code.unwrap_or(i32::from(status)),
-                    message: spec.message.unwrap_or_else(|| {
-                        format!("HTTP {status} {}", code.canonical_reason().unwrap_or("Error"))
-                    }),
+                    message: spec
+                        .message
+                        .unwrap_or_else(|| format!("HTTP {status} {}", code.canonical_reason().unwrap_or("Error"))),
                 }
             }
             "record_error" => {
@@ -163,10 +160,9 @@ impl Fault {
             } => {
                 json!({"kind": "http_error", "status": status, "error_code": error_code, "message": message})
             }
-            FaultAction::RecordError {
-                error_code,
-                message,
-            } => json!({"kind": "record_error", "error_code": error_code, "message": message}),
+            FaultAction::RecordError { error_code, message } => {
+                json!({"kind": "record_error", "error_code": error_code, "message": message})
+            }
             FaultAction::DropConnection => json!({"kind": "drop_connection"}),
             FaultAction::Delay => json!({"kind": "delay"}),
         };
@@ -237,9 +233,7 @@ impl FaultQueue {
     /// Takes one use of the first fault that applies to a produce request to `topic`.
     pub fn take(&self, topic: &str) -> Option<Fault> {
         let mut q = self.lock();
-        let idx = q
-            .iter()
-            .position(|f| f.topic.as_deref().is_none_or(|t| t == topic))?;
+        let idx = q.iter().position(|f| f.topic.as_deref().is_none_or(|t| t == topic))?;
         let fault = q.get_mut(idx)?;
         let taken = Fault {
             count: 1,
@@ -268,10 +262,7 @@ mod tests {
                 message: "HTTP 503 Service Unavailable".into()
             }
         );
-        assert_eq!(
-            (f[0].count, f[0].delay_ms, f[0].topic.as_deref()),
-            (1, 0, None)
-        );
+        assert_eq!((f[0].count, f[0].delay_ms, f[0].topic.as_deref()), (1, 0, None));
         let f = parse_faults(
             br#"[{"kind":"record_error","topic":"t","count":2},{"kind":"drop_connection","delay_ms":5},{"kind":"delay","delay_ms":10}]"#,
         )
@@ -302,11 +293,7 @@ mod tests {
             br#"42"#,
             br#"{"#,
         ] {
-            assert!(
-                parse_faults(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(parse_faults(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
 
@@ -314,13 +301,9 @@ mod tests {
     fn queue_consumes_in_order_and_by_topic() {
         let q = FaultQueue::default();
         q.push(
-            parse_faults(br#"[{"kind":"delay","topic":"a","count":2},{"kind":"drop_connection"}]"#)
-                .unwrap_or_default(),
+            parse_faults(br#"[{"kind":"delay","topic":"a","count":2},{"kind":"drop_connection"}]"#).unwrap_or_default(),
         );
-        assert_eq!(
-            q.take("b").map(|f| f.action),
-            Some(FaultAction::DropConnection)
-        );
+        assert_eq!(q.take("b").map(|f| f.action), Some(FaultAction::DropConnection));
         assert_eq!(q.take("b"), None);
         assert_eq!(q.take("a").map(|f| f.count), Some(1));
         assert_eq!(q.list().first().map(|f| f.count), Some(1));

@@ -49,11 +49,7 @@ pub struct Reply {
 
 impl Reply {
     /// A JSON reply of any serializable value.
-    pub fn json<T: serde::Serialize + ?Sized>(
-        status: StatusCode,
-        content_type: &'static str,
-        value: &T,
-    ) -> Reply {
+    pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, content_type: &'static str, value: &T) -> Reply {
         let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
         Reply {
             status,
@@ -156,17 +152,12 @@ fn route(method: &Method, path: &str) -> Result<Route, (ApiError, Option<&'stati
         ["topics", _, "partitions", _] => (Route::V2Produce(s(1), Some(s(3))), &[Method::POST]),
         ["v3", "clusters"] => (Route::V3Clusters, &[Method::GET]),
         ["v3", "clusters", _] => (Route::V3Cluster(s(2)), &[Method::GET]),
-        ["v3", "clusters", _, "topics", _, "records"] => {
-            (Route::V3Produce(s(2), s(4)), &[Method::POST])
-        }
+        ["v3", "clusters", _, "topics", _, "records"] => (Route::V3Produce(s(2), s(4)), &[Method::POST]),
         ["_sim", "health"] => (Route::SimHealth, &[Method::GET]),
         ["_sim", "topics"] => (Route::SimTopics, &[Method::GET]),
         ["_sim", "topics", _] => (Route::SimTopic(s(2)), &[Method::DELETE]),
         ["_sim", "topics", _, "records"] => (Route::SimRecords(s(2)), &[Method::GET]),
-        ["_sim", "faults"] => (
-            Route::SimFaults,
-            &[Method::GET, Method::POST, Method::DELETE],
-        ),
+        ["_sim", "faults"] => (Route::SimFaults, &[Method::GET, Method::POST, Method::DELETE]),
         ["_sim", "reset"] => (Route::SimReset, &[Method::POST]),
         _ => return Err((ApiError::no_such_path(), None)),
     };
@@ -257,17 +248,12 @@ impl RestProxy {
         from_offset: i64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StorageError> {
-        self.backend
-            .read(topic, partition, from_offset, limit)
-            .await
+        self.backend.read(topic, partition, from_offset, limit).await
     }
 
     /// Answers one request. `Err(ConnectionDropped)` means a fault asked for the connection to be
     /// closed without an answer; an embedding server must do so.
-    pub async fn handle<B>(
-        &self,
-        req: Request<B>,
-    ) -> Result<Response<Full<Bytes>>, ConnectionDropped>
+    pub async fn handle<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, ConnectionDropped>
     where
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,
@@ -334,9 +320,7 @@ impl RestProxy {
             Route::Root => Reply::json(StatusCode::OK, V2_JSON, &serde_json::json!({})),
             Route::V2Topics => v2::list_topics(self).await,
             Route::V2Topic(t) => v2::get_topic(self, &t).await,
-            Route::V2Produce(t, p) => {
-                return v2::produce(self, &t, p.as_deref(), ct_ref, body).await
-            }
+            Route::V2Produce(t, p) => return v2::produce(self, &t, p.as_deref(), ct_ref, body).await,
             Route::V3Clusters => v3::list_clusters(self, &host),
             Route::V3Cluster(c) => v3::get_cluster(self, &host, &c),
             Route::V3Produce(c, t) => return v3::produce(self, &c, &t, ct_ref, body).await,
@@ -365,11 +349,7 @@ impl RestProxy {
         while let Some(frame) = body.frame().await {
             let frame = match frame {
                 Ok(f) => f,
-                Err(e) => {
-                    return Err(ApiError::bad_request(format!(
-                        "Error reading the request body: {e}"
-                    )))
-                }
+                Err(e) => return Err(ApiError::bad_request(format!("Error reading the request body: {e}"))),
             };
             let Ok(data) = frame.into_data() else {
                 continue;
@@ -411,13 +391,9 @@ impl RestProxy {
                 error_code,
                 message,
             } => FaultOutcome::HttpError(Fault::api_error(status, error_code, &message)),
-            FaultAction::RecordError {
-                error_code,
-                message,
-            } => FaultOutcome::RecordError(RecordFailure {
-                error_code,
-                message,
-            }),
+            FaultAction::RecordError { error_code, message } => {
+                FaultOutcome::RecordError(RecordFailure { error_code, message })
+            }
             FaultAction::DropConnection => FaultOutcome::Drop,
             FaultAction::Delay => FaultOutcome::Proceed,
         }
@@ -512,14 +488,9 @@ impl RestProxy {
             }
         }
         let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            tracing::warn!(
-                "rest-proxy: connections still open after the grace period, closing them"
-            );
+            tracing::warn!("rest-proxy: connections still open after the grace period, closing them");
             tasks.abort_all();
         }
         tracing::info!("rest-proxy stopped");
@@ -531,13 +502,7 @@ fn storage_to_produce(e: StorageError) -> ProduceError {
     match e {
         StorageError::TopicNotFound(_) => ProduceError::TopicNotFound,
         StorageError::PartitionNotFound { .. } => ProduceError::PartitionNotFound,
-        StorageError::Kafka {
-            error_code,
-            message,
-        } => ProduceError::Backend(RecordFailure {
-            error_code,
-            message,
-        }),
+        StorageError::Kafka { error_code, message } => ProduceError::Backend(RecordFailure { error_code, message }),
         StorageError::Unsupported(what) => {
             ProduceError::Backend(RecordFailure::fatal(format!("{what} is not supported")))
         }
@@ -564,14 +529,8 @@ mod tests {
 
     #[test]
     fn routes_confluent_paths() {
-        assert_eq!(
-            ok(Method::POST, "/topics/t"),
-            Route::V2Produce("t".into(), None)
-        );
-        assert_eq!(
-            ok(Method::POST, "/topics/t/"),
-            Route::V2Produce("t".into(), None)
-        );
+        assert_eq!(ok(Method::POST, "/topics/t"), Route::V2Produce("t".into(), None));
+        assert_eq!(ok(Method::POST, "/topics/t/"), Route::V2Produce("t".into(), None));
         assert_eq!(ok(Method::GET, "/topics/t"), Route::V2Topic("t".into()));
         assert_eq!(
             ok(Method::POST, "/topics/t/partitions/2"),
@@ -603,9 +562,6 @@ mod tests {
             err(Method::GET, "/v3/clusters/c/topics/t/records"),
             (405, Some("POST, OPTIONS"))
         );
-        assert_eq!(
-            err(Method::POST, "/topics"),
-            (405, Some("GET, HEAD, OPTIONS"))
-        );
+        assert_eq!(err(Method::POST, "/topics"), (405, Some("GET, HEAD, OPTIONS")));
     }
 }

@@ -88,17 +88,10 @@ pub fn record_json(r: &StoredRecord) -> Value {
     m.insert("partition".into(), json!(r.partition));
     m.insert("offset".into(), json!(r.offset));
     m.insert("timestamp".into(), json!(r.timestamp_ms));
-    m.insert(
-        "timestamp_iso".into(),
-        json!(format_iso8601(r.timestamp_ms)),
-    );
+    m.insert("timestamp_iso".into(), json!(format_iso8601(r.timestamp_ms)));
     bytes_view(&mut m, "key", r.key.as_ref());
     bytes_view(&mut m, "value", r.value.as_ref());
-    if let Some(v) = r
-        .value
-        .as_ref()
-        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-    {
+    if let Some(v) = r.value.as_ref().and_then(|b| serde_json::from_slice::<Value>(b).ok()) {
         m.insert("value_json".into(), v);
     }
     let headers: Vec<Value> = r
@@ -137,16 +130,17 @@ pub fn parse_read_query(query: Option<&str>) -> Result<ReadQuery, String> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "partition" => {
-                q.partition =
-                    Some(v.parse().map_err(|_| {
-                        format!("partition must be a non-negative integer, got `{v}`")
-                    })?)
+                q.partition = Some(
+                    v.parse()
+                        .map_err(|_| format!("partition must be a non-negative integer, got `{v}`"))?,
+                )
             }
             "offset" => {
-                q.offset =
-                    v.parse::<i64>().ok().filter(|o| *o >= 0).ok_or_else(|| {
-                        format!("offset must be a non-negative integer, got `{v}`")
-                    })?
+                q.offset = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|o| *o >= 0)
+                    .ok_or_else(|| format!("offset must be a non-negative integer, got `{v}`"))?
             }
             "limit" => {
                 q.limit = v
@@ -167,10 +161,7 @@ pub async fn records(proxy: &RestProxy, topic: &str, query: Option<&str>) -> Rep
         Ok(q) => q,
         Err(msg) => return error(&ApiError::bad_request(msg)),
     };
-    match proxy
-        .read_records(topic, q.partition, q.offset, q.limit)
-        .await
-    {
+    match proxy.read_records(topic, q.partition, q.offset, q.limit).await {
         Ok(recs) => ok(&json!({
             "topic": topic,
             "records": recs.iter().map(record_json).collect::<Vec<_>>(),
@@ -228,13 +219,7 @@ mod tests {
                 limit: DEFAULT_READ_LIMIT
             })
         );
-        for bad in [
-            "partition=-1",
-            "offset=x",
-            "limit=0",
-            "limit=10001",
-            "foo=1",
-        ] {
+        for bad in ["partition=-1", "offset=x", "limit=0", "limit=10001", "foo=1"] {
             assert!(parse_read_query(Some(bad)).is_err(), "{bad}");
         }
     }

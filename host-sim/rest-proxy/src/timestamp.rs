@@ -112,8 +112,7 @@ pub fn parse_iso8601(s: &str) -> Option<i64> {
         None => 0,
     };
     let days = days_from_civil(i64::from(y), mo, d);
-    let secs =
-        days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(sec) - offset_secs;
+    let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(sec) - offset_secs;
     secs.checked_mul(1000)?.checked_add(millis)
 }
 
@@ -147,36 +146,18 @@ mod tests {
     fn formats_like_jackson() {
         assert_eq!(format_iso8601(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_iso8601(1_612_552_482_000), "2021-02-05T19:14:42Z");
-        assert_eq!(
-            format_iso8601(1_612_552_482_123),
-            "2021-02-05T19:14:42.123Z"
-        );
+        assert_eq!(format_iso8601(1_612_552_482_123), "2021-02-05T19:14:42.123Z");
         assert_eq!(format_iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(format_iso8601(-1), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]
     fn parses_iso_instants() {
-        assert_eq!(
-            parse_iso8601("2021-02-05T19:14:42Z"),
-            Some(1_612_552_482_000)
-        );
-        assert_eq!(
-            parse_iso8601("2021-02-05T19:14:42.123456Z"),
-            Some(1_612_552_482_123)
-        );
-        assert_eq!(
-            parse_iso8601("2021-02-05T19:14:42.1Z"),
-            Some(1_612_552_482_100)
-        );
-        assert_eq!(
-            parse_iso8601("2021-02-05T20:14:42+01:00"),
-            Some(1_612_552_482_000)
-        );
-        assert_eq!(
-            parse_iso8601("2021-02-05T18:14:42-01:00"),
-            Some(1_612_552_482_000)
-        );
+        assert_eq!(parse_iso8601("2021-02-05T19:14:42Z"), Some(1_612_552_482_000));
+        assert_eq!(parse_iso8601("2021-02-05T19:14:42.123456Z"), Some(1_612_552_482_123));
+        assert_eq!(parse_iso8601("2021-02-05T19:14:42.1Z"), Some(1_612_552_482_100));
+        assert_eq!(parse_iso8601("2021-02-05T20:14:42+01:00"), Some(1_612_552_482_000));
+        assert_eq!(parse_iso8601("2021-02-05T18:14:42-01:00"), Some(1_612_552_482_000));
         for bad in [
             "",
             "2021-02-05",

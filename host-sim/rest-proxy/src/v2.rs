@@ -125,15 +125,9 @@ pub async fn produce(
     let results = match proxy.take_fault(topic).await {
         FaultOutcome::Proceed => match proxy.produce(topic, records).await {
             Ok(results) => results,
-            Err(ProduceError::TopicNotFound) => {
-                return Ok(error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE)))
-            }
-            Err(ProduceError::PartitionNotFound) => {
-                return Ok(error(&ApiError::partition_not_found()))
-            }
-            Err(ProduceError::InvalidTopic(msg)) => {
-                return Ok(error(&ApiError::invalid_topic(msg)))
-            }
+            Err(ProduceError::TopicNotFound) => return Ok(error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE))),
+            Err(ProduceError::PartitionNotFound) => return Ok(error(&ApiError::partition_not_found())),
+            Err(ProduceError::InvalidTopic(msg)) => return Ok(error(&ApiError::invalid_topic(msg))),
             Err(ProduceError::Backend(f)) => vec![Err(f); n],
         },
         FaultOutcome::HttpError(e) => return Ok(error(&e)),
@@ -225,15 +219,10 @@ pub async fn get_topic(proxy: &RestProxy, topic: &str) -> Reply {
 pub fn storage_error(e: crate::storage::StorageError) -> ApiError {
     use crate::storage::StorageError as S;
     match e {
-        S::Kafka {
-            error_code,
-            message,
-        } => ApiError::from_code(error_code, message),
+        S::Kafka { error_code, message } => ApiError::from_code(error_code, message),
         S::TopicNotFound(_) => ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE),
         S::PartitionNotFound { .. } => ApiError::partition_not_found(),
-        S::Unsupported(what) => {
-            ApiError::bad_request(format!("{what} is only supported by the in-memory store"))
-        }
+        S::Unsupported(what) => ApiError::bad_request(format!("{what} is only supported by the in-memory store")),
     }
 }
 

@@ -19,9 +19,7 @@ use hyper::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::codec::{
-    is_application_json, parse_v3_record, split_v3_body, ProduceRecord, V3Data, APPLICATION_JSON,
-};
+use crate::codec::{is_application_json, parse_v3_record, split_v3_body, ProduceRecord, V3Data, APPLICATION_JSON};
 use crate::error::{ApiError, ConnectionDropped};
 use crate::server::{FaultOutcome, ProduceError, Reply, RestProxy};
 use crate::storage::{Appended, RecordFailure};
@@ -138,9 +136,7 @@ pub fn delivery_report(
 
 fn produce_error(topic: &str, e: ProduceError) -> ApiError {
     match e {
-        ProduceError::TopicNotFound => {
-            ApiError::topic_not_found(format!("Topic {topic} not found."))
-        }
+        ProduceError::TopicNotFound => ApiError::topic_not_found(format!("Topic {topic} not found.")),
         ProduceError::PartitionNotFound => ApiError::partition_not_found(),
         ProduceError::InvalidTopic(msg) => ApiError::invalid_topic(msg),
         ProduceError::Backend(f) => failure_error(&f),

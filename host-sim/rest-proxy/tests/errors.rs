@@ -12,9 +12,7 @@ const V3: &str = "/v3/clusters/host-sim/topics/t/records";
 #[tokio::test]
 async fn unknown_topic_without_auto_create_is_40401() {
     let s = start(memory_config(&["known"], false)).await;
-    let r = s
-        .post("/topics/missing", JSON_V2, r#"{"records":[{"value":1}]}"#)
-        .await;
+    let r = s.post("/topics/missing", JSON_V2, r#"{"records":[{"value":1}]}"#).await;
     assert_eq!(r.assert_error(404, 40401), "Topic not found.");
     assert_eq!(r.content_type(), V2_RESPONSE);
     let r = s
@@ -47,27 +45,15 @@ async fn unknown_partition_is_40402() {
         assert_eq!(r.assert_error(404, 40402), "Partition not found.");
     }
     let r = s
-        .post(
-            "/topics/t/partitions/9",
-            JSON_V2,
-            r#"{"records":[{"value":1}]}"#,
-        )
+        .post("/topics/t/partitions/9", JSON_V2, r#"{"records":[{"value":1}]}"#)
         .await;
     r.assert_error(404, 40402);
     let r = s
-        .post(
-            V3,
-            JSON,
-            r#"{"partition_id":7,"value":{"type":"STRING","data":"x"}}"#,
-        )
+        .post(V3, JSON, r#"{"partition_id":7,"value":{"type":"STRING","data":"x"}}"#)
         .await;
     r.assert_error(404, 40402);
     let r = s
-        .post(
-            V3,
-            JSON,
-            r#"{"partition_id":-3,"value":{"type":"STRING","data":"x"}}"#,
-        )
+        .post(V3, JSON, r#"{"partition_id":-3,"value":{"type":"STRING","data":"x"}}"#)
         .await;
     r.assert_error(404, 40402);
     // No partial write: the first record of the failed v2 request was not stored.
@@ -78,14 +64,8 @@ async fn unknown_partition_is_40402() {
 #[tokio::test]
 async fn wrong_content_type_is_415() {
     let s = start(memory_config(&[], true)).await;
-    for ct in [
-        "application/json",
-        "text/plain",
-        "application/vnd.kafka.v2+json",
-    ] {
-        let r = s
-            .post("/topics/t", ct, r#"{"records":[{"value":1}]}"#)
-            .await;
+    for ct in ["application/json", "text/plain", "application/vnd.kafka.v2+json"] {
+        let r = s.post("/topics/t", ct, r#"{"records":[{"value":1}]}"#).await;
         assert_eq!(r.assert_error(415, 415), "HTTP 415 Unsupported Media Type");
     }
     let r = send(s.addr, Method::POST, "/topics/t", None, r#"{"records":[]}"#)
@@ -220,11 +200,7 @@ async fn v3_unknown_cluster_is_404() {
 async fn illegal_topic_name_is_40002() {
     let s = start(memory_config(&[], true)).await;
     let r = s
-        .post(
-            "/topics/bad%20name",
-            JSON_V2,
-            r#"{"records":[{"value":1}]}"#,
-        )
+        .post("/topics/bad%20name", JSON_V2, r#"{"records":[{"value":1}]}"#)
         .await;
     r.assert_error(400, 40002);
     let long = "a".repeat(250);
@@ -246,9 +222,7 @@ async fn unreachable_broker_gives_retriable_errors() {
     // Reserve a port, then free it: nothing listens there.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        l.local_addr()
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("{e}"))
+        l.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"))
     };
     let s = start(RestProxyConfig {
         storage: StorageConfig::Kafka {
@@ -259,11 +233,7 @@ async fn unreachable_broker_gives_retriable_errors() {
     })
     .await;
     let r = s
-        .post(
-            "/topics/t",
-            JSON_V2,
-            r#"{"records":[{"value":1},{"value":2}]}"#,
-        )
+        .post("/topics/t", JSON_V2, r#"{"records":[{"value":1},{"value":2}]}"#)
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -274,9 +244,7 @@ async fn unreachable_broker_gives_retriable_errors() {
             .as_str()
             .is_some_and(|e| e.contains("cannot reach Kafka")));
     }
-    let r = s
-        .post(V3, JSON, r#"{"value":{"type":"STRING","data":"x"}}"#)
-        .await;
+    let r = s.post(V3, JSON, r#"{"value":{"type":"STRING","data":"x"}}"#).await;
     r.assert_error(500, 50003);
     let r = s.get("/topics").await;
     r.assert_error(500, 50003);

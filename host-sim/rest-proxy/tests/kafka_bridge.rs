@@ -21,10 +21,7 @@ fn free_port() -> u16 {
 async fn wait_for_port(port: u16, within: Duration) {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -77,12 +74,7 @@ print(json.dumps(got))
 "#;
 
 /// Consumes `want` records with confluent-kafka when `KAFKA_PYTHON` is set.
-async fn consume_with_librdkafka(
-    port: u16,
-    topic: &str,
-    partitions: u32,
-    want: usize,
-) -> Option<Vec<Value>> {
+async fn consume_with_librdkafka(port: u16, topic: &str, partitions: u32, want: usize) -> Option<Vec<Value>> {
     let python = std::env::var("KAFKA_PYTHON").ok()?;
     let out = tokio::process::Command::new(&python)
         .args([
@@ -101,12 +93,10 @@ async fn consume_with_librdkafka(
         "consumer failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "consumer output ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    }))
+    Some(
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("consumer output ({e}): {}", String::from_utf8_lossy(&out.stdout))),
+    )
 }
 
 #[tokio::test]
@@ -142,11 +132,7 @@ async fn bridge_produces_to_a_real_broker() {
         .map(|(i, k)| json!({"key": b64(k), "value": b64(&format!("v{i}"))}))
         .collect();
     let r = s
-        .post(
-            "/topics/bridge",
-            BINARY_V2,
-            &json!({"records": records}).to_string(),
-        )
+        .post("/topics/bridge", BINARY_V2, &json!({"records": records}).to_string())
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let offsets = r.json()["offsets"].clone();
@@ -174,11 +160,7 @@ async fn bridge_produces_to_a_real_broker() {
 
     // Auto-created topic gets the default partition count on the broker.
     let r = s
-        .post(
-            "/topics/bridge-auto",
-            JSON_V2,
-            r#"{"records":[{"value":{"x":1}}]}"#,
-        )
+        .post("/topics/bridge-auto", JSON_V2, r#"{"records":[{"value":{"x":1}}]}"#)
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let t = s.get("/topics/bridge-auto").await;
@@ -211,8 +193,7 @@ async fn bridge_produces_to_a_real_broker() {
                 .all(|m| m["partition"] == json!(partition_for_key(b"alice", 3))));
             assert!(got
                 .iter()
-                .any(|m| m["value"] == json!(r#"{"n":1}"#)
-                    && m["headers"] == json!([["trace", "t-1"]])));
+                .any(|m| m["value"] == json!(r#"{"n":1}"#) && m["headers"] == json!([["trace", "t-1"]])));
         }
         None => eprintln!("KAFKA_PYTHON not set: skipped the confluent-kafka consumer check"),
     }
@@ -227,12 +208,7 @@ async fn bridge_produces_to_a_real_broker() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        r.json()["offsets"][0]["error_code"],
-        json!(50003),
-        "{}",
-        r.text()
-    );
+    assert_eq!(r.json()["offsets"][0]["error_code"], json!(50003), "{}", r.text());
     let r = s
         .post(
             "/v3/clusters/host-sim/topics/bridge/records",

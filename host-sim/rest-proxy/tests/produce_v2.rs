@@ -45,20 +45,13 @@ async fn binary_produce_returns_offsets_and_stores_bytes() {
 #[tokio::test]
 async fn json_produce_stores_json_bytes() {
     let s = start(memory_config(&[], true)).await;
-    let body =
-        r#"{"records":[{"key":"user-1","value":{"order":42,"items":["a","b"]}},{"value":17}]}"#;
+    let body = r#"{"records":[{"key":"user-1","value":{"order":42,"items":["a","b"]}},{"value":17}]}"#;
     let r = s.post("/topics/orders", JSON_V2, body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let back = s.read_back("orders", "partition=0").await;
     assert_eq!(back[0]["key_utf8"], json!("\"user-1\""));
-    assert_eq!(
-        back[0]["value_utf8"],
-        json!(r#"{"order":42,"items":["a","b"]}"#)
-    );
-    assert_eq!(
-        back[0]["value_json"],
-        json!({"order": 42, "items": ["a", "b"]})
-    );
+    assert_eq!(back[0]["value_utf8"], json!(r#"{"order":42,"items":["a","b"]}"#));
+    assert_eq!(back[0]["value_json"], json!({"order": 42, "items": ["a", "b"]}));
     assert_eq!(back[1]["value_json"], json!(17));
     s.stop().await;
 }
@@ -81,16 +74,9 @@ async fn content_type_parameters_are_accepted() {
 async fn keyed_records_follow_murmur2_and_unkeyed_go_round_robin() {
     let s = start(memory_config(&["p:4"], false)).await;
     let keys = ["alice", "bob", "carol", "dave", "eve", "mallory", "trent"];
-    let records: Vec<Value> = keys
-        .iter()
-        .map(|k| json!({"key": b64(k), "value": b64("v")}))
-        .collect();
+    let records: Vec<Value> = keys.iter().map(|k| json!({"key": b64(k), "value": b64("v")})).collect();
     let r = s
-        .post(
-            "/topics/p",
-            BINARY_V2,
-            &json!({"records": records}).to_string(),
-        )
+        .post("/topics/p", BINARY_V2, &json!({"records": records}).to_string())
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let offsets = r.json()["offsets"].clone();
@@ -125,10 +111,7 @@ async fn keyed_records_follow_murmur2_and_unkeyed_go_round_robin() {
         .as_array()
         .map(|a| a.iter().map(|o| o["partition"].clone()).collect())
         .unwrap_or_default();
-    assert_eq!(
-        parts,
-        vec![json!(0), json!(1), json!(2), json!(3), json!(0)]
-    );
+    assert_eq!(parts, vec![json!(0), json!(1), json!(2), json!(3), json!(0)]);
     s.stop().await;
 }
 
@@ -170,9 +153,7 @@ async fn auto_create_uses_default_partitions() {
     let mut config = memory_config(&[], true);
     config.default_partitions = 3;
     let s = start(config).await;
-    let r = s
-        .post("/topics/fresh", JSON_V2, r#"{"records":[{"value":1}]}"#)
-        .await;
+    let r = s.post("/topics/fresh", JSON_V2, r#"{"records":[{"value":1}]}"#).await;
     assert_eq!(r.status, 200);
     let t = s.get("/topics/fresh").await;
     assert_eq!(t.status, 200);
@@ -235,13 +216,10 @@ async fn keep_alive_connection_serves_many_requests() {
 async fn handle_can_be_embedded_without_a_socket() {
     use http_body_util::{BodyExt, Full};
 
-    let proxy =
-        rest_proxy::RestProxy::new(memory_config(&[], true)).unwrap_or_else(|e| panic!("{e}"));
+    let proxy = rest_proxy::RestProxy::new(memory_config(&[], true)).unwrap_or_else(|e| panic!("{e}"));
     let req = hyper::Request::post("/topics/embedded")
         .header("content-type", JSON_V2)
-        .body(Full::new(bytes::Bytes::from_static(
-            br#"{"records":[{"value":"x"}]}"#,
-        )))
+        .body(Full::new(bytes::Bytes::from_static(br#"{"records":[{"value":"x"}]}"#)))
         .unwrap_or_else(|e| panic!("{e}"));
     let resp = proxy.handle(req).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 200);
@@ -252,10 +230,7 @@ async fn handle_can_be_embedded_without_a_socket() {
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     assert!(String::from_utf8_lossy(&body).contains("\"offset\":0"));
-    let recs = proxy
-        .read_records("embedded", None, 0, 10)
-        .await
-        .unwrap_or_default();
+    let recs = proxy.read_records("embedded", None, 0, 10).await.unwrap_or_default();
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].value.as_deref(), Some(&b"\"x\""[..]));
 }

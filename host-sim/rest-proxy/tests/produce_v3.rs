@@ -36,15 +36,10 @@ async fn single_record_gets_a_delivery_report() {
             "value": {"type": "JSON", "size": 28}
         })
     );
-    let back = s
-        .read_back("orders", &format!("partition={partition}"))
-        .await;
+    let back = s.read_back("orders", &format!("partition={partition}")).await;
     assert_eq!(back.len(), 1);
     assert_eq!(back[0]["timestamp"], json!(1_612_552_482_123i64));
-    assert_eq!(
-        back[0]["value_json"],
-        json!({"total": 12.5, "lines": [1, 2]})
-    );
+    assert_eq!(back[0]["value_json"], json!({"total": 12.5, "lines": [1, 2]}));
     assert_eq!(
         back[0]["headers"],
         json!([
@@ -120,10 +115,7 @@ async fn streaming_mode_answers_each_record_in_order() {
         (json!(200), json!(0))
     );
     assert_eq!(parts[1]["error_code"], json!(400));
-    assert_eq!(
-        parts[1]["message"],
-        json!(r#"data="!!" is not a valid base64 string."#)
-    );
+    assert_eq!(parts[1]["message"], json!(r#"data="!!" is not a valid base64 string."#));
     assert_eq!(
         parts[2],
         json!({"error_code": 40402, "message": "Partition not found."})

@@ -50,11 +50,7 @@ async fn record_error_fault_is_200_with_errors_inside_offsets() {
         .await;
     assert_eq!(r.status, 200);
     let r = s
-        .post(
-            "/topics/t",
-            JSON_V2,
-            r#"{"records":[{"value":1},{"value":2}]}"#,
-        )
+        .post("/topics/t", JSON_V2, r#"{"records":[{"value":1},{"value":2}]}"#)
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -77,9 +73,7 @@ async fn record_error_fault_on_v3() {
     let s = start(memory_config(&["t"], false)).await;
     s.post("/_sim/faults", JSON, r#"{"kind":"record_error","count":2}"#)
         .await;
-    let r = s
-        .post(V3, JSON, r#"{"value":{"type":"STRING","data":"x"}}"#)
-        .await;
+    let r = s.post(V3, JSON, r#"{"value":{"type":"STRING","data":"x"}}"#).await;
     assert_eq!(r.assert_error(500, 50003), "Injected Kafka error 50003");
     // Streaming: the second record takes the last use of the fault, the third is stored.
     let r = s
@@ -105,8 +99,7 @@ async fn record_error_fault_on_v3() {
 #[tokio::test]
 async fn delay_fault_delays_then_produces() {
     let s = start(memory_config(&[], true)).await;
-    s.post("/_sim/faults", JSON, r#"{"kind":"delay","delay_ms":300}"#)
-        .await;
+    s.post("/_sim/faults", JSON, r#"{"kind":"delay","delay_ms":300}"#).await;
     let started = Instant::now();
     let r = s.post("/topics/t", JSON_V2, ONE).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -122,12 +115,8 @@ async fn delay_fault_delays_then_produces() {
 #[tokio::test]
 async fn drop_connection_fault_closes_without_answer() {
     let s = start(memory_config(&[], true)).await;
-    s.post(
-        "/_sim/faults",
-        JSON,
-        r#"{"kind":"drop_connection","delay_ms":50}"#,
-    )
-    .await;
+    s.post("/_sim/faults", JSON, r#"{"kind":"drop_connection","delay_ms":50}"#)
+        .await;
     let r = send(s.addr, Method::POST, "/topics/t", Some(JSON_V2), ONE).await;
     assert!(r.is_err(), "expected a dropped connection, got {r:?}");
     // Nothing stored; the server keeps serving.
@@ -155,18 +144,10 @@ async fn faults_can_target_one_topic() {
 #[tokio::test]
 async fn invalid_requests_do_not_consume_faults() {
     let s = start(memory_config(&[], true)).await;
-    s.post(
-        "/_sim/faults",
-        JSON,
-        r#"{"kind":"http_error","status":502}"#,
-    )
-    .await;
-    s.post("/topics/t", JSON_V2, "{bad")
-        .await
-        .assert_error(400, 400);
-    s.post("/topics/t", JSON_V2, ONE)
-        .await
-        .assert_error(502, 502);
+    s.post("/_sim/faults", JSON, r#"{"kind":"http_error","status":502}"#)
+        .await;
+    s.post("/topics/t", JSON_V2, "{bad").await.assert_error(400, 400);
+    s.post("/topics/t", JSON_V2, ONE).await.assert_error(502, 502);
     s.stop().await;
 }
 
@@ -177,11 +158,7 @@ async fn fault_admin_endpoints() {
     let msg = r.assert_error(422, 422);
     assert!(msg.contains("unknown kind"), "{msg}");
     let r = s
-        .post(
-            "/_sim/faults",
-            JSON,
-            r#"{"kind":"delay","delay_ms":1,"count":3}"#,
-        )
+        .post("/_sim/faults", JSON, r#"{"kind":"delay","delay_ms":1,"count":3}"#)
         .await;
     assert_eq!(
         r.json(),
@@ -208,14 +185,9 @@ async fn summary_delete_and_reset() {
     );
     assert_eq!(v["topics"][1]["name"], json!("temp"));
 
-    assert_eq!(
-        s.delete("/_sim/topics/temp").await.json(),
-        json!({"deleted": "temp"})
-    );
+    assert_eq!(s.delete("/_sim/topics/temp").await.json(), json!({"deleted": "temp"}));
     s.delete("/_sim/topics/temp").await.assert_error(404, 40401);
-    s.get("/_sim/topics/temp/records")
-        .await
-        .assert_error(404, 40401);
+    s.get("/_sim/topics/temp/records").await.assert_error(404, 40401);
 
     s.post("/_sim/faults", JSON, r#"{"kind":"delay"}"#).await;
     let r = s.post("/_sim/reset", JSON, "").await;
@@ -248,11 +220,7 @@ async fn retention_cap_evicts_oldest_visibly() {
     .await;
     for i in 0..5 {
         let r = s
-            .post(
-                "/topics/r",
-                JSON_V2,
-                &format!(r#"{{"records":[{{"value":{i}}}]}}"#),
-            )
+            .post("/topics/r", JSON_V2, &format!(r#"{{"records":[{{"value":{i}}}]}}"#))
             .await;
         assert_eq!(r.json()["offsets"][0]["offset"], json!(i));
     }
@@ -287,13 +255,9 @@ async fn reset_is_refused_for_the_kafka_bridge() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let s = start(memory_config(&[], true)).await;
-    s.post("/_sim/faults", JSON, r#"{"kind":"delay","delay_ms":400}"#)
-        .await;
+    s.post("/_sim/faults", JSON, r#"{"kind":"delay","delay_ms":400}"#).await;
     let addr = s.addr;
-    let in_flight =
-        tokio::spawn(
-            async move { send(addr, Method::POST, "/topics/slow", Some(JSON_V2), ONE).await },
-        );
+    let in_flight = tokio::spawn(async move { send(addr, Method::POST, "/topics/slow", Some(JSON_V2), ONE).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let proxy = std::sync::Arc::clone(&s.proxy);
     s.stop().await;

@@ -93,7 +93,9 @@ fn socket_address(v: &Value) -> Option<SocketAddr> {
     let sa = get(get(v, "address")?, "socket_address")?;
     let address = get(sa, "address")?.as_str()?;
     let port = get(sa, "port_value")?.as_u64()?;
-    format!("{address}:{port}").parse().ok()
+    format!("{address}:{port}")
+        .parse()
+        .ok()
         .or_else(|| format!("[{address}]:{port}").parse().ok())
 }
 
@@ -107,15 +109,24 @@ pub fn from_envoy_file(file: &Path) -> Result<Deployment, DeployError> {
     let resources = get(&doc, "static_resources").ok_or_else(|| err(file, "no static_resources"))?;
     let mut upstreams = BTreeMap::new();
     for cluster in seq(get(resources, "clusters")) {
-        let name = get(cluster, "name").and_then(Value::as_str).ok_or_else(|| err(file, "a cluster has no name"))?;
+        let name = get(cluster, "name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(file, "a cluster has no name"))?;
         let endpoint = seq(get(cluster, "load_assignment").and_then(|la| get(la, "endpoints")))
             .iter()
             .flat_map(|e| seq(get(e, "lb_endpoints")))
             .find_map(|lb| get(lb, "endpoint").and_then(socket_address))
-            .ok_or_else(|| err(file, format!("cluster {name}: no load_assignment endpoint with a socket_address")))?;
+            .ok_or_else(|| {
+                err(
+                    file,
+                    format!("cluster {name}: no load_assignment endpoint with a socket_address"),
+                )
+            })?;
         upstreams.insert(name.to_string(), endpoint);
     }
-    let listener = seq(get(resources, "listeners")).first().ok_or_else(|| err(file, "no listeners"))?;
+    let listener = seq(get(resources, "listeners"))
+        .first()
+        .ok_or_else(|| err(file, "no listeners"))?;
     let listen = socket_address(listener);
     let hcm = seq(get(listener, "filter_chains"))
         .iter()
@@ -150,16 +161,28 @@ pub fn from_envoy_file(file: &Path) -> Result<Deployment, DeployError> {
         fallback: Fallback::NotFound,
     };
     let mut routes = Vec::new();
-    let virtual_hosts = get(hcm, "route_config").map(|rc| seq(get(rc, "virtual_hosts"))).unwrap_or(&[]);
+    let virtual_hosts = get(hcm, "route_config")
+        .map(|rc| seq(get(rc, "virtual_hosts")))
+        .unwrap_or(&[]);
     for vh in virtual_hosts {
         for route in seq(get(vh, "routes")) {
-            let prefix = get(route, "match").and_then(|m| get(m, "prefix")).and_then(Value::as_str).unwrap_or("/");
-            let fallback = if let Some(cluster) = get(route, "route").and_then(|r| get(r, "cluster")).and_then(Value::as_str) {
+            let prefix = get(route, "match")
+                .and_then(|m| get(m, "prefix"))
+                .and_then(Value::as_str)
+                .unwrap_or("/");
+            let fallback = if let Some(cluster) = get(route, "route")
+                .and_then(|r| get(r, "cluster"))
+                .and_then(Value::as_str)
+            {
                 Fallback::Upstream(cluster.to_string())
             } else if let Some(dr) = get(route, "direct_response") {
                 Fallback::Direct {
                     status: get(dr, "status").and_then(Value::as_u64).unwrap_or(200) as u16,
-                    body: get(dr, "body").and_then(|b| get(b, "inline_string")).and_then(Value::as_str).unwrap_or_default().to_string(),
+                    body: get(dr, "body")
+                        .and_then(|b| get(b, "inline_string"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
                 }
             } else {
                 Fallback::NotFound
@@ -201,33 +224,57 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
     }
     let mut routes = Vec::new();
     let mut add_route = |route: &Value, service: Option<&Value>| -> Result<(), DeployError> {
-        let name = get(route, "name").and_then(Value::as_str).unwrap_or("route").to_string();
-        let chains: Vec<&Value> = seq(get(route, "filter_chains")).iter().chain(service.map(|s| seq(get(s, "filter_chains"))).unwrap_or(&[])).collect();
-        let Some(chain) = chains.into_iter().find(|c| get(c, "enabled").and_then(Value::as_bool) != Some(false)) else {
+        let name = get(route, "name")
+            .and_then(Value::as_str)
+            .unwrap_or("route")
+            .to_string();
+        let chains: Vec<&Value> = seq(get(route, "filter_chains"))
+            .iter()
+            .chain(service.map(|s| seq(get(s, "filter_chains"))).unwrap_or(&[]))
+            .collect();
+        let Some(chain) = chains
+            .into_iter()
+            .find(|c| get(c, "enabled").and_then(Value::as_bool) != Some(false))
+        else {
             return Ok(());
         };
         let filter = seq(get(chain, "filters"))
             .iter()
             .find(|f| get(f, "enabled").and_then(Value::as_bool) != Some(false))
             .ok_or_else(|| err(file, format!("route {name}: filter chain has no enabled filter")))?;
-        let filter_name = get(filter, "name").and_then(Value::as_str).ok_or_else(|| err(file, format!("route {name}: filter has no name")))?;
+        let filter_name = get(filter, "name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(file, format!("route {name}: filter has no name")))?;
         let config = match get(filter, "config") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) => s.as_bytes().to_vec(),
             Some(other) => {
-                let json: serde_json::Value = serde_norway::from_value(other.clone()).map_err(|e| err(file, format!("route {name}: config: {e}")))?;
+                let json: serde_json::Value = serde_norway::from_value(other.clone())
+                    .map_err(|e| err(file, format!("route {name}: config: {e}")))?;
                 json.to_string().into_bytes()
             }
         };
         let fallback = match service {
-            Some(s) => match (get(s, "url").and_then(Value::as_str), get(s, "host").and_then(Value::as_str)) {
-                (Some(url), _) => Fallback::Upstream(url.trim_start_matches("http://").trim_end_matches('/').to_string()),
-                (None, Some(host)) => Fallback::Upstream(format!("{host}:{}", get(s, "port").and_then(Value::as_u64).unwrap_or(80))),
+            Some(s) => match (
+                get(s, "url").and_then(Value::as_str),
+                get(s, "host").and_then(Value::as_str),
+            ) {
+                (Some(url), _) => {
+                    Fallback::Upstream(url.trim_start_matches("http://").trim_end_matches('/').to_string())
+                }
+                (None, Some(host)) => Fallback::Upstream(format!(
+                    "{host}:{}",
+                    get(s, "port").and_then(Value::as_u64).unwrap_or(80)
+                )),
                 _ => Fallback::NotFound,
             },
             None => Fallback::NotFound,
         };
-        let paths: Vec<String> = seq(get(route, "paths")).iter().filter_map(Value::as_str).map(String::from).collect();
+        let paths: Vec<String> = seq(get(route, "paths"))
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect();
         for path in if paths.is_empty() { vec!["/".to_string()] } else { paths } {
             routes.push(Route {
                 name: name.clone(),

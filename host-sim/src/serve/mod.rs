@@ -136,24 +136,41 @@ impl RunningGateway {
 
 /// Binds the listeners, loads the modules, starts the workers and serves until shut down.
 pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> {
-    let ServeOptions { deployment, listen, admin_listen, workers, max_request_bytes, reload_poll, engine } = options;
+    let ServeOptions {
+        deployment,
+        listen,
+        admin_listen,
+        workers,
+        max_request_bytes,
+        reload_poll,
+        engine,
+    } = options;
     if deployment.routes.is_empty() {
         return Err(ServeError::NoRoutes);
     }
     let mut modules: BTreeMap<PathBuf, Module> = BTreeMap::new();
     for route in &deployment.routes {
         if !modules.contains_key(&route.filter) {
-            let module = engine
-                .load_file(&route.filter)
-                .map_err(|source| ServeError::Module { route: route.name.clone(), source })?;
+            let module = engine.load_file(&route.filter).map_err(|source| ServeError::Module {
+                route: route.name.clone(),
+                source,
+            })?;
             tracing::info!(filter = %route.filter.display(), sha256 = %module.sha256(), from_cache = module.loaded_from_cache(), "filter module loaded");
             modules.insert(route.filter.clone(), module);
         }
     }
-    let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: listen, source })?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind { addr: listen, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr: listen, source })?;
     let admin = match admin_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?),
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        ),
         None => None,
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
@@ -176,7 +193,11 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             client: client.clone(),
             shared: metrics.clone(),
         };
-        let routes: Vec<(Route, Module)> = deployment.routes.iter().map(|r| (r.clone(), modules[&r.filter].clone())).collect();
+        let routes: Vec<(Route, Module)> = deployment
+            .routes
+            .iter()
+            .map(|r| (r.clone(), modules[&r.filter].clone()))
+            .collect();
         let thread = std::thread::Builder::new()
             .name(format!("host-sim-worker-{id}"))
             .spawn(move || worker.run(routes, rx))
@@ -226,10 +247,20 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         .await;
         let _ = done_tx.send(());
     });
-    Ok(RunningGateway { local_addr, admin_addr, stop, done })
+    Ok(RunningGateway {
+        local_addr,
+        admin_addr,
+        stop,
+        done,
+    })
 }
 
-async fn serve_traffic(listener: TcpListener, local: SocketAddr, shared: Arc<Shared_>, mut stop: watch::Receiver<bool>) {
+async fn serve_traffic(
+    listener: TcpListener,
+    local: SocketAddr,
+    shared: Arc<Shared_>,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -254,13 +285,25 @@ async fn serve_traffic(listener: TcpListener, local: SocketAddr, shared: Arc<Sha
 fn json_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json; charset=utf-8"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     resp
 }
 
-async fn handle(req: Request<Incoming>, shared: Arc<Shared_>, peer: SocketAddr, local: SocketAddr) -> Result<Response<Full<Bytes>>, std::io::Error> {
+async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared_>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let Some(route) = shared
         .routes
         .iter()
@@ -269,11 +312,19 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared_>, peer: SocketAddr, 
         .max_by_key(|(_, r)| r.path_prefix.len())
         .map(|(i, _)| i)
     else {
-        return Ok(json_response(StatusCode::NOT_FOUND, r#"{"message":"no Route matched with those values"}"#));
+        return Ok(json_response(
+            StatusCode::NOT_FOUND,
+            r#"{"message":"no Route matched with those values"}"#,
+        ));
     };
     let body = match Limited::new(body, shared.max_request_bytes).collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
-        Err(_) => return Ok(json_response(StatusCode::PAYLOAD_TOO_LARGE, r#"{"message":"Request size limit exceeded"}"#)),
+        Err(_) => {
+            return Ok(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"message":"Request size limit exceeded"}"#,
+            ))
+        }
     };
     let authority = parts
         .headers
@@ -293,7 +344,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared_>, peer: SocketAddr, 
         if name == hyper::header::HOST && shared.profile == Profile::Envoy {
             continue;
         }
-        headers.push((name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+        headers.push((
+            name.as_str().to_string(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        ));
     }
     let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
     let info = StreamInfo {
@@ -306,32 +360,58 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared_>, peer: SocketAddr, 
     };
     let (respond, answer) = oneshot::channel();
     let worker = shared.next_worker.fetch_add(1, Ordering::Relaxed) % shared.workers.len();
-    let sent = shared.workers[worker].send(Command::Request(WorkerRequest { route, headers, body, info, respond }));
+    let sent = shared.workers[worker].send(Command::Request(WorkerRequest {
+        route,
+        headers,
+        body,
+        info,
+        respond,
+    }));
     if sent.is_err() {
-        return Ok(json_response(StatusCode::SERVICE_UNAVAILABLE, r#"{"message":"host-sim worker unavailable"}"#));
+        return Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"message":"host-sim worker unavailable"}"#,
+        ));
     }
     match answer.await {
         Ok(GatewayResponse { status, headers, body }) => {
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             for (k, v) in headers {
-                if k.starts_with(':') || k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding") {
+                if k.starts_with(':')
+                    || k.eq_ignore_ascii_case("content-length")
+                    || k.eq_ignore_ascii_case("transfer-encoding")
+                {
                     continue;
                 }
-                if let (Ok(name), Ok(value)) = (hyper::header::HeaderName::from_bytes(k.as_bytes()), hyper::header::HeaderValue::from_str(&v)) {
+                if let (Ok(name), Ok(value)) = (
+                    hyper::header::HeaderName::from_bytes(k.as_bytes()),
+                    hyper::header::HeaderValue::from_str(&v),
+                ) {
                     resp.headers_mut().append(name, value);
                 }
             }
             Ok(resp)
         }
         // The filter reset the stream: close the connection without an answer.
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "stream reset by the filter")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "stream reset by the filter",
+        )),
     }
 }
 
 async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut stop: watch::Receiver<bool>) {
-    let stamp = |path: &PathBuf| std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
-    let mut files: BTreeMap<PathBuf, Option<(u64, SystemTime)>> = shared.routes.iter().map(|r| (r.filter.clone(), stamp(&r.filter))).collect();
+    let stamp = |path: &PathBuf| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+    };
+    let mut files: BTreeMap<PathBuf, Option<(u64, SystemTime)>> = shared
+        .routes
+        .iter()
+        .map(|r| (r.filter.clone(), stamp(&r.filter)))
+        .collect();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
@@ -354,7 +434,11 @@ async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut
                 }
                 Err(_) => continue,
             };
-            let unchanged = shared.status.read().map(|s| s.iter().any(|r| &r.filter == path && r.sha256 == module.sha256())).unwrap_or(false);
+            let unchanged = shared
+                .status
+                .read()
+                .map(|s| s.iter().any(|r| &r.filter == path && r.sha256 == module.sha256()))
+                .unwrap_or(false);
             if unchanged {
                 continue;
             }
@@ -368,7 +452,10 @@ async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut
             for (index, route) in shared.routes.iter().enumerate().filter(|(_, r)| &r.filter == path) {
                 let _ = route;
                 for worker in &shared.workers {
-                    let _ = worker.send(Command::Reload { route: index, module: module.clone() });
+                    let _ = worker.send(Command::Reload {
+                        route: index,
+                        module: module.clone(),
+                    });
                 }
             }
         }
@@ -408,7 +495,13 @@ fn admin(path: &str, shared: &Shared_) -> Response<Full<Bytes>> {
             });
             json_response(StatusCode::OK, &body.to_string())
         }
-        "/stats" => json_response(StatusCode::OK, &serde_json::to_string(&shared.metrics.metrics()).unwrap_or_default()),
-        _ => json_response(StatusCode::NOT_FOUND, r#"{"message":"admin endpoints: /status, /stats"}"#),
+        "/stats" => json_response(
+            StatusCode::OK,
+            &serde_json::to_string(&shared.metrics.metrics()).unwrap_or_default(),
+        ),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            r#"{"message":"admin endpoints: /status, /stats"}"#,
+        ),
     }
 }

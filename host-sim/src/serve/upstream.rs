@@ -31,7 +31,11 @@ impl UpstreamRequest {
             authority: pseudo(":authority"),
             headers: headers
                 .iter()
-                .filter(|(k, _)| !k.starts_with(':') && !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("transfer-encoding"))
+                .filter(|(k, _)| {
+                    !k.starts_with(':')
+                        && !k.eq_ignore_ascii_case("content-length")
+                        && !k.eq_ignore_ascii_case("transfer-encoding")
+                })
                 .cloned()
                 .collect(),
             body,
@@ -80,12 +84,20 @@ impl Client {
             }
             builder = builder.header(k.as_str(), v.as_str());
         }
-        let response = self.inner.request(builder.body(Full::new(Bytes::from(request.body)))?).await?;
+        let response = self
+            .inner
+            .request(builder.body(Full::new(Bytes::from(request.body)))?)
+            .await?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()

@@ -44,9 +44,22 @@ pub struct Incoming {
 /// What a worker reacts to.
 pub enum Command {
     Request(Incoming),
-    CallDone { route: usize, generation: u64, token: u32, reply: HttpCallReply },
-    UpstreamDone { route: usize, generation: u64, stream: u32, result: Result<UpstreamResponse, String> },
-    Reload { route: usize, module: Module },
+    CallDone {
+        route: usize,
+        generation: u64,
+        token: u32,
+        reply: HttpCallReply,
+    },
+    UpstreamDone {
+        route: usize,
+        generation: u64,
+        stream: u32,
+        result: Result<UpstreamResponse, String>,
+    },
+    Reload {
+        route: usize,
+        module: Module,
+    },
     Shutdown,
 }
 
@@ -86,7 +99,12 @@ impl Worker {
     pub fn run(self, routes: Vec<(Route, Module)>, inbox: Receiver<Command>) {
         let mut slots: Vec<RouteSlot> = routes
             .into_iter()
-            .map(|(route, module)| RouteSlot { route, current: None, draining: Vec::new(), module })
+            .map(|(route, module)| RouteSlot {
+                route,
+                current: None,
+                draining: Vec::new(),
+                module,
+            })
             .collect();
         let mut generation = 0u64;
         for (i, slot) in slots.iter_mut().enumerate() {
@@ -114,14 +132,24 @@ impl Worker {
                         }
                     }
                 }
-                Ok(Command::CallDone { route, generation: g, token, reply }) => {
+                Ok(Command::CallDone {
+                    route,
+                    generation: g,
+                    token,
+                    reply,
+                }) => {
                     if let Some(instance) = find(&mut slots[route], g) {
                         instance.calls_in_flight.remove(&token);
                         // Already answered by the VM's own timeout: ignore the late reply.
                         let _ = instance.vm.respond_http_call(token, reply);
                     }
                 }
-                Ok(Command::UpstreamDone { route, generation: g, stream, result }) => {
+                Ok(Command::UpstreamDone {
+                    route,
+                    generation: g,
+                    stream,
+                    result,
+                }) => {
                     if let Some(instance) = find(&mut slots[route], g) {
                         self.upstream_done(instance, stream, result);
                     }
@@ -159,7 +187,11 @@ impl Worker {
                     }
                 }
             }
-            if shutting_down && slots.iter().all(|s| s.draining.is_empty() && s.current.as_ref().is_none_or(|c| c.streams.is_empty())) {
+            if shutting_down
+                && slots
+                    .iter()
+                    .all(|s| s.draining.is_empty() && s.current.as_ref().is_none_or(|c| c.streams.is_empty()))
+            {
                 return;
             }
         }
@@ -218,7 +250,13 @@ impl Worker {
     }
 
     fn begin(&self, instance: &mut Instance, req: Incoming) {
-        let Incoming { headers, body, info, respond, .. } = req;
+        let Incoming {
+            headers,
+            body,
+            info,
+            respond,
+            ..
+        } = req;
         let stream = match instance.vm.create_http_stream_with(instance.root, info) {
             Ok(s) => s,
             Err(e) => {
@@ -226,7 +264,13 @@ impl Worker {
                 return;
             }
         };
-        instance.streams.insert(stream, PendingStream { respond: Some(respond), passed_through: false });
+        instance.streams.insert(
+            stream,
+            PendingStream {
+                respond: Some(respond),
+                passed_through: false,
+            },
+        );
         let has_body = !body.is_empty();
         let _ = instance.vm.send_request_headers(stream, &headers, !has_body);
         if has_body {
@@ -254,7 +298,11 @@ impl Worker {
             let tls = call.header(":scheme") == Some("https");
             let request = UpstreamRequest::from_call_headers(&call.headers, call.body.clone());
             let client = self.client.clone();
-            let timeout = Duration::from_millis(if call.timeout_ms == 0 { 60_000 } else { call.timeout_ms as u64 + 1_000 });
+            let timeout = Duration::from_millis(if call.timeout_ms == 0 {
+                60_000
+            } else {
+                call.timeout_ms as u64 + 1_000
+            });
             self.runtime.spawn(async move {
                 let reply = match (target, tls) {
                     (_, true) => {
@@ -273,7 +321,12 @@ impl Worker {
                         Err(_) => HttpCallReply::Failure(CalloutFailure::Timeout),
                     },
                 };
-                let _ = commands.send(Command::CallDone { route: route_index, generation, token, reply });
+                let _ = commands.send(Command::CallDone {
+                    route: route_index,
+                    generation,
+                    token,
+                    reply,
+                });
             });
         }
         let ids: Vec<u32> = instance.streams.keys().copied().collect();
@@ -309,7 +362,11 @@ impl Worker {
                         br#"{"message":"no Route matched with those values"}"#.to_vec(),
                     )),
                     Fallback::Upstream(name) => {
-                        let target = self.upstreams.get(name).map(|a| a.to_string()).unwrap_or_else(|| name.clone());
+                        let target = self
+                            .upstreams
+                            .get(name)
+                            .map(|a| a.to_string())
+                            .unwrap_or_else(|| name.clone());
                         let headers = vm.request_headers(stream).unwrap_or_default();
                         let body = vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
                         let request = UpstreamRequest::from_call_headers(&headers, body);
@@ -318,7 +375,12 @@ impl Worker {
                         let generation = instance.generation;
                         self.runtime.spawn(async move {
                             let result = client.send(&target, request).await.map_err(|e| e.to_string());
-                            let _ = commands.send(Command::UpstreamDone { route: route_index, generation, stream, result });
+                            let _ = commands.send(Command::UpstreamDone {
+                                route: route_index,
+                                generation,
+                                stream,
+                                result,
+                            });
                         });
                         None
                     }
@@ -335,21 +397,37 @@ impl Worker {
     fn upstream_done(&self, instance: &mut Instance, stream: u32, result: Result<UpstreamResponse, String>) {
         let response = match result {
             Ok(resp) => self.through_response_filter(&mut instance.vm, stream, resp.status, resp.headers, resp.body),
-            Err(e) => plain(503, &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}")),
+            Err(e) => plain(
+                503,
+                &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}"),
+            ),
         };
         self.finish(instance, stream, response);
     }
 
     /// Runs a response through the filter's response callbacks and returns what it let out.
-    fn through_response_filter(&self, vm: &mut Vm, stream: u32, status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> GatewayResponse {
+    fn through_response_filter(
+        &self,
+        vm: &mut Vm,
+        stream: u32,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> GatewayResponse {
         let mut all = vec![(":status".to_string(), status.to_string())];
-        all.extend(headers.into_iter().filter(|(k, _)| !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("transfer-encoding")));
+        all.extend(headers.into_iter().filter(|(k, _)| {
+            !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("transfer-encoding")
+        }));
         let _ = vm.send_response_headers(stream, &all, body.is_empty());
         if !body.is_empty() {
             let _ = vm.send_response_body(stream, &body, true);
         }
         if let Some(local) = vm.local_response(stream) {
-            return GatewayResponse { status: local.status as u16, headers: local.headers.clone(), body: local.body.clone() };
+            return GatewayResponse {
+                status: local.status as u16,
+                headers: local.headers.clone(),
+                body: local.body.clone(),
+            };
         }
         let headers = vm.response_headers(stream).unwrap_or(all);
         let status = headers

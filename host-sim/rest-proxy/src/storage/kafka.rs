@@ -20,10 +20,7 @@ use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use rskafka::BackoffConfig;
 
-use super::{
-    Appended, PartitionSummary, RecordFailure, RecordHeader, StorageError, StoredRecord,
-    TopicSummary,
-};
+use super::{Appended, PartitionSummary, RecordFailure, RecordHeader, StorageError, StoredRecord, TopicSummary};
 use crate::codec::ProduceRecord;
 use crate::error::codes;
 
@@ -86,16 +83,12 @@ pub fn failure_of(e: &KafkaError) -> RecordFailure {
                 | ProtocolError::ConcurrentTransactions => codes::KAFKA_RETRIABLE,
                 _ => codes::KAFKA_ERROR,
             };
-            RecordFailure {
-                error_code,
-                message,
-            }
+            RecordFailure { error_code, message }
         }
         // Connection trouble and deadlines: the Java producer reports a TimeoutException.
-        KafkaError::Connection(_)
-        | KafkaError::Request(_)
-        | KafkaError::RetryFailed(_)
-        | KafkaError::Timeout => RecordFailure::retriable(message),
+        KafkaError::Connection(_) | KafkaError::Request(_) | KafkaError::RetryFailed(_) | KafkaError::Timeout => {
+            RecordFailure::retriable(message)
+        }
         _ => RecordFailure::fatal(message),
     }
 }
@@ -109,11 +102,7 @@ fn headers_to_kafka(headers: Vec<RecordHeader>) -> BTreeMap<String, Vec<u8>> {
 
 impl KafkaBridge {
     /// A bridge to `bootstrap`; nothing is contacted until first use.
-    pub fn new(
-        bootstrap: Vec<String>,
-        timeout: Duration,
-        initial_topics: Vec<(String, u32)>,
-    ) -> Self {
+    pub fn new(bootstrap: Vec<String>, timeout: Duration, initial_topics: Vec<(String, u32)>) -> Self {
         KafkaBridge {
             bootstrap,
             timeout,
@@ -170,11 +159,7 @@ impl KafkaBridge {
                 .await
                 .map_err(|f| RecordFailure {
                     error_code: f.error_code,
-                    message: format!(
-                        "cannot reach Kafka at {}: {}",
-                        self.bootstrap.join(","),
-                        f.message
-                    ),
+                    message: format!("cannot reach Kafka at {}: {}", self.bootstrap.join(","), f.message),
                 })?,
         );
         tracing::info!(bootstrap = %self.bootstrap.join(","), "rest-proxy: connected to Kafka");
@@ -200,23 +185,14 @@ impl KafkaBridge {
         Ok(map)
     }
 
-    async fn create_with(
-        &self,
-        client: &Client,
-        topic: &str,
-        partitions: u32,
-    ) -> Result<u32, RecordFailure> {
+    async fn create_with(&self, client: &Client, topic: &str, partitions: u32) -> Result<u32, RecordFailure> {
         let existing = self.refresh(client).await?;
         if let Some(n) = existing.get(topic) {
             return Ok(*n);
         }
         let controller = client.controller_client().map_err(|e| failure_of(&e))?;
         let n = i32::try_from(partitions).unwrap_or(i32::MAX);
-        let created = tokio::time::timeout(
-            self.timeout,
-            controller.create_topic(topic, n, 1, self.timeout_ms()),
-        )
-        .await;
+        let created = tokio::time::timeout(self.timeout, controller.create_topic(topic, n, 1, self.timeout_ms())).await;
         match created {
             Ok(Ok(())) => tracing::info!(topic, partitions, "rest-proxy: created Kafka topic"),
             // Created by someone else in the meantime: fine.
@@ -293,19 +269,12 @@ impl KafkaBridge {
             )
             .await?,
         );
-        self.partition_clients
-            .lock()
-            .await
-            .insert(key, Arc::clone(&pc));
+        self.partition_clients.lock().await.insert(key, Arc::clone(&pc));
         Ok(pc)
     }
 
     /// Produces records, one batch per partition (order kept within a partition).
-    pub async fn append(
-        &self,
-        topic: &str,
-        batch: Vec<(u32, ProduceRecord)>,
-    ) -> Vec<Result<Appended, RecordFailure>> {
+    pub async fn append(&self, topic: &str, batch: Vec<(u32, ProduceRecord)>) -> Vec<Result<Appended, RecordFailure>> {
         let total = batch.len();
         let mut results: Vec<Option<Result<Appended, RecordFailure>>> = vec![None; total];
         let mut groups: BTreeMap<u32, Vec<(usize, i64, Record)>> = BTreeMap::new();
@@ -314,13 +283,9 @@ impl KafkaBridge {
                 key: r.key.map(|k| k.to_vec()),
                 value: r.value.map(|v| v.to_vec()),
                 headers: headers_to_kafka(r.headers),
-                timestamp: DateTime::<Utc>::from_timestamp_millis(r.timestamp_ms)
-                    .unwrap_or_default(),
+                timestamp: DateTime::<Utc>::from_timestamp_millis(r.timestamp_ms).unwrap_or_default(),
             };
-            groups
-                .entry(partition)
-                .or_default()
-                .push((i, r.timestamp_ms, record));
+            groups.entry(partition).or_default().push((i, r.timestamp_ms, record));
         }
         for (partition, items) in groups {
             let (meta, records): (Vec<(usize, i64)>, Vec<Record>) =
@@ -376,9 +341,7 @@ impl KafkaBridge {
 
     /// Topic names and partition counts, from the broker.
     pub async fn list_topics(&self) -> Result<Vec<(String, u32)>, StorageError> {
-        let map = self
-            .with_client(|c| async move { self.refresh(&c).await })
-            .await?;
+        let map = self.with_client(|c| async move { self.refresh(&c).await }).await?;
         let mut topics: Vec<(String, u32)> = map.into_iter().collect();
         topics.sort();
         Ok(topics)
@@ -388,24 +351,12 @@ impl KafkaBridge {
     /// "latest" and the high watermark of a fetch there: tansu 0.6 answers "latest" with the base
     /// offset of the last batch plus one, short of the true end when that batch held several
     /// records.
-    async fn offsets(
-        &self,
-        client: &Client,
-        topic: &str,
-        partition: u32,
-    ) -> Result<(i64, i64), RecordFailure> {
+    async fn offsets(&self, client: &Client, topic: &str, partition: u32) -> Result<(i64, i64), RecordFailure> {
         let pc = self.partition_client(client, topic, partition).await?;
-        let earliest = self
-            .bounded("list offsets", pc.get_offset(OffsetAt::Earliest))
-            .await?;
-        let latest = self
-            .bounded("list offsets", pc.get_offset(OffsetAt::Latest))
-            .await?;
+        let earliest = self.bounded("list offsets", pc.get_offset(OffsetAt::Earliest)).await?;
+        let latest = self.bounded("list offsets", pc.get_offset(OffsetAt::Latest)).await?;
         let high_watermark = match self
-            .bounded(
-                "fetch",
-                pc.fetch_records(latest, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS),
-            )
+            .bounded("fetch", pc.fetch_records(latest, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS))
             .await
         {
             Ok((_, hw)) => hw,
@@ -455,10 +406,7 @@ impl KafkaBridge {
         let mut out = Vec::new();
         while out.len() < limit && next < latest {
             let (batch, _high_watermark) = self
-                .bounded(
-                    "fetch",
-                    pc.fetch_records(next, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS),
-                )
+                .bounded("fetch", pc.fetch_records(next, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS))
                 .await?;
             let before = out.len();
             for r in batch {
@@ -519,9 +467,7 @@ impl KafkaBridge {
             }
             let want = limit - out.len();
             let mut got = self
-                .with_client(|c| async move {
-                    self.read_partition(&c, topic, p, from_offset, want).await
-                })
+                .with_client(|c| async move { self.read_partition(&c, topic, p, from_offset, want).await })
                 .await?;
             out.append(&mut got);
         }
@@ -535,18 +481,12 @@ impl KafkaBridge {
         }
         self.with_client(|c| async move {
             let controller = c.controller_client().map_err(|e| failure_of(&e))?;
-            self.bounded(
-                "delete topic",
-                controller.delete_topic(topic, self.timeout_ms()),
-            )
-            .await
+            self.bounded("delete topic", controller.delete_topic(topic, self.timeout_ms()))
+                .await
         })
         .await?;
         self.cache().remove(topic);
-        self.partition_clients
-            .lock()
-            .await
-            .retain(|(t, _), _| t != topic);
+        self.partition_clients.lock().await.retain(|(t, _), _| t != topic);
         Ok(true)
     }
 }
@@ -568,10 +508,7 @@ mod tests {
             failure_of(&server(ProtocolError::NotLeaderOrFollower)).error_code,
             50003
         );
-        assert_eq!(
-            failure_of(&server(ProtocolError::MessageTooLarge)).error_code,
-            50002
-        );
+        assert_eq!(failure_of(&server(ProtocolError::MessageTooLarge)).error_code, 50002);
         assert_eq!(
             failure_of(&server(ProtocolError::TopicAuthorizationFailed)).error_code,
             40301
@@ -581,10 +518,7 @@ mod tests {
             40101
         );
         assert_eq!(failure_of(&KafkaError::Timeout).error_code, 50003);
-        assert_eq!(
-            failure_of(&KafkaError::InvalidResponse("x".into())).error_code,
-            50002
-        );
+        assert_eq!(failure_of(&KafkaError::InvalidResponse("x".into())).error_code, 50002);
     }
 
     #[test]
@@ -606,16 +540,9 @@ mod tests {
     #[tokio::test]
     async fn unreachable_broker_is_a_retriable_error() {
         // Port 1 on loopback: nothing listens there, so the connection is refused at once.
-        let bridge = KafkaBridge::new(
-            vec!["127.0.0.1:1".into()],
-            Duration::from_millis(300),
-            Vec::new(),
-        );
+        let bridge = KafkaBridge::new(vec!["127.0.0.1:1".into()], Duration::from_millis(300), Vec::new());
         match bridge.partition_count("t").await {
-            Err(StorageError::Kafka {
-                error_code,
-                message,
-            }) => {
+            Err(StorageError::Kafka { error_code, message }) => {
                 assert_eq!(error_code, 50003);
                 assert!(message.contains("cannot reach Kafka"), "{message}");
             }

@@ -43,9 +43,7 @@ struct MemTopic {
 impl MemTopic {
     fn new(partitions: u32) -> Self {
         MemTopic {
-            partitions: (0..partitions.max(1))
-                .map(|_| MemPartition::default())
-                .collect(),
+            partitions: (0..partitions.max(1)).map(|_| MemPartition::default()).collect(),
         }
     }
 }
@@ -61,11 +59,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// A store with the given caps per partition and the given topics created.
-    pub fn new(
-        retention_records: usize,
-        retention_bytes: usize,
-        topics: Vec<(String, u32)>,
-    ) -> Self {
+    pub fn new(retention_records: usize, retention_bytes: usize, topics: Vec<(String, u32)>) -> Self {
         let store = MemoryStore {
             topics: Mutex::new(BTreeMap::new()),
             retention_records: retention_records.max(1),
@@ -123,11 +117,7 @@ impl MemoryStore {
     }
 
     /// Appends records; one result per record, in order.
-    pub fn append(
-        &self,
-        topic: &str,
-        batch: Vec<(u32, ProduceRecord)>,
-    ) -> Vec<Result<Appended, RecordFailure>> {
+    pub fn append(&self, topic: &str, batch: Vec<(u32, ProduceRecord)>) -> Vec<Result<Appended, RecordFailure>> {
         let mut topics = self.lock();
         let Some(t) = topics.get_mut(topic) else {
             // Deleted between topic resolution and append: Kafka's retriable
@@ -165,9 +155,7 @@ impl MemoryStore {
                 timestamp_ms: stored.timestamp_ms,
             }));
             p.records.push_back(stored);
-            while p.records.len() > 1
-                && (p.records.len() > self.retention_records || p.bytes > self.retention_bytes)
-            {
+            while p.records.len() > 1 && (p.records.len() > self.retention_records || p.bytes > self.retention_bytes) {
                 if let Some(old) = p.records.pop_front() {
                     p.bytes = p.bytes.saturating_sub(record_bytes(&old));
                     p.evicted += 1;
@@ -223,12 +211,13 @@ impl MemoryStore {
             .get(topic)
             .ok_or_else(|| StorageError::TopicNotFound(topic.to_string()))?;
         let selected: Vec<&MemPartition> = match partition {
-            Some(p) => vec![t.partitions.get(p as usize).ok_or_else(|| {
-                StorageError::PartitionNotFound {
+            Some(p) => vec![t
+                .partitions
+                .get(p as usize)
+                .ok_or_else(|| StorageError::PartitionNotFound {
                     topic: topic.to_string(),
                     partition: p,
-                }
-            })?],
+                })?],
             None => t.partitions.iter().collect(),
         };
         let mut out = Vec::new();
@@ -237,8 +226,7 @@ impl MemoryStore {
                 break;
             }
             // Offsets in a partition are contiguous from `earliest_offset`.
-            let skip =
-                usize::try_from(from_offset.saturating_sub(p.earliest_offset())).unwrap_or(0);
+            let skip = usize::try_from(from_offset.saturating_sub(p.earliest_offset())).unwrap_or(0);
             out.extend(p.records.iter().skip(skip).take(limit - out.len()).cloned());
         }
         Ok(out)

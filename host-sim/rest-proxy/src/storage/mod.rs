@@ -158,22 +158,13 @@ impl Backend {
         let topics: Vec<(String, u32)> = config
             .topics
             .iter()
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    t.partitions.unwrap_or(config.default_partitions),
-                )
-            })
+            .map(|t| (t.name.clone(), t.partitions.unwrap_or(config.default_partitions)))
             .collect();
         match &config.storage {
             StorageConfig::Memory {
                 retention_records,
                 retention_bytes,
-            } => Backend::Memory(memory::MemoryStore::new(
-                *retention_records,
-                *retention_bytes,
-                topics,
-            )),
+            } => Backend::Memory(memory::MemoryStore::new(*retention_records, *retention_bytes, topics)),
             StorageConfig::Kafka { bootstrap, timeout } => {
                 Backend::Kafka(kafka::KafkaBridge::new(bootstrap.clone(), *timeout, topics))
             }
@@ -205,11 +196,7 @@ impl Backend {
     }
 
     /// Appends records to the given partitions; one result per record, in order.
-    pub async fn append(
-        &self,
-        topic: &str,
-        batch: Vec<(u32, ProduceRecord)>,
-    ) -> Vec<Result<Appended, RecordFailure>> {
+    pub async fn append(&self, topic: &str, batch: Vec<(u32, ProduceRecord)>) -> Vec<Result<Appended, RecordFailure>> {
         match self {
             Backend::Memory(m) => m.append(topic, batch),
             Backend::Kafka(k) => k.append(topic, batch).await,

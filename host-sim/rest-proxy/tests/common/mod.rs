@@ -45,15 +45,9 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, content_type: &str, body: &str) -> HttpResponse {
-        send(
-            self.addr,
-            Method::POST,
-            path,
-            Some(content_type),
-            body.to_string(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        send(self.addr, Method::POST, path, Some(content_type), body.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     pub async fn get(&self, path: &str) -> HttpResponse {
@@ -70,9 +64,7 @@ impl TestServer {
 
     /// The records of a topic read back through `/_sim/`.
     pub async fn read_back(&self, topic: &str, query: &str) -> Vec<Value> {
-        let r = self
-            .get(&format!("/_sim/topics/{topic}/records?{query}"))
-            .await;
+        let r = self.get(&format!("/_sim/topics/{topic}/records?{query}")).await;
         assert_eq!(r.status, 200, "{}", r.text());
         match r.json().get("records") {
             Some(Value::Array(items)) => items.clone(),
@@ -87,10 +79,7 @@ pub fn memory_config(topics: &[&str], auto_create: bool) -> RestProxyConfig {
         auto_create_topics: auto_create,
         topics: topics
             .iter()
-            .map(|t| {
-                t.parse::<TopicSpec>()
-                    .unwrap_or_else(|e| panic!("topic {t}: {e}"))
-            })
+            .map(|t| t.parse::<TopicSpec>().unwrap_or_else(|e| panic!("topic {t}: {e}")))
             .collect(),
         ..RestProxyConfig::default()
     }
@@ -101,14 +90,9 @@ pub async fn start(config: RestProxyConfig) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("local_addr: {e}"));
-    let proxy = RestProxy::new(RestProxyConfig {
-        listen: addr,
-        ..config
-    })
-    .unwrap_or_else(|e| panic!("RestProxy::new: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let proxy =
+        RestProxy::new(RestProxyConfig { listen: addr, ..config }).unwrap_or_else(|e| panic!("RestProxy::new: {e}"));
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(Arc::clone(&proxy).serve(listener, async move {
         let _ = rx.await;
@@ -135,8 +119,7 @@ impl HttpResponse {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
     }
 
     pub fn content_type(&self) -> &str {
@@ -150,18 +133,9 @@ impl HttpResponse {
     pub fn assert_error(&self, status: u16, error_code: i64) -> String {
         assert_eq!(self.status, status, "body: {}", self.text());
         let v = self.json();
-        assert_eq!(
-            v["error_code"],
-            Value::from(error_code),
-            "body: {}",
-            self.text()
-        );
+        assert_eq!(v["error_code"], Value::from(error_code), "body: {}", self.text());
         let obj = v.as_object().unwrap_or_else(|| panic!("not an object"));
-        assert_eq!(
-            obj.len(),
-            2,
-            "envelope has exactly error_code and message: {v}"
-        );
+        assert_eq!(obj.len(), 2, "envelope has exactly error_code and message: {v}");
         v["message"]
             .as_str()
             .unwrap_or_else(|| panic!("message is not a string: {v}"))
@@ -191,23 +165,12 @@ pub async fn send(
     if let Some(ct) = content_type {
         builder = builder.header(CONTENT_TYPE, ct);
     }
-    let req = builder
-        .body(Full::new(body.into()))
-        .map_err(|e| e.to_string())?;
+    let req = builder.body(Full::new(body.into())).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(HttpResponse { status, headers, body })
 }
 
 /// Base64 of a string.

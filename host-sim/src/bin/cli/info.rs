@@ -55,11 +55,7 @@ fn render_text(name: &str, report: &ModuleReport) -> String {
     let _ = writeln!(out, "{name}");
     let _ = writeln!(out, "  size:    {} bytes", info.size);
     let _ = writeln!(out, "  sha256:  {}", info.sha256);
-    let _ = writeln!(
-        out,
-        "  abi:     {}",
-        info.abi_version.as_deref().unwrap_or("none")
-    );
+    let _ = writeln!(out, "  abi:     {}", info.abi_version.as_deref().unwrap_or("none"));
     for (title, list) in [("exports", &info.exports), ("imports", &info.imports)] {
         let _ = writeln!(out, "{title} ({}):", list.len());
         for item in list {
@@ -83,9 +79,6 @@ fn render_text(name: &str, report: &ModuleReport) -> String {
     } else {
         report.unknown_imports.join(", ")
     };
-    let _ = writeln!(
-        out,
-        "imports host-sim does not know (linked as traps): {unknown}"
-    );
+    let _ = writeln!(out, "imports host-sim does not know (linked as traps): {unknown}");
     out
 }

@@ -118,11 +118,7 @@ pub fn run() -> Result<(), Failure> {
 fn clap_error_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let mut line = String::new();
-    for part in text
-        .lines()
-        .map(str::trim)
-        .take_while(|l| !l.starts_with("Usage:"))
-    {
+    for part in text.lines().map(str::trim).take_while(|l| !l.starts_with("Usage:")) {
         let part = part.strip_prefix("error: ").unwrap_or(part);
         if part.is_empty() {
             continue;
@@ -154,8 +150,7 @@ fn init_tracing(level: Option<&str>) -> Result<(), Failure> {
                 }
                 _ => spec.to_string(),
             };
-            EnvFilter::try_new(directives)
-                .map_err(|e| Failure::usage(anyhow!("--log-level {spec:?}: {e}")))?
+            EnvFilter::try_new(directives).map_err(|e| Failure::usage(anyhow!("--log-level {spec:?}: {e}")))?
         }
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
     };
@@ -169,8 +164,7 @@ fn init_tracing(level: Option<&str>) -> Result<(), Failure> {
 
 /// Reads an input file; the error is `cannot read PATH: REASON` (an input error).
 pub fn read_input(path: &Path) -> Result<Vec<u8>, Failure> {
-    std::fs::read(path)
-        .map_err(|e| Failure::usage(anyhow!("cannot read {}: {}", path.display(), io_reason(&e))))
+    std::fs::read(path).map_err(|e| Failure::usage(anyhow!("cannot read {}: {}", path.display(), io_reason(&e))))
 }
 
 /// An I/O error's reason without the `(os error N)` suffix.
@@ -186,10 +180,9 @@ fn io_reason(e: &std::io::Error) -> String {
 pub fn print_stdout(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::runtime(anyhow!(
-            "cannot write to stdout: {}",
-            io_reason(&e)
-        ))),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::runtime(anyhow!("cannot write to stdout: {}", io_reason(&e))))
+        }
         _ => Ok(()),
     }
 }

@@ -6,8 +6,10 @@ use rest_proxy::{RestProxy, RestProxyArgs};
 
 /// Flags of `host-sim rest-proxy`.
 #[derive(Debug, Args)]
-#[command(after_help = "Produce: POST /topics/{topic} (v2 binary/json), POST /v3/clusters/{id}/topics/{topic}/records. \
-                        Read back: GET /_sim/topics/{topic}/records. Faults for tests: POST /_sim/faults.")]
+#[command(
+    after_help = "Produce: POST /topics/{topic} (v2 binary/json), POST /v3/clusters/{id}/topics/{topic}/records. \
+                        Read back: GET /_sim/topics/{topic}/records. Faults for tests: POST /_sim/faults."
+)]
 pub struct RestProxyCommand {
     #[command(flatten)]
     args: RestProxyArgs,

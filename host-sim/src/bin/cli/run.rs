@@ -106,9 +106,7 @@ impl RunArgs {
         }
         let profile = Profile::from(self.profile);
         if profile == Profile::Kong && !self.clusters.is_empty() {
-            tracing::warn!(
-                "--cluster has no effect with --profile kong (Kong calls take host:port)"
-            );
+            tracing::warn!("--cluster has no effect with --profile kong (Kong calls take host:port)");
         }
 
         let filter_name = self.filter.display().to_string();
@@ -125,21 +123,14 @@ impl RunArgs {
             Some(path) => read_input(path)?,
             None => Vec::new(),
         };
-        let request = RequestFile::from_json(&read_input(&self.request)?).map_err(|e| {
-            Failure::usage(anyhow!(
-                "{}: not a valid request file: {e}",
-                self.request.display()
-            ))
-        })?;
+        let request = RequestFile::from_json(&read_input(&self.request)?)
+            .map_err(|e| Failure::usage(anyhow!("{}: not a valid request file: {e}", self.request.display())))?;
         let responses = self
             .http_call_responses
             .iter()
             .map(|path| {
                 CallResponseFile::from_json(&read_input(path)?).map_err(|e| {
-                    Failure::usage(anyhow!(
-                        "{}: not a valid HTTP call response file: {e}",
-                        path.display()
-                    ))
+                    Failure::usage(anyhow!("{}: not a valid HTTP call response file: {e}", path.display()))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -165,9 +156,7 @@ impl RunArgs {
 fn parse_sha256(text: &str) -> Result<String, Failure> {
     let hex = text.trim().to_ascii_lowercase();
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Failure::usage(anyhow!(
-            "--sha256 {text:?}: expected 64 hex digits"
-        )));
+        return Err(Failure::usage(anyhow!("--sha256 {text:?}: expected 64 hex digits")));
     }
     Ok(hex)
 }
@@ -180,8 +169,8 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .load_bytes(&config.filter_bytes)
         // Whatever stops a module loading is a fault of the file: an input error.
         .map_err(|e| Failure::usage(e).context(&config.filter_name))?;
-    let transcript = run_scenario(&module, &config.options, &config.request, &config.responses)
-        .map_err(Failure::runtime)?;
+    let transcript =
+        run_scenario(&module, &config.options, &config.request, &config.responses).map_err(Failure::runtime)?;
     print_stdout(&pretty_json(&transcript).map_err(Failure::runtime)?)
 }
 

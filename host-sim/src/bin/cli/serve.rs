@@ -14,9 +14,11 @@ use std::time::Duration;
 
 /// Flags of `host-sim serve`.
 #[derive(Debug, Args)]
-#[command(after_help = "Give the filter one of three ways: --filter (with --config), --envoy envoy.yaml, \
+#[command(
+    after_help = "Give the filter one of three ways: --filter (with --config), --envoy envoy.yaml, \
                         or --kong kong.yml (with --filters-dir). The module file is watched: a new \
-                        build is picked up without a restart.")]
+                        build is picked up without a restart."
+)]
 pub struct ServeArgs {
     /// Which host to behave like (with --filter; --envoy and --kong imply it).
     #[arg(long, value_name = "PROFILE", default_value = "envoy")]
@@ -121,24 +123,36 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
                 name: "default".into(),
                 path_prefix: "/".into(),
                 filter: filter.clone(),
-                plugin_name: filter.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                plugin_name: filter
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 root_id: args.root_id.clone(),
                 vm_id: String::new(),
                 config,
-                fallback: args.default_upstream.clone().map_or(Fallback::NotFound, Fallback::Upstream),
+                fallback: args
+                    .default_upstream
+                    .clone()
+                    .map_or(Fallback::NotFound, Fallback::Upstream),
             }],
             upstreams: Default::default(),
             listen: None,
         }
     } else {
-        return Err(Failure::usage(anyhow!("give the filter with --filter, --envoy or --kong (see --help)")));
+        return Err(Failure::usage(anyhow!(
+            "give the filter with --filter, --envoy or --kong (see --help)"
+        )));
     };
     for (name, addr) in &args.upstreams {
         deployment.upstreams.insert(name.clone(), *addr);
     }
     for route in &deployment.routes {
         if !route.filter.is_file() {
-            return Err(Failure::usage(anyhow!("route {}: filter {} does not exist", route.name, route.filter.display())));
+            return Err(Failure::usage(anyhow!(
+                "route {}: filter {} does not exist",
+                route.name,
+                route.filter.display()
+            )));
         }
     }
     Ok(deployment)
@@ -159,7 +173,10 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
     let rest_config = match args.embedded_rest_proxy {
         Some(addr) => {
-            deployment.upstreams.entry(args.rest_proxy_cluster.clone()).or_insert(addr);
+            deployment
+                .upstreams
+                .entry(args.rest_proxy_cluster.clone())
+                .or_insert(addr);
             Some(args.rest.into_config(addr).map_err(Failure::usage)?)
         }
         None => None,
