@@ -26,41 +26,19 @@ _CHUNKED = ("filter: real Envoy removes Transfer-Encoding before the filter chai
             "Content-Length nor Transfer-Encoding; the filter takes it as complete at the "
             "headers (its rule for Kong) and produces an empty body: the body is lost and "
             "200 'message sent' answers, and an oversized chunked body gets 200 instead of 413")
-_NO_XFP = ("host-sim envoy profile: real Envoy's connection manager adds x-forwarded-proto: http "
-           "to the request headers before the filter chain; host-sim does not, so the message's "
-           "headers lack it")
-_KEEPS_TE = ("host-sim envoy profile: keeps transfer-encoding: chunked in the request headers, "
-             "which real Envoy removes before the filter chain (so host-sim hides the filter's "
-             "chunked-body bug)")
-_CALLOUT = ("host-sim envoy profile: the filter's REST call lacks the x-envoy-internal: true and "
-            "x-envoy-expected-rq-timeout-ms: <timeout> headers real Envoy's async client adds")
-_REPLY_HEADERS = ("host-sim envoy profile: real Envoy adds server: envoy to the filter's local "
-                  "reply, and connection: close when it answers before the request body was "
-                  "read; host-sim adds neither")
 KNOWN_RACE = ("host-sim envoy profile: without envoy.filters.http.buffer, real Envoy's router "
               "starts the route (direct_response) as soon as the wasm filter continues the "
               "headers and its answer wins; host-sim lets the filter answer, so it cannot catch "
               "a deployment without the buffer filter")
-
-# Scenarios that produce a record (whose message has the headers), and those whose records the
-# per-gateway test checks.
-_PRODUCING = [s.name for s in SCENARIOS if s.records != [] and not s.chunked]
-_CHECKED = [s.name for s in SCENARIOS if s.records and not s.chunked]
 
 # (gateway, scenario) -> reason. Gateways: "envoy" (real Envoy), "host-sim" (host-sim serve,
 # Envoy profile), "kong" (host-sim serve, Kong profile), "differential" (real Envoy vs host-sim).
 KNOWN: dict[tuple[str, str], str] = {
     ("envoy", "chunked_json"): _CHUNKED,
     ("envoy", "chunked_over_limit"): _CHUNKED,
-    **{("host-sim", n): _NO_XFP for n in _CHECKED},
-    ("host-sim", "chunked_json"): _NO_XFP + "; " + _KEEPS_TE,
-    **{("differential", s.name): "; ".join(
-        r for r, applies in [
-            (_NO_XFP, s.name in _PRODUCING),
-            (_KEEPS_TE + "; " + _CHUNKED, s.chunked),
-            (_CALLOUT, s.status not in (400, 413) and not s.rest_proxy_down or s.chunked),
-            (_REPLY_HEADERS, True),
-        ] if applies) for s in SCENARIOS},
+    # host-sim's Envoy profile reproduces real Envoy here (it strips Transfer-Encoding too).
+    ("host-sim", "chunked_json"): _CHUNKED,
+    ("host-sim", "chunked_over_limit"): _CHUNKED,
 }
 
 

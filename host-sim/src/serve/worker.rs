@@ -66,6 +66,9 @@ pub enum Command {
 struct PendingStream {
     respond: Option<oneshot::Sender<GatewayResponse>>,
     passed_through: bool,
+    /// The filter answered at the headers while a body was still announced: Envoy then closes
+    /// the connection rather than drain the unread body (`connection: close`, e2e: Envoy 1.40).
+    answered_before_body: bool,
 }
 
 struct Instance {
@@ -269,10 +272,16 @@ impl Worker {
             PendingStream {
                 respond: Some(respond),
                 passed_through: false,
+                answered_before_body: false,
             },
         );
         let has_body = !body.is_empty();
         let _ = instance.vm.send_request_headers(stream, &headers, !has_body);
+        if has_body && instance.vm.local_response(stream).is_some() {
+            if let Some(p) = instance.streams.get_mut(&stream) {
+                p.answered_before_body = self.profile == Profile::Envoy;
+            }
+        }
         if has_body {
             let _ = instance.vm.send_request_body(stream, &body, true);
         }
@@ -296,7 +305,16 @@ impl Worker {
             let generation = instance.generation;
             let token = call.token;
             let tls = call.header(":scheme") == Some("https");
-            let request = UpstreamRequest::from_call_headers(&call.headers, call.body.clone());
+            let mut call_headers = call.headers.clone();
+            if self.profile == Profile::Envoy {
+                // Envoy's async client marks callouts as internal and announces their timeout
+                // (e2e: the REST proxy saw both from Envoy 1.40).
+                call_headers.push(("x-envoy-internal".into(), "true".into()));
+                if call.timeout_ms > 0 {
+                    call_headers.push(("x-envoy-expected-rq-timeout-ms".into(), call.timeout_ms.to_string()));
+                }
+            }
+            let request = UpstreamRequest::from_call_headers(&call_headers, call.body.clone());
             let client = self.client.clone();
             let timeout = Duration::from_millis(if call.timeout_ms == 0 {
                 60_000
@@ -442,8 +460,11 @@ impl Worker {
         }
     }
 
-    fn finish(&self, instance: &mut Instance, stream: u32, response: GatewayResponse) {
+    fn finish(&self, instance: &mut Instance, stream: u32, mut response: GatewayResponse) {
         if let Some(p) = instance.streams.remove(&stream) {
+            if p.answered_before_body {
+                response.headers.push(("connection".into(), "close".into()));
+            }
             if let Some(respond) = p.respond {
                 let _ = respond.send(response);
             }
