@@ -72,10 +72,7 @@ pub fn unescape(input: &[u8]) -> Cow<'_, [u8]> {
                 out.push(b' ');
                 i += 1;
             }
-            b'%' => match (
-                input.get(i + 1).and_then(hex),
-                input.get(i + 2).and_then(hex),
-            ) {
+            b'%' => match (input.get(i + 1).and_then(hex), input.get(i + 2).and_then(hex)) {
                 (Some(hi), Some(lo)) => {
                     out.push(hi << 4 | lo);
                     i += 3;

@@ -40,6 +40,54 @@ pub struct Config {
     pub max_body_size: u64,
     /// Add the REST proxy's error code and message to error answers.
     pub return_error_message: bool,
+    /// The asynchronous producer (`producer_async` and its limits).
+    pub producer: ProducerConfig,
+}
+
+/// The asynchronous producer's settings (Kong's `producer_async*` and `producer_request_*`
+/// names). Times are in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// `producer_async`: answer once the message is in the buffer, send in batches.
+    pub enabled: bool,
+    /// `producer_async_flush_timeout`: the longest a message waits for its batch to fill.
+    pub flush_timeout_ms: u32,
+    /// `producer_request_limits_messages_per_request`: records per REST request.
+    pub messages_per_request: u32,
+    /// `producer_request_limits_bytes_per_request`: body bytes per REST request.
+    pub bytes_per_request: u32,
+    /// `producer_async_buffering_limits_messages_in_memory`: records buffered or in flight.
+    pub messages_in_memory: u32,
+    /// `producer_request_retries_max_attempts`: sends per record before it is dropped.
+    pub max_attempts: u32,
+    /// `producer_request_retries_backoff_timeout`: wait before the first retry (doubling).
+    pub backoff_ms: u32,
+    /// `producer_async_health_failure_threshold`: consecutive failed flushes that make the
+    /// REST proxy unhealthy.
+    pub failure_threshold: u32,
+    /// `producer_async_health_probe_interval`: time between probes while unhealthy.
+    pub probe_interval_ms: u32,
+    /// `producer_async_health_recovery_threshold`: successful probes or flushes that make it
+    /// healthy again.
+    pub recovery_threshold: u32,
+}
+
+impl Default for ProducerConfig {
+    /// The table's defaults.
+    fn default() -> Self {
+        ProducerConfig {
+            enabled: false,
+            flush_timeout_ms: 1000,
+            messages_per_request: 200,
+            bytes_per_request: 1_048_576,
+            messages_in_memory: 50_000,
+            max_attempts: 10,
+            backoff_ms: 100,
+            failure_threshold: 3,
+            probe_interval_ms: 5000,
+            recovery_threshold: 1,
+        }
+    }
 }
 
 /// Where and how the REST proxy is called.
@@ -205,6 +253,7 @@ pub(crate) struct Schema {
 
 const NAME_MAX: u64 = 255;
 const TOPIC_MAX: u64 = 249; // Kafka's limit on topic names
+const MS_MAX: i64 = 3_600_000; // one hour, for the producer's durations
 
 /// The whole configuration.
 pub(crate) static ROOT: Schema = Schema {
@@ -293,6 +342,76 @@ pub(crate) static ROOT: Schema = Schema {
             required: false,
             default: None,
             description: "How errors are reported to the client.",
+        },
+        Field {
+            name: "producer_async",
+            kind: Kind::Boolean,
+            required: false,
+            default: Some(DefaultValue::Bool(false)),
+            description: "Produce asynchronously: answer 200 as soon as the message is accepted into the VM's bounded buffer (503 when the buffer is full or the REST proxy is unhealthy), and send buffered messages in batches from the root context, retrying failed records.",
+        },
+        Field {
+            name: "producer_async_flush_timeout",
+            kind: Kind::Integer { minimum: 1, maximum: MS_MAX },
+            required: false,
+            default: Some(DefaultValue::Int(1000)),
+            description: "Async mode: the longest a buffered message waits for its batch to fill before it is sent, in milliseconds.",
+        },
+        Field {
+            name: "producer_request_limits_messages_per_request",
+            kind: Kind::Integer { minimum: 1, maximum: 10_000 },
+            required: false,
+            default: Some(DefaultValue::Int(200)),
+            description: "Async mode: the most records one REST proxy request carries; a full batch is sent at the next tick.",
+        },
+        Field {
+            name: "producer_request_limits_bytes_per_request",
+            kind: Kind::Integer { minimum: 1, maximum: 67_108_864 },
+            required: false,
+            default: Some(DefaultValue::Int(1_048_576)),
+            description: "Async mode: the largest REST proxy request body in bytes (a single larger record is sent alone).",
+        },
+        Field {
+            name: "producer_async_buffering_limits_messages_in_memory",
+            kind: Kind::Integer { minimum: 1, maximum: 1_000_000 },
+            required: false,
+            default: Some(DefaultValue::Int(50_000)),
+            description: "Async mode: the most records a VM holds (waiting, retrying or in flight); when full, new requests get 503.",
+        },
+        Field {
+            name: "producer_request_retries_max_attempts",
+            kind: Kind::Integer { minimum: 1, maximum: 1000 },
+            required: false,
+            default: Some(DefaultValue::Int(10)),
+            description: "Async mode: how many times a record is sent before it is dropped (counted and logged).",
+        },
+        Field {
+            name: "producer_request_retries_backoff_timeout",
+            kind: Kind::Integer { minimum: 0, maximum: MS_MAX },
+            required: false,
+            default: Some(DefaultValue::Int(100)),
+            description: "Async mode: the wait before a failed record's first retry in milliseconds; it doubles with every further attempt, up to 30 s (or this value when larger).",
+        },
+        Field {
+            name: "producer_async_health_failure_threshold",
+            kind: Kind::Integer { minimum: 1, maximum: 1000 },
+            required: false,
+            default: Some(DefaultValue::Int(3)),
+            description: "Async mode: consecutive failed flushes after which the REST proxy is unhealthy and new requests get 503.",
+        },
+        Field {
+            name: "producer_async_health_probe_interval",
+            kind: Kind::Integer { minimum: 1, maximum: MS_MAX },
+            required: false,
+            default: Some(DefaultValue::Int(5000)),
+            description: "Async mode: the time between health probes of an unhealthy REST proxy, in milliseconds.",
+        },
+        Field {
+            name: "producer_async_health_recovery_threshold",
+            kind: Kind::Integer { minimum: 1, maximum: 1000 },
+            required: false,
+            default: Some(DefaultValue::Int(1)),
+            description: "Async mode: successful probes (or flushes) after which an unhealthy REST proxy is healthy again.",
         },
     ],
     rules: &[Rule::AtLeastOneTrue {
@@ -393,18 +512,13 @@ static ERROR_HANDLING: Schema = Schema {
 /// Parses and validates the bytes given to `proxy_on_configure`.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ConfigError(
-            "configuration: missing (expected a JSON object)".into(),
-        ));
+        return Err(ConfigError("configuration: missing (expected a JSON object)".into()));
     }
-    let mut value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ConfigError(format!("configuration: invalid JSON: {e}")))?;
+    let mut value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ConfigError(format!("configuration: invalid JSON: {e}")))?;
     if let Value::String(inner) = &value {
-        value = serde_json::from_str(inner).map_err(|e| {
-            ConfigError(format!(
-                "configuration: invalid JSON inside the string: {e}"
-            ))
-        })?;
+        value = serde_json::from_str(inner)
+            .map_err(|e| ConfigError(format!("configuration: invalid JSON inside the string: {e}")))?;
     }
     validate(&value).map_err(ConfigError)?;
     Ok(extract(&value))
@@ -425,17 +539,10 @@ fn join(path: &str, name: &str) -> String {
 
 fn check_object(path: &str, value: &Value, schema: &Schema) -> Result<(), String> {
     let Some(obj) = value.as_object() else {
-        let at = if path.is_empty() {
-            "configuration"
-        } else {
-            path
-        };
+        let at = if path.is_empty() { "configuration" } else { path };
         return Err(format!("{at}: expected an object"));
     };
-    if let Some(unknown) = obj
-        .keys()
-        .find(|k| !schema.fields.iter().any(|f| f.name == k.as_str()))
-    {
+    if let Some(unknown) = obj.keys().find(|k| !schema.fields.iter().any(|f| f.name == k.as_str())) {
         return Err(format!("{}: unknown field", join(path, unknown)));
     }
     for field in schema.fields {
@@ -454,10 +561,7 @@ fn check_object(path: &str, value: &Value, schema: &Schema) -> Result<(), String
 
 fn check_value(path: &str, value: &Value, kind: &Kind) -> Result<(), String> {
     match kind {
-        Kind::String {
-            min_length,
-            max_length,
-        } => check_string(path, value, *min_length, *max_length),
+        Kind::String { min_length, max_length } => check_string(path, value, *min_length, *max_length),
         Kind::Enum(values) => match value.as_str() {
             Some(s) if values.contains(&s) => Ok(()),
             _ => Err(format!("{path}: expected one of {}", quoted_list(values))),
@@ -468,9 +572,7 @@ fn check_value(path: &str, value: &Value, kind: &Kind) -> Result<(), String> {
         },
         Kind::Integer { minimum, maximum } => match value.as_i64() {
             Some(n) if (*minimum..=*maximum).contains(&n) => Ok(()),
-            _ => Err(format!(
-                "{path}: expected an integer from {minimum} to {maximum}"
-            )),
+            _ => Err(format!("{path}: expected an integer from {minimum} to {maximum}")),
         },
         Kind::StringList {
             item_min_length,
@@ -478,12 +580,7 @@ fn check_value(path: &str, value: &Value, kind: &Kind) -> Result<(), String> {
         } => match value {
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    check_string(
-                        &format!("{path}[{i}]"),
-                        item,
-                        *item_min_length,
-                        *item_max_length,
-                    )?;
+                    check_string(&format!("{path}[{i}]"), item, *item_min_length, *item_max_length)?;
                 }
                 Ok(())
             }
@@ -492,9 +589,7 @@ fn check_value(path: &str, value: &Value, kind: &Kind) -> Result<(), String> {
         },
         Kind::HeaderMap => {
             let Some(map) = value.as_object() else {
-                return Err(format!(
-                    "{path}: expected an object of header names to string values"
-                ));
+                return Err(format!("{path}: expected an object of header names to string values"));
             };
             for (name, v) in map {
                 if !header_name_ok(name) {
@@ -525,22 +620,14 @@ fn check_string(path: &str, value: &Value, min: u64, max: u64) -> Result<(), Str
     if ok {
         Ok(())
     } else if min == 0 {
-        Err(format!(
-            "{path}: expected a string of at most {max} characters"
-        ))
+        Err(format!("{path}: expected a string of at most {max} characters"))
     } else {
-        Err(format!(
-            "{path}: expected a string of {min} to {max} characters"
-        ))
+        Err(format!("{path}: expected a string of {min} to {max} characters"))
     }
 }
 
 fn quoted_list(values: &[&str]) -> String {
-    values
-        .iter()
-        .map(|v| format!("\"{v}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
+    values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
 }
 
 fn field<'s>(schema: &'s Schema, name: &str) -> Option<&'s Field> {
@@ -580,18 +667,9 @@ fn effective_int(obj: &Map<String, Value>, schema: &Schema, name: &str) -> Optio
     }
 }
 
-fn check_rule(
-    path: &str,
-    obj: &Map<String, Value>,
-    schema: &Schema,
-    rule: &Rule,
-) -> Result<(), String> {
+fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule) -> Result<(), String> {
     match rule {
-        Rule::RequiredWhen {
-            field,
-            when,
-            equals,
-        } => {
+        Rule::RequiredWhen { field, when, equals } => {
             if effective_str(obj, schema, when) == Some(equals) && !obj.contains_key(*field) {
                 return Err(format!(
                     "{}: required when {} is \"{equals}\"",
@@ -615,17 +693,9 @@ fn check_rule(
 fn extract(value: &Value) -> Config {
     let empty = Map::new();
     let root = value.as_object().unwrap_or(&empty);
-    let rp = root
-        .get("rest_proxy")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let eh = root
-        .get("error_handling")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let string = |obj: &Map<String, Value>, name: &str| {
-        obj.get(name).and_then(Value::as_str).map(str::to_string)
-    };
+    let rp = root.get("rest_proxy").and_then(Value::as_object).unwrap_or(&empty);
+    let eh = root.get("error_handling").and_then(Value::as_object).unwrap_or(&empty);
+    let string = |obj: &Map<String, Value>, name: &str| obj.get(name).and_then(Value::as_str).map(str::to_string);
 
     let upstream = string(rp, "upstream").unwrap_or_default();
     let authority = string(rp, "authority").unwrap_or_else(|| upstream.clone());
@@ -662,9 +732,7 @@ fn extract(value: &Value) -> Config {
             upstream,
             authority,
             scheme,
-            path_prefix: normalize_prefix(
-                effective_str(rp, &REST_PROXY, "path_prefix").unwrap_or(""),
-            ),
+            path_prefix: normalize_prefix(effective_str(rp, &REST_PROXY, "path_prefix").unwrap_or("")),
             api,
             format,
             headers,
@@ -680,12 +748,7 @@ fn extract(value: &Value) -> Config {
         allowed_topics: root
             .get("allowed_topics")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default(),
         key_query_arg: string(root, "key_query_arg"),
         partition: root
@@ -696,6 +759,35 @@ fn extract(value: &Value) -> Config {
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(1_048_576),
         return_error_message: effective_bool(eh, &ERROR_HANDLING, "return_error_message"),
+        producer: extract_producer(root),
+    }
+}
+
+/// The `producer_*` fields of a validated root object.
+fn extract_producer(root: &Map<String, Value>) -> ProducerConfig {
+    let defaults = ProducerConfig::default();
+    let int = |name: &str, default: u32| {
+        effective_int(root, &ROOT, name)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(default)
+    };
+    ProducerConfig {
+        enabled: effective_bool(root, &ROOT, "producer_async"),
+        flush_timeout_ms: int("producer_async_flush_timeout", defaults.flush_timeout_ms),
+        messages_per_request: int(
+            "producer_request_limits_messages_per_request",
+            defaults.messages_per_request,
+        ),
+        bytes_per_request: int("producer_request_limits_bytes_per_request", defaults.bytes_per_request),
+        messages_in_memory: int(
+            "producer_async_buffering_limits_messages_in_memory",
+            defaults.messages_in_memory,
+        ),
+        max_attempts: int("producer_request_retries_max_attempts", defaults.max_attempts),
+        backoff_ms: int("producer_request_retries_backoff_timeout", defaults.backoff_ms),
+        failure_threshold: int("producer_async_health_failure_threshold", defaults.failure_threshold),
+        probe_interval_ms: int("producer_async_health_probe_interval", defaults.probe_interval_ms),
+        recovery_threshold: int("producer_async_health_recovery_threshold", defaults.recovery_threshold),
     }
 }
 
@@ -718,10 +810,7 @@ fn normalize_prefix(prefix: &str) -> String {
 pub fn json_schema() -> Value {
     let mut schema = object_schema(&ROOT);
     if let Value::Object(map) = &mut schema {
-        map.insert(
-            "$schema".into(),
-            Value::from("http://json-schema.org/draft-04/schema#"),
-        );
+        map.insert("$schema".into(), Value::from("http://json-schema.org/draft-04/schema#"));
     }
     schema
 }
@@ -757,11 +846,7 @@ fn object_schema(schema: &Schema) -> Value {
         out.insert("required".into(), Value::Array(required));
     }
     if !schema.rules.is_empty() {
-        let all: Vec<Value> = schema
-            .rules
-            .iter()
-            .map(|r| rule_schema(schema, r))
-            .collect();
+        let all: Vec<Value> = schema.rules.iter().map(|r| rule_schema(schema, r)).collect();
         out.insert("allOf".into(), Value::Array(all));
     }
     Value::Object(out)
@@ -799,10 +884,7 @@ fn string_schema(min: u64, max: u64) -> Map<String, Value> {
 
 fn kind_schema(kind: &Kind) -> Value {
     match kind {
-        Kind::String {
-            min_length,
-            max_length,
-        } => Value::Object(string_schema(*min_length, *max_length)),
+        Kind::String { min_length, max_length } => Value::Object(string_schema(*min_length, *max_length)),
         Kind::Enum(values) => {
             let mut m = Map::new();
             m.insert("type".into(), Value::from("string"));
@@ -883,11 +965,7 @@ fn any_of(branches: Vec<Value>) -> Value {
 
 fn rule_schema(schema: &Schema, rule: &Rule) -> Value {
     match rule {
-        Rule::RequiredWhen {
-            field,
-            when,
-            equals,
-        } => {
+        Rule::RequiredWhen { field, when, equals } => {
             // `when` is not `equals` (absent means its default, which differs), or `field` is there.
             let mut req = Map::new();
             req.insert("required".into(), Value::Array(vec![Value::from(*field)]));
@@ -995,8 +1073,45 @@ mod tests {
                 partition: None,
                 max_body_size: 1_048_576,
                 return_error_message: false,
+                producer: ProducerConfig::default(),
             }
         );
+    }
+
+    #[test]
+    fn producer_fields() {
+        let c = parse(
+            br#"{"topic":"t","rest_proxy":{"upstream":"u"},
+              "producer_async": true,
+              "producer_async_flush_timeout": 250,
+              "producer_request_limits_messages_per_request": 50,
+              "producer_request_limits_bytes_per_request": 65536,
+              "producer_async_buffering_limits_messages_in_memory": 1000,
+              "producer_request_retries_max_attempts": 3,
+              "producer_request_retries_backoff_timeout": 0,
+              "producer_async_health_failure_threshold": 5,
+              "producer_async_health_probe_interval": 2000,
+              "producer_async_health_recovery_threshold": 2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.producer,
+            ProducerConfig {
+                enabled: true,
+                flush_timeout_ms: 250,
+                messages_per_request: 50,
+                bytes_per_request: 65536,
+                messages_in_memory: 1000,
+                max_attempts: 3,
+                backoff_ms: 0,
+                failure_threshold: 5,
+                probe_interval_ms: 2000,
+                recovery_threshold: 2,
+            }
+        );
+        // The defaults in the table are the ones `ProducerConfig::default` documents.
+        let defaults = extract_producer(&Map::new());
+        assert_eq!(defaults, ProducerConfig::default());
     }
 
     #[test]
@@ -1052,32 +1167,19 @@ mod tests {
     #[test]
     fn string_encoded_config_is_accepted() {
         let quoted = serde_json::to_string(MINIMAL).unwrap();
-        assert_eq!(
-            parse(quoted.as_bytes()).unwrap(),
-            parse(MINIMAL.as_bytes()).unwrap()
-        );
-        assert_eq!(
-            err(r#""\"just a string\"""#),
-            "configuration: expected an object"
-        );
+        assert_eq!(parse(quoted.as_bytes()).unwrap(), parse(MINIMAL.as_bytes()).unwrap());
+        assert_eq!(err(r#""\"just a string\"""#), "configuration: expected an object");
     }
 
     #[test]
     fn empty_allowed_topics_object_is_an_empty_list() {
-        let c =
-            parse(br#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":{}}"#).unwrap();
+        let c = parse(br#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":{}}"#).unwrap();
         assert!(c.allowed_topics.is_empty());
     }
 
     #[test]
     fn path_prefix_is_normalized() {
-        for (given, want) in [
-            ("", ""),
-            ("/", ""),
-            ("/a/", "/a"),
-            ("a", "/a"),
-            ("/a/b", "/a/b"),
-        ] {
+        for (given, want) in [("", ""), ("/", ""), ("/a/", "/a"), ("a", "/a"), ("/a/b", "/a/b")] {
             assert_eq!(normalize_prefix(given), want);
         }
     }
@@ -1107,14 +1209,8 @@ mod tests {
                 r#"{"topic":"t","rest_proxy":{"upstream":"u","bogus":1}}"#,
                 "rest_proxy.bogus: unknown field",
             ),
-            (
-                r#"{"topic":"t","rest_proxy":"u"}"#,
-                "rest_proxy: expected an object",
-            ),
-            (
-                r#"{"topic":"t","rest_proxy":{}}"#,
-                "rest_proxy.upstream: required",
-            ),
+            (r#"{"topic":"t","rest_proxy":"u"}"#, "rest_proxy: expected an object"),
+            (r#"{"topic":"t","rest_proxy":{}}"#, "rest_proxy.upstream: required"),
             (
                 r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v4"}}"#,
                 r#"rest_proxy.api: expected one of "v2", "v3""#,
@@ -1199,6 +1295,30 @@ mod tests {
                 r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":{"x":true}}"#,
                 "error_handling.x: unknown field",
             ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_async":"true"}"#,
+                "producer_async: expected true or false",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_async_flush_timeout":0}"#,
+                "producer_async_flush_timeout: expected an integer from 1 to 3600000",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_request_limits_messages_per_request":0}"#,
+                "producer_request_limits_messages_per_request: expected an integer from 1 to 10000",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_request_retries_backoff_timeout":-1}"#,
+                "producer_request_retries_backoff_timeout: expected an integer from 0 to 3600000",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_async_health_recovery_threshold":0}"#,
+                "producer_async_health_recovery_threshold: expected an integer from 1 to 1000",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_async_buffer":1}"#,
+                "producer_async_buffer: unknown field",
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(err(text), want, "config {text}");
@@ -1210,9 +1330,7 @@ mod tests {
     #[test]
     fn one_forward_flag_is_enough() {
         for flag in ["forward_method", "forward_uri", "forward_headers"] {
-            let text = format!(
-                r#"{{"topic":"t","rest_proxy":{{"upstream":"u"}},"forward_body":false,"{flag}":true}}"#
-            );
+            let text = format!(r#"{{"topic":"t","rest_proxy":{{"upstream":"u"}},"forward_body":false,"{flag}":true}}"#);
             assert!(parse(text.as_bytes()).is_ok(), "{flag}");
         }
     }
@@ -1229,6 +1347,40 @@ mod tests {
         }
     }
 
+    /// Every leaf field of the table has a row in CONFIG.md's table, and the row's default is
+    /// the table's.
+    #[test]
+    fn config_md_documents_every_field() {
+        fn leaves(schema: &Schema, prefix: &str, out: &mut Vec<(String, &'static Field)>) {
+            for f in schema.fields {
+                let path = join(prefix, f.name);
+                match &f.kind {
+                    Kind::Object(inner) => leaves(inner, &path, out),
+                    _ => out.push((path, f)),
+                }
+            }
+        }
+        let doc = include_str!("../CONFIG.md");
+        let mut fields = Vec::new();
+        leaves(&ROOT, "", &mut fields);
+        for (path, field) in fields {
+            let start = format!("| `{path}` |");
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&start))
+                .unwrap_or_else(|| panic!("CONFIG.md has no row for {path}"));
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let want = match &field.default {
+                Some(DefaultValue::Bool(b)) => format!("`{b}`"),
+                Some(DefaultValue::Int(n)) => format!("`{n}`"),
+                Some(DefaultValue::Str(v)) => format!("`\"{v}\"`"),
+                None if field.required => "**required**".to_string(),
+                None => continue,
+            };
+            assert_eq!(cells.get(2), Some(&want.as_str()), "CONFIG.md default of {path}");
+        }
+    }
+
     /// The shipped metadata is the generated one. Regenerate with
     /// `KAFKA_UPSTREAM_WRITE_META=1 cargo test -p kafka-upstream shipped_meta_json`.
     #[test]
@@ -1239,10 +1391,7 @@ mod tests {
             std::fs::write(path, &generated).unwrap();
         }
         let shipped = std::fs::read_to_string(path).unwrap();
-        assert_eq!(
-            shipped, generated,
-            "run with KAFKA_UPSTREAM_WRITE_META=1 to regenerate"
-        );
+        assert_eq!(shipped, generated, "run with KAFKA_UPSTREAM_WRITE_META=1 to regenerate");
         let parsed: Value = serde_json::from_str(&shipped).unwrap();
         assert_eq!(parsed["config_schema"], json_schema());
     }
@@ -1266,55 +1415,28 @@ mod tests {
                 r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v2","cluster_id":"c"}}"#,
                 true,
             ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3"}}"#,
-                false,
-            ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v4"}}"#,
-                false,
-            ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u","cluster_id":""}}"#,
-                false,
-            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3"}}"#, false),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v4"}}"#, false),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","cluster_id":""}}"#, false),
             (r#"{"rest_proxy":{"upstream":"u"}}"#, false),
             (r#"{"topic":"t"}"#, false),
             (r#"{"topic":"","rest_proxy":{"upstream":"u"}}"#, false),
             (r#"{"topic":"é","rest_proxy":{"upstream":"u"}}"#, true),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"x":1}"#,
-                false,
-            ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u","x":1}}"#,
-                false,
-            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"x":1}"#, false),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","x":1}}"#, false),
             (r#"{"topic":"t","rest_proxy":{"upstream":""}}"#, false),
             (
                 r#"{"topic":"t","rest_proxy":{"upstream":"u","scheme":"https","path_prefix":"","format":"json"}}"#,
                 true,
             ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":1}}"#,
-                true,
-            ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":0}}"#,
-                false,
-            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":1}}"#, true),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":0}}"#, false),
             (
                 r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":2147483647}}"#,
                 false,
             ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":"1"}}"#,
-                false,
-            ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{}}}"#,
-                true,
-            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":"1"}}"#, false),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{}}}"#, true),
             (
                 r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{"a":"b","c:d":"e"}}}"#,
                 true,
@@ -1387,18 +1509,9 @@ mod tests {
                 r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_query_arg":""}"#,
                 false,
             ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"partition":0}"#,
-                true,
-            ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"partition":-1}"#,
-                false,
-            ),
-            (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"partition":2.5}"#,
-                false,
-            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"partition":0}"#, true),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"partition":-1}"#, false),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"partition":2.5}"#, false),
             (
                 r#"{"topic":"t","rest_proxy":{"upstream":"u"},"max_body_size":67108864}"#,
                 true,
@@ -1423,11 +1536,32 @@ mod tests {
                 r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":[]}"#,
                 false,
             ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"topic_x":null}"#, false),
+            (r#"{"topic":null,"rest_proxy":{"upstream":"u"}}"#, false),
             (
-                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"topic_x":null}"#,
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_async":true,"producer_async_flush_timeout":1,"producer_request_retries_backoff_timeout":0}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_async":1}"#,
                 false,
             ),
-            (r#"{"topic":null,"rest_proxy":{"upstream":"u"}}"#, false),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_async_flush_timeout":3600001}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_request_limits_bytes_per_request":0}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_async_buffering_limits_messages_in_memory":1000000}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_request_retries_max_attempts":1.5}"#,
+                false,
+            ),
             ("[]", false),
             ("\"text\"", false),
         ];

@@ -19,12 +19,20 @@
 //! 4. Call responses: each is classified; when all are back the client gets one answer (200 only
 //!    if every record was acknowledged). The answer is sent once, never twice (Kong traps on a
 //!    second local response).
+//!
+//! In asynchronous mode (`producer_async`, [`Exchange::with_producer`]) steps 3 and 4 become: the
+//! records (one per topic) go into the VM's [`Producer`] and the client gets 200 once they are
+//! accepted, or 503 when the producer refuses them; the producer is asked already at the request
+//! headers, so a refused client is answered without waiting for its body. The root context sends
+//! the records later.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::args;
 use crate::config::Config;
 use crate::message::{self, RequestView};
+use crate::producer::Producer;
 use crate::rest::{self, ClientAnswer, Failure, Outcome, ReplyView};
 use crate::topics::{self, Targets};
 
@@ -40,6 +48,8 @@ pub enum Action {
 /// Log levels the filter uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// Normal operation worth a line (the REST proxy is healthy again).
+    Info,
     /// Noteworthy but expected (a refused request).
     Warn,
     /// A record was not sent, or the host misbehaved.
@@ -62,6 +72,9 @@ pub trait Host {
     fn respond(&mut self, status: u32, headers: Vec<(&str, &str)>, body: &[u8]);
     /// Writes a log line.
     fn log(&mut self, level: Level, message: &str);
+    /// The host's clock in milliseconds since the Unix epoch
+    /// (`proxy_get_current_time_nanoseconds`); times the asynchronous producer's flushes.
+    fn now_ms(&mut self) -> u64;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +110,8 @@ struct Call {
 #[derive(Debug)]
 pub struct Exchange {
     config: Option<Rc<Config>>,
+    /// The VM's producer in asynchronous mode.
+    producer: Option<Rc<RefCell<Producer>>>,
     phase: Phase,
     head: Option<Head>,
     body_size: usize,
@@ -109,10 +124,20 @@ impl Exchange {
     pub fn new(config: Option<Rc<Config>>) -> Self {
         Exchange {
             config,
+            producer: None,
             phase: Phase::Start,
             head: None,
             body_size: 0,
             calls: Vec::new(),
+        }
+    }
+
+    /// A new exchange in asynchronous mode: its records go into `producer` (shared with the
+    /// root context, which sends them) and the client is answered as soon as they are accepted.
+    pub fn with_producer(config: Option<Rc<Config>>, producer: Rc<RefCell<Producer>>) -> Self {
+        Exchange {
+            producer: Some(producer),
+            ..Exchange::new(config)
         }
     }
 
@@ -132,20 +157,12 @@ impl Exchange {
             return Action::Pause;
         }
         let Some(cfg) = self.config.clone() else {
-            host.log(
-                Level::Error,
-                "kafka-upstream: no valid configuration, answering 500",
-            );
+            host.log(Level::Error, "kafka-upstream: no valid configuration, answering 500");
             self.respond(host, ClientAnswer::not_configured());
             return Action::Pause;
         };
 
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let method = pseudo(":method")
             .map(|m| String::from_utf8_lossy(&m).into_owned())
             .unwrap_or_default();
@@ -180,8 +197,17 @@ impl Exchange {
             self.respond(host, ClientAnswer::payload_too_large());
             return Action::Pause;
         }
-        let body_follows = !end_of_stream
-            && (content_length.is_some_and(|n| n > 0) || header("transfer-encoding").is_some());
+        if let Some(producer) = &self.producer {
+            // Refuse at once rather than after the body: the buffer is full or the REST proxy
+            // unhealthy now.
+            let admitted = producer.borrow_mut().admit(targets.topics.len());
+            if let Err(refusal) = admitted {
+                self.respond(host, ClientAnswer::service_unavailable(refusal.reason()));
+                return Action::Pause;
+            }
+        }
+        let body_follows =
+            !end_of_stream && (content_length.is_some_and(|n| n > 0) || header("transfer-encoding").is_some());
 
         self.head = Some(Head {
             method,
@@ -200,12 +226,7 @@ impl Exchange {
     }
 
     /// A request body chunk arrived; `body_size` is the size buffered so far.
-    pub fn on_request_body(
-        &mut self,
-        host: &mut dyn Host,
-        body_size: usize,
-        end_of_stream: bool,
-    ) -> Action {
+    pub fn on_request_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Action {
         if self.phase != Phase::AwaitingBody {
             return Action::Pause;
         }
@@ -271,9 +292,7 @@ impl Exchange {
             None => {
                 host.log(
                     Level::Error,
-                    &format!(
-                        "kafka-upstream: the host gave no request body ({size} bytes expected)"
-                    ),
+                    &format!("kafka-upstream: the host gave no request body ({size} bytes expected)"),
                 );
                 self.respond(host, ClientAnswer::body_unreadable());
             }
@@ -283,10 +302,7 @@ impl Exchange {
     /// Builds the message and starts one call per topic.
     fn dispatch(&mut self, host: &mut dyn Host, cfg: &Config, body: &[u8]) {
         let Some(head) = self.head.take() else {
-            host.log(
-                Level::Error,
-                "kafka-upstream: dispatch without request headers",
-            );
+            host.log(Level::Error, "kafka-upstream: dispatch without request headers");
             self.respond(host, ClientAnswer::internal_error());
             return;
         };
@@ -299,15 +315,22 @@ impl Exchange {
             body,
         };
         let msg = message::build_message(&cfg.message, &view);
+        if let Some(producer) = self.producer.clone() {
+            let now = host.now_ms();
+            let accepted = producer
+                .borrow_mut()
+                .enqueue(now, &head.targets.topics, head.targets.key.as_deref(), msg);
+            let answer = match accepted {
+                Ok(()) => ClientAnswer::sent(),
+                Err(refusal) => ClientAnswer::service_unavailable(refusal.reason()),
+            };
+            self.respond(host, answer);
+            return;
+        }
         let rp = &cfg.rest_proxy;
         for topic in &head.targets.topics {
-            let req =
-                rest::build_request(rp, topic, head.targets.key.as_deref(), cfg.partition, &msg);
-            let headers: Vec<(&str, &str)> = req
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
+            let req = rest::build_request(rp, topic, head.targets.key.as_deref(), cfg.partition, &msg);
+            let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             match host.dispatch(&rp.upstream, headers, &req.body, rp.timeout_ms) {
                 Ok(token) => self.calls.push(Call {
                     topic: topic.clone(),
@@ -352,19 +375,12 @@ impl Exchange {
             return;
         }
         self.phase = Phase::Done;
-        host.respond(
-            answer.status,
-            vec![("content-type", "application/json")],
-            &answer.body,
-        );
+        host.respond(answer.status, vec![("content-type", "application/json")], &answer.body);
     }
 }
 
 fn failure_line(topic: &str, f: &Failure) -> String {
-    let mut line = format!(
-        "kafka-upstream: could not send message to topic {topic}: {}",
-        f.reason
-    );
+    let mut line = format!("kafka-upstream: could not send message to topic {topic}: {}", f.reason);
     if let Some(s) = f.status {
         line.push_str(&format!(", status {s}"));
     }
@@ -395,6 +411,7 @@ mod tests {
         calls: Vec<RecordedCall>,
         responses: Vec<(u32, String)>,
         logs: Vec<(Level, String)>,
+        now: u64,
     }
 
     impl Host for FakeHost {
@@ -408,10 +425,7 @@ mod tests {
             let n = self.calls.len();
             self.calls.push((
                 upstream.to_string(),
-                headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                 body.to_vec(),
                 timeout_ms,
             ));
@@ -426,11 +440,13 @@ mod tests {
         }
         fn respond(&mut self, status: u32, headers: Vec<(&str, &str)>, body: &[u8]) {
             assert_eq!(headers, vec![("content-type", "application/json")]);
-            self.responses
-                .push((status, String::from_utf8(body.to_vec()).unwrap()));
+            self.responses.push((status, String::from_utf8(body.to_vec()).unwrap()));
         }
         fn log(&mut self, level: Level, message: &str) {
             self.logs.push((level, message.to_string()));
+        }
+        fn now_ms(&mut self) -> u64 {
+            self.now
         }
     }
 
@@ -478,10 +494,7 @@ mod tests {
         // Kong: end_of_stream is false even without a body.
         let mut host = FakeHost::default();
         let mut ex = Exchange::new(config(""));
-        assert_eq!(
-            ex.on_request_headers(&mut host, get("/kafka"), false),
-            Action::Pause
-        );
+        assert_eq!(ex.on_request_headers(&mut host, get("/kafka"), false), Action::Pause);
         assert_eq!(host.calls.len(), 1);
         let (upstream, hs, body, timeout) = &host.calls[0];
         assert_eq!(upstream, "kafka_rest");
@@ -494,10 +507,7 @@ mod tests {
         );
         assert!(host.responses.is_empty());
         ex.on_call_response(&mut host, 100, &ok_reply(ACK));
-        assert_eq!(
-            host.responses,
-            vec![(200, r#"{"message":"message sent"}"#.into())]
-        );
+        assert_eq!(host.responses, vec![(200, r#"{"message":"message sent"}"#.into())]);
         assert!(ex.is_done());
     }
 
@@ -505,10 +515,7 @@ mod tests {
     fn envoy_style_get_with_end_of_stream() {
         let mut host = FakeHost::default();
         let mut ex = Exchange::new(config(""));
-        assert_eq!(
-            ex.on_request_headers(&mut host, get("/kafka"), true),
-            Action::Pause
-        );
+        assert_eq!(ex.on_request_headers(&mut host, get("/kafka"), true), Action::Pause);
         assert_eq!(host.calls.len(), 1);
     }
 
@@ -519,20 +526,14 @@ mod tests {
             ..FakeHost::default()
         };
         let mut ex = Exchange::new(config(""));
-        assert_eq!(
-            ex.on_request_headers(&mut host, post(5), false),
-            Action::Continue
-        );
+        assert_eq!(ex.on_request_headers(&mut host, post(5), false), Action::Continue);
         assert!(host.calls.is_empty());
         assert_eq!(ex.on_request_body(&mut host, 3, false), Action::Pause);
         assert!(host.calls.is_empty());
         assert_eq!(ex.on_request_body(&mut host, 5, true), Action::Pause);
         assert_eq!(host.calls.len(), 1);
         let v: serde_json::Value = serde_json::from_slice(&host.calls[0].2).unwrap();
-        assert_eq!(
-            v["records"][0]["value"],
-            "eyJib2R5IjoiaGVsbG8iLCJib2R5X2FyZ3MiOnt9fQ=="
-        );
+        assert_eq!(v["records"][0]["value"], "eyJib2R5IjoiaGVsbG8iLCJib2R5X2FyZ3MiOnt9fQ==");
         ex.on_call_response(&mut host, 100, &ok_reply(ACK));
         assert_eq!(host.responses[0].0, 200);
     }
@@ -544,15 +545,8 @@ mod tests {
             ..FakeHost::default()
         };
         let mut ex = Exchange::new(config(""));
-        let hs = headers(&[
-            (":method", "POST"),
-            (":path", "/"),
-            ("transfer-encoding", "chunked"),
-        ]);
-        assert_eq!(
-            ex.on_request_headers(&mut host, hs, false),
-            Action::Continue
-        );
+        let hs = headers(&[(":method", "POST"), (":path", "/"), ("transfer-encoding", "chunked")]);
+        assert_eq!(ex.on_request_headers(&mut host, hs, false), Action::Continue);
         assert_eq!(ex.on_request_body(&mut host, 3, false), Action::Pause);
         // Trailers end the body.
         assert_eq!(ex.on_request_trailers(&mut host), Action::Pause);
@@ -563,10 +557,7 @@ mod tests {
     fn zero_content_length_is_complete_at_headers() {
         let mut host = FakeHost::default();
         let mut ex = Exchange::new(config(""));
-        assert_eq!(
-            ex.on_request_headers(&mut host, post(0), false),
-            Action::Pause
-        );
+        assert_eq!(ex.on_request_headers(&mut host, post(0), false), Action::Pause);
         assert_eq!(host.calls.len(), 1);
     }
 
@@ -574,28 +565,24 @@ mod tests {
     fn too_large_by_content_length_or_body_size() {
         let mut host = FakeHost::default();
         let mut ex = Exchange::new(config(""));
-        assert_eq!(
-            ex.on_request_headers(&mut host, post(11), false),
-            Action::Pause
-        );
+        assert_eq!(ex.on_request_headers(&mut host, post(11), false), Action::Pause);
         assert_eq!(host.responses[0].0, 413);
         assert!(host.calls.is_empty());
 
         // Chunked: the limit is enforced on the buffered size.
         let mut host = FakeHost::default();
         let mut ex = Exchange::new(config(""));
-        let hs = headers(&[
-            (":method", "POST"),
-            (":path", "/"),
-            ("transfer-encoding", "chunked"),
-        ]);
-        assert_eq!(
-            ex.on_request_headers(&mut host, hs, false),
-            Action::Continue
-        );
+        let hs = headers(&[(":method", "POST"), (":path", "/"), ("transfer-encoding", "chunked")]);
+        assert_eq!(ex.on_request_headers(&mut host, hs, false), Action::Continue);
         assert_eq!(ex.on_request_body(&mut host, 8, false), Action::Pause);
         assert_eq!(ex.on_request_body(&mut host, 11, false), Action::Pause);
-        assert_eq!(host.responses, vec![(413, r#"{"message":"Payload Too Large","error":"request body is larger than max_body_size"}"#.into())]);
+        assert_eq!(
+            host.responses,
+            vec![(
+                413,
+                r#"{"message":"Payload Too Large","error":"request body is larger than max_body_size"}"#.into()
+            )]
+        );
         // Later callbacks neither dispatch nor answer again.
         assert_eq!(ex.on_request_body(&mut host, 12, true), Action::Pause);
         assert!(host.calls.is_empty());
@@ -608,8 +595,7 @@ mod tests {
         let mut ex = Exchange::new(config(
             r#","topics_query_arg":"topic-list","allowed_topics":["topic1"]"#,
         ));
-        let action =
-            ex.on_request_headers(&mut host, get("/kafka?topic-list=t,topic1,topic3"), false);
+        let action = ex.on_request_headers(&mut host, get("/kafka?topic-list=t,topic1,topic3"), false);
         assert_eq!(action, Action::Pause);
         assert!(host.calls.is_empty());
         assert_eq!(host.responses[0].0, 400);
@@ -617,17 +603,14 @@ mod tests {
             host.logs,
             vec![(
                 Level::Warn,
-                "kafka-upstream: sending message to the following topics is not allowed: (topic3)"
-                    .into()
+                "kafka-upstream: sending message to the following topics is not allowed: (topic3)".into()
             )]
         );
     }
 
     #[test]
     fn several_topics_answer_once_all_are_back() {
-        let cfg = config(
-            r#","topics_query_arg":"tl","allowed_topics":["a","b"],"key_query_arg":"k","partition":1"#,
-        );
+        let cfg = config(r#","topics_query_arg":"tl","allowed_topics":["a","b"],"key_query_arg":"k","partition":1"#);
         let mut host = FakeHost::default();
         let mut ex = Exchange::new(cfg.clone());
         ex.on_request_headers(&mut host, get("/?tl=a,b&k=user"), true);
@@ -644,10 +627,7 @@ mod tests {
         ex.on_call_response(&mut host, 101, &ok_reply(ACK));
         assert!(host.responses.is_empty());
         ex.on_call_response(&mut host, 100, &ok_reply(ACK));
-        assert_eq!(
-            host.responses,
-            vec![(200, r#"{"message":"message sent"}"#.into())]
-        );
+        assert_eq!(host.responses, vec![(200, r#"{"message":"message sent"}"#.into())]);
 
         // One per-record error among two topics: 502.
         let mut host = FakeHost::default();
@@ -674,10 +654,7 @@ mod tests {
             ..FakeHost::default()
         };
         let mut ex = Exchange::new(config(r#","error_handling":{"return_error_message":true}"#));
-        assert_eq!(
-            ex.on_request_headers(&mut host, get("/"), true),
-            Action::Pause
-        );
+        assert_eq!(ex.on_request_headers(&mut host, get("/"), true), Action::Pause);
         assert_eq!(
             host.responses,
             vec![(502, r#"{"message":"Bad Gateway","error":"could not send message to topic","rest_proxy":{"topic":"t","dispatch_status":"call rejected by the host: BadArgument"}}"#.into())]
@@ -688,9 +665,7 @@ mod tests {
             refuse: vec![1],
             ..FakeHost::default()
         };
-        let mut ex = Exchange::new(config(
-            r#","topics_query_arg":"tl","allowed_topics":["a","b","c"]"#,
-        ));
+        let mut ex = Exchange::new(config(r#","topics_query_arg":"tl","allowed_topics":["a","b","c"]"#));
         ex.on_request_headers(&mut host, get("/?tl=a,b,c"), true);
         assert_eq!(host.calls.len(), 2);
         assert!(host.responses.is_empty());
@@ -800,14 +775,81 @@ mod tests {
         assert_eq!(v["records"][0]["value"], "eyJtZXRob2QiOiJQT1NUIn0="); // {"method":"POST"}
     }
 
+    fn async_exchange(extra: &str) -> (Rc<RefCell<Producer>>, impl Fn() -> Exchange) {
+        let cfg = config(&format!(r#","producer_async":true{extra}"#));
+        let producer = Rc::new(RefCell::new(Producer::new(cfg.clone().unwrap())));
+        let shared = producer.clone();
+        (producer, move || Exchange::with_producer(cfg.clone(), shared.clone()))
+    }
+
+    #[test]
+    fn async_mode_answers_once_accepted() {
+        let (producer, new) = async_exchange(r#","topics_query_arg":"tl","allowed_topics":["a"],"key_query_arg":"k""#);
+        // Bodiless: accepted at the headers, nothing dispatched by the HTTP context.
+        let mut host = FakeHost {
+            now: 5000,
+            ..FakeHost::default()
+        };
+        let mut ex = new();
+        assert_eq!(
+            ex.on_request_headers(&mut host, get("/?tl=t,a&k=user"), true),
+            Action::Pause
+        );
+        assert!(host.calls.is_empty());
+        assert_eq!(host.responses, vec![(200, r#"{"message":"message sent"}"#.into())]);
+        assert!(ex.is_done());
+        assert_eq!(producer.borrow().depth(), 2);
+
+        // With a body: accepted at the end of the body.
+        let mut host = FakeHost {
+            body: Some(b"hello".to_vec()),
+            ..FakeHost::default()
+        };
+        let mut ex = new();
+        assert_eq!(ex.on_request_headers(&mut host, post(5), false), Action::Continue);
+        assert!(host.responses.is_empty());
+        assert_eq!(ex.on_request_body(&mut host, 5, true), Action::Pause);
+        assert_eq!(host.responses[0].0, 200);
+        assert!(host.calls.is_empty());
+        assert_eq!(producer.borrow().depth(), 3);
+        assert_eq!(producer.borrow().stats().accepted, 3);
+    }
+
+    #[test]
+    fn async_mode_refuses_with_503_at_the_headers() {
+        let (producer, new) =
+            async_exchange(r#","producer_async_buffering_limits_messages_in_memory":1,"topics_query_arg":"tl""#);
+        let mut host = FakeHost::default();
+        new().on_request_headers(&mut host, get("/"), true);
+        assert_eq!(host.responses[0].0, 200);
+        // Full: a request with a body is refused before its body arrives.
+        let mut host = FakeHost::default();
+        let mut ex = new();
+        assert_eq!(ex.on_request_headers(&mut host, post(5), false), Action::Pause);
+        assert_eq!(
+            host.responses,
+            vec![(
+                503,
+                r#"{"message":"Service Unavailable","error":"the message buffer is full"}"#.into()
+            )]
+        );
+        assert_eq!(ex.on_request_body(&mut host, 5, true), Action::Pause);
+        assert_eq!(host.responses.len(), 1);
+        assert_eq!(producer.borrow().stats().rejected, 1);
+        // A disallowed topic or a too large body still gets its own answer first.
+        let mut host = FakeHost::default();
+        new().on_request_headers(&mut host, get("/?tl=nope"), true);
+        new().on_request_headers(&mut host, post(11), false);
+        let statuses: Vec<u32> = host.responses.iter().map(|r| r.0).collect();
+        assert_eq!(statuses, vec![400, 413]);
+        assert_eq!(producer.borrow().stats().rejected, 1);
+    }
+
     #[test]
     fn unconfigured_filter_answers_500() {
         let mut host = FakeHost::default();
         let mut ex = Exchange::new(None);
-        assert_eq!(
-            ex.on_request_headers(&mut host, get("/"), true),
-            Action::Pause
-        );
+        assert_eq!(ex.on_request_headers(&mut host, get("/"), true), Action::Pause);
         assert_eq!(host.responses[0].0, 500);
         assert!(host.calls.is_empty());
     }

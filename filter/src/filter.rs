@@ -2,15 +2,40 @@
 //! HTTP context per request that forwards every callback to [`Exchange`] and performs the host
 //! operations it asks for. No policy lives here.
 //!
-//! Host errors never panic here: every `Result` is handled. Two reads go through raw imports
+//! Asynchronous mode (`producer_async`): the root context owns the VM's [`Producer`] in an
+//! `Rc<RefCell<_>>` and hands a clone to every HTTP context it creates (the VM is
+//! single-threaded, and no callback runs inside another, so a borrow never meets another). HTTP
+//! contexts only enqueue and answer; every REST proxy call of the producer — batches and health
+//! probes — is dispatched by the root context from `on_tick`, and its reply comes back to the
+//! root's `on_http_call_response`. That is the one arrangement correct in both hosts:
+//! - a call belongs to the context that dispatched it. Envoy cancels an HTTP context's pending
+//!   calls when its stream is destroyed, and Kong ties a dispatch to its request (a local
+//!   response cancels the request's other pending dispatches), so a batch dispatched from a
+//!   request that is answered 200 at once would be cancelled, its records' fate unknown. The
+//!   root context lives as long as the plugin;
+//! - the SDK routes `on_http_call_response` to the context that was active at dispatch time
+//!   (its callout map), which for a tick is the root, where the producer lives;
+//! - Kong allows `dispatch_http_call` only from request headers/body, ticks, call responses and
+//!   foreign functions (it traps elsewhere); Envoy allows it anywhere. `on_tick` is allowed in
+//!   both, and is also where time-driven work (flush timeout, backoff, probes) must run anyway.
+//!   A batch that fills up is therefore sent at the next tick: the tick period is at most
+//!   [`producer::MAX_TICK_MS`].
+//!
+//! The tick period is set once, at the first configuration that turns asynchronous mode on (Kong
+//! traps when it is set again). Metrics are defined at the same time.
+//!
+//! Host errors never panic here: every `Result` is handled. Some calls go through raw imports
 //! because the SDK would panic on a status the hosts legitimately return:
 //! - a call-response header when the call got no reply: Envoy answers `BAD_ARGUMENT` (there is no
 //!   response map), Kong answers with its `:dispatch_status` pseudo-header;
-//! - the panic hook's log line (a failing log call must not panic inside the hook).
+//! - the panic hook's log line (a failing log call must not panic inside the hook);
+//! - the tick period and the metrics, whose failure (a host without metrics, a refused period)
+//!   is reported and handled rather than a trap.
 
+use std::cell::RefCell;
 use std::ptr::null_mut;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -18,6 +43,7 @@ use proxy_wasm::types::{Action as PwAction, BufferType, ContextType, LogLevel, M
 
 use crate::config::{self, Config};
 use crate::exchange::{Action, Exchange, Host, Level};
+use crate::producer::{self, Metric, MetricKind, MetricUpdate, Producer, Transport};
 use crate::rest::ReplyView;
 
 /// Called from `_initialize`: log level, panic hook, root context factory.
@@ -25,20 +51,89 @@ pub(crate) fn start() {
     proxy_wasm::set_log_level(LogLevel::Info);
     // Replaces the SDK's hook, which unwraps the log call's result.
     std::panic::set_hook(Box::new(|info| {
-        raw::log(
-            LogLevel::Critical,
-            &format!("kafka-upstream: panic: {info}"),
-        );
+        raw::log(LogLevel::Critical, &format!("kafka-upstream: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| Box::new(Root { config: None }));
+    proxy_wasm::set_root_context(|_| {
+        Box::new(Root {
+            config: None,
+            producer: None,
+            metrics: None,
+            tick_ms: None,
+        })
+    });
 }
 
-/// The plugin-wide context: owns the parsed configuration.
+/// The ids of the producer's metrics, in [`Metric::ALL`] order (`None`: the host refused it).
+type MetricIds = [Option<u32>; Metric::ALL.len()];
+
+/// The plugin-wide context: owns the parsed configuration and, in asynchronous mode, the
+/// producer.
 struct Root {
     config: Option<Rc<Config>>,
+    /// Created by the first configuration with `producer_async`; kept (and drained) if a later
+    /// configuration turns it off, so no buffered record is abandoned.
+    producer: Option<Rc<RefCell<Producer>>>,
+    metrics: Option<MetricIds>,
+    /// The tick period, once set.
+    tick_ms: Option<u32>,
 }
 
-impl Context for Root {}
+impl Root {
+    /// Sets up asynchronous mode for `cfg`: producer, metrics, tick. False when the host
+    /// refused the tick period (nothing would ever be sent).
+    fn start_producer(&mut self, cfg: &Rc<Config>) -> bool {
+        match &self.producer {
+            Some(p) => p.borrow_mut().reconfigure(Rc::clone(cfg)),
+            None => self.producer = Some(Rc::new(RefCell::new(Producer::new(Rc::clone(cfg))))),
+        }
+        if self.metrics.is_none() {
+            self.metrics = Some(define_metrics());
+        }
+        if self.tick_ms.is_none() {
+            let period = producer::tick_period_ms(cfg);
+            let status = raw::set_tick_period(period);
+            if status != 0 {
+                log(
+                    LogLevel::Error,
+                    &format!("kafka-upstream: producer_async needs a tick, and the host refused a {period} ms tick period (status {status})"),
+                );
+                return false;
+            }
+            self.tick_ms = Some(period);
+        }
+        true
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some(producer) = &self.producer else {
+            return;
+        };
+        let (status, dispatch_status, body) = read_call_response(num_headers, body_size);
+        let reply = ReplyView {
+            status: status.as_deref(),
+            dispatch_status: dispatch_status.as_deref(),
+            body: &body,
+        };
+        let ours = producer.borrow_mut().on_response(token_id, &reply, now_ms());
+        if !ours {
+            log(
+                LogLevel::Error,
+                &format!("kafka-upstream: reply to unknown call {token_id} ignored"),
+            );
+        }
+        report(producer, self.metrics.as_ref());
+    }
+
+    fn on_done(&mut self) -> bool {
+        if let Some(producer) = &self.producer {
+            producer.borrow_mut().shutdown();
+            report(producer, self.metrics.as_ref());
+        }
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -55,23 +150,47 @@ impl RootContext for Root {
         };
         match config::parse(&bytes) {
             Ok(cfg) => {
-                self.config = Some(Rc::new(cfg));
+                let cfg = Rc::new(cfg);
+                if cfg.producer.enabled {
+                    if !self.start_producer(&cfg) {
+                        self.config = None;
+                        return false;
+                    }
+                } else if let Some(p) = &self.producer {
+                    // Synchronous from now on; what is still buffered drains with this config.
+                    p.borrow_mut().reconfigure(Rc::clone(&cfg));
+                }
+                self.config = Some(cfg);
                 true
             }
             Err(e) => {
-                log(
-                    LogLevel::Error,
-                    &format!("kafka-upstream: invalid configuration: {e}"),
-                );
+                log(LogLevel::Error, &format!("kafka-upstream: invalid configuration: {e}"));
                 self.config = None;
                 false
             }
         }
     }
 
+    fn on_tick(&mut self) {
+        if let Some(producer) = &self.producer {
+            producer.borrow_mut().on_tick(&mut Glue, now_ms());
+            report(producer, self.metrics.as_ref());
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let producer = match (&self.config, &self.producer) {
+            (Some(cfg), Some(p)) if cfg.producer.enabled => Some(Rc::clone(p)),
+            _ => None,
+        };
+        let exchange = match &producer {
+            Some(p) => Exchange::with_producer(self.config.clone(), Rc::clone(p)),
+            None => Exchange::new(self.config.clone()),
+        };
         Some(Box::new(Request {
-            exchange: Exchange::new(self.config.clone()),
+            exchange,
+            producer,
+            metrics: self.metrics,
         }))
     }
 
@@ -83,37 +202,23 @@ impl RootContext for Root {
 /// One request.
 struct Request {
     exchange: Exchange,
+    /// The root's producer, in asynchronous mode.
+    producer: Option<Rc<RefCell<Producer>>>,
+    metrics: Option<MetricIds>,
+}
+
+impl Request {
+    /// Reports what the producer logged and counted during the callback.
+    fn report(&self) {
+        if let Some(producer) = &self.producer {
+            report(producer, self.metrics.as_ref());
+        }
+    }
 }
 
 impl Context for Request {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        // A call without a reply has no header map in Envoy (reading it is BAD_ARGUMENT); Kong
-        // still exposes :dispatch_status. Both report num_headers == 0.
-        let (status, dispatch_status) = if num_headers > 0 {
-            (
-                raw::header_value(MapType::HttpCallResponseHeaders, ":status"),
-                None,
-            )
-        } else {
-            (
-                None,
-                raw::header_value(MapType::HttpCallResponseHeaders, ":dispatch_status"),
-            )
-        };
-        let body = if body_size > 0 {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let (status, dispatch_status, body) = read_call_response(num_headers, body_size);
         let reply = ReplyView {
             status: status.as_deref(),
             dispatch_status: dispatch_status.as_deref(),
@@ -126,22 +231,46 @@ impl Context for Request {
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> PwAction {
         let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        to_pw(
-            self.exchange
-                .on_request_headers(&mut Glue, headers, end_of_stream),
-        )
+        let action = self.exchange.on_request_headers(&mut Glue, headers, end_of_stream);
+        self.report();
+        to_pw(action)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> PwAction {
-        to_pw(
-            self.exchange
-                .on_request_body(&mut Glue, body_size, end_of_stream),
-        )
+        let action = self.exchange.on_request_body(&mut Glue, body_size, end_of_stream);
+        self.report();
+        to_pw(action)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> PwAction {
-        to_pw(self.exchange.on_request_trailers(&mut Glue))
+        let action = self.exchange.on_request_trailers(&mut Glue);
+        self.report();
+        to_pw(action)
     }
+}
+
+/// The reply to a call as the host gives it: `:status` (or Kong's `:dispatch_status` when the call
+/// got no reply) and the body.
+fn read_call_response(num_headers: usize, body_size: usize) -> (Option<Vec<u8>>, Option<Vec<u8>>, Vec<u8>) {
+    // A call without a reply has no header map in Envoy (reading it is BAD_ARGUMENT); Kong
+    // still exposes :dispatch_status. Both report num_headers == 0.
+    let (status, dispatch_status) = if num_headers > 0 {
+        (raw::header_value(MapType::HttpCallResponseHeaders, ":status"), None)
+    } else {
+        (
+            None,
+            raw::header_value(MapType::HttpCallResponseHeaders, ":dispatch_status"),
+        )
+    };
+    let body = if body_size > 0 {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    (status, dispatch_status, body)
 }
 
 fn to_pw(action: Action) -> PwAction {
@@ -155,7 +284,89 @@ fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
-/// [`Host`] over the proxy-wasm host calls of the current context.
+fn to_log_level(level: Level) -> LogLevel {
+    match level {
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+    }
+}
+
+/// The host clock in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Defines the producer's metrics; a metric the host refuses is logged and left out.
+fn define_metrics() -> MetricIds {
+    let mut ids: MetricIds = [None; Metric::ALL.len()];
+    for (id, metric) in ids.iter_mut().zip(Metric::ALL) {
+        let kind = match metric.kind() {
+            MetricKind::Counter => 0,
+            MetricKind::Gauge => 1,
+            MetricKind::Histogram => 2,
+        };
+        match raw::define_metric(kind, metric.name()) {
+            Ok(n) => *id = Some(n),
+            Err(status) => log(
+                LogLevel::Warn,
+                &format!(
+                    "kafka-upstream: the host refused metric {} (status {status}); it is not reported",
+                    metric.name()
+                ),
+            ),
+        }
+    }
+    ids
+}
+
+/// Writes the producer's collected log lines and applies its metric updates.
+fn report(producer: &RefCell<Producer>, metrics: Option<&MetricIds>) {
+    let (logs, updates) = {
+        let mut p = producer.borrow_mut();
+        (p.take_logs(), p.take_metric_updates())
+    };
+    for (level, line) in logs {
+        log(to_log_level(level), &line);
+    }
+    let Some(ids) = metrics else {
+        return;
+    };
+    let id = |metric: Metric| Metric::ALL.iter().position(|m| *m == metric).and_then(|i| ids[i]);
+    for update in updates {
+        // Counters are incremented; a gauge is set, never incremented (Kong traps on that), so
+        // with several VMs (Envoy workers, nginx workers) it shows the last VM's depth.
+        match update {
+            MetricUpdate::Add(metric, n) => {
+                if let Some(id) = id(metric) {
+                    raw::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            MetricUpdate::Set(metric, v) | MetricUpdate::Record(metric, v) => {
+                if let Some(id) = id(metric) {
+                    raw::record_metric(id, v);
+                }
+            }
+        }
+    }
+}
+
+/// Starts an HTTP call from the current context.
+fn dispatch_call(upstream: &str, headers: Vec<(&str, &str)>, body: &[u8], timeout_ms: u32) -> Result<u32, String> {
+    hostcalls::dispatch_http_call(
+        upstream,
+        headers,
+        Some(body),
+        Vec::new(),
+        Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .map_err(|status| format!("{status:?}"))
+}
+
+/// [`Host`] and [`Transport`] over the proxy-wasm host calls of the current context.
 struct Glue;
 
 impl Host for Glue {
@@ -166,14 +377,7 @@ impl Host for Glue {
         body: &[u8],
         timeout_ms: u32,
     ) -> Result<u32, String> {
-        hostcalls::dispatch_http_call(
-            upstream,
-            headers,
-            Some(body),
-            Vec::new(),
-            Duration::from_millis(u64::from(timeout_ms)),
-        )
-        .map_err(|status| format!("{status:?}"))
+        dispatch_call(upstream, headers, body, timeout_ms)
     }
 
     fn request_body(&mut self, size: usize) -> Option<Vec<u8>> {
@@ -192,11 +396,23 @@ impl Host for Glue {
     }
 
     fn log(&mut self, level: Level, message: &str) {
-        let level = match level {
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-        };
-        log(level, message);
+        log(to_log_level(level), message);
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        now_ms()
+    }
+}
+
+impl Transport for Glue {
+    fn dispatch(
+        &mut self,
+        upstream: &str,
+        headers: Vec<(&str, &str)>,
+        body: &[u8],
+        timeout_ms: u32,
+    ) -> Result<u32, String> {
+        dispatch_call(upstream, headers, body, timeout_ms)
     }
 }
 
@@ -214,6 +430,10 @@ mod raw {
             return_value_size: *mut usize,
         ) -> u32;
         fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+        fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+        fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+        fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     }
 
     /// The value of header `key` in `map`, or `None` for any non-OK status (not found, or no such
@@ -222,9 +442,7 @@ mod raw {
         let mut data: *mut u8 = null_mut();
         let mut size: usize = 0;
         // SAFETY: key pointer/length describe a live &str; the out-pointers are valid locals.
-        let status = unsafe {
-            proxy_get_header_map_value(map as u32, key.as_ptr(), key.len(), &mut data, &mut size)
-        };
+        let status = unsafe { proxy_get_header_map_value(map as u32, key.as_ptr(), key.len(), &mut data, &mut size) };
         if status != 0 {
             return None;
         }
@@ -242,6 +460,40 @@ mod raw {
         // SAFETY: pointer/length describe a live &str.
         unsafe {
             proxy_log(level as u32, message.as_ptr(), message.len());
+        }
+    }
+
+    /// Sets the root context's tick period; returns the host's status (0 = OK).
+    pub(super) fn set_tick_period(period_ms: u32) -> u32 {
+        // SAFETY: plain integer argument.
+        unsafe { proxy_set_tick_period_milliseconds(period_ms) }
+    }
+
+    /// Defines a metric (`kind`: 0 counter, 1 gauge, 2 histogram); its id, or the host's status.
+    pub(super) fn define_metric(kind: u32, name: &str) -> Result<u32, u32> {
+        let mut id: u32 = 0;
+        // SAFETY: pointer/length describe a live &str; the out-pointer is a valid local.
+        let status = unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
+        if status == 0 {
+            Ok(id)
+        } else {
+            Err(status)
+        }
+    }
+
+    /// Increments a counter; a refusal is ignored (the metric is informative).
+    pub(super) fn increment_metric(id: u32, delta: i64) {
+        // SAFETY: plain integer arguments.
+        unsafe {
+            proxy_increment_metric(id, delta);
+        }
+    }
+
+    /// Sets a gauge or records a histogram sample; a refusal is ignored.
+    pub(super) fn record_metric(id: u32, value: u64) {
+        // SAFETY: plain integer arguments.
+        unsafe {
+            proxy_record_metric(id, value);
         }
     }
 }

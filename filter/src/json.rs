@@ -445,18 +445,10 @@ mod tests {
             for b in 0..=255u8 {
                 let mut word = [b'a'; 8];
                 word[pos] = b;
-                assert_eq!(
-                    has_special(u64::from_le_bytes(word)),
-                    special(b),
-                    "{b:#x}@{pos}"
-                );
+                assert_eq!(has_special(u64::from_le_bytes(word)), special(b), "{b:#x}@{pos}");
                 let mut word = [0xc3u8; 8];
                 word[pos] = b;
-                assert_eq!(
-                    has_special(u64::from_le_bytes(word)),
-                    special(b),
-                    "{b:#x}@{pos} hi"
-                );
+                assert_eq!(has_special(u64::from_le_bytes(word)), special(b), "{b:#x}@{pos} hi");
             }
         }
     }
@@ -500,20 +492,11 @@ mod tests {
             compact_of(" {\"a\":1} "),
             Some((Container::Object, r#"{"a":1}"#.into()))
         );
-        assert_eq!(
-            compact_of("[1,2]"),
-            Some((Container::Array, "[1,2]".into()))
-        );
-        assert_eq!(
-            compact_of("\"x\""),
-            Some((Container::Scalar, "\"x\"".into()))
-        );
+        assert_eq!(compact_of("[1,2]"), Some((Container::Array, "[1,2]".into())));
+        assert_eq!(compact_of("\"x\""), Some((Container::Scalar, "\"x\"".into())));
         assert_eq!(compact_of(" 42 "), Some((Container::Scalar, "42".into())));
         assert_eq!(compact_of("null"), Some((Container::Scalar, "null".into())));
-        assert_eq!(
-            compact_of("[1e400]"),
-            Some((Container::Array, "[1e400]".into()))
-        );
+        assert_eq!(compact_of("[1e400]"), Some((Container::Array, "[1e400]".into())));
     }
 
     #[test]
@@ -523,12 +506,7 @@ mod tests {
             compact_of(doc).unwrap().1,
             r#"{"a b":[1,-2.50e+3,"x \" y\\ \u00E9 \/",true,false,null],"c":{},"d":[],"a b":0}"#
         );
-        let long = format!(
-            "[\"{}\",\"{}\\n{}\"]",
-            "a".repeat(100),
-            "é".repeat(20),
-            "z".repeat(9)
-        );
+        let long = format!("[\"{}\",\"{}\\n{}\"]", "a".repeat(100), "é".repeat(20), "z".repeat(9));
         assert_eq!(compact_of(&long).unwrap().1, long);
     }
 

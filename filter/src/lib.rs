@@ -10,6 +10,8 @@
 //! - [`topics`]: target topics and record key from the query string;
 //! - [`rest`]: the REST proxy request, and its reply turned into the client's answer;
 //! - [`exchange`]: one request's flow against a narrow [`exchange::Host`] interface;
+//! - [`producer`]: the asynchronous producer (`producer_async`): bounded buffer, batches,
+//!   retries and health gating, driven by the time it is given;
 //! - `filter` (wasm32 only): the proxy-wasm 0.2.5 glue that implements that interface.
 #![deny(missing_docs)]
 
@@ -19,6 +21,7 @@ pub mod exchange;
 mod json;
 pub mod message;
 pub mod multipart;
+pub mod producer;
 pub mod rest;
 pub mod topics;
 

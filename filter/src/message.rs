@@ -119,9 +119,7 @@ impl BodyKind {
             return BodyKind::Unsupported;
         };
         let media = ct.split(|&b| b == b';').next().unwrap_or_default();
-        let starts = |prefix: &[u8]| {
-            media.len() >= prefix.len() && media[..prefix.len()].eq_ignore_ascii_case(prefix)
-        };
+        let starts = |prefix: &[u8]| media.len() >= prefix.len() && media[..prefix.len()].eq_ignore_ascii_case(prefix);
         if starts(b"application/x-www-form-urlencoded") {
             BodyKind::Form
         } else if starts(b"application/json") {
@@ -173,12 +171,7 @@ fn estimate(opts: &MessageOptions, req: &RequestView<'_>) -> usize {
         n += 12 + req.method.len();
     }
     if opts.forward_headers {
-        n += 16
-            + req
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 8)
-                .sum::<usize>();
+        n += 16 + req.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
     }
     if opts.forward_uri {
         n += 24 + 2 * req.path.len();
@@ -192,12 +185,8 @@ fn estimate(opts: &MessageOptions, req: &RequestView<'_>) -> usize {
 
 fn write_headers(out: &mut Vec<u8>, req: &RequestView<'_>) {
     // (lowercased name, value) for every header line Kong would see, in order.
-    let mut items: Vec<(std::borrow::Cow<'_, str>, &[u8])> =
-        Vec::with_capacity(req.headers.len().min(MAX_HEADERS) + 1);
-    let has_host = req
-        .headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("host"));
+    let mut items: Vec<(std::borrow::Cow<'_, str>, &[u8])> = Vec::with_capacity(req.headers.len().min(MAX_HEADERS) + 1);
+    let has_host = req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
     if !has_host {
         if let Some(authority) = req.authority {
             items.push((std::borrow::Cow::Borrowed("host"), authority));
@@ -281,8 +270,7 @@ fn write_body(out: &mut Vec<u8>, first: &mut bool, req: &RequestView<'_>) {
             }
         }
         BodyKind::Unsupported => {
-            let raw_allowed =
-                content_type.is_some_and(|ct| RAW_CONTENT_TYPES.iter().any(|t| t.as_bytes() == ct));
+            let raw_allowed = content_type.is_some_and(|ct| RAW_CONTENT_TYPES.iter().any(|t| t.as_bytes() == ct));
             if raw_allowed {
                 base64 |= write_raw_body(out, first, body, utf8);
             } else {
@@ -334,18 +322,9 @@ mod tests {
             .collect()
     }
 
-    fn message(
-        opts: &MessageOptions,
-        method: &str,
-        path: &str,
-        hs: &[(&str, &str)],
-        body: &[u8],
-    ) -> String {
+    fn message(opts: &MessageOptions, method: &str, path: &str, hs: &[(&str, &str)], body: &[u8]) -> String {
         let hs = headers(hs);
-        let authority = hs
-            .iter()
-            .find(|(k, _)| k == ":authority")
-            .map(|(_, v)| v.as_slice());
+        let authority = hs.iter().find(|(k, _)| k == ":authority").map(|(_, v)| v.as_slice());
         let req = RequestView {
             method,
             path: path.as_bytes(),
@@ -393,19 +372,13 @@ mod tests {
             r#"{"body_base64":true,"headers":{"accept":"*/*","host":"localhost:8000","user-agent":"curl/8.7.1"},"uri_args":{},"uri":"/kafka","body_args":{},"body":"","method":"GET"}"#,
         )
         .unwrap();
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&got).unwrap(),
-            kong
-        );
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&got).unwrap(), kong);
     }
 
     /// Kong's documented message with the default flags (body only) for a bodiless request.
     #[test]
     fn kong_doc_default_flags() {
-        assert_eq!(
-            body_only(None, b""),
-            r#"{"body":"","body_args":{},"body_base64":true}"#
-        );
+        assert_eq!(body_only(None, b""), r#"{"body":"","body_args":{},"body_base64":true}"#);
     }
 
     #[test]
@@ -429,9 +402,7 @@ mod tests {
                 want.push(r#""method":"PUT""#.to_string());
             }
             if opts.forward_headers {
-                want.push(
-                    r#""headers":{"host":"h","content-type":"application/json"}"#.to_string(),
-                );
+                want.push(r#""headers":{"host":"h","content-type":"application/json"}"#.to_string());
             }
             if opts.forward_uri {
                 want.push(r#""uri":"/p?a=1","uri_args":{"a":"1"}"#.to_string());
@@ -539,25 +510,14 @@ mod tests {
             (Some(b"application/vnd.api+json"), BodyKind::Unsupported),
             (Some(b" application/json"), BodyKind::Unsupported),
             (Some(b"application/x-www-form-urlencoded"), BodyKind::Form),
-            (
-                Some(b"application/x-www-form-urlencoded;charset=UTF-8"),
-                BodyKind::Form,
-            ),
-            (
-                Some(b"multipart/form-data; boundary=x"),
-                BodyKind::Multipart,
-            ),
+            (Some(b"application/x-www-form-urlencoded;charset=UTF-8"), BodyKind::Form),
+            (Some(b"multipart/form-data; boundary=x"), BodyKind::Multipart),
             (Some(b"multipart/mixed; boundary=x"), BodyKind::Unsupported),
             (Some(b"text/plain"), BodyKind::Unsupported),
             (Some(b""), BodyKind::Unsupported),
         ];
         for (ct, kind) in cases {
-            assert_eq!(
-                BodyKind::of(ct),
-                kind,
-                "{:?}",
-                ct.map(String::from_utf8_lossy)
-            );
+            assert_eq!(BodyKind::of(ct), kind, "{:?}", ct.map(String::from_utf8_lossy));
         }
     }
 
@@ -569,17 +529,9 @@ mod tests {
                 b"{ \"a\": [1, 2.50, \"x\"],\n \"b\": {} }",
                 r#"{"body":"{ \"a\": [1, 2.50, \"x\"],\n \"b\": {} }","body_args":{"a":[1,2.50,"x"],"b":{}}}"#,
             ),
-            (
-                Some("application/json"),
-                b"[]",
-                r#"{"body":"[]","body_args":[]}"#,
-            ),
+            (Some("application/json"), b"[]", r#"{"body":"[]","body_args":[]}"#),
             // Kong: a JSON scalar is "invalid json body": raw body, no body_args.
-            (
-                Some("application/json"),
-                b"\"str\"",
-                r#"{"body":"\"str\""}"#,
-            ),
+            (Some("application/json"), b"\"str\"", r#"{"body":"\"str\""}"#),
             (Some("application/json"), b"42", r#"{"body":"42"}"#),
             (Some("application/json"), b"{bad", r#"{"body":"{bad"}"#),
             (Some("application/json"), b"", r#"{"body":""}"#),
@@ -593,31 +545,11 @@ mod tests {
                 b"--XX\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\nv\r\n--XX--\r\n",
                 r#"{"body":"--XX\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\nv\r\n--XX--\r\n","body_args":{"n":"v"}}"#,
             ),
-            (
-                Some("multipart/form-data"),
-                b"--XX--",
-                r#"{"body":"--XX--"}"#,
-            ),
-            (
-                Some("text/plain"),
-                b"hello",
-                r#"{"body":"hello","body_args":{}}"#,
-            ),
-            (
-                Some("text/html"),
-                b"<p>",
-                r#"{"body":"<p>","body_args":{}}"#,
-            ),
-            (
-                Some("application/xml"),
-                b"<a/>",
-                r#"{"body":"<a/>","body_args":{}}"#,
-            ),
-            (
-                Some("text/xml"),
-                b"<a/>",
-                r#"{"body":"<a/>","body_args":{}}"#,
-            ),
+            (Some("multipart/form-data"), b"--XX--", r#"{"body":"--XX--"}"#),
+            (Some("text/plain"), b"hello", r#"{"body":"hello","body_args":{}}"#),
+            (Some("text/html"), b"<p>", r#"{"body":"<p>","body_args":{}}"#),
+            (Some("application/xml"), b"<a/>", r#"{"body":"<a/>","body_args":{}}"#),
+            (Some("text/xml"), b"<a/>", r#"{"body":"<a/>","body_args":{}}"#),
             (
                 Some("application/soap+xml"),
                 b"<s/>",
@@ -652,10 +584,7 @@ mod tests {
                 Some("text/plain"),
                 r#"{"body":"/w==","body_args":{},"body_base64":true}"#,
             ),
-            (
-                Some("application/json"),
-                r#"{"body":"/w==","body_base64":true}"#,
-            ),
+            (Some("application/json"), r#"{"body":"/w==","body_base64":true}"#),
             (
                 Some("application/x-www-form-urlencoded"),
                 "{\"body\":\"/w==\",\"body_args\":{\"\u{fffd}\":true},\"body_base64\":true}",
@@ -673,10 +602,7 @@ mod tests {
             &MessageOptions::default(),
             "POST",
             "/",
-            &[
-                ("Content-Type", "text/plain"),
-                ("content-type", "application/json"),
-            ],
+            &[("Content-Type", "text/plain"), ("content-type", "application/json")],
             b"{}",
         );
         assert_eq!(got, r#"{"body":"{}","body_args":{}}"#);
@@ -694,9 +620,6 @@ mod tests {
         let got = body_only(Some("application/json"), doc.as_bytes());
         let v: serde_json::Value = serde_json::from_str(&got).unwrap();
         assert_eq!(v["body"].as_str().unwrap(), doc);
-        assert_eq!(
-            v["body_args"],
-            serde_json::from_str::<serde_json::Value>(&doc).unwrap()
-        );
+        assert_eq!(v["body_args"], serde_json::from_str::<serde_json::Value>(&doc).unwrap());
     }
 }

@@ -166,18 +166,12 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 
 fn trim(s: &[u8]) -> &[u8] {
     let s = trim_start(s);
-    let end = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |p| p + 1);
+    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |p| p + 1);
     &s[..end]
 }
 
 fn trim_start(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
+    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
     &s[start..]
 }
 
@@ -267,10 +261,7 @@ contents of the file\r\n\
         let body = b"preamble\n--b\nContent-Disposition: form-data; name=a\n\n1\n--b\n\
 content-disposition: form-data; name=\"a\"\n\nline1\r\nline2\n--b\n\
 Content-Disposition: form-data\n\nunnamed\n--b--";
-        assert_eq!(
-            decode(body, b"b").unwrap(),
-            r#"{"a":["1","line1\r\nline2"]}"#
-        );
+        assert_eq!(decode(body, b"b").unwrap(), r#"{"a":["1","line1\r\nline2"]}"#);
     }
 
     #[test]

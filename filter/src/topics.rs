@@ -83,16 +83,12 @@ mod tests {
     }
 
     fn topics(c: &Config, query: &str) -> Result<Vec<String>, Vec<String>> {
-        select(c, query.as_bytes())
-            .map(|t| t.topics)
-            .map_err(|e| e.topics)
+        select(c, query.as_bytes()).map(|t| t.topics).map_err(|e| e.topics)
     }
 
     #[test]
     fn kong_documented_examples() {
-        let c = cfg(
-            r#","topics_query_arg":"topic-list","allowed_topics":["my-topic","topic1","topic2"]"#,
-        );
+        let c = cfg(r#","topics_query_arg":"topic-list","allowed_topics":["my-topic","topic1","topic2"]"#);
         assert_eq!(
             topics(&c, "topic-list=my-topic,topic1"),
             Ok(vec!["my-topic".into(), "topic1".into()])

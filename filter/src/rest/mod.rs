@@ -1,10 +1,14 @@
-//! The Kafka REST proxy protocol: building the produce request for one topic ([`request`]) and
-//! reading the proxy's answer into an outcome, then into the client's answer ([`outcome`]).
+//! The Kafka REST proxy protocol: building the produce request for one topic, a batch or a health
+//! probe ([`request`]), and reading the proxy's answer into an outcome (one per record for a
+//! batch), then into the client's answer ([`outcome`]).
 //!
 //! Both halves are pure; the proxy-wasm glue only moves their bytes to and from the host.
 
 pub mod outcome;
 pub mod request;
 
-pub use outcome::{classify, ClientAnswer, Failure, Outcome, ReplyView};
-pub use request::{build_request, RestRequest};
+pub use outcome::{classify, classify_batch, ClientAnswer, Failure, Outcome, ReplyView};
+pub use request::{
+    batch_envelope_len, build_batch_request, build_probe_request, build_request, record_len, RestRequest,
+    BATCH_SEPARATOR_LEN,
+};

@@ -64,48 +64,18 @@ const MESSAGE_MAX: usize = 1024;
 
 /// Classifies the reply to one produce call.
 pub fn classify(api: &Api, reply: &ReplyView<'_>) -> Outcome {
-    let Some(status) = reply.status else {
-        let dispatch_status = reply
-            .dispatch_status
-            .map(|s| String::from_utf8_lossy(s).into_owned());
-        let timeout = dispatch_status.as_deref() == Some("timeout");
-        let failure = Failure {
-            dispatch_status,
-            reason: if timeout { "timed out" } else { "no reply" },
-            ..Failure::default()
-        };
-        return if timeout {
-            Outcome::TimedOut(failure)
-        } else {
-            Outcome::Failed(failure)
-        };
+    let status = match reply_status(reply) {
+        Ok(status) => status,
+        Err(outcome) => return outcome,
     };
-    let Some(status) = std::str::from_utf8(status)
-        .ok()
-        .and_then(|s| s.trim().parse::<u16>().ok())
-    else {
-        return Outcome::Failed(Failure {
-            reason: "invalid :status",
-            ..Failure::default()
-        });
-    };
+    if !(200..300).contains(&status) {
+        return error_status(status, reply.body);
+    }
     let body: Option<Value> = serde_json::from_slice(reply.body).ok();
     let mut failure = Failure {
         status: Some(status),
         ..Failure::default()
     };
-    if !(200..300).contains(&status) {
-        if let Some(Value::Object(envelope)) = &body {
-            failure.error_code = envelope.get("error_code").and_then(Value::as_i64);
-            failure.message = envelope.get("message").and_then(text);
-        }
-        if status == 504 {
-            failure.reason = "timed out";
-            return Outcome::TimedOut(failure);
-        }
-        failure.reason = "error status";
-        return Outcome::Failed(failure);
-    }
     let Some(Value::Object(reply_obj)) = body else {
         failure.reason = "unreadable reply";
         return Outcome::Failed(failure);
@@ -121,35 +91,167 @@ pub fn classify(api: &Api, reply: &ReplyView<'_>) -> Outcome {
                 return Outcome::Failed(failure);
             }
             for entry in offsets {
-                let Some(entry) = entry.as_object() else {
-                    failure.reason = "unreadable reply";
-                    return Outcome::Failed(failure);
-                };
-                match entry.get("error_code") {
-                    None | Some(Value::Null) => {}
-                    Some(code) => {
-                        failure.error_code = code.as_i64();
-                        failure.message = entry.get("error").and_then(text);
-                        failure.reason = "per-record error";
-                        return Outcome::Failed(failure);
-                    }
+                match v2_offset(status, entry) {
+                    Outcome::Acknowledged => {}
+                    failed => return failed,
                 }
             }
             Outcome::Acknowledged
         }
-        Api::V3 { .. } => match reply_obj.get("error_code") {
-            Some(code) if code.as_i64() == Some(200) => Outcome::Acknowledged,
-            Some(code) => {
-                failure.error_code = code.as_i64();
-                failure.message = reply_obj.get("message").and_then(text);
-                failure.reason = "record error";
-                Outcome::Failed(failure)
-            }
-            None => {
-                failure.reason = "reply without error_code";
-                Outcome::Failed(failure)
-            }
-        },
+        Api::V3 { .. } => v3_result(status, &Value::Object(reply_obj)),
+    }
+}
+
+/// Classifies the reply to a produce call that carried `records` records (the asynchronous
+/// producer's batch): one outcome per record, in request order.
+///
+/// A reply that is not a 2xx, or no reply at all, fails every record alike. v2: record `i` is
+/// acknowledged when `offsets[i]` has a null or absent `error_code`; a missing entry is a
+/// failure. v3 (streaming mode): the body holds one result object per record, in order (JSON
+/// values separated by whitespace); record `i` is acknowledged when result `i` has
+/// `error_code` 200; a missing or unreadable result is a failure.
+pub fn classify_batch(api: &Api, reply: &ReplyView<'_>, records: usize) -> Vec<Outcome> {
+    let status = match reply_status(reply) {
+        Ok(status) => status,
+        Err(outcome) => return vec![outcome; records],
+    };
+    if !(200..300).contains(&status) {
+        return vec![error_status(status, reply.body); records];
+    }
+    let failed = |reason: &'static str| {
+        Outcome::Failed(Failure {
+            status: Some(status),
+            reason,
+            ..Failure::default()
+        })
+    };
+    match api {
+        Api::V2 => {
+            let body: Option<Value> = serde_json::from_slice(reply.body).ok();
+            let Some(Value::Object(reply_obj)) = body else {
+                return vec![failed("unreadable reply"); records];
+            };
+            let Some(offsets) = reply_obj.get("offsets").and_then(Value::as_array) else {
+                return vec![failed("reply without offsets"); records];
+            };
+            (0..records)
+                .map(|i| match offsets.get(i) {
+                    Some(entry) => v2_offset(status, entry),
+                    None => failed("reply without an offset for this record"),
+                })
+                .collect()
+        }
+        Api::V3 { .. } => {
+            let mut results = serde_json::Deserializer::from_slice(reply.body).into_iter::<Value>();
+            let mut broken = false;
+            (0..records)
+                .map(|_| {
+                    if broken {
+                        return failed("unreadable reply");
+                    }
+                    match results.next() {
+                        Some(Ok(result)) => v3_result(status, &result),
+                        Some(Err(_)) => {
+                            broken = true;
+                            failed("unreadable reply")
+                        }
+                        None => failed("reply without a result for this record"),
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// The reply's HTTP status, or the outcome of a call without a usable one.
+fn reply_status(reply: &ReplyView<'_>) -> Result<u16, Outcome> {
+    let Some(status) = reply.status else {
+        let dispatch_status = reply.dispatch_status.map(|s| String::from_utf8_lossy(s).into_owned());
+        let timeout = dispatch_status.as_deref() == Some("timeout");
+        let failure = Failure {
+            dispatch_status,
+            reason: if timeout { "timed out" } else { "no reply" },
+            ..Failure::default()
+        };
+        return Err(if timeout {
+            Outcome::TimedOut(failure)
+        } else {
+            Outcome::Failed(failure)
+        });
+    };
+    std::str::from_utf8(status)
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .ok_or_else(|| {
+            Outcome::Failed(Failure {
+                reason: "invalid :status",
+                ..Failure::default()
+            })
+        })
+}
+
+/// The outcome of a non-2xx reply: a timeout for 504, else a failure with the REST proxy's
+/// error envelope (`{"error_code":…,"message":…}`) when the body has one.
+fn error_status(status: u16, body: &[u8]) -> Outcome {
+    let mut failure = Failure {
+        status: Some(status),
+        ..Failure::default()
+    };
+    if let Ok(Value::Object(envelope)) = serde_json::from_slice::<Value>(body) {
+        failure.error_code = envelope.get("error_code").and_then(Value::as_i64);
+        failure.message = envelope.get("message").and_then(text);
+    }
+    if status == 504 {
+        failure.reason = "timed out";
+        return Outcome::TimedOut(failure);
+    }
+    failure.reason = "error status";
+    Outcome::Failed(failure)
+}
+
+/// One v2 `offsets` entry of a 2xx reply.
+fn v2_offset(status: u16, entry: &Value) -> Outcome {
+    let mut failure = Failure {
+        status: Some(status),
+        ..Failure::default()
+    };
+    let Some(entry) = entry.as_object() else {
+        failure.reason = "unreadable reply";
+        return Outcome::Failed(failure);
+    };
+    match entry.get("error_code") {
+        None | Some(Value::Null) => Outcome::Acknowledged,
+        Some(code) => {
+            failure.error_code = code.as_i64();
+            failure.message = entry.get("error").and_then(text);
+            failure.reason = "per-record error";
+            Outcome::Failed(failure)
+        }
+    }
+}
+
+/// One v3 result object of a 2xx reply.
+fn v3_result(status: u16, result: &Value) -> Outcome {
+    let mut failure = Failure {
+        status: Some(status),
+        ..Failure::default()
+    };
+    let Some(result) = result.as_object() else {
+        failure.reason = "unreadable reply";
+        return Outcome::Failed(failure);
+    };
+    match result.get("error_code") {
+        Some(code) if code.as_i64() == Some(200) => Outcome::Acknowledged,
+        Some(code) => {
+            failure.error_code = code.as_i64();
+            failure.message = result.get("message").and_then(text);
+            failure.reason = "record error";
+            Outcome::Failed(failure)
+        }
+        None => {
+            failure.reason = "reply without error_code";
+            Outcome::Failed(failure)
+        }
     }
 }
 
@@ -188,25 +290,23 @@ impl ClientAnswer {
 
     /// 413: the request body is larger than `max_body_size`.
     pub fn payload_too_large() -> Self {
-        Self::simple(
-            413,
-            "Payload Too Large",
-            "request body is larger than max_body_size",
-        )
+        Self::simple(413, "Payload Too Large", "request body is larger than max_body_size")
     }
 
     /// 500: the host did not hand over the request body it announced.
     pub fn body_unreadable() -> Self {
-        Self::simple(
-            500,
-            "Internal Server Error",
-            "could not read the request body",
-        )
+        Self::simple(500, "Internal Server Error", "could not read the request body")
     }
 
     /// 500: the filter reached a state it should not (logged), and answers rather than hang.
     pub fn internal_error() -> Self {
         Self::simple(500, "Internal Server Error", "unexpected filter state")
+    }
+
+    /// 503 `{"message":"Service Unavailable","error":…}`: the asynchronous producer did not
+    /// accept the message (its buffer is full, or the REST proxy is unhealthy).
+    pub fn service_unavailable(error: &str) -> Self {
+        Self::simple(503, "Service Unavailable", error)
     }
 
     /// 500: the filter has no valid configuration (the host started it anyway).
@@ -222,10 +322,7 @@ impl ClientAnswer {
     /// 200 when all were acknowledged; else 502 for the first failure; else 504 for the first
     /// timeout. With `detail`, the REST proxy's status, error code and message are added.
     /// No outcome at all is a 502: nothing was acknowledged.
-    pub fn from_outcomes<'t>(
-        outcomes: impl IntoIterator<Item = (&'t str, &'t Outcome)>,
-        detail: bool,
-    ) -> Self {
+    pub fn from_outcomes<'t>(outcomes: impl IntoIterator<Item = (&'t str, &'t Outcome)>, detail: bool) -> Self {
         let mut timeout: Option<(&str, &Failure)> = None;
         let mut seen = false;
         for (topic, outcome) in outcomes {
@@ -254,12 +351,7 @@ impl ClientAnswer {
 
     /// 502 for a record that was not acknowledged.
     pub fn failed(topic: &str, failure: &Failure, detail: bool) -> Self {
-        Self::with_detail(
-            502,
-            "Bad Gateway",
-            SEND_FAILED,
-            detail.then_some((topic, failure)),
-        )
+        Self::with_detail(502, "Bad Gateway", SEND_FAILED, detail.then_some((topic, failure)))
     }
 
     fn simple(status: u32, message: &str, error: &str) -> Self {
@@ -269,12 +361,7 @@ impl ClientAnswer {
     /// `{"message":…,"error":…}` plus, with `detail`,
     /// `"rest_proxy":{"topic":…,"status":…,"error_code":…,"message":…,"dispatch_status":…}`
     /// (members omitted when unknown).
-    fn with_detail(
-        status: u32,
-        message: &str,
-        error: &str,
-        detail: Option<(&str, &Failure)>,
-    ) -> Self {
+    fn with_detail(status: u32, message: &str, error: &str, detail: Option<(&str, &Failure)>) -> Self {
         let mut out = Vec::with_capacity(96);
         out.push(b'{');
         let mut first = true;
@@ -316,9 +403,7 @@ mod tests {
     use super::*;
 
     fn v3() -> Api {
-        Api::V3 {
-            cluster_id: "c".into(),
-        }
+        Api::V3 { cluster_id: "c".into() }
     }
 
     fn reply<'a>(status: &'a str, body: &'a str) -> ReplyView<'a> {
@@ -329,12 +414,7 @@ mod tests {
         }
     }
 
-    fn failed(
-        status: Option<u16>,
-        code: Option<i64>,
-        msg: Option<&str>,
-        reason: &'static str,
-    ) -> Outcome {
+    fn failed(status: Option<u16>, code: Option<i64>, msg: Option<&str>, reason: &'static str) -> Outcome {
         Outcome::Failed(Failure {
             status,
             error_code: code,
@@ -364,62 +444,30 @@ mod tests {
                     "200",
                     r#"{"offsets":[{"partition":null,"offset":null,"error_code":50002,"error":"Kafka error: boom"}]}"#,
                 ),
-                failed(
-                    Some(200),
-                    Some(50002),
-                    Some("Kafka error: boom"),
-                    "per-record error",
-                ),
+                failed(Some(200), Some(50002), Some("Kafka error: boom"), "per-record error"),
             ),
             (
                 reply(
                     "200",
                     r#"{"offsets":[{"partition":0,"offset":1},{"error_code":50003,"error":"retriable"}]}"#,
                 ),
-                failed(
-                    Some(200),
-                    Some(50003),
-                    Some("retriable"),
-                    "per-record error",
-                ),
+                failed(Some(200), Some(50003), Some("retriable"), "per-record error"),
             ),
             (
-                reply(
-                    "404",
-                    r#"{"error_code":40401,"message":"Topic not found."}"#,
-                ),
-                failed(
-                    Some(404),
-                    Some(40401),
-                    Some("Topic not found."),
-                    "error status",
-                ),
+                reply("404", r#"{"error_code":40401,"message":"Topic not found."}"#),
+                failed(Some(404), Some(40401), Some("Topic not found."), "error status"),
             ),
             (
                 reply("422", r#"{"error_code":42201,"message":"Unprocessable"}"#),
-                failed(
-                    Some(422),
-                    Some(42201),
-                    Some("Unprocessable"),
-                    "error status",
-                ),
+                failed(Some(422), Some(42201), Some("Unprocessable"), "error status"),
             ),
-            (
-                reply("500", "oops"),
-                failed(Some(500), None, None, "error status"),
-            ),
-            (
-                reply("503", ""),
-                failed(Some(503), None, None, "error status"),
-            ),
+            (reply("500", "oops"), failed(Some(500), None, None, "error status")),
+            (reply("503", ""), failed(Some(503), None, None, "error status")),
             (
                 reply("200", "not json"),
                 failed(Some(200), None, None, "unreadable reply"),
             ),
-            (
-                reply("200", "[]"),
-                failed(Some(200), None, None, "unreadable reply"),
-            ),
+            (reply("200", "[]"), failed(Some(200), None, None, "unreadable reply")),
             (
                 reply("200", "{}"),
                 failed(Some(200), None, None, "reply without offsets"),
@@ -432,26 +480,15 @@ mod tests {
                 reply("200", r#"{"offsets":[1]}"#),
                 failed(Some(200), None, None, "unreadable reply"),
             ),
-            (
-                reply("204", ""),
-                failed(Some(204), None, None, "unreadable reply"),
-            ),
-            (
-                reply("30x", ""),
-                failed(None, None, None, "invalid :status"),
-            ),
+            (reply("204", ""), failed(Some(204), None, None, "unreadable reply")),
+            (reply("30x", ""), failed(None, None, None, "invalid :status")),
             (
                 reply("302", r#"{"offsets":[{"offset":1}]}"#),
                 failed(Some(302), None, None, "error status"),
             ),
         ];
         for (r, want) in cases {
-            assert_eq!(
-                classify(&Api::V2, &r),
-                want,
-                "{:?}",
-                String::from_utf8_lossy(r.body)
-            );
+            assert_eq!(classify(&Api::V2, &r), want, "{:?}", String::from_utf8_lossy(r.body));
         }
     }
 
@@ -460,10 +497,7 @@ mod tests {
         let ok = r#"{"error_code":200,"cluster_id":"c","topic_name":"t","partition_id":1,"offset":0,"timestamp":"2026-01-01T00:00:00.000Z","key":null,"value":{"type":"BINARY","size":7}}"#;
         assert_eq!(classify(&v3(), &reply("200", ok)), Outcome::Acknowledged);
         assert_eq!(
-            classify(
-                &v3(),
-                &reply("200", r#"{"error_code":400,"message":"Bad record"}"#)
-            ),
+            classify(&v3(), &reply("200", r#"{"error_code":400,"message":"Bad record"}"#)),
             failed(Some(200), Some(400), Some("Bad record"), "record error")
         );
         assert_eq!(
@@ -495,18 +529,12 @@ mod tests {
     #[test]
     fn host_signals() {
         let no_reply = ReplyView::default();
-        assert_eq!(
-            classify(&Api::V2, &no_reply),
-            failed(None, None, None, "no reply")
-        );
+        assert_eq!(classify(&Api::V2, &no_reply), failed(None, None, None, "no reply"));
         let kong_timeout = ReplyView {
             dispatch_status: Some(b"timeout"),
             ..ReplyView::default()
         };
-        assert!(matches!(
-            classify(&Api::V2, &kong_timeout),
-            Outcome::TimedOut(_)
-        ));
+        assert!(matches!(classify(&Api::V2, &kong_timeout), Outcome::TimedOut(_)));
         let kong_broken = ReplyView {
             dispatch_status: Some(b"broken connection"),
             ..ReplyView::default()
@@ -531,6 +559,107 @@ mod tests {
     }
 
     #[test]
+    fn v2_batch_replies() {
+        let ack = Outcome::Acknowledged;
+        // Partial failure: only the second record failed.
+        let partial = reply(
+            "200",
+            r#"{"offsets":[{"partition":0,"offset":1,"error_code":null,"error":null},{"partition":null,"offset":null,"error_code":50003,"error":"retriable"},{"partition":0,"offset":2}]}"#,
+        );
+        assert_eq!(
+            classify_batch(&Api::V2, &partial, 3),
+            vec![
+                ack.clone(),
+                failed(Some(200), Some(50003), Some("retriable"), "per-record error"),
+                ack.clone()
+            ]
+        );
+        // Fewer offsets than records: the missing ones failed.
+        assert_eq!(
+            classify_batch(&Api::V2, &reply("200", r#"{"offsets":[{"offset":1}]}"#), 2),
+            vec![
+                ack.clone(),
+                failed(Some(200), None, None, "reply without an offset for this record")
+            ]
+        );
+        // Request-level failures fail every record alike.
+        let envelope = failed(Some(404), Some(40401), Some("Topic not found."), "error status");
+        assert_eq!(
+            classify_batch(
+                &Api::V2,
+                &reply("404", r#"{"error_code":40401,"message":"Topic not found."}"#),
+                2
+            ),
+            vec![envelope.clone(), envelope]
+        );
+        assert_eq!(
+            classify_batch(&Api::V2, &reply("200", "{"), 2),
+            vec![failed(Some(200), None, None, "unreadable reply"); 2]
+        );
+        assert_eq!(
+            classify_batch(&Api::V2, &ReplyView::default(), 1),
+            vec![failed(None, None, None, "no reply")]
+        );
+        assert!(matches!(
+            classify_batch(&Api::V2, &reply("504", ""), 1)[..],
+            [Outcome::TimedOut(_)]
+        ));
+    }
+
+    #[test]
+    fn v3_streaming_replies() {
+        let ok = |offset: u32| {
+            format!(
+                r#"{{"error_code":200,"cluster_id":"c","topic_name":"t","partition_id":0,"offset":{offset},"timestamp":"2026-01-01T00:00:00.000Z","value":{{"type":"BINARY","size":2}}}}"#
+            )
+        };
+        // kafka-rest's streaming answers: one object per record, separated by \r\n.
+        let body = format!(
+            "{}\r\n{}\r\n{}\r\n",
+            ok(1),
+            r#"{"error_code":400,"message":"Bad record"}"#,
+            ok(2)
+        );
+        assert_eq!(
+            classify_batch(&v3(), &reply("200", &body), 3),
+            vec![
+                Outcome::Acknowledged,
+                failed(Some(200), Some(400), Some("Bad record"), "record error"),
+                Outcome::Acknowledged
+            ]
+        );
+        // Concatenated without separators; one result missing.
+        let body = format!("{}{}", ok(1), ok(2));
+        assert_eq!(
+            classify_batch(&v3(), &reply("200", &body), 3),
+            vec![
+                Outcome::Acknowledged,
+                Outcome::Acknowledged,
+                failed(Some(200), None, None, "reply without a result for this record")
+            ]
+        );
+        // A result cut short: it and everything after it failed.
+        let body = format!("{}\r\n{{\"error_code\":2", ok(1));
+        assert_eq!(
+            classify_batch(&v3(), &reply("200", &body), 3),
+            vec![
+                Outcome::Acknowledged,
+                failed(Some(200), None, None, "unreadable reply"),
+                failed(Some(200), None, None, "unreadable reply")
+            ]
+        );
+        // A single record answered the non-streaming way.
+        assert_eq!(
+            classify_batch(&v3(), &reply("200", &ok(7)), 1),
+            vec![Outcome::Acknowledged]
+        );
+        assert_eq!(
+            classify_batch(&v3(), &reply("422", r#"{"error_code":422,"message":"bad"}"#), 2),
+            vec![failed(Some(422), Some(422), Some("bad"), "error status"); 2]
+        );
+    }
+
+    #[test]
     fn long_messages_are_capped() {
         let long = "x".repeat(5000);
         let body = format!(r#"{{"error_code":50001,"message":"{long}"}}"#);
@@ -549,29 +678,18 @@ mod tests {
     #[test]
     fn client_answers() {
         let ack = Outcome::Acknowledged;
-        let fail = failed(
-            Some(200),
-            Some(50002),
-            Some("boom \"x\""),
-            "per-record error",
-        );
+        let fail = failed(Some(200), Some(50002), Some("boom \"x\""), "per-record error");
         let timeout = Outcome::TimedOut(Failure {
             dispatch_status: Some("timeout".into()),
             reason: "timed out",
             ..Failure::default()
         });
         assert_eq!(
-            text(&ClientAnswer::from_outcomes(
-                [("a", &ack), ("b", &ack)],
-                true
-            )),
+            text(&ClientAnswer::from_outcomes([("a", &ack), ("b", &ack)], true)),
             (200, r#"{"message":"message sent"}"#.into())
         );
         assert_eq!(
-            text(&ClientAnswer::from_outcomes(
-                [("a", &ack), ("b", &fail)],
-                false
-            )),
+            text(&ClientAnswer::from_outcomes([("a", &ack), ("b", &fail)], false)),
             (
                 502,
                 r#"{"message":"Bad Gateway","error":"could not send message to topic"}"#.into()
@@ -587,14 +705,10 @@ mod tests {
             502
         );
         assert_eq!(
-            text(&ClientAnswer::from_outcomes(
-                [("a", &ack), ("b", &timeout)],
-                false
-            )),
+            text(&ClientAnswer::from_outcomes([("a", &ack), ("b", &timeout)], false)),
             (
                 504,
-                r#"{"message":"Gateway Timeout","error":"timed out sending message to topic"}"#
-                    .into()
+                r#"{"message":"Gateway Timeout","error":"timed out sending message to topic"}"#.into()
             )
         );
         assert_eq!(
@@ -603,18 +717,29 @@ mod tests {
         );
         assert_eq!(
             text(&ClientAnswer::topic_not_allowed()),
-            (400, r#"{"message":"Bad Request","error":"one or more target topics are not in the allowed topics list"}"#.into())
+            (
+                400,
+                r#"{"message":"Bad Request","error":"one or more target topics are not in the allowed topics list"}"#
+                    .into()
+            )
         );
         assert_eq!(
             text(&ClientAnswer::payload_too_large()),
-            (413, r#"{"message":"Payload Too Large","error":"request body is larger than max_body_size"}"#.into())
+            (
+                413,
+                r#"{"message":"Payload Too Large","error":"request body is larger than max_body_size"}"#.into()
+            )
         );
         assert_eq!(text(&ClientAnswer::not_configured()).0, 500);
         assert_eq!(text(&ClientAnswer::body_unreadable()).0, 500);
         assert_eq!(text(&ClientAnswer::internal_error()).0, 500);
         assert_eq!(
-            text(&ClientAnswer::from_outcomes(std::iter::empty(), false)).0,
-            502
+            text(&ClientAnswer::service_unavailable("the message buffer is full")),
+            (
+                503,
+                r#"{"message":"Service Unavailable","error":"the message buffer is full"}"#.into()
+            )
         );
+        assert_eq!(text(&ClientAnswer::from_outcomes(std::iter::empty(), false)).0, 502);
     }
 }

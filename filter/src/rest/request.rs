@@ -1,4 +1,5 @@
-//! The produce request sent to the REST proxy for one topic.
+//! The requests sent to the REST proxy: the produce request for one topic (one record from the
+//! synchronous flow, or a batch from the asynchronous producer) and the producer's health probe.
 //!
 //! - v2 (Confluent REST Proxy v2, Redpanda HTTP proxy, Karapace): `POST {prefix}/topics/{topic}`,
 //!   `content-type: application/vnd.kafka.binary.v2+json` (or `.json.v2+json`),
@@ -14,6 +15,10 @@
 //!
 //! Topic and cluster id are percent-encoded as path segments. `key` and `partition` are omitted
 //! when absent.
+//!
+//! A batch is the same request with several records: v2 puts them in the `records` array; v3 uses
+//! the produce API's streaming mode, the records' JSON objects concatenated in one body (one per
+//! line), answered by one result object per record.
 
 use crate::config::{Api, Format, RestProxy};
 use crate::json;
@@ -36,15 +41,98 @@ pub fn build_request(
     message: &[u8],
 ) -> RestRequest {
     let body = build_body(rp, key, partition, message);
+    produce_request(rp, topic, body)
+}
+
+/// Bytes a batch body adds around its records: v2 `{"records":[` and `]}`; none for v3, whose
+/// streaming mode concatenates the records.
+pub fn batch_envelope_len(api: &Api) -> usize {
+    match api {
+        Api::V2 => V2_OPEN.len() + V2_CLOSE.len(),
+        Api::V3 { .. } => 0,
+    }
+}
+
+/// Bytes between two records of a batch body: v2 `,` (array items), v3 `\n` (streamed values).
+pub const BATCH_SEPARATOR_LEN: usize = 1;
+
+/// The exact size in bytes of one record in a request body (see [`batch_envelope_len`] and
+/// [`BATCH_SEPARATOR_LEN`] for what a batch adds), for a message of `message_len` bytes.
+pub fn record_len(rp: &RestProxy, key: Option<&[u8]>, partition: Option<u32>, message_len: usize) -> usize {
+    // The record with an empty value, plus the value's encoded length: base64 is 4 bytes per 3
+    // (the quotes are already there), the json format embeds the message as is.
+    let mut scratch = Vec::with_capacity(96 + key.map_or(0, |k| k.len() * 2));
+    write_record(&mut scratch, rp, key, partition, b"");
+    let value_len = match rp.format {
+        Format::Binary => message_len.div_ceil(3) * 4,
+        Format::Json => message_len,
+    };
+    scratch.len() + value_len
+}
+
+/// Builds one produce request carrying several records for `topic`, in order (each a key and a
+/// message): v2 `{"records":[…,…]}`; v3 streaming mode, the records' JSON objects one per line
+/// in one body, which the REST proxy answers with one result object per record.
+pub fn build_batch_request<'a>(
+    rp: &RestProxy,
+    topic: &str,
+    partition: Option<u32>,
+    records: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8])>,
+) -> RestRequest {
+    let mut body = Vec::new();
+    if rp.api == Api::V2 {
+        body.extend_from_slice(V2_OPEN);
+    }
+    for (i, (key, message)) in records.into_iter().enumerate() {
+        if i > 0 {
+            body.push(match rp.api {
+                Api::V2 => b',',
+                Api::V3 { .. } => b'\n',
+            });
+        }
+        write_record(&mut body, rp, key, partition, message);
+    }
+    if rp.api == Api::V2 {
+        body.extend_from_slice(V2_CLOSE);
+    }
+    produce_request(rp, topic, body)
+}
+
+/// The health probe of the asynchronous producer: a cheap read every REST proxy serves,
+/// `GET {prefix}/topics` (v2: Confluent, Redpanda, Karapace) or
+/// `GET {prefix}/v3/clusters/{cluster_id}` (v3). Any 2xx answer means the proxy is back.
+pub fn build_probe_request(rp: &RestProxy) -> RestRequest {
+    let mut path = rp.path_prefix.clone();
+    match &rp.api {
+        Api::V2 => path.push_str("/topics"),
+        Api::V3 { cluster_id } => {
+            path.push_str("/v3/clusters/");
+            push_segment(&mut path, cluster_id);
+        }
+    }
+    let accept = match rp.api {
+        Api::V2 => "application/vnd.kafka.v2+json",
+        Api::V3 { .. } => "application/json",
+    };
+    let mut headers: Vec<(String, String)> = vec![
+        (":method".into(), "GET".into()),
+        (":path".into(), path),
+        (":authority".into(), rp.authority.clone()),
+        (":scheme".into(), rp.scheme.as_str().into()),
+        ("accept".into(), accept.into()),
+    ];
+    add_static_headers(&mut headers, rp);
+    RestRequest {
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// The `POST` of `body` to `topic`'s produce path, with the format's content types.
+fn produce_request(rp: &RestProxy, topic: &str, body: Vec<u8>) -> RestRequest {
     let (content_type, accept) = match (&rp.api, rp.format) {
-        (Api::V2, Format::Binary) => (
-            "application/vnd.kafka.binary.v2+json",
-            "application/vnd.kafka.v2+json",
-        ),
-        (Api::V2, Format::Json) => (
-            "application/vnd.kafka.json.v2+json",
-            "application/vnd.kafka.v2+json",
-        ),
+        (Api::V2, Format::Binary) => ("application/vnd.kafka.binary.v2+json", "application/vnd.kafka.v2+json"),
+        (Api::V2, Format::Json) => ("application/vnd.kafka.json.v2+json", "application/vnd.kafka.v2+json"),
         (Api::V3 { .. }, _) => ("application/json", "application/json"),
     };
     let mut headers: Vec<(String, String)> = vec![
@@ -56,6 +144,12 @@ pub fn build_request(
         ("accept".into(), accept.into()),
         ("content-length".into(), body.len().to_string()),
     ];
+    add_static_headers(&mut headers, rp);
+    RestRequest { headers, body }
+}
+
+/// Adds the configured static headers; one with the name of a computed header replaces it.
+fn add_static_headers(headers: &mut Vec<(String, String)>, rp: &RestProxy) {
     for (name, value) in &rp.headers {
         match name.as_str() {
             // Computed by the filter, or carried by :authority.
@@ -66,7 +160,6 @@ pub fn build_request(
             },
         }
     }
-    RestRequest { headers, body }
 }
 
 /// The request path for `topic`.
@@ -103,12 +196,10 @@ fn push_segment(out: &mut String, segment: &str) {
     }
 }
 
-fn build_body(
-    rp: &RestProxy,
-    key: Option<&[u8]>,
-    partition: Option<u32>,
-    message: &[u8],
-) -> Vec<u8> {
+const V2_OPEN: &[u8] = b"{\"records\":[";
+const V2_CLOSE: &[u8] = b"]}";
+
+fn build_body(rp: &RestProxy, key: Option<&[u8]>, partition: Option<u32>, message: &[u8]) -> Vec<u8> {
     let encoded = match rp.format {
         Format::Binary => message.len().div_ceil(3) * 4,
         Format::Json => message.len(),
@@ -116,29 +207,43 @@ fn build_body(
     let mut out = Vec::with_capacity(encoded + key.map_or(0, |k| k.len() * 2) + 96);
     match &rp.api {
         Api::V2 => {
-            out.extend_from_slice(b"{\"records\":[{\"value\":");
+            out.extend_from_slice(V2_OPEN);
+            write_record(&mut out, rp, key, partition, message);
+            out.extend_from_slice(V2_CLOSE);
+        }
+        Api::V3 { .. } => write_record(&mut out, rp, key, partition, message),
+    }
+    out
+}
+
+/// Appends one record: v2 `{"value":…,"key":…,"partition":n}`, v3
+/// `{"value":{"type":…,"data":…},"key":{…},"partition_id":n}`.
+fn write_record(out: &mut Vec<u8>, rp: &RestProxy, key: Option<&[u8]>, partition: Option<u32>, message: &[u8]) {
+    match &rp.api {
+        Api::V2 => {
+            out.extend_from_slice(b"{\"value\":");
             match rp.format {
-                Format::Binary => json::write_base64(&mut out, message),
+                Format::Binary => json::write_base64(out, message),
                 Format::Json => out.extend_from_slice(message),
             }
             if let Some(key) = key {
                 out.extend_from_slice(b",\"key\":");
                 match rp.format {
-                    Format::Binary => json::write_base64(&mut out, key),
-                    Format::Json => json::write_str_lossy(&mut out, key),
+                    Format::Binary => json::write_base64(out, key),
+                    Format::Json => json::write_str_lossy(out, key),
                 }
             }
             if let Some(p) = partition {
                 out.extend_from_slice(b",\"partition\":");
                 out.extend_from_slice(p.to_string().as_bytes());
             }
-            out.extend_from_slice(b"}]}");
+            out.push(b'}');
         }
         Api::V3 { .. } => {
             match rp.format {
                 Format::Binary => {
                     out.extend_from_slice(b"{\"value\":{\"type\":\"BINARY\",\"data\":");
-                    json::write_base64(&mut out, message);
+                    json::write_base64(out, message);
                 }
                 Format::Json => {
                     out.extend_from_slice(b"{\"value\":{\"type\":\"JSON\",\"data\":");
@@ -148,7 +253,7 @@ fn build_body(
             out.push(b'}');
             if let Some(key) = key {
                 out.extend_from_slice(b",\"key\":{\"type\":\"BINARY\",\"data\":");
-                json::write_base64(&mut out, key);
+                json::write_base64(out, key);
                 out.push(b'}');
             }
             if let Some(p) = partition {
@@ -158,7 +263,6 @@ fn build_body(
             out.push(b'}');
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -197,22 +301,53 @@ mod tests {
         // base64 of {"body":"hi"} and of "k1"
         let msg = "eyJib2R5IjoiaGkifQ==";
         let cases = [
-            (proxy(Api::V2, Format::Binary), None, None, format!(r#"{{"records":[{{"value":"{msg}"}}]}}"#)),
-            (proxy(Api::V2, Format::Binary), Some(&b"k1"[..]), Some(2), format!(r#"{{"records":[{{"value":"{msg}","key":"azE=","partition":2}}]}}"#)),
-            (proxy(Api::V2, Format::Json), None, None, r#"{"records":[{"value":{"body":"hi"}}]}"#.to_string()),
-            (proxy(Api::V2, Format::Json), Some(&b"k1"[..]), Some(0), r#"{"records":[{"value":{"body":"hi"},"key":"k1","partition":0}]}"#.to_string()),
-            (proxy(v3(), Format::Binary), None, None, format!(r#"{{"value":{{"type":"BINARY","data":"{msg}"}}}}"#)),
-            (proxy(v3(), Format::Binary), Some(&b"k1"[..]), Some(7), format!(r#"{{"value":{{"type":"BINARY","data":"{msg}"}},"key":{{"type":"BINARY","data":"azE="}},"partition_id":7}}"#)),
-            (proxy(v3(), Format::Json), Some(&b"k1"[..]), None, r#"{"value":{"type":"JSON","data":{"body":"hi"}},"key":{"type":"BINARY","data":"azE="}}"#.to_string()),
+            (
+                proxy(Api::V2, Format::Binary),
+                None,
+                None,
+                format!(r#"{{"records":[{{"value":"{msg}"}}]}}"#),
+            ),
+            (
+                proxy(Api::V2, Format::Binary),
+                Some(&b"k1"[..]),
+                Some(2),
+                format!(r#"{{"records":[{{"value":"{msg}","key":"azE=","partition":2}}]}}"#),
+            ),
+            (
+                proxy(Api::V2, Format::Json),
+                None,
+                None,
+                r#"{"records":[{"value":{"body":"hi"}}]}"#.to_string(),
+            ),
+            (
+                proxy(Api::V2, Format::Json),
+                Some(&b"k1"[..]),
+                Some(0),
+                r#"{"records":[{"value":{"body":"hi"},"key":"k1","partition":0}]}"#.to_string(),
+            ),
+            (
+                proxy(v3(), Format::Binary),
+                None,
+                None,
+                format!(r#"{{"value":{{"type":"BINARY","data":"{msg}"}}}}"#),
+            ),
+            (
+                proxy(v3(), Format::Binary),
+                Some(&b"k1"[..]),
+                Some(7),
+                format!(
+                    r#"{{"value":{{"type":"BINARY","data":"{msg}"}},"key":{{"type":"BINARY","data":"azE="}},"partition_id":7}}"#
+                ),
+            ),
+            (
+                proxy(v3(), Format::Json),
+                Some(&b"k1"[..]),
+                None,
+                r#"{"value":{"type":"JSON","data":{"body":"hi"}},"key":{"type":"BINARY","data":"azE="}}"#.to_string(),
+            ),
         ];
         for (rp, key, partition, want) in cases {
-            assert_eq!(
-                body(&rp, key, partition),
-                want,
-                "{:?} {:?}",
-                rp.api,
-                rp.format
-            );
+            assert_eq!(body(&rp, key, partition), want, "{:?} {:?}", rp.api, rp.format);
         }
     }
 
@@ -223,9 +358,7 @@ mod tests {
         let r = build_request(&proxy(Api::V2, Format::Binary), "t", None, None, message);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         let value = v["records"][0]["value"].as_str().unwrap();
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD.decode(value).unwrap();
         assert_eq!(decoded, message);
     }
 
@@ -240,11 +373,7 @@ mod tests {
             ("host".into(), "evil".into()),
         ];
         let r = build_request(&rp, "orders", None, None, b"{}");
-        let h: Vec<(&str, &str)> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let h: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
             h,
             vec![
@@ -264,13 +393,7 @@ mod tests {
     fn content_types() {
         let ct = |rp: &RestProxy| {
             let r = build_request(rp, "t", None, None, b"{}");
-            let get = |n: &str| {
-                r.headers
-                    .iter()
-                    .find(|(k, _)| k == n)
-                    .map(|(_, v)| v.clone())
-                    .unwrap()
-            };
+            let get = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
             (get("content-type"), get("accept"))
         };
         assert_eq!(
@@ -287,13 +410,98 @@ mod tests {
     }
 
     #[test]
+    fn record_len_is_exact() {
+        let keys: [Option<&[u8]>; 3] = [None, Some(b"k"), Some(b"a \"quoted\" \x01 key")];
+        for api in [Api::V2, v3()] {
+            for format in [Format::Binary, Format::Json] {
+                let rp = proxy(api.clone(), format);
+                for key in keys {
+                    for partition in [None, Some(0), Some(2_147_483_647)] {
+                        for message in [&b"{}"[..], br#"{"body":"hi"}"#, br#"{"body":"12345678"}"#] {
+                            let mut one = Vec::new();
+                            write_record(&mut one, &rp, key, partition, message);
+                            assert_eq!(
+                                record_len(&rp, key, partition, message.len()),
+                                one.len(),
+                                "{api:?} {format:?} {key:?} {partition:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_bodies() {
+        let records = [(None, &b"{\"a\":1}"[..]), (Some(&b"k"[..]), &b"{\"b\":2}"[..])];
+        let rp = proxy(Api::V2, Format::Json);
+        let r = build_batch_request(&rp, "t", Some(1), records);
+        assert_eq!(
+            String::from_utf8(r.body.clone()).unwrap(),
+            r#"{"records":[{"value":{"a":1},"partition":1},{"value":{"b":2},"key":"k","partition":1}]}"#
+        );
+        let size = batch_envelope_len(&rp.api)
+            + BATCH_SEPARATOR_LEN
+            + records
+                .iter()
+                .map(|(k, m)| record_len(&rp, *k, Some(1), m.len()))
+                .sum::<usize>();
+        assert_eq!(r.body.len(), size);
+        assert!(r.headers.contains(&(":path".into(), "/topics/t".into())));
+        assert!(r.headers.contains(&("content-length".into(), size.to_string())));
+
+        // One record: exactly the single-record request.
+        let single = build_batch_request(&rp, "t", None, [(Some(&b"k"[..]), &b"{}"[..])]);
+        assert_eq!(single, build_request(&rp, "t", Some(b"k"), None, b"{}"));
+
+        // v3 streaming: one record object per line.
+        let rp = proxy(v3(), Format::Binary);
+        let r = build_batch_request(&rp, "t", None, records);
+        let text = String::from_utf8(r.body.clone()).unwrap();
+        assert_eq!(
+            text,
+            "{\"value\":{\"type\":\"BINARY\",\"data\":\"eyJhIjoxfQ==\"}}\n{\"value\":{\"type\":\"BINARY\",\"data\":\"eyJiIjoyfQ==\"},\"key\":{\"type\":\"BINARY\",\"data\":\"aw==\"}}"
+        );
+        let values: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&r.body)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(values.len(), 2);
+        assert_eq!(batch_envelope_len(&rp.api), 0);
+        let single = build_batch_request(&rp, "t", Some(3), [(None, &b"{}"[..])]);
+        assert_eq!(single, build_request(&rp, "t", None, Some(3), b"{}"));
+    }
+
+    #[test]
+    fn probe_requests() {
+        let mut rp = proxy(Api::V2, Format::Binary);
+        rp.path_prefix = "/kafka".into();
+        rp.headers = vec![("authorization".into(), "Bearer x".into())];
+        let r = build_probe_request(&rp);
+        assert!(r.body.is_empty());
+        let h: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            h,
+            vec![
+                (":method", "GET"),
+                (":path", "/kafka/topics"),
+                (":authority", "rest:8082"),
+                (":scheme", "http"),
+                ("accept", "application/vnd.kafka.v2+json"),
+                ("authorization", "Bearer x"),
+            ]
+        );
+        let r = build_probe_request(&proxy(v3(), Format::Json));
+        assert!(r.headers.contains(&(":path".into(), "/v3/clusters/lkc-abc".into())));
+        assert!(r.headers.contains(&("accept".into(), "application/json".into())));
+    }
+
+    #[test]
     fn paths_are_percent_encoded() {
         let mut rp = proxy(v3(), Format::Binary);
         rp.path_prefix = "/p".into();
-        assert_eq!(
-            path(&rp, "a.b_c-d"),
-            "/p/v3/clusters/lkc-abc/topics/a.b_c-d/records"
-        );
+        assert_eq!(path(&rp, "a.b_c-d"), "/p/v3/clusters/lkc-abc/topics/a.b_c-d/records");
         assert_eq!(
             path(&proxy(Api::V2, Format::Binary), "a/b c%é"),
             "/topics/a%2Fb%20c%25%C3%A9"

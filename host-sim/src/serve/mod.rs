@@ -386,7 +386,8 @@ async fn handle(
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             // Envoy names itself on every response it sends (`server_name` defaults to "envoy").
             if shared.profile == Profile::Envoy && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("server")) {
-                resp.headers_mut().insert(hyper::header::SERVER, hyper::header::HeaderValue::from_static("envoy"));
+                resp.headers_mut()
+                    .insert(hyper::header::SERVER, hyper::header::HeaderValue::from_static("envoy"));
             }
             *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             for (k, v) in headers {

@@ -1,0 +1,1472 @@
+//! The asynchronous producer (`producer_async`): a bounded buffer of records per topic, sent in
+//! batches, retried with backoff, with the REST proxy's health gating new requests. Plain Rust,
+//! driven by the time its callers pass in; it owns no clock and makes no host call except through
+//! [`Transport`].
+//!
+//! The life of a record:
+//! 1. [`Producer::enqueue`] accepts it (the client then gets 200) unless the REST proxy is
+//!    unhealthy or the buffer holds `producer_async_buffering_limits_messages_in_memory` records
+//!    (waiting, retrying and in flight all count); then the client gets 503 and nothing is kept.
+//! 2. [`Producer::on_tick`] sends a topic's batch when it is due: it has
+//!    `producer_request_limits_messages_per_request` records, or its body would reach
+//!    `producer_request_limits_bytes_per_request`, or its oldest record has waited
+//!    `producer_async_flush_timeout`, or a retry's backoff has passed. One REST request carries the
+//!    batch (v2: the `records` array; v3: streaming mode). A record larger than the byte limit is
+//!    sent alone.
+//! 3. [`Producer::on_response`] classifies the reply per record ([`rest::classify_batch`]):
+//!    acknowledged records leave the buffer; each failed one is retried after
+//!    `producer_request_retries_backoff_timeout × 2^(attempt − 1)` (capped at [`MAX_BACKOFF_MS`], or
+//!    the base when larger) until it has been sent `producer_request_retries_max_attempts` times;
+//!    then it is dropped, counted and logged with its topic, the count and the last error. Only
+//!    the failed records of a partly acknowledged batch are sent again.
+//!
+//! Health: a flush fails when none of its records is acknowledged (a host refusal counts). After
+//! `producer_async_health_failure_threshold` consecutive failed flushes the REST proxy is
+//! unhealthy: new requests get 503 at once, buffered records wait (their attempts are not used
+//! up), and every `producer_async_health_probe_interval` one probe (`GET /topics`, v3
+//! `GET /v3/clusters/{id}`) is sent. After `producer_async_health_recovery_threshold` successful
+//! probes (or flushes still in flight when it turned unhealthy) in a row it is healthy again and
+//! the buffer drains. Delivery is at least once: a timed-out batch may have been written and is
+//! sent again.
+//!
+//! Logs and metric updates are collected here and drained by the glue after each callback
+//! ([`Producer::take_logs`], [`Producer::take_metric_updates`]), so the HTTP contexts that
+//! enqueue and the root context that flushes report them the same way.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use crate::config::Config;
+use crate::exchange::Level;
+use crate::rest::{self, Failure, Outcome, ReplyView, BATCH_SEPARATOR_LEN};
+
+/// The most REST proxy calls (batches) in flight at once per VM; further due batches wait for a
+/// later tick. Keeps a burst from opening hundreds of connections (or tripping Envoy's circuit
+/// breakers, which would count as failed flushes).
+pub const MAX_CALLS_IN_FLIGHT: usize = 64;
+
+/// The longest retry backoff, unless `producer_request_retries_backoff_timeout` is longer.
+pub const MAX_BACKOFF_MS: u64 = 30_000;
+
+/// The longest tick period: a full batch waits at most this long for the tick that sends it.
+pub const MAX_TICK_MS: u32 = 20;
+
+/// The tick period for a configuration: [`MAX_TICK_MS`], or the flush timeout, backoff or probe
+/// interval when one is shorter (never below 1 ms).
+pub fn tick_period_ms(config: &Config) -> u32 {
+    let p = &config.producer;
+    let mut period = MAX_TICK_MS.min(p.flush_timeout_ms).min(p.probe_interval_ms);
+    if p.backoff_ms > 0 {
+        period = period.min(p.backoff_ms);
+    }
+    period.max(1)
+}
+
+/// The host operation the producer needs to send batches and probes.
+pub trait Transport {
+    /// Starts an HTTP call (`proxy_http_call`); returns its token, or why the host refused it.
+    fn dispatch(
+        &mut self,
+        upstream: &str,
+        headers: Vec<(&str, &str)>,
+        body: &[u8],
+        timeout_ms: u32,
+    ) -> Result<u32, String>;
+}
+
+/// Why a message was not accepted (the client gets 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The REST proxy is unhealthy.
+    Unhealthy,
+    /// The buffer holds its limit of records.
+    BufferFull,
+}
+
+impl Refusal {
+    /// The `error` of the 503 answer.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Unhealthy => "the Kafka REST proxy is unhealthy",
+            Refusal::BufferFull => "the message buffer is full",
+        }
+    }
+}
+
+/// The producer's metrics, each defined with `proxy_define_metric` under [`Metric::name`]
+/// (Envoy exports it as `wasmcustom.<name>`, Kong as `pw.<filter name>.<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Counter: records the REST proxy acknowledged.
+    Sent,
+    /// Counter: failed sends of a record (every failed attempt counts once).
+    Failed,
+    /// Counter: failed records scheduled for another attempt.
+    Retried,
+    /// Counter: records given up: attempts exhausted, or still held when the plugin shut down.
+    Dropped,
+    /// Counter: records refused with 503 (buffer full or REST proxy unhealthy).
+    Rejected,
+    /// Gauge: records the VM holds (waiting, retrying or in flight).
+    BufferDepth,
+    /// Histogram: records per REST proxy request.
+    BatchSize,
+}
+
+/// A metric's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up (`proxy_increment_metric`).
+    Counter,
+    /// Set to the current value (`proxy_record_metric`).
+    Gauge,
+    /// One sample per event (`proxy_record_metric`).
+    Histogram,
+}
+
+const COUNTERS: [Metric; 5] = [
+    Metric::Sent,
+    Metric::Failed,
+    Metric::Retried,
+    Metric::Dropped,
+    Metric::Rejected,
+];
+
+impl Metric {
+    /// Every metric, in definition order.
+    pub const ALL: [Metric; 7] = [
+        Metric::Sent,
+        Metric::Failed,
+        Metric::Retried,
+        Metric::Dropped,
+        Metric::Rejected,
+        Metric::BufferDepth,
+        Metric::BatchSize,
+    ];
+
+    /// The name it is defined under.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Sent => "kafka_upstream.messages_sent",
+            Metric::Failed => "kafka_upstream.messages_failed",
+            Metric::Retried => "kafka_upstream.messages_retried",
+            Metric::Dropped => "kafka_upstream.messages_dropped",
+            Metric::Rejected => "kafka_upstream.messages_rejected",
+            Metric::BufferDepth => "kafka_upstream.buffer_depth",
+            Metric::BatchSize => "kafka_upstream.batch_size",
+        }
+    }
+
+    /// Its type.
+    pub fn kind(self) -> MetricKind {
+        match self {
+            Metric::BufferDepth => MetricKind::Gauge,
+            Metric::BatchSize => MetricKind::Histogram,
+            _ => MetricKind::Counter,
+        }
+    }
+
+    fn counter_index(self) -> Option<usize> {
+        COUNTERS.iter().position(|m| *m == self)
+    }
+}
+
+/// One change for the host's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricUpdate {
+    /// Increment a counter by this much.
+    Add(Metric, u64),
+    /// Set a gauge.
+    Set(Metric, u64),
+    /// Record a histogram sample.
+    Record(Metric, u64),
+}
+
+/// Running totals since the producer started (what the counters add up to).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Records accepted into the buffer.
+    pub accepted: u64,
+    /// Records acknowledged.
+    pub sent: u64,
+    /// Failed record sends.
+    pub failed: u64,
+    /// Records scheduled for a retry.
+    pub retried: u64,
+    /// Records given up.
+    pub dropped: u64,
+    /// Records refused with 503.
+    pub rejected: u64,
+    /// REST proxy requests made for batches (dispatched or refused by the host).
+    pub batches: u64,
+}
+
+/// One buffered record.
+#[derive(Debug, Clone)]
+struct Record {
+    key: Option<Rc<[u8]>>,
+    /// Kong's message bytes; shared by the records of one request sent to several topics.
+    message: Rc<[u8]>,
+    /// Its exact size in a request body.
+    size: usize,
+    /// Sends so far.
+    attempts: u32,
+    /// When it must be sent: enqueue time + flush timeout, or failure time + backoff.
+    due_at: u64,
+    /// Arrival order, to keep retries in order among themselves.
+    seq: u64,
+}
+
+/// The records waiting for one topic.
+#[derive(Debug)]
+struct Queue {
+    topic: String,
+    /// Never sent, in arrival order (so `due_at` never decreases).
+    fresh: VecDeque<Record>,
+    /// Sum of the fresh records' sizes.
+    fresh_bytes: usize,
+    /// Waiting for a retry, sorted by `(due_at, seq)`.
+    retry: VecDeque<Record>,
+}
+
+/// A batch's limits.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    records: usize,
+    bytes: usize,
+    envelope: usize,
+}
+
+impl Limits {
+    /// Whether a record of `size` bytes still fits in a batch of `count` records and `bytes`.
+    fn fits(&self, count: usize, bytes: usize, size: usize) -> bool {
+        count == 0 || (count < self.records && bytes + BATCH_SEPARATOR_LEN + size <= self.bytes)
+    }
+}
+
+impl Queue {
+    fn new(topic: &str) -> Self {
+        Queue {
+            topic: topic.to_string(),
+            fresh: VecDeque::new(),
+            fresh_bytes: 0,
+            retry: VecDeque::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.fresh.len() + self.retry.len()
+    }
+
+    /// Whether a batch should go now.
+    fn is_due(&self, now: u64, limits: &Limits) -> bool {
+        if self.retry.front().is_some_and(|r| r.due_at <= now) {
+            return true;
+        }
+        let n = self.fresh.len();
+        n > 0
+            && (n >= limits.records
+                || limits.envelope + self.fresh_bytes + (n - 1) * BATCH_SEPARATOR_LEN >= limits.bytes
+                || self.fresh.front().is_some_and(|r| r.due_at <= now))
+    }
+
+    /// The next batch: retries whose backoff has passed, then fresh records, in order, within
+    /// the limits (at least one record).
+    fn take_batch(&mut self, now: u64, limits: &Limits) -> Vec<Record> {
+        let mut batch: Vec<Record> = Vec::new();
+        let mut bytes = limits.envelope;
+        let add = |batch: &mut Vec<Record>, bytes: &mut usize, r: Record| {
+            if !batch.is_empty() {
+                *bytes += BATCH_SEPARATOR_LEN;
+            }
+            *bytes += r.size;
+            batch.push(r);
+        };
+        // Ready retries in arrival order (records that failed in different batches have
+        // different backoffs); those that do not fit go back, still ready.
+        let ready = self.retry.partition_point(|r| r.due_at <= now);
+        if ready > 0 {
+            let mut due: Vec<Record> = self.retry.drain(..ready).collect();
+            due.sort_by_key(|r| r.seq);
+            let mut left: Vec<Record> = Vec::new();
+            for r in due {
+                if left.is_empty() && limits.fits(batch.len(), bytes, r.size) {
+                    add(&mut batch, &mut bytes, r);
+                } else {
+                    left.push(r);
+                }
+            }
+            left.sort_by_key(|r| (r.due_at, r.seq));
+            for r in left.into_iter().rev() {
+                self.retry.push_front(r);
+            }
+            if batch.len() < ready {
+                // Full of retries already.
+                return batch;
+            }
+        }
+        while let Some(r) = self.fresh.front() {
+            if !limits.fits(batch.len(), bytes, r.size) {
+                break;
+            }
+            if let Some(r) = self.fresh.pop_front() {
+                self.fresh_bytes -= r.size;
+                add(&mut batch, &mut bytes, r);
+            }
+        }
+        batch
+    }
+
+    fn push_retry(&mut self, record: Record) {
+        let at = self
+            .retry
+            .partition_point(|r| (r.due_at, r.seq) <= (record.due_at, record.seq));
+        self.retry.insert(at, record);
+    }
+}
+
+/// A batch waiting for its reply.
+#[derive(Debug)]
+struct Batch {
+    token: u32,
+    queue: usize,
+    records: Vec<Record>,
+}
+
+/// The REST proxy's health as the producer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Healthy {
+        /// Consecutive failed flushes.
+        failures: u32,
+    },
+    Unhealthy {
+        /// Consecutive successful probes or flushes.
+        successes: u32,
+        /// When the next probe goes.
+        next_probe_at: u64,
+    },
+}
+
+/// The asynchronous producer of one VM (owned by the root context, shared with its HTTP
+/// contexts).
+#[derive(Debug)]
+pub struct Producer {
+    config: Rc<Config>,
+    queues: Vec<Queue>,
+    in_flight: Vec<Batch>,
+    /// The token of the health probe in flight.
+    probe: Option<u32>,
+    /// Records held: waiting, retrying or in flight.
+    depth: usize,
+    health: Health,
+    stats: Stats,
+    next_seq: u64,
+    /// Which queue the next tick serves first.
+    rotation: usize,
+    /// A "buffer full" line was logged and the buffer has not drained to half since.
+    full_logged: bool,
+    logs: Vec<(Level, String)>,
+    counter_deltas: [u64; COUNTERS.len()],
+    depth_reported: Option<usize>,
+    batch_sizes: Vec<u64>,
+}
+
+impl Producer {
+    /// A producer with an empty buffer and a healthy REST proxy.
+    pub fn new(config: Rc<Config>) -> Self {
+        Producer {
+            config,
+            queues: Vec::new(),
+            in_flight: Vec::new(),
+            probe: None,
+            depth: 0,
+            health: Health::Healthy { failures: 0 },
+            stats: Stats::default(),
+            next_seq: 0,
+            rotation: 0,
+            full_logged: false,
+            logs: Vec::new(),
+            counter_deltas: [0; COUNTERS.len()],
+            depth_reported: None,
+            batch_sizes: Vec::new(),
+        }
+    }
+
+    /// Uses `config` from now on; buffered records are kept and sent with it.
+    pub fn reconfigure(&mut self, config: Rc<Config>) {
+        self.config = config;
+    }
+
+    /// Whether the REST proxy is considered healthy.
+    pub fn is_healthy(&self) -> bool {
+        matches!(self.health, Health::Healthy { .. })
+    }
+
+    /// Records held: waiting, retrying or in flight.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Batch calls in flight.
+    pub fn calls_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Running totals.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether `records` more records would be accepted now; a refusal counts them as rejected.
+    /// The HTTP context asks at the request headers, so a refused client is answered at once.
+    pub fn admit(&mut self, records: usize) -> Result<(), Refusal> {
+        let refusal = if !self.is_healthy() {
+            Refusal::Unhealthy
+        } else if self.depth + records > self.limit() {
+            Refusal::BufferFull
+        } else {
+            return Ok(());
+        };
+        self.stats.rejected += records as u64;
+        self.count(Metric::Rejected, records);
+        if refusal == Refusal::BufferFull && !self.full_logged {
+            self.full_logged = true;
+            let line = format!(
+                "kafka-upstream: the message buffer is full ({} messages held, limit {}): new requests get 503 until it drains",
+                self.depth,
+                self.limit()
+            );
+            self.log(Level::Warn, line);
+        }
+        Err(refusal)
+    }
+
+    /// Accepts one record per topic (all or none) holding `message` and `key`, at time `now`
+    /// (milliseconds).
+    pub fn enqueue(
+        &mut self,
+        now: u64,
+        topics: &[String],
+        key: Option<&[u8]>,
+        message: Vec<u8>,
+    ) -> Result<(), Refusal> {
+        self.admit(topics.len())?;
+        let config = Rc::clone(&self.config);
+        let message: Rc<[u8]> = message.into();
+        let key: Option<Rc<[u8]>> = key.map(Rc::from);
+        let size = rest::record_len(&config.rest_proxy, key.as_deref(), config.partition, message.len());
+        let due_at = now.saturating_add(u64::from(config.producer.flush_timeout_ms));
+        for topic in topics {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let queue = self.queue_index(topic);
+            let q = &mut self.queues[queue];
+            q.fresh_bytes += size;
+            q.fresh.push_back(Record {
+                key: key.clone(),
+                message: Rc::clone(&message),
+                size,
+                attempts: 0,
+                due_at,
+                seq,
+            });
+        }
+        self.depth += topics.len();
+        self.stats.accepted += topics.len() as u64;
+        Ok(())
+    }
+
+    /// The tick at time `now`: sends the health probe when one is due, and, while the REST
+    /// proxy is healthy, every due batch (up to [`MAX_CALLS_IN_FLIGHT`] calls).
+    pub fn on_tick(&mut self, transport: &mut dyn Transport, now: u64) {
+        self.probe_if_due(transport, now);
+        self.flush(transport, now);
+    }
+
+    /// The reply to call `token` at time `now`. Returns false when the call is not the
+    /// producer's.
+    pub fn on_response(&mut self, token: u32, reply: &ReplyView<'_>, now: u64) -> bool {
+        if self.probe == Some(token) {
+            self.probe = None;
+            let failure = probe_failure(reply);
+            if let Some(why) = &failure {
+                self.log(
+                    Level::Warn,
+                    format!("kafka-upstream: health probe of the Kafka REST proxy failed: {why}"),
+                );
+            }
+            if !self.is_healthy() {
+                self.health_event(failure.is_none(), now, failure.as_deref().unwrap_or(""));
+            }
+            return true;
+        }
+        let Some(pos) = self.in_flight.iter().position(|b| b.token == token) else {
+            return false;
+        };
+        let batch = self.in_flight.swap_remove(pos);
+        let outcomes = rest::classify_batch(&self.config.rest_proxy.api, reply, batch.records.len());
+        self.settle(batch.queue, batch.records, outcomes, now);
+        true
+    }
+
+    /// The plugin is going away: every record still held is dropped, counted and logged per
+    /// topic (those in flight may have been written; their acknowledgement cannot arrive).
+    pub fn shutdown(&mut self) {
+        let mut lines = Vec::new();
+        let mut total = 0;
+        for (i, q) in self.queues.iter_mut().enumerate() {
+            let flying: usize = self
+                .in_flight
+                .iter()
+                .filter(|b| b.queue == i)
+                .map(|b| b.records.len())
+                .sum();
+            let n = q.len() + flying;
+            if n > 0 {
+                lines.push(format!(
+                    "kafka-upstream: dropped {n} message(s) to topic {} at shutdown ({flying} in flight, outcome unknown)",
+                    q.topic
+                ));
+            }
+            total += n;
+            q.fresh.clear();
+            q.retry.clear();
+            q.fresh_bytes = 0;
+        }
+        self.in_flight.clear();
+        self.probe = None;
+        for line in lines {
+            self.log(Level::Error, line);
+        }
+        self.stats.dropped += total as u64;
+        self.count(Metric::Dropped, total);
+        self.depth = 0;
+    }
+
+    /// The log lines collected since the last call.
+    pub fn take_logs(&mut self) -> Vec<(Level, String)> {
+        std::mem::take(&mut self.logs)
+    }
+
+    /// The metric updates collected since the last call: counter increments, the buffer depth
+    /// when it changed, one batch-size sample per batch.
+    pub fn take_metric_updates(&mut self) -> Vec<MetricUpdate> {
+        let mut out = Vec::new();
+        for (metric, delta) in COUNTERS.iter().zip(self.counter_deltas.iter_mut()) {
+            if *delta > 0 {
+                out.push(MetricUpdate::Add(*metric, *delta));
+                *delta = 0;
+            }
+        }
+        if self.depth_reported != Some(self.depth) {
+            self.depth_reported = Some(self.depth);
+            out.push(MetricUpdate::Set(Metric::BufferDepth, self.depth as u64));
+        }
+        out.extend(
+            self.batch_sizes
+                .drain(..)
+                .map(|n| MetricUpdate::Record(Metric::BatchSize, n)),
+        );
+        out
+    }
+
+    // -----------------------------------------------------------------------------------------
+
+    fn limit(&self) -> usize {
+        self.config.producer.messages_in_memory as usize
+    }
+
+    fn limits(&self) -> Limits {
+        let p = &self.config.producer;
+        Limits {
+            records: p.messages_per_request.max(1) as usize,
+            bytes: p.bytes_per_request as usize,
+            envelope: rest::batch_envelope_len(&self.config.rest_proxy.api),
+        }
+    }
+
+    fn queue_index(&mut self, topic: &str) -> usize {
+        match self.queues.iter().position(|q| q.topic == topic) {
+            Some(i) => i,
+            None => {
+                self.queues.push(Queue::new(topic));
+                self.queues.len() - 1
+            }
+        }
+    }
+
+    fn log(&mut self, level: Level, line: String) {
+        self.logs.push((level, line));
+    }
+
+    fn count(&mut self, metric: Metric, n: usize) {
+        if let Some(i) = metric.counter_index() {
+            self.counter_deltas[i] += n as u64;
+        }
+    }
+
+    /// Records leave the buffer (acknowledged or dropped).
+    fn release(&mut self, n: usize) {
+        self.depth -= n.min(self.depth);
+        if self.full_logged && self.depth <= self.limit() / 2 {
+            self.full_logged = false;
+        }
+    }
+
+    fn flush(&mut self, transport: &mut dyn Transport, now: u64) {
+        let n = self.queues.len();
+        if n == 0 {
+            return;
+        }
+        let start = self.rotation % n;
+        self.rotation = self.rotation.wrapping_add(1);
+        let limits = self.limits();
+        // One batch per due topic in turn, so one busy topic does not take every call. Host
+        // refusals settle at once (and may be due again at once with a zero backoff): the budget
+        // bounds the work of one tick.
+        let mut budget = MAX_CALLS_IN_FLIGHT;
+        loop {
+            let mut sent = false;
+            for i in 0..n {
+                if budget == 0 || !self.is_healthy() || self.in_flight.len() >= MAX_CALLS_IN_FLIGHT {
+                    return;
+                }
+                let queue = (start + i) % n;
+                if !self.queues[queue].is_due(now, &limits) {
+                    continue;
+                }
+                let records = self.queues[queue].take_batch(now, &limits);
+                if records.is_empty() {
+                    continue;
+                }
+                budget -= 1;
+                sent = true;
+                self.send(transport, queue, records, now);
+            }
+            if !sent {
+                return;
+            }
+        }
+    }
+
+    fn send(&mut self, transport: &mut dyn Transport, queue: usize, mut records: Vec<Record>, now: u64) {
+        let config = Rc::clone(&self.config);
+        let rp = &config.rest_proxy;
+        let request = rest::build_batch_request(
+            rp,
+            &self.queues[queue].topic,
+            config.partition,
+            records.iter().map(|r| (r.key.as_deref(), &*r.message)),
+        );
+        for r in &mut records {
+            r.attempts += 1;
+        }
+        self.stats.batches += 1;
+        self.batch_sizes.push(records.len() as u64);
+        let headers: Vec<(&str, &str)> = request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        match transport.dispatch(&rp.upstream, headers, &request.body, rp.timeout_ms) {
+            Ok(token) => self.in_flight.push(Batch { token, queue, records }),
+            Err(why) => {
+                let failure = Failure {
+                    dispatch_status: Some(format!("call rejected by the host: {why}")),
+                    reason: "call rejected",
+                    ..Failure::default()
+                };
+                let outcomes = vec![Outcome::Failed(failure); records.len()];
+                self.settle(queue, records, outcomes, now);
+            }
+        }
+    }
+
+    /// Applies one outcome per record of a batch of `queue`.
+    fn settle(&mut self, queue: usize, records: Vec<Record>, outcomes: Vec<Outcome>, now: u64) {
+        let total = records.len();
+        let max_attempts = self.config.producer.max_attempts;
+        let backoff = self.config.producer.backoff_ms;
+        let mut outcomes = outcomes.into_iter();
+        let (mut acked, mut retried, mut dropped) = (0usize, 0usize, 0usize);
+        let mut first_failure: Option<Failure> = None;
+        for mut record in records {
+            // One outcome per record; a missing one is a failure, never a silent loss.
+            let outcome = outcomes.next().unwrap_or_else(|| {
+                Outcome::Failed(Failure {
+                    reason: "no outcome for this record",
+                    ..Failure::default()
+                })
+            });
+            match outcome {
+                Outcome::Acknowledged => acked += 1,
+                Outcome::Failed(f) | Outcome::TimedOut(f) => {
+                    if first_failure.is_none() {
+                        first_failure = Some(f);
+                    }
+                    if record.attempts >= max_attempts {
+                        dropped += 1;
+                    } else {
+                        record.due_at = now.saturating_add(backoff_ms(backoff, record.attempts));
+                        self.queues[queue].push_retry(record);
+                        retried += 1;
+                    }
+                }
+            }
+        }
+        let failed = retried + dropped;
+        self.stats.sent += acked as u64;
+        self.stats.failed += failed as u64;
+        self.stats.retried += retried as u64;
+        self.stats.dropped += dropped as u64;
+        self.count(Metric::Sent, acked);
+        self.count(Metric::Failed, failed);
+        self.count(Metric::Retried, retried);
+        self.count(Metric::Dropped, dropped);
+        self.release(acked + dropped);
+
+        let why = first_failure.as_ref().map(describe).unwrap_or_default();
+        if failed > 0 {
+            let topic = self.queues[queue].topic.clone();
+            if retried > 0 {
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "kafka-upstream: {failed} of {total} message(s) to topic {topic} not acknowledged: {why}; {retried} will be retried"
+                    ),
+                );
+            }
+            if dropped > 0 {
+                self.log(
+                    Level::Error,
+                    format!(
+                        "kafka-upstream: dropped {dropped} message(s) to topic {topic} after {max_attempts} attempt(s); last error: {why}"
+                    ),
+                );
+            }
+        }
+        self.health_event(acked > 0, now, &why);
+    }
+
+    fn probe_if_due(&mut self, transport: &mut dyn Transport, now: u64) {
+        let probe_interval = u64::from(self.config.producer.probe_interval_ms);
+        let Health::Unhealthy { next_probe_at, .. } = &mut self.health else {
+            return;
+        };
+        if self.probe.is_some() || now < *next_probe_at {
+            return;
+        }
+        *next_probe_at = now.saturating_add(probe_interval);
+        let config = Rc::clone(&self.config);
+        let rp = &config.rest_proxy;
+        let request = rest::build_probe_request(rp);
+        let headers: Vec<(&str, &str)> = request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        match transport.dispatch(&rp.upstream, headers, &request.body, rp.timeout_ms) {
+            Ok(token) => self.probe = Some(token),
+            Err(why) => {
+                let why = format!("call rejected by the host: {why}");
+                self.log(
+                    Level::Warn,
+                    format!("kafka-upstream: health probe of the Kafka REST proxy failed: {why}"),
+                );
+                self.health_event(false, now, &why);
+            }
+        }
+    }
+
+    /// A flush or probe ended: `ok` when something was acknowledged (or the probe got a 2xx).
+    fn health_event(&mut self, ok: bool, now: u64, why: &str) {
+        let p = &self.config.producer;
+        let (threshold, recovery, probe_interval) = (
+            p.failure_threshold.max(1),
+            p.recovery_threshold.max(1),
+            u64::from(p.probe_interval_ms),
+        );
+        match &mut self.health {
+            Health::Healthy { failures } => {
+                if ok {
+                    *failures = 0;
+                    return;
+                }
+                *failures += 1;
+                if *failures < threshold {
+                    return;
+                }
+                let n = *failures;
+                self.health = Health::Unhealthy {
+                    successes: 0,
+                    next_probe_at: now.saturating_add(probe_interval),
+                };
+                self.log(
+                    Level::Error,
+                    format!(
+                        "kafka-upstream: the Kafka REST proxy is unhealthy after {n} consecutive failed flushes (last: {why}); new requests get 503, buffered messages wait, probing every {probe_interval} ms"
+                    ),
+                );
+            }
+            Health::Unhealthy { successes, .. } => {
+                if !ok {
+                    *successes = 0;
+                    return;
+                }
+                *successes += 1;
+                if *successes < recovery {
+                    return;
+                }
+                let n = *successes;
+                self.health = Health::Healthy { failures: 0 };
+                let held = self.depth;
+                self.log(
+                    Level::Info,
+                    format!(
+                        "kafka-upstream: the Kafka REST proxy is healthy again after {n} successful probe(s) or flush(es) in a row; accepting requests, sending {held} held message(s)"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The delay before the retry that follows attempt `attempts` (1 for the first failure):
+/// `base × 2^(attempts − 1)`, at most [`MAX_BACKOFF_MS`] (or `base` when larger).
+pub fn backoff_ms(base: u32, attempts: u32) -> u64 {
+    let base = u64::from(base);
+    let shift = attempts.saturating_sub(1).min(40);
+    base.saturating_mul(1u64 << shift).min(base.max(MAX_BACKOFF_MS))
+}
+
+/// Why a probe reply is not a success, or `None` for a 2xx.
+fn probe_failure(reply: &ReplyView<'_>) -> Option<String> {
+    match reply.status {
+        Some(status) => {
+            let text = String::from_utf8_lossy(status);
+            match text.trim().parse::<u16>() {
+                Ok(s) if (200..300).contains(&s) => None,
+                _ => Some(format!("status {text}")),
+            }
+        }
+        None => Some(match reply.dispatch_status {
+            Some(d) => format!("no reply, dispatch_status {:?}", String::from_utf8_lossy(d)),
+            None => "no reply".to_string(),
+        }),
+    }
+}
+
+/// A failure for a log line: `error status, status 500, error_code 50001, message "…"`.
+fn describe(f: &Failure) -> String {
+    let mut line = f.reason.to_string();
+    if let Some(s) = f.status {
+        line.push_str(&format!(", status {s}"));
+    }
+    if let Some(c) = f.error_code {
+        line.push_str(&format!(", error_code {c}"));
+    }
+    if let Some(m) = &f.message {
+        line.push_str(&format!(", message {m:?}"));
+    }
+    if let Some(d) = &f.dispatch_status {
+        line.push_str(&format!(", dispatch_status {d:?}"));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// One dispatched call: headers and body.
+    #[derive(Debug, Clone)]
+    struct Call {
+        token: u32,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Call {
+        fn header(&self, name: &str) -> &str {
+            self.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_default()
+        }
+
+        /// The v2 binary records' messages, decoded.
+        fn v2_messages(&self) -> Vec<String> {
+            use base64::Engine as _;
+            let v: Value = serde_json::from_slice(&self.body).unwrap();
+            v["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(r["value"].as_str().unwrap())
+                        .unwrap();
+                    String::from_utf8(bytes).unwrap()
+                })
+                .collect()
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeTransport {
+        calls: Vec<Call>,
+        refuse: bool,
+        next: u32,
+    }
+
+    impl FakeTransport {
+        fn take(&mut self) -> Vec<Call> {
+            std::mem::take(&mut self.calls)
+        }
+    }
+
+    impl Transport for FakeTransport {
+        fn dispatch(
+            &mut self,
+            upstream: &str,
+            headers: Vec<(&str, &str)>,
+            body: &[u8],
+            timeout_ms: u32,
+        ) -> Result<u32, String> {
+            assert_eq!(upstream, "kafka_rest");
+            assert_eq!(timeout_ms, 500);
+            if self.refuse {
+                return Err("BadArgument".into());
+            }
+            self.next += 1;
+            self.calls.push(Call {
+                token: self.next,
+                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                body: body.to_vec(),
+            });
+            Ok(self.next)
+        }
+    }
+
+    fn config(extra: &str) -> Rc<Config> {
+        let text = format!(
+            r#"{{"topic":"t","rest_proxy":{{"upstream":"kafka_rest","timeout":500}},"producer_async":true{extra}}}"#
+        );
+        Rc::new(crate::config::parse(text.as_bytes()).unwrap())
+    }
+
+    fn topics(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn put(p: &mut Producer, now: u64, message: &str) {
+        p.enqueue(now, &topics(&["t"]), None, message.as_bytes().to_vec())
+            .unwrap();
+    }
+
+    fn reply<'a>(status: &'a str, body: &'a str) -> ReplyView<'a> {
+        ReplyView {
+            status: Some(status.as_bytes()),
+            dispatch_status: None,
+            body: body.as_bytes(),
+        }
+    }
+
+    fn v2_ack(n: usize) -> String {
+        let offsets: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"partition":0,"offset":{i},"error_code":null,"error":null}}"#))
+            .collect();
+        format!(r#"{{"offsets":[{}]}}"#, offsets.join(","))
+    }
+
+    fn ack(p: &mut Producer, call: &Call, now: u64) {
+        let n = call.v2_messages().len();
+        assert!(p.on_response(call.token, &reply("200", &v2_ack(n)), now));
+    }
+
+    fn fail(p: &mut Producer, call: &Call, now: u64) {
+        assert!(p.on_response(
+            call.token,
+            &reply("500", r#"{"error_code":50001,"message":"broker down"}"#),
+            now
+        ));
+    }
+
+    #[test]
+    fn batches_by_count() {
+        let mut p = Producer::new(config(r#","producer_request_limits_messages_per_request":3"#));
+        let mut t = FakeTransport::default();
+        for i in 0..7 {
+            put(&mut p, 0, &format!("m{i}"));
+        }
+        p.on_tick(&mut t, 10);
+        let calls = t.take();
+        assert_eq!(calls.len(), 2, "two full batches go at once");
+        assert_eq!(calls[0].v2_messages(), vec!["m0", "m1", "m2"]);
+        assert_eq!(calls[1].v2_messages(), vec!["m3", "m4", "m5"]);
+        assert_eq!(calls[0].header(":path"), "/topics/t");
+        assert_eq!(calls[0].header(":method"), "POST");
+        // The last one waits for the flush timeout.
+        p.on_tick(&mut t, 999);
+        assert!(t.take().is_empty());
+        p.on_tick(&mut t, 1000);
+        let last = t.take();
+        assert_eq!(last[0].v2_messages(), vec!["m6"]);
+        assert_eq!(p.depth(), 7);
+        for c in calls.iter().chain(&last) {
+            ack(&mut p, c, 1001);
+        }
+        assert_eq!(p.depth(), 0);
+        assert_eq!(p.stats().sent, 7);
+        assert_eq!(p.stats().batches, 3);
+    }
+
+    #[test]
+    fn batches_by_bytes() {
+        // Each {"value":"<base64 of 6 bytes>"} record is 20 bytes; the envelope 14, a comma 1:
+        // two records are 55 bytes, three 76.
+        let mut p = Producer::new(config(r#","producer_request_limits_bytes_per_request":60"#));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "aaaaaa");
+        p.on_tick(&mut t, 1);
+        assert!(t.take().is_empty(), "one record does not fill 60 bytes");
+        put(&mut p, 2, "bbbbbb");
+        p.on_tick(&mut t, 3);
+        assert!(t.take().is_empty(), "two records (55 bytes) do not either");
+        put(&mut p, 4, "cccccc");
+        p.on_tick(&mut t, 5);
+        let calls = t.take();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].v2_messages(), vec!["aaaaaa", "bbbbbb"]);
+        assert_eq!(calls[0].body.len(), 55);
+        // A record larger than the limit goes alone.
+        let big = "x".repeat(100);
+        put(&mut p, 6, &big);
+        p.on_tick(&mut t, 7);
+        let calls = t.take();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].v2_messages(), vec!["cccccc"]);
+        assert_eq!(calls[1].v2_messages(), vec![big]);
+    }
+
+    #[test]
+    fn flush_timeout() {
+        let mut p = Producer::new(config(r#","producer_async_flush_timeout":250"#));
+        let mut t = FakeTransport::default();
+        put(&mut p, 1000, "a");
+        put(&mut p, 1100, "b");
+        p.on_tick(&mut t, 1249);
+        assert!(t.take().is_empty());
+        p.on_tick(&mut t, 1250);
+        let calls = t.take();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].v2_messages(), vec!["a", "b"], "the younger record rides along");
+        p.on_tick(&mut t, 5000);
+        assert!(t.take().is_empty());
+    }
+
+    #[test]
+    fn retry_then_success() {
+        let mut p = Producer::new(config(r#","producer_async_flush_timeout":10"#));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "a");
+        p.on_tick(&mut t, 10);
+        let first = t.take();
+        fail(&mut p, &first[0], 20);
+        assert_eq!(p.depth(), 1);
+        assert_eq!(p.stats().retried, 1);
+        let logs = p.take_logs();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].0, Level::Warn);
+        assert!(
+            logs[0]
+                .1
+                .contains("1 of 1 message(s) to topic t not acknowledged: error status, status 500, error_code 50001"),
+            "{logs:?}"
+        );
+        // Backoff 100 ms after the first failure.
+        p.on_tick(&mut t, 119);
+        assert!(t.take().is_empty());
+        p.on_tick(&mut t, 120);
+        let second = t.take();
+        assert_eq!(second[0].v2_messages(), vec!["a"]);
+        ack(&mut p, &second[0], 130);
+        assert_eq!(p.depth(), 0);
+        assert_eq!(
+            *p.stats(),
+            Stats {
+                accepted: 1,
+                sent: 1,
+                failed: 1,
+                retried: 1,
+                dropped: 0,
+                rejected: 0,
+                batches: 2
+            }
+        );
+        assert!(p.is_healthy());
+    }
+
+    #[test]
+    fn retry_exhaustion_drops_counts_and_logs() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":1,"producer_request_retries_max_attempts":3,"producer_request_retries_backoff_timeout":10,"producer_async_health_failure_threshold":100"#,
+        ));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "a");
+        put(&mut p, 0, "b");
+        let mut now = 1;
+        let mut sends = 0;
+        while p.depth() > 0 && now < 10_000 {
+            p.on_tick(&mut t, now);
+            for c in t.take() {
+                sends += 1;
+                fail(&mut p, &c, now);
+            }
+            now += 1;
+        }
+        assert_eq!(sends, 3, "one batch, sent three times");
+        assert_eq!(p.stats().dropped, 2);
+        assert_eq!(p.stats().failed, 6);
+        assert_eq!(p.stats().retried, 4);
+        let errors: Vec<String> = p
+            .take_logs()
+            .into_iter()
+            .filter(|(l, _)| *l == Level::Error)
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(
+            errors,
+            vec![
+                r#"kafka-upstream: dropped 2 message(s) to topic t after 3 attempt(s); last error: error status, status 500, error_code 50001, message "broker down""#
+            ]
+        );
+        // Backoff doubled: failures at 1, 11, 31 (10 then 20 ms).
+        assert_eq!(now, 32);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff_ms(100, 1), 100);
+        assert_eq!(backoff_ms(100, 2), 200);
+        assert_eq!(backoff_ms(100, 9), 25_600);
+        assert_eq!(backoff_ms(100, 10), 30_000);
+        assert_eq!(backoff_ms(100, 1000), 30_000);
+        assert_eq!(backoff_ms(60_000, 3), 60_000);
+        assert_eq!(backoff_ms(0, 5), 0);
+    }
+
+    #[test]
+    fn buffer_full_rejects_until_records_leave() {
+        let mut p = Producer::new(config(
+            r#","producer_async_buffering_limits_messages_in_memory":3,"producer_async_flush_timeout":1"#,
+        ));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "a");
+        put(&mut p, 0, "b");
+        // Two topics need two places: all or nothing.
+        assert_eq!(
+            p.enqueue(0, &topics(&["t", "u"]), None, b"c".to_vec()),
+            Err(Refusal::BufferFull)
+        );
+        put(&mut p, 0, "c");
+        assert_eq!(p.admit(1), Err(Refusal::BufferFull));
+        assert_eq!(p.stats().rejected, 3);
+        let logs = p.take_logs();
+        assert_eq!(logs.len(), 1, "logged once: {logs:?}");
+        assert!(logs[0]
+            .1
+            .contains("the message buffer is full (2 messages held, limit 3)"));
+        // In flight still counts.
+        p.on_tick(&mut t, 1);
+        let calls = t.take();
+        assert_eq!(p.admit(1), Err(Refusal::BufferFull));
+        ack(&mut p, &calls[0], 2);
+        assert_eq!(p.admit(3), Ok(()));
+        assert_eq!(Refusal::BufferFull.reason(), "the message buffer is full");
+    }
+
+    #[test]
+    fn health_gating_opens_and_closes() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":1,"producer_request_retries_backoff_timeout":0,"producer_async_health_failure_threshold":2,"producer_async_health_probe_interval":1000,"producer_async_health_recovery_threshold":2"#,
+        ));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "a");
+        p.on_tick(&mut t, 1);
+        fail(&mut p, &t.take()[0], 2);
+        assert!(p.is_healthy(), "one failure is below the threshold");
+        p.on_tick(&mut t, 3);
+        fail(&mut p, &t.take()[0], 4);
+        assert!(!p.is_healthy());
+        assert_eq!(p.admit(1), Err(Refusal::Unhealthy));
+        assert_eq!(
+            p.enqueue(5, &topics(&["t"]), None, b"x".to_vec()),
+            Err(Refusal::Unhealthy)
+        );
+        assert!(p
+            .take_logs()
+            .iter()
+            .any(|(l, m)| *l == Level::Error && m.contains("unhealthy after 2 consecutive failed flushes")));
+        // Buffered records wait: no flush, and no probe before the interval.
+        p.on_tick(&mut t, 1003);
+        assert!(t.take().is_empty());
+        assert_eq!(p.depth(), 1);
+        // The probe: GET /topics.
+        p.on_tick(&mut t, 1004);
+        let probe = t.take();
+        assert_eq!(probe.len(), 1);
+        assert_eq!(probe[0].header(":method"), "GET");
+        assert_eq!(probe[0].header(":path"), "/topics");
+        // Only one probe at a time.
+        p.on_tick(&mut t, 2500);
+        assert!(t.take().is_empty());
+        assert!(p.on_response(probe[0].token, &reply("503", ""), 2600));
+        assert!(!p.is_healthy());
+        p.on_tick(&mut t, 2600);
+        let probe = t.take();
+        assert_eq!(probe.len(), 1, "next probe one interval after the last");
+        assert!(p.on_response(probe[0].token, &reply("200", "[\"t\"]"), 2700));
+        assert!(!p.is_healthy(), "recovery needs two successes");
+        p.on_tick(&mut t, 3600);
+        let probe = t.take();
+        assert!(p.on_response(probe[0].token, &reply("200", "[\"t\"]"), 3700));
+        assert!(p.is_healthy());
+        assert!(p
+            .take_logs()
+            .iter()
+            .any(|(l, m)| *l == Level::Info && m.contains("healthy again after 2 successful probe(s)")));
+        assert_eq!(p.admit(1), Ok(()));
+        // The held record goes at the next tick, its attempts not used up by the wait.
+        p.on_tick(&mut t, 3701);
+        let calls = t.take();
+        assert_eq!(calls[0].v2_messages(), vec!["a"]);
+        ack(&mut p, &calls[0], 3702);
+        assert_eq!(p.stats().sent, 1);
+        assert_eq!(p.stats().batches, 3);
+    }
+
+    #[test]
+    fn host_refusals_count_as_failed_flushes() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":1,"producer_async_health_failure_threshold":1"#,
+        ));
+        let mut t = FakeTransport {
+            refuse: true,
+            ..FakeTransport::default()
+        };
+        put(&mut p, 0, "a");
+        p.on_tick(&mut t, 1);
+        assert!(!p.is_healthy());
+        assert_eq!(p.stats().retried, 1);
+        assert!(p
+            .take_logs()
+            .iter()
+            .any(|(_, m)| m.contains(r#"call rejected, dispatch_status "call rejected by the host: BadArgument""#)));
+        // A refused probe is a failed probe.
+        p.on_tick(&mut t, 5001);
+        assert!(!p.is_healthy());
+        t.refuse = false;
+        p.on_tick(&mut t, 10_001);
+        let probe = t.take();
+        assert_eq!(probe.len(), 1);
+        p.on_response(probe[0].token, &reply("200", "[]"), 10_002);
+        assert!(p.is_healthy());
+    }
+
+    #[test]
+    fn v2_partial_failure_retries_only_failed_records() {
+        let mut p = Producer::new(config(r#","producer_async_flush_timeout":1"#));
+        let mut t = FakeTransport::default();
+        for m in ["a", "b", "c"] {
+            put(&mut p, 0, m);
+        }
+        p.on_tick(&mut t, 1);
+        let call = t.take().remove(0);
+        assert_eq!(call.v2_messages(), vec!["a", "b", "c"]);
+        let body = r#"{"offsets":[{"partition":0,"offset":5,"error_code":null,"error":null},{"partition":null,"offset":null,"error_code":50003,"error":"retriable"},{"partition":0,"offset":6,"error_code":null,"error":null}]}"#;
+        assert!(p.on_response(call.token, &reply("200", body), 2));
+        assert_eq!(p.stats().sent, 2);
+        assert_eq!(p.depth(), 1);
+        p.on_tick(&mut t, 102);
+        let retry = t.take().remove(0);
+        assert_eq!(retry.v2_messages(), vec!["b"]);
+        ack(&mut p, &retry, 103);
+        assert_eq!(p.stats().sent, 3);
+        assert!(p.is_healthy());
+    }
+
+    #[test]
+    fn ready_retries_keep_arrival_order_before_fresh_records() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":1,"producer_request_retries_backoff_timeout":10,"producer_async_health_failure_threshold":100"#,
+        ));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "a");
+        p.on_tick(&mut t, 1);
+        fail(&mut p, &t.take()[0], 1); // a: attempt 1, due 11
+        p.on_tick(&mut t, 11);
+        put(&mut p, 11, "b");
+        let call = t.take().remove(0);
+        assert_eq!(call.v2_messages(), vec!["a"]);
+        fail(&mut p, &call, 11); // a: attempt 2, due 31
+        p.on_tick(&mut t, 12);
+        fail(&mut p, &t.take()[0], 12); // b: attempt 1, due 22
+        put(&mut p, 40, "c");
+        p.on_tick(&mut t, 41);
+        let call = t.take().remove(0);
+        assert_eq!(call.v2_messages(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn v3_streaming_batches() {
+        let mut p = Producer::new(config(
+            r#","rest_proxy":{"upstream":"kafka_rest","timeout":500,"api":"v3","cluster_id":"lkc-1"},"producer_async_flush_timeout":1"#,
+        ));
+        let mut t = FakeTransport::default();
+        p.enqueue(0, &topics(&["t"]), Some(b"k"), b"{\"n\":1}".to_vec())
+            .unwrap();
+        put(&mut p, 0, "{\"n\":2}");
+        put(&mut p, 0, "{\"n\":3}");
+        p.on_tick(&mut t, 1);
+        let call = t.take().remove(0);
+        assert_eq!(call.header(":path"), "/v3/clusters/lkc-1/topics/t/records");
+        assert_eq!(call.header("content-type"), "application/json");
+        let records: Vec<Value> = serde_json::Deserializer::from_slice(&call.body)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0]["key"]["data"], "aw==");
+        assert_eq!(call.body.iter().filter(|b| **b == b'\n').count(), 2);
+        let ok = |o: u32| {
+            format!(r#"{{"error_code":200,"cluster_id":"lkc-1","topic_name":"t","partition_id":0,"offset":{o}}}"#)
+        };
+        let body = format!(
+            "{}\r\n{}\r\n{}\r\n",
+            ok(1),
+            r#"{"error_code":50003,"message":"retriable"}"#,
+            ok(2)
+        );
+        assert!(p.on_response(call.token, &reply("200", &body), 2));
+        assert_eq!(p.stats().sent, 2);
+        p.on_tick(&mut t, 102);
+        let retry = t.take().remove(0);
+        let v: Value = serde_json::from_slice(&retry.body).unwrap();
+        assert_eq!(v["value"]["data"], "eyJuIjoyfQ=="); // {"n":2}
+        assert!(p.on_response(retry.token, &reply("200", &ok(3)), 103));
+        assert_eq!(p.stats().sent, 3);
+        assert_eq!(p.depth(), 0);
+    }
+
+    #[test]
+    fn several_topics_and_the_call_cap() {
+        let mut p = Producer::new(config(
+            r#","producer_request_limits_messages_per_request":1,"producer_async_buffering_limits_messages_in_memory":1000"#,
+        ));
+        let mut t = FakeTransport::default();
+        for i in 0..100 {
+            p.enqueue(0, &topics(&["t", "u"]), None, format!("m{i}").into_bytes())
+                .unwrap();
+        }
+        assert_eq!(p.depth(), 200);
+        p.on_tick(&mut t, 1);
+        let calls = t.take();
+        assert_eq!(calls.len(), MAX_CALLS_IN_FLIGHT);
+        assert_eq!(p.calls_in_flight(), MAX_CALLS_IN_FLIGHT);
+        let to_u = calls.iter().filter(|c| c.header(":path") == "/topics/u").count();
+        assert!(to_u > 0 && to_u < MAX_CALLS_IN_FLIGHT, "both topics served: {to_u}");
+        p.on_tick(&mut t, 2);
+        assert!(t.take().is_empty(), "no more until calls come back");
+        for c in &calls {
+            ack(&mut p, c, 3);
+        }
+        p.on_tick(&mut t, 4);
+        assert_eq!(t.take().len(), MAX_CALLS_IN_FLIGHT);
+    }
+
+    #[test]
+    fn metric_updates() {
+        let mut p = Producer::new(config(
+            r#","producer_request_limits_messages_per_request":2,"producer_async_buffering_limits_messages_in_memory":3"#,
+        ));
+        let mut t = FakeTransport::default();
+        assert_eq!(p.take_metric_updates(), vec![MetricUpdate::Set(Metric::BufferDepth, 0)]);
+        for m in ["a", "b", "c"] {
+            put(&mut p, 0, m);
+        }
+        assert!(p.admit(1).is_err());
+        p.on_tick(&mut t, 1);
+        let call = t.take().remove(0);
+        assert_eq!(
+            p.take_metric_updates(),
+            vec![
+                MetricUpdate::Add(Metric::Rejected, 1),
+                MetricUpdate::Set(Metric::BufferDepth, 3),
+                MetricUpdate::Record(Metric::BatchSize, 2),
+            ]
+        );
+        let body = r#"{"offsets":[{"offset":1},{"error_code":50002,"error":"x"}]}"#;
+        p.on_response(call.token, &reply("200", body), 2);
+        assert_eq!(
+            p.take_metric_updates(),
+            vec![
+                MetricUpdate::Add(Metric::Sent, 1),
+                MetricUpdate::Add(Metric::Failed, 1),
+                MetricUpdate::Add(Metric::Retried, 1),
+                MetricUpdate::Set(Metric::BufferDepth, 2),
+            ]
+        );
+        assert!(p.take_metric_updates().is_empty());
+        let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "kafka_upstream.messages_sent",
+                "kafka_upstream.messages_failed",
+                "kafka_upstream.messages_retried",
+                "kafka_upstream.messages_dropped",
+                "kafka_upstream.messages_rejected",
+                "kafka_upstream.buffer_depth",
+                "kafka_upstream.batch_size",
+            ]
+        );
+    }
+
+    #[test]
+    fn shutdown_drops_what_is_held() {
+        let mut p = Producer::new(config(r#","producer_request_limits_messages_per_request":2"#));
+        let mut t = FakeTransport::default();
+        for m in ["a", "b", "c"] {
+            put(&mut p, 0, m);
+        }
+        p.on_tick(&mut t, 1);
+        assert_eq!(t.take().len(), 1);
+        p.shutdown();
+        assert_eq!(p.depth(), 0);
+        assert_eq!(p.stats().dropped, 3);
+        assert_eq!(
+            p.take_logs(),
+            vec![(
+                Level::Error,
+                "kafka-upstream: dropped 3 message(s) to topic t at shutdown (2 in flight, outcome unknown)"
+                    .to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn unknown_tokens_are_not_ours() {
+        let mut p = Producer::new(config(""));
+        assert!(!p.on_response(42, &reply("200", "{}"), 0));
+    }
+
+    #[test]
+    fn tick_periods() {
+        assert_eq!(tick_period_ms(&config("")), MAX_TICK_MS);
+        assert_eq!(tick_period_ms(&config(r#","producer_async_flush_timeout":5"#)), 5);
+        assert_eq!(
+            tick_period_ms(&config(r#","producer_request_retries_backoff_timeout":0"#)),
+            MAX_TICK_MS
+        );
+        assert_eq!(
+            tick_period_ms(&config(r#","producer_request_retries_backoff_timeout":3"#)),
+            3
+        );
+    }
+}
