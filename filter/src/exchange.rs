@@ -75,6 +75,11 @@ pub trait Host {
     /// The host's clock in milliseconds since the Unix epoch
     /// (`proxy_get_current_time_nanoseconds`); times the asynchronous producer's flushes.
     fn now_ms(&mut self) -> u64;
+    /// Whether `end_of_stream` on request headers tells whether a body follows. Envoy passes the
+    /// real flag (and strips `Transfer-Encoding` from chunked requests before the filter chain, so
+    /// the flag is the only sign of a chunked or HTTP/2 body without a length); Kong always
+    /// passes false, even for a request without a body, and then never calls `on_request_body`.
+    fn end_of_stream_is_reliable(&mut self) -> bool;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,8 +211,13 @@ impl Exchange {
                 return Action::Pause;
             }
         }
-        let body_follows =
-            !end_of_stream && (content_length.is_some_and(|n| n > 0) || header("transfer-encoding").is_some());
+        // A body follows when the headers announce one; with no length header, only a host whose
+        // end_of_stream is real can tell (Envoy: chunked and HTTP/2 bodies), while on Kong such a
+        // request is complete at the headers.
+        let body_follows = !end_of_stream
+            && (content_length.is_some_and(|n| n > 0)
+                || header("transfer-encoding").is_some()
+                || (content_length.is_none() && host.end_of_stream_is_reliable()));
 
         self.head = Some(Head {
             method,
@@ -412,6 +422,8 @@ mod tests {
         responses: Vec<(u32, String)>,
         logs: Vec<(Level, String)>,
         now: u64,
+        /// Envoy-like (true) or Kong-like (false, the default) `end_of_stream` on headers.
+        reliable_end_of_stream: bool,
     }
 
     impl Host for FakeHost {
@@ -447,6 +459,9 @@ mod tests {
         }
         fn now_ms(&mut self) -> u64 {
             self.now
+        }
+        fn end_of_stream_is_reliable(&mut self) -> bool {
+            self.reliable_end_of_stream
         }
     }
 
@@ -536,6 +551,27 @@ mod tests {
         assert_eq!(v["records"][0]["value"], "eyJib2R5IjoiaGVsbG8iLCJib2R5X2FyZ3MiOnt9fQ==");
         ex.on_call_response(&mut host, 100, &ok_reply(ACK));
         assert_eq!(host.responses[0].0, 200);
+    }
+
+    #[test]
+    fn a_body_without_length_headers_follows_only_where_end_of_stream_is_real() {
+        // Envoy strips Transfer-Encoding from a chunked request: end_of_stream is the only sign.
+        let mut envoy = FakeHost {
+            body: Some(b"abc".to_vec()),
+            reliable_end_of_stream: true,
+            ..FakeHost::default()
+        };
+        let mut ex = Exchange::new(config(""));
+        let hs = headers(&[(":method", "POST"), (":path", "/")]);
+        assert_eq!(ex.on_request_headers(&mut envoy, hs.clone(), false), Action::Continue);
+        assert!(envoy.calls.is_empty());
+        assert_eq!(ex.on_request_body(&mut envoy, 3, true), Action::Pause);
+        assert_eq!(envoy.calls.len(), 1);
+        // Kong passes end_of_stream=false for every request: no length header means no body.
+        let mut kong = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        assert_eq!(ex.on_request_headers(&mut kong, hs, false), Action::Pause);
+        assert_eq!(kong.calls.len(), 1);
     }
 
     #[test]

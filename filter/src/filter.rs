@@ -402,6 +402,19 @@ impl Host for Glue {
     fn now_ms(&mut self) -> u64 {
         now_ms()
     }
+
+    fn end_of_stream_is_reliable(&mut self) -> bool {
+        !host_is_kong()
+    }
+}
+
+/// Whether the host is Kong's ngx_wasm_module, which serves nginx variables as `ngx.*`
+/// properties (Kong/ngx_wasm_module docs/PROXY_WASM.md) and always passes end_of_stream=false on
+/// request headers; Envoy has no `ngx` namespace (NOT_FOUND). Asked once per VM, from a request
+/// context (nginx variables exist only there).
+fn host_is_kong() -> bool {
+    static KONG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KONG.get_or_init(|| matches!(hostcalls::get_property(vec!["ngx", "request_method"]), Ok(Some(_))))
 }
 
 impl Transport for Glue {

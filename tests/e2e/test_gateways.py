@@ -21,11 +21,6 @@ from scenarios import SCENARIOS, BY_NAME
 
 # Why a scenario fails today; each reason names the code to fix (the filter, or host-sim's Envoy
 # profile, which must behave as real Envoy does).
-_CHUNKED = ("filter: real Envoy removes Transfer-Encoding before the filter chain, so a chunked "
-            "request reaches on_http_request_headers with end_of_stream=false and neither "
-            "Content-Length nor Transfer-Encoding; the filter takes it as complete at the "
-            "headers (its rule for Kong) and produces an empty body: the body is lost and "
-            "200 'message sent' answers, and an oversized chunked body gets 200 instead of 413")
 KNOWN_RACE = ("host-sim envoy profile: without envoy.filters.http.buffer, real Envoy's router "
               "starts the route (direct_response) as soon as the wasm filter continues the "
               "headers and its answer wins; host-sim lets the filter answer, so it cannot catch "
@@ -33,13 +28,7 @@ KNOWN_RACE = ("host-sim envoy profile: without envoy.filters.http.buffer, real E
 
 # (gateway, scenario) -> reason. Gateways: "envoy" (real Envoy), "host-sim" (host-sim serve,
 # Envoy profile), "kong" (host-sim serve, Kong profile), "differential" (real Envoy vs host-sim).
-KNOWN: dict[tuple[str, str], str] = {
-    ("envoy", "chunked_json"): _CHUNKED,
-    ("envoy", "chunked_over_limit"): _CHUNKED,
-    # host-sim's Envoy profile reproduces real Envoy here (it strips Transfer-Encoding too).
-    ("host-sim", "chunked_json"): _CHUNKED,
-    ("host-sim", "chunked_over_limit"): _CHUNKED,
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _params(gateway: str):

@@ -20,6 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// How much request body the filter gets per `on_request_body` (Envoy's HTTP/1 codec hands over
+/// what each socket read returned; 64 KiB is a typical read).
+const BODY_CHUNK: usize = 64 * 1024;
+
 /// The answer a worker gives the HTTP server for one request.
 #[derive(Debug)]
 pub struct GatewayResponse {
@@ -277,13 +281,29 @@ impl Worker {
         );
         let has_body = !body.is_empty();
         let _ = instance.vm.send_request_headers(stream, &headers, !has_body);
-        if has_body && instance.vm.local_response(stream).is_some() {
-            if let Some(p) = instance.streams.get_mut(&stream) {
-                p.answered_before_body = self.profile == Profile::Envoy;
-            }
+        // The body goes to the filter in chunks, as gateways read it off the socket; a filter that
+        // answers before the last chunk leaves the rest unread, and Envoy then closes the
+        // connection (e2e: a chunked body over the limit gets 413 with connection: close).
+        // Envoy's HTTP/1 codec passes body data with end_stream=false and then ends the message
+        // with an empty data frame (end_stream=true); Kong buffers the whole body anyway.
+        let chunks = body.len().div_ceil(BODY_CHUNK);
+        let envoy = self.profile == Profile::Envoy;
+        let mut pieces: Vec<(&[u8], bool)> = body
+            .chunks(BODY_CHUNK)
+            .enumerate()
+            .map(|(i, c)| (c, !envoy && i + 1 == chunks))
+            .collect();
+        if envoy && has_body {
+            pieces.push((&[], true));
         }
-        if has_body {
-            let _ = instance.vm.send_request_body(stream, &body, true);
+        for (chunk, end_of_stream) in pieces {
+            if instance.vm.local_response(stream).is_some() {
+                if let Some(p) = instance.streams.get_mut(&stream) {
+                    p.answered_before_body = envoy;
+                }
+                break;
+            }
+            let _ = instance.vm.send_request_body(stream, chunk, end_of_stream);
         }
     }
 
