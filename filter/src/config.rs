@@ -1347,7 +1347,7 @@ mod tests {
         }
     }
 
-    /// Every leaf field of the table has a row in CONFIG.md's table, and the row's default is
+    /// Every leaf field of the table has a row in README.md's configuration table, and the row's default is
     /// the table's.
     #[test]
     fn config_md_documents_every_field() {
@@ -1360,7 +1360,7 @@ mod tests {
                 }
             }
         }
-        let doc = include_str!("../CONFIG.md");
+        let doc = include_str!("../../README.md");
         let mut fields = Vec::new();
         leaves(&ROOT, "", &mut fields);
         for (path, field) in fields {
@@ -1368,7 +1368,7 @@ mod tests {
             let row = doc
                 .lines()
                 .find(|l| l.starts_with(&start))
-                .unwrap_or_else(|| panic!("CONFIG.md has no row for {path}"));
+                .unwrap_or_else(|| panic!("README.md has no row for {path}"));
             let cells: Vec<&str> = row.split(" | ").collect();
             let want = match &field.default {
                 Some(DefaultValue::Bool(b)) => format!("`{b}`"),
@@ -1377,7 +1377,7 @@ mod tests {
                 None if field.required => "**required**".to_string(),
                 None => continue,
             };
-            assert_eq!(cells.get(2), Some(&want.as_str()), "CONFIG.md default of {path}");
+            assert_eq!(cells.get(2), Some(&want.as_str()), "README.md default of {path}");
         }
     }
 

@@ -29,7 +29,7 @@ fn valid(profile: Profile) -> Vec<(&'static str, Value, String, u32)> {
             10_000,
         ),
         (
-            "CONFIG.md example",
+            "README example",
             json!({
                 "topic": "orders",
                 "rest_proxy": {

@@ -22,7 +22,7 @@ fn actions(list: &[(&'static str, Option<&str>)]) -> Vec<(&'static str, Option<S
     list.iter().map(|(c, a)| (*c, a.map(str::to_string))).collect()
 }
 
-/// The documented order of the `rest_proxy` members (CONFIG.md, "Answers").
+/// The documented order of the `rest_proxy` members (README.md, "Answers").
 const DETAIL_ORDER: [&str; 5] = ["topic", "status", "error_code", "message", "dispatch_status"];
 
 /// An error answer with `"rest_proxy": details` added, members in the documented order.
