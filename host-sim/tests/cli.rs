@@ -490,3 +490,36 @@ fn help_lists_the_commands() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("--http-call-response <FILE>"));
 }
+
+#[test]
+fn serve_on_a_port_in_use_is_one_line() {
+    let f = Fixture::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = f.host_sim(&[
+        "serve",
+        "--filter",
+        "@filter.wat",
+        "--config",
+        "@config.json",
+        "--listen",
+        &addr,
+    ]);
+    let line = usage_error(&out);
+    assert!(
+        line.starts_with(&format!("host-sim: cannot listen on {addr}: ")),
+        "{line}"
+    );
+    assert_eq!(line.matches("in use").count(), 1, "the reason is said once: {line}");
+}
+
+#[test]
+fn serve_without_a_filter_or_with_a_missing_one_is_one_line() {
+    let f = Fixture::new();
+    let line = usage_error(&f.host_sim(&["serve"]));
+    assert!(line.contains("--filter, --envoy or --kong"), "{line}");
+    let line = usage_error(&f.host_sim(&["serve", "--filter", "@missing.wasm"]));
+    assert!(line.contains("does not exist"), "{line}");
+    let line = usage_error(&f.host_sim(&["serve", "--envoy", "@missing.yaml"]));
+    assert!(line.contains("cannot read"), "{line}");
+}

@@ -66,20 +66,20 @@ pub struct ServeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {reason}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not a `source`: the message already says it, once).
+        reason: std::io::Error,
     },
     /// A filter module could not be loaded.
-    #[error("route {route}: {source}")]
+    #[error("route {route}: {reason}")]
     Module {
         /// The route.
         route: String,
         /// Why.
-        source: crate::HostError,
+        reason: crate::HostError,
     },
     /// No routes.
     #[error("nothing to serve: no routes")]
@@ -151,9 +151,9 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     let mut modules: BTreeMap<PathBuf, Module> = BTreeMap::new();
     for route in &deployment.routes {
         if !modules.contains_key(&route.filter) {
-            let module = engine.load_file(&route.filter).map_err(|source| ServeError::Module {
+            let module = engine.load_file(&route.filter).map_err(|reason| ServeError::Module {
                 route: route.name.clone(),
-                source,
+                reason,
             })?;
             tracing::info!(filter = %route.filter.display(), sha256 = %module.sha256(), from_cache = module.loaded_from_cache(), "filter module loaded");
             modules.insert(route.filter.clone(), module);
@@ -161,15 +161,15 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     }
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|source| ServeError::Bind { addr: listen, source })?;
+        .map_err(|reason| ServeError::Bind { addr: listen, reason })?;
     let local_addr = listener
         .local_addr()
-        .map_err(|source| ServeError::Bind { addr: listen, source })?;
+        .map_err(|reason| ServeError::Bind { addr: listen, reason })?;
     let admin = match admin_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| ServeError::Bind { addr, source })?,
+                .map_err(|reason| ServeError::Bind { addr, reason })?,
         ),
         None => None,
     };
