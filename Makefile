@@ -4,6 +4,7 @@
 #   make test   every test: unit, host-sim on the real .wasm files, lint, end to end
 #   make build  the filter .wasm (release) and the host-sim binary
 #   make e2e    real Envoy 1.40 + a real Kafka broker end to end, and host-sim compared to them
+#   make bench  benchmarks with their baselines and targets (not part of make test), JSON in target/bench
 
 CARGO      ?= cargo
 WASM_DIR   := target/wasm32-wasip1/wasm
@@ -16,7 +17,7 @@ E2E_REQS   := tests/e2e/requirements.txt
 # Every wasm32 package: the filter and each crate under test-filters/.
 WASM_PKGS  := -p kafka-upstream $(shell awk -F'"' '/^name = /{print "-p " $$2; nextfile}' test-filters/*/Cargo.toml)
 
-.PHONY: all build wasm host-sim run transcript test unit lint e2e venv fmt clean
+.PHONY: all build wasm host-sim run transcript test unit lint e2e venv bench fmt clean
 
 all: build
 
@@ -73,6 +74,30 @@ e2e: wasm host-sim venv
 	if [ $$status -eq 5 ]; then echo "e2e: pytest collected no tests" >&2; exit 1; fi; \
 	if [ $$status -eq 124 ]; then echo "e2e: timed out after 900 s" >&2; fi; \
 	exit $$status
+
+# Benchmarks (issue 7), one table of every figure beside its baseline and the targets (reported,
+# never asserted). Parts 1-2, bench/ (target/release/bench): the filter's guest cost against a
+# no-op filter and native code, host-sim's per-request overhead, warm start against a fresh
+# compile (its own table goes to target/bench/parts12.txt). Part 3, tests/e2e/bench_gateway.py:
+# wrk (Debian's; installed here when missing) on loopback, every run bounded in time, against
+# host-sim serve sync vs async and real Envoy with vs without the filter. JSON: target/bench/*.json.
+# BENCH_ARGS passes options to part 3, e.g. BENCH_ARGS="--duration 5 --reps 5".
+BENCH_OUT  := target/bench
+BENCH_ARGS ?=
+bench: wasm venv
+	$(CARGO) build --release -p host-sim -p kafka-upstream-bench
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "bench: installing wrk (Debian package)"; \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
+		$$apt install -y -qq wrk || { $$apt update -qq && $$apt install -y -qq wrk; }; }
+	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk is not installed and could not be installed" >&2; exit 1; }
+	@mkdir -p $(BENCH_OUT)
+	@echo "bench parts 1-2: filter guest cost, host-sim overhead, warm start (table: $(BENCH_OUT)/parts12.txt)"
+	target/release/bench --out $(BENCH_OUT)/results.json > $(BENCH_OUT)/parts12.txt
+	@echo "bench part 3: gateway throughput and latency (wrk)"
+	PYTHONDONTWRITEBYTECODE=1 timeout -k 10 480 $(VENV)/bin/python tests/e2e/bench_gateway.py \
+		--parts12 $(BENCH_OUT)/results.json --out-dir $(BENCH_OUT) $(BENCH_ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -94,14 +94,129 @@ enum Phase {
     Done,
 }
 
-/// What was kept from the header phase.
+/// Request headers as the host serialized them (the proxy-wasm map encoding: a count, the
+/// lengths, then each name and value followed by a NUL), read in place.
+///
+/// A request keeps three buffers (the serialized map, whose values are read where they are, the
+/// names as text, and the line index) instead of a `String` and a `Vec` per header line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHeaders {
+    map: Vec<u8>,
+    names: String,
+    /// Per line: the name's range in `names`, the value's range in `map`.
+    lines: Vec<(u32, u32, u32, u32)>,
+}
+
+impl RequestHeaders {
+    /// Reads a serialized header map (`proxy_get_header_map_pairs`). A name that is not UTF-8
+    /// is read lossily; a map that ends early keeps the lines before the end.
+    pub fn from_serialized(map: Vec<u8>) -> Self {
+        let mut headers = RequestHeaders {
+            names: String::new(),
+            lines: Vec::new(),
+            map: Vec::new(),
+        };
+        let word = |at: usize| {
+            map.get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let count = word(0).unwrap_or(0) as usize;
+        let sizes_end = count.checked_mul(8).and_then(|n| n.checked_add(4));
+        if sizes_end.is_none_or(|end| end > map.len()) {
+            return headers;
+        }
+        headers.lines.reserve(count);
+        let names_len: usize = (0..count).filter_map(|i| word(4 + i * 8)).map(|n| n as usize).sum();
+        headers.names.reserve(names_len.min(map.len()));
+        let mut at = 4 + count * 8;
+        for i in 0..count {
+            let (Some(name_len), Some(value_len)) = (word(4 + i * 8), word(8 + i * 8)) else {
+                break;
+            };
+            // Each name and value is followed by a NUL; lengths come from the host, so every
+            // sum is checked (usize is 32 bits in wasm).
+            let ends = at
+                .checked_add(name_len as usize)
+                .and_then(|name_end| Some((name_end, name_end.checked_add(1 + value_len as usize)?)));
+            let Some((name_end, value_end)) = ends.filter(|&(_, value_end)| value_end < map.len()) else {
+                break;
+            };
+            let (name, value_start) = (&map[at..name_end], name_end + 1);
+            let from = headers.names.len();
+            match crate::json::as_utf8(name) {
+                Some(name) => headers.names.push_str(name),
+                None => headers.names.push_str(&String::from_utf8_lossy(name)),
+            }
+            headers.lines.push((
+                from as u32,
+                headers.names.len() as u32,
+                value_start as u32,
+                value_end as u32,
+            ));
+            at = value_end + 1;
+        }
+        headers.map = map;
+        headers
+    }
+
+    /// The same headers from owned pairs (tests, and callers that already have them).
+    pub fn from_pairs(pairs: &[(String, Vec<u8>)]) -> Self {
+        let data: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        let mut map = Vec::with_capacity(4 + pairs.len() * 8 + data);
+        map.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+        for (k, v) in pairs {
+            map.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            map.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            map.extend_from_slice(k.as_bytes());
+            map.push(0);
+            map.extend_from_slice(v);
+            map.push(0);
+        }
+        Self::from_serialized(map)
+    }
+
+    /// How many header lines there are.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether there is no header line.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Line `i`: name and value.
+    pub fn line(&self, i: usize) -> Option<(&str, &[u8])> {
+        let &(n0, n1, v0, v1) = self.lines.get(i)?;
+        Some((
+            &self.names[n0 as usize..n1 as usize],
+            &self.map[v0 as usize..v1 as usize],
+        ))
+    }
+
+    /// The lines in order, repeats included.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        (0..self.lines.len()).filter_map(|i| self.line(i))
+    }
+}
+
+/// What was kept from the header phase: the headers, and where the pseudo-headers the message
+/// needs are among them (positions rather than copies).
 #[derive(Debug)]
 struct Head {
-    method: String,
-    path: Vec<u8>,
-    authority: Option<Vec<u8>>,
-    headers: Vec<(String, Vec<u8>)>,
+    method: Option<usize>,
+    path: Option<usize>,
+    authority: Option<usize>,
+    headers: RequestHeaders,
     targets: Targets,
+}
+
+impl Head {
+    fn value(&self, at: Option<usize>) -> Option<&[u8]> {
+        at.and_then(|i| self.headers.line(i)).map(|(_, v)| v)
+    }
 }
 
 #[derive(Debug)]
@@ -158,6 +273,16 @@ impl Exchange {
         headers: Vec<(String, Vec<u8>)>,
         end_of_stream: bool,
     ) -> Action {
+        self.on_request_header_map(host, RequestHeaders::from_pairs(&headers), end_of_stream)
+    }
+
+    /// [`Exchange::on_request_headers`] with the headers as the host serialized them.
+    pub fn on_request_header_map(
+        &mut self,
+        host: &mut dyn Host,
+        headers: RequestHeaders,
+        end_of_stream: bool,
+    ) -> Action {
         if self.phase != Phase::Start {
             return Action::Pause;
         }
@@ -167,14 +292,22 @@ impl Exchange {
             return Action::Pause;
         };
 
-        let pseudo = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let method = pseudo(":method")
-            .map(|m| String::from_utf8_lossy(&m).into_owned())
-            .unwrap_or_default();
-        let path = pseudo(":path").unwrap_or_default();
-        let authority = pseudo(":authority");
+        // One pass finds the (first) lines the exchange looks at.
+        let (mut method, mut path, mut authority) = (None, None, None);
+        let (mut content_length, mut transfer_encoding) = (None, None);
+        for (i, (name, value)) in headers.iter().enumerate() {
+            match name {
+                ":method" => _ = method.get_or_insert(i),
+                ":path" => _ = path.get_or_insert(i),
+                ":authority" => _ = authority.get_or_insert(i),
+                _ if name.eq_ignore_ascii_case("content-length") => _ = content_length.get_or_insert(value),
+                _ if name.eq_ignore_ascii_case("transfer-encoding") => _ = transfer_encoding.get_or_insert(value),
+                _ => {}
+            }
+        }
+        let path_bytes = path.and_then(|i| headers.line(i)).map_or(&[][..], |(_, v)| v);
 
-        let targets = match topics::select(&cfg, args::query_of(&path)) {
+        let targets = match topics::select(&cfg, args::query_of(path_bytes)) {
             Ok(t) => t,
             Err(refused) => {
                 host.log(
@@ -189,13 +322,7 @@ impl Exchange {
             }
         };
 
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_slice())
-        };
-        let content_length = header("content-length")
+        let content_length = content_length
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if content_length.is_some_and(|n| n > cfg.max_body_size) {
@@ -216,7 +343,7 @@ impl Exchange {
         // request is complete at the headers.
         let body_follows = !end_of_stream
             && (content_length.is_some_and(|n| n > 0)
-                || header("transfer-encoding").is_some()
+                || transfer_encoding.is_some()
                 || (content_length.is_none() && host.end_of_stream_is_reliable()));
 
         self.head = Some(Head {
@@ -317,11 +444,13 @@ impl Exchange {
             return;
         };
         self.phase = Phase::AwaitingReplies;
+        let method = String::from_utf8_lossy(head.value(head.method).unwrap_or_default());
+        let lines: Vec<(&str, &[u8])> = head.headers.iter().collect();
         let view = RequestView {
-            method: &head.method,
-            path: &head.path,
-            authority: head.authority.as_deref(),
-            headers: &head.headers,
+            method: &method,
+            path: head.value(head.path).unwrap_or_default(),
+            authority: head.value(head.authority),
+            headers: &lines,
             body,
         };
         let msg = message::build_message(&cfg.message, &view);
@@ -339,9 +468,8 @@ impl Exchange {
         }
         let rp = &cfg.rest_proxy;
         for topic in &head.targets.topics {
-            let req = rest::build_request(rp, topic, head.targets.key.as_deref(), cfg.partition, &msg);
-            let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            match host.dispatch(&rp.upstream, headers, &req.body, rp.timeout_ms) {
+            let call = rest::build_produce_call(rp, topic, head.targets.key.as_deref(), cfg.partition, &msg);
+            match host.dispatch(&rp.upstream, call.headers(rp), &call.body, rp.timeout_ms) {
                 Ok(token) => self.calls.push(Call {
                     topic: topic.clone(),
                     token: Some(token),
@@ -502,6 +630,41 @@ mod tests {
             dispatch_status: None,
             body: body.as_bytes(),
         }
+    }
+
+    /// The serialized header map is read as the SDK reads it, without its panics.
+    #[test]
+    fn request_headers_from_the_serialized_map() {
+        let pairs = headers(&[
+            (":method", "GET"),
+            ("x-empty", ""),
+            ("x-multi", "a"),
+            ("X-Multi", "b\u{e9}"),
+        ]);
+        let map = RequestHeaders::from_pairs(&pairs);
+        assert_eq!(map.len(), 4);
+        let lines: Vec<(&str, &[u8])> = map.iter().collect();
+        let want: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        assert_eq!(lines, want);
+
+        // The spec's example bytes, and a name that is not UTF-8.
+        let mut spec = vec![2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
+        spec.extend_from_slice(b"a\x001\x00\xff\x0022\x00");
+        let map = RequestHeaders::from_serialized(spec.clone());
+        let lines: Vec<(&str, &[u8])> = map.iter().collect();
+        assert_eq!(lines, vec![("a", &b"1"[..]), ("\u{fffd}", &b"22"[..])]);
+
+        // Empty and malformed maps: nothing, or the lines before the fault; never a panic.
+        for bytes in [vec![], vec![0], vec![1, 0, 0, 0], vec![255, 255, 255, 255]] {
+            assert!(RequestHeaders::from_serialized(bytes).is_empty());
+        }
+        for cut in 20..spec.len() {
+            let map = RequestHeaders::from_serialized(spec[..cut].to_vec());
+            assert_eq!(map.len(), usize::from(cut >= 24), "cut at {cut}");
+        }
+        let mut huge = spec;
+        huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(RequestHeaders::from_serialized(huge).len(), 1);
     }
 
     #[test]

@@ -42,7 +42,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as PwAction, BufferType, ContextType, LogLevel, MapType};
 
 use crate::config::{self, Config};
-use crate::exchange::{Action, Exchange, Host, Level};
+use crate::exchange::{Action, Exchange, Host, Level, RequestHeaders};
 use crate::producer::{self, Metric, MetricKind, MetricUpdate, Producer, Transport};
 use crate::rest::ReplyView;
 
@@ -230,8 +230,9 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> PwAction {
-        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        let action = self.exchange.on_request_headers(&mut Glue, headers, end_of_stream);
+        // Read in place rather than as the SDK's `Vec<(String, Vec<u8>)>` (two allocations per line).
+        let headers = RequestHeaders::from_serialized(raw::header_map(MapType::HttpRequestHeaders));
+        let action = self.exchange.on_request_header_map(&mut Glue, headers, end_of_stream);
         self.report();
         to_pw(action)
     }
@@ -442,6 +443,8 @@ mod raw {
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
         ) -> u32;
+        fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize)
+            -> u32;
         fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
         fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
@@ -466,6 +469,21 @@ mod raw {
         // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes); ownership passes to
         // the caller, exactly as in the SDK's `get_map_value_bytes`.
         Some(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
+
+    /// The serialized pairs of header map `map`; empty when the host has none (or refuses).
+    pub(super) fn header_map(map: MapType) -> Vec<u8> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the out-pointers are valid locals.
+        let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+        if status != 0 || data.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: on OK the host wrote `size` bytes into memory it obtained from this module's
+        // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes); ownership passes to
+        // the caller, exactly as in the SDK's `get_map_bytes`.
+        unsafe { Vec::from_raw_parts(data, size, size) }
     }
 
     /// Logs without ever panicking.

@@ -4,9 +4,14 @@
 //! The message and the REST proxy bodies are written straight into one `Vec<u8>` with these
 //! helpers rather than through a `serde_json::Value`, so a request costs one output buffer and no
 //! intermediate tree.
+//!
+//! These loops are the filter's per-byte cost (a 1 MiB body is escaped or base64-encoded, then
+//! base64-encoded again inside the REST request), so they are written for speed, in wasm as
+//! natively: output goes straight into the vector's spare capacity (no zeroed scratch buffer, no
+//! second copy), 8-byte words with nothing to escape are copied whole, `"` and `\` are escaped
+//! without a branch, and base64 takes one table lookup per two output characters.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use std::mem::MaybeUninit;
 
 /// `ESCAPE[b]` is 0 when byte `b` is copied as is, `b'u'` when it is written as `\u00XX`, and
 /// otherwise the letter that follows the backslash (`"`, `\`, `b`, `f`, `n`, `r`, `t`).
@@ -43,68 +48,178 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Writes `bytes` as a quoted JSON string; invalid UTF-8 sequences become U+FFFD.
 pub(crate) fn write_str_lossy(out: &mut Vec<u8>, bytes: &[u8]) {
-    write_str(out, &String::from_utf8_lossy(bytes));
+    // Valid UTF-8 (every header and argument in practice) skips the lossy decoder's chunking.
+    match as_utf8(bytes) {
+        Some(s) => write_str(out, s),
+        None => write_str(out, &String::from_utf8_lossy(bytes)),
+    }
 }
 
-/// Size of the stack buffer the byte-wise writers fill before copying into the output.
+/// `bytes` as text when it is valid UTF-8 (`std::str::from_utf8`, faster on ASCII).
+///
+/// An ASCII prefix (all of most bodies, headers and queries) is recognised 8 bytes at a time
+/// first; only what follows it goes through the standard validator, which in wasm32 reads at
+/// most 4 bytes at a time. A body that is not text ends the prefix at its first high bit.
+pub(crate) fn as_utf8(bytes: &[u8]) -> Option<&str> {
+    let mut blocks = bytes.chunks_exact(32);
+    let mut ascii = 0;
+    for block in &mut blocks {
+        if !is_ascii(block) {
+            break;
+        }
+        ascii += 32;
+    }
+    let tail = blocks.remainder();
+    if ascii + tail.len() != bytes.len() || !is_ascii(tail) {
+        std::str::from_utf8(&bytes[ascii..]).ok()?;
+    }
+    // SAFETY: `bytes[..ascii]` is ASCII (no byte has its high bit set), and the rest is ASCII
+    // too or was just checked to be valid UTF-8; an ASCII prefix ends on a character boundary,
+    // so the whole is valid UTF-8.
+    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+}
+
+/// Whether no byte of `bytes` has its high bit set, read a word at a time.
+fn is_ascii(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    let mut high = 0u64;
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        high |= u64::from_le_bytes(w);
+    }
+    for &b in words.remainder() {
+        high |= u64::from(b);
+    }
+    high & HIGHS == 0
+}
+
+/// Input bytes escaped per reservation of the output (at most 6 output bytes each).
 const CHUNK: usize = 512;
 
 /// Copies the escaped form of `bytes` (already valid UTF-8) without quotes.
 ///
-/// Output goes through a stack buffer flushed every [`CHUNK`] bytes (JSON bodies are dense in
-/// characters to escape, and one `extend_from_slice` per short run costs more than a byte loop);
-/// 8-byte words with nothing to escape are copied whole.
+/// Bytes are escaped straight into the output's spare capacity, 8 at a time, [`CHUNK`] input
+/// bytes per reservation. Only a long run with nothing to escape at the start is copied with
+/// `extend_from_slice`: in wasm that is a `memory.copy`, a call out to the host that costs more
+/// than the word loop for the keys, header names and values a message is made of.
 fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    let mut buf = [0u8; CHUNK];
-    let mut k = 0;
+    let clean = if bytes.len() >= 64 { clean_prefix_len(bytes) } else { 0 };
+    let clean = if clean >= 64 { clean } else { 0 };
+    out.extend_from_slice(&bytes[..clean]);
+    for chunk in bytes[clean..].chunks(CHUNK) {
+        let k = fill_spare(out, chunk.len() * 6, |buf| escape_chunk(buf, chunk));
+        debug_assert!(k <= chunk.len() * 6);
+    }
+}
+
+/// How many leading bytes of `bytes` are copied as is.
+fn clean_prefix_len(bytes: &[u8]) -> usize {
     let mut i = 0;
-    loop {
-        // Room for 8 input bytes escaped to 6 output bytes each.
-        if k > CHUNK - 48 {
-            out.extend_from_slice(&buf[..k]);
-            k = 0;
-        }
-        let Some(Ok(word)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) else {
-            break;
-        };
+    while let Some(Ok(word)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
         if needs_escape(u64::from_le_bytes(word)) {
-            for b in word {
-                k = escape_byte(&mut buf, k, b);
-            }
-        } else {
-            buf[k..k + 8].copy_from_slice(&word);
-            k += 8;
+            break;
         }
         i += 8;
     }
-    for &b in bytes.get(i..).unwrap_or_default() {
-        k = escape_byte(&mut buf, k, b);
+    while i < bytes.len() && ESCAPE[bytes[i] as usize] == 0 {
+        i += 1;
     }
-    out.extend_from_slice(&buf[..k]);
+    i
+}
+
+/// Writes the escaped form of `chunk` at the start of `buf` (6 bytes per input byte available);
+/// returns how many bytes it wrote.
+///
+/// A word without control characters (all of them in JSON bodies) is written whole, then once
+/// more from each `"` or `\` on, one byte further, after a backslash: a handful of operations
+/// per escape instead of a table lookup and two stores per byte.
+fn escape_chunk(buf: &mut [MaybeUninit<u8>], chunk: &[u8]) -> usize {
+    let mut k = 0;
+    let mut words = chunk.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let x = u64::from_le_bytes(w);
+        if has_control(x) {
+            for &b in word {
+                k = escape_byte(buf, k, b);
+            }
+            continue;
+        }
+        // `buf[k..]` has room for 48 more bytes here (6 per input byte); the writes below stay
+        // within 23 bytes, in a window taken once so that they need no bounds check.
+        let Ok(dst) = <&mut [MaybeUninit<u8>; 24]>::try_from(&mut buf[k..k + 24]) else {
+            unreachable!("a 24-byte slice converts to a 24-byte array");
+        };
+        write_word(dst, 0, x);
+        // One 0x80 bit per `"` or `\` byte, lowest first.
+        let mut quotes = zero_bytes(x ^ (ONES * b'"' as u64)) | zero_bytes(x ^ (ONES * b'\\' as u64));
+        let mut shift = 0;
+        while quotes != 0 {
+            let p = (quotes.trailing_zeros() / 8) as usize;
+            // The byte at `p` lands at `p + shift`: a backslash goes there, and the word from
+            // `p` on moves one further. `p + shift <= 14`; the mask only proves it.
+            let at = (p + shift) & 15;
+            dst[at].write(b'\\');
+            write_word(dst, at + 1, x >> (8 * p));
+            shift += 1;
+            quotes &= quotes - 1;
+        }
+        k += 8 + shift;
+    }
+    for &b in words.remainder() {
+        k = escape_byte(buf, k, b);
+    }
+    k
+}
+
+/// Writes the 8 bytes of `x` (little-endian) at `dst[at..at + 8]`, as one store; `at <= 15`.
+#[inline(always)]
+fn write_word(dst: &mut [MaybeUninit<u8>; 24], at: usize, x: u64) {
+    let at = at & 15;
+    dst[at..at + 8].copy_from_slice(&x.to_le_bytes().map(MaybeUninit::new));
 }
 
 /// Writes `b`, escaped if needed, at `buf[k..]`; returns the new end. `buf` has room for 6 bytes.
 #[inline(always)]
-fn escape_byte(buf: &mut [u8; CHUNK], k: usize, b: u8) -> usize {
+fn escape_byte(buf: &mut [MaybeUninit<u8>], k: usize, b: u8) -> usize {
     let esc = ESCAPE[b as usize];
     if esc == 0 {
-        buf[k] = b;
+        buf[k].write(b);
         k + 1
     } else if esc == b'u' {
-        buf[k..k + 6].copy_from_slice(&[
+        let seq = [
             b'\\',
             b'u',
             b'0',
             b'0',
             HEX[(b >> 4) as usize],
             HEX[(b & 0x0f) as usize],
-        ]);
+        ];
+        for (dst, c) in buf[k..k + 6].iter_mut().zip(seq) {
+            dst.write(c);
+        }
         k + 6
     } else {
-        buf[k] = b'\\';
-        buf[k + 1] = esc;
+        buf[k].write(b'\\');
+        buf[k + 1].write(esc);
         k + 2
     }
+}
+
+/// Appends to `out` what `fill` writes into `max` bytes of spare capacity; `fill` returns how
+/// many leading bytes it initialised (at most `max`). Writing in place avoids both zeroing a
+/// buffer first and copying it afterwards.
+fn fill_spare(out: &mut Vec<u8>, max: usize, fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> usize) -> usize {
+    out.reserve(max);
+    let len = out.len();
+    let written = fill(&mut out.spare_capacity_mut()[..max]);
+    assert!(written <= max, "spare capacity overrun");
+    // SAFETY: `fill` initialised `written` bytes of the spare capacity, starting right after the
+    // current length; `written <= max` and `max` bytes were reserved.
+    unsafe { out.set_len(len + written) };
+    written
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -115,6 +230,13 @@ fn has_zero(v: u64) -> bool {
     v.wrapping_sub(ONES) & !v & HIGHS != 0
 }
 
+/// The high bit of exactly each zero byte of `v` (no false positives, unlike [`has_zero`]'s
+/// borrow trick, so the bits can be iterated).
+fn zero_bytes(v: u64) -> u64 {
+    const LOWS: u64 = !HIGHS;
+    !(((v & LOWS).wrapping_add(LOWS)) | v | LOWS)
+}
+
 /// Whether any byte of the little-endian word `x` is a control character, `"` or `\\`: the
 /// bytes that end or break a run of plain string content.
 fn has_special(x: u64) -> bool {
@@ -123,24 +245,89 @@ fn has_special(x: u64) -> bool {
     control || has_zero(x ^ (ONES * b'"' as u64)) || has_zero(x ^ (ONES * b'\\' as u64))
 }
 
+/// Whether any byte of `x` is a control character or DEL (escaped as `\u00XX` or a letter).
+fn has_control(x: u64) -> bool {
+    x.wrapping_sub(ONES * 0x20) & !x & HIGHS != 0 || has_zero(x ^ (ONES * 0x7f))
+}
+
 /// Whether any byte of `x` is escaped on output ([`has_special`] or DEL).
 fn needs_escape(x: u64) -> bool {
     has_special(x) || has_zero(x ^ (ONES * 0x7f))
 }
 
+/// The standard base64 alphabet.
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// `BASE64_PAIRS[n]`: the two base64 characters of the 12-bit value `n`, first in the low byte.
+/// One lookup per two output characters (8 KiB, shared by the whole module).
+static BASE64_PAIRS: [u16; 4096] = {
+    let mut table = [0u16; 4096];
+    let mut n = 0;
+    while n < 4096 {
+        table[n] = BASE64[n >> 6] as u16 | (BASE64[n & 63] as u16) << 8;
+        n += 1;
+    }
+    table
+};
+
+/// The length of the padded base64 encoding of `len` bytes.
+pub(crate) fn base64_len(len: usize) -> usize {
+    len.div_ceil(3) * 4
+}
+
 /// Writes the standard base64 (with padding) of `bytes` as a quoted JSON string.
 pub(crate) fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = base64_len(bytes.len());
+    out.reserve(len + 2);
     out.push(b'"');
-    let start = out.len();
-    let len = bytes.len().div_ceil(3) * 4;
-    out.resize(start + len, 0);
-    // The slice is exactly the encoded length, so encoding cannot fail; fall back to the
-    // allocating encoder rather than panic if it ever did.
-    if STANDARD.encode_slice(bytes, &mut out[start..]).is_err() {
-        out.truncate(start);
-        out.extend_from_slice(STANDARD.encode(bytes).as_bytes());
+    let written = fill_spare(out, len, |buf| encode_base64(buf, bytes));
+    debug_assert_eq!(written, len);
+    out.push(b'"');
+}
+
+/// Encodes `bytes` into `buf` (exactly [`base64_len`] bytes long); returns that length.
+fn encode_base64(buf: &mut [MaybeUninit<u8>], bytes: &[u8]) -> usize {
+    // 12 input bytes (four groups) per iteration, each group read byte by byte: wasm has no
+    // byte swap, so big-endian word loads would cost more than they save.
+    let mut blocks = bytes.chunks_exact(12);
+    let mut slots = buf.chunks_exact_mut(16);
+    for (block, slot) in (&mut blocks).zip(&mut slots) {
+        for (group, quad) in block.chunks_exact(3).zip(slot.chunks_exact_mut(4)) {
+            encode_group(quad, group[0], group[1], group[2]);
+        }
     }
-    out.push(b'"');
+    let rest = blocks.remainder();
+    let done = bytes.len() - rest.len();
+    let at = done / 3 * 4;
+    let mut quads = buf[at..].chunks_exact_mut(4);
+    let mut groups = rest.chunks_exact(3);
+    for (group, quad) in (&mut groups).zip(&mut quads) {
+        encode_group(quad, group[0], group[1], group[2]);
+    }
+    let tail = groups.remainder();
+    if let (false, Some(quad)) = (tail.is_empty(), quads.next()) {
+        let n = (tail[0] as usize) << 16 | (tail.get(1).copied().unwrap_or(0) as usize) << 8;
+        let chars = [
+            BASE64[n >> 18],
+            BASE64[(n >> 12) & 63],
+            if tail.len() == 2 { BASE64[(n >> 6) & 63] } else { b'=' },
+            b'=',
+        ];
+        for (d, c) in quad.iter_mut().zip(chars) {
+            d.write(c);
+        }
+    }
+    base64_len(bytes.len())
+}
+
+/// Writes the four base64 characters of the three bytes `a`, `b`, `c` into `quad`.
+#[inline(always)]
+fn encode_group(quad: &mut [MaybeUninit<u8>], a: u8, b: u8, c: u8) {
+    let n = (a as usize) << 16 | (b as usize) << 8 | c as usize;
+    let chars = BASE64_PAIRS[n >> 12] as u32 | (BASE64_PAIRS[n & 0xfff] as u32) << 16;
+    for (d, c) in quad.iter_mut().zip(chars.to_le_bytes()) {
+        d.write(c);
+    }
 }
 
 /// Writes `"key":` preceded by a comma unless it is the first member of the object.
@@ -171,141 +358,139 @@ const MAX_DEPTH: usize = 1000;
 /// `out`: insignificant whitespace removed, strings, escapes and numbers copied byte for byte,
 /// key order and duplicates kept. Returns what the top-level value is; on invalid JSON (or
 /// nesting deeper than [`MAX_DEPTH`]) nothing is written and `None` is returned.
+///
+/// One pass: the validator copies the text between whitespace runs as it skips them, so a
+/// document without insignificant whitespace costs one copy and a spaced one no second scan.
 pub(crate) fn write_compact(out: &mut Vec<u8>, doc: &str) -> Option<Container> {
-    let (kind, spaced) = scan(doc.as_bytes())?;
-    if spaced {
-        write_minified(out, doc.as_bytes());
-    } else {
-        out.extend_from_slice(doc.as_bytes());
+    let mark = out.len();
+    out.reserve(doc.len());
+    let mut c = Compactor {
+        d: doc.as_bytes(),
+        out,
+        copied: 0,
+    };
+    match c.run() {
+        Some(kind) => {
+            c.out.extend_from_slice(&c.d[c.copied..]);
+            Some(kind)
+        }
+        None => {
+            c.out.truncate(mark);
+            None
+        }
     }
-    Some(kind)
 }
 
-/// Validates `d`; returns the top-level kind and whether it has whitespace outside strings.
-fn scan(d: &[u8]) -> Option<(Container, bool)> {
-    // One bit per open container: 1 = object, 0 = array.
-    let mut stack = [0u64; MAX_DEPTH.div_ceil(64)];
-    let mut depth = 0usize;
-    let mut spaced = false;
-    let mut i = skip_ws(d, 0, &mut spaced);
-    let kind = match d.get(i)? {
-        b'{' => Container::Object,
-        b'[' => Container::Array,
-        _ => Container::Scalar,
-    };
-    'value: loop {
-        // A value starts at d[i] (whitespace already skipped).
-        match *d.get(i)? {
-            open @ (b'{' | b'[') => {
-                if depth == MAX_DEPTH {
-                    return None;
-                }
-                let object = open == b'{';
-                if object {
-                    stack[depth / 64] |= 1 << (depth % 64);
-                } else {
-                    stack[depth / 64] &= !(1 << (depth % 64));
-                }
-                depth += 1;
-                i = skip_ws(d, i + 1, &mut spaced);
-                let close = if object { b'}' } else { b']' };
-                if *d.get(i)? == close {
-                    depth -= 1;
-                    i += 1;
-                } else {
-                    if object {
-                        i = object_key(d, i, &mut spaced)?;
+/// The validating minifier's state: the document, the output, and how much of the document has
+/// been copied out (everything before `copied` except skipped whitespace).
+struct Compactor<'a> {
+    d: &'a [u8],
+    out: &'a mut Vec<u8>,
+    copied: usize,
+}
+
+impl Compactor<'_> {
+    /// Validates the document; returns the top-level kind.
+    fn run(&mut self) -> Option<Container> {
+        let d = self.d;
+        // One bit per open container: 1 = object, 0 = array.
+        let mut stack = [0u64; MAX_DEPTH.div_ceil(64)];
+        let mut depth = 0usize;
+        let mut i = self.skip_ws(0);
+        let kind = match d.get(i)? {
+            b'{' => Container::Object,
+            b'[' => Container::Array,
+            _ => Container::Scalar,
+        };
+        'value: loop {
+            // A value starts at d[i] (whitespace already skipped).
+            match *d.get(i)? {
+                open @ (b'{' | b'[') => {
+                    if depth == MAX_DEPTH {
+                        return None;
                     }
-                    continue 'value;
-                }
-            }
-            b'"' => i = string_end(d, i)?,
-            b'-' | b'0'..=b'9' => i = number_end(d, i)?,
-            b't' => i = literal_end(d, i, b"true")?,
-            b'f' => i = literal_end(d, i, b"false")?,
-            b'n' => i = literal_end(d, i, b"null")?,
-            _ => return None,
-        }
-        // After a complete value: close containers or move to the next member.
-        loop {
-            i = skip_ws(d, i, &mut spaced);
-            if depth == 0 {
-                return (i == d.len()).then_some((kind, spaced));
-            }
-            let top = depth - 1;
-            let object = stack[top / 64] & (1 << (top % 64)) != 0;
-            match (*d.get(i)?, object) {
-                (b',', _) => {
-                    i = skip_ws(d, i + 1, &mut spaced);
+                    let object = open == b'{';
                     if object {
-                        i = object_key(d, i, &mut spaced)?;
+                        stack[depth / 64] |= 1 << (depth % 64);
+                    } else {
+                        stack[depth / 64] &= !(1 << (depth % 64));
                     }
-                    continue 'value;
+                    depth += 1;
+                    i = self.skip_ws(i + 1);
+                    let close = if object { b'}' } else { b']' };
+                    if *d.get(i)? == close {
+                        depth -= 1;
+                        i += 1;
+                    } else {
+                        if object {
+                            i = self.object_key(i)?;
+                        }
+                        continue 'value;
+                    }
                 }
-                (b'}', true) | (b']', false) => {
-                    depth -= 1;
-                    i += 1;
-                }
+                b'"' => i = string_end(d, i)?,
+                b'-' | b'0'..=b'9' => i = number_end(d, i)?,
+                b't' => i = literal_end(d, i, b"true")?,
+                b'f' => i = literal_end(d, i, b"false")?,
+                b'n' => i = literal_end(d, i, b"null")?,
                 _ => return None,
             }
-        }
-    }
-}
-
-/// Copies the valid JSON document `doc` without its insignificant whitespace.
-fn write_minified(out: &mut Vec<u8>, doc: &[u8]) {
-    let mut buf = [0u8; CHUNK];
-    let mut k = 0;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in doc {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+            // After a complete value: close containers or move to the next member.
+            loop {
+                i = self.skip_ws(i);
+                if depth == 0 {
+                    return (i == d.len()).then_some(kind);
+                }
+                let top = depth - 1;
+                let object = stack[top / 64] & (1 << (top % 64)) != 0;
+                match (*d.get(i)?, object) {
+                    (b',', _) => {
+                        i = self.skip_ws(i + 1);
+                        if object {
+                            i = self.object_key(i)?;
+                        }
+                        continue 'value;
+                    }
+                    (b'}', true) | (b']', false) => {
+                        depth -= 1;
+                        i += 1;
+                    }
+                    _ => return None,
+                }
             }
-        } else if is_json_space(b) {
-            continue;
-        } else if b == b'"' {
-            in_string = true;
         }
-        if k == CHUNK {
-            out.extend_from_slice(&buf);
-            k = 0;
+    }
+
+    /// Checks `"key":` starting at d[i]; returns the index of the member's value.
+    #[inline(always)]
+    fn object_key(&mut self, i: usize) -> Option<usize> {
+        if *self.d.get(i)? != b'"' {
+            return None;
         }
-        buf[k] = b;
-        k += 1;
+        let i = self.skip_ws(string_end(self.d, i)?);
+        if *self.d.get(i)? != b':' {
+            return None;
+        }
+        Some(self.skip_ws(i + 1))
     }
-    out.extend_from_slice(&buf[..k]);
-}
 
-/// Checks `"key":` starting at d[i]; returns the index of the member's value.
-fn object_key(d: &[u8], i: usize, spaced: &mut bool) -> Option<usize> {
-    if *d.get(i)? != b'"' {
-        return None;
+    /// The index of the first non-whitespace byte at or after `from`; a whitespace run is cut
+    /// out of the output (the text before it is copied first).
+    #[inline(always)]
+    fn skip_ws(&mut self, from: usize) -> usize {
+        let d = self.d;
+        match d.get(from) {
+            Some(&b) if is_json_space(b) => {}
+            _ => return from,
+        }
+        self.out.extend_from_slice(&d[self.copied..from]);
+        let mut i = from + 1;
+        while i < d.len() && is_json_space(d[i]) {
+            i += 1;
+        }
+        self.copied = i;
+        i
     }
-    let i = skip_ws(d, string_end(d, i)?, spaced);
-    if *d.get(i)? != b':' {
-        return None;
-    }
-    Some(skip_ws(d, i + 1, spaced))
-}
-
-#[inline(always)]
-fn skip_ws(d: &[u8], from: usize, spaced: &mut bool) -> usize {
-    match d.get(from) {
-        Some(&b) if is_json_space(b) => {}
-        _ => return from,
-    }
-    *spaced = true;
-    let mut i = from + 1;
-    while i < d.len() && is_json_space(d[i]) {
-        i += 1;
-    }
-    i
 }
 
 /// The index after the string starting at d[i] (`"`).
@@ -313,23 +498,7 @@ fn skip_ws(d: &[u8], from: usize, spaced: &mut bool) -> usize {
 fn string_end(d: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     loop {
-        // Short strings end within a few bytes: look byte by byte first, then skip plain
-        // 8-byte words, then find the special byte.
-        let near = (j + 8).min(d.len());
-        while j < near && !STRING_SPECIAL[d[j] as usize] {
-            j += 1;
-        }
-        if j == near {
-            while let Some(Ok(word)) = d.get(j..j + 8).map(<[u8; 8]>::try_from) {
-                if has_special(u64::from_le_bytes(word)) {
-                    break;
-                }
-                j += 8;
-            }
-            while j < d.len() && !STRING_SPECIAL[d[j] as usize] {
-                j += 1;
-            }
-        }
+        j = next_special(d, j);
         match *d.get(j)? {
             b'"' => return Some(j + 1),
             b'\\' => match *d.get(j + 1)? {
@@ -347,6 +516,32 @@ fn string_end(d: &[u8], i: usize) -> Option<usize> {
             _ => return None,
         }
     }
+}
+
+/// The index of the first byte at or after `j` that ends or breaks plain string content (a
+/// control character, `"` or `\\`), or `d.len()`.
+///
+/// Eight bytes at a time, the first special byte located from its bit: most strings in a JSON
+/// body (keys, short values) end within one word, and a loop turn costs more in wasm (the host
+/// checks its deadline on every back edge) than the bit arithmetic.
+#[inline(always)]
+fn next_special(d: &[u8], mut j: usize) -> usize {
+    while let Some(Ok(word)) = d.get(j..j + 8).map(<[u8; 8]>::try_from) {
+        let special = special_bytes(u64::from_le_bytes(word));
+        if special != 0 {
+            return j + (special.trailing_zeros() / 8) as usize;
+        }
+        j += 8;
+    }
+    while j < d.len() && !STRING_SPECIAL[d[j] as usize] {
+        j += 1;
+    }
+    j
+}
+
+/// The high bit of exactly each byte of `x` that is a control character, `"` or `\\`.
+fn special_bytes(x: u64) -> u64 {
+    zero_bytes(x & (ONES * 0xe0)) | zero_bytes(x ^ (ONES * b'"' as u64)) | zero_bytes(x ^ (ONES * b'\\' as u64))
 }
 
 /// `STRING_SPECIAL[b]`: byte `b` ends or breaks plain string content (control, `"`, `\\`).
@@ -451,6 +646,70 @@ mod tests {
                 assert_eq!(has_special(u64::from_le_bytes(word)), special(b), "{b:#x}@{pos} hi");
             }
         }
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                for fill in [b'a', 0xc3, 0x80, 0xff, b' ', b'"', 0x1f] {
+                    let mut word = [fill; 8];
+                    word[pos] = b;
+                    let want = word
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &c)| special(c))
+                        .fold(0u64, |m, (i, _)| m | 0x80 << (8 * i));
+                    assert_eq!(
+                        special_bytes(u64::from_le_bytes(word)),
+                        want,
+                        "{b:#x}@{pos} in {fill:#x}"
+                    );
+                }
+            }
+        }
+        let control = |b: u8| b < 0x20 || b == 0x7f;
+        let quote = |b: u8| b == b'"' || b == b'\\';
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                for fill in [b'a', 0xc3, 0x80, 0xff, b' '] {
+                    let mut word = [fill; 8];
+                    word[pos] = b;
+                    let x = u64::from_le_bytes(word);
+                    assert_eq!(has_control(x), control(b) || control(fill), "{b:#x}@{pos} in {fill:#x}");
+                    let quotes = zero_bytes(x ^ (ONES * b'"' as u64)) | zero_bytes(x ^ (ONES * b'\\' as u64));
+                    let want = word
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &c)| quote(c))
+                        .fold(0u64, |m, (i, _)| m | 0x80 << (8 * i));
+                    assert_eq!(quotes, want, "{b:#x}@{pos} in {fill:#x}");
+                    let escaped = control(b) || quote(b) || control(fill) || quote(fill);
+                    assert_eq!(needs_escape(x), escaped, "{b:#x}@{pos} in {fill:#x}");
+                }
+            }
+        }
+    }
+
+    /// The ASCII-first check agrees with `std::str::from_utf8` wherever the first non-ASCII or
+    /// invalid byte falls.
+    #[test]
+    fn utf8_check_matches_std() {
+        for len in [0, 1, 31, 32, 33, 63, 64, 65, 100] {
+            for at in 0..len {
+                for bad in [
+                    &b"\xff"[..],
+                    b"\xc3\xa9",
+                    b"\xe2\x82",
+                    b"\xf0\x9f\x98\x80",
+                    b"\x80",
+                    b"\xed\xa0\x80",
+                ] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes.splice(at..at, bad.iter().copied());
+                    let want = std::str::from_utf8(&bytes).ok();
+                    assert_eq!(as_utf8(&bytes), want, "{bytes:?}");
+                }
+            }
+            let bytes = vec![b'z'; len];
+            assert_eq!(as_utf8(&bytes), std::str::from_utf8(&bytes).ok());
+        }
     }
 
     #[test]
@@ -472,6 +731,66 @@ mod tests {
             let mut out = b"x".to_vec();
             write_base64(&mut out, input);
             assert_eq!(&out[1..], want.as_bytes());
+        }
+    }
+
+    /// The table-driven encoder agrees with the base64 crate for every tail length, across the
+    /// whole byte range, after any prefix.
+    #[test]
+    fn base64_matches_the_base64_crate() {
+        use base64::Engine as _;
+        let data: Vec<u8> = (0u32..3000).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for len in (0..64).chain([255, 256, 257, 1000, 2999, 3000]) {
+            let mut out = b"pre".to_vec();
+            write_base64(&mut out, &data[..len]);
+            let want = format!("\"{}\"", base64::engine::general_purpose::STANDARD.encode(&data[..len]));
+            assert_eq!(&out[3..], want.as_bytes(), "len {len}");
+            assert_eq!(base64_len(len) + 2, want.len());
+        }
+    }
+
+    /// The word-at-a-time and chunked escaper writes exactly what a byte-by-byte one writes.
+    #[test]
+    fn escaping_matches_bytewise_reference() {
+        fn reference(s: &str) -> String {
+            let mut out = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\u{8}' => out.push_str("\\b"),
+                    '\t' => out.push_str("\\t"),
+                    '\n' => out.push_str("\\n"),
+                    '\u{c}' => out.push_str("\\f"),
+                    '\r' => out.push_str("\\r"),
+                    c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+        let units = [
+            "a", "\"", "\\", "\n", "\u{1}", "\u{7f}", "é", "😀", "/", " ", "\t", "xyzw",
+        ];
+        let mut seed = 7u32;
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 100, 511, 512, 513, 1500] {
+            for _ in 0..20 {
+                let text: String = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                        units[(seed >> 16) as usize % units.len()]
+                    })
+                    .collect();
+                let mut out = b"pre".to_vec();
+                write_str(&mut out, &text);
+                assert_eq!(std::str::from_utf8(&out[3..]).unwrap(), reference(&text), "{text:?}");
+            }
+        }
+        let clean = "0123456789abcdef".repeat(70);
+        let dirty = format!("{clean}\"{clean}");
+        for text in [clean.as_str(), &dirty] {
+            assert_eq!(s(text), reference(text));
         }
     }
 
@@ -555,6 +874,33 @@ mod tests {
             too_deep.as_str(),
         ] {
             assert_eq!(compact_of(doc), None, "{doc:?}");
+        }
+    }
+
+    /// Strings of every length up to a few words, with an escape, a bad escape, a control
+    /// character or an early end at every position, wherever the document ends.
+    #[test]
+    fn compact_strings_across_word_boundaries() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for insert in ["", "\\\"", "\\u00e9", "\\x", "\u{1}", "\"", "é", "\\\\"] {
+                    let mut content = "a".repeat(len);
+                    content.insert_str(at, insert);
+                    for doc in [
+                        format!("\"{content}\""),
+                        format!("[\"{content}\"]"),
+                        format!("{{\"{content}\":1}}"),
+                        format!("[\"{content}"),
+                    ] {
+                        let ours = compact_of(&doc);
+                        let theirs = serde_json::from_str::<serde_json::Value>(&doc);
+                        assert_eq!(ours.is_some(), theirs.is_ok(), "{doc:?}");
+                        if let Some((_, text)) = ours {
+                            assert_eq!(text, doc);
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -71,9 +71,36 @@ impl Default for MessageOptions {
     }
 }
 
+/// One request header line: owned (`(String, Vec<u8>)`) or borrowed (`(&str, &[u8])`, how the
+/// filter reads the host's serialized header map in place, without a copy per line).
+pub trait HeaderLine {
+    /// The header name as the host gave it.
+    fn name(&self) -> &str;
+    /// The header value.
+    fn value(&self) -> &[u8];
+}
+
+impl HeaderLine for (String, Vec<u8>) {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn value(&self) -> &[u8] {
+        &self.1
+    }
+}
+
+impl HeaderLine for (&str, &[u8]) {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn value(&self) -> &[u8] {
+        self.1
+    }
+}
+
 /// A request as the filter saw it, borrowed from what the host handed over.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
+#[derive(Debug)]
+pub struct RequestView<'a, H: HeaderLine = (String, Vec<u8>)> {
     /// The method (`:method`).
     pub method: &'a str,
     /// The path with its query string (`:path`).
@@ -82,19 +109,27 @@ pub struct RequestView<'a> {
     pub authority: Option<&'a [u8]>,
     /// All request header pairs in the order the host gave them, repeats included;
     /// pseudo-headers (names starting with `:`) are ignored.
-    pub headers: &'a [(String, Vec<u8>)],
+    pub headers: &'a [H],
     /// The whole request body.
     pub body: &'a [u8],
 }
 
-impl<'a> RequestView<'a> {
+impl<H: HeaderLine> Clone for RequestView<'_, H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<H: HeaderLine> Copy for RequestView<'_, H> {}
+
+impl<'a, H: HeaderLine> RequestView<'a, H> {
     /// The value of the first header named `name` (ASCII case-insensitive), as Kong's
     /// `kong.request.get_header` returns it.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         self.headers
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .find(|h| h.name().eq_ignore_ascii_case(name))
+            .map(|h| h.value())
     }
 }
 
@@ -133,14 +168,14 @@ impl BodyKind {
 }
 
 /// Builds the message for `req`: the exact bytes that become the Kafka record value.
-pub fn build_message(opts: &MessageOptions, req: &RequestView<'_>) -> Vec<u8> {
+pub fn build_message<H: HeaderLine>(opts: &MessageOptions, req: &RequestView<'_, H>) -> Vec<u8> {
     let mut out = Vec::with_capacity(estimate(opts, req));
     write_message(&mut out, opts, req);
     out
 }
 
 /// Appends the message for `req` to `out` (see [`build_message`]).
-pub fn write_message(out: &mut Vec<u8>, opts: &MessageOptions, req: &RequestView<'_>) {
+pub fn write_message<H: HeaderLine>(out: &mut Vec<u8>, opts: &MessageOptions, req: &RequestView<'_, H>) {
     out.push(b'{');
     let mut first = true;
     if opts.forward_method {
@@ -165,13 +200,18 @@ pub fn write_message(out: &mut Vec<u8>, opts: &MessageOptions, req: &RequestView
 }
 
 /// A capacity that avoids regrowing the output for typical requests.
-fn estimate(opts: &MessageOptions, req: &RequestView<'_>) -> usize {
+fn estimate<H: HeaderLine>(opts: &MessageOptions, req: &RequestView<'_, H>) -> usize {
     let mut n = 2;
     if opts.forward_method {
         n += 12 + req.method.len();
     }
     if opts.forward_headers {
-        n += 16 + req.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
+        n += 16
+            + req
+                .headers
+                .iter()
+                .map(|h| h.name().len() + h.value().len() + 8)
+                .sum::<usize>();
     }
     if opts.forward_uri {
         n += 24 + 2 * req.path.len();
@@ -183,28 +223,29 @@ fn estimate(opts: &MessageOptions, req: &RequestView<'_>) -> usize {
     n
 }
 
-fn write_headers(out: &mut Vec<u8>, req: &RequestView<'_>) {
+fn write_headers<H: HeaderLine>(out: &mut Vec<u8>, req: &RequestView<'_, H>) {
     // (lowercased name, value) for every header line Kong would see, in order.
     let mut items: Vec<(std::borrow::Cow<'_, str>, &[u8])> = Vec::with_capacity(req.headers.len().min(MAX_HEADERS) + 1);
-    let has_host = req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
+    let has_host = req.headers.iter().any(|h| h.name().eq_ignore_ascii_case("host"));
     if !has_host {
         if let Some(authority) = req.authority {
             items.push((std::borrow::Cow::Borrowed("host"), authority));
         }
     }
-    for (name, value) in req.headers {
+    for header in req.headers {
         if items.len() >= MAX_HEADERS {
             break;
         }
+        let name = header.name();
         if name.starts_with(':') {
             continue;
         }
         let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             std::borrow::Cow::Owned(name.to_ascii_lowercase())
         } else {
-            std::borrow::Cow::Borrowed(name.as_str())
+            std::borrow::Cow::Borrowed(name)
         };
-        items.push((name, value.as_slice()));
+        items.push((name, header.value()));
     }
 
     out.push(b'{');
@@ -233,10 +274,10 @@ fn write_headers(out: &mut Vec<u8>, req: &RequestView<'_>) {
     out.push(b'}');
 }
 
-fn write_body(out: &mut Vec<u8>, first: &mut bool, req: &RequestView<'_>) {
+fn write_body<H: HeaderLine>(out: &mut Vec<u8>, first: &mut bool, req: &RequestView<'_, H>) {
     let content_type = req.header("content-type");
     let body = req.body;
-    let utf8 = std::str::from_utf8(body).ok();
+    let utf8 = json::as_utf8(body);
     // `body_base64` is set when the body had to be base64-encoded.
     let mut base64 = false;
     match BodyKind::of(content_type) {

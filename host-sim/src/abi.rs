@@ -183,6 +183,17 @@ pub fn encode_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8>
 /// Decodes a serialized map. An empty buffer and a single `0x00` byte both mean an empty map
 /// (spec, "Serialization"). `max_pairs` bounds the declared count before anything is allocated.
 pub fn decode_pairs(bytes: &[u8], max_pairs: usize) -> Result<Pairs, PairsError> {
+    decode_pairs_with(bytes, max_pairs, |k, v| (k.to_vec(), v.to_vec()))
+}
+
+/// Decodes a serialized map like [`decode_pairs`], turning each key and value into an item with
+/// `item` straight from the serialized bytes (so a caller that wants strings copies each key and
+/// value once, and one that reads guest memory in place copies nothing else).
+pub fn decode_pairs_with<T>(
+    bytes: &[u8],
+    max_pairs: usize,
+    mut item: impl FnMut(&[u8], &[u8]) -> T,
+) -> Result<Vec<T>, PairsError> {
     if bytes.is_empty() || bytes == [0] {
         return Ok(Vec::new());
     }
@@ -209,7 +220,7 @@ pub fn decode_pairs(bytes: &[u8], max_pairs: usize) -> Result<Pairs, PairsError>
         let value_len = read_u32(8 + i * 8)?;
         let key = take_terminated(bytes, &mut at, key_len)?;
         let value = take_terminated(bytes, &mut at, value_len)?;
-        pairs.push((key.to_vec(), value.to_vec()));
+        pairs.push(item(key, value));
     }
     Ok(pairs)
 }

@@ -6,7 +6,9 @@
 //! A host function the profile's host does not implement still links (so the module
 //! instantiates, as it does in Kong) but traps when called, as Kong's ngx_wasm_module does.
 
-use crate::abi::{decode_pairs, encode_pairs, BufferType, LogLevel, MapType, MetricType, Pairs, Status, StreamType};
+use crate::abi::{
+    decode_pairs_with, encode_pairs, BufferType, LogLevel, MapType, MetricType, Pairs, Status, StreamType,
+};
 use crate::hostfn::HostFunction;
 use crate::memory::{GuestMemory, MemoryError};
 use crate::profile::{Callback, MapAccess, Profile, SecondLocalResponse, StreamPhase};
@@ -86,22 +88,45 @@ fn read_str(caller: &mut HostCaller<'_>, mem: &GuestMemory, ptr: u32, len: u32) 
 }
 
 fn read_pairs(caller: &mut HostCaller<'_>, mem: &GuestMemory, ptr: u32, len: u32) -> Result<Pairs, Fault> {
-    let bytes = read(caller, mem, ptr, len)?;
-    let max_pairs = caller.data().limits.max_pairs;
-    // A map the host cannot parse is the guest's bug: BAD_ARGUMENT, never a panic.
-    decode_pairs(&bytes, max_pairs).map_err(|_| Fault::Status(Status::BadArgument))
+    read_pairs_with(caller, mem, ptr, len, |k, v| (k.to_vec(), v.to_vec()))
 }
 
-fn pairs_to_strings(pairs: &Pairs) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            (
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        })
-        .collect()
+/// A serialized map from the guest as (lossy UTF-8) strings.
+fn read_string_pairs(
+    caller: &mut HostCaller<'_>,
+    mem: &GuestMemory,
+    ptr: u32,
+    len: u32,
+) -> Result<Vec<(String, String)>, Fault> {
+    read_pairs_with(caller, mem, ptr, len, |k, v| (lossy(k), lossy(v)))
+}
+
+/// Decodes a serialized map in place in guest memory, each pair through `item`: the map is not
+/// copied out first, and each key and value is copied once, into what `item` makes of it.
+fn read_pairs_with<T>(
+    caller: &mut HostCaller<'_>,
+    mem: &GuestMemory,
+    ptr: u32,
+    len: u32,
+    item: impl FnMut(&[u8], &[u8]) -> T,
+) -> Result<Vec<T>, Fault> {
+    let max = max_buf(caller);
+    if len as usize > max {
+        return Err(MemoryError::TooLarge(len).into());
+    }
+    let max_pairs = caller.data().limits.max_pairs;
+    // A map the host cannot parse is the guest's bug: BAD_ARGUMENT, never a panic.
+    mem.with_slice(caller, ptr, len, |bytes| decode_pairs_with(bytes, max_pairs, item))?
+        .map_err(|_| Fault::Status(Status::BadArgument))
+}
+
+/// Guest bytes as text, invalid UTF-8 replaced. Valid text (nearly always) takes the standard
+/// validator's fast path rather than the lossy decoder's chunk by chunk walk.
+fn lossy(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// Registers every host function and WASI preview 1.
@@ -606,7 +631,7 @@ fn streams(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             hostcall(&mut c, HostFunction::SendLocalResponse, |c, mem| {
                 let details = read_str(c, mem, details_ptr, details_len)?;
                 let body = read(c, mem, body_ptr, body_len)?;
-                let headers = read_pairs(c, mem, headers_ptr, headers_len)?;
+                let headers = read_string_pairs(c, mem, headers_ptr, headers_len)?;
                 let state = c.data_mut();
                 let profile = state.profile;
                 let stream = state.effective_stream().ok_or(Status::BadArgument)?;
@@ -628,7 +653,7 @@ fn streams(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 stream.pending_local_response = Some(LocalResponse {
                     status,
                     details,
-                    headers: pairs_to_strings(&headers),
+                    headers,
                     body,
                     grpc_status: (grpc_status >= 0).then_some(grpc_status),
                 });
@@ -669,9 +694,9 @@ fn http_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          ret_token: u32| {
             hostcall(&mut c, HostFunction::HttpCall, |c, mem| {
                 let upstream = read_str(c, mem, up_ptr, up_len)?;
-                let headers = read_pairs(c, mem, headers_ptr, headers_len)?;
+                let headers = read_string_pairs(c, mem, headers_ptr, headers_len)?;
                 let body = read(c, mem, body_ptr, body_len)?;
-                let trailers = read_pairs(c, mem, trailers_ptr, trailers_len)?;
+                let trailers = read_string_pairs(c, mem, trailers_ptr, trailers_len)?;
                 mem.check_writable(&mut *c, ret_token, 4)?;
                 let state = c.data_mut();
                 let profile = state.profile;
@@ -696,7 +721,6 @@ fn http_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     );
                     return Ok(Status::BadArgument);
                 }
-                let headers = pairs_to_strings(&headers);
                 for required in profile.required_call_headers() {
                     if !headers.iter().any(|(k, v)| k == required && !v.is_empty()) {
                         state.push_log(LogLevel::Error, format!("proxy_http_call: missing {required} header"));
@@ -716,7 +740,7 @@ fn http_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                         upstream,
                         headers,
                         body,
-                        trailers: pairs_to_strings(&trailers),
+                        trailers,
                         timeout_ms,
                         deadline_ns,
                     },
@@ -747,7 +771,7 @@ fn open_grpc(
     let upstream = read_str(c, mem, up_ptr, up_len)?;
     let service = read_str(c, mem, svc_ptr, svc_len)?;
     let method = read_str(c, mem, method_ptr, method_len)?;
-    let metadata = read_pairs(c, mem, md_ptr, md_len)?;
+    let metadata = read_string_pairs(c, mem, md_ptr, md_len)?;
     mem.check_writable(&mut *c, ret_token, 4)?;
     let state = c.data_mut();
     // Spec: PARSE_FAILURE for an unknown upstream (Envoy: a cluster it knows).
@@ -765,7 +789,7 @@ fn open_grpc(
             upstream,
             service,
             method,
-            initial_metadata: pairs_to_strings(&metadata),
+            initial_metadata: metadata,
             messages: message.into_iter().collect(),
             end_stream_sent: kind == GrpcKind::Call,
             cancelled: false,

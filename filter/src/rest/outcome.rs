@@ -71,7 +71,17 @@ pub fn classify(api: &Api, reply: &ReplyView<'_>) -> Outcome {
     if !(200..300).contains(&status) {
         return error_status(status, reply.body);
     }
-    let body: Option<Value> = serde_json::from_slice(reply.body).ok();
+    // The usual acknowledgement is recognised without building a `Value` tree (a dozen
+    // allocations per reply); any other reply is read in full below, which alone decides.
+    if ack::acknowledged(api, reply.body) {
+        return Outcome::Acknowledged;
+    }
+    classify_2xx(api, status, reply.body)
+}
+
+/// Classifies a 2xx reply by reading its body as a `Value`.
+fn classify_2xx(api: &Api, status: u16, body: &[u8]) -> Outcome {
+    let body: Option<Value> = serde_json::from_slice(body).ok();
     let mut failure = Failure {
         status: Some(status),
         ..Failure::default()
@@ -251,6 +261,216 @@ fn v3_result(status: u16, result: &Value) -> Outcome {
         None => {
             failure.reason = "reply without error_code";
             Outcome::Failed(failure)
+        }
+    }
+}
+
+/// Recognising a plain acknowledgement without allocating.
+///
+/// [`acknowledged`] is true only for replies that the `Value`-based reading in [`classify`]
+/// acknowledges too: the body is parsed by the same `serde_json` deserializer with the same
+/// checks (every string, escape, number and nesting level is visited as `Value` visits it; only
+/// nothing is kept), and anything outside the plain shape (a member given twice, an `offsets`
+/// that is not a non-empty array of objects, an `error_code` that is not null, or for v3 not
+/// the integer 200) makes it false, leaving the decision to the full reading.
+mod ack {
+    use std::fmt;
+
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    use crate::config::Api;
+
+    /// Whether `body` (of a 2xx reply) is a plain acknowledgement of `api`.
+    pub(super) fn acknowledged(api: &Api, body: &[u8]) -> bool {
+        match api {
+            Api::V2 => serde_json::from_slice::<V2Reply>(body).is_ok_and(|r| r.0),
+            Api::V3 { .. } => serde_json::from_slice::<V3Result>(body).is_ok_and(|r| r.0),
+        }
+    }
+
+    /// What a checked value was, as far as an acknowledgement cares.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Seen {
+        Null,
+        /// The integer 200 (what `Value::as_i64` reads as 200).
+        Int200,
+        Other,
+    }
+
+    /// Any JSON value, read with the checks `serde_json::Value` applies, then dropped.
+    impl<'de> Deserialize<'de> for Seen {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(SeenVisitor)
+        }
+    }
+
+    struct SeenVisitor;
+
+    impl<'de> Visitor<'de> for SeenVisitor {
+        type Value = Seen;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_unit<E>(self) -> Result<Seen, E> {
+            Ok(Seen::Null)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Seen, E> {
+            Ok(Seen::Other)
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Seen, E> {
+            Ok(if v == 200 { Seen::Int200 } else { Seen::Other })
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Seen, E> {
+            Ok(if v == 200 { Seen::Int200 } else { Seen::Other })
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Seen, E> {
+            Ok(Seen::Other)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Seen, E> {
+            Ok(Seen::Other)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Seen, A::Error> {
+            while seq.next_element::<Seen>()?.is_some() {}
+            Ok(Seen::Other)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Seen, A::Error> {
+            while map.next_key::<Seen>()?.is_some() {
+                map.next_value::<Seen>()?;
+            }
+            Ok(Seen::Other)
+        }
+    }
+
+    /// An object key: whether it is the one name the reader looks for.
+    struct KeyIs<const OFFSETS: bool>(bool);
+
+    impl<'de, const OFFSETS: bool> Deserialize<'de> for KeyIs<OFFSETS> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(KeyVisitor(if OFFSETS { "offsets" } else { "error_code" }))
+                .map(KeyIs)
+        }
+    }
+
+    struct KeyVisitor(&'static str);
+
+    impl<'de> Visitor<'de> for KeyVisitor {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object key")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+            Ok(v == self.0)
+        }
+    }
+
+    /// Reads an object, checking every member; returns what its one `error_code` (or `offsets`,
+    /// with `OFFSETS`) member was, or an error when that member is given twice.
+    fn member<'de, A: MapAccess<'de>, T: Deserialize<'de>, const OFFSETS: bool>(
+        mut map: A,
+    ) -> Result<Option<T>, A::Error> {
+        let mut found = None;
+        while let Some(KeyIs(wanted)) = map.next_key::<KeyIs<OFFSETS>>()? {
+            if !wanted {
+                map.next_value::<Seen>()?;
+            } else if found.is_some() {
+                return Err(de::Error::custom("member given twice"));
+            } else {
+                found = Some(map.next_value::<T>()?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// A v2 reply: true when `offsets` is a non-empty array of acknowledged entries.
+    struct V2Reply(bool);
+
+    impl<'de> Deserialize<'de> for V2Reply {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(V2ReplyVisitor)
+        }
+    }
+
+    struct V2ReplyVisitor;
+
+    impl<'de> Visitor<'de> for V2ReplyVisitor {
+        type Value = V2Reply;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a v2 produce reply")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V2Reply, A::Error> {
+            let offsets = member::<A, Offsets, true>(map)?;
+            Ok(V2Reply(offsets.is_some_and(|o| o.0)))
+        }
+    }
+
+    /// The v2 `offsets` array: true when it is non-empty and every entry is acknowledged.
+    struct Offsets(bool);
+
+    impl<'de> Deserialize<'de> for Offsets {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_seq(OffsetsVisitor)
+        }
+    }
+
+    struct OffsetsVisitor;
+
+    impl<'de> Visitor<'de> for OffsetsVisitor {
+        type Value = Offsets;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an offsets array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Offsets, A::Error> {
+            let mut entries = 0usize;
+            let mut all = true;
+            while let Some(entry) = seq.next_element::<V2Entry>()? {
+                entries += 1;
+                all &= entry.0;
+            }
+            Ok(Offsets(entries > 0 && all))
+        }
+    }
+
+    /// One v2 `offsets` entry: true when its `error_code` is null or absent.
+    struct V2Entry(bool);
+
+    impl<'de> Deserialize<'de> for V2Entry {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(V2EntryVisitor)
+        }
+    }
+
+    struct V2EntryVisitor;
+
+    impl<'de> Visitor<'de> for V2EntryVisitor {
+        type Value = V2Entry;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an offsets entry")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V2Entry, A::Error> {
+            let code = member::<A, Seen, false>(map)?;
+            Ok(V2Entry(matches!(code, None | Some(Seen::Null))))
+        }
+    }
+
+    /// A v3 result: true when its `error_code` is the integer 200.
+    struct V3Result(bool);
+
+    impl<'de> Deserialize<'de> for V3Result {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(V3ResultVisitor)
+        }
+    }
+
+    struct V3ResultVisitor;
+
+    impl<'de> Visitor<'de> for V3ResultVisitor {
+        type Value = V3Result;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a v3 produce result")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V3Result, A::Error> {
+            let code = member::<A, Seen, false>(map)?;
+            Ok(V3Result(code == Some(Seen::Int200)))
         }
     }
 }
@@ -489,6 +709,82 @@ mod tests {
         ];
         for (r, want) in cases {
             assert_eq!(classify(&Api::V2, &r), want, "{:?}", String::from_utf8_lossy(r.body));
+        }
+    }
+
+    /// The allocation-free reading acknowledges only what the `Value` reading acknowledges, and
+    /// does acknowledge the usual replies.
+    #[test]
+    fn fast_acknowledgement_agrees_with_the_full_reading() {
+        let usual_v2 = [
+            r#"{"offsets":[{"partition":0,"offset":1,"error_code":null,"error":null}],"key_schema_id":null,"value_schema_id":null}"#,
+            r#"{"offsets":[{"partition":2,"offset":17}]}"#,
+            r#" { "offsets" : [ {"partition":0,"offset":1} , {"partition":1,"offset":9,"error_code":null} ] } "#,
+            r#"{"off\u0073ets":[{"err\u006fr_code":null,"x":[1,{"y":"\ud83d\ude00"}]}]}"#,
+        ];
+        let usual_v3 = [
+            r#"{"error_code":200,"cluster_id":"c","topic_name":"t","partition_id":0,"offset":3}"#,
+            r#"{"cluster_id":"c","error_code":200,"key":{"type":"BINARY","size":1},"value":null}"#,
+        ];
+        let others = [
+            "",
+            "null",
+            "[]",
+            "{}",
+            "{",
+            r#"{"offsets":[]}"#,
+            r#"{"offsets":{}}"#,
+            r#"{"offsets":null}"#,
+            r#"{"offsets":[1]}"#,
+            r#"{"offsets":[[]]}"#,
+            r#"{"offsets":[{"error_code":0}]}"#,
+            r#"{"offsets":[{"error_code":50002,"error":"boom"}]}"#,
+            r#"{"offsets":[{"partition":0}],"offsets":[]}"#,
+            r#"{"offsets":[],"offsets":[{"partition":0}]}"#,
+            r#"{"offsets":[{"error_code":1,"error_code":null}]}"#,
+            r#"{"offsets":[{"error_code":null,"error_code":1}]}"#,
+            r#"{"offsets":[{"partition":0}],"x":"\ud800"}"#,
+            r#"{"offsets":[{"partition":0}],"x":"a\qb"}"#,
+            r#"{"offsets":[{"partition":0}],"x":01}"#,
+            r#"{"offsets":[{"partition":0}]} x"#,
+            r#"{"offsets":[{"partition":0}]}{}"#,
+            r#"{"offsets":[{"partition":0,}]}"#,
+            r#"{"error_code":200.0}"#,
+            r#"{"error_code":2e2}"#,
+            r#"{"error_code":"200"}"#,
+            r#"{"error_code":200,"error_code":400}"#,
+            r#"{"error_code":400,"error_code":200}"#,
+            r#"{"error_code":-200}"#,
+            r#"{"error_code":200,"message":"\u00"}"#,
+            "{\"error_code\":200,\"m\":\"\u{1}\"}",
+        ];
+        let deep = format!("{{\"offsets\":[{{\"p\":{}{}}}]}}", "[".repeat(200), "]".repeat(200));
+        let bad_utf8 = b"{\"offsets\":[{\"p\":0}],\"x\":\"\xff\"}".to_vec();
+        let mut all: Vec<Vec<u8>> = usual_v2
+            .iter()
+            .chain(&usual_v3)
+            .chain(&others)
+            .map(|b| b.as_bytes().to_vec())
+            .collect();
+        all.push(deep.into_bytes());
+        all.push(bad_utf8);
+        for api in [Api::V2, v3()] {
+            for body in &all {
+                if ack::acknowledged(&api, body) {
+                    assert_eq!(
+                        classify_2xx(&api, 200, body),
+                        Outcome::Acknowledged,
+                        "{api:?} {}",
+                        String::from_utf8_lossy(body)
+                    );
+                }
+            }
+        }
+        for body in usual_v2 {
+            assert!(ack::acknowledged(&Api::V2, body.as_bytes()), "{body}");
+        }
+        for body in usual_v3 {
+            assert!(ack::acknowledged(&v3(), body.as_bytes()), "{body}");
         }
     }
 

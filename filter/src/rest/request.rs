@@ -40,8 +40,72 @@ pub fn build_request(
     partition: Option<u32>,
     message: &[u8],
 ) -> RestRequest {
-    let body = build_body(rp, key, partition, message);
-    produce_request(rp, topic, body)
+    build_produce_call(rp, topic, key, partition, message).into_request(rp)
+}
+
+/// A produce request as the filter dispatches it: the same request as [`build_request`], with
+/// its headers borrowed from the configuration and from two strings built per request (path
+/// and content length) instead of a pair of `String`s each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceCall {
+    path: String,
+    content_length: String,
+    /// The JSON request body.
+    pub body: Vec<u8>,
+}
+
+impl ProduceCall {
+    fn new(rp: &RestProxy, topic: &str, body: Vec<u8>) -> Self {
+        ProduceCall {
+            path: path(rp, topic),
+            content_length: body.len().to_string(),
+            body,
+        }
+    }
+
+    /// The header pairs, pseudo-headers first, then the configured static headers.
+    pub fn headers<'a>(&'a self, rp: &'a RestProxy) -> Vec<(&'a str, &'a str)> {
+        let (content_type, accept) = match (&rp.api, rp.format) {
+            (Api::V2, Format::Binary) => ("application/vnd.kafka.binary.v2+json", "application/vnd.kafka.v2+json"),
+            (Api::V2, Format::Json) => ("application/vnd.kafka.json.v2+json", "application/vnd.kafka.v2+json"),
+            (Api::V3 { .. }, _) => ("application/json", "application/json"),
+        };
+        let mut headers = Vec::with_capacity(7 + rp.headers.len());
+        headers.extend([
+            (":method", "POST"),
+            (":path", self.path.as_str()),
+            (":authority", rp.authority.as_str()),
+            (":scheme", rp.scheme.as_str()),
+            ("content-type", content_type),
+            ("accept", accept),
+            ("content-length", self.content_length.as_str()),
+        ]);
+        add_static_headers(&mut headers, rp);
+        headers
+    }
+
+    fn into_request(self, rp: &RestProxy) -> RestRequest {
+        let headers = owned(&self.headers(rp));
+        RestRequest {
+            headers,
+            body: self.body,
+        }
+    }
+}
+
+/// Builds the produce request of `message` to `topic` for dispatching (see [`ProduceCall`]).
+pub fn build_produce_call(
+    rp: &RestProxy,
+    topic: &str,
+    key: Option<&[u8]>,
+    partition: Option<u32>,
+    message: &[u8],
+) -> ProduceCall {
+    ProduceCall::new(rp, topic, build_body(rp, key, partition, message))
+}
+
+fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// Bytes a batch body adds around its records: v2 `{"records":[` and `]}`; none for v3, whose
@@ -114,49 +178,34 @@ pub fn build_probe_request(rp: &RestProxy) -> RestRequest {
         Api::V2 => "application/vnd.kafka.v2+json",
         Api::V3 { .. } => "application/json",
     };
-    let mut headers: Vec<(String, String)> = vec![
-        (":method".into(), "GET".into()),
-        (":path".into(), path),
-        (":authority".into(), rp.authority.clone()),
-        (":scheme".into(), rp.scheme.as_str().into()),
-        ("accept".into(), accept.into()),
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", path.as_str()),
+        (":authority", rp.authority.as_str()),
+        (":scheme", rp.scheme.as_str()),
+        ("accept", accept),
     ];
     add_static_headers(&mut headers, rp);
     RestRequest {
-        headers,
+        headers: owned(&headers),
         body: Vec::new(),
     }
 }
 
 /// The `POST` of `body` to `topic`'s produce path, with the format's content types.
 fn produce_request(rp: &RestProxy, topic: &str, body: Vec<u8>) -> RestRequest {
-    let (content_type, accept) = match (&rp.api, rp.format) {
-        (Api::V2, Format::Binary) => ("application/vnd.kafka.binary.v2+json", "application/vnd.kafka.v2+json"),
-        (Api::V2, Format::Json) => ("application/vnd.kafka.json.v2+json", "application/vnd.kafka.v2+json"),
-        (Api::V3 { .. }, _) => ("application/json", "application/json"),
-    };
-    let mut headers: Vec<(String, String)> = vec![
-        (":method".into(), "POST".into()),
-        (":path".into(), path(rp, topic)),
-        (":authority".into(), rp.authority.clone()),
-        (":scheme".into(), rp.scheme.as_str().into()),
-        ("content-type".into(), content_type.into()),
-        ("accept".into(), accept.into()),
-        ("content-length".into(), body.len().to_string()),
-    ];
-    add_static_headers(&mut headers, rp);
-    RestRequest { headers, body }
+    ProduceCall::new(rp, topic, body).into_request(rp)
 }
 
 /// Adds the configured static headers; one with the name of a computed header replaces it.
-fn add_static_headers(headers: &mut Vec<(String, String)>, rp: &RestProxy) {
+fn add_static_headers<'a>(headers: &mut Vec<(&'a str, &'a str)>, rp: &'a RestProxy) {
     for (name, value) in &rp.headers {
         match name.as_str() {
             // Computed by the filter, or carried by :authority.
             "content-length" | "host" | "transfer-encoding" => {}
-            _ => match headers.iter_mut().find(|(n, _)| n == name) {
-                Some(existing) => existing.1.clone_from(value),
-                None => headers.push((name.clone(), value.clone())),
+            _ => match headers.iter_mut().find(|(n, _)| *n == name.as_str()) {
+                Some(existing) => existing.1 = value,
+                None => headers.push((name, value)),
             },
         }
     }
