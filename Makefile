@@ -17,7 +17,7 @@ E2E_REQS   := tests/e2e/requirements.txt
 # Every wasm32 package: the filter and each crate under test-filters/.
 WASM_PKGS  := -p kafka-upstream $(shell awk -F'"' '/^name = /{print "-p " $$2; nextfile}' test-filters/*/Cargo.toml)
 
-.PHONY: all build wasm host-sim run transcript test unit lint e2e venv bench fmt clean
+.PHONY: all build wasm host-sim test-build run transcript test unit lint e2e venv bench fmt clean
 
 all: build
 
@@ -29,6 +29,12 @@ wasm:
 
 host-sim:
 	$(CARGO) build --release -p host-sim
+
+# What `make unit` compiles (every test, host-sim's binary among them), without running it: the
+# end-to-end suite uses that host-sim binary. `cargo build -p host-sim` alone would resolve
+# features without the workspace's dev-dependencies and recompile part of the tree a second time.
+test-build:
+	$(CARGO) test --release --no-run
 
 # The main job: the filter under `host-sim serve` with the embedded Kafka REST proxy. Prints a
 # curl line that produces a message and one that reads it back. Ctrl-C stops it.
@@ -68,7 +74,7 @@ $(VENV)/.installed: $(E2E_REQS)
 # host-sim serve with the same file, on 127.0.0.1 ports; logs of a failed run stay in build/e2e/.
 # pytest's exit code 5 (no test collected) is a failure too, and so is a run over 15 minutes
 # (every wait inside is bounded; this is the backstop; SIGTERM makes the suite stop its processes).
-e2e: wasm host-sim venv
+e2e: wasm test-build venv
 	cd tests/e2e && PYTHONDONTWRITEBYTECODE=1 timeout -k 30 900 ../../$(VENV)/bin/python -m pytest; \
 	status=$$?; \
 	if [ $$status -eq 5 ]; then echo "e2e: pytest collected no tests" >&2; exit 1; fi; \
@@ -78,10 +84,12 @@ e2e: wasm host-sim venv
 # Benchmarks (issue 7), one table of every figure beside its baseline and the targets (reported,
 # never asserted). Parts 1-2, bench/ (target/release/bench): the filter's guest cost against a
 # no-op filter and native code, host-sim's per-request overhead, warm start against a fresh
-# compile (its own table goes to target/bench/parts12.txt). Part 3, tests/e2e/bench_gateway.py:
-# wrk (Debian's; installed here when missing) on loopback, every run bounded in time, against
-# host-sim serve sync vs async and real Envoy with vs without the filter. JSON: target/bench/*.json.
-# BENCH_ARGS passes options to part 3, e.g. BENCH_ARGS="--duration 5 --reps 5".
+# compile (its own table goes to target/bench/parts12.txt). Part 3, tests/e2e/bench_gateway.py,
+# which also runs the bench binary and prints the combined table: wrk (Debian's; installed here
+# when missing) on loopback, every run bounded in time, against host-sim serve sync vs async and
+# real Envoy with vs without the filter. JSON: target/bench/*.json. The table says how much CPU
+# other processes took meanwhile. BENCH_ARGS passes options to part 3, e.g.
+# BENCH_ARGS="--duration 5 --reps 9".
 BENCH_OUT  := target/bench
 BENCH_ARGS ?=
 bench: wasm venv
@@ -92,12 +100,8 @@ bench: wasm venv
 		apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
 		$$apt install -y -qq wrk || { $$apt update -qq && $$apt install -y -qq wrk; }; }
 	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk is not installed and could not be installed" >&2; exit 1; }
-	@mkdir -p $(BENCH_OUT)
-	@echo "bench parts 1-2: filter guest cost, host-sim overhead, warm start (table: $(BENCH_OUT)/parts12.txt)"
-	target/release/bench --out $(BENCH_OUT)/results.json > $(BENCH_OUT)/parts12.txt
-	@echo "bench part 3: gateway throughput and latency (wrk)"
-	PYTHONDONTWRITEBYTECODE=1 timeout -k 10 480 $(VENV)/bin/python tests/e2e/bench_gateway.py \
-		--parts12 $(BENCH_OUT)/results.json --out-dir $(BENCH_OUT) $(BENCH_ARGS)
+	PYTHONDONTWRITEBYTECODE=1 timeout -k 10 540 $(VENV)/bin/python tests/e2e/bench_gateway.py \
+		--parts12-binary target/release/bench --out-dir $(BENCH_OUT) $(BENCH_ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,26 +1,32 @@
-"""make bench, part 3 (issue 7): gateway throughput and latency under wrk (Debian's), loopback
-only, every run bounded in time; then the combined table of parts 1-3 with their baselines and
-the issue's targets (reported, never asserted).
+"""make bench, parts 1-3 (issue 7): runs the bench binary (parts 1 and 2: guest cost, host-sim
+overhead, warm start) or reads its JSON, then part 3, gateway throughput and latency under wrk
+(Debian's), loopback only, every run bounded in time; then prints the combined table of parts 1-3
+with their baselines and the issue's targets (reported, never asserted).
 
  3a. `host-sim serve` with the embedded REST proxy, the filter in synchronous mode against the
      same filter in asynchronous mode (`producer_async: true`): same request, same kind of REST
      proxy (each process its own embedded one), wrk -c16: req/s, p50, p99 and the ratio.
  3b. Real Envoy 1.40 (the e2e venv's, --concurrency 1) running the committed envoy.yaml with free
-     ports, its REST proxy `host-sim rest-proxy` in memory, against the same Envoy with neither the
-     wasm filter nor the buffer filter, its route answering with a direct_response: the filter's
-     added latency at p50 and p99 (wrk -c1: one request at a time, so latency is service time, not
-     queueing) and req/s (wrk -c16). The filter runs in the committed synchronous mode (the added
-     latency includes the REST proxy's round trip) and in asynchronous mode (the filter's own cost).
+     ports, its REST proxy `host-sim rest-proxy` in memory, against the same Envoy without the
+     wasm filter (the buffer filter kept), its route answering 200 with a direct_response: the
+     filter's added latency at p50 and p99 (wrk -c1: one request at a time, so latency is service
+     time, not queueing) and req/s (wrk -c16). The filter runs in the committed synchronous mode
+     (the added latency includes the REST proxy's round trip) and in asynchronous mode (the
+     filter's own cost).
 
 Each target runs `--reps` times, the targets of a part interleaved so drift hits them alike; the
 median of the runs is reported. wrk runs on a CPU of its own (the last one), the servers on the
-others (--no-pin: anywhere): on a 2-core machine this steadies the figures. The filter configuration is envoy.yaml's everywhere (every
-forward_* flag on), and the request is the same 1 KiB JSON POST as in part 1.
+others (--no-pin: anywhere): on a 2-core machine this steadies the figures. The filter
+configuration is envoy.yaml's everywhere (every forward_* flag on), and the request is the same
+1 KiB JSON POST as in part 1.
 
-Usage (make bench runs it with the e2e venv's Python):
-  build/venv/bin/python tests/e2e/bench_gateway.py [--parts12 target/bench/results.json]
+Usage (make bench runs it with the e2e venv's Python and --parts12-binary target/release/bench):
+  build/venv/bin/python tests/e2e/bench_gateway.py
+      [--parts12-binary target/release/bench | --parts12 target/bench/results.json]
       [--out-dir target/bench] [--duration 2] [--reps 5] [--workers 1] [--no-pin]
-Writes OUT_DIR/gateway.json (every run) and OUT_DIR/summary.json (the combined table's rows).
+Writes OUT_DIR/gateway.json (every run) and OUT_DIR/summary.json (the combined table's rows, and
+the CPU time other processes took during the run: the figures of a busy machine are not those of
+an idle one).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -368,6 +375,32 @@ def part_3b(wrk: Wrk, body: bytes, args, run_dir: Path) -> dict:
             "throughput_connections": THROUGHPUT_CONNECTIONS, "added": added}
 
 
+class CpuWatch:
+    """CPU time the machine spent outside this process and its reaped children (servers stopped,
+    wrk runs, the bench binary) over a phase: user, nice, system and steal time from /proc/stat
+    minus our own. Interrupt time is left out (loopback traffic is partly accounted there)."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        user, nice, system, steal = fields[0], fields[1], fields[2], fields[7]
+        busy = (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+        return time.monotonic(), busy, ours
+
+    def stop(self) -> dict:
+        (t0, busy0, ours0), (t1, busy1, ours1) = self.start, self._sample()
+        wall = t1 - t0
+        other = max(0.0, (busy1 - busy0) - (ours1 - ours0))
+        return {"wall_s": wall, "busy_cpu_s": busy1 - busy0, "ours_cpu_s": ours1 - ours0,
+                "other_cpu_s": other, "share": other / (wall * (os.cpu_count() or 1))}
+
+
 # ---------------------------------------------------------------------------------------------
 # The combined table.
 
@@ -490,6 +523,9 @@ def print_table(rows: list[dict], header: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts12", type=Path, help="results.json of bench parts 1 and 2")
+    parser.add_argument("--parts12-binary", type=Path,
+                        help="run this bench binary first (parts 1 and 2): its JSON goes to "
+                             "OUT_DIR/results.json, its own table to OUT_DIR/parts12.txt")
     parser.add_argument("--out-dir", type=Path, default=REPO / "target" / "bench")
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
     parser.add_argument("--reps", type=int, default=5, help="wrk runs per target")
@@ -505,6 +541,19 @@ def main() -> int:
     body = json_body(1024)
     script = run_dir / "post.lua"
     write_wrk_script(script, body)
+    filter_config = envoy_filter_config(render_envoy_yaml(EnvoyPorts(1, 2, 3), WASM))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    load = {}
+    if args.parts12_binary:
+        args.parts12 = args.out_dir / "results.json"
+        print("1-2. filter guest cost, host-sim overhead, warm start "
+              f"({args.parts12_binary}; its table: {args.out_dir / 'parts12.txt'})", flush=True)
+        watch = CpuWatch()
+        with open(args.out_dir / "parts12.txt", "wb") as table:
+            subprocess.run([args.parts12_binary.resolve(), "--out", args.parts12.resolve()],
+                           stdout=table, check=True, timeout=600, cwd=REPO)
+        load["parts 1-2"] = watch.stop()
+    p12 = json.loads(args.parts12.read_text()) if args.parts12 else None
     # On a small machine the figures are steadier with the load generator on a CPU of its own:
     # wrk on the last CPU, this process and every server it starts (they inherit it) on the rest.
     cpus = sorted(os.sched_getaffinity(0))
@@ -513,9 +562,8 @@ def main() -> int:
         pinning = {"servers": cpus[:-1], "wrk": cpus[-1:]}
         os.sched_setaffinity(0, set(pinning["servers"]))
     wrk = Wrk(script, args.duration, set(pinning["wrk"]) if pinning else None)
-    p12 = json.loads(args.parts12.read_text()) if args.parts12 else None
-    filter_config = envoy_filter_config(render_envoy_yaml(EnvoyPorts(1, 2, 3), WASM))
     started = time.monotonic()
+    watch = CpuWatch()
     try:
         host_sim = part_3a(wrk, filter_config, body, args, run_dir)
         envoy = part_3b(wrk, body, args, run_dir)
@@ -523,26 +571,32 @@ def main() -> int:
         stop_all()
         print(f"bench: logs and generated files kept in {run_dir}", file=sys.stderr)
         raise
+    load["part 3"] = watch.stop()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     gateway = {
         "machine": machine(), "date": stamp, "wrk": wrk.version,
         "duration_s": args.duration, "reps": args.reps, "seconds": time.monotonic() - started,
-        "cpu_pinning": pinning,
+        "cpu_pinning": pinning, "other_load": load,
         "request": {"method": "POST", "path": PATH, "content_type": "application/json",
                     "body_bytes": len(body)},
         "filter_config": filter_config, "host_sim": host_sim, "envoy": envoy,
     }
     rows = summary_rows(p12, gateway)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "gateway.json").write_text(json.dumps(gateway, indent=2))
     (args.out_dir / "summary.json").write_text(json.dumps(
-        {"machine": gateway["machine"], "date": stamp, "targets": TARGETS, "rows": rows},
+        {"machine": gateway["machine"], "date": stamp, "other_load": load, "targets": TARGETS,
+         "rows": rows},
         indent=2))
     pinned = (f"; servers on CPU {','.join(map(str, pinning['servers']))}, wrk on CPU "
               f"{','.join(map(str, pinning['wrk']))}" if pinning else "")
+    others = "; ".join(f"{phase} {v['share']:.0%}" for phase, v in load.items())
     print_table(rows, f"make bench — {gateway['machine']} — {stamp}\n(targets reported, not "
                       f"asserted; part 3: medians of {args.reps} wrk runs of {args.duration:g} s "
-                      f"per gateway{pinned})")
+                      f"per gateway{pinned})\nCPU used by other processes during the run (share "
+                      f"of all CPUs): {others}")
+    if any(v["share"] > 0.05 for v in load.values()):
+        print("bench: WARNING other processes used the CPUs during the run: the figures are "
+              "not those of an idle machine", file=sys.stderr)
     print(f"\nJSON: {args.out_dir / 'summary.json'}, {args.out_dir / 'gateway.json'}"
           + (f", {args.parts12}" if args.parts12 else ""))
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -381,44 +381,72 @@ mod ack {
         Ok(found)
     }
 
+    /// Implements `Deserialize` for a `bool` newtype read with `deserialize_any` through
+    /// `$visitor`, whose `visit_map` or `visit_seq` (given) decides; every other JSON value is
+    /// checked, then read as `false`. (`deserialize_any` rather than `deserialize_map`: a type
+    /// mismatch would build an error message, and formatting it links float formatting into the
+    /// module.)
+    macro_rules! shape {
+        ($name:ident, $visitor:ident, $expecting:literal, $($given:item),* $(,)?) => {
+            impl<'de> Deserialize<'de> for $name {
+                fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                    d.deserialize_any($visitor)
+                }
+            }
+
+            struct $visitor;
+
+            impl<'de> Visitor<'de> for $visitor {
+                type Value = $name;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str($expecting)
+                }
+                fn visit_unit<E>(self) -> Result<$name, E> {
+                    Ok($name(false))
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<$name, E> {
+                    Ok($name(false))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<$name, E> {
+                    Ok($name(false))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<$name, E> {
+                    Ok($name(false))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<$name, E> {
+                    Ok($name(false))
+                }
+                fn visit_str<E>(self, _: &str) -> Result<$name, E> {
+                    Ok($name(false))
+                }
+                $($given)*
+            }
+        };
+    }
+
     /// A v2 reply: true when `offsets` is a non-empty array of acknowledged entries.
     struct V2Reply(bool);
 
-    impl<'de> Deserialize<'de> for V2Reply {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(V2ReplyVisitor)
-        }
-    }
-
-    struct V2ReplyVisitor;
-
-    impl<'de> Visitor<'de> for V2ReplyVisitor {
-        type Value = V2Reply;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a v2 produce reply")
-        }
+    shape!(
+        V2Reply,
+        V2ReplyVisitor,
+        "a v2 produce reply",
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V2Reply, A::Error> {
             let offsets = member::<A, Offsets, true>(map)?;
             Ok(V2Reply(offsets.is_some_and(|o| o.0)))
+        },
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V2Reply, A::Error> {
+            SeenVisitor.visit_seq(seq).map(|_| V2Reply(false))
         }
-    }
+    );
 
     /// The v2 `offsets` array: true when it is non-empty and every entry is acknowledged.
     struct Offsets(bool);
 
-    impl<'de> Deserialize<'de> for Offsets {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_seq(OffsetsVisitor)
-        }
-    }
-
-    struct OffsetsVisitor;
-
-    impl<'de> Visitor<'de> for OffsetsVisitor {
-        type Value = Offsets;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an offsets array")
-        }
+    shape!(
+        Offsets,
+        OffsetsVisitor,
+        "an offsets array",
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Offsets, A::Error> {
             let mut entries = 0usize;
             let mut all = true;
@@ -427,52 +455,43 @@ mod ack {
                 all &= entry.0;
             }
             Ok(Offsets(entries > 0 && all))
+        },
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Offsets, A::Error> {
+            SeenVisitor.visit_map(map).map(|_| Offsets(false))
         }
-    }
+    );
 
     /// One v2 `offsets` entry: true when its `error_code` is null or absent.
     struct V2Entry(bool);
 
-    impl<'de> Deserialize<'de> for V2Entry {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(V2EntryVisitor)
-        }
-    }
-
-    struct V2EntryVisitor;
-
-    impl<'de> Visitor<'de> for V2EntryVisitor {
-        type Value = V2Entry;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an offsets entry")
-        }
+    shape!(
+        V2Entry,
+        V2EntryVisitor,
+        "an offsets entry",
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V2Entry, A::Error> {
             let code = member::<A, Seen, false>(map)?;
             Ok(V2Entry(matches!(code, None | Some(Seen::Null))))
+        },
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V2Entry, A::Error> {
+            SeenVisitor.visit_seq(seq).map(|_| V2Entry(false))
         }
-    }
+    );
 
     /// A v3 result: true when its `error_code` is the integer 200.
     struct V3Result(bool);
 
-    impl<'de> Deserialize<'de> for V3Result {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(V3ResultVisitor)
-        }
-    }
-
-    struct V3ResultVisitor;
-
-    impl<'de> Visitor<'de> for V3ResultVisitor {
-        type Value = V3Result;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a v3 produce result")
-        }
+    shape!(
+        V3Result,
+        V3ResultVisitor,
+        "a v3 produce result",
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V3Result, A::Error> {
             let code = member::<A, Seen, false>(map)?;
             Ok(V3Result(code == Some(Seen::Int200)))
+        },
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V3Result, A::Error> {
+            SeenVisitor.visit_seq(seq).map(|_| V3Result(false))
         }
-    }
+    );
 }
 
 /// A JSON string value, capped at [`MESSAGE_MAX`] characters.
