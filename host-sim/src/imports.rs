@@ -11,7 +11,7 @@ use crate::abi::{
 };
 use crate::hostfn::HostFunction;
 use crate::memory::{GuestMemory, MemoryError};
-use crate::profile::{Callback, MapAccess, Profile, SecondLocalResponse, StreamPhase};
+use crate::profile::{Callback, MapAccess, MetricOp, Profile, SecondLocalResponse, StreamPhase};
 use crate::state::{GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse};
 use wasmtime::format_err;
 use wasmtime::{Caller, Linker};
@@ -414,14 +414,6 @@ fn map_ref(state: &mut HostState, map: MapType, access: MapAccess) -> Result<&mu
     }
 }
 
-/// Envoy stores header names lower-cased (`LowerCaseString`); nginx keeps them as given.
-fn normalize_key(profile: Profile, key: Vec<u8>) -> Vec<u8> {
-    match profile {
-        Profile::Envoy => key.to_ascii_lowercase(),
-        Profile::Kong => key,
-    }
-}
-
 fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
@@ -466,7 +458,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
                 let pairs = read_pairs(c, mem, ptr, len)?;
                 let profile = c.data().profile;
-                let pairs = pairs.into_iter().map(|(k, v)| (normalize_key(profile, k), v)).collect();
+                let pairs = pairs.into_iter().map(|(k, v)| (profile.header_name(k), v)).collect();
                 *map_ref(c.data_mut(), map, MapAccess::Write)? = Some(pairs);
                 Ok(Status::Ok)
             })
@@ -502,7 +494,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
                 let key = read(c, mem, key_ptr, key_len)?;
                 let value = read(c, mem, val_ptr, val_len)?;
-                let key = normalize_key(c.data().profile, key);
+                let key = c.data().profile.header_name(key);
                 map_ref(c.data_mut(), map, MapAccess::Write)?
                     .get_or_insert_with(Vec::new)
                     .push((key, value));
@@ -518,7 +510,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
                 let key = read(c, mem, key_ptr, key_len)?;
                 let value = read(c, mem, val_ptr, val_len)?;
-                let key = normalize_key(c.data().profile, key);
+                let key = c.data().profile.header_name(key);
                 let pairs = map_ref(c.data_mut(), map, MapAccess::Write)?.get_or_insert_with(Vec::new);
                 // "Adds or replaces": the first occurrence keeps its place, the others go.
                 match pairs.iter().position(|(k, _)| k.eq_ignore_ascii_case(&key)) {
@@ -1023,7 +1015,12 @@ fn metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_increment_metric",
         |mut c: HostCaller<'_>, id: u32, delta: i64| {
             hostcall(&mut c, HostFunction::IncrementMetric, |c, _| {
-                Ok(c.data().shared.lock().increment_metric(id, delta))
+                let profile = c.data().profile;
+                let mut shared = c.data().shared.lock();
+                if let Some(trap) = profile.metric_trap(MetricOp::Increment, id, shared.metric_kind(id)) {
+                    return Err(Fault::Trap(format_err!("{trap}")));
+                }
+                Ok(shared.increment_metric(id, delta, profile.counters_may_decrease()))
             })
         },
     )?;
@@ -1032,13 +1029,27 @@ fn metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_record_metric",
         |mut c: HostCaller<'_>, id: u32, value: u64| {
             hostcall(&mut c, HostFunction::RecordMetric, |c, _| {
-                Ok(c.data().shared.lock().record_metric(id, value))
+                let mut shared = c.data().shared.lock();
+                if let Some(trap) = c
+                    .data()
+                    .profile
+                    .metric_trap(MetricOp::Record, id, shared.metric_kind(id))
+                {
+                    return Err(Fault::Trap(format_err!("{trap}")));
+                }
+                Ok(shared.record_metric(id, value))
             })
         },
     )?;
     linker.func_wrap("env", "proxy_get_metric", |mut c: HostCaller<'_>, id: u32, ret: u32| {
         hostcall(&mut c, HostFunction::GetMetric, |c, mem| {
-            let value = c.data().shared.lock().get_metric(id);
+            let value = {
+                let shared = c.data().shared.lock();
+                if let Some(trap) = c.data().profile.metric_trap(MetricOp::Get, id, shared.metric_kind(id)) {
+                    return Err(Fault::Trap(format_err!("{trap}")));
+                }
+                shared.get_metric(id)
+            };
             match value {
                 Ok(v) => {
                     mem.write_u64(c, ret, v)?;

@@ -9,7 +9,7 @@
 //! - ENVOY-SRC: envoy source/extensions/common/wasm/context.cc and proxy-wasm-cpp-host exports.cc.
 //! - ENVOY-1.40: behaviour observed running a Rust proxy-wasm filter in Envoy 1.40.0 (V8).
 
-use crate::abi::{LogLevel, MapType, Status, StreamType};
+use crate::abi::{LogLevel, MapType, MetricType, Status, StreamType};
 use crate::hostfn::HostFunction;
 use serde::Serialize;
 use std::fmt;
@@ -181,6 +181,17 @@ pub enum CalloutFailure {
     Reset,
 }
 
+/// A metric host call, for [`Profile::metric_trap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricOp {
+    /// `proxy_increment_metric`.
+    Increment,
+    /// `proxy_record_metric`.
+    Record,
+    /// `proxy_get_metric`.
+    Get,
+}
+
 impl Profile {
     /// Whether the host provides a host function at all. Kong traps on the ones it has not
     /// implemented (KONG-DOC, "NYI" rows): log level, `proxy_done`, stream close, gRPC,
@@ -211,6 +222,52 @@ impl Profile {
             Profile::Envoy => real,
             Profile::Kong => false,
         }
+    }
+
+    /// The trap a metric call ends in on this host, if any. ngx_wasm_module traps where Envoy
+    /// answers with a status (ngx_proxy_wasm_host.c, `ngx_proxy_wasm_hfuncs_increment_metric`,
+    /// `_record_metric`, `_get_metric`; ngx_wa_metrics.c): an unknown id, an increment of
+    /// anything but a counter, a record into a counter, a read of a histogram. `kind` is the
+    /// metric's type, `None` when no metric has `id`.
+    pub fn metric_trap(self, op: MetricOp, id: u32, kind: Option<MetricType>) -> Option<String> {
+        if self == Profile::Envoy {
+            return None;
+        }
+        let (doing, wrong_kind) = match op {
+            MetricOp::Increment => (
+                "could not increment metric id",
+                (kind != Some(MetricType::Counter)).then_some("metric not a counter"),
+            ),
+            MetricOp::Record => (
+                "could not record value in metric id",
+                (kind == Some(MetricType::Counter)).then_some("metric is a counter"),
+            ),
+            MetricOp::Get => (
+                "could not retrieve metric id",
+                (kind == Some(MetricType::Histogram)).then_some("metric is a histogram"),
+            ),
+        };
+        let reason = if kind.is_none() {
+            Some("metric not found")
+        } else {
+            wrong_kind
+        }?;
+        Some(format!("{doing} \"{id}\": {reason}"))
+    }
+
+    /// Whether `proxy_increment_metric` with a negative delta lowers a counter. Envoy refuses
+    /// it (BAD_ARGUMENT); ngx_wasm_module adds the delta (`counter += n`, ngx_wa_metrics.c).
+    pub fn counters_may_decrease(self) -> bool {
+        self == Profile::Kong
+    }
+
+    /// A header name as the host stores it: Envoy lower-cases names (`LowerCaseString`), nginx
+    /// keeps them as given.
+    pub fn header_name(self, mut name: Vec<u8>) -> Vec<u8> {
+        if self == Profile::Envoy {
+            name.make_ascii_lowercase();
+        }
+        name
     }
 
     /// How request bodies are delivered.

@@ -195,6 +195,15 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
+    /// The request (`true`) or response direction.
+    pub fn direction_mut(&mut self, request: bool) -> &mut Direction {
+        if request {
+            &mut self.request
+        } else {
+            &mut self.response
+        }
+    }
+
     /// A new stream of root context `root_id`. (Built field by field: a `..Default::default()`
     /// would build and drop a default `StreamInfo`, three allocations per request.)
     pub fn new(root_id: u32, info: StreamInfo) -> Self {
@@ -452,14 +461,20 @@ impl SharedInner {
         id
     }
 
-    /// `proxy_increment_metric`: counters may not go down, histograms cannot be incremented
-    /// (spec: BAD_ARGUMENT "when requested delta cannot be applied").
-    pub fn increment_metric(&mut self, id: u32, delta: i64) -> Status {
+    /// The type of metric `id`, if it exists.
+    pub fn metric_kind(&self, id: u32) -> Option<MetricType> {
+        self.metrics.get(&id).map(|m| m.kind)
+    }
+
+    /// `proxy_increment_metric`: counters may not go down unless `counters_may_decrease`
+    /// ([`crate::Profile::counters_may_decrease`]), histograms cannot be incremented (spec:
+    /// BAD_ARGUMENT "when requested delta cannot be applied").
+    pub fn increment_metric(&mut self, id: u32, delta: i64, counters_may_decrease: bool) -> Status {
         let Some(m) = self.metrics.get_mut(&id) else {
             return Status::NotFound;
         };
         match m.kind {
-            MetricType::Counter if delta < 0 => Status::BadArgument,
+            MetricType::Counter if delta < 0 && !counters_may_decrease => Status::BadArgument,
             MetricType::Histogram => Status::BadArgument,
             _ => {
                 m.value = if delta >= 0 {

@@ -210,7 +210,11 @@ fn many_vms_run_in_parallel_threads_of_one_process() {
                         kafka_upstream_tests::header(&p.vm.request_headers(s).unwrap(), "x-added"),
                         Some("1")
                     );
-                    p.stream("metrics", &[], true);
+                    p.stream(
+                        "metric_op",
+                        &[("x-metric-op", "increment"), ("x-metric-value", "6")],
+                        true,
+                    );
                     p.vm.finish_stream(s).unwrap();
                 }
                 assert!(p.vm.failure().is_none());
@@ -225,10 +229,10 @@ fn many_vms_run_in_parallel_threads_of_one_process() {
     for t in threads {
         t.join().expect("a VM thread panicked");
     }
-    // Metrics are shared through the one `Shared`: 8 VMs x 40 streams x 6 per stream.
+    // Metrics are shared through the one `Shared`: 4 VMs per host x 40 streams x 6 per stream.
     let metrics = shared.metrics();
-    let envoy = metrics["wasmcustom.probe_counter"].value;
-    let kong = metrics[&format!("pw.{}.probe_counter", probe::PLUGIN)].value;
+    let envoy = metrics["wasmcustom.probe_op_counter"].value;
+    let kong = metrics[&format!("pw.{}.probe_op_counter", probe::PLUGIN)].value;
     assert_eq!((envoy, kong), (4 * 40 * 6, 4 * 40 * 6));
 }
 

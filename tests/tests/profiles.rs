@@ -675,6 +675,113 @@ fn metric_names_are_prefixed_per_host() {
     }
 }
 
+/// ngx_wasm_module traps where Envoy answers a status (ngx_proxy_wasm_host.c): an unknown
+/// metric, an increment of a gauge or histogram, a record into a counter, a read of a
+/// histogram; it lowers a counter by a negative increment, which Envoy refuses.
+#[test]
+fn kong_traps_on_metric_calls_envoy_refuses() {
+    // (kind, op, value, Envoy's status, Kong's trap)
+    let cases: [(&str, &str, &str, u64, Option<&str>); 9] = [
+        ("counter", "increment", "-1", BAD_ARGUMENT, None),
+        (
+            "gauge",
+            "increment",
+            "3",
+            OK,
+            Some("could not increment metric id \"{id}\": metric not a counter"),
+        ),
+        (
+            "histogram",
+            "increment",
+            "1",
+            BAD_ARGUMENT,
+            Some("could not increment metric id \"{id}\": metric not a counter"),
+        ),
+        (
+            "unknown",
+            "increment",
+            "1",
+            NOT_FOUND,
+            Some("could not increment metric id \"424242\": metric not found"),
+        ),
+        (
+            "counter",
+            "record",
+            "5",
+            OK,
+            Some("could not record value in metric id \"{id}\": metric is a counter"),
+        ),
+        (
+            "unknown",
+            "record",
+            "5",
+            NOT_FOUND,
+            Some("could not record value in metric id \"424242\": metric not found"),
+        ),
+        (
+            "histogram",
+            "get",
+            "0",
+            BAD_ARGUMENT,
+            Some("could not retrieve metric id \"{id}\": metric is a histogram"),
+        ),
+        (
+            "unknown",
+            "get",
+            "0",
+            NOT_FOUND,
+            Some("could not retrieve metric id \"424242\": metric not found"),
+        ),
+        ("gauge", "record", "9", OK, None),
+    ];
+    for (kind, op, value, envoy_status, kong_trap) in cases {
+        let args = [("x-metric-kind", kind), ("x-metric-op", op), ("x-metric-value", value)];
+        let mut envoy = Probe::new(Profile::Envoy);
+        envoy.stream("metric_op", &args, true);
+        assert_eq!(envoy.report("metric_op")["status"], envoy_status, "Envoy {op} {kind}");
+        assert!(envoy.vm.failure().is_none(), "Envoy {op} {kind}: a status, not a trap");
+
+        let mut kong = Probe::new(Profile::Kong);
+        kong.stream("metric_op", &args, true);
+        match kong_trap {
+            None => {
+                assert_eq!(kong.report("metric_op")["status"], OK, "Kong {op} {kind}");
+                assert!(kong.vm.failure().is_none(), "Kong {op} {kind}");
+            }
+            Some(message) => {
+                assert!(kong.reports("metric_op").is_empty(), "Kong {op} {kind} must trap");
+                let id = kong.report("metric_id")["id"].to_string();
+                let message = message.replace("{id}", &id);
+                let failure = kong.vm.failure().unwrap_or_default();
+                assert!(failure.contains(&message), "Kong {op} {kind}: {failure}");
+            }
+        }
+    }
+    // Kong lowers a counter; Envoy keeps it.
+    let down = [
+        ("x-metric-kind", "counter"),
+        ("x-metric-op", "increment"),
+        ("x-metric-value", "-1"),
+    ];
+    for (profile, expected) in [(Profile::Envoy, 2), (Profile::Kong, 0)] {
+        let mut p = Probe::new(profile);
+        let up = [
+            ("x-metric-kind", "counter"),
+            ("x-metric-op", "increment"),
+            ("x-metric-value", "1"),
+        ];
+        p.stream("metric_op", &up, true);
+        p.stream("metric_op", &up, true);
+        p.stream("metric_op", &down, true);
+        p.stream("metric_op", &down, true);
+        let name = match profile {
+            Profile::Envoy => "wasmcustom.probe_op_counter".to_string(),
+            Profile::Kong => format!("pw.{PLUGIN}.probe_op_counter"),
+        };
+        assert_eq!(p.vm.metrics()[&name].value, expected, "{profile}");
+    }
+}
+
 // ---- Header names ---------------------------------------------------------------------------------
 
 #[test]

@@ -714,6 +714,29 @@ impl Probe {
         Action::Continue
     }
 
+    /// One metric call, so a host that traps (Kong) can be checked call by call: `x-metric-kind`
+    /// counter, gauge, histogram or unknown (an id never defined), `x-metric-op` increment,
+    /// record or get, `x-metric-value` the delta or value.
+    fn scenario_metric_op(&self) -> Action {
+        let kind = self.arg("x-metric-kind").unwrap_or("counter");
+        let value: i64 = self.arg("x-metric-value").and_then(|v| v.parse().ok()).unwrap_or(1);
+        let id = match kind {
+            "gauge" => hostcalls::define_metric(MetricType::Gauge, "probe_op_gauge").unwrap_or(0),
+            "histogram" => hostcalls::define_metric(MetricType::Histogram, "probe_op_histogram").unwrap_or(0),
+            "unknown" => 424_242,
+            _ => hostcalls::define_metric(MetricType::Counter, "probe_op_counter").unwrap_or(0),
+        };
+        // Reported before the call: on a host that traps, nothing after it runs.
+        Report::new().num("id", id).emit("metric_id");
+        let (status, read) = match self.arg("x-metric-op").unwrap_or("increment") {
+            "record" => (unsafe { raw::proxy_record_metric(id, value as u64) }, 0),
+            "get" => raw::get_metric(id),
+            _ => (unsafe { raw::proxy_increment_metric(id, value) }, 0),
+        };
+        Report::new().num("status", status).num("value", read).emit("metric_op");
+        Action::Continue
+    }
+
     fn scenario_foreign(&self) -> Action {
         let name = self.arg("x-fn").unwrap_or("probe_echo").to_string();
         let args = self.arg("x-fn-args").unwrap_or("").to_string();
@@ -1466,6 +1489,7 @@ impl HttpContext for Probe {
             "queue" => self.scenario_queue(),
             "dequeue" => self.scenario_dequeue(),
             "metrics" => self.scenario_metrics(),
+            "metric_op" => self.scenario_metric_op(),
             "properties" => self.scenario_properties(),
             "foreign" => self.scenario_foreign(),
             "effective" => self.scenario_effective(),
