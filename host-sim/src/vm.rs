@@ -479,28 +479,42 @@ impl Vm {
         chunk: &[u8],
         end_of_stream: bool,
     ) -> Result<Option<Action>, HostError> {
+        self.send_body(stream, true, chunk, end_of_stream)
+    }
+
+    /// A chunk of body in one direction: queued while the filter holds that direction's headers
+    /// (Envoy stops iteration: body data waits until the filter continues, ENVOY-1.40); a request
+    /// body staged until its end on a host that delivers it whole (Kong); else delivered as it
+    /// comes (both hosts deliver response chunks as they come).
+    fn send_body(
+        &mut self,
+        stream: u32,
+        request: bool,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Option<Action>, HostError> {
         let profile = self.profile();
         let st = self.stream_mut(stream)?;
         if st.ended() {
             return Ok(None);
         }
+        let dir = st.direction_mut(request);
         if end_of_stream {
-            st.request.complete = true;
+            dir.complete = true;
         }
-        if st.request.paused_in == Some(Callback::RequestHeaders) {
-            // Envoy stops iteration: body data waits until the filter continues (ENVOY-1.40).
-            st.request.queued.push_back(Queued::Body(chunk.to_vec(), end_of_stream));
+        if dir.paused_in == Some(headers_callback(request)) {
+            dir.queued.push_back(Queued::Body(chunk.to_vec(), end_of_stream));
             return Ok(None);
         }
-        if profile.request_body_delivery() == BodyDelivery::WholeOnce {
-            st.request.staged_body.extend_from_slice(chunk);
+        if request && profile.request_body_delivery() == BodyDelivery::WholeOnce {
+            dir.staged_body.extend_from_slice(chunk);
             if !end_of_stream {
                 return Ok(None);
             }
-            let whole = std::mem::take(&mut st.request.staged_body);
+            let whole = std::mem::take(&mut dir.staged_body);
             return self.deliver_body(stream, true, &whole, true);
         }
-        self.deliver_body(stream, true, chunk, end_of_stream)
+        self.deliver_body(stream, request, chunk, end_of_stream)
     }
 
     /// Request trailers arrive (ending the request).
@@ -510,20 +524,30 @@ impl Vm {
         trailers: &[(K, V)],
     ) -> Result<Option<Action>, HostError> {
         let pairs = to_pairs(self.profile(), trailers);
+        self.send_trailers(stream, true, pairs)
+    }
+
+    /// Trailers end one direction of a stream: queued while the filter holds that direction's
+    /// headers (Envoy stops iteration), else delivered, after the request body a whole-body host
+    /// still holds.
+    fn send_trailers(&mut self, stream: u32, request: bool, pairs: Pairs) -> Result<Option<Action>, HostError> {
         let st = self.stream_mut(stream)?;
         if st.ended() {
             return Ok(None);
         }
-        st.request.complete = true;
-        if st.request.paused_in == Some(Callback::RequestHeaders) {
-            st.request.queued.push_back(Queued::Trailers(pairs));
+        let dir = st.direction_mut(request);
+        dir.complete = true;
+        if dir.paused_in == Some(headers_callback(request)) {
+            dir.queued.push_back(Queued::Trailers(pairs));
             return Ok(None);
         }
-        self.flush_staged_request_body(stream)?;
-        if self.stream(stream)?.ended() {
-            return Ok(None);
+        if request {
+            self.flush_staged_request_body(stream)?;
+            if self.stream(stream)?.ended() {
+                return Ok(None);
+            }
         }
-        self.deliver_trailers(stream, true, pairs)
+        self.deliver_trailers(stream, request, pairs)
     }
 
     /// Trailers end a request whose body chunks all said "more to come": a host that buffers
@@ -566,27 +590,14 @@ impl Vm {
         self.after_stream_callback(stream, Callback::ResponseHeaders, result)
     }
 
-    /// A chunk of response body arrives (both hosts deliver response chunks as they come).
+    /// A chunk of response body arrives.
     pub fn send_response_body(
         &mut self,
         stream: u32,
         chunk: &[u8],
         end_of_stream: bool,
     ) -> Result<Option<Action>, HostError> {
-        let st = self.stream_mut(stream)?;
-        if st.ended() {
-            return Ok(None);
-        }
-        if end_of_stream {
-            st.response.complete = true;
-        }
-        if st.response.paused_in == Some(Callback::ResponseHeaders) {
-            st.response
-                .queued
-                .push_back(Queued::Body(chunk.to_vec(), end_of_stream));
-            return Ok(None);
-        }
-        self.deliver_body(stream, false, chunk, end_of_stream)
+        self.send_body(stream, false, chunk, end_of_stream)
     }
 
     /// Response trailers arrive.
@@ -596,16 +607,7 @@ impl Vm {
         trailers: &[(K, V)],
     ) -> Result<Option<Action>, HostError> {
         let pairs = to_pairs(self.profile(), trailers);
-        let st = self.stream_mut(stream)?;
-        if st.ended() {
-            return Ok(None);
-        }
-        st.response.complete = true;
-        if st.response.paused_in == Some(Callback::ResponseHeaders) {
-            st.response.queued.push_back(Queued::Trailers(pairs));
-            return Ok(None);
-        }
-        self.deliver_trailers(stream, false, pairs)
+        self.send_trailers(stream, false, pairs)
     }
 
     fn deliver_body(
@@ -616,7 +618,7 @@ impl Vm {
         eos: bool,
     ) -> Result<Option<Action>, HostError> {
         let st = self.stream_mut(stream)?;
-        let dir = if request { &mut st.request } else { &mut st.response };
+        let dir = st.direction_mut(request);
         // While paused in the body phase the host buffers and reports the cumulative size.
         dir.body.extend_from_slice(chunk);
         dir.body_available = true;
@@ -633,7 +635,7 @@ impl Vm {
     fn deliver_trailers(&mut self, stream: u32, request: bool, pairs: Pairs) -> Result<Option<Action>, HostError> {
         let count = pairs.len() as u32;
         let st = self.stream_mut(stream)?;
-        let dir = if request { &mut st.request } else { &mut st.response };
+        let dir = st.direction_mut(request);
         dir.trailers = Some(pairs);
         let (callback, f) = if request {
             (Callback::RequestTrailers, self.exports.request_trailers.clone())
@@ -704,7 +706,7 @@ impl Vm {
                     Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers
                 );
             if is_phase {
-                let dir = if request { &mut st.request } else { &mut st.response };
+                let dir = st.direction_mut(request);
                 match action {
                     Action::Continue => forward(dir, cb),
                     Action::Pause => dir.paused_in = Some(cb),
@@ -715,7 +717,7 @@ impl Vm {
             let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
                 return;
             };
-            let dir = if request { &mut st.request } else { &mut st.response };
+            let dir = st.direction_mut(request);
             if std::mem::take(&mut dir.resume_requested) {
                 if let Some(paused) = dir.paused_in.take() {
                     forward(dir, paused);
@@ -732,16 +734,9 @@ impl Vm {
             let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
                 return;
             };
-            let dir = if request { &mut st.request } else { &mut st.response };
-            if st.local_response.is_some()
-                || st.reset
-                || dir.paused_in
-                    == Some(if request {
-                        Callback::RequestHeaders
-                    } else {
-                        Callback::ResponseHeaders
-                    })
-            {
+            let stopped = st.local_response.is_some() || st.reset;
+            let dir = st.direction_mut(request);
+            if stopped || dir.paused_in == Some(headers_callback(request)) {
                 return;
             }
             let Some(item) = dir.queued.pop_front() else {
@@ -1367,18 +1362,22 @@ fn trap_message(e: &wasmtime::Error) -> String {
     text.lines().next().unwrap_or_default().to_string()
 }
 
+/// The headers callback of a direction, where a filter that stops iteration holds it.
+fn headers_callback(request: bool) -> Callback {
+    if request {
+        Callback::RequestHeaders
+    } else {
+        Callback::ResponseHeaders
+    }
+}
+
 fn to_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(profile: Profile, pairs: &[(K, V)]) -> Pairs {
     pairs.iter().map(|(k, v)| to_pair(profile, k, v)).collect()
 }
 
-/// One header as the host stores it: Envoy lower-cases names, nginx keeps them.
+/// One header as the host stores it ([`Profile::header_name`]).
 fn to_pair(profile: Profile, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) -> (Vec<u8>, Vec<u8>) {
-    let k = k.as_ref();
-    let k = match profile {
-        Profile::Envoy => k.to_ascii_lowercase(),
-        Profile::Kong => k.to_vec(),
-    };
-    (k, v.as_ref().to_vec())
+    (profile.header_name(k.as_ref().to_vec()), v.as_ref().to_vec())
 }
 
 fn pairs_to_strings(pairs: &Pairs) -> Vec<(String, String)> {
