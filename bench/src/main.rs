@@ -15,6 +15,7 @@ mod measure;
 use anyhow::{bail, Context, Result};
 use host_sim::{Engine, EngineConfig, HttpCallReply, Profile, Vm, VmOptions};
 use kafka_upstream::message::{build_message, RequestView};
+use kafka_upstream::rest;
 use measure::measure;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -141,6 +142,37 @@ fn filter_request(vm: &mut Vm, root: u32, headers: &[(String, String)], body: &[
     Ok(())
 }
 
+/// The filter's own work on one request, compiled natively: the message, the REST request,
+/// the classification of the REST proxy's acknowledgement.
+fn native_request(parsed: &kafka_upstream::config::Config, case: &Case, headers: &[(String, Vec<u8>)]) -> Result<()> {
+    let view = RequestView {
+        method: case.method,
+        path: &headers[1].1,
+        authority: Some(&headers[2].1),
+        headers,
+        body: &case.body,
+    };
+    let message = build_message(&parsed.message, &view);
+    let request = rest::build_request(&parsed.rest_proxy, &parsed.topic, None, parsed.partition, &message);
+    std::hint::black_box(request);
+    let reply = rest::ReplyView {
+        status: Some(b"200"),
+        dispatch_status: None,
+        body: ACK,
+    };
+    if rest::classify(&parsed.rest_proxy.api, &reply) != rest::Outcome::Acknowledged {
+        bail!("the native build did not read the acknowledgement as one");
+    }
+    Ok(())
+}
+
+fn header_bytes(headers: &[(String, String)]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+        .collect()
+}
+
 /// The same lifecycle on a filter that does nothing.
 fn noop_request(vm: &mut Vm, root: u32, headers: &[(String, String)], body: &[u8]) -> Result<()> {
     let stream = vm.create_http_stream(root)?;
@@ -208,6 +240,10 @@ fn main() -> Result<()> {
     let filter_bytes = std::fs::read(wasm("kafka_upstream")?)?;
     let noop_bytes = std::fs::read(wasm("noop")?)?;
     let config = config_json().into_bytes();
+    if let Some(w) = args.windows(3).find(|w| w[0] == "--loop") {
+        let native = args.iter().any(|a| a == "--native");
+        return profile_loop(&filter_bytes, &config, &w[1], &w[2], native);
+    }
 
     // Warm start: a fresh compile against a load from the precompiled cache.
     let cache = std::env::temp_dir().join(format!("host-sim-bench-cache-{}", std::process::id()));
@@ -242,29 +278,8 @@ fn main() -> Result<()> {
         let headers = headers(&case);
         let filter_sample = measure(|| filter_request(&mut fvm, froot, &headers, &case.body))?;
         let noop_sample = measure(|| noop_request(&mut nvm, nroot, &headers, &case.body))?;
-        let header_bytes: Vec<(String, Vec<u8>)> = headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
-            .collect();
-        let native = measure(|| {
-            let view = RequestView {
-                method: case.method,
-                path: headers[1].1.as_bytes(),
-                authority: Some(headers[2].1.as_bytes()),
-                headers: &header_bytes,
-                body: &case.body,
-            };
-            let message = build_message(&parsed.message, &view);
-            let request = kafka_upstream::rest::request::build_request(
-                &parsed.rest_proxy,
-                &parsed.topic,
-                None,
-                parsed.partition,
-                &message,
-            );
-            std::hint::black_box(request);
-            Ok(())
-        })?;
+        let header_bytes = header_bytes(&headers);
+        let native = measure(|| native_request(&parsed, &case, &header_bytes))?;
         let cost = (filter_sample.median_us() - noop_sample.median_us()).max(0.0);
         guest.push(GuestRow {
             case: case.name.to_string(),
@@ -296,6 +311,47 @@ fn main() -> Result<()> {
     print_table(&report);
     write_json(&out, &report)?;
     println!("\nJSON: {}", out.display());
+    Ok(())
+}
+
+/// `bench --loop CASE SECONDS [--native]`: one case's filter request through host-sim (with
+/// `--native`: its native baseline) and nothing else, repeated for that long, for a profiler:
+/// `HOST_SIM_PERFMAP=1 perf record target/release/bench --loop 1kib 5` (the variable makes
+/// wasmtime name the guest's functions), or `valgrind --tool=callgrind` for instruction counts.
+/// CASE is the start of a case name without spaces, lowercased (`0b`, `1kib`, `64kib`, `1mib`).
+fn profile_loop(filter_bytes: &[u8], config: &[u8], case: &str, seconds: &str, native: bool) -> Result<()> {
+    let seconds: f64 = seconds
+        .parse()
+        .with_context(|| format!("--loop: {seconds:?} is not a number of seconds"))?;
+    let Some(case) = cases()
+        .into_iter()
+        .find(|c| c.name.replace(' ', "").to_ascii_lowercase().starts_with(case))
+    else {
+        bail!("--loop: no case {case:?} (0b, 1kib, 64kib, 1mib)");
+    };
+    let headers = headers(&case);
+    let mut one: Box<dyn FnMut() -> Result<()>> = if native {
+        let parsed = kafka_upstream::config::parse(config).map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
+        let header_bytes = header_bytes(&headers);
+        Box::new(move || native_request(&parsed, &case, &header_bytes))
+    } else {
+        let engine = Engine::new(EngineConfig {
+            cache_dir: None,
+            fuel: false,
+        })?;
+        let module = engine.load_bytes(filter_bytes)?;
+        let (mut vm, root) = start_vm(&module, config)?;
+        Box::new(move || filter_request(&mut vm, root, &headers, &case.body))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    let mut requests = 0u64;
+    while std::time::Instant::now() < deadline {
+        for _ in 0..100 {
+            one()?;
+        }
+        requests += 100;
+    }
+    println!("{requests} requests in {seconds} s");
     Ok(())
 }
 

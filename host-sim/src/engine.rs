@@ -64,6 +64,11 @@ impl Engine {
         wasm_config.epoch_interruption(true);
         wasm_config.consume_fuel(config.fuel);
         wasm_config.parallel_compilation(true);
+        // `HOST_SIM_PERFMAP=1`: wasmtime writes /tmp/perf-<pid>.map, so `perf record` / `perf
+        // report` name the guest's functions instead of showing bare JIT addresses.
+        if std::env::var_os("HOST_SIM_PERFMAP").is_some_and(|v| v == "1") {
+            wasm_config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = wasmtime::Engine::new(&wasm_config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         crate::imports::add_to_linker(&mut linker).map_err(|e| HostError::Engine(format!("{e:#}")))?;

@@ -5,7 +5,10 @@ with their baselines and the issue's targets (reported, never asserted).
 
  3a. `host-sim serve` with the embedded REST proxy, the filter in synchronous mode against the
      same filter in asynchronous mode (`producer_async: true`): same request, same kind of REST
-     proxy (each process its own embedded one), wrk -c16: req/s, p50, p99 and the ratio.
+     proxy (each process its own embedded one), wrk -c16: req/s, p50, p99 and the ratio; then
+     the same pair with the REST proxy answering every produce request REMOTE_REST_DELAY_MS late
+     (its `delay` fault), as a REST proxy on another host would: the in-memory pair is the best
+     case for synchronous mode, the delayed pair shows what asynchronous mode is for.
  3b. Real Envoy 1.40 (the e2e venv's, --concurrency 1) running the committed envoy.yaml with free
      ports, its REST proxy `host-sim rest-proxy` in memory, against the same Envoy without the
      wasm filter (the buffer filter kept), its route answering 200 with a direct_response: the
@@ -56,6 +59,10 @@ PATH = "/orders/checkout?source=web&tag=a&tag=b"
 STARTUP_TIMEOUT = 60.0
 LATENCY_CONNECTIONS = 1
 THROUGHPUT_CONNECTIONS = 16
+# Part 3a's second pair: the embedded REST proxy answers every produce request this late, as a
+# REST proxy on another host in front of a replicated cluster would. Synchronous requests wait
+# for it (their throughput is at most connections / delay); asynchronous ones do not.
+REMOTE_REST_DELAY_MS = 10
 
 TARGETS = {
     "guest_1kib_us": 5.0,         # filter guest cost for a 1 KiB JSON body, at most
@@ -226,8 +233,8 @@ def envoy_connections(admin: int) -> dict[str, int]:
     return out
 
 
-def start_hostsim_serve(name: str, config: dict, workers: int, run_dir: Path) -> tuple[Proc, int,
-                                                                                     int]:
+def start_hostsim_serve(name: str, config: dict, workers: int, run_dir: Path,
+                        rest_delay_ms: int = 0) -> tuple[Proc, int, int]:
     config_path = run_dir / f"{name}.json"
     config_path.write_text(json.dumps(config))
     port, rest, admin = free_port(), free_port(), free_port()
@@ -243,6 +250,14 @@ def start_hostsim_serve(name: str, config: dict, workers: int, run_dir: Path) ->
         return ok and port_open(port)
 
     proc.wait_until("listening, its embedded REST proxy healthy", ready, STARTUP_TIMEOUT, 0.1)
+    if rest_delay_ms:
+        # The REST proxy's fault API (`host-sim rest-proxy` README section): a `delay` fault
+        # delays that many produce requests, then lets them produce normally.
+        fault = {"kind": "delay", "delay_ms": rest_delay_ms, "count": 2**32 - 1}
+        answer = requests.post(f"http://127.0.0.1:{rest}/_sim/faults", json=fault, timeout=5)
+        if answer.status_code // 100 != 2:
+            raise proc.fail(f"the REST proxy refused the delay fault: {answer.status_code} "
+                            f"{answer.text}")
     return proc, port, admin
 
 
@@ -310,11 +325,15 @@ def part_3a(wrk: Wrk, filter_config: dict, body: bytes, args, run_dir: Path) -> 
     print(f"3a. host-sim serve (--workers {args.workers}) + embedded REST proxy: sync vs async",
           flush=True)
     gateways = []
-    for name, is_async in (("sync", False), ("async", True)):
+    for name, is_async, delay in (("sync", False, 0), ("async", True, 0),
+                                  ("sync_remote", False, REMOTE_REST_DELAY_MS),
+                                  ("async_remote", True, REMOTE_REST_DELAY_MS)):
         proc, port, admin = start_hostsim_serve(f"host-sim-{name}",
                                                 {**filter_config, "producer_async": is_async},
-                                                args.workers, run_dir)
-        gateways.append(Gateway(name, f"host-sim serve, filter {name}", port, proc,
+                                                args.workers, run_dir, delay)
+        label = f"host-sim serve, filter {'async' if is_async else 'sync'}" + (
+            f", REST +{delay} ms" if delay else "")
+        gateways.append(Gateway(name, label, port, proc,
                                 hostsim_sent(admin) if is_async else None))
     try:
         for g in gateways:
@@ -327,6 +346,9 @@ def part_3a(wrk: Wrk, filter_config: dict, body: bytes, args, run_dir: Path) -> 
     result["workers"] = args.workers
     result["connections"] = THROUGHPUT_CONNECTIONS
     result["ratio_async_sync"] = result["async"]["ok_req_per_s"] / result["sync"]["ok_req_per_s"]
+    result["remote_rest_delay_ms"] = REMOTE_REST_DELAY_MS
+    result["ratio_async_sync_remote"] = (result["async_remote"]["ok_req_per_s"]
+                                         / result["sync_remote"]["ok_req_per_s"])
     return result
 
 
@@ -468,15 +490,22 @@ def summary_rows(p12: dict | None, gw: dict) -> list[dict]:
         row(s2, "VM start + root context + configure", p12["vm_start_and_configure_ms"], "ms")
     a = gw["host_sim"]
     s3a = (f"3a. host-sim serve + embedded REST proxy, wrk -c{a['connections']}, "
-           f"--workers {a['workers']}; the same 1 KiB JSON POST and filter config")
-    row(s3a, "async: req/s", a["async"]["ok_req_per_s"], "req/s",
-        f"sync {a['sync']['ok_req_per_s']:,.0f} req/s", f"{a['ratio_async_sync']:.1f}x",
-        f">= {TARGETS['async_sync_ratio']:g}x",
-        verdict(a["ratio_async_sync"], TARGETS["async_sync_ratio"], False))
-    for p in ("p50", "p99"):
-        row(s3a, f"async: {p}", a["async"][f"{p}_us"], "µs",
-            f"sync {us(a['sync'][f'{p}_us'])}",
-            f"{a['async'][f'{p}_us'] / a['sync'][f'{p}_us']:.2f}x")
+           f"--workers {a['workers']}; the same 1 KiB JSON POST and filter config"
+           + (f"\n    REST +{a['remote_rest_delay_ms']} ms: the REST proxy answers each produce "
+              f"request that late (a remote proxy)" if "remote_rest_delay_ms" in a else ""))
+    for suffix, label, ratio in (
+            ("", "REST in memory", a["ratio_async_sync"]),
+            ("_remote", f"REST +{a.get('remote_rest_delay_ms', 0)} ms", a.get("ratio_async_sync_remote"))):
+        if ratio is None:  # a gateway.json from before the remote pair existed
+            continue
+        sync, asyn = a[f"sync{suffix}"], a[f"async{suffix}"]
+        row(s3a, f"{label}, async: req/s", asyn["ok_req_per_s"], "req/s",
+            f"sync {sync['ok_req_per_s']:,.0f} req/s", f"{ratio:.1f}x",
+            f">= {TARGETS['async_sync_ratio']:g}x",
+            verdict(ratio, TARGETS["async_sync_ratio"], False))
+        for p in ("p50", "p99"):
+            row(s3a, f"{label}, async: {p}", asyn[f"{p}_us"], "µs", f"sync {us(sync[f'{p}_us'])}",
+                f"{asyn[f'{p}_us'] / sync[f'{p}_us']:.2f}x")
     e = gw["envoy"]
     s3b = (f"3b. real Envoy 1.40 (--concurrency 1), REST proxy in memory; latency wrk "
            f"-c{e['latency_connections']}, req/s wrk -c{e['throughput_connections']}\n"
