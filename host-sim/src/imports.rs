@@ -380,10 +380,21 @@ fn map_ref(state: &mut HostState, map: MapType, access: MapAccess) -> Result<&mu
     if call_map && access == MapAccess::Write {
         return Err(Status::BadArgument);
     }
+    // A call without a reply (an Envoy reset) has no maps at all: reading one is refused as a
+    // map that is not there (ENVOY-SRC `getConstMap` returns null: BAD_ARGUMENT).
+    fn present(data: &mut Option<Pairs>, missing: Status) -> Result<&mut Option<Pairs>, Status> {
+        match data {
+            Some(_) => Ok(data),
+            None => Err(missing),
+        }
+    }
+    let missing = profile.unavailable_map_status(callback, access);
     match map {
-        MapType::HttpCallResponseHeaders if callback_map(&[Callback::HttpCallResponse]) => Ok(&mut active.data.headers),
+        MapType::HttpCallResponseHeaders if callback_map(&[Callback::HttpCallResponse]) => {
+            present(&mut active.data.headers, missing)
+        }
         MapType::HttpCallResponseTrailers if callback_map(&[Callback::HttpCallResponse]) => {
-            Ok(&mut active.data.trailers)
+            present(&mut active.data.trailers, missing)
         }
         MapType::GrpcCallInitialMetadata if callback_map(&[Callback::GrpcReceiveInitialMetadata]) => {
             Ok(&mut active.data.headers)

@@ -529,6 +529,15 @@ impl Profile {
         }
     }
 
+    /// Whether a failed callout still has a reply the guest can read (header and trailer maps,
+    /// body). Envoy's `onHttpCallFailure` (a reset) runs the callback without setting
+    /// `http_call_response_`, so the maps do not exist (reading one is BAD_ARGUMENT) and neither
+    /// does the body (ENVOY-SRC); its timeouts and connect failures are local replies, and Kong
+    /// always has the `:dispatch_status` map.
+    pub fn callout_failure_has_reply(self, failure: CalloutFailure) -> bool {
+        !(self == Profile::Envoy && failure == CalloutFailure::Reset)
+    }
+
     /// Whether the failure headers count in `num_headers` of `proxy_on_http_call_response`.
     /// Kong's `:dispatch_status` is readable but the call reports zero headers (KONG-DOC).
     pub fn failure_headers_counted(self) -> bool {

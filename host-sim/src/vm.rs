@@ -929,7 +929,8 @@ impl Vm {
                 all.push((b":status".to_vec(), status.to_string().into_bytes()));
                 all.extend(headers.iter().map(|(k, v)| to_pair(profile, k, v)));
                 let n = all.len();
-                (all, body, trailers, n, (status as u32, Vec::new()))
+                let trailers = to_pairs(profile, &trailers);
+                (Some(all), Some(body), Some(trailers), n, (status as u32, Vec::new()))
             }
             HttpCallReply::Failure(failure) => {
                 let (headers, body) = profile.callout_failure(failure);
@@ -947,16 +948,32 @@ impl Vm {
                     Some((code, message)) => (code, message.as_bytes().to_vec()),
                     None => (status, Vec::new()),
                 };
-                (to_pairs(profile, &headers), body, Vec::new(), n, status)
+                if profile.callout_failure_has_reply(failure) {
+                    (
+                        Some(to_pairs(profile, &headers)),
+                        Some(body),
+                        Some(Vec::new()),
+                        n,
+                        status,
+                    )
+                } else {
+                    (None, None, None, n, status)
+                }
             }
         };
         let ctx = call.context_id;
-        let params = (ctx, token, counted as u32, body.len() as u32, trailers.len() as u32);
+        let params = (
+            ctx,
+            token,
+            counted as u32,
+            body.as_ref().map_or(0, Vec::len) as u32,
+            trailers.as_ref().map_or(0, Vec::len) as u32,
+        );
         let data = CallbackData {
-            headers: Some(headers),
-            trailers: Some(to_pairs(profile, &trailers)),
+            headers,
+            trailers,
             status: Some(status),
-            buffer: Some(body),
+            buffer: body,
         };
         let f = self.exports.http_call_response.clone();
         let result = self.invoke(Callback::HttpCallResponse, ctx, data, f, params);

@@ -86,16 +86,21 @@ fn http_call_failures_envoy_local_replies_vs_kong_dispatch_status() {
                         (r["num_headers"].as_u64(), r["status_header"].as_str()),
                         (Some(3), Some("504"))
                     );
+                    assert_eq!(r["status_header_status"], OK);
                     assert_eq!(r["body"], "upstream request timeout");
                 }
                 (Profile::Envoy, CalloutFailure::BrokenConnection) => {
                     assert_eq!(r["status_header"], "503");
                     assert!(r["body"].as_str().unwrap().contains("connection failure"));
                 }
-                // A reset is onHttpCallFailure: no headers, get_status BrokenConnection "reset".
+                // A reset is onHttpCallFailure: get_status BrokenConnection "reset", and no reply
+                // at all: looking a header up is BAD_ARGUMENT, the pairs are empty, no body.
                 (Profile::Envoy, CalloutFailure::Reset) => {
-                    assert_eq!(r["num_headers"], 0);
+                    assert_eq!((r["num_headers"].as_u64(), r["body_size"].as_u64()), (Some(0), Some(0)));
                     assert_eq!((r["code"].as_u64(), r["message"].as_str()), (Some(11), Some("reset")));
+                    assert_eq!(r["status_header_status"], BAD_ARGUMENT);
+                    assert_eq!((r["headers"].clone(), r["trailers"].clone()), (json!([]), json!([])));
+                    assert_eq!(r["body"], "");
                 }
                 (Profile::Kong, failure) => {
                     let expected = match failure {
@@ -106,6 +111,7 @@ fn http_call_failures_envoy_local_replies_vs_kong_dispatch_status() {
                     assert_eq!(r["num_headers"], 0, "Kong: a failure has no headers");
                     assert_eq!(r["dispatch_status"], expected, "but a :dispatch_status pseudo-header");
                     assert_eq!(r["status_header"], Value::Null);
+                    assert_eq!(r["status_header_status"], NOT_FOUND);
                 }
             }
         }

@@ -118,6 +118,10 @@ fn report_call_response(
     let trailers = ctx.get_http_call_response_trailers();
     let body = ctx.get_http_call_response_body(0, body_size).unwrap_or_default();
     let (size_status, map_size) = raw::header_map_size(6);
+    // Raw lookups: the SDK's `get_http_call_response_header` panics on any status but OK and
+    // NOT_FOUND, and a call without a reply has no map on Envoy (BAD_ARGUMENT).
+    let status_header = raw::header_value(6, ":status");
+    let dispatch_status = raw::header_value(6, ":dispatch_status");
     let mut r = Report::new()
         .num("token", token)
         .num("num_headers", num_headers as u64)
@@ -126,18 +130,9 @@ fn report_call_response(
         .raw("headers", pairs_json(&headers))
         .raw("trailers", pairs_json(&trailers))
         .bytes("body", Some(&body))
-        .bytes(
-            "status_header",
-            ctx.get_http_call_response_header(":status")
-                .as_deref()
-                .map(str::as_bytes),
-        )
-        .bytes(
-            "dispatch_status",
-            ctx.get_http_call_response_header(":dispatch_status")
-                .as_deref()
-                .map(str::as_bytes),
-        )
+        .bytes("status_header", status_header.bytes.as_deref())
+        .num("status_header_status", status_header.status)
+        .bytes("dispatch_status", dispatch_status.bytes.as_deref())
         .num("map_size_status", size_status)
         .num("map_size", map_size as u64);
     if get_status {
