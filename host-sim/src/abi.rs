@@ -134,12 +134,19 @@ impl fmt::Display for LogLevel {
     }
 }
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Action {
+    /// `Continue` or `Pause`, as transcripts spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Action::Continue => "Continue",
             Action::Pause => "Pause",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

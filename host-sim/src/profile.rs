@@ -123,7 +123,11 @@ impl Callback {
 
     /// The transcript name (`on_request_headers`, ...).
     pub fn transcript_name(self) -> &'static str {
-        self.export_name().trim_start_matches("proxy_").trim_start_matches('_')
+        // Prefix checks, not `trim_start_matches`: this runs for every recorded callback, and a
+        // `&str` pattern builds a substring searcher each time.
+        let name = self.export_name();
+        let name = name.strip_prefix("proxy_").unwrap_or(name);
+        name.strip_prefix('_').unwrap_or(name)
     }
 }
 

@@ -220,7 +220,7 @@ fn run_once(
         .iter()
         .map(|a| TranscriptAction {
             callback: a.callback.to_string(),
-            action: a.action.clone(),
+            action: a.action.map(str::to_string),
         })
         .collect();
     Ok(finish_transcript(transcript, &vm))

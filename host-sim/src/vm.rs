@@ -85,7 +85,7 @@ pub struct ActionRecord {
     /// e.g. `on_request_headers`.
     pub callback: &'static str,
     /// `Continue` or `Pause`; `None` for callbacks that return nothing or trapped.
-    pub action: Option<String>,
+    pub action: Option<&'static str>,
 }
 
 /// How a callout ends.
@@ -771,7 +771,7 @@ impl Vm {
     fn record(&mut self, stream: u32, callback: Callback, action: Option<Action>) {
         self.actions.entry(stream).or_default().push(ActionRecord {
             callback: callback.transcript_name(),
-            action: action.map(|a| a.to_string()),
+            action: action.map(Action::as_str),
         });
     }
 

@@ -121,6 +121,10 @@ impl StdioCapture {
         let bytes = std::mem::take(&mut s.bytes);
         let dropped = std::mem::take(&mut s.dropped);
         drop(s);
+        if bytes.is_empty() {
+            // The usual case after a callback: nothing written.
+            return (Vec::new(), dropped);
+        }
         let text = String::from_utf8_lossy(&bytes);
         let lines = text
             .split('\n')

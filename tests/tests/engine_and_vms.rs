@@ -167,11 +167,7 @@ fn noop_runs_a_whole_request_on_both_profiles() {
         assert!(vm.request_forwarded_complete(s));
         assert_eq!(vm.forwarded_request_body(s), Some(&b"hello"[..]));
         assert_eq!(vm.forwarded_response_body(s), Some(&b"world"[..]));
-        let callbacks: Vec<(&str, Option<&str>)> = vm
-            .actions(s)
-            .iter()
-            .map(|a| (a.callback, a.action.as_deref()))
-            .collect();
+        let callbacks: Vec<(&str, Option<&str>)> = vm.actions(s).iter().map(|a| (a.callback, a.action)).collect();
         assert_eq!(
             callbacks,
             [

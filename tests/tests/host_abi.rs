@@ -495,7 +495,7 @@ fn send_local_response_through_the_sdk_and_raw() {
         assert_eq!(local.body, b"teapot");
         assert_eq!(header(&local.headers, "x-probe"), Some("local"));
         assert_eq!(local.grpc_status, None, "the SDK passes grpc_status -1");
-        assert_eq!(p.vm.actions(s).last().unwrap().action.as_deref(), Some("Pause"));
+        assert_eq!(p.vm.actions(s).last().unwrap().action, Some("Pause"));
         assert_eq!(
             p.vm.send_request_body(s, b"late", true).unwrap(),
             None,

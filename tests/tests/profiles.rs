@@ -232,7 +232,7 @@ fn kong_local_response_from_a_call_response_cancels_other_dispatches() {
 fn envoy_pause_in_request_headers_holds_the_body_until_continue() {
     let mut p = Probe::new(Profile::Envoy);
     let s = p.stream_with("POST", "/", "callout", &[], false);
-    assert_eq!(p.vm.actions(s)[0].action.as_deref(), Some("Pause"));
+    assert_eq!(p.vm.actions(s)[0].action, Some("Pause"));
     assert_eq!(
         p.vm.send_request_body(s, b"part1-", false).unwrap(),
         None,

@@ -148,10 +148,7 @@ fn a_trap_in_any_stream_callback_is_contained_and_fails_the_stream_closed() {
                 // The trapped callback recorded no action, and nothing ran after it.
                 let actions = p.vm.actions(s);
                 let last = actions.last().unwrap();
-                assert_eq!(
-                    (last.callback, last.action.as_deref()),
-                    (format!("on_{callback}").as_str(), None)
-                );
+                assert_eq!((last.callback, last.action), (format!("on_{callback}").as_str(), None));
                 assert!(logs_at(&p.vm, LogLevel::Critical).iter().any(|e| e.message == failure));
                 if kind == "panic" {
                     assert!(

@@ -315,7 +315,7 @@ impl Gateway {
         self.vm
             .actions(stream)
             .iter()
-            .map(|ActionRecord { callback, action }| (*callback, action.clone()))
+            .map(|ActionRecord { callback, action }| (*callback, action.map(str::to_string)))
             .collect()
     }
 
