@@ -481,8 +481,9 @@ def summary_rows(p12: dict | None, gw: dict) -> list[dict]:
                 row(s1, f"{g['case']}: throughput", g["mb_per_s"], "MB/s",
                     f"native {native_mbs:.0f} MB/s", "", target, status)
         s2 = "2. host-sim"
-        row(s2, "request lifecycle, no-op filter", p12["host_overhead_noop_request_us"], "µs",
-            "", "", "")
+        bodiless = p12.get("host_overhead_noop_bodiless_us")
+        row(s2, "lifecycle, no-op filter, 1 KiB body", p12["host_overhead_noop_request_us"], "µs",
+            f"no body {us(bodiless)}" if bodiless is not None else "", "", "")
         row(s2, "warm start (precompiled cache)", p12["warm_start_cached_ms"], "ms",
             f"fresh compile {p12['fresh_compile_ms']:.1f} ms",
             f"{p12['ratio_fresh_warm']:.0f}x faster", f"<= {TARGETS['warm_start_ms']:g} ms",
