@@ -7,8 +7,9 @@
 //! 2. host-sim's own per-request lifecycle cost (no-op filter), and warm start from the
 //!    precompiled cache against a fresh compile.
 //!
-//! Timing: each figure is the median of many samples, each a batch sized to run ~10 ms; no
-//! figure is asserted anywhere (targets are printed beside them).
+//! Timing: each figure is the median of many samples, each a batch sized to run ~10 ms; a
+//! case's filter, no-op and native batches are interleaved, so drift hits them alike. No figure
+//! is asserted anywhere (targets are printed beside them).
 
 mod measure;
 
@@ -279,10 +280,12 @@ fn main() -> Result<()> {
     let mut guest = Vec::new();
     for case in cases() {
         let headers = headers(&case);
-        let filter_sample = measure(|| filter_request(&mut fvm, froot, &headers, &case.body))?;
-        let noop_sample = measure(|| noop_request(&mut nvm, nroot, &headers, &case.body))?;
         let header_bytes = header_bytes(&headers);
-        let native = measure(|| native_request(&parsed, &case, &header_bytes))?;
+        let [filter_sample, noop_sample, native] = measure::measure_interleaved([
+            &mut || filter_request(&mut fvm, froot, &headers, &case.body),
+            &mut || noop_request(&mut nvm, nroot, &headers, &case.body),
+            &mut || native_request(&parsed, &case, &header_bytes),
+        ])?;
         let cost = (filter_sample.median_us() - noop_sample.median_us()).max(0.0);
         guest.push(GuestRow {
             case: case.name.to_string(),

@@ -52,6 +52,36 @@ pub fn measure(mut op: impl FnMut() -> Result<()>) -> Result<Sample> {
     Ok(Sample { per_op_ns })
 }
 
+/// Measures several fast operations the way [`measure`] does, with their batches interleaved
+/// (one batch of each per round), so that a machine slowing down or speeding up during the run
+/// affects a figure and its baselines alike.
+pub fn measure_interleaved<const N: usize>(mut ops: [&mut dyn FnMut() -> Result<()>; N]) -> Result<[Sample; N]> {
+    let mut batches = [1usize; N];
+    for (op, batch) in ops.iter_mut().zip(batches.iter_mut()) {
+        let warm_until = Instant::now() + Duration::from_millis(100);
+        let mut calls = 0u64;
+        while Instant::now() < warm_until || calls < 3 {
+            op()?;
+            calls += 1;
+        }
+        let start = Instant::now();
+        op()?;
+        let one = start.elapsed().max(Duration::from_nanos(50));
+        *batch = ((TARGET_BATCH.as_nanos() / one.as_nanos()).max(1) as usize).min(1_000_000);
+    }
+    let mut samples: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(SAMPLES));
+    for _ in 0..SAMPLES {
+        for ((op, &batch), per_op_ns) in ops.iter_mut().zip(batches.iter()).zip(samples.iter_mut()) {
+            let start = Instant::now();
+            for _ in 0..batch {
+                op()?;
+            }
+            per_op_ns.push(start.elapsed().as_nanos() as f64 / batch as f64);
+        }
+    }
+    Ok(samples.map(|per_op_ns| Sample { per_op_ns }))
+}
+
 /// Measures a slow operation `n` times, one sample each.
 pub fn time_each(n: usize, mut op: impl FnMut() -> Result<()>) -> Result<Sample> {
     let mut per_op_ns = Vec::with_capacity(n);
