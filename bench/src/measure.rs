@@ -52,12 +52,16 @@ pub fn measure(mut op: impl FnMut() -> Result<()>) -> Result<Sample> {
     Ok(Sample { per_op_ns })
 }
 
+/// An operation to time: one call is one request.
+pub type Op<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
+
 /// Measures several fast operations the way [`measure`] does, with their batches interleaved
-/// (one batch of each per round), so that a machine slowing down or speeding up during the run
-/// affects a figure and its baselines alike.
-pub fn measure_interleaved<const N: usize>(mut ops: [&mut dyn FnMut() -> Result<()>; N]) -> Result<[Sample; N]> {
-    let mut batches = [1usize; N];
-    for (op, batch) in ops.iter_mut().zip(batches.iter_mut()) {
+/// (one batch of each per round, 25 rounds), so that a machine slowing down or speeding up
+/// during the run (a shared VM does, for seconds at a time) affects every figure and its
+/// baselines alike, and a slow spell shorter than half the run does not move the medians.
+pub fn measure_interleaved(ops: &mut [Op<'_>]) -> Result<Vec<Sample>> {
+    let mut batches = Vec::with_capacity(ops.len());
+    for op in ops.iter_mut() {
         let warm_until = Instant::now() + Duration::from_millis(100);
         let mut calls = 0u64;
         while Instant::now() < warm_until || calls < 3 {
@@ -67,11 +71,11 @@ pub fn measure_interleaved<const N: usize>(mut ops: [&mut dyn FnMut() -> Result<
         let start = Instant::now();
         op()?;
         let one = start.elapsed().max(Duration::from_nanos(50));
-        *batch = ((TARGET_BATCH.as_nanos() / one.as_nanos()).max(1) as usize).min(1_000_000);
+        batches.push(((TARGET_BATCH.as_nanos() / one.as_nanos()).max(1) as usize).min(1_000_000));
     }
-    let mut samples: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(SAMPLES));
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(SAMPLES); ops.len()];
     for _ in 0..SAMPLES {
-        for ((op, &batch), per_op_ns) in ops.iter_mut().zip(batches.iter()).zip(samples.iter_mut()) {
+        for ((op, &batch), per_op_ns) in ops.iter_mut().zip(&batches).zip(samples.iter_mut()) {
             let start = Instant::now();
             for _ in 0..batch {
                 op()?;
@@ -79,7 +83,7 @@ pub fn measure_interleaved<const N: usize>(mut ops: [&mut dyn FnMut() -> Result<
             per_op_ns.push(start.elapsed().as_nanos() as f64 / batch as f64);
         }
     }
-    Ok(samples.map(|per_op_ns| Sample { per_op_ns }))
+    Ok(samples.into_iter().map(|per_op_ns| Sample { per_op_ns }).collect())
 }
 
 /// Measures a slow operation `n` times, one sample each.
