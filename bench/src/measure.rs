@@ -30,26 +30,9 @@ const SAMPLES: usize = 25;
 const TARGET_BATCH: Duration = Duration::from_millis(10);
 
 /// Measures a fast operation: batches sized to ~10 ms, 25 samples.
-pub fn measure(mut op: impl FnMut() -> Result<()>) -> Result<Sample> {
-    let warm_until = Instant::now() + Duration::from_millis(100);
-    let mut calls = 0u64;
-    while Instant::now() < warm_until || calls < 3 {
-        op()?;
-        calls += 1;
-    }
-    let start = Instant::now();
-    op()?;
-    let one = start.elapsed().max(Duration::from_nanos(50));
-    let batch = ((TARGET_BATCH.as_nanos() / one.as_nanos()).max(1) as usize).min(1_000_000);
-    let mut per_op_ns = Vec::with_capacity(SAMPLES);
-    for _ in 0..SAMPLES {
-        let start = Instant::now();
-        for _ in 0..batch {
-            op()?;
-        }
-        per_op_ns.push(start.elapsed().as_nanos() as f64 / batch as f64);
-    }
-    Ok(Sample { per_op_ns })
+pub fn measure<'a>(op: impl FnMut() -> Result<()> + 'a) -> Result<Sample> {
+    let mut ops: [Op<'a>; 1] = [Box::new(op)];
+    Ok(measure_interleaved(&mut ops)?.remove(0))
 }
 
 /// An operation to time: one call is one request.
