@@ -727,43 +727,26 @@ impl Vm {
         }
     }
 
-    /// Delivers input that waited while a direction was paused in its headers phase.
+    /// Delivers input that waited while a direction was paused in its headers phase, one item
+    /// at a time, the way input arriving now is: nothing holds it any longer.
     fn drain_queued(&mut self, stream: u32, request: bool) {
-        let profile = self.profile();
         loop {
             let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
                 return;
             };
-            let stopped = st.local_response.is_some() || st.reset;
+            if st.ended() {
+                return;
+            }
             let dir = st.direction_mut(request);
-            if stopped || dir.paused_in == Some(headers_callback(request)) {
+            if dir.paused_in == Some(headers_callback(request)) {
                 return;
             }
             let Some(item) = dir.queued.pop_front() else {
                 return;
             };
             let _ = match item {
-                Queued::Body(chunk, eos) => {
-                    if request && profile.request_body_delivery() == BodyDelivery::WholeOnce {
-                        dir.staged_body.extend_from_slice(&chunk);
-                        if !eos {
-                            continue;
-                        }
-                        let whole = std::mem::take(&mut dir.staged_body);
-                        self.deliver_body(stream, request, &whole, true)
-                    } else {
-                        self.deliver_body(stream, request, &chunk, eos)
-                    }
-                }
-                Queued::Trailers(pairs) => {
-                    if request {
-                        let _ = self.flush_staged_request_body(stream);
-                        if self.store.data().streams.get(&stream).is_none_or(|s| s.ended()) {
-                            return;
-                        }
-                    }
-                    self.deliver_trailers(stream, request, pairs)
-                }
+                Queued::Body(chunk, eos) => self.send_body(stream, request, &chunk, eos),
+                Queued::Trailers(pairs) => self.send_trailers(stream, request, pairs),
             };
         }
     }
