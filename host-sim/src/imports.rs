@@ -12,7 +12,7 @@ use crate::abi::{
 use crate::hostfn::HostFunction;
 use crate::memory::{GuestMemory, MemoryError};
 use crate::profile::{Callback, MapAccess, MetricOp, Profile, SecondLocalResponse, StreamPhase};
-use crate::state::{GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse};
+use crate::state::{GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse, SharedInner};
 use wasmtime::format_err;
 use wasmtime::{Caller, Linker};
 
@@ -1026,12 +1026,8 @@ fn metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_increment_metric",
         |mut c: HostCaller<'_>, id: u32, delta: i64| {
             hostcall(&mut c, HostFunction::IncrementMetric, |c, _| {
-                let profile = c.data().profile;
-                let mut shared = c.data().shared.lock();
-                if let Some(trap) = profile.metric_trap(MetricOp::Increment, id, shared.metric_kind(id)) {
-                    return Err(Fault::Trap(format_err!("{trap}")));
-                }
-                Ok(shared.increment_metric(id, delta, profile.counters_may_decrease()))
+                let decrease = c.data().profile.counters_may_decrease();
+                metric_call(c, MetricOp::Increment, id, |m| m.increment_metric(id, delta, decrease))
             })
         },
     )?;
@@ -1040,28 +1036,13 @@ fn metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_record_metric",
         |mut c: HostCaller<'_>, id: u32, value: u64| {
             hostcall(&mut c, HostFunction::RecordMetric, |c, _| {
-                let mut shared = c.data().shared.lock();
-                if let Some(trap) = c
-                    .data()
-                    .profile
-                    .metric_trap(MetricOp::Record, id, shared.metric_kind(id))
-                {
-                    return Err(Fault::Trap(format_err!("{trap}")));
-                }
-                Ok(shared.record_metric(id, value))
+                metric_call(c, MetricOp::Record, id, |m| m.record_metric(id, value))
             })
         },
     )?;
     linker.func_wrap("env", "proxy_get_metric", |mut c: HostCaller<'_>, id: u32, ret: u32| {
         hostcall(&mut c, HostFunction::GetMetric, |c, mem| {
-            let value = {
-                let shared = c.data().shared.lock();
-                if let Some(trap) = c.data().profile.metric_trap(MetricOp::Get, id, shared.metric_kind(id)) {
-                    return Err(Fault::Trap(format_err!("{trap}")));
-                }
-                shared.get_metric(id)
-            };
-            match value {
+            match metric_call(c, MetricOp::Get, id, |m| m.get_metric(id))? {
                 Ok(v) => {
                     mem.write_u64(c, ret, v)?;
                     Ok(Status::Ok)
@@ -1071,6 +1052,21 @@ fn metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         })
     })?;
     Ok(())
+}
+
+/// A metric call on the VMs' shared metrics, after the trap the profile's host ends it in, if
+/// any ([`Profile::metric_trap`]).
+fn metric_call<T>(
+    c: &HostCaller<'_>,
+    op: MetricOp,
+    id: u32,
+    call: impl FnOnce(&mut SharedInner) -> T,
+) -> Result<T, Fault> {
+    let mut shared = c.data().shared.lock();
+    if let Some(trap) = c.data().profile.metric_trap(op, id, shared.metric_kind(id)) {
+        return Err(Fault::Trap(format_err!("{trap}")));
+    }
+    Ok(call(&mut shared))
 }
 
 // ---- Properties and foreign functions -------------------------------------------------------
