@@ -7,7 +7,7 @@ mod probe;
 use host_sim::wasi::VIRTUAL_EPOCH_NS;
 use host_sim::{CalloutFailure, GrpcReply, HttpCallReply, LogLevel, Profile, Status};
 use kafka_upstream_tests::{header, logs_at, PROFILES};
-use probe::{pairs, probe_options, upstream, values, Probe, PLUGIN, ROOT_ID, VM_ID};
+use probe::{metric_name, pairs, probe_options, upstream, values, Probe, PLUGIN, ROOT_ID, VM_ID};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -1036,18 +1036,11 @@ fn metrics_counter_gauge_histogram_semantics() {
         assert_eq!(r["bad_type"], BAD_ARGUMENT);
 
         let metrics = p.vm.metrics();
-        let name = |n: &str| profile_metric(profile, n);
+        let name = |n: &str| metric_name(profile, n);
         assert_eq!(metrics[&name("probe_counter")].value, 6);
         assert_eq!(metrics[&name("probe_gauge")].value, 42);
         let h = &metrics[&name("probe_histogram")];
         assert_eq!((h.count, h.sum, h.samples.as_slice()), (2, 30, &[10u64, 20][..]));
-    }
-}
-
-fn profile_metric(profile: Profile, name: &str) -> String {
-    match profile {
-        Profile::Envoy => format!("wasmcustom.{name}"),
-        Profile::Kong => format!("pw.{PLUGIN}.{name}"),
     }
 }
 

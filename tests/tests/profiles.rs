@@ -5,7 +5,7 @@ mod probe;
 
 use host_sim::{Action, CalloutFailure, HostError, HttpCallReply, Profile, Status};
 use kafka_upstream_tests::{header, PROFILES};
-use probe::{pairs, probe_options, upstream, Probe, PLUGIN};
+use probe::{metric_name, pairs, probe_options, upstream, Probe, PLUGIN};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -780,10 +780,7 @@ fn kong_traps_on_metric_calls_envoy_refuses() {
         p.stream("metric_op", &up, true);
         p.stream("metric_op", &down, true);
         p.stream("metric_op", &down, true);
-        let name = match profile {
-            Profile::Envoy => "wasmcustom.probe_op_counter".to_string(),
-            Profile::Kong => format!("pw.{PLUGIN}.probe_op_counter"),
-        };
+        let name = metric_name(profile, "probe_op_counter");
         assert_eq!(p.vm.metrics()[&name].value, expected, "{profile}");
     }
 }

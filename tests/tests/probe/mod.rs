@@ -12,6 +12,15 @@ pub const CLUSTERS: [&str; 2] = ["cluster_a", "grpc_cluster"];
 pub const VM_ID: &str = "probe-vm";
 /// The plugin name (metric prefix on Kong, `plugin_name` property).
 pub const PLUGIN: &str = "probe";
+
+/// The name under which each host exports the probe's metric `name` (written out here rather
+/// than taken from host-sim, which is what the tests check).
+pub fn metric_name(profile: Profile, name: &str) -> String {
+    match profile {
+        Profile::Envoy => format!("wasmcustom.{name}"),
+        Profile::Kong => format!("pw.{PLUGIN}.{name}"),
+    }
+}
 /// The root id (`plugin_root_id` property).
 pub const ROOT_ID: &str = "probe-root";
 
