@@ -251,7 +251,7 @@ def start_hostsim_serve(name: str, config: dict, workers: int, run_dir: Path,
 
     proc.wait_until("listening, its embedded REST proxy healthy", ready, STARTUP_TIMEOUT, 0.1)
     if rest_delay_ms:
-        # The REST proxy's fault API (`host-sim rest-proxy` README section): a `delay` fault
+        # The REST proxy's fault API (host-sim/rest-proxy/src/faults.rs): a `delay` fault
         # delays that many produce requests, then lets them produce normally.
         fault = {"kind": "delay", "delay_ms": rest_delay_ms, "count": 2**32 - 1}
         answer = requests.post(f"http://127.0.0.1:{rest}/_sim/faults", json=fault, timeout=5)
