@@ -551,6 +551,9 @@ pub(crate) struct Queue {
     pub _registration: Charge,
 }
 
+/// A shared data key: the VM id it is scoped to, and the key.
+pub(crate) type SharedKey = (String, Vec<u8>);
+
 /// State shared by every VM of one host (Envoy: per process, keyed by VM id; Kong: per nginx
 /// worker set): shared data, shared queues and metrics.
 #[derive(Debug, Default)]
@@ -561,7 +564,7 @@ pub struct Shared {
 #[derive(Debug, Default)]
 pub(crate) struct SharedInner {
     /// (vm_id, key) -> (value, cas), charged to the VM that wrote it last.
-    pub data: HashMap<(String, Vec<u8>), Held<(Vec<u8>, u32)>>,
+    pub data: HashMap<SharedKey, Held<(Vec<u8>, u32)>>,
     pub next_cas: u32,
     pub queues: BTreeMap<u32, Queue>,
     pub queue_ids: HashMap<(String, String), u32>,
