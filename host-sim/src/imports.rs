@@ -11,8 +11,8 @@ use crate::abi::{
 };
 use crate::hostfn::HostFunction;
 use crate::memory::{GuestMemory, MemoryError};
-use crate::profile::{Callback, MapAccess, MetricOp, Profile, SecondLocalResponse, StreamPhase};
-use crate::state::{GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse, SharedInner};
+use crate::profile::{BudgetRefusal, Callback, MapAccess, MetricOp, Profile, SecondLocalResponse};
+use crate::state::{GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse, OverBudget, Refused, SharedInner};
 use wasmtime::format_err;
 use wasmtime::{Caller, Linker};
 
@@ -22,6 +22,17 @@ enum Fault {
     Status(Status),
     /// Trap the guest (the host refuses to continue this call).
     Trap(wasmtime::Error),
+    /// The host-memory budget cannot hold what the call asked to keep: the profile decides.
+    OverBudget(OverBudget),
+}
+
+impl From<Refused> for Fault {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Status(s) => Fault::Status(s),
+            Refused::OverBudget(e) => Fault::OverBudget(e),
+        }
+    }
 }
 
 impl From<MemoryError> for Fault {
@@ -70,6 +81,10 @@ fn hostcall(
     match body(caller, &memory) {
         Ok(status) | Err(Fault::Status(status)) => Ok(status as u32),
         Err(Fault::Trap(e)) => Err(e),
+        Err(Fault::OverBudget(refusal)) => match profile.over_budget(function, &refusal) {
+            BudgetRefusal::Status(status) => Ok(status as u32),
+            BudgetRefusal::Trap(message) => Err(format_err!("{message}")),
+        },
     }
 }
 
@@ -331,29 +346,7 @@ fn buffers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             hostcall(&mut c, HostFunction::SetBufferBytes, |c, mem| {
                 let buffer = BufferType::from_raw(buffer).ok_or(Status::BadArgument)?;
                 let value = read(c, mem, ptr, len)?;
-                let state = c.data_mut();
-                let profile = state.profile;
-                let id = state.effective().ok_or(Status::NotFound)?;
-                let stream = state.streams.get_mut(&id).ok_or(Status::NotFound)?;
-                let dir = match buffer {
-                    BufferType::HttpRequestBody => &mut stream.request,
-                    BufferType::HttpResponseBody => &mut stream.response,
-                    // Only bodies are writable; the others are read-only views.
-                    _ => return Ok(Status::BadArgument),
-                };
-                if !dir.body_available {
-                    return Ok(Status::NotFound);
-                }
-                if !profile.buffer_write_allowed(start as usize, dir.body.len()) {
-                    return Ok(Status::BadArgument);
-                }
-                // Spec: prepend (start=0,size=0), append (start >= length), otherwise replace
-                // `size` bytes at `start` (inject when size is 0).
-                let body = &mut dir.body;
-                let start = (start as usize).min(body.len());
-                let end = start.saturating_add(size as usize).min(body.len());
-                body.splice(start..end, value);
-                Ok(Status::Ok)
+                Ok(c.data_mut().set_body_bytes(buffer, start, size, value)?)
             })
         },
     )?;
@@ -361,69 +354,6 @@ fn buffers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 // ---- HTTP fields ----------------------------------------------------------------------------
-
-/// Where a map lives and whether the current callback may touch it, for a read or a change.
-fn map_ref(state: &mut HostState, map: MapType, access: MapAccess) -> Result<&mut Option<Pairs>, Status> {
-    let profile = state.profile;
-    let active = state.active.as_mut().ok_or(Status::BadArgument)?;
-    let callback = active.callback;
-    let callback_map = |allowed: &[Callback]| allowed.contains(&callback);
-    let call_map = matches!(
-        map,
-        MapType::HttpCallResponseHeaders
-            | MapType::HttpCallResponseTrailers
-            | MapType::GrpcCallInitialMetadata
-            | MapType::GrpcCallTrailingMetadata
-    );
-    // Callout and gRPC maps are read-only (spec: they "can be read in" their callback; Envoy's
-    // mutable accessor `getMap` has no case for them, so changes are BAD_ARGUMENT).
-    if call_map && access == MapAccess::Write {
-        return Err(Status::BadArgument);
-    }
-    // A call without a reply (an Envoy reset) has no maps at all: reading one is refused as a
-    // map that is not there (ENVOY-SRC `getConstMap` returns null: BAD_ARGUMENT).
-    fn present(data: &mut Option<Pairs>, missing: Status) -> Result<&mut Option<Pairs>, Status> {
-        match data {
-            Some(_) => Ok(data),
-            None => Err(missing),
-        }
-    }
-    let missing = profile.unavailable_map_status(callback, access);
-    match map {
-        MapType::HttpCallResponseHeaders if callback_map(&[Callback::HttpCallResponse]) => {
-            present(&mut active.data.headers, missing)
-        }
-        MapType::HttpCallResponseTrailers if callback_map(&[Callback::HttpCallResponse]) => {
-            present(&mut active.data.trailers, missing)
-        }
-        MapType::GrpcCallInitialMetadata if callback_map(&[Callback::GrpcReceiveInitialMetadata]) => {
-            Ok(&mut active.data.headers)
-        }
-        MapType::GrpcCallTrailingMetadata if callback_map(&[Callback::GrpcReceiveTrailingMetadata]) => {
-            Ok(&mut active.data.headers)
-        }
-        _ if call_map => Err(Status::BadArgument),
-        _ => {
-            let id = active.effective_id;
-            let stream = state.streams.get_mut(&id).ok_or(Status::BadArgument)?;
-            let phase = StreamPhase {
-                request_paused_in: stream.request.paused_in,
-                response_paused_in: stream.response.paused_in,
-                request_complete: stream.request.complete,
-                response_complete: stream.response.complete,
-            };
-            if !profile.map_accessible(map, access, callback, phase) {
-                return Err(profile.unavailable_map_status(callback, access));
-            }
-            Ok(match map {
-                MapType::HttpRequestHeaders => &mut stream.request.headers,
-                MapType::HttpRequestTrailers => &mut stream.request.trailers,
-                MapType::HttpResponseHeaders => &mut stream.response.headers,
-                _ => &mut stream.response.trailers,
-            })
-        }
-    }
-}
 
 fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
@@ -434,7 +364,10 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
                 // The size is the serialized size (spec: `return_serialized_pairs_size`).
                 let access = c.data().profile.map_size_access();
-                let size = map_ref(c.data_mut(), map, access)?
+                let size = c
+                    .data_mut()
+                    .map_slot(map, access)?
+                    .pairs
                     .as_ref()
                     .map_or(4, |p| encode_pairs(p).len());
                 mem.write_u32(c, ret, size as u32)?;
@@ -449,7 +382,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             hostcall(&mut c, HostFunction::GetHeaderMapPairs, |c, mem| {
                 let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
                 let profile = c.data().profile;
-                let encoded = match map_ref(c.data_mut(), map, MapAccess::Read) {
+                let encoded = match c.data_mut().map_slot(map, MapAccess::Read).map(|slot| slot.pairs) {
                     Ok(Some(pairs)) => encode_pairs(pairs),
                     Ok(None) => encode_pairs::<&[u8], &[u8]>(&[]),
                     // Envoy serializes a map it does not have as empty, with OK (ENVOY-SRC).
@@ -470,7 +403,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let pairs = read_pairs(c, mem, ptr, len)?;
                 let profile = c.data().profile;
                 let pairs = pairs.into_iter().map(|(k, v)| (profile.header_name(k), v)).collect();
-                *map_ref(c.data_mut(), map, MapAccess::Write)? = Some(pairs);
+                c.data_mut().set_map_pairs(map, pairs)?;
                 Ok(Status::Ok)
             })
         },
@@ -483,7 +416,10 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
                 let key = read(c, mem, key_ptr, key_len)?;
                 // Lookups are case-insensitive on both hosts; the first value is returned.
-                let value = map_ref(c.data_mut(), map, MapAccess::Read)?
+                let value = c
+                    .data_mut()
+                    .map_slot(map, MapAccess::Read)?
+                    .pairs
                     .as_ref()
                     .and_then(|p| p.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)))
                     .map(|(_, v)| v.clone());
@@ -506,9 +442,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let key = read(c, mem, key_ptr, key_len)?;
                 let value = read(c, mem, val_ptr, val_len)?;
                 let key = c.data().profile.header_name(key);
-                map_ref(c.data_mut(), map, MapAccess::Write)?
-                    .get_or_insert_with(Vec::new)
-                    .push((key, value));
+                c.data_mut().add_map_value(map, key, value)?;
                 Ok(Status::Ok)
             })
         },
@@ -522,20 +456,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let key = read(c, mem, key_ptr, key_len)?;
                 let value = read(c, mem, val_ptr, val_len)?;
                 let key = c.data().profile.header_name(key);
-                let pairs = map_ref(c.data_mut(), map, MapAccess::Write)?.get_or_insert_with(Vec::new);
-                // "Adds or replaces": the first occurrence keeps its place, the others go.
-                match pairs.iter().position(|(k, _)| k.eq_ignore_ascii_case(&key)) {
-                    Some(first) => {
-                        pairs[first].1 = value;
-                        let mut index = 0;
-                        pairs.retain(|(k, _)| {
-                            let keep = index <= first || !k.eq_ignore_ascii_case(&key);
-                            index += 1;
-                            keep
-                        });
-                    }
-                    None => pairs.push((key, value)),
-                }
+                c.data_mut().replace_map_value(map, key, value)?;
                 Ok(Status::Ok)
             })
         },
@@ -547,9 +468,7 @@ fn header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             hostcall(&mut c, HostFunction::RemoveHeaderMapValue, |c, mem| {
                 let map = MapType::from_raw(map).ok_or(Status::BadArgument)?;
                 let key = read(c, mem, key_ptr, key_len)?;
-                if let Some(pairs) = map_ref(c.data_mut(), map, MapAccess::Write)?.as_mut() {
-                    pairs.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
-                }
+                c.data_mut().remove_map_value(map, &key)?;
                 // Spec: OK "including the case when requested key didn't exist".
                 Ok(Status::Ok)
             })
@@ -735,19 +654,16 @@ fn http_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let deadline_ns = profile
                     .effective_call_timeout_ms(timeout_ms)
                     .map(|ms| state.now_ns() + ms * 1_000_000);
-                state.http_calls.insert(
+                state.add_http_call(HttpCall {
                     token,
-                    HttpCall {
-                        token,
-                        context_id,
-                        upstream,
-                        headers,
-                        body,
-                        trailers,
-                        timeout_ms,
-                        deadline_ns,
-                    },
-                );
+                    context_id,
+                    upstream,
+                    headers,
+                    body,
+                    trailers,
+                    timeout_ms,
+                    deadline_ns,
+                })?;
                 mem.write_u32(c, ret_token, token)?;
                 Ok(Status::Ok)
             })
@@ -783,23 +699,20 @@ fn open_grpc(
     }
     let context_id = state.effective().ok_or(Status::BadArgument)?;
     let token = state.allocate_token();
-    state.grpc_calls.insert(
+    state.add_grpc_call(GrpcCall {
         token,
-        GrpcCall {
-            token,
-            kind,
-            context_id,
-            upstream,
-            service,
-            method,
-            initial_metadata: metadata,
-            messages: message.into_iter().collect(),
-            end_stream_sent: kind == GrpcKind::Call,
-            cancelled: false,
-            closed: false,
-            timeout_ms,
-        },
-    );
+        kind,
+        context_id,
+        upstream,
+        service,
+        method,
+        initial_metadata: metadata,
+        messages: message.into_iter().collect(),
+        end_stream_sent: kind == GrpcKind::Call,
+        cancelled: false,
+        closed: false,
+        timeout_ms,
+    })?;
     mem.write_u32(c, ret_token, token)?;
     Ok(Status::Ok)
 }
@@ -873,29 +786,18 @@ fn grpc(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: HostCaller<'_>, token: u32, msg_ptr: u32, msg_len: u32, end_stream: u32| {
             hostcall(&mut c, HostFunction::GrpcSend, |c, mem| {
                 let message = read(c, mem, msg_ptr, msg_len)?;
-                let call = c.data_mut().grpc_calls.get_mut(&token).ok_or(Status::NotFound)?;
-                // Spec: BAD_ARGUMENT for a token that is not an open stream.
-                if call.kind != GrpcKind::Stream || call.end_stream_sent || call.cancelled || call.closed {
-                    return Ok(Status::BadArgument);
-                }
-                call.messages.push(message);
-                call.end_stream_sent = end_stream != 0;
-                Ok(Status::Ok)
+                Ok(c.data_mut().grpc_send(token, message, end_stream != 0)?)
             })
         },
     )?;
     linker.func_wrap("env", "proxy_grpc_cancel", |mut c: HostCaller<'_>, token: u32| {
         hostcall(&mut c, HostFunction::GrpcCancel, |c, _| {
-            let call = c.data_mut().grpc_calls.get_mut(&token).ok_or(Status::NotFound)?;
-            call.cancelled = true;
-            Ok(Status::Ok)
+            Ok(c.data_mut().end_grpc(token, false))
         })
     })?;
     linker.func_wrap("env", "proxy_grpc_close", |mut c: HostCaller<'_>, token: u32| {
         hostcall(&mut c, HostFunction::GrpcClose, |c, _| {
-            let call = c.data_mut().grpc_calls.get_mut(&token).ok_or(Status::NotFound)?;
-            call.closed = true;
-            Ok(Status::Ok)
+            Ok(c.data_mut().end_grpc(token, true))
         })
     })?;
     Ok(())
@@ -929,9 +831,7 @@ fn shared_data_and_queues(linker: &mut Linker<HostState>) -> wasmtime::Result<()
             hostcall(&mut c, HostFunction::SetSharedData, |c, mem| {
                 let key = read(c, mem, key_ptr, key_len)?;
                 let value = read(c, mem, val_ptr, val_len)?;
-                let state = c.data();
-                let status = state.shared.lock().set_data(&state.vm_id, key, value, cas);
-                Ok(status)
+                Ok(c.data_mut().set_shared_data(key, value, cas)?)
             })
         },
     )?;
@@ -942,12 +842,7 @@ fn shared_data_and_queues(linker: &mut Linker<HostState>) -> wasmtime::Result<()
             hostcall(&mut c, HostFunction::RegisterSharedQueue, |c, mem| {
                 let name = read_str(c, mem, name_ptr, name_len)?;
                 mem.check_writable(&mut *c, ret_id, 4)?;
-                let state = c.data();
-                let owner = state.effective_root().ok_or(Status::BadArgument)?;
-                let id = state
-                    .shared
-                    .lock()
-                    .register_queue(&state.vm_id, &name, state.vm_key, owner);
+                let id = c.data_mut().register_queue(&name)?;
                 mem.write_u32(c, ret_id, id)?;
                 Ok(Status::Ok)
             })
@@ -977,7 +872,7 @@ fn shared_data_and_queues(linker: &mut Linker<HostState>) -> wasmtime::Result<()
         |mut c: HostCaller<'_>, id: u32, val_ptr: u32, val_len: u32| {
             hostcall(&mut c, HostFunction::EnqueueSharedQueue, |c, mem| {
                 let value = read(c, mem, val_ptr, val_len)?;
-                Ok(c.data().shared.lock().enqueue(id, value))
+                Ok(c.data_mut().enqueue(id, value)?)
             })
         },
     )?;
@@ -1013,9 +908,7 @@ fn metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let kind = MetricType::from_raw(kind).ok_or(Status::BadArgument)?;
                 let name = read_str(c, mem, name_ptr, name_len)?;
                 mem.check_writable(&mut *c, ret_id, 4)?;
-                let state = c.data();
-                let full_name = state.profile.metric_name(&state.plugin_name, &name);
-                let id = state.shared.lock().define_metric(kind, full_name);
+                let id = c.data_mut().define_metric(kind, &name)?;
                 mem.write_u32(c, ret_id, id)?;
                 Ok(Status::Ok)
             })
@@ -1095,21 +988,7 @@ fn properties_and_ffi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             hostcall(&mut c, HostFunction::SetProperty, |c, mem| {
                 let path = read(c, mem, path_ptr, path_len)?;
                 let value = read(c, mem, val_ptr, val_len)?;
-                let state = c.data_mut();
-                let profile = state.profile;
-                // Envoy stores guest-set properties in the stream's filter state; they read back
-                // verbatim. Without a stream it has no filter state and answers NOT_FOUND
-                // (ENVOY-SRC `Context::setProperty`); Kong keeps them with the filter.
-                match state.effective_stream() {
-                    Some(stream) => {
-                        stream.properties.insert(path, value);
-                    }
-                    None if profile.properties_need_a_stream() => return Ok(Status::NotFound),
-                    None => {
-                        state.properties.insert(path, value);
-                    }
-                }
-                Ok(Status::Ok)
+                Ok(c.data_mut().set_property(path, value)?)
             })
         },
     )?;

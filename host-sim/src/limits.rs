@@ -24,6 +24,22 @@ pub struct Limits {
     pub max_stdio_bytes_per_callback: usize,
     /// Most log entries kept in a VM's log before the oldest are dropped (counted).
     pub max_log_entries: usize,
+    /// Most bytes the host holds on the guest's behalf, all kinds together: log lines, body
+    /// bytes and header pairs the guest added beyond what the host received, pending HTTP and
+    /// gRPC calls (headers, body, messages), shared data entries and queue items it wrote, queues
+    /// and metrics it created (histogram samples included), properties it set. Each entry counts
+    /// its bytes plus a fixed bookkeeping size, so empty values cost something too. Bytes are
+    /// released exactly when the host lets go of them (a call answered, a queue item dequeued,
+    /// shared data overwritten, a stream ended, logs taken by the embedder).
+    ///
+    /// Past it the host refuses what the guest asked it to keep, the way the profile's host
+    /// refuses it ([`crate::Profile::over_budget`]); log lines never cause a refusal, the oldest
+    /// are dropped to make room instead. Neither host bounds this per VM: Envoy keeps whatever a
+    /// filter hands it, and ngx_wasm_module bounds only its shared memory zones (`shm_kv` /
+    /// `shm_queue` sizes, at least 15k, Kong/ngx_wasm_module docs/DIRECTIVES.md). The default
+    /// gives the host side the same 1 GiB Envoy allows a guest's own linear memory
+    /// (`max_memory_bytes`), so a guest can at most double what it costs the process.
+    pub max_host_bytes: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +52,7 @@ impl Default for Limits {
             fuel_per_callback: None,
             max_stdio_bytes_per_callback: 1 << 20,
             max_log_entries: 100_000,
+            max_host_bytes: 1 << 30,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::abi::{LogLevel, MapType, MetricType, Status, StreamType};
 use crate::hostfn::HostFunction;
+use crate::state::OverBudget;
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -185,6 +186,16 @@ pub enum CalloutFailure {
     Reset,
 }
 
+/// What a host function does when the host-memory budget cannot hold what it asked to keep
+/// ([`Profile::over_budget`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BudgetRefusal {
+    /// The call returns this status, with nothing kept.
+    Status(Status),
+    /// The guest traps with this message.
+    Trap(String),
+}
+
 /// A metric host call, for [`Profile::metric_trap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricOp {
@@ -257,6 +268,43 @@ impl Profile {
             wrong_kind
         }?;
         Some(format!("{doing} \"{id}\": {reason}"))
+    }
+
+    /// What `function` does when the host-memory budget ([`crate::Limits::max_host_bytes`])
+    /// cannot hold what it asked the host to keep (`refusal` says how much).
+    ///
+    /// Envoy has no such bound: proxy-wasm-cpp-host and Envoy's `Context` keep whatever the
+    /// guest hands them (header map additions, `httpCall`s, shared data and queues have no cap;
+    /// an over-sized header map only fails the request later, with 431, envoyproxy/envoy#34231),
+    /// so the process grows until the allocator fails and Envoy aborts. host-sim fails the VM
+    /// instead, with a trap, which is how Envoy contains a guest it cannot serve.
+    ///
+    /// ngx_wasm_module answers an allocation failure in most host functions with
+    /// INTERNAL_FAILURE (`ngx_proxy_wasm_result_err`, KONG-SRC ngx_proxy_wasm_host.c: set_buffer
+    /// :548, set_header_map_pairs :761, add/replace_header_map_value :804/:838, dispatch_http_call
+    /// :1228, set_property :989), and traps where its fixed-size shared memory zones are full:
+    /// `shm_kv` ("failed setting value to shm (could not write to slab)", :1393; Kong/
+    /// ngx_wasm_module docs/DIRECTIVES.md `shm_kv ... eviction=none`), `shm_queue` ("could not
+    /// enqueue (queue is full)", :1497; DIRECTIVES.md: "writes will fail when the allocated
+    /// memory slab is full") and the metrics zone ("no memory (increase \"slab_size\"
+    /// directive)", :1664). A queue registration allocates nothing in Kong (its zones are
+    /// configured); host-sim creates the queue there, and refuses it with INTERNAL_FAILURE. `proxy_log` is never refused on either host: the oldest log lines
+    /// give way instead ([`crate::state`]).
+    pub fn over_budget(self, function: HostFunction, refusal: &OverBudget) -> BudgetRefusal {
+        let name = function.name();
+        match self {
+            Profile::Envoy => BudgetRefusal::Trap(format!("{name}: {refusal}")),
+            Profile::Kong => match function {
+                HostFunction::SetSharedData => {
+                    BudgetRefusal::Trap("failed setting value to shm (could not write to slab)".into())
+                }
+                HostFunction::EnqueueSharedQueue => BudgetRefusal::Trap("could not enqueue (queue is full)".into()),
+                HostFunction::DefineMetric => {
+                    BudgetRefusal::Trap("could not define metric: no memory (increase \"slab_size\" directive)".into())
+                }
+                _ => BudgetRefusal::Status(Status::InternalFailure),
+            },
+        }
     }
 
     /// Whether `proxy_increment_metric` with a negative delta lowers a counter. Envoy refuses

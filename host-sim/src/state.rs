@@ -4,14 +4,26 @@
 //! This layer holds data and the rules that are the same on every host (spec semantics of
 //! buffers, maps, shared data, queues and metrics). Host differences are asked of the
 //! [`Profile`]; the order of guest callbacks belongs to the driver.
+//!
+//! Every byte the host keeps on a guest's behalf is charged to the VM's [`HostBudget`]
+//! ([`crate::Limits::max_host_bytes`]) through a [`budget`] charge kept next to the data, so each
+//! way the data goes away releases it. The state methods below charge before they change
+//! anything; a refusal ([`Refused::OverBudget`]) leaves the state as it was, and the profile
+//! decides what the guest sees ([`Profile::over_budget`]). Log lines are the one thing the host
+//! may drop to make room: a real host has written them out already.
 
-use crate::abi::{LogLevel, MetricType, Pairs, Status};
+mod budget;
+
+use crate::abi::{BufferType, LogLevel, MapType, MetricType, Pairs, Status};
 use crate::limits::Limits;
 use crate::memory::GuestMemory;
-use crate::profile::{Callback, Profile};
+use crate::profile::{Callback, MapAccess, Profile, StreamPhase};
 use crate::wasi::StdioCapture;
+pub(crate) use budget::{Charge, GuestGrowth, ENTRY_OVERHEAD};
+pub use budget::{HostBudget, OverBudget};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use wasmtime::StoreLimits;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -164,6 +176,237 @@ pub(crate) struct Direction {
     pub complete: bool,
     /// Kong buffers the whole request body before delivering it once.
     pub staged_body: Vec<u8>,
+    /// What the guest added to `body` beyond what the host delivered.
+    pub body_growth: GuestGrowth,
+    /// What the guest added to `headers` beyond what the host received.
+    pub headers_growth: GuestGrowth,
+    /// What the guest added to `trailers` beyond what the host received.
+    pub trailers_growth: GuestGrowth,
+}
+
+impl Direction {
+    /// The host received headers: they replace the map, and whatever the guest had added.
+    pub fn set_headers(&mut self, pairs: Pairs) {
+        self.headers_growth.host_set(pairs_footprint(&pairs));
+        self.headers = Some(pairs);
+    }
+
+    /// The host received trailers.
+    pub fn set_trailers(&mut self, pairs: Pairs) {
+        self.trailers_growth.host_set(pairs_footprint(&pairs));
+        self.trailers = Some(pairs);
+    }
+
+    /// The host appends a chunk it received to the body buffer.
+    pub fn receive_body(&mut self, chunk: &[u8]) {
+        self.body.extend_from_slice(chunk);
+        self.body_growth.host_added(chunk.len());
+    }
+
+    /// The host takes the body buffer to send it on; what the guest added goes with it.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        self.body_growth.host_set(0);
+        std::mem::take(&mut self.body)
+    }
+
+    /// `proxy_set_buffer_bytes` on this body: spec prepend (start=0,size=0), append (start >=
+    /// length), otherwise replace `size` bytes at `start` (inject when size is 0). The growth
+    /// is charged first; a refusal changes nothing.
+    fn splice_body(
+        &mut self,
+        budget: &Arc<HostBudget>,
+        start: usize,
+        size: usize,
+        value: Vec<u8>,
+    ) -> Result<(), OverBudget> {
+        let start = start.min(self.body.len());
+        let end = start.saturating_add(size).min(self.body.len());
+        let new_len = self.body.len() - (end - start) + value.len();
+        self.body_growth.guest_resize(budget, new_len)?;
+        self.body.splice(start..end, value);
+        Ok(())
+    }
+}
+
+/// Bytes a header map holds, as the budget counts them.
+pub(crate) fn pairs_footprint<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> usize {
+    pairs.iter().map(|(k, v)| pair_footprint(k.as_ref(), v.as_ref())).sum()
+}
+
+fn pair_footprint(key: &[u8], value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD
+}
+
+/// A header map a host function may use, with the guest's share of it when it is a stream map.
+pub(crate) struct MapSlot<'a> {
+    /// The map (`None`: the host has none yet).
+    pub pairs: &'a mut Option<Pairs>,
+    growth: Option<&'a mut GuestGrowth>,
+    budget: &'a Arc<HostBudget>,
+}
+
+impl<'a> MapSlot<'a> {
+    /// A callout or gRPC map: read-only, nothing to charge.
+    fn read_only(pairs: &'a mut Option<Pairs>, budget: &'a Arc<HostBudget>) -> Self {
+        MapSlot {
+            pairs,
+            growth: None,
+            budget,
+        }
+    }
+
+    /// Charges the map's change to `new_total` bytes (callout maps are read-only: nothing to
+    /// charge).
+    fn resize(&mut self, new_total: usize) -> Result<(), OverBudget> {
+        match self.growth.as_deref_mut() {
+            Some(growth) => growth.guest_resize(self.budget, new_total),
+            None => Ok(()),
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.growth.as_deref().map_or(0, GuestGrowth::total)
+    }
+
+    /// `proxy_set_header_map_pairs`.
+    fn set_all(mut self, pairs: Pairs) -> Result<(), OverBudget> {
+        self.resize(pairs_footprint(&pairs))?;
+        *self.pairs = Some(pairs);
+        Ok(())
+    }
+
+    /// `proxy_add_header_map_value`.
+    fn add(mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), OverBudget> {
+        let total = self.total() + pair_footprint(&key, &value);
+        self.resize(total)?;
+        self.pairs.get_or_insert_with(Vec::new).push((key, value));
+        Ok(())
+    }
+
+    /// `proxy_replace_header_map_value`: "adds or replaces"; the first occurrence keeps its
+    /// place, the others go.
+    fn replace(mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), OverBudget> {
+        let total_before = self.total();
+        let pairs = self.pairs.get_or_insert_with(Vec::new);
+        let Some(first) = pairs.iter().position(|(k, _)| k.eq_ignore_ascii_case(&key)) else {
+            return self.add(key, value);
+        };
+        let removed: usize = pairs[first + 1..]
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(&key))
+            .map(|(k, v)| pair_footprint(k, v))
+            .sum();
+        let total = total_before.saturating_sub(removed + pairs[first].1.len()) + value.len();
+        self.resize(total)?;
+        let pairs = self.pairs.get_or_insert_with(Vec::new);
+        pairs[first].1 = value;
+        let mut index = 0;
+        pairs.retain(|(k, _)| {
+            let keep = index <= first || !k.eq_ignore_ascii_case(&key);
+            index += 1;
+            keep
+        });
+        Ok(())
+    }
+
+    /// `proxy_remove_header_map_value`: every occurrence goes.
+    fn remove(mut self, key: &[u8]) {
+        let total_before = self.total();
+        let Some(pairs) = self.pairs.as_mut() else {
+            return;
+        };
+        let removed: usize = pairs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(k, v)| pair_footprint(k, v))
+            .sum();
+        pairs.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        let total = total_before.saturating_sub(removed);
+        // Shrinking is never refused.
+        let _ = self.resize(total);
+    }
+}
+
+/// Why a state method did not do what the guest asked.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The ABI status for it (not found, bad argument, ...).
+    Status(Status),
+    /// The host-memory budget cannot hold it.
+    OverBudget(OverBudget),
+}
+
+impl From<Status> for Refused {
+    fn from(s: Status) -> Self {
+        Refused::Status(s)
+    }
+}
+
+impl From<OverBudget> for Refused {
+    fn from(e: OverBudget) -> Self {
+        Refused::OverBudget(e)
+    }
+}
+
+/// Data the host holds with the charge for it: dropping it (answered, cancelled, dequeued, its
+/// context gone) releases the bytes. Read through `Deref`; changes go through state methods,
+/// which charge them.
+#[derive(Debug)]
+pub(crate) struct Held<T> {
+    data: T,
+    charge: Charge,
+}
+
+impl<T> Held<T> {
+    /// A copy of the data, for the embedder (not held by the host, so not charged).
+    pub fn to_owned_value(&self) -> T
+    where
+        T: Clone,
+    {
+        self.data.clone()
+    }
+}
+
+impl<T> Deref for Held<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.data
+    }
+}
+
+/// Properties set with `proxy_set_property` (by the guest, charged) or by the embedder.
+#[derive(Debug, Default)]
+pub(crate) struct PropertyMap {
+    values: HashMap<Vec<u8>, Vec<u8>>,
+    /// Paths the guest set (their bytes are in `charge`).
+    guest_set: HashMap<Vec<u8>, usize>,
+    charge: Charge,
+}
+
+impl PropertyMap {
+    /// The value at `path`.
+    pub fn get(&self, path: &[u8]) -> Option<&Vec<u8>> {
+        self.values.get(path)
+    }
+
+    /// The embedder sets a property: not the guest's bytes, so not charged.
+    pub fn set_by_host(&mut self, path: Vec<u8>, value: Vec<u8>) {
+        if let Some(bytes) = self.guest_set.remove(&path) {
+            self.charge.shrink(bytes);
+        }
+        self.values.insert(path, value);
+    }
+
+    /// The guest sets a property: charged, or refused with nothing changed.
+    fn set_by_guest(&mut self, budget: &Arc<HostBudget>, path: Vec<u8>, value: Vec<u8>) -> Result<(), OverBudget> {
+        let old = self.guest_set.get(&path).copied().unwrap_or(0);
+        // The path is kept twice: as the value's key and in `guest_set`.
+        let new = 2 * path.len() + value.len() + ENTRY_OVERHEAD;
+        self.charge.resize(budget, self.charge.bytes() - old + new)?;
+        self.guest_set.insert(path.clone(), new);
+        self.values.insert(path, value);
+        Ok(())
+    }
 }
 
 /// Input that arrived while a direction was paused.
@@ -191,7 +434,7 @@ pub(crate) struct StreamState {
     pub awaiting_done: bool,
     pub finished: bool,
     /// Properties the guest set on this stream (Envoy keeps them in the stream's filter state).
-    pub properties: HashMap<Vec<u8>, Vec<u8>>,
+    pub properties: PropertyMap,
 }
 
 impl StreamState {
@@ -217,7 +460,7 @@ impl StreamState {
             info,
             awaiting_done: false,
             finished: false,
-            properties: HashMap::new(),
+            properties: PropertyMap::default(),
         }
     }
 
@@ -302,8 +545,14 @@ pub(crate) struct Queue {
     /// The VM and root context that registered it: they get `proxy_on_queue_ready`.
     pub owner_vm: u64,
     pub owner_context: u32,
-    pub items: VecDeque<Vec<u8>>,
+    pub items: VecDeque<Held<Vec<u8>>>,
+    /// The charge for the registration itself (its name, kept here and in `queue_ids`): held
+    /// for as long as the queue exists.
+    pub _registration: Charge,
 }
+
+/// A shared data key: the VM id it is scoped to, and the key.
+pub(crate) type SharedKey = (String, Vec<u8>);
 
 /// State shared by every VM of one host (Envoy: per process, keyed by VM id; Kong: per nginx
 /// worker set): shared data, shared queues and metrics.
@@ -314,15 +563,15 @@ pub struct Shared {
 
 #[derive(Debug, Default)]
 pub(crate) struct SharedInner {
-    /// (vm_id, key) -> (value, cas).
-    pub data: HashMap<(String, Vec<u8>), (Vec<u8>, u32)>,
+    /// (vm_id, key) -> (value, cas), charged to the VM that wrote it last.
+    pub data: HashMap<SharedKey, Held<(Vec<u8>, u32)>>,
     pub next_cas: u32,
     pub queues: BTreeMap<u32, Queue>,
     pub queue_ids: HashMap<(String, String), u32>,
     pub next_queue_id: u32,
     /// VM-unique id -> root contexts with queue notifications waiting.
     pub queue_ready: HashMap<u64, Vec<(u32, u32)>>,
-    pub metrics: BTreeMap<u32, Metric>,
+    pub metrics: BTreeMap<u32, Held<Metric>>,
     pub metric_ids: HashMap<String, u32>,
     pub next_metric_id: u32,
     pub next_vm: u64,
@@ -345,20 +594,23 @@ impl Shared {
         self.lock()
             .metrics
             .values()
-            .map(|m| (m.name.clone(), m.clone()))
+            .map(|m| (m.name.clone(), m.to_owned_value()))
             .collect()
     }
 
     /// The value of a shared data key in VM `vm_id`.
     pub fn shared_data(&self, vm_id: &str, key: &[u8]) -> Option<(Vec<u8>, u32)> {
-        self.lock().data.get(&(vm_id.to_string(), key.to_vec())).cloned()
+        self.lock().get_data(vm_id, key)
     }
 
     /// Items waiting in a queue, by VM id and name.
     pub fn queue_items(&self, vm_id: &str, name: &str) -> Option<Vec<Vec<u8>>> {
         let inner = self.lock();
         let id = inner.queue_ids.get(&(vm_id.to_string(), name.to_string()))?;
-        inner.queues.get(id).map(|q| q.items.iter().cloned().collect())
+        inner
+            .queues
+            .get(id)
+            .map(|q| q.items.iter().map(|item| item.to_owned_value()).collect())
     }
 
     pub(crate) fn allocate_vm_key(&self) -> u64 {
@@ -371,28 +623,59 @@ impl Shared {
 impl SharedInner {
     /// `proxy_get_shared_data`.
     pub fn get_data(&self, vm_id: &str, key: &[u8]) -> Option<(Vec<u8>, u32)> {
-        self.data.get(&(vm_id.to_string(), key.to_vec())).cloned()
+        self.data
+            .get(&(vm_id.to_string(), key.to_vec()))
+            .map(|held| held.to_owned_value())
     }
 
     /// `proxy_set_shared_data`: a non-zero `cas` must match the stored one (spec). Each write
-    /// gets a new non-zero cas.
-    pub fn set_data(&mut self, vm_id: &str, key: Vec<u8>, value: Vec<u8>, cas: u32) -> Status {
+    /// gets a new non-zero cas. The entry is charged to `budget` (the writing VM's); what a
+    /// previous write held is released, from whichever VM wrote it.
+    pub fn set_data(
+        &mut self,
+        budget: &Arc<HostBudget>,
+        vm_id: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        cas: u32,
+    ) -> Result<Status, OverBudget> {
+        let footprint = vm_id.len() + key.len() + value.len() + ENTRY_OVERHEAD;
         let slot = (vm_id.to_string(), key);
-        if cas != 0 {
-            match self.data.get(&slot) {
-                Some((_, current)) if *current == cas => {}
-                _ => return Status::CasMismatch,
+        let existing = self.data.get_mut(&slot);
+        if cas != 0 && existing.as_ref().is_none_or(|held| held.data.1 != cas) {
+            return Ok(Status::CasMismatch);
+        }
+        let next_cas = self.next_cas.wrapping_add(1).max(1);
+        match existing {
+            Some(held) => {
+                held.charge.resize(budget, footprint)?;
+                held.data = (value, next_cas);
+            }
+            None => {
+                let charge = budget.charge(footprint)?;
+                self.data.insert(
+                    slot,
+                    Held {
+                        data: (value, next_cas),
+                        charge,
+                    },
+                );
             }
         }
-        self.next_cas = self.next_cas.wrapping_add(1).max(1);
-        let cas = self.next_cas;
-        self.data.insert(slot, (value, cas));
-        Status::Ok
+        self.next_cas = next_cas;
+        Ok(Status::Ok)
     }
 
-    /// `proxy_register_shared_queue`: opens the queue if it exists, else creates it. The
-    /// registering root context becomes the one notified.
-    pub fn register_queue(&mut self, vm_id: &str, name: &str, owner_vm: u64, owner_context: u32) -> u32 {
+    /// `proxy_register_shared_queue`: opens the queue if it exists, else creates it, charged to
+    /// `budget`. The registering root context becomes the one notified.
+    pub fn register_queue(
+        &mut self,
+        budget: &Arc<HostBudget>,
+        vm_id: &str,
+        name: &str,
+        owner_vm: u64,
+        owner_context: u32,
+    ) -> Result<u32, OverBudget> {
         let key = (vm_id.to_string(), name.to_string());
         if let Some(id) = self.queue_ids.get(&key) {
             let id = *id;
@@ -400,8 +683,9 @@ impl SharedInner {
                 q.owner_vm = owner_vm;
                 q.owner_context = owner_context;
             }
-            return id;
+            return Ok(id);
         }
+        let charge = budget.charge(2 * (vm_id.len() + name.len()) + std::mem::size_of::<Queue>())?;
         self.next_queue_id += 1;
         let id = self.next_queue_id;
         self.queue_ids.insert(key, id);
@@ -411,9 +695,10 @@ impl SharedInner {
                 owner_vm,
                 owner_context,
                 items: VecDeque::new(),
+                _registration: charge,
             },
         );
-        id
+        Ok(id)
     }
 
     /// `proxy_resolve_shared_queue`.
@@ -421,44 +706,62 @@ impl SharedInner {
         self.queue_ids.get(&(vm_id.to_string(), name.to_string())).copied()
     }
 
-    /// `proxy_enqueue_shared_queue`: appends and schedules `proxy_on_queue_ready` for the owner.
-    pub fn enqueue(&mut self, id: u32, value: Vec<u8>) -> Status {
+    /// `proxy_enqueue_shared_queue`: appends, charged to `budget` (the enqueuing VM's) until
+    /// dequeued, and schedules `proxy_on_queue_ready` for the owner.
+    pub fn enqueue(&mut self, budget: &Arc<HostBudget>, id: u32, value: Vec<u8>) -> Result<Status, OverBudget> {
         let Some(q) = self.queues.get_mut(&id) else {
-            return Status::NotFound;
+            return Ok(Status::NotFound);
         };
-        q.items.push_back(value);
+        // The notification scheduled with it is part of what the item costs.
+        let footprint = value.len() + ENTRY_OVERHEAD + std::mem::size_of::<(u32, u32)>();
+        let charge = budget.charge(footprint)?;
+        q.items.push_back(Held { data: value, charge });
         let (vm, ctx) = (q.owner_vm, q.owner_context);
         self.queue_ready.entry(vm).or_default().push((ctx, id));
-        Status::Ok
+        Ok(Status::Ok)
     }
 
-    /// `proxy_dequeue_shared_queue`.
+    /// `proxy_dequeue_shared_queue`: the item's bytes are released from whichever VM queued it.
     pub fn dequeue(&mut self, id: u32) -> Result<Vec<u8>, Status> {
         let q = self.queues.get_mut(&id).ok_or(Status::NotFound)?;
-        q.items.pop_front().ok_or(Status::Empty)
+        let item = q.items.pop_front().ok_or(Status::Empty)?;
+        let Held { data, charge } = item;
+        drop(charge);
+        Ok(data)
     }
 
     /// `proxy_define_metric`: defining an existing name returns its id (Envoy and Kong both
-    /// reuse the metric).
-    pub fn define_metric(&mut self, kind: MetricType, name: String) -> u32 {
+    /// reuse the metric). A new metric is charged to `budget` (the defining VM's), and so are
+    /// the histogram samples host-sim keeps for it.
+    pub fn define_metric(
+        &mut self,
+        budget: &Arc<HostBudget>,
+        kind: MetricType,
+        name: String,
+    ) -> Result<u32, OverBudget> {
         if let Some(id) = self.metric_ids.get(&name) {
-            return *id;
+            return Ok(*id);
         }
+        // The name is kept twice: in the metric and as its key in `metric_ids`.
+        let charge = budget.charge(2 * name.len() + std::mem::size_of::<Metric>() + ENTRY_OVERHEAD)?;
         self.next_metric_id += 1;
         let id = self.next_metric_id;
         self.metric_ids.insert(name.clone(), id);
         self.metrics.insert(
             id,
-            Metric {
-                name,
-                kind,
-                value: 0,
-                samples: Vec::new(),
-                count: 0,
-                sum: 0,
+            Held {
+                data: Metric {
+                    name,
+                    kind,
+                    value: 0,
+                    samples: Vec::new(),
+                    count: 0,
+                    sum: 0,
+                },
+                charge,
             },
         );
-        id
+        Ok(id)
     }
 
     /// The type of metric `id`, if it exists.
@@ -470,7 +773,7 @@ impl SharedInner {
     /// ([`crate::Profile::counters_may_decrease`]), histograms cannot be incremented (spec:
     /// BAD_ARGUMENT "when requested delta cannot be applied").
     pub fn increment_metric(&mut self, id: u32, delta: i64, counters_may_decrease: bool) -> Status {
-        let Some(m) = self.metrics.get_mut(&id) else {
+        let Some(Held { data: m, .. }) = self.metrics.get_mut(&id) else {
             return Status::NotFound;
         };
         match m.kind {
@@ -487,17 +790,21 @@ impl SharedInner {
         }
     }
 
-    /// `proxy_record_metric`: sets a gauge or counter, records a histogram sample.
+    /// `proxy_record_metric`: sets a gauge or counter, records a histogram sample. The samples
+    /// are host-sim's own record for the embedder (hosts keep buckets): one the budget cannot
+    /// hold is not kept, and the guest sees OK either way.
     pub fn record_metric(&mut self, id: u32, value: u64) -> Status {
-        let Some(m) = self.metrics.get_mut(&id) else {
+        let Some(Held { data: m, charge }) = self.metrics.get_mut(&id) else {
             return Status::NotFound;
         };
         match m.kind {
             MetricType::Histogram => {
                 if m.samples.len() >= MAX_HISTOGRAM_SAMPLES {
                     m.samples.remove(0);
+                    m.samples.push(value);
+                } else if charge.grow(std::mem::size_of::<u64>()).is_ok() {
+                    m.samples.push(value);
                 }
-                m.samples.push(value);
                 m.count += 1;
                 m.sum += value as u128;
                 m.value = value;
@@ -517,6 +824,64 @@ impl SharedInner {
     }
 }
 
+/// The VM's log: lines in order, bounded in count ([`Limits::max_log_entries`]) and charged to
+/// the budget; the oldest give way to new ones, and to other charges.
+#[derive(Debug, Default)]
+pub(crate) struct LogBook {
+    entries: VecDeque<LogEntry>,
+    charge: Charge,
+    /// Lines dropped so far (oldest evicted, or a line that could not fit at all).
+    dropped: u64,
+}
+
+impl LogBook {
+    fn footprint(entry: &LogEntry) -> usize {
+        std::mem::size_of::<LogEntry>() + entry.message.len()
+    }
+
+    /// The lines, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &LogEntry> {
+        self.entries.iter()
+    }
+
+    /// Hands every line to the embedder: the host no longer holds them.
+    pub fn take_all(&mut self) -> Vec<LogEntry> {
+        self.charge.clear();
+        self.entries.drain(..).collect()
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Drops the oldest line; false when there is none.
+    fn drop_oldest(&mut self) -> bool {
+        let Some(oldest) = self.entries.pop_front() else {
+            return false;
+        };
+        self.charge.shrink(Self::footprint(&oldest));
+        self.dropped += 1;
+        true
+    }
+
+    /// Appends a line, dropping the oldest while the count or the budget is exceeded; a line
+    /// larger than the whole budget is dropped itself.
+    fn push(&mut self, budget: &Arc<HostBudget>, entry: LogEntry, max_entries: usize) {
+        while self.entries.len() >= max_entries.max(1) {
+            self.drop_oldest();
+        }
+        let footprint = Self::footprint(&entry);
+        while self.charge.resize(budget, self.charge.bytes() + footprint).is_err() {
+            if !self.drop_oldest() {
+                self.dropped += 1;
+                return;
+            }
+        }
+        self.entries.push_back(entry);
+    }
+}
+
 /// A host-side function the guest can call with `proxy_call_foreign_function`.
 pub type ForeignFunction = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync>;
 
@@ -530,8 +895,9 @@ pub struct HostState {
     pub(crate) profile: Profile,
     pub(crate) clock: crate::wasi::Clock,
     pub(crate) log_level: LogLevel,
-    pub(crate) logs: VecDeque<LogEntry>,
-    pub(crate) logs_dropped: u64,
+    pub(crate) logs: LogBook,
+    /// Every byte the host holds for this guest is charged here.
+    pub(crate) budget: Arc<HostBudget>,
     pub(crate) active: Option<Active>,
     pub(crate) roots: BTreeMap<u32, RootState>,
     pub(crate) streams: BTreeMap<u32, StreamState>,
@@ -540,8 +906,8 @@ pub struct HostState {
     pub(crate) vm_key: u64,
     pub(crate) plugin_name: String,
     pub(crate) vm_configuration: Vec<u8>,
-    pub(crate) http_calls: BTreeMap<u32, HttpCall>,
-    pub(crate) grpc_calls: BTreeMap<u32, GrpcCall>,
+    pub(crate) http_calls: BTreeMap<u32, Held<HttpCall>>,
+    pub(crate) grpc_calls: BTreeMap<u32, Held<GrpcCall>>,
     pub(crate) next_token: u32,
     pub(crate) shared: Arc<Shared>,
     pub(crate) foreign: HashMap<String, ForeignFunction>,
@@ -550,7 +916,7 @@ pub struct HostState {
     /// Every name is a known cluster ([`crate::VmOptions::any_cluster`]).
     pub(crate) any_cluster: bool,
     /// VM-wide properties set by the embedder or by the guest outside a stream.
-    pub(crate) properties: HashMap<Vec<u8>, Vec<u8>>,
+    pub(crate) properties: PropertyMap,
     /// Roots that called `proxy_done` and are waiting to be finalized.
     pub(crate) done_roots: Vec<u32>,
 }
@@ -561,19 +927,251 @@ impl HostState {
         self.any_cluster || self.clusters.iter().any(|c| c == name)
     }
 
-    /// Appends a log line, dropping the oldest beyond the limit.
+    /// Appends a log line, dropping the oldest beyond the entry limit or the budget.
     pub(crate) fn push_log(&mut self, level: LogLevel, message: String) {
         let context_id = self.active.as_ref().map(|a| a.effective_id);
-        if self.logs.len() >= self.limits.max_log_entries {
-            self.logs.pop_front();
-            self.logs_dropped += 1;
-        }
         tracing::event!(target: "guest", tracing::Level::DEBUG, level = %level, context_id, "{message}");
-        self.logs.push_back(LogEntry {
+        let entry = LogEntry {
             level,
             message,
             context_id,
-        });
+        };
+        self.logs.push(&self.budget, entry, self.limits.max_log_entries);
+    }
+
+    /// Drops the oldest log lines until `bytes` fit in the budget, or no line is left: the host
+    /// would have written them out already, so they are what gives way.
+    fn make_room(&mut self, bytes: usize) {
+        while self.budget.available() < bytes && self.logs.drop_oldest() {}
+    }
+
+    /// `proxy_set_buffer_bytes`: only the effective stream's bodies are writable.
+    pub(crate) fn set_body_bytes(
+        &mut self,
+        buffer: BufferType,
+        start: u32,
+        size: u32,
+        value: Vec<u8>,
+    ) -> Result<Status, Refused> {
+        self.make_room(value.len());
+        let profile = self.profile;
+        let id = self.effective().ok_or(Status::NotFound)?;
+        let stream = self.streams.get_mut(&id).ok_or(Status::NotFound)?;
+        let dir = match buffer {
+            BufferType::HttpRequestBody => &mut stream.request,
+            BufferType::HttpResponseBody => &mut stream.response,
+            // The other buffers are read-only views.
+            _ => return Ok(Status::BadArgument),
+        };
+        if !dir.body_available {
+            return Ok(Status::NotFound);
+        }
+        if !profile.buffer_write_allowed(start as usize, dir.body.len()) {
+            return Ok(Status::BadArgument);
+        }
+        dir.splice_body(&self.budget, start as usize, size as usize, value)?;
+        Ok(Status::Ok)
+    }
+
+    /// Where a map lives and whether the current callback may touch it, for a read or a change.
+    pub(crate) fn map_slot(&mut self, map: MapType, access: MapAccess) -> Result<MapSlot<'_>, Status> {
+        let HostState {
+            profile,
+            active,
+            streams,
+            budget,
+            ..
+        } = self;
+        let (profile, budget) = (*profile, &*budget);
+        let active = active.as_mut().ok_or(Status::BadArgument)?;
+        let callback = active.callback;
+        let callback_map = |allowed: &[Callback]| allowed.contains(&callback);
+        let call_map = matches!(
+            map,
+            MapType::HttpCallResponseHeaders
+                | MapType::HttpCallResponseTrailers
+                | MapType::GrpcCallInitialMetadata
+                | MapType::GrpcCallTrailingMetadata
+        );
+        // Callout and gRPC maps are read-only (spec: they "can be read in" their callback;
+        // Envoy's mutable accessor `getMap` has no case for them, so changes are BAD_ARGUMENT).
+        if call_map && access == MapAccess::Write {
+            return Err(Status::BadArgument);
+        }
+        // A call without a reply (an Envoy reset) has no maps at all: reading one is refused as
+        // a map that is not there (ENVOY-SRC `getConstMap` returns null: BAD_ARGUMENT).
+        let missing = profile.unavailable_map_status(callback, access);
+        let present = |data: &Option<Pairs>| data.is_some().then_some(()).ok_or(missing);
+        match map {
+            MapType::HttpCallResponseHeaders if callback_map(&[Callback::HttpCallResponse]) => {
+                present(&active.data.headers)?;
+                Ok(MapSlot::read_only(&mut active.data.headers, budget))
+            }
+            MapType::HttpCallResponseTrailers if callback_map(&[Callback::HttpCallResponse]) => {
+                present(&active.data.trailers)?;
+                Ok(MapSlot::read_only(&mut active.data.trailers, budget))
+            }
+            MapType::GrpcCallInitialMetadata if callback_map(&[Callback::GrpcReceiveInitialMetadata]) => {
+                Ok(MapSlot::read_only(&mut active.data.headers, budget))
+            }
+            MapType::GrpcCallTrailingMetadata if callback_map(&[Callback::GrpcReceiveTrailingMetadata]) => {
+                Ok(MapSlot::read_only(&mut active.data.headers, budget))
+            }
+            _ if call_map => Err(Status::BadArgument),
+            _ => {
+                let id = active.effective_id;
+                let stream = streams.get_mut(&id).ok_or(Status::BadArgument)?;
+                let phase = StreamPhase {
+                    request_paused_in: stream.request.paused_in,
+                    response_paused_in: stream.response.paused_in,
+                    request_complete: stream.request.complete,
+                    response_complete: stream.response.complete,
+                };
+                if !profile.map_accessible(map, access, callback, phase) {
+                    return Err(profile.unavailable_map_status(callback, access));
+                }
+                let (pairs, growth) = match map {
+                    MapType::HttpRequestHeaders => (&mut stream.request.headers, &mut stream.request.headers_growth),
+                    MapType::HttpRequestTrailers => (&mut stream.request.trailers, &mut stream.request.trailers_growth),
+                    MapType::HttpResponseHeaders => (&mut stream.response.headers, &mut stream.response.headers_growth),
+                    _ => (&mut stream.response.trailers, &mut stream.response.trailers_growth),
+                };
+                Ok(MapSlot {
+                    pairs,
+                    growth: Some(growth),
+                    budget,
+                })
+            }
+        }
+    }
+
+    /// `proxy_set_header_map_pairs`.
+    pub(crate) fn set_map_pairs(&mut self, map: MapType, pairs: Pairs) -> Result<(), Refused> {
+        self.make_room(pairs_footprint(&pairs));
+        Ok(self.map_slot(map, MapAccess::Write)?.set_all(pairs)?)
+    }
+
+    /// `proxy_add_header_map_value`.
+    pub(crate) fn add_map_value(&mut self, map: MapType, key: Vec<u8>, value: Vec<u8>) -> Result<(), Refused> {
+        self.make_room(pair_footprint(&key, &value));
+        Ok(self.map_slot(map, MapAccess::Write)?.add(key, value)?)
+    }
+
+    /// `proxy_replace_header_map_value`.
+    pub(crate) fn replace_map_value(&mut self, map: MapType, key: Vec<u8>, value: Vec<u8>) -> Result<(), Refused> {
+        self.make_room(pair_footprint(&key, &value));
+        Ok(self.map_slot(map, MapAccess::Write)?.replace(key, value)?)
+    }
+
+    /// `proxy_remove_header_map_value`.
+    pub(crate) fn remove_map_value(&mut self, map: MapType, key: &[u8]) -> Result<(), Refused> {
+        self.map_slot(map, MapAccess::Write)?.remove(key);
+        Ok(())
+    }
+
+    /// Keeps a `proxy_http_call` until it is answered, cancelled or its context ends.
+    pub(crate) fn add_http_call(&mut self, call: HttpCall) -> Result<(), Refused> {
+        let footprint = std::mem::size_of::<HttpCall>()
+            + call.upstream.len()
+            + pairs_footprint(&call.headers)
+            + call.body.len()
+            + pairs_footprint(&call.trailers);
+        self.make_room(footprint);
+        let charge = self.budget.charge(footprint)?;
+        self.http_calls.insert(call.token, Held { data: call, charge });
+        Ok(())
+    }
+
+    /// Keeps a gRPC call or stream until it is answered or its context ends.
+    pub(crate) fn add_grpc_call(&mut self, call: GrpcCall) -> Result<(), Refused> {
+        let footprint = std::mem::size_of::<GrpcCall>()
+            + call.upstream.len()
+            + call.service.len()
+            + call.method.len()
+            + pairs_footprint(&call.initial_metadata)
+            + call.messages.iter().map(|m| m.len() + ENTRY_OVERHEAD).sum::<usize>();
+        self.make_room(footprint);
+        let charge = self.budget.charge(footprint)?;
+        self.grpc_calls.insert(call.token, Held { data: call, charge });
+        Ok(())
+    }
+
+    /// `proxy_grpc_send`: the message is kept with its stream (charged to it).
+    pub(crate) fn grpc_send(&mut self, token: u32, message: Vec<u8>, end_stream: bool) -> Result<Status, Refused> {
+        self.make_room(message.len() + ENTRY_OVERHEAD);
+        let held = self.grpc_calls.get_mut(&token).ok_or(Status::NotFound)?;
+        let call = &held.data;
+        // Spec: BAD_ARGUMENT for a token that is not an open stream.
+        if call.kind != GrpcKind::Stream || call.end_stream_sent || call.cancelled || call.closed {
+            return Ok(Status::BadArgument);
+        }
+        held.charge.grow(message.len() + ENTRY_OVERHEAD)?;
+        held.data.messages.push(message);
+        held.data.end_stream_sent = end_stream;
+        Ok(Status::Ok)
+    }
+
+    /// `proxy_grpc_cancel` (`close == false`) or `proxy_grpc_close`.
+    pub(crate) fn end_grpc(&mut self, token: u32, close: bool) -> Status {
+        let Some(held) = self.grpc_calls.get_mut(&token) else {
+            return Status::NotFound;
+        };
+        if close {
+            held.data.closed = true;
+        } else {
+            held.data.cancelled = true;
+        }
+        Status::Ok
+    }
+
+    /// `proxy_set_property`: Envoy keeps guest-set properties in the stream's filter state and,
+    /// without a stream, answers NOT_FOUND (ENVOY-SRC `Context::setProperty`); Kong keeps them
+    /// with the filter.
+    pub(crate) fn set_property(&mut self, path: Vec<u8>, value: Vec<u8>) -> Result<Status, Refused> {
+        self.make_room(2 * path.len() + value.len() + ENTRY_OVERHEAD);
+        let needs_stream = self.profile.properties_need_a_stream();
+        let id = self.effective();
+        let map = match id.and_then(|id| self.streams.get_mut(&id)) {
+            Some(stream) => &mut stream.properties,
+            None if needs_stream => return Ok(Status::NotFound),
+            None => &mut self.properties,
+        };
+        map.set_by_guest(&self.budget, path, value)?;
+        Ok(Status::Ok)
+    }
+
+    /// `proxy_set_shared_data` in this VM's id.
+    pub(crate) fn set_shared_data(&mut self, key: Vec<u8>, value: Vec<u8>, cas: u32) -> Result<Status, Refused> {
+        self.make_room(self.vm_id.len() + key.len() + value.len() + ENTRY_OVERHEAD);
+        let status = self
+            .shared
+            .lock()
+            .set_data(&self.budget, &self.vm_id, key, value, cas)?;
+        Ok(status)
+    }
+
+    /// `proxy_register_shared_queue` for the effective root context.
+    pub(crate) fn register_queue(&mut self, name: &str) -> Result<u32, Refused> {
+        let owner = self.effective_root().ok_or(Status::BadArgument)?;
+        self.make_room(2 * (self.vm_id.len() + name.len()) + std::mem::size_of::<Queue>());
+        let id = self
+            .shared
+            .lock()
+            .register_queue(&self.budget, &self.vm_id, name, self.vm_key, owner)?;
+        Ok(id)
+    }
+
+    /// `proxy_enqueue_shared_queue`.
+    pub(crate) fn enqueue(&mut self, id: u32, value: Vec<u8>) -> Result<Status, Refused> {
+        self.make_room(value.len() + ENTRY_OVERHEAD + std::mem::size_of::<(u32, u32)>());
+        Ok(self.shared.lock().enqueue(&self.budget, id, value)?)
+    }
+
+    /// `proxy_define_metric`, under the name the profile's host exports it as.
+    pub(crate) fn define_metric(&mut self, kind: MetricType, name: &str) -> Result<u32, Refused> {
+        let full_name = self.profile.metric_name(&self.plugin_name, name);
+        self.make_room(2 * full_name.len() + std::mem::size_of::<Metric>() + ENTRY_OVERHEAD);
+        Ok(self.shared.lock().define_metric(&self.budget, kind, full_name)?)
     }
 
     /// The effective context id, if a callback is running.
@@ -608,5 +1206,211 @@ impl HostState {
 
     pub(crate) fn now_ns(&self) -> u64 {
         self.clock.now_ns()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(message: &str) -> LogEntry {
+        LogEntry {
+            level: LogLevel::Info,
+            message: message.to_string(),
+            context_id: None,
+        }
+    }
+
+    #[test]
+    fn the_log_book_charges_each_line_and_gives_way_to_the_budget() {
+        let line = std::mem::size_of::<LogEntry>() + 10;
+        let budget = HostBudget::new(3 * line);
+        let mut logs = LogBook::default();
+        for i in 0..5 {
+            logs.push(&budget, entry(&format!("line {i:5}")), 100);
+        }
+        // Three lines fit; the two oldest gave way.
+        let kept: Vec<_> = logs.iter().map(|l| l.message.clone()).collect();
+        assert_eq!(kept, ["line     2", "line     3", "line     4"]);
+        assert_eq!((budget.used(), logs.dropped()), (3 * line, 2));
+        // Other charges make room by dropping the oldest lines.
+        assert!(logs.drop_oldest());
+        assert_eq!(budget.used(), 2 * line);
+        // A line larger than the whole budget is dropped itself.
+        logs.push(&budget, entry(&"x".repeat(4 * line)), 100);
+        assert_eq!((logs.iter().count(), logs.dropped()), (0, 6));
+        assert_eq!(budget.used(), 0);
+        // The entry limit still applies; taking the lines releases them.
+        logs.push(&budget, entry("line     a"), 1);
+        logs.push(&budget, entry("line     b"), 1);
+        assert_eq!(logs.iter().count(), 1);
+        assert_eq!(logs.take_all().len(), 1);
+        assert_eq!(budget.used(), 0);
+    }
+
+    fn slot<'a>(pairs: &'a mut Option<Pairs>, growth: &'a mut GuestGrowth, budget: &'a Arc<HostBudget>) -> MapSlot<'a> {
+        MapSlot {
+            pairs,
+            growth: Some(growth),
+            budget,
+        }
+    }
+
+    #[test]
+    fn header_map_changes_charge_exactly_what_the_guest_added() {
+        let budget = HostBudget::new(1000);
+        let mut dir = Direction::default();
+        dir.set_headers(vec![(b"host".to_vec(), b"abc".to_vec())]);
+        let pair = |k: &str, v: &str| pair_footprint(k.as_bytes(), v.as_bytes());
+        slot(&mut dir.headers, &mut dir.headers_growth, &budget)
+            .add(b"x".to_vec(), b"12345".to_vec())
+            .unwrap();
+        slot(&mut dir.headers, &mut dir.headers_growth, &budget)
+            .add(b"x".to_vec(), b"678".to_vec())
+            .unwrap();
+        assert_eq!(budget.used(), pair("x", "12345") + pair("x", "678"));
+        // Replace keeps the first occurrence with the new value and drops the others.
+        slot(&mut dir.headers, &mut dir.headers_growth, &budget)
+            .replace(b"X".to_vec(), b"1".to_vec())
+            .unwrap();
+        assert_eq!(budget.used(), pair("x", "1"));
+        assert_eq!(
+            dir.headers_growth.total(),
+            pairs_footprint(dir.headers.as_ref().unwrap())
+        );
+        // Without the host's header the map is smaller than what the host delivered: the growth
+        // is measured against the host's share, so nothing is charged (and the guest can never
+        // hold more than the host delivered plus the budget).
+        slot(&mut dir.headers, &mut dir.headers_growth, &budget).remove(b"host");
+        assert_eq!(budget.used(), 0);
+        assert_eq!(
+            dir.headers_growth.total(),
+            pairs_footprint(dir.headers.as_ref().unwrap())
+        );
+        slot(&mut dir.headers, &mut dir.headers_growth, &budget).remove(b"x");
+        assert_eq!((budget.used(), dir.headers_growth.total()), (0, 0));
+        // A refused change leaves the map as it was.
+        let big = vec![b'v'; 1000];
+        let refused = slot(&mut dir.headers, &mut dir.headers_growth, &budget).add(b"big".to_vec(), big.clone());
+        assert!(refused.is_err());
+        assert_eq!(dir.headers.as_ref().map(Vec::len), Some(0));
+        let all = vec![(b"a".to_vec(), big)];
+        assert!(slot(&mut dir.headers, &mut dir.headers_growth, &budget)
+            .set_all(all)
+            .is_err());
+        assert_eq!(dir.headers.as_ref().map(Vec::len), Some(0));
+        slot(&mut dir.headers, &mut dir.headers_growth, &budget)
+            .set_all(vec![(b"a".to_vec(), b"b".to_vec())])
+            .unwrap();
+        assert_eq!(budget.used(), pair("a", "b"));
+        // The host replacing the map releases what the guest had added.
+        dir.set_headers(Vec::new());
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn body_writes_charge_growth_beyond_what_the_host_delivered() {
+        let budget = HostBudget::new(100);
+        let mut dir = Direction::default();
+        dir.receive_body(b"0123456789");
+        dir.splice_body(&budget, usize::MAX, 0, vec![b'a'; 20]).unwrap();
+        assert_eq!(budget.used(), 20);
+        // The first 15 bytes replaced by 5: 20 bytes left, 10 more than the host delivered.
+        dir.splice_body(&budget, 0, 15, vec![b'b'; 5]).unwrap();
+        assert_eq!((dir.body.len(), budget.used()), (20, 10));
+        assert!(dir.splice_body(&budget, 0, 0, vec![b'c'; 91]).is_err());
+        assert_eq!(dir.body.len(), 20);
+        dir.receive_body(b"more");
+        assert_eq!(budget.used(), 10);
+        let body = dir.take_body();
+        assert_eq!((body.len(), budget.used()), (24, 0));
+    }
+
+    #[test]
+    fn properties_charge_guest_values_and_release_them_when_replaced() {
+        let budget = HostBudget::new(1000);
+        let mut props = PropertyMap::default();
+        props.set_by_guest(&budget, b"p".to_vec(), vec![0; 100]).unwrap();
+        let one = 2 + 100 + ENTRY_OVERHEAD;
+        assert_eq!(budget.used(), one);
+        props.set_by_guest(&budget, b"p".to_vec(), vec![0; 10]).unwrap();
+        assert_eq!(budget.used(), one - 90);
+        assert!(props.set_by_guest(&budget, b"q".to_vec(), vec![0; 1000]).is_err());
+        assert_eq!(props.get(b"q"), None);
+        props.set_by_host(b"p".to_vec(), b"host".to_vec());
+        assert_eq!(
+            (budget.used(), props.get(b"p").map(Vec::as_slice)),
+            (0, Some(&b"host"[..]))
+        );
+        props.set_by_guest(&budget, b"r".to_vec(), Vec::new()).unwrap();
+        drop(props);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn shared_data_is_charged_to_its_last_writer_and_released_on_overwrite() {
+        let (a, b) = (HostBudget::new(1000), HostBudget::new(1000));
+        let mut shared = SharedInner::default();
+        let entry = |value: usize| 2 + 1 + value + ENTRY_OVERHEAD;
+        assert_eq!(
+            shared.set_data(&a, "vm", b"k".to_vec(), vec![0; 100], 0),
+            Ok(Status::Ok)
+        );
+        assert_eq!(a.used(), entry(100));
+        // Overwritten by another VM: the bytes move to the writer.
+        assert_eq!(shared.set_data(&b, "vm", b"k".to_vec(), vec![0; 10], 0), Ok(Status::Ok));
+        assert_eq!((a.used(), b.used()), (0, entry(10)));
+        // A cas mismatch or a refusal changes nothing.
+        assert_eq!(
+            shared.set_data(&a, "vm", b"k".to_vec(), vec![0; 5], 12345),
+            Ok(Status::CasMismatch)
+        );
+        assert!(shared.set_data(&b, "vm", b"k".to_vec(), vec![0; 1000], 0).is_err());
+        assert!(shared.set_data(&a, "vm", b"new".to_vec(), vec![0; 1000], 0).is_err());
+        assert_eq!(shared.get_data("vm", b"k").map(|(v, _)| v.len()), Some(10));
+        assert_eq!(shared.get_data("vm", b"new"), None);
+        assert_eq!((a.used(), b.used()), (0, entry(10)));
+    }
+
+    #[test]
+    fn queue_items_are_charged_until_dequeued() {
+        let budget = HostBudget::new(10_000);
+        let mut shared = SharedInner::default();
+        let id = shared.register_queue(&budget, "vm", "q", 1, 1).unwrap();
+        let registered = budget.used();
+        assert!(registered > 0);
+        assert_eq!(shared.register_queue(&budget, "vm", "q", 1, 2), Ok(id));
+        assert_eq!(budget.used(), registered, "opening it again charges nothing");
+        assert_eq!(shared.enqueue(&budget, id, vec![1; 100]), Ok(Status::Ok));
+        assert_eq!(shared.enqueue(&budget, id, vec![2; 200]), Ok(Status::Ok));
+        let items = budget.used() - registered;
+        assert!(shared.enqueue(&budget, id, vec![0; 10_000]).is_err());
+        assert_eq!(shared.enqueue(&budget, 999, vec![0; 1]), Ok(Status::NotFound));
+        assert_eq!(shared.dequeue(id).map(|v| v.len()), Ok(100));
+        assert_eq!(budget.used(), registered + items - (100 + ENTRY_OVERHEAD + 8));
+        assert_eq!(shared.dequeue(id).map(|v| v.len()), Ok(200));
+        assert_eq!(budget.used(), registered);
+        assert_eq!(shared.dequeue(id), Err(Status::Empty));
+    }
+
+    #[test]
+    fn metrics_are_charged_and_histogram_samples_stop_at_the_budget() {
+        let per_metric = |name: &str| 2 * name.len() + std::mem::size_of::<Metric>() + ENTRY_OVERHEAD;
+        let budget = HostBudget::new(per_metric("h") + 3 * 8);
+        let mut shared = SharedInner::default();
+        let id = shared
+            .define_metric(&budget, MetricType::Histogram, "h".into())
+            .unwrap();
+        assert_eq!(shared.define_metric(&budget, MetricType::Histogram, "h".into()), Ok(id));
+        assert!(shared.define_metric(&budget, MetricType::Counter, "c".into()).is_err());
+        for value in 1..=5 {
+            assert_eq!(shared.record_metric(id, value), Status::Ok);
+        }
+        let metric = &shared.metrics[&id];
+        assert_eq!(
+            (metric.samples.as_slice(), metric.count, metric.sum),
+            (&[1, 2, 3][..], 5, 15)
+        );
+        assert_eq!(budget.available(), 0);
     }
 }

@@ -14,8 +14,8 @@ use crate::limits::{Limits, EPOCH_TICK};
 use crate::memory::GuestMemory;
 use crate::profile::{BodyDelivery, Callback, CalloutFailure, Profile};
 use crate::state::{
-    Active, CallbackData, Direction, ForeignFunction, GrpcCall, HostState, HttpCall, LocalResponse, LogEntry, Metric,
-    Queued, RootState, Shared, StreamInfo, StreamState,
+    Active, CallbackData, Direction, ForeignFunction, GrpcCall, HostBudget, HostState, HttpCall, LocalResponse,
+    LogEntry, Metric, Queued, RootState, Shared, StreamInfo, StreamState,
 };
 use crate::wasi::{StdioCapture, WasiOptions};
 use serde::Serialize;
@@ -181,7 +181,7 @@ impl Vm {
             clock,
             log_level: options.log_level,
             logs: Default::default(),
-            logs_dropped: 0,
+            budget: HostBudget::new(options.limits.max_host_bytes),
             active: None,
             roots: BTreeMap::new(),
             streams: BTreeMap::new(),
@@ -456,7 +456,7 @@ impl Vm {
         if st.ended() {
             return Ok(None);
         }
-        st.request.headers = Some(pairs);
+        st.request.set_headers(pairs);
         if end_of_stream {
             st.request.complete = true;
         }
@@ -575,7 +575,7 @@ impl Vm {
         if st.ended() {
             return Ok(None);
         }
-        st.response.headers = Some(pairs);
+        st.response.set_headers(pairs);
         if end_of_stream {
             st.response.complete = true;
         }
@@ -620,7 +620,7 @@ impl Vm {
         let st = self.stream_mut(stream)?;
         let dir = st.direction_mut(request);
         // While paused in the body phase the host buffers and reports the cumulative size.
-        dir.body.extend_from_slice(chunk);
+        dir.receive_body(chunk);
         dir.body_available = true;
         let size = dir.body.len() as u32;
         let (callback, f) = if request {
@@ -636,7 +636,7 @@ impl Vm {
         let count = pairs.len() as u32;
         let st = self.stream_mut(stream)?;
         let dir = st.direction_mut(request);
-        dir.trailers = Some(pairs);
+        dir.set_trailers(pairs);
         let (callback, f) = if request {
             (Callback::RequestTrailers, self.exports.request_trailers.clone())
         } else {
@@ -882,7 +882,12 @@ impl Vm {
 
     /// Pending HTTP callouts, oldest first.
     pub fn http_calls(&self) -> Vec<HttpCall> {
-        self.store.data().http_calls.values().cloned().collect()
+        self.store
+            .data()
+            .http_calls
+            .values()
+            .map(|c| c.to_owned_value())
+            .collect()
     }
 
     /// Tokens of the pending callouts, oldest first (cheaper than [`Vm::http_calls`], which
@@ -975,7 +980,12 @@ impl Vm {
 
     /// Open gRPC calls and streams.
     pub fn grpc_calls(&self) -> Vec<GrpcCall> {
-        self.store.data().grpc_calls.values().cloned().collect()
+        self.store
+            .data()
+            .grpc_calls
+            .values()
+            .map(|c| c.to_owned_value())
+            .collect()
     }
 
     /// The messages the guest sent on a gRPC call or stream.
@@ -993,7 +1003,7 @@ impl Vm {
             .data()
             .grpc_calls
             .get(&token)
-            .cloned()
+            .map(|c| c.to_owned_value())
             .ok_or(HostError::UnknownGrpcCall(token))?;
         if call.cancelled || call.closed {
             self.store.data_mut().grpc_calls.remove(&token);
@@ -1155,7 +1165,7 @@ impl Vm {
     /// Sets a VM-wide property (path segments joined by NUL, as the ABI encodes them).
     pub fn set_property(&mut self, path: &[&str], value: &[u8]) {
         let key = crate::abi::encode_property_path(path);
-        self.store.data_mut().properties.insert(key, value.to_vec());
+        self.store.data_mut().properties.set_by_host(key, value.to_vec());
     }
 
     // ---- Inspection -------------------------------------------------------------------------
@@ -1268,7 +1278,19 @@ impl Vm {
 
     /// Takes the log lines so far.
     pub fn take_logs(&mut self) -> Vec<LogEntry> {
-        self.store.data_mut().logs.drain(..).collect()
+        self.store.data_mut().logs.take_all()
+    }
+
+    /// Log lines dropped so far: the oldest, beyond [`Limits::max_log_entries`] or to make room
+    /// in the host-memory budget, or a line that could not fit at all.
+    pub fn logs_dropped(&self) -> u64 {
+        self.store.data().logs.dropped()
+    }
+
+    /// Bytes the host holds on this guest's behalf now, as charged to its budget
+    /// ([`Limits::max_host_bytes`]).
+    pub fn host_bytes(&self) -> usize {
+        self.store.data().budget.used()
     }
 
     /// Metrics of every VM sharing this one's state, by exported name.
@@ -1328,7 +1350,7 @@ fn forward(dir: &mut Direction, phase: Callback) {
     match phase {
         Callback::RequestHeaders | Callback::ResponseHeaders => dir.headers_forwarded = true,
         Callback::RequestBody | Callback::ResponseBody => {
-            let body = std::mem::take(&mut dir.body);
+            let body = dir.take_body();
             dir.forwarded_body.extend_from_slice(&body);
         }
         Callback::RequestTrailers | Callback::ResponseTrailers => dir.trailers_forwarded = true,
