@@ -540,7 +540,7 @@ static METRICS: Schema = Schema {
         },
         required: false,
         default: None,
-        description: "The prefix of every metric name (`<prefix>.messages_sent`, ...), to tell instances of the filter apart; default `kafka_upstream`, or `kafka_upstream.<root_id>` when the host gives the plugin a non-numeric root id (Envoy's `root_id`).",
+        description: "The prefix of every metric name (`<prefix>.messages_sent`, ...), to tell instances of the filter apart; default: the plugin's root id when the host gives a non-numeric one (Envoy's `root_id`; characters other than letters, digits, `_` and `-` become `_`), else `kafka_upstream`.",
     }],
     rules: &[],
 };
@@ -650,7 +650,9 @@ fn check_value(path: &str, value: &Value, kind: &Kind) -> Result<(), String> {
             ..
         } => match value.as_str() {
             Some(s) if valid(s) && s.chars().count() as u64 <= *max_length => Ok(()),
-            _ => Err(format!("{path}: expected a string of 1 to {max_length} characters: {expected}")),
+            _ => Err(format!(
+                "{path}: expected a string of 1 to {max_length} characters: {expected}"
+            )),
         },
     }
 }

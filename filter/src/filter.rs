@@ -36,7 +36,8 @@
 //!   response map), Kong answers with its `:dispatch_status` pseudo-header;
 //! - the panic hook's log line (a failing log call must not panic inside the hook);
 //! - the tick period and the metrics, whose failure (a host without metrics, a refused period)
-//!   is reported and handled rather than a trap.
+//!   is reported and handled rather than a trap;
+//! - the `plugin_root_id` property, read at configuration for the metrics' default prefix.
 
 use std::cell::RefCell;
 use std::ptr::null_mut;
@@ -97,9 +98,7 @@ impl Root {
         let prefix = match &cfg.metrics_prefix {
             Some(prefix) => prefix.clone(),
             None => {
-                let root_id = hostcalls::get_property(vec!["plugin_root_id"])
-                    .ok()
-                    .flatten()
+                let root_id = raw::property("plugin_root_id")
                     .map(|id| String::from_utf8_lossy(&id).into_owned())
                     .unwrap_or_default();
                 metrics::default_prefix(&root_id)
@@ -500,6 +499,12 @@ mod raw {
         fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize)
             -> u32;
         fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+        fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
         fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
         fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
@@ -538,6 +543,26 @@ mod raw {
         // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes); ownership passes to
         // the caller, exactly as in the SDK's `get_map_bytes`.
         unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+
+    /// The value of the one-segment property `name`, or `None` for any non-OK status (the SDK's
+    /// `get_property` panics on statuses other than OK, NOT_FOUND and two failures).
+    pub(super) fn property(name: &str) -> Option<Vec<u8>> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: a one-segment property path is the segment's bytes (segments are joined with
+        // NUL); pointer/length describe a live &str and the out-pointers are valid locals.
+        let status = unsafe { proxy_get_property(name.as_ptr(), name.len(), &mut data, &mut size) };
+        if status != 0 {
+            return None;
+        }
+        if data.is_null() {
+            return Some(Vec::new());
+        }
+        // SAFETY: on OK the host wrote `size` bytes into memory it obtained from this module's
+        // `proxy_on_memory_allocate`; ownership passes to the caller, as in the SDK's
+        // `get_property`.
+        Some(unsafe { Vec::from_raw_parts(data, size, size) })
     }
 
     /// Logs without ever panicking.

@@ -4,9 +4,9 @@
 //! ([`crate::producer::Producer::take_metric_updates`]) produce.
 //!
 //! **Names.** Every metric is defined as `<prefix>.<name>`: `prefix` is the configuration's
-//! `metrics.prefix`, else [`default_prefix`] (`kafka_upstream`, or `kafka_upstream.<root id>`
-//! for an Envoy plugin with a `root_id`), so that several instances of the filter in one Envoy
-//! or Kong keep their figures apart. The host adds its own prefix: Envoy exports custom metrics
+//! `metrics.prefix`, else [`default_prefix`] (the Envoy plugin's `root_id`, else
+//! `kafka_upstream`), so that several instances of the filter in one Envoy or Kong keep their
+//! figures apart. The host adds its own prefix: Envoy exports custom metrics
 //! as `wasmcustom.<defined name>` (envoy `source/extensions/common/wasm/context.cc`,
 //! `Context::defineMetric`), ngx_wasm_module as `pw.<filter name>.<defined name>`
 //! (Kong/ngx_wasm_module `docs/adr/005-metrics.md` and its host-differences notes, "Metrics
@@ -173,7 +173,10 @@ impl Metric {
                 Metric::RestCallsNoReply
             };
         };
-        match std::str::from_utf8(status).ok().and_then(|s| s.trim().parse::<u16>().ok()) {
+        match std::str::from_utf8(status)
+            .ok()
+            .and_then(|s| s.trim().parse::<u16>().ok())
+        {
             Some(504) => Metric::RestCallsTimeout,
             Some(200..=299) => Metric::RestCalls2xx,
             Some(400..=499) => Metric::RestCalls4xx,
@@ -239,29 +242,29 @@ fn is_prefix_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
-/// The prefix when the configuration sets none: `kafka_upstream.<root id>` when the host's
-/// `plugin_root_id` property is an operator-chosen name (Envoy's `root_id`, which tells the
-/// filter's instances apart), else `kafka_upstream`. A root id of digits only is not used: Kong's
-/// `plugin_root_id` is the filter's number, a crc32 of its name, configuration and an address
-/// that changes with every start (ngx_wasm_module `ngx_proxy_wasm_properties.c`
-/// `get_filter_root_id`, `ngx_proxy_wasm.c` `get_filter_id`). Characters other than ASCII
-/// letters, digits, `_` and `-` (dots included) become `_`, and the result is cut to
-/// [`PREFIX_MAX`]: always a valid prefix.
+/// The prefix when the configuration sets none: the host's `plugin_root_id` property when it is
+/// an operator-chosen name (Envoy's `root_id`, which tells the filter's instances apart; the
+/// shipped `envoy.yaml` names it `kafka_upstream`), else `kafka_upstream`. A root id of digits
+/// only is not used: Kong's `plugin_root_id` is the filter's number, a crc32 of its name,
+/// configuration and an address that changes with every start (ngx_wasm_module
+/// `ngx_proxy_wasm_properties.c` `get_filter_root_id`, `ngx_proxy_wasm.c` `get_filter_id`).
+/// Characters other than ASCII letters, digits, `_` and `-` (dots included) become `_`, and the
+/// result is cut to [`PREFIX_MAX`]: always a valid prefix.
 pub fn default_prefix(root_id: &str) -> String {
     if root_id.is_empty() || root_id.bytes().all(|b| b.is_ascii_digit()) {
         return DEFAULT_PREFIX.to_string();
     }
-    let mut prefix = String::with_capacity(DEFAULT_PREFIX.len() + 1 + root_id.len());
-    prefix.push_str(DEFAULT_PREFIX);
-    prefix.push('.');
-    for c in root_id.chars() {
-        let keep = c.is_ascii() && is_prefix_byte(c as u8);
-        prefix.push(if keep { c } else { '_' });
-        if prefix.len() >= PREFIX_MAX {
-            break;
-        }
-    }
-    prefix
+    root_id
+        .chars()
+        .take(PREFIX_MAX)
+        .map(|c| {
+            if c.is_ascii() && is_prefix_byte(c as u8) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The name `metric` is defined under with `prefix`.
@@ -287,7 +290,10 @@ mod tests {
         assert_eq!(Metric::BatchSize.kind().abi_type(), 2);
         assert_eq!(Metric::RestCallLatency.kind(), MetricKind::Histogram);
         assert_eq!(Metric::Sent.kind().abi_type(), 0);
-        assert_eq!(full_name("kafka_upstream", Metric::Sent), "kafka_upstream.messages_sent");
+        assert_eq!(
+            full_name("kafka_upstream", Metric::Sent),
+            "kafka_upstream.messages_sent"
+        );
         // The longest full name fits ngx_wasm_module's 256 with `pw.kafka_upstream.`.
         let longest = Metric::ALL.iter().map(|m| m.name().len()).max().unwrap();
         assert!(PREFIX_MAX + 1 + longest + "pw.kafka_upstream.".len() <= 256);
@@ -357,9 +363,10 @@ mod tests {
         assert_eq!(default_prefix(""), "kafka_upstream");
         assert_eq!(default_prefix("0"), "kafka_upstream");
         assert_eq!(default_prefix("3735928559"), "kafka_upstream");
-        assert_eq!(default_prefix("orders"), "kafka_upstream.orders");
-        assert_eq!(default_prefix("eu/orders v2"), "kafka_upstream.eu_orders_v2");
-        assert_eq!(default_prefix("a.b"), "kafka_upstream.a_b");
+        assert_eq!(default_prefix("kafka_upstream"), "kafka_upstream");
+        assert_eq!(default_prefix("orders"), "orders");
+        assert_eq!(default_prefix("eu/orders v2"), "eu_orders_v2");
+        assert_eq!(default_prefix("a.b"), "a_b");
         let long = default_prefix(&"r".repeat(1000));
         assert_eq!(long.len(), PREFIX_MAX);
         for root_id in ["é", "a..b", ".x", "x.", " ", "\u{0}", long.as_str()] {

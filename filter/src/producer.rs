@@ -1320,7 +1320,11 @@ mod tests {
             }
             now += 1;
         }
-        assert_eq!(resent, vec![vec!["m4".to_string()]; 3], "only the failed record is sent again");
+        assert_eq!(
+            resent,
+            vec![vec!["m4".to_string()]; 3],
+            "only the failed record is sent again"
+        );
         assert_eq!(
             *p.stats(),
             Stats {
@@ -1508,7 +1512,10 @@ mod tests {
             p.on_response(c.token, &ReplyView::default(), 210);
         }
         let updates = p.take_metric_updates();
-        assert!(updates.contains(&MetricUpdate::Add(Metric::RestCallsNoReply, 1)), "{updates:?}");
+        assert!(
+            updates.contains(&MetricUpdate::Add(Metric::RestCallsNoReply, 1)),
+            "{updates:?}"
+        );
         assert!(updates.iter().all(|u| u.fits_its_metric()));
         // A host refusal counts as a call without a reply, and has no latency.
         let mut refusing = FakeTransport {

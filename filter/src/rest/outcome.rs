@@ -1091,7 +1091,12 @@ mod tests {
         let all_failed = r#"{"key_schema_id":null,"value_schema_id":null,"offsets":[{"partition":null,"offset":null,"error_code":2,"error":"UnknownTopicOrPartition"}]}"#;
         assert_eq!(
             classify_batch(&Api::V2, &reply("422", all_failed), 1),
-            vec![failed(Some(422), Some(2), Some("UnknownTopicOrPartition"), "per-record error")]
+            vec![failed(
+                Some(422),
+                Some(2),
+                Some("UnknownTopicOrPartition"),
+                "per-record error"
+            )]
         );
         // One record (synchronous mode): the record's own error, not the envelope's.
         assert_eq!(
@@ -1115,7 +1120,10 @@ mod tests {
         let vague = r#"{"offsets":[{"partition":0,"offset":5},{"error_code":null}]}"#;
         assert_eq!(classify_batch(&Api::V2, &reply("422", vague), 2), vec![whole(422); 2]);
         let not_objects = r#"{"offsets":[1,2]}"#;
-        assert_eq!(classify_batch(&Api::V2, &reply("500", not_objects), 2), vec![whole(500); 2]);
+        assert_eq!(
+            classify_batch(&Api::V2, &reply("500", not_objects), 2),
+            vec![whole(500); 2]
+        );
         // A 504 without per-record results stays a timeout; a mismatched single record too.
         assert!(matches!(
             classify(&Api::V2, &reply("504", r#"{"offsets":[]}"#)),
@@ -1128,7 +1136,11 @@ mod tests {
         );
         // A request-level envelope keeps its code and message.
         assert_eq!(
-            classify_batch(&Api::V2, &reply("422", r#"{"error_code":42201,"message":"bad key"}"#), 2),
+            classify_batch(
+                &Api::V2,
+                &reply("422", r#"{"error_code":42201,"message":"bad key"}"#),
+                2
+            ),
             vec![failed(Some(422), Some(42201), Some("bad key"), "error status"); 2]
         );
     }
