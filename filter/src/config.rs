@@ -42,6 +42,9 @@ pub struct Config {
     pub return_error_message: bool,
     /// The asynchronous producer (`producer_async` and its limits).
     pub producer: ProducerConfig,
+    /// `metrics.prefix`: the prefix of every metric name (default:
+    /// [`crate::metrics::default_prefix`] of the root id).
+    pub metrics_prefix: Option<String>,
 }
 
 /// The asynchronous producer's settings (Kong's `producer_async*` and `producer_request_*`
@@ -206,6 +209,18 @@ pub(crate) enum Kind {
     HeaderMap,
     /// A nested object.
     Object(&'static Schema),
+    /// A string of at most `max_length` characters that `valid` accepts; `pattern` is the
+    /// equivalent regular expression for the JSON Schema.
+    Token {
+        /// Longest length.
+        max_length: u64,
+        /// The JSON Schema `pattern`.
+        pattern: &'static str,
+        /// The code side of `pattern` (and of `max_length`).
+        valid: fn(&str) -> bool,
+        /// What the error message says is expected.
+        expected: &'static str,
+    },
 }
 
 /// A field's default, as the schema's `default` keyword shows it.
@@ -342,6 +357,13 @@ pub(crate) static ROOT: Schema = Schema {
             required: false,
             default: None,
             description: "How errors are reported to the client.",
+        },
+        Field {
+            name: "metrics",
+            kind: Kind::Object(&METRICS),
+            required: false,
+            default: None,
+            description: "How the filter's metrics are named.",
         },
         Field {
             name: "producer_async",
@@ -506,6 +528,23 @@ static ERROR_HANDLING: Schema = Schema {
     rules: &[],
 };
 
+static METRICS: Schema = Schema {
+    description: "How the filter's metrics are named.",
+    fields: &[Field {
+        name: "prefix",
+        kind: Kind::Token {
+            max_length: crate::metrics::PREFIX_MAX as u64,
+            pattern: crate::metrics::PREFIX_PATTERN,
+            valid: crate::metrics::is_valid_prefix,
+            expected: "dot-separated words of letters, digits, '_' and '-'",
+        },
+        required: false,
+        default: None,
+        description: "The prefix of every metric name (`<prefix>.messages_sent`, ...), to tell instances of the filter apart; default: the plugin's root id when the host gives a non-numeric one (Envoy's `root_id`; characters other than letters, digits, `_` and `-` become `_`), else `kafka_upstream`.",
+    }],
+    rules: &[],
+};
+
 // ---------------------------------------------------------------------------------------------
 // Parsing.
 
@@ -604,6 +643,17 @@ fn check_value(path: &str, value: &Value, kind: &Kind) -> Result<(), String> {
             Ok(())
         }
         Kind::Object(schema) => check_object(path, value, schema),
+        Kind::Token {
+            max_length,
+            valid,
+            expected,
+            ..
+        } => match value.as_str() {
+            Some(s) if valid(s) && s.chars().count() as u64 <= *max_length => Ok(()),
+            _ => Err(format!(
+                "{path}: expected a string of 1 to {max_length} characters: {expected}"
+            )),
+        },
     }
 }
 
@@ -695,6 +745,7 @@ fn extract(value: &Value) -> Config {
     let root = value.as_object().unwrap_or(&empty);
     let rp = root.get("rest_proxy").and_then(Value::as_object).unwrap_or(&empty);
     let eh = root.get("error_handling").and_then(Value::as_object).unwrap_or(&empty);
+    let metrics = root.get("metrics").and_then(Value::as_object).unwrap_or(&empty);
     let string = |obj: &Map<String, Value>, name: &str| obj.get(name).and_then(Value::as_str).map(str::to_string);
 
     let upstream = string(rp, "upstream").unwrap_or_default();
@@ -760,6 +811,7 @@ fn extract(value: &Value) -> Config {
             .unwrap_or(1_048_576),
         return_error_message: effective_bool(eh, &ERROR_HANDLING, "return_error_message"),
         producer: extract_producer(root),
+        metrics_prefix: string(metrics, "prefix"),
     }
 }
 
@@ -935,6 +987,13 @@ fn kind_schema(kind: &Kind) -> Value {
             Value::Object(m)
         }
         Kind::Object(schema) => object_schema(schema),
+        Kind::Token {
+            max_length, pattern, ..
+        } => {
+            let mut m = string_schema(1, *max_length);
+            m.insert("pattern".into(), Value::from(*pattern));
+            Value::Object(m)
+        }
     }
 }
 
@@ -1074,6 +1133,7 @@ mod tests {
                 max_body_size: 1_048_576,
                 return_error_message: false,
                 producer: ProducerConfig::default(),
+                metrics_prefix: None,
             }
         );
     }
@@ -1128,7 +1188,8 @@ mod tests {
               "forward_body": false,
               "topics_query_arg": "topic-list", "allowed_topics": ["a", "b"],
               "key_query_arg": "key", "partition": 3, "max_body_size": 0,
-              "error_handling": {"return_error_message": true}
+              "error_handling": {"return_error_message": true},
+              "metrics": {"prefix": "orders.eu-1"}
             }"#,
         )
         .unwrap();
@@ -1162,6 +1223,7 @@ mod tests {
         assert_eq!(c.partition, Some(3));
         assert_eq!(c.max_body_size, 0);
         assert!(c.return_error_message);
+        assert_eq!(c.metrics_prefix.as_deref(), Some("orders.eu-1"));
     }
 
     #[test]
@@ -1210,6 +1272,10 @@ mod tests {
                 "rest_proxy.bogus: unknown field",
             ),
             (r#"{"topic":"t","rest_proxy":"u"}"#, "rest_proxy: expected an object"),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":{"prefix":"a/b"}}"#,
+                "metrics.prefix: expected a string of 1 to 160 characters: dot-separated words of letters, digits, '_' and '-'",
+            ),
             (r#"{"topic":"t","rest_proxy":{}}"#, "rest_proxy.upstream: required"),
             (
                 r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v4"}}"#,
@@ -1338,7 +1404,7 @@ mod tests {
     #[test]
     fn rule_defaults_are_consistent() {
         // RequiredWhen assumes the `when` field's default differs from `equals`.
-        for schema in [&ROOT, &REST_PROXY, &ERROR_HANDLING] {
+        for schema in [&ROOT, &REST_PROXY, &ERROR_HANDLING, &METRICS] {
             for rule in schema.rules {
                 if let Rule::RequiredWhen { when, equals, .. } = rule {
                     assert_ne!(effective_str(&Map::new(), schema, when), Some(*equals));
@@ -1562,6 +1628,40 @@ mod tests {
                 r#"{"topic":"t","rest_proxy":{"upstream":"u"},"producer_request_retries_max_attempts":1.5}"#,
                 false,
             ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":{"prefix":"orders.eu-1"}}"#,
+                true,
+            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":{}}"#, true),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":{"prefix":""}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":{"prefix":"a..b"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":{"prefix":"a b"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":{"prefix":".a"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":{"prefix":"a\n"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":{"prefix":7}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":{"name":"x"}}"#,
+                false,
+            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":"x"}"#, false),
             ("[]", false),
             ("\"text\"", false),
         ];

@@ -32,6 +32,7 @@ use std::rc::Rc;
 use crate::args;
 use crate::config::Config;
 use crate::message::{self, RequestView};
+use crate::metrics::{Metric, MetricUpdate};
 use crate::producer::Producer;
 use crate::rest::{self, ClientAnswer, Failure, Outcome, ReplyView};
 use crate::topics::{self, Targets};
@@ -80,6 +81,8 @@ pub trait Host {
     /// the flag is the only sign of a chunked or HTTP/2 body without a length); Kong always
     /// passes false, even for a request without a body, and then never calls `on_request_body`.
     fn end_of_stream_is_reliable(&mut self) -> bool;
+    /// Applies a metric update (a refused or undefined metric is skipped by the host side).
+    fn metric(&mut self, update: MetricUpdate);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +227,8 @@ struct Call {
     topic: String,
     token: Option<u32>,
     outcome: Option<Outcome>,
+    /// When it was dispatched (ms, host clock), for the latency histogram.
+    sent_at: u64,
 }
 
 /// The state of one request.
@@ -408,9 +413,13 @@ impl Exchange {
             return;
         };
         let outcome = rest::classify(&cfg.rest_proxy.api, reply);
+        let latency = host.now_ms().saturating_sub(call.sent_at);
+        host.metric(MetricUpdate::Add(Metric::for_reply(reply), 1));
+        host.metric(MetricUpdate::Record(Metric::RestCallLatency, latency));
         match &outcome {
-            Outcome::Acknowledged => {}
+            Outcome::Acknowledged => host.metric(MetricUpdate::Add(Metric::Sent, 1)),
             Outcome::Failed(f) | Outcome::TimedOut(f) => {
+                host.metric(MetricUpdate::Add(Metric::Failed, 1));
                 host.log(Level::Error, &failure_line(&call.topic, f));
             }
         }
@@ -469,13 +478,17 @@ impl Exchange {
         let rp = &cfg.rest_proxy;
         for topic in &head.targets.topics {
             let call = rest::build_produce_call(rp, topic, head.targets.key.as_deref(), cfg.partition, &msg);
+            let sent_at = host.now_ms();
             match host.dispatch(&rp.upstream, call.headers(rp), &call.body, rp.timeout_ms) {
                 Ok(token) => self.calls.push(Call {
                     topic: topic.clone(),
                     token: Some(token),
                     outcome: None,
+                    sent_at,
                 }),
                 Err(why) => {
+                    host.metric(MetricUpdate::Add(Metric::RestCallsNoReply, 1));
+                    host.metric(MetricUpdate::Add(Metric::Failed, 1));
                     let failure = Failure {
                         dispatch_status: Some(format!("call rejected by the host: {why}")),
                         reason: "call rejected",
@@ -486,6 +499,7 @@ impl Exchange {
                         topic: topic.clone(),
                         token: None,
                         outcome: Some(Outcome::Failed(failure)),
+                        sent_at,
                     });
                     // Nothing more is sent once one topic failed.
                     break;
@@ -513,6 +527,7 @@ impl Exchange {
             return;
         }
         self.phase = Phase::Done;
+        host.metric(MetricUpdate::Add(Metric::for_answer(answer.status), 1));
         host.respond(answer.status, vec![("content-type", "application/json")], &answer.body);
     }
 }
@@ -552,6 +567,7 @@ mod tests {
         now: u64,
         /// Envoy-like (true) or Kong-like (false, the default) `end_of_stream` on headers.
         reliable_end_of_stream: bool,
+        metrics: Vec<MetricUpdate>,
     }
 
     impl Host for FakeHost {
@@ -590,6 +606,34 @@ mod tests {
         }
         fn end_of_stream_is_reliable(&mut self) -> bool {
             self.reliable_end_of_stream
+        }
+        fn metric(&mut self, update: MetricUpdate) {
+            assert!(update.fits_its_metric(), "{update:?}");
+            self.metrics.push(update);
+        }
+    }
+
+    impl FakeHost {
+        /// The sum of the increments of counter `metric`.
+        fn counted(&self, metric: Metric) -> u64 {
+            self.metrics
+                .iter()
+                .map(|u| match u {
+                    MetricUpdate::Add(m, n) if *m == metric => *n,
+                    _ => 0,
+                })
+                .sum()
+        }
+
+        /// The samples of histogram `metric`.
+        fn samples(&self, metric: Metric) -> Vec<u64> {
+            self.metrics
+                .iter()
+                .filter_map(|u| match u {
+                    MetricUpdate::Record(m, v) if *m == metric => Some(*v),
+                    _ => None,
+                })
+                .collect()
         }
     }
 
@@ -1042,6 +1086,98 @@ mod tests {
         let statuses: Vec<u32> = host.responses.iter().map(|r| r.0).collect();
         assert_eq!(statuses, vec![400, 413]);
         assert_eq!(producer.borrow().stats().rejected, 1);
+    }
+
+    #[test]
+    fn karapace_422_for_the_record_is_a_502_with_its_own_error() {
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(r#","error_handling":{"return_error_message":true}"#));
+        host.now = 1000;
+        ex.on_request_headers(&mut host, get("/"), true);
+        host.now = 1042;
+        ex.on_call_response(
+            &mut host,
+            100,
+            &ReplyView {
+                status: Some(b"422"),
+                dispatch_status: None,
+                body: br#"{"key_schema_id":null,"value_schema_id":null,"offsets":[{"partition":null,"offset":null,"error_code":2,"error":"UnknownTopicOrPartitionError"}]}"#,
+            },
+        );
+        assert_eq!(
+            host.responses,
+            vec![(502, r#"{"message":"Bad Gateway","error":"could not send message to topic","rest_proxy":{"topic":"t","status":422,"error_code":2,"message":"UnknownTopicOrPartitionError"}}"#.into())]
+        );
+        assert_eq!(host.counted(Metric::Requests5xx), 1);
+        assert_eq!(host.counted(Metric::Failed), 1);
+        assert_eq!(host.counted(Metric::Sent), 0);
+        assert_eq!(host.counted(Metric::RestCalls4xx), 1);
+        assert_eq!(host.samples(Metric::RestCallLatency), vec![42]);
+    }
+
+    #[test]
+    fn synchronous_metrics_count_answers_records_and_calls() {
+        let cfg = config(r#","topics_query_arg":"tl","allowed_topics":["a","b","c"]"#);
+        let mut host = FakeHost::default();
+        // Two topics acknowledged: one 200, two records sent, two 2xx calls.
+        let mut ex = Exchange::new(cfg.clone());
+        ex.on_request_headers(&mut host, get("/?tl=a,b"), true);
+        host.now = 5;
+        ex.on_call_response(&mut host, 100, &ok_reply(ACK));
+        host.now = 9;
+        ex.on_call_response(&mut host, 101, &ok_reply(ACK));
+        // A 400, a 413.
+        Exchange::new(cfg.clone()).on_request_headers(&mut host, get("/?tl=nope"), true);
+        Exchange::new(cfg.clone()).on_request_headers(&mut host, post(11), false);
+        // A refused call and a timeout.
+        let mut refusing = FakeHost {
+            refuse: vec![0],
+            ..FakeHost::default()
+        };
+        Exchange::new(cfg.clone()).on_request_headers(&mut refusing, get("/"), true);
+        let mut ex = Exchange::new(cfg);
+        ex.on_request_headers(&mut host, get("/"), true);
+        ex.on_call_response(
+            &mut host,
+            102,
+            &ReplyView {
+                status: None,
+                dispatch_status: Some(b"timeout"),
+                body: b"",
+            },
+        );
+        let statuses: Vec<u32> = host.responses.iter().map(|r| r.0).collect();
+        assert_eq!(statuses, vec![200, 400, 413, 504]);
+        let counts = |h: &FakeHost| {
+            [
+                Metric::Requests200,
+                Metric::Requests400,
+                Metric::Requests413,
+                Metric::Requests5xx,
+                Metric::Sent,
+                Metric::Failed,
+                Metric::RestCalls2xx,
+                Metric::RestCallsTimeout,
+                Metric::RestCallsNoReply,
+            ]
+            .map(|m| h.counted(m))
+        };
+        assert_eq!(counts(&host), [1, 1, 1, 1, 2, 1, 2, 1, 0]);
+        assert_eq!(host.samples(Metric::RestCallLatency), vec![5, 9, 0]);
+        assert_eq!(counts(&refusing), [0, 0, 0, 1, 0, 1, 0, 0, 1]);
+        assert!(refusing.samples(Metric::RestCallLatency).is_empty());
+    }
+
+    #[test]
+    fn asynchronous_answers_are_counted() {
+        let (_producer, new) = async_exchange(r#","producer_async_buffering_limits_messages_in_memory":1"#);
+        let mut host = FakeHost::default();
+        new().on_request_headers(&mut host, get("/"), true);
+        new().on_request_headers(&mut host, get("/"), true);
+        assert_eq!(host.counted(Metric::Requests200), 1);
+        assert_eq!(host.counted(Metric::Requests5xx), 1);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.counted(Metric::Sent), 0, "the producer counts what it sends");
     }
 
     #[test]

@@ -22,7 +22,13 @@
 //!   [`producer::MAX_TICK_MS`].
 //!
 //! The tick period is set once, at the first configuration that turns asynchronous mode on (Kong
-//! traps when it is set again). Metrics are defined at the same time.
+//! traps when it is set again).
+//!
+//! Metrics ([`crate::metrics`]) are defined in both modes, at the first configuration and again
+//! when a configuration changes their prefix (`metrics.prefix`, or the default derived from the
+//! `plugin_root_id` property). HTTP contexts apply the exchange's updates as they come; the
+//! producer's are drained after each callback. An update is applied only to a metric the host
+//! defined and only with the operation its type allows, so no metric call can trap on Kong.
 //!
 //! Host errors never panic here: every `Result` is handled. Some calls go through raw imports
 //! because the SDK would panic on a status the hosts legitimately return:
@@ -30,7 +36,8 @@
 //!   response map), Kong answers with its `:dispatch_status` pseudo-header;
 //! - the panic hook's log line (a failing log call must not panic inside the hook);
 //! - the tick period and the metrics, whose failure (a host without metrics, a refused period)
-//!   is reported and handled rather than a trap.
+//!   is reported and handled rather than a trap;
+//! - the `plugin_root_id` property, read at configuration for the metrics' default prefix.
 
 use std::cell::RefCell;
 use std::ptr::null_mut;
@@ -43,7 +50,8 @@ use proxy_wasm::types::{Action as PwAction, BufferType, ContextType, LogLevel, M
 
 use crate::config::{self, Config};
 use crate::exchange::{Action, Exchange, Host, Level, RequestHeaders};
-use crate::producer::{self, Metric, MetricKind, MetricUpdate, Producer, Transport};
+use crate::metrics::{self, Metric, MetricUpdate};
+use crate::producer::{self, Producer, Transport};
 use crate::rest::ReplyView;
 
 /// Called from `_initialize`: log level, panic hook, root context factory.
@@ -63,8 +71,14 @@ pub(crate) fn start() {
     });
 }
 
-/// The ids of the producer's metrics, in [`Metric::ALL`] order (`None`: the host refused it).
+/// The ids of the filter's metrics, in [`Metric::ALL`] order (`None`: the host refused it).
 type MetricIds = [Option<u32>; Metric::ALL.len()];
+
+/// The metrics as defined for one prefix.
+struct Metrics {
+    prefix: String,
+    ids: MetricIds,
+}
 
 /// The plugin-wide context: owns the parsed configuration and, in asynchronous mode, the
 /// producer.
@@ -73,21 +87,41 @@ struct Root {
     /// Created by the first configuration with `producer_async`; kept (and drained) if a later
     /// configuration turns it off, so no buffered record is abandoned.
     producer: Option<Rc<RefCell<Producer>>>,
-    metrics: Option<MetricIds>,
+    metrics: Option<Metrics>,
     /// The tick period, once set.
     tick_ms: Option<u32>,
 }
 
 impl Root {
-    /// Sets up asynchronous mode for `cfg`: producer, metrics, tick. False when the host
-    /// refused the tick period (nothing would ever be sent).
+    /// Defines the metrics under `cfg`'s prefix, unless they already are.
+    fn define_metrics(&mut self, cfg: &Config) {
+        let prefix = match &cfg.metrics_prefix {
+            Some(prefix) => prefix.clone(),
+            None => {
+                let root_id = raw::property("plugin_root_id")
+                    .map(|id| String::from_utf8_lossy(&id).into_owned())
+                    .unwrap_or_default();
+                metrics::default_prefix(&root_id)
+            }
+        };
+        if self.metrics.as_ref().is_some_and(|m| m.prefix == prefix) {
+            return;
+        }
+        let ids = define_metrics(&prefix);
+        self.metrics = Some(Metrics { prefix, ids });
+    }
+
+    /// The ids of the defined metrics.
+    fn metric_ids(&self) -> Option<&MetricIds> {
+        self.metrics.as_ref().map(|m| &m.ids)
+    }
+
+    /// Sets up asynchronous mode for `cfg`: producer and tick. False when the host refused the
+    /// tick period (nothing would ever be sent).
     fn start_producer(&mut self, cfg: &Rc<Config>) -> bool {
         match &self.producer {
             Some(p) => p.borrow_mut().reconfigure(Rc::clone(cfg)),
             None => self.producer = Some(Rc::new(RefCell::new(Producer::new(Rc::clone(cfg))))),
-        }
-        if self.metrics.is_none() {
-            self.metrics = Some(define_metrics());
         }
         if self.tick_ms.is_none() {
             let period = producer::tick_period_ms(cfg);
@@ -123,13 +157,13 @@ impl Context for Root {
                 &format!("kafka-upstream: reply to unknown call {token_id} ignored"),
             );
         }
-        report(producer, self.metrics.as_ref());
+        report(producer, self.metric_ids());
     }
 
     fn on_done(&mut self) -> bool {
         if let Some(producer) = &self.producer {
             producer.borrow_mut().shutdown();
-            report(producer, self.metrics.as_ref());
+            report(producer, self.metric_ids());
         }
         true
     }
@@ -151,6 +185,7 @@ impl RootContext for Root {
         match config::parse(&bytes) {
             Ok(cfg) => {
                 let cfg = Rc::new(cfg);
+                self.define_metrics(&cfg);
                 if cfg.producer.enabled {
                     if !self.start_producer(&cfg) {
                         self.config = None;
@@ -173,8 +208,8 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(producer) = &self.producer {
-            producer.borrow_mut().on_tick(&mut Glue, now_ms());
-            report(producer, self.metrics.as_ref());
+            producer.borrow_mut().on_tick(&mut Glue::default(), now_ms());
+            report(producer, self.metric_ids());
         }
     }
 
@@ -190,7 +225,7 @@ impl RootContext for Root {
         Some(Box::new(Request {
             exchange,
             producer,
-            metrics: self.metrics,
+            metrics: self.metric_ids().copied(),
         }))
     }
 
@@ -224,7 +259,10 @@ impl Context for Request {
             dispatch_status: dispatch_status.as_deref(),
             body: &body,
         };
-        self.exchange.on_call_response(&mut Glue, token_id, &reply);
+        let mut glue = Glue {
+            metrics: self.metrics.as_ref(),
+        };
+        self.exchange.on_call_response(&mut glue, token_id, &reply);
     }
 }
 
@@ -232,19 +270,28 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> PwAction {
         // Read in place rather than as the SDK's `Vec<(String, Vec<u8>)>` (two allocations per line).
         let headers = RequestHeaders::from_serialized(raw::header_map(MapType::HttpRequestHeaders));
-        let action = self.exchange.on_request_header_map(&mut Glue, headers, end_of_stream);
+        let mut glue = Glue {
+            metrics: self.metrics.as_ref(),
+        };
+        let action = self.exchange.on_request_header_map(&mut glue, headers, end_of_stream);
         self.report();
         to_pw(action)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> PwAction {
-        let action = self.exchange.on_request_body(&mut Glue, body_size, end_of_stream);
+        let mut glue = Glue {
+            metrics: self.metrics.as_ref(),
+        };
+        let action = self.exchange.on_request_body(&mut glue, body_size, end_of_stream);
         self.report();
         to_pw(action)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> PwAction {
-        let action = self.exchange.on_request_trailers(&mut Glue);
+        let mut glue = Glue {
+            metrics: self.metrics.as_ref(),
+        };
+        let action = self.exchange.on_request_trailers(&mut glue);
         self.report();
         to_pw(action)
     }
@@ -301,27 +348,38 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Defines the producer's metrics; a metric the host refuses is logged and left out.
-fn define_metrics() -> MetricIds {
+/// Defines every metric under `prefix`; a metric the host refuses is logged and left out.
+fn define_metrics(prefix: &str) -> MetricIds {
     let mut ids: MetricIds = [None; Metric::ALL.len()];
     for (id, metric) in ids.iter_mut().zip(Metric::ALL) {
-        let kind = match metric.kind() {
-            MetricKind::Counter => 0,
-            MetricKind::Gauge => 1,
-            MetricKind::Histogram => 2,
-        };
-        match raw::define_metric(kind, metric.name()) {
+        let name = metrics::full_name(prefix, metric);
+        match raw::define_metric(metric.kind().abi_type(), &name) {
             Ok(n) => *id = Some(n),
             Err(status) => log(
                 LogLevel::Warn,
-                &format!(
-                    "kafka-upstream: the host refused metric {} (status {status}); it is not reported",
-                    metric.name()
-                ),
+                &format!("kafka-upstream: the host refused metric {name} (status {status}); it is not reported"),
             ),
         }
     }
     ids
+}
+
+/// Applies one update to a defined metric, only with the operation its type allows: counters are
+/// incremented (never by a negative amount), gauges set and histograms sampled with
+/// `proxy_record_metric`. Kong traps on any other combination and on an unknown id. A gauge is
+/// set, never incremented, so with several VMs (Envoy workers, nginx workers) it shows one VM's
+/// value.
+fn apply(ids: &MetricIds, update: MetricUpdate) {
+    if !update.fits_its_metric() {
+        return;
+    }
+    let Some(id) = ids[update.metric().index()] else {
+        return;
+    };
+    match update {
+        MetricUpdate::Add(_, n) => raw::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX)),
+        MetricUpdate::Set(_, v) | MetricUpdate::Record(_, v) => raw::record_metric(id, v),
+    }
 }
 
 /// Writes the producer's collected log lines and applies its metric updates.
@@ -333,24 +391,9 @@ fn report(producer: &RefCell<Producer>, metrics: Option<&MetricIds>) {
     for (level, line) in logs {
         log(to_log_level(level), &line);
     }
-    let Some(ids) = metrics else {
-        return;
-    };
-    let id = |metric: Metric| Metric::ALL.iter().position(|m| *m == metric).and_then(|i| ids[i]);
-    for update in updates {
-        // Counters are incremented; a gauge is set, never incremented (Kong traps on that), so
-        // with several VMs (Envoy workers, nginx workers) it shows the last VM's depth.
-        match update {
-            MetricUpdate::Add(metric, n) => {
-                if let Some(id) = id(metric) {
-                    raw::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
-                }
-            }
-            MetricUpdate::Set(metric, v) | MetricUpdate::Record(metric, v) => {
-                if let Some(id) = id(metric) {
-                    raw::record_metric(id, v);
-                }
-            }
+    if let Some(ids) = metrics {
+        for update in updates {
+            apply(ids, update);
         }
     }
 }
@@ -367,10 +410,14 @@ fn dispatch_call(upstream: &str, headers: Vec<(&str, &str)>, body: &[u8], timeou
     .map_err(|status| format!("{status:?}"))
 }
 
-/// [`Host`] and [`Transport`] over the proxy-wasm host calls of the current context.
-struct Glue;
+/// [`Host`] and [`Transport`] over the proxy-wasm host calls of the current context, with the
+/// metrics its updates go to.
+#[derive(Default)]
+struct Glue<'m> {
+    metrics: Option<&'m MetricIds>,
+}
 
-impl Host for Glue {
+impl Host for Glue<'_> {
     fn dispatch(
         &mut self,
         upstream: &str,
@@ -407,6 +454,12 @@ impl Host for Glue {
     fn end_of_stream_is_reliable(&mut self) -> bool {
         !host_is_kong()
     }
+
+    fn metric(&mut self, update: MetricUpdate) {
+        if let Some(ids) = self.metrics {
+            apply(ids, update);
+        }
+    }
 }
 
 /// Whether the host is Kong's ngx_wasm_module, which serves nginx variables as `ngx.*`
@@ -418,7 +471,7 @@ fn host_is_kong() -> bool {
     *KONG.get_or_init(|| matches!(hostcalls::get_property(vec!["ngx", "request_method"]), Ok(Some(_))))
 }
 
-impl Transport for Glue {
+impl Transport for Glue<'_> {
     fn dispatch(
         &mut self,
         upstream: &str,
@@ -446,6 +499,12 @@ mod raw {
         fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize)
             -> u32;
         fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+        fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
         fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
         fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
@@ -484,6 +543,26 @@ mod raw {
         // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes); ownership passes to
         // the caller, exactly as in the SDK's `get_map_bytes`.
         unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+
+    /// The value of the one-segment property `name`, or `None` for any non-OK status (the SDK's
+    /// `get_property` panics on statuses other than OK, NOT_FOUND and two failures).
+    pub(super) fn property(name: &str) -> Option<Vec<u8>> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: a one-segment property path is the segment's bytes (segments are joined with
+        // NUL); pointer/length describe a live &str and the out-pointers are valid locals.
+        let status = unsafe { proxy_get_property(name.as_ptr(), name.len(), &mut data, &mut size) };
+        if status != 0 {
+            return None;
+        }
+        if data.is_null() {
+            return Some(Vec::new());
+        }
+        // SAFETY: on OK the host wrote `size` bytes into memory it obtained from this module's
+        // `proxy_on_memory_allocate`; ownership passes to the caller, as in the SDK's
+        // `get_property`.
+        Some(unsafe { Vec::from_raw_parts(data, size, size) })
     }
 
     /// Logs without ever panicking.

@@ -10,6 +10,7 @@
 //! - [`topics`]: target topics and record key from the query string;
 //! - [`rest`]: the REST proxy request, and its reply turned into the client's answer;
 //! - [`exchange`]: one request's flow against a narrow [`exchange::Host`] interface;
+//! - [`metrics`]: the metrics' names and types, and what updates them;
 //! - [`producer`]: the asynchronous producer (`producer_async`): bounded buffer, batches,
 //!   retries and health gating, driven by the time it is given;
 //! - `filter` (wasm32 only): the proxy-wasm 0.2.5 glue that implements that interface.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod exchange;
 mod json;
 pub mod message;
+pub mod metrics;
 pub mod multipart;
 pub mod producer;
 pub mod rest;

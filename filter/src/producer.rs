@@ -20,7 +20,24 @@
 //!    then it is dropped, counted and logged with its topic, the count and the last error. Only
 //!    the failed records of a partly acknowledged batch are sent again.
 //!
-//! Health: a flush fails when none of its records is acknowledged (a host refusal counts). After
+//! Per-record results are read whatever the HTTP status ([`rest::classify_batch`]): Karapace
+//! answers 422 when some records of a batch failed, with one `offsets` entry per record, and the
+//! others are written; they count as sent and are never sent again. A failed record is retried
+//! like any other, whatever its per-record error code: REST proxies' codes do not reliably tell a
+//! record that can never be written (too large, a partition that does not exist) from a passing
+//! failure (Karapace's code 1 covers its own produce timeouts too), and a retry costs at most
+//! `producer_request_retries_max_attempts` sends of that record before it is dropped and counted.
+//!
+//! Health: a flush succeeds when at least one of its records is acknowledged: the REST proxy and
+//! Kafka took records, so a partial failure (Confluent's 200 or Karapace's 422 with some
+//! per-record errors) never counts against health. A flush in which nothing was acknowledged
+//! fails (no reply, a timeout, a host refusal, an error status, or every record refused) —
+//! with one exception: when the REST proxy answered every record, and every record of the flush
+//! had already failed in a reply that acknowledged other records, the flush counts neither way.
+//! Those records have shown that they, not the path to Kafka, are the problem (an oversized
+//! record retried alone would otherwise close the gate for every client after
+//! `producer_async_health_failure_threshold` retries); fresh records failing alongside them
+//! still count, so an outage that begins while such a record is retried is still seen. After
 //! `producer_async_health_failure_threshold` consecutive failed flushes the REST proxy is
 //! unhealthy: new requests get 503 at once, buffered records wait (their attempts are not used
 //! up), and every `producer_async_health_probe_interval` one probe (`GET /topics`, v3
@@ -38,6 +55,7 @@ use std::rc::Rc;
 
 use crate::config::Config;
 use crate::exchange::Level;
+use crate::metrics::{Metric, MetricUpdate};
 use crate::rest::{self, Failure, Outcome, ReplyView, BATCH_SEPARATOR_LEN};
 
 /// The most REST proxy calls (batches) in flight at once per VM; further due batches wait for a
@@ -93,95 +111,6 @@ impl Refusal {
     }
 }
 
-/// The producer's metrics, each defined with `proxy_define_metric` under [`Metric::name`]
-/// (Envoy exports it as `wasmcustom.<name>`, Kong as `pw.<filter name>.<name>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
-    /// Counter: records the REST proxy acknowledged.
-    Sent,
-    /// Counter: failed sends of a record (every failed attempt counts once).
-    Failed,
-    /// Counter: failed records scheduled for another attempt.
-    Retried,
-    /// Counter: records given up: attempts exhausted, or still held when the plugin shut down.
-    Dropped,
-    /// Counter: records refused with 503 (buffer full or REST proxy unhealthy).
-    Rejected,
-    /// Gauge: records the VM holds (waiting, retrying or in flight).
-    BufferDepth,
-    /// Histogram: records per REST proxy request.
-    BatchSize,
-}
-
-/// A metric's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    /// Only goes up (`proxy_increment_metric`).
-    Counter,
-    /// Set to the current value (`proxy_record_metric`).
-    Gauge,
-    /// One sample per event (`proxy_record_metric`).
-    Histogram,
-}
-
-const COUNTERS: [Metric; 5] = [
-    Metric::Sent,
-    Metric::Failed,
-    Metric::Retried,
-    Metric::Dropped,
-    Metric::Rejected,
-];
-
-impl Metric {
-    /// Every metric, in definition order.
-    pub const ALL: [Metric; 7] = [
-        Metric::Sent,
-        Metric::Failed,
-        Metric::Retried,
-        Metric::Dropped,
-        Metric::Rejected,
-        Metric::BufferDepth,
-        Metric::BatchSize,
-    ];
-
-    /// The name it is defined under.
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::Sent => "kafka_upstream.messages_sent",
-            Metric::Failed => "kafka_upstream.messages_failed",
-            Metric::Retried => "kafka_upstream.messages_retried",
-            Metric::Dropped => "kafka_upstream.messages_dropped",
-            Metric::Rejected => "kafka_upstream.messages_rejected",
-            Metric::BufferDepth => "kafka_upstream.buffer_depth",
-            Metric::BatchSize => "kafka_upstream.batch_size",
-        }
-    }
-
-    /// Its type.
-    pub fn kind(self) -> MetricKind {
-        match self {
-            Metric::BufferDepth => MetricKind::Gauge,
-            Metric::BatchSize => MetricKind::Histogram,
-            _ => MetricKind::Counter,
-        }
-    }
-
-    fn counter_index(self) -> Option<usize> {
-        COUNTERS.iter().position(|m| *m == self)
-    }
-}
-
-/// One change for the host's metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricUpdate {
-    /// Increment a counter by this much.
-    Add(Metric, u64),
-    /// Set a gauge.
-    Set(Metric, u64),
-    /// Record a histogram sample.
-    Record(Metric, u64),
-}
-
 /// Running totals since the producer started (what the counters add up to).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -215,6 +144,10 @@ struct Record {
     due_at: u64,
     /// Arrival order, to keep retries in order among themselves.
     seq: u64,
+    /// It failed in a reply that acknowledged other records: the REST proxy and Kafka took
+    /// records then, so its failures are the record's, not the REST proxy's (see the health
+    /// rule in the module documentation).
+    failed_beside_ack: bool,
 }
 
 /// The records waiting for one topic.
@@ -331,6 +264,8 @@ struct Batch {
     token: u32,
     queue: usize,
     records: Vec<Record>,
+    /// When it was dispatched (ms), for the latency histogram.
+    sent_at: u64,
 }
 
 /// The REST proxy's health as the producer sees it.
@@ -367,9 +302,11 @@ pub struct Producer {
     /// A "buffer full" line was logged and the buffer has not drained to half since.
     full_logged: bool,
     logs: Vec<(Level, String)>,
-    counter_deltas: [u64; COUNTERS.len()],
+    /// Counter increments not yet reported, by [`Metric::index`].
+    counter_deltas: [u64; Metric::ALL.len()],
     depth_reported: Option<usize>,
-    batch_sizes: Vec<u64>,
+    /// Histogram samples not yet reported, in order.
+    samples: Vec<MetricUpdate>,
 }
 
 impl Producer {
@@ -387,9 +324,9 @@ impl Producer {
             rotation: 0,
             full_logged: false,
             logs: Vec::new(),
-            counter_deltas: [0; COUNTERS.len()],
+            counter_deltas: [0; Metric::ALL.len()],
             depth_reported: None,
-            batch_sizes: Vec::new(),
+            samples: Vec::new(),
         }
     }
 
@@ -470,6 +407,7 @@ impl Producer {
                 attempts: 0,
                 due_at,
                 seq,
+                failed_beside_ack: false,
             });
         }
         self.depth += topics.len();
@@ -505,6 +443,11 @@ impl Producer {
             return false;
         };
         let batch = self.in_flight.swap_remove(pos);
+        self.count(Metric::for_reply(reply), 1);
+        self.samples.push(MetricUpdate::Record(
+            Metric::RestCallLatency,
+            now.saturating_sub(batch.sent_at),
+        ));
         let outcomes = rest::classify_batch(&self.config.rest_proxy.api, reply, batch.records.len());
         self.settle(batch.queue, batch.records, outcomes, now);
         true
@@ -549,11 +492,12 @@ impl Producer {
         std::mem::take(&mut self.logs)
     }
 
-    /// The metric updates collected since the last call: counter increments, the buffer depth
-    /// when it changed, one batch-size sample per batch.
+    /// The metric updates collected since the last call: counter increments (in
+    /// [`Metric::ALL`] order), the buffer depth when it changed, then the histogram samples (one
+    /// batch size per batch sent, one latency per produce call answered), in order.
     pub fn take_metric_updates(&mut self) -> Vec<MetricUpdate> {
         let mut out = Vec::new();
-        for (metric, delta) in COUNTERS.iter().zip(self.counter_deltas.iter_mut()) {
+        for (metric, delta) in Metric::ALL.iter().zip(self.counter_deltas.iter_mut()) {
             if *delta > 0 {
                 out.push(MetricUpdate::Add(*metric, *delta));
                 *delta = 0;
@@ -563,11 +507,7 @@ impl Producer {
             self.depth_reported = Some(self.depth);
             out.push(MetricUpdate::Set(Metric::BufferDepth, self.depth as u64));
         }
-        out.extend(
-            self.batch_sizes
-                .drain(..)
-                .map(|n| MetricUpdate::Record(Metric::BatchSize, n)),
-        );
+        out.append(&mut self.samples);
         out
     }
 
@@ -601,9 +541,7 @@ impl Producer {
     }
 
     fn count(&mut self, metric: Metric, n: usize) {
-        if let Some(i) = metric.counter_index() {
-            self.counter_deltas[i] += n as u64;
-        }
+        self.counter_deltas[metric.index()] += n as u64;
     }
 
     /// Records leave the buffer (acknowledged or dropped).
@@ -663,11 +601,18 @@ impl Producer {
             r.attempts += 1;
         }
         self.stats.batches += 1;
-        self.batch_sizes.push(records.len() as u64);
+        self.samples
+            .push(MetricUpdate::Record(Metric::BatchSize, records.len() as u64));
         let headers: Vec<(&str, &str)> = request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         match transport.dispatch(&rp.upstream, headers, &request.body, rp.timeout_ms) {
-            Ok(token) => self.in_flight.push(Batch { token, queue, records }),
+            Ok(token) => self.in_flight.push(Batch {
+                token,
+                queue,
+                records,
+                sent_at: now,
+            }),
             Err(why) => {
+                self.count(Metric::RestCallsNoReply, 1);
                 let failure = Failure {
                     dispatch_status: Some(format!("call rejected by the host: {why}")),
                     reason: "call rejected",
@@ -684,22 +629,27 @@ impl Producer {
         let total = records.len();
         let max_attempts = self.config.producer.max_attempts;
         let backoff = self.config.producer.backoff_ms;
-        let mut outcomes = outcomes.into_iter();
-        let (mut acked, mut retried, mut dropped) = (0usize, 0usize, 0usize);
+        // One outcome per record; a missing one is a failure, never a silent loss.
+        let mut outcomes = outcomes;
+        outcomes.resize_with(total, || {
+            Outcome::Failed(Failure {
+                reason: "no outcome for this record",
+                ..Failure::default()
+            })
+        });
+        let acked = outcomes.iter().filter(|o| matches!(o, Outcome::Acknowledged)).count();
+        let health = flush_health(&records, &outcomes, acked);
+        let (mut retried, mut dropped) = (0usize, 0usize);
         let mut first_failure: Option<Failure> = None;
-        for mut record in records {
-            // One outcome per record; a missing one is a failure, never a silent loss.
-            let outcome = outcomes.next().unwrap_or_else(|| {
-                Outcome::Failed(Failure {
-                    reason: "no outcome for this record",
-                    ..Failure::default()
-                })
-            });
+        for (mut record, outcome) in records.into_iter().zip(outcomes) {
             match outcome {
-                Outcome::Acknowledged => acked += 1,
+                Outcome::Acknowledged => {}
                 Outcome::Failed(f) | Outcome::TimedOut(f) => {
                     if first_failure.is_none() {
                         first_failure = Some(f);
+                    }
+                    if acked > 0 {
+                        record.failed_beside_ack = true;
                     }
                     if record.attempts >= max_attempts {
                         dropped += 1;
@@ -742,7 +692,11 @@ impl Producer {
                 );
             }
         }
-        self.health_event(acked > 0, now, &why);
+        match health {
+            FlushHealth::Succeeded => self.health_event(true, now, &why),
+            FlushHealth::Failed => self.health_event(false, now, &why),
+            FlushHealth::RecordsOnly => {}
+        }
     }
 
     fn probe_if_due(&mut self, transport: &mut dyn Transport, now: u64) {
@@ -821,6 +775,34 @@ impl Producer {
                 );
             }
         }
+    }
+}
+
+/// What a settled flush says about the REST proxy's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlushHealth {
+    /// Something was acknowledged: records get through.
+    Succeeded,
+    /// Nothing was acknowledged, and nothing shows the records themselves are at fault.
+    Failed,
+    /// Nothing was acknowledged, but the REST proxy answered every record, each of which had
+    /// already failed in a reply that acknowledged others: the records are at fault, not the
+    /// REST proxy. Neither a success nor a failure.
+    RecordsOnly,
+}
+
+/// The health verdict of a flush of `records` that ended with `outcomes` (`acked` of them
+/// acknowledged).
+fn flush_health(records: &[Record], outcomes: &[Outcome], acked: usize) -> FlushHealth {
+    if acked > 0 {
+        return FlushHealth::Succeeded;
+    }
+    let answered_by_the_proxy = |o: &Outcome| matches!(o, Outcome::Failed(f) if f.status.is_some());
+    if !records.is_empty() && records.iter().all(|r| r.failed_beside_ack) && outcomes.iter().all(answered_by_the_proxy)
+    {
+        FlushHealth::RecordsOnly
+    } else {
+        FlushHealth::Failed
     }
 }
 
@@ -1291,6 +1273,115 @@ mod tests {
         assert!(p.is_healthy());
     }
 
+    /// Karapace's answer to a batch in which record `failed` could not be written: 422, one
+    /// `offsets` entry per record.
+    fn karapace_422(n: usize, failed: usize) -> String {
+        let offsets: Vec<String> = (0..n)
+            .map(|i| {
+                if i == failed {
+                    r#"{"partition":null,"offset":null,"error_code":1,"error":"MessageSizeTooLargeError"}"#.to_string()
+                } else {
+                    format!(r#"{{"partition":0,"offset":{i},"error_code":null,"error":null}}"#)
+                }
+            })
+            .collect();
+        format!(
+            r#"{{"key_schema_id":null,"value_schema_id":null,"offsets":[{}]}}"#,
+            offsets.join(",")
+        )
+    }
+
+    #[test]
+    fn karapace_422_settles_each_record_and_keeps_the_proxy_healthy() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":1,"producer_request_retries_max_attempts":4,"producer_request_retries_backoff_timeout":10,"producer_async_health_failure_threshold":1"#,
+        ));
+        let mut t = FakeTransport::default();
+        for i in 0..11 {
+            put(&mut p, 0, &format!("m{i}"));
+        }
+        p.on_tick(&mut t, 1);
+        let call = t.take().remove(0);
+        assert_eq!(call.v2_messages().len(), 11);
+        assert!(p.on_response(call.token, &reply("422", &karapace_422(11, 4)), 2));
+        assert_eq!(p.stats().sent, 10);
+        assert_eq!(p.depth(), 1);
+        assert!(p.is_healthy());
+        // The failed record alone, until its attempts are used up; the proxy stays healthy
+        // (threshold 1) because the record already failed beside acknowledged ones.
+        let mut now = 2;
+        let mut resent = Vec::new();
+        while p.depth() > 0 && now < 10_000 {
+            p.on_tick(&mut t, now);
+            for c in t.take() {
+                resent.push(c.v2_messages());
+                assert!(p.on_response(c.token, &reply("422", &karapace_422(1, 0)), now));
+                assert!(p.is_healthy(), "unhealthy after a record-level failure at {now}");
+            }
+            now += 1;
+        }
+        assert_eq!(
+            resent,
+            vec![vec!["m4".to_string()]; 3],
+            "only the failed record is sent again"
+        );
+        assert_eq!(
+            *p.stats(),
+            Stats {
+                accepted: 11,
+                sent: 10,
+                failed: 4,
+                retried: 3,
+                dropped: 1,
+                rejected: 0,
+                batches: 4
+            }
+        );
+        assert!(p.take_logs().iter().any(|(l, m)| *l == Level::Error
+            && m.contains("dropped 1 message(s) to topic t after 4 attempt(s); last error: per-record error, status 422, error_code 1, message \"MessageSizeTooLargeError\"")));
+    }
+
+    #[test]
+    fn fresh_records_failing_beside_a_bad_one_still_count_against_health() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":1,"producer_request_retries_backoff_timeout":0,"producer_async_health_failure_threshold":1"#,
+        ));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "a");
+        put(&mut p, 0, "b");
+        p.on_tick(&mut t, 1);
+        let call = t.take().remove(0);
+        p.on_response(call.token, &reply("422", &karapace_422(2, 1)), 1);
+        assert!(p.is_healthy());
+        // Kafka goes away: the bad record and a fresh one both fail; the fresh one has not
+        // shown itself to be the problem, so the flush counts as failed.
+        put(&mut p, 2, "c");
+        p.on_tick(&mut t, 3);
+        let call = t.take().remove(0);
+        assert_eq!(call.v2_messages(), vec!["b", "c"]);
+        let down = r#"{"offsets":[{"error_code":1,"error":"timed out waiting to publish message"},{"error_code":1,"error":"timed out waiting to publish message"}]}"#;
+        p.on_response(call.token, &reply("422", down), 4);
+        assert!(!p.is_healthy());
+    }
+
+    #[test]
+    fn no_reply_for_a_bad_record_still_counts_against_health() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":1,"producer_request_retries_backoff_timeout":0,"producer_async_health_failure_threshold":1"#,
+        ));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "a");
+        put(&mut p, 0, "b");
+        p.on_tick(&mut t, 1);
+        let call = t.take().remove(0);
+        p.on_response(call.token, &reply("200", &karapace_422(2, 1)), 1);
+        p.on_tick(&mut t, 2);
+        let call = t.take().remove(0);
+        assert_eq!(call.v2_messages(), vec!["b"]);
+        p.on_response(call.token, &ReplyView::default(), 3);
+        assert!(!p.is_healthy(), "no reply says nothing about the record");
+    }
+
     #[test]
     fn ready_retries_keep_arrival_order_before_fresh_records() {
         let mut p = Producer::new(config(
@@ -1402,30 +1493,45 @@ mod tests {
             ]
         );
         let body = r#"{"offsets":[{"offset":1},{"error_code":50002,"error":"x"}]}"#;
-        p.on_response(call.token, &reply("200", body), 2);
+        p.on_response(call.token, &reply("200", body), 8);
         assert_eq!(
             p.take_metric_updates(),
             vec![
                 MetricUpdate::Add(Metric::Sent, 1),
                 MetricUpdate::Add(Metric::Failed, 1),
                 MetricUpdate::Add(Metric::Retried, 1),
+                MetricUpdate::Add(Metric::RestCalls2xx, 1),
                 MetricUpdate::Set(Metric::BufferDepth, 2),
+                MetricUpdate::Record(Metric::RestCallLatency, 7),
             ]
         );
         assert!(p.take_metric_updates().is_empty());
-        let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
-        assert_eq!(
-            names,
-            vec![
-                "kafka_upstream.messages_sent",
-                "kafka_upstream.messages_failed",
-                "kafka_upstream.messages_retried",
-                "kafka_upstream.messages_dropped",
-                "kafka_upstream.messages_rejected",
-                "kafka_upstream.buffer_depth",
-                "kafka_upstream.batch_size",
-            ]
+        // Every update fits its metric's type (Kong traps otherwise).
+        p.on_tick(&mut t, 200);
+        for c in t.take() {
+            p.on_response(c.token, &ReplyView::default(), 210);
+        }
+        let updates = p.take_metric_updates();
+        assert!(
+            updates.contains(&MetricUpdate::Add(Metric::RestCallsNoReply, 1)),
+            "{updates:?}"
         );
+        assert!(updates.iter().all(|u| u.fits_its_metric()));
+        // A host refusal counts as a call without a reply, and has no latency.
+        let mut refusing = FakeTransport {
+            refuse: true,
+            ..FakeTransport::default()
+        };
+        put(&mut p, 300, "d");
+        p.on_tick(&mut refusing, 2000);
+        let updates = p.take_metric_updates();
+        assert!(
+            updates
+                .iter()
+                .any(|u| matches!(u, MetricUpdate::Add(Metric::RestCallsNoReply, n) if *n >= 1)),
+            "{updates:?}"
+        );
+        assert!(!updates.iter().any(|u| u.metric() == Metric::RestCallLatency));
     }
 
     #[test]

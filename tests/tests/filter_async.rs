@@ -670,3 +670,110 @@ fn batches_outlive_the_requests_that_filled_them() {
         assert_eq!(gw.vm.tick_period_ms(gw.root), Some(20), "{profile}");
     }
 }
+
+/// Karapace's answer to a batch of `n` records in which record `failed` could not be written:
+/// HTTP 422, one `offsets` entry per record, the others written (Aiven-Open/karapace
+/// `kafka_rest_apis/__init__.py`, `publish` and `produce_messages`).
+fn karapace_422(n: usize, failed: usize) -> String {
+    let offsets: Vec<String> = (0..n)
+        .map(|i| {
+            if i == failed {
+                r#"{"partition":null,"offset":null,"error_code":1,"error":"MessageSizeTooLargeError"}"#.to_string()
+            } else {
+                format!(r#"{{"partition":0,"offset":{i},"error_code":null,"error":null}}"#)
+            }
+        })
+        .collect();
+    format!(
+        r#"{{"key_schema_id":null,"value_schema_id":null,"offsets":[{}]}}"#,
+        offsets.join(",")
+    )
+}
+
+#[test]
+fn karapace_422_partial_failure_settles_each_record() {
+    for profile in PROFILES {
+        let mut gw = Gateway::new(
+            profile,
+            json!({
+                "producer_request_retries_max_attempts": 3,
+                "producer_async_health_failure_threshold": 1
+            }),
+        );
+        for n in 0..11 {
+            gw.accept(n);
+        }
+        gw.advance(1000);
+        let call = gw.expect_calls(1).remove(0);
+        assert_eq!(numbers(&call), (0..11).collect::<Vec<u64>>(), "{profile}");
+        gw.advance(25);
+        gw.reply(call.token, 422, &karapace_422(11, 4));
+        // The ten written records count as sent and leave the buffer at once.
+        assert_eq!(gw.value("messages_sent"), 10, "{profile}");
+        assert_eq!(gw.value("buffer_depth"), 1, "{profile}");
+        // Every later call carries the failed record alone, until its attempts are used up;
+        // the REST proxy stays healthy although the threshold is one failed flush.
+        let mut resent = Vec::new();
+        for _ in 0..100 {
+            gw.advance(TICK_MS);
+            for call in gw.calls() {
+                resent.push(numbers(&call));
+                gw.reply(call.token, 422, &karapace_422(1, 0));
+            }
+        }
+        assert_eq!(
+            resent,
+            vec![vec![4]; 2],
+            "{profile}: only the failed record is sent again"
+        );
+        assert_eq!(
+            [
+                gw.value("messages_sent"),
+                gw.value("messages_failed"),
+                gw.value("messages_retried"),
+                gw.value("messages_dropped"),
+                gw.value("rest_calls_4xx"),
+                gw.value("rest_calls_2xx"),
+            ],
+            [10, 3, 2, 1, 3, 0],
+            "{profile}"
+        );
+        let latency = gw.metric("rest_call_latency_ms");
+        assert_eq!(latency.count, 3, "{profile}");
+        assert_eq!(latency.samples[0], 25, "{profile}");
+        let errors = gw.logs_at(LogLevel::Error);
+        assert_eq!(
+            errors,
+            vec![
+                r#"kafka-upstream: dropped 1 message(s) to topic orders after 3 attempt(s); last error: per-record error, status 422, error_code 1, message "MessageSizeTooLargeError""#
+            ],
+            "{profile}"
+        );
+        // Still healthy: a new request is accepted, not refused with 503.
+        assert_eq!(gw.send(100), (200, SENT.to_string()), "{profile}");
+        assert_eq!(gw.value("requests_200"), 12, "{profile}");
+        assert_eq!(gw.value("requests_5xx"), 0, "{profile}");
+        assert_eq!(gw.value("buffer_depth"), 1, "{profile}");
+    }
+}
+
+#[test]
+fn a_karapace_422_that_does_not_match_fails_the_whole_batch() {
+    for profile in PROFILES {
+        let mut gw = Gateway::new(profile, json!({"producer_async_flush_timeout": 20}));
+        for n in 1..=3 {
+            gw.accept(n);
+        }
+        gw.advance(20);
+        let call = gw.expect_calls(1).remove(0);
+        // Two entries for three records: which one answers which record is unknown.
+        gw.reply(call.token, 422, &karapace_422(2, 1));
+        assert_eq!(gw.value("messages_sent"), 0, "{profile}");
+        assert_eq!(gw.value("messages_retried"), 3, "{profile}");
+        gw.advance(100);
+        let retry = gw.expect_calls(1).remove(0);
+        assert_eq!(numbers(&retry), vec![1, 2, 3], "{profile}");
+        gw.ack(&retry);
+        assert_eq!(gw.value("messages_sent"), 3, "{profile}");
+    }
+}

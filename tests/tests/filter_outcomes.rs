@@ -1,7 +1,7 @@
 //! What the client is told by the real `kafka_upstream.wasm`, in both profiles, with failures
 //! injected through host-sim: 200 only when every record was acknowledged; 502 for a failed
 //! call (broken connection, reset, 5xx, a 4xx envelope such as 40401, a 200 with a per-record
-//! error such as 50002, an unreadable reply, no offsets, a v3 error_code other than 200, a call
+//! error such as 50002, Karapace's 422 carrying the record's own error, an unreadable reply, no offsets, a v3 error_code other than 200, a call
 //! the host refuses); 504 for a timeout on the virtual clock; the REST proxy's details with
 //! `return_error_message`; 413 before anything is sent; and the request flow each host sees
 //! (actions per callback, when the call is made, the request never forwarded upstream).
@@ -157,6 +157,27 @@ fn v2_cases() -> Vec<(&'static str, Inject, Expect)> {
                 "error status",
                 json!({"topic":"orders","status":422,"error_code":42201,"message":"Unprocessable entity"}),
             )),
+        ),
+        (
+            // Karapace answers 422 when a record failed, the record's own error in its entry
+            // (Aiven-Open/karapace kafka_rest_apis/__init__.py, publish / produce_messages).
+            "422 from Karapace with the record's per-record error",
+            Inject::Http(
+                422,
+                r#"{"key_schema_id":null,"value_schema_id":null,"offsets":[{"partition":null,"offset":null,"error_code":2,"error":"This server does not host this topic-partition."}]}"#,
+            ),
+            Expect::BadGateway(both(
+                "per-record error",
+                json!({"topic":"orders","status":422,"error_code":2,"message":"This server does not host this topic-partition."}),
+            )),
+        ),
+        (
+            "422 whose offsets do not match the one record",
+            Inject::Http(
+                422,
+                r#"{"offsets":[{"partition":0,"offset":3},{"error_code":1,"error":"x"}]}"#,
+            ),
+            Expect::BadGateway(both("error status", json!({"topic":"orders","status":422}))),
         ),
         (
             "200 with malformed JSON",
@@ -838,5 +859,154 @@ fn one_record_per_request_topic_and_payload_unchanged_by_the_outcome_path() {
         assert_eq!(first.body, second.body, "{profile}");
         assert_eq!(first.headers, second.headers, "{profile}");
         assert_eq!(second.header(":path"), Some(format!("/topics/{TOPIC}").as_str()));
+    }
+}
+
+// ---- metrics -----------------------------------------------------------------------------------
+
+/// The name under which each host exports the filter's metric `<prefix>.<name>` (host-sim
+/// profile.rs `metric_name`: Envoy `wasmcustom.`, Kong `pw.<filter name>.`).
+fn exported(profile: Profile, prefix: &str, name: &str) -> String {
+    match profile {
+        Profile::Envoy => format!("wasmcustom.{prefix}.{name}"),
+        Profile::Kong => format!("pw.kafka_upstream.{prefix}.{name}"),
+    }
+}
+
+/// The value of counter or gauge `<prefix>.<name>`, and its samples for a histogram.
+fn metric(gw: &Gateway, prefix: &str, name: &str) -> (u64, Vec<u64>) {
+    let full = exported(gw.profile, prefix, name);
+    let m = gw
+        .vm
+        .metrics()
+        .remove(&full)
+        .unwrap_or_else(|| panic!("{}: no metric {full}: {:?}", gw.profile, gw.vm.metrics().keys()));
+    (m.value, m.samples)
+}
+
+#[test]
+fn synchronous_mode_counts_answers_records_and_calls() {
+    for profile in PROFILES {
+        let cfg = config(
+            profile,
+            json!({"rest_proxy": {"timeout": 2500}, "topics_query_arg": "topic-list", "max_body_size": 4}),
+        );
+        let mut gw = Gateway::new(profile, &cfg);
+        // Acknowledged after 30 ms of virtual time.
+        let ok = gw.send(&Request::get("/"));
+        let call = gw.only_call();
+        gw.vm.advance_time(Duration::from_millis(30)).unwrap();
+        gw.reply(call.token, 200, V2_ACK);
+        // Karapace's 422 with the record's own error.
+        let refused = gw.send(&Request::get("/"));
+        let call = gw.only_call();
+        gw.reply(
+            call.token,
+            422,
+            r#"{"key_schema_id":null,"value_schema_id":null,"offsets":[{"partition":null,"offset":null,"error_code":1,"error":"MessageSizeTooLargeError"}]}"#,
+        );
+        // A timeout, a topic outside the allowlist, a body too large.
+        let late = gw.send(&Request::get("/"));
+        gw.vm.advance_time(Duration::from_millis(2500)).unwrap();
+        let not_allowed = gw.send(&Request::get("/?topic-list=elsewhere"));
+        let too_large = gw.send(&Request::post("/", Some("application/json"), br#"{"id":1}"#));
+        let statuses: Vec<u32> = [ok, refused, late, not_allowed, too_large]
+            .iter()
+            .map(|s| gw.answer(*s).0)
+            .collect();
+        assert_eq!(statuses, vec![200, 502, 504, 400, 413], "{profile}");
+        let counters = [
+            "requests_200",
+            "requests_400",
+            "requests_413",
+            "requests_5xx",
+            "messages_sent",
+            "messages_failed",
+            "rest_calls_2xx",
+            "rest_calls_4xx",
+            "rest_calls_5xx",
+            "rest_calls_timeout",
+            "rest_calls_no_reply",
+            "buffer_depth",
+        ]
+        .map(|name| metric(&gw, "kafka_upstream", name).0);
+        assert_eq!(counters, [1, 1, 1, 2, 1, 2, 1, 1, 0, 1, 0, 0], "{profile}");
+        assert_eq!(
+            metric(&gw, "kafka_upstream", "rest_call_latency_ms").1,
+            vec![30, 0, 2500],
+            "{profile}"
+        );
+    }
+}
+
+#[test]
+fn a_call_the_host_refuses_counts_as_no_reply() {
+    for (profile, up) in [(Profile::Envoy, "no_such_cluster"), (Profile::Kong, "not a host")] {
+        let mut gw = Gateway::new(profile, &config(profile, json!({"rest_proxy": {"upstream": up}})));
+        let stream = gw.send(&Request::get("/"));
+        assert_eq!(gw.answer(stream).0, 502, "{profile}");
+        let counts = ["rest_calls_no_reply", "messages_failed", "requests_5xx"]
+            .map(|name| metric(&gw, "kafka_upstream", name).0);
+        assert_eq!(counts, [1, 1, 1], "{profile}");
+        assert!(metric(&gw, "kafka_upstream", "rest_call_latency_ms").1.is_empty());
+    }
+}
+
+#[test]
+fn metric_names_follow_the_prefix_or_the_root_id() {
+    for profile in PROFILES {
+        // `metrics.prefix`.
+        let mut gw = Gateway::new(profile, &config(profile, json!({"metrics": {"prefix": "orders.eu-1"}})));
+        gw.produce(&Request::get("/"));
+        assert_eq!(metric(&gw, "orders.eu-1", "messages_sent").0, 1, "{profile}");
+        assert!(
+            !gw.vm
+                .metrics()
+                .keys()
+                .any(|k| k.contains("kafka_upstream.messages_sent")),
+            "{profile}: {:?}",
+            gw.vm.metrics().keys()
+        );
+
+        // Two instances in one VM: an Envoy root_id names them apart; Kong's numeric root id
+        // is not used, so there `metrics.prefix` is the way.
+        let mut o = kafka_upstream_tests::options(profile);
+        o.clusters = vec![filter_common::ENVOY_CLUSTER.to_string()];
+        o.plugin_name = "kafka_upstream".into();
+        let mut vm = kafka_upstream_tests::start_with(&kafka_upstream_tests::load(filter_common::FILTER), o);
+        let cfg = config(profile, json!({}));
+        let a = vm
+            .create_root_context("orders-edge", cfg.to_string().as_bytes())
+            .unwrap();
+        let b = vm.create_root_context("", cfg.to_string().as_bytes()).unwrap();
+        assert!(a.configure_ok && b.configure_ok, "{profile}");
+        let names: Vec<String> = vm.metrics().into_keys().collect();
+        let expect = |prefix: &str| exported(profile, prefix, "messages_sent");
+        assert!(names.contains(&expect("kafka_upstream")), "{profile}: {names:?}");
+        match profile {
+            Profile::Envoy => assert!(names.contains(&expect("orders-edge")), "{names:?}"),
+            Profile::Kong => assert!(
+                names.iter().all(|n| n.starts_with("pw.kafka_upstream.kafka_upstream.")),
+                "{names:?}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn an_invalid_metrics_prefix_is_rejected() {
+    for profile in PROFILES {
+        for prefix in [json!(""), json!("a..b"), json!("a b"), json!(7)] {
+            let cfg = config(profile, json!({"metrics": {"prefix": prefix}}));
+            let gw = Gateway::with_config_bytes(profile, cfg.to_string().as_bytes());
+            assert!(!gw.configure_ok, "{profile}: {cfg}");
+            let errors = gw.logs_at(LogLevel::Error);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("kafka-upstream: invalid configuration: metrics.prefix: ")),
+                "{profile}: {errors:?}"
+            );
+        }
     }
 }

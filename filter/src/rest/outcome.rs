@@ -1,8 +1,44 @@
 //! What the REST proxy's reply means, and what the client is told.
 //!
-//! A record counts as sent only when the reply is 2xx **and** carries the acknowledgement:
-//! v2 — `offsets` is a non-empty array and no entry has a non-null `error_code` (Confluent answers
-//! 200 with per-record errors such as 50002/50003); v3 — `error_code` is 200.
+//! A record counts as sent only when the REST proxy acknowledged it:
+//! v2 — its `offsets` entry has a null or absent `error_code` (Confluent answers 200 with
+//! per-record errors such as 50002/50003); v3 — its result has `error_code` 200.
+//!
+//! **Per-record results whatever the HTTP status.** A reply is read record by record whenever it
+//! carries one result per record sent, because REST proxies disagree on the status of a partly
+//! failed produce:
+//! - Confluent REST Proxy v2 answers 200 with one `offsets` entry per record, a failed one with
+//!   `partition`/`offset` null and `error_code`/`error` set (kafka-rest
+//!   `resources/v2/AbstractProduceAction.java`, `produceResultsToResponse`; codes from
+//!   `errorCodeFromProducerException`: 50003 for a Kafka `RetriableException`, 50002 for any
+//!   other `KafkaException`, the authentication/authorization codes for those);
+//! - Confluent v3 in streaming mode writes one result or error object per request line, in order,
+//!   after a 200 (kafka-rest `response/StreamingResponse.java`, `handleNext`);
+//! - Karapace answers **422** as soon as one record failed, and the body still holds
+//!   `key_schema_id`, `value_schema_id` and one `offsets` entry per record: `{partition, offset}`
+//!   for the records it wrote, `{error_code, error}` for the others (Aiven-Open/karapace
+//!   `src/karapace/kafka_rest_apis/__init__.py`, `UserRestProxy.publish`, which switches the
+//!   status to 422 when a result has an `error`, and `produce_messages`, which sets `error_code`
+//!   1, or 2 when the broker error is flagged retriable). The good records are in Kafka.
+//!
+//! So [`classify_batch`] (and [`classify`] for one record) settles each record from its own
+//! entry when the reply matches the records one to one: v2, an `offsets` array with exactly one
+//! entry per record; v3, one result object per record. A reply that does not match keeps the
+//! whole-batch rule: no 2xx → every record gets the request-level outcome below; a 2xx whose
+//! results do not line up → every record failed (sending acknowledged records again is a
+//! duplicate; guessing which ones were acknowledged could lose one). A 1xx or 3xx reply is never
+//! read per record (a redirect was not processed there). For a 4xx or 5xx reply the match is
+//! strict, since only a real per-record answer may outrank the status: v2, every entry
+//! is an object with a non-null `error_code` or an integer `offset` (a written record); v3, the
+//! body is exactly one object per record, each with an integer `error_code`, at least one of
+//! them 200 (a request-level error envelope `{"error_code":…,"message":…}` has the same shape as
+//! one failed result, and only an acknowledgement tells them apart).
+//!
+//! The per-record `error_code` is the REST proxy's, not a Kafka protocol error code: Karapace's
+//! 2 means "retriable broker error", not Kafka's CORRUPT_MESSAGE, and its 1 covers its own
+//! timeouts as much as a record that can never be written. No per-record code reliably says that
+//! a retry cannot succeed, so a failed record follows the usual rules (retried in asynchronous
+//! mode, a 502 in synchronous mode) with its own code and message.
 //!
 //! How the hosts report calls that got no reply:
 //! - Envoy answers a call that hit its timeout with a local `504` reply, and a failed connection
@@ -11,11 +47,11 @@
 //!   in the `:dispatch_status` pseudo-header (`timeout`, `broken connection`,
 //!   `tls handshake failure`, `resolver failure`, `reader failure`).
 //!
-//! So a `504` or `:dispatch_status: timeout` is a timeout (client gets 504); everything else that
-//! is not an acknowledgement — no reply, another `:dispatch_status`, another non-2xx status, a
-//! request-level error envelope such as `{"error_code":40401,...}` (4xx included: the client's
-//! request was fine, the gateway's produce failed), a per-record error, an unreadable body — is a
-//! failure (client gets 502).
+//! So, for a reply without per-record results, a `504` or `:dispatch_status: timeout` is a
+//! timeout (client gets 504); everything else that is not an acknowledgement — no reply, another
+//! `:dispatch_status`, another non-2xx status, a request-level error envelope such as
+//! `{"error_code":40401,...}` (4xx included: the client's request was fine, the gateway's produce
+//! failed), an unreadable body — is a failure (client gets 502).
 
 use serde_json::Value;
 
@@ -69,7 +105,11 @@ pub fn classify(api: &Api, reply: &ReplyView<'_>) -> Outcome {
         Err(outcome) => return outcome,
     };
     if !(200..300).contains(&status) {
-        return error_status(status, reply.body);
+        // Karapace's 422 for a record it could not write still carries that record's entry.
+        return match per_record(api, status, reply.body, 1) {
+            Ok(mut outcomes) if outcomes.len() == 1 => outcomes.remove(0),
+            _ => error_status(status, reply.body),
+        };
     }
     // The usual acknowledgement is recognised without building a `Value` tree (a dozen
     // allocations per reply); any other reply is read in full below, which alone decides.
@@ -115,47 +155,75 @@ fn classify_2xx(api: &Api, status: u16, body: &[u8]) -> Outcome {
 /// Classifies the reply to a produce call that carried `records` records (the asynchronous
 /// producer's batch): one outcome per record, in request order.
 ///
-/// A reply that is not a 2xx, or no reply at all, fails every record alike. v2: record `i` is
-/// acknowledged when `offsets[i]` has a null or absent `error_code`; a missing entry is a
-/// failure. v3 (streaming mode): the body holds one result object per record, in order (JSON
-/// values separated by whitespace); record `i` is acknowledged when result `i` has
-/// `error_code` 200; a missing or unreadable result is a failure.
+/// Whatever the status, a reply whose per-record results match the records one to one settles
+/// each record from its own result (see the module documentation). v2: record `i` is
+/// acknowledged when `offsets[i]` has a null or absent `error_code`. v3 (streaming mode): the
+/// body holds one result object per record, in order (JSON values separated by whitespace);
+/// record `i` is acknowledged when result `i` has `error_code` 200, and a 2xx stream cut short
+/// fails the records whose results are missing. Otherwise no reply, a non-2xx reply or a 2xx
+/// reply that cannot be matched fails every record alike.
 pub fn classify_batch(api: &Api, reply: &ReplyView<'_>, records: usize) -> Vec<Outcome> {
     let status = match reply_status(reply) {
         Ok(status) => status,
         Err(outcome) => return vec![outcome; records],
     };
-    if !(200..300).contains(&status) {
-        return vec![error_status(status, reply.body); records];
+    match per_record(api, status, reply.body, records) {
+        Ok(outcomes) => outcomes,
+        Err(_) if !(200..300).contains(&status) => vec![error_status(status, reply.body); records],
+        Err(reason) => vec![
+            Outcome::Failed(Failure {
+                status: Some(status),
+                reason,
+                ..Failure::default()
+            });
+            records
+        ],
     }
-    let failed = |reason: &'static str| {
-        Outcome::Failed(Failure {
-            status: Some(status),
-            reason,
-            ..Failure::default()
-        })
-    };
+}
+
+/// The reason a reply cannot be read record by record because its results do not line up with
+/// the records sent.
+pub const MISMATCHED_REPLY: &str = "reply does not match the records sent";
+
+/// One outcome per record from the reply's per-record results, or why the reply cannot be read
+/// that way. 2xx replies are read leniently (an entry that is not an object is that record's
+/// failure); other replies only when they are unmistakably per-record answers.
+fn per_record(api: &Api, status: u16, body: &[u8], records: usize) -> Result<Vec<Outcome>, &'static str> {
+    let success = (200..300).contains(&status);
+    // A 1xx or 3xx reply is not the REST proxy's verdict on the records (a redirect was not
+    // processed there): only 2xx and error statuses are read record by record.
+    if status < 400 && !success {
+        return Err(MISMATCHED_REPLY);
+    }
     match api {
         Api::V2 => {
-            let body: Option<Value> = serde_json::from_slice(reply.body).ok();
+            let body: Option<Value> = serde_json::from_slice(body).ok();
             let Some(Value::Object(reply_obj)) = body else {
-                return vec![failed("unreadable reply"); records];
+                return Err("unreadable reply");
             };
             let Some(offsets) = reply_obj.get("offsets").and_then(Value::as_array) else {
-                return vec![failed("reply without offsets"); records];
+                return Err("reply without offsets");
             };
-            (0..records)
-                .map(|i| match offsets.get(i) {
-                    Some(entry) => v2_offset(status, entry),
-                    None => failed("reply without an offset for this record"),
-                })
-                .collect()
+            if offsets.len() != records || records == 0 {
+                return Err(MISMATCHED_REPLY);
+            }
+            if !success && !offsets.iter().all(is_v2_record_result) {
+                return Err(MISMATCHED_REPLY);
+            }
+            Ok(offsets.iter().map(|entry| v2_offset(status, entry)).collect())
         }
-        Api::V3 { .. } => {
-            let mut results = serde_json::Deserializer::from_slice(reply.body).into_iter::<Value>();
+        Api::V3 { .. } if success => {
+            let mut results = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
             let mut broken = false;
-            (0..records)
+            let outcomes: Vec<Outcome> = (0..records)
                 .map(|_| {
+                    let failed = |reason: &'static str| {
+                        Outcome::Failed(Failure {
+                            status: Some(status),
+                            reason,
+                            ..Failure::default()
+                        })
+                    };
                     if broken {
                         return failed("unreadable reply");
                     }
@@ -168,9 +236,38 @@ pub fn classify_batch(api: &Api, reply: &ReplyView<'_>, records: usize) -> Vec<O
                         None => failed("reply without a result for this record"),
                     }
                 })
-                .collect()
+                .collect();
+            // More results than records: the stream does not answer this batch.
+            if !broken && results.next().is_some() {
+                return Err(MISMATCHED_REPLY);
+            }
+            Ok(outcomes)
+        }
+        Api::V3 { .. } => {
+            let results: Vec<Value> = serde_json::Deserializer::from_slice(body)
+                .into_iter::<Value>()
+                .collect::<Result<_, _>>()
+                .map_err(|_| MISMATCHED_REPLY)?;
+            let codes: Option<Vec<i64>> = results
+                .iter()
+                .map(|r| r.as_object()?.get("error_code")?.as_i64())
+                .collect();
+            match codes {
+                Some(codes) if codes.len() == records && records > 0 && codes.contains(&200) => {
+                    Ok(results.iter().map(|r| v3_result(status, r)).collect())
+                }
+                _ => Err(MISMATCHED_REPLY),
+            }
         }
     }
+}
+
+/// Whether a v2 `offsets` entry of a non-2xx reply is a per-record result: an object with a
+/// non-null `error_code` (a failed record) or an integer `offset` (a written one).
+fn is_v2_record_result(entry: &Value) -> bool {
+    entry.as_object().is_some_and(|e| {
+        e.get("error_code").is_some_and(|c| !c.is_null()) || e.get("offset").and_then(Value::as_i64).is_some()
+    })
 }
 
 /// The reply's HTTP status, or the outcome of a call without a usable one.
@@ -219,7 +316,7 @@ fn error_status(status: u16, body: &[u8]) -> Outcome {
     Outcome::Failed(failure)
 }
 
-/// One v2 `offsets` entry of a 2xx reply.
+/// One v2 `offsets` entry of a reply with HTTP status `status`.
 fn v2_offset(status: u16, entry: &Value) -> Outcome {
     let mut failure = Failure {
         status: Some(status),
@@ -240,7 +337,7 @@ fn v2_offset(status: u16, entry: &Value) -> Outcome {
     }
 }
 
-/// One v3 result object of a 2xx reply.
+/// One v3 result object of a reply with HTTP status `status`.
 fn v3_result(status: u16, result: &Value) -> Outcome {
     let mut failure = Failure {
         status: Some(status),
@@ -889,13 +986,15 @@ mod tests {
                 ack.clone()
             ]
         );
-        // Fewer offsets than records: the missing ones failed.
+        // Fewer or more offsets than records: which entry answers which record is unknown, so
+        // the whole batch failed (a duplicate rather than a guess that could lose a record).
         assert_eq!(
             classify_batch(&Api::V2, &reply("200", r#"{"offsets":[{"offset":1}]}"#), 2),
-            vec![
-                ack.clone(),
-                failed(Some(200), None, None, "reply without an offset for this record")
-            ]
+            vec![failed(Some(200), None, None, MISMATCHED_REPLY); 2]
+        );
+        assert_eq!(
+            classify_batch(&Api::V2, &reply("200", r#"{"offsets":[{"offset":1},{"offset":2}]}"#), 1),
+            vec![failed(Some(200), None, None, MISMATCHED_REPLY)]
         );
         // Request-level failures fail every record alike.
         let envelope = failed(Some(404), Some(40401), Some("Topic not found."), "error status");
@@ -971,6 +1070,126 @@ mod tests {
         assert_eq!(
             classify_batch(&v3(), &reply("422", r#"{"error_code":422,"message":"bad"}"#), 2),
             vec![failed(Some(422), Some(422), Some("bad"), "error status"); 2]
+        );
+    }
+
+    /// Karapace's partial failure: 422, one `offsets` entry per record, the good ones written.
+    const KARAPACE_422: &str = r#"{"key_schema_id":null,"value_schema_id":null,"offsets":[{"partition":0,"offset":5,"error_code":null,"error":null},{"partition":null,"offset":null,"error_code":1,"error":"MESSAGE_TOO_LARGE"},{"partition":0,"offset":6}]}"#;
+
+    #[test]
+    fn a_non_2xx_reply_with_matching_offsets_is_read_per_record() {
+        let ack = Outcome::Acknowledged;
+        assert_eq!(
+            classify_batch(&Api::V2, &reply("422", KARAPACE_422), 3),
+            vec![
+                ack.clone(),
+                failed(Some(422), Some(1), Some("MESSAGE_TOO_LARGE"), "per-record error"),
+                ack.clone()
+            ]
+        );
+        // Every record failed (Karapace with the broker down, or a bad partition: error_code 2).
+        let all_failed = r#"{"key_schema_id":null,"value_schema_id":null,"offsets":[{"partition":null,"offset":null,"error_code":2,"error":"UnknownTopicOrPartition"}]}"#;
+        assert_eq!(
+            classify_batch(&Api::V2, &reply("422", all_failed), 1),
+            vec![failed(
+                Some(422),
+                Some(2),
+                Some("UnknownTopicOrPartition"),
+                "per-record error"
+            )]
+        );
+        // One record (synchronous mode): the record's own error, not the envelope's.
+        assert_eq!(
+            classify(&Api::V2, &reply("422", all_failed)),
+            failed(Some(422), Some(2), Some("UnknownTopicOrPartition"), "per-record error")
+        );
+        // Any status: a 500 that still reports every record.
+        let ok_500 = r#"{"offsets":[{"partition":0,"offset":9}]}"#;
+        assert_eq!(classify_batch(&Api::V2, &reply("500", ok_500), 1), vec![ack.clone()]);
+    }
+
+    #[test]
+    fn a_non_2xx_reply_that_does_not_match_fails_the_whole_batch() {
+        let whole = |status: u16| failed(Some(status), None, None, "error status");
+        // Two entries for three records.
+        let short = r#"{"offsets":[{"partition":0,"offset":5},{"error_code":1,"error":"x"}]}"#;
+        assert_eq!(classify_batch(&Api::V2, &reply("422", short), 3), vec![whole(422); 3]);
+        // An entry that is neither an error nor a written record.
+        let vague = r#"{"offsets":[{"partition":0,"offset":5},{"partition":0}]}"#;
+        assert_eq!(classify_batch(&Api::V2, &reply("422", vague), 2), vec![whole(422); 2]);
+        let vague = r#"{"offsets":[{"partition":0,"offset":5},{"error_code":null}]}"#;
+        assert_eq!(classify_batch(&Api::V2, &reply("422", vague), 2), vec![whole(422); 2]);
+        let not_objects = r#"{"offsets":[1,2]}"#;
+        assert_eq!(
+            classify_batch(&Api::V2, &reply("500", not_objects), 2),
+            vec![whole(500); 2]
+        );
+        // A 504 without per-record results stays a timeout; a mismatched single record too.
+        assert!(matches!(
+            classify(&Api::V2, &reply("504", r#"{"offsets":[]}"#)),
+            Outcome::TimedOut(_)
+        ));
+        assert_eq!(
+            classify(&Api::V2, &reply("422", short)),
+            whole(422),
+            "two entries for one record"
+        );
+        // A request-level envelope keeps its code and message.
+        assert_eq!(
+            classify_batch(
+                &Api::V2,
+                &reply("422", r#"{"error_code":42201,"message":"bad key"}"#),
+                2
+            ),
+            vec![failed(Some(422), Some(42201), Some("bad key"), "error status"); 2]
+        );
+    }
+
+    #[test]
+    fn v3_per_record_results_whatever_the_status() {
+        let ok = r#"{"error_code":200,"cluster_id":"c","topic_name":"t","partition_id":0,"offset":4}"#;
+        let bad = r#"{"error_code":400,"message":"Bad record"}"#;
+        let body = format!("{ok}\r\n{bad}\r\n");
+        assert_eq!(
+            classify_batch(&v3(), &reply("207", &body), 2),
+            vec![
+                Outcome::Acknowledged,
+                failed(Some(207), Some(400), Some("Bad record"), "record error")
+            ]
+        );
+        assert_eq!(
+            classify_batch(&v3(), &reply("422", &body), 2),
+            vec![
+                Outcome::Acknowledged,
+                failed(Some(422), Some(400), Some("Bad record"), "record error")
+            ]
+        );
+        // Without an acknowledgement a non-2xx body is an envelope: the whole batch.
+        let body = format!("{bad}\r\n{bad}\r\n");
+        assert_eq!(
+            classify_batch(&v3(), &reply("422", &body), 2),
+            vec![failed(Some(422), None, None, "error status"); 2]
+        );
+        assert_eq!(
+            classify_batch(&v3(), &reply("422", bad), 1),
+            vec![failed(Some(422), Some(400), Some("Bad record"), "error status")]
+        );
+        // Count mismatch, or a result without an integer error_code: the whole batch.
+        let body = format!("{ok}\r\n");
+        assert_eq!(
+            classify_batch(&v3(), &reply("422", &body), 2),
+            vec![failed(Some(422), Some(200), None, "error status"); 2]
+        );
+        let body = format!("{ok}\r\n{{\"message\":\"x\"}}");
+        assert_eq!(
+            classify_batch(&v3(), &reply("500", &body), 2),
+            vec![failed(Some(500), None, None, "error status"); 2]
+        );
+        // A 2xx stream with more results than records does not answer this batch.
+        let body = format!("{ok}\r\n{ok}\r\n");
+        assert_eq!(
+            classify_batch(&v3(), &reply("200", &body), 1),
+            vec![failed(Some(200), None, None, MISMATCHED_REPLY)]
         );
     }
 
