@@ -79,7 +79,9 @@ static ROOTS: AtomicU32 = AtomicU32::new(0);
 
 /// splitmix64 (Steele, Lea, Flood 2014): one 64-bit state, good enough spread for choosing.
 fn next() -> u64 {
-    let mut z = RNG.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = RNG
+        .fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -221,7 +223,10 @@ fn map() -> (u32, u32) {
             put(0, &one_of(&[pairs.len() as u32 + 1, 1 << 20, u32::MAX]).to_le_bytes());
         }
         2 if !pairs.is_empty() => {
-            put(4 + 8 * below(pairs.len() as u32), &one_of(&[1u32 << 16, u32::MAX]).to_le_bytes());
+            put(
+                4 + 8 * below(pairs.len() as u32),
+                &one_of(&[1u32 << 16, u32::MAX]).to_le_bytes(),
+            );
         }
         3 if len > 0 => {
             put(len - 1, b"x");
@@ -288,7 +293,13 @@ fn call_one(function: u32) {
                 proxy_set_tick_period_milliseconds(one_of(&[0, 1, 5, 20, 1000, u32::MAX]));
             }
             7 => {
-                proxy_get_buffer_bytes(buffer_type(), z(length()), z(length()), w8(write_ptr()), wz(write_ptr()));
+                proxy_get_buffer_bytes(
+                    buffer_type(),
+                    z(length()),
+                    z(length()),
+                    w8(write_ptr()),
+                    wz(write_ptr()),
+                );
             }
             8 => {
                 proxy_get_buffer_status(buffer_type(), wz(write_ptr()), w32(write_ptr()));
@@ -342,7 +353,18 @@ fn call_one(function: u32) {
                 let ((u, un), (h, hn), (b, bn)) = (upstream(), map(), bytes());
                 let (t, tn) = if below(2) == 0 { (0, 0) } else { map() };
                 let timeout = one_of(&[0, 1, 100, 10_000, u32::MAX]);
-                proxy_http_call(r(u), z(un), r(h), z(hn), r(b), z(bn), r(t), z(tn), timeout, w32(write_ptr()));
+                proxy_http_call(
+                    r(u),
+                    z(un),
+                    r(h),
+                    z(hn),
+                    r(b),
+                    z(bn),
+                    r(t),
+                    z(tn),
+                    timeout,
+                    w32(write_ptr()),
+                );
             }
             21 => {
                 let ((u, un), (s, sn), (m, mn), (md, mdn), (b, bn)) = (upstream(), text(), text(), map(), bytes());
