@@ -672,10 +672,9 @@ fn random_request(rng: &mut Rng) -> Request {
         }
     }
     for _ in 0..rng.below(3) {
-        req = req.header(
-            *rng.pick(&["x-a", "x-a", "accept", "user-agent"]),
-            *rng.pick(&["1", "", "é", "a, b"]),
-        );
+        let name = *rng.pick(&["x-a", "x-a", "accept", "user-agent"]);
+        let value = *rng.pick(&["1", "", "é", "a, b"]);
+        req = req.header(name, value);
     }
     // Framing as an HTTP codec delivers it: a body comes with a Content-Length or chunked
     // transfer encoding; without either there is no body. (A body without either, as HTTP/2
