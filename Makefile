@@ -5,6 +5,7 @@
 #   make build  the filter .wasm (release) and the host-sim binary
 #   make e2e    real Envoy 1.40 + a real Kafka broker end to end, and host-sim compared to them
 #   make bench  benchmarks with their baselines and targets (not part of make test), JSON in target/bench
+#   make fuzz   seeded fuzzing of host-sim and the filter for SECONDS seconds (default 300)
 
 CARGO      ?= cargo
 WASM_DIR   := target/wasm32-wasip1/wasm
@@ -17,7 +18,7 @@ E2E_REQS   := tests/e2e/requirements.txt
 # Every wasm32 package: the filter and each crate under test-filters/.
 WASM_PKGS  := -p kafka-upstream $(shell awk -F'"' '/^name = /{print "-p " $$2; nextfile}' test-filters/*/Cargo.toml)
 
-.PHONY: all build wasm host-sim test-build run transcript test unit lint e2e venv bench fmt clean
+.PHONY: all build wasm host-sim test-build run transcript test unit lint e2e venv bench fuzz fmt clean
 
 all: build
 
@@ -102,6 +103,13 @@ bench: wasm venv
 	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk is not installed and could not be installed" >&2; exit 1; }
 	PYTHONDONTWRITEBYTECODE=1 timeout -k 10 540 $(VENV)/bin/python tests/e2e/bench_gateway.py \
 		--parts12-binary target/release/bench --out-dir $(BENCH_OUT) $(BENCH_ARGS)
+
+# Seeded fuzzing (tests/tests/fuzz.rs) beyond the slice `make unit` runs: each fuzz test runs new
+# seeds for SECONDS seconds (the two run side by side); a failure prints its seed and the command
+# that reruns it.
+SECONDS ?= 300
+fuzz: wasm
+	FUZZ_SECONDS=$(SECONDS) $(CARGO) test --release -p kafka-upstream-tests --test fuzz -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all
