@@ -164,6 +164,9 @@ pub(crate) struct Direction {
     pub complete: bool,
     /// Kong buffers the whole request body before delivering it once.
     pub staged_body: Vec<u8>,
+    /// Kong: nginx wrote the request body to a temp file (larger than the client body buffer);
+    /// the filter is told its size but cannot read it.
+    pub body_in_temp_file: bool,
 }
 
 /// Input that arrived while a direction was paused.
