@@ -6,14 +6,19 @@
 
 mod filter_common;
 
-use filter_common::{config, v2_message, Gateway, Request, FILTER, SENT, V2_ACK};
+use filter_common::{config, v2_message, Gateway, Request, SENT, V2_ACK};
 use host_sim::{LogLevel, Profile};
-use kafka_upstream_tests::{dump_logs, load, options, start_with, PROFILES};
+use kafka_upstream_tests::{dump_logs, PROFILES};
 use serde_json::{json, Value};
 
 const BODY_UNREADABLE: &str = r#"{"message":"Internal Server Error","error":"could not read the request body"}"#;
 const PAUSE: Option<&str> = Some("Pause");
 const CONTINUE: Option<&str> = Some("Continue");
+
+/// `(callback, action)` pairs in the shape [`Gateway::actions`] returns.
+fn actions(list: &[(&'static str, Option<&str>)]) -> Vec<(&'static str, Option<String>)> {
+    list.iter().map(|(c, a)| (*c, a.map(str::to_string))).collect()
+}
 
 /// How a request ended for the client.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,7 +104,7 @@ fn a_chunked_request_with_an_empty_body() {
                 assert_eq!(ending, Ending::Refused(500, BODY_UNREADABLE.into()));
                 assert_eq!(
                     gw.actions(stream),
-                    vec![("on_request_headers", CONTINUE), ("on_response_headers", PAUSE)]
+                    actions(&[("on_request_headers", CONTINUE), ("on_response_headers", PAUSE)])
                 );
                 let errors = errors(&gw);
                 assert_eq!(errors.len(), 1, "{errors:?}");
@@ -122,11 +127,11 @@ fn trailers_without_a_body() {
                 assert_eq!(ending, Ending::Produced(r#"{"body":"","body_args":{}}"#.into()));
                 assert_eq!(
                     gw.actions(stream),
-                    vec![
+                    actions(&[
                         ("on_request_headers", CONTINUE),
                         ("on_request_trailers", PAUSE),
                         ("on_http_call_response", None)
-                    ]
+                    ])
                 );
             }
             // Kong never calls on_request_trailers (NYI in ngx_wasm_module).
@@ -134,7 +139,7 @@ fn trailers_without_a_body() {
                 assert_eq!(ending, Ending::Refused(500, BODY_UNREADABLE.into()));
                 assert_eq!(
                     gw.actions(stream),
-                    vec![("on_request_headers", CONTINUE), ("on_response_headers", PAUSE)]
+                    actions(&[("on_request_headers", CONTINUE), ("on_response_headers", PAUSE)])
                 );
             }
         }
@@ -155,11 +160,11 @@ fn a_body_with_trailers_is_produced_in_both_hosts() {
             // The whole body once; the trailers only end it.
             assert_eq!(
                 gw.actions(stream),
-                vec![
+                actions(&[
                     ("on_request_headers", CONTINUE),
                     ("on_request_body", PAUSE),
                     ("on_http_call_response", None)
-                ]
+                ])
             );
         }
     }
@@ -220,23 +225,6 @@ fn a_stream_that_ends_early() {
     }
 }
 
-/// A gateway whose Kong profile keeps request bodies of up to `buffer` bytes in memory.
-fn with_client_body_buffer(profile: Profile, config: &Value, buffer: usize) -> Gateway {
-    let mut o = options(profile);
-    o.clusters = vec![filter_common::ENVOY_CLUSTER.to_string()];
-    o.plugin_name = "kafka_upstream".into();
-    o.client_body_buffer_bytes = buffer;
-    let mut vm = start_with(&load(FILTER), o);
-    let root = vm.create_root_context("", config.to_string().as_bytes()).unwrap();
-    assert!(root.configure_ok, "{}", dump_logs(&vm));
-    Gateway {
-        vm,
-        root: root.id,
-        profile,
-        configure_ok: true,
-    }
-}
-
 #[test]
 fn a_body_larger_than_kongs_client_body_buffer() {
     let body = vec![b'b'; 8 * 1024 + 1];
@@ -261,7 +249,7 @@ fn a_body_larger_than_kongs_client_body_buffer() {
                 assert!(gw.calls().is_empty());
                 assert_eq!(
                     gw.actions(stream),
-                    vec![("on_request_headers", CONTINUE), ("on_request_body", PAUSE)]
+                    actions(&[("on_request_headers", CONTINUE), ("on_request_body", PAUSE)])
                 );
                 let errors = errors(&gw);
                 assert_eq!(errors.len(), 2, "{errors:?}");
@@ -276,7 +264,7 @@ fn a_body_larger_than_kongs_client_body_buffer() {
             }
         }
         // A buffer of max_body_size: read and produced.
-        let mut gw = with_client_body_buffer(profile, &cfg, 65536);
+        let mut gw = Gateway::with_client_body_buffer(profile, &cfg, 65536);
         let stream = gw.send(&req);
         let message = match settle(&mut gw, stream) {
             Ending::Produced(message) => message,
@@ -308,7 +296,7 @@ fn one_odd_request_does_not_decide_the_host_for_later_ones() {
         let stream = gw.send(&Request::get("/"));
         assert_eq!(
             gw.actions(stream)[0],
-            ("on_request_headers", PAUSE),
+            ("on_request_headers", PAUSE.map(str::to_string)),
             "dispatched at the headers\n{}",
             dump_logs(&gw.vm)
         );
