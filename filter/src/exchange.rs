@@ -1069,13 +1069,20 @@ mod tests {
         // on_request_trailers at all: the next callback is the response's headers.
         let mut host = FakeHost::default();
         let mut ex = Exchange::new(config(""));
-        assert_eq!(ex.on_request_headers(&mut host, chunked_post(), false), Action::Continue);
+        assert_eq!(
+            ex.on_request_headers(&mut host, chunked_post(), false),
+            Action::Continue
+        );
         assert_eq!(ex.on_response_headers(&mut host), Action::Pause);
         assert!(host.calls.is_empty());
         assert_eq!(host.responses, vec![(500, BODY_UNREADABLE.into())]);
         assert_eq!(host.logs.len(), 1);
         assert_eq!(host.logs[0].0, Level::Error);
-        assert!(host.logs[0].1.contains("Kong gave the filter no body callback"), "{:?}", host.logs);
+        assert!(
+            host.logs[0].1.contains("Kong gave the filter no body callback"),
+            "{:?}",
+            host.logs
+        );
         // The filter's own answer passes through its response callback: let through, once.
         assert_eq!(ex.on_response_headers(&mut host), Action::Continue);
         ex.on_stream_end(&mut host);
@@ -1172,7 +1179,9 @@ mod tests {
         assert_eq!(host.responses, vec![(500, BODY_UNREADABLE.into())]);
         assert_eq!(host.logs.len(), 1);
         assert!(
-            host.logs[0].1.contains("raise nginx_http_client_body_buffer_size in kong.conf to at least max_body_size (10)"),
+            host.logs[0]
+                .1
+                .contains("raise nginx_http_client_body_buffer_size in kong.conf to at least max_body_size (10)"),
             "{:?}",
             host.logs
         );

@@ -108,7 +108,10 @@ fn a_chunked_request_with_an_empty_body() {
                 );
                 let errors = errors(&gw);
                 assert_eq!(errors.len(), 1, "{errors:?}");
-                assert!(errors[0].contains("Kong gave the filter no body callback"), "{errors:?}");
+                assert!(
+                    errors[0].contains("Kong gave the filter no body callback"),
+                    "{errors:?}"
+                );
             }
         }
         // The VM keeps serving.
@@ -242,7 +245,10 @@ fn a_body_larger_than_kongs_client_body_buffer() {
         match profile {
             Profile::Envoy => {
                 let ending = settle(&mut gw, stream);
-                assert!(matches!(&ending, Ending::Produced(m) if m.len() > body.len()), "{ending:?}");
+                assert!(
+                    matches!(&ending, Ending::Produced(m) if m.len() > body.len()),
+                    "{ending:?}"
+                );
             }
             Profile::Kong => {
                 assert_eq!(gw.answer(stream), (500, BODY_UNREADABLE.to_string()));
@@ -288,7 +294,10 @@ fn one_odd_request_does_not_decide_the_host_for_later_ones() {
     let profile = Profile::Kong;
     let mut gw = Gateway::new(profile, &config(profile, json!({})));
     let stream = gw.vm.create_http_stream(gw.root).unwrap();
-    let odd = vec![(":path".to_string(), "/".to_string()), (":authority".to_string(), "gw".to_string())];
+    let odd = vec![
+        (":path".to_string(), "/".to_string()),
+        (":authority".to_string(), "gw".to_string()),
+    ];
     gw.vm.send_request_headers(stream, &odd, false).unwrap();
     gw.vm.send_request_body(stream, b"", true).unwrap();
     assert_eq!(settle(&mut gw, stream), Ending::Refused(500, BODY_UNREADABLE.into()));

@@ -463,7 +463,11 @@ fn kong_calls_no_body_callback_for_an_empty_body() {
         let mut p = Probe::new(profile);
         let s = p.stream_with("POST", "/", "body", &[("transfer-encoding", "chunked")], false);
         p.vm.send_request_body(s, b"", true).unwrap();
-        let bodies: Vec<Value> = p.reports("request_body").iter().map(|r| json!([r["size"], r["eos"]])).collect();
+        let bodies: Vec<Value> = p
+            .reports("request_body")
+            .iter()
+            .map(|r| json!([r["size"], r["eos"]]))
+            .collect();
         match profile {
             Profile::Envoy => assert_eq!(bodies, [json!([0, true])]),
             Profile::Kong => assert!(bodies.is_empty(), "{bodies:?}"),
@@ -500,7 +504,11 @@ fn kong_announces_a_body_over_the_client_body_buffer_but_cannot_hand_it_over() {
             assert!(spilled_line.iter().all(|l| l.level == LogLevel::Error));
         }
         // nginx still proxies the body from its file.
-        assert_eq!(p.vm.forwarded_request_body(s).map(<[u8]>::len), Some(body.len()), "{profile}");
+        assert_eq!(
+            p.vm.forwarded_request_body(s).map(<[u8]>::len),
+            Some(body.len()),
+            "{profile}"
+        );
     }
 }
 

@@ -229,7 +229,11 @@ async fn raw_exchange(gateway: SocketAddr, request: &[u8]) -> (u16, Vec<u8>) {
             .await
             .expect("the gateway answers in time")
             .expect("read");
-        assert!(n > 0, "connection closed before a full answer: {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            n > 0,
+            "connection closed before a full answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&buf[..n]);
     }
 }
@@ -277,7 +281,8 @@ async fn a_chunked_empty_post_is_answered_by_the_filter_in_both_profiles() {
 async fn shipped_kong_gateway(rest: SocketAddr, kong_conf: bool) -> (RunningGateway, u64) {
     let root = kafka_upstream_tests::workspace_dir();
     let filters_dir = wasm_path("kafka_upstream").parent().unwrap().to_path_buf();
-    let mut deployment = host_sim::serve::config::from_kong_file(&root.join("kong.yml"), &filters_dir).expect("kong.yml");
+    let mut deployment =
+        host_sim::serve::config::from_kong_file(&root.join("kong.yml"), &filters_dir).expect("kong.yml");
     let mut max_body_size = 0;
     for route in &mut deployment.routes {
         let mut config: Value = serde_json::from_slice(&route.config).expect("JSON config");
@@ -328,7 +333,11 @@ async fn shipped_kong_files_accept_their_own_max_body_size() {
     let (gateway, _) = shipped_kong_gateway(rest, false).await;
     let resp = send(gateway.local_addr, "POST", "/kafka", &headers, &body).await;
     assert_eq!(resp.status, 500, "{:?}", String::from_utf8_lossy(&resp.body));
-    assert_eq!(messages(&proxy, "kafka-upstream").await.len(), 1, "nothing more produced");
+    assert_eq!(
+        messages(&proxy, "kafka-upstream").await.len(),
+        1,
+        "nothing more produced"
+    );
     gateway.shutdown().await;
 }
 

@@ -329,7 +329,8 @@ pub fn kong_conf_client_body_buffer(file: &Path) -> Result<Option<usize>, Deploy
         if name.trim() != NAME {
             continue;
         }
-        let size = parse_nginx_size(value.trim()).map_err(|e| err(file, format!("line {}: {NAME}: {e}", number + 1)))?;
+        let size =
+            parse_nginx_size(value.trim()).map_err(|e| err(file, format!("line {}: {NAME}: {e}", number + 1)))?;
         found = Some(size);
     }
     Ok(found)
@@ -396,9 +397,15 @@ mod tests {
             Ok(Some(65536))
         );
         let bad = read("wasm = on\nnginx_http_client_body_buffer_size = lots\n").unwrap_err();
-        assert!(bad.message.contains("line 2: nginx_http_client_body_buffer_size"), "{bad}");
+        assert!(
+            bad.message.contains("line 2: nginx_http_client_body_buffer_size"),
+            "{bad}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(kong_conf_client_body_buffer(&file).is_err(), "a missing file is an error");
+        assert!(
+            kong_conf_client_body_buffer(&file).is_err(),
+            "a missing file is an error"
+        );
     }
 
     #[test]

@@ -178,7 +178,11 @@ impl Gateway {
     /// default is Kong's 8k).
     pub fn with_client_body_buffer(profile: Profile, config: &Value, buffer: usize) -> Gateway {
         let gw = Gateway::start(profile, config.to_string().as_bytes(), buffer);
-        assert!(gw.configure_ok, "{profile}: configuration {config} rejected:\n{}", dump_logs(&gw.vm));
+        assert!(
+            gw.configure_ok,
+            "{profile}: configuration {config} rejected:\n{}",
+            dump_logs(&gw.vm)
+        );
         gw
     }
 
