@@ -9,16 +9,30 @@
 //!    A body follows only when `end_of_stream` is false **and** the request has a positive
 //!    `Content-Length` or a `Transfer-Encoding`: Kong passes `end_of_stream = false` even for a
 //!    bodiless request and then never calls the body callback. When a body follows, return
-//!    `Continue` (Envoy stops delivering the body after a `Pause` here); otherwise dispatch now
-//!    and `Pause`.
+//!    `Continue`; otherwise dispatch now and `Pause`. Pausing here while a body follows would
+//!    stall both hosts: Envoy stops delivering the body, and ngx_wasm_module yields the request in
+//!    nginx's rewrite/access phase while it reads the body only later, in the content phase
+//!    (ngx_wasm_ops.c:478-486; its test t/03-proxy_wasm/006-on_http_next_action.t TEST 1: a
+//!    `Pause` from on_request_headers leaves the request hanging).
 //! 2. Request body: `Pause` until end of stream (Envoy buffers, `body_size` is cumulative; Kong
 //!    delivers the whole body once); 413 as soon as the size passes `max_body_size`; at the end
-//!    (or at request trailers) read the whole body, dispatch, `Pause`.
+//!    (or at request trailers) read the whole body, dispatch, `Pause`. A body the host cannot
+//!    hand over is a 500; on Kong that is a body nginx buffered to a temp file (larger than
+//!    `client_body_buffer_size`), and the log line names the Kong setting to raise.
 //! 3. Dispatch: one call per target topic. A call the host refuses is a failure at once; the
 //!    client is answered when no call is left in flight.
 //! 4. Call responses: each is classified; when all are back the client gets one answer (200 only
 //!    if every record was acknowledged). The answer is sent once, never twice (Kong traps on a
 //!    second local response).
+//!
+//! Fail closed: a request still waiting for its body when a response comes back
+//! ([`Exchange::on_response_headers`]) got past the filter without a record. On Kong this is the
+//! shape of a chunked request whose body is empty: ngx_wasm_module calls no `on_request_body`
+//! for an empty body (ngx_http_proxy_wasm.c:96-102, ngx_wasm_ops.c:526-529) and no
+//! `on_request_trailers` at all (docs/PROXY_WASM.md: NYI), so the response callback is the first
+//! one the filter gets back. It answers 500 there instead of letting the response through. A
+//! stream that ends while its body is still awaited ([`Exchange::on_stream_end`]) is logged:
+//! nothing was sent for it.
 //!
 //! In asynchronous mode (`producer_async`, [`Exchange::with_producer`]) steps 3 and 4 become: the
 //! records (one per topic) go into the VM's [`Producer`] and the client gets 200 once they are
@@ -57,6 +71,20 @@ pub enum Level {
     Error,
 }
 
+/// Which proxy runs the filter, where their request phase differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    /// Envoy: the real `end_of_stream` on request headers (and `Transfer-Encoding` stripped
+    /// from chunked requests before the filter chain, so the flag is the only sign of a chunked
+    /// or HTTP/2 body without a length).
+    Envoy,
+    /// Kong's ngx_wasm_module: `end_of_stream = false` on every request's headers, even without
+    /// a body, and then no `on_request_body` for a request without a body
+    /// (ngx_http_proxy_wasm.c:38-41 passes eof 0); the body comes whole, once, with
+    /// `end_of_stream = true` (ngx_http_proxy_wasm.c:68-72), unless nginx buffered it to a file.
+    Kong,
+}
+
 /// The host operations one exchange needs.
 pub trait Host {
     /// Starts an HTTP call (`proxy_http_call`); returns its token, or why the host refused it.
@@ -76,11 +104,8 @@ pub trait Host {
     /// The host's clock in milliseconds since the Unix epoch
     /// (`proxy_get_current_time_nanoseconds`); times the asynchronous producer's flushes.
     fn now_ms(&mut self) -> u64;
-    /// Whether `end_of_stream` on request headers tells whether a body follows. Envoy passes the
-    /// real flag (and strips `Transfer-Encoding` from chunked requests before the filter chain, so
-    /// the flag is the only sign of a chunked or HTTP/2 body without a length); Kong always
-    /// passes false, even for a request without a body, and then never calls `on_request_body`.
-    fn end_of_stream_is_reliable(&mut self) -> bool;
+    /// Which host runs the filter; asked once per request, at its headers.
+    fn host_kind(&mut self) -> HostKind;
     /// Applies a metric update (a refused or undefined metric is skipped by the host side).
     fn metric(&mut self, update: MetricUpdate);
 }
@@ -241,6 +266,8 @@ pub struct Exchange {
     head: Option<Head>,
     body_size: usize,
     calls: Vec<Call>,
+    /// The host, as seen at the request headers.
+    host_kind: Option<HostKind>,
 }
 
 impl Exchange {
@@ -254,6 +281,7 @@ impl Exchange {
             head: None,
             body_size: 0,
             calls: Vec::new(),
+            host_kind: None,
         }
     }
 
@@ -346,10 +374,12 @@ impl Exchange {
         // A body follows when the headers announce one; with no length header, only a host whose
         // end_of_stream is real can tell (Envoy: chunked and HTTP/2 bodies), while on Kong such a
         // request is complete at the headers.
+        let kind = host.host_kind();
+        self.host_kind = Some(kind);
         let body_follows = !end_of_stream
             && (content_length.is_some_and(|n| n > 0)
                 || transfer_encoding.is_some()
-                || (content_length.is_none() && host.end_of_stream_is_reliable()));
+                || (content_length.is_none() && kind == HostKind::Envoy));
 
         self.head = Some(Head {
             method,
@@ -396,6 +426,53 @@ impl Exchange {
         Action::Pause
     }
 
+    /// Response headers arrived: from the route's upstream, or the filter's own answer on its
+    /// way out (both hosts pass local replies through the filter's response callbacks).
+    ///
+    /// A request still awaiting its body got past the filter unrecorded: the host gave the
+    /// filter no body callback before the request went on (Kong: an empty chunked body), or the
+    /// upstream answered before the body was complete. The client then gets 500 instead of the
+    /// upstream's response: Envoy sends a local reply from the encoder path directly while the
+    /// response headers have not gone downstream, and ngx_wasm_module replaces the status and
+    /// body of the response (ngx_proxy_wasm_host.c:1087-1111, `resp_chunk_override`).
+    pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Action {
+        if self.phase != Phase::AwaitingBody {
+            return Action::Continue;
+        }
+        let why = match self.host_kind {
+            Some(HostKind::Kong) => {
+                "Kong gave the filter no body callback (a chunked body that is empty, or that ended with trailers only)"
+            }
+            _ => "the body never reached the filter",
+        };
+        host.log(
+            Level::Error,
+            &format!(
+                "kafka-upstream: a response came back while the request's body was still awaited: {why}; nothing was sent, answering 500"
+            ),
+        );
+        self.head = None;
+        self.respond(host, ClientAnswer::body_unreadable());
+        Action::Pause
+    }
+
+    /// The stream ended (`on_log`). A request still awaiting its body was abandoned (the client
+    /// went away, or its body ended early): nothing was sent for it, and it is logged.
+    pub fn on_stream_end(&mut self, host: &mut dyn Host) {
+        if self.phase != Phase::AwaitingBody {
+            return;
+        }
+        host.log(
+            Level::Error,
+            &format!(
+                "kafka-upstream: the request ended before its body was complete ({} bytes seen); nothing was sent",
+                self.body_size
+            ),
+        );
+        self.head = None;
+        self.phase = Phase::Done;
+    }
+
     /// The reply to call `token` arrived.
     pub fn on_call_response(&mut self, host: &mut dyn Host, token: u32, reply: &ReplyView<'_>) {
         let Some(cfg) = self.config.clone() else {
@@ -436,10 +513,17 @@ impl Exchange {
         match host.request_body(size) {
             Some(body) => self.dispatch(host, cfg, &body),
             None => {
-                host.log(
-                    Level::Error,
-                    &format!("kafka-upstream: the host gave no request body ({size} bytes expected)"),
-                );
+                let line = match self.host_kind {
+                    // ngx_wasm_module cannot hand a filter a body nginx buffered to a temp file
+                    // (ngx_proxy_wasm_host.c:77-83, "cannot read request body buffered to
+                    // file"); the body is spilled when it is larger than the client body buffer.
+                    Some(HostKind::Kong) => format!(
+                        "kafka-upstream: Kong gave no request body ({size} bytes announced): nginx buffered it to a temp file, which ngx_wasm_module cannot hand to a filter; raise nginx_http_client_body_buffer_size in kong.conf to at least max_body_size ({})",
+                        cfg.max_body_size
+                    ),
+                    _ => format!("kafka-upstream: the host gave no request body ({size} bytes expected)"),
+                };
+                host.log(Level::Error, &line);
                 self.respond(host, ClientAnswer::body_unreadable());
             }
         }
@@ -565,8 +649,8 @@ mod tests {
         responses: Vec<(u32, String)>,
         logs: Vec<(Level, String)>,
         now: u64,
-        /// Envoy-like (true) or Kong-like (false, the default) `end_of_stream` on headers.
-        reliable_end_of_stream: bool,
+        /// Envoy (true) or Kong (false, the default).
+        envoy: bool,
         metrics: Vec<MetricUpdate>,
     }
 
@@ -604,8 +688,12 @@ mod tests {
         fn now_ms(&mut self) -> u64 {
             self.now
         }
-        fn end_of_stream_is_reliable(&mut self) -> bool {
-            self.reliable_end_of_stream
+        fn host_kind(&mut self) -> HostKind {
+            if self.envoy {
+                HostKind::Envoy
+            } else {
+                HostKind::Kong
+            }
         }
         fn metric(&mut self, update: MetricUpdate) {
             assert!(update.fits_its_metric(), "{update:?}");
@@ -765,7 +853,7 @@ mod tests {
         // Envoy strips Transfer-Encoding from a chunked request: end_of_stream is the only sign.
         let mut envoy = FakeHost {
             body: Some(b"abc".to_vec()),
-            reliable_end_of_stream: true,
+            envoy: true,
             ..FakeHost::default()
         };
         let mut ex = Exchange::new(config(""));
@@ -1005,6 +1093,172 @@ mod tests {
         ex.on_request_body(&mut host, 5, true);
         assert!(host.calls.is_empty());
         assert_eq!(host.responses[0].0, 500);
+    }
+
+    fn chunked_post() -> Vec<(String, Vec<u8>)> {
+        headers(&[
+            (":method", "POST"),
+            (":path", "/kafka"),
+            (":authority", "gw"),
+            ("content-type", "text/plain"),
+            ("transfer-encoding", "chunked"),
+        ])
+    }
+
+    const BODY_UNREADABLE: &str = r#"{"message":"Internal Server Error","error":"could not read the request body"}"#;
+
+    #[test]
+    fn kong_empty_chunked_body_fails_closed_when_the_response_comes_back() {
+        // ngx_wasm_module calls no on_request_body for an empty chunked body and no
+        // on_request_trailers at all: the next callback is the response's headers.
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        assert_eq!(
+            ex.on_request_headers(&mut host, chunked_post(), false),
+            Action::Continue
+        );
+        assert_eq!(ex.on_response_headers(&mut host), Action::Pause);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.responses, vec![(500, BODY_UNREADABLE.into())]);
+        assert_eq!(host.logs.len(), 1);
+        assert_eq!(host.logs[0].0, Level::Error);
+        assert!(
+            host.logs[0].1.contains("Kong gave the filter no body callback"),
+            "{:?}",
+            host.logs
+        );
+        // The filter's own answer passes through its response callback: let through, once.
+        assert_eq!(ex.on_response_headers(&mut host), Action::Continue);
+        ex.on_stream_end(&mut host);
+        assert_eq!(host.responses.len(), 1);
+        assert_eq!(host.logs.len(), 1);
+        assert!(ex.is_done());
+    }
+
+    #[test]
+    fn envoy_empty_chunked_body_and_trailers_only_produce_an_empty_record() {
+        for trailers in [false, true] {
+            let mut host = FakeHost {
+                envoy: true,
+                ..FakeHost::default()
+            };
+            let mut ex = Exchange::new(config(""));
+            let hs = headers(&[(":method", "POST"), (":path", "/"), ("content-type", "text/plain")]);
+            assert_eq!(ex.on_request_headers(&mut host, hs, false), Action::Continue);
+            if trailers {
+                assert_eq!(ex.on_request_trailers(&mut host), Action::Pause);
+            } else {
+                assert_eq!(ex.on_request_body(&mut host, 0, true), Action::Pause);
+            }
+            assert_eq!(host.calls.len(), 1, "trailers: {trailers}");
+            let v: serde_json::Value = serde_json::from_slice(&host.calls[0].2).unwrap();
+            // {"body":"","body_args":{}}
+            assert_eq!(v["records"][0]["value"], "eyJib2R5IjoiIiwiYm9keV9hcmdzIjp7fX0=");
+            // An upstream response cannot take over once the calls are out.
+            assert_eq!(ex.on_response_headers(&mut host), Action::Continue);
+            ex.on_call_response(&mut host, 100, &ok_reply(ACK));
+            assert_eq!(host.responses, vec![(200, r#"{"message":"message sent"}"#.into())]);
+        }
+    }
+
+    #[test]
+    fn an_announced_body_that_never_comes_is_never_let_through() {
+        for envoy in [false, true] {
+            // The upstream answers first (the router raced the body): 500 instead.
+            let mut host = FakeHost {
+                envoy,
+                ..FakeHost::default()
+            };
+            let mut ex = Exchange::new(config(""));
+            assert_eq!(ex.on_request_headers(&mut host, post(5), false), Action::Continue);
+            assert_eq!(ex.on_response_headers(&mut host), Action::Pause);
+            assert_eq!(host.responses, vec![(500, BODY_UNREADABLE.into())], "envoy: {envoy}");
+            assert!(host.logs[0].1.contains("still awaited"), "{:?}", host.logs);
+            assert!(host.calls.is_empty());
+
+            // The stream ends with part of the body (the client went away): logged, nothing sent.
+            let mut host = FakeHost {
+                envoy,
+                ..FakeHost::default()
+            };
+            let mut ex = Exchange::new(config(""));
+            assert_eq!(ex.on_request_headers(&mut host, post(9), false), Action::Continue);
+            if envoy {
+                assert_eq!(ex.on_request_body(&mut host, 3, false), Action::Pause);
+            }
+            ex.on_stream_end(&mut host);
+            assert!(host.calls.is_empty());
+            assert!(host.responses.is_empty());
+            let expected = format!(
+                "kafka-upstream: the request ended before its body was complete ({} bytes seen); nothing was sent",
+                if envoy { 3 } else { 0 }
+            );
+            assert_eq!(host.logs, vec![(Level::Error, expected)]);
+            // Nothing later revives it.
+            assert_eq!(ex.on_request_body(&mut host, 9, true), Action::Pause);
+            assert!(host.calls.is_empty());
+        }
+    }
+
+    #[test]
+    fn finished_exchanges_let_responses_through_and_end_quietly() {
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        ex.on_request_headers(&mut host, get("/"), false);
+        assert_eq!(ex.on_response_headers(&mut host), Action::Continue);
+        ex.on_call_response(&mut host, 100, &ok_reply(ACK));
+        assert_eq!(ex.on_response_headers(&mut host), Action::Continue);
+        ex.on_stream_end(&mut host);
+        assert_eq!(host.responses.len(), 1);
+        assert!(host.logs.is_empty(), "{:?}", host.logs);
+    }
+
+    #[test]
+    fn kong_unreadable_body_names_the_buffer_setting() {
+        // No body from the host: on Kong, nginx buffered it to a temp file.
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(config(""));
+        ex.on_request_headers(&mut host, post(5), false);
+        ex.on_request_body(&mut host, 5, true);
+        assert_eq!(host.responses, vec![(500, BODY_UNREADABLE.into())]);
+        assert_eq!(host.logs.len(), 1);
+        assert!(
+            host.logs[0]
+                .1
+                .contains("raise nginx_http_client_body_buffer_size in kong.conf to at least max_body_size (10)"),
+            "{:?}",
+            host.logs
+        );
+        // Envoy keeps the plain line.
+        let mut host = FakeHost {
+            envoy: true,
+            ..FakeHost::default()
+        };
+        let mut ex = Exchange::new(config(""));
+        ex.on_request_headers(&mut host, post(5), false);
+        ex.on_request_body(&mut host, 5, true);
+        assert_eq!(
+            host.logs,
+            vec![(
+                Level::Error,
+                "kafka-upstream: the host gave no request body (5 bytes expected)".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn the_host_is_asked_for_each_request() {
+        // A Kong request, then an Envoy-looking one, then a Kong one again: each decides alone.
+        let hs = headers(&[(":method", "POST"), (":path", "/")]);
+        for envoy in [false, true, false] {
+            let mut host = FakeHost {
+                envoy,
+                ..FakeHost::default()
+            };
+            let mut ex = Exchange::new(config(""));
+            let expected = if envoy { Action::Continue } else { Action::Pause };
+            assert_eq!(ex.on_request_headers(&mut host, hs.clone(), false), expected);
+        }
     }
 
     #[test]

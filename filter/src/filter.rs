@@ -49,7 +49,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as PwAction, BufferType, ContextType, LogLevel, MapType};
 
 use crate::config::{self, Config};
-use crate::exchange::{Action, Exchange, Host, Level, RequestHeaders};
+use crate::exchange::{Action, Exchange, Host, HostKind, Level, RequestHeaders};
 use crate::metrics::{self, Metric, MetricUpdate};
 use crate::producer::{self, Producer, Transport};
 use crate::rest::ReplyView;
@@ -295,6 +295,14 @@ impl HttpContext for Request {
         self.report();
         to_pw(action)
     }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> PwAction {
+        to_pw(self.exchange.on_response_headers(&mut Glue))
+    }
+
+    fn on_log(&mut self) {
+        self.exchange.on_stream_end(&mut Glue);
+    }
 }
 
 /// The reply to a call as the host gives it: `:status` (or Kong's `:dispatch_status` when the call
@@ -451,8 +459,18 @@ impl Host for Glue<'_> {
         now_ms()
     }
 
-    fn end_of_stream_is_reliable(&mut self) -> bool {
-        !host_is_kong()
+    /// Kong's ngx_wasm_module serves nginx variables as `ngx.*` properties, and
+    /// `$request_method` exists for every HTTP request nginx parsed (ngx_proxy_wasm_properties.c:
+    /// `ngx.*` paths go to `ngx_proxy_wasm_properties_get_ngx`); Envoy has no `ngx` namespace
+    /// (NOT_FOUND). Asked for each request, from its own context: a root context cannot tell
+    /// (Kong answers every dotted property there with an error, "cannot get scoped properties
+    /// outside of a request", ngx_proxy_wasm_properties.c:1105-1113), and an answer kept for the
+    /// VM would let one odd request decide for every later one.
+    fn host_kind(&mut self) -> HostKind {
+        match hostcalls::get_property(vec!["ngx", "request_method"]) {
+            Ok(Some(_)) => HostKind::Kong,
+            _ => HostKind::Envoy,
+        }
     }
 
     fn metric(&mut self, update: MetricUpdate) {
@@ -460,15 +478,6 @@ impl Host for Glue<'_> {
             apply(ids, update);
         }
     }
-}
-
-/// Whether the host is Kong's ngx_wasm_module, which serves nginx variables as `ngx.*`
-/// properties (Kong/ngx_wasm_module docs/PROXY_WASM.md) and always passes end_of_stream=false on
-/// request headers; Envoy has no `ngx` namespace (NOT_FOUND). Asked once per VM, from a request
-/// context (nginx variables exist only there).
-fn host_is_kong() -> bool {
-    static KONG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *KONG.get_or_init(|| matches!(hostcalls::get_property(vec!["ngx", "request_method"]), Ok(Some(_))))
 }
 
 impl Transport for Glue<'_> {

@@ -303,6 +303,16 @@ fn buffer_view(state: &HostState, buffer: BufferType) -> Result<&[u8], Status> {
     }
 }
 
+/// The effective stream, when its request body is in a temp file the guest cannot read (Kong).
+fn request_body_in_temp_file(state: &HostState) -> Option<u32> {
+    let id = state.active.as_ref()?.effective_id;
+    state
+        .streams
+        .get(&id)
+        .filter(|s| s.request.body_in_temp_file)
+        .map(|_| id)
+}
+
 fn buffers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
@@ -310,6 +320,15 @@ fn buffers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: HostCaller<'_>, buffer: u32, start: u32, max: u32, ret_ptr: u32, ret_len: u32| {
             hostcall(&mut c, HostFunction::GetBufferBytes, |c, mem| {
                 let buffer = BufferType::from_raw(buffer).ok_or(Status::BadArgument)?;
+                if buffer == BufferType::HttpRequestBody {
+                    if let Some(stream) = request_body_in_temp_file(c.data()) {
+                        // Kong logs the refusal and answers NOT_FOUND (ngx_proxy_wasm_host.c:77-83,
+                        // 361-362).
+                        let line = c.data().profile.spilled_request_body_log(stream);
+                        c.data_mut().push_log(LogLevel::Error, line);
+                        return Ok(Status::NotFound);
+                    }
+                }
                 let (from, to) = {
                     let view = buffer_view(c.data(), buffer)?;
                     let start = start as usize;

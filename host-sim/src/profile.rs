@@ -170,10 +170,23 @@ pub enum BodyDelivery {
     /// Each chunk as it arrives; a paused body accumulates and `body_size` is cumulative
     /// (spec `proxy_on_request_body`; Envoy).
     Chunks,
-    /// The whole body once, with `end_of_stream = true`; no call for a request without a body
-    /// (KONG-SRC: ngx_http_proxy_wasm.c reads the full body before `on_request_body`).
+    /// The whole body once, with `end_of_stream = true`, after nginx read all of it (KONG-SRC
+    /// ngx_http_proxy_wasm.c:57-82 passes `req_body_len` and eof 1; ngx_wasm_ops.c:478-486 reads
+    /// the body in the content phase). No call for an empty body, a chunked `0\r\n\r\n` body
+    /// included: the read handler returns before the filters when nginx kept no buffer
+    /// (ngx_http_proxy_wasm.c:96-102) and the content phase skips them for a zero length
+    /// (ngx_wasm_ops.c:526-529). A body larger than nginx's `client_body_buffer_size` is
+    /// buffered to a temp file: the call still comes, with the file's size
+    /// (ngx_http_proxy_wasm.c:112-131; ngx_wasm_module t/03-proxy_wasm/004-on_http_phases.t
+    /// TEST 6), but the body cannot be read ([`Profile::spilled_request_body_log`]).
     WholeOnce,
 }
+
+/// nginx's default `client_body_buffer_size` on x86-64, which Kong keeps
+/// (`nginx_http_client_body_buffer_size = 8k` in Kong's kong.conf.default; nginx docs
+/// ngx_http_core_module `client_body_buffer_size`: "two memory pages", 8K on x86-64). A larger
+/// request body is written to a temp file.
+pub const DEFAULT_CLIENT_BODY_BUFFER_BYTES: usize = 8 * 1024;
 
 /// What the host does when a callout fails rather than answering.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -328,6 +341,31 @@ impl Profile {
             Profile::Envoy => BodyDelivery::Chunks,
             Profile::Kong => BodyDelivery::WholeOnce,
         }
+    }
+
+    /// Whether request trailers reach the filter (`proxy_on_request_trailers`). ngx_wasm_module
+    /// never calls it (KONG-DOC: `on_http_request_trailers` is NYI; ngx_http_proxy_wasm.c runs no
+    /// request-trailers step), so on Kong trailers only end the body.
+    pub fn delivers_request_trailers(self) -> bool {
+        self == Profile::Envoy
+    }
+
+    /// Whether a request body of `len` bytes reaches the filter as readable bytes, given the
+    /// client body buffer. Kong: nginx writes a body larger than `client_body_buffer_size` to a
+    /// temp file, and ngx_wasm_module cannot hand that to a filter (KONG-SRC
+    /// ngx_proxy_wasm_host.c:77-83; its test t/03-proxy_wasm/hfuncs/113-proxy_get_http_request_body.t
+    /// TEST 3). Envoy buffers in memory.
+    pub fn request_body_readable(self, len: usize, client_body_buffer_bytes: usize) -> bool {
+        match self {
+            Profile::Envoy => true,
+            Profile::Kong => len <= client_body_buffer_bytes,
+        }
+    }
+
+    /// The host's error line when the filter reads a request body buffered to a file (Kong,
+    /// ngx_proxy_wasm_host.c:78-81; the temp file's path is host-sim's stand-in).
+    pub fn spilled_request_body_log(self, stream: u32) -> String {
+        format!("cannot read request body buffered to file at \"client_body_temp/{stream:010}\"")
     }
 
     /// Whether a stream's header or trailer map may be touched from `callback`.

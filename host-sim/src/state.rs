@@ -182,6 +182,9 @@ pub(crate) struct Direction {
     pub headers_growth: GuestGrowth,
     /// What the guest added to `trailers` beyond what the host received.
     pub trailers_growth: GuestGrowth,
+    /// Kong: nginx wrote the request body to a temp file (larger than the client body buffer);
+    /// the filter is told its size but cannot read it.
+    pub body_in_temp_file: bool,
 }
 
 impl Direction {

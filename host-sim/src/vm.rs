@@ -12,7 +12,7 @@ use crate::engine::Module;
 use crate::error::HostError;
 use crate::limits::{Limits, EPOCH_TICK};
 use crate::memory::GuestMemory;
-use crate::profile::{BodyDelivery, Callback, CalloutFailure, Profile};
+use crate::profile::{BodyDelivery, Callback, CalloutFailure, Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES};
 use crate::state::{
     Active, CallbackData, Direction, ForeignFunction, GrpcCall, HostBudget, HostState, HttpCall, LocalResponse,
     LogEntry, Metric, Queued, RootState, Shared, StreamInfo, StreamState,
@@ -48,6 +48,10 @@ pub struct VmOptions {
     pub log_level: LogLevel,
     /// Shared data, queues and metrics; pass the same one to VMs that should share them.
     pub shared: Option<Arc<Shared>>,
+    /// nginx's `client_body_buffer_size` (Kong: `nginx_http_client_body_buffer_size`): a larger
+    /// request body is buffered to a file the filter cannot read (Kong profile only; see
+    /// [`Profile::request_body_readable`]).
+    pub client_body_buffer_bytes: usize,
 }
 
 impl VmOptions {
@@ -64,6 +68,7 @@ impl VmOptions {
             wasi: WasiOptions::default(),
             log_level: profile.default_log_level(),
             shared: None,
+            client_body_buffer_bytes: DEFAULT_CLIENT_BODY_BUFFER_BYTES,
         }
     }
 }
@@ -160,6 +165,7 @@ pub struct Vm {
     failed: Option<String>,
     actions: BTreeMap<u32, Vec<ActionRecord>>,
     sha256: String,
+    client_body_buffer_bytes: usize,
 }
 
 impl Vm {
@@ -257,6 +263,7 @@ impl Vm {
             failed: None,
             actions: BTreeMap::new(),
             sha256: module.sha256().to_string(),
+            client_body_buffer_bytes: options.client_body_buffer_bytes,
         };
         for name in options.profile.start_functions(has_init, has_main, has_start) {
             let result = if name == "main" {
@@ -511,10 +518,23 @@ impl Vm {
             if !end_of_stream {
                 return Ok(None);
             }
-            let whole = std::mem::take(&mut dir.staged_body);
-            return self.deliver_body(stream, true, &whole, true);
+            return self.deliver_whole_request_body(stream);
         }
         self.deliver_body(stream, request, chunk, end_of_stream)
+    }
+
+    /// The end of a request body a whole-body host (Kong) staged: one call with all of it and
+    /// end of stream, none for an empty body, and a body larger than the client body buffer is
+    /// announced with its size but cannot be read ([`BodyDelivery::WholeOnce`]).
+    fn deliver_whole_request_body(&mut self, stream: u32) -> Result<Option<Action>, HostError> {
+        let (profile, buffer) = (self.profile(), self.client_body_buffer_bytes);
+        let st = self.stream_mut(stream)?;
+        let whole = std::mem::take(&mut st.request.staged_body);
+        if whole.is_empty() {
+            return Ok(None);
+        }
+        st.request.body_in_temp_file = !profile.request_body_readable(whole.len(), buffer);
+        self.deliver_body(stream, true, &whole, true)
     }
 
     /// Request trailers arrive (ending the request).
@@ -529,7 +549,8 @@ impl Vm {
 
     /// Trailers end one direction of a stream: queued while the filter holds that direction's
     /// headers (Envoy stops iteration), else delivered, after the request body a whole-body host
-    /// still holds.
+    /// still holds. Request trailers are not delivered on a host without that callback (Kong,
+    /// [`Profile::delivers_request_trailers`]): they only end the body.
     fn send_trailers(&mut self, stream: u32, request: bool, pairs: Pairs) -> Result<Option<Action>, HostError> {
         let st = self.stream_mut(stream)?;
         if st.ended() {
@@ -542,24 +563,23 @@ impl Vm {
             return Ok(None);
         }
         if request {
-            self.flush_staged_request_body(stream)?;
+            let profile = self.profile();
+            let flushed = if profile.request_body_delivery() == BodyDelivery::WholeOnce {
+                self.deliver_whole_request_body(stream)?
+            } else {
+                None
+            };
             if self.stream(stream)?.ended() {
                 return Ok(None);
             }
+            if !profile.delivers_request_trailers() {
+                // The trailers only end the request; the host keeps them (readable as a map)
+                // and the action is the body's, if the body was delivered.
+                self.stream_mut(stream)?.request.trailers = Some(pairs);
+                return Ok(flushed);
+            }
         }
         self.deliver_trailers(stream, request, pairs)
-    }
-
-    /// Trailers end a request whose body chunks all said "more to come": a host that buffers
-    /// the whole body (Kong) delivers what it has, with end of stream, before the trailers.
-    fn flush_staged_request_body(&mut self, stream: u32) -> Result<(), HostError> {
-        let profile = self.profile();
-        let st = self.stream_mut(stream)?;
-        if profile.request_body_delivery() != BodyDelivery::WholeOnce || st.request.staged_body.is_empty() {
-            return Ok(());
-        }
-        let whole = std::mem::take(&mut st.request.staged_body);
-        self.deliver_body(stream, true, &whole, true).map(|_| ())
     }
 
     /// Response headers arrive from upstream.
@@ -621,7 +641,7 @@ impl Vm {
         let dir = st.direction_mut(request);
         // While paused in the body phase the host buffers and reports the cumulative size.
         dir.receive_body(chunk);
-        dir.body_available = true;
+        dir.body_available = !dir.body_in_temp_file;
         let size = dir.body.len() as u32;
         let (callback, f) = if request {
             (Callback::RequestBody, self.exports.request_body.clone())

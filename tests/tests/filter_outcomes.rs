@@ -568,7 +568,8 @@ fn the_default_limit_is_one_mebibyte_and_applies_without_forward_body() {
             assert_eq!(gw.answer(stream), (413, TOO_LARGE.to_string()), "{profile} {patch}");
             assert!(gw.calls().is_empty(), "{profile} {patch}");
         }
-        let mut gw = Gateway::new(profile, &config(profile, json!({})));
+        // Kong keeps the body readable only with a client body buffer that large.
+        let mut gw = Gateway::with_client_body_buffer(profile, &config(profile, json!({})), 1 << 20);
         let body = vec![7u8; 1 << 20];
         let call = gw.produce(&Request::post("/", Some("application/octet-stream"), &body));
         assert_eq!(
@@ -743,18 +744,7 @@ fn transfer_encoding_without_content_length_waits_for_the_body() {
             r#"{"body":"abcdef","body_args":{}}"#,
             "{profile}"
         );
-
-        // A chunked body that turns out empty.
-        let empty = Request::new("POST", "/")
-            .header("content-type", "text/plain")
-            .header("transfer-encoding", "chunked")
-            .chunk(b"");
-        let call = gw.produce(&empty);
-        assert_eq!(
-            filter_common::v2_message(&call),
-            r#"{"body":"","body_args":{}}"#,
-            "{profile}"
-        );
+        // A chunked body that turns out empty: filter_request_shapes.rs (Kong delivers none).
     }
 }
 

@@ -411,12 +411,19 @@ fn trailer_operations() {
         let s = p.stream_with("POST", "/t", "trailers", &[], false);
         p.vm.send_request_body(s, b"x", false).unwrap();
         p.vm.send_request_trailers(s, &[("x-trailer", "orig")]).unwrap();
-        let r = p.report("request_trailers");
-        assert_eq!(r["num"], 1);
-        assert_eq!(r["one"], "orig");
-        let after = p.vm.request_trailers(s).unwrap();
-        assert_eq!(values(&after, "x-trailer"), ["replaced"], "{profile}");
-        assert_eq!(values(&after, "x-trailer-added"), ["1"]);
+        if profile == Profile::Kong {
+            // ngx_wasm_module never calls on_request_trailers (NYI): they only end the body.
+            assert!(p.reports("request_trailers").is_empty(), "{profile}");
+            let after = p.vm.request_trailers(s).unwrap();
+            assert_eq!(values(&after, "x-trailer"), ["orig"], "{profile}");
+        } else {
+            let r = p.report("request_trailers");
+            assert_eq!(r["num"], 1);
+            assert_eq!(r["one"], "orig");
+            let after = p.vm.request_trailers(s).unwrap();
+            assert_eq!(values(&after, "x-trailer"), ["replaced"], "{profile}");
+            assert_eq!(values(&after, "x-trailer-added"), ["1"]);
+        }
         p.vm.send_response_headers(s, &[(":status", "200")], false).unwrap();
         p.vm.send_response_body(s, b"y", false).unwrap();
         p.vm.send_response_trailers(s, &[("x-resp-trailer-remove", "1"), ("x-keep", "k")])

@@ -52,6 +52,7 @@ async fn start_gateway(
         }],
         upstreams,
         listen: None,
+        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
     };
     start(ServeOptions {
         deployment,
@@ -198,6 +199,146 @@ async fn envoy_profile_gateway_produces_every_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kong_profile_gateway_produces_every_request() {
     requests_reach_the_rest_proxy(Profile::Kong).await;
+}
+
+/// One raw HTTP/1.1 exchange on a fresh connection: `request` as bytes, the answer's status and
+/// body (the gateway answers with a Content-Length; bounded in time and size).
+async fn raw_exchange(gateway: SocketAddr, request: &[u8]) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(gateway).await.expect("connect");
+    conn.write_all(request).await.expect("write request");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
+        if let Some(end) = head_end {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .expect("the answer has a content-length");
+            if got.len() >= end + 4 + length {
+                let status = head[9..12].parse().expect("status code");
+                return (status, got[end + 4..end + 4 + length].to_vec());
+            }
+        }
+        assert!(got.len() < 1 << 20, "answer too large");
+        let n = tokio::time::timeout_at(deadline, conn.read(&mut buf))
+            .await
+            .expect("the gateway answers in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "connection closed before a full answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_empty_post_is_answered_by_the_filter_in_both_profiles() {
+    // Kong (ngx_wasm_module) calls no on_request_body for an empty chunked body: the filter
+    // fails closed when the response comes back instead of letting the default route answer.
+    // Envoy delivers the empty end of stream, and the filter produces an empty record.
+    for profile in [Profile::Kong, Profile::Envoy] {
+        let (proxy, rest) = start_rest_proxy().await;
+        let upstream = match profile {
+            Profile::Envoy => "kafka_rest".to_string(),
+            Profile::Kong => rest.to_string(),
+        };
+        let gateway = start_gateway(profile, &wasm_path("kafka_upstream"), all_flags(&upstream), rest, None).await;
+        let request = b"POST /orders HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (status, body) = raw_exchange(gateway.local_addr, request).await;
+        let body: Value = serde_json::from_slice(&body).expect("a JSON answer from the filter");
+        let produced = messages(&proxy, "orders").await;
+        match profile {
+            Profile::Kong => {
+                assert_eq!(
+                    (status, body),
+                    (
+                        500,
+                        json!({"message": "Internal Server Error", "error": "could not read the request body"})
+                    ),
+                    "kong: the filter's answer, not the default route's 404"
+                );
+                assert!(produced.is_empty(), "kong: nothing produced: {produced:#?}");
+            }
+            Profile::Envoy => {
+                assert_eq!((status, body), (200, json!({"message": "message sent"})), "envoy");
+                assert_eq!(produced.len(), 1, "envoy: {produced:#?}");
+                assert_eq!(produced[0]["body"], "", "envoy");
+            }
+        }
+        gateway.shutdown().await;
+    }
+}
+
+/// The shipped kong.yml through `serve --kong`'s own loader, its filter pointed at this test's
+/// REST proxy, with the client body buffer `kong.conf.example` sets (or Kong's default).
+async fn shipped_kong_gateway(rest: SocketAddr, kong_conf: bool) -> (RunningGateway, u64) {
+    let root = kafka_upstream_tests::workspace_dir();
+    let filters_dir = wasm_path("kafka_upstream").parent().unwrap().to_path_buf();
+    let mut deployment =
+        host_sim::serve::config::from_kong_file(&root.join("kong.yml"), &filters_dir).expect("kong.yml");
+    let mut max_body_size = 0;
+    for route in &mut deployment.routes {
+        let mut config: Value = serde_json::from_slice(&route.config).expect("JSON config");
+        config["rest_proxy"]["upstream"] = json!(rest.to_string());
+        max_body_size = max_body_size.max(config["max_body_size"].as_u64().expect("kong.yml sets max_body_size"));
+        route.config = config.to_string().into_bytes();
+    }
+    if kong_conf {
+        deployment.client_body_buffer_bytes =
+            host_sim::serve::config::kong_conf_client_body_buffer(&root.join("kong.conf.example"))
+                .expect("kong.conf.example")
+                .expect("kong.conf.example sets nginx_http_client_body_buffer_size");
+    }
+    let gateway = start(ServeOptions {
+        deployment,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: None,
+        workers: 1,
+        max_request_bytes: 8 << 20,
+        reload_poll: None,
+        engine: engine().clone(),
+    })
+    .await
+    .expect("gateway starts");
+    (gateway, max_body_size)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_kong_files_accept_their_own_max_body_size() {
+    let (proxy, rest) = start_rest_proxy().await;
+    let (gateway, max_body_size) = shipped_kong_gateway(rest, true).await;
+    let body = vec![b'k'; max_body_size as usize];
+    let length = body.len().to_string();
+    let headers = [("content-type", "text/plain"), ("content-length", length.as_str())];
+    let resp = send(gateway.local_addr, "POST", "/kafka", &headers, &body).await;
+    assert_eq!(
+        (resp.status, body_json(&resp)),
+        (200, json!({"message": "message sent"})),
+        "a body of max_body_size ({max_body_size} bytes) with kong.conf.example's buffer"
+    );
+    let produced = messages(&proxy, "kafka-upstream").await;
+    assert_eq!(produced.len(), 1);
+    assert_eq!(produced[0]["body"].as_str().map(str::len), Some(max_body_size as usize));
+    gateway.shutdown().await;
+
+    // Without the setting (Kong's 8k default), the same body is buffered to a file and the
+    // filter answers 500 rather than producing a record without it.
+    let (gateway, _) = shipped_kong_gateway(rest, false).await;
+    let resp = send(gateway.local_addr, "POST", "/kafka", &headers, &body).await;
+    assert_eq!(resp.status, 500, "{:?}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(
+        messages(&proxy, "kafka-upstream").await.len(),
+        1,
+        "nothing more produced"
+    );
+    gateway.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

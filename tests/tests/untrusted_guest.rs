@@ -126,6 +126,10 @@ fn a_trap_in_any_stream_callback_is_contained_and_fails_the_stream_closed() {
     ];
     for profile in PROFILES {
         for callback in callbacks {
+            if profile == Profile::Kong && callback == "request_trailers" {
+                // ngx_wasm_module never calls on_request_trailers (NYI): nothing to trap in.
+                continue;
+            }
             for kind in ["unreachable", "panic"] {
                 let mut p = Probe::new(profile);
                 let other = p.vm.create_http_stream(p.root).unwrap();

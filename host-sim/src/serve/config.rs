@@ -3,7 +3,7 @@
 //! bootstrap (`envoy.yaml`) or from a Kong declarative config (`kong.yml`), so the project's own
 //! deployment files are exercised by the same code path users run.
 
-use crate::profile::Profile;
+use crate::profile::{Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES};
 use serde_norway::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,6 +57,10 @@ pub struct Deployment {
     pub upstreams: BTreeMap<String, SocketAddr>,
     /// The listener address the file declares, if any.
     pub listen: Option<SocketAddr>,
+    /// nginx's `client_body_buffer_size` (Kong profile): a larger request body reaches the
+    /// filter unreadable ([`crate::profile::Profile::request_body_readable`]). Kong's
+    /// `nginx_http_client_body_buffer_size` ([`kong_conf_client_body_buffer`]).
+    pub client_body_buffer_bytes: usize,
 }
 
 /// A deployment file that cannot be used, with the path inside it that is wrong.
@@ -208,6 +212,7 @@ pub fn from_envoy_file(file: &Path) -> Result<Deployment, DeployError> {
         routes,
         upstreams,
         listen,
+        client_body_buffer_bytes: DEFAULT_CLIENT_BODY_BUFFER_BYTES,
     })
 }
 
@@ -305,7 +310,48 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
         routes,
         upstreams: BTreeMap::new(),
         listen: None,
+        client_body_buffer_bytes: DEFAULT_CLIENT_BODY_BUFFER_BYTES,
     })
+}
+
+/// Reads `nginx_http_client_body_buffer_size` from a kong.conf: `name = value` lines, `#` starts
+/// a comment (Kong's kong.conf.default format); the last setting wins. `None` when the file does
+/// not set it (Kong then uses its default, 8k).
+pub fn kong_conf_client_body_buffer(file: &Path) -> Result<Option<usize>, DeployError> {
+    const NAME: &str = "nginx_http_client_body_buffer_size";
+    let text = std::fs::read_to_string(file).map_err(|e| err(file, format!("cannot read: {e}")))?;
+    let mut found = None;
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        if name.trim() != NAME {
+            continue;
+        }
+        let size =
+            parse_nginx_size(value.trim()).map_err(|e| err(file, format!("line {}: {NAME}: {e}", number + 1)))?;
+        found = Some(size);
+    }
+    Ok(found)
+}
+
+/// Parses an nginx size (`8192`, `8k`, `64K`, `1m`, `1G`; nginx `ngx_parse_size`).
+pub fn parse_nginx_size(text: &str) -> Result<usize, String> {
+    let (digits, scale) = match text.as_bytes().last() {
+        Some(b'k' | b'K') => (&text[..text.len() - 1], 1usize << 10),
+        Some(b'm' | b'M') => (&text[..text.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&text[..text.len() - 1], 1 << 30),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text:?} is not a size (bytes, or a number with k, m or g)"));
+    }
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Parses `NAME=HOST:PORT`.
@@ -318,4 +364,65 @@ pub fn parse_upstream(spec: &str) -> Result<(String, SocketAddr), String> {
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("--upstream {spec:?}: {addr:?} is not a HOST:PORT address"))?;
     Ok((name.to_string(), addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_sizes() {
+        assert_eq!(parse_nginx_size("8192"), Ok(8192));
+        assert_eq!(parse_nginx_size("8k"), Ok(8192));
+        assert_eq!(parse_nginx_size("64K"), Ok(65536));
+        assert_eq!(parse_nginx_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_nginx_size("2G"), Ok(2 << 30));
+        for bad in ["", "k", "8 k", "-1", "1.5m", "8kb", "99999999999999999999999g"] {
+            assert!(parse_nginx_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn client_body_buffer_from_a_kong_conf() {
+        let dir = std::env::temp_dir().join(format!("host-sim-kong-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kong.conf");
+        let read = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            kong_conf_client_body_buffer(&file)
+        };
+        assert_eq!(read("wasm = on\n# nginx_http_client_body_buffer_size = 1m\n"), Ok(None));
+        assert_eq!(
+            read("nginx_http_client_body_buffer_size = 16k   # comment\nnginx_http_client_body_buffer_size=64k\n"),
+            Ok(Some(65536))
+        );
+        let bad = read("wasm = on\nnginx_http_client_body_buffer_size = lots\n").unwrap_err();
+        assert!(
+            bad.message.contains("line 2: nginx_http_client_body_buffer_size"),
+            "{bad}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            kong_conf_client_body_buffer(&file).is_err(),
+            "a missing file is an error"
+        );
+    }
+
+    #[test]
+    fn the_shipped_kong_conf_buffers_kong_yml_bodies_in_memory() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let buffer = kong_conf_client_body_buffer(&root.join("kong.conf.example"))
+            .unwrap()
+            .expect("kong.conf.example sets nginx_http_client_body_buffer_size");
+        let deployment = from_kong_file(&root.join("kong.yml"), Path::new("filters")).unwrap();
+        for route in &deployment.routes {
+            let config: serde_json::Value = serde_json::from_slice(&route.config).unwrap();
+            let max = config["max_body_size"].as_u64().unwrap_or(1 << 20) as usize;
+            assert!(
+                Profile::Kong.request_body_readable(max, buffer),
+                "route {}: max_body_size {max} > buffer {buffer}",
+                route.name
+            );
+        }
+    }
 }

@@ -192,6 +192,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             stats: stats.clone(),
             client: client.clone(),
             shared: metrics.clone(),
+            client_body_buffer_bytes: deployment.client_body_buffer_bytes,
         };
         let routes: Vec<(Route, Module)> = deployment
             .routes

@@ -99,6 +99,8 @@ pub struct Worker {
     pub stats: Arc<Stats>,
     pub client: upstream::Client,
     pub shared: Arc<crate::state::Shared>,
+    /// The deployment's client body buffer (Kong profile).
+    pub client_body_buffer_bytes: usize,
 }
 
 impl Worker {
@@ -222,6 +224,7 @@ impl Worker {
         options.plugin_name = route.plugin_name.clone();
         options.clusters = self.upstreams.keys().cloned().collect();
         options.shared = Some(self.shared.clone());
+        options.client_body_buffer_bytes = self.client_body_buffer_bytes;
         options.wasi = WasiOptions {
             real_clock: true,
             real_random: true,

@@ -173,9 +173,27 @@ impl Gateway {
         gw
     }
 
+    /// A gateway whose configuration must be accepted, with nginx's client body buffer at
+    /// `buffer` bytes (Kong profile: a larger request body reaches the filter unreadable; the
+    /// default is Kong's 8k).
+    pub fn with_client_body_buffer(profile: Profile, config: &Value, buffer: usize) -> Gateway {
+        let gw = Gateway::start(profile, config.to_string().as_bytes(), buffer);
+        assert!(
+            gw.configure_ok,
+            "{profile}: configuration {config} rejected:\n{}",
+            dump_logs(&gw.vm)
+        );
+        gw
+    }
+
     /// A gateway configured with exactly `bytes` (accepted or not).
     pub fn with_config_bytes(profile: Profile, bytes: &[u8]) -> Gateway {
+        Gateway::start(profile, bytes, host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES)
+    }
+
+    fn start(profile: Profile, bytes: &[u8], client_body_buffer_bytes: usize) -> Gateway {
         let mut o = options(profile);
+        o.client_body_buffer_bytes = client_body_buffer_bytes;
         o.clusters = vec![ENVOY_CLUSTER.to_string()];
         o.plugin_name = "kafka_upstream".into();
         let mut vm = start_with(&load(FILTER), o);

@@ -51,6 +51,12 @@ pub struct RunArgs {
     /// The root id of the plugin's root context (Envoy `root_id`) [default: empty].
     #[arg(long, value_name = "ID")]
     pub root_id: Option<String>,
+
+    /// nginx's client_body_buffer_size for the Kong profile (e.g. 8k, 64k; Kong's
+    /// nginx_http_client_body_buffer_size): a larger request body is buffered to a file the
+    /// filter cannot read, as in Kong [default: 8k].
+    #[arg(long, value_name = "SIZE", value_parser = host_sim::serve::config::parse_nginx_size)]
+    pub client_body_buffer_size: Option<usize>,
 }
 
 const RUN_HELP: &str = r#"Request file:
@@ -138,6 +144,9 @@ impl RunArgs {
         let mut options = ScenarioOptions::new(profile);
         options.configuration = configuration;
         options.root_id = self.root_id.unwrap_or_default();
+        if let Some(size) = self.client_body_buffer_size {
+            options.vm.client_body_buffer_bytes = size;
+        }
         options.clusters = if self.clusters.is_empty() {
             Clusters::Any
         } else {

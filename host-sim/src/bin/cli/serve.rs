@@ -38,6 +38,14 @@ pub struct ServeArgs {
     /// Read routes and filter chains from a Kong declarative config.
     #[arg(long, value_name = "FILE")]
     kong: Option<PathBuf>,
+    /// A kong.conf to take `nginx_http_client_body_buffer_size` from (with --kong).
+    #[arg(long, value_name = "FILE", requires = "kong")]
+    kong_conf: Option<PathBuf>,
+    /// nginx's client_body_buffer_size for the Kong profile (e.g. 8k, 64k): a larger request
+    /// body is buffered to a file the filter cannot read, as in Kong [default: from --kong-conf,
+    /// else 8k, Kong's default].
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_nginx_size)]
+    client_body_buffer_size: Option<usize>,
     /// Where --kong finds `<filter name>.wasm` (Kong's `wasm_filters_path`).
     #[arg(long, value_name = "DIR", default_value = "target/wasm32-wasip1/wasm")]
     filters_dir: PathBuf,
@@ -137,6 +145,7 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
             }],
             upstreams: Default::default(),
             listen: None,
+            client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
         }
     } else {
         return Err(Failure::usage(anyhow!(
@@ -145,6 +154,14 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
     };
     for (name, addr) in &args.upstreams {
         deployment.upstreams.insert(name.clone(), *addr);
+    }
+    if let Some(file) = &args.kong_conf {
+        if let Some(size) = config::kong_conf_client_body_buffer(file).map_err(Failure::usage)? {
+            deployment.client_body_buffer_bytes = size;
+        }
+    }
+    if let Some(size) = args.client_body_buffer_size {
+        deployment.client_body_buffer_bytes = size;
     }
     for route in &deployment.routes {
         if !route.filter.is_file() {
