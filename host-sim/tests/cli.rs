@@ -849,10 +849,7 @@ fn run_and_serve_share_flag_names_and_defaults() {
         assert!(run.contains(flag) && serve.contains(flag), "{flag}");
     }
     for help in [&run, &serve] {
-        assert!(
-            help.contains("[default: envoy]") && help.contains("- kong:"),
-            "{help}"
-        );
+        assert!(help.contains("[default: envoy]") && help.contains("- kong:"), "{help}");
     }
     // --profile may be left out of `run` (envoy, as for serve and check).
     let out = f.host_sim(&["run", "--filter", "@filter.wat", "--request", "@request.json"]);
