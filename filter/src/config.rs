@@ -6,8 +6,11 @@
 //! `StringValue`, Kong >= 3.5 with the `.meta.json`, which cjson-encodes the object), or a JSON
 //! string whose content is the object's text (Kong without a `.meta.json` passes the configured
 //! string as is, and a string-typed config may itself be JSON-quoted). Unknown keys, wrong types,
-//! out-of-range values and impossible combinations are rejected with one message that starts
-//! with the field's path, e.g. `rest_proxy.cluster_id: required when rest_proxy.api is "v3"`.
+//! out-of-range values and impossible combinations are rejected, every one found in one pass,
+//! each message starting with the field's path, e.g. `rest_proxy.cluster_id: required when
+//! rest_proxy.api is "v3"`; an unknown key close to a field's name suggests it (`forward_bdy:
+//! unknown field (did you mean `forward_body`?)`), and `null` is named as such, since it is not
+//! a way to ask for the default (the schema rejects it too).
 
 use std::fmt;
 
@@ -154,20 +157,39 @@ impl Scheme {
     }
 }
 
-/// A rejected configuration: one line naming the field and the reason.
+/// A rejected configuration: every problem found, each naming its field, shown on one line
+/// joined by `; `.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(String);
+pub struct ConfigError {
+    errors: Vec<String>,
+    message: String,
+}
 
 impl ConfigError {
-    /// The message, e.g. `rest_proxy.timeout: expected an integer from 1 to 2147483646`.
+    fn new(errors: Vec<String>) -> ConfigError {
+        let message = errors.join("; ");
+        ConfigError { errors, message }
+    }
+
+    fn one(error: String) -> ConfigError {
+        ConfigError::new(vec![error])
+    }
+
+    /// The whole message, e.g. `topic: required; rest_proxy.timeout: expected an integer from 1
+    /// to 2147483646`.
     pub fn message(&self) -> &str {
-        &self.0
+        &self.message
+    }
+
+    /// Each problem on its own, in the order found.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -551,21 +573,30 @@ static METRICS: Schema = Schema {
 /// Parses and validates the bytes given to `proxy_on_configure`.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ConfigError("configuration: missing (expected a JSON object)".into()));
+        return Err(ConfigError::one(
+            "configuration: missing (expected a JSON object)".into(),
+        ));
     }
     let mut value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ConfigError(format!("configuration: invalid JSON: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| ConfigError::one(format!("configuration: invalid JSON: {e}")))?;
     if let Value::String(inner) = &value {
         value = serde_json::from_str(inner)
-            .map_err(|e| ConfigError(format!("configuration: invalid JSON inside the string: {e}")))?;
+            .map_err(|e| ConfigError::one(format!("configuration: invalid JSON inside the string: {e}")))?;
     }
-    validate(&value).map_err(ConfigError)?;
+    validate(&value).map_err(ConfigError::new)?;
     Ok(extract(&value))
 }
 
-/// Checks `value` against [`ROOT`]; the error names the field.
-pub(crate) fn validate(value: &Value) -> Result<(), String> {
-    check_object("", value, &ROOT)
+/// Checks `value` against [`ROOT`]: every problem found in one pass, each naming its field, in
+/// the order of the table (unknown keys of an object first).
+pub(crate) fn validate(value: &Value) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    check_object("", value, &ROOT, &mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn join(path: &str, name: &str) -> String {
@@ -576,84 +607,165 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
-fn check_object(path: &str, value: &Value, schema: &Schema) -> Result<(), String> {
+fn check_object(path: &str, value: &Value, schema: &Schema, errors: &mut Vec<String>) {
     let Some(obj) = value.as_object() else {
         let at = if path.is_empty() { "configuration" } else { path };
-        return Err(format!("{at}: expected an object"));
+        errors.push(format!("{at}: {}", expected_object(value)));
+        return;
     };
-    if let Some(unknown) = obj.keys().find(|k| !schema.fields.iter().any(|f| f.name == k.as_str())) {
-        return Err(format!("{}: unknown field", join(path, unknown)));
+    // Sorted, so the order does not depend on how the JSON map keeps its keys.
+    let mut unknown: Vec<&String> = obj.keys().filter(|k| field(schema, k).is_none()).collect();
+    unknown.sort();
+    for key in unknown {
+        let message = match nearest_field(key, schema, obj) {
+            Some(name) => format!("{}: unknown field (did you mean `{name}`?)", join(path, key)),
+            None => format!("{}: unknown field", join(path, key)),
+        };
+        errors.push(message);
     }
     for field in schema.fields {
         let field_path = join(path, field.name);
         match obj.get(field.name) {
-            None if field.required => return Err(format!("{field_path}: required")),
+            None if field.required => errors.push(format!("{field_path}: required")),
             None => {}
-            Some(v) => check_value(&field_path, v, &field.kind)?,
+            Some(Value::Null) => errors.push(null_message(&field_path, field)),
+            Some(v) => check_value(&field_path, v, &field.kind, errors),
         }
     }
     for rule in schema.rules {
-        check_rule(path, obj, schema, rule)?;
+        if let Some(message) = check_rule(path, obj, schema, rule) {
+            errors.push(message);
+        }
     }
-    Ok(())
 }
 
-fn check_value(path: &str, value: &Value, kind: &Kind) -> Result<(), String> {
+/// `expected an object`, saying so when the value is `null`.
+fn expected_object(value: &Value) -> &'static str {
+    if value.is_null() {
+        "null is not accepted (expected an object)"
+    } else {
+        "expected an object"
+    }
+}
+
+/// What to say about a field given as `null`: JSON's null is not "unset" here (the schema
+/// rejects it too), so the message says what to do instead.
+fn null_message(path: &str, field: &Field) -> String {
+    if field.required {
+        return format!(
+            "{path}: null is not accepted, the field is required ({})",
+            expectation(&field.kind)
+        );
+    }
+    match &field.default {
+        Some(default) => format!(
+            "{path}: null is not accepted, leave the key out for the default ({})",
+            default_text(default)
+        ),
+        None => format!("{path}: null is not accepted, leave the key out to leave it unset"),
+    }
+}
+
+fn default_text(default: &DefaultValue) -> String {
+    match default {
+        DefaultValue::Bool(b) => b.to_string(),
+        DefaultValue::Int(n) => n.to_string(),
+        DefaultValue::Str(s) => format!("\"{s}\""),
+    }
+}
+
+/// What a value of `kind` must be, as the error messages word it.
+fn expectation(kind: &Kind) -> String {
     match kind {
-        Kind::String { min_length, max_length } => check_string(path, value, *min_length, *max_length),
-        Kind::Enum(values) => match value.as_str() {
-            Some(s) if values.contains(&s) => Ok(()),
-            _ => Err(format!("{path}: expected one of {}", quoted_list(values))),
-        },
-        Kind::Boolean => match value {
-            Value::Bool(_) => Ok(()),
-            _ => Err(format!("{path}: expected true or false")),
-        },
-        Kind::Integer { minimum, maximum } => match value.as_i64() {
-            Some(n) if (*minimum..=*maximum).contains(&n) => Ok(()),
-            _ => Err(format!("{path}: expected an integer from {minimum} to {maximum}")),
-        },
+        Kind::String { min_length, max_length } => string_expectation(*min_length, *max_length),
+        Kind::Enum(values) => format!("expected one of {}", quoted_list(values)),
+        Kind::Boolean => "expected true or false".into(),
+        Kind::Integer { minimum, maximum } => format!("expected an integer from {minimum} to {maximum}"),
+        Kind::StringList { .. } => "expected an array of strings".into(),
+        Kind::HeaderMap => "expected an object of header names to string values".into(),
+        Kind::Object(_) => "expected an object".into(),
+        Kind::Token {
+            max_length, expected, ..
+        } => format!("expected a string of 1 to {max_length} characters: {expected}"),
+    }
+}
+
+fn string_expectation(min: u64, max: u64) -> String {
+    if min == 0 {
+        format!("expected a string of at most {max} characters")
+    } else {
+        format!("expected a string of {min} to {max} characters")
+    }
+}
+
+/// The error for a value that is not what `kind` wants, naming `null` as such.
+fn mismatch(path: &str, value: &Value, kind: &Kind) -> String {
+    if value.is_null() {
+        format!("{path}: null is not accepted ({})", expectation(kind))
+    } else {
+        format!("{path}: {}", expectation(kind))
+    }
+}
+
+fn check_value(path: &str, value: &Value, kind: &Kind, errors: &mut Vec<String>) {
+    match kind {
+        Kind::String { min_length, max_length } => check_string(path, value, *min_length, *max_length, errors),
+        Kind::Enum(values) => {
+            if !value.as_str().is_some_and(|s| values.contains(&s)) {
+                errors.push(mismatch(path, value, kind));
+            }
+        }
+        Kind::Boolean => {
+            if !value.is_boolean() {
+                errors.push(mismatch(path, value, kind));
+            }
+        }
+        Kind::Integer { minimum, maximum } => {
+            if !value.as_i64().is_some_and(|n| (*minimum..=*maximum).contains(&n)) {
+                errors.push(mismatch(path, value, kind));
+            }
+        }
         Kind::StringList {
             item_min_length,
             item_max_length,
         } => match value {
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    check_string(&format!("{path}[{i}]"), item, *item_min_length, *item_max_length)?;
+                    check_string(
+                        &format!("{path}[{i}]"),
+                        item,
+                        *item_min_length,
+                        *item_max_length,
+                        errors,
+                    );
                 }
-                Ok(())
             }
-            Value::Object(map) if map.is_empty() => Ok(()),
-            _ => Err(format!("{path}: expected an array of strings")),
+            Value::Object(map) if map.is_empty() => {}
+            _ => errors.push(mismatch(path, value, kind)),
         },
         Kind::HeaderMap => {
             let Some(map) = value.as_object() else {
-                return Err(format!("{path}: expected an object of header names to string values"));
+                errors.push(mismatch(path, value, kind));
+                return;
             };
             for (name, v) in map {
                 if !header_name_ok(name) {
-                    return Err(format!(
+                    errors.push(format!(
                         "{path}: header name {name:?} must not be empty or start with ':'"
                     ));
-                }
-                if !v.is_string() {
-                    return Err(format!("{path}.{name}: expected a string"));
+                } else if v.is_null() {
+                    errors.push(format!("{path}.{name}: null is not accepted (expected a string)"));
+                } else if !v.is_string() {
+                    errors.push(format!("{path}.{name}: expected a string"));
                 }
             }
-            Ok(())
         }
-        Kind::Object(schema) => check_object(path, value, schema),
-        Kind::Token {
-            max_length,
-            valid,
-            expected,
-            ..
-        } => match value.as_str() {
-            Some(s) if valid(s) && s.chars().count() as u64 <= *max_length => Ok(()),
-            _ => Err(format!(
-                "{path}: expected a string of 1 to {max_length} characters: {expected}"
-            )),
-        },
+        Kind::Object(schema) => check_object(path, value, schema, errors),
+        Kind::Token { max_length, valid, .. } => {
+            if !value.as_str().is_some_and(|s| valid(s) && s.chars().count() as u64 <= *max_length) {
+                errors.push(mismatch(path, value, kind));
+            }
+        }
     }
 }
 
@@ -662,18 +774,59 @@ fn header_name_ok(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c != ':')
 }
 
-fn check_string(path: &str, value: &Value, min: u64, max: u64) -> Result<(), String> {
+fn check_string(path: &str, value: &Value, min: u64, max: u64, errors: &mut Vec<String>) {
     let ok = value.as_str().is_some_and(|s| {
         let n = s.chars().count() as u64;
         (min..=max).contains(&n)
     });
-    if ok {
-        Ok(())
-    } else if min == 0 {
-        Err(format!("{path}: expected a string of at most {max} characters"))
-    } else {
-        Err(format!("{path}: expected a string of {min} to {max} characters"))
+    if !ok {
+        errors.push(mismatch(
+            path,
+            value,
+            &Kind::String {
+                min_length: min,
+                max_length: max,
+            },
+        ));
     }
+}
+
+/// The field of `schema` an unknown key was most likely meant to be: the closest name by edit
+/// distance (case and `-`/`_` ignored), among the fields `obj` does not already set, when it is
+/// close enough to be a typo: one edit per five characters of the key, at least one.
+fn nearest_field(key: &str, schema: &Schema, obj: &Map<String, Value>) -> Option<&'static str> {
+    let normal = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let key_normal = normal(key);
+    let allowed = (key_normal.chars().count() / 5).max(1);
+    schema
+        .fields
+        .iter()
+        .filter(|f| !obj.contains_key(f.name))
+        .map(|f| (edit_distance(&key_normal, f.name), f.name))
+        .filter(|(d, _)| *d <= allowed)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance in characters (insertions, deletions, substitutions), with one row of
+/// memory. Keys are bounded by the configuration's size, fields by the table.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn quoted_list(values: &[&str]) -> String {
@@ -717,24 +870,20 @@ fn effective_int(obj: &Map<String, Value>, schema: &Schema, name: &str) -> Optio
     }
 }
 
-fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule) -> Result<(), String> {
+/// The rule's error, if `obj` breaks it.
+fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule) -> Option<String> {
     match rule {
         Rule::RequiredWhen { field, when, equals } => {
-            if effective_str(obj, schema, when) == Some(equals) && !obj.contains_key(*field) {
-                return Err(format!(
+            (effective_str(obj, schema, when) == Some(equals) && !obj.contains_key(*field)).then(|| {
+                format!(
                     "{}: required when {} is \"{equals}\"",
                     join(path, field),
                     join(path, when)
-                ));
-            }
-            Ok(())
+                )
+            })
         }
         Rule::AtLeastOneTrue { fields, message } => {
-            if fields.iter().any(|f| effective_bool(obj, schema, f)) {
-                Ok(())
-            } else {
-                Err((*message).to_string())
-            }
+            (!fields.iter().any(|f| effective_bool(obj, schema, f))).then(|| (*message).to_string())
         }
     }
 }
@@ -1252,7 +1401,7 @@ mod tests {
             ("", "configuration: missing (expected a JSON object)"),
             ("  \n", "configuration: missing (expected a JSON object)"),
             ("[]", "configuration: expected an object"),
-            ("null", "configuration: expected an object"),
+            ("null", "configuration: null is not accepted (expected an object)"),
             (r#"{"rest_proxy":{"upstream":"u"}}"#, "topic: required"),
             (r#"{"topic":"t"}"#, "rest_proxy: required"),
             (
@@ -1351,7 +1500,7 @@ mod tests {
             ),
             (
                 r#"{"topic":"t","rest_proxy":{"upstream":"u"},"topics_query_arg":null}"#,
-                "topics_query_arg: expected a string of 1 to 255 characters",
+                "topics_query_arg: null is not accepted, leave the key out to leave it unset",
             ),
             (
                 r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":{"return_error_message":1}}"#,
@@ -1391,6 +1540,115 @@ mod tests {
         }
         assert!(err("{").starts_with("configuration: invalid JSON: "));
         assert!(err(r#""{""#).starts_with("configuration: invalid JSON inside the string: "));
+    }
+
+    #[test]
+    fn every_error_is_reported_in_one_pass() {
+        let e = parse(
+            br#"{"topc":"t","rest_proxy":{"api":"v3","timeout":0,"headers":{":a":"b","x":1}},
+                "forward_body":false,"allowed_topics":["",7],"bogus":1}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.errors(),
+            [
+                "bogus: unknown field",
+                "topc: unknown field (did you mean `topic`?)",
+                "topic: required",
+                "rest_proxy.upstream: required",
+                r#"rest_proxy.headers: header name ":a" must not be empty or start with ':'"#,
+                "rest_proxy.headers.x: expected a string",
+                "rest_proxy.timeout: expected an integer from 1 to 2147483646",
+                r#"rest_proxy.cluster_id: required when rest_proxy.api is "v3""#,
+                "allowed_topics[0]: expected a string of 1 to 249 characters",
+                "allowed_topics[1]: expected a string of 1 to 249 characters",
+                FORWARD_FLAGS_MESSAGE,
+            ]
+        );
+        assert_eq!(e.message(), e.errors().join("; "));
+        assert_eq!(e.to_string(), e.message());
+        // A single problem is a message of its own, without separator.
+        assert_eq!(err(r#"{"rest_proxy":{"upstream":"u"}}"#), "topic: required");
+    }
+
+    #[test]
+    fn unknown_fields_suggest_the_nearest_when_close() {
+        let cases = [
+            (r#""forward_bdy":true"#, Some("forward_body")),
+            (r#""Forward-Body":true"#, Some("forward_body")),
+            (r#""max_body_sise":1"#, Some("max_body_size")),
+            (r#""partiton":1"#, Some("partition")),
+            (r#""producer_asyn":true"#, Some("producer_async")),
+            (r#""error_handlng":{}"#, Some("error_handling")),
+            // Too far from every field: no guess.
+            (r#""body":true"#, None),
+            (r#""colour":"red""#, None),
+            (r#""x":1"#, None),
+            // `topic` is set already, so `topics` is not taken for it.
+            (r#""topics":["a"]"#, None),
+        ];
+        for (member, want) in cases {
+            let text = format!(r#"{{"topic":"t","rest_proxy":{{"upstream":"u"}},{member}}}"#);
+            let key = member.split('"').nth(1).unwrap();
+            let expected = match want {
+                Some(name) => format!("{key}: unknown field (did you mean `{name}`?)"),
+                None => format!("{key}: unknown field"),
+            };
+            assert_eq!(err(&text), expected, "{text}");
+        }
+        assert_eq!(
+            err(r#"{"topic":"t","rest_proxy":{"upstream":"u","timout":5}}"#),
+            "rest_proxy.timout: unknown field (did you mean `timeout`?)"
+        );
+        assert_eq!(
+            err(r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":{"return_error_mesage":true}}"#),
+            "error_handling.return_error_mesage: unknown field (did you mean `return_error_message`?)"
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn null_is_named_as_null() {
+        let cases = [
+            (
+                r#"{"topic":null,"rest_proxy":{"upstream":"u"}}"#,
+                "topic: null is not accepted, the field is required (expected a string of 1 to 249 characters)",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":null}}"#,
+                "rest_proxy.timeout: null is not accepted, leave the key out for the default (10000)",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":null}}"#,
+                r#"rest_proxy.api: null is not accepted, leave the key out for the default ("v2")"#,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_body":null}"#,
+                "forward_body: null is not accepted, leave the key out for the default (true)",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_query_arg":null}"#,
+                "key_query_arg: null is not accepted, leave the key out to leave it unset",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":null}"#,
+                "rest_proxy: null is not accepted, the field is required (expected an object)",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":["a",null]}"#,
+                "allowed_topics[1]: null is not accepted (expected a string of 1 to 249 characters)",
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","headers":{"x-a":null}}}"#,
+                "rest_proxy.headers.x-a: null is not accepted (expected a string)",
+            ),
+            ("null", "configuration: null is not accepted (expected an object)"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(err(text), want, "config {text}");
+        }
     }
 
     #[test]
@@ -1664,6 +1922,33 @@ mod tests {
             (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"metrics":"x"}"#, false),
             ("[]", false),
             ("\"text\"", false),
+            // Several errors at once, misspelt keys and nulls: the code lists them, the schema
+            // rejects them all the same.
+            (
+                r#"{"topc":"t","rest_proxy":{"api":"v3","timeout":0},"forward_body":false,"allowed_topics":["",7]}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_bdy":true}"#,
+                false,
+            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","timout":5}}"#, false),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":null}}"#, false),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u","api":null}}"#, false),
+            (r#"{"topic":"t","rest_proxy":null}"#, false),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_query_arg":null}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"allowed_topics":[null]}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"error_handling":null}"#,
+                false,
+            ),
+            ("null", false),
         ];
         for (text, valid) in samples {
             let value: Value = serde_json::from_str(text).unwrap();

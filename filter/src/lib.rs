@@ -30,6 +30,31 @@ pub mod topics;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 
+/// The crate's name and version, `kafka-upstream 0.1.0`.
+pub const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
+
+/// [`VERSION_TEXT`] as a custom section named `version` of the `.wasm`, which `host-sim info`
+/// shows: a `#[link_section]` static on wasm32 becomes a custom section of that name. It
+/// survives the `wasm` profile (LTO, `strip = "debuginfo"`; no wasm-opt step): host-sim's CLI
+/// tests read it back from the built module.
+#[cfg(target_arch = "wasm32")]
+#[link_section = "version"]
+#[used]
+static VERSION_SECTION: [u8; VERSION_TEXT.len()] = version_bytes();
+
+/// [`VERSION_TEXT`] as an array, since a custom section's static cannot be a reference.
+#[cfg(target_arch = "wasm32")]
+const fn version_bytes() -> [u8; VERSION_TEXT.len()] {
+    let text = VERSION_TEXT.as_bytes();
+    let mut out = [0u8; VERSION_TEXT.len()];
+    let mut i = 0;
+    while i < text.len() {
+        out[i] = text[i];
+        i += 1;
+    }
+    out
+}
+
 /// The module's `_initialize` export (the proxy-wasm SDK's reactor entry point).
 #[cfg(target_arch = "wasm32")]
 mod entry {

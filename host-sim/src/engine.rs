@@ -122,7 +122,7 @@ impl Engine {
                 m
             }
         };
-        Module::new(self, module, sha256, bytes.len(), from_cache)
+        Module::new(self, module, sha256, bytes, from_cache)
     }
 }
 
@@ -170,6 +170,73 @@ pub struct ModuleInfo {
     pub exports: Vec<String>,
     /// Imports as `module.name`.
     pub imports: Vec<String>,
+    /// The module's own version: the text of its `version` custom section (see
+    /// [`module_version`]), e.g. `kafka-upstream 0.1.0`.
+    pub version: Option<String>,
+}
+
+/// Name of the custom section a module may carry its version in (the kafka-upstream filter
+/// writes `<crate> <version>` there with a `#[link_section = "version"]` static).
+pub const VERSION_SECTION: &str = "version";
+
+/// Longest version text shown; a longer section is not taken for a version.
+const VERSION_MAX: usize = 256;
+
+/// The `version` custom section of a binary module, when it is UTF-8 text of at most 256 bytes
+/// (trimmed, non-empty, no control characters). The first such section counts.
+pub fn module_version(bytes: &[u8]) -> Option<String> {
+    let payload = custom_section(bytes, VERSION_SECTION)?;
+    if payload.len() > VERSION_MAX {
+        return None;
+    }
+    let text = std::str::from_utf8(payload).ok()?.trim();
+    (!text.is_empty() && !text.chars().any(char::is_control)).then(|| text.to_string())
+}
+
+/// The payload of the first custom section named `name` of a binary module, walking the
+/// section headers only (WebAssembly core spec 5.5.2-5.5.3: magic, version, then sections of
+/// an id byte and a LEB128 u32 size; a custom section, id 0, starts with its LEB128-sized
+/// name). Every length is checked against what is left; `None` on anything malformed, on text
+/// modules, or when there is no such section.
+pub fn custom_section<'a>(bytes: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut rest = bytes.strip_prefix(b"\0asm")?.get(4..)?;
+    while let Some((&id, after_id)) = rest.split_first() {
+        let (size, after_size) = read_u32_leb(after_id)?;
+        let size = usize::try_from(size).ok()?;
+        if after_size.len() < size {
+            return None;
+        }
+        let (section, next) = after_size.split_at(size);
+        if id == 0 {
+            let (name_len, after_len) = read_u32_leb(section)?;
+            let name_len = usize::try_from(name_len).ok()?;
+            if after_len.len() < name_len {
+                return None;
+            }
+            let (section_name, payload) = after_len.split_at(name_len);
+            if section_name == name.as_bytes() {
+                return Some(payload);
+            }
+        }
+        rest = next;
+    }
+    None
+}
+
+/// An unsigned LEB128 u32 (at most 5 bytes) and what follows it.
+fn read_u32_leb(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let mut value: u32 = 0;
+    for (i, &byte) in bytes.iter().enumerate().take(5) {
+        let bits = u32::from(byte & 0x7f);
+        if i == 4 && bits > 0x0f {
+            return None;
+        }
+        value |= bits << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
 }
 
 /// A compiled module ready to start VMs.
@@ -189,7 +256,7 @@ impl Module {
         engine: &Engine,
         module: wasmtime::Module,
         sha256: String,
-        size: usize,
+        bytes: &[u8],
         from_cache: bool,
     ) -> Result<Module, HostError> {
         let exports: Vec<String> = module.exports().map(|e| e.name().to_string()).collect();
@@ -217,11 +284,12 @@ impl Module {
             engine: engine.clone(),
             pre,
             info: Arc::new(ModuleInfo {
-                size,
+                size: bytes.len(),
                 sha256,
                 abi_version,
                 exports,
                 imports,
+                version: module_version(bytes),
             }),
             from_cache,
         })
@@ -240,5 +308,78 @@ impl Module {
     /// Whether this load came from the precompiled cache (no compilation happened).
     pub fn loaded_from_cache(&self) -> bool {
         self.from_cache
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    /// A module header followed by `sections` (id, payload).
+    fn module(sections: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut out = b"\0asm\x01\0\0\0".to_vec();
+        for (id, payload) in sections {
+            out.push(*id);
+            leb(payload.len(), &mut out);
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    fn custom(name: &str, payload: &[u8]) -> (u8, Vec<u8>) {
+        let mut out = Vec::new();
+        leb(name.len(), &mut out);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(payload);
+        (0, out)
+    }
+
+    #[test]
+    fn custom_sections_are_found_after_other_sections() {
+        let bytes = module(&[
+            (1, vec![0]),
+            custom("producers", b"x"),
+            custom("version", b" filter 1.2.3 "),
+            custom("version", b"second"),
+        ]);
+        assert_eq!(custom_section(&bytes, "producers"), Some(&b"x"[..]));
+        assert_eq!(module_version(&bytes).as_deref(), Some("filter 1.2.3"));
+        assert_eq!(custom_section(&bytes, "name"), None);
+    }
+
+    #[test]
+    fn malformed_or_unsuitable_sections_are_no_version() {
+        assert_eq!(module_version(b""), None);
+        assert_eq!(module_version(b"(module)"), None);
+        assert_eq!(module_version(&module(&[])), None);
+        assert_eq!(module_version(&module(&[custom("version", b"")])), None);
+        assert_eq!(module_version(&module(&[custom("version", b"a\nb")])), None);
+        assert_eq!(module_version(&module(&[custom("version", &[0xff])])), None);
+        assert_eq!(
+            module_version(&module(&[custom("version", &[b'v'; 200])])),
+            Some("v".repeat(200))
+        );
+        assert_eq!(module_version(&module(&[custom("version", &[b'v'; 257])])), None);
+        // A section size past the end, a name longer than its section, a truncated LEB128.
+        let mut bytes = module(&[custom("version", b"1.0")]);
+        bytes.truncate(bytes.len() - 1);
+        assert_eq!(module_version(&bytes), None);
+        assert_eq!(custom_section(&module(&[(0, vec![9, b'v'])]), "v"), None);
+        assert_eq!(custom_section(b"\0asm\x01\0\0\0\0\x80", "v"), None);
+        assert_eq!(read_u32_leb(&[0xff, 0xff, 0xff, 0xff, 0x0f]), Some((u32::MAX, &[][..])));
+        assert_eq!(read_u32_leb(&[0xff, 0xff, 0xff, 0xff, 0x1f]), None);
+        assert_eq!(read_u32_leb(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]), None);
     }
 }

@@ -4,12 +4,13 @@
 //! [`run_scenario`] starts a VM, creates the root context with the plugin configuration, opens
 //! one HTTP stream, sends the request (headers, body whole or in chunks, trailers), answers the
 //! filter's HTTP calls with the given responses, finishes the stream and returns the
-//! [`Transcript`]. Everything it does goes through the public [`Vm`] API.
+//! [`Transcript`]. [`check_configuration`] stops after the root context: what the filter made
+//! of its configuration (`host-sim check`). Everything goes through the public [`Vm`] API.
 
 use crate::engine::Module;
 use crate::error::HostError;
 use crate::profile::Profile;
-use crate::state::HttpCall;
+use crate::state::{HttpCall, LogEntry};
 use crate::transcript::{
     encode_body, CallOutcome, CallResponseFile, RequestFile, Transcript, TranscriptAction, TranscriptHttpCall,
     TranscriptLocalResponse, TranscriptLog, UpstreamRequest,
@@ -82,6 +83,50 @@ pub fn run_scenario(
         Clusters::Any => vm_options.any_cluster = true,
     }
     run_once(module, vm_options, options, request, responses)
+}
+
+/// What a filter made of its configuration: [`check_configuration`]'s report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigurationCheck {
+    /// What `proxy_on_vm_start` returned (true when not exported).
+    pub vm_start_ok: bool,
+    /// What `proxy_on_configure` returned (true when not exported); false when the VM did not
+    /// start or the filter trapped.
+    pub configure_ok: bool,
+    /// Every log line of the VM start and the configuration, guest and host, in order.
+    pub logs: Vec<LogEntry>,
+    /// Why the VM failed, when a callback trapped.
+    pub trap: Option<String>,
+}
+
+impl ConfigurationCheck {
+    /// Whether the filter took the configuration: it started, configured and did not trap.
+    pub fn accepted(&self) -> bool {
+        self.vm_start_ok && self.configure_ok && self.trap.is_none()
+    }
+}
+
+/// Starts a VM and creates the root context with the plugin configuration, as a gateway does
+/// when it loads a filter (`proxy_on_vm_start`, then `proxy_on_configure`), and reports what the
+/// filter said. No stream is opened. A trap is a report, not an error; errors are host failures.
+pub fn check_configuration(module: &Module, options: &ScenarioOptions) -> Result<ConfigurationCheck, HostError> {
+    let mut vm_options = options.vm.clone();
+    match &options.clusters {
+        Clusters::Only(names) => vm_options.clusters = names.clone(),
+        Clusters::Any => vm_options.any_cluster = true,
+    }
+    let mut vm = Vm::start(module, vm_options)?;
+    let (vm_start_ok, configure_ok, trap) = match vm.create_root_context(&options.root_id, &options.configuration) {
+        Ok(root) => (root.vm_start_ok, root.configure_ok, None),
+        Err(HostError::VmFailed(reason)) => (false, false, Some(reason)),
+        Err(e) => return Err(e),
+    };
+    Ok(ConfigurationCheck {
+        vm_start_ok,
+        configure_ok,
+        logs: vm.logs(),
+        trap: vm.failure().map(String::from).or(trap),
+    })
 }
 
 /// The calls seen so far, in the order made, and what answered them.

@@ -727,6 +727,7 @@ mod tests {
                 "wasi_snapshot_preview1.fd_write".into(),
                 "wasi_unstable.fd_write".into(),
             ],
+            version: None,
         };
         let report = ModuleReport::new(&info);
         assert_eq!(

@@ -111,6 +111,17 @@ impl Fixture {
 
     /// Runs host-sim with `args`; `@name` stands for a file of the fixture.
     fn host_sim(&self, args: &[&str]) -> Output {
+        self.host_sim_with_cache(args, &self.path("cache"))
+    }
+
+    /// [`Fixture::host_sim`] with the precompiled-module cache the workspace's tests share, so
+    /// the real filters are compiled once, not once per test.
+    fn host_sim_shared_cache(&self, args: &[&str]) -> Output {
+        let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/host-sim-cache");
+        self.host_sim_with_cache(args, &cache)
+    }
+
+    fn host_sim_with_cache(&self, args: &[&str], cache: &Path) -> Output {
         let args: Vec<String> = args
             .iter()
             .map(|a| match a.strip_prefix('@') {
@@ -120,7 +131,7 @@ impl Fixture {
             .collect();
         Command::new(env!("CARGO_BIN_EXE_host-sim"))
             .args(&args)
-            .env("HOST_SIM_CACHE_DIR", self.path("cache"))
+            .env("HOST_SIM_CACHE_DIR", cache)
             .env_remove("RUST_LOG")
             .output()
             .unwrap()
@@ -162,6 +173,46 @@ fn usage_error(out: &Output) -> String {
     assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
     assert!(out.stdout.is_empty());
     err.trim_end().to_string()
+}
+
+/// Asserts exit code 1 (a runtime failure) and that stderr ends with one `host-sim: ...` line
+/// (lines before it are the filter's own); returns that line.
+fn runtime_error(out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("host-sim: "), "{err}");
+    assert_eq!(err.matches("host-sim: ").count(), 1, "one host-sim line: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(out.stdout.is_empty());
+    last.to_string()
+}
+
+/// A module built by `make wasm` (`$WASM_DIR`, else `target/wasm32-wasip1/wasm/`); panics,
+/// saying how to build it, when it is missing.
+fn built_wasm(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("WASM_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/wasm"),
+    };
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} does not exist: build the wasm modules first with `make wasm`",
+        path.display()
+    );
+    path
+}
+
+/// The kafka-upstream filter's crate version, from filter/Cargo.toml.
+fn filter_crate_version() -> String {
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../filter/Cargo.toml")).unwrap();
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("filter/Cargo.toml has a version line")
+        .to_string()
 }
 
 fn sha256_of(path: &Path) -> String {
@@ -289,7 +340,7 @@ fn run_answers_with_a_failure() {
 fn run_reports_a_refused_configuration() {
     let f = Fixture::new();
     f.write("config.json", "fail");
-    let t = f.run_json(&[]);
+    let t = f.run_json(&["--allow-rejected-config"]);
     assert_eq!(t["configure_ok"], false);
     assert_eq!(t["actions"], serde_json::json!([]));
     assert_eq!(t["http_calls"], serde_json::json!([]));
@@ -445,9 +496,9 @@ fn bad_json_request_is_one_line() {
 #[test]
 fn bad_module_and_bad_flags_are_one_line() {
     let f = Fixture::new();
-    f.write("junk.wasm", "this is not wasm");
-    let line = usage_error(&f.host_sim(&["info", "@junk.wasm"]));
-    assert!(line.contains("junk.wasm: invalid wasm module"), "{line}");
+    f.write("broken.wat", "(module (func (export \"f\")");
+    let line = usage_error(&f.host_sim(&["info", "@broken.wat"]));
+    assert!(line.contains("broken.wat: invalid wasm module"), "{line}");
 
     f.write("plain.wat", "(module (func (export \"f\")))");
     let line = usage_error(&f.host_sim(&["info", "@plain.wat"]));
@@ -505,7 +556,7 @@ fn serve_on_a_port_in_use_is_one_line() {
         "--listen",
         &addr,
     ]);
-    let line = usage_error(&out);
+    let line = runtime_error(&out);
     assert!(
         line.starts_with(&format!("host-sim: cannot listen on {addr}: ")),
         "{line}"
@@ -522,4 +573,318 @@ fn serve_without_a_filter_or_with_a_missing_one_is_one_line() {
     assert!(line.contains("does not exist"), "{line}");
     let line = usage_error(&f.host_sim(&["serve", "--envoy", "@missing.yaml"]));
     assert!(line.contains("cannot read"), "{line}");
+}
+
+#[test]
+fn info_on_a_file_that_is_not_wasm_says_so() {
+    let f = Fixture::new();
+    f.write("junk.wasm", "this is not wasm");
+    f.write("empty.wasm", "");
+    f.write("config.json", r#"{"topic":"t"}"#);
+    for name in ["junk.wasm", "empty.wasm", "config.json"] {
+        let line = usage_error(&f.host_sim(&["info", &format!("@{name}")]));
+        assert!(line.contains(&format!("{name}: not a WebAssembly module")), "{line}");
+        assert!(!line.contains("expected `(`"), "no text-parser complaint: {line}");
+    }
+    // `run` and `check` load modules the same way.
+    let line = usage_error(&f.host_sim(&["run", "--filter", "@junk.wasm", "--request", "@request.json"]));
+    assert!(line.contains("junk.wasm: not a WebAssembly module"), "{line}");
+    let line = usage_error(&f.host_sim(&["check", "--filter", "@junk.wasm"]));
+    assert!(line.contains("junk.wasm: not a WebAssembly module"), "{line}");
+}
+
+#[test]
+fn info_shows_the_filters_version() {
+    let f = Fixture::new();
+    let filter = built_wasm("kafka_upstream");
+    let path = filter.display().to_string();
+    let out = f.host_sim_shared_cache(&["info", &path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want = format!("kafka-upstream {}", filter_crate_version());
+    assert!(
+        stdout(&out).contains(&format!("  version: {want}\n")),
+        "{}",
+        stdout(&out)
+    );
+    let out = f.host_sim_shared_cache(&["info", "--json", &path]);
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["version"], want.as_str());
+    // A module without the section says so.
+    let out = f.host_sim(&["info", "@filter.wat"]);
+    assert!(stdout(&out).contains("  version: unknown"), "{}", stdout(&out));
+}
+
+#[test]
+fn run_exits_1_when_the_configuration_is_rejected() {
+    let f = Fixture::new();
+    f.write("config.json", "fail");
+    let out = f.host_sim(&[
+        "run",
+        "--filter",
+        "@filter.wat",
+        "--config",
+        "@config.json",
+        "--request",
+        "@request.json",
+    ]);
+    let line = runtime_error(&out);
+    assert!(
+        line.contains("filter.wat: configuration rejected: proxy_on_configure returned false"),
+        "{line}"
+    );
+    assert!(line.contains("--allow-rejected-config"), "{line}");
+    // The real filter's reason comes first, on its own line.
+    let filter = built_wasm("kafka_upstream");
+    f.write(
+        "bad.json",
+        r#"{"topic":"t","rest_proxy":{"upstream":"u","timeout":null}}"#,
+    );
+    let out = f.host_sim_shared_cache(&[
+        "run",
+        "--filter",
+        &filter.display().to_string(),
+        "--config",
+        &f.path("bad.json").display().to_string(),
+        "--request",
+        &f.path("request.json").display().to_string(),
+    ]);
+    runtime_error(&out);
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines().next(),
+        Some(
+            "[error] kafka-upstream: invalid configuration: rest_proxy.timeout: null is not accepted, \
+             leave the key out for the default (10000)"
+        ),
+        "{err}"
+    );
+}
+
+/// `host-sim check` with `args`, the fixture's files as `@name`, paths otherwise.
+fn check(f: &Fixture, filter: &Path, config: &str, extra: &[&str]) -> Output {
+    f.write("check.json", config);
+    let filter = filter.display().to_string();
+    let config = f.path("check.json").display().to_string();
+    let mut args = vec!["check", "--filter", filter.as_str(), "--config", config.as_str()];
+    args.extend_from_slice(extra);
+    f.host_sim_shared_cache(&args)
+}
+
+#[test]
+fn check_accepts_a_valid_configuration() {
+    let f = Fixture::new();
+    let filter = built_wasm("kafka_upstream");
+    for profile in ["envoy", "kong"] {
+        let out = check(
+            &f,
+            &filter,
+            r#"{"topic":"orders","rest_proxy":{"upstream":"kafka_rest"}}"#,
+            &["--profile", profile],
+        );
+        assert_eq!(out.status.code(), Some(0), "{profile}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{profile}");
+        assert!(stdout(&out).contains(&format!(
+            "check.json: accepted by {} ({profile} profile)",
+            filter.display()
+        )));
+    }
+}
+
+#[test]
+fn check_reports_every_error_in_one_pass() {
+    let f = Fixture::new();
+    let filter = built_wasm("kafka_upstream");
+    let out = check(
+        &f,
+        &filter,
+        r#"{"topic":"","rest_proxy":{"api":"v3","timeout":0},"partition":-1,"forward_body":false}"#,
+        &["--profile", "kong"],
+    );
+    let line = runtime_error(&out);
+    assert!(line.contains("check.json: rejected by"), "{line}");
+    assert!(
+        line.ends_with("(kong profile): proxy_on_configure returned false"),
+        "{line}"
+    );
+    let err = stderr(&out);
+    let reasons = [
+        "topic: expected a string of 1 to 249 characters",
+        "rest_proxy.upstream: required",
+        "rest_proxy.timeout: expected an integer from 1 to 2147483646",
+        r#"rest_proxy.cluster_id: required when rest_proxy.api is "v3""#,
+        "partition: expected an integer from 0 to 2147483647",
+        "at least one of these attributes must be true: forward_method, forward_uri, forward_headers, forward_body",
+    ];
+    assert_eq!(
+        err.lines().next().unwrap(),
+        format!("[error] kafka-upstream: invalid configuration: {}", reasons.join("; ")),
+    );
+}
+
+#[test]
+fn check_suggests_the_field_an_unknown_key_was_meant_to_be_and_names_null() {
+    let f = Fixture::new();
+    let filter = built_wasm("kafka_upstream");
+    let out = check(
+        &f,
+        &filter,
+        r#"{"topic":"t","rest_proxy":{"upstream":"u"},"forward_bdy":true}"#,
+        &[],
+    );
+    runtime_error(&out);
+    assert!(
+        stderr(&out).starts_with(
+            "[error] kafka-upstream: invalid configuration: forward_bdy: unknown field (did you mean `forward_body`?)\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = check(&f, &filter, r#"{"topic":null,"rest_proxy":{"upstream":"u"}}"#, &[]);
+    runtime_error(&out);
+    assert!(
+        stderr(&out).starts_with(
+            "[error] kafka-upstream: invalid configuration: topic: null is not accepted, the field is required \
+             (expected a string of 1 to 249 characters)\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_works_for_any_filter() {
+    let f = Fixture::new();
+    // The noop test filter accepts anything, even no configuration.
+    let noop = built_wasm("noop");
+    let out = check(&f, &noop, "not even json", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = f.host_sim_shared_cache(&["check", "--filter", &noop.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("the empty configuration: accepted by"),
+        "{}",
+        stdout(&out)
+    );
+    // The WAT fixture refuses the 4-byte configuration `fail`, without a log line.
+    f.write("config.json", "fail");
+    let line = runtime_error(&f.host_sim(&["check", "--filter", "@filter.wat", "--config", "@config.json"]));
+    assert!(
+        line.ends_with("(envoy profile): proxy_on_configure returned false"),
+        "{line}"
+    );
+    f.write("config.json", "any other");
+    let out = f.host_sim(&[
+        "check",
+        "--filter",
+        "@filter.wat",
+        "--config",
+        "@config.json",
+        "--profile",
+        "kong",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Input errors stay exit code 2.
+    let line = usage_error(&f.host_sim(&["check", "--filter", "@filter.wat", "--config", "@missing.json"]));
+    assert!(line.contains("cannot read"), "{line}");
+}
+
+#[test]
+fn completions_for_each_shell_name_the_subcommands() {
+    let f = Fixture::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = f.host_sim(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(!script.is_empty(), "{shell}");
+        for command in ["info", "run", "check", "serve", "rest-proxy", "completions"] {
+            assert!(script.contains(command), "{shell} script names {command}");
+        }
+        assert!(
+            script.contains("allow-rejected-config"),
+            "{shell} script has run's flags"
+        );
+    }
+    let line = usage_error(&f.host_sim(&["completions", "powershell"]));
+    assert!(line.contains("invalid value 'powershell'"), "{line}");
+}
+
+#[test]
+fn exit_codes_are_as_help_says() {
+    let f = Fixture::new();
+    let help = stdout(&f.host_sim(&["--help"]));
+    assert!(
+        help.contains("1 runtime failure") && help.contains("2 usage or input error"),
+        "{help}"
+    );
+    // 0: success (also when the filter trapped in a request: run_reports_a_trap).
+    let t = f.run_json(&[]);
+    assert_eq!(t["configure_ok"], true, "{t}");
+    // 1: the filter rejected its configuration; an address in use (serve_on_a_port_in_use_is_one_line).
+    f.write("config.json", "fail");
+    runtime_error(&f.host_sim(&[
+        "run",
+        "--filter",
+        "@filter.wat",
+        "--config",
+        "@config.json",
+        "--request",
+        "@request.json",
+    ]));
+    // 2: usage and input errors.
+    usage_error(&f.host_sim(&["run", "--bogus"]));
+    usage_error(&f.host_sim(&["info", "@missing.wasm"]));
+}
+
+#[test]
+fn run_and_serve_share_flag_names_and_defaults() {
+    let f = Fixture::new();
+    let run = stdout(&f.host_sim(&["run", "--help"]));
+    let serve = stdout(&f.host_sim(&["serve", "--help"]));
+    for flag in [
+        "--profile <PROFILE>",
+        "--filter <FILE>",
+        "--config <FILE>",
+        "--root-id <ID>",
+    ] {
+        assert!(run.contains(flag) && serve.contains(flag), "{flag}");
+    }
+    for help in [&run, &serve] {
+        assert!(help.contains("[default: envoy]") && help.contains("- kong:"), "{help}");
+    }
+    // --profile may be left out of `run` (envoy, as for serve and check).
+    let out = f.host_sim(&["run", "--filter", "@filter.wat", "--request", "@request.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["profile"], "envoy");
+}
+
+#[test]
+fn run_decodes_the_rest_proxy_record() {
+    let f = Fixture::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let arg = |name: &str| examples.join(name).display().to_string();
+    let filter = built_wasm("kafka_upstream").display().to_string();
+    let out = f.host_sim_shared_cache(&[
+        "run",
+        "--filter",
+        &filter,
+        "--config",
+        &arg("config.json"),
+        "--request",
+        &arg("request.json"),
+        "--http-call-response",
+        &arg("rest-proxy-response.json"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let produce = &t["http_calls"][0]["rest_proxy_produce"];
+    assert_eq!(produce["api"], "v2", "{t}");
+    assert_eq!(produce["topic"], "http-requests");
+    let record = &produce["records"][0];
+    assert_eq!(record["key"], Value::Null);
+    // Kong's message, as JSON: the method, the URI's arguments and the parsed body.
+    assert_eq!(record["value"]["method"], "POST", "{record}");
+    assert_eq!(record["value"]["body_args"]["order"], 42, "{record}");
+    // The raw body is still there, as the filter sent it.
+    assert!(t["http_calls"][0]["body"].as_str().unwrap().contains("\"records\""));
 }

@@ -1,8 +1,9 @@
 //! `proxy_on_configure` of the real `kafka_upstream.wasm` in both profiles: valid configurations
 //! are accepted (and take effect), each kind of invalid one is rejected with exactly one error
-//! log line naming the field — whether the configuration arrives as JSON object text (Envoy's
-//! StringValue, Kong with a `.meta.json`) or as a JSON string holding that text — and a
-//! filter left without a configuration answers 500 rather than producing anything.
+//! log line naming the field (every problem of a configuration in that one line) — whether the
+//! configuration arrives as JSON object text (Envoy's StringValue, Kong with a `.meta.json`) or
+//! as a JSON string holding that text — and a filter left without a configuration answers 500
+//! rather than producing anything.
 
 mod filter_common;
 
@@ -168,7 +169,7 @@ fn invalid() -> Vec<(&'static str, Option<Value>, &'static str)> {
         (
             "topic",
             Some(Value::Null),
-            "topic: expected a string of 1 to 249 characters",
+            "topic: null is not accepted, the field is required (expected a string of 1 to 249 characters)",
         ),
         ("topics", Some(json!(["a"])), "topics: unknown field"),
         ("rest_proxy", None, "rest_proxy: required"),
@@ -267,7 +268,7 @@ fn invalid() -> Vec<(&'static str, Option<Value>, &'static str)> {
         (
             "forward_headers",
             Some(Value::Null),
-            "forward_headers: expected true or false",
+            "forward_headers: null is not accepted, leave the key out for the default (false)",
         ),
         ("forward_body", Some(json!(false)), FORWARD_FLAGS_MESSAGE),
         (
@@ -313,7 +314,7 @@ fn invalid() -> Vec<(&'static str, Option<Value>, &'static str)> {
         (
             "partition",
             Some(Value::Null),
-            "partition: expected an integer from 0 to 2147483647",
+            "partition: null is not accepted, leave the key out to leave it unset",
         ),
         (
             "max_body_size",
@@ -382,13 +383,37 @@ fn every_forward_flag_false_is_kongs_error() {
 }
 
 #[test]
+fn every_error_is_in_the_one_log_line() {
+    for profile in PROFILES {
+        let mut cfg = config(profile, json!({"forward_bdy": false}));
+        set(&mut cfg, "rest_proxy.timeout", Some(Value::Null));
+        set(&mut cfg, "rest_proxy.api", Some(json!("v3")));
+        set(&mut cfg, "partition", Some(json!(-1)));
+        let reasons = [
+            "forward_bdy: unknown field (did you mean `forward_body`?)",
+            "rest_proxy.timeout: null is not accepted, leave the key out for the default (10000)",
+            r#"rest_proxy.cluster_id: required when rest_proxy.api is "v3""#,
+            "partition: expected an integer from 0 to 2147483647",
+        ];
+        for (encoding, bytes) in encodings(&cfg) {
+            let gw = Gateway::with_config_bytes(profile, &bytes);
+            assert_rejected(&gw, &reasons.join("; "), &format!("{profile} ({encoding})"));
+        }
+    }
+}
+
+#[test]
 fn configurations_that_are_not_an_object() {
     // (bytes, exact reason, or a prefix when the reason quotes the JSON parser)
     let cases: [(&[u8], &str, bool); 8] = [
         (b"", "configuration: missing (expected a JSON object)", true),
         (b"  \n", "configuration: missing (expected a JSON object)", true),
         (b"[1]", "configuration: expected an object", true),
-        (b"null", "configuration: expected an object", true),
+        (
+            b"null",
+            "configuration: null is not accepted (expected an object)",
+            true,
+        ),
         (br#""[]""#, "configuration: expected an object", true),
         (br#""{\"topic\":\"orders\"}""#, "rest_proxy: required", true),
         (b"{", "configuration: invalid JSON: ", false),

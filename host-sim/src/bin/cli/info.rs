@@ -1,6 +1,7 @@
-//! `host-sim info`: what a module is and what each host would make of its imports.
+//! `host-sim info`: what a module is (with the version it records in its `version` custom
+//! section, as the kafka-upstream filter does) and what each host would make of its imports.
 
-use super::{pretty_json, print_stdout, read_input, Failure};
+use super::{load_module, pretty_json, print_stdout, read_input, Failure};
 use clap::Args;
 use host_sim::transcript::ModuleReport;
 use host_sim::{Engine, EngineConfig};
@@ -33,9 +34,7 @@ pub fn run(args: InfoArgs) -> Result<(), Failure> {
     let bytes = read_input(&args.module)?;
     let engine = Engine::new(EngineConfig::default()).map_err(Failure::runtime)?;
     let name = args.module.display().to_string();
-    let module = engine
-        .load_bytes(&bytes)
-        .map_err(|e| Failure::usage(e).context(&name))?;
+    let module = load_module(&engine, &bytes, &name)?;
     let report = ModuleReport::new(module.info());
     let text = if args.json {
         let json = InfoJson {
@@ -55,6 +54,13 @@ fn render_text(name: &str, report: &ModuleReport) -> String {
     let _ = writeln!(out, "{name}");
     let _ = writeln!(out, "  size:    {} bytes", info.size);
     let _ = writeln!(out, "  sha256:  {}", info.sha256);
+    let _ = writeln!(
+        out,
+        "  version: {}",
+        info.version
+            .as_deref()
+            .unwrap_or("unknown (no `version` custom section)")
+    );
     let _ = writeln!(out, "  abi:     {}", info.abi_version.as_deref().unwrap_or("none"));
     for (title, list) in [("exports", &info.exports), ("imports", &info.imports)] {
         let _ = writeln!(out, "{title} ({}):", list.len());

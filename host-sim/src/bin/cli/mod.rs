@@ -1,8 +1,11 @@
 //! The command line: clap definitions, the edge where errors become one line and an exit code,
 //! and the subcommands (each in its own module, over the library).
 
+mod check;
+mod completions;
 mod info;
 mod rest_proxy;
+mod rest_record;
 mod run;
 mod serve;
 
@@ -11,7 +14,8 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::Path;
 
-/// Exit code of a runtime failure (the host could not run the filter).
+/// Exit code of a runtime failure: the host could not run the filter or serve (an address in
+/// use), or the filter rejected its configuration (`check`, `run`).
 pub const EXIT_RUNTIME: u8 = 1;
 /// Exit code of a usage or input error (bad flag, unreadable or invalid file, hash mismatch).
 pub const EXIT_USAGE: u8 = 2;
@@ -22,8 +26,9 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(
     name = "host-sim",
     version,
-    after_help = "Exit codes: 0 success (also when the filter trapped: the transcript says so), \
-                  1 runtime failure, 2 usage or input error."
+    after_help = "Exit codes: 0 success (also when the filter trapped in a request: the transcript says so), \
+                  1 runtime failure (the filter rejected its configuration, an address is in use, ...), \
+                  2 usage or input error (bad flag, unreadable or invalid file)."
 )]
 pub struct Cli {
     /// Diagnostics on stderr: a level (off, error, warn, info, debug, trace) for host-sim and
@@ -44,10 +49,15 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Run one request through a filter and print the JSON transcript on stdout.
     Run(run::RunArgs),
+    /// Check a configuration: start the filter and configure it as a gateway would, and report
+    /// whether it accepted it, with its own reasons.
+    Check(check::CheckArgs),
     /// Serve HTTP: every request runs through the filter; callouts are real HTTP requests.
     Serve(Box<serve::ServeArgs>),
     /// Run a Confluent-compatible Kafka REST proxy (in memory, or bridged to a Kafka broker).
     RestProxy(rest_proxy::RestProxyCommand),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(completions::CompletionsArgs),
 }
 
 /// An error at the edge: what to print, and the exit code.
@@ -109,8 +119,10 @@ pub fn run() -> Result<(), Failure> {
     match cli.command {
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
+        Command::Check(args) => check::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::RestProxy(args) => rest_proxy::run(args),
+        Command::Completions(args) => completions::run(args),
     }
 }
 
@@ -165,6 +177,31 @@ fn init_tracing(level: Option<&str>) -> Result<(), Failure> {
 /// Reads an input file; the error is `cannot read PATH: REASON` (an input error).
 pub fn read_input(path: &Path) -> Result<Vec<u8>, Failure> {
     std::fs::read(path).map_err(|e| Failure::usage(anyhow!("cannot read {}: {}", path.display(), io_reason(&e))))
+}
+
+/// Loads a module through the engine (and its precompiled cache). Whatever stops a module
+/// loading is a fault of the file: an input error, prefixed with its name. A file that is
+/// neither binary WebAssembly (`\0asm`) nor WebAssembly text is said to be so, rather than
+/// given to the text parser whose complaint would be about text it never was.
+pub fn load_module(engine: &host_sim::Engine, bytes: &[u8], name: &str) -> Result<host_sim::Module, Failure> {
+    if !looks_like_wasm(bytes) {
+        return Err(Failure::usage(anyhow!(
+            "{name}: not a WebAssembly module (a .wasm file starts with the bytes \\0asm, WebAssembly text with `(`)"
+        )));
+    }
+    engine.load_bytes(bytes).map_err(|e| Failure::usage(e).context(name))
+}
+
+/// Binary WebAssembly, or text whose first token opens a form or a comment (`(`, `;;`).
+fn looks_like_wasm(bytes: &[u8]) -> bool {
+    if bytes.starts_with(b"\0asm") {
+        return true;
+    }
+    let text = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+    match text.iter().position(|b| !b.is_ascii_whitespace()) {
+        Some(i) => text[i] == b'(' || text[i..].starts_with(b";;"),
+        None => false,
+    }
 }
 
 /// An I/O error's reason without the `(os error N)` suffix.
@@ -261,6 +298,19 @@ pub fn install_panic_hook() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wasm_is_told_from_other_files() {
+        assert!(looks_like_wasm(b"\0asm\x01\0\0\0"));
+        assert!(looks_like_wasm(b"(module)"));
+        assert!(looks_like_wasm(b"\n  ;; a filter\n(module)"));
+        assert!(looks_like_wasm("\u{feff}(module)".as_bytes()));
+        assert!(!looks_like_wasm(b""));
+        assert!(!looks_like_wasm(b"  \n"));
+        assert!(!looks_like_wasm(b"this is not wasm"));
+        assert!(!looks_like_wasm(b"{\"topic\":\"t\"}"));
+        assert!(!looks_like_wasm(b"\x7fELF\x02\x01"));
+    }
 
     #[test]
     fn io_reason_drops_the_os_error_code() {

@@ -22,7 +22,7 @@ pub fn run(command: RestProxyCommand) -> Result<(), Failure> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|e| Failure::usage(anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
+            .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener.local_addr().map_err(Failure::runtime)?;
         let proxy = RestProxy::new(config).map_err(Failure::usage)?;
         proxy.check_backend().await.map_err(Failure::runtime)?;

@@ -4,11 +4,11 @@
 //! and parsed, the hash checked) before anything runs; the library's
 //! [`host_sim::scenario::run_scenario`] does the rest.
 
-use super::{pretty_json, print_stdout, read_input, Failure};
+use super::{load_module, pretty_json, print_stdout, read_input, rest_record, Failure};
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
 use host_sim::scenario::{run_scenario, Clusters, ScenarioOptions};
-use host_sim::transcript::{CallResponseFile, RequestFile};
+use host_sim::transcript::{CallResponseFile, RequestFile, Transcript};
 use host_sim::{Engine, EngineConfig, Profile};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 #[command(after_long_help = RUN_HELP)]
 pub struct RunArgs {
     /// Which host to behave like.
-    #[arg(long, value_enum, value_name = "PROFILE")]
+    #[arg(long, value_enum, value_name = "PROFILE", default_value = "envoy")]
     pub profile: ProfileArg,
 
     /// The filter module (`.wasm`; WebAssembly text is accepted too).
@@ -49,8 +49,13 @@ pub struct RunArgs {
     pub clusters: Vec<String>,
 
     /// The root id of the plugin's root context (Envoy `root_id`) [default: empty].
-    #[arg(long, value_name = "ID")]
-    pub root_id: Option<String>,
+    #[arg(long, value_name = "ID", default_value = "")]
+    pub root_id: String,
+
+    /// Print the transcript (exit code 0) even when the filter rejects its configuration;
+    /// without it, a rejected configuration is exit code 1 with the filter's reasons on stderr.
+    #[arg(long)]
+    pub allow_rejected_config: bool,
 
     /// nginx's client_body_buffer_size for the Kong profile (e.g. 8k, 64k; Kong's
     /// nginx_http_client_body_buffer_size): a larger request body is buffered to a file the
@@ -72,7 +77,13 @@ Order: root context (configure), request headers, body, trailers; then each pend
 oldest first, gets the next response file (calls made while answering get the following ones);
 a call left without one stays "unanswered" and is cancelled when the stream ends. The
 transcript (stdout) has configure_ok, actions, http_calls, local_response, forwarded_upstream,
-upstream_request, logs and trap. Bodies are UTF-8 text, or base64 with body_base64: true."#;
+upstream_request, logs and trap. Bodies are UTF-8 text, or base64 with body_base64: true. An
+HTTP call that is a Kafka REST Proxy produce request (v2 or v3) also has rest_proxy_produce: its
+topic and records with key and value decoded.
+
+Exit codes: 0 the transcript was printed (also when the filter trapped: the transcript says so);
+1 the filter rejected its configuration (its warn/error lines on stderr; --allow-rejected-config
+prints the transcript instead) or host-sim failed; 2 usage or input error."#;
 
 /// `--profile` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -99,6 +110,7 @@ struct RunConfig {
     options: ScenarioOptions,
     request: RequestFile,
     responses: Vec<CallResponseFile>,
+    allow_rejected_config: bool,
 }
 
 impl RunArgs {
@@ -143,7 +155,7 @@ impl RunArgs {
 
         let mut options = ScenarioOptions::new(profile);
         options.configuration = configuration;
-        options.root_id = self.root_id.unwrap_or_default();
+        options.root_id = self.root_id;
         if let Some(size) = self.client_body_buffer_size {
             options.vm.client_body_buffer_bytes = size;
         }
@@ -158,6 +170,7 @@ impl RunArgs {
             options,
             request,
             responses,
+            allow_rejected_config: self.allow_rejected_config,
         })
     }
 }
@@ -174,13 +187,67 @@ fn parse_sha256(text: &str) -> Result<String, Failure> {
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let config = args.validate()?;
     let engine = Engine::new(EngineConfig::default()).map_err(Failure::runtime)?;
-    let module = engine
-        .load_bytes(&config.filter_bytes)
-        // Whatever stops a module loading is a fault of the file: an input error.
-        .map_err(|e| Failure::usage(e).context(&config.filter_name))?;
+    let module = load_module(&engine, &config.filter_bytes, &config.filter_name)?;
     let transcript =
         run_scenario(&module, &config.options, &config.request, &config.responses).map_err(Failure::runtime)?;
-    print_stdout(&pretty_json(&transcript).map_err(Failure::runtime)?)
+    if let (Some(why), false) = (rejection(&transcript), config.allow_rejected_config) {
+        for log in transcript
+            .logs
+            .iter()
+            .filter(|l| PROBLEM_LEVELS.contains(&l.level.as_str()))
+        {
+            eprintln!("[{}] {}", log.level, log.message);
+        }
+        return Err(Failure::runtime(anyhow!(
+            "{}: configuration rejected: {why} (--allow-rejected-config prints the transcript anyway)",
+            config.filter_name
+        )));
+    }
+    print_stdout(&pretty_json(&with_decoded_records(&transcript)?).map_err(Failure::runtime)?)
+}
+
+/// The transcript as JSON, each HTTP call that is a Kafka REST Proxy produce request with a
+/// `rest_proxy_produce` member: its topic and records, decoded (see [`rest_record`]).
+fn with_decoded_records(transcript: &Transcript) -> Result<serde_json::Value, Failure> {
+    let mut json = serde_json::to_value(transcript).map_err(Failure::runtime)?;
+    let Some(calls) = json.get_mut("http_calls").and_then(serde_json::Value::as_array_mut) else {
+        return Ok(json);
+    };
+    for (call, json_call) in transcript.http_calls.iter().zip(calls) {
+        let header = |name: &str| {
+            call.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let (Some(path), Ok(body)) = (header(":path"), call.body_bytes()) else {
+            continue;
+        };
+        if let (Some(decoded), Some(object)) = (
+            rest_record::decode_produce(path, header("content-type"), &body),
+            json_call.as_object_mut(),
+        ) {
+            object.insert("rest_proxy_produce".into(), decoded);
+        }
+    }
+    Ok(json)
+}
+
+/// Log levels whose lines explain a rejection.
+const PROBLEM_LEVELS: &[&str] = &["warn", "error", "critical"];
+
+/// Why the filter did not take its configuration, when it returned false; a trap is not a
+/// rejection (the transcript reports it, exit code 0).
+fn rejection(transcript: &Transcript) -> Option<&'static str> {
+    if transcript.trap.is_some() {
+        None
+    } else if !transcript.vm_start_ok {
+        Some("proxy_on_vm_start returned false")
+    } else if !transcript.configure_ok {
+        Some("proxy_on_configure returned false")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

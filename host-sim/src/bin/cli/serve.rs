@@ -1,6 +1,7 @@
 //! `host-sim serve`: the filter as a real HTTP gateway, optionally with the embedded Kafka REST
 //! proxy as its upstream. Flags are validated into a [`Deployment`] before anything starts.
 
+use super::run::ProfileArg;
 use super::{read_input, Failure};
 use anyhow::anyhow;
 use clap::Args;
@@ -21,8 +22,8 @@ use std::time::Duration;
 )]
 pub struct ServeArgs {
     /// Which host to behave like (with --filter; --envoy and --kong imply it).
-    #[arg(long, value_name = "PROFILE", default_value = "envoy")]
-    profile: Profile,
+    #[arg(long, value_enum, value_name = "PROFILE", default_value = "envoy")]
+    profile: ProfileArg,
     /// The filter module.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["envoy", "kong"])]
     filter: Option<PathBuf>,
@@ -126,7 +127,7 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
             None => Vec::new(),
         };
         Deployment {
-            profile: args.profile,
+            profile: Profile::from(args.profile),
             routes: vec![Route {
                 name: "default".into(),
                 path_prefix: "/".into(),
@@ -205,7 +206,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             Some(config) => {
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
-                    .map_err(|e| Failure::usage(anyhow!("cannot listen on {}: {e}", config.listen)))?;
+                    .map_err(|e| Failure::runtime(anyhow!("cannot listen on {}: {e}", config.listen)))?;
                 let addr = listener.local_addr().map_err(Failure::runtime)?;
                 let proxy = RestProxy::new(config).map_err(Failure::usage)?;
                 proxy.check_backend().await.map_err(Failure::runtime)?;
@@ -227,7 +228,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         })
         .await
         .map_err(|e| match e {
-            host_sim::serve::ServeError::Module { .. } | host_sim::serve::ServeError::Bind { .. } => Failure::usage(e),
+            // A module that does not load is the input's fault; an address in use is not.
+            host_sim::serve::ServeError::Module { .. } => Failure::usage(e),
             other => Failure::runtime(other),
         })?;
         let addr = gateway.local_addr;
