@@ -523,3 +523,77 @@ fn serve_without_a_filter_or_with_a_missing_one_is_one_line() {
     let line = usage_error(&f.host_sim(&["serve", "--envoy", "@missing.yaml"]));
     assert!(line.contains("cannot read"), "{line}");
 }
+
+/// A built `<name>.wasm` (`make wasm`), as the tests crate finds it: `$WASM_DIR`,
+/// else `<workspace>/target/wasm32-wasip1/wasm`.
+fn built_wasm(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("WASM_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/wasm"),
+    };
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} does not exist: build the wasm modules first with `make wasm`",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn serve_refuses_a_configuration_the_filter_rejects() {
+    let f = Fixture::new();
+    let wasm = built_wasm("kafka_upstream");
+    let wasm = wasm.display().to_string();
+    // No topic: kafka_upstream's on_configure logs why and returns false.
+    f.write("invalid.json", r#"{"rest_proxy":{"upstream":"kafka_rest"}}"#);
+    for profile in ["envoy", "kong"] {
+        let out = f.host_sim(&[
+            "serve",
+            "--profile",
+            profile,
+            "--filter",
+            &wasm,
+            "--config",
+            "@invalid.json",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-reload",
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{profile}: {err}");
+        assert_eq!(err.lines().count(), 1, "{profile}: one line expected: {err}");
+        assert!(err.starts_with("host-sim: route default: "), "{profile}: {err}");
+        assert!(err.contains("rejected its configuration"), "{profile}: {err}");
+        assert!(
+            err.contains("kafka-upstream: invalid configuration"),
+            "{profile}: the filter's own reason: {err}"
+        );
+        assert!(!err.contains("listening"), "{profile}: it never served: {err}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_filter_that_traps_while_it_starts() {
+    let f = Fixture::new();
+    let probe = built_wasm("abi_probe").display().to_string();
+    f.write("trap.conf", "trap_in=configure");
+    for profile in ["envoy", "kong"] {
+        let out = f.host_sim(&[
+            "serve",
+            "--profile",
+            profile,
+            "--filter",
+            &probe,
+            "--config",
+            "@trap.conf",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-reload",
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{profile}: {err}");
+        assert_eq!(err.lines().count(), 1, "{profile}: one line expected: {err}");
+        assert!(err.contains("on_configure trapped"), "{profile}: {err}");
+    }
+}

@@ -134,6 +134,7 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
                     .default_upstream
                     .clone()
                     .map_or(Fallback::NotFound, Fallback::Upstream),
+                fail_open: false,
             }],
             upstreams: Default::default(),
             listen: None,
@@ -207,10 +208,12 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             max_request_bytes: args.max_body_bytes,
             reload_poll: (!args.no_reload).then_some(Duration::from_millis(500)),
             engine,
+            access_log: true,
         })
         .await
         .map_err(|e| match e {
             host_sim::serve::ServeError::Module { .. } | host_sim::serve::ServeError::Bind { .. } => Failure::usage(e),
+            // FilterStart (the filter refused its configuration) and the rest: exit 1.
             other => Failure::runtime(other),
         })?;
         let addr = gateway.local_addr;
