@@ -1232,7 +1232,11 @@ impl Vm {
         let ticking = self.failed.is_none();
         let ticks = state.roots.values().filter(|_| ticking).filter_map(|r| r.next_tick_ns);
         let expiring = self.options.callouts_time_out;
-        let calls = state.http_calls.values().filter(|_| expiring).filter_map(|c| c.deadline_ns);
+        let calls = state
+            .http_calls
+            .values()
+            .filter(|_| expiring)
+            .filter_map(|c| c.deadline_ns);
         ticks.chain(calls).min()
     }
 

@@ -400,7 +400,10 @@ async fn a_timed_out_callout_writes_nothing(profile: Profile) {
     let config = json!({"topic": "orders", "rest_proxy": {"upstream": upstream, "timeout": 300}});
     let gateway = start_gateway(profile, &wasm_path("kafka_upstream"), config, rest, None).await;
     let addr = gateway.local_addr;
-    let delay_ms = 1500;
+    // Past the 300 ms timeout, but well before the old grace of timeout + 1 s after which the
+    // gateway used to drop the request: a gateway that waits past its timeout gets the answer
+    // and the record is written.
+    let delay_ms = 800;
     let delay = rest_proxy::Fault::from_json(json!({"kind": "delay", "delay_ms": delay_ms})).unwrap();
     proxy.faults().push(vec![delay]);
     let headers = [("content-type", "application/json"), ("content-length", "9")];
@@ -426,4 +429,58 @@ async fn envoy_callout_timeout_cancels_the_upstream_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kong_callout_timeout_cancels_the_upstream_request() {
     a_timed_out_callout_writes_nothing(Profile::Kong).await;
+}
+
+// ---- Observability ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_metrics_are_prometheus_text() {
+    let (_proxy, rest) = start_rest_proxy().await;
+    let gateway = start_gateway(Profile::Envoy, &wasm_path("abi_probe"), json!(""), rest, None).await;
+    let addr = gateway.local_addr;
+    let admin = gateway.admin_addr.expect("admin listener");
+    send(addr, "GET", "/p", &[("x-probe", "metrics")], b"").await;
+    let resp = Client::default()
+        .send(
+            &admin.to_string(),
+            UpstreamRequest::from_call_headers(
+                &[
+                    (":method".into(), "GET".into()),
+                    (":path".into(), "/metrics".into()),
+                    (":authority".into(), "admin".into()),
+                ],
+                Vec::new(),
+            ),
+        )
+        .await
+        .expect("admin answers");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.as_str()),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = String::from_utf8(resp.body).unwrap();
+    // The probe's counter took +1 and +5 (its -1 is refused on Envoy); its histogram 10 and 20.
+    for line in [
+        "# TYPE wasmcustom_probe_counter counter",
+        "wasmcustom_probe_counter 6",
+        "# TYPE wasmcustom_probe_gauge gauge",
+        "# TYPE wasmcustom_probe_histogram histogram",
+        "wasmcustom_probe_histogram_bucket{le=\"+Inf\"} 2",
+        "wasmcustom_probe_histogram_sum 30",
+        "wasmcustom_probe_histogram_count 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
+    }
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+    }
+    gateway.shutdown().await;
 }

@@ -188,7 +188,10 @@ fn a_trap_in_on_done_or_on_log_is_contained() {
             p.vm.send_response_headers(s, &[(":status", "200")], true).unwrap();
             p.vm.finish_stream(s).unwrap();
             assert!(p.vm.failure().unwrap().starts_with(&format!("on_{callback} trapped")));
-            assert!(!p.vm.stream_exists(s), "{profile} {callback}: the context is gone anyway");
+            assert!(
+                !p.vm.stream_exists(s),
+                "{profile} {callback}: the context is gone anyway"
+            );
             // The host's end sequence stops at the trap: a failed VM runs nothing more.
             let ended: Vec<&str> = (p.vm.actions(s).iter())
                 .map(|a| a.callback)
@@ -658,7 +661,11 @@ fn after_a_trap_envoy_keeps_the_vm_failed() {
     p.vm.send_request_headers(later, &get("/later"), true).unwrap();
     let local = p.vm.local_response(later).unwrap();
     assert_eq!((local.status, local.details.as_str()), (503, "wasm_fail_stream"));
-    assert!(local.headers.is_empty(), "Envoy keeps the connection: {:?}", local.headers);
+    assert!(
+        local.headers.is_empty(),
+        "Envoy keeps the connection: {:?}",
+        local.headers
+    );
     assert_eq!(p.reports("request_headers").len(), 1, "{}", p.logs());
     // Ticks stop, and nothing is started again.
     assert_eq!(p.vm.next_timer_ns(), None);

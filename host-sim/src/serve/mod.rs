@@ -178,7 +178,12 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         }
     }
     for route in &deployment.routes {
-        check_filter_starts(deployment.profile, route, &deployment.upstreams, &modules[&route.filter])?;
+        check_filter_starts(
+            deployment.profile,
+            route,
+            &deployment.upstreams,
+            &modules[&route.filter],
+        )?;
     }
     let listener = TcpListener::bind(listen)
         .await
@@ -293,7 +298,9 @@ fn check_filter_starts(
     })?;
     let failure = match vm.create_root_context(&route.root_id, &route.config) {
         Ok(root) if !root.vm_start_ok => Some("proxy_on_vm_start returned false".to_string()),
-        Ok(root) if !root.configure_ok => Some("the filter rejected its configuration (proxy_on_configure returned false)".to_string()),
+        Ok(root) if !root.configure_ok => {
+            Some("the filter rejected its configuration (proxy_on_configure returned false)".to_string())
+        }
         Ok(_) => None,
         Err(e) => Some(e.to_string()),
     };

@@ -17,7 +17,13 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 pub fn prometheus_name(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -205,10 +211,14 @@ wasmcustom_sent 7
 
     #[test]
     fn help_escapes_backslashes_and_line_feeds() {
-        let metrics: BTreeMap<String, Metric> =
-            [metric("odd\\name\nx", MetricType::Gauge, 1, 0, 0)].into_iter().collect();
+        let metrics: BTreeMap<String, Metric> = [metric("odd\\name\nx", MetricType::Gauge, 1, 0, 0)]
+            .into_iter()
+            .collect();
         let text = prometheus_text(&metrics);
-        assert!(text.starts_with("# HELP odd_name_x proxy-wasm gauge odd\\\\name\\nx defined"), "{text}");
+        assert!(
+            text.starts_with("# HELP odd_name_x proxy-wasm gauge odd\\\\name\\nx defined"),
+            "{text}"
+        );
         assert_eq!(text.lines().count(), 3, "{text}");
     }
 

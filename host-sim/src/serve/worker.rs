@@ -7,8 +7,8 @@
 use super::config::{Fallback, Route};
 use super::upstream::{self, UpstreamRequest, UpstreamResponse};
 use super::Stats;
-use crate::engine::Module;
 use crate::abi::LogLevel;
+use crate::engine::Module;
 use crate::profile::{CalloutFailure, Profile};
 use crate::state::StreamInfo;
 use crate::vm::{HttpCallReply, Vm, VmOptions};
