@@ -167,16 +167,15 @@ fn context_lifecycle(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         hostcall(&mut c, HostFunction::Done, |c, _| {
             let state = c.data_mut();
             let id = state.effective().ok_or(Status::NotFound)?;
-            if let Some(stream) = state.streams.get_mut(&id) {
-                if stream.awaiting_done {
-                    stream.awaiting_done = false;
-                    stream.finished = true;
-                    return Ok(Status::Ok);
-                }
-            } else if let Some(root) = state.roots.get_mut(&id) {
+            // Only root contexts wait for `proxy_done` (no host holds a stream for it,
+            // `Profile::stream_end_callbacks`). proxy-wasm-cpp-host `WasmBase::done` looks the
+            // pending root up by the calling context's plugin, so a stream's call finalizes
+            // its root when that root is pending.
+            let root_id = state.streams.get(&id).map_or(id, |s| s.root_id);
+            if let Some(root) = state.roots.get_mut(&root_id) {
                 if root.awaiting_done {
                     root.awaiting_done = false;
-                    state.done_roots.push(id);
+                    state.done_roots.push(root_id);
                     return Ok(Status::Ok);
                 }
             }

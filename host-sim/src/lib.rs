@@ -45,7 +45,7 @@ pub use engine::{Engine, EngineConfig, Module, ModuleInfo};
 pub use error::HostError;
 pub use hostfn::HostFunction;
 pub use limits::Limits;
-pub use profile::{CalloutFailure, MetricOp, Profile};
+pub use profile::{AfterTrap, CalloutFailure, MetricOp, Profile};
 pub use state::{GrpcCall, HttpCall, LocalResponse, LogEntry, Metric, Shared, StreamInfo};
 pub use vm::{ActionRecord, GrpcReply, HttpCallReply, RootContext, Vm, VmOptions};
 pub use wasi::WasiOptions;

@@ -8,6 +8,8 @@
 //!   src/common/proxy_wasm/ngx_proxy_wasm_host.c.
 //! - ENVOY-SRC: envoy source/extensions/common/wasm/context.cc and proxy-wasm-cpp-host exports.cc.
 //! - ENVOY-1.40: behaviour observed running a Rust proxy-wasm filter in Envoy 1.40.0 (V8).
+//! - KONG-OBS: behaviour observed running filters in nginx 1.26.3 with ngx_wasm_module
+//!   (wasmtime 26).
 
 use crate::abi::{LogLevel, MapType, MetricType, Status, StreamType};
 use crate::hostfn::HostFunction;
@@ -207,6 +209,29 @@ pub enum BudgetRefusal {
     Status(Status),
     /// The guest traps with this message.
     Trap(String),
+}
+
+/// What a host does with a VM whose guest trapped.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AfterTrap {
+    /// The VM stays failed until the configuration is loaded again: every later stream fails
+    /// closed, or passes without the filter under `fail_open`, and ticks and other root
+    /// callbacks stop. proxy-wasm-cpp-host: a trap marks the `WasmBase` failed for good
+    /// (wasm.cc `addFailCallback` sets `failed_`); `CHECK_FAIL_HTTP` (context.cc) answers each
+    /// stream callback of a failed VM with Continue when `plugin_->fail_open_`, else
+    /// `failStream` (Envoy: 503 `wasm_fail_stream`, ENVOY-SRC `Context::failStream`);
+    /// `onTick`, `onQueueReady`, `onDone`, `onLog`, `onDelete` skip a failed VM. ENVOY-1.40:
+    /// later requests got 503 and ticks stopped.
+    StayFailed,
+    /// The next request gets a fresh instance of the module: each root context is created and
+    /// configured again (`proxy_on_context_create`, `proxy_on_configure`) but
+    /// `proxy_on_vm_start` does not run (KONG-SRC ngx_proxy_wasm.c:1000-1006 invalidates a
+    /// trapped instance; :1203-1210 resets the root exec for the new instance; :1232-1242 runs
+    /// on_vm_start only when the root context is created for the first time). Streams that
+    /// were in flight on the trapped instance fail closed here (ngx_wasm_module re-creates
+    /// their context on the new instance, host-sim does not), and the trapping stream gets no
+    /// end callbacks.
+    FreshInstance,
 }
 
 /// A metric host call, for [`Profile::metric_trap`].
@@ -557,6 +582,22 @@ impl Profile {
         }
     }
 
+    /// What the host does with a VM after its guest trapped ([`AfterTrap`]).
+    pub fn after_trap(self) -> AfterTrap {
+        match self {
+            Profile::Envoy => AfterTrap::StayFailed,
+            Profile::Kong => AfterTrap::FreshInstance,
+        }
+    }
+
+    /// Headers of the reply to a stream the filter failed, besides the profile's body type.
+    /// nginx answers the failed request with `Connection: close` (KONG-OBS, nginx 1.26.3 with
+    /// ngx_wasm_module: "After a trap: the client gets 500 ... and `Connection: close`");
+    /// Envoy's `failStream` is a plain local reply on a connection it keeps.
+    pub fn fail_closed_closes_connection(self) -> bool {
+        self == Profile::Kong
+    }
+
     /// The timeout a callout gets for a requested `timeout_ms`. Envoy: 0 means none. Kong: the
     /// socket timeouts apply, 60 s by default (`proxy_wasm_socket_*_timeout`).
     pub fn effective_call_timeout_ms(self, requested: u32) -> Option<u64> {
@@ -676,6 +717,34 @@ impl Profile {
                 }
             }
         }
+    }
+
+    /// The callbacks that end an HTTP stream, in the order the host calls them. Neither host
+    /// waits for `proxy_done`: `proxy_on_done`'s return value is ignored for streams, and
+    /// `proxy_on_delete` follows at once.
+    ///
+    /// Envoy: the connection manager writes the access logs (the filter's `log()` runs
+    /// `proxy_on_log`) before it destroys the filters (`doDeferredStreamDestroy`: `log()` then
+    /// `destroyFilters()`, envoy source/common/http/conn_manager_impl.cc), and the filter's
+    /// `onDestroy` calls `onDone()` then `onDelete()` (ENVOY-SRC `Context::onDestroy`); observed
+    /// in ENVOY-1.40. Kong: the log phase calls `proxy_on_done` (its result cast to void), then
+    /// `proxy_on_log` (KONG-SRC ngx_proxy_wasm.c:1378-1391, `ngx_proxy_wasm_on_log`), and the
+    /// done step `proxy_on_delete` (ngx_proxy_wasm.c:1395-1430, `proxy_on_context_finalize` is
+    /// `proxy_on_delete` for ABI 0.2.1).
+    pub fn stream_end_callbacks(self) -> [Callback; 3] {
+        match self {
+            Profile::Envoy => [Callback::Log, Callback::Done, Callback::Delete],
+            Profile::Kong => [Callback::Done, Callback::Log, Callback::Delete],
+        }
+    }
+
+    /// Whether a root context being shut down gets `proxy_on_log` between `proxy_on_done` and
+    /// `proxy_on_delete`. proxy-wasm-cpp-host (Envoy) calls `onDone()`, then `onDelete()` at
+    /// once or after `proxy_done`, and never `onLog()` for a root (wasm.cc `startShutdown`,
+    /// `done`, `finishShutdown`). ngx_wasm_module never shuts a root context down before its
+    /// worker exits; host-sim keeps the spec's sequence there.
+    pub fn root_shutdown_logs(self) -> bool {
+        self == Profile::Kong
     }
 
     /// The host's log level reported by `proxy_get_log_level` by default.

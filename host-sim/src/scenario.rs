@@ -63,8 +63,8 @@ impl ScenarioOptions {
 /// the next of `responses`; calls made while answering get the following responses. A call
 /// left without a response stays unanswered (outcome `unanswered`) and is cancelled when the
 /// stream finishes, as Envoy cancels a destroyed stream's callouts; no timeout fires, since
-/// the virtual clock does not move. Finally the stream finishes (`on_done`, `on_log`,
-/// `on_delete`).
+/// the virtual clock does not move. Finally the stream finishes (Envoy: `on_log`, `on_done`,
+/// `on_delete`; Kong: `on_done`, `on_log`, `on_delete`).
 ///
 /// With [`Clusters::Any`] and the Envoy profile, every upstream name the filter uses (HTTP or
 /// gRPC) is accepted as a configured cluster ([`crate::VmOptions::any_cluster`]).
@@ -411,6 +411,10 @@ mod tests {
                 ("on_request_trailers", Some("Continue")),
                 ("on_http_call_response", None),
                 ("on_http_call_response", None),
+                // Envoy's end of a stream (Profile::stream_end_callbacks).
+                ("on_log", None),
+                ("on_done", None),
+                ("on_delete", None),
             ]
         );
         // The call made while answering the first got the second response.

@@ -433,9 +433,6 @@ pub(crate) struct StreamState {
     pub reset: bool,
     /// Stream facts the properties are computed from.
     pub info: StreamInfo,
-    /// `proxy_on_done` returned false and the guest has not called `proxy_done` yet.
-    pub awaiting_done: bool,
-    pub finished: bool,
     /// Properties the guest set on this stream (Envoy keeps them in the stream's filter state).
     pub properties: PropertyMap,
 }
@@ -461,8 +458,6 @@ impl StreamState {
             pending_local_response: None,
             reset: false,
             info,
-            awaiting_done: false,
-            finished: false,
             properties: PropertyMap::default(),
         }
     }
@@ -507,8 +502,11 @@ impl Default for StreamInfo {
 #[derive(Debug, Default)]
 pub(crate) struct RootState {
     pub root_id: String,
+    /// `PLUGIN_CONFIGURATION`, kept to configure a fresh instance after a trap (Kong).
+    pub configuration: Vec<u8>,
     pub tick_period_ms: u32,
     pub next_tick_ns: Option<u64>,
+    /// `proxy_on_done` returned false and the guest has not called `proxy_done` yet.
     pub awaiting_done: bool,
 }
 

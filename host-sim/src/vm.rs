@@ -12,14 +12,14 @@ use crate::engine::Module;
 use crate::error::HostError;
 use crate::limits::{Limits, EPOCH_TICK};
 use crate::memory::GuestMemory;
-use crate::profile::{BodyDelivery, Callback, CalloutFailure, Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES};
+use crate::profile::{AfterTrap, BodyDelivery, Callback, CalloutFailure, Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES};
 use crate::state::{
     Active, CallbackData, Direction, ForeignFunction, GrpcCall, HostBudget, HostState, HttpCall, LocalResponse,
     LogEntry, Metric, Queued, RootState, Shared, StreamInfo, StreamState,
 };
 use crate::wasi::{StdioCapture, WasiOptions};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Store, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults};
@@ -52,6 +52,15 @@ pub struct VmOptions {
     /// request body is buffered to a file the filter cannot read (Kong profile only; see
     /// [`Profile::request_body_readable`]).
     pub client_body_buffer_bytes: usize,
+    /// Envoy's `fail_open`: once the VM has failed, streams pass without the filter instead of
+    /// failing closed ([`crate::profile::AfterTrap::StayFailed`]). Kong has no such setting.
+    pub fail_open: bool,
+    /// Whether the VM itself answers a callout that passes its deadline
+    /// ([`HttpCall::deadline_ns`](crate::HttpCall), from the profile's timeout) with the
+    /// profile's timeout failure. On by default; `serve` turns it off because its HTTP client
+    /// enforces the same deadline on the real request and reports the timeout, so whether the
+    /// upstream answered in time is decided in one place.
+    pub callouts_time_out: bool,
 }
 
 impl VmOptions {
@@ -69,6 +78,8 @@ impl VmOptions {
             log_level: profile.default_log_level(),
             shared: None,
             client_body_buffer_bytes: DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+            fail_open: false,
+            callouts_time_out: true,
         }
     }
 }
@@ -124,9 +135,14 @@ pub struct GrpcReply {
     pub close: Option<(u32, String)>,
 }
 
-/// A guest-side failure that ended a callback.
+/// A guest-side failure that ended a callback, or why no guest code ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Trapped(String);
+struct Trapped {
+    reason: String,
+    /// The VM had failed before the callback (or the context lived on an instance that
+    /// trapped): the guest was not called at all.
+    before: bool,
+}
 
 /// An exported callback, if the module has it. Behind an `Arc` because every callback clones
 /// its function out of [`Exports`] (the call borrows the store mutably), and cloning a
@@ -166,6 +182,12 @@ pub struct Vm {
     actions: BTreeMap<u32, Vec<ActionRecord>>,
     sha256: String,
     client_body_buffer_bytes: usize,
+    /// What the VM was started from, to start a fresh instance after a trap (Kong).
+    module: Module,
+    options: VmOptions,
+    /// Streams whose guest context lived on an instance that trapped: no guest code runs for
+    /// them on the fresh one.
+    stale_streams: HashSet<u32>,
 }
 
 impl Vm {
@@ -264,6 +286,9 @@ impl Vm {
             actions: BTreeMap::new(),
             sha256: module.sha256().to_string(),
             client_body_buffer_bytes: options.client_body_buffer_bytes,
+            module: module.clone(),
+            options: options.clone(),
+            stale_streams: HashSet::new(),
         };
         for name in options.profile.start_functions(has_init, has_main, has_start) {
             let result = if name == "main" {
@@ -279,7 +304,7 @@ impl Vm {
                 vm.invoke(Callback::Start, 0, CallbackData::default(), Some(Arc::new(f)), ())
                     .map(|_| ())
             };
-            result.map_err(|Trapped(msg)| HostError::Start(msg))?;
+            result.map_err(|t| HostError::Start(t.reason))?;
         }
         Ok(vm)
     }
@@ -305,7 +330,16 @@ impl Vm {
         params: P,
     ) -> Result<Option<R>, Trapped> {
         if let Some(reason) = &self.failed {
-            return Err(Trapped(reason.clone()));
+            return Err(Trapped {
+                reason: reason.clone(),
+                before: true,
+            });
+        }
+        if self.stale_streams.contains(&context_id) {
+            return Err(Trapped {
+                reason: "the context lived on an instance that trapped".into(),
+                before: true,
+            });
         }
         let Some(func) = func else {
             return Ok(None);
@@ -332,7 +366,10 @@ impl Vm {
                 let message = format!("{} trapped: {}", callback.transcript_name(), trap_message(&e));
                 self.store.data_mut().push_log(LogLevel::Critical, message.clone());
                 self.failed = Some(message.clone());
-                Err(Trapped(message))
+                Err(Trapped {
+                    reason: message,
+                    before: false,
+                })
             }
         }
     }
@@ -374,6 +411,7 @@ impl Vm {
             id,
             RootState {
                 root_id: root_id.to_string(),
+                configuration: configuration.to_vec(),
                 ..RootState::default()
             },
         );
@@ -417,12 +455,17 @@ impl Vm {
         if !self.store.data().roots.contains_key(&root) {
             return Err(HostError::WrongContext(root, "a root context"));
         }
-        if let Some(reason) = &self.failed {
-            return Err(HostError::VmFailed(reason.clone()));
+        if self.failed.is_some() && self.profile().after_trap() == AfterTrap::FreshInstance {
+            self.start_fresh_instance()?;
         }
         let id = self.next_id();
         self.store.data_mut().streams.insert(id, StreamState::new(root, info));
         self.actions.insert(id, Vec::new());
+        if self.failed.is_some() {
+            // A VM that stays failed (Envoy) still gets the stream; its first callback fails
+            // it closed, or lets it pass under `fail_open` (`after_stream_callback`).
+            return Ok(id);
+        }
         let f = self.exports.context_create.clone();
         if self
             .invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, root))
@@ -675,6 +718,16 @@ impl Vm {
         result: Result<Option<u32>, Trapped>,
     ) -> Result<Option<Action>, HostError> {
         let action = match result {
+            Err(trapped) if self.passes_failed_streams() => {
+                // `CHECK_FAIL_HTTP` under `fail_open`: the stream continues without the filter;
+                // a trapping call itself returned 0, Continue (proxy-wasm-cpp-host
+                // wasmtime.cc: a failed call returns `R{}`).
+                if !trapped.before {
+                    self.record(stream, callback, None);
+                }
+                self.settle_stream(stream, Some(callback), Some(Action::Continue));
+                return Ok(None);
+            }
             Err(_) => {
                 self.record(stream, callback, None);
                 self.fail_closed(stream);
@@ -689,6 +742,82 @@ impl Vm {
         self.settle_stream(stream, Some(callback), action);
         self.after_root_callback();
         Ok(action)
+    }
+
+    /// Whether streams of a failed VM pass without the filter (Envoy `fail_open`).
+    fn passes_failed_streams(&self) -> bool {
+        self.options.fail_open && self.profile().after_trap() == AfterTrap::StayFailed && self.failed.is_some()
+    }
+
+    /// Replaces a trapped instance with a fresh one of the same module (Kong,
+    /// [`AfterTrap::FreshInstance`]): host-side state carries over (clock, logs, context ids,
+    /// shared state, properties, foreign functions), each root context is created and
+    /// configured again without `proxy_on_vm_start`, and the streams of the trapped instance
+    /// become stale (no guest code runs for them; they fail closed).
+    fn start_fresh_instance(&mut self) -> Result<(), HostError> {
+        let mut options = self.options.clone();
+        options.shared = Some(self.shared());
+        let mut fresh = Vm::start(&self.module, options)?;
+        let now = self.now_ns();
+        {
+            let old = self.store.data_mut();
+            let new = fresh.store.data_mut();
+            new.clock.set_ns(now);
+            let mut logs = std::mem::take(&mut old.logs);
+            logs.append(&mut new.logs);
+            new.logs = logs;
+            new.logs_dropped += old.logs_dropped;
+            new.next_context_id = old.next_context_id;
+            new.next_token = old.next_token;
+            new.properties = std::mem::take(&mut old.properties);
+            new.foreign = std::mem::take(&mut old.foreign);
+            // The trapped instance's callouts are dropped with it; its streams stay so the
+            // host can still answer and end them.
+            new.streams = std::mem::take(&mut old.streams);
+            self.stale_streams.extend(new.streams.keys().copied());
+        }
+        let stale: Vec<u32> = self.stale_streams.iter().copied().collect();
+        let roots: Vec<(u32, String, Vec<u8>)> = (self.store.data().roots.iter())
+            .map(|(id, r)| (*id, r.root_id.clone(), r.configuration.clone()))
+            .collect();
+        std::mem::swap(&mut self.store, &mut fresh.store);
+        self.exports = fresh.exports.clone();
+        let reason = self.failed.take().unwrap_or_default();
+        for stream in stale {
+            self.fail_closed(stream);
+        }
+        self.store.data_mut().push_log(
+            LogLevel::Warn,
+            format!("host-sim: a fresh instance replaces the one that trapped ({reason})"),
+        );
+        for (id, root_id, configuration) in roots {
+            self.store.data_mut().roots.insert(
+                id,
+                RootState {
+                    root_id,
+                    configuration: configuration.clone(),
+                    ..RootState::default()
+                },
+            );
+            let f = self.exports.context_create.clone();
+            self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, 0))
+                .map_err(vm_failed)?;
+            let len = configuration.len() as u32;
+            let f = self.exports.configure.clone();
+            let configured = self
+                .invoke(Callback::Configure, id, buffer_data(configuration), f, (id, len))
+                .map_err(vm_failed)?
+                .is_none_or(|r| r != 0);
+            if !configured {
+                // ngx_wasm_module fails the request with NGX_PROXY_WASM_ERR_CONFIGURE_FAILED
+                // (ngx_proxy_wasm.c:1244-1250); the next request tries again.
+                let reason = "on_configure returned false on the fresh instance".to_string();
+                self.failed = Some(reason.clone());
+                return Err(HostError::VmFailed(reason));
+            }
+        }
+        self.after_root_callback();
+        Ok(())
     }
 
     fn settle_stream(&mut self, stream: u32, callback: Option<Callback>, action: Option<Action>) {
@@ -789,7 +918,7 @@ impl Vm {
                 // (Envoy `failStream` -> `sendLocalReply` after headers; nginx closes).
                 st.reset = true;
             } else if st.local_response.is_none() {
-                let (body, headers) = match profile {
+                let (body, mut headers) = match profile {
                     Profile::Envoy => (Vec::new(), Vec::new()),
                     Profile::Kong => (
                         br#"{"message":"An unexpected error occurred"}"#.to_vec(),
@@ -799,6 +928,9 @@ impl Vm {
                         )],
                     ),
                 };
+                if profile.fail_closed_closes_connection() {
+                    headers.push(("connection".to_string(), "close".to_string()));
+                }
                 st.local_response = Some(LocalResponse {
                     status: profile.fail_closed_status(),
                     details: "wasm_fail_stream".into(),
@@ -811,8 +943,8 @@ impl Vm {
         self.store.data_mut().http_calls.retain(|_, c| c.context_id != stream);
     }
 
-    /// Work that follows any callback: queue notifications for this VM's roots, and contexts
-    /// finalized through `proxy_done`.
+    /// Work that follows any callback: queue notifications for this VM's roots, and root
+    /// contexts finalized through `proxy_done`.
     fn after_root_callback(&mut self) {
         for _ in 0..1024 {
             let key = self.store.data().vm_key;
@@ -825,15 +957,7 @@ impl Vm {
                 .remove(&key)
                 .unwrap_or_default();
             let done_roots = std::mem::take(&mut self.store.data_mut().done_roots);
-            let finished: Vec<u32> = self
-                .store
-                .data()
-                .streams
-                .iter()
-                .filter(|(_, s)| s.finished && !s.awaiting_done)
-                .map(|(id, _)| *id)
-                .collect();
-            if ready.is_empty() && done_roots.is_empty() && finished.is_empty() {
+            if ready.is_empty() && done_roots.is_empty() {
                 return;
             }
             for (root, queue) in ready {
@@ -843,59 +967,84 @@ impl Vm {
                 }
             }
             for root in done_roots {
-                self.finalize(root);
-            }
-            for stream in finished {
-                self.finalize(stream);
+                self.delete_root(root);
             }
         }
     }
 
-    fn finalize(&mut self, id: u32) {
-        let f = self.exports.log.clone();
-        let _ = self.invoke(Callback::Log, id, CallbackData::default(), f, id);
-        let f = self.exports.delete.clone();
-        let _ = self.invoke(Callback::Delete, id, CallbackData::default(), f, id);
-        let state = self.store.data_mut();
-        state.streams.remove(&id);
-        state.roots.remove(&id);
-        state.http_calls.retain(|_, c| c.context_id != id);
-        state.grpc_calls.retain(|_, c| c.context_id != id);
+    /// Calls one of the callbacks that end a context (`proxy_on_done`, `proxy_on_log`,
+    /// `proxy_on_delete`). Whether it ran: a failed VM runs no guest code, as a host calls
+    /// nothing on a VM that trapped (proxy-wasm-cpp-host `isFailed()` checks in `onDone`,
+    /// `onLog`, `onDelete`; KONG-SRC ngx_proxy_wasm.c:694-700 skips the done step).
+    fn end_callback(&mut self, callback: Callback, id: u32) -> Result<Option<u32>, Trapped> {
+        let data = CallbackData::default();
+        match callback {
+            Callback::Done => {
+                let f = self.exports.done.clone();
+                self.invoke(Callback::Done, id, data, f, id)
+            }
+            Callback::Log => {
+                let f = self.exports.log.clone();
+                self.invoke(Callback::Log, id, data, f, id).map(|_| None)
+            }
+            _ => {
+                let f = self.exports.delete.clone();
+                self.invoke(Callback::Delete, id, data, f, id).map(|_| None)
+            }
+        }
     }
 
-    /// Ends a stream: `proxy_on_done`, then (when it returns true, or later on `proxy_done`)
-    /// `proxy_on_log` and `proxy_on_delete` (spec "Context lifecycle"). Pending callouts of
-    /// the stream are cancelled, as Envoy cancels them when the stream is destroyed.
+    /// Ends a stream: the profile's sequence of `proxy_on_log`, `proxy_on_done` and
+    /// `proxy_on_delete` ([`Profile::stream_end_callbacks`]), each recorded in
+    /// [`Vm::actions`] when the host calls it. `proxy_on_done` returning false holds nothing:
+    /// neither host waits for `proxy_done` on a stream. Pending callouts of the stream are
+    /// cancelled, as hosts cancel them when the stream is destroyed.
     pub fn finish_stream(&mut self, stream: u32) -> Result<(), HostError> {
         self.stream(stream)?;
-        let f = self.exports.done.clone();
-        let done = self.invoke(Callback::Done, stream, CallbackData::default(), f, stream);
-        match done {
-            Ok(Some(0)) => {
-                let st = self.stream_mut(stream)?;
-                st.awaiting_done = true;
-                self.after_root_callback();
+        for callback in self.profile().stream_end_callbacks() {
+            if self.failed.is_some() || self.stale_streams.contains(&stream) {
+                break;
             }
-            _ => self.finalize(stream),
+            self.record(stream, callback, None);
+            let _ = self.end_callback(callback, stream);
         }
+        self.stale_streams.remove(&stream);
+        let state = self.store.data_mut();
+        state.streams.remove(&stream);
+        state.http_calls.retain(|_, c| c.context_id != stream);
+        state.grpc_calls.retain(|_, c| c.context_id != stream);
+        self.after_root_callback();
         Ok(())
     }
 
-    /// Shuts a root context down the same way (`proxy_on_done`, then `on_log`/`on_delete`).
+    /// Shuts a root context down: `proxy_on_done`, then, when it returns true or later when
+    /// the guest calls `proxy_done`, `proxy_on_delete` (proxy-wasm-cpp-host wasm.cc
+    /// `startShutdown`, `done`, `finishShutdown`), with `proxy_on_log` before it where the
+    /// profile says so ([`Profile::root_shutdown_logs`]).
     pub fn finish_root(&mut self, root: u32) -> Result<(), HostError> {
         if !self.store.data().roots.contains_key(&root) {
             return Err(HostError::WrongContext(root, "a root context"));
         }
-        let f = self.exports.done.clone();
-        match self.invoke(Callback::Done, root, CallbackData::default(), f, root) {
+        match self.end_callback(Callback::Done, root) {
             Ok(Some(0)) => {
                 if let Some(r) = self.store.data_mut().roots.get_mut(&root) {
                     r.awaiting_done = true;
                 }
             }
-            _ => self.finalize(root),
+            _ => self.delete_root(root),
         }
         Ok(())
+    }
+
+    fn delete_root(&mut self, root: u32) {
+        if self.profile().root_shutdown_logs() {
+            let _ = self.end_callback(Callback::Log, root);
+        }
+        let _ = self.end_callback(Callback::Delete, root);
+        let state = self.store.data_mut();
+        state.roots.remove(&root);
+        state.http_calls.retain(|_, c| c.context_id != root);
+        state.grpc_calls.retain(|_, c| c.context_id != root);
     }
 
     // ---- Callouts ---------------------------------------------------------------------------
@@ -1106,11 +1255,18 @@ impl Vm {
         self.run_timers_until(now);
     }
 
-    /// When the next tick or callout timeout is due, in clock nanoseconds.
+    /// When the next tick or callout timeout is due, in clock nanoseconds. A failed VM has no
+    /// ticks ([`AfterTrap::StayFailed`]).
     pub fn next_timer_ns(&self) -> Option<u64> {
         let state = self.store.data();
-        let ticks = state.roots.values().filter_map(|r| r.next_tick_ns);
-        let calls = state.http_calls.values().filter_map(|c| c.deadline_ns);
+        let ticking = self.failed.is_none();
+        let ticks = state.roots.values().filter(|_| ticking).filter_map(|r| r.next_tick_ns);
+        let expiring = self.options.callouts_time_out;
+        let calls = state
+            .http_calls
+            .values()
+            .filter(|_| expiring)
+            .filter_map(|c| c.deadline_ns);
         ticks.chain(calls).min()
     }
 
@@ -1126,7 +1282,7 @@ impl Vm {
                 .data()
                 .http_calls
                 .values()
-                .filter(|c| c.deadline_ns == Some(next))
+                .filter(|c| self.options.callouts_time_out && c.deadline_ns == Some(next))
                 .map(|c| c.token)
                 .collect();
             for token in expired {
@@ -1385,8 +1541,8 @@ fn buffer_data(bytes: Vec<u8>) -> CallbackData {
     }
 }
 
-fn vm_failed(Trapped(msg): Trapped) -> HostError {
-    HostError::VmFailed(msg)
+fn vm_failed(trapped: Trapped) -> HostError {
+    HostError::VmFailed(trapped.reason)
 }
 
 fn trap_message(e: &wasmtime::Error) -> String {

@@ -887,4 +887,125 @@ fn run_decodes_the_rest_proxy_record() {
     assert_eq!(record["value"]["body_args"]["order"], 42, "{record}");
     // The raw body is still there, as the filter sent it.
     assert!(t["http_calls"][0]["body"].as_str().unwrap().contains("\"records\""));
+
+}
+
+#[test]
+fn serve_refuses_a_configuration_the_filter_rejects() {
+    let f = Fixture::new();
+    let wasm = built_wasm("kafka_upstream");
+    let wasm = wasm.display().to_string();
+    // No topic: kafka_upstream's on_configure logs why and returns false.
+    f.write("invalid.json", r#"{"rest_proxy":{"upstream":"kafka_rest"}}"#);
+    for profile in ["envoy", "kong"] {
+        let out = f.host_sim(&[
+            "serve",
+            "--profile",
+            profile,
+            "--filter",
+            &wasm,
+            "--config",
+            "@invalid.json",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-reload",
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{profile}: {err}");
+        assert_eq!(err.lines().count(), 1, "{profile}: one line expected: {err}");
+        assert!(err.starts_with("host-sim: route default: "), "{profile}: {err}");
+        assert!(err.contains("rejected its configuration"), "{profile}: {err}");
+        assert!(
+            err.contains("kafka-upstream: invalid configuration"),
+            "{profile}: the filter's own reason: {err}"
+        );
+        assert!(!err.contains("listening"), "{profile}: it never served: {err}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_filter_that_traps_while_it_starts() {
+    let f = Fixture::new();
+    let probe = built_wasm("abi_probe").display().to_string();
+    f.write("trap.conf", "trap_in=configure");
+    for profile in ["envoy", "kong"] {
+        let out = f.host_sim(&[
+            "serve",
+            "--profile",
+            profile,
+            "--filter",
+            &probe,
+            "--config",
+            "@trap.conf",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-reload",
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{profile}: {err}");
+        assert_eq!(err.lines().count(), 1, "{profile}: one line expected: {err}");
+        assert!(err.contains("on_configure trapped"), "{profile}: {err}");
+    }
+}
+
+#[test]
+fn serve_logs_the_guest_by_default_and_each_request_on_stdout() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let f = Fixture::new();
+    let probe = built_wasm("abi_probe").display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host-sim"))
+        .args(["serve", "--filter", &probe, "--listen", "127.0.0.1:0", "--no-reload"])
+        .env("HOST_SIM_CACHE_DIR", f.path("cache"))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = match stderr_lines.next() {
+            Some(Ok(line)) => line,
+            _ => {
+                let _ = child.kill();
+                panic!("serve ended before listening: {seen:?}");
+            }
+        };
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().to_string();
+        }
+        seen.push(line);
+    };
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(b"GET /probe?x=1 HTTP/1.1\r\nhost: t\r\nx-probe: local\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 418"), "{answer}");
+    // The probe's INFO report appears without any --log-level.
+    let guest_line = loop {
+        match stderr_lines.next() {
+            Some(Ok(line)) if line.contains("probe:request_headers") => break line,
+            Some(Ok(_)) => continue,
+            _ => {
+                let _ = child.kill();
+                panic!("no guest log line on stderr");
+            }
+        }
+    };
+    assert!(
+        guest_line.contains("INFO") && guest_line.contains("guest"),
+        "{guest_line}"
+    );
+    let _ = child.kill();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let _ = child.wait();
+    let line = out
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no access log line on stdout"));
+    assert!(line.starts_with('['), "{line}");
+    assert!(line.contains("] \"GET /probe?x=1 HTTP/1.1\" 418 0 6 "), "{line}");
+    assert!(line.ends_with(" default"), "{line}");
 }

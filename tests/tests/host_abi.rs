@@ -1165,23 +1165,73 @@ fn set_effective_context_switches_what_host_functions_act_on() {
     assert_eq!(r["path"], "/probe");
 }
 
+/// The end-of-stream callbacks the host called for stream `s`, in order.
+fn end_callbacks(p: &Probe, s: u32) -> Vec<&'static str> {
+    p.vm.actions(s)
+        .iter()
+        .map(|a| a.callback)
+        .filter(|c| matches!(*c, "on_log" | "on_done" | "on_delete"))
+        .collect()
+}
+
+/// The probe's `on_done` / `on_log` reports, in the order the guest emitted them.
+fn guest_end_reports(p: &Probe) -> Vec<String> {
+    p.vm.logs()
+        .iter()
+        .filter_map(|e| e.message.strip_prefix("probe:"))
+        .filter_map(|m| m.split(' ').next())
+        .filter(|event| matches!(*event, "on_done" | "on_log"))
+        .map(String::from)
+        .collect()
+}
+
 #[test]
-fn proxy_done_finalizes_a_stream_later() {
+fn finish_stream_runs_the_hosts_end_sequence() {
+    for profile in PROFILES {
+        let mut p = Probe::new(profile);
+        let s = p.stream("none", &[], true);
+        p.vm.send_response_headers(s, &[(":status", "200")], true).unwrap();
+        p.vm.finish_stream(s).unwrap();
+        // Envoy logs the stream before it destroys the filter; Kong's log phase runs on_done
+        // first (profile.rs `stream_end_callbacks` cites both).
+        let (expected, guest) = match profile {
+            Profile::Envoy => (["on_log", "on_done", "on_delete"], ["on_log", "on_done"]),
+            Profile::Kong => (["on_done", "on_log", "on_delete"], ["on_done", "on_log"]),
+        };
+        assert_eq!(end_callbacks(&p, s), expected, "{profile}");
+        assert_eq!(guest_end_reports(&p), guest, "{profile}: the guest saw the same order");
+        assert_eq!(p.report("on_done")["defer"], false);
+        assert_eq!(p.report("on_log")["context"], s);
+        assert!(!p.vm.stream_exists(s));
+        assert!(p.vm.failure().is_none(), "{profile}: {}", p.logs());
+    }
+}
+
+#[test]
+fn on_done_returning_false_does_not_hold_a_stream() {
+    for profile in PROFILES {
+        let mut p = Probe::configured(profile, "tick=100");
+        let s = p.stream("done", &[], true);
+        p.vm.finish_stream(s).unwrap();
+        assert_eq!(p.report("on_done")["defer"], true, "{profile}");
+        assert_eq!(p.report("on_log")["context"], s, "{profile}: on_log runs anyway");
+        assert_eq!(end_callbacks(&p, s).len(), 3, "{profile}");
+        assert!(!p.vm.stream_exists(s), "{profile}: and on_delete, at once");
+    }
+    // Envoy: the probe's later proxy_done for that stream finds nothing pending (the context is
+    // gone, so the effective context stays the root, which is not pending either). On Kong
+    // proxy_done is not implemented at all.
     let mut p = Probe::configured(Profile::Envoy, "tick=100");
     let s = p.stream("done", &[], true);
     p.vm.finish_stream(s).unwrap();
-    assert_eq!(p.report("on_done")["defer"], true);
-    assert!(p.vm.stream_exists(s), "on_done returned false: the context stays");
-    assert!(p.reports("on_log").is_empty(), "no on_log before proxy_done");
     p.vm.advance_time(Duration::from_millis(100)).unwrap();
     let done = p.report("done_called");
     assert_eq!(done["context"], s);
     assert_eq!(
         (done["set_effective_status"].as_u64(), done["done_status"].as_u64()),
-        (Some(OK), Some(OK))
+        (Some(BAD_ARGUMENT), Some(NOT_FOUND))
     );
-    assert_eq!(p.report("on_log")["context"], s, "proxy_done leads to on_log");
-    assert!(!p.vm.stream_exists(s), "and on_delete");
+    assert!(p.vm.failure().is_none(), "{}", p.logs());
 }
 
 #[test]
@@ -1189,12 +1239,23 @@ fn proxy_done_finalizes_a_root_later() {
     let mut p = Probe::configured(Profile::Envoy, "tick=50 root_done=defer");
     p.vm.finish_root(p.root).unwrap();
     assert_eq!(p.report("root_on_done")["defer"], true);
-    assert!(p.reports("root_log").is_empty());
     p.vm.advance_time(Duration::from_millis(50)).unwrap();
     assert_eq!(p.report("root_done_called")["done_status"], OK);
-    assert_eq!(p.report("root_log")["context"], p.root);
+    // proxy-wasm-cpp-host deletes a root without on_log (profile.rs `root_shutdown_logs`).
+    assert!(p.reports("root_log").is_empty(), "{}", p.logs());
     p.vm.advance_time(Duration::from_secs(1)).unwrap();
     assert_eq!(p.reports("tick").len(), 1, "a deleted root gets no more ticks");
+}
+
+#[test]
+fn proxy_done_from_a_stream_finalizes_its_pending_root() {
+    // proxy-wasm-cpp-host `WasmBase::done` finds the pending root by the caller's plugin.
+    let mut p = Probe::configured(Profile::Envoy, "tick=50 root_done=defer");
+    p.vm.finish_root(p.root).unwrap();
+    p.stream("done_not_pending", &[], true);
+    assert_eq!(p.report("done_not_pending")["status"], OK);
+    p.vm.advance_time(Duration::from_secs(1)).unwrap();
+    assert!(p.reports("tick").is_empty(), "the root was deleted: {}", p.logs());
 }
 
 #[test]
@@ -1205,17 +1266,11 @@ fn proxy_done_without_pending_finalization_is_not_found() {
 }
 
 #[test]
-fn finish_stream_runs_done_log_delete() {
-    for profile in PROFILES {
-        let mut p = Probe::new(profile);
-        let s = p.stream("none", &[], true);
-        p.vm.send_response_headers(s, &[(":status", "200")], true).unwrap();
-        p.vm.finish_stream(s).unwrap();
-        assert_eq!(p.report("on_done")["defer"], false);
-        assert_eq!(p.report("on_log")["context"], s);
-        assert!(!p.vm.stream_exists(s));
-        assert!(p.vm.failure().is_none(), "{profile}: {}", p.logs());
-    }
+fn a_root_shut_down_on_kong_gets_on_log() {
+    let mut p = Probe::new(Profile::Kong);
+    p.vm.finish_root(p.root).unwrap();
+    assert_eq!(p.report("root_on_done")["defer"], false);
+    assert_eq!(p.report("root_log")["context"], p.root);
 }
 
 // ---- WASI ---------------------------------------------------------------------------------------

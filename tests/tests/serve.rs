@@ -49,6 +49,7 @@ async fn start_gateway(
             vm_id: String::new(),
             config: config.to_string().into_bytes(),
             fallback: Fallback::NotFound,
+            fail_open: false,
         }],
         upstreams,
         listen: None,
@@ -62,6 +63,7 @@ async fn start_gateway(
         max_request_bytes: 8 << 20,
         reload_poll: reload,
         engine: engine().clone(),
+        access_log: false,
     })
     .await
     .expect("gateway starts")
@@ -447,5 +449,179 @@ async fn hot_reload_under_load_loses_no_request() {
     );
     let after_reload = send(addr, "GET", "/after", &[], b"").await;
     assert_eq!(after_reload.status, 200);
+    gateway.shutdown().await;
+}
+
+// ---- After a trap ---------------------------------------------------------------------------
+
+/// A one-worker gateway (so every request meets the same VM) running the abi-probe filter,
+/// whose requests trap on demand (`x-trap-in`); requests the filter lets through get 404.
+async fn start_probe_gateway(profile: Profile, fail_open: bool) -> RunningGateway {
+    let deployment = Deployment {
+        profile,
+        routes: vec![Route {
+            name: "probe".into(),
+            path_prefix: "/".into(),
+            filter: wasm_path("abi_probe"),
+            plugin_name: "probe".into(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            config: Vec::new(),
+            fallback: Fallback::NotFound,
+            fail_open,
+        }],
+        upstreams: BTreeMap::new(),
+        listen: None,
+    };
+    start(ServeOptions {
+        deployment,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: None,
+        workers: 1,
+        max_request_bytes: 1 << 20,
+        reload_poll: None,
+        engine: engine().clone(),
+        access_log: false,
+    })
+    .await
+    .expect("gateway starts")
+}
+
+fn header_of<'a>(resp: &'a UpstreamResponse, name: &str) -> Option<&'a str> {
+    resp.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_keeps_a_trapped_vm_failed() {
+    let gateway = start_probe_gateway(Profile::Envoy, false).await;
+    let addr = gateway.local_addr;
+    let fine = send(addr, "GET", "/p", &[("x-probe", "local")], b"").await;
+    assert_eq!(fine.status, 418, "the filter answers");
+    let trapped = send(addr, "GET", "/p", &[("x-trap-in", "request_headers")], b"").await;
+    assert_eq!(trapped.status, 503);
+    // The VM stays failed: every later request gets 503 without the filter running.
+    for _ in 0..3 {
+        let later = send(addr, "GET", "/p", &[("x-probe", "none")], b"").await;
+        assert_eq!(later.status, 503);
+    }
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_fail_open_passes_requests_once_the_vm_failed() {
+    let gateway = start_probe_gateway(Profile::Envoy, true).await;
+    let addr = gateway.local_addr;
+    send(addr, "GET", "/p", &[("x-trap-in", "request_headers")], b"").await;
+    let later = send(addr, "GET", "/p", &[("x-probe", "local")], b"").await;
+    assert_eq!(later.status, 404, "the route answers: the failed filter is skipped");
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_answers_a_trap_with_500_and_recovers_on_a_fresh_instance() {
+    let gateway = start_probe_gateway(Profile::Kong, false).await;
+    let addr = gateway.local_addr;
+    let trapped = send(addr, "GET", "/p", &[("x-trap-in", "request_headers")], b"").await;
+    assert_eq!(trapped.status, 500);
+    assert_eq!(header_of(&trapped, "connection"), Some("close"));
+    // The next request runs the filter (its local reply) on a fresh instance.
+    let later = send(addr, "GET", "/p", &[("x-probe", "local")], b"").await;
+    assert_eq!(later.status, 418, "{:?}", String::from_utf8_lossy(&later.body));
+    gateway.shutdown().await;
+}
+
+// ---- Callout timeouts ---------------------------------------------------------------------
+
+async fn a_timed_out_callout_writes_nothing(profile: Profile) {
+    let (proxy, rest) = start_rest_proxy().await;
+    let upstream = match profile {
+        Profile::Envoy => "kafka_rest".to_string(),
+        Profile::Kong => rest.to_string(),
+    };
+    let config = json!({"topic": "orders", "rest_proxy": {"upstream": upstream, "timeout": 300}});
+    let gateway = start_gateway(profile, &wasm_path("kafka_upstream"), config, rest, None).await;
+    let addr = gateway.local_addr;
+    // Past the 300 ms timeout, but well before the old grace of timeout + 1 s after which the
+    // gateway used to drop the request: a gateway that waits past its timeout gets the answer
+    // and the record is written.
+    let delay_ms = 800;
+    let delay = rest_proxy::Fault::from_json(json!({"kind": "delay", "delay_ms": delay_ms})).unwrap();
+    proxy.faults().push(vec![delay]);
+    let headers = [("content-type", "application/json"), ("content-length", "9")];
+    let late = send(addr, "POST", "/orders", &headers, br#"{"id": 1}"#).await;
+    assert_eq!(late.status, 504, "{profile}: {:?}", String::from_utf8_lossy(&late.body));
+    // The gateway dropped the request at the timeout: once the REST proxy's delay is over, the
+    // record it would then have produced must not exist.
+    tokio::time::sleep(Duration::from_millis(delay_ms + 1000)).await;
+    let written = messages(&proxy, "orders").await;
+    assert!(written.is_empty(), "{profile}: the client got 504, yet {written:?}");
+    // The same path works without the delay.
+    let on_time = send(addr, "POST", "/orders", &headers, br#"{"id": 2}"#).await;
+    assert_eq!(on_time.status, 200, "{profile}");
+    assert_eq!(messages(&proxy, "orders").await.len(), 1, "{profile}");
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_callout_timeout_cancels_the_upstream_request() {
+    a_timed_out_callout_writes_nothing(Profile::Envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_callout_timeout_cancels_the_upstream_request() {
+    a_timed_out_callout_writes_nothing(Profile::Kong).await;
+}
+
+// ---- Observability ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_metrics_are_prometheus_text() {
+    let (_proxy, rest) = start_rest_proxy().await;
+    let gateway = start_gateway(Profile::Envoy, &wasm_path("abi_probe"), json!(""), rest, None).await;
+    let addr = gateway.local_addr;
+    let admin = gateway.admin_addr.expect("admin listener");
+    send(addr, "GET", "/p", &[("x-probe", "metrics")], b"").await;
+    let resp = Client::default()
+        .send(
+            &admin.to_string(),
+            UpstreamRequest::from_call_headers(
+                &[
+                    (":method".into(), "GET".into()),
+                    (":path".into(), "/metrics".into()),
+                    (":authority".into(), "admin".into()),
+                ],
+                Vec::new(),
+            ),
+        )
+        .await
+        .expect("admin answers");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.as_str()),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = String::from_utf8(resp.body).unwrap();
+    // The probe's counter took +1 and +5 (its -1 is refused on Envoy); its histogram 10 and 20.
+    for line in [
+        "# TYPE wasmcustom_probe_counter counter",
+        "wasmcustom_probe_counter 6",
+        "# TYPE wasmcustom_probe_gauge gauge",
+        "# TYPE wasmcustom_probe_histogram histogram",
+        "wasmcustom_probe_histogram_bucket{le=\"+Inf\"} 2",
+        "wasmcustom_probe_histogram_sum 30",
+        "wasmcustom_probe_histogram_count 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
+    }
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+    }
     gateway.shutdown().await;
 }

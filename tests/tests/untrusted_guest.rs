@@ -160,10 +160,17 @@ fn a_trap_in_any_stream_callback_is_contained_and_fails_the_stream_closed() {
                         "the SDK's panic hook logs"
                     );
                 }
-                // The VM is failed: no new work, and other streams fail closed too.
-                assert!(matches!(p.vm.create_http_stream(p.root), Err(HostError::VmFailed(_))));
-                p.vm.send_request_headers(other, &[(":method", "GET"), (":path", "/"), (":authority", "a")], true)
-                    .unwrap();
+                // Later streams: Envoy fails them closed on the failed VM, Kong runs them on a
+                // fresh instance (the after_a_trap_* tests below). A stream that was already open
+                // fails closed on both.
+                let later = p.vm.create_http_stream(p.root).unwrap();
+                p.vm.send_request_headers(later, &get("/later"), true).unwrap();
+                if profile == Profile::Envoy {
+                    assert_eq!(p.vm.local_response(later).map(|l| l.status), Some(503));
+                } else {
+                    assert!(p.vm.failure().is_none(), "{profile} {callback}: {}", p.logs());
+                }
+                p.vm.send_request_headers(other, &get("/"), true).unwrap();
                 assert_eq!(
                     p.vm.local_response(other).map(|l| l.status),
                     Some(fail_closed_status(profile))
@@ -178,13 +185,30 @@ fn a_trap_in_any_stream_callback_is_contained_and_fails_the_stream_closed() {
 
 #[test]
 fn a_trap_in_on_done_or_on_log_is_contained() {
-    for callback in ["done", "log"] {
-        let mut p = Probe::new(Profile::Envoy);
-        let s = p.stream("none", &[("x-trap-in", callback)], true);
-        p.vm.send_response_headers(s, &[(":status", "200")], true).unwrap();
-        p.vm.finish_stream(s).unwrap();
-        assert!(p.vm.failure().unwrap().starts_with(&format!("on_{callback} trapped")));
-        assert!(!p.vm.stream_exists(s), "{callback}: the context is gone anyway");
+    for profile in PROFILES {
+        for callback in ["done", "log"] {
+            let mut p = Probe::new(profile);
+            let s = p.stream("none", &[("x-trap-in", callback)], true);
+            p.vm.send_response_headers(s, &[(":status", "200")], true).unwrap();
+            p.vm.finish_stream(s).unwrap();
+            assert!(p.vm.failure().unwrap().starts_with(&format!("on_{callback} trapped")));
+            assert!(
+                !p.vm.stream_exists(s),
+                "{profile} {callback}: the context is gone anyway"
+            );
+            // The host's end sequence stops at the trap: a failed VM runs nothing more.
+            let ended: Vec<&str> = (p.vm.actions(s).iter())
+                .map(|a| a.callback)
+                .filter(|c| matches!(*c, "on_log" | "on_done" | "on_delete"))
+                .collect();
+            let expected: &[&str] = match (profile, callback) {
+                (Profile::Envoy, "log") => &["on_log"],
+                (Profile::Envoy, _) => &["on_log", "on_done"],
+                (Profile::Kong, "done") => &["on_done"],
+                (Profile::Kong, _) => &["on_done", "on_log"],
+            };
+            assert_eq!(ended, expected, "{profile} {callback}");
+        }
     }
 }
 
@@ -204,11 +228,13 @@ fn a_trap_in_a_root_callback_fails_the_vm() {
     assert!(
         matches!(vm.create_root_context("r", b""), Err(HostError::VmFailed(m)) if m.starts_with("on_vm_start trapped"))
     );
-    // on_tick: later streams are refused.
+    // on_tick: later streams fail closed.
     let mut p = Probe::configured(Profile::Envoy, "tick=10 trap_in=tick");
     p.vm.advance_time(Duration::from_millis(10)).unwrap();
     assert!(p.vm.failure().unwrap().starts_with("on_tick trapped"));
-    assert!(matches!(p.vm.create_http_stream(p.root), Err(HostError::VmFailed(_))));
+    let later = p.vm.create_http_stream(p.root).unwrap();
+    p.vm.send_request_headers(later, &get("/"), true).unwrap();
+    assert_eq!(p.vm.local_response(later).map(|l| l.status), Some(503));
     p.vm.advance_time(Duration::from_secs(1)).unwrap();
     // on_foreign_function.
     let mut p = Probe::configured(Profile::Kong, "trap_in=foreign_function");
@@ -615,4 +641,100 @@ fn an_oversized_header_map_from_the_guest_is_refused() {
         "more than Limits::max_pairs is BAD_ARGUMENT"
     );
     assert_eq!(vm.request_headers(s).unwrap().len(), 1);
+}
+
+// ---- What the host does after a trap (profile.rs `AfterTrap`) -----------------------------------
+
+fn get(path: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (":method", "GET".to_string()),
+        (":path", path.to_string()),
+        (":authority", "a".to_string()),
+    ]
+}
+
+#[test]
+fn after_a_trap_envoy_keeps_the_vm_failed() {
+    let mut p = Probe::configured(Profile::Envoy, "tick=10");
+    p.vm.advance_time(Duration::from_millis(10)).unwrap();
+    assert_eq!(p.reports("tick").len(), 1);
+    let s = p.stream("none", &[("x-trap-in", "request_headers")], true);
+    assert_eq!(p.vm.local_response(s).unwrap().status, 503);
+    // Later streams are created and fail closed at their first callback; no guest code runs.
+    let later = p.vm.create_http_stream(p.root).unwrap();
+    p.vm.send_request_headers(later, &get("/later"), true).unwrap();
+    let local = p.vm.local_response(later).unwrap();
+    assert_eq!((local.status, local.details.as_str()), (503, "wasm_fail_stream"));
+    assert!(
+        local.headers.is_empty(),
+        "Envoy keeps the connection: {:?}",
+        local.headers
+    );
+    assert_eq!(p.reports("request_headers").len(), 1, "{}", p.logs());
+    // Ticks stop, and nothing is started again.
+    assert_eq!(p.vm.next_timer_ns(), None);
+    p.vm.advance_time(Duration::from_secs(1)).unwrap();
+    assert_eq!(p.reports("tick").len(), 1);
+    assert_eq!((p.reports("vm_start").len(), p.reports("configure").len()), (1, 1));
+    assert!(p.vm.failure().is_some());
+}
+
+#[test]
+fn envoy_fail_open_lets_streams_of_a_failed_vm_pass() {
+    let mut options = probe_options(Profile::Envoy);
+    options.fail_open = true;
+    let mut p = Probe::with(Profile::Envoy, "", options);
+    let s = p.stream("none", &[("x-trap-in", "request_headers")], true);
+    assert!(p.vm.failure().is_some());
+    assert!(p.vm.local_response(s).is_none(), "the trapping call counts as Continue");
+    assert!(p.vm.request_headers_forwarded(s));
+    // A later stream passes both ways without the guest.
+    let later = p.stream("local", &[], true);
+    assert!(p.vm.local_response(later).is_none(), "the filter's 418 never happens");
+    assert!(p.vm.request_forwarded_complete(later));
+    assert_eq!(
+        p.vm.send_response_headers(later, &[(":status", "200")], true).unwrap(),
+        None
+    );
+    assert!(p.vm.response_headers_forwarded(later));
+    assert!(p.vm.actions(later).is_empty(), "the guest saw nothing of it");
+    assert_eq!(p.reports("request_headers").len(), 1);
+}
+
+#[test]
+fn after_a_trap_kong_starts_a_fresh_instance_without_on_vm_start() {
+    let mut p = Probe::configured(Profile::Kong, "tick=10");
+    let in_flight = p.vm.create_http_stream(p.root).unwrap();
+    let s = p.stream("none", &[("x-trap-in", "request_headers")], true);
+    let local = p.vm.local_response(s).unwrap().clone();
+    assert_eq!(local.status, 500);
+    assert!(local.headers.contains(&("connection".to_string(), "close".to_string())));
+    // Ticks stop with the trapped instance.
+    assert_eq!(p.vm.next_timer_ns(), None);
+    // The next stream gets a fresh instance: roots created and configured, no on_vm_start.
+    let later = p.stream("local", &[], true);
+    assert!(p.vm.failure().is_none(), "{}", p.logs());
+    assert_eq!(p.reports("vm_start").len(), 1, "on_vm_start ran once: {}", p.logs());
+    assert_eq!(p.reports("configure").len(), 2);
+    assert_eq!(p.report("configure")["context"], p.root, "the same root context id");
+    assert_eq!(p.vm.local_response(later).unwrap().status, 418, "the filter runs again");
+    // The tick set in on_configure runs on the fresh instance.
+    let ticks = p.reports("tick").len();
+    p.vm.advance_time(Duration::from_millis(10)).unwrap();
+    assert_eq!(p.reports("tick").len(), ticks + 1);
+    // A stream that was in flight on the trapped instance fails closed and runs no guest code.
+    p.vm.send_request_headers(in_flight, &get("/in-flight"), true).unwrap();
+    assert_eq!(p.vm.local_response(in_flight).unwrap().status, 500);
+    // The trapping stream ends without callbacks; the fresh one with Kong's three.
+    p.vm.finish_stream(s).unwrap();
+    p.vm.finish_stream(later).unwrap();
+    let ended = |id: u32| -> Vec<&str> {
+        (p.vm.actions(id).iter())
+            .map(|a| a.callback)
+            .filter(|c| matches!(*c, "on_log" | "on_done" | "on_delete"))
+            .collect()
+    };
+    assert!(ended(s).is_empty());
+    assert_eq!(ended(later), ["on_done", "on_log", "on_delete"]);
+    assert_eq!(p.reports("on_log").len(), 1);
 }

@@ -44,6 +44,9 @@ pub struct Route {
     pub config: Vec<u8>,
     /// What answers when the filter continues the request.
     pub fallback: Fallback,
+    /// Envoy `fail_open`: once the filter's VM has failed, requests pass without it instead of
+    /// getting 503. Kong has no such setting.
+    pub fail_open: bool,
 }
 
 /// Everything `serve` needs besides the listener.
@@ -105,7 +108,7 @@ fn socket_address(v: &Value) -> Option<SocketAddr> {
 
 /// Reads an Envoy bootstrap: the first listener's HTTP connection manager, its
 /// `envoy.filters.http.wasm` filter (`config.name`, `root_id`, `vm_config.vm_id`,
-/// `vm_config.code.local.filename` relative to the file, `configuration.value`), the routes of
+/// `vm_config.code.local.filename` relative to the file, `configuration.value`, `fail_open`), the routes of
 /// its `route_config`, and every STATIC cluster's first endpoint.
 pub fn from_envoy_file(file: &Path) -> Result<Deployment, DeployError> {
     let doc = read_yaml(file)?;
@@ -163,6 +166,7 @@ pub fn from_envoy_file(file: &Path) -> Result<Deployment, DeployError> {
         vm_id: text(get(vm_config, "vm_id")),
         config: config.as_bytes().to_vec(),
         fallback: Fallback::NotFound,
+        fail_open: get(wasm, "fail_open").and_then(Value::as_bool).unwrap_or(false),
     };
     let mut routes = Vec::new();
     let virtual_hosts = get(hcm, "route_config")
@@ -290,6 +294,7 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
                 vm_id: String::new(),
                 config: config.clone(),
                 fallback: fallback.clone(),
+                fail_open: false,
             });
         }
         Ok(())

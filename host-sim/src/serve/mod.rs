@@ -8,6 +8,7 @@
 //! the old VM. An optional admin listener reports the module hashes, counters and metrics.
 
 pub mod config;
+pub mod observe;
 pub mod upstream;
 mod worker;
 
@@ -60,6 +61,8 @@ pub struct ServeOptions {
     pub reload_poll: Option<Duration>,
     /// The engine (and its module cache).
     pub engine: Engine,
+    /// Write one access log line per request on stdout ([`observe::AccessLogLine`]).
+    pub access_log: bool,
 }
 
 /// Why a gateway could not start.
@@ -80,6 +83,19 @@ pub enum ServeError {
         route: String,
         /// Why.
         reason: crate::HostError,
+    },
+    /// A filter refused to start with its route's configuration: `proxy_on_vm_start` or
+    /// `proxy_on_configure` returned false or trapped. Envoy rejects such a configuration
+    /// before it serves (proxy-wasm-cpp-host wasm.cc `WasmHandleBase::canary` starts and
+    /// configures a clone first; ENVOY-1.40 exits on a trap in `on_configure`); Kong's Lua layer
+    /// gets the error back when it loads the filter chain (ngx_wasm_module
+    /// src/common/lua/ngx_wasm_lua_ffi.c:112-118).
+    #[error("route {route}: {reason}")]
+    FilterStart {
+        /// The route.
+        route: String,
+        /// What failed, with the filter's own error lines.
+        reason: String,
     },
     /// No routes.
     #[error("nothing to serve: no routes")]
@@ -104,6 +120,7 @@ struct Shared_ {
     stats: Arc<Stats>,
     metrics: Arc<Shared>,
     max_request_bytes: usize,
+    access_log: bool,
 }
 
 /// A gateway that is running. Dropping it does not stop it: call [`RunningGateway::shutdown`].
@@ -144,6 +161,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         max_request_bytes,
         reload_poll,
         engine,
+        access_log,
     } = options;
     if deployment.routes.is_empty() {
         return Err(ServeError::NoRoutes);
@@ -158,6 +176,14 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             tracing::info!(filter = %route.filter.display(), sha256 = %module.sha256(), from_cache = module.loaded_from_cache(), "filter module loaded");
             modules.insert(route.filter.clone(), module);
         }
+    }
+    for route in &deployment.routes {
+        check_filter_starts(
+            deployment.profile,
+            route,
+            &deployment.upstreams,
+            &modules[&route.filter],
+        )?;
     }
     let listener = TcpListener::bind(listen)
         .await
@@ -226,6 +252,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         stats,
         metrics,
         max_request_bytes,
+        access_log,
     });
     let (stop, stop_rx) = watch::channel(false);
     if let Some(poll) = reload_poll {
@@ -253,6 +280,50 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         admin_addr,
         stop,
         done,
+    })
+}
+
+/// Starts a route's filter once, as the workers will, and fails when it does not come up
+/// (Envoy's canary, [`ServeError::FilterStart`]). Its own metrics and shared data go to a
+/// scratch state, not the gateway's.
+fn check_filter_starts(
+    profile: Profile,
+    route: &Route,
+    upstreams: &BTreeMap<String, SocketAddr>,
+    module: &Module,
+) -> Result<(), ServeError> {
+    let options = worker::vm_options(profile, route, upstreams, Shared::new());
+    let mut vm = crate::Vm::start(module, options).map_err(|e| ServeError::FilterStart {
+        route: route.name.clone(),
+        reason: format!("the filter failed to start: {e}"),
+    })?;
+    let failure = match vm.create_root_context(&route.root_id, &route.config) {
+        Ok(root) if !root.vm_start_ok => Some("proxy_on_vm_start returned false".to_string()),
+        Ok(root) if !root.configure_ok => {
+            Some("the filter rejected its configuration (proxy_on_configure returned false)".to_string())
+        }
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    let Some(what) = failure else {
+        return Ok(());
+    };
+    // The filter says why in its log; its warnings and errors go with the message.
+    let said: Vec<String> = vm
+        .take_logs()
+        .into_iter()
+        .filter(|line| line.level >= crate::LogLevel::Warn)
+        .map(|line| line.message)
+        .filter(|message| !what.contains(message.as_str()))
+        .collect();
+    let reason = if said.is_empty() {
+        what
+    } else {
+        format!("{what}: {}", said.join("; "))
+    };
+    Err(ServeError::FilterStart {
+        route: route.name.clone(),
+        reason,
     })
 }
 
@@ -293,11 +364,62 @@ fn json_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Serves one request and, when asked for, writes its access log line.
 async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared_>,
     peer: SocketAddr,
     local: SocketAddr,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    if !shared.access_log {
+        return route_request(req, &shared, peer, local, &mut Served::default()).await;
+    }
+    let start = SystemTime::now();
+    let clock = std::time::Instant::now();
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let protocol = format!("{:?}", req.version());
+    let mut served = Served::default();
+    let result = route_request(req, &shared, peer, local, &mut served).await;
+    let (status, sent) = match &result {
+        Ok(resp) => (
+            resp.status().as_u16(),
+            hyper::body::Body::size_hint(resp.body()).exact().unwrap_or(0),
+        ),
+        Err(_) => (0, 0),
+    };
+    let line = observe::AccessLogLine {
+        start,
+        method: &method,
+        path: &path,
+        protocol: &protocol,
+        status,
+        received: served.received,
+        sent,
+        duration: clock.elapsed(),
+        route: served.route.map(|i| shared.routes[i].name.as_str()),
+    };
+    // One write per line: lines of concurrent requests never interleave.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), format!("{line}\n").as_bytes());
+    result
+}
+
+/// What [`route_request`] learned for the access log.
+#[derive(Default)]
+struct Served {
+    received: u64,
+    route: Option<usize>,
+}
+
+async fn route_request(
+    req: Request<Incoming>,
+    shared: &Shared_,
+    peer: SocketAddr,
+    local: SocketAddr,
+    served: &mut Served,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let path = parts
@@ -318,6 +440,7 @@ async fn handle(
             r#"{"message":"no Route matched with those values"}"#,
         ));
     };
+    served.route = Some(route);
     let body = match Limited::new(body, shared.max_request_bytes).collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(_) => {
@@ -358,6 +481,7 @@ async fn handle(
     if shared.profile == Profile::Envoy && !headers.iter().any(|(k, _)| k == "x-forwarded-proto") {
         headers.push(("x-forwarded-proto".to_string(), "http".to_string()));
     }
+    served.received = body.len() as u64;
     let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
     let info = StreamInfo {
         source_address: peer.ip().to_string(),
@@ -513,9 +637,19 @@ fn admin(path: &str, shared: &Shared_) -> Response<Full<Bytes>> {
             StatusCode::OK,
             &serde_json::to_string(&shared.metrics.metrics()).unwrap_or_default(),
         ),
+        "/metrics" => {
+            let mut resp = Response::new(Full::new(Bytes::from(observe::prometheus_text(
+                &shared.metrics.metrics(),
+            ))));
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(observe::PROMETHEUS_CONTENT_TYPE),
+            );
+            resp
+        }
         _ => json_response(
             StatusCode::NOT_FOUND,
-            r#"{"message":"admin endpoints: /status, /stats"}"#,
+            r#"{"message":"admin endpoints: /status, /stats, /metrics"}"#,
         ),
     }
 }

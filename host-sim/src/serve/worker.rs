@@ -7,6 +7,7 @@
 use super::config::{Fallback, Route};
 use super::upstream::{self, UpstreamRequest, UpstreamResponse};
 use super::Stats;
+use crate::abi::LogLevel;
 use crate::engine::Module;
 use crate::profile::{CalloutFailure, Profile};
 use crate::state::StreamInfo;
@@ -81,6 +82,8 @@ struct Instance {
     root: u32,
     streams: HashMap<u32, PendingStream>,
     calls_in_flight: HashSet<u32>,
+    /// The VM failure already logged, so it is logged once.
+    reported_failure: Option<String>,
 }
 
 struct RouteSlot {
@@ -149,7 +152,7 @@ impl Worker {
                 }) => {
                     if let Some(instance) = find(&mut slots[route], g) {
                         instance.calls_in_flight.remove(&token);
-                        // Already answered by the VM's own timeout: ignore the late reply.
+                        // A call whose stream ended meanwhile is gone: its reply is dropped.
                         let _ = instance.vm.respond_http_call(token, reply);
                     }
                 }
@@ -185,15 +188,15 @@ impl Worker {
                     self.pump(i, &route, instance);
                 }
                 slot.draining.retain(|d| !d.streams.is_empty());
-                // A VM whose guest trapped is replaced for new requests, as Envoy reloads a
-                // failed VM; streams already on it finish (fail closed) first.
-                if slot.current.as_ref().is_some_and(|c| c.vm.failure().is_some()) {
-                    if let Some(failed) = slot.current.take() {
-                        tracing::error!(route = %route.name, reason = failed.vm.failure().unwrap_or_default(), "filter VM failed; starting a fresh one");
-                        if !failed.streams.is_empty() {
-                            slot.draining.push(failed);
-                        }
+                // A VM whose guest trapped stays: the profile decides what later requests get
+                // (`AfterTrap`: Envoy keeps it failed until the module is reloaded, Kong starts
+                // a fresh instance at the next request).
+                if let Some(current) = slot.current.as_mut() {
+                    let failure = current.vm.failure().map(String::from);
+                    if failure.is_some() && failure != current.reported_failure {
+                        tracing::error!(route = %route.name, worker = self.id, reason = failure.as_deref().unwrap_or_default(), "the filter's VM failed");
                     }
+                    current.reported_failure = failure;
                 }
             }
             if shutting_down
@@ -219,17 +222,8 @@ impl Worker {
 
     fn start_instance(&self, index: usize, slot: &RouteSlot, generation: u64) -> Option<Instance> {
         let route = &slot.route;
-        let mut options = VmOptions::new(self.profile);
-        options.vm_id = route.vm_id.clone();
-        options.plugin_name = route.plugin_name.clone();
-        options.clusters = self.upstreams.keys().cloned().collect();
-        options.shared = Some(self.shared.clone());
+        let mut options = vm_options(self.profile, route, &self.upstreams, self.shared.clone());
         options.client_body_buffer_bytes = self.client_body_buffer_bytes;
-        options.wasi = WasiOptions {
-            real_clock: true,
-            real_random: true,
-            ..WasiOptions::default()
-        };
         let started = Vm::start(&slot.module, options).and_then(|mut vm| {
             let root = vm.create_root_context(&route.root_id, &route.config)?;
             Ok((vm, root))
@@ -237,7 +231,7 @@ impl Worker {
         match started {
             Ok((mut vm, root)) => {
                 for line in vm.take_logs() {
-                    tracing::info!(target: "filter", route = %route.name, worker = self.id, level = %line.level, "{}", line.message);
+                    guest_log(&route.name, self.id, &line);
                 }
                 if !root.configure_ok {
                     tracing::error!(route = %route.name, worker = self.id, "the filter rejected its configuration (proxy_on_configure returned false)");
@@ -250,6 +244,7 @@ impl Worker {
                     root: root.id,
                     streams: HashMap::new(),
                     calls_in_flight: HashSet::new(),
+                    reported_failure: None,
                 })
             }
             Err(e) => {
@@ -313,7 +308,7 @@ impl Worker {
     /// After any event: start new callouts, answer finished streams, pass requests through.
     fn pump(&self, route_index: usize, route: &Route, instance: &mut Instance) {
         for line in instance.vm.take_logs() {
-            tracing::info!(target: "filter", route = %route.name, worker = self.id, level = %line.level, "{}", line.message);
+            guest_log(&route.name, self.id, &line);
         }
         for call in instance.vm.http_calls() {
             if !instance.calls_in_flight.insert(call.token) {
@@ -339,11 +334,12 @@ impl Worker {
             }
             let request = UpstreamRequest::from_call_headers(&call_headers, call.body.clone());
             let client = self.client.clone();
-            let timeout = Duration::from_millis(if call.timeout_ms == 0 {
-                60_000
-            } else {
-                call.timeout_ms as u64 + 1_000
-            });
+            // The profile's deadline (`Profile::effective_call_timeout_ms`, computed when the
+            // guest made the call) is the only timeout: at that moment the request is dropped,
+            // which closes its connection, as Envoy resets the upstream request when a callout
+            // times out; no timeout (Envoy's 0) waits as long as the upstream takes.
+            let now = instance.vm.now_ns();
+            let timeout = call.deadline_ns.map(|d| Duration::from_nanos(d.saturating_sub(now)));
             self.runtime.spawn(async move {
                 let reply = match (target, tls) {
                     (_, true) => {
@@ -351,16 +347,23 @@ impl Worker {
                         HttpCallReply::Failure(CalloutFailure::BrokenConnection)
                     }
                     (None, _) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
-                    (Some(target), false) => match tokio::time::timeout(timeout, client.send(&target, request)).await {
-                        Ok(Ok(resp)) => HttpCallReply::Response {
-                            status: resp.status,
-                            headers: resp.headers,
-                            body: resp.body,
-                            trailers: Vec::new(),
-                        },
-                        Ok(Err(_)) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
-                        Err(_) => HttpCallReply::Failure(CalloutFailure::Timeout),
-                    },
+                    (Some(target), false) => {
+                        let sent = client.send(&target, request);
+                        let outcome = match timeout {
+                            Some(timeout) => tokio::time::timeout(timeout, sent).await,
+                            None => Ok(sent.await),
+                        };
+                        match outcome {
+                            Ok(Ok(resp)) => HttpCallReply::Response {
+                                status: resp.status,
+                                headers: resp.headers,
+                                body: resp.body,
+                                trailers: Vec::new(),
+                            },
+                            Ok(Err(_)) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
+                            Err(_) => HttpCallReply::Failure(CalloutFailure::Timeout),
+                        }
+                    }
                 };
                 let _ = commands.send(Command::CallDone {
                     route: route_index,
@@ -495,6 +498,45 @@ impl Worker {
         let _ = instance.vm.finish_stream(stream);
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Emits a guest log line at its own level under the `guest` target, so the guest's verbosity
+/// is set apart from host-sim's own (`--guest-log-level`); Critical has no tracing level of its
+/// own and goes out as an error that says so.
+pub(super) fn guest_log(route: &str, worker: usize, line: &crate::LogEntry) {
+    let message = &line.message;
+    match line.level {
+        LogLevel::Trace => tracing::trace!(target: "guest", route, worker, "{message}"),
+        LogLevel::Debug => tracing::debug!(target: "guest", route, worker, "{message}"),
+        LogLevel::Info => tracing::info!(target: "guest", route, worker, "{message}"),
+        LogLevel::Warn => tracing::warn!(target: "guest", route, worker, "{message}"),
+        LogLevel::Error => tracing::error!(target: "guest", route, worker, "{message}"),
+        LogLevel::Critical => tracing::error!(target: "guest", route, worker, critical = true, "{message}"),
+    }
+}
+
+/// How a route's VMs start: the route's ids and `fail_open`, the deployment's upstreams as
+/// clusters, real clocks and randomness.
+pub(super) fn vm_options(
+    profile: Profile,
+    route: &Route,
+    upstreams: &BTreeMap<String, SocketAddr>,
+    shared: Arc<crate::state::Shared>,
+) -> VmOptions {
+    let mut options = VmOptions::new(profile);
+    options.vm_id = route.vm_id.clone();
+    options.plugin_name = route.plugin_name.clone();
+    options.clusters = upstreams.keys().cloned().collect();
+    options.shared = Some(shared);
+    options.fail_open = route.fail_open;
+    // The callout task enforces each call's deadline on the real request (`pump`).
+    options.callouts_time_out = false;
+    options.wasi = WasiOptions {
+        real_clock: true,
+        real_random: true,
+        ..WasiOptions::default()
+    };
+    options
 }
 
 fn find(slot: &mut RouteSlot, generation: u64) -> Option<&mut Instance> {

@@ -31,11 +31,17 @@ pub const EXIT_USAGE: u8 = 2;
                   2 usage or input error (bad flag, unreadable or invalid file)."
 )]
 pub struct Cli {
-    /// Diagnostics on stderr: a level (off, error, warn, info, debug, trace) for host-sim and
-    /// guest log lines (dependencies stay at warn), or a tracing filter such as
-    /// `warn,guest=trace,wasmtime=debug`. [default: $RUST_LOG, else warn]
+    /// host-sim's own diagnostics on stderr: a level (off, error, warn, info, debug, trace;
+    /// dependencies stay at warn), or a tracing filter such as `warn,wasmtime=debug`. Never
+    /// hides the filter's log lines: see --guest-log-level. [default: $RUST_LOG, else warn]
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// The filter's own log lines (`serve`) shown on stderr at this level and above, each at
+    /// its own level under the `guest` target (off, error, warn, info, debug, trace). A
+    /// `guest=` directive in --log-level takes precedence.
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "info")]
+    pub guest_log_level: String,
 
     #[command(subcommand)]
     pub command: Command,
@@ -115,7 +121,7 @@ pub fn run() -> Result<(), Failure> {
         }
         Err(e) => return Err(Failure::usage(anyhow!(clap_error_line(&e)))),
     };
-    init_tracing(cli.log_level.as_deref())?;
+    init_tracing(cli.log_level.as_deref(), &cli.guest_log_level)?;
     match cli.command {
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
@@ -145,8 +151,15 @@ fn clap_error_line(e: &clap::Error) -> String {
 
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
-fn init_tracing(level: Option<&str>) -> Result<(), Failure> {
+fn init_tracing(level: Option<&str>, guest_level: &str) -> Result<(), Failure> {
     use tracing_subscriber::EnvFilter;
+    let guest_level = guest_level.to_ascii_lowercase();
+    if !LEVELS.contains(&guest_level.as_str()) {
+        return Err(Failure::usage(anyhow!(
+            "--guest-log-level {guest_level:?}: expected one of {}",
+            LEVELS.join(", ")
+        )));
+    }
     let filter = match level {
         Some(spec) => {
             // A bare word would be taken as a target name; insist on a level there.
@@ -157,14 +170,17 @@ fn init_tracing(level: Option<&str>) -> Result<(), Failure> {
                 )));
             }
             let directives = match spec.to_ascii_lowercase().as_str() {
-                level @ ("info" | "debug" | "trace") => {
-                    format!("warn,host_sim={level},guest={level}")
-                }
+                level @ ("info" | "debug" | "trace") => format!("warn,host_sim={level}"),
                 _ => spec.to_string(),
             };
-            EnvFilter::try_new(directives).map_err(|e| Failure::usage(anyhow!("--log-level {spec:?}: {e}")))?
+            with_guest(&directives, &guest_level)
+                .parse::<EnvFilter>()
+                .map_err(|e| Failure::usage(anyhow!("--log-level {spec:?}: {e}")))?
         }
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        None => {
+            let base = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string());
+            EnvFilter::try_new(with_guest(&base, &guest_level)).unwrap_or_else(|_| EnvFilter::new("warn"))
+        }
     };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -172,6 +188,18 @@ fn init_tracing(level: Option<&str>) -> Result<(), Failure> {
         .with_env_filter(filter)
         .try_init();
     Ok(())
+}
+
+/// Tracing directives with the guest's level added, unless they set one for `guest` already.
+fn with_guest(directives: &str, guest_level: &str) -> String {
+    let explicit = directives
+        .split(',')
+        .any(|d| d.trim().split(['=', '[']).next() == Some("guest"));
+    if explicit {
+        directives.to_string()
+    } else {
+        format!("{directives},guest={guest_level}")
+    }
 }
 
 /// Reads an input file; the error is `cannot read PATH: REASON` (an input error).

@@ -143,6 +143,7 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
                     .default_upstream
                     .clone()
                     .map_or(Fallback::NotFound, Fallback::Upstream),
+                fail_open: false,
             }],
             upstreams: Default::default(),
             listen: None,
@@ -225,10 +226,12 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             max_request_bytes: args.max_body_bytes,
             reload_poll: (!args.no_reload).then_some(Duration::from_millis(500)),
             engine,
+            access_log: true,
         })
         .await
         .map_err(|e| match e {
-            // A module that does not load is the input's fault; an address in use is not.
+            // A module that does not load is the input's fault; an address in use is not, and
+            // FilterStart (the filter refused its configuration) is a runtime failure too: exit 1.
             host_sim::serve::ServeError::Module { .. } => Failure::usage(e),
             other => Failure::runtime(other),
         })?;
