@@ -354,7 +354,11 @@ pub fn parse_v2(
             } else {
                 encode(key)?
             };
-            let value = if falsy(value) { Some(Bytes::new()) } else { encode(value)? };
+            let value = if falsy(value) {
+                Some(Bytes::new())
+            } else {
+                encode(value)?
+            };
             Ok(ProduceRecord {
                 partition,
                 key: match key {

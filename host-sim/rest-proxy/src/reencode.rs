@@ -269,11 +269,15 @@ mod tests {
     use super::*;
 
     fn python(text: &str) -> String {
-        OrderedJson::parse(text).map(|v| v.encode(NumberStyle::Python)).unwrap_or_default()
+        OrderedJson::parse(text)
+            .map(|v| v.encode(NumberStyle::Python))
+            .unwrap_or_default()
     }
 
     fn rapid(text: &str) -> String {
-        OrderedJson::parse(text).map(|v| v.encode(NumberStyle::RapidJson)).unwrap_or_default()
+        OrderedJson::parse(text)
+            .map(|v| v.encode(NumberStyle::RapidJson))
+            .unwrap_or_default()
     }
 
     #[test]
@@ -281,8 +285,10 @@ mod tests {
         assert_eq!(python("12345678901234567890123"), "1.2345678901234568e+22");
         assert_eq!(python("1E+2"), "100.0");
         assert_eq!(python(r#""\u00e9""#), "\"é\"");
-        assert_eq!(python(r#"{ "b" : 1, "a" : [ 1.5, -0.001, 1e-5, 1e16, 18446744073709551615 ] }"#),
-            r#"{"b":1,"a":[1.5,-0.001,1e-05,1e+16,18446744073709551615]}"#);
+        assert_eq!(
+            python(r#"{ "b" : 1, "a" : [ 1.5, -0.001, 1e-5, 1e16, 18446744073709551615 ] }"#),
+            r#"{"b":1,"a":[1.5,-0.001,1e-05,1e+16,18446744073709551615]}"#
+        );
         assert_eq!(python("123456789012345.6"), "123456789012345.6");
         assert_eq!(python(r#"{"a":1,"b":2,"a":3}"#), r#"{"a":3,"b":2}"#);
         assert_eq!(python(r#""tab\tquote\"""#), r#""tab\tquote\"""#);

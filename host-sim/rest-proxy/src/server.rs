@@ -421,7 +421,7 @@ impl RestProxy {
                     Flavor::Karapace => crate::flavor::karapace::produce(self, &t, p.as_deref(), ct_ref, body).await,
                     // No partition-produce route in pandaproxy: only `/topics/{t}` gets here.
                     Flavor::Redpanda => crate::flavor::redpanda::produce(self, &t, ct_ref, body).await,
-                }
+                };
             }
             Route::V3Clusters => v3::list_clusters(self, &host),
             Route::V3Cluster(c) => v3::get_cluster(self, &host, &c),

@@ -175,7 +175,10 @@ async fn produce_one(
         FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
     };
-    let result = match proxy.produce(topic, vec![produce], crate::v2::PLAN, injected.as_ref()).await {
+    let result = match proxy
+        .produce(topic, vec![produce], crate::v2::PLAN, injected.as_ref())
+        .await
+    {
         Ok(mut outcomes) => outcomes
             .pop()
             .map(|o| o.result)

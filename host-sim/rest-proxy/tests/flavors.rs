@@ -46,14 +46,29 @@ async fn confluent_partial_failure_is_200_with_per_record_errors() {
     let r = s.post("/topics/t", BINARY_V2, &body_with_big_middle(500)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let offsets = r.json()["offsets"].clone();
-    assert_eq!(offsets[0], json!({"partition": 0, "offset": 0, "error_code": null, "error": null}));
+    assert_eq!(
+        offsets[0],
+        json!({"partition": 0, "offset": 0, "error_code": null, "error": null})
+    );
     assert_eq!(offsets[1]["error_code"], json!(50002));
     assert_eq!(offsets[1]["partition"], Value::Null);
-    assert!(offsets[1]["error"].as_str().unwrap_or("").contains("message.max.bytes of 200"));
-    assert_eq!(offsets[2], json!({"partition": 0, "offset": 1, "error_code": null, "error": null}));
+    assert!(offsets[1]["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("message.max.bytes of 200"));
+    assert_eq!(
+        offsets[2],
+        json!({"partition": 0, "offset": 1, "error_code": null, "error": null})
+    );
     assert_eq!(values(&s.read_back("t", "").await), ["first", "third"]);
     // A partition the topic lacks still refuses the whole request (see v2.rs).
-    let r = s.post("/topics/t", BINARY_V2, r#"{"records":[{"value":"YQ==","partition":3}]}"#).await;
+    let r = s
+        .post(
+            "/topics/t",
+            BINARY_V2,
+            r#"{"records":[{"value":"YQ==","partition":3}]}"#,
+        )
+        .await;
     assert_eq!((r.status, r.json()["error_code"].clone()), (404, json!(40402)));
     let v3 = s.get("/v3/clusters").await;
     assert_eq!(v3.status, 200);
@@ -64,7 +79,11 @@ async fn confluent_partial_failure_is_200_with_per_record_errors() {
 async fn confluent_every_nth_fault_fails_only_those_records() {
     let s = start(config(Flavor::Confluent, &["t"], false)).await;
     let r = s
-        .post("/_sim/faults", JSON, r#"{"kind":"record_error","error_code":50003,"every":2}"#)
+        .post(
+            "/_sim/faults",
+            JSON,
+            r#"{"kind":"record_error","error_code":50003,"every":2}"#,
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let body = json!({"records": (0..4).map(|i| json!({"value": b64(&format!("r{i}"))})).collect::<Vec<_>>()});
@@ -78,7 +97,9 @@ async fn confluent_every_nth_fault_fails_only_those_records() {
     assert_eq!(values(&s.read_back("t", "").await), ["r0", "r2"]);
     // One request only: the next one is clean.
     let r = s.post("/topics/t", BINARY_V2, &body.to_string()).await;
-    assert!(r.json()["offsets"].as_array().is_some_and(|a| a.iter().all(|o| o["error_code"].is_null())));
+    assert!(r.json()["offsets"]
+        .as_array()
+        .is_some_and(|a| a.iter().all(|o| o["error_code"].is_null())));
     s.stop().await;
 }
 
@@ -100,10 +121,19 @@ async fn karapace_produce_binary_and_json() {
     let r = s.post("/topics/t", JSON_V2, body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let back = s.read_back("t", "offset=2").await;
-    assert_eq!(back[0]["value_utf8"], json!(r#"{"big":1.2345678901234568e+22,"e":100.0,"s":"é","n":7}"#));
+    assert_eq!(
+        back[0]["value_utf8"],
+        json!(r#"{"big":1.2345678901234568e+22,"e":100.0,"s":"é","n":7}"#)
+    );
     // Falsy keys and values (and null values) become empty bytes.
-    assert_eq!((back[1]["key_utf8"].clone(), back[1]["value_utf8"].clone()), (json!(""), json!("")));
-    assert_eq!((back[2]["key"].clone(), back[2]["value_utf8"].clone()), (Value::Null, json!("")));
+    assert_eq!(
+        (back[1]["key_utf8"].clone(), back[1]["value_utf8"].clone()),
+        (json!(""), json!(""))
+    );
+    assert_eq!(
+        (back[2]["key"].clone(), back[2]["value_utf8"].clone()),
+        (Value::Null, json!(""))
+    );
     s.stop().await;
 }
 
@@ -142,12 +172,18 @@ async fn karapace_partial_failure_is_422_and_good_records_are_written() {
 #[tokio::test]
 async fn karapace_errors_limits_and_no_v3() {
     let s = start(config(Flavor::Karapace, &["t:2"], false)).await;
-    let r = s.post("/topics/nope", BINARY_V2, r#"{"records":[{"value":"YQ=="}]}"#).await;
+    let r = s
+        .post("/topics/nope", BINARY_V2, r#"{"records":[{"value":"YQ=="}]}"#)
+        .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.text(), r#"{"error_code":40401,"message":"Topic nope not found"}"#);
-    let r = s.post("/topics/t/partitions/7", BINARY_V2, r#"{"records":[{"value":"YQ=="}]}"#).await;
+    let r = s
+        .post("/topics/t/partitions/7", BINARY_V2, r#"{"records":[{"value":"YQ=="}]}"#)
+        .await;
     assert_eq!((r.status, r.json()["error_code"].clone()), (404, json!(40402)));
-    let r = s.post("/topics/t/partitions/1", BINARY_V2, r#"{"records":[{"value":"YQ=="}]}"#).await;
+    let r = s
+        .post("/topics/t/partitions/1", BINARY_V2, r#"{"records":[{"value":"YQ=="}]}"#)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["offsets"][0]["partition"], json!(1));
     // Default limit 1 MiB.
@@ -155,7 +191,10 @@ async fn karapace_errors_limits_and_no_v3() {
     assert!(big.len() > 1_048_576);
     let r = s.post("/topics/t", BINARY_V2, &big).await;
     assert_eq!(r.status, 413);
-    assert_eq!(r.text(), r#"{"error_code":413,"message":"HTTP Request Entity Too Large"}"#);
+    assert_eq!(
+        r.text(),
+        r#"{"error_code":413,"message":"HTTP Request Entity Too Large"}"#
+    );
     // No v3 at all: v3 produce and the cluster probe get aiohttp's plain 404.
     for path in ["/v3/clusters", "/v3/clusters/host-sim"] {
         let r = s.get(path).await;
@@ -163,7 +202,11 @@ async fn karapace_errors_limits_and_no_v3() {
         assert!(r.content_type().starts_with("text/plain"), "{path}");
     }
     let r = s
-        .post("/v3/clusters/host-sim/topics/t/records", JSON, r#"{"value":{"type":"JSON","data":1}}"#)
+        .post(
+            "/v3/clusters/host-sim/topics/t/records",
+            JSON,
+            r#"{"value":{"type":"JSON","data":1}}"#,
+        )
         .await;
     assert_eq!((r.status, r.text().as_str()), (404, "404: Not Found"));
     assert!(s.proxy.records("t", 0).is_some_and(|r| r.is_empty()));
@@ -189,7 +232,10 @@ async fn redpanda_produce_binary_and_json() {
     let r = s.post("/topics/t", JSON_V2, body).await;
     assert_eq!(r.text(), r#"{"offsets":[{"partition":0,"offset":2}]}"#);
     let back = s.read_back("t", "offset=2").await;
-    assert_eq!(back[0]["value_utf8"], json!(r#"{"big":1.2345678901234568e22,"e":100.0,"s":"é"}"#));
+    assert_eq!(
+        back[0]["value_utf8"],
+        json!(r#"{"big":1.2345678901234568e22,"e":100.0,"s":"é"}"#)
+    );
     s.stop().await;
 }
 
@@ -217,15 +263,24 @@ async fn redpanda_failure_fails_the_partitions_batch() {
     assert_eq!(s.proxy.records("t", 1).map(|r| r.len()), Some(1));
     // A partition the topic lacks: error 3 for that partition.
     let r = s
-        .post("/topics/t", BINARY_V2, r#"{"records":[{"value":"YQ==","partition":1},{"value":"YQ==","partition":4}]}"#)
+        .post(
+            "/topics/t",
+            BINARY_V2,
+            r#"{"records":[{"value":"YQ==","partition":1},{"value":"YQ==","partition":4}]}"#,
+        )
         .await;
     assert_eq!(
         r.text(),
         r#"{"offsets":[{"partition":1,"offset":1},{"partition":4,"error_code":3,"offset":-1}]}"#
     );
     // Unknown topic (auto-create off): partition 0 fails with 3, still HTTP 200.
-    let r = s.post("/topics/nope", BINARY_V2, r#"{"records":[{"value":"YQ=="}]}"#).await;
-    assert_eq!((r.status, r.text().as_str()), (200, r#"{"offsets":[{"partition":0,"error_code":3,"offset":-1}]}"#));
+    let r = s
+        .post("/topics/nope", BINARY_V2, r#"{"records":[{"value":"YQ=="}]}"#)
+        .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, r#"{"offsets":[{"partition":0,"error_code":3,"offset":-1}]}"#)
+    );
     s.stop().await;
 }
 
@@ -243,11 +298,23 @@ async fn redpanda_limits_and_no_v3() {
     assert_eq!((r.status, r.body.len()), (413, 0));
     for path in ["/v3/clusters", "/v3/clusters/host-sim"] {
         let r = s.get(path).await;
-        assert_eq!((r.status, r.text().as_str()), (404, r#"{"message": "Not found", "code": 404}"#), "{path}");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (404, r#"{"message": "Not found", "code": 404}"#),
+            "{path}"
+        );
     }
-    let r = s.post("/topics/t/partitions/0", BINARY_V2, r#"{"records":[{"value":"YQ=="}]}"#).await;
+    let r = s
+        .post("/topics/t/partitions/0", BINARY_V2, r#"{"records":[{"value":"YQ=="}]}"#)
+        .await;
     assert_eq!(r.status, 404);
-    let r = s.post("/topics/t", "application/vnd.kafka.avro.v2+json", r#"{"records":[{"value":1}]}"#).await;
+    let r = s
+        .post(
+            "/topics/t",
+            "application/vnd.kafka.avro.v2+json",
+            r#"{"records":[{"value":1}]}"#,
+        )
+        .await;
     assert_eq!(r.status, 415);
     let r = s.post("/topics/t", BINARY_V2, "{not json").await;
     assert_eq!((r.status, r.json()["error_code"].clone()), (422, json!(422)));

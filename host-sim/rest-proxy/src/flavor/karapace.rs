@@ -147,7 +147,11 @@ pub fn not_found() -> Reply {
 }
 
 fn topic_not_found(topic: &str) -> Reply {
-    envelope(StatusCode::NOT_FOUND, codes::TOPIC_NOT_FOUND, format!("Topic {topic} not found"))
+    envelope(
+        StatusCode::NOT_FOUND,
+        codes::TOPIC_NOT_FOUND,
+        format!("Topic {topic} not found"),
+    )
 }
 
 /// How a request-level decoding error looks from Karapace: a body that is no JSON object →
@@ -284,7 +288,10 @@ mod tests {
     fn errors_in_karapace_shapes() {
         let r = decode_error(&ApiError::too_large(10));
         assert_eq!((r.status.as_u16(), r.content_type), (413, APPLICATION_JSON));
-        assert_eq!(&r.body[..], br#"{"error_code":413,"message":"HTTP Request Entity Too Large"}"#);
+        assert_eq!(
+            &r.body[..],
+            br#"{"error_code":413,"message":"HTTP Request Entity Too Large"}"#
+        );
         let r = decode_error(&ApiError::unprocessable("records must not be empty"));
         assert_eq!(&r.body[..], br#"{"error_code":422,"message":"Invalid request format"}"#);
         let r = topic_not_found("t");

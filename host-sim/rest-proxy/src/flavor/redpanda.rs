@@ -157,7 +157,12 @@ pub async fn produce(
 ) -> Result<Reply, ConnectionDropped> {
     let format = match v2_format(content_type) {
         Some(f @ (crate::codec::V2Format::Binary | crate::codec::V2Format::Json)) => f,
-        _ => return Ok(envelope(StatusCode::UNSUPPORTED_MEDIA_TYPE, "HTTP 415 Unsupported Media Type")),
+        _ => {
+            return Ok(envelope(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "HTTP 415 Unsupported Media Type",
+            ))
+        }
     };
     let body = match body {
         Ok(b) => b,

@@ -2,8 +2,11 @@
 //! ([`memory::MemoryStore`]) or a real broker ([`kafka::KafkaBridge`]).
 //!
 //! The HTTP layer resolves the topic and picks partitions; the backend only appends records to
-//! given partitions and reports, per record, an offset or a Confluent error code. Whole-request
-//! failures (the broker cannot be reached for metadata) are a [`StorageError`].
+//! given partitions and reports, per record, an offset or a domain [`RecordFailure`] (a Kafka
+//! error code and its class, or a client-side failure), which each REST-proxy flavour
+//! ([`crate::flavor`]) renders its own way. Whole-request failures (the broker cannot be reached
+//! for metadata) are a [`StorageError`]. [`Backend::append`] and [`Backend::append_batch`] model
+//! the broker's `message.max.bytes` ([`record_batch_size`]).
 
 pub mod kafka;
 pub mod memory;
@@ -450,5 +453,93 @@ impl Backend {
             Backend::Memory(_) => Ok(()),
             Backend::Kafka(k) => k.check().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: Option<&str>, value: &str, ts: i64) -> ProduceRecord {
+        ProduceRecord {
+            partition: None,
+            key: key.map(|k| Bytes::from(k.to_string())),
+            value: Some(Bytes::from(value.to_string())),
+            headers: Vec::new(),
+            timestamp_ms: ts,
+        }
+    }
+
+    #[test]
+    fn batch_size_follows_kafka_v2_format() {
+        // 61-byte header; record: length 1, attributes 1, timestamp delta 1, offset delta 1,
+        // null key 1, value length 1 + 5, header count 1.
+        assert_eq!(record_batch_size([&rec(None, "hello", 5)]), 61 + 12);
+        // Key "k" adds 1 byte of data (its length varint replaces the null's).
+        assert_eq!(record_batch_size([&rec(Some("k"), "hello", 5)]), 61 + 13);
+        // Second record: offset delta 1 and a timestamp delta of 1000 (two-byte zig-zag varint).
+        assert_eq!(
+            record_batch_size([&rec(None, "hello", 5), &rec(None, "hello", 1005)]),
+            61 + 12 + 13
+        );
+        let with_header = ProduceRecord {
+            headers: vec![RecordHeader {
+                name: "h".into(),
+                value: None,
+            }],
+            ..rec(None, "hello", 5)
+        };
+        assert_eq!(record_batch_size([&with_header]), 61 + 12 + 3);
+        assert_eq!(varint_size(63), 1);
+        assert_eq!(varint_size(64), 2);
+        assert_eq!(varint_size(-1), 1);
+    }
+
+    fn memory_backend() -> Backend {
+        Backend::new(&RestProxyConfig {
+            topics: vec![crate::config::TopicSpec {
+                name: "t".into(),
+                partitions: Some(2),
+            }],
+            ..RestProxyConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_record_over_the_limit_fails_alone() {
+        let backend = memory_backend();
+        let big = "x".repeat(100);
+        let out = backend
+            .append(
+                "t",
+                vec![(0, rec(None, "a", 0)), (0, rec(None, &big, 0)), (1, rec(None, "c", 0))],
+                120,
+            )
+            .await;
+        assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+        assert!(matches!(&out[1], Err(f) if f.cause == FailureCause::Broker {
+            kafka_code: KAFKA_MESSAGE_TOO_LARGE,
+            class: FailureClass::NonRetriable
+        }));
+        assert_eq!(backend.read("t", None, 0, 10).await.map(|r| r.len()), Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_stored_whole_or_not_at_all() {
+        let backend = memory_backend();
+        let records = vec![rec(None, "a", 0), rec(None, &"x".repeat(100), 0)];
+        let refused = backend.append_batch("t", 0, records.clone(), 150).await;
+        assert!(matches!(refused, Err(f) if f.cause == FailureCause::Broker {
+            kafka_code: KAFKA_MESSAGE_TOO_LARGE,
+            class: FailureClass::NonRetriable
+        }));
+        assert_eq!(backend.read("t", Some(0), 0, 10).await.map(|r| r.len()), Ok(0));
+        let stored = backend.append_batch("t", 0, records, 1000).await;
+        assert_eq!(
+            stored.map(|a| a.iter().map(|a| a.offset).collect::<Vec<_>>()),
+            Ok(vec![0, 1])
+        );
+        let missing = backend.append_batch("t", 5, vec![rec(None, "a", 0)], 1000).await;
+        assert_eq!(missing.err(), Some(RecordFailure::unknown_topic_or_partition()));
     }
 }
