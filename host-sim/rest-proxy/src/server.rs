@@ -138,6 +138,16 @@ pub struct ProducePlan {
     pub missing_partition: MissingPartition,
 }
 
+/// The records of one request bound for one partition, produced as one batch.
+struct PartitionGroup {
+    partition: i64,
+    /// Their positions in the request.
+    slots: Vec<usize>,
+    /// The first failure already known for one of them (fails the whole batch).
+    failure: Option<RecordFailure>,
+    records: Vec<ProduceRecord>,
+}
+
 /// What became of one record of a produce request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordOutcome {
@@ -579,23 +589,34 @@ impl RestProxy {
             }
             Batching::PerPartition => {
                 // Partitions in the order they first appear.
-                let mut groups: Vec<(i64, Vec<usize>, Option<RecordFailure>, Vec<ProduceRecord>)> = Vec::new();
+                let mut groups: Vec<PartitionGroup> = Vec::new();
                 for (i, (partition, failure, record)) in placed.into_iter().enumerate() {
-                    let g = match groups.iter().position(|g| g.0 == partition) {
+                    let g = match groups.iter().position(|g| g.partition == partition) {
                         Some(g) => g,
                         None => {
-                            groups.push((partition, Vec::new(), None, Vec::new()));
+                            groups.push(PartitionGroup {
+                                partition,
+                                slots: Vec::new(),
+                                failure: None,
+                                records: Vec::new(),
+                            });
                             groups.len() - 1
                         }
                     };
                     let group = &mut groups[g];
-                    group.1.push(i);
-                    if group.2.is_none() {
-                        group.2 = failure;
+                    group.slots.push(i);
+                    if group.failure.is_none() {
+                        group.failure = failure;
                     }
-                    group.3.push(record);
+                    group.records.push(record);
                 }
-                for (partition, slots, failure, records) in groups {
+                for group in groups {
+                    let PartitionGroup {
+                        partition,
+                        slots,
+                        failure,
+                        records,
+                    } = group;
                     let results: Vec<Result<Appended, RecordFailure>> = match (failure, u32::try_from(partition)) {
                         (None, Ok(p)) => match self.backend.append_batch(topic, p, records, limit).await {
                             Ok(appended) => appended.into_iter().map(Ok).collect(),
