@@ -227,11 +227,12 @@ class RestProxy:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: Proc | None = None
+        self.extra_args: list[str] = []  # more flags, e.g. --flavor (test_rest_proxy_flavors.py)
 
     def start(self) -> None:
         argv = [_require_file(HOST_SIM, "run `make host-sim`"), "rest-proxy",
                 "--listen", f"127.0.0.1:{self.port}", "--kafka-bootstrap", self.kafka.bootstrap,
-                "--auto-create-topics", "false"]
+                "--auto-create-topics", "false", *self.extra_args]
         for topic, n in TOPICS.items():
             argv += ["--topic", f"{topic}:{n}"]
         self.proc = Proc(self.name, argv, self.run_dir / f"{self.name}.log")

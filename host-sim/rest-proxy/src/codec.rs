@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::reencode::{NumberStyle, OrderedJson};
 use crate::storage::RecordHeader;
 
 /// Content type of v2 responses.
@@ -132,6 +133,33 @@ fn json_bytes(raw: Option<&str>, parsed: &Value) -> Bytes {
     }
 }
 
+/// A JSON-format key or value parsed and written again in `style`; the client's text is parsed
+/// when at hand, so integers beyond 64 bits reach the re-encoder as the parser sees them.
+fn reencoded_bytes(raw: Option<&str>, parsed: &Value, style: NumberStyle) -> Result<Bytes, ApiError> {
+    let text = match raw {
+        Some(text) => text.to_string(),
+        None => json_text(parsed),
+    };
+    OrderedJson::parse(&text)
+        .map(|v| Bytes::from(v.encode(style)))
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Python's truth value of a JSON key or value (`if not obj` in Karapace's `serialize`).
+fn python_falsy(raw: Option<&str>, parsed: &Value) -> bool {
+    match raw.map(OrderedJson::parse) {
+        Some(Ok(v)) => v.is_falsy(),
+        _ => match parsed {
+            Value::Null => true,
+            Value::Bool(b) => !b,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+        },
+    }
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -193,10 +221,45 @@ fn check_v2_fields(obj: &Map<String, Value>, known: &[&str]) -> Result<(), ApiEr
     }
 }
 
+/// How a proxy turns the keys and values of a v2 request into record bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V2Encoding {
+    /// How `json`-format keys and values are written.
+    pub json: JsonValues,
+    /// Keys and values that are false in Python (`null`, `0`, `""`, `[]`, `{}`, `false`) become
+    /// empty bytes instead of null or their JSON text (a value that is absent or null included).
+    pub python_falsy_as_empty: bool,
+    /// A null key becomes an empty key.
+    pub null_key_as_empty: bool,
+}
+
+/// How `json`-format keys and values become bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonValues {
+    /// The client's text without insignificant whitespace (Jackson keeps number spelling).
+    AsSent,
+    /// Parsed and written again (see [`crate::reencode`]).
+    Reencoded(NumberStyle),
+}
+
+impl V2Encoding {
+    /// kafka-rest: JSON text as sent, nulls kept.
+    pub const CONFLUENT: V2Encoding = V2Encoding {
+        json: JsonValues::AsSent,
+        python_falsy_as_empty: false,
+        null_key_as_empty: false,
+    };
+}
+
 /// Decodes a v2 produce body (`{"records":[{"key","value","partition"}], ...}`).
 ///
 /// Records get `now_ms` as timestamp, as kafka-rest stamps v2 records with `Instant.now()`.
-pub fn parse_v2(body: &[u8], format: V2Format, now_ms: i64) -> Result<Vec<ProduceRecord>, ApiError> {
+pub fn parse_v2(
+    body: &[u8],
+    format: V2Format,
+    now_ms: i64,
+    encoding: V2Encoding,
+) -> Result<Vec<ProduceRecord>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::unprocessable("Request body is empty. Data is required."));
     }
@@ -270,16 +333,39 @@ pub fn parse_v2(body: &[u8], format: V2Format, now_ms: i64) -> Result<Vec<Produc
             None | Some(Value::Null) => Ok(None),
             Some(data) => match format {
                 V2Format::Binary => decode_binary(data).map(Some),
-                _ => Ok(Some(json_bytes(raw, data))),
+                _ => match encoding.json {
+                    JsonValues::AsSent => Ok(Some(json_bytes(raw, data))),
+                    JsonValues::Reencoded(style) => reencoded_bytes(raw, data, style).map(Some),
+                },
             },
         }
     };
+    let falsy = |(v, raw): (Option<&Value>, Option<&str>)| -> bool {
+        encoding.python_falsy_as_empty
+            && match v {
+                None | Some(Value::Null) => true,
+                Some(data) => python_falsy(raw, data),
+            }
+    };
     out.into_iter()
         .map(|(partition, key, value)| {
+            let key = if falsy(key) && key.0.is_some_and(|k| !k.is_null()) {
+                Some(Bytes::new())
+            } else {
+                encode(key)?
+            };
+            let value = if falsy(value) {
+                Some(Bytes::new())
+            } else {
+                encode(value)?
+            };
             Ok(ProduceRecord {
                 partition,
-                key: encode(key)?,
-                value: encode(value)?,
+                key: match key {
+                    None if encoding.null_key_as_empty => Some(Bytes::new()),
+                    other => other,
+                },
+                value,
                 headers: Vec::new(),
                 timestamp_ms: now_ms,
             })
@@ -538,7 +624,7 @@ mod tests {
     use serde_json::json;
 
     fn v2(body: &str, format: V2Format) -> Result<Vec<ProduceRecord>, ApiError> {
-        parse_v2(body.as_bytes(), format, 7)
+        parse_v2(body.as_bytes(), format, 7, V2Encoding::CONFLUENT)
     }
 
     fn v3(v: Value) -> Result<V3Record, ApiError> {

@@ -9,12 +9,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::flavor::Flavor;
 
 /// Default listen address: Confluent REST Proxy's usual port, loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8082";
 /// Default cluster id reported by the v3 API.
 pub const DEFAULT_CLUSTER_ID: &str = "host-sim";
-/// Default largest request body accepted, in bytes (larger bodies get 413).
+/// Default largest request body accepted by the `confluent` flavour, in bytes (larger bodies get
+/// 413); each flavour has its own default ([`Flavor::default_max_request_bytes`]).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 /// Default retention cap per in-memory partition, in records.
 pub const DEFAULT_RETENTION_RECORDS: usize = 100_000;
@@ -134,6 +136,11 @@ pub struct RestProxyConfig {
     pub topics: Vec<TopicSpec>,
     /// Largest request body accepted; larger ones get 413.
     pub max_request_bytes: usize,
+    /// The broker's `message.max.bytes`: the largest record batch stored; a larger one fails
+    /// with MESSAGE_TOO_LARGE.
+    pub message_max_bytes: usize,
+    /// Which REST proxy is modelled.
+    pub flavor: Flavor,
     /// Storage backend.
     pub storage: StorageConfig,
 }
@@ -147,6 +154,8 @@ impl Default for RestProxyConfig {
             default_partitions: 1,
             topics: Vec::new(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            message_max_bytes: crate::storage::DEFAULT_MESSAGE_MAX_BYTES,
+            flavor: Flavor::Confluent,
             storage: StorageConfig::default(),
         }
     }
@@ -172,6 +181,9 @@ impl RestProxyConfig {
         }
         if self.max_request_bytes == 0 {
             return Err(ConfigError::ZeroLimit("max request bytes"));
+        }
+        if self.message_max_bytes == 0 {
+            return Err(ConfigError::ZeroLimit("message max bytes"));
         }
         match &self.storage {
             StorageConfig::Memory {
@@ -238,9 +250,16 @@ pub struct RestProxyOptions {
     #[arg(long = "kafka-timeout-ms", value_name = "MS", default_value_t = DEFAULT_KAFKA_TIMEOUT_MS)]
     pub kafka_timeout_ms: u64,
 
-    /// Largest request body accepted, in bytes; larger bodies get 413.
-    #[arg(long = "max-request-bytes", value_name = "BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
-    pub max_request_bytes: usize,
+    /// Largest request body accepted, in bytes; larger bodies get 413 (default: the flavour's,
+    /// 8 MiB for confluent and redpanda, 1 MiB for karapace).
+    #[arg(long = "max-request-bytes", value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+
+    /// The broker's `message.max.bytes`: largest record batch stored; larger ones fail with
+    /// Kafka's MESSAGE_TOO_LARGE (default: the flavour's, 1048588 for confluent, 1048576 for
+    /// karapace and redpanda).
+    #[arg(long = "message-max-bytes", value_name = "BYTES")]
+    pub message_max_bytes: Option<usize>,
 
     /// Most records kept per in-memory partition; the oldest are evicted (and counted) beyond it.
     #[arg(long = "retention-records", value_name = "N", default_value_t = DEFAULT_RETENTION_RECORDS)]
@@ -252,8 +271,8 @@ pub struct RestProxyOptions {
 }
 
 impl RestProxyOptions {
-    /// Validates the flags into a [`RestProxyConfig`] listening on `listen`.
-    pub fn into_config(self, listen: SocketAddr) -> Result<RestProxyConfig, ConfigError> {
+    /// Validates the flags into a [`RestProxyConfig`] of `flavor` listening on `listen`.
+    pub fn into_config(self, listen: SocketAddr, flavor: Flavor) -> Result<RestProxyConfig, ConfigError> {
         let storage = match self.kafka_bootstrap {
             Some(list) => StorageConfig::Kafka {
                 bootstrap: list
@@ -274,7 +293,9 @@ impl RestProxyOptions {
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.partitions,
             topics: self.topics,
-            max_request_bytes: self.max_request_bytes,
+            max_request_bytes: self.max_request_bytes.unwrap_or(flavor.default_max_request_bytes()),
+            message_max_bytes: self.message_max_bytes.unwrap_or(flavor.default_message_max_bytes()),
+            flavor,
             storage,
         };
         config.validate()?;
@@ -289,6 +310,10 @@ pub struct RestProxyArgs {
     #[arg(long = "listen", value_name = "HOST:PORT", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
+    /// Which REST proxy to behave like: its API versions, answers, limits and JSON handling.
+    #[arg(long = "flavor", value_name = "FLAVOR", value_enum, default_value_t = Flavor::Confluent)]
+    pub flavor: Flavor,
+
     /// Everything else.
     #[command(flatten)]
     pub options: RestProxyOptions,
@@ -297,7 +322,7 @@ pub struct RestProxyArgs {
 impl RestProxyArgs {
     /// Validates the flags into a [`RestProxyConfig`].
     pub fn into_config(self) -> Result<RestProxyConfig, ConfigError> {
-        self.options.into_config(self.listen)
+        self.options.into_config(self.listen, self.flavor)
     }
 }
 
@@ -367,6 +392,37 @@ mod tests {
         assert_eq!(config.default_partitions, 4);
         assert_eq!(config.topics.len(), 2);
         assert!(matches!(config.storage, StorageConfig::Memory { .. }));
+        assert_eq!(config.flavor, Flavor::Confluent);
+        assert_eq!(config.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert_eq!(config.message_max_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn flavor_picks_its_limits_unless_given() {
+        let cli = Cli::try_parse_from(["x", "--flavor", "karapace"]).unwrap_or_else(|e| panic!("{e}"));
+        let config = cli.args.into_config().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (config.flavor, config.max_request_bytes, config.message_max_bytes),
+            (Flavor::Karapace, 1_048_576, 1_048_576)
+        );
+        let cli = Cli::try_parse_from([
+            "x",
+            "--flavor",
+            "redpanda",
+            "--max-request-bytes",
+            "5000",
+            "--message-max-bytes",
+            "300",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let config = cli.args.into_config().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (config.flavor, config.max_request_bytes, config.message_max_bytes),
+            (Flavor::Redpanda, 5000, 300)
+        );
+        assert!(Cli::try_parse_from(["x", "--flavor", "kafka-rest"]).is_err());
+        let cli = Cli::try_parse_from(["x", "--message-max-bytes", "0"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.args.into_config(), Err(ConfigError::ZeroLimit(_))));
     }
 
     #[test]

@@ -7,13 +7,16 @@
 //! ```json
 //! {"kind": "http_error", "status": 503, "error_code": 50301, "message": "...", "count": 2}
 //! {"kind": "record_error", "error_code": 50003, "message": "...", "topic": "orders"}
+//! {"kind": "record_error", "every": 2}
 //! {"kind": "drop_connection", "delay_ms": 100}
 //! {"kind": "delay", "delay_ms": 1500}
 //! ```
 //!
 //! `count` (default 1) is how many produce requests the fault applies to, `topic` (default any)
 //! restricts it to one topic, `delay_ms` (default 0) waits before acting. `delay` then produces
-//! normally; the other kinds store nothing.
+//! normally; `record_error` with `every` N fails the Nth, 2Nth, ... record of the request and
+//! produces the others (a partial failure; default 1: every record fails); the other kinds store
+//! nothing.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -39,14 +42,16 @@ pub enum FaultAction {
         /// `message` of the envelope.
         message: String,
     },
-    /// v2: HTTP 200 whose every `offsets` entry carries this `error_code` and `error` (Confluent's
-    /// "200 with errors inside"); v3: the error as a per-record result (see [`crate::v3`]).
-    /// Nothing is stored.
+    /// The hit records fail with this `error_code` and `error`, rendered as the flavour renders a
+    /// failed record (Confluent v2: HTTP 200 with the error in `offsets`; v3: the error as a
+    /// per-record result, see [`crate::v3`]). Records not hit are produced.
     RecordError {
-        /// Per-record error code (50002, 50003, 40401, ...).
+        /// Per-record error code (50002, 50003, 40401, ...), shown as is by every flavour.
         error_code: i32,
         /// Per-record message.
         message: String,
+        /// Fail the records whose 1-based position in the request is a multiple of this (1: all).
+        every: u32,
     },
     /// Close the connection without answering; nothing is stored.
     DropConnection,
@@ -77,6 +82,7 @@ struct FaultSpec {
     count: Option<u32>,
     topic: Option<String>,
     delay_ms: Option<u64>,
+    every: Option<u32>,
 }
 
 impl Fault {
@@ -96,6 +102,7 @@ impl Fault {
                 ("status", spec.status.is_some()),
                 ("error_code", spec.error_code.is_some()),
                 ("message", spec.message.is_some()),
+                ("every", spec.every.is_some()),
             ];
             match given.iter().find(|(name, set)| *set && !allowed.contains(name)) {
                 Some((name, _)) => Err(format!("`{name}` does not apply to kind `{}`", spec.kind)),
@@ -119,13 +126,18 @@ impl Fault {
                 }
             }
             "record_error" => {
-                only(&["error_code", "message"])?;
+                only(&["error_code", "message", "every"])?;
                 let error_code = spec.error_code.unwrap_or(codes::KAFKA_RETRIABLE);
+                let every = spec.every.unwrap_or(1);
+                if every == 0 {
+                    return Err("every must be at least 1".into());
+                }
                 FaultAction::RecordError {
                     error_code,
                     message: spec
                         .message
                         .unwrap_or_else(|| format!("Injected Kafka error {error_code}")),
+                    every,
                 }
             }
             "drop_connection" => {
@@ -160,8 +172,12 @@ impl Fault {
             } => {
                 json!({"kind": "http_error", "status": status, "error_code": error_code, "message": message})
             }
-            FaultAction::RecordError { error_code, message } => {
-                json!({"kind": "record_error", "error_code": error_code, "message": message})
+            FaultAction::RecordError {
+                error_code,
+                message,
+                every,
+            } => {
+                json!({"kind": "record_error", "error_code": error_code, "message": message, "every": every})
             }
             FaultAction::DropConnection => json!({"kind": "drop_connection"}),
             FaultAction::Delay => json!({"kind": "delay"}),
@@ -272,7 +288,8 @@ mod tests {
             f[0].action,
             FaultAction::RecordError {
                 error_code: 50003,
-                message: "Injected Kafka error 50003".into()
+                message: "Injected Kafka error 50003".into(),
+                every: 1,
             }
         );
         assert_eq!(f[1].action, FaultAction::DropConnection);
@@ -287,6 +304,8 @@ mod tests {
             br#"{"kind":"http_error","status":1000}"#,
             br#"{"kind":"delay","status":500}"#,
             br#"{"kind":"record_error","count":0}"#,
+            br#"{"kind":"record_error","every":0}"#,
+            br#"{"kind":"http_error","every":2}"#,
             br#"{"kind":"delay","delay_ms":600001}"#,
             br#"{"kind":"delay","extra":1}"#,
             br#"{"status":500}"#,
@@ -318,6 +337,9 @@ mod tests {
     fn round_trips_through_json() {
         let f = parse_faults(br#"{"kind":"http_error","status":429,"error_code":42901,"message":"slow down","count":3,"topic":"t","delay_ms":7}"#)
             .unwrap_or_default();
+        let again = Fault::from_json(f[0].to_json()).map_err(|e| e.to_string());
+        assert_eq!(again.as_ref().ok(), f.first());
+        let f = parse_faults(br#"{"kind":"record_error","error_code":1,"every":3}"#).unwrap_or_default();
         let again = Fault::from_json(f[0].to_json()).map_err(|e| e.to_string());
         assert_eq!(again.as_ref().ok(), f.first());
     }

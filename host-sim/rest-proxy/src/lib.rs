@@ -15,16 +15,25 @@
 //! Confluent API lives under `/_sim/`: reading records back, a topic summary, reset, and a
 //! [`faults`] queue that makes the next produce requests fail in the ways real proxies do.
 //!
+//! [`flavor`] picks which proxy is modelled (`--flavor confluent|karapace|redpanda`): Confluent
+//! (default, v2 and v3, as above), Karapace or Redpanda's pandaproxy (v2 only, each with its own
+//! answers, limits and JSON handling). The store models the broker's `message.max.bytes`
+//! (`--message-max-bytes`): a record batch over it fails with MESSAGE_TOO_LARGE.
+//!
 //! Layers, one-way: [`config`] (flags and validated settings) → [`server`] (HTTP routing,
-//! [`RestProxy`]) → [`v2`]/[`v3`]/[`sim`] handlers → [`storage`] (memory or Kafka) and
-//! [`partitioner`]; [`codec`] and [`timestamp`] are pure functions; [`error`] holds the envelopes.
+//! [`RestProxy`], the produce pipeline) → [`flavor`] → [`v2`]/[`v3`] (Confluent) or the
+//! flavour's own handlers, [`sim`] → [`storage`] (memory or Kafka; domain failures, not HTTP
+//! shapes) and [`partitioner`]; [`codec`], [`reencode`] and [`timestamp`] are pure functions;
+//! [`error`] holds the envelopes.
 #![deny(missing_docs)]
 
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod faults;
+pub mod flavor;
 pub mod partitioner;
+pub mod reencode;
 pub mod server;
 pub mod sim;
 pub mod storage;
@@ -35,5 +44,6 @@ pub mod v3;
 pub use config::{RestProxyArgs, RestProxyConfig, RestProxyOptions, StorageConfig, TopicSpec};
 pub use error::{ApiError, ConfigError, ConnectionDropped, RestProxyError};
 pub use faults::{Fault, FaultAction};
+pub use flavor::Flavor;
 pub use server::RestProxy;
 pub use storage::{RecordHeader, StoredRecord};

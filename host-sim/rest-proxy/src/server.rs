@@ -24,6 +24,7 @@ use crate::codec::{ProduceRecord, APPLICATION_JSON, V2_JSON};
 use crate::config::{validate_topic_name, RestProxyConfig};
 use crate::error::{ApiError, ConnectionDropped, RestProxyError};
 use crate::faults::{Fault, FaultAction, FaultQueue};
+use crate::flavor::{Api, Flavor};
 use crate::partitioner::{partition_for_key, RoundRobin};
 use crate::storage::{Appended, Backend, RecordFailure, StorageError, StoredRecord};
 use crate::{sim, v2, v3};
@@ -86,10 +87,75 @@ pub enum FaultOutcome {
     Proceed,
     /// Answer with this error.
     HttpError(ApiError),
-    /// Fail every record with this error.
-    RecordError(RecordFailure),
+    /// Fail the records this hits, produce the others.
+    RecordError(InjectedFailure),
     /// Drop the connection.
     Drop,
+}
+
+/// A `record_error` fault applied to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectedFailure {
+    /// The failure of each record hit.
+    pub failure: RecordFailure,
+    /// Records whose 1-based position is a multiple of this are hit.
+    pub every: u32,
+}
+
+impl InjectedFailure {
+    /// Whether the record at 0-based `index` is hit.
+    pub fn hits(&self, index: usize) -> bool {
+        (index + 1) % (self.every.max(1) as usize) == 0
+    }
+}
+
+/// How a flavour's producer groups the records of one request into Kafka batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// Every record succeeds or fails alone (a producer that checks each record's size and
+    /// splits refused batches): the good records of a request are written.
+    PerRecord,
+    /// One batch per partition, accepted or refused as a whole: a bad record fails every record
+    /// of its partition, and none of them is written.
+    PerPartition,
+}
+
+/// What happens to a record that asks for a partition the topic does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingPartition {
+    /// The whole request is refused ([`ProduceError::PartitionNotFound`]); nothing is written.
+    RejectRequest,
+    /// The record fails with Kafka's UNKNOWN_TOPIC_OR_PARTITION.
+    FailRecord,
+}
+
+/// How one flavour produces: see [`crate::flavor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducePlan {
+    /// Batching of the records.
+    pub batching: Batching,
+    /// Records asking for a partition that does not exist.
+    pub missing_partition: MissingPartition,
+}
+
+/// The records of one request bound for one partition, produced as one batch.
+struct PartitionGroup {
+    partition: i64,
+    /// Their positions in the request.
+    slots: Vec<usize>,
+    /// The first failure already known for one of them (fails the whole batch).
+    failure: Option<RecordFailure>,
+    records: Vec<ProduceRecord>,
+}
+
+/// What became of one record of a produce request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// The partition it was (or would have been) written to; a requested partition is kept even
+    /// when the topic does not have it.
+    pub partition: i64,
+    /// Where it landed, or why not.
+    pub result: Result<Appended, RecordFailure>,
 }
 
 /// Which API a path belongs to: decides the Content-Type of error answers.
@@ -172,6 +238,35 @@ fn route(method: &Method, path: &str) -> Result<Route, (ApiError, Option<&'stati
             _ => "GET, HEAD, POST, DELETE, OPTIONS",
         };
         Err((ApiError::method_not_allowed(), Some(allow)))
+    }
+}
+
+impl Route {
+    /// The part of the API the route belongs to.
+    fn api(&self) -> Api {
+        match self {
+            Route::Root => Api::Root,
+            Route::V2Topics | Route::V2Topic(_) | Route::V2Produce(_, None) => Api::V2Topics,
+            Route::V2Produce(_, Some(_)) => Api::V2PartitionProduce,
+            Route::V3Clusters | Route::V3Cluster(_) | Route::V3Produce(..) => Api::V3,
+            Route::SimHealth
+            | Route::SimTopics
+            | Route::SimTopic(_)
+            | Route::SimRecords(_)
+            | Route::SimFaults
+            | Route::SimReset => Api::Sim,
+        }
+    }
+}
+
+/// The API a path that matched no route would belong to, to pick whose 404 to answer.
+fn api_of_unrouted(path: &str) -> Api {
+    if path.starts_with("/_sim/") {
+        Api::Sim
+    } else if path.starts_with("/topics") || path == "/" {
+        Api::V2Topics
+    } else {
+        Api::V3
     }
 }
 
@@ -287,11 +382,21 @@ impl RestProxy {
     {
         let family = family_of(req.uri().path());
         let ct = family.content_type();
+        let flavor = self.config.flavor;
         let route = match route(req.method(), req.uri().path()) {
-            Ok(r) => r,
+            Ok(r) if flavor.serves(r.api()) => r,
+            Ok(_) => {
+                // A route this flavour does not have: its own 404.
+                let _ = self.read_body(req.into_body(), None).await;
+                return Ok(flavor.not_found());
+            }
             Err((e, allow)) => {
+                let served = e.status != StatusCode::NOT_FOUND && flavor.serves(api_of_unrouted(req.uri().path()));
                 // Drain the body so a keep-alive connection stays usable.
                 let _ = self.read_body(req.into_body(), None).await;
+                if !served && flavor != Flavor::Confluent {
+                    return Ok(flavor.not_found());
+                }
                 let mut reply = Reply::error(&e, ct);
                 reply.allow = allow;
                 return Ok(reply);
@@ -320,7 +425,14 @@ impl RestProxy {
             Route::Root => Reply::json(StatusCode::OK, V2_JSON, &serde_json::json!({})),
             Route::V2Topics => v2::list_topics(self).await,
             Route::V2Topic(t) => v2::get_topic(self, &t).await,
-            Route::V2Produce(t, p) => return v2::produce(self, &t, p.as_deref(), ct_ref, body).await,
+            Route::V2Produce(t, p) => {
+                return match flavor {
+                    Flavor::Confluent => v2::produce(self, &t, p.as_deref(), ct_ref, body).await,
+                    Flavor::Karapace => crate::flavor::karapace::produce(self, &t, p.as_deref(), ct_ref, body).await,
+                    // No partition-produce route in pandaproxy: only `/topics/{t}` gets here.
+                    Flavor::Redpanda => crate::flavor::redpanda::produce(self, &t, ct_ref, body).await,
+                };
+            }
             Route::V3Clusters => v3::list_clusters(self, &host),
             Route::V3Cluster(c) => v3::get_cluster(self, &host, &c),
             Route::V3Produce(c, t) => return v3::produce(self, &c, &t, ct_ref, body).await,
@@ -342,9 +454,11 @@ impl RestProxy {
         B::Error: std::fmt::Display,
     {
         let limit = self.config.max_request_bytes;
+        // pandaproxy counts a fixed overhead on top of Content-Length (see flavor::redpanda).
+        let overhead = self.config.flavor.request_overhead();
         let mut body = std::pin::pin!(body);
         let mut buf = BytesMut::new();
-        let mut over = declared_len.is_some_and(|n| n > limit as u64);
+        let mut over = declared_len.is_some_and(|n| n.saturating_add(overhead as u64) > limit as u64);
         let mut drained = 0usize;
         while let Some(frame) = body.frame().await {
             let frame = match frame {
@@ -361,7 +475,7 @@ impl RestProxy {
                 }
                 continue;
             }
-            if buf.len() + data.len() > limit {
+            if buf.len() + data.len() + overhead > limit {
                 over = true;
                 drained = buf.len() + data.len();
                 buf.clear();
@@ -391,21 +505,29 @@ impl RestProxy {
                 error_code,
                 message,
             } => FaultOutcome::HttpError(Fault::api_error(status, error_code, &message)),
-            FaultAction::RecordError { error_code, message } => {
-                FaultOutcome::RecordError(RecordFailure { error_code, message })
-            }
+            FaultAction::RecordError {
+                error_code,
+                message,
+                every,
+            } => FaultOutcome::RecordError(InjectedFailure {
+                failure: RecordFailure::injected(error_code, message),
+                every,
+            }),
             FaultAction::DropConnection => FaultOutcome::Drop,
             FaultAction::Delay => FaultOutcome::Proceed,
         }
     }
 
     /// Resolves `topic` (creating it when allowed), picks each record's partition, and stores
-    /// the records. Nothing is stored when this returns `Err`.
+    /// the records as `plan` says, failing the records `injected` hits. One outcome per record, in
+    /// order. Nothing is stored when this returns `Err`.
     pub async fn produce(
         &self,
         topic: &str,
         records: Vec<ProduceRecord>,
-    ) -> Result<Vec<Result<Appended, RecordFailure>>, ProduceError> {
+        plan: ProducePlan,
+        injected: Option<&InjectedFailure>,
+    ) -> Result<Vec<RecordOutcome>, ProduceError> {
         validate_topic_name(topic).map_err(ProduceError::InvalidTopic)?;
         let count = match self.backend.partition_count(topic).await {
             Ok(Some(n)) => n,
@@ -417,19 +539,109 @@ impl RestProxy {
             Ok(None) => return Err(ProduceError::TopicNotFound),
             Err(e) => return Err(storage_to_produce(e)),
         };
-        let mut batch = Vec::with_capacity(records.len());
-        for r in records {
-            let partition = match (r.partition, &r.key) {
+        // Each record's partition, and the failure already known for it (a missing partition or
+        // an injected fault); records without one go to the backend.
+        let mut placed: Vec<(i64, Option<RecordFailure>, ProduceRecord)> = Vec::with_capacity(records.len());
+        for (i, r) in records.into_iter().enumerate() {
+            let (partition, mut failure) = match (r.partition, &r.key) {
                 (Some(p), _) => match u32::try_from(p) {
-                    Ok(p) if p < count => p,
-                    _ => return Err(ProduceError::PartitionNotFound),
+                    Ok(p) if p < count => (i64::from(p), None),
+                    _ if plan.missing_partition == MissingPartition::RejectRequest => {
+                        return Err(ProduceError::PartitionNotFound)
+                    }
+                    _ => (i64::from(p), Some(RecordFailure::unknown_topic_or_partition())),
                 },
-                (None, Some(key)) => partition_for_key(key, count),
-                (None, None) => self.round_robin.next(topic, count),
+                (None, Some(key)) => (i64::from(partition_for_key(key, count)), None),
+                (None, None) => (i64::from(self.round_robin.next(topic, count)), None),
             };
-            batch.push((partition, r));
+            if failure.is_none() {
+                failure = injected.filter(|f| f.hits(i)).map(|f| f.failure.clone());
+            }
+            placed.push((partition, failure, r));
         }
-        Ok(self.backend.append(topic, batch).await)
+        let limit = self.config.message_max_bytes;
+        let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; placed.len()];
+        match plan.batching {
+            Batching::PerRecord => {
+                let mut slots = Vec::new();
+                let mut batch = Vec::new();
+                for (i, (partition, failure, record)) in placed.into_iter().enumerate() {
+                    match (failure, u32::try_from(partition)) {
+                        (None, Ok(p)) => {
+                            slots.push((i, partition));
+                            batch.push((p, record));
+                        }
+                        (failure, _) => {
+                            let failure = failure.unwrap_or_else(RecordFailure::unknown_topic_or_partition);
+                            outcomes[i] = Some(RecordOutcome {
+                                partition,
+                                result: Err(failure),
+                            })
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    let results = self.backend.append(topic, batch, limit).await;
+                    for ((i, partition), result) in slots.into_iter().zip(results) {
+                        outcomes[i] = Some(RecordOutcome { partition, result });
+                    }
+                }
+            }
+            Batching::PerPartition => {
+                // Partitions in the order they first appear.
+                let mut groups: Vec<PartitionGroup> = Vec::new();
+                for (i, (partition, failure, record)) in placed.into_iter().enumerate() {
+                    let g = match groups.iter().position(|g| g.partition == partition) {
+                        Some(g) => g,
+                        None => {
+                            groups.push(PartitionGroup {
+                                partition,
+                                slots: Vec::new(),
+                                failure: None,
+                                records: Vec::new(),
+                            });
+                            groups.len() - 1
+                        }
+                    };
+                    let group = &mut groups[g];
+                    group.slots.push(i);
+                    if group.failure.is_none() {
+                        group.failure = failure;
+                    }
+                    group.records.push(record);
+                }
+                for group in groups {
+                    let PartitionGroup {
+                        partition,
+                        slots,
+                        failure,
+                        records,
+                    } = group;
+                    let results: Vec<Result<Appended, RecordFailure>> = match (failure, u32::try_from(partition)) {
+                        (None, Ok(p)) => match self.backend.append_batch(topic, p, records, limit).await {
+                            Ok(appended) => appended.into_iter().map(Ok).collect(),
+                            Err(f) => vec![Err(f); slots.len()],
+                        },
+                        (failure, _) => {
+                            let f = failure.unwrap_or_else(RecordFailure::unknown_topic_or_partition);
+                            vec![Err(f); slots.len()]
+                        }
+                    };
+                    for (i, result) in slots.into_iter().zip(results) {
+                        outcomes[i] = Some(RecordOutcome { partition, result });
+                    }
+                }
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| RecordOutcome {
+                    partition: -1,
+                    result: Err(RecordFailure::fatal("record was not produced")),
+                })
+            })
+            .collect())
     }
 
     /// Forgets per-topic partitioner state (after a topic is deleted).
@@ -502,7 +714,7 @@ fn storage_to_produce(e: StorageError) -> ProduceError {
     match e {
         StorageError::TopicNotFound(_) => ProduceError::TopicNotFound,
         StorageError::PartitionNotFound { .. } => ProduceError::PartitionNotFound,
-        StorageError::Kafka { error_code, message } => ProduceError::Backend(RecordFailure { error_code, message }),
+        StorageError::Kafka(f) => ProduceError::Backend(f),
         StorageError::Unsupported(what) => {
             ProduceError::Backend(RecordFailure::fatal(format!("{what} is not supported")))
         }

@@ -1,6 +1,6 @@
 //! Simulator endpoints under `/_sim/` (not part of any Confluent API), for tests and humans:
 //!
-//! - `GET /_sim/health` → `{"status":"ok","backend":"memory","cluster_id":...}`
+//! - `GET /_sim/health` → `{"status":"ok","backend":"memory","cluster_id":...,"flavor":"confluent"}`
 //! - `GET /_sim/topics` → every topic with per-partition `earliest_offset`, `next_offset`, and
 //!   in memory `records`, `bytes`, `evicted` (retention evictions).
 //! - `GET /_sim/topics/{topic}/records?partition=P&offset=O&limit=N` → the records (all partitions
@@ -41,6 +41,7 @@ pub fn health(proxy: &RestProxy) -> Reply {
         "status": "ok",
         "backend": proxy.backend().kind(),
         "cluster_id": proxy.config().cluster_id,
+        "flavor": proxy.config().flavor.name(),
     }))
 }
 

@@ -16,11 +16,20 @@
 use hyper::StatusCode;
 use serde::Serialize;
 
-use crate::codec::{parse_v2, v2_format, V2_JSON};
+use crate::codec::{parse_v2, v2_format, V2Encoding, V2_JSON};
 use crate::error::{codes, ApiError, ConnectionDropped, TOPIC_NOT_FOUND_MESSAGE};
-use crate::server::{FaultOutcome, ProduceError, Reply, RestProxy};
+use crate::flavor::confluent::record_error_code;
+use crate::server::{Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, Reply, RestProxy};
 use crate::storage::{Appended, RecordFailure};
 use crate::timestamp::now_ms;
+
+/// How kafka-rest produces: its Java producer splits a batch the broker refuses as too large and
+/// retries, so a record fails alone; a record asking for a partition the topic lacks is answered
+/// 404 / 40402 here (see the module notes).
+pub const PLAN: ProducePlan = ProducePlan {
+    batching: Batching::PerRecord,
+    missing_partition: MissingPartition::RejectRequest,
+};
 
 /// One entry of `offsets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,7 +71,7 @@ impl ProduceResponse {
                     Err(f) => PartitionOffset {
                         partition: None,
                         offset: None,
-                        error_code: Some(f.error_code),
+                        error_code: Some(record_error_code(f)),
                         error: Some(f.message.clone()),
                     },
                 })
@@ -112,7 +121,7 @@ pub async fn produce(
             Err(_) => return Ok(error(&ApiError::no_such_path())),
         },
     };
-    let mut records = match parse_v2(&body, format, now_ms()) {
+    let mut records = match parse_v2(&body, format, now_ms(), V2Encoding::CONFLUENT) {
         Ok(r) => r,
         Err(e) => return Ok(error(&e)),
     };
@@ -122,17 +131,18 @@ pub async fn produce(
         }
     }
     let n = records.len();
-    let results = match proxy.take_fault(topic).await {
-        FaultOutcome::Proceed => match proxy.produce(topic, records).await {
-            Ok(results) => results,
-            Err(ProduceError::TopicNotFound) => return Ok(error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE))),
-            Err(ProduceError::PartitionNotFound) => return Ok(error(&ApiError::partition_not_found())),
-            Err(ProduceError::InvalidTopic(msg)) => return Ok(error(&ApiError::invalid_topic(msg))),
-            Err(ProduceError::Backend(f)) => vec![Err(f); n],
-        },
+    let injected = match proxy.take_fault(topic).await {
+        FaultOutcome::Proceed => None,
         FaultOutcome::HttpError(e) => return Ok(error(&e)),
-        FaultOutcome::RecordError(f) => vec![Err(f); n],
+        FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
+    };
+    let results = match proxy.produce(topic, records, PLAN, injected.as_ref()).await {
+        Ok(outcomes) => outcomes.into_iter().map(|o| o.result).collect::<Vec<_>>(),
+        Err(ProduceError::TopicNotFound) => return Ok(error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE))),
+        Err(ProduceError::PartitionNotFound) => return Ok(error(&ApiError::partition_not_found())),
+        Err(ProduceError::InvalidTopic(msg)) => return Ok(error(&ApiError::invalid_topic(msg))),
+        Err(ProduceError::Backend(f)) => vec![Err(f); n],
     };
     let response = ProduceResponse::from_results(&results);
     Ok(Reply::json(response.status(), V2_JSON, &response))
@@ -219,7 +229,7 @@ pub async fn get_topic(proxy: &RestProxy, topic: &str) -> Reply {
 pub fn storage_error(e: crate::storage::StorageError) -> ApiError {
     use crate::storage::StorageError as S;
     match e {
-        S::Kafka { error_code, message } => ApiError::from_code(error_code, message),
+        S::Kafka(f) => ApiError::from_code(record_error_code(&f), f.message),
         S::TopicNotFound(_) => ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE),
         S::PartitionNotFound { .. } => ApiError::partition_not_found(),
         S::Unsupported(what) => ApiError::bad_request(format!("{what} is only supported by the in-memory store")),
@@ -240,25 +250,26 @@ mod tests {
                 timestamp_ms: 0,
             }),
             Err(RecordFailure::retriable("timeout")),
+            Err(RecordFailure::message_too_large(20, 10)),
         ];
         let r = ProduceResponse::from_results(&results);
         assert_eq!(
             serde_json::to_value(&r).unwrap_or_default(),
             json!({"offsets":[
                 {"partition":1,"offset":7,"error_code":null,"error":null},
-                {"partition":null,"offset":null,"error_code":50003,"error":"timeout"}],
+                {"partition":null,"offset":null,"error_code":50003,"error":"timeout"},
+                {"partition":null,"offset":null,"error_code":50002,
+                 "error":"The record batch is 20 bytes, larger than the broker's message.max.bytes of 10."}],
               "key_schema_id":null,"value_schema_id":null})
         );
         assert_eq!(r.status(), StatusCode::OK);
-        let auth = ProduceResponse::from_results(&[Err(RecordFailure {
-            error_code: 40301,
-            message: "no".into(),
-        })]);
+        let auth = ProduceResponse::from_results(&[Err(RecordFailure::broker(
+            29,
+            crate::storage::FailureClass::Authorization,
+            "no",
+        ))]);
         assert_eq!(auth.status(), StatusCode::FORBIDDEN);
-        let authn = ProduceResponse::from_results(&[Err(RecordFailure {
-            error_code: 40101,
-            message: "no".into(),
-        })]);
+        let authn = ProduceResponse::from_results(&[Err(RecordFailure::injected(40101, "no"))]);
         assert_eq!(authn.status(), StatusCode::UNAUTHORIZED);
     }
 }

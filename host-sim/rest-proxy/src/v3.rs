@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::codec::{is_application_json, parse_v3_record, split_v3_body, ProduceRecord, V3Data, APPLICATION_JSON};
 use crate::error::{ApiError, ConnectionDropped};
+use crate::flavor::confluent::record_error_code;
 use crate::server::{FaultOutcome, ProduceError, Reply, RestProxy};
 use crate::storage::{Appended, RecordFailure};
 use crate::timestamp::{format_iso8601, now_ms};
@@ -144,7 +145,7 @@ fn produce_error(topic: &str, e: ProduceError) -> ApiError {
 }
 
 fn failure_error(f: &RecordFailure) -> ApiError {
-    ApiError::from_code(f.error_code, f.message.clone())
+    ApiError::from_code(record_error_code(f), f.message.clone())
 }
 
 /// Produces one JSON value of the body: `Ok(report)` or the error to report.
@@ -168,15 +169,19 @@ async fn produce_one(
         headers: record.headers,
         timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
     };
-    let outcome = match proxy.take_fault(topic).await {
-        FaultOutcome::Proceed => proxy.produce(topic, vec![produce]).await,
+    let injected = match proxy.take_fault(topic).await {
+        FaultOutcome::Proceed => None,
         FaultOutcome::HttpError(e) => return Ok(Err(e)),
-        FaultOutcome::RecordError(f) => Ok(vec![Err(f)]),
+        FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
     };
-    let result = match outcome {
-        Ok(mut results) => results
+    let result = match proxy
+        .produce(topic, vec![produce], crate::v2::PLAN, injected.as_ref())
+        .await
+    {
+        Ok(mut outcomes) => outcomes
             .pop()
+            .map(|o| o.result)
             .unwrap_or_else(|| Err(RecordFailure::fatal("record was not produced"))),
         Err(e) => return Ok(Err(produce_error(topic, e))),
     };

@@ -3,9 +3,9 @@
 //!
 //! The client connects lazily (first request, or [`KafkaBridge::check`]) and reconnects after a
 //! failure; every broker operation is bounded by the configured timeout (rskafka's own retry
-//! deadline and a `tokio` timeout around it). Broker errors become Confluent's per-record codes
-//! the way kafka-rest classifies producer exceptions: authentication 40101, authorization 40301,
-//! retriable errors (timeouts, unreachable broker, leader changes) 50003, anything else 50002.
+//! deadline and a `tokio` timeout around it). Broker errors become domain failures: the Kafka
+//! protocol code, classified as the Java client classifies the exception (authentication,
+//! authorization, retriable, other); each REST-proxy flavour renders them its own way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -20,9 +20,10 @@ use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use rskafka::BackoffConfig;
 
-use super::{Appended, PartitionSummary, RecordFailure, RecordHeader, StorageError, StoredRecord, TopicSummary};
+use super::{
+    Appended, FailureClass, PartitionSummary, RecordFailure, RecordHeader, StorageError, StoredRecord, TopicSummary,
+};
 use crate::codec::ProduceRecord;
-use crate::error::codes;
 
 /// Most bytes asked for in one fetch when reading records back.
 const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
@@ -49,20 +50,64 @@ impl std::fmt::Debug for KafkaBridge {
     }
 }
 
-/// The Confluent per-record failure for an rskafka error (kafka-rest's
-/// `errorCodeFromProducerException` over the Java exception the same broker error raises).
+/// The Kafka protocol code of an rskafka protocol error (<https://kafka.apache.org/protocol#protocol_error_codes>);
+/// rskafka keeps its own conversion private, so the codes the bridge can meet are listed here.
+pub fn kafka_code(e: &ProtocolError) -> i16 {
+    match e {
+        ProtocolError::UnknownServerError => -1,
+        ProtocolError::OffsetOutOfRange => 1,
+        ProtocolError::CorruptMessage => 2,
+        ProtocolError::UnknownTopicOrPartition => 3,
+        ProtocolError::InvalidFetchSize => 4,
+        ProtocolError::LeaderNotAvailable => 5,
+        ProtocolError::NotLeaderOrFollower => 6,
+        ProtocolError::RequestTimedOut => 7,
+        ProtocolError::BrokerNotAvailable => 8,
+        ProtocolError::ReplicaNotAvailable => 9,
+        ProtocolError::MessageTooLarge => 10,
+        ProtocolError::NetworkException => 13,
+        ProtocolError::CoordinatorLoadInProgress => 14,
+        ProtocolError::CoordinatorNotAvailable => 15,
+        ProtocolError::NotCoordinator => 16,
+        ProtocolError::InvalidTopicException => 17,
+        ProtocolError::RecordListTooLarge => 18,
+        ProtocolError::NotEnoughReplicas => 19,
+        ProtocolError::NotEnoughReplicasAfterAppend => 20,
+        ProtocolError::InvalidRequiredAcks => 21,
+        ProtocolError::TopicAuthorizationFailed => 29,
+        ProtocolError::GroupAuthorizationFailed => 30,
+        ProtocolError::ClusterAuthorizationFailed => 31,
+        ProtocolError::UnsupportedSaslMechanism => 33,
+        ProtocolError::IllegalSaslState => 34,
+        ProtocolError::TopicAlreadyExists => 36,
+        ProtocolError::InvalidRecord => 87,
+        ProtocolError::ConcurrentTransactions => 51,
+        ProtocolError::TransactionalIdAuthorizationFailed => 53,
+        ProtocolError::KafkaStorageError => 56,
+        ProtocolError::SaslAuthenticationFailed => 58,
+        ProtocolError::FencedLeaderEpoch => 74,
+        ProtocolError::UnknownLeaderEpoch => 75,
+        ProtocolError::OffsetNotAvailable => 78,
+        ProtocolError::Unknown(code) => *code,
+        _ => -1,
+    }
+}
+
+/// The domain failure of an rskafka error: the broker's protocol code classified the way the
+/// Java client classifies the exception the same broker error raises (authentication,
+/// authorization, `RetriableException` subclasses, other), or a client-side failure.
 pub fn failure_of(e: &KafkaError) -> RecordFailure {
     let message = e.to_string();
     match e {
         KafkaError::ServerError { protocol_error, .. } => {
-            let error_code = match protocol_error {
+            let class = match protocol_error {
                 ProtocolError::SaslAuthenticationFailed
                 | ProtocolError::IllegalSaslState
-                | ProtocolError::UnsupportedSaslMechanism => codes::KAFKA_AUTHENTICATION,
+                | ProtocolError::UnsupportedSaslMechanism => FailureClass::Authentication,
                 ProtocolError::TopicAuthorizationFailed
                 | ProtocolError::GroupAuthorizationFailed
                 | ProtocolError::ClusterAuthorizationFailed
-                | ProtocolError::TransactionalIdAuthorizationFailed => codes::KAFKA_AUTHORIZATION,
+                | ProtocolError::TransactionalIdAuthorizationFailed => FailureClass::Authorization,
                 // Subclasses of RetriableException in the Java client.
                 ProtocolError::CorruptMessage
                 | ProtocolError::UnknownTopicOrPartition
@@ -80,10 +125,10 @@ pub fn failure_of(e: &KafkaError) -> RecordFailure {
                 | ProtocolError::FencedLeaderEpoch
                 | ProtocolError::UnknownLeaderEpoch
                 | ProtocolError::OffsetNotAvailable
-                | ProtocolError::ConcurrentTransactions => codes::KAFKA_RETRIABLE,
-                _ => codes::KAFKA_ERROR,
+                | ProtocolError::ConcurrentTransactions => FailureClass::Retriable,
+                _ => FailureClass::NonRetriable,
             };
-            RecordFailure { error_code, message }
+            RecordFailure::broker(kafka_code(protocol_error), class, message)
         }
         // Connection trouble and deadlines: the Java producer reports a TimeoutException.
         KafkaError::Connection(_) | KafkaError::Request(_) | KafkaError::RetryFailed(_) | KafkaError::Timeout => {
@@ -158,7 +203,7 @@ impl KafkaBridge {
             self.bounded("connect", builder.build())
                 .await
                 .map_err(|f| RecordFailure {
-                    error_code: f.error_code,
+                    cause: f.cause,
                     message: format!("cannot reach Kafka at {}: {}", self.bootstrap.join(","), f.message),
                 })?,
         );
@@ -225,7 +270,7 @@ impl KafkaBridge {
         let client = self.client().await?;
         let result = f(client).await;
         if let Err(failure) = &result {
-            if failure.error_code == codes::KAFKA_RETRIABLE {
+            if failure.class() == FailureClass::Retriable {
                 // Connection trouble: start afresh next time.
                 self.forget_client().await;
             }
@@ -494,9 +539,10 @@ impl KafkaBridge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::FailureCause;
 
     #[test]
-    fn errors_map_to_confluent_codes() {
+    fn errors_map_to_classified_kafka_codes() {
         let server = |protocol_error| KafkaError::ServerError {
             protocol_error,
             error_message: None,
@@ -504,21 +550,54 @@ mod tests {
             response: None,
             is_virtual: false,
         };
+        let cause = |e: &KafkaError| failure_of(e).cause;
         assert_eq!(
-            failure_of(&server(ProtocolError::NotLeaderOrFollower)).error_code,
-            50003
-        );
-        assert_eq!(failure_of(&server(ProtocolError::MessageTooLarge)).error_code, 50002);
-        assert_eq!(
-            failure_of(&server(ProtocolError::TopicAuthorizationFailed)).error_code,
-            40301
+            cause(&server(ProtocolError::NotLeaderOrFollower)),
+            FailureCause::Broker {
+                kafka_code: 6,
+                class: FailureClass::Retriable
+            }
         );
         assert_eq!(
-            failure_of(&server(ProtocolError::SaslAuthenticationFailed)).error_code,
-            40101
+            cause(&server(ProtocolError::MessageTooLarge)),
+            FailureCause::Broker {
+                kafka_code: 10,
+                class: FailureClass::NonRetriable
+            }
         );
-        assert_eq!(failure_of(&KafkaError::Timeout).error_code, 50003);
-        assert_eq!(failure_of(&KafkaError::InvalidResponse("x".into())).error_code, 50002);
+        assert_eq!(
+            cause(&server(ProtocolError::TopicAuthorizationFailed)),
+            FailureCause::Broker {
+                kafka_code: 29,
+                class: FailureClass::Authorization
+            }
+        );
+        assert_eq!(
+            cause(&server(ProtocolError::SaslAuthenticationFailed)),
+            FailureCause::Broker {
+                kafka_code: 58,
+                class: FailureClass::Authentication
+            }
+        );
+        assert_eq!(
+            cause(&server(ProtocolError::Unknown(4242))),
+            FailureCause::Broker {
+                kafka_code: 4242,
+                class: FailureClass::NonRetriable
+            }
+        );
+        assert_eq!(
+            cause(&KafkaError::Timeout),
+            FailureCause::Client {
+                class: FailureClass::Retriable
+            }
+        );
+        assert_eq!(
+            cause(&KafkaError::InvalidResponse("x".into())),
+            FailureCause::Client {
+                class: FailureClass::NonRetriable
+            }
+        );
     }
 
     #[test]
@@ -542,9 +621,9 @@ mod tests {
         // Port 1 on loopback: nothing listens there, so the connection is refused at once.
         let bridge = KafkaBridge::new(vec!["127.0.0.1:1".into()], Duration::from_millis(300), Vec::new());
         match bridge.partition_count("t").await {
-            Err(StorageError::Kafka { error_code, message }) => {
-                assert_eq!(error_code, 50003);
-                assert!(message.contains("cannot reach Kafka"), "{message}");
+            Err(StorageError::Kafka(f)) => {
+                assert_eq!(f.class(), FailureClass::Retriable);
+                assert!(f.message.contains("cannot reach Kafka"), "{}", f.message);
             }
             other => panic!("expected a Kafka error, got {other:?}"),
         }

@@ -124,19 +124,13 @@ impl MemoryStore {
             // UnknownTopicOrPartitionException.
             return batch
                 .iter()
-                .map(|_| {
-                    Err(RecordFailure::retriable(
-                        "This server does not host this topic-partition.",
-                    ))
-                })
+                .map(|_| Err(RecordFailure::unknown_topic_or_partition()))
                 .collect();
         };
         let mut out = Vec::with_capacity(batch.len());
         for (partition, record) in batch {
             let Some(p) = t.partitions.get_mut(partition as usize) else {
-                out.push(Err(RecordFailure::retriable(
-                    "This server does not host this topic-partition.",
-                )));
+                out.push(Err(RecordFailure::unknown_topic_or_partition()));
                 continue;
             };
             let stored = StoredRecord {
@@ -304,9 +298,9 @@ mod tests {
     fn unknown_topic_or_partition_fails_per_record() {
         let store = MemoryStore::new(10, 100, vec![("t".into(), 1)]);
         let out = store.append("t", vec![(3, rec("x"))]);
-        assert!(matches!(&out[0], Err(f) if f.error_code == 50003));
+        assert!(matches!(&out[0], Err(f) if *f == RecordFailure::unknown_topic_or_partition()));
         let out = store.append("gone", vec![(0, rec("x"))]);
-        assert!(matches!(&out[0], Err(f) if f.error_code == 50003));
+        assert!(matches!(&out[0], Err(f) if *f == RecordFailure::unknown_topic_or_partition()));
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! ([`memory::MemoryStore`]) or a real broker ([`kafka::KafkaBridge`]).
 //!
 //! The HTTP layer resolves the topic and picks partitions; the backend only appends records to
-//! given partitions and reports, per record, an offset or a Confluent error code. Whole-request
-//! failures (the broker cannot be reached for metadata) are a [`StorageError`].
+//! given partitions and reports, per record, an offset or a domain [`RecordFailure`] (a Kafka
+//! error code and its class, or a client-side failure), which each REST-proxy flavour
+//! ([`crate::flavor`]) renders its own way. Whole-request failures (the broker cannot be reached
+//! for metadata) are a [`StorageError`]. [`Backend::append`] and [`Backend::append_batch`] model
+//! the broker's `message.max.bytes` ([`record_batch_size`]).
 
 pub mod kafka;
 pub mod memory;
@@ -53,29 +56,127 @@ pub struct Appended {
     pub timestamp_ms: i64,
 }
 
-/// A record the store did not accept: Confluent's per-record `error_code` and `error`.
+/// How a failure is classified, the way Kafka's Java client classifies the exception it raises
+/// (`AuthenticationException`, `AuthorizationException`, `RetriableException`, anything else).
+/// Each REST-proxy flavour turns the class into its own per-record code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// SASL / authentication failures.
+    Authentication,
+    /// ACL failures.
+    Authorization,
+    /// Worth retrying: timeouts, unreachable broker, leader changes, unknown partitions.
+    Retriable,
+    /// Anything else (record too large, corrupt request, ...).
+    NonRetriable,
+}
+
+/// Where a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// The broker (or the in-memory broker model) answered with a Kafka protocol error code
+    /// (`org.apache.kafka.common.protocol.Errors`: 3 UNKNOWN_TOPIC_OR_PARTITION, 10
+    /// MESSAGE_TOO_LARGE, ...).
+    Broker {
+        /// Kafka protocol error code.
+        kafka_code: i16,
+        /// Its class.
+        class: FailureClass,
+    },
+    /// No broker answer: a timeout, a lost connection, or a client-side error.
+    Client {
+        /// Its class (timeouts and connection failures are retriable).
+        class: FailureClass,
+    },
+    /// A `record_error` fault (see [`crate::faults`]): this number is what every flavour shows
+    /// the client as the record's error code.
+    Injected {
+        /// The code the fault asked for.
+        error_code: i32,
+    },
+}
+
+/// A record the store did not accept: a domain failure, turned into a flavour's per-record
+/// `error_code` and `error` by the HTTP layer ([`crate::flavor`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordFailure {
-    /// 40101, 40301, 50002 or 50003, as kafka-rest's `errorCodeFromProducerException`.
-    pub error_code: i32,
-    /// The producer exception's message.
+    /// Where it came from and how it is classified.
+    pub cause: FailureCause,
+    /// What went wrong, for humans.
     pub message: String,
 }
 
+/// Kafka's MESSAGE_TOO_LARGE (`Errors.MESSAGE_TOO_LARGE`).
+pub const KAFKA_MESSAGE_TOO_LARGE: i16 = 10;
+/// Kafka's UNKNOWN_TOPIC_OR_PARTITION (`Errors.UNKNOWN_TOPIC_OR_PARTITION`).
+pub const KAFKA_UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
 impl RecordFailure {
-    /// A retriable failure (50003).
+    /// A retriable failure without a broker answer (a timeout, a lost connection).
     pub fn retriable(message: impl Into<String>) -> Self {
         RecordFailure {
-            error_code: codes::KAFKA_RETRIABLE,
+            cause: FailureCause::Client {
+                class: FailureClass::Retriable,
+            },
             message: message.into(),
         }
     }
 
-    /// A non-retriable failure (50002).
+    /// A non-retriable failure without a broker answer.
     pub fn fatal(message: impl Into<String>) -> Self {
         RecordFailure {
-            error_code: codes::KAFKA_ERROR,
+            cause: FailureCause::Client {
+                class: FailureClass::NonRetriable,
+            },
             message: message.into(),
+        }
+    }
+
+    /// A broker error code with its class.
+    pub fn broker(kafka_code: i16, class: FailureClass, message: impl Into<String>) -> Self {
+        RecordFailure {
+            cause: FailureCause::Broker { kafka_code, class },
+            message: message.into(),
+        }
+    }
+
+    /// Kafka's UNKNOWN_TOPIC_OR_PARTITION (retriable), with the Java client's message.
+    pub fn unknown_topic_or_partition() -> Self {
+        Self::broker(
+            KAFKA_UNKNOWN_TOPIC_OR_PARTITION,
+            FailureClass::Retriable,
+            "This server does not host this topic-partition.",
+        )
+    }
+
+    /// Kafka's MESSAGE_TOO_LARGE (not retriable) for a batch of `size` bytes over `limit`.
+    pub fn message_too_large(size: usize, limit: usize) -> Self {
+        Self::broker(
+            KAFKA_MESSAGE_TOO_LARGE,
+            FailureClass::NonRetriable,
+            format!("The record batch is {size} bytes, larger than the broker's message.max.bytes of {limit}."),
+        )
+    }
+
+    /// A failure a `record_error` fault injected.
+    pub fn injected(error_code: i32, message: impl Into<String>) -> Self {
+        RecordFailure {
+            cause: FailureCause::Injected { error_code },
+            message: message.into(),
+        }
+    }
+
+    /// The failure's class (an injected failure counts as retriable only for the codes Confluent
+    /// uses for retriable errors).
+    pub fn class(&self) -> FailureClass {
+        match self.cause {
+            FailureCause::Broker { class, .. } | FailureCause::Client { class } => class,
+            FailureCause::Injected { error_code } => match error_code {
+                codes::KAFKA_AUTHENTICATION => FailureClass::Authentication,
+                codes::KAFKA_AUTHORIZATION => FailureClass::Authorization,
+                codes::KAFKA_RETRIABLE => FailureClass::Retriable,
+                _ => FailureClass::NonRetriable,
+            },
         }
     }
 }
@@ -83,15 +184,9 @@ impl RecordFailure {
 /// A storage operation that failed as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
-    /// The broker failed or could not be reached; `error_code` is Confluent's (50003 retriable,
-    /// 50002 other, 40101/40301 auth).
-    #[error("Kafka error {error_code}: {message}")]
-    Kafka {
-        /// Confluent error code.
-        error_code: i32,
-        /// What went wrong.
-        message: String,
-    },
+    /// The broker failed or could not be reached.
+    #[error("Kafka error: {}", .0.message)]
+    Kafka(RecordFailure),
     /// The topic does not exist.
     #[error("topic {0} not found")]
     TopicNotFound(String),
@@ -110,11 +205,55 @@ pub enum StorageError {
 
 impl From<RecordFailure> for StorageError {
     fn from(f: RecordFailure) -> Self {
-        StorageError::Kafka {
-            error_code: f.error_code,
-            message: f.message,
-        }
+        StorageError::Kafka(f)
     }
+}
+
+/// Kafka's default `message.max.bytes`: the largest record batch a broker accepts
+/// (1 MiB plus the 12-byte log overhead; kafka `ServerLogConfigs.MAX_MESSAGE_BYTES_DEFAULT`).
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_048_588;
+
+/// Bytes of a Kafka v2 record batch header (`DefaultRecordBatch.RECORD_BATCH_OVERHEAD`).
+const RECORD_BATCH_OVERHEAD: usize = 61;
+
+/// Length of `v` as a zig-zag varint (Kafka's `ByteUtils.sizeOfVarint`).
+fn varint_size(v: i64) -> usize {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut n = 1;
+    while z >= 0x80 {
+        z >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn varlen_size(bytes: Option<usize>) -> usize {
+    match bytes {
+        None => varint_size(-1),
+        Some(n) => varint_size(n as i64) + n,
+    }
+}
+
+/// Size in bytes of `records` written as one uncompressed Kafka v2 record batch, with offset and
+/// timestamp deltas from the first record (`DefaultRecordBatch.sizeInBytes` and
+/// `DefaultRecord.sizeInBytes`): what a broker compares with `message.max.bytes`.
+pub fn record_batch_size<'a>(records: impl IntoIterator<Item = &'a ProduceRecord>) -> usize {
+    let mut total = RECORD_BATCH_OVERHEAD;
+    let mut base_ts = None;
+    for (delta, r) in records.into_iter().enumerate() {
+        let base = *base_ts.get_or_insert(r.timestamp_ms);
+        let mut body = 1 // attributes
+            + varint_size(r.timestamp_ms.saturating_sub(base))
+            + varint_size(delta as i64)
+            + varlen_size(r.key.as_ref().map(|k| k.len()))
+            + varlen_size(r.value.as_ref().map(|v| v.len()))
+            + varint_size(r.headers.len() as i64);
+        for h in &r.headers {
+            body += varlen_size(Some(h.name.len())) + varlen_size(h.value.as_ref().map(|v| v.len()));
+        }
+        total += varint_size(body as i64) + body;
+    }
+    total
 }
 
 /// Retention state of one partition, for `/_sim/topics`.
@@ -195,12 +334,67 @@ impl Backend {
         }
     }
 
-    /// Appends records to the given partitions; one result per record, in order.
-    pub async fn append(&self, topic: &str, batch: Vec<(u32, ProduceRecord)>) -> Vec<Result<Appended, RecordFailure>> {
-        match self {
+    /// Appends records to the given partitions, each record as a batch of its own (what a
+    /// producer that splits a refused batch and retries ends up with: the Java producer's
+    /// `Sender` splits on MESSAGE_TOO_LARGE, librdkafka checks `message.max.bytes` per message).
+    /// A record whose one-record batch exceeds `message_max_bytes` fails alone with
+    /// MESSAGE_TOO_LARGE and is not stored; one result per record, in order.
+    pub async fn append(
+        &self,
+        topic: &str,
+        batch: Vec<(u32, ProduceRecord)>,
+        message_max_bytes: usize,
+    ) -> Vec<Result<Appended, RecordFailure>> {
+        let mut results: Vec<Option<Result<Appended, RecordFailure>>> = Vec::with_capacity(batch.len());
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut slots = Vec::with_capacity(batch.len());
+        for (i, (partition, record)) in batch.into_iter().enumerate() {
+            let size = record_batch_size([&record]);
+            if size > message_max_bytes {
+                results.push(Some(Err(RecordFailure::message_too_large(size, message_max_bytes))));
+            } else {
+                results.push(None);
+                slots.push(i);
+                accepted.push((partition, record));
+            }
+        }
+        if !accepted.is_empty() {
+            let stored = match self {
+                Backend::Memory(m) => m.append(topic, accepted),
+                Backend::Kafka(k) => k.append(topic, accepted).await,
+            };
+            for (slot, result) in slots.into_iter().zip(stored) {
+                results[slot] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(RecordFailure::fatal("record was not produced"))))
+            .collect()
+    }
+
+    /// Appends `records` to one partition as a single batch: all are stored or none is (a broker
+    /// accepts or refuses a batch as a whole). A batch larger than `message_max_bytes` fails with
+    /// MESSAGE_TOO_LARGE. Returns the offsets, in order.
+    pub async fn append_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<ProduceRecord>,
+        message_max_bytes: usize,
+    ) -> Result<Vec<Appended>, RecordFailure> {
+        let size = record_batch_size(&records);
+        if size > message_max_bytes {
+            return Err(RecordFailure::message_too_large(size, message_max_bytes));
+        }
+        let batch: Vec<(u32, ProduceRecord)> = records.into_iter().map(|r| (partition, r)).collect();
+        // Both stores append one partition's records in one step (the memory store under one
+        // lock, the Kafka bridge in one produce request), so they succeed or fail together.
+        let stored = match self {
             Backend::Memory(m) => m.append(topic, batch),
             Backend::Kafka(k) => k.append(topic, batch).await,
-        }
+        };
+        stored.into_iter().collect()
     }
 
     /// Topic names and partition counts, by name.
@@ -259,5 +453,93 @@ impl Backend {
             Backend::Memory(_) => Ok(()),
             Backend::Kafka(k) => k.check().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: Option<&str>, value: &str, ts: i64) -> ProduceRecord {
+        ProduceRecord {
+            partition: None,
+            key: key.map(|k| Bytes::from(k.to_string())),
+            value: Some(Bytes::from(value.to_string())),
+            headers: Vec::new(),
+            timestamp_ms: ts,
+        }
+    }
+
+    #[test]
+    fn batch_size_follows_kafka_v2_format() {
+        // 61-byte header; record: length 1, attributes 1, timestamp delta 1, offset delta 1,
+        // null key 1, value length 1 + 5, header count 1.
+        assert_eq!(record_batch_size([&rec(None, "hello", 5)]), 61 + 12);
+        // Key "k" adds 1 byte of data (its length varint replaces the null's).
+        assert_eq!(record_batch_size([&rec(Some("k"), "hello", 5)]), 61 + 13);
+        // Second record: offset delta 1 and a timestamp delta of 1000 (two-byte zig-zag varint).
+        assert_eq!(
+            record_batch_size([&rec(None, "hello", 5), &rec(None, "hello", 1005)]),
+            61 + 12 + 13
+        );
+        let with_header = ProduceRecord {
+            headers: vec![RecordHeader {
+                name: "h".into(),
+                value: None,
+            }],
+            ..rec(None, "hello", 5)
+        };
+        assert_eq!(record_batch_size([&with_header]), 61 + 12 + 3);
+        assert_eq!(varint_size(63), 1);
+        assert_eq!(varint_size(64), 2);
+        assert_eq!(varint_size(-1), 1);
+    }
+
+    fn memory_backend() -> Backend {
+        Backend::new(&RestProxyConfig {
+            topics: vec![crate::config::TopicSpec {
+                name: "t".into(),
+                partitions: Some(2),
+            }],
+            ..RestProxyConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_record_over_the_limit_fails_alone() {
+        let backend = memory_backend();
+        let big = "x".repeat(100);
+        let out = backend
+            .append(
+                "t",
+                vec![(0, rec(None, "a", 0)), (0, rec(None, &big, 0)), (1, rec(None, "c", 0))],
+                120,
+            )
+            .await;
+        assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+        assert!(matches!(&out[1], Err(f) if f.cause == FailureCause::Broker {
+            kafka_code: KAFKA_MESSAGE_TOO_LARGE,
+            class: FailureClass::NonRetriable
+        }));
+        assert_eq!(backend.read("t", None, 0, 10).await.map(|r| r.len()), Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_stored_whole_or_not_at_all() {
+        let backend = memory_backend();
+        let records = vec![rec(None, "a", 0), rec(None, &"x".repeat(100), 0)];
+        let refused = backend.append_batch("t", 0, records.clone(), 150).await;
+        assert!(matches!(refused, Err(f) if f.cause == FailureCause::Broker {
+            kafka_code: KAFKA_MESSAGE_TOO_LARGE,
+            class: FailureClass::NonRetriable
+        }));
+        assert_eq!(backend.read("t", Some(0), 0, 10).await.map(|r| r.len()), Ok(0));
+        let stored = backend.append_batch("t", 0, records, 1000).await;
+        assert_eq!(
+            stored.map(|a| a.iter().map(|a| a.offset).collect::<Vec<_>>()),
+            Ok(vec![0, 1])
+        );
+        let missing = backend.append_batch("t", 5, vec![rec(None, "a", 0)], 1000).await;
+        assert_eq!(missing.err(), Some(RecordFailure::unknown_topic_or_partition()));
     }
 }

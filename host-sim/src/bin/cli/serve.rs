@@ -8,7 +8,7 @@ use clap::Args;
 use host_sim::serve::config::{self, Deployment, Fallback, Route};
 use host_sim::serve::{start, ServeOptions};
 use host_sim::{Engine, EngineConfig, Profile};
-use rest_proxy::{RestProxy, RestProxyOptions};
+use rest_proxy::{Flavor, RestProxy, RestProxyOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// The cluster name the embedded REST proxy answers to (Envoy profile).
     #[arg(long, value_name = "NAME", default_value = "kafka_rest")]
     rest_proxy_cluster: String,
+    /// Which REST proxy the embedded one behaves like (`host-sim rest-proxy --flavor`).
+    #[arg(long, value_name = "FLAVOR", value_enum, default_value_t = Flavor::Confluent)]
+    embedded_rest_proxy_flavor: Flavor,
     /// Admin endpoint address (`GET /status`: module sha256 and counters; `GET /stats`: metrics).
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
@@ -196,7 +199,11 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
                 .upstreams
                 .entry(args.rest_proxy_cluster.clone())
                 .or_insert(addr);
-            Some(args.rest.into_config(addr).map_err(Failure::usage)?)
+            Some(
+                args.rest
+                    .into_config(addr, args.embedded_rest_proxy_flavor)
+                    .map_err(Failure::usage)?,
+            )
         }
         None => None,
     };
