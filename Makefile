@@ -5,6 +5,7 @@
 #   make build  the filter .wasm (release) and the host-sim binary
 #   make e2e    real Envoy 1.40 + a real Kafka broker end to end, and host-sim compared to them
 #   make bench  benchmarks with their baselines and targets (not part of make test), JSON in target/bench
+#   make oci    the filter as an OCI image layout for Istio / Envoy Gateway (target/oci), digest printed
 
 CARGO      ?= cargo
 WASM_DIR   := target/wasm32-wasip1/wasm
@@ -17,7 +18,7 @@ E2E_REQS   := tests/e2e/requirements.txt
 # Every wasm32 package: the filter and each crate under test-filters/.
 WASM_PKGS  := -p kafka-upstream $(shell awk -F'"' '/^name = /{print "-p " $$2; nextfile}' test-filters/*/Cargo.toml)
 
-.PHONY: all build wasm host-sim test-build run transcript test unit lint e2e venv bench fmt clean
+.PHONY: all build wasm host-sim test-build run transcript test unit lint e2e venv bench fmt clean oci oci-layout registry-tool
 
 all: build
 
@@ -74,7 +75,8 @@ $(VENV)/.installed: $(E2E_REQS)
 # host-sim serve with the same file, on 127.0.0.1 ports; logs of a failed run stay in build/e2e/.
 # pytest's exit code 5 (no test collected) is a failure too, and so is a run over 15 minutes
 # (every wait inside is bounded; this is the backstop; SIGTERM makes the suite stop its processes).
-e2e: wasm test-build venv
+e2e: wasm test-build venv registry-tool
+	$(OCI_LAYOUT_CMD)
 	cd tests/e2e && PYTHONDONTWRITEBYTECODE=1 timeout -k 30 900 ../../$(VENV)/bin/python -m pytest; \
 	status=$$?; \
 	if [ $$status -eq 5 ]; then echo "e2e: pytest collected no tests" >&2; exit 1; fi; \
@@ -102,6 +104,28 @@ bench: wasm venv
 	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk is not installed and could not be installed" >&2; exit 1; }
 	PYTHONDONTWRITEBYTECODE=1 timeout -k 10 540 $(VENV)/bin/python tests/e2e/bench_gateway.py \
 		--parts12-binary target/release/bench --out-dir $(BENCH_OUT) $(BENCH_ARGS)
+
+# The filter as an OCI image layout (target/oci/kafka-upstream): one gzipped-tar layer holding
+# plugin.wasm, the image shape Istio's WasmPlugin and Envoy Gateway's EnvoyExtensionPolicy pull
+# (README, "Deploy"). Prints the image digest, the value for their `sha256` fields; the same
+# .wasm always gives the same digest. `wasm-oci push` sends it to a registry.
+OCI_LAYOUT     := target/oci/kafka-upstream
+FILTER_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' filter/Cargo.toml | head -n 1)
+OCI_LAYOUT_CMD  = target/release/wasm-oci build --wasm $(FILTER) --out $(OCI_LAYOUT) --tag $(FILTER_VERSION) \
+	--title kafka_upstream --image-version $(FILTER_VERSION) --licenses Apache-2.0
+oci: wasm
+	$(CARGO) build --release -p wasm-oci
+	$(OCI_LAYOUT_CMD)
+
+# The OCI registry the end-to-end suite pushes to: Debian's docker-registry (the CNCF distribution
+# registry), installed when missing; the suite starts its own on 127.0.0.1 with its own storage.
+registry-tool:
+	@command -v docker-registry >/dev/null 2>&1 || { \
+		echo "installing docker-registry (Debian package)"; \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
+		$$apt install -y -qq docker-registry || { $$apt update -qq && $$apt install -y -qq docker-registry; }; }
+	@command -v docker-registry >/dev/null 2>&1 || { echo "docker-registry is not installed and could not be installed" >&2; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all
