@@ -133,6 +133,11 @@ fn clap_error_line(e: &clap::Error) -> String {
 
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
+/// The default filter: warnings, except the Kafka client's, which warns at every retry while
+/// the REST proxy waits for a broker (the CLI says once that it is waiting); `--log-level debug`
+/// shows them.
+const QUIET_DEFAULT: &str = "warn,rskafka=error";
+
 fn init_tracing(level: Option<&str>) -> Result<(), Failure> {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
@@ -145,14 +150,13 @@ fn init_tracing(level: Option<&str>) -> Result<(), Failure> {
                 )));
             }
             let directives = match spec.to_ascii_lowercase().as_str() {
-                level @ ("info" | "debug" | "trace") => {
-                    format!("warn,host_sim={level},guest={level}")
-                }
+                "info" => format!("{QUIET_DEFAULT},host_sim=info,guest=info"),
+                level @ ("debug" | "trace") => format!("warn,host_sim={level},guest={level}"),
                 _ => spec.to_string(),
             };
             EnvFilter::try_new(directives).map_err(|e| Failure::usage(anyhow!("--log-level {spec:?}: {e}")))?
         }
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(QUIET_DEFAULT)),
     };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
