@@ -6,6 +6,8 @@
 #   make e2e    real Envoy 1.40 + a real Kafka broker end to end, and host-sim compared to them
 #   make bench  benchmarks with their baselines and targets (not part of make test), JSON in target/bench
 #   make fuzz   seeded fuzzing of host-sim and the filter for SECONDS seconds (default 300)
+#   make kafka  a Kafka broker (tansu) on 127.0.0.1:9092 for trying the filter end to end
+#   make oci    the filter as an OCI image layout for Istio / Envoy Gateway (target/oci), digest printed
 
 CARGO      ?= cargo
 WASM_DIR   := target/wasm32-wasip1/wasm
@@ -18,7 +20,7 @@ E2E_REQS   := tests/e2e/requirements.txt
 # Every wasm32 package: the filter and each crate under test-filters/.
 WASM_PKGS  := -p kafka-upstream $(shell awk -F'"' '/^name = /{print "-p " $$2; nextfile}' test-filters/*/Cargo.toml)
 
-.PHONY: all build wasm host-sim test-build run transcript test unit lint e2e venv bench fuzz fmt clean
+.PHONY: all build wasm host-sim test-build run transcript test unit lint e2e venv bench fuzz fmt clean oci oci-tool registry-tool kafka
 
 all: build
 
@@ -28,8 +30,10 @@ build: wasm host-sim
 wasm:
 	scripts/build-wasm.sh
 
-host-sim:
-	$(CARGO) build --release -p host-sim
+# target/release/host-sim (and wasm-oci) as `make test` builds them: `cargo build -p host-sim`
+# alone would resolve dependency features without the workspace's dev-dependencies and compile
+# wasmtime and others a second time (minutes on 2 cores), so both go through the test build.
+host-sim: test-build
 
 # What `make unit` compiles (every test, host-sim's binary among them), without running it: the
 # end-to-end suite uses that host-sim binary. `cargo build -p host-sim` alone would resolve
@@ -53,10 +57,12 @@ test: wasm unit lint e2e
 # Native unit tests and the integration tests that drive the real .wasm files through host-sim.
 unit: wasm
 	$(CARGO) test --release
+	$(CARGO) test --release -p wasm-oci
 
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --all-targets -p wasm-oci -- -D warnings
 	$(CARGO) clippy --profile wasm --target wasm32-wasip1 $(WASM_PKGS) -- -D warnings
 
 # build/venv with every package of tests/e2e/requirements.txt at its pinned version (--no-deps:
@@ -75,7 +81,8 @@ $(VENV)/.installed: $(E2E_REQS)
 # host-sim serve with the same file, on 127.0.0.1 ports; logs of a failed run stay in build/e2e/.
 # pytest's exit code 5 (no test collected) is a failure too, and so is a run over 15 minutes
 # (every wait inside is bounded; this is the backstop; SIGTERM makes the suite stop its processes).
-e2e: wasm test-build venv
+e2e: wasm test-build oci-tool venv registry-tool
+	$(OCI_LAYOUT_CMD)
 	cd tests/e2e && PYTHONDONTWRITEBYTECODE=1 timeout -k 30 900 ../../$(VENV)/bin/python -m pytest; \
 	status=$$?; \
 	if [ $$status -eq 5 ]; then echo "e2e: pytest collected no tests" >&2; exit 1; fi; \
@@ -110,6 +117,38 @@ bench: wasm venv
 SECONDS ?= 300
 fuzz: wasm
 	FUZZ_SECONDS=$(SECONDS) $(CARGO) test --release -p kafka-upstream-tests --test fuzz -- --nocapture
+
+# The filter as an OCI image layout (target/oci/kafka-upstream): one gzipped-tar layer holding
+# plugin.wasm, the image shape Istio's WasmPlugin and Envoy Gateway's EnvoyExtensionPolicy pull
+# (README, "Deploy"). Prints the image digest, the value for their `sha256` fields; the same
+# .wasm always gives the same digest. `wasm-oci push` sends it to a registry.
+OCI_LAYOUT     := target/oci/kafka-upstream
+FILTER_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' filter/Cargo.toml | head -n 1)
+OCI_LAYOUT_CMD  = target/release/wasm-oci build --wasm $(FILTER) --out $(OCI_LAYOUT) --tag $(FILTER_VERSION) \
+	--title kafka_upstream --image-version $(FILTER_VERSION) --licenses Apache-2.0
+oci: wasm oci-tool
+	$(OCI_LAYOUT_CMD)
+
+# target/release/wasm-oci, built on its own: see the workspace's Cargo.toml.
+oci-tool:
+	$(CARGO) build --release -p wasm-oci
+
+# A Kafka broker for `host-sim rest-proxy --kafka-bootstrap 127.0.0.1:9092` (README, "Deploy"):
+# tansu 0.6 from the e2e venv, in memory, with the topics envoy.yaml and kong.yml use. Ctrl-C stops
+# it. KAFKA_LISTEN=127.0.0.1:PORT picks another address.
+KAFKA_LISTEN ?= 127.0.0.1:9092
+kafka: venv
+	scripts/kafka.sh $(KAFKA_LISTEN)
+
+# The OCI registry the end-to-end suite pushes to: Debian's docker-registry (the CNCF distribution
+# registry), installed when missing; the suite starts its own on 127.0.0.1 with its own storage.
+registry-tool:
+	@command -v docker-registry >/dev/null 2>&1 || { \
+		echo "installing docker-registry (Debian package)"; \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
+		$$apt install -y -qq docker-registry || { $$apt update -qq && $$apt install -y -qq docker-registry; }; }
+	@command -v docker-registry >/dev/null 2>&1 || { echo "docker-registry is not installed and could not be installed" >&2; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all

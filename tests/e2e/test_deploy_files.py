@@ -278,3 +278,79 @@ def test_kong_yml_through_host_sim_kong_profile(tmp_path):
     message = json.loads(base64.b64decode(record["value"]))
     assert message["method"] == "POST" and message["uri"] == "/kafka/orders?source=web"
     assert message["body_args"] == {"id": 42} and message["headers"]["host"] == "gateway.e2e"
+
+
+# ---------------------------------------------------------------------------------------------
+# deploy/: Istio WasmPlugin, Envoy Gateway EnvoyExtensionPolicy, Kong Admin API filter chain
+
+DEPLOY = REPO / "deploy"
+
+
+def _yaml(path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _assert_valid_config(config, where: str) -> None:
+    assert isinstance(config, dict), f"{where}: the filter configuration must be an object"
+    errors = sorted(_validator().iter_errors(config), key=str)
+    assert not errors, f"{where}: " + "; ".join(e.message for e in errors)
+
+
+def _run_config_through_host_sim(config: dict, profile: str, tmp_path) -> None:
+    """The configuration as the control plane hands it over (JSON text), through host-sim's
+    profile of that host: on_configure must accept it."""
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "request.json").write_text(json.dumps({
+        "headers": [[":method", "GET"], [":path", "/"], [":authority", "gw"], [":scheme", "http"]]}))
+    done = subprocess.run(
+        [str(HOST_SIM), "run", "--profile", profile, "--filter", str(WASM),
+         "--config", str(tmp_path / "config.json"), "--request", str(tmp_path / "request.json")],
+        capture_output=True, text=True, timeout=120)
+    transcript = json.loads(done.stdout)
+    assert transcript["configure_ok"] is True, transcript["logs"]
+
+
+def test_istio_wasmplugin(tmp_path):
+    doc = _yaml(DEPLOY / "istio" / "wasmplugin.yaml")
+    assert doc["apiVersion"] == "extensions.istio.io/v1alpha1" and doc["kind"] == "WasmPlugin"
+    spec = doc["spec"]
+    # An OCI image (oci:// scheme, WasmPlugin.url), failing closed, on a dedicated workload.
+    assert spec["url"].startswith("oci://")
+    assert spec.get("failStrategy", "FAIL_CLOSE") == "FAIL_CLOSE"
+    assert spec["selector"]["matchLabels"], "the plugin must select a dedicated gateway"
+    config = spec["pluginConfig"]
+    _assert_valid_config(config, "deploy/istio/wasmplugin.yaml pluginConfig")
+    # Istio names a Kubernetes service's cluster outbound|<port>||<fqdn>.
+    assert re.fullmatch(r"outbound\|\d+\|\|[a-z0-9.\-]+", config["rest_proxy"]["upstream"])
+    _run_config_through_host_sim(config, "envoy", tmp_path)
+
+
+def test_envoy_gateway_extension_policy(tmp_path):
+    doc = _yaml(DEPLOY / "envoy-gateway" / "extension-policy.yaml")
+    assert doc["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
+    assert doc["kind"] == "EnvoyExtensionPolicy"
+    spec = doc["spec"]
+    assert spec["targetRefs"] and all(t["kind"] in ("HTTPRoute", "Gateway") for t in spec["targetRefs"])
+    (wasm,) = spec["wasm"]
+    assert wasm["code"]["type"] == "Image" and wasm["code"]["image"]["url"]
+    assert wasm.get("failOpen", False) is False
+    _assert_valid_config(wasm["config"], "deploy/envoy-gateway/extension-policy.yaml config")
+    _run_config_through_host_sim(wasm["config"], "envoy", tmp_path)
+
+
+def test_kong_admin_api_filter_chain(tmp_path):
+    chain = json.loads((DEPLOY / "kong" / "filter-chain.json").read_text())
+    assert set(chain) <= {"name", "enabled", "route", "service", "filters", "tags"}
+    (f,) = chain["filters"]
+    assert f["name"] == FILTER_NAME
+    _assert_valid_config(f["config"], "deploy/kong/filter-chain.json")
+    assert re.fullmatch(r"[^:/\s]+:\d+", f["config"]["rest_proxy"]["upstream"])
+    _run_config_through_host_sim(f["config"], "kong", tmp_path)
+    # Apart from where the REST proxy is, the same configuration as kong.yml.
+    (kong_chain, _), = _kong_chains()
+    ours = json.loads(json.dumps(f["config"]))
+    theirs = json.loads(json.dumps(kong_chain["filters"][0]["config"]))
+    for c in (ours, theirs):
+        c["rest_proxy"].pop("upstream")
+        c["rest_proxy"].pop("authority")
+    assert ours == theirs

@@ -204,17 +204,38 @@ pub enum ConfigError {
 }
 
 /// Errors of the Rust API of the REST proxy.
+///
+/// Each message is complete in itself and names no `source()`: a caller that prints the error
+/// chain (anyhow's `{:#}`) would otherwise print the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum RestProxyError {
     /// The configuration was rejected.
     #[error("invalid REST proxy configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// The storage backend failed (Kafka unreachable, broker error).
     #[error("REST proxy storage: {0}")]
-    Storage(#[from] crate::storage::StorageError),
+    Storage(crate::storage::StorageError),
     /// Accepting connections failed.
     #[error("REST proxy listener: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<ConfigError> for RestProxyError {
+    fn from(e: ConfigError) -> Self {
+        RestProxyError::Config(e)
+    }
+}
+
+impl From<crate::storage::StorageError> for RestProxyError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        RestProxyError::Storage(e)
+    }
+}
+
+impl From<std::io::Error> for RestProxyError {
+    fn from(e: std::io::Error) -> Self {
+        RestProxyError::Io(e)
+    }
 }
 
 /// Returned by [`crate::RestProxy::handle`] when a fault asked for the connection to be dropped:

@@ -151,6 +151,11 @@ fn clap_error_line(e: &clap::Error) -> String {
 
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
+/// The default filter: warnings, except the Kafka client's, which warns at every retry while
+/// the REST proxy waits for a broker (the CLI says once that it is waiting); `--log-level debug`
+/// shows them.
+const QUIET_DEFAULT: &str = "warn,rskafka=error";
+
 fn init_tracing(level: Option<&str>, guest_level: &str) -> Result<(), Failure> {
     use tracing_subscriber::EnvFilter;
     let guest_level = guest_level.to_ascii_lowercase();
@@ -170,7 +175,8 @@ fn init_tracing(level: Option<&str>, guest_level: &str) -> Result<(), Failure> {
                 )));
             }
             let directives = match spec.to_ascii_lowercase().as_str() {
-                level @ ("info" | "debug" | "trace") => format!("warn,host_sim={level}"),
+                "info" => format!("{QUIET_DEFAULT},host_sim=info"),
+                level @ ("debug" | "trace") => format!("warn,host_sim={level}"),
                 _ => spec.to_string(),
             };
             with_guest(&directives, &guest_level)
@@ -178,8 +184,8 @@ fn init_tracing(level: Option<&str>, guest_level: &str) -> Result<(), Failure> {
                 .map_err(|e| Failure::usage(anyhow!("--log-level {spec:?}: {e}")))?
         }
         None => {
-            let base = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string());
-            EnvFilter::try_new(with_guest(&base, &guest_level)).unwrap_or_else(|_| EnvFilter::new("warn"))
+            let base = std::env::var("RUST_LOG").unwrap_or_else(|_| QUIET_DEFAULT.to_string());
+            EnvFilter::try_new(with_guest(&base, &guest_level)).unwrap_or_else(|_| EnvFilter::new(QUIET_DEFAULT))
         }
     };
     let _ = tracing_subscriber::fmt()

@@ -24,6 +24,14 @@ pub fn run(command: RestProxyCommand) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener.local_addr().map_err(Failure::runtime)?;
+        if let rest_proxy::StorageConfig::Kafka { bootstrap, timeout } = &config.storage {
+            // Said once: the bridge's own connection retries are logged only at debug level.
+            eprintln!(
+                "host-sim rest-proxy: waiting for Kafka at {} (up to {} s)",
+                bootstrap.join(","),
+                timeout.as_secs_f64()
+            );
+        }
         let proxy = RestProxy::new(config).map_err(Failure::usage)?;
         proxy.check_backend().await.map_err(Failure::runtime)?;
         eprintln!("host-sim rest-proxy: listening on http://{addr}");
