@@ -762,7 +762,10 @@ fn check_value(path: &str, value: &Value, kind: &Kind, errors: &mut Vec<String>)
         }
         Kind::Object(schema) => check_object(path, value, schema, errors),
         Kind::Token { max_length, valid, .. } => {
-            if !value.as_str().is_some_and(|s| valid(s) && s.chars().count() as u64 <= *max_length) {
+            if !value
+                .as_str()
+                .is_some_and(|s| valid(s) && s.chars().count() as u64 <= *max_length)
+            {
                 errors.push(mismatch(path, value, kind));
             }
         }

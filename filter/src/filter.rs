@@ -297,11 +297,19 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> PwAction {
-        to_pw(self.exchange.on_response_headers(&mut Glue))
+        let mut glue = Glue {
+            metrics: self.metrics.as_ref(),
+        };
+        let action = self.exchange.on_response_headers(&mut glue);
+        self.report();
+        to_pw(action)
     }
 
     fn on_log(&mut self) {
-        self.exchange.on_stream_end(&mut Glue);
+        let mut glue = Glue {
+            metrics: self.metrics.as_ref(),
+        };
+        self.exchange.on_stream_end(&mut glue);
     }
 }
 

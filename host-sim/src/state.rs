@@ -400,6 +400,18 @@ impl PropertyMap {
         self.values.insert(path, value);
     }
 
+    /// Moves the guest's share of this map to `budget` (a fresh instance taking the map over);
+    /// when it does not fit there, the guest-set properties are dropped rather than kept
+    /// uncharged.
+    fn rebind(&mut self, budget: &Arc<HostBudget>) {
+        if self.charge.resize(budget, self.charge.bytes()).is_err() {
+            for (path, _) in self.guest_set.drain() {
+                self.values.remove(&path);
+            }
+            self.charge.clear();
+        }
+    }
+
     /// The guest sets a property: charged, or refused with nothing changed.
     fn set_by_guest(&mut self, budget: &Arc<HostBudget>, path: Vec<u8>, value: Vec<u8>) -> Result<(), OverBudget> {
         let old = self.guest_set.get(&path).copied().unwrap_or(0);
@@ -866,6 +878,20 @@ impl LogBook {
         true
     }
 
+    /// Puts the lines of `older` (a replaced instance's log) in front of this book's, all
+    /// charged to `budget` (the older book's charge is given back as it is dropped); the oldest
+    /// give way when the count or the budget is exceeded.
+    fn absorb(&mut self, budget: &Arc<HostBudget>, mut older: LogBook, max_entries: usize) {
+        self.dropped += older.dropped;
+        let mine = std::mem::take(&mut self.entries);
+        self.charge.clear();
+        let lines = std::mem::take(&mut older.entries);
+        drop(older);
+        for entry in lines.into_iter().chain(mine) {
+            self.push(budget, entry, max_entries);
+        }
+    }
+
     /// Appends a line, dropping the oldest while the count or the budget is exceeded; a line
     /// larger than the whole budget is dropped itself.
     fn push(&mut self, budget: &Arc<HostBudget>, entry: LogEntry, max_entries: usize) {
@@ -929,6 +955,17 @@ impl HostState {
     }
 
     /// Appends a log line, dropping the oldest beyond the entry limit or the budget.
+    /// Takes over what a replaced instance held for the guest (Kong's fresh instance after a
+    /// trap): its log lines, in front of this VM's, and its properties, both charged to this
+    /// VM's budget from now on.
+    pub(crate) fn adopt(&mut self, old: &mut HostState) {
+        let older = std::mem::take(&mut old.logs);
+        self.logs.absorb(&self.budget, older, self.limits.max_log_entries);
+        let mut properties = std::mem::take(&mut old.properties);
+        properties.rebind(&self.budget);
+        self.properties = properties;
+    }
+
     pub(crate) fn push_log(&mut self, level: LogLevel, message: String) {
         let context_id = self.active.as_ref().map(|a| a.effective_id);
         tracing::event!(target: "guest", tracing::Level::DEBUG, level = %level, context_id, "{message}");

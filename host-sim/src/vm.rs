@@ -763,13 +763,9 @@ impl Vm {
             let old = self.store.data_mut();
             let new = fresh.store.data_mut();
             new.clock.set_ns(now);
-            let mut logs = std::mem::take(&mut old.logs);
-            logs.append(&mut new.logs);
-            new.logs = logs;
-            new.logs_dropped += old.logs_dropped;
+            new.adopt(old);
             new.next_context_id = old.next_context_id;
             new.next_token = old.next_token;
-            new.properties = std::mem::take(&mut old.properties);
             new.foreign = std::mem::take(&mut old.foreign);
             // The trapped instance's callouts are dropped with it; its streams stay so the
             // host can still answer and end them.

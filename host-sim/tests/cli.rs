@@ -887,7 +887,6 @@ fn run_decodes_the_rest_proxy_record() {
     assert_eq!(record["value"]["body_args"]["order"], 42, "{record}");
     // The raw body is still there, as the filter sent it.
     assert!(t["http_calls"][0]["body"].as_str().unwrap().contains("\"records\""));
-
 }
 
 #[test]

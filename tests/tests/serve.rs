@@ -306,6 +306,7 @@ async fn shipped_kong_gateway(rest: SocketAddr, kong_conf: bool) -> (RunningGate
         max_request_bytes: 8 << 20,
         reload_poll: None,
         engine: engine().clone(),
+        access_log: false,
     })
     .await
     .expect("gateway starts");
@@ -472,6 +473,7 @@ async fn start_probe_gateway(profile: Profile, fail_open: bool) -> RunningGatewa
         }],
         upstreams: BTreeMap::new(),
         listen: None,
+        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
     };
     start(ServeOptions {
         deployment,
