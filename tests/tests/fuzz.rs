@@ -1324,7 +1324,8 @@ fn regression_seeds() {
 /// instead (`kong_empty_chunked_body_fails_closed`, run by `filter_inputs` and this seed).
 #[test]
 fn empty_final_chunk_answered_locally_is_not_forwarded() {
-    for profile in [Profile::Envoy] {
+    let profile = Profile::Envoy;
+    {
         let config = json!({
             "topic": "t1",
             "producer_async": true,
