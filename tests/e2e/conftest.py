@@ -467,6 +467,9 @@ def kong_stack(kafka, run_dir):
         stack.gateway = Proc("host-sim-serve-kong", [
             _require_file(HOST_SIM, "run `make host-sim`"), "serve",
             "--kong", config, "--filters-dir", _require_file(WASM, "run `make wasm`").parent,
+            # Kong's client body buffer as kong.conf.example sets it (bodies up to kong.yml's
+            # max_body_size reach the filter; Kong's default 8k would spill larger ones).
+            "--kong-conf", REPO / "kong.conf.example",
             "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}",
             "--workers", "1",
         ], run_dir / "host-sim-serve-kong.log")

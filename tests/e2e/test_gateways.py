@@ -21,10 +21,13 @@ from scenarios import SCENARIOS, BY_NAME
 
 # Why a scenario fails today; each reason names the code to fix (the filter, or host-sim's Envoy
 # profile, which must behave as real Envoy does).
+# The filter's answer when the upstream's reply reaches it before the request body.
+BODY_UNREADABLE = b'{"message":"Internal Server Error","error":"could not read the request body"}'
 KNOWN_RACE = ("host-sim envoy profile: without envoy.filters.http.buffer, real Envoy's router "
               "starts the route (direct_response) as soon as the wasm filter continues the "
-              "headers and its answer wins; host-sim lets the filter answer, so it cannot catch "
-              "a deployment without the buffer filter")
+              "headers, and its answer reaches the filter before the body does (the filter then "
+              "fails closed with 500); host-sim lets the filter answer from the body, so it "
+              "cannot catch a deployment without the buffer filter")
 
 # (gateway, scenario) -> reason. Gateways: "envoy" (real Envoy), "host-sim" (host-sim serve,
 # Envoy profile), "kong" (host-sim serve, Kong profile), "differential" (real Envoy vs host-sim).
@@ -84,10 +87,12 @@ def test_differential(envoy_stack, hostsim_stack, results, name):
 def test_router_race_without_the_buffer_filter(kafka, envoy_stack, hostsim_stack, run_dir,
                                                gateway):
     """The control for the race: the same envoy.yaml without envoy.filters.http.buffer lets the
-    router answer a request with a body (the direct_response tripwire) before the filter does.
-    This is what the buffer filter in envoy.yaml prevents, and what the scenarios above would
-    catch. host-sim's Envoy profile must show the same race, or it cannot catch a deployment
-    that lacks the buffer filter."""
+    router answer a request with a body (the direct_response tripwire) before the filter has
+    the body. The answer passes through the filter's response callbacks while it still waits
+    for the body, so it fails closed: the client gets the filter's 500 "could not read the
+    request body" instead of the tripwire, and nothing is produced. This is what the buffer
+    filter in envoy.yaml prevents. host-sim's Envoy profile must show the same race, or it
+    cannot catch a deployment that lacks the buffer filter."""
     stack = envoy_stack if gateway == "envoy" else hostsim_stack
     ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=stack.relay.port)
     config = run_dir / f"{gateway}-without-buffer.yaml"
@@ -100,9 +105,10 @@ def test_router_race_without_the_buffer_filter(kafka, envoy_stack, hostsim_stack
     try:
         sc = BY_NAME["post_json"]
         reply = scenarios.send(ports.listener, sc)
-        assert (reply.status, reply.body) == (scenarios.TRIPWIRE_STATUS, scenarios.TRIPWIRE), (
-            f"{gateway} without the buffer filter: expected the route's direct_response to win "
-            f"the race, as on real Envoy; got {reply.status} {reply.body!r}")
+        assert (reply.status, reply.body) == (500, BODY_UNREADABLE), (
+            f"{gateway} without the buffer filter: expected the route's answer to reach the "
+            f"filter before the body and the filter to fail closed, as on real Envoy; got "
+            f"{reply.status} {reply.body!r}")
     finally:
         proc.stop()
         stack.relay.wait_idle(15.0)
