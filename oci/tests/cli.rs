@@ -17,6 +17,21 @@ fn write_module(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// A layout written by `wasm-oci build` from a minimal module, in `dir`.
+fn built_layout(dir: &Path) -> std::path::PathBuf {
+    let module = write_module(dir);
+    let layout = dir.join("layout");
+    let built = wasm_oci(&[
+        "build",
+        "--wasm",
+        module.to_str().unwrap(),
+        "--out",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    layout
+}
+
 #[test]
 fn build_writes_a_layout_and_prints_its_digest() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,16 +74,7 @@ fn a_file_that_is_not_wasm_is_a_runtime_failure() {
 fn usage_errors_exit_2_and_a_bad_reference_exits_1() {
     assert_eq!(wasm_oci(&["build"]).status.code(), Some(2));
     let dir = tempfile::tempdir().unwrap();
-    let module = write_module(dir.path());
-    let layout = dir.path().join("layout");
-    let built = wasm_oci(&[
-        "build",
-        "--wasm",
-        module.to_str().unwrap(),
-        "--out",
-        layout.to_str().unwrap(),
-    ]);
-    assert!(built.status.success());
+    let layout = built_layout(dir.path());
     let out = wasm_oci(&["push", "--layout", layout.to_str().unwrap(), "Not A Reference"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an image reference"));
@@ -77,17 +83,7 @@ fn usage_errors_exit_2_and_a_bad_reference_exits_1() {
 #[test]
 fn push_to_a_closed_port_fails_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let module = write_module(dir.path());
-    let layout = dir.path().join("layout");
-    assert!(wasm_oci(&[
-        "build",
-        "--wasm",
-        module.to_str().unwrap(),
-        "--out",
-        layout.to_str().unwrap()
-    ])
-    .status
-    .success());
+    let layout = built_layout(dir.path());
     // Port 1 on loopback: nothing listens there, the connection is refused at once.
     let out = wasm_oci(&[
         "push",
@@ -103,17 +99,7 @@ fn push_to_a_closed_port_fails_with_the_reason() {
 #[test]
 fn a_username_without_a_password_in_the_environment_is_refused_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
-    let module = write_module(dir.path());
-    let layout = dir.path().join("layout");
-    assert!(wasm_oci(&[
-        "build",
-        "--wasm",
-        module.to_str().unwrap(),
-        "--out",
-        layout.to_str().unwrap()
-    ])
-    .status
-    .success());
+    let layout = built_layout(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_wasm-oci"))
         .args([
             "push",
