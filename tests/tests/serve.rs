@@ -709,14 +709,108 @@ async fn confluent_flavor_through_the_filter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn karapace_flavor_through_the_filter() {
-    // 422 with error_code 1 in offsets. The filter reports the error_code of a non-2xx answer
-    // only from a request-level envelope today, so it may show none; once it reads a 422's
-    // `offsets` it shows 1.
-    flavor_through_the_filter(Flavor::Karapace, (422, &[None, Some(1)]), 502).await;
+    // 422 with error_code 1 in the record's `offsets` entry, which the filter reports.
+    flavor_through_the_filter(Flavor::Karapace, (422, &[Some(1)]), 502).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redpanda_flavor_through_the_filter() {
     // 200 with the partition's Kafka error 10 (MESSAGE_TOO_LARGE).
     flavor_through_the_filter(Flavor::Redpanda, (200, &[Some(10)]), 502).await;
+}
+
+/// Issue #12's acceptance run: asynchronous mode against the Karapace flavour, with records the
+/// broker refuses (over its `message.max.bytes`) mixed into the batches. Karapace answers such a
+/// batch 422 with one `offsets` entry per record and writes the others: every other record is
+/// written exactly once, each refused one is retried alone until dropped, and the filter's
+/// metrics (summed over the workers, as `/stats` shows them) equal what the REST proxy holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_karapace_partial_failures_write_every_good_record_once() {
+    let (proxy, rest) = start_rest_proxy_with(RestProxyConfig {
+        flavor: Flavor::Karapace,
+        max_request_bytes: Flavor::Karapace.default_max_request_bytes(),
+        message_max_bytes: 2048,
+        ..RestProxyConfig::default()
+    })
+    .await;
+    let mut config = all_flags("kafka_rest");
+    config["producer_async"] = json!(true);
+    config["producer_async_flush_timeout"] = json!(20);
+    config["producer_request_limits_messages_per_request"] = json!(11);
+    config["producer_request_retries_max_attempts"] = json!(3);
+    config["producer_request_retries_backoff_timeout"] = json!(10);
+    let gateway = start_gateway(Profile::Envoy, &wasm_path("kafka_upstream"), config, rest, None).await;
+    let addr = gateway.local_addr;
+    let admin = gateway.admin_addr.expect("admin listener");
+
+    const REQUESTS: usize = 44;
+    let too_large = |i: usize| i % 11 == 5;
+    for i in 0..REQUESTS {
+        let body = if too_large(i) {
+            format!("{i:04}{}", "x".repeat(4096))
+        } else {
+            format!("{i:04}")
+        };
+        let len = body.len().to_string();
+        let resp = send(
+            addr,
+            "POST",
+            "/orders",
+            &[("content-type", "text/plain"), ("content-length", &len)],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "request {i}: {}", String::from_utf8_lossy(&resp.body));
+    }
+    let refused = (0..REQUESTS).filter(|&i| too_large(i)).count();
+
+    // The filter's counters, summed over every metric whose name ends in `.{name}`.
+    let counter = |stats: &Value, name: &str| -> u64 {
+        let suffix = format!(".{name}");
+        let mut total = 0;
+        let mut add = |key: &str, v: &Value| {
+            if key.ends_with(&suffix) {
+                total += v["value"].as_u64().or_else(|| v.as_u64()).unwrap_or(0);
+            }
+        };
+        match stats {
+            Value::Object(map) => map.iter().for_each(|(k, v)| add(k, v)),
+            Value::Array(items) => items.iter().for_each(|m| add(m["name"].as_str().unwrap_or(""), m)),
+            _ => {}
+        }
+        total
+    };
+    // Bounded wait for every record to be settled: sent, or dropped after its attempts.
+    let mut stats = Value::Null;
+    for _ in 0..200 {
+        stats = body_json(&send(admin, "GET", "/stats", &[], b"").await);
+        if counter(&stats, "messages_sent") + counter(&stats, "messages_dropped") >= REQUESTS as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stored = messages(&proxy, "orders").await;
+    let mut bodies: Vec<String> = stored
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default().to_string())
+        .collect();
+    bodies.sort();
+    let expected: Vec<String> = (0..REQUESTS)
+        .filter(|&i| !too_large(i))
+        .map(|i| format!("{i:04}"))
+        .collect();
+    assert_eq!(bodies, expected, "every record the broker accepts, exactly once");
+    assert_eq!(counter(&stats, "messages_sent"), stored.len() as u64, "{stats}");
+    assert_eq!(counter(&stats, "messages_dropped"), refused as u64, "{stats}");
+    // A partial failure never marks the REST proxy unhealthy: a later request is still taken.
+    let later = send(
+        addr,
+        "POST",
+        "/orders",
+        &[("content-type", "text/plain"), ("content-length", "4")],
+        b"late",
+    )
+    .await;
+    assert_eq!(later.status, 200, "{}", String::from_utf8_lossy(&later.body));
+    gateway.shutdown().await;
 }
