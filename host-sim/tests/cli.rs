@@ -573,6 +573,19 @@ fn serve_without_a_filter_or_with_a_missing_one_is_one_line() {
     assert!(line.contains("does not exist"), "{line}");
     let line = usage_error(&f.host_sim(&["serve", "--envoy", "@missing.yaml"]));
     assert!(line.contains("cannot read"), "{line}");
+    // A kong.yml names its filter by file name; the error says where it was looked for.
+    let kong_yml = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kong.yml");
+    let line = usage_error(&f.host_sim(&[
+        "serve",
+        "--kong",
+        &kong_yml.display().to_string(),
+        "--filters-dir",
+        &f.path("no-filters-here").display().to_string(),
+    ]));
+    assert!(
+        line.contains("does not exist") && line.contains("--filters-dir"),
+        "{line}"
+    );
 }
 
 #[test]

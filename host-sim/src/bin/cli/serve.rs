@@ -170,8 +170,14 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
     }
     for route in &deployment.routes {
         if !route.filter.is_file() {
+            // kong.yml names a filter by file name only, as Kong does (wasm_filters_path).
+            let hint = if args.kong.is_some() {
+                " (kong.yml's filters are looked up in --filters-dir, relative to the current directory)"
+            } else {
+                ""
+            };
             return Err(Failure::usage(anyhow!(
-                "route {}: filter {} does not exist",
+                "route {}: filter {} does not exist{hint}",
                 route.name,
                 route.filter.display()
             )));
@@ -251,7 +257,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             eprintln!("host-sim serve: embedded Kafka REST proxy on http://{rest}");
             let topic = configured_topic(&first_route.config).unwrap_or_else(|| "<topic>".into());
             eprintln!();
-            eprintln!("  produce:   curl -s -X POST 'http://{addr}{}orders?id=42' -H 'content-type: application/json' -d '{{\"order\":42}}'", first_route.path_prefix);
+            eprintln!("  produce:   curl -s -X POST 'http://{addr}{}/orders?id=42' -H 'content-type: application/json' -d '{{\"order\":42}}'", first_route.path_prefix.trim_end_matches('/'));
             eprintln!("  read back: curl -s 'http://{rest}/_sim/topics/{topic}/records'");
             eprintln!();
         }
