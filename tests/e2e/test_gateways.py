@@ -119,3 +119,52 @@ def test_envoy_still_serves_after_all_scenarios(envoy_stack):
     out = scenarios.run(envoy_stack, BY_NAME["post_json"])
     scenarios.check(BY_NAME["post_json"], out, "real Envoy")
     json.loads(out.records[0][4])
+
+
+def _filter_counters(gateway: str, admin: int) -> dict[str, int]:
+    """The filter's metrics by short name: real Envoy's `wasmcustom.kafka_upstream.*` from its
+    admin /stats (histograms listed by name with value -1), host-sim serve's from its /stats."""
+    import requests
+    if gateway == "envoy":
+        text = requests.get(f"http://127.0.0.1:{admin}/stats",
+                            params={"filter": r"^wasmcustom\.kafka_upstream\."}, timeout=5).text
+        values = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            short = name.rsplit(".", 1)[-1]
+            values[short] = int(value) if value.strip().isdigit() else -1
+        return values
+    stats = requests.get(f"http://127.0.0.1:{admin}/stats", timeout=5).json()
+    return {name.rsplit(".", 1)[-1]: int(m["value"]) for name, m in stats.items()
+            if name.startswith("wasmcustom.kafka_upstream.")}
+
+
+@pytest.mark.parametrize("gateway", ["envoy", "host-sim"])
+def test_sync_metrics_in_envoy_stats(kafka, envoy_stack, hostsim_stack, run_dir, gateway):
+    """Synchronous mode defines and updates the filter's metrics under Envoy's
+    `wasmcustom.<prefix>.` names: after one produced request and one refused topic, real Envoy's
+    /stats (and host-sim serve's, on the same envoy.yaml) count exactly those."""
+    stack = envoy_stack if gateway == "envoy" else hostsim_stack
+    ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=stack.relay.port)
+    config = run_dir / f"{gateway}-metrics.yaml"
+    config.write_text(render_envoy_yaml(ports, WASM))
+    if gateway == "envoy":
+        proc = start_envoy("envoy-metrics", config, ports, run_dir)
+    else:
+        proc = start_host_sim_serve("host-sim-metrics", config, ports.listener, stack.relay.port,
+                                    ports.admin, run_dir)
+    try:
+        ok = scenarios.send(ports.listener, BY_NAME["post_json"])
+        assert ok.status == 200, ok
+        refused = scenarios.send(ports.listener, BY_NAME["disallowed_topic"])
+        assert refused.status == 400, refused
+        counters = _filter_counters(gateway, ports.admin)
+        expected = {"requests_200": 1, "requests_400": 1, "requests_413": 0, "requests_5xx": 0,
+                    "messages_sent": 1, "messages_failed": 0, "rest_calls_2xx": 1,
+                    "rest_calls_5xx": 0}
+        assert {k: counters.get(k) for k in expected} == expected, counters
+        # The REST call latency histogram exists under its name.
+        assert "rest_call_latency_ms" in counters, sorted(counters)
+    finally:
+        proc.stop()
+        stack.relay.wait_idle(15.0)
