@@ -312,3 +312,20 @@ fn one_odd_request_does_not_decide_the_host_for_later_ones() {
         assert!(matches!(settle(&mut gw, stream), Ending::Produced(_)));
     }
 }
+
+/// An HTTP/2 (or HTTP/1.1 with `Connection: close`-framed) request body without Content-Length
+/// or Transfer-Encoding: Envoy passes `end_of_stream = false` at the headers, and the filter
+/// waits for the body and produces it (fuzz seed 3 of `filter_inputs` once saw such a body lost;
+/// this pins that it is not). Envoy only: Kong's nginx reads no body without a length.
+#[test]
+fn a_body_without_a_length_header_is_produced_on_envoy() {
+    let mut gw = Gateway::new(Profile::Envoy, &config(Profile::Envoy, json!({})));
+    let request = Request::new("POST", "/kafka")
+        .header("content-type", "text/plain")
+        .chunk(b"no length");
+    let stream = gw.send(&request);
+    assert_eq!(
+        settle(&mut gw, stream),
+        Ending::Produced(r#"{"body":"no length","body_args":{}}"#.into())
+    );
+}

@@ -678,7 +678,8 @@ fn random_request(rng: &mut Rng) -> Request {
     }
     // Framing as an HTTP codec delivers it: a body comes with a Content-Length or chunked
     // transfer encoding; without either there is no body. (A body without either, as HTTP/2
-    // allows, is not generated: see `http2_body_without_length_is_not_waited_for` below.)
+    // allows, is not generated here, since Kong's nginx reads none; filter_request_shapes.rs's
+    // `a_body_without_a_length_header_is_produced_on_envoy` covers it on Envoy.)
     // A chunked body always ends with its last chunk, a (possibly empty) body event.
     match rng.below(4) {
         0 | 1 => {
@@ -1294,9 +1295,9 @@ fn regression_seeds() {
             chaos_case(&module, profile, seed).unwrap_or_else(|e| panic!("chaos seed {seed}, {profile}: {e}"));
         }
     }
-    // 3: a body without Content-Length or chunked encoding (HTTP/2 style) is not waited for:
-    //    the message's body was empty while the client got 200 for a request with a body. Such
-    //    requests are no longer generated (reported: Envoy passes them with end_of_stream false).
+    // 3: a body without Content-Length or chunked encoding (HTTP/2 style) was once not waited
+    //    for (the message's body empty while the client got 200). Such requests are no longer
+    //    generated; filter_request_shapes.rs pins that Envoy's no-length body is produced.
     // 6: an empty last chunk, paused and answered locally, looked forwarded upstream to
     //    `Vm::request_forwarded_complete` (see `checked_answer`).
     // 14: a chunked request without any body event never got an answer in Kong (a codec always
