@@ -3,13 +3,12 @@
 //! request is sent. Works for any proxy-wasm filter: the verdict is what `proxy_on_vm_start` and
 //! `proxy_on_configure` return, and the reasons are the filter's own warn/error log lines.
 
-use super::run::ProfileArg;
+use super::run::FilterArgs;
 use super::{load_module, print_stdout, read_input, Failure};
 use anyhow::anyhow;
 use clap::Args;
 use host_sim::scenario::{check_configuration, ConfigurationCheck, ScenarioOptions};
 use host_sim::{Engine, EngineConfig, LogLevel, Profile};
-use std::path::PathBuf;
 
 /// Flags of `host-sim check`.
 #[derive(Debug, Args)]
@@ -18,32 +17,17 @@ use std::path::PathBuf;
                   2 usage or input error. The filter's warn and error log lines go to stderr."
 )]
 pub struct CheckArgs {
-    /// Which host to behave like.
-    #[arg(long, value_enum, value_name = "PROFILE", default_value = "envoy")]
-    pub profile: ProfileArg,
-
-    /// The filter module (`.wasm`; WebAssembly text is accepted too).
-    #[arg(long, value_name = "FILE")]
-    pub filter: PathBuf,
-
-    /// Plugin configuration, passed verbatim to `proxy_on_configure` [default: empty].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// The root id of the plugin's root context (Envoy `root_id`) [default: empty].
-    #[arg(long, value_name = "ID", default_value = "")]
-    pub root_id: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// Runs the check: the filter's warn/error lines on stderr, the verdict on stdout when
 /// accepted, exit code 1 (with the verdict as the error line) when rejected.
 pub fn run(args: CheckArgs) -> Result<(), Failure> {
+    let args = args.filter;
     let filter_name = args.filter.display().to_string();
     let filter_bytes = read_input(&args.filter)?;
-    let configuration = match &args.config {
-        Some(path) => read_input(path)?,
-        None => Vec::new(),
-    };
+    let configuration = args.configuration()?;
     let config_name = args
         .config
         .as_ref()

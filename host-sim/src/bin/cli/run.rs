@@ -17,17 +17,8 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 #[command(after_long_help = RUN_HELP)]
 pub struct RunArgs {
-    /// Which host to behave like.
-    #[arg(long, value_enum, value_name = "PROFILE", default_value = "envoy")]
-    pub profile: ProfileArg,
-
-    /// The filter module (`.wasm`; WebAssembly text is accepted too).
-    #[arg(long, value_name = "FILE")]
-    pub filter: PathBuf,
-
-    /// Plugin configuration, passed verbatim to `proxy_on_configure` [default: empty].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 
     /// The request to send (JSON; see --help).
     #[arg(long, value_name = "FILE")]
@@ -48,10 +39,6 @@ pub struct RunArgs {
     #[arg(long = "cluster", value_name = "NAME")]
     pub clusters: Vec<String>,
 
-    /// The root id of the plugin's root context (Envoy `root_id`) [default: empty].
-    #[arg(long, value_name = "ID", default_value = "")]
-    pub root_id: String,
-
     /// Print the transcript (exit code 0) even when the filter rejects its configuration;
     /// without it, a rejected configuration is exit code 1 with the filter's reasons on stderr.
     #[arg(long)]
@@ -62,6 +49,37 @@ pub struct RunArgs {
     /// filter cannot read, as in Kong [default: 8k].
     #[arg(long, value_name = "SIZE", value_parser = host_sim::serve::config::parse_nginx_size)]
     pub client_body_buffer_size: Option<usize>,
+}
+
+/// The flags that name the filter, its host and its configuration, the same for `run` and
+/// `check`.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Which host to behave like.
+    #[arg(long, value_enum, value_name = "PROFILE", default_value = "envoy")]
+    pub profile: ProfileArg,
+
+    /// The filter module (`.wasm`; WebAssembly text is accepted too).
+    #[arg(long, value_name = "FILE")]
+    pub filter: PathBuf,
+
+    /// Plugin configuration, passed verbatim to `proxy_on_configure` [default: empty].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The root id of the plugin's root context (Envoy `root_id`) [default: empty].
+    #[arg(long, value_name = "ID", default_value = "")]
+    pub root_id: String,
+}
+
+impl FilterArgs {
+    /// The configuration's bytes (empty without --config).
+    pub fn configuration(&self) -> Result<Vec<u8>, Failure> {
+        match &self.config {
+            Some(path) => read_input(path),
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 const RUN_HELP: &str = r#"Request file:
@@ -122,13 +140,13 @@ impl RunArgs {
                 "--cluster {empty:?}: a cluster name cannot be empty"
             )));
         }
-        let profile = Profile::from(self.profile);
+        let profile = Profile::from(self.filter.profile);
         if profile == Profile::Kong && !self.clusters.is_empty() {
             tracing::warn!("--cluster has no effect with --profile kong (Kong calls take host:port)");
         }
 
-        let filter_name = self.filter.display().to_string();
-        let filter_bytes = read_input(&self.filter)?;
+        let filter_name = self.filter.filter.display().to_string();
+        let filter_bytes = read_input(&self.filter.filter)?;
         if let Some(expected) = expected {
             let actual = hex::encode(Sha256::digest(&filter_bytes));
             if actual != expected {
@@ -137,10 +155,7 @@ impl RunArgs {
                 )));
             }
         }
-        let configuration = match &self.config {
-            Some(path) => read_input(path)?,
-            None => Vec::new(),
-        };
+        let configuration = self.filter.configuration()?;
         let request = RequestFile::from_json(&read_input(&self.request)?)
             .map_err(|e| Failure::usage(anyhow!("{}: not a valid request file: {e}", self.request.display())))?;
         let responses = self
@@ -155,7 +170,7 @@ impl RunArgs {
 
         let mut options = ScenarioOptions::new(profile);
         options.configuration = configuration;
-        options.root_id = self.root_id;
+        options.root_id = self.filter.root_id;
         if let Some(size) = self.client_body_buffer_size {
             options.vm.client_body_buffer_bytes = size;
         }
