@@ -59,3 +59,58 @@ impl Default for Limits {
 
 /// How often the engine's epoch advances; deadlines are rounded up to this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The bounds of `serve`'s HTTP edge: how long a client may take and how many may be connected.
+/// Neither host bounds all of these by default (Envoy leaves request-header and whole-request
+/// timeouts off), so the defaults follow nginx, the server under Kong, whose defaults are
+/// documented per directive (nginx.org/en/docs/http/ngx_http_core_module.html,
+/// ngx_core_module/events docs); each field says which it follows.
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// From a request's first byte until its head (request line and headers) is complete. Past
+    /// it the connection is closed without an answer, as both hosts do: nginx
+    /// `client_header_timeout` (default 60 s), Envoy `request_headers_timeout` (off by default;
+    /// "the connection will be closed" when it passes).
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in progress (after it opened or
+    /// after its last answer) before it is closed: nginx `keepalive_timeout` (default 75 s);
+    /// Envoy's `idle_timeout` (default 1 h) has the same meaning.
+    pub idle_timeout: Duration,
+    /// From a request's first byte until its body is complete. Past it the client gets 408 and
+    /// the connection is closed: Envoy `request_timeout` (off by default; 408 when it passes);
+    /// nginx bounds the time between two reads of the body instead (`client_body_timeout`,
+    /// default 60 s, 408 too), so a body trickled one byte a minute is held for ever there.
+    pub request_timeout: Duration,
+    /// Connections open at once. At the cap the listener stops accepting until one closes; the
+    /// kernel's backlog holds the rest (back-pressure, not a busy loop). nginx caps connections
+    /// per worker (`worker_connections`, default 512); Envoy only with the overload manager's
+    /// `global_downstream_max_connections`. The process's open-file limit (`ulimit -n`) must be
+    /// above it; when it is not, accept errors pause the listener (nginx does the same on
+    /// EMFILE: it disables accept events for a while).
+    pub max_connections: usize,
+    /// Pause after a failed accept (for example EMFILE at the open-file limit), so the accept
+    /// loop never spins.
+    pub accept_error_pause: Duration,
+    /// Largest request body accepted before the filter sees it; a larger one gets 413 (nginx
+    /// `client_max_body_size`, Kong sets no limit; Envoy's wasm filter buffers what the filter
+    /// asks for up to the connection manager's buffer limits).
+    pub max_request_bytes: usize,
+    /// After an early 413 (or 400), how long the rest of the body is read and discarded so the
+    /// client, still sending, receives the answer instead of a reset: nginx's lingering close
+    /// (`lingering_time`, default 30 s).
+    pub lingering_time: Duration,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        EdgeLimits {
+            header_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            accept_error_pause: Duration::from_millis(100),
+            max_request_bytes: 64 << 20,
+            lingering_time: Duration::from_secs(30),
+        }
+    }
+}

@@ -6,6 +6,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 /// WAT string literal of some bytes.
 fn wat_bytes(bytes: &[u8]) -> String {
@@ -1020,4 +1021,123 @@ fn serve_logs_the_guest_by_default_and_each_request_on_stdout() {
     assert!(line.starts_with('['), "{line}");
     assert!(line.contains("] \"GET /probe?x=1 HTTP/1.1\" 418 0 6 "), "{line}");
     assert!(line.ends_with(" default"), "{line}");
+}
+
+/// Starts `host-sim serve` with `args` under `sh -c` running `shell_prefix` first (e.g. a
+/// `ulimit`), and returns the child, its address and its stderr lines as they come.
+fn spawn_serve(
+    f: &Fixture,
+    shell_prefix: &str,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader};
+    let script = format!("{shell_prefix} exec \"$0\" \"$@\"");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_host-sim"))
+        .args(args)
+        .env("HOST_SIM_CACHE_DIR", f.path("cache"))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let collected = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = addr_tx.send(rest.trim().to_string());
+            }
+            collected.lock().unwrap().push(line);
+        }
+    });
+    match addr_rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => (child, addr, lines),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("serve did not start: {:?}", lines.lock().unwrap());
+        }
+    }
+}
+
+/// CPU time (user + system, in clock ticks) the process has used so far (Linux /proc).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn serve_at_the_open_file_limit_pauses_accepting_instead_of_spinning() {
+    use std::io::{Read, Write};
+    let f = Fixture::new();
+    let probe = built_wasm("abi_probe").display().to_string();
+    // A cap far above what 64 descriptors allow, so the accept loop meets EMFILE.
+    let (mut child, addr, lines) = spawn_serve(
+        &f,
+        "ulimit -n 64 &&",
+        &[
+            "serve",
+            "--filter",
+            &probe,
+            "--listen",
+            "127.0.0.1:0",
+            "--no-reload",
+            "--max-connections",
+            "1000",
+        ],
+    );
+    let held: Vec<std::net::TcpStream> = (0..120)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    assert!(held.len() > 64, "only {} connections could be opened", held.len());
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let after = cpu_ticks(child.id());
+    let spent = after.zip(before).map(|(a, b)| a - b);
+    drop(held);
+    // A spinning accept loop burns a whole core (~100 ticks a second); pausing costs nearly
+    // nothing. Half a core is the line.
+    assert!(
+        spent.is_some_and(|t| t < 50),
+        "serve used {spent:?} ticks of CPU in one second at the fd limit"
+    );
+    // The limit was met and said so, once.
+    let said = lines.lock().unwrap().clone();
+    let warnings = said.iter().filter(|l| l.contains("cannot accept a connection")).count();
+    assert_eq!(warnings, 1, "{said:#?}");
+    // Once the clients leave, serve accepts again and answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let attempt = std::net::TcpStream::connect(&addr).and_then(|mut conn| {
+            conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+            conn.write_all(b"GET /probe HTTP/1.1\r\nhost: t\r\nx-probe: local\r\nconnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            conn.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        match attempt {
+            Ok(answer) if !answer.is_empty() => break answer,
+            _ if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            other => {
+                let _ = child.kill();
+                panic!("serve did not recover: {other:?}");
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 418"), "{answer}");
 }

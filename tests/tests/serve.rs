@@ -2,6 +2,7 @@
 //! `kafka_upstream.wasm` into the embedded REST proxy, records read back; and a hot reload of
 //! the module under load without a failed request.
 
+use host_sim::limits::EdgeLimits;
 use host_sim::serve::config::{Deployment, Fallback, Route};
 use host_sim::serve::upstream::{Client, UpstreamRequest, UpstreamResponse};
 use host_sim::serve::{start, RunningGateway, ServeOptions};
@@ -60,7 +61,10 @@ async fn start_gateway(
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         workers: 2,
-        max_request_bytes: 8 << 20,
+        edge: EdgeLimits {
+            max_request_bytes: 8 << 20,
+            ..EdgeLimits::default()
+        },
         reload_poll: reload,
         engine: engine().clone(),
         access_log: false,
@@ -303,7 +307,10 @@ async fn shipped_kong_gateway(rest: SocketAddr, kong_conf: bool) -> (RunningGate
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: None,
         workers: 1,
-        max_request_bytes: 8 << 20,
+        edge: EdgeLimits {
+            max_request_bytes: 8 << 20,
+            ..EdgeLimits::default()
+        },
         reload_poll: None,
         engine: engine().clone(),
         access_log: false,
@@ -480,7 +487,10 @@ async fn start_probe_gateway(profile: Profile, fail_open: bool) -> RunningGatewa
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: None,
         workers: 1,
-        max_request_bytes: 1 << 20,
+        edge: EdgeLimits {
+            max_request_bytes: 1 << 20,
+            ..EdgeLimits::default()
+        },
         reload_poll: None,
         engine: engine().clone(),
         access_log: false,

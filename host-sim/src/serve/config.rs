@@ -359,6 +359,36 @@ pub fn parse_nginx_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Parses an nginx time (`60`, `60s`, `500ms`, `2m`, `1h`; a bare number is seconds, as in
+/// nginx's `ngx_parse_time`).
+pub fn parse_nginx_time(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a time (a number with ms, s, m or h; seconds without)"
+            ))
+        }
+    };
+    if digits.is_empty() {
+        return Err(format!(
+            "{text:?} is not a time (a number with ms, s, m or h; seconds without)"
+        ));
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis_per_unit))
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// Parses `NAME=HOST:PORT`.
 pub fn parse_upstream(spec: &str) -> Result<(String, SocketAddr), String> {
     let (name, addr) = spec
@@ -373,6 +403,20 @@ pub fn parse_upstream(spec: &str) -> Result<(String, SocketAddr), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn nginx_times_parse_as_nginx_reads_them() {
+        use std::time::Duration;
+        assert_eq!(parse_nginx_time("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_nginx_time("75s"), Ok(Duration::from_secs(75)));
+        assert_eq!(parse_nginx_time("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_nginx_time("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_nginx_time("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "1.5s", "-1s", "10 minutes", "99999999999999999999h"] {
+            assert!(parse_nginx_time(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
     use super::*;
 
     #[test]

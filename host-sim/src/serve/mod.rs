@@ -8,16 +8,18 @@
 //! the old VM. An optional admin listener reports the module hashes, counters and metrics.
 
 pub mod config;
+pub mod edge;
 pub mod observe;
 pub mod upstream;
 mod worker;
 
 use crate::engine::{Engine, Module};
+use crate::limits::EdgeLimits;
 use crate::profile::Profile;
 use crate::state::{Shared, StreamInfo};
 use bytes::Bytes;
 use config::{Deployment, Route};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -31,7 +33,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 use worker::{Command, GatewayResponse, Incoming as WorkerRequest, Worker};
 
 /// Counters the admin endpoint reports.
@@ -55,8 +57,8 @@ pub struct ServeOptions {
     pub admin_listen: Option<SocketAddr>,
     /// Worker threads, each with its own VMs.
     pub workers: usize,
-    /// Largest request body accepted before the filter sees it (413 beyond).
-    pub max_request_bytes: usize,
+    /// Timeouts, the connection cap and the body size limit of the listener.
+    pub edge: EdgeLimits,
     /// How often the `.wasm` files are checked for changes; `None` disables hot reload.
     pub reload_poll: Option<Duration>,
     /// The engine (and its module cache).
@@ -119,7 +121,7 @@ struct Shared_ {
     next_request: AtomicU64,
     stats: Arc<Stats>,
     metrics: Arc<Shared>,
-    max_request_bytes: usize,
+    edge: EdgeLimits,
     access_log: bool,
 }
 
@@ -158,7 +160,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         listen,
         admin_listen,
         workers,
-        max_request_bytes,
+        edge,
         reload_poll,
         engine,
         access_log,
@@ -251,7 +253,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         next_request: AtomicU64::new(0),
         stats,
         metrics,
-        max_request_bytes,
+        edge,
         access_log,
     });
     let (stop, stop_rx) = watch::channel(false);
@@ -334,17 +336,40 @@ async fn serve_traffic(
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(shared.edge.max_connections.max(1)));
+    let mut accept_failing = false;
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+            (stream, peer, permit) = edge::accept(&listener, &slots, &shared.edge, &mut accept_failing) => {
                 let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let service = service_fn(move |req| handle(req, shared.clone(), peer, local));
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let (io, clock) = edge::TrackedIo::new(stream);
+                let handler_shared = shared.clone();
+                let handler_clock = clock.clone();
+                let service = service_fn(move |req| {
+                    let shared = handler_shared.clone();
+                    let clock = handler_clock.clone();
+                    async move {
+                        let started = clock.request_started();
+                        let answer = handle(req, shared, peer, local, started).await;
+                        clock.request_finished();
+                        answer
+                    }
+                });
+                // Half-closed clients still get their answer, and a body cut short by the
+                // client's EOF reaches the handler as an error (400) instead of a silent close.
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .half_close(true)
+                    .serve_connection(TokioIo::new(io), service);
                 let conn = graceful.watch(conn);
+                let limits = shared.edge.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    tokio::select! {
+                        _ = conn => {}
+                        expired = edge::watchdog(clock, limits) => {
+                            tracing::debug!(%peer, ?expired, "connection closed by its edge timeout");
+                        }
+                    }
+                    drop(permit);
                 });
             }
             _ = stop.changed() => break,
@@ -364,15 +389,99 @@ fn json_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Why a request body was not accepted.
+#[derive(Debug)]
+enum BodyRefusal {
+    /// Larger than `max_request_bytes` (declared or received).
+    TooLarge,
+    /// Malformed or cut short: a bad chunk, a missing last chunk, fewer bytes than declared.
+    Malformed(String),
+    /// Not complete within `request_timeout` of the request's first byte.
+    TimedOut,
+}
+
+impl BodyRefusal {
+    /// The answer, always closing the connection: what is left of the body cannot be trusted
+    /// to end where the next request starts.
+    fn response(&self) -> Response<Full<Bytes>> {
+        let (status, body) = match self {
+            BodyRefusal::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"message":"Request size limit exceeded"}"#.to_string(),
+            ),
+            BodyRefusal::Malformed(why) => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "message": format!("Bad request: the request body could not be read: {why}") })
+                    .to_string(),
+            ),
+            BodyRefusal::TimedOut => (
+                StatusCode::REQUEST_TIMEOUT,
+                r#"{"message":"request timeout"}"#.to_string(),
+            ),
+        };
+        let mut resp = json_response(status, &body);
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        resp
+    }
+}
+
+/// Reads a whole request body within the edge's limits. A body refused before its end keeps
+/// being read and discarded in the background for up to `lingering_time` (nginx's lingering
+/// close): a client still sending then reads the answer instead of a connection reset.
+async fn read_body(
+    body: Incoming,
+    headers: &hyper::HeaderMap,
+    edge: &EdgeLimits,
+    started: tokio::time::Instant,
+) -> Result<Vec<u8>, BodyRefusal> {
+    let declared = headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > edge.max_request_bytes as u64) {
+        linger(body, edge.lingering_time);
+        return Err(BodyRefusal::TooLarge);
+    }
+    let mut body = body;
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let deadline = started + edge.request_timeout;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyRefusal::TimedOut),
+            Ok(None) => return Ok(bytes),
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => return Err(BodyRefusal::Malformed(e.to_string())),
+        };
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > edge.max_request_bytes {
+                linger(body, edge.lingering_time);
+                return Err(BodyRefusal::TooLarge);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+}
+
+/// Reads and discards the rest of `body` for at most `time`.
+fn linger(mut body: Incoming, time: Duration) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(time, async { while let Some(Ok(_)) = body.frame().await {} }).await;
+    });
+}
+
 /// Serves one request and, when asked for, writes its access log line.
 async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared_>,
     peer: SocketAddr,
     local: SocketAddr,
+    started: tokio::time::Instant,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     if !shared.access_log {
-        return route_request(req, &shared, peer, local, &mut Served::default()).await;
+        return route_request(req, &shared, peer, local, started, &mut Served::default()).await;
     }
     let start = SystemTime::now();
     let clock = std::time::Instant::now();
@@ -383,7 +492,7 @@ async fn handle(
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let protocol = format!("{:?}", req.version());
     let mut served = Served::default();
-    let result = route_request(req, &shared, peer, local, &mut served).await;
+    let result = route_request(req, &shared, peer, local, started, &mut served).await;
     let (status, sent) = match &result {
         Ok(resp) => (
             resp.status().as_u16(),
@@ -419,6 +528,7 @@ async fn route_request(
     shared: &Shared_,
     peer: SocketAddr,
     local: SocketAddr,
+    started: tokio::time::Instant,
     served: &mut Served,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = req.into_parts();
@@ -441,14 +551,9 @@ async fn route_request(
         ));
     };
     served.route = Some(route);
-    let body = match Limited::new(body, shared.max_request_bytes).collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
-        Err(_) => {
-            return Ok(json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                r#"{"message":"Request size limit exceeded"}"#,
-            ))
-        }
+    let body = match read_body(body, &parts.headers, &shared.edge, started).await {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal.response()),
     };
     let authority = parts
         .headers

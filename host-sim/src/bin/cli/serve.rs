@@ -5,6 +5,7 @@ use super::run::ProfileArg;
 use super::{read_input, Failure};
 use anyhow::anyhow;
 use clap::Args;
+use host_sim::limits::EdgeLimits;
 use host_sim::serve::config::{self, Deployment, Fallback, Route};
 use host_sim::serve::{start, ServeOptions};
 use host_sim::{Engine, EngineConfig, Profile};
@@ -78,8 +79,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 2)]
     workers: usize,
     /// Largest request body the gateway accepts (bytes); larger ones get 413 before the filter.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = EdgeLimits::default().max_request_bytes)]
     max_body_bytes: usize,
+    /// A request head (request line and headers) must arrive within this time of its first
+    /// byte, or the connection is closed (nginx client_header_timeout). Times: 60, 60s, 500ms, 2m.
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = config::parse_nginx_time)]
+    header_read_timeout: Duration,
+    /// A connection with no request in progress is closed after this (nginx keepalive_timeout).
+    #[arg(long, value_name = "TIME", default_value = "75s", value_parser = config::parse_nginx_time)]
+    idle_timeout: Duration,
+    /// A whole request (head and body) must arrive within this time of its first byte, or the
+    /// client gets 408 (Envoy request_timeout).
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = config::parse_nginx_time)]
+    request_timeout: Duration,
+    /// Connections open at once; at the cap the listener waits for one to close.
+    #[arg(long, value_name = "N", default_value_t = EdgeLimits::default().max_connections)]
+    max_connections: usize,
     /// Do not watch the module file for changes.
     #[arg(long)]
     no_reload: bool,
@@ -236,7 +251,14 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             listen,
             admin_listen: args.admin,
             workers: args.workers,
-            max_request_bytes: args.max_body_bytes,
+            edge: EdgeLimits {
+                max_request_bytes: args.max_body_bytes,
+                header_read_timeout: args.header_read_timeout,
+                idle_timeout: args.idle_timeout,
+                request_timeout: args.request_timeout,
+                max_connections: args.max_connections,
+                ..EdgeLimits::default()
+            },
             reload_poll: (!args.no_reload).then_some(Duration::from_millis(500)),
             engine,
             access_log: true,

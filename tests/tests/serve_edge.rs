@@ -1,0 +1,284 @@
+//! `host-sim serve`'s edge against hostile or broken clients, on loopback with raw sockets:
+//! slow request heads (slowloris), idle connections, bodies that never finish, malformed and
+//! truncated bodies, oversized bodies, and more connections than the cap. Every wait is bounded;
+//! nothing asserts how long something took.
+
+use host_sim::limits::EdgeLimits;
+use host_sim::serve::config::{Deployment, Fallback, Route};
+use host_sim::serve::{start, RunningGateway, ServeOptions};
+use host_sim::Profile;
+use kafka_upstream_tests::{engine, wasm_path};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The longest any single step below may take before the test fails instead of hanging.
+const BOUND: Duration = Duration::from_secs(15);
+
+/// A gateway running the no-op filter (requests it lets through get the default route's 404).
+async fn gateway(edge: EdgeLimits) -> RunningGateway {
+    let deployment = Deployment {
+        profile: Profile::Envoy,
+        routes: vec![Route {
+            name: "edge".into(),
+            path_prefix: "/".into(),
+            filter: wasm_path("noop"),
+            plugin_name: "noop".into(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            config: Vec::new(),
+            fallback: Fallback::NotFound,
+            fail_open: false,
+        }],
+        upstreams: BTreeMap::new(),
+        listen: None,
+        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+    };
+    start(ServeOptions {
+        deployment,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: None,
+        workers: 1,
+        edge,
+        reload_poll: None,
+        engine: engine().clone(),
+        access_log: false,
+    })
+    .await
+    .expect("gateway starts")
+}
+
+fn short_timeouts() -> EdgeLimits {
+    EdgeLimits {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(700),
+        max_request_bytes: 64 << 10,
+        ..EdgeLimits::default()
+    }
+}
+
+/// Reads until the peer closes (or [`BOUND`] passes: then the test fails). Returns what came.
+async fn read_to_close(conn: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match tokio::time::timeout(BOUND, conn.read(&mut buf)).await {
+            Err(_) => panic!(
+                "the gateway kept the connection open; got so far: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            // A reset after the answer counts as closed: the answer is what matters.
+            Ok(Err(_)) => return got,
+            Ok(Ok(n)) => n,
+        };
+        if n == 0 {
+            return got;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn status_of(answer: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(answer);
+    let line = text.lines().next()?;
+    line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    tokio::time::timeout(BOUND, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_heads_are_closed_without_an_answer() {
+    let gw = gateway(short_timeouts()).await;
+    let mut conns = Vec::new();
+    for _ in 0..50 {
+        let mut conn = connect(gw.local_addr).await;
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nx-slow: ").await.unwrap();
+        conns.push(conn);
+    }
+    // Keep trickling bytes well past the header timeout: the head's first byte starts the clock.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        for conn in &mut conns {
+            let _ = conn.write_all(b"a").await;
+        }
+    }
+    for conn in &mut conns {
+        let got = read_to_close(conn).await;
+        assert!(
+            got.is_empty(),
+            "a slow head got an answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // The gateway still serves.
+    let mut conn = connect(gw.local_addr).await;
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(status_of(&read_to_close(&mut conn).await), Some(404));
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_before_and_between_requests() {
+    let gw = gateway(short_timeouts()).await;
+    // Opened, never used.
+    let mut silent = connect(gw.local_addr).await;
+    assert!(read_to_close(&mut silent).await.is_empty());
+    // Used once with keep-alive, then left idle: the answer, then the close.
+    let mut kept = connect(gw.local_addr).await;
+    kept.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let got = read_to_close(&mut kept).await;
+    assert_eq!(status_of(&got), Some(404), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(String::from_utf8_lossy(&got).matches("HTTP/1.1 ").count(), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_completes_gets_408() {
+    let gw = gateway(short_timeouts()).await;
+    let mut conn = connect(gw.local_addr).await;
+    conn.write_all(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let got = read_to_close(&mut conn).await;
+    assert_eq!(status_of(&got), Some(408), "{:?}", String::from_utf8_lossy(&got));
+    assert!(String::from_utf8_lossy(&got)
+        .to_ascii_lowercase()
+        .contains("connection: close"));
+    gw.shutdown().await;
+}
+
+/// Sends `request`, half-closes, and returns the status of the answer.
+async fn answer_to(addr: SocketAddr, request: &[u8]) -> Option<u16> {
+    let mut conn = connect(addr).await;
+    conn.write_all(request).await.unwrap();
+    let _ = conn.shutdown().await;
+    let got = read_to_close(&mut conn).await;
+    status_of(&got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_truncated_bodies_get_400() {
+    let gw = gateway(short_timeouts()).await;
+    let head = "POST / HTTP/1.1\r\nhost: a\r\n";
+    let cases: [(&str, String); 4] = [
+        (
+            "bad chunk size",
+            format!("{head}transfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"),
+        ),
+        (
+            "chunk longer than its size",
+            format!("{head}transfer-encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n"),
+        ),
+        (
+            "missing last chunk",
+            format!("{head}transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n"),
+        ),
+        (
+            "fewer bytes than content-length",
+            format!("{head}content-length: 100\r\n\r\nabc"),
+        ),
+    ];
+    for (what, request) in cases {
+        assert_eq!(answer_to(gw.local_addr, request.as_bytes()).await, Some(400), "{what}");
+    }
+    // A well-formed chunked body still goes through (the no-op filter lets it to the 404 route).
+    let fine = format!("{head}transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+    assert_eq!(answer_to(gw.local_addr, fine.as_bytes()).await, Some(404));
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_with_a_status_line() {
+    let gw = gateway(EdgeLimits {
+        max_request_bytes: 1 << 20,
+        ..EdgeLimits::default()
+    })
+    .await;
+    // Declared too large: refused from the head. The client sends all 8 MiB anyway and must
+    // still read the answer, not a reset.
+    let body = vec![b'x'; 8 << 20];
+    for head in [
+        format!("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: {}\r\n\r\n", body.len()),
+        "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n".to_string(),
+    ] {
+        let chunked = head.contains("chunked");
+        let mut conn = connect(gw.local_addr).await;
+        let (mut reader, mut writer) = conn.split();
+        let send = async {
+            writer.write_all(head.as_bytes()).await?;
+            if chunked {
+                for piece in body.chunks(64 << 10) {
+                    writer.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
+                    writer.write_all(piece).await?;
+                    writer.write_all(b"\r\n").await?;
+                }
+                writer.write_all(b"0\r\n\r\n").await?;
+            } else {
+                writer.write_all(&body).await?;
+            }
+            std::io::Result::Ok(())
+        };
+        let receive = async {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(Ok(n)) = tokio::time::timeout(BOUND, reader.read(&mut buf)).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        };
+        let (_, got) = tokio::join!(send, receive);
+        assert_eq!(
+            status_of(&got),
+            Some(413),
+            "chunked={chunked}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_new_clients_wait_instead_of_failing() {
+    let gw = gateway(EdgeLimits {
+        max_connections: 3,
+        ..EdgeLimits::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = connect(gw.local_addr).await;
+        // A full exchange proves each of them was accepted.
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(BOUND, conn.read(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(status_of(&buf[..n]), Some(404));
+        held.push(conn);
+    }
+    // The fourth connects (the kernel's backlog) but is not served while the cap is held.
+    let mut waiting = connect(gw.local_addr).await;
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond the cap: {early:?}");
+    // One closes: the waiting client is served.
+    drop(held.pop());
+    let got = read_to_close(&mut waiting).await;
+    assert_eq!(status_of(&got), Some(404), "{:?}", String::from_utf8_lossy(&got));
+    gw.shutdown().await;
+}
