@@ -294,6 +294,11 @@ impl Exchange {
         }
     }
 
+    /// The host as seen at the request headers (`None` before them).
+    pub fn host_kind(&self) -> Option<HostKind> {
+        self.host_kind
+    }
+
     /// Whether the client has been answered.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done

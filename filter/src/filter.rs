@@ -24,6 +24,12 @@
 //! The tick period is set once, at the first configuration that turns asynchronous mode on (Kong
 //! traps when it is set again).
 //!
+//! Shutdown: Envoy shuts the root context down with `proxy_on_done` and waits for `proxy_done`
+//! when it returns false, so the root drains the producer (everything held is sent at once) and
+//! calls `proxy_done` after the last reply. Kong's engine never shuts a root context down and
+//! traps on `proxy_done`; if its `proxy_on_done` ever comes, what is held is dropped and logged.
+//! Which host it is comes from the last request (a root context has none to ask with).
+//!
 //! Metrics ([`crate::metrics`]) are defined in both modes, at the first configuration and again
 //! when a configuration changes their prefix (`metrics.prefix`, or the default derived from the
 //! `plugin_root_id` property). HTTP contexts apply the exchange's updates as they come; the
@@ -39,7 +45,7 @@
 //!   is reported and handled rather than a trap;
 //! - the `plugin_root_id` property, read at configuration for the metrics' default prefix.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ptr::null_mut;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -67,6 +73,8 @@ pub(crate) fn start() {
             producer: None,
             metrics: None,
             tick_ms: None,
+            seen_host: Rc::new(Cell::new(None)),
+            draining: false,
         })
     });
 }
@@ -90,9 +98,30 @@ struct Root {
     metrics: Option<Metrics>,
     /// The tick period, once set.
     tick_ms: Option<u32>,
+    /// The host as the last request saw it (a root context has no request to ask with). Only
+    /// Envoy may be told `proxy_done`: ngx_wasm_module traps on it (not yet implemented).
+    seen_host: Rc<Cell<Option<HostKind>>>,
+    /// `proxy_on_done` returned false: the producer is draining and `proxy_done` is owed.
+    draining: bool,
 }
 
 impl Root {
+    /// While draining, tells the host the plugin is done once the producer holds nothing.
+    fn finish_drain_if_empty(&mut self) {
+        let Some(producer) = &self.producer else {
+            return;
+        };
+        if self.draining && producer.borrow().is_drained() {
+            self.draining = false;
+            if let Err(status) = hostcalls::done() {
+                log(
+                    LogLevel::Error,
+                    &format!("kafka-upstream: the host refused proxy_done: {status:?}"),
+                );
+            }
+        }
+    }
+
     /// Defines the metrics under `cfg`'s prefix, unless they already are.
     fn define_metrics(&mut self, cfg: &Config) {
         let prefix = match &cfg.metrics_prefix {
@@ -158,14 +187,30 @@ impl Context for Root {
             );
         }
         report(producer, self.metric_ids());
+        self.finish_drain_if_empty();
     }
 
+    /// The plugin is being shut down. Envoy lets a root context finish asynchronous work: it
+    /// waits for `proxy_done` when this returns false (proxy-wasm-cpp-host wasm.cc
+    /// `WasmBase::startShutdown` / `done`; Envoy holds its ShutdownExit stage until the VM is
+    /// gone, source/extensions/common/wasm/wasm.cc `Wasm::initializeLifecycle`, `~Wasm`), so
+    /// the buffer is drained there and `proxy_done` follows the last acknowledgement. Kong's
+    /// engine ignores the result and has no `proxy_done` (ngx_proxy_wasm.c:1385; KONG-DOC NYI):
+    /// what is held is dropped, counted and logged.
     fn on_done(&mut self) -> bool {
-        if let Some(producer) = &self.producer {
+        let Some(producer) = self.producer.clone() else {
+            return true;
+        };
+        if self.seen_host.get() == Some(HostKind::Kong) {
             producer.borrow_mut().shutdown();
-            report(producer, self.metric_ids());
+            report(&producer, self.metric_ids());
+            return true;
         }
-        true
+        producer.borrow_mut().begin_drain(&mut Glue::default(), now_ms());
+        report(&producer, self.metric_ids());
+        let drained = producer.borrow().is_drained();
+        self.draining = !drained;
+        drained
     }
 }
 
@@ -211,6 +256,7 @@ impl RootContext for Root {
             producer.borrow_mut().on_tick(&mut Glue::default(), now_ms());
             report(producer, self.metric_ids());
         }
+        self.finish_drain_if_empty();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -226,6 +272,7 @@ impl RootContext for Root {
             exchange,
             producer,
             metrics: self.metric_ids().copied(),
+            seen_host: Rc::clone(&self.seen_host),
         }))
     }
 
@@ -240,6 +287,8 @@ struct Request {
     /// The root's producer, in asynchronous mode.
     producer: Option<Rc<RefCell<Producer>>>,
     metrics: Option<MetricIds>,
+    /// The root's record of the host, updated from each request.
+    seen_host: Rc<Cell<Option<HostKind>>>,
 }
 
 impl Request {
@@ -274,6 +323,9 @@ impl HttpContext for Request {
             metrics: self.metrics.as_ref(),
         };
         let action = self.exchange.on_request_header_map(&mut glue, headers, end_of_stream);
+        if let Some(kind) = self.exchange.host_kind() {
+            self.seen_host.set(Some(kind));
+        }
         self.report();
         to_pw(action)
     }

@@ -301,6 +301,8 @@ pub struct Producer {
     rotation: usize,
     /// A "buffer full" line was logged and the buffer has not drained to half since.
     full_logged: bool,
+    /// The plugin is shutting down ([`Producer::begin_drain`]): everything held goes out now.
+    draining: bool,
     logs: Vec<(Level, String)>,
     /// Counter increments not yet reported, by [`Metric::index`].
     counter_deltas: [u64; Metric::ALL.len()],
@@ -323,6 +325,7 @@ impl Producer {
             next_seq: 0,
             rotation: 0,
             full_logged: false,
+            draining: false,
             logs: Vec::new(),
             counter_deltas: [0; Metric::ALL.len()],
             depth_reported: None,
@@ -358,7 +361,7 @@ impl Producer {
     /// Whether `records` more records would be accepted now; a refusal counts them as rejected.
     /// The HTTP context asks at the request headers, so a refused client is answered at once.
     pub fn admit(&mut self, records: usize) -> Result<(), Refusal> {
-        let refusal = if !self.is_healthy() {
+        let refusal = if !self.is_healthy() || self.draining {
             Refusal::Unhealthy
         } else if self.depth + records > self.limit() {
             Refusal::BufferFull
@@ -451,6 +454,37 @@ impl Producer {
         let outcomes = rest::classify_batch(&self.config.rest_proxy.api, reply, batch.records.len());
         self.settle(batch.queue, batch.records, outcomes, now);
         true
+    }
+
+    /// The plugin is shutting down but the host lets it finish (Envoy waits for `proxy_done`
+    /// after `proxy_on_done` returns false): from now on every queue is sent at once, without
+    /// waiting for a full batch or the flush timeout, and new records are refused (no request
+    /// should arrive any more; one that does gets 503 rather than a record that may never go).
+    /// Retries keep their backoff and the health rules stay: a REST proxy that is down is not
+    /// hammered while the host's drain time runs. Sends what is due right away.
+    pub fn begin_drain(&mut self, transport: &mut dyn Transport, now: u64) {
+        if !self.draining {
+            self.draining = true;
+            if self.depth > 0 {
+                let line = format!(
+                    "kafka-upstream: shutting down: sending the {} buffered message(s) before the plugin stops",
+                    self.depth
+                );
+                self.log(Level::Info, line);
+            }
+        }
+        self.on_tick(transport, now);
+    }
+
+    /// Whether nothing is held any more (no record waiting, retrying or in flight, no probe):
+    /// a draining plugin may then tell the host it is done.
+    pub fn is_drained(&self) -> bool {
+        self.depth == 0 && self.in_flight.is_empty() && self.probe.is_none()
+    }
+
+    /// Whether [`Producer::begin_drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// The plugin is going away: every record still held is dropped, counted and logged per
@@ -571,7 +605,8 @@ impl Producer {
                     return;
                 }
                 let queue = (start + i) % n;
-                if !self.queues[queue].is_due(now, &limits) {
+                let draining_due = self.draining && !self.queues[queue].fresh.is_empty();
+                if !draining_due && !self.queues[queue].is_due(now, &limits) {
                     continue;
                 }
                 let records = self.queues[queue].take_batch(now, &limits);
@@ -1554,6 +1589,66 @@ mod tests {
                     .to_string()
             )]
         );
+    }
+
+    #[test]
+    fn a_drain_sends_every_partial_batch_at_once_and_ends_drained() {
+        // Batches of 2, a flush timeout far away: without the drain nothing would go yet.
+        let mut p = Producer::new(config(
+            r#","producer_request_limits_messages_per_request":2,"producer_async_flush_timeout":60000"#,
+        ));
+        let mut t = FakeTransport::default();
+        for m in ["a", "b", "c"] {
+            put(&mut p, 0, m);
+        }
+        p.enqueue(0, &topics(&["other"]), None, b"d".to_vec()).unwrap();
+        p.on_tick(&mut t, 1);
+        let early = t.take();
+        assert_eq!(early.len(), 1, "only the full batch goes before the drain");
+        assert!(!p.is_drained());
+        p.begin_drain(&mut t, 2);
+        assert!(p.is_draining());
+        let drained = t.take();
+        let mut sent: Vec<String> = early.iter().chain(&drained).flat_map(|c| c.v2_messages()).collect();
+        sent.sort();
+        assert_eq!(sent, vec!["a", "b", "c", "d"], "every held record is on its way");
+        assert_eq!(
+            p.take_logs(),
+            vec![(
+                Level::Info,
+                "kafka-upstream: shutting down: sending the 4 buffered message(s) before the plugin stops".to_string()
+            )]
+        );
+        for call in early.iter().chain(&drained) {
+            assert!(!p.is_drained(), "drained with calls in flight");
+            ack(&mut p, call, 3);
+        }
+        assert!(p.is_drained());
+        assert_eq!(p.stats().sent, 4);
+        assert_eq!(p.stats().dropped, 0);
+    }
+
+    #[test]
+    fn a_draining_producer_refuses_new_records_and_keeps_retry_backoff() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":60000,"producer_request_retries_max_attempts":3,"producer_request_retries_backoff_timeout":1000"#,
+        ));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "a");
+        p.begin_drain(&mut t, 0);
+        let first = t.take();
+        assert_eq!(first.len(), 1);
+        assert_eq!(p.admit(1), Err(Refusal::Unhealthy), "a record accepted while draining");
+        p.on_response(first[0].token, &reply("500", "{}"), 1);
+        assert!(!p.is_drained(), "the failed record is still held for its retry");
+        p.on_tick(&mut t, 2);
+        assert!(t.take().is_empty(), "retried before its backoff");
+        p.on_tick(&mut t, 5_000);
+        let retry = t.take();
+        assert_eq!(retry.len(), 1);
+        ack(&mut p, &retry[0], 5_001);
+        assert!(p.is_drained());
+        assert_eq!(p.stats().sent, 1);
     }
 
     #[test]

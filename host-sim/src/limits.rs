@@ -99,6 +99,11 @@ pub struct EdgeLimits {
     /// client, still sending, receives the answer instead of a reset: nginx's lingering close
     /// (`lingering_time`, default 30 s).
     pub lingering_time: Duration,
+    /// At shutdown (SIGTERM, or [`crate::serve::RunningGateway::shutdown`]): how long requests
+    /// in flight, and then the filters' root contexts (Envoy profile: `proxy_on_done`, waiting
+    /// for `proxy_done`), get to finish before the VMs are stopped with whatever they still
+    /// hold. Kong's `kong quit` waits 10 s by default (`--timeout`) before it stops nginx.
+    pub drain_time: Duration,
 }
 
 impl Default for EdgeLimits {
@@ -111,6 +116,7 @@ impl Default for EdgeLimits {
             accept_error_pause: Duration::from_millis(100),
             max_request_bytes: 64 << 20,
             lingering_time: Duration::from_secs(30),
+            drain_time: Duration::from_secs(10),
         }
     }
 }

@@ -747,6 +747,19 @@ impl Profile {
         self == Profile::Kong
     }
 
+    /// Whether the host shuts root contexts down (`proxy_on_done`, waiting for `proxy_done` when
+    /// it returns false) when it stops, so a filter can finish asynchronous work. Envoy does:
+    /// its wasm extension holds the server's ShutdownExit stage until the VM is destroyed
+    /// (source/extensions/common/wasm/wasm.cc `Wasm::initializeLifecycle`, `~Wasm`), and
+    /// proxy-wasm-cpp-host's `WasmBase::startShutdown` calls `onDone` on every root, finishing
+    /// at once or after `proxy_done`. ngx_wasm_module does not: a worker's exit destroys the
+    /// instances' stores (ngx_proxy_wasm.c `ngx_proxy_wasm_root_destroy`) and root contexts are
+    /// never finalized (`destroy_pwexec`: "never called on root rexec for now"), so what a
+    /// filter holds is gone with the worker.
+    pub fn finishes_roots_at_shutdown(self) -> bool {
+        self == Profile::Envoy
+    }
+
     /// The host's log level reported by `proxy_get_log_level` by default.
     pub fn default_log_level(self) -> LogLevel {
         LogLevel::Trace

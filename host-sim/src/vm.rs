@@ -1032,6 +1032,12 @@ impl Vm {
         Ok(())
     }
 
+    /// Whether root context `root` still exists: not shut down yet, or shut down and still
+    /// owing `proxy_done` ([`Vm::finish_root`]).
+    pub fn root_exists(&self, root: u32) -> bool {
+        self.store.data().roots.contains_key(&root)
+    }
+
     fn delete_root(&mut self, root: u32) {
         if self.profile().root_shutdown_logs() {
             let _ = self.end_callback(Callback::Log, root);

@@ -1023,9 +1023,10 @@ fn serve_logs_the_guest_by_default_and_each_request_on_stdout() {
     assert!(line.ends_with(" default"), "{line}");
 }
 
-/// Starts `host-sim serve` with `args` under `sh -c` running `shell_prefix` first (e.g. a
-/// `ulimit`), and returns the child, its address and its stderr lines as they come.
-fn spawn_serve(
+/// Starts host-sim with `args` (a listening command: `serve` or `rest-proxy`) under `sh -c`
+/// running `shell_prefix` first (e.g. a `ulimit`), and returns the child, the address it says it
+/// listens on and its stderr lines as they come.
+fn spawn_listening(
     f: &Fixture,
     shell_prefix: &str,
     args: &[&str],
@@ -1084,7 +1085,7 @@ fn serve_at_the_open_file_limit_pauses_accepting_instead_of_spinning() {
     let f = Fixture::new();
     let probe = built_wasm("abi_probe").display().to_string();
     // A cap far above what 64 descriptors allow, so the accept loop meets EMFILE.
-    let (mut child, addr, lines) = spawn_serve(
+    let (mut child, addr, lines) = spawn_listening(
         &f,
         "ulimit -n 64 &&",
         &[
@@ -1140,4 +1141,94 @@ fn serve_at_the_open_file_limit_pauses_accepting_instead_of_spinning() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 418"), "{answer}");
+}
+
+/// One HTTP/1.1 exchange on a fresh connection (`connection: close`); the whole answer.
+fn http(addr: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+#[cfg(unix)]
+fn serve_on_sigterm_sends_what_async_mode_acknowledged_before_exiting() {
+    let f = Fixture::new();
+    let (mut rest, rest_addr, _) = spawn_listening(&f, "", &["rest-proxy", "--listen", "127.0.0.1:0"]);
+    f.write(
+        "async.json",
+        r#"{"topic":"drained","rest_proxy":{"upstream":"kafka_rest"},"producer_async":true,"producer_async_flush_timeout":60000}"#,
+    );
+    let filter = built_wasm("kafka_upstream").display().to_string();
+    let config = f.path("async.json").display().to_string();
+    let upstream = format!("kafka_rest={rest_addr}");
+    let (mut serve, addr, lines) = spawn_listening(
+        &f,
+        "",
+        &[
+            "serve",
+            "--filter",
+            &filter,
+            "--config",
+            &config,
+            "--upstream",
+            &upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--no-reload",
+        ],
+    );
+    for i in 0..3 {
+        let answer = http(
+            &addr,
+            &format!("POST /orders HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\nconnection: close\r\n\r\n{i}"),
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let records = |rest_addr: &str| -> usize {
+        let answer = http(
+            rest_addr,
+            "GET /_sim/topics/drained/records HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        );
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v["records"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    assert_eq!(records(&rest_addr), 0, "the batch went before the shutdown");
+    let killed = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            let _ = rest.kill();
+            panic!("serve did not exit after SIGTERM: {:?}", lines.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let written = records(&rest_addr);
+    let _ = rest.kill();
+    let _ = rest.wait();
+    let said = lines.lock().unwrap().join("\n");
+    assert!(status.success(), "{status:?}: {said}");
+    assert_eq!(written, 3, "{said}");
+    // Each worker's VM drains its own buffer and says so.
+    let announced: usize = said
+        .lines()
+        .filter_map(|l| l.split("shutting down: sending the ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(announced, 3, "{said}");
 }

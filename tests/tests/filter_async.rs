@@ -777,3 +777,65 @@ fn a_karapace_422_that_does_not_match_fails_the_whole_batch() {
         assert_eq!(gw.value("messages_sent"), 3, "{profile}");
     }
 }
+
+#[test]
+fn at_shutdown_envoy_gets_the_buffer_sent_before_proxy_done_and_kong_gets_it_dropped() {
+    for profile in PROFILES {
+        let mut gw = Gateway::new(profile, json!({"producer_async_flush_timeout": 60_000}));
+        for n in 1..=3 {
+            gw.accept(n);
+        }
+        gw.advance(100);
+        gw.expect_calls(0);
+        gw.vm.finish_root(gw.root).expect("root shutdown");
+        gw.check();
+        match profile {
+            Profile::Envoy => {
+                // proxy_on_done returned false: the root owes proxy_done and its buffer is
+                // on its way, whatever the flush timeout.
+                assert!(gw.vm.root_exists(gw.root), "the root was deleted with records held");
+                let calls = gw.expect_calls(1);
+                assert_eq!(numbers(&calls[0]), vec![1, 2, 3]);
+                assert!(gw
+                    .logs_at(LogLevel::Info)
+                    .iter()
+                    .any(|l| l.contains("sending the 3 buffered message(s) before the plugin stops")));
+                gw.ack(&calls[0]);
+                assert!(
+                    !gw.vm.root_exists(gw.root),
+                    "no proxy_done after the last acknowledgement"
+                );
+                assert_eq!(gw.value("messages_sent"), 3);
+                assert_eq!(gw.value("messages_dropped"), 0);
+            }
+            Profile::Kong => {
+                // ngx_wasm_module ignores on_done's result and has no proxy_done: dropped,
+                // counted and logged.
+                assert!(!gw.vm.root_exists(gw.root));
+                assert!(gw
+                    .logs_at(LogLevel::Error)
+                    .iter()
+                    .any(|l| l.contains("dropped 3 message(s) to topic orders at shutdown")));
+            }
+        }
+    }
+}
+
+#[test]
+fn an_envoy_drain_retries_a_failed_batch_and_ends_with_proxy_done() {
+    let mut gw = Gateway::new(
+        Profile::Envoy,
+        json!({"producer_async_flush_timeout": 60_000, "producer_request_retries_backoff_timeout": 50}),
+    );
+    gw.accept(1);
+    gw.vm.finish_root(gw.root).expect("root shutdown");
+    let first = gw.expect_calls(1);
+    gw.fail_500(&first[0]);
+    assert!(gw.vm.root_exists(gw.root));
+    gw.advance(200);
+    let retry = gw.expect_calls(1);
+    assert_eq!(numbers(&retry[0]), vec![1]);
+    gw.ack(&retry[0]);
+    assert!(!gw.vm.root_exists(gw.root));
+    assert_eq!(gw.value("messages_sent"), 1);
+}

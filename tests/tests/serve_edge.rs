@@ -282,3 +282,103 @@ async fn at_the_connection_cap_new_clients_wait_instead_of_failing() {
     assert_eq!(status_of(&got), Some(404), "{:?}", String::from_utf8_lossy(&got));
     gw.shutdown().await;
 }
+
+// ---- Shutdown ---------------------------------------------------------------------------------
+
+/// A gateway running the real filter in asynchronous mode whose batches would not go for a
+/// minute on their own, in front of an in-memory REST proxy.
+async fn async_gateway(profile: Profile) -> (RunningGateway, std::sync::Arc<rest_proxy::RestProxy>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rest = listener.local_addr().unwrap();
+    let proxy = rest_proxy::RestProxy::new(rest_proxy::RestProxyConfig {
+        listen: rest,
+        ..rest_proxy::RestProxyConfig::default()
+    })
+    .unwrap();
+    tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
+    let (upstream, upstreams) = match profile {
+        Profile::Envoy => (
+            "kafka_rest".to_string(),
+            BTreeMap::from([("kafka_rest".to_string(), rest)]),
+        ),
+        Profile::Kong => (rest.to_string(), BTreeMap::new()),
+    };
+    let config = serde_json::json!({
+        "topic": "drained",
+        "rest_proxy": {"upstream": upstream},
+        "producer_async": true,
+        "producer_async_flush_timeout": 60000,
+        "producer_request_limits_messages_per_request": 100,
+    });
+    let deployment = Deployment {
+        profile,
+        routes: vec![Route {
+            name: "kafka".into(),
+            path_prefix: "/".into(),
+            filter: wasm_path("kafka_upstream"),
+            plugin_name: "kafka_upstream".into(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            config: config.to_string().into_bytes(),
+            fallback: Fallback::NotFound,
+            fail_open: false,
+        }],
+        upstreams,
+        listen: None,
+        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+    };
+    let gateway = start(ServeOptions {
+        deployment,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: None,
+        workers: 1,
+        edge: EdgeLimits::default(),
+        reload_poll: None,
+        engine: engine().clone(),
+        access_log: false,
+    })
+    .await
+    .expect("gateway starts");
+    (gateway, proxy)
+}
+
+/// Sends `n` acknowledged requests (async mode: 200 once buffered) and returns how many the
+/// REST proxy has once the gateway has shut down.
+async fn records_after_shutdown(profile: Profile, n: usize) -> usize {
+    let (gateway, proxy) = async_gateway(profile).await;
+    for i in 0..n {
+        let mut conn = connect(gateway.local_addr).await;
+        let request =
+            format!("POST /orders HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\nconnection: close\r\n\r\n{i:04}");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let got = read_to_close(&mut conn).await;
+        assert_eq!(
+            status_of(&got),
+            Some(200),
+            "{profile}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let held = proxy.read_records("drained", None, 0, 1000).await.unwrap_or_default();
+    assert!(held.is_empty(), "{profile}: the batch went before the shutdown");
+    tokio::time::timeout(BOUND, gateway.shutdown())
+        .await
+        .expect("shutdown within the drain time");
+    proxy
+        .read_records("drained", None, 0, 1000)
+        .await
+        .unwrap_or_default()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_shutdown_drains_what_async_mode_acknowledged() {
+    // proxy_on_done returns false, the filter sends its buffer, proxy_done follows the acks.
+    assert_eq!(records_after_shutdown(Profile::Envoy, 5).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_shutdown_loses_what_async_mode_held_as_kong_does() {
+    // ngx_wasm_module never shuts a root context down: the buffer goes with the worker.
+    assert_eq!(records_after_shutdown(Profile::Kong, 5).await, 0);
+}

@@ -136,7 +136,8 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    /// Stops accepting, lets in-flight requests finish (up to 10 s), stops the workers.
+    /// Stops accepting, lets in-flight requests finish and the filters' root contexts drain (as
+    /// the profile's host does) within `EdgeLimits::drain_time`, then stops the workers.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.done.await;
@@ -265,9 +266,9 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     }
     let (done_tx, done) = oneshot::channel();
     tokio::spawn(async move {
-        serve_traffic(listener, local_addr, shared.clone(), stop_rx).await;
+        let deadline = serve_traffic(listener, local_addr, shared.clone(), stop_rx).await;
         for worker in &shared.workers {
-            let _ = worker.send(Command::Shutdown);
+            let _ = worker.send(Command::Shutdown { deadline });
         }
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -329,12 +330,14 @@ fn check_filter_starts(
     })
 }
 
+/// Serves until told to stop, then stops accepting and lets the requests in flight finish within
+/// the drain time. Returns the drain's deadline, which the workers' own shutdown shares.
 async fn serve_traffic(
     listener: TcpListener,
     local: SocketAddr,
     shared: Arc<Shared_>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> std::time::Instant {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(shared.edge.max_connections.max(1)));
     let mut accept_failing = false;
@@ -376,7 +379,15 @@ async fn serve_traffic(
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    let deadline = std::time::Instant::now() + shared.edge.drain_time;
+    tracing::info!(drain_time = ?shared.edge.drain_time, "shutting down: no new connections; requests in flight and the filters get the drain time to finish");
+    if tokio::time::timeout_at(deadline.into(), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain time over with connections still open; they are closed");
+    }
+    deadline
 }
 
 fn json_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -65,7 +65,11 @@ pub enum Command {
         route: usize,
         module: Module,
     },
-    Shutdown,
+    /// Finish the requests in flight, then shut the filters' root contexts down as the profile's
+    /// host does, and stop; whatever is still pending at `deadline` is abandoned (and logged).
+    Shutdown {
+        deadline: std::time::Instant,
+    },
 }
 
 struct PendingStream {
@@ -123,7 +127,8 @@ impl Worker {
             generation += 1;
             slot.current = self.start_instance(i, slot, generation);
         }
-        let mut shutting_down = false;
+        let mut shutdown: Option<std::time::Instant> = None;
+        let mut roots_finishing = false;
         loop {
             let wait = self.next_wait(&slots);
             match inbox.recv_timeout(wait) {
@@ -176,7 +181,7 @@ impl Worker {
                         }
                     }
                 }
-                Ok(Command::Shutdown) => shutting_down = true,
+                Ok(Command::Shutdown { deadline }) => shutdown = Some(deadline),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -199,14 +204,64 @@ impl Worker {
                     current.reported_failure = failure;
                 }
             }
-            if shutting_down
-                && slots
-                    .iter()
-                    .all(|s| s.draining.is_empty() && s.current.as_ref().is_none_or(|c| c.streams.is_empty()))
-            {
-                return;
+            if let Some(deadline) = shutdown {
+                if self.shutdown_step(&mut slots, &mut roots_finishing, deadline) {
+                    return;
+                }
             }
         }
+    }
+
+    /// One step of shutting down; true when the worker may stop. Requests in flight finish
+    /// first; then, where the profile's host does so, each VM's root context is shut down
+    /// (`proxy_on_done`) and the worker waits for those that owe `proxy_done` while their
+    /// callouts and ticks go on; at `deadline` whatever is left is abandoned, and said so.
+    fn shutdown_step(&self, slots: &mut [RouteSlot], roots_finishing: &mut bool, deadline: std::time::Instant) -> bool {
+        let streams_left: usize = slots
+            .iter()
+            .flat_map(|s| s.current.iter().chain(s.draining.iter()))
+            .map(|i| i.streams.len())
+            .sum();
+        if streams_left == 0 && !*roots_finishing {
+            *roots_finishing = true;
+            if self.profile.finishes_roots_at_shutdown() {
+                for instance in slots.iter_mut().filter_map(|s| s.current.as_mut()) {
+                    if instance.vm.failure().is_none() {
+                        let _ = instance.vm.finish_root(instance.root);
+                    }
+                }
+            }
+        }
+        let unfinished: Vec<(&str, usize)> = slots
+            .iter()
+            .filter_map(|s| s.current.as_ref().map(|i| (s.route.name.as_str(), i)))
+            .filter(|(_, i)| {
+                self.profile.finishes_roots_at_shutdown() && i.vm.failure().is_none() && i.vm.root_exists(i.root)
+            })
+            .map(|(name, i)| (name, i.calls_in_flight.len()))
+            .collect();
+        if *roots_finishing && unfinished.is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() < deadline {
+            return false;
+        }
+        if streams_left > 0 {
+            tracing::warn!(
+                worker = self.id,
+                requests = streams_left,
+                "drain time over: requests still in flight are abandoned"
+            );
+        }
+        for (route, calls) in unfinished {
+            tracing::warn!(
+                route,
+                worker = self.id,
+                callouts_pending = calls,
+                "drain time over: the filter had not called proxy_done; its VM is stopped with what it still holds"
+            );
+        }
+        true
     }
 
     fn next_wait(&self, slots: &[RouteSlot]) -> Duration {

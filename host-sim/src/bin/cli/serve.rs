@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// client gets 408 (Envoy request_timeout).
     #[arg(long, value_name = "TIME", default_value = "60s", value_parser = config::parse_nginx_time)]
     request_timeout: Duration,
+    /// On SIGTERM or SIGINT: how long requests in flight, then the filters (Envoy profile:
+    /// proxy_on_done until proxy_done), get to finish before serve exits.
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = config::parse_nginx_time)]
+    drain_time: Duration,
     /// Connections open at once; at the cap the listener waits for one to close.
     #[arg(long, value_name = "N", default_value_t = EdgeLimits::default().max_connections)]
     max_connections: usize,
@@ -257,6 +261,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
                 idle_timeout: args.idle_timeout,
                 request_timeout: args.request_timeout,
                 max_connections: args.max_connections,
+                drain_time: args.drain_time,
                 ..EdgeLimits::default()
             },
             reload_poll: (!args.no_reload).then_some(Duration::from_millis(500)),
@@ -284,9 +289,10 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             eprintln!();
         }
         let stopper = gateway.stopper();
+        let drain_time = args.drain_time;
         tokio::spawn(async move {
             shutdown_signal().await;
-            eprintln!("host-sim serve: shutting down");
+            eprintln!("host-sim serve: shutting down (drain time {:?})", drain_time);
             let _ = stopper.send(true);
         });
         gateway.wait().await;
