@@ -24,10 +24,14 @@
 //! The tick period is set once, at the first configuration that turns asynchronous mode on (Kong
 //! traps when it is set again).
 //!
-//! Shutdown: Envoy shuts the root context down with `proxy_on_done` and waits for `proxy_done`
-//! when it returns false, so the root drains the producer (everything held is sent at once) and
-//! calls `proxy_done` after the last reply. Kong's engine never shuts a root context down and
-//! traps on `proxy_done`; if its `proxy_on_done` ever comes, what is held is dropped and logged.
+//! Shutdown: a root context whose `proxy_on_done` returns false is "not done yet" (proxy-wasm
+//! spec; proxy-wasm-cpp-host `WasmBase::startShutdown` then waits for `proxy_done`), so the root
+//! drains the producer (everything held is sent at once) and calls `proxy_done` after the last
+//! reply. `host-sim serve` honours that within its drain time. Real Envoy 1.40 calls
+//! `proxy_on_done` on SIGTERM but destroys the VM at once, resetting the callouts just started
+//! (observed, tests/e2e/test_shutdown.py), so there the buffer is lost all the same. Kong's
+//! engine never shuts a root context down and traps on `proxy_done`; if its `proxy_on_done` ever
+//! comes, what is held is dropped and logged.
 //! Which host it is comes from the last request (a root context has none to ask with).
 //!
 //! Metrics ([`crate::metrics`]) are defined in both modes, at the first configuration and again
@@ -190,13 +194,13 @@ impl Context for Root {
         self.finish_drain_if_empty();
     }
 
-    /// The plugin is being shut down. Envoy lets a root context finish asynchronous work: it
-    /// waits for `proxy_done` when this returns false (proxy-wasm-cpp-host wasm.cc
-    /// `WasmBase::startShutdown` / `done`; Envoy holds its ShutdownExit stage until the VM is
-    /// gone, source/extensions/common/wasm/wasm.cc `Wasm::initializeLifecycle`, `~Wasm`), so
-    /// the buffer is drained there and `proxy_done` follows the last acknowledgement. Kong's
-    /// engine ignores the result and has no `proxy_done` (ngx_proxy_wasm.c:1385; KONG-DOC NYI):
-    /// what is held is dropped, counted and logged.
+    /// The plugin is being shut down. Returning false asks the host to wait for `proxy_done`
+    /// (proxy-wasm-cpp-host wasm.cc `WasmBase::startShutdown` / `done`), so the buffer is
+    /// drained and `proxy_done` follows the last acknowledgement. Envoy 1.40 does not wait on
+    /// SIGTERM (the VM is destroyed right after this callback, e2e test_shutdown.py); host-sim
+    /// serve does, within its drain time. Kong's engine ignores the result and has no
+    /// `proxy_done` (ngx_proxy_wasm.c:1385; KONG-DOC NYI): what is held is dropped, counted and
+    /// logged.
     fn on_done(&mut self) -> bool {
         let Some(producer) = self.producer.clone() else {
             return true;

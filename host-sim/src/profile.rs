@@ -747,15 +747,17 @@ impl Profile {
         self == Profile::Kong
     }
 
-    /// Whether the host shuts root contexts down (`proxy_on_done`, waiting for `proxy_done` when
-    /// it returns false) when it stops, so a filter can finish asynchronous work. Envoy does:
-    /// its wasm extension holds the server's ShutdownExit stage until the VM is destroyed
-    /// (source/extensions/common/wasm/wasm.cc `Wasm::initializeLifecycle`, `~Wasm`), and
-    /// proxy-wasm-cpp-host's `WasmBase::startShutdown` calls `onDone` on every root, finishing
-    /// at once or after `proxy_done`. ngx_wasm_module does not: a worker's exit destroys the
-    /// instances' stores (ngx_proxy_wasm.c `ngx_proxy_wasm_root_destroy`) and root contexts are
-    /// never finalized (`destroy_pwexec`: "never called on root rexec for now"), so what a
-    /// filter holds is gone with the worker.
+    /// Whether the host shuts root contexts down (`proxy_on_done`) when it stops. Envoy does:
+    /// on SIGTERM each worker's VM gets `onDone` for its roots (proxy-wasm-cpp-host
+    /// `WasmBase::startShutdown`), but Envoy 1.40 then destroys the VM at once, resetting the
+    /// callouts a root just started and never waiting for `proxy_done` (observed with
+    /// `--component-log-level wasm:debug,client:debug`: "disconnect. resetting 0 pending
+    /// requests" right after the filter's on_done log; e2e tests/e2e/test_shutdown.py).
+    /// `serve` deliberately goes further: it waits for the `proxy_done` a root owes, within
+    /// `EdgeLimits::drain_time`, so a filter that drains in `proxy_on_done` keeps its promise
+    /// there (a documented difference). ngx_wasm_module never shuts a root down: a worker's exit
+    /// destroys the instances' stores (ngx_proxy_wasm.c `ngx_proxy_wasm_root_destroy`) and root
+    /// contexts are never finalized (`destroy_pwexec`: "never called on root rexec for now").
     pub fn finishes_roots_at_shutdown(self) -> bool {
         self == Profile::Envoy
     }

@@ -36,9 +36,10 @@ HOST_SIM = REPO / "target" / "release" / "host-sim"
 
 # Topics of the broker and their partition counts: the filter's default topic and the two that
 # envoy.yaml's allowed_topics lets a request name; and the asynchronous mode's burst test's own
-# (test_async_producer.py), so that its batches never reach the other tests' reads (see
+# (test_async_producer.py) and the shutdown test's (test_shutdown.py), so that their batches
+# never reach the other tests' reads (see
 # Kafka.read_until on tansu's high watermarks).
-TOPICS = {"kafka-upstream": 1, "orders": 2, "audit": 1, "async-burst": 1}
+TOPICS = {"kafka-upstream": 1, "orders": 2, "audit": 1, "async-burst": 1, "shutdown-drain": 1}
 
 STARTUP_TIMEOUT = 60.0  # seconds: every readiness wait is bounded by this
 
