@@ -1078,6 +1078,105 @@ mod tests {
         assert!(e.contains("unknown field `bdy`"), "{e}");
     }
 
+    fn upstream(json: &str) -> Result<UpstreamResponseFile, String> {
+        UpstreamResponseFile::from_json(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn grpc(json: &str) -> Result<GrpcResponseFile, String> {
+        GrpcResponseFile::from_json(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn upstream_response_forms() {
+        let r = upstream(r#"{"status":200,"headers":[["content-length","5"]],"body":"hello","trailers":[["t","1"]]}"#)
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers, vec![("content-length".to_string(), "5".to_string())]);
+        assert_eq!(r.body_chunks, vec![b"hello".to_vec()]);
+        assert_eq!(r.trailers, vec![("t".to_string(), "1".to_string())]);
+        let r = upstream(r#"{"status":200,"body":"hello","chunk_size":2}"#).unwrap();
+        assert_eq!(r.body_chunks, vec![b"he".to_vec(), b"ll".to_vec(), b"o".to_vec()]);
+        let r = upstream(r#"{"status":200,"body":"hello","chunk_sizes":[1,0,4]}"#).unwrap();
+        assert_eq!(r.body_chunks, vec![b"h".to_vec(), b"".to_vec(), b"ello".to_vec()]);
+        let r = upstream(r#"{"status":204}"#).unwrap();
+        assert!(r.body_chunks.is_empty() && r.headers.is_empty() && r.trailers.is_empty());
+        let r = upstream(r#"{"status":200,"body":"AP8=","body_base64":true,"chunk_size":1}"#).unwrap();
+        assert_eq!(r.body_chunks, vec![vec![0], vec![0xff]]);
+        for r in [
+            upstream(r#"{"status":200,"body":"hello","chunk_sizes":[2,3],"trailers":[["t","1"]]}"#).unwrap(),
+            upstream(r#"{"status":500,"body":"AP8=","body_base64":true}"#).unwrap(),
+            upstream(r#"{"status":204}"#).unwrap(),
+        ] {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(upstream(&json).unwrap(), r, "{json}");
+        }
+    }
+
+    #[test]
+    fn upstream_response_bad_shapes_name_the_field() {
+        for (json, expected) in [
+            (r#"{"body":"x"}"#, "missing field `status`"),
+            (r#"{"status":42}"#, "`status` 42 is not an HTTP status"),
+            (r#"{"status":"200"}"#, "invalid type: string"),
+            (r#"{"status":200,"headers":[[":status","200"]]}"#, "`headers`: give the status as `status`"),
+            (r#"{"status":200,"headers":[["a"]]}"#, "[name, value] pair"),
+            (r#"{"status":200,"trailers":{"a":"b"}}"#, "expected a sequence"),
+            (r#"{"status":200,"body":"!!","body_base64":true}"#, "`body` is not valid base64"),
+            (r#"{"status":200,"body":"ab","chunk_size":1,"chunk_sizes":[2]}"#, "`chunk_size` or `chunk_sizes`, not both"),
+            (r#"{"status":200,"body":"ab","chunk_size":0}"#, "`chunk_size` must be at least 1"),
+            (r#"{"status":200,"body":"ab","chunk_sizes":[1,2]}"#, "`chunk_sizes` add up to 3 bytes but `body` has 2"),
+            (r#"{"status":200,"chunk_sizes":[-1]}"#, "invalid value: integer `-1`"),
+            (r#"{"status":200,"chunks":[1]}"#, "unknown field `chunks`"),
+        ] {
+            let e = upstream(json).unwrap_err();
+            assert!(e.contains(expected), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn grpc_response_forms() {
+        let r = grpc(
+            r#"{"initial_metadata":[["a","1"]],"messages":["m1","m2"],"trailing_metadata":[["t","2"]],"status":14,"status_message":"down"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.reply,
+            GrpcReply {
+                initial_metadata: Some(vec![("a".into(), "1".into())]),
+                messages: vec![b"m1".to_vec(), b"m2".to_vec()],
+                trailing_metadata: Some(vec![("t".into(), "2".into())]),
+                close: Some((14, "down".into())),
+            }
+        );
+        assert_eq!(grpc("{}").unwrap().reply, GrpcReply::default());
+        let r = grpc(r#"{"messages":["AP8="],"messages_base64":true,"status":0}"#).unwrap();
+        assert_eq!(r.reply.messages, vec![vec![0, 0xff]]);
+        assert_eq!(r.reply.close, Some((0, String::new())));
+        for json in [
+            r#"{"messages":["AP8=","YQ=="],"messages_base64":true}"#,
+            r#"{"initial_metadata":[],"status":2,"status_message":"x"}"#,
+        ] {
+            let r = grpc(json).unwrap();
+            let back = serde_json::to_string(&r).unwrap();
+            assert_eq!(grpc(&back).unwrap(), r, "{back}");
+        }
+    }
+
+    #[test]
+    fn grpc_response_bad_shapes_name_the_field() {
+        for (json, expected) in [
+            (r#"{"status":17}"#, "`status` 17 is not a gRPC status code (0-16)"),
+            (r#"{"status_message":"x"}"#, "`status_message` needs `status`"),
+            (r#"{"messages":"x"}"#, "expected a sequence"),
+            (r#"{"messages":["!!"],"messages_base64":true}"#, "`messages` is not valid base64"),
+            (r#"{"initial_metadata":[["a"]]}"#, "[name, value] pair"),
+            (r#"{"message":["x"]}"#, "unknown field `message`"),
+        ] {
+            let e = grpc(json).unwrap_err();
+            assert!(e.contains(expected), "{json}: {e}");
+        }
+    }
+
     #[test]
     fn bodies_are_text_or_base64() {
         assert_eq!(encode_body(b"hi"), ("hi".to_string(), false));
