@@ -106,7 +106,11 @@ const MAX_INSTANTS_PER_STEP: usize = 100_000;
 ///
 /// Errors are host failures (the module cannot start, `advance_ms` with a real clock, ...); a
 /// filter that traps or refuses its configuration is a transcript, not an error.
-pub fn run_scenario(module: &Module, options: &ScenarioOptions, input: &ScenarioInput) -> Result<Transcript, HostError> {
+pub fn run_scenario(
+    module: &Module,
+    options: &ScenarioOptions,
+    input: &ScenarioInput,
+) -> Result<Transcript, HostError> {
     let mut vm_options = options.vm.clone();
     match &options.clusters {
         Clusters::Only(names) => vm_options.clusters = names.clone(),
@@ -184,7 +188,11 @@ impl CallBook {
     /// Notes calls made since the last look, and messages sent since on open gRPC streams.
     fn observe(&mut self, vm: &Vm) {
         // Copies the pending calls (with their bodies) only when there is a new one.
-        if vm.pending_http_call_tokens().iter().any(|t| !self.seen_http.contains(t)) {
+        if vm
+            .pending_http_call_tokens()
+            .iter()
+            .any(|t| !self.seen_http.contains(t))
+        {
             for call in vm.http_calls() {
                 if self.seen_http.insert(call.token) {
                     self.http.push(HttpEntry {
@@ -312,8 +320,13 @@ impl Driver<'_> {
                         entry.response = Some(index);
                     }
                     let reply = grpc_responses[index].reply.clone();
-                    let unary = self.book.grpc.iter().any(|e| e.call.token == g && e.call.kind == GrpcKind::Call);
-                    self.vm.respond_grpc(g, if unary { unary_outcome(reply) } else { reply })?;
+                    let unary = self
+                        .book
+                        .grpc
+                        .iter()
+                        .any(|e| e.call.token == g && e.call.kind == GrpcKind::Call);
+                    self.vm
+                        .respond_grpc(g, if unary { unary_outcome(reply) } else { reply })?;
                 }
                 _ => break,
             }
@@ -444,7 +457,9 @@ impl Driver<'_> {
             None
         };
         let upstream_why_not = match self.upstream {
-            Upstream::Waiting if local_response.is_some() => Some("the filter answered locally (see local_response)".into()),
+            Upstream::Waiting if local_response.is_some() => {
+                Some("the filter answered locally (see local_response)".into())
+            }
             Upstream::Waiting if reset => Some("the stream was reset before the request went upstream".into()),
             Upstream::Waiting => Some(match &paused_in {
                 Some(callback) => format!("the request never went upstream whole: the filter held it in {callback}"),
@@ -619,25 +634,31 @@ fn run_once(
     transcript.http_calls = book
         .http
         .into_iter()
-        .map(|HttpEntry { call, response, timed_out }| {
-            let outcome = match response {
-                Some(_) => CallOutcome::Answered,
-                None if timed_out => CallOutcome::TimedOut,
-                None if pending_http.contains(&call.token) => CallOutcome::Unanswered,
-                None => CallOutcome::Cancelled,
-            };
-            let (body, body_base64) = encode_body(&call.body);
-            TranscriptHttpCall {
-                upstream: call.upstream,
-                headers: call.headers,
-                body,
-                body_base64,
-                trailers: call.trailers,
-                timeout_ms: call.timeout_ms,
-                outcome,
-                response,
-            }
-        })
+        .map(
+            |HttpEntry {
+                 call,
+                 response,
+                 timed_out,
+             }| {
+                let outcome = match response {
+                    Some(_) => CallOutcome::Answered,
+                    None if timed_out => CallOutcome::TimedOut,
+                    None if pending_http.contains(&call.token) => CallOutcome::Unanswered,
+                    None => CallOutcome::Cancelled,
+                };
+                let (body, body_base64) = encode_body(&call.body);
+                TranscriptHttpCall {
+                    upstream: call.upstream,
+                    headers: call.headers,
+                    body,
+                    body_base64,
+                    trailers: call.trailers,
+                    timeout_ms: call.timeout_ms,
+                    outcome,
+                    response,
+                }
+            },
+        )
         .collect();
     transcript.grpc_calls = book.grpc.into_iter().map(transcript_grpc_call).collect();
     transcript.local_response = snapshot.local_response;
@@ -912,6 +933,54 @@ mod tests {
         assert!(t.local_response.is_none());
         assert!(t.forwarded_upstream);
         assert_eq!(t.unused_http_call_responses, 0);
+    }
+
+    #[test]
+    fn a_unary_call_gets_only_its_outcome() {
+        let full = GrpcReply {
+            initial_metadata: Some(vec![("a".into(), "1".into())]),
+            messages: vec![b"one".to_vec(), b"two".to_vec()],
+            trailing_metadata: Some(vec![("t".into(), "2".into())]),
+            close: Some((0, String::new())),
+        };
+        let ok = GrpcReply {
+            messages: vec![b"one".to_vec()],
+            ..GrpcReply::default()
+        };
+        assert_eq!(unary_outcome(full.clone()), ok);
+        assert_eq!(
+            unary_outcome(GrpcReply {
+                close: None,
+                ..full.clone()
+            }),
+            ok
+        );
+        // No message and no status: an empty response message, still a success.
+        assert_eq!(
+            unary_outcome(GrpcReply::default()),
+            GrpcReply {
+                messages: vec![Vec::new()],
+                ..GrpcReply::default()
+            }
+        );
+        assert_eq!(
+            unary_outcome(GrpcReply {
+                close: Some((14, "down".into())),
+                ..full
+            }),
+            GrpcReply {
+                close: Some((14, "down".into())),
+                ..GrpcReply::default()
+            }
+        );
+    }
+
+    #[test]
+    fn answered_since_picks_the_calls_of_later_files() {
+        let responses = [Some(0), None, Some(2), Some(1), None];
+        assert_eq!(answered_since(responses.into_iter(), 1), vec![2, 3]);
+        assert_eq!(answered_since(responses.into_iter(), 3), Vec::<usize>::new());
+        assert_eq!(answered_since(responses.into_iter(), 0), vec![0, 2, 3]);
     }
 
     #[test]

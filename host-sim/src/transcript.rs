@@ -1,6 +1,7 @@
 //! The JSON shapes of the `host-sim` CLI, defined once so the CLI, integration tests and other
-//! tools read and write the same files: the request file and the HTTP call response files that
-//! `host-sim run` takes, the [`Transcript`] it prints, and the [`ModuleReport`] of `host-sim info`.
+//! tools read and write the same files: the request file, the HTTP and gRPC call response files
+//! and the upstream response file that `host-sim run` takes, the [`Transcript`] it prints, and
+//! the [`ModuleReport`] of `host-sim info`.
 //!
 //! Bodies travel as `"body": "..."` plus `"body_base64": bool`: UTF-8 text when the bytes are
 //! valid UTF-8, else standard base64 with `body_base64: true`. Header maps are arrays of
@@ -395,7 +396,9 @@ struct RawUpstreamResponse {
 impl TryFrom<RawUpstreamResponse> for UpstreamResponseFile {
     type Error = String;
     fn try_from(raw: RawUpstreamResponse) -> Result<UpstreamResponseFile, String> {
-        let status = raw.status.ok_or("missing field `status` (the upstream's HTTP status)")?;
+        let status = raw
+            .status
+            .ok_or("missing field `status` (the upstream's HTTP status)")?;
         if !(100..=599).contains(&status) {
             return Err(format!("`status` {status} is not an HTTP status (100-599)"));
         }
@@ -1118,13 +1121,28 @@ mod tests {
             (r#"{"body":"x"}"#, "missing field `status`"),
             (r#"{"status":42}"#, "`status` 42 is not an HTTP status"),
             (r#"{"status":"200"}"#, "invalid type: string"),
-            (r#"{"status":200,"headers":[[":status","200"]]}"#, "`headers`: give the status as `status`"),
+            (
+                r#"{"status":200,"headers":[[":status","200"]]}"#,
+                "`headers`: give the status as `status`",
+            ),
             (r#"{"status":200,"headers":[["a"]]}"#, "[name, value] pair"),
             (r#"{"status":200,"trailers":{"a":"b"}}"#, "expected a sequence"),
-            (r#"{"status":200,"body":"!!","body_base64":true}"#, "`body` is not valid base64"),
-            (r#"{"status":200,"body":"ab","chunk_size":1,"chunk_sizes":[2]}"#, "`chunk_size` or `chunk_sizes`, not both"),
-            (r#"{"status":200,"body":"ab","chunk_size":0}"#, "`chunk_size` must be at least 1"),
-            (r#"{"status":200,"body":"ab","chunk_sizes":[1,2]}"#, "`chunk_sizes` add up to 3 bytes but `body` has 2"),
+            (
+                r#"{"status":200,"body":"!!","body_base64":true}"#,
+                "`body` is not valid base64",
+            ),
+            (
+                r#"{"status":200,"body":"ab","chunk_size":1,"chunk_sizes":[2]}"#,
+                "`chunk_size` or `chunk_sizes`, not both",
+            ),
+            (
+                r#"{"status":200,"body":"ab","chunk_size":0}"#,
+                "`chunk_size` must be at least 1",
+            ),
+            (
+                r#"{"status":200,"body":"ab","chunk_sizes":[1,2]}"#,
+                "`chunk_sizes` add up to 3 bytes but `body` has 2",
+            ),
             (r#"{"status":200,"chunk_sizes":[-1]}"#, "invalid value: integer `-1`"),
             (r#"{"status":200,"chunks":[1]}"#, "unknown field `chunks`"),
         ] {
@@ -1168,7 +1186,10 @@ mod tests {
             (r#"{"status":17}"#, "`status` 17 is not a gRPC status code (0-16)"),
             (r#"{"status_message":"x"}"#, "`status_message` needs `status`"),
             (r#"{"messages":"x"}"#, "expected a sequence"),
-            (r#"{"messages":["!!"],"messages_base64":true}"#, "`messages` is not valid base64"),
+            (
+                r#"{"messages":["!!"],"messages_base64":true}"#,
+                "`messages` is not valid base64",
+            ),
             (r#"{"initial_metadata":[["a"]]}"#, "[name, value] pair"),
             (r#"{"message":["x"]}"#, "unknown field `message`"),
         ] {

@@ -1082,7 +1082,11 @@ fn run_sends_the_upstream_response_through_the_filter() {
     assert_eq!(client["status"], 200);
     assert_eq!(
         client["headers"],
-        serde_json::json!([["content-type", "text/plain"], ["x-resp-replace", "new"], ["x-resp-added", "1"]])
+        serde_json::json!([
+            ["content-type", "text/plain"],
+            ["x-resp-replace", "new"],
+            ["x-resp-added", "1"]
+        ])
     );
     assert_eq!(client["body"], "hello from the upstream\n");
     assert_eq!(client["trailers"], serde_json::json!([["x-checksum", "abc"]]));
@@ -1093,7 +1097,12 @@ fn run_sends_the_upstream_response_through_the_filter() {
 #[test]
 fn run_says_when_the_upstream_response_was_not_used() {
     let f = Fixture::new();
-    let t = f.run_json(&["--http-call-response", "@response.json", "--upstream-response", "@response.json"]);
+    let t = f.run_json(&[
+        "--http-call-response",
+        "@response.json",
+        "--upstream-response",
+        "@response.json",
+    ]);
     assert_eq!(t["upstream_response"]["used"], false);
     assert!(
         t["upstream_response"]["why_not"]
@@ -1167,7 +1176,10 @@ fn run_advances_the_clock_and_the_async_tick_flushes_the_batch() {
     assert_eq!(t["client_response"]["body"], r#"{"message":"message sent"}"#);
     let steps = t["time_steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
-    assert_eq!((steps[0]["advance_ms"].as_u64(), steps[0]["at_ms"].as_u64()), (Some(100), Some(100)));
+    assert_eq!(
+        (steps[0]["advance_ms"].as_u64(), steps[0]["at_ms"].as_u64()),
+        (Some(100), Some(100))
+    );
     assert!(steps[0]["ticks"].as_u64().unwrap() > 0, "{t}");
     assert_eq!(steps[0]["http_calls"], serde_json::json!([]));
     // The 200 ms flush timeout falls in the second step: its tick sends the batch.
@@ -1205,14 +1217,22 @@ fn bad_upstream_and_grpc_response_files_and_steps_are_one_line() {
     f.write("up.json", r#"{"status":200,"body":"abc","chunk_sizes":[1,1]}"#);
     let line = run(&["--upstream-response", "@up.json"]);
     assert!(line.contains("up.json: not a valid upstream response file"), "{line}");
-    assert!(line.contains("`chunk_sizes` add up to 2 bytes but `body` has 3"), "{line}");
+    assert!(
+        line.contains("`chunk_sizes` add up to 2 bytes but `body` has 3"),
+        "{line}"
+    );
     f.write("up.json", r#"{"headers":[]}"#);
     let line = run(&["--upstream-response", "@up.json"]);
     assert!(line.contains("missing field `status`"), "{line}");
     f.write("grpc.json", r#"{"status":99}"#);
     let line = run(&["--grpc-call-response", "@grpc.json"]);
-    assert!(line.contains("grpc.json: not a valid gRPC call response file"), "{line}");
+    assert!(
+        line.contains("grpc.json: not a valid gRPC call response file"),
+        "{line}"
+    );
     assert!(line.contains("`status` 99 is not a gRPC status code"), "{line}");
     let line = run(&["--advance-ms", "soon"]);
     assert!(line.contains("--advance-ms"), "{line}");
+    let line = run(&["--advance-ms", "86400001"]);
+    assert!(line.contains("--advance-ms") && line.contains("86400001"), "{line}");
 }

@@ -21,7 +21,12 @@ fn probe(profile: Profile, config: &str, input: &ScenarioInput) -> Transcript {
 
 /// A GET with `x-probe: scenario` and the other `x-*` headers of `extra`.
 fn probe_request(scenario: &str, extra: &[(&str, &str)]) -> RequestFile {
-    let mut all = headers(&[(":method", "GET"), (":path", "/"), (":authority", "h"), ("x-probe", scenario)]);
+    let mut all = headers(&[
+        (":method", "GET"),
+        (":path", "/"),
+        (":authority", "h"),
+        ("x-probe", scenario),
+    ]);
     all.extend(headers(extra));
     RequestFile {
         headers: all,
@@ -96,12 +101,19 @@ fn the_upstream_response_goes_through_the_filter_and_the_client_gets_its_edits()
         assert_eq!(client.status, Some(201), "{profile}");
         assert_eq!(
             client.headers,
-            headers(&[("x-resp-replace", "new"), ("content-type", "text/plain"), ("x-resp-added", "1")]),
+            headers(&[
+                ("x-resp-replace", "new"),
+                ("content-type", "text/plain"),
+                ("x-resp-added", "1")
+            ]),
             "{profile}"
         );
         assert_eq!(client.body_bytes().unwrap(), b"hello");
         assert_eq!(client.trailers, headers(&[("t", "1")]), "{profile}");
-        assert!(client.complete && !client.reset && client.paused_in.is_none(), "{profile}");
+        assert!(
+            client.complete && !client.reset && client.paused_in.is_none(),
+            "{profile}"
+        );
         let used = t.upstream_response.as_ref().unwrap();
         assert!(used.used && used.why_not.is_none(), "{profile}");
         assert!(t.forwarded_upstream, "{profile}");
@@ -139,8 +151,15 @@ fn a_local_response_means_the_upstream_response_is_not_used() {
         let local = t.local_response.as_ref().expect("the probe answers locally");
         let used = t.upstream_response.as_ref().unwrap();
         assert!(!used.used, "{profile}");
-        assert!(used.why_not.as_deref().unwrap().contains("answered locally"), "{used:?}");
-        assert!(!callbacks(&t).contains(&"on_response_body"), "{profile}: {:?}", callbacks(&t));
+        assert!(
+            used.why_not.as_deref().unwrap().contains("answered locally"),
+            "{used:?}"
+        );
+        assert!(
+            !callbacks(&t).contains(&"on_response_body"),
+            "{profile}: {:?}",
+            callbacks(&t)
+        );
         let client = t.client_response.as_ref().unwrap();
         assert_eq!(client.source, ResponseSource::Local);
         assert_eq!(client.status, Some(local.status));
@@ -217,7 +236,12 @@ fn a_unary_grpc_call_is_listed_and_answered_with_its_outcome_only() {
     let t = probe(Profile::Envoy, "", &ok);
     let call = &t.grpc_calls[0];
     assert_eq!(
-        (call.kind.as_str(), call.upstream.as_str(), call.service.as_str(), call.method.as_str()),
+        (
+            call.kind.as_str(),
+            call.upstream.as_str(),
+            call.service.as_str(),
+            call.method.as_str()
+        ),
         ("call", "grpc_cluster", "probe.Service", "Unary")
     );
     assert_eq!(call.initial_metadata, headers(&[("x-md", "md-value")]));
@@ -225,16 +249,28 @@ fn a_unary_grpc_call_is_listed_and_answered_with_its_outcome_only() {
     assert_eq!(call.timeout_ms, Some(3000));
     assert_eq!((call.outcome, call.response), (CallOutcome::Answered, Some(0)));
     let answered = &reports(&t, "grpc_call_response")[0];
-    assert_eq!((answered["status_code"].as_u64(), answered["message"].as_str()), (Some(0), Some("pong")));
+    assert_eq!(
+        (answered["status_code"].as_u64(), answered["message"].as_str()),
+        (Some(0), Some("pong"))
+    );
     let names = callbacks(&t);
     assert!(names.contains(&"on_grpc_receive"), "{names:?}");
-    assert!(!names.iter().any(|c| c.contains("metadata") || *c == "on_grpc_close"), "{names:?}");
+    assert!(
+        !names.iter().any(|c| c.contains("metadata") || *c == "on_grpc_close"),
+        "{names:?}"
+    );
     // The probe resumed the request: the upstream response reached the client.
     assert_eq!(t.client_response.as_ref().unwrap().body, "ok");
-    assert!(!t.logs.iter().any(|l| l.message.contains("invalid token")), "{:?}", t.logs);
+    assert!(
+        !t.logs.iter().any(|l| l.message.contains("invalid token")),
+        "{:?}",
+        t.logs
+    );
 
     let failed = ScenarioInput {
-        grpc_call_responses: vec![grpc_response(r#"{"messages":["ignored"],"status":14,"status_message":"down"}"#)],
+        grpc_call_responses: vec![grpc_response(
+            r#"{"messages":["ignored"],"status":14,"status_message":"down"}"#,
+        )],
         ..ok
     };
     let t = probe(Profile::Envoy, "", &failed);
@@ -263,7 +299,10 @@ fn a_grpc_stream_gets_every_part_and_lists_what_the_filter_sent() {
     assert_eq!(call.messages, vec!["m1".to_string(), "m2".to_string()]);
     assert_eq!(call.timeout_ms, None);
     assert_eq!(reports(&t, "grpc_initial_metadata")[0]["x_initial"], "i");
-    let messages: Vec<_> = reports(&t, "grpc_message").iter().map(|r| r["message"].clone()).collect();
+    let messages: Vec<_> = reports(&t, "grpc_message")
+        .iter()
+        .map(|r| r["message"].clone())
+        .collect();
     assert_eq!(messages, vec![json!("r1"), json!("r2")]);
     assert_eq!(reports(&t, "grpc_trailing_metadata")[0]["num"], 1);
     assert_eq!(reports(&t, "grpc_close")[0]["status_code"], 0);
@@ -315,7 +354,10 @@ fn a_step_past_a_calls_timeout_fires_it_and_the_request_goes_on() {
         expected.extend(stream_end(profile));
         assert_eq!(step_callbacks, expected, "{profile}");
         assert!(
-            steps[1].logs.iter().any(|l| l.message.starts_with("probe:http_call_response")),
+            steps[1]
+                .logs
+                .iter()
+                .any(|l| l.message.starts_with("probe:http_call_response")),
             "{profile}: {:?}",
             steps[1].logs
         );
@@ -354,7 +396,10 @@ fn ticks_fire_per_step_and_their_calls_take_the_next_responses() {
     assert_eq!(root_answers[0]["body"], "first tick");
     // Forwarded without an upstream response given, the stream waits until the run ends.
     assert!(t.time_steps.iter().all(|s| s.actions.is_empty()));
-    assert_eq!(callbacks(&t), vec!["on_request_headers", "on_log", "on_done", "on_delete"]);
+    assert_eq!(
+        callbacks(&t),
+        vec!["on_request_headers", "on_log", "on_done", "on_delete"]
+    );
     assert!(t.client_response.is_none());
 }
 
@@ -380,7 +425,10 @@ fn a_trap_during_a_step_is_reported_there() {
         let t = probe(profile, "", &input);
         let step = &t.time_steps[0];
         assert_eq!(step.timeouts, vec![0], "{profile}");
-        assert!(step.trap.as_deref().unwrap().contains("unreachable"), "{profile}: {step:?}");
+        assert!(
+            step.trap.as_deref().unwrap().contains("unreachable"),
+            "{profile}: {step:?}"
+        );
         // The host's 5xx: the stream fails closed.
         assert!(step.local_response, "{profile}");
         assert!(t.local_response.as_ref().unwrap().status >= 500, "{profile}");
@@ -418,17 +466,26 @@ fn the_async_producer_answers_at_once_and_its_tick_flushes_the_batch() {
         let t = run_scenario(&load("kafka_upstream"), &options, &input).unwrap();
         // Answered before any time passed: 200 "message sent", the stream over.
         let client = t.client_response.as_ref().unwrap();
-        assert_eq!((client.source, client.status), (ResponseSource::Local, Some(200)), "{profile}");
+        assert_eq!(
+            (client.source, client.status),
+            (ResponseSource::Local, Some(200)),
+            "{profile}"
+        );
         assert_eq!(client.body, r#"{"message":"message sent"}"#, "{profile}");
         assert!(t.time_steps.iter().all(|s| s.actions.is_empty()), "{profile}");
         // Not flushed before the flush timeout; the tick after it sends the batch, and the
         // response file answers it.
-        assert!(t.time_steps[0].ticks > 0 && t.time_steps[0].http_calls.is_empty(), "{profile}");
+        assert!(
+            t.time_steps[0].ticks > 0 && t.time_steps[0].http_calls.is_empty(),
+            "{profile}"
+        );
         assert_eq!(t.time_steps[1].http_calls, vec![0], "{profile}");
         assert_eq!(t.time_steps[1].http_calls_answered, vec![0], "{profile}");
         let call = &t.http_calls[0];
         assert_eq!(call.upstream, upstream, "{profile}");
-        assert!(call.headers.contains(&(":path".to_string(), "/topics/orders".to_string())));
+        assert!(call
+            .headers
+            .contains(&(":path".to_string(), "/topics/orders".to_string())));
         let body: Value = serde_json::from_slice(&call.body_bytes().unwrap()).unwrap();
         assert_eq!(body["records"].as_array().unwrap().len(), 1, "{profile}: {body}");
         assert_eq!(call.outcome, CallOutcome::Answered);

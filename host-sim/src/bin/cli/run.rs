@@ -40,8 +40,8 @@ pub struct RunArgs {
     pub upstream_response: Option<PathBuf>,
 
     /// Move the virtual clock forward by this many milliseconds after the request, firing
-    /// ticks and call timeouts (repeatable: one step each, in order).
-    #[arg(long = "advance-ms", value_name = "N")]
+    /// ticks and call timeouts (repeatable: one step each, in order; at most a day per step).
+    #[arg(long = "advance-ms", value_name = "N", value_parser = clap::value_parser!(u64).range(0..=MAX_STEP_MS))]
     pub advance_ms: Vec<u64>,
 
     /// Refuse to run a module whose sha256 is not this (64 hex digits): exit code 2.
@@ -65,6 +65,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = host_sim::serve::config::parse_nginx_size)]
     pub client_body_buffer_size: Option<usize>,
 }
+
+/// The longest `--advance-ms` step: a day. Longer stretches are several steps, so a filter
+/// with a 1 ms tick cannot keep one step running for hours.
+const MAX_STEP_MS: u64 = 86_400_000;
 
 /// The flags that name the filter, its host and its configuration, the same for `run` and
 /// `check`.
@@ -127,8 +131,9 @@ _body (per chunk) and _trailers; once the client has its whole response the stre
 (on_log/on_done/on_delete in the profile's order). Then each --advance-ms step moves the virtual
 clock, firing ticks and HTTP call timeouts in time order, and the stream settles again: calls
 made during a step, or still pending, take the next unused responses at the end of the step. A
-call left without a response stays "unanswered" (or "timed_out" if a step passed its deadline);
-a stream not ended by then ends after the last step, cancelling its calls.
+call left without a response stays "unanswered" (or "timed_out" if a step passed its deadline;
+gRPC calls do not time out in run); a stream not ended by then ends after the last step,
+cancelling its calls.
 
 The transcript (stdout) has configure_ok, actions, http_calls, grpc_calls, local_response,
 forwarded_upstream, upstream_request, upstream_response (used, or why not), client_response
@@ -218,9 +223,8 @@ impl RunArgs {
             .upstream_response
             .as_ref()
             .map(|path| {
-                UpstreamResponseFile::from_json(&read_input(path)?).map_err(|e| {
-                    Failure::usage(anyhow!("{}: not a valid upstream response file: {e}", path.display()))
-                })
+                UpstreamResponseFile::from_json(&read_input(path)?)
+                    .map_err(|e| Failure::usage(anyhow!("{}: not a valid upstream response file: {e}", path.display())))
             })
             .transpose()?;
 
