@@ -3,20 +3,24 @@
 //!
 //! [`run_scenario`] starts a VM, creates the root context with the plugin configuration, opens
 //! one HTTP stream, sends the request (headers, body whole or in chunks, trailers), answers the
-//! filter's HTTP calls with the given responses, finishes the stream and returns the
-//! [`Transcript`]. [`check_configuration`] stops after the root context: what the filter made
-//! of its configuration (`host-sim check`). Everything goes through the public [`Vm`] API.
+//! filter's HTTP and gRPC calls with the given responses, sends the upstream's response through
+//! the filter once the request went upstream, moves the virtual clock in the given steps,
+//! finishes the stream and returns the [`Transcript`]. [`check_configuration`] stops after the
+//! root context: what the filter made of its configuration (`host-sim check`). Everything goes
+//! through the public [`Vm`] API.
 
 use crate::engine::Module;
 use crate::error::HostError;
 use crate::profile::Profile;
-use crate::state::{HttpCall, LogEntry};
+use crate::state::{GrpcCall, GrpcKind, HttpCall, LogEntry};
 use crate::transcript::{
-    encode_body, CallOutcome, CallResponseFile, RequestFile, Transcript, TranscriptAction, TranscriptHttpCall,
-    TranscriptLocalResponse, TranscriptLog, UpstreamRequest,
+    encode_body, encode_messages, CallOutcome, CallResponseFile, ClientResponse, GrpcResponseFile, RequestFile,
+    ResponseSource, TimeStep, Transcript, TranscriptAction, TranscriptGrpcCall, TranscriptHttpCall,
+    TranscriptLocalResponse, TranscriptLog, UpstreamRequest, UpstreamResponseFile, UpstreamResponseUse,
 };
-use crate::vm::{Vm, VmOptions};
+use crate::vm::{GrpcReply, Vm, VmOptions};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// Which upstream names an Envoy-profile `proxy_http_call` may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,35 +58,65 @@ impl ScenarioOptions {
     }
 }
 
+/// What happens to the filter in one run: the request, and what the outside world answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScenarioInput {
+    /// The request the client sends.
+    pub request: RequestFile,
+    /// Answers to the filter's HTTP calls, in the order the calls are made.
+    pub http_call_responses: Vec<CallResponseFile>,
+    /// Answers to the filter's gRPC calls and streams, in the order they are opened.
+    pub grpc_call_responses: Vec<GrpcResponseFile>,
+    /// The upstream's response, sent through the filter once the whole request went upstream.
+    pub upstream_response: Option<UpstreamResponseFile>,
+    /// Steps of the virtual clock, in milliseconds, taken in order after the request.
+    pub advance_ms: Vec<u64>,
+}
+
+/// At most this many timer instants (ticks, timeouts) are stepped through one by one in a
+/// single `--advance-ms` step; the rest of the step is advanced in one go (its timers still
+/// fire, but calls made and ended within that rest are not listed). A 1 ms tick over 100 s.
+const MAX_INSTANTS_PER_STEP: usize = 100_000;
+
 /// Runs one request through the filter and reports what happened.
 ///
 /// Order: VM start; root context (`proxy_on_vm_start`, `proxy_on_configure`; if either fails or
 /// traps, the transcript says so and stops there); stream; request headers (`end_of_stream` when
 /// there is neither body nor trailers); each body chunk (the last one ends the stream unless
-/// trailers follow); trailers. Then the pending HTTP calls are answered oldest first, each with
-/// the next of `responses`; calls made while answering get the following responses. A call
-/// left without a response stays unanswered (outcome `unanswered`) and is cancelled when the
-/// stream finishes, as Envoy cancels a destroyed stream's callouts; no timeout fires, since
-/// the virtual clock does not move. Finally the stream finishes (Envoy: `on_log`, `on_done`,
-/// `on_delete`; Kong: `on_done`, `on_log`, `on_delete`).
+/// trailers follow); trailers. Then the stream *settles*:
+/// 1. pending calls are answered oldest first (HTTP and gRPC calls in the order they were
+///    made), each with the next unused response of its kind, while responses of that kind are
+///    left; calls made while answering take the following ones;
+/// 2. once the whole request went upstream and no local response was sent, the upstream
+///    response (if given) goes through `on_http_response_headers`, `..._body` (per chunk) and
+///    `..._trailers`, and the stream settles again from 1;
+/// 3. once the client has its whole response (a local response, the upstream response through
+///    the filter to its end, or a reset), the stream finishes (Envoy: `on_log`, `on_done`,
+///    `on_delete`; Kong: `on_done`, `on_log`, `on_delete`).
+///
+/// Then each `advance_ms` step moves the virtual clock, firing ticks and HTTP call timeouts in
+/// time order (a timed-out call gets the profile's timeout failure), and the stream settles
+/// again: calls made during a step, or left pending before it, take the next unused responses
+/// at the end of the step. A call pending when its kind's responses ran out stays unanswered
+/// (and times out if a step passes its deadline). At the end a stream that has not finished
+/// finishes (its pending calls are cancelled, as Envoy cancels a destroyed stream's callouts).
 ///
 /// With [`Clusters::Any`] and the Envoy profile, every upstream name the filter uses (HTTP or
 /// gRPC) is accepted as a configured cluster ([`crate::VmOptions::any_cluster`]).
 ///
-/// Errors are host failures (the module cannot start, ...); a filter that traps or refuses its
-/// configuration is a transcript, not an error.
+/// Errors are host failures (the module cannot start, `advance_ms` with a real clock, ...); a
+/// filter that traps or refuses its configuration is a transcript, not an error.
 pub fn run_scenario(
     module: &Module,
     options: &ScenarioOptions,
-    request: &RequestFile,
-    responses: &[CallResponseFile],
+    input: &ScenarioInput,
 ) -> Result<Transcript, HostError> {
     let mut vm_options = options.vm.clone();
     match &options.clusters {
         Clusters::Only(names) => vm_options.clusters = names.clone(),
         Clusters::Any => vm_options.any_cluster = true,
     }
-    run_once(module, vm_options, options, request, responses)
+    run_once(module, vm_options, options, input)
 }
 
 /// What a filter made of its configuration: [`check_configuration`]'s report.
@@ -129,26 +163,381 @@ pub fn check_configuration(module: &Module, options: &ScenarioOptions) -> Result
     })
 }
 
+/// What the book knows of one HTTP call.
+struct HttpEntry {
+    call: HttpCall,
+    response: Option<usize>,
+    timed_out: bool,
+}
+
+/// What the book knows of one gRPC call or stream.
+struct GrpcEntry {
+    call: GrpcCall,
+    response: Option<usize>,
+}
+
 /// The calls seen so far, in the order made, and what answered them.
 #[derive(Default)]
 struct CallBook {
-    calls: Vec<(HttpCall, Option<usize>)>,
-    seen: BTreeSet<u32>,
+    http: Vec<HttpEntry>,
+    grpc: Vec<GrpcEntry>,
+    seen_http: BTreeSet<u32>,
 }
 
 impl CallBook {
-    /// Notes calls made since the last look.
+    /// Notes calls made since the last look, and messages sent since on open gRPC streams.
     fn observe(&mut self, vm: &Vm) {
-        for call in vm.http_calls() {
-            if self.seen.insert(call.token) {
-                self.calls.push((call, None));
+        // Copies the pending calls (with their bodies) only when there is a new one.
+        if vm
+            .pending_http_call_tokens()
+            .iter()
+            .any(|t| !self.seen_http.contains(t))
+        {
+            for call in vm.http_calls() {
+                if self.seen_http.insert(call.token) {
+                    self.http.push(HttpEntry {
+                        call,
+                        response: None,
+                        timed_out: false,
+                    });
+                }
+            }
+        }
+        for call in vm.grpc_calls() {
+            match self.grpc.iter_mut().find(|e| e.call.token == call.token) {
+                Some(entry) => entry.call = call,
+                None => self.grpc.push(GrpcEntry { call, response: None }),
             }
         }
     }
 
-    fn answered(&mut self, token: u32, response: usize) {
-        if let Some((_, r)) = self.calls.iter_mut().find(|(c, _)| c.token == token) {
-            *r = Some(response);
+    fn http_entry(&mut self, token: u32) -> Option<&mut HttpEntry> {
+        self.http.iter_mut().find(|e| e.call.token == token)
+    }
+}
+
+/// Whether the upstream response has gone through the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upstream {
+    /// None was given.
+    NotGiven,
+    /// Given, waiting for the whole request to go upstream.
+    Waiting,
+    /// Sent through the filter.
+    Delivered,
+}
+
+/// What is read from the stream right before it finishes (`on_delete` removes it).
+#[derive(Default)]
+struct StreamSnapshot {
+    local_response: Option<TranscriptLocalResponse>,
+    forwarded_upstream: bool,
+    upstream_request: Option<UpstreamRequest>,
+    paused_in: Option<String>,
+    client_response: Option<ClientResponse>,
+    upstream_why_not: Option<String>,
+    /// HTTP calls still waiting for an answer when the stream finished.
+    pending_http: BTreeSet<u32>,
+}
+
+/// The run in progress: the VM, the one stream, the calls seen and the responses left.
+struct Driver<'a> {
+    vm: Vm,
+    stream: u32,
+    input: &'a ScenarioInput,
+    book: CallBook,
+    next_http: usize,
+    next_grpc: usize,
+    upstream: Upstream,
+    /// Set when the stream finished (and was read just before).
+    snapshot: Option<StreamSnapshot>,
+    callouts_time_out: bool,
+}
+
+impl Driver<'_> {
+    /// Answers pending calls, sends the upstream response once it is due, and finishes the
+    /// stream once the client has its whole response (see [`run_scenario`]).
+    fn settle(&mut self) -> Result<(), HostError> {
+        self.answer_calls()?;
+        if self.upstream == Upstream::Waiting
+            && self.snapshot.is_none()
+            && self.vm.stream_exists(self.stream)
+            && self.vm.local_response(self.stream).is_none()
+            && !self.vm.stream_reset(self.stream)
+            && self.vm.request_forwarded_complete(self.stream)
+        {
+            self.upstream = Upstream::Delivered;
+            self.send_upstream_response()?;
+            self.answer_calls()?;
+        }
+        if self.snapshot.is_none() && self.vm.stream_exists(self.stream) {
+            let answered = self.vm.local_response(self.stream).is_some()
+                || self.vm.stream_reset(self.stream)
+                || (self.upstream == Upstream::Delivered && self.vm.response_forwarded_complete(self.stream));
+            if answered {
+                self.finish()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the oldest pending call that has a response of its kind left, until none has.
+    fn answer_calls(&mut self) -> Result<(), HostError> {
+        let (http_responses, grpc_responses) = (&self.input.http_call_responses, &self.input.grpc_call_responses);
+        // Each round uses one response, so this ends.
+        while self.vm.failure().is_none() {
+            let http = (self.next_http < http_responses.len())
+                .then(|| self.vm.pending_http_call_tokens().first().copied())
+                .flatten();
+            let grpc = (self.next_grpc < grpc_responses.len())
+                .then(|| {
+                    let open = self.vm.grpc_calls();
+                    let answered: BTreeSet<u32> = (self.book.grpc.iter())
+                        .filter(|e| e.response.is_some())
+                        .map(|e| e.call.token)
+                        .collect();
+                    open.into_iter()
+                        .filter(|c| !c.cancelled && !c.closed && !answered.contains(&c.token))
+                        .map(|c| c.token)
+                        .min()
+                })
+                .flatten();
+            match (http, grpc) {
+                (Some(h), g) if g.is_none_or(|g| h < g) => {
+                    let index = self.next_http;
+                    self.next_http += 1;
+                    self.vm.respond_http_call(h, http_responses[index].reply.clone())?;
+                    if let Some(entry) = self.book.http_entry(h) {
+                        entry.response = Some(index);
+                    }
+                }
+                (_, Some(g)) => {
+                    let index = self.next_grpc;
+                    self.next_grpc += 1;
+                    // The messages sent so far, before the answer may close the call.
+                    self.book.observe(&self.vm);
+                    if let Some(entry) = self.book.grpc.iter_mut().find(|e| e.call.token == g) {
+                        entry.response = Some(index);
+                    }
+                    let reply = grpc_responses[index].reply.clone();
+                    let unary = self
+                        .book
+                        .grpc
+                        .iter()
+                        .any(|e| e.call.token == g && e.call.kind == GrpcKind::Call);
+                    self.vm
+                        .respond_grpc(g, if unary { unary_outcome(reply) } else { reply })?;
+                }
+                _ => break,
+            }
+            self.book.observe(&self.vm);
+        }
+        Ok(())
+    }
+
+    /// Sends the upstream response through the filter's response callbacks.
+    fn send_upstream_response(&mut self) -> Result<(), HostError> {
+        let Some(response) = &self.input.upstream_response else {
+            return Ok(());
+        };
+        let stream = self.stream;
+        let has_trailers = !response.trailers.is_empty();
+        let mut headers = vec![(":status".to_string(), response.status.to_string())];
+        headers.extend(response.headers.iter().cloned());
+        let headers_end = response.body_chunks.is_empty() && !has_trailers;
+        self.vm.send_response_headers(stream, &headers, headers_end)?;
+        self.book.observe(&self.vm);
+        let last = response.body_chunks.len().saturating_sub(1);
+        for (i, chunk) in response.body_chunks.iter().enumerate() {
+            if !self.vm.stream_exists(stream) {
+                return Ok(());
+            }
+            self.vm.send_response_body(stream, chunk, i == last && !has_trailers)?;
+            self.book.observe(&self.vm);
+        }
+        if has_trailers && self.vm.stream_exists(stream) {
+            self.vm.send_response_trailers(stream, &response.trailers)?;
+            self.book.observe(&self.vm);
+        }
+        Ok(())
+    }
+
+    /// Reads the stream, then ends it.
+    fn finish(&mut self) -> Result<(), HostError> {
+        let snapshot = self.read_stream();
+        self.snapshot = Some(snapshot);
+        if self.vm.stream_exists(self.stream) {
+            self.vm.finish_stream(self.stream)?;
+        }
+        Ok(())
+    }
+
+    fn read_stream(&self) -> StreamSnapshot {
+        let (vm, stream) = (&self.vm, self.stream);
+        let local_response = vm.local_response(stream).map(|l| {
+            let (body, body_base64) = encode_body(&l.body);
+            TranscriptLocalResponse {
+                status: l.status,
+                headers: l.headers.clone(),
+                body,
+                body_base64,
+                details: l.details.clone(),
+                grpc_status: l.grpc_status,
+            }
+        });
+        let forwarded_upstream = local_response.is_none() && vm.request_forwarded_complete(stream);
+        let upstream_request = vm.request_headers_forwarded(stream).then(|| {
+            let (body, body_base64) = encode_body(vm.forwarded_request_body(stream).unwrap_or_default());
+            UpstreamRequest {
+                headers: vm.request_headers(stream).unwrap_or_default(),
+                body,
+                body_base64,
+                trailers: vm.request_trailers(stream).unwrap_or_default(),
+            }
+        });
+        let paused_in = if local_response.is_none() {
+            vm.request_paused_in(stream).map(String::from)
+        } else {
+            None
+        };
+        let reset = vm.stream_reset(stream);
+        let client_response = if let Some(local) = &local_response {
+            Some(ClientResponse {
+                source: ResponseSource::Local,
+                status: Some(local.status),
+                headers: local.headers.clone(),
+                body: local.body.clone(),
+                body_base64: local.body_base64,
+                trailers: Vec::new(),
+                complete: true,
+                paused_in: None,
+                reset: false,
+            })
+        } else if self.upstream == Upstream::Delivered {
+            let headers_forwarded = vm.response_headers_forwarded(stream);
+            let all = if headers_forwarded {
+                vm.response_headers(stream).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let status = all
+                .iter()
+                .find(|(k, _)| k == ":status")
+                .and_then(|(_, v)| v.trim().parse().ok());
+            let complete = !reset && vm.response_forwarded_complete(stream);
+            let (body, body_base64) = encode_body(vm.forwarded_response_body(stream).unwrap_or_default());
+            Some(ClientResponse {
+                source: ResponseSource::Upstream,
+                status,
+                headers: all.into_iter().filter(|(k, _)| k != ":status").collect(),
+                body,
+                body_base64,
+                trailers: if complete {
+                    vm.response_trailers(stream).unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                complete,
+                paused_in: vm.response_paused_in(stream).map(String::from),
+                reset,
+            })
+        } else if reset {
+            Some(ClientResponse {
+                source: ResponseSource::Reset,
+                status: None,
+                headers: Vec::new(),
+                body: String::new(),
+                body_base64: false,
+                trailers: Vec::new(),
+                complete: false,
+                paused_in: None,
+                reset: true,
+            })
+        } else {
+            None
+        };
+        let upstream_why_not = match self.upstream {
+            Upstream::Waiting if local_response.is_some() => {
+                Some("the filter answered locally (see local_response)".into())
+            }
+            Upstream::Waiting if reset => Some("the stream was reset before the request went upstream".into()),
+            Upstream::Waiting => Some(match &paused_in {
+                Some(callback) => format!("the request never went upstream whole: the filter held it in {callback}"),
+                None => "the request never went upstream whole".into(),
+            }),
+            _ => None,
+        };
+        StreamSnapshot {
+            local_response,
+            forwarded_upstream,
+            upstream_request,
+            paused_in,
+            client_response,
+            upstream_why_not,
+            pending_http: vm.pending_http_call_tokens().into_iter().collect(),
+        }
+    }
+
+    /// One `--advance-ms` step: the clock moves timer by timer (so calls made and timed out
+    /// within the step are seen), then the stream settles.
+    fn step(&mut self, advance_ms: u64, start_ns: u64) -> Result<TimeStep, HostError> {
+        let actions_before = self.vm.actions(self.stream).len();
+        let logs_before = self.vm.logs().len() as u64 + self.vm.logs_dropped();
+        let (http_before, grpc_before) = (self.book.http.len(), self.book.grpc.len());
+        let ticks_before = self.vm.ticks_fired();
+        let (answered_http_before, answered_grpc_before) = (self.next_http, self.next_grpc);
+        let local_before = self.has_local_response();
+        let target = self.vm.now_ns().saturating_add(advance_ms.saturating_mul(1_000_000));
+        let mut timeouts = Vec::new();
+        for _ in 0..MAX_INSTANTS_PER_STEP {
+            let Some(next) = self.vm.next_timer_ns().filter(|t| *t <= target) else {
+                break;
+            };
+            if self.callouts_time_out {
+                let pending: BTreeSet<u32> = self.vm.pending_http_call_tokens().into_iter().collect();
+                for (index, entry) in self.book.http.iter_mut().enumerate() {
+                    if entry.call.deadline_ns == Some(next) && pending.contains(&entry.call.token) {
+                        entry.timed_out = true;
+                        timeouts.push(index);
+                    }
+                }
+            }
+            self.vm
+                .advance_time(Duration::from_nanos(next.saturating_sub(self.vm.now_ns())))?;
+            self.book.observe(&self.vm);
+            if self.vm.next_timer_ns() == Some(next) {
+                // Nothing moved the timer (it cannot fire): do not spin on it.
+                break;
+            }
+        }
+        let rest = target.saturating_sub(self.vm.now_ns());
+        self.vm.advance_time(Duration::from_nanos(rest))?;
+        self.book.observe(&self.vm);
+        self.settle()?;
+
+        let logs = self.vm.logs();
+        let new_logs = (logs.len() as u64 + self.vm.logs_dropped()).saturating_sub(logs_before);
+        let skip = logs.len().saturating_sub(new_logs as usize);
+        Ok(TimeStep {
+            advance_ms,
+            at_ms: self.vm.now_ns().saturating_sub(start_ns) / 1_000_000,
+            ticks: self.vm.ticks_fired() - ticks_before,
+            timeouts,
+            http_calls: (http_before..self.book.http.len()).collect(),
+            grpc_calls: (grpc_before..self.book.grpc.len()).collect(),
+            http_calls_answered: answered_since(self.book.http.iter().map(|e| e.response), answered_http_before),
+            grpc_calls_answered: answered_since(self.book.grpc.iter().map(|e| e.response), answered_grpc_before),
+            actions: transcript_actions(&self.vm.actions(self.stream)[actions_before..]),
+            logs: logs.into_iter().skip(skip).map(transcript_log).collect(),
+            local_response: !local_before && self.has_local_response(),
+            trap: self.vm.failure().map(String::from),
+        })
+    }
+
+    fn has_local_response(&self) -> bool {
+        match &self.snapshot {
+            Some(s) => s.local_response.is_some(),
+            None => self.vm.local_response(self.stream).is_some(),
         }
     }
 }
@@ -157,12 +546,12 @@ fn run_once(
     module: &Module,
     vm_options: VmOptions,
     options: &ScenarioOptions,
-    request: &RequestFile,
-    responses: &[CallResponseFile],
+    input: &ScenarioInput,
 ) -> Result<Transcript, HostError> {
     let profile = vm_options.profile;
     let restricted = matches!(options.clusters, Clusters::Only(_)) && profile == Profile::Envoy;
     let clusters = restricted.then(|| vm_options.clusters.clone());
+    let callouts_time_out = vm_options.callouts_time_out;
     let mut vm = Vm::start(module, vm_options)?;
     let mut transcript = Transcript {
         module_sha256: module.sha256().to_string(),
@@ -176,7 +565,15 @@ fn run_once(
         forwarded_upstream: false,
         upstream_request: None,
         paused_in: None,
-        unused_http_call_responses: responses.len(),
+        unused_http_call_responses: input.http_call_responses.len(),
+        grpc_calls: Vec::new(),
+        unused_grpc_call_responses: input.grpc_call_responses.len(),
+        upstream_response: input.upstream_response.as_ref().map(|_| UpstreamResponseUse {
+            used: false,
+            why_not: Some("the filter did not take its configuration: no request was sent".into()),
+        }),
+        client_response: None,
+        time_steps: Vec::new(),
         logs: Vec::new(),
         trap: None,
     };
@@ -192,83 +589,170 @@ fn run_once(
         return Ok(finish_transcript(transcript, &vm));
     }
 
+    let start_ns = vm.now_ns();
     let stream = vm.create_http_stream(root.id)?;
-    let mut book = CallBook::default();
-    send_request(&mut vm, stream, request, &mut book)?;
-
-    let mut next = 0;
-    while next < responses.len() && vm.failure().is_none() {
-        let Some(call) = vm.http_calls().into_iter().next() else {
-            break;
-        };
-        vm.respond_http_call(call.token, responses[next].reply.clone())?;
-        book.answered(call.token, next);
-        next += 1;
-        book.observe(&vm);
+    let mut driver = Driver {
+        vm,
+        stream,
+        input,
+        book: CallBook::default(),
+        next_http: 0,
+        next_grpc: 0,
+        upstream: match input.upstream_response {
+            Some(_) => Upstream::Waiting,
+            None => Upstream::NotGiven,
+        },
+        snapshot: None,
+        callouts_time_out,
+    };
+    send_request(&mut driver.vm, stream, &input.request, &mut driver.book)?;
+    driver.settle()?;
+    for advance_ms in &input.advance_ms {
+        let step = driver.step(*advance_ms, start_ns)?;
+        transcript.time_steps.push(step);
     }
-    transcript.unused_http_call_responses = responses.len() - next;
+    if driver.snapshot.is_none() {
+        driver.finish()?;
+    }
 
-    // Read the stream before it finishes: on_delete removes it.
-    let pending: BTreeSet<u32> = vm.http_calls().iter().map(|c| c.token).collect();
+    let Driver {
+        vm,
+        book,
+        next_http,
+        next_grpc,
+        upstream,
+        snapshot,
+        ..
+    } = driver;
+    let snapshot = snapshot.unwrap_or_default();
+    transcript.unused_http_call_responses = input.http_call_responses.len() - next_http;
+    transcript.unused_grpc_call_responses = input.grpc_call_responses.len() - next_grpc;
+    // Left without an answer: pending when the stream finished (which cancelled them), or, for
+    // a root context's calls, still pending at the end.
+    let mut pending_http = snapshot.pending_http.clone();
+    pending_http.extend(vm.pending_http_call_tokens());
     transcript.http_calls = book
-        .calls
+        .http
         .into_iter()
-        .map(|(call, response)| {
-            let outcome = match response {
-                Some(_) => CallOutcome::Answered,
-                None if pending.contains(&call.token) => CallOutcome::Unanswered,
-                None => CallOutcome::Cancelled,
-            };
-            let (body, body_base64) = encode_body(&call.body);
-            TranscriptHttpCall {
-                upstream: call.upstream,
-                headers: call.headers,
-                body,
-                body_base64,
-                trailers: call.trailers,
-                timeout_ms: call.timeout_ms,
-                outcome,
-                response,
-            }
-        })
+        .map(
+            |HttpEntry {
+                 call,
+                 response,
+                 timed_out,
+             }| {
+                let outcome = match response {
+                    Some(_) => CallOutcome::Answered,
+                    None if timed_out => CallOutcome::TimedOut,
+                    None if pending_http.contains(&call.token) => CallOutcome::Unanswered,
+                    None => CallOutcome::Cancelled,
+                };
+                let (body, body_base64) = encode_body(&call.body);
+                TranscriptHttpCall {
+                    upstream: call.upstream,
+                    headers: call.headers,
+                    body,
+                    body_base64,
+                    trailers: call.trailers,
+                    timeout_ms: call.timeout_ms,
+                    outcome,
+                    response,
+                }
+            },
+        )
         .collect();
-    transcript.local_response = vm.local_response(stream).map(|l| {
-        let (body, body_base64) = encode_body(&l.body);
-        TranscriptLocalResponse {
-            status: l.status,
-            headers: l.headers.clone(),
-            body,
-            body_base64,
-            details: l.details.clone(),
-            grpc_status: l.grpc_status,
-        }
-    });
-    transcript.forwarded_upstream = transcript.local_response.is_none() && vm.request_forwarded_complete(stream);
-    if vm.request_headers_forwarded(stream) {
-        let (body, body_base64) = encode_body(vm.forwarded_request_body(stream).unwrap_or_default());
-        transcript.upstream_request = Some(UpstreamRequest {
-            headers: vm.request_headers(stream).unwrap_or_default(),
-            body,
-            body_base64,
-            trailers: vm.request_trailers(stream).unwrap_or_default(),
-        });
-    }
-    if transcript.local_response.is_none() {
-        transcript.paused_in = vm.request_paused_in(stream).map(String::from);
-    }
+    transcript.grpc_calls = book.grpc.into_iter().map(transcript_grpc_call).collect();
+    transcript.local_response = snapshot.local_response;
+    transcript.forwarded_upstream = snapshot.forwarded_upstream;
+    transcript.upstream_request = snapshot.upstream_request;
+    transcript.paused_in = snapshot.paused_in;
+    transcript.client_response = snapshot.client_response;
+    transcript.upstream_response = match upstream {
+        Upstream::NotGiven => None,
+        Upstream::Delivered => Some(UpstreamResponseUse {
+            used: true,
+            why_not: None,
+        }),
+        Upstream::Waiting => Some(UpstreamResponseUse {
+            used: false,
+            why_not: snapshot.upstream_why_not,
+        }),
+    };
+    transcript.actions = transcript_actions(vm.actions(stream));
+    Ok(finish_transcript(transcript, &vm))
+}
 
-    if vm.stream_exists(stream) {
-        vm.finish_stream(stream)?;
+fn transcript_grpc_call(entry: GrpcEntry) -> TranscriptGrpcCall {
+    let GrpcEntry { call, response } = entry;
+    let (messages, messages_base64) = encode_messages(&call.messages);
+    let outcome = if call.cancelled || call.closed {
+        CallOutcome::Cancelled
+    } else if response.is_some() {
+        CallOutcome::Answered
+    } else {
+        CallOutcome::Unanswered
+    };
+    TranscriptGrpcCall {
+        kind: match call.kind {
+            GrpcKind::Call => "call".into(),
+            GrpcKind::Stream => "stream".into(),
+        },
+        upstream: call.upstream,
+        service: call.service,
+        method: call.method,
+        initial_metadata: call.initial_metadata,
+        messages,
+        messages_base64,
+        timeout_ms: call.timeout_ms,
+        outcome,
+        response,
     }
-    transcript.actions = vm
-        .actions(stream)
+}
+
+/// What a unary gRPC call's handler passes on in Envoy: only the outcome. A success (status
+/// OK, or none given) is `proxy_on_grpc_receive` with the one response message; a failure is
+/// `proxy_on_grpc_close` with the status and message. Metadata are not delivered for unary
+/// calls (ENVOY-SRC context.cc: `GrpcCallClientHandler` implements only
+/// `onCreateInitialMetadata`, `onSuccessRaw` -> `onGrpcReceive`, `onFailure` -> `onGrpcClose`;
+/// the metadata callbacks exist on `GrpcStreamClientHandler` only). Streams take the file as is.
+fn unary_outcome(reply: GrpcReply) -> GrpcReply {
+    match reply.close {
+        Some((code, message)) if code != 0 => GrpcReply {
+            close: Some((code, message)),
+            ..GrpcReply::default()
+        },
+        _ => GrpcReply {
+            messages: vec![reply.messages.into_iter().next().unwrap_or_default()],
+            ..GrpcReply::default()
+        },
+    }
+}
+
+/// Indexes of the calls answered by response file `first` or a later one (files are used in
+/// order, so those are the ones answered since `first` was the next unused).
+fn answered_since(responses: impl Iterator<Item = Option<usize>>, first: usize) -> Vec<usize> {
+    responses
+        .enumerate()
+        .filter(|(_, r)| r.is_some_and(|r| r >= first))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn transcript_actions(actions: &[crate::vm::ActionRecord]) -> Vec<TranscriptAction> {
+    actions
         .iter()
         .map(|a| TranscriptAction {
             callback: a.callback.to_string(),
             action: a.action.map(str::to_string),
         })
-        .collect();
-    Ok(finish_transcript(transcript, &vm))
+        .collect()
+}
+
+fn transcript_log(l: LogEntry) -> TranscriptLog {
+    TranscriptLog {
+        level: l.level.to_string(),
+        message: l.message,
+        context_id: l.context_id,
+    }
 }
 
 /// Sends the request's headers, body chunks and trailers, noting the calls each step makes.
@@ -294,15 +778,7 @@ fn send_request(vm: &mut Vm, stream: u32, request: &RequestFile, book: &mut Call
 
 /// Adds what is read at the very end: the logs and the trap.
 fn finish_transcript(mut transcript: Transcript, vm: &Vm) -> Transcript {
-    transcript.logs = vm
-        .logs()
-        .into_iter()
-        .map(|l| TranscriptLog {
-            level: l.level.to_string(),
-            message: l.message,
-            context_id: l.context_id,
-        })
-        .collect();
+    transcript.logs = vm.logs().into_iter().map(transcript_log).collect();
     transcript.trap = vm.failure().map(String::from);
     transcript
 }
@@ -379,6 +855,14 @@ mod tests {
         }
     }
 
+    fn input(request: &RequestFile, responses: &[CallResponseFile]) -> ScenarioInput {
+        ScenarioInput {
+            request: request.clone(),
+            http_call_responses: responses.to_vec(),
+            ..ScenarioInput::default()
+        }
+    }
+
     fn ok() -> CallResponseFile {
         CallResponseFile {
             reply: HttpCallReply::Response {
@@ -401,7 +885,7 @@ mod tests {
     fn sends_chunks_and_trailers_then_answers_calls_in_order() {
         let module = module();
         let options = ScenarioOptions::new(Profile::Envoy);
-        let t = run_scenario(&module, &options, &request(), &[ok(), ok()]).unwrap();
+        let t = run_scenario(&module, &options, &input(&request(), &[ok(), ok()])).unwrap();
         assert_eq!(
             names(&t),
             vec![
@@ -443,7 +927,7 @@ mod tests {
     fn a_call_without_a_response_stays_unanswered() {
         let module = module();
         let options = ScenarioOptions::new(Profile::Envoy);
-        let t = run_scenario(&module, &options, &request(), &[ok()]).unwrap();
+        let t = run_scenario(&module, &options, &input(&request(), &[ok()])).unwrap();
         assert_eq!(t.http_calls[1].outcome, CallOutcome::Unanswered);
         assert_eq!(t.http_calls[1].response, None);
         assert!(t.local_response.is_none());
@@ -452,11 +936,59 @@ mod tests {
     }
 
     #[test]
+    fn a_unary_call_gets_only_its_outcome() {
+        let full = GrpcReply {
+            initial_metadata: Some(vec![("a".into(), "1".into())]),
+            messages: vec![b"one".to_vec(), b"two".to_vec()],
+            trailing_metadata: Some(vec![("t".into(), "2".into())]),
+            close: Some((0, String::new())),
+        };
+        let ok = GrpcReply {
+            messages: vec![b"one".to_vec()],
+            ..GrpcReply::default()
+        };
+        assert_eq!(unary_outcome(full.clone()), ok);
+        assert_eq!(
+            unary_outcome(GrpcReply {
+                close: None,
+                ..full.clone()
+            }),
+            ok
+        );
+        // No message and no status: an empty response message, still a success.
+        assert_eq!(
+            unary_outcome(GrpcReply::default()),
+            GrpcReply {
+                messages: vec![Vec::new()],
+                ..GrpcReply::default()
+            }
+        );
+        assert_eq!(
+            unary_outcome(GrpcReply {
+                close: Some((14, "down".into())),
+                ..full
+            }),
+            GrpcReply {
+                close: Some((14, "down".into())),
+                ..GrpcReply::default()
+            }
+        );
+    }
+
+    #[test]
+    fn answered_since_picks_the_calls_of_later_files() {
+        let responses = [Some(0), None, Some(2), Some(1), None];
+        assert_eq!(answered_since(responses.into_iter(), 1), vec![2, 3]);
+        assert_eq!(answered_since(responses.into_iter(), 3), Vec::<usize>::new());
+        assert_eq!(answered_since(responses.into_iter(), 0), vec![0, 2, 3]);
+    }
+
+    #[test]
     fn a_cluster_list_is_enforced() {
         let module = module();
         let mut options = ScenarioOptions::new(Profile::Envoy);
         options.clusters = Clusters::Only(vec!["b".into()]);
-        let t = run_scenario(&module, &options, &request(), &[ok()]).unwrap();
+        let t = run_scenario(&module, &options, &input(&request(), &[ok()])).unwrap();
         assert!(t.http_calls.is_empty());
         assert_eq!(t.unused_http_call_responses, 1);
         assert_eq!(t.clusters, Some(vec!["b".to_string()]));
@@ -472,7 +1004,7 @@ mod tests {
         let options = ScenarioOptions::new(Profile::Kong);
         let mut req = request();
         req.trailers.clear();
-        let t = run_scenario(&module, &options, &req, &[ok(), ok()]).unwrap();
+        let t = run_scenario(&module, &options, &input(&req, &[ok(), ok()])).unwrap();
         let bodies = t.actions.iter().filter(|a| a.callback == "on_request_body").count();
         assert_eq!(bodies, 1);
         assert_eq!(t.profile, "kong");

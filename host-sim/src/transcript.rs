@@ -1,6 +1,7 @@
 //! The JSON shapes of the `host-sim` CLI, defined once so the CLI, integration tests and other
-//! tools read and write the same files: the request file and the HTTP call response files that
-//! `host-sim run` takes, the [`Transcript`] it prints, and the [`ModuleReport`] of `host-sim info`.
+//! tools read and write the same files: the request file, the HTTP and gRPC call response files
+//! and the upstream response file that `host-sim run` takes, the [`Transcript`] it prints, and
+//! the [`ModuleReport`] of `host-sim info`.
 //!
 //! Bodies travel as `"body": "..."` plus `"body_base64": bool`: UTF-8 text when the bytes are
 //! valid UTF-8, else standard base64 with `body_base64: true`. Header maps are arrays of
@@ -10,7 +11,7 @@
 use crate::engine::ModuleInfo;
 use crate::hostfn::HostFunction;
 use crate::profile::{CalloutFailure, Profile};
-use crate::vm::HttpCallReply;
+use crate::vm::{GrpcReply, HttpCallReply};
 use base64::Engine as _;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -334,6 +335,243 @@ impl From<CallResponseFile> for RawCallResponse {
     }
 }
 
+// ---- Upstream response file -------------------------------------------------------------------
+
+/// The upstream's answer to the forwarded request (`--upstream-response FILE`): it drives the
+/// filter's response callbacks once the whole request went upstream.
+///
+/// ```json
+/// {"status":200,"headers":[["content-type","text/plain"]],"body":"hello","body_base64":false,
+///  "trailers":[],"chunk_size":2}
+/// ```
+///
+/// `chunk_size` (bytes per chunk, the last one shorter) or `chunk_sizes` (each chunk's size, in
+/// order, adding up to the body's length) splits the body into several
+/// `on_http_response_body` calls; without either the body arrives in one chunk. `headers`
+/// exclude `:status` (it comes from `status`) and are passed as given, `content-length`
+/// included.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "RawUpstreamResponse", into = "RawUpstreamResponse")]
+pub struct UpstreamResponseFile {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers, without `:status`.
+    pub headers: Headers,
+    /// The body as the chunks it arrives in; empty for a response without a body.
+    pub body_chunks: Vec<Vec<u8>>,
+    /// Response trailers; empty for none.
+    pub trailers: Headers,
+}
+
+impl UpstreamResponseFile {
+    /// Parses an upstream response file.
+    pub fn from_json(bytes: &[u8]) -> Result<UpstreamResponseFile, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The whole body.
+    pub fn body(&self) -> Vec<u8> {
+        self.body_chunks.concat()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamResponse {
+    status: Option<u16>,
+    #[serde(default, deserialize_with = "pairs")]
+    headers: Headers,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    body_base64: bool,
+    #[serde(default, deserialize_with = "pairs", skip_serializing_if = "Vec::is_empty")]
+    trailers: Headers,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk_sizes: Option<Vec<usize>>,
+}
+
+impl TryFrom<RawUpstreamResponse> for UpstreamResponseFile {
+    type Error = String;
+    fn try_from(raw: RawUpstreamResponse) -> Result<UpstreamResponseFile, String> {
+        let status = raw
+            .status
+            .ok_or("missing field `status` (the upstream's HTTP status)")?;
+        if !(100..=599).contains(&status) {
+            return Err(format!("`status` {status} is not an HTTP status (100-599)"));
+        }
+        if raw.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(":status")) {
+            return Err("`headers`: give the status as `status`, not as a `:status` header".into());
+        }
+        let body = decode_body(&raw.body, raw.body_base64, "body")?;
+        let body_chunks = match (raw.chunk_size, raw.chunk_sizes) {
+            (Some(_), Some(_)) => return Err("give `chunk_size` or `chunk_sizes`, not both".into()),
+            (Some(0), None) => return Err("`chunk_size` must be at least 1 byte".into()),
+            (Some(size), None) => body.chunks(size).map(<[u8]>::to_vec).collect(),
+            (None, Some(sizes)) => {
+                let total: usize = sizes.iter().fold(0usize, |sum, n| sum.saturating_add(*n));
+                if total != body.len() {
+                    return Err(format!(
+                        "`chunk_sizes` add up to {total} bytes but `body` has {} bytes",
+                        body.len()
+                    ));
+                }
+                let mut rest = body.as_slice();
+                sizes
+                    .iter()
+                    .map(|n| {
+                        let (chunk, tail) = rest.split_at(*n);
+                        rest = tail;
+                        chunk.to_vec()
+                    })
+                    .collect()
+            }
+            (None, None) if body.is_empty() => Vec::new(),
+            (None, None) => vec![body],
+        };
+        Ok(UpstreamResponseFile {
+            status,
+            headers: raw.headers,
+            body_chunks,
+            trailers: raw.trailers,
+        })
+    }
+}
+
+impl From<UpstreamResponseFile> for RawUpstreamResponse {
+    fn from(r: UpstreamResponseFile) -> RawUpstreamResponse {
+        let (body, body_base64) = encode_body(&r.body());
+        let chunk_sizes = (r.body_chunks.len() > 1).then(|| r.body_chunks.iter().map(Vec::len).collect());
+        RawUpstreamResponse {
+            status: Some(r.status),
+            headers: r.headers,
+            body,
+            body_base64,
+            trailers: r.trailers,
+            chunk_size: None,
+            chunk_sizes,
+        }
+    }
+}
+
+// ---- gRPC call response file -----------------------------------------------------------------
+
+/// How `host-sim run` answers one gRPC call or stream the filter opened
+/// (`--grpc-call-response FILE`, in the order the calls are made).
+///
+/// ```json
+/// {"initial_metadata":[["x-md","1"]],"messages":["..."],"messages_base64":false,
+///  "trailing_metadata":[["x-t","1"]],"status":0,"status_message":""}
+/// ```
+///
+/// Every key is optional. A stream (`proxy_grpc_stream`) gets each part given through its
+/// callback (`proxy_on_grpc_receive_initial_metadata`, `proxy_on_grpc_receive` per message,
+/// `proxy_on_grpc_receive_trailing_metadata`, then `proxy_on_grpc_close` with `status` and
+/// `status_message`); without `status` it stays open. A unary call (`proxy_grpc_call`) gets
+/// only its outcome, as in Envoy: the first message through `proxy_on_grpc_receive` when
+/// `status` is 0 or absent, else `proxy_on_grpc_close` (see `scenario::run_scenario`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "RawGrpcResponse", into = "RawGrpcResponse")]
+pub struct GrpcResponseFile {
+    /// The answer, as the driver takes it.
+    pub reply: GrpcReply,
+}
+
+impl GrpcResponseFile {
+    /// Parses a gRPC call response file.
+    pub fn from_json(bytes: &[u8]) -> Result<GrpcResponseFile, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrpcResponse {
+    #[serde(
+        default,
+        deserialize_with = "optional_pairs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    initial_metadata: Option<Headers>,
+    #[serde(default)]
+    messages: Vec<String>,
+    #[serde(default)]
+    messages_base64: bool,
+    #[serde(
+        default,
+        deserialize_with = "optional_pairs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    trailing_metadata: Option<Headers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status_message: Option<String>,
+}
+
+impl TryFrom<RawGrpcResponse> for GrpcResponseFile {
+    type Error = String;
+    fn try_from(raw: RawGrpcResponse) -> Result<GrpcResponseFile, String> {
+        // gRPC status codes are 0 (OK) to 16 (UNAUTHENTICATED) (grpc/grpc doc/statuscodes.md).
+        if let Some(code) = raw.status.filter(|c| *c > 16) {
+            return Err(format!("`status` {code} is not a gRPC status code (0-16)"));
+        }
+        if raw.status.is_none() && raw.status_message.is_some() {
+            return Err("`status_message` needs `status` (the gRPC status code that closes the call)".into());
+        }
+        let messages = raw
+            .messages
+            .iter()
+            .map(|m| decode_body(m, raw.messages_base64, "messages"))
+            .collect::<Result<_, _>>()?;
+        Ok(GrpcResponseFile {
+            reply: GrpcReply {
+                initial_metadata: raw.initial_metadata,
+                messages,
+                trailing_metadata: raw.trailing_metadata,
+                close: raw.status.map(|code| (code, raw.status_message.unwrap_or_default())),
+            },
+        })
+    }
+}
+
+impl From<GrpcResponseFile> for RawGrpcResponse {
+    fn from(r: GrpcResponseFile) -> RawGrpcResponse {
+        let (messages, messages_base64) = encode_messages(&r.reply.messages);
+        let (status, status_message) = match r.reply.close {
+            Some((code, message)) => (Some(code), Some(message)),
+            None => (None, None),
+        };
+        RawGrpcResponse {
+            initial_metadata: r.reply.initial_metadata,
+            messages,
+            messages_base64,
+            trailing_metadata: r.reply.trailing_metadata,
+            status,
+            status_message,
+        }
+    }
+}
+
+/// Encodes a list of messages for a `"messages"` key: all UTF-8 text, or all base64 with the
+/// flag set when any of them is not UTF-8.
+pub fn encode_messages(messages: &[Vec<u8>]) -> (Vec<String>, bool) {
+    let base64 = messages.iter().any(|m| std::str::from_utf8(m).is_err());
+    let encoded = messages
+        .iter()
+        .map(|m| {
+            if base64 {
+                base64::engine::general_purpose::STANDARD.encode(m)
+            } else {
+                String::from_utf8_lossy(m).into_owned()
+            }
+        })
+        .collect();
+    (encoded, base64)
+}
+
 // ---- Transcript ------------------------------------------------------------------------------
 
 /// What happened to one request: the JSON `host-sim run` prints.
@@ -374,10 +612,144 @@ pub struct Transcript {
     pub paused_in: Option<String>,
     /// Response files given but not used because fewer calls were made.
     pub unused_http_call_responses: usize,
+    /// Every `proxy_grpc_call` and `proxy_grpc_stream`, in the order made.
+    #[serde(default)]
+    pub grpc_calls: Vec<TranscriptGrpcCall>,
+    /// gRPC response files given but not used because fewer gRPC calls were made.
+    #[serde(default)]
+    pub unused_grpc_call_responses: usize,
+    /// With `--upstream-response`: whether it reached the filter, and why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_response: Option<UpstreamResponseUse>,
+    /// What the client got: the filter's local response, or the upstream response as the
+    /// filter let it through. Absent when neither came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_response: Option<ClientResponse>,
+    /// With `--advance-ms`: what each step of the virtual clock made the filter do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub time_steps: Vec<TimeStep>,
     /// Every log line, guest and host, in order.
     pub logs: Vec<TranscriptLog>,
     /// Why the VM failed, when a callback trapped; `null` otherwise.
     pub trap: Option<String>,
+}
+
+/// What became of the `--upstream-response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamResponseUse {
+    /// Whether it went through the filter's response callbacks.
+    pub used: bool,
+    /// Why it was not used: the filter answered locally, or the request never went upstream
+    /// whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<String>,
+}
+
+/// Where the client's response came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseSource {
+    /// The upstream response (`--upstream-response`), through the filter.
+    Upstream,
+    /// The filter's local response (or the host's, after a trap).
+    Local,
+    /// No response: the stream was reset before one (`proxy_close_stream`).
+    Reset,
+}
+
+/// The response the client gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientResponse {
+    /// `upstream` or `local`.
+    pub source: ResponseSource,
+    /// HTTP status; `null` when the response headers never reached the client (the filter held
+    /// them).
+    pub status: Option<u32>,
+    /// Response headers as the filter left them (without `:status`); empty when they never
+    /// reached the client.
+    pub headers: Headers,
+    /// The body the client got (see `body_base64`): after the filter's edits, only what the
+    /// filter let through.
+    pub body: String,
+    /// Whether `body` is base64.
+    pub body_base64: bool,
+    /// Response trailers as the filter left them.
+    pub trailers: Headers,
+    /// Whether the client got the whole response.
+    pub complete: bool,
+    /// Where the filter held the upstream response when the run ended (`on_response_headers`,
+    /// ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_in: Option<String>,
+    /// The stream was reset instead (a local response after the response headers had gone,
+    /// `proxy_close_stream`, or a trap once the response had started).
+    pub reset: bool,
+}
+
+impl ClientResponse {
+    /// The body bytes.
+    pub fn body_bytes(&self) -> Result<Vec<u8>, String> {
+        decode_body(&self.body, self.body_base64, "body")
+    }
+}
+
+/// What one `--advance-ms` step made the filter do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeStep {
+    /// How far the clock moved, in milliseconds.
+    pub advance_ms: u64,
+    /// The virtual time after the step, in milliseconds since the run began.
+    pub at_ms: u64,
+    /// `proxy_on_tick` calls during the step.
+    pub ticks: u64,
+    /// Indexes into `http_calls` of the calls whose timeout fired during the step.
+    pub timeouts: Vec<usize>,
+    /// Indexes into `http_calls` of the calls made during the step.
+    pub http_calls: Vec<usize>,
+    /// Indexes into `grpc_calls` of the gRPC calls made during the step.
+    pub grpc_calls: Vec<usize>,
+    /// Indexes into `http_calls` of the calls a response file answered at the end of the step.
+    pub http_calls_answered: Vec<usize>,
+    /// Indexes into `grpc_calls` of the gRPC calls a response file answered at the end of the
+    /// step.
+    pub grpc_calls_answered: Vec<usize>,
+    /// Stream callbacks during the step (a timed-out call's `on_http_call_response`, the
+    /// response phase once the request went upstream, the end of the stream).
+    pub actions: Vec<TranscriptAction>,
+    /// The log lines of the step (also in the transcript's `logs`).
+    pub logs: Vec<TranscriptLog>,
+    /// Whether the filter sent its local response during the step.
+    pub local_response: bool,
+    /// Why the VM failed, when a callback of the step trapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trap: Option<String>,
+}
+
+/// One gRPC call or stream as the filter opened it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptGrpcCall {
+    /// `call` (unary, `proxy_grpc_call`) or `stream` (`proxy_grpc_stream`).
+    pub kind: String,
+    /// The upstream (Envoy cluster) as the filter named it.
+    pub upstream: String,
+    /// The service name.
+    pub service: String,
+    /// The method name.
+    pub method: String,
+    /// Initial metadata the filter sent.
+    pub initial_metadata: Headers,
+    /// The messages the filter sent (the unary request, or each `proxy_grpc_send`), see
+    /// `messages_base64`.
+    pub messages: Vec<String>,
+    /// Whether `messages` are base64 (any of them not UTF-8).
+    pub messages_base64: bool,
+    /// The timeout the filter asked for (unary calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+    /// What became of it (`cancelled` also when the filter cancelled or closed it itself).
+    pub outcome: CallOutcome,
+    /// Index (from 0) of the `--grpc-call-response` file that answered it.
+    pub response: Option<usize>,
 }
 
 /// One stream callback and its action.
@@ -395,8 +767,12 @@ pub struct TranscriptAction {
 pub enum CallOutcome {
     /// Answered with the response file at `response`.
     Answered,
-    /// No response file was left for it; the host cancelled it when the stream ended.
+    /// No response file was left for it; the host cancelled it when the stream ended (a root
+    /// context's call stays open).
     Unanswered,
+    /// Its timeout fired during an `--advance-ms` step; the filter got the profile's timeout
+    /// failure.
+    TimedOut,
     /// The host dropped it before it was answered (a trap, or Kong's local response from a
     /// dispatch callback cancelling the others).
     Cancelled,
@@ -703,6 +1079,123 @@ mod tests {
         assert!(e.contains("not as a `:status` header"), "{e}");
         let e = response(r#"{"status":200,"bdy":""}"#).unwrap_err();
         assert!(e.contains("unknown field `bdy`"), "{e}");
+    }
+
+    fn upstream(json: &str) -> Result<UpstreamResponseFile, String> {
+        UpstreamResponseFile::from_json(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn grpc(json: &str) -> Result<GrpcResponseFile, String> {
+        GrpcResponseFile::from_json(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn upstream_response_forms() {
+        let r = upstream(r#"{"status":200,"headers":[["content-length","5"]],"body":"hello","trailers":[["t","1"]]}"#)
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers, vec![("content-length".to_string(), "5".to_string())]);
+        assert_eq!(r.body_chunks, vec![b"hello".to_vec()]);
+        assert_eq!(r.trailers, vec![("t".to_string(), "1".to_string())]);
+        let r = upstream(r#"{"status":200,"body":"hello","chunk_size":2}"#).unwrap();
+        assert_eq!(r.body_chunks, vec![b"he".to_vec(), b"ll".to_vec(), b"o".to_vec()]);
+        let r = upstream(r#"{"status":200,"body":"hello","chunk_sizes":[1,0,4]}"#).unwrap();
+        assert_eq!(r.body_chunks, vec![b"h".to_vec(), b"".to_vec(), b"ello".to_vec()]);
+        let r = upstream(r#"{"status":204}"#).unwrap();
+        assert!(r.body_chunks.is_empty() && r.headers.is_empty() && r.trailers.is_empty());
+        let r = upstream(r#"{"status":200,"body":"AP8=","body_base64":true,"chunk_size":1}"#).unwrap();
+        assert_eq!(r.body_chunks, vec![vec![0], vec![0xff]]);
+        for r in [
+            upstream(r#"{"status":200,"body":"hello","chunk_sizes":[2,3],"trailers":[["t","1"]]}"#).unwrap(),
+            upstream(r#"{"status":500,"body":"AP8=","body_base64":true}"#).unwrap(),
+            upstream(r#"{"status":204}"#).unwrap(),
+        ] {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(upstream(&json).unwrap(), r, "{json}");
+        }
+    }
+
+    #[test]
+    fn upstream_response_bad_shapes_name_the_field() {
+        for (json, expected) in [
+            (r#"{"body":"x"}"#, "missing field `status`"),
+            (r#"{"status":42}"#, "`status` 42 is not an HTTP status"),
+            (r#"{"status":"200"}"#, "invalid type: string"),
+            (
+                r#"{"status":200,"headers":[[":status","200"]]}"#,
+                "`headers`: give the status as `status`",
+            ),
+            (r#"{"status":200,"headers":[["a"]]}"#, "[name, value] pair"),
+            (r#"{"status":200,"trailers":{"a":"b"}}"#, "expected a sequence"),
+            (
+                r#"{"status":200,"body":"!!","body_base64":true}"#,
+                "`body` is not valid base64",
+            ),
+            (
+                r#"{"status":200,"body":"ab","chunk_size":1,"chunk_sizes":[2]}"#,
+                "`chunk_size` or `chunk_sizes`, not both",
+            ),
+            (
+                r#"{"status":200,"body":"ab","chunk_size":0}"#,
+                "`chunk_size` must be at least 1",
+            ),
+            (
+                r#"{"status":200,"body":"ab","chunk_sizes":[1,2]}"#,
+                "`chunk_sizes` add up to 3 bytes but `body` has 2",
+            ),
+            (r#"{"status":200,"chunk_sizes":[-1]}"#, "invalid value: integer `-1`"),
+            (r#"{"status":200,"chunks":[1]}"#, "unknown field `chunks`"),
+        ] {
+            let e = upstream(json).unwrap_err();
+            assert!(e.contains(expected), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn grpc_response_forms() {
+        let r = grpc(
+            r#"{"initial_metadata":[["a","1"]],"messages":["m1","m2"],"trailing_metadata":[["t","2"]],"status":14,"status_message":"down"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.reply,
+            GrpcReply {
+                initial_metadata: Some(vec![("a".into(), "1".into())]),
+                messages: vec![b"m1".to_vec(), b"m2".to_vec()],
+                trailing_metadata: Some(vec![("t".into(), "2".into())]),
+                close: Some((14, "down".into())),
+            }
+        );
+        assert_eq!(grpc("{}").unwrap().reply, GrpcReply::default());
+        let r = grpc(r#"{"messages":["AP8="],"messages_base64":true,"status":0}"#).unwrap();
+        assert_eq!(r.reply.messages, vec![vec![0, 0xff]]);
+        assert_eq!(r.reply.close, Some((0, String::new())));
+        for json in [
+            r#"{"messages":["AP8=","YQ=="],"messages_base64":true}"#,
+            r#"{"initial_metadata":[],"status":2,"status_message":"x"}"#,
+        ] {
+            let r = grpc(json).unwrap();
+            let back = serde_json::to_string(&r).unwrap();
+            assert_eq!(grpc(&back).unwrap(), r, "{back}");
+        }
+    }
+
+    #[test]
+    fn grpc_response_bad_shapes_name_the_field() {
+        for (json, expected) in [
+            (r#"{"status":17}"#, "`status` 17 is not a gRPC status code (0-16)"),
+            (r#"{"status_message":"x"}"#, "`status_message` needs `status`"),
+            (r#"{"messages":"x"}"#, "expected a sequence"),
+            (
+                r#"{"messages":["!!"],"messages_base64":true}"#,
+                "`messages` is not valid base64",
+            ),
+            (r#"{"initial_metadata":[["a"]]}"#, "[name, value] pair"),
+            (r#"{"message":["x"]}"#, "unknown field `message`"),
+        ] {
+            let e = grpc(json).unwrap_err();
+            assert!(e.contains(expected), "{json}: {e}");
+        }
     }
 
     #[test]

@@ -188,6 +188,9 @@ pub struct Vm {
     /// Streams whose guest context lived on an instance that trapped: no guest code runs for
     /// them on the fresh one.
     stale_streams: HashSet<u32>,
+    /// `proxy_on_tick` calls made so far (guest code ran or not), for drivers that report what
+    /// a stretch of time did.
+    ticks_fired: u64,
 }
 
 impl Vm {
@@ -289,6 +292,7 @@ impl Vm {
             module: module.clone(),
             options: options.clone(),
             stale_streams: HashSet::new(),
+            ticks_fired: 0,
         };
         for name in options.profile.start_functions(has_init, has_main, has_start) {
             let result = if name == "main" {
@@ -1303,6 +1307,7 @@ impl Vm {
                     r.next_tick_ns = Some(next + r.tick_period_ms as u64 * 1_000_000);
                 }
                 let f = self.exports.tick.clone();
+                self.ticks_fired += 1;
                 let _ = self.invoke(Callback::Tick, root, CallbackData::default(), f, root);
                 self.after_root_callback();
             }
@@ -1444,6 +1449,20 @@ impl Vm {
             .map(Callback::transcript_name)
     }
 
+    /// Whether the whole response went to the client: headers, body to end of stream, trailers.
+    pub fn response_forwarded_complete(&self, stream: u32) -> bool {
+        self.direction(stream, false).is_some_and(|d| {
+            d.headers_forwarded && d.complete && d.paused_in.is_none() && d.queued.is_empty() && d.body.is_empty()
+        })
+    }
+
+    /// Where the response is paused, if it is.
+    pub fn response_paused_in(&self, stream: u32) -> Option<&'static str> {
+        self.direction(stream, false)
+            .and_then(|d| d.paused_in)
+            .map(Callback::transcript_name)
+    }
+
     fn direction(&self, stream: u32, request: bool) -> Option<&Direction> {
         let st = self.store.data().streams.get(&stream)?;
         Some(if request { &st.request } else { &st.response })
@@ -1500,6 +1519,11 @@ impl Vm {
     pub fn memory_bytes(&mut self) -> usize {
         let memory = self.store.data().memory.clone();
         memory_size(memory, &mut self.store)
+    }
+
+    /// How many `proxy_on_tick` calls the clock has made so far, over every root context.
+    pub fn ticks_fired(&self) -> u64 {
+        self.ticks_fired
     }
 
     /// The tick period a root context asked for, in milliseconds.

@@ -1232,3 +1232,218 @@ fn serve_on_sigterm_sends_what_async_mode_acknowledged_before_exiting() {
         .sum();
     assert_eq!(announced, 3, "{said}");
 }
+
+/// `host-sim run` on a built filter with `examples/` files and the fixture's own, through the
+/// shared module cache; returns the transcript.
+fn run_built(f: &Fixture, filter: &str, args: &[&str]) -> Value {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let filter = built_wasm(filter).display().to_string();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| match a.strip_prefix("examples/") {
+            Some(name) => examples.join(name).display().to_string(),
+            None => a.to_string(),
+        })
+        .collect();
+    let mut all = vec!["run", "--filter", filter.as_str()];
+    all.extend(args.iter().map(String::as_str));
+    let out = f.host_sim_shared_cache(&all);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("stdout is the JSON transcript")
+}
+
+#[test]
+fn run_sends_the_upstream_response_through_the_filter() {
+    let f = Fixture::new();
+    let t = run_built(
+        &f,
+        "abi_probe",
+        &[
+            "--request",
+            "examples/probe-request.json",
+            "--upstream-response",
+            "examples/upstream-response.json",
+        ],
+    );
+    let callbacks: Vec<&str> = t["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["callback"].as_str().unwrap())
+        .collect();
+    // 24 bytes in chunks of 8.
+    assert_eq!(
+        callbacks,
+        [
+            "on_request_headers",
+            "on_response_headers",
+            "on_response_body",
+            "on_response_body",
+            "on_response_body",
+            "on_response_trailers",
+            "on_log",
+            "on_done",
+            "on_delete"
+        ],
+        "{t}"
+    );
+    assert_eq!(t["upstream_response"], serde_json::json!({"used": true}));
+    let client = &t["client_response"];
+    assert_eq!(client["source"], "upstream");
+    assert_eq!(client["status"], 200);
+    assert_eq!(
+        client["headers"],
+        serde_json::json!([
+            ["content-type", "text/plain"],
+            ["x-resp-replace", "new"],
+            ["x-resp-added", "1"]
+        ])
+    );
+    assert_eq!(client["body"], "hello from the upstream\n");
+    assert_eq!(client["trailers"], serde_json::json!([["x-checksum", "abc"]]));
+    assert_eq!(client["complete"], true);
+    assert!(t.get("time_steps").is_none(), "no --advance-ms, no steps: {t}");
+}
+
+#[test]
+fn run_says_when_the_upstream_response_was_not_used() {
+    let f = Fixture::new();
+    let t = f.run_json(&[
+        "--http-call-response",
+        "@response.json",
+        "--upstream-response",
+        "@response.json",
+    ]);
+    assert_eq!(t["upstream_response"]["used"], false);
+    assert!(
+        t["upstream_response"]["why_not"]
+            .as_str()
+            .unwrap()
+            .contains("answered locally"),
+        "{t}"
+    );
+    assert_eq!(t["client_response"]["source"], "local");
+    assert_eq!(t["client_response"]["body"], "done");
+}
+
+#[test]
+fn run_lists_and_answers_grpc_calls() {
+    let f = Fixture::new();
+    f.write(
+        "grpc-request.json",
+        r#"{"headers":[[":method","GET"],[":path","/"],[":authority","h"],["x-probe","grpc_call"]]}"#,
+    );
+    let request = f.path("grpc-request.json").display().to_string();
+    let t = run_built(
+        &f,
+        "abi_probe",
+        &[
+            "--request",
+            &request,
+            "--grpc-call-response",
+            "examples/grpc-response.json",
+            "--grpc-call-response",
+            "examples/grpc-response.json",
+        ],
+    );
+    let call = &t["grpc_calls"][0];
+    assert_eq!(call["kind"], "call");
+    assert_eq!(call["upstream"], "grpc_cluster");
+    assert_eq!(call["service"], "probe.Service");
+    assert_eq!(call["method"], "Unary");
+    assert_eq!(call["initial_metadata"], serde_json::json!([["x-md", "md-value"]]));
+    assert_eq!(call["messages"], serde_json::json!(["grpc-request"]));
+    assert_eq!(call["outcome"], "answered");
+    assert_eq!(call["response"], 0);
+    assert_eq!(t["unused_grpc_call_responses"], 1);
+    assert!(
+        t["logs"].as_array().unwrap().iter().any(|l| {
+            let m = l["message"].as_str().unwrap();
+            m.starts_with("probe:grpc_call_response") && m.contains(r#""message":"pong""#)
+        }),
+        "{t}"
+    );
+}
+
+#[test]
+fn run_advances_the_clock_and_the_async_tick_flushes_the_batch() {
+    let f = Fixture::new();
+    let t = run_built(
+        &f,
+        "kafka_upstream",
+        &[
+            "--config",
+            "examples/config-async.json",
+            "--request",
+            "examples/request.json",
+            "--advance-ms",
+            "100",
+            "--advance-ms",
+            "100",
+            "--http-call-response",
+            "examples/rest-proxy-response.json",
+        ],
+    );
+    assert_eq!(t["client_response"]["body"], r#"{"message":"message sent"}"#);
+    let steps = t["time_steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(
+        (steps[0]["advance_ms"].as_u64(), steps[0]["at_ms"].as_u64()),
+        (Some(100), Some(100))
+    );
+    assert!(steps[0]["ticks"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(steps[0]["http_calls"], serde_json::json!([]));
+    // The 200 ms flush timeout falls in the second step: its tick sends the batch.
+    assert_eq!(steps[1]["at_ms"], 200);
+    assert_eq!(steps[1]["http_calls"], serde_json::json!([0]));
+    assert_eq!(steps[1]["http_calls_answered"], serde_json::json!([0]));
+    let call = &t["http_calls"][0];
+    assert_eq!(call["rest_proxy_produce"]["topic"], "http-requests", "{t}");
+    assert_eq!(call["outcome"], "answered");
+}
+
+#[test]
+fn run_fires_a_call_timeout_in_a_step() {
+    let f = Fixture::new();
+    // The fixture's filter calls `backend` with a 5 s timeout and pauses.
+    let t = f.run_json(&["--advance-ms", "4999", "--advance-ms", "1"]);
+    let steps = t["time_steps"].as_array().unwrap();
+    assert_eq!(steps[0]["timeouts"], serde_json::json!([]));
+    assert_eq!(steps[1]["timeouts"], serde_json::json!([0]));
+    assert_eq!(t["http_calls"][0]["outcome"], "timed_out");
+    // The filter answers the timed-out call with its local 200 "done".
+    assert_eq!(steps[1]["local_response"], true);
+    assert_eq!(steps[1]["actions"][0]["callback"], "on_http_call_response");
+    assert_eq!(t["local_response"]["body"], "done");
+}
+
+#[test]
+fn bad_upstream_and_grpc_response_files_and_steps_are_one_line() {
+    let f = Fixture::new();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--filter", "@filter.wat", "--request", "@request.json"];
+        args.extend_from_slice(extra);
+        usage_error(&f.host_sim(&args))
+    };
+    f.write("up.json", r#"{"status":200,"body":"abc","chunk_sizes":[1,1]}"#);
+    let line = run(&["--upstream-response", "@up.json"]);
+    assert!(line.contains("up.json: not a valid upstream response file"), "{line}");
+    assert!(
+        line.contains("`chunk_sizes` add up to 2 bytes but `body` has 3"),
+        "{line}"
+    );
+    f.write("up.json", r#"{"headers":[]}"#);
+    let line = run(&["--upstream-response", "@up.json"]);
+    assert!(line.contains("missing field `status`"), "{line}");
+    f.write("grpc.json", r#"{"status":99}"#);
+    let line = run(&["--grpc-call-response", "@grpc.json"]);
+    assert!(
+        line.contains("grpc.json: not a valid gRPC call response file"),
+        "{line}"
+    );
+    assert!(line.contains("`status` 99 is not a gRPC status code"), "{line}");
+    let line = run(&["--advance-ms", "soon"]);
+    assert!(line.contains("--advance-ms"), "{line}");
+    let line = run(&["--advance-ms", "86400001"]);
+    assert!(line.contains("--advance-ms") && line.contains("86400001"), "{line}");
+}

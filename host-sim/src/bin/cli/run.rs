@@ -7,8 +7,8 @@
 use super::{load_module, pretty_json, print_stdout, read_input, rest_record, Failure};
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
-use host_sim::scenario::{run_scenario, Clusters, ScenarioOptions};
-use host_sim::transcript::{CallResponseFile, RequestFile, Transcript};
+use host_sim::scenario::{run_scenario, Clusters, ScenarioInput, ScenarioOptions};
+use host_sim::transcript::{CallResponseFile, GrpcResponseFile, RequestFile, Transcript, UpstreamResponseFile};
 use host_sim::{Engine, EngineConfig, Profile};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -28,6 +28,21 @@ pub struct RunArgs {
     /// calls are made.
     #[arg(long = "http-call-response", value_name = "FILE")]
     pub http_call_responses: Vec<PathBuf>,
+
+    /// The answer to the filter's next gRPC call or stream (JSON; see --help). Repeat it, in
+    /// the order the calls are made.
+    #[arg(long = "grpc-call-response", value_name = "FILE")]
+    pub grpc_call_responses: Vec<PathBuf>,
+
+    /// The upstream's response (JSON; see --help), sent through the filter's response
+    /// callbacks once the whole request went upstream.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_response: Option<PathBuf>,
+
+    /// Move the virtual clock forward by this many milliseconds after the request, firing
+    /// ticks and call timeouts (repeatable: one step each, in order; at most a day per step).
+    #[arg(long = "advance-ms", value_name = "N", value_parser = clap::value_parser!(u64).range(0..=MAX_STEP_MS))]
+    pub advance_ms: Vec<u64>,
 
     /// Refuse to run a module whose sha256 is not this (64 hex digits): exit code 2.
     #[arg(long, value_name = "HEX")]
@@ -50,6 +65,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = host_sim::serve::config::parse_nginx_size)]
     pub client_body_buffer_size: Option<usize>,
 }
+
+/// The longest `--advance-ms` step: a day. Longer stretches are several steps, so a filter
+/// with a 1 ms tick cannot keep one step running for hours.
+const MAX_STEP_MS: u64 = 86_400_000;
 
 /// The flags that name the filter, its host and its configuration, the same for `run` and
 /// `check`.
@@ -87,15 +106,40 @@ const RUN_HELP: &str = r#"Request file:
    "body":"...","body_base64":false,"trailers":[]}
   "body_chunks":["...","..."] instead of "body" sends the body in chunks.
 
-HTTP call response file:
+HTTP call response file (--http-call-response):
   {"status":200,"headers":[["content-type","application/json"]],"body":"...","body_base64":false}
   or {"failure":"timeout"} / {"failure":"broken_connection"} / {"failure":"reset"}
 
-Order: root context (configure), request headers, body, trailers; then each pending HTTP call,
-oldest first, gets the next response file (calls made while answering get the following ones);
-a call left without one stays "unanswered" and is cancelled when the stream ends. The
-transcript (stdout) has configure_ok, actions, http_calls, local_response, forwarded_upstream,
-upstream_request, logs and trap. Bodies are UTF-8 text, or base64 with body_base64: true. An
+gRPC call response file (--grpc-call-response), every key optional:
+  {"initial_metadata":[["k","v"]],"messages":["..."],"messages_base64":false,
+   "trailing_metadata":[["k","v"]],"status":0,"status_message":""}
+  A stream gets each part given through its callback; "status" closes it (without it the
+  stream stays open). A unary call gets only its outcome, as in Envoy: the first message
+  (proxy_on_grpc_receive) when "status" is 0 or absent, else proxy_on_grpc_close.
+
+Upstream response file (--upstream-response):
+  {"status":200,"headers":[["content-type","text/plain"]],"body":"...","body_base64":false,
+   "trailers":[],"chunk_size":4}
+  "chunk_size" (bytes per chunk) or "chunk_sizes":[3,5] splits the body into several
+  on_http_response_body calls; headers go to the filter as given (content-length included).
+
+Order: root context (configure), request headers, body, trailers. Then the stream settles:
+each pending call, oldest first (HTTP and gRPC in the order made), gets the next response file
+of its kind (calls made while answering get the following ones); once the whole request went
+upstream without a local response, the upstream response goes through on_http_response_headers,
+_body (per chunk) and _trailers; once the client has its whole response the stream ends
+(on_log/on_done/on_delete in the profile's order). Then each --advance-ms step moves the virtual
+clock, firing ticks and HTTP call timeouts in time order, and the stream settles again: calls
+made during a step, or still pending, take the next unused responses at the end of the step. A
+call left without a response stays "unanswered" (or "timed_out" if a step passed its deadline;
+gRPC calls do not time out in run); a stream not ended by then ends after the last step,
+cancelling its calls.
+
+The transcript (stdout) has configure_ok, actions, http_calls, grpc_calls, local_response,
+forwarded_upstream, upstream_request, upstream_response (used, or why not), client_response
+(what the client got: source, status, headers, body after the filter's edits, complete,
+paused_in, reset), time_steps (per --advance-ms: ticks, timeouts, calls made, actions, logs,
+local_response), logs and trap. Bodies are UTF-8 text, or base64 with body_base64: true. An
 HTTP call that is a Kafka REST Proxy produce request (v2 or v3) also has rest_proxy_produce: its
 topic and records with key and value decoded.
 
@@ -126,8 +170,7 @@ struct RunConfig {
     filter_name: String,
     filter_bytes: Vec<u8>,
     options: ScenarioOptions,
-    request: RequestFile,
-    responses: Vec<CallResponseFile>,
+    input: ScenarioInput,
     allow_rejected_config: bool,
 }
 
@@ -167,6 +210,23 @@ impl RunArgs {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let grpc_responses = self
+            .grpc_call_responses
+            .iter()
+            .map(|path| {
+                GrpcResponseFile::from_json(&read_input(path)?).map_err(|e| {
+                    Failure::usage(anyhow!("{}: not a valid gRPC call response file: {e}", path.display()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let upstream_response = self
+            .upstream_response
+            .as_ref()
+            .map(|path| {
+                UpstreamResponseFile::from_json(&read_input(path)?)
+                    .map_err(|e| Failure::usage(anyhow!("{}: not a valid upstream response file: {e}", path.display())))
+            })
+            .transpose()?;
 
         let mut options = ScenarioOptions::new(profile);
         options.configuration = configuration;
@@ -183,8 +243,13 @@ impl RunArgs {
             filter_name,
             filter_bytes,
             options,
-            request,
-            responses,
+            input: ScenarioInput {
+                request,
+                http_call_responses: responses,
+                grpc_call_responses: grpc_responses,
+                upstream_response,
+                advance_ms: self.advance_ms,
+            },
             allow_rejected_config: self.allow_rejected_config,
         })
     }
@@ -203,8 +268,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let config = args.validate()?;
     let engine = Engine::new(EngineConfig::default()).map_err(Failure::runtime)?;
     let module = load_module(&engine, &config.filter_bytes, &config.filter_name)?;
-    let transcript =
-        run_scenario(&module, &config.options, &config.request, &config.responses).map_err(Failure::runtime)?;
+    let transcript = run_scenario(&module, &config.options, &config.input).map_err(Failure::runtime)?;
     if let (Some(why), false) = (rejection(&transcript), config.allow_rejected_config) {
         for log in transcript
             .logs
