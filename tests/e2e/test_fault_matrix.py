@@ -76,6 +76,7 @@ CALLOUT_TIMEOUT_MS = 1000   # the filter's rest_proxy.timeout in every cell
 SLOW_MS = 1500              # the "slow" fault's delay: beyond the callout timeout
 FAULTED_CALLS = 6           # produce calls the queued faults (5xx, record error, reset, slow) hit
 KAFKA_TIMEOUT_MS = 2000     # the REST proxy's bound on a broker operation (default 10 s)
+KILLED_CALL_DELAY_MS = 300  # "REST proxy killed": how long each call is in flight at the REST proxy
 BROKER_DOWN = 1.5           # seconds the broker is down (then its restart takes about a second)
 DRAIN_TIMEOUT = 30.0        # bound on waiting for in-flight calls and the async buffer
 READ_TIMEOUT = 20.0         # bound on reading a topic up to the sentinel
@@ -119,6 +120,9 @@ class Bed:
         self.stack.start_rest_proxy()
         # Per (topic, partition): the first offset after the last read's sentinel.
         self.next_offset: dict[tuple[str, int], int] = {}
+        # Records written before a read's sentinel but at or above the high watermark the broker
+        # reported just before it: what a watermark-bounded read-back would have missed.
+        self.hidden_by_watermark = 0
         self.restarts = 0
 
     @property
@@ -148,6 +152,9 @@ class Bed:
         # The producer's view too (a restarted broker's topic may have another partition count).
         partitions = len(self.producer.list_topics(topic, timeout=10).topics[topic].partitions)
         assert partitions == self.kafka.partitions(topic), f"{topic}: metadata views differ"
+        # What a read bounded by the high watermarks would have stopped at (measured, not used).
+        watermarks = {p: self.kafka.consumer.get_watermark_offsets(
+            TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)}
         sentinel = json.dumps({"fault_matrix_sentinel": token}).encode()
         for p in range(partitions):
             self.producer.produce(topic, value=sentinel, partition=p)
@@ -173,6 +180,7 @@ class Bed:
                 if msg.value() == sentinel:
                     self.next_offset[(topic, msg.partition())] = msg.offset() + 1
                     pending.discard(msg.partition())
+                    self.hidden_by_watermark += msg.offset() - watermarks[msg.partition()]
                     continue
                 records.append((msg.partition(), msg.offset(), json.loads(msg.value())))
         finally:
@@ -333,6 +341,7 @@ class Cell:
     duplicates: int = 0
     written_not_200: int = 0
     rest_calls: int = 0
+    hidden_by_watermark: int = 0
     seconds: float = 0.0
     lost_detail: list = field(default_factory=list)
 
@@ -416,6 +425,7 @@ def run_cell(gw: Gateway, bed: Bed, scenario: str, round_: int) -> Cell:
     bed.rest_proxy.clear_faults()
     before = gw.metrics()
     mark = bed.relay.mark()
+    hidden_before = bed.hidden_by_watermark
     records = []
     seqs = range(CELL_REQUESTS)
     span = CELL_REQUESTS * PACE
@@ -444,8 +454,12 @@ def run_cell(gw: Gateway, bed: Bed, scenario: str, round_: int) -> Cell:
             if bed.rest_proxy.proc is None:
                 bed.stack.start_rest_proxy()
     elif scenario == "rest_proxy_killed":
-        # SIGKILL at 30 % of the load (calls in flight get a reset connection), started again
-        # on the same port at 60 %.
+        # SIGKILL at 30 % of the load, started again on the same port at 60 %. Every produce
+        # call is answered KILLED_CALL_DELAY_MS late (the record is stored first), so calls are
+        # in flight when the kill lands: their records may be written, their answers never come.
+        bed.rest_proxy.add_fault({"kind": "delay", "delay_ms": KILLED_CALL_DELAY_MS,
+                                  "count": CELL_REQUESTS})
+
         def restart():
             bed.rest_proxy.start()
         try:
@@ -480,6 +494,7 @@ def run_cell(gw: Gateway, bed: Bed, scenario: str, round_: int) -> Cell:
     cell.duplicates = sum(n - 1 for n in copies.values())
     cell.written_not_200 = len(written_not_200)
     cell.rest_calls = sum(1 for r in rest if r.method == "POST")
+    cell.hidden_by_watermark = bed.hidden_by_watermark - hidden_before
     cell.seconds = round(time.monotonic() - started, 2)
     cell.lost_detail = [{"seq": seq, "sends": [(s, (b or b"")[:200].decode(errors="replace"))
                                                for s, b in sends.get(seq, [])]}
@@ -524,14 +539,15 @@ def summary():
     if not CELLS:
         return
     header = ("gateway", "mode", "scenario", "requests", "200", "lost", "dup", "written!200",
-              "REST calls", "answers", "s")
+              "REST calls", "beyond HW", "answers", "s")
     rows = [(c.gateway, c.mode, c.scenario + (f" #{c.round}" if ROUNDS > 1 else ""),
              c.requests, c.answered_200, c.lost, c.duplicates, c.written_not_200, c.rest_calls,
-             " ".join(f"{k}:{v}" for k, v in c.statuses.items()), c.seconds) for c in CELLS]
+             c.hidden_by_watermark, " ".join(f"{k}:{v}" for k, v in c.statuses.items()), c.seconds) for c in CELLS]
     totals = ("total", "", f"{len(CELLS)} cells", sum(c.requests for c in CELLS),
               sum(c.answered_200 for c in CELLS), sum(c.lost for c in CELLS),
               sum(c.duplicates for c in CELLS), sum(c.written_not_200 for c in CELLS),
-              sum(c.rest_calls for c in CELLS), "", round(sum(c.seconds for c in CELLS), 1))
+              sum(c.rest_calls for c in CELLS), sum(c.hidden_by_watermark for c in CELLS), "",
+              round(sum(c.seconds for c in CELLS), 1))
     widths = [max(len(str(r[i])) for r in [header, *rows, totals]) for i in range(len(header))]
     line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))
     print("\n\nfault matrix (test_fault_matrix.py)\n" + line(header))
@@ -543,8 +559,8 @@ def summary():
         "requests_per_cell": CELL_REQUESTS, "concurrency": CONCURRENCY,
         "callout_timeout_ms": CALLOUT_TIMEOUT_MS, "rounds": ROUNDS,
         "totals": dict(zip(("cells", "requests", "answered_200", "lost", "duplicates",
-                            "written_not_200", "rest_calls"),
-                           (len(CELLS), *totals[3:9]))),
+                            "written_not_200", "rest_calls", "hidden_by_watermark"),
+                           (len(CELLS), *totals[3:10]))),
         "cells": [asdict(c) for c in CELLS]}, indent=2) + "\n")
     print(f"written to {SUMMARY_JSON}")
 
