@@ -38,14 +38,14 @@ build/e2e/fault-matrix.json; FAULT_MATRIX_ROUNDS=N runs every cell N times (defa
 FAULT_MATRIX_REQUESTS / _CONCURRENCY / _PACE_MS scale a cell up.
 
 The loss issue 13 reported (Kong profile, synchronous mode: once in 3 runs, 1 of 941 records
-answered 200 not found in Kafka) was looked for here and not reproduced: 0 lost among 3,126
-Kong-profile synchronous 200s (every Kong sync cell run 14 times with 24 requests at concurrency
+answered 200 not found in Kafka) was looked for here and not reproduced: 0 lost among 3,237
+Kong-profile synchronous 200s (every Kong sync cell run 15 times with 24 requests at concurrency
 4 and 3 times with 96 requests at concurrency 16, 2026-12-06), and 0 in every other cell. What
 the suspected causes come to:
   - Read-back racing tansu's high watermark: the watermark lags only behind multi-record batches.
     Every cell measures it (`beyond HW`: records below the sentinel but at or above the watermark
     the broker reported just before): 0 in every synchronous cell, whose REST calls carry one
-    record each; 24 in the asynchronous cells of the latest full run (1,008 requests). A
+    record each; 19 to 24 in the asynchronous cells of a full run (1,008 requests). A
     watermark-bounded read-back therefore misses asynchronous records, not synchronous ones.
   - A record written to a partition not read: each read covers every partition of the topic,
     and the broker restart shows how one appears (tansu creates a topic a client names with 4
