@@ -37,9 +37,12 @@ HOST_SIM = REPO / "target" / "release" / "host-sim"
 # Topics of the broker and their partition counts: the filter's default topic and the two that
 # envoy.yaml's allowed_topics lets a request name; and the asynchronous mode's burst test's own
 # (test_async_producer.py) and the shutdown test's (test_shutdown.py), so that their batches
-# never reach the other tests' reads (see
-# Kafka.read_until on tansu's high watermarks).
-TOPICS = {"kafka-upstream": 1, "orders": 2, "audit": 1, "async-burst": 1, "shutdown-drain": 1}
+# never reach the other tests' reads (see Kafka.read_until on tansu's high watermarks); and the
+# fault matrix's, one per gateway and mode (test_fault_matrix.py), so that its counts never
+# include another test's records.
+TOPICS = {"kafka-upstream": 1, "orders": 2, "audit": 1, "async-burst": 1, "shutdown-drain": 1,
+          **{f"faults-{gateway}-{mode}": 1
+             for gateway in ("envoy", "host-sim", "kong") for mode in ("sync", "async")}}
 
 STARTUP_TIMEOUT = 60.0  # seconds: every readiness wait is bounded by this
 
@@ -183,30 +186,60 @@ class Kafka:
         self.consumer.close()
 
 
-@pytest.fixture(scope="session")
-def kafka(run_dir):
+def start_tansu(name: str, port: int, run_dir: Path, restart: bool = False) -> Proc:
+    """A tansu broker on 127.0.0.1:`port` (in memory: tansu 0.6 here has the memory, postgres and
+    s3 engines, so a restarted broker starts empty) with every topic of TOPICS created and
+    visible in its metadata with its partition count. Used by the session's broker and by
+    test_fault_matrix.py's own, which it kills and starts again on the same port (`restart`):
+    then a client that was producing (the REST proxy retrying) may reach the new broker before
+    the topics are created here, and tansu creates a topic a client asks for with its own
+    default of 4 partitions (seen with librdkafka's producer, whose metadata requests allow
+    auto-creation), so only the topics' existence is checked."""
     tansu = _tansu_binary()
-    port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     # Explicit flags override tansu's environment variables (CLUSTER_ID, LISTENER_URL, ...).
-    proc = Proc("tansu", [tansu, "broker", "--cluster-id", "kafka-upstream-e2e",
-                          "--listener-url", url, "--advertised-listener-url", url,
-                          "--storage-engine", "memory://tansu/"],
-                run_dir / "tansu.log")
-    kafka = None
+    proc = Proc(name, [tansu, "broker", "--cluster-id", "kafka-upstream-e2e",
+                       "--listener-url", url, "--advertised-listener-url", url,
+                       "--storage-engine", "memory://tansu/"],
+                run_dir / f"{name}.log")
     try:
         proc.wait_until(f"listening on {port}", lambda: port_open(port), STARTUP_TIMEOUT)
         for topic, n in TOPICS.items():
             done = subprocess.run([str(tansu), "topic", "create", topic, "--broker", url,
                                    "--partitions", str(n)],
                                   capture_output=True, text=True, timeout=60)
-            if done.returncode != 0:
+            # A restarted broker may already have it (see above).
+            if done.returncode != 0 and not (restart and "already exists" in done.stdout
+                                             + done.stderr):
                 raise proc.fail(f"`tansu topic create {topic}` exited with {done.returncode}: "
                                 f"{done.stdout}{done.stderr}")
+        admin = Consumer({"bootstrap.servers": f"127.0.0.1:{port}", "group.id": "e2e-metadata"})
+        try:
+            def partitions(topic: str) -> int:
+                t = admin.list_topics(topic, timeout=10).topics.get(topic)
+                if t is None or t.error is not None:
+                    raise KafkaException(f"topic {topic}: {t.error if t else 'missing'}")
+                if len(t.partitions) != TOPICS[topic] and not restart:
+                    raise KafkaException(f"topic {topic}: {len(t.partitions)} partitions")
+                return len(t.partitions)
+            for topic, n in TOPICS.items():
+                proc.wait_until(f"showing topic {topic} with {n} partitions",
+                                lambda t=topic: partitions(t) > 0, STARTUP_TIMEOUT, 0.2)
+        finally:
+            admin.close()
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+@pytest.fixture(scope="session")
+def kafka(run_dir):
+    port = free_port()
+    proc = start_tansu("tansu", port, run_dir)
+    kafka = None
+    try:
         kafka = Kafka(proc, port)
-        for topic, n in TOPICS.items():
-            proc.wait_until(f"showing topic {topic} with {n} partitions",
-                            lambda t=topic, n=n: kafka.partitions(t) == n, STARTUP_TIMEOUT, 0.2)
         yield kafka
     finally:
         if kafka is not None:
@@ -245,6 +278,13 @@ class RestProxy:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+            self.proc = None
+        procs.wait_port_closed(self.port)
+
+    def kill(self) -> None:
+        """SIGKILL: the REST proxy dies mid-request (connections reset, nothing answered)."""
+        if self.proc is not None:
+            self.proc.kill()
             self.proc = None
         procs.wait_port_closed(self.port)
 

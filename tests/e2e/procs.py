@@ -85,6 +85,17 @@ class Proc:
         if not self._log.closed:
             self._log.close()
 
+    def kill(self) -> None:
+        """SIGKILL to the process group at once: the process dies without any clean-up of its
+        own (open connections reset, nothing flushed), as in a crash or an OOM kill."""
+        if self.alive():
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(5)
+        self.stop()
+
     def wait_until(self, what: str, ready, timeout: float, interval: float = 0.05) -> None:
         """Polls `ready()` until it is true; raises with the log tail when the process exits or
         `timeout` seconds pass."""

@@ -27,6 +27,9 @@ class RecordedRequest:
     headers: list[tuple[str, str]]  # as received, names lowercased
     body: bytes
     chunked: bool
+    # The REST proxy's answer as relayed back (None: none came, the connection was dropped).
+    response_status: int | None = None
+    response_body: bytes | None = None
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
@@ -85,9 +88,9 @@ class Relay:
             def _relay(self):
                 body, chunked = self._read_body()
                 headers = [(k.lower(), v) for k, v in self.headers.items()]
+                recorded = RecordedRequest(self.command, self.path, headers, body, chunked)
                 with relay._lock:
-                    relay.requests.append(RecordedRequest(self.command, self.path, headers, body,
-                                                          chunked))
+                    relay.requests.append(recorded)
                 forward = {k: v for k, v in headers if k not in HOP_BY_HOP}
                 conn = http.client.HTTPConnection("127.0.0.1", relay.target_port, timeout=30)
                 try:
@@ -102,14 +105,19 @@ class Relay:
                     return
                 finally:
                     conn.close()
-                self.send_response_only(resp.status, resp.reason)
-                for k, v in resp_headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(payload)
+                with relay._lock:
+                    recorded.response_status, recorded.response_body = resp.status, payload
                 self.close_connection = True
+                try:
+                    self.send_response_only(resp.status, resp.reason)
+                    for k, v in resp_headers:
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the gateway gave up on the call (its timeout) and closed the connection
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
