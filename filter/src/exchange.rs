@@ -112,8 +112,9 @@ pub trait Host {
     /// The host's own id of the request, asked only on Kong, when a template uses `request_id`
     /// and the request has no `x-request-id` header: nginx's `$request_id` (16 random bytes in
     /// hex, nginx.org/en/docs/http/ngx_http_core_module.html#var_request_id), which
-    /// ngx_wasm_module serves as the `ngx.request_id` property. Envoy always adds
-    /// `x-request-id` itself (`generate_request_id` defaults to true).
+    /// ngx_wasm_module serves as the `ngx.request_id` property. Envoy's own id is the
+    /// `x-request-id` header, which its connection manager adds when `generate_request_id` is on
+    /// (the default; envoy-api `HttpConnectionManager.generate_request_id`).
     fn request_id(&mut self) -> Option<Vec<u8>> {
         None
     }

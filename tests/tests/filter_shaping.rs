@@ -91,7 +91,7 @@ fn template_gateway_facts_receive_time_and_request_id() {
                 "at": "${received_at}", "at_ms": "${received_at_ms}", "id": "${request_id}"
             }}}),
         );
-        // With an x-request-id header (Envoy adds one to every request): that id.
+        // With an x-request-id header (Envoy adds one unless generate_request_id is off): that id.
         let mut gw = Gateway::new(profile, &cfg);
         let before_ms = gw.vm.now_ns() / 1_000_000;
         let call = gw.produce(&Request::get("/r").header("x-request-id", "rid-7"));
