@@ -19,7 +19,10 @@
 //!    (or at request trailers) read the whole body, dispatch, `Pause`. A body the host cannot
 //!    hand over is a 500; on Kong that is a body nginx buffered to a temp file (larger than
 //!    `client_body_buffer_size`), and the log line names the Kong setting to raise.
-//! 3. Dispatch: one call per target topic. A call the host refuses is a failure at once; the
+//! 3. Dispatch: one call per target topic. The record value is what `message.mode` makes of the
+//!    request, the key the first of `key_query_arg`, `key_header` (both read at the headers) and
+//!    `key_body_field` (read from the body) that gives one ([`crate::template`]); the body is
+//!    read only when one of them needs it. A call the host refuses is a failure at once; the
 //!    client is answered when no call is left in flight.
 //! 4. Call responses: each is classified; when all are back the client gets one answer (200 only
 //!    if every record was acknowledged). The answer is sent once, never twice (Kong traps on a
