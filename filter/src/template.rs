@@ -17,8 +17,10 @@
 //!   is exactly one placeholder becomes that part with its JSON type (`"${body_json/qty}"` → `3`);
 //!   placeholders inside a longer string are interpolated as text (`"order ${query.id}"`).
 //!   `$${` writes a literal `${`. Object keys are literal, and an object's members are written in
-//!   the byte order of their keys (the configuration is read into a sorted map; JSON objects
-//!   are unordered, and Kong's cjson does not keep an order either).
+//!   the byte order of their keys: the configuration is read into a sorted map, and the order
+//!   it was written in could not be kept on Kong anyway, which hands the filter its
+//!   configuration cjson-encoded from a Lua table (no key order). The same configuration gives
+//!   the same bytes on both hosts.
 //!
 //! A template is parsed and checked when the configuration is read ([`compile`]): an unknown or
 //! malformed placeholder rejects the configuration with its path (`message.template.user.id:

@@ -2,7 +2,8 @@
 //! `template` (placeholders with their JSON types, interpolation, the host's clock and request
 //! id), `body` (raw bytes with the binary format, the body's JSON with the json format, 400 for
 //! a body that is not JSON), keys from `key_header` and `key_body_field` after
-//! `key_query_arg`, and templates rejected at configuration with the field's path.
+//! `key_query_arg`, the shaped record and its key buffered in asynchronous mode, and templates
+//! rejected at configuration with the field's path.
 
 mod filter_common;
 
@@ -296,5 +297,32 @@ fn bad_templates_are_rejected_with_the_field_path() {
                 r#"[error] kafka-upstream: invalid configuration: message.template: required when message.mode is "template""#
             ]
         );
+    }
+}
+
+// ---- asynchronous mode -------------------------------------------------------------------------
+
+/// The buffered record carries the shaped value and the body-field key: both are built at the
+/// request, before the root context sends the batch.
+#[test]
+fn async_mode_buffers_the_shaped_record_and_its_key() {
+    for profile in PROFILES {
+        let cfg = config(
+            profile,
+            json!({
+                "producer_async": true,
+                "producer_async_flush_timeout": 5,
+                "message": {"mode": "template", "template": {"id": "${body_json/order/id}", "m": "${method}"}},
+                "key_body_field": "/order/id"
+            }),
+        );
+        let mut gw = Gateway::new(profile, &cfg);
+        let stream = gw.send(&order_request("/a"));
+        assert_eq!(gw.answer(stream), (200, filter_common::SENT.to_string()), "{profile}");
+        assert!(gw.calls().is_empty(), "{profile}: nothing is sent from the request");
+        gw.vm.advance_time(std::time::Duration::from_millis(50)).expect("ticks");
+        let call = gw.only_call();
+        assert_eq!(v2_message(&call), r#"{"id":"o-1","m":"POST"}"#, "{profile}");
+        assert_eq!(v2_key(&call).as_deref(), Some("o-1"), "{profile}");
     }
 }
