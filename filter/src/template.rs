@@ -451,22 +451,37 @@ pub fn render<H: HeaderLine>(plan: &Plan, req: &RequestView<'_, H>, facts: &Fact
         .sum();
     let mut out = Vec::with_capacity(literal);
     let mut scratch = Vec::new();
+    let mut query = Query {
+        path: req.path,
+        args: None,
+    };
     for op in &plan.ops {
         match op {
             Op::Literal(bytes) => out.extend_from_slice(bytes),
-            Op::Whole(source) => write_whole(&mut out, source, req, facts),
-            Op::InString(source) => write_in_string(&mut out, &mut scratch, source, req, facts),
+            Op::Whole(source) => write_whole(&mut out, source, req, &mut query, facts),
+            Op::InString(source) => write_in_string(&mut out, &mut scratch, source, req, &mut query, facts),
         }
     }
     out
 }
 
-/// The first value of query argument `name`: `Some(None)` for an argument without `=`.
-fn query_arg<'p>(path: &'p [u8], name: &[u8]) -> Option<Option<std::borrow::Cow<'p, [u8]>>> {
-    args::parse(args::query_of(path), args::MAX_ARGS)
-        .into_iter()
-        .find(|a| *a.key == *name)
-        .map(|a| a.value)
+/// The query arguments, parsed at the first slot that reads them and kept for the others.
+struct Query<'p> {
+    path: &'p [u8],
+    args: Option<Vec<args::Arg<'p>>>,
+}
+
+impl<'p> Query<'p> {
+    fn args(&mut self) -> &[args::Arg<'p>] {
+        let path = self.path;
+        self.args
+            .get_or_insert_with(|| args::parse(args::query_of(path), args::MAX_ARGS))
+    }
+
+    /// The first value of argument `name`: `Some(None)` for an argument without `=`.
+    fn first(&mut self, name: &[u8]) -> Option<Option<&[u8]>> {
+        self.args().iter().find(|a| *a.key == *name).map(|a| a.value.as_deref())
+    }
 }
 
 fn header_value<'a, H: HeaderLine>(req: &RequestView<'a, H>, name: &str) -> Option<&'a [u8]> {
@@ -481,15 +496,21 @@ fn path_only(path: &[u8]) -> &[u8] {
     path.split(|&b| b == b'?').next().unwrap_or_default()
 }
 
-fn write_whole<H: HeaderLine>(out: &mut Vec<u8>, source: &Source, req: &RequestView<'_, H>, facts: &Facts<'_>) {
+fn write_whole<'p, H: HeaderLine>(
+    out: &mut Vec<u8>,
+    source: &Source,
+    req: &RequestView<'p, H>,
+    query: &mut Query<'p>,
+    facts: &Facts<'_>,
+) {
     let null = |out: &mut Vec<u8>| out.extend_from_slice(b"null");
     match source {
         Source::Method => json::write_str(out, req.method),
         Source::Uri => json::write_str_lossy(out, req.path),
         Source::Path => json::write_str_lossy(out, path_only(req.path)),
-        Source::Query => args::write_object(out, &args::parse(args::query_of(req.path), args::MAX_ARGS)),
-        Source::QueryArg(name) => match query_arg(req.path, name) {
-            Some(Some(value)) => json::write_str_lossy(out, &value),
+        Source::Query => args::write_object(out, query.args()),
+        Source::QueryArg(name) => match query.first(name) {
+            Some(Some(value)) => json::write_str_lossy(out, value),
             Some(None) => out.extend_from_slice(b"true"),
             None => null(out),
         },
@@ -528,11 +549,12 @@ fn json_value<'a>(facts: &Facts<'a>, pointer: Option<&[String]>) -> Option<&'a s
 
 /// Writes `source` as string content: strings' text escaped, other values their JSON text
 /// escaped, nothing for a missing value.
-fn write_in_string<H: HeaderLine>(
+fn write_in_string<'p, H: HeaderLine>(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
     source: &Source,
-    req: &RequestView<'_, H>,
+    req: &RequestView<'p, H>,
+    query: &mut Query<'p>,
     facts: &Facts<'_>,
 ) {
     let text = |out: &mut Vec<u8>, bytes: &[u8]| match json::as_utf8(bytes) {
@@ -543,8 +565,8 @@ fn write_in_string<H: HeaderLine>(
         Source::Method => text(out, req.method.as_bytes()),
         Source::Uri => text(out, req.path),
         Source::Path => text(out, path_only(req.path)),
-        Source::QueryArg(name) => match query_arg(req.path, name) {
-            Some(Some(value)) => text(out, &value),
+        Source::QueryArg(name) => match query.first(name) {
+            Some(Some(value)) => text(out, value),
             Some(None) => out.extend_from_slice(b"true"),
             None => {}
         },
@@ -575,7 +597,7 @@ fn write_in_string<H: HeaderLine>(
         }
         Source::Query | Source::Headers | Source::Kong => {
             scratch.clear();
-            write_whole(scratch, source, req, facts);
+            write_whole(scratch, source, req, query, facts);
             json::write_escaped(out, &scratch[..]);
         }
     }
