@@ -7,12 +7,16 @@
 //! 2. host-sim's own per-request lifecycle cost (no-op filter), and warm start from the
 //!    precompiled cache against a fresh compile.
 //!
+//! 3. `--shaping`: the native cost of each `message.mode` for the same request (see
+//!    `shaping.rs`).
+//!
 //! Timing: each figure is the median of many samples, each a batch sized to run ~10 ms; the
 //! batches of every case's filter, no-op and native requests are interleaved, so drift hits a
 //! figure and its baselines alike. No figure is asserted anywhere (targets are printed beside
 //! them).
 
 mod measure;
+mod shaping;
 
 use anyhow::{bail, Context, Result};
 use host_sim::{Engine, EngineConfig, HttpCallReply, Profile, Vm, VmOptions};
@@ -238,6 +242,9 @@ fn wasm(name: &str) -> Result<PathBuf> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--shaping") {
+        return shaping::run();
+    }
     let out = args
         .windows(2)
         .find(|w| w[0] == "--out")

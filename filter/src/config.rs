@@ -17,6 +17,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::message::MessageOptions;
+use crate::template::{self, Shape, Shaping};
 
 /// Kong's schema error when every `forward_*` flag is false.
 pub const FORWARD_FLAGS_MESSAGE: &str =
@@ -48,6 +49,9 @@ pub struct Config {
     /// `metrics.prefix`: the prefix of every metric name (default:
     /// [`crate::metrics::default_prefix`] of the root id).
     pub metrics_prefix: Option<String>,
+    /// Message shaping (`message`) and the keys from a header or a body field
+    /// (`key_header`, `key_body_field`).
+    pub shaping: Shaping,
 }
 
 /// The asynchronous producer's settings (Kong's `producer_async*` and `producer_request_*`
@@ -231,6 +235,9 @@ pub(crate) enum Kind {
     HeaderMap,
     /// A nested object.
     Object(&'static Schema),
+    /// A message template: any JSON value, its strings' placeholders checked by
+    /// [`template::compile`] (the JSON Schema cannot check them: it accepts any value).
+    Template,
     /// A string of at most `max_length` characters that `valid` accepts; `pattern` is the
     /// equivalent regular expression for the JSON Schema.
     Token {
@@ -269,6 +276,12 @@ pub(crate) enum Rule {
     /// `field` must be present when enum field `when` (effective value, default included) equals
     /// `equals`. The default of `when` must differ from `equals`.
     RequiredWhen {
+        field: &'static str,
+        when: &'static str,
+        equals: &'static str,
+    },
+    /// `field` may only be present when enum field `when` (effective value) equals `equals`.
+    OnlyWhen {
         field: &'static str,
         when: &'static str,
         equals: &'static str,
@@ -338,6 +351,14 @@ pub(crate) static ROOT: Schema = Schema {
             default: Some(DefaultValue::Bool(true)),
             description: "Include the request body (and its parsed arguments) in the message.",
         },
+        // Message shaping (see crate::template).
+        Field {
+            name: "message",
+            kind: Kind::Object(&MESSAGE),
+            required: false,
+            default: None,
+            description: "What the record value is: Kong's message (the default), the request body, or a template.",
+        },
         Field {
             name: "topics_query_arg",
             kind: Kind::String { min_length: 1, max_length: NAME_MAX },
@@ -358,6 +379,31 @@ pub(crate) static ROOT: Schema = Schema {
             required: false,
             default: None,
             description: "The query argument whose value becomes the Kafka record key.",
+        },
+        // Keys besides the query argument (see crate::template).
+        Field {
+            name: "key_header",
+            kind: Kind::Token {
+                max_length: NAME_MAX,
+                pattern: "^[^:]",
+                valid: header_name_ok,
+                expected: "a header name, not a pseudo-header",
+            },
+            required: false,
+            default: None,
+            description: "The request header whose first value becomes the Kafka record key when `key_query_arg` gives none.",
+        },
+        Field {
+            name: "key_body_field",
+            kind: Kind::Token {
+                max_length: 1024,
+                pattern: template::FIELD_POINTER_PATTERN,
+                valid: template::is_field_pointer,
+                expected: "a JSON pointer such as /user/id",
+            },
+            required: false,
+            default: None,
+            description: "The JSON pointer (RFC 6901) of the field of the JSON request body whose value becomes the Kafka record key when neither `key_query_arg` nor `key_header` gives one.",
         },
         Field {
             name: "partition",
@@ -538,6 +584,39 @@ static REST_PROXY: Schema = Schema {
     }],
 };
 
+/// `message`: message shaping (see [`crate::template`]).
+static MESSAGE: Schema = Schema {
+    description: "What the record value is.",
+    fields: &[
+        Field {
+            name: "mode",
+            kind: Kind::Enum(&["kong", "body", "template"]),
+            required: false,
+            default: Some(DefaultValue::Str("kong")),
+            description: "`kong`: Kong's message (shaped by the `forward_*` flags); `body`: the request body (its JSON with the `json` format); `template`: `message.template` with its placeholders filled in.",
+        },
+        Field {
+            name: "template",
+            kind: Kind::Template,
+            required: false,
+            default: None,
+            description: "The message as a JSON value whose strings may hold placeholders such as `${method}`, `${header.x-tenant}` or `${body_json/user/id}`; required when `mode` is `template`, and only allowed then.",
+        },
+    ],
+    rules: &[
+        Rule::RequiredWhen {
+            field: "template",
+            when: "mode",
+            equals: "template",
+        },
+        Rule::OnlyWhen {
+            field: "template",
+            when: "mode",
+            equals: "template",
+        },
+    ],
+};
+
 static ERROR_HANDLING: Schema = Schema {
     description: "How errors are reported to the client.",
     fields: &[Field {
@@ -684,6 +763,7 @@ fn expectation(kind: &Kind) -> String {
         Kind::StringList { .. } => "expected an array of strings".into(),
         Kind::HeaderMap => "expected an object of header names to string values".into(),
         Kind::Object(_) => "expected an object".into(),
+        Kind::Template => "expected a JSON value".into(),
         Kind::Token {
             max_length, expected, ..
         } => format!("expected a string of 1 to {max_length} characters: {expected}"),
@@ -761,6 +841,7 @@ fn check_value(path: &str, value: &Value, kind: &Kind, errors: &mut Vec<String>)
             }
         }
         Kind::Object(schema) => check_object(path, value, schema, errors),
+        Kind::Template => _ = template::compile(value, path, errors),
         Kind::Token { max_length, valid, .. } => {
             if !value
                 .as_str()
@@ -885,6 +966,15 @@ fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule
                 )
             })
         }
+        Rule::OnlyWhen { field, when, equals } => {
+            (effective_str(obj, schema, when) != Some(equals) && obj.contains_key(*field)).then(|| {
+                format!(
+                    "{}: only used when {} is \"{equals}\"",
+                    join(path, field),
+                    join(path, when)
+                )
+            })
+        }
         Rule::AtLeastOneTrue { fields, message } => {
             (!fields.iter().any(|f| effective_bool(obj, schema, f))).then(|| (*message).to_string())
         }
@@ -964,6 +1054,32 @@ fn extract(value: &Value) -> Config {
         return_error_message: effective_bool(eh, &ERROR_HANDLING, "return_error_message"),
         producer: extract_producer(root),
         metrics_prefix: string(metrics, "prefix"),
+        shaping: extract_shaping(root),
+    }
+}
+
+/// `message`, `key_header` and `key_body_field` of a validated root object.
+fn extract_shaping(root: &Map<String, Value>) -> Shaping {
+    let empty = Map::new();
+    let message = root.get("message").and_then(Value::as_object).unwrap_or(&empty);
+    let shape = match effective_str(message, &MESSAGE, "mode") {
+        Some("body") => Shape::Body,
+        Some("template") => message
+            .get("template")
+            .and_then(|t| template::compile(t, "message.template", &mut Vec::new()))
+            .map_or(Shape::Kong, Shape::Template),
+        _ => Shape::Kong,
+    };
+    Shaping {
+        shape,
+        key_header: root
+            .get("key_header")
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase),
+        key_body_field: root
+            .get("key_body_field")
+            .and_then(Value::as_str)
+            .and_then(|p| template::parse_pointer(p).ok()),
     }
 }
 
@@ -1139,6 +1255,13 @@ fn kind_schema(kind: &Kind) -> Value {
             Value::Object(m)
         }
         Kind::Object(schema) => object_schema(schema),
+        // Any JSON value but null (which the code names as such): placeholders are checked by
+        // the filter only.
+        Kind::Template => {
+            let mut null = Map::new();
+            null.insert("type".into(), Value::from("null"));
+            not(Value::Object(null))
+        }
         Kind::Token {
             max_length, pattern, ..
         } => {
@@ -1183,6 +1306,15 @@ fn rule_schema(schema: &Schema, rule: &Rule) -> Value {
             any_of(vec![
                 not(present_and_one_of(when, vec![Value::from(*equals)])),
                 Value::Object(req),
+            ])
+        }
+        Rule::OnlyWhen { field, when, equals } => {
+            // `when` is `equals`, or `field` is absent.
+            let mut req = Map::new();
+            req.insert("required".into(), Value::Array(vec![Value::from(*field)]));
+            any_of(vec![
+                present_and_one_of(when, vec![Value::from(*equals)]),
+                not(Value::Object(req)),
             ])
         }
         Rule::AtLeastOneTrue { fields, .. } => any_of(
@@ -1286,6 +1418,7 @@ mod tests {
                 return_error_message: false,
                 producer: ProducerConfig::default(),
                 metrics_prefix: None,
+                shaping: Shaping::default(),
             }
         );
     }
@@ -1654,6 +1787,90 @@ mod tests {
         }
     }
 
+    // ---- message shaping and keys (crate::template) ----
+
+    #[test]
+    fn message_modes_and_keys() {
+        let c = parse(
+            br#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"body"},"key_header":"X-User","key_body_field":"/user/id"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.shaping.shape, Shape::Body);
+        assert_eq!(c.shaping.key_header.as_deref(), Some("x-user"));
+        assert_eq!(
+            c.shaping.key_body_field,
+            Some(vec!["user".to_string(), "id".to_string()])
+        );
+        let c = parse(br#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{}}"#).unwrap();
+        assert_eq!(c.shaping.shape, Shape::Kong);
+        let c = parse(
+            br#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"template","template":{"m":"${method}"}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(c.shaping.shape, Shape::Template(_)));
+    }
+
+    #[test]
+    fn message_errors_name_the_field() {
+        let cases = [
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"template","template":{"user":{"id":"${usr}"}}}}"#,
+                format!(
+                    "message.template.user.id: unknown placeholder ${{usr}} (expected one of {}; write $${{ for a literal ${{)",
+                    template::PLACEHOLDERS
+                ),
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"template"}}"#,
+                r#"message.template: required when message.mode is "template""#.to_string(),
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"template":{"a":1}}}"#,
+                r#"message.template: only used when message.mode is "template""#.to_string(),
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"lua"}}"#,
+                r#"message.mode: expected one of "kong", "body", "template""#.to_string(),
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"template","template":null}}"#,
+                "message.template: null is not accepted, leave the key out to leave it unset".to_string(),
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_body_field":"user.id"}"#,
+                "key_body_field: expected a string of 1 to 1024 characters: a JSON pointer such as /user/id".to_string(),
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_header":":path"}"#,
+                "key_header: expected a string of 1 to 255 characters: a header name, not a pseudo-header".to_string(),
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mod":"body"}}"#,
+                "message.mod: unknown field (did you mean `mode`?)".to_string(),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(err(text), want, "config {text}");
+        }
+    }
+
+    /// Placeholders are the filter's to check: the JSON Schema accepts any template (a draft-4
+    /// schema cannot parse strings), so these configurations pass Kong's schema validation and
+    /// are rejected by `proxy_on_configure`, with the field's path.
+    #[test]
+    fn templates_only_the_code_checks() {
+        let validator = jsonschema::draft4::new(&json_schema()).unwrap();
+        for template in [r#""${nope}""#, r#"{"a":["${method"]}"#, r#""${body_json/~2}""#] {
+            let text = format!(
+                r#"{{"topic":"t","rest_proxy":{{"upstream":"u"}},"message":{{"mode":"template","template":{template}}}}}"#
+            );
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert!(validator.is_valid(&value), "schema on {text}");
+            let errors = validate(&value).unwrap_err();
+            assert!(errors[0].starts_with("message.template"), "{errors:?}");
+        }
+    }
+
     #[test]
     fn one_forward_flag_is_enough() {
         for flag in ["forward_method", "forward_uri", "forward_headers"] {
@@ -1665,7 +1882,7 @@ mod tests {
     #[test]
     fn rule_defaults_are_consistent() {
         // RequiredWhen assumes the `when` field's default differs from `equals`.
-        for schema in [&ROOT, &REST_PROXY, &ERROR_HANDLING, &METRICS] {
+        for schema in [&ROOT, &REST_PROXY, &ERROR_HANDLING, &METRICS, &MESSAGE] {
             for rule in schema.rules {
                 if let Rule::RequiredWhen { when, equals, .. } = rule {
                     assert_ne!(effective_str(&Map::new(), schema, when), Some(*equals));
@@ -1952,6 +2169,83 @@ mod tests {
                 false,
             ),
             ("null", false),
+            // Message shaping and keys.
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{}}"#, true),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"body"}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"kong"}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"template","template":{"a":"${method}","b":[1,null,"x ${path}"]}}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"template","template":"${body_json}"}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"template","template":7}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"template"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"body","template":{}}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"template":{}}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"xml"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"template","template":null}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":{"mode":"body","extra":1}}"#,
+                false,
+            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"message":"body"}"#, false),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_header":"x-user","key_body_field":"/user/id"}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_body_field":"/a~1b/~0/0"}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_body_field":"/"}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_body_field":""}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_body_field":"user/id"}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_body_field":"/a~2"}"#,
+                false,
+            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_header":""}"#, false),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_header":":path"}"#,
+                false,
+            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_header":5}"#, false),
         ];
         for (text, valid) in samples {
             let value: Value = serde_json::from_str(text).unwrap();

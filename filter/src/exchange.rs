@@ -19,7 +19,10 @@
 //!    (or at request trailers) read the whole body, dispatch, `Pause`. A body the host cannot
 //!    hand over is a 500; on Kong that is a body nginx buffered to a temp file (larger than
 //!    `client_body_buffer_size`), and the log line names the Kong setting to raise.
-//! 3. Dispatch: one call per target topic. A call the host refuses is a failure at once; the
+//! 3. Dispatch: one call per target topic. The record value is what `message.mode` makes of the
+//!    request, the key the first of `key_query_arg`, `key_header` (both read at the headers) and
+//!    `key_body_field` (read from the body) that gives one ([`crate::template`]); the body is
+//!    read only when one of them needs it. A call the host refuses is a failure at once; the
 //!    client is answered when no call is left in flight.
 //! 4. Call responses: each is classified; when all are back the client gets one answer (200 only
 //!    if every record was acknowledged). The answer is sent once, never twice (Kong traps on a
@@ -44,11 +47,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::args;
-use crate::config::Config;
+use crate::config::{Config, Format};
 use crate::message::{self, RequestView};
 use crate::metrics::{Metric, MetricUpdate};
 use crate::producer::Producer;
 use crate::rest::{self, ClientAnswer, Failure, Outcome, ReplyView};
+use crate::template::{self, Facts, Shape};
 use crate::topics::{self, Targets};
 
 /// What the filter returns to the host from a request callback.
@@ -108,6 +112,15 @@ pub trait Host {
     fn host_kind(&mut self) -> HostKind;
     /// Applies a metric update (a refused or undefined metric is skipped by the host side).
     fn metric(&mut self, update: MetricUpdate);
+    /// The host's own id of the request, asked only on Kong, when a template uses `request_id`
+    /// and the request has no `x-request-id` header: nginx's `$request_id` (16 random bytes in
+    /// hex, nginx.org/en/docs/http/ngx_http_core_module.html#var_request_id), which
+    /// ngx_wasm_module serves as the `ngx.request_id` property. Envoy's own id is the
+    /// `x-request-id` header, which its connection manager adds when `generate_request_id` is on
+    /// (the default; envoy-api `HttpConnectionManager.generate_request_id`).
+    fn request_id(&mut self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +252,10 @@ struct Head {
     authority: Option<usize>,
     headers: RequestHeaders,
     targets: Targets,
+    /// Host clock at the request headers (ms), for a template's `received_at`.
+    received_at_ms: u64,
+    /// The request id, read at the headers when a template uses it.
+    request_id: Option<Vec<u8>>,
 }
 
 impl Head {
@@ -345,7 +362,7 @@ impl Exchange {
         }
         let path_bytes = path.and_then(|i| headers.line(i)).map_or(&[][..], |(_, v)| v);
 
-        let targets = match topics::select(&cfg, args::query_of(path_bytes)) {
+        let mut targets = match topics::select(&cfg, args::query_of(path_bytes)) {
             Ok(t) => t,
             Err(refused) => {
                 host.log(
@@ -359,6 +376,11 @@ impl Exchange {
                 return Action::Pause;
             }
         };
+
+        // `key_query_arg` first, then `key_header`; `key_body_field` comes at the body.
+        if let (None, Some(name)) = (&targets.key, &cfg.shaping.key_header) {
+            targets.key = template::header_key(name, headers.iter());
+        }
 
         let content_length = content_length
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -386,12 +408,27 @@ impl Exchange {
                 || transfer_encoding.is_some()
                 || (content_length.is_none() && kind == HostKind::Envoy));
 
+        let received_at_ms = if cfg.shaping.needs_received_at() {
+            host.now_ms()
+        } else {
+            0
+        };
+        let request_id = if cfg.shaping.needs_request_id() {
+            template::header_key("x-request-id", headers.iter()).or_else(|| match kind {
+                HostKind::Kong => host.request_id(),
+                HostKind::Envoy => None,
+            })
+        } else {
+            None
+        };
         self.head = Some(Head {
             method,
             path,
             authority,
             headers,
             targets,
+            received_at_ms,
+            request_id,
         });
         if body_follows {
             self.phase = Phase::AwaitingBody;
@@ -511,7 +548,7 @@ impl Exchange {
 
     fn finish_body(&mut self, host: &mut dyn Host, cfg: &Config) {
         let size = self.body_size;
-        if !cfg.message.forward_body || size == 0 {
+        if !cfg.shaping.needs_body(&cfg.message) || size == 0 {
             self.dispatch(host, cfg, &[]);
             return;
         }
@@ -551,12 +588,19 @@ impl Exchange {
             headers: &lines,
             body,
         };
-        let msg = message::build_message(&cfg.message, &view);
+        let Some((msg, key)) = shape_record(cfg, &head, &view) else {
+            host.log(
+                Level::Warn,
+                "kafka-upstream: message.mode is \"body\" with the json format, and the request body is not a JSON document; nothing was sent",
+            );
+            self.respond(host, ClientAnswer::body_not_json());
+            return;
+        };
         if let Some(producer) = self.producer.clone() {
             let now = host.now_ms();
             let accepted = producer
                 .borrow_mut()
-                .enqueue(now, &head.targets.topics, head.targets.key.as_deref(), msg);
+                .enqueue(now, &head.targets.topics, key.as_deref(), msg);
             let answer = match accepted {
                 Ok(()) => ClientAnswer::sent(),
                 Err(refusal) => ClientAnswer::service_unavailable(refusal.reason()),
@@ -566,7 +610,7 @@ impl Exchange {
         }
         let rp = &cfg.rest_proxy;
         for topic in &head.targets.topics {
-            let call = rest::build_produce_call(rp, topic, head.targets.key.as_deref(), cfg.partition, &msg);
+            let call = rest::build_produce_call(rp, topic, key.as_deref(), cfg.partition, &msg);
             let sent_at = host.now_ms();
             match host.dispatch(&rp.upstream, call.headers(rp), &call.body, rp.timeout_ms) {
                 Ok(token) => self.calls.push(Call {
@@ -621,6 +665,43 @@ impl Exchange {
     }
 }
 
+/// The record value (`message.mode`) and key (`key_query_arg`, then `key_header`, both found at
+/// the headers, then `key_body_field`) of a request; `None` when the body must be JSON (`body`
+/// mode, `json` format) and is not.
+fn shape_record<H: message::HeaderLine>(
+    cfg: &Config,
+    head: &Head,
+    view: &RequestView<'_, H>,
+) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let json_value = matches!(cfg.shaping.shape, Shape::Body) && cfg.rest_proxy.format == Format::Json;
+    let body_json = if json_value || cfg.shaping.needs_body_json() {
+        template::body_json(view.body)
+    } else {
+        None
+    };
+    let mut key = head.targets.key.clone();
+    if let (None, Some(pointer), Some(doc)) = (&key, &cfg.shaping.key_body_field, &body_json) {
+        key = template::body_field_key(doc, pointer);
+    }
+    let value = match &cfg.shaping.shape {
+        Shape::Kong => message::build_message(&cfg.message, view),
+        Shape::Body => match cfg.rest_proxy.format {
+            Format::Binary => view.body.to_vec(),
+            Format::Json => body_json?.into_bytes(),
+        },
+        Shape::Template(plan) => {
+            let facts = Facts {
+                received_at_ms: head.received_at_ms,
+                request_id: head.request_id.as_deref(),
+                body_json: body_json.as_deref(),
+                kong: &cfg.message,
+            };
+            template::render(plan, view, &facts)
+        }
+    };
+    Some((value, key))
+}
+
 fn failure_line(topic: &str, f: &Failure) -> String {
     let mut line = format!("kafka-upstream: could not send message to topic {topic}: {}", f.reason);
     if let Some(s) = f.status {
@@ -657,6 +738,9 @@ mod tests {
         /// Envoy (true) or Kong (false, the default).
         envoy: bool,
         metrics: Vec<MetricUpdate>,
+        /// What `request_id` answers (Kong's `$request_id`), and how often it was asked.
+        request_id: Option<Vec<u8>>,
+        request_id_asked: usize,
     }
 
     impl Host for FakeHost {
@@ -703,6 +787,10 @@ mod tests {
         fn metric(&mut self, update: MetricUpdate) {
             assert!(update.fits_its_metric(), "{update:?}");
             self.metrics.push(update);
+        }
+        fn request_id(&mut self) -> Option<Vec<u8>> {
+            self.request_id_asked += 1;
+            self.request_id.clone()
         }
     }
 
@@ -766,6 +854,153 @@ mod tests {
             status: Some(b"200"),
             dispatch_status: None,
             body: body.as_bytes(),
+        }
+    }
+
+    // ---- message shaping and keys (crate::template) ----
+
+    fn shaping_config(extra: &str) -> Option<Rc<Config>> {
+        let text = format!(r#"{{"topic":"t","rest_proxy":{{"upstream":"kafka_rest"}}{extra}}}"#);
+        Some(Rc::new(crate::config::parse(text.as_bytes()).unwrap()))
+    }
+
+    /// Sends a POST with `extra` headers and `body` through a new exchange; returns the host.
+    fn shaped(cfg: &Option<Rc<Config>>, host: FakeHost, extra: &[(&str, &str)], body: &[u8]) -> FakeHost {
+        let mut host = FakeHost {
+            body: Some(body.to_vec()),
+            ..host
+        };
+        let len = body.len().to_string();
+        let mut hs = vec![
+            (":method", "POST"),
+            (":path", "/orders?k=q"),
+            (":authority", "gw"),
+            ("content-length", len.as_str()),
+        ];
+        hs.extend_from_slice(extra);
+        let mut ex = Exchange::new(cfg.clone());
+        if ex.on_request_headers(&mut host, headers(&hs), false) == Action::Continue {
+            ex.on_request_body(&mut host, body.len(), true);
+        }
+        host
+    }
+
+    /// The one record's value (decoded when binary, as JSON text when json) and key.
+    fn record(host: &FakeHost) -> (Vec<u8>, Option<String>) {
+        assert_eq!(host.calls.len(), 1, "{:?}", host.responses);
+        let v: serde_json::Value = serde_json::from_slice(&host.calls[0].2).unwrap();
+        let r = &v["records"][0];
+        let value = match &r["value"] {
+            serde_json::Value::String(b64) => base64_decode(b64),
+            other => other.to_string().into_bytes(),
+        };
+        (value, r["key"].as_str().map(str::to_string))
+    }
+
+    fn base64_decode(text: &str) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0);
+        for c in text.bytes().filter(|&c| c != b'=') {
+            acc = acc << 6 | ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+            }
+        }
+        out
+    }
+
+    /// The README's template example, with the time and request id the host gives.
+    #[test]
+    fn readme_template_example() {
+        let cfg = shaping_config(
+            r#","message":{"mode":"template","template":{"type":"order.created","tenant":"${header.x-tenant}","order":"${body_json/order}","qty":"${body_json/order/qty}","source":"${method} ${path}","received_at":"${received_at}","trace":"${request_id}"}},"key_body_field":"/order/id""#,
+        );
+        let host = FakeHost {
+            now: 1_796_577_168_123,
+            request_id: Some(b"0123abcd".to_vec()),
+            ..FakeHost::default()
+        };
+        let host = shaped(
+            &cfg,
+            host,
+            &[("x-tenant", "acme")],
+            br#"{"order": {"id": "o-1", "qty": 3}}"#,
+        );
+        let (value, key) = record(&host);
+        assert_eq!(
+            String::from_utf8(value).unwrap(),
+            r#"{"order":{"id":"o-1","qty":3},"qty":3,"received_at":"2026-12-06T17:12:48.123Z","source":"POST /orders","tenant":"acme","trace":"0123abcd","type":"order.created"}"#
+        );
+        assert_eq!(key.as_deref(), Some("by0x"));
+        // Kong without x-request-id: asked once; with the header (Envoy adds one), never.
+        assert_eq!(host.request_id_asked, 1);
+        let host = shaped(
+            &cfg,
+            FakeHost::default(),
+            &[("x-request-id", "from-header")],
+            br#"{"order":{}}"#,
+        );
+        assert_eq!(host.request_id_asked, 0);
+        assert!(String::from_utf8(record(&host).0)
+            .unwrap()
+            .contains(r#""trace":"from-header""#));
+    }
+
+    #[test]
+    fn key_precedence_query_then_header_then_body() {
+        let cfg = shaping_config(r#","key_query_arg":"k","key_header":"X-User","key_body_field":"/id""#);
+        let body = br#"{"id":"from-body"}"#;
+        let key = |host: &FakeHost| record(host).1.map(|k| String::from_utf8(base64_decode(&k)).unwrap());
+        // `?k=q` is on every request of `shaped`: the query wins.
+        assert_eq!(
+            key(&shaped(&cfg, FakeHost::default(), &[("x-user", "h")], body)).as_deref(),
+            Some("q")
+        );
+        let cfg = shaping_config(r#","key_query_arg":"other","key_header":"X-User","key_body_field":"/id""#);
+        assert_eq!(
+            key(&shaped(&cfg, FakeHost::default(), &[("x-user", "h")], body)).as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            key(&shaped(&cfg, FakeHost::default(), &[("x-user", "")], body)).as_deref(),
+            Some("from-body")
+        );
+        assert_eq!(
+            key(&shaped(&cfg, FakeHost::default(), &[], body)).as_deref(),
+            Some("from-body")
+        );
+        assert_eq!(key(&shaped(&cfg, FakeHost::default(), &[], b"not json")), None);
+        // The body is read for its key even when the message does not forward it.
+        let cfg = shaping_config(r#","forward_body":false,"forward_method":true,"key_body_field":"/id""#);
+        let host = shaped(&cfg, FakeHost::default(), &[], body);
+        assert_eq!(key(&host).as_deref(), Some("from-body"));
+        assert_eq!(record(&host).0, br#"{"method":"POST"}"#);
+    }
+
+    #[test]
+    fn body_mode() {
+        let raw = b"\x00\xff not json";
+        let cfg = shaping_config(r#","message":{"mode":"body"}"#);
+        assert_eq!(record(&shaped(&cfg, FakeHost::default(), &[], raw)).0, raw);
+
+        let cfg =
+            shaping_config(r#","rest_proxy":{"upstream":"kafka_rest","format":"json"},"message":{"mode":"body"}"#);
+        let host = shaped(&cfg, FakeHost::default(), &[], br#" {"a": [1, 2.50]} "#);
+        // Embedded as sent, compacted (numbers kept byte for byte).
+        assert_eq!(host.calls[0].2, br#"{"records":[{"value":{"a":[1,2.50]}}]}"#);
+        for bad in [&raw[..], b"", b"{\"a\":"] {
+            let host = shaped(&cfg, FakeHost::default(), &[], bad);
+            assert!(host.calls.is_empty());
+            assert_eq!(
+                host.responses,
+                vec![(
+                    400,
+                    r#"{"message":"Bad Request","error":"the request body is not a JSON document"}"#.into()
+                )]
+            );
         }
     }
 

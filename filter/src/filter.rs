@@ -542,6 +542,12 @@ impl Host for Glue<'_> {
             apply(ids, update);
         }
     }
+
+    /// nginx's `$request_id` through ngx_wasm_module's `ngx.*` properties (see
+    /// [`Host::request_id`]); an error status reads as none.
+    fn request_id(&mut self) -> Option<Vec<u8>> {
+        hostcalls::get_property(vec!["ngx", "request_id"]).ok().flatten()
+    }
 }
 
 impl Transport for Glue<'_> {

@@ -103,7 +103,7 @@ const CHUNK: usize = 512;
 /// bytes per reservation. Only a long run with nothing to escape at the start is copied with
 /// `extend_from_slice`: in wasm that is a `memory.copy`, a call out to the host that costs more
 /// than the word loop for the keys, header names and values a message is made of.
-fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     let clean = if bytes.len() >= 64 { clean_prefix_len(bytes) } else { 0 };
     let clean = if clean >= 64 { clean } else { 0 };
     out.extend_from_slice(&bytes[..clean]);
@@ -586,6 +586,111 @@ fn number_end(d: &[u8], i: usize) -> Option<usize> {
         j = digits(j)?;
     }
     Some(j)
+}
+
+/// The value a JSON pointer (RFC 6901, already split into unescaped reference tokens) designates
+/// in `doc`, a document [`write_compact`] produced (valid, no insignificant whitespace): its text,
+/// or `None` when a token names no member or element. Of repeated object keys the first one
+/// counts (RFC 8259 leaves duplicates to the reader; stopping at the first match reads less).
+///
+/// One forward scan that skips the members and elements before each match: at most one pass
+/// over the document per pointer, no tree built.
+pub(crate) fn pointer<'d>(doc: &'d str, tokens: &[String]) -> Option<&'d str> {
+    let d = doc.as_bytes();
+    let mut i = 0;
+    for token in tokens {
+        match *d.get(i)? {
+            b'{' => {
+                i += 1;
+                loop {
+                    if *d.get(i)? != b'"' {
+                        return None;
+                    }
+                    let key_end = string_end(d, i)?;
+                    let matches = key_is(doc.get(i + 1..key_end - 1)?, token);
+                    // `"key":` then the value.
+                    i = key_end + 1;
+                    if matches {
+                        break;
+                    }
+                    i = value_end(d, i)?;
+                    if *d.get(i)? != b',' {
+                        return None;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' => {
+                let index = array_index(token)?;
+                i += 1;
+                if *d.get(i)? == b']' {
+                    return None;
+                }
+                for _ in 0..index {
+                    i = value_end(d, i)?;
+                    if *d.get(i)? != b',' {
+                        return None;
+                    }
+                    i += 1;
+                }
+            }
+            _ => return None,
+        }
+    }
+    let end = value_end(d, i)?;
+    doc.get(i..end)
+}
+
+/// Whether the raw (still escaped) key text equals `token`.
+fn key_is(raw: &str, token: &str) -> bool {
+    if !raw.contains('\\') {
+        return raw == token;
+    }
+    serde_json::from_str::<String>(&format!("\"{raw}\"")).is_ok_and(|key| key == token)
+}
+
+/// An RFC 6901 array index: `0`, or digits without a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    let digits = token.bytes().all(|b| b.is_ascii_digit());
+    if token.is_empty() || !digits || (token.len() > 1 && token.starts_with('0')) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+/// The index after the value starting at `d[i]` in a compact, valid document.
+fn value_end(d: &[u8], i: usize) -> Option<usize> {
+    match *d.get(i)? {
+        b'"' => string_end(d, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match *d.get(j)? {
+                    b'"' => j = string_end(d, j)?,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        j += 1;
+                    }
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        j += 1;
+                        if depth == 0 {
+                            return Some(j);
+                        }
+                    }
+                    _ => j += 1,
+                }
+            }
+        }
+        _ => {
+            let mut j = i;
+            while j < d.len() && !matches!(d[j], b',' | b'}' | b']') {
+                j += 1;
+            }
+            Some(j)
+        }
+    }
 }
 
 fn literal_end(d: &[u8], i: usize, word: &[u8]) -> Option<usize> {

@@ -7,6 +7,8 @@
 //! Layers, each plain Rust except the last:
 //! - [`config`]: the configuration table, its validator and its JSON Schema;
 //! - [`message`] (with [`args`], [`multipart`]): Kong's message bytes from a request;
+//! - [`template`]: message shaping (`message.mode`, compiled templates) and the keys from a
+//!   header or a body field;
 //! - [`topics`]: target topics and record key from the query string;
 //! - [`rest`]: the REST proxy request, and its reply turned into the client's answer;
 //! - [`exchange`]: one request's flow against a narrow [`exchange::Host`] interface;
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod multipart;
 pub mod producer;
 pub mod rest;
+pub mod template;
 pub mod topics;
 
 #[cfg(target_arch = "wasm32")]

@@ -223,7 +223,8 @@ fn estimate<H: HeaderLine>(opts: &MessageOptions, req: &RequestView<'_, H>) -> u
     n
 }
 
-fn write_headers<H: HeaderLine>(out: &mut Vec<u8>, req: &RequestView<'_, H>) {
+/// Writes Kong's `headers` object (see the module documentation).
+pub(crate) fn write_headers<H: HeaderLine>(out: &mut Vec<u8>, req: &RequestView<'_, H>) {
     // (lowercased name, value) for every header line Kong would see, in order.
     let mut items: Vec<(std::borrow::Cow<'_, str>, &[u8])> = Vec::with_capacity(req.headers.len().min(MAX_HEADERS) + 1);
     let has_host = req.headers.iter().any(|h| h.name().eq_ignore_ascii_case("host"));

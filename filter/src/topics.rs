@@ -11,7 +11,8 @@
 //!   whole request is refused and nothing is sent (Kong's "one or more target topics are not in
 //!   the allowed topics list").
 //! - The key is the first value of `key_query_arg` (as `kong.request.get_query_arg` returns it),
-//!   percent-decoded; a value-less or empty argument means no key.
+//!   percent-decoded; a value-less or empty argument means no key. Without one, the key comes
+//!   from `key_header` or `key_body_field` ([`crate::template`]).
 
 use crate::args::{self, Arg};
 use crate::config::Config;

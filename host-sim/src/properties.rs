@@ -61,7 +61,8 @@ fn header_map(headers: &Option<Pairs>) -> Value {
 
 /// Resolves a property path for the effective context.
 pub(crate) fn lookup(state: &HostState, raw_path: &[u8]) -> Option<Vec<u8>> {
-    let stream = state.effective().and_then(|id| state.streams.get(&id));
+    let stream_id = state.effective();
+    let stream = stream_id.and_then(|id| state.streams.get(&id));
     if let Some(v) = stream.and_then(|s| s.properties.get(raw_path)) {
         return Some(v.clone());
     }
@@ -82,13 +83,13 @@ pub(crate) fn lookup(state: &HostState, raw_path: &[u8]) -> Option<Vec<u8>> {
         (Profile::Envoy, ["plugin_vm_id"]) => Value::Str(state.vm_id.clone()),
         _ => {
             let stream = stream?;
-            stream_property(profile, stream, &segments)?
+            stream_property(profile, stream, stream_id.unwrap_or_default(), &segments)?
         }
     };
     Some(encode(profile, value))
 }
 
-fn stream_property(profile: Profile, stream: &StreamState, segments: &[&str]) -> Option<Value> {
+fn stream_property(profile: Profile, stream: &StreamState, stream_id: u32, segments: &[&str]) -> Option<Value> {
     let info = &stream.info;
     let path = header_str(stream, ":path").unwrap_or_default();
     Some(match segments {
@@ -150,6 +151,12 @@ fn stream_property(profile: Profile, stream: &StreamState, segments: &[&str]) ->
             "server_protocol" => info.protocol.clone(),
             "content_length" => header_str(stream, "content-length")?,
             "content_type" => header_str(stream, "content-type")?,
+            // nginx's `$request_id`: "unique request identifier generated from 16 random bytes,
+            // in hexadecimal" (nginx.org/en/docs/http/ngx_http_core_module.html#var_request_id),
+            // whatever the request's headers say. The stream's id when it has one, else 32 hex
+            // digits of its context id.
+            "request_id" if info.request_id.is_empty() => format!("{stream_id:032x}"),
+            "request_id" => info.request_id.clone(),
             other => {
                 let name = other.strip_prefix("http_")?.replace('_', "-");
                 header_str(stream, &name)?

@@ -8,7 +8,8 @@
 //!   stays within bounds; and the host still works afterwards: a fresh root context and stream
 //!   on the same VM (when it has not failed) and on a new VM.
 //! - [`filter_inputs`]: the real `kafka_upstream.wasm` with random configurations (valid and
-//!   invalid, built from the configuration field table) and random requests (methods, odd paths
+//!   invalid, built from the configuration field table, message templates and record keys
+//!   from a header or a body field included) and random requests (methods, odd paths
 //!   and query strings, content types including broken multipart, invalid JSON, binary, chunked,
 //!   trailers), answered by random REST proxy replies (acks, per-record errors, 4xx/5xx, garbage,
 //!   failures, timeouts). Checks: no host panic, no filter trap, every request answered (or let
@@ -435,8 +436,10 @@ impl FuzzConfig {
         self.get("/rest_proxy/api") == Some(&json!("v3"))
     }
 
+    /// Whether every message carries the request body: Kong's message with `forward_body`, or
+    /// the fuzz template, whose `body` member is the body (see [`shaping_fields`]).
     fn forward_body(&self) -> bool {
-        self.get("/forward_body") != Some(&Value::Bool(false))
+        self.get("/message/mode") == Some(&json!("template")) || self.get("/forward_body") != Some(&Value::Bool(false))
     }
 
     fn topics_arg(&self) -> Option<&str> {
@@ -515,6 +518,60 @@ const FIELDS: [&str; 19] = [
     "producer_request_retries_backoff_timeout",
 ];
 
+/// The message template of the fuzz configurations: Kong's `body` / `body_base64` members (so
+/// the body check reads it like Kong's message) beside slots of every kind, interpolated ones
+/// included.
+fn fuzz_template() -> Value {
+    json!({
+        "body": "${body_base64}",
+        "body_base64": true,
+        "method": "${method}",
+        "kong": "${kong}",
+        "text": "${method} ${uri} q=${query.key} ct=${header.content-type} a0=${body_json/a/0} all=${body_json}",
+        "fields": ["${body_json/a}", "${body_json/a/1/b}", "${query}", "${headers}", "${body}"],
+        "at": "${received_at}",
+        "at_ms": "${received_at_ms}",
+        "id": "${request_id}"
+    })
+}
+
+/// Message shaping and key fields (`message`, `key_header`, `key_body_field`), drawn from their
+/// own generator seeded from `rng`'s state, so the draws of every other field (and every seed's
+/// earlier cases) stay what they were.
+fn shaping_fields(rng: &Rng, config: &mut Value) {
+    let mut side = Rng::new(rng.0 ^ 0x5348_4150_494E_4721);
+    let invalid = |side: &mut Rng| side.one_in(40);
+    if side.one_in(4) {
+        config["message"] = if invalid(&mut side) {
+            side.pick(&[
+                json!({"mode": "template"}),
+                json!({"mode": "template", "template": "${nope}"}),
+                json!({"mode": "template", "template": {"a": "x ${body_json/~2}"}}),
+                json!({"mode": "kong", "template": {}}),
+                json!({"mode": "lua"}),
+                json!("body"),
+            ])
+            .clone()
+        } else {
+            json!({"mode": "template", "template": fuzz_template()})
+        };
+    }
+    if side.one_in(4) {
+        config["key_header"] = if invalid(&mut side) {
+            side.pick(&[json!(":path"), json!(""), json!(7)]).clone()
+        } else {
+            side.pick(&[json!("content-type"), json!("x-key")]).clone()
+        };
+    }
+    if side.one_in(4) {
+        config["key_body_field"] = if invalid(&mut side) {
+            side.pick(&[json!("a/b"), json!("/~2"), json!("")]).clone()
+        } else {
+            side.pick(&[json!("/a/0"), json!("/a"), json!("/n")]).clone()
+        };
+    }
+}
+
 fn random_config(rng: &mut Rng, profile: Profile) -> FuzzConfig {
     // Mostly valid: an invalid field one time in 40, a mutated document one time in 12.
     let is_async = rng.one_in(2);
@@ -544,6 +601,7 @@ fn random_config(rng: &mut Rng, profile: Profile) -> FuzzConfig {
             config[field] = field_value(rng, field, 40, is_async);
         }
     }
+    shaping_fields(rng, &mut config);
     if rng.one_in(12) {
         let text = config.to_string();
         let bytes = match rng.below(5) {

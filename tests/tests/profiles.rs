@@ -661,7 +661,7 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
         let mut p = Probe::new(profile);
         let s = p.stream(
             "properties_response",
-            &[("x-props", "source.address,source.port,destination.address,destination.port,request.protocol,request.headers,response.code,response.headers.x-resp,connection.mtls,plugin_name,plugin_vm_id,ngx.remote_addr,ngx.request_uri,ngx.http_x_probe")],
+            &[("x-props", "source.address,source.port,destination.address,destination.port,request.protocol,request.headers,response.code,response.headers.x-resp,connection.mtls,plugin_name,plugin_vm_id,ngx.remote_addr,ngx.request_uri,ngx.http_x_probe,ngx.request_id")],
             true,
         );
         p.vm.send_response_headers(s, &[(":status", "201"), ("x-resp", "r")], true)
@@ -707,6 +707,9 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
                 assert_eq!(text("ngx.remote_addr"), "127.0.0.1");
                 assert_eq!(text("ngx.request_uri"), "/probe");
                 assert_eq!(text("ngx.http_x_probe"), "properties_response");
+                // nginx's $request_id: 32 hex digits.
+                let id = text("ngx.request_id");
+                assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
             }
         }
     }

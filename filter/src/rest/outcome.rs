@@ -629,6 +629,11 @@ impl ClientAnswer {
         Self::simple(413, "Payload Too Large", "request body is larger than max_body_size")
     }
 
+    /// 400: `message.mode` is `body` with the `json` format and the body is not a JSON document.
+    pub fn body_not_json() -> Self {
+        Self::simple(400, "Bad Request", "the request body is not a JSON document")
+    }
+
     /// 500: the host did not hand over the request body it announced.
     pub fn body_unreadable() -> Self {
         Self::simple(500, "Internal Server Error", "could not read the request body")
