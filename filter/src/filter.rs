@@ -172,6 +172,23 @@ impl Root {
     }
 }
 
+/// The host deleted the root context (`proxy_on_delete`; the SDK drops it). A root still holding
+/// records here was given up on: a host that stopped waiting for `proxy_done` (host-sim serve at
+/// the end of its drain time). What it held is dropped, counted and logged, so nothing goes
+/// silently.
+impl Drop for Root {
+    fn drop(&mut self) {
+        let Some(producer) = &self.producer else {
+            return;
+        };
+        if producer.borrow().is_drained() {
+            return;
+        }
+        producer.borrow_mut().shutdown();
+        report(producer, self.metric_ids());
+    }
+}
+
 impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
         let Some(producer) = &self.producer else {

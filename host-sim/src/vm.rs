@@ -1042,6 +1042,17 @@ impl Vm {
         self.store.data().roots.contains_key(&root)
     }
 
+    /// Gives up on a root context that owes `proxy_done` (or was never shut down): deletes it
+    /// now, with `proxy_on_log` where the profile's shutdown has it and `proxy_on_delete`, and
+    /// drops its pending calls. No host does this on its own: it is how an embedder with a
+    /// deadline (`serve`'s drain time) stops a VM while letting the guest account for what it
+    /// still holds. Does nothing for a root that does not exist.
+    pub fn abandon_root(&mut self, root: u32) {
+        if self.store.data().roots.contains_key(&root) {
+            self.delete_root(root);
+        }
+    }
+
     fn delete_root(&mut self, root: u32) {
         if self.profile().root_shutdown_logs() {
             let _ = self.end_callback(Callback::Log, root);

@@ -1447,3 +1447,78 @@ fn bad_upstream_and_grpc_response_files_and_steps_are_one_line() {
     let line = run(&["--advance-ms", "86400001"]);
     assert!(line.contains("--advance-ms") && line.contains("86400001"), "{line}");
 }
+
+#[test]
+#[cfg(unix)]
+fn serve_gives_up_at_the_end_of_the_drain_time_and_the_filter_counts_what_it_drops() {
+    let f = Fixture::new();
+    // A REST proxy address nothing listens on: the drain cannot finish.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    f.write(
+        "async.json",
+        r#"{"topic":"lost","rest_proxy":{"upstream":"kafka_rest","timeout":200},"producer_async":true,"producer_async_flush_timeout":60000}"#,
+    );
+    let filter = built_wasm("kafka_upstream").display().to_string();
+    let config = f.path("async.json").display().to_string();
+    let upstream = format!("kafka_rest={closed}");
+    let (mut serve, addr, lines) = spawn_listening(
+        &f,
+        "",
+        &[
+            "serve",
+            "--filter",
+            &filter,
+            "--config",
+            &config,
+            "--upstream",
+            &upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--no-reload",
+            "--workers",
+            "1",
+            "--drain-time",
+            "1s",
+        ],
+    );
+    for i in 0..2 {
+        let answer = http(
+            &addr,
+            &format!("POST /orders HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\nconnection: close\r\n\r\n{i}"),
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("serve did not exit after its drain time: {:?}", lines.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The reader thread may still be draining stderr: give it a bounded moment.
+    let said = (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            lines.lock().unwrap().join("\n")
+        })
+        .find(|s| s.contains("at shutdown"))
+        .unwrap_or_else(|| lines.lock().unwrap().join("\n"));
+    assert!(status.success(), "{status:?}: {said}");
+    assert!(said.contains("drain time over"), "{said}");
+    assert!(
+        said.contains("dropped 2 message(s) to topic lost at shutdown"),
+        "{said}"
+    );
+}

@@ -232,13 +232,15 @@ impl Worker {
                 }
             }
         }
-        let unfinished: Vec<(&str, usize)> = slots
+        let unfinished: Vec<usize> = slots
             .iter()
-            .filter_map(|s| s.current.as_ref().map(|i| (s.route.name.as_str(), i)))
-            .filter(|(_, i)| {
-                self.profile.finishes_roots_at_shutdown() && i.vm.failure().is_none() && i.vm.root_exists(i.root)
+            .enumerate()
+            .filter(|(_, s)| {
+                s.current.as_ref().is_some_and(|i| {
+                    self.profile.finishes_roots_at_shutdown() && i.vm.failure().is_none() && i.vm.root_exists(i.root)
+                })
             })
-            .map(|(name, i)| (name, i.calls_in_flight.len()))
+            .map(|(index, _)| index)
             .collect();
         if *roots_finishing && unfinished.is_empty() {
             return true;
@@ -253,13 +255,22 @@ impl Worker {
                 "drain time over: requests still in flight are abandoned"
             );
         }
-        for (route, calls) in unfinished {
+        for index in unfinished {
+            let slot = &mut slots[index];
+            let Some(instance) = slot.current.as_mut() else {
+                continue;
+            };
             tracing::warn!(
-                route,
+                route = %slot.route.name,
                 worker = self.id,
-                callouts_pending = calls,
-                "drain time over: the filter had not called proxy_done; its VM is stopped with what it still holds"
+                callouts_pending = instance.calls_in_flight.len(),
+                "drain time over: the filter had not called proxy_done; its root context is deleted with what it still holds"
             );
+            // proxy_on_delete lets the filter say (and count) what it gives up.
+            instance.vm.abandon_root(instance.root);
+            for line in instance.vm.take_logs() {
+                guest_log(&slot.route.name, self.id, &line);
+            }
         }
         true
     }
