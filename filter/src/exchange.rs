@@ -547,11 +547,17 @@ impl Exchange {
             body,
         };
         let msg = message::build_message(&cfg.message, &view);
+        // Record headers (v3): encoded once, shared by every topic's record.
+        let record_headers = cfg.record_headers.encode(&view);
         if let Some(producer) = self.producer.clone() {
             let now = host.now_ms();
-            let accepted = producer
-                .borrow_mut()
-                .enqueue(now, &head.targets.topics, head.targets.key.as_deref(), msg);
+            let accepted = producer.borrow_mut().enqueue_with_headers(
+                now,
+                &head.targets.topics,
+                head.targets.key.as_deref(),
+                record_headers,
+                msg,
+            );
             let answer = match accepted {
                 Ok(()) => ClientAnswer::sent(),
                 Err(refusal) => ClientAnswer::service_unavailable(refusal.reason()),
@@ -561,7 +567,14 @@ impl Exchange {
         }
         let rp = &cfg.rest_proxy;
         for topic in &head.targets.topics {
-            let call = rest::build_produce_call(rp, topic, head.targets.key.as_deref(), cfg.partition, &msg);
+            let call = rest::build_produce_call(
+                rp,
+                topic,
+                head.targets.key.as_deref(),
+                &record_headers,
+                cfg.partition,
+                &msg,
+            );
             let sent_at = host.now_ms();
             match host.dispatch(&rp.upstream, call.headers(rp), &call.body, rp.timeout_ms) {
                 Ok(token) => self.calls.push(Call {

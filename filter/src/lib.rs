@@ -7,6 +7,7 @@
 //! Layers, each plain Rust except the last:
 //! - [`config`]: the configuration table, its validator and its JSON Schema;
 //! - [`message`] (with [`args`], [`multipart`]): Kong's message bytes from a request;
+//! - [`record_headers`]: which request headers (and static headers) become Kafka record headers;
 //! - [`topics`]: target topics and record key from the query string;
 //! - [`rest`]: the REST proxy request, and its reply turned into the client's answer;
 //! - [`exchange`]: one request's flow against a narrow [`exchange::Host`] interface;
@@ -24,6 +25,7 @@ pub mod message;
 pub mod metrics;
 pub mod multipart;
 pub mod producer;
+pub mod record_headers;
 pub mod rest;
 pub mod topics;
 
