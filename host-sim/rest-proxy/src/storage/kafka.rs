@@ -687,7 +687,7 @@ mod tests {
                 ],
             )
             .await;
-        let message = |r: &Result<Appended, RecordFailure>| r.clone().err().expect("failed").message;
+        let message = |r: &Result<Appended, RecordFailure>| r.clone().expect_err("failed").message;
         assert!(message(&results[0]).contains("is repeated"), "{:?}", results[0]);
         assert!(!message(&results[1]).contains("is repeated"), "{:?}", results[1]);
     }
