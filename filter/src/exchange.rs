@@ -812,6 +812,26 @@ mod tests {
         assert_eq!(RequestHeaders::from_serialized(huge).len(), 1);
     }
 
+    /// Record headers (crate::record_headers) are built once from the request's headers and go
+    /// into every topic's v3 record.
+    #[test]
+    fn v3_records_carry_the_record_headers_of_the_request() {
+        let text = r#"{"topic":"t","rest_proxy":{"upstream":"kafka_rest","api":"v3","cluster_id":"c"},
+            "topics_query_arg":"topics","allowed_topics":["u"],
+            "headers":{"include_headers":["x-request-id"],"name_mappings":{"x-request-id":"trace-id"}}}"#;
+        let cfg = Some(Rc::new(crate::config::parse(text.as_bytes()).unwrap()));
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(cfg);
+        let mut request = get("/?topics=t,u");
+        request.push(("X-Request-Id".into(), b"r-1".to_vec()));
+        assert_eq!(ex.on_request_headers(&mut host, request, true), Action::Pause);
+        assert_eq!(host.calls.len(), 2);
+        for call in &host.calls {
+            let v: serde_json::Value = serde_json::from_slice(&call.2).unwrap();
+            assert_eq!(v["headers"], serde_json::json!([{"name": "trace-id", "value": "ci0x"}]));
+        }
+    }
+
     #[test]
     fn bodiless_request_dispatches_from_headers_kong_style() {
         // Kong: end_of_stream is false even without a body.
