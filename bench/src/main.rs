@@ -160,7 +160,7 @@ fn native_request(parsed: &kafka_upstream::config::Config, case: &Case, headers:
         body: &case.body,
     };
     let message = build_message(&parsed.message, &view);
-    let request = rest::build_request(&parsed.rest_proxy, &parsed.topic, None, parsed.partition, &message);
+    let request = rest::build_request(&parsed.rest_proxy, &parsed.topic, None, b"", parsed.partition, &message);
     std::hint::black_box(request);
     let reply = rest::ReplyView {
         status: Some(b"200"),

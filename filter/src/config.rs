@@ -17,6 +17,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::message::MessageOptions;
+use crate::record_headers::{self, RecordHeaders};
 use crate::template::{self, Shape, Shaping};
 
 /// Kong's schema error when every `forward_*` flag is false.
@@ -52,6 +53,9 @@ pub struct Config {
     /// Message shaping (`message`) and the keys from a header or a body field
     /// (`key_header`, `key_body_field`).
     pub shaping: Shaping,
+
+    /// `headers`: Kafka record headers (v3 only), see [`crate::record_headers`].
+    pub record_headers: RecordHeaders,
 }
 
 /// The asynchronous producer's settings (Kong's `producer_async*` and `producer_request_*`
@@ -291,6 +295,12 @@ pub(crate) enum Rule {
         fields: &'static [&'static str],
         message: &'static str,
     },
+    /// A rule of its own: `check` gives the error for an object that breaks it, `schema` the
+    /// same rule as JSON Schema (`code_and_schema_agree` holds them together).
+    Custom {
+        check: fn(&Map<String, Value>) -> Option<String>,
+        schema: fn() -> Value,
+    },
 }
 
 /// An object's fields and cross-field rules.
@@ -503,11 +513,27 @@ pub(crate) static ROOT: Schema = Schema {
             default: Some(DefaultValue::Int(1)),
             description: "Async mode: successful probes (or flushes) after which an unhealthy REST proxy is healthy again.",
         },
+        // --- Record headers (crate::record_headers) ---
+        Field {
+            name: "headers",
+            kind: Kind::Object(&record_headers::RECORD_HEADERS),
+            required: false,
+            default: None,
+            description: "Kafka record headers (REST API v3 only): request headers forwarded as record headers, and static record headers.",
+        },
+        // --- End of record headers ---
     ],
-    rules: &[Rule::AtLeastOneTrue {
-        fields: &["forward_method", "forward_uri", "forward_headers", "forward_body"],
-        message: FORWARD_FLAGS_MESSAGE,
-    }],
+    rules: &[
+        Rule::AtLeastOneTrue {
+            fields: &["forward_method", "forward_uri", "forward_headers", "forward_body"],
+            message: FORWARD_FLAGS_MESSAGE,
+        },
+        // Record headers need REST API v3 (crate::record_headers).
+        Rule::Custom {
+            check: record_headers::v2_check,
+            schema: record_headers::v2_rule_schema,
+        },
+    ],
 };
 
 static REST_PROXY: Schema = Schema {
@@ -978,6 +1004,7 @@ fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule
         Rule::AtLeastOneTrue { fields, message } => {
             (!fields.iter().any(|f| effective_bool(obj, schema, f))).then(|| (*message).to_string())
         }
+        Rule::Custom { check, .. } => check(obj),
     }
 }
 
@@ -1006,7 +1033,7 @@ fn extract(value: &Value) -> Config {
         Some("json") => Format::Json,
         _ => Format::Binary,
     };
-    let headers = rp
+    let headers: Vec<(String, String)> = rp
         .get("headers")
         .and_then(Value::as_object)
         .map(|m| {
@@ -1015,6 +1042,7 @@ fn extract(value: &Value) -> Config {
                 .collect()
         })
         .unwrap_or_default();
+    let record_header_config = record_headers::extract(root, &headers);
     let timeout_ms = effective_int(rp, &REST_PROXY, "timeout")
         .and_then(|n| u32::try_from(n).ok())
         .unwrap_or(10_000);
@@ -1055,6 +1083,7 @@ fn extract(value: &Value) -> Config {
         producer: extract_producer(root),
         metrics_prefix: string(metrics, "prefix"),
         shaping: extract_shaping(root),
+        record_headers: record_header_config,
     }
 }
 
@@ -1331,6 +1360,7 @@ fn rule_schema(schema: &Schema, rule: &Rule) -> Value {
                 })
                 .collect(),
         ),
+        Rule::Custom { schema, .. } => schema(),
     }
 }
 
@@ -1419,6 +1449,8 @@ mod tests {
                 producer: ProducerConfig::default(),
                 metrics_prefix: None,
                 shaping: Shaping::default(),
+
+                record_headers: RecordHeaders::default(),
             }
         );
     }
@@ -2246,6 +2278,74 @@ mod tests {
                 false,
             ),
             (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"key_header":5}"#, false),
+            // Record headers (crate::record_headers): v3 only when they would send anything.
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3","cluster_id":"c"},"headers":{"forward_all_by_default":true,"exclude_headers":["cookie"],"name_mappings":{"x-request-id":"trace-id"},"repeated_headers_behavior":"concatenate_by_comma","static_headers":{"env":"prod"}}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3","cluster_id":"c"},"headers":{"include_headers":["x-a"],"repeated_headers_behavior":"take_first"}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"headers":{"include_headers":["x-a"]}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v2"},"headers":{"forward_all_by_default":true}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"headers":{"static_headers":{"a":"b"}}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"headers":{"forward_http_headers_as_record_headers":false,"static_headers":{"a":"b"}}}"#,
+                false,
+            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"headers":{}}"#, true),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"headers":{"include_headers":[]}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"headers":{"include_headers":{}}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"headers":{"static_headers":{}}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u"},"headers":{"forward_http_headers_as_record_headers":false,"forward_all_by_default":true,"include_headers":["x"]}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3","cluster_id":"c"},"headers":{"repeated_headers_behavior":"merge"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3","cluster_id":"c"},"headers":{"include_headers":[""]}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3","cluster_id":"c"},"headers":{"name_mappings":{":path":"p"}}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3","cluster_id":"c"},"headers":{"static_headers":{"a":1}}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3","cluster_id":"c"},"headers":{"forward_all_by_default":"yes"}}"#,
+                false,
+            ),
+            (
+                r#"{"topic":"t","rest_proxy":{"upstream":"u","api":"v3","cluster_id":"c"},"headers":{"bogus":1}}"#,
+                false,
+            ),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"headers":[]}"#, false),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"headers":null}"#, false),
         ];
         for (text, valid) in samples {
             let value: Value = serde_json::from_str(text).unwrap();

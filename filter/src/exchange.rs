@@ -596,11 +596,17 @@ impl Exchange {
             self.respond(host, ClientAnswer::body_not_json());
             return;
         };
+        // Record headers (v3): encoded once, shared by every topic's record.
+        let record_headers = cfg.record_headers.encode(&view);
         if let Some(producer) = self.producer.clone() {
             let now = host.now_ms();
-            let accepted = producer
-                .borrow_mut()
-                .enqueue(now, &head.targets.topics, key.as_deref(), msg);
+            let accepted = producer.borrow_mut().enqueue_with_headers(
+                now,
+                &head.targets.topics,
+                key.as_deref(),
+                record_headers,
+                msg,
+            );
             let answer = match accepted {
                 Ok(()) => ClientAnswer::sent(),
                 Err(refusal) => ClientAnswer::service_unavailable(refusal.reason()),
@@ -610,7 +616,7 @@ impl Exchange {
         }
         let rp = &cfg.rest_proxy;
         for topic in &head.targets.topics {
-            let call = rest::build_produce_call(rp, topic, key.as_deref(), cfg.partition, &msg);
+            let call = rest::build_produce_call(rp, topic, key.as_deref(), &record_headers, cfg.partition, &msg);
             let sent_at = host.now_ms();
             match host.dispatch(&rp.upstream, call.headers(rp), &call.body, rp.timeout_ms) {
                 Ok(token) => self.calls.push(Call {
@@ -1037,6 +1043,26 @@ mod tests {
         let mut huge = spec;
         huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(RequestHeaders::from_serialized(huge).len(), 1);
+    }
+
+    /// Record headers (crate::record_headers) are built once from the request's headers and go
+    /// into every topic's v3 record.
+    #[test]
+    fn v3_records_carry_the_record_headers_of_the_request() {
+        let text = r#"{"topic":"t","rest_proxy":{"upstream":"kafka_rest","api":"v3","cluster_id":"c"},
+            "topics_query_arg":"topics","allowed_topics":["u"],
+            "headers":{"include_headers":["x-request-id"],"name_mappings":{"x-request-id":"trace-id"}}}"#;
+        let cfg = Some(Rc::new(crate::config::parse(text.as_bytes()).unwrap()));
+        let mut host = FakeHost::default();
+        let mut ex = Exchange::new(cfg);
+        let mut request = get("/?topics=t,u");
+        request.push(("X-Request-Id".into(), b"r-1".to_vec()));
+        assert_eq!(ex.on_request_headers(&mut host, request, true), Action::Pause);
+        assert_eq!(host.calls.len(), 2);
+        for call in &host.calls {
+            let v: serde_json::Value = serde_json::from_slice(&call.2).unwrap();
+            assert_eq!(v["headers"], serde_json::json!([{"name": "trace-id", "value": "ci0x"}]));
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`message`] (with [`args`], [`multipart`]): Kong's message bytes from a request;
 //! - [`template`]: message shaping (`message.mode`, compiled templates) and the keys from a
 //!   header or a body field;
+
+//! - [`record_headers`]: which request headers (and static headers) become Kafka record headers;
 //! - [`topics`]: target topics and record key from the query string;
 //! - [`rest`]: the REST proxy request, and its reply turned into the client's answer;
 //! - [`exchange`]: one request's flow against a narrow [`exchange::Host`] interface;
@@ -26,6 +28,7 @@ pub mod message;
 pub mod metrics;
 pub mod multipart;
 pub mod producer;
+pub mod record_headers;
 pub mod rest;
 pub mod template;
 pub mod topics;

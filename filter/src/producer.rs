@@ -134,6 +134,8 @@ pub struct Stats {
 #[derive(Debug, Clone)]
 struct Record {
     key: Option<Rc<[u8]>>,
+    /// The record's encoded v3 `headers` array (empty: none); shared like `message`.
+    headers: Rc<[u8]>,
     /// Kong's message bytes; shared by the records of one request sent to several topics.
     message: Rc<[u8]>,
     /// Its exact size in a request body.
@@ -382,8 +384,8 @@ impl Producer {
         Err(refusal)
     }
 
-    /// Accepts one record per topic (all or none) holding `message` and `key`, at time `now`
-    /// (milliseconds).
+    /// Accepts one record per topic (all or none) holding `message` and `key`, without record
+    /// headers, at time `now` (milliseconds).
     pub fn enqueue(
         &mut self,
         now: u64,
@@ -391,11 +393,31 @@ impl Producer {
         key: Option<&[u8]>,
         message: Vec<u8>,
     ) -> Result<(), Refusal> {
+        self.enqueue_with_headers(now, topics, key, Vec::new(), message)
+    }
+
+    /// [`Producer::enqueue`] with record headers: `headers` is the records' encoded v3
+    /// `headers` array (see [`crate::record_headers`]), empty for none.
+    pub fn enqueue_with_headers(
+        &mut self,
+        now: u64,
+        topics: &[String],
+        key: Option<&[u8]>,
+        headers: Vec<u8>,
+        message: Vec<u8>,
+    ) -> Result<(), Refusal> {
         self.admit(topics.len())?;
         let config = Rc::clone(&self.config);
         let message: Rc<[u8]> = message.into();
+        let headers: Rc<[u8]> = headers.into();
         let key: Option<Rc<[u8]>> = key.map(Rc::from);
-        let size = rest::record_len(&config.rest_proxy, key.as_deref(), config.partition, message.len());
+        let size = rest::record_len(
+            &config.rest_proxy,
+            key.as_deref(),
+            &headers,
+            config.partition,
+            message.len(),
+        );
         let due_at = now.saturating_add(u64::from(config.producer.flush_timeout_ms));
         for topic in topics {
             let seq = self.next_seq;
@@ -405,6 +427,7 @@ impl Producer {
             q.fresh_bytes += size;
             q.fresh.push_back(Record {
                 key: key.clone(),
+                headers: Rc::clone(&headers),
                 message: Rc::clone(&message),
                 size,
                 attempts: 0,
@@ -630,7 +653,7 @@ impl Producer {
             rp,
             &self.queues[queue].topic,
             config.partition,
-            records.iter().map(|r| (r.key.as_deref(), &*r.message)),
+            records.iter().map(|r| (r.key.as_deref(), &*r.headers, &*r.message)),
         );
         for r in &mut records {
             r.attempts += 1;

@@ -77,7 +77,16 @@ fn valid(profile: Profile) -> Vec<(&'static str, Value, String, u32)> {
                 "key_query_arg": "k",
                 "partition": 2147483647,
                 "max_body_size": 0,
-                "error_handling": {}
+                "error_handling": {},
+                "headers": {
+                    "forward_http_headers_as_record_headers": true,
+                    "forward_all_by_default": true,
+                    "include_headers": [],
+                    "exclude_headers": ["cookie"],
+                    "name_mappings": {"x-request-id": "trace-id"},
+                    "repeated_headers_behavior": "take_first",
+                    "static_headers": {"source": "gateway"}
+                }
             }),
             "/kafka/v3/clusters/lkc-1/topics/orders/records".into(),
             1,
@@ -340,6 +349,32 @@ fn invalid() -> Vec<(&'static str, Option<Value>, &'static str)> {
             "error_handling",
             Some(json!({"return_error_message": "yes"})),
             "error_handling.return_error_message: expected true or false",
+        ),
+        // Record headers (filter/src/record_headers.rs); the base configuration is v2.
+        (
+            "headers",
+            Some(json!({"repeated_headers_behavior": "merge"})),
+            r#"headers.repeated_headers_behavior: expected one of "retain_duplicates", "concatenate_by_comma", "take_first""#,
+        ),
+        (
+            "headers",
+            Some(json!({"exclude_header": []})),
+            "headers.exclude_header: unknown field (did you mean `exclude_headers`?)",
+        ),
+        (
+            "headers",
+            Some(json!({"name_mappings": {"x-a": 1}})),
+            "headers.name_mappings.x-a: expected a string",
+        ),
+        (
+            "headers",
+            Some(json!({"include_headers": ["x-request-id"]})),
+            r#"headers: REST API v2 cannot carry record headers (Confluent v2, Karapace and Redpanda take none); set rest_proxy.api to "v3" or leave headers out"#,
+        ),
+        (
+            "headers",
+            Some(json!({"static_headers": {"env": "prod"}})),
+            r#"headers: REST API v2 cannot carry record headers (Confluent v2, Karapace and Redpanda take none); set rest_proxy.api to "v3" or leave headers out"#,
         ),
     ]
 }

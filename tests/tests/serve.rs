@@ -824,3 +824,91 @@ async fn async_karapace_partial_failures_write_every_good_record_once() {
     assert_eq!(later.status, 200, "{}", String::from_utf8_lossy(&later.body));
     gateway.shutdown().await;
 }
+
+// ---- Record headers (filter/src/record_headers.rs) --------------------------------------------
+
+/// Record headers through `host-sim serve` into the embedded REST proxy (in memory, v3), read
+/// back over HTTP from its records endpoint: forwarded, renamed, repeated (kept as separate
+/// headers) and static headers, nothing withheld leaking.
+async fn record_headers_reach_the_records_endpoint(profile: Profile) {
+    let (_proxy, rest) = start_rest_proxy().await;
+    let upstream = match profile {
+        Profile::Envoy => "kafka_rest".to_string(),
+        Profile::Kong => rest.to_string(),
+    };
+    let config = json!({
+        "topic": "orders",
+        "rest_proxy": {"upstream": upstream, "api": "v3", "cluster_id": "host-sim"},
+        "headers": {
+            "forward_all_by_default": true,
+            // The Envoy profile adds x-forwarded-proto, as Envoy does.
+            "exclude_headers": ["content-type", "content-length", "host", "user-agent", "x-forwarded-proto"],
+            "name_mappings": {"x-correlation-id": "trace-id"},
+            "static_headers": {"source": "serve"}
+        }
+    });
+    let gateway = start_gateway(profile, &wasm_path("kafka_upstream"), config, rest, None).await;
+    let headers = [
+        ("content-type", "application/json"),
+        ("content-length", "2"),
+        ("X-Correlation-Id", "c-1"),
+        ("x-tag", "a"),
+        ("x-tag", "b"),
+        ("authorization", "Bearer secret"),
+    ];
+    let answer = send(gateway.local_addr, "POST", "/orders", &headers, b"{}").await;
+    assert_eq!(
+        (answer.status, body_json(&answer)),
+        (200, json!({"message": "message sent"})),
+        "{profile}"
+    );
+    let read = Client::default()
+        .send(
+            &rest.to_string(),
+            UpstreamRequest::from_call_headers(
+                &[
+                    (":method".to_string(), "GET".to_string()),
+                    (":path".to_string(), "/_sim/topics/orders/records".to_string()),
+                    (":authority".to_string(), rest.to_string()),
+                ],
+                Vec::new(),
+            ),
+        )
+        .await
+        .expect("records endpoint answers");
+    assert_eq!(read.status, 200, "{profile}: {:?}", String::from_utf8_lossy(&read.body));
+    let records = body_json(&read);
+    let records = records
+        .get("records")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_else(|| panic!("{profile}: no records in {records}"));
+    assert_eq!(records.len(), 1, "{profile}: {records:?}");
+    let got: Vec<(String, String)> = records[0]["headers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{profile}: no headers in {}", records[0]))
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap_or_default().to_string(),
+                h["value_utf8"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [("trace-id", "c-1"), ("x-tag", "a"), ("x-tag", "b"), ("source", "serve")]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(got, want, "{profile}");
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_profile_record_headers_reach_the_records_endpoint() {
+    record_headers_reach_the_records_endpoint(Profile::Envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_profile_record_headers_reach_the_records_endpoint() {
+    record_headers_reach_the_records_endpoint(Profile::Kong).await;
+}

@@ -16,6 +16,11 @@
 //! Topic and cluster id are percent-encoded as path segments. `key` and `partition` are omitted
 //! when absent.
 //!
+//! Record headers (v3 only, see [`crate::record_headers`]) arrive already encoded as the JSON
+//! array of the record's `headers` member, built once per request and shared by its topics;
+//! empty means none, and the member is then left out. v2 records never carry them (the
+//! configuration refuses record headers with v2).
+//!
 //! A batch is the same request with several records: v2 puts them in the `records` array; v3 uses
 //! the produce API's streaming mode, the records' JSON objects concatenated in one body (one per
 //! line), answered by one result object per record.
@@ -32,15 +37,17 @@ pub struct RestRequest {
     pub body: Vec<u8>,
 }
 
-/// Builds the produce request of `message` to `topic`.
+/// Builds the produce request of `message` to `topic`; `headers` is the record's encoded
+/// `headers` array (v3), or empty.
 pub fn build_request(
     rp: &RestProxy,
     topic: &str,
     key: Option<&[u8]>,
+    headers: &[u8],
     partition: Option<u32>,
     message: &[u8],
 ) -> RestRequest {
-    build_produce_call(rp, topic, key, partition, message).into_request(rp)
+    build_produce_call(rp, topic, key, headers, partition, message).into_request(rp)
 }
 
 /// A produce request as the filter dispatches it: the same request as [`build_request`], with
@@ -98,10 +105,11 @@ pub fn build_produce_call(
     rp: &RestProxy,
     topic: &str,
     key: Option<&[u8]>,
+    headers: &[u8],
     partition: Option<u32>,
     message: &[u8],
 ) -> ProduceCall {
-    ProduceCall::new(rp, topic, build_body(rp, key, partition, message))
+    ProduceCall::new(rp, topic, build_body(rp, key, headers, partition, message))
 }
 
 fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -122,11 +130,17 @@ pub const BATCH_SEPARATOR_LEN: usize = 1;
 
 /// The exact size in bytes of one record in a request body (see [`batch_envelope_len`] and
 /// [`BATCH_SEPARATOR_LEN`] for what a batch adds), for a message of `message_len` bytes.
-pub fn record_len(rp: &RestProxy, key: Option<&[u8]>, partition: Option<u32>, message_len: usize) -> usize {
+pub fn record_len(
+    rp: &RestProxy,
+    key: Option<&[u8]>,
+    headers: &[u8],
+    partition: Option<u32>,
+    message_len: usize,
+) -> usize {
     // The record with an empty value, plus the value's encoded length: base64 is 4 bytes per 3
     // (the quotes are already there), the json format embeds the message as is.
-    let mut scratch = Vec::with_capacity(96 + key.map_or(0, |k| k.len() * 2));
-    write_record(&mut scratch, rp, key, partition, b"");
+    let mut scratch = Vec::with_capacity(96 + key.map_or(0, |k| k.len() * 2) + headers.len());
+    write_record(&mut scratch, rp, key, headers, partition, b"");
     let value_len = match rp.format {
         Format::Binary => message_len.div_ceil(3) * 4,
         Format::Json => message_len,
@@ -134,27 +148,28 @@ pub fn record_len(rp: &RestProxy, key: Option<&[u8]>, partition: Option<u32>, me
     scratch.len() + value_len
 }
 
-/// Builds one produce request carrying several records for `topic`, in order (each a key and a
-/// message): v2 `{"records":[…,…]}`; v3 streaming mode, the records' JSON objects one per line
-/// in one body, which the REST proxy answers with one result object per record.
+/// Builds one produce request carrying several records for `topic`, in order (each a key, its
+/// encoded record headers and a message): v2 `{"records":[…,…]}`; v3 streaming mode, the
+/// records' JSON objects one per line in one body, which the REST proxy answers with one result
+/// object per record.
 pub fn build_batch_request<'a>(
     rp: &RestProxy,
     topic: &str,
     partition: Option<u32>,
-    records: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8])>,
+    records: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8], &'a [u8])>,
 ) -> RestRequest {
     let mut body = Vec::new();
     if rp.api == Api::V2 {
         body.extend_from_slice(V2_OPEN);
     }
-    for (i, (key, message)) in records.into_iter().enumerate() {
+    for (i, (key, headers, message)) in records.into_iter().enumerate() {
         if i > 0 {
             body.push(match rp.api {
                 Api::V2 => b',',
                 Api::V3 { .. } => b'\n',
             });
         }
-        write_record(&mut body, rp, key, partition, message);
+        write_record(&mut body, rp, key, headers, partition, message);
     }
     if rp.api == Api::V2 {
         body.extend_from_slice(V2_CLOSE);
@@ -248,26 +263,33 @@ fn push_segment(out: &mut String, segment: &str) {
 const V2_OPEN: &[u8] = b"{\"records\":[";
 const V2_CLOSE: &[u8] = b"]}";
 
-fn build_body(rp: &RestProxy, key: Option<&[u8]>, partition: Option<u32>, message: &[u8]) -> Vec<u8> {
+fn build_body(rp: &RestProxy, key: Option<&[u8]>, headers: &[u8], partition: Option<u32>, message: &[u8]) -> Vec<u8> {
     let encoded = match rp.format {
         Format::Binary => message.len().div_ceil(3) * 4,
         Format::Json => message.len(),
     };
-    let mut out = Vec::with_capacity(encoded + key.map_or(0, |k| k.len() * 2) + 96);
+    let mut out = Vec::with_capacity(encoded + key.map_or(0, |k| k.len() * 2) + headers.len() + 96);
     match &rp.api {
         Api::V2 => {
             out.extend_from_slice(V2_OPEN);
-            write_record(&mut out, rp, key, partition, message);
+            write_record(&mut out, rp, key, headers, partition, message);
             out.extend_from_slice(V2_CLOSE);
         }
-        Api::V3 { .. } => write_record(&mut out, rp, key, partition, message),
+        Api::V3 { .. } => write_record(&mut out, rp, key, headers, partition, message),
     }
     out
 }
 
 /// Appends one record: v2 `{"value":…,"key":…,"partition":n}`, v3
-/// `{"value":{"type":…,"data":…},"key":{…},"partition_id":n}`.
-fn write_record(out: &mut Vec<u8>, rp: &RestProxy, key: Option<&[u8]>, partition: Option<u32>, message: &[u8]) {
+/// `{"value":{"type":…,"data":…},"key":{…},"headers":[…],"partition_id":n}`.
+fn write_record(
+    out: &mut Vec<u8>,
+    rp: &RestProxy,
+    key: Option<&[u8]>,
+    headers: &[u8],
+    partition: Option<u32>,
+    message: &[u8],
+) {
     match &rp.api {
         Api::V2 => {
             out.extend_from_slice(b"{\"value\":");
@@ -305,6 +327,10 @@ fn write_record(out: &mut Vec<u8>, rp: &RestProxy, key: Option<&[u8]>, partition
                 json::write_base64(out, key);
                 out.push(b'}');
             }
+            if !headers.is_empty() {
+                out.extend_from_slice(b",\"headers\":");
+                out.extend_from_slice(headers);
+            }
             if let Some(p) = partition {
                 out.extend_from_slice(b",\"partition_id\":");
                 out.extend_from_slice(p.to_string().as_bytes());
@@ -339,7 +365,7 @@ mod tests {
     }
 
     fn body(rp: &RestProxy, key: Option<&[u8]>, partition: Option<u32>) -> String {
-        let r = build_request(rp, "t", key, partition, br#"{"body":"hi"}"#);
+        let r = build_request(rp, "t", key, b"", partition, br#"{"body":"hi"}"#);
         let text = String::from_utf8(r.body).unwrap();
         serde_json::from_str::<serde_json::Value>(&text).expect("body is JSON");
         text
@@ -401,10 +427,32 @@ mod tests {
     }
 
     #[test]
+    fn v3_records_carry_the_encoded_headers() {
+        let headers = br#"[{"name":"trace-id","value":"ci0x"}]"#;
+        let rp = proxy(v3(), Format::Binary);
+        let r = build_request(&rp, "t", Some(b"k1"), headers, Some(1), b"{}");
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            r#"{"value":{"type":"BINARY","data":"e30="},"key":{"type":"BINARY","data":"azE="},"headers":[{"name":"trace-id","value":"ci0x"}],"partition_id":1}"#
+        );
+        // Batches: each record its own headers.
+        let r = build_batch_request(
+            &rp,
+            "t",
+            None,
+            [(None, &headers[..], &b"{}"[..]), (None, &b""[..], &b"{}"[..])],
+        );
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "{\"value\":{\"type\":\"BINARY\",\"data\":\"e30=\"},\"headers\":[{\"name\":\"trace-id\",\"value\":\"ci0x\"}]}\n{\"value\":{\"type\":\"BINARY\",\"data\":\"e30=\"}}"
+        );
+    }
+
+    #[test]
     fn binary_value_is_the_exact_message() {
         use base64::Engine as _;
         let message = "{\"body\":\"é \\u0000\"}".as_bytes();
-        let r = build_request(&proxy(Api::V2, Format::Binary), "t", None, None, message);
+        let r = build_request(&proxy(Api::V2, Format::Binary), "t", None, b"", None, message);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         let value = v["records"][0]["value"].as_str().unwrap();
         let decoded = base64::engine::general_purpose::STANDARD.decode(value).unwrap();
@@ -421,7 +469,7 @@ mod tests {
             ("content-length".into(), "1".into()),
             ("host".into(), "evil".into()),
         ];
-        let r = build_request(&rp, "orders", None, None, b"{}");
+        let r = build_request(&rp, "orders", None, b"", None, b"{}");
         let h: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
             h,
@@ -441,7 +489,7 @@ mod tests {
     #[test]
     fn content_types() {
         let ct = |rp: &RestProxy| {
-            let r = build_request(rp, "t", None, None, b"{}");
+            let r = build_request(rp, "t", None, b"", None, b"{}");
             let get = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
             (get("content-type"), get("accept"))
         };
@@ -467,13 +515,15 @@ mod tests {
                 for key in keys {
                     for partition in [None, Some(0), Some(2_147_483_647)] {
                         for message in [&b"{}"[..], br#"{"body":"hi"}"#, br#"{"body":"12345678"}"#] {
-                            let mut one = Vec::new();
-                            write_record(&mut one, &rp, key, partition, message);
-                            assert_eq!(
-                                record_len(&rp, key, partition, message.len()),
-                                one.len(),
-                                "{api:?} {format:?} {key:?} {partition:?}"
-                            );
+                            for headers in [&b""[..], br#"[{"name":"a","value":"Yg=="}]"#] {
+                                let mut one = Vec::new();
+                                write_record(&mut one, &rp, key, headers, partition, message);
+                                assert_eq!(
+                                    record_len(&rp, key, headers, partition, message.len()),
+                                    one.len(),
+                                    "{api:?} {format:?} {key:?} {partition:?}"
+                                );
+                            }
                         }
                     }
                 }
@@ -483,7 +533,10 @@ mod tests {
 
     #[test]
     fn batch_bodies() {
-        let records = [(None, &b"{\"a\":1}"[..]), (Some(&b"k"[..]), &b"{\"b\":2}"[..])];
+        let records = [
+            (None, &b""[..], &b"{\"a\":1}"[..]),
+            (Some(&b"k"[..]), &b""[..], &b"{\"b\":2}"[..]),
+        ];
         let rp = proxy(Api::V2, Format::Json);
         let r = build_batch_request(&rp, "t", Some(1), records);
         assert_eq!(
@@ -494,15 +547,15 @@ mod tests {
             + BATCH_SEPARATOR_LEN
             + records
                 .iter()
-                .map(|(k, m)| record_len(&rp, *k, Some(1), m.len()))
+                .map(|(k, h, m)| record_len(&rp, *k, h, Some(1), m.len()))
                 .sum::<usize>();
         assert_eq!(r.body.len(), size);
         assert!(r.headers.contains(&(":path".into(), "/topics/t".into())));
         assert!(r.headers.contains(&("content-length".into(), size.to_string())));
 
         // One record: exactly the single-record request.
-        let single = build_batch_request(&rp, "t", None, [(Some(&b"k"[..]), &b"{}"[..])]);
-        assert_eq!(single, build_request(&rp, "t", Some(b"k"), None, b"{}"));
+        let single = build_batch_request(&rp, "t", None, [(Some(&b"k"[..]), &b""[..], &b"{}"[..])]);
+        assert_eq!(single, build_request(&rp, "t", Some(b"k"), b"", None, b"{}"));
 
         // v3 streaming: one record object per line.
         let rp = proxy(v3(), Format::Binary);
@@ -518,8 +571,8 @@ mod tests {
             .unwrap();
         assert_eq!(values.len(), 2);
         assert_eq!(batch_envelope_len(&rp.api), 0);
-        let single = build_batch_request(&rp, "t", Some(3), [(None, &b"{}"[..])]);
-        assert_eq!(single, build_request(&rp, "t", None, Some(3), b"{}"));
+        let single = build_batch_request(&rp, "t", Some(3), [(None, &b""[..], &b"{}"[..])]);
+        assert_eq!(single, build_request(&rp, "t", None, b"", Some(3), b"{}"));
     }
 
     #[test]

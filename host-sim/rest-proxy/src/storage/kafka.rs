@@ -138,11 +138,38 @@ pub fn failure_of(e: &KafkaError) -> RecordFailure {
     }
 }
 
+/// The record's headers as rskafka takes them: a map of name to bytes (rskafka 0.6
+/// `src/record.rs`, `Record::headers: BTreeMap<String, Vec<u8>>`). Only headers that
+/// [`headers_refusal`] passed come here, so nothing is merged or turned into empty bytes.
 fn headers_to_kafka(headers: Vec<RecordHeader>) -> BTreeMap<String, Vec<u8>> {
     headers
         .into_iter()
         .map(|h| (h.name, h.value.map(|v| v.to_vec()).unwrap_or_default()))
         .collect()
+}
+
+/// Why the bridge cannot produce a record with these headers exactly, if it cannot. Kafka keeps
+/// repeated header names and null values (Confluent's v3 API accepts both), but rskafka's
+/// `Record::headers` is a map of name to bytes: a repeated name would lose all but one value and
+/// a null would become empty bytes. Such a record is refused (non-retriable) rather than written
+/// differently from what was acknowledged. Its names also arrive at the broker in name order,
+/// not in the request's.
+pub(crate) fn headers_refusal(headers: &[RecordHeader]) -> Option<RecordFailure> {
+    for (i, h) in headers.iter().enumerate() {
+        if h.value.is_none() {
+            return Some(RecordFailure::fatal(format!(
+                "host-sim's Kafka bridge cannot produce a null record header value (header {:?}): rskafka has none; the record was not produced",
+                h.name
+            )));
+        }
+        if headers[..i].iter().any(|earlier| earlier.name == h.name) {
+            return Some(RecordFailure::fatal(format!(
+                "host-sim's Kafka bridge keeps one value per record header name (rskafka), and header {:?} is repeated; the record was not produced",
+                h.name
+            )));
+        }
+    }
+    None
 }
 
 impl KafkaBridge {
@@ -324,6 +351,10 @@ impl KafkaBridge {
         let mut results: Vec<Option<Result<Appended, RecordFailure>>> = vec![None; total];
         let mut groups: BTreeMap<u32, Vec<(usize, i64, Record)>> = BTreeMap::new();
         for (i, (partition, r)) in batch.into_iter().enumerate() {
+            if let Some(refusal) = headers_refusal(&r.headers) {
+                results[i] = Some(Err(refusal));
+                continue;
+            }
             let record = Record {
                 key: r.key.map(|k| k.to_vec()),
                 value: r.value.map(|v| v.to_vec()),
@@ -600,20 +631,65 @@ mod tests {
         );
     }
 
+    fn header(name: &str, value: Option<&'static [u8]>) -> RecordHeader {
+        RecordHeader {
+            name: name.into(),
+            value: value.map(Bytes::from_static),
+        }
+    }
+
     #[test]
-    fn null_header_values_become_empty() {
-        let h = headers_to_kafka(vec![
-            RecordHeader {
-                name: "a".into(),
-                value: None,
-            },
-            RecordHeader {
-                name: "b".into(),
-                value: Some(Bytes::from_static(b"x")),
-            },
-        ]);
+    fn headers_the_bridge_cannot_keep_are_refused() {
+        let fine = vec![header("b", Some(b"x")), header("a", Some(b""))];
+        assert_eq!(headers_refusal(&fine), None);
+        let h = headers_to_kafka(fine);
         assert_eq!(h.get("a").map(Vec::len), Some(0));
         assert_eq!(h.get("b").map(Vec::as_slice), Some(&b"x"[..]));
+
+        let null = headers_refusal(&[header("a", None)]).expect("null refused");
+        assert_eq!(null.class(), FailureClass::NonRetriable);
+        assert!(
+            null.message.contains("null record header value (header \"a\")"),
+            "{}",
+            null.message
+        );
+        let repeated = headers_refusal(&[
+            header("t", Some(b"1")),
+            header("u", Some(b"2")),
+            header("t", Some(b"3")),
+        ])
+        .expect("repeat refused");
+        assert!(
+            repeated.message.contains("header \"t\" is repeated"),
+            "{}",
+            repeated.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_record_fails_alone_before_the_broker_is_asked() {
+        // Nothing listens on port 1: the refused record fails with its own message, the other
+        // with the connection error, so the refusal did not need the broker.
+        let bridge = KafkaBridge::new(vec!["127.0.0.1:1".into()], Duration::from_millis(300), Vec::new());
+        let record = |headers| ProduceRecord {
+            partition: None,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers,
+            timestamp_ms: 0,
+        };
+        let results = bridge
+            .append(
+                "t",
+                vec![
+                    (0, record(vec![header("t", Some(b"1")), header("t", Some(b"2"))])),
+                    (0, record(vec![header("t", Some(b"1"))])),
+                ],
+            )
+            .await;
+        let message = |r: &Result<Appended, RecordFailure>| r.clone().expect_err("failed").message;
+        assert!(message(&results[0]).contains("is repeated"), "{:?}", results[0]);
+        assert!(!message(&results[1]).contains("is repeated"), "{:?}", results[1]);
     }
 
     #[tokio::test]

@@ -18,8 +18,9 @@ use crate::codec::ProduceRecord;
 use crate::config::{RestProxyConfig, StorageConfig};
 use crate::error::codes;
 
-/// One record header. Kafka allows a null header value; the Kafka bridge sends it as empty bytes
-/// (the `rskafka` client has no null header values, and keeps one value per header name).
+/// One record header. Kafka allows a null header value and repeated names; the memory store
+/// keeps both, the Kafka bridge refuses a record carrying either (the `rskafka` client has no null
+/// header values and keeps one value per header name, see `kafka::headers_refusal`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordHeader {
     /// Header name.
@@ -386,6 +387,12 @@ impl Backend {
         let size = record_batch_size(&records);
         if size > message_max_bytes {
             return Err(RecordFailure::message_too_large(size, message_max_bytes));
+        }
+        // All or none: a record the Kafka bridge would refuse fails the whole batch up front.
+        if let Backend::Kafka(_) = self {
+            if let Some(refusal) = records.iter().find_map(|r| kafka::headers_refusal(&r.headers)) {
+                return Err(refusal);
+            }
         }
         let batch: Vec<(u32, ProduceRecord)> = records.into_iter().map(|r| (partition, r)).collect();
         // Both stores append one partition's records in one step (the memory store under one
