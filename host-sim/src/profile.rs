@@ -13,7 +13,7 @@
 
 use crate::abi::{LogLevel, MapType, MetricType, Status, StreamType};
 use crate::hostfn::HostFunction;
-use crate::state::OverBudget;
+use crate::state::{LocalResponse, OverBudget};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -539,6 +539,96 @@ impl Profile {
     /// (Kong: "response already sent", KONG-SRC); Envoy accepts it and resets the stream.
     pub fn late_local_response_traps(self) -> bool {
         self == Profile::Kong
+    }
+
+    /// The response a host passes through the filter's own response callbacks when the filter
+    /// answered with `proxy_send_local_response` before any response started: `:status`, the
+    /// headers the filter sees in `on_http_response_headers`, and the body it sees in
+    /// `on_http_response_body`. What the filter leaves there is what the client gets.
+    ///
+    /// Envoy: `DownstreamFilterManager::sendLocalReply` sends a reply to a stream whose
+    /// response has not started through `sendLocalReplyViaFilterChain`, which encodes the
+    /// headers and body from the first encoder filter (`encodeHeaders(nullptr, ...)`,
+    /// `encodeData(nullptr, ...)`), so the wasm filter that sent it gets its response callbacks
+    /// (envoy source/common/http/filter_manager.cc). The headers are built by
+    /// `Http::Utility::sendLocalReply`/`prepareLocalReply` (source/common/http/utility.cc):
+    /// `:status`, the filter's headers (the wasm `Context::sendLocalResponse` passes them as
+    /// `modify_headers`), then for a non-empty body `content-length` set to its size and
+    /// `content-type: text/plain` unless the filter gave one; an empty body has neither, and
+    /// the headers end the stream (no body callback). ENVOY-1.40: the probe's 418 "teapot"
+    /// reached its `on_http_response_headers` and a header it added there reached the client.
+    ///
+    /// Kong: ngx_wasm_module stashes the reply with a line feed appended to a non-empty body
+    /// (KONG-SRC src/http/ngx_http_wasm_local_response.c:132-141) and flushes it through nginx's
+    /// header and body filters (:179-236: the filter's headers, `Content-Type` from nginx's
+    /// `default_type` for a body, `Content-Length` of the body with its line feed, then
+    /// `ngx_http_wasm_send_chain_link`), where the wasm filter module runs
+    /// `on_response_headers` and `on_response_body` (src/http/ngx_http_wasm_filter_module.c:
+    /// 66-131 header filter, 142+ body filter); t/03-proxy_wasm/hfuncs/
+    /// 102-proxy_send_local_response.t TEST 6 logs both callbacks for a reply without a body.
+    /// nginx's own `Server`, `Date` and `Connection` headers are not modelled here.
+    pub fn local_reply_response(self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
+        let mut body = local.body.clone();
+        if self == Profile::Kong && !body.is_empty() {
+            body.push(b'\n');
+        }
+        let mut headers = vec![(":status".to_string(), local.status.to_string())];
+        headers.extend(
+            local
+                .headers
+                .iter()
+                .filter(|(k, _)| !k.starts_with(':'))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+        );
+        let has = |headers: &[(String, String)], name: &str| headers.iter().any(|(k, _)| k == name);
+        match self {
+            Profile::Envoy if body.is_empty() => {
+                headers.retain(|(k, _)| k != "content-length" && k != "content-type");
+            }
+            Profile::Envoy | Profile::Kong => {
+                if !body.is_empty() && !has(&headers, "content-type") {
+                    headers.push(("content-type".into(), "text/plain".into()));
+                }
+                headers.retain(|(k, _)| k != "content-length");
+                headers.push(("content-length".into(), body.len().to_string()));
+            }
+        }
+        (headers, body)
+    }
+
+    /// Whether the host calls `on_http_response_body` for a response whose body is `body`.
+    /// Envoy ends the stream with the headers when there is no body (`Http::Utility::
+    /// sendLocalReply` encodes headers with `end_stream` = empty body; its HTTP/1 codec does the
+    /// same for an upstream response without one). ngx_wasm_module always runs the body filter
+    /// with the last buffer, 0 bytes and end of stream included (`ngx_http_wasm_send_chain_link`
+    /// sends `NGX_HTTP_LAST` for no body, KONG-SRC src/http/ngx_http_wasm_util.c;
+    /// t/03-proxy_wasm/hfuncs/102-proxy_send_local_response.t TEST 6: "on_response_body,
+    /// 0 bytes, eof: true").
+    pub fn response_body_callback(self, body: &[u8]) -> bool {
+        match self {
+            Profile::Envoy => !body.is_empty(),
+            Profile::Kong => true,
+        }
+    }
+
+    /// Whether the client gets the `content-length` the filter left on the response, rather
+    /// than one the host computes from the body the filter let through. Both hosts keep it, so
+    /// a filter that rewrites a body without removing the header sends a stale length: a
+    /// longer body is read up to the old length (the rest corrupts the connection), a shorter
+    /// one leaves the client waiting; without the header the response goes out chunked.
+    /// Envoy: the filter manager passes the headers the filters left to the codec
+    /// (`FilterManager::encodeHeaders` -> `encodeHeaders` of the connection manager), and the
+    /// HTTP/1 codec frames by `content-length` when present, else chunked (envoy
+    /// source/common/http/http1/codec_impl.cc `StreamEncoderImpl::encodeHeadersBase`);
+    /// ENVOY-1.40: `content-length: 12` with a 17-byte body (5 bytes left on the connection),
+    /// with an 8-byte body (client waiting), and chunked once the filter removed it.
+    /// Kong: ngx_wasm_module does not clear the length when the filter replaces the body; it
+    /// logs "overriding response body chunk while Content-Length header already sent"
+    /// (KONG-SRC src/http/ngx_http_wasm_util.c `ngx_http_wasm_set_resp_body`, whose
+    /// `ngx_http_clear_content_length` in `ngx_http_wasm_send_header` is compiled out); KONG-OBS:
+    /// the client got the old length, and chunked once the filter removed it.
+    pub fn keeps_filter_content_length(self) -> bool {
+        true
     }
 
     /// Whether `proxy_set_buffer_bytes` may write at `start` into a body of `len` bytes. The spec

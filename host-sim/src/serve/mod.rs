@@ -10,14 +10,14 @@
 pub mod config;
 pub mod observe;
 pub mod upstream;
+pub mod wire;
 mod worker;
 
 use crate::engine::{Engine, Module};
 use crate::profile::Profile;
 use crate::state::{Shared, StreamInfo};
-use bytes::Bytes;
 use config::{Deployment, Route};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -32,6 +32,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use wire::{Framing, WireBody};
 use worker::{Command, GatewayResponse, Incoming as WorkerRequest, Worker};
 
 /// Counters the admin endpoint reports.
@@ -354,8 +355,8 @@ async fn serve_traffic(
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }
 
-fn json_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json_response(status: StatusCode, body: &str) -> Response<WireBody> {
+    let mut resp = Response::new(WireBody::exact(body.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -370,7 +371,7 @@ async fn handle(
     shared: Arc<Shared_>,
     peer: SocketAddr,
     local: SocketAddr,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
+) -> Result<Response<WireBody>, std::io::Error> {
     if !shared.access_log {
         return route_request(req, &shared, peer, local, &mut Served::default()).await;
     }
@@ -385,10 +386,7 @@ async fn handle(
     let mut served = Served::default();
     let result = route_request(req, &shared, peer, local, &mut served).await;
     let (status, sent) = match &result {
-        Ok(resp) => (
-            resp.status().as_u16(),
-            hyper::body::Body::size_hint(resp.body()).exact().unwrap_or(0),
-        ),
+        Ok(resp) => (resp.status().as_u16(), resp.body().len()),
         Err(_) => (0, 0),
     };
     let line = observe::AccessLogLine {
@@ -420,7 +418,7 @@ async fn route_request(
     peer: SocketAddr,
     local: SocketAddr,
     served: &mut Served,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
+) -> Result<Response<WireBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -507,8 +505,22 @@ async fn route_request(
         ));
     }
     match answer.await {
-        Ok(GatewayResponse { status, headers, body }) => {
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
+        Ok(GatewayResponse {
+            status,
+            headers,
+            body,
+            framing,
+        }) => {
+            // What passed through the filter goes out with the content-length the filter left,
+            // stale or absent (then chunked), as the hosts send it ([`wire`]).
+            let declared = match framing {
+                Framing::Computed => None,
+                Framing::AsFilterLeft => wire::declared_length(&headers),
+            };
+            let mut resp = Response::new(match framing {
+                Framing::Computed => WireBody::exact(body),
+                Framing::AsFilterLeft => WireBody::declared(body, declared),
+            });
             // Envoy names itself on every response it sends (`server_name` defaults to "envoy").
             if shared.profile == Profile::Envoy && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("server")) {
                 resp.headers_mut()
@@ -516,10 +528,11 @@ async fn route_request(
             }
             *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             for (k, v) in headers {
-                if k.starts_with(':')
-                    || k.eq_ignore_ascii_case("content-length")
-                    || k.eq_ignore_ascii_case("transfer-encoding")
-                {
+                let length = k.eq_ignore_ascii_case("content-length");
+                if k.starts_with(':') || k.eq_ignore_ascii_case("transfer-encoding") || (length && declared.is_none()) {
+                    continue;
+                }
+                if length && resp.headers().contains_key(hyper::header::CONTENT_LENGTH) {
                     continue;
                 }
                 if let (Ok(name), Ok(value)) = (
@@ -619,7 +632,7 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared_>, mut stop: watc
     }
 }
 
-fn admin(path: &str, shared: &Shared_) -> Response<Full<Bytes>> {
+fn admin(path: &str, shared: &Shared_) -> Response<WireBody> {
     match path {
         "/status" => {
             let routes = shared.status.read().map(|s| s.clone()).unwrap_or_default();
@@ -638,9 +651,7 @@ fn admin(path: &str, shared: &Shared_) -> Response<Full<Bytes>> {
             &serde_json::to_string(&shared.metrics.metrics()).unwrap_or_default(),
         ),
         "/metrics" => {
-            let mut resp = Response::new(Full::new(Bytes::from(observe::prometheus_text(
-                &shared.metrics.metrics(),
-            ))));
+            let mut resp = Response::new(WireBody::exact(observe::prometheus_text(&shared.metrics.metrics())));
             resp.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static(observe::PROMETHEUS_CONTENT_TYPE),
