@@ -114,10 +114,11 @@ static_resources:
 
 
 @pytest.fixture(scope="module")
-def gateways(upstream, tmp_path_factory):
+def gateways(upstream, run_dir):
     """{"envoy": port, "host-sim": port}: real Envoy and host-sim serve on the same bootstrap."""
     _require_file(PROBE_WASM, "run `make wasm`")
-    run = tmp_path_factory.mktemp("response-phase")
+    run = run_dir / "response-phase"
+    run.mkdir()
     listener, admin = free_port(), free_port()
     config = run / "envoy.yaml"
     config.write_text(bootstrap(listener, admin, upstream))
