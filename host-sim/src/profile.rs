@@ -842,3 +842,88 @@ impl Profile {
         LogLevel::Trace
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(headers: &[(&str, &str)], body: &[u8]) -> LocalResponse {
+        LocalResponse {
+            status: 418,
+            details: String::new(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.to_vec(),
+            grpc_status: None,
+        }
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn envoy_shapes_a_local_reply_with_length_and_text_type() {
+        let (headers, body) = Profile::Envoy.local_reply_response(&reply(&[("x-a", "1")], b"teapot"));
+        assert_eq!(body, b"teapot");
+        assert_eq!(
+            headers,
+            pairs(&[
+                (":status", "418"),
+                ("x-a", "1"),
+                ("content-type", "text/plain"),
+                ("content-length", "6")
+            ])
+        );
+        // The filter's content type stays; its content-length is replaced by the body's.
+        let (headers, _) = Profile::Envoy.local_reply_response(&reply(
+            &[("Content-Type", "application/json"), ("content-length", "99")],
+            b"{}",
+        ));
+        assert_eq!(
+            headers,
+            pairs(&[
+                (":status", "418"),
+                ("content-type", "application/json"),
+                ("content-length", "2")
+            ])
+        );
+    }
+
+    #[test]
+    fn envoy_drops_length_and_type_from_an_empty_local_reply() {
+        let (headers, body) = Profile::Envoy.local_reply_response(&reply(
+            &[("content-type", "text/html"), ("content-length", "5"), ("x-b", "2")],
+            b"",
+        ));
+        assert!(body.is_empty());
+        assert_eq!(headers, pairs(&[(":status", "418"), ("x-b", "2")]));
+        assert!(!Profile::Envoy.response_body_callback(&body));
+    }
+
+    #[test]
+    fn kong_appends_a_line_feed_and_counts_it() {
+        let (headers, body) = Profile::Kong.local_reply_response(&reply(&[], b"teapot"));
+        assert_eq!(body, b"teapot\n");
+        assert_eq!(
+            headers,
+            pairs(&[
+                (":status", "418"),
+                ("content-type", "text/plain"),
+                ("content-length", "7")
+            ])
+        );
+        let (headers, body) = Profile::Kong.local_reply_response(&reply(&[], b""));
+        assert!(body.is_empty());
+        assert_eq!(headers, pairs(&[(":status", "418"), ("content-length", "0")]));
+        assert!(
+            Profile::Kong.response_body_callback(&body),
+            "nginx runs the body filter for the last buffer"
+        );
+    }
+
+    #[test]
+    fn both_hosts_keep_the_filters_content_length() {
+        assert!(Profile::Envoy.keeps_filter_content_length());
+        assert!(Profile::Kong.keeps_filter_content_length());
+    }
+}

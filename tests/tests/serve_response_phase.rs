@@ -321,3 +321,53 @@ async fn envoy_a_grown_body_is_cut_at_the_stale_length() {
     assert_eq!(grown.body, UPSTREAM_BODY, "the client reads the old length only");
     gateway.shutdown().await;
 }
+
+// ---- The VM side: a local reply opened for the response callbacks ---------------------------
+
+fn probe_stream(profile: Profile, extra: &[(&str, &str)]) -> (host_sim::Vm, u32) {
+    let mut vm = kafka_upstream_tests::start("abi_probe", profile);
+    let root = vm.create_root_context("", b"").expect("root").id;
+    let stream = vm.create_http_stream(root).expect("stream");
+    let headers = kafka_upstream_tests::request_headers("GET", "/p", "probe", extra);
+    vm.send_request_headers(stream, &headers, true)
+        .expect("request headers");
+    (vm, stream)
+}
+
+#[test]
+fn a_local_reply_opens_the_response_direction_once() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let (mut vm, stream) = probe_stream(profile, &[("x-probe", "local"), ("x-mark-response", "1")]);
+        let local = vm.local_response(stream).cloned().expect("the probe answered");
+        // Before opening, the response direction is closed: nothing reaches the filter.
+        assert_eq!(
+            vm.send_response_headers(stream, &[(":status", "418")], true).unwrap(),
+            None
+        );
+        assert!(vm.open_response_for_local_reply(stream), "{profile}");
+        assert!(!vm.open_response_for_local_reply(stream), "{profile}: only once");
+        let (headers, body) = profile.local_reply_response(&local);
+        vm.send_response_headers(stream, &headers, false)
+            .expect("response headers");
+        vm.send_response_body(stream, &body, true).expect("response body");
+        let seen = vm.response_headers(stream).expect("response headers kept");
+        assert_eq!(
+            kafka_upstream_tests::header(&seen, "x-probe-saw-status"),
+            Some("418"),
+            "{profile}"
+        );
+        assert_eq!(vm.forwarded_response_body(stream), Some(body.as_slice()), "{profile}");
+        // The request direction stays ended.
+        assert_eq!(vm.send_request_body(stream, b"late", true).unwrap(), None, "{profile}");
+    }
+}
+
+#[test]
+fn the_hosts_answer_to_a_trap_is_not_passed_through_the_filter() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let (mut vm, stream) = probe_stream(profile, &[("x-trap-in", "request_headers")]);
+        let reply = vm.local_response(stream).cloned().expect("the host answered the trap");
+        assert_eq!(reply.status, profile.fail_closed_status());
+        assert!(!vm.open_response_for_local_reply(stream), "{profile}");
+    }
+}

@@ -2,7 +2,9 @@
 //! one thread, as each Envoy worker owns its VM), runs every request's stream lifecycle on it,
 //! and turns the filter's callouts and pass-throughs into real HTTP requests on the tokio
 //! runtime. Results come back as commands, so a request waiting for its callout never blocks
-//! the others on the same worker. Ticks run on real time.
+//! the others on the same worker. Ticks run on real time. Every response the client gets from
+//! the filter's side, its own local reply included, passes through the filter's response
+//! callbacks as the profile's host passes it, and keeps the framing the filter left ([`super::wire`]).
 
 use super::config::{Fallback, Route};
 use super::upstream::{self, UpstreamRequest, UpstreamResponse};
