@@ -611,6 +611,19 @@ impl Profile {
         }
     }
 
+    /// Whether an upstream's response body reaches `on_http_response_body` as its data with
+    /// `end_of_stream = false` followed by an empty call with `end_of_stream = true`, rather than
+    /// in one call that ends the stream. Envoy's HTTP/1 codec dispatches body data as it reads
+    /// it and ends the message with an empty data frame (`ConnectionImpl::onMessageComplete`,
+    /// envoy source/common/http/http1/codec_impl.cc), as for request bodies; ENVOY-1.40: a probe
+    /// appending in each response body callback got `-post` twice on a 12-byte upstream body.
+    /// A local reply's body comes in one call that ends the stream on both hosts
+    /// (`Http::Utility::sendLocalReply` encodes it with `end_stream = true`). Kong: one call,
+    /// with the last buffer (not observed separately against nginx).
+    pub fn upstream_body_ends_with_empty_call(self) -> bool {
+        self == Profile::Envoy
+    }
+
     /// Whether the client gets the `content-length` the filter left on the response, rather
     /// than one the host computes from the body the filter let through. Both hosts keep it, so
     /// a filter that rewrites a body without removing the header sends a stale length: a
@@ -919,6 +932,12 @@ mod tests {
             Profile::Kong.response_body_callback(&body),
             "nginx runs the body filter for the last buffer"
         );
+    }
+
+    #[test]
+    fn only_envoy_ends_an_upstream_body_with_an_empty_call() {
+        assert!(Profile::Envoy.upstream_body_ends_with_empty_call());
+        assert!(!Profile::Kong.upstream_body_ends_with_empty_call());
     }
 
     #[test]

@@ -252,6 +252,12 @@ CASES = {
         {"x-probe": "response_body", "x-body-op": "replace", "x-body-pause": "until_eos"},
         {"status": 200, "body": b"replaced", "content-length": str(len(UPSTREAM_BODY))},
     ),
+    # Appended to in every body callback, without pausing: Envoy passes the upstream's body
+    # data, then an empty call that ends the stream, so the filter appends twice.
+    "upstream_appended_per_callback": (
+        {"x-probe": "response_body", "x-body-op": "append", "x-remove-content-length": "1"},
+        {"status": 200, "body": GROWN + b"-post", "transfer-encoding": "chunked"},
+    ),
     "upstream_grown_length_removed": (
         {"x-probe": "response_body", "x-body-op": "append", "x-body-pause": "until_eos",
          "x-remove-content-length": "1"},

@@ -322,6 +322,29 @@ async fn envoy_a_grown_body_is_cut_at_the_stale_length() {
     gateway.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_body_takes_the_hosts_number_of_body_callbacks() {
+    let upstream = start_upstream().await;
+    for (profile, appended) in [(Profile::Envoy, "-post-post"), (Profile::Kong, "-post")] {
+        let gateway = start_gateway(profile, upstream).await;
+        // The probe appends in every body callback: Envoy makes two (the data, then an empty
+        // one ending the stream), Kong one.
+        let wire = exchange(
+            gateway.local_addr,
+            &[
+                ("x-probe", "response_body"),
+                ("x-body-op", "append"),
+                ("x-remove-content-length", "1"),
+            ],
+        )
+        .await;
+        let mut expected = UPSTREAM_BODY.to_vec();
+        expected.extend_from_slice(appended.as_bytes());
+        assert_eq!(wire.body, expected, "{profile}");
+        gateway.shutdown().await;
+    }
+}
+
 // ---- The VM side: a local reply opened for the response callbacks ---------------------------
 
 fn probe_stream(profile: Profile, extra: &[(&str, &str)]) -> (host_sim::Vm, u32) {

@@ -28,6 +28,16 @@ use tokio::sync::oneshot;
 /// what each socket read returned; 64 KiB is a typical read).
 const BODY_CHUNK: usize = 64 * 1024;
 
+/// Where a response body passing through the filter comes from (the hosts deliver the two
+/// differently: [`Profile::upstream_body_ends_with_empty_call`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFrom {
+    /// An upstream's response, read off its connection.
+    Upstream,
+    /// A local reply (the filter's own, or a route's direct response).
+    LocalReply,
+}
+
 /// The answer a worker gives the HTTP server for one request.
 #[derive(Debug)]
 pub struct GatewayResponse {
@@ -404,7 +414,7 @@ impl Worker {
                             body: body.as_bytes().to_vec(),
                             grpc_status: None,
                         });
-                        Some(self.through_response_filter(vm, stream, headers, body))
+                        Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
                     }
                     Fallback::NotFound => {
                         let body = br#"{"message":"no Route matched with those values"}"#.to_vec();
@@ -413,7 +423,7 @@ impl Worker {
                             ("content-type".into(), "application/json; charset=utf-8".into()),
                             ("content-length".into(), body.len().to_string()),
                         ];
-                        Some(self.through_response_filter(vm, stream, headers, body))
+                        Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
                     }
                     Fallback::Upstream(name) => {
                         let target = self
@@ -460,7 +470,7 @@ impl Worker {
                         .into_iter()
                         .filter(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding")),
                 );
-                self.through_response_filter(&mut instance.vm, stream, headers, resp.body)
+                self.through_response_filter(&mut instance.vm, stream, headers, resp.body, BodyFrom::Upstream)
             }
             Err(e) => plain(
                 503,
@@ -485,7 +495,7 @@ impl Worker {
             };
         }
         let (headers, body) = self.profile.local_reply_response(local);
-        self.through_response_filter(vm, stream, headers, body)
+        self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply)
     }
 
     /// Runs a response (`headers` with `:status` first) through the filter's response callbacks
@@ -496,11 +506,17 @@ impl Worker {
         stream: u32,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
+        from: BodyFrom,
     ) -> GatewayResponse {
         let body_callback = self.profile.response_body_callback(&body);
         let _ = vm.send_response_headers(stream, &headers, !body_callback);
         if body_callback {
-            let _ = vm.send_response_body(stream, &body, true);
+            let empty_end =
+                from == BodyFrom::Upstream && !body.is_empty() && self.profile.upstream_body_ends_with_empty_call();
+            let _ = vm.send_response_body(stream, &body, !empty_end);
+            if empty_end {
+                let _ = vm.send_response_body(stream, &[], true);
+            }
         }
         let opened_for_local_reply = vm.local_reply_in_response(stream);
         if let Some(local) = vm.local_response(stream).filter(|_| !opened_for_local_reply) {
