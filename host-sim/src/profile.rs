@@ -644,6 +644,18 @@ impl Profile {
         true
     }
 
+    /// Whether a trap in the filter's response callbacks while its own local reply passes
+    /// through them still lets that reply out unchanged (`true`), or the host answers the
+    /// client with its failure status instead (`false`). Envoy: the failed filter fails the
+    /// stream (`Context::failStream`, ENVOY-SRC, `sendLocalReply` with 503), and as the reply's
+    /// headers exist but were not sent, the filter manager sends the 503 straight to the codec
+    /// (`sendDirectLocalReply`, envoy source/common/http/filter_manager.cc). Kong: a trap in
+    /// the response phase fails open, the response already chosen goes out (KONG-OBS: a trap
+    /// in on_response_headers delivered the upstream response).
+    pub fn local_reply_survives_response_trap(self) -> bool {
+        self == Profile::Kong
+    }
+
     /// Whether `proxy_set_buffer_bytes` may write at `start` into a body of `len` bytes. The spec
     /// allows prepend, append, inject and replace anywhere; Envoy only at the start (replacing
     /// `size` bytes) or at/after the end, and answers BAD_ARGUMENT in between (ENVOY-SRC

@@ -21,11 +21,9 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-import procs
 from conftest import HOST_SIM, REPO, STARTUP_TIMEOUT, _envoy_binary, _require_file
 from procs import Proc, free_port, port_open
 
@@ -262,6 +260,12 @@ CASES = {
         {"x-probe": "response_body", "x-body-op": "append", "x-body-pause": "until_eos",
          "x-remove-content-length": "1"},
         {"status": 200, "body": GROWN, "transfer-encoding": "chunked"},
+    ),
+    # Last: a trap leaves Envoy's VM failed for every later request. The filter traps in the
+    # response callbacks its own local reply passes through: Envoy answers 503 instead.
+    "local_reply_trap_in_response_callbacks": (
+        {"x-probe": "local", "x-trap-in": "response_headers"},
+        {"status": 503, "body": b""},
     ),
 }
 

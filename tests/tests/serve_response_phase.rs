@@ -345,6 +345,27 @@ async fn an_upstream_body_takes_the_hosts_number_of_body_callbacks() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_the_local_replys_response_callbacks() {
+    let upstream = start_upstream().await;
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let gateway = start_gateway(profile, upstream).await;
+        let wire = exchange(
+            gateway.local_addr,
+            &[("x-probe", "local"), ("x-trap-in", "response_headers")],
+        )
+        .await;
+        match profile {
+            // Envoy fails the stream: its 503 replaces the reply.
+            Profile::Envoy => assert_eq!((wire.status, wire.body.as_slice()), (503, &b""[..]), "{wire:?}"),
+            // ngx_wasm_module fails open: the reply goes out as it was.
+            Profile::Kong => assert_eq!((wire.status, wire.body.as_slice()), (418, &b"teapot\n"[..]), "{wire:?}"),
+        }
+        assert!(!wire.waiting, "{profile}: {wire:?}");
+        gateway.shutdown().await;
+    }
+}
+
 // ---- The VM side: a local reply opened for the response callbacks ---------------------------
 
 fn probe_stream(profile: Profile, extra: &[(&str, &str)]) -> (host_sim::Vm, u32) {

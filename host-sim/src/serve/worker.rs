@@ -495,7 +495,26 @@ impl Worker {
             };
         }
         let (headers, body) = self.profile.local_reply_response(local);
-        self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply)
+        let failed_before = vm.failure().is_some();
+        let response = self.through_response_filter(vm, stream, headers.clone(), body.clone(), BodyFrom::LocalReply);
+        if failed_before || vm.failure().is_none() {
+            return response;
+        }
+        // The filter trapped in its response callbacks.
+        if self.profile.local_reply_survives_response_trap() {
+            return GatewayResponse {
+                status: local.status as u16,
+                headers: headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect(),
+                body,
+                framing: Framing::AsFilterLeft,
+            };
+        }
+        GatewayResponse {
+            status: self.profile.fail_closed_status() as u16,
+            headers: Vec::new(),
+            body: Vec::new(),
+            framing: Framing::Computed,
+        }
     }
 
     /// Runs a response (`headers` with `:status` first) through the filter's response callbacks
