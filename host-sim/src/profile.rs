@@ -649,9 +649,10 @@ impl Profile {
     /// client with its failure status instead (`false`). Envoy: the failed filter fails the
     /// stream (`Context::failStream`, ENVOY-SRC, `sendLocalReply` with 503), and as the reply's
     /// headers exist but were not sent, the filter manager sends the 503 straight to the codec
-    /// (`sendDirectLocalReply`, envoy source/common/http/filter_manager.cc). Kong: a trap in
-    /// the response phase fails open, the response already chosen goes out (KONG-OBS: a trap
-    /// in on_response_headers delivered the upstream response).
+    /// (`sendDirectLocalReply`, envoy source/common/http/filter_manager.cc); ENVOY-1.40: 503
+    /// with an empty body. Kong: a trap in the response phase fails open, the response already
+    /// chosen goes out (KONG-OBS: a trap in on_response_headers delivered the upstream
+    /// response; for a local reply this follows from that observation, it was not run).
     pub fn local_reply_survives_response_trap(self) -> bool {
         self == Profile::Kong
     }
