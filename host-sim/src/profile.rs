@@ -596,6 +596,20 @@ impl Profile {
         (headers, body)
     }
 
+    /// The headers and body of a local reply the filter sent once a response was passing
+    /// through its response callbacks but before that response's headers went out: the host
+    /// sends it without the filter's callbacks. Envoy: `sendDirectLocalReply`, shaped by the
+    /// same `Http::Utility::sendLocalReply` as [`Profile::local_reply_response`] (envoy
+    /// source/common/http/filter_manager.cc). Kong: the reply as the filter gave it;
+    /// ngx_wasm_module's own outcome there (a broken status line and the upstream's stale
+    /// Content-Length, KONG-OBS, host.c:1087-1111) is not modelled.
+    pub fn direct_local_reply(self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
+        match self {
+            Profile::Envoy => self.local_reply_response(local),
+            Profile::Kong => (local.headers.clone(), local.body.clone()),
+        }
+    }
+
     /// Whether the host calls `on_http_response_body` for a response whose body is `body`.
     /// Envoy ends the stream with the headers when there is no body (`Http::Utility::
     /// sendLocalReply` encodes headers with `end_stream` = empty body; its HTTP/1 codec does the

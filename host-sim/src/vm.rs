@@ -827,6 +827,14 @@ impl Vm {
                 // stream (Envoy `sendLocalReply`: "Prior headers have already been sent"; Kong
                 // refuses earlier, with a trap in the host function).
                 st.reset = true;
+            } else if st.local_reply_in_response {
+                // A new reply while the filter's first one passes through its response
+                // callbacks, before that one's headers went out: Envoy sends the new one
+                // straight to the codec, without the filters (`sendDirectLocalReply`, envoy
+                // source/common/http/filter_manager.cc). Kong never gets here: its second
+                // `proxy_send_local_response` traps ("local response already stashed").
+                st.local_reply_in_response = false;
+                st.local_response = Some(local);
             } else if st.local_response.is_none() {
                 st.local_response = Some(local);
                 if callback == Some(Callback::HttpCallResponse) && profile.local_response_cancels_dispatches() {

@@ -261,6 +261,17 @@ CASES = {
          "x-remove-content-length": "1"},
         {"status": 200, "body": GROWN, "transfer-encoding": "chunked"},
     ),
+    # A second local reply from on_http_response_headers, while the first passes through them
+    # (and, below, while an upstream response does): Envoy sends the new one without the
+    # filters (sendDirectLocalReply).
+    "local_reply_replaced_in_response_headers": (
+        {"x-probe": "local", "x-local-in-response-headers": "1"},
+        {"status": 502, "body": b"replaced reply"},
+    ),
+    "upstream_replaced_in_response_headers": (
+        {"x-probe": "response_body", "x-local-in-response-headers": "1"},
+        {"status": 502, "body": b"replaced reply"},
+    ),
     # Last: a trap leaves Envoy's VM failed for every later request. The filter traps in the
     # response callbacks its own local reply passes through: Envoy answers 503 instead.
     "local_reply_trap_in_response_callbacks": (

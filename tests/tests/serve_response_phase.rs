@@ -366,6 +366,43 @@ async fn a_trap_in_the_local_replys_response_callbacks() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_sent_from_the_response_headers_callback() {
+    let upstream = start_upstream().await;
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let gateway = start_gateway(profile, upstream).await;
+        let addr = gateway.local_addr;
+        let over_local = exchange(addr, &[("x-probe", "local"), ("x-local-in-response-headers", "1")]).await;
+        match profile {
+            // Envoy sends the new reply straight to the client, without the filter.
+            Profile::Envoy => {
+                assert_eq!(
+                    (over_local.status, over_local.body.as_slice()),
+                    (502, &b"replaced reply"[..])
+                );
+                assert_eq!(over_local.header("x-probe"), Some("from-response-headers"));
+                assert_eq!(over_local.header("content-type"), Some("text/plain"));
+            }
+            // Kong: the second reply traps ("local response already stashed"); the response
+            // phase fails open and the first reply goes out.
+            Profile::Kong => assert_eq!((over_local.status, over_local.body.as_slice()), (418, &b"teapot\n"[..])),
+        }
+        gateway.shutdown().await;
+    }
+    // Over an upstream response too (Envoy).
+    let gateway = start_gateway(Profile::Envoy, upstream).await;
+    let over_upstream = exchange(
+        gateway.local_addr,
+        &[("x-probe", "response_body"), ("x-local-in-response-headers", "1")],
+    )
+    .await;
+    assert_eq!(
+        (over_upstream.status, over_upstream.body.as_slice()),
+        (502, &b"replaced reply"[..])
+    );
+    gateway.shutdown().await;
+}
+
 // ---- The VM side: a local reply opened for the response callbacks ---------------------------
 
 fn probe_stream(profile: Profile, extra: &[(&str, &str)]) -> (host_sim::Vm, u32) {

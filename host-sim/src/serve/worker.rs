@@ -540,11 +540,12 @@ impl Worker {
         let opened_for_local_reply = vm.local_reply_in_response(stream);
         if let Some(local) = vm.local_response(stream).filter(|_| !opened_for_local_reply) {
             // A local reply from the response callbacks: the response has not gone out yet, so
-            // the host sends this one instead, without the filter (Envoy `sendDirectLocalReply`).
+            // the host sends this one instead, without the filter.
+            let (headers, body) = self.profile.direct_local_reply(local);
             return GatewayResponse {
                 status: local.status as u16,
-                headers: local.headers.clone(),
-                body: local.body.clone(),
+                headers: headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect(),
+                body,
                 framing: Framing::Computed,
             };
         }

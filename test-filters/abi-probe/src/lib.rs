@@ -1283,11 +1283,16 @@ impl Probe {
     }
 
     /// Applies `x-body-op` to a body buffer and returns whether to pause for more.
-    /// Response header edits any scenario may ask for: `x-mark-response` adds
+    /// Response header edits any scenario may ask for: `x-local-in-response-headers` sends a
+    /// 502 local reply from `on_http_response_headers`; `x-mark-response` adds
     /// `x-probe-saw-status: <:status>` (what the response callback saw, local replies included);
     /// `x-remove-content-length` removes `content-length`, as a filter that rewrites the body
     /// must, or the client gets the old length. Both are reported as `response_header_edits`.
     fn response_header_edits(&self) {
+        if self.arg("x-local-in-response-headers").is_some() {
+            self.send_http_response(502, vec![("x-probe", "from-response-headers")], Some(b"replaced reply"));
+            Report::new().emit("local_in_response_headers");
+        }
         let mark = self.arg("x-mark-response").is_some();
         let remove_length = self.arg("x-remove-content-length").is_some();
         if !mark && !remove_length {
