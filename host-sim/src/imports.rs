@@ -580,7 +580,16 @@ fn streams(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                         "proxy_send_local_response: response already sent"
                     )));
                 }
-                if stream.pending_local_response.is_some() || stream.local_response.is_some() {
+                // Envoy: a reply while the filter's first one passes through its response
+                // callbacks (headers not sent yet) is sent instead of it (`sendDirectLocalReply`;
+                // settled in `Vm::settle_stream`).
+                let replaces_passing_reply = stream.local_reply_in_response
+                    && !stream.response.headers_forwarded
+                    && stream.pending_local_response.is_none()
+                    && profile.second_local_response() == SecondLocalResponse::KeepFirst;
+                if !replaces_passing_reply
+                    && (stream.pending_local_response.is_some() || stream.local_response.is_some())
+                {
                     match profile.second_local_response() {
                         SecondLocalResponse::Trap => {
                             return Err(Fault::Trap(format_err!(

@@ -13,7 +13,7 @@
 
 use crate::abi::{LogLevel, MapType, MetricType, Status, StreamType};
 use crate::hostfn::HostFunction;
-use crate::state::OverBudget;
+use crate::state::{LocalResponse, OverBudget};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -541,6 +541,136 @@ impl Profile {
         self == Profile::Kong
     }
 
+    /// The response a host passes through the filter's own response callbacks when the filter
+    /// answered with `proxy_send_local_response` before any response started: `:status`, the
+    /// headers the filter sees in `on_http_response_headers`, and the body it sees in
+    /// `on_http_response_body`. What the filter leaves there is what the client gets.
+    ///
+    /// Envoy: `DownstreamFilterManager::sendLocalReply` sends a reply to a stream whose
+    /// response has not started through `sendLocalReplyViaFilterChain`, which encodes the
+    /// headers and body from the first encoder filter (`encodeHeaders(nullptr, ...)`,
+    /// `encodeData(nullptr, ...)`), so the wasm filter that sent it gets its response callbacks
+    /// (envoy source/common/http/filter_manager.cc). The headers are built by
+    /// `Http::Utility::sendLocalReply`/`prepareLocalReply` (source/common/http/utility.cc):
+    /// `:status`, the filter's headers (the wasm `Context::sendLocalResponse` passes them as
+    /// `modify_headers`), then for a non-empty body `content-length` set to its size and
+    /// `content-type: text/plain` unless the filter gave one; an empty body has neither, and
+    /// the headers end the stream (no body callback). ENVOY-1.40: the probe's 418 "teapot"
+    /// reached its `on_http_response_headers` and a header it added there reached the client.
+    ///
+    /// Kong: ngx_wasm_module stashes the reply with a line feed appended to a non-empty body
+    /// (KONG-SRC src/http/ngx_http_wasm_local_response.c:132-141) and flushes it through nginx's
+    /// header and body filters (:179-236: the filter's headers, `Content-Type` from nginx's
+    /// `default_type` for a body, `Content-Length` of the body with its line feed, then
+    /// `ngx_http_wasm_send_chain_link`), where the wasm filter module runs
+    /// `on_response_headers` and `on_response_body` (src/http/ngx_http_wasm_filter_module.c:
+    /// 66-131 header filter, 142+ body filter); t/03-proxy_wasm/hfuncs/
+    /// 102-proxy_send_local_response.t TEST 6 logs both callbacks for a reply without a body.
+    /// nginx's own `Server`, `Date` and `Connection` headers are not modelled here.
+    pub fn local_reply_response(self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
+        let mut body = local.body.clone();
+        if self == Profile::Kong && !body.is_empty() {
+            body.push(b'\n');
+        }
+        let mut headers = vec![(":status".to_string(), local.status.to_string())];
+        headers.extend(
+            local
+                .headers
+                .iter()
+                .filter(|(k, _)| !k.starts_with(':'))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+        );
+        let has = |headers: &[(String, String)], name: &str| headers.iter().any(|(k, _)| k == name);
+        match self {
+            Profile::Envoy if body.is_empty() => {
+                headers.retain(|(k, _)| k != "content-length" && k != "content-type");
+            }
+            Profile::Envoy | Profile::Kong => {
+                if !body.is_empty() && !has(&headers, "content-type") {
+                    headers.push(("content-type".into(), "text/plain".into()));
+                }
+                headers.retain(|(k, _)| k != "content-length");
+                headers.push(("content-length".into(), body.len().to_string()));
+            }
+        }
+        (headers, body)
+    }
+
+    /// The headers and body of a local reply the filter sent once a response was passing
+    /// through its response callbacks but before that response's headers went out: the host
+    /// sends it without the filter's callbacks. Envoy: `sendDirectLocalReply`, shaped by the
+    /// same `Http::Utility::sendLocalReply` as [`Profile::local_reply_response`] (envoy
+    /// source/common/http/filter_manager.cc). Kong: the reply as the filter gave it;
+    /// ngx_wasm_module's own outcome there (a broken status line and the upstream's stale
+    /// Content-Length, KONG-OBS, host.c:1087-1111) is not modelled.
+    pub fn direct_local_reply(self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
+        match self {
+            Profile::Envoy => self.local_reply_response(local),
+            Profile::Kong => (local.headers.clone(), local.body.clone()),
+        }
+    }
+
+    /// Whether the host calls `on_http_response_body` for a response whose body is `body`.
+    /// Envoy ends the stream with the headers when there is no body (`Http::Utility::
+    /// sendLocalReply` encodes headers with `end_stream` = empty body; its HTTP/1 codec does the
+    /// same for an upstream response without one). ngx_wasm_module always runs the body filter
+    /// with the last buffer, 0 bytes and end of stream included (`ngx_http_wasm_send_chain_link`
+    /// sends `NGX_HTTP_LAST` for no body, KONG-SRC src/http/ngx_http_wasm_util.c;
+    /// t/03-proxy_wasm/hfuncs/102-proxy_send_local_response.t TEST 6: "on_response_body,
+    /// 0 bytes, eof: true").
+    pub fn response_body_callback(self, body: &[u8]) -> bool {
+        match self {
+            Profile::Envoy => !body.is_empty(),
+            Profile::Kong => true,
+        }
+    }
+
+    /// Whether an upstream's response body reaches `on_http_response_body` as its data with
+    /// `end_of_stream = false` followed by an empty call with `end_of_stream = true`, rather than
+    /// in one call that ends the stream. Envoy's HTTP/1 codec dispatches body data as it reads
+    /// it and ends the message with an empty data frame (`ConnectionImpl::onMessageComplete`,
+    /// envoy source/common/http/http1/codec_impl.cc), as for request bodies; ENVOY-1.40: a probe
+    /// appending in each response body callback got `-post` twice on a 12-byte upstream body.
+    /// A local reply's body comes in one call that ends the stream on both hosts
+    /// (`Http::Utility::sendLocalReply` encodes it with `end_stream = true`). Kong: one call,
+    /// with the last buffer (not observed separately against nginx).
+    pub fn upstream_body_ends_with_empty_call(self) -> bool {
+        self == Profile::Envoy
+    }
+
+    /// Whether the client gets the `content-length` the filter left on the response, rather
+    /// than one the host computes from the body the filter let through. Both hosts keep it, so
+    /// a filter that rewrites a body without removing the header sends a stale length: a
+    /// longer body is read up to the old length (the rest corrupts the connection), a shorter
+    /// one leaves the client waiting; without the header the response goes out chunked.
+    /// Envoy: the filter manager passes the headers the filters left to the codec
+    /// (`FilterManager::encodeHeaders` -> `encodeHeaders` of the connection manager), and the
+    /// HTTP/1 codec frames by `content-length` when present, else chunked (envoy
+    /// source/common/http/http1/codec_impl.cc `StreamEncoderImpl::encodeHeadersBase`);
+    /// ENVOY-1.40: `content-length: 12` with a 17-byte body (5 bytes left on the connection),
+    /// with an 8-byte body (client waiting), and chunked once the filter removed it.
+    /// Kong: ngx_wasm_module does not clear the length when the filter replaces the body; it
+    /// logs "overriding response body chunk while Content-Length header already sent"
+    /// (KONG-SRC src/http/ngx_http_wasm_util.c `ngx_http_wasm_set_resp_body`, whose
+    /// `ngx_http_clear_content_length` in `ngx_http_wasm_send_header` is compiled out); KONG-OBS:
+    /// the client got the old length, and chunked once the filter removed it.
+    pub fn keeps_filter_content_length(self) -> bool {
+        true
+    }
+
+    /// Whether a trap in the filter's response callbacks while its own local reply passes
+    /// through them still lets that reply out unchanged (`true`), or the host answers the
+    /// client with its failure status instead (`false`). Envoy: the failed filter fails the
+    /// stream (`Context::failStream`, ENVOY-SRC, `sendLocalReply` with 503), and as the reply's
+    /// headers exist but were not sent, the filter manager sends the 503 straight to the codec
+    /// (`sendDirectLocalReply`, envoy source/common/http/filter_manager.cc); ENVOY-1.40: 503
+    /// with an empty body. Kong: a trap in the response phase fails open, the response already
+    /// chosen goes out (KONG-OBS: a trap in on_response_headers delivered the upstream
+    /// response; for a local reply this follows from that observation, it was not run).
+    pub fn local_reply_survives_response_trap(self) -> bool {
+        self == Profile::Kong
+    }
+
     /// Whether `proxy_set_buffer_bytes` may write at `start` into a body of `len` bytes. The spec
     /// allows prepend, append, inject and replace anywhere; Envoy only at the start (replacing
     /// `size` bytes) or at/after the end, and answers BAD_ARGUMENT in between (ENVOY-SRC
@@ -765,5 +895,96 @@ impl Profile {
     /// The host's log level reported by `proxy_get_log_level` by default.
     pub fn default_log_level(self) -> LogLevel {
         LogLevel::Trace
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(headers: &[(&str, &str)], body: &[u8]) -> LocalResponse {
+        LocalResponse {
+            status: 418,
+            details: String::new(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.to_vec(),
+            grpc_status: None,
+        }
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn envoy_shapes_a_local_reply_with_length_and_text_type() {
+        let (headers, body) = Profile::Envoy.local_reply_response(&reply(&[("x-a", "1")], b"teapot"));
+        assert_eq!(body, b"teapot");
+        assert_eq!(
+            headers,
+            pairs(&[
+                (":status", "418"),
+                ("x-a", "1"),
+                ("content-type", "text/plain"),
+                ("content-length", "6")
+            ])
+        );
+        // The filter's content type stays; its content-length is replaced by the body's.
+        let (headers, _) = Profile::Envoy.local_reply_response(&reply(
+            &[("Content-Type", "application/json"), ("content-length", "99")],
+            b"{}",
+        ));
+        assert_eq!(
+            headers,
+            pairs(&[
+                (":status", "418"),
+                ("content-type", "application/json"),
+                ("content-length", "2")
+            ])
+        );
+    }
+
+    #[test]
+    fn envoy_drops_length_and_type_from_an_empty_local_reply() {
+        let (headers, body) = Profile::Envoy.local_reply_response(&reply(
+            &[("content-type", "text/html"), ("content-length", "5"), ("x-b", "2")],
+            b"",
+        ));
+        assert!(body.is_empty());
+        assert_eq!(headers, pairs(&[(":status", "418"), ("x-b", "2")]));
+        assert!(!Profile::Envoy.response_body_callback(&body));
+    }
+
+    #[test]
+    fn kong_appends_a_line_feed_and_counts_it() {
+        let (headers, body) = Profile::Kong.local_reply_response(&reply(&[], b"teapot"));
+        assert_eq!(body, b"teapot\n");
+        assert_eq!(
+            headers,
+            pairs(&[
+                (":status", "418"),
+                ("content-type", "text/plain"),
+                ("content-length", "7")
+            ])
+        );
+        let (headers, body) = Profile::Kong.local_reply_response(&reply(&[], b""));
+        assert!(body.is_empty());
+        assert_eq!(headers, pairs(&[(":status", "418"), ("content-length", "0")]));
+        assert!(
+            Profile::Kong.response_body_callback(&body),
+            "nginx runs the body filter for the last buffer"
+        );
+    }
+
+    #[test]
+    fn only_envoy_ends_an_upstream_body_with_an_empty_call() {
+        assert!(Profile::Envoy.upstream_body_ends_with_empty_call());
+        assert!(!Profile::Kong.upstream_body_ends_with_empty_call());
+    }
+
+    #[test]
+    fn both_hosts_keep_the_filters_content_length() {
+        assert!(Profile::Envoy.keeps_filter_content_length());
+        assert!(Profile::Kong.keeps_filter_content_length());
     }
 }

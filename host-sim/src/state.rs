@@ -443,6 +443,13 @@ pub(crate) struct StreamState {
     pub pending_local_response: Option<LocalResponse>,
     /// The guest reset the stream with `proxy_close_stream`.
     pub reset: bool,
+    /// The host is passing the filter's own local reply through the filter's response
+    /// callbacks ([`crate::Profile::local_reply_response`]): the response direction is open
+    /// again, the request direction stays ended.
+    pub local_reply_in_response: bool,
+    /// The local reply is the host's own answer to a filter that failed (a trap): it goes to
+    /// the client without the filter's response callbacks, which a failed filter never gets.
+    pub local_reply_by_host: bool,
     /// Stream facts the properties are computed from.
     pub info: StreamInfo,
     /// Properties the guest set on this stream (Envoy keeps them in the stream's filter state).
@@ -469,6 +476,8 @@ impl StreamState {
             local_response: None,
             pending_local_response: None,
             reset: false,
+            local_reply_in_response: false,
+            local_reply_by_host: false,
             info,
             properties: PropertyMap::default(),
         }
@@ -477,6 +486,13 @@ impl StreamState {
     /// Whether the host still calls the filter for request/response input.
     pub fn ended(&self) -> bool {
         self.local_response.is_some() || self.reset
+    }
+
+    /// Whether the host still calls the filter for input of the request (`true`) or response
+    /// direction: a local reply ends the request, and ends the response too unless the host is
+    /// passing that reply through the response callbacks.
+    pub fn closed(&self, request: bool) -> bool {
+        self.reset || (self.local_response.is_some() && (request || !self.local_reply_in_response))
     }
 }
 

@@ -549,7 +549,7 @@ impl Vm {
     ) -> Result<Option<Action>, HostError> {
         let profile = self.profile();
         let st = self.stream_mut(stream)?;
-        if st.ended() {
+        if st.closed(request) {
             return Ok(None);
         }
         let dir = st.direction_mut(request);
@@ -600,7 +600,7 @@ impl Vm {
     /// [`Profile::delivers_request_trailers`]): they only end the body.
     fn send_trailers(&mut self, stream: u32, request: bool, pairs: Pairs) -> Result<Option<Action>, HostError> {
         let st = self.stream_mut(stream)?;
-        if st.ended() {
+        if st.closed(request) {
             return Ok(None);
         }
         let dir = st.direction_mut(request);
@@ -639,7 +639,7 @@ impl Vm {
         let pairs = to_pairs(self.profile(), headers);
         let count = pairs.len() as u32;
         let st = self.stream_mut(stream)?;
-        if st.ended() {
+        if st.closed(false) {
             return Ok(None);
         }
         st.response.set_headers(pairs);
@@ -831,6 +831,14 @@ impl Vm {
                 // stream (Envoy `sendLocalReply`: "Prior headers have already been sent"; Kong
                 // refuses earlier, with a trap in the host function).
                 st.reset = true;
+            } else if st.local_reply_in_response {
+                // A new reply while the filter's first one passes through its response
+                // callbacks, before that one's headers went out: Envoy sends the new one
+                // straight to the codec, without the filters (`sendDirectLocalReply`, envoy
+                // source/common/http/filter_manager.cc). Kong never gets here: its second
+                // `proxy_send_local_response` traps ("local response already stashed").
+                st.local_reply_in_response = false;
+                st.local_response = Some(local);
             } else if st.local_response.is_none() {
                 st.local_response = Some(local);
                 if callback == Some(Callback::HttpCallResponse) && profile.local_response_cancels_dispatches() {
@@ -841,7 +849,7 @@ impl Vm {
         let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
             return;
         };
-        if st.ended() {
+        if st.closed(true) && st.closed(false) {
             return;
         }
         if let (Some(cb), Some(action)) = (callback, action) {
@@ -854,7 +862,7 @@ impl Vm {
                     cb,
                     Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers
                 );
-            if is_phase {
+            if is_phase && !st.closed(request) {
                 let dir = st.direction_mut(request);
                 match action {
                     Action::Continue => forward(dir, cb),
@@ -866,6 +874,9 @@ impl Vm {
             let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
                 return;
             };
+            if st.closed(request) {
+                continue;
+            }
             let dir = st.direction_mut(request);
             if std::mem::take(&mut dir.resume_requested) {
                 if let Some(paused) = dir.paused_in.take() {
@@ -883,7 +894,7 @@ impl Vm {
             let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
                 return;
             };
-            if st.ended() {
+            if st.closed(request) {
                 return;
             }
             let dir = st.direction_mut(request);
@@ -931,6 +942,7 @@ impl Vm {
                 if profile.fail_closed_closes_connection() {
                     headers.push(("connection".to_string(), "close".to_string()));
                 }
+                st.local_reply_by_host = true;
                 st.local_response = Some(LocalResponse {
                     status: profile.fail_closed_status(),
                     details: "wasm_fail_stream".into(),
@@ -1386,6 +1398,38 @@ impl Vm {
             .streams
             .get(&stream)
             .and_then(|s| s.local_response.as_ref())
+    }
+
+    /// Opens the response direction of a stream the filter answered with
+    /// `proxy_send_local_response`, so the host can pass that reply through the filter's
+    /// response callbacks ([`Profile::local_reply_response`] says what the filter sees; the
+    /// caller then sends it with [`Vm::send_response_headers`] and [`Vm::send_response_body`]).
+    /// `false`, with nothing changed, when there is no such reply to pass: none yet, the host's
+    /// own answer to a failed filter, a reset stream, or one already passed.
+    pub fn open_response_for_local_reply(&mut self, stream: u32) -> bool {
+        let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+            return false;
+        };
+        if st.local_response.is_none()
+            || st.local_reply_by_host
+            || st.local_reply_in_response
+            || st.reset
+            || st.response.headers.is_some()
+        {
+            return false;
+        }
+        st.local_reply_in_response = true;
+        true
+    }
+
+    /// Whether the stream's local reply is being passed through the response callbacks
+    /// ([`Vm::open_response_for_local_reply`]).
+    pub fn local_reply_in_response(&self, stream: u32) -> bool {
+        self.store
+            .data()
+            .streams
+            .get(&stream)
+            .is_some_and(|s| s.local_reply_in_response)
     }
 
     /// Whether the guest reset the stream (`proxy_close_stream`).

@@ -11,15 +11,15 @@ pub mod config;
 pub mod edge;
 pub mod observe;
 pub mod upstream;
+pub mod wire;
 mod worker;
 
 use crate::engine::{Engine, Module};
 use crate::limits::EdgeLimits;
 use crate::profile::Profile;
 use crate::state::{Shared, StreamInfo};
-use bytes::Bytes;
 use config::{Deployment, Route};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -34,6 +34,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
+use wire::{Framing, WireBody};
 use worker::{Command, GatewayResponse, Incoming as WorkerRequest, Worker};
 
 /// Counters the admin endpoint reports.
@@ -390,8 +391,8 @@ async fn serve_traffic(
     deadline
 }
 
-fn json_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json_response(status: StatusCode, body: &str) -> Response<WireBody> {
+    let mut resp = Response::new(WireBody::exact(body.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -414,7 +415,7 @@ enum BodyRefusal {
 impl BodyRefusal {
     /// The answer, always closing the connection: what is left of the body cannot be trusted
     /// to end where the next request starts.
-    fn response(&self) -> Response<Full<Bytes>> {
+    fn response(&self) -> Response<WireBody> {
         let (status, body) = match self {
             BodyRefusal::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -490,7 +491,7 @@ async fn handle(
     peer: SocketAddr,
     local: SocketAddr,
     started: tokio::time::Instant,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
+) -> Result<Response<WireBody>, std::io::Error> {
     if !shared.access_log {
         return route_request(req, &shared, peer, local, started, &mut Served::default()).await;
     }
@@ -505,10 +506,7 @@ async fn handle(
     let mut served = Served::default();
     let result = route_request(req, &shared, peer, local, started, &mut served).await;
     let (status, sent) = match &result {
-        Ok(resp) => (
-            resp.status().as_u16(),
-            hyper::body::Body::size_hint(resp.body()).exact().unwrap_or(0),
-        ),
+        Ok(resp) => (resp.status().as_u16(), resp.body().len()),
         Err(_) => (0, 0),
     };
     let line = observe::AccessLogLine {
@@ -541,7 +539,7 @@ async fn route_request(
     local: SocketAddr,
     started: tokio::time::Instant,
     served: &mut Served,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
+) -> Result<Response<WireBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -623,8 +621,22 @@ async fn route_request(
         ));
     }
     match answer.await {
-        Ok(GatewayResponse { status, headers, body }) => {
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
+        Ok(GatewayResponse {
+            status,
+            headers,
+            body,
+            framing,
+        }) => {
+            // What passed through the filter goes out with the content-length the filter left,
+            // stale or absent (then chunked), as the hosts send it ([`wire`]).
+            let declared = match framing {
+                Framing::Computed => None,
+                Framing::AsFilterLeft => wire::declared_length(&headers),
+            };
+            let mut resp = Response::new(match framing {
+                Framing::Computed => WireBody::exact(body),
+                Framing::AsFilterLeft => WireBody::declared(body, declared),
+            });
             // Envoy names itself on every response it sends (`server_name` defaults to "envoy").
             if shared.profile == Profile::Envoy && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("server")) {
                 resp.headers_mut()
@@ -632,10 +644,11 @@ async fn route_request(
             }
             *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             for (k, v) in headers {
-                if k.starts_with(':')
-                    || k.eq_ignore_ascii_case("content-length")
-                    || k.eq_ignore_ascii_case("transfer-encoding")
-                {
+                let length = k.eq_ignore_ascii_case("content-length");
+                if k.starts_with(':') || k.eq_ignore_ascii_case("transfer-encoding") || (length && declared.is_none()) {
+                    continue;
+                }
+                if length && resp.headers().contains_key(hyper::header::CONTENT_LENGTH) {
                     continue;
                 }
                 if let (Ok(name), Ok(value)) = (
@@ -735,7 +748,7 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared_>, mut stop: watc
     }
 }
 
-fn admin(path: &str, shared: &Shared_) -> Response<Full<Bytes>> {
+fn admin(path: &str, shared: &Shared_) -> Response<WireBody> {
     match path {
         "/status" => {
             let routes = shared.status.read().map(|s| s.clone()).unwrap_or_default();
@@ -754,9 +767,7 @@ fn admin(path: &str, shared: &Shared_) -> Response<Full<Bytes>> {
             &serde_json::to_string(&shared.metrics.metrics()).unwrap_or_default(),
         ),
         "/metrics" => {
-            let mut resp = Response::new(Full::new(Bytes::from(observe::prometheus_text(
-                &shared.metrics.metrics(),
-            ))));
+            let mut resp = Response::new(WireBody::exact(observe::prometheus_text(&shared.metrics.metrics())));
             resp.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static(observe::PROMETHEUS_CONTENT_TYPE),

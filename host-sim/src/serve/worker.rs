@@ -2,15 +2,18 @@
 //! one thread, as each Envoy worker owns its VM), runs every request's stream lifecycle on it,
 //! and turns the filter's callouts and pass-throughs into real HTTP requests on the tokio
 //! runtime. Results come back as commands, so a request waiting for its callout never blocks
-//! the others on the same worker. Ticks run on real time.
+//! the others on the same worker. Ticks run on real time. Every response the client gets from
+//! the filter's side, its own local reply included, passes through the filter's response
+//! callbacks as the profile's host passes it, and keeps the framing the filter left ([`super::wire`]).
 
 use super::config::{Fallback, Route};
 use super::upstream::{self, UpstreamRequest, UpstreamResponse};
+use super::wire::Framing;
 use super::Stats;
 use crate::abi::LogLevel;
 use crate::engine::Module;
 use crate::profile::{CalloutFailure, Profile};
-use crate::state::StreamInfo;
+use crate::state::{LocalResponse, StreamInfo};
 use crate::vm::{HttpCallReply, Vm, VmOptions};
 use crate::wasi::WasiOptions;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,6 +28,16 @@ use tokio::sync::oneshot;
 /// what each socket read returned; 64 KiB is a typical read).
 const BODY_CHUNK: usize = 64 * 1024;
 
+/// Where a response body passing through the filter comes from (the hosts deliver the two
+/// differently: [`Profile::upstream_body_ends_with_empty_call`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFrom {
+    /// An upstream's response, read off its connection.
+    Upstream,
+    /// A local reply (the filter's own, or a route's direct response).
+    LocalReply,
+}
+
 /// The answer a worker gives the HTTP server for one request.
 #[derive(Debug)]
 pub struct GatewayResponse {
@@ -34,6 +47,8 @@ pub struct GatewayResponse {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Vec<u8>,
+    /// Whether host-sim computes the length, or the headers the filter left frame the body.
+    pub framing: Framing,
 }
 
 /// A request handed to a worker.
@@ -141,11 +156,9 @@ impl Worker {
                     match slots[route].current.as_mut() {
                         Some(instance) => self.begin(instance, req),
                         None => {
-                            let _ = req.respond.send(GatewayResponse {
-                                status: 500,
-                                headers: vec![("content-type".into(), "text/plain".into())],
-                                body: b"host-sim: the filter failed to start; see the log\n".to_vec(),
-                            });
+                            let _ = req
+                                .respond
+                                .send(plain(500, "host-sim: the filter failed to start; see the log\n"));
                         }
                     }
                 }
@@ -442,12 +455,8 @@ impl Worker {
         let ids: Vec<u32> = instance.streams.keys().copied().collect();
         for stream in ids {
             let vm = &mut instance.vm;
-            let response = if let Some(local) = vm.local_response(stream) {
-                Some(GatewayResponse {
-                    status: local.status as u16,
-                    headers: local.headers.clone(),
-                    body: local.body.clone(),
-                })
+            let response = if let Some(local) = vm.local_response(stream).cloned() {
+                Some(self.local_reply(vm, stream, &local))
             } else if vm.stream_reset(stream) || !vm.stream_exists(stream) {
                 // The filter reset the stream: drop the responder so the client's connection
                 // is closed without an answer, as Envoy resets it.
@@ -461,16 +470,27 @@ impl Worker {
                     p.passed_through = true;
                 }
                 match &route.fallback {
+                    // Envoy's router answers a direct_response with a local reply
+                    // (`sendLocalReply`), shaped as the filter's own would be.
                     Fallback::Direct { status, body } => {
-                        Some(self.through_response_filter(vm, stream, *status, Vec::new(), body.as_bytes().to_vec()))
+                        let (headers, body) = self.profile.local_reply_response(&LocalResponse {
+                            status: u32::from(*status),
+                            details: "direct_response".into(),
+                            headers: Vec::new(),
+                            body: body.as_bytes().to_vec(),
+                            grpc_status: None,
+                        });
+                        Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
                     }
-                    Fallback::NotFound => Some(self.through_response_filter(
-                        vm,
-                        stream,
-                        404,
-                        vec![("content-type".into(), "application/json; charset=utf-8".into())],
-                        br#"{"message":"no Route matched with those values"}"#.to_vec(),
-                    )),
+                    Fallback::NotFound => {
+                        let body = br#"{"message":"no Route matched with those values"}"#.to_vec();
+                        let headers = vec![
+                            (":status".to_string(), "404".to_string()),
+                            ("content-type".into(), "application/json; charset=utf-8".into()),
+                            ("content-length".into(), body.len().to_string()),
+                        ];
+                        Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
+                    }
                     Fallback::Upstream(name) => {
                         let target = self
                             .upstreams
@@ -506,7 +526,18 @@ impl Worker {
 
     fn upstream_done(&self, instance: &mut Instance, stream: u32, result: Result<UpstreamResponse, String>) {
         let response = match result {
-            Ok(resp) => self.through_response_filter(&mut instance.vm, stream, resp.status, resp.headers, resp.body),
+            Ok(resp) => {
+                // The filter sees the upstream's headers with its content-length (both hosts keep
+                // it, `Profile::keeps_filter_content_length`); transfer-encoding is the
+                // connection's business, which both hosts' HTTP/1 codecs consume.
+                let mut headers = vec![(":status".to_string(), resp.status.to_string())];
+                headers.extend(
+                    resp.headers
+                        .into_iter()
+                        .filter(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding")),
+                );
+                self.through_response_filter(&mut instance.vm, stream, headers, resp.body, BodyFrom::Upstream)
+            }
             Err(e) => plain(
                 503,
                 &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}"),
@@ -515,40 +546,95 @@ impl Worker {
         self.finish(instance, stream, response);
     }
 
-    /// Runs a response through the filter's response callbacks and returns what it let out.
-    fn through_response_filter(
-        &self,
-        vm: &mut Vm,
-        stream: u32,
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    ) -> GatewayResponse {
-        let mut all = vec![(":status".to_string(), status.to_string())];
-        all.extend(headers.into_iter().filter(|(k, _)| {
-            !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("transfer-encoding")
-        }));
-        let _ = vm.send_response_headers(stream, &all, body.is_empty());
-        if !body.is_empty() {
-            let _ = vm.send_response_body(stream, &body, true);
-        }
-        if let Some(local) = vm.local_response(stream) {
+    /// The answer to a stream the filter ended with a local reply. The filter's own reply passes
+    /// through its response callbacks, shaped as the profile's host shapes it
+    /// ([`crate::Profile::local_reply_response`]); the host's answer to a failed filter, and a
+    /// reply the filter sent once a response had started (Envoy sends that one straight to the
+    /// codec), go out as they are.
+    fn local_reply(&self, vm: &mut Vm, stream: u32, local: &LocalResponse) -> GatewayResponse {
+        if !vm.open_response_for_local_reply(stream) {
             return GatewayResponse {
                 status: local.status as u16,
                 headers: local.headers.clone(),
                 body: local.body.clone(),
+                framing: Framing::Computed,
             };
         }
-        let headers = vm.response_headers(stream).unwrap_or(all);
+        let (headers, body) = self.profile.local_reply_response(local);
+        let failed_before = vm.failure().is_some();
+        let response = self.through_response_filter(vm, stream, headers.clone(), body.clone(), BodyFrom::LocalReply);
+        if failed_before || vm.failure().is_none() {
+            return response;
+        }
+        // The filter trapped in its response callbacks.
+        if self.profile.local_reply_survives_response_trap() {
+            return GatewayResponse {
+                status: local.status as u16,
+                headers: headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect(),
+                body,
+                framing: Framing::AsFilterLeft,
+            };
+        }
+        GatewayResponse {
+            status: self.profile.fail_closed_status() as u16,
+            headers: Vec::new(),
+            body: Vec::new(),
+            framing: Framing::Computed,
+        }
+    }
+
+    /// Runs a response (`headers` with `:status` first) through the filter's response callbacks
+    /// and returns what it let out, framed by the headers it left.
+    fn through_response_filter(
+        &self,
+        vm: &mut Vm,
+        stream: u32,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        from: BodyFrom,
+    ) -> GatewayResponse {
+        let body_callback = self.profile.response_body_callback(&body);
+        let _ = vm.send_response_headers(stream, &headers, !body_callback);
+        if body_callback {
+            let empty_end =
+                from == BodyFrom::Upstream && !body.is_empty() && self.profile.upstream_body_ends_with_empty_call();
+            let _ = vm.send_response_body(stream, &body, !empty_end);
+            if empty_end {
+                let _ = vm.send_response_body(stream, &[], true);
+            }
+        }
+        let opened_for_local_reply = vm.local_reply_in_response(stream);
+        if let Some(local) = vm.local_response(stream).filter(|_| !opened_for_local_reply) {
+            // A local reply from the response callbacks: the response has not gone out yet, so
+            // the host sends this one instead, without the filter.
+            let (headers, body) = self.profile.direct_local_reply(local);
+            return GatewayResponse {
+                status: local.status as u16,
+                headers: headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect(),
+                body,
+                framing: Framing::Computed,
+            };
+        }
+        let status_given = headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(500);
+        let headers = vm.response_headers(stream).unwrap_or(headers);
         let status = headers
             .iter()
             .find(|(k, _)| k == ":status")
             .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(status);
+            .unwrap_or(status_given);
         GatewayResponse {
             status,
             headers: headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect(),
             body: vm.forwarded_response_body(stream).unwrap_or_default().to_vec(),
+            framing: if self.profile.keeps_filter_content_length() {
+                Framing::AsFilterLeft
+            } else {
+                Framing::Computed
+            },
         }
     }
 
@@ -617,5 +703,6 @@ fn plain(status: u16, text: &str) -> GatewayResponse {
         status,
         headers: vec![("content-type".into(), "text/plain".into())],
         body: text.as_bytes().to_vec(),
+        framing: Framing::Computed,
     }
 }

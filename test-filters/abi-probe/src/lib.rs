@@ -1283,6 +1283,36 @@ impl Probe {
     }
 
     /// Applies `x-body-op` to a body buffer and returns whether to pause for more.
+    /// Response header edits any scenario may ask for: `x-local-in-response-headers` sends a
+    /// 502 local reply from `on_http_response_headers`; `x-mark-response` adds
+    /// `x-probe-saw-status: <:status>` (what the response callback saw, local replies included);
+    /// `x-remove-content-length` removes `content-length`, as a filter that rewrites the body
+    /// must, or the client gets the old length. Both are reported as `response_header_edits`.
+    fn response_header_edits(&self) {
+        if self.arg("x-local-in-response-headers").is_some() {
+            self.send_http_response(502, vec![("x-probe", "from-response-headers")], Some(b"replaced reply"));
+            Report::new().emit("local_in_response_headers");
+        }
+        let mark = self.arg("x-mark-response").is_some();
+        let remove_length = self.arg("x-remove-content-length").is_some();
+        if !mark && !remove_length {
+            return;
+        }
+        let status = self.get_http_response_header(":status");
+        let length = self.get_http_response_header("content-length");
+        if mark {
+            self.add_http_response_header("x-probe-saw-status", status.as_deref().unwrap_or("none"));
+        }
+        if remove_length {
+            self.set_http_response_header("content-length", None);
+        }
+        Report::new()
+            .bytes("status", status.as_deref().map(str::as_bytes))
+            .bytes("content_length", length.as_deref().map(str::as_bytes))
+            .bool("removed_content_length", remove_length)
+            .emit("response_header_edits");
+    }
+
     fn body_ops(&self, buffer: u32, body_size: usize, end_of_stream: bool) -> Action {
         if self.arg("x-body-pause") == Some("until_eos") && !end_of_stream {
             return Action::Pause;
@@ -1427,7 +1457,9 @@ impl HttpContext for Probe {
     /// `close`, `streams`, `grpc_call`, `grpc_stream`, `shared`, `queue`, `dequeue`, `metrics`,
     /// `properties`, `properties_response`, `foreign`, `effective`, `done`, `done_not_pending`,
     /// `nyi`, `tick_from_stream`, `map_phases`, `pause`, `pause_response`,
-    /// `local_in_response_body`, `badptr`, `badmap`, `grow`.
+    /// `local_in_response_body`, `badptr`, `badmap`, `grow`. `response_body` and `local` apply
+    /// `x-body-op` to the response body; any scenario takes the response header edits of
+    /// [`Probe::response_header_edits`].
     fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
         self.headers = self.get_http_request_headers();
         self.scenario = self.arg("x-probe").unwrap_or("none").to_string();
@@ -1568,6 +1600,7 @@ impl HttpContext for Probe {
             .num("num_headers", num_headers as u64)
             .bool("eos", end_of_stream)
             .emit("response_headers");
+        self.response_header_edits();
         match self.scenario.as_str() {
             "response_headers" => {
                 let status = self.get_http_response_header(":status");
@@ -1603,7 +1636,9 @@ impl HttpContext for Probe {
         );
         self.maybe_trap("response_body");
         self.report_map_phase("response_body");
-        if self.scenario == "response_body" {
+        // A response body rewrite applies to an upstream's response and to the filter's own
+        // local reply, which both hosts pass through the response callbacks.
+        if matches!(self.scenario.as_str(), "response_body" | "local") {
             return self.body_ops(raw::buffer::HTTP_RESPONSE_BODY, body_size, end_of_stream);
         }
         if self.scenario == "local_in_response_body" {

@@ -1,0 +1,457 @@
+//! `host-sim serve`'s response phase on the real abi-probe `.wasm`, in both profiles: the
+//! filter's own local reply passes through its `on_http_response_headers/body` (shaped as each
+//! host shapes it: `Profile::local_reply_response`), and the client gets the `content-length`
+//! the filter left (`Profile::keeps_filter_content_length`), so a body rewritten without
+//! removing it has the effect it has behind the real host. tests/e2e/test_response_phase.py
+//! compares the Envoy profile with real Envoy 1.40 on the same cases.
+
+use host_sim::serve::config::{Deployment, Fallback, Route};
+use host_sim::serve::{start, RunningGateway, ServeOptions};
+use host_sim::Profile;
+use kafka_upstream_tests::{engine, wasm_path};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const UPSTREAM_BODY: &[u8] = b"hello world\n";
+/// How long the client waits for more bytes before it records what it has.
+const READ_WAIT: Duration = Duration::from_millis(1500);
+
+/// An upstream that answers every request on a connection with `UPSTREAM_BODY` and its length
+/// (bounded: 64 connections, 16 requests each).
+async fn start_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..64 {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                for _ in 0..16 {
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        if got.len() > 1 << 16 {
+                            return;
+                        }
+                    }
+                    got.clear();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+                        UPSTREAM_BODY.len()
+                    );
+                    if conn.write_all(head.as_bytes()).await.is_err() || conn.write_all(UPSTREAM_BODY).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// abi-probe behind a one-worker gateway whose route proxies to `upstream`.
+async fn start_gateway(profile: Profile, upstream: SocketAddr) -> RunningGateway {
+    let deployment = Deployment {
+        profile,
+        routes: vec![Route {
+            name: "probe".into(),
+            path_prefix: "/".into(),
+            filter: wasm_path("abi_probe"),
+            plugin_name: "probe".into(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            config: Vec::new(),
+            fallback: Fallback::Upstream("backend".into()),
+            fail_open: false,
+        }],
+        upstreams: BTreeMap::from([("backend".to_string(), upstream)]),
+        listen: None,
+        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+    };
+    start(ServeOptions {
+        deployment,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: None,
+        workers: 1,
+        edge: host_sim::limits::EdgeLimits {
+            max_request_bytes: 1 << 20,
+            ..host_sim::limits::EdgeLimits::default()
+        },
+        reload_poll: None,
+        engine: engine().clone(),
+        access_log: false,
+    })
+    .await
+    .expect("gateway starts")
+}
+
+/// One response as a client reads it off a kept-alive connection.
+#[derive(Debug, PartialEq, Eq)]
+struct Wire {
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// The body as the framing delimits it (what the client takes as the response).
+    body: Vec<u8>,
+    /// The declared length was not reached and the connection stayed open.
+    waiting: bool,
+}
+
+impl Wire {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+async fn exchange(gateway: SocketAddr, headers: &[(&str, &str)]) -> Wire {
+    let mut request = String::from("GET /probe HTTP/1.1\r\nhost: probe\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut conn = tokio::net::TcpStream::connect(gateway).await.expect("connect");
+    conn.write_all(request.as_bytes()).await.expect("write request");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut closed = false;
+    loop {
+        match tokio::time::timeout(READ_WAIT, conn.read(&mut buf)).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+        assert!(got.len() < 1 << 20, "answer too large");
+        if complete(&got) {
+            break;
+        }
+    }
+    let end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&got)));
+    let head = String::from_utf8_lossy(&got[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap()[9..12].parse().expect("status code");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let rest = &got[end + 4..];
+    let wire = |body: Vec<u8>, short: bool| Wire {
+        status,
+        headers: headers.clone(),
+        body,
+        waiting: short && !closed,
+    };
+    if let Some(length) = headers.iter().find(|(k, _)| k == "content-length") {
+        let length: usize = length.1.parse().expect("numeric content-length");
+        let body = rest[..rest.len().min(length)].to_vec();
+        let short = body.len() < length;
+        return wire(body, short);
+    }
+    assert!(
+        headers.iter().any(|(k, v)| k == "transfer-encoding" && v == "chunked"),
+        "neither a length nor chunked: {head}"
+    );
+    let (body, short) = dechunk(rest);
+    wire(body, short)
+}
+
+/// Whether `got` holds a whole response (head and the body its framing announces).
+fn complete(got: &[u8]) -> bool {
+    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    let rest = &got[end + 4..];
+    match head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        Some(length) => rest.len() >= length,
+        None => !dechunk(rest).1,
+    }
+}
+
+/// The body of a chunked message, and whether it is incomplete.
+fn dechunk(mut data: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    loop {
+        let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else {
+            return (body, true);
+        };
+        let size_text = String::from_utf8_lossy(&data[..line_end]).to_string();
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else {
+            return (body, true);
+        };
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return (body, !data.starts_with(b"\r\n"));
+        }
+        if data.len() < size + 2 {
+            return (body, true);
+        }
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// What each profile's host appends to a local reply body (ngx_wasm_module: a line feed).
+fn local_body(profile: Profile, body: &str) -> Vec<u8> {
+    match profile {
+        Profile::Envoy => body.as_bytes().to_vec(),
+        Profile::Kong => format!("{body}\n").into_bytes(),
+    }
+}
+
+async fn local_reply_reaches_the_response_callbacks(profile: Profile) {
+    let gateway = start_gateway(profile, start_upstream().await).await;
+    let wire = exchange(gateway.local_addr, &[("x-probe", "local"), ("x-mark-response", "1")]).await;
+    assert_eq!(wire.status, 418, "{wire:?}");
+    assert_eq!(
+        wire.header("x-probe-saw-status"),
+        Some("418"),
+        "on_http_response_headers ran for the local reply: {wire:?}"
+    );
+    let body = local_body(profile, "teapot");
+    assert_eq!(wire.body, body);
+    assert_eq!(wire.header("content-length"), Some(body.len().to_string().as_str()));
+    assert_eq!(wire.header("content-type"), Some("text/plain"));
+    assert!(!wire.waiting);
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_passes_a_local_reply_through_the_response_callbacks() {
+    local_reply_reaches_the_response_callbacks(Profile::Envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_passes_a_local_reply_through_the_response_callbacks() {
+    local_reply_reaches_the_response_callbacks(Profile::Kong).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_a_local_reply_body_rewritten_keeps_its_old_length() {
+    let gateway = start_gateway(Profile::Envoy, start_upstream().await).await;
+    let addr = gateway.local_addr;
+    // "teapot" (6) replaced by "replaced" (8): the client reads 6 bytes.
+    let stale = exchange(addr, &[("x-probe", "local"), ("x-body-op", "replace")]).await;
+    assert_eq!((stale.status, stale.header("content-length")), (418, Some("6")));
+    assert_eq!(stale.body, b"replac");
+    // Without the header the reply goes out chunked, whole.
+    let fixed = exchange(
+        addr,
+        &[
+            ("x-probe", "local"),
+            ("x-body-op", "replace"),
+            ("x-remove-content-length", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(fixed.header("content-length"), None);
+    assert_eq!(fixed.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(fixed.body, b"replaced");
+    gateway.shutdown().await;
+}
+
+async fn upstream_body_rewrites(profile: Profile) {
+    let gateway = start_gateway(profile, start_upstream().await).await;
+    let addr = gateway.local_addr;
+    let untouched = exchange(addr, &[("x-probe", "response_body")]).await;
+    assert_eq!(untouched.status, 200);
+    assert_eq!(untouched.body, UPSTREAM_BODY);
+    assert_eq!(
+        untouched.header("content-length"),
+        Some("12"),
+        "the upstream's length is kept"
+    );
+
+    // Shrunk to "replaced" (8) under the upstream's content-length 12: the client waits for
+    // the 4 bytes that never come.
+    let shrunk = &[
+        ("x-probe", "response_body"),
+        ("x-body-op", "replace"),
+        ("x-body-pause", "until_eos"),
+    ];
+    let stale = exchange(addr, shrunk).await;
+    assert_eq!(stale.header("content-length"), Some("12"));
+    assert_eq!(stale.body, b"replaced");
+    assert!(stale.waiting, "{stale:?}");
+
+    let mut removed = shrunk.to_vec();
+    removed.push(("x-remove-content-length", "1"));
+    let fixed = exchange(addr, &removed).await;
+    assert_eq!(fixed.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(fixed.body, b"replaced");
+    assert!(!fixed.waiting);
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_an_upstream_body_rewritten_keeps_the_stale_length() {
+    upstream_body_rewrites(Profile::Envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_an_upstream_body_rewritten_keeps_the_stale_length() {
+    upstream_body_rewrites(Profile::Kong).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_a_grown_body_is_cut_at_the_stale_length() {
+    let gateway = start_gateway(Profile::Envoy, start_upstream().await).await;
+    let grown = exchange(
+        gateway.local_addr,
+        &[
+            ("x-probe", "response_body"),
+            ("x-body-op", "append"),
+            ("x-body-pause", "until_eos"),
+        ],
+    )
+    .await;
+    assert_eq!(grown.header("content-length"), Some("12"));
+    assert_eq!(grown.body, UPSTREAM_BODY, "the client reads the old length only");
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_body_takes_the_hosts_number_of_body_callbacks() {
+    let upstream = start_upstream().await;
+    for (profile, appended) in [(Profile::Envoy, "-post-post"), (Profile::Kong, "-post")] {
+        let gateway = start_gateway(profile, upstream).await;
+        // The probe appends in every body callback: Envoy makes two (the data, then an empty
+        // one ending the stream), Kong one.
+        let wire = exchange(
+            gateway.local_addr,
+            &[
+                ("x-probe", "response_body"),
+                ("x-body-op", "append"),
+                ("x-remove-content-length", "1"),
+            ],
+        )
+        .await;
+        let mut expected = UPSTREAM_BODY.to_vec();
+        expected.extend_from_slice(appended.as_bytes());
+        assert_eq!(wire.body, expected, "{profile}");
+        gateway.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_the_local_replys_response_callbacks() {
+    let upstream = start_upstream().await;
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let gateway = start_gateway(profile, upstream).await;
+        let wire = exchange(
+            gateway.local_addr,
+            &[("x-probe", "local"), ("x-trap-in", "response_headers")],
+        )
+        .await;
+        match profile {
+            // Envoy fails the stream: its 503 replaces the reply.
+            Profile::Envoy => assert_eq!((wire.status, wire.body.as_slice()), (503, &b""[..]), "{wire:?}"),
+            // ngx_wasm_module fails open: the reply goes out as it was.
+            Profile::Kong => assert_eq!((wire.status, wire.body.as_slice()), (418, &b"teapot\n"[..]), "{wire:?}"),
+        }
+        assert!(!wire.waiting, "{profile}: {wire:?}");
+        gateway.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_sent_from_the_response_headers_callback() {
+    let upstream = start_upstream().await;
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let gateway = start_gateway(profile, upstream).await;
+        let addr = gateway.local_addr;
+        let over_local = exchange(addr, &[("x-probe", "local"), ("x-local-in-response-headers", "1")]).await;
+        match profile {
+            // Envoy sends the new reply straight to the client, without the filter.
+            Profile::Envoy => {
+                assert_eq!(
+                    (over_local.status, over_local.body.as_slice()),
+                    (502, &b"replaced reply"[..])
+                );
+                assert_eq!(over_local.header("x-probe"), Some("from-response-headers"));
+                assert_eq!(over_local.header("content-type"), Some("text/plain"));
+            }
+            // Kong: the second reply traps ("local response already stashed"); the response
+            // phase fails open and the first reply goes out.
+            Profile::Kong => assert_eq!((over_local.status, over_local.body.as_slice()), (418, &b"teapot\n"[..])),
+        }
+        gateway.shutdown().await;
+    }
+    // Over an upstream response too (Envoy).
+    let gateway = start_gateway(Profile::Envoy, upstream).await;
+    let over_upstream = exchange(
+        gateway.local_addr,
+        &[("x-probe", "response_body"), ("x-local-in-response-headers", "1")],
+    )
+    .await;
+    assert_eq!(
+        (over_upstream.status, over_upstream.body.as_slice()),
+        (502, &b"replaced reply"[..])
+    );
+    gateway.shutdown().await;
+}
+
+// ---- The VM side: a local reply opened for the response callbacks ---------------------------
+
+fn probe_stream(profile: Profile, extra: &[(&str, &str)]) -> (host_sim::Vm, u32) {
+    let mut vm = kafka_upstream_tests::start("abi_probe", profile);
+    let root = vm.create_root_context("", b"").expect("root").id;
+    let stream = vm.create_http_stream(root).expect("stream");
+    let headers = kafka_upstream_tests::request_headers("GET", "/p", "probe", extra);
+    vm.send_request_headers(stream, &headers, true)
+        .expect("request headers");
+    (vm, stream)
+}
+
+#[test]
+fn a_local_reply_opens_the_response_direction_once() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let (mut vm, stream) = probe_stream(profile, &[("x-probe", "local"), ("x-mark-response", "1")]);
+        let local = vm.local_response(stream).cloned().expect("the probe answered");
+        // Before opening, the response direction is closed: nothing reaches the filter.
+        assert_eq!(
+            vm.send_response_headers(stream, &[(":status", "418")], true).unwrap(),
+            None
+        );
+        assert!(vm.open_response_for_local_reply(stream), "{profile}");
+        assert!(!vm.open_response_for_local_reply(stream), "{profile}: only once");
+        let (headers, body) = profile.local_reply_response(&local);
+        vm.send_response_headers(stream, &headers, false)
+            .expect("response headers");
+        vm.send_response_body(stream, &body, true).expect("response body");
+        let seen = vm.response_headers(stream).expect("response headers kept");
+        assert_eq!(
+            kafka_upstream_tests::header(&seen, "x-probe-saw-status"),
+            Some("418"),
+            "{profile}"
+        );
+        assert_eq!(vm.forwarded_response_body(stream), Some(body.as_slice()), "{profile}");
+        // The request direction stays ended.
+        assert_eq!(vm.send_request_body(stream, b"late", true).unwrap(), None, "{profile}");
+    }
+}
+
+#[test]
+fn the_hosts_answer_to_a_trap_is_not_passed_through_the_filter() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let (mut vm, stream) = probe_stream(profile, &[("x-trap-in", "request_headers")]);
+        let reply = vm.local_response(stream).cloned().expect("the host answered the trap");
+        assert_eq!(reply.status, profile.fail_closed_status());
+        assert!(!vm.open_response_for_local_reply(stream), "{profile}");
+    }
+}
