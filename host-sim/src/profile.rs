@@ -892,6 +892,53 @@ impl Profile {
         self == Profile::Envoy
     }
 
+    /// The order of a request's pseudo-headers as the filter sees them. Envoy 1.40 presents
+    /// `:authority, :path, :method, :scheme` (observed: ENVOY-1.40, its HTTP/1 codec fills the
+    /// header map in that order); ngx_wasm_module builds them from the request line as
+    /// `:method, :path, :scheme` and `:authority` from Host (KONG-SRC
+    /// ngx_http_proxy_wasm_headers/properties), which host-sim keeps as
+    /// `:method, :path, :authority, :scheme`.
+    pub fn request_pseudo_header_order(self) -> [&'static str; 4] {
+        match self {
+            Profile::Envoy => [":authority", ":path", ":method", ":scheme"],
+            Profile::Kong => [":method", ":path", ":authority", ":scheme"],
+        }
+    }
+
+    /// Headers the host's router adds to a request it proxies upstream, after the filter chain
+    /// (the filter never sees them). Envoy's router announces the route's timeout
+    /// (`x-envoy-expected-rq-timeout-ms`, 15000 for the default 15 s route timeout; envoy
+    /// source/common/router/router.cc `FilterUtility::setTimeoutHeaders`, observed in
+    /// ENVOY-1.40). nginx adds nothing of its own.
+    pub fn proxied_request_headers(self) -> Vec<(String, String)> {
+        match self {
+            Profile::Envoy => vec![("x-envoy-expected-rq-timeout-ms".to_string(), "15000".to_string())],
+            Profile::Kong => Vec::new(),
+        }
+    }
+
+    /// A header the host adds to an upstream's response before the filter's response callbacks
+    /// see it, given how long the upstream took. Envoy's router adds
+    /// `x-envoy-upstream-service-time` (milliseconds; router.cc `onUpstreamHeaders`, observed in
+    /// ENVOY-1.40); Kong adds its own latency headers in its Lua layer, after the filters.
+    pub fn upstream_response_header(self, took: std::time::Duration) -> Option<(String, String)> {
+        match self {
+            Profile::Envoy => Some(("x-envoy-upstream-service-time".to_string(), took.as_millis().to_string())),
+            Profile::Kong => None,
+        }
+    }
+
+    /// The `server` header the host puts on every response it sends, replacing the upstream's
+    /// or the filter's: Envoy's `server_header_transformation` defaults to OVERWRITE with
+    /// `server_name` "envoy" (observed in ENVOY-1.40: an upstream's `server` is replaced). Kong's
+    /// nginx sets its own in its Lua layer; the bare module leaves it to nginx.
+    pub fn server_header(self) -> Option<&'static str> {
+        match self {
+            Profile::Envoy => Some("envoy"),
+            Profile::Kong => None,
+        }
+    }
+
     /// The host's log level reported by `proxy_get_log_level` by default.
     pub fn default_log_level(self) -> LogLevel {
         LogLevel::Trace

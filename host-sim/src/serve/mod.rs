@@ -571,12 +571,20 @@ async fn route_request(
         .map(String::from)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()))
         .unwrap_or_else(|| local.to_string());
-    let mut headers = vec![
-        (":method".to_string(), parts.method.as_str().to_string()),
-        (":path".to_string(), path),
-        (":authority".to_string(), authority),
-        (":scheme".to_string(), "http".to_string()),
-    ];
+    let mut headers: Vec<(String, String)> = shared
+        .profile
+        .request_pseudo_header_order()
+        .iter()
+        .map(|name| {
+            let value = match *name {
+                ":method" => parts.method.as_str().to_string(),
+                ":path" => path.clone(),
+                ":authority" => authority.clone(),
+                _ => "http".to_string(),
+            };
+            (name.to_string(), value)
+        })
+        .collect();
     for (name, value) in &parts.headers {
         // Envoy moves Host into :authority; nginx keeps Host as a header too. Envoy's HTTP/1
         // codec also removes Transfer-Encoding before the filter chain (seen with Envoy 1.40 in
@@ -637,15 +645,19 @@ async fn route_request(
                 Framing::Computed => WireBody::exact(body),
                 Framing::AsFilterLeft => WireBody::declared(body, declared),
             });
-            // Envoy names itself on every response it sends (`server_name` defaults to "envoy").
-            if shared.profile == Profile::Envoy && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("server")) {
+            // Envoy names itself on every response it sends, replacing any other `server`.
+            let server = shared.profile.server_header();
+            if let Some(server) = server {
                 resp.headers_mut()
-                    .insert(hyper::header::SERVER, hyper::header::HeaderValue::from_static("envoy"));
+                    .insert(hyper::header::SERVER, hyper::header::HeaderValue::from_static(server));
             }
             *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             for (k, v) in headers {
                 let length = k.eq_ignore_ascii_case("content-length");
                 if k.starts_with(':') || k.eq_ignore_ascii_case("transfer-encoding") || (length && declared.is_none()) {
+                    continue;
+                }
+                if server.is_some() && k.eq_ignore_ascii_case("server") {
                     continue;
                 }
                 if length && resp.headers().contains_key(hyper::header::CONTENT_LENGTH) {

@@ -497,14 +497,25 @@ impl Worker {
                             .get(name)
                             .map(|a| a.to_string())
                             .unwrap_or_else(|| name.clone());
-                        let headers = vm.request_headers(stream).unwrap_or_default();
+                        let mut headers = vm.request_headers(stream).unwrap_or_default();
+                        headers.extend(self.profile.proxied_request_headers());
                         let body = vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
                         let request = UpstreamRequest::from_call_headers(&headers, body);
                         let commands = self.commands.clone();
                         let client = self.client.clone();
                         let generation = instance.generation;
+                        let profile = self.profile;
                         self.runtime.spawn(async move {
-                            let result = client.send(&target, request).await.map_err(|e| e.to_string());
+                            let started = std::time::Instant::now();
+                            let result = client
+                                .send(&target, request)
+                                .await
+                                .map(|mut response| {
+                                    // The router's header, there before the filter sees the response.
+                                    response.headers.extend(profile.upstream_response_header(started.elapsed()));
+                                    response
+                                })
+                                .map_err(|e| e.to_string());
                             let _ = commands.send(Command::UpstreamDone {
                                 route: route_index,
                                 generation,
