@@ -116,7 +116,9 @@ impl Root {
         match self {
             Root::Export(name) => format!("export {name}"),
             Root::Start => "the start function".to_string(),
-            Root::ExternalReference => "a function reference the host can reach (table, global or signature)".to_string(),
+            Root::ExternalReference => {
+                "a function reference the host can reach (table, global or signature)".to_string()
+            }
         }
     }
 }
@@ -159,7 +161,10 @@ pub fn analyze(bytes: &[u8]) -> Result<Reachability, ReachabilityError> {
 }
 
 fn has_reference(ty: &FuncType) -> bool {
-    ty.params().iter().chain(ty.results()).any(|v| matches!(v, ValType::Ref(_)))
+    ty.params()
+        .iter()
+        .chain(ty.results())
+        .any(|v| matches!(v, ValType::Ref(_)))
 }
 
 fn has_typed_reference(ty: &FuncType) -> bool {
@@ -174,16 +179,15 @@ fn read_module(bytes: &[u8]) -> Result<ModuleFacts, ReachabilityError> {
         plain_types: true,
         ..ModuleFacts::default()
     };
-    let mut reference_imports: Vec<u32> = Vec::new();
+    // Type indices of the signatures the host sees (imported and exported functions).
+    let mut host_visible_types: Vec<u32> = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
         match payload? {
-            Payload::Version { encoding, range, .. } => {
-                if encoding != wasmparser::Encoding::Module {
-                    return Err(ReachabilityError::Malformed {
-                        offset: range.start,
-                        message: "a component, not a core module".into(),
-                    });
-                }
+            Payload::Version { encoding, range, .. } if encoding != wasmparser::Encoding::Module => {
+                return Err(ReachabilityError::Malformed {
+                    offset: range.start,
+                    message: "a component, not a core module".into(),
+                });
             }
             Payload::TypeSection(reader) => {
                 for group in reader {
@@ -210,7 +214,7 @@ fn read_module(bytes: &[u8]) -> Result<ModuleFacts, ReachabilityError> {
                     let import = import?;
                     match import.ty {
                         TypeRef::Func(ty) | TypeRef::FuncExact(ty) => {
-                            reference_imports.push(ty);
+                            host_visible_types.push(ty);
                             facts.function_types.push(ty);
                             facts.import_names.push(format!("{}.{}", import.module, import.name));
                         }
@@ -292,10 +296,10 @@ fn read_module(bytes: &[u8]) -> Result<ModuleFacts, ReachabilityError> {
     // Function signatures the host sees: a reference in one hands the host a function reference.
     for (_, index) in &facts.exports {
         if let Some(&ty) = facts.function_types.get(*index as usize) {
-            reference_imports.push(ty);
+            host_visible_types.push(ty);
         }
     }
-    if reference_imports
+    if host_visible_types
         .iter()
         .any(|&ty| matches!(facts.types.get(ty as usize), Some(Some(f)) if has_reference(f)))
     {
@@ -368,7 +372,7 @@ impl ModuleFacts {
     /// Every index the graph uses exists; the code section has one body per defined function.
     fn check(&self) -> Result<(), ReachabilityError> {
         let count = self.function_count();
-        let defined = count - self.import_names.len();
+        let defined = count.saturating_sub(self.import_names.len());
         if self.bodies.len() != defined {
             return Err(ReachabilityError::Invalid(format!(
                 "{defined} functions declared but {} bodies in the code section",
@@ -469,7 +473,9 @@ impl ModuleFacts {
         }
 
         while let Some(f) = walk.queue.pop_front() {
-            let Some((root, _)) = walk.reached[f as usize] else { continue };
+            let Some((root, _)) = walk.reached[f as usize] else {
+                continue;
+            };
             let Some(body) = (f as usize).checked_sub(imported).and_then(|i| self.bodies.get(i)) else {
                 continue; // an import: a leaf
             };
@@ -583,7 +589,10 @@ mod tests {
         assert!(reachable(&report).is_empty());
         assert_eq!(report.reachable_functions, 1);
         let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["imports"][0], serde_json::json!({"import":"env.proxy_done","reachable":false}));
+        assert_eq!(
+            json["imports"][0],
+            serde_json::json!({"import":"env.proxy_done","reachable":false})
+        );
     }
 
     #[test]
@@ -597,8 +606,14 @@ mod tests {
                 (start $init)
                 (func $init i32.const 0 call $exit))"#,
         );
-        assert_eq!(reachable(&report), vec!["env.proxy_done", "wasi_snapshot_preview1.proc_exit"]);
-        assert_eq!(report.reach_of("env.proxy_done").unwrap().from.as_deref(), Some("export proxy_on_done"));
+        assert_eq!(
+            reachable(&report),
+            vec!["env.proxy_done", "wasi_snapshot_preview1.proc_exit"]
+        );
+        assert_eq!(
+            report.reach_of("env.proxy_done").unwrap().from.as_deref(),
+            Some("export proxy_on_done")
+        );
         let exit = report.reach_of("wasi_snapshot_preview1.proc_exit").unwrap();
         assert_eq!(exit.from.as_deref(), Some("the start function"));
         assert_eq!(exit.path, vec!["init", "wasi_snapshot_preview1.proc_exit"]);
@@ -682,7 +697,11 @@ mod tests {
                 (func $entry (call $log (i32.const 0))))"#,
         );
         let log = report.reach_of("env.proxy_log").unwrap();
-        assert!(log.from.as_deref().unwrap().starts_with("a function reference the host can reach"));
+        assert!(log
+            .from
+            .as_deref()
+            .unwrap()
+            .starts_with("a function reference the host can reach"));
     }
 
     #[test]
@@ -722,7 +741,10 @@ mod tests {
             let _ = analyze(&valid[..len]);
         }
         assert!(matches!(analyze(b"(module)"), Err(ReachabilityError::Malformed { .. })));
-        assert!(matches!(analyze(&valid[..valid.len() - 3]), Err(ReachabilityError::Malformed { .. })));
+        assert!(matches!(
+            analyze(&valid[..valid.len() - 3]),
+            Err(ReachabilityError::Malformed { .. })
+        ));
         // Parses, but calls a function that does not exist / has no body for a declared function.
         let bad_call = wat::parse_str(r#"(module (func (export "run") call 0) (func))"#).unwrap();
         let mut bytes = bad_call.clone();
@@ -741,6 +763,9 @@ mod tests {
     #[test]
     fn a_component_is_not_a_module() {
         let component = wat::parse_str("(component)").unwrap();
-        assert!(analyze(&component).unwrap_err().to_string().contains("a component, not a core module"));
+        assert!(analyze(&component)
+            .unwrap_err()
+            .to_string()
+            .contains("a component, not a core module"));
     }
 }

@@ -1348,7 +1348,10 @@ mod tests {
         );
         assert!(envoy.reachable_unimplemented.is_empty() && envoy.imported_only_unimplemented.is_empty());
         let kong = &report.hosts["kong"];
-        assert_eq!(kong.cannot_link, vec!["env.proxy_not_a_thing", "wasi_unstable.fd_write"]);
+        assert_eq!(
+            kong.cannot_link,
+            vec!["env.proxy_not_a_thing", "wasi_unstable.fd_write"]
+        );
         assert_eq!(kong.reachable_unimplemented, vec!["proxy_done"]);
         assert_eq!(
             kong.imported_only_unimplemented,
@@ -1364,7 +1367,9 @@ mod tests {
     #[test]
     fn envoy_links_get_log_level_for_abi_0_2_1_only() {
         let (mut info, reach) = module_with(&["env.proxy_get_log_level"], &[]);
-        assert!(ModuleReport::new(&info, reach.clone()).hosts["envoy"].cannot_link.is_empty());
+        assert!(ModuleReport::new(&info, reach.clone()).hosts["envoy"]
+            .cannot_link
+            .is_empty());
         info.abi_version = Some("proxy_abi_version_0_2_0".into());
         assert_eq!(
             ModuleReport::new(&info, reach).hosts["envoy"].cannot_link,
@@ -1374,7 +1379,12 @@ mod tests {
         assert!(host_links(Profile::Envoy, None, "wasi_unstable", "proc_exit"));
         assert!(!host_links(Profile::Kong, None, "wasi_unstable", "proc_exit"));
         assert!(!host_links(Profile::Kong, None, "env", "pthread_equal"));
-        assert!(host_links(Profile::Kong, None, "wasi_snapshot_preview1", "path_filestat_get"));
+        assert!(host_links(
+            Profile::Kong,
+            None,
+            "wasi_snapshot_preview1",
+            "path_filestat_get"
+        ));
         assert!(!host_links(Profile::Envoy, None, "other", "proxy_log"));
     }
 }

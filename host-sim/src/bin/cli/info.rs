@@ -113,10 +113,12 @@ fn render_text(name: &str, report: &ModuleReport) -> String {
         let reachable: Vec<String> = host
             .reachable_unimplemented
             .iter()
-            .map(|f| match reach.reach_of(&format!("env.{f}")).and_then(|r| r.from.as_deref()) {
-                Some(from) => format!("{f} (from {from})"),
-                None => f.clone(),
-            })
+            .map(
+                |f| match reach.reach_of(&format!("env.{f}")).and_then(|r| r.from.as_deref()) {
+                    Some(from) => format!("{f} (from {from})"),
+                    None => f.clone(),
+                },
+            )
             .collect();
         let _ = writeln!(
             out,
