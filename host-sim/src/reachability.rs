@@ -379,35 +379,38 @@ impl ModuleFacts {
                 self.bodies.len()
             )));
         }
-        let function = |what: &str, index: u32| {
+        // `what` names the referrer; it is only built for the error.
+        let function = |what: &dyn Fn() -> String, index: u32| {
             if (index as usize) < count {
                 Ok(())
             } else {
                 Err(ReachabilityError::Invalid(format!(
-                    "{what} refers to function {index}, but the module has {count}"
+                    "{} refers to function {index}, but the module has {count}",
+                    what()
                 )))
             }
         };
-        let func_type = |what: &str, index: u32| match self.types.get(index as usize) {
+        let func_type = |what: &dyn Fn() -> String, index: u32| match self.types.get(index as usize) {
             Some(Some(_)) => Ok(()),
             _ => Err(ReachabilityError::Invalid(format!(
-                "{what} refers to type {index}, which is not a function type of the module"
+                "{} refers to type {index}, which is not a function type of the module",
+                what()
             ))),
         };
         for (i, &ty) in self.function_types.iter().enumerate() {
-            func_type(&format!("function {i}"), ty)?;
+            func_type(&|| format!("function {i}"), ty)?;
         }
         for (name, index) in &self.exports {
-            function(&format!("export {name}"), *index)?;
+            function(&|| format!("export {}", display_name(name)), *index)?;
         }
         if let Some(start) = self.start {
-            function("the start section", start)?;
+            function(&|| "the start section".to_string(), start)?;
         }
         for &f in &self.referenceable {
-            function("a function reference", f)?;
+            function(&|| "a function reference".to_string(), f)?;
         }
         for (i, body) in self.bodies.iter().enumerate() {
-            let what = format!("function {}", i + self.import_names.len());
+            let what = || format!("function {}", i + self.import_names.len());
             for &callee in &body.calls {
                 function(&what, callee)?;
             }
@@ -740,6 +743,14 @@ mod tests {
         for len in 0..valid.len() {
             let _ = analyze(&valid[..len]);
         }
+        // Nor does any single corrupted byte.
+        for at in 8..valid.len() {
+            for value in [0x00, 0x01, 0x7f, 0x80, 0xff, valid[at].wrapping_add(1)] {
+                let mut bytes = valid.clone();
+                bytes[at] = value;
+                let _ = analyze(&bytes);
+            }
+        }
         assert!(matches!(analyze(b"(module)"), Err(ReachabilityError::Malformed { .. })));
         assert!(matches!(
             analyze(&valid[..valid.len() - 3]),
@@ -758,6 +769,28 @@ mod tests {
         let cut = no_code.len() - no_code.iter().rev().position(|&b| b == 10).unwrap() - 1;
         let error = analyze(&no_code[..cut]).unwrap_err().to_string();
         assert!(error.contains("code section is absent"), "{error}");
+    }
+
+    #[test]
+    fn indices_past_what_the_module_declares_are_errors() {
+        let mut export = wat::parse_str(r#"(module (func (export "run")))"#).unwrap();
+        let at = export.windows(5).position(|w| w == b"run\0\0").unwrap();
+        export[at + 4] = 5;
+        assert_eq!(
+            analyze(&export).unwrap_err().to_string(),
+            "invalid module: export run refers to function 5, but the module has 1"
+        );
+        let mut indirect = wat::parse_str(
+            r#"(module (type (func)) (table 1 funcref)
+                (func (export "run") (call_indirect (type 0) (i32.const 0))))"#,
+        )
+        .unwrap();
+        let at = indirect.windows(5).position(|w| w == [0x41, 0, 0x11, 0, 0]).unwrap();
+        indirect[at + 3] = 9;
+        assert_eq!(
+            analyze(&indirect).unwrap_err().to_string(),
+            "invalid module: function 0 refers to type 9, which is not a function type of the module"
+        );
     }
 
     #[test]
