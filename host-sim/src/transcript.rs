@@ -933,6 +933,18 @@ const ENVOY_WASI: &[&str] = &[
     "fd_prestat_dir_name",
 ];
 
+/// ABI 0.1.0 host functions ngx_wasm_module still defines for any module (its `ngx_proxy_wasm_hfuncs[]`
+/// rows marked `<= 0.2.1` or `0.1.0` that ABI 0.2.1 dropped); Envoy registers them for ABI 0.1.0
+/// modules only, which host-sim does not load.
+const KONG_LEGACY: &[&str] = &[
+    "proxy_continue_request",
+    "proxy_continue_response",
+    "proxy_resume_downstream",
+    "proxy_resume_upstream",
+    "proxy_get_configuration",
+    "proxy_clear_route_cache",
+];
+
 /// Whether `profile`'s host links the function import `module.name` at all. A host that does not
 /// refuses to load the module, whether or not the import is ever called.
 /// - Envoy (proxy-wasm-cpp-host src/wasm.cc `WasmBase::registerCallbacks`): the ABI's `env.proxy_*`
@@ -940,10 +952,11 @@ const ENVOY_WASI: &[&str] = &[
 ///   0.2.1 only); `env.pthread_equal` and `env.emscripten_notify_memory_growth`; the WASI
 ///   functions of [`ENVOY_WASI`] under `wasi_snapshot_preview1` and `wasi_unstable`.
 /// - Kong (ngx_wasm_module src/wasm/vm/ngx_wavm.c `ngx_wavm_module_link`: an `env` import without
-///   a host function fails with "missing host function"): the ABI's `env.proxy_*` functions (the
-///   ones it has not implemented link and trap when called); all of `wasi_snapshot_preview1`
-///   through wasmtime's WASI (src/wasm/wrt/ngx_wrt_wasmtime.c:260-300); nothing under
-///   `wasi_unstable` or any other module.
+///   a host function fails with "missing host function"): the ABI's `env.proxy_*` functions and
+///   the older names of [`KONG_LEGACY`] (the table `ngx_proxy_wasm_hfuncs[]` in
+///   src/common/proxy_wasm/ngx_proxy_wasm_host.c; the ones it has not implemented link and trap
+///   when called); all of `wasi_snapshot_preview1` through wasmtime's WASI
+///   (src/wasm/wrt/ngx_wrt_wasmtime.c:260-300); nothing under `wasi_unstable` or any other module.
 fn host_links(profile: Profile, abi_version: Option<&str>, module: &str, name: &str) -> bool {
     match (profile, module) {
         (Profile::Envoy, "env") => match HostFunction::from_name(name) {
@@ -952,7 +965,7 @@ fn host_links(profile: Profile, abi_version: Option<&str>, module: &str, name: &
             None => matches!(name, "pthread_equal" | "emscripten_notify_memory_growth"),
         },
         (Profile::Envoy, "wasi_snapshot_preview1" | "wasi_unstable") => ENVOY_WASI.contains(&name),
-        (Profile::Kong, "env") => HostFunction::from_name(name).is_some(),
+        (Profile::Kong, "env") => HostFunction::from_name(name).is_some() || KONG_LEGACY.contains(&name),
         (Profile::Kong, "wasi_snapshot_preview1") => WASI_P1.contains(&name),
         _ => false,
     }
@@ -1379,6 +1392,8 @@ mod tests {
         assert!(host_links(Profile::Envoy, None, "wasi_unstable", "proc_exit"));
         assert!(!host_links(Profile::Kong, None, "wasi_unstable", "proc_exit"));
         assert!(!host_links(Profile::Kong, None, "env", "pthread_equal"));
+        assert!(host_links(Profile::Kong, None, "env", "proxy_continue_request"));
+        assert!(!host_links(Profile::Envoy, None, "env", "proxy_continue_request"));
         assert!(host_links(
             Profile::Kong,
             None,
