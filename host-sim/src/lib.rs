@@ -33,6 +33,7 @@ pub mod limits;
 pub mod memory;
 pub mod profile;
 mod properties;
+pub mod reachability;
 pub mod scenario;
 pub mod serve;
 pub mod state;

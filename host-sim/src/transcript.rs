@@ -11,6 +11,7 @@
 use crate::engine::ModuleInfo;
 use crate::hostfn::HostFunction;
 use crate::profile::{CalloutFailure, Profile};
+use crate::reachability::Reachability;
 use crate::vm::{GrpcReply, HttpCallReply};
 use base64::Engine as _;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -909,8 +910,82 @@ const WASI_P1: &[&str] = &[
     "sock_shutdown",
 ];
 
+/// The WASI functions proxy-wasm-cpp-host (Envoy's Wasm host) registers, under both
+/// `wasi_snapshot_preview1` and `wasi_unstable`: `FOR_ALL_WASI_FUNCTIONS` in
+/// proxy-wasm-cpp-host include/proxy-wasm/exports.h, registered by `WasmBase::registerCallbacks`
+/// (src/wasm.cc). Any other import makes the module fail to load ("Failed to load Wasm module due
+/// to a missing import", src/wasmtime/wasmtime.cc and src/v8/v8.cc `link`).
+const ENVOY_WASI: &[&str] = &[
+    "fd_write",
+    "fd_read",
+    "fd_seek",
+    "fd_close",
+    "fd_fdstat_get",
+    "environ_get",
+    "environ_sizes_get",
+    "args_get",
+    "args_sizes_get",
+    "clock_time_get",
+    "random_get",
+    "proc_exit",
+    "path_open",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+];
+
+/// ABI 0.1.0 host functions ngx_wasm_module still defines for any module (its `ngx_proxy_wasm_hfuncs[]`
+/// rows marked `<= 0.2.1` or `0.1.0` that ABI 0.2.1 dropped); Envoy registers them for ABI 0.1.0
+/// modules only, which host-sim does not load.
+const KONG_LEGACY: &[&str] = &[
+    "proxy_continue_request",
+    "proxy_continue_response",
+    "proxy_resume_downstream",
+    "proxy_resume_upstream",
+    "proxy_get_configuration",
+    "proxy_clear_route_cache",
+];
+
+/// Whether `profile`'s host links the function import `module.name` at all. A host that does not
+/// refuses to load the module, whether or not the import is ever called.
+/// - Envoy (proxy-wasm-cpp-host src/wasm.cc `WasmBase::registerCallbacks`): the ABI's `env.proxy_*`
+///   functions, except `proxy_get_log_level` for a module declaring ABI 0.2.0 (registered for
+///   0.2.1 only); `env.pthread_equal` and `env.emscripten_notify_memory_growth`; the WASI
+///   functions of [`ENVOY_WASI`] under `wasi_snapshot_preview1` and `wasi_unstable`.
+/// - Kong (ngx_wasm_module src/wasm/vm/ngx_wavm.c `ngx_wavm_module_link`: an `env` import without
+///   a host function fails with "missing host function"): the ABI's `env.proxy_*` functions and
+///   the older names of [`KONG_LEGACY`] (the table `ngx_proxy_wasm_hfuncs[]` in
+///   src/common/proxy_wasm/ngx_proxy_wasm_host.c; the ones it has not implemented link and trap
+///   when called); all of `wasi_snapshot_preview1` through wasmtime's WASI
+///   (src/wasm/wrt/ngx_wrt_wasmtime.c:260-300); nothing under `wasi_unstable` or any other module.
+fn host_links(profile: Profile, abi_version: Option<&str>, module: &str, name: &str) -> bool {
+    match (profile, module) {
+        (Profile::Envoy, "env") => match HostFunction::from_name(name) {
+            Some(HostFunction::GetLogLevel) => abi_version != Some("proxy_abi_version_0_2_0"),
+            Some(_) => true,
+            None => matches!(name, "pthread_equal" | "emscripten_notify_memory_growth"),
+        },
+        (Profile::Envoy, "wasi_snapshot_preview1" | "wasi_unstable") => ENVOY_WASI.contains(&name),
+        (Profile::Kong, "env") => HostFunction::from_name(name).is_some() || KONG_LEGACY.contains(&name),
+        (Profile::Kong, "wasi_snapshot_preview1") => WASI_P1.contains(&name),
+        _ => false,
+    }
+}
+
 /// The profiles `host-sim info` reports on.
 const PROFILES: &[Profile] = &[Profile::Envoy, Profile::Kong];
+
+/// What one host makes of a module's imports, with the call graph's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostImports {
+    /// Function imports this host does not link at all, as `module.name`: it refuses to load the
+    /// module, whether or not the import is ever called.
+    pub cannot_link: Vec<String>,
+    /// Host functions this host lacks (it links them as traps) that some code path from the
+    /// module's exports calls: the guest traps if that path runs.
+    pub reachable_unimplemented: Vec<String>,
+    /// Host functions this host lacks that the module imports but no code path calls.
+    pub imported_only_unimplemented: Vec<String>,
+}
 
 /// What `host-sim info` says about a module.
 #[derive(Debug, Clone, Serialize)]
@@ -924,11 +999,15 @@ pub struct ModuleReport {
     /// Per profile, the imported proxy-wasm host functions that host does not implement (the
     /// guest traps if it calls them).
     pub unimplemented: BTreeMap<String, Vec<String>>,
+    /// Per profile, its imports split by whether it links them and whether code calls them.
+    pub hosts: BTreeMap<String, HostImports>,
+    /// The call graph: for each function import, whether a code path can call it.
+    pub reachability: Reachability,
 }
 
 impl ModuleReport {
-    /// Classifies a module's imports.
-    pub fn new(info: &ModuleInfo) -> ModuleReport {
+    /// Classifies a module's imports, using the call graph built from the same module.
+    pub fn new(info: &ModuleInfo, reachability: Reachability) -> ModuleReport {
         let mut unknown_imports = Vec::new();
         let mut host_functions = Vec::new();
         for import in &info.imports {
@@ -942,21 +1021,44 @@ impl ModuleReport {
                 _ => unknown_imports.push(import.clone()),
             }
         }
-        let unimplemented = PROFILES
-            .iter()
-            .map(|profile| {
-                let missing = host_functions
-                    .iter()
-                    .filter(|f| !profile.implements(**f))
-                    .map(|f| f.name().to_string())
-                    .collect();
-                (profile.to_string(), missing)
-            })
-            .collect();
+        let mut unimplemented = BTreeMap::new();
+        let mut hosts = BTreeMap::new();
+        for &profile in PROFILES {
+            let missing: Vec<HostFunction> = host_functions
+                .iter()
+                .copied()
+                .filter(|f| !profile.implements(*f))
+                .collect();
+            let cannot_link = info
+                .imports
+                .iter()
+                .filter(|import| {
+                    let (module, name) = import.split_once('.').unwrap_or(("", import));
+                    !host_links(profile, info.abi_version.as_deref(), module, name)
+                })
+                .cloned()
+                .collect();
+            // An import the call graph does not list counts as reachable: never understate a trap.
+            let (reachable, imported_only): (Vec<HostFunction>, Vec<HostFunction>) = missing
+                .iter()
+                .partition(|f| reachability.is_reachable(&format!("env.{}", f.name())) != Some(false));
+            let names = |list: Vec<HostFunction>| list.iter().map(|f| f.name().to_string()).collect();
+            hosts.insert(
+                profile.to_string(),
+                HostImports {
+                    cannot_link,
+                    reachable_unimplemented: names(reachable),
+                    imported_only_unimplemented: names(imported_only),
+                },
+            );
+            unimplemented.insert(profile.to_string(), names(missing));
+        }
         ModuleReport {
             info: info.clone(),
             unknown_imports,
             unimplemented,
+            hosts,
+            reachability,
         }
     }
 }
@@ -1205,24 +1307,44 @@ mod tests {
         assert_eq!(decode_body("/w==", true, "body").unwrap(), vec![0xff]);
     }
 
-    #[test]
-    fn module_report_classifies_imports() {
+    /// A module importing `imports` (all `(func)`), whose export `run` calls the ones in `called`.
+    fn module_with(imports: &[&str], called: &[&str]) -> (ModuleInfo, Reachability) {
+        let mut text = String::from("(module");
+        for import in imports {
+            let (module, name) = import.split_once('.').unwrap();
+            text.push_str(&format!(r#" (import "{module}" "{name}" (func ${import}))"#));
+        }
+        text.push_str(r#" (func (export "run")"#);
+        for import in called {
+            text.push_str(&format!(" call ${import}"));
+        }
+        text.push_str("))");
+        let bytes = wat::parse_str(&text).unwrap();
         let info = ModuleInfo {
-            size: 1,
+            size: bytes.len(),
             sha256: "00".into(),
             abi_version: Some("proxy_abi_version_0_2_1".into()),
-            exports: vec![],
-            imports: vec![
-                "env.proxy_log".into(),
-                "env.proxy_get_log_level".into(),
-                "env.proxy_grpc_call".into(),
-                "env.proxy_not_a_thing".into(),
-                "wasi_snapshot_preview1.fd_write".into(),
-                "wasi_unstable.fd_write".into(),
-            ],
+            exports: vec!["run".into()],
+            imports: imports.iter().map(|i| i.to_string()).collect(),
             version: None,
         };
-        let report = ModuleReport::new(&info);
+        (info, crate::reachability::analyze(&bytes).unwrap())
+    }
+
+    #[test]
+    fn module_report_classifies_imports() {
+        let imports = [
+            "env.proxy_log",
+            "env.proxy_get_log_level",
+            "env.proxy_grpc_call",
+            "env.proxy_done",
+            "env.proxy_not_a_thing",
+            "wasi_snapshot_preview1.fd_write",
+            "wasi_snapshot_preview1.path_filestat_get",
+            "wasi_unstable.fd_write",
+        ];
+        let (info, reach) = module_with(&imports, &["env.proxy_log", "env.proxy_done"]);
+        let report = ModuleReport::new(&info, reach);
         assert_eq!(
             report.unknown_imports,
             vec!["env.proxy_not_a_thing", "wasi_unstable.fd_write"]
@@ -1230,10 +1352,54 @@ mod tests {
         assert!(report.unimplemented["envoy"].is_empty());
         assert_eq!(
             report.unimplemented["kong"],
+            vec!["proxy_get_log_level", "proxy_grpc_call", "proxy_done"]
+        );
+        let envoy = &report.hosts["envoy"];
+        assert_eq!(
+            envoy.cannot_link,
+            vec!["env.proxy_not_a_thing", "wasi_snapshot_preview1.path_filestat_get"]
+        );
+        assert!(envoy.reachable_unimplemented.is_empty() && envoy.imported_only_unimplemented.is_empty());
+        let kong = &report.hosts["kong"];
+        assert_eq!(
+            kong.cannot_link,
+            vec!["env.proxy_not_a_thing", "wasi_unstable.fd_write"]
+        );
+        assert_eq!(kong.reachable_unimplemented, vec!["proxy_done"]);
+        assert_eq!(
+            kong.imported_only_unimplemented,
             vec!["proxy_get_log_level", "proxy_grpc_call"]
         );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["sha256"], "00");
         assert_eq!(json["unimplemented"]["kong"][0], "proxy_get_log_level");
+        assert_eq!(json["hosts"]["kong"]["reachable_unimplemented"][0], "proxy_done");
+        assert_eq!(json["reachability"]["imports"][3]["from"], "export run");
+    }
+
+    #[test]
+    fn envoy_links_get_log_level_for_abi_0_2_1_only() {
+        let (mut info, reach) = module_with(&["env.proxy_get_log_level"], &[]);
+        assert!(ModuleReport::new(&info, reach.clone()).hosts["envoy"]
+            .cannot_link
+            .is_empty());
+        info.abi_version = Some("proxy_abi_version_0_2_0".into());
+        assert_eq!(
+            ModuleReport::new(&info, reach).hosts["envoy"].cannot_link,
+            vec!["env.proxy_get_log_level"]
+        );
+        assert!(host_links(Profile::Envoy, None, "env", "pthread_equal"));
+        assert!(host_links(Profile::Envoy, None, "wasi_unstable", "proc_exit"));
+        assert!(!host_links(Profile::Kong, None, "wasi_unstable", "proc_exit"));
+        assert!(!host_links(Profile::Kong, None, "env", "pthread_equal"));
+        assert!(host_links(Profile::Kong, None, "env", "proxy_continue_request"));
+        assert!(!host_links(Profile::Envoy, None, "env", "proxy_continue_request"));
+        assert!(host_links(
+            Profile::Kong,
+            None,
+            "wasi_snapshot_preview1",
+            "path_filestat_get"
+        ));
+        assert!(!host_links(Profile::Envoy, None, "other", "proxy_log"));
     }
 }

@@ -230,10 +230,47 @@ fn info_text() {
     assert!(text.contains(&format!("sha256:  {sha}")), "{text}");
     assert!(text.contains("abi:     proxy_abi_version_0_2_1"), "{text}");
     assert!(text.contains("  proxy_on_request_headers\n"), "{text}");
-    assert!(text.contains("  env.proxy_http_call\n"), "{text}");
-    assert!(text.contains("envoy: none"), "{text}");
-    assert!(text.contains("kong:  proxy_get_log_level"), "{text}");
     assert!(text.contains("(linked as traps): env.proxy_no_such_function"), "{text}");
+    // Each import with the call graph's verdict.
+    let verdict = |import: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("  {import} ")))
+            .unwrap_or_else(|| panic!("no line for {import}: {text}"));
+        line[import.len() + 2..].trim().to_string()
+    };
+    assert_eq!(
+        verdict("env.proxy_http_call"),
+        "reachable from export proxy_on_request_headers"
+    );
+    assert_eq!(verdict("env.proxy_get_log_level"), "imported only");
+    assert_eq!(verdict("env.proxy_no_such_function"), "imported only");
+    // Per host: what it cannot link, what it lacks that code calls, what it lacks that nothing calls.
+    let host = |name: &str| {
+        let start = text.find(&format!("\n  {name}:\n")).unwrap_or_else(|| panic!("{text}"));
+        text[start..]
+            .lines()
+            .skip(2)
+            .take(3)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        host("kong"),
+        vec![
+            "    cannot link (the module does not load):   env.proxy_no_such_function",
+            "    reachable (will trap if that path runs):  none",
+            "    imported only (never called):             proxy_get_log_level",
+        ]
+    );
+    assert_eq!(
+        host("envoy"),
+        vec![
+            "    cannot link (the module does not load):   env.proxy_no_such_function",
+            "    reachable (will trap if that path runs):  none",
+            "    imported only (never called):             none",
+        ]
+    );
 }
 
 #[test]
@@ -257,6 +294,137 @@ fn info_json() {
         info["unknown_imports"],
         serde_json::json!(["env.proxy_no_such_function"])
     );
+    assert_eq!(
+        info["hosts"]["kong"],
+        serde_json::json!({
+            "cannot_link": ["env.proxy_no_such_function"],
+            "reachable_unimplemented": [],
+            "imported_only_unimplemented": ["proxy_get_log_level"],
+        })
+    );
+    let imports = info["reachability"]["imports"].as_array().unwrap();
+    let http_call = imports.iter().find(|i| i["import"] == "env.proxy_http_call").unwrap();
+    assert_eq!(http_call["reachable"], true);
+    assert_eq!(http_call["from"], "export proxy_on_request_headers");
+    assert_eq!(
+        http_call["path"],
+        serde_json::json!(["proxy_on_request_headers", "env.proxy_http_call"])
+    );
+    let log_level = imports
+        .iter()
+        .find(|i| i["import"] == "env.proxy_get_log_level")
+        .unwrap();
+    assert_eq!(log_level["reachable"], false);
+}
+
+/// `info --json` on a built module, from the shared precompiled cache.
+fn info_of_built(f: &Fixture, name: &str) -> Value {
+    let path = built_wasm(name).display().to_string();
+    let out = f.host_sim_shared_cache(&["info", "--json", &path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
+}
+
+#[test]
+fn info_on_the_filter_separates_what_kong_would_trap_on_from_what_it_only_imports() {
+    let f = Fixture::new();
+    let info = info_of_built(&f, "kafka_upstream");
+    let kong = &info["hosts"]["kong"];
+    assert_eq!(kong["cannot_link"], serde_json::json!([]));
+    // The filter calls proxy_done after its last reply on shutdown; it never makes a gRPC call,
+    // though the SDK imports every gRPC host function.
+    let reachable = strings(&kong["reachable_unimplemented"]);
+    let imported_only = strings(&kong["imported_only_unimplemented"]);
+    assert!(reachable.contains(&"proxy_done"), "{kong}");
+    assert!(imported_only.contains(&"proxy_grpc_call"), "{kong}");
+    assert!(imported_only.contains(&"proxy_grpc_stream"), "{kong}");
+    // Together they are exactly what Kong lacks.
+    let mut split: Vec<&str> = reachable.iter().chain(&imported_only).copied().collect();
+    let mut all = strings(&info["unimplemented"]["kong"]);
+    split.sort_unstable();
+    all.sort_unstable();
+    assert_eq!(split, all);
+    assert_eq!(
+        info["hosts"]["envoy"],
+        serde_json::json!({"cannot_link": [], "reachable_unimplemented": [], "imported_only_unimplemented": []})
+    );
+    let reach = &info["reachability"];
+    assert!(reach["reachable_functions"].as_u64() <= reach["functions"].as_u64());
+    let done = reach["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["import"] == "env.proxy_done")
+        .unwrap();
+    let path = strings(&done["path"]);
+    assert_eq!(path.last(), Some(&"env.proxy_done"));
+    assert!(done["from"].as_str().unwrap().starts_with("export proxy_on_"), "{done}");
+
+    // The text report says the same.
+    let path = built_wasm("kafka_upstream").display().to_string();
+    let text = stdout(&f.host_sim_shared_cache(&["info", &path]));
+    assert!(text.contains("  env.proxy_grpc_call "), "{text}");
+    let line = text.lines().find(|l| l.starts_with("  env.proxy_grpc_call ")).unwrap();
+    assert!(line.ends_with(" imported only"), "{line}");
+    let kong_text = &text[text.find("\n  kong:\n").unwrap()..];
+    assert!(kong_text.contains("proxy_done (from export proxy_on_"), "{kong_text}");
+}
+
+#[test]
+fn info_on_the_abi_probe_finds_every_host_function_it_calls_reachable() {
+    let f = Fixture::new();
+    let info = info_of_built(&f, "abi_probe");
+    // The probe exercises every host function of the ABI, so whatever Kong lacks is reachable.
+    let kong = &info["hosts"]["kong"];
+    assert_eq!(kong["imported_only_unimplemented"], serde_json::json!([]), "{kong}");
+    let reachable = strings(&kong["reachable_unimplemented"]);
+    for f in [
+        "proxy_done",
+        "proxy_get_log_level",
+        "proxy_grpc_call",
+        "proxy_close_stream",
+        "proxy_get_status",
+    ] {
+        assert!(reachable.contains(&f), "{f}: {kong}");
+    }
+    let imports = info["reachability"]["imports"].as_array().unwrap();
+    assert!(imports.iter().all(|i| i["reachable"] == true), "{imports:?}");
+}
+
+#[test]
+fn info_names_imports_a_host_cannot_link() {
+    let f = Fixture::new();
+    f.write(
+        "unstable.wat",
+        r#"(module
+  (import "wasi_unstable" "proc_exit" (func $exit (param i32)))
+  (import "wasi_snapshot_preview1" "path_filestat_get" (func $stat (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 0)))"#,
+    );
+    let out = f.host_sim(&["info", "--json", "@unstable.wat"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // ngx_wasm_module links only wasi_snapshot_preview1; proxy-wasm-cpp-host a subset of WASI
+    // under both module names.
+    assert_eq!(
+        info["hosts"]["kong"]["cannot_link"],
+        serde_json::json!(["wasi_unstable.proc_exit"])
+    );
+    assert_eq!(
+        info["hosts"]["envoy"]["cannot_link"],
+        serde_json::json!(["wasi_snapshot_preview1.path_filestat_get"])
+    );
+    assert!(info["reachability"]["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["reachable"] == false));
 }
 
 #[test]
