@@ -55,6 +55,8 @@ async fn start_gateway(
         upstreams,
         listen: None,
         client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services: Vec::new(),
+        notes: Vec::new(),
     };
     start(ServeOptions {
         deployment,
@@ -481,6 +483,8 @@ async fn start_probe_gateway(profile: Profile, fail_open: bool) -> RunningGatewa
         upstreams: BTreeMap::new(),
         listen: None,
         client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services: Vec::new(),
+        notes: Vec::new(),
     };
     start(ServeOptions {
         deployment,

@@ -35,6 +35,8 @@ async fn gateway(edge: EdgeLimits) -> RunningGateway {
         upstreams: BTreeMap::new(),
         listen: None,
         client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services: Vec::new(),
+        notes: Vec::new(),
     };
     start(ServeOptions {
         deployment,
@@ -326,6 +328,8 @@ async fn async_gateway(profile: Profile) -> (RunningGateway, std::sync::Arc<rest
         upstreams,
         listen: None,
         client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services: Vec::new(),
+        notes: Vec::new(),
     };
     let gateway = start(ServeOptions {
         deployment,
