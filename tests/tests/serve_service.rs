@@ -136,7 +136,10 @@ async fn gateway(deployment: Deployment) -> Result<host_sim::serve::RunningGatew
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -145,11 +148,17 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 async fn a_singleton_service_ticks_and_calls_out_with_no_request_and_is_shut_down() {
     let (upstream, heads) = start_upstream().await;
     let label = "bootstrap_extensions[0] (ticker)";
-    let gateway = gateway(deployment(upstream, vec![service("ticker", "tick=20 dispatch_on_tick=up", true)]))
-        .await
-        .expect("gateway starts");
+    let gateway = gateway(deployment(
+        upstream,
+        vec![service("ticker", "tick=20 dispatch_on_tick=up", true)],
+    ))
+    .await
+    .expect("gateway starts");
     let calls = heads.clone();
-    until("three callouts from the service's ticks", || calls.lock().unwrap().len() >= 3).await;
+    until("three callouts from the service's ticks", || {
+        calls.lock().unwrap().len() >= 3
+    })
+    .await;
     until("the callout answers reaching the service's root", || {
         lines_with(&[label, "probe:root_http_call_response", "pong"]).len() >= 2
     })
@@ -158,14 +167,22 @@ async fn a_singleton_service_ticks_and_calls_out_with_no_request_and_is_shut_dow
         assert!(head.starts_with("GET /tick HTTP/1.1\r\n"), "{head}");
         assert!(head.to_ascii_lowercase().contains("x-envoy-internal: true"), "{head}");
     }
-    assert_eq!(lines_with(&[label, "probe:vm_start"]).len(), 1, "one VM for a singleton");
+    assert_eq!(
+        lines_with(&[label, "probe:vm_start"]).len(),
+        1,
+        "one VM for a singleton"
+    );
     let configured = lines_with(&[label, "probe:configure"]);
     assert_eq!(configured.len(), 1, "{configured:?}");
     assert!(lines_with(&[label, "probe:tick"]).len() >= 3);
     // No request ever reached the listener: the route's VMs never ticked.
     assert!(lines_with(&["route=\"probe\"", "probe:tick"]).is_empty());
     gateway.shutdown().await;
-    assert_eq!(lines_with(&[label, "probe:root_on_done"]).len(), 1, "the root context is shut down");
+    assert_eq!(
+        lines_with(&[label, "probe:root_on_done"]).len(),
+        1,
+        "the root context is shut down"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +197,11 @@ async fn a_service_that_is_not_a_singleton_gets_a_vm_per_thread() {
     until("every VM ticking", || {
         let copies: std::collections::BTreeSet<String> = lines_with(&[label, "probe:tick"])
             .iter()
-            .filter_map(|l| l.split("worker=").nth(1).map(|w| w.split(' ').next().unwrap_or("").to_string()))
+            .filter_map(|l| {
+                l.split("worker=")
+                    .nth(1)
+                    .map(|w| w.split(' ').next().unwrap_or("").to_string())
+            })
             .collect();
         copies.len() == 3
     })
@@ -194,7 +215,10 @@ async fn a_service_that_rejects_its_configuration_stops_the_gateway_from_startin
     let (upstream, _heads) = start_upstream().await;
     let refused = gateway(deployment(
         upstream,
-        vec![service("fine", "tick=1000", true), service("picky", "fail_configure", true)],
+        vec![
+            service("fine", "tick=1000", true),
+            service("picky", "fail_configure", true),
+        ],
     ))
     .await;
     match refused {
@@ -207,5 +231,8 @@ async fn a_service_that_rejects_its_configuration_stops_the_gateway_from_startin
     }
     // The service that had started is shut down again.
     let label = "bootstrap_extensions[0] (fine)";
-    until("the started service's shutdown", || !lines_with(&[label, "probe:root_on_done"]).is_empty()).await;
+    until("the started service's shutdown", || {
+        !lines_with(&[label, "probe:root_on_done"]).is_empty()
+    })
+    .await;
 }

@@ -1,7 +1,8 @@
 //! What a gateway serves: routes (a path prefix, a filter and its configuration, what answers
 //! when the filter lets a request through) and upstreams. Built from flags, from an Envoy
 //! bootstrap (`envoy.yaml`) or from a Kong declarative config (`kong.yml`), so the project's own
-//! deployment files are exercised by the same code path users run.
+//! deployment files are exercised by the same code path users run. An Envoy bootstrap also gives
+//! its `bootstrap_extensions` WasmServices ([`WasmService`]).
 
 use crate::profile::{Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES};
 use serde_norway::Value;
@@ -219,9 +220,15 @@ fn any_to_bytes(v: Option<&Value>, at: &At) -> Result<Vec<u8>, DeployError> {
                     .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
                     .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
                     .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s))
-                    .map_err(|e| message_at.key("value").fail(format!("a BytesValue's value must be base64: {e}")))
+                    .map_err(|e| {
+                        message_at
+                            .key("value")
+                            .fail(format!("a BytesValue's value must be base64: {e}"))
+                    })
             }
-            Some(_) => Err(message_at.key("value").fail("a BytesValue's value must be a base64 string")),
+            Some(_) => Err(message_at
+                .key("value")
+                .fail("a BytesValue's value must be a base64 string")),
         },
         "type.googleapis.com/google.protobuf.Struct" => {
             // The Struct's JSON form is the object itself, under `value` in an Any.
@@ -344,7 +351,9 @@ fn plugin_config(config: &Value, at: &At, base: &Path) -> Result<PluginConfig, D
     let (local, local_at) = match get(code, "local") {
         Some(local) if !local.is_null() => (local, code_at.key("local")),
         _ if get(code, "remote").is_some() => {
-            return Err(code_at.key("remote").fail("host-sim loads local files only (vm_config.code.local.filename)"))
+            return Err(code_at
+                .key("remote")
+                .fail("host-sim loads local files only (vm_config.code.local.filename)"))
         }
         _ => return Err(code_at.key("local").fail("missing")),
     };
@@ -393,7 +402,9 @@ fn socket_address<'v, 'f>(owner: &'v Value, at: &At<'f>) -> Result<(&'v str, u16
     let (sa, sa_at) = match get(address, "socket_address") {
         Some(sa) if !sa.is_null() => (sa, address_at.key("socket_address")),
         _ if get(address, "pipe").is_some() => {
-            return Err(address_at.key("pipe").fail("host-sim serve connects to TCP socket addresses only"))
+            return Err(address_at
+                .key("pipe")
+                .fail("host-sim serve connects to TCP socket addresses only"))
         }
         _ => return Err(address_at.key("socket_address").fail("missing")),
     };
@@ -413,7 +424,9 @@ fn socket_address<'v, 'f>(owner: &'v Value, at: &At<'f>) -> Result<(&'v str, u16
 }
 
 fn ip_address(host: &str, port: u16) -> Option<SocketAddr> {
-    host.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, port))
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port))
 }
 
 /// A cluster's address. STATIC takes IP addresses only (Envoy refuses a hostname there);
@@ -429,7 +442,9 @@ fn cluster_address(cluster: &Value, at: &At) -> Result<(String, SocketAddr), Dep
         Some(_) => return Err(at.key("type").fail("not a string")),
     };
     if get(cluster, "cluster_type").is_some() {
-        return Err(at.key("cluster_type").fail("custom cluster types are not supported by host-sim serve"));
+        return Err(at
+            .key("cluster_type")
+            .fail("custom cluster types are not supported by host-sim serve"));
     }
     if !matches!(kind, "STATIC" | "STRICT_DNS" | "LOGICAL_DNS") {
         return Err(at.key("type").fail(format!(
@@ -442,9 +457,9 @@ fn cluster_address(cluster: &Value, at: &At) -> Result<(String, SocketAddr), Dep
             s.as_str()
         }
         Some(other) => {
-            return Err(at.key("dns_lookup_family").fail(format!(
-                "{other:?} is not AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED or ALL"
-            )))
+            return Err(at
+                .key("dns_lookup_family")
+                .fail(format!("{other:?} is not AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED or ALL")))
         }
     };
     let (assignment, assignment_at) = at.need(cluster, "load_assignment")?;
@@ -459,7 +474,9 @@ fn cluster_address(cluster: &Value, at: &At) -> Result<(String, SocketAddr), Dep
         )));
     }
     let Some((lb, lb_at)) = lb_endpoints.into_iter().next() else {
-        return Err(assignment_at.key("endpoints").fail("no lb_endpoints: the cluster has no endpoint"));
+        return Err(assignment_at
+            .key("endpoints")
+            .fail("no lb_endpoints: the cluster has no endpoint"));
     };
     let (endpoint, endpoint_at) = lb_at.need(lb, "endpoint")?;
     let (host, port, host_at) = socket_address(endpoint, &endpoint_at)?;
@@ -986,7 +1003,8 @@ mod tests {
         )
     }
 
-    const PLAIN_WASM: &str = "                      \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+    const PLAIN_WASM: &str =
+        "                      \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
                       config:
                         name: plain
                         vm_config: { vm_id: v, code: { local: { filename: f.wasm } } }
@@ -1014,7 +1032,11 @@ mod tests {
 
     #[test]
     fn a_wasm_filter_in_either_typed_struct_reads_as_the_plain_one() {
-        let plain = envoy(&static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "127.0.0.1", "")), None).unwrap();
+        let plain = envoy(
+            &static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        )
+        .unwrap();
         assert_eq!(plain.routes[0].config, b"cfg");
         assert_eq!(plain.routes[0].plugin_name, "plain");
         for url in TYPED_STRUCT_URLS {
@@ -1028,8 +1050,11 @@ mod tests {
                           configuration: {{ \"@type\": type.googleapis.com/google.protobuf.StringValue, value: cfg }}
 "
             );
-            let read = envoy(&static_resources(&wasm_filter(&wrapped), &cluster("STATIC", "127.0.0.1", "")), None)
-                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let read = envoy(
+                &static_resources(&wasm_filter(&wrapped), &cluster("STATIC", "127.0.0.1", "")),
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
             let without_dir = |routes: &[Route]| -> Vec<Route> {
                 routes
                     .iter()
@@ -1046,7 +1071,10 @@ mod tests {
                       type_url: type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
                       value: { max_request_bytes: 10 }
 ";
-        let refused = message(envoy(&static_resources(&wasm_filter(other), &cluster("STATIC", "127.0.0.1", "")), None));
+        let refused = message(envoy(
+            &static_resources(&wasm_filter(other), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        ));
         assert!(
             refused.starts_with("static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters: no envoy.filters.http.wasm"),
             "{refused}"
@@ -1054,7 +1082,10 @@ mod tests {
         let no_type_url = "                      \"@type\": type.googleapis.com/udpa.type.v1.TypedStruct
                       value: {}
 ";
-        let refused = message(envoy(&static_resources(&wasm_filter(no_type_url), &cluster("STATIC", "127.0.0.1", "")), None));
+        let refused = message(envoy(
+            &static_resources(&wasm_filter(no_type_url), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        ));
         assert_eq!(
             refused,
             "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.type_url: missing"
@@ -1070,7 +1101,10 @@ mod tests {
 {configuration}
 "
         );
-        envoy(&static_resources(&wasm_filter(&filter), &cluster("STATIC", "127.0.0.1", "")), None)
+        envoy(
+            &static_resources(&wasm_filter(&filter), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        )
     }
 
     const CONFIGURATION_PATH: &str =
@@ -1081,11 +1115,15 @@ mod tests {
         let config = |c: &str| with_configuration(c).map(|d| d.routes[0].config.clone());
         let indent = "                          ";
         assert_eq!(
-            config(&format!("{indent}\"@type\": type.googleapis.com/google.protobuf.StringValue\n{indent}value: '{{\"a\":1}}'")),
+            config(&format!(
+                "{indent}\"@type\": type.googleapis.com/google.protobuf.StringValue\n{indent}value: '{{\"a\":1}}'"
+            )),
             Ok(br#"{"a":1}"#.to_vec())
         );
         assert_eq!(
-            config(&format!("{indent}\"@type\": type.googleapis.com/google.protobuf.BytesValue\n{indent}value: AAEC/w==")),
+            config(&format!(
+                "{indent}\"@type\": type.googleapis.com/google.protobuf.BytesValue\n{indent}value: AAEC/w=="
+            )),
             Ok(vec![0, 1, 2, 255])
         );
         // Struct { fields { "a": 1.5, "b": ["x", true], "c": null } }, keys in order.
@@ -1104,17 +1142,30 @@ mod tests {
         let refused = message(with_configuration(&format!(
             "{indent}\"@type\": type.googleapis.com/google.protobuf.BytesValue\n{indent}value: '***'"
         )));
-        assert!(refused.starts_with(&format!("{CONFIGURATION_PATH}.value: a BytesValue's value must be base64")), "{refused}");
+        assert!(
+            refused.starts_with(&format!(
+                "{CONFIGURATION_PATH}.value: a BytesValue's value must be base64"
+            )),
+            "{refused}"
+        );
         let refused = message(with_configuration(&format!(
             "{indent}\"@type\": type.googleapis.com/google.protobuf.Int32Value\n{indent}value: 3"
         )));
-        assert!(refused.starts_with(&format!("{CONFIGURATION_PATH}.@type: type.googleapis.com/google.protobuf.Int32Value: host-sim passes")), "{refused}");
+        assert!(
+            refused.starts_with(&format!(
+                "{CONFIGURATION_PATH}.@type: type.googleapis.com/google.protobuf.Int32Value: host-sim passes"
+            )),
+            "{refused}"
+        );
         let refused = message(with_configuration(&format!("{indent}value: '{{}}'")));
         assert_eq!(refused, format!("{CONFIGURATION_PATH}.@type: missing"));
         let refused = message(with_configuration(&format!(
             "{indent}\"@type\": type.googleapis.com/google.protobuf.StringValue\n{indent}value: [1]"
         )));
-        assert_eq!(refused, format!("{CONFIGURATION_PATH}.value: a StringValue's value must be a string"));
+        assert_eq!(
+            refused,
+            format!("{CONFIGURATION_PATH}.value: a StringValue's value must be a string")
+        );
     }
 
     const ENDPOINT_ADDRESS: &str =
@@ -1123,30 +1174,66 @@ mod tests {
     #[test]
     fn dns_clusters_resolve_at_start_up_and_static_ones_take_addresses_only() {
         let upstream = |kind: &str, address: &str, extra: &str| {
-            envoy(&static_resources(&wasm_filter(PLAIN_WASM), &cluster(kind, address, extra)), None)
-                .map(|d| d.upstreams["up"])
+            envoy(
+                &static_resources(&wasm_filter(PLAIN_WASM), &cluster(kind, address, extra)),
+                None,
+            )
+            .map(|d| d.upstreams["up"])
         };
         let v4 = "      dns_lookup_family: V4_ONLY\n";
         let localhost: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         assert_eq!(upstream("STRICT_DNS", "localhost", v4), Ok(localhost));
         assert_eq!(upstream("LOGICAL_DNS", "localhost", v4), Ok(localhost));
-        assert_eq!(upstream("STRICT_DNS", "127.0.0.1", ""), Ok(localhost), "an IP needs no lookup");
-        let default_family = upstream("STRICT_DNS", "localhost", "").unwrap();
-        assert!(default_family.ip().is_loopback() && default_family.port() == 9000, "{default_family}");
-        let refused = message(envoy(&static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "localhost", "")), None));
-        assert!(
-            refused.starts_with(&format!("{ENDPOINT_ADDRESS}: \"localhost\" is not an IP address; a STATIC cluster")),
-            "{refused}"
+        assert_eq!(
+            upstream("STRICT_DNS", "127.0.0.1", ""),
+            Ok(localhost),
+            "an IP needs no lookup"
         );
-        let refused = message(envoy(&static_resources(&wasm_filter(PLAIN_WASM), &cluster("STRICT_DNS", "no-such-host.invalid", "")), None));
-        assert!(refused.starts_with(&format!("{ENDPOINT_ADDRESS}: cannot resolve \"no-such-host.invalid\"")), "{refused}");
+        let default_family = upstream("STRICT_DNS", "localhost", "").unwrap();
+        assert!(
+            default_family.ip().is_loopback() && default_family.port() == 9000,
+            "{default_family}"
+        );
         let refused = message(envoy(
-            &static_resources(&wasm_filter(PLAIN_WASM), &cluster("STRICT_DNS", "localhost", "      dns_lookup_family: V5\n")),
+            &static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "localhost", "")),
             None,
         ));
-        assert!(refused.starts_with("static_resources.clusters[0].dns_lookup_family: "), "{refused}");
-        let refused = message(envoy(&static_resources(&wasm_filter(PLAIN_WASM), &cluster("EDS", "127.0.0.1", "")), None));
-        assert!(refused.starts_with("static_resources.clusters[0].type: EDS: "), "{refused}");
+        assert!(
+            refused.starts_with(&format!(
+                "{ENDPOINT_ADDRESS}: \"localhost\" is not an IP address; a STATIC cluster"
+            )),
+            "{refused}"
+        );
+        let refused = message(envoy(
+            &static_resources(
+                &wasm_filter(PLAIN_WASM),
+                &cluster("STRICT_DNS", "no-such-host.invalid", ""),
+            ),
+            None,
+        ));
+        assert!(
+            refused.starts_with(&format!("{ENDPOINT_ADDRESS}: cannot resolve \"no-such-host.invalid\"")),
+            "{refused}"
+        );
+        let refused = message(envoy(
+            &static_resources(
+                &wasm_filter(PLAIN_WASM),
+                &cluster("STRICT_DNS", "localhost", "      dns_lookup_family: V5\n"),
+            ),
+            None,
+        ));
+        assert!(
+            refused.starts_with("static_resources.clusters[0].dns_lookup_family: "),
+            "{refused}"
+        );
+        let refused = message(envoy(
+            &static_resources(&wasm_filter(PLAIN_WASM), &cluster("EDS", "127.0.0.1", "")),
+            None,
+        ));
+        assert!(
+            refused.starts_with("static_resources.clusters[0].type: EDS: "),
+            "{refused}"
+        );
     }
 
     #[test]
@@ -1161,7 +1248,9 @@ mod tests {
 ";
         let refused = message(envoy(&static_resources(&wasm_filter(PLAIN_WASM), two_endpoints), None));
         assert!(
-            refused.starts_with("static_resources.clusters[0].load_assignment: a LOGICAL_DNS cluster takes exactly one endpoint"),
+            refused.starts_with(
+                "static_resources.clusters[0].load_assignment: a LOGICAL_DNS cluster takes exactly one endpoint"
+            ),
             "{refused}"
         );
         let second_cluster_bad = format!(
@@ -1207,7 +1296,11 @@ mod tests {
         assert_eq!(first.routes[0].plugin_name, "plain");
         assert_eq!(first.listen, Some("127.0.0.1:18000".parse().unwrap()));
         assert_eq!(first.notes.len(), 1);
-        assert!(first.notes[0].contains("serving the first, \"main\" (others: [\"other\"]); pick one with --listener NAME"), "{:?}", first.notes);
+        assert!(
+            first.notes[0].contains("serving the first, \"main\" (others: [\"other\"]); pick one with --listener NAME"),
+            "{:?}",
+            first.notes
+        );
         let other = envoy(&two_listeners(), Some("other")).unwrap();
         assert_eq!(other.routes[0].plugin_name, "second");
         assert_eq!(other.listen, Some("127.0.0.1:18001".parse().unwrap()));
@@ -1216,9 +1309,16 @@ mod tests {
             message(envoy(&two_listeners(), Some("nope"))),
             "static_resources.listeners: no listener named \"nope\" (the file has [\"main\", \"other\"])"
         );
-        let only_one = envoy(&static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "127.0.0.1", "")), None).unwrap();
+        let only_one = envoy(
+            &static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        )
+        .unwrap();
         assert!(only_one.notes.is_empty());
-        let bad_listener = two_listeners().replace("address: 127.0.0.1, port_value: 18001", "address: localhost, port_value: 18001");
+        let bad_listener = two_listeners().replace(
+            "address: 127.0.0.1, port_value: 18001",
+            "address: localhost, port_value: 18001",
+        );
         assert_eq!(
             message(envoy(&bad_listener, Some("other"))),
             "static_resources.listeners[1].address.socket_address.address: \"localhost\" is not an IP address"
@@ -1290,7 +1390,10 @@ mod tests {
             )),
             "bootstrap_extensions[0].typed_config.singleton: not a boolean"
         );
-        assert_eq!(message(with_extensions("  - name: x\n")), "bootstrap_extensions[0].typed_config: missing");
+        assert_eq!(
+            message(with_extensions("  - name: x\n")),
+            "bootstrap_extensions[0].typed_config: missing"
+        );
     }
 
     #[test]
@@ -1301,7 +1404,10 @@ mod tests {
         assert_eq!(deployment.listen, Some("127.0.0.1:18000".parse().unwrap()));
         assert_eq!(deployment.routes.len(), 1);
         let route = &deployment.routes[0];
-        assert_eq!((route.plugin_name.as_str(), route.root_id.as_str(), route.vm_id.as_str()), ("kafka_upstream", "kafka_upstream", "kafka_upstream"));
+        assert_eq!(
+            (route.plugin_name.as_str(), route.root_id.as_str(), route.vm_id.as_str()),
+            ("kafka_upstream", "kafka_upstream", "kafka_upstream")
+        );
         assert!(matches!(route.fallback, Fallback::Direct { status: 500, .. }));
         let config: serde_json::Value = serde_json::from_slice(&route.config).unwrap();
         assert_eq!(config["rest_proxy"]["upstream"], "kafka_rest");

@@ -6,6 +6,8 @@
 //! HTTP requests ([`upstream`]). The `.wasm` files are watched: a changed module is loaded (from
 //! the precompiled cache when possible) and new requests get it while in-flight ones finish on
 //! the old VM. An optional admin listener reports the module hashes, counters and metrics.
+//! An Envoy bootstrap's WasmServices run beside the routes, each VM on a thread of its own
+//! ([`service`]).
 
 pub mod config;
 pub mod edge;
@@ -227,7 +229,13 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     };
     let mut services = Vec::new();
     for (index, wasm_service) in deployment.services.iter().enumerate() {
-        let started = service::start(index, wasm_service, &modules[&wasm_service.filter], workers, &service_context);
+        let started = service::start(
+            index,
+            wasm_service,
+            &modules[&wasm_service.filter],
+            workers,
+            &service_context,
+        );
         match started {
             Ok(running) => services.extend(running),
             Err(e) => {

@@ -65,7 +65,14 @@ pub(super) fn start(
     let mut running = Vec::new();
     for copy in 0..copies {
         let name = label(index, service);
-        let (vm, root) = start_vm(&name, service, module, context.profile, &context.upstreams, &context.shared)?;
+        let (vm, root) = start_vm(
+            &name,
+            service,
+            module,
+            context.profile,
+            &context.upstreams,
+            &context.shared,
+        )?;
         let (tx, rx) = std::sync::mpsc::channel();
         let context = context.clone();
         let commands = tx.clone();
@@ -171,7 +178,8 @@ fn run(
         }
         reported_failure = failure;
         if let Some(deadline) = shutdown {
-            let root_done = !context.profile.finishes_roots_at_shutdown() || vm.failure().is_some() || !vm.root_exists(root);
+            let root_done =
+                !context.profile.finishes_roots_at_shutdown() || vm.failure().is_some() || !vm.root_exists(root);
             if root_done {
                 return;
             }
