@@ -15,6 +15,9 @@ filter got.
 from __future__ import annotations
 
 import base64
+import json
+import re
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -152,6 +155,16 @@ bootstrap_extensions:
         vm_config:
           vm_id: ticker_vm
           runtime: envoy.wasm.runtime.v8
+          # A Struct reaches the VM as its protobuf encoding, scalars as Envoy reads YAML (a
+          # fraction and an int64 beyond int32 as text). Numbers are ones whose doubles are
+          # UTF-8-safe bytes: the probe logs the bytes as (lossy) text.
+          configuration:
+            "@type": type.googleapis.com/google.protobuf.Struct
+            value:
+              zeta: z
+              limits: {{ rate: 2.5, names: [a, true, null, 2], big: 3000000000, count: 7 }}
+              alpha: "quoted"
+              beta: false
           code: {{ local: {{ filename: {PROBE} }} }}
         configuration:
           "@type": type.googleapis.com/google.protobuf.StringValue
@@ -243,3 +256,88 @@ def test_host_sim_refuses_a_listener_the_file_does_not_have(run_dir):
     assert done.returncode != 0
     assert 'static_resources.listeners: no listener named "third" (the file has ["first", "second"])' \
         in done.stderr, done.stderr
+
+
+def _vm_config(proc: Proc, label: str) -> str:
+    """The VM configuration the service's `proxy_on_vm_start` read (the probe's vm_start line)."""
+    found = []
+
+    def seen() -> bool:
+        for line in proc.log_path.read_text(errors="replace").splitlines():
+            if "probe:vm_start" in line and label in line:
+                match = re.search(r'"vm_config":("(?:[^"\\]|\\.)*")', line)
+                if match:
+                    found.append(json.loads(match.group(1)))
+                    return True
+        return False
+
+    _wait_for("the service's vm_start line", seen, proc)
+    return found[0]
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def _fields(data: bytes):
+    """(field number, wire type, payload) of each field of a protobuf message."""
+    at = 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            payload, at = _varint(data, at)
+        elif wire == 1:
+            payload, at = data[at:at + 8], at + 8
+        elif wire == 2:
+            size, at = _varint(data, at)
+            payload, at = data[at:at + size], at + size
+        else:
+            raise AssertionError(f"wire type {wire} in a Struct")
+        yield number, wire, payload
+
+
+def decode_struct(data: bytes) -> dict:
+    """A google.protobuf.Struct's encoding as a Python dict (field order does not matter)."""
+    out = {}
+    for number, _, entry in _fields(data):
+        assert number == 1, number
+        parts = {n: p for n, _, p in _fields(entry)}
+        out[parts[1].decode()] = _decode_value(parts.get(2, b""))
+    return out
+
+
+def _decode_value(data: bytes):
+    for number, _, payload in _fields(data):
+        if number == 1:
+            return None
+        if number == 2:
+            return struct.unpack("<d", payload)[0]
+        if number == 3:
+            return payload.decode()
+        if number == 4:
+            return bool(payload)
+        if number == 5:
+            return decode_struct(payload)
+        if number == 6:
+            return [_decode_value(p) for _, _, p in _fields(payload)]
+    raise AssertionError(f"an empty Value: {data!r}")
+
+
+def test_a_struct_vm_configuration_reaches_the_service_as_envoy_encodes_it(gateways):
+    envoy_proc = gateways["envoy"][0]
+    host_sim_proc = gateways["host-sim"][0]
+    from_envoy = decode_struct(_vm_config(envoy_proc, "ticker_vm").encode())
+    assert from_envoy == {"zeta": "z", "alpha": "quoted", "beta": False,
+                          "limits": {"rate": "2.5", "names": ["a", True, None, 2.0],
+                                     "big": "3000000000", "count": 7.0}}, from_envoy
+    from_host_sim = decode_struct(_vm_config(host_sim_proc, "bootstrap_extensions[0] (ticker)").encode())
+    # The same message; the order of its fields may differ (Envoy's follows its map's hashing).
+    assert from_host_sim == from_envoy

@@ -248,8 +248,15 @@ fn any_to_bytes(v: Option<&Value>, at: &At) -> Result<Vec<u8>, DeployError> {
 }
 
 /// Protobuf encoding of `google.protobuf.Struct`, as Envoy hands a Struct configuration to the
-/// filter (any.value(), the serialized message). Map entries go in key order; Envoy's order is
-/// its hash map's, and a protobuf decoder reads either the same.
+/// filter (any.value(), the serialized message), with Envoy's reading of YAML scalars (envoy
+/// source/common/protobuf/yaml_utility.cc `parseYamlNode`): null is `null_value`, a boolean
+/// `bool_value`, an integer within int32 a `number_value`, any other integer its decimal text,
+/// and everything else, fractions included, the scalar's text as `string_value` (Envoy 1.40 sends
+/// `2.5` as the string "2.5": tests/e2e/test_bootstrap_shapes.py). Fields go in the file's
+/// order; Envoy 1.40's follow its protobuf map's hashing (seen in that test), which protobuf
+/// leaves open: a protobuf decoder reads both as the same message.
+/// serde_norway reads YAML 1.2, so `yes`/`on`, which Envoy's yaml-cpp takes as booleans, stay
+/// strings here.
 mod protobuf {
     use super::{At, DeployError};
     use serde_norway::{Mapping, Value};
@@ -280,7 +287,6 @@ mod protobuf {
             };
             entries.push((key, value));
         }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, value) in entries {
             let mut entry = Vec::new();
             len_delimited(0x0a, key.as_bytes(), &mut entry);
@@ -300,11 +306,13 @@ mod protobuf {
                 out.push(0x08);
                 varint(0, out);
             }
-            Value::Number(n) => {
-                let n = n.as_f64().ok_or_else(|| at.fail("not a number a Struct can hold"))?;
-                out.push(0x11);
-                out.extend_from_slice(&n.to_le_bytes());
-            }
+            Value::Number(n) => match n.as_i64().and_then(|i| i32::try_from(i).ok()) {
+                Some(small) => {
+                    out.push(0x11);
+                    out.extend_from_slice(&f64::from(small).to_le_bytes());
+                }
+                None => len_delimited(0x1a, n.to_string().as_bytes(), out),
+            },
             Value::String(s) => len_delimited(0x1a, s.as_bytes(), out),
             Value::Bool(b) => {
                 out.push(0x20);
@@ -1126,16 +1134,20 @@ mod tests {
             )),
             Ok(vec![0, 1, 2, 255])
         );
-        // Struct { fields { "a": 1.5, "b": ["x", true], "c": null } }, keys in order.
+        // Struct { fields { "c": null, "b": ["x", true, 7], "a": "1.5", "d": "3000000000" } }, in
+        // the file's order; a fraction and an integer beyond int32 as their text, as Envoy does.
         let mut expected = Vec::new();
-        expected.extend([0x0a, 0x0e, 0x0a, 0x01, b'a', 0x12, 0x09, 0x11]);
-        expected.extend(1.5f64.to_le_bytes());
-        expected.extend([0x0a, 0x10, 0x0a, 0x01, b'b', 0x12, 0x0b, 0x32, 0x09]);
-        expected.extend([0x0a, 0x03, 0x1a, 0x01, b'x', 0x0a, 0x02, 0x20, 0x01]);
         expected.extend([0x0a, 0x07, 0x0a, 0x01, b'c', 0x12, 0x02, 0x08, 0x00]);
+        expected.extend([0x0a, 0x1b, 0x0a, 0x01, b'b', 0x12, 0x16, 0x32, 0x14]);
+        expected.extend([0x0a, 0x03, 0x1a, 0x01, b'x', 0x0a, 0x02, 0x20, 0x01, 0x0a, 0x09, 0x11]);
+        expected.extend(7f64.to_le_bytes());
+        expected.extend([0x0a, 0x0a, 0x0a, 0x01, b'a', 0x12, 0x05, 0x1a, 0x03]);
+        expected.extend(b"1.5");
+        expected.extend([0x0a, 0x11, 0x0a, 0x01, b'd', 0x12, 0x0c, 0x1a, 0x0a]);
+        expected.extend(b"3000000000");
         assert_eq!(
             config(&format!(
-                "{indent}\"@type\": type.googleapis.com/google.protobuf.Struct\n{indent}value: {{ c: null, b: [x, true], a: 1.5 }}"
+                "{indent}\"@type\": type.googleapis.com/google.protobuf.Struct\n{indent}value: {{ c: null, b: [x, true, 7], a: 1.5, d: 3000000000 }}"
             )),
             Ok(expected)
         );
