@@ -341,3 +341,37 @@ def test_a_struct_vm_configuration_reaches_the_service_as_envoy_encodes_it(gatew
     from_host_sim = decode_struct(_vm_config(host_sim_proc, "bootstrap_extensions[0] (ticker)").encode())
     # The same message; the order of its fields may differ (Envoy's follows its map's hashing).
     assert from_host_sim == from_envoy
+
+
+@pytest.mark.parametrize("gateway", ["envoy", "host-sim"])
+def test_a_service_that_is_not_a_singleton_ticks_on_every_thread(gateway, run_dir):
+    """`singleton: false`: Envoy gives each thread a VM (one worker with --concurrency 1, and the
+    main thread), host-sim one per worker (--workers 1) and one more: two VMs tick either way.
+    Each VM counts its own ticks, so the first tick's line (`"n":1`) appears once per VM."""
+    upstream = Upstream()
+    ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=upstream.port)
+    config = run_dir / f"{gateway}-per-thread-service.yaml"
+    config.write_text(render_bootstrap(ports, free_port(), upstream.port)
+                      .replace("singleton: true", "singleton: false"))
+    name = f"{gateway}-per-thread-service"
+    if gateway == "envoy":
+        proc = start_envoy(name, config, ports, run_dir)
+    else:
+        proc = Proc(name, [_require_file(HOST_SIM, "run `make host-sim`"), "serve", "--envoy", config,
+                           "--listener", "second", "--workers", "1"], run_dir / f"{name}.log")
+        proc.wait_until(f"listening on {ports.listener}", lambda: port_open(ports.listener),
+                        STARTUP_TIMEOUT)
+    try:
+        def second_ticks() -> int:
+            return sum(1 for line in proc.log_path.read_text(errors="replace").splitlines()
+                       if "probe:tick" in line and '"n":2,' in line
+                       and ("ticker_vm" in line or "(ticker)" in line))
+        # Every VM's second tick: by then each VM has ticked at least once.
+        _wait_for("two ticking VMs", lambda: second_ticks() >= 2, proc)
+        ticking = sum(1 for line in proc.log_path.read_text(errors="replace").splitlines()
+                      if "probe:tick" in line and '"n":1,' in line
+                      and ("ticker_vm" in line or "(ticker)" in line))
+        assert ticking == 2, f"{gateway}: {ticking} VMs ticked\n{proc.tail(20)}"
+    finally:
+        proc.stop()
+        upstream.stop()
