@@ -18,6 +18,7 @@ import base64
 import json
 import re
 import struct
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -250,7 +251,6 @@ def test_host_sim_refuses_a_listener_the_file_does_not_have(run_dir):
     ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=free_port())
     config = run_dir / "bootstrap-shapes-bad-listener.yaml"
     config.write_text(render_bootstrap(ports, free_port(), ports.cluster))
-    import subprocess
     done = subprocess.run([str(HOST_SIM), "serve", "--envoy", str(config), "--listener", "third"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
@@ -375,3 +375,20 @@ def test_a_service_that_is_not_a_singleton_ticks_on_every_thread(gateway, run_di
     finally:
         proc.stop()
         upstream.stop()
+
+
+def test_host_sim_says_which_of_several_listeners_it_serves(run_dir):
+    ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=free_port())
+    first = free_port()
+    config = run_dir / "bootstrap-shapes-default-listener.yaml"
+    config.write_text(render_bootstrap(ports, first, ports.cluster))
+    proc = Proc("host-sim-default-listener", [HOST_SIM, "serve", "--envoy", config, "--workers", "1"],
+                run_dir / "host-sim-default-listener.log")
+    try:
+        proc.wait_until(f"listening on {first} (the first listener's address)", lambda: port_open(first),
+                        STARTUP_TIMEOUT)
+        log = proc.log_path.read_text(errors="replace")
+        assert ('2 listeners in ' in log and 'serving the first, "first" (others: ["second"]); '
+                'pick one with --listener NAME' in log), proc.tail(20)
+    finally:
+        proc.stop()

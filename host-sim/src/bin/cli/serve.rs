@@ -182,8 +182,9 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
             "give the filter with --filter, --envoy or --kong (see --help)"
         )));
     };
+    // Said whatever the log level, like the listening line.
     for note in &deployment.notes {
-        tracing::info!("{note}");
+        eprintln!("host-sim serve: {note}");
     }
     for (name, addr) in &args.upstreams {
         deployment.upstreams.insert(name.clone(), *addr);
