@@ -81,6 +81,9 @@ def _wasm_filter(typed_struct: str, configuration: str, name: str) -> str:
                           vm_config:
                             vm_id: {name}_vm
                             runtime: envoy.wasm.runtime.v8
+                            configuration:
+                              "@type": type.googleapis.com/google.protobuf.StringValue
+                              value: vm-{name}
                             code: {{ local: {{ filename: {PROBE} }} }}
                           configuration:
 {configuration}"""
@@ -244,6 +247,10 @@ def test_the_bytes_value_configuration_reaches_the_filter_decoded(gateway, gatew
     proc, _, _ = gateways[gateway]
     _wait_for("the second filter's configure line", lambda: any(
         "probe:configure" in line and f'"config":"{SECOND_CONFIG}"' in line
+        for line in proc.log_path.read_text(errors="replace").splitlines()), proc)
+    # And its vm_config.configuration reaches proxy_on_vm_start.
+    _wait_for("the second filter's vm_start line", lambda: any(
+        "probe:vm_start" in line and '"vm_config":"vm-probe_second"' in line
         for line in proc.log_path.read_text(errors="replace").splitlines()), proc)
 
 

@@ -91,6 +91,7 @@ fn deployment(upstream: SocketAddr, services: Vec<WasmService>) -> Deployment {
             root_id: String::new(),
             vm_id: String::new(),
             config: Vec::new(),
+            vm_configuration: Vec::new(),
             fallback: Fallback::NotFound,
             fail_open: false,
         }],
@@ -235,4 +236,25 @@ async fn a_service_that_rejects_its_configuration_stops_the_gateway_from_startin
         !lines_with(&[label, "probe:root_on_done"]).is_empty()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_vm_configuration_reaches_proxy_on_vm_start() {
+    let (upstream, _heads) = start_upstream().await;
+    let mut deployment = deployment(upstream, Vec::new());
+    deployment.routes[0].name = "probe_vm_config".into();
+    deployment.routes[0].vm_configuration = b"vm-of-the-route".to_vec();
+    let gateway = gateway(deployment).await.expect("gateway starts");
+    // Each of the two workers starts a VM (the start-up check does not log).
+    until("the workers' VMs started", || {
+        lines_with(&[
+            "route=\"probe_vm_config\"",
+            "probe:vm_start",
+            r#""vm_config":"vm-of-the-route""#,
+        ])
+        .len()
+            >= 2
+    })
+    .await;
+    gateway.shutdown().await;
 }

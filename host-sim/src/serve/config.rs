@@ -41,8 +41,10 @@ pub struct Route {
     pub root_id: String,
     /// Envoy `vm_config.vm_id`.
     pub vm_id: String,
-    /// The plugin configuration bytes.
+    /// The plugin configuration bytes (`proxy_on_configure`).
     pub config: Vec<u8>,
+    /// The VM configuration bytes (`proxy_on_vm_start`; Envoy `vm_config.configuration`).
+    pub vm_configuration: Vec<u8>,
     /// What answers when the filter continues the request.
     pub fallback: Fallback,
     /// Envoy `fail_open`: once the filter's VM has failed, requests pass without it instead of
@@ -649,6 +651,7 @@ pub fn from_envoy_file(file: &Path, listener: Option<&str>) -> Result<Deployment
         root_id: plugin.root_id,
         vm_id: plugin.vm_id,
         config: plugin.configuration,
+        vm_configuration: plugin.vm_configuration,
         fallback: Fallback::NotFound,
         fail_open: plugin.fail_open,
     };
@@ -783,6 +786,7 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
                 root_id: String::new(),
                 vm_id: String::new(),
                 config: config.clone(),
+                vm_configuration: Vec::new(),
                 fallback: fallback.clone(),
                 fail_open: false,
             });
@@ -1015,7 +1019,10 @@ mod tests {
         "                      \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
                       config:
                         name: plain
-                        vm_config: { vm_id: v, code: { local: { filename: f.wasm } } }
+                        vm_config:
+                          vm_id: v
+                          code: { local: { filename: f.wasm } }
+                          configuration: { \"@type\": type.googleapis.com/google.protobuf.BytesValue, value: dm0= }
                         configuration: { \"@type\": type.googleapis.com/google.protobuf.StringValue, value: cfg }
 ";
 
@@ -1046,6 +1053,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plain.routes[0].config, b"cfg");
+        assert_eq!(plain.routes[0].vm_configuration, b"vm");
         assert_eq!(plain.routes[0].plugin_name, "plain");
         for url in TYPED_STRUCT_URLS {
             let wrapped = format!(
@@ -1054,7 +1062,10 @@ mod tests {
                       value:
                         config:
                           name: plain
-                          vm_config: {{ vm_id: v, code: {{ local: {{ filename: f.wasm }} }} }}
+                          vm_config:
+                            vm_id: v
+                            code: {{ local: {{ filename: f.wasm }} }}
+                            configuration: {{ \"@type\": type.googleapis.com/google.protobuf.BytesValue, value: dm0= }}
                           configuration: {{ \"@type\": type.googleapis.com/google.protobuf.StringValue, value: cfg }}
 "
             );

@@ -105,11 +105,11 @@ fn start_vm(
         root_id: service.root_id.clone(),
         vm_id: service.vm_id.clone(),
         config: service.config.clone(),
+        vm_configuration: service.vm_configuration.clone(),
         fallback: Fallback::NotFound,
         fail_open: false,
     };
-    let mut options = vm_options(profile, &as_route, upstreams, shared.clone());
-    options.vm_configuration = service.vm_configuration.clone();
+    let options = vm_options(profile, &as_route, upstreams, shared.clone());
     let failed = |reason: String| ServeError::FilterStart {
         route: name.to_string(),
         reason,

@@ -165,6 +165,7 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
                 root_id: args.root_id.clone(),
                 vm_id: String::new(),
                 config,
+                vm_configuration: Vec::new(),
                 fallback: args
                     .default_upstream
                     .clone()
