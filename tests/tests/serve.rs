@@ -49,12 +49,15 @@ async fn start_gateway(
             root_id: String::new(),
             vm_id: String::new(),
             config: config.to_string().into_bytes(),
+            vm_configuration: Vec::new(),
             fallback: Fallback::NotFound,
             fail_open: false,
         }],
         upstreams,
         listen: None,
         client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services: Vec::new(),
+        notes: Vec::new(),
     };
     start(ServeOptions {
         deployment,
@@ -475,12 +478,15 @@ async fn start_probe_gateway(profile: Profile, fail_open: bool) -> RunningGatewa
             root_id: String::new(),
             vm_id: String::new(),
             config: Vec::new(),
+            vm_configuration: Vec::new(),
             fallback: Fallback::NotFound,
             fail_open,
         }],
         upstreams: BTreeMap::new(),
         listen: None,
         client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services: Vec::new(),
+        notes: Vec::new(),
     };
     start(ServeOptions {
         deployment,

@@ -29,12 +29,15 @@ async fn gateway(edge: EdgeLimits) -> RunningGateway {
             root_id: String::new(),
             vm_id: String::new(),
             config: Vec::new(),
+            vm_configuration: Vec::new(),
             fallback: Fallback::NotFound,
             fail_open: false,
         }],
         upstreams: BTreeMap::new(),
         listen: None,
         client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services: Vec::new(),
+        notes: Vec::new(),
     };
     start(ServeOptions {
         deployment,
@@ -320,12 +323,15 @@ async fn async_gateway(profile: Profile) -> (RunningGateway, std::sync::Arc<rest
             root_id: String::new(),
             vm_id: String::new(),
             config: config.to_string().into_bytes(),
+            vm_configuration: Vec::new(),
             fallback: Fallback::NotFound,
             fail_open: false,
         }],
         upstreams,
         listen: None,
         client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services: Vec::new(),
+        notes: Vec::new(),
     };
     let gateway = start(ServeOptions {
         deployment,

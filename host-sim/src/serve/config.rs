@@ -1,7 +1,8 @@
 //! What a gateway serves: routes (a path prefix, a filter and its configuration, what answers
 //! when the filter lets a request through) and upstreams. Built from flags, from an Envoy
 //! bootstrap (`envoy.yaml`) or from a Kong declarative config (`kong.yml`), so the project's own
-//! deployment files are exercised by the same code path users run.
+//! deployment files are exercised by the same code path users run. An Envoy bootstrap also gives
+//! its `bootstrap_extensions` WasmServices ([`WasmService`]).
 
 use crate::profile::{Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES};
 use serde_norway::Value;
@@ -40,8 +41,10 @@ pub struct Route {
     pub root_id: String,
     /// Envoy `vm_config.vm_id`.
     pub vm_id: String,
-    /// The plugin configuration bytes.
+    /// The plugin configuration bytes (`proxy_on_configure`).
     pub config: Vec<u8>,
+    /// The VM configuration bytes (`proxy_on_vm_start`; Envoy `vm_config.configuration`).
+    pub vm_configuration: Vec<u8>,
     /// What answers when the filter continues the request.
     pub fallback: Fallback,
     /// Envoy `fail_open`: once the filter's VM has failed, requests pass without it instead of
@@ -64,6 +67,10 @@ pub struct Deployment {
     /// filter unreadable ([`crate::profile::Profile::request_body_readable`]). Kong's
     /// `nginx_http_client_body_buffer_size` ([`kong_conf_client_body_buffer`]).
     pub client_body_buffer_bytes: usize,
+    /// Envoy `bootstrap_extensions` WasmServices: VMs with a root context and no listener.
+    pub services: Vec<WasmService>,
+    /// What the file reader chose that the user should be told (which of several listeners).
+    pub notes: Vec<String>,
 }
 
 /// A deployment file that cannot be used, with the path inside it that is wrong.
@@ -96,111 +103,595 @@ fn seq(v: Option<&Value>) -> &[Value] {
     v.and_then(Value::as_sequence).map_or(&[], Vec::as_slice)
 }
 
-fn socket_address(v: &Value) -> Option<SocketAddr> {
-    let sa = get(get(v, "address")?, "socket_address")?;
-    let address = get(sa, "address")?.as_str()?;
-    let port = get(sa, "port_value")?.as_u64()?;
-    format!("{address}:{port}")
-        .parse()
-        .ok()
-        .or_else(|| format!("[{address}]:{port}").parse().ok())
+/// Where a value sits in the YAML document (`static_resources.clusters[1].name`), for errors.
+#[derive(Clone)]
+struct At<'f> {
+    file: &'f Path,
+    path: String,
 }
 
-/// Reads an Envoy bootstrap: the first listener's HTTP connection manager, its
-/// `envoy.filters.http.wasm` filter (`config.name`, `root_id`, `vm_config.vm_id`,
-/// `vm_config.code.local.filename` relative to the file, `configuration.value`, `fail_open`), the routes of
-/// its `route_config`, and every STATIC cluster's first endpoint.
-pub fn from_envoy_file(file: &Path) -> Result<Deployment, DeployError> {
+impl<'f> At<'f> {
+    fn key(&self, key: &str) -> At<'f> {
+        let path = if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        };
+        At { file: self.file, path }
+    }
+
+    fn index(&self, i: usize) -> At<'f> {
+        At {
+            file: self.file,
+            path: format!("{}[{i}]", self.path),
+        }
+    }
+
+    fn fail(&self, message: impl std::fmt::Display) -> DeployError {
+        err(self.file, format!("{}: {message}", self.path))
+    }
+
+    /// `v[key]`, which must be there.
+    fn need<'v>(&self, v: &'v Value, key: &str) -> Result<(&'v Value, At<'f>), DeployError> {
+        let at = self.key(key);
+        match get(v, key) {
+            Some(found) if !found.is_null() => Ok((found, at)),
+            _ => Err(at.fail("missing")),
+        }
+    }
+
+    /// `v[key]` as a string, which must be there.
+    fn need_str<'v>(&self, v: &'v Value, key: &str) -> Result<&'v str, DeployError> {
+        let (found, at) = self.need(v, key)?;
+        found.as_str().ok_or_else(|| at.fail("not a string"))
+    }
+
+    /// `v[key]` as a string, empty when absent.
+    fn opt_str(&self, v: &Value, key: &str) -> Result<String, DeployError> {
+        match get(v, key) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(self.key(key).fail("not a string")),
+        }
+    }
+
+    /// `v[key]` as a sequence, empty when absent.
+    fn seq<'v>(&self, v: &'v Value, key: &str) -> Result<Vec<(&'v Value, At<'f>)>, DeployError> {
+        let at = self.key(key);
+        match get(v, key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Sequence(items)) => Ok(items.iter().enumerate().map(|(i, item)| (item, at.index(i))).collect()),
+            Some(_) => Err(at.fail("not a list")),
+        }
+    }
+}
+
+/// The two TypedStruct messages Envoy unwraps wherever it takes an `Any` extension config
+/// (envoy source/common/config/utility.cc `Utility::translateOpaqueConfig`; docs:
+/// https://www.envoyproxy.io/docs/envoy/latest/configuration/overview/extension#extension-configuration).
+const TYPED_STRUCT_URLS: [&str; 2] = [
+    "type.googleapis.com/udpa.type.v1.TypedStruct",
+    "type.googleapis.com/xds.type.v3.TypedStruct",
+];
+const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const WASM_SERVICE_TYPE: &str = "type.googleapis.com/envoy.extensions.wasm.v3.WasmService";
+const HCM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+/// An extension's `typed_config` (a protobuf `Any` in YAML form): its message type and the
+/// message's fields, looking through a TypedStruct (`type_url` + `value`) to what it wraps.
+fn typed_config<'v, 'f>(v: &'v Value, at: &At<'f>) -> Result<(String, &'v Value, At<'f>), DeployError> {
+    let type_url = at.need_str(v, "@type")?;
+    if TYPED_STRUCT_URLS.contains(&type_url) {
+        let inner_type = at.need_str(v, "type_url")?;
+        let (value, value_at) = match get(v, "value") {
+            Some(value) if !value.is_null() => (value, at.key("value")),
+            // An empty TypedStruct value is an empty message.
+            _ => (&Value::Null, at.key("value")),
+        };
+        return Ok((inner_type.to_string(), value, value_at));
+    }
+    Ok((type_url.to_string(), v, at.clone()))
+}
+
+/// The bytes a plugin or VM `configuration` (a protobuf `Any`) hands the filter, as Envoy's
+/// `anyToBytes` makes them (envoy source/extensions/common/wasm/plugin.cc): a StringValue's or
+/// BytesValue's `value` as it is, any other message as its protobuf encoding. Of the other
+/// messages host-sim encodes `google.protobuf.Struct` (the YAML/JSON form of a Struct is its
+/// fields); anything else is refused rather than guessed.
+fn any_to_bytes(v: Option<&Value>, at: &At) -> Result<Vec<u8>, DeployError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let (type_url, message, message_at) = typed_config(v, at)?;
+    let field = |name: &str| get(message, name).filter(|v| !v.is_null());
+    match type_url.as_str() {
+        "type.googleapis.com/google.protobuf.StringValue" => match field("value") {
+            None => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
+            Some(_) => Err(message_at.key("value").fail("a StringValue's value must be a string")),
+        },
+        "type.googleapis.com/google.protobuf.BytesValue" => match field("value") {
+            None => Ok(Vec::new()),
+            // Protobuf's JSON mapping writes bytes as base64 (standard or URL-safe alphabet).
+            Some(Value::String(s)) => {
+                use base64::Engine as _;
+                let s = s.trim();
+                base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
+                    .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
+                    .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s))
+                    .map_err(|e| {
+                        message_at
+                            .key("value")
+                            .fail(format!("a BytesValue's value must be base64: {e}"))
+                    })
+            }
+            Some(_) => Err(message_at
+                .key("value")
+                .fail("a BytesValue's value must be a base64 string")),
+        },
+        "type.googleapis.com/google.protobuf.Struct" => {
+            // The Struct's JSON form is the object itself, under `value` in an Any.
+            let mut out = Vec::new();
+            match field("value") {
+                None => {}
+                Some(Value::Mapping(fields)) => protobuf::struct_fields(fields, &message_at.key("value"), &mut out)?,
+                Some(_) => return Err(message_at.key("value").fail("a Struct's value must be a mapping")),
+            }
+            Ok(out)
+        }
+        other => Err(at.key("@type").fail(format!(
+            "{other}: host-sim passes a google.protobuf.StringValue, BytesValue or Struct configuration; \
+             Envoy would hand the filter this message's protobuf encoding"
+        ))),
+    }
+}
+
+/// Protobuf encoding of `google.protobuf.Struct`, as Envoy hands a Struct configuration to the
+/// filter (any.value(), the serialized message), with Envoy's reading of YAML scalars (envoy
+/// source/common/protobuf/yaml_utility.cc `parseYamlNode`): null is `null_value`, a boolean
+/// `bool_value`, an integer within int32 a `number_value`, any other integer its decimal text,
+/// and everything else, fractions included, the scalar's text as `string_value` (Envoy 1.40 sends
+/// `2.5` as the string "2.5": tests/e2e/test_bootstrap_shapes.py). Fields go in the file's
+/// order; Envoy 1.40's follow its protobuf map's hashing (seen in that test), which protobuf
+/// leaves open: a protobuf decoder reads both as the same message.
+/// serde_norway reads YAML 1.2, so `yes`/`on`, which Envoy's yaml-cpp takes as booleans, stay
+/// strings here.
+mod protobuf {
+    use super::{At, DeployError};
+    use serde_norway::{Mapping, Value};
+
+    fn varint(mut n: u64, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+
+    fn len_delimited(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+        out.push(tag);
+        varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+
+    /// `Struct { map<string, Value> fields = 1; }`.
+    pub(super) fn struct_fields(fields: &Mapping, at: &At, out: &mut Vec<u8>) -> Result<(), DeployError> {
+        let mut entries: Vec<(String, &Value)> = Vec::new();
+        for (key, value) in fields {
+            let key = match key {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err(at.fail("a Struct's keys must be strings")),
+            };
+            entries.push((key, value));
+        }
+        for (key, value) in entries {
+            let mut entry = Vec::new();
+            len_delimited(0x0a, key.as_bytes(), &mut entry);
+            let mut encoded = Vec::new();
+            self::value(value, &at.key(&key), &mut encoded)?;
+            len_delimited(0x12, &encoded, &mut entry);
+            len_delimited(0x0a, &entry, out);
+        }
+        Ok(())
+    }
+
+    /// `Value { oneof kind { NullValue null_value = 1; double number_value = 2; string
+    /// string_value = 3; bool bool_value = 4; Struct struct_value = 5; ListValue list_value = 6; } }`.
+    fn value(v: &Value, at: &At, out: &mut Vec<u8>) -> Result<(), DeployError> {
+        match v {
+            Value::Null => {
+                out.push(0x08);
+                varint(0, out);
+            }
+            Value::Number(n) => match n.as_i64().and_then(|i| i32::try_from(i).ok()) {
+                Some(small) => {
+                    out.push(0x11);
+                    out.extend_from_slice(&f64::from(small).to_le_bytes());
+                }
+                None => len_delimited(0x1a, n.to_string().as_bytes(), out),
+            },
+            Value::String(s) => len_delimited(0x1a, s.as_bytes(), out),
+            Value::Bool(b) => {
+                out.push(0x20);
+                varint(u64::from(*b), out);
+            }
+            Value::Mapping(fields) => {
+                let mut inner = Vec::new();
+                struct_fields(fields, at, &mut inner)?;
+                len_delimited(0x2a, &inner, out);
+            }
+            Value::Sequence(items) => {
+                // ListValue { repeated Value values = 1; }
+                let mut list = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let mut encoded = Vec::new();
+                    value(item, &at.index(i), &mut encoded)?;
+                    len_delimited(0x0a, &encoded, &mut list);
+                }
+                len_delimited(0x32, &list, out);
+            }
+            Value::Tagged(_) => return Err(at.fail("a YAML tag has no Struct form")),
+        }
+        Ok(())
+    }
+}
+
+/// What an Envoy wasm `PluginConfig` (`envoy.extensions.wasm.v3.PluginConfig`) says.
+struct PluginConfig {
+    name: String,
+    root_id: String,
+    vm_id: String,
+    filter: PathBuf,
+    configuration: Vec<u8>,
+    vm_configuration: Vec<u8>,
+    fail_open: bool,
+}
+
+fn plugin_config(config: &Value, at: &At, base: &Path) -> Result<PluginConfig, DeployError> {
+    if !config.is_mapping() {
+        return Err(at.fail("not a mapping"));
+    }
+    let (vm_config, vm_at) = at.need(config, "vm_config")?;
+    let (code, code_at) = vm_at.need(vm_config, "code")?;
+    let (local, local_at) = match get(code, "local") {
+        Some(local) if !local.is_null() => (local, code_at.key("local")),
+        _ if get(code, "remote").is_some() => {
+            return Err(code_at
+                .key("remote")
+                .fail("host-sim loads local files only (vm_config.code.local.filename)"))
+        }
+        _ => return Err(code_at.key("local").fail("missing")),
+    };
+    let filename = local_at.need_str(local, "filename")?;
+    let fail_open = match get(config, "fail_open") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(at.key("fail_open").fail("not a boolean")),
+    };
+    Ok(PluginConfig {
+        name: at.opt_str(config, "name")?,
+        root_id: at.opt_str(config, "root_id")?,
+        vm_id: vm_at.opt_str(vm_config, "vm_id")?,
+        filter: base.join(filename),
+        configuration: any_to_bytes(get(config, "configuration"), &at.key("configuration"))?,
+        vm_configuration: any_to_bytes(get(vm_config, "configuration"), &vm_at.key("configuration"))?,
+        fail_open,
+    })
+}
+
+/// Resolves a cluster endpoint's host as Envoy's `dns_lookup_family` picks addresses
+/// (cluster.proto `DnsLookupFamily`: AUTO looks up IPv6 and falls back to IPv4, V4_PREFERRED the
+/// other way round, ALL takes both; https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/cluster/v3/cluster.proto#enum-config-cluster-v3-cluster-dnslookupfamily).
+/// host-sim keeps one address per cluster: the first that family gives.
+fn resolve(host: &str, port: u16, family: &str, at: &At) -> Result<SocketAddr, DeployError> {
+    let addresses: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| at.fail(format!("cannot resolve {host:?}: {e}")))?
+        .collect();
+    let v4 = addresses.iter().find(|a| a.is_ipv4());
+    let v6 = addresses.iter().find(|a| a.is_ipv6());
+    let picked = match family {
+        "V4_ONLY" => v4,
+        "V6_ONLY" => v6,
+        "V4_PREFERRED" => v4.or(v6),
+        "ALL" => addresses.first(),
+        _ => v6.or(v4),
+    };
+    picked
+        .copied()
+        .ok_or_else(|| at.fail(format!("{host:?} has no {family} address (resolved: {addresses:?})")))
+}
+
+/// `owner.address.socket_address`: its `address` text and `port_value`, with its YAML path.
+fn socket_address<'v, 'f>(owner: &'v Value, at: &At<'f>) -> Result<(&'v str, u16, At<'f>), DeployError> {
+    let (address, address_at) = at.need(owner, "address")?;
+    let (sa, sa_at) = match get(address, "socket_address") {
+        Some(sa) if !sa.is_null() => (sa, address_at.key("socket_address")),
+        _ if get(address, "pipe").is_some() => {
+            return Err(address_at
+                .key("pipe")
+                .fail("host-sim serve connects to TCP socket addresses only"))
+        }
+        _ => return Err(address_at.key("socket_address").fail("missing")),
+    };
+    let host = sa_at.need_str(sa, "address")?;
+    let (port, port_at) = match get(sa, "port_value") {
+        Some(port) if !port.is_null() => (port, sa_at.key("port_value")),
+        _ if get(sa, "named_port").is_some() => {
+            return Err(sa_at.key("named_port").fail("host-sim needs a port_value"))
+        }
+        _ => return Err(sa_at.key("port_value").fail("missing")),
+    };
+    let port = match port.as_u64() {
+        Some(n) => u16::try_from(n).map_err(|_| port_at.fail(format!("{n} is not a port (0 to 65535)")))?,
+        None => return Err(port_at.fail(format!("{port:?} is not a port (0 to 65535)"))),
+    };
+    Ok((host, port, sa_at.key("address")))
+}
+
+fn ip_address(host: &str, port: u16) -> Option<SocketAddr> {
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port))
+}
+
+/// A cluster's address. STATIC takes IP addresses only (Envoy refuses a hostname there);
+/// STRICT_DNS and LOGICAL_DNS resolve their hostname now, at start-up, per `dns_lookup_family`.
+/// Envoy's LOGICAL_DNS takes exactly one endpoint and connects to the first address the name
+/// resolves to (https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/service_discovery#logical-dns);
+/// STRICT_DNS balances over every address of every endpoint, of which host-sim keeps the first.
+fn cluster_address(cluster: &Value, at: &At) -> Result<(String, SocketAddr), DeployError> {
+    let name = at.need_str(cluster, "name")?;
+    let kind = match get(cluster, "type") {
+        None | Some(Value::Null) => "STATIC",
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(at.key("type").fail("not a string")),
+    };
+    if get(cluster, "cluster_type").is_some() {
+        return Err(at
+            .key("cluster_type")
+            .fail("custom cluster types are not supported by host-sim serve"));
+    }
+    if !matches!(kind, "STATIC" | "STRICT_DNS" | "LOGICAL_DNS") {
+        return Err(at.key("type").fail(format!(
+            "{kind}: host-sim serve reads STATIC, STRICT_DNS and LOGICAL_DNS clusters"
+        )));
+    }
+    let family = match get(cluster, "dns_lookup_family") {
+        None | Some(Value::Null) => "AUTO",
+        Some(Value::String(s)) if matches!(s.as_str(), "AUTO" | "V4_ONLY" | "V6_ONLY" | "V4_PREFERRED" | "ALL") => {
+            s.as_str()
+        }
+        Some(other) => {
+            return Err(at
+                .key("dns_lookup_family")
+                .fail(format!("{other:?} is not AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED or ALL")))
+        }
+    };
+    let (assignment, assignment_at) = at.need(cluster, "load_assignment")?;
+    let mut lb_endpoints = Vec::new();
+    for (endpoints, endpoints_at) in assignment_at.seq(assignment, "endpoints")? {
+        lb_endpoints.extend(endpoints_at.seq(endpoints, "lb_endpoints")?);
+    }
+    if kind == "LOGICAL_DNS" && lb_endpoints.len() != 1 {
+        return Err(assignment_at.fail(format!(
+            "a LOGICAL_DNS cluster takes exactly one endpoint (Envoy refuses it otherwise), found {}",
+            lb_endpoints.len()
+        )));
+    }
+    let Some((lb, lb_at)) = lb_endpoints.into_iter().next() else {
+        return Err(assignment_at
+            .key("endpoints")
+            .fail("no lb_endpoints: the cluster has no endpoint"));
+    };
+    let (endpoint, endpoint_at) = lb_at.need(lb, "endpoint")?;
+    let (host, port, host_at) = socket_address(endpoint, &endpoint_at)?;
+    let address = match (kind, ip_address(host, port)) {
+        (_, Some(ip)) => ip,
+        ("STATIC", None) => {
+            return Err(host_at.fail(format!(
+                "{host:?} is not an IP address; a STATIC cluster takes IP addresses only (type: STRICT_DNS or LOGICAL_DNS resolves names)"
+            )))
+        }
+        (_, None) => resolve(host, port, family, &host_at)?,
+    };
+    Ok((name.to_string(), address))
+}
+
+/// A `bootstrap_extensions` entry of type `envoy.extensions.wasm.v3.WasmService`: a VM with a
+/// root context and no listener (https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/wasm/v3/wasm.proto#extensions-wasm-v3-wasmservice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WasmService {
+    /// `config.name`.
+    pub name: String,
+    /// The module (`config.vm_config.code.local.filename`, relative to the bootstrap).
+    pub filter: PathBuf,
+    /// `config.root_id`.
+    pub root_id: String,
+    /// `config.vm_config.vm_id`.
+    pub vm_id: String,
+    /// `config.vm_config.configuration` (`proxy_on_vm_start`).
+    pub vm_configuration: Vec<u8>,
+    /// `config.configuration` (`proxy_on_configure`).
+    pub config: Vec<u8>,
+    /// `singleton`: one VM for the server (true) or one per thread (false: Envoy's thread-local
+    /// slot gives every worker thread and the main thread a VM of its own; envoy
+    /// source/extensions/bootstrap/wasm/config.cc `WasmServiceExtension::createWasm`).
+    pub singleton: bool,
+}
+
+fn wasm_service(extension: &Value, at: &At, base: &Path) -> Result<Option<WasmService>, DeployError> {
+    let (typed, typed_at) = at.need(extension, "typed_config")?;
+    let (type_url, message, message_at) = typed_config(typed, &typed_at)?;
+    if type_url != WASM_SERVICE_TYPE {
+        return Ok(None);
+    }
+    let (config, config_at) = message_at.need(message, "config")?;
+    let plugin = plugin_config(config, &config_at, base)?;
+    let singleton = match get(message, "singleton") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(message_at.key("singleton").fail("not a boolean")),
+    };
+    Ok(Some(WasmService {
+        name: plugin.name,
+        filter: plugin.filter,
+        root_id: plugin.root_id,
+        vm_id: plugin.vm_id,
+        vm_configuration: plugin.vm_configuration,
+        config: plugin.configuration,
+        singleton,
+    }))
+}
+
+/// Reads an Envoy bootstrap: one listener (`listener` names it; by default the first) and its HTTP
+/// connection manager's `envoy.filters.http.wasm` filter (`config.name`, `root_id`,
+/// `vm_config.vm_id`, `vm_config.code.local.filename` relative to the file, `configuration`,
+/// `fail_open`; the filter's `typed_config` directly or inside a TypedStruct), the routes of its
+/// `route_config`, every cluster's first endpoint (STATIC, STRICT_DNS and LOGICAL_DNS, names
+/// resolved now), and the `bootstrap_extensions` WasmServices. Errors name the YAML path.
+pub fn from_envoy_file(file: &Path, listener: Option<&str>) -> Result<Deployment, DeployError> {
     let doc = read_yaml(file)?;
     let base = file.parent().unwrap_or(Path::new("."));
-    let resources = get(&doc, "static_resources").ok_or_else(|| err(file, "no static_resources"))?;
+    let root = At {
+        file,
+        path: String::new(),
+    };
+    let (resources, resources_at) = root.need(&doc, "static_resources")?;
     let mut upstreams = BTreeMap::new();
-    for cluster in seq(get(resources, "clusters")) {
-        let name = get(cluster, "name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(file, "a cluster has no name"))?;
-        let endpoint = seq(get(cluster, "load_assignment").and_then(|la| get(la, "endpoints")))
-            .iter()
-            .flat_map(|e| seq(get(e, "lb_endpoints")))
-            .find_map(|lb| get(lb, "endpoint").and_then(socket_address))
-            .ok_or_else(|| {
-                err(
-                    file,
-                    format!("cluster {name}: no load_assignment endpoint with a socket_address"),
-                )
-            })?;
-        upstreams.insert(name.to_string(), endpoint);
+    for (cluster, cluster_at) in resources_at.seq(resources, "clusters")? {
+        let (name, address) = cluster_address(cluster, &cluster_at)?;
+        upstreams.insert(name, address);
     }
-    let listener = seq(get(resources, "listeners"))
-        .first()
-        .ok_or_else(|| err(file, "no listeners"))?;
-    let listen = socket_address(listener);
-    let hcm = seq(get(listener, "filter_chains"))
+    let mut services = Vec::new();
+    for (extension, extension_at) in root.seq(&doc, "bootstrap_extensions")? {
+        if let Some(service) = wasm_service(extension, &extension_at, base)? {
+            services.push(service);
+        }
+    }
+    let listeners = resources_at.seq(resources, "listeners")?;
+    let names: Vec<String> = listeners
         .iter()
-        .flat_map(|fc| seq(get(fc, "filters")))
-        .find_map(|f| get(f, "typed_config"))
-        .ok_or_else(|| err(file, "listener has no http_connection_manager"))?;
-    let wasm = seq(get(hcm, "http_filters"))
-        .iter()
-        .find(|f| get(f, "name").and_then(Value::as_str) == Some("envoy.filters.http.wasm"))
-        .and_then(|f| get(f, "typed_config"))
-        .and_then(|tc| get(tc, "config"))
-        .ok_or_else(|| err(file, "no envoy.filters.http.wasm filter with typed_config.config"))?;
-    let vm_config = get(wasm, "vm_config").ok_or_else(|| err(file, "wasm config has no vm_config"))?;
-    let filename = get(vm_config, "code")
-        .and_then(|c| get(c, "local"))
-        .and_then(|l| get(l, "filename"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| err(file, "vm_config.code.local.filename is missing"))?;
-    let config = get(wasm, "configuration")
-        .and_then(|c| get(c, "value"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+        .map(|(l, at)| at.opt_str(l, "name"))
+        .collect::<Result<_, _>>()?;
+    let mut notes = Vec::new();
+    let picked = match listener {
+        Some(wanted) => names.iter().position(|n| n == wanted).ok_or_else(|| {
+            resources_at
+                .key("listeners")
+                .fail(format!("no listener named {wanted:?} (the file has {names:?})"))
+        })?,
+        None if listeners.is_empty() => {
+            // A WasmService needs no listener, but serve always has one: the routes need a filter.
+            return Err(resources_at.key("listeners").fail("no listeners"));
+        }
+        None => {
+            if listeners.len() > 1 {
+                notes.push(format!(
+                    "{} listeners in {}: serving the first, {:?} (others: {:?}); pick one with --listener NAME",
+                    listeners.len(),
+                    file.display(),
+                    names[0],
+                    &names[1..]
+                ));
+            }
+            0
+        }
+    };
+    let (listener, listener_at) = &listeners[picked];
+    let listen = match get(listener, "address") {
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            let (host, port, host_at) = socket_address(listener, listener_at)?;
+            Some(ip_address(host, port).ok_or_else(|| host_at.fail(format!("{host:?} is not an IP address")))?)
+        }
+    };
+    let mut hcm = None;
+    'chains: for (chain, chain_at) in listener_at.seq(listener, "filter_chains")? {
+        for (filter, filter_at) in chain_at.seq(chain, "filters")? {
+            let (typed, typed_at) = filter_at.need(filter, "typed_config")?;
+            let (type_url, message, message_at) = typed_config(typed, &typed_at)?;
+            if type_url == HCM_TYPE {
+                hcm = Some((message, message_at));
+                break 'chains;
+            }
+        }
+    }
+    let (hcm, hcm_at) = hcm.ok_or_else(|| {
+        listener_at
+            .key("filter_chains")
+            .fail("no envoy.filters.network.http_connection_manager filter")
+    })?;
+    let mut wasm = None;
+    for (filter, filter_at) in hcm_at.seq(hcm, "http_filters")? {
+        let Some(typed) = get(filter, "typed_config").filter(|t| !t.is_null()) else {
+            continue;
+        };
+        let (type_url, message, message_at) = typed_config(typed, &filter_at.key("typed_config"))?;
+        if type_url == WASM_FILTER_TYPE {
+            let (config, config_at) = message_at.need(message, "config")?;
+            wasm = Some(plugin_config(config, &config_at, base)?);
+            break;
+        }
+    }
+    let plugin = wasm.ok_or_else(|| {
+        hcm_at
+            .key("http_filters")
+            .fail("no envoy.filters.http.wasm filter (typed_config of type envoy.extensions.filters.http.wasm.v3.Wasm, directly or in a TypedStruct)")
+    })?;
     let template = Route {
         name: String::new(),
         path_prefix: "/".into(),
-        filter: base.join(filename),
-        plugin_name: text(get(wasm, "name")),
-        root_id: text(get(wasm, "root_id")),
-        vm_id: text(get(vm_config, "vm_id")),
-        config: config.as_bytes().to_vec(),
+        filter: plugin.filter,
+        plugin_name: plugin.name,
+        root_id: plugin.root_id,
+        vm_id: plugin.vm_id,
+        config: plugin.configuration,
+        vm_configuration: plugin.vm_configuration,
         fallback: Fallback::NotFound,
-        fail_open: get(wasm, "fail_open").and_then(Value::as_bool).unwrap_or(false),
+        fail_open: plugin.fail_open,
     };
     let mut routes = Vec::new();
-    let virtual_hosts = get(hcm, "route_config")
-        .map(|rc| seq(get(rc, "virtual_hosts")))
-        .unwrap_or(&[]);
-    for vh in virtual_hosts {
-        for route in seq(get(vh, "routes")) {
-            let prefix = get(route, "match")
-                .and_then(|m| get(m, "prefix"))
-                .and_then(Value::as_str)
-                .unwrap_or("/");
-            let fallback = if let Some(cluster) = get(route, "route")
-                .and_then(|r| get(r, "cluster"))
-                .and_then(Value::as_str)
-            {
-                Fallback::Upstream(cluster.to_string())
-            } else if let Some(dr) = get(route, "direct_response") {
-                Fallback::Direct {
-                    status: get(dr, "status").and_then(Value::as_u64).unwrap_or(200) as u16,
-                    body: get(dr, "body")
-                        .and_then(|b| get(b, "inline_string"))
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                }
-            } else {
-                Fallback::NotFound
-            };
-            routes.push(Route {
-                name: text(get(route, "name")),
-                path_prefix: prefix.to_string(),
-                fallback,
-                ..template.clone()
-            });
+    if let Some(route_config) = get(hcm, "route_config").filter(|r| !r.is_null()) {
+        let route_config_at = hcm_at.key("route_config");
+        for (vh, vh_at) in route_config_at.seq(route_config, "virtual_hosts")? {
+            for (route, route_at) in vh_at.seq(vh, "routes")? {
+                let prefix = match get(route, "match") {
+                    Some(m) => route_at.key("match").opt_str(m, "prefix")?,
+                    None => String::new(),
+                };
+                let fallback = if let Some(action) = get(route, "route").filter(|r| !r.is_null()) {
+                    let cluster = route_at.key("route").need_str(action, "cluster")?;
+                    Fallback::Upstream(cluster.to_string())
+                } else if let Some(dr) = get(route, "direct_response").filter(|d| !d.is_null()) {
+                    let dr_at = route_at.key("direct_response");
+                    let status = match get(dr, "status") {
+                        None | Some(Value::Null) => 200,
+                        Some(s) => s
+                            .as_u64()
+                            .and_then(|s| u16::try_from(s).ok())
+                            .filter(|s| (100..=599).contains(s))
+                            .ok_or_else(|| dr_at.key("status").fail(format!("{s:?} is not an HTTP status")))?,
+                    };
+                    let body = match get(dr, "body") {
+                        Some(b) if !b.is_null() => dr_at.key("body").opt_str(b, "inline_string")?,
+                        _ => String::new(),
+                    };
+                    Fallback::Direct { status, body }
+                } else {
+                    Fallback::NotFound
+                };
+                routes.push(Route {
+                    name: route_at.opt_str(route, "name")?,
+                    path_prefix: if prefix.is_empty() { "/".to_string() } else { prefix },
+                    fallback,
+                    ..template.clone()
+                });
+            }
         }
     }
     if routes.is_empty() {
@@ -217,6 +708,8 @@ pub fn from_envoy_file(file: &Path) -> Result<Deployment, DeployError> {
         upstreams,
         listen,
         client_body_buffer_bytes: DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services,
+        notes,
     })
 }
 
@@ -293,6 +786,7 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
                 root_id: String::new(),
                 vm_id: String::new(),
                 config: config.clone(),
+                vm_configuration: Vec::new(),
                 fallback: fallback.clone(),
                 fail_open: false,
             });
@@ -316,6 +810,8 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
         upstreams: BTreeMap::new(),
         listen: None,
         client_body_buffer_bytes: DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services: Vec::new(),
+        notes: Vec::new(),
     })
 }
 
@@ -473,5 +969,471 @@ mod tests {
                 route.name
             );
         }
+    }
+
+    /// Writes `yaml` to a scratch bootstrap and reads it.
+    fn envoy(yaml: &str, listener: Option<&str>) -> Result<Deployment, DeployError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "host-sim-envoy-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("envoy.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let read = from_envoy_file(&file, listener);
+        std::fs::remove_dir_all(&dir).unwrap();
+        read
+    }
+
+    fn message(result: Result<Deployment, DeployError>) -> String {
+        result.expect_err("the bootstrap is refused").message
+    }
+
+    /// A wasm filter's `typed_config` (indented for a listener's http_filters).
+    fn wasm_filter(typed_config: &str) -> String {
+        format!(
+            "
+  listeners:
+    - name: main
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18000 }} }}
+      filter_chains:
+        - filters:
+            - name: hcm
+              typed_config:
+                \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                http_filters:
+                  - name: wasm
+                    typed_config:
+{typed_config}
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"
+        )
+    }
+
+    const PLAIN_WASM: &str =
+        "                      \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        name: plain
+                        vm_config:
+                          vm_id: v
+                          code: { local: { filename: f.wasm } }
+                          configuration: { \"@type\": type.googleapis.com/google.protobuf.BytesValue, value: dm0= }
+                        configuration: { \"@type\": type.googleapis.com/google.protobuf.StringValue, value: cfg }
+";
+
+    fn static_resources(listeners: &str, clusters: &str) -> String {
+        format!("static_resources:{listeners}  clusters:\n{clusters}")
+    }
+
+    fn cluster(kind: &str, address: &str, extra: &str) -> String {
+        format!(
+            "    - name: up
+      type: {kind}
+{extra}      load_assignment:
+        cluster_name: up
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{ address: {address}, port_value: 9000 }}
+"
+        )
+    }
+
+    #[test]
+    fn a_wasm_filter_in_either_typed_struct_reads_as_the_plain_one() {
+        let plain = envoy(
+            &static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        )
+        .unwrap();
+        assert_eq!(plain.routes[0].config, b"cfg");
+        assert_eq!(plain.routes[0].vm_configuration, b"vm");
+        assert_eq!(plain.routes[0].plugin_name, "plain");
+        for url in TYPED_STRUCT_URLS {
+            let wrapped = format!(
+                "                      \"@type\": {url}
+                      type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      value:
+                        config:
+                          name: plain
+                          vm_config:
+                            vm_id: v
+                            code: {{ local: {{ filename: f.wasm }} }}
+                            configuration: {{ \"@type\": type.googleapis.com/google.protobuf.BytesValue, value: dm0= }}
+                          configuration: {{ \"@type\": type.googleapis.com/google.protobuf.StringValue, value: cfg }}
+"
+            );
+            let read = envoy(
+                &static_resources(&wasm_filter(&wrapped), &cluster("STATIC", "127.0.0.1", "")),
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let without_dir = |routes: &[Route]| -> Vec<Route> {
+                routes
+                    .iter()
+                    .map(|r| Route {
+                        filter: r.filter.file_name().unwrap().into(),
+                        ..r.clone()
+                    })
+                    .collect()
+            };
+            assert_eq!(without_dir(&read.routes), without_dir(&plain.routes), "{url}");
+        }
+        // A TypedStruct around something else is not the wasm filter.
+        let other = "                      \"@type\": type.googleapis.com/xds.type.v3.TypedStruct
+                      type_url: type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
+                      value: { max_request_bytes: 10 }
+";
+        let refused = message(envoy(
+            &static_resources(&wasm_filter(other), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        ));
+        assert!(
+            refused.starts_with("static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters: no envoy.filters.http.wasm"),
+            "{refused}"
+        );
+        let no_type_url = "                      \"@type\": type.googleapis.com/udpa.type.v1.TypedStruct
+                      value: {}
+";
+        let refused = message(envoy(
+            &static_resources(&wasm_filter(no_type_url), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        ));
+        assert_eq!(
+            refused,
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.type_url: missing"
+        );
+    }
+
+    fn with_configuration(configuration: &str) -> Result<Deployment, DeployError> {
+        let filter = format!(
+            "                      \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        vm_config: {{ code: {{ local: {{ filename: f.wasm }} }} }}
+                        configuration:
+{configuration}
+"
+        );
+        envoy(
+            &static_resources(&wasm_filter(&filter), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        )
+    }
+
+    const CONFIGURATION_PATH: &str =
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.config.configuration";
+
+    #[test]
+    fn plugin_configurations_reach_the_filter_as_envoy_hands_them_over() {
+        let config = |c: &str| with_configuration(c).map(|d| d.routes[0].config.clone());
+        let indent = "                          ";
+        assert_eq!(
+            config(&format!(
+                "{indent}\"@type\": type.googleapis.com/google.protobuf.StringValue\n{indent}value: '{{\"a\":1}}'"
+            )),
+            Ok(br#"{"a":1}"#.to_vec())
+        );
+        assert_eq!(
+            config(&format!(
+                "{indent}\"@type\": type.googleapis.com/google.protobuf.BytesValue\n{indent}value: AAEC/w=="
+            )),
+            Ok(vec![0, 1, 2, 255])
+        );
+        // Struct { fields { "c": null, "b": ["x", true, 7], "a": "1.5", "d": "3000000000" } }, in
+        // the file's order; a fraction and an integer beyond int32 as their text, as Envoy does.
+        let mut expected = Vec::new();
+        expected.extend([0x0a, 0x07, 0x0a, 0x01, b'c', 0x12, 0x02, 0x08, 0x00]);
+        expected.extend([0x0a, 0x1b, 0x0a, 0x01, b'b', 0x12, 0x16, 0x32, 0x14]);
+        expected.extend([0x0a, 0x03, 0x1a, 0x01, b'x', 0x0a, 0x02, 0x20, 0x01, 0x0a, 0x09, 0x11]);
+        expected.extend(7f64.to_le_bytes());
+        expected.extend([0x0a, 0x0a, 0x0a, 0x01, b'a', 0x12, 0x05, 0x1a, 0x03]);
+        expected.extend(b"1.5");
+        expected.extend([0x0a, 0x11, 0x0a, 0x01, b'd', 0x12, 0x0c, 0x1a, 0x0a]);
+        expected.extend(b"3000000000");
+        assert_eq!(
+            config(&format!(
+                "{indent}\"@type\": type.googleapis.com/google.protobuf.Struct\n{indent}value: {{ c: null, b: [x, true, 7], a: 1.5, d: 3000000000 }}"
+            )),
+            Ok(expected)
+        );
+        let refused = message(with_configuration(&format!(
+            "{indent}\"@type\": type.googleapis.com/google.protobuf.BytesValue\n{indent}value: '***'"
+        )));
+        assert!(
+            refused.starts_with(&format!(
+                "{CONFIGURATION_PATH}.value: a BytesValue's value must be base64"
+            )),
+            "{refused}"
+        );
+        let refused = message(with_configuration(&format!(
+            "{indent}\"@type\": type.googleapis.com/google.protobuf.Int32Value\n{indent}value: 3"
+        )));
+        assert!(
+            refused.starts_with(&format!(
+                "{CONFIGURATION_PATH}.@type: type.googleapis.com/google.protobuf.Int32Value: host-sim passes"
+            )),
+            "{refused}"
+        );
+        let refused = message(with_configuration(&format!("{indent}value: '{{}}'")));
+        assert_eq!(refused, format!("{CONFIGURATION_PATH}.@type: missing"));
+        let refused = message(with_configuration(&format!(
+            "{indent}\"@type\": type.googleapis.com/google.protobuf.StringValue\n{indent}value: [1]"
+        )));
+        assert_eq!(
+            refused,
+            format!("{CONFIGURATION_PATH}.value: a StringValue's value must be a string")
+        );
+    }
+
+    const ENDPOINT_ADDRESS: &str =
+        "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address";
+
+    #[test]
+    fn dns_clusters_resolve_at_start_up_and_static_ones_take_addresses_only() {
+        let upstream = |kind: &str, address: &str, extra: &str| {
+            envoy(
+                &static_resources(&wasm_filter(PLAIN_WASM), &cluster(kind, address, extra)),
+                None,
+            )
+            .map(|d| d.upstreams["up"])
+        };
+        let v4 = "      dns_lookup_family: V4_ONLY\n";
+        let localhost: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        assert_eq!(upstream("STRICT_DNS", "localhost", v4), Ok(localhost));
+        assert_eq!(upstream("LOGICAL_DNS", "localhost", v4), Ok(localhost));
+        assert_eq!(
+            upstream("STRICT_DNS", "127.0.0.1", ""),
+            Ok(localhost),
+            "an IP needs no lookup"
+        );
+        let default_family = upstream("STRICT_DNS", "localhost", "").unwrap();
+        assert!(
+            default_family.ip().is_loopback() && default_family.port() == 9000,
+            "{default_family}"
+        );
+        let refused = message(envoy(
+            &static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "localhost", "")),
+            None,
+        ));
+        assert!(
+            refused.starts_with(&format!(
+                "{ENDPOINT_ADDRESS}: \"localhost\" is not an IP address; a STATIC cluster"
+            )),
+            "{refused}"
+        );
+        let refused = message(envoy(
+            &static_resources(
+                &wasm_filter(PLAIN_WASM),
+                &cluster("STRICT_DNS", "no-such-host.invalid", ""),
+            ),
+            None,
+        ));
+        assert!(
+            refused.starts_with(&format!("{ENDPOINT_ADDRESS}: cannot resolve \"no-such-host.invalid\"")),
+            "{refused}"
+        );
+        let refused = message(envoy(
+            &static_resources(
+                &wasm_filter(PLAIN_WASM),
+                &cluster("STRICT_DNS", "localhost", "      dns_lookup_family: V5\n"),
+            ),
+            None,
+        ));
+        assert!(
+            refused.starts_with("static_resources.clusters[0].dns_lookup_family: "),
+            "{refused}"
+        );
+        let refused = message(envoy(
+            &static_resources(&wasm_filter(PLAIN_WASM), &cluster("EDS", "127.0.0.1", "")),
+            None,
+        ));
+        assert!(
+            refused.starts_with("static_resources.clusters[0].type: EDS: "),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn cluster_errors_name_the_yaml_path() {
+        let two_endpoints = "    - name: up
+      type: LOGICAL_DNS
+      load_assignment:
+        endpoints:
+          - lb_endpoints:
+              - endpoint: { address: { socket_address: { address: localhost, port_value: 1 } } }
+              - endpoint: { address: { socket_address: { address: localhost, port_value: 2 } } }
+";
+        let refused = message(envoy(&static_resources(&wasm_filter(PLAIN_WASM), two_endpoints), None));
+        assert!(
+            refused.starts_with(
+                "static_resources.clusters[0].load_assignment: a LOGICAL_DNS cluster takes exactly one endpoint"
+            ),
+            "{refused}"
+        );
+        let second_cluster_bad = format!(
+            "{}    - name: other
+      load_assignment:
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{ address: {{ socket_address: {{ port_value: 1 }} }} }}
+",
+            cluster("STATIC", "127.0.0.1", "")
+        );
+        assert_eq!(
+            message(envoy(&static_resources(&wasm_filter(PLAIN_WASM), &second_cluster_bad), None)),
+            "static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address: missing"
+        );
+        let bad_port = cluster("STATIC", "127.0.0.1", "").replace("port_value: 9000", "port_value: 70000");
+        assert!(message(envoy(&static_resources(&wasm_filter(PLAIN_WASM), &bad_port), None))
+            .starts_with("static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value: 70000 is not a port"));
+        let no_assignment = "    - name: up\n      type: STRICT_DNS\n";
+        assert_eq!(
+            message(envoy(&static_resources(&wasm_filter(PLAIN_WASM), no_assignment), None)),
+            "static_resources.clusters[0].load_assignment: missing"
+        );
+        let no_name = "    - type: STATIC\n";
+        assert_eq!(
+            message(envoy(&static_resources(&wasm_filter(PLAIN_WASM), no_name), None)),
+            "static_resources.clusters[0].name: missing"
+        );
+    }
+
+    fn two_listeners() -> String {
+        let first = wasm_filter(PLAIN_WASM);
+        let second = wasm_filter(&PLAIN_WASM.replace("name: plain", "name: second"))
+            .replace("  listeners:\n", "")
+            .replace("name: main", "name: other")
+            .replace("18000", "18001");
+        static_resources(&format!("{first}{second}"), &cluster("STATIC", "127.0.0.1", ""))
+    }
+
+    #[test]
+    fn one_of_several_listeners_is_served_by_name_or_the_first_and_said_so() {
+        let first = envoy(&two_listeners(), None).unwrap();
+        assert_eq!(first.routes[0].plugin_name, "plain");
+        assert_eq!(first.listen, Some("127.0.0.1:18000".parse().unwrap()));
+        assert_eq!(first.notes.len(), 1);
+        assert!(
+            first.notes[0].contains("serving the first, \"main\" (others: [\"other\"]); pick one with --listener NAME"),
+            "{:?}",
+            first.notes
+        );
+        let other = envoy(&two_listeners(), Some("other")).unwrap();
+        assert_eq!(other.routes[0].plugin_name, "second");
+        assert_eq!(other.listen, Some("127.0.0.1:18001".parse().unwrap()));
+        assert!(other.notes.is_empty());
+        assert_eq!(
+            message(envoy(&two_listeners(), Some("nope"))),
+            "static_resources.listeners: no listener named \"nope\" (the file has [\"main\", \"other\"])"
+        );
+        let only_one = envoy(
+            &static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        )
+        .unwrap();
+        assert!(only_one.notes.is_empty());
+        let bad_listener = two_listeners().replace(
+            "address: 127.0.0.1, port_value: 18001",
+            "address: localhost, port_value: 18001",
+        );
+        assert_eq!(
+            message(envoy(&bad_listener, Some("other"))),
+            "static_resources.listeners[1].address.socket_address.address: \"localhost\" is not an IP address"
+        );
+    }
+
+    fn with_extensions(extensions: &str) -> Result<Deployment, DeployError> {
+        let doc = format!(
+            "bootstrap_extensions:\n{extensions}{}",
+            static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "127.0.0.1", ""))
+        );
+        envoy(&doc, None)
+    }
+
+    #[test]
+    fn wasm_services_are_read_from_bootstrap_extensions() {
+        let services = with_extensions(
+            "  - name: envoy.bootstrap.wasm
+    typed_config:
+      \"@type\": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+      singleton: true
+      config:
+        name: svc
+        root_id: svc_root
+        vm_config:
+          vm_id: svc_vm
+          configuration: { \"@type\": type.googleapis.com/google.protobuf.StringValue, value: vmcfg }
+          code: { local: { filename: svc.wasm } }
+        configuration: { \"@type\": type.googleapis.com/google.protobuf.StringValue, value: tick=10 }
+  - name: wrapped
+    typed_config:
+      \"@type\": type.googleapis.com/xds.type.v3.TypedStruct
+      type_url: type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+      value:
+        config: { vm_config: { code: { local: { filename: other.wasm } } } }
+  - name: envoy.bootstrap.internal_listener
+    typed_config:
+      \"@type\": type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener
+",
+        )
+        .unwrap()
+        .services;
+        assert_eq!(services.len(), 2, "{services:?}");
+        assert_eq!(services[0].name, "svc");
+        assert_eq!(services[0].root_id, "svc_root");
+        assert_eq!(services[0].vm_id, "svc_vm");
+        assert_eq!(services[0].vm_configuration, b"vmcfg");
+        assert_eq!(services[0].config, b"tick=10");
+        assert!(services[0].singleton);
+        assert!(services[0].filter.ends_with("svc.wasm"));
+        assert!(!services[1].singleton, "singleton defaults to false, as in wasm.proto");
+        assert!(services[1].config.is_empty());
+        assert_eq!(
+            message(with_extensions(
+                "  - typed_config:
+      \"@type\": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+      config: { vm_config: { code: { local: {} } } }
+"
+            )),
+            "bootstrap_extensions[0].typed_config.config.vm_config.code.local.filename: missing"
+        );
+        assert_eq!(
+            message(with_extensions(
+                "  - typed_config:
+      \"@type\": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+      singleton: yes please
+      config: { vm_config: { code: { local: { filename: a.wasm } } } }
+"
+            )),
+            "bootstrap_extensions[0].typed_config.singleton: not a boolean"
+        );
+        assert_eq!(
+            message(with_extensions("  - name: x\n")),
+            "bootstrap_extensions[0].typed_config: missing"
+        );
+    }
+
+    #[test]
+    fn the_shipped_envoy_yaml_reads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let deployment = from_envoy_file(&root.join("envoy.yaml"), None).unwrap();
+        assert_eq!(deployment.upstreams["kafka_rest"], "127.0.0.1:18082".parse().unwrap());
+        assert_eq!(deployment.listen, Some("127.0.0.1:18000".parse().unwrap()));
+        assert_eq!(deployment.routes.len(), 1);
+        let route = &deployment.routes[0];
+        assert_eq!(
+            (route.plugin_name.as_str(), route.root_id.as_str(), route.vm_id.as_str()),
+            ("kafka_upstream", "kafka_upstream", "kafka_upstream")
+        );
+        assert!(matches!(route.fallback, Fallback::Direct { status: 500, .. }));
+        let config: serde_json::Value = serde_json::from_slice(&route.config).unwrap();
+        assert_eq!(config["rest_proxy"]["upstream"], "kafka_rest");
+        assert!(deployment.services.is_empty() && deployment.notes.is_empty());
     }
 }

@@ -6,10 +6,13 @@
 //! HTTP requests ([`upstream`]). The `.wasm` files are watched: a changed module is loaded (from
 //! the precompiled cache when possible) and new requests get it while in-flight ones finish on
 //! the old VM. An optional admin listener reports the module hashes, counters and metrics.
+//! An Envoy bootstrap's WasmServices run beside the routes, each VM on a thread of its own
+//! ([`service`]).
 
 pub mod config;
 pub mod edge;
 pub mod observe;
+mod service;
 pub mod upstream;
 pub mod wire;
 mod worker;
@@ -181,6 +184,15 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             modules.insert(route.filter.clone(), module);
         }
     }
+    for (index, service) in deployment.services.iter().enumerate() {
+        if !modules.contains_key(&service.filter) {
+            let module = engine.load_file(&service.filter).map_err(|reason| ServeError::Module {
+                route: service::label(index, service),
+                reason,
+            })?;
+            modules.insert(service.filter.clone(), module);
+        }
+    }
     for route in &deployment.routes {
         check_filter_starts(
             deployment.profile,
@@ -209,6 +221,30 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     let metrics = Shared::new();
     let upstreams = Arc::new(deployment.upstreams.clone());
     let client = upstream::Client::default();
+    let service_context = service::ServiceContext {
+        profile: deployment.profile,
+        upstreams: upstreams.clone(),
+        client: client.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        shared: metrics.clone(),
+    };
+    let mut services = Vec::new();
+    for (index, wasm_service) in deployment.services.iter().enumerate() {
+        let started = service::start(
+            index,
+            wasm_service,
+            &modules[&wasm_service.filter],
+            workers,
+            &service_context,
+        );
+        match started {
+            Ok(running) => services.extend(running),
+            Err(e) => {
+                stop_services(services, std::time::Instant::now()).await;
+                return Err(e);
+            }
+        }
+    }
     let mut senders = Vec::new();
     let mut threads = Vec::new();
     for id in 0..workers.max(1) {
@@ -271,6 +307,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         for worker in &shared.workers {
             let _ = worker.send(Command::Shutdown { deadline });
         }
+        stop_services(services, deadline).await;
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
@@ -285,6 +322,20 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         stop,
         done,
     })
+}
+
+/// Shuts the WasmServices' root contexts down and waits for their threads (bounded by
+/// `deadline`, which each service honours).
+async fn stop_services(services: Vec<service::RunningService>, deadline: std::time::Instant) {
+    for running in &services {
+        let _ = running.commands.send(service::ServiceCommand::Shutdown { deadline });
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for running in services {
+            let _ = running.thread.join();
+        }
+    })
+    .await;
 }
 
 /// Starts a route's filter once, as the workers will, and fails when it does not come up

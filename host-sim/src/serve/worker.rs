@@ -689,6 +689,7 @@ pub(super) fn vm_options(
     let mut options = VmOptions::new(profile);
     options.vm_id = route.vm_id.clone();
     options.plugin_name = route.plugin_name.clone();
+    options.vm_configuration = route.vm_configuration.clone();
     options.clusters = upstreams.keys().cloned().collect();
     options.shared = Some(shared);
     options.fail_open = route.fail_open;

@@ -34,9 +34,13 @@ pub struct ServeArgs {
     /// Root id of the plugin's root context (with --filter).
     #[arg(long, value_name = "ID", default_value = "", requires = "filter")]
     root_id: String,
-    /// Read the listener's wasm filter, routes and STATIC clusters from an Envoy bootstrap.
+    /// Read a listener's wasm filter and routes, the clusters (STATIC, STRICT_DNS, LOGICAL_DNS)
+    /// and the bootstrap_extensions WasmServices from an Envoy bootstrap.
     #[arg(long, value_name = "FILE", conflicts_with = "kong")]
     envoy: Option<PathBuf>,
+    /// Which listener of the --envoy bootstrap to serve, by name [default: the first].
+    #[arg(long, value_name = "NAME", requires = "envoy")]
+    listener: Option<String>,
     /// Read routes and filter chains from a Kong declarative config.
     #[arg(long, value_name = "FILE")]
     kong: Option<PathBuf>,
@@ -140,7 +144,7 @@ pub async fn shutdown_signal() {
 
 fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
     let mut deployment = if let Some(file) = &args.envoy {
-        config::from_envoy_file(file).map_err(Failure::usage)?
+        config::from_envoy_file(file, args.listener.as_deref()).map_err(Failure::usage)?
     } else if let Some(file) = &args.kong {
         config::from_kong_file(file, &args.filters_dir).map_err(Failure::usage)?
     } else if let Some(filter) = &args.filter {
@@ -161,6 +165,7 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
                 root_id: args.root_id.clone(),
                 vm_id: String::new(),
                 config,
+                vm_configuration: Vec::new(),
                 fallback: args
                     .default_upstream
                     .clone()
@@ -170,12 +175,18 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
             upstreams: Default::default(),
             listen: None,
             client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+            services: Vec::new(),
+            notes: Vec::new(),
         }
     } else {
         return Err(Failure::usage(anyhow!(
             "give the filter with --filter, --envoy or --kong (see --help)"
         )));
     };
+    // Said whatever the log level, like the listening line.
+    for note in &deployment.notes {
+        eprintln!("host-sim serve: {note}");
+    }
     for (name, addr) in &args.upstreams {
         deployment.upstreams.insert(name.clone(), *addr);
     }
@@ -199,6 +210,15 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
                 "route {}: filter {} does not exist{hint}",
                 route.name,
                 route.filter.display()
+            )));
+        }
+    }
+    for (index, service) in deployment.services.iter().enumerate() {
+        if !service.filter.is_file() {
+            return Err(Failure::usage(anyhow!(
+                "bootstrap_extensions[{index}] ({}): module {} does not exist",
+                service.name,
+                service.filter.display()
             )));
         }
     }
