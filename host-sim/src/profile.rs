@@ -923,7 +923,10 @@ impl Profile {
     /// ENVOY-1.40); Kong adds its own latency headers in its Lua layer, after the filters.
     pub fn upstream_response_header(self, took: std::time::Duration) -> Option<(String, String)> {
         match self {
-            Profile::Envoy => Some(("x-envoy-upstream-service-time".to_string(), took.as_millis().to_string())),
+            Profile::Envoy => Some((
+                "x-envoy-upstream-service-time".to_string(),
+                took.as_millis().to_string(),
+            )),
             Profile::Kong => None,
         }
     }

@@ -67,6 +67,7 @@ async fn start_gateway(profile: Profile, upstream: SocketAddr) -> RunningGateway
             plugin_name: "probe".into(),
             root_id: String::new(),
             vm_id: String::new(),
+            vm_configuration: Vec::new(),
             config: Vec::new(),
             fallback: Fallback::Upstream("backend".into()),
             fail_open: false,
@@ -74,6 +75,8 @@ async fn start_gateway(profile: Profile, upstream: SocketAddr) -> RunningGateway
         upstreams: BTreeMap::from([("backend".to_string(), upstream)]),
         listen: None,
         client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+        services: Vec::new(),
+        notes: Vec::new(),
     };
     start(ServeOptions {
         deployment,

@@ -512,7 +512,9 @@ impl Worker {
                                 .await
                                 .map(|mut response| {
                                     // The router's header, there before the filter sees the response.
-                                    response.headers.extend(profile.upstream_response_header(started.elapsed()));
+                                    response
+                                        .headers
+                                        .extend(profile.upstream_response_header(started.elapsed()));
                                     response
                                 })
                                 .map_err(|e| e.to_string());
