@@ -1322,41 +1322,92 @@ fn http(addr: &str, request: &str) -> String {
     answer
 }
 
+/// `host-sim serve` running the real filter in asynchronous mode (batches would wait a minute on
+/// their own) on `topic`, its `kafka_rest` cluster at `rest`, plus `extra` flags.
+fn spawn_async_serve(
+    f: &Fixture,
+    topic: &str,
+    rest: &str,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let config = format!(
+        r#"{{"topic":"{topic}","rest_proxy":{{"upstream":"kafka_rest","timeout":200}},"producer_async":true,"producer_async_flush_timeout":60000}}"#
+    );
+    let config = f.write("async.json", &config).display().to_string();
+    let filter = built_wasm("kafka_upstream").display().to_string();
+    let upstream = format!("kafka_rest={rest}");
+    let mut args = vec![
+        "serve",
+        "--filter",
+        &filter,
+        "--config",
+        &config,
+        "--upstream",
+        &upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--no-reload",
+    ];
+    args.extend_from_slice(extra);
+    spawn_listening(f, "", &args)
+}
+
+/// Sends `n` one-byte POSTs, each of which must be answered 200 (buffered, in async mode).
+fn post_acknowledged(addr: &str, n: usize) {
+    for i in 0..n {
+        let answer = http(
+            addr,
+            &format!("POST /orders HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\nconnection: close\r\n\r\n{i}"),
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
+
+/// SIGTERM to `child`, then its exit status (the test fails after 20 s) and everything it said
+/// on stderr once the reader has seen `last_words` (or a bounded moment has passed).
+fn sigterm(
+    child: &mut std::process::Child,
+    lines: &std::sync::Mutex<Vec<String>>,
+    last_words: &str,
+) -> (std::process::ExitStatus, String) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("did not exit after SIGTERM: {:?}", lines.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The reader thread may still be draining stderr.
+    for _ in 0..100 {
+        if lines.lock().unwrap().iter().any(|l| l.contains(last_words)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let said = lines.lock().unwrap().join("\n");
+    (status, said)
+}
+
 #[test]
 #[cfg(unix)]
 fn serve_on_sigterm_sends_what_async_mode_acknowledged_before_exiting() {
     let f = Fixture::new();
     let (mut rest, rest_addr, _) = spawn_listening(&f, "", &["rest-proxy", "--listen", "127.0.0.1:0"]);
-    f.write(
-        "async.json",
-        r#"{"topic":"drained","rest_proxy":{"upstream":"kafka_rest"},"producer_async":true,"producer_async_flush_timeout":60000}"#,
-    );
-    let filter = built_wasm("kafka_upstream").display().to_string();
-    let config = f.path("async.json").display().to_string();
-    let upstream = format!("kafka_rest={rest_addr}");
-    let (mut serve, addr, lines) = spawn_listening(
-        &f,
-        "",
-        &[
-            "serve",
-            "--filter",
-            &filter,
-            "--config",
-            &config,
-            "--upstream",
-            &upstream,
-            "--listen",
-            "127.0.0.1:0",
-            "--no-reload",
-        ],
-    );
-    for i in 0..3 {
-        let answer = http(
-            &addr,
-            &format!("POST /orders HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\nconnection: close\r\n\r\n{i}"),
-        );
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    }
+    let (mut serve, addr, lines) = spawn_async_serve(&f, "drained", &rest_addr, &[]);
+    post_acknowledged(&addr, 3);
     let records = |rest_addr: &str| -> usize {
         let answer = http(
             rest_addr,
@@ -1369,27 +1420,10 @@ fn serve_on_sigterm_sends_what_async_mode_acknowledged_before_exiting() {
             .unwrap_or(0)
     };
     assert_eq!(records(&rest_addr), 0, "the batch went before the shutdown");
-    let killed = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = serve.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = serve.kill();
-            let _ = rest.kill();
-            panic!("serve did not exit after SIGTERM: {:?}", lines.lock().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (status, said) = sigterm(&mut serve, &lines, "buffered message(s)");
     let written = records(&rest_addr);
     let _ = rest.kill();
     let _ = rest.wait();
-    let said = lines.lock().unwrap().join("\n");
     assert!(status.success(), "{status:?}: {said}");
     assert_eq!(written, 3, "{said}");
     // Each worker's VM drains its own buffer and says so.
@@ -1624,65 +1658,11 @@ fn serve_gives_up_at_the_end_of_the_drain_time_and_the_filter_counts_what_it_dro
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap();
-    f.write(
-        "async.json",
-        r#"{"topic":"lost","rest_proxy":{"upstream":"kafka_rest","timeout":200},"producer_async":true,"producer_async_flush_timeout":60000}"#,
-    );
-    let filter = built_wasm("kafka_upstream").display().to_string();
-    let config = f.path("async.json").display().to_string();
-    let upstream = format!("kafka_rest={closed}");
-    let (mut serve, addr, lines) = spawn_listening(
-        &f,
-        "",
-        &[
-            "serve",
-            "--filter",
-            &filter,
-            "--config",
-            &config,
-            "--upstream",
-            &upstream,
-            "--listen",
-            "127.0.0.1:0",
-            "--no-reload",
-            "--workers",
-            "1",
-            "--drain-time",
-            "1s",
-        ],
-    );
-    for i in 0..2 {
-        let answer = http(
-            &addr,
-            &format!("POST /orders HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\nconnection: close\r\n\r\n{i}"),
-        );
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    }
-    let killed = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = serve.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = serve.kill();
-            panic!("serve did not exit after its drain time: {:?}", lines.lock().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // The reader thread may still be draining stderr: give it a bounded moment.
-    let said = (0..100)
-        .map(|_| {
-            std::thread::sleep(Duration::from_millis(20));
-            lines.lock().unwrap().join("\n")
-        })
-        .find(|s| s.contains("at shutdown"))
-        .unwrap_or_else(|| lines.lock().unwrap().join("\n"));
+        .unwrap()
+        .to_string();
+    let (mut serve, addr, lines) = spawn_async_serve(&f, "lost", &closed, &["--workers", "1", "--drain-time", "1s"]);
+    post_acknowledged(&addr, 2);
+    let (status, said) = sigterm(&mut serve, &lines, "at shutdown");
     assert!(status.success(), "{status:?}: {said}");
     assert!(said.contains("drain time over"), "{said}");
     assert!(

@@ -3,7 +3,7 @@
 //! the module under load without a failed request.
 
 use host_sim::limits::EdgeLimits;
-use host_sim::serve::config::{Deployment, Fallback, Route};
+use host_sim::serve::config::{Deployment, Route};
 use host_sim::serve::upstream::{Client, UpstreamRequest, UpstreamResponse};
 use host_sim::serve::{start, RunningGateway, ServeOptions};
 use host_sim::Profile;
@@ -39,29 +39,15 @@ async fn start_gateway(
     if profile == Profile::Envoy {
         upstreams.insert("kafka_rest".to_string(), rest);
     }
+    let route = Route {
+        plugin_name: "kafka_upstream".into(),
+        ..Route::new("kafka", filter.to_path_buf(), config.to_string().into_bytes())
+    };
     let deployment = Deployment {
-        profile,
-        routes: vec![Route {
-            name: "kafka".into(),
-            path_prefix: "/".into(),
-            filter: filter.to_path_buf(),
-            plugin_name: "kafka_upstream".into(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            config: config.to_string().into_bytes(),
-            vm_configuration: Vec::new(),
-            fallback: Fallback::NotFound,
-            fail_open: false,
-        }],
         upstreams,
-        listen: None,
-        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
-        services: Vec::new(),
-        notes: Vec::new(),
+        ..Deployment::new(profile, vec![route])
     };
     start(ServeOptions {
-        deployment,
-        listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         workers: 2,
         edge: EdgeLimits {
@@ -69,8 +55,7 @@ async fn start_gateway(
             ..EdgeLimits::default()
         },
         reload_poll: reload,
-        engine: engine().clone(),
-        access_log: false,
+        ..ServeOptions::new(deployment, engine().clone())
     })
     .await
     .expect("gateway starts")
@@ -468,38 +453,17 @@ async fn hot_reload_under_load_loses_no_request() {
 /// A one-worker gateway (so every request meets the same VM) running the abi-probe filter,
 /// whose requests trap on demand (`x-trap-in`); requests the filter lets through get 404.
 async fn start_probe_gateway(profile: Profile, fail_open: bool) -> RunningGateway {
-    let deployment = Deployment {
-        profile,
-        routes: vec![Route {
-            name: "probe".into(),
-            path_prefix: "/".into(),
-            filter: wasm_path("abi_probe"),
-            plugin_name: "probe".into(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            config: Vec::new(),
-            vm_configuration: Vec::new(),
-            fallback: Fallback::NotFound,
-            fail_open,
-        }],
-        upstreams: BTreeMap::new(),
-        listen: None,
-        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
-        services: Vec::new(),
-        notes: Vec::new(),
+    let route = Route {
+        plugin_name: "probe".into(),
+        fail_open,
+        ..Route::new("probe", wasm_path("abi_probe"), Vec::new())
     };
     start(ServeOptions {
-        deployment,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: None,
-        workers: 1,
         edge: EdgeLimits {
             max_request_bytes: 1 << 20,
             ..EdgeLimits::default()
         },
-        reload_poll: None,
-        engine: engine().clone(),
-        access_log: false,
+        ..ServeOptions::new(Deployment::new(profile, vec![route]), engine().clone())
     })
     .await
     .expect("gateway starts")

@@ -4,7 +4,7 @@
 //! nothing asserts how long something took.
 
 use host_sim::limits::EdgeLimits;
-use host_sim::serve::config::{Deployment, Fallback, Route};
+use host_sim::serve::config::{Deployment, Route};
 use host_sim::serve::{start, RunningGateway, ServeOptions};
 use host_sim::Profile;
 use kafka_upstream_tests::{engine, wasm_path};
@@ -19,35 +19,10 @@ const BOUND: Duration = Duration::from_secs(15);
 
 /// A gateway running the no-op filter (requests it lets through get the default route's 404).
 async fn gateway(edge: EdgeLimits) -> RunningGateway {
-    let deployment = Deployment {
-        profile: Profile::Envoy,
-        routes: vec![Route {
-            name: "edge".into(),
-            path_prefix: "/".into(),
-            filter: wasm_path("noop"),
-            plugin_name: "noop".into(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            config: Vec::new(),
-            vm_configuration: Vec::new(),
-            fallback: Fallback::NotFound,
-            fail_open: false,
-        }],
-        upstreams: BTreeMap::new(),
-        listen: None,
-        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
-        services: Vec::new(),
-        notes: Vec::new(),
-    };
+    let deployment = Deployment::new(Profile::Envoy, vec![Route::new("edge", wasm_path("noop"), Vec::new())]);
     start(ServeOptions {
-        deployment,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: None,
-        workers: 1,
         edge,
-        reload_poll: None,
-        engine: engine().clone(),
-        access_log: false,
+        ..ServeOptions::new(deployment, engine().clone())
     })
     .await
     .expect("gateway starts")
@@ -313,38 +288,14 @@ async fn async_gateway(profile: Profile) -> (RunningGateway, std::sync::Arc<rest
         "producer_async_flush_timeout": 60000,
         "producer_request_limits_messages_per_request": 100,
     });
+    let route = Route::new("kafka", wasm_path("kafka_upstream"), config.to_string().into_bytes());
     let deployment = Deployment {
-        profile,
-        routes: vec![Route {
-            name: "kafka".into(),
-            path_prefix: "/".into(),
-            filter: wasm_path("kafka_upstream"),
-            plugin_name: "kafka_upstream".into(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            config: config.to_string().into_bytes(),
-            vm_configuration: Vec::new(),
-            fallback: Fallback::NotFound,
-            fail_open: false,
-        }],
         upstreams,
-        listen: None,
-        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
-        services: Vec::new(),
-        notes: Vec::new(),
+        ..Deployment::new(profile, vec![route])
     };
-    let gateway = start(ServeOptions {
-        deployment,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: None,
-        workers: 1,
-        edge: EdgeLimits::default(),
-        reload_poll: None,
-        engine: engine().clone(),
-        access_log: false,
-    })
-    .await
-    .expect("gateway starts");
+    let gateway = start(ServeOptions::new(deployment, engine().clone()))
+        .await
+        .expect("gateway starts");
     (gateway, proxy)
 }
 

@@ -58,38 +58,21 @@ async fn start_upstream() -> SocketAddr {
 
 /// abi-probe behind a one-worker gateway whose route proxies to `upstream`.
 async fn start_gateway(profile: Profile, upstream: SocketAddr) -> RunningGateway {
+    let route = Route {
+        plugin_name: "probe".into(),
+        fallback: Fallback::Upstream("backend".into()),
+        ..Route::new("probe", wasm_path("abi_probe"), Vec::new())
+    };
     let deployment = Deployment {
-        profile,
-        routes: vec![Route {
-            name: "probe".into(),
-            path_prefix: "/".into(),
-            filter: wasm_path("abi_probe"),
-            plugin_name: "probe".into(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            vm_configuration: Vec::new(),
-            config: Vec::new(),
-            fallback: Fallback::Upstream("backend".into()),
-            fail_open: false,
-        }],
         upstreams: BTreeMap::from([("backend".to_string(), upstream)]),
-        listen: None,
-        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
-        services: Vec::new(),
-        notes: Vec::new(),
+        ..Deployment::new(profile, vec![route])
     };
     start(ServeOptions {
-        deployment,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: None,
-        workers: 1,
         edge: host_sim::limits::EdgeLimits {
             max_request_bytes: 1 << 20,
             ..host_sim::limits::EdgeLimits::default()
         },
-        reload_poll: None,
-        engine: engine().clone(),
-        access_log: false,
+        ..ServeOptions::new(deployment, engine().clone())
     })
     .await
     .expect("gateway starts")

@@ -6,7 +6,7 @@
 //! the gateway's own log (a capturing tracing subscriber).
 
 use host_sim::limits::EdgeLimits;
-use host_sim::serve::config::{Deployment, Fallback, Route, WasmService};
+use host_sim::serve::config::{Deployment, Route, WasmService};
 use host_sim::serve::{start, ServeError, ServeOptions};
 use host_sim::Profile;
 use kafka_upstream_tests::{engine, wasm_path};
@@ -81,25 +81,14 @@ async fn start_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 }
 
 fn deployment(upstream: SocketAddr, services: Vec<WasmService>) -> Deployment {
+    let route = Route {
+        plugin_name: "probe".into(),
+        ..Route::new("probe", wasm_path("abi_probe"), Vec::new())
+    };
     Deployment {
-        profile: Profile::Envoy,
-        routes: vec![Route {
-            name: "probe".into(),
-            path_prefix: "/".into(),
-            filter: wasm_path("abi_probe"),
-            plugin_name: "probe".into(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            config: Vec::new(),
-            vm_configuration: Vec::new(),
-            fallback: Fallback::NotFound,
-            fail_open: false,
-        }],
         upstreams: BTreeMap::from([("up".to_string(), upstream)]),
-        listen: None,
-        client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
         services,
-        notes: Vec::new(),
+        ..Deployment::new(Profile::Envoy, vec![route])
     }
 }
 

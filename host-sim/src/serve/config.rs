@@ -73,6 +73,46 @@ pub struct Deployment {
     pub notes: Vec<String>,
 }
 
+impl Route {
+    /// A route for every path (`/`) running `filter` with `config`, named `name`, with the
+    /// defaults of `serve --filter`: plugin name from the file name, empty root and VM ids, no VM
+    /// configuration, requests the filter lets through answered 404, fail closed. Change fields
+    /// with struct update syntax.
+    pub fn new(name: &str, filter: PathBuf, config: Vec<u8>) -> Route {
+        Route {
+            name: name.to_string(),
+            path_prefix: "/".to_string(),
+            plugin_name: filter
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            filter,
+            root_id: String::new(),
+            vm_id: String::new(),
+            config,
+            vm_configuration: Vec::new(),
+            fallback: Fallback::NotFound,
+            fail_open: false,
+        }
+    }
+}
+
+impl Deployment {
+    /// `routes` under `profile`, with no upstreams, listener, services or notes, and nginx's
+    /// default client body buffer.
+    pub fn new(profile: Profile, routes: Vec<Route>) -> Deployment {
+        Deployment {
+            profile,
+            routes,
+            upstreams: BTreeMap::new(),
+            listen: None,
+            client_body_buffer_bytes: crate::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+            services: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// A deployment file that cannot be used, with the path inside it that is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: {message}")]

@@ -71,6 +71,23 @@ pub struct ServeOptions {
     pub access_log: bool,
 }
 
+impl ServeOptions {
+    /// `deployment` on an ephemeral loopback port, one worker, no admin listener, the default
+    /// edge limits, no hot reload and no access log. Change fields with struct update syntax.
+    pub fn new(deployment: Deployment, engine: Engine) -> ServeOptions {
+        ServeOptions {
+            deployment,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: None,
+            workers: 1,
+            edge: EdgeLimits::default(),
+            reload_poll: None,
+            engine,
+            access_log: false,
+        }
+    }
+}
+
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -9,11 +9,11 @@
 //! does, and the VM stops once the root is done or the drain time is over.
 
 use super::config::{Fallback, Route, WasmService};
-use super::upstream::{self, UpstreamRequest};
+use super::upstream;
 use super::worker::{guest_log, vm_options};
 use super::ServeError;
 use crate::engine::Module;
-use crate::profile::{CalloutFailure, Profile};
+use crate::profile::Profile;
 use crate::state::Shared;
 use crate::vm::{HttpCallReply, Vm};
 use std::collections::{BTreeMap, HashSet};
@@ -191,55 +191,14 @@ fn run(
     }
 }
 
-/// Sends a callout to its upstream as a route's callouts go (`worker`): Envoy's callout headers,
-/// the call's own deadline, no TLS.
+/// Sends a callout to its upstream as a route's callouts go ([`upstream::Callout`]).
 fn dispatch(vm: &Vm, call: &crate::state::HttpCall, commands: &Sender<ServiceCommand>, context: &ServiceContext) {
-    let target = match context.profile {
-        Profile::Envoy => context.upstreams.get(&call.upstream).map(|a| a.to_string()),
-        Profile::Kong => Some(call.upstream.clone()),
-    };
-    let tls = call.header(":scheme") == Some("https");
-    let mut headers = call.headers.clone();
-    if context.profile == Profile::Envoy {
-        // As for a route's callouts (worker.rs `pump`): Envoy's async client marks them internal
-        // and announces their timeout.
-        headers.push(("x-envoy-internal".into(), "true".into()));
-        if call.timeout_ms > 0 {
-            headers.push(("x-envoy-expected-rq-timeout-ms".into(), call.timeout_ms.to_string()));
-        }
-    }
-    let request = UpstreamRequest::from_call_headers(&headers, call.body.clone());
-    let timeout = call
-        .deadline_ns
-        .map(|d| Duration::from_nanos(d.saturating_sub(vm.now_ns())));
+    let callout = upstream::Callout::new(context.profile, &context.upstreams, call, vm.now_ns());
     let client = context.client.clone();
     let commands = commands.clone();
     let token = call.token;
     context.runtime.spawn(async move {
-        let reply = match (target, tls) {
-            (_, true) => {
-                tracing::warn!("host-sim serve has no TLS client: callout with :scheme https fails");
-                HttpCallReply::Failure(CalloutFailure::BrokenConnection)
-            }
-            (None, false) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
-            (Some(target), false) => {
-                let sent = client.send(&target, request);
-                let outcome = match timeout {
-                    Some(timeout) => tokio::time::timeout(timeout, sent).await,
-                    None => Ok(sent.await),
-                };
-                match outcome {
-                    Ok(Ok(resp)) => HttpCallReply::Response {
-                        status: resp.status,
-                        headers: resp.headers,
-                        body: resp.body,
-                        trailers: Vec::new(),
-                    },
-                    Ok(Err(_)) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
-                    Err(_) => HttpCallReply::Failure(CalloutFailure::Timeout),
-                }
-            }
-        };
+        let reply = callout.send(client).await;
         let _ = commands.send(ServiceCommand::CallDone { token, reply });
     });
 }

@@ -2,10 +2,16 @@
 //! hyper-util's pooled client over plain TCP, so a callout reuses connections as Envoy's
 //! cluster connection pools do.
 
+use crate::profile::{CalloutFailure, Profile};
+use crate::state::HttpCall;
+use crate::vm::HttpCallReply;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Largest upstream response body read (Envoy's default buffer limit for callouts is smaller;
 /// this only protects the gateway).
@@ -106,5 +112,72 @@ impl Client {
             .to_bytes()
             .to_vec();
         Ok(UpstreamResponse { status, headers, body })
+    }
+}
+
+/// A guest's HTTP callout as `serve` sends it, for a route's VM and a WasmService's alike.
+pub struct Callout {
+    /// Where it goes: the cluster's address (Envoy) or the call's own `host:port` (Kong); `None`
+    /// when the cluster is unknown.
+    target: Option<String>,
+    /// `:scheme https`: serve has no TLS client, so the call fails as a broken connection.
+    tls: bool,
+    request: UpstreamRequest,
+    /// What is left of the call's deadline.
+    timeout: Option<Duration>,
+}
+
+impl Callout {
+    /// Prepares `call`, made on a VM whose clock reads `now_ns`. Envoy's async client marks
+    /// callouts as internal and announces their timeout (e2e: the REST proxy saw both from
+    /// Envoy 1.40). The profile's deadline (`Profile::effective_call_timeout_ms`, computed when
+    /// the guest made the call) is the only timeout: at that moment the request is dropped, which
+    /// closes its connection, as Envoy resets the upstream request when a callout times out; no
+    /// timeout (Envoy's 0) waits as long as the upstream takes.
+    pub fn new(profile: Profile, upstreams: &BTreeMap<String, SocketAddr>, call: &HttpCall, now_ns: u64) -> Self {
+        let target = match profile {
+            Profile::Envoy => upstreams.get(&call.upstream).map(|a| a.to_string()),
+            Profile::Kong => Some(call.upstream.clone()),
+        };
+        let mut headers = call.headers.clone();
+        if profile == Profile::Envoy {
+            headers.push(("x-envoy-internal".into(), "true".into()));
+            if call.timeout_ms > 0 {
+                headers.push(("x-envoy-expected-rq-timeout-ms".into(), call.timeout_ms.to_string()));
+            }
+        }
+        Callout {
+            target,
+            tls: call.header(":scheme") == Some("https"),
+            request: UpstreamRequest::from_call_headers(&headers, call.body.clone()),
+            timeout: call.deadline_ns.map(|d| Duration::from_nanos(d.saturating_sub(now_ns))),
+        }
+    }
+
+    /// Sends it with `client` and returns the reply the guest gets.
+    pub async fn send(self, client: Client) -> HttpCallReply {
+        let target = match (self.target, self.tls) {
+            (_, true) => {
+                tracing::warn!("host-sim serve has no TLS client: callout with :scheme https fails");
+                return HttpCallReply::Failure(CalloutFailure::BrokenConnection);
+            }
+            (None, false) => return HttpCallReply::Failure(CalloutFailure::BrokenConnection),
+            (Some(target), false) => target,
+        };
+        let sent = client.send(&target, self.request);
+        let outcome = match self.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, sent).await,
+            None => Ok(sent.await),
+        };
+        match outcome {
+            Ok(Ok(resp)) => HttpCallReply::Response {
+                status: resp.status,
+                headers: resp.headers,
+                body: resp.body,
+                trailers: Vec::new(),
+            },
+            Ok(Err(_)) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
+            Err(_) => HttpCallReply::Failure(CalloutFailure::Timeout),
+        }
     }
 }

@@ -12,7 +12,7 @@ use super::wire::Framing;
 use super::Stats;
 use crate::abi::LogLevel;
 use crate::engine::Module;
-use crate::profile::{CalloutFailure, Profile};
+use crate::profile::Profile;
 use crate::state::{LocalResponse, StreamInfo};
 use crate::vm::{HttpCallReply, Vm, VmOptions};
 use crate::wasi::WasiOptions;
@@ -394,56 +394,13 @@ impl Worker {
                 continue;
             }
             self.stats.callouts.fetch_add(1, Ordering::Relaxed);
-            let target = match self.profile {
-                Profile::Envoy => self.upstreams.get(&call.upstream).map(|a| a.to_string()),
-                Profile::Kong => Some(call.upstream.clone()),
-            };
+            let callout = upstream::Callout::new(self.profile, &self.upstreams, &call, instance.vm.now_ns());
+            let client = self.client.clone();
             let commands = self.commands.clone();
             let generation = instance.generation;
             let token = call.token;
-            let tls = call.header(":scheme") == Some("https");
-            let mut call_headers = call.headers.clone();
-            if self.profile == Profile::Envoy {
-                // Envoy's async client marks callouts as internal and announces their timeout
-                // (e2e: the REST proxy saw both from Envoy 1.40).
-                call_headers.push(("x-envoy-internal".into(), "true".into()));
-                if call.timeout_ms > 0 {
-                    call_headers.push(("x-envoy-expected-rq-timeout-ms".into(), call.timeout_ms.to_string()));
-                }
-            }
-            let request = UpstreamRequest::from_call_headers(&call_headers, call.body.clone());
-            let client = self.client.clone();
-            // The profile's deadline (`Profile::effective_call_timeout_ms`, computed when the
-            // guest made the call) is the only timeout: at that moment the request is dropped,
-            // which closes its connection, as Envoy resets the upstream request when a callout
-            // times out; no timeout (Envoy's 0) waits as long as the upstream takes.
-            let now = instance.vm.now_ns();
-            let timeout = call.deadline_ns.map(|d| Duration::from_nanos(d.saturating_sub(now)));
             self.runtime.spawn(async move {
-                let reply = match (target, tls) {
-                    (_, true) => {
-                        tracing::warn!("host-sim serve has no TLS client: callout with :scheme https fails");
-                        HttpCallReply::Failure(CalloutFailure::BrokenConnection)
-                    }
-                    (None, _) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
-                    (Some(target), false) => {
-                        let sent = client.send(&target, request);
-                        let outcome = match timeout {
-                            Some(timeout) => tokio::time::timeout(timeout, sent).await,
-                            None => Ok(sent.await),
-                        };
-                        match outcome {
-                            Ok(Ok(resp)) => HttpCallReply::Response {
-                                status: resp.status,
-                                headers: resp.headers,
-                                body: resp.body,
-                                trailers: Vec::new(),
-                            },
-                            Ok(Err(_)) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
-                            Err(_) => HttpCallReply::Failure(CalloutFailure::Timeout),
-                        }
-                    }
-                };
+                let reply = callout.send(client).await;
                 let _ = commands.send(Command::CallDone {
                     route: route_index,
                     generation,
