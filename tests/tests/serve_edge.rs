@@ -339,3 +339,100 @@ async fn kong_shutdown_loses_what_async_mode_held_as_kong_does() {
     // ngx_wasm_module never shuts a root context down: the buffer goes with the worker.
     assert_eq!(records_after_shutdown(Profile::Kong, 5).await, 0);
 }
+
+// ---- Envoy's edge headers ------------------------------------------------------------------------
+
+/// A backend that answers every request with `server: backend` and records each request head.
+async fn recording_backend() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).to_ascii_lowercase());
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nserver: backend\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Sends `request` through an Envoy-profile gateway (no-op filter, route to a recording
+/// backend) and returns the client's answer and the head the backend received.
+async fn through_envoy_edge(generate_request_id: bool, request: &[u8]) -> (String, String) {
+    let (backend, heads) = recording_backend().await;
+    let route = Route {
+        fallback: host_sim::serve::config::Fallback::Upstream("backend".into()),
+        ..Route::new("edge", wasm_path("noop"), Vec::new())
+    };
+    let deployment = Deployment {
+        upstreams: BTreeMap::from([("backend".to_string(), backend)]),
+        generate_request_id,
+        ..Deployment::new(Profile::Envoy, vec![route])
+    };
+    let gw = start(ServeOptions::new(deployment, engine().clone()))
+        .await
+        .expect("gateway starts");
+    let mut conn = connect(gw.local_addr).await;
+    conn.write_all(request).await.unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut conn).await).to_ascii_lowercase();
+    gw.shutdown().await;
+    let head = heads.lock().unwrap().first().cloned().unwrap_or_default();
+    (answer, head)
+}
+
+fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_profile_adds_envoys_edge_headers() {
+    let request = b"GET /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n";
+    let (answer, head) = through_envoy_edge(true, request).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    // Responses: Envoy's server name replaces the backend's; the router's service time.
+    assert_eq!(header_value(&answer, "server"), Some("envoy"), "{answer}");
+    assert!(!answer.contains("server: backend"), "{answer}");
+    let took = header_value(&answer, "x-envoy-upstream-service-time");
+    assert!(took.is_some_and(|t| t.parse::<u64>().is_ok()), "{answer}");
+    // Proxied requests: a request id (UUID v4) and the route's timeout.
+    let id = header_value(&head, "x-request-id").unwrap_or_else(|| panic!("no x-request-id: {head}"));
+    assert_eq!(id.len(), 36, "{id}");
+    assert_eq!(id.as_bytes()[14], b'4', "{id}");
+    assert_eq!(
+        header_value(&head, "x-envoy-expected-rq-timeout-ms"),
+        Some("15000"),
+        "{head}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_is_kept_when_sent_and_not_invented_when_turned_off() {
+    let (_, head) = through_envoy_edge(
+        true,
+        b"GET /x HTTP/1.1\r\nhost: a\r\nx-request-id: mine\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(header_value(&head, "x-request-id"), Some("mine"), "{head}");
+    let (_, head) = through_envoy_edge(false, b"GET /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await;
+    assert_eq!(header_value(&head, "x-request-id"), None, "{head}");
+}

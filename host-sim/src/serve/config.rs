@@ -71,6 +71,11 @@ pub struct Deployment {
     pub services: Vec<WasmService>,
     /// What the file reader chose that the user should be told (which of several listeners).
     pub notes: Vec<String>,
+    /// Envoy's connection manager gives a request without an `x-request-id` one (a UUID v4)
+    /// before the filters run, unless the connection manager says `generate_request_id: false`
+    /// (HttpConnectionManager, default true; observed in ENVOY-1.40). Kong: false (nginx's
+    /// `$request_id` is a property, not a header).
+    pub generate_request_id: bool,
 }
 
 impl Route {
@@ -109,6 +114,7 @@ impl Deployment {
             client_body_buffer_bytes: crate::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
             services: Vec::new(),
             notes: Vec::new(),
+            generate_request_id: profile == Profile::Envoy,
         }
     }
 }
@@ -742,6 +748,7 @@ pub fn from_envoy_file(file: &Path, listener: Option<&str>) -> Result<Deployment
             r.name = format!("route-{i}");
         }
     }
+    let generate_request_id = get(hcm, "generate_request_id").and_then(Value::as_bool).unwrap_or(true);
     Ok(Deployment {
         profile: Profile::Envoy,
         routes,
@@ -750,6 +757,7 @@ pub fn from_envoy_file(file: &Path, listener: Option<&str>) -> Result<Deployment
         client_body_buffer_bytes: DEFAULT_CLIENT_BODY_BUFFER_BYTES,
         services,
         notes,
+        generate_request_id,
     })
 }
 
@@ -852,6 +860,7 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
         client_body_buffer_bytes: DEFAULT_CLIENT_BODY_BUFFER_BYTES,
         services: Vec::new(),
         notes: Vec::new(),
+        generate_request_id: false,
     })
 }
 
@@ -1475,5 +1484,24 @@ mod tests {
         let config: serde_json::Value = serde_json::from_slice(&route.config).unwrap();
         assert_eq!(config["rest_proxy"]["upstream"], "kafka_rest");
         assert!(deployment.services.is_empty() && deployment.notes.is_empty());
+        // envoy.yaml turns Envoy's request ids off (the filter forwards the client's own).
+        assert!(!deployment.generate_request_id);
+    }
+
+    #[test]
+    fn request_ids_are_generated_unless_the_connection_manager_says_otherwise() {
+        let plain = envoy(
+            &static_resources(&wasm_filter(PLAIN_WASM), &cluster("STATIC", "127.0.0.1", "")),
+            None,
+        )
+        .unwrap();
+        assert!(plain.generate_request_id, "Envoy's default");
+        let hcm_type = "http_connection_manager.v3.HttpConnectionManager\n";
+        let off = wasm_filter(PLAIN_WASM).replace(
+            hcm_type,
+            &format!("{hcm_type}                generate_request_id: false\n"),
+        );
+        let off = envoy(&static_resources(&off, &cluster("STATIC", "127.0.0.1", "")), None).unwrap();
+        assert!(!off.generate_request_id);
     }
 }

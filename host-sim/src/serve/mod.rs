@@ -144,6 +144,7 @@ struct Shared_ {
     metrics: Arc<Shared>,
     edge: EdgeLimits,
     access_log: bool,
+    generate_request_id: bool,
 }
 
 /// A gateway that is running. Dropping it does not stop it: call [`RunningGateway::shutdown`].
@@ -310,6 +311,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         metrics,
         edge,
         access_log,
+        generate_request_id: deployment.generate_request_id,
     });
     let (stop, stop_rx) = watch::channel(false);
     if let Some(poll) = reload_poll {
@@ -467,6 +469,28 @@ fn json_response(status: StatusCode, body: &str) -> Response<WireBody> {
         hyper::header::HeaderValue::from_static("application/json; charset=utf-8"),
     );
     resp
+}
+
+/// A random (version 4) UUID for the `n`th request, as Envoy's request ids are: 122 bits from
+/// the process's randomly keyed hasher over `n`, so ids differ between requests and processes.
+fn uuid_v4(n: u64) -> String {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&keys.hash_one((n, 0u8)).to_be_bytes());
+    bytes[8..].copy_from_slice(&keys.hash_one((n, 1u8)).to_be_bytes());
+    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// Why a request body was not accepted.
@@ -673,6 +697,10 @@ async fn route_request(
     }
     served.received = body.len() as u64;
     let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+    // ... and, unless told not to, an x-request-id (`Deployment::generate_request_id`).
+    if shared.generate_request_id && !headers.iter().any(|(k, _)| k == "x-request-id") {
+        headers.push(("x-request-id".to_string(), uuid_v4(request_id)));
+    }
     let info = StreamInfo {
         source_address: peer.ip().to_string(),
         source_port: peer.port(),
@@ -858,5 +886,28 @@ fn admin(path: &str, shared: &Shared_) -> Response<WireBody> {
             StatusCode::NOT_FOUND,
             r#"{"message":"admin endpoints: /status, /stats, /metrics"}"#,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uuid_v4;
+
+    #[test]
+    fn request_ids_are_version_4_uuids_that_differ() {
+        let a = uuid_v4(1);
+        let b = uuid_v4(2);
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                vec![8, 4, 4, 4, 12],
+                "{id}"
+            );
+            assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{id}");
+            assert!(parts[2].starts_with('4'), "{id}");
+            assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'), "{id}");
+        }
     }
 }

@@ -152,32 +152,15 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
             Some(path) => read_input(path)?,
             None => Vec::new(),
         };
-        Deployment {
-            profile: Profile::from(args.profile),
-            routes: vec![Route {
-                name: "default".into(),
-                path_prefix: "/".into(),
-                filter: filter.clone(),
-                plugin_name: filter
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                root_id: args.root_id.clone(),
-                vm_id: String::new(),
-                config,
-                vm_configuration: Vec::new(),
-                fallback: args
-                    .default_upstream
-                    .clone()
-                    .map_or(Fallback::NotFound, Fallback::Upstream),
-                fail_open: false,
-            }],
-            upstreams: Default::default(),
-            listen: None,
-            client_body_buffer_bytes: host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
-            services: Vec::new(),
-            notes: Vec::new(),
-        }
+        let route = Route {
+            root_id: args.root_id.clone(),
+            fallback: args
+                .default_upstream
+                .clone()
+                .map_or(Fallback::NotFound, Fallback::Upstream),
+            ..Route::new("default", filter.clone(), config)
+        };
+        Deployment::new(Profile::from(args.profile), vec![route])
     } else {
         return Err(Failure::usage(anyhow!(
             "give the filter with --filter, --envoy or --kong (see --help)"
