@@ -170,3 +170,24 @@ pub fn dump_logs(vm: &Vm) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Appends a custom section: a different module (new sha256) that behaves the same.
+pub fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"host-sim-reload";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        out.push(if size > 0 { byte | 0x80 } else { byte });
+        if size == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&payload);
+    out
+}

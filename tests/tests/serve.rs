@@ -7,7 +7,7 @@ use host_sim::serve::config::{Deployment, Route};
 use host_sim::serve::upstream::{Client, UpstreamRequest, UpstreamResponse};
 use host_sim::serve::{start, RunningGateway, ServeOptions};
 use host_sim::Profile;
-use kafka_upstream_tests::{engine, wasm_path};
+use kafka_upstream_tests::{engine, wasm_path, with_custom_section};
 use rest_proxy::{Flavor, RestProxy, RestProxyConfig};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -355,27 +355,6 @@ async fn rest_proxy_down_is_a_502_not_a_200() {
     assert_eq!(body_json(&resp)["message"], "Bad Gateway");
     let _ = rest;
     gateway.shutdown().await;
-}
-
-/// Appends a custom section: a different module (new sha256) that behaves the same.
-fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"host-sim-reload";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    let mut size = payload.len();
-    loop {
-        let byte = (size & 0x7f) as u8;
-        size >>= 7;
-        out.push(if size > 0 { byte | 0x80 } else { byte });
-        if size == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&payload);
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

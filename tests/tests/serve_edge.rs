@@ -1,13 +1,14 @@
-//! `host-sim serve`'s edge against hostile or broken clients, on loopback with raw sockets:
-//! slow request heads (slowloris), idle connections, bodies that never finish, malformed and
-//! truncated bodies, oversized bodies, and more connections than the cap. Every wait is bounded;
-//! nothing asserts how long something took.
+//! `host-sim serve` at its edges, on loopback with raw sockets: hostile or broken clients (slow
+//! request heads, idle connections, bodies that never finish, malformed, truncated and oversized
+//! bodies, more connections than the cap), the headers Envoy's edge adds, and what happens to a
+//! filter's buffered records when the gateway stops or the module is reloaded. Every wait is
+//! bounded; nothing asserts how long something took.
 
 use host_sim::limits::EdgeLimits;
 use host_sim::serve::config::{Deployment, Route};
 use host_sim::serve::{start, RunningGateway, ServeOptions};
 use host_sim::Profile;
-use kafka_upstream_tests::{engine, wasm_path};
+use kafka_upstream_tests::{engine, wasm_path, with_custom_section};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -435,4 +436,69 @@ async fn a_request_id_is_kept_when_sent_and_not_invented_when_turned_off() {
     assert_eq!(header_value(&head, "x-request-id"), Some("mine"), "{head}");
     let (_, head) = through_envoy_edge(false, b"GET /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await;
     assert_eq!(header_value(&head, "x-request-id"), None, "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_sends_what_the_replaced_vm_had_buffered() {
+    // The module from a file of the test's own, so a new build can replace it.
+    let dir = std::env::temp_dir().join(format!("host-sim-reload-drain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let filter = dir.join("kafka_upstream.wasm");
+    let original = std::fs::read(wasm_path("kafka_upstream")).unwrap();
+    std::fs::write(&filter, &original).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rest = listener.local_addr().unwrap();
+    let proxy = rest_proxy::RestProxy::new(rest_proxy::RestProxyConfig {
+        listen: rest,
+        ..rest_proxy::RestProxyConfig::default()
+    })
+    .unwrap();
+    tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
+    let config = serde_json::json!({
+        "topic": "reloaded",
+        "rest_proxy": {"upstream": "kafka_rest"},
+        "producer_async": true,
+        "producer_async_flush_timeout": 60000,
+    });
+    let deployment = Deployment {
+        upstreams: BTreeMap::from([("kafka_rest".to_string(), rest)]),
+        ..Deployment::new(
+            Profile::Envoy,
+            vec![Route::new("kafka", filter.clone(), config.to_string().into_bytes())],
+        )
+    };
+    let gateway = start(ServeOptions {
+        reload_poll: Some(Duration::from_millis(50)),
+        ..ServeOptions::new(deployment, engine().clone())
+    })
+    .await
+    .expect("gateway starts");
+    for i in 0..3 {
+        let mut conn = connect(gateway.local_addr).await;
+        let request =
+            format!("POST /orders HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\nconnection: close\r\n\r\n{i:04}");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        assert_eq!(status_of(&read_to_close(&mut conn).await), Some(200));
+    }
+    let records = || async {
+        proxy
+            .read_records("reloaded", None, 0, 100)
+            .await
+            .unwrap_or_default()
+            .len()
+    };
+    assert_eq!(records().await, 0, "the batch went before the reload");
+    std::fs::write(&filter, with_custom_section(&original, "reload-drain")).unwrap();
+    // The old VM's root is shut down once its streams are gone, and drains (bounded wait).
+    let mut written = 0;
+    for _ in 0..200 {
+        written = records().await;
+        if written == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(written, 3, "records the replaced VM held");
 }

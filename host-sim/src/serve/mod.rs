@@ -277,6 +277,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             client: client.clone(),
             shared: metrics.clone(),
             client_body_buffer_bytes: deployment.client_body_buffer_bytes,
+            drain_time: edge.drain_time,
         };
         let routes: Vec<(Route, Module)> = deployment
             .routes

@@ -103,6 +103,8 @@ struct Instance {
     calls_in_flight: HashSet<u32>,
     /// The VM failure already logged, so it is logged once.
     reported_failure: Option<String>,
+    /// A replaced instance with no streams left: when its root context was shut down.
+    finishing_since: Option<std::time::Instant>,
 }
 
 struct RouteSlot {
@@ -123,6 +125,8 @@ pub struct Worker {
     pub shared: Arc<crate::state::Shared>,
     /// The deployment's client body buffer (Kong profile).
     pub client_body_buffer_bytes: usize,
+    /// How long a replaced or stopping filter gets to finish (`EdgeLimits::drain_time`).
+    pub drain_time: Duration,
 }
 
 impl Worker {
@@ -205,7 +209,7 @@ impl Worker {
                     instance.vm.poll_queues();
                     self.pump(i, &route, instance);
                 }
-                slot.draining.retain(|d| !d.streams.is_empty());
+                self.retire_replaced(slot);
                 // A VM whose guest trapped stays: the profile decides what later requests get
                 // (`AfterTrap`: Envoy keeps it failed until the module is reloaded, Kong starts
                 // a fresh instance at the next request).
@@ -223,6 +227,41 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Lets instances replaced by a reload go once their streams have ended. Where the profile's
+    /// host shuts root contexts down, the old root gets `proxy_on_done` first and the instance
+    /// stays (its callouts and ticks going on) until it has called `proxy_done`, within the drain
+    /// time; then it is given up on (`Vm::abandon_root`) so the filter can count what it drops. An
+    /// asynchronous filter's buffer in the old VM is thus sent, not silently lost on reload.
+    fn retire_replaced(&self, slot: &mut RouteSlot) {
+        let finishes = self.profile.finishes_roots_at_shutdown();
+        for old in slot.draining.iter_mut() {
+            if old.streams.is_empty() && old.finishing_since.is_none() {
+                old.finishing_since = Some(std::time::Instant::now());
+                if finishes && old.vm.failure().is_none() {
+                    let _ = old.vm.finish_root(old.root);
+                }
+            }
+        }
+        let route = slot.route.name.clone();
+        slot.draining.retain_mut(|old| {
+            let Some(since) = old.finishing_since else {
+                return true;
+            };
+            let owes_done = finishes && old.vm.failure().is_none() && old.vm.root_exists(old.root);
+            if owes_done && since.elapsed() < self.drain_time {
+                return true;
+            }
+            if owes_done {
+                tracing::warn!(route = %route, worker = self.id, callouts_pending = old.calls_in_flight.len(), "a replaced filter had not called proxy_done within the drain time; its root context is deleted with what it still holds");
+                old.vm.abandon_root(old.root);
+            }
+            for line in old.vm.take_logs() {
+                guest_log(&route, self.id, &line);
+            }
+            false
+        });
     }
 
     /// One step of shutting down; true when the worker may stop. Requests in flight finish
@@ -255,7 +294,8 @@ impl Worker {
             })
             .map(|(index, _)| index)
             .collect();
-        if *roots_finishing && unfinished.is_empty() {
+        // Replaced instances finish on their own clock (`retire_replaced`).
+        if *roots_finishing && unfinished.is_empty() && slots.iter().all(|s| s.draining.is_empty()) {
             return true;
         }
         if std::time::Instant::now() < deadline {
@@ -324,6 +364,7 @@ impl Worker {
                     streams: HashMap::new(),
                     calls_in_flight: HashSet::new(),
                     reported_failure: None,
+                    finishing_since: None,
                 })
             }
             Err(e) => {
