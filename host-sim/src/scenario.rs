@@ -252,6 +252,16 @@ struct Driver<'a> {
     /// Set when the stream finished (and was read just before).
     snapshot: Option<StreamSnapshot>,
     callouts_time_out: bool,
+    /// The filter's local reply as the host handed it to the filter's response callbacks, and
+    /// whether the filter trapped there.
+    local_reply_passed: Option<PassedLocalReply>,
+}
+
+/// A local reply passed through the filter's response callbacks ([`Driver::pass_local_reply`]).
+struct PassedLocalReply {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    trapped: bool,
 }
 
 impl Driver<'_> {
@@ -269,6 +279,12 @@ impl Driver<'_> {
             self.upstream = Upstream::Delivered;
             self.send_upstream_response()?;
             self.answer_calls()?;
+        }
+        if self.snapshot.is_none()
+            && self.vm.stream_exists(self.stream)
+            && self.vm.open_response_for_local_reply(self.stream)
+        {
+            self.pass_local_reply();
         }
         if self.snapshot.is_none() && self.vm.stream_exists(self.stream) {
             let answered = self.vm.local_response(self.stream).is_some()
@@ -335,6 +351,31 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// Passes the filter's own local reply through its response callbacks, shaped as the
+    /// profile's host shapes it ([`crate::Profile::local_reply_response`]), as `serve` does: both
+    /// hosts run a filter's local reply through the filter chain's response path.
+    fn pass_local_reply(&mut self) {
+        let Some(local) = self.vm.local_response(self.stream).cloned() else {
+            return;
+        };
+        let profile = self.vm.profile();
+        let (headers, body) = profile.local_reply_response(&local);
+        let failed_before = self.vm.failure().is_some();
+        let body_callback = profile.response_body_callback(&body);
+        // A trap is recorded by the VM (and shown); the reply's fate is the profile's below.
+        let _ = self.vm.send_response_headers(self.stream, &headers, !body_callback);
+        self.book.observe(&self.vm);
+        if body_callback && self.vm.stream_exists(self.stream) && self.vm.failure().is_none() {
+            let _ = self.vm.send_response_body(self.stream, &body, true);
+            self.book.observe(&self.vm);
+        }
+        self.local_reply_passed = Some(PassedLocalReply {
+            headers,
+            body,
+            trapped: !failed_before && self.vm.failure().is_some(),
+        });
+    }
+
     /// Sends the upstream response through the filter's response callbacks.
     fn send_upstream_response(&mut self) -> Result<(), HostError> {
         let Some(response) = &self.input.upstream_response else {
@@ -372,6 +413,46 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// What the client gets of a local reply passed through the response callbacks: what the
+    /// filter left of it, or after a trap there what the profile's host sends.
+    fn passed_local_reply(&self, passed: &PassedLocalReply) -> ClientResponse {
+        let (vm, stream) = (&self.vm, self.stream);
+        let profile = vm.profile();
+        let status_of = |headers: &[(String, String)]| {
+            headers
+                .iter()
+                .find(|(k, _)| k == ":status")
+                .and_then(|(_, v)| v.trim().parse().ok())
+        };
+        let (status, headers, body) = if passed.trapped {
+            if profile.local_reply_survives_response_trap() {
+                (status_of(&passed.headers), passed.headers.clone(), passed.body.clone())
+            } else {
+                (Some(profile.fail_closed_status()), Vec::new(), Vec::new())
+            }
+        } else {
+            let headers = vm.response_headers(stream).unwrap_or_else(|| passed.headers.clone());
+            let body = vm.forwarded_response_body(stream).unwrap_or_default().to_vec();
+            (status_of(&headers), headers, body)
+        };
+        let (body, body_base64) = encode_body(&body);
+        ClientResponse {
+            source: ResponseSource::Local,
+            status,
+            headers: headers.into_iter().filter(|(k, _)| k != ":status").collect(),
+            body,
+            body_base64,
+            trailers: Vec::new(),
+            complete: passed.trapped || vm.response_forwarded_complete(stream),
+            paused_in: if passed.trapped {
+                None
+            } else {
+                vm.response_paused_in(stream).map(String::from)
+            },
+            reset: false,
+        }
+    }
+
     fn read_stream(&self) -> StreamSnapshot {
         let (vm, stream) = (&self.vm, self.stream);
         let local_response = vm.local_response(stream).map(|l| {
@@ -401,7 +482,9 @@ impl Driver<'_> {
             None
         };
         let reset = vm.stream_reset(stream);
-        let client_response = if let Some(local) = &local_response {
+        let client_response = if let (Some(_), Some(passed)) = (&local_response, &self.local_reply_passed) {
+            Some(self.passed_local_reply(passed))
+        } else if let Some(local) = &local_response {
             Some(ClientResponse {
                 source: ResponseSource::Local,
                 status: Some(local.status),
@@ -604,6 +687,7 @@ fn run_once(
         },
         snapshot: None,
         callouts_time_out,
+        local_reply_passed: None,
     };
     send_request(&mut driver.vm, stream, &input.request, &mut driver.book)?;
     driver.settle()?;
@@ -895,6 +979,8 @@ mod tests {
                 ("on_request_trailers", Some("Continue")),
                 ("on_http_call_response", None),
                 ("on_http_call_response", None),
+                // The filter's local reply (no body) passes through its response callbacks.
+                ("on_response_headers", Some("Continue")),
                 // Envoy's end of a stream (Profile::stream_end_callbacks).
                 ("on_log", None),
                 ("on_done", None),
