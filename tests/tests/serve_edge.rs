@@ -4,6 +4,8 @@
 //! filter's buffered records when the gateway stops or the module is reloaded. Every wait is
 //! bounded; nothing asserts how long something took.
 
+mod serve_common;
+
 use host_sim::limits::EdgeLimits;
 use host_sim::serve::config::{Deployment, Route};
 use host_sim::serve::{start, RunningGateway, ServeOptions};
@@ -267,14 +269,7 @@ async fn at_the_connection_cap_new_clients_wait_instead_of_failing() {
 /// A gateway running the real filter in asynchronous mode whose batches would not go for a
 /// minute on their own, in front of an in-memory REST proxy.
 async fn async_gateway(profile: Profile) -> (RunningGateway, std::sync::Arc<rest_proxy::RestProxy>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let rest = listener.local_addr().unwrap();
-    let proxy = rest_proxy::RestProxy::new(rest_proxy::RestProxyConfig {
-        listen: rest,
-        ..rest_proxy::RestProxyConfig::default()
-    })
-    .unwrap();
-    tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
+    let (proxy, rest) = serve_common::in_memory_rest_proxy().await;
     let (upstream, upstreams) = match profile {
         Profile::Envoy => (
             "kafka_rest".to_string(),
@@ -345,34 +340,10 @@ async fn kong_shutdown_loses_what_async_mode_held_as_kong_does() {
 
 /// A backend that answers every request with `server: backend` and records each request head.
 async fn recording_backend() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = heads.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                seen.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&head).to_ascii_lowercase());
-                let _ = conn
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nserver: backend\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
-    (addr, heads)
+    serve_common::recording_backend(
+        b"HTTP/1.1 200 OK\r\nserver: backend\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+    )
+    .await
 }
 
 /// Sends `request` through an Envoy-profile gateway (no-op filter, route to a recording
@@ -395,7 +366,13 @@ async fn through_envoy_edge(generate_request_id: bool, request: &[u8]) -> (Strin
     conn.write_all(request).await.unwrap();
     let answer = String::from_utf8_lossy(&read_to_close(&mut conn).await).to_ascii_lowercase();
     gw.shutdown().await;
-    let head = heads.lock().unwrap().first().cloned().unwrap_or_default();
+    let head = heads
+        .lock()
+        .unwrap()
+        .first()
+        .cloned()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     (answer, head)
 }
 
@@ -446,14 +423,7 @@ async fn a_reload_sends_what_the_replaced_vm_had_buffered() {
     let filter = dir.join("kafka_upstream.wasm");
     let original = std::fs::read(wasm_path("kafka_upstream")).unwrap();
     std::fs::write(&filter, &original).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let rest = listener.local_addr().unwrap();
-    let proxy = rest_proxy::RestProxy::new(rest_proxy::RestProxyConfig {
-        listen: rest,
-        ..rest_proxy::RestProxyConfig::default()
-    })
-    .unwrap();
-    tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
+    let (proxy, rest) = serve_common::in_memory_rest_proxy().await;
     let config = serde_json::json!({
         "topic": "reloaded",
         "rest_proxy": {"upstream": "kafka_rest"},

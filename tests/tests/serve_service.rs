@@ -5,6 +5,8 @@
 //! rejects its configuration stops the gateway from starting. The guest's log lines are read from
 //! the gateway's own log (a capturing tracing subscriber).
 
+mod serve_common;
+
 use host_sim::limits::EdgeLimits;
 use host_sim::serve::config::{Deployment, Route, WasmService};
 use host_sim::serve::{start, ServeError, ServeOptions};
@@ -14,7 +16,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Everything the gateways of this test binary logged.
 fn log() -> &'static Arc<Mutex<Vec<u8>>> {
@@ -54,30 +55,7 @@ fn lines_with(needles: &[&str]) -> Vec<String> {
 
 /// An upstream that answers every request `200 pong` and keeps each request head.
 async fn start_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let seen = heads.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
-                let _ = conn
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong")
-                    .await;
-            });
-        }
-    });
-    (addr, heads)
+    serve_common::recording_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong").await
 }
 
 fn deployment(upstream: SocketAddr, services: Vec<WasmService>) -> Deployment {
