@@ -18,7 +18,7 @@ use crate::transcript::{
     ResponseSource, TimeStep, Transcript, TranscriptAction, TranscriptGrpcCall, TranscriptHttpCall,
     TranscriptLocalResponse, TranscriptLog, UpstreamRequest, UpstreamResponseFile, UpstreamResponseUse,
 };
-use crate::vm::{GrpcReply, Vm, VmOptions};
+use crate::vm::{GrpcReply, PassedLocalReply, Vm, VmOptions};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -252,16 +252,8 @@ struct Driver<'a> {
     /// Set when the stream finished (and was read just before).
     snapshot: Option<StreamSnapshot>,
     callouts_time_out: bool,
-    /// The filter's local reply as the host handed it to the filter's response callbacks, and
-    /// whether the filter trapped there.
+    /// The filter's local reply as the host handed it to the filter's response callbacks.
     local_reply_passed: Option<PassedLocalReply>,
-}
-
-/// A local reply passed through the filter's response callbacks ([`Driver::pass_local_reply`]).
-struct PassedLocalReply {
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    trapped: bool,
 }
 
 impl Driver<'_> {
@@ -280,11 +272,12 @@ impl Driver<'_> {
             self.send_upstream_response()?;
             self.answer_calls()?;
         }
-        if self.snapshot.is_none()
-            && self.vm.stream_exists(self.stream)
-            && self.vm.open_response_for_local_reply(self.stream)
-        {
-            self.pass_local_reply();
+        // A local reply goes through the filter's response callbacks, as in `serve`.
+        if self.snapshot.is_none() && self.vm.stream_exists(self.stream) {
+            if let Some(passed) = self.vm.pass_local_reply(self.stream) {
+                self.book.observe(&self.vm);
+                self.local_reply_passed = Some(passed);
+            }
         }
         if self.snapshot.is_none() && self.vm.stream_exists(self.stream) {
             let answered = self.vm.local_response(self.stream).is_some()
@@ -349,31 +342,6 @@ impl Driver<'_> {
             self.book.observe(&self.vm);
         }
         Ok(())
-    }
-
-    /// Passes the filter's own local reply through its response callbacks, shaped as the
-    /// profile's host shapes it ([`crate::Profile::local_reply_response`]), as `serve` does: both
-    /// hosts run a filter's local reply through the filter chain's response path.
-    fn pass_local_reply(&mut self) {
-        let Some(local) = self.vm.local_response(self.stream).cloned() else {
-            return;
-        };
-        let profile = self.vm.profile();
-        let (headers, body) = profile.local_reply_response(&local);
-        let failed_before = self.vm.failure().is_some();
-        let body_callback = profile.response_body_callback(&body);
-        // A trap is recorded by the VM (and shown); the reply's fate is the profile's below.
-        let _ = self.vm.send_response_headers(self.stream, &headers, !body_callback);
-        self.book.observe(&self.vm);
-        if body_callback && self.vm.stream_exists(self.stream) && self.vm.failure().is_none() {
-            let _ = self.vm.send_response_body(self.stream, &body, true);
-            self.book.observe(&self.vm);
-        }
-        self.local_reply_passed = Some(PassedLocalReply {
-            headers,
-            body,
-            trapped: !failed_before && self.vm.failure().is_some(),
-        });
     }
 
     /// Sends the upstream response through the filter's response callbacks.

@@ -24,6 +24,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Store, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults};
 
+/// The filter's own local reply as the host handed it to the filter's response callbacks
+/// ([`Vm::pass_local_reply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedLocalReply {
+    /// The headers (`:status` first) the filter's `on_http_response_headers` was given.
+    pub headers: Vec<(String, String)>,
+    /// The body its `on_http_response_body` was given.
+    pub body: Vec<u8>,
+    /// Whether the filter trapped in those callbacks.
+    pub trapped: bool,
+}
+
 /// How to start a VM.
 #[derive(Clone)]
 pub struct VmOptions {
@@ -1420,6 +1432,30 @@ impl Vm {
         }
         st.local_reply_in_response = true;
         true
+    }
+
+    /// Passes the filter's own local reply through its response callbacks, shaped as the
+    /// profile's host shapes it ([`Profile::local_reply_response`]): both hosts run a filter's
+    /// local reply through the filter chain's response path. `None` when there is no such reply
+    /// to pass ([`Vm::open_response_for_local_reply`]). What the client then gets is what the
+    /// filter left (`response_headers`, `forwarded_response_body`), or after a trap there the
+    /// profile's answer ([`Profile::local_reply_survives_response_trap`]).
+    pub fn pass_local_reply(&mut self, stream: u32) -> Option<PassedLocalReply> {
+        if !self.open_response_for_local_reply(stream) {
+            return None;
+        }
+        let local = self.local_response(stream)?.clone();
+        let profile = self.profile();
+        let (headers, body) = profile.local_reply_response(&local);
+        let failed_before = self.failure().is_some();
+        let body_callback = profile.response_body_callback(&body);
+        // A trap is recorded as the VM's failure, reported in `trapped`.
+        let _ = self.send_response_headers(stream, &headers, !body_callback);
+        if body_callback && self.stream_exists(stream) && self.failure().is_none() {
+            let _ = self.send_response_body(stream, &body, true);
+        }
+        let trapped = !failed_before && self.failure().is_some();
+        Some(PassedLocalReply { headers, body, trapped })
     }
 
     /// Whether the stream's local reply is being passed through the response callbacks

@@ -563,26 +563,26 @@ impl Worker {
     /// reply the filter sent once a response had started (Envoy sends that one straight to the
     /// codec), go out as they are.
     fn local_reply(&self, vm: &mut Vm, stream: u32, local: &LocalResponse) -> GatewayResponse {
-        if !vm.open_response_for_local_reply(stream) {
+        let Some(passed) = vm.pass_local_reply(stream) else {
             return GatewayResponse {
                 status: local.status as u16,
                 headers: local.headers.clone(),
                 body: local.body.clone(),
                 framing: Framing::Computed,
             };
+        };
+        if !passed.trapped {
+            return self.response_left_by_filter(vm, stream, &passed.headers);
         }
-        let (headers, body) = self.profile.local_reply_response(local);
-        let failed_before = vm.failure().is_some();
-        let response = self.through_response_filter(vm, stream, headers.clone(), body.clone(), BodyFrom::LocalReply);
-        if failed_before || vm.failure().is_none() {
-            return response;
-        }
-        // The filter trapped in its response callbacks.
         if self.profile.local_reply_survives_response_trap() {
             return GatewayResponse {
                 status: local.status as u16,
-                headers: headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect(),
-                body,
+                headers: passed
+                    .headers
+                    .into_iter()
+                    .filter(|(k, _)| !k.starts_with(':'))
+                    .collect(),
+                body: passed.body,
                 framing: Framing::AsFilterLeft,
             };
         }
@@ -614,6 +614,13 @@ impl Worker {
                 let _ = vm.send_response_body(stream, &[], true);
             }
         }
+        self.response_left_by_filter(vm, stream, &headers)
+    }
+
+    /// What a response's callbacks let out: a local reply the filter sent from them instead, or
+    /// the response as the filter left it (`given`: the headers it was handed), framed by the
+    /// headers it left.
+    fn response_left_by_filter(&self, vm: &mut Vm, stream: u32, given: &[(String, String)]) -> GatewayResponse {
         let opened_for_local_reply = vm.local_reply_in_response(stream);
         if let Some(local) = vm.local_response(stream).filter(|_| !opened_for_local_reply) {
             // A local reply from the response callbacks: the response has not gone out yet, so
@@ -626,12 +633,12 @@ impl Worker {
                 framing: Framing::Computed,
             };
         }
-        let status_given = headers
+        let status_given = given
             .iter()
             .find(|(k, _)| k == ":status")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(500);
-        let headers = vm.response_headers(stream).unwrap_or(headers);
+        let headers = vm.response_headers(stream).unwrap_or_else(|| given.to_vec());
         let status = headers
             .iter()
             .find(|(k, _)| k == ":status")
