@@ -1066,6 +1066,14 @@ impl Vm {
         self.store.data().roots.contains_key(&root)
     }
 
+    /// Whether the host still has root context `root` to shut down or wait for: the VM is live,
+    /// the profile's host shuts roots down when it stops ([`Profile::finishes_roots_at_shutdown`]),
+    /// and the root is still there (not shut down yet, or owing `proxy_done`). A failed VM runs no
+    /// callback, so it has nothing left to finish.
+    pub fn root_shutdown_pending(&self, root: u32) -> bool {
+        self.profile().finishes_roots_at_shutdown() && self.failure().is_none() && self.root_exists(root)
+    }
+
     /// Gives up on a root context that owes `proxy_done` (or was never shut down): deletes it
     /// now, with `proxy_on_log` where the profile's shutdown has it and `proxy_on_delete`, and
     /// drops its pending calls. No host does this on its own: it is how an embedder with a

@@ -154,7 +154,7 @@ fn run(
                 let _ = vm.respond_http_call(token, reply);
             }
             Ok(ServiceCommand::Shutdown { deadline }) => {
-                if shutdown.is_none() && context.profile.finishes_roots_at_shutdown() && vm.failure().is_none() {
+                if shutdown.is_none() && vm.root_shutdown_pending(root) {
                     let _ = vm.finish_root(root);
                 }
                 shutdown = Some(deadline);
@@ -178,9 +178,7 @@ fn run(
         }
         reported_failure = failure;
         if let Some(deadline) = shutdown {
-            let root_done =
-                !context.profile.finishes_roots_at_shutdown() || vm.failure().is_some() || !vm.root_exists(root);
-            if root_done {
+            if !vm.root_shutdown_pending(root) {
                 return;
             }
             if Instant::now() >= deadline {

@@ -235,11 +235,10 @@ impl Worker {
     /// time; then it is given up on (`Vm::abandon_root`) so the filter can count what it drops. An
     /// asynchronous filter's buffer in the old VM is thus sent, not silently lost on reload.
     fn retire_replaced(&self, slot: &mut RouteSlot) {
-        let finishes = self.profile.finishes_roots_at_shutdown();
         for old in slot.draining.iter_mut() {
             if old.streams.is_empty() && old.finishing_since.is_none() {
                 old.finishing_since = Some(std::time::Instant::now());
-                if finishes && old.vm.failure().is_none() {
+                if old.vm.root_shutdown_pending(old.root) {
                     let _ = old.vm.finish_root(old.root);
                 }
             }
@@ -249,7 +248,7 @@ impl Worker {
             let Some(since) = old.finishing_since else {
                 return true;
             };
-            let owes_done = finishes && old.vm.failure().is_none() && old.vm.root_exists(old.root);
+            let owes_done = old.vm.root_shutdown_pending(old.root);
             if owes_done && since.elapsed() < self.drain_time {
                 return true;
             }
@@ -276,22 +275,16 @@ impl Worker {
             .sum();
         if streams_left == 0 && !*roots_finishing {
             *roots_finishing = true;
-            if self.profile.finishes_roots_at_shutdown() {
-                for instance in slots.iter_mut().filter_map(|s| s.current.as_mut()) {
-                    if instance.vm.failure().is_none() {
-                        let _ = instance.vm.finish_root(instance.root);
-                    }
+            for instance in slots.iter_mut().filter_map(|s| s.current.as_mut()) {
+                if instance.vm.root_shutdown_pending(instance.root) {
+                    let _ = instance.vm.finish_root(instance.root);
                 }
             }
         }
         let unfinished: Vec<usize> = slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
-                s.current.as_ref().is_some_and(|i| {
-                    self.profile.finishes_roots_at_shutdown() && i.vm.failure().is_none() && i.vm.root_exists(i.root)
-                })
-            })
+            .filter(|(_, s)| s.current.as_ref().is_some_and(|i| i.vm.root_shutdown_pending(i.root)))
             .map(|(index, _)| index)
             .collect();
         // Replaced instances finish on their own clock (`retire_replaced`).
