@@ -284,12 +284,17 @@ def run(stack, sc: Scenario) -> Outcome:
     return Outcome(reply, records, rest)
 
 
+def local_reply_body(body: bytes, host: str) -> bytes:
+    """A filter's local reply body as the client gets it behind `host`: ngx_wasm_module appends
+    a line feed to a non-empty one (src/http/ngx_http_wasm_local_response.c:132-141), and
+    host-sim's kong profile does too."""
+    return body + b"\n" if host == "kong" and body else body
+
+
 def check(sc: Scenario, out: Outcome, gateway: str, host: str = "envoy") -> None:
     """The client's answer and the records against the scenario's expectations."""
     r = out.reply
-    # ngx_wasm_module appends a line feed to a non-empty local reply body
-    # (src/http/ngx_http_wasm_local_response.c:132-141), and host-sim's kong profile does too.
-    reply = sc.reply + b"\n" if host == "kong" and sc.reply else sc.reply
+    reply = local_reply_body(sc.reply, host)
     assert (r.status, r.body) == (sc.status, reply), (
         f"{gateway} {sc.name}: client got {r.status} {r.body!r}, expected {sc.status} "
         f"{reply!r}" + (" (the route's direct_response: the filter was bypassed)"

@@ -88,7 +88,7 @@ from conftest import (REPO, TOPICS, WASM, EnvoyPorts, Kafka, RestProxy, Stack, e
                       start_tansu, with_filter_config, _require_file, HOST_SIM)
 from procs import Proc, free_port, port_open
 from relay import Relay
-from scenarios import HOST, SENT
+from scenarios import HOST, SENT, local_reply_body
 
 GATEWAYS = ("envoy", "host-sim", "kong")
 MODES = ("sync", "async")
@@ -539,8 +539,7 @@ def run_cell(gw: Gateway, bed: Bed, scenario: str, round_: int) -> Cell:
     where = f"{gw.kind} {gw.mode} {scenario}"
     assert not lost, (f"{where}: {len(lost)} request(s) answered 200 whose record is not in "
                       f"Kafka: {cell.lost_detail}; filter metrics {after}")
-    # ngx_wasm_module appends a line feed to a local reply's body (scenarios.check says why).
-    sent = SENT + b"\n" if gw.kind == "kong" else SENT
+    sent = local_reply_body(SENT, gw.kind)
     odd = [(a.seq, a.status, a.body[:160]) for a in answers
            if a.status not in ALLOWED_STATUSES[gw.mode]
            or (a.status == 200 and a.body != sent)]
