@@ -6,11 +6,19 @@ the REST proxy, whose answer goes back unchanged except for the framing (Content
 `Connection: close` (so a gateway never keeps a pooled connection to a relay that is stopped for
 the "REST proxy stopped" scenario). This is how the differential check compares the REST requests
 of real Envoy and of host-sim.
+
+A gateway that gives up on a call (its callout timeout: Envoy resets the upstream stream, which
+on HTTP/1 closes the connection) is passed on: while the REST proxy has not answered, the relay
+watches the gateway's side, and when that closes it closes its own connection to the REST proxy,
+as it would have seen with no relay in between. The REST proxy then abandons the request, so a
+record whose client got 504 is not written behind the gateway's back.
 """
 
 from __future__ import annotations
 
 import http.client
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +38,9 @@ class RecordedRequest:
     # The REST proxy's answer as relayed back (None: none came, the connection was dropped).
     response_status: int | None = None
     response_body: bytes | None = None
+    # The gateway closed its connection before the REST proxy answered (and the relay then
+    # closed its own, abandoning the call).
+    abandoned: bool = False
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
@@ -95,6 +106,11 @@ class Relay:
                 conn = http.client.HTTPConnection("127.0.0.1", relay.target_port, timeout=30)
                 try:
                     conn.request(self.command, self.path, body=body, headers=forward)
+                    if not self._wait_for_answer(conn.sock):
+                        with relay._lock:
+                            recorded.abandoned = True
+                        self.close_connection = True
+                        return
                     resp = conn.getresponse()
                     payload = resp.read()
                     resp_headers = [(k, v) for k, v in resp.getheaders()
@@ -118,6 +134,26 @@ class Relay:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the gateway gave up on the call (its timeout) and closed the connection
+
+            def _wait_for_answer(self, upstream: socket.socket) -> bool:
+                """Waits until the REST proxy's answer starts (True) or the gateway closes its
+                connection first (False)."""
+                client = self.connection
+                watching_client = True
+                while True:
+                    watched = [upstream, client] if watching_client else [upstream]
+                    readable, _, _ = select.select(watched, [], [], 0.05)
+                    if upstream in readable:
+                        return True
+                    if client in readable:
+                        try:
+                            if client.recv(1, socket.MSG_PEEK) == b"":
+                                return False  # orderly close: the gateway gave up
+                        except (ConnectionResetError, BrokenPipeError):
+                            return False
+                        # Bytes from the gateway (a pipelined request): it is still there, and
+                        # its data is not ours to read here; stop watching.
+                        watching_client = False
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
