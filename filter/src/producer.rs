@@ -18,7 +18,13 @@
 //!    `producer_request_retries_backoff_timeout × 2^(attempt − 1)` (capped at [`MAX_BACKOFF_MS`], or
 //!    the base when larger) until it has been sent `producer_request_retries_max_attempts` times;
 //!    then it is dropped, counted and logged with its topic, the count and the last error. Only
-//!    the failed records of a partly acknowledged batch are sent again.
+//!    the failed records of a partly acknowledged batch are sent again. When the REST proxy
+//!    processed a batch of several records and acknowledged none of them (a 2xx reply that
+//!    settles no record, 413 or 422), one bad record may have sunk the rest: Redpanda's
+//!    pandaproxy writes or refuses a partition's batch as a whole and answers one `offsets`
+//!    entry per partition (`src/v/pandaproxy/rest/proxy.cc`, `src/v/kafka/client/client.cc`
+//!    `produce_records`). Each of those records is then retried in a batch of its own
+//!    (isolated), so the good ones are written and only the bad one uses up its attempts.
 //!
 //! Per-record results are read whatever the HTTP status ([`rest::classify_batch`]): Karapace
 //! answers 422 when some records of a batch failed, with one `offsets` entry per record, and the
@@ -33,8 +39,8 @@
 //! per-record errors) never counts against health. A flush in which nothing was acknowledged
 //! fails (no reply, a timeout, a host refusal, an error status, or every record refused) —
 //! with one exception: when the REST proxy answered every record, and every record of the flush
-//! had already failed in a reply that acknowledged other records, the flush counts neither way.
-//! Those records have shown that they, not the path to Kafka, are the problem (an oversized
+//! had already failed in a reply that acknowledged other records, or is isolated, the flush counts
+//! neither way. Those records have shown that they, not the path to Kafka, are the problem (an oversized
 //! record retried alone would otherwise close the gate for every client after
 //! `producer_async_health_failure_threshold` retries); fresh records failing alongside them
 //! still count, so an outage that begins while such a record is retried is still seen. After
@@ -150,6 +156,10 @@ struct Record {
     /// records then, so its failures are the record's, not the REST proxy's (see the health
     /// rule in the module documentation).
     failed_beside_ack: bool,
+    /// Its batch of several records was processed by the REST proxy and refused as a whole, so
+    /// it is retried in a batch of its own (see the module documentation); its failures then
+    /// count like those of a record that failed beside acknowledged ones.
+    isolated: bool,
 }
 
 /// The records waiting for one topic.
@@ -225,7 +235,10 @@ impl Queue {
             due.sort_by_key(|r| r.seq);
             let mut left: Vec<Record> = Vec::new();
             for r in due {
-                if left.is_empty() && limits.fits(batch.len(), bytes, r.size) {
+                // An isolated record goes in a batch of its own: first, or left for the next.
+                let alone_ok = !r.isolated || batch.is_empty();
+                let batch_open = batch.first().is_none_or(|b| !b.isolated);
+                if left.is_empty() && alone_ok && batch_open && limits.fits(batch.len(), bytes, r.size) {
                     add(&mut batch, &mut bytes, r);
                 } else {
                     left.push(r);
@@ -235,8 +248,8 @@ impl Queue {
             for r in left.into_iter().rev() {
                 self.retry.push_front(r);
             }
-            if batch.len() < ready {
-                // Full of retries already.
+            if batch.len() < ready || batch.first().is_some_and(|r| r.isolated) {
+                // Full of retries already, or an isolated record's own batch.
                 return batch;
             }
         }
@@ -434,6 +447,7 @@ impl Producer {
                 due_at,
                 seq,
                 failed_beside_ack: false,
+                isolated: false,
             });
         }
         self.depth += topics.len();
@@ -697,6 +711,7 @@ impl Producer {
         });
         let acked = outcomes.iter().filter(|o| matches!(o, Outcome::Acknowledged)).count();
         let health = flush_health(&records, &outcomes, acked);
+        let isolate = total > 1 && acked == 0 && outcomes.iter().all(refused_after_processing);
         let (mut retried, mut dropped) = (0usize, 0usize);
         let mut first_failure: Option<Failure> = None;
         for (mut record, outcome) in records.into_iter().zip(outcomes) {
@@ -708,6 +723,9 @@ impl Producer {
                     }
                     if acked > 0 {
                         record.failed_beside_ack = true;
+                    }
+                    if isolate {
+                        record.isolated = true;
                     }
                     if record.attempts >= max_attempts {
                         dropped += 1;
@@ -856,11 +874,25 @@ fn flush_health(records: &[Record], outcomes: &[Outcome], acked: usize) -> Flush
         return FlushHealth::Succeeded;
     }
     let answered_by_the_proxy = |o: &Outcome| matches!(o, Outcome::Failed(f) if f.status.is_some());
-    if !records.is_empty() && records.iter().all(|r| r.failed_beside_ack) && outcomes.iter().all(answered_by_the_proxy)
+    if !records.is_empty()
+        && records.iter().all(|r| r.failed_beside_ack || r.isolated)
+        && outcomes.iter().all(answered_by_the_proxy)
     {
         FlushHealth::RecordsOnly
     } else {
         FlushHealth::Failed
+    }
+}
+
+/// Whether the REST proxy processed the request and refused this record with it: a 2xx reply
+/// (per-record errors, or Redpanda's per-partition ones that cannot be matched to records), 413
+/// (the request too large for it) or 422 (records it could not take). Other statuses and
+/// failures without a reply say nothing about the records (an outage, a timeout, a refused
+/// request), so their batches stay together.
+fn refused_after_processing(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Failed(f) => matches!(f.status, Some(200..=299 | 413 | 422)),
+        Outcome::Acknowledged | Outcome::TimedOut(_) => false,
     }
 }
 
@@ -1397,6 +1429,67 @@ mod tests {
         );
         assert!(p.take_logs().iter().any(|(l, m)| *l == Level::Error
             && m.contains("dropped 1 message(s) to topic t after 4 attempt(s); last error: per-record error, status 422, error_code 1, message \"MessageSizeTooLargeError\"")));
+    }
+
+    /// Redpanda's answer to a batch one bad record sank: one `offsets` entry for the partition,
+    /// with Kafka's MESSAGE_TOO_LARGE (`src/v/pandaproxy/json/requests/produce.h`; host-sim's
+    /// redpanda flavour answers the same).
+    const REDPANDA_BATCH_REFUSED: &str = r#"{"offsets":[{"partition":0,"error_code":10,"offset":-1}]}"#;
+
+    #[test]
+    fn a_batch_refused_as_a_whole_is_retried_record_by_record() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":1,"producer_request_retries_max_attempts":3,"producer_request_retries_backoff_timeout":10,"producer_async_health_failure_threshold":2"#,
+        ));
+        let mut t = FakeTransport::default();
+        for m in ["a", "bad", "c"] {
+            put(&mut p, 0, m);
+        }
+        p.on_tick(&mut t, 1);
+        let call = t.take().remove(0);
+        assert_eq!(call.v2_messages(), vec!["a", "bad", "c"]);
+        // One entry for three records: it cannot be matched, so every record failed.
+        assert!(p.on_response(call.token, &reply("200", REDPANDA_BATCH_REFUSED), 1));
+        assert_eq!((p.stats().sent, p.depth()), (0, 3));
+        // Each is now sent in a call of its own; the good ones are written, the bad one is
+        // refused alone until its attempts are used up, and the REST proxy stays healthy.
+        let mut now = 2;
+        let mut calls = Vec::new();
+        while p.depth() > 0 && now < 10_000 {
+            p.on_tick(&mut t, now);
+            for c in t.take() {
+                let messages = c.v2_messages();
+                let answer = if messages == ["bad"] {
+                    REDPANDA_BATCH_REFUSED.to_string()
+                } else {
+                    v2_ack(1)
+                };
+                assert!(p.on_response(c.token, &reply("200", &answer), now));
+                assert!(p.is_healthy(), "unhealthy after a record-level failure at {now}");
+                calls.push(messages);
+            }
+            now += 1;
+        }
+        let alone = |m: &str| vec![m.to_string()];
+        assert_eq!(calls, vec![alone("a"), alone("bad"), alone("c"), alone("bad")]);
+        assert_eq!((p.stats().sent, p.stats().dropped), (2, 1));
+    }
+
+    #[test]
+    fn an_outage_keeps_a_batch_together() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":1,"producer_request_retries_backoff_timeout":0,"producer_async_health_failure_threshold":5"#,
+        ));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "a");
+        put(&mut p, 0, "b");
+        p.on_tick(&mut t, 1);
+        let call = t.take().remove(0);
+        fail(&mut p, &call, 1);
+        p.on_tick(&mut t, 2);
+        let calls = t.take();
+        assert_eq!(calls.len(), 1, "a 5xx says nothing about the records: one batch again");
+        assert_eq!(calls[0].v2_messages(), vec!["a", "b"]);
     }
 
     #[test]

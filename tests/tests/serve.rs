@@ -678,16 +678,27 @@ async fn redpanda_flavor_through_the_filter() {
     flavor_through_the_filter(Flavor::Redpanda, (200, &[Some(10)]), 502).await;
 }
 
-/// Issue #12's acceptance run: asynchronous mode against the Karapace flavour, with records the
+/// Issue #12's acceptance run: asynchronous mode against a REST proxy flavour, with records the
 /// broker refuses (over its `message.max.bytes`) mixed into the batches. Karapace answers such a
-/// batch 422 with one `offsets` entry per record and writes the others: every other record is
-/// written exactly once, each refused one is retried alone until dropped, and the filter's
-/// metrics (summed over the workers, as `/stats` shows them) equal what the REST proxy holds.
+/// batch 422 with one `offsets` entry per record and writes the others; Redpanda refuses the
+/// partition's whole batch (one entry per partition), and the filter then retries each of its
+/// records alone. Either way every other record is written exactly once, each refused one is
+/// retried alone until dropped, and the filter's metrics (summed over the workers, as `/stats`
+/// shows them) equal what the REST proxy holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_karapace_partial_failures_write_every_good_record_once() {
+    async_partial_failures_write_every_good_record_once(Flavor::Karapace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_redpanda_batch_refusals_write_every_good_record_once() {
+    async_partial_failures_write_every_good_record_once(Flavor::Redpanda).await;
+}
+
+async fn async_partial_failures_write_every_good_record_once(flavor: Flavor) {
     let (proxy, rest) = start_rest_proxy_with(RestProxyConfig {
-        flavor: Flavor::Karapace,
-        max_request_bytes: Flavor::Karapace.default_max_request_bytes(),
+        flavor,
+        max_request_bytes: flavor.default_max_request_bytes(),
         message_max_bytes: 2048,
         ..RestProxyConfig::default()
     })
