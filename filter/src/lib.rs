@@ -13,16 +13,21 @@
 //! - [`record_headers`]: which request headers (and static headers) become Kafka record headers;
 //! - [`topics`]: target topics and record key from the query string;
 //! - [`rest`]: the REST proxy request, and its reply turned into the client's answer;
-//! - [`exchange`]: one request's flow against a narrow [`exchange::Host`] interface;
 //! - [`metrics`]: the metrics' names and types, and what updates them;
+//! - [`host`]: everything the filter asks of its host, one interface ([`host::Host`]);
 //! - [`producer`]: the asynchronous producer (`producer_async`): bounded buffer, batches,
-//!   retries and health gating, driven by the time it is given;
+//!   retries and health gating ([`producer::health`]), driven by the time it is given;
+//! - [`exchange`]: one request's flow against that interface;
+//! - [`wire`]: the proxy-wasm wire formats the glue reads (the request's header map);
 //! - `filter` (wasm32 only): the proxy-wasm 0.2.5 glue that implements that interface.
+//!
+//! Each layer uses only the ones listed before it.
 #![deny(missing_docs)]
 
 pub mod args;
 pub mod config;
 pub mod exchange;
+pub mod host;
 mod json;
 pub mod message;
 pub mod metrics;
@@ -32,6 +37,7 @@ pub mod record_headers;
 pub mod rest;
 pub mod template;
 pub mod topics;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
