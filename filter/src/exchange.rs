@@ -85,7 +85,7 @@ pub struct RequestHeaders {
 impl RequestHeaders {
     /// Headers whose values are read in place from `store` (the host's serialized map, or any
     /// buffer holding the values), with no line yet: the lines are added through
-    /// [`RequestHeaders::lines`]. Decoding the host's wire format is the glue's (`crate::wire`).
+    /// [`RequestHeaders::line_writer`]. Decoding the host's wire format is the glue's (`crate::wire`).
     pub fn in_place(store: Vec<u8>) -> Self {
         RequestHeaders {
             map: store,
@@ -95,7 +95,7 @@ impl RequestHeaders {
     }
 
     /// The store, and a writer that adds lines whose values lie in it.
-    pub fn lines(&mut self) -> (&[u8], LineWriter<'_>) {
+    pub fn line_writer(&mut self) -> (&[u8], LineWriter<'_>) {
         let writer = LineWriter {
             store_len: self.map.len(),
             names: &mut self.names,
@@ -111,7 +111,7 @@ impl RequestHeaders {
             store.extend_from_slice(v);
         }
         let mut headers = RequestHeaders::in_place(store);
-        let (_, mut writer) = headers.lines();
+        let (_, mut writer) = headers.line_writer();
         writer.reserve(pairs.len(), pairs.iter().map(|(k, _)| k.len()).sum());
         let mut at = 0;
         for (k, v) in pairs {
@@ -146,7 +146,7 @@ impl RequestHeaders {
     }
 }
 
-/// Adds lines to a [`RequestHeaders`] (see [`RequestHeaders::lines`]).
+/// Adds lines to a [`RequestHeaders`] (see [`RequestHeaders::line_writer`]).
 #[derive(Debug)]
 pub struct LineWriter<'h> {
     store_len: usize,
@@ -470,7 +470,10 @@ impl Exchange {
         };
         let outcome = rest::classify(&cfg.rest_proxy.api, reply);
         let latency = host.now_ms().saturating_sub(call.sent_at);
-        host.metric(MetricUpdate::Add(Metric::for_reply(reply), 1));
+        host.metric(MetricUpdate::Add(
+            Metric::for_reply(reply.status, reply.dispatch_status),
+            1,
+        ));
         host.metric(MetricUpdate::Record(Metric::RestCallLatency, latency));
         match &outcome {
             Outcome::Acknowledged => host.metric(MetricUpdate::Add(Metric::Sent, 1)),

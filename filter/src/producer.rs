@@ -446,7 +446,7 @@ impl Producer {
             return false;
         };
         let batch = self.in_flight.swap_remove(pos);
-        self.count(Metric::for_reply(reply), 1);
+        self.count(Metric::for_reply(reply.status, reply.dispatch_status), 1);
         self.samples.push(MetricUpdate::Record(
             Metric::RestCallLatency,
             now.saturating_sub(batch.sent_at),

@@ -9,7 +9,7 @@ use crate::exchange::RequestHeaders;
 /// lines before the fault (none when its count or length table is).
 pub fn request_headers(map: Vec<u8>) -> RequestHeaders {
     let mut headers = RequestHeaders::in_place(map);
-    let (map, mut lines) = headers.lines();
+    let (map, mut lines) = headers.line_writer();
     // The host's count and lengths are checked against the map before anything is reserved.
     if let Ok(reader) = proxy_wasm_pairs::Reader::new(map, usize::MAX) {
         let names: usize = reader.declared_lengths().map(|(name, _)| name).sum();
