@@ -819,6 +819,70 @@ mod tests {
         })
     }
 
+    /// One wording of a failure in every log line, and one shape of a call the host refused.
+    #[test]
+    fn failures_format_themselves() {
+        let full = Failure {
+            status: Some(500),
+            error_code: Some(50001),
+            message: Some("broker \"down\"".into()),
+            dispatch_status: Some("timeout".into()),
+            reason: "error status",
+        };
+        assert_eq!(
+            full.to_string(),
+            r#"error status, status 500, error_code 50001, message "broker \"down\"", dispatch_status "timeout""#
+        );
+        assert_eq!(
+            Failure {
+                reason: "no outcome for this record",
+                ..Failure::default()
+            }
+            .to_string(),
+            "no outcome for this record"
+        );
+        let refused = Failure::host_refusal(&"call rejected by the host: BadArgument");
+        assert_eq!(
+            refused,
+            Failure {
+                dispatch_status: Some("call rejected by the host: BadArgument".into()),
+                reason: "call rejected",
+                ..Failure::default()
+            }
+        );
+        assert_eq!(
+            refused.to_string(),
+            r#"call rejected, dispatch_status "call rejected by the host: BadArgument""#
+        );
+    }
+
+    /// A probe succeeds on any 2xx and fails on anything else, a missing reply included.
+    #[test]
+    fn probe_replies() {
+        for ok in ["200", "204", " 299 "] {
+            assert_eq!(probe_failure(&reply(ok, "")), None, "{ok}");
+        }
+        for (status, why) in [
+            ("199", "status 199"),
+            ("300", "status 300"),
+            ("404", "status 404"),
+            ("503", "status 503"),
+            ("abc", "status abc"),
+        ] {
+            assert_eq!(probe_failure(&reply(status, "")).as_deref(), Some(why), "{status}");
+        }
+        let no_reply = ReplyView::default();
+        assert_eq!(probe_failure(&no_reply).as_deref(), Some("no reply"));
+        let kong_timeout = ReplyView {
+            dispatch_status: Some(b"timeout"),
+            ..ReplyView::default()
+        };
+        assert_eq!(
+            probe_failure(&kong_timeout).as_deref(),
+            Some(r#"no reply, dispatch_status "timeout""#)
+        );
+    }
+
     #[test]
     fn v2_replies() {
         let cases = [
