@@ -46,6 +46,9 @@ mod tests {
         let lines: Vec<(&str, &[u8])> = map.iter().collect();
         let want: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         assert_eq!(lines, want);
+        // The same pairs through the host's wire format.
+        let decoded = request_headers(proxy_wasm_pairs::encode(&pairs));
+        assert_eq!(decoded.iter().collect::<Vec<_>>(), want);
 
         // The spec's example bytes, and a name that is not UTF-8.
         let mut spec = vec![2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
@@ -62,6 +65,13 @@ mod tests {
             let map = request_headers(spec[..cut].to_vec());
             assert_eq!(map.len(), usize::from(cut >= 24), "cut at {cut}");
         }
+        // A value without its NUL ends the map there.
+        let mut no_nul = spec.clone();
+        no_nul[28] = b'x';
+        assert_eq!(
+            request_headers(no_nul).iter().collect::<Vec<_>>(),
+            vec![("a", &b"1"[..])]
+        );
         let mut huge = spec;
         huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(request_headers(huge).len(), 1);
