@@ -85,7 +85,8 @@ pub struct RequestHeaders {
 impl RequestHeaders {
     /// Headers whose values are read in place from `store` (the host's serialized map, or any
     /// buffer holding the values), with no line yet: the lines are added through
-    /// [`RequestHeaders::line_writer`]. Decoding the host's wire format is the glue's (`crate::wire`).
+    /// [`RequestHeaders::line_writer`]. Decoding the host's wire format is the glue's
+    /// (`crate::wire`).
     pub fn in_place(store: Vec<u8>) -> Self {
         RequestHeaders {
             map: store,

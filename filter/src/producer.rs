@@ -28,7 +28,7 @@
 //! failure (Karapace's code 1 covers its own produce timeouts too), and a retry costs at most
 //! `producer_request_retries_max_attempts` sends of that record before it is dropped and counted.
 //!
-//! Health ([`health`]): a flush succeeds when at least one of its records is acknowledged: the REST proxy and
+//! Health: a flush succeeds when at least one of its records is acknowledged: the REST proxy and
 //! Kafka took records, so a partial failure (Confluent's 200 or Karapace's 422 with some
 //! per-record errors) never counts against health. A flush in which nothing was acknowledged
 //! fails (no reply, a timeout, a host refusal, an error status, or every record refused) —
@@ -43,8 +43,8 @@
 //! up), and every `producer_async_health_probe_interval` one probe (`GET /topics`, v3
 //! `GET /v3/clusters/{id}`) is sent. After `producer_async_health_recovery_threshold` successful
 //! probes (or flushes still in flight when it turned unhealthy) in a row it is healthy again and
-//! the buffer drains. Delivery is at least once: a timed-out batch may have been written and is
-//! sent again.
+//! the buffer drains (the state machine: [`health::Health`]). Delivery is at least once: a
+//! timed-out batch may have been written and is sent again.
 //!
 //! Logs and metric updates are collected here and drained by the glue after each callback
 //! ([`Producer::take_logs`], [`Producer::take_metric_updates`]), so the HTTP contexts that
