@@ -48,80 +48,13 @@ use std::rc::Rc;
 
 use crate::args;
 use crate::config::{Config, Format};
+use crate::host::{Action, Host, HostKind, Level};
 use crate::message::{self, RequestView};
 use crate::metrics::{Metric, MetricUpdate};
 use crate::producer::Producer;
 use crate::rest::{self, ClientAnswer, Failure, Outcome, ReplyView};
 use crate::template::{self, Facts, Shape};
 use crate::topics::{self, Targets};
-
-/// What the filter returns to the host from a request callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Let the request go on (`Action::Continue`).
-    Continue,
-    /// Hold the request (`Action::Pause`).
-    Pause,
-}
-
-/// Log levels the filter uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// Normal operation worth a line (the REST proxy is healthy again).
-    Info,
-    /// Noteworthy but expected (a refused request).
-    Warn,
-    /// A record was not sent, or the host misbehaved.
-    Error,
-}
-
-/// Which proxy runs the filter, where their request phase differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostKind {
-    /// Envoy: the real `end_of_stream` on request headers (and `Transfer-Encoding` stripped
-    /// from chunked requests before the filter chain, so the flag is the only sign of a chunked
-    /// or HTTP/2 body without a length).
-    Envoy,
-    /// Kong's ngx_wasm_module: `end_of_stream = false` on every request's headers, even without
-    /// a body, and then no `on_request_body` for a request without a body
-    /// (ngx_http_proxy_wasm.c:38-41 passes eof 0); the body comes whole, once, with
-    /// `end_of_stream = true` (ngx_http_proxy_wasm.c:68-72), unless nginx buffered it to a file.
-    Kong,
-}
-
-/// The host operations one exchange needs.
-pub trait Host {
-    /// Starts an HTTP call (`proxy_http_call`); returns its token, or why the host refused it.
-    fn dispatch(
-        &mut self,
-        upstream: &str,
-        headers: Vec<(&str, &str)>,
-        body: &[u8],
-        timeout_ms: u32,
-    ) -> Result<u32, String>;
-    /// The first `size` bytes of the buffered request body; `None` when the host has none.
-    fn request_body(&mut self, size: usize) -> Option<Vec<u8>>;
-    /// Sends the local response (`proxy_send_local_response`).
-    fn respond(&mut self, status: u32, headers: Vec<(&str, &str)>, body: &[u8]);
-    /// Writes a log line.
-    fn log(&mut self, level: Level, message: &str);
-    /// The host's clock in milliseconds since the Unix epoch
-    /// (`proxy_get_current_time_nanoseconds`); times the asynchronous producer's flushes.
-    fn now_ms(&mut self) -> u64;
-    /// Which host runs the filter; asked once per request, at its headers.
-    fn host_kind(&mut self) -> HostKind;
-    /// Applies a metric update (a refused or undefined metric is skipped by the host side).
-    fn metric(&mut self, update: MetricUpdate);
-    /// The host's own id of the request, asked only on Kong, when a template uses `request_id`
-    /// and the request has no `x-request-id` header: nginx's `$request_id` (16 random bytes in
-    /// hex, nginx.org/en/docs/http/ngx_http_core_module.html#var_request_id), which
-    /// ngx_wasm_module serves as the `ngx.request_id` property. Envoy's own id is the
-    /// `x-request-id` header, which its connection manager adds when `generate_request_id` is on
-    /// (the default; envoy-api `HttpConnectionManager.generate_request_id`).
-    fn request_id(&mut self) -> Option<Vec<u8>> {
-        None
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -135,13 +68,14 @@ enum Phase {
     Done,
 }
 
-/// Request headers as the host serialized them (the proxy-wasm map encoding: a count, the
-/// lengths, then each name and value followed by a NUL), read in place.
+/// Request headers, their values read in place from the buffer the host gave (its serialized
+/// map, decoded by the glue, `crate::wire`).
 ///
-/// A request keeps three buffers (the serialized map, whose values are read where they are, the
+/// A request keeps three buffers (the host's bytes, whose values are read where they are, the
 /// names as text, and the line index) instead of a `String` and a `Vec` per header line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestHeaders {
+    /// The buffer the values are read from.
     map: Vec<u8>,
     names: String,
     /// Per line: the name's range in `names`, the value's range in `map`.
@@ -149,73 +83,43 @@ pub struct RequestHeaders {
 }
 
 impl RequestHeaders {
-    /// Reads a serialized header map (`proxy_get_header_map_pairs`). A name that is not UTF-8
-    /// is read lossily; a map that ends early keeps the lines before the end.
-    pub fn from_serialized(map: Vec<u8>) -> Self {
-        let mut headers = RequestHeaders {
+    /// Headers whose values are read in place from `store` (the host's serialized map, or any
+    /// buffer holding the values), with no line yet: the lines are added through
+    /// [`RequestHeaders::line_writer`]. Decoding the host's wire format is the glue's
+    /// (`crate::wire`).
+    pub fn in_place(store: Vec<u8>) -> Self {
+        RequestHeaders {
+            map: store,
             names: String::new(),
             lines: Vec::new(),
-            map: Vec::new(),
-        };
-        let word = |at: usize| {
-            map.get(at..at + 4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        let count = word(0).unwrap_or(0) as usize;
-        let sizes_end = count.checked_mul(8).and_then(|n| n.checked_add(4));
-        if sizes_end.is_none_or(|end| end > map.len()) {
-            return headers;
         }
-        headers.lines.reserve(count);
-        let names_len: usize = (0..count).filter_map(|i| word(4 + i * 8)).map(|n| n as usize).sum();
-        headers.names.reserve(names_len.min(map.len()));
-        let mut at = 4 + count * 8;
-        for i in 0..count {
-            let (Some(name_len), Some(value_len)) = (word(4 + i * 8), word(8 + i * 8)) else {
-                break;
-            };
-            // Each name and value is followed by a NUL; lengths come from the host, so every
-            // sum is checked (usize is 32 bits in wasm).
-            let ends = at
-                .checked_add(name_len as usize)
-                .and_then(|name_end| Some((name_end, name_end.checked_add(1 + value_len as usize)?)));
-            let Some((name_end, value_end)) = ends.filter(|&(_, value_end)| value_end < map.len()) else {
-                break;
-            };
-            let (name, value_start) = (&map[at..name_end], name_end + 1);
-            let from = headers.names.len();
-            match crate::json::as_utf8(name) {
-                Some(name) => headers.names.push_str(name),
-                None => headers.names.push_str(&String::from_utf8_lossy(name)),
-            }
-            headers.lines.push((
-                from as u32,
-                headers.names.len() as u32,
-                value_start as u32,
-                value_end as u32,
-            ));
-            at = value_end + 1;
-        }
-        headers.map = map;
-        headers
+    }
+
+    /// The store, and a writer that adds lines whose values lie in it.
+    pub fn line_writer(&mut self) -> (&[u8], LineWriter<'_>) {
+        let writer = LineWriter {
+            store_len: self.map.len(),
+            names: &mut self.names,
+            lines: &mut self.lines,
+        };
+        (&self.map, writer)
     }
 
     /// The same headers from owned pairs (tests, and callers that already have them).
     pub fn from_pairs(pairs: &[(String, Vec<u8>)]) -> Self {
-        let data: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-        let mut map = Vec::with_capacity(4 + pairs.len() * 8 + data);
-        map.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-        for (k, v) in pairs {
-            map.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            map.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        let mut store = Vec::with_capacity(pairs.iter().map(|(_, v)| v.len()).sum());
+        for (_, v) in pairs {
+            store.extend_from_slice(v);
         }
+        let mut headers = RequestHeaders::in_place(store);
+        let (_, mut writer) = headers.line_writer();
+        writer.reserve(pairs.len(), pairs.iter().map(|(k, _)| k.len()).sum());
+        let mut at = 0;
         for (k, v) in pairs {
-            map.extend_from_slice(k.as_bytes());
-            map.push(0);
-            map.extend_from_slice(v);
-            map.push(0);
+            writer.push(k.as_bytes(), at..at + v.len());
+            at += v.len();
         }
-        Self::from_serialized(map)
+        headers
     }
 
     /// How many header lines there are.
@@ -240,6 +144,40 @@ impl RequestHeaders {
     /// The lines in order, repeats included.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         (0..self.lines.len()).filter_map(|i| self.line(i))
+    }
+}
+
+/// Adds lines to a [`RequestHeaders`] (see [`RequestHeaders::line_writer`]).
+#[derive(Debug)]
+pub struct LineWriter<'h> {
+    store_len: usize,
+    names: &'h mut String,
+    lines: &'h mut Vec<(u32, u32, u32, u32)>,
+}
+
+impl LineWriter<'_> {
+    /// Makes room for `lines` more lines and `names` more bytes of names.
+    pub fn reserve(&mut self, lines: usize, names: usize) {
+        self.lines.reserve(lines);
+        self.names.reserve(names);
+    }
+
+    /// Adds a line: `name` (read lossily when it is not UTF-8) and the value at `value` in the
+    /// store. A range outside the store (or a store beyond 4 GiB) is no line: false then.
+    pub fn push(&mut self, name: &[u8], value: std::ops::Range<usize>) -> bool {
+        let fits = value.start <= value.end && value.end <= self.store_len && u32::try_from(self.store_len).is_ok();
+        if !fits {
+            return false;
+        }
+        let from = self.names.len();
+        match crate::json::as_utf8(name) {
+            Some(name) => self.names.push_str(name),
+            None => self.names.push_str(&String::from_utf8_lossy(name)),
+        }
+        let to = self.names.len();
+        self.lines
+            .push((from as u32, to as u32, value.start as u32, value.end as u32));
+        true
     }
 }
 
@@ -533,7 +471,10 @@ impl Exchange {
         };
         let outcome = rest::classify(&cfg.rest_proxy.api, reply);
         let latency = host.now_ms().saturating_sub(call.sent_at);
-        host.metric(MetricUpdate::Add(Metric::for_reply(reply), 1));
+        host.metric(MetricUpdate::Add(
+            Metric::for_reply(reply.status, reply.dispatch_status),
+            1,
+        ));
         host.metric(MetricUpdate::Record(Metric::RestCallLatency, latency));
         match &outcome {
             Outcome::Acknowledged => host.metric(MetricUpdate::Add(Metric::Sent, 1)),
@@ -625,14 +566,10 @@ impl Exchange {
                     outcome: None,
                     sent_at,
                 }),
-                Err(why) => {
+                Err(refusal) => {
                     host.metric(MetricUpdate::Add(Metric::RestCallsNoReply, 1));
                     host.metric(MetricUpdate::Add(Metric::Failed, 1));
-                    let failure = Failure {
-                        dispatch_status: Some(format!("call rejected by the host: {why}")),
-                        reason: "call rejected",
-                        ..Failure::default()
-                    };
+                    let failure = Failure::host_refusal(&refusal);
                     host.log(Level::Error, &failure_line(topic, &failure));
                     self.calls.push(Call {
                         topic: topic.clone(),
@@ -708,26 +645,15 @@ fn shape_record<H: message::HeaderLine>(
     Some((value, key))
 }
 
+/// The log line of a record not sent to `topic`.
 fn failure_line(topic: &str, f: &Failure) -> String {
-    let mut line = format!("kafka-upstream: could not send message to topic {topic}: {}", f.reason);
-    if let Some(s) = f.status {
-        line.push_str(&format!(", status {s}"));
-    }
-    if let Some(c) = f.error_code {
-        line.push_str(&format!(", error_code {c}"));
-    }
-    if let Some(m) = &f.message {
-        line.push_str(&format!(", message {m:?}"));
-    }
-    if let Some(d) = &f.dispatch_status {
-        line.push_str(&format!(", dispatch_status {d:?}"));
-    }
-    line
+    format!("kafka-upstream: could not send message to topic {topic}: {f}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::DispatchError;
 
     /// One recorded call: upstream, headers, body, timeout.
     type RecordedCall = (String, Vec<(String, String)>, Vec<u8>, u32);
@@ -756,7 +682,7 @@ mod tests {
             headers: Vec<(&str, &str)>,
             body: &[u8],
             timeout_ms: u32,
-        ) -> Result<u32, String> {
+        ) -> Result<u32, DispatchError> {
             let n = self.calls.len();
             self.calls.push((
                 upstream.to_string(),
@@ -765,7 +691,7 @@ mod tests {
                 timeout_ms,
             ));
             if self.refuse.contains(&n) {
-                Err("BadArgument".into())
+                Err(DispatchError::BadArgument)
             } else {
                 Ok(100 + n as u32)
             }
@@ -1008,41 +934,6 @@ mod tests {
                 )]
             );
         }
-    }
-
-    /// The serialized header map is read as the SDK reads it, without its panics.
-    #[test]
-    fn request_headers_from_the_serialized_map() {
-        let pairs = headers(&[
-            (":method", "GET"),
-            ("x-empty", ""),
-            ("x-multi", "a"),
-            ("X-Multi", "b\u{e9}"),
-        ]);
-        let map = RequestHeaders::from_pairs(&pairs);
-        assert_eq!(map.len(), 4);
-        let lines: Vec<(&str, &[u8])> = map.iter().collect();
-        let want: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-        assert_eq!(lines, want);
-
-        // The spec's example bytes, and a name that is not UTF-8.
-        let mut spec = vec![2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
-        spec.extend_from_slice(b"a\x001\x00\xff\x0022\x00");
-        let map = RequestHeaders::from_serialized(spec.clone());
-        let lines: Vec<(&str, &[u8])> = map.iter().collect();
-        assert_eq!(lines, vec![("a", &b"1"[..]), ("\u{fffd}", &b"22"[..])]);
-
-        // Empty and malformed maps: nothing, or the lines before the fault; never a panic.
-        for bytes in [vec![], vec![0], vec![1, 0, 0, 0], vec![255, 255, 255, 255]] {
-            assert!(RequestHeaders::from_serialized(bytes).is_empty());
-        }
-        for cut in 20..spec.len() {
-            let map = RequestHeaders::from_serialized(spec[..cut].to_vec());
-            assert_eq!(map.len(), usize::from(cut >= 24), "cut at {cut}");
-        }
-        let mut huge = spec;
-        huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(RequestHeaders::from_serialized(huge).len(), 1);
     }
 
     /// Record headers (crate::record_headers) are built once from the request's headers and go

@@ -56,13 +56,15 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as PwAction, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action as PwAction, BufferType, ContextType, LogLevel, MapType, Status};
 
 use crate::config::{self, Config};
-use crate::exchange::{Action, Exchange, Host, HostKind, Level, RequestHeaders};
+use crate::exchange::Exchange;
+use crate::host::{Action, DispatchError, Host, HostKind, Level};
 use crate::metrics::{self, Metric, MetricUpdate};
-use crate::producer::{self, Producer, Transport};
+use crate::producer::{self, Producer};
 use crate::rest::ReplyView;
+use crate::wire;
 
 /// Called from `_initialize`: log level, panic hook, root context factory.
 pub(crate) fn start() {
@@ -339,7 +341,7 @@ impl Context for Request {
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> PwAction {
         // Read in place rather than as the SDK's `Vec<(String, Vec<u8>)>` (two allocations per line).
-        let headers = RequestHeaders::from_serialized(raw::header_map(MapType::HttpRequestHeaders));
+        let headers = wire::request_headers(raw::header_map(MapType::HttpRequestHeaders));
         let mut glue = Glue {
             metrics: self.metrics.as_ref(),
         };
@@ -487,20 +489,8 @@ fn report(producer: &RefCell<Producer>, metrics: Option<&MetricIds>) {
     }
 }
 
-/// Starts an HTTP call from the current context.
-fn dispatch_call(upstream: &str, headers: Vec<(&str, &str)>, body: &[u8], timeout_ms: u32) -> Result<u32, String> {
-    hostcalls::dispatch_http_call(
-        upstream,
-        headers,
-        Some(body),
-        Vec::new(),
-        Duration::from_millis(u64::from(timeout_ms)),
-    )
-    .map_err(|status| format!("{status:?}"))
-}
-
-/// [`Host`] and [`Transport`] over the proxy-wasm host calls of the current context, with the
-/// metrics its updates go to.
+/// [`Host`] over the proxy-wasm host calls of the current context, with the metrics its updates
+/// go to.
 #[derive(Default)]
 struct Glue<'m> {
     metrics: Option<&'m MetricIds>,
@@ -513,8 +503,19 @@ impl Host for Glue<'_> {
         headers: Vec<(&str, &str)>,
         body: &[u8],
         timeout_ms: u32,
-    ) -> Result<u32, String> {
-        dispatch_call(upstream, headers, body, timeout_ms)
+    ) -> Result<u32, DispatchError> {
+        hostcalls::dispatch_http_call(
+            upstream,
+            headers,
+            Some(body),
+            Vec::new(),
+            Duration::from_millis(u64::from(timeout_ms)),
+        )
+        .map_err(|status| match status {
+            Status::BadArgument => DispatchError::BadArgument,
+            Status::InternalFailure => DispatchError::InternalFailure,
+            other => DispatchError::Other(other as u32),
+        })
     }
 
     fn request_body(&mut self, size: usize) -> Option<Vec<u8>> {
@@ -564,18 +565,6 @@ impl Host for Glue<'_> {
     /// [`Host::request_id`]); an error status reads as none.
     fn request_id(&mut self) -> Option<Vec<u8>> {
         hostcalls::get_property(vec!["ngx", "request_id"]).ok().flatten()
-    }
-}
-
-impl Transport for Glue<'_> {
-    fn dispatch(
-        &mut self,
-        upstream: &str,
-        headers: Vec<(&str, &str)>,
-        body: &[u8],
-        timeout_ms: u32,
-    ) -> Result<u32, String> {
-        dispatch_call(upstream, headers, body, timeout_ms)
     }
 }
 

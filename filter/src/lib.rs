@@ -4,25 +4,28 @@
 //! client itself: `200 {"message":"message sent"}` only once the REST proxy acknowledged every
 //! record.
 //!
-//! Layers, each plain Rust except the last:
-//! - [`config`]: the configuration table, its validator and its JSON Schema;
+//! Layers, each plain Rust except the last, each using only the ones listed before it:
+//! - [`metrics`]: the metrics' names and types, and what updates them;
 //! - [`message`] (with [`args`], [`multipart`]): Kong's message bytes from a request;
 //! - [`template`]: message shaping (`message.mode`, compiled templates) and the keys from a
 //!   header or a body field;
-
+//! - `schema`: the vocabulary of the configuration table (fields, kinds, rules);
 //! - [`record_headers`]: which request headers (and static headers) become Kafka record headers;
+//! - [`config`]: the configuration table, its validator and its JSON Schema;
 //! - [`topics`]: target topics and record key from the query string;
 //! - [`rest`]: the REST proxy request, and its reply turned into the client's answer;
-//! - [`exchange`]: one request's flow against a narrow [`exchange::Host`] interface;
-//! - [`metrics`]: the metrics' names and types, and what updates them;
+//! - [`host`]: everything the filter asks of its host, one interface ([`host::Host`]);
 //! - [`producer`]: the asynchronous producer (`producer_async`): bounded buffer, batches,
-//!   retries and health gating, driven by the time it is given;
+//!   retries and health gating ([`producer::health`]), driven by the time it is given;
+//! - [`exchange`]: one request's flow against that interface;
+//! - [`wire`]: the proxy-wasm wire formats the glue reads (the request's header map);
 //! - `filter` (wasm32 only): the proxy-wasm 0.2.5 glue that implements that interface.
 #![deny(missing_docs)]
 
 pub mod args;
 pub mod config;
 pub mod exchange;
+pub mod host;
 mod json;
 pub mod message;
 pub mod metrics;
@@ -30,8 +33,10 @@ pub mod multipart;
 pub mod producer;
 pub mod record_headers;
 pub mod rest;
+mod schema;
 pub mod template;
 pub mod topics;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

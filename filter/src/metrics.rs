@@ -1,6 +1,6 @@
 //! The filter's metrics: their names, types and what updates them, in both modes. Plain Rust;
 //! the glue defines them with `proxy_define_metric` and applies the [`MetricUpdate`]s that the
-//! exchange ([`crate::exchange::Host::metric`]) and the producer
+//! exchange ([`crate::host::Host::metric`]) and the producer
 //! ([`crate::producer::Producer::take_metric_updates`]) produce.
 //!
 //! **Names.** Every metric is defined as `<prefix>.<name>`: `prefix` is the configuration's
@@ -21,8 +21,6 @@
 //! `proxy_record_metric`, and never touches a metric whose definition the host refused. A gauge
 //! is per worker VM: Kong reports the most recently set worker's value (`get_gauge`), Envoy the
 //! last value set by any VM.
-
-use crate::rest::ReplyView;
 
 /// One of the filter's metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,11 +161,13 @@ impl Metric {
         }
     }
 
-    /// The counter of produce calls that `reply` belongs to. A 504 is a timeout, as the filter
-    /// reads it (Envoy answers a call that hit its timeout with a local 504).
-    pub fn for_reply(reply: &ReplyView<'_>) -> Metric {
-        let Some(status) = reply.status else {
-            return if reply.dispatch_status == Some(&b"timeout"[..]) {
+    /// The counter of produce calls that a reply belongs to, from its `:status` (`None`: no
+    /// reply) and Kong's `:dispatch_status` (the fields of [`crate::rest::ReplyView`]). A 504 is
+    /// a timeout, as the filter reads it (Envoy answers a call that hit its timeout with a local
+    /// 504).
+    pub fn for_reply(status: Option<&[u8]>, dispatch_status: Option<&[u8]>) -> Metric {
+        let Some(status) = status else {
+            return if dispatch_status == Some(&b"timeout"[..]) {
                 Metric::RestCallsTimeout
             } else {
                 Metric::RestCallsNoReply
@@ -275,6 +275,7 @@ pub fn full_name(prefix: &str, metric: Metric) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rest::ReplyView;
 
     #[test]
     fn names_kinds_and_order() {
@@ -346,7 +347,7 @@ mod tests {
             (reply(None, None), Metric::RestCallsNoReply),
         ];
         for (r, want) in cases {
-            assert_eq!(Metric::for_reply(&r), want, "{r:?}");
+            assert_eq!(Metric::for_reply(r.status, r.dispatch_status), want, "{r:?}");
         }
     }
 

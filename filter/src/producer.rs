@@ -1,7 +1,7 @@
 //! The asynchronous producer (`producer_async`): a bounded buffer of records per topic, sent in
 //! batches, retried with backoff, with the REST proxy's health gating new requests. Plain Rust,
 //! driven by the time its callers pass in; it owns no clock and makes no host call except through
-//! [`Transport`].
+//! [`Host::dispatch`].
 //!
 //! The life of a record:
 //! 1. [`Producer::enqueue`] accepts it (the client then gets 200) unless the REST proxy is
@@ -49,8 +49,8 @@
 //! up), and every `producer_async_health_probe_interval` one probe (`GET /topics`, v3
 //! `GET /v3/clusters/{id}`) is sent. After `producer_async_health_recovery_threshold` successful
 //! probes (or flushes still in flight when it turned unhealthy) in a row it is healthy again and
-//! the buffer drains. Delivery is at least once: a timed-out batch may have been written and is
-//! sent again.
+//! the buffer drains (the state machine: [`health::Health`]). Delivery is at least once: a
+//! timed-out batch may have been written and is sent again.
 //!
 //! Logs and metric updates are collected here and drained by the glue after each callback
 //! ([`Producer::take_logs`], [`Producer::take_metric_updates`]), so the HTTP contexts that
@@ -60,9 +60,13 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::config::Config;
-use crate::exchange::Level;
+use crate::host::{Host, Level};
 use crate::metrics::{Metric, MetricUpdate};
 use crate::rest::{self, Failure, Outcome, ReplyView, BATCH_SEPARATOR_LEN};
+
+pub mod health;
+
+use health::{Change, Health};
 
 /// The most REST proxy calls (batches) in flight at once per VM; further due batches wait for a
 /// later tick. Keeps a burst from opening hundreds of connections (or tripping Envoy's circuit
@@ -84,18 +88,6 @@ pub fn tick_period_ms(config: &Config) -> u32 {
         period = period.min(p.backoff_ms);
     }
     period.max(1)
-}
-
-/// The host operation the producer needs to send batches and probes.
-pub trait Transport {
-    /// Starts an HTTP call (`proxy_http_call`); returns its token, or why the host refused it.
-    fn dispatch(
-        &mut self,
-        upstream: &str,
-        headers: Vec<(&str, &str)>,
-        body: &[u8],
-        timeout_ms: u32,
-    ) -> Result<u32, String>;
 }
 
 /// Why a message was not accepted (the client gets 503).
@@ -283,21 +275,6 @@ struct Batch {
     sent_at: u64,
 }
 
-/// The REST proxy's health as the producer sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Health {
-    Healthy {
-        /// Consecutive failed flushes.
-        failures: u32,
-    },
-    Unhealthy {
-        /// Consecutive successful probes or flushes.
-        successes: u32,
-        /// When the next probe goes.
-        next_probe_at: u64,
-    },
-}
-
 /// The asynchronous producer of one VM (owned by the root context, shared with its HTTP
 /// contexts).
 #[derive(Debug)]
@@ -335,7 +312,7 @@ impl Producer {
             in_flight: Vec::new(),
             probe: None,
             depth: 0,
-            health: Health::Healthy { failures: 0 },
+            health: Health::new(),
             stats: Stats::default(),
             next_seq: 0,
             rotation: 0,
@@ -355,7 +332,7 @@ impl Producer {
 
     /// Whether the REST proxy is considered healthy.
     pub fn is_healthy(&self) -> bool {
-        matches!(self.health, Health::Healthy { .. })
+        self.health.is_healthy()
     }
 
     /// Records held: waiting, retrying or in flight.
@@ -457,9 +434,9 @@ impl Producer {
 
     /// The tick at time `now`: sends the health probe when one is due, and, while the REST
     /// proxy is healthy, every due batch (up to [`MAX_CALLS_IN_FLIGHT`] calls).
-    pub fn on_tick(&mut self, transport: &mut dyn Transport, now: u64) {
-        self.probe_if_due(transport, now);
-        self.flush(transport, now);
+    pub fn on_tick(&mut self, host: &mut dyn Host, now: u64) {
+        self.probe_if_due(host, now);
+        self.flush(host, now);
     }
 
     /// The reply to call `token` at time `now`. Returns false when the call is not the
@@ -467,7 +444,7 @@ impl Producer {
     pub fn on_response(&mut self, token: u32, reply: &ReplyView<'_>, now: u64) -> bool {
         if self.probe == Some(token) {
             self.probe = None;
-            let failure = probe_failure(reply);
+            let failure = rest::probe_failure(reply);
             if let Some(why) = &failure {
                 self.log(
                     Level::Warn,
@@ -483,7 +460,7 @@ impl Producer {
             return false;
         };
         let batch = self.in_flight.swap_remove(pos);
-        self.count(Metric::for_reply(reply), 1);
+        self.count(Metric::for_reply(reply.status, reply.dispatch_status), 1);
         self.samples.push(MetricUpdate::Record(
             Metric::RestCallLatency,
             now.saturating_sub(batch.sent_at),
@@ -499,7 +476,7 @@ impl Producer {
     /// should arrive any more; one that does gets 503 rather than a record that may never go).
     /// Retries keep their backoff and the health rules stay: a REST proxy that is down is not
     /// hammered while the host's drain time runs. Sends what is due right away.
-    pub fn begin_drain(&mut self, transport: &mut dyn Transport, now: u64) {
+    pub fn begin_drain(&mut self, host: &mut dyn Host, now: u64) {
         if !self.draining {
             self.draining = true;
             if self.depth > 0 {
@@ -510,7 +487,7 @@ impl Producer {
                 self.log(Level::Info, line);
             }
         }
-        self.on_tick(transport, now);
+        self.on_tick(host, now);
     }
 
     /// Whether nothing is held any more (no record waiting, retrying or in flight, no probe):
@@ -623,7 +600,7 @@ impl Producer {
         }
     }
 
-    fn flush(&mut self, transport: &mut dyn Transport, now: u64) {
+    fn flush(&mut self, host: &mut dyn Host, now: u64) {
         let n = self.queues.len();
         if n == 0 {
             return;
@@ -652,7 +629,7 @@ impl Producer {
                 }
                 budget -= 1;
                 sent = true;
-                self.send(transport, queue, records, now);
+                self.send(host, queue, records, now);
             }
             if !sent {
                 return;
@@ -660,7 +637,7 @@ impl Producer {
         }
     }
 
-    fn send(&mut self, transport: &mut dyn Transport, queue: usize, mut records: Vec<Record>, now: u64) {
+    fn send(&mut self, host: &mut dyn Host, queue: usize, mut records: Vec<Record>, now: u64) {
         let config = Rc::clone(&self.config);
         let rp = &config.rest_proxy;
         let request = rest::build_batch_request(
@@ -676,20 +653,16 @@ impl Producer {
         self.samples
             .push(MetricUpdate::Record(Metric::BatchSize, records.len() as u64));
         let headers: Vec<(&str, &str)> = request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        match transport.dispatch(&rp.upstream, headers, &request.body, rp.timeout_ms) {
+        match host.dispatch(&rp.upstream, headers, &request.body, rp.timeout_ms) {
             Ok(token) => self.in_flight.push(Batch {
                 token,
                 queue,
                 records,
                 sent_at: now,
             }),
-            Err(why) => {
+            Err(refusal) => {
                 self.count(Metric::RestCallsNoReply, 1);
-                let failure = Failure {
-                    dispatch_status: Some(format!("call rejected by the host: {why}")),
-                    reason: "call rejected",
-                    ..Failure::default()
-                };
+                let failure = Failure::host_refusal(&refusal);
                 let outcomes = vec![Outcome::Failed(failure); records.len()];
                 self.settle(queue, records, outcomes, now);
             }
@@ -748,7 +721,7 @@ impl Producer {
         self.count(Metric::Dropped, dropped);
         self.release(acked + dropped);
 
-        let why = first_failure.as_ref().map(describe).unwrap_or_default();
+        let why = first_failure.as_ref().map(Failure::to_string).unwrap_or_default();
         if failed > 0 {
             let topic = self.queues[queue].topic.clone();
             if retried > 0 {
@@ -775,23 +748,18 @@ impl Producer {
         }
     }
 
-    fn probe_if_due(&mut self, transport: &mut dyn Transport, now: u64) {
-        let probe_interval = u64::from(self.config.producer.probe_interval_ms);
-        let Health::Unhealthy { next_probe_at, .. } = &mut self.health else {
-            return;
-        };
-        if self.probe.is_some() || now < *next_probe_at {
+    fn probe_if_due(&mut self, host: &mut dyn Host, now: u64) {
+        if self.probe.is_some() || !self.health.take_probe(now, &self.config.producer) {
             return;
         }
-        *next_probe_at = now.saturating_add(probe_interval);
         let config = Rc::clone(&self.config);
         let rp = &config.rest_proxy;
         let request = rest::build_probe_request(rp);
         let headers: Vec<(&str, &str)> = request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        match transport.dispatch(&rp.upstream, headers, &request.body, rp.timeout_ms) {
+        match host.dispatch(&rp.upstream, headers, &request.body, rp.timeout_ms) {
             Ok(token) => self.probe = Some(token),
-            Err(why) => {
-                let why = format!("call rejected by the host: {why}");
+            Err(refusal) => {
+                let why = refusal.to_string();
                 self.log(
                     Level::Warn,
                     format!("kafka-upstream: health probe of the Kafka REST proxy failed: {why}"),
@@ -802,51 +770,23 @@ impl Producer {
     }
 
     /// A flush or probe ended: `ok` when something was acknowledged (or the probe got a 2xx).
+    /// Logs a change of health.
     fn health_event(&mut self, ok: bool, now: u64, why: &str) {
-        let p = &self.config.producer;
-        let (threshold, recovery, probe_interval) = (
-            p.failure_threshold.max(1),
-            p.recovery_threshold.max(1),
-            u64::from(p.probe_interval_ms),
-        );
-        match &mut self.health {
-            Health::Healthy { failures } => {
-                if ok {
-                    *failures = 0;
-                    return;
-                }
-                *failures += 1;
-                if *failures < threshold {
-                    return;
-                }
-                let n = *failures;
-                self.health = Health::Unhealthy {
-                    successes: 0,
-                    next_probe_at: now.saturating_add(probe_interval),
-                };
-                self.log(
-                    Level::Error,
-                    format!(
-                        "kafka-upstream: the Kafka REST proxy is unhealthy after {n} consecutive failed flushes (last: {why}); new requests get 503, buffered messages wait, probing every {probe_interval} ms"
-                    ),
-                );
-            }
-            Health::Unhealthy { successes, .. } => {
-                if !ok {
-                    *successes = 0;
-                    return;
-                }
-                *successes += 1;
-                if *successes < recovery {
-                    return;
-                }
-                let n = *successes;
-                self.health = Health::Healthy { failures: 0 };
+        let probe_interval = self.config.producer.probe_interval_ms;
+        match self.health.record(ok, now, &self.config.producer) {
+            None => {}
+            Some(Change::BecameUnhealthy { failures }) => self.log(
+                Level::Error,
+                format!(
+                    "kafka-upstream: the Kafka REST proxy is unhealthy after {failures} consecutive failed flushes (last: {why}); new requests get 503, buffered messages wait, probing every {probe_interval} ms"
+                ),
+            ),
+            Some(Change::BecameHealthy { successes }) => {
                 let held = self.depth;
                 self.log(
                     Level::Info,
                     format!(
-                        "kafka-upstream: the Kafka REST proxy is healthy again after {n} successful probe(s) or flush(es) in a row; accepting requests, sending {held} held message(s)"
+                        "kafka-upstream: the Kafka REST proxy is healthy again after {successes} successful probe(s) or flush(es) in a row; accepting requests, sending {held} held message(s)"
                     ),
                 );
             }
@@ -904,41 +844,6 @@ pub fn backoff_ms(base: u32, attempts: u32) -> u64 {
     base.saturating_mul(1u64 << shift).min(base.max(MAX_BACKOFF_MS))
 }
 
-/// Why a probe reply is not a success, or `None` for a 2xx.
-fn probe_failure(reply: &ReplyView<'_>) -> Option<String> {
-    match reply.status {
-        Some(status) => {
-            let text = String::from_utf8_lossy(status);
-            match text.trim().parse::<u16>() {
-                Ok(s) if (200..300).contains(&s) => None,
-                _ => Some(format!("status {text}")),
-            }
-        }
-        None => Some(match reply.dispatch_status {
-            Some(d) => format!("no reply, dispatch_status {:?}", String::from_utf8_lossy(d)),
-            None => "no reply".to_string(),
-        }),
-    }
-}
-
-/// A failure for a log line: `error status, status 500, error_code 50001, message "…"`.
-fn describe(f: &Failure) -> String {
-    let mut line = f.reason.to_string();
-    if let Some(s) = f.status {
-        line.push_str(&format!(", status {s}"));
-    }
-    if let Some(c) = f.error_code {
-        line.push_str(&format!(", error_code {c}"));
-    }
-    if let Some(m) = &f.message {
-        line.push_str(&format!(", message {m:?}"));
-    }
-    if let Some(d) = &f.dispatch_status {
-        line.push_str(&format!(", dispatch_status {d:?}"));
-    }
-    line
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -992,18 +897,20 @@ mod tests {
         }
     }
 
-    impl Transport for FakeTransport {
+    /// A host for the producer, which only ever dispatches calls (time is passed in, logs and
+    /// metrics are collected): any other host call fails the test.
+    impl Host for FakeTransport {
         fn dispatch(
             &mut self,
             upstream: &str,
             headers: Vec<(&str, &str)>,
             body: &[u8],
             timeout_ms: u32,
-        ) -> Result<u32, String> {
+        ) -> Result<u32, crate::host::DispatchError> {
             assert_eq!(upstream, "kafka_rest");
             assert_eq!(timeout_ms, 500);
             if self.refuse {
-                return Err("BadArgument".into());
+                return Err(crate::host::DispatchError::BadArgument);
             }
             self.next += 1;
             self.calls.push(Call {
@@ -1012,6 +919,30 @@ mod tests {
                 body: body.to_vec(),
             });
             Ok(self.next)
+        }
+
+        fn request_body(&mut self, _: usize) -> Option<Vec<u8>> {
+            panic!("the producer read a request body")
+        }
+
+        fn respond(&mut self, status: u32, _: Vec<(&str, &str)>, _: &[u8]) {
+            panic!("the producer answered a client ({status})")
+        }
+
+        fn log(&mut self, _: Level, message: &str) {
+            panic!("the producer logged through the host instead of take_logs: {message}")
+        }
+
+        fn now_ms(&mut self) -> u64 {
+            panic!("the producer read the host clock instead of the time it was given")
+        }
+
+        fn host_kind(&mut self) -> crate::host::HostKind {
+            panic!("the producer asked which host runs it")
+        }
+
+        fn metric(&mut self, update: MetricUpdate) {
+            panic!("the producer updated a metric through the host instead of take_metric_updates: {update:?}")
         }
     }
 

@@ -48,9 +48,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::{DefaultValue, Field, Kind, Schema};
 use crate::json;
 use crate::message::{HeaderLine, RequestView, MAX_HEADERS};
+use crate::schema::{DefaultValue, Field, Kind, Schema};
 
 /// What to do with a header that has several lines (Kong's `repeated_headers_behavior`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

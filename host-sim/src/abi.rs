@@ -154,37 +154,14 @@ impl fmt::Display for Action {
 /// strings, duplicates allowed.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Why a serialized map could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PairsError {
-    /// The buffer ends before the declared counts, lengths or bytes.
-    #[error("serialized map is truncated")]
-    Truncated,
-    /// A key or value is not followed by its `NUL` separator.
-    #[error("serialized map entry is missing its NUL terminator")]
-    MissingTerminator,
-    /// The declared number of pairs exceeds what the host accepts.
-    #[error("serialized map declares {0} pairs, more than allowed")]
-    TooManyPairs(usize),
-}
+/// Why a serialized map could not be decoded (the shared codec's error).
+pub use proxy_wasm_pairs::Error as PairsError;
 
 /// Serializes pairs per the spec: `u32` count, `(u32 key_len, u32 value_len)` per pair, then each
-/// key and value followed by `NUL`. Integers are little-endian.
+/// key and value followed by `NUL`. Integers are little-endian. The codec is the workspace's one
+/// (`proxy-wasm-pairs`), shared with the filter and the test filters.
 pub fn encode_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
-    let data: usize = pairs.iter().map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 2).sum();
-    let mut out = Vec::with_capacity(4 + pairs.len() * 8 + data);
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_ref());
-        out.push(0);
-        out.extend_from_slice(v.as_ref());
-        out.push(0);
-    }
-    out
+    proxy_wasm_pairs::encode(pairs)
 }
 
 /// Decodes a serialized map. An empty buffer and a single `0x00` byte both mean an empty map
@@ -195,53 +172,15 @@ pub fn decode_pairs(bytes: &[u8], max_pairs: usize) -> Result<Pairs, PairsError>
 
 /// Decodes a serialized map like [`decode_pairs`], turning each key and value into an item with
 /// `item` straight from the serialized bytes (so a caller that wants strings copies each key and
-/// value once, and one that reads guest memory in place copies nothing else).
+/// value once, and one that reads guest memory in place copies nothing else). The guest wrote
+/// these bytes: every count and length is checked against the buffer before it is used, and a
+/// malformed map is an error, never a panic.
 pub fn decode_pairs_with<T>(
     bytes: &[u8],
     max_pairs: usize,
-    mut item: impl FnMut(&[u8], &[u8]) -> T,
+    item: impl FnMut(&[u8], &[u8]) -> T,
 ) -> Result<Vec<T>, PairsError> {
-    if bytes.is_empty() || bytes == [0] {
-        return Ok(Vec::new());
-    }
-    let read_u32 = |at: usize| -> Result<usize, PairsError> {
-        bytes
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .ok_or(PairsError::Truncated)
-    };
-    let count = read_u32(0)?;
-    if count > max_pairs {
-        return Err(PairsError::TooManyPairs(count));
-    }
-    let sizes_end = 4usize
-        .checked_add(count.checked_mul(8).ok_or(PairsError::Truncated)?)
-        .ok_or(PairsError::Truncated)?;
-    if sizes_end > bytes.len() {
-        return Err(PairsError::Truncated);
-    }
-    let mut pairs = Vec::with_capacity(count);
-    let mut at = sizes_end;
-    for i in 0..count {
-        let key_len = read_u32(4 + i * 8)?;
-        let value_len = read_u32(8 + i * 8)?;
-        let key = take_terminated(bytes, &mut at, key_len)?;
-        let value = take_terminated(bytes, &mut at, value_len)?;
-        pairs.push(item(key, value));
-    }
-    Ok(pairs)
-}
-
-fn take_terminated<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Result<&'a [u8], PairsError> {
-    let end = at.checked_add(len).ok_or(PairsError::Truncated)?;
-    let item = bytes.get(*at..end).ok_or(PairsError::Truncated)?;
-    match bytes.get(end) {
-        Some(0) => {}
-        Some(_) => return Err(PairsError::MissingTerminator),
-        None => return Err(PairsError::Truncated),
-    }
-    *at = end + 1;
-    Ok(item)
+    proxy_wasm_pairs::decode_with(bytes, max_pairs, item)
 }
 
 /// Property paths are their segments joined by `NUL` (spec, "Serialization"; SDK `get_property`).

@@ -7,7 +7,7 @@
 pub mod outcome;
 pub mod request;
 
-pub use outcome::{classify, classify_batch, ClientAnswer, Failure, Outcome, ReplyView};
+pub use outcome::{classify, classify_batch, probe_failure, ClientAnswer, Failure, Outcome, ReplyView};
 pub use request::{
     batch_envelope_len, build_batch_request, build_probe_request, build_produce_call, build_request, record_len,
     ProduceCall, RestRequest, BATCH_SEPARATOR_LEN,

@@ -53,6 +53,8 @@
 //! `{"error_code":40401,...}` (4xx included: the client's request was fine, the gateway's produce
 //! failed), an unreadable body — is a failure (client gets 502).
 
+use std::fmt;
+
 use serde_json::Value;
 
 use crate::config::Api;
@@ -84,6 +86,39 @@ pub struct Failure {
     pub reason: &'static str,
 }
 
+impl Failure {
+    /// The host refused to start the call (`proxy_http_call` failed): nothing reached the REST
+    /// proxy. `refusal` says why, in the host interface's words (`crate::host::DispatchError`).
+    pub fn host_refusal(refusal: &dyn fmt::Display) -> Self {
+        Failure {
+            dispatch_status: Some(refusal.to_string()),
+            reason: "call rejected",
+            ..Failure::default()
+        }
+    }
+}
+
+/// A failure for a log line: `error status, status 500, error_code 50001, message "…"`, each
+/// part present only when known.
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason)?;
+        if let Some(s) = self.status {
+            write!(f, ", status {s}")?;
+        }
+        if let Some(c) = self.error_code {
+            write!(f, ", error_code {c}")?;
+        }
+        if let Some(m) = &self.message {
+            write!(f, ", message {m:?}")?;
+        }
+        if let Some(d) = &self.dispatch_status {
+            write!(f, ", dispatch_status {d:?}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The result of one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -97,6 +132,25 @@ pub enum Outcome {
 
 /// Longest REST proxy message copied into an answer or a log line, in characters.
 const MESSAGE_MAX: usize = 1024;
+
+/// Why the reply to a health probe (`GET /topics`, v3 `GET /v3/clusters/{id}`, see
+/// [`crate::rest::build_probe_request`]) is not a success, or `None` for a 2xx: any answer
+/// outside 2xx, or no answer at all, says the REST proxy cannot serve produce calls now.
+pub fn probe_failure(reply: &ReplyView<'_>) -> Option<String> {
+    match reply.status {
+        Some(status) => {
+            let text = String::from_utf8_lossy(status);
+            match text.trim().parse::<u16>() {
+                Ok(s) if (200..300).contains(&s) => None,
+                _ => Some(format!("status {text}")),
+            }
+        }
+        None => Some(match reply.dispatch_status {
+            Some(d) => format!("no reply, dispatch_status {:?}", String::from_utf8_lossy(d)),
+            None => "no reply".to_string(),
+        }),
+    }
+}
 
 /// Classifies the reply to one produce call.
 pub fn classify(api: &Api, reply: &ReplyView<'_>) -> Outcome {
@@ -763,6 +817,70 @@ mod tests {
             dispatch_status: None,
             reason,
         })
+    }
+
+    /// One wording of a failure in every log line, and one shape of a call the host refused.
+    #[test]
+    fn failures_format_themselves() {
+        let full = Failure {
+            status: Some(500),
+            error_code: Some(50001),
+            message: Some("broker \"down\"".into()),
+            dispatch_status: Some("timeout".into()),
+            reason: "error status",
+        };
+        assert_eq!(
+            full.to_string(),
+            r#"error status, status 500, error_code 50001, message "broker \"down\"", dispatch_status "timeout""#
+        );
+        assert_eq!(
+            Failure {
+                reason: "no outcome for this record",
+                ..Failure::default()
+            }
+            .to_string(),
+            "no outcome for this record"
+        );
+        let refused = Failure::host_refusal(&"call rejected by the host: BadArgument");
+        assert_eq!(
+            refused,
+            Failure {
+                dispatch_status: Some("call rejected by the host: BadArgument".into()),
+                reason: "call rejected",
+                ..Failure::default()
+            }
+        );
+        assert_eq!(
+            refused.to_string(),
+            r#"call rejected, dispatch_status "call rejected by the host: BadArgument""#
+        );
+    }
+
+    /// A probe succeeds on any 2xx and fails on anything else, a missing reply included.
+    #[test]
+    fn probe_replies() {
+        for ok in ["200", "204", " 299 "] {
+            assert_eq!(probe_failure(&reply(ok, "")), None, "{ok}");
+        }
+        for (status, why) in [
+            ("199", "status 199"),
+            ("300", "status 300"),
+            ("404", "status 404"),
+            ("503", "status 503"),
+            ("abc", "status abc"),
+        ] {
+            assert_eq!(probe_failure(&reply(status, "")).as_deref(), Some(why), "{status}");
+        }
+        let no_reply = ReplyView::default();
+        assert_eq!(probe_failure(&no_reply).as_deref(), Some("no reply"));
+        let kong_timeout = ReplyView {
+            dispatch_status: Some(b"timeout"),
+            ..ReplyView::default()
+        };
+        assert_eq!(
+            probe_failure(&kong_timeout).as_deref(),
+            Some(r#"no reply, dispatch_status "timeout""#)
+        );
     }
 
     #[test]

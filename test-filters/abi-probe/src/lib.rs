@@ -542,7 +542,7 @@ impl Probe {
             (":authority", "replaced.example"),
             ("X-Mixed-Case", "v"),
         ]);
-        let bytes = raw::serialize_map(&[("x-raw", "1")]);
+        let bytes = proxy_wasm_pairs::encode(&[("x-raw", "1")]);
         let trailers_status =
             unsafe { raw::proxy_set_header_map_pairs(raw::map::HTTP_REQUEST_TRAILERS, bytes.as_ptr(), bytes.len()) };
         let unknown = unsafe { raw::proxy_set_header_map_pairs(42, bytes.as_ptr(), bytes.len()) };
@@ -910,7 +910,7 @@ impl Probe {
 
     fn scenario_local(&self, raw_call: bool) -> Action {
         if raw_call {
-            let headers = raw::serialize_map(&[("x-probe", "local-raw")]);
+            let headers = proxy_wasm_pairs::encode(&[("x-probe", "local-raw")]);
             let status = raw::send_local_response(403, "probe_denied", b"denied", &headers, 7);
             Report::new().num("status", status).emit("local_raw");
         } else {
@@ -936,7 +936,7 @@ impl Probe {
         let v = "v";
         let key = "probe-badptr-key";
         let name = "probe_badptr";
-        let headers = raw::serialize_map(&[(":method", "GET"), (":path", "/"), (":authority", "a")]);
+        let headers = proxy_wasm_pairs::encode(&[(":method", "GET"), (":path", "/"), (":authority", "a")]);
         let upstream = self.arg("x-upstream").unwrap_or("cluster_a").to_string();
         // Valid state the return-pointer checks need: a shared key, a queue, a metric.
         raw::set_shared(key, b"value", 0);
@@ -1178,7 +1178,7 @@ impl Probe {
         // Truncated sizes, a count far beyond the data, a missing NUL, and a short buffer.
         let truncated: &[u8] = &[5, 0, 0, 0, 1, 0, 0, 0];
         let huge_count: &[u8] = &[0xff, 0xff, 0xff, 0x7f];
-        let mut no_nul = raw::serialize_map(&[("k", "v")]);
+        let mut no_nul = proxy_wasm_pairs::encode(&[("k", "v")]);
         let last = no_nul.len() - 1;
         no_nul[last] = b'x';
         let short: &[u8] = &[1, 0];
