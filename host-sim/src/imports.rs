@@ -11,7 +11,7 @@ use crate::abi::{
 };
 use crate::hostfn::HostFunction;
 use crate::memory::{GuestMemory, MemoryError};
-use crate::profile::{BudgetRefusal, Callback, MapAccess, MetricOp, Profile, SecondLocalResponse};
+use crate::profile::{BudgetRefusal, Callback, CalloutUpstream, MapAccess, MetricOp, SecondLocalResponse};
 use crate::state::{GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse, OverBudget, Refused, SharedInner};
 use wasmtime::format_err;
 use wasmtime::{Caller, Linker};
@@ -659,9 +659,9 @@ fn http_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 if !profile.call_timeout_valid(timeout_ms) {
                     return Ok(Status::BadArgument);
                 }
-                let known = match profile {
-                    Profile::Envoy => state.knows_cluster(&upstream),
-                    Profile::Kong => valid_host_port(&upstream),
+                let known = match profile.callout_upstream() {
+                    CalloutUpstream::Cluster => state.knows_cluster(&upstream),
+                    CalloutUpstream::HostPort => valid_host_port(&upstream),
                 };
                 if !known {
                     state.push_log(

@@ -1054,7 +1054,7 @@ impl HostState {
         }
         // A call without a reply (an Envoy reset) has no maps at all: reading one is refused as
         // a map that is not there (ENVOY-SRC `getConstMap` returns null: BAD_ARGUMENT).
-        let missing = profile.unavailable_map_status(callback, access);
+        let missing = unavailable_map_status(callback, access);
         let present = |data: &Option<Pairs>| data.is_some().then_some(()).ok_or(missing);
         match map {
             MapType::HttpCallResponseHeaders if callback_map(&[Callback::HttpCallResponse]) => {
@@ -1082,7 +1082,7 @@ impl HostState {
                     response_complete: stream.response.complete,
                 };
                 if !profile.map_accessible(map, access, callback, phase) {
-                    return Err(profile.unavailable_map_status(callback, access));
+                    return Err(unavailable_map_status(callback, access));
                 }
                 let (pairs, growth) = match map {
                     MapType::HttpRequestHeaders => (&mut stream.request.headers, &mut stream.request.headers_growth),
@@ -1263,6 +1263,18 @@ impl HostState {
     }
 }
 
+/// The status for a stream map the current callback may not touch (only hosts that police
+/// maps by phase refuse one: [`crate::profile::HostBehaviour::map_accessible`]): a read in the
+/// access log phase is NOT_FOUND ("Maps might point to nullptr in the access log phase",
+/// ENVOY-SRC `getHeaderMapValue`), anything else BAD_ARGUMENT ("Requested map type is not
+/// currently available").
+fn unavailable_map_status(callback: Callback, access: MapAccess) -> Status {
+    if callback == Callback::Log && access == MapAccess::Read {
+        Status::NotFound
+    } else {
+        Status::BadArgument
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,7 +87,7 @@ impl VmOptions {
             any_cluster: false,
             limits: Limits::default(),
             wasi: WasiOptions::default(),
-            log_level: profile.default_log_level(),
+            log_level: LogLevel::Trace,
             shared: None,
             client_body_buffer_bytes: DEFAULT_CLIENT_BODY_BUFFER_BYTES,
             fail_open: false,
@@ -941,25 +941,13 @@ impl Vm {
                 // (Envoy `failStream` -> `sendLocalReply` after headers; nginx closes).
                 st.reset = true;
             } else if st.local_response.is_none() {
-                let (body, mut headers) = match profile {
-                    Profile::Envoy => (Vec::new(), Vec::new()),
-                    Profile::Kong => (
-                        br#"{"message":"An unexpected error occurred"}"#.to_vec(),
-                        vec![(
-                            "content-type".to_string(),
-                            "application/json; charset=utf-8".to_string(),
-                        )],
-                    ),
-                };
-                if profile.fail_closed_closes_connection() {
-                    headers.push(("connection".to_string(), "close".to_string()));
-                }
+                let reply = profile.fail_closed_reply();
                 st.local_reply_by_host = true;
                 st.local_response = Some(LocalResponse {
-                    status: profile.fail_closed_status(),
+                    status: reply.status,
                     details: "wasm_fail_stream".into(),
-                    headers,
-                    body,
+                    headers: reply.headers,
+                    body: reply.body,
                     grpc_status: None,
                 });
             }
@@ -1139,31 +1127,17 @@ impl Vm {
                 (Some(all), Some(body), Some(trailers), n, (status as u32, Vec::new()))
             }
             HttpCallReply::Failure(failure) => {
-                let (headers, body) = profile.callout_failure(failure);
-                let status = headers
-                    .iter()
-                    .find(|(k, _)| k == ":status")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                let n = if profile.failure_headers_counted() {
-                    headers.len()
-                } else {
-                    0
-                };
-                let status = match profile.callout_failure_status(failure) {
-                    Some((code, message)) => (code, message.as_bytes().to_vec()),
-                    None => (status, Vec::new()),
-                };
-                if profile.callout_failure_has_reply(failure) {
-                    (
+                let reply = profile.callout_failure_reply(failure);
+                let status = (reply.status.0, reply.status.1.as_bytes().to_vec());
+                match reply.headers {
+                    Some(headers) => (
                         Some(to_pairs(profile, &headers)),
-                        Some(body),
+                        Some(reply.body),
                         Some(Vec::new()),
-                        n,
+                        reply.num_headers,
                         status,
-                    )
-                } else {
-                    (None, None, None, n, status)
+                    ),
+                    None => (None, None, None, reply.num_headers, status),
                 }
             }
         };

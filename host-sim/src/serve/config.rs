@@ -114,7 +114,7 @@ impl Deployment {
             client_body_buffer_bytes: crate::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
             services: Vec::new(),
             notes: Vec::new(),
-            generate_request_id: profile == Profile::Envoy,
+            generate_request_id: profile.generates_request_id(),
         }
     }
 }

@@ -395,22 +395,22 @@ impl Worker {
         // The body goes to the filter in chunks, as gateways read it off the socket; a filter that
         // answers before the last chunk leaves the rest unread, and Envoy then closes the
         // connection (e2e: a chunked body over the limit gets 413 with connection: close).
-        // Envoy's HTTP/1 codec passes body data with end_stream=false and then ends the message
-        // with an empty data frame (end_stream=true); Kong buffers the whole body anyway.
+        // How the body ends is the profile's (`request_body_ends_with_empty_call`); Kong buffers
+        // the whole body anyway.
         let chunks = body.len().div_ceil(BODY_CHUNK);
-        let envoy = self.profile == Profile::Envoy;
+        let empty_end = self.profile.request_body_ends_with_empty_call();
         let mut pieces: Vec<(&[u8], bool)> = body
             .chunks(BODY_CHUNK)
             .enumerate()
-            .map(|(i, c)| (c, !envoy && i + 1 == chunks))
+            .map(|(i, c)| (c, !empty_end && i + 1 == chunks))
             .collect();
-        if envoy && has_body {
+        if empty_end && has_body {
             pieces.push((&[], true));
         }
         for (chunk, end_of_stream) in pieces {
             if instance.vm.local_response(stream).is_some() {
                 if let Some(p) = instance.streams.get_mut(&stream) {
-                    p.answered_before_body = envoy;
+                    p.answered_before_body = self.profile.closes_connection_on_unread_request_body();
                 }
                 break;
             }
