@@ -950,7 +950,7 @@ mod tests {
                 ("on_http_call_response", None),
                 // The filter's local reply (no body) passes through its response callbacks.
                 ("on_response_headers", Some("Continue")),
-                // Envoy's end of a stream (Profile::stream_end_callbacks).
+                // Envoy's end of a stream (HostBehaviour::stream_end_callbacks).
                 ("on_log", None),
                 ("on_done", None),
                 ("on_delete", None),

@@ -9,7 +9,7 @@
 //! ([`crate::Limits::max_host_bytes`]) through a [`budget`] charge kept next to the data, so each
 //! way the data goes away releases it. The state methods below charge before they change
 //! anything; a refusal ([`Refused::OverBudget`]) leaves the state as it was, and the profile
-//! decides what the guest sees ([`Profile::over_budget`]). Log lines are the one thing the host
+//! decides what the guest sees ([`crate::profile::HostBehaviour::over_budget`]). Log lines are the one thing the host
 //! may drop to make room: a real host has written them out already.
 
 mod budget;
@@ -444,7 +444,7 @@ pub(crate) struct StreamState {
     /// The guest reset the stream with `proxy_close_stream`.
     pub reset: bool,
     /// The host is passing the filter's own local reply through the filter's response
-    /// callbacks ([`crate::Profile::local_reply_response`]): the response direction is open
+    /// callbacks ([`crate::profile::HostBehaviour::local_reply_response`]): the response direction is open
     /// again, the request direction stays ended.
     pub local_reply_in_response: bool,
     /// The local reply is the host's own answer to a filter that failed (a trap): it goes to
@@ -799,7 +799,7 @@ impl SharedInner {
     }
 
     /// `proxy_increment_metric`: counters may not go down unless `counters_may_decrease`
-    /// ([`crate::Profile::counters_may_decrease`]), histograms cannot be incremented (spec:
+    /// ([`crate::profile::HostBehaviour::counters_may_decrease`]), histograms cannot be incremented (spec:
     /// BAD_ARGUMENT "when requested delta cannot be applied").
     pub fn increment_metric(&mut self, id: u32, delta: i64, counters_may_decrease: bool) -> Status {
         let Some(Held { data: m, .. }) = self.metrics.get_mut(&id) else {

@@ -62,7 +62,7 @@ pub struct VmOptions {
     pub shared: Option<Arc<Shared>>,
     /// nginx's `client_body_buffer_size` (Kong: `nginx_http_client_body_buffer_size`): a larger
     /// request body is buffered to a file the filter cannot read (Kong profile only; see
-    /// [`Profile::request_body_readable`]).
+    /// [`crate::profile::HostBehaviour::request_body_readable`]).
     pub client_body_buffer_bytes: usize,
     /// Envoy's `fail_open`: once the VM has failed, streams pass without the filter instead of
     /// failing closed ([`crate::profile::AfterTrap::StayFailed`]). Kong has no such setting.
@@ -609,7 +609,7 @@ impl Vm {
     /// Trailers end one direction of a stream: queued while the filter holds that direction's
     /// headers (Envoy stops iteration), else delivered, after the request body a whole-body host
     /// still holds. Request trailers are not delivered on a host without that callback (Kong,
-    /// [`Profile::delivers_request_trailers`]): they only end the body.
+    /// [`crate::profile::HostBehaviour::delivers_request_trailers`]): they only end the body.
     fn send_trailers(&mut self, stream: u32, request: bool, pairs: Pairs) -> Result<Option<Action>, HostError> {
         let st = self.stream_mut(stream)?;
         if st.closed(request) {
@@ -1007,7 +1007,7 @@ impl Vm {
     }
 
     /// Ends a stream: the profile's sequence of `proxy_on_log`, `proxy_on_done` and
-    /// `proxy_on_delete` ([`Profile::stream_end_callbacks`]), each recorded in
+    /// `proxy_on_delete` ([`crate::profile::HostBehaviour::stream_end_callbacks`]), each recorded in
     /// [`Vm::actions`] when the host calls it. `proxy_on_done` returning false holds nothing:
     /// neither host waits for `proxy_done` on a stream. Pending callouts of the stream are
     /// cancelled, as hosts cancel them when the stream is destroyed.
@@ -1032,7 +1032,7 @@ impl Vm {
     /// Shuts a root context down: `proxy_on_done`, then, when it returns true or later when
     /// the guest calls `proxy_done`, `proxy_on_delete` (proxy-wasm-cpp-host wasm.cc
     /// `startShutdown`, `done`, `finishShutdown`), with `proxy_on_log` before it where the
-    /// profile says so ([`Profile::root_shutdown_logs`]).
+    /// profile says so ([`crate::profile::HostBehaviour::root_shutdown_logs`]).
     pub fn finish_root(&mut self, root: u32) -> Result<(), HostError> {
         if !self.store.data().roots.contains_key(&root) {
             return Err(HostError::WrongContext(root, "a root context"));
@@ -1055,7 +1055,7 @@ impl Vm {
     }
 
     /// Whether the host still has root context `root` to shut down or wait for: the VM is live,
-    /// the profile's host shuts roots down when it stops ([`Profile::finishes_roots_at_shutdown`]),
+    /// the profile's host shuts roots down when it stops ([`crate::profile::HostBehaviour::finishes_roots_at_shutdown`]),
     /// and the root is still there (not shut down yet, or owing `proxy_done`). A failed VM runs no
     /// callback, so it has nothing left to finish.
     pub fn root_shutdown_pending(&self, root: u32) -> bool {
@@ -1396,7 +1396,7 @@ impl Vm {
 
     /// Opens the response direction of a stream the filter answered with
     /// `proxy_send_local_response`, so the host can pass that reply through the filter's
-    /// response callbacks ([`Profile::local_reply_response`] says what the filter sees; the
+    /// response callbacks ([`crate::profile::HostBehaviour::local_reply_response`] says what the filter sees; the
     /// caller then sends it with [`Vm::send_response_headers`] and [`Vm::send_response_body`]).
     /// `false`, with nothing changed, when there is no such reply to pass: none yet, the host's
     /// own answer to a failed filter, a reset stream, or one already passed.
@@ -1417,11 +1417,11 @@ impl Vm {
     }
 
     /// Passes the filter's own local reply through its response callbacks, shaped as the
-    /// profile's host shapes it ([`Profile::local_reply_response`]): both hosts run a filter's
+    /// profile's host shapes it ([`crate::profile::HostBehaviour::local_reply_response`]): both hosts run a filter's
     /// local reply through the filter chain's response path. `None` when there is no such reply
     /// to pass ([`Vm::open_response_for_local_reply`]). What the client then gets is what the
     /// filter left (`response_headers`, `forwarded_response_body`), or after a trap there the
-    /// profile's answer ([`Profile::local_reply_survives_response_trap`]).
+    /// profile's answer ([`crate::profile::HostBehaviour::local_reply_survives_response_trap`]).
     pub fn pass_local_reply(&mut self, stream: u32) -> Option<PassedLocalReply> {
         if !self.open_response_for_local_reply(stream) {
             return None;
@@ -1672,7 +1672,7 @@ fn to_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(profile: Profile, pairs: &[(K, V)]) 
     pairs.iter().map(|(k, v)| to_pair(profile, k, v)).collect()
 }
 
-/// One header as the host stores it ([`Profile::header_name`]).
+/// One header as the host stores it ([`crate::profile::HostBehaviour::header_name`]).
 fn to_pair(profile: Profile, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) -> (Vec<u8>, Vec<u8>) {
     (profile.header_name(k.as_ref().to_vec()), v.as_ref().to_vec())
 }

@@ -64,7 +64,7 @@ pub struct Deployment {
     /// The listener address the file declares, if any.
     pub listen: Option<SocketAddr>,
     /// nginx's `client_body_buffer_size` (Kong profile): a larger request body reaches the
-    /// filter unreadable ([`crate::profile::Profile::request_body_readable`]). Kong's
+    /// filter unreadable ([`crate::profile::HostBehaviour::request_body_readable`]). Kong's
     /// `nginx_http_client_body_buffer_size` ([`kong_conf_client_body_buffer`]).
     pub client_body_buffer_bytes: usize,
     /// Envoy `bootstrap_extensions` WasmServices: VMs with a root context and no listener.

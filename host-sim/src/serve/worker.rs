@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 const BODY_CHUNK: usize = 64 * 1024;
 
 /// Where a response body passing through the filter comes from (the hosts deliver the two
-/// differently: [`Profile::upstream_body_ends_with_empty_call`]).
+/// differently: [`crate::profile::HostBehaviour::upstream_body_ends_with_empty_call`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyFrom {
     /// An upstream's response, read off its connection.
@@ -532,7 +532,7 @@ impl Worker {
         let response = match result {
             Ok(resp) => {
                 // The filter sees the upstream's headers with its content-length (both hosts keep
-                // it, `Profile::keeps_filter_content_length`); transfer-encoding is the
+                // it, `HostBehaviour::keeps_filter_content_length`); transfer-encoding is the
                 // connection's business, which both hosts' HTTP/1 codecs consume.
                 let mut headers = vec![(":status".to_string(), resp.status.to_string())];
                 headers.extend(
@@ -552,7 +552,7 @@ impl Worker {
 
     /// The answer to a stream the filter ended with a local reply. The filter's own reply passes
     /// through its response callbacks, shaped as the profile's host shapes it
-    /// ([`crate::Profile::local_reply_response`]); the host's answer to a failed filter, and a
+    /// ([`crate::profile::HostBehaviour::local_reply_response`]); the host's answer to a failed filter, and a
     /// reply the filter sent once a response had started (Envoy sends that one straight to the
     /// codec), go out as they are.
     fn local_reply(&self, vm: &mut Vm, stream: u32, local: &LocalResponse) -> GatewayResponse {
