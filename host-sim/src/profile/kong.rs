@@ -28,8 +28,9 @@ const KONG_LEGACY: &[&str] = &[
     "proxy_clear_route_cache",
 ];
 
-/// The Kong default timeout of a callout that asks for none: the socket timeouts apply, 60 s
-/// by default (`proxy_wasm_socket_*_timeout`, Kong/ngx_wasm_module docs/DIRECTIVES.md).
+/// The timeout of a callout that asks for none: the Wasm socket timeouts apply, 60 s by default
+/// (Kong/ngx_wasm_module docs/DIRECTIVES.md `socket_connect_timeout`, `socket_read_timeout`,
+/// `socket_send_timeout`).
 const DEFAULT_CALL_TIMEOUT_MS: u64 = 60_000;
 
 impl HostBehaviour for Kong {
