@@ -11,7 +11,7 @@ use crate::abi::{
 };
 use crate::hostfn::HostFunction;
 use crate::memory::{GuestMemory, MemoryError};
-use crate::profile::{BudgetRefusal, Callback, MapAccess, MetricOp, Profile, SecondLocalResponse};
+use crate::profile::{BudgetRefusal, Callback, CalloutUpstream, MapAccess, MetricOp, SecondLocalResponse};
 use crate::state::{GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse, OverBudget, Refused, SharedInner};
 use wasmtime::format_err;
 use wasmtime::{Caller, Linker};
@@ -168,7 +168,7 @@ fn context_lifecycle(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let state = c.data_mut();
             let id = state.effective().ok_or(Status::NotFound)?;
             // Only root contexts wait for `proxy_done` (no host holds a stream for it,
-            // `Profile::stream_end_callbacks`). proxy-wasm-cpp-host `WasmBase::done` looks the
+            // `HostBehaviour::stream_end_callbacks`). proxy-wasm-cpp-host `WasmBase::done` looks the
             // pending root up by the calling context's plugin, so a stream's call finalizes
             // its root when that root is pending.
             let root_id = state.streams.get(&id).map_or(id, |s| s.root_id);
@@ -659,9 +659,9 @@ fn http_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 if !profile.call_timeout_valid(timeout_ms) {
                     return Ok(Status::BadArgument);
                 }
-                let known = match profile {
-                    Profile::Envoy => state.knows_cluster(&upstream),
-                    Profile::Kong => valid_host_port(&upstream),
+                let known = match profile.callout_upstream() {
+                    CalloutUpstream::Cluster => state.knows_cluster(&upstream),
+                    CalloutUpstream::HostPort => valid_host_port(&upstream),
                 };
                 if !known {
                     state.push_log(
@@ -975,7 +975,7 @@ fn metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 /// A metric call on the VMs' shared metrics, after the trap the profile's host ends it in, if
-/// any ([`Profile::metric_trap`]).
+/// any ([`crate::profile::HostBehaviour::metric_trap`]).
 fn metric_call<T>(
     c: &HostCaller<'_>,
     op: MetricOp,

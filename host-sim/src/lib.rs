@@ -46,7 +46,7 @@ pub use engine::{Engine, EngineConfig, Module, ModuleInfo};
 pub use error::HostError;
 pub use hostfn::HostFunction;
 pub use limits::Limits;
-pub use profile::{AfterTrap, CalloutFailure, MetricOp, Profile};
+pub use profile::{AfterTrap, CalloutFailure, HostBehaviour, MetricOp, Profile};
 pub use state::{GrpcCall, HttpCall, LocalResponse, LogEntry, Metric, Shared, StreamInfo};
 pub use vm::{ActionRecord, GrpcReply, HttpCallReply, PassedLocalReply, RootContext, Vm, VmOptions};
 pub use wasi::WasiOptions;

@@ -33,7 +33,7 @@ pub struct Limits {
     /// shared data overwritten, a stream ended, logs taken by the embedder).
     ///
     /// Past it the host refuses what the guest asked it to keep, the way the profile's host
-    /// refuses it ([`crate::Profile::over_budget`]); log lines never cause a refusal, the oldest
+    /// refuses it ([`crate::profile::HostBehaviour::over_budget`]); log lines never cause a refusal, the oldest
     /// are dropped to make room instead. Neither host bounds this per VM: Envoy keeps whatever a
     /// filter hands it, and ngx_wasm_module bounds only its shared memory zones (`shm_kv` /
     /// `shm_queue` sizes, at least 15k, Kong/ngx_wasm_module docs/DIRECTIVES.md). The default

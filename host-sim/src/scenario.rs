@@ -11,7 +11,7 @@
 
 use crate::engine::Module;
 use crate::error::HostError;
-use crate::profile::Profile;
+use crate::profile::{CalloutUpstream, Profile};
 use crate::state::{GrpcCall, GrpcKind, HttpCall, LogEntry};
 use crate::transcript::{
     encode_body, encode_messages, CallOutcome, CallResponseFile, ClientResponse, GrpcResponseFile, RequestFile,
@@ -600,7 +600,8 @@ fn run_once(
     input: &ScenarioInput,
 ) -> Result<Transcript, HostError> {
     let profile = vm_options.profile;
-    let restricted = matches!(options.clusters, Clusters::Only(_)) && profile == Profile::Envoy;
+    let restricted =
+        matches!(options.clusters, Clusters::Only(_)) && profile.callout_upstream() == CalloutUpstream::Cluster;
     let clusters = restricted.then(|| vm_options.clusters.clone());
     let callouts_time_out = vm_options.callouts_time_out;
     let mut vm = Vm::start(module, vm_options)?;
@@ -949,7 +950,7 @@ mod tests {
                 ("on_http_call_response", None),
                 // The filter's local reply (no body) passes through its response callbacks.
                 ("on_response_headers", Some("Continue")),
-                // Envoy's end of a stream (Profile::stream_end_callbacks).
+                // Envoy's end of a stream (HostBehaviour::stream_end_callbacks).
                 ("on_log", None),
                 ("on_done", None),
                 ("on_delete", None),

@@ -9,7 +9,7 @@
 //! ([`crate::Limits::max_host_bytes`]) through a [`budget`] charge kept next to the data, so each
 //! way the data goes away releases it. The state methods below charge before they change
 //! anything; a refusal ([`Refused::OverBudget`]) leaves the state as it was, and the profile
-//! decides what the guest sees ([`Profile::over_budget`]). Log lines are the one thing the host
+//! decides what the guest sees ([`crate::profile::HostBehaviour::over_budget`]). Log lines are the one thing the host
 //! may drop to make room: a real host has written them out already.
 
 mod budget;
@@ -444,7 +444,7 @@ pub(crate) struct StreamState {
     /// The guest reset the stream with `proxy_close_stream`.
     pub reset: bool,
     /// The host is passing the filter's own local reply through the filter's response
-    /// callbacks ([`crate::Profile::local_reply_response`]): the response direction is open
+    /// callbacks ([`crate::profile::HostBehaviour::local_reply_response`]): the response direction is open
     /// again, the request direction stays ended.
     pub local_reply_in_response: bool,
     /// The local reply is the host's own answer to a filter that failed (a trap): it goes to
@@ -799,7 +799,7 @@ impl SharedInner {
     }
 
     /// `proxy_increment_metric`: counters may not go down unless `counters_may_decrease`
-    /// ([`crate::Profile::counters_may_decrease`]), histograms cannot be incremented (spec:
+    /// ([`crate::profile::HostBehaviour::counters_may_decrease`]), histograms cannot be incremented (spec:
     /// BAD_ARGUMENT "when requested delta cannot be applied").
     pub fn increment_metric(&mut self, id: u32, delta: i64, counters_may_decrease: bool) -> Status {
         let Some(Held { data: m, .. }) = self.metrics.get_mut(&id) else {
@@ -1054,7 +1054,7 @@ impl HostState {
         }
         // A call without a reply (an Envoy reset) has no maps at all: reading one is refused as
         // a map that is not there (ENVOY-SRC `getConstMap` returns null: BAD_ARGUMENT).
-        let missing = profile.unavailable_map_status(callback, access);
+        let missing = unavailable_map_status(callback, access);
         let present = |data: &Option<Pairs>| data.is_some().then_some(()).ok_or(missing);
         match map {
             MapType::HttpCallResponseHeaders if callback_map(&[Callback::HttpCallResponse]) => {
@@ -1082,7 +1082,7 @@ impl HostState {
                     response_complete: stream.response.complete,
                 };
                 if !profile.map_accessible(map, access, callback, phase) {
-                    return Err(profile.unavailable_map_status(callback, access));
+                    return Err(unavailable_map_status(callback, access));
                 }
                 let (pairs, growth) = match map {
                     MapType::HttpRequestHeaders => (&mut stream.request.headers, &mut stream.request.headers_growth),
@@ -1263,6 +1263,18 @@ impl HostState {
     }
 }
 
+/// The status for a stream map the current callback may not touch (only hosts that police
+/// maps by phase refuse one: [`crate::profile::HostBehaviour::map_accessible`]): a read in the
+/// access log phase is NOT_FOUND ("Maps might point to nullptr in the access log phase",
+/// ENVOY-SRC `getHeaderMapValue`), anything else BAD_ARGUMENT ("Requested map type is not
+/// currently available").
+fn unavailable_map_status(callback: Callback, access: MapAccess) -> Status {
+    if callback == Callback::Log && access == MapAccess::Read {
+        Status::NotFound
+    } else {
+        Status::BadArgument
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use crate::hostfn::HostFunction;
 use crate::profile::{CalloutFailure, Profile};
 use crate::reachability::Reachability;
 use crate::vm::{GrpcReply, HttpCallReply};
+use crate::wasi::PREVIEW1_FUNCTIONS;
 use base64::Engine as _;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -201,7 +202,7 @@ impl From<RequestFile> for RawRequestFile {
 /// ```
 ///
 /// `headers` exclude `:status` (it comes from `status`); `trailers` is optional. What the guest
-/// sees for a failure is the profile's (see [`Profile::callout_failure`]).
+/// sees for a failure is the profile's (see [`crate::profile::HostBehaviour::callout_failure_reply`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawCallResponse", into = "RawCallResponse")]
 pub struct CallResponseFile {
@@ -859,121 +860,6 @@ pub struct TranscriptLog {
 
 // ---- Module report (`host-sim info`) ---------------------------------------------------------
 
-/// WASI preview 1 functions (`wasi_snapshot_preview1`, witx of WASI 0.2 snapshot 1), all of
-/// which `wasmtime-wasi` provides.
-const WASI_P1: &[&str] = &[
-    "args_get",
-    "args_sizes_get",
-    "environ_get",
-    "environ_sizes_get",
-    "clock_res_get",
-    "clock_time_get",
-    "fd_advise",
-    "fd_allocate",
-    "fd_close",
-    "fd_datasync",
-    "fd_fdstat_get",
-    "fd_fdstat_set_flags",
-    "fd_fdstat_set_rights",
-    "fd_filestat_get",
-    "fd_filestat_set_size",
-    "fd_filestat_set_times",
-    "fd_pread",
-    "fd_prestat_get",
-    "fd_prestat_dir_name",
-    "fd_pwrite",
-    "fd_read",
-    "fd_readdir",
-    "fd_renumber",
-    "fd_seek",
-    "fd_sync",
-    "fd_tell",
-    "fd_write",
-    "path_create_directory",
-    "path_filestat_get",
-    "path_filestat_set_times",
-    "path_link",
-    "path_open",
-    "path_readlink",
-    "path_remove_directory",
-    "path_rename",
-    "path_symlink",
-    "path_unlink_file",
-    "poll_oneoff",
-    "proc_exit",
-    "proc_raise",
-    "sched_yield",
-    "random_get",
-    "sock_accept",
-    "sock_recv",
-    "sock_send",
-    "sock_shutdown",
-];
-
-/// The WASI functions proxy-wasm-cpp-host (Envoy's Wasm host) registers, under both
-/// `wasi_snapshot_preview1` and `wasi_unstable`: `FOR_ALL_WASI_FUNCTIONS` in
-/// proxy-wasm-cpp-host include/proxy-wasm/exports.h, registered by `WasmBase::registerCallbacks`
-/// (src/wasm.cc). Any other import makes the module fail to load ("Failed to load Wasm module due
-/// to a missing import", src/wasmtime/wasmtime.cc and src/v8/v8.cc `link`).
-const ENVOY_WASI: &[&str] = &[
-    "fd_write",
-    "fd_read",
-    "fd_seek",
-    "fd_close",
-    "fd_fdstat_get",
-    "environ_get",
-    "environ_sizes_get",
-    "args_get",
-    "args_sizes_get",
-    "clock_time_get",
-    "random_get",
-    "proc_exit",
-    "path_open",
-    "fd_prestat_get",
-    "fd_prestat_dir_name",
-];
-
-/// ABI 0.1.0 host functions ngx_wasm_module still defines for any module (its `ngx_proxy_wasm_hfuncs[]`
-/// rows marked `<= 0.2.1` or `0.1.0` that ABI 0.2.1 dropped); Envoy registers them for ABI 0.1.0
-/// modules only, which host-sim does not load.
-const KONG_LEGACY: &[&str] = &[
-    "proxy_continue_request",
-    "proxy_continue_response",
-    "proxy_resume_downstream",
-    "proxy_resume_upstream",
-    "proxy_get_configuration",
-    "proxy_clear_route_cache",
-];
-
-/// Whether `profile`'s host links the function import `module.name` at all. A host that does not
-/// refuses to load the module, whether or not the import is ever called.
-/// - Envoy (proxy-wasm-cpp-host src/wasm.cc `WasmBase::registerCallbacks`): the ABI's `env.proxy_*`
-///   functions, except `proxy_get_log_level` for a module declaring ABI 0.2.0 (registered for
-///   0.2.1 only); `env.pthread_equal` and `env.emscripten_notify_memory_growth`; the WASI
-///   functions of [`ENVOY_WASI`] under `wasi_snapshot_preview1` and `wasi_unstable`.
-/// - Kong (ngx_wasm_module src/wasm/vm/ngx_wavm.c `ngx_wavm_module_link`: an `env` import without
-///   a host function fails with "missing host function"): the ABI's `env.proxy_*` functions and
-///   the older names of [`KONG_LEGACY`] (the table `ngx_proxy_wasm_hfuncs[]` in
-///   src/common/proxy_wasm/ngx_proxy_wasm_host.c; the ones it has not implemented link and trap
-///   when called); all of `wasi_snapshot_preview1` through wasmtime's WASI
-///   (src/wasm/wrt/ngx_wrt_wasmtime.c:260-300); nothing under `wasi_unstable` or any other module.
-fn host_links(profile: Profile, abi_version: Option<&str>, module: &str, name: &str) -> bool {
-    match (profile, module) {
-        (Profile::Envoy, "env") => match HostFunction::from_name(name) {
-            Some(HostFunction::GetLogLevel) => abi_version != Some("proxy_abi_version_0_2_0"),
-            Some(_) => true,
-            None => matches!(name, "pthread_equal" | "emscripten_notify_memory_growth"),
-        },
-        (Profile::Envoy, "wasi_snapshot_preview1" | "wasi_unstable") => ENVOY_WASI.contains(&name),
-        (Profile::Kong, "env") => HostFunction::from_name(name).is_some() || KONG_LEGACY.contains(&name),
-        (Profile::Kong, "wasi_snapshot_preview1") => WASI_P1.contains(&name),
-        _ => false,
-    }
-}
-
-/// The profiles `host-sim info` reports on.
-const PROFILES: &[Profile] = &[Profile::Envoy, Profile::Kong];
-
 /// What one host makes of a module's imports, with the call graph's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostImports {
@@ -1017,13 +903,13 @@ impl ModuleReport {
                     Some(f) => host_functions.push(f),
                     None => unknown_imports.push(import.clone()),
                 },
-                "wasi_snapshot_preview1" if WASI_P1.contains(&name) => {}
+                "wasi_snapshot_preview1" if PREVIEW1_FUNCTIONS.contains(&name) => {}
                 _ => unknown_imports.push(import.clone()),
             }
         }
         let mut unimplemented = BTreeMap::new();
         let mut hosts = BTreeMap::new();
-        for &profile in PROFILES {
+        for profile in Profile::ALL {
             let missing: Vec<HostFunction> = host_functions
                 .iter()
                 .copied()
@@ -1034,7 +920,7 @@ impl ModuleReport {
                 .iter()
                 .filter(|import| {
                     let (module, name) = import.split_once('.').unwrap_or(("", import));
-                    !host_links(profile, info.abi_version.as_deref(), module, name)
+                    !profile.links(info.abi_version.as_deref(), module, name)
                 })
                 .cloned()
                 .collect();
@@ -1388,18 +1274,13 @@ mod tests {
             ModuleReport::new(&info, reach).hosts["envoy"].cannot_link,
             vec!["env.proxy_get_log_level"]
         );
-        assert!(host_links(Profile::Envoy, None, "env", "pthread_equal"));
-        assert!(host_links(Profile::Envoy, None, "wasi_unstable", "proc_exit"));
-        assert!(!host_links(Profile::Kong, None, "wasi_unstable", "proc_exit"));
-        assert!(!host_links(Profile::Kong, None, "env", "pthread_equal"));
-        assert!(host_links(Profile::Kong, None, "env", "proxy_continue_request"));
-        assert!(!host_links(Profile::Envoy, None, "env", "proxy_continue_request"));
-        assert!(host_links(
-            Profile::Kong,
-            None,
-            "wasi_snapshot_preview1",
-            "path_filestat_get"
-        ));
-        assert!(!host_links(Profile::Envoy, None, "other", "proxy_log"));
+        assert!(Profile::Envoy.links(None, "env", "pthread_equal"));
+        assert!(Profile::Envoy.links(None, "wasi_unstable", "proc_exit"));
+        assert!(!Profile::Kong.links(None, "wasi_unstable", "proc_exit"));
+        assert!(!Profile::Kong.links(None, "env", "pthread_equal"));
+        assert!(Profile::Kong.links(None, "env", "proxy_continue_request"));
+        assert!(!Profile::Envoy.links(None, "env", "proxy_continue_request"));
+        assert!(Profile::Kong.links(None, "wasi_snapshot_preview1", "path_filestat_get"));
+        assert!(!Profile::Envoy.links(None, "other", "proxy_log"));
     }
 }

@@ -62,7 +62,7 @@ pub struct VmOptions {
     pub shared: Option<Arc<Shared>>,
     /// nginx's `client_body_buffer_size` (Kong: `nginx_http_client_body_buffer_size`): a larger
     /// request body is buffered to a file the filter cannot read (Kong profile only; see
-    /// [`Profile::request_body_readable`]).
+    /// [`crate::profile::HostBehaviour::request_body_readable`]).
     pub client_body_buffer_bytes: usize,
     /// Envoy's `fail_open`: once the VM has failed, streams pass without the filter instead of
     /// failing closed ([`crate::profile::AfterTrap::StayFailed`]). Kong has no such setting.
@@ -87,7 +87,7 @@ impl VmOptions {
             any_cluster: false,
             limits: Limits::default(),
             wasi: WasiOptions::default(),
-            log_level: profile.default_log_level(),
+            log_level: LogLevel::Trace,
             shared: None,
             client_body_buffer_bytes: DEFAULT_CLIENT_BODY_BUFFER_BYTES,
             fail_open: false,
@@ -609,7 +609,7 @@ impl Vm {
     /// Trailers end one direction of a stream: queued while the filter holds that direction's
     /// headers (Envoy stops iteration), else delivered, after the request body a whole-body host
     /// still holds. Request trailers are not delivered on a host without that callback (Kong,
-    /// [`Profile::delivers_request_trailers`]): they only end the body.
+    /// [`crate::profile::HostBehaviour::delivers_request_trailers`]): they only end the body.
     fn send_trailers(&mut self, stream: u32, request: bool, pairs: Pairs) -> Result<Option<Action>, HostError> {
         let st = self.stream_mut(stream)?;
         if st.closed(request) {
@@ -941,25 +941,13 @@ impl Vm {
                 // (Envoy `failStream` -> `sendLocalReply` after headers; nginx closes).
                 st.reset = true;
             } else if st.local_response.is_none() {
-                let (body, mut headers) = match profile {
-                    Profile::Envoy => (Vec::new(), Vec::new()),
-                    Profile::Kong => (
-                        br#"{"message":"An unexpected error occurred"}"#.to_vec(),
-                        vec![(
-                            "content-type".to_string(),
-                            "application/json; charset=utf-8".to_string(),
-                        )],
-                    ),
-                };
-                if profile.fail_closed_closes_connection() {
-                    headers.push(("connection".to_string(), "close".to_string()));
-                }
+                let reply = profile.fail_closed_reply();
                 st.local_reply_by_host = true;
                 st.local_response = Some(LocalResponse {
-                    status: profile.fail_closed_status(),
+                    status: reply.status,
                     details: "wasm_fail_stream".into(),
-                    headers,
-                    body,
+                    headers: reply.headers,
+                    body: reply.body,
                     grpc_status: None,
                 });
             }
@@ -1019,7 +1007,7 @@ impl Vm {
     }
 
     /// Ends a stream: the profile's sequence of `proxy_on_log`, `proxy_on_done` and
-    /// `proxy_on_delete` ([`Profile::stream_end_callbacks`]), each recorded in
+    /// `proxy_on_delete` ([`crate::profile::HostBehaviour::stream_end_callbacks`]), each recorded in
     /// [`Vm::actions`] when the host calls it. `proxy_on_done` returning false holds nothing:
     /// neither host waits for `proxy_done` on a stream. Pending callouts of the stream are
     /// cancelled, as hosts cancel them when the stream is destroyed.
@@ -1044,7 +1032,7 @@ impl Vm {
     /// Shuts a root context down: `proxy_on_done`, then, when it returns true or later when
     /// the guest calls `proxy_done`, `proxy_on_delete` (proxy-wasm-cpp-host wasm.cc
     /// `startShutdown`, `done`, `finishShutdown`), with `proxy_on_log` before it where the
-    /// profile says so ([`Profile::root_shutdown_logs`]).
+    /// profile says so ([`crate::profile::HostBehaviour::root_shutdown_logs`]).
     pub fn finish_root(&mut self, root: u32) -> Result<(), HostError> {
         if !self.store.data().roots.contains_key(&root) {
             return Err(HostError::WrongContext(root, "a root context"));
@@ -1067,7 +1055,7 @@ impl Vm {
     }
 
     /// Whether the host still has root context `root` to shut down or wait for: the VM is live,
-    /// the profile's host shuts roots down when it stops ([`Profile::finishes_roots_at_shutdown`]),
+    /// the profile's host shuts roots down when it stops ([`crate::profile::HostBehaviour::finishes_roots_at_shutdown`]),
     /// and the root is still there (not shut down yet, or owing `proxy_done`). A failed VM runs no
     /// callback, so it has nothing left to finish.
     pub fn root_shutdown_pending(&self, root: u32) -> bool {
@@ -1139,31 +1127,17 @@ impl Vm {
                 (Some(all), Some(body), Some(trailers), n, (status as u32, Vec::new()))
             }
             HttpCallReply::Failure(failure) => {
-                let (headers, body) = profile.callout_failure(failure);
-                let status = headers
-                    .iter()
-                    .find(|(k, _)| k == ":status")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                let n = if profile.failure_headers_counted() {
-                    headers.len()
-                } else {
-                    0
-                };
-                let status = match profile.callout_failure_status(failure) {
-                    Some((code, message)) => (code, message.as_bytes().to_vec()),
-                    None => (status, Vec::new()),
-                };
-                if profile.callout_failure_has_reply(failure) {
-                    (
+                let reply = profile.callout_failure_reply(failure);
+                let status = (reply.status.0, reply.status.1.as_bytes().to_vec());
+                match reply.headers {
+                    Some(headers) => (
                         Some(to_pairs(profile, &headers)),
-                        Some(body),
+                        Some(reply.body),
                         Some(Vec::new()),
-                        n,
+                        reply.num_headers,
                         status,
-                    )
-                } else {
-                    (None, None, None, n, status)
+                    ),
+                    None => (None, None, None, reply.num_headers, status),
                 }
             }
         };
@@ -1422,7 +1396,7 @@ impl Vm {
 
     /// Opens the response direction of a stream the filter answered with
     /// `proxy_send_local_response`, so the host can pass that reply through the filter's
-    /// response callbacks ([`Profile::local_reply_response`] says what the filter sees; the
+    /// response callbacks ([`crate::profile::HostBehaviour::local_reply_response`] says what the filter sees; the
     /// caller then sends it with [`Vm::send_response_headers`] and [`Vm::send_response_body`]).
     /// `false`, with nothing changed, when there is no such reply to pass: none yet, the host's
     /// own answer to a failed filter, a reset stream, or one already passed.
@@ -1443,11 +1417,11 @@ impl Vm {
     }
 
     /// Passes the filter's own local reply through its response callbacks, shaped as the
-    /// profile's host shapes it ([`Profile::local_reply_response`]): both hosts run a filter's
+    /// profile's host shapes it ([`crate::profile::HostBehaviour::local_reply_response`]): both hosts run a filter's
     /// local reply through the filter chain's response path. `None` when there is no such reply
     /// to pass ([`Vm::open_response_for_local_reply`]). What the client then gets is what the
     /// filter left (`response_headers`, `forwarded_response_body`), or after a trap there the
-    /// profile's answer ([`Profile::local_reply_survives_response_trap`]).
+    /// profile's answer ([`crate::profile::HostBehaviour::local_reply_survives_response_trap`]).
     pub fn pass_local_reply(&mut self, stream: u32) -> Option<PassedLocalReply> {
         if !self.open_response_for_local_reply(stream) {
             return None;
@@ -1698,7 +1672,7 @@ fn to_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(profile: Profile, pairs: &[(K, V)]) 
     pairs.iter().map(|(k, v)| to_pair(profile, k, v)).collect()
 }
 
-/// One header as the host stores it ([`Profile::header_name`]).
+/// One header as the host stores it ([`crate::profile::HostBehaviour::header_name`]).
 fn to_pair(profile: Profile, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) -> (Vec<u8>, Vec<u8>) {
     (profile.header_name(k.as_ref().to_vec()), v.as_ref().to_vec())
 }

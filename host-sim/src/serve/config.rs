@@ -64,7 +64,7 @@ pub struct Deployment {
     /// The listener address the file declares, if any.
     pub listen: Option<SocketAddr>,
     /// nginx's `client_body_buffer_size` (Kong profile): a larger request body reaches the
-    /// filter unreadable ([`crate::profile::Profile::request_body_readable`]). Kong's
+    /// filter unreadable ([`crate::profile::HostBehaviour::request_body_readable`]). Kong's
     /// `nginx_http_client_body_buffer_size` ([`kong_conf_client_body_buffer`]).
     pub client_body_buffer_bytes: usize,
     /// Envoy `bootstrap_extensions` WasmServices: VMs with a root context and no listener.
@@ -114,7 +114,7 @@ impl Deployment {
             client_body_buffer_bytes: crate::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES,
             services: Vec::new(),
             notes: Vec::new(),
-            generate_request_id: profile == Profile::Envoy,
+            generate_request_id: profile.generates_request_id(),
         }
     }
 }

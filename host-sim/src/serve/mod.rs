@@ -679,23 +679,13 @@ async fn route_request(
         })
         .collect();
     for (name, value) in &parts.headers {
-        // Envoy moves Host into :authority; nginx keeps Host as a header too. Envoy's HTTP/1
-        // codec also removes Transfer-Encoding before the filter chain (seen with Envoy 1.40 in
-        // the e2e suite: a chunked request reaches the filter with neither Content-Length nor
-        // Transfer-Encoding).
-        let envoy_drops = name == hyper::header::HOST || name == hyper::header::TRANSFER_ENCODING;
-        if envoy_drops && shared.profile == Profile::Envoy {
-            continue;
-        }
         headers.push((
             name.as_str().to_string(),
             String::from_utf8_lossy(value.as_bytes()).into_owned(),
         ));
     }
-    // Envoy's connection manager sets x-forwarded-proto before the filters run (e2e: Envoy 1.40).
-    if shared.profile == Profile::Envoy && !headers.iter().any(|(k, _)| k == "x-forwarded-proto") {
-        headers.push(("x-forwarded-proto".to_string(), "http".to_string()));
-    }
+    // What the host's codec and connection manager change before the filters run.
+    let mut headers = shared.profile.downstream_request_headers(headers);
     served.received = body.len() as u64;
     let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
     // ... and, unless told not to, an x-request-id (`Deployment::generate_request_id`).

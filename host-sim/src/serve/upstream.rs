@@ -2,7 +2,7 @@
 //! hyper-util's pooled client over plain TCP, so a callout reuses connections as Envoy's
 //! cluster connection pools do.
 
-use crate::profile::{CalloutFailure, Profile};
+use crate::profile::{CalloutFailure, CalloutUpstream, Profile};
 use crate::state::HttpCall;
 use crate::vm::HttpCallReply;
 use bytes::Bytes;
@@ -128,24 +128,19 @@ pub struct Callout {
 }
 
 impl Callout {
-    /// Prepares `call`, made on a VM whose clock reads `now_ns`. Envoy's async client marks
-    /// callouts as internal and announces their timeout (e2e: the REST proxy saw both from
-    /// Envoy 1.40). The profile's deadline (`Profile::effective_call_timeout_ms`, computed when
-    /// the guest made the call) is the only timeout: at that moment the request is dropped, which
-    /// closes its connection, as Envoy resets the upstream request when a callout times out; no
-    /// timeout (Envoy's 0) waits as long as the upstream takes.
+    /// Prepares `call`, made on a VM whose clock reads `now_ns`, with the headers the profile's
+    /// host adds to a callout ([`crate::profile::HostBehaviour::callout_request_headers`]). The
+    /// profile's deadline (`HostBehaviour::effective_call_timeout_ms`, computed when the guest
+    /// made the call) is the only timeout: at that moment the request is dropped, which closes
+    /// its connection, as Envoy resets the upstream request when a callout times out; no timeout
+    /// (Envoy's 0) waits as long as the upstream takes.
     pub fn new(profile: Profile, upstreams: &BTreeMap<String, SocketAddr>, call: &HttpCall, now_ns: u64) -> Self {
-        let target = match profile {
-            Profile::Envoy => upstreams.get(&call.upstream).map(|a| a.to_string()),
-            Profile::Kong => Some(call.upstream.clone()),
+        let target = match profile.callout_upstream() {
+            CalloutUpstream::Cluster => upstreams.get(&call.upstream).map(|a| a.to_string()),
+            CalloutUpstream::HostPort => Some(call.upstream.clone()),
         };
         let mut headers = call.headers.clone();
-        if profile == Profile::Envoy {
-            headers.push(("x-envoy-internal".into(), "true".into()));
-            if call.timeout_ms > 0 {
-                headers.push(("x-envoy-expected-rq-timeout-ms".into(), call.timeout_ms.to_string()));
-            }
-        }
+        headers.extend(profile.callout_request_headers(profile.effective_call_timeout_ms(call.timeout_ms)));
         Callout {
             target,
             tls: call.header(":scheme") == Some("https"),

@@ -1,7 +1,7 @@
 //! How a gateway response goes on the wire: with a length host-sim computes (its own answers), or
 //! framed as the filter left its headers (what passed through the filter), as the real hosts do:
 //! neither Envoy nor ngx_wasm_module recomputes `content-length` after a filter rewrote a body
-//! ([`crate::Profile::keeps_filter_content_length`]). A stale length then has the host's effect:
+//! ([`crate::profile::HostBehaviour::keeps_filter_content_length`]). A stale length then has the host's effect:
 //! a shorter body leaves the client waiting for the rest (the connection stays open, bounded here
 //! by [`STALE_LENGTH_HOLD`]); a longer one is cut at the declared length by hyper (Envoy writes
 //! the excess bytes, which the client reads as the start of the next response: a documented

@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 const BODY_CHUNK: usize = 64 * 1024;
 
 /// Where a response body passing through the filter comes from (the hosts deliver the two
-/// differently: [`Profile::upstream_body_ends_with_empty_call`]).
+/// differently: [`crate::profile::HostBehaviour::upstream_body_ends_with_empty_call`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyFrom {
     /// An upstream's response, read off its connection.
@@ -395,22 +395,22 @@ impl Worker {
         // The body goes to the filter in chunks, as gateways read it off the socket; a filter that
         // answers before the last chunk leaves the rest unread, and Envoy then closes the
         // connection (e2e: a chunked body over the limit gets 413 with connection: close).
-        // Envoy's HTTP/1 codec passes body data with end_stream=false and then ends the message
-        // with an empty data frame (end_stream=true); Kong buffers the whole body anyway.
+        // How the body ends is the profile's (`request_body_ends_with_empty_call`); Kong buffers
+        // the whole body anyway.
         let chunks = body.len().div_ceil(BODY_CHUNK);
-        let envoy = self.profile == Profile::Envoy;
+        let empty_end = self.profile.request_body_ends_with_empty_call();
         let mut pieces: Vec<(&[u8], bool)> = body
             .chunks(BODY_CHUNK)
             .enumerate()
-            .map(|(i, c)| (c, !envoy && i + 1 == chunks))
+            .map(|(i, c)| (c, !empty_end && i + 1 == chunks))
             .collect();
-        if envoy && has_body {
+        if empty_end && has_body {
             pieces.push((&[], true));
         }
         for (chunk, end_of_stream) in pieces {
             if instance.vm.local_response(stream).is_some() {
                 if let Some(p) = instance.streams.get_mut(&stream) {
-                    p.answered_before_body = envoy;
+                    p.answered_before_body = self.profile.closes_connection_on_unread_request_body();
                 }
                 break;
             }
@@ -532,7 +532,7 @@ impl Worker {
         let response = match result {
             Ok(resp) => {
                 // The filter sees the upstream's headers with its content-length (both hosts keep
-                // it, `Profile::keeps_filter_content_length`); transfer-encoding is the
+                // it, `HostBehaviour::keeps_filter_content_length`); transfer-encoding is the
                 // connection's business, which both hosts' HTTP/1 codecs consume.
                 let mut headers = vec![(":status".to_string(), resp.status.to_string())];
                 headers.extend(
@@ -552,7 +552,7 @@ impl Worker {
 
     /// The answer to a stream the filter ended with a local reply. The filter's own reply passes
     /// through its response callbacks, shaped as the profile's host shapes it
-    /// ([`crate::Profile::local_reply_response`]); the host's answer to a failed filter, and a
+    /// ([`crate::profile::HostBehaviour::local_reply_response`]); the host's answer to a failed filter, and a
     /// reply the filter sent once a response had started (Envoy sends that one straight to the
     /// codec), go out as they are.
     fn local_reply(&self, vm: &mut Vm, stream: u32, local: &LocalResponse) -> GatewayResponse {

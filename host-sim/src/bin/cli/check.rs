@@ -8,7 +8,7 @@ use super::{load_module, print_stdout, read_input, Failure};
 use anyhow::anyhow;
 use clap::Args;
 use host_sim::scenario::{check_configuration, ConfigurationCheck, ScenarioOptions};
-use host_sim::{Engine, EngineConfig, LogLevel, Profile};
+use host_sim::{Engine, EngineConfig, LogLevel};
 
 /// Flags of `host-sim check`.
 #[derive(Debug, Args)]
@@ -34,7 +34,7 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
         .map_or_else(|| "the empty configuration".to_string(), |p| p.display().to_string());
     let engine = Engine::new(EngineConfig::default()).map_err(Failure::runtime)?;
     let module = load_module(&engine, &filter_bytes, &filter_name)?;
-    let profile = Profile::from(args.profile);
+    let profile = args.profile;
     let mut options = ScenarioOptions::new(profile);
     options.configuration = configuration;
     options.root_id = args.root_id;

@@ -6,7 +6,8 @@
 
 use super::{load_module, pretty_json, print_stdout, read_input, rest_record, Failure};
 use anyhow::anyhow;
-use clap::{Args, ValueEnum};
+use clap::Args;
+use host_sim::profile::CalloutUpstream;
 use host_sim::scenario::{run_scenario, Clusters, ScenarioInput, ScenarioOptions};
 use host_sim::transcript::{CallResponseFile, GrpcResponseFile, RequestFile, Transcript, UpstreamResponseFile};
 use host_sim::{Engine, EngineConfig, Profile};
@@ -76,7 +77,7 @@ const MAX_STEP_MS: u64 = 86_400_000;
 pub struct FilterArgs {
     /// Which host to behave like.
     #[arg(long, value_enum, value_name = "PROFILE", default_value = "envoy")]
-    pub profile: ProfileArg,
+    pub profile: Profile,
 
     /// The filter module (`.wasm`; WebAssembly text is accepted too).
     #[arg(long, value_name = "FILE")]
@@ -147,24 +148,6 @@ Exit codes: 0 the transcript was printed (also when the filter trapped: the tran
 1 the filter rejected its configuration (its warn/error lines on stderr; --allow-rejected-config
 prints the transcript instead) or host-sim failed; 2 usage or input error."#;
 
-/// `--profile` values.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ProfileArg {
-    /// Envoy (envoy.filters.http.wasm on proxy-wasm-cpp-host).
-    Envoy,
-    /// Kong 3.x (ngx_wasm_module).
-    Kong,
-}
-
-impl From<ProfileArg> for Profile {
-    fn from(p: ProfileArg) -> Profile {
-        match p {
-            ProfileArg::Envoy => Profile::Envoy,
-            ProfileArg::Kong => Profile::Kong,
-        }
-    }
-}
-
 /// Validated inputs of a run: every file read and parsed.
 struct RunConfig {
     filter_name: String,
@@ -183,9 +166,9 @@ impl RunArgs {
                 "--cluster {empty:?}: a cluster name cannot be empty"
             )));
         }
-        let profile = Profile::from(self.filter.profile);
-        if profile == Profile::Kong && !self.clusters.is_empty() {
-            tracing::warn!("--cluster has no effect with --profile kong (Kong calls take host:port)");
+        let profile = self.filter.profile;
+        if profile.callout_upstream() == CalloutUpstream::HostPort && !self.clusters.is_empty() {
+            tracing::warn!("--cluster has no effect with --profile {profile} (its calls take host:port)");
         }
 
         let filter_name = self.filter.filter.display().to_string();

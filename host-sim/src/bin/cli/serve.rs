@@ -1,7 +1,6 @@
 //! `host-sim serve`: the filter as a real HTTP gateway, optionally with the embedded Kafka REST
 //! proxy as its upstream. Flags are validated into a [`Deployment`] before anything starts.
 
-use super::run::ProfileArg;
 use super::{read_input, Failure};
 use anyhow::anyhow;
 use clap::Args;
@@ -24,7 +23,7 @@ use std::time::Duration;
 pub struct ServeArgs {
     /// Which host to behave like (with --filter; --envoy and --kong imply it).
     #[arg(long, value_enum, value_name = "PROFILE", default_value = "envoy")]
-    profile: ProfileArg,
+    profile: Profile,
     /// The filter module.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["envoy", "kong"])]
     filter: Option<PathBuf>,
@@ -160,7 +159,7 @@ fn deployment(args: &ServeArgs) -> Result<Deployment, Failure> {
                 .map_or(Fallback::NotFound, Fallback::Upstream),
             ..Route::new("default", filter.clone(), config)
         };
-        Deployment::new(Profile::from(args.profile), vec![route])
+        Deployment::new(args.profile, vec![route])
     } else {
         return Err(Failure::usage(anyhow!(
             "give the filter with --filter, --envoy or --kong (see --help)"

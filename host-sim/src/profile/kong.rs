@@ -1,0 +1,404 @@
+//! Kong 3.x on ngx_wasm_module: what it does differently from the spec's host
+//! ([`super::HostBehaviour`]'s defaults), each with its source (the source tags are listed in
+//! [`super`]).
+
+use super::{
+    shaped_local_reply, AfterTrap, BodyDelivery, BudgetRefusal, Callback, CalloutFailure, CalloutFailureReply,
+    CalloutUpstream, HostBehaviour, HostProperty, HostReply, MapAccess, MapType, MetricOp, PropertyFacts,
+    PropertyValue, SecondLocalResponse, StreamPhase,
+};
+use crate::abi::{encode_pairs, MetricType, Status};
+use crate::hostfn::HostFunction;
+use crate::state::{LocalResponse, OverBudget};
+use crate::wasi::PREVIEW1_FUNCTIONS;
+
+/// Kong 3.x (ngx_wasm_module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kong;
+
+/// ABI 0.1.0 host functions ngx_wasm_module still defines for any module (its `ngx_proxy_wasm_hfuncs[]`
+/// rows marked `<= 0.2.1` or `0.1.0` that ABI 0.2.1 dropped); Envoy registers them for ABI 0.1.0
+/// modules only, which host-sim does not load.
+const KONG_LEGACY: &[&str] = &[
+    "proxy_continue_request",
+    "proxy_continue_response",
+    "proxy_resume_downstream",
+    "proxy_resume_upstream",
+    "proxy_get_configuration",
+    "proxy_clear_route_cache",
+];
+
+/// The timeout of a callout that asks for none: the Wasm socket timeouts apply, 60 s by default
+/// (Kong/ngx_wasm_module docs/DIRECTIVES.md `socket_connect_timeout`, `socket_read_timeout`,
+/// `socket_send_timeout`).
+const DEFAULT_CALL_TIMEOUT_MS: u64 = 60_000;
+
+impl HostBehaviour for Kong {
+    fn name(&self) -> &'static str {
+        "kong"
+    }
+
+    /// ngx_wasm_module src/wasm/vm/ngx_wavm.c `ngx_wavm_module_link`: an `env` import without a
+    /// host function fails with "missing host function". It links the ABI's `env.proxy_*`
+    /// functions and the older names of [`KONG_LEGACY`] (the table `ngx_proxy_wasm_hfuncs[]` in
+    /// src/common/proxy_wasm/ngx_proxy_wasm_host.c; the ones it has not implemented link and trap
+    /// when called); all of `wasi_snapshot_preview1` through wasmtime's WASI
+    /// (src/wasm/wrt/ngx_wrt_wasmtime.c:260-300); nothing under `wasi_unstable` or any other
+    /// module.
+    fn links(&self, _abi_version: Option<&str>, module: &str, name: &str) -> bool {
+        match module {
+            "env" => HostFunction::from_name(name).is_some() || KONG_LEGACY.contains(&name),
+            "wasi_snapshot_preview1" => PREVIEW1_FUNCTIONS.contains(&name),
+            _ => false,
+        }
+    }
+
+    /// Kong traps on the host functions it has not implemented (KONG-DOC, "NYI" rows): log
+    /// level, `proxy_done`, stream close, gRPC, `proxy_get_status`,
+    /// `proxy_resolve_shared_queue`.
+    fn implements(&self, function: HostFunction) -> bool {
+        !matches!(
+            function,
+            HostFunction::GetLogLevel
+                | HostFunction::Done
+                | HostFunction::CloseStream
+                | HostFunction::GrpcCall
+                | HostFunction::GrpcStream
+                | HostFunction::GrpcSend
+                | HostFunction::GrpcCancel
+                | HostFunction::GrpcClose
+                | HostFunction::GetStatus
+                | HostFunction::ResolveSharedQueue
+        )
+    }
+
+    /// Kong runs the first of `_start` or `_initialize` it finds (KONG-DIFF).
+    fn start_functions(&self, has_initialize: bool, _has_main: bool, has_start: bool) -> Vec<&'static str> {
+        if has_start {
+            vec!["_start"]
+        } else if has_initialize {
+            vec!["_initialize"]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Kong always passes `false`, even for a request without a body (KONG-DIFF; KONG-SRC
+    /// `ngx_http_proxy_wasm_on_request_headers`).
+    fn request_headers_end_of_stream(&self, _real: bool) -> bool {
+        false
+    }
+
+    /// ngx_wasm_module builds the pseudo-headers from the request line as `:method, :path,
+    /// :scheme` and `:authority` from Host (KONG-SRC ngx_http_proxy_wasm_headers/properties),
+    /// which host-sim keeps as `:method, :path, :authority, :scheme`. nginx keeps Host as a
+    /// header too.
+    fn request_pseudo_header_order(&self) -> [&'static str; 4] {
+        [":method", ":path", ":authority", ":scheme"]
+    }
+
+    /// nginx reads the whole body first ([`BodyDelivery::WholeOnce`]).
+    fn request_body_delivery(&self) -> BodyDelivery {
+        BodyDelivery::WholeOnce
+    }
+
+    /// ngx_wasm_module never calls `proxy_on_request_trailers` (KONG-DOC:
+    /// `on_http_request_trailers` is NYI; ngx_http_proxy_wasm.c runs no request-trailers step),
+    /// so on Kong trailers only end the body.
+    fn delivers_request_trailers(&self) -> bool {
+        false
+    }
+
+    /// nginx writes a body larger than `client_body_buffer_size` to a temp file, and
+    /// ngx_wasm_module cannot hand that to a filter (KONG-SRC ngx_proxy_wasm_host.c:77-83; its
+    /// test t/03-proxy_wasm/hfuncs/113-proxy_get_http_request_body.t TEST 3).
+    fn request_body_readable(&self, len: usize, client_body_buffer_bytes: usize) -> bool {
+        len <= client_body_buffer_bytes
+    }
+
+    /// Kong keeps the nginx request and serves its headers in every phase (KONG-SRC maps).
+    fn map_accessible(&self, _map: MapType, _access: MapAccess, _callback: Callback, _phase: StreamPhase) -> bool {
+        true
+    }
+
+    /// Kong traps ("local response already stashed", KONG-SRC
+    /// `ngx_proxy_wasm_hfuncs_send_local_response`).
+    fn second_local_response(&self) -> SecondLocalResponse {
+        SecondLocalResponse::Trap
+    }
+
+    /// Kong traps once the response headers went to the client ("response already sent",
+    /// KONG-SRC); Envoy accepts it and resets the stream.
+    fn late_local_response_traps(&self) -> bool {
+        true
+    }
+
+    /// KONG-DIFF: a local response from `proxy_on_http_call_response` cancels the stream's other
+    /// pending dispatches.
+    fn local_response_cancels_dispatches(&self) -> bool {
+        true
+    }
+
+    /// ngx_wasm_module stashes the reply with a line feed appended to a non-empty body
+    /// (KONG-SRC src/http/ngx_http_wasm_local_response.c:132-141) and flushes it through nginx's
+    /// header and body filters (:179-236: the filter's headers, `Content-Type` from nginx's
+    /// `default_type` for a body, `Content-Length` of the body with its line feed, then
+    /// `ngx_http_wasm_send_chain_link`), where the wasm filter module runs
+    /// `on_response_headers` and `on_response_body` (src/http/ngx_http_wasm_filter_module.c:
+    /// 66-131 header filter, 142+ body filter); t/03-proxy_wasm/hfuncs/
+    /// 102-proxy_send_local_response.t TEST 6 logs both callbacks for a reply without a body.
+    /// nginx's own `Server`, `Date` and `Connection` headers are not modelled here. A direct
+    /// reply (the default [`HostBehaviour::direct_local_reply`]) goes out as the filter gave
+    /// it: ngx_wasm_module's own outcome there (a broken status line and the upstream's stale
+    /// Content-Length, KONG-OBS, host.c:1087-1111) is not modelled.
+    fn local_reply_response(&self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
+        let mut body = local.body.clone();
+        if !body.is_empty() {
+            body.push(b'\n');
+        }
+        shaped_local_reply(local, body, true)
+    }
+
+    /// ngx_wasm_module always runs the body filter with the last buffer, 0 bytes and end of
+    /// stream included (`ngx_http_wasm_send_chain_link` sends `NGX_HTTP_LAST` for no body,
+    /// KONG-SRC src/http/ngx_http_wasm_util.c; t/03-proxy_wasm/hfuncs/
+    /// 102-proxy_send_local_response.t TEST 6: "on_response_body, 0 bytes, eof: true"). An
+    /// upstream body comes in one call, with the last buffer (not observed separately against
+    /// nginx).
+    fn response_body_callback(&self, _body: &[u8]) -> bool {
+        true
+    }
+
+    /// Kong/nginx answers 500 with Kong's JSON error body, and closes the connection (KONG-OBS,
+    /// nginx 1.26.3 with ngx_wasm_module: "After a trap: the client gets 500 ... and
+    /// `Connection: close`").
+    fn fail_closed_reply(&self) -> HostReply {
+        HostReply {
+            status: 500,
+            headers: vec![
+                (
+                    "content-type".to_string(),
+                    "application/json; charset=utf-8".to_string(),
+                ),
+                ("connection".to_string(), "close".to_string()),
+            ],
+            body: br#"{"message":"An unexpected error occurred"}"#.to_vec(),
+        }
+    }
+
+    /// A trap in the response phase fails open, the response already chosen goes out
+    /// (KONG-OBS: a trap in on_response_headers delivered the upstream response; for a local
+    /// reply this follows from that observation, it was not run).
+    fn local_reply_survives_response_trap(&self) -> bool {
+        true
+    }
+
+    /// See [`AfterTrap::FreshInstance`] (KONG-SRC ngx_proxy_wasm.c:1000-1006, :1203-1210,
+    /// :1232-1242).
+    fn after_trap(&self) -> AfterTrap {
+        AfterTrap::FreshInstance
+    }
+
+    /// ngx_wasm_module answers an allocation failure in most host functions with
+    /// INTERNAL_FAILURE (`ngx_proxy_wasm_result_err`, KONG-SRC ngx_proxy_wasm_host.c: set_buffer
+    /// :548, set_header_map_pairs :761, add/replace_header_map_value :804/:838, dispatch_http_call
+    /// :1228, set_property :989), and traps where its fixed-size shared memory zones are full:
+    /// `shm_kv` ("failed setting value to shm (could not write to slab)", :1393; Kong/
+    /// ngx_wasm_module docs/DIRECTIVES.md `shm_kv ... eviction=none`), `shm_queue` ("could not
+    /// enqueue (queue is full)", :1497; DIRECTIVES.md: "writes will fail when the allocated
+    /// memory slab is full") and the metrics zone ("no memory (increase \"slab_size\"
+    /// directive)", :1664). A queue registration allocates nothing in Kong (its zones are
+    /// configured); host-sim creates the queue there, and refuses it with INTERNAL_FAILURE.
+    /// `proxy_log` is never refused on either host: the oldest log lines give way instead
+    /// ([`crate::state`]).
+    fn over_budget(&self, function: HostFunction, _refusal: &OverBudget) -> BudgetRefusal {
+        match function {
+            HostFunction::SetSharedData => {
+                BudgetRefusal::Trap("failed setting value to shm (could not write to slab)".into())
+            }
+            HostFunction::EnqueueSharedQueue => BudgetRefusal::Trap("could not enqueue (queue is full)".into()),
+            HostFunction::DefineMetric => {
+                BudgetRefusal::Trap("could not define metric: no memory (increase \"slab_size\" directive)".into())
+            }
+            _ => BudgetRefusal::Status(Status::InternalFailure),
+        }
+    }
+
+    /// Kong allows dispatch only from request headers/body, ticks, dispatch responses and
+    /// foreign function callbacks, and traps elsewhere (KONG-DIFF).
+    fn dispatch_allowed(&self, callback: Callback) -> bool {
+        matches!(
+            callback,
+            Callback::RequestHeaders
+                | Callback::RequestBody
+                | Callback::Tick
+                | Callback::HttpCallResponse
+                | Callback::ForeignFunction
+        )
+    }
+
+    /// A `host:port` (KONG-DOC dispatch_http_call).
+    fn callout_upstream(&self) -> CalloutUpstream {
+        CalloutUpstream::HostPort
+    }
+
+    /// `:method` and `:path` (KONG-DOC dispatch_http_call; `:authority` only sets Host).
+    fn required_call_headers(&self) -> &'static [&'static str] {
+        &[":method", ":path"]
+    }
+
+    /// 0 means the socket timeouts, 60 s by default ([`DEFAULT_CALL_TIMEOUT_MS`]).
+    fn effective_call_timeout_ms(&self, requested: u32) -> Option<u64> {
+        Some(match requested {
+            0 => DEFAULT_CALL_TIMEOUT_MS,
+            ms => u64::from(ms),
+        })
+    }
+
+    /// Kong reports every failure with no headers plus a `:dispatch_status` pseudo-header
+    /// ("timeout", "broken connection", ...), readable although the call reports zero headers;
+    /// `proxy_get_status` is not implemented (KONG-DOC).
+    fn callout_failure_reply(&self, failure: CalloutFailure) -> CalloutFailureReply {
+        let status = match failure {
+            CalloutFailure::Timeout => "timeout",
+            CalloutFailure::BrokenConnection => "broken connection",
+            CalloutFailure::Reset => "reader failure",
+        };
+        CalloutFailureReply {
+            status: (0, ""),
+            headers: Some(vec![(":dispatch_status".to_string(), status.to_string())]),
+            body: Vec::new(),
+            num_headers: 0,
+        }
+    }
+
+    /// Kong ignores the call and answers OK (KONG-SRC
+    /// `ngx_proxy_wasm_hfuncs_set_effective_context`).
+    fn effective_context_switches(&self) -> bool {
+        false
+    }
+
+    /// Kong traps when called from a context other than the root ("can only set tick_period in
+    /// root context") and when a period is already set ("tick_period already set") (KONG-SRC
+    /// `ngx_proxy_wasm_hfuncs_set_tick_period`).
+    fn tick_period_refusal(&self, from_root: bool, already_set: bool) -> Option<&'static str> {
+        if !from_root {
+            Some("can only set tick_period in root context")
+        } else if already_set {
+            Some("tick_period already set")
+        } else {
+            None
+        }
+    }
+
+    /// ngx_wasm_module never shuts a root down: a worker's exit destroys the instances' stores
+    /// (ngx_proxy_wasm.c `ngx_proxy_wasm_root_destroy`) and root contexts are never finalized
+    /// (`destroy_pwexec`: "never called on root rexec for now"). host-sim keeps the spec's
+    /// sequence where it does shut one down (the default `root_shutdown_logs`).
+    fn finishes_roots_at_shutdown(&self) -> bool {
+        false
+    }
+
+    /// Every value as a string (Kong/ngx_wasm_module docs/PROXY_WASM.md, properties): integers
+    /// in decimal, booleans as `true`/`false` (KONG-SRC `get_connection_mtls`).
+    fn encode_property(&self, value: PropertyValue) -> Vec<u8> {
+        match value {
+            PropertyValue::Str(s) => s.into_bytes(),
+            PropertyValue::Int(i) => i.to_string().into_bytes(),
+            PropertyValue::Bool(b) => b.to_string().into_bytes(),
+            PropertyValue::Map(pairs) => encode_pairs(&pairs),
+        }
+    }
+
+    /// Kong maps each attribute to an nginx variable and exposes nginx variables under `ngx.*`
+    /// (KONG-SRC `ngx_proxy_wasm_properties.c`, table `pw2ngx`): `plugin_root_id` prints the
+    /// root context's number (`get_filter_root_id`; Kong has no root id setting) and
+    /// `plugin_vm_id` is NYI; `source.address` is `$remote_addr`, the address alone;
+    /// `destination.*` are `$proxy_protocol_addr`/`_port`, unset without the PROXY protocol.
+    fn host_property(&self, path: &[&str], facts: &PropertyFacts<'_>) -> HostProperty {
+        let value = match path {
+            ["plugin_root_id"] => facts.root_context.map(|id| PropertyValue::Str(id.to_string())),
+            ["plugin_vm_id"] | ["destination", ..] => None,
+            ["source", "address"] => facts
+                .stream
+                .map(|(_, stream)| PropertyValue::Str(stream.info.source_address.clone())),
+            ["ngx", var] => nginx_variable(var, facts).map(PropertyValue::Str),
+            _ => return HostProperty::Common,
+        };
+        value.map_or(HostProperty::NotFound, HostProperty::Value)
+    }
+
+    /// Kong prefixes custom metrics with `pw.<filter name>.` (KONG-DOC metrics).
+    fn metric_name(&self, plugin_name: &str, name: &str) -> String {
+        format!("pw.{plugin_name}.{name}")
+    }
+
+    /// ngx_wasm_module adds the delta (`counter += n`, ngx_wa_metrics.c).
+    fn counters_may_decrease(&self) -> bool {
+        true
+    }
+
+    /// See [`metric_trap`].
+    fn metric_trap(&self, op: MetricOp, id: u32, kind: Option<MetricType>) -> Option<String> {
+        metric_trap(op, id, kind)
+    }
+}
+
+/// An nginx variable of the effective stream (`ngx.<name>` properties).
+fn nginx_variable(name: &str, facts: &PropertyFacts<'_>) -> Option<String> {
+    let (stream_id, stream) = facts.stream?;
+    let info = &stream.info;
+    let path = facts.request_header(":path").unwrap_or_default();
+    Some(match name {
+        "request_uri" => path,
+        "uri" => path.split('?').next().unwrap_or_default().to_string(),
+        "args" => path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default(),
+        "request_method" => facts.request_header(":method")?,
+        "scheme" => facts.request_header(":scheme").unwrap_or_else(|| "http".into()),
+        "host" => facts.request_header(":authority")?,
+        "remote_addr" => info.source_address.clone(),
+        "remote_port" => info.source_port.to_string(),
+        "server_addr" => info.destination_address.clone(),
+        "server_port" => info.destination_port.to_string(),
+        "server_protocol" => info.protocol.clone(),
+        "content_length" => facts.request_header("content-length")?,
+        "content_type" => facts.request_header("content-type")?,
+        // nginx's `$request_id`: "unique request identifier generated from 16 random bytes,
+        // in hexadecimal" (nginx.org/en/docs/http/ngx_http_core_module.html#var_request_id),
+        // whatever the request's headers say. The stream's id when it has one, else 32 hex
+        // digits of its context id.
+        "request_id" if info.request_id.is_empty() => format!("{stream_id:032x}"),
+        "request_id" => info.request_id.clone(),
+        other => {
+            let name = other.strip_prefix("http_")?.replace('_', "-");
+            facts.request_header(&name)?
+        }
+    })
+}
+
+/// ngx_wasm_module traps where Envoy answers with a status (ngx_proxy_wasm_host.c,
+/// `ngx_proxy_wasm_hfuncs_increment_metric`, `_record_metric`, `_get_metric`; ngx_wa_metrics.c):
+/// an unknown id, an increment of anything but a counter, a record into a counter, a read of a
+/// histogram.
+fn metric_trap(op: MetricOp, id: u32, kind: Option<MetricType>) -> Option<String> {
+    let (doing, wrong_kind) = match op {
+        MetricOp::Increment => (
+            "could not increment metric id",
+            (kind != Some(MetricType::Counter)).then_some("metric not a counter"),
+        ),
+        MetricOp::Record => (
+            "could not record value in metric id",
+            (kind == Some(MetricType::Counter)).then_some("metric is a counter"),
+        ),
+        MetricOp::Get => (
+            "could not retrieve metric id",
+            (kind == Some(MetricType::Histogram)).then_some("metric is a histogram"),
+        ),
+    };
+    let reason = if kind.is_none() {
+        Some("metric not found")
+    } else {
+        wrong_kind
+    }?;
+    Some(format!("{doing} \"{id}\": {reason}"))
+}
