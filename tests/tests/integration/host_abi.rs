@@ -2,12 +2,10 @@
 //! host-sim, with the spec's status codes and effects — on both profiles wherever both hosts
 //! implement the function (what differs between them is in `profiles.rs`).
 
-mod probe;
-
+use crate::probe::{metric_name, pairs, probe_options, upstream, values, Probe, PLUGIN, ROOT_ID, VM_ID};
 use host_sim::wasi::VIRTUAL_EPOCH_NS;
 use host_sim::{CalloutFailure, GrpcReply, HttpCallReply, LogLevel, Profile, Status};
 use kafka_upstream_tests::{header, logs_at, PROFILES};
-use probe::{metric_name, pairs, probe_options, upstream, values, Probe, PLUGIN, ROOT_ID, VM_ID};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,9 +6,10 @@
 //! `return_error_message`; 413 before anything is sent; and the request flow each host sees
 //! (actions per callback, when the call is made, the request never forwarded upstream).
 
-mod filter_common;
-
-use filter_common::{config, Gateway, Request, BAD_GATEWAY, GATEWAY_TIMEOUT, SENT, TOO_LARGE, TOPIC, V2_ACK, V3_ACK};
+use crate::filter_common::{
+    base64, config, v2_message, Gateway, Request, BAD_GATEWAY, ENVOY_CLUSTER, FILTER, GATEWAY_TIMEOUT, SENT, TOO_LARGE,
+    TOPIC, V2_ACK, V3_ACK,
+};
 use host_sim::{CalloutFailure, LogLevel, Profile};
 use kafka_upstream_tests::PROFILES;
 use serde_json::{json, Value};
@@ -573,11 +574,8 @@ fn the_default_limit_is_one_mebibyte_and_applies_without_forward_body() {
         let body = vec![7u8; 1 << 20];
         let call = gw.produce(&Request::post("/", Some("application/octet-stream"), &body));
         assert_eq!(
-            filter_common::v2_message(&call),
-            format!(
-                r#"{{"body":"{}","body_args":{{}},"body_base64":true}}"#,
-                filter_common::base64(&body)
-            ),
+            v2_message(&call),
+            format!(r#"{{"body":"{}","body_args":{{}},"body_base64":true}}"#, base64(&body)),
             "{profile}: exactly 1 MiB is accepted"
         );
     }
@@ -589,7 +587,7 @@ fn a_body_of_exactly_the_limit_is_sent() {
         let mut gw = limited(profile, 10);
         let call = gw.produce(&Request::post("/", Some("text/plain"), b"0123456789"));
         assert_eq!(
-            filter_common::v2_message(&call),
+            v2_message(&call),
             r#"{"body":"0123456789","body_args":{}}"#,
             "{profile}"
         );
@@ -674,10 +672,7 @@ fn kong_passes_end_of_stream_false_yet_a_get_dispatches_at_the_headers() {
         .unwrap();
     assert_eq!(action, Some(host_sim::Action::Pause));
     let call = gw.only_call();
-    assert_eq!(
-        filter_common::v2_message(&call),
-        r#"{"body":"","body_args":{},"body_base64":true}"#
-    );
+    assert_eq!(v2_message(&call), r#"{"body":"","body_args":{},"body_base64":true}"#);
     gw.reply(call.token, 200, V2_ACK);
     assert_eq!(gw.answer(stream), (200, SENT.to_string()));
 }
@@ -705,7 +700,7 @@ fn a_body_continues_from_the_headers_and_pauses_in_the_body() {
         gw.vm.send_request_body(stream, &req.chunks[1], true).unwrap();
         let call = gw.only_call();
         assert_eq!(
-            filter_common::v2_message(&call),
+            v2_message(&call),
             r#"{"body":"{\"id\":1}","body_args":{"id":1}}"#,
             "{profile}"
         );
@@ -739,11 +734,7 @@ fn transfer_encoding_without_content_length_waits_for_the_body() {
             .chunk(b"def");
         let mut gw = Gateway::new(profile, &config(profile, json!({})));
         let call = gw.produce(&req);
-        assert_eq!(
-            filter_common::v2_message(&call),
-            r#"{"body":"abcdef","body_args":{}}"#,
-            "{profile}"
-        );
+        assert_eq!(v2_message(&call), r#"{"body":"abcdef","body_args":{}}"#, "{profile}");
         // A chunked body that turns out empty: filter_request_shapes.rs (Kong delivers none).
     }
 }
@@ -760,11 +751,7 @@ fn request_trailers_end_the_body() {
         let mut gw = Gateway::new(profile, &config(profile, json!({})));
         let stream = gw.send(&req);
         let call = gw.only_call();
-        assert_eq!(
-            filter_common::v2_message(&call),
-            r#"{"body":"abcdef","body_args":{}}"#,
-            "{profile}"
-        );
+        assert_eq!(v2_message(&call), r#"{"body":"abcdef","body_args":{}}"#, "{profile}");
         gw.reply(call.token, 200, V2_ACK);
         assert_eq!(gw.answer(stream), (200, SENT.to_string()), "{profile}");
         if profile == Profile::Envoy {
@@ -801,7 +788,7 @@ fn a_body_without_length_headers_is_awaited_only_where_end_of_stream_is_real() {
         Some(host_sim::Action::Pause)
     );
     let call = gw.only_call();
-    assert_eq!(filter_common::v2_message(&call), r#"{"body":"chunked","body_args":{}}"#);
+    assert_eq!(v2_message(&call), r#"{"body":"chunked","body_args":{}}"#);
     gw.reply(call.token, 200, V2_ACK);
     assert_eq!(gw.answer(stream), (200, SENT.to_string()));
 
@@ -814,7 +801,7 @@ fn a_body_without_length_headers_is_awaited_only_where_end_of_stream_is_real() {
         Some(host_sim::Action::Pause)
     );
     let call = gw.only_call();
-    assert_eq!(filter_common::v2_message(&call), r#"{"body":"","body_args":{}}"#);
+    assert_eq!(v2_message(&call), r#"{"body":"","body_args":{}}"#);
     gw.reply(call.token, 200, V2_ACK);
     assert_eq!(gw.answer(stream), (200, SENT.to_string()));
 }
@@ -961,9 +948,9 @@ fn metric_names_follow_the_prefix_or_the_root_id() {
         // Two instances in one VM: an Envoy root_id names them apart; Kong's numeric root id
         // is not used, so there `metrics.prefix` is the way.
         let mut o = kafka_upstream_tests::options(profile);
-        o.clusters = vec![filter_common::ENVOY_CLUSTER.to_string()];
+        o.clusters = vec![ENVOY_CLUSTER.to_string()];
         o.plugin_name = "kafka_upstream".into();
-        let mut vm = kafka_upstream_tests::start_with(&kafka_upstream_tests::load(filter_common::FILTER), o);
+        let mut vm = kafka_upstream_tests::start_with(&kafka_upstream_tests::load(FILTER), o);
         let cfg = config(profile, json!({}));
         let a = vm
             .create_root_context("orders-edge", cfg.to_string().as_bytes())

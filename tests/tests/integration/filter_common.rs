@@ -3,7 +3,6 @@
 //! REST proxy calls the filter makes, canned REST proxy replies, and the client's answer.
 //!
 //! Shared by the `filter_*.rs` integration tests.
-#![allow(dead_code)]
 
 use base64::Engine as _;
 use host_sim::{ActionRecord, CalloutFailure, HttpCall, HttpCallReply, LogLevel, Profile, Vm};

@@ -1,6 +1,5 @@
 //! Counterparts for the `serve_*.rs` integration tests: a backend that records what it was sent,
 //! and host-sim's REST proxy in memory.
-#![allow(dead_code)]
 
 use rest_proxy::{RestProxy, RestProxyConfig};
 use std::net::SocketAddr;

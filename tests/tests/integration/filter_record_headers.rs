@@ -4,11 +4,9 @@
 //! configured, in synchronous and asynchronous mode and for every target topic; a v2
 //! configuration that asks for record headers is refused with one line saying why.
 
-mod filter_common;
-
 use std::time::Duration;
 
-use filter_common::*;
+use crate::filter_common::*;
 use kafka_upstream_tests::PROFILES;
 use serde_json::{json, Value};
 

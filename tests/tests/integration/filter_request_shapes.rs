@@ -4,9 +4,7 @@
 //! body, trailers without a body, a body announced but never delivered, a stream that ends
 //! early, a body larger than Kong's client body buffer; and the host decided per request.
 
-mod filter_common;
-
-use filter_common::{config, v2_message, Gateway, Request, SENT, V2_ACK};
+use crate::filter_common::{config, v2_message, Gateway, Request, SENT, V2_ACK};
 use host_sim::{LogLevel, Profile};
 use kafka_upstream_tests::{dump_logs, PROFILES};
 use serde_json::{json, Value};

@@ -1,6 +1,5 @@
 //! Driving `abi_probe.wasm` (test-filters/abi-probe): VMs set up the way the probe expects, streams
 //! opened with an `x-probe` scenario, and the `probe:<event> <json>` reports it logs, parsed.
-#![allow(dead_code)]
 
 use host_sim::{HttpCallReply, Profile, Vm, VmOptions};
 use kafka_upstream_tests::{dump_logs, load, options, request_headers, start_with};
