@@ -7,8 +7,8 @@
 //! (actions per callback, when the call is made, the request never forwarded upstream).
 
 use crate::filter_common::{
-    base64, config, v2_message, Gateway, Request, BAD_GATEWAY, ENVOY_CLUSTER, FILTER, GATEWAY_TIMEOUT, SENT, TOO_LARGE,
-    TOPIC, V2_ACK, V3_ACK,
+    base64, config, exported_metric, filter_options, v2_message, Gateway, Request, BAD_GATEWAY, FILTER,
+    GATEWAY_TIMEOUT, SENT, TOO_LARGE, TOPIC, V2_ACK, V3_ACK,
 };
 use host_sim::{CalloutFailure, LogLevel, Profile};
 use kafka_upstream_tests::PROFILES;
@@ -841,26 +841,6 @@ fn one_record_per_request_topic_and_payload_unchanged_by_the_outcome_path() {
 
 // ---- metrics -----------------------------------------------------------------------------------
 
-/// The name under which each host exports the filter's metric `<prefix>.<name>` (host-sim
-/// profile.rs `metric_name`: Envoy `wasmcustom.`, Kong `pw.<filter name>.`).
-fn exported(profile: Profile, prefix: &str, name: &str) -> String {
-    match profile {
-        Profile::Envoy => format!("wasmcustom.{prefix}.{name}"),
-        Profile::Kong => format!("pw.kafka_upstream.{prefix}.{name}"),
-    }
-}
-
-/// The value of counter or gauge `<prefix>.<name>`, and its samples for a histogram.
-fn metric(gw: &Gateway, prefix: &str, name: &str) -> (u64, Vec<u64>) {
-    let full = exported(gw.profile, prefix, name);
-    let m = gw
-        .vm
-        .metrics()
-        .remove(&full)
-        .unwrap_or_else(|| panic!("{}: no metric {full}: {:?}", gw.profile, gw.vm.metrics().keys()));
-    (m.value, m.samples)
-}
-
 #[test]
 fn synchronous_mode_counts_answers_records_and_calls() {
     for profile in PROFILES {
@@ -906,10 +886,10 @@ fn synchronous_mode_counts_answers_records_and_calls() {
             "rest_calls_no_reply",
             "buffer_depth",
         ]
-        .map(|name| metric(&gw, "kafka_upstream", name).0);
+        .map(|name| gw.metric(name).value);
         assert_eq!(counters, [1, 1, 1, 2, 1, 2, 1, 1, 0, 1, 0, 0], "{profile}");
         assert_eq!(
-            metric(&gw, "kafka_upstream", "rest_call_latency_ms").1,
+            gw.metric("rest_call_latency_ms").samples,
             vec![30, 0, 2500],
             "{profile}"
         );
@@ -922,10 +902,9 @@ fn a_call_the_host_refuses_counts_as_no_reply() {
         let mut gw = Gateway::new(profile, &config(profile, json!({"rest_proxy": {"upstream": up}})));
         let stream = gw.send(&Request::get("/"));
         assert_eq!(gw.answer(stream).0, 502, "{profile}");
-        let counts = ["rest_calls_no_reply", "messages_failed", "requests_5xx"]
-            .map(|name| metric(&gw, "kafka_upstream", name).0);
+        let counts = ["rest_calls_no_reply", "messages_failed", "requests_5xx"].map(|name| gw.metric(name).value);
         assert_eq!(counts, [1, 1, 1], "{profile}");
-        assert!(metric(&gw, "kafka_upstream", "rest_call_latency_ms").1.is_empty());
+        assert!(gw.metric("rest_call_latency_ms").samples.is_empty());
     }
 }
 
@@ -935,7 +914,11 @@ fn metric_names_follow_the_prefix_or_the_root_id() {
         // `metrics.prefix`.
         let mut gw = Gateway::new(profile, &config(profile, json!({"metrics": {"prefix": "orders.eu-1"}})));
         gw.produce(&Request::get("/"));
-        assert_eq!(metric(&gw, "orders.eu-1", "messages_sent").0, 1, "{profile}");
+        assert_eq!(
+            gw.metric_with_prefix("orders.eu-1", "messages_sent").value,
+            1,
+            "{profile}"
+        );
         assert!(
             !gw.vm
                 .metrics()
@@ -947,10 +930,7 @@ fn metric_names_follow_the_prefix_or_the_root_id() {
 
         // Two instances in one VM: an Envoy root_id names them apart; Kong's numeric root id
         // is not used, so there `metrics.prefix` is the way.
-        let mut o = kafka_upstream_tests::options(profile);
-        o.clusters = vec![ENVOY_CLUSTER.to_string()];
-        o.plugin_name = "kafka_upstream".into();
-        let mut vm = kafka_upstream_tests::start_with(&kafka_upstream_tests::load(FILTER), o);
+        let mut vm = kafka_upstream_tests::start_with(&kafka_upstream_tests::load(FILTER), filter_options(profile));
         let cfg = config(profile, json!({}));
         let a = vm
             .create_root_context("orders-edge", cfg.to_string().as_bytes())
@@ -958,7 +938,7 @@ fn metric_names_follow_the_prefix_or_the_root_id() {
         let b = vm.create_root_context("", cfg.to_string().as_bytes()).unwrap();
         assert!(a.configure_ok && b.configure_ok, "{profile}");
         let names: Vec<String> = vm.metrics().into_keys().collect();
-        let expect = |prefix: &str| exported(profile, prefix, "messages_sent");
+        let expect = |prefix: &str| exported_metric(profile, prefix, "messages_sent");
         assert!(names.contains(&expect("kafka_upstream")), "{profile}: {names:?}");
         match profile {
             Profile::Envoy => assert!(names.contains(&expect("orders-edge")), "{names:?}"),

@@ -67,24 +67,11 @@ fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     p.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
 }
 
-/// The records of a v3 body: one object, or several one per line (streaming mode).
-fn records(call: &host_sim::HttpCall) -> Vec<Value> {
-    serde_json::Deserializer::from_slice(&call.body)
-        .into_iter::<Value>()
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| {
-            panic!(
-                "v3 body is not JSON values ({e}): {}",
-                String::from_utf8_lossy(&call.body)
-            )
-        })
-}
-
 /// Produces `req` synchronously and returns the record headers of its one call.
 fn produced_headers(profile: host_sim::Profile, headers: Value, req: &Request) -> Option<Vec<(String, String)>> {
     let mut gw = Gateway::new(profile, &v3_config(profile, headers));
     let call = gw.produce_with(req, V3_ACK);
-    let records = records(&call);
+    let records = call_values(&call);
     assert_eq!(records.len(), 1, "{profile}");
     record_headers(&records[0])
 }
@@ -189,7 +176,7 @@ fn every_topic_of_a_request_gets_the_same_headers() {
         let calls = gw.calls();
         assert_eq!(calls.len(), 2, "{profile}");
         for call in &calls {
-            let records = records(call);
+            let records = call_values(call);
             assert_eq!(
                 record_headers(&records[0]),
                 Some(pairs(&[("x-request-id", "r-1")])),
@@ -231,7 +218,7 @@ fn asynchronous_batches_carry_each_records_headers() {
         );
         gw.vm.advance_time(Duration::from_millis(100)).expect("virtual clock");
         let call = gw.only_call();
-        let records = records(&call);
+        let records = call_values(&call);
         assert_eq!(
             records.iter().map(record_headers).collect::<Vec<_>>(),
             vec![
