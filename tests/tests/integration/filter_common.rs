@@ -188,6 +188,16 @@ impl Request {
     }
 }
 
+/// The action a callback returned, as [`Gateway::actions`] reports it.
+pub const PAUSE: Option<&str> = Some("Pause");
+/// See [`PAUSE`].
+pub const CONTINUE: Option<&str> = Some("Continue");
+
+/// `(callback, action)` pairs in the shape [`Gateway::actions`] returns.
+pub fn actions(list: &[(&'static str, Option<&str>)]) -> Vec<(&'static str, Option<String>)> {
+    list.iter().map(|(c, a)| (*c, a.map(str::to_string))).collect()
+}
+
 /// A VM running the filter with one configured root context.
 pub struct Gateway {
     /// The VM.
@@ -480,7 +490,8 @@ pub fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn unbase64(text: &str) -> Vec<u8> {
+/// The bytes of standard base64 `text` (panics when it is not base64).
+pub fn unbase64(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .unwrap_or_else(|e| panic!("not base64 ({e}): {text:?}"))

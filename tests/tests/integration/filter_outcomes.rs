@@ -7,21 +7,13 @@
 //! (actions per callback, when the call is made, the request never forwarded upstream).
 
 use crate::filter_common::{
-    base64, config, exported_metric, filter_options, v2_message, Gateway, Request, BAD_GATEWAY, FILTER,
-    GATEWAY_TIMEOUT, SENT, TOO_LARGE, TOPIC, V2_ACK, V3_ACK,
+    actions, base64, config, exported_metric, filter_options, v2_message, Gateway, Request, BAD_GATEWAY, CONTINUE,
+    FILTER, GATEWAY_TIMEOUT, PAUSE, SENT, TOO_LARGE, TOPIC, V2_ACK, V3_ACK,
 };
 use host_sim::{CalloutFailure, LogLevel, Profile};
 use kafka_upstream_tests::PROFILES;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-const PAUSE: Option<&str> = Some("Pause");
-const CONTINUE: Option<&str> = Some("Continue");
-
-/// `(callback, action)` pairs in the shape [`Gateway::actions`] returns.
-fn actions(list: &[(&'static str, Option<&str>)]) -> Vec<(&'static str, Option<String>)> {
-    list.iter().map(|(c, a)| (*c, a.map(str::to_string))).collect()
-}
 
 /// The documented order of the `rest_proxy` members (README.md, "Answers").
 const DETAIL_ORDER: [&str; 5] = ["topic", "status", "error_code", "message", "dispatch_status"];

@@ -56,11 +56,7 @@ fn record_headers(record: &Value) -> Option<Vec<(String, String)>> {
 }
 
 fn unbase64_text(text: &str) -> String {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .unwrap_or_else(|e| panic!("not base64 ({e}): {text:?}"));
-    String::from_utf8(bytes).expect("UTF-8 value")
+    String::from_utf8(unbase64(text)).expect("UTF-8 value")
 }
 
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -4,20 +4,12 @@
 //! body, trailers without a body, a body announced but never delivered, a stream that ends
 //! early, a body larger than Kong's client body buffer; and the host decided per request.
 
-use crate::filter_common::{config, v2_message, Gateway, Request, SENT, V2_ACK};
+use crate::filter_common::{actions, config, v2_message, Gateway, Request, CONTINUE, PAUSE, SENT, V2_ACK};
 use host_sim::{LogLevel, Profile};
 use kafka_upstream_tests::{dump_logs, PROFILES};
 use serde_json::{json, Value};
 
 const BODY_UNREADABLE: &str = r#"{"message":"Internal Server Error","error":"could not read the request body"}"#;
-const PAUSE: Option<&str> = Some("Pause");
-const CONTINUE: Option<&str> = Some("Continue");
-
-/// `(callback, action)` pairs in the shape [`Gateway::actions`] returns.
-fn actions(list: &[(&'static str, Option<&str>)]) -> Vec<(&'static str, Option<String>)> {
-    list.iter().map(|(c, a)| (*c, a.map(str::to_string))).collect()
-}
-
 /// How a request ended for the client.
 #[derive(Debug, PartialEq, Eq)]
 enum Ending {

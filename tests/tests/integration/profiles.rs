@@ -1,16 +1,13 @@
 //! Every Envoy/Kong difference host-sim models (issue 2, section 4, and the ones found in the
 //! hosts' sources since), each shown on the real `abi_probe.wasm` under both profiles.
 
-use crate::probe::{metric_name, pairs, probe_options, upstream, Probe, PLUGIN, VM_ID};
-use host_sim::{Action, CalloutFailure, HostError, HttpCallReply, LogLevel, Profile, Status};
+use crate::probe::{
+    metric_name, pairs, probe_options, upstream, Probe, BAD_ARGUMENT, NOT_FOUND, OK, PARSE_FAILURE, PLUGIN, VM_ID,
+};
+use host_sim::{Action, CalloutFailure, HostError, HttpCallReply, LogLevel, Profile};
 use kafka_upstream_tests::{header, logs_containing, PROFILES};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-const OK: u64 = Status::Ok as u64;
-const NOT_FOUND: u64 = Status::NotFound as u64;
-const BAD_ARGUMENT: u64 = Status::BadArgument as u64;
-const PARSE_FAILURE: u64 = Status::ParseFailure as u64;
 
 // ---- proxy_http_call -------------------------------------------------------------------------
 
