@@ -1,4 +1,4 @@
-//! Counterparts for the `serve_*.rs` integration tests: a backend that records what it was sent,
+//! Counterparts for the `serve*` modules' tests: a backend that records what it was sent,
 //! and host-sim's REST proxy in memory.
 
 use rest_proxy::{RestProxy, RestProxyConfig};
