@@ -13,7 +13,6 @@ use crate::filter_common::{
 use host_sim::{CalloutFailure, LogLevel, Profile};
 use kafka_upstream_tests::PROFILES;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 /// The documented order of the `rest_proxy` members (README.md, "Answers").
 const DETAIL_ORDER: [&str; 5] = ["topic", "status", "error_code", "message", "dispatch_status"];
@@ -293,10 +292,10 @@ fn run_case(profile: Profile, rest_proxy: &Value, name: &str, inject: &Inject, e
             Inject::Http(status, body) => gw.reply(call.token, *status, body),
             Inject::Fail(f) => gw.fail(call.token, *f),
             Inject::Timeout => {
-                gw.vm.advance_time(Duration::from_millis(timeout_ms - 1)).unwrap();
+                gw.advance(timeout_ms - 1);
                 assert!(!gw.answered(stream), "{context}: answered before the timeout");
                 assert_eq!(gw.calls().len(), 1, "{context}: the call is still in flight");
-                gw.vm.advance_time(Duration::from_millis(1)).unwrap();
+                gw.advance(1);
                 assert!(gw.calls().is_empty(), "{context}: the host gave up on the call");
             }
         }
@@ -386,9 +385,9 @@ fn the_default_timeout_is_ten_seconds() {
     for profile in PROFILES {
         let mut gw = Gateway::new(profile, &config(profile, json!({})));
         let stream = gw.send(&Request::get("/"));
-        gw.vm.advance_time(Duration::from_millis(9_999)).unwrap();
+        gw.advance(9_999);
         assert!(!gw.answered(stream), "{profile}");
-        gw.vm.advance_time(Duration::from_millis(1)).unwrap();
+        gw.advance(1);
         assert_eq!(gw.answer(stream), (504, GATEWAY_TIMEOUT.to_string()), "{profile}");
     }
 }
@@ -477,13 +476,13 @@ fn several_topics_200_only_when_every_record_is_acknowledged() {
         // One timed out, the other acknowledged: 504.
         let (mut gw, stream, eu, _) = multi(profile, false);
         gw.reply(eu, 200, V2_ACK);
-        gw.vm.advance_time(Duration::from_millis(1000)).unwrap();
+        gw.advance(1000);
         assert_eq!(gw.answer(stream), (504, GATEWAY_TIMEOUT.to_string()), "{profile}");
 
         // A failure outranks a timeout.
         let (mut gw, stream, _, us) = multi(profile, true);
         gw.reply(us, 500, r#"{"error_code":50001,"message":"down"}"#);
-        gw.vm.advance_time(Duration::from_millis(1000)).unwrap();
+        gw.advance(1000);
         let details = json!({"topic":"orders-us","status":500,"error_code":50001,"message":"down"});
         assert_eq!(gw.answer(stream), (502, detailed(BAD_GATEWAY, &details)), "{profile}");
 
@@ -804,7 +803,7 @@ fn a_client_that_goes_away_leaves_nothing_behind() {
         let mut gw = Gateway::new(profile, &config(profile, json!({})));
         let stream = gw.send(&Request::get("/"));
         assert_eq!(gw.calls().len(), 1);
-        gw.vm.finish_stream(stream).unwrap();
+        gw.finish(stream);
         assert!(gw.calls().is_empty(), "{profile}: the host cancels the call");
         assert!(!gw.vm.stream_exists(stream), "{profile}");
         assert!(gw.vm.failure().is_none(), "{profile}");
@@ -844,7 +843,7 @@ fn synchronous_mode_counts_answers_records_and_calls() {
         // Acknowledged after 30 ms of virtual time.
         let ok = gw.send(&Request::get("/"));
         let call = gw.only_call();
-        gw.vm.advance_time(Duration::from_millis(30)).unwrap();
+        gw.advance(30);
         gw.reply(call.token, 200, V2_ACK);
         // Karapace's 422 with the record's own error.
         let refused = gw.send(&Request::get("/"));
@@ -856,7 +855,7 @@ fn synchronous_mode_counts_answers_records_and_calls() {
         );
         // A timeout, a topic outside the allowlist, a body too large.
         let late = gw.send(&Request::get("/"));
-        gw.vm.advance_time(Duration::from_millis(2500)).unwrap();
+        gw.advance(2500);
         let not_allowed = gw.send(&Request::get("/?topic-list=elsewhere"));
         let too_large = gw.send(&Request::post("/", Some("application/json"), br#"{"id":1}"#));
         let statuses: Vec<u32> = [ok, refused, late, not_allowed, too_large]

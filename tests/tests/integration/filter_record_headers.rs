@@ -4,8 +4,6 @@
 //! configured, in synchronous and asynchronous mode and for every target topic; a v2
 //! configuration that asks for record headers is refused with one line saying why.
 
-use std::time::Duration;
-
 use crate::filter_common::*;
 use kafka_upstream_tests::PROFILES;
 use serde_json::{json, Value};
@@ -212,7 +210,7 @@ fn asynchronous_batches_carry_each_records_headers() {
             gw.calls().is_empty(),
             "{profile}: nothing leaves before the flush timeout"
         );
-        gw.vm.advance_time(Duration::from_millis(100)).expect("virtual clock");
+        gw.advance(100);
         let call = gw.only_call();
         let records = call_values(&call);
         assert_eq!(

@@ -183,7 +183,7 @@ fn a_body_announced_but_never_delivered() {
         // The stream ends instead (the client went away): nothing sent, one error line.
         let mut gw = Gateway::new(profile, &config(profile, json!({})));
         let stream = gw.send(&announced);
-        gw.vm.finish_stream(stream).unwrap();
+        gw.finish(stream);
         assert!(gw.calls().is_empty(), "{profile}");
         assert!(!gw.answered(stream), "{profile}: nobody left to answer");
         assert_eq!(
@@ -203,7 +203,7 @@ fn a_stream_that_ends_early() {
         let part = Request::post("/", Some("text/plain"), b"0123456789");
         gw.vm.send_request_headers(stream, &part.headers, false).unwrap();
         gw.vm.send_request_body(stream, b"0123", false).unwrap();
-        gw.vm.finish_stream(stream).unwrap();
+        gw.finish(stream);
         assert!(gw.calls().is_empty(), "{profile}");
         assert!(!gw.answered(stream), "{profile}");
         // Envoy delivered the first chunk; Kong holds the body until it is complete.

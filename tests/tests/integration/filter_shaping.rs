@@ -318,7 +318,7 @@ fn async_mode_buffers_the_shaped_record_and_its_key() {
         let stream = gw.send(&order_request("/a"));
         assert_eq!(gw.answer(stream), (200, SENT.to_string()), "{profile}");
         assert!(gw.calls().is_empty(), "{profile}: nothing is sent from the request");
-        gw.vm.advance_time(std::time::Duration::from_millis(50)).expect("ticks");
+        gw.advance(50);
         let call = gw.only_call();
         assert_eq!(v2_message(&call), r#"{"id":"o-1","m":"POST"}"#, "{profile}");
         assert_eq!(v2_key(&call).as_deref(), Some("o-1"), "{profile}");
