@@ -111,12 +111,12 @@ bench: wasm venv
 	PYTHONDONTWRITEBYTECODE=1 timeout -k 10 540 $(VENV)/bin/python tests/e2e/bench_gateway.py \
 		--parts12-binary target/release/bench --out-dir $(BENCH_OUT) $(BENCH_ARGS)
 
-# Seeded fuzzing (tests/tests/fuzz.rs) beyond the slice `make unit` runs: each fuzz test runs new
-# seeds for SECONDS seconds (the two run side by side); a failure prints its seed and the command
-# that reruns it.
+# Seeded fuzzing (tests/tests/integration/fuzz.rs, the `fuzz::` tests of the integration binary)
+# beyond the slice `make unit` runs: each fuzz test runs new seeds for SECONDS seconds (the two run
+# side by side); a failure prints its seed and the command that reruns it.
 SECONDS ?= 300
 fuzz: wasm
-	FUZZ_SECONDS=$(SECONDS) $(CARGO) test --release -p kafka-upstream-tests --test fuzz -- --nocapture
+	FUZZ_SECONDS=$(SECONDS) $(CARGO) test --release -p kafka-upstream-tests --test integration -- fuzz:: --nocapture
 
 # The filter as an OCI image layout (target/oci/kafka-upstream): one gzipped-tar layer holding
 # plugin.wasm, the image shape Istio's WasmPlugin and Envoy Gateway's EnvoyExtensionPolicy pull

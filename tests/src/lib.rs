@@ -1,10 +1,11 @@
-//! Shared helpers for the integration tests that drive the real `.wasm` files through host-sim.
+//! Shared helpers for the integration tests that drive the real `.wasm` files through host-sim
+//! (the one test binary `tests/tests/integration/`).
 //!
 //! - [`wasm_path`] finds a built module (`$WASM_DIR`, else the workspace's
 //!   `target/wasm32-wasip1/wasm/`) and fails loudly when it is missing: a test that silently
 //!   skips proves nothing.
 //! - [`engine`] is one process-wide host-sim engine whose precompiled-module cache lives in
-//!   `target/host-sim-cache`, so every test process after the first deserializes instead of
+//!   `target/host-sim-cache`, so every test run after the first deserializes instead of
 //!   compiling; [`load`] also keeps each loaded module for the rest of the process.
 //! - [`options`], [`start`] and friends build VMs per profile; [`headers`] and the log helpers
 //!   keep test bodies short.

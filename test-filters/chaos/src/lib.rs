@@ -19,7 +19,7 @@
 //! The generator lives in the VM (one stream for every context), so a host that drives the
 //! module the same way sees the same calls: a seed reproduces a run. `"<seed> 0"` makes every
 //! callback a no-op that continues, which is how the fuzz test checks a VM still works after
-//! the chaos (tests/tests/fuzz.rs).
+//! the chaos (tests/tests/integration/fuzz.rs).
 //!
 //! The module touches no heap: every byte it hands the host lives in fixed scratch areas, and
 //! pointers the host writes through are never aimed at the module's own state, so the host's

@@ -22,14 +22,12 @@
 //! the command that reruns exactly that case (`FUZZ_SEED=<seed>`). Failures found are kept as
 //! regression tests at the end of this file.
 
-mod filter_common;
-
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use crate::filter_common::{upstream, Gateway, Request};
 use base64::Engine as _;
-use filter_common::{upstream, Gateway, Request};
 use host_sim::{Action, CalloutFailure, GrpcReply, HostError, HttpCall, HttpCallReply, Module, Profile, Vm, VmOptions};
 use kafka_upstream_tests::{load, options, PROFILES};
 use serde_json::{json, Value};
@@ -90,7 +88,9 @@ fn env_u64(name: &str) -> Option<u64> {
 /// `catch_unwind`, so a host panic is reported with its seed like any other failure.
 fn run_seeds(test: &str, default_cases: u64, case: impl Fn(u64) -> Result<(), String>) {
     let rerun = |seed: u64| {
-        format!("FUZZ_SEED={seed} cargo test --release -p kafka-upstream-tests --test fuzz -- {test} --exact")
+        format!(
+            "FUZZ_SEED={seed} cargo test --release -p kafka-upstream-tests --test integration -- fuzz::{test} --exact"
+        )
     };
     let run = |seed: u64| -> Result<(), String> {
         match catch_unwind(AssertUnwindSafe(|| case(seed))) {

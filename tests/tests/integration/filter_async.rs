@@ -8,225 +8,70 @@
 //! Time only moves when a test advances it, so "not before" and "by then" are exact statements
 //! about the filter's schedule, not wall-clock measurements.
 
-use std::time::Duration;
-
 use base64::Engine as _;
-use host_sim::{CalloutFailure, HttpCall, HttpCallReply, LogLevel, Metric, Profile, Vm};
-use kafka_upstream_tests::{dump_logs, load, options, start_with, PROFILES};
+use host_sim::{CalloutFailure, HttpCall, HttpCallReply, LogLevel, Profile};
+use kafka_upstream_tests::{dump_logs, PROFILES};
 use serde_json::{json, Value};
 
-const FILTER: &str = "kafka_upstream";
-const PLUGIN: &str = "kafka_upstream";
-const ENVOY_CLUSTER: &str = "kafka_rest";
-const KONG_UPSTREAM: &str = "rest-proxy:8082";
-const TOPIC: &str = "orders";
+use crate::filter_common::{call_values, upstream, v2_ack_of, Gateway, Request, BUFFER_FULL, SENT, UNHEALTHY};
+
 /// The tick period with the default producer settings (`MAX_TICK_MS`).
 const TICK_MS: u64 = 20;
 
-const SENT: &str = r#"{"message":"message sent"}"#;
-const BUFFER_FULL: &str = r#"{"message":"Service Unavailable","error":"the message buffer is full"}"#;
-const UNHEALTHY: &str = r#"{"message":"Service Unavailable","error":"the Kafka REST proxy is unhealthy"}"#;
-
-fn upstream(profile: Profile) -> &'static str {
-    match profile {
-        Profile::Envoy => ENVOY_CLUSTER,
-        Profile::Kong => KONG_UPSTREAM,
-    }
+/// `POST /kafka` carrying `{"n":n}` (application/json); [`numbers`] reads `n` back from a batch.
+fn numbered(n: u32) -> Request {
+    Request::post("/kafka", Some("application/json"), format!(r#"{{"n":{n}}}"#).as_bytes())
 }
 
-/// A VM running the filter in asynchronous mode, one configured root context.
-struct Gateway {
-    vm: Vm,
-    root: u32,
-    profile: Profile,
-}
-
+/// The asynchronous producer's side of the gateway: messages numbered `n`, sent and settled.
 impl Gateway {
-    /// `{"topic":"orders","rest_proxy":{…},"producer_async":true}` plus the members of `extra`.
-    fn new(profile: Profile, extra: Value) -> Gateway {
-        let mut config = json!({
-            "topic": TOPIC,
-            "rest_proxy": {"upstream": upstream(profile), "timeout": 60_000},
-            "producer_async": true,
-        });
-        for (k, v) in extra.as_object().expect("extra config is an object") {
-            config[k] = v.clone();
-        }
-        let mut o = options(profile);
-        o.clusters = vec![ENVOY_CLUSTER.to_string()];
-        o.plugin_name = PLUGIN.into();
-        let mut vm = start_with(&load(FILTER), o);
-        let root = vm
-            .create_root_context("", config.to_string().as_bytes())
-            .unwrap_or_else(|e| panic!("{profile}: root context: {e}\n{}", dump_logs(&vm)));
-        assert!(root.configure_ok, "{profile}: {config} rejected:\n{}", dump_logs(&vm));
-        Gateway {
-            vm,
-            root: root.id,
-            profile,
-        }
-    }
-
-    /// Starts `POST /kafka` carrying `{"n":n}` (application/json): headers only.
+    /// Starts the request for `{"n":n}`: headers only.
     fn start_request(&mut self, n: u32) -> u32 {
-        let body = format!(r#"{{"n":{n}}}"#);
-        let stream = self.vm.create_http_stream(self.root).expect("stream");
-        let headers = [
-            (":method", "POST"),
-            (":path", "/kafka"),
-            (":authority", "gw.test"),
-            (":scheme", "http"),
-            ("content-type", "application/json"),
-            ("content-length", &body.len().to_string()),
-        ];
-        self.vm
-            .send_request_headers(stream, &headers, false)
-            .expect("request headers");
-        self.check();
-        stream
+        self.send_headers(&numbered(n))
     }
 
-    /// Sends the request for `{"n":n}` and returns the client's answer.
-    fn send(&mut self, n: u32) -> (u32, String) {
-        let stream = self.start_request(n);
+    /// Sends the request for `{"n":n}` (its body only if the headers were not answered already)
+    /// and returns the client's answer.
+    fn send_numbered(&mut self, n: u32) -> (u32, String) {
+        let req = numbered(n);
+        let stream = self.send_headers(&req);
         if !self.answered(stream) {
-            let body = format!(r#"{{"n":{n}}}"#);
-            self.vm
-                .send_request_body(stream, body.as_bytes(), true)
-                .expect("request body");
-            self.check();
+            self.send_body_on(stream, &req);
         }
         let answer = self.answer(stream);
-        self.vm.finish_stream(stream).expect("finish stream");
+        self.finish(stream);
         answer
     }
 
     /// Sends `{"n":n}` and expects 200 at once.
     fn accept(&mut self, n: u32) {
-        assert_eq!(self.send(n), (200, SENT.to_string()), "{}: message {n}", self.profile);
-    }
-
-    fn answered(&self, stream: u32) -> bool {
-        self.vm.local_response(stream).is_some()
-    }
-
-    fn answer(&self, stream: u32) -> (u32, String) {
-        let r = self
-            .vm
-            .local_response(stream)
-            .unwrap_or_else(|| panic!("{}: no answer\n{}", self.profile, dump_logs(&self.vm)));
-        (r.status, String::from_utf8(r.body.clone()).expect("UTF-8 answer"))
-    }
-
-    fn check(&self) {
-        assert!(
-            self.vm.failure().is_none(),
-            "{}: the VM failed:\n{}",
-            self.profile,
-            dump_logs(&self.vm)
-        );
-    }
-
-    /// Moves the virtual clock (ticks and call timeouts fire on the way).
-    fn advance(&mut self, ms: u64) {
-        self.vm.advance_time(Duration::from_millis(ms)).expect("virtual clock");
-        self.check();
-    }
-
-    /// Pending REST proxy calls, oldest first.
-    fn calls(&self) -> Vec<HttpCall> {
-        self.vm.http_calls()
-    }
-
-    /// Takes the pending calls, asserting how many there are.
-    fn expect_calls(&self, n: usize) -> Vec<HttpCall> {
-        let calls = self.calls();
         assert_eq!(
-            calls.len(),
-            n,
-            "{}: calls {calls:#?}\n{}",
-            self.profile,
-            dump_logs(&self.vm)
+            self.send_numbered(n),
+            (200, SENT.to_string()),
+            "{}: message {n}",
+            self.profile
         );
-        for call in &calls {
-            // The producer's calls belong to the root context, never to a request.
-            assert_eq!(
-                call.context_id, self.root,
-                "{}: call made by {}",
-                self.profile, call.context_id
-            );
-        }
-        calls
-    }
-
-    fn reply(&mut self, token: u32, status: u16, body: &str) {
-        let reply = HttpCallReply::Response {
-            status,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: body.as_bytes().to_vec(),
-            trailers: Vec::new(),
-        };
-        self.vm.respond_http_call(token, reply).expect("call reply");
-        self.check();
     }
 
     /// Acknowledges every record of a v2 batch.
     fn ack(&mut self, call: &HttpCall) {
         let n = numbers(call).len();
-        self.reply(call.token, 200, &v2_ack(n));
+        self.reply(call.token, 200, &v2_ack_of(n));
     }
 
     fn fail_500(&mut self, call: &HttpCall) {
         self.reply(call.token, 500, r#"{"error_code":50001,"message":"broker down"}"#);
     }
 
-    /// The metric `name` as this profile's host exports it.
-    fn metric(&self, name: &str) -> Metric {
-        let full = match self.profile {
-            Profile::Envoy => format!("wasmcustom.kafka_upstream.{name}"),
-            Profile::Kong => format!("pw.{PLUGIN}.kafka_upstream.{name}"),
-        };
-        self.vm
-            .metrics()
-            .remove(&full)
-            .unwrap_or_else(|| panic!("{}: no metric {full}: {:?}", self.profile, self.vm.metrics().keys()))
-    }
-
+    /// The value of the filter's metric `name`.
     fn value(&self, name: &str) -> u64 {
         self.metric(name).value
     }
-
-    fn logs_at(&self, level: LogLevel) -> Vec<String> {
-        self.vm
-            .logs()
-            .into_iter()
-            .filter(|e| e.level == level)
-            .map(|e| e.message)
-            .collect()
-    }
-}
-
-fn v2_ack(n: usize) -> String {
-    let offsets: Vec<String> = (0..n)
-        .map(|i| format!(r#"{{"partition":0,"offset":{i},"error_code":null,"error":null}}"#))
-        .collect();
-    format!(
-        r#"{{"offsets":[{}],"key_schema_id":null,"value_schema_id":null}}"#,
-        offsets.join(",")
-    )
-}
-
-/// The JSON values of a call body: one for v2 (`{"records":[…]}`), one per record for v3.
-fn values(call: &HttpCall) -> Vec<Value> {
-    serde_json::Deserializer::from_slice(&call.body)
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("call body is not JSON ({e}): {}", String::from_utf8_lossy(&call.body)))
 }
 
 /// The `n` of every record in a batch, in order (v2 or v3, binary format).
 fn numbers(call: &HttpCall) -> Vec<u64> {
-    let vals = values(call);
+    let vals = call_values(call);
     let records: Vec<Value> = match vals[0].get("records") {
         Some(Value::Array(records)) => records.clone(),
         _ => vals,
@@ -250,7 +95,7 @@ fn numbers(call: &HttpCall) -> Vec<u64> {
 #[test]
 fn requests_are_answered_when_buffered_and_batches_leave_by_count() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(profile, json!({"producer_request_limits_messages_per_request": 3}));
+        let mut gw = Gateway::asynchronous(profile, json!({"producer_request_limits_messages_per_request": 3}));
         for n in 0..7 {
             gw.accept(n);
         }
@@ -258,7 +103,7 @@ fn requests_are_answered_when_buffered_and_batches_leave_by_count() {
         assert!(gw.calls().is_empty(), "{profile}: a request dispatched");
         assert_eq!(gw.value("buffer_depth"), 7, "{profile}");
         gw.advance(TICK_MS);
-        let calls = gw.expect_calls(2);
+        let calls = gw.root_calls(2);
         assert_eq!(numbers(&calls[0]), vec![0, 1, 2], "{profile}");
         assert_eq!(numbers(&calls[1]), vec![3, 4, 5], "{profile}");
         assert_eq!(calls[0].header(":path"), Some("/topics/orders"));
@@ -271,9 +116,9 @@ fn requests_are_answered_when_buffered_and_batches_leave_by_count() {
         }
         // The seventh waits for the flush timeout.
         gw.advance(900);
-        gw.expect_calls(0);
+        gw.root_calls(0);
         gw.advance(100);
-        let last = gw.expect_calls(1);
+        let last = gw.root_calls(1);
         assert_eq!(numbers(&last[0]), vec![6], "{profile}");
         gw.ack(&last[0]);
         assert_eq!(gw.value("messages_sent"), 7, "{profile}");
@@ -292,24 +137,24 @@ fn requests_are_answered_when_buffered_and_batches_leave_by_count() {
 fn batches_leave_by_bytes() {
     for profile in PROFILES {
         // One record's size in a request body, measured on a one-record batch.
-        let mut probe = Gateway::new(profile, json!({}));
+        let mut probe = Gateway::asynchronous(profile, json!({}));
         probe.accept(1);
         probe.advance(1000);
-        let one = probe.expect_calls(1).remove(0);
+        let one = probe.root_calls(1).remove(0);
         let envelope = r#"{"records":[]}"#.len();
         let record = one.body.len() - envelope;
 
         // Room for exactly two records (and their comma).
         let limit = envelope + 2 * record + 1;
-        let mut gw = Gateway::new(profile, json!({"producer_request_limits_bytes_per_request": limit}));
+        let mut gw = Gateway::asynchronous(profile, json!({"producer_request_limits_bytes_per_request": limit}));
         gw.accept(1);
         gw.advance(TICK_MS);
-        gw.expect_calls(0);
+        gw.root_calls(0);
         for n in 2..=5 {
             gw.accept(n);
         }
         gw.advance(TICK_MS);
-        let calls = gw.expect_calls(2);
+        let calls = gw.root_calls(2);
         assert_eq!(numbers(&calls[0]), vec![1, 2], "{profile}");
         assert_eq!(numbers(&calls[1]), vec![3, 4], "{profile}");
         for call in &calls {
@@ -319,9 +164,9 @@ fn batches_leave_by_bytes() {
         }
         // The fifth does not fill a batch: it goes at the flush timeout, 1 s after it came.
         gw.advance(1000 - 2 * TICK_MS);
-        gw.expect_calls(0);
+        gw.root_calls(0);
         gw.advance(TICK_MS);
-        let last = gw.expect_calls(1);
+        let last = gw.root_calls(1);
         assert_eq!(numbers(&last[0]), vec![5], "{profile}");
         assert!(last[0].body.len() < limit);
     }
@@ -330,36 +175,36 @@ fn batches_leave_by_bytes() {
 #[test]
 fn flush_timeout_sends_a_partial_batch() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(profile, json!({"producer_async_flush_timeout": 300}));
+        let mut gw = Gateway::asynchronous(profile, json!({"producer_async_flush_timeout": 300}));
         gw.accept(1);
         gw.advance(100);
         gw.accept(2);
         gw.advance(180);
-        gw.expect_calls(0);
+        gw.root_calls(0);
         // 300 ms after the first record: both go, the younger riding along.
         gw.advance(20);
-        let calls = gw.expect_calls(1);
+        let calls = gw.root_calls(1);
         assert_eq!(numbers(&calls[0]), vec![1, 2], "{profile}");
         gw.ack(&calls[0]);
         gw.advance(5000);
-        gw.expect_calls(0);
+        gw.root_calls(0);
     }
 }
 
 #[test]
 fn a_failed_batch_is_retried_after_the_backoff_then_acknowledged() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(profile, json!({"producer_async_flush_timeout": 100}));
+        let mut gw = Gateway::asynchronous(profile, json!({"producer_async_flush_timeout": 100}));
         gw.accept(1);
         gw.advance(100);
-        let first = gw.expect_calls(1);
+        let first = gw.root_calls(1);
         gw.fail_500(&first[0]);
-        gw.expect_calls(0);
+        gw.root_calls(0);
         // producer_request_retries_backoff_timeout: 100 ms.
         gw.advance(80);
-        gw.expect_calls(0);
+        gw.root_calls(0);
         gw.advance(20);
-        let second = gw.expect_calls(1);
+        let second = gw.root_calls(1);
         assert_eq!(second[0].body, first[0].body, "{profile}: the same record again");
         gw.ack(&second[0]);
         assert_eq!(
@@ -387,7 +232,7 @@ fn a_failed_batch_is_retried_after_the_backoff_then_acknowledged() {
 #[test]
 fn host_timeouts_and_failures_are_retried_too() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(
+        let mut gw = Gateway::asynchronous(
             profile,
             json!({
                 "rest_proxy": {"upstream": upstream(profile), "timeout": 500},
@@ -397,19 +242,19 @@ fn host_timeouts_and_failures_are_retried_too() {
         );
         gw.accept(1);
         gw.advance(20);
-        gw.expect_calls(1);
+        gw.root_calls(1);
         // The host gives up on the call (Envoy: 504 from its async client; Kong: no reply,
         // :dispatch_status timeout).
         gw.advance(500);
-        gw.expect_calls(0);
+        gw.root_calls(0);
         gw.advance(100);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         gw.vm
             .respond_http_call(call.token, HttpCallReply::Failure(CalloutFailure::BrokenConnection))
             .unwrap();
-        gw.check();
+        gw.assert_not_failed();
         gw.advance(200);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         gw.ack(&call);
         assert_eq!(gw.value("messages_sent"), 1, "{profile}");
         assert_eq!(gw.value("messages_retried"), 2, "{profile}");
@@ -424,7 +269,7 @@ fn host_timeouts_and_failures_are_retried_too() {
 #[test]
 fn records_are_dropped_counted_and_logged_after_the_last_attempt() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(
+        let mut gw = Gateway::asynchronous(
             profile,
             json!({
                 "producer_async_flush_timeout": 20,
@@ -463,7 +308,7 @@ fn records_are_dropped_counted_and_logged_after_the_last_attempt() {
 #[test]
 fn a_full_buffer_answers_503_at_once() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(
+        let mut gw = Gateway::asynchronous(
             profile,
             json!({"producer_async_buffering_limits_messages_in_memory": 2}),
         );
@@ -472,7 +317,7 @@ fn a_full_buffer_answers_503_at_once() {
         // Refused at the request headers, before the body.
         let stream = gw.start_request(3);
         assert_eq!(gw.answer(stream), (503, BUFFER_FULL.to_string()), "{profile}");
-        assert_eq!(gw.send(4), (503, BUFFER_FULL.to_string()), "{profile}");
+        assert_eq!(gw.send_numbered(4), (503, BUFFER_FULL.to_string()), "{profile}");
         assert_eq!(gw.value("messages_rejected"), 2, "{profile}");
         let warns = gw.logs_at(LogLevel::Warn);
         assert_eq!(warns.len(), 1, "{profile}: logged once: {warns:?}");
@@ -482,8 +327,8 @@ fn a_full_buffer_answers_503_at_once() {
         );
         // In flight still counts; acknowledged records make room.
         gw.advance(1000);
-        let call = gw.expect_calls(1).remove(0);
-        assert_eq!(gw.send(5).0, 503, "{profile}");
+        let call = gw.root_calls(1).remove(0);
+        assert_eq!(gw.send_numbered(5).0, 503, "{profile}");
         gw.ack(&call);
         gw.accept(6);
         assert_eq!(gw.value("messages_sent"), 2, "{profile}");
@@ -494,7 +339,7 @@ fn a_full_buffer_answers_503_at_once() {
 #[test]
 fn health_gating_opens_after_failed_flushes_and_closes_after_a_probe() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(
+        let mut gw = Gateway::asynchronous(
             profile,
             json!({
                 "producer_async_flush_timeout": 20,
@@ -505,11 +350,15 @@ fn health_gating_opens_after_failed_flushes_and_closes_after_a_probe() {
         );
         gw.accept(1);
         gw.advance(20);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         gw.fail_500(&call);
-        assert_eq!(gw.send(2).0, 200, "{profile}: one failed flush is below the threshold");
+        assert_eq!(
+            gw.send_numbered(2).0,
+            200,
+            "{profile}: one failed flush is below the threshold"
+        );
         gw.advance(20);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         assert_eq!(numbers(&call), vec![1, 2]);
         gw.fail_500(&call);
         // Unhealthy: refused at once, buffered records wait.
@@ -522,22 +371,22 @@ fn health_gating_opens_after_failed_flushes_and_closes_after_a_probe() {
             "{errors:?}"
         );
         gw.advance(980);
-        gw.expect_calls(0);
+        gw.root_calls(0);
         // The probe.
         gw.advance(20);
-        let probe = gw.expect_calls(1).remove(0);
+        let probe = gw.root_calls(1).remove(0);
         assert_eq!(probe.header(":method"), Some("GET"), "{profile}");
         assert_eq!(probe.header(":path"), Some("/topics"), "{profile}");
         gw.reply(probe.token, 503, "");
         assert_eq!(
-            gw.send(4),
+            gw.send_numbered(4),
             (503, UNHEALTHY.to_string()),
             "{profile}: a failed probe keeps it closed"
         );
         gw.advance(980);
-        gw.expect_calls(0);
+        gw.root_calls(0);
         gw.advance(20);
-        let probe = gw.expect_calls(1).remove(0);
+        let probe = gw.root_calls(1).remove(0);
         gw.reply(probe.token, 200, r#"["orders"]"#);
         // Healthy again: requests are accepted and the held records go at the next tick.
         let infos = gw.logs_at(LogLevel::Info).join("\n");
@@ -547,7 +396,7 @@ fn health_gating_opens_after_failed_flushes_and_closes_after_a_probe() {
         );
         gw.accept(5);
         gw.advance(TICK_MS);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         assert_eq!(numbers(&call), vec![1, 2, 5], "{profile}");
         gw.ack(&call);
         assert_eq!(gw.value("messages_sent"), 3, "{profile}");
@@ -560,7 +409,7 @@ fn health_gating_opens_after_failed_flushes_and_closes_after_a_probe() {
 #[test]
 fn v2_per_record_errors_retry_only_those_records_and_metrics_add_up() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(
+        let mut gw = Gateway::asynchronous(
             profile,
             json!({
                 "producer_request_limits_messages_per_request": 3,
@@ -570,9 +419,9 @@ fn v2_per_record_errors_retry_only_those_records_and_metrics_add_up() {
         for n in 1..=4 {
             gw.accept(n);
         }
-        assert_eq!(gw.send(5).0, 503, "{profile}");
+        assert_eq!(gw.send_numbered(5).0, 503, "{profile}");
         gw.advance(TICK_MS);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         assert_eq!(numbers(&call), vec![1, 2, 3], "{profile}");
         // Confluent answers 200 with a per-record error for the second record.
         gw.reply(
@@ -584,7 +433,7 @@ fn v2_per_record_errors_retry_only_those_records_and_metrics_add_up() {
         assert_eq!(gw.value("buffer_depth"), 2, "{profile}");
         // After the backoff: the failed record, then the one that waited, in one batch.
         gw.advance(100);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         assert_eq!(numbers(&call), vec![2, 4], "{profile}");
         gw.ack(&call);
         let m = |name: &str| gw.value(name);
@@ -612,7 +461,7 @@ fn v2_per_record_errors_retry_only_those_records_and_metrics_add_up() {
 #[test]
 fn v3_batches_use_streaming_mode_and_retry_only_failed_records() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(
+        let mut gw = Gateway::asynchronous(
             profile,
             json!({
                 "rest_proxy": {"upstream": upstream(profile), "api": "v3", "cluster_id": "lkc-1", "timeout": 60_000},
@@ -623,14 +472,14 @@ fn v3_batches_use_streaming_mode_and_retry_only_failed_records() {
             gw.accept(n);
         }
         gw.advance(20);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         assert_eq!(
             call.header(":path"),
             Some("/v3/clusters/lkc-1/topics/orders/records"),
             "{profile}"
         );
         assert_eq!(call.header("content-type"), Some("application/json"));
-        assert_eq!(values(&call).len(), 3, "{profile}: three concatenated records");
+        assert_eq!(call_values(&call).len(), 3, "{profile}: three concatenated records");
         assert_eq!(numbers(&call), vec![1, 2, 3]);
         let ok = |offset: u32| {
             format!(
@@ -646,7 +495,7 @@ fn v3_batches_use_streaming_mode_and_retry_only_failed_records() {
         gw.reply(call.token, 200, &streamed);
         assert_eq!(gw.value("messages_sent"), 2, "{profile}");
         gw.advance(100);
-        let retry = gw.expect_calls(1).remove(0);
+        let retry = gw.root_calls(1).remove(0);
         assert_eq!(numbers(&retry), vec![2], "{profile}");
         gw.reply(retry.token, 200, &ok(3));
         assert_eq!(gw.value("messages_sent"), 3, "{profile}");
@@ -659,12 +508,12 @@ fn batches_outlive_the_requests_that_filled_them() {
     // Envoy cancels a stream's calls when the stream ends, Kong ties dispatches to their request:
     // the batch is the root context's, so finished client streams do not cancel it.
     for profile in PROFILES {
-        let mut gw = Gateway::new(profile, json!({"producer_async_flush_timeout": 20}));
+        let mut gw = Gateway::asynchronous(profile, json!({"producer_async_flush_timeout": 20}));
         gw.accept(1);
         gw.advance(20);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         gw.accept(2);
-        gw.expect_calls(1);
+        gw.root_calls(1);
         gw.ack(&call);
         assert_eq!(gw.value("messages_sent"), 1, "{profile}");
         assert_eq!(gw.vm.tick_period_ms(gw.root), Some(20), "{profile}");
@@ -693,7 +542,7 @@ fn karapace_422(n: usize, failed: usize) -> String {
 #[test]
 fn karapace_422_partial_failure_settles_each_record() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(
+        let mut gw = Gateway::asynchronous(
             profile,
             json!({
                 "producer_request_retries_max_attempts": 3,
@@ -704,7 +553,7 @@ fn karapace_422_partial_failure_settles_each_record() {
             gw.accept(n);
         }
         gw.advance(1000);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         assert_eq!(numbers(&call), (0..11).collect::<Vec<u64>>(), "{profile}");
         gw.advance(25);
         gw.reply(call.token, 422, &karapace_422(11, 4));
@@ -750,7 +599,7 @@ fn karapace_422_partial_failure_settles_each_record() {
             "{profile}"
         );
         // Still healthy: a new request is accepted, not refused with 503.
-        assert_eq!(gw.send(100), (200, SENT.to_string()), "{profile}");
+        assert_eq!(gw.send_numbered(100), (200, SENT.to_string()), "{profile}");
         assert_eq!(gw.value("requests_200"), 12, "{profile}");
         assert_eq!(gw.value("requests_5xx"), 0, "{profile}");
         assert_eq!(gw.value("buffer_depth"), 1, "{profile}");
@@ -760,18 +609,18 @@ fn karapace_422_partial_failure_settles_each_record() {
 #[test]
 fn a_karapace_422_that_does_not_match_fails_the_whole_batch() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(profile, json!({"producer_async_flush_timeout": 20}));
+        let mut gw = Gateway::asynchronous(profile, json!({"producer_async_flush_timeout": 20}));
         for n in 1..=3 {
             gw.accept(n);
         }
         gw.advance(20);
-        let call = gw.expect_calls(1).remove(0);
+        let call = gw.root_calls(1).remove(0);
         // Two entries for three records: which one answers which record is unknown.
         gw.reply(call.token, 422, &karapace_422(2, 1));
         assert_eq!(gw.value("messages_sent"), 0, "{profile}");
         assert_eq!(gw.value("messages_retried"), 3, "{profile}");
         gw.advance(100);
-        let retry = gw.expect_calls(1).remove(0);
+        let retry = gw.root_calls(1).remove(0);
         assert_eq!(numbers(&retry), vec![1, 2, 3], "{profile}");
         gw.ack(&retry);
         assert_eq!(gw.value("messages_sent"), 3, "{profile}");
@@ -781,20 +630,20 @@ fn a_karapace_422_that_does_not_match_fails_the_whole_batch() {
 #[test]
 fn at_shutdown_envoy_gets_the_buffer_sent_before_proxy_done_and_kong_gets_it_dropped() {
     for profile in PROFILES {
-        let mut gw = Gateway::new(profile, json!({"producer_async_flush_timeout": 60_000}));
+        let mut gw = Gateway::asynchronous(profile, json!({"producer_async_flush_timeout": 60_000}));
         for n in 1..=3 {
             gw.accept(n);
         }
         gw.advance(100);
-        gw.expect_calls(0);
+        gw.root_calls(0);
         gw.vm.finish_root(gw.root).expect("root shutdown");
-        gw.check();
+        gw.assert_not_failed();
         match profile {
             Profile::Envoy => {
                 // proxy_on_done returned false: the root owes proxy_done and its buffer is
                 // on its way, whatever the flush timeout.
                 assert!(gw.vm.root_exists(gw.root), "the root was deleted with records held");
-                let calls = gw.expect_calls(1);
+                let calls = gw.root_calls(1);
                 assert_eq!(numbers(&calls[0]), vec![1, 2, 3]);
                 assert!(gw
                     .logs_at(LogLevel::Info)
@@ -823,17 +672,17 @@ fn at_shutdown_envoy_gets_the_buffer_sent_before_proxy_done_and_kong_gets_it_dro
 
 #[test]
 fn an_envoy_drain_retries_a_failed_batch_and_ends_with_proxy_done() {
-    let mut gw = Gateway::new(
+    let mut gw = Gateway::asynchronous(
         Profile::Envoy,
         json!({"producer_async_flush_timeout": 60_000, "producer_request_retries_backoff_timeout": 50}),
     );
     gw.accept(1);
     gw.vm.finish_root(gw.root).expect("root shutdown");
-    let first = gw.expect_calls(1);
+    let first = gw.root_calls(1);
     gw.fail_500(&first[0]);
     assert!(gw.vm.root_exists(gw.root));
     gw.advance(200);
-    let retry = gw.expect_calls(1);
+    let retry = gw.root_calls(1);
     assert_eq!(numbers(&retry[0]), vec![1]);
     gw.ack(&retry[0]);
     assert!(!gw.vm.root_exists(gw.root));

@@ -6,21 +6,13 @@
 //! `return_error_message`; 413 before anything is sent; and the request flow each host sees
 //! (actions per callback, when the call is made, the request never forwarded upstream).
 
-mod filter_common;
-
-use filter_common::{config, Gateway, Request, BAD_GATEWAY, GATEWAY_TIMEOUT, SENT, TOO_LARGE, TOPIC, V2_ACK, V3_ACK};
+use crate::filter_common::{
+    actions, base64, config, exported_metric, filter_options, v2_message, Gateway, Request, BAD_GATEWAY, CONTINUE,
+    FILTER, GATEWAY_TIMEOUT, PAUSE, SENT, TOO_LARGE, TOPIC, V2_ACK, V3_ACK,
+};
 use host_sim::{CalloutFailure, LogLevel, Profile};
 use kafka_upstream_tests::PROFILES;
 use serde_json::{json, Value};
-use std::time::Duration;
-
-const PAUSE: Option<&str> = Some("Pause");
-const CONTINUE: Option<&str> = Some("Continue");
-
-/// `(callback, action)` pairs in the shape [`Gateway::actions`] returns.
-fn actions(list: &[(&'static str, Option<&str>)]) -> Vec<(&'static str, Option<String>)> {
-    list.iter().map(|(c, a)| (*c, a.map(str::to_string))).collect()
-}
 
 /// The documented order of the `rest_proxy` members (README.md, "Answers").
 const DETAIL_ORDER: [&str; 5] = ["topic", "status", "error_code", "message", "dispatch_status"];
@@ -300,10 +292,10 @@ fn run_case(profile: Profile, rest_proxy: &Value, name: &str, inject: &Inject, e
             Inject::Http(status, body) => gw.reply(call.token, *status, body),
             Inject::Fail(f) => gw.fail(call.token, *f),
             Inject::Timeout => {
-                gw.vm.advance_time(Duration::from_millis(timeout_ms - 1)).unwrap();
+                gw.advance(timeout_ms - 1);
                 assert!(!gw.answered(stream), "{context}: answered before the timeout");
                 assert_eq!(gw.calls().len(), 1, "{context}: the call is still in flight");
-                gw.vm.advance_time(Duration::from_millis(1)).unwrap();
+                gw.advance(1);
                 assert!(gw.calls().is_empty(), "{context}: the host gave up on the call");
             }
         }
@@ -393,9 +385,9 @@ fn the_default_timeout_is_ten_seconds() {
     for profile in PROFILES {
         let mut gw = Gateway::new(profile, &config(profile, json!({})));
         let stream = gw.send(&Request::get("/"));
-        gw.vm.advance_time(Duration::from_millis(9_999)).unwrap();
+        gw.advance(9_999);
         assert!(!gw.answered(stream), "{profile}");
-        gw.vm.advance_time(Duration::from_millis(1)).unwrap();
+        gw.advance(1);
         assert_eq!(gw.answer(stream), (504, GATEWAY_TIMEOUT.to_string()), "{profile}");
     }
 }
@@ -484,13 +476,13 @@ fn several_topics_200_only_when_every_record_is_acknowledged() {
         // One timed out, the other acknowledged: 504.
         let (mut gw, stream, eu, _) = multi(profile, false);
         gw.reply(eu, 200, V2_ACK);
-        gw.vm.advance_time(Duration::from_millis(1000)).unwrap();
+        gw.advance(1000);
         assert_eq!(gw.answer(stream), (504, GATEWAY_TIMEOUT.to_string()), "{profile}");
 
         // A failure outranks a timeout.
         let (mut gw, stream, _, us) = multi(profile, true);
         gw.reply(us, 500, r#"{"error_code":50001,"message":"down"}"#);
-        gw.vm.advance_time(Duration::from_millis(1000)).unwrap();
+        gw.advance(1000);
         let details = json!({"topic":"orders-us","status":500,"error_code":50001,"message":"down"});
         assert_eq!(gw.answer(stream), (502, detailed(BAD_GATEWAY, &details)), "{profile}");
 
@@ -573,11 +565,8 @@ fn the_default_limit_is_one_mebibyte_and_applies_without_forward_body() {
         let body = vec![7u8; 1 << 20];
         let call = gw.produce(&Request::post("/", Some("application/octet-stream"), &body));
         assert_eq!(
-            filter_common::v2_message(&call),
-            format!(
-                r#"{{"body":"{}","body_args":{{}},"body_base64":true}}"#,
-                filter_common::base64(&body)
-            ),
+            v2_message(&call),
+            format!(r#"{{"body":"{}","body_args":{{}},"body_base64":true}}"#, base64(&body)),
             "{profile}: exactly 1 MiB is accepted"
         );
     }
@@ -589,7 +578,7 @@ fn a_body_of_exactly_the_limit_is_sent() {
         let mut gw = limited(profile, 10);
         let call = gw.produce(&Request::post("/", Some("text/plain"), b"0123456789"));
         assert_eq!(
-            filter_common::v2_message(&call),
+            v2_message(&call),
             r#"{"body":"0123456789","body_args":{}}"#,
             "{profile}"
         );
@@ -674,10 +663,7 @@ fn kong_passes_end_of_stream_false_yet_a_get_dispatches_at_the_headers() {
         .unwrap();
     assert_eq!(action, Some(host_sim::Action::Pause));
     let call = gw.only_call();
-    assert_eq!(
-        filter_common::v2_message(&call),
-        r#"{"body":"","body_args":{},"body_base64":true}"#
-    );
+    assert_eq!(v2_message(&call), r#"{"body":"","body_args":{},"body_base64":true}"#);
     gw.reply(call.token, 200, V2_ACK);
     assert_eq!(gw.answer(stream), (200, SENT.to_string()));
 }
@@ -705,7 +691,7 @@ fn a_body_continues_from_the_headers_and_pauses_in_the_body() {
         gw.vm.send_request_body(stream, &req.chunks[1], true).unwrap();
         let call = gw.only_call();
         assert_eq!(
-            filter_common::v2_message(&call),
+            v2_message(&call),
             r#"{"body":"{\"id\":1}","body_args":{"id":1}}"#,
             "{profile}"
         );
@@ -739,11 +725,7 @@ fn transfer_encoding_without_content_length_waits_for_the_body() {
             .chunk(b"def");
         let mut gw = Gateway::new(profile, &config(profile, json!({})));
         let call = gw.produce(&req);
-        assert_eq!(
-            filter_common::v2_message(&call),
-            r#"{"body":"abcdef","body_args":{}}"#,
-            "{profile}"
-        );
+        assert_eq!(v2_message(&call), r#"{"body":"abcdef","body_args":{}}"#, "{profile}");
         // A chunked body that turns out empty: filter_request_shapes.rs (Kong delivers none).
     }
 }
@@ -760,11 +742,7 @@ fn request_trailers_end_the_body() {
         let mut gw = Gateway::new(profile, &config(profile, json!({})));
         let stream = gw.send(&req);
         let call = gw.only_call();
-        assert_eq!(
-            filter_common::v2_message(&call),
-            r#"{"body":"abcdef","body_args":{}}"#,
-            "{profile}"
-        );
+        assert_eq!(v2_message(&call), r#"{"body":"abcdef","body_args":{}}"#, "{profile}");
         gw.reply(call.token, 200, V2_ACK);
         assert_eq!(gw.answer(stream), (200, SENT.to_string()), "{profile}");
         if profile == Profile::Envoy {
@@ -801,7 +779,7 @@ fn a_body_without_length_headers_is_awaited_only_where_end_of_stream_is_real() {
         Some(host_sim::Action::Pause)
     );
     let call = gw.only_call();
-    assert_eq!(filter_common::v2_message(&call), r#"{"body":"chunked","body_args":{}}"#);
+    assert_eq!(v2_message(&call), r#"{"body":"chunked","body_args":{}}"#);
     gw.reply(call.token, 200, V2_ACK);
     assert_eq!(gw.answer(stream), (200, SENT.to_string()));
 
@@ -814,7 +792,7 @@ fn a_body_without_length_headers_is_awaited_only_where_end_of_stream_is_real() {
         Some(host_sim::Action::Pause)
     );
     let call = gw.only_call();
-    assert_eq!(filter_common::v2_message(&call), r#"{"body":"","body_args":{}}"#);
+    assert_eq!(v2_message(&call), r#"{"body":"","body_args":{}}"#);
     gw.reply(call.token, 200, V2_ACK);
     assert_eq!(gw.answer(stream), (200, SENT.to_string()));
 }
@@ -825,7 +803,7 @@ fn a_client_that_goes_away_leaves_nothing_behind() {
         let mut gw = Gateway::new(profile, &config(profile, json!({})));
         let stream = gw.send(&Request::get("/"));
         assert_eq!(gw.calls().len(), 1);
-        gw.vm.finish_stream(stream).unwrap();
+        gw.finish(stream);
         assert!(gw.calls().is_empty(), "{profile}: the host cancels the call");
         assert!(!gw.vm.stream_exists(stream), "{profile}");
         assert!(gw.vm.failure().is_none(), "{profile}");
@@ -854,26 +832,6 @@ fn one_record_per_request_topic_and_payload_unchanged_by_the_outcome_path() {
 
 // ---- metrics -----------------------------------------------------------------------------------
 
-/// The name under which each host exports the filter's metric `<prefix>.<name>` (host-sim
-/// profile.rs `metric_name`: Envoy `wasmcustom.`, Kong `pw.<filter name>.`).
-fn exported(profile: Profile, prefix: &str, name: &str) -> String {
-    match profile {
-        Profile::Envoy => format!("wasmcustom.{prefix}.{name}"),
-        Profile::Kong => format!("pw.kafka_upstream.{prefix}.{name}"),
-    }
-}
-
-/// The value of counter or gauge `<prefix>.<name>`, and its samples for a histogram.
-fn metric(gw: &Gateway, prefix: &str, name: &str) -> (u64, Vec<u64>) {
-    let full = exported(gw.profile, prefix, name);
-    let m = gw
-        .vm
-        .metrics()
-        .remove(&full)
-        .unwrap_or_else(|| panic!("{}: no metric {full}: {:?}", gw.profile, gw.vm.metrics().keys()));
-    (m.value, m.samples)
-}
-
 #[test]
 fn synchronous_mode_counts_answers_records_and_calls() {
     for profile in PROFILES {
@@ -885,7 +843,7 @@ fn synchronous_mode_counts_answers_records_and_calls() {
         // Acknowledged after 30 ms of virtual time.
         let ok = gw.send(&Request::get("/"));
         let call = gw.only_call();
-        gw.vm.advance_time(Duration::from_millis(30)).unwrap();
+        gw.advance(30);
         gw.reply(call.token, 200, V2_ACK);
         // Karapace's 422 with the record's own error.
         let refused = gw.send(&Request::get("/"));
@@ -897,7 +855,7 @@ fn synchronous_mode_counts_answers_records_and_calls() {
         );
         // A timeout, a topic outside the allowlist, a body too large.
         let late = gw.send(&Request::get("/"));
-        gw.vm.advance_time(Duration::from_millis(2500)).unwrap();
+        gw.advance(2500);
         let not_allowed = gw.send(&Request::get("/?topic-list=elsewhere"));
         let too_large = gw.send(&Request::post("/", Some("application/json"), br#"{"id":1}"#));
         let statuses: Vec<u32> = [ok, refused, late, not_allowed, too_large]
@@ -919,10 +877,10 @@ fn synchronous_mode_counts_answers_records_and_calls() {
             "rest_calls_no_reply",
             "buffer_depth",
         ]
-        .map(|name| metric(&gw, "kafka_upstream", name).0);
+        .map(|name| gw.metric(name).value);
         assert_eq!(counters, [1, 1, 1, 2, 1, 2, 1, 1, 0, 1, 0, 0], "{profile}");
         assert_eq!(
-            metric(&gw, "kafka_upstream", "rest_call_latency_ms").1,
+            gw.metric("rest_call_latency_ms").samples,
             vec![30, 0, 2500],
             "{profile}"
         );
@@ -935,10 +893,9 @@ fn a_call_the_host_refuses_counts_as_no_reply() {
         let mut gw = Gateway::new(profile, &config(profile, json!({"rest_proxy": {"upstream": up}})));
         let stream = gw.send(&Request::get("/"));
         assert_eq!(gw.answer(stream).0, 502, "{profile}");
-        let counts = ["rest_calls_no_reply", "messages_failed", "requests_5xx"]
-            .map(|name| metric(&gw, "kafka_upstream", name).0);
+        let counts = ["rest_calls_no_reply", "messages_failed", "requests_5xx"].map(|name| gw.metric(name).value);
         assert_eq!(counts, [1, 1, 1], "{profile}");
-        assert!(metric(&gw, "kafka_upstream", "rest_call_latency_ms").1.is_empty());
+        assert!(gw.metric("rest_call_latency_ms").samples.is_empty());
     }
 }
 
@@ -948,7 +905,11 @@ fn metric_names_follow_the_prefix_or_the_root_id() {
         // `metrics.prefix`.
         let mut gw = Gateway::new(profile, &config(profile, json!({"metrics": {"prefix": "orders.eu-1"}})));
         gw.produce(&Request::get("/"));
-        assert_eq!(metric(&gw, "orders.eu-1", "messages_sent").0, 1, "{profile}");
+        assert_eq!(
+            gw.metric_with_prefix("orders.eu-1", "messages_sent").value,
+            1,
+            "{profile}"
+        );
         assert!(
             !gw.vm
                 .metrics()
@@ -960,10 +921,7 @@ fn metric_names_follow_the_prefix_or_the_root_id() {
 
         // Two instances in one VM: an Envoy root_id names them apart; Kong's numeric root id
         // is not used, so there `metrics.prefix` is the way.
-        let mut o = kafka_upstream_tests::options(profile);
-        o.clusters = vec![filter_common::ENVOY_CLUSTER.to_string()];
-        o.plugin_name = "kafka_upstream".into();
-        let mut vm = kafka_upstream_tests::start_with(&kafka_upstream_tests::load(filter_common::FILTER), o);
+        let mut vm = kafka_upstream_tests::start_with(&kafka_upstream_tests::load(FILTER), filter_options(profile));
         let cfg = config(profile, json!({}));
         let a = vm
             .create_root_context("orders-edge", cfg.to_string().as_bytes())
@@ -971,7 +929,7 @@ fn metric_names_follow_the_prefix_or_the_root_id() {
         let b = vm.create_root_context("", cfg.to_string().as_bytes()).unwrap();
         assert!(a.configure_ok && b.configure_ok, "{profile}");
         let names: Vec<String> = vm.metrics().into_keys().collect();
-        let expect = |prefix: &str| exported(profile, prefix, "messages_sent");
+        let expect = |prefix: &str| exported_metric(profile, prefix, "messages_sent");
         assert!(names.contains(&expect("kafka_upstream")), "{profile}: {names:?}");
         match profile {
             Profile::Envoy => assert!(names.contains(&expect("orders-edge")), "{names:?}"),

@@ -4,22 +4,12 @@
 //! body, trailers without a body, a body announced but never delivered, a stream that ends
 //! early, a body larger than Kong's client body buffer; and the host decided per request.
 
-mod filter_common;
-
-use filter_common::{config, v2_message, Gateway, Request, SENT, V2_ACK};
+use crate::filter_common::{actions, config, v2_message, Gateway, Request, CONTINUE, PAUSE, SENT, V2_ACK};
 use host_sim::{LogLevel, Profile};
 use kafka_upstream_tests::{dump_logs, PROFILES};
 use serde_json::{json, Value};
 
 const BODY_UNREADABLE: &str = r#"{"message":"Internal Server Error","error":"could not read the request body"}"#;
-const PAUSE: Option<&str> = Some("Pause");
-const CONTINUE: Option<&str> = Some("Continue");
-
-/// `(callback, action)` pairs in the shape [`Gateway::actions`] returns.
-fn actions(list: &[(&'static str, Option<&str>)]) -> Vec<(&'static str, Option<String>)> {
-    list.iter().map(|(c, a)| (*c, a.map(str::to_string))).collect()
-}
-
 /// How a request ended for the client.
 #[derive(Debug, PartialEq, Eq)]
 enum Ending {
@@ -193,7 +183,7 @@ fn a_body_announced_but_never_delivered() {
         // The stream ends instead (the client went away): nothing sent, one error line.
         let mut gw = Gateway::new(profile, &config(profile, json!({})));
         let stream = gw.send(&announced);
-        gw.vm.finish_stream(stream).unwrap();
+        gw.finish(stream);
         assert!(gw.calls().is_empty(), "{profile}");
         assert!(!gw.answered(stream), "{profile}: nobody left to answer");
         assert_eq!(
@@ -213,7 +203,7 @@ fn a_stream_that_ends_early() {
         let part = Request::post("/", Some("text/plain"), b"0123456789");
         gw.vm.send_request_headers(stream, &part.headers, false).unwrap();
         gw.vm.send_request_body(stream, b"0123", false).unwrap();
-        gw.vm.finish_stream(stream).unwrap();
+        gw.finish(stream);
         assert!(gw.calls().is_empty(), "{profile}");
         assert!(!gw.answered(stream), "{profile}");
         // Envoy delivered the first chunk; Kong holds the body until it is complete.

@@ -4,11 +4,7 @@
 //! configured, in synchronous and asynchronous mode and for every target topic; a v2
 //! configuration that asks for record headers is refused with one line saying why.
 
-mod filter_common;
-
-use std::time::Duration;
-
-use filter_common::*;
+use crate::filter_common::*;
 use kafka_upstream_tests::PROFILES;
 use serde_json::{json, Value};
 
@@ -58,35 +54,18 @@ fn record_headers(record: &Value) -> Option<Vec<(String, String)>> {
 }
 
 fn unbase64_text(text: &str) -> String {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .unwrap_or_else(|e| panic!("not base64 ({e}): {text:?}"));
-    String::from_utf8(bytes).expect("UTF-8 value")
+    String::from_utf8(unbase64(text)).expect("UTF-8 value")
 }
 
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     p.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
 }
 
-/// The records of a v3 body: one object, or several one per line (streaming mode).
-fn records(call: &host_sim::HttpCall) -> Vec<Value> {
-    serde_json::Deserializer::from_slice(&call.body)
-        .into_iter::<Value>()
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| {
-            panic!(
-                "v3 body is not JSON values ({e}): {}",
-                String::from_utf8_lossy(&call.body)
-            )
-        })
-}
-
 /// Produces `req` synchronously and returns the record headers of its one call.
 fn produced_headers(profile: host_sim::Profile, headers: Value, req: &Request) -> Option<Vec<(String, String)>> {
     let mut gw = Gateway::new(profile, &v3_config(profile, headers));
     let call = gw.produce_with(req, V3_ACK);
-    let records = records(&call);
+    let records = call_values(&call);
     assert_eq!(records.len(), 1, "{profile}");
     record_headers(&records[0])
 }
@@ -191,7 +170,7 @@ fn every_topic_of_a_request_gets_the_same_headers() {
         let calls = gw.calls();
         assert_eq!(calls.len(), 2, "{profile}");
         for call in &calls {
-            let records = records(call);
+            let records = call_values(call);
             assert_eq!(
                 record_headers(&records[0]),
                 Some(pairs(&[("x-request-id", "r-1")])),
@@ -231,9 +210,9 @@ fn asynchronous_batches_carry_each_records_headers() {
             gw.calls().is_empty(),
             "{profile}: nothing leaves before the flush timeout"
         );
-        gw.vm.advance_time(Duration::from_millis(100)).expect("virtual clock");
+        gw.advance(100);
         let call = gw.only_call();
-        let records = records(&call);
+        let records = call_values(&call);
         assert_eq!(
             records.iter().map(record_headers).collect::<Vec<_>>(),
             vec![

@@ -5,8 +5,7 @@
 //! rejects its configuration stops the gateway from starting. The guest's log lines are read from
 //! the gateway's own log (a capturing tracing subscriber).
 
-mod serve_common;
-
+use crate::serve_common;
 use host_sim::limits::EdgeLimits;
 use host_sim::serve::config::{Deployment, Route, WasmService};
 use host_sim::serve::{start, ServeError, ServeOptions};
@@ -17,7 +16,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Everything the gateways of this test binary logged.
+/// Everything logged in this process since the first test here installed the capturing
+/// subscriber (it is process-wide, so the gateways of other modules' tests log here too: the
+/// assertions look for lines naming this module's own services).
 fn log() -> &'static Arc<Mutex<Vec<u8>>> {
     static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     LOG.get_or_init(|| {

@@ -3,17 +3,13 @@
 //! stream fails closed the way the profile's host fails it, and the VM is marked failed. Driven
 //! by `abi_probe.wasm`'s misbehaving modes and by small hand-written modules no SDK would build.
 
-mod probe;
-
-use host_sim::{GrpcReply, HostError, Limits, LogLevel, Profile, Status, Vm};
+use crate::probe::{probe_options, upstream, Probe, BAD_ARGUMENT, VM_ID};
+use host_sim::{GrpcReply, HostError, Limits, LogLevel, Profile, Vm};
 use kafka_upstream_tests::{load_fueled, load_wat, logs_at, logs_containing, options, start_with, PROFILES};
-use probe::{probe_options, upstream, Probe, VM_ID};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const INVALID_MEMORY_ACCESS: u64 = 6;
-const BAD_ARGUMENT: u64 = Status::BadArgument as u64;
-
 fn fail_closed_status(profile: Profile) -> u32 {
     match profile {
         Profile::Envoy => 503,

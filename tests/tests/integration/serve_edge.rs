@@ -4,8 +4,7 @@
 //! filter's buffered records when the gateway stops or the module is reloaded. Every wait is
 //! bounded; nothing asserts how long something took.
 
-mod serve_common;
-
+use crate::serve_common;
 use host_sim::limits::EdgeLimits;
 use host_sim::serve::config::{Deployment, Route};
 use host_sim::serve::{start, RunningGateway, ServeOptions};

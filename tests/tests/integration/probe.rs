@@ -1,8 +1,7 @@
 //! Driving `abi_probe.wasm` (test-filters/abi-probe): VMs set up the way the probe expects, streams
 //! opened with an `x-probe` scenario, and the `probe:<event> <json>` reports it logs, parsed.
-#![allow(dead_code)]
 
-use host_sim::{HttpCallReply, Profile, Vm, VmOptions};
+use host_sim::{HttpCallReply, Profile, Status, Vm, VmOptions};
 use kafka_upstream_tests::{dump_logs, load, options, request_headers, start_with};
 use serde_json::Value;
 
@@ -31,6 +30,15 @@ pub fn upstream(profile: Profile) -> &'static str {
         Profile::Kong => "127.0.0.1:8082",
     }
 }
+
+// The statuses host functions return, as the numbers the probe reports.
+pub const OK: u64 = Status::Ok as u64;
+pub const NOT_FOUND: u64 = Status::NotFound as u64;
+pub const BAD_ARGUMENT: u64 = Status::BadArgument as u64;
+pub const PARSE_FAILURE: u64 = Status::ParseFailure as u64;
+pub const EMPTY: u64 = Status::Empty as u64;
+pub const CAS_MISMATCH: u64 = Status::CasMismatch as u64;
+pub const UNIMPLEMENTED: u64 = Status::Unimplemented as u64;
 
 /// VM options for the probe on `profile`.
 pub fn probe_options(profile: Profile) -> VmOptions {

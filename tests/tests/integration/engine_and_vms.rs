@@ -1,11 +1,9 @@
 //! The engine and the driver around the guest: warm start from the precompiled cache, module
 //! facts, many VMs in parallel threads of one process, and the plain lifecycle on `noop.wasm`.
 
-mod probe;
-
+use crate::probe::{probe_options, Probe, PLUGIN};
 use host_sim::{Action, Engine, EngineConfig, Profile};
 use kafka_upstream_tests::{load, start, wasm_path, PROFILES};
-use probe::{probe_options, Probe};
 use std::sync::Arc;
 
 #[test]
@@ -228,7 +226,7 @@ fn many_vms_run_in_parallel_threads_of_one_process() {
     // Metrics are shared through the one `Shared`: 4 VMs per host x 40 streams x 6 per stream.
     let metrics = shared.metrics();
     let envoy = metrics["wasmcustom.probe_op_counter"].value;
-    let kong = metrics[&format!("pw.{}.probe_op_counter", probe::PLUGIN)].value;
+    let kong = metrics[&format!("pw.{}.probe_op_counter", PLUGIN)].value;
     assert_eq!((envoy, kong), (4 * 40 * 6, 4 * 40 * 6));
 }
 

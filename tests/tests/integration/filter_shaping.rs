@@ -5,9 +5,7 @@
 //! `key_query_arg`, the shaped record and its key buffered in asynchronous mode, and templates
 //! rejected at configuration with the field's path.
 
-mod filter_common;
-
-use filter_common::{base64, call_json, config, v2_message, Gateway, Request};
+use crate::filter_common::{base64, call_json, config, v2_message, Gateway, Request, SENT, V3_ACK};
 use host_sim::{LogLevel, Profile};
 use kafka_upstream_tests::PROFILES;
 use serde_json::{json, Value};
@@ -136,7 +134,7 @@ fn template_with_kong_message_and_json_format_on_v3() {
             }),
         );
         let mut gw = Gateway::new(profile, &cfg);
-        let call = gw.produce_with(&order_request("/o"), filter_common::V3_ACK);
+        let call = gw.produce_with(&order_request("/o"), V3_ACK);
         let body = String::from_utf8(call.body.clone()).unwrap();
         assert!(
             body.contains(r#""value":{"type":"JSON","data":{"headers_seen":"acme","kong":{"method":"POST","body":"#),
@@ -318,9 +316,9 @@ fn async_mode_buffers_the_shaped_record_and_its_key() {
         );
         let mut gw = Gateway::new(profile, &cfg);
         let stream = gw.send(&order_request("/a"));
-        assert_eq!(gw.answer(stream), (200, filter_common::SENT.to_string()), "{profile}");
+        assert_eq!(gw.answer(stream), (200, SENT.to_string()), "{profile}");
         assert!(gw.calls().is_empty(), "{profile}: nothing is sent from the request");
-        gw.vm.advance_time(std::time::Duration::from_millis(50)).expect("ticks");
+        gw.advance(50);
         let call = gw.only_call();
         assert_eq!(v2_message(&call), r#"{"id":"o-1","m":"POST"}"#, "{profile}");
         assert_eq!(v2_key(&call).as_deref(), Some("o-1"), "{profile}");

@@ -2,16 +2,22 @@
 //! context) per profile, requests described once and sent the way each host delivers them, the
 //! REST proxy calls the filter makes, canned REST proxy replies, and the client's answer.
 //!
-//! Shared by the `filter_*.rs` integration tests.
-#![allow(dead_code)]
+//! Shared by the `filter_*` and `fuzz` modules, synchronous and asynchronous (`producer_async`)
+//! alike: the asynchronous gateway is the same gateway with the producer's settings, a virtual
+//! clock to advance and the producer's own calls, made by the root context.
 
 use base64::Engine as _;
-use host_sim::{ActionRecord, CalloutFailure, HttpCall, HttpCallReply, LogLevel, Profile, Vm};
+use host_sim::{ActionRecord, CalloutFailure, HttpCall, HttpCallReply, LogLevel, Metric, Profile, Vm, VmOptions};
 use kafka_upstream_tests::{dump_logs, load, options, start_with};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// The module under test.
 pub const FILTER: &str = "kafka_upstream";
+/// The plugin name the host knows the filter by (Kong puts it in metric names).
+pub const PLUGIN: &str = "kafka_upstream";
+/// The metric prefix when `metrics.prefix` is not configured.
+pub const METRICS_PREFIX: &str = "kafka_upstream";
 /// The Envoy cluster the REST proxy is reached through.
 pub const ENVOY_CLUSTER: &str = "kafka_rest";
 /// The `host:port` Kong dispatches to.
@@ -35,6 +41,10 @@ pub const TOO_LARGE: &str = r#"{"message":"Payload Too Large","error":"request b
 /// 500: the filter has no valid configuration.
 pub const NOT_CONFIGURED: &str =
     r#"{"message":"Internal Server Error","error":"kafka-upstream has no valid configuration"}"#;
+/// 503 (asynchronous mode): the message buffer is full.
+pub const BUFFER_FULL: &str = r#"{"message":"Service Unavailable","error":"the message buffer is full"}"#;
+/// 503 (asynchronous mode): the REST proxy is unhealthy.
+pub const UNHEALTHY: &str = r#"{"message":"Service Unavailable","error":"the Kafka REST proxy is unhealthy"}"#;
 
 /// Kong's schema error when every `forward_*` flag is false.
 pub const FORWARD_FLAGS_MESSAGE: &str =
@@ -59,6 +69,35 @@ pub fn config(profile: Profile, patch: Value) -> Value {
     let mut base = json!({"topic": TOPIC, "rest_proxy": {"upstream": upstream(profile)}});
     merge(&mut base, patch);
     base
+}
+
+/// [`config`] in asynchronous mode (`producer_async`, a 60 s REST proxy timeout so only the
+/// tests that mean to see a timeout see one) with `patch` merged in.
+pub fn async_config(profile: Profile, patch: Value) -> Value {
+    let mut base = config(
+        profile,
+        json!({"rest_proxy": {"timeout": 60_000}, "producer_async": true}),
+    );
+    merge(&mut base, patch);
+    base
+}
+
+/// The VM options every gateway of the filter starts with: the REST proxy's Envoy cluster
+/// known, the filter's plugin name.
+pub fn filter_options(profile: Profile) -> VmOptions {
+    let mut o = options(profile);
+    o.clusters = vec![ENVOY_CLUSTER.to_string()];
+    o.plugin_name = PLUGIN.into();
+    o
+}
+
+/// The name under which `profile`'s host exports the filter's metric `<prefix>.<name>`
+/// (host-sim profile.rs `metric_name`: Envoy `wasmcustom.`, Kong `pw.<plugin name>.`).
+pub fn exported_metric(profile: Profile, prefix: &str, name: &str) -> String {
+    match profile {
+        Profile::Envoy => format!("wasmcustom.{prefix}.{name}"),
+        Profile::Kong => format!("pw.{PLUGIN}.{prefix}.{name}"),
+    }
 }
 
 /// Merges `patch` into `target` (RFC 7386 JSON merge patch).
@@ -149,6 +188,16 @@ impl Request {
     }
 }
 
+/// The action a callback returned, as [`Gateway::actions`] reports it.
+pub const PAUSE: Option<&str> = Some("Pause");
+/// See [`PAUSE`].
+pub const CONTINUE: Option<&str> = Some("Continue");
+
+/// `(callback, action)` pairs in the shape [`Gateway::actions`] returns.
+pub fn actions(list: &[(&'static str, Option<&str>)]) -> Vec<(&'static str, Option<String>)> {
+    list.iter().map(|(c, a)| (*c, a.map(str::to_string))).collect()
+}
+
 /// A VM running the filter with one configured root context.
 pub struct Gateway {
     /// The VM.
@@ -191,11 +240,14 @@ impl Gateway {
         Gateway::start(profile, bytes, host_sim::profile::DEFAULT_CLIENT_BODY_BUFFER_BYTES)
     }
 
+    /// A gateway in asynchronous mode, [`async_config`] with `patch`, which must be accepted.
+    pub fn asynchronous(profile: Profile, patch: Value) -> Gateway {
+        Gateway::new(profile, &async_config(profile, patch))
+    }
+
     fn start(profile: Profile, bytes: &[u8], client_body_buffer_bytes: usize) -> Gateway {
-        let mut o = options(profile);
+        let mut o = filter_options(profile);
         o.client_body_buffer_bytes = client_body_buffer_bytes;
-        o.clusters = vec![ENVOY_CLUSTER.to_string()];
-        o.plugin_name = "kafka_upstream".into();
         let mut vm = start_with(&load(FILTER), o);
         let root = vm
             .create_root_context("", bytes)
@@ -217,12 +269,30 @@ impl Gateway {
 
     /// Sends `req` on an open stream.
     pub fn send_on(&mut self, stream: u32, req: &Request) {
+        self.send_headers_on(stream, req);
+        self.send_body_on(stream, req);
+    }
+
+    /// Opens a stream and sends only `req`'s headers (ending the stream only if `req` has
+    /// nothing more); returns the stream id. [`Gateway::send_body_on`] sends the rest.
+    pub fn send_headers(&mut self, req: &Request) -> u32 {
+        let stream = self.vm.create_http_stream(self.root).expect("stream");
+        self.send_headers_on(stream, req);
+        stream
+    }
+
+    fn send_headers_on(&mut self, stream: u32, req: &Request) {
         let eos = req
             .headers_eos
             .unwrap_or(req.chunks.is_empty() && req.trailers.is_none());
         self.vm
             .send_request_headers(stream, &req.headers, eos)
             .expect("request headers");
+        self.assert_not_failed();
+    }
+
+    /// Sends `req`'s body chunks and trailers on a stream that has had its headers.
+    pub fn send_body_on(&mut self, stream: u32, req: &Request) {
         let n = req.chunks.len();
         for (i, chunk) in req.chunks.iter().enumerate() {
             let last = i + 1 == n && req.trailers.is_none();
@@ -233,6 +303,17 @@ impl Gateway {
                 .send_request_trailers(stream, trailers)
                 .expect("request trailers");
         }
+        self.assert_not_failed();
+    }
+
+    /// Ends stream `stream` (the host's `proxy_on_log` and `proxy_on_done`).
+    pub fn finish(&mut self, stream: u32) {
+        self.vm.finish_stream(stream).expect("finish stream");
+        self.assert_not_failed();
+    }
+
+    /// Panics, with the logs, when the VM has failed.
+    pub fn assert_not_failed(&self) {
         assert!(
             self.vm.failure().is_none(),
             "{}: the VM failed:\n{}",
@@ -241,9 +322,36 @@ impl Gateway {
         );
     }
 
+    /// Moves the virtual clock by `ms` (ticks and call timeouts fire on the way).
+    pub fn advance(&mut self, ms: u64) {
+        self.vm.advance_time(Duration::from_millis(ms)).expect("virtual clock");
+        self.assert_not_failed();
+    }
+
     /// Pending REST proxy calls, oldest first.
     pub fn calls(&self) -> Vec<HttpCall> {
         self.vm.http_calls()
+    }
+
+    /// The pending calls, asserting there are `n` and that each was made by the root context
+    /// (the asynchronous producer's calls belong to the root, never to a request).
+    pub fn root_calls(&self, n: usize) -> Vec<HttpCall> {
+        let calls = self.calls();
+        assert_eq!(
+            calls.len(),
+            n,
+            "{}: calls {calls:#?}\n{}",
+            self.profile,
+            dump_logs(&self.vm)
+        );
+        for call in &calls {
+            assert_eq!(
+                call.context_id, self.root,
+                "{}: call made by {}",
+                self.profile, call.context_id
+            );
+        }
+        calls
     }
 
     /// The one pending call (panics unless there is exactly one).
@@ -278,12 +386,7 @@ impl Gateway {
             trailers: Vec::new(),
         };
         self.vm.respond_http_call(token, reply).expect("call reply");
-        assert!(
-            self.vm.failure().is_none(),
-            "{}: the VM failed:\n{}",
-            self.profile,
-            dump_logs(&self.vm)
-        );
+        self.assert_not_failed();
     }
 
     /// Makes call `token` fail.
@@ -291,12 +394,7 @@ impl Gateway {
         self.vm
             .respond_http_call(token, HttpCallReply::Failure(failure))
             .expect("call failure");
-        assert!(
-            self.vm.failure().is_none(),
-            "{}: the VM failed:\n{}",
-            self.profile,
-            dump_logs(&self.vm)
-        );
+        self.assert_not_failed();
     }
 
     /// The client's answer: status and body text. Panics when there is none, or when it is not
@@ -347,6 +445,20 @@ impl Gateway {
             .collect()
     }
 
+    /// The filter's metric `<prefix>.<name>` as this profile's host exports it.
+    pub fn metric_with_prefix(&self, prefix: &str, name: &str) -> Metric {
+        let full = exported_metric(self.profile, prefix, name);
+        self.vm
+            .metrics()
+            .remove(&full)
+            .unwrap_or_else(|| panic!("{}: no metric {full}: {:?}", self.profile, self.vm.metrics().keys()))
+    }
+
+    /// The filter's metric `<name>` under the default prefix.
+    pub fn metric(&self, name: &str) -> Metric {
+        self.metric_with_prefix(METRICS_PREFIX, name)
+    }
+
     /// Log messages at warn level or above.
     pub fn problems(&self) -> Vec<String> {
         self.vm
@@ -378,10 +490,31 @@ pub fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn unbase64(text: &str) -> Vec<u8> {
+/// The bytes of standard base64 `text` (panics when it is not base64).
+pub fn unbase64(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .unwrap_or_else(|e| panic!("not base64 ({e}): {text:?}"))
+}
+
+/// A Confluent v2 acknowledgement of `n` records (offsets `0..n`).
+pub fn v2_ack_of(n: usize) -> String {
+    let offsets: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"partition":0,"offset":{i},"error_code":null,"error":null}}"#))
+        .collect();
+    format!(
+        r#"{{"offsets":[{}],"key_schema_id":null,"value_schema_id":null}}"#,
+        offsets.join(",")
+    )
+}
+
+/// The JSON values of a call body: one for v2 (`{"records":[…]}`) and for v3's one record, one
+/// a record for v3's streaming mode (one object a line).
+pub fn call_values(call: &HttpCall) -> Vec<Value> {
+    serde_json::Deserializer::from_slice(&call.body)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("call body is not JSON ({e}): {}", String::from_utf8_lossy(&call.body)))
 }
 
 /// The call body as JSON.

@@ -4,9 +4,7 @@
 //! topics, the v2 (binary, json) and v3 request shapes, path prefix, static headers and the
 //! call timeout.
 
-mod filter_common;
-
-use filter_common::{
+use crate::filter_common::{
     base64, call_json, config, upstream, v2_message, Gateway, Request, AUTHORITY, FORWARD_FLAGS_MESSAGE, NOT_ALLOWED,
     SENT, TOPIC, V2_ACK, V3_ACK,
 };

@@ -2,6 +2,7 @@
 //! `kafka_upstream.wasm` into the embedded REST proxy, records read back; and a hot reload of
 //! the module under load without a failed request.
 
+use crate::serve_common::{in_memory_rest_proxy, in_memory_rest_proxy_with};
 use host_sim::limits::EdgeLimits;
 use host_sim::serve::config::{Deployment, Route};
 use host_sim::serve::upstream::{Client, UpstreamRequest, UpstreamResponse};
@@ -13,20 +14,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
-
-async fn start_rest_proxy() -> (Arc<RestProxy>, SocketAddr) {
-    start_rest_proxy_with(RestProxyConfig::default()).await
-}
-
-async fn start_rest_proxy_with(config: RestProxyConfig) -> (Arc<RestProxy>, SocketAddr) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let proxy = RestProxy::new(RestProxyConfig { listen: addr, ..config }).unwrap();
-    tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
-    (proxy, addr)
-}
 
 async fn start_gateway(
     profile: Profile,
@@ -107,7 +95,7 @@ fn all_flags(upstream: &str) -> Value {
 }
 
 async fn requests_reach_the_rest_proxy(profile: Profile) {
-    let (proxy, rest) = start_rest_proxy().await;
+    let (proxy, rest) = in_memory_rest_proxy().await;
     let upstream = match profile {
         Profile::Envoy => "kafka_rest".to_string(),
         Profile::Kong => rest.to_string(),
@@ -238,7 +226,7 @@ async fn a_chunked_empty_post_is_answered_by_the_filter_in_both_profiles() {
     // fails closed when the response comes back instead of letting the default route answer.
     // Envoy delivers the empty end of stream, and the filter produces an empty record.
     for profile in [Profile::Kong, Profile::Envoy] {
-        let (proxy, rest) = start_rest_proxy().await;
+        let (proxy, rest) = in_memory_rest_proxy().await;
         let upstream = match profile {
             Profile::Envoy => "kafka_rest".to_string(),
             Profile::Kong => rest.to_string(),
@@ -310,7 +298,7 @@ async fn shipped_kong_gateway(rest: SocketAddr, kong_conf: bool) -> (RunningGate
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_kong_files_accept_their_own_max_body_size() {
-    let (proxy, rest) = start_rest_proxy().await;
+    let (proxy, rest) = in_memory_rest_proxy().await;
     let (gateway, max_body_size) = shipped_kong_gateway(rest, true).await;
     let body = vec![b'k'; max_body_size as usize];
     let length = body.len().to_string();
@@ -341,7 +329,7 @@ async fn shipped_kong_files_accept_their_own_max_body_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_proxy_down_is_a_502_not_a_200() {
-    let (_proxy, rest) = start_rest_proxy().await;
+    let (_proxy, rest) = in_memory_rest_proxy().await;
     // A port nothing listens on: bind, note it, close it.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -359,7 +347,7 @@ async fn rest_proxy_down_is_a_502_not_a_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_under_load_loses_no_request() {
-    let (proxy, rest) = start_rest_proxy().await;
+    let (proxy, rest) = in_memory_rest_proxy().await;
     let dir = tempfile::tempdir().unwrap();
     let filter = dir.path().join("kafka_upstream.wasm");
     let original = std::fs::read(wasm_path("kafka_upstream")).unwrap();
@@ -494,7 +482,7 @@ async fn kong_answers_a_trap_with_500_and_recovers_on_a_fresh_instance() {
 // ---- Callout timeouts ---------------------------------------------------------------------
 
 async fn a_timed_out_callout_writes_nothing(profile: Profile) {
-    let (proxy, rest) = start_rest_proxy().await;
+    let (proxy, rest) = in_memory_rest_proxy().await;
     let upstream = match profile {
         Profile::Envoy => "kafka_rest".to_string(),
         Profile::Kong => rest.to_string(),
@@ -537,7 +525,7 @@ async fn kong_callout_timeout_cancels_the_upstream_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_metrics_are_prometheus_text() {
-    let (_proxy, rest) = start_rest_proxy().await;
+    let (_proxy, rest) = in_memory_rest_proxy().await;
     let gateway = start_gateway(Profile::Envoy, &wasm_path("abi_probe"), json!(""), rest, None).await;
     let addr = gateway.local_addr;
     let admin = gateway.admin_addr.expect("admin listener");
@@ -592,7 +580,7 @@ async fn admin_metrics_are_prometheus_text() {
 /// `message.max.bytes` answers 502 carrying that flavour's per-record error (and its HTTP status);
 /// a v3 configuration answers 200 against Confluent and 502 against the v2-only proxies (404).
 async fn flavor_through_the_filter(flavor: Flavor, too_large: (u16, &[Option<i64>]), v3_status: u16) {
-    let (proxy, rest) = start_rest_proxy_with(RestProxyConfig {
+    let (proxy, rest) = in_memory_rest_proxy_with(RestProxyConfig {
         flavor,
         max_request_bytes: flavor.default_max_request_bytes(),
         // Room for a few hundred bytes of message, not for the large body below.
@@ -696,7 +684,7 @@ async fn async_redpanda_batch_refusals_write_every_good_record_once() {
 }
 
 async fn async_partial_failures_write_every_good_record_once(flavor: Flavor) {
-    let (proxy, rest) = start_rest_proxy_with(RestProxyConfig {
+    let (proxy, rest) = in_memory_rest_proxy_with(RestProxyConfig {
         flavor,
         max_request_bytes: flavor.default_max_request_bytes(),
         message_max_bytes: 2048,
@@ -791,7 +779,7 @@ async fn async_partial_failures_write_every_good_record_once(flavor: Flavor) {
 /// back over HTTP from its records endpoint: forwarded, renamed, repeated (kept as separate
 /// headers) and static headers, nothing withheld leaking.
 async fn record_headers_reach_the_records_endpoint(profile: Profile) {
-    let (_proxy, rest) = start_rest_proxy().await;
+    let (_proxy, rest) = in_memory_rest_proxy().await;
     let upstream = match profile {
         Profile::Envoy => "kafka_rest".to_string(),
         Profile::Kong => rest.to_string(),

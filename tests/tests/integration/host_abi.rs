@@ -2,23 +2,16 @@
 //! host-sim, with the spec's status codes and effects — on both profiles wherever both hosts
 //! implement the function (what differs between them is in `profiles.rs`).
 
-mod probe;
-
+use crate::probe::{
+    metric_name, pairs, probe_options, upstream, values, Probe, BAD_ARGUMENT, CAS_MISMATCH, EMPTY, NOT_FOUND, OK,
+    PARSE_FAILURE, PLUGIN, ROOT_ID, UNIMPLEMENTED, VM_ID,
+};
 use host_sim::wasi::VIRTUAL_EPOCH_NS;
 use host_sim::{CalloutFailure, GrpcReply, HttpCallReply, LogLevel, Profile, Status};
 use kafka_upstream_tests::{header, logs_at, PROFILES};
-use probe::{metric_name, pairs, probe_options, upstream, values, Probe, PLUGIN, ROOT_ID, VM_ID};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-
-const OK: u64 = Status::Ok as u64;
-const NOT_FOUND: u64 = Status::NotFound as u64;
-const BAD_ARGUMENT: u64 = Status::BadArgument as u64;
-const PARSE_FAILURE: u64 = Status::ParseFailure as u64;
-const EMPTY: u64 = Status::Empty as u64;
-const CAS_MISMATCH: u64 = Status::CasMismatch as u64;
-const UNIMPLEMENTED: u64 = Status::Unimplemented as u64;
 
 // ---- Logging, clocks, timers ------------------------------------------------------------------
 

@@ -1,6 +1,5 @@
-//! Counterparts for the `serve_*.rs` integration tests: a backend that records what it was sent,
+//! Counterparts for the `serve*` modules' tests: a backend that records what it was sent,
 //! and host-sim's REST proxy in memory.
-#![allow(dead_code)]
 
 use rest_proxy::{RestProxy, RestProxyConfig};
 use std::net::SocketAddr;
@@ -36,13 +35,14 @@ pub async fn recording_backend(answer: &'static [u8]) -> (SocketAddr, Arc<Mutex<
 
 /// host-sim's REST proxy (Confluent flavour, in memory) on a loopback port.
 pub async fn in_memory_rest_proxy() -> (Arc<RestProxy>, SocketAddr) {
+    in_memory_rest_proxy_with(RestProxyConfig::default()).await
+}
+
+/// host-sim's REST proxy with `config` (its `listen` replaced by a loopback port).
+pub async fn in_memory_rest_proxy_with(config: RestProxyConfig) -> (Arc<RestProxy>, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let proxy = RestProxy::new(RestProxyConfig {
-        listen: addr,
-        ..RestProxyConfig::default()
-    })
-    .unwrap();
+    let proxy = RestProxy::new(RestProxyConfig { listen: addr, ..config }).unwrap();
     tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
     (proxy, addr)
 }

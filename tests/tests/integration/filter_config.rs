@@ -5,9 +5,9 @@
 //! as a JSON string holding that text — and a filter left without a configuration answers 500
 //! rather than producing anything.
 
-mod filter_common;
-
-use filter_common::{config, upstream, Gateway, Request, FORWARD_FLAGS_MESSAGE, NOT_CONFIGURED, TOPIC, V2_ACK, V3_ACK};
+use crate::filter_common::{
+    config, upstream, Gateway, Request, FORWARD_FLAGS_MESSAGE, NOT_CONFIGURED, TOPIC, V2_ACK, V3_ACK,
+};
 use host_sim::{LogLevel, Profile};
 use kafka_upstream_tests::PROFILES;
 use serde_json::{json, Value};

@@ -1,18 +1,13 @@
 //! Every Envoy/Kong difference host-sim models (issue 2, section 4, and the ones found in the
 //! hosts' sources since), each shown on the real `abi_probe.wasm` under both profiles.
 
-mod probe;
-
-use host_sim::{Action, CalloutFailure, HostError, HttpCallReply, LogLevel, Profile, Status};
+use crate::probe::{
+    metric_name, pairs, probe_options, upstream, Probe, BAD_ARGUMENT, NOT_FOUND, OK, PARSE_FAILURE, PLUGIN, VM_ID,
+};
+use host_sim::{Action, CalloutFailure, HostError, HttpCallReply, LogLevel, Profile};
 use kafka_upstream_tests::{header, logs_containing, PROFILES};
-use probe::{metric_name, pairs, probe_options, upstream, Probe, PLUGIN};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-const OK: u64 = Status::Ok as u64;
-const NOT_FOUND: u64 = Status::NotFound as u64;
-const BAD_ARGUMENT: u64 = Status::BadArgument as u64;
-const PARSE_FAILURE: u64 = Status::ParseFailure as u64;
 
 // ---- proxy_http_call -------------------------------------------------------------------------
 
@@ -677,7 +672,7 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
             Profile::Envoy => {
                 assert_eq!(text("source.address"), "127.0.0.1:50000");
                 assert_eq!(text("destination.address"), "127.0.0.1:8000");
-                assert_eq!(text("plugin_vm_id"), probe::VM_ID);
+                assert_eq!(text("plugin_vm_id"), VM_ID);
                 assert_eq!(hex("connection.mtls"), "00", "a bool is one byte");
                 // int64 little-endian, 8 bytes.
                 assert_eq!(hex("source.port"), hex_of(&50000i64.to_le_bytes()));
