@@ -11,6 +11,7 @@
 //! - KONG-OBS: behaviour observed running filters in nginx 1.26.3 with ngx_wasm_module
 //!   (wasmtime 26).
 
+pub use crate::abi::Callback;
 use crate::abi::{LogLevel, MapType, MetricType, Status, StreamType};
 use crate::hostfn::HostFunction;
 use crate::state::{LocalResponse, OverBudget};
@@ -45,92 +46,6 @@ impl FromStr for Profile {
             "kong" => Ok(Profile::Kong),
             other => Err(format!("unknown profile {other:?} (expected envoy or kong)")),
         }
-    }
-}
-
-/// Which guest callback is running; decides what a host function may touch.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Callback {
-    /// `_initialize` / `main` / `_start`.
-    Start,
-    /// `proxy_on_context_create`.
-    ContextCreate,
-    /// `proxy_on_vm_start`.
-    VmStart,
-    /// `proxy_on_configure`.
-    Configure,
-    /// `proxy_on_tick`.
-    Tick,
-    /// `proxy_on_queue_ready`.
-    QueueReady,
-    /// `proxy_on_foreign_function`.
-    ForeignFunction,
-    /// `proxy_on_request_headers`.
-    RequestHeaders,
-    /// `proxy_on_request_body`.
-    RequestBody,
-    /// `proxy_on_request_trailers`.
-    RequestTrailers,
-    /// `proxy_on_response_headers`.
-    ResponseHeaders,
-    /// `proxy_on_response_body`.
-    ResponseBody,
-    /// `proxy_on_response_trailers`.
-    ResponseTrailers,
-    /// `proxy_on_http_call_response`.
-    HttpCallResponse,
-    /// `proxy_on_grpc_receive_initial_metadata`.
-    GrpcReceiveInitialMetadata,
-    /// `proxy_on_grpc_receive`.
-    GrpcReceive,
-    /// `proxy_on_grpc_receive_trailing_metadata`.
-    GrpcReceiveTrailingMetadata,
-    /// `proxy_on_grpc_close`.
-    GrpcClose,
-    /// `proxy_on_done`.
-    Done,
-    /// `proxy_on_log`.
-    Log,
-    /// `proxy_on_delete`.
-    Delete,
-}
-
-impl Callback {
-    /// The guest export this callback invokes.
-    pub fn export_name(self) -> &'static str {
-        match self {
-            Callback::Start => "_initialize",
-            Callback::ContextCreate => "proxy_on_context_create",
-            Callback::VmStart => "proxy_on_vm_start",
-            Callback::Configure => "proxy_on_configure",
-            Callback::Tick => "proxy_on_tick",
-            Callback::QueueReady => "proxy_on_queue_ready",
-            Callback::ForeignFunction => "proxy_on_foreign_function",
-            Callback::RequestHeaders => "proxy_on_request_headers",
-            Callback::RequestBody => "proxy_on_request_body",
-            Callback::RequestTrailers => "proxy_on_request_trailers",
-            Callback::ResponseHeaders => "proxy_on_response_headers",
-            Callback::ResponseBody => "proxy_on_response_body",
-            Callback::ResponseTrailers => "proxy_on_response_trailers",
-            Callback::HttpCallResponse => "proxy_on_http_call_response",
-            Callback::GrpcReceiveInitialMetadata => "proxy_on_grpc_receive_initial_metadata",
-            Callback::GrpcReceive => "proxy_on_grpc_receive",
-            Callback::GrpcReceiveTrailingMetadata => "proxy_on_grpc_receive_trailing_metadata",
-            Callback::GrpcClose => "proxy_on_grpc_close",
-            Callback::Done => "proxy_on_done",
-            Callback::Log => "proxy_on_log",
-            Callback::Delete => "proxy_on_delete",
-        }
-    }
-
-    /// The transcript name (`on_request_headers`, ...).
-    pub fn transcript_name(self) -> &'static str {
-        // Prefix checks, not `trim_start_matches`: this runs for every recorded callback, and a
-        // `&str` pattern builds a substring searcher each time.
-        let name = self.export_name();
-        let name = name.strip_prefix("proxy_").unwrap_or(name);
-        name.strip_prefix('_').unwrap_or(name)
     }
 }
 

@@ -8,11 +8,13 @@
 //! Every byte the host keeps on a guest's behalf is charged to the VM's [`HostBudget`]
 //! ([`crate::Limits::max_host_bytes`]) through a [`budget`] charge kept next to the data, so each
 //! way the data goes away releases it. The state methods below charge before they change
-//! anything; a refusal ([`Refused::OverBudget`]) leaves the state as it was, and the profile
+//! anything; a refusal ([`Fault::OverBudget`]) leaves the state as it was, and the profile
 //! decides what the guest sees ([`Profile::over_budget`]). Log lines are the one thing the host
 //! may drop to make room: a real host has written them out already.
 
 mod budget;
+mod fault;
+mod host_functions;
 
 use crate::abi::{BufferType, LogLevel, MapType, MetricType, Pairs, Status};
 use crate::limits::Limits;
@@ -21,12 +23,30 @@ use crate::profile::{Callback, MapAccess, Profile, StreamPhase};
 use crate::wasi::StdioCapture;
 pub(crate) use budget::{Charge, GuestGrowth, ENTRY_OVERHEAD};
 pub use budget::{HostBudget, OverBudget};
+pub(crate) use fault::Fault;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use wasmtime::StoreLimits;
 use wasmtime_wasi::p1::WasiP1Ctx;
+
+/// How the host's records ([`LocalResponse`], [`HttpCall`]) serialize bodies: serializes bytes as a UTF-8 string when they are valid UTF-8, else as base64 with a marker.
+pub mod bytes_as_text {
+    use base64::Engine as _;
+    use serde::Serializer;
+
+    /// Serde `serialize_with` helper.
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.serialize_str(&format!(
+                "base64:{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )),
+        }
+    }
+}
 
 /// One log line produced by the guest (`proxy_log`, or WASI stdout/stderr).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,7 +70,7 @@ pub struct LocalResponse {
     /// Response headers as the filter gave them.
     pub headers: Vec<(String, String)>,
     /// Response body.
-    #[serde(with = "crate::transcript::bytes_as_text")]
+    #[serde(with = "bytes_as_text")]
     pub body: Vec<u8>,
     /// gRPC status, when the filter set one (`-1`/absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,7 +89,7 @@ pub struct HttpCall {
     /// Request headers, pseudo-headers included.
     pub headers: Vec<(String, String)>,
     /// Request body.
-    #[serde(with = "crate::transcript::bytes_as_text")]
+    #[serde(with = "bytes_as_text")]
     pub body: Vec<u8>,
     /// Request trailers.
     pub trailers: Vec<(String, String)>,
@@ -327,27 +347,6 @@ impl<'a> MapSlot<'a> {
         let total = total_before.saturating_sub(removed);
         // Shrinking is never refused.
         let _ = self.resize(total);
-    }
-}
-
-/// Why a state method did not do what the guest asked.
-#[derive(Debug)]
-pub(crate) enum Refused {
-    /// The ABI status for it (not found, bad argument, ...).
-    Status(Status),
-    /// The host-memory budget cannot hold it.
-    OverBudget(OverBudget),
-}
-
-impl From<Status> for Refused {
-    fn from(s: Status) -> Self {
-        Refused::Status(s)
-    }
-}
-
-impl From<OverBudget> for Refused {
-    fn from(e: OverBudget) -> Self {
-        Refused::OverBudget(e)
     }
 }
 
@@ -1006,7 +1005,7 @@ impl HostState {
         start: u32,
         size: u32,
         value: Vec<u8>,
-    ) -> Result<Status, Refused> {
+    ) -> Result<(), Fault> {
         self.make_room(value.len());
         let profile = self.profile;
         let id = self.effective().ok_or(Status::NotFound)?;
@@ -1015,16 +1014,16 @@ impl HostState {
             BufferType::HttpRequestBody => &mut stream.request,
             BufferType::HttpResponseBody => &mut stream.response,
             // The other buffers are read-only views.
-            _ => return Ok(Status::BadArgument),
+            _ => return Err(Status::BadArgument.into()),
         };
         if !dir.body_available {
-            return Ok(Status::NotFound);
+            return Err(Status::NotFound.into());
         }
         if !profile.buffer_write_allowed(start as usize, dir.body.len()) {
-            return Ok(Status::BadArgument);
+            return Err(Status::BadArgument.into());
         }
         dir.splice_body(&self.budget, start as usize, size as usize, value)?;
-        Ok(Status::Ok)
+        Ok(())
     }
 
     /// Where a map lives and whether the current callback may touch it, for a read or a change.
@@ -1100,31 +1099,31 @@ impl HostState {
     }
 
     /// `proxy_set_header_map_pairs`.
-    pub(crate) fn set_map_pairs(&mut self, map: MapType, pairs: Pairs) -> Result<(), Refused> {
+    pub(crate) fn set_map_pairs(&mut self, map: MapType, pairs: Pairs) -> Result<(), Fault> {
         self.make_room(pairs_footprint(&pairs));
         Ok(self.map_slot(map, MapAccess::Write)?.set_all(pairs)?)
     }
 
     /// `proxy_add_header_map_value`.
-    pub(crate) fn add_map_value(&mut self, map: MapType, key: Vec<u8>, value: Vec<u8>) -> Result<(), Refused> {
+    pub(crate) fn add_map_value(&mut self, map: MapType, key: Vec<u8>, value: Vec<u8>) -> Result<(), Fault> {
         self.make_room(pair_footprint(&key, &value));
         Ok(self.map_slot(map, MapAccess::Write)?.add(key, value)?)
     }
 
     /// `proxy_replace_header_map_value`.
-    pub(crate) fn replace_map_value(&mut self, map: MapType, key: Vec<u8>, value: Vec<u8>) -> Result<(), Refused> {
+    pub(crate) fn replace_map_value(&mut self, map: MapType, key: Vec<u8>, value: Vec<u8>) -> Result<(), Fault> {
         self.make_room(pair_footprint(&key, &value));
         Ok(self.map_slot(map, MapAccess::Write)?.replace(key, value)?)
     }
 
     /// `proxy_remove_header_map_value`.
-    pub(crate) fn remove_map_value(&mut self, map: MapType, key: &[u8]) -> Result<(), Refused> {
+    pub(crate) fn remove_map_value(&mut self, map: MapType, key: &[u8]) -> Result<(), Fault> {
         self.map_slot(map, MapAccess::Write)?.remove(key);
         Ok(())
     }
 
     /// Keeps a `proxy_http_call` until it is answered, cancelled or its context ends.
-    pub(crate) fn add_http_call(&mut self, call: HttpCall) -> Result<(), Refused> {
+    pub(crate) fn add_http_call(&mut self, call: HttpCall) -> Result<(), Fault> {
         let footprint = std::mem::size_of::<HttpCall>()
             + call.upstream.len()
             + pairs_footprint(&call.headers)
@@ -1137,7 +1136,7 @@ impl HostState {
     }
 
     /// Keeps a gRPC call or stream until it is answered or its context ends.
-    pub(crate) fn add_grpc_call(&mut self, call: GrpcCall) -> Result<(), Refused> {
+    pub(crate) fn add_grpc_call(&mut self, call: GrpcCall) -> Result<(), Fault> {
         let footprint = std::mem::size_of::<GrpcCall>()
             + call.upstream.len()
             + call.service.len()
@@ -1151,61 +1150,59 @@ impl HostState {
     }
 
     /// `proxy_grpc_send`: the message is kept with its stream (charged to it).
-    pub(crate) fn grpc_send(&mut self, token: u32, message: Vec<u8>, end_stream: bool) -> Result<Status, Refused> {
+    pub(crate) fn grpc_send(&mut self, token: u32, message: Vec<u8>, end_stream: bool) -> Result<(), Fault> {
         self.make_room(message.len() + ENTRY_OVERHEAD);
         let held = self.grpc_calls.get_mut(&token).ok_or(Status::NotFound)?;
         let call = &held.data;
         // Spec: BAD_ARGUMENT for a token that is not an open stream.
         if call.kind != GrpcKind::Stream || call.end_stream_sent || call.cancelled || call.closed {
-            return Ok(Status::BadArgument);
+            return Err(Status::BadArgument.into());
         }
         held.charge.grow(message.len() + ENTRY_OVERHEAD)?;
         held.data.messages.push(message);
         held.data.end_stream_sent = end_stream;
-        Ok(Status::Ok)
+        Ok(())
     }
 
     /// `proxy_grpc_cancel` (`close == false`) or `proxy_grpc_close`.
-    pub(crate) fn end_grpc(&mut self, token: u32, close: bool) -> Status {
-        let Some(held) = self.grpc_calls.get_mut(&token) else {
-            return Status::NotFound;
-        };
+    pub(crate) fn end_grpc(&mut self, token: u32, close: bool) -> Result<(), Fault> {
+        let held = self.grpc_calls.get_mut(&token).ok_or(Status::NotFound)?;
         if close {
             held.data.closed = true;
         } else {
             held.data.cancelled = true;
         }
-        Status::Ok
+        Ok(())
     }
 
     /// `proxy_set_property`: Envoy keeps guest-set properties in the stream's filter state and,
     /// without a stream, answers NOT_FOUND (ENVOY-SRC `Context::setProperty`); Kong keeps them
     /// with the filter.
-    pub(crate) fn set_property(&mut self, path: Vec<u8>, value: Vec<u8>) -> Result<Status, Refused> {
+    pub(crate) fn set_property(&mut self, path: Vec<u8>, value: Vec<u8>) -> Result<(), Fault> {
         self.make_room(2 * path.len() + value.len() + ENTRY_OVERHEAD);
         let needs_stream = self.profile.properties_need_a_stream();
         let id = self.effective();
         let map = match id.and_then(|id| self.streams.get_mut(&id)) {
             Some(stream) => &mut stream.properties,
-            None if needs_stream => return Ok(Status::NotFound),
+            None if needs_stream => return Err(Status::NotFound.into()),
             None => &mut self.properties,
         };
         map.set_by_guest(&self.budget, path, value)?;
-        Ok(Status::Ok)
+        Ok(())
     }
 
     /// `proxy_set_shared_data` in this VM's id.
-    pub(crate) fn set_shared_data(&mut self, key: Vec<u8>, value: Vec<u8>, cas: u32) -> Result<Status, Refused> {
+    pub(crate) fn set_shared_data(&mut self, key: Vec<u8>, value: Vec<u8>, cas: u32) -> Result<(), Fault> {
         self.make_room(self.vm_id.len() + key.len() + value.len() + ENTRY_OVERHEAD);
         let status = self
             .shared
             .lock()
             .set_data(&self.budget, &self.vm_id, key, value, cas)?;
-        Ok(status)
+        Fault::check(status)
     }
 
     /// `proxy_register_shared_queue` for the effective root context.
-    pub(crate) fn register_queue(&mut self, name: &str) -> Result<u32, Refused> {
+    pub(crate) fn register_queue(&mut self, name: &str) -> Result<u32, Fault> {
         let owner = self.effective_root().ok_or(Status::BadArgument)?;
         self.make_room(2 * (self.vm_id.len() + name.len()) + std::mem::size_of::<Queue>());
         let id = self
@@ -1216,13 +1213,14 @@ impl HostState {
     }
 
     /// `proxy_enqueue_shared_queue`.
-    pub(crate) fn enqueue(&mut self, id: u32, value: Vec<u8>) -> Result<Status, Refused> {
+    pub(crate) fn enqueue(&mut self, id: u32, value: Vec<u8>) -> Result<(), Fault> {
         self.make_room(value.len() + ENTRY_OVERHEAD + std::mem::size_of::<(u32, u32)>());
-        Ok(self.shared.lock().enqueue(&self.budget, id, value)?)
+        let status = self.shared.lock().enqueue(&self.budget, id, value)?;
+        Fault::check(status)
     }
 
     /// `proxy_define_metric`, under the name the profile's host exports it as.
-    pub(crate) fn define_metric(&mut self, kind: MetricType, name: &str) -> Result<u32, Refused> {
+    pub(crate) fn define_metric(&mut self, kind: MetricType, name: &str) -> Result<u32, Fault> {
         let full_name = self.profile.metric_name(&self.plugin_name, name);
         self.make_room(2 * full_name.len() + std::mem::size_of::<Metric>() + ENTRY_OVERHEAD);
         Ok(self.shared.lock().define_metric(&self.budget, kind, full_name)?)

@@ -259,37 +259,39 @@ impl Vm {
             .ok();
         store.data_mut().memory = GuestMemory::new(memory, allocate);
 
+        // Export names are written once, in `Callback` (abi.rs).
         macro_rules! export {
-            ($name:literal) => {
-                match instance.get_func(&mut store, $name) {
+            ($callback:ident) => {{
+                let name = Callback::$callback.export_name();
+                match instance.get_func(&mut store, name) {
                     None => None,
                     Some(f) => Some(Arc::new(
-                        f.typed(&store).map_err(|_| HostError::BadExport($name.into()))?,
+                        f.typed(&store).map_err(|_| HostError::BadExport(name.into()))?,
                     )),
                 }
-            };
+            }};
         }
         let exports = Exports {
-            context_create: export!("proxy_on_context_create"),
-            vm_start: export!("proxy_on_vm_start"),
-            configure: export!("proxy_on_configure"),
-            tick: export!("proxy_on_tick"),
-            queue_ready: export!("proxy_on_queue_ready"),
-            foreign_function: export!("proxy_on_foreign_function"),
-            request_headers: export!("proxy_on_request_headers"),
-            request_body: export!("proxy_on_request_body"),
-            request_trailers: export!("proxy_on_request_trailers"),
-            response_headers: export!("proxy_on_response_headers"),
-            response_body: export!("proxy_on_response_body"),
-            response_trailers: export!("proxy_on_response_trailers"),
-            http_call_response: export!("proxy_on_http_call_response"),
-            grpc_initial_metadata: export!("proxy_on_grpc_receive_initial_metadata"),
-            grpc_receive: export!("proxy_on_grpc_receive"),
-            grpc_trailing_metadata: export!("proxy_on_grpc_receive_trailing_metadata"),
-            grpc_close: export!("proxy_on_grpc_close"),
-            done: export!("proxy_on_done"),
-            log: export!("proxy_on_log"),
-            delete: export!("proxy_on_delete"),
+            context_create: export!(ContextCreate),
+            vm_start: export!(VmStart),
+            configure: export!(Configure),
+            tick: export!(Tick),
+            queue_ready: export!(QueueReady),
+            foreign_function: export!(ForeignFunction),
+            request_headers: export!(RequestHeaders),
+            request_body: export!(RequestBody),
+            request_trailers: export!(RequestTrailers),
+            response_headers: export!(ResponseHeaders),
+            response_body: export!(ResponseBody),
+            response_trailers: export!(ResponseTrailers),
+            http_call_response: export!(HttpCallResponse),
+            grpc_initial_metadata: export!(GrpcReceiveInitialMetadata),
+            grpc_receive: export!(GrpcReceive),
+            grpc_trailing_metadata: export!(GrpcReceiveTrailingMetadata),
+            grpc_close: export!(GrpcClose),
+            done: export!(Done),
+            log: export!(Log),
+            delete: export!(Delete),
         };
 
         let mut has = |name: &str| instance.get_func(&mut store, name).is_some();
