@@ -28,14 +28,14 @@ fn hostcall(
     body: impl FnOnce(&mut HostCaller<'_>, &GuestMemory) -> Result<(), Fault>,
 ) -> wasmtime::Result<u32> {
     let outcome = caller.data().admit_host_function(function).and_then(|()| {
-        let memory = caller.data().memory.clone();
+        let memory = caller.data().memory().clone();
         body(caller, &memory)
     });
     match outcome {
         Ok(()) => Ok(Status::Ok as u32),
         Err(Fault::Status(status)) => Ok(status as u32),
         Err(Fault::Trap(message)) => Err(format_err!("{message}")),
-        Err(Fault::OverBudget(refusal)) => match caller.data().profile.over_budget(function, &refusal) {
+        Err(Fault::OverBudget(refusal)) => match caller.data().profile().over_budget(function, &refusal) {
             BudgetRefusal::Status(status) => Ok(status as u32),
             BudgetRefusal::Trap(message) => Err(format_err!("{message}")),
         },
@@ -59,7 +59,7 @@ macro_rules! link {
 }
 
 fn max_buf(caller: &HostCaller<'_>) -> usize {
-    caller.data().limits.max_guest_buffer_bytes
+    caller.data().limits().max_guest_buffer_bytes
 }
 
 fn read(caller: &mut HostCaller<'_>, mem: &GuestMemory, ptr: u32, len: u32) -> Result<Vec<u8>, Fault> {
@@ -99,7 +99,7 @@ fn read_pairs_with<T>(
     if len as usize > max {
         return Err(MemoryError::TooLarge(len).into());
     }
-    let max_pairs = caller.data().limits.max_pairs;
+    let max_pairs = caller.data().limits().max_pairs;
     // A map the host cannot parse is the guest's bug: BAD_ARGUMENT, never a panic.
     mem.with_slice(caller, ptr, len, |bytes| decode_pairs_with(bytes, max_pairs, item))?
         .map_err(|_| Fault::Status(Status::BadArgument))
@@ -470,4 +470,34 @@ fn properties_and_ffi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::add_to_linker;
+    use crate::abi::LogLevel;
+    use crate::hostfn::HostFunction;
+    use crate::state::{HostState, Shared};
+    use crate::wasi::WasiOptions;
+    use crate::{Limits, Profile};
+    use wasmtime::{Engine, Linker, Store};
+
+    #[test]
+    fn every_host_function_of_the_table_is_linked() {
+        let engine = Engine::default();
+        let mut linker = Linker::new(&engine);
+        add_to_linker(&mut linker).unwrap();
+        let state = HostState::new(
+            Profile::Kong,
+            LogLevel::Info,
+            &Limits::default(),
+            &WasiOptions::default(),
+            Shared::new(),
+        );
+        let mut store = Store::new(&engine, state);
+        assert!(linker.get(&mut store, "env", "not_a_host_function").is_err());
+        for function in HostFunction::ALL {
+            assert!(linker.get(&mut store, "env", function.name()).is_ok(), "{function:?}");
+        }
+    }
 }

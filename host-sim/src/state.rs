@@ -20,7 +20,7 @@ use crate::abi::{BufferType, LogLevel, MapType, MetricType, Pairs, Status};
 use crate::limits::Limits;
 use crate::memory::GuestMemory;
 use crate::profile::{Callback, MapAccess, Profile, StreamPhase};
-use crate::wasi::StdioCapture;
+use crate::wasi::{StdioCapture, WasiOptions};
 pub(crate) use budget::{Charge, GuestGrowth, ENTRY_OVERHEAD};
 pub use budget::{HostBudget, OverBudget};
 pub(crate) use fault::Fault;
@@ -28,7 +28,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
-use wasmtime::StoreLimits;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 /// How the host's records ([`LocalResponse`], [`HttpCall`]) serialize bodies: serializes bytes as a UTF-8 string when they are valid UTF-8, else as base64 with a marker.
@@ -927,53 +927,164 @@ impl LogBook {
 /// A host-side function the guest can call with `proxy_call_foreign_function`.
 pub type ForeignFunction = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync>;
 
-/// The store data of one VM.
+/// The store data of one VM. The ABI glue reaches it through methods; the fields the lifecycle
+/// driver ([`crate::vm`]) and the properties still walk are `pub(crate)`.
 pub struct HostState {
     pub(crate) wasi: WasiP1Ctx,
-    pub(crate) stdio: StdioCapture,
-    pub(crate) store_limits: StoreLimits,
+    stdio: StdioCapture,
+    store_limits: StoreLimits,
     pub(crate) limits: Limits,
-    pub(crate) memory: GuestMemory,
+    memory: GuestMemory,
     pub(crate) profile: Profile,
     pub(crate) clock: crate::wasi::Clock,
     pub(crate) log_level: LogLevel,
     pub(crate) logs: LogBook,
     /// Every byte the host holds for this guest is charged here.
-    pub(crate) budget: Arc<HostBudget>,
+    budget: Arc<HostBudget>,
     pub(crate) active: Option<Active>,
     pub(crate) roots: BTreeMap<u32, RootState>,
     pub(crate) streams: BTreeMap<u32, StreamState>,
-    pub(crate) next_context_id: u32,
+    next_context_id: u32,
     pub(crate) vm_id: String,
-    pub(crate) vm_key: u64,
+    vm_key: u64,
     pub(crate) plugin_name: String,
     pub(crate) vm_configuration: Vec<u8>,
     pub(crate) http_calls: BTreeMap<u32, Held<HttpCall>>,
     pub(crate) grpc_calls: BTreeMap<u32, Held<GrpcCall>>,
-    pub(crate) next_token: u32,
+    next_token: u32,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) foreign: HashMap<String, ForeignFunction>,
+    foreign: HashMap<String, ForeignFunction>,
     /// Envoy cluster names `proxy_http_call` accepts.
-    pub(crate) clusters: Vec<String>,
+    clusters: Vec<String>,
     /// Every name is a known cluster ([`crate::VmOptions::any_cluster`]).
-    pub(crate) any_cluster: bool,
+    any_cluster: bool,
     /// VM-wide properties set by the embedder or by the guest outside a stream.
     pub(crate) properties: PropertyMap,
     /// Roots that called `proxy_done` and are waiting to be finalized.
-    pub(crate) done_roots: Vec<u32>,
+    done_roots: Vec<u32>,
 }
 
 impl HostState {
+    /// A VM's fresh host state: no contexts yet, an empty log kept from `log_level` up, a budget
+    /// of [`Limits::max_host_bytes`], WASI as `wasi` says, and a key in `shared` (the driver sets
+    /// the VM's identity and upstreams).
+    pub(crate) fn new(
+        profile: Profile,
+        log_level: LogLevel,
+        limits: &Limits,
+        wasi: &WasiOptions,
+        shared: Arc<Shared>,
+    ) -> HostState {
+        let (wasi, stdio, clock) = crate::wasi::build(wasi, limits.max_stdio_bytes_per_callback);
+        HostState {
+            wasi,
+            stdio,
+            store_limits: StoreLimitsBuilder::new()
+                .memory_size(limits.max_memory_bytes)
+                .instances(1)
+                .build(),
+            limits: limits.clone(),
+            memory: GuestMemory::new(None, None),
+            profile,
+            clock,
+            log_level,
+            logs: LogBook::default(),
+            budget: HostBudget::new(limits.max_host_bytes),
+            active: None,
+            roots: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            next_context_id: 0,
+            vm_id: String::new(),
+            vm_key: shared.allocate_vm_key(),
+            plugin_name: String::new(),
+            vm_configuration: Vec::new(),
+            http_calls: BTreeMap::new(),
+            grpc_calls: BTreeMap::new(),
+            next_token: 0,
+            shared,
+            foreign: HashMap::new(),
+            clusters: Vec::new(),
+            any_cluster: false,
+            properties: PropertyMap::default(),
+            done_roots: Vec::new(),
+        }
+    }
+
+    /// The upstream clusters `proxy_http_call` and `proxy_grpc_call` accept (Envoy), or every
+    /// name (`any_cluster`).
+    pub(crate) fn set_upstreams(&mut self, clusters: Vec<String>, any_cluster: bool) {
+        self.clusters = clusters;
+        self.any_cluster = any_cluster;
+    }
+
+    /// What the store's resource limiter enforces.
+    pub(crate) fn store_limits_mut(&mut self) -> &mut StoreLimits {
+        &mut self.store_limits
+    }
+
+    /// The instance's memory and allocator.
+    pub(crate) fn memory(&self) -> &GuestMemory {
+        &self.memory
+    }
+
+    /// Sets the instance's memory and allocator, once it is instantiated.
+    pub(crate) fn set_memory(&mut self, memory: GuestMemory) {
+        self.memory = memory;
+    }
+
+    /// The VM's limits.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The host this VM behaves like.
+    pub(crate) fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// The guest's captured stdout and stderr.
+    pub(crate) fn stdio(&self) -> &StdioCapture {
+        &self.stdio
+    }
+
+    /// A new context id.
+    pub(crate) fn allocate_context_id(&mut self) -> u32 {
+        self.next_context_id += 1;
+        self.next_context_id
+    }
+
+    /// This VM's key in the shared state (queue notifications are addressed to it).
+    pub(crate) fn vm_key(&self) -> u64 {
+        self.vm_key
+    }
+
+    /// Roots that called `proxy_done` since the last time, for the driver to finalize.
+    pub(crate) fn take_done_roots(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.done_roots)
+    }
+
+    /// Bytes charged to the budget now.
+    pub(crate) fn budget_used(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// Registers a host-side function for `proxy_call_foreign_function`.
+    pub(crate) fn register_foreign_function(&mut self, name: &str, function: ForeignFunction) {
+        self.foreign.insert(name.to_string(), function);
+    }
+
     /// Whether `name` is an upstream cluster this host knows (Envoy profile).
     pub(crate) fn knows_cluster(&self, name: &str) -> bool {
         self.any_cluster || self.clusters.iter().any(|c| c == name)
     }
 
-    /// Appends a log line, dropping the oldest beyond the entry limit or the budget.
     /// Takes over what a replaced instance held for the guest (Kong's fresh instance after a
-    /// trap): its log lines, in front of this VM's, and its properties, both charged to this
-    /// VM's budget from now on.
+    /// trap): its context id and token counters, its foreign functions, its log lines, in front of
+    /// this VM's, and its properties, both charged to this VM's budget from now on.
     pub(crate) fn adopt(&mut self, old: &mut HostState) {
+        self.next_context_id = old.next_context_id;
+        self.next_token = old.next_token;
+        self.foreign = std::mem::take(&mut old.foreign);
         let older = std::mem::take(&mut old.logs);
         self.logs.absorb(&self.budget, older, self.limits.max_log_entries);
         let mut properties = std::mem::take(&mut old.properties);
@@ -981,6 +1092,7 @@ impl HostState {
         self.properties = properties;
     }
 
+    /// Appends a log line, dropping the oldest beyond the entry limit or the budget.
     pub(crate) fn push_log(&mut self, level: LogLevel, message: String) {
         let context_id = self.active.as_ref().map(|a| a.effective_id);
         tracing::event!(target: "guest", tracing::Level::DEBUG, level = %level, context_id, "{message}");

@@ -462,6 +462,49 @@ fn valid_host_port(upstream: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::valid_host_port;
+    use crate::abi::{BufferType, Callback, LogLevel, MapType, Status, StreamType};
+    use crate::hostfn::HostFunction;
+    use crate::state::{Active, CallbackData, Fault, HostState, RootState, Shared, StreamInfo, StreamState};
+    use crate::wasi::WasiOptions;
+    use crate::{Limits, Profile};
+
+    const ROOT: u32 = 1;
+    const STREAM: u32 = 2;
+
+    /// A host with root context 1 and its stream 2, the guest running `callback` in `context`.
+    fn host(profile: Profile, callback: Callback, context: u32) -> HostState {
+        let limits = Limits::default();
+        let mut state = HostState::new(
+            profile,
+            LogLevel::Trace,
+            &limits,
+            &WasiOptions::default(),
+            Shared::new(),
+        );
+        state.set_upstreams(vec!["kafka_rest".into()], false);
+        state.roots.insert(ROOT, RootState::default());
+        state
+            .streams
+            .insert(STREAM, StreamState::new(ROOT, StreamInfo::default()));
+        enter(&mut state, callback, context, CallbackData::default());
+        state
+    }
+
+    fn enter(state: &mut HostState, callback: Callback, context: u32, data: CallbackData) {
+        state.active = Some(Active {
+            callback,
+            effective_id: context,
+            data,
+        });
+    }
+
+    fn status(status: Status) -> Fault {
+        Fault::Status(status)
+    }
+
+    fn stream(state: &mut HostState) -> &mut StreamState {
+        state.streams.get_mut(&STREAM).unwrap()
+    }
 
     #[test]
     fn kong_dispatch_targets() {
@@ -471,5 +514,265 @@ mod tests {
         for bad in ["", ":8082", "host:0", "host:99999", "a b:1", "http://x:1"] {
             assert!(!valid_host_port(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_functions_outside_a_callback_and_missing_ones_are_refused() {
+        let mut state = host(Profile::Kong, Callback::RequestHeaders, STREAM);
+        assert_eq!(state.admit_host_function(HostFunction::HttpCall), Ok(()));
+        // Kong lacks proxy_done: it traps, as ngx_wasm_module does.
+        assert!(
+            matches!(state.admit_host_function(HostFunction::Done), Err(Fault::Trap(m)) if m.contains("proxy_done"))
+        );
+        state.active = None;
+        assert_eq!(
+            state.admit_host_function(HostFunction::HttpCall),
+            Err(status(Status::BadArgument))
+        );
+        for context_free in [HostFunction::Log, HostFunction::GetCurrentTimeNanoseconds] {
+            assert_eq!(state.admit_host_function(context_free), Ok(()));
+        }
+    }
+
+    #[test]
+    fn buffers_are_bounded_and_seen_only_where_they_exist() {
+        let mut state = host(Profile::Envoy, Callback::RequestBody, STREAM);
+        let request = &mut stream(&mut state).request;
+        request.receive_body(b"0123456789");
+        request.body_available = true;
+        assert_eq!(state.get_buffer(BufferType::HttpRequestBody, 2, 3).unwrap(), b"234");
+        assert_eq!(
+            state.get_buffer(BufferType::HttpRequestBody, 8, u32::MAX).unwrap(),
+            b"89"
+        );
+        assert_eq!(state.get_buffer(BufferType::HttpRequestBody, 10, 5).unwrap(), b"");
+        assert_eq!(
+            state.get_buffer(BufferType::HttpRequestBody, 11, 5),
+            Err(status(Status::BadArgument))
+        );
+        assert_eq!(state.buffer_len(BufferType::HttpRequestBody), Ok(10));
+        // No response body yet, and a callout's body only in its own callback.
+        for absent in [
+            BufferType::HttpResponseBody,
+            BufferType::HttpCallResponseBody,
+            BufferType::DownstreamData,
+        ] {
+            assert_eq!(state.buffer_len(absent), Err(status(Status::NotFound)), "{absent:?}");
+        }
+        // Writes: the body is spliced, the read-only buffers refuse.
+        assert_eq!(
+            state.set_body_bytes(BufferType::HttpRequestBody, 0, 10, b"new".to_vec()),
+            Ok(())
+        );
+        assert_eq!(state.get_buffer(BufferType::HttpRequestBody, 0, 100).unwrap(), b"new");
+        assert_eq!(
+            state.set_body_bytes(BufferType::PluginConfiguration, 0, 0, b"x".to_vec()),
+            Err(status(Status::BadArgument))
+        );
+        let data = CallbackData {
+            buffer: Some(b"reply".to_vec()),
+            ..CallbackData::default()
+        };
+        enter(&mut state, Callback::HttpCallResponse, STREAM, data);
+        assert_eq!(
+            state.get_buffer(BufferType::HttpCallResponseBody, 0, 100).unwrap(),
+            b"reply"
+        );
+        assert_eq!(
+            state.buffer_len(BufferType::GrpcCallMessage),
+            Err(status(Status::NotFound))
+        );
+    }
+
+    #[test]
+    fn a_kong_request_body_in_a_temp_file_is_not_found_and_logged() {
+        let mut state = host(Profile::Kong, Callback::RequestBody, STREAM);
+        let request = &mut stream(&mut state).request;
+        request.body_available = true;
+        request.body_in_temp_file = true;
+        assert_eq!(
+            state.get_buffer(BufferType::HttpRequestBody, 0, 10),
+            Err(status(Status::NotFound))
+        );
+        let last = state.logs.iter().last().unwrap();
+        assert_eq!(last.level, LogLevel::Error);
+    }
+
+    #[test]
+    fn header_maps_follow_the_spec_and_the_hosts_names() {
+        let mut state = host(Profile::Envoy, Callback::RequestHeaders, STREAM);
+        stream(&mut state).request.set_headers(vec![
+            (b"host".to_vec(), b"h".to_vec()),
+            (b"x-a".to_vec(), b"1".to_vec()),
+        ]);
+        let map = MapType::HttpRequestHeaders;
+        // Lookups are case-insensitive; Envoy keeps names lowercase.
+        assert_eq!(state.header_map_value(map, b"X-A").unwrap(), b"1");
+        state.add_header_map_value(map, b"X-A".to_vec(), b"2".to_vec()).unwrap();
+        assert_eq!(stream(&mut state).request.headers.as_ref().unwrap()[2].0, b"x-a");
+        // Replace keeps the first occurrence, with the new value, and drops the others.
+        state
+            .replace_header_map_value(map, b"x-a".to_vec(), b"3".to_vec())
+            .unwrap();
+        let pairs = stream(&mut state).request.headers.clone().unwrap();
+        assert_eq!(
+            pairs,
+            vec![(b"host".to_vec(), b"h".to_vec()), (b"x-a".to_vec(), b"3".to_vec())]
+        );
+        let serialized = state.header_map_pairs(map).unwrap();
+        assert_eq!(state.header_map_size(map), Ok(serialized.len()));
+        // Removing a key that is not there is OK.
+        assert_eq!(state.remove_header_map_value(map, b"absent"), Ok(()));
+        state.remove_header_map_value(map, b"X-A").unwrap();
+        assert_eq!(state.header_map_value(map, b"x-a"), Err(status(Status::NotFound)));
+        // Callout maps are read-only, and exist only in their callback.
+        assert_eq!(
+            state.add_header_map_value(MapType::HttpCallResponseHeaders, b"k".to_vec(), b"v".to_vec()),
+            Err(status(Status::BadArgument))
+        );
+        // Envoy serializes a map it does not have as empty; Kong refuses.
+        assert_eq!(state.header_map_pairs(MapType::HttpCallResponseHeaders), Ok(Vec::new()));
+        let mut kong = host(Profile::Kong, Callback::RequestHeaders, STREAM);
+        assert!(kong.header_map_pairs(MapType::HttpCallResponseHeaders).is_err());
+        // Kong keeps the guest's spelling.
+        kong.add_header_map_value(map, b"X-B".to_vec(), b"v".to_vec()).unwrap();
+        assert_eq!(kong.header_map_value(map, b"x-b").unwrap(), b"v");
+        assert_eq!(stream(&mut kong).request.headers.as_ref().unwrap()[0].0, b"X-B");
+    }
+
+    fn call_headers(authority: bool) -> Vec<(String, String)> {
+        let mut headers = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".into(), "/".into()),
+        ];
+        if authority {
+            headers.push((":authority".into(), "rest".into()));
+        }
+        headers
+    }
+
+    #[test]
+    fn http_calls_are_admitted_only_when_every_rule_holds() {
+        let mut state = host(Profile::Envoy, Callback::RequestHeaders, STREAM);
+        let admit = |state: &mut HostState, upstream: &str, authority: bool, timeout: u32| {
+            state.admit_http_call(upstream.into(), call_headers(authority), b"b".to_vec(), vec![], timeout)
+        };
+        assert_eq!(
+            admit(&mut state, "unknown", true, 1000),
+            Err(status(Status::BadArgument))
+        );
+        assert!(state.logs.iter().last().unwrap().message.contains("unknown upstream"));
+        assert_eq!(
+            admit(&mut state, "kafka_rest", false, 1000),
+            Err(status(Status::BadArgument))
+        );
+        assert!(state.logs.iter().last().unwrap().message.contains(":authority"));
+        // Envoy: a timeout that does not fit its signed milliseconds is refused.
+        assert_eq!(
+            admit(&mut state, "kafka_rest", true, u32::MAX),
+            Err(status(Status::BadArgument))
+        );
+        assert!(state.http_calls.is_empty());
+        let now = state.now_ns();
+        let token = admit(&mut state, "kafka_rest", true, 1000).unwrap();
+        let call = &state.http_calls[&token];
+        assert_eq!(
+            (call.context_id, call.timeout_ms, call.deadline_ns),
+            (STREAM, 1000, Some(now + 1_000_000_000))
+        );
+        // Envoy: no timeout is no deadline; a second call gets a new token.
+        let second = admit(&mut state, "kafka_rest", true, 0).unwrap();
+        assert_ne!(second, token);
+        assert_eq!(state.http_calls[&second].deadline_ns, None);
+
+        // Kong: `host:port` targets, no :authority needed, a default timeout, and no dispatch
+        // from the response path.
+        let mut kong = host(Profile::Kong, Callback::RequestHeaders, STREAM);
+        assert_eq!(
+            admit(&mut kong, "http://x:1", false, 0),
+            Err(status(Status::BadArgument))
+        );
+        let token = admit(&mut kong, "rest:8082", false, 0).unwrap();
+        assert_eq!(
+            kong.http_calls[&token].deadline_ns,
+            Some(kong.now_ns() + 60_000_000_000)
+        );
+        enter(&mut kong, Callback::ResponseHeaders, STREAM, CallbackData::default());
+        assert!(
+            matches!(admit(&mut kong, "rest:8082", false, 0), Err(Fault::Trap(m)) if m.contains("on_response_headers"))
+        );
+    }
+
+    fn reply(state: &mut HostState, code: u32, grpc_status: i32) -> Result<(), Fault> {
+        state.send_local_response(code, "details".into(), b"body".to_vec(), vec![], grpc_status)
+    }
+
+    #[test]
+    fn local_responses_are_stashed_once_per_the_hosts_rules() {
+        let mut envoy = host(Profile::Envoy, Callback::RequestHeaders, STREAM);
+        assert_eq!(reply(&mut envoy, 403, -1), Ok(()));
+        // Envoy: a second reply is OK, and the first is the one kept.
+        assert_eq!(reply(&mut envoy, 500, 3), Ok(()));
+        let stashed = stream(&mut envoy).pending_local_response.clone().unwrap();
+        assert_eq!((stashed.status, stashed.grpc_status), (403, None));
+        // Kong traps on the second, and on any reply after the response headers went out.
+        let mut kong = host(Profile::Kong, Callback::RequestHeaders, STREAM);
+        assert_eq!(reply(&mut kong, 403, 2), Ok(()));
+        assert_eq!(
+            stream(&mut kong).pending_local_response.as_ref().unwrap().grpc_status,
+            Some(2)
+        );
+        assert!(matches!(reply(&mut kong, 500, -1), Err(Fault::Trap(m)) if m.contains("already stashed")));
+        let mut late = host(Profile::Kong, Callback::ResponseHeaders, STREAM);
+        stream(&mut late).response.headers_forwarded = true;
+        assert!(matches!(reply(&mut late, 500, -1), Err(Fault::Trap(m)) if m.contains("already sent")));
+        // Only a stream can reply.
+        let mut root = host(Profile::Envoy, Callback::Tick, ROOT);
+        assert_eq!(reply(&mut root, 200, -1), Err(status(Status::BadArgument)));
+    }
+
+    #[test]
+    fn done_finalizes_only_a_root_that_waits_for_it() {
+        let mut state = host(Profile::Envoy, Callback::HttpCallResponse, STREAM);
+        assert_eq!(state.done(), Err(status(Status::NotFound)));
+        state.roots.get_mut(&ROOT).unwrap().awaiting_done = true;
+        // Called from the root's stream, it finalizes the root, once.
+        assert_eq!(state.done(), Ok(()));
+        assert_eq!(state.take_done_roots(), vec![ROOT]);
+        assert_eq!(state.done(), Err(status(Status::NotFound)));
+    }
+
+    #[test]
+    fn effective_context_tick_and_stream_controls() {
+        let mut state = host(Profile::Envoy, Callback::HttpCallResponse, ROOT);
+        assert_eq!(state.set_effective_context(99), Err(status(Status::BadArgument)));
+        assert_eq!(state.set_effective_context(STREAM), Ok(()));
+        assert_eq!(state.effective(), Some(STREAM));
+        // A stream's timer is its root's.
+        assert_eq!(state.set_tick_period(500), Ok(()));
+        assert_eq!(state.roots[&ROOT].next_tick_ns, Some(state.now_ns() + 500_000_000));
+        assert_eq!(state.continue_or_close_stream(StreamType::HttpRequest, false), Ok(()));
+        assert!(stream(&mut state).request.resume_requested);
+        assert_eq!(state.continue_or_close_stream(StreamType::HttpResponse, true), Ok(()));
+        assert!(stream(&mut state).reset);
+        // Kong: only a root sets its tick period, once.
+        let mut kong = host(Profile::Kong, Callback::RequestHeaders, STREAM);
+        assert!(matches!(kong.set_tick_period(500), Err(Fault::Trap(m)) if m.contains("root context")));
+        enter(&mut kong, Callback::Configure, ROOT, CallbackData::default());
+        assert_eq!(kong.set_tick_period(500), Ok(()));
+        assert!(matches!(kong.set_tick_period(100), Err(Fault::Trap(m)) if m.contains("already set")));
+    }
+
+    #[test]
+    fn logs_below_the_level_and_unknown_foreign_functions() {
+        let mut state = host(Profile::Envoy, Callback::Tick, ROOT);
+        state.log_level = LogLevel::Warn;
+        state.guest_log(LogLevel::Info, "dropped".into());
+        state.guest_log(LogLevel::Error, "kept".into());
+        let lines: Vec<_> = state.logs.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(lines, ["kept"]);
+        assert_eq!(state.call_foreign_function("nope", b""), Err(status(Status::NotFound)));
+        state.register_foreign_function("echo", std::sync::Arc::new(|args: &[u8]| Ok(args.to_vec())));
+        assert_eq!(state.call_foreign_function("echo", b"hi"), Ok(b"hi".to_vec()));
     }
 }
