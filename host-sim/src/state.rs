@@ -1,25 +1,30 @@
 //! Host state: everything the host keeps for one VM, stored in the wasmtime `Store` and reached
 //! from the ABI glue through `Caller`.
 //!
-//! This layer holds data and the rules that are the same on every host (spec semantics of
-//! buffers, maps, shared data, queues and metrics). Host differences are asked of the
-//! [`Profile`]; the order of guest callbacks belongs to the driver.
+//! This layer owns the ABI's semantics: each host function is a method of [`HostState`] that
+//! takes decoded values and answers `Result<T, Fault>` ([`fault`]: a status, a trap, or over
+//! budget; the glue in `imports.rs` turns it into what the guest sees, in one place). The rules of
+//! contexts, buffers, maps, local responses, callouts, gRPC, shared data, metrics and foreign
+//! functions are in [`host_functions`]; the methods that keep guest bytes (body and map changes,
+//! callouts, properties, shared data, queues, metrics) sit here, next to the data they charge.
+//! Host differences are asked of the [`Profile`]; the order of guest callbacks belongs to the
+//! driver ([`crate::vm`]). The rules are tested natively, without wasm (`host_functions` tests).
 //!
 //! Every byte the host keeps on a guest's behalf is charged to the VM's [`HostBudget`]
 //! ([`crate::Limits::max_host_bytes`]) through a [`budget`] charge kept next to the data, so each
-//! way the data goes away releases it. The state methods below charge before they change
-//! anything; a refusal ([`Fault::OverBudget`]) leaves the state as it was, and the profile
-//! decides what the guest sees ([`Profile::over_budget`]). Log lines are the one thing the host
-//! may drop to make room: a real host has written them out already.
+//! way the data goes away releases it. The state methods charge before they change anything; a
+//! refusal ([`Fault::OverBudget`]) leaves the state as it was, and the profile decides what the
+//! guest sees ([`Profile::over_budget`]). Log lines are the one thing the host may drop to make
+//! room: a real host has written them out already.
 
 mod budget;
 mod fault;
 mod host_functions;
 
-use crate::abi::{BufferType, LogLevel, MapType, MetricType, Pairs, Status};
+use crate::abi::{BufferType, Callback, LogLevel, MapType, MetricType, Pairs, Status};
 use crate::limits::Limits;
 use crate::memory::GuestMemory;
-use crate::profile::{Callback, MapAccess, Profile, StreamPhase};
+use crate::profile::{MapAccess, Profile, StreamPhase};
 use crate::wasi::{StdioCapture, WasiOptions};
 pub(crate) use budget::{Charge, GuestGrowth, ENTRY_OVERHEAD};
 pub use budget::{HostBudget, OverBudget};

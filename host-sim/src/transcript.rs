@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// How bodies of the host's records serialize (defined with them, in [`crate::state`]).
+pub use crate::state::bytes_as_text;
+
 /// A header map as the files carry it: `[name, value]` pairs in order.
 pub type Headers = Vec<(String, String)>;
 

@@ -272,7 +272,7 @@ impl Vm {
         };
 
         let mut has = |name: &str| instance.get_func(&mut store, name).is_some();
-        let (has_init, has_main, has_start) = (has("_initialize"), has("main"), has("_start"));
+        let (has_init, has_main, has_start) = (has(Callback::Start.export_name()), has("main"), has("_start"));
         let mut vm = Vm {
             store,
             exports,

@@ -522,7 +522,7 @@ mod tests {
         assert_eq!(state.admit_host_function(HostFunction::HttpCall), Ok(()));
         // Kong lacks proxy_done: it traps, as ngx_wasm_module does.
         assert!(
-            matches!(state.admit_host_function(HostFunction::Done), Err(Fault::Trap(m)) if m.contains("proxy_done"))
+            matches!(state.admit_host_function(HostFunction::Done), Err(Fault::Trap(m)) if m.contains(HostFunction::Done.name()))
         );
         state.active = None;
         assert_eq!(
