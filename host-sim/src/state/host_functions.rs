@@ -462,9 +462,9 @@ fn valid_host_port(upstream: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::valid_host_port;
-    use crate::abi::{BufferType, Callback, LogLevel, MapType, Status, StreamType};
+    use crate::abi::{BufferType, Callback, LogLevel, MapType, MetricType, Status, StreamType};
     use crate::hostfn::HostFunction;
-    use crate::state::{Active, CallbackData, Fault, HostState, RootState, Shared, StreamInfo, StreamState};
+    use crate::state::{Active, CallbackData, Fault, GrpcKind, HostState, RootState, Shared, StreamInfo, StreamState};
     use crate::wasi::WasiOptions;
     use crate::{Limits, Profile};
 
@@ -774,5 +774,70 @@ mod tests {
         assert_eq!(state.call_foreign_function("nope", b""), Err(status(Status::NotFound)));
         state.register_foreign_function("echo", std::sync::Arc::new(|args: &[u8]| Ok(args.to_vec())));
         assert_eq!(state.call_foreign_function("echo", b"hi"), Ok(b"hi".to_vec()));
+    }
+
+    #[test]
+    fn grpc_calls_open_send_and_end_by_token() {
+        let mut state = host(Profile::Envoy, Callback::RequestHeaders, STREAM);
+        let open = |state: &mut HostState, kind, upstream: &str| {
+            state.open_grpc(kind, upstream.into(), "svc".into(), "m".into(), vec![], None, None)
+        };
+        // Spec: PARSE_FAILURE for an upstream the host does not know.
+        assert_eq!(
+            open(&mut state, GrpcKind::Stream, "nowhere"),
+            Err(status(Status::ParseFailure))
+        );
+        let stream_token = open(&mut state, GrpcKind::Stream, "kafka_rest").unwrap();
+        let call_token = open(&mut state, GrpcKind::Call, "kafka_rest").unwrap();
+        assert_eq!(state.grpc_send(stream_token, b"a".to_vec(), true), Ok(()));
+        // A half-closed stream, or a unary call, takes no more messages.
+        assert_eq!(
+            state.grpc_send(stream_token, b"b".to_vec(), false),
+            Err(status(Status::BadArgument))
+        );
+        assert_eq!(
+            state.grpc_send(call_token, b"b".to_vec(), false),
+            Err(status(Status::BadArgument))
+        );
+        assert_eq!(state.grpc_calls[&stream_token].messages, vec![b"a".to_vec()]);
+        assert_eq!(state.end_grpc(call_token, false), Ok(()));
+        assert!(state.grpc_calls[&call_token].cancelled);
+        assert_eq!(state.end_grpc(999, true), Err(status(Status::NotFound)));
+    }
+
+    #[test]
+    fn shared_data_queues_properties_and_metrics_through_the_state() {
+        let mut state = host(Profile::Envoy, Callback::Tick, ROOT);
+        assert_eq!(state.get_shared_data(b"k"), Err(status(Status::NotFound)));
+        state.set_shared_data(b"k".to_vec(), b"v".to_vec(), 0).unwrap();
+        let (value, cas) = state.get_shared_data(b"k").unwrap();
+        assert_eq!(value, b"v");
+        assert_eq!(
+            state.set_shared_data(b"k".to_vec(), b"w".to_vec(), cas + 1),
+            Err(status(Status::CasMismatch))
+        );
+        let queue = state.register_queue("q").unwrap();
+        assert_eq!(state.resolve_queue("", "q"), Ok(queue));
+        assert_eq!(state.resolve_queue("", "other"), Err(status(Status::NotFound)));
+        assert_eq!(state.dequeue(queue), Err(status(Status::Empty)));
+        state.enqueue(queue, b"item".to_vec()).unwrap();
+        assert_eq!(state.dequeue(queue), Ok(b"item".to_vec()));
+        // Envoy keeps guest properties with a stream: a root has nowhere to put them.
+        assert_eq!(
+            state.set_property(b"p".to_vec(), b"v".to_vec()),
+            Err(status(Status::NotFound))
+        );
+        let counter = state.define_metric(MetricType::Counter, "c").unwrap();
+        assert_eq!(state.increment_metric(counter, 5), Ok(()));
+        assert_eq!(state.increment_metric(counter, -1), Err(status(Status::BadArgument)));
+        assert_eq!(state.get_metric(counter), Ok(5));
+        assert_eq!(state.get_metric(counter + 100), Err(status(Status::NotFound)));
+        // Kong traps where Envoy answers a status; its counters may go down.
+        let mut kong = host(Profile::Kong, Callback::Tick, ROOT);
+        let counter = kong.define_metric(MetricType::Counter, "c").unwrap();
+        assert_eq!(kong.increment_metric(counter, -1), Ok(()));
+        assert!(matches!(kong.record_metric(counter, 1), Err(Fault::Trap(m)) if m.contains("counter")));
+        assert!(matches!(kong.get_metric(counter + 100), Err(Fault::Trap(m)) if m.contains("not found")));
+        assert_eq!(kong.set_property(b"p".to_vec(), b"v".to_vec()), Ok(()));
     }
 }
