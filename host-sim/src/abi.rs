@@ -159,8 +159,6 @@ macro_rules! callbacks {
         pub enum Callback { $($(#[$doc])* $variant),+ }
 
         impl Callback {
-            /// Every callback, in the spec's order.
-            pub const ALL: &'static [Callback] = &[$(Callback::$variant),+];
             /// The guest export this callback invokes.
             pub fn export_name(self) -> &'static str {
                 match self { $(Callback::$variant => $export),+ }
