@@ -150,6 +150,79 @@ impl fmt::Display for Action {
     }
 }
 
+macro_rules! callbacks {
+    ($($(#[$doc:meta])* $variant:ident => $export:literal),+ $(,)?) => {
+        /// Which guest callback is running; decides what a host function may touch. Each names
+        /// the guest export it invokes (spec "Functions exposed by the module"), written here once.
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Callback { $($(#[$doc])* $variant),+ }
+
+        impl Callback {
+            /// The guest export this callback invokes.
+            pub fn export_name(self) -> &'static str {
+                match self { $(Callback::$variant => $export),+ }
+            }
+        }
+    };
+}
+
+callbacks! {
+    /// `_initialize` / `main` / `_start`.
+    Start => "_initialize",
+    /// `proxy_on_context_create`.
+    ContextCreate => "proxy_on_context_create",
+    /// `proxy_on_vm_start`.
+    VmStart => "proxy_on_vm_start",
+    /// `proxy_on_configure`.
+    Configure => "proxy_on_configure",
+    /// `proxy_on_tick`.
+    Tick => "proxy_on_tick",
+    /// `proxy_on_queue_ready`.
+    QueueReady => "proxy_on_queue_ready",
+    /// `proxy_on_foreign_function`.
+    ForeignFunction => "proxy_on_foreign_function",
+    /// `proxy_on_request_headers`.
+    RequestHeaders => "proxy_on_request_headers",
+    /// `proxy_on_request_body`.
+    RequestBody => "proxy_on_request_body",
+    /// `proxy_on_request_trailers`.
+    RequestTrailers => "proxy_on_request_trailers",
+    /// `proxy_on_response_headers`.
+    ResponseHeaders => "proxy_on_response_headers",
+    /// `proxy_on_response_body`.
+    ResponseBody => "proxy_on_response_body",
+    /// `proxy_on_response_trailers`.
+    ResponseTrailers => "proxy_on_response_trailers",
+    /// `proxy_on_http_call_response`.
+    HttpCallResponse => "proxy_on_http_call_response",
+    /// `proxy_on_grpc_receive_initial_metadata`.
+    GrpcReceiveInitialMetadata => "proxy_on_grpc_receive_initial_metadata",
+    /// `proxy_on_grpc_receive`.
+    GrpcReceive => "proxy_on_grpc_receive",
+    /// `proxy_on_grpc_receive_trailing_metadata`.
+    GrpcReceiveTrailingMetadata => "proxy_on_grpc_receive_trailing_metadata",
+    /// `proxy_on_grpc_close`.
+    GrpcClose => "proxy_on_grpc_close",
+    /// `proxy_on_done`.
+    Done => "proxy_on_done",
+    /// `proxy_on_log`.
+    Log => "proxy_on_log",
+    /// `proxy_on_delete`.
+    Delete => "proxy_on_delete",
+}
+
+impl Callback {
+    /// The transcript name (`on_request_headers`, ...).
+    pub fn transcript_name(self) -> &'static str {
+        // Prefix checks, not `trim_start_matches`: this runs for every recorded callback, and a
+        // `&str` pattern builds a substring searcher each time.
+        let name = self.export_name();
+        let name = name.strip_prefix("proxy_").unwrap_or(name);
+        name.strip_prefix('_').unwrap_or(name)
+    }
+}
+
 /// A header map (or gRPC metadata, or trailers) as the ABI carries it: ordered pairs of byte
 /// strings, duplicates allowed.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;

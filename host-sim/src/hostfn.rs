@@ -1,6 +1,9 @@
 //! The table of proxy-wasm ABI v0.2.1 host functions (spec "Functions exposed by the host"), in
-//! the spec's order. `host-sim info` uses it to report which imports a host lacks, and the ABI
-//! glue uses it to ask the profile whether a function exists.
+//! the spec's order: each import name is written here and nowhere else. The ABI glue
+//! (`imports.rs`) registers every function in the wasmtime linker under [`HostFunction::name`]
+//! and asks the profile whether its host implements it; `host-sim info` uses the table to report
+//! which imports a host lacks. The guest's exports are named once likewise, in
+//! [`crate::abi::Callback`].
 
 use serde::Serialize;
 

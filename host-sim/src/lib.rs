@@ -1,8 +1,10 @@
 //! host-sim: a proxy-wasm ABI 0.2.1 host on wasmtime, with Envoy and Kong behaviour profiles.
 //!
-//! Layers, bottom up: [`abi`] (the ABI's types and codecs) and [`memory`] (bounds-checked guest
-//! memory) → `imports` (the host functions, thin glue) → [`state`] (host state) → [`vm`] (the
-//! lifecycle driver) → [`profile`] (Envoy/Kong differences) → transports and the CLI.
+//! Layers, bottom up: [`abi`] (the ABI's types, callbacks and codecs), [`hostfn`] (the host
+//! function table) and [`memory`] (bounds-checked guest memory) → [`state`] (host state and the
+//! rules of each host function, asking [`profile`] where Envoy and Kong differ) → `imports` (the
+//! host functions as thin glue: decode → state method → encode) → [`vm`] (the lifecycle driver)
+//! → transports and the CLI.
 //!
 //! ```no_run
 //! use host_sim::{Engine, EngineConfig, Profile, Vm, VmOptions};

@@ -1,32 +1,57 @@
 //! Host state: everything the host keeps for one VM, stored in the wasmtime `Store` and reached
 //! from the ABI glue through `Caller`.
 //!
-//! This layer holds data and the rules that are the same on every host (spec semantics of
-//! buffers, maps, shared data, queues and metrics). Host differences are asked of the
-//! [`Profile`]; the order of guest callbacks belongs to the driver.
+//! This layer owns the ABI's semantics: each host function is a method of [`HostState`] that
+//! takes decoded values and answers `Result<T, Fault>` ([`fault`]: a status, a trap, or over
+//! budget; the glue in `imports.rs` turns it into what the guest sees, in one place). The rules of
+//! contexts, buffers, maps, local responses, callouts, gRPC, shared data, metrics and foreign
+//! functions are in [`host_functions`]; the methods that keep guest bytes (body and map changes,
+//! callouts, properties, shared data, queues, metrics) sit here, next to the data they charge.
+//! Host differences are asked of the [`Profile`]; the order of guest callbacks belongs to the
+//! driver ([`crate::vm`]). The rules are tested natively, without wasm (`host_functions` tests).
 //!
 //! Every byte the host keeps on a guest's behalf is charged to the VM's [`HostBudget`]
 //! ([`crate::Limits::max_host_bytes`]) through a [`budget`] charge kept next to the data, so each
-//! way the data goes away releases it. The state methods below charge before they change
-//! anything; a refusal ([`Refused::OverBudget`]) leaves the state as it was, and the profile
-//! decides what the guest sees ([`crate::profile::HostBehaviour::over_budget`]). Log lines are the one thing the host
-//! may drop to make room: a real host has written them out already.
+//! way the data goes away releases it. The state methods charge before they change anything; a
+//! refusal ([`Fault::OverBudget`]) leaves the state as it was, and the profile decides what the
+//! guest sees ([`Profile::over_budget`]). Log lines are the one thing the host may drop to make
+//! room: a real host has written them out already.
 
 mod budget;
+mod fault;
+mod host_functions;
 
-use crate::abi::{BufferType, LogLevel, MapType, MetricType, Pairs, Status};
+use crate::abi::{BufferType, Callback, LogLevel, MapType, MetricType, Pairs, Status};
 use crate::limits::Limits;
 use crate::memory::GuestMemory;
-use crate::profile::{Callback, MapAccess, Profile, StreamPhase};
-use crate::wasi::StdioCapture;
+use crate::profile::{MapAccess, Profile, StreamPhase};
+use crate::wasi::{StdioCapture, WasiOptions};
 pub(crate) use budget::{Charge, GuestGrowth, ENTRY_OVERHEAD};
 pub use budget::{HostBudget, OverBudget};
+pub(crate) use fault::Fault;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
-use wasmtime::StoreLimits;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p1::WasiP1Ctx;
+
+/// How the host's records ([`LocalResponse`], [`HttpCall`]) serialize bodies: serializes bytes as a UTF-8 string when they are valid UTF-8, else as base64 with a marker.
+pub mod bytes_as_text {
+    use base64::Engine as _;
+    use serde::Serializer;
+
+    /// Serde `serialize_with` helper.
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.serialize_str(&format!(
+                "base64:{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )),
+        }
+    }
+}
 
 /// One log line produced by the guest (`proxy_log`, or WASI stdout/stderr).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,7 +75,7 @@ pub struct LocalResponse {
     /// Response headers as the filter gave them.
     pub headers: Vec<(String, String)>,
     /// Response body.
-    #[serde(with = "crate::transcript::bytes_as_text")]
+    #[serde(with = "bytes_as_text")]
     pub body: Vec<u8>,
     /// gRPC status, when the filter set one (`-1`/absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,7 +94,7 @@ pub struct HttpCall {
     /// Request headers, pseudo-headers included.
     pub headers: Vec<(String, String)>,
     /// Request body.
-    #[serde(with = "crate::transcript::bytes_as_text")]
+    #[serde(with = "bytes_as_text")]
     pub body: Vec<u8>,
     /// Request trailers.
     pub trailers: Vec<(String, String)>,
@@ -327,27 +352,6 @@ impl<'a> MapSlot<'a> {
         let total = total_before.saturating_sub(removed);
         // Shrinking is never refused.
         let _ = self.resize(total);
-    }
-}
-
-/// Why a state method did not do what the guest asked.
-#[derive(Debug)]
-pub(crate) enum Refused {
-    /// The ABI status for it (not found, bad argument, ...).
-    Status(Status),
-    /// The host-memory budget cannot hold it.
-    OverBudget(OverBudget),
-}
-
-impl From<Status> for Refused {
-    fn from(s: Status) -> Self {
-        Refused::Status(s)
-    }
-}
-
-impl From<OverBudget> for Refused {
-    fn from(e: OverBudget) -> Self {
-        Refused::OverBudget(e)
     }
 }
 
@@ -928,53 +932,164 @@ impl LogBook {
 /// A host-side function the guest can call with `proxy_call_foreign_function`.
 pub type ForeignFunction = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync>;
 
-/// The store data of one VM.
+/// The store data of one VM. The ABI glue reaches it through methods; the fields the lifecycle
+/// driver ([`crate::vm`]) and the properties still walk are `pub(crate)`.
 pub struct HostState {
     pub(crate) wasi: WasiP1Ctx,
-    pub(crate) stdio: StdioCapture,
-    pub(crate) store_limits: StoreLimits,
+    stdio: StdioCapture,
+    store_limits: StoreLimits,
     pub(crate) limits: Limits,
-    pub(crate) memory: GuestMemory,
+    memory: GuestMemory,
     pub(crate) profile: Profile,
     pub(crate) clock: crate::wasi::Clock,
     pub(crate) log_level: LogLevel,
     pub(crate) logs: LogBook,
     /// Every byte the host holds for this guest is charged here.
-    pub(crate) budget: Arc<HostBudget>,
+    budget: Arc<HostBudget>,
     pub(crate) active: Option<Active>,
     pub(crate) roots: BTreeMap<u32, RootState>,
     pub(crate) streams: BTreeMap<u32, StreamState>,
-    pub(crate) next_context_id: u32,
+    next_context_id: u32,
     pub(crate) vm_id: String,
-    pub(crate) vm_key: u64,
+    vm_key: u64,
     pub(crate) plugin_name: String,
     pub(crate) vm_configuration: Vec<u8>,
     pub(crate) http_calls: BTreeMap<u32, Held<HttpCall>>,
     pub(crate) grpc_calls: BTreeMap<u32, Held<GrpcCall>>,
-    pub(crate) next_token: u32,
+    next_token: u32,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) foreign: HashMap<String, ForeignFunction>,
+    foreign: HashMap<String, ForeignFunction>,
     /// Envoy cluster names `proxy_http_call` accepts.
-    pub(crate) clusters: Vec<String>,
+    clusters: Vec<String>,
     /// Every name is a known cluster ([`crate::VmOptions::any_cluster`]).
-    pub(crate) any_cluster: bool,
+    any_cluster: bool,
     /// VM-wide properties set by the embedder or by the guest outside a stream.
     pub(crate) properties: PropertyMap,
     /// Roots that called `proxy_done` and are waiting to be finalized.
-    pub(crate) done_roots: Vec<u32>,
+    done_roots: Vec<u32>,
 }
 
 impl HostState {
+    /// A VM's fresh host state: no contexts yet, an empty log kept from `log_level` up, a budget
+    /// of [`Limits::max_host_bytes`], WASI as `wasi` says, and a key in `shared` (the driver sets
+    /// the VM's identity and upstreams).
+    pub(crate) fn new(
+        profile: Profile,
+        log_level: LogLevel,
+        limits: &Limits,
+        wasi: &WasiOptions,
+        shared: Arc<Shared>,
+    ) -> HostState {
+        let (wasi, stdio, clock) = crate::wasi::build(wasi, limits.max_stdio_bytes_per_callback);
+        HostState {
+            wasi,
+            stdio,
+            store_limits: StoreLimitsBuilder::new()
+                .memory_size(limits.max_memory_bytes)
+                .instances(1)
+                .build(),
+            limits: limits.clone(),
+            memory: GuestMemory::new(None, None),
+            profile,
+            clock,
+            log_level,
+            logs: LogBook::default(),
+            budget: HostBudget::new(limits.max_host_bytes),
+            active: None,
+            roots: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            next_context_id: 0,
+            vm_id: String::new(),
+            vm_key: shared.allocate_vm_key(),
+            plugin_name: String::new(),
+            vm_configuration: Vec::new(),
+            http_calls: BTreeMap::new(),
+            grpc_calls: BTreeMap::new(),
+            next_token: 0,
+            shared,
+            foreign: HashMap::new(),
+            clusters: Vec::new(),
+            any_cluster: false,
+            properties: PropertyMap::default(),
+            done_roots: Vec::new(),
+        }
+    }
+
+    /// The upstream clusters `proxy_http_call` and `proxy_grpc_call` accept (Envoy), or every
+    /// name (`any_cluster`).
+    pub(crate) fn set_upstreams(&mut self, clusters: Vec<String>, any_cluster: bool) {
+        self.clusters = clusters;
+        self.any_cluster = any_cluster;
+    }
+
+    /// What the store's resource limiter enforces.
+    pub(crate) fn store_limits_mut(&mut self) -> &mut StoreLimits {
+        &mut self.store_limits
+    }
+
+    /// The instance's memory and allocator.
+    pub(crate) fn memory(&self) -> &GuestMemory {
+        &self.memory
+    }
+
+    /// Sets the instance's memory and allocator, once it is instantiated.
+    pub(crate) fn set_memory(&mut self, memory: GuestMemory) {
+        self.memory = memory;
+    }
+
+    /// The VM's limits.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The host this VM behaves like.
+    pub(crate) fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// The guest's captured stdout and stderr.
+    pub(crate) fn stdio(&self) -> &StdioCapture {
+        &self.stdio
+    }
+
+    /// A new context id.
+    pub(crate) fn allocate_context_id(&mut self) -> u32 {
+        self.next_context_id += 1;
+        self.next_context_id
+    }
+
+    /// This VM's key in the shared state (queue notifications are addressed to it).
+    pub(crate) fn vm_key(&self) -> u64 {
+        self.vm_key
+    }
+
+    /// Roots that called `proxy_done` since the last time, for the driver to finalize.
+    pub(crate) fn take_done_roots(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.done_roots)
+    }
+
+    /// Bytes charged to the budget now.
+    pub(crate) fn budget_used(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// Registers a host-side function for `proxy_call_foreign_function`.
+    pub(crate) fn register_foreign_function(&mut self, name: &str, function: ForeignFunction) {
+        self.foreign.insert(name.to_string(), function);
+    }
+
     /// Whether `name` is an upstream cluster this host knows (Envoy profile).
     pub(crate) fn knows_cluster(&self, name: &str) -> bool {
         self.any_cluster || self.clusters.iter().any(|c| c == name)
     }
 
-    /// Appends a log line, dropping the oldest beyond the entry limit or the budget.
     /// Takes over what a replaced instance held for the guest (Kong's fresh instance after a
-    /// trap): its log lines, in front of this VM's, and its properties, both charged to this
-    /// VM's budget from now on.
+    /// trap): its context id and token counters, its foreign functions, its log lines, in front of
+    /// this VM's, and its properties, both charged to this VM's budget from now on.
     pub(crate) fn adopt(&mut self, old: &mut HostState) {
+        self.next_context_id = old.next_context_id;
+        self.next_token = old.next_token;
+        self.foreign = std::mem::take(&mut old.foreign);
         let older = std::mem::take(&mut old.logs);
         self.logs.absorb(&self.budget, older, self.limits.max_log_entries);
         let mut properties = std::mem::take(&mut old.properties);
@@ -982,6 +1097,7 @@ impl HostState {
         self.properties = properties;
     }
 
+    /// Appends a log line, dropping the oldest beyond the entry limit or the budget.
     pub(crate) fn push_log(&mut self, level: LogLevel, message: String) {
         let context_id = self.active.as_ref().map(|a| a.effective_id);
         tracing::event!(target: "guest", tracing::Level::DEBUG, level = %level, context_id, "{message}");
@@ -1006,7 +1122,7 @@ impl HostState {
         start: u32,
         size: u32,
         value: Vec<u8>,
-    ) -> Result<Status, Refused> {
+    ) -> Result<(), Fault> {
         self.make_room(value.len());
         let profile = self.profile;
         let id = self.effective().ok_or(Status::NotFound)?;
@@ -1015,16 +1131,16 @@ impl HostState {
             BufferType::HttpRequestBody => &mut stream.request,
             BufferType::HttpResponseBody => &mut stream.response,
             // The other buffers are read-only views.
-            _ => return Ok(Status::BadArgument),
+            _ => return Err(Status::BadArgument.into()),
         };
         if !dir.body_available {
-            return Ok(Status::NotFound);
+            return Err(Status::NotFound.into());
         }
         if !profile.buffer_write_allowed(start as usize, dir.body.len()) {
-            return Ok(Status::BadArgument);
+            return Err(Status::BadArgument.into());
         }
         dir.splice_body(&self.budget, start as usize, size as usize, value)?;
-        Ok(Status::Ok)
+        Ok(())
     }
 
     /// Where a map lives and whether the current callback may touch it, for a read or a change.
@@ -1100,31 +1216,31 @@ impl HostState {
     }
 
     /// `proxy_set_header_map_pairs`.
-    pub(crate) fn set_map_pairs(&mut self, map: MapType, pairs: Pairs) -> Result<(), Refused> {
+    pub(crate) fn set_map_pairs(&mut self, map: MapType, pairs: Pairs) -> Result<(), Fault> {
         self.make_room(pairs_footprint(&pairs));
         Ok(self.map_slot(map, MapAccess::Write)?.set_all(pairs)?)
     }
 
     /// `proxy_add_header_map_value`.
-    pub(crate) fn add_map_value(&mut self, map: MapType, key: Vec<u8>, value: Vec<u8>) -> Result<(), Refused> {
+    pub(crate) fn add_map_value(&mut self, map: MapType, key: Vec<u8>, value: Vec<u8>) -> Result<(), Fault> {
         self.make_room(pair_footprint(&key, &value));
         Ok(self.map_slot(map, MapAccess::Write)?.add(key, value)?)
     }
 
     /// `proxy_replace_header_map_value`.
-    pub(crate) fn replace_map_value(&mut self, map: MapType, key: Vec<u8>, value: Vec<u8>) -> Result<(), Refused> {
+    pub(crate) fn replace_map_value(&mut self, map: MapType, key: Vec<u8>, value: Vec<u8>) -> Result<(), Fault> {
         self.make_room(pair_footprint(&key, &value));
         Ok(self.map_slot(map, MapAccess::Write)?.replace(key, value)?)
     }
 
     /// `proxy_remove_header_map_value`.
-    pub(crate) fn remove_map_value(&mut self, map: MapType, key: &[u8]) -> Result<(), Refused> {
+    pub(crate) fn remove_map_value(&mut self, map: MapType, key: &[u8]) -> Result<(), Fault> {
         self.map_slot(map, MapAccess::Write)?.remove(key);
         Ok(())
     }
 
     /// Keeps a `proxy_http_call` until it is answered, cancelled or its context ends.
-    pub(crate) fn add_http_call(&mut self, call: HttpCall) -> Result<(), Refused> {
+    pub(crate) fn add_http_call(&mut self, call: HttpCall) -> Result<(), Fault> {
         let footprint = std::mem::size_of::<HttpCall>()
             + call.upstream.len()
             + pairs_footprint(&call.headers)
@@ -1137,7 +1253,7 @@ impl HostState {
     }
 
     /// Keeps a gRPC call or stream until it is answered or its context ends.
-    pub(crate) fn add_grpc_call(&mut self, call: GrpcCall) -> Result<(), Refused> {
+    pub(crate) fn add_grpc_call(&mut self, call: GrpcCall) -> Result<(), Fault> {
         let footprint = std::mem::size_of::<GrpcCall>()
             + call.upstream.len()
             + call.service.len()
@@ -1151,61 +1267,59 @@ impl HostState {
     }
 
     /// `proxy_grpc_send`: the message is kept with its stream (charged to it).
-    pub(crate) fn grpc_send(&mut self, token: u32, message: Vec<u8>, end_stream: bool) -> Result<Status, Refused> {
+    pub(crate) fn grpc_send(&mut self, token: u32, message: Vec<u8>, end_stream: bool) -> Result<(), Fault> {
         self.make_room(message.len() + ENTRY_OVERHEAD);
         let held = self.grpc_calls.get_mut(&token).ok_or(Status::NotFound)?;
         let call = &held.data;
         // Spec: BAD_ARGUMENT for a token that is not an open stream.
         if call.kind != GrpcKind::Stream || call.end_stream_sent || call.cancelled || call.closed {
-            return Ok(Status::BadArgument);
+            return Err(Status::BadArgument.into());
         }
         held.charge.grow(message.len() + ENTRY_OVERHEAD)?;
         held.data.messages.push(message);
         held.data.end_stream_sent = end_stream;
-        Ok(Status::Ok)
+        Ok(())
     }
 
     /// `proxy_grpc_cancel` (`close == false`) or `proxy_grpc_close`.
-    pub(crate) fn end_grpc(&mut self, token: u32, close: bool) -> Status {
-        let Some(held) = self.grpc_calls.get_mut(&token) else {
-            return Status::NotFound;
-        };
+    pub(crate) fn end_grpc(&mut self, token: u32, close: bool) -> Result<(), Fault> {
+        let held = self.grpc_calls.get_mut(&token).ok_or(Status::NotFound)?;
         if close {
             held.data.closed = true;
         } else {
             held.data.cancelled = true;
         }
-        Status::Ok
+        Ok(())
     }
 
     /// `proxy_set_property`: Envoy keeps guest-set properties in the stream's filter state and,
     /// without a stream, answers NOT_FOUND (ENVOY-SRC `Context::setProperty`); Kong keeps them
     /// with the filter.
-    pub(crate) fn set_property(&mut self, path: Vec<u8>, value: Vec<u8>) -> Result<Status, Refused> {
+    pub(crate) fn set_property(&mut self, path: Vec<u8>, value: Vec<u8>) -> Result<(), Fault> {
         self.make_room(2 * path.len() + value.len() + ENTRY_OVERHEAD);
         let needs_stream = self.profile.properties_need_a_stream();
         let id = self.effective();
         let map = match id.and_then(|id| self.streams.get_mut(&id)) {
             Some(stream) => &mut stream.properties,
-            None if needs_stream => return Ok(Status::NotFound),
+            None if needs_stream => return Err(Status::NotFound.into()),
             None => &mut self.properties,
         };
         map.set_by_guest(&self.budget, path, value)?;
-        Ok(Status::Ok)
+        Ok(())
     }
 
     /// `proxy_set_shared_data` in this VM's id.
-    pub(crate) fn set_shared_data(&mut self, key: Vec<u8>, value: Vec<u8>, cas: u32) -> Result<Status, Refused> {
+    pub(crate) fn set_shared_data(&mut self, key: Vec<u8>, value: Vec<u8>, cas: u32) -> Result<(), Fault> {
         self.make_room(self.vm_id.len() + key.len() + value.len() + ENTRY_OVERHEAD);
         let status = self
             .shared
             .lock()
             .set_data(&self.budget, &self.vm_id, key, value, cas)?;
-        Ok(status)
+        Fault::check(status)
     }
 
     /// `proxy_register_shared_queue` for the effective root context.
-    pub(crate) fn register_queue(&mut self, name: &str) -> Result<u32, Refused> {
+    pub(crate) fn register_queue(&mut self, name: &str) -> Result<u32, Fault> {
         let owner = self.effective_root().ok_or(Status::BadArgument)?;
         self.make_room(2 * (self.vm_id.len() + name.len()) + std::mem::size_of::<Queue>());
         let id = self
@@ -1216,13 +1330,14 @@ impl HostState {
     }
 
     /// `proxy_enqueue_shared_queue`.
-    pub(crate) fn enqueue(&mut self, id: u32, value: Vec<u8>) -> Result<Status, Refused> {
+    pub(crate) fn enqueue(&mut self, id: u32, value: Vec<u8>) -> Result<(), Fault> {
         self.make_room(value.len() + ENTRY_OVERHEAD + std::mem::size_of::<(u32, u32)>());
-        Ok(self.shared.lock().enqueue(&self.budget, id, value)?)
+        let status = self.shared.lock().enqueue(&self.budget, id, value)?;
+        Fault::check(status)
     }
 
     /// `proxy_define_metric`, under the name the profile's host exports it as.
-    pub(crate) fn define_metric(&mut self, kind: MetricType, name: &str) -> Result<u32, Refused> {
+    pub(crate) fn define_metric(&mut self, kind: MetricType, name: &str) -> Result<u32, Fault> {
         let full_name = self.profile.metric_name(&self.plugin_name, name);
         self.make_room(2 * full_name.len() + std::mem::size_of::<Metric>() + ENTRY_OVERHEAD);
         Ok(self.shared.lock().define_metric(&self.budget, kind, full_name)?)

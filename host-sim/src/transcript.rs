@@ -20,22 +20,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Serializes bytes as a UTF-8 string when they are valid UTF-8, else as base64 with a marker.
-pub mod bytes_as_text {
-    use base64::Engine as _;
-    use serde::Serializer;
-
-    /// Serde `serialize_with` helper.
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => s.serialize_str(text),
-            Err(_) => s.serialize_str(&format!(
-                "base64:{}",
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            )),
-        }
-    }
-}
+/// How bodies of the host's records serialize (defined with them, in [`crate::state`]).
+pub use crate::state::bytes_as_text;
 
 /// A header map as the files carry it: `[name, value]` pairs in order.
 pub type Headers = Vec<(String, String)>;

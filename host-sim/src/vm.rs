@@ -14,15 +14,15 @@ use crate::limits::{Limits, EPOCH_TICK};
 use crate::memory::GuestMemory;
 use crate::profile::{AfterTrap, BodyDelivery, Callback, CalloutFailure, Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES};
 use crate::state::{
-    Active, CallbackData, Direction, ForeignFunction, GrpcCall, HostBudget, HostState, HttpCall, LocalResponse,
-    LogEntry, Metric, Queued, RootState, Shared, StreamInfo, StreamState,
+    Active, CallbackData, Direction, ForeignFunction, GrpcCall, HostState, HttpCall, LocalResponse, LogEntry, Metric,
+    Queued, RootState, Shared, StreamInfo, StreamState,
 };
 use crate::wasi::{StdioCapture, WasiOptions};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::{Store, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{Store, TypedFunc, WasmParams, WasmResults};
 
 /// The filter's own local reply as the host handed it to the filter's response callbacks
 /// ([`Vm::pass_local_reply`]).
@@ -208,43 +208,20 @@ pub struct Vm {
 impl Vm {
     /// Instantiates `module` and runs its start functions (spec "Integration").
     pub fn start(module: &Module, options: VmOptions) -> Result<Vm, HostError> {
-        let (wasi, stdio, clock) = crate::wasi::build(&options.wasi, options.limits.max_stdio_bytes_per_callback);
         let shared = options.shared.clone().unwrap_or_default();
-        let vm_key = shared.allocate_vm_key();
-        let state = HostState {
-            wasi,
-            stdio,
-            store_limits: StoreLimitsBuilder::new()
-                .memory_size(options.limits.max_memory_bytes)
-                .instances(1)
-                .build(),
-            limits: options.limits.clone(),
-            memory: GuestMemory::new(None, None),
-            profile: options.profile,
-            clock,
-            log_level: options.log_level,
-            logs: Default::default(),
-            budget: HostBudget::new(options.limits.max_host_bytes),
-            active: None,
-            roots: BTreeMap::new(),
-            streams: BTreeMap::new(),
-            next_context_id: 0,
-            vm_id: options.vm_id.clone(),
-            vm_key,
-            plugin_name: options.plugin_name.clone(),
-            vm_configuration: options.vm_configuration.clone(),
-            http_calls: BTreeMap::new(),
-            grpc_calls: BTreeMap::new(),
-            next_token: 0,
+        let mut state = HostState::new(
+            options.profile,
+            options.log_level,
+            &options.limits,
+            &options.wasi,
             shared,
-            foreign: Default::default(),
-            clusters: options.clusters.clone(),
-            any_cluster: options.any_cluster,
-            properties: Default::default(),
-            done_roots: Vec::new(),
-        };
+        );
+        state.vm_id = options.vm_id.clone();
+        state.plugin_name = options.plugin_name.clone();
+        state.vm_configuration = options.vm_configuration.clone();
+        state.set_upstreams(options.clusters.clone(), options.any_cluster);
         let mut store = Store::new(&module.engine.engine, state);
-        store.limiter(|s| &mut s.store_limits);
+        store.limiter(|s| s.store_limits_mut());
         store.epoch_deadline_trap();
         // Start functions get the same deadline as callbacks.
         Self::arm(&mut store, &options.limits);
@@ -257,43 +234,45 @@ impl Vm {
             .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
             .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
             .ok();
-        store.data_mut().memory = GuestMemory::new(memory, allocate);
+        store.data_mut().set_memory(GuestMemory::new(memory, allocate));
 
+        // Export names are written once, in `Callback` (abi.rs).
         macro_rules! export {
-            ($name:literal) => {
-                match instance.get_func(&mut store, $name) {
+            ($callback:ident) => {{
+                let name = Callback::$callback.export_name();
+                match instance.get_func(&mut store, name) {
                     None => None,
                     Some(f) => Some(Arc::new(
-                        f.typed(&store).map_err(|_| HostError::BadExport($name.into()))?,
+                        f.typed(&store).map_err(|_| HostError::BadExport(name.into()))?,
                     )),
                 }
-            };
+            }};
         }
         let exports = Exports {
-            context_create: export!("proxy_on_context_create"),
-            vm_start: export!("proxy_on_vm_start"),
-            configure: export!("proxy_on_configure"),
-            tick: export!("proxy_on_tick"),
-            queue_ready: export!("proxy_on_queue_ready"),
-            foreign_function: export!("proxy_on_foreign_function"),
-            request_headers: export!("proxy_on_request_headers"),
-            request_body: export!("proxy_on_request_body"),
-            request_trailers: export!("proxy_on_request_trailers"),
-            response_headers: export!("proxy_on_response_headers"),
-            response_body: export!("proxy_on_response_body"),
-            response_trailers: export!("proxy_on_response_trailers"),
-            http_call_response: export!("proxy_on_http_call_response"),
-            grpc_initial_metadata: export!("proxy_on_grpc_receive_initial_metadata"),
-            grpc_receive: export!("proxy_on_grpc_receive"),
-            grpc_trailing_metadata: export!("proxy_on_grpc_receive_trailing_metadata"),
-            grpc_close: export!("proxy_on_grpc_close"),
-            done: export!("proxy_on_done"),
-            log: export!("proxy_on_log"),
-            delete: export!("proxy_on_delete"),
+            context_create: export!(ContextCreate),
+            vm_start: export!(VmStart),
+            configure: export!(Configure),
+            tick: export!(Tick),
+            queue_ready: export!(QueueReady),
+            foreign_function: export!(ForeignFunction),
+            request_headers: export!(RequestHeaders),
+            request_body: export!(RequestBody),
+            request_trailers: export!(RequestTrailers),
+            response_headers: export!(ResponseHeaders),
+            response_body: export!(ResponseBody),
+            response_trailers: export!(ResponseTrailers),
+            http_call_response: export!(HttpCallResponse),
+            grpc_initial_metadata: export!(GrpcReceiveInitialMetadata),
+            grpc_receive: export!(GrpcReceive),
+            grpc_trailing_metadata: export!(GrpcReceiveTrailingMetadata),
+            grpc_close: export!(GrpcClose),
+            done: export!(Done),
+            log: export!(Log),
+            delete: export!(Delete),
         };
 
         let mut has = |name: &str| instance.get_func(&mut store, name).is_some();
-        let (has_init, has_main, has_start) = (has("_initialize"), has("main"), has("_start"));
+        let (has_init, has_main, has_start) = (has(Callback::Start.export_name()), has("main"), has("_start"));
         let mut vm = Vm {
             store,
             exports,
@@ -394,7 +373,7 @@ impl Vm {
         // Runs after every callback: the sinks are drained in place (no clone of their `Arc`s).
         for (stdout, level) in [(true, LogLevel::Info), (false, LogLevel::Error)] {
             let (lines, dropped) = {
-                let stdio = &self.store.data().stdio;
+                let stdio = self.store.data().stdio();
                 StdioCapture::drain(if stdout { &stdio.stdout } else { &stdio.stderr })
             };
             let state = self.store.data_mut();
@@ -413,9 +392,7 @@ impl Vm {
     // ---- Contexts ---------------------------------------------------------------------------
 
     fn next_id(&mut self) -> u32 {
-        let state = self.store.data_mut();
-        state.next_context_id += 1;
-        state.next_context_id
+        self.store.data_mut().allocate_context_id()
     }
 
     /// Creates a root (plugin) context: `proxy_on_context_create(id, 0)`, then
@@ -780,9 +757,6 @@ impl Vm {
             let new = fresh.store.data_mut();
             new.clock.set_ns(now);
             new.adopt(old);
-            new.next_context_id = old.next_context_id;
-            new.next_token = old.next_token;
-            new.foreign = std::mem::take(&mut old.foreign);
             // The trapped instance's callouts are dropped with it; its streams stay so the
             // host can still answer and end them.
             new.streams = std::mem::take(&mut old.streams);
@@ -959,7 +933,7 @@ impl Vm {
     /// contexts finalized through `proxy_done`.
     fn after_root_callback(&mut self) {
         for _ in 0..1024 {
-            let key = self.store.data().vm_key;
+            let key = self.store.data().vm_key();
             let ready = self
                 .store
                 .data()
@@ -968,7 +942,7 @@ impl Vm {
                 .queue_ready
                 .remove(&key)
                 .unwrap_or_default();
-            let done_roots = std::mem::take(&mut self.store.data_mut().done_roots);
+            let done_roots = self.store.data_mut().take_done_roots();
             if ready.is_empty() && done_roots.is_empty() {
                 return;
             }
@@ -1340,7 +1314,7 @@ impl Vm {
 
     /// Registers a host function the guest can call with `proxy_call_foreign_function`.
     pub fn register_foreign_function(&mut self, name: &str, function: ForeignFunction) {
-        self.store.data_mut().foreign.insert(name.to_string(), function);
+        self.store.data_mut().register_foreign_function(name, function);
     }
 
     /// Calls the guest's `proxy_on_foreign_function(root, function_id, args_size)`.
@@ -1560,7 +1534,7 @@ impl Vm {
     /// Bytes the host holds on this guest's behalf now, as charged to its budget
     /// ([`Limits::max_host_bytes`]).
     pub fn host_bytes(&self) -> usize {
-        self.store.data().budget.used()
+        self.store.data().budget_used()
     }
 
     /// Metrics of every VM sharing this one's state, by exported name.
@@ -1590,7 +1564,7 @@ impl Vm {
 
     /// Bytes of guest linear memory.
     pub fn memory_bytes(&mut self) -> usize {
-        let memory = self.store.data().memory.clone();
+        let memory = self.store.data().memory().clone();
         memory_size(memory, &mut self.store)
     }
 
