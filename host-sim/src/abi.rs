@@ -4,6 +4,7 @@
 //! "Serialization"). It is defined once and shared by the host, the CLI and the tests, so a
 //! discriminant can never drift between them.
 
+use serde::Serialize;
 use std::fmt;
 
 /// `proxy_status_t`: what every host function returns to the guest.
@@ -275,6 +276,70 @@ pub fn decode_property_path(bytes: &[u8]) -> Vec<String> {
         .split(|b| *b == 0)
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
+}
+
+/// How the host's records ([`LocalResponse`], [`crate::HttpCall`]) serialize bodies: serializes bytes as a UTF-8 string when they are valid UTF-8, else as base64 with a marker.
+pub mod bytes_as_text {
+    use base64::Engine as _;
+    use serde::Serializer;
+
+    /// Serde `serialize_with` helper.
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.serialize_str(&format!(
+                "base64:{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )),
+        }
+    }
+}
+
+/// A response the filter sent itself with `proxy_send_local_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalResponse {
+    /// HTTP status.
+    pub status: u32,
+    /// Status code details (Envoy's response code details).
+    pub details: String,
+    /// Response headers as the filter gave them.
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    #[serde(with = "bytes_as_text")]
+    pub body: Vec<u8>,
+    /// gRPC status, when the filter set one (`-1`/absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<i32>,
+}
+
+/// Facts about the downstream connection and request that hosts expose as properties.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInfo {
+    /// Client address.
+    pub source_address: String,
+    /// Client port.
+    pub source_port: u16,
+    /// Listener address.
+    pub destination_address: String,
+    /// Listener port.
+    pub destination_port: u16,
+    /// `HTTP/1.1`, `HTTP/2`, ...
+    pub protocol: String,
+    /// A request id (Envoy's `x-request-id`).
+    pub request_id: String,
+}
+
+impl Default for StreamInfo {
+    fn default() -> Self {
+        StreamInfo {
+            source_address: "127.0.0.1".into(),
+            source_port: 50000,
+            destination_address: "127.0.0.1".into(),
+            destination_port: 8000,
+            protocol: "HTTP/1.1".into(),
+            request_id: String::new(),
+        }
+    }
 }
 
 #[cfg(test)]

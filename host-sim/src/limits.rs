@@ -1,6 +1,7 @@
 //! Every bound host-sim puts on a guest, in one place (as proxy-wasm-cpp-host keeps them in
 //! `limits.h`). Each default cites the host behaviour it models.
 
+use std::fmt;
 use std::time::Duration;
 
 /// Resource limits applied to one VM.
@@ -118,5 +119,26 @@ impl Default for EdgeLimits {
             lingering_time: Duration::from_secs(30),
             drain_time: Duration::from_secs(10),
         }
+    }
+}
+
+/// A charge the budget could not take: the host refuses the operation that needed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverBudget {
+    /// Bytes the operation needed.
+    pub needed: usize,
+    /// Bytes the budget still had.
+    pub available: usize,
+    /// The budget's limit.
+    pub limit: usize,
+}
+
+impl fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "host memory budget exhausted: {} more bytes needed, {} of {} left",
+            self.needed, self.available, self.limit
+        )
     }
 }

@@ -9,7 +9,7 @@
 //! (`proxy_set_property`) read back verbatim first.
 
 use crate::abi::decode_property_path;
-use crate::profile::{HostBehaviour, HostProperty, PropertyFacts, PropertyValue};
+use crate::profile::{HostBehaviour, HostProperty, PropertyFacts, PropertyValue, StreamFacts};
 use crate::state::HostState;
 
 /// Resolves a property path for the effective context.
@@ -31,7 +31,12 @@ pub(crate) fn lookup(state: &HostState, raw_path: &[u8]) -> Option<Vec<u8>> {
             .and_then(|r| state.roots.get(&r))
             .map(|r| r.root_id.as_str()),
         root_context,
-        stream: stream_id.zip(stream),
+        stream: stream_id.zip(stream).map(|(id, s)| StreamFacts {
+            id,
+            info: &s.info,
+            request_headers: s.request.headers.as_ref(),
+            response_headers: s.response.headers.as_ref(),
+        }),
     };
     let profile: &dyn HostBehaviour = &*state.profile;
     let value = match profile.host_property(&segments, &facts) {
@@ -48,7 +53,7 @@ fn common_property(state: &HostState, facts: &PropertyFacts<'_>, segments: &[&st
     if segments == ["plugin_name"] {
         return Some(Str(state.plugin_name.clone()));
     }
-    let (_, stream) = facts.stream?;
+    let stream = state.streams.get(&facts.stream?.id)?;
     let info = &stream.info;
     let header = |name: &str| facts.request_header(name);
     let path = header(":path").unwrap_or_default();

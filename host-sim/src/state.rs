@@ -21,13 +21,15 @@ mod budget;
 mod fault;
 mod host_functions;
 
+pub use crate::abi::{bytes_as_text, LocalResponse, StreamInfo};
 use crate::abi::{BufferType, Callback, LogLevel, MapType, MetricType, Pairs, Status};
 use crate::limits::Limits;
+pub use crate::limits::OverBudget;
 use crate::memory::GuestMemory;
 use crate::profile::{MapAccess, Profile, StreamPhase};
 use crate::wasi::{StdioCapture, WasiOptions};
+pub use budget::HostBudget;
 pub(crate) use budget::{Charge, GuestGrowth, ENTRY_OVERHEAD};
-pub use budget::{HostBudget, OverBudget};
 pub(crate) use fault::Fault;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -35,23 +37,6 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p1::WasiP1Ctx;
-
-/// How the host's records ([`LocalResponse`], [`HttpCall`]) serialize bodies: serializes bytes as a UTF-8 string when they are valid UTF-8, else as base64 with a marker.
-pub mod bytes_as_text {
-    use base64::Engine as _;
-    use serde::Serializer;
-
-    /// Serde `serialize_with` helper.
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => s.serialize_str(text),
-            Err(_) => s.serialize_str(&format!(
-                "base64:{}",
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            )),
-        }
-    }
-}
 
 /// One log line produced by the guest (`proxy_log`, or WASI stdout/stderr).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -63,23 +48,6 @@ pub struct LogEntry {
     /// The context the guest was running in, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_id: Option<u32>,
-}
-
-/// A response the filter sent itself with `proxy_send_local_response`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LocalResponse {
-    /// HTTP status.
-    pub status: u32,
-    /// Status code details (Envoy's response code details).
-    pub details: String,
-    /// Response headers as the filter gave them.
-    pub headers: Vec<(String, String)>,
-    /// Response body.
-    #[serde(with = "bytes_as_text")]
-    pub body: Vec<u8>,
-    /// gRPC status, when the filter set one (`-1`/absent otherwise).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grpc_status: Option<i32>,
 }
 
 /// A `proxy_http_call` the guest made, waiting for an answer.
@@ -497,36 +465,6 @@ impl StreamState {
     /// passing that reply through the response callbacks.
     pub fn closed(&self, request: bool) -> bool {
         self.reset || (self.local_response.is_some() && (request || !self.local_reply_in_response))
-    }
-}
-
-/// Facts about the downstream connection and request that hosts expose as properties.
-#[derive(Debug, Clone, Serialize)]
-pub struct StreamInfo {
-    /// Client address.
-    pub source_address: String,
-    /// Client port.
-    pub source_port: u16,
-    /// Listener address.
-    pub destination_address: String,
-    /// Listener port.
-    pub destination_port: u16,
-    /// `HTTP/1.1`, `HTTP/2`, ...
-    pub protocol: String,
-    /// A request id (Envoy's `x-request-id`).
-    pub request_id: String,
-}
-
-impl Default for StreamInfo {
-    fn default() -> Self {
-        StreamInfo {
-            source_address: "127.0.0.1".into(),
-            source_port: 50000,
-            destination_address: "127.0.0.1".into(),
-            destination_port: 8000,
-            protocol: "HTTP/1.1".into(),
-            request_id: String::new(),
-        }
     }
 }
 

@@ -6,9 +6,10 @@ use super::{
     shaped_local_reply, AfterTrap, BudgetRefusal, Callback, CalloutFailure, CalloutFailureReply, CalloutUpstream,
     HostBehaviour, HostProperty, HostReply, MapAccess, PropertyFacts, PropertyValue, SecondLocalResponse,
 };
+use crate::abi::LocalResponse;
 use crate::abi::{encode_pairs, Pairs, StreamType};
 use crate::hostfn::HostFunction;
-use crate::state::{LocalResponse, OverBudget};
+use crate::limits::OverBudget;
 use crate::Status;
 
 /// Envoy 1.40 (`envoy.filters.http.wasm`, proxy-wasm-cpp-host).
@@ -336,15 +337,14 @@ impl HostBehaviour for Envoy {
             ["plugin_root_id"] => PropertyValue::Str(facts.root_id.unwrap_or_default().to_string()),
             ["plugin_vm_id"] => PropertyValue::Str(facts.vm_id.to_string()),
             ["request", "headers"] | ["response", "headers"] => {
-                let Some((_, stream)) = facts.stream else {
+                let Some(stream) = facts.stream else {
                     return HostProperty::NotFound;
                 };
-                let direction = if path[0] == "request" {
-                    &stream.request
+                header_map(if path[0] == "request" {
+                    stream.request_headers
                 } else {
-                    &stream.response
-                };
-                header_map(direction.headers.as_ref())
+                    stream.response_headers
+                })
             }
             _ => return HostProperty::Common,
         };

@@ -7,9 +7,10 @@ use super::{
     CalloutUpstream, HostBehaviour, HostProperty, HostReply, MapAccess, MapType, MetricOp, PropertyFacts,
     PropertyValue, SecondLocalResponse, StreamPhase,
 };
+use crate::abi::LocalResponse;
 use crate::abi::{encode_pairs, MetricType, Status};
 use crate::hostfn::HostFunction;
-use crate::state::{LocalResponse, OverBudget};
+use crate::limits::OverBudget;
 use crate::wasi::PREVIEW1_FUNCTIONS;
 
 /// Kong 3.x (ngx_wasm_module).
@@ -321,7 +322,7 @@ impl HostBehaviour for Kong {
             ["plugin_vm_id"] | ["destination", ..] => None,
             ["source", "address"] => facts
                 .stream
-                .map(|(_, stream)| PropertyValue::Str(stream.info.source_address.clone())),
+                .map(|stream| PropertyValue::Str(stream.info.source_address.clone())),
             ["ngx", var] => nginx_variable(var, facts).map(PropertyValue::Str),
             _ => return HostProperty::Common,
         };
@@ -346,8 +347,8 @@ impl HostBehaviour for Kong {
 
 /// An nginx variable of the effective stream (`ngx.<name>` properties).
 fn nginx_variable(name: &str, facts: &PropertyFacts<'_>) -> Option<String> {
-    let (stream_id, stream) = facts.stream?;
-    let info = &stream.info;
+    let stream = facts.stream?;
+    let (stream_id, info) = (stream.id, stream.info);
     let path = facts.request_header(":path").unwrap_or_default();
     Some(match name {
         "request_uri" => path,

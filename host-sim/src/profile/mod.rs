@@ -29,9 +29,10 @@
 pub mod envoy;
 pub mod kong;
 
+use crate::abi::{LocalResponse, StreamInfo};
 use crate::abi::{MapType, MetricType, Pairs, Status, StreamType};
 use crate::hostfn::HostFunction;
-use crate::state::{LocalResponse, OverBudget, StreamState};
+use crate::limits::OverBudget;
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -269,19 +270,32 @@ pub struct PropertyFacts<'a> {
     pub(crate) root_id: Option<&'a str>,
     /// The effective root context's id, if there is one.
     pub(crate) root_context: Option<u32>,
-    /// The effective stream and its context id, from a stream context.
-    pub(crate) stream: Option<(u32, &'a StreamState)>,
+    /// The effective stream, from a stream context.
+    pub(crate) stream: Option<StreamFacts<'a>>,
+}
+
+/// What a property lookup may read of the effective stream.
+#[derive(Clone, Copy)]
+pub struct StreamFacts<'a> {
+    /// Its context id.
+    pub(crate) id: u32,
+    /// Its connection facts.
+    pub(crate) info: &'a StreamInfo,
+    /// Its request headers, once the host has them.
+    pub(crate) request_headers: Option<&'a Pairs>,
+    /// Its response headers, once the host has them.
+    pub(crate) response_headers: Option<&'a Pairs>,
 }
 
 impl PropertyFacts<'_> {
     /// A request header's value (case-insensitive name), as text.
     pub(crate) fn request_header(&self, name: &str) -> Option<String> {
-        find_header(self.stream?.1.request.headers.as_ref(), name)
+        find_header(self.stream?.request_headers, name)
     }
 
     /// A response header's value (case-insensitive name), as text.
     pub(crate) fn response_header(&self, name: &str) -> Option<String> {
-        find_header(self.stream?.1.response.headers.as_ref(), name)
+        find_header(self.stream?.response_headers, name)
     }
 }
 

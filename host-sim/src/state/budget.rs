@@ -10,7 +10,7 @@
 //! counter behind an `Arc` because shared data, queues and metrics outlive a callback and may be
 //! released from another VM's thread.
 
-use std::fmt;
+use crate::limits::OverBudget;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -24,27 +24,6 @@ pub(crate) const ENTRY_OVERHEAD: usize = 2 * std::mem::size_of::<Vec<u8>>();
 pub struct HostBudget {
     limit: usize,
     used: AtomicUsize,
-}
-
-/// A charge the budget could not take: the host refuses the operation that needed it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OverBudget {
-    /// Bytes the operation needed.
-    pub needed: usize,
-    /// Bytes the budget still had.
-    pub available: usize,
-    /// The budget's limit.
-    pub limit: usize,
-}
-
-impl fmt::Display for OverBudget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "host memory budget exhausted: {} more bytes needed, {} of {} left",
-            self.needed, self.available, self.limit
-        )
-    }
 }
 
 impl HostBudget {
