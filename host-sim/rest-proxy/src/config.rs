@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::flavor::Flavor;
+use crate::storage::{StorageConfig, DEFAULT_MESSAGE_MAX_BYTES, DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_RECORDS};
 
 /// Default listen address: Confluent REST Proxy's usual port, loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8082";
@@ -18,10 +19,6 @@ pub const DEFAULT_CLUSTER_ID: &str = "host-sim";
 /// Default largest request body accepted by the `confluent` flavour, in bytes (larger bodies get
 /// 413); each flavour has its own default ([`Flavor::default_max_request_bytes`]).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
-/// Default retention cap per in-memory partition, in records.
-pub const DEFAULT_RETENTION_RECORDS: usize = 100_000;
-/// Default retention cap per in-memory partition, in bytes of keys, values and headers.
-pub const DEFAULT_RETENTION_BYTES: usize = 64 * 1024 * 1024;
 /// Default time allowed for one Kafka operation (connect, metadata, produce) in bridge mode.
 pub const DEFAULT_KAFKA_TIMEOUT_MS: u64 = 10_000;
 /// Most partitions a topic may have here (Kafka itself allows more; a simulator does not need them).
@@ -91,35 +88,6 @@ fn validate_partitions(n: u32) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Where records go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StorageConfig {
-    /// In-memory topics, bounded per partition; the oldest records are evicted (and counted)
-    /// when a cap is reached.
-    Memory {
-        /// Most records kept per partition.
-        retention_records: usize,
-        /// Most bytes (keys, values, header names and values) kept per partition.
-        retention_bytes: usize,
-    },
-    /// A real broker, reached with the pure-Rust `rskafka` client; offsets come from the broker.
-    Kafka {
-        /// Bootstrap addresses, `HOST:PORT` each.
-        bootstrap: Vec<String>,
-        /// Time allowed for one Kafka operation (connect, metadata, produce, fetch).
-        timeout: Duration,
-    },
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig::Memory {
-            retention_records: DEFAULT_RETENTION_RECORDS,
-            retention_bytes: DEFAULT_RETENTION_BYTES,
-        }
-    }
-}
-
 /// Validated settings of one REST proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestProxyConfig {
@@ -154,7 +122,7 @@ impl Default for RestProxyConfig {
             default_partitions: 1,
             topics: Vec::new(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            message_max_bytes: crate::storage::DEFAULT_MESSAGE_MAX_BYTES,
+            message_max_bytes: DEFAULT_MESSAGE_MAX_BYTES,
             flavor: Flavor::Confluent,
             storage: StorageConfig::default(),
         }

@@ -20,13 +20,14 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::codec::{ProduceRecord, APPLICATION_JSON, V2_JSON};
+use crate::codec::{APPLICATION_JSON, V2_JSON};
 use crate::config::{validate_topic_name, RestProxyConfig};
 use crate::error::{ApiError, ConnectionDropped, RestProxyError};
 use crate::faults::{Fault, FaultAction, FaultQueue};
 use crate::flavor::{Api, Flavor};
+use crate::model::{Appended, ProduceRecord, StoredRecord};
 use crate::partitioner::{partition_for_key, RoundRobin};
-use crate::storage::{Appended, Backend, RecordFailure, StorageError, StoredRecord};
+use crate::storage::{Backend, RecordFailure, StorageError};
 use crate::{sim, v2, v3};
 
 /// How long [`RestProxy::serve`] waits for open connections after shutdown is asked for.
@@ -295,7 +296,12 @@ impl RestProxy {
     /// connect now).
     pub fn new(config: RestProxyConfig) -> Result<Arc<RestProxy>, RestProxyError> {
         config.validate()?;
-        let backend = Backend::new(&config);
+        let topics = config
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), t.partitions.unwrap_or(config.default_partitions)))
+            .collect();
+        let backend = Backend::new(&config.storage, topics);
         Ok(Arc::new(RestProxy {
             config,
             backend,

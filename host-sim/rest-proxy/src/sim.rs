@@ -17,8 +17,8 @@ use serde_json::{json, Map, Value};
 use crate::codec::{encode_base64, APPLICATION_JSON};
 use crate::error::{ApiError, TOPIC_NOT_FOUND_MESSAGE};
 use crate::faults::parse_faults;
+use crate::model::StoredRecord;
 use crate::server::{Reply, RestProxy};
-use crate::storage::StoredRecord;
 use crate::timestamp::format_iso8601;
 use crate::v2::storage_error;
 
@@ -200,7 +200,7 @@ pub fn faults(proxy: &RestProxy, method: &Method, body: Result<Bytes, ApiError>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::RecordHeader;
+    use crate::model::RecordHeader;
 
     #[test]
     fn query_parsing() {

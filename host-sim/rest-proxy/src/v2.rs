@@ -19,8 +19,9 @@ use serde::Serialize;
 use crate::codec::{parse_v2, v2_format, V2Encoding, V2_JSON};
 use crate::error::{codes, ApiError, ConnectionDropped, TOPIC_NOT_FOUND_MESSAGE};
 use crate::flavor::confluent::record_error_code;
+use crate::model::Appended;
 use crate::server::{Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, Reply, RestProxy};
-use crate::storage::{Appended, RecordFailure};
+use crate::storage::RecordFailure;
 use crate::timestamp::now_ms;
 
 /// How kafka-rest produces: its Java producer splits a batch the broker refuses as too large and

@@ -19,11 +19,12 @@ use hyper::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::codec::{is_application_json, parse_v3_record, split_v3_body, ProduceRecord, V3Data, APPLICATION_JSON};
+use crate::codec::{is_application_json, parse_v3_record, split_v3_body, V3Data, APPLICATION_JSON};
 use crate::error::{ApiError, ConnectionDropped};
 use crate::flavor::confluent::record_error_code;
+use crate::model::{Appended, ProduceRecord};
 use crate::server::{FaultOutcome, ProduceError, Reply, RestProxy};
-use crate::storage::{Appended, RecordFailure};
+use crate::storage::RecordFailure;
 use crate::timestamp::{format_iso8601, now_ms};
 
 fn error(e: &ApiError) -> Reply {

@@ -239,7 +239,7 @@ pub async fn produce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Appended;
+    use crate::model::Appended;
     use serde_json::json;
 
     #[test]

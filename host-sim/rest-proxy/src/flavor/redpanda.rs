@@ -118,7 +118,7 @@ impl ProduceResponse {
 
     /// Every partition of the request failed with `error_code` (records without a partition go
     /// to partition 0, as `produce_records` assumes when the topic is unknown).
-    fn failed(records: &[crate::codec::ProduceRecord], error_code: i32) -> Self {
+    fn failed(records: &[crate::model::ProduceRecord], error_code: i32) -> Self {
         let mut offsets: Vec<PartitionEntry> = Vec::new();
         for r in records {
             let partition = i64::from(r.partition.unwrap_or(0));
@@ -202,7 +202,7 @@ pub async fn produce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Appended;
+    use crate::model::Appended;
 
     fn ok(partition: u32, offset: i64) -> RecordOutcome {
         RecordOutcome {
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn unknown_topic_fails_partition_zero() {
-        let record = |partition| crate::codec::ProduceRecord {
+        let record = |partition| crate::model::ProduceRecord {
             partition,
             key: None,
             value: None,
