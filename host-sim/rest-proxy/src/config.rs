@@ -1,5 +1,5 @@
 //! Settings: the raw command-line flags ([`RestProxyArgs`], [`RestProxyOptions`]) and the
-//! validated [`RestProxyConfig`] that [`crate::RestProxy::new`] takes.
+//! validated [`RestProxyConfig`] that [`crate::RestProxy::new`] takes, or a [`ConfigError`].
 //!
 //! Flags are parsed by clap into the raw structs, then [`RestProxyOptions::into_config`] checks
 //! them (topic names, partition counts, limits) before anything starts.
@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::error::ConfigError;
 use crate::flavor::Flavor;
 use crate::storage::{StorageConfig, DEFAULT_MESSAGE_MAX_BYTES, DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_RECORDS};
 
@@ -23,6 +22,26 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_KAFKA_TIMEOUT_MS: u64 = 10_000;
 /// Most partitions a topic may have here (Kafka itself allows more; a simulator does not need them).
 pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// A bad setting or flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `--topic` value that is not `NAME` or `NAME:PARTITIONS` with a legal Kafka topic name.
+    #[error("bad topic `{0}`: expected NAME or NAME:PARTITIONS, NAME of [a-zA-Z0-9._-] (1 to 249 characters)")]
+    BadTopicSpec(String),
+    /// A partition count of 0 or over [`MAX_PARTITIONS`].
+    #[error("bad partition count {0}: expected 1 to {max}", max = MAX_PARTITIONS)]
+    BadPartitions(u32),
+    /// A cluster id with characters other than `[a-zA-Z0-9._-]`, or empty.
+    #[error("bad cluster id `{0}`: expected 1 or more of [a-zA-Z0-9._-]")]
+    BadClusterId(String),
+    /// A Kafka bootstrap address that is not `HOST:PORT`.
+    #[error("bad Kafka bootstrap address `{0}`: expected HOST:PORT[,HOST:PORT...]")]
+    BadBootstrap(String),
+    /// A limit set to zero.
+    #[error("{0} must be greater than zero")]
+    ZeroLimit(&'static str),
+}
 
 /// A topic to create at start: `NAME` or `NAME:PARTITIONS` on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,10 +42,10 @@ pub mod timestamp;
 pub mod v2;
 pub mod v3;
 
-pub use config::{RestProxyArgs, RestProxyConfig, RestProxyOptions, TopicSpec};
-pub use error::{ApiError, ConfigError, ConnectionDropped, RestProxyError};
+pub use config::{ConfigError, RestProxyArgs, RestProxyConfig, RestProxyOptions, TopicSpec};
+pub use error::{ApiError, ConnectionDropped};
 pub use faults::{Fault, FaultAction};
 pub use flavor::Flavor;
 pub use model::{RecordHeader, StoredRecord};
-pub use server::RestProxy;
+pub use server::{RestProxy, RestProxyError};
 pub use storage::StorageConfig;

@@ -21,8 +21,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::codec::{APPLICATION_JSON, V2_JSON};
-use crate::config::{validate_topic_name, RestProxyConfig};
-use crate::error::{ApiError, ConnectionDropped, RestProxyError};
+use crate::config::{validate_topic_name, ConfigError, RestProxyConfig};
+use crate::error::{ApiError, ConnectionDropped};
 use crate::faults::{Fault, FaultAction, FaultQueue};
 use crate::flavor::{Api, Flavor};
 use crate::model::{Appended, ProduceRecord, StoredRecord};
@@ -35,6 +35,41 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How many bytes past the limit are read and discarded before answering 413, so a client that is
 /// still sending sees the answer rather than a reset connection.
 const DRAIN_AFTER_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Errors of the Rust API of the REST proxy.
+///
+/// Each message is complete in itself and names no `source()`: a caller that prints the error
+/// chain (anyhow's `{:#}`) would otherwise print the cause twice.
+#[derive(Debug, thiserror::Error)]
+pub enum RestProxyError {
+    /// The configuration was rejected.
+    #[error("invalid REST proxy configuration: {0}")]
+    Config(ConfigError),
+    /// The storage backend failed (Kafka unreachable, broker error).
+    #[error("REST proxy storage: {0}")]
+    Storage(StorageError),
+    /// Accepting connections failed.
+    #[error("REST proxy listener: {0}")]
+    Io(std::io::Error),
+}
+
+impl From<ConfigError> for RestProxyError {
+    fn from(e: ConfigError) -> Self {
+        RestProxyError::Config(e)
+    }
+}
+
+impl From<StorageError> for RestProxyError {
+    fn from(e: StorageError) -> Self {
+        RestProxyError::Storage(e)
+    }
+}
+
+impl From<std::io::Error> for RestProxyError {
+    fn from(e: std::io::Error) -> Self {
+        RestProxyError::Io(e)
+    }
+}
 
 /// An answer before it becomes a `hyper::Response`.
 #[derive(Debug, Clone)]
@@ -97,8 +132,10 @@ pub enum FaultOutcome {
 /// A `record_error` fault applied to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectedFailure {
-    /// The failure of each record hit.
-    pub failure: RecordFailure,
+    /// The code each record hit shows.
+    pub error_code: i32,
+    /// The message each record hit shows.
+    pub message: String,
     /// Records whose 1-based position is a multiple of this are hit.
     pub every: u32,
 }
@@ -107,6 +144,54 @@ impl InjectedFailure {
     /// Whether the record at 0-based `index` is hit.
     pub fn hits(&self, index: usize) -> bool {
         (index + 1) % (self.every.max(1) as usize) == 0
+    }
+
+    /// The error of a record it hits.
+    pub fn error(&self) -> RecordError {
+        RecordError::Injected {
+            error_code: self.error_code,
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// Why one record of a produce request was not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    /// Kafka refused it (the store, or the pipeline for a partition the topic lacks): a domain
+    /// failure each flavour renders its own way.
+    Kafka(RecordFailure),
+    /// A `record_error` fault hit it (see [`crate::faults`]): every flavour shows this code and
+    /// message as they are.
+    Injected {
+        /// The code the fault asked for.
+        error_code: i32,
+        /// The message the fault asked for.
+        message: String,
+    },
+}
+
+impl RecordError {
+    /// What went wrong, for humans.
+    pub fn message(&self) -> &str {
+        match self {
+            RecordError::Kafka(f) => &f.message,
+            RecordError::Injected { message, .. } => message,
+        }
+    }
+
+    /// A failure a `record_error` fault injected.
+    pub fn injected(error_code: i32, message: impl Into<String>) -> Self {
+        RecordError::Injected {
+            error_code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<RecordFailure> for RecordError {
+    fn from(f: RecordFailure) -> Self {
+        RecordError::Kafka(f)
     }
 }
 
@@ -145,7 +230,7 @@ struct PartitionGroup {
     /// Their positions in the request.
     slots: Vec<usize>,
     /// The first failure already known for one of them (fails the whole batch).
-    failure: Option<RecordFailure>,
+    failure: Option<RecordError>,
     records: Vec<ProduceRecord>,
 }
 
@@ -156,7 +241,7 @@ pub struct RecordOutcome {
     /// when the topic does not have it.
     pub partition: i64,
     /// Where it landed, or why not.
-    pub result: Result<Appended, RecordFailure>,
+    pub result: Result<Appended, RecordError>,
 }
 
 /// Which API a path belongs to: decides the Content-Type of error answers.
@@ -516,7 +601,8 @@ impl RestProxy {
                 message,
                 every,
             } => FaultOutcome::RecordError(InjectedFailure {
-                failure: RecordFailure::injected(error_code, message),
+                error_code,
+                message,
                 every,
             }),
             FaultAction::DropConnection => FaultOutcome::Drop,
@@ -547,7 +633,7 @@ impl RestProxy {
         };
         // Each record's partition, and the failure already known for it (a missing partition or
         // an injected fault); records without one go to the backend.
-        let mut placed: Vec<(i64, Option<RecordFailure>, ProduceRecord)> = Vec::with_capacity(records.len());
+        let mut placed: Vec<(i64, Option<RecordError>, ProduceRecord)> = Vec::with_capacity(records.len());
         for (i, r) in records.into_iter().enumerate() {
             let (partition, mut failure) = match (r.partition, &r.key) {
                 (Some(p), _) => match u32::try_from(p) {
@@ -555,13 +641,13 @@ impl RestProxy {
                     _ if plan.missing_partition == MissingPartition::RejectRequest => {
                         return Err(ProduceError::PartitionNotFound)
                     }
-                    _ => (i64::from(p), Some(RecordFailure::unknown_topic_or_partition())),
+                    _ => (i64::from(p), Some(RecordFailure::unknown_topic_or_partition().into())),
                 },
                 (None, Some(key)) => (i64::from(partition_for_key(key, count)), None),
                 (None, None) => (i64::from(self.round_robin.next(topic, count)), None),
             };
             if failure.is_none() {
-                failure = injected.filter(|f| f.hits(i)).map(|f| f.failure.clone());
+                failure = injected.filter(|f| f.hits(i)).map(InjectedFailure::error);
             }
             placed.push((partition, failure, r));
         }
@@ -578,7 +664,7 @@ impl RestProxy {
                             batch.push((p, record));
                         }
                         (failure, _) => {
-                            let failure = failure.unwrap_or_else(RecordFailure::unknown_topic_or_partition);
+                            let failure = failure.unwrap_or_else(|| RecordFailure::unknown_topic_or_partition().into());
                             outcomes[i] = Some(RecordOutcome {
                                 partition,
                                 result: Err(failure),
@@ -589,7 +675,10 @@ impl RestProxy {
                 if !batch.is_empty() {
                     let results = self.backend.append(topic, batch, limit).await;
                     for ((i, partition), result) in slots.into_iter().zip(results) {
-                        outcomes[i] = Some(RecordOutcome { partition, result });
+                        outcomes[i] = Some(RecordOutcome {
+                            partition,
+                            result: result.map_err(RecordError::Kafka),
+                        });
                     }
                 }
             }
@@ -623,13 +712,13 @@ impl RestProxy {
                         failure,
                         records,
                     } = group;
-                    let results: Vec<Result<Appended, RecordFailure>> = match (failure, u32::try_from(partition)) {
+                    let results: Vec<Result<Appended, RecordError>> = match (failure, u32::try_from(partition)) {
                         (None, Ok(p)) => match self.backend.append_batch(topic, p, records, limit).await {
                             Ok(appended) => appended.into_iter().map(Ok).collect(),
-                            Err(f) => vec![Err(f); slots.len()],
+                            Err(f) => vec![Err(RecordError::Kafka(f)); slots.len()],
                         },
                         (failure, _) => {
-                            let f = failure.unwrap_or_else(RecordFailure::unknown_topic_or_partition);
+                            let f = failure.unwrap_or_else(|| RecordFailure::unknown_topic_or_partition().into());
                             vec![Err(f); slots.len()]
                         }
                     };
@@ -644,7 +733,7 @@ impl RestProxy {
             .map(|o| {
                 o.unwrap_or_else(|| RecordOutcome {
                     partition: -1,
-                    result: Err(RecordFailure::fatal("record was not produced")),
+                    result: Err(RecordFailure::fatal("record was not produced").into()),
                 })
             })
             .collect())

@@ -20,7 +20,6 @@ use crate::faults::parse_faults;
 use crate::model::StoredRecord;
 use crate::server::{Reply, RestProxy};
 use crate::timestamp::format_iso8601;
-use crate::v2::storage_error;
 
 /// Default `limit` of the records endpoint.
 pub const DEFAULT_READ_LIMIT: usize = 100;
@@ -49,7 +48,7 @@ pub fn health(proxy: &RestProxy) -> Reply {
 pub async fn topics(proxy: &RestProxy) -> Reply {
     match proxy.backend().summary().await {
         Ok(topics) => ok(&json!({"backend": proxy.backend().kind(), "topics": topics})),
-        Err(e) => error(&storage_error(e)),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
@@ -61,7 +60,7 @@ pub async fn delete_topic(proxy: &RestProxy, topic: &str) -> Reply {
             ok(&json!({"deleted": topic}))
         }
         Ok(false) => error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE)),
-        Err(e) => error(&storage_error(e)),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
@@ -72,7 +71,7 @@ pub fn reset(proxy: &RestProxy) -> Reply {
             let faults = proxy.faults().clear();
             ok(&json!({"reset": true, "faults_cleared": faults}))
         }
-        Err(e) => error(&storage_error(e)),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
@@ -167,7 +166,7 @@ pub async fn records(proxy: &RestProxy, topic: &str, query: Option<&str>) -> Rep
             "topic": topic,
             "records": recs.iter().map(record_json).collect::<Vec<_>>(),
         })),
-        Err(e) => error(&storage_error(e)),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 

@@ -20,8 +20,9 @@ use crate::codec::{parse_v2, v2_format, V2Encoding, V2_JSON};
 use crate::error::{codes, ApiError, ConnectionDropped, TOPIC_NOT_FOUND_MESSAGE};
 use crate::flavor::confluent::record_error_code;
 use crate::model::Appended;
-use crate::server::{Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, Reply, RestProxy};
-use crate::storage::RecordFailure;
+use crate::server::{
+    Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError, Reply, RestProxy,
+};
 use crate::timestamp::now_ms;
 
 /// How kafka-rest produces: its Java producer splits a batch the broker refuses as too large and
@@ -58,7 +59,7 @@ pub struct ProduceResponse {
 
 impl ProduceResponse {
     /// Builds the response from per-record results.
-    pub fn from_results(results: &[Result<Appended, RecordFailure>]) -> Self {
+    pub fn from_results(results: &[Result<Appended, RecordError>]) -> Self {
         ProduceResponse {
             offsets: results
                 .iter()
@@ -73,7 +74,7 @@ impl ProduceResponse {
                         partition: None,
                         offset: None,
                         error_code: Some(record_error_code(f)),
-                        error: Some(f.message.clone()),
+                        error: Some(f.message().to_string()),
                     },
                 })
                 .collect(),
@@ -143,7 +144,7 @@ pub async fn produce(
         Err(ProduceError::TopicNotFound) => return Ok(error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE))),
         Err(ProduceError::PartitionNotFound) => return Ok(error(&ApiError::partition_not_found())),
         Err(ProduceError::InvalidTopic(msg)) => return Ok(error(&ApiError::invalid_topic(msg))),
-        Err(ProduceError::Backend(f)) => vec![Err(f); n],
+        Err(ProduceError::Backend(f)) => vec![Err(RecordError::Kafka(f)); n],
     };
     let response = ProduceResponse::from_results(&results);
     Ok(Reply::json(response.status(), V2_JSON, &response))
@@ -156,7 +157,7 @@ pub async fn list_topics(proxy: &RestProxy) -> Reply {
             let names: Vec<String> = topics.into_iter().map(|(name, _)| name).collect();
             Reply::json(StatusCode::OK, V2_JSON, &names)
         }
-        Err(e) => error(&storage_error(e)),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
@@ -222,24 +223,14 @@ pub async fn get_topic(proxy: &RestProxy, topic: &str) -> Reply {
             Reply::json(StatusCode::OK, V2_JSON, &meta)
         }
         Ok(None) => error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE)),
-        Err(e) => error(&storage_error(e)),
-    }
-}
-
-/// The envelope for a metadata failure (`KafkaExceptionMapper`: retriable → 500 / 50003).
-pub fn storage_error(e: crate::storage::StorageError) -> ApiError {
-    use crate::storage::StorageError as S;
-    match e {
-        S::Kafka(f) => ApiError::from_code(record_error_code(&f), f.message),
-        S::TopicNotFound(_) => ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE),
-        S::PartitionNotFound { .. } => ApiError::partition_not_found(),
-        S::Unsupported(what) => ApiError::bad_request(format!("{what} is only supported by the in-memory store")),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::RecordFailure;
     use serde_json::json;
 
     #[test]
@@ -250,8 +241,8 @@ mod tests {
                 offset: 7,
                 timestamp_ms: 0,
             }),
-            Err(RecordFailure::retriable("timeout")),
-            Err(RecordFailure::message_too_large(20, 10)),
+            Err(RecordFailure::retriable("timeout").into()),
+            Err(RecordFailure::message_too_large(20, 10).into()),
         ];
         let r = ProduceResponse::from_results(&results);
         assert_eq!(
@@ -268,9 +259,10 @@ mod tests {
             29,
             crate::storage::FailureClass::Authorization,
             "no",
-        ))]);
+        )
+        .into())]);
         assert_eq!(auth.status(), StatusCode::FORBIDDEN);
-        let authn = ProduceResponse::from_results(&[Err(RecordFailure::injected(40101, "no"))]);
+        let authn = ProduceResponse::from_results(&[Err(RecordError::injected(40101, "no"))]);
         assert_eq!(authn.status(), StatusCode::UNAUTHORIZED);
     }
 }

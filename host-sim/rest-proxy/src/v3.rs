@@ -20,10 +20,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::codec::{is_application_json, parse_v3_record, split_v3_body, V3Data, APPLICATION_JSON};
-use crate::error::{ApiError, ConnectionDropped};
+use crate::error::{producer_error_code, ApiError, ConnectionDropped};
 use crate::flavor::confluent::record_error_code;
 use crate::model::{Appended, ProduceRecord};
-use crate::server::{FaultOutcome, ProduceError, Reply, RestProxy};
+use crate::server::{FaultOutcome, ProduceError, RecordError, Reply, RestProxy};
 use crate::storage::RecordFailure;
 use crate::timestamp::{format_iso8601, now_ms};
 
@@ -141,12 +141,12 @@ fn produce_error(topic: &str, e: ProduceError) -> ApiError {
         ProduceError::TopicNotFound => ApiError::topic_not_found(format!("Topic {topic} not found.")),
         ProduceError::PartitionNotFound => ApiError::partition_not_found(),
         ProduceError::InvalidTopic(msg) => ApiError::invalid_topic(msg),
-        ProduceError::Backend(f) => failure_error(&f),
+        ProduceError::Backend(f) => ApiError::from_code(producer_error_code(&f), f.message),
     }
 }
 
-fn failure_error(f: &RecordFailure) -> ApiError {
-    ApiError::from_code(record_error_code(f), f.message.clone())
+fn failure_error(e: &RecordError) -> ApiError {
+    ApiError::from_code(record_error_code(e), e.message())
 }
 
 /// Produces one JSON value of the body: `Ok(report)` or the error to report.
@@ -183,7 +183,7 @@ async fn produce_one(
         Ok(mut outcomes) => outcomes
             .pop()
             .map(|o| o.result)
-            .unwrap_or_else(|| Err(RecordFailure::fatal("record was not produced"))),
+            .unwrap_or_else(|| Err(RecordFailure::fatal("record was not produced").into())),
         Err(e) => return Ok(Err(produce_error(topic, e))),
     };
     Ok(match result {

@@ -32,9 +32,9 @@ use crate::codec::{parse_v2, v2_format, JsonValues, V2Encoding, APPLICATION_JSON
 use crate::error::{codes, ApiError, ConnectionDropped};
 use crate::reencode::NumberStyle;
 use crate::server::{
-    Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordOutcome, Reply, RestProxy,
+    Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError, RecordOutcome, Reply, RestProxy,
 };
-use crate::storage::{FailureCause, FailureClass, RecordFailure};
+use crate::storage::{FailureCause, FailureClass};
 use crate::timestamp::now_ms;
 
 /// aiohttp's `client_max_size` as Karapace sets it by default (`DEFAULT_AIOHTTP_CLIENT_MAX_SIZE`).
@@ -58,14 +58,16 @@ pub const ENCODING: V2Encoding = V2Encoding {
 
 /// Karapace's per-record `error_code` (`produce_messages`): 2 for a retriable broker error, 1
 /// otherwise; an injected code is shown as is.
-pub fn record_error_code(failure: &RecordFailure) -> i32 {
-    match failure.cause {
-        FailureCause::Injected { error_code } => error_code,
-        FailureCause::Broker {
-            class: FailureClass::Retriable,
-            ..
-        } => 2,
-        FailureCause::Broker { .. } | FailureCause::Client { .. } => 1,
+pub fn record_error_code(error: &RecordError) -> i32 {
+    match error {
+        RecordError::Injected { error_code, .. } => *error_code,
+        RecordError::Kafka(failure) => match failure.cause {
+            FailureCause::Broker {
+                class: FailureClass::Retriable,
+                ..
+            } => 2,
+            FailureCause::Broker { .. } | FailureCause::Client { .. } => 1,
+        },
     }
 }
 
@@ -115,7 +117,7 @@ impl ProduceResponse {
                     },
                     Err(f) => OffsetEntry::Failed {
                         error_code: record_error_code(f),
-                        error: f.message.clone(),
+                        error: f.message().to_string(),
                     },
                 })
                 .collect(),
@@ -240,6 +242,7 @@ pub async fn produce(
 mod tests {
     use super::*;
     use crate::model::Appended;
+    use crate::storage::RecordFailure;
     use serde_json::json;
 
     #[test]
@@ -255,11 +258,11 @@ mod tests {
             },
             RecordOutcome {
                 partition: 0,
-                result: Err(RecordFailure::message_too_large(20, 10)),
+                result: Err(RecordFailure::message_too_large(20, 10).into()),
             },
             RecordOutcome {
                 partition: 5,
-                result: Err(RecordFailure::unknown_topic_or_partition()),
+                result: Err(RecordFailure::unknown_topic_or_partition().into()),
             },
         ];
         let r = ProduceResponse::from_outcomes(&outcomes);
@@ -278,10 +281,13 @@ mod tests {
 
     #[test]
     fn codes_follow_produce_messages() {
-        assert_eq!(record_error_code(&RecordFailure::unknown_topic_or_partition()), 2);
-        assert_eq!(record_error_code(&RecordFailure::message_too_large(2, 1)), 1);
-        assert_eq!(record_error_code(&RecordFailure::retriable("timed out")), 1);
-        assert_eq!(record_error_code(&RecordFailure::injected(7, "x")), 7);
+        assert_eq!(
+            record_error_code(&RecordFailure::unknown_topic_or_partition().into()),
+            2
+        );
+        assert_eq!(record_error_code(&RecordFailure::message_too_large(2, 1).into()), 1);
+        assert_eq!(record_error_code(&RecordFailure::retriable("timed out").into()), 1);
+        assert_eq!(record_error_code(&RecordError::injected(7, "x")), 7);
     }
 
     #[test]

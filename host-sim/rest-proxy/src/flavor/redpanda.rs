@@ -34,9 +34,9 @@ use crate::codec::{parse_v2, v2_format, JsonValues, V2Encoding, APPLICATION_JSON
 use crate::error::{ApiError, ConnectionDropped};
 use crate::reencode::NumberStyle;
 use crate::server::{
-    Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordOutcome, Reply, RestProxy,
+    Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError, RecordOutcome, Reply, RestProxy,
 };
-use crate::storage::{FailureCause, RecordFailure, KAFKA_UNKNOWN_TOPIC_OR_PARTITION};
+use crate::storage::{FailureCause, KAFKA_UNKNOWN_TOPIC_OR_PARTITION};
 use crate::timestamp::now_ms;
 
 /// Redpanda's default `kafka_batch_max_bytes` (1 MiB): the largest batch the broker accepts.
@@ -64,11 +64,13 @@ pub const ENCODING: V2Encoding = V2Encoding {
 };
 
 /// The Kafka error code pandaproxy shows for `failure`; an injected code is shown as is.
-pub fn record_error_code(failure: &RecordFailure) -> i32 {
-    match failure.cause {
-        FailureCause::Injected { error_code } => error_code,
-        FailureCause::Broker { kafka_code, .. } => i32::from(kafka_code),
-        FailureCause::Client { .. } => UNKNOWN_SERVER_ERROR,
+pub fn record_error_code(error: &RecordError) -> i32 {
+    match error {
+        RecordError::Injected { error_code, .. } => *error_code,
+        RecordError::Kafka(failure) => match failure.cause {
+            FailureCause::Broker { kafka_code, .. } => i32::from(kafka_code),
+            FailureCause::Client { .. } => UNKNOWN_SERVER_ERROR,
+        },
     }
 }
 
@@ -194,7 +196,7 @@ pub async fn produce(
             ProduceResponse::failed(&request, i32::from(KAFKA_UNKNOWN_TOPIC_OR_PARTITION))
         }
         Err(ProduceError::InvalidTopic(_)) => ProduceResponse::failed(&request, INVALID_TOPIC),
-        Err(ProduceError::Backend(f)) => ProduceResponse::failed(&request, record_error_code(&f)),
+        Err(ProduceError::Backend(f)) => ProduceResponse::failed(&request, record_error_code(&f.into())),
     };
     Ok(Reply::json(StatusCode::OK, V2_JSON, &response))
 }
@@ -203,6 +205,7 @@ pub async fn produce(
 mod tests {
     use super::*;
     use crate::model::Appended;
+    use crate::storage::RecordFailure;
 
     fn ok(partition: u32, offset: i64) -> RecordOutcome {
         RecordOutcome {
@@ -223,15 +226,15 @@ mod tests {
             ok(1, 8),
             RecordOutcome {
                 partition: 2,
-                result: Err(RecordFailure::message_too_large(20, 10)),
+                result: Err(RecordFailure::message_too_large(20, 10).into()),
             },
             RecordOutcome {
                 partition: 9,
-                result: Err(RecordFailure::unknown_topic_or_partition()),
+                result: Err(RecordFailure::unknown_topic_or_partition().into()),
             },
             RecordOutcome {
                 partition: 4,
-                result: Err(RecordFailure::retriable("timed out")),
+                result: Err(RecordFailure::retriable("timed out").into()),
             },
         ];
         assert_eq!(

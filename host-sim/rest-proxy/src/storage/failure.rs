@@ -3,8 +3,6 @@
 //! whole ([`StorageError`]). No HTTP shapes here: each REST-proxy flavour renders them its own
 //! way ([`crate::error`] holds Confluent's mapping).
 
-use crate::error::codes;
-
 /// How a failure is classified, the way Kafka's Java client classifies the exception it raises
 /// (`AuthenticationException`, `AuthorizationException`, `RetriableException`, anything else).
 /// Each REST-proxy flavour turns the class into its own per-record code.
@@ -37,16 +35,11 @@ pub enum FailureCause {
         /// Its class (timeouts and connection failures are retriable).
         class: FailureClass,
     },
-    /// A `record_error` fault (see [`crate::faults`]): this number is what every flavour shows
-    /// the client as the record's error code.
-    Injected {
-        /// The code the fault asked for.
-        error_code: i32,
-    },
 }
 
 /// A record the store did not accept: a domain failure, turned into a flavour's per-record
-/// `error_code` and `error` by the HTTP layer ([`crate::flavor`]).
+/// `error_code` and `error` by the flavour layer ([`crate::flavor`]; Confluent's codes in
+/// [`crate::error::producer_error_code`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordFailure {
     /// Where it came from and how it is classified.
@@ -107,25 +100,10 @@ impl RecordFailure {
         )
     }
 
-    /// A failure a `record_error` fault injected.
-    pub fn injected(error_code: i32, message: impl Into<String>) -> Self {
-        RecordFailure {
-            cause: FailureCause::Injected { error_code },
-            message: message.into(),
-        }
-    }
-
-    /// The failure's class (an injected failure counts as retriable only for the codes Confluent
-    /// uses for retriable errors).
+    /// The failure's class.
     pub fn class(&self) -> FailureClass {
         match self.cause {
             FailureCause::Broker { class, .. } | FailureCause::Client { class } => class,
-            FailureCause::Injected { error_code } => match error_code {
-                codes::KAFKA_AUTHENTICATION => FailureClass::Authentication,
-                codes::KAFKA_AUTHORIZATION => FailureClass::Authorization,
-                codes::KAFKA_RETRIABLE => FailureClass::Retriable,
-                _ => FailureClass::NonRetriable,
-            },
         }
     }
 }
