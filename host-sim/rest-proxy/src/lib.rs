@@ -27,6 +27,7 @@
 //! [`error`] holds the envelopes.
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -35,6 +36,7 @@ pub mod flavor;
 pub mod model;
 pub mod partitioner;
 pub mod reencode;
+pub mod reply;
 pub mod server;
 pub mod sim;
 pub mod storage;

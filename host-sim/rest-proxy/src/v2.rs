@@ -16,13 +16,12 @@
 use hyper::StatusCode;
 use serde::Serialize;
 
+use crate::cluster::{Batching, Cluster, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError};
 use crate::codec::{parse_v2, v2_format, V2Encoding, V2_JSON};
 use crate::error::{codes, ApiError, ConnectionDropped, TOPIC_NOT_FOUND_MESSAGE};
 use crate::flavor::confluent::record_error_code;
 use crate::model::Appended;
-use crate::server::{
-    Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError, Reply, RestProxy,
-};
+use crate::reply::Reply;
 use crate::timestamp::now_ms;
 
 /// How kafka-rest produces: its Java producer splits a batch the broker refuses as too large and
@@ -102,7 +101,7 @@ fn error(e: &ApiError) -> Reply {
 
 /// `POST /topics/{topic}[/partitions/{partition}]`.
 pub async fn produce(
-    proxy: &RestProxy,
+    cluster: &Cluster,
     topic: &str,
     path_partition: Option<&str>,
     content_type: Option<&str>,
@@ -133,13 +132,13 @@ pub async fn produce(
         }
     }
     let n = records.len();
-    let injected = match proxy.take_fault(topic).await {
+    let injected = match cluster.take_fault(topic).await {
         FaultOutcome::Proceed => None,
         FaultOutcome::HttpError(e) => return Ok(error(&e)),
         FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
     };
-    let results = match proxy.produce(topic, records, PLAN, injected.as_ref()).await {
+    let results = match cluster.produce(topic, records, PLAN, injected.as_ref()).await {
         Ok(outcomes) => outcomes.into_iter().map(|o| o.result).collect::<Vec<_>>(),
         Err(ProduceError::TopicNotFound) => return Ok(error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE))),
         Err(ProduceError::PartitionNotFound) => return Ok(error(&ApiError::partition_not_found())),
@@ -151,8 +150,8 @@ pub async fn produce(
 }
 
 /// `GET /topics`: the topic names.
-pub async fn list_topics(proxy: &RestProxy) -> Reply {
-    match proxy.backend().list_topics().await {
+pub async fn list_topics(cluster: &Cluster) -> Reply {
+    match cluster.backend().list_topics().await {
         Ok(topics) => {
             let names: Vec<String> = topics.into_iter().map(|(name, _)| name).collect();
             Reply::json(StatusCode::OK, V2_JSON, &names)
@@ -195,11 +194,11 @@ pub struct TopicMetadata {
 }
 
 /// `GET /topics/{topic}`: Confluent's v2 topic metadata.
-pub async fn get_topic(proxy: &RestProxy, topic: &str) -> Reply {
-    match proxy.backend().partition_count(topic).await {
+pub async fn get_topic(cluster: &Cluster, topic: &str) -> Reply {
+    match cluster.backend().partition_count(topic).await {
         Ok(Some(n)) => {
             // The in-memory store is one broker (id 1); the Kafka bridge does not learn leaders.
-            let memory = matches!(proxy.backend(), crate::storage::Backend::Memory(_));
+            let memory = matches!(cluster.backend(), crate::storage::Backend::Memory(_));
             let partitions = (0..n)
                 .map(|p| PartitionMetadata {
                     partition: p,

@@ -4,8 +4,8 @@
 //! kafka-rest turns the producer's exception into a code ([`producer_error_code`]):
 //! authentication 40101, authorization 40301, a `RetriableException` 50003, anything else 50002.
 
+use crate::cluster::RecordError;
 use crate::error::producer_error_code;
-use crate::server::RecordError;
 
 /// The per-record `error_code` kafka-rest shows for `error`; an injected code is shown as is.
 pub fn record_error_code(error: &RecordError) -> i32 {

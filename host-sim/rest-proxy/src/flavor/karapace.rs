@@ -28,12 +28,13 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde::Serialize;
 
+use crate::cluster::{
+    Batching, Cluster, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError, RecordOutcome,
+};
 use crate::codec::{parse_v2, v2_format, JsonValues, V2Encoding, APPLICATION_JSON, V2_JSON};
 use crate::error::{codes, ApiError, ConnectionDropped};
 use crate::reencode::NumberStyle;
-use crate::server::{
-    Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError, RecordOutcome, Reply, RestProxy,
-};
+use crate::reply::Reply;
 use crate::storage::{FailureCause, FailureClass};
 use crate::timestamp::now_ms;
 
@@ -173,7 +174,7 @@ fn decode_error(e: &ApiError) -> Reply {
 
 /// `POST /topics/{topic}[/partitions/{partition}]`.
 pub async fn produce(
-    proxy: &RestProxy,
+    cluster: &Cluster,
     topic: &str,
     path_partition: Option<&str>,
     content_type: Option<&str>,
@@ -187,9 +188,9 @@ pub async fn produce(
         Err(e) => return Ok(decode_error(&e)),
     };
     // `get_topic_info` first, then `get_partition_info` for the partition path.
-    let partitions = match proxy.backend().partition_count(topic).await {
+    let partitions = match cluster.backend().partition_count(topic).await {
         Ok(Some(n)) => Some(n),
-        Ok(None) if !proxy.config().auto_create_topics => return Ok(topic_not_found(topic)),
+        Ok(None) if !cluster.config().auto_create_topics => return Ok(topic_not_found(topic)),
         Ok(None) => None,
         Err(_) => return Ok(envelope(StatusCode::SERVICE_UNAVAILABLE, 503, "Service unavailable")),
     };
@@ -216,13 +217,13 @@ pub async fn produce(
             r.partition = r.partition.or(path_partition);
         }
     }
-    let injected = match proxy.take_fault(topic).await {
+    let injected = match cluster.take_fault(topic).await {
         FaultOutcome::Proceed => None,
         FaultOutcome::HttpError(e) => return Ok(Reply::error(&e, V2_JSON)),
         FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
     };
-    match proxy.produce(topic, records, PLAN, injected.as_ref()).await {
+    match cluster.produce(topic, records, PLAN, injected.as_ref()).await {
         Ok(outcomes) => {
             let response = ProduceResponse::from_outcomes(&outcomes);
             Ok(Reply::json(response.status(), V2_JSON, &response))

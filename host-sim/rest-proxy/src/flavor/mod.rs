@@ -16,7 +16,7 @@ pub mod redpanda;
 
 use std::fmt;
 
-use crate::server::Reply;
+use crate::reply::Reply;
 
 /// The REST proxy being modelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

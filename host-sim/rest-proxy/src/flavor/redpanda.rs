@@ -30,12 +30,13 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde::Serialize;
 
+use crate::cluster::{
+    Batching, Cluster, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError, RecordOutcome,
+};
 use crate::codec::{parse_v2, v2_format, JsonValues, V2Encoding, APPLICATION_JSON, V2_JSON};
 use crate::error::{ApiError, ConnectionDropped};
 use crate::reencode::NumberStyle;
-use crate::server::{
-    Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError, RecordOutcome, Reply, RestProxy,
-};
+use crate::reply::Reply;
 use crate::storage::{FailureCause, KAFKA_UNKNOWN_TOPIC_OR_PARTITION};
 use crate::timestamp::now_ms;
 
@@ -152,7 +153,7 @@ pub fn not_found() -> Reply {
 
 /// `POST /topics/{topic}`.
 pub async fn produce(
-    proxy: &RestProxy,
+    cluster: &Cluster,
     topic: &str,
     content_type: Option<&str>,
     body: Result<Bytes, ApiError>,
@@ -183,14 +184,14 @@ pub async fn produce(
         // A parse error is pandaproxy's `invalid_json`, answered 422.
         Err(e) => return Ok(envelope(StatusCode::UNPROCESSABLE_ENTITY, &e.message)),
     };
-    let injected = match proxy.take_fault(topic).await {
+    let injected = match cluster.take_fault(topic).await {
         FaultOutcome::Proceed => None,
         FaultOutcome::HttpError(e) => return Ok(Reply::error(&e, V2_JSON)),
         FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
     };
     let request = records.clone();
-    let response = match proxy.produce(topic, records, PLAN, injected.as_ref()).await {
+    let response = match cluster.produce(topic, records, PLAN, injected.as_ref()).await {
         Ok(outcomes) => ProduceResponse::from_outcomes(&outcomes),
         Err(ProduceError::TopicNotFound | ProduceError::PartitionNotFound) => {
             ProduceResponse::failed(&request, i32::from(KAFKA_UNKNOWN_TOPIC_OR_PARTITION))
