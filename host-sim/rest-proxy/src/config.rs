@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::flavor::Flavor;
 use crate::storage::{StorageConfig, DEFAULT_MESSAGE_MAX_BYTES, DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_RECORDS};
 
 /// Default listen address: Confluent REST Proxy's usual port, loopback only.
@@ -22,6 +21,67 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_KAFKA_TIMEOUT_MS: u64 = 10_000;
 /// Most partitions a topic may have here (Kafka itself allows more; a simulator does not need them).
 pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// Karapace's request limit: aiohttp's `client_max_size` as Karapace sets it by default
+/// (`DEFAULT_AIOHTTP_CLIENT_MAX_SIZE`, karapace `src/karapace/core/constants.py`).
+pub const KARAPACE_MAX_REQUEST_BYTES: usize = 1_048_576;
+/// Karapace's default `producer_max_request_size` (`DEFAULT_PRODUCER_MAX_REQUEST`, karapace
+/// `src/karapace/core/constants.py`, the default of `src/karapace/core/config.py`), given to librdkafka as `message.max.bytes`: the largest record
+/// its producer sends.
+pub const KARAPACE_PRODUCER_MAX_REQUEST_SIZE: usize = 1_048_576;
+/// Redpanda's default `kafka_batch_max_bytes` (1 MiB, redpanda
+/// `src/v/config/configuration.cc`): the largest batch the broker accepts.
+pub const REDPANDA_KAFKA_BATCH_MAX_BYTES: usize = 1_048_576;
+/// The memory budget pandaproxy compares a request with, by default here (Redpanda sizes it from
+/// the node's memory, see [`crate::flavor::redpanda`]).
+pub const REDPANDA_MEMORY_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The REST proxy being modelled: a setting here, its behaviour in [`crate::flavor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Flavor {
+    /// Confluent REST Proxy (kafka-rest): v2 and v3.
+    #[default]
+    Confluent,
+    /// Karapace (Aiven-Open/karapace): v2 only.
+    Karapace,
+    /// Redpanda HTTP Proxy (pandaproxy): v2 only.
+    Redpanda,
+}
+
+impl Flavor {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Confluent => "confluent",
+            Flavor::Karapace => "karapace",
+            Flavor::Redpanda => "redpanda",
+        }
+    }
+
+    /// Largest request body accepted by default.
+    pub fn default_max_request_bytes(self) -> usize {
+        match self {
+            Flavor::Confluent => DEFAULT_MAX_REQUEST_BYTES,
+            Flavor::Karapace => KARAPACE_MAX_REQUEST_BYTES,
+            Flavor::Redpanda => REDPANDA_MEMORY_BUDGET,
+        }
+    }
+
+    /// The record batch limit of the broker behind this proxy by default.
+    pub fn default_message_max_bytes(self) -> usize {
+        match self {
+            Flavor::Confluent => DEFAULT_MESSAGE_MAX_BYTES,
+            Flavor::Karapace => KARAPACE_PRODUCER_MAX_REQUEST_SIZE,
+            Flavor::Redpanda => REDPANDA_KAFKA_BATCH_MAX_BYTES,
+        }
+    }
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A bad setting or flag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

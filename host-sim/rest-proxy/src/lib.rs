@@ -41,8 +41,6 @@ pub mod server;
 pub mod sim;
 pub mod storage;
 pub mod timestamp;
-pub mod v2;
-pub mod v3;
 
 pub use config::{ConfigError, RestProxyArgs, RestProxyConfig, RestProxyOptions, TopicSpec};
 pub use error::{ApiError, ConnectionDropped};

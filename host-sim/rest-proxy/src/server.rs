@@ -25,11 +25,12 @@ use crate::codec::{APPLICATION_JSON, V2_JSON};
 use crate::config::{ConfigError, RestProxyConfig};
 use crate::error::{ApiError, ConnectionDropped};
 use crate::faults::FaultQueue;
+use crate::flavor::confluent::{v2, v3};
 use crate::flavor::{Api, Flavor};
 use crate::model::StoredRecord;
 use crate::reply::Reply;
+use crate::sim;
 use crate::storage::{Backend, StorageError};
-use crate::{sim, v2, v3};
 
 /// How long [`RestProxy::serve`] waits for open connections after shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -334,14 +335,7 @@ impl RestProxy {
             Route::V2Topics => v2::list_topics(&self.cluster).await,
             Route::V2Topic(t) => v2::get_topic(&self.cluster, &t).await,
             Route::V2Produce(t, p) => {
-                return match flavor {
-                    Flavor::Confluent => v2::produce(&self.cluster, &t, p.as_deref(), ct_ref, body).await,
-                    Flavor::Karapace => {
-                        crate::flavor::karapace::produce(&self.cluster, &t, p.as_deref(), ct_ref, body).await
-                    }
-                    // No partition-produce route in pandaproxy: only `/topics/{t}` gets here.
-                    Flavor::Redpanda => crate::flavor::redpanda::produce(&self.cluster, &t, ct_ref, body).await,
-                };
+                return flavor.produce_v2(&self.cluster, &t, p.as_deref(), ct_ref, body).await;
             }
             Route::V3Clusters => v3::list_clusters(&self.cluster, &host),
             Route::V3Cluster(c) => v3::get_cluster(&self.cluster, &host, &c),

@@ -38,12 +38,6 @@ use crate::reply::Reply;
 use crate::storage::{FailureCause, FailureClass};
 use crate::timestamp::now_ms;
 
-/// aiohttp's `client_max_size` as Karapace sets it by default (`DEFAULT_AIOHTTP_CLIENT_MAX_SIZE`).
-pub const MAX_REQUEST_BYTES: usize = 1_048_576;
-/// `producer_max_request_size` (`DEFAULT_PRODUCER_MAX_REQUEST`), given to librdkafka as
-/// `message.max.bytes`: the largest record the producer sends.
-pub const PRODUCER_MAX_REQUEST_SIZE: usize = 1_048_576;
-
 /// Every record is sent on its own; a partition the topic lacks fails the record.
 pub const PLAN: ProducePlan = ProducePlan {
     batching: Batching::PerRecord,

@@ -40,12 +40,8 @@ use crate::reply::Reply;
 use crate::storage::{FailureCause, KAFKA_UNKNOWN_TOPIC_OR_PARTITION};
 use crate::timestamp::now_ms;
 
-/// Redpanda's default `kafka_batch_max_bytes` (1 MiB): the largest batch the broker accepts.
-pub const KAFKA_BATCH_MAX_BYTES: usize = 1_048_576;
 /// What `get_request_size` adds to Content-Length.
 pub const REQUEST_OVERHEAD: usize = 1024;
-/// The memory budget used here by default (Redpanda's depends on the node).
-pub const DEFAULT_MEMORY_BUDGET: usize = 8 * 1024 * 1024;
 /// Kafka's UNKNOWN_SERVER_ERROR.
 const UNKNOWN_SERVER_ERROR: i32 = -1;
 /// Kafka's INVALID_TOPIC_EXCEPTION.

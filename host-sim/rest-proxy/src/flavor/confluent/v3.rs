@@ -19,10 +19,10 @@ use hyper::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::{record_error_code, PLAN};
 use crate::cluster::{Cluster, FaultOutcome, ProduceError, RecordError};
 use crate::codec::{is_application_json, parse_v3_record, split_v3_body, V3Data, APPLICATION_JSON};
 use crate::error::{producer_error_code, ApiError, ConnectionDropped};
-use crate::flavor::confluent::record_error_code;
 use crate::model::{Appended, ProduceRecord};
 use crate::reply::Reply;
 use crate::storage::RecordFailure;
@@ -177,10 +177,7 @@ async fn produce_one(
         FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
     };
-    let result = match cluster
-        .produce(topic, vec![produce], crate::v2::PLAN, injected.as_ref())
-        .await
-    {
+    let result = match cluster.produce(topic, vec![produce], PLAN, injected.as_ref()).await {
         Ok(mut outcomes) => outcomes
             .pop()
             .map(|o| o.result)

@@ -1,11 +1,22 @@
-//! The Confluent flavour: kafka-rest's per-record error codes. Its v2 and v3 handlers are
-//! [`crate::v2`] and [`crate::v3`].
+//! The Confluent flavour (confluentinc/kafka-rest): its v2 ([`v2`]) and v3 ([`v3`]) handlers, how
+//! its producer batches ([`PLAN`]) and its per-record error codes.
 //!
 //! kafka-rest turns the producer's exception into a code ([`producer_error_code`]):
 //! authentication 40101, authorization 40301, a `RetriableException` 50003, anything else 50002.
 
-use crate::cluster::RecordError;
+pub mod v2;
+pub mod v3;
+
+use crate::cluster::{Batching, MissingPartition, ProducePlan, RecordError};
 use crate::error::producer_error_code;
+
+/// How kafka-rest produces: its Java producer splits a batch the broker refuses as too large and
+/// retries, so a record fails alone; a record asking for a partition the topic lacks is answered
+/// 404 / 40402 here (see [`v2`]'s notes).
+pub const PLAN: ProducePlan = ProducePlan {
+    batching: Batching::PerRecord,
+    missing_partition: MissingPartition::RejectRequest,
+};
 
 /// The per-record `error_code` kafka-rest shows for `error`; an injected code is shown as is.
 pub fn record_error_code(error: &RecordError) -> i32 {

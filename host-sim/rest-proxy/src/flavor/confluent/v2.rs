@@ -16,21 +16,13 @@
 use hyper::StatusCode;
 use serde::Serialize;
 
-use crate::cluster::{Batching, Cluster, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError};
+use super::{record_error_code, PLAN};
+use crate::cluster::{Cluster, FaultOutcome, ProduceError, RecordError};
 use crate::codec::{parse_v2, v2_format, V2Encoding, V2_JSON};
 use crate::error::{codes, ApiError, ConnectionDropped, TOPIC_NOT_FOUND_MESSAGE};
-use crate::flavor::confluent::record_error_code;
 use crate::model::Appended;
 use crate::reply::Reply;
 use crate::timestamp::now_ms;
-
-/// How kafka-rest produces: its Java producer splits a batch the broker refuses as too large and
-/// retries, so a record fails alone; a record asking for a partition the topic lacks is answered
-/// 404 / 40402 here (see the module notes).
-pub const PLAN: ProducePlan = ProducePlan {
-    batching: Batching::PerRecord,
-    missing_partition: MissingPartition::RejectRequest,
-};
 
 /// One entry of `offsets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
