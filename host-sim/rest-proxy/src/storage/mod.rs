@@ -1,7 +1,7 @@
 //! Where produced records go: one [`Backend`] chosen at start, either in-memory topics
 //! ([`memory::MemoryStore`]) or a real broker ([`kafka::KafkaBridge`]).
 //!
-//! The HTTP layer resolves the topic and picks partitions; the backend only appends records to
+//! The produce pipeline ([`crate::cluster`]) resolves the topic and picks partitions; the backend only appends records to
 //! given partitions and reports, per record, an offset or a domain [`RecordFailure`] (a Kafka
 //! error code and its class, or a client-side failure), which each REST-proxy flavour
 //! ([`crate::flavor`]) renders its own way. Whole-request failures (the broker cannot be reached
