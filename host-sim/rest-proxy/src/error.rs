@@ -262,6 +262,27 @@ mod tests {
     }
 
     #[test]
+    fn storage_failures_become_confluent_envelopes() {
+        let e = ApiError::from_storage(StorageError::TopicNotFound("t".into()));
+        assert_eq!(
+            (e.status.as_u16(), e.error_code, e.message.as_str()),
+            (404, 40401, "Topic not found.")
+        );
+        let e = ApiError::from_storage(StorageError::PartitionNotFound {
+            topic: "t".into(),
+            partition: 3,
+        });
+        assert_eq!((e.status.as_u16(), e.error_code), (404, 40402));
+        let e = ApiError::from_storage(StorageError::Kafka(RecordFailure::retriable("broker down")));
+        assert_eq!(
+            (e.status.as_u16(), e.error_code, e.message.as_str()),
+            (500, 50003, "broker down")
+        );
+        let e = ApiError::from_storage(StorageError::Unsupported("reset"));
+        assert_eq!((e.status.as_u16(), e.error_code), (400, 400));
+    }
+
+    #[test]
     fn envelope_serializes_like_confluent() {
         let e = ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE);
         assert_eq!(
