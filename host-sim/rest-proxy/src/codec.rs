@@ -14,8 +14,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::model::{ProduceRecord, RecordHeader};
 use crate::reencode::{NumberStyle, OrderedJson};
-use crate::storage::RecordHeader;
 
 /// Content type of v2 responses.
 pub const V2_JSON: &str = "application/vnd.kafka.v2+json";
@@ -64,21 +64,6 @@ pub fn v2_format(content_type: Option<&str>) -> Option<V2Format> {
 /// Whether a Content-Type is `application/json` (what v3 consumes).
 pub fn is_application_json(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| media_type(ct) == APPLICATION_JSON)
-}
-
-/// One record to produce, decoded and ready for the partitioner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProduceRecord {
-    /// Partition asked for by the client, if any (validated against the topic later).
-    pub partition: Option<i32>,
-    /// Key bytes; `None` is a null key.
-    pub key: Option<Bytes>,
-    /// Value bytes; `None` is a null value (a tombstone).
-    pub value: Option<Bytes>,
-    /// Record headers, in order.
-    pub headers: Vec<RecordHeader>,
-    /// `CreateTime`, epoch milliseconds.
-    pub timestamp_ms: i64,
 }
 
 fn json_text(v: &Value) -> String {

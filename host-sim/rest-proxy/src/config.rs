@@ -1,5 +1,5 @@
 //! Settings: the raw command-line flags ([`RestProxyArgs`], [`RestProxyOptions`]) and the
-//! validated [`RestProxyConfig`] that [`crate::RestProxy::new`] takes.
+//! validated [`RestProxyConfig`] that [`crate::RestProxy::new`] takes, or a [`ConfigError`].
 //!
 //! Flags are parsed by clap into the raw structs, then [`RestProxyOptions::into_config`] checks
 //! them (topic names, partition counts, limits) before anything starts.
@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::error::ConfigError;
-use crate::flavor::Flavor;
+use crate::storage::{StorageConfig, DEFAULT_MESSAGE_MAX_BYTES, DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_RECORDS};
 
 /// Default listen address: Confluent REST Proxy's usual port, loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8082";
@@ -18,14 +17,91 @@ pub const DEFAULT_CLUSTER_ID: &str = "host-sim";
 /// Default largest request body accepted by the `confluent` flavour, in bytes (larger bodies get
 /// 413); each flavour has its own default ([`Flavor::default_max_request_bytes`]).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
-/// Default retention cap per in-memory partition, in records.
-pub const DEFAULT_RETENTION_RECORDS: usize = 100_000;
-/// Default retention cap per in-memory partition, in bytes of keys, values and headers.
-pub const DEFAULT_RETENTION_BYTES: usize = 64 * 1024 * 1024;
 /// Default time allowed for one Kafka operation (connect, metadata, produce) in bridge mode.
 pub const DEFAULT_KAFKA_TIMEOUT_MS: u64 = 10_000;
 /// Most partitions a topic may have here (Kafka itself allows more; a simulator does not need them).
 pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// Karapace's request limit: aiohttp's `client_max_size` as Karapace sets it by default
+/// (`DEFAULT_AIOHTTP_CLIENT_MAX_SIZE`, karapace `src/karapace/core/constants.py`).
+pub const KARAPACE_MAX_REQUEST_BYTES: usize = 1_048_576;
+/// Karapace's default `producer_max_request_size` (`DEFAULT_PRODUCER_MAX_REQUEST`, karapace
+/// `src/karapace/core/constants.py`, the default of `src/karapace/core/config.py`), given to librdkafka as `message.max.bytes`: the largest record
+/// its producer sends.
+pub const KARAPACE_PRODUCER_MAX_REQUEST_SIZE: usize = 1_048_576;
+/// Redpanda's default `kafka_batch_max_bytes` (1 MiB, redpanda
+/// `src/v/config/configuration.cc`): the largest batch the broker accepts.
+pub const REDPANDA_KAFKA_BATCH_MAX_BYTES: usize = 1_048_576;
+/// The memory budget pandaproxy compares a request with, by default here (Redpanda sizes it from
+/// the node's memory, see [`crate::flavor::redpanda`]).
+pub const REDPANDA_MEMORY_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The REST proxy being modelled: a setting here, its behaviour in [`crate::flavor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Flavor {
+    /// Confluent REST Proxy (kafka-rest): v2 and v3.
+    #[default]
+    Confluent,
+    /// Karapace (Aiven-Open/karapace): v2 only.
+    Karapace,
+    /// Redpanda HTTP Proxy (pandaproxy): v2 only.
+    Redpanda,
+}
+
+impl Flavor {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Confluent => "confluent",
+            Flavor::Karapace => "karapace",
+            Flavor::Redpanda => "redpanda",
+        }
+    }
+
+    /// Largest request body accepted by default.
+    pub fn default_max_request_bytes(self) -> usize {
+        match self {
+            Flavor::Confluent => DEFAULT_MAX_REQUEST_BYTES,
+            Flavor::Karapace => KARAPACE_MAX_REQUEST_BYTES,
+            Flavor::Redpanda => REDPANDA_MEMORY_BUDGET,
+        }
+    }
+
+    /// The record batch limit of the broker behind this proxy by default.
+    pub fn default_message_max_bytes(self) -> usize {
+        match self {
+            Flavor::Confluent => DEFAULT_MESSAGE_MAX_BYTES,
+            Flavor::Karapace => KARAPACE_PRODUCER_MAX_REQUEST_SIZE,
+            Flavor::Redpanda => REDPANDA_KAFKA_BATCH_MAX_BYTES,
+        }
+    }
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A bad setting or flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `--topic` value that is not `NAME` or `NAME:PARTITIONS` with a legal Kafka topic name.
+    #[error("bad topic `{0}`: expected NAME or NAME:PARTITIONS, NAME of [a-zA-Z0-9._-] (1 to 249 characters)")]
+    BadTopicSpec(String),
+    /// A partition count of 0 or over [`MAX_PARTITIONS`].
+    #[error("bad partition count {0}: expected 1 to {max}", max = MAX_PARTITIONS)]
+    BadPartitions(u32),
+    /// A cluster id with characters other than `[a-zA-Z0-9._-]`, or empty.
+    #[error("bad cluster id `{0}`: expected 1 or more of [a-zA-Z0-9._-]")]
+    BadClusterId(String),
+    /// A Kafka bootstrap address that is not `HOST:PORT`.
+    #[error("bad Kafka bootstrap address `{0}`: expected HOST:PORT[,HOST:PORT...]")]
+    BadBootstrap(String),
+    /// A limit set to zero.
+    #[error("{0} must be greater than zero")]
+    ZeroLimit(&'static str),
+}
 
 /// A topic to create at start: `NAME` or `NAME:PARTITIONS` on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,35 +167,6 @@ fn validate_partitions(n: u32) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Where records go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StorageConfig {
-    /// In-memory topics, bounded per partition; the oldest records are evicted (and counted)
-    /// when a cap is reached.
-    Memory {
-        /// Most records kept per partition.
-        retention_records: usize,
-        /// Most bytes (keys, values, header names and values) kept per partition.
-        retention_bytes: usize,
-    },
-    /// A real broker, reached with the pure-Rust `rskafka` client; offsets come from the broker.
-    Kafka {
-        /// Bootstrap addresses, `HOST:PORT` each.
-        bootstrap: Vec<String>,
-        /// Time allowed for one Kafka operation (connect, metadata, produce, fetch).
-        timeout: Duration,
-    },
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig::Memory {
-            retention_records: DEFAULT_RETENTION_RECORDS,
-            retention_bytes: DEFAULT_RETENTION_BYTES,
-        }
-    }
-}
-
 /// Validated settings of one REST proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestProxyConfig {
@@ -154,7 +201,7 @@ impl Default for RestProxyConfig {
             default_partitions: 1,
             topics: Vec::new(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            message_max_bytes: crate::storage::DEFAULT_MESSAGE_MAX_BYTES,
+            message_max_bytes: DEFAULT_MESSAGE_MAX_BYTES,
             flavor: Flavor::Confluent,
             storage: StorageConfig::default(),
         }

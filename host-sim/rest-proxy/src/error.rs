@@ -1,39 +1,65 @@
-//! Errors: Confluent's error envelope ([`ApiError`]) that HTTP clients see, and the typed errors
-//! of the Rust API ([`ConfigError`], [`RestProxyError`], [`ConnectionDropped`]).
+//! Confluent's errors as HTTP clients see them: the envelope ([`ApiError`]), its codes
+//! ([`codes`]), and the mapping of storage's domain failures to them: a refused record's
+//! per-record code ([`producer_error_code`]) and a failed storage operation's envelope
+//! ([`ApiError::from_storage`]). Also [`ConnectionDropped`], a fault's "answer nothing".
 //!
 //! Error codes and messages follow confluentinc/kafka-rest (`Errors.java`) and rest-utils
 //! (`KafkaExceptionMapper`, `WebApplicationExceptionMapper`, `JsonParseExceptionMapper`,
 //! `ConstraintViolationExceptionMapper`): the envelope is `{"error_code":N,"message":"..."}`,
-//! `error_code` is either the HTTP status or the status times 100 plus a sub-code (40401).
+//! `error_code` is either the HTTP status or the status times 100 plus a sub-code (40401); the
+//! codes are listed in Confluent's API reference
+//! (<https://docs.confluent.io/platform/current/kafka-rest/api.html>, "Errors").
 
 use hyper::StatusCode;
 use serde::Serialize;
+
+use crate::storage::{FailureClass, RecordFailure, StorageError};
 
 /// Confluent's "Topic not found." (v2, `Errors.TOPIC_NOT_FOUND_MESSAGE`).
 pub const TOPIC_NOT_FOUND_MESSAGE: &str = "Topic not found.";
 /// Confluent's "Partition not found." (`Errors.PARTITION_NOT_FOUND_MESSAGE`).
 pub const PARTITION_NOT_FOUND_MESSAGE: &str = "Partition not found.";
 
-/// Confluent error codes used here (`KafkaExceptionMapper` and `Errors` in kafka-rest).
+/// Confluent error codes used here. `KafkaExceptionMapper` is rest-utils
+/// `core/src/main/java/io/confluent/rest/exceptions/KafkaExceptionMapper.java`; `Errors` is
+/// kafka-rest `kafka-rest/src/main/java/io/confluent/kafkarest/Errors.java`.
 pub mod codes {
-    /// Bad request from Kafka's side (invalid topic name and the like).
+    /// Bad request from Kafka's side (`KafkaExceptionMapper.KAFKA_BAD_REQUEST_ERROR_CODE`, 400:
+    /// `InvalidTopicException` and the like).
     pub const KAFKA_BAD_REQUEST: i32 = 40002;
-    /// Kafka authentication failed (v2 answers 401).
+    /// Kafka authentication failed (`KafkaExceptionMapper.KAFKA_AUTHENTICATION_ERROR_CODE`,
+    /// `AuthenticationException` → 401).
     pub const KAFKA_AUTHENTICATION: i32 = 40101;
-    /// Kafka authorization failed (v2 answers 403).
+    /// Kafka authorization failed (`KafkaExceptionMapper.KAFKA_AUTHORIZATION_ERROR_CODE`,
+    /// `AuthorizationException` → 403).
     pub const KAFKA_AUTHORIZATION: i32 = 40301;
-    /// Topic not found.
+    /// Topic not found (`Errors.TOPIC_NOT_FOUND_ERROR_CODE`, 404).
     pub const TOPIC_NOT_FOUND: i32 = 40401;
-    /// Partition not found.
+    /// Partition not found (`Errors.PARTITION_NOT_FOUND_ERROR_CODE`, 404).
     pub const PARTITION_NOT_FOUND: i32 = 40402;
-    /// Invalid payload (`Errors.INVALID_PAYLOAD_ERROR_CODE`).
+    /// Invalid payload (`Errors.INVALID_PAYLOAD_ERROR_CODE`, 422).
     pub const INVALID_PAYLOAD: i32 = 42206;
-    /// Serialization failed (`Errors.SERIALIZATION_EXCEPTION_ERROR_CODE`).
+    /// Serialization failed (`Errors.SERIALIZATION_EXCEPTION_ERROR_CODE`, 422).
     pub const SERIALIZATION: i32 = 42207;
-    /// Non-retriable Kafka error (`KAFKA_ERROR_ERROR_CODE`).
+    /// Non-retriable Kafka error (`Errors.KAFKA_ERROR_ERROR_CODE`, the catch-all for Kafka
+    /// exceptions; `KafkaExceptionMapper` answers 500).
     pub const KAFKA_ERROR: i32 = 50002;
-    /// Retriable Kafka error (`KAFKA_RETRIABLE_ERROR_ERROR_CODE`).
+    /// Retriable Kafka error (`Errors.KAFKA_RETRIABLE_ERROR_ERROR_CODE`; `KafkaExceptionMapper`
+    /// answers a `RetriableException` with 500).
     pub const KAFKA_RETRIABLE: i32 = 50003;
+}
+
+/// The per-record `error_code` kafka-rest shows for a record the store refused, from the class of
+/// the producer's exception (`errorCodeFromProducerException` in kafka-rest
+/// `kafka-rest/src/main/java/io/confluent/kafkarest/resources/v2/AbstractProduceAction.java`):
+/// authentication 40101, authorization 40301, a `RetriableException` 50003, anything else 50002.
+pub fn producer_error_code(failure: &RecordFailure) -> i32 {
+    match failure.class() {
+        FailureClass::Authentication => codes::KAFKA_AUTHENTICATION,
+        FailureClass::Authorization => codes::KAFKA_AUTHORIZATION,
+        FailureClass::Retriable => codes::KAFKA_RETRIABLE,
+        FailureClass::NonRetriable => codes::KAFKA_ERROR,
+    }
 }
 
 /// A request-level error: an HTTP status and Confluent's `{"error_code","message"}` body.
@@ -161,6 +187,20 @@ impl ApiError {
         )
     }
 
+    /// The envelope of a storage operation that failed as a whole (`KafkaExceptionMapper`: a
+    /// broker failure keeps its producer code and the status of that code, retriable → 500 /
+    /// 50003; a missing topic or partition is `Errors`' 40401 / 40402).
+    pub fn from_storage(e: StorageError) -> Self {
+        match e {
+            StorageError::Kafka(f) => ApiError::from_code(producer_error_code(&f), f.message),
+            StorageError::TopicNotFound(_) => ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE),
+            StorageError::PartitionNotFound { .. } => ApiError::partition_not_found(),
+            StorageError::Unsupported(what) => {
+                ApiError::bad_request(format!("{what} is only supported by the in-memory store"))
+            }
+        }
+    }
+
     /// An error for a Confluent `error_code` whose status is the code's first three digits
     /// (50003 → 500, 40101 → 401); codes that are plain statuses (404) map to themselves.
     pub fn from_code(error_code: i32, message: impl Into<String>) -> Self {
@@ -183,61 +223,6 @@ pub fn status_of_code(error_code: i32) -> StatusCode {
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// A bad setting or flag.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// `--topic` value that is not `NAME` or `NAME:PARTITIONS` with a legal Kafka topic name.
-    #[error("bad topic `{0}`: expected NAME or NAME:PARTITIONS, NAME of [a-zA-Z0-9._-] (1 to 249 characters)")]
-    BadTopicSpec(String),
-    /// A partition count of 0 or over [`crate::config::MAX_PARTITIONS`].
-    #[error("bad partition count {0}: expected 1 to {max}", max = crate::config::MAX_PARTITIONS)]
-    BadPartitions(u32),
-    /// A cluster id with characters other than `[a-zA-Z0-9._-]`, or empty.
-    #[error("bad cluster id `{0}`: expected 1 or more of [a-zA-Z0-9._-]")]
-    BadClusterId(String),
-    /// A Kafka bootstrap address that is not `HOST:PORT`.
-    #[error("bad Kafka bootstrap address `{0}`: expected HOST:PORT[,HOST:PORT...]")]
-    BadBootstrap(String),
-    /// A limit set to zero.
-    #[error("{0} must be greater than zero")]
-    ZeroLimit(&'static str),
-}
-
-/// Errors of the Rust API of the REST proxy.
-///
-/// Each message is complete in itself and names no `source()`: a caller that prints the error
-/// chain (anyhow's `{:#}`) would otherwise print the cause twice.
-#[derive(Debug, thiserror::Error)]
-pub enum RestProxyError {
-    /// The configuration was rejected.
-    #[error("invalid REST proxy configuration: {0}")]
-    Config(ConfigError),
-    /// The storage backend failed (Kafka unreachable, broker error).
-    #[error("REST proxy storage: {0}")]
-    Storage(crate::storage::StorageError),
-    /// Accepting connections failed.
-    #[error("REST proxy listener: {0}")]
-    Io(std::io::Error),
-}
-
-impl From<ConfigError> for RestProxyError {
-    fn from(e: ConfigError) -> Self {
-        RestProxyError::Config(e)
-    }
-}
-
-impl From<crate::storage::StorageError> for RestProxyError {
-    fn from(e: crate::storage::StorageError) -> Self {
-        RestProxyError::Storage(e)
-    }
-}
-
-impl From<std::io::Error> for RestProxyError {
-    fn from(e: std::io::Error) -> Self {
-        RestProxyError::Io(e)
-    }
-}
-
 /// Returned by [`crate::RestProxy::handle`] when a fault asked for the connection to be dropped:
 /// the embedding server must close the connection without answering (the bundled server returns
 /// this to hyper, which does exactly that).
@@ -258,6 +243,43 @@ mod tests {
         assert_eq!(status_of_code(200), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(status_of_code(-1), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(status_of_code(99_999), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn classes_become_confluent_codes() {
+        assert_eq!(producer_error_code(&RecordFailure::retriable("t")), 50003);
+        assert_eq!(producer_error_code(&RecordFailure::fatal("t")), 50002);
+        assert_eq!(producer_error_code(&RecordFailure::unknown_topic_or_partition()), 50003);
+        assert_eq!(producer_error_code(&RecordFailure::message_too_large(2, 1)), 50002);
+        assert_eq!(
+            producer_error_code(&RecordFailure::broker(58, FailureClass::Authentication, "x")),
+            40101
+        );
+        assert_eq!(
+            producer_error_code(&RecordFailure::broker(29, FailureClass::Authorization, "x")),
+            40301
+        );
+    }
+
+    #[test]
+    fn storage_failures_become_confluent_envelopes() {
+        let e = ApiError::from_storage(StorageError::TopicNotFound("t".into()));
+        assert_eq!(
+            (e.status.as_u16(), e.error_code, e.message.as_str()),
+            (404, 40401, "Topic not found.")
+        );
+        let e = ApiError::from_storage(StorageError::PartitionNotFound {
+            topic: "t".into(),
+            partition: 3,
+        });
+        assert_eq!((e.status.as_u16(), e.error_code), (404, 40402));
+        let e = ApiError::from_storage(StorageError::Kafka(RecordFailure::retriable("broker down")));
+        assert_eq!(
+            (e.status.as_u16(), e.error_code, e.message.as_str()),
+            (500, 50003, "broker down")
+        );
+        let e = ApiError::from_storage(StorageError::Unsupported("reset"));
+        assert_eq!((e.status.as_u16(), e.error_code), (400, 400));
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub enum FaultAction {
     },
     /// The hit records fail with this `error_code` and `error`, rendered as the flavour renders a
     /// failed record (Confluent v2: HTTP 200 with the error in `offsets`; v3: the error as a
-    /// per-record result, see [`crate::v3`]). Records not hit are produced.
+    /// per-record result, see [`crate::flavor::confluent::v3`]). Records not hit are produced.
     RecordError {
         /// Per-record error code (50002, 50003, 40401, ...), shown as is by every flavour.
         error_code: i32,

@@ -20,30 +20,42 @@
 //! answers, limits and JSON handling). The store models the broker's `message.max.bytes`
 //! (`--message-max-bytes`): a record batch over it fails with MESSAGE_TOO_LARGE.
 //!
-//! Layers, one-way: [`config`] (flags and validated settings) → [`server`] (HTTP routing,
-//! [`RestProxy`], the produce pipeline) → [`flavor`] → [`v2`]/[`v3`] (Confluent) or the
-//! flavour's own handlers, [`sim`] → [`storage`] (memory or Kafka; domain failures, not HTTP
-//! shapes) and [`partitioner`]; [`codec`], [`reencode`] and [`timestamp`] are pure functions;
-//! [`error`] holds the envelopes.
+//! Layers, one-way, bottom to top (each imports only from layers below it):
+//!
+//! 1. Pure leaves: [`model`] (the record and topic types every layer shares), [`timestamp`],
+//!    [`reencode`], [`partitioner`].
+//! 2. [`storage`] (memory or Kafka; domain failures, no HTTP shapes) over [`model`].
+//! 3. [`config`] (flags, validated settings, [`Flavor`] as a setting with its default limits)
+//!    over [`storage`]'s own settings; [`error`] (Confluent's envelopes and codes, and the
+//!    mapping of storage failures to them) over [`storage`].
+//! 4. [`codec`] (request decoding, Confluent's code for each bad body), [`reply`] (an answer
+//!    before it is HTTP), [`faults`] (the fault queue), all over [`error`].
+//! 5. [`cluster`]: the proxy's state (config, backend, faults, partitioner) and the produce
+//!    pipeline every handler uses.
+//! 6. Handlers: [`flavor`] (one module per proxy: [`flavor::confluent`] with its v2 and v3,
+//!    [`flavor::karapace`], [`flavor::redpanda`]) and [`sim`] (`/_sim/`), over [`cluster`].
+//! 7. [`server`]: HTTP routing, body limits, [`RestProxy`] and its listener, over the handlers.
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod faults;
 pub mod flavor;
+pub mod model;
 pub mod partitioner;
 pub mod reencode;
+pub mod reply;
 pub mod server;
 pub mod sim;
 pub mod storage;
 pub mod timestamp;
-pub mod v2;
-pub mod v3;
 
-pub use config::{RestProxyArgs, RestProxyConfig, RestProxyOptions, StorageConfig, TopicSpec};
-pub use error::{ApiError, ConfigError, ConnectionDropped, RestProxyError};
+pub use config::{ConfigError, RestProxyArgs, RestProxyConfig, RestProxyOptions, TopicSpec};
+pub use error::{ApiError, ConnectionDropped};
 pub use faults::{Fault, FaultAction};
 pub use flavor::Flavor;
-pub use server::RestProxy;
-pub use storage::{RecordHeader, StoredRecord};
+pub use model::{RecordHeader, StoredRecord};
+pub use server::{RestProxy, RestProxyError};
+pub use storage::StorageConfig;

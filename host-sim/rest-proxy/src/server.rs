@@ -1,6 +1,6 @@
-//! The HTTP face: [`RestProxy`] routes requests to the v2, v3 and `/_sim/` handlers, reads bodies
-//! under the size limit, resolves topics and partitions for produce requests, and serves
-//! HTTP/1.1 connections with graceful shutdown.
+//! The HTTP face: [`RestProxy`] routes requests to the v2, v3 and `/_sim/` handlers (giving them
+//! its [`Cluster`]), reads bodies under the size limit, and serves HTTP/1.1 connections with
+//! graceful shutdown.
 //!
 //! Routing follows Jersey's order in kafka-rest: unknown path → 404, known path with another
 //! method → 405, Content-Type the resource does not consume → 415, then the body (413 when over
@@ -20,14 +20,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::codec::{ProduceRecord, APPLICATION_JSON, V2_JSON};
-use crate::config::{validate_topic_name, RestProxyConfig};
-use crate::error::{ApiError, ConnectionDropped, RestProxyError};
-use crate::faults::{Fault, FaultAction, FaultQueue};
+use crate::cluster::Cluster;
+use crate::codec::{APPLICATION_JSON, V2_JSON};
+use crate::config::{ConfigError, RestProxyConfig};
+use crate::error::{ApiError, ConnectionDropped};
+use crate::faults::FaultQueue;
+use crate::flavor::confluent::{v2, v3};
 use crate::flavor::{Api, Flavor};
-use crate::partitioner::{partition_for_key, RoundRobin};
-use crate::storage::{Appended, Backend, RecordFailure, StorageError, StoredRecord};
-use crate::{sim, v2, v3};
+use crate::model::StoredRecord;
+use crate::reply::Reply;
+use crate::sim;
+use crate::storage::{Backend, StorageError};
 
 /// How long [`RestProxy::serve`] waits for open connections after shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -35,127 +38,39 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// still sending sees the answer rather than a reset connection.
 const DRAIN_AFTER_LIMIT: usize = 16 * 1024 * 1024;
 
-/// An answer before it becomes a `hyper::Response`.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// Status.
-    pub status: StatusCode,
-    /// Content-Type.
-    pub content_type: &'static str,
-    /// Body.
-    pub body: Bytes,
-    /// `Allow` header of a 405.
-    pub allow: Option<&'static str>,
+/// Errors of the Rust API of the REST proxy.
+///
+/// Each message is complete in itself and names no `source()`: a caller that prints the error
+/// chain (anyhow's `{:#}`) would otherwise print the cause twice.
+#[derive(Debug, thiserror::Error)]
+pub enum RestProxyError {
+    /// The configuration was rejected.
+    #[error("invalid REST proxy configuration: {0}")]
+    Config(ConfigError),
+    /// The storage backend failed (Kafka unreachable, broker error).
+    #[error("REST proxy storage: {0}")]
+    Storage(StorageError),
+    /// Accepting connections failed.
+    #[error("REST proxy listener: {0}")]
+    Io(std::io::Error),
 }
 
-impl Reply {
-    /// A JSON reply of any serializable value.
-    pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, content_type: &'static str, value: &T) -> Reply {
-        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-        Reply {
-            status,
-            content_type,
-            body: Bytes::from(body),
-            allow: None,
-        }
-    }
-
-    /// Confluent's error envelope for `e`.
-    pub fn error(e: &ApiError, content_type: &'static str) -> Reply {
-        Reply::json(e.status, content_type, &e.body())
+impl From<ConfigError> for RestProxyError {
+    fn from(e: ConfigError) -> Self {
+        RestProxyError::Config(e)
     }
 }
 
-/// Why a produce request failed as a whole, before any record was stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProduceError {
-    /// The topic name is illegal (Kafka's `InvalidTopicException`).
-    InvalidTopic(String),
-    /// The topic does not exist and auto-creation is off.
-    TopicNotFound,
-    /// A record asked for a partition the topic does not have.
-    PartitionNotFound,
-    /// The backend failed before producing (broker unreachable for metadata); applies to every
-    /// record.
-    Backend(RecordFailure),
-}
-
-/// What the fault queue decided for one produce request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FaultOutcome {
-    /// No fault (or only a delay): produce normally.
-    Proceed,
-    /// Answer with this error.
-    HttpError(ApiError),
-    /// Fail the records this hits, produce the others.
-    RecordError(InjectedFailure),
-    /// Drop the connection.
-    Drop,
-}
-
-/// A `record_error` fault applied to one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InjectedFailure {
-    /// The failure of each record hit.
-    pub failure: RecordFailure,
-    /// Records whose 1-based position is a multiple of this are hit.
-    pub every: u32,
-}
-
-impl InjectedFailure {
-    /// Whether the record at 0-based `index` is hit.
-    pub fn hits(&self, index: usize) -> bool {
-        (index + 1) % (self.every.max(1) as usize) == 0
+impl From<StorageError> for RestProxyError {
+    fn from(e: StorageError) -> Self {
+        RestProxyError::Storage(e)
     }
 }
 
-/// How a flavour's producer groups the records of one request into Kafka batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Batching {
-    /// Every record succeeds or fails alone (a producer that checks each record's size and
-    /// splits refused batches): the good records of a request are written.
-    PerRecord,
-    /// One batch per partition, accepted or refused as a whole: a bad record fails every record
-    /// of its partition, and none of them is written.
-    PerPartition,
-}
-
-/// What happens to a record that asks for a partition the topic does not have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MissingPartition {
-    /// The whole request is refused ([`ProduceError::PartitionNotFound`]); nothing is written.
-    RejectRequest,
-    /// The record fails with Kafka's UNKNOWN_TOPIC_OR_PARTITION.
-    FailRecord,
-}
-
-/// How one flavour produces: see [`crate::flavor`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProducePlan {
-    /// Batching of the records.
-    pub batching: Batching,
-    /// Records asking for a partition that does not exist.
-    pub missing_partition: MissingPartition,
-}
-
-/// The records of one request bound for one partition, produced as one batch.
-struct PartitionGroup {
-    partition: i64,
-    /// Their positions in the request.
-    slots: Vec<usize>,
-    /// The first failure already known for one of them (fails the whole batch).
-    failure: Option<RecordFailure>,
-    records: Vec<ProduceRecord>,
-}
-
-/// What became of one record of a produce request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordOutcome {
-    /// The partition it was (or would have been) written to; a requested partition is kept even
-    /// when the topic does not have it.
-    pub partition: i64,
-    /// Where it landed, or why not.
-    pub result: Result<Appended, RecordFailure>,
+impl From<std::io::Error> for RestProxyError {
+    fn from(e: std::io::Error) -> Self {
+        RestProxyError::Io(e)
+    }
 }
 
 /// Which API a path belongs to: decides the Content-Type of error answers.
@@ -283,10 +198,7 @@ fn family_of(path: &str) -> Family {
 /// another server.
 #[derive(Debug)]
 pub struct RestProxy {
-    config: RestProxyConfig,
-    backend: Backend,
-    faults: FaultQueue,
-    round_robin: RoundRobin,
+    cluster: Cluster,
 }
 
 impl RestProxy {
@@ -294,44 +206,41 @@ impl RestProxy {
     /// the Kafka bridge connects on first use (call [`check_backend`](Self::check_backend) to
     /// connect now).
     pub fn new(config: RestProxyConfig) -> Result<Arc<RestProxy>, RestProxyError> {
-        config.validate()?;
-        let backend = Backend::new(&config);
         Ok(Arc::new(RestProxy {
-            config,
-            backend,
-            faults: FaultQueue::default(),
-            round_robin: RoundRobin::default(),
+            cluster: Cluster::new(config)?,
         }))
+    }
+
+    /// The state and produce pipeline behind the handlers.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &RestProxyConfig {
-        &self.config
+        self.cluster.config()
     }
 
     /// The storage backend.
     pub fn backend(&self) -> &Backend {
-        &self.backend
+        self.cluster.backend()
     }
 
     /// The fault queue (what `/_sim/faults` edits), for tests that prefer Rust to HTTP.
     pub fn faults(&self) -> &FaultQueue {
-        &self.faults
+        self.cluster.faults()
     }
 
     /// Connects to the broker and creates the configured topics (Kafka bridge); a no-op in memory.
     pub async fn check_backend(&self) -> Result<(), RestProxyError> {
-        self.backend.check().await.map_err(RestProxyError::from)
+        self.cluster.backend().check().await.map_err(RestProxyError::from)
     }
 
     /// The records held by one in-memory partition, oldest first; `None` when the topic or
     /// partition does not exist or the backend is the Kafka bridge (use
     /// [`read_records`](Self::read_records) there).
     pub fn records(&self, topic: &str, partition: u32) -> Option<Vec<StoredRecord>> {
-        match &self.backend {
-            Backend::Memory(m) => m.records(topic, partition),
-            Backend::Kafka(_) => None,
-        }
+        self.cluster.records(topic, partition)
     }
 
     /// Up to `limit` records of `topic` from `from_offset` on, of one partition or of every
@@ -343,7 +252,7 @@ impl RestProxy {
         from_offset: i64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StorageError> {
-        self.backend.read(topic, partition, from_offset, limit).await
+        self.cluster.read_records(topic, partition, from_offset, limit).await
     }
 
     /// Answers one request. `Err(ConnectionDropped)` means a fault asked for the connection to be
@@ -382,7 +291,7 @@ impl RestProxy {
     {
         let family = family_of(req.uri().path());
         let ct = family.content_type();
-        let flavor = self.config.flavor;
+        let flavor = self.cluster.config().flavor;
         let route = match route(req.method(), req.uri().path()) {
             Ok(r) if flavor.serves(r.api()) => r,
             Ok(_) => {
@@ -413,7 +322,7 @@ impl RestProxy {
             .get(HOST)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
-            .unwrap_or_else(|| self.config.listen.to_string());
+            .unwrap_or_else(|| self.cluster.config().listen.to_string());
         let declared_len = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -423,25 +332,20 @@ impl RestProxy {
         let ct_ref = content_type.as_deref();
         let reply = match route {
             Route::Root => Reply::json(StatusCode::OK, V2_JSON, &serde_json::json!({})),
-            Route::V2Topics => v2::list_topics(self).await,
-            Route::V2Topic(t) => v2::get_topic(self, &t).await,
+            Route::V2Topics => v2::list_topics(&self.cluster).await,
+            Route::V2Topic(t) => v2::get_topic(&self.cluster, &t).await,
             Route::V2Produce(t, p) => {
-                return match flavor {
-                    Flavor::Confluent => v2::produce(self, &t, p.as_deref(), ct_ref, body).await,
-                    Flavor::Karapace => crate::flavor::karapace::produce(self, &t, p.as_deref(), ct_ref, body).await,
-                    // No partition-produce route in pandaproxy: only `/topics/{t}` gets here.
-                    Flavor::Redpanda => crate::flavor::redpanda::produce(self, &t, ct_ref, body).await,
-                };
+                return flavor.produce_v2(&self.cluster, &t, p.as_deref(), ct_ref, body).await;
             }
-            Route::V3Clusters => v3::list_clusters(self, &host),
-            Route::V3Cluster(c) => v3::get_cluster(self, &host, &c),
-            Route::V3Produce(c, t) => return v3::produce(self, &c, &t, ct_ref, body).await,
-            Route::SimHealth => sim::health(self),
-            Route::SimTopics => sim::topics(self).await,
-            Route::SimTopic(t) => sim::delete_topic(self, &t).await,
-            Route::SimRecords(t) => sim::records(self, &t, parts.uri.query()).await,
-            Route::SimFaults => sim::faults(self, &parts.method, body),
-            Route::SimReset => sim::reset(self),
+            Route::V3Clusters => v3::list_clusters(&self.cluster, &host),
+            Route::V3Cluster(c) => v3::get_cluster(&self.cluster, &host, &c),
+            Route::V3Produce(c, t) => return v3::produce(&self.cluster, &c, &t, ct_ref, body).await,
+            Route::SimHealth => sim::health(&self.cluster),
+            Route::SimTopics => sim::topics(&self.cluster).await,
+            Route::SimTopic(t) => sim::delete_topic(&self.cluster, &t).await,
+            Route::SimRecords(t) => sim::records(&self.cluster, &t, parts.uri.query()).await,
+            Route::SimFaults => sim::faults(&self.cluster, &parts.method, body),
+            Route::SimReset => sim::reset(&self.cluster),
         };
         Ok(reply)
     }
@@ -453,9 +357,9 @@ impl RestProxy {
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,
     {
-        let limit = self.config.max_request_bytes;
+        let limit = self.cluster.config().max_request_bytes;
         // pandaproxy counts a fixed overhead on top of Content-Length (see flavor::redpanda).
-        let overhead = self.config.flavor.request_overhead();
+        let overhead = self.cluster.config().flavor.request_overhead();
         let mut body = std::pin::pin!(body);
         let mut buf = BytesMut::new();
         let mut over = declared_len.is_some_and(|n| n.saturating_add(overhead as u64) > limit as u64);
@@ -490,165 +394,6 @@ impl RestProxy {
         }
     }
 
-    /// Takes the next fault for a produce request to `topic` and applies its delay.
-    pub(crate) async fn take_fault(&self, topic: &str) -> FaultOutcome {
-        let Some(fault) = self.faults.take(topic) else {
-            return FaultOutcome::Proceed;
-        };
-        tracing::info!(topic, fault = %fault.to_json(), "rest-proxy: injecting fault");
-        if fault.delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
-        }
-        match fault.action {
-            FaultAction::HttpError {
-                status,
-                error_code,
-                message,
-            } => FaultOutcome::HttpError(Fault::api_error(status, error_code, &message)),
-            FaultAction::RecordError {
-                error_code,
-                message,
-                every,
-            } => FaultOutcome::RecordError(InjectedFailure {
-                failure: RecordFailure::injected(error_code, message),
-                every,
-            }),
-            FaultAction::DropConnection => FaultOutcome::Drop,
-            FaultAction::Delay => FaultOutcome::Proceed,
-        }
-    }
-
-    /// Resolves `topic` (creating it when allowed), picks each record's partition, and stores
-    /// the records as `plan` says, failing the records `injected` hits. One outcome per record, in
-    /// order. Nothing is stored when this returns `Err`.
-    pub async fn produce(
-        &self,
-        topic: &str,
-        records: Vec<ProduceRecord>,
-        plan: ProducePlan,
-        injected: Option<&InjectedFailure>,
-    ) -> Result<Vec<RecordOutcome>, ProduceError> {
-        validate_topic_name(topic).map_err(ProduceError::InvalidTopic)?;
-        let count = match self.backend.partition_count(topic).await {
-            Ok(Some(n)) => n,
-            Ok(None) if self.config.auto_create_topics => self
-                .backend
-                .create_topic(topic, self.config.default_partitions)
-                .await
-                .map_err(storage_to_produce)?,
-            Ok(None) => return Err(ProduceError::TopicNotFound),
-            Err(e) => return Err(storage_to_produce(e)),
-        };
-        // Each record's partition, and the failure already known for it (a missing partition or
-        // an injected fault); records without one go to the backend.
-        let mut placed: Vec<(i64, Option<RecordFailure>, ProduceRecord)> = Vec::with_capacity(records.len());
-        for (i, r) in records.into_iter().enumerate() {
-            let (partition, mut failure) = match (r.partition, &r.key) {
-                (Some(p), _) => match u32::try_from(p) {
-                    Ok(p) if p < count => (i64::from(p), None),
-                    _ if plan.missing_partition == MissingPartition::RejectRequest => {
-                        return Err(ProduceError::PartitionNotFound)
-                    }
-                    _ => (i64::from(p), Some(RecordFailure::unknown_topic_or_partition())),
-                },
-                (None, Some(key)) => (i64::from(partition_for_key(key, count)), None),
-                (None, None) => (i64::from(self.round_robin.next(topic, count)), None),
-            };
-            if failure.is_none() {
-                failure = injected.filter(|f| f.hits(i)).map(|f| f.failure.clone());
-            }
-            placed.push((partition, failure, r));
-        }
-        let limit = self.config.message_max_bytes;
-        let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; placed.len()];
-        match plan.batching {
-            Batching::PerRecord => {
-                let mut slots = Vec::new();
-                let mut batch = Vec::new();
-                for (i, (partition, failure, record)) in placed.into_iter().enumerate() {
-                    match (failure, u32::try_from(partition)) {
-                        (None, Ok(p)) => {
-                            slots.push((i, partition));
-                            batch.push((p, record));
-                        }
-                        (failure, _) => {
-                            let failure = failure.unwrap_or_else(RecordFailure::unknown_topic_or_partition);
-                            outcomes[i] = Some(RecordOutcome {
-                                partition,
-                                result: Err(failure),
-                            })
-                        }
-                    }
-                }
-                if !batch.is_empty() {
-                    let results = self.backend.append(topic, batch, limit).await;
-                    for ((i, partition), result) in slots.into_iter().zip(results) {
-                        outcomes[i] = Some(RecordOutcome { partition, result });
-                    }
-                }
-            }
-            Batching::PerPartition => {
-                // Partitions in the order they first appear.
-                let mut groups: Vec<PartitionGroup> = Vec::new();
-                for (i, (partition, failure, record)) in placed.into_iter().enumerate() {
-                    let g = match groups.iter().position(|g| g.partition == partition) {
-                        Some(g) => g,
-                        None => {
-                            groups.push(PartitionGroup {
-                                partition,
-                                slots: Vec::new(),
-                                failure: None,
-                                records: Vec::new(),
-                            });
-                            groups.len() - 1
-                        }
-                    };
-                    let group = &mut groups[g];
-                    group.slots.push(i);
-                    if group.failure.is_none() {
-                        group.failure = failure;
-                    }
-                    group.records.push(record);
-                }
-                for group in groups {
-                    let PartitionGroup {
-                        partition,
-                        slots,
-                        failure,
-                        records,
-                    } = group;
-                    let results: Vec<Result<Appended, RecordFailure>> = match (failure, u32::try_from(partition)) {
-                        (None, Ok(p)) => match self.backend.append_batch(topic, p, records, limit).await {
-                            Ok(appended) => appended.into_iter().map(Ok).collect(),
-                            Err(f) => vec![Err(f); slots.len()],
-                        },
-                        (failure, _) => {
-                            let f = failure.unwrap_or_else(RecordFailure::unknown_topic_or_partition);
-                            vec![Err(f); slots.len()]
-                        }
-                    };
-                    for (i, result) in slots.into_iter().zip(results) {
-                        outcomes[i] = Some(RecordOutcome { partition, result });
-                    }
-                }
-            }
-        }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| RecordOutcome {
-                    partition: -1,
-                    result: Err(RecordFailure::fatal("record was not produced")),
-                })
-            })
-            .collect())
-    }
-
-    /// Forgets per-topic partitioner state (after a topic is deleted).
-    pub(crate) fn forget_topic(&self, topic: &str) {
-        self.round_robin.forget(topic);
-    }
-
     /// Serves HTTP/1.1 on `listener` until `shutdown` completes, then lets open connections
     /// finish for up to [`SHUTDOWN_GRACE`].
     pub async fn serve(
@@ -660,7 +405,7 @@ impl RestProxy {
         let mut tasks = tokio::task::JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, backend = self.backend.kind(), "rest-proxy listening");
+            tracing::info!(%addr, backend = self.cluster.backend().kind(), "rest-proxy listening");
         }
         loop {
             tokio::select! {
@@ -707,17 +452,6 @@ impl RestProxy {
         }
         tracing::info!("rest-proxy stopped");
         Ok(())
-    }
-}
-
-fn storage_to_produce(e: StorageError) -> ProduceError {
-    match e {
-        StorageError::TopicNotFound(_) => ProduceError::TopicNotFound,
-        StorageError::PartitionNotFound { .. } => ProduceError::PartitionNotFound,
-        StorageError::Kafka(f) => ProduceError::Backend(f),
-        StorageError::Unsupported(what) => {
-            ProduceError::Backend(RecordFailure::fatal(format!("{what} is not supported")))
-        }
     }
 }
 

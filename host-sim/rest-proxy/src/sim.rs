@@ -14,13 +14,13 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
+use crate::cluster::Cluster;
 use crate::codec::{encode_base64, APPLICATION_JSON};
 use crate::error::{ApiError, TOPIC_NOT_FOUND_MESSAGE};
 use crate::faults::parse_faults;
-use crate::server::{Reply, RestProxy};
-use crate::storage::StoredRecord;
+use crate::model::StoredRecord;
+use crate::reply::Reply;
 use crate::timestamp::format_iso8601;
-use crate::v2::storage_error;
 
 /// Default `limit` of the records endpoint.
 pub const DEFAULT_READ_LIMIT: usize = 100;
@@ -36,43 +36,43 @@ fn error(e: &ApiError) -> Reply {
 }
 
 /// `GET /_sim/health`.
-pub fn health(proxy: &RestProxy) -> Reply {
+pub fn health(cluster: &Cluster) -> Reply {
     ok(&json!({
         "status": "ok",
-        "backend": proxy.backend().kind(),
-        "cluster_id": proxy.config().cluster_id,
-        "flavor": proxy.config().flavor.name(),
+        "backend": cluster.backend().kind(),
+        "cluster_id": cluster.config().cluster_id,
+        "flavor": cluster.config().flavor.name(),
     }))
 }
 
 /// `GET /_sim/topics`.
-pub async fn topics(proxy: &RestProxy) -> Reply {
-    match proxy.backend().summary().await {
-        Ok(topics) => ok(&json!({"backend": proxy.backend().kind(), "topics": topics})),
-        Err(e) => error(&storage_error(e)),
+pub async fn topics(cluster: &Cluster) -> Reply {
+    match cluster.backend().summary().await {
+        Ok(topics) => ok(&json!({"backend": cluster.backend().kind(), "topics": topics})),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
 /// `DELETE /_sim/topics/{topic}`.
-pub async fn delete_topic(proxy: &RestProxy, topic: &str) -> Reply {
-    match proxy.backend().delete_topic(topic).await {
+pub async fn delete_topic(cluster: &Cluster, topic: &str) -> Reply {
+    match cluster.backend().delete_topic(topic).await {
         Ok(true) => {
-            proxy.forget_topic(topic);
+            cluster.forget_topic(topic);
             ok(&json!({"deleted": topic}))
         }
         Ok(false) => error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE)),
-        Err(e) => error(&storage_error(e)),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
 /// `POST /_sim/reset`.
-pub fn reset(proxy: &RestProxy) -> Reply {
-    match proxy.backend().reset() {
+pub fn reset(cluster: &Cluster) -> Reply {
+    match cluster.backend().reset() {
         Ok(()) => {
-            let faults = proxy.faults().clear();
+            let faults = cluster.faults().clear();
             ok(&json!({"reset": true, "faults_cleared": faults}))
         }
-        Err(e) => error(&storage_error(e)),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
@@ -157,25 +157,25 @@ pub fn parse_read_query(query: Option<&str>) -> Result<ReadQuery, String> {
 }
 
 /// `GET /_sim/topics/{topic}/records`.
-pub async fn records(proxy: &RestProxy, topic: &str, query: Option<&str>) -> Reply {
+pub async fn records(cluster: &Cluster, topic: &str, query: Option<&str>) -> Reply {
     let q = match parse_read_query(query) {
         Ok(q) => q,
         Err(msg) => return error(&ApiError::bad_request(msg)),
     };
-    match proxy.read_records(topic, q.partition, q.offset, q.limit).await {
+    match cluster.read_records(topic, q.partition, q.offset, q.limit).await {
         Ok(recs) => ok(&json!({
             "topic": topic,
             "records": recs.iter().map(record_json).collect::<Vec<_>>(),
         })),
-        Err(e) => error(&storage_error(e)),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
 /// `GET|POST|DELETE /_sim/faults`.
-pub fn faults(proxy: &RestProxy, method: &Method, body: Result<Bytes, ApiError>) -> Reply {
-    let list = |proxy: &RestProxy| {
+pub fn faults(cluster: &Cluster, method: &Method, body: Result<Bytes, ApiError>) -> Reply {
+    let list = |cluster: &Cluster| {
         ok(&json!({
-            "faults": proxy.faults().list().iter().map(|f| f.to_json()).collect::<Vec<_>>()
+            "faults": cluster.faults().list().iter().map(|f| f.to_json()).collect::<Vec<_>>()
         }))
     };
     if method == Method::POST {
@@ -185,22 +185,22 @@ pub fn faults(proxy: &RestProxy, method: &Method, body: Result<Bytes, ApiError>)
         };
         match parse_faults(&body) {
             Ok(faults) => {
-                proxy.faults().push(faults);
-                list(proxy)
+                cluster.faults().push(faults);
+                list(cluster)
             }
             Err(msg) => error(&ApiError::unprocessable(format!("bad fault: {msg}"))),
         }
     } else if method == Method::DELETE {
-        ok(&json!({"cleared": proxy.faults().clear()}))
+        ok(&json!({"cleared": cluster.faults().clear()}))
     } else {
-        list(proxy)
+        list(cluster)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::RecordHeader;
+    use crate::model::RecordHeader;
 
     #[test]
     fn query_parsing() {

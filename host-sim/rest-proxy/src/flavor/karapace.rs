@@ -28,20 +28,15 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde::Serialize;
 
+use crate::cluster::{
+    Batching, Cluster, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError, RecordOutcome,
+};
 use crate::codec::{parse_v2, v2_format, JsonValues, V2Encoding, APPLICATION_JSON, V2_JSON};
 use crate::error::{codes, ApiError, ConnectionDropped};
 use crate::reencode::NumberStyle;
-use crate::server::{
-    Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordOutcome, Reply, RestProxy,
-};
-use crate::storage::{FailureCause, FailureClass, RecordFailure};
+use crate::reply::Reply;
+use crate::storage::{FailureCause, FailureClass};
 use crate::timestamp::now_ms;
-
-/// aiohttp's `client_max_size` as Karapace sets it by default (`DEFAULT_AIOHTTP_CLIENT_MAX_SIZE`).
-pub const MAX_REQUEST_BYTES: usize = 1_048_576;
-/// `producer_max_request_size` (`DEFAULT_PRODUCER_MAX_REQUEST`), given to librdkafka as
-/// `message.max.bytes`: the largest record the producer sends.
-pub const PRODUCER_MAX_REQUEST_SIZE: usize = 1_048_576;
 
 /// Every record is sent on its own; a partition the topic lacks fails the record.
 pub const PLAN: ProducePlan = ProducePlan {
@@ -58,14 +53,16 @@ pub const ENCODING: V2Encoding = V2Encoding {
 
 /// Karapace's per-record `error_code` (`produce_messages`): 2 for a retriable broker error, 1
 /// otherwise; an injected code is shown as is.
-pub fn record_error_code(failure: &RecordFailure) -> i32 {
-    match failure.cause {
-        FailureCause::Injected { error_code } => error_code,
-        FailureCause::Broker {
-            class: FailureClass::Retriable,
-            ..
-        } => 2,
-        FailureCause::Broker { .. } | FailureCause::Client { .. } => 1,
+pub fn record_error_code(error: &RecordError) -> i32 {
+    match error {
+        RecordError::Injected { error_code, .. } => *error_code,
+        RecordError::Kafka(failure) => match failure.cause {
+            FailureCause::Broker {
+                class: FailureClass::Retriable,
+                ..
+            } => 2,
+            FailureCause::Broker { .. } | FailureCause::Client { .. } => 1,
+        },
     }
 }
 
@@ -115,7 +112,7 @@ impl ProduceResponse {
                     },
                     Err(f) => OffsetEntry::Failed {
                         error_code: record_error_code(f),
-                        error: f.message.clone(),
+                        error: f.message().to_string(),
                     },
                 })
                 .collect(),
@@ -171,7 +168,7 @@ fn decode_error(e: &ApiError) -> Reply {
 
 /// `POST /topics/{topic}[/partitions/{partition}]`.
 pub async fn produce(
-    proxy: &RestProxy,
+    cluster: &Cluster,
     topic: &str,
     path_partition: Option<&str>,
     content_type: Option<&str>,
@@ -185,9 +182,9 @@ pub async fn produce(
         Err(e) => return Ok(decode_error(&e)),
     };
     // `get_topic_info` first, then `get_partition_info` for the partition path.
-    let partitions = match proxy.backend().partition_count(topic).await {
+    let partitions = match cluster.backend().partition_count(topic).await {
         Ok(Some(n)) => Some(n),
-        Ok(None) if !proxy.config().auto_create_topics => return Ok(topic_not_found(topic)),
+        Ok(None) if !cluster.config().auto_create_topics => return Ok(topic_not_found(topic)),
         Ok(None) => None,
         Err(_) => return Ok(envelope(StatusCode::SERVICE_UNAVAILABLE, 503, "Service unavailable")),
     };
@@ -214,13 +211,13 @@ pub async fn produce(
             r.partition = r.partition.or(path_partition);
         }
     }
-    let injected = match proxy.take_fault(topic).await {
+    let injected = match cluster.take_fault(topic).await {
         FaultOutcome::Proceed => None,
         FaultOutcome::HttpError(e) => return Ok(Reply::error(&e, V2_JSON)),
         FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
     };
-    match proxy.produce(topic, records, PLAN, injected.as_ref()).await {
+    match cluster.produce(topic, records, PLAN, injected.as_ref()).await {
         Ok(outcomes) => {
             let response = ProduceResponse::from_outcomes(&outcomes);
             Ok(Reply::json(response.status(), V2_JSON, &response))
@@ -239,7 +236,8 @@ pub async fn produce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Appended;
+    use crate::model::Appended;
+    use crate::storage::RecordFailure;
     use serde_json::json;
 
     #[test]
@@ -255,11 +253,11 @@ mod tests {
             },
             RecordOutcome {
                 partition: 0,
-                result: Err(RecordFailure::message_too_large(20, 10)),
+                result: Err(RecordFailure::message_too_large(20, 10).into()),
             },
             RecordOutcome {
                 partition: 5,
-                result: Err(RecordFailure::unknown_topic_or_partition()),
+                result: Err(RecordFailure::unknown_topic_or_partition().into()),
             },
         ];
         let r = ProduceResponse::from_outcomes(&outcomes);
@@ -278,10 +276,13 @@ mod tests {
 
     #[test]
     fn codes_follow_produce_messages() {
-        assert_eq!(record_error_code(&RecordFailure::unknown_topic_or_partition()), 2);
-        assert_eq!(record_error_code(&RecordFailure::message_too_large(2, 1)), 1);
-        assert_eq!(record_error_code(&RecordFailure::retriable("timed out")), 1);
-        assert_eq!(record_error_code(&RecordFailure::injected(7, "x")), 7);
+        assert_eq!(
+            record_error_code(&RecordFailure::unknown_topic_or_partition().into()),
+            2
+        );
+        assert_eq!(record_error_code(&RecordFailure::message_too_large(2, 1).into()), 1);
+        assert_eq!(record_error_code(&RecordFailure::retriable("timed out").into()), 1);
+        assert_eq!(record_error_code(&RecordError::injected(7, "x")), 7);
     }
 
     #[test]

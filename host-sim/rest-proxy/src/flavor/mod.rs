@@ -1,12 +1,14 @@
-//! REST-proxy flavours: which real Kafka REST proxy the simulator behaves like.
+//! REST-proxy flavours: the layer that behaves like one real Kafka REST proxy, the one
+//! [`Flavor`] (a setting, defined in [`crate::config`]) names.
 //!
-//! Storage reports domain outcomes (an offset, or a [`crate::storage::RecordFailure`] carrying a
-//! Kafka error code and its class); a flavour is the layer that decides which API paths exist,
-//! how records are batched ([`crate::server::ProducePlan`]), how keys and values become bytes
-//! ([`crate::codec::V2Encoding`]) and how outcomes and errors look on the wire.
+//! Below it, the [`crate::cluster`] produces and storage reports domain outcomes (an offset, or a
+//! [`crate::storage::RecordFailure`] carrying a Kafka error code and its class); a flavour decides
+//! which API paths exist ([`Flavor::serves`]), how records are batched
+//! ([`crate::cluster::ProducePlan`]), how keys and values become bytes
+//! ([`crate::codec::V2Encoding`]) and how outcomes and errors look on the wire. The server above
+//! routes a request to its flavour's handler ([`Flavor::produce_v2`], [`confluent::v3`]).
 //!
-//! - [`Flavor::Confluent`] (default): Confluent REST Proxy, v2 and v3 ([`crate::v2`], [`crate::v3`],
-//!   codes in [`confluent`]).
+//! - [`Flavor::Confluent`] (default): Confluent REST Proxy, v2 and v3 ([`confluent`]).
 //! - [`Flavor::Karapace`]: Aiven's Karapace REST proxy, v2 only ([`karapace`]).
 //! - [`Flavor::Redpanda`]: Redpanda's HTTP Proxy (pandaproxy), v2 only ([`redpanda`]).
 
@@ -14,21 +16,13 @@ pub mod confluent;
 pub mod karapace;
 pub mod redpanda;
 
-use std::fmt;
+use bytes::Bytes;
 
-use crate::server::Reply;
-
-/// The REST proxy being modelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Flavor {
-    /// Confluent REST Proxy (kafka-rest): v2 and v3.
-    #[default]
-    Confluent,
-    /// Karapace (Aiven-Open/karapace): v2 only.
-    Karapace,
-    /// Redpanda HTTP Proxy (pandaproxy): v2 only.
-    Redpanda,
-}
+use crate::cluster::Cluster;
+use crate::codec::APPLICATION_JSON;
+pub use crate::config::Flavor;
+use crate::error::{ApiError, ConnectionDropped};
+use crate::reply::Reply;
 
 /// The part of the HTTP API a route belongs to, for [`Flavor::serves`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,15 +40,6 @@ pub enum Api {
 }
 
 impl Flavor {
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Flavor::Confluent => "confluent",
-            Flavor::Karapace => "karapace",
-            Flavor::Redpanda => "redpanda",
-        }
-    }
-
     /// Whether this proxy has the route at all; a route it lacks gets [`Flavor::not_found`].
     pub fn serves(self, api: Api) -> bool {
         match self {
@@ -74,27 +59,9 @@ impl Flavor {
     /// The answer to a path this proxy has no route for.
     pub fn not_found(self) -> Reply {
         match self {
-            Flavor::Confluent => Reply::error(&crate::error::ApiError::no_such_path(), crate::codec::APPLICATION_JSON),
+            Flavor::Confluent => Reply::error(&ApiError::no_such_path(), APPLICATION_JSON),
             Flavor::Karapace => karapace::not_found(),
             Flavor::Redpanda => redpanda::not_found(),
-        }
-    }
-
-    /// Largest request body accepted by default.
-    pub fn default_max_request_bytes(self) -> usize {
-        match self {
-            Flavor::Confluent => crate::config::DEFAULT_MAX_REQUEST_BYTES,
-            Flavor::Karapace => karapace::MAX_REQUEST_BYTES,
-            Flavor::Redpanda => redpanda::DEFAULT_MEMORY_BUDGET,
-        }
-    }
-
-    /// The record batch limit of the broker behind this proxy by default.
-    pub fn default_message_max_bytes(self) -> usize {
-        match self {
-            Flavor::Confluent => crate::storage::DEFAULT_MESSAGE_MAX_BYTES,
-            Flavor::Karapace => karapace::PRODUCER_MAX_REQUEST_SIZE,
-            Flavor::Redpanda => redpanda::KAFKA_BATCH_MAX_BYTES,
         }
     }
 
@@ -106,11 +73,23 @@ impl Flavor {
             _ => 0,
         }
     }
-}
 
-impl fmt::Display for Flavor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+    /// `POST /topics/{topic}[/partitions/{partition}]` as this proxy answers it (`body` is the
+    /// request body, or the error reading it gave).
+    pub async fn produce_v2(
+        self,
+        cluster: &Cluster,
+        topic: &str,
+        path_partition: Option<&str>,
+        content_type: Option<&str>,
+        body: Result<Bytes, ApiError>,
+    ) -> Result<Reply, ConnectionDropped> {
+        match self {
+            Flavor::Confluent => confluent::v2::produce(cluster, topic, path_partition, content_type, body).await,
+            Flavor::Karapace => karapace::produce(cluster, topic, path_partition, content_type, body).await,
+            // No partition-produce route in pandaproxy (see `serves`): only `/topics/{t}` gets here.
+            Flavor::Redpanda => redpanda::produce(cluster, topic, content_type, body).await,
+        }
     }
 }
 

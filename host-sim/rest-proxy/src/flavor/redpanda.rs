@@ -30,21 +30,18 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde::Serialize;
 
+use crate::cluster::{
+    Batching, Cluster, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordError, RecordOutcome,
+};
 use crate::codec::{parse_v2, v2_format, JsonValues, V2Encoding, APPLICATION_JSON, V2_JSON};
 use crate::error::{ApiError, ConnectionDropped};
 use crate::reencode::NumberStyle;
-use crate::server::{
-    Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, RecordOutcome, Reply, RestProxy,
-};
-use crate::storage::{FailureCause, RecordFailure, KAFKA_UNKNOWN_TOPIC_OR_PARTITION};
+use crate::reply::Reply;
+use crate::storage::{FailureCause, KAFKA_UNKNOWN_TOPIC_OR_PARTITION};
 use crate::timestamp::now_ms;
 
-/// Redpanda's default `kafka_batch_max_bytes` (1 MiB): the largest batch the broker accepts.
-pub const KAFKA_BATCH_MAX_BYTES: usize = 1_048_576;
 /// What `get_request_size` adds to Content-Length.
 pub const REQUEST_OVERHEAD: usize = 1024;
-/// The memory budget used here by default (Redpanda's depends on the node).
-pub const DEFAULT_MEMORY_BUDGET: usize = 8 * 1024 * 1024;
 /// Kafka's UNKNOWN_SERVER_ERROR.
 const UNKNOWN_SERVER_ERROR: i32 = -1;
 /// Kafka's INVALID_TOPIC_EXCEPTION.
@@ -64,11 +61,13 @@ pub const ENCODING: V2Encoding = V2Encoding {
 };
 
 /// The Kafka error code pandaproxy shows for `failure`; an injected code is shown as is.
-pub fn record_error_code(failure: &RecordFailure) -> i32 {
-    match failure.cause {
-        FailureCause::Injected { error_code } => error_code,
-        FailureCause::Broker { kafka_code, .. } => i32::from(kafka_code),
-        FailureCause::Client { .. } => UNKNOWN_SERVER_ERROR,
+pub fn record_error_code(error: &RecordError) -> i32 {
+    match error {
+        RecordError::Injected { error_code, .. } => *error_code,
+        RecordError::Kafka(failure) => match failure.cause {
+            FailureCause::Broker { kafka_code, .. } => i32::from(kafka_code),
+            FailureCause::Client { .. } => UNKNOWN_SERVER_ERROR,
+        },
     }
 }
 
@@ -118,7 +117,7 @@ impl ProduceResponse {
 
     /// Every partition of the request failed with `error_code` (records without a partition go
     /// to partition 0, as `produce_records` assumes when the topic is unknown).
-    fn failed(records: &[crate::codec::ProduceRecord], error_code: i32) -> Self {
+    fn failed(records: &[crate::model::ProduceRecord], error_code: i32) -> Self {
         let mut offsets: Vec<PartitionEntry> = Vec::new();
         for r in records {
             let partition = i64::from(r.partition.unwrap_or(0));
@@ -150,7 +149,7 @@ pub fn not_found() -> Reply {
 
 /// `POST /topics/{topic}`.
 pub async fn produce(
-    proxy: &RestProxy,
+    cluster: &Cluster,
     topic: &str,
     content_type: Option<&str>,
     body: Result<Bytes, ApiError>,
@@ -181,20 +180,20 @@ pub async fn produce(
         // A parse error is pandaproxy's `invalid_json`, answered 422.
         Err(e) => return Ok(envelope(StatusCode::UNPROCESSABLE_ENTITY, &e.message)),
     };
-    let injected = match proxy.take_fault(topic).await {
+    let injected = match cluster.take_fault(topic).await {
         FaultOutcome::Proceed => None,
         FaultOutcome::HttpError(e) => return Ok(Reply::error(&e, V2_JSON)),
         FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
     };
     let request = records.clone();
-    let response = match proxy.produce(topic, records, PLAN, injected.as_ref()).await {
+    let response = match cluster.produce(topic, records, PLAN, injected.as_ref()).await {
         Ok(outcomes) => ProduceResponse::from_outcomes(&outcomes),
         Err(ProduceError::TopicNotFound | ProduceError::PartitionNotFound) => {
             ProduceResponse::failed(&request, i32::from(KAFKA_UNKNOWN_TOPIC_OR_PARTITION))
         }
         Err(ProduceError::InvalidTopic(_)) => ProduceResponse::failed(&request, INVALID_TOPIC),
-        Err(ProduceError::Backend(f)) => ProduceResponse::failed(&request, record_error_code(&f)),
+        Err(ProduceError::Backend(f)) => ProduceResponse::failed(&request, record_error_code(&f.into())),
     };
     Ok(Reply::json(StatusCode::OK, V2_JSON, &response))
 }
@@ -202,7 +201,8 @@ pub async fn produce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Appended;
+    use crate::model::Appended;
+    use crate::storage::RecordFailure;
 
     fn ok(partition: u32, offset: i64) -> RecordOutcome {
         RecordOutcome {
@@ -223,15 +223,15 @@ mod tests {
             ok(1, 8),
             RecordOutcome {
                 partition: 2,
-                result: Err(RecordFailure::message_too_large(20, 10)),
+                result: Err(RecordFailure::message_too_large(20, 10).into()),
             },
             RecordOutcome {
                 partition: 9,
-                result: Err(RecordFailure::unknown_topic_or_partition()),
+                result: Err(RecordFailure::unknown_topic_or_partition().into()),
             },
             RecordOutcome {
                 partition: 4,
-                result: Err(RecordFailure::retriable("timed out")),
+                result: Err(RecordFailure::retriable("timed out").into()),
             },
         ];
         assert_eq!(
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn unknown_topic_fails_partition_zero() {
-        let record = |partition| crate::codec::ProduceRecord {
+        let record = |partition| crate::model::ProduceRecord {
             partition,
             key: None,
             value: None,

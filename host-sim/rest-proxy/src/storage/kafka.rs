@@ -20,10 +20,8 @@ use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use rskafka::BackoffConfig;
 
-use super::{
-    Appended, FailureClass, PartitionSummary, RecordFailure, RecordHeader, StorageError, StoredRecord, TopicSummary,
-};
-use crate::codec::ProduceRecord;
+use super::failure::{FailureClass, RecordFailure, StorageError};
+use crate::model::{Appended, PartitionSummary, ProduceRecord, RecordHeader, StoredRecord, TopicSummary};
 
 /// Most bytes asked for in one fetch when reading records back.
 const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
@@ -570,7 +568,7 @@ impl KafkaBridge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::FailureCause;
+    use crate::storage::failure::FailureCause;
 
     #[test]
     fn errors_map_to_classified_kafka_codes() {

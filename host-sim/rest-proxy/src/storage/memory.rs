@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Appended, PartitionSummary, RecordFailure, StorageError, StoredRecord, TopicSummary};
-use crate::codec::ProduceRecord;
+use super::failure::{RecordFailure, StorageError};
+use crate::model::{Appended, PartitionSummary, ProduceRecord, StoredRecord, TopicSummary};
 
 #[derive(Debug, Default)]
 struct MemPartition {

@@ -1,212 +1,55 @@
 //! Where produced records go: one [`Backend`] chosen at start, either in-memory topics
 //! ([`memory::MemoryStore`]) or a real broker ([`kafka::KafkaBridge`]).
 //!
-//! The HTTP layer resolves the topic and picks partitions; the backend only appends records to
+//! The produce pipeline ([`crate::cluster`]) resolves the topic and picks partitions; the backend only appends records to
 //! given partitions and reports, per record, an offset or a domain [`RecordFailure`] (a Kafka
 //! error code and its class, or a client-side failure), which each REST-proxy flavour
 //! ([`crate::flavor`]) renders its own way. Whole-request failures (the broker cannot be reached
 //! for metadata) are a [`StorageError`]. [`Backend::append`] and [`Backend::append_batch`] model
 //! the broker's `message.max.bytes` ([`record_batch_size`]).
 
+pub mod failure;
 pub mod kafka;
 pub mod memory;
 
-use bytes::Bytes;
-use serde::Serialize;
+use std::time::Duration;
 
-use crate::codec::ProduceRecord;
-use crate::config::{RestProxyConfig, StorageConfig};
-use crate::error::codes;
+pub use failure::{
+    FailureCause, FailureClass, RecordFailure, StorageError, KAFKA_MESSAGE_TOO_LARGE, KAFKA_UNKNOWN_TOPIC_OR_PARTITION,
+};
 
-/// One record header. Kafka allows a null header value and repeated names; the memory store
-/// keeps both, the Kafka bridge refuses a record carrying either (the `rskafka` client has no null
-/// header values and keeps one value per header name, see `kafka::headers_refusal`).
+use crate::model::{Appended, ProduceRecord, StoredRecord, TopicSummary};
+
+/// Default retention cap per in-memory partition, in records.
+pub const DEFAULT_RETENTION_RECORDS: usize = 100_000;
+/// Default retention cap per in-memory partition, in bytes of keys, values and headers.
+pub const DEFAULT_RETENTION_BYTES: usize = 64 * 1024 * 1024;
+/// Where records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordHeader {
-    /// Header name.
-    pub name: String,
-    /// Header value; `None` is null.
-    pub value: Option<Bytes>,
-}
-
-/// A record as stored (or as fetched back from the broker).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRecord {
-    /// Partition it lives in.
-    pub partition: u32,
-    /// Its offset in that partition.
-    pub offset: i64,
-    /// `CreateTime`, epoch milliseconds.
-    pub timestamp_ms: i64,
-    /// Key bytes; `None` is null.
-    pub key: Option<Bytes>,
-    /// Value bytes; `None` is null.
-    pub value: Option<Bytes>,
-    /// Headers, in order.
-    pub headers: Vec<RecordHeader>,
-}
-
-/// Where an acknowledged record landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    /// Partition.
-    pub partition: u32,
-    /// Offset given by the store or the broker.
-    pub offset: i64,
-    /// Timestamp of the record, epoch milliseconds.
-    pub timestamp_ms: i64,
-}
-
-/// How a failure is classified, the way Kafka's Java client classifies the exception it raises
-/// (`AuthenticationException`, `AuthorizationException`, `RetriableException`, anything else).
-/// Each REST-proxy flavour turns the class into its own per-record code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// SASL / authentication failures.
-    Authentication,
-    /// ACL failures.
-    Authorization,
-    /// Worth retrying: timeouts, unreachable broker, leader changes, unknown partitions.
-    Retriable,
-    /// Anything else (record too large, corrupt request, ...).
-    NonRetriable,
-}
-
-/// Where a failure came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureCause {
-    /// The broker (or the in-memory broker model) answered with a Kafka protocol error code
-    /// (`org.apache.kafka.common.protocol.Errors`: 3 UNKNOWN_TOPIC_OR_PARTITION, 10
-    /// MESSAGE_TOO_LARGE, ...).
-    Broker {
-        /// Kafka protocol error code.
-        kafka_code: i16,
-        /// Its class.
-        class: FailureClass,
+pub enum StorageConfig {
+    /// In-memory topics, bounded per partition; the oldest records are evicted (and counted)
+    /// when a cap is reached.
+    Memory {
+        /// Most records kept per partition.
+        retention_records: usize,
+        /// Most bytes (keys, values, header names and values) kept per partition.
+        retention_bytes: usize,
     },
-    /// No broker answer: a timeout, a lost connection, or a client-side error.
-    Client {
-        /// Its class (timeouts and connection failures are retriable).
-        class: FailureClass,
-    },
-    /// A `record_error` fault (see [`crate::faults`]): this number is what every flavour shows
-    /// the client as the record's error code.
-    Injected {
-        /// The code the fault asked for.
-        error_code: i32,
+    /// A real broker, reached with the pure-Rust `rskafka` client; offsets come from the broker.
+    Kafka {
+        /// Bootstrap addresses, `HOST:PORT` each.
+        bootstrap: Vec<String>,
+        /// Time allowed for one Kafka operation (connect, metadata, produce, fetch).
+        timeout: Duration,
     },
 }
 
-/// A record the store did not accept: a domain failure, turned into a flavour's per-record
-/// `error_code` and `error` by the HTTP layer ([`crate::flavor`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordFailure {
-    /// Where it came from and how it is classified.
-    pub cause: FailureCause,
-    /// What went wrong, for humans.
-    pub message: String,
-}
-
-/// Kafka's MESSAGE_TOO_LARGE (`Errors.MESSAGE_TOO_LARGE`).
-pub const KAFKA_MESSAGE_TOO_LARGE: i16 = 10;
-/// Kafka's UNKNOWN_TOPIC_OR_PARTITION (`Errors.UNKNOWN_TOPIC_OR_PARTITION`).
-pub const KAFKA_UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-
-impl RecordFailure {
-    /// A retriable failure without a broker answer (a timeout, a lost connection).
-    pub fn retriable(message: impl Into<String>) -> Self {
-        RecordFailure {
-            cause: FailureCause::Client {
-                class: FailureClass::Retriable,
-            },
-            message: message.into(),
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig::Memory {
+            retention_records: DEFAULT_RETENTION_RECORDS,
+            retention_bytes: DEFAULT_RETENTION_BYTES,
         }
-    }
-
-    /// A non-retriable failure without a broker answer.
-    pub fn fatal(message: impl Into<String>) -> Self {
-        RecordFailure {
-            cause: FailureCause::Client {
-                class: FailureClass::NonRetriable,
-            },
-            message: message.into(),
-        }
-    }
-
-    /// A broker error code with its class.
-    pub fn broker(kafka_code: i16, class: FailureClass, message: impl Into<String>) -> Self {
-        RecordFailure {
-            cause: FailureCause::Broker { kafka_code, class },
-            message: message.into(),
-        }
-    }
-
-    /// Kafka's UNKNOWN_TOPIC_OR_PARTITION (retriable), with the Java client's message.
-    pub fn unknown_topic_or_partition() -> Self {
-        Self::broker(
-            KAFKA_UNKNOWN_TOPIC_OR_PARTITION,
-            FailureClass::Retriable,
-            "This server does not host this topic-partition.",
-        )
-    }
-
-    /// Kafka's MESSAGE_TOO_LARGE (not retriable) for a batch of `size` bytes over `limit`.
-    pub fn message_too_large(size: usize, limit: usize) -> Self {
-        Self::broker(
-            KAFKA_MESSAGE_TOO_LARGE,
-            FailureClass::NonRetriable,
-            format!("The record batch is {size} bytes, larger than the broker's message.max.bytes of {limit}."),
-        )
-    }
-
-    /// A failure a `record_error` fault injected.
-    pub fn injected(error_code: i32, message: impl Into<String>) -> Self {
-        RecordFailure {
-            cause: FailureCause::Injected { error_code },
-            message: message.into(),
-        }
-    }
-
-    /// The failure's class (an injected failure counts as retriable only for the codes Confluent
-    /// uses for retriable errors).
-    pub fn class(&self) -> FailureClass {
-        match self.cause {
-            FailureCause::Broker { class, .. } | FailureCause::Client { class } => class,
-            FailureCause::Injected { error_code } => match error_code {
-                codes::KAFKA_AUTHENTICATION => FailureClass::Authentication,
-                codes::KAFKA_AUTHORIZATION => FailureClass::Authorization,
-                codes::KAFKA_RETRIABLE => FailureClass::Retriable,
-                _ => FailureClass::NonRetriable,
-            },
-        }
-    }
-}
-
-/// A storage operation that failed as a whole.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StorageError {
-    /// The broker failed or could not be reached.
-    #[error("Kafka error: {}", .0.message)]
-    Kafka(RecordFailure),
-    /// The topic does not exist.
-    #[error("topic {0} not found")]
-    TopicNotFound(String),
-    /// The partition does not exist.
-    #[error("partition {partition} of topic {topic} not found")]
-    PartitionNotFound {
-        /// Topic.
-        topic: String,
-        /// Partition asked for.
-        partition: u32,
-    },
-    /// The operation exists only for the in-memory store.
-    #[error("{0} is only supported by the in-memory store")]
-    Unsupported(&'static str),
-}
-
-impl From<RecordFailure> for StorageError {
-    fn from(f: RecordFailure) -> Self {
-        StorageError::Kafka(f)
     }
 }
 
@@ -257,33 +100,7 @@ pub fn record_batch_size<'a>(records: impl IntoIterator<Item = &'a ProduceRecord
     total
 }
 
-/// Retention state of one partition, for `/_sim/topics`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PartitionSummary {
-    /// Partition id.
-    pub partition: u32,
-    /// Oldest offset still readable.
-    pub earliest_offset: i64,
-    /// Offset the next record will get (Kafka's log end offset / high watermark).
-    pub next_offset: i64,
-    /// Records held (in-memory store only; `null` for the Kafka bridge).
-    pub records: Option<u64>,
-    /// Bytes held (in-memory store only).
-    pub bytes: Option<u64>,
-    /// Records evicted by the retention cap (in-memory store only).
-    pub evicted: Option<u64>,
-}
-
-/// A topic and its partitions, for `/_sim/topics`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TopicSummary {
-    /// Topic name.
-    pub name: String,
-    /// Its partitions, by id.
-    pub partitions: Vec<PartitionSummary>,
-}
-
-/// The storage backend, chosen at start from [`StorageConfig`].
+/// The storage backend, chosen at start from a [`StorageConfig`].
 #[derive(Debug)]
 pub enum Backend {
     /// In-memory topics.
@@ -293,14 +110,10 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Builds the backend of `config` (no I/O: the Kafka bridge connects on first use).
-    pub fn new(config: &RestProxyConfig) -> Self {
-        let topics: Vec<(String, u32)> = config
-            .topics
-            .iter()
-            .map(|t| (t.name.clone(), t.partitions.unwrap_or(config.default_partitions)))
-            .collect();
-        match &config.storage {
+    /// Builds the backend `config` asks for, with `topics` (name and partition count) existing
+    /// from the start (no I/O: the Kafka bridge connects on first use and creates them then).
+    pub fn new(config: &StorageConfig, topics: Vec<(String, u32)>) -> Self {
+        match config {
             StorageConfig::Memory {
                 retention_records,
                 retention_bytes,
@@ -466,6 +279,8 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::RecordHeader;
+    use bytes::Bytes;
 
     fn rec(key: Option<&str>, value: &str, ts: i64) -> ProduceRecord {
         ProduceRecord {
@@ -503,13 +318,7 @@ mod tests {
     }
 
     fn memory_backend() -> Backend {
-        Backend::new(&RestProxyConfig {
-            topics: vec![crate::config::TopicSpec {
-                name: "t".into(),
-                partitions: Some(2),
-            }],
-            ..RestProxyConfig::default()
-        })
+        Backend::new(&StorageConfig::default(), vec![("t".into(), 2)])
     }
 
     #[tokio::test]

@@ -19,11 +19,13 @@ use hyper::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::codec::{is_application_json, parse_v3_record, split_v3_body, ProduceRecord, V3Data, APPLICATION_JSON};
-use crate::error::{ApiError, ConnectionDropped};
-use crate::flavor::confluent::record_error_code;
-use crate::server::{FaultOutcome, ProduceError, Reply, RestProxy};
-use crate::storage::{Appended, RecordFailure};
+use super::{record_error_code, PLAN};
+use crate::cluster::{Cluster, FaultOutcome, ProduceError, RecordError};
+use crate::codec::{is_application_json, parse_v3_record, split_v3_body, V3Data, APPLICATION_JSON};
+use crate::error::{producer_error_code, ApiError, ConnectionDropped};
+use crate::model::{Appended, ProduceRecord};
+use crate::reply::Reply;
+use crate::storage::RecordFailure;
 use crate::timestamp::{format_iso8601, now_ms};
 
 fn error(e: &ApiError) -> Reply {
@@ -47,7 +49,7 @@ fn cluster_json(base: &str, id: &str) -> Value {
 }
 
 /// `GET /v3/clusters`: a `KafkaClusterList` with our one cluster.
-pub fn list_clusters(proxy: &RestProxy, host: &str) -> Reply {
+pub fn list_clusters(cluster: &Cluster, host: &str) -> Reply {
     let base = format!("http://{host}");
     Reply::json(
         StatusCode::OK,
@@ -55,14 +57,14 @@ pub fn list_clusters(proxy: &RestProxy, host: &str) -> Reply {
         &json!({
             "kind": "KafkaClusterList",
             "metadata": {"self": format!("{base}/v3/clusters"), "next": null},
-            "data": [cluster_json(&base, &proxy.config().cluster_id)]
+            "data": [cluster_json(&base, &cluster.config().cluster_id)]
         }),
     )
 }
 
 /// `GET /v3/clusters/{cluster_id}`.
-pub fn get_cluster(proxy: &RestProxy, host: &str, cluster_id: &str) -> Reply {
-    if cluster_id != proxy.config().cluster_id {
+pub fn get_cluster(cluster: &Cluster, host: &str, cluster_id: &str) -> Reply {
+    if cluster_id != cluster.config().cluster_id {
         return error(&ApiError::cluster_not_found(cluster_id));
     }
     Reply::json(
@@ -140,17 +142,17 @@ fn produce_error(topic: &str, e: ProduceError) -> ApiError {
         ProduceError::TopicNotFound => ApiError::topic_not_found(format!("Topic {topic} not found.")),
         ProduceError::PartitionNotFound => ApiError::partition_not_found(),
         ProduceError::InvalidTopic(msg) => ApiError::invalid_topic(msg),
-        ProduceError::Backend(f) => failure_error(&f),
+        ProduceError::Backend(f) => ApiError::from_code(producer_error_code(&f), f.message),
     }
 }
 
-fn failure_error(f: &RecordFailure) -> ApiError {
-    ApiError::from_code(record_error_code(f), f.message.clone())
+fn failure_error(e: &RecordError) -> ApiError {
+    ApiError::from_code(record_error_code(e), e.message())
 }
 
 /// Produces one JSON value of the body: `Ok(report)` or the error to report.
 async fn produce_one(
-    proxy: &RestProxy,
+    cluster: &Cluster,
     cluster_id: &str,
     topic: &str,
     item: Result<&str, ApiError>,
@@ -169,20 +171,17 @@ async fn produce_one(
         headers: record.headers,
         timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
     };
-    let injected = match proxy.take_fault(topic).await {
+    let injected = match cluster.take_fault(topic).await {
         FaultOutcome::Proceed => None,
         FaultOutcome::HttpError(e) => return Ok(Err(e)),
         FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
     };
-    let result = match proxy
-        .produce(topic, vec![produce], crate::v2::PLAN, injected.as_ref())
-        .await
-    {
+    let result = match cluster.produce(topic, vec![produce], PLAN, injected.as_ref()).await {
         Ok(mut outcomes) => outcomes
             .pop()
             .map(|o| o.result)
-            .unwrap_or_else(|| Err(RecordFailure::fatal("record was not produced"))),
+            .unwrap_or_else(|| Err(RecordFailure::fatal("record was not produced").into())),
         Err(e) => return Ok(Err(produce_error(topic, e))),
     };
     Ok(match result {
@@ -199,7 +198,7 @@ async fn produce_one(
 
 /// `POST /v3/clusters/{cluster_id}/topics/{topic}/records`.
 pub async fn produce(
-    proxy: &RestProxy,
+    cluster: &Cluster,
     cluster_id: &str,
     topic: &str,
     content_type: Option<&str>,
@@ -212,7 +211,7 @@ pub async fn produce(
         Ok(b) => b,
         Err(e) => return Ok(error(&e)),
     };
-    if cluster_id != proxy.config().cluster_id {
+    if cluster_id != cluster.config().cluster_id {
         return Ok(error(&ApiError::cluster_not_found(cluster_id)));
     }
     let items = split_v3_body(&body);
@@ -227,7 +226,7 @@ pub async fn produce(
                 "Request body is empty. Data is required.",
             )));
         };
-        return Ok(match produce_one(proxy, cluster_id, topic, item).await? {
+        return Ok(match produce_one(cluster, cluster_id, topic, item).await? {
             Ok(report) => Reply::json(StatusCode::OK, APPLICATION_JSON, &report),
             Err(e) => error(&e),
         });
@@ -235,7 +234,7 @@ pub async fn produce(
     // Streaming mode: one result per record, in order, each followed by "\r\n".
     let mut out = Vec::new();
     for item in items {
-        let entry = match produce_one(proxy, cluster_id, topic, item).await? {
+        let entry = match produce_one(cluster, cluster_id, topic, item).await? {
             Ok(report) => serde_json::to_vec(&report),
             Err(e) => serde_json::to_vec(&e.body()),
         };

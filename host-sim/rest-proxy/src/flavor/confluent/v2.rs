@@ -16,20 +16,13 @@
 use hyper::StatusCode;
 use serde::Serialize;
 
+use super::{record_error_code, PLAN};
+use crate::cluster::{Cluster, FaultOutcome, ProduceError, RecordError};
 use crate::codec::{parse_v2, v2_format, V2Encoding, V2_JSON};
 use crate::error::{codes, ApiError, ConnectionDropped, TOPIC_NOT_FOUND_MESSAGE};
-use crate::flavor::confluent::record_error_code;
-use crate::server::{Batching, FaultOutcome, MissingPartition, ProduceError, ProducePlan, Reply, RestProxy};
-use crate::storage::{Appended, RecordFailure};
+use crate::model::Appended;
+use crate::reply::Reply;
 use crate::timestamp::now_ms;
-
-/// How kafka-rest produces: its Java producer splits a batch the broker refuses as too large and
-/// retries, so a record fails alone; a record asking for a partition the topic lacks is answered
-/// 404 / 40402 here (see the module notes).
-pub const PLAN: ProducePlan = ProducePlan {
-    batching: Batching::PerRecord,
-    missing_partition: MissingPartition::RejectRequest,
-};
 
 /// One entry of `offsets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,7 +50,7 @@ pub struct ProduceResponse {
 
 impl ProduceResponse {
     /// Builds the response from per-record results.
-    pub fn from_results(results: &[Result<Appended, RecordFailure>]) -> Self {
+    pub fn from_results(results: &[Result<Appended, RecordError>]) -> Self {
         ProduceResponse {
             offsets: results
                 .iter()
@@ -72,7 +65,7 @@ impl ProduceResponse {
                         partition: None,
                         offset: None,
                         error_code: Some(record_error_code(f)),
-                        error: Some(f.message.clone()),
+                        error: Some(f.message().to_string()),
                     },
                 })
                 .collect(),
@@ -100,7 +93,7 @@ fn error(e: &ApiError) -> Reply {
 
 /// `POST /topics/{topic}[/partitions/{partition}]`.
 pub async fn produce(
-    proxy: &RestProxy,
+    cluster: &Cluster,
     topic: &str,
     path_partition: Option<&str>,
     content_type: Option<&str>,
@@ -131,31 +124,31 @@ pub async fn produce(
         }
     }
     let n = records.len();
-    let injected = match proxy.take_fault(topic).await {
+    let injected = match cluster.take_fault(topic).await {
         FaultOutcome::Proceed => None,
         FaultOutcome::HttpError(e) => return Ok(error(&e)),
         FaultOutcome::RecordError(injected) => Some(injected),
         FaultOutcome::Drop => return Err(ConnectionDropped),
     };
-    let results = match proxy.produce(topic, records, PLAN, injected.as_ref()).await {
+    let results = match cluster.produce(topic, records, PLAN, injected.as_ref()).await {
         Ok(outcomes) => outcomes.into_iter().map(|o| o.result).collect::<Vec<_>>(),
         Err(ProduceError::TopicNotFound) => return Ok(error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE))),
         Err(ProduceError::PartitionNotFound) => return Ok(error(&ApiError::partition_not_found())),
         Err(ProduceError::InvalidTopic(msg)) => return Ok(error(&ApiError::invalid_topic(msg))),
-        Err(ProduceError::Backend(f)) => vec![Err(f); n],
+        Err(ProduceError::Backend(f)) => vec![Err(RecordError::Kafka(f)); n],
     };
     let response = ProduceResponse::from_results(&results);
     Ok(Reply::json(response.status(), V2_JSON, &response))
 }
 
 /// `GET /topics`: the topic names.
-pub async fn list_topics(proxy: &RestProxy) -> Reply {
-    match proxy.backend().list_topics().await {
+pub async fn list_topics(cluster: &Cluster) -> Reply {
+    match cluster.backend().list_topics().await {
         Ok(topics) => {
             let names: Vec<String> = topics.into_iter().map(|(name, _)| name).collect();
             Reply::json(StatusCode::OK, V2_JSON, &names)
         }
-        Err(e) => error(&storage_error(e)),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
@@ -193,11 +186,11 @@ pub struct TopicMetadata {
 }
 
 /// `GET /topics/{topic}`: Confluent's v2 topic metadata.
-pub async fn get_topic(proxy: &RestProxy, topic: &str) -> Reply {
-    match proxy.backend().partition_count(topic).await {
+pub async fn get_topic(cluster: &Cluster, topic: &str) -> Reply {
+    match cluster.backend().partition_count(topic).await {
         Ok(Some(n)) => {
             // The in-memory store is one broker (id 1); the Kafka bridge does not learn leaders.
-            let memory = matches!(proxy.backend(), crate::storage::Backend::Memory(_));
+            let memory = matches!(cluster.backend(), crate::storage::Backend::Memory(_));
             let partitions = (0..n)
                 .map(|p| PartitionMetadata {
                     partition: p,
@@ -221,24 +214,14 @@ pub async fn get_topic(proxy: &RestProxy, topic: &str) -> Reply {
             Reply::json(StatusCode::OK, V2_JSON, &meta)
         }
         Ok(None) => error(&ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE)),
-        Err(e) => error(&storage_error(e)),
-    }
-}
-
-/// The envelope for a metadata failure (`KafkaExceptionMapper`: retriable → 500 / 50003).
-pub fn storage_error(e: crate::storage::StorageError) -> ApiError {
-    use crate::storage::StorageError as S;
-    match e {
-        S::Kafka(f) => ApiError::from_code(record_error_code(&f), f.message),
-        S::TopicNotFound(_) => ApiError::topic_not_found(TOPIC_NOT_FOUND_MESSAGE),
-        S::PartitionNotFound { .. } => ApiError::partition_not_found(),
-        S::Unsupported(what) => ApiError::bad_request(format!("{what} is only supported by the in-memory store")),
+        Err(e) => error(&ApiError::from_storage(e)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::RecordFailure;
     use serde_json::json;
 
     #[test]
@@ -249,8 +232,8 @@ mod tests {
                 offset: 7,
                 timestamp_ms: 0,
             }),
-            Err(RecordFailure::retriable("timeout")),
-            Err(RecordFailure::message_too_large(20, 10)),
+            Err(RecordFailure::retriable("timeout").into()),
+            Err(RecordFailure::message_too_large(20, 10).into()),
         ];
         let r = ProduceResponse::from_results(&results);
         assert_eq!(
@@ -267,9 +250,10 @@ mod tests {
             29,
             crate::storage::FailureClass::Authorization,
             "no",
-        ))]);
+        )
+        .into())]);
         assert_eq!(auth.status(), StatusCode::FORBIDDEN);
-        let authn = ProduceResponse::from_results(&[Err(RecordFailure::injected(40101, "no"))]);
+        let authn = ProduceResponse::from_results(&[Err(RecordError::injected(40101, "no"))]);
         assert_eq!(authn.status(), StatusCode::UNAUTHORIZED);
     }
 }
