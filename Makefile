@@ -61,6 +61,7 @@ unit: wasm
 
 lint:
 	$(CARGO) fmt --all --check
+	python3 scripts/check-layers.py filter/src host-sim/src host-sim/rest-proxy/src proxy-wasm-pairs/src
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	$(CARGO) clippy --release --all-targets -p wasm-oci -- -D warnings
 	$(CARGO) clippy --profile wasm --target wasm32-wasip1 $(WASM_PKGS) -- -D warnings

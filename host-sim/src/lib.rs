@@ -1,10 +1,14 @@
 //! host-sim: a proxy-wasm ABI 0.2.1 host on wasmtime, with Envoy and Kong behaviour profiles.
 //!
-//! Layers, bottom up: [`abi`] (the ABI's types, callbacks and codecs), [`hostfn`] (the host
-//! function table) and [`memory`] (bounds-checked guest memory) → [`state`] (host state and the
-//! rules of each host function, asking [`profile`] where Envoy and Kong differ) → `imports` (the
-//! host functions as thin glue: decode → state method → encode) → [`vm`] (the lifecycle driver)
-//! → transports and the CLI.
+//! Layers, bottom up, each using only those before it (`make lint` runs
+//! `scripts/check-layers.py`, which fails on any import cycle): [`abi`] (the ABI's types,
+//! callbacks and codecs), [`hostfn`] (the host function table), [`limits`] (every bound put on a
+//! guest) and [`memory`] (bounds-checked guest memory) → [`profile`] (the host's answer wherever
+//! the spec leaves room: the spec's defaults in [`HostBehaviour`], Envoy's and Kong's overrides,
+//! each citing its source) → [`state`] (host state and the rules of each host function, asking
+//! the profile) → `imports` (the host functions as thin glue: decode → state method → encode) →
+//! [`vm`] (the lifecycle driver) → [`scenario`], [`transcript`] and [`serve`] (transports) → the
+//! CLI.
 //!
 //! ```no_run
 //! use host_sim::{Engine, EngineConfig, Profile, Vm, VmOptions};

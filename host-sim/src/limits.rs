@@ -4,6 +4,11 @@
 use std::fmt;
 use std::time::Duration;
 
+/// Samples host-sim keeps per histogram metric (the guest records values with
+/// `proxy_record_metric`; hosts aggregate them, host-sim keeps them for tests to read: past this
+/// many the oldest sample gives way, while count and sum keep counting every record).
+pub(crate) const MAX_HISTOGRAM_SAMPLES: usize = 10_000;
+
 /// Resource limits applied to one VM.
 #[derive(Debug, Clone)]
 pub struct Limits {

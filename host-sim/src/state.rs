@@ -23,8 +23,8 @@ mod host_functions;
 
 pub use crate::abi::{bytes_as_text, LocalResponse, StreamInfo};
 use crate::abi::{BufferType, Callback, LogLevel, MapType, MetricType, Pairs, Status};
-use crate::limits::Limits;
 pub use crate::limits::OverBudget;
+use crate::limits::{Limits, MAX_HISTOGRAM_SAMPLES};
 use crate::memory::GuestMemory;
 use crate::profile::{MapAccess, Profile, StreamPhase};
 use crate::wasi::{StdioCapture, WasiOptions};
@@ -506,9 +506,6 @@ fn serialize_metric_type<S: serde::Serializer>(kind: &MetricType, s: S) -> Resul
         MetricType::Histogram => "histogram",
     })
 }
-
-/// Histogram samples kept per metric.
-const MAX_HISTOGRAM_SAMPLES: usize = 10_000;
 
 /// A shared queue.
 #[derive(Debug, Default)]
