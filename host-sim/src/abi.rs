@@ -168,8 +168,13 @@ macro_rules! callbacks {
     };
 }
 
+/// The WASI command entry point, run when a module has no `_initialize` (spec "Start functions").
+pub const START_EXPORT: &str = "_start";
+/// `main(argc, argv)`, run after `_initialize` when exported (spec "Start functions").
+pub const MAIN_EXPORT: &str = "main";
+
 callbacks! {
-    /// `_initialize` / `main` / `_start`.
+    /// `_initialize` (its export name), then `main` or `_start`: see [`START_EXPORT`].
     Start => "_initialize",
     /// `proxy_on_context_create`.
     ContextCreate => "proxy_on_context_create",

@@ -7,7 +7,7 @@
 //! timeouts. Every call into the guest goes through one choke point ([`Vm::invoke`]) that sets
 //! the callback's context, deadline and fuel, contains traps and turns WASI output into logs.
 
-use crate::abi::{Action, LogLevel, Pairs};
+use crate::abi::{Action, LogLevel, Pairs, MAIN_EXPORT, START_EXPORT};
 use crate::engine::Module;
 use crate::error::HostError;
 use crate::limits::{Limits, EPOCH_TICK};
@@ -272,7 +272,7 @@ impl Vm {
         };
 
         let mut has = |name: &str| instance.get_func(&mut store, name).is_some();
-        let (has_init, has_main, has_start) = (has(Callback::Start.export_name()), has("main"), has("_start"));
+        let (has_init, has_main, has_start) = (has(Callback::Start.export_name()), has(MAIN_EXPORT), has(START_EXPORT));
         let mut vm = Vm {
             store,
             exports,
@@ -286,10 +286,10 @@ impl Vm {
             ticks_fired: 0,
         };
         for name in options.profile.start_functions(has_init, has_main, has_start) {
-            let result = if name == "main" {
+            let result = if name == MAIN_EXPORT {
                 let f = instance
-                    .get_typed_func::<(u32, u32), u32>(&mut vm.store, "main")
-                    .map_err(|_| HostError::BadExport("main".into()))?;
+                    .get_typed_func::<(u32, u32), u32>(&mut vm.store, MAIN_EXPORT)
+                    .map_err(|_| HostError::BadExport(MAIN_EXPORT.into()))?;
                 vm.invoke(Callback::Start, 0, CallbackData::default(), Some(Arc::new(f)), (0, 0))
                     .map(|_| ())
             } else {

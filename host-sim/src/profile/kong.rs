@@ -8,7 +8,7 @@ use super::{
     PropertyValue, SecondLocalResponse, StreamPhase,
 };
 use crate::abi::LocalResponse;
-use crate::abi::{encode_pairs, MetricType, Status};
+use crate::abi::{encode_pairs, MetricType, Status, START_EXPORT};
 use crate::hostfn::HostFunction;
 use crate::limits::OverBudget;
 use crate::wasi::PREVIEW1_FUNCTIONS;
@@ -76,9 +76,9 @@ impl HostBehaviour for Kong {
     /// Kong runs the first of `_start` or `_initialize` it finds (KONG-DIFF).
     fn start_functions(&self, has_initialize: bool, _has_main: bool, has_start: bool) -> Vec<&'static str> {
         if has_start {
-            vec!["_start"]
+            vec![START_EXPORT]
         } else if has_initialize {
-            vec!["_initialize"]
+            vec![Callback::Start.export_name()]
         } else {
             Vec::new()
         }

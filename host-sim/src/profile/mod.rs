@@ -29,7 +29,7 @@
 pub mod envoy;
 pub mod kong;
 
-use crate::abi::{LocalResponse, StreamInfo};
+use crate::abi::{LocalResponse, StreamInfo, MAIN_EXPORT, START_EXPORT};
 use crate::abi::{MapType, MetricType, Pairs, Status, StreamType};
 use crate::hostfn::HostFunction;
 use crate::limits::OverBudget;
@@ -363,13 +363,13 @@ pub trait HostBehaviour: Send + Sync {
     /// `_initialize` is not exported.
     fn start_functions(&self, has_initialize: bool, has_main: bool, has_start: bool) -> Vec<&'static str> {
         if has_initialize {
-            let mut v = vec!["_initialize"];
+            let mut v = vec![Callback::Start.export_name()];
             if has_main {
-                v.push("main");
+                v.push(MAIN_EXPORT);
             }
             v
         } else if has_start {
-            vec!["_start"]
+            vec![START_EXPORT]
         } else {
             Vec::new()
         }
