@@ -14,7 +14,7 @@
 //! ([`crate::Limits::max_host_bytes`]) through a [`budget`] charge kept next to the data, so each
 //! way the data goes away releases it. The state methods charge before they change anything; a
 //! refusal ([`Fault::OverBudget`]) leaves the state as it was, and the profile decides what the
-//! guest sees ([`Profile::over_budget`]). Log lines are the one thing the host may drop to make
+//! guest sees ([`HostBehaviour::over_budget`]). Log lines are the one thing the host may drop to make
 //! room: a real host has written them out already.
 
 mod budget;

@@ -40,7 +40,7 @@ impl HostState {
     pub(crate) fn done(&mut self) -> Result<(), Fault> {
         let id = self.effective().ok_or(Status::NotFound)?;
         // Only root contexts wait for `proxy_done` (no host holds a stream for it,
-        // `Profile::stream_end_callbacks`). proxy-wasm-cpp-host `WasmBase::done` looks the
+        // `HostBehaviour::stream_end_callbacks`). proxy-wasm-cpp-host `WasmBase::done` looks the
         // pending root up by the calling context's plugin, so a stream's call finalizes its root
         // when that root is pending.
         let root_id = self.streams.get(&id).map_or(id, |s| s.root_id);
@@ -414,7 +414,7 @@ impl HostState {
     // ---- Metrics -------------------------------------------------------------------------------
 
     /// A metric call on the VMs' shared metrics, after the trap the profile's host ends it in,
-    /// if any ([`Profile::metric_trap`]).
+    /// if any ([`HostBehaviour::metric_trap`]).
     fn metric_call<T>(&self, op: MetricOp, id: u32, call: impl FnOnce(&mut SharedInner) -> T) -> Result<T, Fault> {
         let mut shared = self.shared.lock();
         if let Some(trap) = self.profile.metric_trap(op, id, shared.metric_kind(id)) {

@@ -92,7 +92,7 @@ pub fn filter_options(profile: Profile) -> VmOptions {
 }
 
 /// The name under which `profile`'s host exports the filter's metric `<prefix>.<name>`
-/// (host-sim profile.rs `metric_name`: Envoy `wasmcustom.`, Kong `pw.<plugin name>.`).
+/// (host-sim `HostBehaviour::metric_name`: Envoy `wasmcustom.`, Kong `pw.<plugin name>.`).
 pub fn exported_metric(profile: Profile, prefix: &str, name: &str) -> String {
     match profile {
         Profile::Envoy => format!("wasmcustom.{prefix}.{name}"),

@@ -1186,7 +1186,7 @@ fn finish_stream_runs_the_hosts_end_sequence() {
         p.vm.send_response_headers(s, &[(":status", "200")], true).unwrap();
         p.vm.finish_stream(s).unwrap();
         // Envoy logs the stream before it destroys the filter; Kong's log phase runs on_done
-        // first (profile.rs `stream_end_callbacks` cites both).
+        // first (`HostBehaviour::stream_end_callbacks` cites both).
         let (expected, guest) = match profile {
             Profile::Envoy => (["on_log", "on_done", "on_delete"], ["on_log", "on_done"]),
             Profile::Kong => (["on_done", "on_log", "on_delete"], ["on_done", "on_log"]),
@@ -1234,7 +1234,7 @@ fn proxy_done_finalizes_a_root_later() {
     assert_eq!(p.report("root_on_done")["defer"], true);
     p.vm.advance_time(Duration::from_millis(50)).unwrap();
     assert_eq!(p.report("root_done_called")["done_status"], OK);
-    // proxy-wasm-cpp-host deletes a root without on_log (profile.rs `root_shutdown_logs`).
+    // proxy-wasm-cpp-host deletes a root without on_log (`HostBehaviour::root_shutdown_logs`).
     assert!(p.reports("root_log").is_empty(), "{}", p.logs());
     p.vm.advance_time(Duration::from_secs(1)).unwrap();
     assert_eq!(p.reports("tick").len(), 1, "a deleted root gets no more ticks");

@@ -1,7 +1,7 @@
 //! `host-sim serve`'s response phase on the real abi-probe `.wasm`, in both profiles: the
 //! filter's own local reply passes through its `on_http_response_headers/body` (shaped as each
-//! host shapes it: `Profile::local_reply_response`), and the client gets the `content-length`
-//! the filter left (`Profile::keeps_filter_content_length`), so a body rewritten without
+//! host shapes it: `HostBehaviour::local_reply_response`), and the client gets the `content-length`
+//! the filter left (`HostBehaviour::keeps_filter_content_length`), so a body rewritten without
 //! removing it has the effect it has behind the real host. tests/e2e/test_response_phase.py
 //! compares the Envoy profile with real Envoy 1.40 on the same cases.
 

@@ -639,7 +639,7 @@ fn an_oversized_header_map_from_the_guest_is_refused() {
     assert_eq!(vm.request_headers(s).unwrap().len(), 1);
 }
 
-// ---- What the host does after a trap (profile.rs `AfterTrap`) -----------------------------------
+// ---- What the host does after a trap (`host_sim::AfterTrap`) -----------------------------------
 
 fn get(path: &str) -> Vec<(&'static str, String)> {
     vec![
