@@ -572,6 +572,56 @@ fn shaping_fields(rng: &Rng, config: &mut Value) {
     }
 }
 
+/// Record headers (`headers`, Kong 3.15+ field names plus `static_headers`), drawn from their own
+/// generator seeded from `rng`'s state like [`shaping_fields`], so earlier draws stay as they
+/// were. A v2 configuration that would send record headers is rejected, which the fuzzer also
+/// exercises.
+fn record_header_fields(rng: &Rng, config: &mut Value) {
+    let mut side = Rng::new(rng.0 ^ 0x4845_4144_4552_5321);
+    if !side.one_in(4) {
+        return;
+    }
+    if side.one_in(40) {
+        config["headers"] = side
+            .pick(&[
+                json!({"repeated_headers_behavior": "merge"}),
+                json!({"include_headers": "x-a"}),
+                json!({"static_headers": {"env": 1}}),
+                json!({"name_mappings": {"x-a": ""}}),
+                json!({"forward_all_by_default": "yes"}),
+                json!("all"),
+            ])
+            .clone();
+        return;
+    }
+    let mut headers = json!({});
+    if side.one_in(2) {
+        headers["forward_http_headers_as_record_headers"] = json!(!side.one_in(4));
+    }
+    if side.one_in(2) {
+        headers["forward_all_by_default"] = json!(side.one_in(2));
+    }
+    if side.one_in(2) {
+        headers["include_headers"] = side
+            .pick(&[json!(["x-a", "content-type"]), json!([]), json!(["X-B"])])
+            .clone();
+    }
+    if side.one_in(2) {
+        headers["exclude_headers"] = side.pick(&[json!(["user-agent"]), json!([])]).clone();
+    }
+    if side.one_in(3) {
+        headers["name_mappings"] = json!({"x-a": "trace-id", "content-type": "ct"});
+    }
+    if side.one_in(3) {
+        headers["repeated_headers_behavior"] =
+            json!(*side.pick(&["retain_duplicates", "take_first", "concatenate_by_comma"]));
+    }
+    if side.one_in(3) {
+        headers["static_headers"] = side.pick(&[json!({"env": "prod", "ct": "x"}), json!({})]).clone();
+    }
+    config["headers"] = headers;
+}
+
 fn random_config(rng: &mut Rng, profile: Profile) -> FuzzConfig {
     // Mostly valid: an invalid field one time in 40, a mutated document one time in 12.
     let is_async = rng.one_in(2);
@@ -602,6 +652,7 @@ fn random_config(rng: &mut Rng, profile: Profile) -> FuzzConfig {
         }
     }
     shaping_fields(rng, &mut config);
+    record_header_fields(rng, &mut config);
     if rng.one_in(12) {
         let text = config.to_string();
         let bytes = match rng.below(5) {
