@@ -14,7 +14,7 @@ use crate::abi::LogLevel;
 use crate::engine::Module;
 use crate::profile::Profile;
 use crate::state::{LocalResponse, StreamInfo};
-use crate::vm::{HttpCallReply, Vm, VmOptions};
+use crate::vm::{HttpCallReply, NewCall, Vm, VmOptions};
 use crate::wasi::WasiOptions;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -105,6 +105,9 @@ struct Instance {
     reported_failure: Option<String>,
     /// A replaced instance with no streams left: when its root context was shut down.
     finishing_since: Option<std::time::Instant>,
+    /// Something happened on this VM since its last [`Worker::settle`]: a command for it, a
+    /// timer or queue notification, a root shut down. Only such instances are looked at.
+    touched: bool,
 }
 
 struct RouteSlot {
@@ -112,6 +115,17 @@ struct RouteSlot {
     current: Option<Instance>,
     draining: Vec<Instance>,
     module: Module,
+}
+
+impl RouteSlot {
+    /// The current instance and those replaced by a reload that still finish their work.
+    fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.current.iter().chain(self.draining.iter())
+    }
+
+    fn instances_mut(&mut self) -> impl Iterator<Item = &mut Instance> {
+        self.current.iter_mut().chain(self.draining.iter_mut())
+    }
 }
 
 pub struct Worker {
@@ -151,81 +165,119 @@ impl Worker {
         loop {
             let wait = self.next_wait(&slots);
             match inbox.recv_timeout(wait) {
-                Ok(Command::Request(req)) => {
-                    let route = req.route;
-                    if slots[route].current.is_none() {
-                        generation += 1;
-                        slots[route].current = self.start_instance(route, &slots[route], generation);
-                    }
-                    match slots[route].current.as_mut() {
-                        Some(instance) => self.begin(instance, req),
-                        None => {
-                            let _ = req
-                                .respond
-                                .send(plain(500, "host-sim: the filter failed to start; see the log\n"));
-                        }
-                    }
-                }
-                Ok(Command::CallDone {
-                    route,
-                    generation: g,
-                    token,
-                    reply,
-                }) => {
-                    if let Some(instance) = find(&mut slots[route], g) {
-                        instance.calls_in_flight.remove(&token);
-                        // A call whose stream ended meanwhile is gone: its reply is dropped.
-                        let _ = instance.vm.respond_http_call(token, reply);
-                    }
-                }
-                Ok(Command::UpstreamDone {
-                    route,
-                    generation: g,
-                    stream,
-                    result,
-                }) => {
-                    if let Some(instance) = find(&mut slots[route], g) {
-                        self.upstream_done(instance, stream, result);
-                    }
-                }
-                Ok(Command::Reload { route, module }) => {
-                    generation += 1;
-                    let slot = &mut slots[route];
-                    slot.module = module;
-                    if let Some(fresh) = self.start_instance(route, slot, generation) {
-                        if let Some(old) = slot.current.replace(fresh) {
-                            slot.draining.push(old);
-                        }
-                    }
-                }
                 Ok(Command::Shutdown { deadline }) => shutdown = Some(deadline),
+                Ok(command) => self.apply(command, &mut slots, &mut generation),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            for (i, slot) in slots.iter_mut().enumerate() {
-                let route = slot.route.clone();
-                for instance in slot.current.iter_mut().chain(slot.draining.iter_mut()) {
-                    instance.vm.fire_due_timers();
-                    instance.vm.poll_queues();
-                    self.pump(i, &route, instance);
+            for instance in slots.iter_mut().flat_map(RouteSlot::instances_mut) {
+                if instance.vm.run_due_work() {
+                    instance.touched = true;
                 }
+            }
+            self.settle_touched(&mut slots);
+            for slot in slots.iter_mut() {
                 self.retire_replaced(slot);
-                // A VM whose guest trapped stays: the profile decides what later requests get
-                // (`AfterTrap`: Envoy keeps it failed until the module is reloaded, Kong starts
-                // a fresh instance at the next request).
-                if let Some(current) = slot.current.as_mut() {
-                    let failure = current.vm.failure().map(String::from);
-                    if failure.is_some() && failure != current.reported_failure {
-                        tracing::error!(route = %route.name, worker = self.id, reason = failure.as_deref().unwrap_or_default(), "the filter's VM failed");
-                    }
-                    current.reported_failure = failure;
-                }
             }
             if let Some(deadline) = shutdown {
                 if self.shutdown_step(&mut slots, &mut roots_finishing, deadline) {
                     return;
                 }
             }
+            // What the roots' shutdown started (their last callouts) goes out now.
+            self.settle_touched(&mut slots);
+            for slot in slots.iter_mut() {
+                self.report_failure(slot);
+            }
+        }
+    }
+
+    /// Applies one command to the instance it concerns, which is then [`Instance::touched`].
+    fn apply(&self, command: Command, slots: &mut [RouteSlot], generation: &mut u64) {
+        match command {
+            Command::Request(req) => {
+                let route = req.route;
+                if slots[route].current.is_none() {
+                    *generation += 1;
+                    slots[route].current = self.start_instance(route, &slots[route], *generation);
+                }
+                match slots[route].current.as_mut() {
+                    Some(instance) => {
+                        instance.touched = true;
+                        self.begin(instance, req);
+                    }
+                    None => {
+                        let _ = req
+                            .respond
+                            .send(plain(500, "host-sim: the filter failed to start; see the log\n"));
+                    }
+                }
+            }
+            Command::CallDone {
+                route,
+                generation: g,
+                token,
+                reply,
+            } => {
+                if let Some(instance) = find(&mut slots[route], g) {
+                    instance.touched = true;
+                    instance.calls_in_flight.remove(&token);
+                    // A call whose stream ended meanwhile is gone: its reply is dropped.
+                    let _ = instance.vm.respond_http_call(token, reply);
+                }
+            }
+            Command::UpstreamDone {
+                route,
+                generation: g,
+                stream,
+                result,
+            } => {
+                if let Some(instance) = find(&mut slots[route], g) {
+                    instance.touched = true;
+                    self.upstream_done(instance, stream, result);
+                }
+            }
+            Command::Reload { route, module } => {
+                *generation += 1;
+                let slot = &mut slots[route];
+                slot.module = module;
+                if let Some(fresh) = self.start_instance(route, slot, *generation) {
+                    if let Some(old) = slot.current.replace(fresh) {
+                        slot.draining.push(old);
+                    }
+                }
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    /// Settles every instance something happened on ([`Worker::settle`]).
+    fn settle_touched(&self, slots: &mut [RouteSlot]) {
+        for (index, slot) in slots.iter_mut().enumerate() {
+            let RouteSlot {
+                route,
+                current,
+                draining,
+                ..
+            } = slot;
+            for instance in current.iter_mut().chain(draining.iter_mut()) {
+                if std::mem::take(&mut instance.touched) {
+                    self.settle(index, route, instance);
+                }
+            }
+        }
+    }
+
+    /// Logs a route's VM failure once. A VM whose guest trapped stays: the profile decides what
+    /// later requests get (`AfterTrap`: Envoy keeps it failed until the module is reloaded, Kong
+    /// starts a fresh instance at the next request).
+    fn report_failure(&self, slot: &mut RouteSlot) {
+        if let Some(current) = slot.current.as_mut() {
+            let failure = current.vm.failure().map(String::from);
+            if failure.is_some() && failure != current.reported_failure {
+                tracing::error!(route = %slot.route.name, worker = self.id, reason = failure.as_deref().unwrap_or_default(), "the filter's VM failed");
+            }
+            current.reported_failure = failure;
         }
     }
 
@@ -240,6 +292,7 @@ impl Worker {
                 old.finishing_since = Some(std::time::Instant::now());
                 if old.vm.root_shutdown_pending(old.root) {
                     let _ = old.vm.finish_root(old.root);
+                    old.touched = true;
                 }
             }
         }
@@ -270,7 +323,7 @@ impl Worker {
     fn shutdown_step(&self, slots: &mut [RouteSlot], roots_finishing: &mut bool, deadline: std::time::Instant) -> bool {
         let streams_left: usize = slots
             .iter()
-            .flat_map(|s| s.current.iter().chain(s.draining.iter()))
+            .flat_map(RouteSlot::instances)
             .map(|i| i.streams.len())
             .sum();
         if streams_left == 0 && !*roots_finishing {
@@ -278,6 +331,7 @@ impl Worker {
             for instance in slots.iter_mut().filter_map(|s| s.current.as_mut()) {
                 if instance.vm.root_shutdown_pending(instance.root) {
                     let _ = instance.vm.finish_root(instance.root);
+                    instance.touched = true;
                 }
             }
         }
@@ -324,7 +378,7 @@ impl Worker {
     fn next_wait(&self, slots: &[RouteSlot]) -> Duration {
         let next = slots
             .iter()
-            .flat_map(|s| s.current.iter().chain(s.draining.iter()))
+            .flat_map(RouteSlot::instances)
             .filter_map(|i| i.vm.next_timer_ns().map(|t| (t, i.vm.now_ns())))
             .map(|(t, now)| Duration::from_nanos(t.saturating_sub(now)))
             .min()
@@ -358,6 +412,7 @@ impl Worker {
                     calls_in_flight: HashSet::new(),
                     reported_failure: None,
                     finishing_since: None,
+                    touched: true,
                 })
             }
             Err(e) => {
@@ -418,21 +473,34 @@ impl Worker {
         }
     }
 
-    /// After any event: start new callouts, answer finished streams, pass requests through.
-    fn pump(&self, route_index: usize, route: &Route, instance: &mut Instance) {
+    /// After something happened on an instance: its guest's log lines go out, the calls it
+    /// dispatched are sent, and its streams that reached an end are answered or passed on.
+    fn settle(&self, route_index: usize, route: &Route, instance: &mut Instance) {
         for line in instance.vm.take_logs() {
             guest_log(&route.name, self.id, &line);
         }
-        for call in instance.vm.http_calls() {
-            if !instance.calls_in_flight.insert(call.token) {
-                continue;
-            }
+        self.send_new_calls(route_index, route, instance);
+        self.answer_settled_streams(route_index, route, instance);
+    }
+
+    /// Sends each call the guest dispatched since the last look, once ([`Vm::take_new_calls`]);
+    /// its reply comes back as [`Command::CallDone`].
+    fn send_new_calls(&self, route_index: usize, route: &Route, instance: &mut Instance) {
+        for new in instance.vm.take_new_calls() {
+            let (call, time_left) = match new {
+                NewCall::Http { call, time_left } => (call, time_left),
+                NewCall::Grpc(call) => {
+                    tracing::warn!(route = %route.name, worker = self.id, upstream = %call.upstream, service = %call.service, method = %call.method, "host-sim serve has no gRPC client: the filter's gRPC call stays unanswered");
+                    continue;
+                }
+            };
+            instance.calls_in_flight.insert(call.token);
             self.stats.callouts.fetch_add(1, Ordering::Relaxed);
-            let callout = upstream::Callout::new(self.profile, &self.upstreams, &call, instance.vm.now_ns());
+            let token = call.token;
+            let callout = upstream::Callout::new(self.profile, &self.upstreams, call, time_left);
             let client = self.client.clone();
             let commands = self.commands.clone();
             let generation = instance.generation;
-            let token = call.token;
             self.runtime.spawn(async move {
                 let reply = callout.send(client).await;
                 let _ = commands.send(Command::CallDone {
@@ -443,6 +511,11 @@ impl Worker {
                 });
             });
         }
+    }
+
+    /// Looks at each stream of the instance: one the filter answered gets its answer, one it
+    /// reset is closed, one whose request went through whole goes to the route's fallback.
+    fn answer_settled_streams(&self, route_index: usize, route: &Route, instance: &mut Instance) {
         let ids: Vec<u32> = instance.streams.keys().copied().collect();
         for stream in ids {
             let vm = &mut instance.vm;
@@ -460,70 +533,84 @@ impl Worker {
                 if let Some(p) = instance.streams.get_mut(&stream) {
                     p.passed_through = true;
                 }
-                match &route.fallback {
-                    // Envoy's router answers a direct_response with a local reply
-                    // (`sendLocalReply`), shaped as the filter's own would be.
-                    Fallback::Direct { status, body } => {
-                        let (headers, body) = self.profile.local_reply_response(&LocalResponse {
-                            status: u32::from(*status),
-                            details: "direct_response".into(),
-                            headers: Vec::new(),
-                            body: body.as_bytes().to_vec(),
-                            grpc_status: None,
-                        });
-                        Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
-                    }
-                    Fallback::NotFound => {
-                        let body = br#"{"message":"no Route matched with those values"}"#.to_vec();
-                        let headers = vec![
-                            (":status".to_string(), "404".to_string()),
-                            ("content-type".into(), "application/json; charset=utf-8".into()),
-                            ("content-length".into(), body.len().to_string()),
-                        ];
-                        Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
-                    }
-                    Fallback::Upstream(name) => {
-                        let target = self
-                            .upstreams
-                            .get(name)
-                            .map(|a| a.to_string())
-                            .unwrap_or_else(|| name.clone());
-                        let mut headers = vm.request_headers(stream).unwrap_or_default();
-                        headers.extend(self.profile.proxied_request_headers());
-                        let body = vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
-                        let request = UpstreamRequest::from_call_headers(&headers, body);
-                        let commands = self.commands.clone();
-                        let client = self.client.clone();
-                        let generation = instance.generation;
-                        let profile = self.profile;
-                        self.runtime.spawn(async move {
-                            let started = std::time::Instant::now();
-                            let result = client
-                                .send(&target, request)
-                                .await
-                                .map(|mut response| {
-                                    // The router's header, there before the filter sees the response.
-                                    response
-                                        .headers
-                                        .extend(profile.upstream_response_header(started.elapsed()));
-                                    response
-                                })
-                                .map_err(|e| e.to_string());
-                            let _ = commands.send(Command::UpstreamDone {
-                                route: route_index,
-                                generation,
-                                stream,
-                                result,
-                            });
-                        });
-                        None
-                    }
-                }
+                self.pass_to_fallback(route_index, route, instance, stream)
             } else {
                 None
             };
             if let Some(response) = response {
                 self.finish(instance, stream, response);
+            }
+        }
+    }
+
+    /// A request the filter let through goes where the route sends it: a direct response or
+    /// the no-route answer (both through the filter's response callbacks, returned here), or
+    /// the upstream, whose answer comes back as [`Command::UpstreamDone`] (`None` here).
+    fn pass_to_fallback(
+        &self,
+        route_index: usize,
+        route: &Route,
+        instance: &mut Instance,
+        stream: u32,
+    ) -> Option<GatewayResponse> {
+        let vm = &mut instance.vm;
+        match &route.fallback {
+            // Envoy's router answers a direct_response with a local reply
+            // (`sendLocalReply`), shaped as the filter's own would be.
+            Fallback::Direct { status, body } => {
+                let (headers, body) = self.profile.local_reply_response(&LocalResponse {
+                    status: u32::from(*status),
+                    details: "direct_response".into(),
+                    headers: Vec::new(),
+                    body: body.as_bytes().to_vec(),
+                    grpc_status: None,
+                });
+                Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
+            }
+            Fallback::NotFound => {
+                let body = br#"{"message":"no Route matched with those values"}"#.to_vec();
+                let headers = vec![
+                    (":status".to_string(), "404".to_string()),
+                    ("content-type".into(), "application/json; charset=utf-8".into()),
+                    ("content-length".into(), body.len().to_string()),
+                ];
+                Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
+            }
+            Fallback::Upstream(name) => {
+                let target = self
+                    .upstreams
+                    .get(name)
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| name.clone());
+                let mut headers = vm.request_headers(stream).unwrap_or_default();
+                headers.extend(self.profile.proxied_request_headers());
+                let body = vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
+                let request = UpstreamRequest::from_call_headers(&headers, body);
+                let commands = self.commands.clone();
+                let client = self.client.clone();
+                let generation = instance.generation;
+                let profile = self.profile;
+                self.runtime.spawn(async move {
+                    let started = std::time::Instant::now();
+                    let result = client
+                        .send(&target, request)
+                        .await
+                        .map(|mut response| {
+                            // The router's header, there before the filter sees the response.
+                            response
+                                .headers
+                                .extend(profile.upstream_response_header(started.elapsed()));
+                            response
+                        })
+                        .map_err(|e| e.to_string());
+                    let _ = commands.send(Command::UpstreamDone {
+                        route: route_index,
+                        generation,
+                        stream,
+                        result,
+                    });
+                });
+                None
             }
         }
     }
@@ -704,10 +791,7 @@ pub(super) fn vm_options(
 }
 
 fn find(slot: &mut RouteSlot, generation: u64) -> Option<&mut Instance> {
-    slot.current
-        .iter_mut()
-        .chain(slot.draining.iter_mut())
-        .find(|i| i.generation == generation)
+    slot.instances_mut().find(|i| i.generation == generation)
 }
 
 fn plain(status: u16, text: &str) -> GatewayResponse {
