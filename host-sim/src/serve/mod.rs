@@ -1,9 +1,12 @@
 //! `serve`: the filter as a real HTTP/1.1 gateway.
 //!
-//! A tokio/hyper server accepts requests, picks the route by longest path prefix, and hands each
-//! request to a worker thread that owns one VM per route ([`worker`]); the root context lives for
-//! the VM's lifetime and serves every request, ticks run on real time, and callouts become real
-//! HTTP requests ([`upstream`]). The `.wasm` files are watched: a changed module is loaded (from
+//! A tokio/hyper server accepts requests ([`edge`] bounds what a client may cost), picks the
+//! route by longest path prefix, reads the request body whole within the edge's limits (a body
+//! over `max_request_bytes`, malformed or too slow is refused here, before any filter sees the
+//! request), and hands the request to a worker thread that owns one VM per route ([`worker`]),
+//! round-robin; the answer comes back on a oneshot channel. The root context lives for the VM's
+//! lifetime and serves every request, ticks run on real time, and callouts become real HTTP
+//! requests ([`upstream`]). The `.wasm` files are watched: a changed module is loaded (from
 //! the precompiled cache when possible) and new requests get it while in-flight ones finish on
 //! the old VM. An optional admin listener reports the module hashes, counters and metrics.
 //! An Envoy bootstrap's WasmServices run beside the routes, each VM on a thread of its own

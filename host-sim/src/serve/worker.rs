@@ -1,10 +1,19 @@
 //! A gateway worker: one OS thread that owns a VM per route (wasmtime stores are driven from
-//! one thread, as each Envoy worker owns its VM), runs every request's stream lifecycle on it,
-//! and turns the filter's callouts and pass-throughs into real HTTP requests on the tokio
-//! runtime. Results come back as commands, so a request waiting for its callout never blocks
-//! the others on the same worker. Ticks run on real time. Every response the client gets from
-//! the filter's side, its own local reply included, passes through the filter's response
-//! callbacks as the profile's host passes it, and keeps the framing the filter left ([`super::wire`]).
+//! one thread, as each Envoy worker owns its VM) and runs every request's stream lifecycle on
+//! it. The worker is a transport around the VM's event API: it waits for a [`Command`] (a
+//! request, a callout's reply, an upstream's response, a reload, shutdown) or for the next tick,
+//! applies it to the one instance it concerns, runs what is due on each VM
+//! ([`Vm::run_due_work`]: ticks on real time, queue notifications), and then settles only the
+//! instances something happened on ([`Worker::settle`]): their guest logs go out, each call the
+//! guest dispatched is sent once ([`Vm::take_new_calls`]) as a real HTTP request on the tokio
+//! runtime with the time left of the deadline the VM set, and their streams that reached an end
+//! are answered, closed or passed to the route's fallback. Replies come back as commands, so a
+//! request waiting for its callout never blocks the others on the same worker.
+//!
+//! The request body arrives whole (the edge reads it within its limits, [`super`]) and goes to
+//! the filter in 64 KiB chunks. Every response the client gets from the filter's side, its own
+//! local reply included, passes through the filter's response callbacks as the profile's host
+//! passes it, and keeps the framing the filter left ([`super::wire`]).
 
 use super::config::{Fallback, Route};
 use super::upstream::{self, UpstreamRequest, UpstreamResponse};
@@ -780,7 +789,8 @@ pub(super) fn vm_options(
     options.clusters = upstreams.keys().cloned().collect();
     options.shared = Some(shared);
     options.fail_open = route.fail_open;
-    // The callout task enforces each call's deadline on the real request (`pump`).
+    // The callout task enforces each call's deadline, as the VM hands it out, on the real
+    // request (`Worker::send_new_calls`).
     options.callouts_time_out = false;
     options.wasi = WasiOptions {
         real_clock: true,
