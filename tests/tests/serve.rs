@@ -182,6 +182,14 @@ async fn requests_reach_the_rest_proxy(profile: Profile) {
     assert_eq!(produced[2]["body_args"], json!({"name": "ada", "lang": ["rust", "c"]}));
     assert_eq!(produced[3]["body_base64"], true);
     assert_eq!(produced[3]["method"], "PUT");
+    // One callout per record, each handed to the transport once (`Vm::take_new_calls`); the
+    // filter answered the oversized request itself (413), without a callout.
+    let status = body_json(&send(gateway.admin_addr.expect("admin listener"), "GET", "/status", &[], b"").await);
+    assert_eq!(
+        (status["callouts"].as_u64(), status["requests"].as_u64()),
+        (Some(4), Some(5)),
+        "{profile}: {status}"
+    );
     gateway.shutdown().await;
 }
 
