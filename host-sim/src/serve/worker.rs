@@ -187,6 +187,7 @@ impl Worker {
             self.settle_touched(&mut slots);
             for slot in slots.iter_mut() {
                 self.retire_replaced(slot);
+                self.report_failure(slot);
             }
             if let Some(deadline) = shutdown {
                 if self.shutdown_step(&mut slots, &mut roots_finishing, deadline) {
@@ -195,9 +196,6 @@ impl Worker {
             }
             // What the roots' shutdown started (their last callouts) goes out now.
             self.settle_touched(&mut slots);
-            for slot in slots.iter_mut() {
-                self.report_failure(slot);
-            }
         }
     }
 
