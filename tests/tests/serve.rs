@@ -461,6 +461,18 @@ fn header_of<'a>(resp: &'a UpstreamResponse, name: &str) -> Option<&'a str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_profile_runs_the_filter_while_the_body_is_still_arriving() {
+    // Envoy runs the filter from the request headers on and hands it the body as it arrives: a
+    // local reply from on_request_headers reaches a client that has sent only part of its body
+    // (the rest goes unread, the connection closed).
+    let gateway = start_probe_gateway(Profile::Envoy, false).await;
+    let partial = b"POST / HTTP/1.1\r\nhost: a\r\nx-probe: local\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    let (status, body) = raw_exchange(gateway.local_addr, partial).await;
+    assert_eq!((status, body.as_slice()), (418, &b"teapot"[..]));
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_keeps_a_trapped_vm_failed() {
     let gateway = start_probe_gateway(Profile::Envoy, false).await;
     let addr = gateway.local_addr;

@@ -10,8 +10,9 @@
 //! are answered, closed or passed to the route's fallback. Replies come back as commands, so a
 //! request waiting for its callout never blocks the others on the same worker.
 //!
-//! The request body arrives whole (the edge reads it within its limits, [`super`]) and goes to
-//! the filter in 64 KiB chunks. Every response the client gets from the filter's side, its own
+//! The request body goes to the filter in pieces of at most 64 KiB as the edge passes it on
+//! ([`super`]): for Envoy as it arrives ([`Command::RequestBody`]), for Kong whole (the VM
+//! delivers it once, at its end). Every response the client gets from the filter's side, its own
 //! local reply included, passes through the filter's response callbacks as the profile's host
 //! passes it, and keeps the framing the filter left ([`super::wire`]).
 
@@ -68,11 +69,27 @@ pub struct Incoming {
     pub info: StreamInfo,
     /// Dropped without an answer when the filter resets the stream.
     pub respond: oneshot::Sender<GatewayResponse>,
+    /// Set when `body` is only the start of a body that follows as [`Command::RequestBody`]
+    /// under this key (a host that reads the body in pieces, [`crate::profile::BodyDelivery::Chunks`]).
+    pub body_key: Option<u64>,
 }
 
 /// What a worker reacts to.
 pub enum Command {
     Request(Incoming),
+    /// More of a streamed request body ([`Incoming::body_key`]); `end` after the last of it.
+    RequestBody {
+        route: usize,
+        key: u64,
+        data: Vec<u8>,
+        end: bool,
+    },
+    /// The edge refused the rest of a streamed body (400, 408, 413) and answers the client
+    /// itself: the stream ends without the filter's answer.
+    RequestAborted {
+        route: usize,
+        key: u64,
+    },
     CallDone {
         route: usize,
         generation: u64,
@@ -102,6 +119,9 @@ struct PendingStream {
     /// The filter answered at the headers while a body was still announced: Envoy then closes
     /// the connection rather than drain the unread body (`connection: close`, e2e: Envoy 1.40).
     answered_before_body: bool,
+    /// The key of a streamed body still arriving ([`Incoming::body_key`]); an answer before
+    /// its end likewise closes the connection.
+    body_key: Option<u64>,
 }
 
 struct Instance {
@@ -109,6 +129,8 @@ struct Instance {
     vm: Vm,
     root: u32,
     streams: HashMap<u32, PendingStream>,
+    /// Streams whose body is still arriving, by [`Incoming::body_key`].
+    bodies: HashMap<u64, u32>,
     calls_in_flight: HashSet<u32>,
     /// The VM failure already logged, so it is logged once.
     reported_failure: Option<String>,
@@ -217,6 +239,21 @@ impl Worker {
                         let _ = req
                             .respond
                             .send(plain(500, "host-sim: the filter failed to start; see the log\n"));
+                    }
+                }
+            }
+            Command::RequestBody { route, key, data, end } => {
+                if let Some(instance) = slots[route].instances_mut().find(|i| i.bodies.contains_key(&key)) {
+                    instance.touched = true;
+                    self.body_arrived(instance, key, &data, end);
+                }
+            }
+            Command::RequestAborted { route, key } => {
+                if let Some(instance) = slots[route].instances_mut().find(|i| i.bodies.contains_key(&key)) {
+                    instance.touched = true;
+                    if let Some(stream) = instance.bodies.remove(&key) {
+                        instance.streams.remove(&stream);
+                        let _ = instance.vm.finish_stream(stream);
                     }
                 }
             }
@@ -416,6 +453,7 @@ impl Worker {
                     vm,
                     root: root.id,
                     streams: HashMap::new(),
+                    bodies: HashMap::new(),
                     calls_in_flight: HashSet::new(),
                     reported_failure: None,
                     finishing_since: None,
@@ -435,6 +473,7 @@ impl Worker {
             body,
             info,
             respond,
+            body_key,
             ..
         } = req;
         let stream = match instance.vm.create_http_stream_with(instance.root, info) {
@@ -450,9 +489,13 @@ impl Worker {
                 respond: Some(respond),
                 passed_through: false,
                 answered_before_body: false,
+                body_key,
             },
         );
-        let has_body = !body.is_empty();
+        if let Some(key) = body_key {
+            instance.bodies.insert(key, stream);
+        }
+        let has_body = !body.is_empty() || body_key.is_some();
         let _ = instance.vm.send_request_headers(stream, &headers, !has_body);
         // The body goes to the filter in chunks, as gateways read it off the socket; a filter that
         // answers before the last chunk leaves the rest unread, and Envoy then closes the
@@ -466,7 +509,7 @@ impl Worker {
             .enumerate()
             .map(|(i, c)| (c, !envoy && i + 1 == chunks))
             .collect();
-        if envoy && has_body {
+        if envoy && has_body && body_key.is_none() {
             pieces.push((&[], true));
         }
         for (chunk, end_of_stream) in pieces {
@@ -474,6 +517,32 @@ impl Worker {
                 if let Some(p) = instance.streams.get_mut(&stream) {
                     p.answered_before_body = envoy;
                 }
+                break;
+            }
+            let _ = instance.vm.send_request_body(stream, chunk, end_of_stream);
+        }
+    }
+
+    /// More of a streamed body (Envoy, [`crate::profile::BodyDelivery::Chunks`]): to the filter in pieces of at
+    /// most [`BODY_CHUNK`], each with `end_of_stream=false`, and after the last an empty call
+    /// that ends the stream, as at the start ([`Worker::begin`]). Once the filter has answered,
+    /// the rest goes unread ([`Worker::finish`] closes the connection).
+    fn body_arrived(&self, instance: &mut Instance, key: u64, data: &[u8], end: bool) {
+        let Some(&stream) = instance.bodies.get(&key) else {
+            return;
+        };
+        if end {
+            instance.bodies.remove(&key);
+            if let Some(p) = instance.streams.get_mut(&stream) {
+                p.body_key = None;
+            }
+        }
+        let mut pieces: Vec<(&[u8], bool)> = data.chunks(BODY_CHUNK).map(|c| (c, false)).collect();
+        if end {
+            pieces.push((&[], true));
+        }
+        for (chunk, end_of_stream) in pieces {
+            if instance.vm.local_response(stream).is_some() {
                 break;
             }
             let _ = instance.vm.send_request_body(stream, chunk, end_of_stream);
@@ -532,6 +601,9 @@ impl Worker {
                 // The filter reset the stream: drop the responder so the client's connection
                 // is closed without an answer, as Envoy resets it.
                 if let Some(p) = instance.streams.remove(&stream) {
+                    if let Some(key) = p.body_key {
+                        instance.bodies.remove(&key);
+                    }
                     drop(p.respond);
                 }
                 let _ = vm.finish_stream(stream);
@@ -745,7 +817,12 @@ impl Worker {
 
     fn finish(&self, instance: &mut Instance, stream: u32, mut response: GatewayResponse) {
         if let Some(p) = instance.streams.remove(&stream) {
-            if p.answered_before_body {
+            if let Some(key) = p.body_key {
+                instance.bodies.remove(&key);
+            }
+            // An answer while a streamed body is still coming leaves the rest unread, as
+            // `answered_before_body` (only Envoy's piecewise reading streams a body).
+            if p.answered_before_body || p.body_key.is_some() {
                 response.headers.push(("connection".into(), "close".into()));
             }
             if let Some(respond) = p.respond {
