@@ -54,5 +54,5 @@ pub use hostfn::HostFunction;
 pub use limits::Limits;
 pub use profile::{AfterTrap, CalloutFailure, HostBehaviour, MetricOp, Profile};
 pub use state::{GrpcCall, HttpCall, LocalResponse, LogEntry, Metric, Shared, StreamInfo};
-pub use vm::{ActionRecord, GrpcReply, HttpCallReply, PassedLocalReply, RootContext, Vm, VmOptions};
+pub use vm::{ActionRecord, GrpcReply, HttpCallReply, NewCall, PassedLocalReply, RootContext, Vm, VmOptions};
 pub use wasi::WasiOptions;

@@ -18,7 +18,7 @@ use crate::transcript::{
     ResponseSource, TimeStep, Transcript, TranscriptAction, TranscriptGrpcCall, TranscriptHttpCall,
     TranscriptLocalResponse, TranscriptLog, UpstreamRequest, UpstreamResponseFile, UpstreamResponseUse,
 };
-use crate::vm::{GrpcReply, PassedLocalReply, Vm, VmOptions};
+use crate::vm::{GrpcReply, NewCall, PassedLocalReply, Vm, VmOptions};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -181,32 +181,25 @@ struct GrpcEntry {
 struct CallBook {
     http: Vec<HttpEntry>,
     grpc: Vec<GrpcEntry>,
-    seen_http: BTreeSet<u32>,
 }
 
 impl CallBook {
-    /// Notes calls made since the last look, and messages sent since on open gRPC streams.
-    fn observe(&mut self, vm: &Vm) {
-        // Copies the pending calls (with their bodies) only when there is a new one.
-        if vm
-            .pending_http_call_tokens()
-            .iter()
-            .any(|t| !self.seen_http.contains(t))
-        {
-            for call in vm.http_calls() {
-                if self.seen_http.insert(call.token) {
-                    self.http.push(HttpEntry {
-                        call,
-                        response: None,
-                        timed_out: false,
-                    });
-                }
+    /// Notes calls made since the last look (each handed out once, [`Vm::take_new_calls`]), and
+    /// what changed since on open gRPC streams (messages sent, half-close, cancel).
+    fn observe(&mut self, vm: &mut Vm) {
+        for new in vm.take_new_calls() {
+            match new {
+                NewCall::Http { call, .. } => self.http.push(HttpEntry {
+                    call,
+                    response: None,
+                    timed_out: false,
+                }),
+                NewCall::Grpc(call) => self.grpc.push(GrpcEntry { call, response: None }),
             }
         }
         for call in vm.grpc_calls() {
-            match self.grpc.iter_mut().find(|e| e.call.token == call.token) {
-                Some(entry) => entry.call = call,
-                None => self.grpc.push(GrpcEntry { call, response: None }),
+            if let Some(entry) = self.grpc.iter_mut().find(|e| e.call.token == call.token) {
+                entry.call = call;
             }
         }
     }
@@ -275,7 +268,7 @@ impl Driver<'_> {
         // A local reply goes through the filter's response callbacks, as in `serve`.
         if self.snapshot.is_none() && self.vm.stream_exists(self.stream) {
             if let Some(passed) = self.vm.pass_local_reply(self.stream) {
-                self.book.observe(&self.vm);
+                self.book.observe(&mut self.vm);
                 self.local_reply_passed = Some(passed);
             }
         }
@@ -324,7 +317,7 @@ impl Driver<'_> {
                     let index = self.next_grpc;
                     self.next_grpc += 1;
                     // The messages sent so far, before the answer may close the call.
-                    self.book.observe(&self.vm);
+                    self.book.observe(&mut self.vm);
                     if let Some(entry) = self.book.grpc.iter_mut().find(|e| e.call.token == g) {
                         entry.response = Some(index);
                     }
@@ -339,7 +332,7 @@ impl Driver<'_> {
                 }
                 _ => break,
             }
-            self.book.observe(&self.vm);
+            self.book.observe(&mut self.vm);
         }
         Ok(())
     }
@@ -355,18 +348,18 @@ impl Driver<'_> {
         headers.extend(response.headers.iter().cloned());
         let headers_end = response.body_chunks.is_empty() && !has_trailers;
         self.vm.send_response_headers(stream, &headers, headers_end)?;
-        self.book.observe(&self.vm);
+        self.book.observe(&mut self.vm);
         let last = response.body_chunks.len().saturating_sub(1);
         for (i, chunk) in response.body_chunks.iter().enumerate() {
             if !self.vm.stream_exists(stream) {
                 return Ok(());
             }
             self.vm.send_response_body(stream, chunk, i == last && !has_trailers)?;
-            self.book.observe(&self.vm);
+            self.book.observe(&mut self.vm);
         }
         if has_trailers && self.vm.stream_exists(stream) {
             self.vm.send_response_trailers(stream, &response.trailers)?;
-            self.book.observe(&self.vm);
+            self.book.observe(&mut self.vm);
         }
         Ok(())
     }
@@ -555,7 +548,7 @@ impl Driver<'_> {
             }
             self.vm
                 .advance_time(Duration::from_nanos(next.saturating_sub(self.vm.now_ns())))?;
-            self.book.observe(&self.vm);
+            self.book.observe(&mut self.vm);
             if self.vm.next_timer_ns() == Some(next) {
                 // Nothing moved the timer (it cannot fire): do not spin on it.
                 break;
@@ -563,7 +556,7 @@ impl Driver<'_> {
         }
         let rest = target.saturating_sub(self.vm.now_ns());
         self.vm.advance_time(Duration::from_nanos(rest))?;
-        self.book.observe(&self.vm);
+        self.book.observe(&mut self.vm);
         self.settle()?;
 
         let logs = self.vm.logs();

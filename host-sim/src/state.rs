@@ -999,6 +999,11 @@ impl HostState {
     }
 
     /// Roots that called `proxy_done` since the last time, for the driver to finalize.
+    /// Whether a root called `proxy_done` since the host last took the list.
+    pub(crate) fn has_done_roots(&self) -> bool {
+        !self.done_roots.is_empty()
+    }
+
     pub(crate) fn take_done_roots(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.done_roots)
     }

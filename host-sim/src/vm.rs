@@ -36,6 +36,24 @@ pub struct PassedLocalReply {
     pub trapped: bool,
 }
 
+/// A call the guest dispatched, as [`Vm::take_new_calls`] hands it to the transport: once,
+/// when it is new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewCall {
+    /// A `proxy_http_call`.
+    Http {
+        /// The call as the guest made it.
+        call: HttpCall,
+        /// What is left of its deadline ([`HttpCall::deadline_ns`], the profile's timeout
+        /// counted from when the guest made the call) on the VM's clock now; `None` when the
+        /// host waits as long as the upstream takes. The transport gives up on the request then.
+        time_left: Option<Duration>,
+    },
+    /// A `proxy_grpc_call` or `proxy_grpc_stream`, as opened (its later messages are read with
+    /// [`Vm::grpc_messages`]).
+    Grpc(GrpcCall),
+}
+
 /// How to start a VM.
 #[derive(Clone)]
 pub struct VmOptions {
@@ -203,6 +221,8 @@ pub struct Vm {
     /// `proxy_on_tick` calls made so far (guest code ran or not), for drivers that report what
     /// a stretch of time did.
     ticks_fired: u64,
+    /// Tokens of the pending calls [`Vm::take_new_calls`] has handed out.
+    handed_out: HashSet<u32>,
 }
 
 impl Vm {
@@ -284,6 +304,7 @@ impl Vm {
             options: options.clone(),
             stale_streams: HashSet::new(),
             ticks_fired: 0,
+            handed_out: HashSet::new(),
         };
         for name in options.profile.start_functions(has_init, has_main, has_start) {
             let result = if name == MAIN_EXPORT {
@@ -1076,6 +1097,32 @@ impl Vm {
         self.store.data().http_calls.keys().copied().collect()
     }
 
+    /// The HTTP and gRPC calls dispatched since the last look, oldest first, each handed out
+    /// once: a transport sends what this returns and never copies the calls it already has
+    /// (their bodies included). Calls answered, cancelled or dropped with their context are
+    /// forgotten, so the tokens handed out stay as many as the calls pending.
+    pub fn take_new_calls(&mut self) -> Vec<NewCall> {
+        let now = self.now_ns();
+        let state = self.store.data();
+        self.handed_out
+            .retain(|token| state.http_calls.contains_key(token) || state.grpc_calls.contains_key(token));
+        let mut new: Vec<(u32, NewCall)> = Vec::new();
+        for (token, held) in &state.http_calls {
+            if self.handed_out.insert(*token) {
+                let call = held.to_owned_value();
+                let time_left = call.deadline_ns.map(|d| Duration::from_nanos(d.saturating_sub(now)));
+                new.push((*token, NewCall::Http { call, time_left }));
+            }
+        }
+        for (token, held) in &state.grpc_calls {
+            if self.handed_out.insert(*token) {
+                new.push((*token, NewCall::Grpc(held.to_owned_value())));
+            }
+        }
+        new.sort_by_key(|(token, _)| *token);
+        new.into_iter().map(|(_, call)| call).collect()
+    }
+
     /// Answers a callout: `proxy_on_http_call_response` on the context that made it.
     pub fn respond_http_call(&mut self, token: u32, reply: HttpCallReply) -> Result<(), HostError> {
         let profile = self.profile();
@@ -1246,7 +1293,7 @@ impl Vm {
         Ok(())
     }
 
-    /// Fires what is due now (for the real clock; `serve` calls it from its timer).
+    /// Fires what is due now (for the real clock; [`Vm::run_due_work`] is the transport's way).
     pub fn fire_due_timers(&mut self) {
         let now = self.now_ns();
         self.run_timers_until(now);
@@ -1550,6 +1597,24 @@ impl Vm {
     /// Delivers `proxy_on_queue_ready` notifications enqueued by other VMs.
     pub fn poll_queues(&mut self) {
         self.after_root_callback();
+    }
+
+    /// What a real-time transport runs when it wakes: the timers due now
+    /// ([`Vm::fire_due_timers`]) and the queue notifications other VMs left ([`Vm::poll_queues`]).
+    /// Whether there was any (then the guest may have dispatched calls, logged, or moved a
+    /// stream on); a VM with nothing due is not touched.
+    pub fn run_due_work(&mut self) -> bool {
+        let now = self.now_ns();
+        let timers_due = self.next_timer_ns().is_some_and(|t| t <= now);
+        let state = self.store.data();
+        let notified = state.has_done_roots() || state.shared.lock().queue_ready.contains_key(&state.vm_key());
+        if timers_due {
+            self.run_timers_until(now);
+        }
+        if notified {
+            self.after_root_callback();
+        }
+        timers_due || notified
     }
 
     /// Why the VM failed, if a callback trapped.

@@ -1,9 +1,15 @@
 //! `serve`: the filter as a real HTTP/1.1 gateway.
 //!
-//! A tokio/hyper server accepts requests, picks the route by longest path prefix, and hands each
-//! request to a worker thread that owns one VM per route ([`worker`]); the root context lives for
-//! the VM's lifetime and serves every request, ticks run on real time, and callouts become real
-//! HTTP requests ([`upstream`]). The `.wasm` files are watched: a changed module is loaded (from
+//! A tokio/hyper server accepts requests ([`edge`] bounds what a client may cost), picks the
+//! route by longest path prefix and hands the request to a worker thread that owns one VM per
+//! route ([`worker`]), round-robin; the answer comes back on a oneshot channel. The body is read
+//! within the edge's limits (over `max_request_bytes`, malformed or too slow: 413, 400, 408) as
+//! the profile's host reads it ([`crate::profile::BodyDelivery`]): for Envoy the request goes to
+//! the worker at its first piece of body and the rest follows as it arrives (a refusal then ends
+//! the filter's stream; an answer before the end leaves the rest unread); for Kong the body is
+//! read whole first, so the edge decides before the filter sees the request. The root context lives for the VM's
+//! lifetime and serves every request, ticks run on real time, and callouts become real HTTP
+//! requests ([`upstream`]). The `.wasm` files are watched: a changed module is loaded (from
 //! the precompiled cache when possible) and new requests get it while in-flight ones finish on
 //! the old VM. An optional admin listener reports the module hashes, counters and metrics.
 //! An Envoy bootstrap's WasmServices run beside the routes, each VM on a thread of its own
@@ -19,7 +25,7 @@ mod worker;
 
 use crate::engine::{Engine, Module};
 use crate::limits::EdgeLimits;
-use crate::profile::Profile;
+use crate::profile::{BodyDelivery, Profile};
 use crate::state::{Shared, StreamInfo};
 use config::{Deployment, Route};
 use http_body_util::BodyExt;
@@ -542,10 +548,7 @@ async fn read_body(
     edge: &EdgeLimits,
     started: tokio::time::Instant,
 ) -> Result<Vec<u8>, BodyRefusal> {
-    let declared = headers
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|n| n > edge.max_request_bytes as u64) {
         linger(body, edge.lingering_time);
         return Err(BodyRefusal::TooLarge);
@@ -568,6 +571,105 @@ async fn read_body(
             bytes.extend_from_slice(&data);
         }
     }
+}
+
+/// The request's `content-length`, when it has a readable one.
+fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Reads the start of a body the filter gets as it arrives: up to its first data, within the
+/// edge's limits as [`read_body`] applies them. Returns that data and, unless the body ended
+/// with it (or before any), the rest to stream ([`stream_body`]).
+async fn read_body_start(
+    body: Incoming,
+    headers: &hyper::HeaderMap,
+    edge: &EdgeLimits,
+    started: tokio::time::Instant,
+) -> Result<(Vec<u8>, Option<Incoming>), BodyRefusal> {
+    if declared_length(headers).is_some_and(|n| n > edge.max_request_bytes as u64) {
+        linger(body, edge.lingering_time);
+        return Err(BodyRefusal::TooLarge);
+    }
+    let mut body = body;
+    let deadline = started + edge.request_timeout;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyRefusal::TimedOut),
+            Ok(None) => return Ok((Vec::new(), None)),
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => return Err(BodyRefusal::Malformed(e.to_string())),
+        };
+        if let Ok(data) = frame.into_data() {
+            if data.len() > edge.max_request_bytes {
+                linger(body, edge.lingering_time);
+                return Err(BodyRefusal::TooLarge);
+            }
+            if !data.is_empty() {
+                return Ok((data.to_vec(), Some(body)));
+            }
+        }
+    }
+}
+
+/// Passes the rest of a streamed body to the worker as it arrives ([`Command::RequestBody`])
+/// while waiting for the answer, within the edge's limits as [`read_body`] applies them:
+/// a refusal ends the stream at the worker ([`Command::RequestAborted`]) and is the client's
+/// answer. An answer before the body's end leaves the rest unread (lingering close).
+async fn stream_body(
+    mut body: Incoming,
+    (route, key): (usize, u64),
+    worker: &Sender<Command>,
+    edge: &EdgeLimits,
+    started: tokio::time::Instant,
+    mut answer: oneshot::Receiver<GatewayResponse>,
+    received: &mut u64,
+) -> Result<Result<GatewayResponse, oneshot::error::RecvError>, BodyRefusal> {
+    let deadline = started + edge.request_timeout;
+    let refusal = loop {
+        let frame = tokio::select! {
+            biased;
+            given = &mut answer => {
+                linger(body, edge.lingering_time);
+                return Ok(given);
+            }
+            frame = tokio::time::timeout_at(deadline, body.frame()) => frame,
+        };
+        match frame {
+            Err(_) => break BodyRefusal::TimedOut,
+            Ok(None) => {
+                let _ = worker.send(Command::RequestBody {
+                    route,
+                    key,
+                    data: Vec::new(),
+                    end: true,
+                });
+                return Ok(answer.await);
+            }
+            Ok(Some(Err(e))) => break BodyRefusal::Malformed(e.to_string()),
+            Ok(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if *received + data.len() as u64 > edge.max_request_bytes as u64 {
+                    linger(body, edge.lingering_time);
+                    break BodyRefusal::TooLarge;
+                }
+                *received += data.len() as u64;
+                let _ = worker.send(Command::RequestBody {
+                    route,
+                    key,
+                    data: data.to_vec(),
+                    end: false,
+                });
+            }
+        }
+    };
+    let _ = worker.send(Command::RequestAborted { route, key });
+    Err(refusal)
 }
 
 /// Reads and discards the rest of `body` for at most `time`.
@@ -653,8 +755,22 @@ async fn route_request(
         ));
     };
     served.route = Some(route);
-    let body = match read_body(body, &parts.headers, &shared.edge, started).await {
-        Ok(body) => body,
+    // A host that reads the body in pieces (Envoy) runs the filter from the request headers on
+    // and hands it each piece as it arrives. A host that hands the filter the whole body once
+    // (Kong: nginx reads it whole, `client_body_buffer_size` deciding whether it stays readable,
+    // before ngx_wasm_module's body step; sources at `BodyDelivery::WholeOnce`) gets it read
+    // whole first, so the edge's refusals and the spilled-body rule see the whole body before
+    // the filter sees the request.
+    let streamed = shared.profile.request_body_delivery() == BodyDelivery::Chunks;
+    let read = if streamed {
+        read_body_start(body, &parts.headers, &shared.edge, started).await
+    } else {
+        read_body(body, &parts.headers, &shared.edge, started)
+            .await
+            .map(|body| (body, None))
+    };
+    let (body, rest) = match read {
+        Ok(read) => read,
         Err(refusal) => return Ok(refusal.response()),
     };
     let authority = parts
@@ -702,12 +818,14 @@ async fn route_request(
     };
     let (respond, answer) = oneshot::channel();
     let worker = shared.next_worker.fetch_add(1, Ordering::Relaxed) % shared.workers.len();
-    let sent = shared.workers[worker].send(Command::Request(WorkerRequest {
+    let worker = &shared.workers[worker];
+    let sent = worker.send(Command::Request(WorkerRequest {
         route,
         headers,
         body,
         info,
         respond,
+        body_key: rest.as_ref().map(|_| request_id),
     }));
     if sent.is_err() {
         return Ok(json_response(
@@ -715,7 +833,26 @@ async fn route_request(
             r#"{"message":"host-sim worker unavailable"}"#,
         ));
     }
-    match answer.await {
+    let answer = match rest {
+        None => answer.await,
+        Some(rest) => {
+            let streamed = stream_body(
+                rest,
+                (route, request_id),
+                worker,
+                &shared.edge,
+                started,
+                answer,
+                &mut served.received,
+            )
+            .await;
+            match streamed {
+                Ok(answer) => answer,
+                Err(refusal) => return Ok(refusal.response()),
+            }
+        }
+    };
+    match answer {
         Ok(GatewayResponse {
             status,
             headers,

@@ -15,7 +15,7 @@ use super::ServeError;
 use crate::engine::Module;
 use crate::profile::Profile;
 use crate::state::Shared;
-use crate::vm::{HttpCallReply, Vm};
+use crate::vm::{HttpCallReply, NewCall, Vm};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -162,14 +162,19 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        vm.fire_due_timers();
-        vm.poll_queues();
+        vm.run_due_work();
         for line in vm.take_logs() {
             guest_log(&name, copy, &line);
         }
-        for call in vm.http_calls() {
-            if calls_in_flight.insert(call.token) {
-                dispatch(&vm, &call, &commands, &context);
+        for new in vm.take_new_calls() {
+            match new {
+                NewCall::Http { call, time_left } => {
+                    calls_in_flight.insert(call.token);
+                    dispatch(call, time_left, &commands, &context);
+                }
+                NewCall::Grpc(call) => {
+                    tracing::warn!(service = %name, copy, upstream = %call.upstream, service_name = %call.service, method = %call.method, "host-sim serve has no gRPC client: the service's gRPC call stays unanswered");
+                }
             }
         }
         let failure = vm.failure().map(String::from);
@@ -190,11 +195,16 @@ fn run(
 }
 
 /// Sends a callout to its upstream as a route's callouts go ([`upstream::Callout`]).
-fn dispatch(vm: &Vm, call: &crate::state::HttpCall, commands: &Sender<ServiceCommand>, context: &ServiceContext) {
-    let callout = upstream::Callout::new(context.profile, &context.upstreams, call, vm.now_ns());
+fn dispatch(
+    call: crate::state::HttpCall,
+    time_left: Option<Duration>,
+    commands: &Sender<ServiceCommand>,
+    context: &ServiceContext,
+) {
+    let token = call.token;
+    let callout = upstream::Callout::new(context.profile, &context.upstreams, call, time_left);
     let client = context.client.clone();
     let commands = commands.clone();
-    let token = call.token;
     context.runtime.spawn(async move {
         let reply = callout.send(client).await;
         let _ = commands.send(ServiceCommand::CallDone { token, reply });

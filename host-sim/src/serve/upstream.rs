@@ -123,18 +123,24 @@ pub struct Callout {
     /// `:scheme https`: serve has no TLS client, so the call fails as a broken connection.
     tls: bool,
     request: UpstreamRequest,
-    /// What is left of the call's deadline.
+    /// What is left of the call's deadline, as the VM handed it out.
     timeout: Option<Duration>,
 }
 
 impl Callout {
-    /// Prepares `call`, made on a VM whose clock reads `now_ns`, with the headers the profile's
-    /// host adds to a callout ([`crate::profile::HostBehaviour::callout_request_headers`]). The
-    /// profile's deadline (`HostBehaviour::effective_call_timeout_ms`, computed when the guest
-    /// made the call) is the only timeout: at that moment the request is dropped, which closes
-    /// its connection, as Envoy resets the upstream request when a callout times out; no timeout
-    /// (Envoy's 0) waits as long as the upstream takes.
-    pub fn new(profile: Profile, upstreams: &BTreeMap<String, SocketAddr>, call: &HttpCall, now_ns: u64) -> Self {
+    /// Prepares `call`, which has `time_left` before its deadline ([`crate::NewCall::Http`]),
+    /// with the headers the profile's host adds to a callout
+    /// ([`crate::profile::HostBehaviour::callout_request_headers`]). The VM's deadline (the profile's
+    /// `effective_call_timeout_ms`, counted from when the guest made the call) is the only
+    /// timeout: at that moment the request is dropped, which closes its connection, as Envoy
+    /// resets the upstream request when a callout times out; no timeout (Envoy's 0) waits as
+    /// long as the upstream takes.
+    pub fn new(
+        profile: Profile,
+        upstreams: &BTreeMap<String, SocketAddr>,
+        call: HttpCall,
+        time_left: Option<Duration>,
+    ) -> Self {
         let target = match profile.callout_upstream() {
             CalloutUpstream::Cluster => upstreams.get(&call.upstream).map(|a| a.to_string()),
             CalloutUpstream::HostPort => Some(call.upstream.clone()),
@@ -144,8 +150,8 @@ impl Callout {
         Callout {
             target,
             tls: call.header(":scheme") == Some("https"),
-            request: UpstreamRequest::from_call_headers(&headers, call.body.clone()),
-            timeout: call.deadline_ns.map(|d| Duration::from_nanos(d.saturating_sub(now_ns))),
+            request: UpstreamRequest::from_call_headers(&headers, call.body),
+            timeout: time_left,
         }
     }
 

@@ -1,10 +1,20 @@
 //! A gateway worker: one OS thread that owns a VM per route (wasmtime stores are driven from
-//! one thread, as each Envoy worker owns its VM), runs every request's stream lifecycle on it,
-//! and turns the filter's callouts and pass-throughs into real HTTP requests on the tokio
-//! runtime. Results come back as commands, so a request waiting for its callout never blocks
-//! the others on the same worker. Ticks run on real time. Every response the client gets from
-//! the filter's side, its own local reply included, passes through the filter's response
-//! callbacks as the profile's host passes it, and keeps the framing the filter left ([`super::wire`]).
+//! one thread, as each Envoy worker owns its VM) and runs every request's stream lifecycle on
+//! it. The worker is a transport around the VM's event API: it waits for a [`Command`] (a
+//! request, a callout's reply, an upstream's response, a reload, shutdown) or for the next tick,
+//! applies it to the one instance it concerns, runs what is due on each VM
+//! ([`Vm::run_due_work`]: ticks on real time, queue notifications), and then settles only the
+//! instances something happened on ([`Worker::settle`]): their guest logs go out, each call the
+//! guest dispatched is sent once ([`Vm::take_new_calls`]) as a real HTTP request on the tokio
+//! runtime with the time left of the deadline the VM set, and their streams that reached an end
+//! are answered, closed or passed to the route's fallback. Replies come back as commands, so a
+//! request waiting for its callout never blocks the others on the same worker.
+//!
+//! The request body goes to the filter in pieces of at most 64 KiB as the edge passes it on
+//! ([`super`]): for Envoy as it arrives ([`Command::RequestBody`]), for Kong whole (the VM
+//! delivers it once, at its end). Every response the client gets from the filter's side, its own
+//! local reply included, passes through the filter's response callbacks as the profile's host
+//! passes it, and keeps the framing the filter left ([`super::wire`]).
 
 use super::config::{Fallback, Route};
 use super::upstream::{self, UpstreamRequest, UpstreamResponse};
@@ -14,7 +24,7 @@ use crate::abi::LogLevel;
 use crate::engine::Module;
 use crate::profile::Profile;
 use crate::state::{LocalResponse, StreamInfo};
-use crate::vm::{HttpCallReply, Vm, VmOptions};
+use crate::vm::{HttpCallReply, NewCall, Vm, VmOptions};
 use crate::wasi::WasiOptions;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -59,11 +69,27 @@ pub struct Incoming {
     pub info: StreamInfo,
     /// Dropped without an answer when the filter resets the stream.
     pub respond: oneshot::Sender<GatewayResponse>,
+    /// Set when `body` is only the start of a body that follows as [`Command::RequestBody`]
+    /// under this key (a host that reads the body in pieces, [`crate::profile::BodyDelivery::Chunks`]).
+    pub body_key: Option<u64>,
 }
 
 /// What a worker reacts to.
 pub enum Command {
     Request(Incoming),
+    /// More of a streamed request body ([`Incoming::body_key`]); `end` after the last of it.
+    RequestBody {
+        route: usize,
+        key: u64,
+        data: Vec<u8>,
+        end: bool,
+    },
+    /// The edge refused the rest of a streamed body (400, 408, 413) and answers the client
+    /// itself: the stream ends without the filter's answer.
+    RequestAborted {
+        route: usize,
+        key: u64,
+    },
     CallDone {
         route: usize,
         generation: u64,
@@ -93,6 +119,9 @@ struct PendingStream {
     /// The filter answered at the headers while a body was still announced: Envoy then closes
     /// the connection rather than drain the unread body (`connection: close`, e2e: Envoy 1.40).
     answered_before_body: bool,
+    /// The key of a streamed body still arriving ([`Incoming::body_key`]); an answer before
+    /// its end likewise closes the connection.
+    body_key: Option<u64>,
 }
 
 struct Instance {
@@ -100,11 +129,16 @@ struct Instance {
     vm: Vm,
     root: u32,
     streams: HashMap<u32, PendingStream>,
+    /// Streams whose body is still arriving, by [`Incoming::body_key`].
+    bodies: HashMap<u64, u32>,
     calls_in_flight: HashSet<u32>,
     /// The VM failure already logged, so it is logged once.
     reported_failure: Option<String>,
     /// A replaced instance with no streams left: when its root context was shut down.
     finishing_since: Option<std::time::Instant>,
+    /// Something happened on this VM since its last [`Worker::settle`]: a command for it, a
+    /// timer or queue notification, a root shut down. Only such instances are looked at.
+    touched: bool,
 }
 
 struct RouteSlot {
@@ -112,6 +146,17 @@ struct RouteSlot {
     current: Option<Instance>,
     draining: Vec<Instance>,
     module: Module,
+}
+
+impl RouteSlot {
+    /// The current instance and those replaced by a reload that still finish their work.
+    fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.current.iter().chain(self.draining.iter())
+    }
+
+    fn instances_mut(&mut self) -> impl Iterator<Item = &mut Instance> {
+        self.current.iter_mut().chain(self.draining.iter_mut())
+    }
 }
 
 pub struct Worker {
@@ -151,81 +196,132 @@ impl Worker {
         loop {
             let wait = self.next_wait(&slots);
             match inbox.recv_timeout(wait) {
-                Ok(Command::Request(req)) => {
-                    let route = req.route;
-                    if slots[route].current.is_none() {
-                        generation += 1;
-                        slots[route].current = self.start_instance(route, &slots[route], generation);
-                    }
-                    match slots[route].current.as_mut() {
-                        Some(instance) => self.begin(instance, req),
-                        None => {
-                            let _ = req
-                                .respond
-                                .send(plain(500, "host-sim: the filter failed to start; see the log\n"));
-                        }
-                    }
-                }
-                Ok(Command::CallDone {
-                    route,
-                    generation: g,
-                    token,
-                    reply,
-                }) => {
-                    if let Some(instance) = find(&mut slots[route], g) {
-                        instance.calls_in_flight.remove(&token);
-                        // A call whose stream ended meanwhile is gone: its reply is dropped.
-                        let _ = instance.vm.respond_http_call(token, reply);
-                    }
-                }
-                Ok(Command::UpstreamDone {
-                    route,
-                    generation: g,
-                    stream,
-                    result,
-                }) => {
-                    if let Some(instance) = find(&mut slots[route], g) {
-                        self.upstream_done(instance, stream, result);
-                    }
-                }
-                Ok(Command::Reload { route, module }) => {
-                    generation += 1;
-                    let slot = &mut slots[route];
-                    slot.module = module;
-                    if let Some(fresh) = self.start_instance(route, slot, generation) {
-                        if let Some(old) = slot.current.replace(fresh) {
-                            slot.draining.push(old);
-                        }
-                    }
-                }
                 Ok(Command::Shutdown { deadline }) => shutdown = Some(deadline),
+                Ok(command) => self.apply(command, &mut slots, &mut generation),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            for (i, slot) in slots.iter_mut().enumerate() {
-                let route = slot.route.clone();
-                for instance in slot.current.iter_mut().chain(slot.draining.iter_mut()) {
-                    instance.vm.fire_due_timers();
-                    instance.vm.poll_queues();
-                    self.pump(i, &route, instance);
+            for instance in slots.iter_mut().flat_map(RouteSlot::instances_mut) {
+                if instance.vm.run_due_work() {
+                    instance.touched = true;
                 }
+            }
+            self.settle_touched(&mut slots);
+            for slot in slots.iter_mut() {
                 self.retire_replaced(slot);
-                // A VM whose guest trapped stays: the profile decides what later requests get
-                // (`AfterTrap`: Envoy keeps it failed until the module is reloaded, Kong starts
-                // a fresh instance at the next request).
-                if let Some(current) = slot.current.as_mut() {
-                    let failure = current.vm.failure().map(String::from);
-                    if failure.is_some() && failure != current.reported_failure {
-                        tracing::error!(route = %route.name, worker = self.id, reason = failure.as_deref().unwrap_or_default(), "the filter's VM failed");
-                    }
-                    current.reported_failure = failure;
-                }
+                self.report_failure(slot);
             }
             if let Some(deadline) = shutdown {
                 if self.shutdown_step(&mut slots, &mut roots_finishing, deadline) {
                     return;
                 }
             }
+            // What the roots' shutdown started (their last callouts) goes out now.
+            self.settle_touched(&mut slots);
+        }
+    }
+
+    /// Applies one command to the instance it concerns, which is then [`Instance::touched`].
+    fn apply(&self, command: Command, slots: &mut [RouteSlot], generation: &mut u64) {
+        match command {
+            Command::Request(req) => {
+                let route = req.route;
+                if slots[route].current.is_none() {
+                    *generation += 1;
+                    slots[route].current = self.start_instance(route, &slots[route], *generation);
+                }
+                match slots[route].current.as_mut() {
+                    Some(instance) => {
+                        instance.touched = true;
+                        self.begin(instance, req);
+                    }
+                    None => {
+                        let _ = req
+                            .respond
+                            .send(plain(500, "host-sim: the filter failed to start; see the log\n"));
+                    }
+                }
+            }
+            Command::RequestBody { route, key, data, end } => {
+                if let Some(instance) = slots[route].instances_mut().find(|i| i.bodies.contains_key(&key)) {
+                    instance.touched = true;
+                    self.body_arrived(instance, key, &data, end);
+                }
+            }
+            Command::RequestAborted { route, key } => {
+                if let Some(instance) = slots[route].instances_mut().find(|i| i.bodies.contains_key(&key)) {
+                    instance.touched = true;
+                    if let Some(stream) = instance.bodies.remove(&key) {
+                        instance.streams.remove(&stream);
+                        let _ = instance.vm.finish_stream(stream);
+                    }
+                }
+            }
+            Command::CallDone {
+                route,
+                generation: g,
+                token,
+                reply,
+            } => {
+                if let Some(instance) = find(&mut slots[route], g) {
+                    instance.touched = true;
+                    instance.calls_in_flight.remove(&token);
+                    // A call whose stream ended meanwhile is gone: its reply is dropped.
+                    let _ = instance.vm.respond_http_call(token, reply);
+                }
+            }
+            Command::UpstreamDone {
+                route,
+                generation: g,
+                stream,
+                result,
+            } => {
+                if let Some(instance) = find(&mut slots[route], g) {
+                    instance.touched = true;
+                    self.upstream_done(instance, stream, result);
+                }
+            }
+            Command::Reload { route, module } => {
+                *generation += 1;
+                let slot = &mut slots[route];
+                slot.module = module;
+                if let Some(fresh) = self.start_instance(route, slot, *generation) {
+                    if let Some(old) = slot.current.replace(fresh) {
+                        slot.draining.push(old);
+                    }
+                }
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    /// Settles every instance something happened on ([`Worker::settle`]).
+    fn settle_touched(&self, slots: &mut [RouteSlot]) {
+        for (index, slot) in slots.iter_mut().enumerate() {
+            let RouteSlot {
+                route,
+                current,
+                draining,
+                ..
+            } = slot;
+            for instance in current.iter_mut().chain(draining.iter_mut()) {
+                if std::mem::take(&mut instance.touched) {
+                    self.settle(index, route, instance);
+                }
+            }
+        }
+    }
+
+    /// Logs a route's VM failure once. A VM whose guest trapped stays: the profile decides what
+    /// later requests get (`AfterTrap`: Envoy keeps it failed until the module is reloaded, Kong
+    /// starts a fresh instance at the next request).
+    fn report_failure(&self, slot: &mut RouteSlot) {
+        if let Some(current) = slot.current.as_mut() {
+            let failure = current.vm.failure().map(String::from);
+            if failure.is_some() && failure != current.reported_failure {
+                tracing::error!(route = %slot.route.name, worker = self.id, reason = failure.as_deref().unwrap_or_default(), "the filter's VM failed");
+            }
+            current.reported_failure = failure;
         }
     }
 
@@ -240,6 +336,7 @@ impl Worker {
                 old.finishing_since = Some(std::time::Instant::now());
                 if old.vm.root_shutdown_pending(old.root) {
                     let _ = old.vm.finish_root(old.root);
+                    old.touched = true;
                 }
             }
         }
@@ -270,7 +367,7 @@ impl Worker {
     fn shutdown_step(&self, slots: &mut [RouteSlot], roots_finishing: &mut bool, deadline: std::time::Instant) -> bool {
         let streams_left: usize = slots
             .iter()
-            .flat_map(|s| s.current.iter().chain(s.draining.iter()))
+            .flat_map(RouteSlot::instances)
             .map(|i| i.streams.len())
             .sum();
         if streams_left == 0 && !*roots_finishing {
@@ -278,6 +375,7 @@ impl Worker {
             for instance in slots.iter_mut().filter_map(|s| s.current.as_mut()) {
                 if instance.vm.root_shutdown_pending(instance.root) {
                     let _ = instance.vm.finish_root(instance.root);
+                    instance.touched = true;
                 }
             }
         }
@@ -324,7 +422,7 @@ impl Worker {
     fn next_wait(&self, slots: &[RouteSlot]) -> Duration {
         let next = slots
             .iter()
-            .flat_map(|s| s.current.iter().chain(s.draining.iter()))
+            .flat_map(RouteSlot::instances)
             .filter_map(|i| i.vm.next_timer_ns().map(|t| (t, i.vm.now_ns())))
             .map(|(t, now)| Duration::from_nanos(t.saturating_sub(now)))
             .min()
@@ -355,9 +453,11 @@ impl Worker {
                     vm,
                     root: root.id,
                     streams: HashMap::new(),
+                    bodies: HashMap::new(),
                     calls_in_flight: HashSet::new(),
                     reported_failure: None,
                     finishing_since: None,
+                    touched: true,
                 })
             }
             Err(e) => {
@@ -373,6 +473,7 @@ impl Worker {
             body,
             info,
             respond,
+            body_key,
             ..
         } = req;
         let stream = match instance.vm.create_http_stream_with(instance.root, info) {
@@ -388,9 +489,13 @@ impl Worker {
                 respond: Some(respond),
                 passed_through: false,
                 answered_before_body: false,
+                body_key,
             },
         );
-        let has_body = !body.is_empty();
+        if let Some(key) = body_key {
+            instance.bodies.insert(key, stream);
+        }
+        let has_body = !body.is_empty() || body_key.is_some();
         let _ = instance.vm.send_request_headers(stream, &headers, !has_body);
         // The body goes to the filter in chunks, as gateways read it off the socket; a filter that
         // answers before the last chunk leaves the rest unread, and Envoy then closes the
@@ -404,7 +509,7 @@ impl Worker {
             .enumerate()
             .map(|(i, c)| (c, !empty_end && i + 1 == chunks))
             .collect();
-        if empty_end && has_body {
+        if empty_end && has_body && body_key.is_none() {
             pieces.push((&[], true));
         }
         for (chunk, end_of_stream) in pieces {
@@ -418,21 +523,60 @@ impl Worker {
         }
     }
 
-    /// After any event: start new callouts, answer finished streams, pass requests through.
-    fn pump(&self, route_index: usize, route: &Route, instance: &mut Instance) {
+    /// More of a streamed body (Envoy, [`crate::profile::BodyDelivery::Chunks`]): to the filter in pieces of at
+    /// most [`BODY_CHUNK`], each with `end_of_stream=false`, and after the last an empty call
+    /// that ends the stream, as at the start ([`Worker::begin`]). Once the filter has answered,
+    /// the rest goes unread ([`Worker::finish`] closes the connection).
+    fn body_arrived(&self, instance: &mut Instance, key: u64, data: &[u8], end: bool) {
+        let Some(&stream) = instance.bodies.get(&key) else {
+            return;
+        };
+        if end {
+            instance.bodies.remove(&key);
+            if let Some(p) = instance.streams.get_mut(&stream) {
+                p.body_key = None;
+            }
+        }
+        let mut pieces: Vec<(&[u8], bool)> = data.chunks(BODY_CHUNK).map(|c| (c, false)).collect();
+        if end {
+            pieces.push((&[], true));
+        }
+        for (chunk, end_of_stream) in pieces {
+            if instance.vm.local_response(stream).is_some() {
+                break;
+            }
+            let _ = instance.vm.send_request_body(stream, chunk, end_of_stream);
+        }
+    }
+
+    /// After something happened on an instance: its guest's log lines go out, the calls it
+    /// dispatched are sent, and its streams that reached an end are answered or passed on.
+    fn settle(&self, route_index: usize, route: &Route, instance: &mut Instance) {
         for line in instance.vm.take_logs() {
             guest_log(&route.name, self.id, &line);
         }
-        for call in instance.vm.http_calls() {
-            if !instance.calls_in_flight.insert(call.token) {
-                continue;
-            }
+        self.send_new_calls(route_index, route, instance);
+        self.answer_settled_streams(route_index, route, instance);
+    }
+
+    /// Sends each call the guest dispatched since the last look, once ([`Vm::take_new_calls`]);
+    /// its reply comes back as [`Command::CallDone`].
+    fn send_new_calls(&self, route_index: usize, route: &Route, instance: &mut Instance) {
+        for new in instance.vm.take_new_calls() {
+            let (call, time_left) = match new {
+                NewCall::Http { call, time_left } => (call, time_left),
+                NewCall::Grpc(call) => {
+                    tracing::warn!(route = %route.name, worker = self.id, upstream = %call.upstream, service = %call.service, method = %call.method, "host-sim serve has no gRPC client: the filter's gRPC call stays unanswered");
+                    continue;
+                }
+            };
+            instance.calls_in_flight.insert(call.token);
             self.stats.callouts.fetch_add(1, Ordering::Relaxed);
-            let callout = upstream::Callout::new(self.profile, &self.upstreams, &call, instance.vm.now_ns());
+            let token = call.token;
+            let callout = upstream::Callout::new(self.profile, &self.upstreams, call, time_left);
             let client = self.client.clone();
             let commands = self.commands.clone();
             let generation = instance.generation;
-            let token = call.token;
             self.runtime.spawn(async move {
                 let reply = callout.send(client).await;
                 let _ = commands.send(Command::CallDone {
@@ -443,6 +587,11 @@ impl Worker {
                 });
             });
         }
+    }
+
+    /// Looks at each stream of the instance: one the filter answered gets its answer, one it
+    /// reset is closed, one whose request went through whole goes to the route's fallback.
+    fn answer_settled_streams(&self, route_index: usize, route: &Route, instance: &mut Instance) {
         let ids: Vec<u32> = instance.streams.keys().copied().collect();
         for stream in ids {
             let vm = &mut instance.vm;
@@ -452,6 +601,9 @@ impl Worker {
                 // The filter reset the stream: drop the responder so the client's connection
                 // is closed without an answer, as Envoy resets it.
                 if let Some(p) = instance.streams.remove(&stream) {
+                    if let Some(key) = p.body_key {
+                        instance.bodies.remove(&key);
+                    }
                     drop(p.respond);
                 }
                 let _ = vm.finish_stream(stream);
@@ -460,70 +612,84 @@ impl Worker {
                 if let Some(p) = instance.streams.get_mut(&stream) {
                     p.passed_through = true;
                 }
-                match &route.fallback {
-                    // Envoy's router answers a direct_response with a local reply
-                    // (`sendLocalReply`), shaped as the filter's own would be.
-                    Fallback::Direct { status, body } => {
-                        let (headers, body) = self.profile.local_reply_response(&LocalResponse {
-                            status: u32::from(*status),
-                            details: "direct_response".into(),
-                            headers: Vec::new(),
-                            body: body.as_bytes().to_vec(),
-                            grpc_status: None,
-                        });
-                        Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
-                    }
-                    Fallback::NotFound => {
-                        let body = br#"{"message":"no Route matched with those values"}"#.to_vec();
-                        let headers = vec![
-                            (":status".to_string(), "404".to_string()),
-                            ("content-type".into(), "application/json; charset=utf-8".into()),
-                            ("content-length".into(), body.len().to_string()),
-                        ];
-                        Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
-                    }
-                    Fallback::Upstream(name) => {
-                        let target = self
-                            .upstreams
-                            .get(name)
-                            .map(|a| a.to_string())
-                            .unwrap_or_else(|| name.clone());
-                        let mut headers = vm.request_headers(stream).unwrap_or_default();
-                        headers.extend(self.profile.proxied_request_headers());
-                        let body = vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
-                        let request = UpstreamRequest::from_call_headers(&headers, body);
-                        let commands = self.commands.clone();
-                        let client = self.client.clone();
-                        let generation = instance.generation;
-                        let profile = self.profile;
-                        self.runtime.spawn(async move {
-                            let started = std::time::Instant::now();
-                            let result = client
-                                .send(&target, request)
-                                .await
-                                .map(|mut response| {
-                                    // The router's header, there before the filter sees the response.
-                                    response
-                                        .headers
-                                        .extend(profile.upstream_response_header(started.elapsed()));
-                                    response
-                                })
-                                .map_err(|e| e.to_string());
-                            let _ = commands.send(Command::UpstreamDone {
-                                route: route_index,
-                                generation,
-                                stream,
-                                result,
-                            });
-                        });
-                        None
-                    }
-                }
+                self.pass_to_fallback(route_index, route, instance, stream)
             } else {
                 None
             };
             if let Some(response) = response {
                 self.finish(instance, stream, response);
+            }
+        }
+    }
+
+    /// A request the filter let through goes where the route sends it: a direct response or
+    /// the no-route answer (both through the filter's response callbacks, returned here), or
+    /// the upstream, whose answer comes back as [`Command::UpstreamDone`] (`None` here).
+    fn pass_to_fallback(
+        &self,
+        route_index: usize,
+        route: &Route,
+        instance: &mut Instance,
+        stream: u32,
+    ) -> Option<GatewayResponse> {
+        let vm = &mut instance.vm;
+        match &route.fallback {
+            // Envoy's router answers a direct_response with a local reply
+            // (`sendLocalReply`), shaped as the filter's own would be.
+            Fallback::Direct { status, body } => {
+                let (headers, body) = self.profile.local_reply_response(&LocalResponse {
+                    status: u32::from(*status),
+                    details: "direct_response".into(),
+                    headers: Vec::new(),
+                    body: body.as_bytes().to_vec(),
+                    grpc_status: None,
+                });
+                Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
+            }
+            Fallback::NotFound => {
+                let body = br#"{"message":"no Route matched with those values"}"#.to_vec();
+                let headers = vec![
+                    (":status".to_string(), "404".to_string()),
+                    ("content-type".into(), "application/json; charset=utf-8".into()),
+                    ("content-length".into(), body.len().to_string()),
+                ];
+                Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
+            }
+            Fallback::Upstream(name) => {
+                let target = self
+                    .upstreams
+                    .get(name)
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| name.clone());
+                let mut headers = vm.request_headers(stream).unwrap_or_default();
+                headers.extend(self.profile.proxied_request_headers());
+                let body = vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
+                let request = UpstreamRequest::from_call_headers(&headers, body);
+                let commands = self.commands.clone();
+                let client = self.client.clone();
+                let generation = instance.generation;
+                let profile = self.profile;
+                self.runtime.spawn(async move {
+                    let started = std::time::Instant::now();
+                    let result = client
+                        .send(&target, request)
+                        .await
+                        .map(|mut response| {
+                            // The router's header, there before the filter sees the response.
+                            response
+                                .headers
+                                .extend(profile.upstream_response_header(started.elapsed()));
+                            response
+                        })
+                        .map_err(|e| e.to_string());
+                    let _ = commands.send(Command::UpstreamDone {
+                        route: route_index,
+                        generation,
+                        stream,
+                        result,
+                    });
+                });
+                None
             }
         }
     }
@@ -651,7 +817,12 @@ impl Worker {
 
     fn finish(&self, instance: &mut Instance, stream: u32, mut response: GatewayResponse) {
         if let Some(p) = instance.streams.remove(&stream) {
-            if p.answered_before_body {
+            if let Some(key) = p.body_key {
+                instance.bodies.remove(&key);
+            }
+            // An answer while a streamed body is still coming leaves the rest unread, as
+            // `answered_before_body` (only Envoy's piecewise reading streams a body).
+            if p.answered_before_body || p.body_key.is_some() {
                 response.headers.push(("connection".into(), "close".into()));
             }
             if let Some(respond) = p.respond {
@@ -693,7 +864,8 @@ pub(super) fn vm_options(
     options.clusters = upstreams.keys().cloned().collect();
     options.shared = Some(shared);
     options.fail_open = route.fail_open;
-    // The callout task enforces each call's deadline on the real request (`pump`).
+    // The callout task enforces each call's deadline, as the VM hands it out, on the real
+    // request (`Worker::send_new_calls`).
     options.callouts_time_out = false;
     options.wasi = WasiOptions {
         real_clock: true,
@@ -704,10 +876,7 @@ pub(super) fn vm_options(
 }
 
 fn find(slot: &mut RouteSlot, generation: u64) -> Option<&mut Instance> {
-    slot.current
-        .iter_mut()
-        .chain(slot.draining.iter_mut())
-        .find(|i| i.generation == generation)
+    slot.instances_mut().find(|i| i.generation == generation)
 }
 
 fn plain(status: u16, text: &str) -> GatewayResponse {

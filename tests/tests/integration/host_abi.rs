@@ -7,7 +7,7 @@ use crate::probe::{
     PARSE_FAILURE, PLUGIN, ROOT_ID, UNIMPLEMENTED, VM_ID,
 };
 use host_sim::wasi::VIRTUAL_EPOCH_NS;
-use host_sim::{CalloutFailure, GrpcReply, HttpCallReply, LogLevel, Profile, Status};
+use host_sim::{CalloutFailure, GrpcReply, HttpCallReply, LogLevel, NewCall, Profile, Status};
 use kafka_upstream_tests::{header, logs_at, PROFILES};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -675,6 +675,80 @@ fn http_call_from_the_root_on_tick() {
     }
 }
 
+#[test]
+fn new_calls_are_handed_out_once_in_order_with_the_deadline_the_profile_set() {
+    for profile in PROFILES {
+        let mut p = Probe::new(profile);
+        let first = p.stream(
+            "callout",
+            &[("x-upstream", upstream(profile)), ("x-timeout-ms", "2500")],
+            true,
+        );
+        let second = p.stream(
+            "callout",
+            &[("x-upstream", upstream(profile)), ("x-timeout-ms", "0")],
+            true,
+        );
+        let new = p.vm.take_new_calls();
+        let handed: Vec<(u32, Option<Duration>)> = new
+            .iter()
+            .map(|n| match n {
+                NewCall::Http { call, time_left } => (call.context_id, *time_left),
+                NewCall::Grpc(call) => panic!("{profile}: unexpected gRPC call {call:?}"),
+            })
+            .collect();
+        // The clock has not moved since the calls were made: what is left is the whole
+        // timeout, as the profile reads the guest's (Envoy: 0 is none; Kong: 60 s).
+        let zero = match profile {
+            Profile::Envoy => None,
+            Profile::Kong => Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            handed,
+            [(first, Some(Duration::from_millis(2500))), (second, zero)],
+            "{profile}"
+        );
+        assert!(
+            p.vm.take_new_calls().is_empty(),
+            "{profile}: each call is handed out once"
+        );
+        assert_eq!(p.vm.http_calls().len(), 2, "{profile}: still pending");
+        p.vm.advance_time(Duration::from_millis(1000)).unwrap();
+        p.stream(
+            "callout",
+            &[("x-upstream", upstream(profile)), ("x-timeout-ms", "700")],
+            true,
+        );
+        let third = match p.vm.take_new_calls().as_slice() {
+            [NewCall::Http { call, time_left }] => {
+                assert_eq!(*time_left, Some(Duration::from_millis(700)), "{profile}");
+                call.token
+            }
+            other => panic!("{profile}: {other:?}"),
+        };
+        let reply = HttpCallReply::Response {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+            trailers: vec![],
+        };
+        p.vm.respond_http_call(third, reply).unwrap();
+        assert_eq!(p.vm.http_calls().len(), 2, "{profile}");
+        assert!(
+            p.vm.take_new_calls().is_empty(),
+            "{profile}: an answered call is not new"
+        );
+    }
+    let mut p = Probe::new(Profile::Envoy);
+    p.stream("grpc_call", &[], true);
+    let token = p.vm.grpc_calls()[0].token;
+    match p.vm.take_new_calls().as_slice() {
+        [NewCall::Grpc(call)] => assert_eq!((call.token, call.method.as_str()), (token, "Unary")),
+        other => panic!("{other:?}"),
+    }
+    assert!(p.vm.take_new_calls().is_empty());
+}
+
 // ---- gRPC (Envoy: Kong does not implement gRPC, see profiles.rs) ----------------------------------
 
 #[test]
@@ -942,6 +1016,28 @@ fn shared_queue_notifies_the_owner_vm_across_vms() {
     owner.vm.poll_queues();
     assert!(owner.reports("queue_ready").is_empty());
     assert_eq!(shared.queue_items(VM_ID, "jobs"), Some(vec![]));
+}
+
+#[test]
+fn run_due_work_delivers_queue_notifications_and_says_whether_there_were_any() {
+    let shared = host_sim::Shared::new();
+    let mut owner_options = probe_options(Profile::Envoy);
+    owner_options.shared = Some(shared.clone());
+    let mut owner = Probe::with(Profile::Envoy, "queue=work", owner_options);
+    let mut producer_options = probe_options(Profile::Envoy);
+    producer_options.shared = Some(shared.clone());
+    let mut producer = Probe::with(Profile::Envoy, "", producer_options);
+    assert!(!owner.vm.run_due_work(), "nothing due yet");
+    producer.stream(
+        "queue",
+        &[("x-vm-id", VM_ID), ("x-queue", "work"), ("x-items", "w1")],
+        true,
+    );
+    assert!(owner.reports("queue_ready").is_empty());
+    assert!(owner.vm.run_due_work(), "the owner had a notification");
+    assert_eq!(owner.reports("queue_ready")[0]["items"], json!(["w1"]));
+    assert!(!owner.vm.run_due_work(), "delivered once");
+    assert_eq!(owner.reports("queue_ready").len(), 1);
 }
 
 #[test]

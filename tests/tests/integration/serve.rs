@@ -170,6 +170,14 @@ async fn requests_reach_the_rest_proxy(profile: Profile) {
     assert_eq!(produced[2]["body_args"], json!({"name": "ada", "lang": ["rust", "c"]}));
     assert_eq!(produced[3]["body_base64"], true);
     assert_eq!(produced[3]["method"], "PUT");
+    // One callout per record, each handed to the transport once (`Vm::take_new_calls`); the
+    // filter answered the oversized request itself (413), without a callout.
+    let status = body_json(&send(gateway.admin_addr.expect("admin listener"), "GET", "/status", &[], b"").await);
+    assert_eq!(
+        (status["callouts"].as_u64(), status["requests"].as_u64()),
+        (Some(4), Some(5)),
+        "{profile}: {status}"
+    );
     gateway.shutdown().await;
 }
 
@@ -181,6 +189,37 @@ async fn envoy_profile_gateway_produces_every_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kong_profile_gateway_produces_every_request() {
     requests_reach_the_rest_proxy(Profile::Kong).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_in_many_pieces_reaches_the_record_whole() {
+    // Envoy's profile streams the pieces to the filter as they arrive, Kong's reads them whole
+    // first (and within its client body buffer, 8k: a larger body is not readable there).
+    for (profile, numbers, piece_len) in [(Profile::Envoy, 20_000, 7_000), (Profile::Kong, 1_000, 700)] {
+        let doc = format!(
+            "{{\"items\":[{}]}}",
+            (0..numbers).map(|i: u32| i.to_string()).collect::<Vec<_>>().join(",")
+        );
+        let mut request = b"POST /orders HTTP/1.1\r\nhost: gateway.test\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for piece in doc.as_bytes().chunks(piece_len) {
+            request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            request.extend_from_slice(piece);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        let (proxy, rest) = in_memory_rest_proxy().await;
+        let upstream = match profile {
+            Profile::Envoy => "kafka_rest".to_string(),
+            Profile::Kong => rest.to_string(),
+        };
+        let gateway = start_gateway(profile, &wasm_path("kafka_upstream"), all_flags(&upstream), rest, None).await;
+        let (status, answer) = raw_exchange(gateway.local_addr, &request).await;
+        assert_eq!(status, 200, "{profile}: {}", String::from_utf8_lossy(&answer));
+        let produced = messages(&proxy, "orders").await;
+        assert_eq!(produced.len(), 1, "{profile}");
+        assert_eq!(produced[0]["body"], doc.as_str(), "{profile}");
+        gateway.shutdown().await;
+    }
 }
 
 /// One raw HTTP/1.1 exchange on a fresh connection: `request` as bytes, the answer's status and
@@ -438,6 +477,18 @@ async fn start_probe_gateway(profile: Profile, fail_open: bool) -> RunningGatewa
 
 fn header_of<'a>(resp: &'a UpstreamResponse, name: &str) -> Option<&'a str> {
     resp.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_profile_runs_the_filter_while_the_body_is_still_arriving() {
+    // Envoy runs the filter from the request headers on and hands it the body as it arrives: a
+    // local reply from on_request_headers reaches a client that has sent only part of its body
+    // (the rest goes unread, the connection closed).
+    let gateway = start_probe_gateway(Profile::Envoy, false).await;
+    let partial = b"POST / HTTP/1.1\r\nhost: a\r\nx-probe: local\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    let (status, body) = raw_exchange(gateway.local_addr, partial).await;
+    assert_eq!((status, body.as_slice()), (418, &b"teapot"[..]));
+    gateway.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
