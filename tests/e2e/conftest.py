@@ -41,6 +41,7 @@ HOST_SIM = REPO / "target" / "release" / "host-sim"
 # fault matrix's, one per gateway and mode (test_fault_matrix.py), so that its counts never
 # include another test's records.
 TOPICS = {"kafka-upstream": 1, "orders": 2, "audit": 1, "async-burst": 1, "shutdown-drain": 1,
+          "flavors-async": 1,
           **{f"faults-{gateway}-{mode}": 1
              for gateway in ("envoy", "host-sim", "kong") for mode in ("sync", "async")}}
 
