@@ -25,6 +25,10 @@
 //! flavour's own handlers, [`sim`] → [`storage`] (memory or Kafka; domain failures, not HTTP
 //! shapes) and [`partitioner`]; [`codec`], [`reencode`] and [`timestamp`] are pure functions;
 //! [`error`] holds the envelopes.
+//!
+//! [`schema_registry`] is an in-memory Confluent Schema Registry served on the same listener
+//! (`/subjects/...`, `/schemas/...`); with it the Confluent flavour's v2 `avro` / `jsonschema`
+//! content types and v3 schema-format data are serialized as Confluent's serializers do.
 #![deny(missing_docs)]
 
 pub mod codec;
@@ -34,6 +38,7 @@ pub mod faults;
 pub mod flavor;
 pub mod partitioner;
 pub mod reencode;
+pub mod schema_registry;
 pub mod server;
 pub mod sim;
 pub mod storage;

@@ -287,6 +287,7 @@ pub struct RestProxy {
     backend: Backend,
     faults: FaultQueue,
     round_robin: RoundRobin,
+    schema_registry: crate::schema_registry::SchemaRegistry,
 }
 
 impl RestProxy {
@@ -301,6 +302,7 @@ impl RestProxy {
             backend,
             faults: FaultQueue::default(),
             round_robin: RoundRobin::default(),
+            schema_registry: crate::schema_registry::SchemaRegistry::default(),
         }))
     }
 
@@ -317,6 +319,11 @@ impl RestProxy {
     /// The fault queue (what `/_sim/faults` edits), for tests that prefer Rust to HTTP.
     pub fn faults(&self) -> &FaultQueue {
         &self.faults
+    }
+
+    /// The embedded Schema Registry (served under `/subjects` and `/schemas`).
+    pub fn schema_registry(&self) -> &crate::schema_registry::SchemaRegistry {
+        &self.schema_registry
     }
 
     /// Connects to the broker and creates the configured topics (Kafka bridge); a no-op in memory.
@@ -380,6 +387,11 @@ impl RestProxy {
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,
     {
+        if crate::schema_registry::api::is_registry_path(req.uri().path()) {
+            let route = crate::schema_registry::api::route(req.method(), req.uri().path());
+            let body = self.read_body(req.into_body(), None).await;
+            return Ok(crate::schema_registry::api::handle(&self.schema_registry, route, body));
+        }
         let family = family_of(req.uri().path());
         let ct = family.content_type();
         let flavor = self.config.flavor;
