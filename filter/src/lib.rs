@@ -11,6 +11,7 @@
 //!   header or a body field;
 
 //! - [`record_headers`]: which request headers (and static headers) become Kafka record headers;
+//! - [`schema_registry`]: `schema_registry.confluent`, subject and version to schema id;
 //! - [`topics`]: target topics and record key from the query string;
 //! - [`rest`]: the REST proxy request, and its reply turned into the client's answer;
 //! - [`exchange`]: one request's flow against a narrow [`exchange::Host`] interface;
@@ -30,6 +31,7 @@ pub mod multipart;
 pub mod producer;
 pub mod record_headers;
 pub mod rest;
+pub mod schema_registry;
 pub mod template;
 pub mod topics;
 
