@@ -29,8 +29,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::{DefaultValue, Field, Kind, Rule, Schema};
+use crate::config::{Api, DefaultValue, Field, Kind, RestProxy, Rule, Schema};
 use crate::json;
+use crate::rest::request::{self, RestRequest};
 
 /// How long a failed lookup is kept before it is tried again.
 pub const RETRY_AFTER_MS: u64 = 1_000;
@@ -167,26 +168,46 @@ fn url_check(obj: &Map<String, Value>) -> Option<String> {
 }
 
 /// The root rule: a schema registry needs `rest_proxy.format` `json`, since the REST proxy
-/// serializes JSON data (the message as a JSON value) with the schema.
+/// serializes JSON data (the message as a JSON value) with the schema. With REST API v2, which
+/// applies one format to keys and values, a configured key source also needs `key_schema` (REST
+/// Proxy refuses keys without a key schema: 42201).
 pub(crate) fn format_check(root: &Map<String, Value>) -> Option<String> {
-    root.get("schema_registry")?.get("confluent")?;
-    let format = root
-        .get("rest_proxy")?
-        .get("format")
-        .and_then(Value::as_str)
-        .unwrap_or("binary");
-    (format != "json").then(|| {
-        "schema_registry.confluent: needs rest_proxy.format \"json\" (the REST proxy serializes the message, a JSON value, with the schema)".to_string()
-    })
+    let confluent = root.get("schema_registry")?.get("confluent")?;
+    let rest_proxy = root.get("rest_proxy")?;
+    let format = rest_proxy.get("format").and_then(Value::as_str).unwrap_or("binary");
+    if format != "json" {
+        return Some(
+            "schema_registry.confluent: needs rest_proxy.format \"json\" (the REST proxy serializes the message, a JSON value, with the schema)".to_string(),
+        );
+    }
+    let v2 = rest_proxy.get("api").and_then(Value::as_str).unwrap_or("v2") == "v2";
+    let key_source = KEY_SOURCES.iter().find(|k| root.contains_key(**k));
+    match key_source {
+        Some(source) if v2 && confluent.get("key_schema").is_none() => Some(format!(
+            "schema_registry.confluent.key_schema: required with REST API v2 when {source} is set (v2 serializes keys with a schema too)"
+        )),
+        _ => None,
+    }
 }
+
+const KEY_SOURCES: [&str; 3] = ["key_query_arg", "key_header", "key_body_field"];
 
 /// [`format_check`] as JSON Schema.
 pub(crate) fn format_rule_schema() -> Value {
-    serde_json::json!({"anyOf": [
-        {"not": {"required": ["schema_registry"]}},
-        {"not": {"properties": {"schema_registry": {"required": ["confluent"]}}}},
-        {"properties": {"rest_proxy": {"required": ["format"], "properties": {"format": {"enum": ["json"]}}}}}
-    ]})
+    let no_registry = [
+        serde_json::json!({"not": {"required": ["schema_registry"]}}),
+        serde_json::json!({"not": {"properties": {"schema_registry": {"required": ["confluent"]}}}}),
+    ];
+    let mut json_format = no_registry.to_vec();
+    json_format.push(serde_json::json!(
+        {"properties": {"rest_proxy": {"required": ["format"], "properties": {"format": {"enum": ["json"]}}}}}));
+    let mut v2_keys = no_registry.to_vec();
+    v2_keys.extend([
+        serde_json::json!({"properties": {"rest_proxy": {"required": ["api"], "properties": {"api": {"enum": ["v3"]}}}}}),
+        serde_json::json!({"properties": {"schema_registry": {"properties": {"confluent": {"required": ["key_schema"]}}}}}),
+        serde_json::json!({"not": {"anyOf": KEY_SOURCES.iter().map(|k| serde_json::json!({"required": [k]})).collect::<Vec<_>>()}}),
+    ]);
+    serde_json::json!({"allOf": [{"anyOf": json_format}, {"anyOf": v2_keys}]})
 }
 
 fn url_rule_schema() -> Value {
@@ -625,6 +646,139 @@ impl Resolver {
     }
 }
 
+/// Builds the produce request of `records` (each a key, its encoded record headers, and the
+/// message as JSON text) to `topic` with schema ids: the request [`crate::rest::request`] builds
+/// for the `json` format, with the schema in place of the embedded format.
+///
+/// - v2: `content-type` is the value schema's format (`application/vnd.kafka.avro.v2+json` or
+///   `.jsonschema.v2+json`), the body `{"value_schema_id":N,"key_schema_id":M,"records":[…]}`
+///   (REST Proxy v2 reads both ids from the request, kafka-rest `SchemaProduceRequest`), each
+///   record's value its JSON and its key a JSON string. v2 applies one format to keys and values,
+///   so a key is only sent with a key schema (a REST proxy refuses keys without one: 42201).
+/// - v3: each record's value is `{"schema_id":N,"data":<JSON>}` (kafka-rest v3
+///   `ProduceRequestData`), its key `{"schema_id":M,"data":"<key>"}` with a key schema or the
+///   raw key bytes (`BINARY`) without one; several records go in streaming mode, one per line.
+pub fn build_produce_request<'a>(
+    rp: &RestProxy,
+    ids: &SchemaIds,
+    topic: &str,
+    partition: Option<u32>,
+    records: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8], &'a [u8])>,
+) -> RestRequest {
+    let mut body = Vec::new();
+    let v2 = rp.api == Api::V2;
+    if v2 {
+        body.push(b'{');
+        if let Some(value) = ids.value {
+            body.extend_from_slice(format!("\"value_schema_id\":{},", value.id).as_bytes());
+        }
+        if let Some(key) = ids.key {
+            body.extend_from_slice(format!("\"key_schema_id\":{},", key.id).as_bytes());
+        }
+        body.extend_from_slice(b"\"records\":[");
+    }
+    for (i, (key, headers, message)) in records.into_iter().enumerate() {
+        if i > 0 {
+            body.push(if v2 { b',' } else { b'\n' });
+        }
+        write_record(&mut body, v2, ids, key, headers, partition, message);
+    }
+    if v2 {
+        body.extend_from_slice(b"]}");
+    }
+    let content_type = match (&rp.api, ids.value.or(ids.key)) {
+        (Api::V2, Some(schema)) => schema.format.v2_content_type(),
+        (Api::V2, None) => "application/vnd.kafka.json.v2+json",
+        (Api::V3 { .. }, _) => "application/json",
+    };
+    let accept = if v2 {
+        "application/vnd.kafka.v2+json"
+    } else {
+        "application/json"
+    };
+    let mut headers: Vec<(String, String)> = vec![
+        (":method".into(), "POST".into()),
+        (":path".into(), request::path(rp, topic)),
+        (":authority".into(), rp.authority.clone()),
+        (":scheme".into(), rp.scheme.as_str().into()),
+        ("content-type".into(), content_type.into()),
+        ("accept".into(), accept.into()),
+        ("content-length".into(), body.len().to_string()),
+    ];
+    // The configured static headers, as for every REST call: one with a computed header's name
+    // replaces it, except the ones the filter computes.
+    for (name, value) in &rp.headers {
+        if matches!(name.as_str(), "content-length" | "host" | "transfer-encoding") {
+            continue;
+        }
+        match headers.iter_mut().find(|(n, _)| n == name) {
+            Some(existing) => existing.1 = value.clone(),
+            None => headers.push((name.clone(), value.clone())),
+        }
+    }
+    RestRequest { headers, body }
+}
+
+fn write_record(
+    out: &mut Vec<u8>,
+    v2: bool,
+    ids: &SchemaIds,
+    key: Option<&[u8]>,
+    headers: &[u8],
+    partition: Option<u32>,
+    message: &[u8],
+) {
+    let data = |out: &mut Vec<u8>, schema: Option<SchemaRef>, json_text: &[u8]| match schema {
+        Some(s) => {
+            out.extend_from_slice(format!("{{\"schema_id\":{},\"data\":", s.id).as_bytes());
+            out.extend_from_slice(json_text);
+            out.push(b'}');
+        }
+        None => {
+            out.extend_from_slice(b"{\"type\":\"JSON\",\"data\":");
+            out.extend_from_slice(json_text);
+            out.push(b'}');
+        }
+    };
+    out.extend_from_slice(b"{\"value\":");
+    if v2 {
+        out.extend_from_slice(message);
+        // The configuration asks for a key schema whenever v2 may send a key (format_check).
+        if let Some(key) = key {
+            out.extend_from_slice(b",\"key\":");
+            json::write_str_lossy(out, key);
+        }
+        if let Some(p) = partition {
+            out.extend_from_slice(format!(",\"partition\":{p}").as_bytes());
+        }
+    } else {
+        data(out, ids.value, message);
+        if let Some(key) = key {
+            out.extend_from_slice(b",\"key\":");
+            match ids.key {
+                Some(_) => {
+                    let mut text = Vec::with_capacity(key.len() + 2);
+                    json::write_str_lossy(&mut text, key);
+                    data(out, ids.key, &text);
+                }
+                None => {
+                    out.extend_from_slice(b"{\"type\":\"BINARY\",\"data\":");
+                    json::write_base64(out, key);
+                    out.push(b'}');
+                }
+            }
+        }
+        if !headers.is_empty() {
+            out.extend_from_slice(b",\"headers\":");
+            out.extend_from_slice(headers);
+        }
+        if let Some(p) = partition {
+            out.extend_from_slice(format!(",\"partition_id\":{p}").as_bytes());
+        }
+    }
+    out.push(b'}');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -849,7 +1003,107 @@ mod tests {
                 .contains("schema_registry.confluent.value_schema.schema_version"),
             "{e}"
         );
+        let v2_key = json!({"topic": "t", "rest_proxy": {"upstream": "rp", "format": "json"}, "key_header": "x-k",
+                            "schema_registry": {"confluent": {"url": "http://sr", "value_schema": {"subject_name": "v"}}}});
+        let e = crate::config::parse(v2_key.to_string().as_bytes()).unwrap_err();
+        assert!(
+            e.message()
+                .contains("key_schema: required with REST API v2 when key_header is set"),
+            "{e}"
+        );
         let e = with("json", json!({"url": "http://sr", "ttl": 0})).unwrap_err();
         assert!(e.message().contains("schema_registry.confluent.ttl"), "{e}");
+    }
+
+    fn rest_proxy(api: &str) -> RestProxy {
+        let mut rp = json!({"upstream": "rp", "format": "json", "headers": {"x-api-key": "k"}});
+        if api == "v3" {
+            rp["api"] = json!("v3");
+            rp["cluster_id"] = json!("c1");
+        }
+        let cfg = json!({"topic": "t", "rest_proxy": rp});
+        crate::config::parse(cfg.to_string().as_bytes()).unwrap().rest_proxy
+    }
+
+    fn header<'h>(req: &'h RestRequest, name: &str) -> &'h str {
+        req.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn produce_requests_carry_the_schema_ids() {
+        let avro = SchemaRef {
+            id: 3,
+            format: SchemaFormat::Avro,
+        };
+        let json_key = SchemaRef {
+            id: 4,
+            format: SchemaFormat::JsonSchema,
+        };
+        let value_only = SchemaIds {
+            key: None,
+            value: Some(avro),
+        };
+        let both = SchemaIds {
+            key: Some(json_key),
+            value: Some(avro),
+        };
+        let msg: &[u8] = br#"{"id":1,"item":"pen"}"#;
+
+        let rp = rest_proxy("v2");
+        let req = build_produce_request(&rp, &value_only, "orders", None, [(Some(&b"k1"[..]), &b""[..], msg)]);
+        assert_eq!(header(&req, ":path"), "/topics/orders");
+        assert_eq!(header(&req, "content-type"), "application/vnd.kafka.avro.v2+json");
+        assert_eq!(header(&req, "x-api-key"), "k");
+        assert_eq!(header(&req, "content-length"), req.body.len().to_string());
+        assert_eq!(
+            String::from_utf8_lossy(&req.body),
+            r#"{"value_schema_id":3,"records":[{"value":{"id":1,"item":"pen"},"key":"k1"}]}"#
+        );
+        let req = build_produce_request(
+            &rp,
+            &both,
+            "orders",
+            Some(1),
+            [(Some(&b"k1"[..]), &b""[..], msg), (None, &b""[..], msg)],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&req.body),
+            r#"{"value_schema_id":3,"key_schema_id":4,"records":[{"value":{"id":1,"item":"pen"},"key":"k1","partition":1},{"value":{"id":1,"item":"pen"},"partition":1}]}"#
+        );
+        let json_value = SchemaIds {
+            key: None,
+            value: Some(json_key),
+        };
+        let req = build_produce_request(&rp, &json_value, "orders", None, [(None, &b""[..], msg)]);
+        assert_eq!(header(&req, "content-type"), "application/vnd.kafka.jsonschema.v2+json");
+
+        let rp = rest_proxy("v3");
+        let req = build_produce_request(
+            &rp,
+            &value_only,
+            "orders",
+            None,
+            [(Some(&b"k1"[..]), &br#"[{"name":"a","value":"Yg=="}]"#[..], msg)],
+        );
+        assert_eq!(header(&req, ":path"), "/v3/clusters/c1/topics/orders/records");
+        assert_eq!(header(&req, "content-type"), "application/json");
+        assert_eq!(
+            String::from_utf8_lossy(&req.body),
+            r#"{"value":{"schema_id":3,"data":{"id":1,"item":"pen"}},"key":{"type":"BINARY","data":"azE="},"headers":[{"name":"a","value":"Yg=="}]}"#
+        );
+        let req = build_produce_request(
+            &rp,
+            &both,
+            "orders",
+            Some(0),
+            [(Some(&b"k1"[..]), &b""[..], msg), (None, &b""[..], msg)],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&req.body),
+            "{\"value\":{\"schema_id\":3,\"data\":{\"id\":1,\"item\":\"pen\"}},\"key\":{\"schema_id\":4,\"data\":\"k1\"},\"partition_id\":0}\n{\"value\":{\"schema_id\":3,\"data\":{\"id\":1,\"item\":\"pen\"}},\"partition_id\":0}"
+        );
     }
 }
