@@ -285,6 +285,8 @@ pub struct Exchange {
     calls: Vec<Call>,
     /// The host, as seen at the request headers.
     host_kind: Option<HostKind>,
+    /// The VM's schema id resolver (`schema_registry.confluent`), owned by the root context.
+    schema_registry: Option<Rc<RefCell<crate::schema_registry::Resolver>>>,
 }
 
 impl Exchange {
@@ -299,7 +301,15 @@ impl Exchange {
             body_size: 0,
             calls: Vec::new(),
             host_kind: None,
+            schema_registry: None,
         }
+    }
+
+    /// Sends this exchange's records with the schema ids `resolver` gives (see
+    /// [`crate::schema_registry`]); while it has none, the request is answered 503 naming why.
+    pub fn with_schema_registry(mut self, resolver: Rc<RefCell<crate::schema_registry::Resolver>>) -> Self {
+        self.schema_registry = Some(resolver);
+        self
     }
 
     /// A new exchange in asynchronous mode: its records go into `producer` (shared with the
@@ -615,8 +625,36 @@ impl Exchange {
             return;
         }
         let rp = &cfg.rest_proxy;
+        // Schema registry: nothing is sent without its schema ids.
+        let schema_ids = match self.schema_registry.as_ref().map(|r| r.borrow().ids()) {
+            None => None,
+            Some(Ok(ids)) => Some(ids),
+            Some(Err(unresolved)) => {
+                let why = match unresolved {
+                    crate::schema_registry::Unresolved::Pending => {
+                        "schema registry: the schema id lookup has not been answered yet".to_string()
+                    }
+                    crate::schema_registry::Unresolved::Failed(why) => why,
+                };
+                host.log(Level::Error, &format!("kafka-upstream: {why}; nothing was sent"));
+                self.respond(host, ClientAnswer::service_unavailable(&why));
+                return;
+            }
+        };
         for topic in &head.targets.topics {
-            let call = rest::build_produce_call(rp, topic, key.as_deref(), &record_headers, cfg.partition, &msg);
+            let call = match &schema_ids {
+                None => rest::build_produce_call(rp, topic, key.as_deref(), &record_headers, cfg.partition, &msg),
+                Some(ids) => {
+                    let request = crate::schema_registry::build_produce_request(
+                        rp,
+                        ids,
+                        topic,
+                        cfg.partition,
+                        [(key.as_deref(), record_headers.as_slice(), msg.as_slice())],
+                    );
+                    rest::ProduceCall::from_request(request)
+                }
+            };
             let sent_at = host.now_ms();
             match host.dispatch(&rp.upstream, call.headers(rp), &call.body, rp.timeout_ms) {
                 Ok(token) => self.calls.push(Call {
