@@ -1746,4 +1746,82 @@ mod tests {
         assert_eq!(host.responses[0].0, 500);
         assert!(host.calls.is_empty());
     }
+
+    // ---- schema registry (crate::schema_registry) ----
+
+    /// A body-mode POST through an exchange that sends with `resolver`'s schema ids.
+    fn with_registry(resolver: &Rc<RefCell<crate::schema_registry::Resolver>>, cfg: &Option<Rc<Config>>) -> FakeHost {
+        let body = br#"{"a":1}"#;
+        let mut host = FakeHost {
+            body: Some(body.to_vec()),
+            ..FakeHost::default()
+        };
+        let len = body.len().to_string();
+        let hs = [
+            (":method", "POST"),
+            (":path", "/orders"),
+            (":authority", "gw"),
+            ("content-type", "application/json"),
+            ("content-length", len.as_str()),
+        ];
+        let mut ex = Exchange::new(cfg.clone()).with_schema_registry(Rc::clone(resolver));
+        if ex.on_request_headers(&mut host, headers(&hs), false) == Action::Continue {
+            ex.on_request_body(&mut host, body.len(), true);
+        }
+        host
+    }
+
+    #[test]
+    fn schema_registry_sends_with_the_ids_or_answers_503_naming_the_problem() {
+        let cfg = Some(Rc::new(
+            crate::config::parse(
+                br#"{"topic":"t","rest_proxy":{"upstream":"kafka_rest","format":"json"},"message":{"mode":"body"},
+                    "schema_registry":{"confluent":{"url":"http://sr:8081","value_schema":{"subject_name":"t-value"}}}}"#,
+            )
+            .unwrap(),
+        ));
+        let settings = cfg.as_ref().and_then(|c| c.schema_registry.clone()).unwrap();
+        let resolver = Rc::new(RefCell::new(crate::schema_registry::Resolver::new(settings.clone())));
+        // Not looked up yet: 503, nothing sent.
+        let host = with_registry(&resolver, &cfg);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.responses.len(), 1);
+        assert_eq!(host.responses[0].0, 503);
+        assert!(
+            host.responses[0]
+                .1
+                .contains("schema id lookup has not been answered yet"),
+            "{:?}",
+            host.responses
+        );
+        // Resolved: sent with the id, in the schema's content type.
+        assert_eq!(resolver.borrow_mut().calls_due(0).len(), 1);
+        resolver
+            .borrow_mut()
+            .on_reply(crate::schema_registry::Part::Value, Ok((200, br#"{"id":5}"#)), 1);
+        let host = with_registry(&resolver, &cfg);
+        assert_eq!(host.calls.len(), 1, "{:?}", host.responses);
+        let (upstream, call_headers, body, _) = &host.calls[0];
+        assert_eq!(upstream, "kafka_rest");
+        assert!(call_headers.contains(&(
+            "content-type".to_string(),
+            "application/vnd.kafka.avro.v2+json".to_string()
+        )));
+        assert_eq!(
+            String::from_utf8_lossy(body),
+            r#"{"value_schema_id":5,"records":[{"value":{"a":1}}]}"#
+        );
+        // The subject is missing: 503 with the registry's own answer, nothing sent.
+        let failed = Rc::new(RefCell::new(crate::schema_registry::Resolver::new(settings)));
+        failed.borrow_mut().calls_due(0);
+        failed.borrow_mut().on_reply(
+            crate::schema_registry::Part::Value,
+            Ok((404, br#"{"error_code":40401,"message":"Subject 't-value' not found."}"#)),
+            1,
+        );
+        let host = with_registry(&failed, &cfg);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.responses[0].0, 503);
+        assert!(host.responses[0].1.contains("error_code 40401"), "{:?}", host.responses);
+    }
 }
