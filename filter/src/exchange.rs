@@ -626,7 +626,11 @@ impl Exchange {
         }
         let rp = &cfg.rest_proxy;
         // Schema registry: nothing is sent without its schema ids.
-        let schema_ids = match self.schema_registry.as_ref().map(|r| r.borrow().ids()) {
+        let schema_ids = match self.schema_registry.as_ref().map(|r| {
+            r.borrow()
+                .ids()
+                .and_then(|ids| crate::schema_registry::check_api(&rp.api, ids))
+        }) {
             None => None,
             Some(Ok(ids)) => Some(ids),
             Some(Err(unresolved)) => {

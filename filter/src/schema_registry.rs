@@ -59,6 +59,14 @@ pub enum SchemaFormat {
 }
 
 impl SchemaFormat {
+    /// The registry's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchemaFormat::Avro => "AVRO",
+            SchemaFormat::JsonSchema => "JSON",
+        }
+    }
+
     /// The REST Proxy v2 content type of records in this format.
     pub fn v2_content_type(self) -> &'static str {
         match self {
@@ -651,6 +659,21 @@ impl Resolver {
             (Err(Unresolved::Failed(e)), _) | (_, Err(Unresolved::Failed(e))) => Err(Unresolved::Failed(e)),
             _ => Err(Unresolved::Pending),
         }
+    }
+}
+
+/// REST API v2 applies one embedded format to keys and values (its content type), so a key
+/// schema and a value schema of different types cannot be sent together there.
+pub fn check_api(api: &Api, ids: SchemaIds) -> Result<SchemaIds, Unresolved> {
+    match (api, ids.key, ids.value) {
+        (Api::V2, Some(key), Some(value)) if key.format != value.format => Err(Unresolved::Failed(format!(
+            "schema registry: REST API v2 carries keys and values in one format, and key_schema (id {}) is {} while value_schema (id {}) is {}; use schemas of one type, or REST API v3",
+            key.id,
+            key.format.name(),
+            value.id,
+            value.format.name()
+        ))),
+        _ => Ok(ids),
     }
 }
 
