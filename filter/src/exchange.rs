@@ -609,6 +609,23 @@ impl Exchange {
         // Record headers (v3): encoded once, shared by every topic's record.
         let record_headers = cfg.record_headers.encode(&view);
         if let Some(producer) = self.producer.clone() {
+            // A failed schema id lookup: the record could not be sent, so it is not accepted
+            // (503 naming why); a pending one is accepted and waits in the buffer.
+            let failed = self.schema_registry.as_ref().and_then(|r| {
+                match r
+                    .borrow()
+                    .ids()
+                    .and_then(|ids| crate::schema_registry::check_api(&cfg.rest_proxy.api, ids))
+                {
+                    Err(crate::schema_registry::Unresolved::Failed(why)) => Some(why),
+                    _ => None,
+                }
+            });
+            if let Some(why) = failed {
+                host.log(Level::Error, &format!("kafka-upstream: {why}; nothing was accepted"));
+                self.respond(host, ClientAnswer::service_unavailable(&why));
+                return;
+            }
             let now = host.now_ms();
             let accepted = producer.borrow_mut().enqueue_with_headers(
                 now,

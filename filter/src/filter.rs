@@ -219,7 +219,12 @@ impl Root {
             self.registry_calls.clear();
         }
         if self.tick_ms.is_none() {
-            let period = producer::MAX_TICK_MS;
+            // The producer's own period when it runs too (set once: Kong traps on a second).
+            let period = if cfg.producer.enabled {
+                producer::tick_period_ms(cfg)
+            } else {
+                producer::MAX_TICK_MS
+            };
             let status = raw::set_tick_period(period);
             if status != 0 {
                 log(
@@ -366,6 +371,9 @@ impl RootContext for Root {
                 } else if let Some(p) = &self.producer {
                     // Synchronous from now on; what is still buffered drains with this config.
                     p.borrow_mut().reconfigure(Rc::clone(&cfg));
+                }
+                if let Some(p) = &self.producer {
+                    p.borrow_mut().set_schema_registry(self.schema_registry.clone());
                 }
                 self.config = Some(cfg);
                 true

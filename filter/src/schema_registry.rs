@@ -178,8 +178,7 @@ fn url_check(obj: &Map<String, Value>) -> Option<String> {
 /// The root rule: a schema registry needs `rest_proxy.format` `json`, since the REST proxy
 /// serializes JSON data (the message as a JSON value) with the schema. With REST API v2, which
 /// applies one format to keys and values, a configured key source also needs `key_schema` (REST
-/// Proxy refuses keys without a key schema: 42201). Asynchronous mode is refused for now: its
-/// batches would have to wait for the lookups (not wired yet).
+/// Proxy refuses keys without a key schema: 42201).
 pub(crate) fn format_check(root: &Map<String, Value>) -> Option<String> {
     let confluent = root.get("schema_registry")?.get("confluent")?;
     let rest_proxy = root.get("rest_proxy")?;
@@ -187,11 +186,6 @@ pub(crate) fn format_check(root: &Map<String, Value>) -> Option<String> {
     if format != "json" {
         return Some(
             "schema_registry.confluent: needs rest_proxy.format \"json\" (the REST proxy serializes the message, a JSON value, with the schema)".to_string(),
-        );
-    }
-    if root.get("producer_async").and_then(Value::as_bool) == Some(true) {
-        return Some(
-            "schema_registry.confluent: not available with producer_async yet (records are sent synchronously with a schema registry)".to_string(),
         );
     }
     let v2 = rest_proxy.get("api").and_then(Value::as_str).unwrap_or("v2") == "v2";
@@ -221,9 +215,7 @@ pub(crate) fn format_rule_schema() -> Value {
         serde_json::json!({"properties": {"schema_registry": {"properties": {"confluent": {"required": ["key_schema"]}}}}}),
         serde_json::json!({"not": {"anyOf": KEY_SOURCES.iter().map(|k| serde_json::json!({"required": [k]})).collect::<Vec<_>>()}}),
     ]);
-    let mut sync_only = no_registry.to_vec();
-    sync_only.push(serde_json::json!({"not": {"properties": {"producer_async": {"enum": [true]}}, "required": ["producer_async"]}}));
-    serde_json::json!({"allOf": [{"anyOf": json_format}, {"anyOf": sync_only}, {"anyOf": v2_keys}]})
+    serde_json::json!({"allOf": [{"anyOf": json_format}, {"anyOf": v2_keys}]})
 }
 
 fn url_rule_schema() -> Value {
@@ -1044,8 +1036,7 @@ mod tests {
         );
         let async_cfg = json!({"topic": "t", "rest_proxy": {"upstream": "rp", "format": "json"}, "producer_async": true,
                                "schema_registry": {"confluent": {"url": "http://sr"}}});
-        let e = crate::config::parse(async_cfg.to_string().as_bytes()).unwrap_err();
-        assert!(e.message().contains("not available with producer_async yet"), "{e}");
+        assert!(crate::config::parse(async_cfg.to_string().as_bytes()).is_ok());
         let e = with("json", json!({"url": "http://sr", "ttl": 0})).unwrap_err();
         assert!(e.message().contains("schema_registry.confluent.ttl"), "{e}");
     }

@@ -1036,3 +1036,119 @@ async fn envoy_profile_schema_registry_v3() {
 async fn kong_profile_schema_registry_v3() {
     schema_registry_records(Profile::Kong, "v3").await;
 }
+
+/// `schema_registry.confluent` with `producer_async`: a record accepted before the lookup is
+/// answered waits in the buffer and goes out with the schema id; once a lookup has failed (a
+/// missing subject), requests get 503 naming it and nothing is sent.
+async fn schema_registry_async_records(profile: Profile) {
+    let (proxy, rest) = start_rest_proxy().await;
+    let order =
+        r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"item","type":"string"}]}"#;
+    let id = proxy
+        .schema_registry()
+        .register("orders-value", rest_proxy::schema_registry::SchemaType::Avro, order)
+        .unwrap();
+    let upstream = match profile {
+        Profile::Envoy => "kafka_rest".to_string(),
+        Profile::Kong => rest.to_string(),
+    };
+    let config = |subject: &str| {
+        let mut confluent = json!({"url": format!("http://{rest}"), "value_schema": {"subject_name": subject}});
+        if profile == Profile::Envoy {
+            confluent["upstream"] = json!("schema_registry");
+        }
+        json!({"topic": "orders", "rest_proxy": {"upstream": upstream, "api": "v3", "cluster_id": "host-sim", "format": "json"},
+               "message": {"mode": "body"}, "producer_async": true, "producer_async_flush_timeout": 20,
+               "schema_registry": {"confluent": confluent}})
+    };
+    let gateway = start_gateway(
+        profile,
+        &wasm_path("kafka_upstream"),
+        config("orders-value"),
+        rest,
+        None,
+    )
+    .await;
+    let headers = [("content-type", "application/json")];
+    let answer = send(
+        gateway.local_addr,
+        "POST",
+        "/orders",
+        &headers,
+        br#"{"id":7,"item":"pen"}"#,
+    )
+    .await;
+    assert_eq!(
+        (answer.status, body_json(&answer)),
+        (200, json!({"message": "message sent"})),
+        "{profile}"
+    );
+    let mut records = Vec::new();
+    for _ in 0..200 {
+        // The topic is created by the first record (auto-creation).
+        records = proxy.read_records("orders", None, 0, 100).await.unwrap_or_default();
+        if !records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut want = vec![0u8];
+    want.extend_from_slice(&id.to_be_bytes());
+    want.extend_from_slice(&[14, 6, b'p', b'e', b'n']);
+    assert_eq!(records.len(), 1, "{profile}");
+    assert_eq!(records[0].value.as_deref(), Some(&want[..]), "{profile}");
+    gateway.shutdown().await;
+
+    let gateway = start_gateway(
+        profile,
+        &wasm_path("kafka_upstream"),
+        config("missing-value"),
+        rest,
+        None,
+    )
+    .await;
+    let mut answer = send(
+        gateway.local_addr,
+        "POST",
+        "/orders",
+        &headers,
+        br#"{"id":8,"item":"ink"}"#,
+    )
+    .await;
+    for _ in 0..200 {
+        if answer.status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answer = send(
+            gateway.local_addr,
+            "POST",
+            "/orders",
+            &headers,
+            br#"{"id":8,"item":"ink"}"#,
+        )
+        .await;
+    }
+    assert_eq!(answer.status, 503, "{profile}");
+    assert!(
+        String::from_utf8_lossy(&answer.body).contains("Subject 'missing-value' not found."),
+        "{profile}: {:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(
+        proxy.read_records("orders", None, 0, 100).await.unwrap().len(),
+        1,
+        "{profile}"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_profile_schema_registry_async() {
+    schema_registry_async_records(Profile::Envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_profile_schema_registry_async() {
+    schema_registry_async_records(Profile::Kong).await;
+}
