@@ -122,7 +122,8 @@ KEY_AVRO = "string"  # REST API v2 carries key and value in one format: an Avro 
 @pytest.fixture(scope="module")
 def envoys(run_dir, rest_proxy):
     """Envoy listener port of each configuration: "avro-v2" (Avro values and Avro keys from
-    `key_query_arg`, REST API v2) and "json-v3" (JSON Schema values, REST API v3)."""
+    `key_query_arg`, REST API v2), "json-v3" (JSON Schema values, REST API v3) and
+    "avro-v3-async" (Avro values, asynchronous mode)."""
     register(rest_proxy, "envoy-orders-value", ORDER_AVRO)
     register(rest_proxy, "envoy-orders-key", KEY_AVRO)
     register(rest_proxy, "envoy-orders-json-value", ORDER_JSON, "JSON")
@@ -136,6 +137,10 @@ def envoys(run_dir, rest_proxy):
         "json-v3": {"rest_proxy": {**rest, "api": "v3", "cluster_id": "host-sim"}, "schema_registry": {
             "confluent": {**registry, "value_schema": {"subject_name": "envoy-orders-json-value",
                                                        "schema_version": "1"}}}},
+        "avro-v3-async": {"rest_proxy": {**rest, "api": "v3", "cluster_id": "host-sim"},
+                          "producer_async": True, "producer_async_flush_timeout": 50,
+                          "schema_registry": {"confluent": {
+                              **registry, "value_schema": {"subject_name": "envoy-orders-value"}}}},
     }
     started = {}
     try:
@@ -204,3 +209,17 @@ def test_envoy_json_schema_v3_and_a_bad_body_writes_nothing(envoys, kafka, rest_
         assert status >= 400 and status != 503, (name, status, answer)
         assert answer["rest_proxy"]["error_code"] == 42203, (name, answer)
     assert kafka.watermarks() == marks
+
+
+def test_envoy_async_records_carry_the_schema_id(envoys, kafka, rest_proxy):
+    marks = kafka.watermarks()
+    bodies = [{"id": 20 + n, "item": f"box-{n}", "note": None} for n in range(3)]
+    for body in bodies:
+        # Accepted at once, even before the first lookup is answered: the batch waits for the id.
+        status, answer = post(envoys["avro-v3-async"], "/orders", json.dumps(body).encode())
+        assert (status, answer) == (200, {"message": "message sent"}), answer
+    records = kafka.read_until(marks, TOPIC, lambda got: len(got) >= len(bodies), timeout=20)
+    client = SchemaRegistryClient({"url": rest_proxy.url})
+    deserialize = AvroDeserializer(client)
+    got = [deserialize(value, SerializationContext(TOPIC, MessageField.VALUE)) for (*_, value) in records]
+    assert sorted(got, key=lambda r: r["id"]) == bodies
