@@ -546,7 +546,11 @@ pub(crate) static ROOT: Schema = Schema {
             check: record_headers::v2_check,
             schema: record_headers::v2_rule_schema,
         },
-        // A schema registry needs the json format (crate::schema_registry).
+        // A schema registry: a usable url, and the json format (crate::schema_registry).
+        Rule::Custom {
+            check: schema_registry::url_check,
+            schema: schema_registry::url_rule_schema,
+        },
         Rule::Custom {
             check: schema_registry::format_check,
             schema: schema_registry::format_rule_schema,

@@ -165,12 +165,14 @@ pub fn parse_url(url: &str) -> Option<RegistryUrl> {
     })
 }
 
-fn url_check(obj: &Map<String, Value>) -> Option<String> {
-    let url = obj.get("url")?.as_str()?;
+/// The root rule for `schema_registry.confluent.url` (a root rule, so its message carries the
+/// field's whole path).
+pub(crate) fn url_check(root: &Map<String, Value>) -> Option<String> {
+    let url = root.get("schema_registry")?.get("confluent")?.get("url")?.as_str()?;
     match parse_url(url) {
         Some(_) => None,
         None => Some(format!(
-            "url: expected http://host[:port][/path] or https://..., got \"{url}\""
+            "schema_registry.confluent.url: expected http://host[:port][/path] or https://host[:port][/path], got \"{url}\""
         )),
     }
 }
@@ -218,8 +220,10 @@ pub(crate) fn format_rule_schema() -> Value {
     serde_json::json!({"allOf": [{"anyOf": json_format}, {"anyOf": v2_keys}]})
 }
 
-fn url_rule_schema() -> Value {
-    serde_json::json!({"properties": {"url": {"pattern": "^https?://[^/@?# ]+(/[^?# ]*)?$"}}})
+/// [`url_check`] as JSON Schema.
+pub(crate) fn url_rule_schema() -> Value {
+    serde_json::json!({"properties": {"schema_registry": {"properties": {"confluent": {"properties": {
+        "url": {"pattern": "^https?://[^/@?# ]+(/[^?# ]*)?$"}}}}}}})
 }
 
 /// `schema_registry`.
@@ -288,10 +292,7 @@ static CONFLUENT: Schema = Schema {
             description: "Lookup timeout in milliseconds.",
         },
     ],
-    rules: &[Rule::Custom {
-        check: url_check,
-        schema: url_rule_schema,
-    }],
+    rules: &[],
 };
 
 static AUTHENTICATION: Schema = Schema {
@@ -362,8 +363,9 @@ static SUBJECT: Schema = Schema {
         Field {
             name: "schema_version",
             kind: Kind::Token {
-                max_length: 10,
-                pattern: "^(latest|[1-9][0-9]{0,9})$",
+                // Nine digits at most: every such number is a valid registry version (1 to 2^31-1).
+                max_length: 9,
+                pattern: "^(latest|[1-9][0-9]{0,8})$",
                 valid: valid_version,
                 expected: "`latest` or a version number from 1",
             },
@@ -376,7 +378,7 @@ static SUBJECT: Schema = Schema {
 };
 
 fn valid_version(v: &str) -> bool {
-    v == "latest" || (!v.starts_with('0') && v.parse::<u32>().is_ok_and(|n| n >= 1 && n <= i32::MAX as u32))
+    v == "latest" || (v.len() <= 9 && !v.starts_with('0') && v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty())
 }
 
 /// The typed configuration of a validated root object; `None` without `schema_registry.confluent`.
@@ -1009,7 +1011,11 @@ mod tests {
             "{e}"
         );
         let e = with("json", json!({"url": "sr:8081"})).unwrap_err();
-        assert!(e.message().contains("url: expected http://host[:port][/path]"), "{e}");
+        assert!(
+            e.message()
+                .contains("schema_registry.confluent.url: expected http://host[:port][/path]"),
+            "{e}"
+        );
         let e = with("json", json!({"url": "http://sr", "authentication": {"mode": "basic"}})).unwrap_err();
         assert!(
             e.message()
@@ -1131,5 +1137,37 @@ mod tests {
             String::from_utf8_lossy(&req.body),
             "{\"value\":{\"schema_id\":3,\"data\":{\"id\":1,\"item\":\"pen\"}},\"key\":{\"schema_id\":4,\"data\":\"k1\"},\"partition_id\":0}\n{\"value\":{\"schema_id\":3,\"data\":{\"id\":1,\"item\":\"pen\"}},\"partition_id\":0}"
         );
+    }
+
+    /// The JSON Schema (meta.json) accepts exactly the schema_registry configurations the code does.
+    #[test]
+    fn code_and_schema_agree() {
+        let validator = jsonschema::draft4::new(&crate::config::json_schema()).unwrap();
+        let json_rp = r#""rest_proxy":{"upstream":"u","format":"json"}"#;
+        let v3_rp = r#""rest_proxy":{"upstream":"u","format":"json","api":"v3","cluster_id":"c"}"#;
+        let samples: Vec<(String, bool)> = vec![
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{"url":"http://sr:8081"}}}}}}"#), true),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{}}}}"#), true),
+            (r#"{"topic":"t","rest_proxy":{"upstream":"u"},"schema_registry":{"confluent":{"url":"http://sr:8081"}}}"#.into(), false),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{"url":"ftp://sr:8081"}}}}}}"#), false),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{"url":"https://sr/api"}}}}}}"#), true),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{}}}}}}"#), false),
+            (format!(r#"{{"topic":"t",{json_rp},"key_query_arg":"k","schema_registry":{{"confluent":{{"url":"http://sr"}}}}}}"#), false),
+            (format!(r#"{{"topic":"t",{json_rp},"key_header":"x","schema_registry":{{"confluent":{{"url":"http://sr","key_schema":{{"subject_name":"k"}}}}}}}}"#), true),
+            (format!(r#"{{"topic":"t",{v3_rp},"key_body_field":"/id","schema_registry":{{"confluent":{{"url":"http://sr"}}}}}}"#), true),
+            (format!(r#"{{"topic":"t",{json_rp},"producer_async":true,"schema_registry":{{"confluent":{{"url":"http://sr"}}}}}}"#), true),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{"url":"http://sr","authentication":{{"mode":"basic"}}}}}}}}"#), false),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{"url":"http://sr","authentication":{{"mode":"basic","basic":{{"username":"u","password":""}}}}}}}}}}"#), true),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{"url":"http://sr","value_schema":{{"subject_name":"v","schema_version":"012"}}}}}}}}"#), false),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{"url":"http://sr","value_schema":{{"subject_name":"v","schema_version":"12"}}}}}}}}"#), true),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{"url":"http://sr","ttl":86401}}}}}}"#), false),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{"url":"http://sr","key_schema":{{"subject_name":"k","schema_version":"1000000000"}}}}}}}}"#), false),
+            (format!(r#"{{"topic":"t",{json_rp},"schema_registry":{{"confluent":{{"url":"http://sr","key_schema":{{"subject_name":"k","schema_version":"999999999"}}}}}}}}"#), true),
+        ];
+        for (text, accepted) in samples {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(crate::config::parse(text.as_bytes()).is_ok(), accepted, "code: {text}");
+            assert_eq!(validator.is_valid(&value), accepted, "schema: {text}");
+        }
     }
 }
