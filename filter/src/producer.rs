@@ -435,13 +435,24 @@ impl Producer {
         let message: Rc<[u8]> = message.into();
         let headers: Rc<[u8]> = headers.into();
         let key: Option<Rc<[u8]>> = key.map(Rc::from);
-        let size = rest::record_len(
-            &config.rest_proxy,
-            key.as_deref(),
-            &headers,
-            config.partition,
-            message.len(),
-        );
+        // With a schema registry the records are written with ids not known yet: their bound.
+        let size = if self.schema_registry.is_some() {
+            crate::schema_registry::record_len_bound(
+                &config.rest_proxy,
+                key.as_deref(),
+                &headers,
+                config.partition,
+                message.len(),
+            )
+        } else {
+            rest::record_len(
+                &config.rest_proxy,
+                key.as_deref(),
+                &headers,
+                config.partition,
+                message.len(),
+            )
+        };
         let due_at = now.saturating_add(u64::from(config.producer.flush_timeout_ms));
         for topic in topics {
             let seq = self.next_seq;
@@ -604,7 +615,11 @@ impl Producer {
         Limits {
             records: p.messages_per_request.max(1) as usize,
             bytes: p.bytes_per_request as usize,
-            envelope: rest::batch_envelope_len(&self.config.rest_proxy.api),
+            envelope: if self.schema_registry.is_some() {
+                crate::schema_registry::batch_envelope_len_bound(&self.config.rest_proxy.api)
+            } else {
+                rest::batch_envelope_len(&self.config.rest_proxy.api)
+            },
         }
     }
 

@@ -744,6 +744,65 @@ pub fn build_produce_request<'a>(
     RestRequest { headers, body }
 }
 
+/// The largest schema id (the registry's ids are positive 32-bit integers).
+const LARGEST_ID: SchemaRef = SchemaRef {
+    id: i32::MAX as u32,
+    format: SchemaFormat::Avro,
+};
+
+/// An upper bound of the bytes one record takes in a [`build_produce_request`] body, for a
+/// message of `message_len` bytes, whatever the ids turn out to be (the asynchronous producer
+/// sizes its batches before the ids are known): the record written with the largest ids, the key
+/// as the larger of its two shapes (a JSON string with a key schema, base64 without).
+pub fn record_len_bound(
+    rp: &RestProxy,
+    key: Option<&[u8]>,
+    headers: &[u8],
+    partition: Option<u32>,
+    message_len: usize,
+) -> usize {
+    let v2 = rp.api == Api::V2;
+    let mut longest = 0;
+    for key_schema in [Some(LARGEST_ID), None] {
+        let ids = SchemaIds {
+            key: key_schema,
+            value: Some(LARGEST_ID),
+        };
+        let mut scratch = Vec::new();
+        write_record(&mut scratch, v2, &ids, key, headers, partition, b"");
+        longest = longest.max(scratch.len());
+    }
+    longest + message_len
+}
+
+/// An upper bound of the bytes a [`build_produce_request`] body adds around its records: v2's
+/// ids and `records` array; nothing for v3.
+pub fn batch_envelope_len_bound(api: &Api) -> usize {
+    match api {
+        Api::V2 => {
+            let ids = SchemaIds {
+                key: Some(LARGEST_ID),
+                value: Some(LARGEST_ID),
+            };
+            // The request with no record: exactly the envelope.
+            let rp_v2 = RestProxy {
+                upstream: String::new(),
+                authority: String::new(),
+                scheme: crate::config::Scheme::Http,
+                path_prefix: String::new(),
+                api: Api::V2,
+                format: crate::config::Format::Json,
+                headers: Vec::new(),
+                timeout_ms: 1,
+            };
+            build_produce_request(&rp_v2, &ids, "t", None, std::iter::empty())
+                .body
+                .len()
+        }
+        Api::V3 { .. } => 0,
+    }
+}
+
 fn write_record(
     out: &mut Vec<u8>,
     v2: bool,
@@ -1168,6 +1227,67 @@ mod tests {
             let value: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(crate::config::parse(text.as_bytes()).is_ok(), accepted, "code: {text}");
             assert_eq!(validator.is_valid(&value), accepted, "schema: {text}");
+        }
+    }
+
+    #[test]
+    fn size_bounds_cover_every_id() {
+        let msg: &[u8] = br#"{"id":1,"item":"pen"}"#;
+        for api in ["v2", "v3"] {
+            let rp = rest_proxy(api);
+            for key in [None, Some(&b"k\x01y"[..])] {
+                let bound = record_len_bound(&rp, key, b"", Some(3), msg.len());
+                let envelope = batch_envelope_len_bound(&rp.api);
+                for ids in [
+                    SchemaIds {
+                        key: None,
+                        value: Some(SchemaRef {
+                            id: 1,
+                            format: SchemaFormat::Avro,
+                        }),
+                    },
+                    SchemaIds {
+                        key: Some(LARGEST_ID),
+                        value: Some(LARGEST_ID),
+                    },
+                    SchemaIds {
+                        key: Some(SchemaRef {
+                            id: 77,
+                            format: SchemaFormat::JsonSchema,
+                        }),
+                        value: Some(SchemaRef {
+                            id: 123_456,
+                            format: SchemaFormat::JsonSchema,
+                        }),
+                    },
+                ] {
+                    let one = build_produce_request(&rp, &ids, "t", Some(3), [(key, &b""[..], msg)])
+                        .body
+                        .len();
+                    assert!(
+                        one <= envelope + bound,
+                        "{api} {key:?} {ids:?}: {one} > {envelope} + {bound}"
+                    );
+                }
+            }
+            // The largest ids: exact.
+            let one = build_produce_request(
+                &rp,
+                &SchemaIds {
+                    key: Some(LARGEST_ID),
+                    value: Some(LARGEST_ID),
+                },
+                "t",
+                None,
+                [(Some(&b"k"[..]), &b""[..], msg)],
+            )
+            .body
+            .len();
+            assert_eq!(
+                one,
+                batch_envelope_len_bound(&rp.api) + record_len_bound(&rp, Some(b"k"), b"", None, msg.len()),
+                "{api}"
+            );
         }
     }
 }
