@@ -86,6 +86,7 @@ pub(crate) fn start() {
             draining: false,
             schema_registry: None,
             registry_calls: Vec::new(),
+            registry_generation: 0,
         })
     });
 }
@@ -117,8 +118,12 @@ struct Root {
     /// `schema_registry.confluent`: the schema id resolver, whose lookups the root dispatches from
     /// `on_tick` (allowed there in both hosts, see above) and whose replies come back here.
     schema_registry: Option<Rc<RefCell<schema_registry::Resolver>>>,
-    /// The tokens of the lookups in flight, and which schema each resolves.
-    registry_calls: Vec<(u32, schema_registry::Part)>,
+    /// The tokens of the lookups in flight: which schema each resolves, for which resolver
+    /// (`registry_generation` when it was dispatched).
+    registry_calls: Vec<(u32, schema_registry::Part, u32)>,
+    /// Counts the resolvers a configuration started: a reply to an earlier one's lookup is
+    /// recognised (not taken for a stray call) and dropped.
+    registry_generation: u32,
 }
 
 impl Root {
@@ -206,8 +211,9 @@ impl Root {
     /// starts a new one; sets the tick its lookups are dispatched from.
     fn configure_schema_registry(&mut self, cfg: &Config) -> bool {
         let Some(settings) = &cfg.schema_registry else {
-            self.schema_registry = None;
-            self.registry_calls.clear();
+            if self.schema_registry.take().is_some() {
+                self.registry_generation = self.registry_generation.wrapping_add(1);
+            }
             return true;
         };
         let unchanged = self
@@ -216,7 +222,7 @@ impl Root {
             .is_some_and(|r| r.borrow().config() == settings);
         if !unchanged {
             self.schema_registry = Some(Rc::new(RefCell::new(schema_registry::Resolver::new(settings.clone()))));
-            self.registry_calls.clear();
+            self.registry_generation = self.registry_generation.wrapping_add(1);
         }
         if self.tick_ms.is_none() {
             // The producer's own period when it runs too (set once: Kong traps on a second).
@@ -248,7 +254,7 @@ impl Root {
         for call in due {
             let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             match dispatch_call(&call.upstream, headers, b"", call.timeout_ms) {
-                Ok(token) => self.registry_calls.push((token, call.part)),
+                Ok(token) => self.registry_calls.push((token, call.part, self.registry_generation)),
                 Err(why) => {
                     let why = format!("call rejected by the host: {why}");
                     resolver.borrow_mut().on_reply(call.part, Err(&why), now);
@@ -263,11 +269,16 @@ impl Root {
 
     /// Takes a lookup's reply; false when `token_id` is not a lookup.
     fn on_registry_reply(&mut self, token_id: u32, num_headers: usize, body_size: usize) -> bool {
-        let Some(i) = self.registry_calls.iter().position(|(t, _)| *t == token_id) else {
+        let Some(i) = self.registry_calls.iter().position(|(t, _, _)| *t == token_id) else {
             return false;
         };
-        let (_, part) = self.registry_calls.swap_remove(i);
-        let Some(resolver) = &self.schema_registry else {
+        let (_, part, generation) = self.registry_calls.swap_remove(i);
+        // A lookup of a resolver a later configuration replaced: its answer is of no use.
+        let Some(resolver) = self
+            .schema_registry
+            .as_ref()
+            .filter(|_| generation == self.registry_generation)
+        else {
             return true;
         };
         let (status, dispatch_status, body) =
