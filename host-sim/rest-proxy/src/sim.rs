@@ -65,10 +65,11 @@ pub async fn delete_topic(proxy: &RestProxy, topic: &str) -> Reply {
     }
 }
 
-/// `POST /_sim/reset`.
+/// `POST /_sim/reset`: topics, faults and the schema registry's subjects and schemas.
 pub fn reset(proxy: &RestProxy) -> Reply {
     match proxy.backend().reset() {
         Ok(()) => {
+            proxy.schema_registry().clear();
             let faults = proxy.faults().clear();
             ok(&json!({"reset": true, "faults_cleared": faults}))
         }

@@ -43,6 +43,10 @@ async fn registry_api_register_and_fetch() {
     s.post("/subjects/x/versions", REGISTRY, r#"{"schema":"{\"type\":\"bogus\"}"}"#)
         .await
         .assert_error(422, 42201);
+    // /_sim/reset forgets the registry too: ids start again at 1.
+    assert_eq!(s.post("/_sim/reset", JSON, "").await.status, 200);
+    assert_eq!(s.get("/subjects").await.json(), json!([]));
+    s.get("/schemas/ids/1").await.assert_error(404, 40403);
     s.stop().await;
 }
 
