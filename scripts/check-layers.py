@@ -19,11 +19,42 @@ IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 def strip_comments_and_strings(text: str) -> str:
-    text = re.sub(r"//[^\n]*", "", text)
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    text = re.sub(r'r#*"(?:.|\n)*?"#*', '""', text)
-    text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
-    return text
+    """The source with comments removed and every string and char literal emptied, so that
+    neither a `crate::` in a doc comment nor a brace in a string is taken for code."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif text.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if text.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif text.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        elif (m := re.match(r'b?r(#*)"', text[i:i + 260])) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            close = '"' + m.group(1)
+            end = text.find(close, i + m.end())
+            out.append('""')
+            i = n if end < 0 else end + len(close)
+        elif c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            out.append('""')
+            i += 1
+        elif c == "'" and i + 2 < n and (text[i + 1] == "\\" or text[i + 2] == "'"):
+            end = text.find("'", i + 2 if text[i + 1] == "\\" else i + 2)
+            out.append("' '")
+            i = n if end < 0 else end + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 def strip_test_modules(text: str) -> str:

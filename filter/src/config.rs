@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use crate::message::MessageOptions;
 use crate::record_headers::{self, RecordHeaders};
 use crate::schema::{DefaultValue, Field, Kind, Rule, Schema};
+use crate::schema_registry::{self, SchemaRegistryConfig};
 use crate::template::{self, Shape, Shaping};
 
 /// Kong's schema error when every `forward_*` flag is false.
@@ -57,6 +58,9 @@ pub struct Config {
 
     /// `headers`: Kafka record headers (v3 only), see [`crate::record_headers`].
     pub record_headers: RecordHeaders,
+
+    /// `schema_registry.confluent`, see [`crate::schema_registry`].
+    pub schema_registry: Option<SchemaRegistryConfig>,
 }
 
 /// The asynchronous producer's settings (Kong's `producer_async*` and `producer_request_*`
@@ -418,6 +422,15 @@ pub(crate) static ROOT: Schema = Schema {
             description: "Kafka record headers (REST API v3 only): request headers forwarded as record headers, and static record headers.",
         },
         // --- End of record headers ---
+        // --- Schema registry (crate::schema_registry) ---
+        Field {
+            name: "schema_registry",
+            kind: Kind::Object(&schema_registry::SCHEMA_REGISTRY),
+            required: false,
+            default: None,
+            description: "Schema registries (Kong kafka-upstream 3.11+): records are sent with the id of a registered schema and serialized by the REST proxy.",
+        },
+        // --- End of schema registry ---
     ],
     rules: &[
         Rule::AtLeastOneTrue {
@@ -428,6 +441,15 @@ pub(crate) static ROOT: Schema = Schema {
         Rule::Custom {
             check: record_headers::v2_check,
             schema: record_headers::v2_rule_schema,
+        },
+        // A schema registry: a usable url, and the json format (crate::schema_registry).
+        Rule::Custom {
+            check: schema_registry::url_check,
+            schema: schema_registry::url_rule_schema,
+        },
+        Rule::Custom {
+            check: schema_registry::format_check,
+            schema: schema_registry::format_rule_schema,
         },
     ],
 };
@@ -980,6 +1002,7 @@ fn extract(value: &Value) -> Config {
         metrics_prefix: string(metrics, "prefix"),
         shaping: extract_shaping(root),
         record_headers: record_header_config,
+        schema_registry: schema_registry::extract(root),
     }
 }
 
@@ -1347,6 +1370,7 @@ mod tests {
                 shaping: Shaping::default(),
 
                 record_headers: RecordHeaders::default(),
+                schema_registry: None,
             }
         );
     }

@@ -223,6 +223,8 @@ pub struct Exchange {
     calls: Vec<Call>,
     /// The host, as seen at the request headers.
     host_kind: Option<HostKind>,
+    /// The VM's schema id resolver (`schema_registry.confluent`), owned by the root context.
+    schema_registry: Option<Rc<RefCell<crate::schema_registry::Resolver>>>,
 }
 
 impl Exchange {
@@ -237,7 +239,15 @@ impl Exchange {
             body_size: 0,
             calls: Vec::new(),
             host_kind: None,
+            schema_registry: None,
         }
+    }
+
+    /// Sends this exchange's records with the schema ids `resolver` gives (see
+    /// [`crate::schema_registry`]); while it has none, the request is answered 503 naming why.
+    pub fn with_schema_registry(mut self, resolver: Rc<RefCell<crate::schema_registry::Resolver>>) -> Self {
+        self.schema_registry = Some(resolver);
+        self
     }
 
     /// A new exchange in asynchronous mode: its records go into `producer` (shared with the
@@ -540,6 +550,23 @@ impl Exchange {
         // Record headers (v3): encoded once, shared by every topic's record.
         let record_headers = cfg.record_headers.encode(&view);
         if let Some(producer) = self.producer.clone() {
+            // A failed schema id lookup: the record could not be sent, so it is not accepted
+            // (503 naming why); a pending one is accepted and waits in the buffer.
+            let failed = self.schema_registry.as_ref().and_then(|r| {
+                match r
+                    .borrow()
+                    .ids()
+                    .and_then(|ids| crate::rest::schema::check_api(&cfg.rest_proxy.api, ids))
+                {
+                    Err(crate::schema_registry::Unresolved::Failed(why)) => Some(why),
+                    _ => None,
+                }
+            });
+            if let Some(why) = failed {
+                host.log(Level::Error, &format!("kafka-upstream: {why}; nothing was accepted"));
+                self.respond(host, ClientAnswer::service_unavailable(&why));
+                return;
+            }
             let now = host.now_ms();
             let accepted = producer.borrow_mut().enqueue_with_headers(
                 now,
@@ -556,8 +583,40 @@ impl Exchange {
             return;
         }
         let rp = &cfg.rest_proxy;
+        // Schema registry: nothing is sent without its schema ids.
+        let schema_ids = match self.schema_registry.as_ref().map(|r| {
+            r.borrow()
+                .ids()
+                .and_then(|ids| crate::rest::schema::check_api(&rp.api, ids))
+        }) {
+            None => None,
+            Some(Ok(ids)) => Some(ids),
+            Some(Err(unresolved)) => {
+                let why = match unresolved {
+                    crate::schema_registry::Unresolved::Pending => {
+                        "schema registry: the schema id lookup has not been answered yet".to_string()
+                    }
+                    crate::schema_registry::Unresolved::Failed(why) => why,
+                };
+                host.log(Level::Error, &format!("kafka-upstream: {why}; nothing was sent"));
+                self.respond(host, ClientAnswer::service_unavailable(&why));
+                return;
+            }
+        };
         for topic in &head.targets.topics {
-            let call = rest::build_produce_call(rp, topic, key.as_deref(), &record_headers, cfg.partition, &msg);
+            let call = match &schema_ids {
+                None => rest::build_produce_call(rp, topic, key.as_deref(), &record_headers, cfg.partition, &msg),
+                Some(ids) => {
+                    let request = crate::rest::schema::build_produce_request(
+                        rp,
+                        ids,
+                        topic,
+                        cfg.partition,
+                        [(key.as_deref(), record_headers.as_slice(), msg.as_slice())],
+                    );
+                    rest::ProduceCall::from_request(request)
+                }
+            };
             let sent_at = host.now_ms();
             match host.dispatch(&rp.upstream, call.headers(rp), &call.body, rp.timeout_ms) {
                 Ok(token) => self.calls.push(Call {
@@ -1598,5 +1657,83 @@ mod tests {
         assert_eq!(ex.on_request_headers(&mut host, get("/"), true), Action::Pause);
         assert_eq!(host.responses[0].0, 500);
         assert!(host.calls.is_empty());
+    }
+
+    // ---- schema registry (crate::schema_registry) ----
+
+    /// A body-mode POST through an exchange that sends with `resolver`'s schema ids.
+    fn with_registry(resolver: &Rc<RefCell<crate::schema_registry::Resolver>>, cfg: &Option<Rc<Config>>) -> FakeHost {
+        let body = br#"{"a":1}"#;
+        let mut host = FakeHost {
+            body: Some(body.to_vec()),
+            ..FakeHost::default()
+        };
+        let len = body.len().to_string();
+        let hs = [
+            (":method", "POST"),
+            (":path", "/orders"),
+            (":authority", "gw"),
+            ("content-type", "application/json"),
+            ("content-length", len.as_str()),
+        ];
+        let mut ex = Exchange::new(cfg.clone()).with_schema_registry(Rc::clone(resolver));
+        if ex.on_request_headers(&mut host, headers(&hs), false) == Action::Continue {
+            ex.on_request_body(&mut host, body.len(), true);
+        }
+        host
+    }
+
+    #[test]
+    fn schema_registry_sends_with_the_ids_or_answers_503_naming_the_problem() {
+        let cfg = Some(Rc::new(
+            crate::config::parse(
+                br#"{"topic":"t","rest_proxy":{"upstream":"kafka_rest","format":"json"},"message":{"mode":"body"},
+                    "schema_registry":{"confluent":{"url":"http://sr:8081","value_schema":{"subject_name":"t-value"}}}}"#,
+            )
+            .unwrap(),
+        ));
+        let settings = cfg.as_ref().and_then(|c| c.schema_registry.clone()).unwrap();
+        let resolver = Rc::new(RefCell::new(crate::schema_registry::Resolver::new(settings.clone())));
+        // Not looked up yet: 503, nothing sent.
+        let host = with_registry(&resolver, &cfg);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.responses.len(), 1);
+        assert_eq!(host.responses[0].0, 503);
+        assert!(
+            host.responses[0]
+                .1
+                .contains("schema id lookup has not been answered yet"),
+            "{:?}",
+            host.responses
+        );
+        // Resolved: sent with the id, in the schema's content type.
+        assert_eq!(resolver.borrow_mut().calls_due(0).len(), 1);
+        resolver
+            .borrow_mut()
+            .on_reply(crate::schema_registry::Part::Value, Ok((200, br#"{"id":5}"#)), 1);
+        let host = with_registry(&resolver, &cfg);
+        assert_eq!(host.calls.len(), 1, "{:?}", host.responses);
+        let (upstream, call_headers, body, _) = &host.calls[0];
+        assert_eq!(upstream, "kafka_rest");
+        assert!(call_headers.contains(&(
+            "content-type".to_string(),
+            "application/vnd.kafka.avro.v2+json".to_string()
+        )));
+        assert_eq!(
+            String::from_utf8_lossy(body),
+            r#"{"value_schema_id":5,"records":[{"value":{"a":1}}]}"#
+        );
+        // The subject is missing: 503 with the registry's own answer, nothing sent.
+        let failed = Rc::new(RefCell::new(crate::schema_registry::Resolver::new(settings)));
+        failed.borrow_mut().calls_due(0);
+        failed.borrow_mut().on_reply(
+            crate::schema_registry::Part::Value,
+            Ok((404, br#"{"error_code":40401,"message":"Subject 't-value' not found."}"#)),
+            1,
+        );
+        let host = with_registry(&failed, &cfg);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.responses[0].0, 503);
+        assert!(host.responses[0].1.contains("error_code 40401"), "{:?}", host.responses);
     }
 }

@@ -34,6 +34,10 @@
 //! comes, what is held is dropped and logged.
 //! Which host it is comes from the last request (a root context has none to ask with).
 //!
+//! Schema registry ([`crate::schema_registry`]): the root owns the schema id resolver and
+//! dispatches its lookups from `on_tick` (for the same reasons as the producer's calls; a tick is
+//! set for it in synchronous mode too); HTTP contexts only read the ids it holds.
+//!
 //! Metrics ([`crate::metrics`]) are defined in both modes, at the first configuration and again
 //! when a configuration changes their prefix (`metrics.prefix`, or the default derived from the
 //! `plugin_root_id` property). HTTP contexts apply the exchange's updates as they come; the
@@ -64,6 +68,7 @@ use crate::host::{Action, DispatchError, Host, HostKind, Level};
 use crate::metrics::{self, Metric, MetricUpdate};
 use crate::producer::{self, Producer};
 use crate::rest::ReplyView;
+use crate::schema_registry;
 use crate::wire;
 
 /// Called from `_initialize`: log level, panic hook, root context factory.
@@ -81,6 +86,9 @@ pub(crate) fn start() {
             tick_ms: None,
             seen_host: Rc::new(Cell::new(None)),
             draining: false,
+            schema_registry: None,
+            registry_calls: Vec::new(),
+            registry_generation: 0,
         })
     });
 }
@@ -109,6 +117,15 @@ struct Root {
     seen_host: Rc<Cell<Option<HostKind>>>,
     /// `proxy_on_done` returned false: the producer is draining and `proxy_done` is owed.
     draining: bool,
+    /// `schema_registry.confluent`: the schema id resolver, whose lookups the root dispatches from
+    /// `on_tick` (allowed there in both hosts, see above) and whose replies come back here.
+    schema_registry: Option<Rc<RefCell<schema_registry::Resolver>>>,
+    /// The tokens of the lookups in flight: which schema each resolves, for which resolver
+    /// (`registry_generation` when it was dispatched).
+    registry_calls: Vec<(u32, schema_registry::Part, u32)>,
+    /// Counts the resolvers a configuration started: a reply to an earlier one's lookup is
+    /// recognised (not taken for a stray call) and dropped.
+    registry_generation: u32,
 }
 
 impl Root {
@@ -191,8 +208,109 @@ impl Drop for Root {
     }
 }
 
+impl Root {
+    /// Keeps the resolver when the registry settings did not change (its cache stays valid), or
+    /// starts a new one; sets the tick its lookups are dispatched from.
+    fn configure_schema_registry(&mut self, cfg: &Config) -> bool {
+        let Some(settings) = &cfg.schema_registry else {
+            if self.schema_registry.take().is_some() {
+                self.registry_generation = self.registry_generation.wrapping_add(1);
+            }
+            return true;
+        };
+        let unchanged = self
+            .schema_registry
+            .as_ref()
+            .is_some_and(|r| r.borrow().config() == settings);
+        if !unchanged {
+            self.schema_registry = Some(Rc::new(RefCell::new(schema_registry::Resolver::new(settings.clone()))));
+            self.registry_generation = self.registry_generation.wrapping_add(1);
+        }
+        if self.tick_ms.is_none() {
+            // The producer's own period when it runs too (set once: Kong traps on a second).
+            let period = if cfg.producer.enabled {
+                producer::tick_period_ms(cfg)
+            } else {
+                producer::MAX_TICK_MS
+            };
+            let status = raw::set_tick_period(period);
+            if status != 0 {
+                log(
+                    LogLevel::Error,
+                    &format!("kafka-upstream: schema_registry needs a tick for its lookups, and the host refused a {period} ms tick period (status {status})"),
+                );
+                return false;
+            }
+            self.tick_ms = Some(period);
+        }
+        true
+    }
+
+    /// Dispatches the schema id lookups that are due.
+    fn dispatch_registry_lookups(&mut self) {
+        let Some(resolver) = self.schema_registry.clone() else {
+            return;
+        };
+        let now = now_ms();
+        let due = resolver.borrow_mut().calls_due(now);
+        for call in due {
+            let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            match Glue::default().dispatch(&call.upstream, headers, b"", call.timeout_ms) {
+                Ok(token) => self.registry_calls.push((token, call.part, self.registry_generation)),
+                Err(refusal) => {
+                    let why = refusal.to_string();
+                    resolver.borrow_mut().on_reply(call.part, Err(&why), now);
+                    log(
+                        LogLevel::Error,
+                        &format!("kafka-upstream: schema registry lookup: {why}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Takes a lookup's reply; false when `token_id` is not a lookup.
+    fn on_registry_reply(&mut self, token_id: u32, num_headers: usize, body_size: usize) -> bool {
+        let Some(i) = self.registry_calls.iter().position(|(t, _, _)| *t == token_id) else {
+            return false;
+        };
+        let (_, part, generation) = self.registry_calls.swap_remove(i);
+        // A lookup of a resolver a later configuration replaced: its answer is of no use.
+        let Some(resolver) = self
+            .schema_registry
+            .as_ref()
+            .filter(|_| generation == self.registry_generation)
+        else {
+            return true;
+        };
+        let (status, dispatch_status, body) =
+            read_call_response(num_headers, body_size.min(schema_registry::MAX_REPLY_BYTES));
+        let status = status
+            .as_deref()
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<u32>().ok());
+        let mut resolver = resolver.borrow_mut();
+        match status {
+            Some(status) => resolver.on_reply(part, Ok((status, &body)), now_ms()),
+            None => {
+                let why = dispatch_status
+                    .map(|d| String::from_utf8_lossy(&d).into_owned())
+                    .unwrap_or_else(|| "no reply".to_string());
+                resolver.on_reply(part, Err(&why), now_ms());
+            }
+        }
+        if let Err(schema_registry::Unresolved::Failed(why)) = resolver.ids() {
+            log(LogLevel::Error, &format!("kafka-upstream: {why}"));
+        }
+        true
+    }
+}
+
 impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if self.on_registry_reply(token_id, num_headers, body_size) {
+            return;
+        }
         let Some(producer) = &self.producer else {
             return;
         };
@@ -254,6 +372,10 @@ impl RootContext for Root {
             Ok(cfg) => {
                 let cfg = Rc::new(cfg);
                 self.define_metrics(&cfg);
+                if !self.configure_schema_registry(&cfg) {
+                    self.config = None;
+                    return false;
+                }
                 if cfg.producer.enabled {
                     if !self.start_producer(&cfg) {
                         self.config = None;
@@ -262,6 +384,9 @@ impl RootContext for Root {
                 } else if let Some(p) = &self.producer {
                     // Synchronous from now on; what is still buffered drains with this config.
                     p.borrow_mut().reconfigure(Rc::clone(&cfg));
+                }
+                if let Some(p) = &self.producer {
+                    p.borrow_mut().set_schema_registry(self.schema_registry.clone());
                 }
                 self.config = Some(cfg);
                 true
@@ -275,6 +400,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        self.dispatch_registry_lookups();
         if let Some(producer) = &self.producer {
             producer.borrow_mut().on_tick(&mut Glue::default(), now_ms());
             report(producer, self.metric_ids());
@@ -287,10 +413,13 @@ impl RootContext for Root {
             (Some(cfg), Some(p)) if cfg.producer.enabled => Some(Rc::clone(p)),
             _ => None,
         };
-        let exchange = match &producer {
+        let mut exchange = match &producer {
             Some(p) => Exchange::with_producer(self.config.clone(), Rc::clone(p)),
             None => Exchange::new(self.config.clone()),
         };
+        if let Some(resolver) = &self.schema_registry {
+            exchange = exchange.with_schema_registry(Rc::clone(resolver));
+        }
         Some(Box::new(Request {
             exchange,
             producer,

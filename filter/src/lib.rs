@@ -11,6 +11,7 @@
 //!   header or a body field;
 //! - `schema`: the vocabulary of the configuration table (fields, kinds, rules);
 //! - [`record_headers`]: which request headers (and static headers) become Kafka record headers;
+//! - [`schema_registry`]: `schema_registry.confluent`, subject and version to schema id;
 //! - [`config`]: the configuration table, its validator and its JSON Schema;
 //! - [`topics`]: target topics and record key from the query string;
 //! - [`rest`]: the REST proxy request, and its reply turned into the client's answer;
@@ -34,6 +35,7 @@ pub mod producer;
 pub mod record_headers;
 pub mod rest;
 mod schema;
+pub mod schema_registry;
 pub mod template;
 pub mod topics;
 pub mod wire;

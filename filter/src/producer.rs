@@ -56,6 +56,7 @@
 //! ([`Producer::take_logs`], [`Producer::take_metric_updates`]), so the HTTP contexts that
 //! enqueue and the root context that flushes report them the same way.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -295,6 +296,9 @@ pub struct Producer {
     full_logged: bool,
     /// The plugin is shutting down ([`Producer::begin_drain`]): everything held goes out now.
     draining: bool,
+    /// `schema_registry.confluent`: batches go out with the ids it holds, and wait while it has
+    /// none (see [`crate::schema_registry`]).
+    schema_registry: Option<Rc<RefCell<crate::schema_registry::Resolver>>>,
     logs: Vec<(Level, String)>,
     /// Counter increments not yet reported, by [`Metric::index`].
     counter_deltas: [u64; Metric::ALL.len()],
@@ -318,6 +322,7 @@ impl Producer {
             rotation: 0,
             full_logged: false,
             draining: false,
+            schema_registry: None,
             logs: Vec::new(),
             counter_deltas: [0; Metric::ALL.len()],
             depth_reported: None,
@@ -328,6 +333,12 @@ impl Producer {
     /// Uses `config` from now on; buffered records are kept and sent with it.
     pub fn reconfigure(&mut self, config: Rc<Config>) {
         self.config = config;
+    }
+
+    /// Sends batches with the schema ids of `resolver` (`None`: without a schema registry).
+    /// While it has no ids, records wait in the buffer (bounded by its limit, as ever).
+    pub fn set_schema_registry(&mut self, resolver: Option<Rc<RefCell<crate::schema_registry::Resolver>>>) {
+        self.schema_registry = resolver;
     }
 
     /// Whether the REST proxy is considered healthy.
@@ -401,13 +412,24 @@ impl Producer {
         let message: Rc<[u8]> = message.into();
         let headers: Rc<[u8]> = headers.into();
         let key: Option<Rc<[u8]>> = key.map(Rc::from);
-        let size = rest::record_len(
-            &config.rest_proxy,
-            key.as_deref(),
-            &headers,
-            config.partition,
-            message.len(),
-        );
+        // With a schema registry the records are written with ids not known yet: their bound.
+        let size = if self.schema_registry.is_some() {
+            crate::rest::schema::record_len_bound(
+                &config.rest_proxy,
+                key.as_deref(),
+                &headers,
+                config.partition,
+                message.len(),
+            )
+        } else {
+            rest::record_len(
+                &config.rest_proxy,
+                key.as_deref(),
+                &headers,
+                config.partition,
+                message.len(),
+            )
+        };
         let due_at = now.saturating_add(u64::from(config.producer.flush_timeout_ms));
         for topic in topics {
             let seq = self.next_seq;
@@ -570,7 +592,11 @@ impl Producer {
         Limits {
             records: p.messages_per_request.max(1) as usize,
             bytes: p.bytes_per_request as usize,
-            envelope: rest::batch_envelope_len(&self.config.rest_proxy.api),
+            envelope: if self.schema_registry.is_some() {
+                crate::rest::schema::batch_envelope_len_bound(&self.config.rest_proxy.api)
+            } else {
+                rest::batch_envelope_len(&self.config.rest_proxy.api)
+            },
         }
     }
 
@@ -605,6 +631,21 @@ impl Producer {
         if n == 0 {
             return;
         }
+        // With a schema registry nothing goes out without its ids: while they are pending or
+        // the lookup failed, the records wait (the root retries the lookup).
+        let schema_ids = match &self.schema_registry {
+            None => None,
+            Some(r) => {
+                match r
+                    .borrow()
+                    .ids()
+                    .and_then(|ids| crate::rest::schema::check_api(&self.config.rest_proxy.api, ids))
+                {
+                    Ok(ids) => Some(ids),
+                    Err(_) => return,
+                }
+            }
+        };
         let start = self.rotation % n;
         self.rotation = self.rotation.wrapping_add(1);
         let limits = self.limits();
@@ -629,7 +670,7 @@ impl Producer {
                 }
                 budget -= 1;
                 sent = true;
-                self.send(host, queue, records, now);
+                self.send(host, queue, records, schema_ids.as_ref(), now);
             }
             if !sent {
                 return;
@@ -637,15 +678,23 @@ impl Producer {
         }
     }
 
-    fn send(&mut self, host: &mut dyn Host, queue: usize, mut records: Vec<Record>, now: u64) {
+    fn send(
+        &mut self,
+        host: &mut dyn Host,
+        queue: usize,
+        mut records: Vec<Record>,
+        schema_ids: Option<&crate::schema_registry::SchemaIds>,
+        now: u64,
+    ) {
         let config = Rc::clone(&self.config);
         let rp = &config.rest_proxy;
-        let request = rest::build_batch_request(
-            rp,
-            &self.queues[queue].topic,
-            config.partition,
-            records.iter().map(|r| (r.key.as_deref(), &*r.headers, &*r.message)),
-        );
+        let items = records.iter().map(|r| (r.key.as_deref(), &*r.headers, &*r.message));
+        let request = match schema_ids {
+            None => rest::build_batch_request(rp, &self.queues[queue].topic, config.partition, items),
+            Some(ids) => {
+                crate::rest::schema::build_produce_request(rp, ids, &self.queues[queue].topic, config.partition, items)
+            }
+        };
         for r in &mut records {
             r.attempts += 1;
         }
@@ -1716,5 +1765,50 @@ mod tests {
             tick_period_ms(&config(r#","producer_request_retries_backoff_timeout":3"#)),
             3
         );
+    }
+
+    #[test]
+    fn schema_registry_batches_wait_for_the_ids_then_carry_them() {
+        let cfg = config(
+            r#","rest_proxy":{"upstream":"kafka_rest","timeout":500,"format":"json"},"message":{"mode":"body"},
+               "schema_registry":{"confluent":{"url":"http://sr:8081","value_schema":{"subject_name":"t-value"}}}"#,
+        );
+        let settings = cfg.schema_registry.clone().unwrap();
+        let resolver = Rc::new(RefCell::new(crate::schema_registry::Resolver::new(settings)));
+        let mut p = Producer::new(cfg);
+        p.set_schema_registry(Some(Rc::clone(&resolver)));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, r#"{"a":1}"#);
+        put(&mut p, 0, r#"{"a":2}"#);
+        // No ids yet: nothing is sent, however late, and the records stay held.
+        p.on_tick(&mut t, 5_000);
+        assert!(t.take().is_empty());
+        // A failed lookup: still nothing sent.
+        resolver.borrow_mut().calls_due(0);
+        resolver
+            .borrow_mut()
+            .on_reply(crate::schema_registry::Part::Value, Err("connection refused"), 5_000);
+        p.on_tick(&mut t, 5_010);
+        assert!(t.take().is_empty());
+        // Resolved: one batch with the schema's content type and id.
+        resolver.borrow_mut().calls_due(6_000);
+        resolver.borrow_mut().on_reply(
+            crate::schema_registry::Part::Value,
+            Ok((200, br#"{"id":9,"schemaType":"JSON"}"#)),
+            6_000,
+        );
+        p.on_tick(&mut t, 6_010);
+        let calls = t.take();
+        assert_eq!(calls.len(), 1);
+        assert!(calls[0].headers.contains(&(
+            "content-type".to_string(),
+            "application/vnd.kafka.jsonschema.v2+json".to_string()
+        )));
+        assert_eq!(
+            String::from_utf8_lossy(&calls[0].body),
+            r#"{"value_schema_id":9,"records":[{"value":{"a":1}},{"value":{"a":2}}]}"#
+        );
+        assert!(p.on_response(calls[0].token, &reply("200", &v2_ack(2)), 6_020));
+        assert!(p.is_drained());
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod outcome;
 pub mod request;
+pub mod schema;
 
 pub use outcome::{classify, classify_batch, probe_failure, ClientAnswer, Failure, Outcome, ReplyView};
 pub use request::{

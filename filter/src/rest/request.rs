@@ -57,6 +57,8 @@ pub fn build_request(
 pub struct ProduceCall {
     path: String,
     content_length: String,
+    /// Headers built elsewhere (a schema registry's request, [`ProduceCall::from_request`]).
+    prebuilt_headers: Option<Vec<(String, String)>>,
     /// The JSON request body.
     pub body: Vec<u8>,
 }
@@ -66,12 +68,26 @@ impl ProduceCall {
         ProduceCall {
             path: path(rp, topic),
             content_length: body.len().to_string(),
+            prebuilt_headers: None,
             body,
+        }
+    }
+
+    /// A call for a request built elsewhere (`crate::rest::schema::build_produce_request`).
+    pub fn from_request(request: RestRequest) -> Self {
+        ProduceCall {
+            path: String::new(),
+            content_length: String::new(),
+            prebuilt_headers: Some(request.headers),
+            body: request.body,
         }
     }
 
     /// The header pairs, pseudo-headers first, then the configured static headers.
     pub fn headers<'a>(&'a self, rp: &'a RestProxy) -> Vec<(&'a str, &'a str)> {
+        if let Some(headers) = &self.prebuilt_headers {
+            return headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        }
         let (content_type, accept) = match (&rp.api, rp.format) {
             (Api::V2, Format::Binary) => ("application/vnd.kafka.binary.v2+json", "application/vnd.kafka.v2+json"),
             (Api::V2, Format::Json) => ("application/vnd.kafka.json.v2+json", "application/vnd.kafka.v2+json"),

@@ -4,6 +4,7 @@
 //! flavour's [`ProducePlan`] says). Handlers get a [`Cluster`]; none of this knows HTTP shapes
 //! beyond a fault's [`ApiError`].
 
+use crate::schema_registry::SchemaRegistry;
 use std::time::Duration;
 
 use crate::config::{validate_topic_name, ConfigError, RestProxyConfig};
@@ -162,6 +163,7 @@ pub struct Cluster {
     backend: Backend,
     faults: FaultQueue,
     round_robin: RoundRobin,
+    schema_registry: SchemaRegistry,
 }
 
 impl Cluster {
@@ -180,7 +182,14 @@ impl Cluster {
             backend,
             faults: FaultQueue::default(),
             round_robin: RoundRobin::default(),
+            schema_registry: SchemaRegistry::default(),
         })
+    }
+
+    /// The embedded Schema Registry (served under `/subjects` and `/schemas`; the produce
+    /// handlers serialize schema-format values with its schemas).
+    pub fn schema_registry(&self) -> &SchemaRegistry {
+        &self.schema_registry
     }
 
     /// The configuration in force.

@@ -29,9 +29,13 @@
 //!    over [`storage`]'s own settings; [`error`] (Confluent's envelopes and codes, and the
 //!    mapping of storage failures to them) over [`storage`].
 //! 4. [`codec`] (request decoding, Confluent's code for each bad body), [`reply`] (an answer
-//!    before it is HTTP), [`faults`] (the fault queue), all over [`error`].
-//! 5. [`cluster`]: the proxy's state (config, backend, faults, partitioner) and the produce
-//!    pipeline every handler uses.
+//!    before it is HTTP), [`faults`] (the fault queue), all over [`error`]; then
+//!    [`schema_registry`] (an in-memory Confluent Schema Registry, its API served on the same
+//!    listener under `/subjects/...` and `/schemas/...`, and the serializers the Confluent
+//!    flavour's v2 `avro` / `jsonschema` content types and v3 schema-format data use, writing
+//!    what Confluent's serializers write) over [`codec`] and [`reply`].
+//! 5. [`cluster`]: the proxy's state (config, backend, faults, partitioner, schema registry) and
+//!    the produce pipeline every handler uses.
 //! 6. Handlers: [`flavor`] (one module per proxy: [`flavor::confluent`] with its v2 and v3,
 //!    [`flavor::karapace`], [`flavor::redpanda`]) and [`sim`] (`/_sim/`), over [`cluster`].
 //! 7. [`server`]: HTTP routing, body limits, [`RestProxy`] and its listener, over the handlers.
@@ -47,6 +51,7 @@ pub mod model;
 pub mod partitioner;
 pub mod reencode;
 pub mod reply;
+pub mod schema_registry;
 pub mod server;
 pub mod sim;
 pub mod storage;

@@ -231,6 +231,11 @@ impl RestProxy {
         self.cluster.faults()
     }
 
+    /// The embedded Schema Registry (served under `/subjects` and `/schemas`).
+    pub fn schema_registry(&self) -> &crate::schema_registry::SchemaRegistry {
+        self.cluster.schema_registry()
+    }
+
     /// Connects to the broker and creates the configured topics (Kafka bridge); a no-op in memory.
     pub async fn check_backend(&self) -> Result<(), RestProxyError> {
         self.cluster.backend().check().await.map_err(RestProxyError::from)
@@ -289,6 +294,15 @@ impl RestProxy {
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,
     {
+        if crate::schema_registry::api::is_registry_path(req.uri().path()) {
+            let route = crate::schema_registry::api::route(req.method(), req.uri().path());
+            let body = self.read_body(req.into_body(), None).await;
+            return Ok(crate::schema_registry::api::handle(
+                self.cluster.schema_registry(),
+                route,
+                body,
+            ));
+        }
         let family = family_of(req.uri().path());
         let ct = family.content_type();
         let flavor = self.cluster.config().flavor;

@@ -65,10 +65,11 @@ pub async fn delete_topic(cluster: &Cluster, topic: &str) -> Reply {
     }
 }
 
-/// `POST /_sim/reset`.
+/// `POST /_sim/reset`: topics, faults and the schema registry's subjects and schemas.
 pub fn reset(cluster: &Cluster) -> Reply {
     match cluster.backend().reset() {
         Ok(()) => {
+            cluster.schema_registry().clear();
             let faults = cluster.faults().clear();
             ok(&json!({"reset": true, "faults_cleared": faults}))
         }

@@ -125,17 +125,59 @@ async fn v2_payload_errors() {
     let cases: &[(&str, &str, u16, i64, Option<&str>)] = &[
         (JSON_V2, "{not json", 400, 400, None),
         (JSON_V2, "", 422, 422, Some("Request body is empty. Data is required.")),
-        (JSON_V2, r#"{"records":[]}"#, 422, 422, Some("records must not be empty")),
-        (JSON_V2, r#"{"records":[{"value":1}],"foo":1}"#, 422, 422, Some("Unrecognized field: foo")),
+        (
+            JSON_V2,
+            r#"{"records":[]}"#,
+            422,
+            422,
+            Some("records must not be empty"),
+        ),
+        (
+            JSON_V2,
+            r#"{"records":[{"value":1}],"foo":1}"#,
+            422,
+            422,
+            Some("Unrecognized field: foo"),
+        ),
         (JSON_V2, r#"{"records":[{"value":1,"partition":"0"}]}"#, 400, 400, None),
         (JSON_V2, r#"{"records":"nope"}"#, 400, 400, None),
-        (BINARY_V2, r#"{"records":[{"value":"not base64!"}]}"#, 400, 400,
-         Some(r#"data="not base64!" is not a valid base64 string."#)),
-        (BINARY_V2, r#"{"records":[{"key":5,"value":"aGk="}]}"#, 400, 400, Some("data=5 is not a base64 string.")),
-        ("application/vnd.kafka.avro.v2+json", r#"{"records":[{"value":"x"}]}"#, 422, 42207,
-         Some("Error serializing message. Schema Registry not defined, no Schema Registry client available to serialize message.")),
-        ("application/vnd.kafka.protobuf.v2+json", r#"{"value_schema_id":1,"records":[{"value":"x"}]}"#, 422, 42206,
-         Some("Payload error. Schema Registry must be configured when using schemas.")),
+        (
+            BINARY_V2,
+            r#"{"records":[{"value":"not base64!"}]}"#,
+            400,
+            400,
+            Some(r#"data="not base64!" is not a valid base64 string."#),
+        ),
+        (
+            BINARY_V2,
+            r#"{"records":[{"key":5,"value":"aGk="}]}"#,
+            400,
+            400,
+            Some("data=5 is not a base64 string."),
+        ),
+        // Schema formats go to the embedded Schema Registry (kafka-rest `Errors.java`: 42202
+        // value schema missing); PROTOBUF is not served by it.
+        (
+            "application/vnd.kafka.avro.v2+json",
+            r#"{"records":[{"value":"x"}]}"#,
+            422,
+            42202,
+            Some("Request includes values but does not include value schema"),
+        ),
+        (
+            "application/vnd.kafka.jsonschema.v2+json",
+            r#"{"value_schema_id":1,"records":[{"value":"x"}]}"#,
+            404,
+            40403,
+            Some("Schema 1 not found"),
+        ),
+        (
+            "application/vnd.kafka.protobuf.v2+json",
+            r#"{"value_schema_id":1,"records":[{"value":"x"}]}"#,
+            422,
+            42207,
+            None,
+        ),
     ];
     for (ct, body, status, code, message) in cases {
         let r = s.post("/topics/t", ct, body).await;
@@ -160,7 +202,8 @@ async fn v3_payload_errors() {
         ("{oops", 400, 400),
         (r#"{"records":[]}"#, 400, 400),
         (r#"{"value":{"data":"eA=="}}"#, 422, 42206),
-        (r#"{"value":{"type":"AVRO","data":"x"}}"#, 422, 42206),
+        // A schema type without a registered `{topic}-value` subject: the registry's 40401.
+        (r#"{"value":{"type":"AVRO","data":"x"}}"#, 404, 40401),
         (r#"{"value":{"type":"binary","data":"eA=="}}"#, 400, 400),
         (r#"{"value":{"type":"BINARY","data":"fooba"}}"#, 400, 400),
         (r#"{"value":{"type":"STRING","data":{}}}"#, 400, 400),

@@ -13,7 +13,9 @@ use host_sim::{CalloutFailure, HttpCall, HttpCallReply, LogLevel, Profile};
 use kafka_upstream_tests::{dump_logs, PROFILES};
 use serde_json::{json, Value};
 
-use crate::filter_common::{call_values, upstream, v2_ack_of, Gateway, Request, BUFFER_FULL, SENT, UNHEALTHY};
+use crate::filter_common::{
+    call_values, upstream, v2_ack_of, Gateway, Request, BUFFER_FULL, ENVOY_CLUSTER, SENT, UNHEALTHY,
+};
 
 /// The tick period with the default producer settings (`MAX_TICK_MS`).
 const TICK_MS: u64 = 20;
@@ -692,4 +694,73 @@ fn an_envoy_drain_retries_a_failed_batch_and_ends_with_proxy_done() {
     gw.ack(&retry[0]);
     assert!(!gw.vm.root_exists(gw.root));
     assert_eq!(gw.value("messages_sent"), 1);
+}
+
+/// `schema_registry.confluent` in asynchronous mode, in virtual time: the root context looks the
+/// subject up at a tick (a GET with basic authentication, to the registry's Envoy cluster or
+/// Kong's `host:port`); a record accepted before the answer waits, then goes out with the id in
+/// the schema's content type.
+#[test]
+fn schema_registry_lookup_from_the_root_then_batches_with_the_id() {
+    for profile in PROFILES {
+        let mut confluent = json!({
+            "url": "http://registry:8081/sr",
+            "authentication": {"mode": "basic", "basic": {"username": "user", "password": "password"}},
+            "value_schema": {"subject_name": "orders-value"}
+        });
+        if profile == Profile::Envoy {
+            confluent["upstream"] = json!(ENVOY_CLUSTER);
+        }
+        let mut gw = Gateway::asynchronous(
+            profile,
+            json!({
+                "rest_proxy": {"format": "json"},
+                "message": {"mode": "body"},
+                "producer_async_flush_timeout": 20,
+                "schema_registry": {"confluent": confluent}
+            }),
+        );
+        gw.accept(1);
+        gw.advance(TICK_MS);
+        let lookup = gw.root_calls(1).remove(0);
+        let registry = match profile {
+            Profile::Envoy => ENVOY_CLUSTER,
+            Profile::Kong => "registry:8081",
+        };
+        assert_eq!(lookup.upstream, registry, "{profile}");
+        assert_eq!(lookup.header(":method"), Some("GET"), "{profile}");
+        assert_eq!(
+            lookup.header(":path"),
+            Some("/sr/subjects/orders-value/versions/latest"),
+            "{profile}"
+        );
+        assert_eq!(lookup.header(":authority"), Some("registry:8081"), "{profile}");
+        assert_eq!(
+            lookup.header("authorization"),
+            Some("Basic dXNlcjpwYXNzd29yZA=="),
+            "{profile}"
+        );
+        // Nothing is produced before the answer, however long it takes.
+        gw.advance(200);
+        assert!(gw.calls().iter().all(|c| c.token == lookup.token), "{profile}");
+        gw.reply(
+            lookup.token,
+            200,
+            r#"{"subject":"orders-value","version":1,"id":4,"schema":"{}"}"#,
+        );
+        gw.advance(TICK_MS);
+        let batch = gw.root_calls(1).remove(0);
+        assert_eq!(
+            batch.header("content-type"),
+            Some("application/vnd.kafka.avro.v2+json"),
+            "{profile}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&batch.body),
+            r#"{"value_schema_id":4,"records":[{"value":{"n":1}}]}"#,
+            "{profile}"
+        );
+        gw.reply(batch.token, 200, &v2_ack_of(1));
+        assert_eq!(gw.value("messages_sent"), 1, "{profile}");
+    }
 }

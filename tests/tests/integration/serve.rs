@@ -26,6 +26,8 @@ async fn start_gateway(
     let mut upstreams = BTreeMap::new();
     if profile == Profile::Envoy {
         upstreams.insert("kafka_rest".to_string(), rest);
+        // The embedded REST proxy serves the Schema Registry API on the same listener.
+        upstreams.insert("schema_registry".to_string(), rest);
     }
     let route = Route {
         plugin_name: "kafka_upstream".into(),
@@ -924,4 +926,268 @@ async fn envoy_profile_record_headers_reach_the_records_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kong_profile_record_headers_reach_the_records_endpoint() {
     record_headers_reach_the_records_endpoint(Profile::Kong).await;
+}
+
+/// `schema_registry.confluent` (Kong 3.11+ fields) with `message.mode: body`, as Kong's own
+/// example pairs them: the filter looks the subject's latest version up in the embedded Schema
+/// Registry from the root context, sends the body with that schema id (v2 `avro` content type and
+/// `value_schema_id`; v3 `schema_id`), and the REST proxy writes Confluent's wire format. A body
+/// that does not match is refused by the REST proxy and nothing is written; a subject the
+/// registry does not have gives a 503 that names it, and nothing is sent.
+async fn schema_registry_records(profile: Profile, api: &str) {
+    let (proxy, rest) = in_memory_rest_proxy().await;
+    let order =
+        r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"item","type":"string"}]}"#;
+    let id = proxy
+        .schema_registry()
+        .register("orders-value", rest_proxy::schema_registry::SchemaType::Avro, order)
+        .unwrap();
+    let (upstream, registry_upstream) = match profile {
+        Profile::Envoy => ("kafka_rest".to_string(), Some("schema_registry")),
+        Profile::Kong => (rest.to_string(), None),
+    };
+    let mut rest_proxy = json!({"upstream": upstream, "format": "json"});
+    if api == "v3" {
+        rest_proxy["api"] = json!("v3");
+        rest_proxy["cluster_id"] = json!("host-sim");
+    }
+    let mut confluent = json!({
+        "url": format!("http://{rest}"),
+        "value_schema": {"subject_name": "orders-value", "schema_version": "latest"}
+    });
+    if let Some(u) = registry_upstream {
+        confluent["upstream"] = json!(u);
+    }
+    let config = json!({"topic": "orders", "rest_proxy": rest_proxy, "message": {"mode": "body"},
+                        "schema_registry": {"confluent": confluent.clone()}});
+    let gateway = start_gateway(profile, &wasm_path("kafka_upstream"), config, rest, None).await;
+    let headers = [("content-type", "application/json")];
+    // The first lookup goes out at the first tick after configuration: until its answer, requests
+    // get 503 and nothing is sent. Bounded wait, no timing asserted.
+    let mut answer = send(
+        gateway.local_addr,
+        "POST",
+        "/orders",
+        &headers,
+        br#"{"id":7,"item":"pen"}"#,
+    )
+    .await;
+    for _ in 0..200 {
+        if answer.status != 503 {
+            break;
+        }
+        assert!(
+            String::from_utf8_lossy(&answer.body).contains("schema registry"),
+            "{profile} {api}: {:?}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answer = send(
+            gateway.local_addr,
+            "POST",
+            "/orders",
+            &headers,
+            br#"{"id":7,"item":"pen"}"#,
+        )
+        .await;
+    }
+    assert_eq!(
+        (answer.status, body_json(&answer)),
+        (200, json!({"message": "message sent"})),
+        "{profile} {api}"
+    );
+    let records = proxy.read_records("orders", None, 0, 100).await.unwrap();
+    assert_eq!(records.len(), 1, "{profile} {api}");
+    // Magic byte, schema id, then the Avro binary of {"id":7,"item":"pen"}: zigzag 7 = 14, "pen".
+    let mut want = vec![0u8];
+    want.extend_from_slice(&id.to_be_bytes());
+    want.extend_from_slice(&[14, 6, b'p', b'e', b'n']);
+    assert_eq!(records[0].value.as_deref(), Some(&want[..]), "{profile} {api}");
+
+    // A body that does not match the schema: refused by the REST proxy, nothing written.
+    let bad = send(gateway.local_addr, "POST", "/orders", &headers, br#"{"id":"seven"}"#).await;
+    assert!(bad.status >= 400, "{profile} {api}: {}", bad.status);
+    assert_ne!(bad.status, 200, "{profile} {api}");
+    assert_eq!(
+        proxy.read_records("orders", None, 0, 100).await.unwrap().len(),
+        1,
+        "{profile} {api}"
+    );
+    gateway.shutdown().await;
+
+    // A subject the registry does not have: 503 naming it, nothing sent.
+    confluent["value_schema"]["subject_name"] = json!("missing-value");
+    let config = json!({"topic": "orders", "rest_proxy": rest_proxy, "message": {"mode": "body"},
+                        "schema_registry": {"confluent": confluent}});
+    let gateway = start_gateway(profile, &wasm_path("kafka_upstream"), config, rest, None).await;
+    let mut answer = send(
+        gateway.local_addr,
+        "POST",
+        "/orders",
+        &headers,
+        br#"{"id":8,"item":"ink"}"#,
+    )
+    .await;
+    for _ in 0..200 {
+        if String::from_utf8_lossy(&answer.body).contains("40401") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answer = send(
+            gateway.local_addr,
+            "POST",
+            "/orders",
+            &headers,
+            br#"{"id":8,"item":"ink"}"#,
+        )
+        .await;
+    }
+    assert_eq!(answer.status, 503, "{profile} {api}");
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    assert!(
+        text.contains("subject 'missing-value'") && text.contains("Subject 'missing-value' not found."),
+        "{profile} {api}: {text}"
+    );
+    assert_eq!(
+        proxy.read_records("orders", None, 0, 100).await.unwrap().len(),
+        1,
+        "{profile} {api}"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_profile_schema_registry_v2() {
+    schema_registry_records(Profile::Envoy, "v2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_profile_schema_registry_v2() {
+    schema_registry_records(Profile::Kong, "v2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_profile_schema_registry_v3() {
+    schema_registry_records(Profile::Envoy, "v3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_profile_schema_registry_v3() {
+    schema_registry_records(Profile::Kong, "v3").await;
+}
+
+/// `schema_registry.confluent` with `producer_async`: a record accepted before the lookup is
+/// answered waits in the buffer and goes out with the schema id; once a lookup has failed (a
+/// missing subject), requests get 503 naming it and nothing is sent.
+async fn schema_registry_async_records(profile: Profile) {
+    let (proxy, rest) = in_memory_rest_proxy().await;
+    let order =
+        r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"item","type":"string"}]}"#;
+    let id = proxy
+        .schema_registry()
+        .register("orders-value", rest_proxy::schema_registry::SchemaType::Avro, order)
+        .unwrap();
+    let upstream = match profile {
+        Profile::Envoy => "kafka_rest".to_string(),
+        Profile::Kong => rest.to_string(),
+    };
+    let config = |subject: &str| {
+        let mut confluent = json!({"url": format!("http://{rest}"), "value_schema": {"subject_name": subject}});
+        if profile == Profile::Envoy {
+            confluent["upstream"] = json!("schema_registry");
+        }
+        json!({"topic": "orders", "rest_proxy": {"upstream": upstream, "api": "v3", "cluster_id": "host-sim", "format": "json"},
+               "message": {"mode": "body"}, "producer_async": true, "producer_async_flush_timeout": 20,
+               "schema_registry": {"confluent": confluent}})
+    };
+    let gateway = start_gateway(
+        profile,
+        &wasm_path("kafka_upstream"),
+        config("orders-value"),
+        rest,
+        None,
+    )
+    .await;
+    let headers = [("content-type", "application/json")];
+    let answer = send(
+        gateway.local_addr,
+        "POST",
+        "/orders",
+        &headers,
+        br#"{"id":7,"item":"pen"}"#,
+    )
+    .await;
+    assert_eq!(
+        (answer.status, body_json(&answer)),
+        (200, json!({"message": "message sent"})),
+        "{profile}"
+    );
+    let mut records = Vec::new();
+    for _ in 0..200 {
+        // The topic is created by the first record (auto-creation).
+        records = proxy.read_records("orders", None, 0, 100).await.unwrap_or_default();
+        if !records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut want = vec![0u8];
+    want.extend_from_slice(&id.to_be_bytes());
+    want.extend_from_slice(&[14, 6, b'p', b'e', b'n']);
+    assert_eq!(records.len(), 1, "{profile}");
+    assert_eq!(records[0].value.as_deref(), Some(&want[..]), "{profile}");
+    gateway.shutdown().await;
+
+    let gateway = start_gateway(
+        profile,
+        &wasm_path("kafka_upstream"),
+        config("missing-value"),
+        rest,
+        None,
+    )
+    .await;
+    let mut answer = send(
+        gateway.local_addr,
+        "POST",
+        "/orders",
+        &headers,
+        br#"{"id":8,"item":"ink"}"#,
+    )
+    .await;
+    for _ in 0..200 {
+        if answer.status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answer = send(
+            gateway.local_addr,
+            "POST",
+            "/orders",
+            &headers,
+            br#"{"id":8,"item":"ink"}"#,
+        )
+        .await;
+    }
+    assert_eq!(answer.status, 503, "{profile}");
+    assert!(
+        String::from_utf8_lossy(&answer.body).contains("Subject 'missing-value' not found."),
+        "{profile}: {:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(
+        proxy.read_records("orders", None, 0, 100).await.unwrap().len(),
+        1,
+        "{profile}"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_profile_schema_registry_async() {
+    schema_registry_async_records(Profile::Envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_profile_schema_registry_async() {
+    schema_registry_async_records(Profile::Kong).await;
 }

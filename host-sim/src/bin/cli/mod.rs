@@ -60,7 +60,7 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Serve HTTP: every request runs through the filter; callouts are real HTTP requests.
     Serve(Box<serve::ServeArgs>),
-    /// Run a Confluent-compatible Kafka REST proxy (in memory, or bridged to a Kafka broker).
+    /// Run a Confluent-compatible Kafka REST proxy and Schema Registry (in memory, or bridged to a Kafka broker).
     RestProxy(rest_proxy::RestProxyCommand),
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     Completions(completions::CompletionsArgs),

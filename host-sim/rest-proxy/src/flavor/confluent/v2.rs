@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::{record_error_code, PLAN};
 use crate::cluster::{Cluster, FaultOutcome, ProduceError, RecordError};
-use crate::codec::{parse_v2, v2_format, V2Encoding, V2_JSON};
+use crate::codec::{parse_v2, v2_format, V2Encoding, V2Format, V2_JSON};
 use crate::error::{codes, ApiError, ConnectionDropped, TOPIC_NOT_FOUND_MESSAGE};
 use crate::model::Appended;
 use crate::reply::Reply;
@@ -42,9 +42,9 @@ pub struct PartitionOffset {
 pub struct ProduceResponse {
     /// One entry per record.
     pub offsets: Vec<PartitionOffset>,
-    /// Always null here (no Schema Registry).
+    /// The key schema's id when keys were serialized with a schema, else null.
     pub key_schema_id: Option<i32>,
-    /// Always null here.
+    /// The value schema's id when values were serialized with a schema, else null.
     pub value_schema_id: Option<i32>,
 }
 
@@ -114,6 +114,18 @@ pub async fn produce(
             Err(_) => return Ok(error(&ApiError::no_such_path())),
         },
     };
+    // Schema formats: serialized with the embedded registry, then produced as binary.
+    let (body, format, schema_ids) = match crate::schema_registry::produce::v2_schema_type(content_type) {
+        None => (body, format, None),
+        Some(schema_type) => {
+            match schema_type
+                .and_then(|t| crate::schema_registry::produce::v2_to_binary(cluster.schema_registry(), topic, t, &body))
+            {
+                Ok(s) => (s.body, V2Format::Binary, Some((s.key_schema_id, s.value_schema_id))),
+                Err(e) => return Ok(error(&e)),
+            }
+        }
+    };
     let mut records = match parse_v2(&body, format, now_ms(), V2Encoding::CONFLUENT) {
         Ok(r) => r,
         Err(e) => return Ok(error(&e)),
@@ -137,7 +149,11 @@ pub async fn produce(
         Err(ProduceError::InvalidTopic(msg)) => return Ok(error(&ApiError::invalid_topic(msg))),
         Err(ProduceError::Backend(f)) => vec![Err(RecordError::Kafka(f)); n],
     };
-    let response = ProduceResponse::from_results(&results);
+    let mut response = ProduceResponse::from_results(&results);
+    if let Some((key_schema_id, value_schema_id)) = schema_ids {
+        response.key_schema_id = key_schema_id.and_then(|id| i32::try_from(id).ok());
+        response.value_schema_id = value_schema_id.and_then(|id| i32::try_from(id).ok());
+    }
     Ok(Reply::json(response.status(), V2_JSON, &response))
 }
 

@@ -157,7 +157,10 @@ async fn produce_one(
     topic: &str,
     item: Result<&str, ApiError>,
 ) -> Result<Result<DeliveryReport, ApiError>, ConnectionDropped> {
-    let record = match item.and_then(parse_v3_record) {
+    // Schema-format data: serialized with the embedded registry, then produced as binary.
+    let item =
+        item.and_then(|raw| crate::schema_registry::produce::v3_to_binary(cluster.schema_registry(), topic, raw));
+    let record = match item.and_then(|raw| parse_v3_record(&raw)) {
         Ok(r) => r,
         Err(e) => return Ok(Err(e)),
     };
