@@ -9,6 +9,10 @@ use std::time::Duration;
 /// many the oldest sample gives way, while count and sum keep counting every record).
 pub(crate) const MAX_HISTOGRAM_SAMPLES: usize = 10_000;
 
+/// Largest callout response body `serve` reads from an upstream before handing it to the guest
+/// (Envoy's default buffer limit for callouts is smaller; this only protects the gateway).
+pub(crate) const MAX_CALLOUT_RESPONSE_BYTES: usize = 64 << 20;
+
 /// Resource limits applied to one VM.
 #[derive(Debug, Clone)]
 pub struct Limits {

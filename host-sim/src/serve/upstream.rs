@@ -2,6 +2,7 @@
 //! hyper-util's pooled client over plain TCP, so a callout reuses connections as Envoy's
 //! cluster connection pools do.
 
+use crate::limits::MAX_CALLOUT_RESPONSE_BYTES;
 use crate::profile::{CalloutFailure, CalloutUpstream, Profile};
 use crate::state::HttpCall;
 use crate::vm::HttpCallReply;
@@ -12,10 +13,6 @@ use hyper_util::rt::TokioExecutor;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// Largest upstream response body read (Envoy's default buffer limit for callouts is smaller;
-/// this only protects the gateway).
-const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// A request built from proxy-wasm style headers (`:method`, `:path`, `:authority` plus the rest).
 #[derive(Debug, Clone)]
@@ -105,7 +102,7 @@ impl Client {
                 )
             })
             .collect();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+        let body = Limited::new(response.into_body(), MAX_CALLOUT_RESPONSE_BYTES)
             .collect()
             .await
             .map_err(|e| anyhow::anyhow!("reading upstream body: {e}"))?
