@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -415,6 +416,24 @@ def start_envoy(name: str, config: Path, ports: EnvoyPorts, run_dir: Path) -> Pr
 
     proc.wait_until("ready (admin /ready LIVE and the listener open)", ready, STARTUP_TIMEOUT, 0.1)
     return proc
+
+
+@contextmanager
+def envoy_variants(name: str, cluster_port: int, run_dir: Path, variants: dict[str, dict]):
+    """One real Envoy per variant of the filter's configuration (each variant the fields
+    with_filter_config sets on the committed envoy.yaml), every kafka_rest cluster pointing at
+    `cluster_port`; yields each variant's EnvoyPorts and stops them all afterwards."""
+    started: dict[str, tuple[Proc, EnvoyPorts]] = {}
+    try:
+        for variant, changes in variants.items():
+            ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=cluster_port)
+            path = run_dir / f"envoy-{name}-{variant}.yaml"
+            path.write_text(with_filter_config(render_envoy_yaml(ports, WASM), **changes))
+            started[variant] = (start_envoy(f"envoy-{name}-{variant}", path, ports, run_dir), ports)
+        yield {variant: ports for variant, (_, ports) in started.items()}
+    finally:
+        for proc, _ in started.values():
+            proc.stop()
 
 
 def start_host_sim_serve(name: str, config: Path, port: int, upstream_port: int, admin: int,

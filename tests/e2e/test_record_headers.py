@@ -18,9 +18,7 @@ import time
 import pytest
 from confluent_kafka import TopicPartition
 
-from conftest import (WASM, EnvoyPorts, RestProxy, envoy_filter_config, render_envoy_yaml,
-                      start_envoy, with_filter_config)
-from procs import free_port
+from conftest import WASM, EnvoyPorts, RestProxy, envoy_filter_config, envoy_variants, render_envoy_yaml
 
 TOPIC = "kafka-upstream"
 
@@ -60,20 +58,10 @@ def envoys(run_dir, rest_proxy):
         "allowlist": {"headers": ALLOWLIST, "producer_async": False},
         "blocklist": {"headers": BLOCKLIST, "producer_async": True, "producer_async_flush_timeout": 50},
     }
-    started = {}
-    try:
-        for name, changes in variants.items():
-            ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=rest_proxy.port)
-            text = with_filter_config(render_envoy_yaml(ports, WASM), rest_proxy=rest,
-                                      error_handling={"return_error_message": True}, **changes)
-            path = run_dir / f"envoy-record-headers-{name}.yaml"
-            path.write_text(text)
-            started[name] = (start_envoy(f"envoy-record-headers-{name}", path, ports, run_dir),
-                             ports.listener)
-        yield {name: port for name, (_, port) in started.items()}
-    finally:
-        for proc, _ in started.values():
-            proc.stop()
+    common = {"rest_proxy": rest, "error_handling": {"return_error_message": True}}
+    variants = {name: {**common, **changes} for name, changes in variants.items()}
+    with envoy_variants("record-headers", rest_proxy.port, run_dir, variants) as ports:
+        yield {name: p.listener for name, p in ports.items()}
 
 
 def post(port: int, headers: list[tuple[str, bytes]], body: bytes) -> tuple[int, dict]:

@@ -22,8 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import (WASM, EnvoyPorts, RestProxy, envoy_filter_config, render_envoy_yaml,
-                      start_envoy, with_filter_config)
+from conftest import WASM, EnvoyPorts, RestProxy, envoy_filter_config, envoy_variants, render_envoy_yaml
 from procs import free_port
 
 TOPIC = "kafka-upstream"
@@ -68,24 +67,15 @@ def envoys(run_dir, rest_port):
     """Envoy port of each filter configuration: "v2-binary", "v2-json", "v3"."""
     base = render_envoy_yaml(EnvoyPorts(listener=0, admin=0, cluster=0), WASM)
     rest_proxy = envoy_filter_config(base)["rest_proxy"]
-    variants = {
+    rest_proxies = {
         "v2-binary": {**rest_proxy, "api": "v2", "format": "binary"},
         "v2-json": {**rest_proxy, "api": "v2", "format": "json"},
         "v3": {**rest_proxy, "api": "v3", "format": "binary", "cluster_id": "host-sim"},
     }
-    started = {}
-    try:
-        for name, rp in variants.items():
-            ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=rest_port)
-            text = with_filter_config(render_envoy_yaml(ports, WASM), rest_proxy=rp, producer_async=False,
-                                      error_handling={"return_error_message": True})
-            path = run_dir / f"envoy-flavors-{name}.yaml"
-            path.write_text(text)
-            started[name] = (start_envoy(f"envoy-flavors-{name}", path, ports, run_dir), ports.listener)
-        yield {name: port for name, (_, port) in started.items()}
-    finally:
-        for proc, _ in started.values():
-            proc.stop()
+    variants = {name: {"rest_proxy": rp, "producer_async": False, "error_handling": {"return_error_message": True}}
+                for name, rp in rest_proxies.items()}
+    with envoy_variants("flavors", rest_port, run_dir, variants) as ports:
+        yield {name: p.listener for name, p in ports.items()}
 
 
 # The asynchronous Envoy: small batches flushed quickly, a few quick retries per record.
@@ -102,15 +92,8 @@ ASYNC_SETTINGS = {
 @pytest.fixture(scope="module")
 def async_envoy(run_dir, rest_port):
     """(listener, admin) ports of an Envoy running the filter in asynchronous mode."""
-    ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=rest_port)
-    text = with_filter_config(render_envoy_yaml(ports, WASM), topic=ASYNC_TOPIC, **ASYNC_SETTINGS)
-    path = run_dir / "envoy-flavors-async.yaml"
-    path.write_text(text)
-    proc = start_envoy("envoy-flavors-async", path, ports, run_dir)
-    try:
-        yield ports.listener, ports.admin
-    finally:
-        proc.stop()
+    with envoy_variants("flavors", rest_port, run_dir, {"async": {"topic": ASYNC_TOPIC, **ASYNC_SETTINGS}}) as ports:
+        yield ports["async"].listener, ports["async"].admin
 
 
 def envoy_counters(admin: int) -> dict[str, int]:

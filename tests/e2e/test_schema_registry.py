@@ -26,9 +26,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 import http.client
 import time
 
-from conftest import (WASM, EnvoyPorts, RestProxy, envoy_filter_config, render_envoy_yaml,
-                      start_envoy, with_filter_config)
-from procs import free_port
+from conftest import WASM, EnvoyPorts, RestProxy, envoy_filter_config, envoy_variants, render_envoy_yaml
 
 TOPIC = "kafka-upstream"
 REGISTRY_JSON = "application/vnd.schemaregistry.v1+json"
@@ -142,20 +140,10 @@ def envoys(run_dir, rest_proxy):
                           "schema_registry": {"confluent": {
                               **registry, "value_schema": {"subject_name": "envoy-orders-value"}}}},
     }
-    started = {}
-    try:
-        for name, changes in variants.items():
-            ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=rest_proxy.port)
-            text = with_filter_config(render_envoy_yaml(ports, WASM), message={"mode": "body"},
-                                      error_handling={"return_error_message": True}, **changes)
-            path = run_dir / f"envoy-schema-registry-{name}.yaml"
-            path.write_text(text)
-            started[name] = (start_envoy(f"envoy-schema-registry-{name}", path, ports, run_dir),
-                             ports.listener)
-        yield {name: port for name, (_, port) in started.items()}
-    finally:
-        for proc, _ in started.values():
-            proc.stop()
+    common = {"message": {"mode": "body"}, "error_handling": {"return_error_message": True}}
+    variants = {name: {**common, **changes} for name, changes in variants.items()}
+    with envoy_variants("schema-registry", rest_proxy.port, run_dir, variants) as ports:
+        yield {name: p.listener for name, p in ports.items()}
 
 
 def post(port: int, path: str, body: bytes) -> tuple[int, dict]:

@@ -187,7 +187,13 @@ fn run(
                 return;
             }
             if Instant::now() >= deadline {
-                tracing::warn!(service = %name, copy, callouts_pending = calls_in_flight.len(), "drain time over: the service had not called proxy_done; its VM is stopped with what it still holds");
+                tracing::warn!(service = %name, copy, callouts_pending = calls_in_flight.len(), "drain time over: the service had not called proxy_done; its root context is deleted and the VM stopped");
+                // As for a route's filter: the root is deleted (`proxy_on_delete`), so the guest
+                // can count and log what it still holds before the VM goes.
+                vm.abandon_root(root);
+                for line in vm.take_logs() {
+                    guest_log(&name, copy, &line);
+                }
                 return;
             }
         }

@@ -12,6 +12,9 @@
 //!   unless `queue_keep` is also given.
 //! - `dispatch_on_tick=<upstream>`: make an HTTP call from the root on every tick.
 //! - `root_done=defer`: `on_done` of the root returns false; the next tick calls `proxy_done`.
+//! - `root_done=never`: `on_done` of the root returns false and `proxy_done` is never called.
+//! - `report_delete`: the root logs `probe:root_deleted` when the host deletes it
+//!   (`proxy_on_delete`, where the SDK drops the context).
 //! - `fail_configure`: `on_configure` returns false.
 //! - `set_prop`: `on_configure` calls `proxy_set_property` (reported as `set_property_status`).
 //! - `tick_again=<ms>`: `on_configure` sets the tick period a second time.
@@ -215,15 +218,24 @@ impl Context for ProbeRoot {
     }
 
     fn on_done(&mut self) -> bool {
-        let defer = self.config.get("root_done") == Some("defer");
+        let when = self.config.get("root_done");
+        let defer = matches!(when, Some("defer" | "never"));
         Report::new()
             .num("context", self.id)
             .bool("defer", defer)
             .emit("root_on_done");
-        if defer {
+        if when == Some("defer") {
             self.done_requested = true;
         }
         !defer
+    }
+}
+
+impl Drop for ProbeRoot {
+    fn drop(&mut self) {
+        if self.config.has("report_delete") {
+            Report::new().num("context", self.id).emit("root_deleted");
+        }
     }
 }
 

@@ -84,6 +84,14 @@ fn service(name: &str, config: &str, singleton: bool) -> WasmService {
 }
 
 async fn gateway(deployment: Deployment) -> Result<host_sim::serve::RunningGateway, ServeError> {
+    gateway_draining(deployment, Duration::from_secs(5)).await
+}
+
+/// A gateway whose shutdown waits at most `drain_time` for roots that owe `proxy_done`.
+async fn gateway_draining(
+    deployment: Deployment,
+    drain_time: Duration,
+) -> Result<host_sim::serve::RunningGateway, ServeError> {
     log();
     start(ServeOptions {
         deployment,
@@ -91,7 +99,7 @@ async fn gateway(deployment: Deployment) -> Result<host_sim::serve::RunningGatew
         admin_listen: None,
         workers: 2,
         edge: EdgeLimits {
-            drain_time: Duration::from_secs(5),
+            drain_time,
             ..EdgeLimits::default()
         },
         reload_poll: None,
@@ -177,6 +185,35 @@ async fn a_service_that_is_not_a_singleton_gets_a_vm_per_thread() {
     .await;
     gateway.shutdown().await;
     assert_eq!(lines_with(&[label, "probe:root_on_done"]).len(), 3);
+}
+
+/// A service whose root never calls `proxy_done` is deleted at the end of the drain time, as a
+/// route's filter is (`Vm::abandon_root`): the guest gets `proxy_on_delete` and can count what it
+/// still holds before its VM stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_still_owing_proxy_done_at_the_drain_deadline_is_deleted() {
+    let (upstream, _heads) = start_upstream().await;
+    let label = "bootstrap_extensions[0] (stubborn)";
+    let gateway = gateway_draining(
+        deployment(
+            upstream,
+            vec![service("stubborn", "root_done=never report_delete", true)],
+        ),
+        Duration::from_millis(300),
+    )
+    .await
+    .expect("gateway starts");
+    until("the service's VM started", || {
+        !lines_with(&[label, "probe:vm_start"]).is_empty()
+    })
+    .await;
+    assert!(lines_with(&[label, "probe:root_deleted"]).is_empty());
+    gateway.shutdown().await;
+    assert_eq!(lines_with(&[label, "probe:root_on_done"]).len(), 1);
+    until("the root deleted at the drain deadline", || {
+        lines_with(&[label, "probe:root_deleted"]).len() == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
