@@ -606,16 +606,13 @@ impl Exchange {
         for topic in &head.targets.topics {
             let call = match &schema_ids {
                 None => rest::build_produce_call(rp, topic, key.as_deref(), &record_headers, cfg.partition, &msg),
-                Some(ids) => {
-                    let request = crate::rest::schema::build_produce_request(
-                        rp,
-                        ids,
-                        topic,
-                        cfg.partition,
-                        [(key.as_deref(), record_headers.as_slice(), msg.as_slice())],
-                    );
-                    rest::ProduceCall::from_request(request)
-                }
+                Some(ids) => crate::rest::schema::build_produce_call(
+                    rp,
+                    ids,
+                    topic,
+                    cfg.partition,
+                    [(key.as_deref(), record_headers.as_slice(), msg.as_slice())],
+                ),
             };
             let sent_at = host.now_ms();
             match host.dispatch(&rp.upstream, call.headers(rp), &call.body, rp.timeout_ms) {

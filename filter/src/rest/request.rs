@@ -57,8 +57,9 @@ pub fn build_request(
 pub struct ProduceCall {
     path: String,
     content_length: String,
-    /// Headers built elsewhere (a schema registry's request, [`ProduceCall::from_request`]).
-    prebuilt_headers: Option<Vec<(String, String)>>,
+    /// The content type when it is not the configured format's: a schema's
+    /// (`crate::rest::schema`).
+    content_type: Option<&'static str>,
     /// The JSON request body.
     pub body: Vec<u8>,
 }
@@ -68,27 +69,23 @@ impl ProduceCall {
         ProduceCall {
             path: path(rp, topic),
             content_length: body.len().to_string(),
-            prebuilt_headers: None,
+            content_type: None,
             body,
         }
     }
 
-    /// A call for a request built elsewhere (`crate::rest::schema::build_produce_request`).
-    pub fn from_request(request: RestRequest) -> Self {
+    /// The call of `body` to `topic` sent as `content_type` (a schema's,
+    /// `crate::rest::schema::build_produce_call`).
+    pub(crate) fn with_content_type(rp: &RestProxy, topic: &str, body: Vec<u8>, content_type: &'static str) -> Self {
         ProduceCall {
-            path: String::new(),
-            content_length: String::new(),
-            prebuilt_headers: Some(request.headers),
-            body: request.body,
+            content_type: Some(content_type),
+            ..ProduceCall::new(rp, topic, body)
         }
     }
 
     /// The header pairs, pseudo-headers first, then the configured static headers.
     pub fn headers<'a>(&'a self, rp: &'a RestProxy) -> Vec<(&'a str, &'a str)> {
-        if let Some(headers) = &self.prebuilt_headers {
-            return headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        }
-        let (content_type, accept) = match (&rp.api, rp.format) {
+        let (format_type, accept) = match (&rp.api, rp.format) {
             (Api::V2, Format::Binary) => ("application/vnd.kafka.binary.v2+json", "application/vnd.kafka.v2+json"),
             (Api::V2, Format::Json) => ("application/vnd.kafka.json.v2+json", "application/vnd.kafka.v2+json"),
             (Api::V3 { .. }, _) => ("application/json", "application/json"),
@@ -99,7 +96,7 @@ impl ProduceCall {
             (":path", self.path.as_str()),
             (":authority", rp.authority.as_str()),
             (":scheme", rp.scheme.as_str()),
-            ("content-type", content_type),
+            ("content-type", self.content_type.unwrap_or(format_type)),
             ("accept", accept),
             ("content-length", self.content_length.as_str()),
         ]);
@@ -107,7 +104,7 @@ impl ProduceCall {
         headers
     }
 
-    fn into_request(self, rp: &RestProxy) -> RestRequest {
+    pub(crate) fn into_request(self, rp: &RestProxy) -> RestRequest {
         let headers = owned(&self.headers(rp));
         RestRequest {
             headers,
@@ -339,23 +336,34 @@ fn write_record(
             }
             out.push(b'}');
             if let Some(key) = key {
-                out.extend_from_slice(b",\"key\":{\"type\":\"BINARY\",\"data\":");
-                json::write_base64(out, key);
-                out.push(b'}');
+                out.extend_from_slice(b",\"key\":");
+                write_binary_data(out, key);
             }
-            if !headers.is_empty() {
-                out.extend_from_slice(b",\"headers\":");
-                out.extend_from_slice(headers);
-            }
-            if let Some(p) = partition {
-                out.extend_from_slice(b",\"partition_id\":");
-                out.extend_from_slice(p.to_string().as_bytes());
-            }
-            out.push(b'}');
+            write_v3_record_tail(out, headers, partition);
         }
     }
 }
 
+/// A v3 `BINARY` data object: `{"type":"BINARY","data":"<base64>"}`.
+pub(super) fn write_binary_data(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(b"{\"type\":\"BINARY\",\"data\":");
+    json::write_base64(out, bytes);
+    out.push(b'}');
+}
+
+/// The end of a v3 record after its value and key: `"headers"` (when any) and `"partition_id"`
+/// (when given), then the closing brace.
+pub(super) fn write_v3_record_tail(out: &mut Vec<u8>, headers: &[u8], partition: Option<u32>) {
+    if !headers.is_empty() {
+        out.extend_from_slice(b",\"headers\":");
+        out.extend_from_slice(headers);
+    }
+    if let Some(p) = partition {
+        out.extend_from_slice(b",\"partition_id\":");
+        out.extend_from_slice(p.to_string().as_bytes());
+    }
+    out.push(b'}');
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 
 use crate::config::{Api, RestProxy};
 use crate::json;
-use crate::rest::request::{self, RestRequest};
+use crate::rest::request::{self, ProduceCall, RestRequest};
 use crate::schema_registry::{SchemaFormat, SchemaIds, SchemaRef, Unresolved};
 
 /// REST API v2 applies one embedded format to keys and values (its content type), so a key
@@ -42,6 +42,17 @@ pub fn build_produce_request<'a>(
     partition: Option<u32>,
     records: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8], &'a [u8])>,
 ) -> RestRequest {
+    build_produce_call(rp, ids, topic, partition, records).into_request(rp)
+}
+
+/// [`build_produce_request`] as a [`ProduceCall`], the headers borrowed when dispatched.
+pub fn build_produce_call<'a>(
+    rp: &RestProxy,
+    ids: &SchemaIds,
+    topic: &str,
+    partition: Option<u32>,
+    records: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8], &'a [u8])>,
+) -> ProduceCall {
     let mut body = Vec::new();
     let v2 = rp.api == Api::V2;
     if v2 {
@@ -63,37 +74,13 @@ pub fn build_produce_request<'a>(
     if v2 {
         body.extend_from_slice(b"]}");
     }
+    // The configured format's content type (v2 json, v3), or the schema's in v2.
     let content_type = match (&rp.api, ids.value.or(ids.key)) {
         (Api::V2, Some(schema)) => schema.format.v2_content_type(),
         (Api::V2, None) => "application/vnd.kafka.json.v2+json",
         (Api::V3 { .. }, _) => "application/json",
     };
-    let accept = if v2 {
-        "application/vnd.kafka.v2+json"
-    } else {
-        "application/json"
-    };
-    let mut headers: Vec<(String, String)> = vec![
-        (":method".into(), "POST".into()),
-        (":path".into(), request::path(rp, topic)),
-        (":authority".into(), rp.authority.clone()),
-        (":scheme".into(), rp.scheme.as_str().into()),
-        ("content-type".into(), content_type.into()),
-        ("accept".into(), accept.into()),
-        ("content-length".into(), body.len().to_string()),
-    ];
-    // The configured static headers, as for every REST call: one with a computed header's name
-    // replaces it, except the ones the filter computes.
-    for (name, value) in &rp.headers {
-        if matches!(name.as_str(), "content-length" | "host" | "transfer-encoding") {
-            continue;
-        }
-        match headers.iter_mut().find(|(n, _)| n == name) {
-            Some(existing) => existing.1 = value.clone(),
-            None => headers.push((name.clone(), value.clone())),
-        }
-    }
-    RestRequest { headers, body }
+    ProduceCall::with_content_type(rp, topic, body, content_type)
 }
 
 /// The largest schema id (the registry's ids are positive 32-bit integers).
@@ -187,6 +174,7 @@ fn write_record(
         if let Some(p) = partition {
             out.extend_from_slice(format!(",\"partition\":{p}").as_bytes());
         }
+        out.push(b'}');
     } else {
         data(out, ids.value, message);
         if let Some(key) = key {
@@ -197,22 +185,11 @@ fn write_record(
                     json::write_str_lossy(&mut text, key);
                     data(out, ids.key, &text);
                 }
-                None => {
-                    out.extend_from_slice(b"{\"type\":\"BINARY\",\"data\":");
-                    json::write_base64(out, key);
-                    out.push(b'}');
-                }
+                None => request::write_binary_data(out, key),
             }
         }
-        if !headers.is_empty() {
-            out.extend_from_slice(b",\"headers\":");
-            out.extend_from_slice(headers);
-        }
-        if let Some(p) = partition {
-            out.extend_from_slice(format!(",\"partition_id\":{p}").as_bytes());
-        }
+        request::write_v3_record_tail(out, headers, partition);
     }
-    out.push(b'}');
 }
 
 #[cfg(test)]
