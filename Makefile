@@ -90,13 +90,14 @@ e2e: wasm test-build oci-tool venv registry-tool
 	if [ $$status -eq 124 ]; then echo "e2e: timed out after 900 s" >&2; fi; \
 	exit $$status
 
-# Benchmarks (issue 7), one table of every figure beside its baseline and the targets (reported,
+# Benchmarks (issues 7 and 15), one table of every figure beside its baseline and the targets (reported,
 # never asserted). Parts 1-2, bench/ (target/release/bench): the filter's guest cost against a
 # no-op filter and native code, host-sim's per-request overhead, warm start against a fresh
 # compile (its own table goes to target/bench/parts12.txt). Part 3, tests/e2e/bench_gateway.py,
 # which also runs the bench binary and prints the combined table: wrk (Debian's; installed here
-# when missing) on loopback, every run bounded in time, against host-sim serve sync vs async and
-# real Envoy with vs without the filter. JSON: target/bench/*.json. The table says how much CPU
+# when missing) on loopback, every run bounded in time, against host-sim serve sync vs async (both
+# profiles) and real Envoy with the filter vs without it, with a no-op wasm filter and routing
+# straight to the REST proxy, and the REST proxy alone. JSON: target/bench/*.json. The table says how much CPU
 # other processes took meanwhile. BENCH_ARGS passes options to part 3, e.g.
 # BENCH_ARGS="--duration 5 --reps 9".
 BENCH_OUT  := target/bench
@@ -109,7 +110,7 @@ bench: wasm venv
 		apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
 		$$apt install -y -qq wrk || { $$apt update -qq && $$apt install -y -qq wrk; }; }
 	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk is not installed and could not be installed" >&2; exit 1; }
-	PYTHONDONTWRITEBYTECODE=1 timeout -k 10 540 $(VENV)/bin/python tests/e2e/bench_gateway.py \
+	PYTHONDONTWRITEBYTECODE=1 timeout -k 10 780 $(VENV)/bin/python tests/e2e/bench_gateway.py \
 		--parts12-binary target/release/bench --out-dir $(BENCH_OUT) $(BENCH_ARGS)
 
 # Seeded fuzzing (tests/tests/integration/fuzz.rs, the `fuzz::` tests of the integration binary)
