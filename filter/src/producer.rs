@@ -12,7 +12,15 @@
 //!    `producer_request_limits_bytes_per_request`, or its oldest record has waited
 //!    `producer_async_flush_timeout`, or a retry's backoff has passed. One REST request carries the
 //!    batch (v2: the `records` array; v3: streaming mode). A record larger than the byte limit is
-//!    sent alone.
+//!    sent alone. The record was encoded into its topic's pending batch body when it was
+//!    accepted ([`rest::BatchBody`]; the request that brings a record pays for it), so a tick
+//!    only closes bodies already built, never does work proportional to a batch, and dispatches
+//!    at most [`MAX_TICK_DISPATCH_BYTES`] of them. Ready retries go first: their batch encodes
+//!    its retried records again (or sends the kept body of a failed batch made of exactly them)
+//!    and copies in the encoded bytes of the fresh records that fit; the fresh records left are
+//!    then cut into batches again by copying their bytes, so every batch holds exactly the
+//!    records the greedy fill gives it. With a schema registry the bodies are built at the flush
+//!    (the ids are only known then).
 //! 3. [`Producer::on_response`] classifies the reply per record ([`rest::classify_batch`]):
 //!    acknowledged records leave the buffer; each failed one is retried after
 //!    `producer_request_retries_backoff_timeout × 2^(attempt − 1)` (capped at [`MAX_BACKOFF_MS`], or

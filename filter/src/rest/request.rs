@@ -23,7 +23,8 @@
 //!
 //! A batch is the same request with several records: v2 puts them in the `records` array; v3 uses
 //! the produce API's streaming mode, the records' JSON objects concatenated in one body (one per
-//! line), answered by one result object per record.
+//! line), answered by one result object per record. The asynchronous producer builds a batch's
+//! body one record at a time as records arrive ([`BatchBody`]), the same bytes.
 
 use crate::config::{Api, Format, RestProxy};
 use crate::json;

@@ -826,8 +826,11 @@ fn a_retry_batch_takes_the_fresh_records_that_fit_and_every_body_is_the_whole_ba
             assert_eq!(numbers(&retry[0]), vec![1, 2, 3], "{profile} v3={v3}");
             let ack = |n: usize| {
                 if v3 {
-                    vec![r#"{"error_code":200,"cluster_id":"lkc-1","topic_name":"orders","partition_id":0,"offset":1}"#; n]
-                        .join("\r\n")
+                    vec![
+                        r#"{"error_code":200,"cluster_id":"lkc-1","topic_name":"orders","partition_id":0,"offset":1}"#;
+                        n
+                    ]
+                    .join("\r\n")
                 } else {
                     v2_ack_of(n)
                 }
