@@ -698,9 +698,12 @@ mod tests {
         assert_eq!(single, build_request(&rp, "t", None, b"", Some(3), b"{}"));
     }
 
+    /// A record for a batch: its key, encoded headers and message.
+    type TestRecord<'a> = (Option<&'a [u8]>, &'a [u8], &'a [u8]);
+
     /// The whole-batch builder as it was before batch bodies were built record by record
     /// (issue 15), kept as the reference the incremental [`BatchBody`] must match byte for byte.
-    fn whole_batch_body(rp: &RestProxy, partition: Option<u32>, records: &[(Option<&[u8]>, &[u8], &[u8])]) -> Vec<u8> {
+    fn whole_batch_body(rp: &RestProxy, partition: Option<u32>, records: &[TestRecord]) -> Vec<u8> {
         let mut body = Vec::new();
         if rp.api == Api::V2 {
             body.extend_from_slice(b"{\"records\":[");
@@ -723,7 +726,7 @@ mod tests {
     #[test]
     fn batch_bodies_built_record_by_record_are_the_whole_batch_bytes() {
         let headers = br#"[{"name":"trace-id","value":"ci0x"}]"#;
-        let pool: [(Option<&[u8]>, &[u8], &[u8]); 4] = [
+        let pool: [TestRecord; 4] = [
             (None, b"", br#"{"a":1}"#),
             (Some(b"k"), b"", br#"{"body":"x\u00e9"}"#),
             (Some(b"a \"quoted\" \x01 key"), headers, b"[1,2,3]"),
@@ -786,7 +789,7 @@ mod tests {
             first.push(&rp, None, b"", None, b"a");
             let mut more = BatchBody::reopen(&api, first.finish(), 1);
             more.push(&rp, Some(b"k"), b"", None, b"b");
-            let records: [(Option<&[u8]>, &[u8], &[u8]); 2] = [(None, b"", b"a"), (Some(b"k"), b"", b"b")];
+            let records: [TestRecord; 2] = [(None, b"", b"a"), (Some(b"k"), b"", b"b")];
             assert_eq!(more.finish(), whole_batch_body(&rp, None, &records), "{api:?}");
         }
     }
