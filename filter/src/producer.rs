@@ -1604,6 +1604,117 @@ mod tests {
         assert_eq!(t.take().len(), 1);
     }
 
+    /// Random schedules of arrivals, ticks and replies (acknowledged, 5xx, timeouts, partial
+    /// failures, whole-batch 422s that isolate records) against random limits: every body is the
+    /// whole-batch bytes of its records and within the limits, and every record is either
+    /// acknowledged once or dropped once.
+    #[test]
+    fn random_schedules_send_whole_batch_bytes_within_the_limits_and_lose_nothing() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..200 {
+            let per_request = 1 + rand(5);
+            let bytes = 40 + rand(200);
+            let cfg = format!(
+                r#","producer_request_limits_messages_per_request":{per_request},"producer_request_limits_bytes_per_request":{bytes},"producer_async_flush_timeout":{},"producer_request_retries_backoff_timeout":{},"producer_request_retries_max_attempts":{},"producer_async_health_failure_threshold":1000"#,
+                1 + rand(30),
+                rand(20),
+                1 + rand(4)
+            );
+            let mut p = Producer::new(config(&cfg));
+            let mut t = FakeTransport::default();
+            let mut in_flight: Vec<Call> = Vec::new();
+            let mut acked: Vec<String> = Vec::new();
+            let mut next = 0;
+            let mut now = 0;
+            for step in 0..400 {
+                let draining = step >= 300;
+                match rand(4) {
+                    0 if !draining => {
+                        for _ in 0..=rand(4) {
+                            let message = format!("m{next}{}", "x".repeat(rand(40) as usize));
+                            next += 1;
+                            put(&mut p, now, &message);
+                        }
+                    }
+                    1 | 2 => {
+                        now += 1 + rand(10);
+                        p.on_tick(&mut t, now);
+                        let calls = t.take();
+                        for call in &calls {
+                            let messages = call.v2_messages();
+                            let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
+                            assert_eq!(call.body, whole_body(&p, &messages), "round {round}");
+                            assert!(messages.len() as u64 <= per_request, "round {round}");
+                            assert!(call.body.len() as u64 <= bytes || messages.len() == 1, "round {round}");
+                        }
+                        in_flight.extend(calls);
+                    }
+                    _ if !in_flight.is_empty() => {
+                        let call = in_flight.swap_remove(rand(in_flight.len() as u64) as usize);
+                        let messages = call.v2_messages();
+                        let failing: Vec<bool> = messages.iter().map(|_| rand(3) == 0).collect();
+                        let offsets: Vec<&str> = failing
+                            .iter()
+                            .map(|f| if *f { r#"{"error_code":50002,"error":"x"}"# } else { r#"{"offset":1}"# })
+                            .collect();
+                        let partial = format!(r#"{{"offsets":[{}]}}"#, offsets.join(","));
+                        let all_failed = format!(
+                            r#"{{"offsets":[{}]}}"#,
+                            vec![r#"{"error_code":1,"error":"x"}"#; messages.len()].join(",")
+                        );
+                        let (status, body, acks) = if draining {
+                            ("200", v2_ack(messages.len()), vec![true; messages.len()])
+                        } else {
+                            match rand(5) {
+                                0 => ("200", v2_ack(messages.len()), vec![true; messages.len()]),
+                                1 => ("500", "{}".to_string(), vec![false; messages.len()]),
+                                2 => ("504", String::new(), vec![false; messages.len()]),
+                                3 => ("200", partial, failing.iter().map(|f| !f).collect()),
+                                _ => ("422", all_failed, vec![false; messages.len()]),
+                            }
+                        };
+                        assert!(p.on_response(call.token, &reply(status, &body), now));
+                        for (message, ok) in messages.into_iter().zip(acks) {
+                            if ok {
+                                acked.push(message);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Everything left goes and is acknowledged.
+            for _ in 0..10_000 {
+                if p.is_drained() {
+                    break;
+                }
+                now += 50;
+                p.on_tick(&mut t, now);
+                in_flight.extend(t.take());
+                for call in std::mem::take(&mut in_flight) {
+                    let messages = call.v2_messages();
+                    assert_eq!(call.body, whole_body(&p, &messages.iter().map(String::as_str).collect::<Vec<_>>()));
+                    assert!(p.on_response(call.token, &reply("200", &v2_ack(messages.len())), now));
+                    acked.extend(messages);
+                }
+            }
+            assert!(p.is_drained(), "round {round}");
+            let stats = p.stats();
+            assert_eq!(stats.sent, acked.len() as u64, "round {round}");
+            assert_eq!(stats.sent + stats.dropped, stats.accepted, "round {round}");
+            let mut unique = acked.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), acked.len(), "round {round}: a record acknowledged twice");
+        }
+    }
+
     #[test]
     fn batches_by_count() {
         let mut p = Producer::new(config(r#","producer_request_limits_messages_per_request":3"#));
