@@ -521,8 +521,10 @@ struct Batch {
     queue: usize,
     records: Vec<Record>,
     /// The body sent (unless built at the flush, see [`Encoding`]), kept to send again as it is
-    /// if the whole batch fails (see [`KeptBody`]).
+    /// if the whole batch fails (see [`KeptBody`]) and the encoding has not changed since.
     body: Option<Vec<u8>>,
+    /// [`Producer::encoding_generation`] when it was sent.
+    encoding_generation: u64,
     /// When it was dispatched (ms), for the latency histogram.
     sent_at: u64,
 }
@@ -554,6 +556,9 @@ pub struct Producer {
     /// Counter increments not yet reported, by [`Metric::index`].
     counter_deltas: [u64; Metric::ALL.len()],
     depth_reported: Option<usize>,
+    /// Counts the changes of configuration or schema registry (see [`Producer::reencode`]): a
+    /// body sent before one is never sent again.
+    encoding_generation: u64,
     /// Histogram samples not yet reported, in order.
     samples: Vec<MetricUpdate>,
 }
@@ -577,6 +582,7 @@ impl Producer {
             logs: Vec::new(),
             counter_deltas: [0; Metric::ALL.len()],
             depth_reported: None,
+            encoding_generation: 0,
             samples: Vec::new(),
         }
     }
@@ -743,7 +749,11 @@ impl Producer {
             now.saturating_sub(batch.sent_at),
         ));
         let outcomes = rest::classify_batch(&self.config.rest_proxy.api, reply, batch.records.len());
-        let body = batch.body.take();
+        // A body encoded with a configuration replaced since is not sent again.
+        let body = batch
+            .body
+            .take()
+            .filter(|_| batch.encoding_generation == self.encoding_generation);
         self.settle(batch.queue, batch.records, outcomes, now, body);
         true
     }
@@ -884,6 +894,7 @@ impl Producer {
     /// fresh ones cut into batches and encoded again, and kept bodies let go (their retries are
     /// encoded anew), so that everything goes out as the new configuration writes it.
     fn reencode(&mut self) {
+        self.encoding_generation += 1;
         let config = Rc::clone(&self.config);
         let limits = self.limits();
         let encoding = self.encoding(&config);
@@ -1034,6 +1045,7 @@ impl Producer {
                 queue,
                 records,
                 body,
+                encoding_generation: self.encoding_generation,
                 sent_at: now,
             }),
             Err(refusal) => {
@@ -1559,6 +1571,30 @@ mod tests {
         assert_eq!(calls[0].body, want(&[b"a", b"b"]));
         p.on_tick(&mut t, 2001);
         assert_eq!(t.take()[0].body, want(&[b"c"]));
+    }
+
+    #[test]
+    fn a_batch_in_flight_across_a_new_configuration_is_encoded_again_for_its_retry() {
+        let mut p = Producer::new(config(
+            r#","producer_async_flush_timeout":1,"producer_request_retries_backoff_timeout":10"#,
+        ));
+        let mut t = FakeTransport::default();
+        put(&mut p, 0, "a");
+        p.on_tick(&mut t, 1);
+        let call = t.take().remove(0);
+        p.reconfigure(config(
+            r#","rest_proxy":{"upstream":"kafka_rest","timeout":500,"api":"v3","cluster_id":"lkc-1"},"producer_async_flush_timeout":1,"producer_request_retries_backoff_timeout":10"#,
+        ));
+        fail(&mut p, &call, 2);
+        assert!(p.queues[0].kept.is_empty(), "a v2 body kept for a v3 retry");
+        p.on_tick(&mut t, 12);
+        let retry = t.take().remove(0);
+        assert_eq!(retry.header(":path"), "/v3/clusters/lkc-1/topics/t/records");
+        let items = [(None, &b""[..], &b"a"[..])];
+        assert_eq!(
+            retry.body,
+            rest::build_batch_request(&p.config.rest_proxy, "t", None, items).body
+        );
     }
 
     #[test]
