@@ -66,9 +66,8 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::Rc;
-
 use std::ops::Range;
+use std::rc::Rc;
 
 use crate::config::{Config, RestProxy};
 use crate::host::{Host, Level};
