@@ -10,6 +10,6 @@ pub mod schema;
 
 pub use outcome::{classify, classify_batch, probe_failure, ClientAnswer, Failure, Outcome, ReplyView};
 pub use request::{
-    batch_envelope_len, build_batch_request, build_probe_request, build_produce_call, build_request, record_len,
-    ProduceCall, RestRequest, BATCH_SEPARATOR_LEN,
+    batch_call, batch_envelope_len, build_batch_request, build_probe_request, build_produce_call, build_request,
+    encode_record, record_len, BatchBody, ProduceCall, RestRequest, BATCH_SEPARATOR_LEN,
 };

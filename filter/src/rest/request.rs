@@ -23,7 +23,8 @@
 //!
 //! A batch is the same request with several records: v2 puts them in the `records` array; v3 uses
 //! the produce API's streaming mode, the records' JSON objects concatenated in one body (one per
-//! line), answered by one result object per record.
+//! line), answered by one result object per record. The asynchronous producer builds a batch's
+//! body one record at a time as records arrive ([`BatchBody`]), the same bytes.
 
 use crate::config::{Api, Format, RestProxy};
 use crate::json;
@@ -164,30 +165,128 @@ pub fn record_len(
 /// Builds one produce request carrying several records for `topic`, in order (each a key, its
 /// encoded record headers and a message): v2 `{"records":[…,…]}`; v3 streaming mode, the
 /// records' JSON objects one per line in one body, which the REST proxy answers with one result
-/// object per record.
+/// object per record. The same bytes as a [`BatchBody`] fed the records one by one.
 pub fn build_batch_request<'a>(
     rp: &RestProxy,
     topic: &str,
     partition: Option<u32>,
     records: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8], &'a [u8])>,
 ) -> RestRequest {
-    let mut body = Vec::new();
-    if rp.api == Api::V2 {
-        body.extend_from_slice(V2_OPEN);
+    let mut body = BatchBody::new(&rp.api);
+    for (key, headers, message) in records {
+        body.push(rp, key, headers, partition, message);
     }
-    for (i, (key, headers, message)) in records.into_iter().enumerate() {
-        if i > 0 {
-            body.push(match rp.api {
-                Api::V2 => b',',
-                Api::V3 { .. } => b'\n',
-            });
+    produce_request(rp, topic, body.finish())
+}
+
+/// The produce call of an already built batch body (see [`BatchBody`]) to `topic`.
+pub fn batch_call(rp: &RestProxy, topic: &str, body: Vec<u8>) -> ProduceCall {
+    ProduceCall::new(rp, topic, body)
+}
+
+/// A batch request body built one record at a time, so that the asynchronous producer encodes
+/// each record when it accepts it and a flush only closes the body ([`BatchBody::finish`], at
+/// most two bytes): v2 `{"records":[` then the records separated by `,`; v3 (streaming mode)
+/// the records separated by `\n`. Finished, it holds exactly the bytes
+/// [`build_batch_request`] sends for the same records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchBody {
+    bytes: Vec<u8>,
+    records: usize,
+    v2: bool,
+}
+
+impl BatchBody {
+    /// An empty batch body for `api`.
+    pub fn new(api: &Api) -> Self {
+        Self::with_capacity(api, 0)
+    }
+
+    /// An empty batch body for `api` with room for `capacity` bytes.
+    pub fn with_capacity(api: &Api, capacity: usize) -> Self {
+        let v2 = *api == Api::V2;
+        let mut bytes = Vec::with_capacity(capacity.max(V2_OPEN.len() + V2_CLOSE.len()));
+        if v2 {
+            bytes.extend_from_slice(V2_OPEN);
         }
-        write_record(&mut body, rp, key, headers, partition, message);
+        BatchBody { bytes, records: 0, v2 }
     }
-    if rp.api == Api::V2 {
-        body.extend_from_slice(V2_CLOSE);
+
+    /// A finished body of `records` records (from [`BatchBody::finish`] with the same `api`)
+    /// opened again for more records: the v2 close is taken off (O(1)).
+    pub fn reopen(api: &Api, mut body: Vec<u8>, records: usize) -> Self {
+        let v2 = *api == Api::V2;
+        if v2 && body.ends_with(V2_CLOSE) {
+            body.truncate(body.len() - V2_CLOSE.len());
+        }
+        BatchBody {
+            bytes: body,
+            records,
+            v2,
+        }
     }
-    produce_request(rp, topic, body)
+
+    /// Appends one record (after a separator unless it is the first) and returns where its
+    /// JSON object lies in the body (see [`BatchBody::record_bytes`]).
+    pub fn push(
+        &mut self,
+        rp: &RestProxy,
+        key: Option<&[u8]>,
+        headers: &[u8],
+        partition: Option<u32>,
+        message: &[u8],
+    ) -> std::ops::Range<usize> {
+        self.separate();
+        let start = self.bytes.len();
+        write_record(&mut self.bytes, rp, key, headers, partition, message);
+        start..self.bytes.len()
+    }
+
+    /// Appends one record already encoded (as [`encode_record`] or [`BatchBody::record_bytes`]
+    /// give it) and returns where it lies in the body.
+    pub fn push_encoded(&mut self, record: &[u8]) -> std::ops::Range<usize> {
+        self.separate();
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(record);
+        start..self.bytes.len()
+    }
+
+    fn separate(&mut self) {
+        if self.records > 0 {
+            self.bytes.push(if self.v2 { b',' } else { b'\n' });
+        }
+        self.records += 1;
+    }
+
+    /// The bytes of the record at `span` (as [`BatchBody::push`] returned it).
+    pub fn record_bytes(&self, span: std::ops::Range<usize>) -> &[u8] {
+        &self.bytes[span]
+    }
+
+    /// Records in the body.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// The finished request body (v2: the `records` array and the object closed).
+    pub fn finish(mut self) -> Vec<u8> {
+        if self.v2 {
+            self.bytes.extend_from_slice(V2_CLOSE);
+        }
+        self.bytes
+    }
+}
+
+/// Writes one record's JSON object as a batch body carries it (see [`BatchBody::push_encoded`]).
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    rp: &RestProxy,
+    key: Option<&[u8]>,
+    headers: &[u8],
+    partition: Option<u32>,
+    message: &[u8],
+) {
+    write_record(out, rp, key, headers, partition, message);
 }
 
 /// The health probe of the asynchronous producer: a cheap read every REST proxy serves,
@@ -597,6 +696,102 @@ mod tests {
         assert_eq!(batch_envelope_len(&rp.api), 0);
         let single = build_batch_request(&rp, "t", Some(3), [(None, &b""[..], &b"{}"[..])]);
         assert_eq!(single, build_request(&rp, "t", None, b"", Some(3), b"{}"));
+    }
+
+    /// A record for a batch: its key, encoded headers and message.
+    type TestRecord<'a> = (Option<&'a [u8]>, &'a [u8], &'a [u8]);
+
+    /// The whole-batch builder as it was before batch bodies were built record by record
+    /// (issue 15), kept as the reference the incremental [`BatchBody`] must match byte for byte.
+    fn whole_batch_body(rp: &RestProxy, partition: Option<u32>, records: &[TestRecord]) -> Vec<u8> {
+        let mut body = Vec::new();
+        if rp.api == Api::V2 {
+            body.extend_from_slice(b"{\"records\":[");
+        }
+        for (i, (key, headers, message)) in records.iter().enumerate() {
+            if i > 0 {
+                body.push(match rp.api {
+                    Api::V2 => b',',
+                    Api::V3 { .. } => b'\n',
+                });
+            }
+            write_record(&mut body, rp, *key, headers, partition, message);
+        }
+        if rp.api == Api::V2 {
+            body.extend_from_slice(b"]}");
+        }
+        body
+    }
+
+    #[test]
+    fn batch_bodies_built_record_by_record_are_the_whole_batch_bytes() {
+        let headers = br#"[{"name":"trace-id","value":"ci0x"}]"#;
+        let pool: [TestRecord; 4] = [
+            (None, b"", br#"{"a":1}"#),
+            (Some(b"k"), b"", br#"{"body":"x\u00e9"}"#),
+            (Some(b"a \"quoted\" \x01 key"), headers, b"[1,2,3]"),
+            (None, headers, b"{}"),
+        ];
+        for api in [Api::V2, v3()] {
+            for format in [Format::Binary, Format::Json] {
+                let rp = proxy(api.clone(), format);
+                for partition in [None, Some(0), Some(7)] {
+                    for n in 0..=pool.len() * 2 {
+                        let records: Vec<_> = pool.iter().cycle().take(n).copied().collect();
+                        let want = whole_batch_body(&rp, partition, &records);
+                        // Record by record, as the producer encodes them when it accepts them.
+                        let mut body = BatchBody::new(&rp.api);
+                        let mut spans = Vec::new();
+                        for (key, headers, message) in &records {
+                            spans.push(body.push(&rp, *key, headers, partition, message));
+                        }
+                        // Each record's bytes are exactly what encode_record writes, and its size.
+                        for ((key, headers, message), span) in records.iter().zip(&spans) {
+                            let mut one = Vec::new();
+                            encode_record(&mut one, &rp, *key, headers, partition, message);
+                            assert_eq!(body.record_bytes(span.clone()), &one[..]);
+                            assert_eq!(record_len(&rp, *key, headers, partition, message.len()), one.len());
+                        }
+                        // Copied record by record from another body (a retry batch taking fresh
+                        // records), with room reserved, and closed, opened and closed again.
+                        let mut copied = BatchBody::with_capacity(&rp.api, 4096);
+                        for span in &spans {
+                            copied.push_encoded(body.record_bytes(span.clone()));
+                        }
+                        assert_eq!(body.records(), n);
+                        let finished = body.finish();
+                        assert_eq!(finished, want, "{api:?} {format:?} {partition:?} {n} records");
+                        assert_eq!(copied.finish(), want);
+                        assert_eq!(BatchBody::reopen(&rp.api, want.clone(), n).finish(), want);
+                        assert_eq!(
+                            build_batch_request(&rp, "t", partition, records.iter().copied()).body,
+                            want
+                        );
+                        if n > 0 {
+                            let envelope_and_separators = batch_envelope_len(&rp.api) + (n - 1) * BATCH_SEPARATOR_LEN;
+                            let sizes: usize = records
+                                .iter()
+                                .map(|(k, h, m)| record_len(&rp, *k, h, partition, m.len()))
+                                .sum();
+                            assert_eq!(want.len(), envelope_and_separators + sizes);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_reopened_body_takes_more_records() {
+        for api in [Api::V2, v3()] {
+            let rp = proxy(api.clone(), Format::Binary);
+            let mut first = BatchBody::new(&api);
+            first.push(&rp, None, b"", None, b"a");
+            let mut more = BatchBody::reopen(&api, first.finish(), 1);
+            more.push(&rp, Some(b"k"), b"", None, b"b");
+            let records: [TestRecord; 2] = [(None, b"", b"a"), (Some(b"k"), b"", b"b")];
+            assert_eq!(more.finish(), whole_batch_body(&rp, None, &records), "{api:?}");
+        }
     }
 
     #[test]

@@ -764,3 +764,101 @@ fn schema_registry_lookup_from_the_root_then_batches_with_the_id() {
         assert_eq!(gw.value("messages_sent"), 1, "{profile}");
     }
 }
+
+/// The body the filter's whole-batch builder writes for the records of `call` (binary format,
+/// no key), rebuilt from their values: v2 `{"records":[{"value":"…"},…]}`, v3 the records'
+/// objects one per line. Bodies built record by record as requests arrive must be exactly these
+/// bytes (issue 15).
+fn whole_batch_body(call: &HttpCall, v3: bool) -> String {
+    let values = call_values(call);
+    let records: Vec<Value> = match values[0].get("records") {
+        Some(Value::Array(records)) => records.clone(),
+        _ => values,
+    };
+    let encoded: Vec<String> = records
+        .iter()
+        .map(|r| match &r["value"] {
+            Value::String(s) => format!(r#"{{"value":"{s}"}}"#),
+            v => format!(
+                r#"{{"value":{{"type":"BINARY","data":"{}"}}}}"#,
+                v["data"].as_str().expect("v3 binary data")
+            ),
+        })
+        .collect();
+    if v3 {
+        encoded.join("\n")
+    } else {
+        format!(r#"{{"records":[{}]}}"#, encoded.join(","))
+    }
+}
+
+#[test]
+fn a_retry_batch_takes_the_fresh_records_that_fit_and_every_body_is_the_whole_batch_bytes() {
+    for v3 in [false, true] {
+        for profile in PROFILES {
+            let rest_proxy = if v3 {
+                json!({"upstream": upstream(profile), "api": "v3", "cluster_id": "lkc-1", "timeout": 60_000})
+            } else {
+                json!({"upstream": upstream(profile), "timeout": 60_000})
+            };
+            let mut gw = Gateway::asynchronous(
+                profile,
+                json!({
+                    "rest_proxy": rest_proxy,
+                    "producer_request_limits_messages_per_request": 3,
+                    "producer_async_flush_timeout": 100,
+                    "producer_request_retries_backoff_timeout": 50
+                }),
+            );
+            gw.accept(1);
+            gw.accept(2);
+            gw.advance(100);
+            let first = gw.root_calls(1);
+            gw.fail_500(&first[0]);
+            // Two fresh records wait (no full batch, their flush timeout 100 ms away) when the
+            // retry of 1 and 2 is due (50 ms): it takes one of them, and the other goes on its
+            // own at its flush timeout.
+            for n in 3..=4 {
+                gw.accept(n);
+            }
+            gw.advance(60);
+            let retry = gw.root_calls(1);
+            assert_eq!(numbers(&retry[0]), vec![1, 2, 3], "{profile} v3={v3}");
+            let ack = |n: usize| {
+                if v3 {
+                    vec![
+                        r#"{"error_code":200,"cluster_id":"lkc-1","topic_name":"orders","partition_id":0,"offset":1}"#;
+                        n
+                    ]
+                    .join("\r\n")
+                } else {
+                    v2_ack_of(n)
+                }
+            };
+            gw.reply(retry[0].token, 200, &ack(3));
+            gw.advance(20);
+            gw.root_calls(0);
+            gw.advance(20);
+            let last = gw.root_calls(1);
+            assert_eq!(numbers(&last[0]), vec![4], "{profile} v3={v3}");
+            gw.reply(last[0].token, 200, &ack(1));
+            for call in first.iter().chain(&retry).chain(&last) {
+                assert_eq!(
+                    String::from_utf8_lossy(&call.body),
+                    whole_batch_body(call, v3),
+                    "{profile} v3={v3}"
+                );
+            }
+            assert_eq!(
+                [
+                    gw.value("messages_sent"),
+                    gw.value("messages_failed"),
+                    gw.value("messages_dropped"),
+                    gw.value("buffer_depth")
+                ],
+                [4, 2, 0, 0],
+                "{profile} v3={v3}"
+            );
+        }
+    }
+}
