@@ -32,7 +32,11 @@
 //!    pandaproxy writes or refuses a partition's batch as a whole and answers one `offsets`
 //!    entry per partition (`src/v/pandaproxy/rest/proxy.cc`, `src/v/kafka/client/client.cc`
 //!    `produce_records`). Each of those records is then retried in a batch of its own
-//!    (isolated), so the good ones are written and only the bad one uses up its attempts.
+//!    (isolated), so the good ones are written and only the bad one uses up its attempts. When
+//!    every partition entry of such a reply says written, so was every record
+//!    ([`rest::classify_batch`]); when some partitions were written and others refused, which
+//!    records were written is not known and the isolated retries may write some twice
+//!    (at least once).
 //!
 //! Per-record results are read whatever the HTTP status ([`rest::classify_batch`]): Karapace
 //! answers 422 when some records of a batch failed, with one `offsets` entry per record, and the
@@ -2135,6 +2139,31 @@ mod tests {
     /// with Kafka's MESSAGE_TOO_LARGE (`src/v/pandaproxy/json/requests/produce.h`; host-sim's
     /// redpanda flavour answers the same).
     const REDPANDA_BATCH_REFUSED: &str = r#"{"offsets":[{"partition":0,"error_code":10,"offset":-1}]}"#;
+
+    /// Redpanda's answer to a batch it wrote: one `offsets` entry for the partition, not one per
+    /// record. Every record is acknowledged once; nothing is sent again.
+    #[test]
+    fn a_batch_redpanda_wrote_is_acknowledged_from_its_partition_entry() {
+        let mut p = Producer::new(config(r#","producer_async_flush_timeout":1"#));
+        let mut t = FakeTransport::default();
+        for m in ["a", "b", "c"] {
+            put(&mut p, 0, m);
+        }
+        p.on_tick(&mut t, 1);
+        let call = t.take().remove(0);
+        assert_eq!(call.v2_messages(), vec!["a", "b", "c"]);
+        assert!(p.on_response(
+            call.token,
+            &reply("200", r#"{"offsets":[{"partition":0,"offset":7}]}"#),
+            1
+        ));
+        assert_eq!((p.stats().sent, p.depth()), (3, 0));
+        for now in 2..100 {
+            p.on_tick(&mut t, now);
+        }
+        assert!(t.take().is_empty(), "a written batch was sent again");
+        assert!(p.is_healthy());
+    }
 
     #[test]
     fn a_batch_refused_as_a_whole_is_retried_record_by_record() {

@@ -23,7 +23,10 @@
 //!
 //! So [`classify_batch`] (and [`classify`] for one record) settles each record from its own
 //! entry when the reply matches the records one to one: v2, an `offsets` array with exactly one
-//! entry per record; v3, one result object per record. A reply that does not match keeps the
+//! entry per record; v3, one result object per record. Redpanda's pandaproxy answers v2 per
+//! partition instead (one entry per partition of the request, each partition's records written or
+//! refused together): a 2xx reply whose fewer entries each name a different partition, all
+//! written, acknowledges every record ([`classify_batch`]). A reply that does not match keeps the
 //! whole-batch rule: no 2xx → every record gets the request-level outcome below; a 2xx whose
 //! results do not line up → every record failed (sending acknowledged records again is a
 //! duplicate; guessing which ones were acknowledged could lose one). A 1xx or 3xx reply is never
@@ -258,6 +261,9 @@ fn per_record(api: &Api, status: u16, body: &[u8], records: usize) -> Result<Vec
             let Some(offsets) = reply_obj.get("offsets").and_then(Value::as_array) else {
                 return Err("reply without offsets");
             };
+            if success && every_partition_batch_written(offsets, records) {
+                return Ok(vec![Outcome::Acknowledged; records]);
+            }
             if offsets.len() != records || records == 0 {
                 return Err(MISMATCHED_REPLY);
             }
@@ -318,6 +324,31 @@ fn per_record(api: &Api, status: u16, body: &[u8], records: usize) -> Result<Vec
 
 /// Whether a v2 `offsets` entry of a non-2xx reply is a per-record result: an object with a
 /// non-null `error_code` (a failed record) or an integer `offset` (a written one).
+/// Whether a 2xx v2 reply with fewer `offsets` entries than records is Redpanda's answer that
+/// every record was written. pandaproxy does not answer per record: it groups the request's
+/// records into one batch per partition, writes or refuses each batch as a whole, and answers one
+/// entry per partition of the request, `{"partition":P,"offset":O}` with `"error_code":E` added
+/// when that partition's batch failed (redpanda `src/v/kafka/client/client.cc`
+/// `produce_records`, `src/v/pandaproxy/json/requests/produce.h`). When every entry names a
+/// different partition with a written offset and no error, each partition's batch, and so each
+/// record, is in Kafka. Anything else (a failed partition among written ones, a repeated
+/// partition) cannot be matched to records and stays a whole-batch failure.
+fn every_partition_batch_written(offsets: &[Value], records: usize) -> bool {
+    let written_partition = |entry: &Value| {
+        let entry = entry.as_object()?;
+        let written = entry.get("offset").and_then(Value::as_i64).is_some_and(|o| o >= 0)
+            && entry.get("error_code").is_none_or(Value::is_null);
+        let partition = entry.get("partition").and_then(Value::as_i64).filter(|p| *p >= 0);
+        partition.filter(|_| written)
+    };
+    !offsets.is_empty()
+        && offsets.len() < records
+        && offsets.iter().enumerate().all(|(i, entry)| {
+            written_partition(entry)
+                .is_some_and(|p| offsets[..i].iter().all(|earlier| written_partition(earlier) != Some(p)))
+        })
+}
+
 fn is_v2_record_result(entry: &Value) -> bool {
     entry.as_object().is_some_and(|e| {
         e.get("error_code").is_some_and(|c| !c.is_null()) || e.get("offset").and_then(Value::as_i64).is_some()
@@ -1229,6 +1260,41 @@ mod tests {
         // Any status: a 500 that still reports every record.
         let ok_500 = r#"{"offsets":[{"partition":0,"offset":9}]}"#;
         assert_eq!(classify_batch(&Api::V2, &reply("500", ok_500), 1), vec![ack.clone()]);
+    }
+
+    /// Redpanda's answer: one `offsets` entry per partition of the request.
+    #[test]
+    fn a_2xx_reply_per_partition_acknowledges_the_batch_only_when_every_partition_was_written() {
+        let ack = Outcome::Acknowledged;
+        // Three records in one partition, written: one entry.
+        let one = r#"{"offsets":[{"partition":0,"offset":5}]}"#;
+        assert_eq!(classify_batch(&Api::V2, &reply("200", one), 3), vec![ack.clone(); 3]);
+        // Five records over two partitions, both written (a null error_code is no error).
+        let two = r#"{"offsets":[{"partition":1,"offset":9},{"partition":0,"offset":5,"error_code":null}]}"#;
+        assert_eq!(classify_batch(&Api::V2, &reply("200", two), 5), vec![ack.clone(); 5]);
+        let whole = |status: u16| failed(Some(status), None, None, MISMATCHED_REPLY);
+        // One partition's batch refused: which records were in it is not known.
+        let mixed = r#"{"offsets":[{"partition":1,"offset":9},{"partition":0,"error_code":10,"offset":-1}]}"#;
+        assert_eq!(classify_batch(&Api::V2, &reply("200", mixed), 5), vec![whole(200); 5]);
+        // Not per partition: a repeated partition, no offset, a negative one, no partition.
+        for body in [
+            r#"{"offsets":[{"partition":0,"offset":5},{"partition":0,"offset":6}]}"#,
+            r#"{"offsets":[{"partition":0}]}"#,
+            r#"{"offsets":[{"partition":0,"offset":-1}]}"#,
+            r#"{"offsets":[{"offset":5}]}"#,
+            r#"{"offsets":[]}"#,
+        ] {
+            assert_eq!(
+                classify_batch(&Api::V2, &reply("200", body), 3),
+                vec![whole(200); 3],
+                "{body}"
+            );
+        }
+        // Only a 2xx reply is read this way.
+        let status = |s: u16| failed(Some(s), None, None, "error status");
+        assert_eq!(classify_batch(&Api::V2, &reply("422", one), 3), vec![status(422); 3]);
+        // More entries than records never matches.
+        assert_eq!(classify_batch(&Api::V2, &reply("200", two), 1), vec![whole(200)]);
     }
 
     #[test]

@@ -736,6 +736,70 @@ async fn async_redpanda_batch_refusals_write_every_good_record_once() {
     async_partial_failures_write_every_good_record_once(Flavor::Redpanda).await;
 }
 
+/// Redpanda answers a written batch with one `offsets` entry per partition, not per record: the
+/// filter takes it as every record written, and sends none of them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_redpanda_batches_it_wrote_are_written_once() {
+    let (proxy, rest) = in_memory_rest_proxy_with(RestProxyConfig {
+        flavor: Flavor::Redpanda,
+        max_request_bytes: Flavor::Redpanda.default_max_request_bytes(),
+        ..RestProxyConfig::default()
+    })
+    .await;
+    let mut config = all_flags("kafka_rest");
+    config["producer_async"] = json!(true);
+    // Long enough for each batch to fill up to its five records.
+    config["producer_async_flush_timeout"] = json!(10_000);
+    config["producer_request_limits_messages_per_request"] = json!(5);
+    let gateway = start_gateway(Profile::Envoy, &wasm_path("kafka_upstream"), config, rest, None).await;
+    const REQUESTS: usize = 10;
+    for i in 0..REQUESTS {
+        let body = format!("{i:04}");
+        let resp = send(
+            gateway.local_addr,
+            "POST",
+            "/orders",
+            &[("content-type", "text/plain"), ("content-length", "4")],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "request {i}: {}", String::from_utf8_lossy(&resp.body));
+    }
+    let admin = gateway.admin_addr.expect("admin listener");
+    let sent = |stats: &Value| {
+        stats["wasmcustom.kafka_upstream.messages_sent"]["value"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut stats = Value::Null;
+    for _ in 0..200 {
+        stats = body_json(&send(admin, "GET", "/stats", &[], b"").await);
+        if sent(&stats) >= REQUESTS as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sent(&stats), REQUESTS as u64, "{stats}");
+    // Give a wrongly retried batch time to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut bodies: Vec<String> = messages(&proxy, "orders")
+        .await
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default().to_string())
+        .collect();
+    bodies.sort();
+    let expected: Vec<String> = (0..REQUESTS).map(|i| format!("{i:04}")).collect();
+    assert_eq!(bodies, expected, "every record exactly once");
+    assert_eq!(
+        stats["wasmcustom.kafka_upstream.messages_retried"]["value"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "{stats}"
+    );
+    gateway.shutdown().await;
+}
+
 async fn async_partial_failures_write_every_good_record_once(flavor: Flavor) {
     let (proxy, rest) = in_memory_rest_proxy_with(RestProxyConfig {
         flavor,
