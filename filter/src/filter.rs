@@ -56,7 +56,7 @@
 use std::cell::{Cell, RefCell};
 use std::ptr::null_mut;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -562,11 +562,13 @@ fn to_log_level(level: Level) -> LogLevel {
 
 /// The host clock in milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
+    raw::current_time_ns() / 1_000_000
 }
+
+/// The property paths the glue reads, serialized as the ABI has them: segments joined by NUL
+/// (proxy-wasm SDK 0.2.5 `serialize_property_path`), so no path is built per request.
+const NGX_REQUEST_METHOD: &str = "ngx\0request_method";
+const NGX_REQUEST_ID: &str = "ngx\0request_id";
 
 /// Defines every metric under `prefix`; a metric the host refuses is logged and left out.
 fn define_metrics(prefix: &str) -> MetricIds {
@@ -678,9 +680,9 @@ impl Host for Glue<'_> {
     /// outside of a request", ngx_proxy_wasm_properties.c:1105-1113), and an answer kept for the
     /// VM would let one odd request decide for every later one.
     fn host_kind(&mut self) -> HostKind {
-        match hostcalls::get_property(vec!["ngx", "request_method"]) {
-            Ok(Some(_)) => HostKind::Kong,
-            _ => HostKind::Envoy,
+        match raw::property(NGX_REQUEST_METHOD) {
+            Some(_) => HostKind::Kong,
+            None => HostKind::Envoy,
         }
     }
 
@@ -693,7 +695,7 @@ impl Host for Glue<'_> {
     /// nginx's `$request_id` through ngx_wasm_module's `ngx.*` properties (see
     /// [`Host::request_id`]); an error status reads as none.
     fn request_id(&mut self) -> Option<Vec<u8>> {
-        hostcalls::get_property(vec!["ngx", "request_id"]).ok().flatten()
+        raw::property(NGX_REQUEST_ID)
     }
 }
 
@@ -720,6 +722,7 @@ mod raw {
             return_value_size: *mut usize,
         ) -> u32;
         fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
         fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
         fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
         fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
@@ -759,24 +762,35 @@ mod raw {
         unsafe { Vec::from_raw_parts(data, size, size) }
     }
 
-    /// The value of the one-segment property `name`, or `None` for any non-OK status (the SDK's
-    /// `get_property` panics on statuses other than OK, NOT_FOUND and two failures).
+    /// The value of property `name` (a serialized path: its segments joined by NUL), or `None`
+    /// for any non-OK status (the SDK's `get_property` panics on statuses other than OK,
+    /// NOT_FOUND and two failures).
     pub(super) fn property(name: &str) -> Option<Vec<u8>> {
         let mut data: *mut u8 = null_mut();
         let mut size: usize = 0;
-        // SAFETY: a one-segment property path is the segment's bytes (segments are joined with
-        // NUL); pointer/length describe a live &str and the out-pointers are valid locals.
+        // SAFETY: pointer/length describe a live &str and the out-pointers are valid locals.
         let status = unsafe { proxy_get_property(name.as_ptr(), name.len(), &mut data, &mut size) };
-        if status != 0 {
+        // No data on OK reads as none, as in the SDK's `get_property`.
+        if status != 0 || data.is_null() {
             return None;
-        }
-        if data.is_null() {
-            return Some(Vec::new());
         }
         // SAFETY: on OK the host wrote `size` bytes into memory it obtained from this module's
         // `proxy_on_memory_allocate`; ownership passes to the caller, as in the SDK's
         // `get_property`.
         Some(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
+
+    /// The host clock in nanoseconds since the Unix epoch; 0 when the host refuses (the SDK's
+    /// `get_current_time` panics then).
+    pub(super) fn current_time_ns() -> u64 {
+        let mut ns: u64 = 0;
+        // SAFETY: the out-pointer is a valid local.
+        let status = unsafe { proxy_get_current_time_nanoseconds(&mut ns) };
+        if status == 0 {
+            ns
+        } else {
+            0
+        }
     }
 
     /// Logs without ever panicking.
