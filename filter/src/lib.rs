@@ -57,8 +57,9 @@ pub const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_
 
 /// [`VERSION_TEXT`] as a custom section named `version` of the `.wasm`, which `host-sim info`
 /// shows: a `#[link_section]` static on wasm32 becomes a custom section of that name. It
-/// survives the `wasm` profile (LTO, `strip = "debuginfo"`; no wasm-opt step): host-sim's CLI
-/// tests read it back from the built module.
+/// survives the `wasm` profile (LTO, `strip = "debuginfo"`) and `scripts/build-wasm.sh`'s
+/// `wasm-opt` step (which keeps custom sections it does not know): host-sim's CLI tests read it
+/// back from the built module.
 #[cfg(target_arch = "wasm32")]
 #[link_section = "version"]
 #[used]
