@@ -51,6 +51,9 @@
 //! - the panic hook's log line (a failing log call must not panic inside the hook);
 //! - the tick period and the metrics, whose failure (a host without metrics, a refused period)
 //!   is reported and handled rather than a trap;
+//! - the local response (the SDK panics when the host refuses it), and the per-request reads
+//!   that need no SDK allocation: the clock, and the `ngx.*` properties with their paths
+//!   serialized once as constants;
 //! - the `plugin_root_id` property, read at configuration for the metrics' default prefix.
 
 use std::cell::{Cell, RefCell};
@@ -656,10 +659,11 @@ impl Host for Glue<'_> {
     }
 
     fn respond(&mut self, status: u32, headers: Vec<(&str, &str)>, body: &[u8]) {
-        if let Err(e) = hostcalls::send_http_response(status, headers, Some(body)) {
+        let refused = raw::send_local_response(status, &proxy_wasm_pairs::encode(&headers), body);
+        if refused != 0 {
             log(
                 LogLevel::Error,
-                &format!("kafka-upstream: cannot send the {status} answer: {e:?}"),
+                &format!("kafka-upstream: cannot send the {status} answer: status {refused}"),
             );
         }
     }
@@ -723,6 +727,16 @@ mod raw {
         ) -> u32;
         fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        fn proxy_send_local_response(
+            status_code: u32,
+            status_code_details_data: *const u8,
+            status_code_details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
         fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
         fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
         fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
@@ -790,6 +804,26 @@ mod raw {
             ns
         } else {
             0
+        }
+    }
+
+    /// Sends the local response (`proxy_send_local_response`, no status details, no gRPC
+    /// status: the SDK's `send_http_response` arguments); returns the host's status (0 = OK),
+    /// where the SDK panics on anything but OK.
+    pub(super) fn send_local_response(status: u32, serialized_headers: &[u8], body: &[u8]) -> u32 {
+        // SAFETY: every pointer/length pair describes a live slice (the empty details: a null
+        // pointer with length 0, as the SDK passes them).
+        unsafe {
+            proxy_send_local_response(
+                status,
+                std::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                serialized_headers.as_ptr(),
+                serialized_headers.len(),
+                -1,
+            )
         }
     }
 
