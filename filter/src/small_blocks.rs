@@ -9,6 +9,9 @@
 //! pop or a push, and a list that is empty is refilled from a chunk taken from the backing
 //! allocator. Larger blocks, and alignments above 16, go to the backing allocator unchanged.
 //!
+//! `alloc` and `dealloc` are kept out of line: inlined into every allocation site they made the
+//! module 25 KB larger for no measurable gain in instructions.
+//!
 //! What it costs: a freed small block stays on its class's list (it is reused by the next
 //! allocation of its class, never handed back to the backing allocator), so the memory held for
 //! small blocks is the most ever live at once in each class, plus at most one partly used chunk.
@@ -79,7 +82,7 @@ fn class_of(layout: Layout) -> Option<usize> {
 /// a class block is `(class + 1) * GRANULE` bytes at a `GRANULE`-aligned address inside a chunk,
 /// so it holds any layout of its class, and a `FreeBlock` (one pointer) fits in the smallest.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for SmallBlocks<A> {
-    #[inline]
+    #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some(class) = class_of(layout) else {
             return self.backing.alloc(layout);
@@ -93,7 +96,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SmallBlocks<A> {
         self.carve(state, (class + 1) * GRANULE)
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(class) = class_of(layout) else {
             return self.backing.dealloc(ptr, layout);
