@@ -27,8 +27,8 @@ all: build
 build: wasm host-sim
 
 # The filter and every test filter, for wasm32-wasip1 (rustup, or Debian's toolchain); the
-# filter then through binaryen's wasm-opt (Debian's binaryen, installed here when missing; the
-# script builds without it, unoptimised, when it cannot be installed).
+# filter then rewritten smaller by binaryen's wasm-opt (Debian's binaryen, installed here when
+# missing; the script builds without it, the module then cargo's, when it cannot be installed).
 wasm:
 	@command -v wasm-opt >/dev/null 2>&1 || { \
 		echo "wasm: installing binaryen (Debian package, for wasm-opt)"; \
