@@ -26,8 +26,15 @@ all: build
 
 build: wasm host-sim
 
-# The filter and every test filter, for wasm32-wasip1 (rustup, or Debian's toolchain).
+# The filter and every test filter, for wasm32-wasip1 (rustup, or Debian's toolchain); the
+# filter then rewritten smaller by binaryen's wasm-opt (Debian's binaryen, installed here when
+# missing; the script builds without it, the module then cargo's, when it cannot be installed).
 wasm:
+	@command -v wasm-opt >/dev/null 2>&1 || { \
+		echo "wasm: installing binaryen (Debian package, for wasm-opt)"; \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
+		$$apt install -y -qq binaryen || { $$apt update -qq && $$apt install -y -qq binaryen; } || true; }
 	scripts/build-wasm.sh
 
 # target/release/host-sim (and wasm-oci) as `make test` builds them: `cargo build -p host-sim`

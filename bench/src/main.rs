@@ -255,6 +255,9 @@ fn main() -> Result<()> {
     let config = config_json().into_bytes();
     if let Some(w) = args.windows(3).find(|w| w[0] == "--loop") {
         let native = args.iter().any(|a| a == "--native");
+        if args.iter().any(|a| a == "--noop") {
+            return profile_noop_loop(&noop_bytes, &w[1], &w[2]);
+        }
         return profile_loop(&filter_bytes, &config, &w[1], &w[2], native);
     }
 
@@ -352,8 +355,40 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// `bench --loop CASE SECONDS [--native]`: one case's filter request through host-sim (with
-/// `--native`: its native baseline) and nothing else, repeated for that long, for a profiler:
+/// `bench --loop CASE SECONDS --noop`: the same lifecycle on the no-op filter (the baseline the
+/// filter's guest cost is measured against), for the same profilers.
+fn profile_noop_loop(noop_bytes: &[u8], case: &str, seconds: &str) -> Result<()> {
+    let seconds: f64 = seconds
+        .parse()
+        .with_context(|| format!("--loop: {seconds:?} is not a number of seconds"))?;
+    let Some(case) = cases()
+        .into_iter()
+        .find(|c| c.name.replace(' ', "").to_ascii_lowercase().starts_with(case))
+    else {
+        bail!("--loop: no case {case:?} (0b, 1kib, 64kib, 1mib)");
+    };
+    let headers = headers(&case);
+    let engine = Engine::new(EngineConfig {
+        cache_dir: None,
+        fuel: false,
+    })?;
+    let module = engine.load_bytes(noop_bytes)?;
+    let (mut vm, root) = start_vm(&module, b"")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    let mut requests = 0u64;
+    while std::time::Instant::now() < deadline {
+        for _ in 0..100 {
+            noop_request(&mut vm, root, &headers, &case.body)?;
+        }
+        requests += 100;
+    }
+    println!("{requests} requests in {seconds} s");
+    Ok(())
+}
+
+/// `bench --loop CASE SECONDS [--native | --noop]`: one case's filter request through host-sim
+/// (with `--native`: its native baseline; `--noop`: [`profile_noop_loop`]) and nothing else,
+/// repeated for that long, for a profiler:
 /// `HOST_SIM_PERFMAP=1 perf record target/release/bench --loop 1kib 5` (the variable makes
 /// wasmtime name the guest's functions), or `valgrind --tool=callgrind` for instruction counts.
 /// CASE is the start of a case name without spaces, lowercased (`0b`, `1kib`, `64kib`, `1mib`).

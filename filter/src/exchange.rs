@@ -68,18 +68,30 @@ enum Phase {
     Done,
 }
 
-/// Request headers, their values read in place from the buffer the host gave (its serialized
-/// map, decoded by the glue, `crate::wire`).
+/// Request headers, read in place from the buffer the host gave (its serialized map, decoded by
+/// the glue, `crate::wire`).
 ///
-/// A request keeps three buffers (the host's bytes, whose values are read where they are, the
-/// names as text, and the line index) instead of a `String` and a `Vec` per header line.
+/// A request keeps at most three buffers (the host's bytes, where values and UTF-8 names are
+/// read, the names that had to be made text, and the line index) instead of a `String` and a
+/// `Vec` per header line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestHeaders {
-    /// The buffer the values are read from.
+    /// The buffer the values (and the names given in place) are read from.
     map: Vec<u8>,
+    /// Names that are not in `map`: given from elsewhere, or not UTF-8 there (read lossily).
     names: String,
-    /// Per line: the name's range in `names`, the value's range in `map`.
-    lines: Vec<(u32, u32, u32, u32)>,
+    lines: Vec<Line>,
+}
+
+/// Where one line's name and value are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Line {
+    /// The name's range: in `map` when `name_in_map` (checked UTF-8 when the line was added),
+    /// otherwise in `names`.
+    name: (u32, u32),
+    name_in_map: bool,
+    /// The value's range in `map`.
+    value: (u32, u32),
 }
 
 impl RequestHeaders {
@@ -98,7 +110,7 @@ impl RequestHeaders {
     /// The store, and a writer that adds lines whose values lie in it.
     pub fn line_writer(&mut self) -> (&[u8], LineWriter<'_>) {
         let writer = LineWriter {
-            store_len: self.map.len(),
+            store: &self.map,
             names: &mut self.names,
             lines: &mut self.lines,
         };
@@ -134,11 +146,18 @@ impl RequestHeaders {
 
     /// Line `i`: name and value.
     pub fn line(&self, i: usize) -> Option<(&str, &[u8])> {
-        let &(n0, n1, v0, v1) = self.lines.get(i)?;
-        Some((
-            &self.names[n0 as usize..n1 as usize],
-            &self.map[v0 as usize..v1 as usize],
-        ))
+        let line = self.lines.get(i)?;
+        let (n0, n1) = (line.name.0 as usize, line.name.1 as usize);
+        let name = if line.name_in_map {
+            let bytes = &self.map[n0..n1];
+            // SAFETY: `LineWriter::push_in_place` keeps a name in the map only after checking
+            // that it is UTF-8, and the map is never changed once lines point into it (it is
+            // private, and the writer only reads it).
+            unsafe { std::str::from_utf8_unchecked(bytes) }
+        } else {
+            &self.names[n0..n1]
+        };
+        Some((name, &self.map[line.value.0 as usize..line.value.1 as usize]))
     }
 
     /// The lines in order, repeats included.
@@ -150,23 +169,27 @@ impl RequestHeaders {
 /// Adds lines to a [`RequestHeaders`] (see [`RequestHeaders::line_writer`]).
 #[derive(Debug)]
 pub struct LineWriter<'h> {
-    store_len: usize,
+    store: &'h [u8],
     names: &'h mut String,
-    lines: &'h mut Vec<(u32, u32, u32, u32)>,
+    lines: &'h mut Vec<Line>,
 }
 
 impl LineWriter<'_> {
-    /// Makes room for `lines` more lines and `names` more bytes of names.
+    /// Makes room for `lines` more lines and `names` more bytes of names kept outside the store.
     pub fn reserve(&mut self, lines: usize, names: usize) {
         self.lines.reserve(lines);
         self.names.reserve(names);
     }
 
-    /// Adds a line: `name` (read lossily when it is not UTF-8) and the value at `value` in the
-    /// store. A range outside the store (or a store beyond 4 GiB) is no line: false then.
+    /// Whether `range` lies in the store, and the store within 4 GiB.
+    fn in_store(&self, range: &std::ops::Range<usize>) -> bool {
+        range.start <= range.end && range.end <= self.store.len() && u32::try_from(self.store.len()).is_ok()
+    }
+
+    /// Adds a line: `name` (copied; read lossily when it is not UTF-8) and the value at `value`
+    /// in the store. A range outside the store (or a store beyond 4 GiB) is no line: false then.
     pub fn push(&mut self, name: &[u8], value: std::ops::Range<usize>) -> bool {
-        let fits = value.start <= value.end && value.end <= self.store_len && u32::try_from(self.store_len).is_ok();
-        if !fits {
+        if !self.in_store(&value) {
             return false;
         }
         let from = self.names.len();
@@ -174,9 +197,33 @@ impl LineWriter<'_> {
             Some(name) => self.names.push_str(name),
             None => self.names.push_str(&String::from_utf8_lossy(name)),
         }
-        let to = self.names.len();
-        self.lines
-            .push((from as u32, to as u32, value.start as u32, value.end as u32));
+        self.lines.push(Line {
+            name: (from as u32, self.names.len() as u32),
+            name_in_map: false,
+            value: (value.start as u32, value.end as u32),
+        });
+        true
+    }
+
+    /// Adds a line whose name is also in the store, at `name`: read there when it is UTF-8 (no
+    /// copy), otherwise copied lossily as [`LineWriter::push`] does. False (no line) when either
+    /// range is outside the store.
+    pub fn push_in_place(&mut self, name: std::ops::Range<usize>, value: std::ops::Range<usize>) -> bool {
+        if !self.in_store(&name) {
+            return false;
+        }
+        if crate::json::as_utf8(&self.store[name.clone()]).is_none() {
+            let store = self.store;
+            return self.push(&store[name], value);
+        }
+        if !self.in_store(&value) {
+            return false;
+        }
+        self.lines.push(Line {
+            name: (name.start as u32, name.end as u32),
+            name_in_map: true,
+            value: (value.start as u32, value.end as u32),
+        });
         true
     }
 }

@@ -51,12 +51,15 @@
 //! - the panic hook's log line (a failing log call must not panic inside the hook);
 //! - the tick period and the metrics, whose failure (a host without metrics, a refused period)
 //!   is reported and handled rather than a trap;
+//! - the local response (the SDK panics when the host refuses it), and the per-request reads
+//!   that need no SDK allocation: the clock, and the `ngx.*` properties with their paths
+//!   serialized once as constants;
 //! - the `plugin_root_id` property, read at configuration for the metrics' default prefix.
 
 use std::cell::{Cell, RefCell};
 use std::ptr::null_mut;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -562,11 +565,13 @@ fn to_log_level(level: Level) -> LogLevel {
 
 /// The host clock in milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
+    raw::current_time_ns() / 1_000_000
 }
+
+/// The property paths the glue reads, serialized as the ABI has them: segments joined by NUL
+/// (proxy-wasm SDK 0.2.5 `serialize_property_path`), so no path is built per request.
+const NGX_REQUEST_METHOD: &str = "ngx\0request_method";
+const NGX_REQUEST_ID: &str = "ngx\0request_id";
 
 /// Defines every metric under `prefix`; a metric the host refuses is logged and left out.
 fn define_metrics(prefix: &str) -> MetricIds {
@@ -654,10 +659,11 @@ impl Host for Glue<'_> {
     }
 
     fn respond(&mut self, status: u32, headers: Vec<(&str, &str)>, body: &[u8]) {
-        if let Err(e) = hostcalls::send_http_response(status, headers, Some(body)) {
+        let refused = raw::send_local_response(status, &proxy_wasm_pairs::encode(&headers), body);
+        if refused != 0 {
             log(
                 LogLevel::Error,
-                &format!("kafka-upstream: cannot send the {status} answer: {e:?}"),
+                &format!("kafka-upstream: cannot send the {status} answer: status {refused}"),
             );
         }
     }
@@ -678,9 +684,9 @@ impl Host for Glue<'_> {
     /// outside of a request", ngx_proxy_wasm_properties.c:1105-1113), and an answer kept for the
     /// VM would let one odd request decide for every later one.
     fn host_kind(&mut self) -> HostKind {
-        match hostcalls::get_property(vec!["ngx", "request_method"]) {
-            Ok(Some(_)) => HostKind::Kong,
-            _ => HostKind::Envoy,
+        match raw::property(NGX_REQUEST_METHOD) {
+            Some(_) => HostKind::Kong,
+            None => HostKind::Envoy,
         }
     }
 
@@ -693,7 +699,7 @@ impl Host for Glue<'_> {
     /// nginx's `$request_id` through ngx_wasm_module's `ngx.*` properties (see
     /// [`Host::request_id`]); an error status reads as none.
     fn request_id(&mut self) -> Option<Vec<u8>> {
-        hostcalls::get_property(vec!["ngx", "request_id"]).ok().flatten()
+        raw::property(NGX_REQUEST_ID)
     }
 }
 
@@ -720,6 +726,17 @@ mod raw {
             return_value_size: *mut usize,
         ) -> u32;
         fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        fn proxy_send_local_response(
+            status_code: u32,
+            status_code_details_data: *const u8,
+            status_code_details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
         fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
         fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
         fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
@@ -759,24 +776,55 @@ mod raw {
         unsafe { Vec::from_raw_parts(data, size, size) }
     }
 
-    /// The value of the one-segment property `name`, or `None` for any non-OK status (the SDK's
-    /// `get_property` panics on statuses other than OK, NOT_FOUND and two failures).
+    /// The value of property `name` (a serialized path: its segments joined by NUL), or `None`
+    /// for any non-OK status (the SDK's `get_property` panics on statuses other than OK,
+    /// NOT_FOUND and two failures).
     pub(super) fn property(name: &str) -> Option<Vec<u8>> {
         let mut data: *mut u8 = null_mut();
         let mut size: usize = 0;
-        // SAFETY: a one-segment property path is the segment's bytes (segments are joined with
-        // NUL); pointer/length describe a live &str and the out-pointers are valid locals.
+        // SAFETY: pointer/length describe a live &str and the out-pointers are valid locals.
         let status = unsafe { proxy_get_property(name.as_ptr(), name.len(), &mut data, &mut size) };
-        if status != 0 {
+        // No data on OK reads as none, as in the SDK's `get_property`.
+        if status != 0 || data.is_null() {
             return None;
-        }
-        if data.is_null() {
-            return Some(Vec::new());
         }
         // SAFETY: on OK the host wrote `size` bytes into memory it obtained from this module's
         // `proxy_on_memory_allocate`; ownership passes to the caller, as in the SDK's
         // `get_property`.
         Some(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
+
+    /// The host clock in nanoseconds since the Unix epoch; 0 when the host refuses (the SDK's
+    /// `get_current_time` panics then).
+    pub(super) fn current_time_ns() -> u64 {
+        let mut ns: u64 = 0;
+        // SAFETY: the out-pointer is a valid local.
+        let status = unsafe { proxy_get_current_time_nanoseconds(&mut ns) };
+        if status == 0 {
+            ns
+        } else {
+            0
+        }
+    }
+
+    /// Sends the local response (`proxy_send_local_response`, no status details, no gRPC
+    /// status: the SDK's `send_http_response` arguments); returns the host's status (0 = OK),
+    /// where the SDK panics on anything but OK.
+    pub(super) fn send_local_response(status: u32, serialized_headers: &[u8], body: &[u8]) -> u32 {
+        // SAFETY: every pointer/length pair describes a live slice (the empty details: a null
+        // pointer with length 0, as the SDK passes them).
+        unsafe {
+            proxy_send_local_response(
+                status,
+                std::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                serialized_headers.as_ptr(),
+                serialized_headers.len(),
+                -1,
+            )
+        }
     }
 
     /// Logs without ever panicking.

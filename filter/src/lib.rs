@@ -5,6 +5,8 @@
 //! record.
 //!
 //! Layers, each plain Rust except the last, each using only the ones listed before it:
+//! - [`small_blocks`]: the `.wasm`'s global allocator, a size-class front over dlmalloc (uses no
+//!   other module);
 //! - [`metrics`]: the metrics' names and types, and what updates them;
 //! - [`message`] (with [`args`], [`multipart`]): Kong's message bytes from a request;
 //! - [`template`]: message shaping (`message.mode`, compiled templates) and the keys from a
@@ -36,6 +38,7 @@ pub mod record_headers;
 pub mod rest;
 mod schema;
 pub mod schema_registry;
+pub mod small_blocks;
 pub mod template;
 pub mod topics;
 pub mod wire;
@@ -43,13 +46,20 @@ pub mod wire;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 
+/// Small blocks from per-class free lists, the rest from the standard library's allocator (see
+/// [`small_blocks`] for why).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: small_blocks::SmallBlocks<std::alloc::System> = small_blocks::SmallBlocks::new(std::alloc::System);
+
 /// The crate's name and version, `kafka-upstream 0.1.0`.
 pub const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
 
 /// [`VERSION_TEXT`] as a custom section named `version` of the `.wasm`, which `host-sim info`
 /// shows: a `#[link_section]` static on wasm32 becomes a custom section of that name. It
-/// survives the `wasm` profile (LTO, `strip = "debuginfo"`; no wasm-opt step): host-sim's CLI
-/// tests read it back from the built module.
+/// survives the `wasm` profile (LTO, `strip = "debuginfo"`) and `scripts/build-wasm.sh`'s
+/// `wasm-opt` step (which keeps custom sections it does not know): host-sim's CLI tests read it
+/// back from the built module.
 #[cfg(target_arch = "wasm32")]
 #[link_section = "version"]
 #[used]

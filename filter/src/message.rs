@@ -256,7 +256,8 @@ pub(crate) fn write_headers<H: HeaderLine>(out: &mut Vec<u8>, req: &RequestView<
             continue;
         }
         json::write_key(out, &mut first, name);
-        let count = items[i..].iter().filter(|(n, _)| n == name).count();
+        // The line itself, and its repeats after it (a name is not compared with itself).
+        let count = 1 + items[i + 1..].iter().filter(|(n, _)| n == name).count();
         if count == 1 {
             json::write_str_lossy(out, value);
         } else {

@@ -4,18 +4,18 @@
 
 use crate::exchange::RequestHeaders;
 
-/// The request headers in the host's serialized map (`proxy_get_header_map_pairs`), the values
-/// read in place. A name that is not UTF-8 is read lossily; a map that is malformed keeps the
+/// The request headers in the host's serialized map (`proxy_get_header_map_pairs`), names and
+/// values read in place. A name that is not UTF-8 is read lossily; a map that is malformed keeps the
 /// lines before the fault (none when its count or length table is).
 pub fn request_headers(map: Vec<u8>) -> RequestHeaders {
     let mut headers = RequestHeaders::in_place(map);
     let (map, mut lines) = headers.line_writer();
-    // The host's count and lengths are checked against the map before anything is reserved.
+    // The host's count is checked against the map before anything is reserved; names are read
+    // where they are (only a name that is not UTF-8 is copied).
     if let Ok(reader) = proxy_wasm_pairs::Reader::new(map, usize::MAX) {
-        let names: usize = reader.declared_lengths().map(|(name, _)| name).sum();
-        lines.reserve(reader.declared(), names.min(map.len()));
+        lines.reserve(reader.declared(), 0);
         for entry in reader.map_while(Result::ok) {
-            lines.push(&map[entry.key], entry.value);
+            lines.push_in_place(entry.key, entry.value);
         }
     }
     headers
@@ -71,6 +71,21 @@ mod tests {
         assert_eq!(
             request_headers(no_nul).iter().collect::<Vec<_>>(),
             vec![("a", &b"1"[..])]
+        );
+        // Names read in place from the store, or copied when they are not UTF-8; a range
+        // outside the store is no line.
+        let mut store = RequestHeaders::in_place(b"x-a1\xffb2".to_vec());
+        let (_, mut writer) = store.line_writer();
+        assert!(writer.push_in_place(0..3, 3..4));
+        assert!(writer.push_in_place(4..5, 6..7));
+        assert!(!writer.push_in_place(0..8, 3..4));
+        assert!(!writer.push_in_place(0..3, 3..8));
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 3..2;
+        assert!(!writer.push_in_place(backwards, 0..1));
+        assert_eq!(
+            store.iter().collect::<Vec<_>>(),
+            vec![("x-a", &b"1"[..]), ("\u{fffd}", &b"2"[..])]
         );
         let mut huge = spec;
         huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
