@@ -13,6 +13,12 @@ pub(crate) const MAX_HISTOGRAM_SAMPLES: usize = 10_000;
 /// (Envoy's default buffer limit for callouts is smaller; this only protects the gateway).
 pub(crate) const MAX_CALLOUT_RESPONSE_BYTES: usize = 64 << 20;
 
+/// Largest gRPC message `serve` reads from a server for a guest's gRPC call or stream; a longer
+/// one ends the call with RESOURCE_EXHAUSTED, as gRPC clients refuse a message above their
+/// receive limit (4 MiB by default in grpc-go and grpc-java: `defaultClientMaxReceiveMessageSize`,
+/// `DEFAULT_MAX_MESSAGE_SIZE`).
+pub(crate) const MAX_GRPC_MESSAGE_BYTES: usize = 4 << 20;
+
 /// Resource limits applied to one VM.
 #[derive(Debug, Clone)]
 pub struct Limits {

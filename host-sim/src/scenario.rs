@@ -174,6 +174,7 @@ struct HttpEntry {
 struct GrpcEntry {
     call: GrpcCall,
     response: Option<usize>,
+    timed_out: bool,
 }
 
 /// The calls seen so far, in the order made, and what answered them.
@@ -194,7 +195,11 @@ impl CallBook {
                     response: None,
                     timed_out: false,
                 }),
-                NewCall::Grpc(call) => self.grpc.push(GrpcEntry { call, response: None }),
+                NewCall::Grpc { call, .. } => self.grpc.push(GrpcEntry {
+                    call,
+                    response: None,
+                    timed_out: false,
+                }),
             }
         }
         for call in vm.grpc_calls() {
@@ -532,7 +537,7 @@ impl Driver<'_> {
         let (answered_http_before, answered_grpc_before) = (self.next_http, self.next_grpc);
         let local_before = self.has_local_response();
         let target = self.vm.now_ns().saturating_add(advance_ms.saturating_mul(1_000_000));
-        let mut timeouts = Vec::new();
+        let (mut timeouts, mut grpc_timeouts) = (Vec::new(), Vec::new());
         for _ in 0..MAX_INSTANTS_PER_STEP {
             let Some(next) = self.vm.next_timer_ns().filter(|t| *t <= target) else {
                 break;
@@ -543,6 +548,13 @@ impl Driver<'_> {
                     if entry.call.deadline_ns == Some(next) && pending.contains(&entry.call.token) {
                         entry.timed_out = true;
                         timeouts.push(index);
+                    }
+                }
+                let pending: BTreeSet<u32> = self.vm.pending_grpc_call_tokens().into_iter().collect();
+                for (index, entry) in self.book.grpc.iter_mut().enumerate() {
+                    if entry.call.deadline_ns == Some(next) && pending.contains(&entry.call.token) {
+                        entry.timed_out = true;
+                        grpc_timeouts.push(index);
                     }
                 }
             }
@@ -567,6 +579,7 @@ impl Driver<'_> {
             at_ms: self.vm.now_ns().saturating_sub(start_ns) / 1_000_000,
             ticks: self.vm.ticks_fired() - ticks_before,
             timeouts,
+            grpc_timeouts,
             http_calls: (http_before..self.book.http.len()).collect(),
             grpc_calls: (grpc_before..self.book.grpc.len()).collect(),
             http_calls_answered: answered_since(self.book.http.iter().map(|e| e.response), answered_http_before),
@@ -728,10 +741,16 @@ fn run_once(
 }
 
 fn transcript_grpc_call(entry: GrpcEntry) -> TranscriptGrpcCall {
-    let GrpcEntry { call, response } = entry;
+    let GrpcEntry {
+        call,
+        response,
+        timed_out,
+    } = entry;
     let (messages, messages_base64) = encode_messages(&call.messages);
     let outcome = if call.cancelled || call.closed {
         CallOutcome::Cancelled
+    } else if timed_out {
+        CallOutcome::TimedOut
     } else if response.is_some() {
         CallOutcome::Answered
     } else {

@@ -121,6 +121,10 @@ pub struct GrpcCall {
     pub closed: bool,
     /// Timeout for unary calls, in milliseconds.
     pub timeout_ms: Option<u32>,
+    /// When a unary call times out, in clock nanoseconds: its timeout as the profile's host
+    /// applies it ([`crate::profile::HostBehaviour::effective_call_timeout_ms`]); streams have none.
+    #[serde(skip)]
+    pub deadline_ns: Option<u64>,
 }
 
 /// Data only readable during a particular callback.

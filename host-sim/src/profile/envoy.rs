@@ -282,6 +282,36 @@ impl HostBehaviour for Envoy {
         }
     }
 
+    /// Envoy's gRPC async client sends the call through the same async HTTP client and router
+    /// as a callout, with the request marked as gRPC, so a failure becomes the router's local
+    /// reply rendered as a trailers-only gRPC answer: `grpc-status` from the HTTP code (504 and
+    /// 503 are UNAVAILABLE, 14: envoy source/common/grpc/status.cc `httpToGrpcStatus`) and
+    /// `grpc-message` the reply's body (source/common/http/utility.cc `sendLocalReply` with
+    /// `is_grpc`). The gRPC client turns those trailers into the close status
+    /// (source/common/grpc/async_client_impl.cc `AsyncStreamImpl::onTrailers`, at commit
+    /// 90b67c6), so a timed-out call closes with 14 "upstream request timeout" and a refused
+    /// connection with 14 and the router's connect-failure text ([`Self::callout_failure_reply`]
+    /// has the same bodies). A reset after the response started is `onReset` ->
+    /// `streamError(Internal)`: 13 with no message (same file, `AsyncStreamImpl::onReset`).
+    fn grpc_failure_status(&self, failure: CalloutFailure) -> (u32, &'static str) {
+        match failure {
+            CalloutFailure::Timeout => (14, "upstream request timeout"),
+            CalloutFailure::BrokenConnection => (
+                14,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            ),
+            CalloutFailure::Reset => (13, ""),
+        }
+    }
+
+    /// Envoy's gRPC client closes a non-200 answer without `grpc-status` as CANCELLED (1), as
+    /// the Google gRPC client does, not by gRPC's HTTP mapping (envoy
+    /// source/common/grpc/async_client_impl.cc `AsyncStreamImpl::onHeaders`, at commit
+    /// 90b67c6).
+    fn grpc_status_for_http_status(&self, _http_status: u16) -> u32 {
+        1
+    }
+
     /// ENVOY-SRC `continueStream`: DOWNSTREAM is OK (a no-op without a network filter),
     /// UPSTREAM is UNIMPLEMENTED; `closeStream` answers OK for both.
     fn tcp_stream_status(&self, stream_type: StreamType, close: bool) -> Status {

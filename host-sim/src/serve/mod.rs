@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod edge;
+pub mod grpc;
 pub mod observe;
 mod service;
 pub mod upstream;
@@ -32,7 +33,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -436,11 +437,13 @@ async fn serve_traffic(
                         answer
                     }
                 });
-                // Half-closed clients still get their answer, and a body cut short by the
-                // client's EOF reaches the handler as an error (400) instead of a silent close.
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .half_close(true)
-                    .serve_connection(TokioIo::new(io), service);
+                // HTTP/1.1, or HTTP/2 with prior knowledge (h2c: a gRPC client's connection),
+                // told apart by the connection preface as Envoy's `codec_type: AUTO` does.
+                // HTTP/1.1: half-closed clients still get their answer, and a body cut short by
+                // the client's EOF reaches the handler as an error (400) instead of a silent close.
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().half_close(true);
+                let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
                 let conn = graceful.watch(conn);
                 let limits = shared.edge.clone();
                 tokio::spawn(async move {

@@ -17,6 +17,7 @@
 //! passes it, and keeps the framing the filter left ([`super::wire`]).
 
 use super::config::{Fallback, Route};
+use super::grpc::GrpcCalls;
 use super::upstream::{self, UpstreamRequest, UpstreamResponse};
 use super::wire::Framing;
 use super::Stats;
@@ -24,7 +25,7 @@ use crate::abi::LogLevel;
 use crate::engine::Module;
 use crate::profile::Profile;
 use crate::state::{LocalResponse, StreamInfo};
-use crate::vm::{HttpCallReply, NewCall, Vm, VmOptions};
+use crate::vm::{GrpcReply, HttpCallReply, NewCall, Vm, VmOptions};
 use crate::wasi::WasiOptions;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -96,6 +97,13 @@ pub enum Command {
         token: u32,
         reply: HttpCallReply,
     },
+    /// What a gRPC server sent on a call or stream ([`super::grpc`]), for `Vm::respond_grpc`.
+    GrpcReceived {
+        route: usize,
+        generation: u64,
+        token: u32,
+        reply: GrpcReply,
+    },
     UpstreamDone {
         route: usize,
         generation: u64,
@@ -132,6 +140,8 @@ struct Instance {
     /// Streams whose body is still arriving, by [`Incoming::body_key`].
     bodies: HashMap<u64, u32>,
     calls_in_flight: HashSet<u32>,
+    /// gRPC calls and streams in flight (reset when the instance goes).
+    grpc: GrpcCalls,
     /// The VM failure already logged, so it is logged once.
     reported_failure: Option<String>,
     /// A replaced instance with no streams left: when its root context was shut down.
@@ -270,6 +280,18 @@ impl Worker {
                     let _ = instance.vm.respond_http_call(token, reply);
                 }
             }
+            Command::GrpcReceived {
+                route,
+                generation: g,
+                token,
+                reply,
+            } => {
+                if let Some(instance) = find(&mut slots[route], g) {
+                    instance.touched = true;
+                    // A call the guest ended or whose context ended is gone: dropped.
+                    let _ = instance.vm.respond_grpc(token, reply);
+                }
+            }
             Command::UpstreamDone {
                 route,
                 generation: g,
@@ -350,7 +372,7 @@ impl Worker {
                 return true;
             }
             if owes_done {
-                tracing::warn!(route = %route, worker = self.id, callouts_pending = old.calls_in_flight.len(), "a replaced filter had not called proxy_done within the drain time; its root context is deleted with what it still holds");
+                tracing::warn!(route = %route, worker = self.id, callouts_pending = old.calls_in_flight.len() + old.grpc.len(), "a replaced filter had not called proxy_done within the drain time; its root context is deleted with what it still holds");
                 old.vm.abandon_root(old.root);
             }
             for line in old.vm.take_logs() {
@@ -407,7 +429,7 @@ impl Worker {
             tracing::warn!(
                 route = %slot.route.name,
                 worker = self.id,
-                callouts_pending = instance.calls_in_flight.len(),
+                callouts_pending = instance.calls_in_flight.len() + instance.grpc.len(),
                 "drain time over: the filter had not called proxy_done; its root context is deleted with what it still holds"
             );
             // proxy_on_delete lets the filter say (and count) what it gives up.
@@ -455,6 +477,7 @@ impl Worker {
                     streams: HashMap::new(),
                     bodies: HashMap::new(),
                     calls_in_flight: HashSet::new(),
+                    grpc: GrpcCalls::default(),
                     reported_failure: None,
                     finishing_since: None,
                     touched: true,
@@ -555,18 +578,39 @@ impl Worker {
         for line in instance.vm.take_logs() {
             guest_log(&route.name, self.id, &line);
         }
-        self.send_new_calls(route_index, route, instance);
+        self.send_new_calls(route_index, instance);
         self.answer_settled_streams(route_index, route, instance);
+        // After the streams that ended are finished, so their calls are reset now.
+        instance.grpc.sync(&mut instance.vm);
     }
 
     /// Sends each call the guest dispatched since the last look, once ([`Vm::take_new_calls`]);
     /// its reply comes back as [`Command::CallDone`].
-    fn send_new_calls(&self, route_index: usize, route: &Route, instance: &mut Instance) {
+    fn send_new_calls(&self, route_index: usize, instance: &mut Instance) {
         for new in instance.vm.take_new_calls() {
             let (call, time_left) = match new {
                 NewCall::Http { call, time_left } => (call, time_left),
-                NewCall::Grpc(call) => {
-                    tracing::warn!(route = %route.name, worker = self.id, upstream = %call.upstream, service = %call.service, method = %call.method, "host-sim serve has no gRPC client: the filter's gRPC call stays unanswered");
+                NewCall::Grpc { call, time_left } => {
+                    self.stats.callouts.fetch_add(1, Ordering::Relaxed);
+                    let (commands, generation, token) = (self.commands.clone(), instance.generation, call.token);
+                    let deliver = Box::new(move |reply: GrpcReply| {
+                        let _ = commands.send(Command::GrpcReceived {
+                            route: route_index,
+                            generation,
+                            token,
+                            reply,
+                        });
+                    });
+                    let client = self.client.grpc();
+                    (instance.grpc).start(
+                        &self.runtime,
+                        client,
+                        self.profile,
+                        &self.upstreams,
+                        call,
+                        time_left,
+                        deliver,
+                    );
                     continue;
                 }
             };

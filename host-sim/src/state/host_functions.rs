@@ -377,6 +377,11 @@ impl HostState {
         }
         let context_id = self.effective().ok_or(Status::BadArgument)?;
         let token = self.allocate_token();
+        // A unary call's timeout is the async client's request timeout, 0 meaning none, as for
+        // HTTP calls (ENVOY-SRC `Context::grpcCall` passes it to the async client's options).
+        let deadline_ns = timeout_ms
+            .and_then(|ms| self.profile.effective_call_timeout_ms(ms))
+            .map(|ms| self.now_ns() + ms * 1_000_000);
         self.add_grpc_call(GrpcCall {
             token,
             kind,
@@ -390,6 +395,7 @@ impl HostState {
             cancelled: false,
             closed: false,
             timeout_ms,
+            deadline_ns,
         })?;
         Ok(token)
     }

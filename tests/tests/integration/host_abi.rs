@@ -694,7 +694,7 @@ fn new_calls_are_handed_out_once_in_order_with_the_deadline_the_profile_set() {
             .iter()
             .map(|n| match n {
                 NewCall::Http { call, time_left } => (call.context_id, *time_left),
-                NewCall::Grpc(call) => panic!("{profile}: unexpected gRPC call {call:?}"),
+                NewCall::Grpc { call, .. } => panic!("{profile}: unexpected gRPC call {call:?}"),
             })
             .collect();
         // The clock has not moved since the calls were made: what is left is the whole
@@ -743,7 +743,7 @@ fn new_calls_are_handed_out_once_in_order_with_the_deadline_the_profile_set() {
     p.stream("grpc_call", &[], true);
     let token = p.vm.grpc_calls()[0].token;
     match p.vm.take_new_calls().as_slice() {
-        [NewCall::Grpc(call)] => assert_eq!((call.token, call.method.as_str()), (token, "Unary")),
+        [NewCall::Grpc { call, .. }] => assert_eq!((call.token, call.method.as_str()), (token, "Unary")),
         other => panic!("{other:?}"),
     }
     assert!(p.vm.take_new_calls().is_empty());

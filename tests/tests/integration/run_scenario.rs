@@ -375,6 +375,44 @@ fn a_step_past_a_calls_timeout_fires_it_and_the_request_goes_on() {
 }
 
 #[test]
+fn a_step_past_a_grpc_calls_timeout_closes_it_with_serves_status() {
+    let input = ScenarioInput {
+        request: probe_request("grpc_call", &[("x-timeout-ms", "200")]),
+        upstream_response: Some(upstream_response(r#"{"status":200,"body":"late"}"#)),
+        advance_ms: vec![199, 1, 50],
+        ..ScenarioInput::default()
+    };
+    let t = probe(Profile::Envoy, "", &input);
+    assert_eq!(t.grpc_calls[0].outcome, CallOutcome::TimedOut);
+    assert_eq!(t.grpc_calls[0].timeout_ms, Some(200));
+    let steps = &t.time_steps;
+    assert!(steps[0].grpc_timeouts.is_empty() && steps[0].actions.is_empty());
+    assert_eq!(steps[1].grpc_timeouts, vec![0]);
+    assert!(
+        steps[1].timeouts.is_empty(),
+        "the HTTP timeouts list stays for HTTP calls"
+    );
+    // The close Envoy gives a timed-out call (the status serve gives it too), which the SDK hands
+    // to on_grpc_call_response; the probe resumes and the upstream answers.
+    let closed = reports(&t, "grpc_call_response");
+    assert_eq!(closed.len(), 1, "{:?}", t.logs);
+    assert_eq!(closed[0]["status_code"], 14);
+    assert_eq!(closed[0]["status_message"], "upstream request timeout");
+    assert_eq!(steps[1].actions[0].callback, "on_grpc_close");
+    assert!(steps[2].grpc_timeouts.is_empty());
+    assert_eq!(t.client_response.as_ref().unwrap().body, "late");
+    // A gRPC stream has no timeout: it stays open however far the clock moves.
+    let stream = ScenarioInput {
+        request: probe_request("grpc_stream", &[]),
+        advance_ms: vec![3_600_000],
+        ..ScenarioInput::default()
+    };
+    let t = probe(Profile::Envoy, "", &stream);
+    assert!(t.time_steps[0].grpc_timeouts.is_empty());
+    assert_eq!(t.grpc_calls[0].outcome, CallOutcome::Unanswered);
+}
+
+#[test]
 fn ticks_fire_per_step_and_their_calls_take_the_next_responses() {
     let input = ScenarioInput {
         request: probe_request("none", &[]),
