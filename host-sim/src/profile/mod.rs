@@ -638,8 +638,22 @@ pub trait HostBehaviour: Send + Sync {
         }
     }
 
+    /// The message `proxy_on_grpc_close` gets with a close that came from the server
+    /// (`grpc-message`, empty when none). Default: as sent.
+    fn grpc_server_close_message(&self, message: String) -> String {
+        message
+    }
+
+    /// What `proxy_grpc_send` returns on a stream the guest already half-closed (nothing more
+    /// is sent). Default: BAD_ARGUMENT, the spec's answer for a stream that is not open.
+    fn grpc_send_after_end_status(&self) -> Status {
+        Status::BadArgument
+    }
+
     /// The gRPC status of a response whose HTTP status is not 200 and that carries no
-    /// `grpc-status`. Default: gRPC's mapping (grpc/grpc doc/http-grpc-status-mapping.md).
+    /// `grpc-status`. Default: gRPC's mapping (grpc/grpc doc/http-grpc-status-mapping.md), which
+    /// Envoy's gRPC client applies too (envoy source/common/grpc/async_client_impl.cc
+    /// `AsyncStreamImpl::onHeaders`, `Utility::httpToGrpcStatus`).
     fn grpc_status_for_http_status(&self, http_status: u16) -> u32 {
         match http_status {
             400 => 13,
@@ -799,15 +813,29 @@ mod tests {
     #[test]
     fn envoy_closes_failed_grpc_calls_as_its_router_answers_and_the_spec_by_grpc_codes() {
         let envoy = |f| Profile::Envoy.grpc_failure_status(f);
-        assert_eq!(envoy(CalloutFailure::Timeout), (14, "upstream request timeout"));
+        assert_eq!(
+            envoy(CalloutFailure::Timeout),
+            (14, "upstream request timeout{response_timeout}")
+        );
+        assert!(envoy(CalloutFailure::BrokenConnection)
+            .1
+            .contains("remote connection failure{"));
+        assert_eq!(
+            Profile::Envoy.grpc_server_close_message("denied".into()),
+            "denied{via_upstream}"
+        );
+        assert_eq!(Profile::Envoy.grpc_server_close_message(String::new()), "via_upstream");
+        assert_eq!(Profile::Envoy.grpc_send_after_end_status(), Status::Ok);
         assert_eq!(envoy(CalloutFailure::BrokenConnection).0, 14);
         assert!(envoy(CalloutFailure::BrokenConnection)
             .1
             .starts_with("upstream connect error"));
         assert_eq!(envoy(CalloutFailure::Reset), (13, ""));
-        assert_eq!(Profile::Envoy.grpc_status_for_http_status(503), 1);
+        assert_eq!(Profile::Envoy.grpc_status_for_http_status(503), 14);
         // The spec's defaults (Kong never gets here: its gRPC functions trap).
         let spec = &SpecHost as &dyn HostBehaviour;
+        assert_eq!(spec.grpc_server_close_message("denied".into()), "denied");
+        assert_eq!(spec.grpc_send_after_end_status(), Status::BadArgument);
         assert_eq!(spec.grpc_failure_status(CalloutFailure::Timeout).0, 4);
         assert_eq!(spec.grpc_failure_status(CalloutFailure::BrokenConnection).0, 14);
         assert_eq!(

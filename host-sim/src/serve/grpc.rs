@@ -230,6 +230,7 @@ async fn exchange(
             return Some(CalloutFailure::BrokenConnection);
         }
     };
+    let started = std::time::Instant::now();
     let response = match client.inner.request(request).await {
         Ok(r) => r,
         Err(e) => {
@@ -238,7 +239,12 @@ async fn exchange(
         }
     };
     let http_status = response.status().as_u16();
-    let headers = metadata(response.headers());
+    let mut headers = metadata(response.headers());
+    // The router's own response header, there before the gRPC client sees the answer
+    // (Envoy: `x-envoy-upstream-service-time`, observed in a stream's initial metadata).
+    headers.extend(profile.upstream_response_header(started.elapsed()));
+    // A close from the server, with the message as the profile's host passes it on.
+    let from_server = |(code, message): (u32, String)| (code, profile.grpc_server_close_message(message));
     let trailers_only = headers.iter().any(|(k, _)| k == "grpc-status");
     if trailers_only || http_status != 200 {
         // A trailers-only answer: the initial metadata callback gets an empty map and the
@@ -252,7 +258,7 @@ async fn exchange(
         emit(GrpcReply {
             initial_metadata: Some(Vec::new()),
             trailing_metadata: Some(if trailers_only { headers } else { Vec::new() }),
-            close: Some(close),
+            close: Some(from_server(close)),
             ..GrpcReply::default()
         });
         return None;
@@ -275,7 +281,7 @@ async fn exchange(
                 };
                 emit(GrpcReply {
                     trailing_metadata: Some(Vec::new()),
-                    close: Some((code, String::new())),
+                    close: Some(from_server((code, String::new()))),
                     ..GrpcReply::default()
                 });
                 return None;
@@ -307,7 +313,7 @@ async fn exchange(
                         };
                         emit(GrpcReply {
                             trailing_metadata: Some(Vec::new()),
-                            close: Some((code, message)),
+                            close: Some(from_server((code, message))),
                             ..GrpcReply::default()
                         });
                         return None;
@@ -322,7 +328,7 @@ async fn exchange(
             let close = close_status(&trailers);
             emit(GrpcReply {
                 trailing_metadata: Some(trailers),
-                close: Some(close),
+                close: Some(from_server(close)),
                 ..GrpcReply::default()
             });
             return None;

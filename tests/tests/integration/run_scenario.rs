@@ -397,7 +397,10 @@ fn a_step_past_a_grpc_calls_timeout_closes_it_with_serves_status() {
     let closed = reports(&t, "grpc_call_response");
     assert_eq!(closed.len(), 1, "{:?}", t.logs);
     assert_eq!(closed[0]["status_code"], 14);
-    assert_eq!(closed[0]["status_message"], "upstream request timeout");
+    assert_eq!(
+        closed[0]["status_message"],
+        "upstream request timeout{response_timeout}"
+    );
     assert_eq!(steps[1].actions[0].callback, "on_grpc_close");
     assert!(steps[2].grpc_timeouts.is_empty());
     assert_eq!(t.client_response.as_ref().unwrap().body, "late");

@@ -272,7 +272,8 @@ async fn an_error_status_closes_the_call_with_its_code_and_message() {
     assert_eq!(response.len(), 1, "{response:?}");
     // The SDK maps proxy_on_grpc_close of a call to on_grpc_call_response with the status.
     assert_eq!(response[0]["status_code"], 7);
-    assert_eq!(text(&response[0]["status_message"]), "denied");
+    // Envoy appends the response code details (`enhancedGrpcMessage`).
+    assert_eq!(text(&response[0]["status_message"]), "denied{via_upstream}");
     gw.shutdown().await;
 }
 
@@ -285,7 +286,10 @@ async fn a_slow_server_times_the_call_out_with_envoys_status() {
     let response = reports("grpc_slow", "grpc_call_response", 1).await;
     assert_eq!(response.len(), 1, "{response:?}");
     assert_eq!(response[0]["status_code"], 14);
-    assert_eq!(text(&response[0]["status_message"]), "upstream request timeout");
+    assert_eq!(
+        text(&response[0]["status_message"]),
+        "upstream request timeout{response_timeout}"
+    );
     gw.shutdown().await;
 }
 
@@ -320,6 +324,9 @@ async fn a_stream_delivers_metadata_each_message_trailers_and_close() {
     let close = reports("grpc_stream", "grpc_close", 1).await;
     assert_eq!(close.len(), 1, "{close:?}");
     assert_eq!(close[0]["status_code"], 0);
+    assert_eq!(text(&close[0]["message"]), "via_upstream");
+    // Envoy answers OK to a send after the half-close (and sends nothing more).
+    assert_eq!(reports("grpc_stream", "grpc_stream", 1).await[0]["send_after_end"], 0);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen[0].path, "/probe.Service/Stream");
     assert_eq!(seen[0].messages, vec![b"m1".to_vec(), b"m2".to_vec()]);
