@@ -120,6 +120,12 @@ pub struct EdgeLimits {
     /// for `proxy_done`), get to finish before the VMs are stopped with whatever they still
     /// hold. Kong's `kong quit` waits 10 s by default (`--timeout`) before it stops nginx.
     pub drain_time: Duration,
+    /// How long a request may wait for the filter's answer (a filter holding it on a callout or
+    /// gRPC call without a timeout, or on a gRPC stream the server keeps open). Past it the client
+    /// gets 408 "stream timeout" and the filter's stream ends, cancelling its calls: Envoy's HTTP
+    /// connection manager `stream_idle_timeout` (default 5 min; 408 when no response started).
+    /// nginx has no such bound on a paused filter, but Kong's filter calls all time out first.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for EdgeLimits {
@@ -133,6 +139,7 @@ impl Default for EdgeLimits {
             max_request_bytes: 64 << 20,
             lingering_time: Duration::from_secs(30),
             drain_time: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -829,6 +829,7 @@ async fn route_request(
         info,
         respond,
         body_key: rest.as_ref().map(|_| request_id),
+        request_key: request_id,
     }));
     if sent.is_err() {
         return Ok(json_response(
@@ -836,23 +837,44 @@ async fn route_request(
             r#"{"message":"host-sim worker unavailable"}"#,
         ));
     }
-    let answer = match rest {
-        None => answer.await,
-        Some(rest) => {
-            let streamed = stream_body(
-                rest,
-                (route, request_id),
-                worker,
-                &shared.edge,
-                started,
-                answer,
-                &mut served.received,
-            )
-            .await;
-            match streamed {
-                Ok(answer) => answer,
-                Err(refusal) => return Ok(refusal.response()),
+    // However long the filter holds the request (a callout or gRPC call without a timeout, a
+    // gRPC stream the server keeps open), the edge answers after `stream_idle_timeout` with
+    // Envoy's 408 "stream timeout" and ends the filter's stream, which cancels its calls.
+    let waited = tokio::time::timeout(shared.edge.stream_idle_timeout, async {
+        match rest {
+            None => Ok(answer.await),
+            Some(rest) => {
+                let received = &mut served.received;
+                stream_body(
+                    rest,
+                    (route, request_id),
+                    worker,
+                    &shared.edge,
+                    started,
+                    answer,
+                    received,
+                )
+                .await
             }
+        }
+    })
+    .await;
+    let answer = match waited {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(refusal)) => return Ok(refusal.response()),
+        Err(_) => {
+            let _ = worker.send(Command::RequestAbandoned {
+                route,
+                request_key: request_id,
+            });
+            tracing::warn!(route = %shared.routes[route].name, "no answer from the filter within the stream idle timeout: 408");
+            let mut resp = Response::new(WireBody::exact("stream timeout".to_string()));
+            *resp.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain"),
+            );
+            return Ok(resp);
         }
     };
     match answer {

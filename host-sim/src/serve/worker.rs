@@ -73,6 +73,8 @@ pub struct Incoming {
     /// Set when `body` is only the start of a body that follows as [`Command::RequestBody`]
     /// under this key (a host that reads the body in pieces, [`crate::profile::BodyDelivery::Chunks`]).
     pub body_key: Option<u64>,
+    /// The request's own key (unique in the gateway), for [`Command::RequestAbandoned`].
+    pub request_key: u64,
 }
 
 /// What a worker reacts to.
@@ -90,6 +92,12 @@ pub enum Command {
     RequestAborted {
         route: usize,
         key: u64,
+    },
+    /// The edge gave up waiting for the filter's answer (`EdgeLimits::stream_idle_timeout`) and
+    /// answered the client itself: the stream ends, and with it its pending calls.
+    RequestAbandoned {
+        route: usize,
+        request_key: u64,
     },
     CallDone {
         route: usize,
@@ -130,6 +138,8 @@ struct PendingStream {
     /// The key of a streamed body still arriving ([`Incoming::body_key`]); an answer before
     /// its end likewise closes the connection.
     body_key: Option<u64>,
+    /// [`Incoming::request_key`].
+    request_key: u64,
 }
 
 struct Instance {
@@ -264,6 +274,21 @@ impl Worker {
                     if let Some(stream) = instance.bodies.remove(&key) {
                         instance.streams.remove(&stream);
                         let _ = instance.vm.finish_stream(stream);
+                    }
+                }
+            }
+            Command::RequestAbandoned { route, request_key } => {
+                for instance in slots[route].instances_mut() {
+                    let found = (instance.streams.iter()).find(|(_, p)| p.request_key == request_key);
+                    if let Some((&stream, _)) = found {
+                        instance.touched = true;
+                        if let Some(p) = instance.streams.remove(&stream) {
+                            if let Some(key) = p.body_key {
+                                instance.bodies.remove(&key);
+                            }
+                        }
+                        let _ = instance.vm.finish_stream(stream);
+                        break;
                     }
                 }
             }
@@ -497,6 +522,7 @@ impl Worker {
             info,
             respond,
             body_key,
+            request_key,
             ..
         } = req;
         let stream = match instance.vm.create_http_stream_with(instance.root, info) {
@@ -513,6 +539,7 @@ impl Worker {
                 passed_through: false,
                 answered_before_body: false,
                 body_key,
+                request_key,
             },
         );
         if let Some(key) = body_key {

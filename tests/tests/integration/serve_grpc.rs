@@ -353,3 +353,36 @@ async fn serve_answers_an_http2_client_with_prior_knowledge() {
     assert!(!lines_with(&["route=\"grpc_h2c\"", "probe:"]).is_empty());
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_on_an_open_stream_gets_408_and_the_stream_is_reset() {
+    log();
+    let (server, _) = grpc_server(Mode::Slow).await;
+    let route = Route {
+        plugin_name: "probe".into(),
+        fallback: Fallback::Direct {
+            status: 200,
+            body: "through".into(),
+        },
+        ..Route::new("grpc_idle", wasm_path("abi_probe"), Vec::new())
+    };
+    let deployment = Deployment {
+        upstreams: BTreeMap::from([("grpc_cluster".to_string(), server)]),
+        ..Deployment::new(Profile::Envoy, vec![route])
+    };
+    let gw = start(ServeOptions {
+        edge: host_sim::limits::EdgeLimits {
+            stream_idle_timeout: Duration::from_millis(300),
+            ..host_sim::limits::EdgeLimits::default()
+        },
+        ..ServeOptions::new(deployment, engine().clone())
+    })
+    .await
+    .expect("gateway starts");
+    // The stream has no timeout and the server never closes it: the edge's bound answers.
+    assert_eq!(request(gw.local_addr, &[("x-probe", "grpc_stream")]).await, 408);
+    // The filter's stream ended (its end callbacks ran) without a close for the reset call.
+    assert_eq!(reports("grpc_idle", "on_done", 1).await.len(), 1);
+    assert!(reports("grpc_idle", "grpc_close", 0).await.is_empty());
+    gw.shutdown().await;
+}
