@@ -326,7 +326,11 @@ impl Driver<'_> {
                     if let Some(entry) = self.book.grpc.iter_mut().find(|e| e.call.token == g) {
                         entry.response = Some(index);
                     }
-                    let reply = grpc_responses[index].reply.clone();
+                    let mut reply = grpc_responses[index].reply.clone();
+                    // The file is what the server sent; the filter sees its close message as the
+                    // profile's host passes it on (Envoy appends `{via_upstream}`), as in `serve`.
+                    let profile = self.vm.profile();
+                    reply.close = (reply.close).map(|(code, m)| (code, profile.grpc_server_close_message(m)));
                     let unary = self
                         .book
                         .grpc

@@ -285,7 +285,8 @@ fn a_unary_grpc_call_is_listed_and_answered_with_its_outcome_only() {
     let answered = &reports(&t, "grpc_call_response")[0];
     assert_eq!(answered["status_code"], 14);
     assert_eq!(answered["size"], 0);
-    assert_eq!(answered["status_message"], "down");
+    // Envoy appends the response code details to a server's message, in run as in serve.
+    assert_eq!(answered["status_message"], "down{via_upstream}");
     assert!(callbacks(&t).contains(&"on_grpc_close"));
 }
 
@@ -314,6 +315,7 @@ fn a_grpc_stream_gets_every_part_and_lists_what_the_filter_sent() {
     assert_eq!(messages, vec![json!("r1"), json!("r2")]);
     assert_eq!(reports(&t, "grpc_trailing_metadata")[0]["num"], 1);
     assert_eq!(reports(&t, "grpc_close")[0]["status_code"], 0);
+    assert_eq!(reports(&t, "grpc_close")[0]["message"], "via_upstream");
     assert_eq!(t.unused_grpc_call_responses, 1);
 }
 
