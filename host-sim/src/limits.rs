@@ -19,6 +19,11 @@ pub(crate) const MAX_CALLOUT_RESPONSE_BYTES: usize = 64 << 20;
 /// `DEFAULT_MAX_MESSAGE_SIZE`).
 pub(crate) const MAX_GRPC_MESSAGE_BYTES: usize = 4 << 20;
 
+/// Largest block of initial or trailing metadata `serve` accepts from a gRPC server for a guest
+/// (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`; a larger block resets the stream, which closes the
+/// call as a reset): Envoy's default header limit, `max_response_headers_kb` 60 KiB.
+pub(crate) const MAX_GRPC_METADATA_BYTES: u32 = 60 << 10;
+
 /// Resource limits applied to one VM.
 #[derive(Debug, Clone)]
 pub struct Limits {

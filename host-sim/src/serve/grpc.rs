@@ -18,7 +18,7 @@
 //! reset on the wire at once, so no call outlives the request that made it.
 
 use super::upstream;
-use crate::limits::MAX_GRPC_MESSAGE_BYTES;
+use crate::limits::{MAX_GRPC_MESSAGE_BYTES, MAX_GRPC_METADATA_BYTES};
 use crate::profile::{CalloutFailure, Profile};
 use crate::state::{GrpcCall, GrpcKind};
 use crate::vm::{GrpcReply, Vm};
@@ -55,6 +55,7 @@ impl Default for GrpcClient {
         GrpcClient {
             inner: hyper_util::client::legacy::Client::builder(TokioExecutor::new())
                 .http2_only(true)
+                .http2_max_header_list_size(MAX_GRPC_METADATA_BYTES)
                 .build(connector),
         }
     }
