@@ -778,8 +778,10 @@ fn transcript_grpc_call(entry: GrpcEntry) -> TranscriptGrpcCall {
 }
 
 /// What a unary gRPC call's handler passes on in Envoy: only the outcome. A success (status
-/// OK, or none given) is `proxy_on_grpc_receive` with the one response message; a failure is
-/// `proxy_on_grpc_close` with the status and message. Metadata are not delivered for unary
+/// OK, or none given) is `proxy_on_grpc_receive` with the last response message, or, without
+/// one, `proxy_on_grpc_close` with INTERNAL (13) (ENVOY-SRC async_client_impl.cc
+/// `AsyncRequestImpl::onRemoteClose`, as `serve` does); a failure is `proxy_on_grpc_close` with
+/// the status and message. Metadata are not delivered for unary
 /// calls (ENVOY-SRC context.cc: `GrpcCallClientHandler` implements only
 /// `onCreateInitialMetadata`, `onSuccessRaw` -> `onGrpcReceive`, `onFailure` -> `onGrpcClose`;
 /// the metadata callbacks exist on `GrpcStreamClientHandler` only). Streams take the file as is.
@@ -789,9 +791,15 @@ fn unary_outcome(reply: GrpcReply) -> GrpcReply {
             close: Some((code, message)),
             ..GrpcReply::default()
         },
-        _ => GrpcReply {
-            messages: vec![reply.messages.into_iter().next().unwrap_or_default()],
-            ..GrpcReply::default()
+        _ => match reply.messages.into_iter().last() {
+            Some(message) => GrpcReply {
+                messages: vec![message],
+                ..GrpcReply::default()
+            },
+            None => GrpcReply {
+                close: Some((13, String::new())),
+                ..GrpcReply::default()
+            },
         },
     }
 }

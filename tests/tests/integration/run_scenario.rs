@@ -234,7 +234,8 @@ fn a_call_made_in_the_response_phase_takes_the_next_response() {
 fn a_unary_grpc_call_is_listed_and_answered_with_its_outcome_only() {
     let ok = ScenarioInput {
         request: probe_request("grpc_call", &[]),
-        // Metadata and a second message are not delivered for a unary call (Envoy).
+        // Metadata are not delivered for a unary call, and of several messages only the last
+        // (Envoy's unary request keeps the last one it received).
         grpc_call_responses: vec![grpc_response(
             r#"{"initial_metadata":[["x-initial","1"]],"messages":["pong","more"],"trailing_metadata":[["t","1"]],"status":0}"#,
         )],
@@ -259,7 +260,7 @@ fn a_unary_grpc_call_is_listed_and_answered_with_its_outcome_only() {
     let answered = &reports(&t, "grpc_call_response")[0];
     assert_eq!(
         (answered["status_code"].as_u64(), answered["message"].as_str()),
-        (Some(0), Some("pong"))
+        (Some(0), Some("more"))
     );
     let names = callbacks(&t);
     assert!(names.contains(&"on_grpc_receive"), "{names:?}");
@@ -279,12 +280,19 @@ fn a_unary_grpc_call_is_listed_and_answered_with_its_outcome_only() {
         grpc_call_responses: vec![grpc_response(
             r#"{"messages":["ignored"],"status":14,"status_message":"down"}"#,
         )],
-        ..ok
+        ..ok.clone()
     };
     let t = probe(Profile::Envoy, "", &failed);
     let answered = &reports(&t, "grpc_call_response")[0];
     assert_eq!(answered["status_code"], 14);
     assert_eq!(answered["size"], 0);
+    // OK without a message is a failure in Envoy's unary handler: INTERNAL.
+    let empty = ScenarioInput {
+        grpc_call_responses: vec![grpc_response(r#"{"status":0}"#)],
+        ..ok.clone()
+    };
+    let t = probe(Profile::Envoy, "", &empty);
+    assert_eq!(reports(&t, "grpc_call_response")[0]["status_code"], 13);
     // Envoy appends the response code details to a server's message, in run as in serve.
     assert_eq!(answered["status_message"], "down{via_upstream}");
     assert!(callbacks(&t).contains(&"on_grpc_close"));
