@@ -778,10 +778,11 @@ fn transcript_grpc_call(entry: GrpcEntry) -> TranscriptGrpcCall {
 }
 
 /// What a unary gRPC call's handler passes on in Envoy: only the outcome. A success (status
-/// OK, or none given) is `proxy_on_grpc_receive` with the last response message, or, without
-/// one, `proxy_on_grpc_close` with INTERNAL (13) (ENVOY-SRC async_client_impl.cc
-/// `AsyncRequestImpl::onRemoteClose`, as `serve` does); a failure is `proxy_on_grpc_close` with
-/// the status and message. Metadata are not delivered for unary
+/// OK, or none given) is `proxy_on_grpc_receive` with the last response message (Envoy's unary
+/// request keeps the last it received, ENVOY-SRC async_client_impl.cc `AsyncRequestImpl`), or
+/// an empty one when the file gives none (a file cannot express a server that sent no message,
+/// which `serve` closes with 13); a failure is `proxy_on_grpc_close` with the status and
+/// message. Metadata are not delivered for unary
 /// calls (ENVOY-SRC context.cc: `GrpcCallClientHandler` implements only
 /// `onCreateInitialMetadata`, `onSuccessRaw` -> `onGrpcReceive`, `onFailure` -> `onGrpcClose`;
 /// the metadata callbacks exist on `GrpcStreamClientHandler` only). Streams take the file as is.
@@ -791,15 +792,9 @@ fn unary_outcome(reply: GrpcReply) -> GrpcReply {
             close: Some((code, message)),
             ..GrpcReply::default()
         },
-        _ => match reply.messages.into_iter().last() {
-            Some(message) => GrpcReply {
-                messages: vec![message],
-                ..GrpcReply::default()
-            },
-            None => GrpcReply {
-                close: Some((13, String::new())),
-                ..GrpcReply::default()
-            },
+        _ => GrpcReply {
+            messages: vec![reply.messages.into_iter().last().unwrap_or_default()],
+            ..GrpcReply::default()
         },
     }
 }
@@ -1022,8 +1017,9 @@ mod tests {
             trailing_metadata: Some(vec![("t".into(), "2".into())]),
             close: Some((0, String::new())),
         };
+        // The last message, as Envoy keeps it.
         let ok = GrpcReply {
-            messages: vec![b"one".to_vec()],
+            messages: vec![b"two".to_vec()],
             ..GrpcReply::default()
         };
         assert_eq!(unary_outcome(full.clone()), ok);
