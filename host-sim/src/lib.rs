@@ -54,5 +54,7 @@ pub use hostfn::HostFunction;
 pub use limits::Limits;
 pub use profile::{AfterTrap, CalloutFailure, HostBehaviour, MetricOp, Profile};
 pub use state::{GrpcCall, HttpCall, LocalResponse, LogEntry, Metric, Shared, StreamInfo};
-pub use vm::{ActionRecord, GrpcReply, HttpCallReply, NewCall, PassedLocalReply, RootContext, Vm, VmOptions};
+pub use vm::{
+    ActionRecord, GrpcProgress, GrpcReply, HttpCallReply, NewCall, PassedLocalReply, RootContext, Vm, VmOptions,
+};
 pub use wasi::WasiOptions;

@@ -13,6 +13,17 @@ pub(crate) const MAX_HISTOGRAM_SAMPLES: usize = 10_000;
 /// (Envoy's default buffer limit for callouts is smaller; this only protects the gateway).
 pub(crate) const MAX_CALLOUT_RESPONSE_BYTES: usize = 64 << 20;
 
+/// Largest gRPC message `serve` reads from a server for a guest's gRPC call or stream; a longer
+/// one ends the call with RESOURCE_EXHAUSTED, as gRPC clients refuse a message above their
+/// receive limit (4 MiB by default in grpc-go and grpc-java: `defaultClientMaxReceiveMessageSize`,
+/// `DEFAULT_MAX_MESSAGE_SIZE`).
+pub(crate) const MAX_GRPC_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Largest block of initial or trailing metadata `serve` accepts from a gRPC server for a guest
+/// (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`; a larger block resets the stream, which closes the
+/// call as a reset): Envoy's default header limit, `max_response_headers_kb` 60 KiB.
+pub(crate) const MAX_GRPC_METADATA_BYTES: u32 = 60 << 10;
+
 /// Resource limits applied to one VM.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -114,6 +125,12 @@ pub struct EdgeLimits {
     /// for `proxy_done`), get to finish before the VMs are stopped with whatever they still
     /// hold. Kong's `kong quit` waits 10 s by default (`--timeout`) before it stops nginx.
     pub drain_time: Duration,
+    /// How long a request may wait for the filter's answer (a filter holding it on a callout or
+    /// gRPC call without a timeout, or on a gRPC stream the server keeps open). Past it the client
+    /// gets 408 "stream timeout" and the filter's stream ends, cancelling its calls: Envoy's HTTP
+    /// connection manager `stream_idle_timeout` (default 5 min; 408 when no response started).
+    /// nginx has no such bound on a paused filter, but Kong's filter calls all time out first.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for EdgeLimits {
@@ -127,6 +144,7 @@ impl Default for EdgeLimits {
             max_request_bytes: 64 << 20,
             lingering_time: Duration::from_secs(30),
             drain_time: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -174,6 +174,7 @@ struct HttpEntry {
 struct GrpcEntry {
     call: GrpcCall,
     response: Option<usize>,
+    timed_out: bool,
 }
 
 /// The calls seen so far, in the order made, and what answered them.
@@ -194,7 +195,11 @@ impl CallBook {
                     response: None,
                     timed_out: false,
                 }),
-                NewCall::Grpc(call) => self.grpc.push(GrpcEntry { call, response: None }),
+                NewCall::Grpc { call, .. } => self.grpc.push(GrpcEntry {
+                    call,
+                    response: None,
+                    timed_out: false,
+                }),
             }
         }
         for call in vm.grpc_calls() {
@@ -321,7 +326,11 @@ impl Driver<'_> {
                     if let Some(entry) = self.book.grpc.iter_mut().find(|e| e.call.token == g) {
                         entry.response = Some(index);
                     }
-                    let reply = grpc_responses[index].reply.clone();
+                    let mut reply = grpc_responses[index].reply.clone();
+                    // The file is what the server sent; the filter sees its close message as the
+                    // profile's host passes it on (Envoy appends `{via_upstream}`), as in `serve`.
+                    let profile = self.vm.profile();
+                    reply.close = (reply.close).map(|(code, m)| (code, profile.grpc_server_close_message(m)));
                     let unary = self
                         .book
                         .grpc
@@ -532,7 +541,7 @@ impl Driver<'_> {
         let (answered_http_before, answered_grpc_before) = (self.next_http, self.next_grpc);
         let local_before = self.has_local_response();
         let target = self.vm.now_ns().saturating_add(advance_ms.saturating_mul(1_000_000));
-        let mut timeouts = Vec::new();
+        let (mut timeouts, mut grpc_timeouts) = (Vec::new(), Vec::new());
         for _ in 0..MAX_INSTANTS_PER_STEP {
             let Some(next) = self.vm.next_timer_ns().filter(|t| *t <= target) else {
                 break;
@@ -543,6 +552,13 @@ impl Driver<'_> {
                     if entry.call.deadline_ns == Some(next) && pending.contains(&entry.call.token) {
                         entry.timed_out = true;
                         timeouts.push(index);
+                    }
+                }
+                let pending: BTreeSet<u32> = self.vm.pending_grpc_call_tokens().into_iter().collect();
+                for (index, entry) in self.book.grpc.iter_mut().enumerate() {
+                    if entry.call.deadline_ns == Some(next) && pending.contains(&entry.call.token) {
+                        entry.timed_out = true;
+                        grpc_timeouts.push(index);
                     }
                 }
             }
@@ -567,6 +583,7 @@ impl Driver<'_> {
             at_ms: self.vm.now_ns().saturating_sub(start_ns) / 1_000_000,
             ticks: self.vm.ticks_fired() - ticks_before,
             timeouts,
+            grpc_timeouts,
             http_calls: (http_before..self.book.http.len()).collect(),
             grpc_calls: (grpc_before..self.book.grpc.len()).collect(),
             http_calls_answered: answered_since(self.book.http.iter().map(|e| e.response), answered_http_before),
@@ -728,10 +745,16 @@ fn run_once(
 }
 
 fn transcript_grpc_call(entry: GrpcEntry) -> TranscriptGrpcCall {
-    let GrpcEntry { call, response } = entry;
+    let GrpcEntry {
+        call,
+        response,
+        timed_out,
+    } = entry;
     let (messages, messages_base64) = encode_messages(&call.messages);
     let outcome = if call.cancelled || call.closed {
         CallOutcome::Cancelled
+    } else if timed_out {
+        CallOutcome::TimedOut
     } else if response.is_some() {
         CallOutcome::Answered
     } else {
@@ -755,8 +778,11 @@ fn transcript_grpc_call(entry: GrpcEntry) -> TranscriptGrpcCall {
 }
 
 /// What a unary gRPC call's handler passes on in Envoy: only the outcome. A success (status
-/// OK, or none given) is `proxy_on_grpc_receive` with the one response message; a failure is
-/// `proxy_on_grpc_close` with the status and message. Metadata are not delivered for unary
+/// OK, or none given) is `proxy_on_grpc_receive` with the last response message (Envoy's unary
+/// request keeps the last it received, ENVOY-SRC async_client_impl.cc `AsyncRequestImpl`), or
+/// an empty one when the file gives none (a file cannot express a server that sent no message,
+/// which `serve` closes with 13); a failure is `proxy_on_grpc_close` with the status and
+/// message. Metadata are not delivered for unary
 /// calls (ENVOY-SRC context.cc: `GrpcCallClientHandler` implements only
 /// `onCreateInitialMetadata`, `onSuccessRaw` -> `onGrpcReceive`, `onFailure` -> `onGrpcClose`;
 /// the metadata callbacks exist on `GrpcStreamClientHandler` only). Streams take the file as is.
@@ -767,7 +793,7 @@ fn unary_outcome(reply: GrpcReply) -> GrpcReply {
             ..GrpcReply::default()
         },
         _ => GrpcReply {
-            messages: vec![reply.messages.into_iter().next().unwrap_or_default()],
+            messages: vec![reply.messages.into_iter().last().unwrap_or_default()],
             ..GrpcReply::default()
         },
     }
@@ -991,8 +1017,9 @@ mod tests {
             trailing_metadata: Some(vec![("t".into(), "2".into())]),
             close: Some((0, String::new())),
         };
+        // The last message, as Envoy keeps it.
         let ok = GrpcReply {
-            messages: vec![b"one".to_vec()],
+            messages: vec![b"two".to_vec()],
             ..GrpcReply::default()
         };
         assert_eq!(unary_outcome(full.clone()), ok);

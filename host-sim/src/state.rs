@@ -121,6 +121,10 @@ pub struct GrpcCall {
     pub closed: bool,
     /// Timeout for unary calls, in milliseconds.
     pub timeout_ms: Option<u32>,
+    /// When a unary call times out, in clock nanoseconds: its timeout as the profile's host
+    /// applies it ([`crate::profile::HostBehaviour::effective_call_timeout_ms`]); streams have none.
+    #[serde(skip)]
+    pub deadline_ns: Option<u64>,
 }
 
 /// Data only readable during a particular callback.
@@ -1212,8 +1216,12 @@ impl HostState {
         let held = self.grpc_calls.get_mut(&token).ok_or(Status::NotFound)?;
         let call = &held.data;
         // Spec: BAD_ARGUMENT for a token that is not an open stream.
-        if call.kind != GrpcKind::Stream || call.end_stream_sent || call.cancelled || call.closed {
+        if call.kind != GrpcKind::Stream || call.cancelled || call.closed {
             return Err(Status::BadArgument.into());
+        }
+        if call.end_stream_sent {
+            // After the half-close: the profile's answer; nothing more goes out.
+            return Fault::check(self.profile.grpc_send_after_end_status());
         }
         held.charge.grow(message.len() + ENTRY_OVERHEAD)?;
         held.data.messages.push(message);

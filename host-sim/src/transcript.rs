@@ -692,6 +692,10 @@ pub struct TimeStep {
     pub ticks: u64,
     /// Indexes into `http_calls` of the calls whose timeout fired during the step.
     pub timeouts: Vec<usize>,
+    /// Indexes into `grpc_calls` of the unary gRPC calls whose timeout fired during the step
+    /// (each closed with the profile's timeout status).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grpc_timeouts: Vec<usize>,
     /// Indexes into `http_calls` of the calls made during the step.
     pub http_calls: Vec<usize>,
     /// Indexes into `grpc_calls` of the gRPC calls made during the step.

@@ -14,8 +14,8 @@ use crate::limits::{Limits, EPOCH_TICK};
 use crate::memory::GuestMemory;
 use crate::profile::{AfterTrap, BodyDelivery, Callback, CalloutFailure, Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES};
 use crate::state::{
-    Active, CallbackData, Direction, ForeignFunction, GrpcCall, HostState, HttpCall, LocalResponse, LogEntry, Metric,
-    Queued, RootState, Shared, StreamInfo, StreamState,
+    Active, CallbackData, Direction, ForeignFunction, GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse, LogEntry,
+    Metric, Queued, RootState, Shared, StreamInfo, StreamState,
 };
 use crate::wasi::{StdioCapture, WasiOptions};
 use serde::Serialize;
@@ -49,9 +49,29 @@ pub enum NewCall {
         /// host waits as long as the upstream takes. The transport gives up on the request then.
         time_left: Option<Duration>,
     },
-    /// A `proxy_grpc_call` or `proxy_grpc_stream`, as opened (its later messages are read with
-    /// [`Vm::grpc_messages`]).
-    Grpc(GrpcCall),
+    /// A `proxy_grpc_call` or `proxy_grpc_stream`, as opened (what the guest does on it later
+    /// is read with [`Vm::grpc_progress`]).
+    Grpc {
+        /// The call as the guest opened it.
+        call: GrpcCall,
+        /// What is left of a unary call's deadline ([`GrpcCall::deadline_ns`]) on the VM's
+        /// clock now; `None` for streams and calls without a timeout.
+        time_left: Option<Duration>,
+    },
+}
+
+/// What the guest did on an open gRPC call or stream since a transport last looked
+/// ([`Vm::grpc_progress`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrpcProgress {
+    /// Messages sent after the first `from` ones (`proxy_grpc_send`).
+    pub messages: Vec<Vec<u8>>,
+    /// The guest half-closed its side (`end_stream`; always so for a unary call).
+    pub end_stream_sent: bool,
+    /// The guest cancelled it (`proxy_grpc_cancel`).
+    pub cancelled: bool,
+    /// The guest closed it (`proxy_grpc_close`).
+    pub closed: bool,
 }
 
 /// How to start a VM.
@@ -1116,7 +1136,9 @@ impl Vm {
         }
         for (token, held) in &state.grpc_calls {
             if self.handed_out.insert(*token) {
-                new.push((*token, NewCall::Grpc(held.to_owned_value())));
+                let call = held.to_owned_value();
+                let time_left = call.deadline_ns.map(|d| Duration::from_nanos(d.saturating_sub(now)));
+                new.push((*token, NewCall::Grpc { call, time_left }));
             }
         }
         new.sort_by_key(|(token, _)| *token);
@@ -1204,6 +1226,40 @@ impl Vm {
     /// The messages the guest sent on a gRPC call or stream.
     pub fn grpc_messages(&self, token: u32) -> Option<Vec<Vec<u8>>> {
         self.store.data().grpc_calls.get(&token).map(|c| c.messages.clone())
+    }
+
+    /// What the guest did on gRPC call `token` beyond its first `from` messages, copying only
+    /// the messages after those; `None` once the call is gone (answered, or its context ended).
+    pub fn grpc_progress(&self, token: u32, from: usize) -> Option<GrpcProgress> {
+        self.store.data().grpc_calls.get(&token).map(|call| GrpcProgress {
+            messages: call.messages.iter().skip(from).cloned().collect(),
+            end_stream_sent: call.end_stream_sent,
+            cancelled: call.cancelled,
+            closed: call.closed,
+        })
+    }
+
+    /// The gRPC calls still open (not answered, cancelled or dropped with their context).
+    pub fn pending_grpc_call_tokens(&self) -> Vec<u32> {
+        self.store.data().grpc_calls.keys().copied().collect()
+    }
+
+    /// Ends gRPC call `token` as the host does when it fails (`failure`) rather than being
+    /// closed by its server: a stream gets empty trailing metadata then the close, a unary call
+    /// only the close (ENVOY-SRC async_client_impl.cc `streamError` delivers both; the unary
+    /// handler passes on only `onFailure`), with the profile's status
+    /// ([`crate::profile::HostBehaviour::grpc_failure_status`]).
+    pub fn fail_grpc_call(&mut self, token: u32, failure: CalloutFailure) -> Result<(), HostError> {
+        let kind = (self.store.data().grpc_calls.get(&token))
+            .map(|c| c.kind)
+            .ok_or(HostError::UnknownGrpcCall(token))?;
+        let (code, message) = self.profile().grpc_failure_status(failure);
+        let reply = GrpcReply {
+            trailing_metadata: (kind == GrpcKind::Stream).then(Vec::new),
+            close: Some((code, message.to_string())),
+            ..GrpcReply::default()
+        };
+        self.respond_grpc(token, reply)
     }
 
     /// Answers a gRPC call or stream: initial metadata, messages, trailing metadata and close,
@@ -1311,7 +1367,12 @@ impl Vm {
             .values()
             .filter(|_| expiring)
             .filter_map(|c| c.deadline_ns);
-        ticks.chain(calls).min()
+        let grpc_calls = state
+            .grpc_calls
+            .values()
+            .filter(|_| expiring)
+            .filter_map(|c| c.deadline_ns);
+        ticks.chain(calls).chain(grpc_calls).min()
     }
 
     fn run_timers_until(&mut self, target: u64) {
@@ -1331,6 +1392,13 @@ impl Vm {
                 .collect();
             for token in expired {
                 let _ = self.respond_http_call(token, HttpCallReply::Failure(CalloutFailure::Timeout));
+            }
+            let expired_grpc: Vec<u32> = (self.store.data().grpc_calls.values())
+                .filter(|c| self.options.callouts_time_out && c.deadline_ns == Some(next))
+                .map(|c| c.token)
+                .collect();
+            for token in expired_grpc {
+                let _ = self.fail_grpc_call(token, CalloutFailure::Timeout);
             }
             let due: Vec<u32> = self
                 .store

@@ -282,6 +282,49 @@ impl HostBehaviour for Envoy {
         }
     }
 
+    /// Envoy's gRPC async client sends the call through the same async HTTP client and router
+    /// as a callout, with the request marked as gRPC, so a failure becomes the router's local
+    /// reply rendered as a trailers-only gRPC answer: `grpc-status` from the HTTP code (504 and
+    /// 503 are UNAVAILABLE, 14: envoy source/common/grpc/status.cc `httpToGrpcStatus`) and
+    /// `grpc-message` the reply's body (source/common/http/utility.cc `sendLocalReply` with
+    /// `is_grpc`). The gRPC client closes the call with those trailers and appends the stream's
+    /// response code details in braces (source/common/grpc/async_client_impl.cc `onTrailers`,
+    /// `notifyRemoteClose`, `enhancedGrpcMessage`). Observed with Envoy 1.40
+    /// (tests/e2e/test_grpc.py): a timed-out call closes with 14 "upstream request
+    /// timeout{response_timeout}", a refused connection with 14 and the router's connect-failure
+    /// text plus its details. A reset after the response started is `onReset` ->
+    /// `streamError(Internal)`: 13 (its details are not modelled).
+    fn grpc_failure_status(&self, failure: CalloutFailure) -> (u32, &'static str) {
+        match failure {
+            CalloutFailure::Timeout => (14, "upstream request timeout{response_timeout}"),
+            CalloutFailure::BrokenConnection => (
+                14,
+                "upstream connect error or disconnect/reset before headers. reset reason: remote connection \
+                 failure{upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_\
+                 Connection_refused}}",
+            ),
+            CalloutFailure::Reset => (13, ""),
+        }
+    }
+
+    /// A close from the server carries the response code details `via_upstream` (ENVOY-SRC
+    /// async_client_impl.cc `enhancedGrpcMessage`: the message, then the details in braces, or
+    /// the details alone for an empty message; observed with Envoy 1.40: "denied{via_upstream}",
+    /// and "via_upstream" for a stream's OK close).
+    fn grpc_server_close_message(&self, message: String) -> String {
+        if message.is_empty() {
+            "via_upstream".to_string()
+        } else {
+            format!("{message}{{via_upstream}}")
+        }
+    }
+
+    /// Envoy's `grpcSend` hands the message to the stream without checking for a half-close and
+    /// answers OK (observed with Envoy 1.40, tests/e2e/test_grpc.py).
+    fn grpc_send_after_end_status(&self) -> Status {
+        Status::Ok
+    }
+
     /// ENVOY-SRC `continueStream`: DOWNSTREAM is OK (a no-op without a network filter),
     /// UPSTREAM is UNIMPLEMENTED; `closeStream` answers OK for both.
     fn tcp_stream_status(&self, stream_type: StreamType, close: bool) -> Status {

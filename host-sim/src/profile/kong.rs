@@ -57,6 +57,10 @@ impl HostBehaviour for Kong {
     /// Kong traps on the host functions it has not implemented (KONG-DOC, "NYI" rows): log
     /// level, `proxy_done`, stream close, gRPC, `proxy_get_status`,
     /// `proxy_resolve_shared_queue`.
+    /// The gRPC ones (`proxy_grpc_call`, `_stream`, `_send`, `_cancel`, `_close`) are bound to
+    /// `ngx_proxy_wasm_hfuncs_nop`, which returns `NGX_WAVM_NYI`, a trap of the calling
+    /// instance (ngx_wasm_module src/common/proxy_wasm/ngx_proxy_wasm_host.c, "grpc callouts"
+    /// entries of `ngx_proxy_wasm_hfuncs`): a filter's gRPC call never leaves Kong.
     fn implements(&self, function: HostFunction) -> bool {
         !matches!(
             function,

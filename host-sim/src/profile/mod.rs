@@ -626,6 +626,45 @@ pub trait HostBehaviour: Send + Sync {
     /// header count.
     fn callout_failure_reply(&self, failure: CalloutFailure) -> CalloutFailureReply;
 
+    /// The gRPC status (code, message) `proxy_on_grpc_close` gets when a gRPC call or stream fails
+    /// in the host rather than being closed by its server. Default: the codes gRPC gives each
+    /// (grpc/grpc doc/statuscodes.md): DEADLINE_EXCEEDED (4) for a timeout, UNAVAILABLE (14) for
+    /// a connection that could not be made, INTERNAL (13) for a stream reset.
+    fn grpc_failure_status(&self, failure: CalloutFailure) -> (u32, &'static str) {
+        match failure {
+            CalloutFailure::Timeout => (4, "Deadline Exceeded"),
+            CalloutFailure::BrokenConnection => (14, "Unavailable"),
+            CalloutFailure::Reset => (13, ""),
+        }
+    }
+
+    /// The message `proxy_on_grpc_close` gets with a close that came from the server
+    /// (`grpc-message`, empty when none). Default: as sent.
+    fn grpc_server_close_message(&self, message: String) -> String {
+        message
+    }
+
+    /// What `proxy_grpc_send` returns on a stream the guest already half-closed (nothing more
+    /// is sent). Default: BAD_ARGUMENT, the spec's answer for a stream that is not open.
+    fn grpc_send_after_end_status(&self) -> Status {
+        Status::BadArgument
+    }
+
+    /// The gRPC status of a response whose HTTP status is not 200 and that carries no
+    /// `grpc-status`. Default: gRPC's mapping (grpc/grpc doc/http-grpc-status-mapping.md), which
+    /// Envoy's gRPC client applies too (envoy source/common/grpc/async_client_impl.cc
+    /// `AsyncStreamImpl::onHeaders`, `Utility::httpToGrpcStatus`).
+    fn grpc_status_for_http_status(&self, http_status: u16) -> u32 {
+        match http_status {
+            400 => 13,
+            401 => 16,
+            403 => 7,
+            404 => 12,
+            429 | 502..=504 => 14,
+            _ => 2,
+        }
+    }
+
     // ---- Contexts, timers, streams ----------------------------------------------------------
 
     /// Whether `proxy_set_effective_context` switches the context host functions act on
@@ -769,6 +808,40 @@ mod tests {
         assert!(body.is_empty());
         assert_eq!(headers, pairs(&[(":status", "418"), ("x-b", "2")]));
         assert!(!Profile::Envoy.response_body_callback(&body));
+    }
+
+    #[test]
+    fn envoy_closes_failed_grpc_calls_as_its_router_answers_and_the_spec_by_grpc_codes() {
+        let envoy = |f| Profile::Envoy.grpc_failure_status(f);
+        assert_eq!(
+            envoy(CalloutFailure::Timeout),
+            (14, "upstream request timeout{response_timeout}")
+        );
+        assert!(envoy(CalloutFailure::BrokenConnection)
+            .1
+            .contains("remote connection failure{"));
+        assert_eq!(
+            Profile::Envoy.grpc_server_close_message("denied".into()),
+            "denied{via_upstream}"
+        );
+        assert_eq!(Profile::Envoy.grpc_server_close_message(String::new()), "via_upstream");
+        assert_eq!(Profile::Envoy.grpc_send_after_end_status(), Status::Ok);
+        assert_eq!(envoy(CalloutFailure::BrokenConnection).0, 14);
+        assert!(envoy(CalloutFailure::BrokenConnection)
+            .1
+            .starts_with("upstream connect error"));
+        assert_eq!(envoy(CalloutFailure::Reset), (13, ""));
+        assert_eq!(Profile::Envoy.grpc_status_for_http_status(503), 14);
+        // The spec's defaults (Kong never gets here: its gRPC functions trap).
+        let spec = &SpecHost as &dyn HostBehaviour;
+        assert_eq!(spec.grpc_server_close_message("denied".into()), "denied");
+        assert_eq!(spec.grpc_send_after_end_status(), Status::BadArgument);
+        assert_eq!(spec.grpc_failure_status(CalloutFailure::Timeout).0, 4);
+        assert_eq!(spec.grpc_failure_status(CalloutFailure::BrokenConnection).0, 14);
+        assert_eq!(
+            [400, 401, 403, 404, 429, 503, 500].map(|s| spec.grpc_status_for_http_status(s)),
+            [13, 16, 7, 12, 14, 14, 2]
+        );
     }
 
     #[test]

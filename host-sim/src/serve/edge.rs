@@ -11,7 +11,7 @@
 use crate::limits::EdgeLimits;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,6 +39,9 @@ pub struct ConnectionClock {
     phase: AtomicU8,
     /// When the current phase started, in milliseconds since `origin`.
     since_ms: AtomicU64,
+    /// Requests the handler holds: one at most over HTTP/1.1, any number of streams over
+    /// HTTP/2. The connection is idle only when none is left.
+    in_flight: AtomicUsize,
 }
 
 impl ConnectionClock {
@@ -47,6 +50,7 @@ impl ConnectionClock {
             origin: Instant::now(),
             phase: AtomicU8::new(Phase::Idle as u8),
             since_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -77,6 +81,7 @@ impl ConnectionClock {
     /// The request head is complete and the handler has the request. Returns when its first
     /// byte arrived, which the whole-request deadline counts from.
     pub fn request_started(&self) -> Instant {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         let first_byte_ms = match self.phase() {
             Phase::Head => self.since_ms.load(Ordering::Acquire),
             // Head and body arrived in one read before the wrapper saw the connection idle.
@@ -86,9 +91,13 @@ impl ConnectionClock {
         self.origin + Duration::from_millis(first_byte_ms)
     }
 
-    /// The handler answered: the connection is idle until the next request's first byte.
+    /// The handler answered: once it holds no other request (HTTP/2 streams), the connection
+    /// is idle until the next request's first byte.
     pub fn request_finished(&self) {
-        self.enter(Phase::Idle, self.now_ms());
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) <= 1 {
+            self.in_flight.store(0, Ordering::Release);
+            self.enter(Phase::Idle, self.now_ms());
+        }
     }
 }
 

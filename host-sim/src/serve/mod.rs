@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod edge;
+pub mod grpc;
 pub mod observe;
 mod service;
 pub mod upstream;
@@ -32,7 +33,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -436,11 +437,13 @@ async fn serve_traffic(
                         answer
                     }
                 });
-                // Half-closed clients still get their answer, and a body cut short by the
-                // client's EOF reaches the handler as an error (400) instead of a silent close.
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .half_close(true)
-                    .serve_connection(TokioIo::new(io), service);
+                // HTTP/1.1, or HTTP/2 with prior knowledge (h2c: a gRPC client's connection),
+                // told apart by the connection preface as Envoy's `codec_type: AUTO` does.
+                // HTTP/1.1: half-closed clients still get their answer, and a body cut short by
+                // the client's EOF reaches the handler as an error (400) instead of a silent close.
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().half_close(true);
+                let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
                 let conn = graceful.watch(conn);
                 let limits = shared.edge.clone();
                 tokio::spawn(async move {
@@ -826,6 +829,7 @@ async fn route_request(
         info,
         respond,
         body_key: rest.as_ref().map(|_| request_id),
+        request_key: request_id,
     }));
     if sent.is_err() {
         return Ok(json_response(
@@ -833,23 +837,44 @@ async fn route_request(
             r#"{"message":"host-sim worker unavailable"}"#,
         ));
     }
-    let answer = match rest {
-        None => answer.await,
-        Some(rest) => {
-            let streamed = stream_body(
-                rest,
-                (route, request_id),
-                worker,
-                &shared.edge,
-                started,
-                answer,
-                &mut served.received,
-            )
-            .await;
-            match streamed {
-                Ok(answer) => answer,
-                Err(refusal) => return Ok(refusal.response()),
+    // However long the filter holds the request (a callout or gRPC call without a timeout, a
+    // gRPC stream the server keeps open), the edge answers after `stream_idle_timeout` with
+    // Envoy's 408 "stream timeout" and ends the filter's stream, which cancels its calls.
+    let waited = tokio::time::timeout(shared.edge.stream_idle_timeout, async {
+        match rest {
+            None => Ok(answer.await),
+            Some(rest) => {
+                let received = &mut served.received;
+                stream_body(
+                    rest,
+                    (route, request_id),
+                    worker,
+                    &shared.edge,
+                    started,
+                    answer,
+                    received,
+                )
+                .await
             }
+        }
+    })
+    .await;
+    let answer = match waited {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(refusal)) => return Ok(refusal.response()),
+        Err(_) => {
+            let _ = worker.send(Command::RequestAbandoned {
+                route,
+                request_key: request_id,
+            });
+            tracing::warn!(route = %shared.routes[route].name, "no answer from the filter within the stream idle timeout: 408");
+            let mut resp = Response::new(WireBody::exact("stream timeout".to_string()));
+            *resp.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain"),
+            );
+            return Ok(resp);
         }
     };
     match answer {

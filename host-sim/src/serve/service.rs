@@ -1,5 +1,5 @@
 //! Envoy `bootstrap_extensions` WasmServices under `serve`: a VM with a root context and no
-//! listener or stream. Its ticks fire on real time, its HTTP callouts go to the deployment's
+//! listener or stream. Its ticks fire on real time, its HTTP callouts and gRPC calls go to the deployment's
 //! upstreams, its logs go out under the `guest` target like a route's, and it shares the
 //! gateway's metrics and shared data. A singleton has one VM on its own thread (Envoy runs it on
 //! the main thread); `singleton: false` has one VM per thread, as Envoy's thread-local slot gives
@@ -9,13 +9,14 @@
 //! does, and the VM stops once the root is done or the drain time is over.
 
 use super::config::{Fallback, Route, WasmService};
+use super::grpc::GrpcCalls;
 use super::upstream;
 use super::worker::{guest_log, vm_options};
 use super::ServeError;
 use crate::engine::Module;
 use crate::profile::Profile;
 use crate::state::Shared;
-use crate::vm::{HttpCallReply, NewCall, Vm};
+use crate::vm::{GrpcReply, HttpCallReply, NewCall, Vm};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant};
 pub(super) enum ServiceCommand {
     /// A callout's answer.
     CallDone { token: u32, reply: HttpCallReply },
+    /// What a gRPC server sent on a call or stream ([`super::grpc`]).
+    GrpcReceived { token: u32, reply: GrpcReply },
     /// Shut the root context down and stop, at the latest at `deadline`.
     Shutdown { deadline: Instant },
 }
@@ -140,6 +143,7 @@ fn run(
     context: ServiceContext,
 ) {
     let mut calls_in_flight: HashSet<u32> = HashSet::new();
+    let mut grpc = GrpcCalls::default();
     let mut shutdown: Option<Instant> = None;
     let mut reported_failure: Option<String> = None;
     loop {
@@ -152,6 +156,9 @@ fn run(
             Ok(ServiceCommand::CallDone { token, reply }) => {
                 calls_in_flight.remove(&token);
                 let _ = vm.respond_http_call(token, reply);
+            }
+            Ok(ServiceCommand::GrpcReceived { token, reply }) => {
+                let _ = vm.respond_grpc(token, reply);
             }
             Ok(ServiceCommand::Shutdown { deadline }) => {
                 if shutdown.is_none() && vm.root_shutdown_pending(root) {
@@ -172,11 +179,26 @@ fn run(
                     calls_in_flight.insert(call.token);
                     dispatch(call, time_left, &commands, &context);
                 }
-                NewCall::Grpc(call) => {
-                    tracing::warn!(service = %name, copy, upstream = %call.upstream, service_name = %call.service, method = %call.method, "host-sim serve has no gRPC client: the service's gRPC call stays unanswered");
+                NewCall::Grpc { call, time_left } => {
+                    let (commands, token) = (commands.clone(), call.token);
+                    let deliver = Box::new(move |reply: GrpcReply| {
+                        let _ = commands.send(ServiceCommand::GrpcReceived { token, reply });
+                    });
+                    let client = context.client.grpc();
+                    let upstreams = &context.upstreams;
+                    grpc.start(
+                        &context.runtime,
+                        client,
+                        context.profile,
+                        upstreams,
+                        call,
+                        time_left,
+                        deliver,
+                    );
                 }
             }
         }
+        grpc.sync(&mut vm);
         let failure = vm.failure().map(String::from);
         if failure.is_some() && failure != reported_failure {
             tracing::error!(service = %name, copy, reason = failure.as_deref().unwrap_or_default(), "the service's VM failed");
@@ -187,7 +209,7 @@ fn run(
                 return;
             }
             if Instant::now() >= deadline {
-                tracing::warn!(service = %name, copy, callouts_pending = calls_in_flight.len(), "drain time over: the service had not called proxy_done; its root context is deleted and the VM stopped");
+                tracing::warn!(service = %name, copy, callouts_pending = calls_in_flight.len() + grpc.len(), "drain time over: the service had not called proxy_done; its root context is deleted and the VM stopped");
                 // As for a route's filter: the root is deleted (`proxy_on_delete`), so the guest
                 // can count and log what it still holds before the VM goes.
                 vm.abandon_root(root);

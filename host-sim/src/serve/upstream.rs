@@ -1,7 +1,8 @@
-//! The HTTP/1.1 client `serve` uses for the filter's callouts and for passing requests through:
+//! The HTTP/1.1 client `serve` uses (with the HTTP/2 one for gRPC calls, [`super::grpc`]) for the filter's callouts and for passing requests through:
 //! hyper-util's pooled client over plain TCP, so a callout reuses connections as Envoy's
 //! cluster connection pools do.
 
+use super::grpc::GrpcClient;
 use crate::limits::MAX_CALLOUT_RESPONSE_BYTES;
 use crate::profile::{CalloutFailure, CalloutUpstream, Profile};
 use crate::state::HttpCall;
@@ -61,6 +62,8 @@ pub struct UpstreamResponse {
 #[derive(Clone)]
 pub struct Client {
     inner: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    /// The HTTP/2 client for gRPC calls.
+    grpc: GrpcClient,
 }
 
 impl Default for Client {
@@ -69,11 +72,17 @@ impl Default for Client {
         connector.set_nodelay(true);
         Client {
             inner: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
+            grpc: GrpcClient::default(),
         }
     }
 }
 
 impl Client {
+    /// The HTTP/2 client gRPC calls go through ([`super::grpc`]).
+    pub fn grpc(&self) -> &GrpcClient {
+        &self.grpc
+    }
+
     /// Sends `request` to `target` (`host:port`).
     pub async fn send(&self, target: &str, request: UpstreamRequest) -> anyhow::Result<UpstreamResponse> {
         let uri: hyper::Uri = format!("http://{target}{}", request.path).parse()?;
@@ -112,6 +121,15 @@ impl Client {
     }
 }
 
+/// Where a guest's callout (HTTP or gRPC) named `upstream` goes: the cluster's address
+/// (Envoy) or the name itself as `host:port` (Kong); `None` when the cluster is unknown.
+pub fn callout_target(profile: Profile, upstreams: &BTreeMap<String, SocketAddr>, upstream: &str) -> Option<String> {
+    match profile.callout_upstream() {
+        CalloutUpstream::Cluster => upstreams.get(upstream).map(|a| a.to_string()),
+        CalloutUpstream::HostPort => Some(upstream.to_string()),
+    }
+}
+
 /// A guest's HTTP callout as `serve` sends it, for a route's VM and a WasmService's alike.
 pub struct Callout {
     /// Where it goes: the cluster's address (Envoy) or the call's own `host:port` (Kong); `None`
@@ -138,10 +156,7 @@ impl Callout {
         call: HttpCall,
         time_left: Option<Duration>,
     ) -> Self {
-        let target = match profile.callout_upstream() {
-            CalloutUpstream::Cluster => upstreams.get(&call.upstream).map(|a| a.to_string()),
-            CalloutUpstream::HostPort => Some(call.upstream.clone()),
-        };
+        let target = callout_target(profile, upstreams, &call.upstream);
         let mut headers = call.headers.clone();
         headers.extend(profile.callout_request_headers(profile.effective_call_timeout_ms(call.timeout_ms)));
         Callout {

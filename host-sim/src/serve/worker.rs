@@ -17,6 +17,7 @@
 //! passes it, and keeps the framing the filter left ([`super::wire`]).
 
 use super::config::{Fallback, Route};
+use super::grpc::GrpcCalls;
 use super::upstream::{self, UpstreamRequest, UpstreamResponse};
 use super::wire::Framing;
 use super::Stats;
@@ -24,7 +25,7 @@ use crate::abi::LogLevel;
 use crate::engine::Module;
 use crate::profile::Profile;
 use crate::state::{LocalResponse, StreamInfo};
-use crate::vm::{HttpCallReply, NewCall, Vm, VmOptions};
+use crate::vm::{GrpcReply, HttpCallReply, NewCall, Vm, VmOptions};
 use crate::wasi::WasiOptions;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -72,6 +73,8 @@ pub struct Incoming {
     /// Set when `body` is only the start of a body that follows as [`Command::RequestBody`]
     /// under this key (a host that reads the body in pieces, [`crate::profile::BodyDelivery::Chunks`]).
     pub body_key: Option<u64>,
+    /// The request's own key (unique in the gateway), for [`Command::RequestAbandoned`].
+    pub request_key: u64,
 }
 
 /// What a worker reacts to.
@@ -90,11 +93,24 @@ pub enum Command {
         route: usize,
         key: u64,
     },
+    /// The edge gave up waiting for the filter's answer (`EdgeLimits::stream_idle_timeout`) and
+    /// answered the client itself: the stream ends, and with it its pending calls.
+    RequestAbandoned {
+        route: usize,
+        request_key: u64,
+    },
     CallDone {
         route: usize,
         generation: u64,
         token: u32,
         reply: HttpCallReply,
+    },
+    /// What a gRPC server sent on a call or stream ([`super::grpc`]), for `Vm::respond_grpc`.
+    GrpcReceived {
+        route: usize,
+        generation: u64,
+        token: u32,
+        reply: GrpcReply,
     },
     UpstreamDone {
         route: usize,
@@ -122,6 +138,8 @@ struct PendingStream {
     /// The key of a streamed body still arriving ([`Incoming::body_key`]); an answer before
     /// its end likewise closes the connection.
     body_key: Option<u64>,
+    /// [`Incoming::request_key`].
+    request_key: u64,
 }
 
 struct Instance {
@@ -132,6 +150,8 @@ struct Instance {
     /// Streams whose body is still arriving, by [`Incoming::body_key`].
     bodies: HashMap<u64, u32>,
     calls_in_flight: HashSet<u32>,
+    /// gRPC calls and streams in flight (reset when the instance goes).
+    grpc: GrpcCalls,
     /// The VM failure already logged, so it is logged once.
     reported_failure: Option<String>,
     /// A replaced instance with no streams left: when its root context was shut down.
@@ -257,6 +277,21 @@ impl Worker {
                     }
                 }
             }
+            Command::RequestAbandoned { route, request_key } => {
+                for instance in slots[route].instances_mut() {
+                    let found = (instance.streams.iter()).find(|(_, p)| p.request_key == request_key);
+                    if let Some((&stream, _)) = found {
+                        instance.touched = true;
+                        if let Some(p) = instance.streams.remove(&stream) {
+                            if let Some(key) = p.body_key {
+                                instance.bodies.remove(&key);
+                            }
+                        }
+                        let _ = instance.vm.finish_stream(stream);
+                        break;
+                    }
+                }
+            }
             Command::CallDone {
                 route,
                 generation: g,
@@ -268,6 +303,18 @@ impl Worker {
                     instance.calls_in_flight.remove(&token);
                     // A call whose stream ended meanwhile is gone: its reply is dropped.
                     let _ = instance.vm.respond_http_call(token, reply);
+                }
+            }
+            Command::GrpcReceived {
+                route,
+                generation: g,
+                token,
+                reply,
+            } => {
+                if let Some(instance) = find(&mut slots[route], g) {
+                    instance.touched = true;
+                    // A call the guest ended or whose context ended is gone: dropped.
+                    let _ = instance.vm.respond_grpc(token, reply);
                 }
             }
             Command::UpstreamDone {
@@ -350,7 +397,7 @@ impl Worker {
                 return true;
             }
             if owes_done {
-                tracing::warn!(route = %route, worker = self.id, callouts_pending = old.calls_in_flight.len(), "a replaced filter had not called proxy_done within the drain time; its root context is deleted with what it still holds");
+                tracing::warn!(route = %route, worker = self.id, callouts_pending = old.calls_in_flight.len() + old.grpc.len(), "a replaced filter had not called proxy_done within the drain time; its root context is deleted with what it still holds");
                 old.vm.abandon_root(old.root);
             }
             for line in old.vm.take_logs() {
@@ -407,7 +454,7 @@ impl Worker {
             tracing::warn!(
                 route = %slot.route.name,
                 worker = self.id,
-                callouts_pending = instance.calls_in_flight.len(),
+                callouts_pending = instance.calls_in_flight.len() + instance.grpc.len(),
                 "drain time over: the filter had not called proxy_done; its root context is deleted with what it still holds"
             );
             // proxy_on_delete lets the filter say (and count) what it gives up.
@@ -455,6 +502,7 @@ impl Worker {
                     streams: HashMap::new(),
                     bodies: HashMap::new(),
                     calls_in_flight: HashSet::new(),
+                    grpc: GrpcCalls::default(),
                     reported_failure: None,
                     finishing_since: None,
                     touched: true,
@@ -474,6 +522,7 @@ impl Worker {
             info,
             respond,
             body_key,
+            request_key,
             ..
         } = req;
         let stream = match instance.vm.create_http_stream_with(instance.root, info) {
@@ -490,6 +539,7 @@ impl Worker {
                 passed_through: false,
                 answered_before_body: false,
                 body_key,
+                request_key,
             },
         );
         if let Some(key) = body_key {
@@ -555,18 +605,39 @@ impl Worker {
         for line in instance.vm.take_logs() {
             guest_log(&route.name, self.id, &line);
         }
-        self.send_new_calls(route_index, route, instance);
+        self.send_new_calls(route_index, instance);
         self.answer_settled_streams(route_index, route, instance);
+        // After the streams that ended are finished, so their calls are reset now.
+        instance.grpc.sync(&mut instance.vm);
     }
 
     /// Sends each call the guest dispatched since the last look, once ([`Vm::take_new_calls`]);
     /// its reply comes back as [`Command::CallDone`].
-    fn send_new_calls(&self, route_index: usize, route: &Route, instance: &mut Instance) {
+    fn send_new_calls(&self, route_index: usize, instance: &mut Instance) {
         for new in instance.vm.take_new_calls() {
             let (call, time_left) = match new {
                 NewCall::Http { call, time_left } => (call, time_left),
-                NewCall::Grpc(call) => {
-                    tracing::warn!(route = %route.name, worker = self.id, upstream = %call.upstream, service = %call.service, method = %call.method, "host-sim serve has no gRPC client: the filter's gRPC call stays unanswered");
+                NewCall::Grpc { call, time_left } => {
+                    self.stats.callouts.fetch_add(1, Ordering::Relaxed);
+                    let (commands, generation, token) = (self.commands.clone(), instance.generation, call.token);
+                    let deliver = Box::new(move |reply: GrpcReply| {
+                        let _ = commands.send(Command::GrpcReceived {
+                            route: route_index,
+                            generation,
+                            token,
+                            reply,
+                        });
+                    });
+                    let client = self.client.grpc();
+                    (instance.grpc).start(
+                        &self.runtime,
+                        client,
+                        self.profile,
+                        &self.upstreams,
+                        call,
+                        time_left,
+                        deliver,
+                    );
                     continue;
                 }
             };

@@ -377,6 +377,11 @@ impl HostState {
         }
         let context_id = self.effective().ok_or(Status::BadArgument)?;
         let token = self.allocate_token();
+        // A unary call's timeout is the async client's request timeout, 0 meaning none, as for
+        // HTTP calls (ENVOY-SRC `Context::grpcCall` passes it to the async client's options).
+        let deadline_ns = timeout_ms
+            .and_then(|ms| self.profile.effective_call_timeout_ms(ms))
+            .map(|ms| self.now_ns() + ms * 1_000_000);
         self.add_grpc_call(GrpcCall {
             token,
             kind,
@@ -390,6 +395,7 @@ impl HostState {
             cancelled: false,
             closed: false,
             timeout_ms,
+            deadline_ns,
         })?;
         Ok(token)
     }
@@ -790,11 +796,9 @@ mod tests {
         let stream_token = open(&mut state, GrpcKind::Stream, "kafka_rest").unwrap();
         let call_token = open(&mut state, GrpcKind::Call, "kafka_rest").unwrap();
         assert_eq!(state.grpc_send(stream_token, b"a".to_vec(), true), Ok(()));
-        // A half-closed stream, or a unary call, takes no more messages.
-        assert_eq!(
-            state.grpc_send(stream_token, b"b".to_vec(), false),
-            Err(status(Status::BadArgument))
-        );
+        // A half-closed stream takes no more messages (Envoy answers OK; the spec's default is
+        // BAD_ARGUMENT), nor does a unary call.
+        assert_eq!(state.grpc_send(stream_token, b"b".to_vec(), false), Ok(()));
         assert_eq!(
             state.grpc_send(call_token, b"b".to_vec(), false),
             Err(status(Status::BadArgument))

@@ -851,6 +851,8 @@ impl Probe {
         Action::Continue
     }
 
+    /// A unary call to `x-upstream` (default `grpc_cluster`) with timeout `x-timeout-ms`
+    /// (default 3000); `x-cancel` cancels it at once.
     fn scenario_grpc_call(&mut self) -> Action {
         let upstream = self.arg("x-upstream").unwrap_or("grpc_cluster").to_string();
         let result = self.dispatch_grpc_call(
@@ -859,7 +861,7 @@ impl Probe {
             "Unary",
             vec![("x-md", b"md-value")],
             Some(b"grpc-request"),
-            Duration::from_millis(3000),
+            Duration::from_millis(self.arg("x-timeout-ms").and_then(|v| v.parse().ok()).unwrap_or(3000)),
         );
         let (status, token) = match result {
             Ok(t) => (0, t),

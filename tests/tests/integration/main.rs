@@ -31,6 +31,7 @@ mod profiles;
 mod run_scenario;
 mod serve;
 mod serve_edge;
+mod serve_grpc;
 mod serve_response_phase;
 mod serve_service;
 mod untrusted_guest;

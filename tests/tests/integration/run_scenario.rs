@@ -234,7 +234,8 @@ fn a_call_made_in_the_response_phase_takes_the_next_response() {
 fn a_unary_grpc_call_is_listed_and_answered_with_its_outcome_only() {
     let ok = ScenarioInput {
         request: probe_request("grpc_call", &[]),
-        // Metadata and a second message are not delivered for a unary call (Envoy).
+        // Metadata are not delivered for a unary call, and of several messages only the last
+        // (Envoy's unary request keeps the last one it received).
         grpc_call_responses: vec![grpc_response(
             r#"{"initial_metadata":[["x-initial","1"]],"messages":["pong","more"],"trailing_metadata":[["t","1"]],"status":0}"#,
         )],
@@ -259,7 +260,7 @@ fn a_unary_grpc_call_is_listed_and_answered_with_its_outcome_only() {
     let answered = &reports(&t, "grpc_call_response")[0];
     assert_eq!(
         (answered["status_code"].as_u64(), answered["message"].as_str()),
-        (Some(0), Some("pong"))
+        (Some(0), Some("more"))
     );
     let names = callbacks(&t);
     assert!(names.contains(&"on_grpc_receive"), "{names:?}");
@@ -279,13 +280,14 @@ fn a_unary_grpc_call_is_listed_and_answered_with_its_outcome_only() {
         grpc_call_responses: vec![grpc_response(
             r#"{"messages":["ignored"],"status":14,"status_message":"down"}"#,
         )],
-        ..ok
+        ..ok.clone()
     };
     let t = probe(Profile::Envoy, "", &failed);
     let answered = &reports(&t, "grpc_call_response")[0];
     assert_eq!(answered["status_code"], 14);
     assert_eq!(answered["size"], 0);
-    assert_eq!(answered["status_message"], "down");
+    // Envoy appends the response code details to a server's message, in run as in serve.
+    assert_eq!(answered["status_message"], "down{via_upstream}");
     assert!(callbacks(&t).contains(&"on_grpc_close"));
 }
 
@@ -314,6 +316,7 @@ fn a_grpc_stream_gets_every_part_and_lists_what_the_filter_sent() {
     assert_eq!(messages, vec![json!("r1"), json!("r2")]);
     assert_eq!(reports(&t, "grpc_trailing_metadata")[0]["num"], 1);
     assert_eq!(reports(&t, "grpc_close")[0]["status_code"], 0);
+    assert_eq!(reports(&t, "grpc_close")[0]["message"], "via_upstream");
     assert_eq!(t.unused_grpc_call_responses, 1);
 }
 
@@ -372,6 +375,47 @@ fn a_step_past_a_calls_timeout_fires_it_and_the_request_goes_on() {
         assert!(steps[2].actions.is_empty() && steps[2].timeouts.is_empty(), "{profile}");
         assert_eq!(t.client_response.as_ref().unwrap().body, "late", "{profile}");
     }
+}
+
+#[test]
+fn a_step_past_a_grpc_calls_timeout_closes_it_with_serves_status() {
+    let input = ScenarioInput {
+        request: probe_request("grpc_call", &[("x-timeout-ms", "200")]),
+        upstream_response: Some(upstream_response(r#"{"status":200,"body":"late"}"#)),
+        advance_ms: vec![199, 1, 50],
+        ..ScenarioInput::default()
+    };
+    let t = probe(Profile::Envoy, "", &input);
+    assert_eq!(t.grpc_calls[0].outcome, CallOutcome::TimedOut);
+    assert_eq!(t.grpc_calls[0].timeout_ms, Some(200));
+    let steps = &t.time_steps;
+    assert!(steps[0].grpc_timeouts.is_empty() && steps[0].actions.is_empty());
+    assert_eq!(steps[1].grpc_timeouts, vec![0]);
+    assert!(
+        steps[1].timeouts.is_empty(),
+        "the HTTP timeouts list stays for HTTP calls"
+    );
+    // The close Envoy gives a timed-out call (the status serve gives it too), which the SDK hands
+    // to on_grpc_call_response; the probe resumes and the upstream answers.
+    let closed = reports(&t, "grpc_call_response");
+    assert_eq!(closed.len(), 1, "{:?}", t.logs);
+    assert_eq!(closed[0]["status_code"], 14);
+    assert_eq!(
+        closed[0]["status_message"],
+        "upstream request timeout{response_timeout}"
+    );
+    assert_eq!(steps[1].actions[0].callback, "on_grpc_close");
+    assert!(steps[2].grpc_timeouts.is_empty());
+    assert_eq!(t.client_response.as_ref().unwrap().body, "late");
+    // A gRPC stream has no timeout: it stays open however far the clock moves.
+    let stream = ScenarioInput {
+        request: probe_request("grpc_stream", &[]),
+        advance_ms: vec![3_600_000],
+        ..ScenarioInput::default()
+    };
+    let t = probe(Profile::Envoy, "", &stream);
+    assert!(t.time_steps[0].grpc_timeouts.is_empty());
+    assert_eq!(t.grpc_calls[0].outcome, CallOutcome::Unanswered);
 }
 
 #[test]

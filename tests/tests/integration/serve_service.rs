@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 /// Everything logged in this process since the first test here installed the capturing
 /// subscriber (it is process-wide, so the gateways of other modules' tests log here too: the
 /// assertions look for lines naming this module's own services).
-fn log() -> &'static Arc<Mutex<Vec<u8>>> {
+pub(crate) fn log() -> &'static Arc<Mutex<Vec<u8>>> {
     static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     LOG.get_or_init(|| {
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -46,7 +46,7 @@ impl std::io::Write for Capture {
 }
 
 /// Log lines that mention all of `needles`.
-fn lines_with(needles: &[&str]) -> Vec<String> {
+pub(crate) fn lines_with(needles: &[&str]) -> Vec<String> {
     let text = String::from_utf8_lossy(&log().lock().unwrap()).into_owned();
     text.lines()
         .filter(|l| needles.iter().all(|n| l.contains(n)))

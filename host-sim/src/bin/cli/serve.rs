@@ -95,6 +95,11 @@ pub struct ServeArgs {
     /// client gets 408 (Envoy request_timeout).
     #[arg(long, value_name = "TIME", default_value = "60s", value_parser = config::parse_nginx_time)]
     request_timeout: Duration,
+    /// A request the filter holds without answering (a callout or gRPC call without a timeout,
+    /// an open gRPC stream) gets 408 "stream timeout" after this, and the filter's stream ends
+    /// (Envoy stream_idle_timeout, 5 min by default).
+    #[arg(long, value_name = "TIME", default_value = "300s", value_parser = config::parse_nginx_time)]
+    stream_idle_timeout: Duration,
     /// On SIGTERM or SIGINT: how long requests in flight, then the filters (Envoy profile:
     /// proxy_on_done until proxy_done), get to finish before serve exits.
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = config::parse_nginx_time)]
@@ -262,6 +267,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
                 header_read_timeout: args.header_read_timeout,
                 idle_timeout: args.idle_timeout,
                 request_timeout: args.request_timeout,
+                stream_idle_timeout: args.stream_idle_timeout,
                 max_connections: args.max_connections,
                 drain_time: args.drain_time,
                 ..EdgeLimits::default()
