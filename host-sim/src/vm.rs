@@ -227,7 +227,27 @@ pub struct Vm {
 
 impl Vm {
     /// Instantiates `module` and runs its start functions (spec "Integration").
+    ///
+    /// A module with an import the profile's host cannot link is refused here, as the real host
+    /// refuses to load it ([`crate::profile::HostBehaviour::links`]). host-sim's own linker links
+    /// such imports as traps ([`Module`]), so `info` can still load the module and report them.
     pub fn start(module: &Module, options: VmOptions) -> Result<Vm, HostError> {
+        let info = module.info();
+        let unlinkable: Vec<String> = info
+            .imports
+            .iter()
+            .filter(|import| {
+                let (from, name) = import.split_once('.').unwrap_or(("", import));
+                !options.profile.links(info.abi_version.as_deref(), from, name)
+            })
+            .cloned()
+            .collect();
+        if !unlinkable.is_empty() {
+            return Err(HostError::Unlinkable {
+                profile: options.profile.name(),
+                imports: unlinkable,
+            });
+        }
         let shared = options.shared.clone().unwrap_or_default();
         let mut state = HostState::new(
             options.profile,

@@ -525,21 +525,58 @@ fn a_guest_without_memory_gets_invalid_memory_access() {
     assert!(vm.create_root_context("", b"").unwrap().configure_ok);
 }
 
+/// A real host refuses a module with an import it cannot link, whether or not the import is
+/// ever called (proxy-wasm-cpp-host src/v8/v8.cc:387-391; ngx_wasm_module src/wasm/vm/ngx_wavm.c
+/// :720-743), and so does a VM of that profile, naming every such import.
 #[test]
-fn an_unknown_import_links_and_traps_with_its_name_when_called() {
-    let wat = r#"
+fn an_import_the_host_cannot_link_makes_it_refuse_the_module() {
+    let with_import = |module: &str, name: &str| {
+        format!(
+            r#"
 (module
+  (import "{module}" "{name}" (func $imported (param i32)))
   (import "env" "proxy_no_such_function" (func $nope (result i32)))
   (memory (export "memory") 1)
   (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (call $nope)))
-"#;
-    let mut vm = wat_vm(wat, Profile::Envoy).unwrap();
-    let err = vm.create_root_context("", b"").unwrap_err();
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1)))
+"#
+        )
+    };
+    for profile in Profile::ALL {
+        let err = wat_vm(&with_import("env", "proxy_log_nope"), profile).err().unwrap();
+        assert!(
+            matches!(&err, HostError::Unlinkable { imports, .. }
+                if imports == &["env.proxy_log_nope", "env.proxy_no_such_function"]),
+            "{profile}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("the {profile} host cannot link env.proxy_log_nope, ")),
+            "{err}"
+        );
+    }
+    let linkable_only = |module: &str, name: &str| {
+        with_import(module, name).replace(
+            "  (import \"env\" \"proxy_no_such_function\" (func $nope (result i32)))\n",
+            "",
+        )
+    };
+    // AssemblyScript's `abort`/`proc_exit` path imports the old WASI name: Envoy links it,
+    // ngx_wasm_module's wasmtime WASI does not (ngx_wrt_wasmtime.c links wasi_snapshot_preview1).
+    let old_wasi = linkable_only("wasi_unstable", "proc_exit");
+    assert!(wat_vm(&old_wasi, Profile::Envoy).is_ok());
+    let err = wat_vm(&old_wasi, Profile::Kong).err().unwrap();
     assert!(
-        matches!(&err, HostError::VmFailed(m) if m.contains("proxy_no_such_function")),
+        matches!(&err, HostError::Unlinkable { profile: "kong", imports } if imports == &["wasi_unstable.proc_exit"]),
         "{err}"
     );
+    // ABI 0.1.0's names that ngx_wasm_module still links and Envoy does not.
+    let legacy = linkable_only("env", "proxy_continue_request");
+    assert!(wat_vm(&legacy, Profile::Kong).is_ok());
+    assert!(matches!(
+        wat_vm(&legacy, Profile::Envoy),
+        Err(HostError::Unlinkable { .. })
+    ));
 }
 
 #[test]
