@@ -348,7 +348,13 @@ pub trait HostBehaviour: Send + Sync {
 
     /// Whether the host links the function import `module.name` at all, for a module declaring
     /// `abi_version` (its `proxy_abi_version_*` export). A host that does not refuses to load
-    /// the module, whether or not the import is ever called.
+    /// the module, whether or not the import is ever called ([`crate::Vm::start`] refuses it):
+    /// proxy-wasm-cpp-host fails the VM with "Failed to load Wasm module due to a missing
+    /// import: module.name" (src/v8/v8.cc:387-391, src/wamr/wamr.cc:306-310), so Envoy rejects
+    /// the configuration; ngx_wasm_module logs "failed importing ...: missing host function" and
+    /// "failed linking ... module" at emerg for an `env` import it has no host function for
+    /// (src/wasm/vm/ngx_wavm.c:720-743, :770-775), and wasmtime refuses to instantiate a module
+    /// with any other import its WASI does not define.
     fn links(&self, abi_version: Option<&str>, module: &str, name: &str) -> bool;
 
     /// Whether the host provides a host function at all (SPEC: every ABI function has a
@@ -477,6 +483,12 @@ pub trait HostBehaviour: Send + Sync {
     /// Whether `proxy_get_header_map_pairs` on a map that is not available answers OK with an
     /// empty map rather than an error (the default).
     fn unavailable_map_pairs_are_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether `proxy_get_buffer_bytes` from a `start` past the end of the buffer answers OK
+    /// with no bytes, rather than BAD_ARGUMENT (the default).
+    fn buffer_read_past_end_is_empty(&self) -> bool {
         false
     }
 
@@ -910,6 +922,8 @@ mod tests {
         assert!(Profile::Kong.dispatch_allowed(Callback::Tick));
         assert!(spec.call_timeout_valid(u32::MAX) && Profile::Kong.call_timeout_valid(u32::MAX));
         assert!(!Profile::Envoy.call_timeout_valid(u32::MAX));
+        assert!(!spec.buffer_read_past_end_is_empty() && !Profile::Kong.buffer_read_past_end_is_empty());
+        assert!(Profile::Envoy.buffer_read_past_end_is_empty());
         assert!(spec.buffer_write_allowed(3, 10) && Profile::Kong.buffer_write_allowed(3, 10));
         assert!(!Profile::Envoy.buffer_write_allowed(3, 10));
         assert!(Profile::Envoy.buffer_write_allowed(0, 10) && Profile::Envoy.buffer_write_allowed(10, 10));

@@ -149,7 +149,10 @@ fn vm_and_plugin_configuration_buffers() {
         assert_eq!(c["status_size"], 11);
         assert_eq!(c["partial_status"], OK);
         assert_eq!(c["partial"], "ell", "{profile}: start=1 max=3");
-        assert_eq!(c["past_end_status"], BAD_ARGUMENT, "{profile}: start past the end");
+        // Envoy reads nothing past the end and answers Ok (proxy-wasm-cpp-host exports.cc
+        // get_buffer_bytes; observed through Envoy 1.40 in e2e test_lifecycle_differential.py).
+        let past_end = if profile == Profile::Envoy { OK } else { BAD_ARGUMENT };
+        assert_eq!(c["past_end_status"], past_end, "{profile}: start past the end");
         assert_eq!(
             c["unavailable_status"], NOT_FOUND,
             "{profile}: HTTP_CALL_RESPONSE_BODY outside its callback"
@@ -201,7 +204,8 @@ fn request_body_set_buffer_bytes_prepend_append_replace() {
             assert_eq!(body["status_status"], OK);
             assert_eq!(body["status_size"], 5, "proxy_get_buffer_status");
             assert_eq!(body["partial"], "ell");
-            assert_eq!(body["past_end_status"], BAD_ARGUMENT);
+            let past_end = if profile == Profile::Envoy { OK } else { BAD_ARGUMENT };
+            assert_eq!(body["past_end_status"], past_end, "{profile}");
             let r = p.report("body_op");
             // Envoy writes only at the start or the end (profiles.rs); the spec allows both.
             let expected = match (profile, op) {
