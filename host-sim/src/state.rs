@@ -1079,7 +1079,10 @@ impl HostState {
         if !profile.buffer_write_allowed(start as usize, dir.body.len()) {
             return Err(Status::BadArgument.into());
         }
-        dir.splice_body(&self.budget, start as usize, size as usize, value)?;
+        let write = profile.buffer_write(start as usize, size as usize, value.len());
+        let mut value = value;
+        value.truncate(write.kept);
+        dir.splice_body(&self.budget, write.start, write.removed.unwrap_or(usize::MAX), value)?;
         Ok(())
     }
 

@@ -3,9 +3,9 @@
 //! [`super`]).
 
 use super::{
-    shaped_local_reply, AfterTrap, BodyDelivery, BudgetRefusal, Callback, CalloutFailure, CalloutFailureReply,
-    CalloutUpstream, HostBehaviour, HostProperty, HostReply, MapAccess, MapType, MetricOp, PropertyFacts,
-    PropertyValue, SecondLocalResponse, StreamPhase,
+    shaped_local_reply, AfterTrap, BodyDelivery, BudgetRefusal, BufferWrite, Callback, CalloutFailure,
+    CalloutFailureReply, CalloutUpstream, HostBehaviour, HostProperty, HostReply, MapAccess, MapType, MetricOp,
+    PropertyFacts, PropertyValue, SecondLocalResponse, StreamPhase,
 };
 use crate::abi::LocalResponse;
 use crate::abi::{encode_pairs, MetricType, Status, START_EXPORT};
@@ -28,6 +28,10 @@ const KONG_LEGACY: &[&str] = &[
     "proxy_get_configuration",
     "proxy_clear_route_cache",
 ];
+
+/// Kong's `Server` header: `kong/<version>` (Kong kong/meta.lua `_SERVER_TOKENS`; 3.10.0 is the
+/// version of the Kong source this profile was checked against).
+const KONG_SERVER_TOKENS: &str = "kong/3.10.0";
 
 /// The timeout of a callout that asks for none: the Wasm socket timeouts apply, 60 s by default
 /// (Kong/ngx_wasm_module docs/DIRECTIVES.md `socket_connect_timeout`, `socket_read_timeout`,
@@ -117,6 +121,32 @@ impl HostBehaviour for Kong {
         len <= client_body_buffer_bytes
     }
 
+    /// ngx_wasm_module's `proxy_set_buffer_bytes` prepends for start 0 and size 0 with a value
+    /// (ngx_proxy_wasm_host.c:499-501, :529-531); otherwise it clears the body from `start` on
+    /// and appends the value cut to `size` bytes (`ngx_http_wasm_set_req_body` /
+    /// `_set_resp_body`, src/http/ngx_http_wasm_util.c:282 and :371 `body->len =
+    /// ngx_min(body->len, max)`, then `ngx_wasm_chain_append`, whose `ngx_wasm_chain_clear`
+    /// drops everything from the offset, src/wasm/ngx_wasm_util.c:64-104, :239), where a size of
+    /// 0 with a start past 0 means the whole value (ngx_proxy_wasm_host.c:468-470). So size 0
+    /// appends at `start` rather than inserting, and a value longer than `size` (the SDK's
+    /// `set_http_response_body(0, chunk_size, ..)`) is cut to the chunk (KONG-OBS: "a
+    /// replacement longer than the chunk is cut to the chunk size").
+    fn buffer_write(&self, start: usize, size: usize, value_len: usize) -> BufferWrite {
+        if start == 0 && size == 0 && value_len > 0 {
+            return BufferWrite {
+                start: 0,
+                removed: Some(0),
+                kept: value_len,
+            };
+        }
+        let max = if start > 0 && size == 0 { value_len } else { size };
+        BufferWrite {
+            start,
+            removed: None,
+            kept: value_len.min(max),
+        }
+    }
+
     /// Kong keeps the nginx request and serves its headers in every phase (KONG-SRC maps).
     fn map_accessible(&self, _map: MapType, _access: MapAccess, _callback: Callback, _phase: StreamPhase) -> bool {
         true
@@ -148,7 +178,9 @@ impl HostBehaviour for Kong {
     /// `on_response_headers` and `on_response_body` (src/http/ngx_http_wasm_filter_module.c:
     /// 66-131 header filter, 142+ body filter); t/03-proxy_wasm/hfuncs/
     /// 102-proxy_send_local_response.t TEST 6 logs both callbacks for a reply without a body.
-    /// nginx's own `Server`, `Date` and `Connection` headers are not modelled here. A direct
+    /// nginx's own `Server`, `Date` and `Connection` headers come after the filter
+    /// ([`HostBehaviour::edge_response_headers`]), the reason phrase from the filter's details
+    /// ([`HostBehaviour::local_reply_reason`]). A direct
     /// reply (the default [`HostBehaviour::direct_local_reply`]) goes out as the filter gave
     /// it: ngx_wasm_module's own outcome there (a broken status line and the upstream's stale
     /// Content-Length, KONG-OBS, host.c:1087-1111) is not modelled.
@@ -158,6 +190,29 @@ impl HostBehaviour for Kong {
             body.push(b'\n');
         }
         shaped_local_reply(local, body, true)
+    }
+
+    /// ngx_wasm_module writes the status line as `<status> <details>` when the filter gave
+    /// details (src/http/ngx_http_wasm_local_response.c:67-85 builds it, :204-207 sets it as the
+    /// response's status line; KONG-OBS: the reason phrase was the filter's details).
+    fn local_reply_reason(&self, details: &str) -> Option<String> {
+        (!details.is_empty()).then(|| details.to_string())
+    }
+
+    /// nginx's header filter writes `Connection: keep-alive` on a response to a kept-alive
+    /// connection (nginx src/http/ngx_http_header_filter_module.c, `r->keepalive`; KONG-OBS:
+    /// Connection on local replies and proxied responses), and `Date` (hyper writes it for
+    /// host-sim). Kong's Lua header filter then names Kong in `Server`: on a response Kong did
+    /// not proxy (a local reply, an error) always, on a proxied one only when the upstream sent
+    /// none (Kong kong/runloop/handler.lua `header_filter.after`, :1602-1623, with the default
+    /// `headers = server_tokens, ...`; bare ngx_wasm_module writes `Server: nginx/<version>`
+    /// instead, KONG-OBS). Kong's `X-Kong-Response-Latency`, `X-Kong-Proxy-Latency`,
+    /// `X-Kong-Upstream-Latency`, `Via` and `X-Kong-Request-Id` are not modelled.
+    fn edge_response_headers(&self, proxied: bool) -> Vec<(&'static str, &'static str, bool)> {
+        vec![
+            ("server", KONG_SERVER_TOKENS, !proxied),
+            ("connection", "keep-alive", false),
+        ]
     }
 
     /// ngx_wasm_module always runs the body filter with the last buffer, 0 bytes and end of

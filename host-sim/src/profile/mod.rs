@@ -146,6 +146,19 @@ pub enum BodyDelivery {
 /// request body is written to a temp file.
 pub const DEFAULT_CLIENT_BODY_BUFFER_BYTES: usize = 8 * 1024;
 
+/// The change `proxy_set_buffer_bytes` makes to a body ([`HostBehaviour::buffer_write`]): the
+/// bytes from `start` (clamped to the body) up to `start + removed` (to the end for `None`) give
+/// way to the first `kept` bytes of the guest's value.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BufferWrite {
+    /// Where the change starts.
+    pub start: usize,
+    /// How many bytes it removes from there; `None`: all of them.
+    pub removed: Option<usize>,
+    /// How many bytes of the value go in.
+    pub kept: usize,
+}
+
 /// What the host does when a callout fails rather than answering.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CalloutFailure {
@@ -492,6 +505,17 @@ pub trait HostBehaviour: Send + Sync {
         false
     }
 
+    /// What `proxy_set_buffer_bytes(start, size, value)` does to a body, for a value of
+    /// `value_len` bytes. SPEC: the value replaces the `size` bytes at `start` (`size` 0 inserts
+    /// it there).
+    fn buffer_write(&self, start: usize, size: usize, value_len: usize) -> BufferWrite {
+        BufferWrite {
+            start,
+            removed: Some(size),
+            kept: value_len,
+        }
+    }
+
     /// Whether `proxy_set_buffer_bytes` may write at `start` into a body of `len` bytes. SPEC:
     /// prepend, append, inject and replace anywhere.
     fn buffer_write_allowed(&self, _start: usize, _len: usize) -> bool {
@@ -577,6 +601,20 @@ pub trait HostBehaviour: Send + Sync {
     /// or the filter's. Default: none.
     fn server_header(&self) -> Option<&'static str> {
         None
+    }
+
+    /// The reason phrase of a local reply's status line, given the filter's `details`.
+    /// Default: none (the status's standard phrase).
+    fn local_reply_reason(&self, _details: &str) -> Option<String> {
+        None
+    }
+
+    /// Headers the host's edge writes on a response after the filter's callbacks (the filter
+    /// never sees them), as `(name, value, replace)`: `replace` overwrites a header of that
+    /// name, otherwise the header is added only when the response has none. `proxied`: an
+    /// upstream's response, not one the host or the filter made. Default: none.
+    fn edge_response_headers(&self, _proxied: bool) -> Vec<(&'static str, &'static str, bool)> {
+        Vec::new()
     }
 
     // ---- Failures ---------------------------------------------------------------------------
@@ -802,6 +840,58 @@ mod tests {
             Profile::Kong.response_body_callback(&body),
             "nginx runs the body filter for the last buffer"
         );
+    }
+
+    /// `proxy_set_buffer_bytes` on "hello" as each host changes it.
+    fn written(host: &dyn HostBehaviour, start: usize, size: usize, value: &[u8]) -> Vec<u8> {
+        let write = host.buffer_write(start, size, value.len());
+        let mut body = b"hello".to_vec();
+        let from = write.start.min(body.len());
+        let to = write
+            .removed
+            .map_or(body.len(), |n| from.saturating_add(n).min(body.len()));
+        body.splice(from..to, value[..write.kept].iter().copied());
+        body
+    }
+
+    #[test]
+    fn kong_truncates_at_the_start_and_cuts_the_value_to_the_size() {
+        let cases: [(usize, usize, &[u8], &[u8], &[u8]); 8] = [
+            // start, size, value: the spec's result, ngx_wasm_module's.
+            (0, 0, b"pre-", b"pre-hello", b"pre-hello"),
+            (5, 0, b"-post", b"hello-post", b"hello-post"),
+            (usize::MAX, 0, b"-max", b"hello-max", b"hello-max"),
+            (0, 5, b"replaced", b"replaced", b"repla"),
+            (2, 0, b"XX", b"heXXllo", b"heXX"),
+            (1, 2, b"YY", b"hYYlo", b"hYY"),
+            (0, 5, b"", b"", b""),
+            (0, 0, b"", b"hello", b""),
+        ];
+        for (start, size, value, spec, kong) in cases {
+            assert_eq!(written(&SpecHost, start, size, value), spec, "spec {start} {size}");
+            assert_eq!(written(&envoy::Envoy, start, size, value), spec, "envoy {start} {size}");
+            assert_eq!(written(&kong::Kong, start, size, value), kong, "kong {start} {size}");
+        }
+    }
+
+    #[test]
+    fn kong_writes_details_as_the_reason_and_names_itself_on_replies_it_makes() {
+        assert_eq!(
+            Profile::Kong.local_reply_reason("Teapot Time").as_deref(),
+            Some("Teapot Time")
+        );
+        assert_eq!(Profile::Kong.local_reply_reason(""), None);
+        assert_eq!(Profile::Envoy.local_reply_reason("Teapot Time"), None);
+        assert_eq!(SpecHost.local_reply_reason("x"), None);
+        assert_eq!(
+            Profile::Kong.edge_response_headers(false),
+            [("server", "kong/3.10.0", true), ("connection", "keep-alive", false)]
+        );
+        assert_eq!(
+            Profile::Kong.edge_response_headers(true),
+            [("server", "kong/3.10.0", false), ("connection", "keep-alive", false)]
+        );
+        assert!(Profile::Envoy.edge_response_headers(false).is_empty());
     }
 
     #[test]

@@ -82,6 +82,8 @@ async fn start_gateway(profile: Profile, upstream: SocketAddr) -> RunningGateway
 #[derive(Debug, PartialEq, Eq)]
 struct Wire {
     status: u16,
+    /// The status line's reason phrase.
+    reason: String,
     headers: Vec<(String, String)>,
     /// The body as the framing delimits it (what the client takes as the response).
     body: Vec<u8>,
@@ -126,7 +128,9 @@ async fn exchange(gateway: SocketAddr, headers: &[(&str, &str)]) -> Wire {
         .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&got)));
     let head = String::from_utf8_lossy(&got[..end]).to_string();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap()[9..12].parse().expect("status code");
+    let status_line = lines.next().unwrap();
+    let status = status_line[9..12].parse().expect("status code");
+    let reason = status_line.get(13..).unwrap_or_default().to_string();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -134,6 +138,7 @@ async fn exchange(gateway: SocketAddr, headers: &[(&str, &str)]) -> Wire {
     let rest = &got[end + 4..];
     let wire = |body: Vec<u8>, short: bool| Wire {
         status,
+        reason: reason.clone(),
         headers: headers.clone(),
         body,
         waiting: short && !closed,
@@ -197,6 +202,39 @@ fn local_body(profile: Profile, body: &str) -> Vec<u8> {
     match profile {
         Profile::Envoy => body.as_bytes().to_vec(),
         Profile::Kong => format!("{body}\n").into_bytes(),
+    }
+}
+
+/// What the client gets around a local reply with details, and around a proxied response:
+/// nginx writes the details as the reason phrase (ngx_http_wasm_local_response.c:67-85) and its
+/// `Connection: keep-alive`, and Kong names itself in `Server` on a reply it did not proxy, on a
+/// proxied one only when the upstream sent none (kong/runloop/handler.lua :1602-1623); Envoy
+/// writes the standard phrase and `server: envoy` on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_writes_its_own_status_line_and_edge_headers() {
+    for (profile, reason, server, connection) in [
+        (Profile::Kong, "probe_denied", "kong/3.10.0", Some("keep-alive")),
+        (Profile::Envoy, "Forbidden", "envoy", None),
+    ] {
+        let gateway = start_gateway(profile, start_upstream().await).await;
+        let local = exchange(gateway.local_addr, &[("x-probe", "local_raw")]).await;
+        assert_eq!(
+            (local.status, local.reason.as_str()),
+            (403, reason),
+            "{profile}: {local:?}"
+        );
+        assert_eq!(local.header("server"), Some(server), "{profile}");
+        assert_eq!(local.header("connection"), connection, "{profile}");
+        assert!(local.header("date").is_some(), "{profile}");
+        let proxied = exchange(gateway.local_addr, &[("x-probe", "response_body")]).await;
+        assert_eq!((proxied.status, proxied.reason.as_str()), (200, "OK"), "{profile}");
+        assert_eq!(
+            proxied.header("server"),
+            Some(server),
+            "{profile}: the upstream sent none"
+        );
+        assert_eq!(proxied.header("connection"), connection, "{profile}");
+        gateway.shutdown().await;
     }
 }
 
