@@ -371,10 +371,31 @@ impl HostBehaviour for Kong {
     /// root context's number (`get_filter_root_id`; Kong has no root id setting) and
     /// `plugin_vm_id` is NYI; `source.address` is `$remote_addr`, the address alone;
     /// `destination.*` are `$proxy_protocol_addr`/`_port`, unset without the PROXY protocol.
+    ///
+    /// Where `pw2ngx` maps an attribute to something else than the common attributes
+    /// (ngx_proxy_wasm_properties.c, the line of its row): `request.host` is `$hostname`, the
+    /// machine's name, not the Host header (:463-465; KONG-OBS); `request.id` is the request's
+    /// own `x-request-id` header, NOT_FOUND without one (:481-483, `get_request_id` :146-153;
+    /// KONG-OBS); `request.query` is `$args`, NOT_FOUND without a `?` (:478-480; KONG-OBS);
+    /// `request.size` is `$content_length`, the Content-Length header, NOT_FOUND without one
+    /// (:493-495; KONG-OBS); `connection.mtls` reads `$https`, which plain HTTP does not set, so
+    /// NOT_FOUND (:592-594, `get_connection_mtls` :327-345; KONG-OBS); `response.code` is
+    /// `$status`, "000" before a response (:508-510; KONG-OBS during request headers).
     fn host_property(&self, path: &[&str], facts: &PropertyFacts<'_>) -> HostProperty {
+        let request_header = |name: &str| facts.request_header(name).map(PropertyValue::Str);
         let value = match path {
             ["plugin_root_id"] => facts.root_context.map(|id| PropertyValue::Str(id.to_string())),
-            ["plugin_vm_id"] | ["destination", ..] => None,
+            ["plugin_vm_id"] | ["destination", ..] | ["connection", "mtls"] => None,
+            ["request", "host"] => Some(PropertyValue::Str(machine_hostname().to_string())),
+            ["request", "id"] => request_header("x-request-id"),
+            ["request", "size"] => request_header("content-length"),
+            ["request", "query"] => facts.request_header(":path").and_then(|path| {
+                path.split_once('?')
+                    .map(|(_, query)| PropertyValue::Str(query.to_string()))
+            }),
+            ["response", "code"] if facts.stream.is_some() && facts.response_header(":status").is_none() => {
+                Some(PropertyValue::Str("000".to_string()))
+            }
             ["source", "address"] => facts
                 .stream
                 .map(|stream| PropertyValue::Str(stream.info.source_address.clone())),
@@ -400,8 +421,24 @@ impl HostBehaviour for Kong {
     }
 }
 
+/// nginx's `$hostname`: the machine's host name (Linux: /proc/sys/kernel/hostname, as
+/// gethostname(2) reports it), `localhost` where it cannot be read.
+fn machine_hostname() -> &'static str {
+    static HOSTNAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOSTNAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    })
+}
+
 /// An nginx variable of the effective stream (`ngx.<name>` properties).
 fn nginx_variable(name: &str, facts: &PropertyFacts<'_>) -> Option<String> {
+    if name == "hostname" {
+        return Some(machine_hostname().to_string());
+    }
     let stream = facts.stream?;
     let (stream_id, info) = (stream.id, stream.info);
     let path = facts.request_header(":path").unwrap_or_default();

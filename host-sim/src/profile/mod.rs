@@ -958,6 +958,55 @@ mod tests {
     }
 
     #[test]
+    fn kong_maps_request_properties_to_nginx_variables() {
+        let info = StreamInfo::default();
+        let bytes = |list: &[(&str, &str)]| -> Pairs {
+            list.iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let plain = bytes(&[(":path", "/p"), ("host", "a.example")]);
+        let full = bytes(&[(":path", "/p?x=1"), ("content-length", "3"), ("x-request-id", "r-1")]);
+        let response = bytes(&[(":status", "201")]);
+        let ask = |path: &[&str], request: &Pairs, response: Option<&Pairs>| {
+            let facts = PropertyFacts {
+                vm_id: "vm",
+                root_id: None,
+                root_context: Some(1),
+                stream: Some(StreamFacts {
+                    id: 2,
+                    info: &info,
+                    request_headers: Some(request),
+                    response_headers: response,
+                }),
+            };
+            (
+                Profile::Kong.host_property(path, &facts),
+                Profile::Envoy.host_property(path, &facts),
+            )
+        };
+        let str = |s: &str| HostProperty::Value(PropertyValue::Str(s.to_string()));
+        let not_found = (HostProperty::NotFound, HostProperty::Common);
+        assert_eq!(ask(&["request", "id"], &plain, None), not_found);
+        assert_eq!(ask(&["request", "id"], &full, None).0, str("r-1"));
+        assert_eq!(ask(&["request", "size"], &plain, None), not_found);
+        assert_eq!(ask(&["request", "size"], &full, None).0, str("3"));
+        assert_eq!(ask(&["request", "query"], &plain, None), not_found);
+        assert_eq!(ask(&["request", "query"], &full, None).0, str("x=1"));
+        assert_eq!(ask(&["connection", "mtls"], &plain, None), not_found);
+        assert_eq!(ask(&["response", "code"], &plain, None).0, str("000"));
+        assert_eq!(
+            ask(&["response", "code"], &plain, Some(&response)).0,
+            HostProperty::Common
+        );
+        // The machine's name, not the Host header.
+        let (kong_host, envoy_host) = ask(&["request", "host"], &plain, None);
+        assert_eq!(envoy_host, HostProperty::Common);
+        assert_eq!(kong_host, ask(&["ngx", "hostname"], &plain, None).0);
+        assert_ne!(kong_host, str("a.example"));
+    }
+
+    #[test]
     fn the_profile_selects_its_host_by_name() {
         for profile in Profile::ALL {
             assert_eq!(profile.to_string().parse::<Profile>(), Ok(profile));

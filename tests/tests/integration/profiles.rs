@@ -656,7 +656,7 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
         let mut p = Probe::new(profile);
         let s = p.stream(
             "properties_response",
-            &[("x-props", "source.address,source.port,destination.address,destination.port,request.protocol,request.headers,response.code,response.headers.x-resp,connection.mtls,plugin_name,plugin_vm_id,ngx.remote_addr,ngx.request_uri,ngx.http_x_probe,ngx.request_id")],
+            &[("x-props", "source.address,source.port,destination.address,destination.port,request.protocol,request.headers,response.code,response.headers.x-resp,connection.mtls,plugin_name,plugin_vm_id,ngx.remote_addr,ngx.request_uri,ngx.http_x_probe,ngx.request_id,request.id,request.query,request.size,request.host,ngx.hostname")],
             true,
         );
         p.vm.send_response_headers(s, &[(":status", "201"), ("x-resp", "r")], true)
@@ -696,7 +696,15 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
                 assert_eq!(status("destination.address"), NOT_FOUND);
                 assert_eq!(status("destination.port"), NOT_FOUND);
                 assert_eq!(status("plugin_vm_id"), NOT_FOUND);
-                assert_eq!(text("connection.mtls"), "false");
+                // Plain HTTP leaves $https unset; request.id is the request's own x-request-id,
+                // request.query $args (no `?`), request.size $content_length (no such header):
+                // all NOT_FOUND on real Kong (profile/kong.rs `host_property`, KONG-OBS).
+                for absent in ["connection.mtls", "request.id", "request.query", "request.size"] {
+                    assert_eq!(status(absent), NOT_FOUND, "{absent}");
+                }
+                // request.host is nginx's $hostname, the machine's name.
+                assert_eq!(text("request.host"), text("ngx.hostname"));
+                assert_ne!(text("request.host"), "probe.example");
                 assert_eq!(text("response.code"), "201");
                 assert_eq!(status("request.headers"), NOT_FOUND);
                 assert_eq!(text("ngx.remote_addr"), "127.0.0.1");
@@ -708,6 +716,29 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
             }
         }
     }
+}
+
+/// On Kong, `response.code` is nginx's `$status`: "000" while no response exists
+/// (ngx_proxy_wasm_properties.c:508-510; KONG-OBS during request headers); present request
+/// attributes come from the request's own headers.
+#[test]
+fn kong_answers_response_code_000_before_a_response_and_request_attributes_from_the_request() {
+    let mut p = Probe::new(Profile::Kong);
+    p.stream(
+        "properties",
+        &[
+            ("x-props", "response.code,request.id,request.query,request.size"),
+            ("x-request-id", "r-1"),
+        ],
+        true,
+    );
+    let props = p.report("properties")["props"].clone();
+    let text = |k: &str| props[k]["text"].as_str().unwrap().to_string();
+    assert_eq!(text("response.code"), "000");
+    assert_eq!(text("request.id"), "r-1");
+    let mut p = Probe::new(Profile::Envoy);
+    p.stream("properties", &[("x-props", "response.code")], true);
+    assert_eq!(p.report("properties")["props"]["response.code"]["status"], NOT_FOUND);
 }
 
 fn hex_of(bytes: &[u8]) -> String {
