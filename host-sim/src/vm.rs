@@ -752,7 +752,7 @@ impl Vm {
         result: Result<Option<u32>, Trapped>,
     ) -> Result<Option<Action>, HostError> {
         let action = match result {
-            Err(trapped) if self.passes_failed_streams() => {
+            Err(trapped) if self.passes_failed_streams() || self.response_passes_trap(callback) => {
                 // `CHECK_FAIL_HTTP` under `fail_open`: the stream continues without the filter;
                 // a trapping call itself returned 0, Continue (proxy-wasm-cpp-host
                 // wasmtime.cc: a failed call returns `R{}`).
@@ -779,6 +779,15 @@ impl Vm {
     }
 
     /// Whether streams of a failed VM pass without the filter (Envoy `fail_open`).
+    /// Whether a trap in `callback` lets the response go on without the filter (the profile's
+    /// [`crate::profile::HostBehaviour::response_trap_fails_open`], response callbacks only).
+    fn response_passes_trap(&self, callback: Callback) -> bool {
+        matches!(
+            callback,
+            Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers
+        ) && self.profile().response_trap_fails_open()
+    }
+
     fn passes_failed_streams(&self) -> bool {
         self.options.fail_open && self.profile().after_trap() == AfterTrap::StayFailed && self.failed.is_some()
     }
@@ -1462,7 +1471,7 @@ impl Vm {
     /// local reply through the filter chain's response path. `None` when there is no such reply
     /// to pass ([`Vm::open_response_for_local_reply`]). What the client then gets is what the
     /// filter left (`response_headers`, `forwarded_response_body`), or after a trap there the
-    /// profile's answer ([`crate::profile::HostBehaviour::local_reply_survives_response_trap`]).
+    /// profile's answer ([`crate::profile::HostBehaviour::response_trap_fails_open`]).
     pub fn pass_local_reply(&mut self, stream: u32) -> Option<PassedLocalReply> {
         if !self.open_response_for_local_reply(stream) {
             return None;

@@ -381,6 +381,34 @@ def test_host_sim_runs_the_same_request_callbacks_around_a_trap(request_trap):
     assert events("host-sim") == events("envoy")
 
 
+# A trap in the response callback of a proxied (upstream) response, then another request.
+
+RESPONSE_TRAP_SEQUENCE = [
+    ("before", {"x-probe": "response_body"}),
+    ("trap", {"x-probe": "response_body", "x-trap-in": "response_headers"}),
+    ("after", {"x-probe": "response_body"}),
+]
+
+
+@pytest.fixture(scope="module")
+def response_trap(run_dir):
+    pair = Pair("response-trap", run_dir, "")
+    try:
+        yield {kind: [(name, *gateway.get(headers)) for name, headers in RESPONSE_TRAP_SEQUENCE]
+               for kind, gateway in pair.gateways.items()}
+    finally:
+        pair.stop()
+
+
+def test_envoy_fails_a_proxied_response_whose_callback_traps(response_trap):
+    statuses = [status for _, status, _ in response_trap["envoy"]]
+    assert statuses[0] == 200 and statuses[2] == 503, statuses
+
+
+def test_host_sim_answers_a_trap_in_a_proxied_response_as_envoy(response_trap):
+    assert response_trap["host-sim"] == response_trap["envoy"]
+
+
 # ---------------------------------------------------------------------------------------------
 # A trap in on_tick: the VM fails and the ticks stop.
 

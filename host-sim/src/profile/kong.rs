@@ -244,8 +244,11 @@ impl HostBehaviour for Kong {
 
     /// A trap in the response phase fails open, the response already chosen goes out
     /// (KONG-OBS: a trap in on_response_headers delivered the upstream response; for a local
-    /// reply this follows from that observation, it was not run).
-    fn local_reply_survives_response_trap(&self) -> bool {
+    /// reply this follows from that observation, it was not run). ngx_wasm_module's header
+    /// filter ignores what the wasm step returned, a trap's error status included, and passes
+    /// the response on to the next nginx filter (src/http/ngx_http_wasm_filter_module.c:92-125,
+    /// `ngx_wasm_ops_resume` then `ngx_http_next_header_filter`).
+    fn response_trap_fails_open(&self) -> bool {
         true
     }
 

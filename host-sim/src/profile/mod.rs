@@ -623,10 +623,11 @@ pub trait HostBehaviour: Send + Sync {
     /// leaves it to the host).
     fn fail_closed_reply(&self) -> HostReply;
 
-    /// Whether a trap in the filter's response callbacks while its own local reply passes
-    /// through them still lets that reply out unchanged (`true`), or the host answers the
-    /// client with its failure reply instead (`false`, the default).
-    fn local_reply_survives_response_trap(&self) -> bool {
+    /// Whether a trap in the filter's response callbacks lets the response out as it was
+    /// (`true`): an upstream's response goes on without the filter, and the filter's own local
+    /// reply passing through them goes out unchanged; or the host fails the stream with its
+    /// failure reply (`false`, the default).
+    fn response_trap_fails_open(&self) -> bool {
         false
     }
 

@@ -745,7 +745,7 @@ impl Worker {
                 ..self.response_left_by_filter(vm, stream, &passed.headers, false)
             };
         }
-        if self.profile.local_reply_survives_response_trap() {
+        if self.profile.response_trap_fails_open() {
             return GatewayResponse {
                 status: local.status as u16,
                 headers: passed

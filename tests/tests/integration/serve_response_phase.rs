@@ -393,6 +393,37 @@ async fn a_trap_in_the_local_replys_response_callbacks() {
     }
 }
 
+/// A trap in the response callbacks of a proxied response: Envoy fails the stream with 503 and
+/// keeps the VM failed (ENVOY-1.40, e2e test_lifecycle_differential.py); ngx_wasm_module fails
+/// open, the upstream's response goes out, and the next request gets a fresh instance (KONG-OBS,
+/// profile `response_trap_fails_open`, `AfterTrap::FreshInstance`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_an_upstream_responses_callbacks() {
+    let upstream = start_upstream().await;
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let gateway = start_gateway(profile, upstream).await;
+        let addr = gateway.local_addr;
+        let trapped = exchange(addr, &[("x-probe", "response_body"), ("x-trap-in", "response_headers")]).await;
+        let next = exchange(addr, &[("x-probe", "response_body")]).await;
+        match profile {
+            Profile::Envoy => {
+                assert_eq!(trapped.status, 503, "{trapped:?}");
+                assert_eq!(next.status, 503, "the VM stays failed: {next:?}");
+            }
+            Profile::Kong => {
+                assert_eq!(
+                    (trapped.status, trapped.body.as_slice()),
+                    (200, UPSTREAM_BODY),
+                    "{trapped:?}"
+                );
+                assert_eq!((next.status, next.body.as_slice()), (200, UPSTREAM_BODY), "{next:?}");
+            }
+        }
+        assert!(!trapped.waiting, "{profile}: {trapped:?}");
+        gateway.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_sent_from_the_response_headers_callback() {
     let upstream = start_upstream().await;
