@@ -94,12 +94,14 @@ impl HostBehaviour for Kong {
         false
     }
 
-    /// ngx_wasm_module builds the pseudo-headers from the request line as `:method, :path,
-    /// :scheme` and `:authority` from Host (KONG-SRC ngx_http_proxy_wasm_headers/properties),
-    /// which host-sim keeps as `:method, :path, :authority, :scheme`. nginx keeps Host as a
-    /// header too.
+    /// ngx_wasm_module puts its special keys first, in its table's order `:path, :method,
+    /// :scheme, :authority` (src/common/proxy_wasm/ngx_proxy_wasm_maps.c:50-68, emitted in that
+    /// order before nginx's header list by `ngx_proxy_wasm_maps_get_all` :169-193; KONG-OBS).
+    /// nginx keeps Host as an ordinary header too. Its `:authority` is the server's name and
+    /// port (`ngx_proxy_wasm_maps_get_authority` :620-668; Kong's template: `server_name kong`),
+    /// which host-sim does not model: it gives the Host header.
     fn request_pseudo_header_order(&self) -> [&'static str; 4] {
-        [":method", ":path", ":authority", ":scheme"]
+        [":path", ":method", ":scheme", ":authority"]
     }
 
     /// nginx reads the whole body first ([`BodyDelivery::WholeOnce`]).

@@ -1008,6 +1008,18 @@ mod tests {
     }
 
     #[test]
+    fn each_host_orders_the_request_pseudo_headers_its_own_way() {
+        assert_eq!(
+            Profile::Kong.request_pseudo_header_order(),
+            [":path", ":method", ":scheme", ":authority"]
+        );
+        assert_eq!(
+            Profile::Envoy.request_pseudo_header_order(),
+            [":authority", ":path", ":method", ":scheme"]
+        );
+    }
+
+    #[test]
     fn the_profile_selects_its_host_by_name() {
         for profile in Profile::ALL {
             assert_eq!(profile.to_string().parse::<Profile>(), Ok(profile));
