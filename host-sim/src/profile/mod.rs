@@ -855,23 +855,38 @@ mod tests {
         body
     }
 
+    /// A `proxy_set_buffer_bytes` case: start, size, value, the spec's result, ngx_wasm_module's.
+    type WriteCase = (usize, usize, &'static str, &'static str, &'static str);
+
     #[test]
     fn kong_truncates_at_the_start_and_cuts_the_value_to_the_size() {
-        let cases: [(usize, usize, &[u8], &[u8], &[u8]); 8] = [
-            // start, size, value: the spec's result, ngx_wasm_module's.
-            (0, 0, b"pre-", b"pre-hello", b"pre-hello"),
-            (5, 0, b"-post", b"hello-post", b"hello-post"),
-            (usize::MAX, 0, b"-max", b"hello-max", b"hello-max"),
-            (0, 5, b"replaced", b"replaced", b"repla"),
-            (2, 0, b"XX", b"heXXllo", b"heXX"),
-            (1, 2, b"YY", b"hYYlo", b"hYY"),
-            (0, 5, b"", b"", b""),
-            (0, 0, b"", b"hello", b""),
+        let cases: [WriteCase; 8] = [
+            (0, 0, "pre-", "pre-hello", "pre-hello"),
+            (5, 0, "-post", "hello-post", "hello-post"),
+            (usize::MAX, 0, "-max", "hello-max", "hello-max"),
+            (0, 5, "replaced", "replaced", "repla"),
+            (2, 0, "XX", "heXXllo", "heXX"),
+            (1, 2, "YY", "hYYlo", "hYY"),
+            (0, 5, "", "", ""),
+            (0, 0, "", "hello", ""),
         ];
         for (start, size, value, spec, kong) in cases {
-            assert_eq!(written(&SpecHost, start, size, value), spec, "spec {start} {size}");
-            assert_eq!(written(&envoy::Envoy, start, size, value), spec, "envoy {start} {size}");
-            assert_eq!(written(&kong::Kong, start, size, value), kong, "kong {start} {size}");
+            let value = value.as_bytes();
+            assert_eq!(
+                written(&SpecHost, start, size, value),
+                spec.as_bytes(),
+                "spec {start} {size}"
+            );
+            assert_eq!(
+                written(&envoy::Envoy, start, size, value),
+                spec.as_bytes(),
+                "envoy {start} {size}"
+            );
+            assert_eq!(
+                written(&kong::Kong, start, size, value),
+                kong.as_bytes(),
+                "kong {start} {size}"
+            );
         }
     }
 
