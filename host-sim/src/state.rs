@@ -476,6 +476,9 @@ pub(crate) struct RootState {
     pub configuration: Vec<u8>,
     pub tick_period_ms: u32,
     pub next_tick_ns: Option<u64>,
+    /// Tick timers still armed from instances that trapped, each firing with the period
+    /// (ngx_wasm_module, [`crate::profile::HostBehaviour::tick_timers_outlive_instance`]).
+    pub inherited_tick_timers: u32,
     /// `proxy_on_done` returned false and the guest has not called `proxy_done` yet.
     pub awaiting_done: bool,
 }

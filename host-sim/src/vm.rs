@@ -813,8 +813,16 @@ impl Vm {
             self.stale_streams.extend(new.streams.keys().copied());
         }
         let stale: Vec<u32> = self.stale_streams.iter().copied().collect();
-        let roots: Vec<(u32, String, Vec<u8>)> = (self.store.data().roots.iter())
-            .map(|(id, r)| (*id, r.root_id.clone(), r.configuration.clone()))
+        // Timers armed on the trapped instance that stay armed (profile
+        // `tick_timers_outlive_instance`): one per root with a period, plus those it inherited.
+        let keeps_timers = self.profile().tick_timers_outlive_instance();
+        let roots: Vec<(u32, String, Vec<u8>, u32)> = (self.store.data().roots.iter())
+            .map(|(id, r)| {
+                let armed = (u32::from(r.tick_period_ms > 0) + r.inherited_tick_timers)
+                    .min(crate::limits::MAX_INHERITED_TICK_TIMERS);
+                let timers = if keeps_timers { armed } else { 0 };
+                (*id, r.root_id.clone(), r.configuration.clone(), timers)
+            })
             .collect();
         std::mem::swap(&mut self.store, &mut fresh.store);
         self.exports = fresh.exports.clone();
@@ -826,12 +834,13 @@ impl Vm {
             LogLevel::Warn,
             format!("host-sim: a fresh instance replaces the one that trapped ({reason})"),
         );
-        for (id, root_id, configuration) in roots {
+        for (id, root_id, configuration, timers) in roots {
             self.store.data_mut().roots.insert(
                 id,
                 RootState {
                     root_id,
                     configuration: configuration.clone(),
+                    inherited_tick_timers: timers,
                     ..RootState::default()
                 },
             );
@@ -844,6 +853,12 @@ impl Vm {
                 .invoke(Callback::Configure, id, buffer_data(configuration), f, (id, len))
                 .map_err(vm_failed)?
                 .is_none_or(|r| r != 0);
+            if let Some(root) = self.store.data_mut().roots.get_mut(&id) {
+                // The inherited timers re-arm only while the root has a period again.
+                if root.tick_period_ms == 0 {
+                    root.inherited_tick_timers = 0;
+                }
+            }
             if !configured {
                 // ngx_wasm_module fails the request with NGX_PROXY_WASM_ERR_CONFIGURE_FAILED
                 // (ngx_proxy_wasm.c:1244-1250); the next request tries again.
@@ -1370,13 +1385,18 @@ impl Vm {
                 .map(|(id, _)| *id)
                 .collect();
             for root in due {
+                let mut timers = 1;
                 if let Some(r) = self.store.data_mut().roots.get_mut(&root) {
                     r.next_tick_ns = Some(next + r.tick_period_ms as u64 * 1_000_000);
+                    timers += r.inherited_tick_timers;
                 }
-                let f = self.exports.tick.clone();
-                self.ticks_fired += 1;
-                let _ = self.invoke(Callback::Tick, root, CallbackData::default(), f, root);
-                self.after_root_callback();
+                // Each armed timer fires (timers inherited from trapped instances, Kong).
+                for _ in 0..timers {
+                    let f = self.exports.tick.clone();
+                    self.ticks_fired += 1;
+                    let _ = self.invoke(Callback::Tick, root, CallbackData::default(), f, root);
+                    self.after_root_callback();
+                }
             }
         }
     }

@@ -339,6 +339,18 @@ impl HostBehaviour for Kong {
         false
     }
 
+    /// ngx_wasm_module arms a timer per `proxy_set_tick_period_milliseconds` whose event holds
+    /// the root's exec (ngx_proxy_wasm_host.c:268-305), and a fresh instance reuses that exec
+    /// with its period reset to 0 (ngx_proxy_wasm.c:1203-1210); the old timer stays armed and
+    /// re-arms itself while the exec has a period (`ngx_proxy_wasm_filter_tick_handler`,
+    /// ngx_proxy_wasm_util.c:194-240). So a period set in on_configure, which runs again on the
+    /// fresh instance, adds a timer at each re-creation; one set in on_vm_start, which does not
+    /// run again, stops (KONG-OBS: "ticks set in on_configure continue on the re-created
+    /// instance and every re-creation adds another timer: ticks double").
+    fn tick_timers_outlive_instance(&self) -> bool {
+        true
+    }
+
     /// Kong traps when called from a context other than the root ("can only set tick_period in
     /// root context") and when a period is already set ("tick_period already set") (KONG-SRC
     /// `ngx_proxy_wasm_hfuncs_set_tick_period`).

@@ -685,6 +685,13 @@ pub trait HostBehaviour: Send + Sync {
         true
     }
 
+    /// Whether a root's tick timer stays armed when a fresh instance replaces one that trapped
+    /// ([`AfterTrap::FreshInstance`]), so a period the re-created root sets again adds a second
+    /// timer and each fires `proxy_on_tick`. Default: the timer goes with the instance.
+    fn tick_timers_outlive_instance(&self) -> bool {
+        false
+    }
+
     /// Why `proxy_set_tick_period_milliseconds` traps, if it does (SPEC: it sets the period).
     fn tick_period_refusal(&self, _from_root: bool, _already_set: bool) -> Option<&'static str> {
         None
@@ -1071,6 +1078,8 @@ mod tests {
         );
         assert!(spec.root_shutdown_logs() && Profile::Kong.root_shutdown_logs());
         assert!(!Profile::Envoy.root_shutdown_logs());
+        assert!(!spec.tick_timers_outlive_instance() && !Profile::Envoy.tick_timers_outlive_instance());
+        assert!(Profile::Kong.tick_timers_outlive_instance());
         assert!(spec.finishes_roots_at_shutdown() && Profile::Envoy.finishes_roots_at_shutdown());
         assert!(!Profile::Kong.finishes_roots_at_shutdown());
     }

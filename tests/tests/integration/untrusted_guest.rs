@@ -758,10 +758,11 @@ fn after_a_trap_kong_starts_a_fresh_instance_without_on_vm_start() {
     assert_eq!(p.reports("configure").len(), 2);
     assert_eq!(p.report("configure")["context"], p.root, "the same root context id");
     assert_eq!(p.vm.local_response(later).unwrap().status, 418, "the filter runs again");
-    // The tick set in on_configure runs on the fresh instance.
+    // The tick set in on_configure runs on the fresh instance, and the timer armed before the
+    // trap still fires too: ticks double (profile `tick_timers_outlive_instance`, KONG-OBS).
     let ticks = p.reports("tick").len();
     p.vm.advance_time(Duration::from_millis(10)).unwrap();
-    assert_eq!(p.reports("tick").len(), ticks + 1);
+    assert_eq!(p.reports("tick").len(), ticks + 2);
     // A stream that was in flight on the trapped instance fails closed and runs no guest code.
     p.vm.send_request_headers(in_flight, &get("/in-flight"), true).unwrap();
     assert_eq!(p.vm.local_response(in_flight).unwrap().status, 500);
@@ -777,4 +778,11 @@ fn after_a_trap_kong_starts_a_fresh_instance_without_on_vm_start() {
     assert!(ended(s).is_empty());
     assert_eq!(ended(later), ["on_done", "on_log", "on_delete"]);
     assert_eq!(p.reports("on_log").len(), 1);
+    // Another trap and re-creation adds one more.
+    let again = p.stream("none", &[("x-trap-in", "request_headers")], true);
+    assert_eq!(p.vm.local_response(again).unwrap().status, 500);
+    p.stream("local", &[], true);
+    let ticks = p.reports("tick").len();
+    p.vm.advance_time(Duration::from_millis(10)).unwrap();
+    assert_eq!(p.reports("tick").len(), ticks + 3);
 }
