@@ -97,11 +97,18 @@ impl HostBehaviour for Kong {
     /// ngx_wasm_module puts its special keys first, in its table's order `:path, :method,
     /// :scheme, :authority` (src/common/proxy_wasm/ngx_proxy_wasm_maps.c:50-68, emitted in that
     /// order before nginx's header list by `ngx_proxy_wasm_maps_get_all` :169-193; KONG-OBS).
-    /// nginx keeps Host as an ordinary header too. Its `:authority` is the server's name and
-    /// port (`ngx_proxy_wasm_maps_get_authority` :620-668; Kong's template: `server_name kong`),
-    /// which host-sim does not model: it gives the Host header.
+    /// nginx keeps Host as an ordinary header too.
     fn request_pseudo_header_order(&self) -> [&'static str; 4] {
         [":path", ":method", ":scheme", ":authority"]
+    }
+
+    /// ngx_wasm_module's `:authority` is the server block's `server_name` (the machine's host
+    /// name without one) and the listener's port, whatever the Host header says
+    /// (src/common/proxy_wasm/ngx_proxy_wasm_maps.c:620-668, `ngx_proxy_wasm_maps_get_authority`;
+    /// KONG-OBS); Kong's proxy server block is `server_name kong` (Kong
+    /// kong/templates/nginx_kong.lua:91).
+    fn request_authority(&self, _requested: &str, listener_port: u16) -> String {
+        format!("kong:{listener_port}")
     }
 
     /// nginx reads the whole body first ([`BodyDelivery::WholeOnce`]).
@@ -465,7 +472,15 @@ fn nginx_variable(name: &str, facts: &PropertyFacts<'_>) -> Option<String> {
         "args" => path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default(),
         "request_method" => facts.request_header(":method")?,
         "scheme" => facts.request_header(":scheme").unwrap_or_else(|| "http".into()),
-        "host" => facts.request_header(":authority")?,
+        // nginx's `$host`: the Host header's name, lower-case, without its port, else the
+        // server name (nginx.org/en/docs/http/ngx_http_core_module.html#var_host).
+        "host" => facts
+            .request_header("host")
+            .map(|host| match host.rsplit_once(':') {
+                Some((name, _)) if !host.ends_with(']') => name.to_ascii_lowercase(),
+                _ => host.to_ascii_lowercase(),
+            })
+            .unwrap_or_else(|| "kong".to_string()),
         "remote_addr" => info.source_address.clone(),
         "remote_port" => info.source_port.to_string(),
         "server_addr" => info.destination_address.clone(),

@@ -416,6 +416,12 @@ pub trait HostBehaviour: Send + Sync {
     /// The order of a request's pseudo-headers as the filter sees them.
     fn request_pseudo_header_order(&self) -> [&'static str; 4];
 
+    /// The `:authority` the filter sees, given the request's Host (or request-line authority)
+    /// and the listener's port. Default: the request's.
+    fn request_authority(&self, requested: &str, _listener_port: u16) -> String {
+        requested.to_string()
+    }
+
     /// A header name as the host stores it. Default: as given.
     fn header_name(&self, name: Vec<u8>) -> Vec<u8> {
         name
@@ -1027,6 +1033,12 @@ mod tests {
         assert_eq!(envoy_host, HostProperty::Common);
         assert_eq!(kong_host, ask(&["ngx", "hostname"], &plain, None).0);
         assert_ne!(kong_host, str("a.example"));
+    }
+
+    #[test]
+    fn kongs_authority_is_its_server_name_and_port() {
+        assert_eq!(Profile::Kong.request_authority("a.example", 8000), "kong:8000");
+        assert_eq!(Profile::Envoy.request_authority("a.example", 8000), "a.example");
     }
 
     #[test]

@@ -788,7 +788,7 @@ async fn route_request(
             let value = match *name {
                 ":method" => parts.method.as_str().to_string(),
                 ":path" => path.clone(),
-                ":authority" => authority.clone(),
+                ":authority" => shared.profile.request_authority(&authority, local.port()),
                 _ => "http".to_string(),
             };
             (name.to_string(), value)

@@ -238,6 +238,29 @@ async fn each_host_writes_its_own_status_line_and_edge_headers() {
     }
 }
 
+/// The request as the filter saw it behind each host: Envoy's pseudo-header order with the
+/// Host header as `:authority` (ENVOY-1.40); ngx_wasm_module's order with its server name and
+/// port (`kong:<port>`, ngx_proxy_wasm_maps.c:50-68, :620-668; Kong's `server_name kong`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_sees_each_hosts_pseudo_headers() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let gateway = start_gateway(profile, start_upstream().await).await;
+        let port = gateway.local_addr.port();
+        let wire = exchange(gateway.local_addr, &[("x-probe", "local"), ("x-mark-response", "1")]).await;
+        let (order, authority) = match profile {
+            Profile::Envoy => (":authority,:path,:method,:scheme", "probe".to_string()),
+            Profile::Kong => (":path,:method,:scheme,:authority", format!("kong:{port}")),
+        };
+        assert_eq!(wire.header("x-probe-saw-pseudo"), Some(order), "{profile}");
+        assert_eq!(
+            wire.header("x-probe-saw-authority"),
+            Some(authority.as_str()),
+            "{profile}"
+        );
+        gateway.shutdown().await;
+    }
+}
+
 async fn local_reply_reaches_the_response_callbacks(profile: Profile) {
     let gateway = start_gateway(profile, start_upstream().await).await;
     let wire = exchange(gateway.local_addr, &[("x-probe", "local"), ("x-mark-response", "1")]).await;
