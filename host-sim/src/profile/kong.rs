@@ -391,8 +391,9 @@ impl HostBehaviour for Kong {
     }
 
     /// Kong maps each attribute to an nginx variable and exposes nginx variables under `ngx.*`
-    /// (KONG-SRC `ngx_proxy_wasm_properties.c`, table `pw2ngx`): `plugin_root_id` prints the
-    /// root context's number (`get_filter_root_id`; Kong has no root id setting) and
+    /// (KONG-SRC `ngx_proxy_wasm_properties.c`, table `pw2ngx`): `plugin_root_id` is always
+    /// "0" (`get_filter_root_id`, :398-420, formats its own still-empty cache string as an
+    /// integer, which reads its zero length; KONG-OBS "0"; Kong has no root id setting) and
     /// `plugin_vm_id` is NYI; `source.address` is `$remote_addr`, the address alone;
     /// `destination.*` are `$proxy_protocol_addr`/`_port`, unset without the PROXY protocol.
     ///
@@ -408,7 +409,7 @@ impl HostBehaviour for Kong {
     fn host_property(&self, path: &[&str], facts: &PropertyFacts<'_>) -> HostProperty {
         let request_header = |name: &str| facts.request_header(name).map(PropertyValue::Str);
         let value = match path {
-            ["plugin_root_id"] => facts.root_context.map(|id| PropertyValue::Str(id.to_string())),
+            ["plugin_root_id"] => Some(PropertyValue::Str("0".to_string())),
             ["plugin_vm_id"] | ["destination", ..] | ["connection", "mtls"] => None,
             ["request", "host"] => Some(PropertyValue::Str(machine_hostname().to_string())),
             ["request", "id"] => request_header("x-request-id"),

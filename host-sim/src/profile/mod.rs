@@ -281,8 +281,6 @@ pub struct PropertyFacts<'a> {
     pub(crate) vm_id: &'a str,
     /// The configured root id of the effective root context, if there is one.
     pub(crate) root_id: Option<&'a str>,
-    /// The effective root context's id, if there is one.
-    pub(crate) root_context: Option<u32>,
     /// The effective stream, from a stream context.
     pub(crate) stream: Option<StreamFacts<'a>>,
 }
@@ -1001,7 +999,6 @@ mod tests {
             let facts = PropertyFacts {
                 vm_id: "vm",
                 root_id: None,
-                root_context: Some(1),
                 stream: Some(StreamFacts {
                     id: 2,
                     info: &info,
@@ -1290,12 +1287,11 @@ mod tests {
         let facts = PropertyFacts {
             vm_id: "vm-1",
             root_id: Some("root-a"),
-            root_context: Some(3),
             stream: None,
         };
         let str = |s: &str| HostProperty::Value(PropertyValue::Str(s.to_string()));
         assert_eq!(Profile::Envoy.host_property(&["plugin_root_id"], &facts), str("root-a"));
-        assert_eq!(Profile::Kong.host_property(&["plugin_root_id"], &facts), str("3"));
+        assert_eq!(Profile::Kong.host_property(&["plugin_root_id"], &facts), str("0"));
         assert_eq!(Profile::Envoy.host_property(&["plugin_vm_id"], &facts), str("vm-1"));
         assert_eq!(
             Profile::Kong.host_property(&["plugin_vm_id"], &facts),
