@@ -778,7 +778,6 @@ impl Vm {
         Ok(action)
     }
 
-    /// Whether streams of a failed VM pass without the filter (Envoy `fail_open`).
     /// Whether a trap in `callback` lets the response go on without the filter (the profile's
     /// [`crate::profile::HostBehaviour::response_trap_fails_open`], response callbacks only).
     fn response_passes_trap(&self, callback: Callback) -> bool {
@@ -788,6 +787,7 @@ impl Vm {
         ) && self.profile().response_trap_fails_open()
     }
 
+    /// Whether streams of a failed VM pass without the filter (Envoy `fail_open`).
     fn passes_failed_streams(&self) -> bool {
         self.options.fail_open && self.profile().after_trap() == AfterTrap::StayFailed && self.failed.is_some()
     }
