@@ -23,6 +23,18 @@ pub enum HostError {
     /// Instantiation failed.
     #[error("instantiation failed: {0}")]
     Instantiate(String),
+    /// The selected host links none of these imports, so it refuses to load the module
+    /// ([`crate::profile::HostBehaviour::links`]).
+    #[error(
+        "the {profile} host cannot link {}: it refuses to load the module (`host-sim info` lists what each host links)",
+        imports.join(", ")
+    )]
+    Unlinkable {
+        /// The profile's name.
+        profile: &'static str,
+        /// The imports, as `module.name`.
+        imports: Vec<String>,
+    },
     /// A start function trapped.
     #[error("module start trapped: {0}")]
     Start(String),

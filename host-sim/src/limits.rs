@@ -81,6 +81,11 @@ impl Default for Limits {
 /// How often the engine's epoch advances; deadlines are rounded up to this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Most tick timers a root keeps from instances that trapped (Kong re-arms one per re-creation,
+/// `HostBehaviour::tick_timers_outlive_instance`): a guest that traps on every request must not
+/// make each tick cost grow without bound. Real Kong has no such bound.
+pub const MAX_INHERITED_TICK_TIMERS: u32 = 64;
+
 /// The bounds of `serve`'s HTTP edge: how long a client may take and how many may be connected.
 /// Neither host bounds all of these by default (Envoy leaves request-header and whole-request
 /// timeouts off), so the defaults follow nginx, the server under Kong, whose defaults are

@@ -30,7 +30,6 @@ pub(crate) fn lookup(state: &HostState, raw_path: &[u8]) -> Option<Vec<u8>> {
         root_id: root_context
             .and_then(|r| state.roots.get(&r))
             .map(|r| r.root_id.as_str()),
-        root_context,
         stream: stream_id.zip(stream).map(|(id, s)| StreamFacts {
             id,
             info: &s.info,

@@ -395,7 +395,7 @@ impl Driver<'_> {
                 .and_then(|(_, v)| v.trim().parse().ok())
         };
         let (status, headers, body) = if passed.trapped {
-            if profile.local_reply_survives_response_trap() {
+            if profile.response_trap_fails_open() {
                 (status_of(&passed.headers), passed.headers.clone(), passed.body.clone())
             } else {
                 (Some(profile.fail_closed_status()), Vec::new(), Vec::new())

@@ -480,6 +480,9 @@ pub(crate) struct RootState {
     pub configuration: Vec<u8>,
     pub tick_period_ms: u32,
     pub next_tick_ns: Option<u64>,
+    /// Tick timers still armed from instances that trapped, each firing with the period
+    /// (ngx_wasm_module, [`crate::profile::HostBehaviour::tick_timers_outlive_instance`]).
+    pub inherited_tick_timers: u32,
     /// `proxy_on_done` returned false and the guest has not called `proxy_done` yet.
     pub awaiting_done: bool,
 }
@@ -1083,7 +1086,10 @@ impl HostState {
         if !profile.buffer_write_allowed(start as usize, dir.body.len()) {
             return Err(Status::BadArgument.into());
         }
-        dir.splice_body(&self.budget, start as usize, size as usize, value)?;
+        let write = profile.buffer_write(start as usize, size as usize, value.len());
+        let mut value = value;
+        value.truncate(write.kept);
+        dir.splice_body(&self.budget, write.start, write.removed.unwrap_or(usize::MAX), value)?;
         Ok(())
     }
 

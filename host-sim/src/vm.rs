@@ -247,7 +247,27 @@ pub struct Vm {
 
 impl Vm {
     /// Instantiates `module` and runs its start functions (spec "Integration").
+    ///
+    /// A module with an import the profile's host cannot link is refused here, as the real host
+    /// refuses to load it ([`crate::profile::HostBehaviour::links`]). host-sim's own linker links
+    /// such imports as traps ([`Module`]), so `info` can still load the module and report them.
     pub fn start(module: &Module, options: VmOptions) -> Result<Vm, HostError> {
+        let info = module.info();
+        let unlinkable: Vec<String> = info
+            .imports
+            .iter()
+            .filter(|import| {
+                let (from, name) = import.split_once('.').unwrap_or(("", import));
+                !options.profile.links(info.abi_version.as_deref(), from, name)
+            })
+            .cloned()
+            .collect();
+        if !unlinkable.is_empty() {
+            return Err(HostError::Unlinkable {
+                profile: options.profile.name(),
+                imports: unlinkable,
+            });
+        }
         let shared = options.shared.clone().unwrap_or_default();
         let mut state = HostState::new(
             options.profile,
@@ -752,7 +772,7 @@ impl Vm {
         result: Result<Option<u32>, Trapped>,
     ) -> Result<Option<Action>, HostError> {
         let action = match result {
-            Err(trapped) if self.passes_failed_streams() => {
+            Err(trapped) if self.passes_failed_streams() || self.response_passes_trap(callback) => {
                 // `CHECK_FAIL_HTTP` under `fail_open`: the stream continues without the filter;
                 // a trapping call itself returned 0, Continue (proxy-wasm-cpp-host
                 // wasmtime.cc: a failed call returns `R{}`).
@@ -776,6 +796,15 @@ impl Vm {
         self.settle_stream(stream, Some(callback), action);
         self.after_root_callback();
         Ok(action)
+    }
+
+    /// Whether a trap in `callback` lets the response go on without the filter (the profile's
+    /// [`crate::profile::HostBehaviour::response_trap_fails_open`], response callbacks only).
+    fn response_passes_trap(&self, callback: Callback) -> bool {
+        matches!(
+            callback,
+            Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers
+        ) && self.profile().response_trap_fails_open()
     }
 
     /// Whether streams of a failed VM pass without the filter (Envoy `fail_open`).
@@ -804,8 +833,16 @@ impl Vm {
             self.stale_streams.extend(new.streams.keys().copied());
         }
         let stale: Vec<u32> = self.stale_streams.iter().copied().collect();
-        let roots: Vec<(u32, String, Vec<u8>)> = (self.store.data().roots.iter())
-            .map(|(id, r)| (*id, r.root_id.clone(), r.configuration.clone()))
+        // Timers armed on the trapped instance that stay armed (profile
+        // `tick_timers_outlive_instance`): one per root with a period, plus those it inherited.
+        let keeps_timers = self.profile().tick_timers_outlive_instance();
+        let roots: Vec<(u32, String, Vec<u8>, u32)> = (self.store.data().roots.iter())
+            .map(|(id, r)| {
+                let armed = (u32::from(r.tick_period_ms > 0) + r.inherited_tick_timers)
+                    .min(crate::limits::MAX_INHERITED_TICK_TIMERS);
+                let timers = if keeps_timers { armed } else { 0 };
+                (*id, r.root_id.clone(), r.configuration.clone(), timers)
+            })
             .collect();
         std::mem::swap(&mut self.store, &mut fresh.store);
         self.exports = fresh.exports.clone();
@@ -817,12 +854,13 @@ impl Vm {
             LogLevel::Warn,
             format!("host-sim: a fresh instance replaces the one that trapped ({reason})"),
         );
-        for (id, root_id, configuration) in roots {
+        for (id, root_id, configuration, timers) in roots {
             self.store.data_mut().roots.insert(
                 id,
                 RootState {
                     root_id,
                     configuration: configuration.clone(),
+                    inherited_tick_timers: timers,
                     ..RootState::default()
                 },
             );
@@ -835,6 +873,12 @@ impl Vm {
                 .invoke(Callback::Configure, id, buffer_data(configuration), f, (id, len))
                 .map_err(vm_failed)?
                 .is_none_or(|r| r != 0);
+            if let Some(root) = self.store.data_mut().roots.get_mut(&id) {
+                // The inherited timers re-arm only while the root has a period again.
+                if root.tick_period_ms == 0 {
+                    root.inherited_tick_timers = 0;
+                }
+            }
             if !configured {
                 // ngx_wasm_module fails the request with NGX_PROXY_WASM_ERR_CONFIGURE_FAILED
                 // (ngx_proxy_wasm.c:1244-1250); the next request tries again.
@@ -1409,13 +1453,18 @@ impl Vm {
                 .map(|(id, _)| *id)
                 .collect();
             for root in due {
+                let mut timers = 1;
                 if let Some(r) = self.store.data_mut().roots.get_mut(&root) {
                     r.next_tick_ns = Some(next + r.tick_period_ms as u64 * 1_000_000);
+                    timers += r.inherited_tick_timers;
                 }
-                let f = self.exports.tick.clone();
-                self.ticks_fired += 1;
-                let _ = self.invoke(Callback::Tick, root, CallbackData::default(), f, root);
-                self.after_root_callback();
+                // Each armed timer fires (timers inherited from trapped instances, Kong).
+                for _ in 0..timers {
+                    let f = self.exports.tick.clone();
+                    self.ticks_fired += 1;
+                    let _ = self.invoke(Callback::Tick, root, CallbackData::default(), f, root);
+                    self.after_root_callback();
+                }
             }
         }
     }
@@ -1510,7 +1559,7 @@ impl Vm {
     /// local reply through the filter chain's response path. `None` when there is no such reply
     /// to pass ([`Vm::open_response_for_local_reply`]). What the client then gets is what the
     /// filter left (`response_headers`, `forwarded_response_body`), or after a trap there the
-    /// profile's answer ([`crate::profile::HostBehaviour::local_reply_survives_response_trap`]).
+    /// profile's answer ([`crate::profile::HostBehaviour::response_trap_fails_open`]).
     pub fn pass_local_reply(&mut self, stream: u32) -> Option<PassedLocalReply> {
         if !self.open_response_for_local_reply(stream) {
             return None;

@@ -20,8 +20,7 @@ fn wat_bytes(bytes: &[u8]) -> String {
 /// - `proxy_on_http_call_response` answers locally: 200 "done" with `x-sim: 1`;
 /// - `proxy_on_request_body` traps (`unreachable`).
 ///
-/// It imports `proxy_get_log_level` (Kong lacks it) and `proxy_no_such_function` (nobody has it)
-/// without calling them.
+/// It imports `proxy_get_log_level` (Kong lacks it) without calling it.
 fn filter_wat(upstream: &str) -> String {
     let call_headers = encode_pairs(&[(":method", "GET"), (":path", "/lookup"), (":authority", "backend")]);
     let response_headers = encode_pairs(&[("x-sim", "1")]);
@@ -33,7 +32,6 @@ fn filter_wat(upstream: &str) -> String {
   (import "env" "proxy_send_local_response"
     (func $send (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_log_level" (func $get_log_level (param i32) (result i32)))
-  (import "env" "proxy_no_such_function" (func $nope (param i32)))
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 8192))
   (data (i32.const 100) "hello from wat")
@@ -77,6 +75,16 @@ fn filter_wat(upstream: &str) -> String {
     )
 }
 
+/// [`filter_wat`] also importing `proxy_no_such_function`, which no host links (so no host
+/// loads it), without calling it.
+fn unlinkable_filter_wat() -> String {
+    filter_wat("backend").replacen(
+        "  (memory (export \"memory\") 1)",
+        "  (import \"env\" \"proxy_no_such_function\" (func $nope (param i32)))\n  (memory (export \"memory\") 1)",
+        1,
+    )
+}
+
 /// A scratch directory with the filter and input files.
 struct Fixture {
     dir: tempfile::TempDir,
@@ -88,6 +96,7 @@ impl Fixture {
             dir: tempfile::tempdir().unwrap(),
         };
         f.write("filter.wat", &filter_wat("backend"));
+        f.write("unlinkable.wat", &unlinkable_filter_wat());
         f.write("config.json", r#"{"any":"thing"}"#);
         f.write(
             "request.json",
@@ -223,10 +232,10 @@ fn sha256_of(path: &Path) -> String {
 #[test]
 fn info_text() {
     let f = Fixture::new();
-    let out = f.host_sim(&["info", "@filter.wat"]);
+    let out = f.host_sim(&["info", "@unlinkable.wat"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    let sha = sha256_of(&f.path("filter.wat"));
+    let sha = sha256_of(&f.path("unlinkable.wat"));
     assert!(text.contains(&format!("sha256:  {sha}")), "{text}");
     assert!(text.contains("abi:     proxy_abi_version_0_2_1"), "{text}");
     assert!(text.contains("  proxy_on_request_headers\n"), "{text}");
@@ -276,12 +285,12 @@ fn info_text() {
 #[test]
 fn info_json() {
     let f = Fixture::new();
-    let out = f.host_sim(&["info", "@filter.wat", "--json"]);
+    let out = f.host_sim(&["info", "@unlinkable.wat", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let size = std::fs::metadata(f.path("filter.wat")).unwrap().len();
+    let size = std::fs::metadata(f.path("unlinkable.wat")).unwrap().len();
     assert_eq!(info["size"], size);
-    assert_eq!(info["sha256"], sha256_of(&f.path("filter.wat")));
+    assert_eq!(info["sha256"], sha256_of(&f.path("unlinkable.wat")));
     assert_eq!(info["abi_version"], "proxy_abi_version_0_2_1");
     assert!(info["exports"].as_array().unwrap().contains(&"memory".into()));
     assert!(info["imports"].as_array().unwrap().contains(&"env.proxy_log".into()));
@@ -393,6 +402,71 @@ fn info_on_the_abi_probe_finds_every_host_function_it_calls_reachable() {
     }
     let imports = info["reachability"]["imports"].as_array().unwrap();
     assert!(imports.iter().all(|i| i["reachable"] == true), "{imports:?}");
+}
+
+/// `run` and `serve` refuse a module the selected host cannot link, as that host refuses to
+/// load it (proxy-wasm-cpp-host src/v8/v8.cc:387-391; ngx_wasm_module src/wasm/vm/ngx_wavm.c
+/// :720-743), naming every such import; `info` still reads it.
+#[test]
+fn run_and_serve_refuse_a_module_the_host_cannot_link() {
+    let f = Fixture::new();
+    for profile in ["envoy", "kong"] {
+        let out = f.host_sim(&[
+            "run",
+            "--profile",
+            profile,
+            "--filter",
+            "@unlinkable.wat",
+            "--request",
+            "@request.json",
+        ]);
+        let line = runtime_error(&out);
+        assert!(
+            line.contains(&format!(
+                "the {profile} host cannot link env.proxy_no_such_function: it refuses to load the module"
+            )),
+            "{line}"
+        );
+        let out = f.host_sim(&[
+            "serve",
+            "--profile",
+            profile,
+            "--filter",
+            "@unlinkable.wat",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-reload",
+        ]);
+        let line = runtime_error(&out);
+        assert!(line.contains("cannot link env.proxy_no_such_function"), "{line}");
+    }
+    // An AssemblyScript-style `wasi_unstable` import: Envoy links it, Kong does not.
+    let old_wasi = filter_wat("backend").replacen(
+        "  (memory (export \"memory\") 1)",
+        "  (import \"wasi_unstable\" \"proc_exit\" (func $exit (param i32)))\n  (memory (export \"memory\") 1)",
+        1,
+    );
+    f.write("old_wasi.wat", &old_wasi);
+    let run = |profile: &str| {
+        f.host_sim(&[
+            "run",
+            "--profile",
+            profile,
+            "--filter",
+            "@old_wasi.wat",
+            "--request",
+            "@request.json",
+        ])
+    };
+    let out = run("envoy");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line = runtime_error(&run("kong"));
+    assert!(
+        line.contains("the kong host cannot link wasi_unstable.proc_exit"),
+        "{line}"
+    );
+    let out = f.host_sim(&["info", "@unlinkable.wat"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]

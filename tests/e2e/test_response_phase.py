@@ -33,7 +33,9 @@ UPSTREAM_BODY = b"hello world\n"
 # what it has: long enough for a local answer on a loaded machine, short enough for a suite.
 READ_WAIT = 2.0
 # Headers that carry this behaviour; the others are the gateways' edge, compared elsewhere.
-COMPARED_HEADERS = ("content-length", "transfer-encoding", "content-type", "x-probe", "x-probe-saw-status")
+# x-probe-saw-pseudo/-authority: the request's pseudo-headers as the filter saw them.
+COMPARED_HEADERS = ("content-length", "transfer-encoding", "content-type", "x-probe", "x-probe-saw-status",
+                    "x-probe-saw-pseudo", "x-probe-saw-authority")
 
 
 class _Upstream(BaseHTTPRequestHandler):

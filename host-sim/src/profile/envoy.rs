@@ -127,6 +127,13 @@ impl HostBehaviour for Envoy {
         true
     }
 
+    /// proxy-wasm-cpp-host's `get_buffer_bytes` reads nothing from a start past the end and
+    /// answers Ok (src/exports.cc:457-471). Observed through Envoy 1.40 in the e2e suite
+    /// (test_lifecycle_differential.py: the probe's `past_end_status` on its configuration).
+    fn buffer_read_past_end_is_empty(&self) -> bool {
+        true
+    }
+
     /// Envoy only writes at the start (replacing `size` bytes) or at/after the end, and answers
     /// BAD_ARGUMENT in between (ENVOY-SRC `Buffer::copyFrom`), which the Rust SDK turns into a
     /// panic.

@@ -3,9 +3,9 @@
 //! [`super`]).
 
 use super::{
-    shaped_local_reply, AfterTrap, BodyDelivery, BudgetRefusal, Callback, CalloutFailure, CalloutFailureReply,
-    CalloutUpstream, HostBehaviour, HostProperty, HostReply, MapAccess, MapType, MetricOp, PropertyFacts,
-    PropertyValue, SecondLocalResponse, StreamPhase,
+    shaped_local_reply, AfterTrap, BodyDelivery, BudgetRefusal, BufferWrite, Callback, CalloutFailure,
+    CalloutFailureReply, CalloutUpstream, HostBehaviour, HostProperty, HostReply, MapAccess, MapType, MetricOp,
+    PropertyFacts, PropertyValue, SecondLocalResponse, StreamPhase,
 };
 use crate::abi::LocalResponse;
 use crate::abi::{encode_pairs, MetricType, Status, START_EXPORT};
@@ -28,6 +28,10 @@ const KONG_LEGACY: &[&str] = &[
     "proxy_get_configuration",
     "proxy_clear_route_cache",
 ];
+
+/// Kong's `Server` header: `kong/<version>` (Kong kong/meta.lua `_SERVER_TOKENS`; 3.10.0 is the
+/// version of the Kong source this profile was checked against).
+const KONG_SERVER_TOKENS: &str = "kong/3.10.0";
 
 /// The timeout of a callout that asks for none: the Wasm socket timeouts apply, 60 s by default
 /// (Kong/ngx_wasm_module docs/DIRECTIVES.md `socket_connect_timeout`, `socket_read_timeout`,
@@ -94,12 +98,21 @@ impl HostBehaviour for Kong {
         false
     }
 
-    /// ngx_wasm_module builds the pseudo-headers from the request line as `:method, :path,
-    /// :scheme` and `:authority` from Host (KONG-SRC ngx_http_proxy_wasm_headers/properties),
-    /// which host-sim keeps as `:method, :path, :authority, :scheme`. nginx keeps Host as a
-    /// header too.
+    /// ngx_wasm_module puts its special keys first, in its table's order `:path, :method,
+    /// :scheme, :authority` (src/common/proxy_wasm/ngx_proxy_wasm_maps.c:50-68, emitted in that
+    /// order before nginx's header list by `ngx_proxy_wasm_maps_get_all` :169-193; KONG-OBS).
+    /// nginx keeps Host as an ordinary header too.
     fn request_pseudo_header_order(&self) -> [&'static str; 4] {
-        [":method", ":path", ":authority", ":scheme"]
+        [":path", ":method", ":scheme", ":authority"]
+    }
+
+    /// ngx_wasm_module's `:authority` is the server block's `server_name` (the machine's host
+    /// name without one) and the listener's port, whatever the Host header says
+    /// (src/common/proxy_wasm/ngx_proxy_wasm_maps.c:620-668, `ngx_proxy_wasm_maps_get_authority`;
+    /// KONG-OBS); Kong's proxy server block is `server_name kong` (Kong
+    /// kong/templates/nginx_kong.lua:91).
+    fn request_authority(&self, _requested: &str, listener_port: u16) -> String {
+        format!("kong:{listener_port}")
     }
 
     /// nginx reads the whole body first ([`BodyDelivery::WholeOnce`]).
@@ -119,6 +132,32 @@ impl HostBehaviour for Kong {
     /// test t/03-proxy_wasm/hfuncs/113-proxy_get_http_request_body.t TEST 3).
     fn request_body_readable(&self, len: usize, client_body_buffer_bytes: usize) -> bool {
         len <= client_body_buffer_bytes
+    }
+
+    /// ngx_wasm_module's `proxy_set_buffer_bytes` prepends for start 0 and size 0 with a value
+    /// (ngx_proxy_wasm_host.c:499-501, :529-531); otherwise it clears the body from `start` on
+    /// and appends the value cut to `size` bytes (`ngx_http_wasm_set_req_body` /
+    /// `_set_resp_body`, src/http/ngx_http_wasm_util.c:282 and :371 `body->len =
+    /// ngx_min(body->len, max)`, then `ngx_wasm_chain_append`, whose `ngx_wasm_chain_clear`
+    /// drops everything from the offset, src/wasm/ngx_wasm_util.c:64-104, :239), where a size of
+    /// 0 with a start past 0 means the whole value (ngx_proxy_wasm_host.c:468-470). So size 0
+    /// appends at `start` rather than inserting, and a value longer than `size` (the SDK's
+    /// `set_http_response_body(0, chunk_size, ..)`) is cut to the chunk (KONG-OBS: "a
+    /// replacement longer than the chunk is cut to the chunk size").
+    fn buffer_write(&self, start: usize, size: usize, value_len: usize) -> BufferWrite {
+        if start == 0 && size == 0 && value_len > 0 {
+            return BufferWrite {
+                start: 0,
+                removed: Some(0),
+                kept: value_len,
+            };
+        }
+        let max = if start > 0 && size == 0 { value_len } else { size };
+        BufferWrite {
+            start,
+            removed: None,
+            kept: value_len.min(max),
+        }
     }
 
     /// Kong keeps the nginx request and serves its headers in every phase (KONG-SRC maps).
@@ -152,7 +191,9 @@ impl HostBehaviour for Kong {
     /// `on_response_headers` and `on_response_body` (src/http/ngx_http_wasm_filter_module.c:
     /// 66-131 header filter, 142+ body filter); t/03-proxy_wasm/hfuncs/
     /// 102-proxy_send_local_response.t TEST 6 logs both callbacks for a reply without a body.
-    /// nginx's own `Server`, `Date` and `Connection` headers are not modelled here. A direct
+    /// nginx's own `Server`, `Date` and `Connection` headers come after the filter
+    /// ([`HostBehaviour::edge_response_headers`]), the reason phrase from the filter's details
+    /// ([`HostBehaviour::local_reply_reason`]). A direct
     /// reply (the default [`HostBehaviour::direct_local_reply`]) goes out as the filter gave
     /// it: ngx_wasm_module's own outcome there (a broken status line and the upstream's stale
     /// Content-Length, KONG-OBS, host.c:1087-1111) is not modelled.
@@ -162,6 +203,29 @@ impl HostBehaviour for Kong {
             body.push(b'\n');
         }
         shaped_local_reply(local, body, true)
+    }
+
+    /// ngx_wasm_module writes the status line as `<status> <details>` when the filter gave
+    /// details (src/http/ngx_http_wasm_local_response.c:67-85 builds it, :204-207 sets it as the
+    /// response's status line; KONG-OBS: the reason phrase was the filter's details).
+    fn local_reply_reason(&self, details: &str) -> Option<String> {
+        (!details.is_empty()).then(|| details.to_string())
+    }
+
+    /// nginx's header filter writes `Connection: keep-alive` on a response to a kept-alive
+    /// connection (nginx src/http/ngx_http_header_filter_module.c, `r->keepalive`; KONG-OBS:
+    /// Connection on local replies and proxied responses), and `Date` (hyper writes it for
+    /// host-sim). Kong's Lua header filter then names Kong in `Server`: on a response Kong did
+    /// not proxy (a local reply, an error) always, on a proxied one only when the upstream sent
+    /// none (Kong kong/runloop/handler.lua `header_filter.after`, :1602-1623, with the default
+    /// `headers = server_tokens, ...`; bare ngx_wasm_module writes `Server: nginx/<version>`
+    /// instead, KONG-OBS). Kong's `X-Kong-Response-Latency`, `X-Kong-Proxy-Latency`,
+    /// `X-Kong-Upstream-Latency`, `Via` and `X-Kong-Request-Id` are not modelled.
+    fn edge_response_headers(&self, proxied: bool) -> Vec<(&'static str, &'static str, bool)> {
+        vec![
+            ("server", KONG_SERVER_TOKENS, !proxied),
+            ("connection", "keep-alive", false),
+        ]
     }
 
     /// ngx_wasm_module always runs the body filter with the last buffer, 0 bytes and end of
@@ -193,8 +257,11 @@ impl HostBehaviour for Kong {
 
     /// A trap in the response phase fails open, the response already chosen goes out
     /// (KONG-OBS: a trap in on_response_headers delivered the upstream response; for a local
-    /// reply this follows from that observation, it was not run).
-    fn local_reply_survives_response_trap(&self) -> bool {
+    /// reply this follows from that observation, it was not run). ngx_wasm_module's header
+    /// filter ignores what the wasm step returned, a trap's error status included, and passes
+    /// the response on to the next nginx filter (src/http/ngx_http_wasm_filter_module.c:92-125,
+    /// `ngx_wasm_ops_resume` then `ngx_http_next_header_filter`).
+    fn response_trap_fails_open(&self) -> bool {
         true
     }
 
@@ -283,6 +350,18 @@ impl HostBehaviour for Kong {
         false
     }
 
+    /// ngx_wasm_module arms a timer per `proxy_set_tick_period_milliseconds` whose event holds
+    /// the root's exec (ngx_proxy_wasm_host.c:268-305), and a fresh instance reuses that exec
+    /// with its period reset to 0 (ngx_proxy_wasm.c:1203-1210); the old timer stays armed and
+    /// re-arms itself while the exec has a period (`ngx_proxy_wasm_filter_tick_handler`,
+    /// ngx_proxy_wasm_util.c:194-240). So a period set in on_configure, which runs again on the
+    /// fresh instance, adds a timer at each re-creation; one set in on_vm_start, which does not
+    /// run again, stops (KONG-OBS: "ticks set in on_configure continue on the re-created
+    /// instance and every re-creation adds another timer: ticks double").
+    fn tick_timers_outlive_instance(&self) -> bool {
+        true
+    }
+
     /// Kong traps when called from a context other than the root ("can only set tick_period in
     /// root context") and when a period is already set ("tick_period already set") (KONG-SRC
     /// `ngx_proxy_wasm_hfuncs_set_tick_period`).
@@ -316,14 +395,36 @@ impl HostBehaviour for Kong {
     }
 
     /// Kong maps each attribute to an nginx variable and exposes nginx variables under `ngx.*`
-    /// (KONG-SRC `ngx_proxy_wasm_properties.c`, table `pw2ngx`): `plugin_root_id` prints the
-    /// root context's number (`get_filter_root_id`; Kong has no root id setting) and
+    /// (KONG-SRC `ngx_proxy_wasm_properties.c`, table `pw2ngx`): `plugin_root_id` is always
+    /// "0" (`get_filter_root_id`, :398-420, formats its own still-empty cache string as an
+    /// integer, which reads its zero length; KONG-OBS "0"; Kong has no root id setting) and
     /// `plugin_vm_id` is NYI; `source.address` is `$remote_addr`, the address alone;
     /// `destination.*` are `$proxy_protocol_addr`/`_port`, unset without the PROXY protocol.
+    ///
+    /// Where `pw2ngx` maps an attribute to something else than the common attributes
+    /// (ngx_proxy_wasm_properties.c, the line of its row): `request.host` is `$hostname`, the
+    /// machine's name, not the Host header (:463-465; KONG-OBS); `request.id` is the request's
+    /// own `x-request-id` header, NOT_FOUND without one (:481-483, `get_request_id` :146-153;
+    /// KONG-OBS); `request.query` is `$args`, NOT_FOUND without a `?` (:478-480; KONG-OBS);
+    /// `request.size` is `$content_length`, the Content-Length header, NOT_FOUND without one
+    /// (:493-495; KONG-OBS); `connection.mtls` reads `$https`, which plain HTTP does not set, so
+    /// NOT_FOUND (:592-594, `get_connection_mtls` :327-345; KONG-OBS); `response.code` is
+    /// `$status`, "000" before a response (:508-510; KONG-OBS during request headers).
     fn host_property(&self, path: &[&str], facts: &PropertyFacts<'_>) -> HostProperty {
+        let request_header = |name: &str| facts.request_header(name).map(PropertyValue::Str);
         let value = match path {
-            ["plugin_root_id"] => facts.root_context.map(|id| PropertyValue::Str(id.to_string())),
-            ["plugin_vm_id"] | ["destination", ..] => None,
+            ["plugin_root_id"] => Some(PropertyValue::Str("0".to_string())),
+            ["plugin_vm_id"] | ["destination", ..] | ["connection", "mtls"] => None,
+            ["request", "host"] => Some(PropertyValue::Str(machine_hostname().to_string())),
+            ["request", "id"] => request_header("x-request-id"),
+            ["request", "size"] => request_header("content-length"),
+            ["request", "query"] => facts.request_header(":path").and_then(|path| {
+                path.split_once('?')
+                    .map(|(_, query)| PropertyValue::Str(query.to_string()))
+            }),
+            ["response", "code"] if facts.stream.is_some() && facts.response_header(":status").is_none() => {
+                Some(PropertyValue::Str("000".to_string()))
+            }
             ["source", "address"] => facts
                 .stream
                 .map(|stream| PropertyValue::Str(stream.info.source_address.clone())),
@@ -349,8 +450,24 @@ impl HostBehaviour for Kong {
     }
 }
 
+/// nginx's `$hostname`: the machine's host name (Linux: /proc/sys/kernel/hostname, as
+/// gethostname(2) reports it), `localhost` where it cannot be read.
+fn machine_hostname() -> &'static str {
+    static HOSTNAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOSTNAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    })
+}
+
 /// An nginx variable of the effective stream (`ngx.<name>` properties).
 fn nginx_variable(name: &str, facts: &PropertyFacts<'_>) -> Option<String> {
+    if name == "hostname" {
+        return Some(machine_hostname().to_string());
+    }
     let stream = facts.stream?;
     let (stream_id, info) = (stream.id, stream.info);
     let path = facts.request_header(":path").unwrap_or_default();
@@ -360,7 +477,15 @@ fn nginx_variable(name: &str, facts: &PropertyFacts<'_>) -> Option<String> {
         "args" => path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default(),
         "request_method" => facts.request_header(":method")?,
         "scheme" => facts.request_header(":scheme").unwrap_or_else(|| "http".into()),
-        "host" => facts.request_header(":authority")?,
+        // nginx's `$host`: the Host header's name, lower-case, without its port, else the
+        // server name (nginx.org/en/docs/http/ngx_http_core_module.html#var_host).
+        "host" => facts
+            .request_header("host")
+            .map(|host| match host.rsplit_once(':') {
+                Some((name, _)) if !host.ends_with(']') => name.to_ascii_lowercase(),
+                _ => host.to_ascii_lowercase(),
+            })
+            .unwrap_or_else(|| "kong".to_string()),
         "remote_addr" => info.source_address.clone(),
         "remote_port" => info.source_port.to_string(),
         "server_addr" => info.destination_address.clone(),

@@ -146,6 +146,19 @@ pub enum BodyDelivery {
 /// request body is written to a temp file.
 pub const DEFAULT_CLIENT_BODY_BUFFER_BYTES: usize = 8 * 1024;
 
+/// The change `proxy_set_buffer_bytes` makes to a body ([`HostBehaviour::buffer_write`]): the
+/// bytes from `start` (clamped to the body) up to `start + removed` (to the end for `None`) give
+/// way to the first `kept` bytes of the guest's value.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BufferWrite {
+    /// Where the change starts.
+    pub start: usize,
+    /// How many bytes it removes from there; `None`: all of them.
+    pub removed: Option<usize>,
+    /// How many bytes of the value go in.
+    pub kept: usize,
+}
+
 /// What the host does when a callout fails rather than answering.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CalloutFailure {
@@ -268,8 +281,6 @@ pub struct PropertyFacts<'a> {
     pub(crate) vm_id: &'a str,
     /// The configured root id of the effective root context, if there is one.
     pub(crate) root_id: Option<&'a str>,
-    /// The effective root context's id, if there is one.
-    pub(crate) root_context: Option<u32>,
     /// The effective stream, from a stream context.
     pub(crate) stream: Option<StreamFacts<'a>>,
 }
@@ -348,7 +359,13 @@ pub trait HostBehaviour: Send + Sync {
 
     /// Whether the host links the function import `module.name` at all, for a module declaring
     /// `abi_version` (its `proxy_abi_version_*` export). A host that does not refuses to load
-    /// the module, whether or not the import is ever called.
+    /// the module, whether or not the import is ever called ([`crate::Vm::start`] refuses it):
+    /// proxy-wasm-cpp-host fails the VM with "Failed to load Wasm module due to a missing
+    /// import: module.name" (src/v8/v8.cc:387-391, src/wamr/wamr.cc:306-310), so Envoy rejects
+    /// the configuration; ngx_wasm_module logs "failed importing ...: missing host function" and
+    /// "failed linking ... module" at emerg for an `env` import it has no host function for
+    /// (src/wasm/vm/ngx_wavm.c:720-743, :770-775), and wasmtime refuses to instantiate a module
+    /// with any other import its WASI does not define.
     fn links(&self, abi_version: Option<&str>, module: &str, name: &str) -> bool;
 
     /// Whether the host provides a host function at all (SPEC: every ABI function has a
@@ -396,6 +413,12 @@ pub trait HostBehaviour: Send + Sync {
 
     /// The order of a request's pseudo-headers as the filter sees them.
     fn request_pseudo_header_order(&self) -> [&'static str; 4];
+
+    /// The `:authority` the filter sees, given the request's Host (or request-line authority)
+    /// and the listener's port. Default: the request's.
+    fn request_authority(&self, requested: &str, _listener_port: u16) -> String {
+        requested.to_string()
+    }
 
     /// A header name as the host stores it. Default: as given.
     fn header_name(&self, name: Vec<u8>) -> Vec<u8> {
@@ -478,6 +501,23 @@ pub trait HostBehaviour: Send + Sync {
     /// empty map rather than an error (the default).
     fn unavailable_map_pairs_are_empty(&self) -> bool {
         false
+    }
+
+    /// Whether `proxy_get_buffer_bytes` from a `start` past the end of the buffer answers OK
+    /// with no bytes, rather than BAD_ARGUMENT (the default).
+    fn buffer_read_past_end_is_empty(&self) -> bool {
+        false
+    }
+
+    /// What `proxy_set_buffer_bytes(start, size, value)` does to a body, for a value of
+    /// `value_len` bytes. SPEC: the value replaces the `size` bytes at `start` (`size` 0 inserts
+    /// it there).
+    fn buffer_write(&self, start: usize, size: usize, value_len: usize) -> BufferWrite {
+        BufferWrite {
+            start,
+            removed: Some(size),
+            kept: value_len,
+        }
     }
 
     /// Whether `proxy_set_buffer_bytes` may write at `start` into a body of `len` bytes. SPEC:
@@ -567,16 +607,31 @@ pub trait HostBehaviour: Send + Sync {
         None
     }
 
+    /// The reason phrase of a local reply's status line, given the filter's `details`.
+    /// Default: none (the status's standard phrase).
+    fn local_reply_reason(&self, _details: &str) -> Option<String> {
+        None
+    }
+
+    /// Headers the host's edge writes on a response after the filter's callbacks (the filter
+    /// never sees them), as `(name, value, replace)`: `replace` overwrites a header of that
+    /// name, otherwise the header is added only when the response has none. `proxied`: an
+    /// upstream's response, not one the host or the filter made. Default: none.
+    fn edge_response_headers(&self, _proxied: bool) -> Vec<(&'static str, &'static str, bool)> {
+        Vec::new()
+    }
+
     // ---- Failures ---------------------------------------------------------------------------
 
     /// The reply a host answers the client with when the filter traps or fails (the spec
     /// leaves it to the host).
     fn fail_closed_reply(&self) -> HostReply;
 
-    /// Whether a trap in the filter's response callbacks while its own local reply passes
-    /// through them still lets that reply out unchanged (`true`), or the host answers the
-    /// client with its failure reply instead (`false`, the default).
-    fn local_reply_survives_response_trap(&self) -> bool {
+    /// Whether a trap in the filter's response callbacks lets the response out as it was
+    /// (`true`): an upstream's response goes on without the filter, and the filter's own local
+    /// reply passing through them goes out unchanged; or the host fails the stream with its
+    /// failure reply (`false`, the default).
+    fn response_trap_fails_open(&self) -> bool {
         false
     }
 
@@ -671,6 +726,13 @@ pub trait HostBehaviour: Send + Sync {
     /// (SPEC: "Changes the effective context to `context_id`", BAD_ARGUMENT for an unknown one).
     fn effective_context_switches(&self) -> bool {
         true
+    }
+
+    /// Whether a root's tick timer stays armed when a fresh instance replaces one that trapped
+    /// ([`AfterTrap::FreshInstance`]), so a period the re-created root sets again adds a second
+    /// timer and each fires `proxy_on_tick`. Default: the timer goes with the instance.
+    fn tick_timers_outlive_instance(&self) -> bool {
+        false
     }
 
     /// Why `proxy_set_tick_period_milliseconds` traps, if it does (SPEC: it sets the period).
@@ -865,6 +927,73 @@ mod tests {
         );
     }
 
+    /// `proxy_set_buffer_bytes` on "hello" as each host changes it.
+    fn written(host: &dyn HostBehaviour, start: usize, size: usize, value: &[u8]) -> Vec<u8> {
+        let write = host.buffer_write(start, size, value.len());
+        let mut body = b"hello".to_vec();
+        let from = write.start.min(body.len());
+        let to = write
+            .removed
+            .map_or(body.len(), |n| from.saturating_add(n).min(body.len()));
+        body.splice(from..to, value[..write.kept].iter().copied());
+        body
+    }
+
+    /// A `proxy_set_buffer_bytes` case: start, size, value, the spec's result, ngx_wasm_module's.
+    type WriteCase = (usize, usize, &'static str, &'static str, &'static str);
+
+    #[test]
+    fn kong_truncates_at_the_start_and_cuts_the_value_to_the_size() {
+        let cases: [WriteCase; 8] = [
+            (0, 0, "pre-", "pre-hello", "pre-hello"),
+            (5, 0, "-post", "hello-post", "hello-post"),
+            (usize::MAX, 0, "-max", "hello-max", "hello-max"),
+            (0, 5, "replaced", "replaced", "repla"),
+            (2, 0, "XX", "heXXllo", "heXX"),
+            (1, 2, "YY", "hYYlo", "hYY"),
+            (0, 5, "", "", ""),
+            (0, 0, "", "hello", ""),
+        ];
+        for (start, size, value, spec, kong) in cases {
+            let value = value.as_bytes();
+            assert_eq!(
+                written(&SpecHost, start, size, value),
+                spec.as_bytes(),
+                "spec {start} {size}"
+            );
+            assert_eq!(
+                written(&envoy::Envoy, start, size, value),
+                spec.as_bytes(),
+                "envoy {start} {size}"
+            );
+            assert_eq!(
+                written(&kong::Kong, start, size, value),
+                kong.as_bytes(),
+                "kong {start} {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn kong_writes_details_as_the_reason_and_names_itself_on_replies_it_makes() {
+        assert_eq!(
+            Profile::Kong.local_reply_reason("Teapot Time").as_deref(),
+            Some("Teapot Time")
+        );
+        assert_eq!(Profile::Kong.local_reply_reason(""), None);
+        assert_eq!(Profile::Envoy.local_reply_reason("Teapot Time"), None);
+        assert_eq!(SpecHost.local_reply_reason("x"), None);
+        assert_eq!(
+            Profile::Kong.edge_response_headers(false),
+            [("server", "kong/3.10.0", true), ("connection", "keep-alive", false)]
+        );
+        assert_eq!(
+            Profile::Kong.edge_response_headers(true),
+            [("server", "kong/3.10.0", false), ("connection", "keep-alive", false)]
+        );
+        assert!(Profile::Envoy.edge_response_headers(false).is_empty());
+    }
+
     #[test]
     fn only_envoy_ends_an_upstream_body_with_an_empty_call() {
         assert!(Profile::Envoy.upstream_body_ends_with_empty_call());
@@ -929,6 +1058,72 @@ mod tests {
     }
 
     #[test]
+    fn kong_maps_request_properties_to_nginx_variables() {
+        let info = StreamInfo::default();
+        let bytes = |list: &[(&str, &str)]| -> Pairs {
+            list.iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let plain = bytes(&[(":path", "/p"), ("host", "a.example")]);
+        let full = bytes(&[(":path", "/p?x=1"), ("content-length", "3"), ("x-request-id", "r-1")]);
+        let response = bytes(&[(":status", "201")]);
+        let ask = |path: &[&str], request: &Pairs, response: Option<&Pairs>| {
+            let facts = PropertyFacts {
+                vm_id: "vm",
+                root_id: None,
+                stream: Some(StreamFacts {
+                    id: 2,
+                    info: &info,
+                    request_headers: Some(request),
+                    response_headers: response,
+                }),
+            };
+            (
+                Profile::Kong.host_property(path, &facts),
+                Profile::Envoy.host_property(path, &facts),
+            )
+        };
+        let str = |s: &str| HostProperty::Value(PropertyValue::Str(s.to_string()));
+        let not_found = (HostProperty::NotFound, HostProperty::Common);
+        assert_eq!(ask(&["request", "id"], &plain, None), not_found);
+        assert_eq!(ask(&["request", "id"], &full, None).0, str("r-1"));
+        assert_eq!(ask(&["request", "size"], &plain, None), not_found);
+        assert_eq!(ask(&["request", "size"], &full, None).0, str("3"));
+        assert_eq!(ask(&["request", "query"], &plain, None), not_found);
+        assert_eq!(ask(&["request", "query"], &full, None).0, str("x=1"));
+        assert_eq!(ask(&["connection", "mtls"], &plain, None), not_found);
+        assert_eq!(ask(&["response", "code"], &plain, None).0, str("000"));
+        assert_eq!(
+            ask(&["response", "code"], &plain, Some(&response)).0,
+            HostProperty::Common
+        );
+        // The machine's name, not the Host header.
+        let (kong_host, envoy_host) = ask(&["request", "host"], &plain, None);
+        assert_eq!(envoy_host, HostProperty::Common);
+        assert_eq!(kong_host, ask(&["ngx", "hostname"], &plain, None).0);
+        assert_ne!(kong_host, str("a.example"));
+    }
+
+    #[test]
+    fn kongs_authority_is_its_server_name_and_port() {
+        assert_eq!(Profile::Kong.request_authority("a.example", 8000), "kong:8000");
+        assert_eq!(Profile::Envoy.request_authority("a.example", 8000), "a.example");
+    }
+
+    #[test]
+    fn each_host_orders_the_request_pseudo_headers_its_own_way() {
+        assert_eq!(
+            Profile::Kong.request_pseudo_header_order(),
+            [":path", ":method", ":scheme", ":authority"]
+        );
+        assert_eq!(
+            Profile::Envoy.request_pseudo_header_order(),
+            [":authority", ":path", ":method", ":scheme"]
+        );
+    }
+
+    #[test]
     fn the_profile_selects_its_host_by_name() {
         for profile in Profile::ALL {
             assert_eq!(profile.to_string().parse::<Profile>(), Ok(profile));
@@ -965,6 +1160,8 @@ mod tests {
         );
         assert!(spec.root_shutdown_logs() && Profile::Kong.root_shutdown_logs());
         assert!(!Profile::Envoy.root_shutdown_logs());
+        assert!(!spec.tick_timers_outlive_instance() && !Profile::Envoy.tick_timers_outlive_instance());
+        assert!(Profile::Kong.tick_timers_outlive_instance());
         assert!(spec.finishes_roots_at_shutdown() && Profile::Envoy.finishes_roots_at_shutdown());
         assert!(!Profile::Kong.finishes_roots_at_shutdown());
     }
@@ -983,6 +1180,8 @@ mod tests {
         assert!(Profile::Kong.dispatch_allowed(Callback::Tick));
         assert!(spec.call_timeout_valid(u32::MAX) && Profile::Kong.call_timeout_valid(u32::MAX));
         assert!(!Profile::Envoy.call_timeout_valid(u32::MAX));
+        assert!(!spec.buffer_read_past_end_is_empty() && !Profile::Kong.buffer_read_past_end_is_empty());
+        assert!(Profile::Envoy.buffer_read_past_end_is_empty());
         assert!(spec.buffer_write_allowed(3, 10) && Profile::Kong.buffer_write_allowed(3, 10));
         assert!(!Profile::Envoy.buffer_write_allowed(3, 10));
         assert!(Profile::Envoy.buffer_write_allowed(0, 10) && Profile::Envoy.buffer_write_allowed(10, 10));
@@ -1161,12 +1360,11 @@ mod tests {
         let facts = PropertyFacts {
             vm_id: "vm-1",
             root_id: Some("root-a"),
-            root_context: Some(3),
             stream: None,
         };
         let str = |s: &str| HostProperty::Value(PropertyValue::Str(s.to_string()));
         assert_eq!(Profile::Envoy.host_property(&["plugin_root_id"], &facts), str("root-a"));
-        assert_eq!(Profile::Kong.host_property(&["plugin_root_id"], &facts), str("3"));
+        assert_eq!(Profile::Kong.host_property(&["plugin_root_id"], &facts), str("0"));
         assert_eq!(Profile::Envoy.host_property(&["plugin_vm_id"], &facts), str("vm-1"));
         assert_eq!(
             Profile::Kong.host_property(&["plugin_vm_id"], &facts),

@@ -791,7 +791,7 @@ async fn route_request(
             let value = match *name {
                 ":method" => parts.method.as_str().to_string(),
                 ":path" => path.clone(),
-                ":authority" => authority.clone(),
+                ":authority" => shared.profile.request_authority(&authority, local.port()),
                 _ => "http".to_string(),
             };
             (name.to_string(), value)
@@ -883,6 +883,8 @@ async fn route_request(
             headers,
             body,
             framing,
+            reason,
+            proxied,
         }) => {
             // What passed through the filter goes out with the content-length the filter left,
             // stale or absent (then chunked), as the hosts send it ([`wire`]).
@@ -918,6 +920,17 @@ async fn route_request(
                 ) {
                     resp.headers_mut().append(name, value);
                 }
+            }
+            // The host's own edge headers, after the filter (profile `edge_response_headers`).
+            for (name, value, replace) in shared.profile.edge_response_headers(proxied) {
+                let name = hyper::header::HeaderName::from_static(name);
+                if replace || !resp.headers().contains_key(&name) {
+                    resp.headers_mut()
+                        .insert(name, hyper::header::HeaderValue::from_static(value));
+                }
+            }
+            if let Some(phrase) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+                resp.extensions_mut().insert(phrase);
             }
             Ok(resp)
         }

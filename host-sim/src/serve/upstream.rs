@@ -140,6 +140,8 @@ pub struct Callout {
     request: UpstreamRequest,
     /// What is left of the call's deadline, as the VM handed it out.
     timeout: Option<Duration>,
+    /// The host whose router sends it (it may add a header to the reply).
+    profile: Profile,
 }
 
 impl Callout {
@@ -164,6 +166,7 @@ impl Callout {
             tls: call.header(":scheme") == Some("https"),
             request: UpstreamRequest::from_call_headers(&headers, call.body),
             timeout: time_left,
+            profile,
         }
     }
 
@@ -177,18 +180,27 @@ impl Callout {
             (None, false) => return HttpCallReply::Failure(CalloutFailure::BrokenConnection),
             (Some(target), false) => target,
         };
+        let started = std::time::Instant::now();
         let sent = client.send(&target, self.request);
         let outcome = match self.timeout {
             Some(timeout) => tokio::time::timeout(timeout, sent).await,
             None => Ok(sent.await),
         };
         match outcome {
-            Ok(Ok(resp)) => HttpCallReply::Response {
-                status: resp.status,
-                headers: resp.headers,
-                body: resp.body,
-                trailers: Vec::new(),
-            },
+            Ok(Ok(mut resp)) => {
+                // A callout goes through the host's router as a proxied request does, so its
+                // reply carries the same added header (Envoy's async client runs the router
+                // filter; ENVOY-1.40 in e2e test_lifecycle_differential.py: the reply to a
+                // tick's callout ends with `x-envoy-upstream-service-time`).
+                resp.headers
+                    .extend(self.profile.upstream_response_header(started.elapsed()));
+                HttpCallReply::Response {
+                    status: resp.status,
+                    headers: resp.headers,
+                    body: resp.body,
+                    trailers: Vec::new(),
+                }
+            }
             Ok(Err(_)) => HttpCallReply::Failure(CalloutFailure::BrokenConnection),
             Err(_) => HttpCallReply::Failure(CalloutFailure::Timeout),
         }

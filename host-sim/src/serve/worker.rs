@@ -60,6 +60,12 @@ pub struct GatewayResponse {
     pub body: Vec<u8>,
     /// Whether host-sim computes the length, or the headers the filter left frame the body.
     pub framing: Framing,
+    /// The status line's reason phrase when the host writes its own (a Kong local reply's
+    /// `details`, [`crate::profile::HostBehaviour::local_reply_reason`]); `None`: the standard one.
+    pub reason: Option<String>,
+    /// An upstream's response the host proxied, rather than one it or the filter made (the
+    /// host's edge headers differ, [`crate::profile::HostBehaviour::edge_response_headers`]).
+    pub proxied: bool,
 }
 
 /// A request handed to a worker.
@@ -799,12 +805,18 @@ impl Worker {
                 headers: local.headers.clone(),
                 body: local.body.clone(),
                 framing: Framing::Computed,
+                reason: None,
+                proxied: false,
             };
         };
+        let reason = self.profile.local_reply_reason(&local.details);
         if !passed.trapped {
-            return self.response_left_by_filter(vm, stream, &passed.headers);
+            return GatewayResponse {
+                reason,
+                ..self.response_left_by_filter(vm, stream, &passed.headers, false)
+            };
         }
-        if self.profile.local_reply_survives_response_trap() {
+        if self.profile.response_trap_fails_open() {
             return GatewayResponse {
                 status: local.status as u16,
                 headers: passed
@@ -814,6 +826,8 @@ impl Worker {
                     .collect(),
                 body: passed.body,
                 framing: Framing::AsFilterLeft,
+                reason,
+                proxied: false,
             };
         }
         GatewayResponse {
@@ -821,6 +835,8 @@ impl Worker {
             headers: Vec::new(),
             body: Vec::new(),
             framing: Framing::Computed,
+            reason: None,
+            proxied: false,
         }
     }
 
@@ -844,13 +860,19 @@ impl Worker {
                 let _ = vm.send_response_body(stream, &[], true);
             }
         }
-        self.response_left_by_filter(vm, stream, &headers)
+        self.response_left_by_filter(vm, stream, &headers, from == BodyFrom::Upstream)
     }
 
     /// What a response's callbacks let out: a local reply the filter sent from them instead, or
     /// the response as the filter left it (`given`: the headers it was handed), framed by the
-    /// headers it left.
-    fn response_left_by_filter(&self, vm: &mut Vm, stream: u32, given: &[(String, String)]) -> GatewayResponse {
+    /// headers it left; `proxied`: the response came from the upstream.
+    fn response_left_by_filter(
+        &self,
+        vm: &mut Vm,
+        stream: u32,
+        given: &[(String, String)],
+        proxied: bool,
+    ) -> GatewayResponse {
         let opened_for_local_reply = vm.local_reply_in_response(stream);
         if let Some(local) = vm.local_response(stream).filter(|_| !opened_for_local_reply) {
             // A local reply from the response callbacks: the response has not gone out yet, so
@@ -861,6 +883,8 @@ impl Worker {
                 headers: headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect(),
                 body,
                 framing: Framing::Computed,
+                reason: None,
+                proxied: false,
             };
         }
         let status_given = given
@@ -883,6 +907,8 @@ impl Worker {
             } else {
                 Framing::Computed
             },
+            reason: None,
+            proxied,
         }
     }
 
@@ -956,5 +982,7 @@ fn plain(status: u16, text: &str) -> GatewayResponse {
         headers: vec![("content-type".into(), "text/plain".into())],
         body: text.as_bytes().to_vec(),
         framing: Framing::Computed,
+        reason: None,
+        proxied: false,
     }
 }

@@ -148,7 +148,8 @@ impl HostState {
             .map(|_| id)
     }
 
-    /// `proxy_get_buffer_bytes`: up to `max` bytes from `start` (BAD_ARGUMENT past the end).
+    /// `proxy_get_buffer_bytes`: up to `max` bytes from `start` (past the end: BAD_ARGUMENT, or
+    /// no bytes where the profile's host reads nothing there).
     pub(crate) fn get_buffer(&mut self, buffer: BufferType, start: u32, max: u32) -> Result<Vec<u8>, Fault> {
         if buffer == BufferType::HttpRequestBody {
             if let Some(stream) = self.request_body_in_temp_file() {
@@ -162,7 +163,10 @@ impl HostState {
         let view = self.buffer_view(buffer)?;
         let start = start as usize;
         if start > view.len() {
-            return Err(Status::BadArgument.into());
+            return match self.profile.buffer_read_past_end_is_empty() {
+                true => Ok(Vec::new()),
+                false => Err(Status::BadArgument.into()),
+            };
         }
         let end = view.len().min(start.saturating_add(max as usize));
         Ok(view[start..end].to_vec())
@@ -552,11 +556,17 @@ mod tests {
             b"89"
         );
         assert_eq!(state.get_buffer(BufferType::HttpRequestBody, 10, 5).unwrap(), b"");
+        // Past the end: Envoy reads nothing and answers Ok; the spec's default (and Kong) refuse.
+        assert_eq!(state.get_buffer(BufferType::HttpRequestBody, 11, 5), Ok(Vec::new()));
+        assert_eq!(state.buffer_len(BufferType::HttpRequestBody), Ok(10));
+        let mut kong = host(Profile::Kong, Callback::RequestBody, STREAM);
+        let request = &mut stream(&mut kong).request;
+        request.receive_body(b"0123456789");
+        request.body_available = true;
         assert_eq!(
-            state.get_buffer(BufferType::HttpRequestBody, 11, 5),
+            kong.get_buffer(BufferType::HttpRequestBody, 11, 5),
             Err(status(Status::BadArgument))
         );
-        assert_eq!(state.buffer_len(BufferType::HttpRequestBody), Ok(10));
         // No response body yet, and a callout's body only in its own callback.
         for absent in [
             BufferType::HttpResponseBody,

@@ -1299,7 +1299,9 @@ impl Probe {
     /// Applies `x-body-op` to a body buffer and returns whether to pause for more.
     /// Response header edits any scenario may ask for: `x-local-in-response-headers` sends a
     /// 502 local reply from `on_http_response_headers`; `x-mark-response` adds
-    /// `x-probe-saw-status: <:status>` (what the response callback saw, local replies included);
+    /// `x-probe-saw-status: <:status>` (what the response callback saw, local replies included),
+    /// `x-probe-saw-pseudo` (the request's pseudo-header names in order) and
+    /// `x-probe-saw-authority` (its `:authority`);
     /// `x-remove-content-length` removes `content-length`, as a filter that rewrites the body
     /// must, or the client gets the old length. Both are reported as `response_header_edits`.
     fn response_header_edits(&self) {
@@ -1316,6 +1318,19 @@ impl Probe {
         let length = self.get_http_response_header("content-length");
         if mark {
             self.add_http_response_header("x-probe-saw-status", status.as_deref().unwrap_or("none"));
+            // What the request looked like to the filter: its pseudo-headers in order, and
+            // `:authority`.
+            let pseudo: Vec<&str> = (self.headers.iter())
+                .map(|(k, _)| k.as_str())
+                .filter(|k| k.starts_with(':'))
+                .collect();
+            self.add_http_response_header("x-probe-saw-pseudo", &pseudo.join(","));
+            let authority = self
+                .headers
+                .iter()
+                .find(|(k, _)| k == ":authority")
+                .map(|(_, v)| v.as_str());
+            self.add_http_response_header("x-probe-saw-authority", authority.unwrap_or("none"));
         }
         if remove_length {
             self.set_http_response_header("content-length", None);

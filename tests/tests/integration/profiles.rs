@@ -164,7 +164,10 @@ fn kong_traps_on_dispatch_from_a_forbidden_phase() {
                     "{:?}",
                     p.vm.failure()
                 );
-                assert_eq!(p.vm.local_response(s).unwrap().status, 500);
+                // A trap in the response phase fails open on Kong: the response goes on
+                // without the filter (profile `response_trap_fails_open`, KONG-OBS).
+                assert!(p.vm.local_response(s).is_none());
+                assert!(!p.vm.stream_reset(s));
             }
         }
     }
@@ -656,7 +659,7 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
         let mut p = Probe::new(profile);
         let s = p.stream(
             "properties_response",
-            &[("x-props", "source.address,source.port,destination.address,destination.port,request.protocol,request.headers,response.code,response.headers.x-resp,connection.mtls,plugin_name,plugin_vm_id,ngx.remote_addr,ngx.request_uri,ngx.http_x_probe,ngx.request_id")],
+            &[("x-props", "source.address,source.port,destination.address,destination.port,request.protocol,request.headers,response.code,response.headers.x-resp,connection.mtls,plugin_name,plugin_vm_id,ngx.remote_addr,ngx.request_uri,ngx.http_x_probe,ngx.request_id,request.id,request.query,request.size,request.host,ngx.hostname")],
             true,
         );
         p.vm.send_response_headers(s, &[(":status", "201"), ("x-resp", "r")], true)
@@ -696,7 +699,15 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
                 assert_eq!(status("destination.address"), NOT_FOUND);
                 assert_eq!(status("destination.port"), NOT_FOUND);
                 assert_eq!(status("plugin_vm_id"), NOT_FOUND);
-                assert_eq!(text("connection.mtls"), "false");
+                // Plain HTTP leaves $https unset; request.id is the request's own x-request-id,
+                // request.query $args (no `?`), request.size $content_length (no such header):
+                // all NOT_FOUND on real Kong (profile/kong.rs `host_property`, KONG-OBS).
+                for absent in ["connection.mtls", "request.id", "request.query", "request.size"] {
+                    assert_eq!(status(absent), NOT_FOUND, "{absent}");
+                }
+                // request.host is nginx's $hostname, the machine's name.
+                assert_eq!(text("request.host"), text("ngx.hostname"));
+                assert_ne!(text("request.host"), "probe.example");
                 assert_eq!(text("response.code"), "201");
                 assert_eq!(status("request.headers"), NOT_FOUND);
                 assert_eq!(text("ngx.remote_addr"), "127.0.0.1");
@@ -708,6 +719,29 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
             }
         }
     }
+}
+
+/// On Kong, `response.code` is nginx's `$status`: "000" while no response exists
+/// (ngx_proxy_wasm_properties.c:508-510; KONG-OBS during request headers); present request
+/// attributes come from the request's own headers.
+#[test]
+fn kong_answers_response_code_000_before_a_response_and_request_attributes_from_the_request() {
+    let mut p = Probe::new(Profile::Kong);
+    p.stream(
+        "properties",
+        &[
+            ("x-props", "response.code,request.id,request.query,request.size"),
+            ("x-request-id", "r-1"),
+        ],
+        true,
+    );
+    let props = p.report("properties")["props"].clone();
+    let text = |k: &str| props[k]["text"].as_str().unwrap().to_string();
+    assert_eq!(text("response.code"), "000");
+    assert_eq!(text("request.id"), "r-1");
+    let mut p = Probe::new(Profile::Envoy);
+    p.stream("properties", &[("x-props", "response.code")], true);
+    assert_eq!(p.report("properties")["props"]["response.code"]["status"], NOT_FOUND);
 }
 
 fn hex_of(bytes: &[u8]) -> String {
@@ -893,7 +927,7 @@ fn a_trap_fails_the_stream_closed_503_on_envoy_500_on_kong() {
 }
 
 #[test]
-fn a_local_response_after_the_response_headers_resets_on_envoy_and_traps_on_kong() {
+fn a_local_response_after_the_response_headers_resets_on_envoy_and_traps_open_on_kong() {
     for profile in PROFILES {
         let mut p = Probe::new(profile);
         let s = p.stream("local_in_response_body", &[], true);
@@ -904,13 +938,20 @@ fn a_local_response_after_the_response_headers_resets_on_envoy_and_traps_on_kong
             p.vm.local_response(s).is_none(),
             "{profile}: the client has the response headers"
         );
-        assert!(p.vm.stream_reset(s), "{profile}");
         match profile {
             Profile::Envoy => {
+                assert!(p.vm.stream_reset(s));
                 assert!(!p.reports("local_in_response_body").is_empty(), "Envoy answered OK");
                 assert!(p.vm.failure().is_none());
             }
-            Profile::Kong => assert!(p.vm.failure().unwrap().contains("response already sent")),
+            // The trap fails open: the client still gets the upstream's response (KONG-OBS:
+            // "from on_response_body it traps ... and the client still gets the upstream
+            // response").
+            Profile::Kong => {
+                assert!(p.vm.failure().unwrap().contains("response already sent"));
+                assert!(!p.vm.stream_reset(s));
+                assert_eq!(p.vm.forwarded_response_body(s), Some(&b"partial"[..]));
+            }
         }
     }
 }

@@ -82,6 +82,8 @@ async fn start_gateway(profile: Profile, upstream: SocketAddr) -> RunningGateway
 #[derive(Debug, PartialEq, Eq)]
 struct Wire {
     status: u16,
+    /// The status line's reason phrase.
+    reason: String,
     headers: Vec<(String, String)>,
     /// The body as the framing delimits it (what the client takes as the response).
     body: Vec<u8>,
@@ -126,7 +128,9 @@ async fn exchange(gateway: SocketAddr, headers: &[(&str, &str)]) -> Wire {
         .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&got)));
     let head = String::from_utf8_lossy(&got[..end]).to_string();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap()[9..12].parse().expect("status code");
+    let status_line = lines.next().unwrap();
+    let status = status_line[9..12].parse().expect("status code");
+    let reason = status_line.get(13..).unwrap_or_default().to_string();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -134,6 +138,7 @@ async fn exchange(gateway: SocketAddr, headers: &[(&str, &str)]) -> Wire {
     let rest = &got[end + 4..];
     let wire = |body: Vec<u8>, short: bool| Wire {
         status,
+        reason: reason.clone(),
         headers: headers.clone(),
         body,
         waiting: short && !closed,
@@ -197,6 +202,62 @@ fn local_body(profile: Profile, body: &str) -> Vec<u8> {
     match profile {
         Profile::Envoy => body.as_bytes().to_vec(),
         Profile::Kong => format!("{body}\n").into_bytes(),
+    }
+}
+
+/// What the client gets around a local reply with details, and around a proxied response:
+/// nginx writes the details as the reason phrase (ngx_http_wasm_local_response.c:67-85) and its
+/// `Connection: keep-alive`, and Kong names itself in `Server` on a reply it did not proxy, on a
+/// proxied one only when the upstream sent none (kong/runloop/handler.lua :1602-1623); Envoy
+/// writes the standard phrase and `server: envoy` on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_writes_its_own_status_line_and_edge_headers() {
+    for (profile, reason, server, connection) in [
+        (Profile::Kong, "probe_denied", "kong/3.10.0", Some("keep-alive")),
+        (Profile::Envoy, "Forbidden", "envoy", None),
+    ] {
+        let gateway = start_gateway(profile, start_upstream().await).await;
+        let local = exchange(gateway.local_addr, &[("x-probe", "local_raw")]).await;
+        assert_eq!(
+            (local.status, local.reason.as_str()),
+            (403, reason),
+            "{profile}: {local:?}"
+        );
+        assert_eq!(local.header("server"), Some(server), "{profile}");
+        assert_eq!(local.header("connection"), connection, "{profile}");
+        assert!(local.header("date").is_some(), "{profile}");
+        let proxied = exchange(gateway.local_addr, &[("x-probe", "response_body")]).await;
+        assert_eq!((proxied.status, proxied.reason.as_str()), (200, "OK"), "{profile}");
+        assert_eq!(
+            proxied.header("server"),
+            Some(server),
+            "{profile}: the upstream sent none"
+        );
+        assert_eq!(proxied.header("connection"), connection, "{profile}");
+        gateway.shutdown().await;
+    }
+}
+
+/// The request as the filter saw it behind each host: Envoy's pseudo-header order with the
+/// Host header as `:authority` (ENVOY-1.40); ngx_wasm_module's order with its server name and
+/// port (`kong:<port>`, ngx_proxy_wasm_maps.c:50-68, :620-668; Kong's `server_name kong`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_sees_each_hosts_pseudo_headers() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let gateway = start_gateway(profile, start_upstream().await).await;
+        let port = gateway.local_addr.port();
+        let wire = exchange(gateway.local_addr, &[("x-probe", "local"), ("x-mark-response", "1")]).await;
+        let (order, authority) = match profile {
+            Profile::Envoy => (":authority,:path,:method,:scheme", "probe".to_string()),
+            Profile::Kong => (":path,:method,:scheme,:authority", format!("kong:{port}")),
+        };
+        assert_eq!(wire.header("x-probe-saw-pseudo"), Some(order), "{profile}");
+        assert_eq!(
+            wire.header("x-probe-saw-authority"),
+            Some(authority.as_str()),
+            "{profile}"
+        );
+        gateway.shutdown().await;
     }
 }
 
@@ -351,6 +412,37 @@ async fn a_trap_in_the_local_replys_response_callbacks() {
             Profile::Kong => assert_eq!((wire.status, wire.body.as_slice()), (418, &b"teapot\n"[..]), "{wire:?}"),
         }
         assert!(!wire.waiting, "{profile}: {wire:?}");
+        gateway.shutdown().await;
+    }
+}
+
+/// A trap in the response callbacks of a proxied response: Envoy fails the stream with 503 and
+/// keeps the VM failed (ENVOY-1.40, e2e test_lifecycle_differential.py); ngx_wasm_module fails
+/// open, the upstream's response goes out, and the next request gets a fresh instance (KONG-OBS,
+/// profile `response_trap_fails_open`, `AfterTrap::FreshInstance`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_an_upstream_responses_callbacks() {
+    let upstream = start_upstream().await;
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let gateway = start_gateway(profile, upstream).await;
+        let addr = gateway.local_addr;
+        let trapped = exchange(addr, &[("x-probe", "response_body"), ("x-trap-in", "response_headers")]).await;
+        let next = exchange(addr, &[("x-probe", "response_body")]).await;
+        match profile {
+            Profile::Envoy => {
+                assert_eq!(trapped.status, 503, "{trapped:?}");
+                assert_eq!(next.status, 503, "the VM stays failed: {next:?}");
+            }
+            Profile::Kong => {
+                assert_eq!(
+                    (trapped.status, trapped.body.as_slice()),
+                    (200, UPSTREAM_BODY),
+                    "{trapped:?}"
+                );
+                assert_eq!((next.status, next.body.as_slice()), (200, UPSTREAM_BODY), "{next:?}");
+            }
+        }
+        assert!(!trapped.waiting, "{profile}: {trapped:?}");
         gateway.shutdown().await;
     }
 }

@@ -140,6 +140,19 @@ async fn a_singleton_service_ticks_and_calls_out_with_no_request_and_is_shut_dow
         lines_with(&[label, "probe:root_http_call_response", "pong"]).len() >= 2
     })
     .await;
+    // Envoy's router adds its header to a callout's reply as to a proxied response (ENVOY-1.40,
+    // e2e test_lifecycle_differential.py).
+    assert!(
+        lines_with(&[
+            label,
+            "probe:root_http_call_response",
+            "[\"x-envoy-upstream-service-time\","
+        ])
+        .len()
+            >= 2,
+        "{:?}",
+        lines_with(&[label, "probe:root_http_call_response"])
+    );
     for head in heads.lock().unwrap().iter() {
         assert!(head.starts_with("GET /tick HTTP/1.1\r\n"), "{head}");
         assert!(head.to_ascii_lowercase().contains("x-envoy-internal: true"), "{head}");

@@ -109,6 +109,8 @@ fn drive(p: &mut Probe, trap_in: &str, kind: &str) -> u32 {
     s
 }
 
+/// A trap in any stream callback fails that stream closed, except in Kong's response phase,
+/// which fails open.
 #[test]
 fn a_trap_in_any_stream_callback_is_contained_and_fails_the_stream_closed() {
     let callbacks = [
@@ -135,7 +137,12 @@ fn a_trap_in_any_stream_callback_is_contained_and_fails_the_stream_closed() {
                         .unwrap_or_else(|| panic!("{profile} {callback} {kind}: not failed"))
                         .to_string();
                 assert!(failure.starts_with(&format!("on_{callback} trapped")), "{failure}");
-                if callback.starts_with("response_") && callback != "response_headers" {
+                if profile == Profile::Kong && callback.starts_with("response_") {
+                    // ngx_wasm_module fails the response phase open: the response goes on
+                    // without the filter (profile `response_trap_fails_open`).
+                    assert!(!p.vm.stream_reset(s), "{profile} {callback}");
+                    assert!(p.vm.local_response(s).is_none(), "{profile} {callback}");
+                } else if callback.starts_with("response_") && callback != "response_headers" {
                     // The response headers went out already: too late for a 5xx, so a reset.
                     assert!(p.vm.stream_reset(s), "{profile} {callback}");
                     assert!(p.vm.local_response(s).is_none());
@@ -525,21 +532,58 @@ fn a_guest_without_memory_gets_invalid_memory_access() {
     assert!(vm.create_root_context("", b"").unwrap().configure_ok);
 }
 
+/// A real host refuses a module with an import it cannot link, whether or not the import is
+/// ever called (proxy-wasm-cpp-host src/v8/v8.cc:387-391; ngx_wasm_module src/wasm/vm/ngx_wavm.c
+/// :720-743), and so does a VM of that profile, naming every such import.
 #[test]
-fn an_unknown_import_links_and_traps_with_its_name_when_called() {
-    let wat = r#"
+fn an_import_the_host_cannot_link_makes_it_refuse_the_module() {
+    let with_import = |module: &str, name: &str| {
+        format!(
+            r#"
 (module
+  (import "{module}" "{name}" (func $imported (param i32)))
   (import "env" "proxy_no_such_function" (func $nope (result i32)))
   (memory (export "memory") 1)
   (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (call $nope)))
-"#;
-    let mut vm = wat_vm(wat, Profile::Envoy).unwrap();
-    let err = vm.create_root_context("", b"").unwrap_err();
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1)))
+"#
+        )
+    };
+    for profile in Profile::ALL {
+        let err = wat_vm(&with_import("env", "proxy_log_nope"), profile).err().unwrap();
+        assert!(
+            matches!(&err, HostError::Unlinkable { imports, .. }
+                if imports == &["env.proxy_log_nope", "env.proxy_no_such_function"]),
+            "{profile}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("the {profile} host cannot link env.proxy_log_nope, ")),
+            "{err}"
+        );
+    }
+    let linkable_only = |module: &str, name: &str| {
+        with_import(module, name).replace(
+            "  (import \"env\" \"proxy_no_such_function\" (func $nope (result i32)))\n",
+            "",
+        )
+    };
+    // AssemblyScript's `abort`/`proc_exit` path imports the old WASI name: Envoy links it,
+    // ngx_wasm_module's wasmtime WASI does not (ngx_wrt_wasmtime.c links wasi_snapshot_preview1).
+    let old_wasi = linkable_only("wasi_unstable", "proc_exit");
+    assert!(wat_vm(&old_wasi, Profile::Envoy).is_ok());
+    let err = wat_vm(&old_wasi, Profile::Kong).err().unwrap();
     assert!(
-        matches!(&err, HostError::VmFailed(m) if m.contains("proxy_no_such_function")),
+        matches!(&err, HostError::Unlinkable { profile: "kong", imports } if imports == &["wasi_unstable.proc_exit"]),
         "{err}"
     );
+    // ABI 0.1.0's names that ngx_wasm_module still links and Envoy does not.
+    let legacy = linkable_only("env", "proxy_continue_request");
+    assert!(wat_vm(&legacy, Profile::Kong).is_ok());
+    assert!(matches!(
+        wat_vm(&legacy, Profile::Envoy),
+        Err(HostError::Unlinkable { .. })
+    ));
 }
 
 #[test]
@@ -714,10 +758,11 @@ fn after_a_trap_kong_starts_a_fresh_instance_without_on_vm_start() {
     assert_eq!(p.reports("configure").len(), 2);
     assert_eq!(p.report("configure")["context"], p.root, "the same root context id");
     assert_eq!(p.vm.local_response(later).unwrap().status, 418, "the filter runs again");
-    // The tick set in on_configure runs on the fresh instance.
+    // The tick set in on_configure runs on the fresh instance, and the timer armed before the
+    // trap still fires too: ticks double (profile `tick_timers_outlive_instance`, KONG-OBS).
     let ticks = p.reports("tick").len();
     p.vm.advance_time(Duration::from_millis(10)).unwrap();
-    assert_eq!(p.reports("tick").len(), ticks + 1);
+    assert_eq!(p.reports("tick").len(), ticks + 2);
     // A stream that was in flight on the trapped instance fails closed and runs no guest code.
     p.vm.send_request_headers(in_flight, &get("/in-flight"), true).unwrap();
     assert_eq!(p.vm.local_response(in_flight).unwrap().status, 500);
@@ -733,4 +778,11 @@ fn after_a_trap_kong_starts_a_fresh_instance_without_on_vm_start() {
     assert!(ended(s).is_empty());
     assert_eq!(ended(later), ["on_done", "on_log", "on_delete"]);
     assert_eq!(p.reports("on_log").len(), 1);
+    // Another trap and re-creation adds one more.
+    let again = p.stream("none", &[("x-trap-in", "request_headers")], true);
+    assert_eq!(p.vm.local_response(again).unwrap().status, 500);
+    p.stream("local", &[], true);
+    let ticks = p.reports("tick").len();
+    p.vm.advance_time(Duration::from_millis(10)).unwrap();
+    assert_eq!(p.reports("tick").len(), ticks + 3);
 }
