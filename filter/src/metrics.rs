@@ -245,9 +245,8 @@ fn is_prefix_byte(b: u8) -> bool {
 /// The prefix when the configuration sets none: the host's `plugin_root_id` property when it is
 /// an operator-chosen name (Envoy's `root_id`, which tells the filter's instances apart; the
 /// shipped `envoy.yaml` names it `kafka_upstream`), else `kafka_upstream`. A root id of digits
-/// only is not used: Kong's `plugin_root_id` is the filter's number, a crc32 of its name,
-/// configuration and an address that changes with every start (ngx_wasm_module
-/// `ngx_proxy_wasm_properties.c` `get_filter_root_id`, `ngx_proxy_wasm.c` `get_filter_id`).
+/// only is not used: Kong's `plugin_root_id` is a number, not a name (real ngx_wasm_module
+/// answered `0`; `ngx_proxy_wasm_properties.c` `get_filter_root_id`).
 /// Characters other than ASCII letters, digits, `_` and `-` (dots included) become `_`, and the
 /// result is cut to [`PREFIX_MAX`]: always a valid prefix.
 pub fn default_prefix(root_id: &str) -> String {
