@@ -883,7 +883,9 @@ pub struct HostState {
     budget: Arc<HostBudget>,
     pub(crate) active: Option<Active>,
     pub(crate) roots: BTreeMap<u32, RootState>,
-    pub(crate) streams: BTreeMap<u32, StreamState>,
+    /// Boxed: a stream's state is about a kilobyte, which a map node would otherwise copy in
+    /// and out on every insert and remove.
+    pub(crate) streams: BTreeMap<u32, Box<StreamState>>,
     next_context_id: u32,
     pub(crate) vm_id: String,
     vm_key: u64,
@@ -1295,7 +1297,7 @@ impl HostState {
     /// The stream the effective context belongs to.
     pub(crate) fn effective_stream(&mut self) -> Option<&mut StreamState> {
         let id = self.effective()?;
-        self.streams.get_mut(&id)
+        self.streams.get_mut(&id).map(|s| &mut **s)
     }
 
     /// The root context that owns the effective context (itself, for a root).

@@ -19,7 +19,7 @@ use crate::state::{
 };
 use crate::wasi::{StdioCapture, WasiOptions};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Store, TypedFunc, WasmParams, WasmResults};
@@ -223,7 +223,22 @@ pub struct Vm {
     ticks_fired: u64,
     /// Tokens of the pending calls [`Vm::take_new_calls`] has handed out.
     handed_out: HashSet<u32>,
+    /// Finished streams whose actions are still kept, oldest first ([`FINISHED_ACTIONS_KEPT`]).
+    finished: VecDeque<u32>,
+    /// Header maps of finished streams, emptied, whose allocations the next streams' headers
+    /// reuse ([`SPARE_MAPS`]).
+    spare_maps: Vec<Pairs>,
 }
+
+/// How many finished streams' [`Vm::actions`] stay readable: a transport that runs for ever
+/// (`serve`) must not keep a record for every stream it ever had.
+pub const FINISHED_ACTIONS_KEPT: usize = 1024;
+
+/// Most emptied header maps kept for reuse, and the most bytes one may hold to be kept: a
+/// stream's headers are then copied into allocations a finished stream left instead of two new
+/// ones per header.
+const SPARE_MAPS: usize = 8;
+const SPARE_MAP_MAX_BYTES: usize = 16 * 1024;
 
 impl Vm {
     /// Instantiates `module` and runs its start functions (spec "Integration").
@@ -305,6 +320,8 @@ impl Vm {
             stale_streams: HashSet::new(),
             ticks_fired: 0,
             handed_out: HashSet::new(),
+            finished: VecDeque::new(),
+            spare_maps: Vec::new(),
         };
         for name in options.profile.start_functions(has_init, has_main, has_start) {
             let result = if name == MAIN_EXPORT {
@@ -351,7 +368,7 @@ impl Vm {
                 before: true,
             });
         }
-        if self.stale_streams.contains(&context_id) {
+        if !self.stale_streams.is_empty() && self.stale_streams.contains(&context_id) {
             return Err(Trapped {
                 reason: "the context lived on an instance that trapped".into(),
                 before: true,
@@ -360,8 +377,8 @@ impl Vm {
         let Some(func) = func else {
             return Ok(None);
         };
-        let limits = self.store.data().limits.clone();
-        Self::arm(&mut self.store, &limits);
+        // The store's limits are these options' (`Vm::start`): armed without copying them.
+        Self::arm(&mut self.store, &self.options.limits);
         self.store.data_mut().active = Some(Active {
             callback,
             effective_id: context_id,
@@ -391,7 +408,11 @@ impl Vm {
     }
 
     fn drain_stdio(&mut self) {
-        // Runs after every callback: the sinks are drained in place (no clone of their `Arc`s).
+        // Runs after every callback: one atomic load when the guest wrote nothing (the usual
+        // case); otherwise the sinks are drained in place (no clone of their `Arc`s).
+        if !self.store.data().stdio().take_written() {
+            return;
+        }
         for (stdout, level) in [(true, LogLevel::Info), (false, LogLevel::Error)] {
             let (lines, dropped) = {
                 let stdio = self.store.data().stdio();
@@ -473,8 +494,13 @@ impl Vm {
             self.start_fresh_instance()?;
         }
         let id = self.next_id();
-        self.store.data_mut().streams.insert(id, StreamState::new(root, info));
-        self.actions.insert(id, Vec::new());
+        self.store
+            .data_mut()
+            .streams
+            .insert(id, Box::new(StreamState::new(root, info)));
+        // Room for a whole ordinary lifecycle (headers, body, a callout's answer, the three end
+        // callbacks, a response), so recording never reallocates.
+        self.actions.insert(id, Vec::with_capacity(8));
         if self.failed.is_some() {
             // A VM that stays failed (Envoy) still gets the stream; its first callback fails
             // it closed, or lets it pass under `fail_open` (`after_stream_callback`).
@@ -491,7 +517,12 @@ impl Vm {
     }
 
     fn stream(&self, id: u32) -> Result<&StreamState, HostError> {
-        self.store.data().streams.get(&id).ok_or(HostError::NoSuchContext(id))
+        self.store
+            .data()
+            .streams
+            .get(&id)
+            .map(|s| &**s)
+            .ok_or(HostError::NoSuchContext(id))
     }
 
     fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, HostError> {
@@ -499,6 +530,7 @@ impl Vm {
             .data_mut()
             .streams
             .get_mut(&id)
+            .map(|s| &mut **s)
             .ok_or(HostError::NoSuchContext(id))
     }
 
@@ -514,12 +546,12 @@ impl Vm {
         end_of_stream: bool,
     ) -> Result<Option<Action>, HostError> {
         let profile = self.profile();
-        let pairs = to_pairs(profile, headers);
-        let count = pairs.len() as u32;
-        let st = self.stream_mut(stream)?;
-        if st.ended() {
+        if self.stream(stream)?.ended() {
             return Ok(None);
         }
+        let pairs = self.pairs_from(profile, headers);
+        let count = pairs.len() as u32;
+        let st = self.stream_mut(stream)?;
         st.request.set_headers(pairs);
         if end_of_stream {
             st.request.complete = true;
@@ -646,12 +678,12 @@ impl Vm {
         headers: &[(K, V)],
         end_of_stream: bool,
     ) -> Result<Option<Action>, HostError> {
-        let pairs = to_pairs(self.profile(), headers);
-        let count = pairs.len() as u32;
-        let st = self.stream_mut(stream)?;
-        if st.closed(false) {
+        if self.stream(stream)?.closed(false) {
             return Ok(None);
         }
+        let pairs = self.pairs_from(self.profile(), headers);
+        let count = pairs.len() as u32;
+        let st = self.stream_mut(stream)?;
         st.response.set_headers(pairs);
         if end_of_stream {
             st.response.complete = true;
@@ -955,14 +987,15 @@ impl Vm {
     fn after_root_callback(&mut self) {
         for _ in 0..1024 {
             let key = self.store.data().vm_key();
-            let ready = self
-                .store
-                .data()
-                .shared
-                .lock()
-                .queue_ready
-                .remove(&key)
-                .unwrap_or_default();
+            let ready = {
+                let mut shared = self.store.data().shared.lock();
+                // Usually no VM has a notification pending: no hashing then.
+                if shared.queue_ready.is_empty() {
+                    Vec::new()
+                } else {
+                    shared.queue_ready.remove(&key).unwrap_or_default()
+                }
+            };
             let done_roots = self.store.data_mut().take_done_roots();
             if ready.is_empty() && done_roots.is_empty() {
                 return;
@@ -1017,11 +1050,59 @@ impl Vm {
         }
         self.stale_streams.remove(&stream);
         let state = self.store.data_mut();
-        state.streams.remove(&stream);
+        let ended = state.streams.remove(&stream);
         state.http_calls.retain(|_, c| c.context_id != stream);
         state.grpc_calls.retain(|_, c| c.context_id != stream);
+        if let Some(mut ended) = ended {
+            for dir in [&mut ended.request, &mut ended.response] {
+                for map in [dir.headers.take(), dir.trailers.take()].into_iter().flatten() {
+                    self.keep_spare_map(map);
+                }
+            }
+        }
+        self.finished.push_back(stream);
+        if self.finished.len() > FINISHED_ACTIONS_KEPT {
+            if let Some(oldest) = self.finished.pop_front() {
+                self.actions.remove(&oldest);
+            }
+        }
         self.after_root_callback();
         Ok(())
+    }
+
+    /// Keeps an ended stream's header map, emptied, for the next stream's headers to reuse; a
+    /// map over [`SPARE_MAP_MAX_BYTES`] (or beyond [`SPARE_MAPS`] of them) is let go.
+    fn keep_spare_map(&mut self, mut map: Pairs) {
+        if self.spare_maps.len() >= SPARE_MAPS || map.capacity() > 256 {
+            return;
+        }
+        let held: usize = map.iter().map(|(k, v)| k.capacity() + v.capacity()).sum();
+        if held <= SPARE_MAP_MAX_BYTES {
+            // Emptied by lengths only: the pairs' own allocations stay for reuse.
+            for (k, v) in map.iter_mut() {
+                k.clear();
+                v.clear();
+            }
+            self.spare_maps.push(map);
+        }
+    }
+
+    /// A header map as the host stores it ([`to_pair`]), built in a spare map's allocations
+    /// when there is one.
+    fn pairs_from<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, profile: Profile, headers: &[(K, V)]) -> Pairs {
+        let Some(mut map) = self.spare_maps.pop() else {
+            return to_pairs(profile, headers);
+        };
+        // The spare's pairs are empty (`keep_spare_map`); the extra ones are dropped.
+        let reused = map.len().min(headers.len());
+        map.truncate(reused);
+        for ((k, v), (name, value)) in map.iter_mut().zip(headers) {
+            k.extend_from_slice(name.as_ref());
+            *k = profile.header_name(std::mem::take(k));
+            v.extend_from_slice(value.as_ref());
+        }
+        map.extend(headers[reused..].iter().map(|(k, v)| to_pair(profile, k, v)));
+        map
     }
 
     /// Shuts a root context down: `proxy_on_done`, then, when it returns true or later when
@@ -1401,7 +1482,8 @@ impl Vm {
         &self.sha256
     }
 
-    /// Every callback a stream saw, in order, with its action.
+    /// Every callback a stream saw, in order, with its action (for a finished stream, while it
+    /// is among the last [`FINISHED_ACTIONS_KEPT`] finished).
     pub fn actions(&self, stream: u32) -> &[ActionRecord] {
         self.actions.get(&stream).map_or(&[], Vec::as_slice)
     }
@@ -1665,7 +1747,12 @@ fn forward(dir: &mut Direction, phase: Callback) {
         Callback::RequestHeaders | Callback::ResponseHeaders => dir.headers_forwarded = true,
         Callback::RequestBody | Callback::ResponseBody => {
             let body = dir.take_body();
-            dir.forwarded_body.extend_from_slice(&body);
+            if dir.forwarded_body.is_empty() {
+                // The usual single chunk moves rather than being copied.
+                dir.forwarded_body = body;
+            } else {
+                dir.forwarded_body.extend_from_slice(&body);
+            }
         }
         Callback::RequestTrailers | Callback::ResponseTrailers => dir.trailers_forwarded = true,
         _ => {}

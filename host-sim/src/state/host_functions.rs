@@ -485,7 +485,7 @@ mod tests {
         state.roots.insert(ROOT, RootState::default());
         state
             .streams
-            .insert(STREAM, StreamState::new(ROOT, StreamInfo::default()));
+            .insert(STREAM, Box::new(StreamState::new(ROOT, StreamInfo::default())));
         enter(&mut state, callback, context, CallbackData::default());
         state
     }
