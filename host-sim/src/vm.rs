@@ -221,8 +221,9 @@ pub struct Vm {
     /// `proxy_on_tick` calls made so far (guest code ran or not), for drivers that report what
     /// a stretch of time did.
     ticks_fired: u64,
-    /// Tokens of the pending calls [`Vm::take_new_calls`] has handed out.
-    handed_out: HashSet<u32>,
+    /// The last call token [`Vm::take_new_calls`] has looked at: the calls made since are
+    /// the pending ones with a later token.
+    calls_seen_up_to: u32,
     /// Finished streams whose actions are still kept, oldest first ([`FINISHED_ACTIONS_KEPT`]).
     finished: VecDeque<u32>,
     /// Header maps of finished streams, emptied, whose allocations the next streams' headers
@@ -319,7 +320,7 @@ impl Vm {
             options: options.clone(),
             stale_streams: HashSet::new(),
             ticks_fired: 0,
-            handed_out: HashSet::new(),
+            calls_seen_up_to: 0,
             finished: VecDeque::new(),
             spare_maps: Vec::new(),
         };
@@ -362,6 +363,8 @@ impl Vm {
         func: Export<P, R>,
         params: P,
     ) -> Result<Option<R>, Trapped> {
+        // Whether the guest runs or not, the host moves the context's stream on after this.
+        self.store.data_mut().touch_stream(context_id);
         if let Some(reason) = &self.failed {
             return Err(Trapped {
                 reason: reason.clone(),
@@ -961,6 +964,7 @@ impl Vm {
     /// or a reset once the response headers have gone to the client.
     fn fail_closed(&mut self, stream: u32) {
         let profile = self.profile();
+        self.store.data_mut().touch_stream(stream);
         if let Some(st) = self.store.data_mut().streams.get_mut(&stream) {
             st.pending_local_response = None;
             if st.response.headers_forwarded && st.local_response.is_none() {
@@ -1180,28 +1184,46 @@ impl Vm {
 
     /// The HTTP and gRPC calls dispatched since the last look, oldest first, each handed out
     /// once: a transport sends what this returns and never copies the calls it already has
-    /// (their bodies included). Calls answered, cancelled or dropped with their context are
-    /// forgotten, so the tokens handed out stay as many as the calls pending.
+    /// (their bodies included). Tokens are handed out in the order the guest makes calls, so
+    /// the new ones are found by range, without looking at the calls already handed out.
     pub fn take_new_calls(&mut self) -> Vec<NewCall> {
         let now = self.now_ns();
         let state = self.store.data();
-        self.handed_out
-            .retain(|token| state.http_calls.contains_key(token) || state.grpc_calls.contains_key(token));
-        let mut new: Vec<(u32, NewCall)> = Vec::new();
-        for (token, held) in &state.http_calls {
-            if self.handed_out.insert(*token) {
+        let (seen, last) = (self.calls_seen_up_to, state.last_token());
+        self.calls_seen_up_to = last;
+        if seen == last {
+            return Vec::new();
+        }
+        // The tokens given since `seen`: one range, or two when the counter wrapped (tokens
+        // start at 1).
+        let ranges = if seen < last {
+            [Some((seen + 1, last)), None]
+        } else {
+            [seen.checked_add(1).map(|from| (from, u32::MAX)), Some((1, last))]
+        };
+        let mut new: Vec<NewCall> = Vec::new();
+        for (from, to) in ranges.into_iter().flatten() {
+            let mut calls: Vec<(u32, NewCall)> = Vec::new();
+            for (token, held) in state.http_calls.range(from..=to) {
                 let call = held.to_owned_value();
                 let time_left = call.deadline_ns.map(|d| Duration::from_nanos(d.saturating_sub(now)));
-                new.push((*token, NewCall::Http { call, time_left }));
+                calls.push((*token, NewCall::Http { call, time_left }));
             }
-        }
-        for (token, held) in &state.grpc_calls {
-            if self.handed_out.insert(*token) {
-                new.push((*token, NewCall::Grpc(held.to_owned_value())));
+            for (token, held) in state.grpc_calls.range(from..=to) {
+                calls.push((*token, NewCall::Grpc(held.to_owned_value())));
             }
+            calls.sort_by_key(|(token, _)| *token);
+            new.extend(calls.into_iter().map(|(_, call)| call));
         }
-        new.sort_by_key(|(token, _)| *token);
-        new.into_iter().map(|(_, call)| call).collect()
+        new
+    }
+
+    /// The streams something may have changed on since the last call, oldest first: each stream
+    /// a callback ran on, the guest made the effective context, or the host failed closed. A
+    /// transport looks only at these after an event rather than at every stream it has (a
+    /// stream not listed is as it was). Streams that ended meanwhile may be listed.
+    pub fn take_touched_streams(&mut self) -> Vec<u32> {
+        self.store.data_mut().take_touched_streams()
     }
 
     /// Answers a callout: `proxy_on_http_call_response` on the context that made it.

@@ -66,6 +66,8 @@ impl HostState {
         if let Some(active) = self.active.as_mut() {
             active.effective_id = id;
         }
+        // Whatever the guest does now may change that stream.
+        self.touch_stream(id);
         Ok(())
     }
 
