@@ -1194,15 +1194,8 @@ impl Vm {
         if seen == last {
             return Vec::new();
         }
-        // The tokens given since `seen`: one range, or two when the counter wrapped (tokens
-        // start at 1).
-        let ranges = if seen < last {
-            [Some((seen + 1, last)), None]
-        } else {
-            [seen.checked_add(1).map(|from| (from, u32::MAX)), Some((1, last))]
-        };
         let mut new: Vec<NewCall> = Vec::new();
-        for (from, to) in ranges.into_iter().flatten() {
+        for (from, to) in tokens_since(seen, last).into_iter().flatten() {
             let mut calls: Vec<(u32, NewCall)> = Vec::new();
             for (token, held) in state.http_calls.range(from..=to) {
                 let call = held.to_owned_value();
@@ -1748,6 +1741,19 @@ impl Vm {
     }
 }
 
+/// The call tokens given after `seen` up to `last`, as inclusive ranges: one, or two when the
+/// counter wrapped past `u32::MAX` (tokens start at 1: `HostState::allocate_token`). Empty when
+/// `seen == last`.
+fn tokens_since(seen: u32, last: u32) -> [Option<(u32, u32)>; 2] {
+    if seen == last {
+        [None, None]
+    } else if seen < last {
+        [Some((seen + 1, last)), None]
+    } else {
+        [seen.checked_add(1).map(|from| (from, u32::MAX)), Some((1, last))]
+    }
+}
+
 fn memory_size(memory: GuestMemory, store: &mut Store<HostState>) -> usize {
     // Probe by the largest readable offset: GuestMemory keeps the handle private on purpose.
     let mut low = 0u64;
@@ -1835,4 +1841,22 @@ fn pairs_to_strings(pairs: &Pairs) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokens_since;
+
+    #[test]
+    fn new_call_tokens_are_the_range_since_the_last_look_across_the_wrap() {
+        assert_eq!(tokens_since(0, 0), [None, None]);
+        assert_eq!(tokens_since(0, 3), [Some((1, 3)), None]);
+        assert_eq!(tokens_since(7, 9), [Some((8, 9)), None]);
+        // The counter wrapped (u32::MAX is followed by 1).
+        assert_eq!(
+            tokens_since(u32::MAX - 2, 2),
+            [Some((u32::MAX - 1, u32::MAX)), Some((1, 2))]
+        );
+        assert_eq!(tokens_since(u32::MAX, 1), [None, Some((1, 1))]);
+    }
 }

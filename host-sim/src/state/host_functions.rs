@@ -745,6 +745,35 @@ mod tests {
     }
 
     #[test]
+    fn switching_to_a_stream_lists_it_once_for_the_embedder_and_ended_streams_are_pruned() {
+        let mut state = host(Profile::Envoy, Callback::Tick, ROOT);
+        assert!(state.take_touched_streams().is_empty());
+        // A switch to the root touches no stream; to the stream, once however often.
+        assert_eq!(state.set_effective_context(ROOT), Ok(()));
+        for _ in 0..3 {
+            assert_eq!(state.set_effective_context(STREAM), Ok(()));
+        }
+        assert_eq!(state.take_touched_streams(), vec![STREAM]);
+        assert!(state.take_touched_streams().is_empty());
+        // Listed again after being taken.
+        state.touch_stream(STREAM);
+        assert_eq!(state.take_touched_streams(), vec![STREAM]);
+        // Nobody taking the list: streams that ended are pruned, so it stays as long as the
+        // live streams (plus a small slack), never one entry per stream ever touched.
+        for id in 100..1100 {
+            state
+                .streams
+                .insert(id, Box::new(StreamState::new(ROOT, StreamInfo::default())));
+            state.touch_stream(id);
+            state.streams.remove(&id);
+        }
+        state.touch_stream(STREAM);
+        let left = state.take_touched_streams();
+        assert!(left.len() <= 2 * state.streams.len() + 17, "{}", left.len());
+        assert!(left.contains(&STREAM));
+    }
+
+    #[test]
     fn effective_context_tick_and_stream_controls() {
         let mut state = host(Profile::Envoy, Callback::HttpCallResponse, ROOT);
         assert_eq!(state.set_effective_context(99), Err(status(Status::BadArgument)));
