@@ -209,6 +209,7 @@ pub struct Vm {
     store: Store<HostState>,
     exports: Exports,
     failed: Option<String>,
+    /// The actions of the live streams (few: a lookup per recorded callback stays cheap).
     actions: BTreeMap<u32, Vec<ActionRecord>>,
     sha256: String,
     client_body_buffer_bytes: usize,
@@ -224,8 +225,9 @@ pub struct Vm {
     /// The last call token [`Vm::take_new_calls`] has looked at: the calls made since are
     /// the pending ones with a later token.
     calls_seen_up_to: u32,
-    /// Finished streams whose actions are still kept, oldest first ([`FINISHED_ACTIONS_KEPT`]).
-    finished: VecDeque<u32>,
+    /// The actions of the last finished streams, oldest first ([`FINISHED_ACTIONS_KEPT`]): only
+    /// [`Vm::actions`] reads them, so they sit in finishing order, added and dropped at the ends.
+    finished: VecDeque<(u32, Vec<ActionRecord>)>,
     /// Header maps of finished streams, emptied, whose allocations the next streams' headers
     /// reuse ([`SPARE_MAPS`]).
     spare_maps: Vec<Pairs>,
@@ -954,10 +956,14 @@ impl Vm {
     }
 
     fn record(&mut self, stream: u32, callback: Callback, action: Option<Action>) {
-        self.actions.entry(stream).or_default().push(ActionRecord {
-            callback: callback.transcript_name(),
-            action: action.map(Action::as_str),
-        });
+        // Every stream gets its list when it is created; nothing is recorded for a context
+        // that is not a live stream.
+        if let Some(actions) = self.actions.get_mut(&stream) {
+            actions.push(ActionRecord {
+                callback: callback.transcript_name(),
+                action: action.map(Action::as_str),
+            });
+        }
     }
 
     /// Ends a stream the way the profile's host does when its filter fails: a 5xx local reply,
@@ -1052,7 +1058,9 @@ impl Vm {
             self.record(stream, callback, None);
             let _ = self.end_callback(callback, stream);
         }
-        self.stale_streams.remove(&stream);
+        if !self.stale_streams.is_empty() {
+            self.stale_streams.remove(&stream);
+        }
         let state = self.store.data_mut();
         let ended = state.streams.remove(&stream);
         state.http_calls.retain(|_, c| c.context_id != stream);
@@ -1064,11 +1072,11 @@ impl Vm {
                 }
             }
         }
-        self.finished.push_back(stream);
-        if self.finished.len() > FINISHED_ACTIONS_KEPT {
-            if let Some(oldest) = self.finished.pop_front() {
-                self.actions.remove(&oldest);
+        if let Some(actions) = self.actions.remove(&stream) {
+            if self.finished.len() >= FINISHED_ACTIONS_KEPT {
+                self.finished.pop_front();
             }
+            self.finished.push_back((stream, actions));
         }
         self.after_root_callback();
         Ok(())
@@ -1500,7 +1508,8 @@ impl Vm {
     /// Every callback a stream saw, in order, with its action (for a finished stream, while it
     /// is among the last [`FINISHED_ACTIONS_KEPT`] finished).
     pub fn actions(&self, stream: u32) -> &[ActionRecord] {
-        self.actions.get(&stream).map_or(&[], Vec::as_slice)
+        let finished = || self.finished.iter().rev().find(|(id, _)| *id == stream).map(|(_, a)| a);
+        self.actions.get(&stream).or_else(finished).map_or(&[], Vec::as_slice)
     }
 
     /// The local response a stream ended with, if any.
