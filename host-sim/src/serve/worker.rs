@@ -7,8 +7,10 @@
 //! instances something happened on ([`Worker::settle`]): their guest logs go out, each call the
 //! guest dispatched is sent once ([`Vm::take_new_calls`]) as a real HTTP request on the tokio
 //! runtime with the time left of the deadline the VM set, and their streams that reached an end
-//! are answered, closed or passed to the route's fallback. Replies come back as commands, so a
-//! request waiting for its callout never blocks the others on the same worker.
+//! are answered, closed or passed to the route's fallback (only the streams something happened on
+//! are looked at, [`Vm::take_touched_streams`], never every stream in flight per event). Replies
+//! come back as commands, so a request waiting for its callout never blocks the others on the
+//! same worker.
 //!
 //! The request body goes to the filter in pieces of at most 64 KiB as the edge passes it on
 //! ([`super`]): for Envoy as it arrives ([`Command::RequestBody`]), for Kong whole (the VM
