@@ -255,10 +255,15 @@ fn main() -> Result<()> {
     let config = config_json().into_bytes();
     if let Some(w) = args.windows(3).find(|w| w[0] == "--loop") {
         let native = args.iter().any(|a| a == "--native");
-        if args.iter().any(|a| a == "--noop") {
-            return profile_noop_loop(&noop_bytes, &w[1], &w[2]);
-        }
-        return profile_loop(&filter_bytes, &config, &w[1], &w[2], native);
+        let noop = args.iter().any(|a| a == "--noop").then_some(noop_bytes.as_slice());
+        let count = match args.windows(2).find(|w| w[0] == "--count") {
+            Some(w) => Some(
+                w[1].parse::<u64>()
+                    .with_context(|| format!("--count: {:?} is not a number", w[1]))?,
+            ),
+            None => None,
+        };
+        return profile_loop(&filter_bytes, &config, &w[1], &w[2], native, noop, count);
     }
 
     // Warm start: a fresh compile against a load from the precompiled cache.
@@ -355,44 +360,22 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// `bench --loop CASE SECONDS --noop`: the same lifecycle on the no-op filter (the baseline the
-/// filter's guest cost is measured against), for the same profilers.
-fn profile_noop_loop(noop_bytes: &[u8], case: &str, seconds: &str) -> Result<()> {
-    let seconds: f64 = seconds
-        .parse()
-        .with_context(|| format!("--loop: {seconds:?} is not a number of seconds"))?;
-    let Some(case) = cases()
-        .into_iter()
-        .find(|c| c.name.replace(' ', "").to_ascii_lowercase().starts_with(case))
-    else {
-        bail!("--loop: no case {case:?} (0b, 1kib, 64kib, 1mib)");
-    };
-    let headers = headers(&case);
-    let engine = Engine::new(EngineConfig {
-        cache_dir: None,
-        fuel: false,
-    })?;
-    let module = engine.load_bytes(noop_bytes)?;
-    let (mut vm, root) = start_vm(&module, b"")?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
-    let mut requests = 0u64;
-    while std::time::Instant::now() < deadline {
-        for _ in 0..100 {
-            noop_request(&mut vm, root, &headers, &case.body)?;
-        }
-        requests += 100;
-    }
-    println!("{requests} requests in {seconds} s");
-    Ok(())
-}
-
-/// `bench --loop CASE SECONDS [--native | --noop]`: one case's filter request through host-sim
-/// (with `--native`: its native baseline; `--noop`: [`profile_noop_loop`]) and nothing else,
-/// repeated for that long, for a profiler:
+/// `bench --loop CASE SECONDS [--native] [--noop] [--count N]`: one case's filter request through
+/// host-sim (with `--native`: its native baseline; with `--noop`: the same lifecycle on the no-op
+/// filter, host-sim's own cost) and nothing else, repeated for that long (with `--count`: exactly
+/// N requests, so two counts' instruction totals differ by exactly the requests), for a profiler:
 /// `HOST_SIM_PERFMAP=1 perf record target/release/bench --loop 1kib 5` (the variable makes
 /// wasmtime name the guest's functions), or `valgrind --tool=callgrind` for instruction counts.
 /// CASE is the start of a case name without spaces, lowercased (`0b`, `1kib`, `64kib`, `1mib`).
-fn profile_loop(filter_bytes: &[u8], config: &[u8], case: &str, seconds: &str, native: bool) -> Result<()> {
+fn profile_loop(
+    filter_bytes: &[u8],
+    config: &[u8],
+    case: &str,
+    seconds: &str,
+    native: bool,
+    noop: Option<&[u8]>,
+    count: Option<u64>,
+) -> Result<()> {
     let seconds: f64 = seconds
         .parse()
         .with_context(|| format!("--loop: {seconds:?} is not a number of seconds"))?;
@@ -407,6 +390,14 @@ fn profile_loop(filter_bytes: &[u8], config: &[u8], case: &str, seconds: &str, n
         let parsed = kafka_upstream::config::parse(config).map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
         let header_bytes = header_bytes(&headers);
         Box::new(move || native_request(&parsed, &case, &header_bytes))
+    } else if let Some(noop_bytes) = noop {
+        let engine = Engine::new(EngineConfig {
+            cache_dir: None,
+            fuel: false,
+        })?;
+        let module = engine.load_bytes(noop_bytes)?;
+        let (mut vm, root) = start_vm(&module, b"")?;
+        Box::new(move || noop_request(&mut vm, root, &headers, &case.body))
     } else {
         let engine = Engine::new(EngineConfig {
             cache_dir: None,
@@ -416,6 +407,13 @@ fn profile_loop(filter_bytes: &[u8], config: &[u8], case: &str, seconds: &str, n
         let (mut vm, root) = start_vm(&module, config)?;
         Box::new(move || filter_request(&mut vm, root, &headers, &case.body))
     };
+    if let Some(count) = count {
+        for _ in 0..count {
+            one()?;
+        }
+        println!("{count} requests");
+        return Ok(());
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
     let mut requests = 0u64;
     while std::time::Instant::now() < deadline {

@@ -430,6 +430,8 @@ pub(crate) struct StreamState {
     pub info: StreamInfo,
     /// Properties the guest set on this stream (Envoy keeps them in the stream's filter state).
     pub properties: PropertyMap,
+    /// Listed in [`HostState::touch_stream`]'s list and not taken yet.
+    pub touched: bool,
 }
 
 impl StreamState {
@@ -456,6 +458,7 @@ impl StreamState {
             local_reply_by_host: false,
             info,
             properties: PropertyMap::default(),
+            touched: false,
         }
     }
 
@@ -890,7 +893,9 @@ pub struct HostState {
     budget: Arc<HostBudget>,
     pub(crate) active: Option<Active>,
     pub(crate) roots: BTreeMap<u32, RootState>,
-    pub(crate) streams: BTreeMap<u32, StreamState>,
+    /// Boxed: a stream's state is about a kilobyte, which a map node would otherwise copy in
+    /// and out on every insert and remove.
+    pub(crate) streams: BTreeMap<u32, Box<StreamState>>,
     next_context_id: u32,
     pub(crate) vm_id: String,
     vm_key: u64,
@@ -909,6 +914,9 @@ pub struct HostState {
     pub(crate) properties: PropertyMap,
     /// Roots that called `proxy_done` and are waiting to be finalized.
     done_roots: Vec<u32>,
+    /// Streams something may have changed on since the embedder last looked
+    /// ([`HostState::touch_stream`]).
+    touched_streams: Vec<u32>,
 }
 
 impl HostState {
@@ -954,6 +962,7 @@ impl HostState {
             any_cluster: false,
             properties: PropertyMap::default(),
             done_roots: Vec::new(),
+            touched_streams: Vec::new(),
         }
     }
 
@@ -1309,7 +1318,7 @@ impl HostState {
     /// The stream the effective context belongs to.
     pub(crate) fn effective_stream(&mut self) -> Option<&mut StreamState> {
         let id = self.effective()?;
-        self.streams.get_mut(&id)
+        self.streams.get_mut(&id).map(|s| &mut **s)
     }
 
     /// The root context that owns the effective context (itself, for a root).
@@ -1320,6 +1329,40 @@ impl HostState {
         } else {
             self.streams.get(&id).map(|s| s.root_id)
         }
+    }
+
+    /// The token the last call was given (0 before any): calls are numbered in the order they
+    /// are made, so those made since a look are the ones above the token seen then.
+    pub(crate) fn last_token(&self) -> u32 {
+        self.next_token
+    }
+
+    /// Notes that something may have changed on stream `id` (a callback ran on it, or the guest
+    /// made it the effective context), for [`crate::Vm::take_touched_streams`]; each stream is
+    /// listed once until taken. Ids of streams that ended meanwhile are pruned here, so the
+    /// list stays as long as the live streams even when nobody takes it.
+    pub(crate) fn touch_stream(&mut self, id: u32) {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if !std::mem::replace(&mut stream.touched, true) {
+            self.touched_streams.push(id);
+            if self.touched_streams.len() > 2 * self.streams.len() + 16 {
+                let streams = &self.streams;
+                self.touched_streams.retain(|id| streams.contains_key(id));
+            }
+        }
+    }
+
+    /// The streams touched since the last call ([`HostState::touch_stream`]), oldest first.
+    pub(crate) fn take_touched_streams(&mut self) -> Vec<u32> {
+        let touched = std::mem::take(&mut self.touched_streams);
+        for id in &touched {
+            if let Some(stream) = self.streams.get_mut(id) {
+                stream.touched = false;
+            }
+        }
+        touched
     }
 
     pub(crate) fn allocate_token(&mut self) -> u32 {

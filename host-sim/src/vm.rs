@@ -19,7 +19,7 @@ use crate::state::{
 };
 use crate::wasi::{StdioCapture, WasiOptions};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Store, TypedFunc, WasmParams, WasmResults};
@@ -229,6 +229,7 @@ pub struct Vm {
     store: Store<HostState>,
     exports: Exports,
     failed: Option<String>,
+    /// The actions of the live streams (few: a lookup per recorded callback stays cheap).
     actions: BTreeMap<u32, Vec<ActionRecord>>,
     sha256: String,
     client_body_buffer_bytes: usize,
@@ -241,9 +242,26 @@ pub struct Vm {
     /// `proxy_on_tick` calls made so far (guest code ran or not), for drivers that report what
     /// a stretch of time did.
     ticks_fired: u64,
-    /// Tokens of the pending calls [`Vm::take_new_calls`] has handed out.
-    handed_out: HashSet<u32>,
+    /// The last call token [`Vm::take_new_calls`] has looked at: the calls made since are
+    /// the pending ones with a later token.
+    calls_seen_up_to: u32,
+    /// The actions of the last finished streams, oldest first ([`FINISHED_ACTIONS_KEPT`]): only
+    /// [`Vm::actions`] reads them, so they sit in finishing order, added and dropped at the ends.
+    finished: VecDeque<(u32, Vec<ActionRecord>)>,
+    /// Header maps of finished streams, emptied, whose allocations the next streams' headers
+    /// reuse ([`SPARE_MAPS`]).
+    spare_maps: Vec<Pairs>,
 }
+
+/// How many finished streams' [`Vm::actions`] stay readable: a transport that runs for ever
+/// (`serve`) must not keep a record for every stream it ever had.
+pub const FINISHED_ACTIONS_KEPT: usize = 1024;
+
+/// Most emptied header maps kept for reuse, and the most bytes one may hold to be kept: a
+/// stream's headers are then copied into allocations a finished stream left instead of two new
+/// ones per header.
+const SPARE_MAPS: usize = 8;
+const SPARE_MAP_MAX_BYTES: usize = 16 * 1024;
 
 impl Vm {
     /// Instantiates `module` and runs its start functions (spec "Integration").
@@ -344,7 +362,9 @@ impl Vm {
             options: options.clone(),
             stale_streams: HashSet::new(),
             ticks_fired: 0,
-            handed_out: HashSet::new(),
+            calls_seen_up_to: 0,
+            finished: VecDeque::new(),
+            spare_maps: Vec::new(),
         };
         for name in options.profile.start_functions(has_init, has_main, has_start) {
             let result = if name == MAIN_EXPORT {
@@ -385,13 +405,15 @@ impl Vm {
         func: Export<P, R>,
         params: P,
     ) -> Result<Option<R>, Trapped> {
+        // Whether the guest runs or not, the host moves the context's stream on after this.
+        self.store.data_mut().touch_stream(context_id);
         if let Some(reason) = &self.failed {
             return Err(Trapped {
                 reason: reason.clone(),
                 before: true,
             });
         }
-        if self.stale_streams.contains(&context_id) {
+        if !self.stale_streams.is_empty() && self.stale_streams.contains(&context_id) {
             return Err(Trapped {
                 reason: "the context lived on an instance that trapped".into(),
                 before: true,
@@ -400,8 +422,8 @@ impl Vm {
         let Some(func) = func else {
             return Ok(None);
         };
-        let limits = self.store.data().limits.clone();
-        Self::arm(&mut self.store, &limits);
+        // The store's limits are these options' (`Vm::start`): armed without copying them.
+        Self::arm(&mut self.store, &self.options.limits);
         self.store.data_mut().active = Some(Active {
             callback,
             effective_id: context_id,
@@ -431,7 +453,11 @@ impl Vm {
     }
 
     fn drain_stdio(&mut self) {
-        // Runs after every callback: the sinks are drained in place (no clone of their `Arc`s).
+        // Runs after every callback: one atomic load when the guest wrote nothing (the usual
+        // case); otherwise the sinks are drained in place (no clone of their `Arc`s).
+        if !self.store.data().stdio().take_written() {
+            return;
+        }
         for (stdout, level) in [(true, LogLevel::Info), (false, LogLevel::Error)] {
             let (lines, dropped) = {
                 let stdio = self.store.data().stdio();
@@ -513,8 +539,13 @@ impl Vm {
             self.start_fresh_instance()?;
         }
         let id = self.next_id();
-        self.store.data_mut().streams.insert(id, StreamState::new(root, info));
-        self.actions.insert(id, Vec::new());
+        self.store
+            .data_mut()
+            .streams
+            .insert(id, Box::new(StreamState::new(root, info)));
+        // Room for a whole ordinary lifecycle (headers, body, a callout's answer, the three end
+        // callbacks, a response), so recording never reallocates.
+        self.actions.insert(id, Vec::with_capacity(8));
         if self.failed.is_some() {
             // A VM that stays failed (Envoy) still gets the stream; its first callback fails
             // it closed, or lets it pass under `fail_open` (`after_stream_callback`).
@@ -531,7 +562,12 @@ impl Vm {
     }
 
     fn stream(&self, id: u32) -> Result<&StreamState, HostError> {
-        self.store.data().streams.get(&id).ok_or(HostError::NoSuchContext(id))
+        self.store
+            .data()
+            .streams
+            .get(&id)
+            .map(|s| &**s)
+            .ok_or(HostError::NoSuchContext(id))
     }
 
     fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, HostError> {
@@ -539,6 +575,7 @@ impl Vm {
             .data_mut()
             .streams
             .get_mut(&id)
+            .map(|s| &mut **s)
             .ok_or(HostError::NoSuchContext(id))
     }
 
@@ -554,12 +591,12 @@ impl Vm {
         end_of_stream: bool,
     ) -> Result<Option<Action>, HostError> {
         let profile = self.profile();
-        let pairs = to_pairs(profile, headers);
-        let count = pairs.len() as u32;
-        let st = self.stream_mut(stream)?;
-        if st.ended() {
+        if self.stream(stream)?.ended() {
             return Ok(None);
         }
+        let pairs = self.pairs_from(profile, headers);
+        let count = pairs.len() as u32;
+        let st = self.stream_mut(stream)?;
         st.request.set_headers(pairs);
         if end_of_stream {
             st.request.complete = true;
@@ -686,12 +723,12 @@ impl Vm {
         headers: &[(K, V)],
         end_of_stream: bool,
     ) -> Result<Option<Action>, HostError> {
-        let pairs = to_pairs(self.profile(), headers);
-        let count = pairs.len() as u32;
-        let st = self.stream_mut(stream)?;
-        if st.closed(false) {
+        if self.stream(stream)?.closed(false) {
             return Ok(None);
         }
+        let pairs = self.pairs_from(self.profile(), headers);
+        let count = pairs.len() as u32;
+        let st = self.stream_mut(stream)?;
         st.response.set_headers(pairs);
         if end_of_stream {
             st.response.complete = true;
@@ -983,16 +1020,21 @@ impl Vm {
     }
 
     fn record(&mut self, stream: u32, callback: Callback, action: Option<Action>) {
-        self.actions.entry(stream).or_default().push(ActionRecord {
-            callback: callback.transcript_name(),
-            action: action.map(Action::as_str),
-        });
+        // Every stream gets its list when it is created; nothing is recorded for a context
+        // that is not a live stream.
+        if let Some(actions) = self.actions.get_mut(&stream) {
+            actions.push(ActionRecord {
+                callback: callback.transcript_name(),
+                action: action.map(Action::as_str),
+            });
+        }
     }
 
     /// Ends a stream the way the profile's host does when its filter fails: a 5xx local reply,
     /// or a reset once the response headers have gone to the client.
     fn fail_closed(&mut self, stream: u32) {
         let profile = self.profile();
+        self.store.data_mut().touch_stream(stream);
         if let Some(st) = self.store.data_mut().streams.get_mut(&stream) {
             st.pending_local_response = None;
             if st.response.headers_forwarded && st.local_response.is_none() {
@@ -1019,14 +1061,15 @@ impl Vm {
     fn after_root_callback(&mut self) {
         for _ in 0..1024 {
             let key = self.store.data().vm_key();
-            let ready = self
-                .store
-                .data()
-                .shared
-                .lock()
-                .queue_ready
-                .remove(&key)
-                .unwrap_or_default();
+            let ready = {
+                let mut shared = self.store.data().shared.lock();
+                // Usually no VM has a notification pending: no hashing then.
+                if shared.queue_ready.is_empty() {
+                    Vec::new()
+                } else {
+                    shared.queue_ready.remove(&key).unwrap_or_default()
+                }
+            };
             let done_roots = self.store.data_mut().take_done_roots();
             if ready.is_empty() && done_roots.is_empty() {
                 return;
@@ -1079,13 +1122,63 @@ impl Vm {
             self.record(stream, callback, None);
             let _ = self.end_callback(callback, stream);
         }
-        self.stale_streams.remove(&stream);
+        if !self.stale_streams.is_empty() {
+            self.stale_streams.remove(&stream);
+        }
         let state = self.store.data_mut();
-        state.streams.remove(&stream);
+        let ended = state.streams.remove(&stream);
         state.http_calls.retain(|_, c| c.context_id != stream);
         state.grpc_calls.retain(|_, c| c.context_id != stream);
+        if let Some(mut ended) = ended {
+            for dir in [&mut ended.request, &mut ended.response] {
+                for map in [dir.headers.take(), dir.trailers.take()].into_iter().flatten() {
+                    self.keep_spare_map(map);
+                }
+            }
+        }
+        if let Some(actions) = self.actions.remove(&stream) {
+            if self.finished.len() >= FINISHED_ACTIONS_KEPT {
+                self.finished.pop_front();
+            }
+            self.finished.push_back((stream, actions));
+        }
         self.after_root_callback();
         Ok(())
+    }
+
+    /// Keeps an ended stream's header map, emptied, for the next stream's headers to reuse; a
+    /// map over [`SPARE_MAP_MAX_BYTES`] (or beyond [`SPARE_MAPS`] of them) is let go.
+    fn keep_spare_map(&mut self, mut map: Pairs) {
+        if self.spare_maps.len() >= SPARE_MAPS || map.capacity() > 256 {
+            return;
+        }
+        let held: usize = map.iter().map(|(k, v)| k.capacity() + v.capacity()).sum();
+        if held <= SPARE_MAP_MAX_BYTES {
+            // Emptied by lengths only: the pairs' own allocations stay for reuse.
+            for (k, v) in map.iter_mut() {
+                k.clear();
+                v.clear();
+            }
+            self.spare_maps.push(map);
+        }
+    }
+
+    /// A header map as the host stores it ([`to_pair`]), built in a spare map's allocations
+    /// when there is one.
+    fn pairs_from<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, profile: Profile, headers: &[(K, V)]) -> Pairs {
+        let Some(mut map) = self.spare_maps.pop() else {
+            return to_pairs(profile, headers);
+        };
+        // The spare's pairs are empty (`keep_spare_map`); the extra ones are dropped.
+        let reused = map.len().min(headers.len());
+        map.truncate(reused);
+        for ((k, v), (name, value)) in map.iter_mut().zip(headers) {
+            k.extend_from_slice(name.as_ref());
+            *k = profile.header_name(std::mem::take(k));
+            v.extend_from_slice(value.as_ref());
+        }
+        map.extend(headers[reused..].iter().map(|(k, v)| to_pair(profile, k, v)));
+        map
     }
 
     /// Shuts a root context down: `proxy_on_done`, then, when it returns true or later when
@@ -1163,30 +1256,41 @@ impl Vm {
 
     /// The HTTP and gRPC calls dispatched since the last look, oldest first, each handed out
     /// once: a transport sends what this returns and never copies the calls it already has
-    /// (their bodies included). Calls answered, cancelled or dropped with their context are
-    /// forgotten, so the tokens handed out stay as many as the calls pending.
+    /// (their bodies included). Tokens are handed out in the order the guest makes calls, so
+    /// the new ones are found by range, without looking at the calls already handed out.
     pub fn take_new_calls(&mut self) -> Vec<NewCall> {
         let now = self.now_ns();
         let state = self.store.data();
-        self.handed_out
-            .retain(|token| state.http_calls.contains_key(token) || state.grpc_calls.contains_key(token));
-        let mut new: Vec<(u32, NewCall)> = Vec::new();
-        for (token, held) in &state.http_calls {
-            if self.handed_out.insert(*token) {
+        let (seen, last) = (self.calls_seen_up_to, state.last_token());
+        self.calls_seen_up_to = last;
+        if seen == last {
+            return Vec::new();
+        }
+        let mut new: Vec<NewCall> = Vec::new();
+        for (from, to) in tokens_since(seen, last).into_iter().flatten() {
+            let mut calls: Vec<(u32, NewCall)> = Vec::new();
+            for (token, held) in state.http_calls.range(from..=to) {
                 let call = held.to_owned_value();
                 let time_left = call.deadline_ns.map(|d| Duration::from_nanos(d.saturating_sub(now)));
-                new.push((*token, NewCall::Http { call, time_left }));
+                calls.push((*token, NewCall::Http { call, time_left }));
             }
-        }
-        for (token, held) in &state.grpc_calls {
-            if self.handed_out.insert(*token) {
+            for (token, held) in state.grpc_calls.range(from..=to) {
                 let call = held.to_owned_value();
                 let time_left = call.deadline_ns.map(|d| Duration::from_nanos(d.saturating_sub(now)));
-                new.push((*token, NewCall::Grpc { call, time_left }));
+                calls.push((*token, NewCall::Grpc { call, time_left }));
             }
+            calls.sort_by_key(|(token, _)| *token);
+            new.extend(calls.into_iter().map(|(_, call)| call));
         }
-        new.sort_by_key(|(token, _)| *token);
-        new.into_iter().map(|(_, call)| call).collect()
+        new
+    }
+
+    /// The streams something may have changed on since the last call, oldest first: each stream
+    /// a callback ran on, the guest made the effective context, or the host failed closed. A
+    /// transport looks only at these after an event rather than at every stream it has (a
+    /// stream not listed is as it was). Streams that ended meanwhile may be listed.
+    pub fn take_touched_streams(&mut self) -> Vec<u32> {
+        self.store.data_mut().take_touched_streams()
     }
 
     /// Answers a callout: `proxy_on_http_call_response` on the context that made it.
@@ -1518,9 +1622,11 @@ impl Vm {
         &self.sha256
     }
 
-    /// Every callback a stream saw, in order, with its action.
+    /// Every callback a stream saw, in order, with its action (for a finished stream, while it
+    /// is among the last [`FINISHED_ACTIONS_KEPT`] finished).
     pub fn actions(&self, stream: u32) -> &[ActionRecord] {
-        self.actions.get(&stream).map_or(&[], Vec::as_slice)
+        let finished = || self.finished.iter().rev().find(|(id, _)| *id == stream).map(|(_, a)| a);
+        self.actions.get(&stream).or_else(finished).map_or(&[], Vec::as_slice)
     }
 
     /// The local response a stream ended with, if any.
@@ -1761,6 +1867,19 @@ impl Vm {
     }
 }
 
+/// The call tokens given after `seen` up to `last`, as inclusive ranges: one, or two when the
+/// counter wrapped past `u32::MAX` (tokens start at 1: `HostState::allocate_token`). Empty when
+/// `seen == last`.
+fn tokens_since(seen: u32, last: u32) -> [Option<(u32, u32)>; 2] {
+    if seen == last {
+        [None, None]
+    } else if seen < last {
+        [Some((seen + 1, last)), None]
+    } else {
+        [seen.checked_add(1).map(|from| (from, u32::MAX)), Some((1, last))]
+    }
+}
+
 fn memory_size(memory: GuestMemory, store: &mut Store<HostState>) -> usize {
     // Probe by the largest readable offset: GuestMemory keeps the handle private on purpose.
     let mut low = 0u64;
@@ -1782,7 +1901,12 @@ fn forward(dir: &mut Direction, phase: Callback) {
         Callback::RequestHeaders | Callback::ResponseHeaders => dir.headers_forwarded = true,
         Callback::RequestBody | Callback::ResponseBody => {
             let body = dir.take_body();
-            dir.forwarded_body.extend_from_slice(&body);
+            if dir.forwarded_body.is_empty() {
+                // The usual single chunk moves rather than being copied.
+                dir.forwarded_body = body;
+            } else {
+                dir.forwarded_body.extend_from_slice(&body);
+            }
         }
         Callback::RequestTrailers | Callback::ResponseTrailers => dir.trailers_forwarded = true,
         _ => {}
@@ -1843,4 +1967,22 @@ fn pairs_to_strings(pairs: &Pairs) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokens_since;
+
+    #[test]
+    fn new_call_tokens_are_the_range_since_the_last_look_across_the_wrap() {
+        assert_eq!(tokens_since(0, 0), [None, None]);
+        assert_eq!(tokens_since(0, 3), [Some((1, 3)), None]);
+        assert_eq!(tokens_since(7, 9), [Some((8, 9)), None]);
+        // The counter wrapped (u32::MAX is followed by 1).
+        assert_eq!(
+            tokens_since(u32::MAX - 2, 2),
+            [Some((u32::MAX - 1, u32::MAX)), Some((1, 2))]
+        );
+        assert_eq!(tokens_since(u32::MAX, 1), [None, Some((1, 1))]);
+    }
 }

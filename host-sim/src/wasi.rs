@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use rand::SeedableRng;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -83,6 +83,9 @@ impl HostMonotonicClock for VirtualMonotonic {
 pub struct StdioCapture {
     pub(crate) stdout: Arc<Mutex<Sink>>,
     pub(crate) stderr: Arc<Mutex<Sink>>,
+    /// Set by every write to either sink, taken by [`StdioCapture::take_written`]: the host
+    /// looks at the sinks after each callback, and most callbacks write nothing.
+    written: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -112,7 +115,13 @@ impl StdioCapture {
         StdioCapture {
             stdout: sink(),
             stderr: sink(),
+            written: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether the guest wrote to stdout or stderr since the last call (then drain both).
+    pub(crate) fn take_written(&self) -> bool {
+        self.written.swap(false, Ordering::AcqRel)
     }
 
     /// Takes complete lines (and, at the end of a callback, any partial line) out of a sink.
@@ -136,7 +145,14 @@ impl StdioCapture {
 }
 
 #[derive(Clone)]
-struct SinkStream(Arc<Mutex<Sink>>);
+struct SinkStream(Arc<Mutex<Sink>>, Arc<AtomicBool>);
+
+impl SinkStream {
+    fn push(&self, bytes: &[u8]) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
+        self.1.store(true, Ordering::Release);
+    }
+}
 
 impl IsTerminal for SinkStream {
     fn is_terminal(&self) -> bool {
@@ -156,7 +172,7 @@ impl StdoutStream for SinkStream {
 #[wasmtime_wasi::async_trait]
 impl OutputStream for SinkStream {
     fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(&bytes);
+        self.push(&bytes);
         Ok(())
     }
     fn flush(&mut self) -> Result<(), StreamError> {
@@ -179,7 +195,7 @@ impl tokio::io::AsyncWrite for SinkStream {
         _cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+        self.push(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(
@@ -214,8 +230,8 @@ pub(crate) fn build(options: &WasiOptions, stdio_limit: usize) -> (wasmtime_wasi
     let capture = StdioCapture::new(stdio_limit);
     let mut builder = WasiCtxBuilder::new();
     builder
-        .stdout(SinkStream(capture.stdout.clone()))
-        .stderr(SinkStream(capture.stderr.clone()))
+        .stdout(SinkStream(capture.stdout.clone(), capture.written.clone()))
+        .stderr(SinkStream(capture.stderr.clone(), capture.written.clone()))
         .envs(&options.env)
         .allow_blocking_current_thread(true);
     let clock = if options.real_clock {

@@ -7,8 +7,10 @@
 //! instances something happened on ([`Worker::settle`]): their guest logs go out, each call the
 //! guest dispatched is sent once ([`Vm::take_new_calls`]) as a real HTTP request on the tokio
 //! runtime with the time left of the deadline the VM set, and their streams that reached an end
-//! are answered, closed or passed to the route's fallback. Replies come back as commands, so a
-//! request waiting for its callout never blocks the others on the same worker.
+//! are answered, closed or passed to the route's fallback (only the streams something happened on
+//! are looked at, [`Vm::take_touched_streams`], never every stream in flight per event). Replies
+//! come back as commands, so a request waiting for its callout never blocks the others on the
+//! same worker.
 //!
 //! The request body goes to the filter in pieces of at most 64 KiB as the edge passes it on
 //! ([`super`]): for Envoy as it arrives ([`Command::RequestBody`]), for Kong whole (the VM
@@ -393,6 +395,9 @@ impl Worker {
                 }
             }
         }
+        if slot.draining.is_empty() {
+            return;
+        }
         let route = slot.route.name.clone();
         slot.draining.retain_mut(|old| {
             let Some(since) = old.finishing_since else {
@@ -666,36 +671,51 @@ impl Worker {
         }
     }
 
-    /// Looks at each stream of the instance: one the filter answered gets its answer, one it
+    /// Looks at each stream of the instance something happened on ([`Vm::take_touched_streams`]:
+    /// not every stream it has, per event): one the filter answered gets its answer, one it
     /// reset is closed, one whose request went through whole goes to the route's fallback.
     fn answer_settled_streams(&self, route_index: usize, route: &Route, instance: &mut Instance) {
-        let ids: Vec<u32> = instance.streams.keys().copied().collect();
-        for stream in ids {
-            let vm = &mut instance.vm;
-            let response = if let Some(local) = vm.local_response(stream).cloned() {
-                Some(self.local_reply(vm, stream, &local))
-            } else if vm.stream_reset(stream) || !vm.stream_exists(stream) {
-                // The filter reset the stream: drop the responder so the client's connection
-                // is closed without an answer, as Envoy resets it.
-                if let Some(p) = instance.streams.remove(&stream) {
-                    if let Some(key) = p.body_key {
-                        instance.bodies.remove(&key);
-                    }
-                    drop(p.respond);
-                }
-                let _ = vm.finish_stream(stream);
-                continue;
-            } else if vm.request_forwarded_complete(stream) && !instance.streams[&stream].passed_through {
-                if let Some(p) = instance.streams.get_mut(&stream) {
-                    p.passed_through = true;
-                }
-                self.pass_to_fallback(route_index, route, instance, stream)
-            } else {
-                None
-            };
-            if let Some(response) = response {
-                self.finish(instance, stream, response);
+        // Answering one stream runs its callbacks, in which the guest may move another stream
+        // on: those are looked at in a further round (bounded; what is left waits for the next
+        // event on this instance, as it is still listed).
+        for _ in 0..16 {
+            let touched = instance.vm.take_touched_streams();
+            if touched.is_empty() {
+                return;
             }
+            for stream in touched {
+                if instance.streams.contains_key(&stream) {
+                    self.answer_if_settled(route_index, route, instance, stream);
+                }
+            }
+        }
+    }
+
+    fn answer_if_settled(&self, route_index: usize, route: &Route, instance: &mut Instance, stream: u32) {
+        let vm = &mut instance.vm;
+        let response = if let Some(local) = vm.local_response(stream).cloned() {
+            Some(self.local_reply(vm, stream, &local))
+        } else if vm.stream_reset(stream) || !vm.stream_exists(stream) {
+            // The filter reset the stream: drop the responder so the client's connection
+            // is closed without an answer, as Envoy resets it.
+            if let Some(p) = instance.streams.remove(&stream) {
+                if let Some(key) = p.body_key {
+                    instance.bodies.remove(&key);
+                }
+                drop(p.respond);
+            }
+            let _ = vm.finish_stream(stream);
+            return;
+        } else if vm.request_forwarded_complete(stream) && !instance.streams[&stream].passed_through {
+            if let Some(p) = instance.streams.get_mut(&stream) {
+                p.passed_through = true;
+            }
+            self.pass_to_fallback(route_index, route, instance, stream)
+        } else {
+            None
+        };
+        if let Some(response) = response {
+            self.finish(instance, stream, response);
         }
     }
 

@@ -66,6 +66,8 @@ impl HostState {
         if let Some(active) = self.active.as_mut() {
             active.effective_id = id;
         }
+        // Whatever the guest does now may change that stream.
+        self.touch_stream(id);
         Ok(())
     }
 
@@ -495,7 +497,7 @@ mod tests {
         state.roots.insert(ROOT, RootState::default());
         state
             .streams
-            .insert(STREAM, StreamState::new(ROOT, StreamInfo::default()));
+            .insert(STREAM, Box::new(StreamState::new(ROOT, StreamInfo::default())));
         enter(&mut state, callback, context, CallbackData::default());
         state
     }
@@ -756,6 +758,35 @@ mod tests {
         assert_eq!(state.done(), Ok(()));
         assert_eq!(state.take_done_roots(), vec![ROOT]);
         assert_eq!(state.done(), Err(status(Status::NotFound)));
+    }
+
+    #[test]
+    fn switching_to_a_stream_lists_it_once_for_the_embedder_and_ended_streams_are_pruned() {
+        let mut state = host(Profile::Envoy, Callback::Tick, ROOT);
+        assert!(state.take_touched_streams().is_empty());
+        // A switch to the root touches no stream; to the stream, once however often.
+        assert_eq!(state.set_effective_context(ROOT), Ok(()));
+        for _ in 0..3 {
+            assert_eq!(state.set_effective_context(STREAM), Ok(()));
+        }
+        assert_eq!(state.take_touched_streams(), vec![STREAM]);
+        assert!(state.take_touched_streams().is_empty());
+        // Listed again after being taken.
+        state.touch_stream(STREAM);
+        assert_eq!(state.take_touched_streams(), vec![STREAM]);
+        // Nobody taking the list: streams that ended are pruned, so it stays as long as the
+        // live streams (plus a small slack), never one entry per stream ever touched.
+        for id in 100..1100 {
+            state
+                .streams
+                .insert(id, Box::new(StreamState::new(ROOT, StreamInfo::default())));
+            state.touch_stream(id);
+            state.streams.remove(&id);
+        }
+        state.touch_stream(STREAM);
+        let left = state.take_touched_streams();
+        assert!(left.len() <= 2 * state.streams.len() + 17, "{}", left.len());
+        assert!(left.contains(&STREAM));
     }
 
     #[test]

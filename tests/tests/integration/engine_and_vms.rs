@@ -240,3 +240,89 @@ fn vms_without_a_shared_state_do_not_share() {
     assert_eq!(a.vm.metrics()["wasmcustom.probe_counter"].value, 12);
     assert_eq!(b.vm.metrics()["wasmcustom.probe_counter"].value, 6);
 }
+
+#[test]
+fn streams_reusing_a_finished_streams_header_maps_see_exactly_their_own_headers() {
+    for profile in PROFILES {
+        let mut vm = start("noop", profile);
+        let root = vm.create_root_context("noop", b"").unwrap().id;
+        // More headers than the first stream, then fewer, then more again: each stream's map
+        // is built in what the previous one left.
+        let shapes: [&[(&str, &str)]; 3] = [
+            &[(":method", "GET"), (":path", "/a"), ("X-One", "1")],
+            &[
+                (":method", "POST"),
+                (":path", "/bb"),
+                ("X-Two", "22"),
+                ("x-three", "333"),
+                ("x-four", ""),
+            ],
+            &[(":method", "PUT")],
+        ];
+        for headers in shapes.iter().chain(shapes.iter()) {
+            let s = vm.create_http_stream(root).unwrap();
+            vm.send_request_headers(s, headers, true).unwrap();
+            vm.send_response_headers(s, &[(":status", "204"), ("Server", "up")], true)
+                .unwrap();
+            let expected: Vec<(String, String)> = headers
+                .iter()
+                .map(|(k, v)| {
+                    let k = if profile == Profile::Envoy {
+                        k.to_ascii_lowercase()
+                    } else {
+                        k.to_string()
+                    };
+                    (k, v.to_string())
+                })
+                .collect();
+            assert_eq!(vm.request_headers(s).unwrap(), expected, "{profile}");
+            let server = if profile == Profile::Envoy { "server" } else { "Server" };
+            assert_eq!(
+                vm.response_headers(s).unwrap(),
+                [
+                    (":status".to_string(), "204".to_string()),
+                    (server.to_string(), "up".to_string())
+                ],
+                "{profile}"
+            );
+            vm.finish_stream(s).unwrap();
+        }
+    }
+}
+
+#[test]
+fn only_streams_an_event_touched_are_listed_and_finished_streams_keep_a_bounded_record() {
+    let mut vm = start("noop", Profile::Envoy);
+    let root = vm.create_root_context("noop", b"").unwrap().id;
+    let a = vm.create_http_stream(root).unwrap();
+    let b = vm.create_http_stream(root).unwrap();
+    assert_eq!(
+        vm.take_touched_streams(),
+        [a, b],
+        "context creation runs a callback on each"
+    );
+    assert!(vm.take_touched_streams().is_empty());
+    vm.send_request_headers(b, &[(":method", "GET")], false).unwrap();
+    vm.send_request_body(b, b"x", false).unwrap();
+    assert_eq!(
+        vm.take_touched_streams(),
+        [b],
+        "two events on b, one entry, nothing on a"
+    );
+    vm.finish_stream(a).unwrap();
+    vm.finish_stream(b).unwrap();
+    // The actions of finished streams stay readable for the last FINISHED_ACTIONS_KEPT only.
+    let first = vm.create_http_stream(root).unwrap();
+    vm.send_request_headers(first, &[(":method", "GET")], true).unwrap();
+    vm.finish_stream(first).unwrap();
+    assert_eq!(vm.actions(first)[0].callback, "on_request_headers");
+    let mut last = first;
+    for _ in 0..host_sim::vm::FINISHED_ACTIONS_KEPT {
+        last = vm.create_http_stream(root).unwrap();
+        vm.send_request_headers(last, &[(":method", "GET")], true).unwrap();
+        vm.finish_stream(last).unwrap();
+    }
+    assert!(vm.actions(first).is_empty());
+    let callbacks: Vec<&str> = vm.actions(last).iter().map(|a| a.callback).collect();
+    assert_eq!(callbacks, ["on_request_headers", "on_log", "on_done", "on_delete"]);
+}
