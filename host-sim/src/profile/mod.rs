@@ -34,7 +34,9 @@ use crate::abi::{MapType, MetricType, Pairs, Status, StreamType};
 use crate::hostfn::HostFunction;
 use crate::limits::OverBudget;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 /// Which host to behave like: a selector of a [`HostBehaviour`], which it dereferences to.
@@ -247,6 +249,18 @@ pub enum CalloutUpstream {
     Cluster,
     /// A `host:port` to connect to (Kong).
     HostPort,
+}
+
+impl CalloutUpstream {
+    /// Where a callout (HTTP or gRPC) naming `upstream` goes: the cluster's address from
+    /// `clusters` (Envoy; `None` when no cluster has that name) or the name itself as
+    /// `host:port` (Kong).
+    pub fn target(self, clusters: &BTreeMap<String, SocketAddr>, upstream: &str) -> Option<String> {
+        match self {
+            CalloutUpstream::Cluster => clusters.get(upstream).map(|a| a.to_string()),
+            CalloutUpstream::HostPort => Some(upstream.to_string()),
+        }
+    }
 }
 
 /// A property's value before the host encodes it ([`HostBehaviour::encode_property`]).

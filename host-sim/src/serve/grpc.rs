@@ -1,6 +1,6 @@
 //! The gRPC client `serve` uses for the filter's `proxy_grpc_call` and `proxy_grpc_stream`:
 //! HTTP/2 with prior knowledge (h2c; serve has no TLS client) to the upstream the call names,
-//! looked up as HTTP callouts look theirs up ([`upstream::callout_target`]).
+//! looked up as HTTP callouts look theirs up ([`crate::profile::CalloutUpstream::target`]).
 //!
 //! A call runs as one task. What the server sends reaches the guest as it arrives, through the
 //! worker (the `deliver` function given to [`GrpcCalls::start`] posts each piece as a
@@ -17,7 +17,6 @@
 //! ends (the request finished or the client went away), or that the guest cancels or closes, is
 //! reset on the wire at once, so no call outlives the request that made it.
 
-use super::upstream;
 use crate::limits::{MAX_GRPC_MESSAGE_BYTES, MAX_GRPC_METADATA_BYTES};
 use crate::profile::{CalloutFailure, Profile};
 use crate::state::{GrpcCall, GrpcKind};
@@ -437,7 +436,7 @@ impl GrpcCalls {
         let task = CallTask {
             client: client.clone(),
             profile,
-            target: upstream::callout_target(profile, upstreams, &call.upstream),
+            target: profile.callout_upstream().target(upstreams, &call.upstream),
             call,
             time_left,
             body: RequestBody { messages },

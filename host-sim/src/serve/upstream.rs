@@ -4,7 +4,7 @@
 
 use super::grpc::GrpcClient;
 use crate::limits::MAX_CALLOUT_RESPONSE_BYTES;
-use crate::profile::{CalloutFailure, CalloutUpstream, Profile};
+use crate::profile::{CalloutFailure, Profile};
 use crate::state::HttpCall;
 use crate::vm::HttpCallReply;
 use bytes::Bytes;
@@ -121,15 +121,6 @@ impl Client {
     }
 }
 
-/// Where a guest's callout (HTTP or gRPC) named `upstream` goes: the cluster's address
-/// (Envoy) or the name itself as `host:port` (Kong); `None` when the cluster is unknown.
-pub fn callout_target(profile: Profile, upstreams: &BTreeMap<String, SocketAddr>, upstream: &str) -> Option<String> {
-    match profile.callout_upstream() {
-        CalloutUpstream::Cluster => upstreams.get(upstream).map(|a| a.to_string()),
-        CalloutUpstream::HostPort => Some(upstream.to_string()),
-    }
-}
-
 /// A guest's HTTP callout as `serve` sends it, for a route's VM and a WasmService's alike.
 pub struct Callout {
     /// Where it goes: the cluster's address (Envoy) or the call's own `host:port` (Kong); `None`
@@ -158,7 +149,7 @@ impl Callout {
         call: HttpCall,
         time_left: Option<Duration>,
     ) -> Self {
-        let target = callout_target(profile, upstreams, &call.upstream);
+        let target = profile.callout_upstream().target(upstreams, &call.upstream);
         let mut headers = call.headers.clone();
         headers.extend(profile.callout_request_headers(profile.effective_call_timeout_ms(call.timeout_ms)));
         Callout {
