@@ -34,6 +34,8 @@ KONG_YML = REPO / "kong.yml"
 META_JSON = REPO / "filter" / "kafka_upstream.meta.json"
 WASM = REPO / "target" / "wasm32-wasip1" / "wasm" / "kafka_upstream.wasm"
 HOST_SIM = REPO / "target" / "release" / "host-sim"
+# test-filters/abi-probe: reports every callback and host-call result (its lib.rs header).
+PROBE_WASM = REPO / "target" / "wasm32-wasip1" / "wasm" / "abi_probe.wasm"
 
 # Topics of the broker and their partition counts: the filter's default topic and the two that
 # envoy.yaml's allowed_topics lets a request name; and the asynchronous mode's burst test's own
@@ -592,3 +594,75 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{len(ids)} test(s): {reason}")
         terminalreporter.write_line("    " + ", ".join(ids))
 
+
+def static_cluster(name: str, port: int, http2: bool = False) -> str:
+    """One `static_resources.clusters` entry (YAML, indented for probe_bootstrap) at
+    127.0.0.1:port; http2: the cluster speaks HTTP/2 with prior knowledge (gRPC)."""
+    options = """
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config: { http2_protocol_options: {} }""" if http2 else ""
+    return f"""
+    - name: {name}
+      type: STATIC
+      connect_timeout: 2s{options}
+      load_assignment:
+        cluster_name: {name}
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+"""
+
+
+def probe_bootstrap(listener: int, admin: int, route: str, clusters: list[str],
+                    plugin_config: str | None = None, vm_config: str | None = None) -> str:
+    """The Envoy bootstrap the differential modules run through real Envoy and `host-sim serve
+    --envoy` alike: one listener whose HTTP filters are the abi-probe (PROBE_WASM, plugin and VM
+    configuration when given) and the router. route: the route's action, e.g. `route: { cluster:
+    backend }`; clusters: static_cluster entries."""
+
+    def configuration(text: str | None, indent: str) -> str:
+        if text is None:
+            return ""
+        return (f"\n{indent}configuration:\n"
+                f'{indent}  "@type": type.googleapis.com/google.protobuf.StringValue\n'
+                f"{indent}  value: {json.dumps(text)}")
+
+    return f"""
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+    - name: probe
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listener} }} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: probe
+                codec_type: AUTO
+                generate_request_id: false
+                route_config:
+                  virtual_hosts:
+                    - name: probe
+                      domains: ["*"]
+                      routes:
+                        - match: {{ prefix: "/" }}
+                          {route}
+                http_filters:
+                  - name: envoy.filters.http.wasm
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        name: probe
+                        root_id: probe{configuration(plugin_config, " " * 24)}
+                        vm_config:
+                          vm_id: probe
+                          runtime: envoy.wasm.runtime.v8{configuration(vm_config, " " * 26)}
+                          code: {{ local: {{ filename: {PROBE_WASM} }} }}
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:""" + "".join(clusters)

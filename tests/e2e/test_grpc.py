@@ -28,10 +28,10 @@ import grpc
 import pytest
 import requests
 
-from conftest import HOST_SIM, REPO, STARTUP_TIMEOUT, _envoy_binary, _require_file
+from conftest import (HOST_SIM, PROBE_WASM, STARTUP_TIMEOUT, _envoy_binary, _require_file,
+                      probe_bootstrap, static_cluster)
 from procs import Proc, free_port, port_open
 
-PROBE_WASM = REPO / "target" / "wasm32-wasip1" / "wasm" / "abi_probe.wasm"
 # How long each report is waited for in a gateway's log.
 REPORT_WAIT = 15.0
 
@@ -106,64 +106,6 @@ def grpc_servers():
             server.stop(grace=None)
 
 
-def _cluster(name: str, port: int) -> str:
-    return f"""
-    - name: {name}
-      type: STATIC
-      connect_timeout: 2s
-      typed_extension_protocol_options:
-        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-          explicit_http_config: {{ http2_protocol_options: {{}} }}
-      load_assignment:
-        cluster_name: {name}
-        endpoints:
-          - lb_endpoints:
-              - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
-"""
-
-
-def bootstrap(listener: int, admin: int, clusters: dict[str, int]) -> str:
-    return f"""
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-    - name: probe
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listener} }} }}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: probe
-                codec_type: AUTO
-                generate_request_id: false
-                route_config:
-                  virtual_hosts:
-                    - name: probe
-                      domains: ["*"]
-                      routes:
-                        - match: {{ prefix: "/" }}
-                          direct_response: {{ status: 200, body: {{ inline_string: "through" }} }}
-                http_filters:
-                  - name: envoy.filters.http.wasm
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-                      config:
-                        name: probe
-                        root_id: probe
-                        vm_config:
-                          vm_id: probe
-                          runtime: envoy.wasm.runtime.v8
-                          code: {{ local: {{ filename: {PROBE_WASM} }} }}
-                  - name: envoy.filters.http.router
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-""" + "".join(_cluster(name, port) for name, port in clusters.items())
-
-
 @pytest.fixture(scope="module")
 def gateways(grpc_servers, run_dir):
     """{"envoy": (port, proc), "host-sim": (port, proc)} on the same bootstrap."""
@@ -172,7 +114,10 @@ def gateways(grpc_servers, run_dir):
     run.mkdir()
     listener, admin = free_port(), free_port()
     config = run / "envoy.yaml"
-    config.write_text(bootstrap(listener, admin, {**grpc_servers, "grpc_refused": free_port()}))
+    clusters = {**grpc_servers, "grpc_refused": free_port()}
+    config.write_text(probe_bootstrap(
+        listener, admin, 'direct_response: { status: 200, body: { inline_string: "through" } }',
+        [static_cluster(name, port, http2=True) for name, port in clusters.items()]))
     started: dict[str, tuple[int, Proc]] = {}
     try:
         envoy = Proc("grpc-envoy", [

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOST_SIM, REPO, STARTUP_TIMEOUT, _envoy_binary, _require_file
+from conftest import (HOST_SIM, PROBE_WASM, STARTUP_TIMEOUT, _envoy_binary, _require_file,
+                      probe_bootstrap, static_cluster)
 from procs import Proc, free_port, port_open
 
-PROBE_WASM = REPO / "target" / "wasm32-wasip1" / "wasm" / "abi_probe.wasm"
 UPSTREAM_BODY = b"upstream says hi\n"
 TICK_MS = 100
 # Bounds of the waits below (nothing here asserts on timing).
@@ -91,61 +91,6 @@ class Upstream:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-def bootstrap(listener: int, admin: int, upstream: int, plugin_config: str, vm_config: str) -> str:
-    return f"""
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-    - name: probe
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listener} }} }}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: probe
-                codec_type: AUTO
-                generate_request_id: false
-                route_config:
-                  virtual_hosts:
-                    - name: probe
-                      domains: ["*"]
-                      routes:
-                        - match: {{ prefix: "/" }}
-                          route: {{ cluster: backend }}
-                http_filters:
-                  - name: envoy.filters.http.wasm
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-                      config:
-                        name: probe
-                        root_id: probe
-                        configuration:
-                          "@type": type.googleapis.com/google.protobuf.StringValue
-                          value: {json.dumps(plugin_config)}
-                        vm_config:
-                          vm_id: probe
-                          runtime: envoy.wasm.runtime.v8
-                          configuration:
-                            "@type": type.googleapis.com/google.protobuf.StringValue
-                            value: {json.dumps(vm_config)}
-                          code: {{ local: {{ filename: {PROBE_WASM} }} }}
-                  - name: envoy.filters.http.router
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-    - name: backend
-      type: STATIC
-      connect_timeout: 2s
-      load_assignment:
-        cluster_name: backend
-        endpoints:
-          - lb_endpoints:
-              - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
-"""
 
 
 class Gateway:
@@ -220,7 +165,9 @@ class Pair:
                 upstream = Upstream()
                 self._upstreams.append(upstream)
                 config = run / "envoy.yaml"
-                config.write_text(bootstrap(listener, admin, upstream.port, plugin_config, vm_config))
+                config.write_text(probe_bootstrap(listener, admin, "route: { cluster: backend }",
+                                                  [static_cluster("backend", upstream.port)],
+                                                  plugin_config, vm_config))
                 proc, port = _start(kind, variant, config, run, upstream, listener, wait_listening)
                 self.gateways[kind] = Gateway(kind, proc, port, upstream)
         except BaseException:

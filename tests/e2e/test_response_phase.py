@@ -24,10 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import HOST_SIM, REPO, STARTUP_TIMEOUT, _envoy_binary, _require_file
+from conftest import (HOST_SIM, PROBE_WASM, STARTUP_TIMEOUT, _envoy_binary, _require_file,
+                      probe_bootstrap, static_cluster)
 from procs import Proc, free_port, port_open
 
-PROBE_WASM = REPO / "target" / "wasm32-wasip1" / "wasm" / "abi_probe.wasm"
 UPSTREAM_BODY = b"hello world\n"
 # How long a client waits for the rest of a message (and for bytes after it) before it records
 # what it has: long enough for a local answer on a loaded machine, short enough for a suite.
@@ -64,55 +64,6 @@ def upstream():
         server.server_close()
 
 
-def bootstrap(listener: int, admin: int, upstream: int) -> str:
-    return f"""
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-    - name: probe
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listener} }} }}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: probe
-                codec_type: AUTO
-                generate_request_id: false
-                route_config:
-                  virtual_hosts:
-                    - name: probe
-                      domains: ["*"]
-                      routes:
-                        - match: {{ prefix: "/" }}
-                          route: {{ cluster: backend }}
-                http_filters:
-                  - name: envoy.filters.http.wasm
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-                      config:
-                        name: probe
-                        root_id: probe
-                        vm_config:
-                          vm_id: probe
-                          runtime: envoy.wasm.runtime.v8
-                          code: {{ local: {{ filename: {PROBE_WASM} }} }}
-                  - name: envoy.filters.http.router
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-    - name: backend
-      type: STATIC
-      connect_timeout: 2s
-      load_assignment:
-        cluster_name: backend
-        endpoints:
-          - lb_endpoints:
-              - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
-"""
-
-
 @pytest.fixture(scope="module")
 def gateways(upstream, run_dir):
     """{"envoy": port, "host-sim": port}: real Envoy and host-sim serve on the same bootstrap."""
@@ -121,7 +72,8 @@ def gateways(upstream, run_dir):
     run.mkdir()
     listener, admin = free_port(), free_port()
     config = run / "envoy.yaml"
-    config.write_text(bootstrap(listener, admin, upstream))
+    config.write_text(probe_bootstrap(listener, admin, "route: { cluster: backend }",
+                                      [static_cluster("backend", upstream)]))
     started: list[Proc] = []
     try:
         envoy = Proc("response-phase-envoy", [
