@@ -1647,6 +1647,44 @@ mod tests {
     /// failures, whole-batch 422s that isolate records) against random limits: every body is the
     /// whole-batch bytes of its records and within the limits, and every record is either
     /// acknowledged once or dropped once.
+    /// A random v2 reply to a batch of `records` (a whole acknowledgement, 500, 504, a 200 with
+    /// per-record failures, a 422 failing every record; only the first when `draining`), with
+    /// which records it acknowledges. `rand(n)` draws below n: one draw per record, then one for
+    /// the reply unless draining (the pinned-hash test depends on this order).
+    fn random_v2_reply(
+        records: usize,
+        draining: bool,
+        rand: &mut impl FnMut(u64) -> u64,
+    ) -> (&'static str, String, Vec<bool>) {
+        let failing: Vec<bool> = (0..records).map(|_| rand(3) == 0).collect();
+        if draining {
+            return ("200", v2_ack(records), vec![true; records]);
+        }
+        match rand(5) {
+            0 => ("200", v2_ack(records), vec![true; records]),
+            1 => ("500", "{}".to_string(), vec![false; records]),
+            2 => ("504", String::new(), vec![false; records]),
+            3 => {
+                let offsets: Vec<&str> = failing
+                    .iter()
+                    .map(|f| {
+                        if *f {
+                            r#"{"error_code":50002,"error":"x"}"#
+                        } else {
+                            r#"{"offset":1}"#
+                        }
+                    })
+                    .collect();
+                let partial = format!(r#"{{"offsets":[{}]}}"#, offsets.join(","));
+                ("200", partial, failing.iter().map(|f| !f).collect())
+            }
+            _ => {
+                let all_failed = vec![r#"{"error_code":1,"error":"x"}"#; records].join(",");
+                ("422", format!(r#"{{"offsets":[{all_failed}]}}"#), vec![false; records])
+            }
+        }
+    }
+
     #[test]
     fn random_schedules_send_whole_batch_bytes_within_the_limits_and_lose_nothing() {
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -1697,33 +1735,7 @@ mod tests {
                     _ if !in_flight.is_empty() => {
                         let call = in_flight.swap_remove(rand(in_flight.len() as u64) as usize);
                         let messages = call.v2_messages();
-                        let failing: Vec<bool> = messages.iter().map(|_| rand(3) == 0).collect();
-                        let offsets: Vec<&str> = failing
-                            .iter()
-                            .map(|f| {
-                                if *f {
-                                    r#"{"error_code":50002,"error":"x"}"#
-                                } else {
-                                    r#"{"offset":1}"#
-                                }
-                            })
-                            .collect();
-                        let partial = format!(r#"{{"offsets":[{}]}}"#, offsets.join(","));
-                        let all_failed = format!(
-                            r#"{{"offsets":[{}]}}"#,
-                            vec![r#"{"error_code":1,"error":"x"}"#; messages.len()].join(",")
-                        );
-                        let (status, body, acks) = if draining {
-                            ("200", v2_ack(messages.len()), vec![true; messages.len()])
-                        } else {
-                            match rand(5) {
-                                0 => ("200", v2_ack(messages.len()), vec![true; messages.len()]),
-                                1 => ("500", "{}".to_string(), vec![false; messages.len()]),
-                                2 => ("504", String::new(), vec![false; messages.len()]),
-                                3 => ("200", partial, failing.iter().map(|f| !f).collect()),
-                                _ => ("422", all_failed, vec![false; messages.len()]),
-                            }
-                        };
+                        let (status, body, acks) = random_v2_reply(messages.len(), draining, &mut rand);
                         assert!(p.on_response(call.token, &reply(status, &body), now));
                         for (message, ok) in messages.into_iter().zip(acks) {
                             if ok {
@@ -2610,29 +2622,7 @@ mod tests {
                     _ if !in_flight.is_empty() => {
                         let call = in_flight.swap_remove(rand(in_flight.len() as u64) as usize);
                         let messages = call.v2_messages();
-                        let failing: Vec<bool> = messages.iter().map(|_| rand(3) == 0).collect();
-                        let offsets: Vec<&str> = failing
-                            .iter()
-                            .map(|f| {
-                                if *f {
-                                    r#"{"error_code":50002,"error":"x"}"#
-                                } else {
-                                    r#"{"offset":1}"#
-                                }
-                            })
-                            .collect();
-                        let partial = format!(r#"{{"offsets":[{}]}}"#, offsets.join(","));
-                        let all_failed = format!(
-                            r#"{{"offsets":[{}]}}"#,
-                            vec![r#"{"error_code":1,"error":"x"}"#; messages.len()].join(",")
-                        );
-                        let (status, body) = match rand(5) {
-                            0 => ("200", v2_ack(messages.len())),
-                            1 => ("500", "{}".to_string()),
-                            2 => ("504", String::new()),
-                            3 => ("200", partial),
-                            _ => ("422", all_failed),
-                        };
+                        let (status, body, _) = random_v2_reply(messages.len(), false, &mut rand);
                         assert!(p.on_response(call.token, &reply(status, &body), now));
                     }
                     _ => {}

@@ -154,7 +154,7 @@ pub fn record_len(
     // The record with an empty value, plus the value's encoded length: base64 is 4 bytes per 3
     // (the quotes are already there), the json format embeds the message as is.
     let mut scratch = Vec::with_capacity(96 + key.map_or(0, |k| k.len() * 2) + headers.len());
-    write_record(&mut scratch, rp, key, headers, partition, b"");
+    encode_record(&mut scratch, rp, key, headers, partition, b"");
     let value_len = match rp.format {
         Format::Binary => message_len.div_ceil(3) * 4,
         Format::Json => message_len,
@@ -238,7 +238,7 @@ impl BatchBody {
     ) -> std::ops::Range<usize> {
         self.separate();
         let start = self.bytes.len();
-        write_record(&mut self.bytes, rp, key, headers, partition, message);
+        encode_record(&mut self.bytes, rp, key, headers, partition, message);
         start..self.bytes.len()
     }
 
@@ -275,18 +275,6 @@ impl BatchBody {
         }
         self.bytes
     }
-}
-
-/// Writes one record's JSON object as a batch body carries it (see [`BatchBody::push_encoded`]).
-pub fn encode_record(
-    out: &mut Vec<u8>,
-    rp: &RestProxy,
-    key: Option<&[u8]>,
-    headers: &[u8],
-    partition: Option<u32>,
-    message: &[u8],
-) {
-    write_record(out, rp, key, headers, partition, message);
 }
 
 /// The health probe of the asynchronous producer: a cheap read every REST proxy serves,
@@ -384,17 +372,18 @@ fn build_body(rp: &RestProxy, key: Option<&[u8]>, headers: &[u8], partition: Opt
     match &rp.api {
         Api::V2 => {
             out.extend_from_slice(V2_OPEN);
-            write_record(&mut out, rp, key, headers, partition, message);
+            encode_record(&mut out, rp, key, headers, partition, message);
             out.extend_from_slice(V2_CLOSE);
         }
-        Api::V3 { .. } => write_record(&mut out, rp, key, headers, partition, message),
+        Api::V3 { .. } => encode_record(&mut out, rp, key, headers, partition, message),
     }
     out
 }
 
-/// Appends one record: v2 `{"value":…,"key":…,"partition":n}`, v3
+/// Appends one record's JSON object as a request or batch body carries it (see
+/// [`BatchBody::push_encoded`]): v2 `{"value":…,"key":…,"partition":n}`, v3
 /// `{"value":{"type":…,"data":…},"key":{…},"headers":[…],"partition_id":n}`.
-fn write_record(
+pub fn encode_record(
     out: &mut Vec<u8>,
     rp: &RestProxy,
     key: Option<&[u8]>,
@@ -640,7 +629,7 @@ mod tests {
                         for message in [&b"{}"[..], br#"{"body":"hi"}"#, br#"{"body":"12345678"}"#] {
                             for headers in [&b""[..], br#"[{"name":"a","value":"Yg=="}]"#] {
                                 let mut one = Vec::new();
-                                write_record(&mut one, &rp, key, headers, partition, message);
+                                encode_record(&mut one, &rp, key, headers, partition, message);
                                 assert_eq!(
                                     record_len(&rp, key, headers, partition, message.len()),
                                     one.len(),
@@ -715,7 +704,7 @@ mod tests {
                     Api::V3 { .. } => b'\n',
                 });
             }
-            write_record(&mut body, rp, *key, headers, partition, message);
+            encode_record(&mut body, rp, *key, headers, partition, message);
         }
         if rp.api == Api::V2 {
             body.extend_from_slice(b"]}");
