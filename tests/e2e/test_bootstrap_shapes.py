@@ -27,10 +27,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import HOST_SIM, REPO, STARTUP_TIMEOUT, EnvoyPorts, _require_file, start_envoy
+from conftest import HOST_SIM, PROBE_WASM, STARTUP_TIMEOUT, EnvoyPorts, _require_file, start_envoy
 from procs import Proc, free_port, port_open
 
-PROBE = REPO / "target" / "wasm32-wasip1" / "wasm" / "abi_probe.wasm"
 WAIT = 15.0  # seconds: every wait for ticks or log lines is bounded by this
 SECOND_CONFIG = "listener=second"
 
@@ -84,7 +83,7 @@ def _wasm_filter(typed_struct: str, configuration: str, name: str) -> str:
                             configuration:
                               "@type": type.googleapis.com/google.protobuf.StringValue
                               value: vm-{name}
-                            code: {{ local: {{ filename: {PROBE} }} }}
+                            code: {{ local: {{ filename: {PROBE_WASM} }} }}
                           configuration:
 {configuration}"""
 
@@ -169,7 +168,7 @@ bootstrap_extensions:
               limits: {{ rate: 2.5, names: [a, true, null, 2], big: 3000000000, count: 7 }}
               alpha: "quoted"
               beta: false
-          code: {{ local: {{ filename: {PROBE} }} }}
+          code: {{ local: {{ filename: {PROBE_WASM} }} }}
         configuration:
           "@type": type.googleapis.com/google.protobuf.StringValue
           value: tick=200 dispatch_on_tick=ticks
@@ -191,7 +190,7 @@ def _wait_for(what: str, done, proc: Proc) -> None:
 def gateways(run_dir):
     """Both gateways on the same bootstrap shape, each with its own ports and upstream:
     {"envoy": (proc, upstream, listener port), "host-sim": ...}."""
-    _require_file(PROBE, "run `make wasm`")
+    _require_file(PROBE_WASM, "run `make wasm`")
     started = {}
     try:
         for gateway in ("envoy", "host-sim"):
