@@ -72,6 +72,8 @@ lint:
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	$(CARGO) clippy --release --all-targets -p wasm-oci -- -D warnings
 	$(CARGO) clippy --profile wasm --target wasm32-wasip1 $(WASM_PKGS) -- -D warnings
+	# Broken or private intra-doc links make `cargo doc` lie about the code: refuse them too.
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace
 
 # build/venv with every package of tests/e2e/requirements.txt at its pinned version (--no-deps:
 # the file pins the transitive dependencies too; pip check proves nothing is missing). Reinstalled

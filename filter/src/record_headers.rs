@@ -13,7 +13,7 @@
 //! Redpanda's pandaproxy (`partition`, `key`, `value` only) or Karapace's v2, which answers a
 //! record with any other member 422 "Invalid request format" (Aiven-Open/karapace
 //! `src/karapace/kafka_rest_apis/__init__.py`, `validate_publish_request_format`) and has no v3.
-//! So a v2 configuration that would send record headers is rejected ([`v2_check`]).
+//! So a v2 configuration that would send record headers is rejected (`v2_check`).
 //!
 //! Which request headers become record headers, in the request's order:
 //! - `forward_http_headers_as_record_headers` (default `true`, as in Kong) turns forwarding on;

@@ -2,19 +2,19 @@
 //! from the ABI glue through `Caller`.
 //!
 //! This layer owns the ABI's semantics: each host function is a method of [`HostState`] that
-//! takes decoded values and answers `Result<T, Fault>` ([`fault`]: a status, a trap, or over
+//! takes decoded values and answers `Result<T, Fault>` (`fault`: a status, a trap, or over
 //! budget; the glue in `imports.rs` turns it into what the guest sees, in one place). The rules of
 //! contexts, buffers, maps, local responses, callouts, gRPC, shared data, metrics and foreign
-//! functions are in [`host_functions`]; the methods that keep guest bytes (body and map changes,
+//! functions are in `host_functions`; the methods that keep guest bytes (body and map changes,
 //! callouts, properties, shared data, queues, metrics) sit here, next to the data they charge.
 //! Host differences are asked of the [`Profile`]; the order of guest callbacks belongs to the
 //! driver ([`crate::vm`]). The rules are tested natively, without wasm (`host_functions` tests).
 //!
 //! Every byte the host keeps on a guest's behalf is charged to the VM's [`HostBudget`]
-//! ([`crate::Limits::max_host_bytes`]) through a [`budget`] charge kept next to the data, so each
+//! ([`crate::Limits::max_host_bytes`]) through a `budget` charge kept next to the data, so each
 //! way the data goes away releases it. The state methods charge before they change anything; a
-//! refusal ([`Fault::OverBudget`]) leaves the state as it was, and the profile decides what the
-//! guest sees ([`HostBehaviour::over_budget`]). Log lines are the one thing the host may drop to make
+//! refusal (`Fault::OverBudget`) leaves the state as it was, and the profile decides what the
+//! guest sees ([`HostBehaviour::over_budget`](crate::profile::HostBehaviour::over_budget)). Log lines are the one thing the host may drop to make
 //! room: a real host has written them out already.
 
 mod budget;

@@ -4,7 +4,7 @@
 //! process). It creates root and HTTP contexts, feeds request and response events in the order
 //! the profile's host would, records the [`Action`] of every callback, captures local responses
 //! and outgoing calls, answers them, and moves a virtual clock that fires ticks and callout
-//! timeouts. Every call into the guest goes through one choke point ([`Vm::invoke`]) that sets
+//! timeouts. Every call into the guest goes through one choke point (`Vm::invoke`) that sets
 //! the callback's context, deadline and fuel, contains traps and turns WASI output into logs.
 
 use crate::abi::{Action, LogLevel, Pairs, MAIN_EXPORT, START_EXPORT};

@@ -59,7 +59,7 @@ impl HostBehaviour for Envoy {
     /// proxy-wasm-cpp-host src/wasm.cc `WasmBase::registerCallbacks`: the ABI's `env.proxy_*`
     /// functions, except `proxy_get_log_level` for a module declaring ABI 0.2.0 (registered for
     /// 0.2.1 only); `env.pthread_equal` and `env.emscripten_notify_memory_growth`; the WASI
-    /// functions of [`ENVOY_WASI`] under `wasi_snapshot_preview1` and `wasi_unstable`.
+    /// functions of `ENVOY_WASI` under `wasi_snapshot_preview1` and `wasi_unstable`.
     fn links(&self, abi_version: Option<&str>, module: &str, name: &str) -> bool {
         match module {
             "env" => match HostFunction::from_name(name) {

@@ -45,7 +45,7 @@ impl HostBehaviour for Kong {
 
     /// ngx_wasm_module src/wasm/vm/ngx_wavm.c `ngx_wavm_module_link`: an `env` import without a
     /// host function fails with "missing host function". It links the ABI's `env.proxy_*`
-    /// functions and the older names of [`KONG_LEGACY`] (the table `ngx_proxy_wasm_hfuncs[]` in
+    /// functions and the older names of `KONG_LEGACY` (the table `ngx_proxy_wasm_hfuncs[]` in
     /// src/common/proxy_wasm/ngx_proxy_wasm_host.c; the ones it has not implemented link and trap
     /// when called); all of `wasi_snapshot_preview1` through wasmtime's WASI
     /// (src/wasm/wrt/ngx_wrt_wasmtime.c:260-300); nothing under `wasi_unstable` or any other
@@ -319,7 +319,7 @@ impl HostBehaviour for Kong {
         &[":method", ":path"]
     }
 
-    /// 0 means the socket timeouts, 60 s by default ([`DEFAULT_CALL_TIMEOUT_MS`]).
+    /// 0 means the socket timeouts, 60 s by default (`DEFAULT_CALL_TIMEOUT_MS`).
     fn effective_call_timeout_ms(&self, requested: u32) -> Option<u64> {
         Some(match requested {
             0 => DEFAULT_CALL_TIMEOUT_MS,
@@ -444,7 +444,7 @@ impl HostBehaviour for Kong {
         true
     }
 
-    /// See [`metric_trap`].
+    /// See the free function `metric_trap` below.
     fn metric_trap(&self, op: MetricOp, id: u32, kind: Option<MetricType>) -> Option<String> {
         metric_trap(op, id, kind)
     }

@@ -549,7 +549,7 @@ fn cluster_address(cluster: &Value, at: &At) -> Result<(String, SocketAddr), Dep
 }
 
 /// A `bootstrap_extensions` entry of type `envoy.extensions.wasm.v3.WasmService`: a VM with a
-/// root context and no listener (https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/wasm/v3/wasm.proto#extensions-wasm-v3-wasmservice).
+/// root context and no listener (<https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/wasm/v3/wasm.proto#extensions-wasm-v3-wasmservice>).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WasmService {
     /// `config.name`.

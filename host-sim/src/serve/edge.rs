@@ -3,10 +3,10 @@
 //! Each connection's socket is wrapped in a [`TrackedIo`] that notes when a request's first byte
 //! arrives, and the request handler notes when a request starts and ends ([`ConnectionClock`]).
 //! A [`watchdog`] per connection turns those moments into the deadlines of
-//! [`EdgeLimits`](crate::limits::EdgeLimits): a connection idle too long, or slow to send a
+//! [`crate::limits::EdgeLimits`]: a connection idle too long, or slow to send a
 //! request head, is closed without an answer (as nginx and Envoy do). The whole-request deadline
 //! is the request handler's (it answers 408), and the connection cap is the accept loop's
-//! ([`accept_loop`]).
+//! (`accept_loop`).
 
 use crate::limits::EdgeLimits;
 use std::io;

@@ -7,7 +7,7 @@
 //! [`GrpcReply`] to the thread that owns the VM, which hands it to [`crate::Vm::respond_grpc`]):
 //! a stream gets initial metadata, each message, trailing metadata and the close, each through
 //! its callback; a unary call gets only its outcome, as Envoy's unary handler passes on (see
-//! [`unary_reply`]). What the guest does on a stream later (`proxy_grpc_send`, half-close,
+//! `unary_reply`). What the guest does on a stream later (`proxy_grpc_send`, half-close,
 //! `proxy_grpc_cancel`, `proxy_grpc_close`) is forwarded by [`GrpcCalls::sync`], which the worker
 //! runs after every guest callback.
 //!

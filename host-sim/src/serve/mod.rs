@@ -2,7 +2,7 @@
 //!
 //! A tokio/hyper server accepts requests ([`edge`] bounds what a client may cost), picks the
 //! route by longest path prefix and hands the request to a worker thread that owns one VM per
-//! route ([`worker`]), round-robin; the answer comes back on a oneshot channel. The body is read
+//! route (`worker`), round-robin; the answer comes back on a oneshot channel. The body is read
 //! within the edge's limits (over `max_request_bytes`, malformed or too slow: 413, 400, 408) as
 //! the profile's host reads it ([`crate::profile::BodyDelivery`]): for Envoy the request goes to
 //! the worker at its first piece of body and the rest follows as it arrives (a refusal then ends
@@ -13,7 +13,7 @@
 //! the precompiled cache when possible) and new requests get it while in-flight ones finish on
 //! the old VM. An optional admin listener reports the module hashes, counters and metrics.
 //! An Envoy bootstrap's WasmServices run beside the routes, each VM on a thread of its own
-//! ([`service`]).
+//! (`service`).
 
 pub mod config;
 pub mod edge;

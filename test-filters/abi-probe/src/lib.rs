@@ -4,7 +4,7 @@
 //! What it does is chosen by the request header `x-probe: <scenario>` (per stream) and by the
 //! plugin configuration (per root context: whitespace-separated `key=value` or `flag` tokens).
 //! Further `x-*` request headers parameterise a scenario. Everything it observes is logged as
-//! `probe:<event> <json>` at INFO (see [`report`]); the tests find those lines by event name.
+//! `probe:<event> <json>` at INFO (see `report`); the tests find those lines by event name.
 //!
 //! Plugin configuration tokens:
 //! - `tick=<ms>`: set the tick period in `on_configure`; every tick logs `probe:tick`.
@@ -21,7 +21,7 @@
 //! - `trap_in=<callback>` and `trap_kind=<unreachable|panic|loop|alloc>`: misbehave in a root
 //!   callback (`vm_start` is selected by the VM configuration `trap` instead).
 //!
-//! Stream scenarios (`x-probe`) are listed in [`Probe::on_http_request_headers`]. Any stream may
+//! Stream scenarios (`x-probe`) are listed in `Probe::on_http_request_headers`. Any stream may
 //! also misbehave with `x-trap-in: <callback>` and `x-trap-kind: <kind>`.
 
 mod raw;

@@ -16,7 +16,7 @@
 //! Two schemas are the same when they have the same type and the same Avro Parsing Canonical Form
 //! (AVRO) or the same parsed JSON (JSON).
 //!
-//! [`SchemaRegistry::serialize`] writes Confluent's wire format, as its serializers do
+//! [`RegisteredSchema::serialize`] writes Confluent's wire format, as its serializers do
 //! (docs.confluent.io/platform/current/schema-registry/fundamentals/serdes-develop/index.html,
 //! "Wire format"): magic byte 0, the schema id as 4 big-endian bytes, then the Avro binary
 //! encoding of the value (AVRO) or the value's JSON text (JSON, after validation against the
