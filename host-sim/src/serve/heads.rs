@@ -316,7 +316,11 @@ fn hex(byte: u8) -> Option<u64> {
 enum Parsed {
     Partial,
     Invalid,
-    Complete { len: usize, head: WireHead, framing: Framing },
+    Complete {
+        len: usize,
+        head: WireHead,
+        framing: Framing,
+    },
 }
 
 /// How a request's body is delimited.
@@ -401,8 +405,8 @@ pub fn in_wire_order(
     uri: &hyper::Uri,
     headers: &hyper::HeaderMap,
 ) -> Option<Vec<(String, String)>> {
-    let target_matches = uri.path_and_query().is_some_and(|p| p.as_str() == head.target)
-        || uri.to_string() == head.target;
+    let target_matches =
+        uri.path_and_query().is_some_and(|p| p.as_str() == head.target) || uri.to_string() == head.target;
     if head.method != method.as_str() || !target_matches {
         return None;
     }
@@ -494,7 +498,11 @@ mod tests {
             let mut recorder = HeadRecorder::new();
             let mut rest = PIPELINE;
             while !rest.is_empty() {
-                let n = if round == 0 { 1 } else { rng.random_range(1..=rest.len().min(40)) };
+                let n = if round == 0 {
+                    1
+                } else {
+                    rng.random_range(1..=rest.len().min(40))
+                };
                 recorder.observe(&rest[..n]);
                 rest = &rest[n..];
             }
@@ -642,11 +650,17 @@ mod tests {
             (b"CONNECT h:1 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", 1),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 1),
             (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 1),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 1),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+                1,
+            ),
             (b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\na", 1),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZ\r\n", 1),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXY", 1),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF\r\n", 1),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF\r\n",
+                1,
+            ),
         ] {
             let (heads, stopped) = recorded(wire);
             assert!(stopped, "{}", String::from_utf8_lossy(wire));
@@ -660,7 +674,10 @@ mod tests {
             b"POST /a HTTP/1.1\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
         );
         assert!(!stopped);
-        assert_eq!(heads.iter().map(|h| h.target.as_str()).collect::<Vec<_>>(), ["/a", "/b"]);
+        assert_eq!(
+            heads.iter().map(|h| h.target.as_str()).collect::<Vec<_>>(),
+            ["/a", "/b"]
+        );
     }
 
     fn hyper_headers(pairs: &[(&str, &str)]) -> hyper::HeaderMap {

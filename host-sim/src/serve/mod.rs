@@ -7,7 +7,10 @@
 //! the profile's host reads it ([`crate::profile::BodyDelivery`]): for Envoy the request goes to
 //! the worker at its first piece of body and the rest follows as it arrives (a refusal then ends
 //! the filter's stream; an answer before the end leaves the rest unread); for Kong the body is
-//! read whole first, so the edge decides before the filter sees the request. The root context lives for the VM's
+//! read whole first, so the edge decides before the filter sees the request. For a profile whose
+//! filter sees the headers as the client wrote them (Kong), each HTTP/1 connection's bytes also
+//! go through a [`heads::HeadRecorder`] that recovers every request's header names in wire order
+//! and case. The root context lives for the VM's
 //! lifetime and serves every request, ticks run on real time, and callouts become real HTTP
 //! requests ([`upstream`]). The `.wasm` files are watched: a changed module is loaded (from
 //! the precompiled cache when possible) and new requests get it while in-flight ones finish on
@@ -690,7 +693,10 @@ fn linger(mut body: Incoming, time: Duration) {
 /// [`crate::profile::HostBehaviour::request_headers_as_sent`]). `None` over HTTP/2, whose
 /// names are lower-case on the wire (RFC 9113 §8.2.2), and when the recorder has no head that
 /// agrees with hyper's request (then it stops for the connection: hyper's view serves).
-fn headers_as_sent(req: &Request<Incoming>, heads: Option<&Mutex<heads::HeadRecorder>>) -> Option<Vec<(String, String)>> {
+fn headers_as_sent(
+    req: &Request<Incoming>,
+    heads: Option<&Mutex<heads::HeadRecorder>>,
+) -> Option<Vec<(String, String)>> {
     let heads = heads?;
     if !matches!(req.version(), Version::HTTP_10 | Version::HTTP_11) {
         return None;
