@@ -16,8 +16,8 @@
 //! requests one after the other), and [`in_wire_order`] lays hyper's values out in the recorded
 //! order and spelling, after checking that the head and hyper's request agree.
 //!
-//! Everything here is bounded ([`crate::limits::MAX_WIRE_HEAD_BYTES`], [`MAX_WIRE_HEAD_FIELDS`],
-//! [`MAX_RECORDED_HEAD_BYTES`]) and nothing panics on any input: whatever the recorder cannot
+//! Everything here is bounded (`MAX_WIRE_HEAD_BYTES`, `MAX_WIRE_HEAD_FIELDS` and
+//! `MAX_RECORDED_HEAD_BYTES` in `crate::limits`) and nothing panics on any input: whatever the recorder cannot
 //! follow (a head too large, a malformed body framing, an HTTP/2 preface, an upgrade) stops it
 //! for the rest of the connection, and a request without a head that agrees with hyper's gets
 //! hyper's own view (names lower-case, repeats grouped), as before.
@@ -26,6 +26,8 @@ use crate::limits::{MAX_RECORDED_HEAD_BYTES, MAX_WIRE_HEAD_BYTES, MAX_WIRE_HEAD_
 use std::collections::{BTreeMap, VecDeque};
 use std::mem::MaybeUninit;
 
+/// Most buffer capacity an idle connection keeps for its next head.
+const KEPT_HEAD_CAPACITY: usize = 16 * 1024;
 /// Bookkeeping bytes a recorded head counts toward [`MAX_RECORDED_HEAD_BYTES`] besides its text.
 const HEAD_OVERHEAD_BYTES: usize = 48;
 /// Bookkeeping bytes each recorded name counts besides its text.
@@ -214,7 +216,12 @@ impl HeadRecorder {
                     self.stop();
                     return &[];
                 };
-                self.head.clear();
+                // A large head's buffer is not kept for the connection's life.
+                if self.head.capacity() > KEPT_HEAD_CAPACITY {
+                    self.head = Vec::new();
+                } else {
+                    self.head.clear();
+                }
                 let cost = head.cost();
                 if self.queued_bytes + cost > MAX_RECORDED_HEAD_BYTES {
                     self.stop();
