@@ -24,6 +24,21 @@ pub(crate) const MAX_GRPC_MESSAGE_BYTES: usize = 4 << 20;
 /// call as a reset): Envoy's default header limit, `max_response_headers_kb` 60 KiB.
 pub(crate) const MAX_GRPC_METADATA_BYTES: u32 = 60 << 10;
 
+/// Largest HTTP/1 request head `serve` records the wire names of (the profile's
+/// `request_headers_as_sent`): hyper's own read buffer limit, `DEFAULT_MAX_BUFFER_SIZE`
+/// (hyper 1.x src/proto/h1/io.rs:23), so a longer head is hyper's error (431) anyway.
+pub(crate) const MAX_WIRE_HEAD_BYTES: usize = 8192 + 4096 * 100;
+
+/// Most header fields in one recorded request head: hyper's own limit, `DEFAULT_MAX_HEADERS`
+/// (hyper 1.x src/proto/h1/role.rs:31); more is hyper's error (431) anyway.
+pub(crate) const MAX_WIRE_HEAD_FIELDS: usize = 100;
+
+/// Most bytes of recorded request heads one connection keeps ahead of its request handler
+/// (pipelined requests; each head counts its method, target and names plus a fixed bookkeeping
+/// size per name and per head): twice the largest head. Past it that connection's later requests
+/// fall back to hyper's view of their headers (names lower-case, repeats grouped).
+pub(crate) const MAX_RECORDED_HEAD_BYTES: usize = 2 * MAX_WIRE_HEAD_BYTES;
+
 /// Resource limits applied to one VM.
 #[derive(Debug, Clone)]
 pub struct Limits {

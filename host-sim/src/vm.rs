@@ -595,7 +595,7 @@ impl Vm {
             return Ok(None);
         }
         let pairs = self.pairs_from(profile, headers);
-        let count = pairs.len() as u32;
+        let count = u32::try_from(profile.request_headers_count(&pairs)).unwrap_or(u32::MAX);
         let st = self.stream_mut(stream)?;
         st.request.set_headers(pairs);
         if end_of_stream {

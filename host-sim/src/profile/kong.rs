@@ -115,6 +115,24 @@ impl HostBehaviour for Kong {
         format!("kong:{listener_port}")
     }
 
+    /// The filter reads nginx's request header list, `r->headers_in.headers`
+    /// (src/common/proxy_wasm/ngx_proxy_wasm_maps.c:106-113), which nginx fills one entry per
+    /// header line in arrival order, keeping the client's spelling (nginx
+    /// src/http/ngx_http_request.c `ngx_http_process_request_headers` pushes each parsed line
+    /// onto the list with its `key` as received and only a separate `lowcase_key`); KONG-OBS:
+    /// `Host`, `User-Agent`, `X-MiXeD-Case` arrive as sent.
+    fn request_headers_as_sent(&self) -> bool {
+        true
+    }
+
+    /// ngx_wasm_module counts nginx's header list only (`ngx_http_wasm_req_headers_count`,
+    /// src/http/ngx_http_wasm_headers_request.c:145-148, passed by
+    /// src/http/proxy_wasm/ngx_http_proxy_wasm.c:26); its pseudo-headers are computed special
+    /// keys outside that list (ngx_proxy_wasm_maps.c:45-68), so they are not counted (KONG-OBS).
+    fn request_headers_count(&self, pairs: &crate::abi::Pairs) -> usize {
+        pairs.iter().filter(|(name, _)| !name.starts_with(b":")).count()
+    }
+
     /// nginx reads the whole body first ([`BodyDelivery::WholeOnce`]).
     fn request_body_delivery(&self) -> BodyDelivery {
         BodyDelivery::WholeOnce

@@ -439,6 +439,23 @@ pub trait HostBehaviour: Send + Sync {
         name
     }
 
+    /// Whether the filter sees an HTTP/1 request's headers as the client wrote them (`serve`):
+    /// names in the client's letter case, in wire order, a repeated name at each of its own
+    /// positions ([`crate::serve::heads`] recovers them from the connection's bytes). Default:
+    /// as hyper parses them, names lower-case and a repeated name's values together at its
+    /// first position (the spec leaves names and order to the host).
+    fn request_headers_as_sent(&self) -> bool {
+        false
+    }
+
+    /// The `num_headers` argument of `proxy_on_request_headers`, for the request's header
+    /// pairs as the filter sees them. Default: every pair, pseudo-headers included, as
+    /// proxy-wasm-cpp-host hosts count the map (Envoy source/extensions/common/wasm/context.cc
+    /// `Context::decodeHeaders` passes `headerSize(&headers)`, the map's size).
+    fn request_headers_count(&self, pairs: &Pairs) -> usize {
+        pairs.len()
+    }
+
     /// How request bodies are delivered. SPEC `proxy_on_request_body`: each chunk as it
     /// arrives.
     fn request_body_delivery(&self) -> BodyDelivery {

@@ -1,18 +1,20 @@
 //! The gateway's edge: what a client connection may cost before any request reaches a filter.
 //!
 //! Each connection's socket is wrapped in a [`TrackedIo`] that notes when a request's first byte
-//! arrives, and the request handler notes when a request starts and ends ([`ConnectionClock`]).
+//! arrives (and, for a profile whose filter sees the client's header names, feeds the bytes to a
+//! [`HeadRecorder`]), and the request handler notes when a request starts and ends ([`ConnectionClock`]).
 //! A [`watchdog`] per connection turns those moments into the deadlines of
 //! [`crate::limits::EdgeLimits`]: a connection idle too long, or slow to send a
 //! request head, is closed without an answer (as nginx and Envoy do). The whole-request deadline
 //! is the request handler's (it answers 408), and the connection cap is the accept loop's
 //! (`accept_loop`).
 
+use super::heads::HeadRecorder;
 use crate::limits::EdgeLimits;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -133,22 +135,28 @@ pub async fn watchdog(clock: Arc<ConnectionClock>, limits: EdgeLimits) -> Expire
     }
 }
 
-/// A socket that tells its [`ConnectionClock`] when bytes arrive.
+/// A socket that tells its [`ConnectionClock`] when bytes arrive, and its [`HeadRecorder`] (if
+/// any) what they are.
 pub struct TrackedIo {
     inner: TcpStream,
     clock: Arc<ConnectionClock>,
+    heads: Option<Arc<Mutex<HeadRecorder>>>,
 }
 
 impl TrackedIo {
-    /// Wraps `inner` with a fresh clock, returned for the handler and the watchdog.
-    pub fn new(inner: TcpStream) -> (Self, Arc<ConnectionClock>) {
+    /// Wraps `inner` with a fresh clock, returned for the handler and the watchdog, and, when
+    /// `record_heads`, a fresh head recorder for the handler to take each request's head from.
+    pub fn new(inner: TcpStream, record_heads: bool) -> (Self, Arc<ConnectionClock>, Option<Arc<Mutex<HeadRecorder>>>) {
         let clock = ConnectionClock::new();
+        let heads = record_heads.then(|| Arc::new(Mutex::new(HeadRecorder::new())));
         (
             TrackedIo {
                 inner,
                 clock: clock.clone(),
+                heads: heads.clone(),
             },
             clock,
+            heads,
         )
     }
 }
@@ -160,6 +168,14 @@ impl AsyncRead for TrackedIo {
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.clock.bytes_arrived();
+            if let Some(heads) = &this.heads {
+                // A poisoned lock (a panic elsewhere) only loses the wire names: hyper's view stays.
+                if let Ok(mut heads) = heads.lock() {
+                    if !heads.stopped() {
+                        heads.observe(&buf.filled()[before..]);
+                    }
+                }
+            }
         }
         polled
     }

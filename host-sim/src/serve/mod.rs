@@ -7,7 +7,10 @@
 //! the profile's host reads it ([`crate::profile::BodyDelivery`]): for Envoy the request goes to
 //! the worker at its first piece of body and the rest follows as it arrives (a refusal then ends
 //! the filter's stream; an answer before the end leaves the rest unread); for Kong the body is
-//! read whole first, so the edge decides before the filter sees the request. The root context lives for the VM's
+//! read whole first, so the edge decides before the filter sees the request. For a profile whose
+//! filter sees the headers as the client wrote them (Kong), each HTTP/1 connection's bytes also
+//! go through a [`heads::HeadRecorder`] that recovers every request's header names in wire order
+//! and case. The root context lives for the VM's
 //! lifetime and serves every request, ticks run on real time, and callouts become real HTTP
 //! requests ([`upstream`]). The `.wasm` files are watched: a changed module is loaded (from
 //! the precompiled cache when possible) and new requests get it while in-flight ones finish on
@@ -18,6 +21,7 @@
 pub mod config;
 pub mod edge;
 pub mod grpc;
+pub mod heads;
 pub mod observe;
 mod service;
 pub mod upstream;
@@ -32,7 +36,7 @@ use config::{Deployment, Route};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -40,7 +44,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
@@ -424,15 +428,17 @@ async fn serve_traffic(
         tokio::select! {
             (stream, peer, permit) = edge::accept(&listener, &slots, &shared.edge, &mut accept_failing) => {
                 let _ = stream.set_nodelay(true);
-                let (io, clock) = edge::TrackedIo::new(stream);
+                let (io, clock, heads) = edge::TrackedIo::new(stream, shared.profile.request_headers_as_sent());
                 let handler_shared = shared.clone();
                 let handler_clock = clock.clone();
-                let service = service_fn(move |req| {
+                let service = service_fn(move |req: Request<Incoming>| {
                     let shared = handler_shared.clone();
                     let clock = handler_clock.clone();
+                    // Taken as hyper hands the request over: one head per HTTP/1 request, in order.
+                    let as_sent = headers_as_sent(&req, heads.as_deref());
                     async move {
                         let started = clock.request_started();
-                        let answer = handle(req, shared, peer, local, started).await;
+                        let answer = handle(req, shared, peer, local, started, as_sent).await;
                         clock.request_finished();
                         answer
                     }
@@ -682,16 +688,41 @@ fn linger(mut body: Incoming, time: Duration) {
     });
 }
 
-/// Serves one request and, when asked for, writes its access log line.
+/// An HTTP/1 request's headers as the client wrote them, from its connection's recorder
+/// ([`heads`]; kept only for a profile whose filter sees them,
+/// [`crate::profile::HostBehaviour::request_headers_as_sent`]). `None` over HTTP/2, whose
+/// names are lower-case on the wire (RFC 9113 §8.2.2), and when the recorder has no head that
+/// agrees with hyper's request (then it stops for the connection: hyper's view serves).
+fn headers_as_sent(
+    req: &Request<Incoming>,
+    heads: Option<&Mutex<heads::HeadRecorder>>,
+) -> Option<Vec<(String, String)>> {
+    let heads = heads?;
+    if !matches!(req.version(), Version::HTTP_10 | Version::HTTP_11) {
+        return None;
+    }
+    let mut heads = heads.lock().ok()?;
+    let head = heads.next_head()?;
+    let ordered = heads::in_wire_order(&head, req.method(), req.uri(), req.headers());
+    if ordered.is_none() {
+        tracing::debug!(method = %head.method, target = %head.target, "a recorded request head does not agree with hyper's request: the connection's requests keep hyper's header names from here on");
+        heads.lost_track();
+    }
+    ordered
+}
+
+/// Serves one request and, when asked for, writes its access log line. `as_sent`: the
+/// request's headers as the client wrote them ([`headers_as_sent`]).
 async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared_>,
     peer: SocketAddr,
     local: SocketAddr,
     started: tokio::time::Instant,
+    as_sent: Option<Vec<(String, String)>>,
 ) -> Result<Response<WireBody>, std::io::Error> {
     if !shared.access_log {
-        return route_request(req, &shared, peer, local, started, &mut Served::default()).await;
+        return route_request(req, &shared, (peer, local), started, as_sent, &mut Served::default()).await;
     }
     let start = SystemTime::now();
     let clock = std::time::Instant::now();
@@ -702,7 +733,7 @@ async fn handle(
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let protocol = format!("{:?}", req.version());
     let mut served = Served::default();
-    let result = route_request(req, &shared, peer, local, started, &mut served).await;
+    let result = route_request(req, &shared, (peer, local), started, as_sent, &mut served).await;
     let (status, sent) = match &result {
         Ok(resp) => (resp.status().as_u16(), resp.body().len()),
         Err(_) => (0, 0),
@@ -733,9 +764,9 @@ struct Served {
 async fn route_request(
     req: Request<Incoming>,
     shared: &Shared_,
-    peer: SocketAddr,
-    local: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     started: tokio::time::Instant,
+    as_sent: Option<Vec<(String, String)>>,
     served: &mut Served,
 ) -> Result<Response<WireBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
@@ -797,11 +828,16 @@ async fn route_request(
             (name.to_string(), value)
         })
         .collect();
-    for (name, value) in &parts.headers {
-        headers.push((
-            name.as_str().to_string(),
-            String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        ));
+    match as_sent {
+        Some(as_sent) => headers.extend(as_sent),
+        None => {
+            for (name, value) in &parts.headers {
+                headers.push((
+                    name.as_str().to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                ));
+            }
+        }
     }
     // What the host's codec and connection manager change before the filters run.
     let mut headers = shared.profile.downstream_request_headers(headers);

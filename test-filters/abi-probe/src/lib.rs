@@ -380,6 +380,8 @@ struct Probe {
     scenario: String,
     /// The request headers as first seen (later phases may not read them on Envoy).
     headers: Vec<(String, String)>,
+    /// The `num_headers` the host passed to `on_http_request_headers`.
+    num_headers: usize,
     body_calls: u32,
     grpc_token: Option<u32>,
 }
@@ -391,6 +393,7 @@ impl Probe {
             root_id,
             scenario: String::new(),
             headers: Vec::new(),
+            num_headers: 0,
             body_calls: 0,
             grpc_token: None,
         }
@@ -1301,7 +1304,9 @@ impl Probe {
     /// 502 local reply from `on_http_response_headers`; `x-mark-response` adds
     /// `x-probe-saw-status: <:status>` (what the response callback saw, local replies included),
     /// `x-probe-saw-pseudo` (the request's pseudo-header names in order) and
-    /// `x-probe-saw-authority` (its `:authority`);
+    /// `x-probe-saw-authority` (its `:authority`); `x-mark-names` adds `x-probe-saw-names` (every
+    /// request header name as the filter saw it, in order, joined by `,`) and `x-probe-saw-count`
+    /// (the `num_headers` its host passed to `on_http_request_headers`);
     /// `x-remove-content-length` removes `content-length`, as a filter that rewrites the body
     /// must, or the client gets the old length. Both are reported as `response_header_edits`.
     fn response_header_edits(&self) {
@@ -1310,8 +1315,9 @@ impl Probe {
             Report::new().emit("local_in_response_headers");
         }
         let mark = self.arg("x-mark-response").is_some();
+        let mark_names = self.arg("x-mark-names").is_some();
         let remove_length = self.arg("x-remove-content-length").is_some();
-        if !mark && !remove_length {
+        if !mark && !mark_names && !remove_length {
             return;
         }
         let status = self.get_http_response_header(":status");
@@ -1331,6 +1337,11 @@ impl Probe {
                 .find(|(k, _)| k == ":authority")
                 .map(|(_, v)| v.as_str());
             self.add_http_response_header("x-probe-saw-authority", authority.unwrap_or("none"));
+        }
+        if mark_names {
+            let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+            self.add_http_response_header("x-probe-saw-names", &names.join(","));
+            self.add_http_response_header("x-probe-saw-count", &self.num_headers.to_string());
         }
         if remove_length {
             self.set_http_response_header("content-length", None);
@@ -1491,6 +1502,7 @@ impl HttpContext for Probe {
     /// [`Probe::response_header_edits`].
     fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
         self.headers = self.get_http_request_headers();
+        self.num_headers = num_headers;
         self.scenario = self.arg("x-probe").unwrap_or("none").to_string();
         Report::new()
             .num("context", self.id)

@@ -34,4 +34,5 @@ mod serve_edge;
 mod serve_grpc;
 mod serve_response_phase;
 mod serve_service;
+mod serve_wire_headers;
 mod untrusted_guest;

@@ -551,3 +551,58 @@ fn the_async_producer_answers_at_once_and_its_tick_flushes_the_batch() {
         assert!(t.trap.is_none());
     }
 }
+
+/// `run` hands the filter the request file's headers in its order and spelling on Kong (nginx's
+/// header list keeps the client's), lower-cased on Envoy (its codec lower-cases); the count
+/// passed to `on_http_request_headers` leaves Kong's pseudo-headers out
+/// (`ngx_http_wasm_req_headers_count`) and includes Envoy's (`headerSize`, the map's size).
+#[test]
+fn the_request_files_names_reach_the_filter_as_each_host_stores_them() {
+    for profile in PROFILES {
+        let request = probe_request(
+            "none",
+            &[("Host", "h"), ("X-MiXeD-Case", "1"), ("x-dup", "1"), ("X-Dup", "2")],
+        );
+        let input = ScenarioInput {
+            request,
+            ..ScenarioInput::default()
+        };
+        let t = probe(profile, "{}", &input);
+        let forwarded = t.upstream_request.as_ref().expect("the request goes upstream");
+        let names: Vec<&str> = forwarded.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let (expected, count) = match profile {
+            Profile::Kong => (
+                vec![
+                    ":method",
+                    ":path",
+                    ":authority",
+                    "x-probe",
+                    "Host",
+                    "X-MiXeD-Case",
+                    "x-dup",
+                    "X-Dup",
+                ],
+                5,
+            ),
+            Profile::Envoy => (
+                vec![
+                    ":method",
+                    ":path",
+                    ":authority",
+                    "x-probe",
+                    "host",
+                    "x-mixed-case",
+                    "x-dup",
+                    "x-dup",
+                ],
+                8,
+            ),
+        };
+        assert_eq!(names, expected, "{profile}");
+        assert_eq!(
+            reports(&t, "request_headers")[0]["num_headers"],
+            json!(count),
+            "{profile}"
+        );
+    }
+}
