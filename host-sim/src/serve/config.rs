@@ -679,9 +679,15 @@ pub fn from_envoy_file(file: &Path, listener: Option<&str>) -> Result<Deployment
         };
         let (type_url, message, message_at) = typed_config(typed, &filter_at.key("typed_config"))?;
         if type_url == WASM_FILTER_TYPE {
+            // host-sim serve runs one wasm filter per route: a second one would be silently
+            // skipped (Envoy runs every http_filters entry in order), so it is refused.
+            if wasm.is_some() {
+                return Err(filter_at.fail(
+                    "a second envoy.filters.http.wasm filter: host-sim serve runs one wasm filter per listener",
+                ));
+            }
             let (config, config_at) = message_at.need(message, "config")?;
             wasm = Some(plugin_config(config, &config_at, base)?);
-            break;
         }
     }
     let plugin = wasm.ok_or_else(|| {
@@ -782,16 +788,37 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
             .iter()
             .chain(service.map(|s| seq(get(s, "filter_chains"))).unwrap_or(&[]))
             .collect();
-        let Some(chain) = chains
-            .into_iter()
-            .find(|c| get(c, "enabled").and_then(Value::as_bool) != Some(false))
-        else {
+        let enabled = |v: &&Value| get(v, "enabled").and_then(Value::as_bool) != Some(false);
+        let enabled_chains: Vec<&Value> = chains.into_iter().filter(enabled).collect();
+        if enabled_chains.is_empty() {
             return Ok(());
-        };
-        let filter = seq(get(chain, "filters"))
+        }
+        // host-sim serve runs one filter per route; a chain of several would silently lose all but
+        // the first (Kong runs every one of them in order), so it is refused instead.
+        let filters: Vec<&Value> = enabled_chains
             .iter()
-            .find(|f| get(f, "enabled").and_then(Value::as_bool) != Some(false))
-            .ok_or_else(|| err(file, format!("route {name}: filter chain has no enabled filter")))?;
+            .flat_map(|chain| seq(get(chain, "filters")))
+            .filter(enabled)
+            .collect();
+        let filter = match filters.as_slice() {
+            [] => return Err(err(file, format!("route {name}: filter chain has no enabled filter"))),
+            [only] => *only,
+            several => {
+                let names: Vec<&str> = several
+                    .iter()
+                    .map(|f| get(f, "name").and_then(Value::as_str).unwrap_or("(no name)"))
+                    .collect();
+                return Err(err(
+                    file,
+                    format!(
+                        "route {name}: its filter chains (the route's and its service's) enable {} filters ({}); \
+                         host-sim serve runs one filter per route",
+                        names.len(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+        };
         let filter_name = get(filter, "name")
             .and_then(Value::as_str)
             .ok_or_else(|| err(file, format!("route {name}: filter has no name")))?;
@@ -1092,6 +1119,58 @@ mod tests {
                     socket_address: {{ address: {address}, port_value: 9000 }}
 "
         )
+    }
+
+    #[test]
+    fn a_second_wasm_filter_is_refused_at_its_path_instead_of_skipped() {
+        let second = format!(
+            "                  - name: wasm2\n                    typed_config:\n{}",
+            PLAIN_WASM.replace("name: plain", "name: second")
+        );
+        let two = wasm_filter(PLAIN_WASM).replace(
+            "                  - name: envoy.filters.http.router",
+            &format!("{second}                  - name: envoy.filters.http.router"),
+        );
+        assert_eq!(
+            message(envoy(
+                &static_resources(&two, &cluster("STATIC", "127.0.0.1", "")),
+                None
+            )),
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[1]: \
+             a second envoy.filters.http.wasm filter: host-sim serve runs one wasm filter per listener"
+        );
+    }
+
+    #[test]
+    fn a_kong_route_enabling_several_filters_is_refused_and_a_disabled_one_is_not_counted() {
+        let dir = std::env::temp_dir().join(format!("host-sim-kong-chain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kong.yml");
+        let read = |filters: &str| {
+            let yaml = format!(
+                "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9000\n    \
+                 filter_chains:\n      - filters:\n          - name: b\n    routes:\n      - name: r\n        \
+                 paths: [/]\n        filter_chains:\n          - filters:\n{filters}"
+            );
+            std::fs::write(&file, yaml).unwrap();
+            from_kong_file(&file, Path::new("filters"))
+        };
+        let refused = read("              - name: a\n").unwrap_err();
+        assert!(
+            refused
+                .message
+                .ends_with("route r: its filter chains (the route's and its service's) enable 2 filters (a, b); host-sim serve runs one filter per route"),
+            "{refused}"
+        );
+        let refused =
+            read("              - name: a\n              - name: c\n                enabled: true\n").unwrap_err();
+        assert!(refused.message.contains("enable 3 filters (a, c, b)"), "{refused}");
+        let yaml = "_format_version: \"3.0\"\nroutes:\n  - name: r\n    paths: [/]\n    \
+                    filter_chains:\n      - filters:\n          - name: a\n          - name: off\n            enabled: false\n";
+        std::fs::write(&file, yaml).unwrap();
+        let one = from_kong_file(&file, Path::new("filters")).unwrap();
+        assert_eq!(one.routes[0].filter, Path::new("filters").join("a.wasm"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
