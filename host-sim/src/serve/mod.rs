@@ -45,7 +45,7 @@ use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use wire::{Framing, WireBody};
-use worker::{Command, GatewayResponse, Incoming as WorkerRequest, Worker};
+use worker::{Command, GatewayResponse, Incoming as WorkerRequest, Thread, Worker};
 
 /// Counters the admin endpoint reports.
 #[derive(Debug, Default)]
@@ -144,7 +144,11 @@ struct Shared_ {
     profile: Profile,
     routes: Vec<Route>,
     status: RwLock<Vec<RouteStatus>>,
+    /// The request workers, round-robin.
     workers: Vec<Sender<Command>>,
+    /// The main thread's worker, which takes no requests ([`Thread::Main`]), if the profile's
+    /// host has one.
+    main_thread: Option<Sender<Command>>,
     next_worker: AtomicUsize,
     next_request: AtomicU64,
     stats: Arc<Stats>,
@@ -152,6 +156,14 @@ struct Shared_ {
     edge: EdgeLimits,
     access_log: bool,
     generate_request_id: bool,
+}
+
+impl Shared_ {
+    /// Every thread that runs the routes' VMs: the request workers and the main thread; what
+    /// concerns every VM (a reload, the shutdown) goes to each.
+    fn every_thread(&self) -> impl Iterator<Item = &Sender<Command>> {
+        self.workers.iter().chain(self.main_thread.iter())
+    }
 }
 
 /// A gateway that is running. Dropping it does not stop it: call [`RunningGateway::shutdown`].
@@ -272,10 +284,19 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     }
     let mut senders = Vec::new();
     let mut threads = Vec::new();
-    for id in 0..workers.max(1) {
+    // The request workers, then, where the profile's host has one, the main thread: it takes no
+    // requests but runs each route's root context in a VM of its own, as Envoy's main thread
+    // does (`HostBehaviour::runs_main_thread_root`), on the same worker loop (start,
+    // ticks, callouts, reloads, shutdown).
+    let main_thread = deployment.profile.runs_main_thread_root();
+    let threads_wanted = (0..workers.max(1))
+        .map(Thread::Worker)
+        .chain(main_thread.then_some(Thread::Main));
+    let mut main_sender = None;
+    for thread in threads_wanted {
         let (tx, rx) = std::sync::mpsc::channel();
         let worker = Worker {
-            id,
+            thread,
             profile: deployment.profile,
             upstreams: upstreams.clone(),
             runtime: tokio::runtime::Handle::current(),
@@ -291,12 +312,15 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             .iter()
             .map(|r| (r.clone(), modules[&r.filter].clone()))
             .collect();
-        let thread = std::thread::Builder::new()
-            .name(format!("host-sim-worker-{id}"))
+        let handle = std::thread::Builder::new()
+            .name(format!("host-sim-worker-{thread}"))
             .spawn(move || worker.run(routes, rx))
             .expect("spawning a worker thread");
-        senders.push(tx);
-        threads.push(thread);
+        match thread {
+            Thread::Worker(_) => senders.push(tx),
+            Thread::Main => main_sender = Some(tx),
+        }
+        threads.push(handle);
     }
     let status = deployment
         .routes
@@ -313,6 +337,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         routes: deployment.routes.clone(),
         status: RwLock::new(status),
         workers: senders,
+        main_thread: main_sender,
         next_worker: AtomicUsize::new(0),
         next_request: AtomicU64::new(0),
         stats,
@@ -331,7 +356,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     let (done_tx, done) = oneshot::channel();
     tokio::spawn(async move {
         let deadline = serve_traffic(listener, local_addr, shared.clone(), stop_rx).await;
-        for worker in &shared.workers {
+        for worker in shared.every_thread() {
             let _ = worker.send(Command::Shutdown { deadline });
         }
         stop_services(services, deadline).await;
@@ -992,7 +1017,7 @@ async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut
             }
             for (index, route) in shared.routes.iter().enumerate().filter(|(_, r)| &r.filter == path) {
                 let _ = route;
-                for worker in &shared.workers {
+                for worker in shared.every_thread() {
                     let _ = worker.send(Command::Reload {
                         route: index,
                         module: module.clone(),
