@@ -1190,6 +1190,8 @@ mod tests {
         assert!(Profile::Kong.tick_timers_outlive_instance());
         assert!(spec.finishes_roots_at_shutdown() && Profile::Envoy.finishes_roots_at_shutdown());
         assert!(!Profile::Kong.finishes_roots_at_shutdown());
+        assert!(!spec.runs_main_thread_root() && !Profile::Kong.runs_main_thread_root());
+        assert!(Profile::Envoy.runs_main_thread_root());
     }
 
     #[test]

@@ -2,18 +2,20 @@
 //! profile each route's filter also gets a root context on a thread that takes no requests, in a
 //! VM of its own (Envoy's main thread, `HostBehaviour::runs_main_thread_root`), which starts,
 //! ticks and calls out as the workers' roots do, is replaced on a hot reload and shut down at
-//! the end; the Kong profile has no such root. The guest's log lines are read from the gateway's
+//! the end; the Kong profile has no such root. kafka_upstream's asynchronous producer in the
+//! main thread's root holds no record (no request reaches it) and sends nothing, and every
+//! record the workers acknowledged reaches the REST proxy once. The guest's log lines are read from the gateway's
 //! own log ([`serve_service::log`]): host-sim names the thread `worker=0`, `worker=1`, …, and
 //! `worker=main`.
 
-use crate::serve_common;
+use crate::serve_common::{self, in_memory_rest_proxy};
 use crate::serve_service::{lines_with, log};
 use host_sim::limits::EdgeLimits;
 use host_sim::serve::config::{Deployment, Route};
 use host_sim::serve::{start, RunningGateway, ServeOptions};
 use host_sim::Profile;
 use kafka_upstream_tests::{engine, wasm_path, with_custom_section};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -27,13 +29,13 @@ async fn start_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 }
 
 /// A gateway of [`WORKERS`] workers with one route, `name`, running `filter` with `config`;
-/// `up` is the upstream its ticks may call (Envoy: by cluster name; Kong: by address).
+/// `upstreams` are its clusters (Envoy: called by name).
 async fn gateway(
     profile: Profile,
     name: &str,
     filter: &Path,
     config: &str,
-    upstream: SocketAddr,
+    upstreams: &[(&str, SocketAddr)],
     drain_time: Duration,
     reload_poll: Option<Duration>,
 ) -> RunningGateway {
@@ -51,7 +53,7 @@ async fn gateway(
         reload_poll,
         ..ServeOptions::new(
             Deployment {
-                upstreams: BTreeMap::from([("up".to_string(), upstream)]),
+                upstreams: upstreams.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
                 ..Deployment::new(profile, vec![route])
             },
             engine().clone(),
@@ -113,7 +115,7 @@ async fn envoy_runs_each_filters_root_on_the_main_thread_too() {
         route,
         &wasm_path("abi_probe"),
         "tick=20 dispatch_on_tick=up",
-        upstream,
+        &[("up", upstream)],
         Duration::from_secs(5),
         None,
     )
@@ -151,7 +153,7 @@ async fn kong_has_no_main_thread_root() {
         route,
         &wasm_path("abi_probe"),
         "tick=20",
-        upstream,
+        &[("up", upstream)],
         Duration::from_secs(5),
         None,
     )
@@ -176,7 +178,7 @@ async fn a_main_thread_root_still_owing_proxy_done_is_deleted_at_the_drain_deadl
         route,
         &wasm_path("abi_probe"),
         "root_done=never report_delete",
-        upstream,
+        &[("up", upstream)],
         Duration::from_millis(300),
         None,
     )
@@ -202,7 +204,7 @@ async fn a_hot_reload_replaces_the_main_thread_root() {
         route,
         &filter,
         "tick=20 report_delete",
-        upstream,
+        &[("up", upstream)],
         Duration::from_secs(5),
         Some(Duration::from_millis(50)),
     )
@@ -229,4 +231,79 @@ async fn a_hot_reload_replaces_the_main_thread_root() {
     .await;
     gateway.shutdown().await;
     assert_eq!(count_on(route, "root_on_done", "main"), 2);
+}
+
+/// kafka_upstream in asynchronous mode: the main thread's root gets no request, so its producer
+/// holds nothing; at shutdown it has nothing to send and is done at once, while the workers send
+/// what they acknowledged. Every record arrives once and nothing is dropped. (That the main
+/// thread's root runs at all is what the probe tests above show; kafka_upstream logs nothing
+/// at start-up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_upstreams_main_thread_root_holds_and_sends_nothing() {
+    let route = "main_thread_kafka";
+    let (proxy, rest) = in_memory_rest_proxy().await;
+    // Batches would wait a minute: only the shutdown sends them.
+    let config = serde_json::json!({
+        "topic": "main-thread-orders",
+        "rest_proxy": {"upstream": "kafka_rest"},
+        "forward_body": true,
+        "producer_async": true,
+        "producer_async_flush_timeout": 60_000,
+    });
+    let gateway = gateway(
+        Profile::Envoy,
+        route,
+        &wasm_path("kafka_upstream"),
+        &config.to_string(),
+        &[("kafka_rest", rest)],
+        Duration::from_secs(10),
+        None,
+    )
+    .await;
+    const REQUESTS: usize = 6;
+    let client = host_sim::serve::upstream::Client::default();
+    for i in 0..REQUESTS {
+        let headers = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), "/orders".to_string()),
+            (":authority".to_string(), "gateway.test".to_string()),
+            ("content-type".to_string(), "text/plain".to_string()),
+        ];
+        let request =
+            host_sim::serve::upstream::UpstreamRequest::from_call_headers(&headers, format!("{i:04}").into_bytes());
+        let answer = client
+            .send(&gateway.local_addr.to_string(), request)
+            .await
+            .expect("gateway answers");
+        assert_eq!(
+            answer.status,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    gateway.shutdown().await;
+    let records = proxy
+        .read_records("main-thread-orders", None, 0, 1000)
+        .await
+        .unwrap_or_default();
+    let mut bodies: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let message: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap_or_default()).unwrap();
+            message["body"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    bodies.sort();
+    let expected: Vec<String> = (0..REQUESTS).map(|i| format!("{i:04}")).collect();
+    assert_eq!(bodies, expected, "every acknowledged record, once");
+    let route_field = format!("route=\"{route}\"");
+    let main_lines = lines_with(&[&route_field, "worker=main"]);
+    assert!(
+        !main_lines
+            .iter()
+            .any(|l| l.contains("shutting down") || l.contains("dropped")),
+        "the main thread's root held nothing: {main_lines:#?}"
+    );
+    assert!(lines_with(&[&route_field, "dropped"]).is_empty());
 }
