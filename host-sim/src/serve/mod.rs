@@ -13,7 +13,9 @@
 //! the precompiled cache when possible) and new requests get it while in-flight ones finish on
 //! the old VM. An optional admin listener reports the module hashes, counters and metrics.
 //! An Envoy bootstrap's WasmServices run beside the routes, each VM on a thread of its own
-//! ([`service`]).
+//! ([`service`]). Where the profile's host also runs each filter's root context on a main thread
+//! (Envoy, [`crate::profile::HostBehaviour::runs_main_thread_root`]), one more worker, which
+//! gets no requests, holds a VM per route for it ([`worker::Thread::Main`]).
 
 pub mod config;
 pub mod edge;
@@ -66,7 +68,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Where to listen for the admin endpoint (`GET /status`, `GET /stats`), if anywhere.
     pub admin_listen: Option<SocketAddr>,
-    /// Worker threads, each with its own VMs.
+    /// Request worker threads, each with its own VMs (the Envoy profile's main thread, which
+    /// takes no requests, comes on top).
     pub workers: usize,
     /// Timeouts, the connection cap and the body size limit of the listener.
     pub edge: EdgeLimits,

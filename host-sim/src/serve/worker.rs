@@ -12,6 +12,9 @@
 //! come back as commands, so a request waiting for its callout never blocks the others on the
 //! same worker.
 //!
+//! The main thread ([`Thread::Main`], Envoy profile) is a worker that gets no requests: its
+//! roots start, tick, call out, are replaced on reload and shut down through the same loop.
+//!
 //! The request body goes to the filter in pieces of at most 64 KiB as the edge passes it on
 //! ([`super`]): for Envoy as it arrives ([`Command::RequestBody`]), for Kong whole (the VM
 //! delivers it once, at its end). Every response the client gets from the filter's side, its own
