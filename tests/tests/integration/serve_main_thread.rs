@@ -307,3 +307,47 @@ async fn kafka_upstreams_main_thread_root_holds_and_sends_nothing() {
     );
     assert!(lines_with(&[&route_field, "dropped"]).is_empty());
 }
+
+/// Each VM fails alone: a request that traps fails its worker's VM (its ticks stop, later
+/// requests there get 503, as the trapping one does) while the main thread's root, in a VM of its own, keeps ticking, as
+/// each of Envoy's thread-local VMs keeps its own failure state (proxy-wasm-cpp-host
+/// `WasmBase::failed_`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_on_a_worker_leaves_the_main_thread_root_ticking() {
+    let route = "main_thread_outlives_a_trap";
+    let (upstream, _heads) = start_upstream().await;
+    let gateway = gateway(
+        Profile::Envoy,
+        route,
+        &wasm_path("abi_probe"),
+        "tick=20",
+        &[("up", upstream)],
+        Duration::from_secs(5),
+        None,
+    )
+    .await;
+    until("the main thread's root ticking", || {
+        count_on(route, "tick", "main") >= 1
+    })
+    .await;
+    let headers = vec![
+        (":method".to_string(), "GET".to_string()),
+        (":path".to_string(), "/probe".to_string()),
+        (":authority".to_string(), "gateway.test".to_string()),
+        ("x-trap-in".to_string(), "request_headers".to_string()),
+    ];
+    let request = host_sim::serve::upstream::UpstreamRequest::from_call_headers(&headers, Vec::new());
+    let client = host_sim::serve::upstream::Client::default();
+    let answer = client
+        .send(&gateway.local_addr.to_string(), request)
+        .await
+        .expect("gateway answers");
+    // Envoy's answer to a stream whose filter failed.
+    assert_eq!(answer.status, 503, "{}", String::from_utf8_lossy(&answer.body));
+    let ticks = count_on(route, "tick", "main");
+    until("the main thread's root ticking after the trap", || {
+        count_on(route, "tick", "main") >= ticks + 3
+    })
+    .await;
+    gateway.shutdown().await;
+}
