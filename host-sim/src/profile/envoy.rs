@@ -368,6 +368,29 @@ impl HostBehaviour for Envoy {
         true
     }
 
+    /// Envoy's HTTP wasm filter keeps its plugin in a thread-local slot whose initializer,
+    /// `getOrCreateThreadLocalPlugin`, runs once per thread (envoy
+    /// source/extensions/filters/http/wasm/wasm_filter.cc `FilterConfig::FilterConfig`, lines
+    /// 18-24 at 164def28; newer Envoy moved the same callback into
+    /// `Common::Wasm::PluginConfig::PluginConfig`, source/extensions/common/wasm/wasm.cc), and
+    /// `ThreadLocal::SlotImpl::set` runs it on every worker's dispatcher and then, "Handle main
+    /// thread", on the main thread's (source/common/thread_local/thread_local_impl.cc:114-127 at
+    /// 033421e1). On each thread proxy-wasm-cpp-host (at 52a02917) clones the base Wasm into a
+    /// thread-local VM (src/wasm.cc:628-663 `getOrCreateThreadLocalWasm`, the `thread_local local_wasms` map at
+    /// line 41; the clone is a new instance, `wasm_vm()->clone()` at line 218), then starts and
+    /// configures the plugin's root context in it (lines 665-706 `getOrCreateThreadLocalPlugin`:
+    /// `start`, which calls `proxy_on_vm_start`, then `configure`). The base Wasm itself only
+    /// loads and initializes the module (lines 571-613 `createWasm`), and the configuration
+    /// canary's clone is killed once it configured (lines 536-569 `WasmHandleBase::canary`). So
+    /// the main thread has its own VM and root per filter, whose timer runs on the main
+    /// dispatcher (source/extensions/common/wasm/wasm.cc `Wasm::setTimerPeriod`) and whose
+    /// callouts go out from there: observed in ENVOY-1.40 (`--concurrency 1`: `probe:configure`
+    /// and `probe:tick` from two thread ids, both calling out; e2e
+    /// tests/e2e/test_lifecycle_differential.py).
+    fn runs_main_thread_root(&self) -> bool {
+        true
+    }
+
     /// Typed binary values (ENVOY-SRC `Context::getProperty`, attribute docs): strings as raw
     /// bytes, integers as 8-byte little-endian int64, booleans as one byte, maps serialized
     /// like header maps.

@@ -797,6 +797,18 @@ pub trait HostBehaviour: Send + Sync {
         true
     }
 
+    /// Whether a gateway also runs each HTTP filter's root context on a thread that takes no
+    /// requests (a "main thread"), in a VM of its own, beside one per request worker: started
+    /// and configured there, ticking and calling out like the workers' roots. The spec knows
+    /// no threads; the default is none, as Kong's engine has: ngx_wasm_module loads its VM and
+    /// starts the filters' root contexts in each nginx worker process only
+    /// (`init_process`, at 3bed2783: src/wasm/ngx_wasm_core_module.c:481-495 `ngx_wavm_load`,
+    /// src/http/ngx_http_wasm_module.c:471-502 `ngx_proxy_wasm_start`), while the master
+    /// process's `init_module` (ngx_wasm_core_module.c:450-477) only initializes the VM.
+    fn runs_main_thread_root(&self) -> bool {
+        false
+    }
+
     // ---- Properties and metrics --------------------------------------------------------------
 
     /// A property's value as the host encodes it (the spec leaves encodings to the host).
@@ -1195,6 +1207,8 @@ mod tests {
         assert!(Profile::Kong.tick_timers_outlive_instance());
         assert!(spec.finishes_roots_at_shutdown() && Profile::Envoy.finishes_roots_at_shutdown());
         assert!(!Profile::Kong.finishes_roots_at_shutdown());
+        assert!(!spec.runs_main_thread_root() && !Profile::Kong.runs_main_thread_root());
+        assert!(Profile::Envoy.runs_main_thread_root());
     }
 
     #[test]

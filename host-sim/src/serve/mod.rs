@@ -16,7 +16,9 @@
 //! the precompiled cache when possible) and new requests get it while in-flight ones finish on
 //! the old VM. An optional admin listener reports the module hashes, counters and metrics.
 //! An Envoy bootstrap's WasmServices run beside the routes, each VM on a thread of its own
-//! (`service`).
+//! (`service`). Where the profile's host also runs each filter's root context on a main thread
+//! (Envoy, [`crate::profile::HostBehaviour::runs_main_thread_root`]), one more worker, which
+//! gets no requests, holds a VM per route for it (`worker::Thread::Main`).
 
 pub mod config;
 pub mod edge;
@@ -49,7 +51,7 @@ use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use wire::{Framing, WireBody};
-use worker::{Command, GatewayResponse, Incoming as WorkerRequest, Worker};
+use worker::{Command, GatewayResponse, Incoming as WorkerRequest, Thread, Worker};
 
 /// Counters the admin endpoint reports.
 #[derive(Debug, Default)]
@@ -70,7 +72,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Where to listen for the admin endpoint (`GET /status`, `GET /stats`), if anywhere.
     pub admin_listen: Option<SocketAddr>,
-    /// Worker threads, each with its own VMs.
+    /// Request worker threads, each with its own VMs (the Envoy profile's main thread, which
+    /// takes no requests, comes on top).
     pub workers: usize,
     /// Timeouts, the connection cap and the body size limit of the listener.
     pub edge: EdgeLimits,
@@ -148,7 +151,11 @@ struct Shared_ {
     profile: Profile,
     routes: Vec<Route>,
     status: RwLock<Vec<RouteStatus>>,
+    /// The request workers, round-robin.
     workers: Vec<Sender<Command>>,
+    /// The main thread's worker, which takes no requests ([`Thread::Main`]), if the profile's
+    /// host has one.
+    main_thread: Option<Sender<Command>>,
     next_worker: AtomicUsize,
     next_request: AtomicU64,
     stats: Arc<Stats>,
@@ -156,6 +163,14 @@ struct Shared_ {
     edge: EdgeLimits,
     access_log: bool,
     generate_request_id: bool,
+}
+
+impl Shared_ {
+    /// Every thread that runs the routes' VMs: the request workers and the main thread; what
+    /// concerns every VM (a reload, the shutdown) goes to each.
+    fn every_thread(&self) -> impl Iterator<Item = &Sender<Command>> {
+        self.workers.iter().chain(self.main_thread.iter())
+    }
 }
 
 /// A gateway that is running. Dropping it does not stop it: call [`RunningGateway::shutdown`].
@@ -276,10 +291,19 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     }
     let mut senders = Vec::new();
     let mut threads = Vec::new();
-    for id in 0..workers.max(1) {
+    // The request workers, then, where the profile's host has one, the main thread: it takes no
+    // requests but runs each route's root context in a VM of its own, as Envoy's main thread
+    // does (`HostBehaviour::runs_main_thread_root`), on the same worker loop (start,
+    // ticks, callouts, reloads, shutdown).
+    let main_thread = deployment.profile.runs_main_thread_root();
+    let threads_wanted = (0..workers.max(1))
+        .map(Thread::Worker)
+        .chain(main_thread.then_some(Thread::Main));
+    let mut main_sender = None;
+    for thread in threads_wanted {
         let (tx, rx) = std::sync::mpsc::channel();
         let worker = Worker {
-            id,
+            thread,
             profile: deployment.profile,
             upstreams: upstreams.clone(),
             runtime: tokio::runtime::Handle::current(),
@@ -295,12 +319,15 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             .iter()
             .map(|r| (r.clone(), modules[&r.filter].clone()))
             .collect();
-        let thread = std::thread::Builder::new()
-            .name(format!("host-sim-worker-{id}"))
+        let handle = std::thread::Builder::new()
+            .name(format!("host-sim-worker-{thread}"))
             .spawn(move || worker.run(routes, rx))
             .expect("spawning a worker thread");
-        senders.push(tx);
-        threads.push(thread);
+        match thread {
+            Thread::Worker(_) => senders.push(tx),
+            Thread::Main => main_sender = Some(tx),
+        }
+        threads.push(handle);
     }
     let status = deployment
         .routes
@@ -317,6 +344,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         routes: deployment.routes.clone(),
         status: RwLock::new(status),
         workers: senders,
+        main_thread: main_sender,
         next_worker: AtomicUsize::new(0),
         next_request: AtomicU64::new(0),
         stats,
@@ -335,7 +363,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     let (done_tx, done) = oneshot::channel();
     tokio::spawn(async move {
         let deadline = serve_traffic(listener, local_addr, shared.clone(), stop_rx).await;
-        for worker in &shared.workers {
+        for worker in shared.every_thread() {
             let _ = worker.send(Command::Shutdown { deadline });
         }
         stop_services(services, deadline).await;
@@ -1028,7 +1056,7 @@ async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut
             }
             for (index, route) in shared.routes.iter().enumerate().filter(|(_, r)| &r.filter == path) {
                 let _ = route;
-                for worker in &shared.workers {
+                for worker in shared.every_thread() {
                     let _ = worker.send(Command::Reload {
                         route: index,
                         module: module.clone(),

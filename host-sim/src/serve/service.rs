@@ -120,7 +120,7 @@ fn start_vm(
     let mut vm = Vm::start(module, options).map_err(|e| failed(format!("the service failed to start: {e}")))?;
     let root = vm.create_root_context(&service.root_id, &service.config);
     for line in vm.take_logs() {
-        guest_log(name, 0, &line);
+        guest_log(name, &0, &line);
     }
     match root {
         Ok(root) if !root.vm_start_ok => Err(failed("proxy_on_vm_start returned false".into())),
@@ -171,7 +171,7 @@ fn run(
         }
         vm.run_due_work();
         for line in vm.take_logs() {
-            guest_log(&name, copy, &line);
+            guest_log(&name, &copy, &line);
         }
         for new in vm.take_new_calls() {
             match new {
@@ -214,7 +214,7 @@ fn run(
                 // can count and log what it still holds before the VM goes.
                 vm.abandon_root(root);
                 for line in vm.take_logs() {
-                    guest_log(&name, copy, &line);
+                    guest_log(&name, &copy, &line);
                 }
                 return;
             }

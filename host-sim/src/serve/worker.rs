@@ -12,6 +12,9 @@
 //! come back as commands, so a request waiting for its callout never blocks the others on the
 //! same worker.
 //!
+//! The main thread ([`Thread::Main`], Envoy profile) is a worker that gets no requests: its
+//! roots start, tick, call out, are replaced on reload and shut down through the same loop.
+//!
 //! The request body goes to the filter in pieces of at most 64 KiB as the edge passes it on
 //! ([`super`]): for Envoy as it arrives ([`Command::RequestBody`]), for Kong whole (the VM
 //! delivers it once, at its end). Every response the client gets from the filter's side, its own
@@ -187,8 +190,30 @@ impl RouteSlot {
     }
 }
 
+/// Which of the gateway's threads a [`Worker`] is, as its log lines name it (`worker=0`,
+/// `worker=main`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thread {
+    /// A request worker (`--workers`), by its index.
+    Worker(usize),
+    /// The thread that takes no requests and runs each route's main-thread root context, where
+    /// the profile's host has one ([`crate::profile::HostBehaviour::runs_main_thread_root`]).
+    Main,
+}
+
+impl std::fmt::Display for Thread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Thread::Worker(index) => write!(f, "{index}"),
+            Thread::Main => f.write_str("main"),
+        }
+    }
+}
+
 pub struct Worker {
-    pub id: usize,
+    /// Which thread this is: a request worker, or the main thread (which only gets reloads and
+    /// the shutdown: its roots tick, call out and shut down as a worker's do).
+    pub thread: Thread,
     pub profile: Profile,
     pub upstreams: Arc<BTreeMap<String, SocketAddr>>,
     pub runtime: tokio::runtime::Handle,
@@ -241,6 +266,9 @@ impl Worker {
             }
             if let Some(deadline) = shutdown {
                 if self.shutdown_step(&mut slots, &mut roots_finishing, deadline) {
+                    // What the roots said as they went (`proxy_on_done` that returned true, then
+                    // `proxy_on_delete`) is logged before the worker stops.
+                    self.flush_guest_logs(&mut slots);
                     return;
                 }
             }
@@ -350,6 +378,23 @@ impl Worker {
         }
     }
 
+    /// Logs what every VM's guest said since its last settle, and nothing else.
+    fn flush_guest_logs(&self, slots: &mut [RouteSlot]) {
+        for slot in slots.iter_mut() {
+            let RouteSlot {
+                route,
+                current,
+                draining,
+                ..
+            } = slot;
+            for instance in current.iter_mut().chain(draining.iter_mut()) {
+                for line in instance.vm.take_logs() {
+                    guest_log(&route.name, &self.thread, &line);
+                }
+            }
+        }
+    }
+
     /// Settles every instance something happened on ([`Worker::settle`]).
     fn settle_touched(&self, slots: &mut [RouteSlot]) {
         for (index, slot) in slots.iter_mut().enumerate() {
@@ -374,7 +419,7 @@ impl Worker {
         if let Some(current) = slot.current.as_mut() {
             let failure = current.vm.failure().map(String::from);
             if failure.is_some() && failure != current.reported_failure {
-                tracing::error!(route = %slot.route.name, worker = self.id, reason = failure.as_deref().unwrap_or_default(), "the filter's VM failed");
+                tracing::error!(route = %slot.route.name, worker = %self.thread, reason = failure.as_deref().unwrap_or_default(), "the filter's VM failed");
             }
             current.reported_failure = failure;
         }
@@ -408,11 +453,11 @@ impl Worker {
                 return true;
             }
             if owes_done {
-                tracing::warn!(route = %route, worker = self.id, callouts_pending = old.calls_in_flight.len() + old.grpc.len(), "a replaced filter had not called proxy_done within the drain time; its root context is deleted with what it still holds");
+                tracing::warn!(route = %route, worker = %self.thread, callouts_pending = old.calls_in_flight.len() + old.grpc.len(), "a replaced filter had not called proxy_done within the drain time; its root context is deleted with what it still holds");
                 old.vm.abandon_root(old.root);
             }
             for line in old.vm.take_logs() {
-                guest_log(&route, self.id, &line);
+                guest_log(&route, &self.thread, &line);
             }
             false
         });
@@ -452,7 +497,7 @@ impl Worker {
         }
         if streams_left > 0 {
             tracing::warn!(
-                worker = self.id,
+                worker = %self.thread,
                 requests = streams_left,
                 "drain time over: requests still in flight are abandoned"
             );
@@ -464,14 +509,14 @@ impl Worker {
             };
             tracing::warn!(
                 route = %slot.route.name,
-                worker = self.id,
+                worker = %self.thread,
                 callouts_pending = instance.calls_in_flight.len() + instance.grpc.len(),
                 "drain time over: the filter had not called proxy_done; its root context is deleted with what it still holds"
             );
             // proxy_on_delete lets the filter say (and count) what it gives up.
             instance.vm.abandon_root(instance.root);
             for line in instance.vm.take_logs() {
-                guest_log(&slot.route.name, self.id, &line);
+                guest_log(&slot.route.name, &self.thread, &line);
             }
         }
         true
@@ -499,13 +544,13 @@ impl Worker {
         match started {
             Ok((mut vm, root)) => {
                 for line in vm.take_logs() {
-                    guest_log(&route.name, self.id, &line);
+                    guest_log(&route.name, &self.thread, &line);
                 }
                 if !root.configure_ok {
-                    tracing::error!(route = %route.name, worker = self.id, "the filter rejected its configuration (proxy_on_configure returned false)");
+                    tracing::error!(route = %route.name, worker = %self.thread, "the filter rejected its configuration (proxy_on_configure returned false)");
                     return None;
                 }
-                tracing::debug!(route = %route.name, worker = self.id, index, generation, sha256 = %slot.module.sha256(), "filter VM started");
+                tracing::debug!(route = %route.name, worker = %self.thread, index, generation, sha256 = %slot.module.sha256(), "filter VM started");
                 Some(Instance {
                     generation,
                     vm,
@@ -520,7 +565,7 @@ impl Worker {
                 })
             }
             Err(e) => {
-                tracing::error!(route = %route.name, worker = self.id, "cannot start the filter: {e}");
+                tracing::error!(route = %route.name, worker = %self.thread, "cannot start the filter: {e}");
                 None
             }
         }
@@ -614,7 +659,7 @@ impl Worker {
     /// dispatched are sent, and its streams that reached an end are answered or passed on.
     fn settle(&self, route_index: usize, route: &Route, instance: &mut Instance) {
         for line in instance.vm.take_logs() {
-            guest_log(&route.name, self.id, &line);
+            guest_log(&route.name, &self.thread, &line);
         }
         self.send_new_calls(route_index, instance);
         self.answer_settled_streams(route_index, route, instance);
@@ -954,8 +999,9 @@ impl Worker {
 /// Emits a guest log line at its own level under the `guest` target, so the guest's verbosity
 /// is set apart from host-sim's own (`--guest-log-level`); Critical has no tracing level of its
 /// own and goes out as an error that says so.
-pub(super) fn guest_log(route: &str, worker: usize, line: &crate::LogEntry) {
+pub(super) fn guest_log(route: &str, thread: &dyn std::fmt::Display, line: &crate::LogEntry) {
     let message = &line.message;
+    let worker = tracing::field::display(thread);
     match line.level {
         LogLevel::Trace => tracing::trace!(target: "guest", route, worker, "{message}"),
         LogLevel::Debug => tracing::debug!(target: "guest", route, worker, "{message}"),

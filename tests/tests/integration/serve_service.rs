@@ -263,15 +263,16 @@ async fn a_route_vm_configuration_reaches_proxy_on_vm_start() {
     deployment.routes[0].name = "probe_vm_config".into();
     deployment.routes[0].vm_configuration = b"vm-of-the-route".to_vec();
     let gateway = gateway(deployment).await.expect("gateway starts");
-    // Each of the two workers starts a VM (the start-up check does not log).
-    until("the workers' VMs started", || {
+    // Each of the two workers starts a VM, and so does the main thread, as Envoy's does (the
+    // start-up check does not log).
+    until("the workers' and the main thread's VMs started", || {
         lines_with(&[
             "route=\"probe_vm_config\"",
             "probe:vm_start",
             r#""vm_config":"vm-of-the-route""#,
         ])
         .len()
-            >= 2
+            >= 3
     })
     .await;
     gateway.shutdown().await;

@@ -78,7 +78,8 @@ pub struct ServeArgs {
     /// Admin endpoint address (`GET /status`: module sha256 and counters; `GET /stats`: metrics).
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
-    /// Worker threads, each with its own VM.
+    /// Worker threads, each with its own VM (the Envoy profile adds a main thread that runs
+    /// each filter's root context too, as Envoy does, and takes no requests).
     #[arg(long, value_name = "N", default_value_t = 2)]
     workers: usize,
     /// Largest request body the gateway accepts (bytes); larger ones get 413 before the filter.
