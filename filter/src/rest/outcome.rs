@@ -738,12 +738,22 @@ mod plain {
     }
 
     impl<'a> Scan<'a> {
+        // The loops below run on local copies of the cursor: in wasm `self` lives in linear
+        // memory, and a loop on `self.at` would load and store it for every byte.
+
         /// The next byte after whitespace, not taken.
         fn peek(&mut self) -> Option<u8> {
-            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
-                self.at += 1;
+            let bytes = self.bytes;
+            let mut at = self.at;
+            while let Some(&byte) = bytes.get(at) {
+                if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                    self.at = at;
+                    return Some(byte);
+                }
+                at += 1;
             }
-            self.bytes.get(self.at).copied()
+            self.at = at;
+            None
         }
 
         /// Takes `byte` (after whitespace).
@@ -759,37 +769,33 @@ mod plain {
         /// A string of printable ASCII without escapes: its content.
         fn string(&mut self) -> Option<&'a [u8]> {
             self.eat(b'"')?;
-            let start = self.at;
-            loop {
-                match *self.bytes.get(self.at)? {
-                    b'"' => break,
-                    b'\\' => return None,
-                    0x20..=0x7e => self.at += 1,
-                    _ => return None,
-                }
+            let rest: &'a [u8] = &self.bytes[self.at..];
+            let end = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || !(0x20..=0x7e).contains(&b))?;
+            if rest[end] != b'"' {
+                return None;
             }
-            let content = &self.bytes[start..self.at];
-            self.at += 1;
-            Some(content)
+            self.at += end + 1;
+            Some(&rest[..end])
         }
 
         /// An integer of at most 18 digits (no fraction, no exponent).
         fn integer(&mut self) -> Option<&'a [u8]> {
             self.peek()?;
-            let start = self.at;
-            if self.bytes.get(self.at) == Some(&b'-') {
-                self.at += 1;
-            }
-            let digits = self.bytes[self.at..].iter().take_while(|b| b.is_ascii_digit()).count();
-            let leading_zero = digits > 1 && self.bytes[self.at] == b'0';
+            let rest: &'a [u8] = &self.bytes[self.at..];
+            let sign = usize::from(rest.first() == Some(&b'-'));
+            let digits = rest[sign..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let leading_zero = digits > 1 && rest[sign] == b'0';
             if digits == 0 || digits > 18 || leading_zero {
                 return None;
             }
-            self.at += digits;
-            if let Some(b'.' | b'e' | b'E') = self.bytes.get(self.at) {
+            let end = sign + digits;
+            if let Some(b'.' | b'e' | b'E') = rest.get(end) {
                 return None;
             }
-            Some(&self.bytes[start..self.at])
+            self.at += end;
+            Some(&rest[..end])
         }
 
         /// The literal `word`.
