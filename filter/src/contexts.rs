@@ -59,7 +59,7 @@ struct Stream<S> {
 }
 
 /// Why [`ContextTable::create`] created nothing (a host error: both are contract violations the
-/// SDK answered with a panic).
+/// proxy-wasm Rust SDK answered with a panic).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateError {
     /// The id is already a live context.
