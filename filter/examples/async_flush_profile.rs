@@ -27,7 +27,7 @@ struct Sink {
 }
 
 impl Host for Sink {
-    fn dispatch(&mut self, _: &str, headers: Vec<(&str, &str)>, body: &[u8], _: u32) -> Result<u32, DispatchError> {
+    fn dispatch(&mut self, _: &str, headers: &[u8], body: &[u8], _: u32) -> Result<u32, DispatchError> {
         black_box(&headers);
         self.body_bytes += black_box(body).len();
         self.next += 1;
@@ -36,7 +36,7 @@ impl Host for Sink {
     fn request_body(&mut self, _: usize) -> Option<Vec<u8>> {
         None
     }
-    fn respond(&mut self, _: u32, _: Vec<(&str, &str)>, _: &[u8]) {}
+    fn respond(&mut self, _: u32, _: &[u8], _: &[u8]) {}
     fn log(&mut self, _: Level, _: &str) {}
     fn now_ms(&mut self) -> u64 {
         0

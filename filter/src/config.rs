@@ -21,6 +21,7 @@ use crate::record_headers::{self, RecordHeaders};
 use crate::schema::{DefaultValue, Field, Kind, Rule, Schema};
 use crate::schema_registry::{self, SchemaRegistryConfig};
 use crate::template::{self, Shape, Shaping};
+use crate::wire::MapTemplate;
 
 /// Kong's schema error when every `forward_*` flag is false.
 pub const FORWARD_FLAGS_MESSAGE: &str =
@@ -128,6 +129,48 @@ pub struct RestProxy {
     pub headers: Vec<(String, String)>,
     /// Call timeout in milliseconds.
     pub timeout_ms: u32,
+    /// The produce calls' header map with slots for path, content type and content length,
+    /// serialized at the first call and kept with this configuration (`crate::rest`'s
+    /// `ProduceCall::header_map`); never part of a comparison.
+    pub produce_headers: Derived<MapTemplate>,
+}
+
+/// A value computed from the rest of a configuration at its first use and kept with it, so once
+/// per configuration. It is derived, so it takes no part in comparisons (any two are equal) and
+/// a clone starts empty (it is derived again from the clone's own fields, which a test may
+/// change).
+#[derive(Default)]
+pub struct Derived<T>(std::cell::OnceCell<T>);
+
+impl<T> Derived<T> {
+    /// The value, computed by `derive` the first time.
+    pub fn get_or_init(&self, derive: impl FnOnce() -> T) -> &T {
+        self.0.get_or_init(derive)
+    }
+}
+
+impl<T> Clone for Derived<T> {
+    fn clone(&self) -> Self {
+        Derived(std::cell::OnceCell::new())
+    }
+}
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Derived<T> {}
+
+impl<T> fmt::Debug for Derived<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Derived(kept)"
+        } else {
+            "Derived(empty)"
+        })
+    }
 }
 
 /// The Kafka REST API flavour.
@@ -976,6 +1019,7 @@ fn extract(value: &Value) -> Config {
             format,
             headers,
             timeout_ms,
+            produce_headers: Derived::default(),
         },
         message: MessageOptions {
             forward_method: effective_bool(root, &ROOT, "forward_method"),
@@ -1357,6 +1401,7 @@ mod tests {
                     format: Format::Binary,
                     headers: vec![],
                     timeout_ms: 10_000,
+                    produce_headers: Derived::default(),
                 },
                 message: MessageOptions::default(),
                 topics_query_arg: None,

@@ -55,6 +55,7 @@ use crate::producer::Producer;
 use crate::rest::{self, ClientAnswer, Failure, Outcome, ReplyView};
 use crate::template::{self, Facts, Shape};
 use crate::topics::{self, Targets};
+use crate::wire;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -68,8 +69,8 @@ enum Phase {
     Done,
 }
 
-/// Request headers, read in place from the buffer the host gave (its serialized map, decoded by
-/// the glue, `crate::wire`).
+/// Request headers, read in place from the buffer the host gave (its serialized map,
+/// [`RequestHeaders::from_serialized`]).
 ///
 /// A request keeps at most three buffers (the host's bytes, where values and UTF-8 names are
 /// read, the names that had to be made text, and the line index) instead of a `String` and a
@@ -97,8 +98,7 @@ struct Line {
 impl RequestHeaders {
     /// Headers whose values are read in place from `store` (the host's serialized map, or any
     /// buffer holding the values), with no line yet: the lines are added through
-    /// [`RequestHeaders::line_writer`]. Decoding the host's wire format is the glue's
-    /// (`crate::wire`).
+    /// [`RequestHeaders::line_writer`] (as [`RequestHeaders::from_serialized`] does).
     pub fn in_place(store: Vec<u8>) -> Self {
         RequestHeaders {
             map: store,
@@ -115,6 +115,24 @@ impl RequestHeaders {
             lines: &mut self.lines,
         };
         (&self.map, writer)
+    }
+
+    /// The request headers in the host's serialized map (`proxy_get_header_map_pairs`, the
+    /// proxy-wasm pairs format, decoded by the workspace's one codec, `proxy-wasm-pairs`), names
+    /// and values read in place. A name that is not UTF-8 is read lossily; a map that is
+    /// malformed keeps the lines before the fault (none when its count or length table is).
+    pub fn from_serialized(map: Vec<u8>) -> Self {
+        let mut headers = RequestHeaders::in_place(map);
+        let (map, mut lines) = headers.line_writer();
+        // The host's count is checked against the map before anything is reserved; names are
+        // read where they are (only a name that is not UTF-8 is copied).
+        if let Ok(reader) = proxy_wasm_pairs::Reader::new(map, usize::MAX) {
+            lines.reserve(reader.declared(), 0);
+            for entry in reader.map_while(Result::ok) {
+                lines.push_in_place(entry.key, entry.value);
+            }
+        }
+        headers
     }
 
     /// The same headers from owned pairs (tests, and callers that already have them).
@@ -662,7 +680,7 @@ impl Exchange {
                 ),
             };
             let sent_at = host.now_ms();
-            match host.dispatch(&rp.upstream, call.headers(rp), &call.body, rp.timeout_ms) {
+            match host.dispatch(&rp.upstream, &call.header_map(rp), &call.body, rp.timeout_ms) {
                 Ok(token) => self.calls.push(Call {
                     topic: topic.clone(),
                     token: Some(token),
@@ -707,7 +725,7 @@ impl Exchange {
         }
         self.phase = Phase::Done;
         host.metric(MetricUpdate::Add(Metric::for_answer(answer.status), 1));
-        host.respond(answer.status, vec![("content-type", "application/json")], &answer.body);
+        host.respond(answer.status, wire::JSON_CONTENT_TYPE, &answer.body);
     }
 }
 
@@ -756,6 +774,74 @@ fn failure_line(topic: &str, f: &Failure) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn owned_headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    /// The serialized header map is read as the proxy-wasm SDK 0.2.5 read it, without its panics.
+    #[test]
+    fn request_headers_from_the_serialized_map() {
+        let pairs = owned_headers(&[
+            (":method", "GET"),
+            ("x-empty", ""),
+            ("x-multi", "a"),
+            ("X-Multi", "b\u{e9}"),
+        ]);
+        let map = RequestHeaders::from_pairs(&pairs);
+        assert_eq!(map.len(), 4);
+        let lines: Vec<(&str, &[u8])> = map.iter().collect();
+        let want: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        assert_eq!(lines, want);
+        // The same pairs through the host's wire format.
+        let decoded = RequestHeaders::from_serialized(proxy_wasm_pairs::encode(&pairs));
+        assert_eq!(decoded.iter().collect::<Vec<_>>(), want);
+
+        // The spec's example bytes, and a name that is not UTF-8.
+        let mut spec = vec![2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
+        spec.extend_from_slice(b"a\x001\x00\xff\x0022\x00");
+        let map = RequestHeaders::from_serialized(spec.clone());
+        let lines: Vec<(&str, &[u8])> = map.iter().collect();
+        assert_eq!(lines, vec![("a", &b"1"[..]), ("\u{fffd}", &b"22"[..])]);
+
+        // Empty and malformed maps: nothing, or the lines before the fault; never a panic.
+        for bytes in [vec![], vec![0], vec![1, 0, 0, 0], vec![255, 255, 255, 255]] {
+            assert!(RequestHeaders::from_serialized(bytes).is_empty());
+        }
+        for cut in 20..spec.len() {
+            let map = RequestHeaders::from_serialized(spec[..cut].to_vec());
+            assert_eq!(map.len(), usize::from(cut >= 24), "cut at {cut}");
+        }
+        // A value without its NUL ends the map there.
+        let mut no_nul = spec.clone();
+        no_nul[28] = b'x';
+        assert_eq!(
+            RequestHeaders::from_serialized(no_nul).iter().collect::<Vec<_>>(),
+            vec![("a", &b"1"[..])]
+        );
+        // Names read in place from the store, or copied when they are not UTF-8; a range
+        // outside the store is no line.
+        let mut store = RequestHeaders::in_place(b"x-a1\xffb2".to_vec());
+        let (_, mut writer) = store.line_writer();
+        assert!(writer.push_in_place(0..3, 3..4));
+        assert!(writer.push_in_place(4..5, 6..7));
+        assert!(!writer.push_in_place(0..8, 3..4));
+        assert!(!writer.push_in_place(0..3, 3..8));
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 3..2;
+        assert!(!writer.push_in_place(backwards, 0..1));
+        assert_eq!(
+            store.iter().collect::<Vec<_>>(),
+            vec![("x-a", &b"1"[..]), ("\u{fffd}", &b"2"[..])]
+        );
+        let mut huge = spec;
+        huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(RequestHeaders::from_serialized(huge).len(), 1);
+    }
+
     use crate::host::DispatchError;
 
     /// One recorded call: upstream, headers, body, timeout.
@@ -782,14 +868,14 @@ mod tests {
         fn dispatch(
             &mut self,
             upstream: &str,
-            headers: Vec<(&str, &str)>,
+            headers: &[u8],
             body: &[u8],
             timeout_ms: u32,
         ) -> Result<u32, DispatchError> {
             let n = self.calls.len();
             self.calls.push((
                 upstream.to_string(),
-                headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                wire::decode_text(headers),
                 body.to_vec(),
                 timeout_ms,
             ));
@@ -802,8 +888,11 @@ mod tests {
         fn request_body(&mut self, size: usize) -> Option<Vec<u8>> {
             self.body.as_ref().map(|b| b[..size.min(b.len())].to_vec())
         }
-        fn respond(&mut self, status: u32, headers: Vec<(&str, &str)>, body: &[u8]) {
-            assert_eq!(headers, vec![("content-type", "application/json")]);
+        fn respond(&mut self, status: u32, headers: &[u8], body: &[u8]) {
+            assert_eq!(
+                wire::decode_text(headers),
+                vec![("content-type".to_string(), "application/json".to_string())]
+            );
             self.responses.push((status, String::from_utf8(body.to_vec()).unwrap()));
         }
         fn log(&mut self, level: Level, message: &str) {

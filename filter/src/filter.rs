@@ -1,6 +1,28 @@
-//! The proxy-wasm 0.2.5 glue (wasm32 only): a root context that parses the configuration and one
-//! HTTP context per request that forwards every callback to [`Exchange`] and performs the host
-//! operations it asks for. No policy lives here.
+//! The proxy-wasm ABI 0.2.1 glue (wasm32 only): the module's own exports (`proxy_on_*`, no SDK),
+//! a root context that parses the configuration and one HTTP context per request that forwards
+//! every callback to [`Exchange`] and performs the host operations it asks for. No policy lives
+//! here, and no state beyond the [`ContextTable`] the exports look their context up in.
+//!
+//! Exports (proxy-wasm spec ABI 0.2.1): `proxy_abi_version_0_2_1`, `proxy_on_memory_allocate`,
+//! `proxy_on_context_create`, `proxy_on_vm_start`, `proxy_on_configure`, `proxy_on_tick`,
+//! `proxy_on_queue_ready`, `proxy_on_request_headers`/`_body`/`_trailers`,
+//! `proxy_on_response_headers`/`_body`/`_trailers`, `proxy_on_http_call_response`,
+//! `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`, and the reactor's `_initialize` (lib.rs).
+//! Both hosts treat every `proxy_on_*` callback as optional: proxy-wasm-cpp-host (Envoy) calls
+//! one only when the module exports it (src/context.cc: `if (!wasm_->on_new_connection_)` and
+//! the like), and ngx_wasm_module requires only `proxy_on_context_create`, `proxy_on_vm_start`
+//! and `proxy_on_configure` (ngx_proxy_wasm.c `ngx_proxy_wasm_filter_init_abi`, "missing one of:
+//! on_context_create, on_vm_start, on_plugin_start"). So the callbacks the proxy-wasm Rust SDK
+//! 0.2.5 also exported and this filter cannot use are left out: the L4 ones
+//! (`proxy_on_new_connection`, `_downstream_data`, `_upstream_data`, the two `_close`), which in
+//! the SDK trapped on an HTTP filter's contexts ("invalid context_id"); the gRPC replies
+//! (`proxy_on_grpc_*`), which come only for gRPC calls and the filter makes none (the SDK ignored
+//! unknown tokens); and `proxy_on_foreign_function`, which comes only after the filter calls a
+//! foreign function (ngx_wasm_module's `resolve_lua`) and did nothing in the SDK.
+//!
+//! Host contract breaches (an unknown context id, a duplicate one, a reply to an unknown call)
+//! are logged and answered as harmlessly as the callback allows (`Continue`, `true` for done),
+//! never a panic: the SDK panicked on each.
 //!
 //! Asynchronous mode (`producer_async`): the root context owns the VM's [`Producer`] in an
 //! `Rc<RefCell<_>>` and hands a clone to every HTTP context it creates (the VM is
@@ -13,8 +35,8 @@
 //!   response cancels the request's other pending dispatches), so a batch dispatched from a
 //!   request that is answered 200 at once would be cancelled, its records' fate unknown. The
 //!   root context lives as long as the plugin;
-//! - the SDK routes `on_http_call_response` to the context that was active at dispatch time
-//!   (its callout map), which for a tick is the root, where the producer lives;
+//! - `on_http_call_response` goes to the context whose callback dispatched the call (the
+//!   [`ContextTable`]'s call map), which for a tick is the root, where the producer lives;
 //! - Kong allows `dispatch_http_call` only from request headers/body, ticks, call responses and
 //!   foreign functions (it traps elsewhere); Envoy allows it anywhere. `on_tick` is allowed in
 //!   both, and is also where time-driven work (flush timeout, backoff, probes) must run anyway.
@@ -44,56 +66,38 @@
 //! producer's are drained after each callback. An update is applied only to a metric the host
 //! defined and only with the operation its type allows, so no metric call can trap on Kong.
 //!
-//! Host errors never panic here: every `Result` is handled. Some calls go through raw imports
-//! because the SDK would panic on a status the hosts legitimately return:
+//! Host errors never panic here: every status is handled. Every host call is a raw import
+//! (module `raw`), and what the host returns is read in place where it can be:
 //! - a call-response header when the call got no reply: Envoy answers `BAD_ARGUMENT` (there is no
 //!   response map), Kong answers with its `:dispatch_status` pseudo-header;
-//! - the panic hook's log line (a failing log call must not panic inside the hook);
+//! - the request's header map, read once and decoded in place
+//!   ([`crate::exchange::RequestHeaders::from_serialized`]);
+//! - the REST proxy calls' header maps, serialized once per configuration with the varying values
+//!   spliced in per call ([`crate::wire::MapTemplate`]), and the local answer's, a constant;
+//! - the clock, and the `ngx.*` properties with their paths serialized once as constants;
 //! - the tick period and the metrics, whose failure (a host without metrics, a refused period)
 //!   is reported and handled rather than a trap;
-//! - the local response (the SDK panics when the host refuses it), and the per-request reads
-//!   that need no SDK allocation: the clock, and the `ngx.*` properties with their paths
-//!   serialized once as constants;
 //! - the `plugin_root_id` property, read at configuration for the metrics' default prefix.
 
 use std::cell::{Cell, RefCell};
 use std::ptr::null_mut;
 use std::rc::Rc;
-use std::time::Duration;
-
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as PwAction, BufferType, ContextType, LogLevel, MapType, Status};
 
 use crate::config::{self, Config};
-use crate::exchange::Exchange;
+use crate::contexts::{Calls, Context, ContextTable, CreateError, Removed};
+use crate::exchange::{Exchange, RequestHeaders};
 use crate::host::{Action, DispatchError, Host, HostKind, Level};
 use crate::metrics::{self, Metric, MetricUpdate};
 use crate::producer::{self, Producer};
 use crate::rest::ReplyView;
 use crate::schema_registry;
-use crate::wire;
 
-/// Called from `_initialize`: log level, panic hook, root context factory.
+/// Called from `_initialize`: the panic hook, which logs without ever panicking itself (a
+/// failing log call is ignored).
 pub(crate) fn start() {
-    proxy_wasm::set_log_level(LogLevel::Info);
-    // Replaces the SDK's hook, which unwraps the log call's result.
     std::panic::set_hook(Box::new(|info| {
         raw::log(LogLevel::Critical, &format!("kafka-upstream: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| {
-        Box::new(Root {
-            config: None,
-            producer: None,
-            metrics: None,
-            tick_ms: None,
-            seen_host: Rc::new(Cell::new(None)),
-            draining: false,
-            schema_registry: None,
-            registry_calls: Vec::new(),
-            registry_generation: 0,
-        })
-    });
 }
 
 /// The ids of the filter's metrics, in [`Metric::ALL`] order (`None`: the host refused it).
@@ -132,6 +136,21 @@ struct Root {
 }
 
 impl Root {
+    /// A root context before its first configuration.
+    fn new() -> Self {
+        Root {
+            config: None,
+            producer: None,
+            metrics: None,
+            tick_ms: None,
+            seen_host: Rc::new(Cell::new(None)),
+            draining: false,
+            schema_registry: None,
+            registry_calls: Vec::new(),
+            registry_generation: 0,
+        }
+    }
+
     /// While draining, tells the host the plugin is done once the producer holds nothing.
     fn finish_drain_if_empty(&mut self) {
         let Some(producer) = &self.producer else {
@@ -139,10 +158,11 @@ impl Root {
         };
         if self.draining && producer.borrow().is_drained() {
             self.draining = false;
-            if let Err(status) = hostcalls::done() {
+            let status = raw::done();
+            if status != 0 {
                 log(
                     LogLevel::Error,
-                    &format!("kafka-upstream: the host refused proxy_done: {status:?}"),
+                    &format!("kafka-upstream: the host refused proxy_done: status {status}"),
                 );
             }
         }
@@ -194,7 +214,7 @@ impl Root {
     }
 }
 
-/// The host deleted the root context (`proxy_on_delete`; the SDK drops it). A root still holding
+/// The host deleted the root context (`proxy_on_delete`, which drops it). A root still holding
 /// records here was given up on: a host that stopped waiting for `proxy_done` (host-sim serve at
 /// the end of its drain time). What it held is dropped, counted and logged, so nothing goes
 /// silently.
@@ -250,15 +270,15 @@ impl Root {
     }
 
     /// Dispatches the schema id lookups that are due.
-    fn dispatch_registry_lookups(&mut self) {
+    fn dispatch_registry_lookups(&mut self, calls: &mut Calls<'_>) {
         let Some(resolver) = self.schema_registry.clone() else {
             return;
         };
         let now = now_ms();
         let due = resolver.borrow_mut().calls_due(now);
         for call in due {
-            let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            match Glue::default().dispatch(&call.upstream, headers, b"", call.timeout_ms) {
+            let headers = proxy_wasm_pairs::encode(&call.headers);
+            match dispatch(calls, &call.upstream, &headers, b"", call.timeout_ms) {
                 Ok(token) => self.registry_calls.push((token, call.part, self.registry_generation)),
                 Err(refusal) => {
                     let why = refusal.to_string();
@@ -309,8 +329,9 @@ impl Root {
     }
 }
 
-impl Context for Root {
-    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+impl Root {
+    /// The reply to a call this root dispatched: a schema id lookup's or the producer's.
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize) {
         if self.on_registry_reply(token_id, num_headers, body_size) {
             return;
         }
@@ -341,7 +362,7 @@ impl Context for Root {
     /// serve does, within its drain time. Kong's engine ignores the result and has no
     /// `proxy_done` (ngx_proxy_wasm.c:1385; KONG-DOC NYI): what is held is dropped, counted and
     /// logged.
-    fn on_done(&mut self) -> bool {
+    fn on_done(&mut self, calls: &mut Calls<'_>) -> bool {
         let Some(producer) = self.producer.clone() else {
             return true;
         };
@@ -350,7 +371,7 @@ impl Context for Root {
             report(&producer, self.metric_ids());
             return true;
         }
-        producer.borrow_mut().begin_drain(&mut Glue::default(), now_ms());
+        producer.borrow_mut().begin_drain(&mut Glue::root(calls), now_ms());
         report(&producer, self.metric_ids());
         let drained = producer.borrow().is_drained();
         self.draining = !drained;
@@ -358,14 +379,14 @@ impl Context for Root {
     }
 }
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+impl Root {
+    fn on_configure(&mut self) -> bool {
+        let bytes = match raw::buffer(BufferType::PluginConfiguration, usize::MAX) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(status) => {
                 log(
                     LogLevel::Error,
-                    &format!("kafka-upstream: cannot read the configuration: {status:?}"),
+                    &format!("kafka-upstream: cannot read the configuration: status {status}"),
                 );
                 self.config = None;
                 return false;
@@ -402,16 +423,17 @@ impl RootContext for Root {
         }
     }
 
-    fn on_tick(&mut self) {
-        self.dispatch_registry_lookups();
+    fn on_tick(&mut self, calls: &mut Calls<'_>) {
+        self.dispatch_registry_lookups(calls);
         if let Some(producer) = &self.producer {
-            producer.borrow_mut().on_tick(&mut Glue::default(), now_ms());
+            producer.borrow_mut().on_tick(&mut Glue::root(calls), now_ms());
             report(producer, self.metric_ids());
         }
         self.finish_drain_if_empty();
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    /// The state of a new request of this root.
+    fn new_request(&self) -> Request {
         let producer = match (&self.config, &self.producer) {
             (Some(cfg), Some(p)) if cfg.producer.enabled => Some(Rc::clone(p)),
             _ => None,
@@ -423,16 +445,12 @@ impl RootContext for Root {
         if let Some(resolver) = &self.schema_registry {
             exchange = exchange.with_schema_registry(Rc::clone(resolver));
         }
-        Some(Box::new(Request {
+        Request {
             exchange,
             producer,
             metrics: self.metric_ids().copied(),
             seen_host: Rc::clone(&self.seen_host),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        }
     }
 }
 
@@ -455,67 +473,58 @@ impl Request {
     }
 }
 
-impl Context for Request {
-    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+impl Request {
+    /// The [`Host`] of this request's callbacks: its metrics, and its calls registered for it.
+    fn glue<'g, 'c>(metrics: Option<&'g MetricIds>, calls: &'g mut Calls<'c>) -> Glue<'g, 'c> {
+        Glue { metrics, calls }
+    }
+
+    fn on_http_call_response(&mut self, calls: &mut Calls<'_>, token_id: u32, num_headers: usize, body_size: usize) {
         let (status, dispatch_status, body) = read_call_response(num_headers, body_size);
         let reply = ReplyView {
             status: status.as_deref(),
             dispatch_status: dispatch_status.as_deref(),
             body: &body,
         };
-        let mut glue = Glue {
-            metrics: self.metrics.as_ref(),
-        };
+        let mut glue = Self::glue(self.metrics.as_ref(), calls);
         self.exchange.on_call_response(&mut glue, token_id, &reply);
     }
-}
 
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> PwAction {
-        // Read in place rather than as the SDK's `Vec<(String, Vec<u8>)>` (two allocations per line).
-        let headers = wire::request_headers(raw::header_map(MapType::HttpRequestHeaders));
-        let mut glue = Glue {
-            metrics: self.metrics.as_ref(),
-        };
+    fn on_request_headers(&mut self, calls: &mut Calls<'_>, end_of_stream: bool) -> Action {
+        // One read of the whole map, decoded in place (no pair of allocations per line).
+        let headers = RequestHeaders::from_serialized(raw::header_map(MapType::HttpRequestHeaders));
+        let mut glue = Self::glue(self.metrics.as_ref(), calls);
         let action = self.exchange.on_request_header_map(&mut glue, headers, end_of_stream);
         if let Some(kind) = self.exchange.host_kind() {
             self.seen_host.set(Some(kind));
         }
         self.report();
-        to_pw(action)
+        action
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> PwAction {
-        let mut glue = Glue {
-            metrics: self.metrics.as_ref(),
-        };
+    fn on_request_body(&mut self, calls: &mut Calls<'_>, body_size: usize, end_of_stream: bool) -> Action {
+        let mut glue = Self::glue(self.metrics.as_ref(), calls);
         let action = self.exchange.on_request_body(&mut glue, body_size, end_of_stream);
         self.report();
-        to_pw(action)
+        action
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> PwAction {
-        let mut glue = Glue {
-            metrics: self.metrics.as_ref(),
-        };
+    fn on_request_trailers(&mut self, calls: &mut Calls<'_>) -> Action {
+        let mut glue = Self::glue(self.metrics.as_ref(), calls);
         let action = self.exchange.on_request_trailers(&mut glue);
         self.report();
-        to_pw(action)
+        action
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> PwAction {
-        let mut glue = Glue {
-            metrics: self.metrics.as_ref(),
-        };
+    fn on_response_headers(&mut self, calls: &mut Calls<'_>) -> Action {
+        let mut glue = Self::glue(self.metrics.as_ref(), calls);
         let action = self.exchange.on_response_headers(&mut glue);
         self.report();
-        to_pw(action)
+        action
     }
 
-    fn on_log(&mut self) {
-        let mut glue = Glue {
-            metrics: self.metrics.as_ref(),
-        };
+    fn on_log(&mut self, calls: &mut Calls<'_>) {
+        let mut glue = Self::glue(self.metrics.as_ref(), calls);
         self.exchange.on_stream_end(&mut glue);
     }
 }
@@ -534,7 +543,7 @@ fn read_call_response(num_headers: usize, body_size: usize) -> (Option<Vec<u8>>,
         )
     };
     let body = if body_size > 0 {
-        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        raw::buffer(BufferType::HttpCallResponseBody, body_size)
             .ok()
             .flatten()
             .unwrap_or_default()
@@ -544,15 +553,8 @@ fn read_call_response(num_headers: usize, body_size: usize) -> (Option<Vec<u8>>,
     (status, dispatch_status, body)
 }
 
-fn to_pw(action: Action) -> PwAction {
-    match action {
-        Action::Continue => PwAction::Continue,
-        Action::Pause => PwAction::Pause,
-    }
-}
-
 fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    raw::log(level, message);
 }
 
 fn to_log_level(level: Level) -> LogLevel {
@@ -624,42 +626,54 @@ fn report(producer: &RefCell<Producer>, metrics: Option<&MetricIds>) {
 }
 
 /// [`Host`] over the proxy-wasm host calls of the current context, with the metrics its updates
-/// go to.
-#[derive(Default)]
-struct Glue<'m> {
-    metrics: Option<&'m MetricIds>,
+/// go to and the registrar of the calls it dispatches (their replies come back to this context).
+struct Glue<'g, 'c> {
+    metrics: Option<&'g MetricIds>,
+    calls: &'g mut Calls<'c>,
 }
 
-impl Host for Glue<'_> {
-    fn dispatch(
-        &mut self,
-        upstream: &str,
-        headers: Vec<(&str, &str)>,
-        body: &[u8],
-        timeout_ms: u32,
-    ) -> Result<u32, DispatchError> {
-        hostcalls::dispatch_http_call(
-            upstream,
-            headers,
-            Some(body),
-            Vec::new(),
-            Duration::from_millis(u64::from(timeout_ms)),
-        )
-        .map_err(|status| match status {
-            Status::BadArgument => DispatchError::BadArgument,
-            Status::InternalFailure => DispatchError::InternalFailure,
-            other => DispatchError::Other(other as u32),
-        })
+impl<'g, 'c> Glue<'g, 'c> {
+    /// The root context's: its producer's metric updates are applied by [`report`] instead.
+    fn root(calls: &'g mut Calls<'c>) -> Self {
+        Glue { metrics: None, calls }
+    }
+}
+
+/// Starts an HTTP call from the context of `calls` and registers it there.
+fn dispatch(
+    calls: &mut Calls<'_>,
+    upstream: &str,
+    headers: &[u8],
+    body: &[u8],
+    timeout_ms: u32,
+) -> Result<u32, DispatchError> {
+    match raw::http_call(upstream, headers, body, timeout_ms) {
+        Ok(token) => {
+            if let Some(earlier) = calls.register(token) {
+                log(
+                    LogLevel::Error,
+                    &format!("kafka-upstream: the host gave call token {token} again while context {earlier} still waits for its reply"),
+                );
+            }
+            Ok(token)
+        }
+        Err(status::BAD_ARGUMENT) => Err(DispatchError::BadArgument),
+        Err(status::INTERNAL_FAILURE) => Err(DispatchError::InternalFailure),
+        Err(other) => Err(DispatchError::Other(other)),
+    }
+}
+
+impl Host for Glue<'_, '_> {
+    fn dispatch(&mut self, upstream: &str, headers: &[u8], body: &[u8], timeout_ms: u32) -> Result<u32, DispatchError> {
+        dispatch(self.calls, upstream, headers, body, timeout_ms)
     }
 
     fn request_body(&mut self, size: usize) -> Option<Vec<u8>> {
-        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
-            .ok()
-            .flatten()
+        raw::buffer(BufferType::HttpRequestBody, size).ok().flatten()
     }
 
-    fn respond(&mut self, status: u32, headers: Vec<(&str, &str)>, body: &[u8]) {
-        let refused = raw::send_local_response(status, &proxy_wasm_pairs::encode(&headers), body);
+    fn respond(&mut self, status: u32, headers: &[u8], body: &[u8]) {
+        let refused = raw::send_local_response(status, headers, body);
         if refused != 0 {
             log(
                 LogLevel::Error,
@@ -703,7 +717,271 @@ impl Host for Glue<'_> {
     }
 }
 
-/// Host calls whose every status is handled here rather than by the SDK.
+/// The proxy-wasm statuses the glue tells apart (spec ABI 0.2.1 "Status").
+mod status {
+    pub(super) const OK: u32 = 0;
+    pub(super) const NOT_FOUND: u32 = 1;
+    pub(super) const BAD_ARGUMENT: u32 = 2;
+    pub(super) const INTERNAL_FAILURE: u32 = 10;
+}
+
+/// Log levels as the ABI numbers them (`proxy_log`).
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+enum LogLevel {
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+/// The header maps the glue reads (`proxy_get_header_map_*`).
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+enum MapType {
+    HttpRequestHeaders = 0,
+    HttpCallResponseHeaders = 6,
+}
+
+/// The buffers the glue reads (`proxy_get_buffer_bytes`).
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+enum BufferType {
+    HttpRequestBody = 0,
+    HttpCallResponseBody = 4,
+    PluginConfiguration = 7,
+}
+
+/// What a request callback returns (`Continue` 0, `Pause` 1).
+fn action_code(action: Action) -> u32 {
+    match action {
+        Action::Continue => 0,
+        Action::Pause => 1,
+    }
+}
+
+/// `Continue`, for the callbacks with nothing to decide.
+const CONTINUE: u32 = 0;
+
+thread_local! {
+    /// Every context of the VM. A callback never runs inside another (the host calls the guest
+    /// only between callbacks; the one export a host call re-enters, `proxy_on_memory_allocate`,
+    /// does not touch it), so the table is borrowed once per callback.
+    static CONTEXTS: RefCell<ContextTable<Root, Request>> = RefCell::new(ContextTable::new());
+}
+
+/// Runs `f` on the context table.
+fn with_contexts<T>(f: impl FnOnce(&mut ContextTable<Root, Request>) -> T) -> T {
+    CONTEXTS.with(|table| f(&mut table.borrow_mut()))
+}
+
+/// Logs a callback for a context the host never created (or already deleted).
+fn unknown_context(callback: &str, context_id: u32) {
+    log(
+        LogLevel::Error,
+        &format!("kafka-upstream: {callback} for unknown context {context_id} ignored"),
+    );
+}
+
+/// Runs a request callback on stream `context_id`; `Continue` for an unknown one.
+fn on_stream(callback: &str, context_id: u32, f: impl FnOnce(&mut Request, &mut Calls<'_>) -> Action) -> u32 {
+    let action = with_contexts(|table| {
+        table
+            .stream(context_id)
+            .map(|(request, mut calls)| f(request, &mut calls))
+    });
+    match action {
+        Some(action) => action_code(action),
+        None => {
+            unknown_context(callback, context_id);
+            CONTINUE
+        }
+    }
+}
+
+/// Runs a callback on root context `context_id`; `None` for an unknown one (logged).
+fn on_root<T>(callback: &str, context_id: u32, f: impl FnOnce(&mut Root, &mut Calls<'_>) -> T) -> Option<T> {
+    let result = with_contexts(|table| table.root_mut(context_id).map(|(root, mut calls)| f(root, &mut calls)));
+    if result.is_none() {
+        unknown_context(callback, context_id);
+    }
+    result
+}
+
+/// The ABI version this module speaks (its presence is the declaration).
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+/// Memory for a value the host returns: `size` bytes the glue takes ownership of when the host
+/// call returns (`Vec::from_raw_parts` with exactly that length and capacity, in `raw`), so it
+/// is allocated as a boxed slice of exactly `size` bytes.
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    let mut memory: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(size);
+    // SAFETY: `MaybeUninit` needs no initialisation, and the capacity is `size`.
+    unsafe { memory.set_len(size) };
+    Box::into_raw(memory.into_boxed_slice()).cast::<u8>()
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
+    let created = with_contexts(|table| table.create(context_id, root_context_id, |_| Root::new(), Root::new_request));
+    match created {
+        Ok(()) => {}
+        Err(CreateError::Duplicate) => log(
+            LogLevel::Error,
+            &format!("kafka-upstream: the host created context {context_id} twice; the second is ignored"),
+        ),
+        Err(CreateError::UnknownRoot) => log(
+            LogLevel::Error,
+            &format!("kafka-upstream: the host created context {context_id} for unknown root context {root_context_id}; it is ignored"),
+        ),
+    }
+}
+
+/// Nothing to do at VM start (the configuration comes with `proxy_on_configure`).
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(context_id: u32, _vm_configuration_size: usize) -> bool {
+    on_root("proxy_on_vm_start", context_id, |_, _| true).unwrap_or(false)
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(context_id: u32, _plugin_configuration_size: usize) -> bool {
+    on_root("proxy_on_configure", context_id, |root, _| root.on_configure()).unwrap_or(false)
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_tick(context_id: u32) {
+    on_root("proxy_on_tick", context_id, |root, calls| root.on_tick(calls));
+}
+
+/// The filter uses no shared queue: nothing to do.
+#[no_mangle]
+pub extern "C" fn proxy_on_queue_ready(context_id: u32, _queue_id: u32) {
+    on_root("proxy_on_queue_ready", context_id, |_, _| ());
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(context_id: u32, _num_headers: usize, end_of_stream: u32) -> u32 {
+    on_stream("proxy_on_request_headers", context_id, |request, calls| {
+        request.on_request_headers(calls, end_of_stream != 0)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_body(context_id: u32, body_size: usize, end_of_stream: u32) -> u32 {
+    on_stream("proxy_on_request_body", context_id, |request, calls| {
+        request.on_request_body(calls, body_size, end_of_stream != 0)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_trailers(context_id: u32, _num_trailers: usize) -> u32 {
+    on_stream("proxy_on_request_trailers", context_id, |request, calls| {
+        request.on_request_trailers(calls)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(context_id: u32, _num_headers: usize, _end_of_stream: u32) -> u32 {
+    on_stream("proxy_on_response_headers", context_id, |request, calls| {
+        request.on_response_headers(calls)
+    })
+}
+
+/// The response body passes untouched.
+#[no_mangle]
+pub extern "C" fn proxy_on_response_body(context_id: u32, _body_size: usize, _end_of_stream: u32) -> u32 {
+    on_stream("proxy_on_response_body", context_id, |_, _| Action::Continue)
+}
+
+/// The response trailers pass untouched.
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(context_id: u32, _num_trailers: usize) -> u32 {
+    on_stream("proxy_on_response_trailers", context_id, |_, _| Action::Continue)
+}
+
+/// A call's reply goes to the context that dispatched it, made the effective context first (as
+/// the SDK did: a host may call this on the root context, and the reply's host calls, such as
+/// a request's local answer, act on the effective one). A refused switch is logged and the
+/// reply still delivered: Envoy and ngx_wasm_module call it on the dispatching context anyway.
+#[no_mangle]
+pub extern "C" fn proxy_on_http_call_response(
+    _context_id: u32,
+    token_id: u32,
+    num_headers: usize,
+    body_size: usize,
+    _num_trailers: usize,
+) {
+    with_contexts(|table| {
+        let Some(context_id) = table.take_call(token_id) else {
+            log(
+                LogLevel::Error,
+                &format!("kafka-upstream: reply to unknown call {token_id} ignored"),
+            );
+            return;
+        };
+        // Its context was deleted with the call in flight (take_call forgot it then), so a
+        // context is found here unless the host broke the contract.
+        let Some((context, mut calls)) = table.get(context_id) else {
+            return;
+        };
+        let switched = raw::set_effective_context(context_id);
+        if switched != status::OK {
+            log(
+                LogLevel::Error,
+                &format!("kafka-upstream: the host refused to make context {context_id} effective for the reply to call {token_id} (status {switched})"),
+            );
+        }
+        match context {
+            Context::Stream(request) => request.on_http_call_response(&mut calls, token_id, num_headers, body_size),
+            Context::Root(root) => root.on_http_call_response(token_id, num_headers, body_size),
+        }
+    });
+}
+
+/// A stream is done at once; a root decides (see [`Root::on_done`]).
+#[no_mangle]
+pub extern "C" fn proxy_on_done(context_id: u32) -> bool {
+    let done = with_contexts(|table| match table.get(context_id) {
+        Some((Context::Stream(_), _)) => Some(true),
+        Some((Context::Root(root), mut calls)) => Some(root.on_done(&mut calls)),
+        None => None,
+    });
+    done.unwrap_or_else(|| {
+        unknown_context("proxy_on_done", context_id);
+        true
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_log(context_id: u32) {
+    let known = with_contexts(|table| match table.get(context_id) {
+        Some((Context::Stream(request), mut calls)) => {
+            request.on_log(&mut calls);
+            true
+        }
+        Some((Context::Root(_), _)) => true,
+        None => false,
+    });
+    if !known {
+        unknown_context("proxy_on_log", context_id);
+    }
+}
+
+/// Drops the context (a root's [`Drop`] reports what it still held) and forgets its calls.
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(context_id: u32) {
+    // Dropped outside the table's borrow.
+    let removed: Option<Removed<Root, Request>> = with_contexts(|table| table.delete(context_id));
+    if removed.is_none() {
+        unknown_context("proxy_on_delete", context_id);
+    }
+}
+
+/// The host calls, each status handled by the caller (the imports of module `env`, spec ABI
+/// 0.2.1). A value the host returns lives in memory it obtained from
+/// [`proxy_on_memory_allocate`], which the caller then owns.
 mod raw {
     use super::*;
 
@@ -718,6 +996,27 @@ mod raw {
         ) -> u32;
         fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize)
             -> u32;
+        fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_buffer_data: *mut *mut u8,
+            return_buffer_size: *mut usize,
+        ) -> u32;
+        fn proxy_http_call(
+            upstream_data: *const u8,
+            upstream_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            trailers_data: *const u8,
+            trailers_size: usize,
+            timeout_ms: u32,
+            return_token: *mut u32,
+        ) -> u32;
+        fn proxy_set_effective_context(context_id: u32) -> u32;
+        fn proxy_done() -> u32;
         fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
         fn proxy_get_property(
             path_data: *const u8,
@@ -742,23 +1041,34 @@ mod raw {
         fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     }
 
+    /// The `size` bytes the host wrote at `data` for a call that answered OK.
+    ///
+    /// # Safety
+    /// `data` is null or was returned by the host with `size`: memory it obtained from this
+    /// module's `proxy_on_memory_allocate(size)`, a boxed slice of exactly `size` bytes, not
+    /// owned by anything else.
+    unsafe fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+        if data.is_null() {
+            None
+        } else {
+            // SAFETY: as the caller guarantees: allocated by the global allocator with this
+            // length and capacity, and owned by no one else.
+            Some(unsafe { Vec::from_raw_parts(data, size, size) })
+        }
+    }
+
     /// The value of header `key` in `map`, or `None` for any non-OK status (not found, or no such
-    /// map right now).
+    /// map right now); OK with no data is an empty value.
     pub(super) fn header_value(map: MapType, key: &str) -> Option<Vec<u8>> {
         let mut data: *mut u8 = null_mut();
         let mut size: usize = 0;
         // SAFETY: key pointer/length describe a live &str; the out-pointers are valid locals.
         let status = unsafe { proxy_get_header_map_value(map as u32, key.as_ptr(), key.len(), &mut data, &mut size) };
-        if status != 0 {
+        if status != status::OK {
             return None;
         }
-        if data.is_null() {
-            return Some(Vec::new());
-        }
-        // SAFETY: on OK the host wrote `size` bytes into memory it obtained from this module's
-        // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes); ownership passes to
-        // the caller, exactly as in the SDK's `get_map_value_bytes`.
-        Some(unsafe { Vec::from_raw_parts(data, size, size) })
+        // SAFETY: OK: the host returned `data`/`size` (see `owned`).
+        Some(unsafe { owned(data, size) }.unwrap_or_default())
     }
 
     /// The serialized pairs of header map `map`; empty when the host has none (or refuses).
@@ -767,52 +1077,99 @@ mod raw {
         let mut size: usize = 0;
         // SAFETY: the out-pointers are valid locals.
         let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
-        if status != 0 || data.is_null() {
+        if status != status::OK {
             return Vec::new();
         }
-        // SAFETY: on OK the host wrote `size` bytes into memory it obtained from this module's
-        // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes); ownership passes to
-        // the caller, exactly as in the SDK's `get_map_bytes`.
-        unsafe { Vec::from_raw_parts(data, size, size) }
+        // SAFETY: OK: the host returned `data`/`size` (see `owned`).
+        unsafe { owned(data, size) }.unwrap_or_default()
+    }
+
+    /// Up to `max` bytes of buffer `buffer` from its start: `Ok(None)` when the host has none
+    /// (NOT_FOUND, or OK with no data), `Err` with any other status.
+    pub(super) fn buffer(buffer: BufferType, max: usize) -> Result<Option<Vec<u8>>, u32> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: plain integers and valid out-pointers to locals.
+        let status = unsafe { proxy_get_buffer_bytes(buffer as u32, 0, max, &mut data, &mut size) };
+        match status {
+            // SAFETY: OK: the host returned `data`/`size` (see `owned`).
+            status::OK => Ok(unsafe { owned(data, size) }),
+            status::NOT_FOUND => Ok(None),
+            other => Err(other),
+        }
+    }
+
+    /// Starts an HTTP call (no trailers); its token, or the host's status.
+    pub(super) fn http_call(upstream: &str, headers: &[u8], body: &[u8], timeout_ms: u32) -> Result<u32, u32> {
+        // The empty trailer map: a count of 0.
+        const NO_TRAILERS: [u8; 4] = [0; 4];
+        let mut token: u32 = 0;
+        // SAFETY: every pointer/length pair describes a live slice; the out-pointer is a valid
+        // local.
+        let status = unsafe {
+            proxy_http_call(
+                upstream.as_ptr(),
+                upstream.len(),
+                headers.as_ptr(),
+                headers.len(),
+                body.as_ptr(),
+                body.len(),
+                NO_TRAILERS.as_ptr(),
+                NO_TRAILERS.len(),
+                timeout_ms,
+                &mut token,
+            )
+        };
+        if status == status::OK {
+            Ok(token)
+        } else {
+            Err(status)
+        }
+    }
+
+    /// Makes `context_id` the context of the following host calls; the host's status.
+    pub(super) fn set_effective_context(context_id: u32) -> u32 {
+        // SAFETY: plain integer argument.
+        unsafe { proxy_set_effective_context(context_id) }
+    }
+
+    /// Tells the host the root context finished its shutdown; the host's status.
+    pub(super) fn done() -> u32 {
+        // SAFETY: no arguments.
+        unsafe { proxy_done() }
     }
 
     /// The value of property `name` (a serialized path: its segments joined by NUL), or `None`
-    /// for any non-OK status (the SDK's `get_property` panics on statuses other than OK,
-    /// NOT_FOUND and two failures).
+    /// for any non-OK status or no data.
     pub(super) fn property(name: &str) -> Option<Vec<u8>> {
         let mut data: *mut u8 = null_mut();
         let mut size: usize = 0;
         // SAFETY: pointer/length describe a live &str and the out-pointers are valid locals.
         let status = unsafe { proxy_get_property(name.as_ptr(), name.len(), &mut data, &mut size) };
-        // No data on OK reads as none, as in the SDK's `get_property`.
-        if status != 0 || data.is_null() {
+        if status != status::OK {
             return None;
         }
-        // SAFETY: on OK the host wrote `size` bytes into memory it obtained from this module's
-        // `proxy_on_memory_allocate`; ownership passes to the caller, as in the SDK's
-        // `get_property`.
-        Some(unsafe { Vec::from_raw_parts(data, size, size) })
+        // SAFETY: OK: the host returned `data`/`size` (see `owned`).
+        unsafe { owned(data, size) }
     }
 
-    /// The host clock in nanoseconds since the Unix epoch; 0 when the host refuses (the SDK's
-    /// `get_current_time` panics then).
+    /// The host clock in nanoseconds since the Unix epoch; 0 when the host refuses.
     pub(super) fn current_time_ns() -> u64 {
         let mut ns: u64 = 0;
         // SAFETY: the out-pointer is a valid local.
         let status = unsafe { proxy_get_current_time_nanoseconds(&mut ns) };
-        if status == 0 {
+        if status == status::OK {
             ns
         } else {
             0
         }
     }
 
-    /// Sends the local response (`proxy_send_local_response`, no status details, no gRPC
-    /// status: the SDK's `send_http_response` arguments); returns the host's status (0 = OK),
-    /// where the SDK panics on anything but OK.
+    /// Sends the local response (no status details, no gRPC status); returns the host's status
+    /// (0 = OK).
     pub(super) fn send_local_response(status: u32, serialized_headers: &[u8], body: &[u8]) -> u32 {
         // SAFETY: every pointer/length pair describes a live slice (the empty details: a null
-        // pointer with length 0, as the SDK passes them).
+        // pointer with length 0).
         unsafe {
             proxy_send_local_response(
                 status,
@@ -827,7 +1184,7 @@ mod raw {
         }
     }
 
-    /// Logs without ever panicking.
+    /// Logs without ever panicking (a refused line is dropped).
     pub(super) fn log(level: LogLevel, message: &str) {
         // SAFETY: pointer/length describe a live &str.
         unsafe {
@@ -846,7 +1203,7 @@ mod raw {
         let mut id: u32 = 0;
         // SAFETY: pointer/length describe a live &str; the out-pointer is a valid local.
         let status = unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
-        if status == 0 {
+        if status == status::OK {
             Ok(id)
         } else {
             Err(status)

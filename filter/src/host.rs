@@ -46,9 +46,9 @@ pub enum HostKind {
     Kong,
 }
 
-/// Why the host refused to start an HTTP call: the status `proxy_http_call` returned. The
-/// proxy-wasm Rust SDK 0.2.5 passes on `BAD_ARGUMENT` and `INTERNAL_FAILURE` (its
-/// `hostcalls::dispatch_http_call`, which panics on any other status).
+/// Why the host refused to start an HTTP call: the status `proxy_http_call` returned
+/// (`BAD_ARGUMENT` and `INTERNAL_FAILURE` are the ones the spec names for it; any other is kept
+/// by its code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DispatchError {
     /// `BAD_ARGUMENT`.
@@ -75,18 +75,14 @@ impl fmt::Display for DispatchError {
 /// The host operations the filter needs: the request flow uses all of them, the asynchronous
 /// producer only [`Host::dispatch`].
 pub trait Host {
-    /// Starts an HTTP call (`proxy_http_call`); returns its token, or why the host refused it.
-    fn dispatch(
-        &mut self,
-        upstream: &str,
-        headers: Vec<(&str, &str)>,
-        body: &[u8],
-        timeout_ms: u32,
-    ) -> Result<u32, DispatchError>;
+    /// Starts an HTTP call (`proxy_http_call`) with `headers`, a header map already in the
+    /// ABI's serialized form ([`crate::wire`]); returns its token, or why the host refused it.
+    fn dispatch(&mut self, upstream: &str, headers: &[u8], body: &[u8], timeout_ms: u32) -> Result<u32, DispatchError>;
     /// The first `size` bytes of the buffered request body; `None` when the host has none.
     fn request_body(&mut self, size: usize) -> Option<Vec<u8>>;
-    /// Sends the local response (`proxy_send_local_response`).
-    fn respond(&mut self, status: u32, headers: Vec<(&str, &str)>, body: &[u8]);
+    /// Sends the local response (`proxy_send_local_response`); `headers` is serialized as for
+    /// [`Host::dispatch`].
+    fn respond(&mut self, status: u32, headers: &[u8], body: &[u8]);
     /// Writes a log line.
     fn log(&mut self, level: Level, message: &str);
     /// The host's clock in milliseconds since the Unix epoch

@@ -7,6 +7,8 @@
 //! Layers, each plain Rust except the last, each using only the ones listed before it:
 //! - [`small_blocks`]: the `.wasm`'s global allocator, a size-class front over dlmalloc (uses no
 //!   other module);
+//! - [`wire`]: the proxy-wasm header-map wire format the filter writes, with a template
+//!   serialized once per configuration for the REST proxy calls (uses no other module);
 //! - [`metrics`]: the metrics' names and types, and what updates them;
 //! - [`message`] (with [`args`], [`multipart`]): Kong's message bytes from a request;
 //! - [`template`]: message shaping (`message.mode`, compiled templates) and the keys from a
@@ -21,12 +23,16 @@
 //! - [`producer`]: the asynchronous producer (`producer_async`): bounded buffer, batches,
 //!   retries and health gating ([`producer::health`]), driven by the time it is given;
 //! - [`exchange`]: one request's flow against that interface;
-//! - [`wire`]: the proxy-wasm wire formats the glue reads (the request's header map);
-//! - `filter` (wasm32 only): the proxy-wasm 0.2.5 glue that implements that interface.
+//! - [`contexts`]: the VM's contexts by id and which context each call's reply goes to (uses no
+//!   other module);
+//! - `filter` (wasm32 only): the proxy-wasm ABI 0.2.1 glue, the module's own `proxy_on_*`
+//!   exports (no SDK): it looks each callback's context up in a [`contexts::ContextTable`] and
+//!   implements [`host::Host`] over raw host calls.
 #![deny(missing_docs)]
 
 pub mod args;
 pub mod config;
+pub mod contexts;
 pub mod exchange;
 pub mod host;
 mod json;
@@ -78,10 +84,22 @@ const fn version_bytes() -> [u8; VERSION_TEXT.len()] {
     out
 }
 
-/// The module's `_initialize` export (the proxy-wasm SDK's reactor entry point).
+/// The module's `_initialize` export, the WASI reactor's entry point that hosts call before
+/// anything else (Envoy: proxy-wasm-cpp-host calls `_initialize`, then `main` if exported;
+/// ngx_wasm_module the first of `_start`/`_initialize`): the static constructors, then the
+/// glue's start.
 #[cfg(target_arch = "wasm32")]
 mod entry {
-    proxy_wasm::main! {{
+    extern "C" {
+        /// The linker's constructor runner of a WASI reactor (what a reactor's `_initialize`
+        /// must call first).
+        fn __wasm_call_ctors();
+    }
+
+    #[no_mangle]
+    pub extern "C" fn _initialize() {
+        // SAFETY: called once, by the host, before any other export.
+        unsafe { __wasm_call_ctors() };
         crate::filter::start();
-    }}
+    }
 }

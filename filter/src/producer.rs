@@ -1040,7 +1040,7 @@ impl Producer {
         self.samples
             .push(MetricUpdate::Record(Metric::BatchSize, records.len() as u64));
         let size = call.body.len();
-        let result = host.dispatch(&rp.upstream, call.headers(rp), &call.body, rp.timeout_ms);
+        let result = host.dispatch(&rp.upstream, &call.header_map(rp), &call.body, rp.timeout_ms);
         let body = prebuilt.then_some(call.body);
         match result {
             Ok(token) => self.in_flight.push(Batch {
@@ -1159,8 +1159,7 @@ impl Producer {
         let config = Rc::clone(&self.config);
         let rp = &config.rest_proxy;
         let request = rest::build_probe_request(rp);
-        let headers: Vec<(&str, &str)> = request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        match host.dispatch(&rp.upstream, headers, &request.body, rp.timeout_ms) {
+        match host.dispatch(&rp.upstream, &request.header_map(), &request.body, rp.timeout_ms) {
             Ok(token) => self.probe = Some(token),
             Err(refusal) => {
                 let why = refusal.to_string();
@@ -1307,7 +1306,7 @@ mod tests {
         fn dispatch(
             &mut self,
             upstream: &str,
-            headers: Vec<(&str, &str)>,
+            headers: &[u8],
             body: &[u8],
             timeout_ms: u32,
         ) -> Result<u32, crate::host::DispatchError> {
@@ -1319,7 +1318,7 @@ mod tests {
             self.next += 1;
             self.calls.push(Call {
                 token: self.next,
-                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                headers: crate::wire::decode_text(headers),
                 body: body.to_vec(),
             });
             Ok(self.next)
@@ -1329,7 +1328,7 @@ mod tests {
             panic!("the producer read a request body")
         }
 
-        fn respond(&mut self, status: u32, _: Vec<(&str, &str)>, _: &[u8]) {
+        fn respond(&mut self, status: u32, _: &[u8], _: &[u8]) {
             panic!("the producer answered a client ({status})")
         }
 

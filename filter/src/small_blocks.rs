@@ -2,7 +2,7 @@
 //! `lib.rs`), in front of the standard library's dlmalloc.
 //!
 //! Why: a request allocates and frees a few dozen small blocks (header lines, the message, the
-//! REST path, the SDK's buffers), and in wasm every `Box`/`Vec` allocation went through four
+//! REST path, the host's buffers), and in wasm every `Box`/`Vec` allocation went through four
 //! calls (`__rust_alloc` → `__rdl_alloc` → `malloc` → `dlmalloc`) and dlmalloc's bins: about a
 //! fifth of a bodiless request's guest instructions (callgrind, bench/OPTIMISATIONS.md).
 //! Here a block of at most [`MAX_SMALL`] bytes comes from a free list per 16-byte size class, a

@@ -169,8 +169,9 @@ pub fn classify(api: &Api, reply: &ReplyView<'_>) -> Outcome {
         };
     }
     // The usual acknowledgement is recognised without building a `Value` tree (a dozen
-    // allocations per reply); any other reply is read in full below, which alone decides.
-    if ack::acknowledged(api, reply.body) {
+    // allocations per reply): first by a byte scanner of plain JSON, then by serde; any other
+    // reply is read in full below, which alone decides.
+    if plain::acknowledged(api, reply.body) || ack::acknowledged(api, reply.body) {
         return Outcome::Acknowledged;
     }
     classify_2xx(api, status, reply.body)
@@ -224,6 +225,11 @@ pub fn classify_batch(api: &Api, reply: &ReplyView<'_>, records: usize) -> Vec<O
         Ok(status) => status,
         Err(outcome) => return vec![outcome; records],
     };
+    // The usual acknowledgement of every record, recognised without a `Value` tree (see
+    // `plain`); anything else is read in full.
+    if (200..300).contains(&status) && plain::batch_acknowledged(api, reply.body, records) {
+        return vec![Outcome::Acknowledged; records];
+    }
     match per_record(api, status, reply.body, records) {
         Ok(outcomes) => outcomes,
         Err(_) if !(200..300).contains(&status) => vec![error_status(status, reply.body); records],
@@ -676,6 +682,240 @@ mod ack {
     );
 }
 
+/// The plain acknowledgements read byte by byte, with no deserializer: a strict subset of JSON
+/// (strings of printable ASCII without escapes, integers of at most 18 digits, `null`, `true`,
+/// `false`, objects and arrays at most 16 deep, the four JSON whitespace bytes) in the usual
+/// shapes. Anything outside that subset or shape is "not recognised" (false), never a verdict:
+/// the serde readings above then decide as before. So a true here is always what the `Value`
+/// reading concludes too (the subset is JSON that `serde_json` reads to the same values), and
+/// the common reply costs a scan instead of serde's visitors.
+mod plain {
+    use crate::config::Api;
+
+    /// Deepest nesting read; deeper replies are left to serde (which allows 128).
+    const MAX_DEPTH: u32 = 16;
+
+    /// A single record's 2xx reply that acknowledges it: v2 `{"offsets":[…]}` with a non-empty
+    /// `offsets` whose entries are objects with a null or absent `error_code`; v3 one result
+    /// object whose `error_code` is the integer 200. Nothing but whitespace may follow.
+    pub(super) fn acknowledged(api: &Api, body: &[u8]) -> bool {
+        let mut scan = Scan { bytes: body, at: 0 };
+        let shape = match api {
+            Api::V2 => scan.v2_reply().is_some_and(|entries| entries > 0),
+            Api::V3 { .. } => scan.v3_result().is_some(),
+        };
+        shape && scan.at_end()
+    }
+
+    /// A batch's 2xx reply that acknowledges each of its `records` records (more than none),
+    /// one per-record result each: v2 exactly `records` acknowledged `offsets` entries; v3
+    /// (streaming mode) exactly `records` acknowledged result objects, one after another.
+    pub(super) fn batch_acknowledged(api: &Api, body: &[u8], records: usize) -> bool {
+        if records == 0 {
+            return false;
+        }
+        let mut scan = Scan { bytes: body, at: 0 };
+        let shape = match api {
+            Api::V2 => scan.v2_reply() == Some(records),
+            Api::V3 { .. } => (0..records).all(|_| scan.v3_result().is_some()),
+        };
+        shape && scan.at_end()
+    }
+
+    /// What a scanned value was, as far as an acknowledgement cares.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        Null,
+        /// The integer 200.
+        Int200,
+        Other,
+    }
+
+    /// A cursor over the reply; every method is `None` when the bytes leave the subset.
+    struct Scan<'a> {
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Scan<'a> {
+        // The loops below run on local copies of the cursor: in wasm `self` lives in linear
+        // memory, and a loop on `self.at` would load and store it for every byte.
+
+        /// The next byte after whitespace, not taken.
+        fn peek(&mut self) -> Option<u8> {
+            let bytes = self.bytes;
+            let mut at = self.at;
+            while let Some(&byte) = bytes.get(at) {
+                if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                    self.at = at;
+                    return Some(byte);
+                }
+                at += 1;
+            }
+            self.at = at;
+            None
+        }
+
+        /// Takes `byte` (after whitespace).
+        fn eat(&mut self, byte: u8) -> Option<()> {
+            (self.peek()? == byte).then(|| self.at += 1)
+        }
+
+        /// Whether only whitespace is left.
+        fn at_end(&mut self) -> bool {
+            self.peek().is_none()
+        }
+
+        /// A string of printable ASCII without escapes: its content.
+        fn string(&mut self) -> Option<&'a [u8]> {
+            self.eat(b'"')?;
+            let rest: &'a [u8] = &self.bytes[self.at..];
+            let end = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || !(0x20..=0x7e).contains(&b))?;
+            if rest[end] != b'"' {
+                return None;
+            }
+            self.at += end + 1;
+            Some(&rest[..end])
+        }
+
+        /// An integer of at most 18 digits (no fraction, no exponent).
+        fn integer(&mut self) -> Option<&'a [u8]> {
+            self.peek()?;
+            let rest: &'a [u8] = &self.bytes[self.at..];
+            let sign = usize::from(rest.first() == Some(&b'-'));
+            let digits = rest[sign..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let leading_zero = digits > 1 && rest[sign] == b'0';
+            if digits == 0 || digits > 18 || leading_zero {
+                return None;
+            }
+            let end = sign + digits;
+            if let Some(b'.' | b'e' | b'E') = rest.get(end) {
+                return None;
+            }
+            self.at += end;
+            Some(&rest[..end])
+        }
+
+        /// The literal `word`.
+        fn literal(&mut self, word: &[u8]) -> Option<()> {
+            self.peek()?;
+            let end = self.at.checked_add(word.len())?;
+            (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+        }
+
+        /// One value at nesting `depth`, read and checked.
+        fn value(&mut self, depth: u32) -> Option<Kind> {
+            match self.peek()? {
+                b'{' => self
+                    .object(depth, |_, scan| scan.value(depth + 1).map(drop))
+                    .map(|_| Kind::Other),
+                b'[' => self
+                    .array(depth, |scan| scan.value(depth + 1).map(drop))
+                    .map(|_| Kind::Other),
+                b'"' => self.string().map(|_| Kind::Other),
+                b'n' => self.literal(b"null").map(|_| Kind::Null),
+                b't' => self.literal(b"true").map(|_| Kind::Other),
+                b'f' => self.literal(b"false").map(|_| Kind::Other),
+                b'-' | b'0'..=b'9' => self
+                    .integer()
+                    .map(|n| if n == b"200" { Kind::Int200 } else { Kind::Other }),
+                _ => None,
+            }
+        }
+
+        /// An object at nesting `depth`; `member` reads each member's value (the key given).
+        fn object(&mut self, depth: u32, mut member: impl FnMut(&'a [u8], &mut Self) -> Option<()>) -> Option<()> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            self.eat(b'{')?;
+            if self.peek()? == b'}' {
+                self.at += 1;
+                return Some(());
+            }
+            loop {
+                let key = self.string()?;
+                self.eat(b':')?;
+                member(key, self)?;
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b'}' => {
+                        self.at += 1;
+                        return Some(());
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        /// An array at nesting `depth`; `element` reads each element. Its length.
+        fn array(&mut self, depth: u32, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<usize> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            self.eat(b'[')?;
+            if self.peek()? == b']' {
+                self.at += 1;
+                return Some(0);
+            }
+            let mut count = 0;
+            loop {
+                element(self)?;
+                count += 1;
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b']' => {
+                        self.at += 1;
+                        return Some(count);
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        /// An object whose member `name` appears once and reads as `wanted` (checked by
+        /// `accept`), or does not appear when `absent_ok`.
+        fn object_with(&mut self, depth: u32, name: &[u8], absent_ok: bool, accept: fn(Kind) -> bool) -> Option<()> {
+            let mut seen = false;
+            self.object(depth, |key, scan| {
+                if key != name {
+                    return scan.value(depth + 1).map(drop);
+                }
+                if seen {
+                    return None;
+                }
+                seen = true;
+                accept(scan.value(depth + 1)?).then_some(())
+            })?;
+            (seen || absent_ok).then_some(())
+        }
+
+        /// A v2 reply whose one `offsets` member is an array of acknowledged entries: how many.
+        fn v2_reply(&mut self) -> Option<usize> {
+            let mut entries = None;
+            self.object(1, |key, scan| {
+                if key != b"offsets" {
+                    return scan.value(2).map(drop);
+                }
+                if entries.is_some() {
+                    return None;
+                }
+                let entry = |scan: &mut Self| scan.object_with(3, b"error_code", true, |k| k == Kind::Null);
+                entries = Some(scan.array(2, entry)?);
+                Some(())
+            })?;
+            entries
+        }
+
+        /// A v3 result object whose one `error_code` is the integer 200.
+        fn v3_result(&mut self) -> Option<()> {
+            self.object_with(1, b"error_code", false, |k| k == Kind::Int200)
+        }
+    }
+}
+
 /// A JSON string value, capped at [`MESSAGE_MAX`] characters.
 fn text(v: &Value) -> Option<String> {
     v.as_str().map(|s| s.chars().take(MESSAGE_MAX).collect())
@@ -1055,6 +1295,116 @@ mod tests {
         }
         for body in usual_v3 {
             assert!(ack::acknowledged(&v3(), body.as_bytes()), "{body}");
+        }
+    }
+
+    /// The byte scanner recognises the usual acknowledgements (single and batch), and whatever
+    /// it recognises the `Value` reading acknowledges too: checked on the usual replies, on
+    /// replies outside its subset, and on every one-byte change and deletion of the usual ones.
+    #[test]
+    fn plain_acknowledgement_agrees_with_the_full_reading() {
+        let v2_entries = [
+            r#"{"partition":0,"offset":1,"error_code":null,"error":null}"#,
+            r#"{"partition":2,"offset":17}"#,
+            r#" {"partition":1,"offset":9,"error_code":null,"x":[true,false,-3,{"y":"z"}]} "#,
+        ];
+        let v3_results = [
+            r#"{"error_code":200,"cluster_id":"c","topic_name":"t","partition_id":0,"offset":3}"#,
+            r#"{"cluster_id":"c","error_code":200,"timestamp":"2026-01-01T00:00:00.000Z","key":{"type":"BINARY","size":1},"value":null}"#,
+        ];
+        let v2_body = |n: usize| {
+            let entries: Vec<&str> = (0..n).map(|i| v2_entries[i % v2_entries.len()]).collect();
+            format!(
+                r#"{{"offsets":[{}],"key_schema_id":null,"value_schema_id":null}}"#,
+                entries.join(",")
+            )
+        };
+        let v3_body = |n: usize, separator: &str| {
+            let results: Vec<&str> = (0..n).map(|i| v3_results[i % v3_results.len()]).collect();
+            results.join(separator)
+        };
+        // Recognised: singles and batches of the usual shapes.
+        for n in 1..5 {
+            let v2 = v2_body(n);
+            assert!(plain::acknowledged(&Api::V2, v2.as_bytes()), "{v2}");
+            assert!(plain::batch_acknowledged(&Api::V2, v2.as_bytes(), n), "{v2}");
+            assert!(!plain::batch_acknowledged(&Api::V2, v2.as_bytes(), n + 1), "{v2}");
+            for separator in ["\n", "", " \r\n\t"] {
+                let stream = v3_body(n, separator);
+                assert_eq!(plain::acknowledged(&v3(), stream.as_bytes()), n == 1, "{stream}");
+                assert!(plain::batch_acknowledged(&v3(), stream.as_bytes(), n), "{stream}");
+                assert!(!plain::batch_acknowledged(&v3(), stream.as_bytes(), n + 1), "{stream}");
+                assert!(!plain::batch_acknowledged(&v3(), stream.as_bytes(), n - 1), "{stream}");
+            }
+        }
+        assert!(!plain::batch_acknowledged(&Api::V2, br#"{"offsets":[]}"#, 0));
+        assert!(!plain::batch_acknowledged(&v3(), b"", 0));
+        // Outside the subset or the shape: left to serde, whatever serde concludes.
+        for body in [
+            r#"{"off\u0073ets":[{"partition":0}]}"#,
+            r#"{"offsets":[{"partition":0,"x":"\u00e9"}]}"#,
+            "{\"offsets\":[{\"x\":\"\u{e9}\"}]}",
+            r#"{"offsets":[{"offset":1.5}]}"#,
+            r#"{"offsets":[{"offset":1e3}]}"#,
+            r#"{"offsets":[{"offset":1234567890123456789}]}"#,
+            r#"{"offsets":[{"error_code":0}]}"#,
+            r#"{"offsets":[{"partition":0}],"offsets":[{"partition":0}]}"#,
+            r#"{"offsets":[{"error_code":null,"error_code":null}]}"#,
+            r#"{"offsets":[]}"#,
+            "\u{feff}{\"offsets\":[{\"partition\":0}]}",
+            r#"{"offsets":[{"partition":0}]}x"#,
+        ] {
+            assert!(!plain::acknowledged(&Api::V2, body.as_bytes()), "{body}");
+            assert!(!plain::batch_acknowledged(&Api::V2, body.as_bytes(), 1), "{body}");
+        }
+        let deep = format!("{{\"offsets\":[{{\"p\":{}{}}}]}}", "[".repeat(14), "]".repeat(14));
+        assert!(!plain::acknowledged(&Api::V2, deep.as_bytes()));
+        let shallow = format!("{{\"offsets\":[{{\"p\":{}{}}}]}}", "[".repeat(13), "]".repeat(13));
+        assert!(plain::acknowledged(&Api::V2, shallow.as_bytes()));
+        for body in [
+            r#"{"error_code":200.0}"#,
+            r#"{"error_code":"200"}"#,
+            r#"{"error_code":0200}"#,
+        ] {
+            assert!(!plain::acknowledged(&v3(), body.as_bytes()), "{body}");
+        }
+
+        // Whatever it recognises, the full reading acknowledges.
+        let check = |api: &Api, body: &[u8]| {
+            let text = String::from_utf8_lossy(body);
+            if plain::acknowledged(api, body) {
+                assert_eq!(classify_2xx(api, 200, body), Outcome::Acknowledged, "{api:?} {text}");
+                assert!(ack::acknowledged(api, body), "{api:?} {text}");
+            }
+            for n in 0..4 {
+                if plain::batch_acknowledged(api, body, n) {
+                    assert_eq!(
+                        per_record(api, 200, body, n),
+                        Ok(vec![Outcome::Acknowledged; n]),
+                        "{api:?} {n} {text}"
+                    );
+                }
+            }
+        };
+        let mut seeds: Vec<Vec<u8>> = (1..4).map(|n| v2_body(n).into_bytes()).collect();
+        seeds.extend((1..4).map(|n| v3_body(n, "\n").into_bytes()));
+        let replacements = [
+            b'"', b'\\', b'0', b'2', b'.', b'e', b'-', b'{', b'}', b'[', b']', b',', b':', b' ', b'n', b'x', 0xff, 0,
+        ];
+        for api in [Api::V2, v3()] {
+            for seed in &seeds {
+                check(&api, seed);
+                for at in 0..seed.len() {
+                    let mut cut = seed.clone();
+                    cut.remove(at);
+                    check(&api, &cut);
+                    for &byte in &replacements {
+                        let mut changed = seed.clone();
+                        changed[at] = byte;
+                        check(&api, &changed);
+                    }
+                }
+            }
         }
     }
 

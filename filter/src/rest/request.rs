@@ -28,6 +28,7 @@
 
 use crate::config::{Api, Format, RestProxy};
 use crate::json;
+use crate::wire::{MapTemplate, Value};
 
 /// Everything `dispatch_http_call` needs besides the upstream and the timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,13 @@ pub struct RestRequest {
     pub headers: Vec<(String, String)>,
     /// The JSON request body.
     pub body: Vec<u8>,
+}
+
+impl RestRequest {
+    /// [`RestRequest::headers`] serialized for the host ([`crate::wire`]).
+    pub fn header_map(&self) -> Vec<u8> {
+        proxy_wasm_pairs::encode(&self.headers)
+    }
 }
 
 /// Builds the produce request of `message` to `topic`; `headers` is the record's encoded
@@ -86,11 +94,7 @@ impl ProduceCall {
 
     /// The header pairs, pseudo-headers first, then the configured static headers.
     pub fn headers<'a>(&'a self, rp: &'a RestProxy) -> Vec<(&'a str, &'a str)> {
-        let (format_type, accept) = match (&rp.api, rp.format) {
-            (Api::V2, Format::Binary) => ("application/vnd.kafka.binary.v2+json", "application/vnd.kafka.v2+json"),
-            (Api::V2, Format::Json) => ("application/vnd.kafka.json.v2+json", "application/vnd.kafka.v2+json"),
-            (Api::V3 { .. }, _) => ("application/json", "application/json"),
-        };
+        let (format_type, accept) = content_types(rp);
         let mut headers = Vec::with_capacity(7 + rp.headers.len());
         headers.extend([
             (":method", "POST"),
@@ -103,6 +107,19 @@ impl ProduceCall {
         ]);
         add_static_headers(&mut headers, rp);
         headers
+    }
+
+    /// The same pairs as [`ProduceCall::headers`], serialized for the host: the configuration's
+    /// template (serialized at its first call, [`produce_template`]) with this call's path,
+    /// content type and length spliced in.
+    pub fn header_map(&self, rp: &RestProxy) -> Vec<u8> {
+        let template = rp.produce_headers.get_or_init(|| produce_template(rp));
+        let content_type = self.content_type.unwrap_or(content_types(rp).0);
+        template.encode(&[
+            self.path.as_bytes(),
+            content_type.as_bytes(),
+            self.content_length.as_bytes(),
+        ])
     }
 
     pub(crate) fn into_request(self, rp: &RestProxy) -> RestRequest {
@@ -124,6 +141,32 @@ pub fn build_produce_call(
     message: &[u8],
 ) -> ProduceCall {
     ProduceCall::new(rp, topic, build_body(rp, key, headers, partition, message))
+}
+
+/// The produce calls' header map of `rp`, [`ProduceCall::headers`] with slots: 0 the path, 1
+/// the content type (unless a static header replaces it), 2 the content length.
+fn produce_template(rp: &RestProxy) -> MapTemplate {
+    let mut pairs = Vec::with_capacity(7 + rp.headers.len());
+    pairs.extend([
+        (":method", Value::Fixed("POST")),
+        (":path", Value::Slot(0)),
+        (":authority", Value::Fixed(rp.authority.as_str())),
+        (":scheme", Value::Fixed(rp.scheme.as_str())),
+        ("content-type", Value::Slot(1)),
+        ("accept", Value::Fixed(content_types(rp).1)),
+        ("content-length", Value::Slot(2)),
+    ]);
+    add_static_headers(&mut pairs, rp);
+    MapTemplate::new(&pairs)
+}
+
+/// The format's content type and the accepted reply type.
+fn content_types(rp: &RestProxy) -> (&'static str, &'static str) {
+    match (&rp.api, rp.format) {
+        (Api::V2, Format::Binary) => ("application/vnd.kafka.binary.v2+json", "application/vnd.kafka.v2+json"),
+        (Api::V2, Format::Json) => ("application/vnd.kafka.json.v2+json", "application/vnd.kafka.v2+json"),
+        (Api::V3 { .. }, _) => ("application/json", "application/json"),
+    }
 }
 
 fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -313,14 +356,14 @@ fn produce_request(rp: &RestProxy, topic: &str, body: Vec<u8>) -> RestRequest {
 }
 
 /// Adds the configured static headers; one with the name of a computed header replaces it.
-fn add_static_headers<'a>(headers: &mut Vec<(&'a str, &'a str)>, rp: &'a RestProxy) {
+fn add_static_headers<'a, V: From<&'a str>>(headers: &mut Vec<(&'a str, V)>, rp: &'a RestProxy) {
     for (name, value) in &rp.headers {
         match name.as_str() {
             // Computed by the filter, or carried by :authority.
             "content-length" | "host" | "transfer-encoding" => {}
             _ => match headers.iter_mut().find(|(n, _)| *n == name.as_str()) {
-                Some(existing) => existing.1 = value,
-                None => headers.push((name, value)),
+                Some(existing) => existing.1 = V::from(value),
+                None => headers.push((name, V::from(value))),
             },
         }
     }
@@ -467,6 +510,7 @@ mod tests {
             format,
             headers: vec![],
             timeout_ms: 10_000,
+            produce_headers: Default::default(),
         }
     }
 
@@ -596,6 +640,56 @@ mod tests {
                 ("authorization", "Bearer x"),
             ]
         );
+    }
+
+    /// The serialized header map (a template filled in per call) is byte for byte the
+    /// encoding of the call's header pairs, for every API, format, static header set and
+    /// content type; the template is serialized once and kept with the configuration.
+    #[test]
+    fn header_map_is_the_pairs_serialized() {
+        let static_sets: Vec<Vec<(String, String)>> = vec![
+            vec![],
+            vec![("authorization".into(), "Bearer x".into())],
+            vec![
+                ("accept".into(), "application/json".into()),
+                ("content-length".into(), "1".into()),
+                ("host".into(), "evil".into()),
+                ("x-b".into(), String::new()),
+            ],
+            vec![
+                ("content-type".into(), "text/plain".into()),
+                ("transfer-encoding".into(), "chunked".into()),
+            ],
+        ];
+        for api in [Api::V2, v3()] {
+            for format in [Format::Binary, Format::Json] {
+                for headers in &static_sets {
+                    let mut rp = proxy(api.clone(), format);
+                    rp.path_prefix = "/kafka".into();
+                    rp.scheme = Scheme::Https;
+                    rp.headers = headers.clone();
+                    let calls = [
+                        build_produce_call(&rp, "orders", Some(b"k"), b"", Some(1), b"{}"),
+                        build_produce_call(&rp, "a/b c", None, b"", None, &[7u8; 300]),
+                        ProduceCall::with_content_type(&rp, "t", b"{}".to_vec(), "application/vnd.x+json"),
+                    ];
+                    for call in &calls {
+                        assert_eq!(
+                            call.header_map(&rp),
+                            proxy_wasm_pairs::encode(&call.headers(&rp)),
+                            "{api:?} {format:?} {headers:?}"
+                        );
+                    }
+                    assert_eq!(format!("{:?}", rp.produce_headers), "Derived(kept)");
+                    // A clone starts empty and derives its own.
+                    let clone = rp.clone();
+                    assert_eq!(format!("{:?}", clone.produce_headers), "Derived(empty)");
+                    assert_eq!(clone, rp);
+                }
+            }
+        }
+        let probe = build_probe_request(&proxy(Api::V2, Format::Binary));
+        assert_eq!(probe.header_map(), proxy_wasm_pairs::encode(&probe.headers));
     }
 
     #[test]

@@ -133,6 +133,7 @@ pub fn batch_envelope_len_bound(api: &Api) -> usize {
                 format: crate::config::Format::Json,
                 headers: Vec::new(),
                 timeout_ms: 1,
+                produce_headers: Default::default(),
             };
             build_produce_request(&rp_v2, &ids, "t", None, std::iter::empty())
                 .body
