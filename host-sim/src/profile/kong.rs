@@ -4,8 +4,8 @@
 
 use super::{
     shaped_local_reply, AfterTrap, BodyDelivery, BudgetRefusal, BufferWrite, Callback, CalloutFailure,
-    CalloutFailureReply, CalloutUpstream, HostBehaviour, HostProperty, HostReply, MapAccess, MapType, MetricOp,
-    PropertyFacts, PropertyValue, SecondLocalResponse, StreamPhase,
+    CalloutFailureReply, CalloutUpstream, EdgeFacts, HostBehaviour, HostProperty, HostReply, MapAccess, MapType, MetricOp,
+    PropertyFacts, PropertyValue, ResponseOrigin, SecondLocalResponse, StreamPhase,
 };
 use crate::abi::LocalResponse;
 use crate::abi::{encode_pairs, MetricType, Status, START_EXPORT};
@@ -32,6 +32,10 @@ const KONG_LEGACY: &[&str] = &[
 /// Kong's `Server` header: `kong/<version>` (Kong kong/meta.lua `_SERVER_TOKENS`; 3.10.0 is the
 /// version of the Kong source this profile was checked against).
 const KONG_SERVER_TOKENS: &str = "kong/3.10.0";
+
+/// The HTTP version Kong proxies with and names in its `Via` header (Kong
+/// kong/runloop/handler.lua:76 `DEFAULT_PROXY_HTTP_VERSION`).
+const KONG_PROXY_HTTP_VERSION: &str = "1.1";
 
 /// The timeout of a callout that asks for none: the Wasm socket timeouts apply, 60 s by default
 /// (Kong/ngx_wasm_module docs/DIRECTIVES.md `socket_connect_timeout`, `socket_read_timeout`,
@@ -212,20 +216,67 @@ impl HostBehaviour for Kong {
         (!details.is_empty()).then(|| details.to_string())
     }
 
-    /// nginx's header filter writes `Connection: keep-alive` on a response to a kept-alive
-    /// connection (nginx src/http/ngx_http_header_filter_module.c, `r->keepalive`; KONG-OBS:
-    /// Connection on local replies and proxied responses), and `Date` (hyper writes it for
-    /// host-sim). Kong's Lua header filter then names Kong in `Server`: on a response Kong did
-    /// not proxy (a local reply, an error) always, on a proxied one only when the upstream sent
-    /// none (Kong kong/runloop/handler.lua `header_filter.after`, :1602-1623, with the default
-    /// `headers = server_tokens, ...`; bare ngx_wasm_module writes `Server: nginx/<version>`
-    /// instead, KONG-OBS). Kong's `X-Kong-Response-Latency`, `X-Kong-Proxy-Latency`,
-    /// `X-Kong-Upstream-Latency`, `Via` and `X-Kong-Request-Id` are not modelled.
-    fn edge_response_headers(&self, proxied: bool) -> Vec<(&'static str, &'static str, bool)> {
-        vec![
-            ("server", KONG_SERVER_TOKENS, !proxied),
-            ("connection", "keep-alive", false),
-        ]
+    /// What the client gets on top of what the filter left, written after the filter's
+    /// response callbacks, which therefore never see them:
+    /// - nginx's header filter writes `Connection: keep-alive` on a response to a kept-alive
+    ///   connection (nginx src/http/ngx_http_header_filter_module.c, `r->keepalive`; KONG-OBS:
+    ///   Connection on local replies and proxied responses), and `Date` (hyper writes it for
+    ///   host-sim).
+    /// - Kong's Lua header filter (`header_filter_by_lua_block { Kong.header_filter() }`, Kong
+    ///   kong/templates/nginx_kong.lua:153; its error location :401 too) writes the headers
+    ///   of the default `headers = server_tokens, latency_tokens, x-kong-request-id` (Kong
+    ///   kong/templates/kong_defaults.lua:71), in kong/runloop/handler.lua
+    ///   `header_filter.after` (:1567-1635), by whether `ctx.KONG_PROXIED` is set. Kong sets it
+    ///   at the end of its access phase (kong/init.lua:1240-1246), right after attaching the
+    ///   filter chain (kong/runloop/wasm.lua:1021-1044), before the filter's request
+    ///   callbacks run, so it is set for every response the filter saw a request for: the
+    ///   upstream's, the filter's own local reply, the error page after a trap; only replies
+    ///   Kong's router makes on its own ([`ResponseOrigin::Router`]) go without it.
+    ///   With it: `X-Kong-Upstream-Latency` (`KONG_WAITING_TIME`), `X-Kong-Proxy-Latency`,
+    ///   `Via: <upstream's Via>, 1.1 kong/3.10.0` (proxy_http_version 1.1, :76, :1580-1599) and
+    ///   `Server: kong/3.10.0` only when the response has none (:1601-1606). Without it:
+    ///   `X-Kong-Response-Latency` and `Server: kong/3.10.0` replacing any other (:1608-1624).
+    ///   Then `X-Kong-Request-Id` (:1627-1634), `$kong_request_id` (32 hex digits).
+    ///   The latencies are whole milliseconds (kong/init.lua `get_now_ms`) measured from the
+    ///   request's start (`KONG_PROCESSING_START`): `KONG_PROXY_LATENCY` until the request went
+    ///   upstream (`KONG_BALANCER_ENDED_AT`, kong/init.lua:1354, :1425, :1464), else until the
+    ///   header filter (:1636-1638); `KONG_WAITING_TIME` from the request going upstream (else
+    ///   from the end of Kong's access phase, which in host-sim, with no Lua plugins, is the
+    ///   request's start) until the header filter (:1631-1634); `KONG_RESPONSE_LATENCY` until the
+    ///   header filter (:1641-1643).
+    ///
+    /// That the filter sees none of them: Kong builds ngx_wasm_module as a dynamic module
+    /// (Kong BUILD.bazel:193-201, `wasmx_module_flag` default `dynamic`;
+    /// build/openresty/wasmx/rules.bzl:12-15) that its nginx.conf loads with `load_module`
+    /// (kong/templates/nginx.lua:3-4). nginx appends a dynamic module's
+    /// `ngx_http_wasm_filter_module`, the last name of its order list (ngx_wasm_module
+    /// config:393-395), after every static module, lua-nginx-module (an `HTTP_AUX_FILTER`)
+    /// included (nginx src/core/ngx_module.c:211-251); filters are chained in module order, each
+    /// putting itself in front (ngx_http_wasm_filter_module.c:57-63), so ngx_wasm_module's
+    /// header filter, which runs `on_response_headers`, comes before Lua's
+    /// `header_filter_by_lua`, and nginx's own header filter (Connection, Date) is last.
+    fn edge_response_headers(&self, edge: &EdgeFacts) -> Vec<(&'static str, String, bool)> {
+        let millis = |d: std::time::Duration| d.as_millis().to_string();
+        let mut headers = Vec::new();
+        if edge.origin == ResponseOrigin::Router {
+            headers.push(("x-kong-response-latency", millis(edge.answered_after), true));
+            headers.push(("server", KONG_SERVER_TOKENS.to_string(), true));
+        } else {
+            let waiting = edge.answered_after.saturating_sub(edge.sent_upstream_after.unwrap_or_default());
+            let proxy_latency = edge.sent_upstream_after.unwrap_or(edge.answered_after);
+            let kong_via = format!("{KONG_PROXY_HTTP_VERSION} {KONG_SERVER_TOKENS}");
+            let via = match &edge.upstream_via {
+                Some(upstream) => format!("{upstream}, {kong_via}"),
+                None => kong_via,
+            };
+            headers.push(("x-kong-upstream-latency", millis(waiting), true));
+            headers.push(("x-kong-proxy-latency", millis(proxy_latency), true));
+            headers.push(("via", via, true));
+            headers.push(("server", KONG_SERVER_TOKENS.to_string(), false));
+        }
+        headers.push(("x-kong-request-id", edge.request_id.clone(), true));
+        headers.push(("connection", "keep-alive".to_string(), false));
+        headers
     }
 
     /// ngx_wasm_module always runs the body filter with the last buffer, 0 bytes and end of

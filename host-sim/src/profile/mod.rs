@@ -242,6 +242,37 @@ pub struct HostReply {
     pub body: Vec<u8>,
 }
 
+/// Who made a response the edge sends ([`EdgeFacts::origin`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum ResponseOrigin {
+    /// The upstream the route proxies to.
+    #[default]
+    Upstream,
+    /// The filter (its local reply), or the host for a stream the filter had already taken
+    /// (its failure reply after a trap): the request got past the host's routing into the
+    /// filter chain.
+    Filter,
+    /// The host's router, on its own (a route's direct response, its no-route answer).
+    Router,
+}
+
+/// What the host's edge knows about a response as it writes its own headers
+/// ([`HostBehaviour::edge_response_headers`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgeFacts {
+    /// Who made the response.
+    pub origin: ResponseOrigin,
+    /// The host's id of the request (32 hex digits).
+    pub request_id: String,
+    /// The `Via` header of the upstream's response as the upstream sent it, if any.
+    pub upstream_via: Option<String>,
+    /// When the request went upstream, counted from its arrival (`None`: it never did).
+    pub sent_upstream_after: Option<std::time::Duration>,
+    /// When the response reached the edge, after the filter's response callbacks, counted from
+    /// the request's arrival.
+    pub answered_after: std::time::Duration,
+}
+
 /// What the `upstream` argument of `proxy_http_call` names.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CalloutUpstream {
@@ -629,9 +660,9 @@ pub trait HostBehaviour: Send + Sync {
 
     /// Headers the host's edge writes on a response after the filter's callbacks (the filter
     /// never sees them), as `(name, value, replace)`: `replace` overwrites a header of that
-    /// name, otherwise the header is added only when the response has none. `proxied`: an
-    /// upstream's response, not one the host or the filter made. Default: none.
-    fn edge_response_headers(&self, _proxied: bool) -> Vec<(&'static str, &'static str, bool)> {
+    /// name, otherwise the header is added only when the response has none. `edge` says where
+    /// the response came from and how long the request took. Default: none.
+    fn edge_response_headers(&self, _edge: &EdgeFacts) -> Vec<(&'static str, String, bool)> {
         Vec::new()
     }
 
@@ -997,15 +1028,67 @@ mod tests {
         assert_eq!(Profile::Kong.local_reply_reason(""), None);
         assert_eq!(Profile::Envoy.local_reply_reason("Teapot Time"), None);
         assert_eq!(SpecHost.local_reply_reason("x"), None);
+        assert!(Profile::Envoy.edge_response_headers(&EdgeFacts::default()).is_empty());
+    }
+
+    /// Kong's Lua header filter on a response the upstream answered after 30 ms, the request
+    /// having gone upstream after 12 ms: the latencies, its `Via` after the upstream's, its
+    /// `Server` only where none is, the request id (kong/runloop/handler.lua:1567-1635).
+    #[test]
+    fn kong_writes_latencies_via_and_request_id_on_what_it_proxied() {
+        let facts = EdgeFacts {
+            origin: ResponseOrigin::Upstream,
+            request_id: "0123456789abcdef0123456789abcdef".into(),
+            upstream_via: Some("1.0 fred".into()),
+            sent_upstream_after: Some(std::time::Duration::from_millis(12)),
+            answered_after: std::time::Duration::from_micros(30_900),
+        };
+        let owned = |list: &[(&'static str, &str, bool)]| {
+            list.iter()
+                .map(|(k, v, r)| (*k, v.to_string(), *r))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            Profile::Kong.edge_response_headers(false),
-            [("server", "kong/3.10.0", true), ("connection", "keep-alive", false)]
+            Profile::Kong.edge_response_headers(&facts),
+            owned(&[
+                ("x-kong-upstream-latency", "18", true),
+                ("x-kong-proxy-latency", "12", true),
+                ("via", "1.0 fred, 1.1 kong/3.10.0", true),
+                ("server", "kong/3.10.0", false),
+                ("x-kong-request-id", "0123456789abcdef0123456789abcdef", true),
+                ("connection", "keep-alive", false),
+            ])
         );
+        // The filter's own reply (no upstream): both latencies run to the header filter.
+        let local = EdgeFacts {
+            origin: ResponseOrigin::Filter,
+            upstream_via: None,
+            sent_upstream_after: None,
+            ..facts.clone()
+        };
         assert_eq!(
-            Profile::Kong.edge_response_headers(true),
-            [("server", "kong/3.10.0", false), ("connection", "keep-alive", false)]
+            Profile::Kong.edge_response_headers(&local)[..3],
+            owned(&[
+                ("x-kong-upstream-latency", "30", true),
+                ("x-kong-proxy-latency", "30", true),
+                ("via", "1.1 kong/3.10.0", true),
+            ])[..]
         );
-        assert!(Profile::Envoy.edge_response_headers(false).is_empty());
+        // A reply Kong's router made on its own: the response latency, and Kong's Server over
+        // any other.
+        let router = EdgeFacts {
+            origin: ResponseOrigin::Router,
+            ..local
+        };
+        assert_eq!(
+            Profile::Kong.edge_response_headers(&router),
+            owned(&[
+                ("x-kong-response-latency", "30", true),
+                ("server", "kong/3.10.0", true),
+                ("x-kong-request-id", "0123456789abcdef0123456789abcdef", true),
+                ("connection", "keep-alive", false),
+            ])
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::wire::Framing;
 use super::Stats;
 use crate::abi::LogLevel;
 use crate::engine::Module;
-use crate::profile::Profile;
+use crate::profile::{Profile, ResponseOrigin};
 use crate::state::{LocalResponse, StreamInfo};
 use crate::vm::{GrpcReply, HttpCallReply, NewCall, Vm, VmOptions};
 use crate::wasi::WasiOptions;
@@ -41,16 +41,6 @@ use tokio::sync::oneshot;
 /// what each socket read returned; 64 KiB is a typical read).
 const BODY_CHUNK: usize = 64 * 1024;
 
-/// Where a response body passing through the filter comes from (the hosts deliver the two
-/// differently: [`crate::profile::HostBehaviour::upstream_body_ends_with_empty_call`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyFrom {
-    /// An upstream's response, read off its connection.
-    Upstream,
-    /// A local reply (the filter's own, or a route's direct response).
-    LocalReply,
-}
-
 /// The answer a worker gives the HTTP server for one request.
 #[derive(Debug)]
 pub struct GatewayResponse {
@@ -65,9 +55,13 @@ pub struct GatewayResponse {
     /// The status line's reason phrase when the host writes its own (a Kong local reply's
     /// `details`, [`crate::profile::HostBehaviour::local_reply_reason`]); `None`: the standard one.
     pub reason: Option<String>,
-    /// An upstream's response the host proxied, rather than one it or the filter made (the
-    /// host's edge headers differ, [`crate::profile::HostBehaviour::edge_response_headers`]).
-    pub proxied: bool,
+    /// Who made the response (the host's edge headers differ,
+    /// [`crate::profile::HostBehaviour::edge_response_headers`]).
+    pub origin: ResponseOrigin,
+    /// The `Via` header of the upstream's response as the upstream sent it.
+    pub upstream_via: Option<String>,
+    /// When the request went upstream, if it did.
+    pub sent_upstream_at: Option<std::time::Instant>,
 }
 
 /// A request handed to a worker.
@@ -124,6 +118,8 @@ pub enum Command {
         route: usize,
         generation: u64,
         stream: u32,
+        /// When the request went upstream.
+        sent_at: std::time::Instant,
         result: Result<UpstreamResponse, String>,
     },
     Reload {
@@ -329,11 +325,12 @@ impl Worker {
                 route,
                 generation: g,
                 stream,
+                sent_at,
                 result,
             } => {
                 if let Some(instance) = find(&mut slots[route], g) {
                     instance.touched = true;
-                    self.upstream_done(instance, stream, result);
+                    self.upstream_done(instance, stream, sent_at, result);
                 }
             }
             Command::Reload { route, module } => {
@@ -741,7 +738,7 @@ impl Worker {
                     body: body.as_bytes().to_vec(),
                     grpc_status: None,
                 });
-                Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
+                Some(self.through_response_filter(vm, stream, headers, body, ResponseOrigin::Router))
             }
             Fallback::NotFound => {
                 let body = br#"{"message":"no Route matched with those values"}"#.to_vec();
@@ -750,7 +747,7 @@ impl Worker {
                     ("content-type".into(), "application/json; charset=utf-8".into()),
                     ("content-length".into(), body.len().to_string()),
                 ];
-                Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
+                Some(self.through_response_filter(vm, stream, headers, body, ResponseOrigin::Router))
             }
             Fallback::Upstream(name) => {
                 let target = self
@@ -783,6 +780,7 @@ impl Worker {
                         route: route_index,
                         generation,
                         stream,
+                        sent_at: started,
                         result,
                     });
                 });
@@ -791,8 +789,20 @@ impl Worker {
         }
     }
 
-    fn upstream_done(&self, instance: &mut Instance, stream: u32, result: Result<UpstreamResponse, String>) {
-        let response = match result {
+    fn upstream_done(
+        &self,
+        instance: &mut Instance,
+        stream: u32,
+        sent_at: std::time::Instant,
+        result: Result<UpstreamResponse, String>,
+    ) {
+        let upstream_via = result.as_ref().ok().and_then(|resp| {
+            resp.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("via"))
+                .map(|(_, v)| v.clone())
+        });
+        let mut response = match result {
             Ok(resp) => {
                 // The filter sees the upstream's headers with its content-length (both hosts keep
                 // it, `HostBehaviour::keeps_filter_content_length`); transfer-encoding is the
@@ -803,13 +813,15 @@ impl Worker {
                         .into_iter()
                         .filter(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding")),
                 );
-                self.through_response_filter(&mut instance.vm, stream, headers, resp.body, BodyFrom::Upstream)
+                self.through_response_filter(&mut instance.vm, stream, headers, resp.body, ResponseOrigin::Upstream)
             }
             Err(e) => plain(
                 503,
                 &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}"),
             ),
         };
+        response.upstream_via = upstream_via;
+        response.sent_upstream_at = Some(sent_at);
         self.finish(instance, stream, response);
     }
 
@@ -826,14 +838,16 @@ impl Worker {
                 body: local.body.clone(),
                 framing: Framing::Computed,
                 reason: None,
-                proxied: false,
+                origin: ResponseOrigin::Filter,
+                upstream_via: None,
+                sent_upstream_at: None,
             };
         };
         let reason = self.profile.local_reply_reason(&local.details);
         if !passed.trapped {
             return GatewayResponse {
                 reason,
-                ..self.response_left_by_filter(vm, stream, &passed.headers, false)
+                ..self.response_left_by_filter(vm, stream, &passed.headers, ResponseOrigin::Filter)
             };
         }
         if self.profile.response_trap_fails_open() {
@@ -847,7 +861,9 @@ impl Worker {
                 body: passed.body,
                 framing: Framing::AsFilterLeft,
                 reason,
-                proxied: false,
+                origin: ResponseOrigin::Filter,
+                upstream_via: None,
+                sent_upstream_at: None,
             };
         }
         GatewayResponse {
@@ -856,7 +872,9 @@ impl Worker {
             body: Vec::new(),
             framing: Framing::Computed,
             reason: None,
-            proxied: false,
+            origin: ResponseOrigin::Filter,
+            upstream_via: None,
+            sent_upstream_at: None,
         }
     }
 
@@ -868,30 +886,30 @@ impl Worker {
         stream: u32,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
-        from: BodyFrom,
+        from: ResponseOrigin,
     ) -> GatewayResponse {
         let body_callback = self.profile.response_body_callback(&body);
         let _ = vm.send_response_headers(stream, &headers, !body_callback);
         if body_callback {
             let empty_end =
-                from == BodyFrom::Upstream && !body.is_empty() && self.profile.upstream_body_ends_with_empty_call();
+                from == ResponseOrigin::Upstream && !body.is_empty() && self.profile.upstream_body_ends_with_empty_call();
             let _ = vm.send_response_body(stream, &body, !empty_end);
             if empty_end {
                 let _ = vm.send_response_body(stream, &[], true);
             }
         }
-        self.response_left_by_filter(vm, stream, &headers, from == BodyFrom::Upstream)
+        self.response_left_by_filter(vm, stream, &headers, from)
     }
 
     /// What a response's callbacks let out: a local reply the filter sent from them instead, or
     /// the response as the filter left it (`given`: the headers it was handed), framed by the
-    /// headers it left; `proxied`: the response came from the upstream.
+    /// headers it left; `origin`: who made the response the filter was handed.
     fn response_left_by_filter(
         &self,
         vm: &mut Vm,
         stream: u32,
         given: &[(String, String)],
-        proxied: bool,
+        origin: ResponseOrigin,
     ) -> GatewayResponse {
         let opened_for_local_reply = vm.local_reply_in_response(stream);
         if let Some(local) = vm.local_response(stream).filter(|_| !opened_for_local_reply) {
@@ -904,7 +922,9 @@ impl Worker {
                 body,
                 framing: Framing::Computed,
                 reason: None,
-                proxied: false,
+                origin: ResponseOrigin::Filter,
+                upstream_via: None,
+                sent_upstream_at: None,
             };
         }
         let status_given = given
@@ -928,7 +948,9 @@ impl Worker {
                 Framing::Computed
             },
             reason: None,
-            proxied,
+            origin,
+            upstream_via: None,
+            sent_upstream_at: None,
         }
     }
 
@@ -1003,6 +1025,8 @@ fn plain(status: u16, text: &str) -> GatewayResponse {
         body: text.as_bytes().to_vec(),
         framing: Framing::Computed,
         reason: None,
-        proxied: false,
+        origin: ResponseOrigin::Filter,
+        upstream_via: None,
+        sent_upstream_at: None,
     }
 }

@@ -238,6 +238,56 @@ async fn each_host_writes_its_own_status_line_and_edge_headers() {
     }
 }
 
+/// Kong's Lua header filter, which runs after ngx_wasm_module's (the filter never sees its
+/// headers), writes its latencies, `Via` and request id on what it proxied and on the filter's
+/// own reply (`ctx.KONG_PROXIED` is set before the filter runs), the response latency on what
+/// its router answered alone (kong/runloop/handler.lua:1567-1635); Envoy writes none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_writes_its_latency_via_and_request_id_headers() {
+    let is_millis = |v: Option<&str>| v.is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+    let is_id = |v: Option<&str>| v.is_some_and(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    let kong = start_gateway(Profile::Kong, start_upstream().await).await;
+    let mut ids = Vec::new();
+    for probe in [&[("x-probe", "local_raw")][..], &[("x-probe", "response_body")][..]] {
+        let wire = exchange(kong.local_addr, probe).await;
+        assert!(is_millis(wire.header("x-kong-upstream-latency")), "{probe:?}: {wire:?}");
+        assert!(is_millis(wire.header("x-kong-proxy-latency")), "{probe:?}: {wire:?}");
+        assert_eq!(wire.header("via"), Some("1.1 kong/3.10.0"), "{probe:?}");
+        assert_eq!(wire.header("x-kong-response-latency"), None, "{probe:?}");
+        assert!(is_id(wire.header("x-kong-request-id")), "{probe:?}: {wire:?}");
+        ids.push(wire.header("x-kong-request-id").map(String::from));
+    }
+    assert_ne!(ids[0], ids[1], "each request has its own id");
+    kong.shutdown().await;
+    // A route without an upstream: Kong's router answers on its own.
+    let route = Route {
+        plugin_name: "probe".into(),
+        fallback: Fallback::NotFound,
+        ..Route::new("probe", wasm_path("abi_probe"), Vec::new())
+    };
+    let router = start(ServeOptions::new(
+        Deployment::new(Profile::Kong, vec![route]),
+        engine().clone(),
+    ))
+    .await
+    .expect("gateway starts");
+    let wire = exchange(router.local_addr, &[("x-probe", "nothing")]).await;
+    assert_eq!(wire.status, 404, "{wire:?}");
+    assert!(is_millis(wire.header("x-kong-response-latency")), "{wire:?}");
+    assert_eq!(wire.header("x-kong-proxy-latency"), None);
+    assert_eq!(wire.header("via"), None);
+    assert_eq!(wire.header("server"), Some("kong/3.10.0"));
+    assert!(is_id(wire.header("x-kong-request-id")), "{wire:?}");
+    router.shutdown().await;
+    let envoy = start_gateway(Profile::Envoy, start_upstream().await).await;
+    let wire = exchange(envoy.local_addr, &[("x-probe", "response_body")]).await;
+    assert!(
+        wire.headers.iter().all(|(k, _)| !k.starts_with("x-kong-") && k != "via"),
+        "{wire:?}"
+    );
+    envoy.shutdown().await;
+}
+
 /// The request as the filter saw it behind each host: Envoy's pseudo-header order with the
 /// Host header as `:authority` (ENVOY-1.40); ngx_wasm_module's order with its server name and
 /// port (`kong:<port>`, ngx_proxy_wasm_maps.c:50-68, :620-668; Kong's `server_name kong`).
