@@ -8,7 +8,7 @@ use super::{
     PropertyFacts, PropertyValue, ResponseOrigin, SecondLocalResponse, StreamPhase,
 };
 use crate::abi::LocalResponse;
-use crate::abi::{encode_pairs, MetricType, Status, START_EXPORT};
+use crate::abi::{encode_pairs, LogLevel, MetricType, Status, START_EXPORT};
 use crate::hostfn::HostFunction;
 use crate::limits::OverBudget;
 use crate::wasi::PREVIEW1_FUNCTIONS;
@@ -461,11 +461,20 @@ impl HostBehaviour for Kong {
     /// (:493-495; KONG-OBS); `connection.mtls` reads `$https`, which plain HTTP does not set, so
     /// NOT_FOUND (:592-594, `get_connection_mtls` :327-345; KONG-OBS); `response.code` is
     /// `$status`, "000" before a response (:508-510; KONG-OBS during request headers).
+    ///
+    /// The rows `pw2ngx` binds to `nyi` log `NYI - "<path>" property` at `[alert]`
+    /// (`NGX_LOG_WASM_NYI`, src/wasm/ngx_wasm.h:13) on every read, those bound to
+    /// `not_supported` `"<path>" property not supported` at `[error]` (:70-85), and both answer
+    /// NOT_FOUND ([`kong_unimplemented_property`]; KONG-OBS: `plugin_vm_id` NOT_FOUND with an
+    /// `[alert] NYI` per read).
     fn host_property(&self, path: &[&str], facts: &PropertyFacts<'_>) -> HostProperty {
+        if let Some(unimplemented) = kong_unimplemented_property(path) {
+            return unimplemented;
+        }
         let request_header = |name: &str| facts.request_header(name).map(PropertyValue::Str);
         let value = match path {
             ["plugin_root_id"] => Some(PropertyValue::Str("0".to_string())),
-            ["plugin_vm_id"] | ["destination", ..] | ["connection", "mtls"] => None,
+            ["destination", ..] | ["connection", "mtls"] => None,
             ["request", "host"] => Some(PropertyValue::Str(machine_hostname().to_string())),
             ["request", "id"] => request_header("x-request-id"),
             ["request", "size"] => request_header("content-length"),
@@ -499,6 +508,66 @@ impl HostBehaviour for Kong {
     fn metric_trap(&self, op: MetricOp, id: u32, kind: Option<MetricType>) -> Option<String> {
         metric_trap(op, id, kind)
     }
+}
+
+/// The properties ngx_wasm_module's `pw2ngx` table (src/common/proxy_wasm/
+/// ngx_proxy_wasm_properties.c, the line of each row) binds to its `nyi` handler: not yet
+/// implemented.
+const KONG_NYI_PROPERTIES: &[&str] = &[
+    "response.grpc_status",                    // :517
+    "response.trailers",                       // :520
+    "upstream.tls_version",                    // :541
+    "upstream.subject_local_certificate",      // :544
+    "upstream.subject_peer_certificate",       // :547
+    "upstream.dns_san_local_certificate",      // :550
+    "upstream.dns_san_peer_certificate",       // :553
+    "upstream.uri_san_local_certificate",      // :556
+    "upstream.uri_san_peer_certificate",       // :559
+    "upstream.sha256_peer_certificate_digest", // :562
+    "upstream.local_address",                  // :565
+    "upstream.transport_failure_reason",       // :568
+    "connection.subject_peer_certificate",     // :595
+    "connection.dns_san_local_certificate",    // :598
+    "connection.dns_san_peer_certificate",     // :601
+    "connection.uri_san_local_certificate",    // :604
+    "connection.uri_san_peer_certificate",     // :607
+    "connection.sha256_peer_certificate_digest", // :610
+    "plugin_vm_id",                            // :632
+];
+
+/// The properties `pw2ngx` binds to its `not_supported` handler (Envoy attributes nginx has no
+/// counterpart for).
+const KONG_NOT_SUPPORTED_PROPERTIES: &[&str] = &[
+    "response.code_details",          // :523
+    "response.flags",                 // :526
+    "connection.termination_details", // :613
+    "node",                           // :635
+    "cluster_name",                   // :638
+    "cluster_metadata",               // :641
+    "listener_direction",             // :644
+    "listener_metadata",              // :647
+    "route_name",                     // :650
+    "route_metadata",                 // :653
+    "upstream_host_metadata",         // :656
+];
+
+/// What ngx_wasm_module answers and logs for a property it knows but does not implement: its
+/// `nyi` handler logs `NYI - "<path>" property` at `NGX_LOG_WASM_NYI`, which is
+/// `NGX_LOG_ALERT` (src/wasm/ngx_wasm.h:13; proxy-wasm's highest level, critical, stands for
+/// nginx's alert here), `not_supported` logs `"<path>" property not supported` at
+/// `NGX_LOG_ERR`; both decline, which the host function answers with NOT_FOUND
+/// (ngx_proxy_wasm_properties.c:70-85). The path is written with dots.
+fn kong_unimplemented_property(path: &[&str]) -> Option<HostProperty> {
+    let dotted = path.join(".");
+    if KONG_NYI_PROPERTIES.contains(&dotted.as_str()) {
+        let line = format!("NYI - \"{dotted}\" property");
+        return Some(HostProperty::Unsupported(LogLevel::Critical, line));
+    }
+    if KONG_NOT_SUPPORTED_PROPERTIES.contains(&dotted.as_str()) {
+        let line = format!("\"{dotted}\" property not supported");
+        return Some(HostProperty::Unsupported(LogLevel::Error, line));
+    }
+    None
 }
 
 /// nginx's `$hostname`: the machine's host name (Linux: /proc/sys/kernel/hostname, as

@@ -30,7 +30,7 @@ pub mod envoy;
 pub mod kong;
 
 use crate::abi::{LocalResponse, StreamInfo, MAIN_EXPORT, START_EXPORT};
-use crate::abi::{MapType, MetricType, Pairs, Status, StreamType};
+use crate::abi::{LogLevel, MapType, MetricType, Pairs, Status, StreamType};
 use crate::hostfn::HostFunction;
 use crate::limits::OverBudget;
 use serde::Serialize;
@@ -317,6 +317,9 @@ pub enum HostProperty {
     Value(PropertyValue),
     /// The host has no such property.
     NotFound,
+    /// The host knows the property but does not implement it: NOT_FOUND, and the host logs
+    /// this line at this level, once per read.
+    Unsupported(LogLevel, String),
 }
 
 /// What a property lookup may read: the VM, the effective root and, from a stream context,
@@ -1465,8 +1468,20 @@ mod tests {
         assert_eq!(Profile::Envoy.host_property(&["plugin_vm_id"], &facts), str("vm-1"));
         assert_eq!(
             Profile::Kong.host_property(&["plugin_vm_id"], &facts),
-            HostProperty::NotFound
+            HostProperty::Unsupported(LogLevel::Critical, "NYI - \"plugin_vm_id\" property".into())
         );
+        assert_eq!(
+            Profile::Kong.host_property(&["upstream", "transport_failure_reason"], &facts),
+            HostProperty::Unsupported(
+                LogLevel::Critical,
+                "NYI - \"upstream.transport_failure_reason\" property".into()
+            )
+        );
+        assert_eq!(
+            Profile::Kong.host_property(&["route_name"], &facts),
+            HostProperty::Unsupported(LogLevel::Error, "\"route_name\" property not supported".into())
+        );
+        assert_eq!(Profile::Envoy.host_property(&["route_name"], &facts), HostProperty::Common);
         assert_eq!(
             Profile::Kong.host_property(&["destination", "port"], &facts),
             HostProperty::NotFound

@@ -721,6 +721,44 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
     }
 }
 
+/// ngx_wasm_module answers NOT_FOUND to the properties its `pw2ngx` table binds to `nyi` and
+/// `not_supported`, and logs each read: `[alert] NYI - "plugin_vm_id" property` (critical, the
+/// highest proxy-wasm level), `[error] "route_name" property not supported`
+/// (ngx_proxy_wasm_properties.c:70-85, :632, :650). Envoy answers them without a log line.
+#[test]
+fn kong_logs_each_read_of_a_property_it_does_not_implement() {
+    for profile in PROFILES {
+        let mut p = Probe::new(profile);
+        p.stream(
+            "properties",
+            &[("x-props", "plugin_vm_id,route_name,plugin_vm_id,plugin_name")],
+            true,
+        );
+        let props = p.report("properties")["props"].clone();
+        let status = |k: &str| props[k]["status"].as_u64().unwrap();
+        let logged = |level: LogLevel, line: &str| {
+            p.vm.logs()
+                .iter()
+                .filter(|e| e.level == level && e.message == line)
+                .count()
+        };
+        let nyi = logged(LogLevel::Critical, "NYI - \"plugin_vm_id\" property");
+        let not_supported = logged(LogLevel::Error, "\"route_name\" property not supported");
+        match profile {
+            Profile::Kong => {
+                assert_eq!(status("plugin_vm_id"), NOT_FOUND);
+                assert_eq!(status("route_name"), NOT_FOUND);
+                assert_eq!((nyi, not_supported), (2, 1), "one line per read\n{}", p.logs());
+            }
+            Profile::Envoy => {
+                assert_eq!(status("plugin_vm_id"), OK);
+                assert_eq!((nyi, not_supported), (0, 0), "{}", p.logs());
+            }
+        }
+        assert_eq!(status("plugin_name"), OK, "{profile}");
+    }
+}
+
 /// On Kong, `response.code` is nginx's `$status`: "000" while no response exists
 /// (ngx_proxy_wasm_properties.c:508-510; KONG-OBS during request headers); present request
 /// attributes come from the request's own headers.
