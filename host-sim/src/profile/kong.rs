@@ -494,6 +494,22 @@ impl HostBehaviour for Kong {
         value.map_or(HostProperty::NotFound, HostProperty::Value)
     }
 
+    /// ngx_wasm_module's root context id is its filter's id, a CRC-32 of the filter's module
+    /// name, its configuration and the decimal address of the filter's entry in the chain's
+    /// plan (`get_filter_id`, src/common/proxy_wasm/ngx_proxy_wasm.c:117-133, set at :154,
+    /// used as the root's id at :1161-1162; the address, src/wasm/ngx_wasm_ops.c:97-99, tells
+    /// apart two entries of one filter with one configuration). HTTP contexts take
+    /// 1, 2, … from a counter of the worker process (`next_id`, ngx_proxy_wasm.c:48, :289),
+    /// which roots do not use (KONG-OBS: "HTTP contexts 1, 2, … per worker; the root context id
+    /// is a crc32 value"). host-sim cannot know the address, and stands in the root's position
+    /// among the VM's roots for it: the id has Kong's shape and stays the same for the same
+    /// filter, configuration and position, but is not the number a given nginx process
+    /// computes. The counter is host-sim's per VM, where nginx's is shared by every filter chain
+    /// of the worker.
+    fn root_context_id(&self, filter_name: &str, configuration: &[u8], position: usize) -> Option<u32> {
+        Some(filter_id(filter_name, configuration, position))
+    }
+
     /// Kong prefixes custom metrics with `pw.<filter name>.` (KONG-DOC metrics).
     fn metric_name(&self, plugin_name: &str, name: &str) -> String {
         format!("pw.{plugin_name}.{name}")
@@ -568,6 +584,22 @@ fn kong_unimplemented_property(path: &[&str]) -> Option<HostProperty> {
         return Some(HostProperty::Unsupported(LogLevel::Error, line));
     }
     None
+}
+
+/// ngx_wasm_module's filter id (`get_filter_id`, ngx_proxy_wasm.c:117-133): nginx's CRC-32
+/// (src/core/ngx_crc32.h: the IEEE polynomial, reflected, `ngx_crc32_init` 0xffffffff and
+/// `ngx_crc32_final` inverting) over the name, the configuration and the decimal `data`
+/// (host-sim's stand-in: the root's position, see [`Kong::root_context_id`]).
+fn filter_id(name: &str, configuration: &[u8], data: usize) -> u32 {
+    let data = data.to_string();
+    let mut crc = 0xffff_ffffu32;
+    for &byte in name.as_bytes().iter().chain(configuration).chain(data.as_bytes()) {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
 }
 
 /// nginx's `$hostname`: the machine's host name (Linux: /proc/sys/kernel/hostname, as

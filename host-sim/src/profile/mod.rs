@@ -770,6 +770,14 @@ pub trait HostBehaviour: Send + Sync {
 
     // ---- Contexts, timers, streams ----------------------------------------------------------
 
+    /// The id a new root context gets, given its filter's name, its configuration and how many
+    /// root contexts the VM already has; `None` (the default): the next number of the VM's one
+    /// counter, which every context takes its id from, so the first root is 1 and its streams
+    /// follow.
+    fn root_context_id(&self, _filter_name: &str, _configuration: &[u8], _position: usize) -> Option<u32> {
+        None
+    }
+
     /// Whether `proxy_set_effective_context` switches the context host functions act on
     /// (SPEC: "Changes the effective context to `context_id`", BAD_ARGUMENT for an unknown one).
     fn effective_context_switches(&self) -> bool {
@@ -1032,6 +1040,23 @@ mod tests {
         assert_eq!(Profile::Envoy.local_reply_reason("Teapot Time"), None);
         assert_eq!(SpecHost.local_reply_reason("x"), None);
         assert!(Profile::Envoy.edge_response_headers(&EdgeFacts::default()).is_empty());
+    }
+
+    /// ngx_wasm_module's root id is nginx's CRC-32 of name, configuration and the entry's
+    /// stand-in (ngx_proxy_wasm.c:117-133): the standard check value for "123456789", and
+    /// different for another configuration or position; Envoy numbers roots from its counter.
+    #[test]
+    fn kong_numbers_roots_by_crc32_of_the_filter() {
+        assert_eq!(
+            Profile::Kong.root_context_id("12345", b"678", 9),
+            Some(0xcbf4_3926),
+            "CRC-32 check value"
+        );
+        let id = Profile::Kong.root_context_id("kafka_upstream", b"{}", 0);
+        assert_eq!(id, Profile::Kong.root_context_id("kafka_upstream", b"{}", 0));
+        assert_ne!(id, Profile::Kong.root_context_id("kafka_upstream", b"{ }", 0));
+        assert_ne!(id, Profile::Kong.root_context_id("kafka_upstream", b"{}", 1));
+        assert_eq!(Profile::Envoy.root_context_id("kafka_upstream", b"{}", 0), None);
     }
 
     /// Kong's Lua header filter on a response the upstream answered after 30 ms, the request
