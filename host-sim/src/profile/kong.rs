@@ -33,6 +33,10 @@ const KONG_LEGACY: &[&str] = &[
 /// version of the Kong source this profile was checked against).
 const KONG_SERVER_TOKENS: &str = "kong/3.10.0";
 
+/// The `Server` nginx writes under Kong's `server_tokens off` (kong/templates/nginx_kong.lua:2;
+/// ngx_wasm_module src/http/ngx_http_wasm_util.c:166-186 writes the bare `nginx` then).
+const KONG_NGINX_SERVER: &str = "nginx";
+
 /// The HTTP version Kong proxies with and names in its `Via` header (Kong
 /// kong/runloop/handler.lua:76 `DEFAULT_PROXY_HTTP_VERSION`).
 const KONG_PROXY_HTTP_VERSION: &str = "1.1";
@@ -214,6 +218,56 @@ impl HostBehaviour for Kong {
     /// response's status line; KONG-OBS: the reason phrase was the filter's details).
     fn local_reply_reason(&self, details: &str) -> Option<String> {
         (!details.is_empty()).then(|| details.to_string())
+    }
+
+    /// ngx_wasm_module's response map: `:status` (its special keys,
+    /// src/common/proxy_wasm/ngx_proxy_wasm_maps.c:72-75), then the shim headers nginx keeps
+    /// outside its header list, in their table's order, Content-Type, Content-Length,
+    /// Transfer-Encoding, Connection (`keep-alive` on a kept-alive connection), Keep-Alive, Vary
+    /// (src/http/ngx_http_wasm_headers_shims.c:18-40, injected by `ngx_proxy_wasm_maps_get_all`
+    /// from the response-headers step on, ngx_proxy_wasm_maps.c:199-227, and marshalled before the
+    /// list, src/common/proxy_wasm/ngx_proxy_wasm_util.c:380-395), then nginx's header
+    /// list: the upstream's other headers in their order (nginx's proxy module keeps the
+    /// hop-by-hop Connection and Keep-Alive out of it; Kong passes the upstream's Server and Date
+    /// on, kong/templates/nginx_kong.lua:208-209 `proxy_pass_header`), and the Server and Date
+    /// ngx_wasm_module writes into that list before the filter's callback when the response has
+    /// none (`ngx_http_wasm_produce_resp_headers`, src/http/ngx_http_wasm_util.c:149-200, called
+    /// from the header filter at src/http/ngx_http_wasm_filter_module.c:90 before
+    /// `ngx_wasm_ops_resume`): `Server: nginx` under Kong's `server_tokens off`
+    /// (kong/templates/nginx_kong.lua:2; :166-186 of util.c pick the bare name) and the current
+    /// HTTP date (KONG-OBS on bare nginx: `:status`, Content-Type, Content-Length, Connection,
+    /// the upstream's other headers, nginx's own Server and Date). The filter can change or
+    /// remove them, and what it leaves goes out; Kong's Lua header filter, which runs after it,
+    /// then finds a `Server` and leaves it ([`HostBehaviour::edge_response_headers`]).
+    fn upstream_response_headers(
+        &self,
+        headers: Vec<(String, String)>,
+        now: std::time::SystemTime,
+    ) -> Vec<(String, String)> {
+        const SHIMS: [&str; 2] = ["content-type", "content-length"];
+        const HOP_BY_HOP: [&str; 3] = ["connection", "keep-alive", "transfer-encoding"];
+        let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        let (server, date) = (has("server"), has("date"));
+        let mut map: Vec<(String, String)> = Vec::with_capacity(headers.len() + 3);
+        map.extend(headers.iter().filter(|(k, _)| k == ":status").cloned());
+        for shim in SHIMS {
+            if let Some((_, value)) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(shim)) {
+                map.push((shim.to_string(), value.clone()));
+            }
+        }
+        map.push(("connection".to_string(), "keep-alive".to_string()));
+        map.extend(headers.into_iter().filter(|(k, _)| {
+            !k.starts_with(':')
+                && !SHIMS.iter().any(|s| k.eq_ignore_ascii_case(s))
+                && !HOP_BY_HOP.iter().any(|h| k.eq_ignore_ascii_case(h))
+        }));
+        if !server {
+            map.push(("server".to_string(), KONG_NGINX_SERVER.to_string()));
+        }
+        if !date {
+            map.push(("date".to_string(), httpdate::fmt_http_date(now)));
+        }
+        map
     }
 
     /// What the client gets on top of what the filter left, written after the filter's

@@ -643,6 +643,16 @@ pub trait HostBehaviour: Send + Sync {
         Vec::new()
     }
 
+    /// An upstream's response headers (`:status` first) as the host's map presents them to the
+    /// filter's response callbacks, at `now`. Default: as the upstream sent them.
+    fn upstream_response_headers(
+        &self,
+        headers: Vec<(String, String)>,
+        _now: std::time::SystemTime,
+    ) -> Vec<(String, String)> {
+        headers
+    }
+
     /// A header the host adds to an upstream's response before the filter's response callbacks
     /// see it, given how long the upstream took. Default: none.
     fn upstream_response_header(&self, _took: std::time::Duration) -> Option<(String, String)> {
@@ -1040,6 +1050,48 @@ mod tests {
         assert_eq!(Profile::Envoy.local_reply_reason("Teapot Time"), None);
         assert_eq!(SpecHost.local_reply_reason("x"), None);
         assert!(Profile::Envoy.edge_response_headers(&EdgeFacts::default()).is_empty());
+    }
+
+    /// ngx_wasm_module's response map: `:status`, the shims Content-Type, Content-Length,
+    /// Connection, the upstream's other headers (its hop-by-hop ones left out), then the Server
+    /// and Date nginx writes where the upstream sent none (ngx_http_wasm_headers_shims.c:19-40,
+    /// ngx_http_wasm_util.c:149-200); Envoy's map is the upstream's.
+    #[test]
+    fn kong_presents_an_upstream_response_in_its_maps_order() {
+        let upstream = pairs(&[
+            (":status", "200"),
+            ("x-a", "1"),
+            ("content-length", "5"),
+            ("connection", "close"),
+            ("Content-Type", "text/plain"),
+            ("x-b", "2"),
+        ]);
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
+        assert_eq!(
+            Profile::Kong.upstream_response_headers(upstream.clone(), epoch),
+            pairs(&[
+                (":status", "200"),
+                ("content-type", "text/plain"),
+                ("content-length", "5"),
+                ("connection", "keep-alive"),
+                ("x-a", "1"),
+                ("x-b", "2"),
+                ("server", "nginx"),
+                ("date", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ])
+        );
+        // The upstream's own Server and Date stay where they were (Kong's proxy_pass_header).
+        let own = pairs(&[(":status", "204"), ("date", "d"), ("server", "up")]);
+        assert_eq!(
+            Profile::Kong.upstream_response_headers(own.clone(), epoch),
+            pairs(&[
+                (":status", "204"),
+                ("connection", "keep-alive"),
+                ("date", "d"),
+                ("server", "up")
+            ])
+        );
+        assert_eq!(Profile::Envoy.upstream_response_headers(upstream.clone(), epoch), upstream);
     }
 
     /// ngx_wasm_module's root id is nginx's CRC-32 of name, configuration and the entry's

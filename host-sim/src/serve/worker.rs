@@ -807,12 +807,17 @@ impl Worker {
                 // The filter sees the upstream's headers with its content-length (both hosts keep
                 // it, `HostBehaviour::keeps_filter_content_length`); transfer-encoding is the
                 // connection's business, which both hosts' HTTP/1 codecs consume.
+                // The filter sees them as the host's map presents them
+                // (`HostBehaviour::upstream_response_headers`).
                 let mut headers = vec![(":status".to_string(), resp.status.to_string())];
                 headers.extend(
                     resp.headers
                         .into_iter()
                         .filter(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding")),
                 );
+                let headers = self
+                    .profile
+                    .upstream_response_headers(headers, std::time::SystemTime::now());
                 self.through_response_filter(&mut instance.vm, stream, headers, resp.body, ResponseOrigin::Upstream)
             }
             Err(e) => plain(

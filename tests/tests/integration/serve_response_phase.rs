@@ -207,14 +207,16 @@ fn local_body(profile: Profile, body: &str) -> Vec<u8> {
 
 /// What the client gets around a local reply with details, and around a proxied response:
 /// nginx writes the details as the reason phrase (ngx_http_wasm_local_response.c:67-85) and its
-/// `Connection: keep-alive`, and Kong names itself in `Server` on a reply it did not proxy, on a
-/// proxied one only when the upstream sent none (kong/runloop/handler.lua :1602-1623); Envoy
-/// writes the standard phrase and `server: envoy` on both.
+/// `Connection: keep-alive`, and Kong names itself in `Server` where the response has none
+/// (kong/runloop/handler.lua:1601-1606), the filter's local reply here; on a proxied response
+/// ngx_wasm_module wrote nginx's `Server: nginx` before the filter saw it
+/// (ngx_http_wasm_util.c:149-200), which Kong leaves. Envoy writes the standard phrase and
+/// `server: envoy` on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_host_writes_its_own_status_line_and_edge_headers() {
-    for (profile, reason, server, connection) in [
-        (Profile::Kong, "probe_denied", "kong/3.10.0", Some("keep-alive")),
-        (Profile::Envoy, "Forbidden", "envoy", None),
+    for (profile, reason, server, proxied_server, connection) in [
+        (Profile::Kong, "probe_denied", "kong/3.10.0", "nginx", Some("keep-alive")),
+        (Profile::Envoy, "Forbidden", "envoy", "envoy", None),
     ] {
         let gateway = start_gateway(profile, start_upstream().await).await;
         let local = exchange(gateway.local_addr, &[("x-probe", "local_raw")]).await;
@@ -230,7 +232,7 @@ async fn each_host_writes_its_own_status_line_and_edge_headers() {
         assert_eq!((proxied.status, proxied.reason.as_str()), (200, "OK"), "{profile}");
         assert_eq!(
             proxied.header("server"),
-            Some(server),
+            Some(proxied_server),
             "{profile}: the upstream sent none"
         );
         assert_eq!(proxied.header("connection"), connection, "{profile}");
@@ -286,6 +288,30 @@ async fn kong_writes_its_latency_via_and_request_id_headers() {
         "{wire:?}"
     );
     envoy.shutdown().await;
+}
+
+/// The upstream's response as the filter sees it behind Kong: `:status`, ngx_wasm_module's shim
+/// headers (Content-Type, Content-Length, Connection), the upstream's other headers, then the
+/// Server (`nginx` under Kong's `server_tokens off`) and Date it writes before the callback
+/// (ngx_proxy_wasm_maps.c:199-227, ngx_http_wasm_headers_shims.c:19-40,
+/// ngx_http_wasm_util.c:149-200); what the filter leaves goes out, and Kong's Lua header filter,
+/// finding a Server, leaves it. Envoy hands the upstream's headers over as they came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_sees_kongs_response_map_order() {
+    for profile in [Profile::Kong, Profile::Envoy] {
+        let gateway = start_gateway(profile, start_upstream().await).await;
+        let wire = exchange(gateway.local_addr, &[("x-show-response-names", "1")]).await;
+        let expected = match profile {
+            Profile::Kong => ":status,content-type,content-length,connection,server,date",
+            Profile::Envoy => ":status,content-type,content-length,x-envoy-upstream-service-time",
+        };
+        assert_eq!(wire.header("x-probe-saw-names"), Some(expected), "{profile}: {wire:?}");
+        if profile == Profile::Kong {
+            assert_eq!(wire.header("server"), Some("nginx"), "{wire:?}");
+            assert!(wire.header("date").is_some());
+        }
+        gateway.shutdown().await;
+    }
 }
 
 /// The request as the filter saw it behind each host: Envoy's pseudo-header order with the
