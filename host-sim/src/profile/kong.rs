@@ -360,6 +360,28 @@ impl HostBehaviour for Kong {
         }
     }
 
+    /// Kong's 502 error page. nginx answers an unreachable upstream with 502, which Kong's
+    /// `error_page 500 502 503 504 /kong_error_handler` (kong/templates/nginx_kong.lua:103-105)
+    /// redirects to its Lua error handler: `An invalid response was received from the upstream
+    /// server` (kong/error_handlers.lua:25) in the error template the request's `Accept` picks,
+    /// else its `Content-Type`, else `error_default_type = text/plain`
+    /// (kong/error_handlers.lua:50-77, kong/templates/kong_defaults.lua `error_default_type`;
+    /// templates and MIME types kong/tools/http.lua:392-430), with the request id
+    /// ([`kong_error_page`]). Bare ngx_wasm_module would send nginx's HTML 502 page through the
+    /// filter's response callbacks (KONG-OBS); behind Kong the filter's callbacks do not see
+    /// this page: the internal redirect to the error location leaves the chain attached to the
+    /// original location, which only gets its end callbacks at the request pool's cleanup
+    /// (ngx_wasm_module t/04-openresty/ffi/200-proxy_wasm_and_lua_sanity.t TEST 8, "/error does
+    /// not concern itself with any chain"). This models Kong's, the gateway the profile is for.
+    fn upstream_unreachable_reply(&self, request_headers: &[(String, String)], request_id: &str) -> Option<HostReply> {
+        Some(kong_error_page(
+            502,
+            "An invalid response was received from the upstream server",
+            request_headers,
+            request_id,
+        ))
+    }
+
     /// A trap in the response phase fails open, the response already chosen goes out
     /// (KONG-OBS: a trap in on_response_headers delivered the upstream response; for a local
     /// reply this follows from that observation, it was not run). ngx_wasm_module's header
@@ -638,6 +660,52 @@ fn kong_unimplemented_property(path: &[&str]) -> Option<HostProperty> {
         return Some(HostProperty::Unsupported(LogLevel::Error, line));
     }
     None
+}
+
+/// Kong's error page for `status` with `message` (kong/error_handlers.lua:50-90): the template
+/// of the media type the request's `Accept` names first, else its `Content-Type`, else Kong's
+/// `error_default_type` `text/plain` (kong/tools/http.lua `get_response_type`, whose q-values and
+/// wildcards this reading leaves out: a type it does not name JSON, HTML, XML or text gets
+/// Kong's default JSON), each with the request id.
+fn kong_error_page(status: u32, message: &str, request_headers: &[(String, String)], request_id: &str) -> HostReply {
+    let header = |name: &str| {
+        request_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    let wanted = header("accept")
+        .or_else(|| header("content-type"))
+        .unwrap_or_else(|| "text/plain".to_string());
+    let first = wanted.split(',').next().unwrap_or_default();
+    let media = first.split(';').next().unwrap_or_default().trim();
+    let (content_type, body) = if media.contains("html") {
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html>\n<html>\n  <head>\n    <meta charset=\"utf-8\">\n    <title>Error</title>\n  </head>\n  <body>\n    <h1>Error</h1>\n    <p>{message}.</p>\n    <p>request_id: {request_id}</p>\n  </body>\n</html>\n"
+            ),
+        )
+    } else if media.contains("xml") {
+        (
+            "application/xml; charset=utf-8",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error>\n  <message>{message}</message>\n  <requestid>{request_id}</requestid>\n</error>\n"
+            ),
+        )
+    } else if media.starts_with("text/") || media == "text" {
+        ("text/plain; charset=utf-8", format!("{message}\nrequest_id: {request_id}\n"))
+    } else {
+        (
+            "application/json; charset=utf-8",
+            format!("{{\n  \"message\":\"{message}\",\n  \"request_id\":\"{request_id}\"\n}}"),
+        )
+    };
+    HostReply {
+        status,
+        headers: vec![("content-type".to_string(), content_type.to_string())],
+        body: body.into_bytes(),
+    }
 }
 
 /// ngx_wasm_module's filter id (`get_filter_id`, ngx_proxy_wasm.c:117-133): nginx's CRC-32

@@ -685,6 +685,14 @@ pub trait HostBehaviour: Send + Sync {
     /// leaves it to the host).
     fn fail_closed_reply(&self) -> HostReply;
 
+    /// The reply the client gets when the upstream a route proxies to cannot be reached (no
+    /// connection, or it broke before a response), given the request's headers and the host's
+    /// id of the request; it does not pass through the filter's response callbacks. `None` (the
+    /// default): serve's own 503 naming the reset reason.
+    fn upstream_unreachable_reply(&self, _request_headers: &[(String, String)], _request_id: &str) -> Option<HostReply> {
+        None
+    }
+
     /// Whether a trap in the filter's response callbacks lets the response out as it was
     /// (`true`): an upstream's response goes on without the filter, and the filter's own local
     /// reply passing through them goes out unchanged; or the host fails the stream with its
@@ -1092,6 +1100,35 @@ mod tests {
             ])
         );
         assert_eq!(Profile::Envoy.upstream_response_headers(upstream.clone(), epoch), upstream);
+    }
+
+    /// Kong's 502 error page for an unreachable upstream, in the template the request asks for
+    /// (kong/error_handlers.lua:25, :50-90; kong/tools/http.lua:392-430); the spec's host has
+    /// none of its own.
+    #[test]
+    fn kong_answers_an_unreachable_upstream_with_its_error_page() {
+        let page = |headers: &[(&str, &str)]| {
+            Profile::Kong
+                .upstream_unreachable_reply(&pairs(headers), "0123abcd")
+                .expect("Kong's page")
+        };
+        let message = "An invalid response was received from the upstream server";
+        let plain = page(&[]);
+        assert_eq!(plain.status, 502);
+        assert_eq!(plain.headers, pairs(&[("content-type", "text/plain; charset=utf-8")]));
+        assert_eq!(plain.body, format!("{message}\nrequest_id: 0123abcd\n").into_bytes());
+        let json = page(&[("Accept", "application/json, text/html;q=0.5")]);
+        assert_eq!(
+            json.body,
+            format!("{{\n  \"message\":\"{message}\",\n  \"request_id\":\"0123abcd\"\n}}").into_bytes()
+        );
+        assert_eq!(json.headers[0].1, "application/json; charset=utf-8");
+        // Without Accept, the request's own Content-Type decides.
+        let html = page(&[("content-type", "text/html")]);
+        assert!(String::from_utf8_lossy(&html.body).contains(&format!("<p>{message}.</p>")));
+        assert_eq!(page(&[("accept", "application/xml")]).headers[0].1, "application/xml; charset=utf-8");
+        assert_eq!(page(&[("accept", "image/png")]).headers[0].1, "application/json; charset=utf-8");
+        assert!(Profile::Envoy.upstream_unreachable_reply(&[], "x").is_none());
     }
 
     /// ngx_wasm_module's root id is nginx's CRC-32 of name, configuration and the entry's

@@ -496,7 +496,7 @@ fn request_random_bytes(n: u64) -> [u8; 16] {
 /// The `n`th request's id as 32 hex digits of 16 random bytes, the shape of nginx's
 /// `$request_id` and of Kong's `$kong_request_id` (lua-kong-nginx-module), which Kong sends as
 /// `X-Kong-Request-Id` ([`crate::profile::EdgeFacts::request_id`]).
-fn hex_request_id(n: u64) -> String {
+pub(super) fn hex_request_id(n: u64) -> String {
     request_random_bytes(n).iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -820,10 +820,29 @@ impl Worker {
                     .upstream_response_headers(headers, std::time::SystemTime::now());
                 self.through_response_filter(&mut instance.vm, stream, headers, resp.body, ResponseOrigin::Upstream)
             }
-            Err(e) => plain(
-                503,
-                &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}"),
-            ),
+            Err(e) => {
+                // The host's own answer to an unreachable upstream (`upstream_unreachable_reply`),
+                // which does not pass through the filter's response callbacks.
+                let request_key = instance.streams.get(&stream).map(|p| p.request_key).unwrap_or_default();
+                let request_headers = instance.vm.request_headers(stream).unwrap_or_default();
+                let request_id = super::hex_request_id(request_key);
+                match self.profile.upstream_unreachable_reply(&request_headers, &request_id) {
+                    Some(reply) => GatewayResponse {
+                        status: u16::try_from(reply.status).unwrap_or(502),
+                        headers: reply.headers,
+                        body: reply.body,
+                        framing: Framing::Computed,
+                        reason: None,
+                        origin: ResponseOrigin::Filter,
+                        upstream_via: None,
+                        sent_upstream_at: None,
+                    },
+                    None => plain(
+                        503,
+                        &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}"),
+                    ),
+                }
+            }
         };
         response.upstream_via = upstream_via;
         response.sent_upstream_at = Some(sent_at);

@@ -314,6 +314,40 @@ async fn the_filter_sees_kongs_response_map_order() {
     }
 }
 
+/// An upstream that cannot be reached: Kong answers with its own 502 error page (its error
+/// handler, kong/error_handlers.lua; text/plain without Accept, with the request id of
+/// `X-Kong-Request-Id`), which the filter's response callbacks do not see (the error location
+/// runs without the chain: ngx_wasm_module t/04-openresty/ffi/200-proxy_wasm_and_lua_sanity.t
+/// TEST 8); Envoy's profile keeps serve's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_gets_each_hosts_error_reply() {
+    let closed = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    for profile in [Profile::Kong, Profile::Envoy] {
+        let gateway = start_gateway(profile, closed).await;
+        let wire = exchange(gateway.local_addr, &[("x-mark-response", "1")]).await;
+        assert_eq!(wire.header("x-probe-saw-status"), None, "{profile}: not through the filter");
+        match profile {
+            Profile::Kong => {
+                assert_eq!(wire.status, 502, "{wire:?}");
+                assert_eq!(wire.header("content-type"), Some("text/plain; charset=utf-8"));
+                let id = wire.header("x-kong-request-id").expect("request id");
+                let body = String::from_utf8_lossy(&wire.body).to_string();
+                assert_eq!(
+                    body,
+                    format!("An invalid response was received from the upstream server\nrequest_id: {id}\n")
+                );
+                assert_eq!(wire.header("via"), Some("1.1 kong/3.10.0"));
+                assert_eq!(wire.header("server"), Some("kong/3.10.0"));
+            }
+            Profile::Envoy => assert_eq!(wire.status, 503, "{wire:?}"),
+        }
+        gateway.shutdown().await;
+    }
+}
+
 /// The request as the filter saw it behind each host: Envoy's pseudo-header order with the
 /// Host header as `:authority` (ENVOY-1.40); ngx_wasm_module's order with its server name and
 /// port (`kong:<port>`, ngx_proxy_wasm_maps.c:50-68, :620-668; Kong's `server_name kong`).
