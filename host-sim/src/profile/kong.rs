@@ -201,16 +201,38 @@ impl HostBehaviour for Kong {
     /// 102-proxy_send_local_response.t TEST 6 logs both callbacks for a reply without a body.
     /// nginx's own `Server`, `Date` and `Connection` headers come after the filter
     /// ([`HostBehaviour::edge_response_headers`]), the reason phrase from the filter's details
-    /// ([`HostBehaviour::local_reply_reason`]). A direct
-    /// reply (the default [`HostBehaviour::direct_local_reply`]) goes out as the filter gave
-    /// it: ngx_wasm_module's own outcome there (a broken status line and the upstream's stale
-    /// Content-Length, KONG-OBS, host.c:1087-1111) is not modelled.
+    /// ([`HostBehaviour::local_reply_reason`]). A reply sent from the response headers
+    /// callback instead replaces the body of the response in place
+    /// ([`HostBehaviour::local_reply_replaces_body`]).
     fn local_reply_response(&self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
         let mut body = local.body.clone();
         if !body.is_empty() {
             body.push(b'\n');
         }
         shaped_local_reply(local, body, true)
+    }
+
+    /// From `on_response_headers` (header filter entered, body filter not yet),
+    /// `proxy_send_local_response` does not stash a reply: it sets the reply's body, with a
+    /// line feed appended to a non-empty one, as the response's body chunk and its status and
+    /// details as the response's status and status line, and ignores the reply's headers
+    /// (src/common/proxy_wasm/ngx_proxy_wasm_host.c:1087-1111; `ngx_http_wasm_set_resp_status`,
+    /// src/http/ngx_http_wasm_util.c:326-342). The response keeps its headers, the upstream's
+    /// Content-Length included, stale for the new body (KONG-OBS), and the body filter sends the
+    /// chunk in place of the upstream's body (src/http/ngx_http_wasm_filter_module.c:177-181).
+    /// nginx writes a status line set this way as `HTTP/1.1 <details>`, without the code
+    /// (nginx src/http/ngx_http_header_filter_module.c, `status_line.len`), the "broken status
+    /// line" KONG-OBS saw; hyper always writes the code, so host-sim's client gets
+    /// `HTTP/1.1 <status> <details>` there, and the exact line only without details (then
+    /// nginx writes the status's standard one, as hyper does). Not modelled: ngx_wasm_module
+    /// then runs `on_response_body` with the replacement chunk; host-sim's filter gets no more
+    /// response callbacks after the reply.
+    fn local_reply_replaces_body(&self, local: &LocalResponse) -> Option<Vec<u8>> {
+        let mut body = local.body.clone();
+        if !body.is_empty() {
+            body.push(b'\n');
+        }
+        Some(body)
     }
 
     /// ngx_wasm_module writes the status line as `<status> <details>` when the filter gave

@@ -604,6 +604,16 @@ pub trait HostBehaviour: Send + Sync {
         (local.headers.clone(), local.body.clone())
     }
 
+    /// What becomes of a local reply the filter sent from `on_http_response_headers` of a
+    /// response that has not gone out: `None` (the default), the host sends the reply instead
+    /// ([`HostBehaviour::direct_local_reply`]); `Some(body)`, the host keeps the response it
+    /// had, headers as the filter left them, takes the reply's status (and its details as the
+    /// status line, [`HostBehaviour::local_reply_reason`]) and sends `body` in place of the
+    /// response's body, framed by the headers the response kept.
+    fn local_reply_replaces_body(&self, _local: &LocalResponse) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Whether the host calls `on_http_response_body` for a response whose body is `body`.
     /// Default: when there is a body.
     fn response_body_callback(&self, body: &[u8]) -> bool {
@@ -1129,6 +1139,19 @@ mod tests {
         assert_eq!(page(&[("accept", "application/xml")]).headers[0].1, "application/xml; charset=utf-8");
         assert_eq!(page(&[("accept", "image/png")]).headers[0].1, "application/json; charset=utf-8");
         assert!(Profile::Envoy.upstream_unreachable_reply(&[], "x").is_none());
+    }
+
+    /// ngx_wasm_module turns a reply from the response headers callback into the response's
+    /// body, a line feed appended to a non-empty one (ngx_proxy_wasm_host.c:1087-1111); Envoy
+    /// sends the reply instead.
+    #[test]
+    fn kong_replaces_the_body_with_a_reply_from_the_response_headers() {
+        assert_eq!(
+            Profile::Kong.local_reply_replaces_body(&reply(&[("x-a", "1")], b"late")),
+            Some(b"late\n".to_vec())
+        );
+        assert_eq!(Profile::Kong.local_reply_replaces_body(&reply(&[], b"")), Some(Vec::new()));
+        assert_eq!(Profile::Envoy.local_reply_replaces_body(&reply(&[], b"late")), None);
     }
 
     /// ngx_wasm_module's root id is nginx's CRC-32 of name, configuration and the entry's

@@ -936,7 +936,23 @@ impl Worker {
         origin: ResponseOrigin,
     ) -> GatewayResponse {
         let opened_for_local_reply = vm.local_reply_in_response(stream);
-        if let Some(local) = vm.local_response(stream).filter(|_| !opened_for_local_reply) {
+        let local = vm.local_response(stream).filter(|_| !opened_for_local_reply);
+        if let Some((local, body)) = local.and_then(|l| Some((l, self.profile.local_reply_replaces_body(l)?))) {
+            // A host that turns the reply into the response's new status and body (Kong): the
+            // headers stay as the filter left them, stale Content-Length included.
+            let headers = vm.response_headers(stream).unwrap_or_else(|| given.to_vec());
+            return GatewayResponse {
+                status: local.status as u16,
+                headers: headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect(),
+                body,
+                framing: Framing::AsFilterLeft,
+                reason: self.profile.local_reply_reason(&local.details),
+                origin,
+                upstream_via: None,
+                sent_upstream_at: None,
+            };
+        }
+        if let Some(local) = local {
             // A local reply from the response callbacks: the response has not gone out yet, so
             // the host sends this one instead, without the filter.
             let (headers, body) = self.profile.direct_local_reply(local);

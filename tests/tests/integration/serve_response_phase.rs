@@ -592,6 +592,26 @@ async fn a_reply_sent_from_the_response_headers_callback() {
         (502, &b"replaced reply"[..])
     );
     gateway.shutdown().await;
+    // Kong keeps the upstream's response: the reply's status (no details: the standard status
+    // line), its body with a line feed in place of the upstream's, under the upstream's headers
+    // with their stale Content-Length (12: "hello world\n"), so the client reads 12 of the 15
+    // bytes; the reply's own headers are dropped (ngx_proxy_wasm_host.c:1087-1111).
+    let gateway = start_gateway(Profile::Kong, upstream).await;
+    let over_upstream = exchange(
+        gateway.local_addr,
+        &[("x-probe", "response_body"), ("x-local-in-response-headers", "1")],
+    )
+    .await;
+    assert_eq!(
+        (over_upstream.status, over_upstream.reason.as_str()),
+        (502, "Bad Gateway"),
+        "{over_upstream:?}"
+    );
+    assert_eq!(over_upstream.header("content-length"), Some("12"));
+    assert_eq!(over_upstream.body, b"replaced rep");
+    assert_eq!(over_upstream.header("x-probe"), None, "the reply's headers are not used");
+    assert_eq!(over_upstream.header("content-type"), Some("text/plain"));
+    gateway.shutdown().await;
 }
 
 // ---- The VM side: a local reply opened for the response callbacks ---------------------------
