@@ -4,8 +4,8 @@
 
 use super::{
     shaped_local_reply, AfterTrap, BodyDelivery, BudgetRefusal, BufferWrite, Callback, CalloutFailure,
-    CalloutFailureReply, CalloutUpstream, EdgeFacts, HostBehaviour, HostProperty, HostReply, MapAccess, MapType, MetricOp,
-    PropertyFacts, PropertyValue, ResponseOrigin, SecondLocalResponse, StreamPhase,
+    CalloutFailureReply, CalloutUpstream, EdgeFacts, HostBehaviour, HostProperty, HostReply, MapAccess, MapType,
+    MetricOp, PropertyFacts, PropertyValue, ResponseOrigin, SecondLocalResponse, StreamPhase,
 };
 use crate::abi::LocalResponse;
 use crate::abi::{encode_pairs, LogLevel, MetricType, Status, START_EXPORT};
@@ -338,7 +338,9 @@ impl HostBehaviour for Kong {
             headers.push(("x-kong-response-latency", millis(edge.answered_after), true));
             headers.push(("server", KONG_SERVER_TOKENS.to_string(), true));
         } else {
-            let waiting = edge.answered_after.saturating_sub(edge.sent_upstream_after.unwrap_or_default());
+            let waiting = edge
+                .answered_after
+                .saturating_sub(edge.sent_upstream_after.unwrap_or_default());
             let proxy_latency = edge.sent_upstream_after.unwrap_or(edge.answered_after);
             let kong_via = format!("{KONG_PROXY_HTTP_VERSION} {KONG_SERVER_TOKENS}");
             let via = match &edge.upstream_via {
@@ -628,25 +630,25 @@ impl HostBehaviour for Kong {
 /// ngx_proxy_wasm_properties.c, the line of each row) binds to its `nyi` handler: not yet
 /// implemented.
 const KONG_NYI_PROPERTIES: &[&str] = &[
-    "response.grpc_status",                    // :517
-    "response.trailers",                       // :520
-    "upstream.tls_version",                    // :541
-    "upstream.subject_local_certificate",      // :544
-    "upstream.subject_peer_certificate",       // :547
-    "upstream.dns_san_local_certificate",      // :550
-    "upstream.dns_san_peer_certificate",       // :553
-    "upstream.uri_san_local_certificate",      // :556
-    "upstream.uri_san_peer_certificate",       // :559
-    "upstream.sha256_peer_certificate_digest", // :562
-    "upstream.local_address",                  // :565
-    "upstream.transport_failure_reason",       // :568
-    "connection.subject_peer_certificate",     // :595
-    "connection.dns_san_local_certificate",    // :598
-    "connection.dns_san_peer_certificate",     // :601
-    "connection.uri_san_local_certificate",    // :604
-    "connection.uri_san_peer_certificate",     // :607
+    "response.grpc_status",                      // :517
+    "response.trailers",                         // :520
+    "upstream.tls_version",                      // :541
+    "upstream.subject_local_certificate",        // :544
+    "upstream.subject_peer_certificate",         // :547
+    "upstream.dns_san_local_certificate",        // :550
+    "upstream.dns_san_peer_certificate",         // :553
+    "upstream.uri_san_local_certificate",        // :556
+    "upstream.uri_san_peer_certificate",         // :559
+    "upstream.sha256_peer_certificate_digest",   // :562
+    "upstream.local_address",                    // :565
+    "upstream.transport_failure_reason",         // :568
+    "connection.subject_peer_certificate",       // :595
+    "connection.dns_san_local_certificate",      // :598
+    "connection.dns_san_peer_certificate",       // :601
+    "connection.uri_san_local_certificate",      // :604
+    "connection.uri_san_peer_certificate",       // :607
     "connection.sha256_peer_certificate_digest", // :610
-    "plugin_vm_id",                            // :632
+    "plugin_vm_id",                              // :632
 ];
 
 /// The properties `pw2ngx` binds to its `not_supported` handler (Envoy attributes nginx has no
@@ -716,7 +718,10 @@ fn kong_error_page(status: u32, message: &str, request_headers: &[(String, Strin
             ),
         )
     } else if media.starts_with("text/") || media == "text" {
-        ("text/plain; charset=utf-8", format!("{message}\nrequest_id: {request_id}\n"))
+        (
+            "text/plain; charset=utf-8",
+            format!("{message}\nrequest_id: {request_id}\n"),
+        )
     } else {
         (
             "application/json; charset=utf-8",
@@ -740,7 +745,11 @@ fn filter_id(name: &str, configuration: &[u8], data: usize) -> u32 {
     for &byte in name.as_bytes().iter().chain(configuration).chain(data.as_bytes()) {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

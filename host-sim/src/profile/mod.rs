@@ -699,7 +699,11 @@ pub trait HostBehaviour: Send + Sync {
     /// connection, or it broke before a response), given the request's headers and the host's
     /// id of the request; it does not pass through the filter's response callbacks. `None` (the
     /// default): serve's own 503 naming the reset reason.
-    fn upstream_unreachable_reply(&self, _request_headers: &[(String, String)], _request_id: &str) -> Option<HostReply> {
+    fn upstream_unreachable_reply(
+        &self,
+        _request_headers: &[(String, String)],
+        _request_id: &str,
+    ) -> Option<HostReply> {
         None
     }
 
@@ -1109,7 +1113,10 @@ mod tests {
                 ("server", "up")
             ])
         );
-        assert_eq!(Profile::Envoy.upstream_response_headers(upstream.clone(), epoch), upstream);
+        assert_eq!(
+            Profile::Envoy.upstream_response_headers(upstream.clone(), epoch),
+            upstream
+        );
     }
 
     /// Kong's 502 error page for an unreachable upstream, in the template the request asks for
@@ -1136,8 +1143,14 @@ mod tests {
         // Without Accept, the request's own Content-Type decides.
         let html = page(&[("content-type", "text/html")]);
         assert!(String::from_utf8_lossy(&html.body).contains(&format!("<p>{message}.</p>")));
-        assert_eq!(page(&[("accept", "application/xml")]).headers[0].1, "application/xml; charset=utf-8");
-        assert_eq!(page(&[("accept", "image/png")]).headers[0].1, "application/json; charset=utf-8");
+        assert_eq!(
+            page(&[("accept", "application/xml")]).headers[0].1,
+            "application/xml; charset=utf-8"
+        );
+        assert_eq!(
+            page(&[("accept", "image/png")]).headers[0].1,
+            "application/json; charset=utf-8"
+        );
         assert!(Profile::Envoy.upstream_unreachable_reply(&[], "x").is_none());
     }
 
@@ -1150,7 +1163,10 @@ mod tests {
             Profile::Kong.local_reply_replaces_body(&reply(&[("x-a", "1")], b"late")),
             Some(b"late\n".to_vec())
         );
-        assert_eq!(Profile::Kong.local_reply_replaces_body(&reply(&[], b"")), Some(Vec::new()));
+        assert_eq!(
+            Profile::Kong.local_reply_replaces_body(&reply(&[], b"")),
+            Some(Vec::new())
+        );
         assert_eq!(Profile::Envoy.local_reply_replaces_body(&reply(&[], b"late")), None);
     }
 
@@ -1184,9 +1200,7 @@ mod tests {
             answered_after: std::time::Duration::from_micros(30_900),
         };
         let owned = |list: &[(&'static str, &str, bool)]| {
-            list.iter()
-                .map(|(k, v, r)| (*k, v.to_string(), *r))
-                .collect::<Vec<_>>()
+            list.iter().map(|(k, v, r)| (*k, v.to_string(), *r)).collect::<Vec<_>>()
         };
         assert_eq!(
             Profile::Kong.edge_response_headers(&facts),
@@ -1618,7 +1632,10 @@ mod tests {
             Profile::Kong.host_property(&["route_name"], &facts),
             HostProperty::Unsupported(LogLevel::Error, "\"route_name\" property not supported".into())
         );
-        assert_eq!(Profile::Envoy.host_property(&["route_name"], &facts), HostProperty::Common);
+        assert_eq!(
+            Profile::Envoy.host_property(&["route_name"], &facts),
+            HostProperty::Common
+        );
         assert_eq!(
             Profile::Kong.host_property(&["destination", "port"], &facts),
             HostProperty::NotFound

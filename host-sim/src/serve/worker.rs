@@ -915,8 +915,9 @@ impl Worker {
         let body_callback = self.profile.response_body_callback(&body);
         let _ = vm.send_response_headers(stream, &headers, !body_callback);
         if body_callback {
-            let empty_end =
-                from == ResponseOrigin::Upstream && !body.is_empty() && self.profile.upstream_body_ends_with_empty_call();
+            let empty_end = from == ResponseOrigin::Upstream
+                && !body.is_empty()
+                && self.profile.upstream_body_ends_with_empty_call();
             let _ = vm.send_response_body(stream, &body, !empty_end);
             if empty_end {
                 let _ = vm.send_response_body(stream, &[], true);

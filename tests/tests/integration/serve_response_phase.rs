@@ -215,7 +215,13 @@ fn local_body(profile: Profile, body: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_host_writes_its_own_status_line_and_edge_headers() {
     for (profile, reason, server, proxied_server, connection) in [
-        (Profile::Kong, "probe_denied", "kong/3.10.0", "nginx", Some("keep-alive")),
+        (
+            Profile::Kong,
+            "probe_denied",
+            "kong/3.10.0",
+            "nginx",
+            Some("keep-alive"),
+        ),
         (Profile::Envoy, "Forbidden", "envoy", "envoy", None),
     ] {
         let gateway = start_gateway(profile, start_upstream().await).await;
@@ -284,7 +290,9 @@ async fn kong_writes_its_latency_via_and_request_id_headers() {
     let envoy = start_gateway(Profile::Envoy, start_upstream().await).await;
     let wire = exchange(envoy.local_addr, &[("x-probe", "response_body")]).await;
     assert!(
-        wire.headers.iter().all(|(k, _)| !k.starts_with("x-kong-") && k != "via"),
+        wire.headers
+            .iter()
+            .all(|(k, _)| !k.starts_with("x-kong-") && k != "via"),
         "{wire:?}"
     );
     envoy.shutdown().await;
@@ -328,7 +336,11 @@ async fn an_unreachable_upstream_gets_each_hosts_error_reply() {
     for profile in [Profile::Kong, Profile::Envoy] {
         let gateway = start_gateway(profile, closed).await;
         let wire = exchange(gateway.local_addr, &[("x-mark-response", "1")]).await;
-        assert_eq!(wire.header("x-probe-saw-status"), None, "{profile}: not through the filter");
+        assert_eq!(
+            wire.header("x-probe-saw-status"),
+            None,
+            "{profile}: not through the filter"
+        );
         match profile {
             Profile::Kong => {
                 assert_eq!(wire.status, 502, "{wire:?}");
@@ -609,7 +621,11 @@ async fn a_reply_sent_from_the_response_headers_callback() {
     );
     assert_eq!(over_upstream.header("content-length"), Some("12"));
     assert_eq!(over_upstream.body, b"replaced rep");
-    assert_eq!(over_upstream.header("x-probe"), None, "the reply's headers are not used");
+    assert_eq!(
+        over_upstream.header("x-probe"),
+        None,
+        "the reply's headers are not used"
+    );
     assert_eq!(over_upstream.header("content-type"), Some("text/plain"));
     gateway.shutdown().await;
 }
