@@ -212,7 +212,8 @@ impl HostBehaviour for Kong {
         shaped_local_reply(local, body, true)
     }
 
-    /// From `on_response_headers` (header filter entered, body filter not yet),
+    /// From `on_response_headers` (header filter entered, body filter not yet; `serve` applies
+    /// this over an upstream's response, the only kind behind Kong's filter chain it models),
     /// `proxy_send_local_response` does not stash a reply: it sets the reply's body, with a
     /// line feed appended to a non-empty one, as the response's body chunk and its status and
     /// details as the response's status and status line, and ignores the reply's headers

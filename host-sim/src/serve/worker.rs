@@ -938,9 +938,15 @@ impl Worker {
     ) -> GatewayResponse {
         let opened_for_local_reply = vm.local_reply_in_response(stream);
         let local = vm.local_response(stream).filter(|_| !opened_for_local_reply);
-        if let Some((local, body)) = local.and_then(|l| Some((l, self.profile.local_reply_replaces_body(l)?))) {
-            // A host that turns the reply into the response's new status and body (Kong): the
-            // headers stay as the filter left them, stale Content-Length included.
+        // Over an upstream's response, a host that turns the reply into the response's new
+        // status and body (Kong) keeps the headers as the filter left them, stale Content-Length
+        // included. The router's own replies (`Fallback`) keep the direct reply: behind Kong
+        // they never reach the filter, so there is nothing to model them on.
+        let replaces = |l: &LocalResponse| match origin {
+            ResponseOrigin::Upstream => self.profile.local_reply_replaces_body(l),
+            _ => None,
+        };
+        if let Some((local, body)) = local.and_then(|l| Some((l, replaces(l)?))) {
             let headers = vm.response_headers(stream).unwrap_or_else(|| given.to_vec());
             return GatewayResponse {
                 status: local.status as u16,
