@@ -199,8 +199,12 @@ impl HostBehaviour for Kong {
     /// `on_response_headers` and `on_response_body` (src/http/ngx_http_wasm_filter_module.c:
     /// 66-131 header filter, 142+ body filter); t/03-proxy_wasm/hfuncs/
     /// 102-proxy_send_local_response.t TEST 6 logs both callbacks for a reply without a body.
-    /// nginx's own `Server`, `Date` and `Connection` headers come after the filter
-    /// ([`HostBehaviour::edge_response_headers`]), the reason phrase from the filter's details
+    /// nginx's own `Server`, `Date` and `Connection` headers come after the filter here
+    /// ([`HostBehaviour::edge_response_headers`]); ngx_wasm_module in fact puts them in the map
+    /// before the callback, as for an upstream's response
+    /// ([`HostBehaviour::upstream_response_headers`]), which is not modelled for local replies
+    /// (so the client gets Kong's `Server` here, nginx's behind Kong). The reason phrase comes
+    /// from the filter's details
     /// ([`HostBehaviour::local_reply_reason`]). A reply sent from the response headers
     /// callback instead replaces the body of the response in place
     /// ([`HostBehaviour::local_reply_replaces_body`]).
