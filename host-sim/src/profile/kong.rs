@@ -247,6 +247,14 @@ impl HostBehaviour for Kong {
         (!details.is_empty()).then(|| details.to_string())
     }
 
+    /// Kong sends the request id it names in `X-Kong-Request-Id` to the upstream too
+    /// (`proxy_set_header X-Kong-Request-Id $kong_request_id`, kong/templates/nginx_kong.lua:
+    /// 205-207, with the default `headers_upstream = x-kong-request-id`,
+    /// kong/templates/kong_defaults.lua:72), after the filter chain.
+    fn proxied_request_headers(&self, request_id: &str) -> Vec<(String, String)> {
+        vec![("x-kong-request-id".to_string(), request_id.to_string())]
+    }
+
     /// ngx_wasm_module's response map: `:status` (its special keys,
     /// src/common/proxy_wasm/ngx_proxy_wasm_maps.c:72-75), then the shim headers nginx keeps
     /// outside its header list, in their table's order, Content-Type, Content-Length,

@@ -648,8 +648,9 @@ pub trait HostBehaviour: Send + Sync {
     }
 
     /// Headers the host's router adds to a request it proxies upstream, after the filter chain
-    /// (the filter never sees them). Default: none.
-    fn proxied_request_headers(&self) -> Vec<(String, String)> {
+    /// (the filter never sees them), given the host's id of the request
+    /// ([`EdgeFacts::request_id`]). Default: none.
+    fn proxied_request_headers(&self, _request_id: &str) -> Vec<(String, String)> {
         Vec::new()
     }
 

@@ -756,7 +756,11 @@ impl Worker {
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| name.clone());
                 let mut headers = vm.request_headers(stream).unwrap_or_default();
-                headers.extend(self.profile.proxied_request_headers());
+                let request_key = instance.streams.get(&stream).map(|p| p.request_key).unwrap_or_default();
+                headers.extend(
+                    self.profile
+                        .proxied_request_headers(&super::hex_request_id(request_key)),
+                );
                 let body = vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
                 let request = UpstreamRequest::from_call_headers(&headers, body);
                 let commands = self.commands.clone();

@@ -298,6 +298,53 @@ async fn kong_writes_its_latency_via_and_request_id_headers() {
     envoy.shutdown().await;
 }
 
+/// Kong sends the upstream the request id it answers the client with in `X-Kong-Request-Id`
+/// (kong/templates/nginx_kong.lua:205-207, default `headers_upstream = x-kong-request-id`);
+/// Envoy's profile sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_sends_its_request_id_upstream() {
+    for profile in [Profile::Kong, Profile::Envoy] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = listener.local_addr().unwrap();
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
+        tokio::spawn(async move {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 1 << 16 {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = seen_tx.send(String::from_utf8_lossy(&got).to_ascii_lowercase());
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        });
+        let gateway = start_gateway(profile, upstream).await;
+        let wire = exchange(gateway.local_addr, &[("x-probe", "nothing")]).await;
+        let head = tokio::time::timeout(Duration::from_secs(10), seen_rx)
+            .await
+            .expect("the upstream got the request")
+            .expect("request head");
+        let sent = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-kong-request-id:"))
+            .map(|v| v.trim().to_string());
+        match profile {
+            Profile::Kong => {
+                let id = wire.header("x-kong-request-id").expect("client's id");
+                assert_eq!(sent.as_deref(), Some(id), "{head}");
+            }
+            Profile::Envoy => assert_eq!(sent, None, "{head}"),
+        }
+        gateway.shutdown().await;
+    }
+}
+
 /// The upstream's response as the filter sees it behind Kong: `:status`, ngx_wasm_module's shim
 /// headers (Content-Type, Content-Length, Connection), the upstream's other headers, then the
 /// Server (`nginx` under Kong's `server_tokens off`) and Date it writes before the callback
