@@ -447,7 +447,7 @@ fn properties_and_ffi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     link! { linker;
         GetProperty(path_ptr: u32, path_len: u32, ret_ptr: u32, ret_len: u32) => |c, mem| {
             let path = read(c, mem, path_ptr, path_len)?;
-            let value = crate::properties::lookup(c.data(), &path).ok_or(Status::NotFound)?;
+            let value = crate::properties::lookup(c.data_mut(), &path).ok_or(Status::NotFound)?;
             Ok(mem.return_bytes(c, &value, ret_ptr, ret_len)?)
         }
         SetProperty(path_ptr: u32, path_len: u32, val_ptr: u32, val_len: u32) => |c, mem| {

@@ -8,19 +8,31 @@
 //! `ngx_proxy_wasm_properties.c`, table `pw2ngx`). Properties the guest set itself
 //! (`proxy_set_property`) read back verbatim first.
 
-use crate::abi::decode_property_path;
+use crate::abi::{decode_property_path, LogLevel};
 use crate::profile::{HostBehaviour, HostProperty, PropertyFacts, PropertyValue, StreamFacts};
 use crate::state::HostState;
 
-/// Resolves a property path for the effective context.
-pub(crate) fn lookup(state: &HostState, raw_path: &[u8]) -> Option<Vec<u8>> {
+/// Resolves a property path for the effective context; a property the host knows but does not
+/// implement reads as `None` and leaves the host's log line ([`HostProperty::Unsupported`]).
+pub(crate) fn lookup(state: &mut HostState, raw_path: &[u8]) -> Option<Vec<u8>> {
+    match resolve(state, raw_path) {
+        Ok(value) => value,
+        Err((level, line)) => {
+            state.push_log(level, line);
+            None
+        }
+    }
+}
+
+/// The value of a property path, or the host's log line for one it does not implement.
+fn resolve(state: &HostState, raw_path: &[u8]) -> Result<Option<Vec<u8>>, (LogLevel, String)> {
     let stream_id = state.effective();
     let stream = stream_id.and_then(|id| state.streams.get(&id));
     if let Some(v) = stream.and_then(|s| s.properties.get(raw_path)) {
-        return Some(v.clone());
+        return Ok(Some(v.clone()));
     }
     if let Some(v) = state.properties.get(raw_path) {
-        return Some(v.clone());
+        return Ok(Some(v.clone()));
     }
     let path = decode_property_path(raw_path);
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -39,11 +51,12 @@ pub(crate) fn lookup(state: &HostState, raw_path: &[u8]) -> Option<Vec<u8>> {
     };
     let profile: &dyn HostBehaviour = &*state.profile;
     let value = match profile.host_property(&segments, &facts) {
-        HostProperty::Value(value) => value,
-        HostProperty::NotFound => return None,
-        HostProperty::Common => common_property(state, &facts, &segments)?,
+        HostProperty::Value(value) => Some(value),
+        HostProperty::NotFound => None,
+        HostProperty::Unsupported(level, line) => return Err((level, line)),
+        HostProperty::Common => common_property(state, &facts, &segments),
     };
-    Some(profile.encode_property(value))
+    Ok(value.map(|value| profile.encode_property(value)))
 }
 
 /// The attributes every host exposes the same way (Envoy's attribute docs; Kong's `pw2ngx`).

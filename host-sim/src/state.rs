@@ -1003,10 +1003,28 @@ impl HostState {
         &self.stdio
     }
 
-    /// A new context id.
+    /// A new context id from the VM's counter, never one a root context holds (a host that
+    /// numbers roots its own way, [`crate::profile::HostBehaviour::root_context_id`], leaves the
+    /// counter to the other contexts).
     pub(crate) fn allocate_context_id(&mut self) -> u32 {
-        self.next_context_id += 1;
-        self.next_context_id
+        loop {
+            self.next_context_id = self.next_context_id.wrapping_add(1);
+            let id = self.next_context_id;
+            if id != 0 && !self.roots.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// The id of a new root context: the host's own number for it when it has one that no
+    /// context holds yet, else the next from the counter.
+    pub(crate) fn allocate_root_context_id(&mut self, configuration: &[u8]) -> u32 {
+        let position = self.roots.len();
+        let own = self.profile.root_context_id(&self.plugin_name, configuration, position);
+        match own {
+            Some(id) if id != 0 && !self.roots.contains_key(&id) && !self.streams.contains_key(&id) => id,
+            _ => self.allocate_context_id(),
+        }
     }
 
     /// This VM's key in the shared state (queue notifications are addressed to it).

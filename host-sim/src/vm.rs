@@ -486,7 +486,7 @@ impl Vm {
     /// `proxy_on_vm_start` and `proxy_on_configure` with `configuration` as
     /// `PLUGIN_CONFIGURATION` (proxy-wasm-cpp-host `start` then `configure`).
     pub fn create_root_context(&mut self, root_id: &str, configuration: &[u8]) -> Result<RootContext, HostError> {
-        let id = self.next_id();
+        let id = self.store.data_mut().allocate_root_context_id(configuration);
         self.store.data_mut().roots.insert(
             id,
             RootState {

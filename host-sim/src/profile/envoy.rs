@@ -182,7 +182,7 @@ impl HostBehaviour for Envoy {
     /// Envoy's router announces the route's timeout (`x-envoy-expected-rq-timeout-ms`, 15000
     /// for the default 15 s route timeout; envoy source/common/router/router.cc
     /// `FilterUtility::setTimeoutHeaders`, observed in ENVOY-1.40).
-    fn proxied_request_headers(&self) -> Vec<(String, String)> {
+    fn proxied_request_headers(&self, _request_id: &str) -> Vec<(String, String)> {
         vec![("x-envoy-expected-rq-timeout-ms".to_string(), "15000".to_string())]
     }
 

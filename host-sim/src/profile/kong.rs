@@ -4,11 +4,11 @@
 
 use super::{
     shaped_local_reply, AfterTrap, BodyDelivery, BudgetRefusal, BufferWrite, Callback, CalloutFailure,
-    CalloutFailureReply, CalloutUpstream, HostBehaviour, HostProperty, HostReply, MapAccess, MapType, MetricOp,
-    PropertyFacts, PropertyValue, SecondLocalResponse, StreamPhase,
+    CalloutFailureReply, CalloutUpstream, EdgeFacts, HostBehaviour, HostProperty, HostReply, MapAccess, MapType,
+    MetricOp, PropertyFacts, PropertyValue, ResponseOrigin, SecondLocalResponse, StreamPhase,
 };
 use crate::abi::LocalResponse;
-use crate::abi::{encode_pairs, MetricType, Status, START_EXPORT};
+use crate::abi::{encode_pairs, LogLevel, MetricType, Status, START_EXPORT};
 use crate::hostfn::HostFunction;
 use crate::limits::OverBudget;
 use crate::wasi::PREVIEW1_FUNCTIONS;
@@ -32,6 +32,14 @@ const KONG_LEGACY: &[&str] = &[
 /// Kong's `Server` header: `kong/<version>` (Kong kong/meta.lua `_SERVER_TOKENS`; 3.10.0 is the
 /// version of the Kong source this profile was checked against).
 const KONG_SERVER_TOKENS: &str = "kong/3.10.0";
+
+/// The `Server` nginx writes under Kong's `server_tokens off` (kong/templates/nginx_kong.lua:2;
+/// ngx_wasm_module src/http/ngx_http_wasm_util.c:166-186 writes the bare `nginx` then).
+const KONG_NGINX_SERVER: &str = "nginx";
+
+/// The HTTP version Kong proxies with and names in its `Via` header (Kong
+/// kong/runloop/handler.lua:76 `DEFAULT_PROXY_HTTP_VERSION`).
+const KONG_PROXY_HTTP_VERSION: &str = "1.1";
 
 /// The timeout of a callout that asks for none: the Wasm socket timeouts apply, 60 s by default
 /// (Kong/ngx_wasm_module docs/DIRECTIVES.md `socket_connect_timeout`, `socket_read_timeout`,
@@ -209,18 +217,45 @@ impl HostBehaviour for Kong {
     /// `on_response_headers` and `on_response_body` (src/http/ngx_http_wasm_filter_module.c:
     /// 66-131 header filter, 142+ body filter); t/03-proxy_wasm/hfuncs/
     /// 102-proxy_send_local_response.t TEST 6 logs both callbacks for a reply without a body.
-    /// nginx's own `Server`, `Date` and `Connection` headers come after the filter
-    /// ([`HostBehaviour::edge_response_headers`]), the reason phrase from the filter's details
-    /// ([`HostBehaviour::local_reply_reason`]). A direct
-    /// reply (the default [`HostBehaviour::direct_local_reply`]) goes out as the filter gave
-    /// it: ngx_wasm_module's own outcome there (a broken status line and the upstream's stale
-    /// Content-Length, KONG-OBS, host.c:1087-1111) is not modelled.
+    /// nginx's own `Server`, `Date` and `Connection` headers come after the filter here
+    /// ([`HostBehaviour::edge_response_headers`]); ngx_wasm_module in fact puts them in the map
+    /// before the callback, as for an upstream's response
+    /// ([`HostBehaviour::upstream_response_headers`]), which is not modelled for local replies
+    /// (so the client gets Kong's `Server` here, nginx's behind Kong). The reason phrase comes
+    /// from the filter's details
+    /// ([`HostBehaviour::local_reply_reason`]). A reply sent from the response headers
+    /// callback instead replaces the body of the response in place
+    /// ([`HostBehaviour::local_reply_replaces_body`]).
     fn local_reply_response(&self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
         let mut body = local.body.clone();
         if !body.is_empty() {
             body.push(b'\n');
         }
         shaped_local_reply(local, body, true)
+    }
+
+    /// From `on_response_headers` (header filter entered, body filter not yet; `serve` applies
+    /// this over an upstream's response, the only kind behind Kong's filter chain it models),
+    /// `proxy_send_local_response` does not stash a reply: it sets the reply's body, with a
+    /// line feed appended to a non-empty one, as the response's body chunk and its status and
+    /// details as the response's status and status line, and ignores the reply's headers
+    /// (src/common/proxy_wasm/ngx_proxy_wasm_host.c:1087-1111; `ngx_http_wasm_set_resp_status`,
+    /// src/http/ngx_http_wasm_util.c:326-342). The response keeps its headers, the upstream's
+    /// Content-Length included, stale for the new body (KONG-OBS), and the body filter sends the
+    /// chunk in place of the upstream's body (src/http/ngx_http_wasm_filter_module.c:177-181).
+    /// nginx writes a status line set this way as `HTTP/1.1 <details>`, without the code
+    /// (nginx src/http/ngx_http_header_filter_module.c, `status_line.len`), the "broken status
+    /// line" KONG-OBS saw; hyper always writes the code, so host-sim's client gets
+    /// `HTTP/1.1 <status> <details>` there, and the exact line only without details (then
+    /// nginx writes the status's standard one, as hyper does). Not modelled: ngx_wasm_module
+    /// then runs `on_response_body` with the replacement chunk; host-sim's filter gets no more
+    /// response callbacks after the reply.
+    fn local_reply_replaces_body(&self, local: &LocalResponse) -> Option<Vec<u8>> {
+        let mut body = local.body.clone();
+        if !body.is_empty() {
+            body.push(b'\n');
+        }
+        Some(body)
     }
 
     /// ngx_wasm_module writes the status line as `<status> <details>` when the filter gave
@@ -230,20 +265,127 @@ impl HostBehaviour for Kong {
         (!details.is_empty()).then(|| details.to_string())
     }
 
-    /// nginx's header filter writes `Connection: keep-alive` on a response to a kept-alive
-    /// connection (nginx src/http/ngx_http_header_filter_module.c, `r->keepalive`; KONG-OBS:
-    /// Connection on local replies and proxied responses), and `Date` (hyper writes it for
-    /// host-sim). Kong's Lua header filter then names Kong in `Server`: on a response Kong did
-    /// not proxy (a local reply, an error) always, on a proxied one only when the upstream sent
-    /// none (Kong kong/runloop/handler.lua `header_filter.after`, :1602-1623, with the default
-    /// `headers = server_tokens, ...`; bare ngx_wasm_module writes `Server: nginx/<version>`
-    /// instead, KONG-OBS). Kong's `X-Kong-Response-Latency`, `X-Kong-Proxy-Latency`,
-    /// `X-Kong-Upstream-Latency`, `Via` and `X-Kong-Request-Id` are not modelled.
-    fn edge_response_headers(&self, proxied: bool) -> Vec<(&'static str, &'static str, bool)> {
-        vec![
-            ("server", KONG_SERVER_TOKENS, !proxied),
-            ("connection", "keep-alive", false),
-        ]
+    /// Kong sends the request id it names in `X-Kong-Request-Id` to the upstream too
+    /// (`proxy_set_header X-Kong-Request-Id $kong_request_id`, kong/templates/nginx_kong.lua:
+    /// 205-207, with the default `headers_upstream = x-kong-request-id`,
+    /// kong/templates/kong_defaults.lua:72), after the filter chain.
+    fn proxied_request_headers(&self, request_id: &str) -> Vec<(String, String)> {
+        vec![("x-kong-request-id".to_string(), request_id.to_string())]
+    }
+
+    /// ngx_wasm_module's response map: `:status` (its special keys,
+    /// src/common/proxy_wasm/ngx_proxy_wasm_maps.c:72-75), then the shim headers nginx keeps
+    /// outside its header list, in their table's order, Content-Type, Content-Length,
+    /// Transfer-Encoding, Connection (`keep-alive` on a kept-alive connection), Keep-Alive, Vary
+    /// (src/http/ngx_http_wasm_headers_shims.c:18-40, injected by `ngx_proxy_wasm_maps_get_all`
+    /// from the response-headers step on, ngx_proxy_wasm_maps.c:199-227, and marshalled before the
+    /// list, src/common/proxy_wasm/ngx_proxy_wasm_util.c:380-395), then nginx's header
+    /// list: the upstream's other headers in their order (nginx's proxy module keeps the
+    /// hop-by-hop Connection and Keep-Alive out of it; Kong passes the upstream's Server and Date
+    /// on, kong/templates/nginx_kong.lua:208-209 `proxy_pass_header`), and the Server and Date
+    /// ngx_wasm_module writes into that list before the filter's callback when the response has
+    /// none (`ngx_http_wasm_produce_resp_headers`, src/http/ngx_http_wasm_util.c:149-200, called
+    /// from the header filter at src/http/ngx_http_wasm_filter_module.c:90 before
+    /// `ngx_wasm_ops_resume`): `Server: nginx` under Kong's `server_tokens off`
+    /// (kong/templates/nginx_kong.lua:2; :166-186 of util.c pick the bare name) and the current
+    /// HTTP date (KONG-OBS on bare nginx: `:status`, Content-Type, Content-Length, Connection,
+    /// the upstream's other headers, nginx's own Server and Date). The filter can change or
+    /// remove them, and what it leaves goes out; Kong's Lua header filter, which runs after it,
+    /// then finds a `Server` and leaves it ([`HostBehaviour::edge_response_headers`]).
+    fn upstream_response_headers(
+        &self,
+        headers: Vec<(String, String)>,
+        now: std::time::SystemTime,
+    ) -> Vec<(String, String)> {
+        const SHIMS: [&str; 2] = ["content-type", "content-length"];
+        const HOP_BY_HOP: [&str; 3] = ["connection", "keep-alive", "transfer-encoding"];
+        let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        let (server, date) = (has("server"), has("date"));
+        let mut map: Vec<(String, String)> = Vec::with_capacity(headers.len() + 3);
+        map.extend(headers.iter().filter(|(k, _)| k == ":status").cloned());
+        for shim in SHIMS {
+            if let Some((_, value)) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(shim)) {
+                map.push((shim.to_string(), value.clone()));
+            }
+        }
+        map.push(("connection".to_string(), "keep-alive".to_string()));
+        map.extend(headers.into_iter().filter(|(k, _)| {
+            !k.starts_with(':')
+                && !SHIMS.iter().any(|s| k.eq_ignore_ascii_case(s))
+                && !HOP_BY_HOP.iter().any(|h| k.eq_ignore_ascii_case(h))
+        }));
+        if !server {
+            map.push(("server".to_string(), KONG_NGINX_SERVER.to_string()));
+        }
+        if !date {
+            map.push(("date".to_string(), httpdate::fmt_http_date(now)));
+        }
+        map
+    }
+
+    /// What the client gets on top of what the filter left, written after the filter's
+    /// response callbacks, which therefore never see them:
+    /// - nginx's header filter writes `Connection: keep-alive` on a response to a kept-alive
+    ///   connection (nginx src/http/ngx_http_header_filter_module.c, `r->keepalive`; KONG-OBS:
+    ///   Connection on local replies and proxied responses), and `Date` (hyper writes it for
+    ///   host-sim).
+    /// - Kong's Lua header filter (`header_filter_by_lua_block { Kong.header_filter() }`, Kong
+    ///   kong/templates/nginx_kong.lua:153; its error location :401 too) writes the headers
+    ///   of the default `headers = server_tokens, latency_tokens, x-kong-request-id` (Kong
+    ///   kong/templates/kong_defaults.lua:71), in kong/runloop/handler.lua
+    ///   `header_filter.after` (:1567-1635), by whether `ctx.KONG_PROXIED` is set. Kong sets it
+    ///   at the end of its access phase (kong/init.lua:1240-1246), right after attaching the
+    ///   filter chain (kong/runloop/wasm.lua:1021-1044), before the filter's request
+    ///   callbacks run, so it is set for every response the filter saw a request for: the
+    ///   upstream's, the filter's own local reply, the error page after a trap; only replies
+    ///   Kong's router makes on its own ([`ResponseOrigin::Router`]) go without it.
+    ///   With it: `X-Kong-Upstream-Latency` (`KONG_WAITING_TIME`), `X-Kong-Proxy-Latency`,
+    ///   `Via: <upstream's Via>, 1.1 kong/3.10.0` (proxy_http_version 1.1, :76, :1580-1599) and
+    ///   `Server: kong/3.10.0` only when the response has none (:1601-1606). Without it:
+    ///   `X-Kong-Response-Latency` and `Server: kong/3.10.0` replacing any other (:1608-1624).
+    ///   Then `X-Kong-Request-Id` (:1627-1634), `$kong_request_id` (32 hex digits).
+    ///   The latencies are whole milliseconds (kong/init.lua `get_now_ms`) measured from the
+    ///   request's start (`KONG_PROCESSING_START`): `KONG_PROXY_LATENCY` until the request went
+    ///   upstream (`KONG_BALANCER_ENDED_AT`, kong/init.lua:1354, :1425, :1464), else until the
+    ///   header filter (:1636-1638); `KONG_WAITING_TIME` from the request going upstream (else
+    ///   from the end of Kong's access phase, which in host-sim, with no Lua plugins, is the
+    ///   request's start) until the header filter (:1631-1634); `KONG_RESPONSE_LATENCY` until the
+    ///   header filter (:1641-1643).
+    ///
+    /// That the filter sees none of them: Kong builds ngx_wasm_module as a dynamic module
+    /// (Kong BUILD.bazel:193-201, `wasmx_module_flag` default `dynamic`;
+    /// build/openresty/wasmx/rules.bzl:12-15) that its nginx.conf loads with `load_module`
+    /// (kong/templates/nginx.lua:3-4). nginx appends a dynamic module's
+    /// `ngx_http_wasm_filter_module`, the last name of its order list (ngx_wasm_module
+    /// config:393-395), after every static module, lua-nginx-module (an `HTTP_AUX_FILTER`)
+    /// included (nginx src/core/ngx_module.c:211-251); filters are chained in module order, each
+    /// putting itself in front (ngx_http_wasm_filter_module.c:57-63), so ngx_wasm_module's
+    /// header filter, which runs `on_response_headers`, comes before Lua's
+    /// `header_filter_by_lua`, and nginx's own header filter (Connection, Date) is last.
+    fn edge_response_headers(&self, edge: &EdgeFacts) -> Vec<(&'static str, String, bool)> {
+        let millis = |d: std::time::Duration| d.as_millis().to_string();
+        let mut headers = Vec::new();
+        if edge.origin == ResponseOrigin::Router {
+            headers.push(("x-kong-response-latency", millis(edge.answered_after), true));
+            headers.push(("server", KONG_SERVER_TOKENS.to_string(), true));
+        } else {
+            let waiting = edge
+                .answered_after
+                .saturating_sub(edge.sent_upstream_after.unwrap_or_default());
+            let proxy_latency = edge.sent_upstream_after.unwrap_or(edge.answered_after);
+            let kong_via = format!("{KONG_PROXY_HTTP_VERSION} {KONG_SERVER_TOKENS}");
+            let via = match &edge.upstream_via {
+                Some(upstream) => format!("{upstream}, {kong_via}"),
+                None => kong_via,
+            };
+            headers.push(("x-kong-upstream-latency", millis(waiting), true));
+            headers.push(("x-kong-proxy-latency", millis(proxy_latency), true));
+            headers.push(("via", via, true));
+            headers.push(("server", KONG_SERVER_TOKENS.to_string(), false));
+        }
+        headers.push(("x-kong-request-id", edge.request_id.clone(), true));
+        headers.push(("connection", "keep-alive".to_string(), false));
+        headers
     }
 
     /// ngx_wasm_module always runs the body filter with the last buffer, 0 bytes and end of
@@ -271,6 +413,28 @@ impl HostBehaviour for Kong {
             ],
             body: br#"{"message":"An unexpected error occurred"}"#.to_vec(),
         }
+    }
+
+    /// Kong's 502 error page. nginx answers an unreachable upstream with 502, which Kong's
+    /// `error_page 500 502 503 504 /kong_error_handler` (kong/templates/nginx_kong.lua:103-105)
+    /// redirects to its Lua error handler: `An invalid response was received from the upstream
+    /// server` (kong/error_handlers.lua:25) in the error template the request's `Accept` picks,
+    /// else its `Content-Type`, else `error_default_type = text/plain`
+    /// (kong/error_handlers.lua:50-77, kong/templates/kong_defaults.lua `error_default_type`;
+    /// templates and MIME types kong/tools/http.lua:392-430), with the request id
+    /// ([`kong_error_page`]). Bare ngx_wasm_module would send nginx's HTML 502 page through the
+    /// filter's response callbacks (KONG-OBS); behind Kong the filter's callbacks do not see
+    /// this page: the internal redirect to the error location leaves the chain attached to the
+    /// original location, which only gets its end callbacks at the request pool's cleanup
+    /// (ngx_wasm_module t/04-openresty/ffi/200-proxy_wasm_and_lua_sanity.t TEST 8, "/error does
+    /// not concern itself with any chain"). This models Kong's, the gateway the profile is for.
+    fn upstream_unreachable_reply(&self, request_headers: &[(String, String)], request_id: &str) -> Option<HostReply> {
+        Some(kong_error_page(
+            502,
+            "An invalid response was received from the upstream server",
+            request_headers,
+            request_id,
+        ))
     }
 
     /// A trap in the response phase fails open, the response already chosen goes out
@@ -428,11 +592,20 @@ impl HostBehaviour for Kong {
     /// (:493-495; KONG-OBS); `connection.mtls` reads `$https`, which plain HTTP does not set, so
     /// NOT_FOUND (:592-594, `get_connection_mtls` :327-345; KONG-OBS); `response.code` is
     /// `$status`, "000" before a response (:508-510; KONG-OBS during request headers).
+    ///
+    /// The rows `pw2ngx` binds to `nyi` log `NYI - "<path>" property` at `[alert]`
+    /// (`NGX_LOG_WASM_NYI`, src/wasm/ngx_wasm.h:13) on every read, those bound to
+    /// `not_supported` `"<path>" property not supported` at `[error]` (:70-85), and both answer
+    /// NOT_FOUND ([`kong_unimplemented_property`]; KONG-OBS: `plugin_vm_id` NOT_FOUND with an
+    /// `[alert] NYI` per read).
     fn host_property(&self, path: &[&str], facts: &PropertyFacts<'_>) -> HostProperty {
+        if let Some(unimplemented) = kong_unimplemented_property(path) {
+            return unimplemented;
+        }
         let request_header = |name: &str| facts.request_header(name).map(PropertyValue::Str);
         let value = match path {
             ["plugin_root_id"] => Some(PropertyValue::Str("0".to_string())),
-            ["plugin_vm_id"] | ["destination", ..] | ["connection", "mtls"] => None,
+            ["destination", ..] | ["connection", "mtls"] => None,
             ["request", "host"] => Some(PropertyValue::Str(machine_hostname().to_string())),
             ["request", "id"] => request_header("x-request-id"),
             ["request", "size"] => request_header("content-length"),
@@ -452,6 +625,22 @@ impl HostBehaviour for Kong {
         value.map_or(HostProperty::NotFound, HostProperty::Value)
     }
 
+    /// ngx_wasm_module's root context id is its filter's id, a CRC-32 of the filter's module
+    /// name, its configuration and the decimal address of the filter's entry in the chain's
+    /// plan (`get_filter_id`, src/common/proxy_wasm/ngx_proxy_wasm.c:117-133, set at :154,
+    /// used as the root's id at :1161-1162; the address, src/wasm/ngx_wasm_ops.c:97-99, tells
+    /// apart two entries of one filter with one configuration). HTTP contexts take
+    /// 1, 2, … from a counter of the worker process (`next_id`, ngx_proxy_wasm.c:48, :289),
+    /// which roots do not use (KONG-OBS: "HTTP contexts 1, 2, … per worker; the root context id
+    /// is a crc32 value"). host-sim cannot know the address, and stands in the root's position
+    /// among the VM's roots for it: the id has Kong's shape and stays the same for the same
+    /// filter, configuration and position, but is not the number a given nginx process
+    /// computes. The counter is host-sim's per VM, where nginx's is shared by every filter chain
+    /// of the worker.
+    fn root_context_id(&self, filter_name: &str, configuration: &[u8], position: usize) -> Option<u32> {
+        Some(filter_id(filter_name, configuration, position))
+    }
+
     /// Kong prefixes custom metrics with `pw.<filter name>.` (KONG-DOC metrics).
     fn metric_name(&self, plugin_name: &str, name: &str) -> String {
         format!("pw.{plugin_name}.{name}")
@@ -466,6 +655,135 @@ impl HostBehaviour for Kong {
     fn metric_trap(&self, op: MetricOp, id: u32, kind: Option<MetricType>) -> Option<String> {
         metric_trap(op, id, kind)
     }
+}
+
+/// The properties ngx_wasm_module's `pw2ngx` table (src/common/proxy_wasm/
+/// ngx_proxy_wasm_properties.c, the line of each row) binds to its `nyi` handler: not yet
+/// implemented.
+const KONG_NYI_PROPERTIES: &[&str] = &[
+    "response.grpc_status",                      // :517
+    "response.trailers",                         // :520
+    "upstream.tls_version",                      // :541
+    "upstream.subject_local_certificate",        // :544
+    "upstream.subject_peer_certificate",         // :547
+    "upstream.dns_san_local_certificate",        // :550
+    "upstream.dns_san_peer_certificate",         // :553
+    "upstream.uri_san_local_certificate",        // :556
+    "upstream.uri_san_peer_certificate",         // :559
+    "upstream.sha256_peer_certificate_digest",   // :562
+    "upstream.local_address",                    // :565
+    "upstream.transport_failure_reason",         // :568
+    "connection.subject_peer_certificate",       // :595
+    "connection.dns_san_local_certificate",      // :598
+    "connection.dns_san_peer_certificate",       // :601
+    "connection.uri_san_local_certificate",      // :604
+    "connection.uri_san_peer_certificate",       // :607
+    "connection.sha256_peer_certificate_digest", // :610
+    "plugin_vm_id",                              // :632
+];
+
+/// The properties `pw2ngx` binds to its `not_supported` handler (Envoy attributes nginx has no
+/// counterpart for).
+const KONG_NOT_SUPPORTED_PROPERTIES: &[&str] = &[
+    "response.code_details",          // :523
+    "response.flags",                 // :526
+    "connection.termination_details", // :613
+    "node",                           // :635
+    "cluster_name",                   // :638
+    "cluster_metadata",               // :641
+    "listener_direction",             // :644
+    "listener_metadata",              // :647
+    "route_name",                     // :650
+    "route_metadata",                 // :653
+    "upstream_host_metadata",         // :656
+];
+
+/// What ngx_wasm_module answers and logs for a property it knows but does not implement: its
+/// `nyi` handler logs `NYI - "<path>" property` at `NGX_LOG_WASM_NYI`, which is
+/// `NGX_LOG_ALERT` (src/wasm/ngx_wasm.h:13; proxy-wasm's highest level, critical, stands for
+/// nginx's alert here), `not_supported` logs `"<path>" property not supported` at
+/// `NGX_LOG_ERR`; both decline, which the host function answers with NOT_FOUND
+/// (ngx_proxy_wasm_properties.c:70-85). The path is written with dots.
+fn kong_unimplemented_property(path: &[&str]) -> Option<HostProperty> {
+    let dotted = path.join(".");
+    if KONG_NYI_PROPERTIES.contains(&dotted.as_str()) {
+        let line = format!("NYI - \"{dotted}\" property");
+        return Some(HostProperty::Unsupported(LogLevel::Critical, line));
+    }
+    if KONG_NOT_SUPPORTED_PROPERTIES.contains(&dotted.as_str()) {
+        let line = format!("\"{dotted}\" property not supported");
+        return Some(HostProperty::Unsupported(LogLevel::Error, line));
+    }
+    None
+}
+
+/// Kong's error page for `status` with `message` (kong/error_handlers.lua:50-90): the template
+/// of the media type the request's `Accept` names first, else its `Content-Type`, else Kong's
+/// `error_default_type` `text/plain` (kong/tools/http.lua `get_response_type`, whose q-values and
+/// wildcards this reading leaves out: a type it does not name JSON, HTML, XML or text gets
+/// Kong's default JSON), each with the request id.
+fn kong_error_page(status: u32, message: &str, request_headers: &[(String, String)], request_id: &str) -> HostReply {
+    let header = |name: &str| {
+        request_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    let wanted = header("accept")
+        .or_else(|| header("content-type"))
+        .unwrap_or_else(|| "text/plain".to_string());
+    let first = wanted.split(',').next().unwrap_or_default();
+    let media = first.split(';').next().unwrap_or_default().trim();
+    let (content_type, body) = if media.contains("html") {
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html>\n<html>\n  <head>\n    <meta charset=\"utf-8\">\n    <title>Error</title>\n  </head>\n  <body>\n    <h1>Error</h1>\n    <p>{message}.</p>\n    <p>request_id: {request_id}</p>\n  </body>\n</html>\n"
+            ),
+        )
+    } else if media.contains("xml") {
+        (
+            "application/xml; charset=utf-8",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error>\n  <message>{message}</message>\n  <requestid>{request_id}</requestid>\n</error>\n"
+            ),
+        )
+    } else if media.starts_with("text/") || media == "text" {
+        (
+            "text/plain; charset=utf-8",
+            format!("{message}\nrequest_id: {request_id}\n"),
+        )
+    } else {
+        (
+            "application/json; charset=utf-8",
+            format!("{{\n  \"message\":\"{message}\",\n  \"request_id\":\"{request_id}\"\n}}"),
+        )
+    };
+    HostReply {
+        status,
+        headers: vec![("content-type".to_string(), content_type.to_string())],
+        body: body.into_bytes(),
+    }
+}
+
+/// ngx_wasm_module's filter id (`get_filter_id`, ngx_proxy_wasm.c:117-133): nginx's CRC-32
+/// (src/core/ngx_crc32.h: the IEEE polynomial, reflected, `ngx_crc32_init` 0xffffffff and
+/// `ngx_crc32_final` inverting) over the name, the configuration and the decimal `data`
+/// (host-sim's stand-in: the root's position, see [`Kong::root_context_id`]).
+fn filter_id(name: &str, configuration: &[u8], data: usize) -> u32 {
+    let data = data.to_string();
+    let mut crc = 0xffff_ffffu32;
+    for &byte in name.as_bytes().iter().chain(configuration).chain(data.as_bytes()) {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 /// nginx's `$hostname`: the machine's host name (Linux: /proc/sys/kernel/hostname, as

@@ -30,7 +30,7 @@ pub mod envoy;
 pub mod kong;
 
 use crate::abi::{LocalResponse, StreamInfo, MAIN_EXPORT, START_EXPORT};
-use crate::abi::{MapType, MetricType, Pairs, Status, StreamType};
+use crate::abi::{LogLevel, MapType, MetricType, Pairs, Status, StreamType};
 use crate::hostfn::HostFunction;
 use crate::limits::OverBudget;
 use serde::Serialize;
@@ -242,6 +242,37 @@ pub struct HostReply {
     pub body: Vec<u8>,
 }
 
+/// Who made a response the edge sends ([`EdgeFacts::origin`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum ResponseOrigin {
+    /// The upstream the route proxies to.
+    #[default]
+    Upstream,
+    /// The filter (its local reply), or the host for a stream the filter had already taken
+    /// (its failure reply after a trap): the request got past the host's routing into the
+    /// filter chain.
+    Filter,
+    /// The host's router, on its own (a route's direct response, its no-route answer).
+    Router,
+}
+
+/// What the host's edge knows about a response as it writes its own headers
+/// ([`HostBehaviour::edge_response_headers`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgeFacts {
+    /// Who made the response.
+    pub origin: ResponseOrigin,
+    /// The host's id of the request (32 hex digits).
+    pub request_id: String,
+    /// The `Via` header of the upstream's response as the upstream sent it, if any.
+    pub upstream_via: Option<String>,
+    /// When the request went upstream, counted from its arrival (`None`: it never did).
+    pub sent_upstream_after: Option<std::time::Duration>,
+    /// When the response reached the edge, after the filter's response callbacks, counted from
+    /// the request's arrival.
+    pub answered_after: std::time::Duration,
+}
+
 /// What the `upstream` argument of `proxy_http_call` names.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CalloutUpstream {
@@ -286,6 +317,9 @@ pub enum HostProperty {
     Value(PropertyValue),
     /// The host has no such property.
     NotFound,
+    /// The host knows the property but does not implement it: NOT_FOUND, and the host logs
+    /// this line at this level, once per read.
+    Unsupported(LogLevel, String),
 }
 
 /// What a property lookup may read: the VM, the effective root and, from a stream context,
@@ -587,6 +621,16 @@ pub trait HostBehaviour: Send + Sync {
         (local.headers.clone(), local.body.clone())
     }
 
+    /// What becomes of a local reply the filter sent from `on_http_response_headers` of a
+    /// response that has not gone out: `None` (the default), the host sends the reply instead
+    /// ([`HostBehaviour::direct_local_reply`]); `Some(body)`, the host keeps the response it
+    /// had, headers as the filter left them, takes the reply's status (and its details as the
+    /// status line, [`HostBehaviour::local_reply_reason`]) and sends `body` in place of the
+    /// response's body, framed by the headers the response kept.
+    fn local_reply_replaces_body(&self, _local: &LocalResponse) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Whether the host calls `on_http_response_body` for a response whose body is `body`.
     /// Default: when there is a body.
     fn response_body_callback(&self, body: &[u8]) -> bool {
@@ -621,9 +665,20 @@ pub trait HostBehaviour: Send + Sync {
     }
 
     /// Headers the host's router adds to a request it proxies upstream, after the filter chain
-    /// (the filter never sees them). Default: none.
-    fn proxied_request_headers(&self) -> Vec<(String, String)> {
+    /// (the filter never sees them), given the host's id of the request
+    /// ([`EdgeFacts::request_id`]). Default: none.
+    fn proxied_request_headers(&self, _request_id: &str) -> Vec<(String, String)> {
         Vec::new()
+    }
+
+    /// An upstream's response headers (`:status` first) as the host's map presents them to the
+    /// filter's response callbacks, at `now`. Default: as the upstream sent them.
+    fn upstream_response_headers(
+        &self,
+        headers: Vec<(String, String)>,
+        _now: std::time::SystemTime,
+    ) -> Vec<(String, String)> {
+        headers
     }
 
     /// A header the host adds to an upstream's response before the filter's response callbacks
@@ -646,9 +701,9 @@ pub trait HostBehaviour: Send + Sync {
 
     /// Headers the host's edge writes on a response after the filter's callbacks (the filter
     /// never sees them), as `(name, value, replace)`: `replace` overwrites a header of that
-    /// name, otherwise the header is added only when the response has none. `proxied`: an
-    /// upstream's response, not one the host or the filter made. Default: none.
-    fn edge_response_headers(&self, _proxied: bool) -> Vec<(&'static str, &'static str, bool)> {
+    /// name, otherwise the header is added only when the response has none. `edge` says where
+    /// the response came from and how long the request took. Default: none.
+    fn edge_response_headers(&self, _edge: &EdgeFacts) -> Vec<(&'static str, String, bool)> {
         Vec::new()
     }
 
@@ -657,6 +712,18 @@ pub trait HostBehaviour: Send + Sync {
     /// The reply a host answers the client with when the filter traps or fails (the spec
     /// leaves it to the host).
     fn fail_closed_reply(&self) -> HostReply;
+
+    /// The reply the client gets when the upstream a route proxies to cannot be reached (no
+    /// connection, or it broke before a response), given the request's headers and the host's
+    /// id of the request; it does not pass through the filter's response callbacks. `None` (the
+    /// default): serve's own 503 naming the reset reason.
+    fn upstream_unreachable_reply(
+        &self,
+        _request_headers: &[(String, String)],
+        _request_id: &str,
+    ) -> Option<HostReply> {
+        None
+    }
 
     /// Whether a trap in the filter's response callbacks lets the response out as it was
     /// (`true`): an upstream's response goes on without the filter, and the filter's own local
@@ -752,6 +819,14 @@ pub trait HostBehaviour: Send + Sync {
     }
 
     // ---- Contexts, timers, streams ----------------------------------------------------------
+
+    /// The id a new root context gets, given its filter's name, its configuration and how many
+    /// root contexts the VM already has; `None` (the default): the next number of the VM's one
+    /// counter, which every context takes its id from, so the first root is 1 and its streams
+    /// follow.
+    fn root_context_id(&self, _filter_name: &str, _configuration: &[u8], _position: usize) -> Option<u32> {
+        None
+    }
 
     /// Whether `proxy_set_effective_context` switches the context host functions act on
     /// (SPEC: "Changes the effective context to `context_id`", BAD_ARGUMENT for an unknown one).
@@ -1026,15 +1101,178 @@ mod tests {
         assert_eq!(Profile::Kong.local_reply_reason(""), None);
         assert_eq!(Profile::Envoy.local_reply_reason("Teapot Time"), None);
         assert_eq!(SpecHost.local_reply_reason("x"), None);
+        assert!(Profile::Envoy.edge_response_headers(&EdgeFacts::default()).is_empty());
+    }
+
+    /// ngx_wasm_module's response map: `:status`, the shims Content-Type, Content-Length,
+    /// Connection, the upstream's other headers (its hop-by-hop ones left out), then the Server
+    /// and Date nginx writes where the upstream sent none (ngx_http_wasm_headers_shims.c:19-40,
+    /// ngx_http_wasm_util.c:149-200); Envoy's map is the upstream's.
+    #[test]
+    fn kong_presents_an_upstream_response_in_its_maps_order() {
+        let upstream = pairs(&[
+            (":status", "200"),
+            ("x-a", "1"),
+            ("content-length", "5"),
+            ("connection", "close"),
+            ("Content-Type", "text/plain"),
+            ("x-b", "2"),
+        ]);
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
         assert_eq!(
-            Profile::Kong.edge_response_headers(false),
-            [("server", "kong/3.10.0", true), ("connection", "keep-alive", false)]
+            Profile::Kong.upstream_response_headers(upstream.clone(), epoch),
+            pairs(&[
+                (":status", "200"),
+                ("content-type", "text/plain"),
+                ("content-length", "5"),
+                ("connection", "keep-alive"),
+                ("x-a", "1"),
+                ("x-b", "2"),
+                ("server", "nginx"),
+                ("date", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ])
+        );
+        // The upstream's own Server and Date stay where they were (Kong's proxy_pass_header).
+        let own = pairs(&[(":status", "204"), ("date", "d"), ("server", "up")]);
+        assert_eq!(
+            Profile::Kong.upstream_response_headers(own.clone(), epoch),
+            pairs(&[
+                (":status", "204"),
+                ("connection", "keep-alive"),
+                ("date", "d"),
+                ("server", "up")
+            ])
         );
         assert_eq!(
-            Profile::Kong.edge_response_headers(true),
-            [("server", "kong/3.10.0", false), ("connection", "keep-alive", false)]
+            Profile::Envoy.upstream_response_headers(upstream.clone(), epoch),
+            upstream
         );
-        assert!(Profile::Envoy.edge_response_headers(false).is_empty());
+    }
+
+    /// Kong's 502 error page for an unreachable upstream, in the template the request asks for
+    /// (kong/error_handlers.lua:25, :50-90; kong/tools/http.lua:392-430); the spec's host has
+    /// none of its own.
+    #[test]
+    fn kong_answers_an_unreachable_upstream_with_its_error_page() {
+        let page = |headers: &[(&str, &str)]| {
+            Profile::Kong
+                .upstream_unreachable_reply(&pairs(headers), "0123abcd")
+                .expect("Kong's page")
+        };
+        let message = "An invalid response was received from the upstream server";
+        let plain = page(&[]);
+        assert_eq!(plain.status, 502);
+        assert_eq!(plain.headers, pairs(&[("content-type", "text/plain; charset=utf-8")]));
+        assert_eq!(plain.body, format!("{message}\nrequest_id: 0123abcd\n").into_bytes());
+        let json = page(&[("Accept", "application/json, text/html;q=0.5")]);
+        assert_eq!(
+            json.body,
+            format!("{{\n  \"message\":\"{message}\",\n  \"request_id\":\"0123abcd\"\n}}").into_bytes()
+        );
+        assert_eq!(json.headers[0].1, "application/json; charset=utf-8");
+        // Without Accept, the request's own Content-Type decides.
+        let html = page(&[("content-type", "text/html")]);
+        assert!(String::from_utf8_lossy(&html.body).contains(&format!("<p>{message}.</p>")));
+        assert_eq!(
+            page(&[("accept", "application/xml")]).headers[0].1,
+            "application/xml; charset=utf-8"
+        );
+        assert_eq!(
+            page(&[("accept", "image/png")]).headers[0].1,
+            "application/json; charset=utf-8"
+        );
+        assert!(Profile::Envoy.upstream_unreachable_reply(&[], "x").is_none());
+    }
+
+    /// ngx_wasm_module turns a reply from the response headers callback into the response's
+    /// body, a line feed appended to a non-empty one (ngx_proxy_wasm_host.c:1087-1111); Envoy
+    /// sends the reply instead.
+    #[test]
+    fn kong_replaces_the_body_with_a_reply_from_the_response_headers() {
+        assert_eq!(
+            Profile::Kong.local_reply_replaces_body(&reply(&[("x-a", "1")], b"late")),
+            Some(b"late\n".to_vec())
+        );
+        assert_eq!(
+            Profile::Kong.local_reply_replaces_body(&reply(&[], b"")),
+            Some(Vec::new())
+        );
+        assert_eq!(Profile::Envoy.local_reply_replaces_body(&reply(&[], b"late")), None);
+    }
+
+    /// ngx_wasm_module's root id is nginx's CRC-32 of name, configuration and the entry's
+    /// stand-in (ngx_proxy_wasm.c:117-133): the standard check value for "123456789", and
+    /// different for another configuration or position; Envoy numbers roots from its counter.
+    #[test]
+    fn kong_numbers_roots_by_crc32_of_the_filter() {
+        assert_eq!(
+            Profile::Kong.root_context_id("12345", b"678", 9),
+            Some(0xcbf4_3926),
+            "CRC-32 check value"
+        );
+        let id = Profile::Kong.root_context_id("kafka_upstream", b"{}", 0);
+        assert_eq!(id, Profile::Kong.root_context_id("kafka_upstream", b"{}", 0));
+        assert_ne!(id, Profile::Kong.root_context_id("kafka_upstream", b"{ }", 0));
+        assert_ne!(id, Profile::Kong.root_context_id("kafka_upstream", b"{}", 1));
+        assert_eq!(Profile::Envoy.root_context_id("kafka_upstream", b"{}", 0), None);
+    }
+
+    /// Kong's Lua header filter on a response the upstream answered after 30 ms, the request
+    /// having gone upstream after 12 ms: the latencies, its `Via` after the upstream's, its
+    /// `Server` only where none is, the request id (kong/runloop/handler.lua:1567-1635).
+    #[test]
+    fn kong_writes_latencies_via_and_request_id_on_what_it_proxied() {
+        let facts = EdgeFacts {
+            origin: ResponseOrigin::Upstream,
+            request_id: "0123456789abcdef0123456789abcdef".into(),
+            upstream_via: Some("1.0 fred".into()),
+            sent_upstream_after: Some(std::time::Duration::from_millis(12)),
+            answered_after: std::time::Duration::from_micros(30_900),
+        };
+        let owned = |list: &[(&'static str, &str, bool)]| {
+            list.iter().map(|(k, v, r)| (*k, v.to_string(), *r)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            Profile::Kong.edge_response_headers(&facts),
+            owned(&[
+                ("x-kong-upstream-latency", "18", true),
+                ("x-kong-proxy-latency", "12", true),
+                ("via", "1.0 fred, 1.1 kong/3.10.0", true),
+                ("server", "kong/3.10.0", false),
+                ("x-kong-request-id", "0123456789abcdef0123456789abcdef", true),
+                ("connection", "keep-alive", false),
+            ])
+        );
+        // The filter's own reply (no upstream): both latencies run to the header filter.
+        let local = EdgeFacts {
+            origin: ResponseOrigin::Filter,
+            upstream_via: None,
+            sent_upstream_after: None,
+            ..facts.clone()
+        };
+        assert_eq!(
+            Profile::Kong.edge_response_headers(&local)[..3],
+            owned(&[
+                ("x-kong-upstream-latency", "30", true),
+                ("x-kong-proxy-latency", "30", true),
+                ("via", "1.1 kong/3.10.0", true),
+            ])[..]
+        );
+        // A reply Kong's router made on its own: the response latency, and Kong's Server over
+        // any other.
+        let router = EdgeFacts {
+            origin: ResponseOrigin::Router,
+            ..local
+        };
+        assert_eq!(
+            Profile::Kong.edge_response_headers(&router),
+            owned(&[
+                ("x-kong-response-latency", "30", true),
+                ("server", "kong/3.10.0", true),
+                ("x-kong-request-id", "0123456789abcdef0123456789abcdef", true),
+                ("connection", "keep-alive", false),
+            ])
+        );
     }
 
     #[test]
@@ -1413,7 +1651,22 @@ mod tests {
         assert_eq!(Profile::Envoy.host_property(&["plugin_vm_id"], &facts), str("vm-1"));
         assert_eq!(
             Profile::Kong.host_property(&["plugin_vm_id"], &facts),
-            HostProperty::NotFound
+            HostProperty::Unsupported(LogLevel::Critical, "NYI - \"plugin_vm_id\" property".into())
+        );
+        assert_eq!(
+            Profile::Kong.host_property(&["upstream", "transport_failure_reason"], &facts),
+            HostProperty::Unsupported(
+                LogLevel::Critical,
+                "NYI - \"upstream.transport_failure_reason\" property".into()
+            )
+        );
+        assert_eq!(
+            Profile::Kong.host_property(&["route_name"], &facts),
+            HostProperty::Unsupported(LogLevel::Error, "\"route_name\" property not supported".into())
+        );
+        assert_eq!(
+            Profile::Envoy.host_property(&["route_name"], &facts),
+            HostProperty::Common
         );
         assert_eq!(
             Profile::Kong.host_property(&["destination", "port"], &facts),

@@ -32,7 +32,7 @@ mod worker;
 
 use crate::engine::{Engine, Module};
 use crate::limits::EdgeLimits;
-use crate::profile::{BodyDelivery, Profile};
+use crate::profile::{BodyDelivery, EdgeFacts, Profile};
 use crate::state::{Shared, StreamInfo};
 use config::{Deployment, Route};
 use http_body_util::BodyExt;
@@ -515,15 +515,29 @@ fn json_response(status: StatusCode, body: &str) -> Response<WireBody> {
     resp
 }
 
-/// A random (version 4) UUID for the `n`th request, as Envoy's request ids are: 122 bits from
-/// the process's randomly keyed hasher over `n`, so ids differ between requests and processes.
-fn uuid_v4(n: u64) -> String {
+/// 16 random bytes for the `n`th request: the process's randomly keyed hasher over `n`, so
+/// they differ between requests and processes.
+fn request_random_bytes(n: u64) -> [u8; 16] {
     use std::hash::BuildHasher;
     static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
     let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&keys.hash_one((n, 0u8)).to_be_bytes());
     bytes[8..].copy_from_slice(&keys.hash_one((n, 1u8)).to_be_bytes());
+    bytes
+}
+
+/// The `n`th request's id as 32 hex digits of 16 random bytes, the shape of nginx's
+/// `$request_id` and of Kong's `$kong_request_id` (lua-kong-nginx-module), which Kong sends as
+/// `X-Kong-Request-Id` ([`crate::profile::EdgeFacts::request_id`]).
+pub(super) fn hex_request_id(n: u64) -> String {
+    request_random_bytes(n).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random (version 4) UUID for the `n`th request, as Envoy's request ids are: 122 bits of
+/// [`request_random_bytes`], so ids differ between requests and processes.
+fn uuid_v4(n: u64) -> String {
+    let mut bytes = request_random_bytes(n);
     bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
     bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -948,7 +962,9 @@ async fn route_request(
             body,
             framing,
             reason,
-            proxied,
+            origin,
+            upstream_via,
+            sent_upstream_at,
         }) => {
             // What passed through the filter goes out with the content-length the filter left,
             // stale or absent (then chunked), as the hosts send it ([`wire`]).
@@ -986,11 +1002,21 @@ async fn route_request(
                 }
             }
             // The host's own edge headers, after the filter (profile `edge_response_headers`).
-            for (name, value, replace) in shared.profile.edge_response_headers(proxied) {
+            let arrived = started.into_std();
+            let edge = EdgeFacts {
+                origin,
+                request_id: hex_request_id(request_id),
+                upstream_via,
+                sent_upstream_after: sent_upstream_at.map(|at| at.saturating_duration_since(arrived)),
+                answered_after: arrived.elapsed(),
+            };
+            for (name, value, replace) in shared.profile.edge_response_headers(&edge) {
                 let name = hyper::header::HeaderName::from_static(name);
+                let Ok(value) = hyper::header::HeaderValue::from_str(&value) else {
+                    continue;
+                };
                 if replace || !resp.headers().contains_key(&name) {
-                    resp.headers_mut()
-                        .insert(name, hyper::header::HeaderValue::from_static(value));
+                    resp.headers_mut().insert(name, value);
                 }
             }
             if let Some(phrase) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {

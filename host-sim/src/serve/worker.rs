@@ -28,7 +28,7 @@ use super::wire::Framing;
 use super::Stats;
 use crate::abi::LogLevel;
 use crate::engine::Module;
-use crate::profile::Profile;
+use crate::profile::{Profile, ResponseOrigin};
 use crate::state::{LocalResponse, StreamInfo};
 use crate::vm::{GrpcReply, HttpCallReply, NewCall, Vm, VmOptions};
 use crate::wasi::WasiOptions;
@@ -44,16 +44,6 @@ use tokio::sync::oneshot;
 /// what each socket read returned; 64 KiB is a typical read).
 const BODY_CHUNK: usize = 64 * 1024;
 
-/// Where a response body passing through the filter comes from (the hosts deliver the two
-/// differently: [`crate::profile::HostBehaviour::upstream_body_ends_with_empty_call`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyFrom {
-    /// An upstream's response, read off its connection.
-    Upstream,
-    /// A local reply (the filter's own, or a route's direct response).
-    LocalReply,
-}
-
 /// The answer a worker gives the HTTP server for one request.
 #[derive(Debug)]
 pub struct GatewayResponse {
@@ -68,9 +58,13 @@ pub struct GatewayResponse {
     /// The status line's reason phrase when the host writes its own (a Kong local reply's
     /// `details`, [`crate::profile::HostBehaviour::local_reply_reason`]); `None`: the standard one.
     pub reason: Option<String>,
-    /// An upstream's response the host proxied, rather than one it or the filter made (the
-    /// host's edge headers differ, [`crate::profile::HostBehaviour::edge_response_headers`]).
-    pub proxied: bool,
+    /// Who made the response (the host's edge headers differ,
+    /// [`crate::profile::HostBehaviour::edge_response_headers`]).
+    pub origin: ResponseOrigin,
+    /// The `Via` header of the upstream's response as the upstream sent it.
+    pub upstream_via: Option<String>,
+    /// When the request went upstream, if it did.
+    pub sent_upstream_at: Option<std::time::Instant>,
 }
 
 /// A request handed to a worker.
@@ -127,6 +121,8 @@ pub enum Command {
         route: usize,
         generation: u64,
         stream: u32,
+        /// When the request went upstream.
+        sent_at: std::time::Instant,
         result: Result<UpstreamResponse, String>,
     },
     Reload {
@@ -357,11 +353,12 @@ impl Worker {
                 route,
                 generation: g,
                 stream,
+                sent_at,
                 result,
             } => {
                 if let Some(instance) = find(&mut slots[route], g) {
                     instance.touched = true;
-                    self.upstream_done(instance, stream, result);
+                    self.upstream_done(instance, stream, sent_at, result);
                 }
             }
             Command::Reload { route, module } => {
@@ -786,7 +783,7 @@ impl Worker {
                     body: body.as_bytes().to_vec(),
                     grpc_status: None,
                 });
-                Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
+                Some(self.through_response_filter(vm, stream, headers, body, ResponseOrigin::Router))
             }
             Fallback::NotFound => {
                 let body = br#"{"message":"no Route matched with those values"}"#.to_vec();
@@ -795,7 +792,7 @@ impl Worker {
                     ("content-type".into(), "application/json; charset=utf-8".into()),
                     ("content-length".into(), body.len().to_string()),
                 ];
-                Some(self.through_response_filter(vm, stream, headers, body, BodyFrom::LocalReply))
+                Some(self.through_response_filter(vm, stream, headers, body, ResponseOrigin::Router))
             }
             Fallback::Upstream(name) => {
                 let target = self
@@ -804,7 +801,11 @@ impl Worker {
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| name.clone());
                 let mut headers = vm.request_headers(stream).unwrap_or_default();
-                headers.extend(self.profile.proxied_request_headers());
+                let request_key = instance.streams.get(&stream).map(|p| p.request_key).unwrap_or_default();
+                headers.extend(
+                    self.profile
+                        .proxied_request_headers(&super::hex_request_id(request_key)),
+                );
                 let body = vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
                 let request = UpstreamRequest::from_call_headers(&headers, body);
                 let commands = self.commands.clone();
@@ -828,6 +829,7 @@ impl Worker {
                         route: route_index,
                         generation,
                         stream,
+                        sent_at: started,
                         result,
                     });
                 });
@@ -836,25 +838,63 @@ impl Worker {
         }
     }
 
-    fn upstream_done(&self, instance: &mut Instance, stream: u32, result: Result<UpstreamResponse, String>) {
-        let response = match result {
+    fn upstream_done(
+        &self,
+        instance: &mut Instance,
+        stream: u32,
+        sent_at: std::time::Instant,
+        result: Result<UpstreamResponse, String>,
+    ) {
+        let upstream_via = result.as_ref().ok().and_then(|resp| {
+            resp.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("via"))
+                .map(|(_, v)| v.clone())
+        });
+        let mut response = match result {
             Ok(resp) => {
                 // The filter sees the upstream's headers with its content-length (both hosts keep
                 // it, `HostBehaviour::keeps_filter_content_length`); transfer-encoding is the
                 // connection's business, which both hosts' HTTP/1 codecs consume.
+                // The filter sees them as the host's map presents them
+                // (`HostBehaviour::upstream_response_headers`).
                 let mut headers = vec![(":status".to_string(), resp.status.to_string())];
                 headers.extend(
                     resp.headers
                         .into_iter()
                         .filter(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding")),
                 );
-                self.through_response_filter(&mut instance.vm, stream, headers, resp.body, BodyFrom::Upstream)
+                let headers = self
+                    .profile
+                    .upstream_response_headers(headers, std::time::SystemTime::now());
+                self.through_response_filter(&mut instance.vm, stream, headers, resp.body, ResponseOrigin::Upstream)
             }
-            Err(e) => plain(
-                503,
-                &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}"),
-            ),
+            Err(e) => {
+                // The host's own answer to an unreachable upstream (`upstream_unreachable_reply`),
+                // which does not pass through the filter's response callbacks.
+                let request_key = instance.streams.get(&stream).map(|p| p.request_key).unwrap_or_default();
+                let request_headers = instance.vm.request_headers(stream).unwrap_or_default();
+                let request_id = super::hex_request_id(request_key);
+                match self.profile.upstream_unreachable_reply(&request_headers, &request_id) {
+                    Some(reply) => GatewayResponse {
+                        status: u16::try_from(reply.status).unwrap_or(502),
+                        headers: reply.headers,
+                        body: reply.body,
+                        framing: Framing::Computed,
+                        reason: None,
+                        origin: ResponseOrigin::Filter,
+                        upstream_via: None,
+                        sent_upstream_at: None,
+                    },
+                    None => plain(
+                        503,
+                        &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}"),
+                    ),
+                }
+            }
         };
+        response.upstream_via = upstream_via;
+        response.sent_upstream_at = Some(sent_at);
         self.finish(instance, stream, response);
     }
 
@@ -871,14 +911,16 @@ impl Worker {
                 body: local.body.clone(),
                 framing: Framing::Computed,
                 reason: None,
-                proxied: false,
+                origin: ResponseOrigin::Filter,
+                upstream_via: None,
+                sent_upstream_at: None,
             };
         };
         let reason = self.profile.local_reply_reason(&local.details);
         if !passed.trapped {
             return GatewayResponse {
                 reason,
-                ..self.response_left_by_filter(vm, stream, &passed.headers, false)
+                ..self.response_left_by_filter(vm, stream, &passed.headers, ResponseOrigin::Filter)
             };
         }
         if self.profile.response_trap_fails_open() {
@@ -892,7 +934,9 @@ impl Worker {
                 body: passed.body,
                 framing: Framing::AsFilterLeft,
                 reason,
-                proxied: false,
+                origin: ResponseOrigin::Filter,
+                upstream_via: None,
+                sent_upstream_at: None,
             };
         }
         GatewayResponse {
@@ -901,7 +945,9 @@ impl Worker {
             body: Vec::new(),
             framing: Framing::Computed,
             reason: None,
-            proxied: false,
+            origin: ResponseOrigin::Filter,
+            upstream_via: None,
+            sent_upstream_at: None,
         }
     }
 
@@ -913,33 +959,56 @@ impl Worker {
         stream: u32,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
-        from: BodyFrom,
+        from: ResponseOrigin,
     ) -> GatewayResponse {
         let body_callback = self.profile.response_body_callback(&body);
         let _ = vm.send_response_headers(stream, &headers, !body_callback);
         if body_callback {
-            let empty_end =
-                from == BodyFrom::Upstream && !body.is_empty() && self.profile.upstream_body_ends_with_empty_call();
+            let empty_end = from == ResponseOrigin::Upstream
+                && !body.is_empty()
+                && self.profile.upstream_body_ends_with_empty_call();
             let _ = vm.send_response_body(stream, &body, !empty_end);
             if empty_end {
                 let _ = vm.send_response_body(stream, &[], true);
             }
         }
-        self.response_left_by_filter(vm, stream, &headers, from == BodyFrom::Upstream)
+        self.response_left_by_filter(vm, stream, &headers, from)
     }
 
     /// What a response's callbacks let out: a local reply the filter sent from them instead, or
     /// the response as the filter left it (`given`: the headers it was handed), framed by the
-    /// headers it left; `proxied`: the response came from the upstream.
+    /// headers it left; `origin`: who made the response the filter was handed.
     fn response_left_by_filter(
         &self,
         vm: &mut Vm,
         stream: u32,
         given: &[(String, String)],
-        proxied: bool,
+        origin: ResponseOrigin,
     ) -> GatewayResponse {
         let opened_for_local_reply = vm.local_reply_in_response(stream);
-        if let Some(local) = vm.local_response(stream).filter(|_| !opened_for_local_reply) {
+        let local = vm.local_response(stream).filter(|_| !opened_for_local_reply);
+        // Over an upstream's response, a host that turns the reply into the response's new
+        // status and body (Kong) keeps the headers as the filter left them, stale Content-Length
+        // included. The router's own replies (`Fallback`) keep the direct reply: behind Kong
+        // they never reach the filter, so there is nothing to model them on.
+        let replaces = |l: &LocalResponse| match origin {
+            ResponseOrigin::Upstream => self.profile.local_reply_replaces_body(l),
+            _ => None,
+        };
+        if let Some((local, body)) = local.and_then(|l| Some((l, replaces(l)?))) {
+            let headers = vm.response_headers(stream).unwrap_or_else(|| given.to_vec());
+            return GatewayResponse {
+                status: local.status as u16,
+                headers: headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect(),
+                body,
+                framing: Framing::AsFilterLeft,
+                reason: self.profile.local_reply_reason(&local.details),
+                origin,
+                upstream_via: None,
+                sent_upstream_at: None,
+            };
+        }
+        if let Some(local) = local {
             // A local reply from the response callbacks: the response has not gone out yet, so
             // the host sends this one instead, without the filter.
             let (headers, body) = self.profile.direct_local_reply(local);
@@ -949,7 +1018,9 @@ impl Worker {
                 body,
                 framing: Framing::Computed,
                 reason: None,
-                proxied: false,
+                origin: ResponseOrigin::Filter,
+                upstream_via: None,
+                sent_upstream_at: None,
             };
         }
         let status_given = given
@@ -973,7 +1044,9 @@ impl Worker {
                 Framing::Computed
             },
             reason: None,
-            proxied,
+            origin,
+            upstream_via: None,
+            sent_upstream_at: None,
         }
     }
 
@@ -1049,6 +1122,8 @@ fn plain(status: u16, text: &str) -> GatewayResponse {
         body: text.as_bytes().to_vec(),
         framing: Framing::Computed,
         reason: None,
-        proxied: false,
+        origin: ResponseOrigin::Filter,
+        upstream_via: None,
+        sent_upstream_at: None,
     }
 }

@@ -1309,7 +1309,13 @@ impl Probe {
     /// (the `num_headers` its host passed to `on_http_request_headers`);
     /// `x-remove-content-length` removes `content-length`, as a filter that rewrites the body
     /// must, or the client gets the old length. Both are reported as `response_header_edits`.
+    /// `x-show-response-names` adds `x-probe-saw-names`: the names of the response headers the
+    /// callback was handed, in the host's order.
     fn response_header_edits(&self) {
+        if self.arg("x-show-response-names").is_some() {
+            let names: Vec<String> = self.get_http_response_headers().into_iter().map(|(k, _)| k).collect();
+            self.add_http_response_header("x-probe-saw-names", &names.join(","));
+        }
         if self.arg("x-local-in-response-headers").is_some() {
             self.send_http_response(502, vec![("x-probe", "from-response-headers")], Some(b"replaced reply"));
             Report::new().emit("local_in_response_headers");

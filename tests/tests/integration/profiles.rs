@@ -651,6 +651,40 @@ fn kong_sets_the_tick_period_once_and_only_from_the_root() {
     );
 }
 
+// ---- Context ids -----------------------------------------------------------------------------------
+
+/// ngx_wasm_module's root context id is its filter id, nginx's CRC-32 of the filter's name, its
+/// configuration and its entry (host-sim: the root's position), and HTTP contexts count 1, 2, …
+/// (ngx_proxy_wasm.c:48, :117-133, :289, :1161-1162; KONG-OBS); Envoy numbers roots and streams
+/// from one counter. The filter sees the same ids the host keeps, also on a fresh instance after a
+/// trap (the root is created again under its id).
+#[test]
+fn kong_numbers_the_root_by_crc32_and_http_contexts_from_one() {
+    for profile in PROFILES {
+        let mut p = Probe::new(profile);
+        // zlib.crc32(b"probe" + b"" + b"0"): the name, the empty configuration, position 0.
+        let (root, first, second) = match profile {
+            Profile::Kong => (800_540_824, 1, 2),
+            Profile::Envoy => (1, 2, 3),
+        };
+        assert_eq!(p.root, root, "{profile}");
+        assert_eq!(p.report("configure")["context"], root, "{profile}: the guest's root id");
+        let s1 = p.stream("nothing", &[], true);
+        p.vm.finish_stream(s1).unwrap();
+        assert_eq!(p.report("on_log")["context"], first, "{profile}");
+        let s2 = p.stream("nothing", &[("x-trap-in", "request_headers")], true);
+        assert_eq!((s1, s2), (first, second), "{profile}");
+        if profile == Profile::Kong {
+            // The next stream gets a fresh instance whose root keeps its id.
+            let s3 = p.stream("nothing", &[], true);
+            assert_eq!(s3, 3);
+            let configured = p.reports("configure");
+            assert_eq!(configured.len(), 2, "{}", p.logs());
+            assert_eq!(configured[1]["context"], root);
+        }
+    }
+}
+
 // ---- Properties -----------------------------------------------------------------------------------
 
 #[test]
@@ -718,6 +752,44 @@ fn properties_are_typed_binary_on_envoy_and_strings_on_kong() {
                 assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
             }
         }
+    }
+}
+
+/// ngx_wasm_module answers NOT_FOUND to the properties its `pw2ngx` table binds to `nyi` and
+/// `not_supported`, and logs each read: `[alert] NYI - "plugin_vm_id" property` (critical, the
+/// highest proxy-wasm level), `[error] "route_name" property not supported`
+/// (ngx_proxy_wasm_properties.c:70-85, :632, :650). Envoy answers them without a log line.
+#[test]
+fn kong_logs_each_read_of_a_property_it_does_not_implement() {
+    for profile in PROFILES {
+        let mut p = Probe::new(profile);
+        p.stream(
+            "properties",
+            &[("x-props", "plugin_vm_id,route_name,plugin_vm_id,plugin_name")],
+            true,
+        );
+        let props = p.report("properties")["props"].clone();
+        let status = |k: &str| props[k]["status"].as_u64().unwrap();
+        let logged = |level: LogLevel, line: &str| {
+            p.vm.logs()
+                .iter()
+                .filter(|e| e.level == level && e.message == line)
+                .count()
+        };
+        let nyi = logged(LogLevel::Critical, "NYI - \"plugin_vm_id\" property");
+        let not_supported = logged(LogLevel::Error, "\"route_name\" property not supported");
+        match profile {
+            Profile::Kong => {
+                assert_eq!(status("plugin_vm_id"), NOT_FOUND);
+                assert_eq!(status("route_name"), NOT_FOUND);
+                assert_eq!((nyi, not_supported), (2, 1), "one line per read\n{}", p.logs());
+            }
+            Profile::Envoy => {
+                assert_eq!(status("plugin_vm_id"), OK);
+                assert_eq!((nyi, not_supported), (0, 0), "{}", p.logs());
+            }
+        }
+        assert_eq!(status("plugin_name"), OK, "{profile}");
     }
 }
 

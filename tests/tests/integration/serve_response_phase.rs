@@ -207,14 +207,22 @@ fn local_body(profile: Profile, body: &str) -> Vec<u8> {
 
 /// What the client gets around a local reply with details, and around a proxied response:
 /// nginx writes the details as the reason phrase (ngx_http_wasm_local_response.c:67-85) and its
-/// `Connection: keep-alive`, and Kong names itself in `Server` on a reply it did not proxy, on a
-/// proxied one only when the upstream sent none (kong/runloop/handler.lua :1602-1623); Envoy
-/// writes the standard phrase and `server: envoy` on both.
+/// `Connection: keep-alive`, and Kong names itself in `Server` where the response has none
+/// (kong/runloop/handler.lua:1601-1606), the filter's local reply here; on a proxied response
+/// ngx_wasm_module wrote nginx's `Server: nginx` before the filter saw it
+/// (ngx_http_wasm_util.c:149-200), which Kong leaves. Envoy writes the standard phrase and
+/// `server: envoy` on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_host_writes_its_own_status_line_and_edge_headers() {
-    for (profile, reason, server, connection) in [
-        (Profile::Kong, "probe_denied", "kong/3.10.0", Some("keep-alive")),
-        (Profile::Envoy, "Forbidden", "envoy", None),
+    for (profile, reason, server, proxied_server, connection) in [
+        (
+            Profile::Kong,
+            "probe_denied",
+            "kong/3.10.0",
+            "nginx",
+            Some("keep-alive"),
+        ),
+        (Profile::Envoy, "Forbidden", "envoy", "envoy", None),
     ] {
         let gateway = start_gateway(profile, start_upstream().await).await;
         let local = exchange(gateway.local_addr, &[("x-probe", "local_raw")]).await;
@@ -230,10 +238,171 @@ async fn each_host_writes_its_own_status_line_and_edge_headers() {
         assert_eq!((proxied.status, proxied.reason.as_str()), (200, "OK"), "{profile}");
         assert_eq!(
             proxied.header("server"),
-            Some(server),
+            Some(proxied_server),
             "{profile}: the upstream sent none"
         );
         assert_eq!(proxied.header("connection"), connection, "{profile}");
+        gateway.shutdown().await;
+    }
+}
+
+/// Kong's Lua header filter, which runs after ngx_wasm_module's (the filter never sees its
+/// headers), writes its latencies, `Via` and request id on what it proxied and on the filter's
+/// own reply (`ctx.KONG_PROXIED` is set before the filter runs), the response latency on what
+/// its router answered alone (kong/runloop/handler.lua:1567-1635); Envoy writes none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_writes_its_latency_via_and_request_id_headers() {
+    let is_millis = |v: Option<&str>| v.is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+    let is_id = |v: Option<&str>| v.is_some_and(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    let kong = start_gateway(Profile::Kong, start_upstream().await).await;
+    let mut ids = Vec::new();
+    for probe in [&[("x-probe", "local_raw")][..], &[("x-probe", "response_body")][..]] {
+        let wire = exchange(kong.local_addr, probe).await;
+        assert!(is_millis(wire.header("x-kong-upstream-latency")), "{probe:?}: {wire:?}");
+        assert!(is_millis(wire.header("x-kong-proxy-latency")), "{probe:?}: {wire:?}");
+        assert_eq!(wire.header("via"), Some("1.1 kong/3.10.0"), "{probe:?}");
+        assert_eq!(wire.header("x-kong-response-latency"), None, "{probe:?}");
+        assert!(is_id(wire.header("x-kong-request-id")), "{probe:?}: {wire:?}");
+        ids.push(wire.header("x-kong-request-id").map(String::from));
+    }
+    assert_ne!(ids[0], ids[1], "each request has its own id");
+    kong.shutdown().await;
+    // A route without an upstream: Kong's router answers on its own.
+    let route = Route {
+        plugin_name: "probe".into(),
+        fallback: Fallback::NotFound,
+        ..Route::new("probe", wasm_path("abi_probe"), Vec::new())
+    };
+    let router = start(ServeOptions::new(
+        Deployment::new(Profile::Kong, vec![route]),
+        engine().clone(),
+    ))
+    .await
+    .expect("gateway starts");
+    let wire = exchange(router.local_addr, &[("x-probe", "nothing")]).await;
+    assert_eq!(wire.status, 404, "{wire:?}");
+    assert!(is_millis(wire.header("x-kong-response-latency")), "{wire:?}");
+    assert_eq!(wire.header("x-kong-proxy-latency"), None);
+    assert_eq!(wire.header("via"), None);
+    assert_eq!(wire.header("server"), Some("kong/3.10.0"));
+    assert!(is_id(wire.header("x-kong-request-id")), "{wire:?}");
+    router.shutdown().await;
+    let envoy = start_gateway(Profile::Envoy, start_upstream().await).await;
+    let wire = exchange(envoy.local_addr, &[("x-probe", "response_body")]).await;
+    assert!(
+        wire.headers
+            .iter()
+            .all(|(k, _)| !k.starts_with("x-kong-") && k != "via"),
+        "{wire:?}"
+    );
+    envoy.shutdown().await;
+}
+
+/// Kong sends the upstream the request id it answers the client with in `X-Kong-Request-Id`
+/// (kong/templates/nginx_kong.lua:205-207, default `headers_upstream = x-kong-request-id`);
+/// Envoy's profile sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_sends_its_request_id_upstream() {
+    for profile in [Profile::Kong, Profile::Envoy] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = listener.local_addr().unwrap();
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
+        tokio::spawn(async move {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 1 << 16 {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = seen_tx.send(String::from_utf8_lossy(&got).to_ascii_lowercase());
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        });
+        let gateway = start_gateway(profile, upstream).await;
+        let wire = exchange(gateway.local_addr, &[("x-probe", "nothing")]).await;
+        let head = tokio::time::timeout(Duration::from_secs(10), seen_rx)
+            .await
+            .expect("the upstream got the request")
+            .expect("request head");
+        let sent = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-kong-request-id:"))
+            .map(|v| v.trim().to_string());
+        match profile {
+            Profile::Kong => {
+                let id = wire.header("x-kong-request-id").expect("client's id");
+                assert_eq!(sent.as_deref(), Some(id), "{head}");
+            }
+            Profile::Envoy => assert_eq!(sent, None, "{head}"),
+        }
+        gateway.shutdown().await;
+    }
+}
+
+/// The upstream's response as the filter sees it behind Kong: `:status`, ngx_wasm_module's shim
+/// headers (Content-Type, Content-Length, Connection), the upstream's other headers, then the
+/// Server (`nginx` under Kong's `server_tokens off`) and Date it writes before the callback
+/// (ngx_proxy_wasm_maps.c:199-227, ngx_http_wasm_headers_shims.c:19-40,
+/// ngx_http_wasm_util.c:149-200); what the filter leaves goes out, and Kong's Lua header filter,
+/// finding a Server, leaves it. Envoy hands the upstream's headers over as they came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_sees_kongs_response_map_order() {
+    for profile in [Profile::Kong, Profile::Envoy] {
+        let gateway = start_gateway(profile, start_upstream().await).await;
+        let wire = exchange(gateway.local_addr, &[("x-show-response-names", "1")]).await;
+        let expected = match profile {
+            Profile::Kong => ":status,content-type,content-length,connection,server,date",
+            Profile::Envoy => ":status,content-type,content-length,x-envoy-upstream-service-time",
+        };
+        assert_eq!(wire.header("x-probe-saw-names"), Some(expected), "{profile}: {wire:?}");
+        if profile == Profile::Kong {
+            assert_eq!(wire.header("server"), Some("nginx"), "{wire:?}");
+            assert!(wire.header("date").is_some());
+        }
+        gateway.shutdown().await;
+    }
+}
+
+/// An upstream that cannot be reached: Kong answers with its own 502 error page (its error
+/// handler, kong/error_handlers.lua; text/plain without Accept, with the request id of
+/// `X-Kong-Request-Id`), which the filter's response callbacks do not see (the error location
+/// runs without the chain: ngx_wasm_module t/04-openresty/ffi/200-proxy_wasm_and_lua_sanity.t
+/// TEST 8); Envoy's profile keeps serve's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_gets_each_hosts_error_reply() {
+    let closed = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    for profile in [Profile::Kong, Profile::Envoy] {
+        let gateway = start_gateway(profile, closed).await;
+        let wire = exchange(gateway.local_addr, &[("x-mark-response", "1")]).await;
+        assert_eq!(
+            wire.header("x-probe-saw-status"),
+            None,
+            "{profile}: not through the filter"
+        );
+        match profile {
+            Profile::Kong => {
+                assert_eq!(wire.status, 502, "{wire:?}");
+                assert_eq!(wire.header("content-type"), Some("text/plain; charset=utf-8"));
+                let id = wire.header("x-kong-request-id").expect("request id");
+                let body = String::from_utf8_lossy(&wire.body).to_string();
+                assert_eq!(
+                    body,
+                    format!("An invalid response was received from the upstream server\nrequest_id: {id}\n")
+                );
+                assert_eq!(wire.header("via"), Some("1.1 kong/3.10.0"));
+                assert_eq!(wire.header("server"), Some("kong/3.10.0"));
+            }
+            Profile::Envoy => assert_eq!(wire.status, 503, "{wire:?}"),
+        }
         gateway.shutdown().await;
     }
 }
@@ -481,6 +650,30 @@ async fn a_reply_sent_from_the_response_headers_callback() {
         (over_upstream.status, over_upstream.body.as_slice()),
         (502, &b"replaced reply"[..])
     );
+    gateway.shutdown().await;
+    // Kong keeps the upstream's response: the reply's status (no details: the standard status
+    // line), its body with a line feed in place of the upstream's, under the upstream's headers
+    // with their stale Content-Length (12: "hello world\n"), so the client reads 12 of the 15
+    // bytes; the reply's own headers are dropped (ngx_proxy_wasm_host.c:1087-1111).
+    let gateway = start_gateway(Profile::Kong, upstream).await;
+    let over_upstream = exchange(
+        gateway.local_addr,
+        &[("x-probe", "response_body"), ("x-local-in-response-headers", "1")],
+    )
+    .await;
+    assert_eq!(
+        (over_upstream.status, over_upstream.reason.as_str()),
+        (502, "Bad Gateway"),
+        "{over_upstream:?}"
+    );
+    assert_eq!(over_upstream.header("content-length"), Some("12"));
+    assert_eq!(over_upstream.body, b"replaced rep");
+    assert_eq!(
+        over_upstream.header("x-probe"),
+        None,
+        "the reply's headers are not used"
+    );
+    assert_eq!(over_upstream.header("content-type"), Some("text/plain"));
     gateway.shutdown().await;
 }
 
