@@ -595,13 +595,13 @@ impl Vm {
             return Ok(None);
         }
         let pairs = self.pairs_from(profile, headers);
-        let count = u32::try_from(profile.request_headers_count(&pairs)).unwrap_or(u32::MAX);
+        let count = u32::try_from(profile.headers_count(&pairs)).unwrap_or(u32::MAX);
         let st = self.stream_mut(stream)?;
         st.request.set_headers(pairs);
         if end_of_stream {
             st.request.complete = true;
         }
-        let eos = profile.request_headers_end_of_stream(end_of_stream) as u32;
+        let eos = profile.headers_end_of_stream(end_of_stream) as u32;
         let f = self.exports.request_headers.clone();
         let result = self.invoke(
             Callback::RequestHeaders,
@@ -726,20 +726,22 @@ impl Vm {
         if self.stream(stream)?.closed(false) {
             return Ok(None);
         }
-        let pairs = self.pairs_from(self.profile(), headers);
-        let count = pairs.len() as u32;
+        let profile = self.profile();
+        let pairs = self.pairs_from(profile, headers);
+        let count = u32::try_from(profile.headers_count(&pairs)).unwrap_or(u32::MAX);
         let st = self.stream_mut(stream)?;
         st.response.set_headers(pairs);
         if end_of_stream {
             st.response.complete = true;
         }
+        let eos = profile.headers_end_of_stream(end_of_stream) as u32;
         let f = self.exports.response_headers.clone();
         let result = self.invoke(
             Callback::ResponseHeaders,
             stream,
             CallbackData::default(),
             f,
-            (stream, count, end_of_stream as u32),
+            (stream, count, eos),
         );
         self.after_stream_callback(stream, Callback::ResponseHeaders, result)
     }

@@ -339,24 +339,17 @@ fn strings(value: &Value) -> Vec<&str> {
 }
 
 #[test]
-fn info_on_the_filter_separates_what_kong_would_trap_on_from_what_it_only_imports() {
+fn info_on_the_filter_finds_only_proxy_done_missing_in_kong_and_how_it_is_reached() {
     let f = Fixture::new();
     let info = info_of_built(&f, "kafka_upstream");
     let kong = &info["hosts"]["kong"];
-    assert_eq!(kong["cannot_link"], serde_json::json!([]));
-    // The filter calls proxy_done after its last reply on shutdown; it never makes a gRPC call,
-    // though the SDK imports every gRPC host function.
-    let reachable = strings(&kong["reachable_unimplemented"]);
-    let imported_only = strings(&kong["imported_only_unimplemented"]);
-    assert!(reachable.contains(&"proxy_done"), "{kong}");
-    assert!(imported_only.contains(&"proxy_grpc_call"), "{kong}");
-    assert!(imported_only.contains(&"proxy_grpc_stream"), "{kong}");
-    // Together they are exactly what Kong lacks.
-    let mut split: Vec<&str> = reachable.iter().chain(&imported_only).copied().collect();
-    let mut all = strings(&info["unimplemented"]["kong"]);
-    split.sort_unstable();
-    all.sort_unstable();
-    assert_eq!(split, all);
+    // The filter's own glue imports only the host functions it calls; of those Kong lacks just
+    // proxy_done, which it calls after its last reply on shutdown.
+    assert_eq!(
+        *kong,
+        serde_json::json!({"cannot_link": [], "reachable_unimplemented": ["proxy_done"], "imported_only_unimplemented": []})
+    );
+    assert_eq!(strings(&info["unimplemented"]["kong"]), ["proxy_done"]);
     assert_eq!(
         info["hosts"]["envoy"],
         serde_json::json!({"cannot_link": [], "reachable_unimplemented": [], "imported_only_unimplemented": []})
@@ -376,11 +369,34 @@ fn info_on_the_filter_separates_what_kong_would_trap_on_from_what_it_only_import
     // The text report says the same.
     let path = built_wasm("kafka_upstream").display().to_string();
     let text = stdout(&f.host_sim_shared_cache(&["info", &path]));
-    assert!(text.contains("  env.proxy_grpc_call "), "{text}");
-    let line = text.lines().find(|l| l.starts_with("  env.proxy_grpc_call ")).unwrap();
-    assert!(line.ends_with(" imported only"), "{line}");
     let kong_text = &text[text.find("\n  kong:\n").unwrap()..];
     assert!(kong_text.contains("proxy_done (from export proxy_on_"), "{kong_text}");
+}
+
+#[test]
+fn info_on_an_sdk_filter_separates_what_kong_would_trap_on_from_what_it_only_imports() {
+    let f = Fixture::new();
+    // The proxy-wasm Rust SDK imports every gRPC host function, whether the filter calls them
+    // or not; the no-op filter never makes a call.
+    let info = info_of_built(&f, "noop");
+    let kong = &info["hosts"]["kong"];
+    assert_eq!(kong["cannot_link"], serde_json::json!([]));
+    let reachable = strings(&kong["reachable_unimplemented"]);
+    let imported_only = strings(&kong["imported_only_unimplemented"]);
+    assert!(reachable.contains(&"proxy_done"), "{kong}");
+    assert!(imported_only.contains(&"proxy_grpc_call"), "{kong}");
+    assert!(imported_only.contains(&"proxy_grpc_stream"), "{kong}");
+    // Together they are exactly what Kong lacks.
+    let mut split: Vec<&str> = reachable.iter().chain(&imported_only).copied().collect();
+    let mut all = strings(&info["unimplemented"]["kong"]);
+    split.sort_unstable();
+    all.sort_unstable();
+    assert_eq!(split, all);
+
+    let path = built_wasm("noop").display().to_string();
+    let text = stdout(&f.host_sim_shared_cache(&["info", &path]));
+    let line = text.lines().find(|l| l.starts_with("  env.proxy_grpc_call ")).unwrap();
+    assert!(line.ends_with(" imported only"), "{line}");
 }
 
 #[test]

@@ -100,9 +100,11 @@ impl HostBehaviour for Kong {
         }
     }
 
-    /// Kong always passes `false`, even for a request without a body (KONG-DIFF; KONG-SRC
-    /// `ngx_http_proxy_wasm_on_request_headers`).
-    fn request_headers_end_of_stream(&self, _real: bool) -> bool {
+    /// ngx_wasm_module always passes `false`, on request and response headers alike, even
+    /// without a body (KONG-DIFF; src/http/proxy_wasm/ngx_http_proxy_wasm.c:36-41 and
+    /// :193-198 at 3bed2783, `/* eof: 0 */`; commit 5f7e19e5 "always pass 'eof=false' in header
+    /// steps": nginx does not know yet whether a body follows).
+    fn headers_end_of_stream(&self, _real: bool) -> bool {
         false
     }
 
@@ -133,11 +135,13 @@ impl HostBehaviour for Kong {
         true
     }
 
-    /// ngx_wasm_module counts nginx's header list only (`ngx_http_wasm_req_headers_count`,
-    /// src/http/ngx_http_wasm_headers_request.c:145-148, passed by
-    /// src/http/proxy_wasm/ngx_http_proxy_wasm.c:26); its pseudo-headers are computed special
-    /// keys outside that list (ngx_proxy_wasm_maps.c:45-68), so they are not counted (KONG-OBS).
-    fn request_headers_count(&self, pairs: &crate::abi::Pairs) -> usize {
+    /// ngx_wasm_module counts nginx's header list only: on a request
+    /// `ngx_http_wasm_req_headers_count` (src/http/ngx_http_wasm_headers_request.c:145-148,
+    /// passed by src/http/proxy_wasm/ngx_http_proxy_wasm.c:26), on a response
+    /// `ngx_http_wasm_resp_headers_count` plus the shim headers (ngx_http_proxy_wasm.c:184-185);
+    /// its pseudo-headers (`:path`…, `:status`) are computed special keys outside those lists
+    /// (ngx_proxy_wasm_maps.c:45-68), so they are not counted (KONG-OBS).
+    fn headers_count(&self, pairs: &crate::abi::Pairs) -> usize {
         pairs.iter().filter(|(name, _)| !name.starts_with(b":")).count()
     }
 

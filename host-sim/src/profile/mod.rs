@@ -442,9 +442,9 @@ pub trait HostBehaviour: Send + Sync {
 
     // ---- Streams: what the filter sees ---------------------------------------------------
 
-    /// The `end_of_stream` the guest sees on request headers (SPEC: whether the headers end
-    /// the request).
-    fn request_headers_end_of_stream(&self, real: bool) -> bool {
+    /// The `end_of_stream` the guest sees on request or response headers (SPEC: whether the
+    /// headers end the request, or the response).
+    fn headers_end_of_stream(&self, real: bool) -> bool {
         real
     }
 
@@ -482,11 +482,12 @@ pub trait HostBehaviour: Send + Sync {
         false
     }
 
-    /// The `num_headers` argument of `proxy_on_request_headers`, for the request's header
-    /// pairs as the filter sees them. Default: every pair, pseudo-headers included, as
-    /// proxy-wasm-cpp-host hosts count the map (Envoy source/extensions/common/wasm/context.cc
-    /// `Context::decodeHeaders` passes `headerSize(&headers)`, the map's size).
-    fn request_headers_count(&self, pairs: &Pairs) -> usize {
+    /// The `num_headers` argument of `proxy_on_request_headers` and `proxy_on_response_headers`,
+    /// for the header pairs as the filter sees them. Default: every pair, pseudo-headers
+    /// included, as proxy-wasm-cpp-host hosts count the map (Envoy
+    /// source/extensions/common/wasm/context.cc `Context::decodeHeaders` and `encodeHeaders`
+    /// pass `headerSize(&headers)`, the map's size).
+    fn headers_count(&self, pairs: &Pairs) -> usize {
         pairs.len()
     }
 
