@@ -5,7 +5,7 @@
 //! one [`ContextTable`] and looks every callback's context up in it.
 //!
 //! A reply goes to the context whose callback dispatched the call
-//! ([`ContextTable::register_call`], [`ContextTable::take_call`]): the root's producer and
+//! ([`Calls::register`], [`ContextTable::take_call`]): the root's producer and
 //! schema-registry lookups are dispatched from root callbacks (ticks), a synchronous request's
 //! calls from its own. Hosts cancel a stream's calls when they destroy it (Envoy: pending calls
 //! are cancelled with their context; ngx_wasm_module ties a dispatch to its request), so deleting

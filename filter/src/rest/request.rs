@@ -110,7 +110,7 @@ impl ProduceCall {
     }
 
     /// The same pairs as [`ProduceCall::headers`], serialized for the host: the configuration's
-    /// template (serialized at its first call, [`produce_template`]) with this call's path,
+    /// template (serialized at its first call, `produce_template`) with this call's path,
     /// content type and length spliced in.
     pub fn header_map(&self, rp: &RestProxy) -> Vec<u8> {
         let template = rp.produce_headers.get_or_init(|| produce_template(rp));

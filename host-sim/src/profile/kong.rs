@@ -426,7 +426,7 @@ impl HostBehaviour for Kong {
     /// else its `Content-Type`, else `error_default_type = text/plain`
     /// (kong/error_handlers.lua:50-77, kong/templates/kong_defaults.lua `error_default_type`;
     /// templates and MIME types kong/tools/http.lua:392-430), with the request id
-    /// ([`kong_error_page`]). Bare ngx_wasm_module would send nginx's HTML 502 page through the
+    /// (`kong_error_page`). Bare ngx_wasm_module would send nginx's HTML 502 page through the
     /// filter's response callbacks (KONG-OBS); behind Kong the filter's callbacks do not see
     /// this page: the internal redirect to the error location leaves the chain attached to the
     /// original location, which only gets its end callbacks at the request pool's cleanup
@@ -600,7 +600,7 @@ impl HostBehaviour for Kong {
     /// The rows `pw2ngx` binds to `nyi` log `NYI - "<path>" property` at `[alert]`
     /// (`NGX_LOG_WASM_NYI`, src/wasm/ngx_wasm.h:13) on every read, those bound to
     /// `not_supported` `"<path>" property not supported` at `[error]` (:70-85), and both answer
-    /// NOT_FOUND ([`kong_unimplemented_property`]; KONG-OBS: `plugin_vm_id` NOT_FOUND with an
+    /// NOT_FOUND (`kong_unimplemented_property`; KONG-OBS: `plugin_vm_id` NOT_FOUND with an
     /// `[alert] NYI` per read).
     fn host_property(&self, path: &[&str], facts: &PropertyFacts<'_>) -> HostProperty {
         if let Some(unimplemented) = kong_unimplemented_property(path) {
