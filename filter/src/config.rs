@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::message::MessageOptions;
 use crate::record_headers::{self, RecordHeaders};
-use crate::schema::{DefaultValue, Field, Kind, Rule, Schema};
+use crate::schema::{custom_schema, text, DefaultValue, Field, Kind, Rule, Schema};
 use crate::schema_registry::{self, SchemaRegistryConfig};
 use crate::template::{self, Shape, Shaping};
 
@@ -217,49 +217,49 @@ const MS_MAX: i64 = 3_600_000; // one hour, for the producer's durations
 
 /// The whole configuration.
 pub(crate) static ROOT: Schema = Schema {
-    description: "kafka-upstream: turn each request into a Kafka message sent through a Kafka REST proxy (Kong kafka-upstream compatible).",
+    description: text("kafka-upstream: turn each request into a Kafka message sent through a Kafka REST proxy (Kong kafka-upstream compatible)."),
     fields: &[
         Field {
             name: "topic",
             kind: Kind::String { min_length: 1, max_length: TOPIC_MAX },
             required: true,
             default: None,
-            description: "The Kafka topic to publish to when the request names no topic through `topics_query_arg`.",
+            description: text("The Kafka topic to publish to when the request names no topic through `topics_query_arg`."),
         },
         Field {
             name: "rest_proxy",
             kind: Kind::Object(&REST_PROXY),
             required: true,
             default: None,
-            description: "The Kafka REST proxy that produces the records.",
+            description: text("The Kafka REST proxy that produces the records."),
         },
         Field {
             name: "forward_method",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(false)),
-            description: "Include the request method in the message.",
+            description: text("Include the request method in the message."),
         },
         Field {
             name: "forward_uri",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(false)),
-            description: "Include the request URI and its query arguments in the message.",
+            description: text("Include the request URI and its query arguments in the message."),
         },
         Field {
             name: "forward_headers",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(false)),
-            description: "Include the request headers in the message.",
+            description: text("Include the request headers in the message."),
         },
         Field {
             name: "forward_body",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(true)),
-            description: "Include the request body (and its parsed arguments) in the message.",
+            description: text("Include the request body (and its parsed arguments) in the message."),
         },
         // Message shaping (see crate::template).
         Field {
@@ -267,151 +267,151 @@ pub(crate) static ROOT: Schema = Schema {
             kind: Kind::Object(&MESSAGE),
             required: false,
             default: None,
-            description: "What the record value is: Kong's message (the default), the request body, or a template.",
+            description: text("What the record value is: Kong's message (the default), the request body, or a template."),
         },
         Field {
             name: "topics_query_arg",
             kind: Kind::String { min_length: 1, max_length: NAME_MAX },
             required: false,
             default: None,
-            description: "The query argument holding a comma-separated list of topics to publish to; every listed topic must be `topic` or in `allowed_topics`.",
+            description: text("The query argument holding a comma-separated list of topics to publish to; every listed topic must be `topic` or in `allowed_topics`."),
         },
         Field {
             name: "allowed_topics",
             kind: Kind::StringList { item_min_length: 1, item_max_length: TOPIC_MAX },
             required: false,
             default: None,
-            description: "Topics a request may name in `topics_query_arg`, besides `topic`, which is always allowed.",
+            description: text("Topics a request may name in `topics_query_arg`, besides `topic`, which is always allowed."),
         },
         Field {
             name: "key_query_arg",
             kind: Kind::String { min_length: 1, max_length: NAME_MAX },
             required: false,
             default: None,
-            description: "The query argument whose value becomes the Kafka record key.",
+            description: text("The query argument whose value becomes the Kafka record key."),
         },
         // Keys besides the query argument (see crate::template).
         Field {
             name: "key_header",
             kind: Kind::Token {
                 max_length: NAME_MAX,
-                pattern: "^[^:]",
+                pattern: text("^[^:]"),
                 valid: header_name_ok,
                 expected: "a header name, not a pseudo-header",
             },
             required: false,
             default: None,
-            description: "The request header whose first value becomes the Kafka record key when `key_query_arg` gives none.",
+            description: text("The request header whose first value becomes the Kafka record key when `key_query_arg` gives none."),
         },
         Field {
             name: "key_body_field",
             kind: Kind::Token {
                 max_length: 1024,
-                pattern: template::FIELD_POINTER_PATTERN,
+                pattern: text(template::FIELD_POINTER_PATTERN),
                 valid: template::is_field_pointer,
                 expected: "a JSON pointer such as /user/id",
             },
             required: false,
             default: None,
-            description: "The JSON pointer (RFC 6901) of the field of the JSON request body whose value becomes the Kafka record key when neither `key_query_arg` nor `key_header` gives one.",
+            description: text("The JSON pointer (RFC 6901) of the field of the JSON request body whose value becomes the Kafka record key when neither `key_query_arg` nor `key_header` gives one."),
         },
         Field {
             name: "partition",
             kind: Kind::Integer { minimum: 0, maximum: 2_147_483_647 },
             required: false,
             default: None,
-            description: "Send every record to this partition (default: the REST proxy's partitioner).",
+            description: text("Send every record to this partition (default: the REST proxy's partitioner)."),
         },
         Field {
             name: "max_body_size",
             kind: Kind::Integer { minimum: 0, maximum: 67_108_864 },
             required: false,
             default: Some(DefaultValue::Int(1_048_576)),
-            description: "Largest accepted request body in bytes; a larger body gets 413 before anything is sent.",
+            description: text("Largest accepted request body in bytes; a larger body gets 413 before anything is sent."),
         },
         Field {
             name: "error_handling",
             kind: Kind::Object(&ERROR_HANDLING),
             required: false,
             default: None,
-            description: "How errors are reported to the client.",
+            description: text("How errors are reported to the client."),
         },
         Field {
             name: "metrics",
             kind: Kind::Object(&METRICS),
             required: false,
             default: None,
-            description: "How the filter's metrics are named.",
+            description: text("How the filter's metrics are named."),
         },
         Field {
             name: "producer_async",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(false)),
-            description: "Produce asynchronously: answer 200 as soon as the message is accepted into the VM's bounded buffer (503 when the buffer is full or the REST proxy is unhealthy), and send buffered messages in batches from the root context, retrying failed records.",
+            description: text("Produce asynchronously: answer 200 as soon as the message is accepted into the VM's bounded buffer (503 when the buffer is full or the REST proxy is unhealthy), and send buffered messages in batches from the root context, retrying failed records."),
         },
         Field {
             name: "producer_async_flush_timeout",
             kind: Kind::Integer { minimum: 1, maximum: MS_MAX },
             required: false,
             default: Some(DefaultValue::Int(1000)),
-            description: "Async mode: the longest a buffered message waits for its batch to fill before it is sent, in milliseconds.",
+            description: text("Async mode: the longest a buffered message waits for its batch to fill before it is sent, in milliseconds."),
         },
         Field {
             name: "producer_request_limits_messages_per_request",
             kind: Kind::Integer { minimum: 1, maximum: 10_000 },
             required: false,
             default: Some(DefaultValue::Int(200)),
-            description: "Async mode: the most records one REST proxy request carries; a full batch is sent at the next tick.",
+            description: text("Async mode: the most records one REST proxy request carries; a full batch is sent at the next tick."),
         },
         Field {
             name: "producer_request_limits_bytes_per_request",
             kind: Kind::Integer { minimum: 1, maximum: 67_108_864 },
             required: false,
             default: Some(DefaultValue::Int(1_048_576)),
-            description: "Async mode: the largest REST proxy request body in bytes (a single larger record is sent alone).",
+            description: text("Async mode: the largest REST proxy request body in bytes (a single larger record is sent alone)."),
         },
         Field {
             name: "producer_async_buffering_limits_messages_in_memory",
             kind: Kind::Integer { minimum: 1, maximum: 1_000_000 },
             required: false,
             default: Some(DefaultValue::Int(50_000)),
-            description: "Async mode: the most records a VM holds (waiting, retrying or in flight); when full, new requests get 503.",
+            description: text("Async mode: the most records a VM holds (waiting, retrying or in flight); when full, new requests get 503."),
         },
         Field {
             name: "producer_request_retries_max_attempts",
             kind: Kind::Integer { minimum: 1, maximum: 1000 },
             required: false,
             default: Some(DefaultValue::Int(10)),
-            description: "Async mode: how many times a record is sent before it is dropped (counted and logged).",
+            description: text("Async mode: how many times a record is sent before it is dropped (counted and logged)."),
         },
         Field {
             name: "producer_request_retries_backoff_timeout",
             kind: Kind::Integer { minimum: 0, maximum: MS_MAX },
             required: false,
             default: Some(DefaultValue::Int(100)),
-            description: "Async mode: the wait before a failed record's first retry in milliseconds; it doubles with every further attempt, up to 30 s (or this value when larger).",
+            description: text("Async mode: the wait before a failed record's first retry in milliseconds; it doubles with every further attempt, up to 30 s (or this value when larger)."),
         },
         Field {
             name: "producer_async_health_failure_threshold",
             kind: Kind::Integer { minimum: 1, maximum: 1000 },
             required: false,
             default: Some(DefaultValue::Int(3)),
-            description: "Async mode: consecutive failed flushes after which the REST proxy is unhealthy and new requests get 503.",
+            description: text("Async mode: consecutive failed flushes after which the REST proxy is unhealthy and new requests get 503."),
         },
         Field {
             name: "producer_async_health_probe_interval",
             kind: Kind::Integer { minimum: 1, maximum: MS_MAX },
             required: false,
             default: Some(DefaultValue::Int(5000)),
-            description: "Async mode: the time between health probes of an unhealthy REST proxy, in milliseconds.",
+            description: text("Async mode: the time between health probes of an unhealthy REST proxy, in milliseconds."),
         },
         Field {
             name: "producer_async_health_recovery_threshold",
             kind: Kind::Integer { minimum: 1, maximum: 1000 },
             required: false,
             default: Some(DefaultValue::Int(1)),
-            description: "Async mode: successful probes (or flushes) after which an unhealthy REST proxy is healthy again.",
+            description: text("Async mode: successful probes (or flushes) after which an unhealthy REST proxy is healthy again."),
         },
         // --- Record headers (crate::record_headers) ---
         Field {
@@ -419,7 +419,7 @@ pub(crate) static ROOT: Schema = Schema {
             kind: Kind::Object(&record_headers::RECORD_HEADERS),
             required: false,
             default: None,
-            description: "Kafka record headers (REST API v3 only): request headers forwarded as record headers, and static record headers.",
+            description: text("Kafka record headers (REST API v3 only): request headers forwarded as record headers, and static record headers."),
         },
         // --- End of record headers ---
         // --- Schema registry (crate::schema_registry) ---
@@ -428,7 +428,7 @@ pub(crate) static ROOT: Schema = Schema {
             kind: Kind::Object(&schema_registry::SCHEMA_REGISTRY),
             required: false,
             default: None,
-            description: "Schema registries (Kong kafka-upstream 3.11+): records are sent with the id of a registered schema and serialized by the REST proxy.",
+            description: text("Schema registries (Kong kafka-upstream 3.11+): records are sent with the id of a registered schema and serialized by the REST proxy."),
         },
         // --- End of schema registry ---
     ],
@@ -440,85 +440,85 @@ pub(crate) static ROOT: Schema = Schema {
         // Record headers need REST API v3 (crate::record_headers).
         Rule::Custom {
             check: record_headers::v2_check,
-            schema: record_headers::v2_rule_schema,
+            schema: custom_schema(record_headers::v2_rule_schema),
         },
         // A schema registry: a usable url, and the json format (crate::schema_registry).
         Rule::Custom {
             check: schema_registry::url_check,
-            schema: schema_registry::url_rule_schema,
+            schema: custom_schema(schema_registry::url_rule_schema),
         },
         Rule::Custom {
             check: schema_registry::format_check,
-            schema: schema_registry::format_rule_schema,
+            schema: custom_schema(schema_registry::format_rule_schema),
         },
     ],
 };
 
 static REST_PROXY: Schema = Schema {
-    description: "The Kafka REST proxy that produces the records.",
+    description: text("The Kafka REST proxy that produces the records."),
     fields: &[
         Field {
             name: "upstream",
             kind: Kind::String { min_length: 1, max_length: 1024 },
             required: true,
             default: None,
-            description: "Where calls go: an Envoy cluster name, or host:port for Kong.",
+            description: text("Where calls go: an Envoy cluster name, or host:port for Kong."),
         },
         Field {
             name: "authority",
             kind: Kind::String { min_length: 1, max_length: 1024 },
             required: false,
             default: None,
-            description: "The :authority (Host) of the calls; defaults to `upstream`.",
+            description: text("The :authority (Host) of the calls; defaults to `upstream`."),
         },
         Field {
             name: "scheme",
             kind: Kind::Enum(&["http", "https"]),
             required: false,
             default: Some(DefaultValue::Str("http")),
-            description: "The :scheme of the calls.",
+            description: text("The :scheme of the calls."),
         },
         Field {
             name: "path_prefix",
             kind: Kind::String { min_length: 0, max_length: 1024 },
             required: false,
             default: Some(DefaultValue::Str("")),
-            description: "A path prefix put before the REST API paths, e.g. `/kafka`.",
+            description: text("A path prefix put before the REST API paths, e.g. `/kafka`."),
         },
         Field {
             name: "api",
             kind: Kind::Enum(&["v2", "v3"]),
             required: false,
             default: Some(DefaultValue::Str("v2")),
-            description: "The REST API: `v2` (POST /topics/{topic}) or `v3` (POST /v3/clusters/{cluster_id}/topics/{topic}/records).",
+            description: text("The REST API: `v2` (POST /topics/{topic}) or `v3` (POST /v3/clusters/{cluster_id}/topics/{topic}/records)."),
         },
         Field {
             name: "cluster_id",
             kind: Kind::String { min_length: 1, max_length: NAME_MAX },
             required: false,
             default: None,
-            description: "The Kafka cluster id; required when `api` is `v3`.",
+            description: text("The Kafka cluster id; required when `api` is `v3`."),
         },
         Field {
             name: "format",
             kind: Kind::Enum(&["binary", "json"]),
             required: false,
             default: Some(DefaultValue::Str("binary")),
-            description: "`binary`: the record value is exactly the message bytes; `json`: the message is embedded as a JSON value.",
+            description: text("`binary`: the record value is exactly the message bytes; `json`: the message is embedded as a JSON value."),
         },
         Field {
             name: "headers",
             kind: Kind::HeaderMap,
             required: false,
             default: None,
-            description: "Static headers added to every call, such as authorization.",
+            description: text("Static headers added to every call, such as authorization."),
         },
         Field {
             name: "timeout",
             kind: Kind::Integer { minimum: 1, maximum: 2_147_483_646 },
             required: false,
             default: Some(DefaultValue::Int(10_000)),
-            description: "Call timeout in milliseconds; a call that times out gets 504.",
+            description: text("Call timeout in milliseconds; a call that times out gets 504."),
         },
     ],
     rules: &[Rule::RequiredWhen {
@@ -530,21 +530,21 @@ static REST_PROXY: Schema = Schema {
 
 /// `message`: message shaping (see [`crate::template`]).
 static MESSAGE: Schema = Schema {
-    description: "What the record value is.",
+    description: text("What the record value is."),
     fields: &[
         Field {
             name: "mode",
             kind: Kind::Enum(&["kong", "body", "template"]),
             required: false,
             default: Some(DefaultValue::Str("kong")),
-            description: "`kong`: Kong's message (shaped by the `forward_*` flags); `body`: the request body (its JSON with the `json` format); `template`: `message.template` with its placeholders filled in.",
+            description: text("`kong`: Kong's message (shaped by the `forward_*` flags); `body`: the request body (its JSON with the `json` format); `template`: `message.template` with its placeholders filled in."),
         },
         Field {
             name: "template",
             kind: Kind::Template,
             required: false,
             default: None,
-            description: "The message as a JSON value whose strings may hold placeholders such as `${method}`, `${header.x-tenant}` or `${body_json/user/id}`; required when `mode` is `template`, and only allowed then.",
+            description: text("The message as a JSON value whose strings may hold placeholders such as `${method}`, `${header.x-tenant}` or `${body_json/user/id}`; required when `mode` is `template`, and only allowed then."),
         },
     ],
     rules: &[
@@ -562,30 +562,30 @@ static MESSAGE: Schema = Schema {
 };
 
 static ERROR_HANDLING: Schema = Schema {
-    description: "How errors are reported to the client.",
+    description: text("How errors are reported to the client."),
     fields: &[Field {
         name: "return_error_message",
         kind: Kind::Boolean,
         required: false,
         default: Some(DefaultValue::Bool(false)),
-        description: "Add the REST proxy's status, error code and message to error answers.",
+        description: text("Add the REST proxy's status, error code and message to error answers."),
     }],
     rules: &[],
 };
 
 static METRICS: Schema = Schema {
-    description: "How the filter's metrics are named.",
+    description: text("How the filter's metrics are named."),
     fields: &[Field {
         name: "prefix",
         kind: Kind::Token {
             max_length: crate::metrics::PREFIX_MAX as u64,
-            pattern: crate::metrics::PREFIX_PATTERN,
+            pattern: text(crate::metrics::PREFIX_PATTERN),
             valid: crate::metrics::is_valid_prefix,
             expected: "dot-separated words of letters, digits, '_' and '-'",
         },
         required: false,
         default: None,
-        description: "The prefix of every metric name (`<prefix>.messages_sent`, ...), to tell instances of the filter apart; default: the plugin's root id when the host gives a non-numeric one (Envoy's `root_id`; characters other than letters, digits, `_` and `-` become `_`), else `kafka_upstream`.",
+        description: text("The prefix of every metric name (`<prefix>.messages_sent`, ...), to tell instances of the filter apart; default: the plugin's root id when the host gives a non-numeric one (Envoy's `root_id`; characters other than letters, digits, `_` and `-` become `_`), else `kafka_upstream`."),
     }],
     rules: &[],
 };
@@ -1072,9 +1072,11 @@ fn normalize_prefix(prefix: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// JSON Schema (draft 4).
+// JSON Schema (draft 4). Native builds only: the `.wasm` never builds it and carries none of
+// the texts and rule schemas it needs (see `crate::schema::SchemaOnly`).
 
 /// The JSON Schema (draft 4) of the configuration object, generated from the field table.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn json_schema() -> Value {
     let mut schema = object_schema(&ROOT);
     if let Value::Object(map) = &mut schema {
@@ -1085,6 +1087,7 @@ pub fn json_schema() -> Value {
 
 /// The text of `kafka_upstream.meta.json` (Kong's filter metadata): `{"config_schema": ...}`,
 /// pretty-printed with sorted keys and a final newline.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn meta_json() -> String {
     let mut meta = Map::new();
     meta.insert("config_schema".into(), json_schema());
@@ -1094,6 +1097,7 @@ pub fn meta_json() -> String {
     out
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn object_schema(schema: &Schema) -> Value {
     let mut properties = Map::new();
     for f in schema.fields {
@@ -1107,7 +1111,7 @@ fn object_schema(schema: &Schema) -> Value {
         .collect();
     let mut out = Map::new();
     out.insert("type".into(), Value::from("object"));
-    out.insert("description".into(), Value::from(schema.description));
+    out.insert("description".into(), Value::from(schema.description.get()));
     out.insert("properties".into(), Value::Object(properties));
     out.insert("additionalProperties".into(), Value::Bool(false));
     if !required.is_empty() {
@@ -1120,10 +1124,11 @@ fn object_schema(schema: &Schema) -> Value {
     Value::Object(out)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn field_schema(f: &Field) -> Value {
     let mut s = kind_schema(&f.kind);
     if let Value::Object(map) = &mut s {
-        map.insert("description".into(), Value::from(f.description));
+        map.insert("description".into(), Value::from(f.description.get()));
         match &f.default {
             Some(DefaultValue::Bool(b)) => {
                 map.insert("default".into(), Value::Bool(*b));
@@ -1140,6 +1145,7 @@ fn field_schema(f: &Field) -> Value {
     s
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn string_schema(min: u64, max: u64) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("type".into(), Value::from("string"));
@@ -1150,6 +1156,7 @@ fn string_schema(min: u64, max: u64) -> Map<String, Value> {
     m
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn kind_schema(kind: &Kind) -> Value {
     match kind {
         Kind::String { min_length, max_length } => Value::Object(string_schema(*min_length, *max_length)),
@@ -1214,7 +1221,7 @@ fn kind_schema(kind: &Kind) -> Value {
             max_length, pattern, ..
         } => {
             let mut m = string_schema(1, *max_length);
-            m.insert("pattern".into(), Value::from(*pattern));
+            m.insert("pattern".into(), Value::from(pattern.get()));
             Value::Object(m)
         }
     }
@@ -1222,6 +1229,7 @@ fn kind_schema(kind: &Kind) -> Value {
 
 /// `{"properties": {name: {"enum": [values...]}}, "required": [name]}`: `name` is present and one
 /// of `values`.
+#[cfg(not(target_arch = "wasm32"))]
 fn present_and_one_of(name: &str, values: Vec<Value>) -> Value {
     let mut e = Map::new();
     e.insert("enum".into(), Value::Array(values));
@@ -1233,18 +1241,21 @@ fn present_and_one_of(name: &str, values: Vec<Value>) -> Value {
     Value::Object(m)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn not(v: Value) -> Value {
     let mut m = Map::new();
     m.insert("not".into(), v);
     Value::Object(m)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn any_of(branches: Vec<Value>) -> Value {
     let mut m = Map::new();
     m.insert("anyOf".into(), Value::Array(branches));
     Value::Object(m)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn rule_schema(schema: &Schema, rule: &Rule) -> Value {
     match rule {
         Rule::RequiredWhen { field, when, equals } => {
@@ -1279,11 +1290,12 @@ fn rule_schema(schema: &Schema, rule: &Rule) -> Value {
                 })
                 .collect(),
         ),
-        Rule::Custom { schema, .. } => schema(),
+        Rule::Custom { schema, .. } => schema.get()(),
     }
 }
 
 /// Pretty JSON with two-space indents and keys sorted, whatever order the map keeps.
+#[cfg(not(target_arch = "wasm32"))]
 fn write_pretty(out: &mut String, value: &Value, indent: usize) {
     match value {
         Value::Object(map) if !map.is_empty() => {
@@ -1322,6 +1334,7 @@ fn write_pretty(out: &mut String, value: &Value, indent: usize) {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn push_indent(out: &mut String, level: usize) {
     for _ in 0..level {
         out.push_str("  ");

@@ -30,7 +30,7 @@
 use serde_json::{Map, Value};
 
 use crate::json;
-use crate::schema::{DefaultValue, Field, Kind, Rule, Schema};
+use crate::schema::{text, DefaultValue, Field, Kind, Rule, Schema};
 
 /// How long a failed lookup is kept before it is tried again.
 pub const RETRY_AFTER_MS: u64 = 1_000;
@@ -227,89 +227,91 @@ pub(crate) fn url_rule_schema() -> Value {
 
 /// `schema_registry`.
 pub(crate) static SCHEMA_REGISTRY: Schema = Schema {
-    description: "Schema registries (Kong kafka-upstream 3.11+): records are sent with the schema id the registry gives for a subject, and the REST proxy serializes them (Avro or JSON Schema).",
+    description: text("Schema registries (Kong kafka-upstream 3.11+): records are sent with the schema id the registry gives for a subject, and the REST proxy serializes them (Avro or JSON Schema)."),
     fields: &[Field {
         name: "confluent",
         kind: Kind::Object(&CONFLUENT),
         required: false,
         default: None,
-        description: "A Confluent Schema Registry.",
+        description: text("A Confluent Schema Registry."),
     }],
     rules: &[],
 };
 
 static CONFLUENT: Schema = Schema {
-    description: "A Confluent Schema Registry.",
+    description: text("A Confluent Schema Registry."),
     fields: &[
         Field {
             name: "url",
             kind: Kind::String { min_length: 8, max_length: 1024 },
             required: true,
             default: None,
-            description: "The registry's URL, `http://host[:port][/path]` or `https://...`.",
+            description: text("The registry's URL, `http://host[:port][/path]` or `https://...`."),
         },
         Field {
             name: "upstream",
             kind: Kind::String { min_length: 1, max_length: 1024 },
             required: false,
             default: None,
-            description: "Where lookups go: the Envoy cluster of the registry; default: the url's host:port (Kong).",
+            description: text("Where lookups go: the Envoy cluster of the registry; default: the url's host:port (Kong)."),
         },
         Field {
             name: "authentication",
             kind: Kind::Object(&AUTHENTICATION),
             required: false,
             default: None,
-            description: "How the filter authenticates to the registry.",
+            description: text("How the filter authenticates to the registry."),
         },
         Field {
             name: "value_schema",
             kind: Kind::Object(&SUBJECT),
             required: false,
             default: None,
-            description: "The schema of record values: a subject and version of the registry.",
+            description: text("The schema of record values: a subject and version of the registry."),
         },
         Field {
             name: "key_schema",
             kind: Kind::Object(&SUBJECT),
             required: false,
             default: None,
-            description: "The schema of record keys: a subject and version of the registry.",
+            description: text("The schema of record keys: a subject and version of the registry."),
         },
         Field {
             name: "ttl",
             kind: Kind::Integer { minimum: 1, maximum: 86_400 },
             required: false,
             default: Some(DefaultValue::Int(300)),
-            description: "How long a looked-up schema id is used before it is looked up again, in seconds (the old id stays in use until the new answer arrives).",
+            description: text("How long a looked-up schema id is used before it is looked up again, in seconds (the old id stays in use until the new answer arrives)."),
         },
         Field {
             name: "timeout",
             kind: Kind::Integer { minimum: 1, maximum: 60_000 },
             required: false,
             default: Some(DefaultValue::Int(5_000)),
-            description: "Lookup timeout in milliseconds.",
+            description: text("Lookup timeout in milliseconds."),
         },
     ],
     rules: &[],
 };
 
 static AUTHENTICATION: Schema = Schema {
-    description: "How the filter authenticates to the registry.",
+    description: text("How the filter authenticates to the registry."),
     fields: &[
         Field {
             name: "mode",
             kind: Kind::Enum(&["none", "basic"]),
             required: false,
             default: Some(DefaultValue::Str("none")),
-            description: "`none`, or `basic` (HTTP basic authentication with `basic.username` and `basic.password`).",
+            description: text(
+                "`none`, or `basic` (HTTP basic authentication with `basic.username` and `basic.password`).",
+            ),
         },
         Field {
             name: "basic",
             kind: Kind::Object(&BASIC),
             required: false,
             default: None,
-            description: "Basic authentication credentials; required when `mode` is `basic`.",
+            description: text("Basic authentication credentials; required when `mode` is `basic`."),
         },
     ],
     rules: &[Rule::RequiredWhen {
@@ -320,7 +322,7 @@ static AUTHENTICATION: Schema = Schema {
 };
 
 static BASIC: Schema = Schema {
-    description: "Basic authentication credentials.",
+    description: text("Basic authentication credentials."),
     fields: &[
         Field {
             name: "username",
@@ -330,7 +332,7 @@ static BASIC: Schema = Schema {
             },
             required: true,
             default: None,
-            description: "User name.",
+            description: text("User name."),
         },
         Field {
             name: "password",
@@ -340,14 +342,14 @@ static BASIC: Schema = Schema {
             },
             required: true,
             default: None,
-            description: "Password.",
+            description: text("Password."),
         },
     ],
     rules: &[],
 };
 
 static SUBJECT: Schema = Schema {
-    description: "A subject and version of the registry.",
+    description: text("A subject and version of the registry."),
     fields: &[
         Field {
             name: "subject_name",
@@ -357,20 +359,20 @@ static SUBJECT: Schema = Schema {
             },
             required: true,
             default: None,
-            description: "The subject, e.g. `orders-value`.",
+            description: text("The subject, e.g. `orders-value`."),
         },
         Field {
             name: "schema_version",
             kind: Kind::Token {
                 // Nine digits at most: every such number is a valid registry version (1 to 2^31-1).
                 max_length: 9,
-                pattern: "^(latest|[1-9][0-9]{0,8})$",
+                pattern: text("^(latest|[1-9][0-9]{0,8})$"),
                 valid: valid_version,
                 expected: "`latest` or a version number from 1",
             },
             required: false,
             default: Some(DefaultValue::Str("latest")),
-            description: "`latest` or a version number.",
+            description: text("`latest` or a version number."),
         },
     ],
     rules: &[],
