@@ -638,9 +638,14 @@ fn check_object(path: &str, value: &Value, schema: &Schema, errors: &mut Vec<Str
         errors.push(format!("{at}: {}", expected_object(value)));
         return;
     };
-    // Sorted, so the order does not depend on how the JSON map keeps its keys.
-    let mut unknown: Vec<&String> = obj.keys().filter(|k| field(schema, k).is_none()).collect();
-    unknown.sort();
+    // Sorted, so the order does not depend on how the JSON map keeps its keys. Each key goes in
+    // at its place (map keys are distinct): no slice sort instantiated for them in the `.wasm`
+    // (~6 KB of code), and the moves are pointers, few next to each key's edit distances below.
+    let mut unknown: Vec<&String> = Vec::new();
+    for key in obj.keys().filter(|k| field(schema, k).is_none()) {
+        let at = unknown.partition_point(|known| *known < key);
+        unknown.insert(at, key);
+    }
     for key in unknown {
         let message = match nearest_field(key, schema, obj) {
             Some(name) => format!("{}: unknown field (did you mean `{name}`?)", join(path, key)),

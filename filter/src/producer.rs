@@ -436,8 +436,7 @@ impl Queue {
         };
         // Ready retries in arrival order (records that failed in different batches have
         // different backoffs); those that do not fit go back, still ready.
-        let mut due: Vec<Record> = self.retry.drain(..ready).collect();
-        due.sort_by_key(|r| r.seq);
+        let due = sorted_by_key(self.retry.drain(..ready).collect(), |r| (r.seq, 0));
         let mut left: Vec<Record> = Vec::new();
         for r in due {
             // An isolated record goes in a batch of its own: first, or left for the next.
@@ -449,8 +448,7 @@ impl Queue {
                 left.push(r);
             }
         }
-        left.sort_by_key(|r| (r.due_at, r.seq));
-        for r in left.into_iter().rev() {
+        for r in sorted_by_key(left, |r| (r.due_at, r.seq)).into_iter().rev() {
             self.retry.push_front(r);
         }
         let mut body = encoding
@@ -495,8 +493,7 @@ impl Queue {
             body = Some(BatchBody::reopen(&rp.api, kept.body, batch.len()));
         }
         if !self.kept.is_empty() {
-            let mut sorted = seqs;
-            sorted.sort_unstable();
+            let sorted = sorted_by_key(seqs, |s| (*s, 0));
             self.kept
                 .retain(|k| !k.seqs.iter().any(|s| sorted.binary_search(s).is_ok()));
         }
@@ -1246,6 +1243,24 @@ pub fn backoff_ms(base: u32, attempts: u32) -> u64 {
     let base = u64::from(base);
     let shift = attempts.saturating_sub(1).min(40);
     base.saturating_mul(1u64 << shift).min(base.max(MAX_BACKOFF_MS))
+}
+
+/// `items` stably sorted by `key`: the `(key, index)` pairs are sorted, then the items taken in
+/// that order. Every sort of the producer goes through the one `sort_unstable` of
+/// `(u64, u64, usize)` this makes, instead of a slice sort instantiated per element type and key
+/// (each ~5 KB of code in the `.wasm`); none of them is on a request's path.
+fn sorted_by_key<T>(items: Vec<T>, key: impl Fn(&T) -> (u64, u64)) -> Vec<T> {
+    let mut order: Vec<(u64, u64, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let (a, b) = key(item);
+            (a, b, i)
+        })
+        .collect();
+    order.sort_unstable();
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|(_, _, i)| slots[i].take()).collect()
 }
 
 #[cfg(test)]
