@@ -360,8 +360,11 @@ pub(crate) fn v2_check(root: &Map<String, Value>) -> Option<String> {
         .get("static_headers")
         .and_then(Value::as_object)
         .is_some_and(|m| !m.is_empty())
-        || (headers.get("forward_http_headers_as_record_headers") != Some(&Value::Bool(false))
-            && (headers.get("forward_all_by_default") == Some(&Value::Bool(true))
+        || (headers
+            .get("forward_http_headers_as_record_headers")
+            .and_then(Value::as_bool)
+            != Some(false)
+            && (headers.get("forward_all_by_default").and_then(Value::as_bool) == Some(true)
                 || headers
                     .get("include_headers")
                     .and_then(Value::as_array)
