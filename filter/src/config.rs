@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::message::MessageOptions;
 use crate::record_headers::{self, RecordHeaders};
-use crate::schema::{custom_schema, text, DefaultValue, Field, Kind, Rule, Schema};
+use crate::schema::{custom_schema, text, DefaultValue, Field, Kind, Member, Rule, Schema};
 use crate::schema_registry::{self, SchemaRegistryConfig};
 use crate::template::{self, Shape, Shaping};
 
@@ -655,7 +655,7 @@ fn check_object(path: &str, value: &Value, schema: &Schema, errors: &mut Vec<Str
     }
     for field in schema.fields {
         let field_path = join(path, field.name);
-        match obj.get(field.name) {
+        match obj.member(field.name) {
             None if field.required => errors.push(format!("{field_path}: required")),
             None => {}
             Some(Value::Null) => errors.push(null_message(&field_path, field)),
@@ -836,7 +836,7 @@ fn nearest_field(key: &str, schema: &Schema, obj: &Map<String, Value>) -> Option
     schema
         .fields
         .iter()
-        .filter(|f| !obj.contains_key(f.name))
+        .filter(|f| obj.member(f.name).is_none())
         .map(|f| (edit_distance(&key_normal, f.name), f.name))
         .filter(|(d, _)| *d <= allowed)
         .min_by_key(|(d, _)| *d)
@@ -874,7 +874,7 @@ fn field<'s>(schema: &'s Schema, name: &str) -> Option<&'s Field> {
 
 /// A boolean field's value, or its default.
 fn effective_bool(obj: &Map<String, Value>, schema: &Schema, name: &str) -> bool {
-    match obj.get(name).and_then(Value::as_bool) {
+    match obj.member(name).and_then(Value::as_bool) {
         Some(b) => b,
         None => matches!(
             field(schema, name).and_then(|f| f.default.as_ref()),
@@ -885,7 +885,7 @@ fn effective_bool(obj: &Map<String, Value>, schema: &Schema, name: &str) -> bool
 
 /// A string field's value, or its default.
 fn effective_str<'a>(obj: &'a Map<String, Value>, schema: &Schema, name: &str) -> Option<&'a str> {
-    match obj.get(name).and_then(Value::as_str) {
+    match obj.member(name).and_then(Value::as_str) {
         Some(s) => Some(s),
         None => match field(schema, name).and_then(|f| f.default.as_ref()) {
             Some(DefaultValue::Str(s)) => Some(s),
@@ -896,7 +896,7 @@ fn effective_str<'a>(obj: &'a Map<String, Value>, schema: &Schema, name: &str) -
 
 /// An integer field's value, or its default.
 fn effective_int(obj: &Map<String, Value>, schema: &Schema, name: &str) -> Option<i64> {
-    match obj.get(name).and_then(Value::as_i64) {
+    match obj.member(name).and_then(Value::as_i64) {
         Some(n) => Some(n),
         None => match field(schema, name).and_then(|f| f.default.as_ref()) {
             Some(DefaultValue::Int(n)) => Some(*n),
@@ -909,7 +909,7 @@ fn effective_int(obj: &Map<String, Value>, schema: &Schema, name: &str) -> Optio
 fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule) -> Option<String> {
     match rule {
         Rule::RequiredWhen { field, when, equals } => {
-            (effective_str(obj, schema, when) == Some(equals) && !obj.contains_key(*field)).then(|| {
+            (effective_str(obj, schema, when) == Some(equals) && obj.member(field).is_none()).then(|| {
                 format!(
                     "{}: required when {} is \"{equals}\"",
                     join(path, field),
@@ -918,7 +918,7 @@ fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule
             })
         }
         Rule::OnlyWhen { field, when, equals } => {
-            (effective_str(obj, schema, when) != Some(equals) && obj.contains_key(*field)).then(|| {
+            (effective_str(obj, schema, when) != Some(equals) && obj.member(field).is_some()).then(|| {
                 format!(
                     "{}: only used when {} is \"{equals}\"",
                     join(path, field),
@@ -937,10 +937,13 @@ fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule
 fn extract(value: &Value) -> Config {
     let empty = Map::new();
     let root = value.as_object().unwrap_or(&empty);
-    let rp = root.get("rest_proxy").and_then(Value::as_object).unwrap_or(&empty);
-    let eh = root.get("error_handling").and_then(Value::as_object).unwrap_or(&empty);
-    let metrics = root.get("metrics").and_then(Value::as_object).unwrap_or(&empty);
-    let string = |obj: &Map<String, Value>, name: &str| obj.get(name).and_then(Value::as_str).map(str::to_string);
+    let rp = root.member("rest_proxy").and_then(Value::as_object).unwrap_or(&empty);
+    let eh = root
+        .member("error_handling")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let metrics = root.member("metrics").and_then(Value::as_object).unwrap_or(&empty);
+    let string = |obj: &Map<String, Value>, name: &str| obj.member(name).and_then(Value::as_str).map(str::to_string);
 
     let upstream = string(rp, "upstream").unwrap_or_default();
     let authority = string(rp, "authority").unwrap_or_else(|| upstream.clone());
@@ -959,7 +962,7 @@ fn extract(value: &Value) -> Config {
         _ => Format::Binary,
     };
     let headers: Vec<(String, String)> = rp
-        .get("headers")
+        .member("headers")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -992,13 +995,13 @@ fn extract(value: &Value) -> Config {
         },
         topics_query_arg: string(root, "topics_query_arg"),
         allowed_topics: root
-            .get("allowed_topics")
+            .member("allowed_topics")
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default(),
         key_query_arg: string(root, "key_query_arg"),
         partition: root
-            .get("partition")
+            .member("partition")
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok()),
         max_body_size: effective_int(root, &ROOT, "max_body_size")
@@ -1016,11 +1019,11 @@ fn extract(value: &Value) -> Config {
 /// `message`, `key_header` and `key_body_field` of a validated root object.
 fn extract_shaping(root: &Map<String, Value>) -> Shaping {
     let empty = Map::new();
-    let message = root.get("message").and_then(Value::as_object).unwrap_or(&empty);
+    let message = root.member("message").and_then(Value::as_object).unwrap_or(&empty);
     let shape = match effective_str(message, &MESSAGE, "mode") {
         Some("body") => Shape::Body,
         Some("template") => message
-            .get("template")
+            .member("template")
             .and_then(|t| template::compile(t, "message.template", &mut Vec::new()))
             .map_or(Shape::Kong, Shape::Template),
         _ => Shape::Kong,
@@ -1028,11 +1031,11 @@ fn extract_shaping(root: &Map<String, Value>) -> Shaping {
     Shaping {
         shape,
         key_header: root
-            .get("key_header")
+            .member("key_header")
             .and_then(Value::as_str)
             .map(str::to_ascii_lowercase),
         key_body_field: root
-            .get("key_body_field")
+            .member("key_body_field")
             .and_then(Value::as_str)
             .and_then(|p| template::parse_pointer(p).ok()),
     }

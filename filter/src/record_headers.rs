@@ -50,7 +50,7 @@ use serde_json::{Map, Value};
 
 use crate::json;
 use crate::message::{HeaderLine, RequestView, MAX_HEADERS};
-use crate::schema::{text, DefaultValue, Field, Kind, Schema};
+use crate::schema::{text, DefaultValue, Field, Kind, Member, Schema};
 
 /// What to do with a header that has several lines (Kong's `repeated_headers_behavior`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,12 +300,12 @@ pub(crate) fn extract(root: &Map<String, Value>, rest_proxy_headers: &[(String, 
             withheld.push(name.clone());
         }
     }
-    let Some(obj) = root.get("headers").and_then(Value::as_object) else {
+    let Some(obj) = root.member("headers").and_then(Value::as_object) else {
         return RecordHeaders { withheld, ..defaults };
     };
-    let flag = |name: &str, default: bool| obj.get(name).and_then(Value::as_bool).unwrap_or(default);
+    let flag = |name: &str, default: bool| obj.member(name).and_then(Value::as_bool).unwrap_or(default);
     let list = |name: &str| -> Vec<String> {
-        obj.get(name)
+        obj.member(name)
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
@@ -316,7 +316,7 @@ pub(crate) fn extract(root: &Map<String, Value>, rest_proxy_headers: &[(String, 
             .unwrap_or_default()
     };
     let pairs = |name: &str, lowercase_keys: bool| -> Vec<(String, String)> {
-        obj.get(name)
+        obj.member(name)
             .and_then(Value::as_object)
             .map(|m| {
                 m.iter()
@@ -332,7 +332,7 @@ pub(crate) fn extract(root: &Map<String, Value>, rest_proxy_headers: &[(String, 
             })
             .unwrap_or_default()
     };
-    let repeated = match obj.get("repeated_headers_behavior").and_then(Value::as_str) {
+    let repeated = match obj.member("repeated_headers_behavior").and_then(Value::as_str) {
         Some("concatenate_by_comma") => Repeated::ConcatenateByComma,
         Some("take_first") => Repeated::TakeFirst,
         _ => Repeated::RetainDuplicates,
@@ -355,23 +355,23 @@ pub const V2_MESSAGE: &str = "headers: REST API v2 cannot carry record headers (
 /// The root rule: a configuration whose `headers` would give a record a header needs
 /// `rest_proxy.api` `"v3"`. Values of the wrong type are left to the field checks.
 pub(crate) fn v2_check(root: &Map<String, Value>) -> Option<String> {
-    let headers = root.get("headers")?.as_object()?;
+    let headers = root.member("headers")?.as_object()?;
     let asks = headers
-        .get("static_headers")
+        .member("static_headers")
         .and_then(Value::as_object)
         .is_some_and(|m| !m.is_empty())
         || (headers
-            .get("forward_http_headers_as_record_headers")
+            .member("forward_http_headers_as_record_headers")
             .and_then(Value::as_bool)
             != Some(false)
-            && (headers.get("forward_all_by_default").and_then(Value::as_bool) == Some(true)
+            && (headers.member("forward_all_by_default").and_then(Value::as_bool) == Some(true)
                 || headers
-                    .get("include_headers")
+                    .member("include_headers")
                     .and_then(Value::as_array)
                     .is_some_and(|a| !a.is_empty())));
     let v3 = root
-        .get("rest_proxy")
-        .and_then(|rp| rp.get("api"))
+        .member("rest_proxy")
+        .and_then(|rp| rp.member("api"))
         .and_then(Value::as_str)
         == Some("v3");
     (asks && !v3).then(|| V2_MESSAGE.to_string())

@@ -58,6 +58,30 @@ pub(crate) const fn custom_schema(_: fn() -> Value) -> SchemaOnly<fn() -> Value>
     }
 }
 
+/// A member of a JSON object by name (`Map::get`, `Value::get` with a `&str`), kept out of line:
+/// the map search inlined at each of the configuration's ~50 lookups cost ~10 KB of `.wasm`
+/// code, and they only run when a configuration is read.
+pub(crate) trait Member {
+    /// The member `name`, if `self` is an object that has it.
+    fn member(&self, name: &str) -> Option<&Value>;
+}
+
+impl Member for Map<String, Value> {
+    #[inline(never)]
+    fn member(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+}
+
+impl Member for Value {
+    fn member(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Object(map) => map.member(name),
+            _ => None,
+        }
+    }
+}
+
 /// A field's value domain.
 #[derive(Debug)]
 pub(crate) enum Kind {

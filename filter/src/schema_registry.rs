@@ -30,7 +30,7 @@
 use serde_json::{Map, Value};
 
 use crate::json;
-use crate::schema::{text, DefaultValue, Field, Kind, Rule, Schema};
+use crate::schema::{text, DefaultValue, Field, Kind, Member, Rule, Schema};
 
 /// How long a failed lookup is kept before it is tried again.
 pub const RETRY_AFTER_MS: u64 = 1_000;
@@ -167,7 +167,11 @@ pub fn parse_url(url: &str) -> Option<RegistryUrl> {
 /// The root rule for `schema_registry.confluent.url` (a root rule, so its message carries the
 /// field's whole path).
 pub(crate) fn url_check(root: &Map<String, Value>) -> Option<String> {
-    let url = root.get("schema_registry")?.get("confluent")?.get("url")?.as_str()?;
+    let url = root
+        .member("schema_registry")?
+        .member("confluent")?
+        .member("url")?
+        .as_str()?;
     match parse_url(url) {
         Some(_) => None,
         None => Some(format!(
@@ -181,18 +185,18 @@ pub(crate) fn url_check(root: &Map<String, Value>) -> Option<String> {
 /// applies one format to keys and values, a configured key source also needs `key_schema` (REST
 /// Proxy refuses keys without a key schema: 42201).
 pub(crate) fn format_check(root: &Map<String, Value>) -> Option<String> {
-    let confluent = root.get("schema_registry")?.get("confluent")?;
-    let rest_proxy = root.get("rest_proxy")?;
-    let format = rest_proxy.get("format").and_then(Value::as_str).unwrap_or("binary");
+    let confluent = root.member("schema_registry")?.member("confluent")?;
+    let rest_proxy = root.member("rest_proxy")?;
+    let format = rest_proxy.member("format").and_then(Value::as_str).unwrap_or("binary");
     if format != "json" {
         return Some(
             "schema_registry.confluent: needs rest_proxy.format \"json\" (the REST proxy serializes the message, a JSON value, with the schema)".to_string(),
         );
     }
-    let v2 = rest_proxy.get("api").and_then(Value::as_str).unwrap_or("v2") == "v2";
-    let key_source = KEY_SOURCES.iter().find(|k| root.contains_key(**k));
+    let v2 = rest_proxy.member("api").and_then(Value::as_str).unwrap_or("v2") == "v2";
+    let key_source = KEY_SOURCES.iter().find(|k| root.member(k).is_some());
     match key_source {
-        Some(source) if v2 && confluent.get("key_schema").is_none() => Some(format!(
+        Some(source) if v2 && confluent.member("key_schema").is_none() => Some(format!(
             "schema_registry.confluent.key_schema: required with REST API v2 when {source} is set (v2 serializes keys with a schema too)"
         )),
         _ => None,
@@ -384,36 +388,36 @@ fn valid_version(v: &str) -> bool {
 
 /// The typed configuration of a validated root object; `None` without `schema_registry.confluent`.
 pub(crate) fn extract(root: &Map<String, Value>) -> Option<SchemaRegistryConfig> {
-    let confluent = root.get("schema_registry")?.get("confluent")?.as_object()?;
-    let url = parse_url(confluent.get("url")?.as_str()?)?;
+    let confluent = root.member("schema_registry")?.member("confluent")?.as_object()?;
+    let url = parse_url(confluent.member("url")?.as_str()?)?;
     let subject = |name: &str| {
-        let obj = confluent.get(name)?.as_object()?;
+        let obj = confluent.member(name)?.as_object()?;
         Some(SubjectRef {
-            subject: obj.get("subject_name")?.as_str()?.to_string(),
+            subject: obj.member("subject_name")?.as_str()?.to_string(),
             version: obj
-                .get("schema_version")
+                .member("schema_version")
                 .and_then(Value::as_str)
                 .unwrap_or("latest")
                 .to_string(),
         })
     };
-    let auth = confluent.get("authentication").and_then(Value::as_object);
+    let auth = confluent.member("authentication").and_then(Value::as_object);
     let authorization = auth
-        .filter(|a| a.get("mode").and_then(Value::as_str) == Some("basic"))
-        .and_then(|a| a.get("basic"))
+        .filter(|a| a.member("mode").and_then(Value::as_str) == Some("basic"))
+        .and_then(|a| a.member("basic"))
         .and_then(|b| {
-            let user = b.get("username")?.as_str()?;
-            let password = b.get("password")?.as_str()?;
+            let user = b.member("username")?.as_str()?;
+            let password = b.member("password")?.as_str()?;
             // json::write_base64 writes a JSON string: the base64 text between quotes.
             let mut quoted = Vec::new();
             json::write_base64(&mut quoted, format!("{user}:{password}").as_bytes());
             let text = std::str::from_utf8(&quoted).ok()?.trim_matches('"');
             Some(format!("Basic {text}"))
         });
-    let int = |name: &str, default: u64| confluent.get(name).and_then(Value::as_u64).unwrap_or(default);
+    let int = |name: &str, default: u64| confluent.member(name).and_then(Value::as_u64).unwrap_or(default);
     Some(SchemaRegistryConfig {
         upstream: confluent
-            .get("upstream")
+            .member("upstream")
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| url.host_port.clone()),
@@ -506,8 +510,8 @@ pub fn parse_reply(subject: &SubjectRef, status: u32, body: &[u8]) -> Result<Sch
         let detail = parsed
             .as_ref()
             .and_then(|v| {
-                let code = v.get("error_code")?.as_i64()?;
-                let message = v.get("message")?.as_str()?;
+                let code = v.member("error_code")?.as_i64()?;
+                let message = v.member("message")?.as_str()?;
                 Some(format!(" (error_code {code}: {message})"))
             })
             .unwrap_or_default();
@@ -518,11 +522,11 @@ pub fn parse_reply(subject: &SubjectRef, status: u32, body: &[u8]) -> Result<Sch
         .and_then(Value::as_object)
         .ok_or_else(|| format!("{what}: the registry's answer is not a JSON object"))?;
     let id = obj
-        .get("id")
+        .member("id")
         .and_then(Value::as_u64)
         .filter(|&id| id >= 1 && id <= i32::MAX as u64)
         .ok_or_else(|| format!("{what}: the registry's answer has no valid \"id\""))?;
-    let format = match obj.get("schemaType").and_then(Value::as_str) {
+    let format = match obj.member("schemaType").and_then(Value::as_str) {
         None | Some("AVRO") => SchemaFormat::Avro,
         Some("JSON") => SchemaFormat::JsonSchema,
         Some(other) => {
