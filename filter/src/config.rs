@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::message::MessageOptions;
 use crate::record_headers::{self, RecordHeaders};
-use crate::schema::{DefaultValue, Field, Kind, Rule, Schema};
+use crate::schema::{custom_schema, text, DefaultValue, Field, Kind, Member, Rule, Schema};
 use crate::schema_registry::{self, SchemaRegistryConfig};
 use crate::template::{self, Shape, Shaping};
 use crate::wire::MapTemplate;
@@ -260,49 +260,49 @@ const MS_MAX: i64 = 3_600_000; // one hour, for the producer's durations
 
 /// The whole configuration.
 pub(crate) static ROOT: Schema = Schema {
-    description: "kafka-upstream: turn each request into a Kafka message sent through a Kafka REST proxy (Kong kafka-upstream compatible).",
+    description: text("kafka-upstream: turn each request into a Kafka message sent through a Kafka REST proxy (Kong kafka-upstream compatible)."),
     fields: &[
         Field {
             name: "topic",
             kind: Kind::String { min_length: 1, max_length: TOPIC_MAX },
             required: true,
             default: None,
-            description: "The Kafka topic to publish to when the request names no topic through `topics_query_arg`.",
+            description: text("The Kafka topic to publish to when the request names no topic through `topics_query_arg`."),
         },
         Field {
             name: "rest_proxy",
             kind: Kind::Object(&REST_PROXY),
             required: true,
             default: None,
-            description: "The Kafka REST proxy that produces the records.",
+            description: text("The Kafka REST proxy that produces the records."),
         },
         Field {
             name: "forward_method",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(false)),
-            description: "Include the request method in the message.",
+            description: text("Include the request method in the message."),
         },
         Field {
             name: "forward_uri",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(false)),
-            description: "Include the request URI and its query arguments in the message.",
+            description: text("Include the request URI and its query arguments in the message."),
         },
         Field {
             name: "forward_headers",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(false)),
-            description: "Include the request headers in the message.",
+            description: text("Include the request headers in the message."),
         },
         Field {
             name: "forward_body",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(true)),
-            description: "Include the request body (and its parsed arguments) in the message.",
+            description: text("Include the request body (and its parsed arguments) in the message."),
         },
         // Message shaping (see crate::template).
         Field {
@@ -310,151 +310,151 @@ pub(crate) static ROOT: Schema = Schema {
             kind: Kind::Object(&MESSAGE),
             required: false,
             default: None,
-            description: "What the record value is: Kong's message (the default), the request body, or a template.",
+            description: text("What the record value is: Kong's message (the default), the request body, or a template."),
         },
         Field {
             name: "topics_query_arg",
             kind: Kind::String { min_length: 1, max_length: NAME_MAX },
             required: false,
             default: None,
-            description: "The query argument holding a comma-separated list of topics to publish to; every listed topic must be `topic` or in `allowed_topics`.",
+            description: text("The query argument holding a comma-separated list of topics to publish to; every listed topic must be `topic` or in `allowed_topics`."),
         },
         Field {
             name: "allowed_topics",
             kind: Kind::StringList { item_min_length: 1, item_max_length: TOPIC_MAX },
             required: false,
             default: None,
-            description: "Topics a request may name in `topics_query_arg`, besides `topic`, which is always allowed.",
+            description: text("Topics a request may name in `topics_query_arg`, besides `topic`, which is always allowed."),
         },
         Field {
             name: "key_query_arg",
             kind: Kind::String { min_length: 1, max_length: NAME_MAX },
             required: false,
             default: None,
-            description: "The query argument whose value becomes the Kafka record key.",
+            description: text("The query argument whose value becomes the Kafka record key."),
         },
         // Keys besides the query argument (see crate::template).
         Field {
             name: "key_header",
             kind: Kind::Token {
                 max_length: NAME_MAX,
-                pattern: "^[^:]",
+                pattern: text("^[^:]"),
                 valid: header_name_ok,
                 expected: "a header name, not a pseudo-header",
             },
             required: false,
             default: None,
-            description: "The request header whose first value becomes the Kafka record key when `key_query_arg` gives none.",
+            description: text("The request header whose first value becomes the Kafka record key when `key_query_arg` gives none."),
         },
         Field {
             name: "key_body_field",
             kind: Kind::Token {
                 max_length: 1024,
-                pattern: template::FIELD_POINTER_PATTERN,
+                pattern: text(template::FIELD_POINTER_PATTERN),
                 valid: template::is_field_pointer,
                 expected: "a JSON pointer such as /user/id",
             },
             required: false,
             default: None,
-            description: "The JSON pointer (RFC 6901) of the field of the JSON request body whose value becomes the Kafka record key when neither `key_query_arg` nor `key_header` gives one.",
+            description: text("The JSON pointer (RFC 6901) of the field of the JSON request body whose value becomes the Kafka record key when neither `key_query_arg` nor `key_header` gives one."),
         },
         Field {
             name: "partition",
             kind: Kind::Integer { minimum: 0, maximum: 2_147_483_647 },
             required: false,
             default: None,
-            description: "Send every record to this partition (default: the REST proxy's partitioner).",
+            description: text("Send every record to this partition (default: the REST proxy's partitioner)."),
         },
         Field {
             name: "max_body_size",
             kind: Kind::Integer { minimum: 0, maximum: 67_108_864 },
             required: false,
             default: Some(DefaultValue::Int(1_048_576)),
-            description: "Largest accepted request body in bytes; a larger body gets 413 before anything is sent.",
+            description: text("Largest accepted request body in bytes; a larger body gets 413 before anything is sent."),
         },
         Field {
             name: "error_handling",
             kind: Kind::Object(&ERROR_HANDLING),
             required: false,
             default: None,
-            description: "How errors are reported to the client.",
+            description: text("How errors are reported to the client."),
         },
         Field {
             name: "metrics",
             kind: Kind::Object(&METRICS),
             required: false,
             default: None,
-            description: "How the filter's metrics are named.",
+            description: text("How the filter's metrics are named."),
         },
         Field {
             name: "producer_async",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(false)),
-            description: "Produce asynchronously: answer 200 as soon as the message is accepted into the VM's bounded buffer (503 when the buffer is full or the REST proxy is unhealthy), and send buffered messages in batches from the root context, retrying failed records.",
+            description: text("Produce asynchronously: answer 200 as soon as the message is accepted into the VM's bounded buffer (503 when the buffer is full or the REST proxy is unhealthy), and send buffered messages in batches from the root context, retrying failed records."),
         },
         Field {
             name: "producer_async_flush_timeout",
             kind: Kind::Integer { minimum: 1, maximum: MS_MAX },
             required: false,
             default: Some(DefaultValue::Int(1000)),
-            description: "Async mode: the longest a buffered message waits for its batch to fill before it is sent, in milliseconds.",
+            description: text("Async mode: the longest a buffered message waits for its batch to fill before it is sent, in milliseconds."),
         },
         Field {
             name: "producer_request_limits_messages_per_request",
             kind: Kind::Integer { minimum: 1, maximum: 10_000 },
             required: false,
             default: Some(DefaultValue::Int(200)),
-            description: "Async mode: the most records one REST proxy request carries; a full batch is sent at the next tick.",
+            description: text("Async mode: the most records one REST proxy request carries; a full batch is sent at the next tick."),
         },
         Field {
             name: "producer_request_limits_bytes_per_request",
             kind: Kind::Integer { minimum: 1, maximum: 67_108_864 },
             required: false,
             default: Some(DefaultValue::Int(1_048_576)),
-            description: "Async mode: the largest REST proxy request body in bytes (a single larger record is sent alone).",
+            description: text("Async mode: the largest REST proxy request body in bytes (a single larger record is sent alone)."),
         },
         Field {
             name: "producer_async_buffering_limits_messages_in_memory",
             kind: Kind::Integer { minimum: 1, maximum: 1_000_000 },
             required: false,
             default: Some(DefaultValue::Int(50_000)),
-            description: "Async mode: the most records a VM holds (waiting, retrying or in flight); when full, new requests get 503.",
+            description: text("Async mode: the most records a VM holds (waiting, retrying or in flight); when full, new requests get 503."),
         },
         Field {
             name: "producer_request_retries_max_attempts",
             kind: Kind::Integer { minimum: 1, maximum: 1000 },
             required: false,
             default: Some(DefaultValue::Int(10)),
-            description: "Async mode: how many times a record is sent before it is dropped (counted and logged).",
+            description: text("Async mode: how many times a record is sent before it is dropped (counted and logged)."),
         },
         Field {
             name: "producer_request_retries_backoff_timeout",
             kind: Kind::Integer { minimum: 0, maximum: MS_MAX },
             required: false,
             default: Some(DefaultValue::Int(100)),
-            description: "Async mode: the wait before a failed record's first retry in milliseconds; it doubles with every further attempt, up to 30 s (or this value when larger).",
+            description: text("Async mode: the wait before a failed record's first retry in milliseconds; it doubles with every further attempt, up to 30 s (or this value when larger)."),
         },
         Field {
             name: "producer_async_health_failure_threshold",
             kind: Kind::Integer { minimum: 1, maximum: 1000 },
             required: false,
             default: Some(DefaultValue::Int(3)),
-            description: "Async mode: consecutive failed flushes after which the REST proxy is unhealthy and new requests get 503.",
+            description: text("Async mode: consecutive failed flushes after which the REST proxy is unhealthy and new requests get 503."),
         },
         Field {
             name: "producer_async_health_probe_interval",
             kind: Kind::Integer { minimum: 1, maximum: MS_MAX },
             required: false,
             default: Some(DefaultValue::Int(5000)),
-            description: "Async mode: the time between health probes of an unhealthy REST proxy, in milliseconds.",
+            description: text("Async mode: the time between health probes of an unhealthy REST proxy, in milliseconds."),
         },
         Field {
             name: "producer_async_health_recovery_threshold",
             kind: Kind::Integer { minimum: 1, maximum: 1000 },
             required: false,
             default: Some(DefaultValue::Int(1)),
-            description: "Async mode: successful probes (or flushes) after which an unhealthy REST proxy is healthy again.",
+            description: text("Async mode: successful probes (or flushes) after which an unhealthy REST proxy is healthy again."),
         },
         // --- Record headers (crate::record_headers) ---
         Field {
@@ -462,7 +462,7 @@ pub(crate) static ROOT: Schema = Schema {
             kind: Kind::Object(&record_headers::RECORD_HEADERS),
             required: false,
             default: None,
-            description: "Kafka record headers (REST API v3 only): request headers forwarded as record headers, and static record headers.",
+            description: text("Kafka record headers (REST API v3 only): request headers forwarded as record headers, and static record headers."),
         },
         // --- End of record headers ---
         // --- Schema registry (crate::schema_registry) ---
@@ -471,7 +471,7 @@ pub(crate) static ROOT: Schema = Schema {
             kind: Kind::Object(&schema_registry::SCHEMA_REGISTRY),
             required: false,
             default: None,
-            description: "Schema registries (Kong kafka-upstream 3.11+): records are sent with the id of a registered schema and serialized by the REST proxy.",
+            description: text("Schema registries (Kong kafka-upstream 3.11+): records are sent with the id of a registered schema and serialized by the REST proxy."),
         },
         // --- End of schema registry ---
     ],
@@ -483,85 +483,85 @@ pub(crate) static ROOT: Schema = Schema {
         // Record headers need REST API v3 (crate::record_headers).
         Rule::Custom {
             check: record_headers::v2_check,
-            schema: record_headers::v2_rule_schema,
+            schema: custom_schema(record_headers::v2_rule_schema),
         },
         // A schema registry: a usable url, and the json format (crate::schema_registry).
         Rule::Custom {
             check: schema_registry::url_check,
-            schema: schema_registry::url_rule_schema,
+            schema: custom_schema(schema_registry::url_rule_schema),
         },
         Rule::Custom {
             check: schema_registry::format_check,
-            schema: schema_registry::format_rule_schema,
+            schema: custom_schema(schema_registry::format_rule_schema),
         },
     ],
 };
 
 static REST_PROXY: Schema = Schema {
-    description: "The Kafka REST proxy that produces the records.",
+    description: text("The Kafka REST proxy that produces the records."),
     fields: &[
         Field {
             name: "upstream",
             kind: Kind::String { min_length: 1, max_length: 1024 },
             required: true,
             default: None,
-            description: "Where calls go: an Envoy cluster name, or host:port for Kong.",
+            description: text("Where calls go: an Envoy cluster name, or host:port for Kong."),
         },
         Field {
             name: "authority",
             kind: Kind::String { min_length: 1, max_length: 1024 },
             required: false,
             default: None,
-            description: "The :authority (Host) of the calls; defaults to `upstream`.",
+            description: text("The :authority (Host) of the calls; defaults to `upstream`."),
         },
         Field {
             name: "scheme",
             kind: Kind::Enum(&["http", "https"]),
             required: false,
             default: Some(DefaultValue::Str("http")),
-            description: "The :scheme of the calls.",
+            description: text("The :scheme of the calls."),
         },
         Field {
             name: "path_prefix",
             kind: Kind::String { min_length: 0, max_length: 1024 },
             required: false,
             default: Some(DefaultValue::Str("")),
-            description: "A path prefix put before the REST API paths, e.g. `/kafka`.",
+            description: text("A path prefix put before the REST API paths, e.g. `/kafka`."),
         },
         Field {
             name: "api",
             kind: Kind::Enum(&["v2", "v3"]),
             required: false,
             default: Some(DefaultValue::Str("v2")),
-            description: "The REST API: `v2` (POST /topics/{topic}) or `v3` (POST /v3/clusters/{cluster_id}/topics/{topic}/records).",
+            description: text("The REST API: `v2` (POST /topics/{topic}) or `v3` (POST /v3/clusters/{cluster_id}/topics/{topic}/records)."),
         },
         Field {
             name: "cluster_id",
             kind: Kind::String { min_length: 1, max_length: NAME_MAX },
             required: false,
             default: None,
-            description: "The Kafka cluster id; required when `api` is `v3`.",
+            description: text("The Kafka cluster id; required when `api` is `v3`."),
         },
         Field {
             name: "format",
             kind: Kind::Enum(&["binary", "json"]),
             required: false,
             default: Some(DefaultValue::Str("binary")),
-            description: "`binary`: the record value is exactly the message bytes; `json`: the message is embedded as a JSON value.",
+            description: text("`binary`: the record value is exactly the message bytes; `json`: the message is embedded as a JSON value."),
         },
         Field {
             name: "headers",
             kind: Kind::HeaderMap,
             required: false,
             default: None,
-            description: "Static headers added to every call, such as authorization.",
+            description: text("Static headers added to every call, such as authorization."),
         },
         Field {
             name: "timeout",
             kind: Kind::Integer { minimum: 1, maximum: 2_147_483_646 },
             required: false,
             default: Some(DefaultValue::Int(10_000)),
-            description: "Call timeout in milliseconds; a call that times out gets 504.",
+            description: text("Call timeout in milliseconds; a call that times out gets 504."),
         },
     ],
     rules: &[Rule::RequiredWhen {
@@ -573,21 +573,21 @@ static REST_PROXY: Schema = Schema {
 
 /// `message`: message shaping (see [`crate::template`]).
 static MESSAGE: Schema = Schema {
-    description: "What the record value is.",
+    description: text("What the record value is."),
     fields: &[
         Field {
             name: "mode",
             kind: Kind::Enum(&["kong", "body", "template"]),
             required: false,
             default: Some(DefaultValue::Str("kong")),
-            description: "`kong`: Kong's message (shaped by the `forward_*` flags); `body`: the request body (its JSON with the `json` format); `template`: `message.template` with its placeholders filled in.",
+            description: text("`kong`: Kong's message (shaped by the `forward_*` flags); `body`: the request body (its JSON with the `json` format); `template`: `message.template` with its placeholders filled in."),
         },
         Field {
             name: "template",
             kind: Kind::Template,
             required: false,
             default: None,
-            description: "The message as a JSON value whose strings may hold placeholders such as `${method}`, `${header.x-tenant}` or `${body_json/user/id}`; required when `mode` is `template`, and only allowed then.",
+            description: text("The message as a JSON value whose strings may hold placeholders such as `${method}`, `${header.x-tenant}` or `${body_json/user/id}`; required when `mode` is `template`, and only allowed then."),
         },
     ],
     rules: &[
@@ -605,30 +605,30 @@ static MESSAGE: Schema = Schema {
 };
 
 static ERROR_HANDLING: Schema = Schema {
-    description: "How errors are reported to the client.",
+    description: text("How errors are reported to the client."),
     fields: &[Field {
         name: "return_error_message",
         kind: Kind::Boolean,
         required: false,
         default: Some(DefaultValue::Bool(false)),
-        description: "Add the REST proxy's status, error code and message to error answers.",
+        description: text("Add the REST proxy's status, error code and message to error answers."),
     }],
     rules: &[],
 };
 
 static METRICS: Schema = Schema {
-    description: "How the filter's metrics are named.",
+    description: text("How the filter's metrics are named."),
     fields: &[Field {
         name: "prefix",
         kind: Kind::Token {
             max_length: crate::metrics::PREFIX_MAX as u64,
-            pattern: crate::metrics::PREFIX_PATTERN,
+            pattern: text(crate::metrics::PREFIX_PATTERN),
             valid: crate::metrics::is_valid_prefix,
             expected: "dot-separated words of letters, digits, '_' and '-'",
         },
         required: false,
         default: None,
-        description: "The prefix of every metric name (`<prefix>.messages_sent`, ...), to tell instances of the filter apart; default: the plugin's root id when the host gives a non-numeric one (Envoy's `root_id`; characters other than letters, digits, `_` and `-` become `_`), else `kafka_upstream`.",
+        description: text("The prefix of every metric name (`<prefix>.messages_sent`, ...), to tell instances of the filter apart; default: the plugin's root id when the host gives a non-numeric one (Envoy's `root_id`; characters other than letters, digits, `_` and `-` become `_`), else `kafka_upstream`."),
     }],
     rules: &[],
 };
@@ -646,7 +646,9 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let mut value: Value =
         serde_json::from_slice(bytes).map_err(|e| ConfigError::one(format!("configuration: invalid JSON: {e}")))?;
     if let Value::String(inner) = &value {
-        value = serde_json::from_str(inner)
+        // From bytes, as above (one instantiation of serde_json's parser in the `.wasm`); the
+        // same parse and the same error positions as from the `&str`, which is valid UTF-8.
+        value = serde_json::from_slice(inner.as_bytes())
             .map_err(|e| ConfigError::one(format!("configuration: invalid JSON inside the string: {e}")))?;
     }
     validate(&value).map_err(ConfigError::new)?;
@@ -679,9 +681,14 @@ fn check_object(path: &str, value: &Value, schema: &Schema, errors: &mut Vec<Str
         errors.push(format!("{at}: {}", expected_object(value)));
         return;
     };
-    // Sorted, so the order does not depend on how the JSON map keeps its keys.
-    let mut unknown: Vec<&String> = obj.keys().filter(|k| field(schema, k).is_none()).collect();
-    unknown.sort();
+    // Sorted, so the order does not depend on how the JSON map keeps its keys. Each key goes in
+    // at its place (map keys are distinct): no slice sort instantiated for them in the `.wasm`
+    // (~6 KB of code), and the moves are pointers, few next to each key's edit distances below.
+    let mut unknown: Vec<&String> = Vec::new();
+    for key in obj.keys().filter(|k| field(schema, k).is_none()) {
+        let at = unknown.partition_point(|known| *known < key);
+        unknown.insert(at, key);
+    }
     for key in unknown {
         let message = match nearest_field(key, schema, obj) {
             Some(name) => format!("{}: unknown field (did you mean `{name}`?)", join(path, key)),
@@ -691,7 +698,7 @@ fn check_object(path: &str, value: &Value, schema: &Schema, errors: &mut Vec<Str
     }
     for field in schema.fields {
         let field_path = join(path, field.name);
-        match obj.get(field.name) {
+        match obj.member(field.name) {
             None if field.required => errors.push(format!("{field_path}: required")),
             None => {}
             Some(Value::Null) => errors.push(null_message(&field_path, field)),
@@ -872,7 +879,7 @@ fn nearest_field(key: &str, schema: &Schema, obj: &Map<String, Value>) -> Option
     schema
         .fields
         .iter()
-        .filter(|f| !obj.contains_key(f.name))
+        .filter(|f| obj.member(f.name).is_none())
         .map(|f| (edit_distance(&key_normal, f.name), f.name))
         .filter(|(d, _)| *d <= allowed)
         .min_by_key(|(d, _)| *d)
@@ -910,7 +917,7 @@ fn field<'s>(schema: &'s Schema, name: &str) -> Option<&'s Field> {
 
 /// A boolean field's value, or its default.
 fn effective_bool(obj: &Map<String, Value>, schema: &Schema, name: &str) -> bool {
-    match obj.get(name).and_then(Value::as_bool) {
+    match obj.member(name).and_then(Value::as_bool) {
         Some(b) => b,
         None => matches!(
             field(schema, name).and_then(|f| f.default.as_ref()),
@@ -921,7 +928,7 @@ fn effective_bool(obj: &Map<String, Value>, schema: &Schema, name: &str) -> bool
 
 /// A string field's value, or its default.
 fn effective_str<'a>(obj: &'a Map<String, Value>, schema: &Schema, name: &str) -> Option<&'a str> {
-    match obj.get(name).and_then(Value::as_str) {
+    match obj.member(name).and_then(Value::as_str) {
         Some(s) => Some(s),
         None => match field(schema, name).and_then(|f| f.default.as_ref()) {
             Some(DefaultValue::Str(s)) => Some(s),
@@ -932,7 +939,7 @@ fn effective_str<'a>(obj: &'a Map<String, Value>, schema: &Schema, name: &str) -
 
 /// An integer field's value, or its default.
 fn effective_int(obj: &Map<String, Value>, schema: &Schema, name: &str) -> Option<i64> {
-    match obj.get(name).and_then(Value::as_i64) {
+    match obj.member(name).and_then(Value::as_i64) {
         Some(n) => Some(n),
         None => match field(schema, name).and_then(|f| f.default.as_ref()) {
             Some(DefaultValue::Int(n)) => Some(*n),
@@ -945,7 +952,7 @@ fn effective_int(obj: &Map<String, Value>, schema: &Schema, name: &str) -> Optio
 fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule) -> Option<String> {
     match rule {
         Rule::RequiredWhen { field, when, equals } => {
-            (effective_str(obj, schema, when) == Some(equals) && !obj.contains_key(*field)).then(|| {
+            (effective_str(obj, schema, when) == Some(equals) && obj.member(field).is_none()).then(|| {
                 format!(
                     "{}: required when {} is \"{equals}\"",
                     join(path, field),
@@ -954,7 +961,7 @@ fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule
             })
         }
         Rule::OnlyWhen { field, when, equals } => {
-            (effective_str(obj, schema, when) != Some(equals) && obj.contains_key(*field)).then(|| {
+            (effective_str(obj, schema, when) != Some(equals) && obj.member(field).is_some()).then(|| {
                 format!(
                     "{}: only used when {} is \"{equals}\"",
                     join(path, field),
@@ -973,10 +980,13 @@ fn check_rule(path: &str, obj: &Map<String, Value>, schema: &Schema, rule: &Rule
 fn extract(value: &Value) -> Config {
     let empty = Map::new();
     let root = value.as_object().unwrap_or(&empty);
-    let rp = root.get("rest_proxy").and_then(Value::as_object).unwrap_or(&empty);
-    let eh = root.get("error_handling").and_then(Value::as_object).unwrap_or(&empty);
-    let metrics = root.get("metrics").and_then(Value::as_object).unwrap_or(&empty);
-    let string = |obj: &Map<String, Value>, name: &str| obj.get(name).and_then(Value::as_str).map(str::to_string);
+    let rp = root.member("rest_proxy").and_then(Value::as_object).unwrap_or(&empty);
+    let eh = root
+        .member("error_handling")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let metrics = root.member("metrics").and_then(Value::as_object).unwrap_or(&empty);
+    let string = |obj: &Map<String, Value>, name: &str| obj.member(name).and_then(Value::as_str).map(str::to_string);
 
     let upstream = string(rp, "upstream").unwrap_or_default();
     let authority = string(rp, "authority").unwrap_or_else(|| upstream.clone());
@@ -995,7 +1005,7 @@ fn extract(value: &Value) -> Config {
         _ => Format::Binary,
     };
     let headers: Vec<(String, String)> = rp
-        .get("headers")
+        .member("headers")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -1029,13 +1039,13 @@ fn extract(value: &Value) -> Config {
         },
         topics_query_arg: string(root, "topics_query_arg"),
         allowed_topics: root
-            .get("allowed_topics")
+            .member("allowed_topics")
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default(),
         key_query_arg: string(root, "key_query_arg"),
         partition: root
-            .get("partition")
+            .member("partition")
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok()),
         max_body_size: effective_int(root, &ROOT, "max_body_size")
@@ -1053,11 +1063,11 @@ fn extract(value: &Value) -> Config {
 /// `message`, `key_header` and `key_body_field` of a validated root object.
 fn extract_shaping(root: &Map<String, Value>) -> Shaping {
     let empty = Map::new();
-    let message = root.get("message").and_then(Value::as_object).unwrap_or(&empty);
+    let message = root.member("message").and_then(Value::as_object).unwrap_or(&empty);
     let shape = match effective_str(message, &MESSAGE, "mode") {
         Some("body") => Shape::Body,
         Some("template") => message
-            .get("template")
+            .member("template")
             .and_then(|t| template::compile(t, "message.template", &mut Vec::new()))
             .map_or(Shape::Kong, Shape::Template),
         _ => Shape::Kong,
@@ -1065,11 +1075,11 @@ fn extract_shaping(root: &Map<String, Value>) -> Shaping {
     Shaping {
         shape,
         key_header: root
-            .get("key_header")
+            .member("key_header")
             .and_then(Value::as_str)
             .map(str::to_ascii_lowercase),
         key_body_field: root
-            .get("key_body_field")
+            .member("key_body_field")
             .and_then(Value::as_str)
             .and_then(|p| template::parse_pointer(p).ok()),
     }
@@ -1116,9 +1126,11 @@ fn normalize_prefix(prefix: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// JSON Schema (draft 4).
+// JSON Schema (draft 4). Native builds only: the `.wasm` never builds it and carries none of
+// the texts and rule schemas it needs (see `crate::schema::SchemaOnly`).
 
 /// The JSON Schema (draft 4) of the configuration object, generated from the field table.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn json_schema() -> Value {
     let mut schema = object_schema(&ROOT);
     if let Value::Object(map) = &mut schema {
@@ -1129,6 +1141,7 @@ pub fn json_schema() -> Value {
 
 /// The text of `kafka_upstream.meta.json` (Kong's filter metadata): `{"config_schema": ...}`,
 /// pretty-printed with sorted keys and a final newline.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn meta_json() -> String {
     let mut meta = Map::new();
     meta.insert("config_schema".into(), json_schema());
@@ -1138,6 +1151,7 @@ pub fn meta_json() -> String {
     out
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn object_schema(schema: &Schema) -> Value {
     let mut properties = Map::new();
     for f in schema.fields {
@@ -1151,7 +1165,7 @@ fn object_schema(schema: &Schema) -> Value {
         .collect();
     let mut out = Map::new();
     out.insert("type".into(), Value::from("object"));
-    out.insert("description".into(), Value::from(schema.description));
+    out.insert("description".into(), Value::from(schema.description.get()));
     out.insert("properties".into(), Value::Object(properties));
     out.insert("additionalProperties".into(), Value::Bool(false));
     if !required.is_empty() {
@@ -1164,10 +1178,11 @@ fn object_schema(schema: &Schema) -> Value {
     Value::Object(out)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn field_schema(f: &Field) -> Value {
     let mut s = kind_schema(&f.kind);
     if let Value::Object(map) = &mut s {
-        map.insert("description".into(), Value::from(f.description));
+        map.insert("description".into(), Value::from(f.description.get()));
         match &f.default {
             Some(DefaultValue::Bool(b)) => {
                 map.insert("default".into(), Value::Bool(*b));
@@ -1184,6 +1199,7 @@ fn field_schema(f: &Field) -> Value {
     s
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn string_schema(min: u64, max: u64) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("type".into(), Value::from("string"));
@@ -1194,6 +1210,7 @@ fn string_schema(min: u64, max: u64) -> Map<String, Value> {
     m
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn kind_schema(kind: &Kind) -> Value {
     match kind {
         Kind::String { min_length, max_length } => Value::Object(string_schema(*min_length, *max_length)),
@@ -1258,7 +1275,7 @@ fn kind_schema(kind: &Kind) -> Value {
             max_length, pattern, ..
         } => {
             let mut m = string_schema(1, *max_length);
-            m.insert("pattern".into(), Value::from(*pattern));
+            m.insert("pattern".into(), Value::from(pattern.get()));
             Value::Object(m)
         }
     }
@@ -1266,6 +1283,7 @@ fn kind_schema(kind: &Kind) -> Value {
 
 /// `{"properties": {name: {"enum": [values...]}}, "required": [name]}`: `name` is present and one
 /// of `values`.
+#[cfg(not(target_arch = "wasm32"))]
 fn present_and_one_of(name: &str, values: Vec<Value>) -> Value {
     let mut e = Map::new();
     e.insert("enum".into(), Value::Array(values));
@@ -1277,18 +1295,21 @@ fn present_and_one_of(name: &str, values: Vec<Value>) -> Value {
     Value::Object(m)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn not(v: Value) -> Value {
     let mut m = Map::new();
     m.insert("not".into(), v);
     Value::Object(m)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn any_of(branches: Vec<Value>) -> Value {
     let mut m = Map::new();
     m.insert("anyOf".into(), Value::Array(branches));
     Value::Object(m)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn rule_schema(schema: &Schema, rule: &Rule) -> Value {
     match rule {
         Rule::RequiredWhen { field, when, equals } => {
@@ -1323,11 +1344,12 @@ fn rule_schema(schema: &Schema, rule: &Rule) -> Value {
                 })
                 .collect(),
         ),
-        Rule::Custom { schema, .. } => schema(),
+        Rule::Custom { schema, .. } => schema.get()(),
     }
 }
 
 /// Pretty JSON with two-space indents and keys sorted, whatever order the map keeps.
+#[cfg(not(target_arch = "wasm32"))]
 fn write_pretty(out: &mut String, value: &Value, indent: usize) {
     match value {
         Value::Object(map) if !map.is_empty() => {
@@ -1366,6 +1388,7 @@ fn write_pretty(out: &mut String, value: &Value, indent: usize) {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn push_indent(out: &mut String, level: usize) {
     for _ in 0..level {
         out.push_str("  ");

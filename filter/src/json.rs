@@ -646,7 +646,10 @@ fn key_is(raw: &str, token: &str) -> bool {
     if !raw.contains('\\') {
         return raw == token;
     }
-    serde_json::from_str::<String>(&format!("\"{raw}\"")).is_ok_and(|key| key == token)
+    // Read as a `Value` from bytes, as the configuration is: one instantiation of serde_json's
+    // parser in the `.wasm` instead of a second one for `&str` input and typed `String`s.
+    let quoted = format!("\"{raw}\"");
+    matches!(serde_json::from_slice(quoted.as_bytes()), Ok(serde_json::Value::String(key)) if key == token)
 }
 
 /// An RFC 6901 array index: `0`, or digits without a leading zero.

@@ -50,7 +50,7 @@ use serde_json::{Map, Value};
 
 use crate::json;
 use crate::message::{HeaderLine, RequestView, MAX_HEADERS};
-use crate::schema::{DefaultValue, Field, Kind, Schema};
+use crate::schema::{text, DefaultValue, Field, Kind, Member, Schema};
 
 /// What to do with a header that has several lines (Kong's `repeated_headers_behavior`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,56 +235,56 @@ const REPEATED_VALUES: [&str; 3] = ["retain_duplicates", "concatenate_by_comma",
 
 /// The `headers` object: Kong's fields with Kong's defaults, plus `static_headers`.
 pub(crate) static RECORD_HEADERS: Schema = Schema {
-    description: "Kafka record headers (REST API v3 only): request headers forwarded as record headers (Kong kafka-upstream 3.15+), and static record headers.",
+    description: text("Kafka record headers (REST API v3 only): request headers forwarded as record headers (Kong kafka-upstream 3.15+), and static record headers."),
     fields: &[
         Field {
             name: "forward_http_headers_as_record_headers",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(true)),
-            description: "Forward request headers as Kafka record headers (which ones: `forward_all_by_default`).",
+            description: text("Forward request headers as Kafka record headers (which ones: `forward_all_by_default`)."),
         },
         Field {
             name: "forward_all_by_default",
             kind: Kind::Boolean,
             required: false,
             default: Some(DefaultValue::Bool(false)),
-            description: "`false`: forward only the headers in `include_headers`; `true`: forward every header except those in `exclude_headers` (and credentials: authorization, proxy-authorization, the names of `rest_proxy.headers`). Pseudo-headers and hop-by-hop headers are never forwarded.",
+            description: text("`false`: forward only the headers in `include_headers`; `true`: forward every header except those in `exclude_headers` (and credentials: authorization, proxy-authorization, the names of `rest_proxy.headers`). Pseudo-headers and hop-by-hop headers are never forwarded."),
         },
         Field {
             name: "include_headers",
             kind: Kind::StringList { item_min_length: 1, item_max_length: 255 },
             required: false,
             default: None,
-            description: "Allowlist of request header names (case-insensitive) forwarded when `forward_all_by_default` is false.",
+            description: text("Allowlist of request header names (case-insensitive) forwarded when `forward_all_by_default` is false."),
         },
         Field {
             name: "exclude_headers",
             kind: Kind::StringList { item_min_length: 1, item_max_length: 255 },
             required: false,
             default: None,
-            description: "Blocklist of request header names (case-insensitive) not forwarded when `forward_all_by_default` is true.",
+            description: text("Blocklist of request header names (case-insensitive) not forwarded when `forward_all_by_default` is true."),
         },
         Field {
             name: "name_mappings",
             kind: Kind::HeaderMap,
             required: false,
             default: None,
-            description: "Request header name (case-insensitive) to the record header name it is forwarded as, e.g. x-request-id to trace-id.",
+            description: text("Request header name (case-insensitive) to the record header name it is forwarded as, e.g. x-request-id to trace-id."),
         },
         Field {
             name: "repeated_headers_behavior",
             kind: Kind::Enum(&REPEATED_VALUES),
             required: false,
             default: Some(DefaultValue::Str("retain_duplicates")),
-            description: "A header with several lines: `retain_duplicates` gives one record header per line, `take_first` the first line only, `concatenate_by_comma` one record header with the values joined by `,`.",
+            description: text("A header with several lines: `retain_duplicates` gives one record header per line, `take_first` the first line only, `concatenate_by_comma` one record header with the values joined by `,`."),
         },
         Field {
             name: "static_headers",
             kind: Kind::HeaderMap,
             required: false,
             default: None,
-            description: "Record headers added to every record (name to value); a forwarded header with the same record name is dropped.",
+            description: text("Record headers added to every record (name to value); a forwarded header with the same record name is dropped."),
         },
     ],
     rules: &[],
@@ -300,12 +300,12 @@ pub(crate) fn extract(root: &Map<String, Value>, rest_proxy_headers: &[(String, 
             withheld.push(name.clone());
         }
     }
-    let Some(obj) = root.get("headers").and_then(Value::as_object) else {
+    let Some(obj) = root.member("headers").and_then(Value::as_object) else {
         return RecordHeaders { withheld, ..defaults };
     };
-    let flag = |name: &str, default: bool| obj.get(name).and_then(Value::as_bool).unwrap_or(default);
+    let flag = |name: &str, default: bool| obj.member(name).and_then(Value::as_bool).unwrap_or(default);
     let list = |name: &str| -> Vec<String> {
-        obj.get(name)
+        obj.member(name)
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
@@ -316,7 +316,7 @@ pub(crate) fn extract(root: &Map<String, Value>, rest_proxy_headers: &[(String, 
             .unwrap_or_default()
     };
     let pairs = |name: &str, lowercase_keys: bool| -> Vec<(String, String)> {
-        obj.get(name)
+        obj.member(name)
             .and_then(Value::as_object)
             .map(|m| {
                 m.iter()
@@ -332,7 +332,7 @@ pub(crate) fn extract(root: &Map<String, Value>, rest_proxy_headers: &[(String, 
             })
             .unwrap_or_default()
     };
-    let repeated = match obj.get("repeated_headers_behavior").and_then(Value::as_str) {
+    let repeated = match obj.member("repeated_headers_behavior").and_then(Value::as_str) {
         Some("concatenate_by_comma") => Repeated::ConcatenateByComma,
         Some("take_first") => Repeated::TakeFirst,
         _ => Repeated::RetainDuplicates,
@@ -355,20 +355,23 @@ pub const V2_MESSAGE: &str = "headers: REST API v2 cannot carry record headers (
 /// The root rule: a configuration whose `headers` would give a record a header needs
 /// `rest_proxy.api` `"v3"`. Values of the wrong type are left to the field checks.
 pub(crate) fn v2_check(root: &Map<String, Value>) -> Option<String> {
-    let headers = root.get("headers")?.as_object()?;
+    let headers = root.member("headers")?.as_object()?;
     let asks = headers
-        .get("static_headers")
+        .member("static_headers")
         .and_then(Value::as_object)
         .is_some_and(|m| !m.is_empty())
-        || (headers.get("forward_http_headers_as_record_headers") != Some(&Value::Bool(false))
-            && (headers.get("forward_all_by_default") == Some(&Value::Bool(true))
+        || (headers
+            .member("forward_http_headers_as_record_headers")
+            .and_then(Value::as_bool)
+            != Some(false)
+            && (headers.member("forward_all_by_default").and_then(Value::as_bool) == Some(true)
                 || headers
-                    .get("include_headers")
+                    .member("include_headers")
                     .and_then(Value::as_array)
                     .is_some_and(|a| !a.is_empty())));
     let v3 = root
-        .get("rest_proxy")
-        .and_then(|rp| rp.get("api"))
+        .member("rest_proxy")
+        .and_then(|rp| rp.member("api"))
         .and_then(Value::as_str)
         == Some("v3");
     (asks && !v3).then(|| V2_MESSAGE.to_string())

@@ -3,8 +3,84 @@
 //! is [`crate::config`]'s (and [`crate::record_headers`]' for its `headers` object); both the
 //! validator and the JSON Schema are derived from it there. A module of its own so the tables
 //! of other modules can be written with it without importing the configuration.
+//!
+//! What only the JSON Schema shows (descriptions, patterns, the custom rules' schemas) is held in
+//! a [`SchemaOnly`]: natively, where `kafka_upstream.meta.json` is generated, it keeps its value;
+//! in the `.wasm`, which never builds the schema, it is an empty marker, so neither the texts nor
+//! the rule schemas' code are in the module (about 30 KB). The validator never reads them.
 
 use serde_json::{Map, Value};
+
+/// A value only the JSON Schema uses, see the module documentation. Built with [`text`] or
+/// [`custom_schema`] (const functions, so the tables stay statics); read with [`SchemaOnly::get`]
+/// (native builds only).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SchemaOnly<T: Copy + 'static> {
+    #[cfg(not(target_arch = "wasm32"))]
+    value: T,
+    #[cfg(target_arch = "wasm32")]
+    _value: std::marker::PhantomData<T>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Copy + 'static> SchemaOnly<T> {
+    /// The value.
+    pub(crate) fn get(self) -> T {
+        self.value
+    }
+}
+
+/// A description or pattern of the JSON Schema.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) const fn text(value: &'static str) -> SchemaOnly<&'static str> {
+    SchemaOnly { value }
+}
+
+/// A description or pattern of the JSON Schema (dropped in the `.wasm`).
+#[cfg(target_arch = "wasm32")]
+pub(crate) const fn text(_: &'static str) -> SchemaOnly<&'static str> {
+    SchemaOnly {
+        _value: std::marker::PhantomData,
+    }
+}
+
+/// A custom rule's JSON Schema.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) const fn custom_schema(value: fn() -> Value) -> SchemaOnly<fn() -> Value> {
+    SchemaOnly { value }
+}
+
+/// A custom rule's JSON Schema (dropped in the `.wasm`: its code is not linked).
+#[cfg(target_arch = "wasm32")]
+pub(crate) const fn custom_schema(_: fn() -> Value) -> SchemaOnly<fn() -> Value> {
+    SchemaOnly {
+        _value: std::marker::PhantomData,
+    }
+}
+
+/// A member of a JSON object by name (`Map::get`, `Value::get` with a `&str`), kept out of line:
+/// the map search inlined at each of the configuration's ~50 lookups cost ~10 KB of `.wasm`
+/// code, and they only run when a configuration is read.
+pub(crate) trait Member {
+    /// The member `name`, if `self` is an object that has it.
+    fn member(&self, name: &str) -> Option<&Value>;
+}
+
+impl Member for Map<String, Value> {
+    #[inline(never)]
+    fn member(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+}
+
+impl Member for Value {
+    fn member(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Object(map) => map.member(name),
+            _ => None,
+        }
+    }
+}
 
 /// A field's value domain.
 #[derive(Debug)]
@@ -48,7 +124,8 @@ pub(crate) enum Kind {
         /// Longest length.
         max_length: u64,
         /// The JSON Schema `pattern`.
-        pattern: &'static str,
+        #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // read by the JSON Schema (native only)
+        pattern: SchemaOnly<&'static str>,
         /// The code side of `pattern` (and of `max_length`).
         valid: fn(&str) -> bool,
         /// What the error message says is expected.
@@ -71,7 +148,8 @@ pub(crate) struct Field {
     pub(crate) kind: Kind,
     pub(crate) required: bool,
     pub(crate) default: Option<DefaultValue>,
-    pub(crate) description: &'static str,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // read by the JSON Schema (native only)
+    pub(crate) description: SchemaOnly<&'static str>,
 }
 
 /// A constraint across the fields of one object.
@@ -99,14 +177,16 @@ pub(crate) enum Rule {
     /// same rule as JSON Schema (`code_and_schema_agree` holds them together).
     Custom {
         check: fn(&Map<String, Value>) -> Option<String>,
-        schema: fn() -> Value,
+        #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // read by the JSON Schema (native only)
+        schema: SchemaOnly<fn() -> Value>,
     },
 }
 
 /// An object's fields and cross-field rules.
 #[derive(Debug)]
 pub(crate) struct Schema {
-    pub(crate) description: &'static str,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // read by the JSON Schema (native only)
+    pub(crate) description: SchemaOnly<&'static str>,
     pub(crate) fields: &'static [Field],
     pub(crate) rules: &'static [Rule],
 }

@@ -30,7 +30,7 @@
 use serde_json::{Map, Value};
 
 use crate::json;
-use crate::schema::{DefaultValue, Field, Kind, Rule, Schema};
+use crate::schema::{text, DefaultValue, Field, Kind, Member, Rule, Schema};
 
 /// How long a failed lookup is kept before it is tried again.
 pub const RETRY_AFTER_MS: u64 = 1_000;
@@ -167,7 +167,11 @@ pub fn parse_url(url: &str) -> Option<RegistryUrl> {
 /// The root rule for `schema_registry.confluent.url` (a root rule, so its message carries the
 /// field's whole path).
 pub(crate) fn url_check(root: &Map<String, Value>) -> Option<String> {
-    let url = root.get("schema_registry")?.get("confluent")?.get("url")?.as_str()?;
+    let url = root
+        .member("schema_registry")?
+        .member("confluent")?
+        .member("url")?
+        .as_str()?;
     match parse_url(url) {
         Some(_) => None,
         None => Some(format!(
@@ -181,18 +185,18 @@ pub(crate) fn url_check(root: &Map<String, Value>) -> Option<String> {
 /// applies one format to keys and values, a configured key source also needs `key_schema` (REST
 /// Proxy refuses keys without a key schema: 42201).
 pub(crate) fn format_check(root: &Map<String, Value>) -> Option<String> {
-    let confluent = root.get("schema_registry")?.get("confluent")?;
-    let rest_proxy = root.get("rest_proxy")?;
-    let format = rest_proxy.get("format").and_then(Value::as_str).unwrap_or("binary");
+    let confluent = root.member("schema_registry")?.member("confluent")?;
+    let rest_proxy = root.member("rest_proxy")?;
+    let format = rest_proxy.member("format").and_then(Value::as_str).unwrap_or("binary");
     if format != "json" {
         return Some(
             "schema_registry.confluent: needs rest_proxy.format \"json\" (the REST proxy serializes the message, a JSON value, with the schema)".to_string(),
         );
     }
-    let v2 = rest_proxy.get("api").and_then(Value::as_str).unwrap_or("v2") == "v2";
-    let key_source = KEY_SOURCES.iter().find(|k| root.contains_key(**k));
+    let v2 = rest_proxy.member("api").and_then(Value::as_str).unwrap_or("v2") == "v2";
+    let key_source = KEY_SOURCES.iter().find(|k| root.member(k).is_some());
     match key_source {
-        Some(source) if v2 && confluent.get("key_schema").is_none() => Some(format!(
+        Some(source) if v2 && confluent.member("key_schema").is_none() => Some(format!(
             "schema_registry.confluent.key_schema: required with REST API v2 when {source} is set (v2 serializes keys with a schema too)"
         )),
         _ => None,
@@ -227,89 +231,91 @@ pub(crate) fn url_rule_schema() -> Value {
 
 /// `schema_registry`.
 pub(crate) static SCHEMA_REGISTRY: Schema = Schema {
-    description: "Schema registries (Kong kafka-upstream 3.11+): records are sent with the schema id the registry gives for a subject, and the REST proxy serializes them (Avro or JSON Schema).",
+    description: text("Schema registries (Kong kafka-upstream 3.11+): records are sent with the schema id the registry gives for a subject, and the REST proxy serializes them (Avro or JSON Schema)."),
     fields: &[Field {
         name: "confluent",
         kind: Kind::Object(&CONFLUENT),
         required: false,
         default: None,
-        description: "A Confluent Schema Registry.",
+        description: text("A Confluent Schema Registry."),
     }],
     rules: &[],
 };
 
 static CONFLUENT: Schema = Schema {
-    description: "A Confluent Schema Registry.",
+    description: text("A Confluent Schema Registry."),
     fields: &[
         Field {
             name: "url",
             kind: Kind::String { min_length: 8, max_length: 1024 },
             required: true,
             default: None,
-            description: "The registry's URL, `http://host[:port][/path]` or `https://...`.",
+            description: text("The registry's URL, `http://host[:port][/path]` or `https://...`."),
         },
         Field {
             name: "upstream",
             kind: Kind::String { min_length: 1, max_length: 1024 },
             required: false,
             default: None,
-            description: "Where lookups go: the Envoy cluster of the registry; default: the url's host:port (Kong).",
+            description: text("Where lookups go: the Envoy cluster of the registry; default: the url's host:port (Kong)."),
         },
         Field {
             name: "authentication",
             kind: Kind::Object(&AUTHENTICATION),
             required: false,
             default: None,
-            description: "How the filter authenticates to the registry.",
+            description: text("How the filter authenticates to the registry."),
         },
         Field {
             name: "value_schema",
             kind: Kind::Object(&SUBJECT),
             required: false,
             default: None,
-            description: "The schema of record values: a subject and version of the registry.",
+            description: text("The schema of record values: a subject and version of the registry."),
         },
         Field {
             name: "key_schema",
             kind: Kind::Object(&SUBJECT),
             required: false,
             default: None,
-            description: "The schema of record keys: a subject and version of the registry.",
+            description: text("The schema of record keys: a subject and version of the registry."),
         },
         Field {
             name: "ttl",
             kind: Kind::Integer { minimum: 1, maximum: 86_400 },
             required: false,
             default: Some(DefaultValue::Int(300)),
-            description: "How long a looked-up schema id is used before it is looked up again, in seconds (the old id stays in use until the new answer arrives).",
+            description: text("How long a looked-up schema id is used before it is looked up again, in seconds (the old id stays in use until the new answer arrives)."),
         },
         Field {
             name: "timeout",
             kind: Kind::Integer { minimum: 1, maximum: 60_000 },
             required: false,
             default: Some(DefaultValue::Int(5_000)),
-            description: "Lookup timeout in milliseconds.",
+            description: text("Lookup timeout in milliseconds."),
         },
     ],
     rules: &[],
 };
 
 static AUTHENTICATION: Schema = Schema {
-    description: "How the filter authenticates to the registry.",
+    description: text("How the filter authenticates to the registry."),
     fields: &[
         Field {
             name: "mode",
             kind: Kind::Enum(&["none", "basic"]),
             required: false,
             default: Some(DefaultValue::Str("none")),
-            description: "`none`, or `basic` (HTTP basic authentication with `basic.username` and `basic.password`).",
+            description: text(
+                "`none`, or `basic` (HTTP basic authentication with `basic.username` and `basic.password`).",
+            ),
         },
         Field {
             name: "basic",
             kind: Kind::Object(&BASIC),
             required: false,
             default: None,
-            description: "Basic authentication credentials; required when `mode` is `basic`.",
+            description: text("Basic authentication credentials; required when `mode` is `basic`."),
         },
     ],
     rules: &[Rule::RequiredWhen {
@@ -320,7 +326,7 @@ static AUTHENTICATION: Schema = Schema {
 };
 
 static BASIC: Schema = Schema {
-    description: "Basic authentication credentials.",
+    description: text("Basic authentication credentials."),
     fields: &[
         Field {
             name: "username",
@@ -330,7 +336,7 @@ static BASIC: Schema = Schema {
             },
             required: true,
             default: None,
-            description: "User name.",
+            description: text("User name."),
         },
         Field {
             name: "password",
@@ -340,14 +346,14 @@ static BASIC: Schema = Schema {
             },
             required: true,
             default: None,
-            description: "Password.",
+            description: text("Password."),
         },
     ],
     rules: &[],
 };
 
 static SUBJECT: Schema = Schema {
-    description: "A subject and version of the registry.",
+    description: text("A subject and version of the registry."),
     fields: &[
         Field {
             name: "subject_name",
@@ -357,20 +363,20 @@ static SUBJECT: Schema = Schema {
             },
             required: true,
             default: None,
-            description: "The subject, e.g. `orders-value`.",
+            description: text("The subject, e.g. `orders-value`."),
         },
         Field {
             name: "schema_version",
             kind: Kind::Token {
                 // Nine digits at most: every such number is a valid registry version (1 to 2^31-1).
                 max_length: 9,
-                pattern: "^(latest|[1-9][0-9]{0,8})$",
+                pattern: text("^(latest|[1-9][0-9]{0,8})$"),
                 valid: valid_version,
                 expected: "`latest` or a version number from 1",
             },
             required: false,
             default: Some(DefaultValue::Str("latest")),
-            description: "`latest` or a version number.",
+            description: text("`latest` or a version number."),
         },
     ],
     rules: &[],
@@ -382,36 +388,36 @@ fn valid_version(v: &str) -> bool {
 
 /// The typed configuration of a validated root object; `None` without `schema_registry.confluent`.
 pub(crate) fn extract(root: &Map<String, Value>) -> Option<SchemaRegistryConfig> {
-    let confluent = root.get("schema_registry")?.get("confluent")?.as_object()?;
-    let url = parse_url(confluent.get("url")?.as_str()?)?;
+    let confluent = root.member("schema_registry")?.member("confluent")?.as_object()?;
+    let url = parse_url(confluent.member("url")?.as_str()?)?;
     let subject = |name: &str| {
-        let obj = confluent.get(name)?.as_object()?;
+        let obj = confluent.member(name)?.as_object()?;
         Some(SubjectRef {
-            subject: obj.get("subject_name")?.as_str()?.to_string(),
+            subject: obj.member("subject_name")?.as_str()?.to_string(),
             version: obj
-                .get("schema_version")
+                .member("schema_version")
                 .and_then(Value::as_str)
                 .unwrap_or("latest")
                 .to_string(),
         })
     };
-    let auth = confluent.get("authentication").and_then(Value::as_object);
+    let auth = confluent.member("authentication").and_then(Value::as_object);
     let authorization = auth
-        .filter(|a| a.get("mode").and_then(Value::as_str) == Some("basic"))
-        .and_then(|a| a.get("basic"))
+        .filter(|a| a.member("mode").and_then(Value::as_str) == Some("basic"))
+        .and_then(|a| a.member("basic"))
         .and_then(|b| {
-            let user = b.get("username")?.as_str()?;
-            let password = b.get("password")?.as_str()?;
+            let user = b.member("username")?.as_str()?;
+            let password = b.member("password")?.as_str()?;
             // json::write_base64 writes a JSON string: the base64 text between quotes.
             let mut quoted = Vec::new();
             json::write_base64(&mut quoted, format!("{user}:{password}").as_bytes());
             let text = std::str::from_utf8(&quoted).ok()?.trim_matches('"');
             Some(format!("Basic {text}"))
         });
-    let int = |name: &str, default: u64| confluent.get(name).and_then(Value::as_u64).unwrap_or(default);
+    let int = |name: &str, default: u64| confluent.member(name).and_then(Value::as_u64).unwrap_or(default);
     Some(SchemaRegistryConfig {
         upstream: confluent
-            .get("upstream")
+            .member("upstream")
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| url.host_port.clone()),
@@ -504,8 +510,8 @@ pub fn parse_reply(subject: &SubjectRef, status: u32, body: &[u8]) -> Result<Sch
         let detail = parsed
             .as_ref()
             .and_then(|v| {
-                let code = v.get("error_code")?.as_i64()?;
-                let message = v.get("message")?.as_str()?;
+                let code = v.member("error_code")?.as_i64()?;
+                let message = v.member("message")?.as_str()?;
                 Some(format!(" (error_code {code}: {message})"))
             })
             .unwrap_or_default();
@@ -516,11 +522,11 @@ pub fn parse_reply(subject: &SubjectRef, status: u32, body: &[u8]) -> Result<Sch
         .and_then(Value::as_object)
         .ok_or_else(|| format!("{what}: the registry's answer is not a JSON object"))?;
     let id = obj
-        .get("id")
+        .member("id")
         .and_then(Value::as_u64)
         .filter(|&id| id >= 1 && id <= i32::MAX as u64)
         .ok_or_else(|| format!("{what}: the registry's answer has no valid \"id\""))?;
-    let format = match obj.get("schemaType").and_then(Value::as_str) {
+    let format = match obj.member("schemaType").and_then(Value::as_str) {
         None | Some("AVRO") => SchemaFormat::Avro,
         Some("JSON") => SchemaFormat::JsonSchema,
         Some(other) => {

@@ -195,7 +195,12 @@ pub fn body_field_key(doc: &str, pointer: &[String]) -> Option<Vec<u8>> {
     let value = json::pointer(doc, pointer)?;
     let bytes = if let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
         if inner.contains('\\') {
-            serde_json::from_str::<String>(value).ok()?.into_bytes()
+            // Read as a `Value` from bytes: the parser the configuration already links, no typed
+            // `String` visitor (see `json::key_is`).
+            match serde_json::from_slice(value.as_bytes()).ok()? {
+                serde_json::Value::String(s) => s.into_bytes(),
+                _ => return None,
+            }
         } else {
             inner.as_bytes().to_vec()
         }
@@ -382,7 +387,11 @@ impl Builder {
     fn value(&mut self, value: &serde_json::Value, path: &str, errors: &mut Vec<String>) {
         use serde_json::Value;
         match value {
-            Value::Null | Value::Bool(_) | Value::Number(_) => self.literal(value.to_string().as_bytes()),
+            // The text serde_json's compact writer gives (its numbers are finite; `Number`'s
+            // `Display` is the same `itoa`/`zmij` formatting), without linking that writer.
+            Value::Null => self.literal(b"null"),
+            Value::Bool(b) => self.literal(if *b { b"true" } else { b"false" }),
+            Value::Number(n) => self.literal(n.to_string().as_bytes()),
             Value::String(s) => match pieces(s) {
                 Err(e) => errors.push(format!("{path}: {e}")),
                 Ok(pieces) => self.string(pieces),
@@ -689,6 +698,20 @@ mod tests {
 
     fn render_one(template: Value) -> String {
         render_with(template, HEADERS, BODY, &MessageOptions::default())
+    }
+
+    /// A template's literals are the text serde_json's compact writer gives them (the template
+    /// writes `null`, booleans and `Number`'s `Display` itself).
+    #[test]
+    fn literals_are_serde_json_compact_text() {
+        let literals = json!([
+            null, true, false, 0, -7, 42, i64::MIN, u64::MAX, 1.5, -0.0, 0.1, 1e300, -2.5e-8, 123456789.125,
+            f64::MAX, f64::MIN_POSITIVE, 5e-324, {"a": [1.0, {"b": null}]}
+        ]);
+        assert_eq!(render_one(literals.clone()), literals.to_string());
+        for literal in literals.as_array().unwrap() {
+            assert_eq!(render_one(literal.clone()), literal.to_string());
+        }
     }
 
     #[test]
