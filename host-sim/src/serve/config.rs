@@ -50,6 +50,36 @@ pub struct Route {
     /// Envoy `fail_open`: once the filter's VM has failed, requests pass without it instead of
     /// getting 503. Kong has no such setting.
     pub fail_open: bool,
+    /// Routes with the same `Some(n)` run on one filter instance: one VM and one root context
+    /// per thread, which every request of those routes reaches ([`vm_slots`]). Envoy builds the
+    /// filter factories of an HTTP connection manager's `http_filters` once, when it reads the
+    /// HCM (envoy source/extensions/filters/network/http_connection_manager/config.cc), not per
+    /// route; the wasm filter's config holds one thread-local plugin, set per thread with
+    /// `Common::Wasm::getOrCreateThreadLocalPlugin` (source/extensions/filters/http/wasm/
+    /// wasm_filter.cc, `FilterConfig`), whose root context every stream of every route shares.
+    /// `None`: the route's own (Kong: each route's filter chain has its own filter config).
+    pub shared_filter: Option<usize>,
+}
+
+/// The deployment's VM slots: each a list of route indexes that run on one filter instance, in
+/// the order their first route is declared. A route with [`Route::shared_filter`] `None` has a
+/// slot of its own; routes with the same `Some(n)` share one. The first route of a slot gives
+/// the VM's settings (filter, ids, configurations, `fail_open`), which routes sharing a filter
+/// have in common.
+pub fn vm_slots(routes: &[Route]) -> Vec<Vec<usize>> {
+    let mut slots: Vec<Vec<usize>> = Vec::new();
+    for (index, route) in routes.iter().enumerate() {
+        let joins = route.shared_filter.and_then(|group| {
+            slots
+                .iter()
+                .position(|slot| routes[slot[0]].shared_filter == Some(group))
+        });
+        match joins {
+            Some(slot) => slots[slot].push(index),
+            None => slots.push(vec![index]),
+        }
+    }
+    slots
 }
 
 /// Everything `serve` needs besides the listener.
@@ -98,6 +128,7 @@ impl Route {
             vm_configuration: Vec::new(),
             fallback: Fallback::NotFound,
             fail_open: false,
+            shared_filter: None,
         }
     }
 }
@@ -679,7 +710,7 @@ pub fn from_envoy_file(file: &Path, listener: Option<&str>) -> Result<Deployment
         };
         let (type_url, message, message_at) = typed_config(typed, &filter_at.key("typed_config"))?;
         if type_url == WASM_FILTER_TYPE {
-            // host-sim serve runs one wasm filter per route: a second one would be silently
+            // host-sim serve runs one wasm filter per listener: a second one would be silently
             // skipped (Envoy runs every http_filters entry in order), so it is refused.
             if wasm.is_some() {
                 return Err(filter_at.fail(
@@ -706,6 +737,8 @@ pub fn from_envoy_file(file: &Path, listener: Option<&str>) -> Result<Deployment
         vm_configuration: plugin.vm_configuration,
         fallback: Fallback::NotFound,
         fail_open: plugin.fail_open,
+        // Every route of the connection manager runs on its one wasm filter (Route::shared_filter).
+        shared_filter: Some(0),
     };
     let mut routes = Vec::new();
     if let Some(route_config) = get(hcm, "route_config").filter(|r| !r.is_null()) {
@@ -864,6 +897,7 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
                 vm_configuration: Vec::new(),
                 fallback: fallback.clone(),
                 fail_open: false,
+                shared_filter: None,
             });
         }
         Ok(())
@@ -1565,6 +1599,55 @@ mod tests {
         assert!(deployment.services.is_empty() && deployment.notes.is_empty());
         // envoy.yaml turns Envoy's request ids off (the filter forwards the client's own).
         assert!(!deployment.generate_request_id);
+    }
+
+    #[test]
+    fn the_routes_of_one_connection_manager_share_its_filter() {
+        let hcm_type = "http_connection_manager.v3.HttpConnectionManager\n";
+        let route_config = "                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: [\"*\"]
+                      routes:
+                        - name: produce
+                          match: { prefix: /topics }
+                          route: { cluster: up }
+                        - name: rest
+                          match: { prefix: / }
+                          direct_response: { status: 404, body: { inline_string: none } }
+";
+        let listeners = wasm_filter(PLAIN_WASM).replace(hcm_type, &format!("{hcm_type}{route_config}"));
+        let deployment = envoy(&static_resources(&listeners, &cluster("STATIC", "127.0.0.1", "")), None).unwrap();
+        let names: Vec<&str> = deployment.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["produce", "rest"]);
+        // One VM slot for both: one VM and root context per thread, as Envoy's one wasm filter.
+        assert_eq!(vm_slots(&deployment.routes), vec![vec![0, 1]]);
+        // Each keeps its own prefix and fallback.
+        assert_eq!(deployment.routes[0].path_prefix, "/topics");
+        assert_eq!(deployment.routes[0].fallback, Fallback::Upstream("up".into()));
+        assert_eq!(deployment.routes[1].path_prefix, "/");
+        assert_eq!(
+            deployment.routes[1].fallback,
+            Fallback::Direct {
+                status: 404,
+                body: "none".into()
+            }
+        );
+        // Routes without a shared filter (Kong, `serve --filter`) each have their own; routes of
+        // different groups do not mix.
+        let own = |name: &str, group: Option<usize>| Route {
+            shared_filter: group,
+            ..Route::new(name, PathBuf::from("f.wasm"), Vec::new())
+        };
+        let routes = [
+            own("a", None),
+            own("b", Some(1)),
+            own("c", None),
+            own("d", Some(1)),
+            own("e", Some(2)),
+        ];
+        assert_eq!(vm_slots(&routes), vec![vec![0], vec![1, 3], vec![2], vec![4]]);
+        assert!(vm_slots(&[]).is_empty());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! A tokio/hyper server accepts requests ([`edge`] bounds what a client may cost), picks the
 //! route by longest path prefix and hands the request to a worker thread that owns one VM per
-//! route (`worker`), round-robin; the answer comes back on a oneshot channel. The body is read
+//! filter (`worker`), round-robin; the answer comes back on a oneshot channel. The routes of an
+//! Envoy connection manager share its one wasm filter, so one VM and root context per thread
+//! ([`config::vm_slots`]); each Kong route has its own. The body is read
 //! within the edge's limits (over `max_request_bytes`, malformed or too slow: 413, 400, 408) as
 //! the profile's host reads it ([`crate::profile::BodyDelivery`]): for Envoy the request goes to
 //! the worker at its first piece of body and the rest follows as it arrives (a refusal then ends
@@ -18,7 +20,7 @@
 //! An Envoy bootstrap's WasmServices run beside the routes, each VM on a thread of its own
 //! (`service`). Where the profile's host also runs each filter's root context on a main thread
 //! (Envoy, [`crate::profile::HostBehaviour::runs_main_thread_root`]), one more worker, which
-//! gets no requests, holds a VM per route for it (`worker::Thread::Main`).
+//! gets no requests, holds a VM per filter for it (`worker::Thread::Main`).
 
 pub mod config;
 pub mod edge;
@@ -150,6 +152,8 @@ struct RouteStatus {
 struct Shared_ {
     profile: Profile,
     routes: Vec<Route>,
+    /// [`config::vm_slots`] of `routes`: the workers' slots, in this order.
+    vm_slots: Vec<Vec<usize>>,
     status: RwLock<Vec<RouteStatus>>,
     /// The request workers, round-robin.
     workers: Vec<Sender<Command>>,
@@ -237,7 +241,9 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             modules.insert(service.filter.clone(), module);
         }
     }
-    for route in &deployment.routes {
+    let vm_slots = config::vm_slots(&deployment.routes);
+    // Once per VM slot, as the workers start it (its first route gives the VM's settings).
+    for route in vm_slots.iter().map(|slot| &deployment.routes[slot[0]]) {
         check_filter_starts(
             deployment.profile,
             route,
@@ -314,14 +320,15 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             client_body_buffer_bytes: deployment.client_body_buffer_bytes,
             drain_time: edge.drain_time,
         };
-        let routes: Vec<(Route, Module)> = deployment
-            .routes
-            .iter()
-            .map(|r| (r.clone(), modules[&r.filter].clone()))
+        let slots: Vec<(Vec<(usize, Route)>, Module)> = (vm_slots.iter())
+            .map(|slot| {
+                let routes: Vec<(usize, Route)> = slot.iter().map(|&i| (i, deployment.routes[i].clone())).collect();
+                (routes, modules[&deployment.routes[slot[0]].filter].clone())
+            })
             .collect();
         let handle = std::thread::Builder::new()
             .name(format!("host-sim-worker-{thread}"))
-            .spawn(move || worker.run(routes, rx))
+            .spawn(move || worker.run(slots, rx))
             .expect("spawning a worker thread");
         match thread {
             Thread::Worker(_) => senders.push(tx),
@@ -342,6 +349,7 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     let shared = Arc::new(Shared_ {
         profile: deployment.profile,
         routes: deployment.routes.clone(),
+        vm_slots,
         status: RwLock::new(status),
         workers: senders,
         main_thread: main_sender,
@@ -1080,11 +1088,12 @@ async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut
                     r.sha256 = module.sha256().to_string();
                 }
             }
-            for (index, route) in shared.routes.iter().enumerate().filter(|(_, r)| &r.filter == path) {
-                let _ = route;
+            // Once per VM slot whose filter this is (routes sharing a filter reload together).
+            let slots = shared.vm_slots.iter().enumerate();
+            for (index, _) in slots.filter(|(_, slot)| &shared.routes[slot[0]].filter == path) {
                 for worker in shared.every_thread() {
                     let _ = worker.send(Command::Reload {
-                        route: index,
+                        slot: index,
                         module: module.clone(),
                     });
                 }

@@ -111,6 +111,7 @@ fn start_vm(
         vm_configuration: service.vm_configuration.clone(),
         fallback: Fallback::NotFound,
         fail_open: false,
+        shared_filter: None,
     };
     let options = vm_options(profile, &as_route, upstreams, shared.clone());
     let failed = |reason: String| ServeError::FilterStart {

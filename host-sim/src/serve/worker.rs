@@ -1,6 +1,8 @@
-//! A gateway worker: one OS thread that owns a VM per route (wasmtime stores are driven from
+//! A gateway worker: one OS thread that owns a VM per VM slot (wasmtime stores are driven from
 //! one thread, as each Envoy worker owns its VM) and runs every request's stream lifecycle on
-//! it. The worker is a transport around the VM's event API: it waits for a [`Command`] (a
+//! it. A slot is one filter instance and the routes that use it ([`super::config::vm_slots`]:
+//! Envoy's routes of one connection manager share one VM and root context per thread, each Kong
+//! route has its own); each request keeps its route, whose fallback answers it. The worker is a transport around the VM's event API: it waits for a [`Command`] (a
 //! request, a callout's reply, an upstream's response, a reload, shutdown) or for the next tick,
 //! applies it to the one instance it concerns, runs what is due on each VM
 //! ([`Vm::run_due_work`]: ticks on real time, queue notifications), and then settles only the
@@ -104,29 +106,32 @@ pub enum Command {
         route: usize,
         request_key: u64,
     },
+    /// A callout's reply, for the VM slot (`slot`, an index into the worker's slots) whose
+    /// instance of `generation` made it.
     CallDone {
-        route: usize,
+        slot: usize,
         generation: u64,
         token: u32,
         reply: HttpCallReply,
     },
     /// What a gRPC server sent on a call or stream ([`super::grpc`]), for `Vm::respond_grpc`.
     GrpcReceived {
-        route: usize,
+        slot: usize,
         generation: u64,
         token: u32,
         reply: GrpcReply,
     },
     UpstreamDone {
-        route: usize,
+        slot: usize,
         generation: u64,
         stream: u32,
         /// When the request went upstream.
         sent_at: std::time::Instant,
         result: Result<UpstreamResponse, String>,
     },
+    /// A new module for the VM slot `slot` ([`super::config::vm_slots`]'s order).
     Reload {
-        route: usize,
+        slot: usize,
         module: Module,
     },
     /// Finish the requests in flight, then shut the filters' root contexts down as the profile's
@@ -147,6 +152,9 @@ struct PendingStream {
     body_key: Option<u64>,
     /// [`Incoming::request_key`].
     request_key: u64,
+    /// The route the request came in on (its index in the deployment): whose fallback answers
+    /// what the filter lets through.
+    route: usize,
 }
 
 struct Instance {
@@ -168,14 +176,25 @@ struct Instance {
     touched: bool,
 }
 
-struct RouteSlot {
-    route: Route,
+/// One filter instance per thread and the routes whose requests run on it
+/// ([`super::config::vm_slots`]: Envoy's routes of one connection manager share its wasm filter,
+/// each Kong route has its own).
+struct VmSlot {
+    /// For logs: the names of its routes, comma-separated.
+    name: String,
+    /// Its routes (index in the deployment, route); the first gives the VM's settings.
+    routes: Vec<(usize, Route)>,
     current: Option<Instance>,
     draining: Vec<Instance>,
     module: Module,
 }
 
-impl RouteSlot {
+impl VmSlot {
+    /// The route whose settings the VM starts with.
+    fn settings(&self) -> &Route {
+        &self.routes[0].1
+    }
+
     /// The current instance and those replaced by a reload that still finish their work.
     fn instances(&self) -> impl Iterator<Item = &Instance> {
         self.current.iter().chain(self.draining.iter())
@@ -192,7 +211,7 @@ impl RouteSlot {
 pub enum Thread {
     /// A request worker (`--workers`), by its index.
     Worker(usize),
-    /// The thread that takes no requests and runs each route's main-thread root context, where
+    /// The thread that takes no requests and runs each VM slot's main-thread root context, where
     /// the profile's host has one ([`crate::profile::HostBehaviour::runs_main_thread_root`]).
     Main,
 }
@@ -225,15 +244,24 @@ pub struct Worker {
 
 impl Worker {
     /// Runs until `Shutdown` (after the in-flight requests finish) or until every sender is gone.
-    pub fn run(self, routes: Vec<(Route, Module)>, inbox: Receiver<Command>) {
-        let mut slots: Vec<RouteSlot> = routes
+    /// `slots`: each VM slot's routes (index in the deployment, route; none empty) and module.
+    pub fn run(self, slots: Vec<(Vec<(usize, Route)>, Module)>, inbox: Receiver<Command>) {
+        let mut slots: Vec<VmSlot> = slots
             .into_iter()
-            .map(|(route, module)| RouteSlot {
-                route,
+            .filter(|(routes, _)| !routes.is_empty())
+            .map(|(routes, module)| VmSlot {
+                name: (routes.iter().map(|(_, r)| r.name.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                routes,
                 current: None,
                 draining: Vec::new(),
                 module,
             })
+            .collect();
+        // Which slot each route's requests run on.
+        let slot_of: HashMap<usize, usize> = (slots.iter().enumerate())
+            .flat_map(|(slot, s)| s.routes.iter().map(move |(route, _)| (*route, slot)))
             .collect();
         let mut generation = 0u64;
         for (i, slot) in slots.iter_mut().enumerate() {
@@ -246,11 +274,11 @@ impl Worker {
             let wait = self.next_wait(&slots);
             match inbox.recv_timeout(wait) {
                 Ok(Command::Shutdown { deadline }) => shutdown = Some(deadline),
-                Ok(command) => self.apply(command, &mut slots, &mut generation),
+                Ok(command) => self.apply(command, &mut slots, &slot_of, &mut generation),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            for instance in slots.iter_mut().flat_map(RouteSlot::instances_mut) {
+            for instance in slots.iter_mut().flat_map(VmSlot::instances_mut) {
                 if instance.vm.run_due_work() {
                     instance.touched = true;
                 }
@@ -274,15 +302,21 @@ impl Worker {
     }
 
     /// Applies one command to the instance it concerns, which is then [`Instance::touched`].
-    fn apply(&self, command: Command, slots: &mut [RouteSlot], generation: &mut u64) {
+    /// `slot_of`: the slot of each route.
+    fn apply(&self, command: Command, slots: &mut [VmSlot], slot_of: &HashMap<usize, usize>, generation: &mut u64) {
+        // A route this worker does not know (never sent by the gateway) concerns no instance.
+        let slot_index = |route: usize| slot_of.get(&route).copied().filter(|&s| s < slots.len());
         match command {
             Command::Request(req) => {
-                let route = req.route;
-                if slots[route].current.is_none() {
+                let Some(slot) = slot_index(req.route) else {
+                    let _ = req.respond.send(plain(500, "host-sim: no such route\n"));
+                    return;
+                };
+                if slots[slot].current.is_none() {
                     *generation += 1;
-                    slots[route].current = self.start_instance(route, &slots[route], *generation);
+                    slots[slot].current = self.start_instance(slot, &slots[slot], *generation);
                 }
-                match slots[route].current.as_mut() {
+                match slots[slot].current.as_mut() {
                     Some(instance) => {
                         instance.touched = true;
                         self.begin(instance, req);
@@ -295,13 +329,15 @@ impl Worker {
                 }
             }
             Command::RequestBody { route, key, data, end } => {
-                if let Some(instance) = slots[route].instances_mut().find(|i| i.bodies.contains_key(&key)) {
+                let Some(slot) = slot_index(route) else { return };
+                if let Some(instance) = slots[slot].instances_mut().find(|i| i.bodies.contains_key(&key)) {
                     instance.touched = true;
                     self.body_arrived(instance, key, &data, end);
                 }
             }
             Command::RequestAborted { route, key } => {
-                if let Some(instance) = slots[route].instances_mut().find(|i| i.bodies.contains_key(&key)) {
+                let Some(slot) = slot_index(route) else { return };
+                if let Some(instance) = slots[slot].instances_mut().find(|i| i.bodies.contains_key(&key)) {
                     instance.touched = true;
                     if let Some(stream) = instance.bodies.remove(&key) {
                         instance.streams.remove(&stream);
@@ -310,7 +346,8 @@ impl Worker {
                 }
             }
             Command::RequestAbandoned { route, request_key } => {
-                for instance in slots[route].instances_mut() {
+                let Some(slot) = slot_index(route) else { return };
+                for instance in slots[slot].instances_mut() {
                     let found = (instance.streams.iter()).find(|(_, p)| p.request_key == request_key);
                     if let Some((&stream, _)) = found {
                         instance.touched = true;
@@ -325,12 +362,12 @@ impl Worker {
                 }
             }
             Command::CallDone {
-                route,
+                slot,
                 generation: g,
                 token,
                 reply,
             } => {
-                if let Some(instance) = find(&mut slots[route], g) {
+                if let Some(instance) = slots.get_mut(slot).and_then(|s| find(s, g)) {
                     instance.touched = true;
                     instance.calls_in_flight.remove(&token);
                     // A call whose stream ended meanwhile is gone: its reply is dropped.
@@ -338,34 +375,34 @@ impl Worker {
                 }
             }
             Command::GrpcReceived {
-                route,
+                slot,
                 generation: g,
                 token,
                 reply,
             } => {
-                if let Some(instance) = find(&mut slots[route], g) {
+                if let Some(instance) = slots.get_mut(slot).and_then(|s| find(s, g)) {
                     instance.touched = true;
                     // A call the guest ended or whose context ended is gone: dropped.
                     let _ = instance.vm.respond_grpc(token, reply);
                 }
             }
             Command::UpstreamDone {
-                route,
+                slot,
                 generation: g,
                 stream,
                 sent_at,
                 result,
             } => {
-                if let Some(instance) = find(&mut slots[route], g) {
+                if let Some(instance) = slots.get_mut(slot).and_then(|s| find(s, g)) {
                     instance.touched = true;
                     self.upstream_done(instance, stream, sent_at, result);
                 }
             }
-            Command::Reload { route, module } => {
+            Command::Reload { slot: index, module } => {
+                let Some(slot) = slots.get_mut(index) else { return };
                 *generation += 1;
-                let slot = &mut slots[route];
                 slot.module = module;
-                if let Some(fresh) = self.start_instance(route, slot, *generation) {
+                if let Some(fresh) = self.start_instance(index, slot, *generation) {
                     if let Some(old) = slot.current.replace(fresh) {
                         slot.draining.push(old);
                     }
@@ -376,47 +413,49 @@ impl Worker {
     }
 
     /// Logs what every VM's guest said since its last settle, and nothing else.
-    fn flush_guest_logs(&self, slots: &mut [RouteSlot]) {
+    fn flush_guest_logs(&self, slots: &mut [VmSlot]) {
         for slot in slots.iter_mut() {
-            let RouteSlot {
-                route,
+            let VmSlot {
+                name,
                 current,
                 draining,
                 ..
             } = slot;
             for instance in current.iter_mut().chain(draining.iter_mut()) {
                 for line in instance.vm.take_logs() {
-                    guest_log(&route.name, &self.thread, &line);
+                    guest_log(name, &self.thread, &line);
                 }
             }
         }
     }
 
     /// Settles every instance something happened on ([`Worker::settle`]).
-    fn settle_touched(&self, slots: &mut [RouteSlot]) {
+    fn settle_touched(&self, slots: &mut [VmSlot]) {
         for (index, slot) in slots.iter_mut().enumerate() {
-            let RouteSlot {
-                route,
+            let VmSlot {
+                name,
+                routes,
                 current,
                 draining,
                 ..
             } = slot;
             for instance in current.iter_mut().chain(draining.iter_mut()) {
                 if std::mem::take(&mut instance.touched) {
-                    self.settle(index, route, instance);
+                    self.settle(index, name, routes, instance);
                 }
             }
         }
     }
 
-    /// Logs a route's VM failure once. A VM whose guest trapped stays: the profile decides what
-    /// later requests get (`AfterTrap`: Envoy keeps it failed until the module is reloaded, Kong
-    /// starts a fresh instance at the next request).
-    fn report_failure(&self, slot: &mut RouteSlot) {
+    /// Logs a slot's VM failure once. A VM whose guest trapped stays: the profile decides what
+    /// later requests get (`AfterTrap`: Envoy keeps it failed until the module is reloaded, for
+    /// every route using it, as Envoy's one per-thread plugin is; Kong starts a fresh instance at
+    /// the next request).
+    fn report_failure(&self, slot: &mut VmSlot) {
         if let Some(current) = slot.current.as_mut() {
             let failure = current.vm.failure().map(String::from);
             if failure.is_some() && failure != current.reported_failure {
-                tracing::error!(route = %slot.route.name, worker = %self.thread, reason = failure.as_deref().unwrap_or_default(), "the filter's VM failed");
+                tracing::error!(route = %slot.name, worker = %self.thread, reason = failure.as_deref().unwrap_or_default(), "the filter's VM failed");
             }
             current.reported_failure = failure;
         }
@@ -427,7 +466,7 @@ impl Worker {
     /// stays (its callouts and ticks going on) until it has called `proxy_done`, within the drain
     /// time; then it is given up on (`Vm::abandon_root`) so the filter can count what it drops. An
     /// asynchronous filter's buffer in the old VM is thus sent, not silently lost on reload.
-    fn retire_replaced(&self, slot: &mut RouteSlot) {
+    fn retire_replaced(&self, slot: &mut VmSlot) {
         for old in slot.draining.iter_mut() {
             if old.streams.is_empty() && old.finishing_since.is_none() {
                 old.finishing_since = Some(std::time::Instant::now());
@@ -440,7 +479,7 @@ impl Worker {
         if slot.draining.is_empty() {
             return;
         }
-        let route = slot.route.name.clone();
+        let route = slot.name.clone();
         slot.draining.retain_mut(|old| {
             let Some(since) = old.finishing_since else {
                 return true;
@@ -464,12 +503,8 @@ impl Worker {
     /// first; then, where the profile's host does so, each VM's root context is shut down
     /// (`proxy_on_done`) and the worker waits for those that owe `proxy_done` while their
     /// callouts and ticks go on; at `deadline` whatever is left is abandoned, and said so.
-    fn shutdown_step(&self, slots: &mut [RouteSlot], roots_finishing: &mut bool, deadline: std::time::Instant) -> bool {
-        let streams_left: usize = slots
-            .iter()
-            .flat_map(RouteSlot::instances)
-            .map(|i| i.streams.len())
-            .sum();
+    fn shutdown_step(&self, slots: &mut [VmSlot], roots_finishing: &mut bool, deadline: std::time::Instant) -> bool {
+        let streams_left: usize = slots.iter().flat_map(VmSlot::instances).map(|i| i.streams.len()).sum();
         if streams_left == 0 && !*roots_finishing {
             *roots_finishing = true;
             for instance in slots.iter_mut().filter_map(|s| s.current.as_mut()) {
@@ -505,7 +540,7 @@ impl Worker {
                 continue;
             };
             tracing::warn!(
-                route = %slot.route.name,
+                route = %slot.name,
                 worker = %self.thread,
                 callouts_pending = instance.calls_in_flight.len() + instance.grpc.len(),
                 "drain time over: the filter had not called proxy_done; its root context is deleted with what it still holds"
@@ -513,16 +548,16 @@ impl Worker {
             // proxy_on_delete lets the filter say (and count) what it gives up.
             instance.vm.abandon_root(instance.root);
             for line in instance.vm.take_logs() {
-                guest_log(&slot.route.name, &self.thread, &line);
+                guest_log(&slot.name, &self.thread, &line);
             }
         }
         true
     }
 
-    fn next_wait(&self, slots: &[RouteSlot]) -> Duration {
+    fn next_wait(&self, slots: &[VmSlot]) -> Duration {
         let next = slots
             .iter()
-            .flat_map(RouteSlot::instances)
+            .flat_map(VmSlot::instances)
             .filter_map(|i| i.vm.next_timer_ns().map(|t| (t, i.vm.now_ns())))
             .map(|(t, now)| Duration::from_nanos(t.saturating_sub(now)))
             .min()
@@ -530,8 +565,9 @@ impl Worker {
         next.clamp(Duration::from_millis(1), Duration::from_millis(250))
     }
 
-    fn start_instance(&self, index: usize, slot: &RouteSlot, generation: u64) -> Option<Instance> {
-        let route = &slot.route;
+    fn start_instance(&self, index: usize, slot: &VmSlot, generation: u64) -> Option<Instance> {
+        let route = slot.settings();
+        let name = &slot.name;
         let mut options = vm_options(self.profile, route, &self.upstreams, self.shared.clone());
         options.client_body_buffer_bytes = self.client_body_buffer_bytes;
         let started = Vm::start(&slot.module, options).and_then(|mut vm| {
@@ -541,13 +577,13 @@ impl Worker {
         match started {
             Ok((mut vm, root)) => {
                 for line in vm.take_logs() {
-                    guest_log(&route.name, &self.thread, &line);
+                    guest_log(name, &self.thread, &line);
                 }
                 if !root.configure_ok {
-                    tracing::error!(route = %route.name, worker = %self.thread, "the filter rejected its configuration (proxy_on_configure returned false)");
+                    tracing::error!(route = %name, worker = %self.thread, "the filter rejected its configuration (proxy_on_configure returned false)");
                     return None;
                 }
-                tracing::debug!(route = %route.name, worker = %self.thread, index, generation, sha256 = %slot.module.sha256(), "filter VM started");
+                tracing::debug!(route = %name, worker = %self.thread, index, generation, sha256 = %slot.module.sha256(), "filter VM started");
                 Some(Instance {
                     generation,
                     vm,
@@ -562,7 +598,7 @@ impl Worker {
                 })
             }
             Err(e) => {
-                tracing::error!(route = %route.name, worker = %self.thread, "cannot start the filter: {e}");
+                tracing::error!(route = %name, worker = %self.thread, "cannot start the filter: {e}");
                 None
             }
         }
@@ -576,7 +612,7 @@ impl Worker {
             respond,
             body_key,
             request_key,
-            ..
+            route,
         } = req;
         let stream = match instance.vm.create_http_stream_with(instance.root, info) {
             Ok(s) => s,
@@ -593,6 +629,7 @@ impl Worker {
                 answered_before_body: false,
                 body_key,
                 request_key,
+                route,
             },
         );
         if let Some(key) = body_key {
@@ -654,19 +691,20 @@ impl Worker {
 
     /// After something happened on an instance: its guest's log lines go out, the calls it
     /// dispatched are sent, and its streams that reached an end are answered or passed on.
-    fn settle(&self, route_index: usize, route: &Route, instance: &mut Instance) {
+    /// `slot_index`, `name`, `routes`: the instance's [`VmSlot`]'s.
+    fn settle(&self, slot_index: usize, name: &str, routes: &[(usize, Route)], instance: &mut Instance) {
         for line in instance.vm.take_logs() {
-            guest_log(&route.name, &self.thread, &line);
+            guest_log(name, &self.thread, &line);
         }
-        self.send_new_calls(route_index, instance);
-        self.answer_settled_streams(route_index, route, instance);
+        self.send_new_calls(slot_index, instance);
+        self.answer_settled_streams(slot_index, routes, instance);
         // After the streams that ended are finished, so their calls are reset now.
         instance.grpc.sync(&mut instance.vm);
     }
 
     /// Sends each call the guest dispatched since the last look, once ([`Vm::take_new_calls`]);
     /// its reply comes back as [`Command::CallDone`].
-    fn send_new_calls(&self, route_index: usize, instance: &mut Instance) {
+    fn send_new_calls(&self, slot_index: usize, instance: &mut Instance) {
         for new in instance.vm.take_new_calls() {
             let (call, time_left) = match new {
                 NewCall::Http { call, time_left } => (call, time_left),
@@ -675,7 +713,7 @@ impl Worker {
                     let (commands, generation, token) = (self.commands.clone(), instance.generation, call.token);
                     let deliver = Box::new(move |reply: GrpcReply| {
                         let _ = commands.send(Command::GrpcReceived {
-                            route: route_index,
+                            slot: slot_index,
                             generation,
                             token,
                             reply,
@@ -704,7 +742,7 @@ impl Worker {
             self.runtime.spawn(async move {
                 let reply = callout.send(client).await;
                 let _ = commands.send(Command::CallDone {
-                    route: route_index,
+                    slot: slot_index,
                     generation,
                     token,
                     reply,
@@ -716,7 +754,7 @@ impl Worker {
     /// Looks at each stream of the instance something happened on ([`Vm::take_touched_streams`]:
     /// not every stream it has, per event): one the filter answered gets its answer, one it
     /// reset is closed, one whose request went through whole goes to the route's fallback.
-    fn answer_settled_streams(&self, route_index: usize, route: &Route, instance: &mut Instance) {
+    fn answer_settled_streams(&self, slot_index: usize, routes: &[(usize, Route)], instance: &mut Instance) {
         // Answering one stream runs its callbacks, in which the guest may move another stream
         // on: those are looked at in a further round (bounded; what is left waits for the next
         // event on this instance, as it is still listed).
@@ -727,13 +765,13 @@ impl Worker {
             }
             for stream in touched {
                 if instance.streams.contains_key(&stream) {
-                    self.answer_if_settled(route_index, route, instance, stream);
+                    self.answer_if_settled(slot_index, routes, instance, stream);
                 }
             }
         }
     }
 
-    fn answer_if_settled(&self, route_index: usize, route: &Route, instance: &mut Instance, stream: u32) {
+    fn answer_if_settled(&self, slot_index: usize, routes: &[(usize, Route)], instance: &mut Instance, stream: u32) {
         let vm = &mut instance.vm;
         let response = if let Some(local) = vm.local_response(stream).cloned() {
             Some(self.local_reply(vm, stream, &local))
@@ -752,7 +790,13 @@ impl Worker {
             if let Some(p) = instance.streams.get_mut(&stream) {
                 p.passed_through = true;
             }
-            self.pass_to_fallback(route_index, route, instance, stream)
+            // The stream's own route's fallback; one the slot does not list (not sent by the
+            // gateway) falls back to the slot's first route's.
+            let route = instance.streams[&stream].route;
+            let fallback = (routes.iter())
+                .find(|(index, _)| *index == route)
+                .map_or(&routes[0].1.fallback, |(_, r)| &r.fallback);
+            self.pass_to_fallback(slot_index, fallback, instance, stream)
         } else {
             None
         };
@@ -766,13 +810,13 @@ impl Worker {
     /// the upstream, whose answer comes back as [`Command::UpstreamDone`] (`None` here).
     fn pass_to_fallback(
         &self,
-        route_index: usize,
-        route: &Route,
+        slot_index: usize,
+        fallback: &Fallback,
         instance: &mut Instance,
         stream: u32,
     ) -> Option<GatewayResponse> {
         let vm = &mut instance.vm;
-        match &route.fallback {
+        match fallback {
             // Envoy's router answers a direct_response with a local reply
             // (`sendLocalReply`), shaped as the filter's own would be.
             Fallback::Direct { status, body } => {
@@ -826,7 +870,7 @@ impl Worker {
                         })
                         .map_err(|e| e.to_string());
                     let _ = commands.send(Command::UpstreamDone {
-                        route: route_index,
+                        slot: slot_index,
                         generation,
                         stream,
                         sent_at: started,
@@ -1085,7 +1129,7 @@ pub(super) fn guest_log(route: &str, thread: &dyn std::fmt::Display, line: &crat
     }
 }
 
-/// How a route's VMs start: the route's ids and `fail_open`, the deployment's upstreams as
+/// How a route's VMs start (for a shared slot, its first route's): the route's ids and `fail_open`, the deployment's upstreams as
 /// clusters, real clocks and randomness.
 pub(super) fn vm_options(
     profile: Profile,
@@ -1111,7 +1155,7 @@ pub(super) fn vm_options(
     options
 }
 
-fn find(slot: &mut RouteSlot, generation: u64) -> Option<&mut Instance> {
+fn find(slot: &mut VmSlot, generation: u64) -> Option<&mut Instance> {
     slot.instances_mut().find(|i| i.generation == generation)
 }
 

@@ -4,7 +4,8 @@
 //! ticks and calls out as the workers' roots do, is replaced on a hot reload and shut down at
 //! the end; the Kong profile has no such root. kafka_upstream's asynchronous producer in the
 //! main thread's root holds no record (no request reaches it) and sends nothing, and every
-//! record the workers acknowledged reaches the REST proxy once. The guest's log lines are read from the gateway's
+//! record the workers acknowledged reaches the REST proxy once. The routes of one Envoy listener
+//! share its filter's VM and root context on each thread. The guest's log lines are read from the gateway's
 //! own log ([`serve_service::log`]): host-sim names the thread `worker=0`, `worker=1`, …, and
 //! `worker=main`.
 
@@ -350,4 +351,172 @@ async fn a_trap_on_a_worker_leaves_the_main_thread_root_ticking() {
     })
     .await;
     gateway.shutdown().await;
+}
+
+/// An Envoy bootstrap whose connection manager runs abi-probe (plugin `name`) on two routes:
+/// `/shared/upstream` to the cluster `up` at `upstream`, and `/` answered by a direct_response
+/// `203 direct`; `filter`: the abi-probe module, in a scratch directory the bootstrap is written
+/// to. Returns the deployment as `serve --envoy` reads it.
+fn two_routes_of_one_listener(name: &str, filter: &Path, upstream: SocketAddr) -> Deployment {
+    let yaml = format!(
+        r#"static_resources:
+  listeners:
+    - name: main
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: 18000 }} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - name: {name}_upstream
+                          match: {{ prefix: /shared/upstream }}
+                          route: {{ cluster: up }}
+                        - name: {name}_direct
+                          match: {{ prefix: / }}
+                          direct_response: {{ status: 203, body: {{ inline_string: direct }} }}
+                http_filters:
+                  - name: envoy.filters.http.wasm
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        name: {name}
+                        vm_config:
+                          vm_id: {name}
+                          code: {{ local: {{ filename: {filter} }} }}
+                        configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: "tick=50" }}
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+    - name: up
+      type: STATIC
+      load_assignment:
+        cluster_name: up
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+"#,
+        filter = filter.display(),
+        port = upstream.port(),
+    );
+    // Beside the module, which is the test's own scratch directory.
+    let file = filter.with_file_name("envoy.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    host_sim::serve::config::from_envoy_file(&file, None).expect("the bootstrap reads")
+}
+
+/// GETs `path` from the gateway: (status, body).
+async fn get(gateway: &RunningGateway, path: &str) -> (u16, String) {
+    let headers = vec![
+        (":method".to_string(), "GET".to_string()),
+        (":path".to_string(), path.to_string()),
+        (":authority".to_string(), "gateway.test".to_string()),
+    ];
+    let request = host_sim::serve::upstream::UpstreamRequest::from_call_headers(&headers, Vec::new());
+    let client = host_sim::serve::upstream::Client::default();
+    let answer = client
+        .send(&gateway.local_addr.to_string(), request)
+        .await
+        .expect("gateway answers");
+    (answer.status, String::from_utf8_lossy(&answer.body).into_owned())
+}
+
+/// The stream context ids `thread` logged `probe:request_headers` with (the probe numbers its
+/// contexts per VM).
+fn stream_contexts_on(label: &str, thread: &str) -> Vec<u64> {
+    events(label, "request_headers")
+        .iter()
+        .filter(|line| thread_of(line) == Some(thread))
+        .filter_map(|line| {
+            let after = line.split("probe:request_headers {\"context\":").nth(1)?;
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// The routes of one Envoy connection manager share its one wasm filter: one VM and one root
+/// context per thread (the workers' and the main thread's), started and configured once and
+/// ticking once, which the requests of both routes reach, while each route keeps its own
+/// fallback (cluster, direct_response); a hot reload replaces that one VM once per thread.
+/// Envoy builds the HCM's http_filters once, and the wasm
+/// filter's config holds one thread-local plugin (envoy
+/// source/extensions/filters/http/wasm/wasm_filter.cc, `getOrCreateThreadLocalPlugin`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_of_one_envoy_listener_share_one_vm_per_thread() {
+    let name = "shared_vm_probe";
+    let (upstream, heads) = start_upstream().await;
+    log();
+    let dir = tempfile::tempdir().unwrap();
+    let filter = dir.path().join("abi_probe.wasm");
+    let original = std::fs::read(wasm_path("abi_probe")).unwrap();
+    std::fs::write(&filter, &original).unwrap();
+    let deployment = two_routes_of_one_listener(name, &filter, upstream);
+    let routes: Vec<&str> = deployment.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(routes, [format!("{name}_upstream"), format!("{name}_direct")]);
+    let gateway = start(ServeOptions {
+        workers: WORKERS,
+        reload_poll: Some(Duration::from_millis(50)),
+        ..ServeOptions::new(deployment, engine().clone())
+    })
+    .await
+    .expect("gateway starts");
+    // The VM's log lines name the routes that share it.
+    let label = format!("{name}_upstream,{name}_direct");
+    let every_thread = set(&["0", "1", "main"]);
+    until("a tick on every thread", || threads(&label, "tick") == every_thread).await;
+    each_route_on_each_worker(&gateway).await;
+    assert_eq!(
+        heads.lock().unwrap().len(),
+        2,
+        "only the upstream route's requests go upstream"
+    );
+    // One VM per thread, not one per route and thread: each started and configured once.
+    assert_eq!(events(&label, "vm_start").len(), WORKERS + 1);
+    assert_eq!(threads(&label, "vm_start"), every_thread);
+    assert_eq!(events(&label, "configure").len(), WORKERS + 1);
+    // Both routes' requests on a worker are streams of the one VM: its context ids differ (two
+    // VMs would each number their first stream alike).
+    for worker in ["0", "1"] {
+        let contexts = stream_contexts_on(&label, worker);
+        assert_eq!(contexts.len(), 2, "worker {worker}: {contexts:?}");
+        assert_ne!(contexts[0], contexts[1], "worker {worker}: {contexts:?}");
+    }
+    // A new module replaces the one VM on each thread once, not once per route.
+    let staging = dir.path().join("abi_probe.wasm.new");
+    std::fs::write(&staging, with_custom_section(&original, "v2")).unwrap();
+    std::fs::rename(&staging, &filter).unwrap();
+    until("the old roots shut down and new ones started on every thread", || {
+        every_thread
+            .iter()
+            .all(|t| count_on(&label, "vm_start", t) == 2 && count_on(&label, "root_on_done", t) == 1)
+    })
+    .await;
+    each_route_on_each_worker(&gateway).await;
+    assert_eq!(heads.lock().unwrap().len(), 4);
+    assert_eq!(events(&label, "vm_start").len(), 2 * (WORKERS + 1));
+    gateway.shutdown().await;
+    // Each thread's root is shut down, after the one the reload replaced there.
+    assert_eq!(events(&label, "root_on_done").len(), 2 * (WORKERS + 1));
+    assert_eq!(threads(&label, "root_on_done"), every_thread);
+}
+
+/// Two requests to each route of [`two_routes_of_one_listener`], in an order that gives each of
+/// the [`WORKERS`] workers (round-robin) one of each; each answered by its route's fallback.
+async fn each_route_on_each_worker(gateway: &RunningGateway) {
+    for path in ["/shared/upstream/1", "/shared/upstream/2", "/other/1", "/other/2"] {
+        let answer = get(gateway, path).await;
+        if path.starts_with("/shared/upstream") {
+            assert_eq!(answer, (200, "pong".to_string()), "{path}");
+        } else {
+            assert_eq!(answer, (203, "direct".to_string()), "{path}");
+        }
+    }
 }
