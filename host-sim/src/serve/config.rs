@@ -57,7 +57,8 @@ pub struct Route {
     /// route; the wasm filter's config holds one thread-local plugin, set per thread with
     /// `Common::Wasm::getOrCreateThreadLocalPlugin` (source/extensions/filters/http/wasm/
     /// wasm_filter.cc, `FilterConfig`), whose root context every stream of every route shares.
-    /// `None`: the route's own (Kong: each route's filter chain has its own filter config).
+    /// `None`: the route's own. Kong: one group per Kong route, so the serve routes made from its
+    /// `paths` share its one filter chain (each Kong route's chain has its own filter config).
     pub shared_filter: Option<usize>,
 }
 
@@ -812,6 +813,9 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
         other => return Err(err(file, format!("_format_version must be \"3.0\", found {other:?}"))),
     }
     let mut routes = Vec::new();
+    // Each Kong route has one filter chain, whatever number of `paths` it matches: its paths
+    // share the filter's VM and root context (`Route::shared_filter`, one group per Kong route).
+    let mut kong_routes_read = 0usize;
     let mut add_route = |route: &Value, service: Option<&Value>| -> Result<(), DeployError> {
         let name = get(route, "name")
             .and_then(Value::as_str)
@@ -885,6 +889,8 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
             .filter_map(Value::as_str)
             .map(String::from)
             .collect();
+        let group = kong_routes_read;
+        kong_routes_read += 1;
         for path in if paths.is_empty() { vec!["/".to_string()] } else { paths } {
             routes.push(Route {
                 name: name.clone(),
@@ -897,7 +903,7 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
                 vm_configuration: Vec::new(),
                 fallback: fallback.clone(),
                 fail_open: false,
-                shared_filter: None,
+                shared_filter: Some(group),
             });
         }
         Ok(())
@@ -1204,6 +1210,15 @@ mod tests {
         std::fs::write(&file, yaml).unwrap();
         let one = from_kong_file(&file, Path::new("filters")).unwrap();
         assert_eq!(one.routes[0].filter, Path::new("filters").join("a.wasm"));
+        // The paths of one Kong route share its filter's VM; two routes do not.
+        let yaml = "_format_version: \"3.0\"\nroutes:\n  - name: r\n    paths: [/a, /b]\n    \
+                    filter_chains:\n      - filters:\n          - name: a\n  - name: q\n    paths: [/c]\n    \
+                    filter_chains:\n      - filters:\n          - name: a\n";
+        std::fs::write(&file, yaml).unwrap();
+        let three = from_kong_file(&file, Path::new("filters")).unwrap();
+        let prefixes: Vec<&str> = three.routes.iter().map(|r| r.path_prefix.as_str()).collect();
+        assert_eq!(prefixes, ["/a", "/b", "/c"]);
+        assert_eq!(vm_slots(&three.routes), vec![vec![0, 1], vec![2]]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
