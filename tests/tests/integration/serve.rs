@@ -51,7 +51,8 @@ async fn start_gateway(
     .expect("gateway starts")
 }
 
-async fn send(
+/// Sends one request to the gateway (`:authority` gateway.test) and returns its answer.
+pub(crate) async fn send(
     gateway: SocketAddr,
     method: &str,
     path: &str,

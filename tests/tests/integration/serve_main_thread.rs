@@ -9,8 +9,9 @@
 //! own log ([`serve_service::log`]): host-sim names the thread `worker=0`, `worker=1`, …, and
 //! `worker=main`.
 
+use crate::serve::send;
 use crate::serve_common::{self, in_memory_rest_proxy};
-use crate::serve_service::{lines_with, log};
+use crate::serve_service::{lines_with, log, until};
 use host_sim::limits::EdgeLimits;
 use host_sim::serve::config::{Deployment, Route};
 use host_sim::serve::{start, RunningGateway, ServeOptions};
@@ -20,7 +21,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WORKERS: usize = 2;
 
@@ -93,18 +94,6 @@ fn count_on(route: &str, event: &str, thread: &str) -> usize {
 
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
-}
-
-/// Waits (at most 20 s) until `done` holds.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,20 +251,15 @@ async fn kafka_upstreams_main_thread_root_holds_and_sends_nothing() {
     )
     .await;
     const REQUESTS: usize = 6;
-    let client = host_sim::serve::upstream::Client::default();
     for i in 0..REQUESTS {
-        let headers = vec![
-            (":method".to_string(), "POST".to_string()),
-            (":path".to_string(), "/orders".to_string()),
-            (":authority".to_string(), "gateway.test".to_string()),
-            ("content-type".to_string(), "text/plain".to_string()),
-        ];
-        let request =
-            host_sim::serve::upstream::UpstreamRequest::from_call_headers(&headers, format!("{i:04}").into_bytes());
-        let answer = client
-            .send(&gateway.local_addr.to_string(), request)
-            .await
-            .expect("gateway answers");
+        let answer = send(
+            gateway.local_addr,
+            "POST",
+            "/orders",
+            &[("content-type", "text/plain")],
+            format!("{i:04}").as_bytes(),
+        )
+        .await;
         assert_eq!(
             answer.status,
             200,
@@ -331,18 +315,14 @@ async fn a_trap_on_a_worker_leaves_the_main_thread_root_ticking() {
         count_on(route, "tick", "main") >= 1
     })
     .await;
-    let headers = vec![
-        (":method".to_string(), "GET".to_string()),
-        (":path".to_string(), "/probe".to_string()),
-        (":authority".to_string(), "gateway.test".to_string()),
-        ("x-trap-in".to_string(), "request_headers".to_string()),
-    ];
-    let request = host_sim::serve::upstream::UpstreamRequest::from_call_headers(&headers, Vec::new());
-    let client = host_sim::serve::upstream::Client::default();
-    let answer = client
-        .send(&gateway.local_addr.to_string(), request)
-        .await
-        .expect("gateway answers");
+    let answer = send(
+        gateway.local_addr,
+        "GET",
+        "/probe",
+        &[("x-trap-in", "request_headers")],
+        b"",
+    )
+    .await;
     // Envoy's answer to a stream whose filter failed.
     assert_eq!(answer.status, 503, "{}", String::from_utf8_lossy(&answer.body));
     let ticks = count_on(route, "tick", "main");
@@ -414,17 +394,7 @@ fn two_routes_of_one_listener(name: &str, filter: &Path, upstream: SocketAddr) -
 
 /// GETs `path` from the gateway: (status, body).
 async fn get(gateway: &RunningGateway, path: &str) -> (u16, String) {
-    let headers = vec![
-        (":method".to_string(), "GET".to_string()),
-        (":path".to_string(), path.to_string()),
-        (":authority".to_string(), "gateway.test".to_string()),
-    ];
-    let request = host_sim::serve::upstream::UpstreamRequest::from_call_headers(&headers, Vec::new());
-    let client = host_sim::serve::upstream::Client::default();
-    let answer = client
-        .send(&gateway.local_addr.to_string(), request)
-        .await
-        .expect("gateway answers");
+    let answer = send(gateway.local_addr, "GET", path, &[], b"").await;
     (answer.status, String::from_utf8_lossy(&answer.body).into_owned())
 }
 

@@ -110,7 +110,7 @@ async fn gateway_draining(
 }
 
 /// Waits (at most 20 s) until `done` holds.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(
