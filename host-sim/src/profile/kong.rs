@@ -231,11 +231,7 @@ impl HostBehaviour for Kong {
     /// callback instead replaces the body of the response in place
     /// ([`HostBehaviour::local_reply_replaces_body`]).
     fn local_reply_response(&self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
-        let mut body = local.body.clone();
-        if !body.is_empty() {
-            body.push(b'\n');
-        }
-        shaped_local_reply(local, body, true)
+        shaped_local_reply(local, local_reply_body(local), true)
     }
 
     /// From `on_response_headers` (header filter entered, body filter not yet; `serve` applies
@@ -255,11 +251,7 @@ impl HostBehaviour for Kong {
     /// then runs `on_response_body` with the replacement chunk; host-sim's filter gets no more
     /// response callbacks after the reply.
     fn local_reply_replaces_body(&self, local: &LocalResponse) -> Option<Vec<u8>> {
-        let mut body = local.body.clone();
-        if !body.is_empty() {
-            body.push(b'\n');
-        }
-        Some(body)
+        Some(local_reply_body(local))
     }
 
     /// ngx_wasm_module writes the status line as `<status> <details>` when the filter gave
@@ -788,6 +780,17 @@ fn filter_id(name: &str, configuration: &[u8], data: usize) -> u32 {
         }
     }
     !crc
+}
+
+/// The body ngx_wasm_module sends for a local reply: the filter's, with a line feed appended
+/// to a non-empty one (src/http/ngx_http_wasm_local_response.c:132-141; the same for a reply
+/// that replaces a response's body from on_response_headers).
+fn local_reply_body(local: &LocalResponse) -> Vec<u8> {
+    let mut body = local.body.clone();
+    if !body.is_empty() {
+        body.push(b'\n');
+    }
+    body
 }
 
 /// nginx's `$hostname`: the machine's host name (Linux: /proc/sys/kernel/hostname, as
