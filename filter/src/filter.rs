@@ -159,7 +159,7 @@ impl Root {
         if self.draining && producer.borrow().is_drained() {
             self.draining = false;
             let status = raw::done();
-            if status != 0 {
+            if status != status::OK {
                 log(
                     LogLevel::Error,
                     &format!("kafka-upstream: the host refused proxy_done: status {status}"),
@@ -201,7 +201,7 @@ impl Root {
         if self.tick_ms.is_none() {
             let period = producer::tick_period_ms(cfg);
             let status = raw::set_tick_period(period);
-            if status != 0 {
+            if status != status::OK {
                 log(
                     LogLevel::Error,
                     &format!("kafka-upstream: producer_async needs a tick, and the host refused a {period} ms tick period (status {status})"),
@@ -257,7 +257,7 @@ impl Root {
                 producer::MAX_TICK_MS
             };
             let status = raw::set_tick_period(period);
-            if status != 0 {
+            if status != status::OK {
                 log(
                     LogLevel::Error,
                     &format!("kafka-upstream: schema_registry needs a tick for its lookups, and the host refused a {period} ms tick period (status {status})"),
@@ -674,7 +674,7 @@ impl Host for Glue<'_, '_> {
 
     fn respond(&mut self, status: u32, headers: &[u8], body: &[u8]) {
         let refused = raw::send_local_response(status, headers, body);
-        if refused != 0 {
+        if refused != status::OK {
             log(
                 LogLevel::Error,
                 &format!("kafka-upstream: cannot send the {status} answer: status {refused}"),
@@ -752,16 +752,16 @@ enum BufferType {
     PluginConfiguration = 7,
 }
 
+/// `Continue`, what a callback with nothing to decide returns.
+const CONTINUE: u32 = 0;
+
 /// What a request callback returns (`Continue` 0, `Pause` 1).
 fn action_code(action: Action) -> u32 {
     match action {
-        Action::Continue => 0,
+        Action::Continue => CONTINUE,
         Action::Pause => 1,
     }
 }
-
-/// `Continue`, for the callbacks with nothing to decide.
-const CONTINUE: u32 = 0;
 
 thread_local! {
     /// Every context of the VM. A callback never runs inside another (the host calls the guest
