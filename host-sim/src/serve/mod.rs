@@ -538,8 +538,17 @@ fn request_random_bytes(n: u64) -> [u8; 16] {
 /// The `n`th request's id as 32 hex digits of 16 random bytes, the shape of nginx's
 /// `$request_id` and of Kong's `$kong_request_id` (lua-kong-nginx-module), which Kong sends as
 /// `X-Kong-Request-Id` ([`crate::profile::EdgeFacts::request_id`]).
+/// It is made for every response (the edge headers' facts), so it is written into one string
+/// rather than a string per byte.
 pub(super) fn hex_request_id(n: u64) -> String {
-    request_random_bytes(n).iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    let bytes = request_random_bytes(n);
+    let mut id = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        // Writing into a String cannot fail.
+        let _ = write!(id, "{b:02x}");
+    }
+    id
 }
 
 /// A random (version 4) UUID for the `n`th request, as Envoy's request ids are: 122 bits of
