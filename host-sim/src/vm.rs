@@ -1674,7 +1674,9 @@ impl Vm {
         }
         let local = self.local_response(stream)?.clone();
         let profile = self.profile();
-        let (headers, body) = profile.local_reply_response(&local);
+        // The VM's clock, virtual under `run`, so a dated reply is reproducible there.
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(self.now_ns());
+        let (headers, body) = profile.local_reply_response(&local, now);
         let failed_before = self.failure().is_some();
         let body_callback = profile.response_body_callback(&body);
         // A trap is recorded as the VM's failure, reported in `trapped`.

@@ -159,14 +159,18 @@ impl HostBehaviour for Envoy {
     /// `content-type: text/plain` unless the filter gave one; an empty body has neither, and
     /// the headers end the stream (no body callback). ENVOY-1.40: the probe's 418 "teapot"
     /// reached its `on_http_response_headers` and a header it added there reached the client.
-    fn local_reply_response(&self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
+    fn local_reply_response(
+        &self,
+        local: &LocalResponse,
+        _now: std::time::SystemTime,
+    ) -> (Vec<(String, String)>, Vec<u8>) {
         shaped_local_reply(local, local.body.clone(), false)
     }
 
     /// `sendDirectLocalReply`, shaped by the same `Http::Utility::sendLocalReply` as
     /// [`HostBehaviour::local_reply_response`] (envoy source/common/http/filter_manager.cc).
     fn direct_local_reply(&self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
-        self.local_reply_response(local)
+        self.local_reply_response(local, std::time::SystemTime::UNIX_EPOCH)
     }
 
     /// An upstream response's body: Envoy's HTTP/1 codec dispatches body data as it reads it

@@ -221,17 +221,30 @@ impl HostBehaviour for Kong {
     /// `on_response_headers` and `on_response_body` (src/http/ngx_http_wasm_filter_module.c:
     /// 66-131 header filter, 142+ body filter); t/03-proxy_wasm/hfuncs/
     /// 102-proxy_send_local_response.t TEST 6 logs both callbacks for a reply without a body.
-    /// nginx's own `Server`, `Date` and `Connection` headers come after the filter here
-    /// ([`HostBehaviour::edge_response_headers`]); ngx_wasm_module in fact puts them in the map
-    /// before the callback, as for an upstream's response
-    /// ([`HostBehaviour::upstream_response_headers`]), which is not modelled for local replies
-    /// (so the client gets Kong's `Server` here, nginx's behind Kong). The reason phrase comes
-    /// from the filter's details
+    /// nginx's header filter chain runs ngx_wasm_module's header filter, which puts nginx's own
+    /// `Server` and `Date` into the header list before the callback when the reply has none
+    /// (`ngx_http_wasm_produce_resp_headers`, as for an upstream's response), so the map the
+    /// filter sees is shaped as an upstream response's is ([`HostBehaviour::upstream_response_headers`]):
+    /// `:status`, the shims (Content-Type, Content-Length, Connection), the filter's other
+    /// headers, `Server: nginx`, `Date`. A `Connection` header the filter gave goes to nginx's
+    /// keep-alive flag instead of the list (`ngx_http_wasm_set_connection_header_handler`,
+    /// src/http/ngx_http_wasm_headers_response.c:376-411: `close` clears it, `keep-alive` sets
+    /// it), which the Connection shim then reads (src/http/ngx_http_wasm_headers_shims.c:
+    /// 187-203). The reason phrase comes
     /// ([`HostBehaviour::local_reply_reason`]). A reply sent from the response headers
     /// callback instead replaces the body of the response in place
     /// ([`HostBehaviour::local_reply_replaces_body`]).
-    fn local_reply_response(&self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
-        shaped_local_reply(local, local_reply_body(local), true)
+    fn local_reply_response(
+        &self,
+        local: &LocalResponse,
+        now: std::time::SystemTime,
+    ) -> (Vec<(String, String)>, Vec<u8>) {
+        let (headers, body) = shaped_local_reply(local, local_reply_body(local), true);
+        let closes = headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v.to_ascii_lowercase().contains("close"));
+        let connection = if closes { "close" } else { "keep-alive" };
+        (nginx_response_map(headers, now, connection), body)
     }
 
     /// From `on_response_headers` (header filter entered, body filter not yet; `serve` applies
@@ -293,30 +306,7 @@ impl HostBehaviour for Kong {
         headers: Vec<(String, String)>,
         now: std::time::SystemTime,
     ) -> Vec<(String, String)> {
-        const SHIMS: [&str; 2] = ["content-type", "content-length"];
-        const HOP_BY_HOP: [&str; 3] = ["connection", "keep-alive", "transfer-encoding"];
-        let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
-        let (server, date) = (has("server"), has("date"));
-        let mut map: Vec<(String, String)> = Vec::with_capacity(headers.len() + 3);
-        map.extend(headers.iter().filter(|(k, _)| k == ":status").cloned());
-        for shim in SHIMS {
-            if let Some((_, value)) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(shim)) {
-                map.push((shim.to_string(), value.clone()));
-            }
-        }
-        map.push(("connection".to_string(), "keep-alive".to_string()));
-        map.extend(headers.into_iter().filter(|(k, _)| {
-            !k.starts_with(':')
-                && !SHIMS.iter().any(|s| k.eq_ignore_ascii_case(s))
-                && !HOP_BY_HOP.iter().any(|h| k.eq_ignore_ascii_case(h))
-        }));
-        if !server {
-            map.push(("server".to_string(), KONG_NGINX_SERVER.to_string()));
-        }
-        if !date {
-            map.push(("date".to_string(), httpdate::fmt_http_date(now)));
-        }
-        map
+        nginx_response_map(headers, now, "keep-alive")
     }
 
     /// What the client gets on top of what the filter left, written after the filter's
@@ -780,6 +770,42 @@ fn filter_id(name: &str, configuration: &[u8], data: usize) -> u32 {
         }
     }
     !crc
+}
+
+/// A response's headers as ngx_wasm_module's map presents them to `on_response_headers`
+/// ([`HostBehaviour::upstream_response_headers`] has the sources): `:status`, the shims nginx
+/// keeps outside its header list (Content-Type, Content-Length, then Connection with the value
+/// nginx's keep-alive flag gives, `connection`), the other headers in their order without the
+/// hop-by-hop ones, and nginx's own Server and Date when the response has none.
+fn nginx_response_map(
+    headers: Vec<(String, String)>,
+    now: std::time::SystemTime,
+    connection: &str,
+) -> Vec<(String, String)> {
+    const SHIMS: [&str; 2] = ["content-type", "content-length"];
+    const HOP_BY_HOP: [&str; 3] = ["connection", "keep-alive", "transfer-encoding"];
+    let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let (server, date) = (has("server"), has("date"));
+    let mut map: Vec<(String, String)> = Vec::with_capacity(headers.len() + 3);
+    map.extend(headers.iter().filter(|(k, _)| k == ":status").cloned());
+    for shim in SHIMS {
+        if let Some((_, value)) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(shim)) {
+            map.push((shim.to_string(), value.clone()));
+        }
+    }
+    map.push(("connection".to_string(), connection.to_string()));
+    map.extend(headers.into_iter().filter(|(k, _)| {
+        !k.starts_with(':')
+            && !SHIMS.iter().any(|s| k.eq_ignore_ascii_case(s))
+            && !HOP_BY_HOP.iter().any(|h| k.eq_ignore_ascii_case(h))
+    }));
+    if !server {
+        map.push(("server".to_string(), KONG_NGINX_SERVER.to_string()));
+    }
+    if !date {
+        map.push(("date".to_string(), httpdate::fmt_http_date(now)));
+    }
+    map
 }
 
 /// The body ngx_wasm_module sends for a local reply: the filter's, with a line feed appended

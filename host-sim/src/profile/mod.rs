@@ -612,8 +612,13 @@ pub trait HostBehaviour: Send + Sync {
     /// The response a host passes through the filter's own response callbacks when the filter
     /// answered with `proxy_send_local_response` before any response started: `:status`, the
     /// headers the filter sees in `on_http_response_headers`, and the body it sees in
-    /// `on_http_response_body`. What the filter leaves there is what the client gets.
-    fn local_reply_response(&self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>);
+    /// `on_http_response_body`. What the filter leaves there is what the client gets. `now` is
+    /// the host's wall clock, for a host that dates its replies.
+    fn local_reply_response(
+        &self,
+        local: &LocalResponse,
+        now: std::time::SystemTime,
+    ) -> (Vec<(String, String)>, Vec<u8>);
 
     /// The headers and body of a local reply the filter sent once a response was passing
     /// through its response callbacks but before that response's headers went out: the host
@@ -937,6 +942,7 @@ impl dyn HostBehaviour {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn reply(headers: &[(&str, &str)], body: &[u8]) -> LocalResponse {
         LocalResponse {
@@ -954,7 +960,7 @@ mod tests {
 
     #[test]
     fn envoy_shapes_a_local_reply_with_length_and_text_type() {
-        let (headers, body) = Profile::Envoy.local_reply_response(&reply(&[("x-a", "1")], b"teapot"));
+        let (headers, body) = Profile::Envoy.local_reply_response(&reply(&[("x-a", "1")], b"teapot"), UNIX_EPOCH);
         assert_eq!(body, b"teapot");
         assert_eq!(
             headers,
@@ -966,10 +972,10 @@ mod tests {
             ])
         );
         // The filter's content type stays; its content-length is replaced by the body's.
-        let (headers, _) = Profile::Envoy.local_reply_response(&reply(
-            &[("Content-Type", "application/json"), ("content-length", "99")],
-            b"{}",
-        ));
+        let (headers, _) = Profile::Envoy.local_reply_response(
+            &reply(&[("Content-Type", "application/json"), ("content-length", "99")], b"{}"),
+            UNIX_EPOCH,
+        );
         assert_eq!(
             headers,
             pairs(&[
@@ -982,10 +988,13 @@ mod tests {
 
     #[test]
     fn envoy_drops_length_and_type_from_an_empty_local_reply() {
-        let (headers, body) = Profile::Envoy.local_reply_response(&reply(
-            &[("content-type", "text/html"), ("content-length", "5"), ("x-b", "2")],
-            b"",
-        ));
+        let (headers, body) = Profile::Envoy.local_reply_response(
+            &reply(
+                &[("content-type", "text/html"), ("content-length", "5"), ("x-b", "2")],
+                b"",
+            ),
+            UNIX_EPOCH,
+        );
         assert!(body.is_empty());
         assert_eq!(headers, pairs(&[(":status", "418"), ("x-b", "2")]));
         assert!(!Profile::Envoy.response_body_callback(&body));
@@ -1027,22 +1036,62 @@ mod tests {
 
     #[test]
     fn kong_appends_a_line_feed_and_counts_it() {
-        let (headers, body) = Profile::Kong.local_reply_response(&reply(&[], b"teapot"));
+        let (headers, body) = Profile::Kong.local_reply_response(&reply(&[], b"teapot"), UNIX_EPOCH);
         assert_eq!(body, b"teapot\n");
         assert_eq!(
             headers,
             pairs(&[
                 (":status", "418"),
                 ("content-type", "text/plain"),
-                ("content-length", "7")
+                ("content-length", "7"),
+                ("connection", "keep-alive"),
+                ("server", "nginx"),
+                ("date", "Thu, 01 Jan 1970 00:00:00 GMT"),
             ])
         );
-        let (headers, body) = Profile::Kong.local_reply_response(&reply(&[], b""));
+        let (headers, body) = Profile::Kong.local_reply_response(&reply(&[], b""), UNIX_EPOCH);
         assert!(body.is_empty());
-        assert_eq!(headers, pairs(&[(":status", "418"), ("content-length", "0")]));
+        assert_eq!(
+            headers,
+            pairs(&[
+                (":status", "418"),
+                ("content-length", "0"),
+                ("connection", "keep-alive"),
+                ("server", "nginx"),
+                ("date", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ])
+        );
         assert!(
             Profile::Kong.response_body_callback(&body),
             "nginx runs the body filter for the last buffer"
+        );
+    }
+
+    #[test]
+    fn kong_shows_a_local_reply_in_nginx_map_order_with_its_connection_flag() {
+        let (headers, _) = Profile::Kong.local_reply_response(
+            &reply(
+                &[
+                    ("X-A", "1"),
+                    ("Connection", "close"),
+                    ("Content-Type", "application/json"),
+                    ("Server", "mine"),
+                ],
+                b"{}",
+            ),
+            UNIX_EPOCH,
+        );
+        assert_eq!(
+            headers,
+            pairs(&[
+                (":status", "418"),
+                ("content-type", "application/json"),
+                ("content-length", "3"),
+                ("connection", "close"),
+                ("x-a", "1"),
+                ("server", "mine"),
+                ("date", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ])
         );
     }
 
@@ -1304,7 +1353,11 @@ mod tests {
         fn second_local_response(&self) -> SecondLocalResponse {
             SecondLocalResponse::KeepFirst
         }
-        fn local_reply_response(&self, local: &LocalResponse) -> (Vec<(String, String)>, Vec<u8>) {
+        fn local_reply_response(
+            &self,
+            local: &LocalResponse,
+            _now: std::time::SystemTime,
+        ) -> (Vec<(String, String)>, Vec<u8>) {
             (local.headers.clone(), local.body.clone())
         }
         fn fail_closed_reply(&self) -> HostReply {

@@ -820,13 +820,14 @@ impl Worker {
             // Envoy's router answers a direct_response with a local reply
             // (`sendLocalReply`), shaped as the filter's own would be.
             Fallback::Direct { status, body } => {
-                let (headers, body) = self.profile.local_reply_response(&LocalResponse {
+                let direct = LocalResponse {
                     status: u32::from(*status),
                     details: "direct_response".into(),
                     headers: Vec::new(),
                     body: body.as_bytes().to_vec(),
                     grpc_status: None,
-                });
+                };
+                let (headers, body) = self.profile.local_reply_response(&direct, std::time::SystemTime::now());
                 Some(self.through_response_filter(vm, stream, headers, body, ResponseOrigin::Router))
             }
             Fallback::NotFound => {
