@@ -958,9 +958,15 @@ mod tests {
         list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// The local reply `profile` passes through the response callbacks for a 418 with
+    /// `headers` and `body`, dated at the Unix epoch.
+    fn shaped(profile: Profile, headers: &[(&str, &str)], body: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
+        profile.local_reply_response(&reply(headers, body), UNIX_EPOCH)
+    }
+
     #[test]
     fn envoy_shapes_a_local_reply_with_length_and_text_type() {
-        let (headers, body) = Profile::Envoy.local_reply_response(&reply(&[("x-a", "1")], b"teapot"), UNIX_EPOCH);
+        let (headers, body) = shaped(Profile::Envoy, &[("x-a", "1")], b"teapot");
         assert_eq!(body, b"teapot");
         assert_eq!(
             headers,
@@ -972,9 +978,10 @@ mod tests {
             ])
         );
         // The filter's content type stays; its content-length is replaced by the body's.
-        let (headers, _) = Profile::Envoy.local_reply_response(
-            &reply(&[("Content-Type", "application/json"), ("content-length", "99")], b"{}"),
-            UNIX_EPOCH,
+        let (headers, _) = shaped(
+            Profile::Envoy,
+            &[("Content-Type", "application/json"), ("content-length", "99")],
+            b"{}",
         );
         assert_eq!(
             headers,
@@ -988,12 +995,10 @@ mod tests {
 
     #[test]
     fn envoy_drops_length_and_type_from_an_empty_local_reply() {
-        let (headers, body) = Profile::Envoy.local_reply_response(
-            &reply(
-                &[("content-type", "text/html"), ("content-length", "5"), ("x-b", "2")],
-                b"",
-            ),
-            UNIX_EPOCH,
+        let (headers, body) = shaped(
+            Profile::Envoy,
+            &[("content-type", "text/html"), ("content-length", "5"), ("x-b", "2")],
+            b"",
         );
         assert!(body.is_empty());
         assert_eq!(headers, pairs(&[(":status", "418"), ("x-b", "2")]));
@@ -1036,7 +1041,7 @@ mod tests {
 
     #[test]
     fn kong_appends_a_line_feed_and_counts_it() {
-        let (headers, body) = Profile::Kong.local_reply_response(&reply(&[], b"teapot"), UNIX_EPOCH);
+        let (headers, body) = shaped(Profile::Kong, &[], b"teapot");
         assert_eq!(body, b"teapot\n");
         assert_eq!(
             headers,
@@ -1049,7 +1054,7 @@ mod tests {
                 ("date", "Thu, 01 Jan 1970 00:00:00 GMT"),
             ])
         );
-        let (headers, body) = Profile::Kong.local_reply_response(&reply(&[], b""), UNIX_EPOCH);
+        let (headers, body) = shaped(Profile::Kong, &[], b"");
         assert!(body.is_empty());
         assert_eq!(
             headers,
@@ -1069,30 +1074,35 @@ mod tests {
 
     #[test]
     fn kong_shows_a_local_reply_in_nginx_map_order_with_its_connection_flag() {
-        let (headers, _) = Profile::Kong.local_reply_response(
-            &reply(
-                &[
-                    ("X-A", "1"),
-                    ("Connection", "close"),
-                    ("Content-Type", "application/json"),
-                    ("Server", "mine"),
-                ],
-                b"{}",
-            ),
-            UNIX_EPOCH,
-        );
+        let given = [
+            ("X-A", "1"),
+            ("Connection", "close"),
+            ("Content-Type", "application/json"),
+            ("Server", "mine"),
+        ];
+        let (headers, _) = shaped(Profile::Kong, &given, b"{}");
+        // The shims first, then nginx's list: the filter's own Server stays, so none is added.
+        let order: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
-            headers,
-            pairs(&[
-                (":status", "418"),
-                ("content-type", "application/json"),
-                ("content-length", "3"),
-                ("connection", "close"),
-                ("x-a", "1"),
-                ("server", "mine"),
-                ("date", "Thu, 01 Jan 1970 00:00:00 GMT"),
-            ])
+            order,
+            [
+                ":status",
+                "content-type",
+                "content-length",
+                "connection",
+                "x-a",
+                "server",
+                "date"
+            ]
         );
+        let value = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(
+            value("connection"),
+            Some("close"),
+            "the filter's Connection cleared keep-alive"
+        );
+        assert_eq!(value("server"), Some("mine"));
+        assert_eq!(value("content-length"), Some("3"), "the body with its line feed");
     }
 
     /// `proxy_set_buffer_bytes` on "hello" as each host changes it.
