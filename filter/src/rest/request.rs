@@ -92,34 +92,30 @@ impl ProduceCall {
         }
     }
 
-    /// The header pairs, pseudo-headers first, then the configured static headers.
+    /// The header pairs, pseudo-headers first, then the configured static headers
+    /// ([`produce_pairs`] with this call's values in its slots).
     pub fn headers<'a>(&'a self, rp: &'a RestProxy) -> Vec<(&'a str, &'a str)> {
-        let (format_type, accept) = content_types(rp);
-        let mut headers = Vec::with_capacity(7 + rp.headers.len());
-        headers.extend([
-            (":method", "POST"),
-            (":path", self.path.as_str()),
-            (":authority", rp.authority.as_str()),
-            (":scheme", rp.scheme.as_str()),
-            ("content-type", self.content_type.unwrap_or(format_type)),
-            ("accept", accept),
-            ("content-length", self.content_length.as_str()),
-        ]);
-        add_static_headers(&mut headers, rp);
-        headers
+        let per_call = self.slot_values(rp);
+        produce_pairs(rp)
+            .into_iter()
+            .map(|(name, value)| match value {
+                Value::Fixed(fixed) => (name, fixed),
+                Value::Slot(slot) => (name, per_call[slot]),
+            })
+            .collect()
     }
 
     /// The same pairs as [`ProduceCall::headers`], serialized for the host: the configuration's
-    /// template (serialized at its first call, `produce_template`) with this call's path,
-    /// content type and length spliced in.
+    /// template (serialized at its first call) with this call's values spliced in.
     pub fn header_map(&self, rp: &RestProxy) -> Vec<u8> {
-        let template = rp.produce_headers.get_or_init(|| produce_template(rp));
+        let template = rp.produce_headers.get_or_init(|| MapTemplate::new(&produce_pairs(rp)));
+        template.encode(&self.slot_values(rp).map(str::as_bytes))
+    }
+
+    /// The values of [`produce_pairs`]' slots for this call: path, content type, length.
+    fn slot_values<'a>(&'a self, rp: &RestProxy) -> [&'a str; 3] {
         let content_type = self.content_type.unwrap_or(content_types(rp).0);
-        template.encode(&[
-            self.path.as_bytes(),
-            content_type.as_bytes(),
-            self.content_length.as_bytes(),
-        ])
+        [self.path.as_str(), content_type, self.content_length.as_str()]
     }
 
     pub(crate) fn into_request(self, rp: &RestProxy) -> RestRequest {
@@ -143,9 +139,10 @@ pub fn build_produce_call(
     ProduceCall::new(rp, topic, build_body(rp, key, headers, partition, message))
 }
 
-/// The produce calls' header map of `rp`, [`ProduceCall::headers`] with slots: 0 the path, 1
-/// the content type (unless a static header replaces it), 2 the content length.
-fn produce_template(rp: &RestProxy) -> MapTemplate {
+/// The produce calls' header pairs of `rp`, pseudo-headers first, then the configured static
+/// headers; the values that vary per call are slots: 0 the path, 1 the content type (unless a
+/// static header replaces it), 2 the content length.
+fn produce_pairs(rp: &RestProxy) -> Vec<(&str, Value<'_>)> {
     let mut pairs = Vec::with_capacity(7 + rp.headers.len());
     pairs.extend([
         (":method", Value::Fixed("POST")),
@@ -157,7 +154,7 @@ fn produce_template(rp: &RestProxy) -> MapTemplate {
         ("content-length", Value::Slot(2)),
     ]);
     add_static_headers(&mut pairs, rp);
-    MapTemplate::new(&pairs)
+    pairs
 }
 
 /// The format's content type and the accepted reply type.
