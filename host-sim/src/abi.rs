@@ -233,6 +233,16 @@ impl Callback {
 /// strings, duplicates allowed.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// The value of the first header named `name` in `headers`, the name compared ASCII
+/// case-insensitively as HTTP field names are (RFC 9110 section 5.1); for byte pairs ([`Pairs`])
+/// and text pairs alike.
+pub fn find_header<'a, K: AsRef<[u8]>, V>(headers: &'a [(K, V)], name: &str) -> Option<&'a V> {
+    headers
+        .iter()
+        .find(|(k, _)| k.as_ref().eq_ignore_ascii_case(name.as_bytes()))
+        .map(|(_, v)| v)
+}
+
 /// Why a serialized map could not be decoded (the shared codec's error).
 pub use proxy_wasm_pairs::Error as PairsError;
 
@@ -350,6 +360,18 @@ impl Default for StreamInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_header_takes_the_first_of_a_name_in_any_case() {
+        let text = vec![
+            ("Via".to_string(), "a".to_string()),
+            ("via".to_string(), "b".to_string()),
+        ];
+        assert_eq!(find_header(&text, "VIA").map(String::as_str), Some("a"));
+        assert_eq!(find_header(&text, "vi"), None);
+        let bytes: Pairs = vec![(b"X-Id".to_vec(), b"7".to_vec())];
+        assert_eq!(find_header(&bytes, "x-id").map(Vec::as_slice), Some(&b"7"[..]));
+    }
 
     #[test]
     fn pairs_round_trip_matches_spec_example() {

@@ -76,10 +76,7 @@ pub struct HttpCall {
 impl HttpCall {
     /// A request header by name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::abi::find_header(&self.headers, name).map(String::as_str)
     }
 }
 

@@ -273,7 +273,7 @@ impl TryFrom<RawCallResponse> for CallResponseFile {
             return Err(format!("`status` {status} is not an HTTP status (100-599)"));
         }
         let headers = raw.headers.unwrap_or_default();
-        if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(":status")) {
+        if crate::abi::find_header(&headers, ":status").is_some() {
             return Err("give the status as `status`, not as a `:status` header".into());
         }
         let body = decode_body(
@@ -390,7 +390,7 @@ impl TryFrom<RawUpstreamResponse> for UpstreamResponseFile {
         if !(100..=599).contains(&status) {
             return Err(format!("`status` {status} is not an HTTP status (100-599)"));
         }
-        if raw.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(":status")) {
+        if crate::abi::find_header(&raw.headers, ":status").is_some() {
             return Err("`headers`: give the status as `status`, not as a `:status` header".into());
         }
         let body = decode_body(&raw.body, raw.body_base64, "body")?;

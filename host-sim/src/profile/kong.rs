@@ -709,12 +709,7 @@ fn kong_unimplemented_property(path: &[&str]) -> Option<HostProperty> {
 /// wildcards this reading leaves out: a type it does not name JSON, HTML, XML or text gets
 /// Kong's default JSON), each with the request id.
 fn kong_error_page(status: u32, message: &str, request_headers: &[(String, String)], request_id: &str) -> HostReply {
-    let header = |name: &str| {
-        request_headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
+    let header = |name: &str| crate::abi::find_header(request_headers, name).map(|v| v.to_ascii_lowercase());
     let wanted = header("accept")
         .or_else(|| header("content-type"))
         .unwrap_or_else(|| "text/plain".to_string());
@@ -784,12 +779,12 @@ fn nginx_response_map(
 ) -> Vec<(String, String)> {
     const SHIMS: [&str; 2] = ["content-type", "content-length"];
     const HOP_BY_HOP: [&str; 3] = ["connection", "keep-alive", "transfer-encoding"];
-    let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let has = |name: &str| crate::abi::find_header(&headers, name).is_some();
     let (server, date) = (has("server"), has("date"));
     let mut map: Vec<(String, String)> = Vec::with_capacity(headers.len() + 3);
     map.extend(headers.iter().filter(|(k, _)| k == ":status").cloned());
     for shim in SHIMS {
-        if let Some((_, value)) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(shim)) {
+        if let Some(value) = crate::abi::find_header(&headers, shim) {
             map.push((shim.to_string(), value.clone()));
         }
     }

@@ -359,10 +359,7 @@ impl PropertyFacts<'_> {
 }
 
 fn find_header(headers: Option<&Pairs>, name: &str) -> Option<String> {
-    headers?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    crate::abi::find_header(headers?, name).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// The headers and body of a local reply as Envoy's `Http::Utility::sendLocalReply` and

@@ -276,12 +276,7 @@ fn with_decoded_records(transcript: &Transcript) -> Result<serde_json::Value, Fa
         return Ok(json);
     };
     for (call, json_call) in transcript.http_calls.iter().zip(calls) {
-        let header = |name: &str| {
-            call.headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
+        let header = |name: &str| host_sim::abi::find_header(&call.headers, name).map(String::as_str);
         let (Some(path), Ok(body)) = (header(":path"), call.body_bytes()) else {
             continue;
         };
