@@ -691,12 +691,18 @@ const KONG_NOT_SUPPORTED_PROPERTIES: &[&str] = &[
 /// `NGX_LOG_ERR`; both decline, which the host function answers with NOT_FOUND
 /// (ngx_proxy_wasm_properties.c:70-85). The path is written with dots.
 fn kong_unimplemented_property(path: &[&str]) -> Option<HostProperty> {
-    let dotted = path.join(".");
-    if KONG_NYI_PROPERTIES.contains(&dotted.as_str()) {
+    // Compared segment by segment: a property read that is none of them (nearly all) joins
+    // nothing.
+    let named = |list: &[&'static str]| {
+        list.iter()
+            .copied()
+            .find(|dotted| dotted.split('.').eq(path.iter().copied()))
+    };
+    if let Some(dotted) = named(KONG_NYI_PROPERTIES) {
         let line = format!("NYI - \"{dotted}\" property");
         return Some(HostProperty::Unsupported(LogLevel::Critical, line));
     }
-    if KONG_NOT_SUPPORTED_PROPERTIES.contains(&dotted.as_str()) {
+    if let Some(dotted) = named(KONG_NOT_SUPPORTED_PROPERTIES) {
         let line = format!("\"{dotted}\" property not supported");
         return Some(HostProperty::Unsupported(LogLevel::Error, line));
     }
