@@ -170,15 +170,11 @@ impl HeadRecorder {
                 Expect::Stopped => return,
                 Expect::Head => bytes = self.read_head(bytes),
                 Expect::Body(left) => {
-                    let skipped = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-                    bytes = &bytes[skipped..];
-                    let left = left - skipped as u64;
+                    let left = skip(&mut bytes, left);
                     self.expect = if left == 0 { Expect::Head } else { Expect::Body(left) };
                 }
                 Expect::Chunked(Chunk::Data(left)) => {
-                    let skipped = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-                    bytes = &bytes[skipped..];
-                    let left = left - skipped as u64;
+                    let left = skip(&mut bytes, left);
                     self.expect = Expect::Chunked(if left == 0 { Chunk::DataCr } else { Chunk::Data(left) });
                 }
                 Expect::Chunked(state) => {
@@ -432,6 +428,14 @@ pub fn in_wire_order(
     }
     // Every value hyper holds has its place: nothing hyper added or the head lacks.
     (ordered.len() == headers.len()).then_some(ordered)
+}
+
+/// Passes over up to `left` body bytes at the front of `bytes`; returns how many are still to
+/// come after them.
+fn skip(bytes: &mut &[u8], left: u64) -> u64 {
+    let skipped = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+    *bytes = &bytes[skipped..];
+    left - skipped as u64
 }
 
 #[cfg(test)]
