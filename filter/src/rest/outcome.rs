@@ -168,10 +168,10 @@ pub fn classify(api: &Api, reply: &ReplyView<'_>) -> Outcome {
             _ => error_status(status, reply.body),
         };
     }
-    // The usual acknowledgement is recognised without building a `Value` tree (a dozen
-    // allocations per reply): first by a byte scanner of plain JSON, then by serde; any other
-    // reply is read in full below, which alone decides.
-    if plain::acknowledged(api, reply.body) || ack::acknowledged(api, reply.body) {
+    // The usual acknowledgement is recognised by a byte scanner of plain JSON, without building
+    // a `Value` tree (a dozen allocations per reply); any other reply is read in full below,
+    // which alone decides.
+    if plain::acknowledged(api, reply.body) {
         return Outcome::Acknowledged;
     }
     classify_2xx(api, status, reply.body)
@@ -453,240 +453,11 @@ fn v3_result(status: u16, result: &Value) -> Outcome {
     }
 }
 
-/// Recognising a plain acknowledgement without allocating.
-///
-/// [`acknowledged`] is true only for replies that the `Value`-based reading in [`classify`]
-/// acknowledges too: the body is parsed by the same `serde_json` deserializer with the same
-/// checks (every string, escape, number and nesting level is visited as `Value` visits it; only
-/// nothing is kept), and anything outside the plain shape (a member given twice, an `offsets`
-/// that is not a non-empty array of objects, an `error_code` that is not null, or for v3 not
-/// the integer 200) makes it false, leaving the decision to the full reading.
-mod ack {
-    use std::fmt;
-
-    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-
-    use crate::config::Api;
-
-    /// Whether `body` (of a 2xx reply) is a plain acknowledgement of `api`.
-    pub(super) fn acknowledged(api: &Api, body: &[u8]) -> bool {
-        match api {
-            Api::V2 => serde_json::from_slice::<V2Reply>(body).is_ok_and(|r| r.0),
-            Api::V3 { .. } => serde_json::from_slice::<V3Result>(body).is_ok_and(|r| r.0),
-        }
-    }
-
-    /// What a checked value was, as far as an acknowledgement cares.
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Seen {
-        Null,
-        /// The integer 200 (what `Value::as_i64` reads as 200).
-        Int200,
-        Other,
-    }
-
-    /// Any JSON value, read with the checks `serde_json::Value` applies, then dropped.
-    impl<'de> Deserialize<'de> for Seen {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(SeenVisitor)
-        }
-    }
-
-    struct SeenVisitor;
-
-    impl<'de> Visitor<'de> for SeenVisitor {
-        type Value = Seen;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON value")
-        }
-        fn visit_unit<E>(self) -> Result<Seen, E> {
-            Ok(Seen::Null)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Seen, E> {
-            Ok(Seen::Other)
-        }
-        fn visit_i64<E>(self, v: i64) -> Result<Seen, E> {
-            Ok(if v == 200 { Seen::Int200 } else { Seen::Other })
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<Seen, E> {
-            Ok(if v == 200 { Seen::Int200 } else { Seen::Other })
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Seen, E> {
-            Ok(Seen::Other)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Seen, E> {
-            Ok(Seen::Other)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Seen, A::Error> {
-            while seq.next_element::<Seen>()?.is_some() {}
-            Ok(Seen::Other)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Seen, A::Error> {
-            while map.next_key::<Seen>()?.is_some() {
-                map.next_value::<Seen>()?;
-            }
-            Ok(Seen::Other)
-        }
-    }
-
-    /// An object key: whether it is the one name the reader looks for.
-    struct KeyIs<const OFFSETS: bool>(bool);
-
-    impl<'de, const OFFSETS: bool> Deserialize<'de> for KeyIs<OFFSETS> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_str(KeyVisitor(if OFFSETS { "offsets" } else { "error_code" }))
-                .map(KeyIs)
-        }
-    }
-
-    struct KeyVisitor(&'static str);
-
-    impl<'de> Visitor<'de> for KeyVisitor {
-        type Value = bool;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an object key")
-        }
-        fn visit_str<E>(self, v: &str) -> Result<bool, E> {
-            Ok(v == self.0)
-        }
-    }
-
-    /// Reads an object, checking every member; returns what its one `error_code` (or `offsets`,
-    /// with `OFFSETS`) member was, or an error when that member is given twice.
-    fn member<'de, A: MapAccess<'de>, T: Deserialize<'de>, const OFFSETS: bool>(
-        mut map: A,
-    ) -> Result<Option<T>, A::Error> {
-        let mut found = None;
-        while let Some(KeyIs(wanted)) = map.next_key::<KeyIs<OFFSETS>>()? {
-            if !wanted {
-                map.next_value::<Seen>()?;
-            } else if found.is_some() {
-                return Err(de::Error::custom("member given twice"));
-            } else {
-                found = Some(map.next_value::<T>()?);
-            }
-        }
-        Ok(found)
-    }
-
-    /// Implements `Deserialize` for a `bool` newtype read with `deserialize_any` through
-    /// `$visitor`, whose `visit_map` or `visit_seq` (given) decides; every other JSON value is
-    /// checked, then read as `false`. (`deserialize_any` rather than `deserialize_map`: a type
-    /// mismatch would build an error message, and formatting it links float formatting into the
-    /// module.)
-    macro_rules! shape {
-        ($name:ident, $visitor:ident, $expecting:literal, $($given:item),* $(,)?) => {
-            impl<'de> Deserialize<'de> for $name {
-                fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                    d.deserialize_any($visitor)
-                }
-            }
-
-            struct $visitor;
-
-            impl<'de> Visitor<'de> for $visitor {
-                type Value = $name;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str($expecting)
-                }
-                fn visit_unit<E>(self) -> Result<$name, E> {
-                    Ok($name(false))
-                }
-                fn visit_bool<E>(self, _: bool) -> Result<$name, E> {
-                    Ok($name(false))
-                }
-                fn visit_i64<E>(self, _: i64) -> Result<$name, E> {
-                    Ok($name(false))
-                }
-                fn visit_u64<E>(self, _: u64) -> Result<$name, E> {
-                    Ok($name(false))
-                }
-                fn visit_f64<E>(self, _: f64) -> Result<$name, E> {
-                    Ok($name(false))
-                }
-                fn visit_str<E>(self, _: &str) -> Result<$name, E> {
-                    Ok($name(false))
-                }
-                $($given)*
-            }
-        };
-    }
-
-    /// A v2 reply: true when `offsets` is a non-empty array of acknowledged entries.
-    struct V2Reply(bool);
-
-    shape!(
-        V2Reply,
-        V2ReplyVisitor,
-        "a v2 produce reply",
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V2Reply, A::Error> {
-            let offsets = member::<A, Offsets, true>(map)?;
-            Ok(V2Reply(offsets.is_some_and(|o| o.0)))
-        },
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V2Reply, A::Error> {
-            SeenVisitor.visit_seq(seq).map(|_| V2Reply(false))
-        }
-    );
-
-    /// The v2 `offsets` array: true when it is non-empty and every entry is acknowledged.
-    struct Offsets(bool);
-
-    shape!(
-        Offsets,
-        OffsetsVisitor,
-        "an offsets array",
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Offsets, A::Error> {
-            let mut entries = 0usize;
-            let mut all = true;
-            while let Some(entry) = seq.next_element::<V2Entry>()? {
-                entries += 1;
-                all &= entry.0;
-            }
-            Ok(Offsets(entries > 0 && all))
-        },
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Offsets, A::Error> {
-            SeenVisitor.visit_map(map).map(|_| Offsets(false))
-        }
-    );
-
-    /// One v2 `offsets` entry: true when its `error_code` is null or absent.
-    struct V2Entry(bool);
-
-    shape!(
-        V2Entry,
-        V2EntryVisitor,
-        "an offsets entry",
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V2Entry, A::Error> {
-            let code = member::<A, Seen, false>(map)?;
-            Ok(V2Entry(matches!(code, None | Some(Seen::Null))))
-        },
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V2Entry, A::Error> {
-            SeenVisitor.visit_seq(seq).map(|_| V2Entry(false))
-        }
-    );
-
-    /// A v3 result: true when its `error_code` is the integer 200.
-    struct V3Result(bool);
-
-    shape!(
-        V3Result,
-        V3ResultVisitor,
-        "a v3 produce result",
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V3Result, A::Error> {
-            let code = member::<A, Seen, false>(map)?;
-            Ok(V3Result(code == Some(Seen::Int200)))
-        },
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V3Result, A::Error> {
-            SeenVisitor.visit_seq(seq).map(|_| V3Result(false))
-        }
-    );
-}
-
 /// The plain acknowledgements read byte by byte, with no deserializer: a strict subset of JSON
 /// (strings of printable ASCII without escapes, integers of at most 18 digits, `null`, `true`,
 /// `false`, objects and arrays at most 16 deep, the four JSON whitespace bytes) in the usual
 /// shapes. Anything outside that subset or shape is "not recognised" (false), never a verdict:
-/// the serde readings above then decide as before. So a true here is always what the `Value`
+/// the `Value` reading then decides as before. So a true here is always what the `Value`
 /// reading concludes too (the subset is JSON that `serde_json` reads to the same values), and
 /// the common reply costs a scan instead of serde's visitors.
 mod plain {
@@ -1222,8 +993,8 @@ mod tests {
         }
     }
 
-    /// The allocation-free reading acknowledges only what the `Value` reading acknowledges, and
-    /// does acknowledge the usual replies.
+    /// The byte scanner's acknowledgements are the `Value` reading's, and the usual replies,
+    /// whitespace and escapes included, are acknowledged.
     #[test]
     fn fast_acknowledgement_agrees_with_the_full_reading() {
         let usual_v2 = [
@@ -1278,23 +1049,25 @@ mod tests {
             .collect();
         all.push(deep.into_bytes());
         all.push(bad_utf8);
+        // Whichever reading answers, `classify` concludes what the `Value` reading does.
         for api in [Api::V2, v3()] {
             for body in &all {
-                if ack::acknowledged(&api, body) {
-                    assert_eq!(
-                        classify_2xx(&api, 200, body),
-                        Outcome::Acknowledged,
-                        "{api:?} {}",
-                        String::from_utf8_lossy(body)
-                    );
-                }
+                let view = ReplyView {
+                    body,
+                    ..reply("200", "")
+                };
+                assert_eq!(
+                    classify(&api, &view),
+                    classify_2xx(&api, 200, body),
+                    "{api:?} {}",
+                    String::from_utf8_lossy(body)
+                );
             }
         }
-        for body in usual_v2 {
-            assert!(ack::acknowledged(&Api::V2, body.as_bytes()), "{body}");
-        }
-        for body in usual_v3 {
-            assert!(ack::acknowledged(&v3(), body.as_bytes()), "{body}");
+        for (api, usual) in [(Api::V2, &usual_v2[..]), (v3(), &usual_v3[..])] {
+            for body in usual {
+                assert_eq!(classify(&api, &reply("200", body)), Outcome::Acknowledged, "{body}");
+            }
         }
     }
 
@@ -1374,7 +1147,6 @@ mod tests {
             let text = String::from_utf8_lossy(body);
             if plain::acknowledged(api, body) {
                 assert_eq!(classify_2xx(api, 200, body), Outcome::Acknowledged, "{api:?} {text}");
-                assert!(ack::acknowledged(api, body), "{api:?} {text}");
             }
             for n in 0..4 {
                 if plain::batch_acknowledged(api, body, n) {
