@@ -93,7 +93,7 @@ impl ProduceCall {
     }
 
     /// The header pairs, pseudo-headers first, then the configured static headers
-    /// ([`produce_pairs`] with this call's values in its slots).
+    /// (the configuration's pairs with this call's path, content type and length).
     pub fn headers<'a>(&'a self, rp: &'a RestProxy) -> Vec<(&'a str, &'a str)> {
         let per_call = self.slot_values(rp);
         produce_pairs(rp)
