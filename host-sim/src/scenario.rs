@@ -304,7 +304,7 @@ impl Driver<'_> {
                         .map(|e| e.call.token)
                         .collect();
                     open.into_iter()
-                        .filter(|c| !c.cancelled && !c.closed && !answered.contains(&c.token))
+                        .filter(|c| !c.ended_by_guest() && !answered.contains(&c.token))
                         .map(|c| c.token)
                         .min()
                 })
@@ -751,7 +751,7 @@ fn transcript_grpc_call(entry: GrpcEntry) -> TranscriptGrpcCall {
         timed_out,
     } = entry;
     let (messages, messages_base64) = encode_messages(&call.messages);
-    let outcome = if call.cancelled || call.closed {
+    let outcome = if call.ended_by_guest() {
         CallOutcome::Cancelled
     } else if timed_out {
         CallOutcome::TimedOut

@@ -114,7 +114,8 @@ pub struct GrpcCall {
     pub end_stream_sent: bool,
     /// Whether the guest cancelled it.
     pub cancelled: bool,
-    /// Whether the guest closed it.
+    /// Whether the guest closed it (`proxy_grpc_close`): a unary call is cancelled by it; a
+    /// stream is half-closed and still receives ([`GrpcCall::ended_by_guest`]).
     pub closed: bool,
     /// Timeout for unary calls, in milliseconds.
     pub timeout_ms: Option<u32>,
@@ -122,6 +123,20 @@ pub struct GrpcCall {
     /// applies it ([`crate::profile::HostBehaviour::effective_call_timeout_ms`]); streams have none.
     #[serde(skip)]
     pub deadline_ns: Option<u64>,
+}
+
+impl GrpcCall {
+    /// Whether the guest ended the call so that the host forgets it and gives it no more
+    /// callbacks: cancelled, or a unary call closed. A closed stream is not ended: Envoy's
+    /// `Context::grpcClose` half-closes it (`closeStream()`) and keeps it, marked
+    /// `local_closed_`, until the server closes it, so the server's metadata, messages and
+    /// close still reach the filter (envoy source/extensions/common/wasm/context.cc `grpcClose`,
+    /// `onGrpcCloseWrapper`; ENVOY-1.40: after `proxy_grpc_close` on a stream the probe still
+    /// got both echoed messages, the trailing metadata and the close). `proxy_grpc_cancel`
+    /// resets it and forgets it (`grpcCancel`).
+    pub fn ended_by_guest(&self) -> bool {
+        self.cancelled || (self.closed && self.kind == GrpcKind::Call)
+    }
 }
 
 /// Data only readable during a particular callback.
@@ -1259,11 +1274,13 @@ impl HostState {
         Ok(())
     }
 
-    /// `proxy_grpc_cancel` (`close == false`) or `proxy_grpc_close`.
+    /// `proxy_grpc_cancel` (`close == false`) or `proxy_grpc_close`. Closing a stream also
+    /// half-closes it ([`GrpcCall::ended_by_guest`]).
     pub(crate) fn end_grpc(&mut self, token: u32, close: bool) -> Result<(), Fault> {
         let held = self.grpc_calls.get_mut(&token).ok_or(Status::NotFound)?;
         if close {
             held.data.closed = true;
+            held.data.end_stream_sent = true;
         } else {
             held.data.cancelled = true;
         }

@@ -738,7 +738,8 @@ pub struct TranscriptGrpcCall {
     /// The timeout the filter asked for (unary calls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u32>,
-    /// What became of it (`cancelled` also when the filter cancelled or closed it itself).
+    /// What became of it (`cancelled` also when the filter closed a unary call; a stream it
+    /// closed is half-closed and can still be answered).
     pub outcome: CallOutcome,
     /// Index (from 0) of the `--grpc-call-response` file that answered it.
     pub response: Option<usize>,

@@ -66,12 +66,12 @@ pub enum NewCall {
 pub struct GrpcProgress {
     /// Messages sent after the first `from` ones (`proxy_grpc_send`).
     pub messages: Vec<Vec<u8>>,
-    /// The guest half-closed its side (`end_stream`; always so for a unary call).
+    /// The guest half-closed its side (`end_stream`, or `proxy_grpc_close` on a stream; always
+    /// so for a unary call).
     pub end_stream_sent: bool,
-    /// The guest cancelled it (`proxy_grpc_cancel`).
-    pub cancelled: bool,
-    /// The guest closed it (`proxy_grpc_close`).
-    pub closed: bool,
+    /// The guest ended it: the host resets it and gives it no more callbacks
+    /// ([`crate::state::GrpcCall::ended_by_guest`]).
+    pub ended_by_guest: bool,
 }
 
 /// How to start a VM.
@@ -1384,8 +1384,7 @@ impl Vm {
         self.store.data().grpc_calls.get(&token).map(|call| GrpcProgress {
             messages: call.messages.iter().skip(from).cloned().collect(),
             end_stream_sent: call.end_stream_sent,
-            cancelled: call.cancelled,
-            closed: call.closed,
+            ended_by_guest: call.ended_by_guest(),
         })
     }
 
@@ -1413,8 +1412,9 @@ impl Vm {
     }
 
     /// Answers a gRPC call or stream: initial metadata, messages, trailing metadata and close,
-    /// each through its callback. A cancelled or closed call gets no callbacks (Envoy drops
-    /// them) but the answer is accepted.
+    /// each through its callback. A call the guest ended gets no callbacks (Envoy drops them)
+    /// but the answer is accepted; a stream the guest closed still gets them
+    /// ([`crate::state::GrpcCall::ended_by_guest`]).
     pub fn respond_grpc(&mut self, token: u32, reply: GrpcReply) -> Result<(), HostError> {
         let profile = self.profile();
         let call = self
@@ -1424,7 +1424,7 @@ impl Vm {
             .get(&token)
             .map(|c| c.to_owned_value())
             .ok_or(HostError::UnknownGrpcCall(token))?;
-        if call.cancelled || call.closed {
+        if call.ended_by_guest() {
             self.store.data_mut().grpc_calls.remove(&token);
             return Ok(());
         }

@@ -214,3 +214,24 @@ def test_a_grpc_stream_delivers_alike(gateways):
                     for k, v in value["metadata"] if k.startswith(("x-", "grpc-")))
                 value.pop("num", None)
     assert sim == envoy
+
+
+def test_a_grpc_stream_the_filter_closed_still_delivers_alike(gateways):
+    """`proxy_grpc_close` on a stream half-closes it (Envoy `Context::grpcClose`:
+    `closeStream()`, then the stream is kept as `local_closed_` until the server closes it, so
+    what the server still sends reaches the filter, its close included)."""
+    seen = call(gateways, {"x-probe": "grpc_stream", "x-upstream": "grpc_ok", "x-close": "wait"}, {
+        "grpc_stream": 1, "grpc_initial_metadata": 1, "grpc_message": 2,
+        "grpc_trailing_metadata": 1, "grpc_close": 1,
+    })
+    envoy, sim = seen["envoy"], seen["host-sim"]
+    assert envoy[2]["grpc_close"], f"Envoy's probe saw no close: {envoy}"
+    for view in (envoy, sim):
+        for kind in ("grpc_initial_metadata", "grpc_trailing_metadata"):
+            for value in view[2][kind]:
+                value["metadata"] = sorted(
+                    [k, "<ms>" if k == "x-envoy-upstream-service-time" else v]
+                    for k, v in value["metadata"] if k.startswith(("x-", "grpc-")))
+                value.pop("num", None)
+    assert sim == envoy
+

@@ -14,8 +14,9 @@
 //! A unary call's timeout (the VM's deadline, as for HTTP callouts) ends it with the profile's
 //! timeout status ([`crate::profile::HostBehaviour::grpc_failure_status`]); a connection that
 //! cannot be made ends it with the profile's connection-failure status. A call whose context
-//! ends (the request finished or the client went away), or that the guest cancels or closes, is
-//! reset on the wire at once, so no call outlives the request that made it.
+//! ends (the request finished or the client went away), or that the guest cancels (or closes,
+//! for a unary call), is reset on the wire at once, so no call outlives the request that made
+//! it; a stream the guest closes is half-closed and delivers the rest of the server's answer.
 
 use crate::limits::{MAX_GRPC_MESSAGE_BYTES, MAX_GRPC_METADATA_BYTES};
 use crate::profile::{CalloutFailure, Profile};
@@ -446,10 +447,12 @@ impl GrpcCalls {
         self.calls.insert(token, InFlight { task, sender, sent });
     }
 
-    /// Forwards what the guest did since the last look: new messages, the half-close; a call
-    /// the guest cancelled or closed is reset and forgotten (the guest gets no more callbacks
-    /// for it, as in Envoy, whose `grpcCancel`/`grpcClose` drop the call's handler); a call the
-    /// VM no longer has (answered, or its context ended) is reset.
+    /// Forwards what the guest did since the last look: new messages, the half-close (a stream
+    /// the guest closed is half-closed and keeps receiving); a call the guest ended is reset
+    /// and forgotten (no more callbacks for it, as in Envoy, whose `grpcCancel`, and
+    /// `grpcClose` of a unary call, drop the call's handler:
+    /// [`crate::state::GrpcCall::ended_by_guest`]); a call the VM no longer has (answered, or
+    /// its context ended) is reset.
     pub fn sync(&mut self, vm: &mut Vm) {
         let tokens: Vec<u32> = self.calls.keys().copied().collect();
         for token in tokens {
@@ -469,11 +472,11 @@ impl GrpcCalls {
                     if p.end_stream_sent {
                         call.sender = None;
                     }
-                    if p.cancelled || p.closed {
+                    if p.ended_by_guest {
                         // Forget it in the VM: no callbacks for a call the guest ended.
                         let _ = vm.respond_grpc(token, GrpcReply::default());
                     }
-                    p.cancelled || p.closed
+                    p.ended_by_guest
                 }
             };
             if ended {

@@ -915,9 +915,15 @@ impl Probe {
             .num("token", token)
             .num("send_end", end)
             .num("send_after_end", after_end);
-        if self.arg("x-close").is_some() {
+        if let Some(close) = self.arg("x-close") {
             r = r.num("close", unsafe { raw::proxy_grpc_close(token) });
             r.emit("grpc_stream");
+            // `wait`: the request waits for the stream's close callback, if the host gives one
+            // after the filter's own close.
+            if close == "wait" {
+                self.grpc_token = Some(token);
+                return Action::Pause;
+            }
             return Action::Continue;
         }
         self.grpc_token = Some(token);

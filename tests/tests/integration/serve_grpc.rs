@@ -333,6 +333,32 @@ async fn a_stream_delivers_metadata_each_message_trailers_and_close() {
     gw.shutdown().await;
 }
 
+/// A stream the filter closes (`proxy_grpc_close`) is half-closed, not reset: the server gets
+/// the end of the filter's messages and what it still answers reaches the filter, whose close
+/// callback resumes the request here (Envoy `Context::grpcClose` keeps the stream as
+/// `local_closed_` until its server closes it; the e2e differential test checks it against
+/// Envoy 1.40).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_filter_closed_is_half_closed_and_still_delivers() {
+    let (server, seen) = grpc_server(Mode::Echo).await;
+    let gw = gateway("grpc_closed", server).await;
+    let headers = [("x-probe", "grpc_stream"), ("x-close", "wait")];
+    assert_eq!(request(gw.local_addr, &headers).await, 200);
+    assert_eq!(reports("grpc_closed", "grpc_stream", 1).await[0]["close"], 0);
+    let messages: Vec<String> = reports("grpc_closed", "grpc_message", 2)
+        .await
+        .iter()
+        .map(|m| text(&m["message"]).to_string())
+        .collect();
+    assert_eq!(messages, vec!["pong:m1", "pong:m2"]);
+    let close = reports("grpc_closed", "grpc_close", 1).await;
+    assert_eq!(close.len(), 1, "{close:?}");
+    assert_eq!(close[0]["status_code"], 0);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].messages, vec![b"m1".to_vec(), b"m2".to_vec()]);
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_an_http2_client_with_prior_knowledge() {
     let (server, _) = grpc_server(Mode::Echo).await;
