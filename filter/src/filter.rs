@@ -766,7 +766,11 @@ fn action_code(action: Action) -> u32 {
 thread_local! {
     /// Every context of the VM. A callback never runs inside another (the host calls the guest
     /// only between callbacks; the one export a host call re-enters, `proxy_on_memory_allocate`,
-    /// does not touch it), so the table is borrowed once per callback.
+    /// does not touch it), so the table is borrowed once per callback. Envoy holds back a
+    /// callout's reply that arrives while the guest is running (a connection failing inside
+    /// `proxy_dispatch_http_call`) until the callback returns: `Context::onHttpCallSuccess` and
+    /// `onHttpCallFailure` defer themselves with `addAfterVmCallAction` when
+    /// `proxy_wasm::current_context_` is set (envoy source/extensions/common/wasm/context.cc).
     static CONTEXTS: RefCell<ContextTable<Root, Request>> = RefCell::new(ContextTable::new());
 }
 
