@@ -355,6 +355,10 @@ impl Driver<'_> {
         let has_trailers = !response.trailers.is_empty();
         let mut headers = vec![(":status".to_string(), response.status.to_string())];
         headers.extend(response.headers.iter().cloned());
+        // The file is what the upstream sent; the filter sees it as the host's map presents it
+        // (`HostBehaviour::upstream_response_headers`, as in `serve`), dated by the VM's clock.
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(self.vm.now_ns());
+        let headers = self.vm.profile().upstream_response_headers(headers, now);
         let headers_end = response.body_chunks.is_empty() && !has_trailers;
         self.vm.send_response_headers(stream, &headers, headers_end)?;
         self.book.observe(&mut self.vm);
