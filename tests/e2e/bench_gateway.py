@@ -19,6 +19,9 @@ wrk (Debian's), loopback only, every run bounded in time; then prints the combin
      request sent to the REST proxy alone. Latency with wrk -c1 (one request at a time, so
      service time, not queueing): p50, p99, p99.9; req/s with wrk -c16. The filter's
      asynchronous mode is compared with the no-op wasm filter, its synchronous mode with routing.
+     Every run also records the CPU time (/proc/<pid>/stat) the gateway and its REST proxy used
+     per request, from the run's start until its records were drained, and Envoy's calls to the
+     REST proxy (the asynchronous filter's batches: records and bytes per call).
 
 Each target runs `--reps` times, the targets of a part interleaved so drift hits them alike; the
 median of the runs is reported. wrk runs on a CPU of its own (the last one), the servers on the
@@ -30,6 +33,7 @@ Usage (make bench runs it with the e2e venv's Python and --parts12-binary target
   build/venv/bin/python tests/e2e/bench_gateway.py
       [--parts12-binary target/release/bench | --parts12 target/bench/results.json]
       [--out-dir target/bench] [--duration 2] [--reps 5] [--workers 1] [--no-pin]
+      [--only 3a|3b] [--envoy-variants noop_wasm,filter_async,...] [--async-config JSON]
 Writes OUT_DIR/gateway.json (every run) and OUT_DIR/summary.json (the combined table's rows, and
 the CPU time other processes took during the run: the figures of a busy machine are not those of
 an idle one).
@@ -737,9 +741,10 @@ def envoy_table_rows(row, at_least, at_most, e: dict) -> None:
            f"    no wasm: buffer filter + 200 direct_response; no-op wasm: the same with "
            f"test-filters/noop; routed: no wasm, the\n    filter's REST produce request "
            f"({produce['body_bytes'] if produce else '?'} B) proxied to the REST proxy; REST "
-           f"alone: that request without Envoy\n    CPU/req: CPU time (/proc/<pid>/stat) of "
-           f"Envoy and of the REST proxy per request of the -c{e['throughput_connections']} "
-           f"runs; REST calls: Envoy's calls to it")
+           f"alone: that request without Envoy\n    CPU Envoy, CPU REST: CPU time (/proc/<pid>/stat) Envoy "
+           f"and the REST proxy (REST) used per request in the -c{e['throughput_connections']} "
+           f"runs, both on the servers' CPU;\n    records/call: the asynchronous filter's "
+           f"batches (Envoy's calls to the REST proxy's cluster)")
     if e.get("async_config_overrides"):
         s3b += f"\n    filter async configuration overrides: {json.dumps(e['async_config_overrides'])}"
     lat, thr = e["latency"], e["throughput"]
@@ -763,10 +768,12 @@ def envoy_table_rows(row, at_least, at_most, e: dict) -> None:
             f"{value / reference:.2f}x", target, status)
         cpu, cpu_base = thr[name], thr[base]
         for key, who in (("server_cpu_us_per_request", "Envoy"),
-                         ("rest_proxy_cpu_us_per_request", "REST proxy")):
+                         ("rest_proxy_cpu_us_per_request", "REST")):
             if key not in cpu:
                 continue
             value, reference = cpu[key], cpu_base.get(key, 0.0)
+            if key == "rest_proxy_cpu_us_per_request" and not cpu.get("rest_calls"):
+                continue  # this variant never calls the REST proxy
             if base == "rest_alone" and key == "server_cpu_us_per_request":
                 reference_text = f"{base_label} (no Envoy)"
                 compare = ""
@@ -776,10 +783,12 @@ def envoy_table_rows(row, at_least, at_most, e: dict) -> None:
                     reference = cpu_base["server_cpu_us_per_request"]
                 reference_text = f"{base_label} {us(reference)}"
                 compare = f"{value - reference:+.1f} µs"
-            row(s3b, f"{label}: CPU/req {who}", value, "µs", reference_text, compare)
-        if cpu.get("rest_calls"):
-            row(s3b, f"{label}: records/REST call", cpu["records_per_rest_call"], "records",
-                f"{cpu['tx_bytes_per_rest_call'] / 1000:,.1f} KB sent per call", "")
+            row(s3b, f"{label}: CPU {who}", value, "µs", reference_text, compare)
+        if name == "filter_async" and cpu.get("rest_calls"):
+            # The batches: how many records and bytes each REST call carried.
+            row(s3b, f"{label}: records/call", cpu["records_per_rest_call"], "records",
+                f"{cpu['tx_bytes_per_rest_call'] / 1000:,.1f} KB sent per call",
+                f"{cpu['rest_calls'] / thr[name]['runs'][0]['seconds']:,.0f} calls/s")
 
     envoy_rows("noop_wasm", "no-op wasm filter", "baseline", "no wasm")
     envoy_rows("filter_async", "filter async", "noop_wasm", "no-op wasm", {

@@ -674,12 +674,14 @@ mod tests {
         // Confluent's encoding skips the records' raw text for base64 data; an encoding with
         // Python's truth values still reads it. Escaped characters (`\/` is `/`), keys,
         // partitions and nulls must come out the same either way.
-        let body = r#"{"records":[{"key":"a2V5","value":"P\/8=","partition":1},{"value":"dg"},{"key":null,"value":"YWJj"}]}"#;
+        let body =
+            r#"{"records":[{"key":"a2V5","value":"P\/8=","partition":1},{"value":"dg"},{"key":null,"value":"YWJj"}]}"#;
         let with_raw = V2Encoding {
             python_falsy_as_empty: true,
             ..V2Encoding::CONFLUENT
         };
-        let without = parse_v2(body.as_bytes(), V2Format::Binary, 7, V2Encoding::CONFLUENT).unwrap_or_else(|e| panic!("{e}"));
+        let without =
+            parse_v2(body.as_bytes(), V2Format::Binary, 7, V2Encoding::CONFLUENT).unwrap_or_else(|e| panic!("{e}"));
         let read_raw = parse_v2(body.as_bytes(), V2Format::Binary, 7, with_raw).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(without[0].value.as_deref(), Some(&[0x3f, 0xff][..]));
         assert_eq!(without[2].key, None);
