@@ -19,6 +19,9 @@ wrk (Debian's), loopback only, every run bounded in time; then prints the combin
      request sent to the REST proxy alone. Latency with wrk -c1 (one request at a time, so
      service time, not queueing): p50, p99, p99.9; req/s with wrk -c16. The filter's
      asynchronous mode is compared with the no-op wasm filter, its synchronous mode with routing.
+     Every run also records the CPU time (/proc/<pid>/stat) the gateway and its REST proxy used
+     per request, from the run's start until its records were drained, and Envoy's calls to the
+     REST proxy (the asynchronous filter's batches: records and bytes per call).
 
 Each target runs `--reps` times, the targets of a part interleaved so drift hits them alike; the
 median of the runs is reported. wrk runs on a CPU of its own (the last one), the servers on the
@@ -30,6 +33,7 @@ Usage (make bench runs it with the e2e venv's Python and --parts12-binary target
   build/venv/bin/python tests/e2e/bench_gateway.py
       [--parts12-binary target/release/bench | --parts12 target/bench/results.json]
       [--out-dir target/bench] [--duration 2] [--reps 5] [--workers 1] [--no-pin]
+      [--only 3a|3b] [--envoy-variants noop_wasm,filter_async,...] [--async-config JSON]
 Writes OUT_DIR/gateway.json (every run) and OUT_DIR/summary.json (the combined table's rows, and
 the CPU time other processes took during the run: the figures of a busy machine are not those of
 an idle one).
@@ -210,12 +214,24 @@ def check_answers(port: int, body: bytes, what: str, host: str = "envoy") -> Non
                          f"{expected!r}")
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU time (user + system, every thread) a live process has used so far, from
+    /proc/<pid>/stat (proc(5): fields 14 utime and 15 stime, in clock ticks). The fields are
+    counted after the command's closing parenthesis, as the command may hold spaces."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Gateway:
     """A gateway under test, how to read its filter's messages_sent counter (None: no filter,
-    or not asynchronous) and what wrk sends it (None: the 1 KiB JSON POST)."""
+    or not asynchronous) and what wrk sends it (None: the 1 KiB JSON POST). rest_proc: the
+    separate REST proxy process it calls (None: none, or embedded in `proc`), whose CPU time is
+    measured beside the gateway's; rest_calls: reads the REST calls the gateway has made so far
+    (None: not known), see envoy_rest_calls."""
 
     def __init__(self, name: str, label: str, port: int, proc: Proc, sent=None,
-                 admin: int | None = None, load: Load | None = None):
+                 admin: int | None = None, load: Load | None = None,
+                 rest_proc: Proc | None = None, rest_calls=None):
         self.name = name
         self.load = load
         self.admin = admin
@@ -223,6 +239,16 @@ class Gateway:
         self.port = port
         self.proc = proc
         self.sent = sent
+        self.rest_proc = rest_proc
+        self.rest_calls = rest_calls
+
+    def usage(self) -> dict:
+        """The counters a run's figures are differences of: CPU seconds of the gateway and of
+        its REST proxy, records sent, REST calls made."""
+        return {"server_cpu_s": process_cpu_s(self.proc.pid),
+                "rest_proxy_cpu_s": process_cpu_s(self.rest_proc.pid) if self.rest_proc else 0.0,
+                "sent": self.sent() if self.sent else 0,
+                **(self.rest_calls() if self.rest_calls else {})}
 
     def drain(self, before: int, acked: int, timeout: float = 15.0) -> bool:
         """Waits until the filter has sent at least the `acked` records answered 200 since its
@@ -256,6 +282,23 @@ def envoy_sent(admin: int):
         if not m:
             raise RuntimeError(f"Envoy stats: no messages_sent counter in {text!r}")
         return int(m[1])
+    return read
+
+
+def envoy_rest_calls(admin: int):
+    """Reads the calls Envoy made to the kafka_rest cluster (the filter's produce calls, or the
+    routed requests) and the bytes it sent and received on those connections: the number and
+    size of the filter's batches come from their differences over a run."""
+    names = {"upstream_rq_total": "rest_calls", "upstream_cx_tx_bytes_total": "rest_tx_bytes",
+             "upstream_cx_rx_bytes_total": "rest_rx_bytes"}
+
+    def read() -> dict[str, int]:
+        text = requests.get(f"http://127.0.0.1:{admin}/stats",
+                            params={"filter": r"^cluster\.kafka_rest\.upstream_(rq_total|"
+                                              r"cx_tx_bytes_total|cx_rx_bytes_total)$"},
+                            timeout=5).text
+        values = {k.strip(): int(v) for k, v in (line.split(":") for line in text.splitlines())}
+        return {ours: values[f"cluster.kafka_rest.{theirs}"] for theirs, ours in names.items()}
     return read
 
 
@@ -380,9 +423,35 @@ def check_produces(port: int, load: Load, what: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Measuring.
 
+def usage_of_run(before: dict, after: dict, requests_done: int) -> dict:
+    """What one run cost: CPU µs per request of the gateway process and of its REST proxy, and
+    (when known) the REST calls made, their records and bytes."""
+    out = {}
+    for key in ("server_cpu_s", "rest_proxy_cpu_s"):
+        used = after[key] - before[key]
+        out[key] = used
+        out[key.replace("_cpu_s", "_cpu_us_per_request")] = used * 1e6 / max(requests_done, 1)
+    if "rest_calls" in before:
+        calls = after["rest_calls"] - before["rest_calls"]
+        out["rest_calls"] = calls
+        out["rest_tx_bytes"] = after["rest_tx_bytes"] - before["rest_tx_bytes"]
+        out["rest_rx_bytes"] = after["rest_rx_bytes"] - before["rest_rx_bytes"]
+        out["records_sent"] = after["sent"] - before["sent"]
+        if calls:
+            out["records_per_rest_call"] = (out["records_sent"] or requests_done) / calls
+            out["tx_bytes_per_rest_call"] = out["rest_tx_bytes"] / calls
+    return out
+
+
+# The per-run figures median_of reports the median of (those a run has).
+MEDIAN_KEYS = ("req_per_s", "ok_req_per_s", "p50_us", "p90_us", "p99_us", "p999_us",
+               "server_cpu_us_per_request", "rest_proxy_cpu_us_per_request", "rest_calls",
+               "records_per_rest_call", "tx_bytes_per_rest_call")
+
+
 def median_of(runs: list[dict]) -> dict:
-    keys = ("req_per_s", "ok_req_per_s", "p50_us", "p90_us", "p99_us", "p999_us")
-    out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out = {k: statistics.median(r[k] for r in runs) for k in MEDIAN_KEYS
+           if all(k in r for r in runs)}
     out["non_2xx"] = sum(r["non_2xx"] for r in runs)
     out["socket_errors"] = sum(r["socket_errors"] for r in runs)
     out["runs"] = runs
@@ -394,10 +463,12 @@ def measure(wrk: Wrk, gateways: list[Gateway], connections: int, reps: int) -> d
     runs: dict[str, list[dict]] = {g.name: [] for g in gateways}
     for rep in range(reps):
         for g in gateways:
-            before = g.sent() if g.sent else 0
+            before = g.usage()
             result = wrk.run(g.port, connections, load=g.load)
             acked = result["requests"] - result["non_2xx"]
-            result["drained"] = g.drain(before, acked)
+            result["drained"] = g.drain(before["sent"], acked)
+            # After the drain, so that the batches the run left behind are counted with it.
+            result.update(usage_of_run(before, g.usage(), result["requests"]))
             if not result["drained"]:
                 print(f"bench: WARNING {g.label}: the filter had not sent the {acked} records "
                       f"answered 200 within 15 s of the run's end", file=sys.stderr)
@@ -406,7 +477,12 @@ def measure(wrk: Wrk, gateways: list[Gateway], connections: int, reps: int) -> d
             runs[g.name].append(result)
             print(f"  {g.label:<44} c{connections:<3} rep {rep + 1}/{reps}: "
                   f"{result['ok_req_per_s']:>9.0f} req/s  p50 {result['p50_us']:>8.1f} µs  "
-                  f"p99 {result['p99_us']:>8.1f} µs  p99.9 {result['p999_us']:>8.1f} µs"
+                  f"p99 {result['p99_us']:>8.1f} µs  p99.9 {result['p999_us']:>8.1f} µs  CPU/req "
+                  f"{result['server_cpu_us_per_request']:.1f}"
+                  + (f" + REST {result['rest_proxy_cpu_us_per_request']:.1f}" if g.rest_proc
+                     else "") + " µs"
+                  + (f"  {result['records_per_rest_call']:.1f} rec/call"
+                     if "records_per_rest_call" in result else "")
                   + (f"  non-2xx {result['non_2xx']}" if result["non_2xx"] else ""), flush=True)
     return {name: median_of(r) for name, r in runs.items()}
 
@@ -472,8 +548,10 @@ def part_3b(wrk: Wrk, body: bytes, args, run_dir: Path) -> dict:
             ("routed", "Envoy routing to the REST proxy, no wasm", WASM, routed_to_rest_proxy),
             ("filter_sync", "Envoy + filter (sync, envoy.yaml)", WASM, lambda t: t),
             ("filter_async", "Envoy + filter (async)", WASM,
-             lambda t: with_filter_config(t, producer_async=True)),
+             lambda t: with_filter_config(t, producer_async=True, **args.async_config)),
         ]
+        if args.envoy_variants:
+            variants = [v for v in variants if v[0] in args.envoy_variants]
         for name, label, module, transform in variants:
             ports = EnvoyPorts(listener=free_port(), admin=free_port(), cluster=rest)
             config = run_dir / f"envoy-{name}.yaml"
@@ -481,20 +559,22 @@ def part_3b(wrk: Wrk, body: bytes, args, run_dir: Path) -> dict:
             proc = start_envoy(f"envoy-{name}", config, ports, run_dir)
             gateways.append(Gateway(name, label, ports.listener, proc,
                                     envoy_sent(ports.admin) if name == "filter_async" else None,
-                                    admin=ports.admin))
+                                    admin=ports.admin, rest_proc=rest_proxy,
+                                    rest_calls=envoy_rest_calls(ports.admin)))
         by_name = {g.name: g for g in gateways}
         for g in gateways:
             if g.name != "routed":
                 check_answers(g.port, body, g.label)
-        # The synchronous filter has now written the 1 KiB POST's record: the routed Envoy and
-        # the REST proxy alone get that record's produce request.
-        produce = produce_load(rest, envoy_filter_config(render_envoy_yaml(
-            EnvoyPorts(1, 2, 3), WASM))["topic"], run_dir)
-        by_name["routed"].load = produce
-        gateways.append(Gateway("rest_alone", "the REST proxy alone (no Envoy)", rest, rest_proxy,
-                                load=produce))
-        check_produces(by_name["routed"].port, produce, by_name["routed"].label)
-        check_produces(rest, produce, "the REST proxy alone")
+        if "routed" in by_name:
+            # The synchronous filter has now written the 1 KiB POST's record: the routed Envoy
+            # and the REST proxy alone get that record's produce request.
+            produce = produce_load(rest, envoy_filter_config(render_envoy_yaml(
+                EnvoyPorts(1, 2, 3), WASM))["topic"], run_dir)
+            by_name["routed"].load = produce
+            gateways.append(Gateway("rest_alone", "the REST proxy alone (no Envoy)", rest,
+                                    rest_proxy, load=produce))
+            check_produces(by_name["routed"].port, produce, by_name["routed"].label)
+            check_produces(rest, produce, "the REST proxy alone")
         warm_up(wrk, gateways)
         latency = measure(wrk, gateways, LATENCY_CONNECTIONS, args.reps)
         throughput = measure(wrk, gateways, THROUGHPUT_CONNECTIONS, args.reps)
@@ -503,15 +583,18 @@ def part_3b(wrk: Wrk, body: bytes, args, run_dir: Path) -> dict:
         for g in gateways:
             g.proc.stop()
         rest_proxy.stop()
-    base = latency["baseline"]
+    base = latency.get("baseline")
     added = {name: {"p50_us": latency[name]["p50_us"] - base["p50_us"],
                     "p99_us": latency[name]["p99_us"] - base["p99_us"]}
-             for name in ("noop_wasm", "filter_sync", "filter_async")}
+             for name in ("noop_wasm", "filter_sync", "filter_async") if base and name in latency}
     return {"envoy_concurrency": 1, "latency": latency, "throughput": throughput,
             "downstream_connections_and_requests": connections,
             "latency_connections": LATENCY_CONNECTIONS,
             "throughput_connections": THROUGHPUT_CONNECTIONS, "added": added,
-            "produce_request": {"path": produce.path, "body_bytes": len(produce.body)}}
+            "async_config_overrides": args.async_config,
+            "produce_request": ({"path": by_name["routed"].load.path,
+                                 "body_bytes": len(by_name["routed"].load.body)}
+                                if "routed" in by_name else None)}
 
 
 class CpuWatch:
@@ -620,7 +703,14 @@ def summary_rows(p12: dict | None, gw: dict) -> list[dict]:
             f"{p12['ratio_fresh_warm']:.0f}x faster", *at_most("warm_start_ms",
                                                               p12["warm_start_cached_ms"], " ms"))
         row(s2, "VM start + root context + configure", p12["vm_start_and_configure_ms"], "ms")
-    a = gw["host_sim"]
+    if gw["host_sim"]:
+        host_sim_rows(row, at_least, at_most, gw["host_sim"])
+    if gw["envoy"]:
+        envoy_table_rows(row, at_least, at_most, gw["envoy"])
+    return rows
+
+
+def host_sim_rows(row, at_least, at_most, a: dict) -> None:
     s3a = (f"3a. host-sim serve + embedded REST proxy, wrk -c{a['connections']}, "
            f"--workers {a['workers']}; the same 1 KiB JSON POST and filter config\n"
            f"    REST +{a['remote_rest_delay_ms']} ms: the REST proxy answers each produce "
@@ -642,19 +732,29 @@ def summary_rows(p12: dict | None, gw: dict) -> list[dict]:
                               if p == "p99" and suffix != "_remote" else ("", ""))
             row(s3a, f"{label}, async: {name}", asyn[f"{p}_us"], "µs",
                 f"sync {us(sync[f'{p}_us'])}", f"{vs:.2f}x", target, status)
-    e = gw["envoy"]
+
+
+def envoy_table_rows(row, at_least, at_most, e: dict) -> None:
+    produce = e["produce_request"]
     s3b = (f"3b. real Envoy 1.40 (--concurrency 1), REST proxy in memory; latency wrk "
            f"-c{e['latency_connections']}, req/s wrk -c{e['throughput_connections']}\n"
            f"    no wasm: buffer filter + 200 direct_response; no-op wasm: the same with "
            f"test-filters/noop; routed: no wasm, the\n    filter's REST produce request "
-           f"({e['produce_request']['body_bytes']} B) proxied to the REST proxy; REST alone: "
-           f"that request without Envoy")
+           f"({produce['body_bytes'] if produce else '?'} B) proxied to the REST proxy; REST "
+           f"alone: that request without Envoy\n    CPU Envoy, CPU REST: CPU time (/proc/<pid>/stat) Envoy "
+           f"and the REST proxy (REST) used per request in the -c{e['throughput_connections']} "
+           f"runs, both on the servers' CPU;\n    records/call: the asynchronous filter's "
+           f"batches (Envoy's calls to the REST proxy's cluster)")
+    if e.get("async_config_overrides"):
+        s3b += f"\n    filter async configuration overrides: {json.dumps(e['async_config_overrides'])}"
     lat, thr = e["latency"], e["throughput"]
 
     def envoy_rows(name, label, base, base_label, targets=None):
         """p50, p99, p99.9 (-c1) and req/s (-c16) of `name` beside `base`. targets: figure ->
         function(value, baseline) -> (target, status)."""
         targets = targets or {}
+        if name not in lat or base not in lat:
+            return
         for p, shown in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
             value, reference = lat[name][f"{p}_us"], lat[base][f"{p}_us"]
             compare = (f"{value - reference:+.0f} µs" if p == "p50"
@@ -666,6 +766,29 @@ def summary_rows(p12: dict | None, gw: dict) -> list[dict]:
         target, status = targets["req/s"](value, reference) if "req/s" in targets else ("", "")
         row(s3b, f"{label}: req/s", value, "req/s", f"{base_label} {reference:,.0f} req/s",
             f"{value / reference:.2f}x", target, status)
+        cpu, cpu_base = thr[name], thr[base]
+        for key, who in (("server_cpu_us_per_request", "Envoy"),
+                         ("rest_proxy_cpu_us_per_request", "REST")):
+            if key not in cpu:
+                continue
+            value, reference = cpu[key], cpu_base.get(key, 0.0)
+            if key == "rest_proxy_cpu_us_per_request" and not cpu.get("rest_calls"):
+                continue  # this variant never calls the REST proxy
+            if base == "rest_alone" and key == "server_cpu_us_per_request":
+                reference_text = f"{base_label} (no Envoy)"
+                compare = ""
+            else:
+                if base == "rest_alone":
+                    # The REST proxy alone is the gateway process there.
+                    reference = cpu_base["server_cpu_us_per_request"]
+                reference_text = f"{base_label} {us(reference)}"
+                compare = f"{value - reference:+.1f} µs"
+            row(s3b, f"{label}: CPU {who}", value, "µs", reference_text, compare)
+        if name == "filter_async" and cpu.get("rest_calls"):
+            # The batches: how many records and bytes each REST call carried.
+            row(s3b, f"{label}: records/call", cpu["records_per_rest_call"], "records",
+                f"{cpu['tx_bytes_per_rest_call'] / 1000:,.1f} KB sent per call",
+                f"{cpu['rest_calls'] / thr[name]['runs'][0]['seconds']:,.0f} calls/s")
 
     envoy_rows("noop_wasm", "no-op wasm filter", "baseline", "no wasm")
     envoy_rows("filter_async", "filter async", "noop_wasm", "no-op wasm", {
@@ -674,7 +797,6 @@ def summary_rows(p12: dict | None, gw: dict) -> list[dict]:
     envoy_rows("routed", "routed to REST proxy", "rest_alone", "REST alone")
     envoy_rows("filter_sync", "filter sync", "routed", "routed", {
         "p50": lambda v, b: at_most("envoy_sync_p50_added_us", v - b, " µs added")})
-    return rows
 
 
 def fmt_value(value: float, unit: str) -> str:
@@ -711,7 +833,24 @@ def main() -> int:
                         help="do not pin the servers and wrk to separate CPUs")
     parser.add_argument("--workers", type=int, default=1,
                         help="host-sim serve --workers (1: one VM, as Envoy --concurrency 1)")
+    parser.add_argument("--only", choices=("3a", "3b"),
+                        help="run only this part of part 3 (with fewer variants and runs while "
+                             "iterating; the table then has only its rows)")
+    parser.add_argument("--envoy-variants", type=lambda t: set(t.split(",")),
+                        help="part 3b: only these Envoy variants, comma-separated, of baseline, "
+                             "noop_wasm, routed, filter_sync, filter_async (routed, which adds "
+                             "the REST proxy alone, needs filter_sync)")
+    parser.add_argument("--async-config", type=json.loads, default={},
+                        help="part 3b: fields of the filter configuration to set for the "
+                             "asynchronous filter, as JSON (e.g. '{\"producer_request_limits_"
+                             "messages_per_request\": 50}'); the default runs envoy.yaml's")
     args = parser.parse_args()
+    if args.envoy_variants and "routed" in args.envoy_variants and \
+            "filter_sync" not in args.envoy_variants:
+        parser.error("--envoy-variants: routed needs filter_sync (its record is the produce "
+                     "request routed)")
+    if not isinstance(args.async_config, dict):
+        parser.error("--async-config: a JSON object of filter configuration fields")
 
     run_dir = REPO / "build" / "bench" / f"run-{os.getpid()}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -743,8 +882,8 @@ def main() -> int:
     started = time.monotonic()
     watch = CpuWatch()
     try:
-        host_sim = part_3a(wrk, filter_config, body, args, run_dir)
-        envoy = part_3b(wrk, body, args, run_dir)
+        host_sim = part_3a(wrk, filter_config, body, args, run_dir) if args.only != "3b" else None
+        envoy = part_3b(wrk, body, args, run_dir) if args.only != "3a" else None
     except BaseException:
         stop_all()
         print(f"bench: logs and generated files kept in {run_dir}", file=sys.stderr)

@@ -270,14 +270,23 @@ pub fn parse_v2(
             )))
         }
     };
-    // The raw text of each record, for the JSON format (see `json_bytes`).
-    let raw_records: Vec<Option<&str>> = std::str::from_utf8(body)
-        .ok()
-        .and_then(|text| raw_member(text, "records"))
-        .and_then(raw_elements)
-        .filter(|raws| raws.len() == records.len())
-        .map(|raws| raws.into_iter().map(Some).collect())
-        .unwrap_or_else(|| vec![None; records.len()]);
+    // The raw text of each record, for the JSON format (see `json_bytes`) and Python's truth
+    // value of a key or value (`python_falsy`). Base64 keys and values without the latter never
+    // read it, and finding it parses the body again, then each record twice more: for a batch of
+    // binary records that was most of the REST proxy's work per record (issue 15; the
+    // host-sim-rest-proxy example `produce_batch` measures it).
+    let raw_needed = format != V2Format::Binary || encoding.python_falsy_as_empty;
+    let raw_records: Vec<Option<&str>> = if raw_needed {
+        std::str::from_utf8(body)
+            .ok()
+            .and_then(|text| raw_member(text, "records"))
+            .and_then(raw_elements)
+            .filter(|raws| raws.len() == records.len())
+            .map(|raws| raws.into_iter().map(Some).collect())
+            .unwrap_or_else(|| vec![None; records.len()])
+    } else {
+        vec![None; records.len()]
+    };
     let mut out = Vec::with_capacity(records.len());
     for (record, raw) in records.iter().zip(raw_records) {
         let Value::Object(rec) = record else {
@@ -658,6 +667,30 @@ mod tests {
         assert_eq!(recs[0].timestamp_ms, 7);
         assert_eq!(recs[1].key, None);
         assert_eq!(recs[1].value.as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn v2_binary_records_decode_alike_with_or_without_their_raw_text() {
+        // Confluent's encoding skips the records' raw text for base64 data; an encoding with
+        // Python's truth values still reads it. Escaped characters (`\/` is `/`), keys,
+        // partitions and nulls must come out the same either way.
+        let body =
+            r#"{"records":[{"key":"a2V5","value":"P\/8=","partition":1},{"value":"dg"},{"key":null,"value":"YWJj"}]}"#;
+        let with_raw = V2Encoding {
+            python_falsy_as_empty: true,
+            ..V2Encoding::CONFLUENT
+        };
+        let without =
+            parse_v2(body.as_bytes(), V2Format::Binary, 7, V2Encoding::CONFLUENT).unwrap_or_else(|e| panic!("{e}"));
+        let read_raw = parse_v2(body.as_bytes(), V2Format::Binary, 7, with_raw).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(without[0].value.as_deref(), Some(&[0x3f, 0xff][..]));
+        assert_eq!(without[2].key, None);
+        let fields = |r: &[ProduceRecord]| -> Vec<_> {
+            r.iter()
+                .map(|r| (r.partition, r.key.clone(), r.value.clone(), r.timestamp_ms))
+                .collect()
+        };
+        assert_eq!(fields(&without), fields(&read_raw));
     }
 
     #[test]
