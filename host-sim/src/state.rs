@@ -27,6 +27,7 @@ pub use crate::limits::OverBudget;
 use crate::limits::{Limits, MAX_HISTOGRAM_SAMPLES};
 use crate::memory::GuestMemory;
 use crate::profile::{MapAccess, Profile, StreamPhase};
+use crate::vm::ActionRecord;
 use crate::wasi::{StdioCapture, WasiOptions};
 pub use budget::HostBudget;
 pub(crate) use budget::{Charge, GuestGrowth, ENTRY_OVERHEAD};
@@ -34,6 +35,7 @@ pub(crate) use fault::Fault;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -432,6 +434,8 @@ pub(crate) struct StreamState {
     pub properties: PropertyMap,
     /// Listed in [`HostState::touch_stream`]'s list and not taken yet.
     pub touched: bool,
+    /// Every callback the stream saw, in order ([`crate::Vm::actions`]).
+    pub actions: Vec<ActionRecord>,
 }
 
 impl StreamState {
@@ -459,6 +463,7 @@ impl StreamState {
             info,
             properties: PropertyMap::default(),
             touched: false,
+            actions: Vec::new(),
         }
     }
 
@@ -537,6 +542,10 @@ pub(crate) type SharedKey = (String, Vec<u8>);
 #[derive(Debug, Default)]
 pub struct Shared {
     inner: Mutex<SharedInner>,
+    /// Whether `SharedInner::queue_ready` may hold a notification, so that the host need not
+    /// take the lock after every callback to find none ([`Shared::notifications_waiting`]).
+    /// Set and cleared only while the lock is held: it is true whenever the map is not empty.
+    queue_ready_waiting: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -559,6 +568,18 @@ impl Shared {
     /// A fresh, empty shared state.
     pub fn new() -> Arc<Shared> {
         Arc::new(Shared::default())
+    }
+
+    /// Whether any VM may have a queue notification waiting (false: certainly none, as of
+    /// the last time the lock was released).
+    pub(crate) fn notifications_waiting(&self) -> bool {
+        self.queue_ready_waiting.load(Ordering::Acquire)
+    }
+
+    /// Records, with the lock held (`inner` is its guard), whether notifications are waiting.
+    pub(crate) fn note_notifications(&self, inner: &SharedInner) {
+        self.queue_ready_waiting
+            .store(!inner.queue_ready.is_empty(), Ordering::Release);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SharedInner> {
@@ -1313,7 +1334,12 @@ impl HostState {
     /// `proxy_enqueue_shared_queue`.
     pub(crate) fn enqueue(&mut self, id: u32, value: Vec<u8>) -> Result<(), Fault> {
         self.make_room(value.len() + ENTRY_OVERHEAD + std::mem::size_of::<(u32, u32)>());
-        let status = self.shared.lock().enqueue(&self.budget, id, value)?;
+        let status = {
+            let mut shared = self.shared.lock();
+            let status = shared.enqueue(&self.budget, id, value);
+            self.shared.note_notifications(&shared);
+            status?
+        };
         Fault::check(status)
     }
 

@@ -229,8 +229,9 @@ pub struct Vm {
     store: Store<HostState>,
     exports: Exports,
     failed: Option<String>,
-    /// The actions of the live streams (few: a lookup per recorded callback stays cheap).
-    actions: BTreeMap<u32, Vec<ActionRecord>>,
+    /// Every callback's deadline in epoch ticks, from `options.limits` ([`deadline_ticks`]),
+    /// computed once (it takes a 128-bit division).
+    deadline_ticks: u64,
     sha256: String,
     client_body_buffer_bytes: usize,
     /// What the VM was started from, to start a fresh instance after a trap (Kong).
@@ -248,6 +249,9 @@ pub struct Vm {
     /// The actions of the last finished streams, oldest first ([`FINISHED_ACTIONS_KEPT`]): only
     /// [`Vm::actions`] reads them, so they sit in finishing order, added and dropped at the ends.
     finished: VecDeque<(u32, Vec<ActionRecord>)>,
+    /// The emptied action list of the finished stream that left [`Vm::finished`] last, for the
+    /// next stream to record into (no allocation per stream once `finished` is full).
+    spare_actions: Option<Vec<ActionRecord>>,
     /// Header maps of finished streams, emptied, whose allocations the next streams' headers
     /// reuse ([`SPARE_MAPS`]).
     spare_maps: Vec<Pairs>,
@@ -302,7 +306,8 @@ impl Vm {
         store.limiter(|s| s.store_limits_mut());
         store.epoch_deadline_trap();
         // Start functions get the same deadline as callbacks.
-        Self::arm(&mut store, &options.limits);
+        let deadline_ticks = deadline_ticks(&options.limits);
+        Self::arm(&mut store, deadline_ticks, options.limits.fuel_per_callback);
         let instance = module
             .pre
             .instantiate(&mut store)
@@ -355,7 +360,7 @@ impl Vm {
             store,
             exports,
             failed: None,
-            actions: BTreeMap::new(),
+            deadline_ticks,
             sha256: module.sha256().to_string(),
             client_body_buffer_bytes: options.client_body_buffer_bytes,
             module: module.clone(),
@@ -364,6 +369,7 @@ impl Vm {
             ticks_fired: 0,
             calls_seen_up_to: 0,
             finished: VecDeque::new(),
+            spare_actions: None,
             spare_maps: Vec::new(),
         };
         for name in options.profile.start_functions(has_init, has_main, has_start) {
@@ -385,10 +391,11 @@ impl Vm {
         Ok(vm)
     }
 
-    fn arm(store: &mut Store<HostState>, limits: &Limits) {
-        let ticks = (limits.callback_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+    /// Arms one callback's bounds: its deadline, `ticks` epochs from now ([`deadline_ticks`]),
+    /// and its fuel when the VM meters fuel.
+    fn arm(store: &mut Store<HostState>, ticks: u64, fuel: Option<u64>) {
         store.set_epoch_deadline(ticks);
-        if let Some(fuel) = limits.fuel_per_callback {
+        if let Some(fuel) = fuel {
             // Fails only when the engine has fuel disabled, which `Limits` documents.
             let _ = store.set_fuel(fuel);
         }
@@ -423,7 +430,11 @@ impl Vm {
             return Ok(None);
         };
         // The store's limits are these options' (`Vm::start`): armed without copying them.
-        Self::arm(&mut self.store, &self.options.limits);
+        Self::arm(
+            &mut self.store,
+            self.deadline_ticks,
+            self.options.limits.fuel_per_callback,
+        );
         self.store.data_mut().active = Some(Active {
             callback,
             effective_id: context_id,
@@ -539,13 +550,11 @@ impl Vm {
             self.start_fresh_instance()?;
         }
         let id = self.next_id();
-        self.store
-            .data_mut()
-            .streams
-            .insert(id, Box::new(StreamState::new(root, info)));
+        let mut state = Box::new(StreamState::new(root, info));
         // Room for a whole ordinary lifecycle (headers, body, a callout's answer, the three end
         // callbacks, a response), so recording never reallocates.
-        self.actions.insert(id, Vec::with_capacity(8));
+        state.actions = self.spare_actions.take().unwrap_or_else(|| Vec::with_capacity(8));
+        self.store.data_mut().streams.insert(id, state);
         if self.failed.is_some() {
             // A VM that stays failed (Envoy) still gets the stream; its first callback fails
             // it closed, or lets it pass under `fail_open` (`after_stream_callback`).
@@ -567,7 +576,7 @@ impl Vm {
             .streams
             .get(&id)
             .map(|s| &**s)
-            .ok_or(HostError::NoSuchContext(id))
+            .ok_or_else(|| HostError::NoSuchContext(id))
     }
 
     fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, HostError> {
@@ -576,7 +585,7 @@ impl Vm {
             .streams
             .get_mut(&id)
             .map(|s| &mut **s)
-            .ok_or(HostError::NoSuchContext(id))
+            .ok_or_else(|| HostError::NoSuchContext(id))
     }
 
     // ---- Request and response events ------------------------------------------------------
@@ -1024,8 +1033,8 @@ impl Vm {
     fn record(&mut self, stream: u32, callback: Callback, action: Option<Action>) {
         // Every stream gets its list when it is created; nothing is recorded for a context
         // that is not a live stream.
-        if let Some(actions) = self.actions.get_mut(&stream) {
-            actions.push(ActionRecord {
+        if let Some(st) = self.store.data_mut().streams.get_mut(&stream) {
+            st.actions.push(ActionRecord {
                 callback: callback.transcript_name(),
                 action: action.map(Action::as_str),
             });
@@ -1063,14 +1072,15 @@ impl Vm {
     fn after_root_callback(&mut self) {
         for _ in 0..1024 {
             let key = self.store.data().vm_key();
-            let ready = {
-                let mut shared = self.store.data().shared.lock();
-                // Usually no VM has a notification pending: no hashing then.
-                if shared.queue_ready.is_empty() {
-                    Vec::new()
-                } else {
-                    shared.queue_ready.remove(&key).unwrap_or_default()
-                }
+            // Usually no VM has a notification pending: no lock and no hashing then.
+            let ready = if self.store.data().shared.notifications_waiting() {
+                let shared = &self.store.data().shared;
+                let mut inner = shared.lock();
+                let ready = inner.queue_ready.remove(&key).unwrap_or_default();
+                shared.note_notifications(&inner);
+                ready
+            } else {
+                Vec::new()
             };
             let done_roots = self.store.data_mut().take_done_roots();
             if ready.is_empty() && done_roots.is_empty() {
@@ -1129,20 +1139,29 @@ impl Vm {
         }
         let state = self.store.data_mut();
         let ended = state.streams.remove(&stream);
-        state.http_calls.retain(|_, c| c.context_id != stream);
-        state.grpc_calls.retain(|_, c| c.context_id != stream);
+        // Usually the stream has no call left: no walk over empty maps then.
+        if !state.http_calls.is_empty() {
+            state.http_calls.retain(|_, c| c.context_id != stream);
+        }
+        if !state.grpc_calls.is_empty() {
+            state.grpc_calls.retain(|_, c| c.context_id != stream);
+        }
         if let Some(mut ended) = ended {
             for dir in [&mut ended.request, &mut ended.response] {
-                for map in [dir.headers.take(), dir.trailers.take()].into_iter().flatten() {
+                if let Some(map) = dir.headers.take() {
+                    self.keep_spare_map(map);
+                }
+                if let Some(map) = dir.trailers.take() {
                     self.keep_spare_map(map);
                 }
             }
-        }
-        if let Some(actions) = self.actions.remove(&stream) {
             if self.finished.len() >= FINISHED_ACTIONS_KEPT {
-                self.finished.pop_front();
+                if let Some((_, mut oldest)) = self.finished.pop_front() {
+                    oldest.clear();
+                    self.spare_actions = Some(oldest);
+                }
             }
-            self.finished.push_back((stream, actions));
+            self.finished.push_back((stream, std::mem::take(&mut ended.actions)));
         }
         self.after_root_callback();
         Ok(())
@@ -1303,7 +1322,7 @@ impl Vm {
             .data_mut()
             .http_calls
             .remove(&token)
-            .ok_or(HostError::UnknownHttpCall(token))?;
+            .ok_or_else(|| HostError::UnknownHttpCall(token))?;
         let (headers, body, trailers, counted, status) = match reply {
             HttpCallReply::Response {
                 status,
@@ -1402,7 +1421,7 @@ impl Vm {
     pub fn fail_grpc_call(&mut self, token: u32, failure: CalloutFailure) -> Result<(), HostError> {
         let kind = (self.store.data().grpc_calls.get(&token))
             .map(|c| c.kind)
-            .ok_or(HostError::UnknownGrpcCall(token))?;
+            .ok_or_else(|| HostError::UnknownGrpcCall(token))?;
         let (code, message) = self.profile().grpc_failure_status(failure);
         let reply = GrpcReply {
             trailing_metadata: (kind == GrpcKind::Stream).then(Vec::new),
@@ -1423,7 +1442,7 @@ impl Vm {
             .grpc_calls
             .get(&token)
             .map(|c| c.to_owned_value())
-            .ok_or(HostError::UnknownGrpcCall(token))?;
+            .ok_or_else(|| HostError::UnknownGrpcCall(token))?;
         if call.cancelled || call.closed {
             self.store.data_mut().grpc_calls.remove(&token);
             return Ok(());
@@ -1628,7 +1647,8 @@ impl Vm {
     /// is among the last [`FINISHED_ACTIONS_KEPT`] finished).
     pub fn actions(&self, stream: u32) -> &[ActionRecord] {
         let finished = || self.finished.iter().rev().find(|(id, _)| *id == stream).map(|(_, a)| a);
-        self.actions.get(&stream).or_else(finished).map_or(&[], Vec::as_slice)
+        let live = self.store.data().streams.get(&stream).map(|s| &s.actions);
+        live.or_else(finished).map_or(&[], Vec::as_slice)
     }
 
     /// The local response a stream ended with, if any.
@@ -1872,6 +1892,12 @@ impl Vm {
 /// The call tokens given after `seen` up to `last`, as inclusive ranges: one, or two when the
 /// counter wrapped past `u32::MAX` (tokens start at 1: `HostState::allocate_token`). Empty when
 /// `seen == last`.
+/// A callback's deadline in epoch ticks: `callback_deadline` rounded down to whole ticks, at least
+/// one, plus one, as the tick in progress when the callback starts may be nearly over.
+fn deadline_ticks(limits: &Limits) -> u64 {
+    (limits.callback_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
 fn tokens_since(seen: u32, last: u32) -> [Option<(u32, u32)>; 2] {
     if seen == last {
         [None, None]
