@@ -149,7 +149,17 @@ pub(crate) struct Active {
     pub callback: Callback,
     /// The context host functions act on (`proxy_set_effective_context` changes it).
     pub effective_id: u32,
-    pub data: CallbackData,
+    /// What the callback may read; `None` when it has nothing (most callbacks): boxed so that
+    /// entering and leaving those moves and drops one pointer, not the whole `CallbackData`.
+    pub data: Option<Box<CallbackData>>,
+}
+
+impl Active {
+    /// The callback's data, made empty first when it had none (only the gRPC metadata maps
+    /// need a place there even then).
+    pub fn data_mut(&mut self) -> &mut CallbackData {
+        self.data.get_or_insert_with(Box::default)
+    }
 }
 
 /// One direction (request or response) of an HTTP stream.
@@ -938,6 +948,9 @@ pub struct HostState {
     /// Streams something may have changed on since the embedder last looked
     /// ([`HostState::touch_stream`]).
     touched_streams: Vec<u32>,
+    /// The stream [`HostState::touch_stream`] touched last, while it is still listed: touching
+    /// it again (every callback of a stream touches it) needs no lookup.
+    last_touched: Option<u32>,
 }
 
 impl HostState {
@@ -984,6 +997,7 @@ impl HostState {
             properties: PropertyMap::default(),
             done_roots: Vec::new(),
             touched_streams: Vec::new(),
+            last_touched: None,
         }
     }
 
@@ -1172,18 +1186,20 @@ impl HostState {
         let present = |data: &Option<Pairs>| data.is_some().then_some(()).ok_or(missing);
         match map {
             MapType::HttpCallResponseHeaders if callback_map(&[Callback::HttpCallResponse]) => {
-                present(&active.data.headers)?;
-                Ok(MapSlot::read_only(&mut active.data.headers, budget))
+                let data = active.data.as_deref_mut().ok_or(missing)?;
+                present(&data.headers)?;
+                Ok(MapSlot::read_only(&mut data.headers, budget))
             }
             MapType::HttpCallResponseTrailers if callback_map(&[Callback::HttpCallResponse]) => {
-                present(&active.data.trailers)?;
-                Ok(MapSlot::read_only(&mut active.data.trailers, budget))
+                let data = active.data.as_deref_mut().ok_or(missing)?;
+                present(&data.trailers)?;
+                Ok(MapSlot::read_only(&mut data.trailers, budget))
             }
             MapType::GrpcCallInitialMetadata if callback_map(&[Callback::GrpcReceiveInitialMetadata]) => {
-                Ok(MapSlot::read_only(&mut active.data.headers, budget))
+                Ok(MapSlot::read_only(&mut active.data_mut().headers, budget))
             }
             MapType::GrpcCallTrailingMetadata if callback_map(&[Callback::GrpcReceiveTrailingMetadata]) => {
-                Ok(MapSlot::read_only(&mut active.data.headers, budget))
+                Ok(MapSlot::read_only(&mut active.data_mut().headers, budget))
             }
             _ if call_map => Err(Status::BadArgument),
             _ => {
@@ -1386,9 +1402,13 @@ impl HostState {
     /// listed once until taken. Ids of streams that ended meanwhile are pruned here, so the
     /// list stays as long as the live streams even when nobody takes it.
     pub(crate) fn touch_stream(&mut self, id: u32) {
+        if self.last_touched == Some(id) {
+            return;
+        }
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
+        self.last_touched = Some(id);
         if !std::mem::replace(&mut stream.touched, true) {
             self.touched_streams.push(id);
             if self.touched_streams.len() > 2 * self.streams.len() + 16 {
@@ -1398,9 +1418,19 @@ impl HostState {
         }
     }
 
+    /// Adds a new stream. Context ids wrap around after 2^32 contexts, so a new stream may have
+    /// the id of one touched long ago: it starts untouched.
+    pub(crate) fn insert_stream(&mut self, id: u32, stream: Box<StreamState>) {
+        if self.last_touched == Some(id) {
+            self.last_touched = None;
+        }
+        self.streams.insert(id, stream);
+    }
+
     /// The streams touched since the last call ([`HostState::touch_stream`]), oldest first.
     pub(crate) fn take_touched_streams(&mut self) -> Vec<u32> {
         let touched = std::mem::take(&mut self.touched_streams);
+        self.last_touched = None;
         for id in &touched {
             if let Some(stream) = self.streams.get_mut(id) {
                 stream.touched = false;

@@ -12,7 +12,9 @@ use crate::engine::Module;
 use crate::error::HostError;
 use crate::limits::{Limits, EPOCH_TICK};
 use crate::memory::GuestMemory;
-use crate::profile::{AfterTrap, BodyDelivery, Callback, CalloutFailure, Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES};
+use crate::profile::{
+    AfterTrap, BodyDelivery, Callback, CalloutFailure, HostBehaviour, Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+};
 use crate::state::{
     Active, CallbackData, Direction, ForeignFunction, GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse, LogEntry,
     Metric, Queued, RootState, Shared, StreamInfo, StreamState,
@@ -377,14 +379,13 @@ impl Vm {
                 let f = instance
                     .get_typed_func::<(u32, u32), u32>(&mut vm.store, MAIN_EXPORT)
                     .map_err(|_| HostError::BadExport(MAIN_EXPORT.into()))?;
-                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(Arc::new(f)), (0, 0))
+                vm.invoke(Callback::Start, 0, None, Some(Arc::new(f)), (0, 0))
                     .map(|_| ())
             } else {
                 let f = instance
                     .get_typed_func::<(), ()>(&mut vm.store, name)
                     .map_err(|_| HostError::BadExport(name.into()))?;
-                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(Arc::new(f)), ())
-                    .map(|_| ())
+                vm.invoke(Callback::Start, 0, None, Some(Arc::new(f)), ()).map(|_| ())
             };
             result.map_err(|t| HostError::Start(t.reason))?;
         }
@@ -408,7 +409,7 @@ impl Vm {
         &mut self,
         callback: Callback,
         context_id: u32,
-        data: CallbackData,
+        data: Option<Box<CallbackData>>,
         func: Export<P, R>,
         params: P,
     ) -> Result<Option<R>, Trapped> {
@@ -507,7 +508,7 @@ impl Vm {
             },
         );
         let f = self.exports.context_create.clone();
-        self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, 0))
+        self.invoke(Callback::ContextCreate, id, None, f, (id, 0))
             .map_err(vm_failed)?;
         let vm_config = self.store.data().vm_configuration.clone();
         let len = vm_config.len() as u32;
@@ -554,17 +555,14 @@ impl Vm {
         // Room for a whole ordinary lifecycle (headers, body, a callout's answer, the three end
         // callbacks, a response), so recording never reallocates.
         state.actions = self.spare_actions.take().unwrap_or_else(|| Vec::with_capacity(8));
-        self.store.data_mut().streams.insert(id, state);
+        self.store.data_mut().insert_stream(id, state);
         if self.failed.is_some() {
             // A VM that stays failed (Envoy) still gets the stream; its first callback fails
             // it closed, or lets it pass under `fail_open` (`after_stream_callback`).
             return Ok(id);
         }
         let f = self.exports.context_create.clone();
-        if self
-            .invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, root))
-            .is_err()
-        {
+        if self.invoke(Callback::ContextCreate, id, None, f, (id, root)).is_err() {
             self.fail_closed(id);
         }
         Ok(id)
@@ -612,13 +610,7 @@ impl Vm {
         }
         let eos = profile.headers_end_of_stream(end_of_stream) as u32;
         let f = self.exports.request_headers.clone();
-        let result = self.invoke(
-            Callback::RequestHeaders,
-            stream,
-            CallbackData::default(),
-            f,
-            (stream, count, eos),
-        );
+        let result = self.invoke(Callback::RequestHeaders, stream, None, f, (stream, count, eos));
         self.after_stream_callback(stream, Callback::RequestHeaders, result)
     }
 
@@ -745,13 +737,7 @@ impl Vm {
         }
         let eos = profile.headers_end_of_stream(end_of_stream) as u32;
         let f = self.exports.response_headers.clone();
-        let result = self.invoke(
-            Callback::ResponseHeaders,
-            stream,
-            CallbackData::default(),
-            f,
-            (stream, count, eos),
-        );
+        let result = self.invoke(Callback::ResponseHeaders, stream, None, f, (stream, count, eos));
         self.after_stream_callback(stream, Callback::ResponseHeaders, result)
     }
 
@@ -793,7 +779,7 @@ impl Vm {
         } else {
             (Callback::ResponseBody, self.exports.response_body.clone())
         };
-        let result = self.invoke(callback, stream, CallbackData::default(), f, (stream, size, eos as u32));
+        let result = self.invoke(callback, stream, None, f, (stream, size, eos as u32));
         self.after_stream_callback(stream, callback, result)
     }
 
@@ -807,7 +793,7 @@ impl Vm {
         } else {
             (Callback::ResponseTrailers, self.exports.response_trailers.clone())
         };
-        let result = self.invoke(callback, stream, CallbackData::default(), f, (stream, count));
+        let result = self.invoke(callback, stream, None, f, (stream, count));
         self.after_stream_callback(stream, callback, result)
     }
 
@@ -913,7 +899,7 @@ impl Vm {
                 },
             );
             let f = self.exports.context_create.clone();
-            self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, 0))
+            self.invoke(Callback::ContextCreate, id, None, f, (id, 0))
                 .map_err(vm_failed)?;
             let len = configuration.len() as u32;
             let f = self.exports.configure.clone();
@@ -944,6 +930,48 @@ impl Vm {
         let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
             return;
         };
+        if st.pending_local_response.is_none() {
+            // The usual case: one lookup, and the resumption loop only when a direction asked.
+            if st.closed(true) && st.closed(false) {
+                return;
+            }
+            apply_action(st, callback, action);
+            if !st.request.resume_requested && !st.response.resume_requested {
+                return;
+            }
+        } else {
+            self.settle_local_response(stream, callback, profile);
+            let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+                return;
+            };
+            if st.closed(true) && st.closed(false) {
+                return;
+            }
+            apply_action(st, callback, action);
+        }
+        for request in [true, false] {
+            let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+                return;
+            };
+            if st.closed(request) {
+                continue;
+            }
+            let dir = st.direction_mut(request);
+            if std::mem::take(&mut dir.resume_requested) {
+                if let Some(paused) = dir.paused_in.take() {
+                    forward(dir, paused);
+                    self.drain_queued(stream, request);
+                }
+            }
+        }
+    }
+
+    /// A local response the guest asked for during the callback that just returned: sent, or
+    /// a reset once the response has started ([`Vm::settle_stream`]).
+    fn settle_local_response(&mut self, stream: u32, callback: Option<Callback>, profile: Profile) {
+        let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+            return;
+        };
         if let Some(local) = st.pending_local_response.take() {
             if st.response.headers_forwarded && !st.reset {
                 // The client has the response headers already: a local reply can only reset the
@@ -962,45 +990,6 @@ impl Vm {
                 st.local_response = Some(local);
                 if callback == Some(Callback::HttpCallResponse) && profile.local_response_cancels_dispatches() {
                     self.store.data_mut().http_calls.retain(|_, c| c.context_id != stream);
-                }
-            }
-        }
-        let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
-            return;
-        };
-        if st.closed(true) && st.closed(false) {
-            return;
-        }
-        if let (Some(cb), Some(action)) = (callback, action) {
-            let request = matches!(
-                cb,
-                Callback::RequestHeaders | Callback::RequestBody | Callback::RequestTrailers
-            );
-            let is_phase = request
-                || matches!(
-                    cb,
-                    Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers
-                );
-            if is_phase && !st.closed(request) {
-                let dir = st.direction_mut(request);
-                match action {
-                    Action::Continue => forward(dir, cb),
-                    Action::Pause => dir.paused_in = Some(cb),
-                }
-            }
-        }
-        for request in [true, false] {
-            let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
-                return;
-            };
-            if st.closed(request) {
-                continue;
-            }
-            let dir = st.direction_mut(request);
-            if std::mem::take(&mut dir.resume_requested) {
-                if let Some(paused) = dir.paused_in.take() {
-                    forward(dir, paused);
-                    self.drain_queued(stream, request);
                 }
             }
         }
@@ -1082,14 +1071,14 @@ impl Vm {
             } else {
                 Vec::new()
             };
-            let done_roots = self.store.data_mut().take_done_roots();
-            if ready.is_empty() && done_roots.is_empty() {
+            if ready.is_empty() && !self.store.data().has_done_roots() {
                 return;
             }
+            let done_roots = self.store.data_mut().take_done_roots();
             for (root, queue) in ready {
                 if self.store.data().roots.contains_key(&root) {
                     let f = self.exports.queue_ready.clone();
-                    let _ = self.invoke(Callback::QueueReady, root, CallbackData::default(), f, (root, queue));
+                    let _ = self.invoke(Callback::QueueReady, root, None, f, (root, queue));
                 }
             }
             for root in done_roots {
@@ -1103,7 +1092,7 @@ impl Vm {
     /// nothing on a VM that trapped (proxy-wasm-cpp-host `isFailed()` checks in `onDone`,
     /// `onLog`, `onDelete`; KONG-SRC ngx_proxy_wasm.c:694-700 skips the done step).
     fn end_callback(&mut self, callback: Callback, id: u32) -> Result<Option<u32>, Trapped> {
-        let data = CallbackData::default();
+        let data = None;
         match callback {
             Callback::Done => {
                 let f = self.exports.done.clone();
@@ -1193,9 +1182,10 @@ impl Vm {
         // The spare's pairs are empty (`keep_spare_map`); the extra ones are dropped.
         let reused = map.len().min(headers.len());
         map.truncate(reused);
+        let behaviour: &dyn HostBehaviour = &*profile;
         for ((k, v), (name, value)) in map.iter_mut().zip(headers) {
             k.extend_from_slice(name.as_ref());
-            *k = profile.header_name(std::mem::take(k));
+            behaviour.normalize_header_name(k);
             v.extend_from_slice(value.as_ref());
         }
         map.extend(headers[reused..].iter().map(|(k, v)| to_pair(profile, k, v)));
@@ -1361,12 +1351,12 @@ impl Vm {
             body.as_ref().map_or(0, Vec::len) as u32,
             trailers.as_ref().map_or(0, Vec::len) as u32,
         );
-        let data = CallbackData {
+        let data = Some(Box::new(CallbackData {
             headers,
             trailers,
             status: Some(status),
             buffer: body,
-        };
+        }));
         let f = self.exports.http_call_response.clone();
         let result = self.invoke(Callback::HttpCallResponse, ctx, data, f, params);
         if self.store.data().streams.contains_key(&ctx) {
@@ -1453,10 +1443,10 @@ impl Vm {
         // failed VM, so the rest are no-ops, exactly as a failed VM gets no more callbacks.
         let mut results: Vec<(Callback, bool)> = Vec::new();
         if let Some(md) = reply.initial_metadata {
-            let data = CallbackData {
+            let data = Some(Box::new(CallbackData {
                 headers: Some(to_pairs(profile, &md)),
                 ..CallbackData::default()
-            };
+            }));
             let f = self.exports.grpc_initial_metadata.clone();
             let params = (ctx, token, md.len() as u32);
             let r = self.invoke(Callback::GrpcReceiveInitialMetadata, ctx, data, f, params);
@@ -1469,10 +1459,10 @@ impl Vm {
             results.push((Callback::GrpcReceive, r.is_err()));
         }
         if let Some(md) = reply.trailing_metadata {
-            let data = CallbackData {
+            let data = Some(Box::new(CallbackData {
                 headers: Some(to_pairs(profile, &md)),
                 ..CallbackData::default()
-            };
+            }));
             let f = self.exports.grpc_trailing_metadata.clone();
             let params = (ctx, token, md.len() as u32);
             let r = self.invoke(Callback::GrpcReceiveTrailingMetadata, ctx, data, f, params);
@@ -1480,10 +1470,10 @@ impl Vm {
         }
         if let Some((code, message)) = reply.close {
             self.store.data_mut().grpc_calls.remove(&token);
-            let data = CallbackData {
+            let data = Some(Box::new(CallbackData {
                 status: Some((code, message.into_bytes())),
                 ..CallbackData::default()
-            };
+            }));
             let f = self.exports.grpc_close.clone();
             let r = self.invoke(Callback::GrpcClose, ctx, data, f, (ctx, token, code));
             results.push((Callback::GrpcClose, r.is_err()));
@@ -1587,7 +1577,7 @@ impl Vm {
                 for _ in 0..timers {
                     let f = self.exports.tick.clone();
                     self.ticks_fired += 1;
-                    let _ = self.invoke(Callback::Tick, root, CallbackData::default(), f, root);
+                    let _ = self.invoke(Callback::Tick, root, None, f, root);
                     self.after_root_callback();
                 }
             }
@@ -1924,6 +1914,30 @@ fn memory_size(memory: GuestMemory, store: &mut Store<HostState>) -> usize {
 }
 
 /// Marks a direction's phase as let through.
+/// What a phase callback's action does to its direction: Continue forwards the phase, Pause
+/// holds it ([`Vm::settle_stream`]).
+fn apply_action(st: &mut StreamState, callback: Option<Callback>, action: Option<Action>) {
+    let (Some(cb), Some(action)) = (callback, action) else {
+        return;
+    };
+    let request = matches!(
+        cb,
+        Callback::RequestHeaders | Callback::RequestBody | Callback::RequestTrailers
+    );
+    let is_phase = request
+        || matches!(
+            cb,
+            Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers
+        );
+    if is_phase && !st.closed(request) {
+        let dir = st.direction_mut(request);
+        match action {
+            Action::Continue => forward(dir, cb),
+            Action::Pause => dir.paused_in = Some(cb),
+        }
+    }
+}
+
 fn forward(dir: &mut Direction, phase: Callback) {
     match phase {
         Callback::RequestHeaders | Callback::ResponseHeaders => dir.headers_forwarded = true,
@@ -1941,11 +1955,12 @@ fn forward(dir: &mut Direction, phase: Callback) {
     }
 }
 
-fn buffer_data(bytes: Vec<u8>) -> CallbackData {
-    CallbackData {
+/// What a callback that reads a buffer (`PLUGIN_CONFIGURATION`, a gRPC message, ...) may read.
+fn buffer_data(bytes: Vec<u8>) -> Option<Box<CallbackData>> {
+    Some(Box::new(CallbackData {
         buffer: Some(bytes),
         ..CallbackData::default()
-    }
+    }))
 }
 
 fn vm_failed(trapped: Trapped) -> HostError {

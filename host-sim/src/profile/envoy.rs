@@ -97,9 +97,8 @@ impl HostBehaviour for Envoy {
     }
 
     /// Envoy lower-cases names (`LowerCaseString`).
-    fn header_name(&self, mut name: Vec<u8>) -> Vec<u8> {
-        lowercase_ascii(&mut name);
-        name
+    fn normalize_header_name(&self, name: &mut [u8]) {
+        lowercase_ascii(name);
     }
 
     /// Envoy's HTTP/1 codec passes body data with `end_stream = false` and then ends the
