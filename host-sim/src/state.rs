@@ -196,7 +196,61 @@ pub(crate) struct Direction {
     pub body_in_temp_file: bool,
 }
 
+/// Largest buffer capacity a recycled stream keeps for the next one ([`StreamState::recycle`]).
+const RECYCLED_BUFFER_MAX_BYTES: usize = 64 * 1024;
+
+/// Empties `bytes`, keeping its allocation for the next stream unless it is large.
+fn recycle_buffer(bytes: &mut Vec<u8>) {
+    if bytes.capacity() > RECYCLED_BUFFER_MAX_BYTES {
+        *bytes = Vec::new();
+    } else {
+        bytes.clear();
+    }
+}
+
 impl Direction {
+    /// Back to `Direction::default()` but for the capacity of small buffers; what the guest was
+    /// charged for is given back now ([`StreamState::recycle`]).
+    fn recycle(&mut self) {
+        // Destructured so that a new field cannot be forgotten here.
+        let Direction {
+            headers,
+            trailers,
+            body,
+            body_available,
+            forwarded_body,
+            headers_forwarded,
+            trailers_forwarded,
+            paused_in,
+            resume_requested,
+            queued,
+            complete,
+            staged_body,
+            body_growth,
+            headers_growth,
+            trailers_growth,
+            body_in_temp_file,
+        } = self;
+        *headers = None;
+        *trailers = None;
+        recycle_buffer(body);
+        *body_available = false;
+        recycle_buffer(forwarded_body);
+        *headers_forwarded = false;
+        *trailers_forwarded = false;
+        *paused_in = None;
+        *resume_requested = false;
+        if !queued.is_empty() || queued.capacity() > 0 {
+            *queued = VecDeque::new();
+        }
+        *complete = false;
+        recycle_buffer(staged_body);
+        *body_growth = GuestGrowth::default();
+        *headers_growth = GuestGrowth::default();
+        *trailers_growth = GuestGrowth::default();
+        *body_in_temp_file = false;
+    }
+
     /// The host received headers: they replace the map, and whatever the guest had added.
     pub fn set_headers(&mut self, pairs: Pairs) {
         self.headers_growth.host_set(pairs_footprint(&pairs));
@@ -375,6 +429,13 @@ pub(crate) struct PropertyMap {
 }
 
 impl PropertyMap {
+    /// Back to empty, what the guest was charged given back ([`StreamState::recycle`]).
+    fn recycle(&mut self) {
+        if !self.values.is_empty() || !self.guest_set.is_empty() || self.charge.bytes() > 0 {
+            *self = PropertyMap::default();
+        }
+    }
+
     /// The value at `path`.
     pub fn get(&self, path: &[u8]) -> Option<&Vec<u8>> {
         self.values.get(path)
@@ -458,8 +519,7 @@ impl StreamState {
         }
     }
 
-    /// A new stream of root context `root_id`. (Built field by field: a `..Default::default()`
-    /// would build and drop a default `StreamInfo`, three allocations per request.)
+    /// A new stream of root context `root_id`.
     pub fn new(root_id: u32, info: StreamInfo) -> Self {
         StreamState {
             root_id,
@@ -475,6 +535,45 @@ impl StreamState {
             touched: false,
             actions: Vec::new(),
         }
+    }
+
+    /// Empties an ended stream so that its allocation can serve the next stream
+    /// ([`StreamState::renew`]): everything it held is let go of, and given back to the budget,
+    /// now, as dropping it would; only small buffers keep their capacity.
+    pub fn recycle(&mut self) {
+        // Destructured so that a new field cannot be forgotten here.
+        let StreamState {
+            root_id: _,
+            request,
+            response,
+            local_response,
+            pending_local_response,
+            reset,
+            local_reply_in_response,
+            local_reply_by_host,
+            info,
+            properties,
+            touched,
+            actions,
+        } = self;
+        request.recycle();
+        response.recycle();
+        *local_response = None;
+        *pending_local_response = None;
+        *reset = false;
+        *local_reply_in_response = false;
+        *local_reply_by_host = false;
+        *info = StreamInfo::default();
+        properties.recycle();
+        *touched = false;
+        actions.clear();
+    }
+
+    /// A recycled stream ([`StreamState::recycle`]) made the stream `StreamState::new(root_id,
+    /// info)` would be.
+    pub fn renew(&mut self, root_id: u32, info: StreamInfo) {
+        self.root_id = root_id;
+        self.info = info;
     }
 
     /// Whether the host still calls the filter for request/response input.
@@ -566,7 +665,8 @@ pub(crate) struct SharedInner {
     pub queues: BTreeMap<u32, Queue>,
     pub queue_ids: HashMap<(String, String), u32>,
     pub next_queue_id: u32,
-    /// VM-unique id -> root contexts with queue notifications waiting.
+    /// VM-unique id -> root contexts with queue notifications waiting. Whoever changes it
+    /// calls [`Shared::note_notifications`] before releasing the lock.
     pub queue_ready: HashMap<u64, Vec<(u32, u32)>>,
     pub metrics: BTreeMap<u32, Held<Metric>>,
     pub metric_ids: HashMap<String, u32>,
@@ -1576,6 +1676,59 @@ mod tests {
         assert_eq!(budget.used(), 10);
         let body = dir.take_body();
         assert_eq!((body.len(), budget.used()), (24, 0));
+    }
+
+    #[test]
+    fn a_recycled_stream_gives_everything_back_and_renews_as_a_new_one() {
+        let budget = HostBudget::new(100_000);
+        let mut st = StreamState::new(7, StreamInfo::default());
+        for dir in [&mut st.request, &mut st.response] {
+            dir.set_headers(vec![(b"a".to_vec(), b"1".to_vec())]);
+            dir.set_trailers(vec![(b"t".to_vec(), b"2".to_vec())]);
+            dir.receive_body(b"0123456789");
+            dir.splice_body(&budget, usize::MAX, 0, vec![b'a'; 20]).unwrap();
+            dir.forwarded_body = vec![1; 100_000];
+            dir.staged_body = vec![2; 10];
+            dir.queued.push_back(Queued::Body(vec![3; 5], true));
+            dir.body_available = true;
+            dir.headers_forwarded = true;
+            dir.trailers_forwarded = true;
+            dir.paused_in = Some(Callback::RequestBody);
+            dir.resume_requested = true;
+            dir.complete = true;
+            dir.body_in_temp_file = true;
+        }
+        st.properties
+            .set_by_guest(&budget, b"p".to_vec(), vec![0; 100])
+            .unwrap();
+        let reply = LocalResponse {
+            status: 503,
+            details: "d".into(),
+            headers: vec![("h".into(), "v".into())],
+            body: b"b".to_vec(),
+            grpc_status: None,
+        };
+        st.local_response = Some(reply.clone());
+        st.pending_local_response = Some(reply);
+        (st.reset, st.local_reply_in_response, st.local_reply_by_host, st.touched) = (true, true, true, true);
+        st.info.request_id = "id".into();
+        st.actions.push(ActionRecord {
+            callback: "on_request_headers",
+            action: Some("Continue"),
+        });
+        assert!(budget.used() > 0);
+
+        st.recycle();
+        assert_eq!(budget.used(), 0, "what the guest was charged is given back at once");
+        // Small buffers keep their allocation, large ones do not.
+        assert!(st.request.staged_body.capacity() >= 10);
+        assert_eq!(st.request.forwarded_body.capacity(), 0);
+        let info = StreamInfo {
+            request_id: "next".into(),
+            ..StreamInfo::default()
+        };
+        st.renew(9, info.clone());
+        assert_eq!(format!("{st:?}"), format!("{:?}", StreamState::new(9, info)));
     }
 
     #[test]

@@ -254,6 +254,9 @@ pub struct Vm {
     /// The emptied action list of the finished stream that left [`Vm::finished`] last, for the
     /// next stream to record into (no allocation per stream once `finished` is full).
     spare_actions: Option<Vec<ActionRecord>>,
+    /// The last finished stream's state, emptied ([`StreamState::recycle`]), for the next
+    /// stream: no allocation, and no kilobyte of state built and copied, per stream.
+    spare_stream: Option<Box<StreamState>>,
     /// Header maps of finished streams, emptied, whose allocations the next streams' headers
     /// reuse ([`SPARE_MAPS`]).
     spare_maps: Vec<Pairs>,
@@ -372,6 +375,7 @@ impl Vm {
             calls_seen_up_to: 0,
             finished: VecDeque::new(),
             spare_actions: None,
+            spare_stream: None,
             spare_maps: Vec::new(),
         };
         for name in options.profile.start_functions(has_init, has_main, has_start) {
@@ -551,7 +555,13 @@ impl Vm {
             self.start_fresh_instance()?;
         }
         let id = self.next_id();
-        let mut state = Box::new(StreamState::new(root, info));
+        let mut state = match self.spare_stream.take() {
+            Some(mut spare) => {
+                spare.renew(root, info);
+                spare
+            }
+            None => Box::new(StreamState::new(root, info)),
+        };
         // Room for a whole ordinary lifecycle (headers, body, a callout's answer, the three end
         // callbacks, a response), so recording never reallocates.
         state.actions = self.spare_actions.take().unwrap_or_else(|| Vec::with_capacity(8));
@@ -1151,6 +1161,10 @@ impl Vm {
                 }
             }
             self.finished.push_back((stream, std::mem::take(&mut ended.actions)));
+            // Emptied now (what it held is let go of and given back to the budget, as dropping
+            // it would), its allocation kept for the next stream.
+            ended.recycle();
+            self.spare_stream = Some(ended);
         }
         self.after_root_callback();
         Ok(())
