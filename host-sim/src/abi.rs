@@ -165,6 +165,13 @@ macro_rules! callbacks {
             pub fn export_name(self) -> &'static str {
                 match self { $(Callback::$variant => $export),+ }
             }
+
+            /// The transcript name (`on_request_headers`, ...): the export name without its
+            /// `proxy_` or `_` prefix, worked out at compile time (every recorded callback
+            /// asks for it).
+            pub fn transcript_name(self) -> &'static str {
+                match self { $(Callback::$variant => const { transcript_name_of($export) }),+ }
+            }
         }
     };
 }
@@ -219,14 +226,27 @@ callbacks! {
     Delete => "proxy_on_delete",
 }
 
-impl Callback {
-    /// The transcript name (`on_request_headers`, ...).
-    pub fn transcript_name(self) -> &'static str {
-        // Prefix checks, not `trim_start_matches`: this runs for every recorded callback, and a
-        // `&str` pattern builds a substring searcher each time.
-        let name = self.export_name();
-        let name = name.strip_prefix("proxy_").unwrap_or(name);
-        name.strip_prefix('_').unwrap_or(name)
+/// An export name without its `proxy_` prefix, then without a leading `_`
+/// ([`Callback::transcript_name`]).
+const fn transcript_name_of(export: &'static str) -> &'static str {
+    const PROXY: &[u8] = b"proxy_";
+    let bytes = export.as_bytes();
+    let mut skip = 0;
+    if bytes.len() >= PROXY.len() {
+        let mut i = 0;
+        while i < PROXY.len() && bytes[i] == PROXY[i] {
+            i += 1;
+        }
+        if i == PROXY.len() {
+            skip = PROXY.len();
+        }
+    }
+    if bytes.len() > skip && bytes[skip] == b'_' {
+        skip += 1;
+    }
+    match std::str::from_utf8(bytes.split_at(skip).1) {
+        Ok(name) => name,
+        Err(_) => panic!("export names are ASCII"),
     }
 }
 
@@ -354,6 +374,16 @@ impl Default for StreamInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transcript_names_are_export_names_without_their_prefix() {
+        assert_eq!(Callback::Start.transcript_name(), "initialize");
+        assert_eq!(Callback::RequestHeaders.transcript_name(), "on_request_headers");
+        assert_eq!(Callback::Delete.transcript_name(), "on_delete");
+        assert_eq!(transcript_name_of("proxy"), "proxy");
+        assert_eq!(transcript_name_of("proxy__x"), "x");
+        assert_eq!(transcript_name_of(""), "");
+    }
 
     #[test]
     fn pairs_round_trip_matches_spec_example() {

@@ -245,9 +245,9 @@ impl Direction {
         }
         *complete = false;
         recycle_buffer(staged_body);
-        *body_growth = GuestGrowth::default();
-        *headers_growth = GuestGrowth::default();
-        *trailers_growth = GuestGrowth::default();
+        body_growth.recycle();
+        headers_growth.recycle();
+        trailers_growth.recycle();
         *body_in_temp_file = false;
     }
 

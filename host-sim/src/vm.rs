@@ -468,12 +468,16 @@ impl Vm {
         }
     }
 
+    /// Runs after every callback: one atomic swap, inline, when the guest wrote nothing (the
+    /// usual case); otherwise the sinks are drained in place (no clone of their `Arc`s).
+    #[inline]
     fn drain_stdio(&mut self) {
-        // Runs after every callback: one atomic load when the guest wrote nothing (the usual
-        // case); otherwise the sinks are drained in place (no clone of their `Arc`s).
-        if !self.store.data().stdio().take_written() {
-            return;
+        if self.store.data().stdio().take_written() {
+            self.drain_written_stdio();
         }
+    }
+
+    fn drain_written_stdio(&mut self) {
         for (stdout, level) in [(true, LogLevel::Info), (false, LogLevel::Error)] {
             let (lines, dropped) = {
                 let stdio = self.store.data().stdio();
@@ -1176,13 +1180,14 @@ impl Vm {
         if self.spare_maps.len() >= SPARE_MAPS || map.capacity() > 256 {
             return;
         }
-        let held: usize = map.iter().map(|(k, v)| k.capacity() + v.capacity()).sum();
+        // Emptied by lengths only: the pairs' own allocations stay for reuse.
+        let mut held = 0;
+        for (k, v) in map.iter_mut() {
+            held += k.capacity() + v.capacity();
+            k.clear();
+            v.clear();
+        }
         if held <= SPARE_MAP_MAX_BYTES {
-            // Emptied by lengths only: the pairs' own allocations stay for reuse.
-            for (k, v) in map.iter_mut() {
-                k.clear();
-                v.clear();
-            }
             self.spare_maps.push(map);
         }
     }
