@@ -582,22 +582,20 @@ impl Vm {
         Ok(id)
     }
 
+    // A `match`, not `ok_or`: the error is built only when there is no stream (`ok_or` built
+    // and dropped one on every call).
     fn stream(&self, id: u32) -> Result<&StreamState, HostError> {
-        self.store
-            .data()
-            .streams
-            .get(&id)
-            .map(|s| &**s)
-            .ok_or_else(|| HostError::NoSuchContext(id))
+        match self.store.data().streams.get(&id) {
+            Some(stream) => Ok(stream),
+            None => Err(HostError::NoSuchContext(id)),
+        }
     }
 
     fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, HostError> {
-        self.store
-            .data_mut()
-            .streams
-            .get_mut(&id)
-            .map(|s| &mut **s)
-            .ok_or_else(|| HostError::NoSuchContext(id))
+        match self.store.data_mut().streams.get_mut(&id) {
+            Some(stream) => Ok(stream),
+            None => Err(HostError::NoSuchContext(id)),
+        }
     }
 
     // ---- Request and response events ------------------------------------------------------
@@ -1331,7 +1329,7 @@ impl Vm {
             .data_mut()
             .http_calls
             .remove(&token)
-            .ok_or_else(|| HostError::UnknownHttpCall(token))?;
+            .ok_or(HostError::UnknownHttpCall(token))?;
         let (headers, body, trailers, counted, status) = match reply {
             HttpCallReply::Response {
                 status,
@@ -1430,7 +1428,7 @@ impl Vm {
     pub fn fail_grpc_call(&mut self, token: u32, failure: CalloutFailure) -> Result<(), HostError> {
         let kind = (self.store.data().grpc_calls.get(&token))
             .map(|c| c.kind)
-            .ok_or_else(|| HostError::UnknownGrpcCall(token))?;
+            .ok_or(HostError::UnknownGrpcCall(token))?;
         let (code, message) = self.profile().grpc_failure_status(failure);
         let reply = GrpcReply {
             trailing_metadata: (kind == GrpcKind::Stream).then(Vec::new),
@@ -1451,7 +1449,7 @@ impl Vm {
             .grpc_calls
             .get(&token)
             .map(|c| c.to_owned_value())
-            .ok_or_else(|| HostError::UnknownGrpcCall(token))?;
+            .ok_or(HostError::UnknownGrpcCall(token))?;
         if call.cancelled || call.closed {
             self.store.data_mut().grpc_calls.remove(&token);
             return Ok(());
