@@ -5,6 +5,7 @@
 //! discriminant can never drift between them.
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::fmt;
 
 /// `proxy_status_t`: what every host function returns to the guest.
@@ -164,6 +165,13 @@ macro_rules! callbacks {
             pub fn export_name(self) -> &'static str {
                 match self { $(Callback::$variant => $export),+ }
             }
+
+            /// The transcript name (`on_request_headers`, ...): the export name without its
+            /// `proxy_` or `_` prefix, worked out at compile time (every recorded callback
+            /// asks for it).
+            pub fn transcript_name(self) -> &'static str {
+                match self { $(Callback::$variant => const { transcript_name_of($export) }),+ }
+            }
         }
     };
 }
@@ -218,14 +226,27 @@ callbacks! {
     Delete => "proxy_on_delete",
 }
 
-impl Callback {
-    /// The transcript name (`on_request_headers`, ...).
-    pub fn transcript_name(self) -> &'static str {
-        // Prefix checks, not `trim_start_matches`: this runs for every recorded callback, and a
-        // `&str` pattern builds a substring searcher each time.
-        let name = self.export_name();
-        let name = name.strip_prefix("proxy_").unwrap_or(name);
-        name.strip_prefix('_').unwrap_or(name)
+/// An export name without its `proxy_` prefix, then without a leading `_`
+/// ([`Callback::transcript_name`]).
+const fn transcript_name_of(export: &'static str) -> &'static str {
+    const PROXY: &[u8] = b"proxy_";
+    let bytes = export.as_bytes();
+    let mut skip = 0;
+    if bytes.len() >= PROXY.len() {
+        let mut i = 0;
+        while i < PROXY.len() && bytes[i] == PROXY[i] {
+            i += 1;
+        }
+        if i == PROXY.len() {
+            skip = PROXY.len();
+        }
+    }
+    if bytes.len() > skip && bytes[skip] == b'_' {
+        skip += 1;
+    }
+    match std::str::from_utf8(bytes.split_at(skip).1) {
+        Ok(name) => name,
+        Err(_) => panic!("export names are ASCII"),
     }
 }
 
@@ -328,31 +349,34 @@ pub struct LocalResponse {
 }
 
 /// Facts about the downstream connection and request that hosts expose as properties.
+///
+/// The text fields are `Cow`s so that the defaults (a driver that does not set them, as the
+/// bench and most tests do) cost no allocation per stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamInfo {
     /// Client address.
-    pub source_address: String,
+    pub source_address: Cow<'static, str>,
     /// Client port.
     pub source_port: u16,
     /// Listener address.
-    pub destination_address: String,
+    pub destination_address: Cow<'static, str>,
     /// Listener port.
     pub destination_port: u16,
     /// `HTTP/1.1`, `HTTP/2`, ...
-    pub protocol: String,
+    pub protocol: Cow<'static, str>,
     /// A request id (Envoy's `x-request-id`).
-    pub request_id: String,
+    pub request_id: Cow<'static, str>,
 }
 
 impl Default for StreamInfo {
     fn default() -> Self {
         StreamInfo {
-            source_address: "127.0.0.1".into(),
+            source_address: Cow::Borrowed("127.0.0.1"),
             source_port: 50000,
-            destination_address: "127.0.0.1".into(),
+            destination_address: Cow::Borrowed("127.0.0.1"),
             destination_port: 8000,
-            protocol: "HTTP/1.1".into(),
-            request_id: String::new(),
+            protocol: Cow::Borrowed("HTTP/1.1"),
+            request_id: Cow::Borrowed(""),
         }
     }
 }
@@ -371,6 +395,16 @@ mod tests {
         assert_eq!(find_header(&text, "vi"), None);
         let bytes: Pairs = vec![(b"X-Id".to_vec(), b"7".to_vec())];
         assert_eq!(find_header(&bytes, "x-id").map(Vec::as_slice), Some(&b"7"[..]));
+    }
+
+    #[test]
+    fn transcript_names_are_export_names_without_their_prefix() {
+        assert_eq!(Callback::Start.transcript_name(), "initialize");
+        assert_eq!(Callback::RequestHeaders.transcript_name(), "on_request_headers");
+        assert_eq!(Callback::Delete.transcript_name(), "on_delete");
+        assert_eq!(transcript_name_of("proxy"), "proxy");
+        assert_eq!(transcript_name_of("proxy__x"), "x");
+        assert_eq!(transcript_name_of(""), "");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub use crate::limits::OverBudget;
 use crate::limits::{Limits, MAX_HISTOGRAM_SAMPLES};
 use crate::memory::GuestMemory;
 use crate::profile::{MapAccess, Profile, StreamPhase};
+use crate::vm::ActionRecord;
 use crate::wasi::{StdioCapture, WasiOptions};
 pub use budget::HostBudget;
 pub(crate) use budget::{Charge, GuestGrowth, ENTRY_OVERHEAD};
@@ -34,6 +35,7 @@ pub(crate) use fault::Fault;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -159,7 +161,17 @@ pub(crate) struct Active {
     pub callback: Callback,
     /// The context host functions act on (`proxy_set_effective_context` changes it).
     pub effective_id: u32,
-    pub data: CallbackData,
+    /// What the callback may read; `None` when it has nothing (most callbacks): boxed so that
+    /// entering and leaving those moves and drops one pointer, not the whole `CallbackData`.
+    pub data: Option<Box<CallbackData>>,
+}
+
+impl Active {
+    /// The callback's data, made empty first when it had none (only the gRPC metadata maps
+    /// need a place there even then).
+    pub fn data_mut(&mut self) -> &mut CallbackData {
+        self.data.get_or_insert_with(Box::default)
+    }
 }
 
 /// One direction (request or response) of an HTTP stream.
@@ -196,7 +208,61 @@ pub(crate) struct Direction {
     pub body_in_temp_file: bool,
 }
 
+/// Largest buffer capacity a recycled stream keeps for the next one ([`StreamState::recycle`]).
+const RECYCLED_BUFFER_MAX_BYTES: usize = 64 * 1024;
+
+/// Empties `bytes`, keeping its allocation for the next stream unless it is large.
+fn recycle_buffer(bytes: &mut Vec<u8>) {
+    if bytes.capacity() > RECYCLED_BUFFER_MAX_BYTES {
+        *bytes = Vec::new();
+    } else {
+        bytes.clear();
+    }
+}
+
 impl Direction {
+    /// Back to `Direction::default()` but for the capacity of small buffers; what the guest was
+    /// charged for is given back now ([`StreamState::recycle`]).
+    fn recycle(&mut self) {
+        // Destructured so that a new field cannot be forgotten here.
+        let Direction {
+            headers,
+            trailers,
+            body,
+            body_available,
+            forwarded_body,
+            headers_forwarded,
+            trailers_forwarded,
+            paused_in,
+            resume_requested,
+            queued,
+            complete,
+            staged_body,
+            body_growth,
+            headers_growth,
+            trailers_growth,
+            body_in_temp_file,
+        } = self;
+        *headers = None;
+        *trailers = None;
+        recycle_buffer(body);
+        *body_available = false;
+        recycle_buffer(forwarded_body);
+        *headers_forwarded = false;
+        *trailers_forwarded = false;
+        *paused_in = None;
+        *resume_requested = false;
+        if !queued.is_empty() || queued.capacity() > 0 {
+            *queued = VecDeque::new();
+        }
+        *complete = false;
+        recycle_buffer(staged_body);
+        body_growth.recycle();
+        headers_growth.recycle();
+        trailers_growth.recycle();
+        *body_in_temp_file = false;
+    }
+
     /// The host received headers: they replace the map, and whatever the guest had added.
     pub fn set_headers(&mut self, pairs: Pairs) {
         self.headers_growth.host_set(pairs_footprint(&pairs));
@@ -375,6 +441,13 @@ pub(crate) struct PropertyMap {
 }
 
 impl PropertyMap {
+    /// Back to empty, what the guest was charged given back ([`StreamState::recycle`]).
+    fn recycle(&mut self) {
+        if !self.values.is_empty() || !self.guest_set.is_empty() || self.charge.bytes() > 0 {
+            *self = PropertyMap::default();
+        }
+    }
+
     /// The value at `path`.
     pub fn get(&self, path: &[u8]) -> Option<&Vec<u8>> {
         self.values.get(path)
@@ -444,6 +517,8 @@ pub(crate) struct StreamState {
     pub properties: PropertyMap,
     /// Listed in [`HostState::touch_stream`]'s list and not taken yet.
     pub touched: bool,
+    /// Every callback the stream saw, in order ([`crate::Vm::actions`]).
+    pub actions: Vec<ActionRecord>,
 }
 
 impl StreamState {
@@ -456,8 +531,7 @@ impl StreamState {
         }
     }
 
-    /// A new stream of root context `root_id`. (Built field by field: a `..Default::default()`
-    /// would build and drop a default `StreamInfo`, three allocations per request.)
+    /// A new stream of root context `root_id`.
     pub fn new(root_id: u32, info: StreamInfo) -> Self {
         StreamState {
             root_id,
@@ -471,7 +545,47 @@ impl StreamState {
             info,
             properties: PropertyMap::default(),
             touched: false,
+            actions: Vec::new(),
         }
+    }
+
+    /// Empties an ended stream so that its allocation can serve the next stream
+    /// ([`StreamState::renew`]): everything it held is let go of, and given back to the budget,
+    /// now, as dropping it would; only small buffers keep their capacity.
+    pub fn recycle(&mut self) {
+        // Destructured so that a new field cannot be forgotten here.
+        let StreamState {
+            root_id: _,
+            request,
+            response,
+            local_response,
+            pending_local_response,
+            reset,
+            local_reply_in_response,
+            local_reply_by_host,
+            info,
+            properties,
+            touched,
+            actions,
+        } = self;
+        request.recycle();
+        response.recycle();
+        *local_response = None;
+        *pending_local_response = None;
+        *reset = false;
+        *local_reply_in_response = false;
+        *local_reply_by_host = false;
+        *info = StreamInfo::default();
+        properties.recycle();
+        *touched = false;
+        actions.clear();
+    }
+
+    /// A recycled stream ([`StreamState::recycle`]) made the stream `StreamState::new(root_id,
+    /// info)` would be.
+    pub fn renew(&mut self, root_id: u32, info: StreamInfo) {
+        self.root_id = root_id;
+        self.info = info;
     }
 
     /// Whether the host still calls the filter for request/response input.
@@ -549,6 +663,10 @@ pub(crate) type SharedKey = (String, Vec<u8>);
 #[derive(Debug, Default)]
 pub struct Shared {
     inner: Mutex<SharedInner>,
+    /// Whether `SharedInner::queue_ready` may hold a notification, so that the host need not
+    /// take the lock after every callback to find none ([`Shared::notifications_waiting`]).
+    /// Set and cleared only while the lock is held: it is true whenever the map is not empty.
+    queue_ready_waiting: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -559,7 +677,8 @@ pub(crate) struct SharedInner {
     pub queues: BTreeMap<u32, Queue>,
     pub queue_ids: HashMap<(String, String), u32>,
     pub next_queue_id: u32,
-    /// VM-unique id -> root contexts with queue notifications waiting.
+    /// VM-unique id -> root contexts with queue notifications waiting. Whoever changes it
+    /// calls [`Shared::note_notifications`] before releasing the lock.
     pub queue_ready: HashMap<u64, Vec<(u32, u32)>>,
     pub metrics: BTreeMap<u32, Held<Metric>>,
     pub metric_ids: HashMap<String, u32>,
@@ -571,6 +690,18 @@ impl Shared {
     /// A fresh, empty shared state.
     pub fn new() -> Arc<Shared> {
         Arc::new(Shared::default())
+    }
+
+    /// Whether any VM may have a queue notification waiting (false: certainly none, as of
+    /// the last time the lock was released).
+    pub(crate) fn notifications_waiting(&self) -> bool {
+        self.queue_ready_waiting.load(Ordering::Acquire)
+    }
+
+    /// Records, with the lock held (`inner` is its guard), whether notifications are waiting.
+    pub(crate) fn note_notifications(&self, inner: &SharedInner) {
+        self.queue_ready_waiting
+            .store(!inner.queue_ready.is_empty(), Ordering::Release);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SharedInner> {
@@ -929,6 +1060,9 @@ pub struct HostState {
     /// Streams something may have changed on since the embedder last looked
     /// ([`HostState::touch_stream`]).
     touched_streams: Vec<u32>,
+    /// The stream [`HostState::touch_stream`] touched last, while it is still listed: touching
+    /// it again (every callback of a stream touches it) needs no lookup.
+    last_touched: Option<u32>,
 }
 
 impl HostState {
@@ -975,6 +1109,7 @@ impl HostState {
             properties: PropertyMap::default(),
             done_roots: Vec::new(),
             touched_streams: Vec::new(),
+            last_touched: None,
         }
     }
 
@@ -1163,18 +1298,20 @@ impl HostState {
         let present = |data: &Option<Pairs>| data.is_some().then_some(()).ok_or(missing);
         match map {
             MapType::HttpCallResponseHeaders if callback_map(&[Callback::HttpCallResponse]) => {
-                present(&active.data.headers)?;
-                Ok(MapSlot::read_only(&mut active.data.headers, budget))
+                let data = active.data.as_deref_mut().ok_or(missing)?;
+                present(&data.headers)?;
+                Ok(MapSlot::read_only(&mut data.headers, budget))
             }
             MapType::HttpCallResponseTrailers if callback_map(&[Callback::HttpCallResponse]) => {
-                present(&active.data.trailers)?;
-                Ok(MapSlot::read_only(&mut active.data.trailers, budget))
+                let data = active.data.as_deref_mut().ok_or(missing)?;
+                present(&data.trailers)?;
+                Ok(MapSlot::read_only(&mut data.trailers, budget))
             }
             MapType::GrpcCallInitialMetadata if callback_map(&[Callback::GrpcReceiveInitialMetadata]) => {
-                Ok(MapSlot::read_only(&mut active.data.headers, budget))
+                Ok(MapSlot::read_only(&mut active.data_mut().headers, budget))
             }
             MapType::GrpcCallTrailingMetadata if callback_map(&[Callback::GrpcReceiveTrailingMetadata]) => {
-                Ok(MapSlot::read_only(&mut active.data.headers, budget))
+                Ok(MapSlot::read_only(&mut active.data_mut().headers, budget))
             }
             _ if call_map => Err(Status::BadArgument),
             _ => {
@@ -1327,7 +1464,12 @@ impl HostState {
     /// `proxy_enqueue_shared_queue`.
     pub(crate) fn enqueue(&mut self, id: u32, value: Vec<u8>) -> Result<(), Fault> {
         self.make_room(value.len() + ENTRY_OVERHEAD + std::mem::size_of::<(u32, u32)>());
-        let status = self.shared.lock().enqueue(&self.budget, id, value)?;
+        let status = {
+            let mut shared = self.shared.lock();
+            let status = shared.enqueue(&self.budget, id, value);
+            self.shared.note_notifications(&shared);
+            status?
+        };
         Fault::check(status)
     }
 
@@ -1374,9 +1516,13 @@ impl HostState {
     /// listed once until taken. Ids of streams that ended meanwhile are pruned here, so the
     /// list stays as long as the live streams even when nobody takes it.
     pub(crate) fn touch_stream(&mut self, id: u32) {
+        if self.last_touched == Some(id) {
+            return;
+        }
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
+        self.last_touched = Some(id);
         if !std::mem::replace(&mut stream.touched, true) {
             self.touched_streams.push(id);
             if self.touched_streams.len() > 2 * self.streams.len() + 16 {
@@ -1386,9 +1532,19 @@ impl HostState {
         }
     }
 
+    /// Adds a new stream. Context ids wrap around after 2^32 contexts, so a new stream may have
+    /// the id of one touched long ago: it starts untouched.
+    pub(crate) fn insert_stream(&mut self, id: u32, stream: Box<StreamState>) {
+        if self.last_touched == Some(id) {
+            self.last_touched = None;
+        }
+        self.streams.insert(id, stream);
+    }
+
     /// The streams touched since the last call ([`HostState::touch_stream`]), oldest first.
     pub(crate) fn take_touched_streams(&mut self) -> Vec<u32> {
         let touched = std::mem::take(&mut self.touched_streams);
+        self.last_touched = None;
         for id in &touched {
             if let Some(stream) = self.streams.get_mut(id) {
                 stream.touched = false;
@@ -1534,6 +1690,59 @@ mod tests {
         assert_eq!(budget.used(), 10);
         let body = dir.take_body();
         assert_eq!((body.len(), budget.used()), (24, 0));
+    }
+
+    #[test]
+    fn a_recycled_stream_gives_everything_back_and_renews_as_a_new_one() {
+        let budget = HostBudget::new(100_000);
+        let mut st = StreamState::new(7, StreamInfo::default());
+        for dir in [&mut st.request, &mut st.response] {
+            dir.set_headers(vec![(b"a".to_vec(), b"1".to_vec())]);
+            dir.set_trailers(vec![(b"t".to_vec(), b"2".to_vec())]);
+            dir.receive_body(b"0123456789");
+            dir.splice_body(&budget, usize::MAX, 0, vec![b'a'; 20]).unwrap();
+            dir.forwarded_body = vec![1; 100_000];
+            dir.staged_body = vec![2; 10];
+            dir.queued.push_back(Queued::Body(vec![3; 5], true));
+            dir.body_available = true;
+            dir.headers_forwarded = true;
+            dir.trailers_forwarded = true;
+            dir.paused_in = Some(Callback::RequestBody);
+            dir.resume_requested = true;
+            dir.complete = true;
+            dir.body_in_temp_file = true;
+        }
+        st.properties
+            .set_by_guest(&budget, b"p".to_vec(), vec![0; 100])
+            .unwrap();
+        let reply = LocalResponse {
+            status: 503,
+            details: "d".into(),
+            headers: vec![("h".into(), "v".into())],
+            body: b"b".to_vec(),
+            grpc_status: None,
+        };
+        st.local_response = Some(reply.clone());
+        st.pending_local_response = Some(reply);
+        (st.reset, st.local_reply_in_response, st.local_reply_by_host, st.touched) = (true, true, true, true);
+        st.info.request_id = "id".into();
+        st.actions.push(ActionRecord {
+            callback: "on_request_headers",
+            action: Some("Continue"),
+        });
+        assert!(budget.used() > 0);
+
+        st.recycle();
+        assert_eq!(budget.used(), 0, "what the guest was charged is given back at once");
+        // Small buffers keep their allocation, large ones do not.
+        assert!(st.request.staged_body.capacity() >= 10);
+        assert_eq!(st.request.forwarded_body.capacity(), 0);
+        let info = StreamInfo {
+            request_id: "next".into(),
+            ..StreamInfo::default()
+        };
+        st.renew(9, info.clone());
+        assert_eq!(format!("{st:?}"), format!("{:?}", StreamState::new(9, info)));
     }
 
     #[test]

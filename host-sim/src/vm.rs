@@ -12,7 +12,9 @@ use crate::engine::Module;
 use crate::error::HostError;
 use crate::limits::{Limits, EPOCH_TICK};
 use crate::memory::GuestMemory;
-use crate::profile::{AfterTrap, BodyDelivery, Callback, CalloutFailure, Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES};
+use crate::profile::{
+    AfterTrap, BodyDelivery, Callback, CalloutFailure, HostBehaviour, Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES,
+};
 use crate::state::{
     Active, CallbackData, Direction, ForeignFunction, GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse, LogEntry,
     Metric, Queued, RootState, Shared, StreamInfo, StreamState,
@@ -229,8 +231,9 @@ pub struct Vm {
     store: Store<HostState>,
     exports: Exports,
     failed: Option<String>,
-    /// The actions of the live streams (few: a lookup per recorded callback stays cheap).
-    actions: BTreeMap<u32, Vec<ActionRecord>>,
+    /// Every callback's deadline in epoch ticks, from `options.limits` ([`deadline_ticks`]),
+    /// computed once (it takes a 128-bit division).
+    deadline_ticks: u64,
     sha256: String,
     client_body_buffer_bytes: usize,
     /// What the VM was started from, to start a fresh instance after a trap (Kong).
@@ -248,6 +251,12 @@ pub struct Vm {
     /// The actions of the last finished streams, oldest first ([`FINISHED_ACTIONS_KEPT`]): only
     /// [`Vm::actions`] reads them, so they sit in finishing order, added and dropped at the ends.
     finished: VecDeque<(u32, Vec<ActionRecord>)>,
+    /// The emptied action list of the finished stream that left [`Vm::finished`] last, for the
+    /// next stream to record into (no allocation per stream once `finished` is full).
+    spare_actions: Option<Vec<ActionRecord>>,
+    /// The last finished stream's state, emptied ([`StreamState::recycle`]), for the next
+    /// stream: no allocation, and no kilobyte of state built and copied, per stream.
+    spare_stream: Option<Box<StreamState>>,
     /// Header maps of finished streams, emptied, whose allocations the next streams' headers
     /// reuse ([`SPARE_MAPS`]).
     spare_maps: Vec<Pairs>,
@@ -302,7 +311,8 @@ impl Vm {
         store.limiter(|s| s.store_limits_mut());
         store.epoch_deadline_trap();
         // Start functions get the same deadline as callbacks.
-        Self::arm(&mut store, &options.limits);
+        let deadline_ticks = deadline_ticks(&options.limits);
+        Self::arm(&mut store, deadline_ticks, options.limits.fuel_per_callback);
         let instance = module
             .pre
             .instantiate(&mut store)
@@ -355,7 +365,7 @@ impl Vm {
             store,
             exports,
             failed: None,
-            actions: BTreeMap::new(),
+            deadline_ticks,
             sha256: module.sha256().to_string(),
             client_body_buffer_bytes: options.client_body_buffer_bytes,
             module: module.clone(),
@@ -364,6 +374,8 @@ impl Vm {
             ticks_fired: 0,
             calls_seen_up_to: 0,
             finished: VecDeque::new(),
+            spare_actions: None,
+            spare_stream: None,
             spare_maps: Vec::new(),
         };
         for name in options.profile.start_functions(has_init, has_main, has_start) {
@@ -371,24 +383,24 @@ impl Vm {
                 let f = instance
                     .get_typed_func::<(u32, u32), u32>(&mut vm.store, MAIN_EXPORT)
                     .map_err(|_| HostError::BadExport(MAIN_EXPORT.into()))?;
-                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(Arc::new(f)), (0, 0))
+                vm.invoke(Callback::Start, 0, None, Some(Arc::new(f)), (0, 0))
                     .map(|_| ())
             } else {
                 let f = instance
                     .get_typed_func::<(), ()>(&mut vm.store, name)
                     .map_err(|_| HostError::BadExport(name.into()))?;
-                vm.invoke(Callback::Start, 0, CallbackData::default(), Some(Arc::new(f)), ())
-                    .map(|_| ())
+                vm.invoke(Callback::Start, 0, None, Some(Arc::new(f)), ()).map(|_| ())
             };
             result.map_err(|t| HostError::Start(t.reason))?;
         }
         Ok(vm)
     }
 
-    fn arm(store: &mut Store<HostState>, limits: &Limits) {
-        let ticks = (limits.callback_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+    /// Arms one callback's bounds: its deadline, `ticks` epochs from now ([`deadline_ticks`]),
+    /// and its fuel when the VM meters fuel.
+    fn arm(store: &mut Store<HostState>, ticks: u64, fuel: Option<u64>) {
         store.set_epoch_deadline(ticks);
-        if let Some(fuel) = limits.fuel_per_callback {
+        if let Some(fuel) = fuel {
             // Fails only when the engine has fuel disabled, which `Limits` documents.
             let _ = store.set_fuel(fuel);
         }
@@ -401,7 +413,7 @@ impl Vm {
         &mut self,
         callback: Callback,
         context_id: u32,
-        data: CallbackData,
+        data: Option<Box<CallbackData>>,
         func: Export<P, R>,
         params: P,
     ) -> Result<Option<R>, Trapped> {
@@ -423,7 +435,11 @@ impl Vm {
             return Ok(None);
         };
         // The store's limits are these options' (`Vm::start`): armed without copying them.
-        Self::arm(&mut self.store, &self.options.limits);
+        Self::arm(
+            &mut self.store,
+            self.deadline_ticks,
+            self.options.limits.fuel_per_callback,
+        );
         self.store.data_mut().active = Some(Active {
             callback,
             effective_id: context_id,
@@ -452,12 +468,16 @@ impl Vm {
         }
     }
 
+    /// Runs after every callback: one atomic swap, inline, when the guest wrote nothing (the
+    /// usual case); otherwise the sinks are drained in place (no clone of their `Arc`s).
+    #[inline]
     fn drain_stdio(&mut self) {
-        // Runs after every callback: one atomic load when the guest wrote nothing (the usual
-        // case); otherwise the sinks are drained in place (no clone of their `Arc`s).
-        if !self.store.data().stdio().take_written() {
-            return;
+        if self.store.data().stdio().take_written() {
+            self.drain_written_stdio();
         }
+    }
+
+    fn drain_written_stdio(&mut self) {
         for (stdout, level) in [(true, LogLevel::Info), (false, LogLevel::Error)] {
             let (lines, dropped) = {
                 let stdio = self.store.data().stdio();
@@ -496,7 +516,7 @@ impl Vm {
             },
         );
         let f = self.exports.context_create.clone();
-        self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, 0))
+        self.invoke(Callback::ContextCreate, id, None, f, (id, 0))
             .map_err(vm_failed)?;
         let vm_config = self.store.data().vm_configuration.clone();
         let len = vm_config.len() as u32;
@@ -539,44 +559,43 @@ impl Vm {
             self.start_fresh_instance()?;
         }
         let id = self.next_id();
-        self.store
-            .data_mut()
-            .streams
-            .insert(id, Box::new(StreamState::new(root, info)));
+        let mut state = match self.spare_stream.take() {
+            Some(mut spare) => {
+                spare.renew(root, info);
+                spare
+            }
+            None => Box::new(StreamState::new(root, info)),
+        };
         // Room for a whole ordinary lifecycle (headers, body, a callout's answer, the three end
         // callbacks, a response), so recording never reallocates.
-        self.actions.insert(id, Vec::with_capacity(8));
+        state.actions = self.spare_actions.take().unwrap_or_else(|| Vec::with_capacity(8));
+        self.store.data_mut().insert_stream(id, state);
         if self.failed.is_some() {
             // A VM that stays failed (Envoy) still gets the stream; its first callback fails
             // it closed, or lets it pass under `fail_open` (`after_stream_callback`).
             return Ok(id);
         }
         let f = self.exports.context_create.clone();
-        if self
-            .invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, root))
-            .is_err()
-        {
+        if self.invoke(Callback::ContextCreate, id, None, f, (id, root)).is_err() {
             self.fail_closed(id);
         }
         Ok(id)
     }
 
+    // A `match`, not `ok_or`: the error is built only when there is no stream (`ok_or` built
+    // and dropped one on every call).
     fn stream(&self, id: u32) -> Result<&StreamState, HostError> {
-        self.store
-            .data()
-            .streams
-            .get(&id)
-            .map(|s| &**s)
-            .ok_or(HostError::NoSuchContext(id))
+        match self.store.data().streams.get(&id) {
+            Some(stream) => Ok(stream),
+            None => Err(HostError::NoSuchContext(id)),
+        }
     }
 
     fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState, HostError> {
-        self.store
-            .data_mut()
-            .streams
-            .get_mut(&id)
-            .map(|s| &mut **s)
-            .ok_or(HostError::NoSuchContext(id))
+        match self.store.data_mut().streams.get_mut(&id) {
+            Some(stream) => Ok(stream),
+            None => Err(HostError::NoSuchContext(id)),
+        }
     }
 
     // ---- Request and response events ------------------------------------------------------
@@ -603,13 +622,7 @@ impl Vm {
         }
         let eos = profile.headers_end_of_stream(end_of_stream) as u32;
         let f = self.exports.request_headers.clone();
-        let result = self.invoke(
-            Callback::RequestHeaders,
-            stream,
-            CallbackData::default(),
-            f,
-            (stream, count, eos),
-        );
+        let result = self.invoke(Callback::RequestHeaders, stream, None, f, (stream, count, eos));
         self.after_stream_callback(stream, Callback::RequestHeaders, result)
     }
 
@@ -736,13 +749,7 @@ impl Vm {
         }
         let eos = profile.headers_end_of_stream(end_of_stream) as u32;
         let f = self.exports.response_headers.clone();
-        let result = self.invoke(
-            Callback::ResponseHeaders,
-            stream,
-            CallbackData::default(),
-            f,
-            (stream, count, eos),
-        );
+        let result = self.invoke(Callback::ResponseHeaders, stream, None, f, (stream, count, eos));
         self.after_stream_callback(stream, Callback::ResponseHeaders, result)
     }
 
@@ -784,7 +791,7 @@ impl Vm {
         } else {
             (Callback::ResponseBody, self.exports.response_body.clone())
         };
-        let result = self.invoke(callback, stream, CallbackData::default(), f, (stream, size, eos as u32));
+        let result = self.invoke(callback, stream, None, f, (stream, size, eos as u32));
         self.after_stream_callback(stream, callback, result)
     }
 
@@ -798,7 +805,7 @@ impl Vm {
         } else {
             (Callback::ResponseTrailers, self.exports.response_trailers.clone())
         };
-        let result = self.invoke(callback, stream, CallbackData::default(), f, (stream, count));
+        let result = self.invoke(callback, stream, None, f, (stream, count));
         self.after_stream_callback(stream, callback, result)
     }
 
@@ -904,7 +911,7 @@ impl Vm {
                 },
             );
             let f = self.exports.context_create.clone();
-            self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, 0))
+            self.invoke(Callback::ContextCreate, id, None, f, (id, 0))
                 .map_err(vm_failed)?;
             let len = configuration.len() as u32;
             let f = self.exports.configure.clone();
@@ -935,6 +942,48 @@ impl Vm {
         let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
             return;
         };
+        if st.pending_local_response.is_none() {
+            // The usual case: one lookup, and the resumption loop only when a direction asked.
+            if st.closed(true) && st.closed(false) {
+                return;
+            }
+            apply_action(st, callback, action);
+            if !st.request.resume_requested && !st.response.resume_requested {
+                return;
+            }
+        } else {
+            self.settle_local_response(stream, callback, profile);
+            let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+                return;
+            };
+            if st.closed(true) && st.closed(false) {
+                return;
+            }
+            apply_action(st, callback, action);
+        }
+        for request in [true, false] {
+            let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+                return;
+            };
+            if st.closed(request) {
+                continue;
+            }
+            let dir = st.direction_mut(request);
+            if std::mem::take(&mut dir.resume_requested) {
+                if let Some(paused) = dir.paused_in.take() {
+                    forward(dir, paused);
+                    self.drain_queued(stream, request);
+                }
+            }
+        }
+    }
+
+    /// A local response the guest asked for during the callback that just returned: sent, or
+    /// a reset once the response has started ([`Vm::settle_stream`]).
+    fn settle_local_response(&mut self, stream: u32, callback: Option<Callback>, profile: Profile) {
+        let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
+            return;
+        };
         if let Some(local) = st.pending_local_response.take() {
             if st.response.headers_forwarded && !st.reset {
                 // The client has the response headers already: a local reply can only reset the
@@ -953,45 +1002,6 @@ impl Vm {
                 st.local_response = Some(local);
                 if callback == Some(Callback::HttpCallResponse) && profile.local_response_cancels_dispatches() {
                     self.store.data_mut().http_calls.retain(|_, c| c.context_id != stream);
-                }
-            }
-        }
-        let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
-            return;
-        };
-        if st.closed(true) && st.closed(false) {
-            return;
-        }
-        if let (Some(cb), Some(action)) = (callback, action) {
-            let request = matches!(
-                cb,
-                Callback::RequestHeaders | Callback::RequestBody | Callback::RequestTrailers
-            );
-            let is_phase = request
-                || matches!(
-                    cb,
-                    Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers
-                );
-            if is_phase && !st.closed(request) {
-                let dir = st.direction_mut(request);
-                match action {
-                    Action::Continue => forward(dir, cb),
-                    Action::Pause => dir.paused_in = Some(cb),
-                }
-            }
-        }
-        for request in [true, false] {
-            let Some(st) = self.store.data_mut().streams.get_mut(&stream) else {
-                return;
-            };
-            if st.closed(request) {
-                continue;
-            }
-            let dir = st.direction_mut(request);
-            if std::mem::take(&mut dir.resume_requested) {
-                if let Some(paused) = dir.paused_in.take() {
-                    forward(dir, paused);
-                    self.drain_queued(stream, request);
                 }
             }
         }
@@ -1024,8 +1034,8 @@ impl Vm {
     fn record(&mut self, stream: u32, callback: Callback, action: Option<Action>) {
         // Every stream gets its list when it is created; nothing is recorded for a context
         // that is not a live stream.
-        if let Some(actions) = self.actions.get_mut(&stream) {
-            actions.push(ActionRecord {
+        if let Some(st) = self.store.data_mut().streams.get_mut(&stream) {
+            st.actions.push(ActionRecord {
                 callback: callback.transcript_name(),
                 action: action.map(Action::as_str),
             });
@@ -1063,23 +1073,24 @@ impl Vm {
     fn after_root_callback(&mut self) {
         for _ in 0..1024 {
             let key = self.store.data().vm_key();
-            let ready = {
-                let mut shared = self.store.data().shared.lock();
-                // Usually no VM has a notification pending: no hashing then.
-                if shared.queue_ready.is_empty() {
-                    Vec::new()
-                } else {
-                    shared.queue_ready.remove(&key).unwrap_or_default()
-                }
+            // Usually no VM has a notification pending: no lock and no hashing then.
+            let ready = if self.store.data().shared.notifications_waiting() {
+                let shared = &self.store.data().shared;
+                let mut inner = shared.lock();
+                let ready = inner.queue_ready.remove(&key).unwrap_or_default();
+                shared.note_notifications(&inner);
+                ready
+            } else {
+                Vec::new()
             };
-            let done_roots = self.store.data_mut().take_done_roots();
-            if ready.is_empty() && done_roots.is_empty() {
+            if ready.is_empty() && !self.store.data().has_done_roots() {
                 return;
             }
+            let done_roots = self.store.data_mut().take_done_roots();
             for (root, queue) in ready {
                 if self.store.data().roots.contains_key(&root) {
                     let f = self.exports.queue_ready.clone();
-                    let _ = self.invoke(Callback::QueueReady, root, CallbackData::default(), f, (root, queue));
+                    let _ = self.invoke(Callback::QueueReady, root, None, f, (root, queue));
                 }
             }
             for root in done_roots {
@@ -1093,7 +1104,7 @@ impl Vm {
     /// nothing on a VM that trapped (proxy-wasm-cpp-host `isFailed()` checks in `onDone`,
     /// `onLog`, `onDelete`; KONG-SRC ngx_proxy_wasm.c:694-700 skips the done step).
     fn end_callback(&mut self, callback: Callback, id: u32) -> Result<Option<u32>, Trapped> {
-        let data = CallbackData::default();
+        let data = None;
         match callback {
             Callback::Done => {
                 let f = self.exports.done.clone();
@@ -1129,20 +1140,33 @@ impl Vm {
         }
         let state = self.store.data_mut();
         let ended = state.streams.remove(&stream);
-        state.http_calls.retain(|_, c| c.context_id != stream);
-        state.grpc_calls.retain(|_, c| c.context_id != stream);
+        // Usually the stream has no call left: no walk over empty maps then.
+        if !state.http_calls.is_empty() {
+            state.http_calls.retain(|_, c| c.context_id != stream);
+        }
+        if !state.grpc_calls.is_empty() {
+            state.grpc_calls.retain(|_, c| c.context_id != stream);
+        }
         if let Some(mut ended) = ended {
             for dir in [&mut ended.request, &mut ended.response] {
-                for map in [dir.headers.take(), dir.trailers.take()].into_iter().flatten() {
+                if let Some(map) = dir.headers.take() {
+                    self.keep_spare_map(map);
+                }
+                if let Some(map) = dir.trailers.take() {
                     self.keep_spare_map(map);
                 }
             }
-        }
-        if let Some(actions) = self.actions.remove(&stream) {
             if self.finished.len() >= FINISHED_ACTIONS_KEPT {
-                self.finished.pop_front();
+                if let Some((_, mut oldest)) = self.finished.pop_front() {
+                    oldest.clear();
+                    self.spare_actions = Some(oldest);
+                }
             }
-            self.finished.push_back((stream, actions));
+            self.finished.push_back((stream, std::mem::take(&mut ended.actions)));
+            // Emptied now (what it held is let go of and given back to the budget, as dropping
+            // it would), its allocation kept for the next stream.
+            ended.recycle();
+            self.spare_stream = Some(ended);
         }
         self.after_root_callback();
         Ok(())
@@ -1154,13 +1178,14 @@ impl Vm {
         if self.spare_maps.len() >= SPARE_MAPS || map.capacity() > 256 {
             return;
         }
-        let held: usize = map.iter().map(|(k, v)| k.capacity() + v.capacity()).sum();
+        // Emptied by lengths only: the pairs' own allocations stay for reuse.
+        let mut held = 0;
+        for (k, v) in map.iter_mut() {
+            held += k.capacity() + v.capacity();
+            k.clear();
+            v.clear();
+        }
         if held <= SPARE_MAP_MAX_BYTES {
-            // Emptied by lengths only: the pairs' own allocations stay for reuse.
-            for (k, v) in map.iter_mut() {
-                k.clear();
-                v.clear();
-            }
             self.spare_maps.push(map);
         }
     }
@@ -1174,9 +1199,10 @@ impl Vm {
         // The spare's pairs are empty (`keep_spare_map`); the extra ones are dropped.
         let reused = map.len().min(headers.len());
         map.truncate(reused);
+        let behaviour: &dyn HostBehaviour = &*profile;
         for ((k, v), (name, value)) in map.iter_mut().zip(headers) {
             k.extend_from_slice(name.as_ref());
-            *k = profile.header_name(std::mem::take(k));
+            behaviour.normalize_header_name(k);
             v.extend_from_slice(value.as_ref());
         }
         map.extend(headers[reused..].iter().map(|(k, v)| to_pair(profile, k, v)));
@@ -1342,12 +1368,12 @@ impl Vm {
             body.as_ref().map_or(0, Vec::len) as u32,
             trailers.as_ref().map_or(0, Vec::len) as u32,
         );
-        let data = CallbackData {
+        let data = Some(Box::new(CallbackData {
             headers,
             trailers,
             status: Some(status),
             buffer: body,
-        };
+        }));
         let f = self.exports.http_call_response.clone();
         let result = self.invoke(Callback::HttpCallResponse, ctx, data, f, params);
         if self.store.data().streams.contains_key(&ctx) {
@@ -1434,10 +1460,10 @@ impl Vm {
         // failed VM, so the rest are no-ops, exactly as a failed VM gets no more callbacks.
         let mut results: Vec<(Callback, bool)> = Vec::new();
         if let Some(md) = reply.initial_metadata {
-            let data = CallbackData {
+            let data = Some(Box::new(CallbackData {
                 headers: Some(to_pairs(profile, &md)),
                 ..CallbackData::default()
-            };
+            }));
             let f = self.exports.grpc_initial_metadata.clone();
             let params = (ctx, token, md.len() as u32);
             let r = self.invoke(Callback::GrpcReceiveInitialMetadata, ctx, data, f, params);
@@ -1450,10 +1476,10 @@ impl Vm {
             results.push((Callback::GrpcReceive, r.is_err()));
         }
         if let Some(md) = reply.trailing_metadata {
-            let data = CallbackData {
+            let data = Some(Box::new(CallbackData {
                 headers: Some(to_pairs(profile, &md)),
                 ..CallbackData::default()
-            };
+            }));
             let f = self.exports.grpc_trailing_metadata.clone();
             let params = (ctx, token, md.len() as u32);
             let r = self.invoke(Callback::GrpcReceiveTrailingMetadata, ctx, data, f, params);
@@ -1461,10 +1487,10 @@ impl Vm {
         }
         if let Some((code, message)) = reply.close {
             self.store.data_mut().grpc_calls.remove(&token);
-            let data = CallbackData {
+            let data = Some(Box::new(CallbackData {
                 status: Some((code, message.into_bytes())),
                 ..CallbackData::default()
-            };
+            }));
             let f = self.exports.grpc_close.clone();
             let r = self.invoke(Callback::GrpcClose, ctx, data, f, (ctx, token, code));
             results.push((Callback::GrpcClose, r.is_err()));
@@ -1568,7 +1594,7 @@ impl Vm {
                 for _ in 0..timers {
                     let f = self.exports.tick.clone();
                     self.ticks_fired += 1;
-                    let _ = self.invoke(Callback::Tick, root, CallbackData::default(), f, root);
+                    let _ = self.invoke(Callback::Tick, root, None, f, root);
                     self.after_root_callback();
                 }
             }
@@ -1628,7 +1654,8 @@ impl Vm {
     /// is among the last [`FINISHED_ACTIONS_KEPT`] finished).
     pub fn actions(&self, stream: u32) -> &[ActionRecord] {
         let finished = || self.finished.iter().rev().find(|(id, _)| *id == stream).map(|(_, a)| a);
-        self.actions.get(&stream).or_else(finished).map_or(&[], Vec::as_slice)
+        let live = self.store.data().streams.get(&stream).map(|s| &s.actions);
+        live.or_else(finished).map_or(&[], Vec::as_slice)
     }
 
     /// The local response a stream ended with, if any.
@@ -1874,6 +1901,12 @@ impl Vm {
 /// The call tokens given after `seen` up to `last`, as inclusive ranges: one, or two when the
 /// counter wrapped past `u32::MAX` (tokens start at 1: `HostState::allocate_token`). Empty when
 /// `seen == last`.
+/// A callback's deadline in epoch ticks: `callback_deadline` rounded down to whole ticks, at least
+/// one, plus one, as the tick in progress when the callback starts may be nearly over.
+fn deadline_ticks(limits: &Limits) -> u64 {
+    (limits.callback_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
 fn tokens_since(seen: u32, last: u32) -> [Option<(u32, u32)>; 2] {
     if seen == last {
         [None, None]
@@ -1900,6 +1933,30 @@ fn memory_size(memory: GuestMemory, store: &mut Store<HostState>) -> usize {
 }
 
 /// Marks a direction's phase as let through.
+/// What a phase callback's action does to its direction: Continue forwards the phase, Pause
+/// holds it ([`Vm::settle_stream`]).
+fn apply_action(st: &mut StreamState, callback: Option<Callback>, action: Option<Action>) {
+    let (Some(cb), Some(action)) = (callback, action) else {
+        return;
+    };
+    let request = matches!(
+        cb,
+        Callback::RequestHeaders | Callback::RequestBody | Callback::RequestTrailers
+    );
+    let is_phase = request
+        || matches!(
+            cb,
+            Callback::ResponseHeaders | Callback::ResponseBody | Callback::ResponseTrailers
+        );
+    if is_phase && !st.closed(request) {
+        let dir = st.direction_mut(request);
+        match action {
+            Action::Continue => forward(dir, cb),
+            Action::Pause => dir.paused_in = Some(cb),
+        }
+    }
+}
+
 fn forward(dir: &mut Direction, phase: Callback) {
     match phase {
         Callback::RequestHeaders | Callback::ResponseHeaders => dir.headers_forwarded = true,
@@ -1917,11 +1974,12 @@ fn forward(dir: &mut Direction, phase: Callback) {
     }
 }
 
-fn buffer_data(bytes: Vec<u8>) -> CallbackData {
-    CallbackData {
+/// What a callback that reads a buffer (`PLUGIN_CONFIGURATION`, a gRPC message, ...) may read.
+fn buffer_data(bytes: Vec<u8>) -> Option<Box<CallbackData>> {
+    Some(Box::new(CallbackData {
         buffer: Some(bytes),
         ..CallbackData::default()
-    }
+    }))
 }
 
 fn vm_failed(trapped: Trapped) -> HostError {

@@ -604,7 +604,7 @@ impl HostBehaviour for Kong {
             }
             ["source", "address"] => facts
                 .stream
-                .map(|stream| PropertyValue::Str(stream.info.source_address.clone())),
+                .map(|stream| PropertyValue::Str(stream.info.source_address.to_string())),
             ["ngx", var] => nginx_variable(var, facts).map(PropertyValue::Str),
             _ => return HostProperty::Common,
         };
@@ -856,11 +856,11 @@ fn nginx_variable(name: &str, facts: &PropertyFacts<'_>) -> Option<String> {
                 _ => host.to_ascii_lowercase(),
             })
             .unwrap_or_else(|| "kong".to_string()),
-        "remote_addr" => info.source_address.clone(),
+        "remote_addr" => info.source_address.to_string(),
         "remote_port" => info.source_port.to_string(),
-        "server_addr" => info.destination_address.clone(),
+        "server_addr" => info.destination_address.to_string(),
         "server_port" => info.destination_port.to_string(),
-        "server_protocol" => info.protocol.clone(),
+        "server_protocol" => info.protocol.to_string(),
         "content_length" => facts.request_header("content-length")?,
         "content_type" => facts.request_header("content-type")?,
         // nginx's `$request_id`: "unique request identifier generated from 16 random bytes,
@@ -868,7 +868,7 @@ fn nginx_variable(name: &str, facts: &PropertyFacts<'_>) -> Option<String> {
         // whatever the request's headers say. The stream's id when it has one, else 32 hex
         // digits of its context id.
         "request_id" if info.request_id.is_empty() => format!("{stream_id:032x}"),
-        "request_id" => info.request_id.clone(),
+        "request_id" => info.request_id.to_string(),
         other => {
             let name = other.strip_prefix("http_")?.replace('_', "-");
             facts.request_header(&name)?

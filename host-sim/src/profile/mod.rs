@@ -465,10 +465,14 @@ pub trait HostBehaviour: Send + Sync {
         requested.to_string()
     }
 
-    /// A header name as the host stores it. Default: as given.
-    fn header_name(&self, name: Vec<u8>) -> Vec<u8> {
+    /// A header name as the host stores it ([`HostBehaviour::normalize_header_name`]).
+    fn header_name(&self, mut name: Vec<u8>) -> Vec<u8> {
+        self.normalize_header_name(&mut name);
         name
     }
+
+    /// Changes a header name in place into the form the host stores it in. Default: as given.
+    fn normalize_header_name(&self, _name: &mut [u8]) {}
 
     /// Whether the filter sees an HTTP/1 request's headers as the client wrote them (`serve`):
     /// names in the client's letter case, in wire order, a repeated name at each of its own

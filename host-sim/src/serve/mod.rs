@@ -907,12 +907,12 @@ async fn route_request(
         headers.push(("x-request-id".to_string(), uuid_v4(request_id)));
     }
     let info = StreamInfo {
-        source_address: peer.ip().to_string(),
+        source_address: peer.ip().to_string().into(),
         source_port: peer.port(),
-        destination_address: local.ip().to_string(),
+        destination_address: local.ip().to_string().into(),
         destination_port: local.port(),
-        protocol: format!("{:?}", parts.version).replace("HTTP/", "HTTP/"),
-        request_id: format!("host-sim-{request_id:016x}"),
+        protocol: format!("{:?}", parts.version).replace("HTTP/", "HTTP/").into(),
+        request_id: format!("host-sim-{request_id:016x}").into(),
     };
     let (respond, answer) = oneshot::channel();
     let worker = shared.next_worker.fetch_add(1, Ordering::Relaxed) % shared.workers.len();

@@ -134,6 +134,11 @@ impl Charge {
         self.bytes -= bytes;
     }
 
+    /// Whether the charge is held on a budget (a default charge is not).
+    pub(crate) fn is_bound(&self) -> bool {
+        self.budget.is_some()
+    }
+
     /// Gives every byte back.
     pub(crate) fn clear(&mut self) {
         if let Some(budget) = &self.budget {
@@ -160,6 +165,16 @@ pub(crate) struct GuestGrowth {
 }
 
 impl GuestGrowth {
+    /// Back to `GuestGrowth::default()`, the charge given back; without touching the charge
+    /// when it was never bound (the usual case: the guest grew nothing).
+    pub fn recycle(&mut self) {
+        if self.charge.is_bound() {
+            *self = GuestGrowth::default();
+        } else {
+            self.host_share = 0;
+        }
+    }
+
     /// The size of the whole buffer or map as accounted.
     pub fn total(&self) -> usize {
         self.host_share + self.charge.bytes()

@@ -112,7 +112,8 @@ impl HostState {
         let active = self.active.as_ref().ok_or(Status::NotFound)?;
         let callback_buffer = |only_in: Callback| -> Result<&[u8], Status> {
             if active.callback == only_in {
-                active.data.buffer.as_deref().ok_or(Status::NotFound)
+                let data = active.data.as_deref().ok_or(Status::NotFound)?;
+                data.buffer.as_deref().ok_or(Status::NotFound)
             } else {
                 Err(Status::NotFound)
             }
@@ -261,7 +262,7 @@ impl HostState {
     pub(crate) fn call_status(&self) -> (u32, Vec<u8>) {
         self.active
             .as_ref()
-            .and_then(|a| a.data.status.clone())
+            .and_then(|a| a.data.as_ref()?.status.clone())
             .unwrap_or((0, Vec::new()))
     }
 
@@ -506,7 +507,7 @@ mod tests {
         state.active = Some(Active {
             callback,
             effective_id: context,
-            data,
+            data: Some(Box::new(data)),
         });
     }
 
