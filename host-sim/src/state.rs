@@ -27,7 +27,6 @@ pub use crate::limits::OverBudget;
 use crate::limits::{Limits, MAX_HISTOGRAM_SAMPLES};
 use crate::memory::GuestMemory;
 use crate::profile::{MapAccess, Profile, StreamPhase};
-use crate::vm::ActionRecord;
 use crate::wasi::{StdioCapture, WasiOptions};
 pub use budget::HostBudget;
 pub(crate) use budget::{Charge, GuestGrowth, ENTRY_OVERHEAD};
@@ -90,6 +89,16 @@ pub enum GrpcKind {
     Call,
     /// A stream.
     Stream,
+}
+
+/// One callback a stream saw and what it returned (kept with the stream's state, read through
+/// [`crate::Vm::actions`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionRecord {
+    /// e.g. `on_request_headers`.
+    pub callback: &'static str,
+    /// `Continue` or `Pause`; `None` for callbacks that return nothing or trapped.
+    pub action: Option<&'static str>,
 }
 
 /// A gRPC call or stream the guest opened.

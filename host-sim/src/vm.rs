@@ -15,6 +15,7 @@ use crate::memory::GuestMemory;
 use crate::profile::{
     AfterTrap, BodyDelivery, Callback, CalloutFailure, HostBehaviour, Profile, DEFAULT_CLIENT_BODY_BUFFER_BYTES,
 };
+pub use crate::state::ActionRecord;
 use crate::state::{
     Active, CallbackData, Direction, ForeignFunction, GrpcCall, GrpcKind, HostState, HttpCall, LocalResponse, LogEntry,
     Metric, Queued, RootState, Shared, StreamInfo, StreamState,
@@ -145,15 +146,6 @@ pub struct RootContext {
     pub vm_start_ok: bool,
     /// What `proxy_on_configure` returned (true when not exported).
     pub configure_ok: bool,
-}
-
-/// One callback a stream saw and what it returned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ActionRecord {
-    /// e.g. `on_request_headers`.
-    pub callback: &'static str,
-    /// `Continue` or `Pause`; `None` for callbacks that return nothing or trapped.
-    pub action: Option<&'static str>,
 }
 
 /// How a callout ends.
