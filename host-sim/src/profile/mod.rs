@@ -885,6 +885,15 @@ pub trait HostBehaviour: Send + Sync {
         false
     }
 
+    /// Whether every filter of one module runs on one instance per worker thread, whatever
+    /// route or chain it is on, each filter with a root context of its own in it (`true`); or
+    /// each configured filter has an instance of its own (`false`, the default; Envoy: one VM
+    /// per wasm filter config and thread, shared by the routes of its connection manager). The
+    /// spec leaves instances to the host.
+    fn shares_instance_per_module(&self) -> bool {
+        false
+    }
+
     // ---- Properties and metrics --------------------------------------------------------------
 
     /// A property's value as the host encodes it (the spec leaves encodings to the host).
