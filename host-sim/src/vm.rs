@@ -1116,8 +1116,21 @@ impl Vm {
     /// neither host waits for `proxy_done` on a stream. Pending callouts of the stream are
     /// cancelled, as hosts cancel them when the stream is destroyed.
     pub fn finish_stream(&mut self, stream: u32) -> Result<(), HostError> {
+        self.end_stream(stream, true)
+    }
+
+    /// Ends a stream without any of its end callbacks: a host that gives up a context without
+    /// calling into it (ngx_wasm_module, for every filter of a chain one of whose filters
+    /// failed). Its callouts are cancelled as [`Vm::finish_stream`]'s.
+    pub fn discard_stream(&mut self, stream: u32) -> Result<(), HostError> {
+        self.end_stream(stream, false)
+    }
+
+    fn end_stream(&mut self, stream: u32, with_callbacks: bool) -> Result<(), HostError> {
         self.stream(stream)?;
-        for callback in self.profile().stream_end_callbacks() {
+        let callbacks = self.profile().stream_end_callbacks();
+        let callbacks = if with_callbacks { &callbacks[..] } else { &[] };
+        for &callback in callbacks {
             if self.failed.is_some() || self.stale_streams.contains(&stream) {
                 break;
             }

@@ -1515,10 +1515,14 @@ impl Worker {
     }
 
     /// A filter of the chain (`index`) answered with a local reply. The filter's own reply
-    /// passes through the response callbacks of every filter of the chain, in order; the host's
-    /// answer to a failed filter goes out as it is, as ngx_wasm_module stops the chain at a
-    /// filter that failed ("filter chain failed resuming: previous error", KONG-SRC
-    /// ngx_proxy_wasm.c:479-493; 007-on_http_instance_isolation.t TEST 2: no response step runs).
+    /// passes through the response callbacks of every filter of the chain, in order. The host's
+    /// answer to a failed filter goes out as it is, and no filter of the chain is called again,
+    /// not even to end its stream: ngx_wasm_module stops every later step at the filter that
+    /// failed ("filter chain failed resuming: previous error", KONG-SRC ngx_proxy_wasm.c:479-493
+    /// `action2rc`, checked before each filter of a step, the log and done steps included, which
+    /// resume at that filter, :686-700), and frees the contexts without calling into them
+    /// (:373-406 `ngx_proxy_wasm_ctx_destroy`; 007-on_http_instance_isolation.t TEST 2: after the
+    /// trap neither filter gets a response, log or done step).
     fn chain_local_reply(&self, key: u64, index: usize, slots: &mut [VmSlot], state: &mut RunState) {
         let Some(request) = state.chains.get(&key) else {
             return;
@@ -1530,7 +1534,8 @@ impl Worker {
         let Some(local) = instance.vm.local_response(link.stream).cloned() else {
             return;
         };
-        let response = if instance.vm.open_response_for_local_reply(link.stream) {
+        let passes = instance.vm.open_response_for_local_reply(link.stream);
+        let response = if passes {
             let (headers, body) = self.profile.local_reply_response(&local);
             let response = self.chain_response(request, slots, headers, body, ResponseOrigin::Filter);
             GatewayResponse {
@@ -1552,9 +1557,24 @@ impl Worker {
                 sent_upstream_at: None,
             }
         };
-        if let Some(mut request) = state.chains.remove(&key) {
+        let Some(mut request) = state.chains.remove(&key) else {
+            return;
+        };
+        if passes {
             self.finish_chain(&mut request, slots, response);
+            return;
         }
+        if let Some(respond) = request.respond.take() {
+            let _ = respond.send(response);
+        }
+        for link in &request.links {
+            if let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) {
+                instance.touched = true;
+                instance.streams.remove(&link.stream);
+                let _ = instance.vm.discard_stream(link.stream);
+            }
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs a response (`headers` with `:status` first) through every filter's response

@@ -19,7 +19,8 @@
 //! headers callback did not run), `x-<n>-saw-body` (the body it saw, when its body callback ran),
 //! `x-<n>-saw-status`, `x-<n>-root` (its root context id), `x-<n>-seen` (how many streams every
 //! root of this instance had created when this one began: the instance's count, not the root's),
-//! `x-<n>-vm-starts` and `x-<n>-configures` (the instance's `on_vm_start` / `on_configure` calls).
+//! `x-<n>-vm-starts` and `x-<n>-configures` (the instance's `on_vm_start` / `on_configure` calls)
+//! and `x-<n>-logs` (the instance's stream `on_log` calls so far).
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -36,6 +37,7 @@ thread_local! {
     static STREAMS: Cell<u64> = const { Cell::new(0) };
     static VM_STARTS: Cell<u64> = const { Cell::new(0) };
     static CONFIGURES: Cell<u64> = const { Cell::new(0) };
+    static LOGS: Cell<u64> = const { Cell::new(0) };
 }
 
 #[derive(Clone, Default)]
@@ -195,6 +197,12 @@ impl HttpContext for Tag {
         self.add_http_response_header(&format!("x-{name}-vm-starts"), &vm_starts);
         let configures = CONFIGURES.with(Cell::get).to_string();
         self.add_http_response_header(&format!("x-{name}-configures"), &configures);
+        let logs = LOGS.with(Cell::get).to_string();
+        self.add_http_response_header(&format!("x-{name}-logs"), &logs);
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        LOGS.with(|n| n.set(n.get() + 1));
     }
 }

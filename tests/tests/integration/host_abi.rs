@@ -1362,6 +1362,23 @@ fn on_done_returning_false_does_not_hold_a_stream() {
 }
 
 #[test]
+fn a_discarded_stream_ends_without_any_end_callback() {
+    for profile in PROFILES {
+        let mut p = Probe::configured(profile, "tick=100");
+        let s = p.stream("done", &[], true);
+        p.vm.discard_stream(s).unwrap();
+        assert!(end_callbacks(&p, s).is_empty(), "{profile}");
+        assert!(guest_end_reports(&p).is_empty(), "{profile}: {}", p.logs());
+        assert!(!p.vm.stream_exists(s), "{profile}");
+        // The VM goes on: the next stream ends as usual.
+        let next = p.stream("done", &[], true);
+        p.vm.finish_stream(next).unwrap();
+        assert_eq!(end_callbacks(&p, next).len(), 3, "{profile}");
+        assert!(p.vm.failure().is_none(), "{profile}: {}", p.logs());
+    }
+}
+
+#[test]
 fn proxy_done_finalizes_a_root_later() {
     let mut p = Probe::configured(Profile::Envoy, "tick=50 root_done=defer");
     p.vm.finish_root(p.root).unwrap();

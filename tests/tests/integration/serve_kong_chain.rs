@@ -208,3 +208,32 @@ async fn filters_of_one_module_share_its_instance_across_routes_and_a_trap_repla
     assert_eq!(header(&again, "x-a-root"), header(&one, "x-a-root"));
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_ends_the_chain_with_the_hosts_500_and_no_filter_is_called_again() {
+    // a (chain-tag), then abi-probe, which traps in its request headers when asked.
+    let yaml = format!(
+        "_format_version: \"3.0\"\nroutes:\n  - name: pair\n    paths: [/]\n    filter_chains:\n      \
+         - filters:\n{}          - name: abi_probe\n",
+        tag("a", "")
+    );
+    let (gateway, _dir) = kong_gateway(&yaml).await;
+    let addr = gateway.local_addr;
+    let trapped = send(addr, "GET", "/", &[("x-trap-in", "request_headers")], b"").await;
+    assert_eq!(trapped.status, 500);
+    // The host's own answer: no filter's response callback ran on it.
+    assert_eq!(header(&trapped, "x-response-chain"), None);
+    let later = send(addr, "GET", "/", &[], b"").await;
+    assert_eq!(later.status, 404, "{:?}", String::from_utf8_lossy(&later.body));
+    assert_eq!(header(&later, "x-response-chain"), Some("a"));
+    // a's instance did not trap, and its stream of the trapped request got no on_log.
+    assert_eq!(header(&later, "x-a-seen"), Some("2"));
+    assert_eq!(header(&later, "x-a-logs"), Some("0"));
+    let third = send(addr, "GET", "/", &[], b"").await;
+    assert_eq!(
+        header(&third, "x-a-logs"),
+        Some("1"),
+        "the untrapped request's on_log ran"
+    );
+    gateway.shutdown().await;
+}
