@@ -237,3 +237,33 @@ async fn a_trap_ends_the_chain_with_the_hosts_500_and_no_filter_is_called_again(
     );
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_whose_later_filter_rejects_its_configuration_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kong.yml");
+    let yaml = format!(
+        "_format_version: \"3.0\"\nroutes:\n  - name: fine\n    paths: [/fine]\n    filter_chains:\n      - filters:\n{}\
+         \x20 - name: picky\n    paths: [/]\n    filter_chains:\n      - filters:\n{}          - name: abi_probe\n            \
+         config: fail_configure\n",
+        tag("a", ""),
+        tag("b", "")
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let filters_dir = wasm_path("chain_tag").parent().unwrap().to_path_buf();
+    let deployment = from_kong_file(&file, &filters_dir).expect("the kong.yml reads");
+    let refused = start(ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 1,
+        ..ServeOptions::new(deployment, engine().clone())
+    })
+    .await
+    .err()
+    .expect("serve refuses to start");
+    let message = refused.to_string();
+    assert!(message.contains("picky"), "the route of the filter that failed: {message}");
+    assert!(
+        message.contains("proxy_on_configure returned false"),
+        "{message}"
+    );
+}
