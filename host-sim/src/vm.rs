@@ -239,6 +239,8 @@ pub struct Vm {
     /// Streams whose guest context lived on an instance that trapped: no guest code runs for
     /// them on the fresh one.
     stale_streams: HashSet<u32>,
+    /// Streams whose end callbacks before `proxy_on_delete` have run ([`Vm::log_stream`]).
+    logged_streams: HashSet<u32>,
     /// `proxy_on_tick` calls made so far (guest code ran or not), for drivers that report what
     /// a stretch of time did.
     ticks_fired: u64,
@@ -361,6 +363,7 @@ impl Vm {
             module: module.clone(),
             options: options.clone(),
             stale_streams: HashSet::new(),
+            logged_streams: HashSet::new(),
             ticks_fired: 0,
             calls_seen_up_to: 0,
             finished: VecDeque::new(),
@@ -1126,11 +1129,43 @@ impl Vm {
         self.end_stream(stream, false)
     }
 
+    /// Runs a stream's end callbacks that come before `proxy_on_delete` in the profile's
+    /// sequence and leaves the stream, whose [`Vm::finish_stream`] then runs only the rest: for a
+    /// host that ends a filter chain's streams step by step (ngx_wasm_module's log step calls
+    /// every filter's `proxy_on_done` and `proxy_on_log`, its done step then every filter's
+    /// `proxy_on_delete`: KONG-SRC ngx_proxy_wasm.c:1378-1427, 007-on_http_instance_isolation.t
+    /// TEST 1). Once per stream; nothing on a failed VM or a stale stream.
+    pub fn log_stream(&mut self, stream: u32) -> Result<(), HostError> {
+        self.stream(stream)?;
+        if !self.logged_streams.insert(stream) {
+            return Ok(());
+        }
+        for callback in self.profile().stream_end_callbacks() {
+            if callback == Callback::Delete || self.failed.is_some() || self.stale_streams.contains(&stream) {
+                break;
+            }
+            self.record(stream, callback, None);
+            let _ = self.end_callback(callback, stream);
+        }
+        self.after_root_callback();
+        Ok(())
+    }
+
     fn end_stream(&mut self, stream: u32, with_callbacks: bool) -> Result<(), HostError> {
         self.stream(stream)?;
+        let logged = !self.logged_streams.is_empty() && self.logged_streams.remove(&stream);
         let callbacks = self.profile().stream_end_callbacks();
         let callbacks = if with_callbacks { &callbacks[..] } else { &[] };
-        for &callback in callbacks {
+        // After `log_stream`, only what comes from `proxy_on_delete` on is left.
+        let skip = if logged {
+            callbacks
+                .iter()
+                .position(|&c| c == Callback::Delete)
+                .unwrap_or(callbacks.len())
+        } else {
+            0
+        };
+        for &callback in &callbacks[skip..] {
             if self.failed.is_some() || self.stale_streams.contains(&stream) {
                 break;
             }

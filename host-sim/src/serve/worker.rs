@@ -1614,9 +1614,16 @@ impl Worker {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Ends every filter's stream of a chain request (`proxy_on_done`, `on_log`, `on_delete`
-    /// as the profile's host calls them), in chain order.
+    /// Ends every filter's stream of a chain request step by step, as ngx_wasm_module does:
+    /// every filter's end callbacks before `proxy_on_delete` (its log step: `proxy_on_done`,
+    /// `proxy_on_log`), in chain order, then every filter's `proxy_on_delete` (its done step)
+    /// ([`Vm::log_stream`]).
     fn end_chain_streams(&self, request: &ChainRequest, slots: &mut [VmSlot]) {
+        for link in &request.links {
+            if let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) {
+                let _ = instance.vm.log_stream(link.stream);
+            }
+        }
         for link in &request.links {
             if let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) {
                 instance.touched = true;

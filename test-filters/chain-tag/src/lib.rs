@@ -20,12 +20,14 @@
 //! `x-<n>-saw-status`, `x-<n>-root` (its root context id), `x-<n>-seen` (how many streams every
 //! root of this instance had created when this one began: the instance's count, not the root's),
 //! `x-<n>-vm-starts` and `x-<n>-configures` (the instance's `on_vm_start` / `on_configure` calls)
-//! and `x-<n>-logs` (the instance's stream `on_log` calls so far).
+//! `x-<n>-logs` (the instance's stream `on_log` calls so far) and `x-<n>-ends` (the instance's
+//! last 8 stream ends, oldest first, comma-separated: `log:<n>` for an `on_log`, `delete:<n>` for
+//! an `on_delete`).
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 proxy_wasm::main! {{
@@ -38,6 +40,18 @@ thread_local! {
     static VM_STARTS: Cell<u64> = const { Cell::new(0) };
     static CONFIGURES: Cell<u64> = const { Cell::new(0) };
     static LOGS: Cell<u64> = const { Cell::new(0) };
+    static ENDS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Notes a stream end in [`ENDS`], keeping the last 8.
+fn note_end(what: String) {
+    ENDS.with(|ends| {
+        let mut ends = ends.borrow_mut();
+        if ends.len() == 8 {
+            ends.remove(0);
+        }
+        ends.push(what);
+    });
 }
 
 #[derive(Clone, Default)]
@@ -124,6 +138,13 @@ impl Tag {
     }
 }
 
+/// The SDK drops a context at `proxy_on_delete`.
+impl Drop for Tag {
+    fn drop(&mut self) {
+        note_end(format!("delete:{}", self.config.name));
+    }
+}
+
 impl Context for Tag {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body: usize, _trailers: usize) {
         let _ = hostcalls::resume_http_request();
@@ -199,10 +220,13 @@ impl HttpContext for Tag {
         self.add_http_response_header(&format!("x-{name}-configures"), &configures);
         let logs = LOGS.with(Cell::get).to_string();
         self.add_http_response_header(&format!("x-{name}-logs"), &logs);
+        let ends = ENDS.with(|ends| ends.borrow().join(","));
+        self.add_http_response_header(&format!("x-{name}-ends"), &ends);
         Action::Continue
     }
 
     fn on_log(&mut self) {
         LOGS.with(|n| n.set(n.get() + 1));
+        note_end(format!("log:{}", self.config.name));
     }
 }

@@ -1379,6 +1379,33 @@ fn a_discarded_stream_ends_without_any_end_callback() {
 }
 
 #[test]
+fn a_logged_stream_ends_with_the_rest_of_the_sequence() {
+    use host_sim::abi::Callback;
+    for profile in PROFILES {
+        let mut p = Probe::configured(profile, "tick=100");
+        let s = p.stream("done", &[], true);
+        p.vm.log_stream(s).unwrap();
+        let sequence = profile.stream_end_callbacks();
+        let before_delete: Vec<&str> = (sequence.iter())
+            .take_while(|c| **c != Callback::Delete)
+            .map(|c| c.transcript_name())
+            .collect();
+        assert_eq!(end_callbacks(&p, s), before_delete, "{profile}");
+        assert!(p.vm.stream_exists(s), "{profile}: the stream stays until finished");
+        // A second call runs nothing again.
+        p.vm.log_stream(s).unwrap();
+        p.vm.finish_stream(s).unwrap();
+        let all: Vec<&str> = sequence.iter().map(|c| c.transcript_name()).collect();
+        assert_eq!(
+            end_callbacks(&p, s),
+            all,
+            "{profile}: each once, in the profile's order"
+        );
+        assert!(!p.vm.stream_exists(s), "{profile}");
+    }
+}
+
+#[test]
 fn proxy_done_finalizes_a_root_later() {
     let mut p = Probe::configured(Profile::Envoy, "tick=50 root_done=defer");
     p.vm.finish_root(p.root).unwrap();

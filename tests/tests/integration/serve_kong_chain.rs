@@ -103,6 +103,13 @@ async fn a_chain_runs_every_filter_in_order_each_handed_what_the_one_before_left
         ["1", "2", "3"],
         "the filters' contexts are created in chain order on one instance"
     );
+    // The streams end step by step: every filter's on_log (after its on_done), then every
+    // filter's on_delete, in chain order.
+    let next = send(gateway.local_addr, "GET", "/chain", &[], b"").await;
+    assert_eq!(
+        header(&next, "x-b-ends"),
+        Some("log:s,log:a,log:b,delete:s,delete:a,delete:b")
+    );
     gateway.shutdown().await;
 }
 
@@ -261,9 +268,9 @@ async fn a_chain_whose_later_filter_rejects_its_configuration_does_not_start() {
     .err()
     .expect("serve refuses to start");
     let message = refused.to_string();
-    assert!(message.contains("picky"), "the route of the filter that failed: {message}");
     assert!(
-        message.contains("proxy_on_configure returned false"),
-        "{message}"
+        message.contains("picky"),
+        "the route of the filter that failed: {message}"
     );
+    assert!(message.contains("proxy_on_configure returned false"), "{message}");
 }
