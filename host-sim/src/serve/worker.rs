@@ -1388,7 +1388,25 @@ impl Worker {
             let (index, body_step) = match request.step {
                 ChainStep::RequestHeaders(i) => (i, false),
                 ChainStep::RequestBody(i) => (i, true),
-                ChainStep::Past => return,
+                ChainStep::Past => {
+                    // Waiting for the upstream: a filter that resets its stream meanwhile (from a
+                    // callout's answer) closes the client's connection without an answer. The
+                    // request is counted when the upstream's answer comes back to no stream, as
+                    // for a route with one filter.
+                    let reset = (request.links.iter()).any(|link| {
+                        (slots
+                            .get(link.slot)
+                            .and_then(|s| s.instances().find(|i| i.generation == link.generation)))
+                        .is_some_and(|i| i.vm.stream_reset(link.stream))
+                    });
+                    if reset {
+                        if let Some(mut request) = state.chains.remove(&key) {
+                            request.respond = None;
+                            self.end_chain_streams(&request, slots);
+                        }
+                    }
+                    return;
+                }
             };
             if index == request.links.len() {
                 request.handed = false;
