@@ -155,6 +155,8 @@ struct Shared_ {
     routes: Vec<Route>,
     /// The module of each of the workers' VM slots ([`config::instance_plan`]), in their order.
     vm_filters: Vec<PathBuf>,
+    /// The sha256 of the module each filter file holds now (what a reload compares with).
+    module_sha256: RwLock<BTreeMap<PathBuf, String>>,
     status: RwLock<Vec<RouteStatus>>,
     /// The request workers, round-robin.
     workers: Vec<Sender<Command>>,
@@ -364,6 +366,11 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
         profile: deployment.profile,
         routes: deployment.routes.clone(),
         vm_filters: plan.vms.iter().map(|vm| vm.filter.clone()).collect(),
+        module_sha256: RwLock::new(
+            (plan.vms.iter())
+                .map(|vm| (vm.filter.clone(), modules[&vm.filter].sha256().to_string()))
+                .collect(),
+        ),
         status: RwLock::new(status),
         workers: senders,
         main_thread: main_sender,
@@ -1108,13 +1115,14 @@ async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut
                 }
                 Err(_) => continue,
             };
-            let unchanged = shared
-                .status
-                .read()
-                .map(|s| s.iter().any(|r| &r.filter == path && r.sha256 == module.sha256()))
+            let unchanged = (shared.module_sha256.read())
+                .map(|known| known.get(path).is_some_and(|sha| sha == module.sha256()))
                 .unwrap_or(false);
             if unchanged {
                 continue;
+            }
+            if let Ok(mut known) = shared.module_sha256.write() {
+                known.insert(path.clone(), module.sha256().to_string());
             }
             tracing::info!(filter = %path.display(), sha256 = %module.sha256(), "filter module changed: new requests use it, in-flight ones finish on the old one");
             shared.stats.reloads.fetch_add(1, Ordering::Relaxed);

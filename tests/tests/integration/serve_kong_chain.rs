@@ -274,3 +274,48 @@ async fn a_chain_whose_later_filter_rejects_its_configuration_does_not_start() {
     );
     assert!(message.contains("proxy_on_configure returned false"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_later_in_a_chain_is_reloaded_when_its_file_changes() {
+    // noop first, then chain-tag, both copied to a directory of the test's own.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["noop", "chain_tag"] {
+        std::fs::copy(wasm_path(name), dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    let file = dir.path().join("kong.yml");
+    let yaml = format!(
+        "_format_version: \"3.0\"\nroutes:\n  - name: r\n    paths: [/]\n    filter_chains:\n      - filters:\n          \
+         - name: noop\n{}",
+        tag("a", "")
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let deployment = from_kong_file(&file, dir.path()).expect("the kong.yml reads");
+    let gateway = start(ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 1,
+        reload_poll: Some(std::time::Duration::from_millis(20)),
+        ..ServeOptions::new(deployment, engine().clone())
+    })
+    .await
+    .expect("gateway starts");
+    let before = send(gateway.local_addr, "GET", "/", &[], b"").await;
+    assert_eq!(header(&before, "x-response-chain"), Some("a"));
+    // chain_tag.wasm now holds the noop module: the chain's second filter tags nothing.
+    let replaced = dir.path().join("chain_tag.wasm.new");
+    std::fs::copy(wasm_path("noop"), &replaced).unwrap();
+    std::fs::rename(&replaced, dir.path().join("chain_tag.wasm")).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let after = send(gateway.local_addr, "GET", "/", &[], b"").await;
+        if header(&after, "x-response-chain").is_none() {
+            assert_eq!(after.status, 404);
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the chained module was not reloaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gateway.shutdown().await;
+}
