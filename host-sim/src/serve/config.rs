@@ -50,15 +50,17 @@ pub struct Route {
     /// Envoy `fail_open`: once the filter's VM has failed, requests pass without it instead of
     /// getting 503. Kong has no such setting.
     pub fail_open: bool,
-    /// Routes with the same `Some(n)` run on one filter instance: one VM and one root context
-    /// per thread, which every request of those routes reaches ([`instance_plan`]). Envoy builds the
+    /// Routes with the same `Some(n)` run the same filters: one root context per filter of the
+    /// chain and thread, which every request of those routes reaches, on one VM per thread (or,
+    /// where the profile shares a module's instance, on the module's: [`instance_plan`]). Envoy builds the
     /// filter factories of an HTTP connection manager's `http_filters` once, when it reads the
     /// HCM (envoy source/extensions/filters/network/http_connection_manager/config.cc), not per
     /// route; the wasm filter's config holds one thread-local plugin, set per thread with
     /// `Common::Wasm::getOrCreateThreadLocalPlugin` (source/extensions/filters/http/wasm/
     /// wasm_filter.cc, `FilterConfig`), whose root context every stream of every route shares.
     /// `None`: the route's own. Kong: one group per Kong route, so the serve routes made from its
-    /// `paths` share its one filter chain (each Kong route's chain has its own filter config).
+    /// `paths` share its one filter chain (each Kong route's chain has its own filters, each
+    /// with its own configuration and root context).
     pub shared_filter: Option<usize>,
     /// The filters that run after [`Route::filter`], in order: the rest of a Kong filter chain,
     /// each with its own root context (ngx_wasm_module runs every filter of the chain in turn at
