@@ -539,8 +539,9 @@ impl Vm {
             return Err(HostError::WrongContext(root, "a root context"));
         }
         if self.failed.is_some() && self.profile().after_trap() == AfterTrap::FreshInstance {
-            self.start_fresh_instance()?;
+            self.start_fresh_instance(root)?;
         }
+        self.wake_root(root)?;
         let id = self.next_id();
         self.store
             .data_mut()
@@ -856,10 +857,12 @@ impl Vm {
 
     /// Replaces a trapped instance with a fresh one of the same module (Kong,
     /// [`AfterTrap::FreshInstance`]): host-side state carries over (clock, logs, context ids,
-    /// shared state, properties, foreign functions), each root context is created and
-    /// configured again without `proxy_on_vm_start`, and the streams of the trapped instance
-    /// become stale (no guest code runs for them; they fail closed).
-    fn start_fresh_instance(&mut self) -> Result<(), HostError> {
+    /// shared state, properties, foreign functions), the root context of `for_root` (whose
+    /// stream starts the fresh instance) is created and configured again without
+    /// `proxy_on_vm_start`, every other root when it is next used ([`Vm::wake_root`]), and the
+    /// streams of the trapped instance become stale (no guest code runs for them; they fail
+    /// closed).
+    fn start_fresh_instance(&mut self, for_root: u32) -> Result<(), HostError> {
         let mut options = self.options.clone();
         options.shared = Some(self.shared());
         let mut fresh = Vm::start(&self.module, options)?;
@@ -901,33 +904,51 @@ impl Vm {
                 id,
                 RootState {
                     root_id,
-                    configuration: configuration.clone(),
+                    configuration,
                     inherited_tick_timers: timers,
+                    dormant: true,
                     ..RootState::default()
                 },
             );
-            let f = self.exports.context_create.clone();
-            self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, 0))
-                .map_err(vm_failed)?;
-            let len = configuration.len() as u32;
-            let f = self.exports.configure.clone();
-            let configured = self
-                .invoke(Callback::Configure, id, buffer_data(configuration), f, (id, len))
-                .map_err(vm_failed)?
-                .is_none_or(|r| r != 0);
-            if let Some(root) = self.store.data_mut().roots.get_mut(&id) {
-                // The inherited timers re-arm only while the root has a period again.
-                if root.tick_period_ms == 0 {
-                    root.inherited_tick_timers = 0;
-                }
+        }
+        self.wake_root(for_root)
+    }
+
+    /// Creates and configures, on the fresh instance, a root context kept from one that trapped
+    /// ([`RootState::dormant`]); nothing for any other root. ngx_wasm_module re-creates a
+    /// filter's root context on the new instance when that filter next runs, looked up by the
+    /// filter's id (KONG-SRC ngx_proxy_wasm.c:1146-1249 `ngx_proxy_wasm_create_context`:
+    /// `proxy_on_context_create`, no `proxy_on_vm_start`, `proxy_on_configure`), so every filter
+    /// sharing the instance gets its root back on its own next request.
+    fn wake_root(&mut self, id: u32) -> Result<(), HostError> {
+        let configuration = match self.store.data_mut().roots.get_mut(&id) {
+            Some(root) if root.dormant => {
+                root.dormant = false;
+                root.configuration.clone()
             }
-            if !configured {
-                // ngx_wasm_module fails the request with NGX_PROXY_WASM_ERR_CONFIGURE_FAILED
-                // (ngx_proxy_wasm.c:1244-1250); the next request tries again.
-                let reason = "on_configure returned false on the fresh instance".to_string();
-                self.failed = Some(reason.clone());
-                return Err(HostError::VmFailed(reason));
+            _ => return Ok(()),
+        };
+        let f = self.exports.context_create.clone();
+        self.invoke(Callback::ContextCreate, id, CallbackData::default(), f, (id, 0))
+            .map_err(vm_failed)?;
+        let len = configuration.len() as u32;
+        let f = self.exports.configure.clone();
+        let configured = self
+            .invoke(Callback::Configure, id, buffer_data(configuration), f, (id, len))
+            .map_err(vm_failed)?
+            .is_none_or(|r| r != 0);
+        if let Some(root) = self.store.data_mut().roots.get_mut(&id) {
+            // The inherited timers re-arm only while the root has a period again.
+            if root.tick_period_ms == 0 {
+                root.inherited_tick_timers = 0;
             }
+        }
+        if !configured {
+            // ngx_wasm_module fails the request with NGX_PROXY_WASM_ERR_CONFIGURE_FAILED
+            // (ngx_proxy_wasm.c:1244-1250); the next request tries again.
+            let reason = "on_configure returned false on the fresh instance".to_string();
+            self.failed = Some(reason.clone());
+            return Err(HostError::VmFailed(reason));
         }
         self.after_root_callback();
         Ok(())
@@ -1080,7 +1101,7 @@ impl Vm {
                 return;
             }
             for (root, queue) in ready {
-                if self.store.data().roots.contains_key(&root) {
+                if self.store.data().roots.contains_key(&root) && self.wake_root(root).is_ok() {
                     let f = self.exports.queue_ready.clone();
                     let _ = self.invoke(Callback::QueueReady, root, CallbackData::default(), f, (root, queue));
                 }
@@ -1640,6 +1661,7 @@ impl Vm {
         if !self.store.data().roots.contains_key(&root) {
             return Err(HostError::WrongContext(root, "a root context"));
         }
+        self.wake_root(root)?;
         let f = self.exports.foreign_function.clone();
         let len = args.len() as u32;
         self.invoke(

@@ -195,8 +195,9 @@ pub enum AfterTrap {
     /// later requests got 503 and ticks stopped.
     StayFailed,
     /// The next request gets a fresh instance of the module: each root context is created and
-    /// configured again (`proxy_on_context_create`, `proxy_on_configure`) but
-    /// `proxy_on_vm_start` does not run (KONG-SRC ngx_proxy_wasm.c:1000-1006 invalidates a
+    /// configured again (`proxy_on_context_create`, `proxy_on_configure`) when its filter next
+    /// runs (the request's at once; with several filters on the instance, each other's at its
+    /// own next request) but `proxy_on_vm_start` does not run (KONG-SRC ngx_proxy_wasm.c:1000-1006 invalidates a
     /// trapped instance; :1203-1210 resets the root exec for the new instance; :1232-1242 runs
     /// on_vm_start only when the root context is created for the first time). Streams that
     /// were in flight on the trapped instance fail closed here (ngx_wasm_module re-creates
