@@ -623,6 +623,9 @@ pub(crate) struct RootState {
     pub inherited_tick_timers: u32,
     /// `proxy_on_done` returned false and the guest has not called `proxy_done` yet.
     pub awaiting_done: bool,
+    /// Kept from an instance that trapped, not yet created on the fresh one: created and
+    /// configured when its filter next runs ([`crate::Vm`]'s fresh instances, Kong).
+    pub dormant: bool,
 }
 
 /// A metric as the host keeps it.

@@ -234,6 +234,8 @@ pub struct Vm {
     /// Streams whose guest context lived on an instance that trapped: no guest code runs for
     /// them on the fresh one.
     stale_streams: HashSet<u32>,
+    /// Streams whose end callbacks before `proxy_on_delete` have run ([`Vm::log_stream`]).
+    logged_streams: HashSet<u32>,
     /// `proxy_on_tick` calls made so far (guest code ran or not), for drivers that report what
     /// a stretch of time did.
     ticks_fired: u64,
@@ -363,6 +365,7 @@ impl Vm {
             module: module.clone(),
             options: options.clone(),
             stale_streams: HashSet::new(),
+            logged_streams: HashSet::new(),
             ticks_fired: 0,
             calls_seen_up_to: 0,
             finished: VecDeque::new(),
@@ -548,8 +551,9 @@ impl Vm {
             return Err(HostError::WrongContext(root, "a root context"));
         }
         if self.failed.is_some() && self.profile().after_trap() == AfterTrap::FreshInstance {
-            self.start_fresh_instance()?;
+            self.start_fresh_instance(root)?;
         }
+        self.wake_root(root)?;
         let id = self.next_id();
         let mut state = match self.spare_stream.take() {
             Some(mut spare) => {
@@ -852,10 +856,12 @@ impl Vm {
 
     /// Replaces a trapped instance with a fresh one of the same module (Kong,
     /// [`AfterTrap::FreshInstance`]): host-side state carries over (clock, logs, context ids,
-    /// shared state, properties, foreign functions), each root context is created and
-    /// configured again without `proxy_on_vm_start`, and the streams of the trapped instance
-    /// become stale (no guest code runs for them; they fail closed).
-    fn start_fresh_instance(&mut self) -> Result<(), HostError> {
+    /// shared state, properties, foreign functions), the root context of `for_root` (whose
+    /// stream starts the fresh instance) is created and configured again without
+    /// `proxy_on_vm_start`, every other root when it is next used ([`Vm::wake_root`]), and the
+    /// streams of the trapped instance become stale (no guest code runs for them; they fail
+    /// closed).
+    fn start_fresh_instance(&mut self, for_root: u32) -> Result<(), HostError> {
         let mut options = self.options.clone();
         options.shared = Some(self.shared());
         let mut fresh = Vm::start(&self.module, options)?;
@@ -897,33 +903,51 @@ impl Vm {
                 id,
                 RootState {
                     root_id,
-                    configuration: configuration.clone(),
+                    configuration,
                     inherited_tick_timers: timers,
+                    dormant: true,
                     ..RootState::default()
                 },
             );
-            let f = self.exports.context_create.clone();
-            self.invoke(Callback::ContextCreate, id, None, f, (id, 0))
-                .map_err(vm_failed)?;
-            let len = configuration.len() as u32;
-            let f = self.exports.configure.clone();
-            let configured = self
-                .invoke(Callback::Configure, id, buffer_data(configuration), f, (id, len))
-                .map_err(vm_failed)?
-                .is_none_or(|r| r != 0);
-            if let Some(root) = self.store.data_mut().roots.get_mut(&id) {
-                // The inherited timers re-arm only while the root has a period again.
-                if root.tick_period_ms == 0 {
-                    root.inherited_tick_timers = 0;
-                }
+        }
+        self.wake_root(for_root)
+    }
+
+    /// Creates and configures, on the fresh instance, a root context kept from one that trapped
+    /// ([`RootState::dormant`]); nothing for any other root. ngx_wasm_module re-creates a
+    /// filter's root context on the new instance when that filter next runs, looked up by the
+    /// filter's id (KONG-SRC ngx_proxy_wasm.c:1146-1249 `ngx_proxy_wasm_create_context`:
+    /// `proxy_on_context_create`, no `proxy_on_vm_start`, `proxy_on_configure`), so every filter
+    /// sharing the instance gets its root back on its own next request.
+    fn wake_root(&mut self, id: u32) -> Result<(), HostError> {
+        let configuration = match self.store.data_mut().roots.get_mut(&id) {
+            Some(root) if root.dormant => {
+                root.dormant = false;
+                root.configuration.clone()
             }
-            if !configured {
-                // ngx_wasm_module fails the request with NGX_PROXY_WASM_ERR_CONFIGURE_FAILED
-                // (ngx_proxy_wasm.c:1244-1250); the next request tries again.
-                let reason = "on_configure returned false on the fresh instance".to_string();
-                self.failed = Some(reason.clone());
-                return Err(HostError::VmFailed(reason));
+            _ => return Ok(()),
+        };
+        let f = self.exports.context_create.clone();
+        self.invoke(Callback::ContextCreate, id, None, f, (id, 0))
+            .map_err(vm_failed)?;
+        let len = configuration.len() as u32;
+        let f = self.exports.configure.clone();
+        let configured = self
+            .invoke(Callback::Configure, id, buffer_data(configuration), f, (id, len))
+            .map_err(vm_failed)?
+            .is_none_or(|r| r != 0);
+        if let Some(root) = self.store.data_mut().roots.get_mut(&id) {
+            // The inherited timers re-arm only while the root has a period again.
+            if root.tick_period_ms == 0 {
+                root.inherited_tick_timers = 0;
             }
+        }
+        if !configured {
+            // ngx_wasm_module fails the request with NGX_PROXY_WASM_ERR_CONFIGURE_FAILED
+            // (ngx_proxy_wasm.c:1244-1250); the next request tries again.
+            let reason = "on_configure returned false on the fresh instance".to_string();
+            self.failed = Some(reason.clone());
+            return Err(HostError::VmFailed(reason));
         }
         self.after_root_callback();
         Ok(())
@@ -1080,7 +1104,7 @@ impl Vm {
             }
             let done_roots = self.store.data_mut().take_done_roots();
             for (root, queue) in ready {
-                if self.store.data().roots.contains_key(&root) {
+                if self.store.data().roots.contains_key(&root) && self.wake_root(root).is_ok() {
                     let f = self.exports.queue_ready.clone();
                     let _ = self.invoke(Callback::QueueReady, root, None, f, (root, queue));
                 }
@@ -1119,8 +1143,53 @@ impl Vm {
     /// neither host waits for `proxy_done` on a stream. Pending callouts of the stream are
     /// cancelled, as hosts cancel them when the stream is destroyed.
     pub fn finish_stream(&mut self, stream: u32) -> Result<(), HostError> {
+        self.end_stream(stream, true)
+    }
+
+    /// Ends a stream without any of its end callbacks: a host that gives up a context without
+    /// calling into it (ngx_wasm_module, for every filter of a chain one of whose filters
+    /// failed). Its callouts are cancelled as [`Vm::finish_stream`]'s.
+    pub fn discard_stream(&mut self, stream: u32) -> Result<(), HostError> {
+        self.end_stream(stream, false)
+    }
+
+    /// Runs a stream's end callbacks that come before `proxy_on_delete` in the profile's
+    /// sequence and leaves the stream, whose [`Vm::finish_stream`] then runs only the rest: for a
+    /// host that ends a filter chain's streams step by step (ngx_wasm_module's log step calls
+    /// every filter's `proxy_on_done` and `proxy_on_log`, its done step then every filter's
+    /// `proxy_on_delete`: KONG-SRC ngx_proxy_wasm.c:1378-1427, 007-on_http_instance_isolation.t
+    /// TEST 1). Once per stream; nothing on a failed VM or a stale stream.
+    pub fn log_stream(&mut self, stream: u32) -> Result<(), HostError> {
         self.stream(stream)?;
+        if !self.logged_streams.insert(stream) {
+            return Ok(());
+        }
         for callback in self.profile().stream_end_callbacks() {
+            if callback == Callback::Delete || self.failed.is_some() || self.stale_streams.contains(&stream) {
+                break;
+            }
+            self.record(stream, callback, None);
+            let _ = self.end_callback(callback, stream);
+        }
+        self.after_root_callback();
+        Ok(())
+    }
+
+    fn end_stream(&mut self, stream: u32, with_callbacks: bool) -> Result<(), HostError> {
+        self.stream(stream)?;
+        let logged = !self.logged_streams.is_empty() && self.logged_streams.remove(&stream);
+        let callbacks = self.profile().stream_end_callbacks();
+        let callbacks = if with_callbacks { &callbacks[..] } else { &[] };
+        // After `log_stream`, only what comes from `proxy_on_delete` on is left.
+        let skip = if logged {
+            callbacks
+                .iter()
+                .position(|&c| c == Callback::Delete)
+                .unwrap_or(callbacks.len())
+        } else {
+            0
+        };
+        for &callback in &callbacks[skip..] {
             if self.failed.is_some() || self.stale_streams.contains(&stream) {
                 break;
             }
@@ -1610,6 +1679,7 @@ impl Vm {
         if !self.store.data().roots.contains_key(&root) {
             return Err(HostError::WrongContext(root, "a root context"));
         }
+        self.wake_root(root)?;
         let f = self.exports.foreign_function.clone();
         let len = args.len() as u32;
         self.invoke(

@@ -439,6 +439,18 @@ impl HostBehaviour for Kong {
         AfterTrap::FreshInstance
     }
 
+    /// ngx_wasm_module's default isolation, `none`: every filter of a module uses the one
+    /// instance of the worker's store, found by module (KONG-SRC ngx_proxy_wasm.c:981-1011
+    /// `get_instance`, :1114-1117; the store is the worker's, ngx_http_wasm_util.c:450-461;
+    /// docs/DIRECTIVES.md `proxy_wasm_isolation`), with a root context per filter, looked up by
+    /// the filter's id (ngx_proxy_wasm.c:1146-1249). Kong attaches its chains without an
+    /// isolation (kong/runloop/wasm.lua `proxy_wasm.attach(chain.c_plan)`), so the location's
+    /// `proxy_wasm_isolation` applies (ngx_wasm_ops.c:423-427), `none` unless set
+    /// (ngx_http_wasm_module.c:434-435; Kong injects it only from `nginx_http_proxy_wasm_isolation`).
+    fn shares_instance_per_module(&self) -> bool {
+        true
+    }
+
     /// ngx_wasm_module answers an allocation failure in most host functions with
     /// INTERNAL_FAILURE (`ngx_proxy_wasm_result_err`, KONG-SRC ngx_proxy_wasm_host.c: set_buffer
     /// :548, set_header_map_pairs :761, add/replace_header_map_value :804/:838, dispatch_http_call

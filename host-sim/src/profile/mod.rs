@@ -195,8 +195,9 @@ pub enum AfterTrap {
     /// later requests got 503 and ticks stopped.
     StayFailed,
     /// The next request gets a fresh instance of the module: each root context is created and
-    /// configured again (`proxy_on_context_create`, `proxy_on_configure`) but
-    /// `proxy_on_vm_start` does not run (KONG-SRC ngx_proxy_wasm.c:1000-1006 invalidates a
+    /// configured again (`proxy_on_context_create`, `proxy_on_configure`) when its filter next
+    /// runs (the request's at once; with several filters on the instance, each other's at its
+    /// own next request) but `proxy_on_vm_start` does not run (KONG-SRC ngx_proxy_wasm.c:1000-1006 invalidates a
     /// trapped instance; :1203-1210 resets the root exec for the new instance; :1232-1242 runs
     /// on_vm_start only when the root context is created for the first time). Streams that
     /// were in flight on the trapped instance fail closed here (ngx_wasm_module re-creates
@@ -888,6 +889,15 @@ pub trait HostBehaviour: Send + Sync {
     /// src/http/ngx_http_wasm_module.c:471-502 `ngx_proxy_wasm_start`), while the master
     /// process's `init_module` (ngx_wasm_core_module.c:450-477) only initializes the VM.
     fn runs_main_thread_root(&self) -> bool {
+        false
+    }
+
+    /// Whether every filter of one module runs on one instance per worker thread, whatever
+    /// route or chain it is on, each filter with a root context of its own in it (`true`); or
+    /// each configured filter has an instance of its own (`false`, the default; Envoy: one VM
+    /// per wasm filter config and thread, shared by the routes of its connection manager). The
+    /// spec leaves instances to the host.
+    fn shares_instance_per_module(&self) -> bool {
         false
     }
 

@@ -50,37 +50,149 @@ pub struct Route {
     /// Envoy `fail_open`: once the filter's VM has failed, requests pass without it instead of
     /// getting 503. Kong has no such setting.
     pub fail_open: bool,
-    /// Routes with the same `Some(n)` run on one filter instance: one VM and one root context
-    /// per thread, which every request of those routes reaches ([`vm_slots`]). Envoy builds the
+    /// Routes with the same `Some(n)` run the same filters: one root context per filter of the
+    /// chain and thread, which every request of those routes reaches, on one VM per thread (or,
+    /// where the profile shares a module's instance, on the module's: [`instance_plan`]). Envoy builds the
     /// filter factories of an HTTP connection manager's `http_filters` once, when it reads the
     /// HCM (envoy source/extensions/filters/network/http_connection_manager/config.cc), not per
     /// route; the wasm filter's config holds one thread-local plugin, set per thread with
     /// `Common::Wasm::getOrCreateThreadLocalPlugin` (source/extensions/filters/http/wasm/
     /// wasm_filter.cc, `FilterConfig`), whose root context every stream of every route shares.
     /// `None`: the route's own. Kong: one group per Kong route, so the serve routes made from its
-    /// `paths` share its one filter chain (each Kong route's chain has its own filter config).
+    /// `paths` share its one filter chain (each Kong route's chain has its own filters, each
+    /// with its own configuration and root context).
     pub shared_filter: Option<usize>,
+    /// The filters that run after [`Route::filter`], in order: the rest of a Kong filter chain,
+    /// each with its own root context (ngx_wasm_module runs every filter of the chain in turn at
+    /// each step, KONG-SRC ngx_proxy_wasm.c:640-760 `ngx_proxy_wasm_resume`). Empty for Envoy
+    /// (host-sim serve runs one wasm filter per listener) and `serve --filter`.
+    pub chained: Vec<ChainedFilter>,
 }
 
-/// The deployment's VM slots: each a list of route indexes that run on one filter instance, in
-/// the order their first route is declared. A route with [`Route::shared_filter`] `None` has a
-/// slot of its own; routes with the same `Some(n)` share one. The first route of a slot gives
-/// the VM's settings (filter, ids, configurations, `fail_open`), which routes sharing a filter
-/// have in common.
-pub fn vm_slots(routes: &[Route]) -> Vec<Vec<usize>> {
-    let mut slots: Vec<Vec<usize>> = Vec::new();
-    for (index, route) in routes.iter().enumerate() {
-        let joins = route.shared_filter.and_then(|group| {
-            slots
-                .iter()
-                .position(|slot| routes[slot[0]].shared_filter == Some(group))
-        });
-        match joins {
-            Some(slot) => slots[slot].push(index),
-            None => slots.push(vec![index]),
-        }
+/// One filter of a route's chain: its module, name, root id and configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedFilter {
+    /// The filter module.
+    pub filter: PathBuf,
+    /// The filter's name (Kong: the module's file name without `.wasm`).
+    pub plugin_name: String,
+    /// Its root id (Kong: none).
+    pub root_id: String,
+    /// Its configuration bytes (`proxy_on_configure`).
+    pub config: Vec<u8>,
+}
+
+impl Route {
+    /// The filters the route runs, in order: [`Route::filter`], then [`Route::chained`].
+    pub fn chain(&self) -> impl Iterator<Item = ChainedFilter> + '_ {
+        let first = ChainedFilter {
+            filter: self.filter.clone(),
+            plugin_name: self.plugin_name.clone(),
+            root_id: self.root_id.clone(),
+            config: self.config.clone(),
+        };
+        std::iter::once(first).chain(self.chained.iter().cloned())
     }
-    slots
+
+    /// The filter at `position` in [`Route::chain`].
+    pub fn chain_filter(&self, position: usize) -> Option<ChainedFilter> {
+        self.chain().nth(position)
+    }
+}
+
+/// Where a filter of a route's chain runs on every worker: which VM ([`InstancePlan::vms`]) and
+/// which of its root contexts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Link {
+    /// Index into [`InstancePlan::vms`].
+    pub vm: usize,
+    /// Index into that VM's [`VmPlan::roots`].
+    pub root: usize,
+}
+
+/// One VM per worker thread: its module and the filters (root contexts) it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPlan {
+    /// The module.
+    pub filter: PathBuf,
+    /// The routes with a filter on this VM, in declaration order; the first gives the VM's
+    /// settings (VM id and configuration, `fail_open`), which the routes sharing it have in
+    /// common.
+    pub routes: Vec<usize>,
+    /// Its root contexts in creation order, each `(route, position)`: the filter at that
+    /// position of that route's [`Route::chain`] gives the root's id, name and configuration.
+    pub roots: Vec<(usize, usize)>,
+}
+
+/// The deployment's VMs and, for each route, the filters its requests run through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstancePlan {
+    /// The VMs every worker thread runs.
+    pub vms: Vec<VmPlan>,
+    /// Per route (same index as the routes): its chain's filters, in order.
+    pub chains: Vec<Vec<Link>>,
+}
+
+/// Lays the routes' filters out on VMs. A filter is one root context: the routes of one
+/// [`Route::shared_filter`] group share each of its chain's filters (Envoy: the connection
+/// manager's one wasm filter; Kong: one Kong route's chain, whatever its `paths`). Which VM a
+/// filter runs on is the profile's ([`crate::profile::HostBehaviour::shares_instance_per_module`]):
+/// one VM per module (Kong: every filter of the module, across routes and chains, each with its
+/// own root context) or one per filter (Envoy: one per filter group, the routes of a connection
+/// manager sharing its wasm filter).
+pub fn instance_plan(profile: Profile, routes: &[Route]) -> InstancePlan {
+    #[derive(PartialEq, Eq, Hash, Clone)]
+    enum Group {
+        Shared(usize),
+        Own(usize),
+    }
+    #[derive(PartialEq, Eq, Hash)]
+    enum VmKey {
+        Module(PathBuf),
+        Filter(Group, usize),
+    }
+    let mut vms: Vec<VmPlan> = Vec::new();
+    let mut vm_of: std::collections::HashMap<VmKey, usize> = std::collections::HashMap::new();
+    let mut link_of: std::collections::HashMap<(Group, usize), Link> = std::collections::HashMap::new();
+    let mut chains = Vec::with_capacity(routes.len());
+    for (index, route) in routes.iter().enumerate() {
+        let group = route.shared_filter.map_or(Group::Own(index), Group::Shared);
+        let mut chain = Vec::new();
+        for (position, filter) in route.chain().enumerate() {
+            if let Some(link) = link_of.get(&(group.clone(), position)) {
+                if !vms[link.vm].routes.contains(&index) {
+                    vms[link.vm].routes.push(index);
+                }
+                chain.push(*link);
+                continue;
+            }
+            let key = if profile.shares_instance_per_module() {
+                VmKey::Module(filter.filter.clone())
+            } else {
+                VmKey::Filter(group.clone(), position)
+            };
+            let vm = *vm_of.entry(key).or_insert_with(|| {
+                vms.push(VmPlan {
+                    filter: filter.filter.clone(),
+                    routes: Vec::new(),
+                    roots: Vec::new(),
+                });
+                vms.len() - 1
+            });
+            if !vms[vm].routes.contains(&index) {
+                vms[vm].routes.push(index);
+            }
+            vms[vm].roots.push((index, position));
+            let link = Link {
+                vm,
+                root: vms[vm].roots.len() - 1,
+            };
+            link_of.insert((group.clone(), position), link);
+            chain.push(link);
+        }
+        chains.push(chain);
+    }
+    InstancePlan { vms, chains }
 }
 
 /// Everything `serve` needs besides the listener.
@@ -130,6 +242,7 @@ impl Route {
             fallback: Fallback::NotFound,
             fail_open: false,
             shared_filter: None,
+            chained: Vec::new(),
         }
     }
 }
@@ -740,6 +853,7 @@ pub fn from_envoy_file(file: &Path, listener: Option<&str>) -> Result<Deployment
         fail_open: plugin.fail_open,
         // Every route of the connection manager runs on its one wasm filter (Route::shared_filter).
         shared_filter: Some(0),
+        chained: Vec::new(),
     };
     let mut routes = Vec::new();
     if let Some(route_config) = get(hcm, "route_config").filter(|r| !r.is_null()) {
@@ -802,10 +916,11 @@ pub fn from_envoy_file(file: &Path, listener: Option<&str>) -> Result<Deployment
 }
 
 /// Reads a Kong 3.x declarative config: each route (top level, or under a service) with
-/// `paths` and `filter_chains`. A chain's first enabled filter names `<filters_dir>/<name>.wasm`
-/// (Kong's `wasm_filters_path`: the filter name is the file name); its `config` is passed as a
-/// string verbatim, or JSON-encoded when it is an object (Kong with a `.meta.json`). A route
-/// under a service falls back to the service's `url` / `host:port`.
+/// `paths` and `filter_chains`. The route runs every enabled filter of its service's enabled
+/// chains, then of its own, in order ([`Route::chain`]); each filter names
+/// `<filters_dir>/<name>.wasm` (Kong's `wasm_filters_path`: the filter name is the file name);
+/// its `config` is passed as a string verbatim, or JSON-encoded when it is an object (Kong with a
+/// `.meta.json`). A route under a service falls back to the service's `url` / `host:port`.
 pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, DeployError> {
     let doc = read_yaml(file)?;
     match get(&doc, "_format_version").and_then(Value::as_str) {
@@ -821,53 +936,46 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
             .and_then(Value::as_str)
             .unwrap_or("route")
             .to_string();
-        let chains: Vec<&Value> = seq(get(route, "filter_chains"))
-            .iter()
-            .chain(service.map(|s| seq(get(s, "filter_chains"))).unwrap_or(&[]))
+        // Kong runs the service's chain, then the route's, skipping disabled chains and filters
+        // (kong/runloop/wasm.lua `build_filter_list`: service chain first, then route chain).
+        let chains: Vec<&Value> = (service.map(|s| seq(get(s, "filter_chains"))).unwrap_or(&[]).iter())
+            .chain(seq(get(route, "filter_chains")))
             .collect();
         let enabled = |v: &&Value| get(v, "enabled").and_then(Value::as_bool) != Some(false);
         let enabled_chains: Vec<&Value> = chains.into_iter().filter(enabled).collect();
         if enabled_chains.is_empty() {
             return Ok(());
         }
-        // host-sim serve runs one filter per route; a chain of several would silently lose all but
-        // the first (Kong runs every one of them in order), so it is refused instead.
         let filters: Vec<&Value> = enabled_chains
             .iter()
             .flat_map(|chain| seq(get(chain, "filters")))
             .filter(enabled)
             .collect();
-        let filter = match filters.as_slice() {
-            [] => return Err(err(file, format!("route {name}: filter chain has no enabled filter"))),
-            [only] => *only,
-            several => {
-                let names: Vec<&str> = several
-                    .iter()
-                    .map(|f| get(f, "name").and_then(Value::as_str).unwrap_or("(no name)"))
-                    .collect();
-                return Err(err(
-                    file,
-                    format!(
-                        "route {name}: its filter chains (the route's and its service's) enable {} filters ({}); \
-                         host-sim serve runs one filter per route",
-                        names.len(),
-                        names.join(", ")
-                    ),
-                ));
-            }
-        };
-        let filter_name = get(filter, "name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(file, format!("route {name}: filter has no name")))?;
-        let config = match get(filter, "config") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => s.as_bytes().to_vec(),
-            Some(other) => {
-                let json: serde_json::Value = serde_norway::from_value(other.clone())
-                    .map_err(|e| err(file, format!("route {name}: config: {e}")))?;
-                json.to_string().into_bytes()
-            }
-        };
+        if filters.is_empty() {
+            return Err(err(file, format!("route {name}: filter chain has no enabled filter")));
+        }
+        let mut chain = Vec::with_capacity(filters.len());
+        for filter in filters {
+            let filter_name = get(filter, "name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| err(file, format!("route {name}: filter has no name")))?;
+            let config = match get(filter, "config") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(s)) => s.as_bytes().to_vec(),
+                Some(other) => {
+                    let json: serde_json::Value = serde_norway::from_value(other.clone())
+                        .map_err(|e| err(file, format!("route {name}: {filter_name}: config: {e}")))?;
+                    json.to_string().into_bytes()
+                }
+            };
+            chain.push(ChainedFilter {
+                filter: filters_dir.join(format!("{filter_name}.wasm")),
+                plugin_name: filter_name.to_string(),
+                root_id: String::new(),
+                config,
+            });
+        }
+        let first = chain.remove(0);
         let fallback = match service {
             Some(s) => match (
                 get(s, "url").and_then(Value::as_str),
@@ -895,15 +1003,16 @@ pub fn from_kong_file(file: &Path, filters_dir: &Path) -> Result<Deployment, Dep
             routes.push(Route {
                 name: name.clone(),
                 path_prefix: path,
-                filter: filters_dir.join(format!("{filter_name}.wasm")),
-                plugin_name: filter_name.to_string(),
-                root_id: String::new(),
+                filter: first.filter.clone(),
+                plugin_name: first.plugin_name.clone(),
+                root_id: first.root_id.clone(),
                 vm_id: String::new(),
-                config: config.clone(),
+                config: first.config.clone(),
                 vm_configuration: Vec::new(),
                 fallback: fallback.clone(),
                 fail_open: false,
                 shared_filter: Some(group),
+                chained: chain.clone(),
             });
         }
         Ok(())
@@ -1182,43 +1291,89 @@ mod tests {
     }
 
     #[test]
-    fn a_kong_route_enabling_several_filters_is_refused_and_a_disabled_one_is_not_counted() {
+    fn a_kong_route_runs_its_services_chain_then_its_own_without_the_disabled_filters() {
         let dir = std::env::temp_dir().join(format!("host-sim-kong-chain-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("kong.yml");
         let read = |filters: &str| {
             let yaml = format!(
                 "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9000\n    \
-                 filter_chains:\n      - filters:\n          - name: b\n    routes:\n      - name: r\n        \
-                 paths: [/]\n        filter_chains:\n          - filters:\n{filters}"
+                 filter_chains:\n      - filters:\n          - name: b\n            config: from-service\n    \
+                 routes:\n      - name: r\n        paths: [/]\n        filter_chains:\n          - filters:\n{filters}"
             );
             std::fs::write(&file, yaml).unwrap();
             from_kong_file(&file, Path::new("filters"))
         };
-        let refused = read("              - name: a\n").unwrap_err();
-        assert!(
-            refused
-                .message
-                .ends_with("route r: its filter chains (the route's and its service's) enable 2 filters (a, b); host-sim serve runs one filter per route"),
-            "{refused}"
+        let names = |route: &Route| -> Vec<(String, String)> {
+            route
+                .chain()
+                .map(|f| (f.plugin_name, String::from_utf8(f.config).unwrap()))
+                .collect()
+        };
+        let pair = |name: &str, config: &str| (name.to_string(), config.to_string());
+        let two = read("              - name: a\n                config: { n: 1 }\n").unwrap();
+        // The service's chain first, then the route's (kong/runloop/wasm.lua build_filter_list).
+        assert_eq!(
+            names(&two.routes[0]),
+            [pair("b", "from-service"), pair("a", r#"{"n":1}"#)]
         );
-        let refused =
-            read("              - name: a\n              - name: c\n                enabled: true\n").unwrap_err();
-        assert!(refused.message.contains("enable 3 filters (a, c, b)"), "{refused}");
+        assert_eq!(two.routes[0].filter, Path::new("filters").join("b.wasm"));
+        assert_eq!(two.routes[0].chained[0].filter, Path::new("filters").join("a.wasm"));
+        // The same module twice, configured differently; a disabled filter is left out.
+        let same_twice = read(
+            "              - name: a\n                config: first\n              - name: off\n                \
+             enabled: false\n              - name: a\n                config: second\n",
+        )
+        .unwrap();
+        assert_eq!(
+            names(&same_twice.routes[0]),
+            [pair("b", "from-service"), pair("a", "first"), pair("a", "second")]
+        );
+        let only_disabled = read("              - name: off\n                enabled: false\n").unwrap();
+        assert_eq!(names(&only_disabled.routes[0]), [pair("b", "from-service")]);
+        let nameless = read("              - config: x\n").unwrap_err();
+        assert!(nameless.message.ends_with("route r: filter has no name"), "{nameless}");
         let yaml = "_format_version: \"3.0\"\nroutes:\n  - name: r\n    paths: [/]\n    \
-                    filter_chains:\n      - filters:\n          - name: a\n          - name: off\n            enabled: false\n";
+                    filter_chains:\n      - filters:\n          - name: off\n            enabled: false\n";
         std::fs::write(&file, yaml).unwrap();
-        let one = from_kong_file(&file, Path::new("filters")).unwrap();
-        assert_eq!(one.routes[0].filter, Path::new("filters").join("a.wasm"));
-        // The paths of one Kong route share its filter's VM; two routes do not.
+        let none = from_kong_file(&file, Path::new("filters")).unwrap_err();
+        assert!(
+            none.message.ends_with("route r: filter chain has no enabled filter"),
+            "{none}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kong_filters_of_one_module_share_its_vm_each_with_a_root_context_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("host-sim-kong-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kong.yml");
+        // r (two paths): a, b, a; q: a.
         let yaml = "_format_version: \"3.0\"\nroutes:\n  - name: r\n    paths: [/a, /b]\n    \
-                    filter_chains:\n      - filters:\n          - name: a\n  - name: q\n    paths: [/c]\n    \
-                    filter_chains:\n      - filters:\n          - name: a\n";
+                    filter_chains:\n      - filters:\n          - name: a\n            config: one\n          \
+                    - name: b\n          - name: a\n            config: two\n  - name: q\n    paths: [/c]\n    \
+                    filter_chains:\n      - filters:\n          - name: a\n            config: three\n";
         std::fs::write(&file, yaml).unwrap();
-        let three = from_kong_file(&file, Path::new("filters")).unwrap();
-        let prefixes: Vec<&str> = three.routes.iter().map(|r| r.path_prefix.as_str()).collect();
+        let kong = from_kong_file(&file, Path::new("filters")).unwrap();
+        let prefixes: Vec<&str> = kong.routes.iter().map(|r| r.path_prefix.as_str()).collect();
         assert_eq!(prefixes, ["/a", "/b", "/c"]);
-        assert_eq!(vm_slots(&three.routes), vec![vec![0, 1], vec![2]]);
+        let plan = instance_plan(Profile::Kong, &kong.routes);
+        // One VM per module: a's has the three a filters (r's two, q's one), b's has one.
+        assert_eq!(plan.vms.len(), 2);
+        assert_eq!(plan.vms[0].filter, Path::new("filters").join("a.wasm"));
+        assert_eq!(plan.vms[0].roots, [(0, 0), (0, 2), (2, 0)]);
+        assert_eq!(plan.vms[0].routes, [0, 1, 2]);
+        assert_eq!(plan.vms[1].roots, [(0, 1)]);
+        let link = |vm, root| Link { vm, root };
+        // Both paths of r run the same filters (the same root contexts); q its own.
+        assert_eq!(plan.chains[0], [link(0, 0), link(1, 0), link(0, 1)]);
+        assert_eq!(plan.chains[1], plan.chains[0]);
+        assert_eq!(plan.chains[2], [link(0, 2)]);
+        // The Envoy profile gives each filter group its own VM.
+        let envoy_plan = instance_plan(Profile::Envoy, &kong.routes);
+        assert_eq!(envoy_plan.vms.len(), 4);
+        assert_eq!(envoy_plan.chains[2], [link(3, 0)]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1636,7 +1791,7 @@ mod tests {
         let names: Vec<&str> = deployment.routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["produce", "rest"]);
         // One VM slot for both: one VM and root context per thread, as Envoy's one wasm filter.
-        assert_eq!(vm_slots(&deployment.routes), vec![vec![0, 1]]);
+        assert_eq!(vm_routes(&deployment.routes), vec![vec![0, 1]]);
         // Each keeps its own prefix and fallback.
         assert_eq!(deployment.routes[0].path_prefix, "/topics");
         assert_eq!(deployment.routes[0].fallback, Fallback::Upstream("up".into()));
@@ -1661,8 +1816,19 @@ mod tests {
             own("d", Some(1)),
             own("e", Some(2)),
         ];
-        assert_eq!(vm_slots(&routes), vec![vec![0], vec![1, 3], vec![2], vec![4]]);
-        assert!(vm_slots(&[]).is_empty());
+        assert_eq!(vm_routes(&routes), vec![vec![0], vec![1, 3], vec![2], vec![4]]);
+        assert!(vm_routes(&[]).is_empty());
+        // One root context per VM: the group's one filter.
+        let plan = instance_plan(Profile::Envoy, &routes);
+        assert!(plan.vms.iter().all(|vm| vm.roots.len() == 1), "{plan:?}");
+        assert_eq!(plan.chains[3], [Link { vm: 1, root: 0 }]);
+    }
+
+    /// The routes of each VM of the Envoy profile's plan.
+    fn vm_routes(routes: &[Route]) -> Vec<Vec<usize>> {
+        (instance_plan(Profile::Envoy, routes).vms.into_iter())
+            .map(|vm| vm.routes)
+            .collect()
     }
 
     #[test]

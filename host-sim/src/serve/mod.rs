@@ -3,8 +3,9 @@
 //! A tokio/hyper server accepts requests ([`edge`] bounds what a client may cost), picks the
 //! route by longest path prefix and hands the request to a worker thread that owns one VM per
 //! filter (`worker`), round-robin; the answer comes back on a oneshot channel. The routes of an
-//! Envoy connection manager share its one wasm filter, so one VM and root context per thread
-//! ([`config::vm_slots`]); each Kong route has its own. The body is read
+//! Envoy connection manager share its one wasm filter, so one VM and root context per thread;
+//! a Kong route runs its filter chain, every filter of one module on that module's one VM per
+//! thread, each with a root context of its own ([`config::instance_plan`]). The body is read
 //! within the edge's limits (over `max_request_bytes`, malformed or too slow: 413, 400, 408) as
 //! the profile's host reads it ([`crate::profile::BodyDelivery`]): for Envoy the request goes to
 //! the worker at its first piece of body and the rest follows as it arrives (a refusal then ends
@@ -152,8 +153,10 @@ struct RouteStatus {
 struct Shared_ {
     profile: Profile,
     routes: Vec<Route>,
-    /// [`config::vm_slots`] of `routes`: the workers' slots, in this order.
-    vm_slots: Vec<Vec<usize>>,
+    /// The module of each of the workers' VM slots ([`config::instance_plan`]), in their order.
+    vm_filters: Vec<PathBuf>,
+    /// The sha256 of the module each filter file holds now (what a reload compares with).
+    module_sha256: RwLock<BTreeMap<PathBuf, String>>,
     status: RwLock<Vec<RouteStatus>>,
     /// The request workers, round-robin.
     workers: Vec<Sender<Command>>,
@@ -223,13 +226,15 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     }
     let mut modules: BTreeMap<PathBuf, Module> = BTreeMap::new();
     for route in &deployment.routes {
-        if !modules.contains_key(&route.filter) {
-            let module = engine.load_file(&route.filter).map_err(|reason| ServeError::Module {
-                route: route.name.clone(),
-                reason,
-            })?;
-            tracing::info!(filter = %route.filter.display(), sha256 = %module.sha256(), from_cache = module.loaded_from_cache(), "filter module loaded");
-            modules.insert(route.filter.clone(), module);
+        for filter in route.chain() {
+            if !modules.contains_key(&filter.filter) {
+                let module = engine.load_file(&filter.filter).map_err(|reason| ServeError::Module {
+                    route: route.name.clone(),
+                    reason,
+                })?;
+                tracing::info!(filter = %filter.filter.display(), sha256 = %module.sha256(), from_cache = module.loaded_from_cache(), "filter module loaded");
+                modules.insert(filter.filter.clone(), module);
+            }
         }
     }
     for (index, service) in deployment.services.iter().enumerate() {
@@ -241,14 +246,15 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             modules.insert(service.filter.clone(), module);
         }
     }
-    let vm_slots = config::vm_slots(&deployment.routes);
+    let plan = config::instance_plan(deployment.profile, &deployment.routes);
     // Once per VM slot, as the workers start it (its first route gives the VM's settings).
-    for route in vm_slots.iter().map(|slot| &deployment.routes[slot[0]]) {
+    for vm in &plan.vms {
         check_filter_starts(
             deployment.profile,
-            route,
+            &deployment.routes,
+            vm,
             &deployment.upstreams,
-            &modules[&route.filter],
+            &modules[&vm.filter],
         )?;
     }
     let listener = TcpListener::bind(listen)
@@ -320,15 +326,25 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             client_body_buffer_bytes: deployment.client_body_buffer_bytes,
             drain_time: edge.drain_time,
         };
-        let slots: Vec<(Vec<(usize, Route)>, Module)> = (vm_slots.iter())
-            .map(|slot| {
-                let routes: Vec<(usize, Route)> = slot.iter().map(|&i| (i, deployment.routes[i].clone())).collect();
-                (routes, modules[&deployment.routes[slot[0]].filter].clone())
-            })
-            .collect();
+        let worker_plan = worker::WorkerPlan {
+            routes: deployment.routes.clone(),
+            chains: plan.chains.clone(),
+            slots: (plan.vms.iter())
+                .map(|vm| worker::SlotPlan {
+                    name: (vm.routes.iter().map(|&i| deployment.routes[i].name.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    settings: deployment.routes[vm.routes[0]].clone(),
+                    roots: (vm.roots.iter())
+                        .filter_map(|&(route, position)| deployment.routes[route].chain_filter(position))
+                        .collect(),
+                    module: modules[&vm.filter].clone(),
+                })
+                .collect(),
+        };
         let handle = std::thread::Builder::new()
             .name(format!("host-sim-worker-{thread}"))
-            .spawn(move || worker.run(slots, rx))
+            .spawn(move || worker.run(worker_plan, rx))
             .expect("spawning a worker thread");
         match thread {
             Thread::Worker(_) => senders.push(tx),
@@ -349,7 +365,12 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     let shared = Arc::new(Shared_ {
         profile: deployment.profile,
         routes: deployment.routes.clone(),
-        vm_slots,
+        vm_filters: plan.vms.iter().map(|vm| vm.filter.clone()).collect(),
+        module_sha256: RwLock::new(
+            (plan.vms.iter())
+                .map(|vm| (vm.filter.clone(), modules[&vm.filter].sha256().to_string()))
+                .collect(),
+        ),
         status: RwLock::new(status),
         workers: senders,
         main_thread: main_sender,
@@ -410,43 +431,55 @@ async fn stop_services(services: Vec<service::RunningService>, deadline: std::ti
 /// scratch state, not the gateway's.
 fn check_filter_starts(
     profile: Profile,
-    route: &Route,
+    routes: &[Route],
+    vm: &config::VmPlan,
     upstreams: &BTreeMap<String, SocketAddr>,
     module: &Module,
 ) -> Result<(), ServeError> {
-    let options = worker::vm_options(profile, route, upstreams, Shared::new());
+    let settings = &routes[vm.routes[0]];
+    let mut options = worker::vm_options(profile, settings, upstreams, Shared::new());
+    let filters: Vec<(&Route, config::ChainedFilter)> = (vm.roots.iter())
+        .filter_map(|&(route, position)| Some((&routes[route], routes[route].chain_filter(position)?)))
+        .collect();
+    if let Some((_, first)) = filters.first() {
+        options.plugin_name = first.plugin_name.clone();
+    }
     let mut vm = crate::Vm::start(module, options).map_err(|e| ServeError::FilterStart {
-        route: route.name.clone(),
+        route: settings.name.clone(),
         reason: format!("the filter failed to start: {e}"),
     })?;
-    let failure = match vm.create_root_context(&route.root_id, &route.config) {
-        Ok(root) if !root.vm_start_ok => Some("proxy_on_vm_start returned false".to_string()),
-        Ok(root) if !root.configure_ok => {
-            Some("the filter rejected its configuration (proxy_on_configure returned false)".to_string())
-        }
-        Ok(_) => None,
-        Err(e) => Some(e.to_string()),
-    };
-    let Some(what) = failure else {
-        return Ok(());
-    };
-    // The filter says why in its log; its warnings and errors go with the message.
-    let said: Vec<String> = vm
-        .take_logs()
-        .into_iter()
-        .filter(|line| line.level >= crate::LogLevel::Warn)
-        .map(|line| line.message)
-        .filter(|message| !what.contains(message.as_str()))
-        .collect();
-    let reason = if said.is_empty() {
-        what
-    } else {
-        format!("{what}: {}", said.join("; "))
-    };
-    Err(ServeError::FilterStart {
-        route: route.name.clone(),
-        reason,
-    })
+    // Each filter's root context, in the order the workers create them.
+    for (route, filter) in filters {
+        let failure = match vm.create_root_context(&filter.root_id, &filter.config) {
+            Ok(root) if !root.vm_start_ok => Some("proxy_on_vm_start returned false".to_string()),
+            Ok(root) if !root.configure_ok => {
+                Some("the filter rejected its configuration (proxy_on_configure returned false)".to_string())
+            }
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        let Some(what) = failure else {
+            continue;
+        };
+        // The filter says why in its log; its warnings and errors go with the message.
+        let said: Vec<String> = vm
+            .take_logs()
+            .into_iter()
+            .filter(|line| line.level >= crate::LogLevel::Warn)
+            .map(|line| line.message)
+            .filter(|message| !what.contains(message.as_str()))
+            .collect();
+        let reason = if said.is_empty() {
+            what
+        } else {
+            format!("{what}: {}", said.join("; "))
+        };
+        return Err(ServeError::FilterStart {
+            route: route.name.clone(),
+            reason,
+        });
+    }
+    Ok(())
 }
 
 /// Serves until told to stop, then stops accepting and lets the requests in flight finish within
@@ -1056,9 +1089,9 @@ async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut
             .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
     };
     let mut files: BTreeMap<PathBuf, Option<(u64, SystemTime)>> = shared
-        .routes
+        .vm_filters
         .iter()
-        .map(|r| (r.filter.clone(), stamp(&r.filter)))
+        .map(|path| (path.clone(), stamp(path)))
         .collect();
     loop {
         tokio::select! {
@@ -1082,13 +1115,14 @@ async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut
                 }
                 Err(_) => continue,
             };
-            let unchanged = shared
-                .status
-                .read()
-                .map(|s| s.iter().any(|r| &r.filter == path && r.sha256 == module.sha256()))
+            let unchanged = (shared.module_sha256.read())
+                .map(|known| known.get(path).is_some_and(|sha| sha == module.sha256()))
                 .unwrap_or(false);
             if unchanged {
                 continue;
+            }
+            if let Ok(mut known) = shared.module_sha256.write() {
+                known.insert(path.clone(), module.sha256().to_string());
             }
             tracing::info!(filter = %path.display(), sha256 = %module.sha256(), "filter module changed: new requests use it, in-flight ones finish on the old one");
             shared.stats.reloads.fetch_add(1, Ordering::Relaxed);
@@ -1098,8 +1132,8 @@ async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut
                 }
             }
             // Once per VM slot whose filter this is (routes sharing a filter reload together).
-            let slots = shared.vm_slots.iter().enumerate();
-            for (index, _) in slots.filter(|(_, slot)| &shared.routes[slot[0]].filter == path) {
+            let slots = shared.vm_filters.iter().enumerate();
+            for (index, _) in slots.filter(|(_, filter)| *filter == path) {
                 for worker in shared.every_thread() {
                     let _ = worker.send(Command::Reload {
                         slot: index,

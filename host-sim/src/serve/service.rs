@@ -112,6 +112,7 @@ fn start_vm(
         fallback: Fallback::NotFound,
         fail_open: false,
         shared_filter: None,
+        chained: Vec::new(),
     };
     let options = vm_options(profile, &as_route, upstreams, shared.clone());
     let failed = |reason: String| ServeError::FilterStart {

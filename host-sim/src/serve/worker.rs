@@ -1,8 +1,11 @@
 //! A gateway worker: one OS thread that owns a VM per VM slot (wasmtime stores are driven from
 //! one thread, as each Envoy worker owns its VM) and runs every request's stream lifecycle on
-//! it. A slot is one filter instance and the routes that use it ([`super::config::vm_slots`]:
-//! Envoy's routes of one connection manager share one VM and root context per thread, each Kong
-//! route has its own); each request keeps its route, whose fallback answers it. The worker is a transport around the VM's event API: it waits for a [`Command`] (a
+//! it. A slot is one filter instance and the filters (root contexts) on it
+//! ([`super::config::instance_plan`]: Envoy's routes of one connection manager share one VM and
+//! root context per thread; every Kong filter of one module runs on that module's VM, with a root
+//! context of its own); each request keeps its route, whose fallback answers it. A route whose
+//! chain has several filters (Kong) runs each request through all of them in chain order
+//! ([`ChainRequest`]), a stream per filter. The worker is a transport around the VM's event API: it waits for a [`Command`] (a
 //! request, a callout's reply, an upstream's response, a reload, shutdown) or for the next tick,
 //! applies it to the one instance it concerns, runs what is due on each VM
 //! ([`Vm::run_due_work`]: ticks on real time, queue notifications), and then settles only the
@@ -23,7 +26,7 @@
 //! local reply included, passes through the filter's response callbacks as the profile's host
 //! passes it, and keeps the framing the filter left ([`super::wire`]).
 
-use super::config::{Fallback, Route};
+use super::config::{ChainedFilter, Fallback, Link, Route};
 use super::grpc::GrpcCalls;
 use super::upstream::{self, UpstreamRequest, UpstreamResponse};
 use super::wire::Framing;
@@ -45,6 +48,9 @@ use tokio::sync::oneshot;
 /// How much request body the filter gets per `on_request_body` (Envoy's HTTP/1 codec hands over
 /// what each socket read returned; 64 KiB is a typical read).
 const BODY_CHUNK: usize = 64 * 1024;
+
+/// A response as the filters are handed it: headers (`:status` first) and body.
+type HandedResponse = (Vec<(String, String)>, Vec<u8>);
 
 /// The answer a worker gives the HTTP server for one request.
 #[derive(Debug)]
@@ -129,7 +135,7 @@ pub enum Command {
         sent_at: std::time::Instant,
         result: Result<UpstreamResponse, String>,
     },
-    /// A new module for the VM slot `slot` ([`super::config::vm_slots`]'s order).
+    /// A new module for the VM slot `slot` ([`super::config::instance_plan`]'s order).
     Reload {
         slot: usize,
         module: Module,
@@ -155,12 +161,59 @@ struct PendingStream {
     /// The route the request came in on (its index in the deployment): whose fallback answers
     /// what the filter lets through.
     route: usize,
+    /// Set when the stream is one filter's part of a request that runs a chain of several
+    /// ([`ChainRequest`], by its request key): the chain, not the stream, answers the client.
+    chain: Option<u64>,
+}
+
+/// Where a chain request's step stands: the filter (its index in the chain) whose request
+/// headers or body callback runs, or past them all (proxied, or answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChainStep {
+    RequestHeaders(usize),
+    RequestBody(usize),
+    Past,
+}
+
+/// One filter's stream of a chain request: the VM slot and instance it lives on.
+#[derive(Debug, Clone, Copy)]
+struct ChainLink {
+    slot: usize,
+    generation: u64,
+    stream: u32,
+}
+
+/// A request on a route whose chain has several filters (Kong filter chains). ngx_wasm_module
+/// creates every filter's context when the chain starts (KONG-SRC ngx_proxy_wasm.c:242-296
+/// `ngx_proxy_wasm_ctx`), then runs each step through the filters in chain order, resuming at
+/// the filter after one that paused once it continues (:640-760 `ngx_proxy_wasm_resume`: a
+/// paused filter counts as done for the step, `exec_index++`): every filter's request headers
+/// callback, then every filter's body callback, then the response steps, again in chain order
+/// (the chain is reset to its first filter for them, :652-656; t/03-proxy_wasm/
+/// 007-on_http_instance_isolation.t TEST 1 shows the order). Each filter is handed the request as
+/// the filters before it left it. A local reply stops the request steps where it is sent (action
+/// DONE, :490-495 `action2rc`; ngx_proxy_wasm_host.c:1120-1124) and then passes through every
+/// filter's response callbacks, those after the answering one included (007 TEST 2: the second
+/// filter gets `on_response_headers` for the first one's reply without ever having seen the
+/// request headers).
+struct ChainRequest {
+    respond: Option<oneshot::Sender<GatewayResponse>>,
+    route: usize,
+    links: Vec<ChainLink>,
+    step: ChainStep,
+    /// Whether the current step's filter has been handed its input.
+    handed: bool,
+    /// The request as the filters so far left it.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    has_body: bool,
 }
 
 struct Instance {
     generation: u64,
     vm: Vm,
-    root: u32,
+    /// The root context of each of the slot's filters ([`VmSlot::roots`], same order).
+    roots: Vec<u32>,
     streams: HashMap<u32, PendingStream>,
     /// Streams whose body is still arriving, by [`Incoming::body_key`].
     bodies: HashMap<u64, u32>,
@@ -176,25 +229,44 @@ struct Instance {
     touched: bool,
 }
 
-/// One filter instance per thread and the routes whose requests run on it
-/// ([`super::config::vm_slots`]: Envoy's routes of one connection manager share its wasm filter,
-/// each Kong route has its own).
+/// One filter instance per thread and the filters (root contexts) that run on it
+/// ([`super::config::instance_plan`]: Envoy's routes of one connection manager share its wasm
+/// filter; Kong's filters of one module share its instance, each with its own root context).
 struct VmSlot {
     /// For logs: the names of its routes, comma-separated.
     name: String,
-    /// Its routes (index in the deployment, route); the first gives the VM's settings.
-    routes: Vec<(usize, Route)>,
+    /// The route whose settings the VM starts with (VM id and configuration, `fail_open`).
+    settings: Route,
+    /// Its filters, one root context each, in creation order.
+    roots: Vec<ChainedFilter>,
     current: Option<Instance>,
     draining: Vec<Instance>,
     module: Module,
 }
 
-impl VmSlot {
-    /// The route whose settings the VM starts with.
-    fn settings(&self) -> &Route {
-        &self.routes[0].1
-    }
+/// What a worker runs ([`super::config::instance_plan`]): each VM slot, and each route's chain.
+pub struct WorkerPlan {
+    /// Every route of the deployment (their fallbacks answer what the filters let through).
+    pub routes: Vec<Route>,
+    /// Per route: its filters, in order, as slot (an index into `slots`) and root.
+    pub chains: Vec<Vec<Link>>,
+    /// Per VM slot: a name for logs, the route giving the VM's settings, its filters and module.
+    pub slots: Vec<SlotPlan>,
+}
 
+/// One VM slot of a [`WorkerPlan`].
+pub struct SlotPlan {
+    /// Its routes' names, comma-separated.
+    pub name: String,
+    /// The route whose settings the VM starts with.
+    pub settings: Route,
+    /// Its filters (root contexts), in creation order.
+    pub roots: Vec<ChainedFilter>,
+    /// The module.
+    pub module: Module,
+}
+
+impl VmSlot {
     /// The current instance and those replaced by a reload that still finish their work.
     fn instances(&self) -> impl Iterator<Item = &Instance> {
         self.current.iter().chain(self.draining.iter())
@@ -203,6 +275,15 @@ impl VmSlot {
     fn instances_mut(&mut self) -> impl Iterator<Item = &mut Instance> {
         self.current.iter_mut().chain(self.draining.iter_mut())
     }
+}
+
+/// A worker's view of the deployment (routes, their chains) and its chain requests in flight.
+struct RunState {
+    routes: Vec<Route>,
+    /// Per route: its filters ([`WorkerPlan::chains`]).
+    route_chains: Vec<Vec<Link>>,
+    /// Requests running a chain of several filters, by request key.
+    chains: HashMap<u64, ChainRequest>,
 }
 
 /// Which of the gateway's threads a [`Worker`] is, as its log lines name it (`worker=0`,
@@ -244,37 +325,40 @@ pub struct Worker {
 
 impl Worker {
     /// Runs until `Shutdown` (after the in-flight requests finish) or until every sender is gone.
-    /// `slots`: each VM slot's routes (index in the deployment, route; none empty) and module.
-    pub fn run(self, slots: Vec<(Vec<(usize, Route)>, Module)>, inbox: Receiver<Command>) {
+    pub fn run(self, plan: WorkerPlan, inbox: Receiver<Command>) {
+        let WorkerPlan {
+            routes,
+            chains: route_chains,
+            slots,
+        } = plan;
         let mut slots: Vec<VmSlot> = slots
             .into_iter()
-            .filter(|(routes, _)| !routes.is_empty())
-            .map(|(routes, module)| VmSlot {
-                name: (routes.iter().map(|(_, r)| r.name.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                routes,
+            .map(|slot| VmSlot {
+                name: slot.name,
+                settings: slot.settings,
+                roots: slot.roots,
                 current: None,
                 draining: Vec::new(),
-                module,
+                module: slot.module,
             })
-            .collect();
-        // Which slot each route's requests run on.
-        let slot_of: HashMap<usize, usize> = (slots.iter().enumerate())
-            .flat_map(|(slot, s)| s.routes.iter().map(move |(route, _)| (*route, slot)))
             .collect();
         let mut generation = 0u64;
         for (i, slot) in slots.iter_mut().enumerate() {
             generation += 1;
             slot.current = self.start_instance(i, slot, generation);
         }
+        let mut state = RunState {
+            routes,
+            route_chains,
+            chains: HashMap::new(),
+        };
         let mut shutdown: Option<std::time::Instant> = None;
         let mut roots_finishing = false;
         loop {
             let wait = self.next_wait(&slots);
             match inbox.recv_timeout(wait) {
                 Ok(Command::Shutdown { deadline }) => shutdown = Some(deadline),
-                Ok(command) => self.apply(command, &mut slots, &slot_of, &mut generation),
+                Ok(command) => self.apply(command, &mut slots, &mut state, &mut generation),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -283,7 +367,7 @@ impl Worker {
                     instance.touched = true;
                 }
             }
-            self.settle_touched(&mut slots);
+            self.settle_all(&mut slots, &mut state);
             for slot in slots.iter_mut() {
                 self.retire_replaced(slot);
                 self.report_failure(slot);
@@ -297,21 +381,49 @@ impl Worker {
                 }
             }
             // What the roots' shutdown started (their last callouts) goes out now.
-            self.settle_touched(&mut slots);
+            self.settle_all(&mut slots, &mut state);
+        }
+    }
+
+    /// Settles every touched instance ([`Worker::settle_touched`]) and moves on the chain
+    /// requests whose streams something happened on, which may touch further instances: again,
+    /// a bounded number of rounds (what is left waits for the next event).
+    fn settle_all(&self, slots: &mut [VmSlot], state: &mut RunState) {
+        for _ in 0..16 {
+            let mut keys = self.settle_touched(slots, &state.routes);
+            if keys.is_empty() {
+                return;
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                self.advance_chain(key, slots, state);
+            }
         }
     }
 
     /// Applies one command to the instance it concerns, which is then [`Instance::touched`].
-    /// `slot_of`: the slot of each route.
-    fn apply(&self, command: Command, slots: &mut [VmSlot], slot_of: &HashMap<usize, usize>, generation: &mut u64) {
-        // A route this worker does not know (never sent by the gateway) concerns no instance.
-        let slot_index = |route: usize| slot_of.get(&route).copied().filter(|&s| s < slots.len());
+    fn apply(&self, command: Command, slots: &mut [VmSlot], state: &mut RunState, generation: &mut u64) {
+        // The slot of a route's first filter; a route this worker does not know (never sent by
+        // the gateway) concerns no instance.
+        let first_link = |route: usize| {
+            (state.route_chains.get(route))
+                .and_then(|chain| chain.first().copied())
+                .filter(|link| link.vm < slots.len())
+        };
+        let slot_index = |route: usize| first_link(route).map(|link| link.vm);
         match command {
             Command::Request(req) => {
-                let Some(slot) = slot_index(req.route) else {
+                let Some(link) = first_link(req.route) else {
                     let _ = req.respond.send(plain(500, "host-sim: no such route\n"));
                     return;
                 };
+                if state.route_chains[req.route].len() > 1 {
+                    let chain = state.route_chains[req.route].clone();
+                    self.begin_chain(req, &chain, slots, state, generation);
+                    return;
+                }
+                let slot = link.vm;
                 if slots[slot].current.is_none() {
                     *generation += 1;
                     slots[slot].current = self.start_instance(slot, &slots[slot], *generation);
@@ -319,7 +431,12 @@ impl Worker {
                 match slots[slot].current.as_mut() {
                     Some(instance) => {
                         instance.touched = true;
-                        self.begin(instance, req);
+                        match instance.roots.get(link.root).copied() {
+                            Some(root) => self.begin(instance, root, req),
+                            None => {
+                                let _ = req.respond.send(plain(500, "host-sim: no such filter\n"));
+                            }
+                        }
                     }
                     None => {
                         let _ = req
@@ -346,6 +463,11 @@ impl Worker {
                 }
             }
             Command::RequestAbandoned { route, request_key } => {
+                if let Some(request) = state.chains.remove(&request_key) {
+                    // Every filter's stream ends; the client has its answer from the edge.
+                    self.end_chain_streams(&request, slots);
+                    return;
+                }
                 let Some(slot) = slot_index(route) else { return };
                 for instance in slots[slot].instances_mut() {
                     let found = (instance.streams.iter()).find(|(_, p)| p.request_key == request_key);
@@ -393,9 +515,14 @@ impl Worker {
                 sent_at,
                 result,
             } => {
-                if let Some(instance) = slots.get_mut(slot).and_then(|s| find(s, g)) {
-                    instance.touched = true;
-                    self.upstream_done(instance, stream, sent_at, result);
+                let Some(instance) = slots.get_mut(slot).and_then(|s| find(s, g)) else {
+                    return;
+                };
+                instance.touched = true;
+                match instance.streams.get(&stream).and_then(|p| p.chain) {
+                    // A chain request's upstream answer (sent under its first filter's stream).
+                    Some(key) => self.chain_upstream_done(key, slots, state, sent_at, result),
+                    None => self.upstream_done(instance, stream, sent_at, result),
                 }
             }
             Command::Reload { slot: index, module } => {
@@ -429,22 +556,24 @@ impl Worker {
         }
     }
 
-    /// Settles every instance something happened on ([`Worker::settle`]).
-    fn settle_touched(&self, slots: &mut [VmSlot]) {
+    /// Settles every instance something happened on ([`Worker::settle`]); returns the chain
+    /// requests whose streams were among what happened (for [`Worker::advance_chain`]).
+    fn settle_touched(&self, slots: &mut [VmSlot], routes: &[Route]) -> Vec<u64> {
+        let mut chains = Vec::new();
         for (index, slot) in slots.iter_mut().enumerate() {
             let VmSlot {
                 name,
-                routes,
                 current,
                 draining,
                 ..
             } = slot;
             for instance in current.iter_mut().chain(draining.iter_mut()) {
                 if std::mem::take(&mut instance.touched) {
-                    self.settle(index, name, routes, instance);
+                    chains.extend(self.settle(index, name, routes, instance));
                 }
             }
         }
+        chains
     }
 
     /// Logs a slot's VM failure once. A VM whose guest trapped stays: the profile decides what
@@ -470,9 +599,11 @@ impl Worker {
         for old in slot.draining.iter_mut() {
             if old.streams.is_empty() && old.finishing_since.is_none() {
                 old.finishing_since = Some(std::time::Instant::now());
-                if old.vm.root_shutdown_pending(old.root) {
-                    let _ = old.vm.finish_root(old.root);
-                    old.touched = true;
+                for root in old.roots.clone() {
+                    if old.vm.root_shutdown_pending(root) {
+                        let _ = old.vm.finish_root(root);
+                        old.touched = true;
+                    }
                 }
             }
         }
@@ -484,13 +615,17 @@ impl Worker {
             let Some(since) = old.finishing_since else {
                 return true;
             };
-            let owes_done = old.vm.root_shutdown_pending(old.root);
-            if owes_done && since.elapsed() < self.drain_time {
+            let owing: Vec<u32> = (old.roots.iter().copied())
+                .filter(|&root| old.vm.root_shutdown_pending(root))
+                .collect();
+            if !owing.is_empty() && since.elapsed() < self.drain_time {
                 return true;
             }
-            if owes_done {
+            if !owing.is_empty() {
                 tracing::warn!(route = %route, worker = %self.thread, callouts_pending = old.calls_in_flight.len() + old.grpc.len(), "a replaced filter had not called proxy_done within the drain time; its root context is deleted with what it still holds");
-                old.vm.abandon_root(old.root);
+                for root in owing {
+                    old.vm.abandon_root(root);
+                }
             }
             for line in old.vm.take_logs() {
                 guest_log(&route, &self.thread, &line);
@@ -508,16 +643,20 @@ impl Worker {
         if streams_left == 0 && !*roots_finishing {
             *roots_finishing = true;
             for instance in slots.iter_mut().filter_map(|s| s.current.as_mut()) {
-                if instance.vm.root_shutdown_pending(instance.root) {
-                    let _ = instance.vm.finish_root(instance.root);
-                    instance.touched = true;
+                for root in instance.roots.clone() {
+                    if instance.vm.root_shutdown_pending(root) {
+                        let _ = instance.vm.finish_root(root);
+                        instance.touched = true;
+                    }
                 }
             }
         }
         let unfinished: Vec<usize> = slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.current.as_ref().is_some_and(|i| i.vm.root_shutdown_pending(i.root)))
+            .filter(|(_, s)| {
+                (s.current.as_ref()).is_some_and(|i| i.roots.iter().any(|&root| i.vm.root_shutdown_pending(root)))
+            })
             .map(|(index, _)| index)
             .collect();
         // Replaced instances finish on their own clock (`retire_replaced`).
@@ -546,7 +685,11 @@ impl Worker {
                 "drain time over: the filter had not called proxy_done; its root context is deleted with what it still holds"
             );
             // proxy_on_delete lets the filter say (and count) what it gives up.
-            instance.vm.abandon_root(instance.root);
+            for root in instance.roots.clone() {
+                if instance.vm.root_shutdown_pending(root) {
+                    instance.vm.abandon_root(root);
+                }
+            }
             for line in instance.vm.take_logs() {
                 guest_log(&slot.name, &self.thread, &line);
             }
@@ -565,21 +708,31 @@ impl Worker {
         next.clamp(Duration::from_millis(1), Duration::from_millis(250))
     }
 
+    /// Starts the slot's VM and a root context for each of its filters, in order (ngx_wasm_module
+    /// starts each filter's root context, `proxy_on_vm_start` and `proxy_on_configure` included,
+    /// on the shared instance: KONG-SRC ngx_proxy_wasm.c:1213-1240; 007-on_http_instance_isolation.t
+    /// TEST 1 logs both filters' on_vm_start and on_configure).
     fn start_instance(&self, index: usize, slot: &VmSlot, generation: u64) -> Option<Instance> {
-        let route = slot.settings();
         let name = &slot.name;
-        let mut options = vm_options(self.profile, route, &self.upstreams, self.shared.clone());
+        let mut options = vm_options(self.profile, &slot.settings, &self.upstreams, self.shared.clone());
         options.client_body_buffer_bytes = self.client_body_buffer_bytes;
+        if let Some(first) = slot.roots.first() {
+            // The module's filter name (Kong: every filter of the module has it).
+            options.plugin_name = first.plugin_name.clone();
+        }
         let started = Vm::start(&slot.module, options).and_then(|mut vm| {
-            let root = vm.create_root_context(&route.root_id, &route.config)?;
-            Ok((vm, root))
+            let mut roots = Vec::with_capacity(slot.roots.len());
+            for filter in &slot.roots {
+                roots.push(vm.create_root_context(&filter.root_id, &filter.config)?);
+            }
+            Ok((vm, roots))
         });
         match started {
-            Ok((mut vm, root)) => {
+            Ok((mut vm, roots)) => {
                 for line in vm.take_logs() {
                     guest_log(name, &self.thread, &line);
                 }
-                if !root.configure_ok {
+                if roots.iter().any(|root| !root.configure_ok) {
                     tracing::error!(route = %name, worker = %self.thread, "the filter rejected its configuration (proxy_on_configure returned false)");
                     return None;
                 }
@@ -587,7 +740,7 @@ impl Worker {
                 Some(Instance {
                     generation,
                     vm,
-                    root: root.id,
+                    roots: roots.iter().map(|root| root.id).collect(),
                     streams: HashMap::new(),
                     bodies: HashMap::new(),
                     calls_in_flight: HashSet::new(),
@@ -604,7 +757,8 @@ impl Worker {
         }
     }
 
-    fn begin(&self, instance: &mut Instance, req: Incoming) {
+    /// Starts a request on the root context `root` of `instance` (a route with one filter).
+    fn begin(&self, instance: &mut Instance, root: u32, req: Incoming) {
         let Incoming {
             headers,
             body,
@@ -614,7 +768,7 @@ impl Worker {
             request_key,
             route,
         } = req;
-        let stream = match instance.vm.create_http_stream_with(instance.root, info) {
+        let stream = match instance.vm.create_http_stream_with(root, info) {
             Ok(s) => s,
             Err(e) => {
                 let _ = respond.send(plain(500, &format!("host-sim: {e}\n")));
@@ -630,6 +784,7 @@ impl Worker {
                 body_key,
                 request_key,
                 route,
+                chain: None,
             },
         );
         if let Some(key) = body_key {
@@ -691,15 +846,17 @@ impl Worker {
 
     /// After something happened on an instance: its guest's log lines go out, the calls it
     /// dispatched are sent, and its streams that reached an end are answered or passed on.
-    /// `slot_index`, `name`, `routes`: the instance's [`VmSlot`]'s.
-    fn settle(&self, slot_index: usize, name: &str, routes: &[(usize, Route)], instance: &mut Instance) {
+    /// `slot_index`, `name`: the instance's [`VmSlot`]'s; `routes`: the deployment's. Returns the
+    /// chain requests among its streams something happened on, which the caller moves on.
+    fn settle(&self, slot_index: usize, name: &str, routes: &[Route], instance: &mut Instance) -> Vec<u64> {
         for line in instance.vm.take_logs() {
             guest_log(name, &self.thread, &line);
         }
         self.send_new_calls(slot_index, instance);
-        self.answer_settled_streams(slot_index, routes, instance);
+        let chains = self.answer_settled_streams(slot_index, routes, instance);
         // After the streams that ended are finished, so their calls are reset now.
         instance.grpc.sync(&mut instance.vm);
+        chains
     }
 
     /// Sends each call the guest dispatched since the last look, once ([`Vm::take_new_calls`]);
@@ -754,24 +911,29 @@ impl Worker {
     /// Looks at each stream of the instance something happened on ([`Vm::take_touched_streams`]:
     /// not every stream it has, per event): one the filter answered gets its answer, one it
     /// reset is closed, one whose request went through whole goes to the route's fallback.
-    fn answer_settled_streams(&self, slot_index: usize, routes: &[(usize, Route)], instance: &mut Instance) {
+    fn answer_settled_streams(&self, slot_index: usize, routes: &[Route], instance: &mut Instance) -> Vec<u64> {
         // Answering one stream runs its callbacks, in which the guest may move another stream
         // on: those are looked at in a further round (bounded; what is left waits for the next
         // event on this instance, as it is still listed).
+        let mut chains = Vec::new();
         for _ in 0..16 {
             let touched = instance.vm.take_touched_streams();
             if touched.is_empty() {
-                return;
+                break;
             }
             for stream in touched {
-                if instance.streams.contains_key(&stream) {
-                    self.answer_if_settled(slot_index, routes, instance, stream);
+                match instance.streams.get(&stream).map(|p| p.chain) {
+                    // A filter's stream of a chain request: the chain decides (`advance_chain`).
+                    Some(Some(key)) => chains.push(key),
+                    Some(None) => self.answer_if_settled(slot_index, routes, instance, stream),
+                    None => {}
                 }
             }
         }
+        chains
     }
 
-    fn answer_if_settled(&self, slot_index: usize, routes: &[(usize, Route)], instance: &mut Instance, stream: u32) {
+    fn answer_if_settled(&self, slot_index: usize, routes: &[Route], instance: &mut Instance, stream: u32) {
         let vm = &mut instance.vm;
         let response = if let Some(local) = vm.local_response(stream).cloned() {
             Some(self.local_reply(vm, stream, &local))
@@ -790,12 +952,10 @@ impl Worker {
             if let Some(p) = instance.streams.get_mut(&stream) {
                 p.passed_through = true;
             }
-            // The stream's own route's fallback; one the slot does not list (not sent by the
-            // gateway) falls back to the slot's first route's.
+            // The stream's own route's fallback; a route the deployment does not have (never
+            // sent by the gateway) gets the no-route answer.
             let route = instance.streams[&stream].route;
-            let fallback = (routes.iter())
-                .find(|(index, _)| *index == route)
-                .map_or(&routes[0].1.fallback, |(_, r)| &r.fallback);
+            let fallback = routes.get(route).map_or(&Fallback::NotFound, |r| &r.fallback);
             self.pass_to_fallback(slot_index, fallback, instance, stream)
         } else {
             None
@@ -815,7 +975,26 @@ impl Worker {
         instance: &mut Instance,
         stream: u32,
     ) -> Option<GatewayResponse> {
-        let vm = &mut instance.vm;
+        if let Some((headers, body)) = self.router_reply(fallback) {
+            return Some(self.through_response_filter(&mut instance.vm, stream, headers, body, ResponseOrigin::Router));
+        }
+        let Fallback::Upstream(name) = fallback else {
+            return None;
+        };
+        let mut headers = instance.vm.request_headers(stream).unwrap_or_default();
+        let request_key = instance.streams.get(&stream).map(|p| p.request_key).unwrap_or_default();
+        let body = instance.vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
+        headers.extend(
+            self.profile
+                .proxied_request_headers(&super::hex_request_id(request_key)),
+        );
+        self.send_upstream(name, headers, body, slot_index, instance.generation, stream);
+        None
+    }
+
+    /// The router's own answer for a fallback that is not an upstream: a direct response, or
+    /// the no-route answer; `None` for an upstream.
+    fn router_reply(&self, fallback: &Fallback) -> Option<HandedResponse> {
         match fallback {
             // Envoy's router answers a direct_response with a local reply
             // (`sendLocalReply`), shaped as the filter's own would be.
@@ -827,8 +1006,7 @@ impl Worker {
                     body: body.as_bytes().to_vec(),
                     grpc_status: None,
                 };
-                let (headers, body) = self.profile.local_reply_response(&direct, std::time::SystemTime::now());
-                Some(self.through_response_filter(vm, stream, headers, body, ResponseOrigin::Router))
+                Some(self.profile.local_reply_response(&direct, std::time::SystemTime::now()))
             }
             Fallback::NotFound => {
                 let body = br#"{"message":"no Route matched with those values"}"#.to_vec();
@@ -837,50 +1015,54 @@ impl Worker {
                     ("content-type".into(), "application/json; charset=utf-8".into()),
                     ("content-length".into(), body.len().to_string()),
                 ];
-                Some(self.through_response_filter(vm, stream, headers, body, ResponseOrigin::Router))
+                Some((headers, body))
             }
-            Fallback::Upstream(name) => {
-                let target = self
-                    .upstreams
-                    .get(name)
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|| name.clone());
-                let mut headers = vm.request_headers(stream).unwrap_or_default();
-                let request_key = instance.streams.get(&stream).map(|p| p.request_key).unwrap_or_default();
-                headers.extend(
-                    self.profile
-                        .proxied_request_headers(&super::hex_request_id(request_key)),
-                );
-                let body = vm.forwarded_request_body(stream).unwrap_or_default().to_vec();
-                let request = UpstreamRequest::from_call_headers(&headers, body);
-                let commands = self.commands.clone();
-                let client = self.client.clone();
-                let generation = instance.generation;
-                let profile = self.profile;
-                self.runtime.spawn(async move {
-                    let started = std::time::Instant::now();
-                    let result = client
-                        .send(&target, request)
-                        .await
-                        .map(|mut response| {
-                            // The router's header, there before the filter sees the response.
-                            response
-                                .headers
-                                .extend(profile.upstream_response_header(started.elapsed()));
-                            response
-                        })
-                        .map_err(|e| e.to_string());
-                    let _ = commands.send(Command::UpstreamDone {
-                        slot: slot_index,
-                        generation,
-                        stream,
-                        sent_at: started,
-                        result,
-                    });
-                });
-                None
-            }
+            Fallback::Upstream(_) => None,
         }
+    }
+
+    /// Sends a request the filters let through to the upstream `name` (a cluster, else
+    /// `host:port`); the answer comes back as [`Command::UpstreamDone`] for `stream` of the
+    /// slot's instance of `generation`.
+    fn send_upstream(
+        &self,
+        name: &str,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        slot_index: usize,
+        generation: u64,
+        stream: u32,
+    ) {
+        let target = self
+            .upstreams
+            .get(name)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| name.to_string());
+        let request = UpstreamRequest::from_call_headers(&headers, body);
+        let commands = self.commands.clone();
+        let client = self.client.clone();
+        let profile = self.profile;
+        self.runtime.spawn(async move {
+            let started = std::time::Instant::now();
+            let result = client
+                .send(&target, request)
+                .await
+                .map(|mut response| {
+                    // The router's header, there before the filter sees the response.
+                    response
+                        .headers
+                        .extend(profile.upstream_response_header(started.elapsed()));
+                    response
+                })
+                .map_err(|e| e.to_string());
+            let _ = commands.send(Command::UpstreamDone {
+                slot: slot_index,
+                generation,
+                stream,
+                sent_at: started,
+                result,
+            });
+        });
     }
 
     fn upstream_done(
@@ -890,13 +1072,36 @@ impl Worker {
         sent_at: std::time::Instant,
         result: Result<UpstreamResponse, String>,
     ) {
+        let request_key = instance.streams.get(&stream).map(|p| p.request_key).unwrap_or_default();
+        let request_headers = instance.vm.request_headers(stream).unwrap_or_default();
+        let (upstream_via, reply) = self.upstream_reply(result, &request_headers, request_key);
+        let mut response = match reply {
+            Ok((headers, body)) => {
+                self.through_response_filter(&mut instance.vm, stream, headers, body, ResponseOrigin::Upstream)
+            }
+            Err(host_answer) => host_answer,
+        };
+        response.upstream_via = upstream_via;
+        response.sent_upstream_at = Some(sent_at);
+        self.finish(instance, stream, response);
+    }
+
+    /// What an upstream's answer gives the filters: its response (`Ok`: headers with `:status`
+    /// first, and body) with the upstream's `Via`, or the host's own answer when the upstream
+    /// could not be reached (`Err`).
+    fn upstream_reply(
+        &self,
+        result: Result<UpstreamResponse, String>,
+        request_headers: &[(String, String)],
+        request_key: u64,
+    ) -> (Option<String>, Result<HandedResponse, GatewayResponse>) {
         let upstream_via = result.as_ref().ok().and_then(|resp| {
             resp.headers
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case("via"))
                 .map(|(_, v)| v.clone())
         });
-        let mut response = match result {
+        let reply = match result {
             Ok(resp) => {
                 // The filter sees the upstream's headers with its content-length (both hosts keep
                 // it, `HostBehaviour::keeps_filter_content_length`); transfer-encoding is the
@@ -912,35 +1117,33 @@ impl Worker {
                 let headers = self
                     .profile
                     .upstream_response_headers(headers, std::time::SystemTime::now());
-                self.through_response_filter(&mut instance.vm, stream, headers, resp.body, ResponseOrigin::Upstream)
+                Ok((headers, resp.body))
             }
             Err(e) => {
                 // The host's own answer to an unreachable upstream (`upstream_unreachable_reply`),
                 // which does not pass through the filter's response callbacks.
-                let request_key = instance.streams.get(&stream).map(|p| p.request_key).unwrap_or_default();
-                let request_headers = instance.vm.request_headers(stream).unwrap_or_default();
                 let request_id = super::hex_request_id(request_key);
-                match self.profile.upstream_unreachable_reply(&request_headers, &request_id) {
-                    Some(reply) => GatewayResponse {
-                        status: u16::try_from(reply.status).unwrap_or(502),
-                        headers: reply.headers,
-                        body: reply.body,
-                        framing: Framing::Computed,
-                        reason: None,
-                        origin: ResponseOrigin::Filter,
-                        upstream_via: None,
-                        sent_upstream_at: None,
+                Err(
+                    match self.profile.upstream_unreachable_reply(request_headers, &request_id) {
+                        Some(reply) => GatewayResponse {
+                            status: u16::try_from(reply.status).unwrap_or(502),
+                            headers: reply.headers,
+                            body: reply.body,
+                            framing: Framing::Computed,
+                            reason: None,
+                            origin: ResponseOrigin::Filter,
+                            upstream_via: None,
+                            sent_upstream_at: None,
+                        },
+                        None => plain(
+                            503,
+                            &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}"),
+                        ),
                     },
-                    None => plain(
-                        503,
-                        &format!("upstream connect error or disconnect/reset before headers. reset reason: {e}"),
-                    ),
-                }
+                )
             }
         };
-        response.upstream_via = upstream_via;
-        response.sent_upstream_at = Some(sent_at);
-        self.finish(instance, stream, response);
+        (upstream_via, reply)
     }
 
     /// The answer to a stream the filter ended with a local reply. The filter's own reply passes
@@ -1092,6 +1295,362 @@ impl Worker {
             origin,
             upstream_via: None,
             sent_upstream_at: None,
+        }
+    }
+
+    /// Starts a request on a route whose chain has several filters ([`ChainRequest`]): a
+    /// stream for each filter, in chain order, on its slot's current instance (started if need
+    /// be, as for one filter), then the first step.
+    fn begin_chain(
+        &self,
+        req: Incoming,
+        chain: &[Link],
+        slots: &mut [VmSlot],
+        state: &mut RunState,
+        generation: &mut u64,
+    ) {
+        let Incoming {
+            headers,
+            body,
+            info,
+            respond,
+            request_key,
+            route,
+            ..
+        } = req;
+        let mut request = ChainRequest {
+            respond: Some(respond),
+            route,
+            links: Vec::with_capacity(chain.len()),
+            step: ChainStep::RequestHeaders(0),
+            handed: false,
+            headers,
+            has_body: !body.is_empty(),
+            body,
+        };
+        for link in chain {
+            if slots[link.vm].current.is_none() {
+                *generation += 1;
+                slots[link.vm].current = self.start_instance(link.vm, &slots[link.vm], *generation);
+            }
+            let created = match slots[link.vm].current.as_mut() {
+                None => Err("the filter failed to start; see the log".to_string()),
+                Some(instance) => match instance.roots.get(link.root) {
+                    None => Err("no such filter".to_string()),
+                    Some(&root) => (instance.vm.create_http_stream_with(root, info.clone()))
+                        .map(|stream| (instance, stream))
+                        .map_err(|e| e.to_string()),
+                },
+            };
+            match created {
+                Ok((instance, stream)) => {
+                    instance.touched = true;
+                    instance.streams.insert(
+                        stream,
+                        PendingStream {
+                            respond: None,
+                            passed_through: false,
+                            answered_before_body: false,
+                            body_key: None,
+                            request_key,
+                            route,
+                            chain: Some(request_key),
+                        },
+                    );
+                    request.links.push(ChainLink {
+                        slot: link.vm,
+                        generation: instance.generation,
+                        stream,
+                    });
+                }
+                Err(e) => {
+                    self.end_chain_streams(&request, slots);
+                    if let Some(respond) = request.respond.take() {
+                        let _ = respond.send(plain(500, &format!("host-sim: {e}\n")));
+                    }
+                    return;
+                }
+            }
+        }
+        state.chains.insert(request_key, request);
+        self.advance_chain(request_key, slots, state);
+    }
+
+    /// Moves a chain request on as far as its filters let it: each filter in turn is handed
+    /// the request headers (then the body) as the filters before it left them; a filter that
+    /// pauses holds the chain until it continues (its stream's next event brings the request
+    /// back here), a local reply or a reset ends it, and past the last filter the request goes
+    /// to the route's fallback.
+    fn advance_chain(&self, key: u64, slots: &mut [VmSlot], state: &mut RunState) {
+        // Each round hands one filter one step, or moves past a step: bounded by the chain.
+        let rounds = state.chains.get(&key).map_or(0, |r| 2 * r.links.len() + 3);
+        for _ in 0..rounds {
+            let Some(request) = state.chains.get_mut(&key) else {
+                return;
+            };
+            let (index, body_step) = match request.step {
+                ChainStep::RequestHeaders(i) => (i, false),
+                ChainStep::RequestBody(i) => (i, true),
+                ChainStep::Past => {
+                    // Waiting for the upstream: a filter that resets its stream meanwhile (from a
+                    // callout's answer) closes the client's connection without an answer. The
+                    // request is counted when the upstream's answer comes back to no stream, as
+                    // for a route with one filter.
+                    let reset = (request.links.iter()).any(|link| {
+                        (slots
+                            .get(link.slot)
+                            .and_then(|s| s.instances().find(|i| i.generation == link.generation)))
+                        .is_some_and(|i| i.vm.stream_reset(link.stream))
+                    });
+                    if reset {
+                        if let Some(mut request) = state.chains.remove(&key) {
+                            request.respond = None;
+                            self.end_chain_streams(&request, slots);
+                        }
+                    }
+                    return;
+                }
+            };
+            if index == request.links.len() {
+                request.handed = false;
+                if !body_step && request.has_body {
+                    request.step = ChainStep::RequestBody(0);
+                    continue;
+                }
+                request.step = ChainStep::Past;
+                self.chain_to_fallback(key, slots, state);
+                return;
+            }
+            let link = request.links[index];
+            let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) else {
+                let request = state.chains.remove(&key);
+                if let Some(mut request) = request {
+                    self.finish_chain(
+                        &mut request,
+                        slots,
+                        plain(500, "host-sim: the filter's instance is gone\n"),
+                    );
+                }
+                return;
+            };
+            instance.touched = true;
+            let vm = &mut instance.vm;
+            if !std::mem::replace(&mut request.handed, true) {
+                if body_step {
+                    let _ = vm.send_request_body(link.stream, &request.body, true);
+                } else {
+                    let _ = vm.send_request_headers(link.stream, &request.headers, !request.has_body);
+                }
+            }
+            if vm.local_response(link.stream).is_some() {
+                request.step = ChainStep::Past;
+                self.chain_local_reply(key, index, slots, state);
+                return;
+            }
+            if vm.stream_reset(link.stream) || !vm.stream_exists(link.stream) {
+                // The filter reset the stream: the client's connection closes without an answer.
+                if let Some(mut request) = state.chains.remove(&key) {
+                    request.respond = None;
+                    self.end_chain_streams(&request, slots);
+                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            let through = if body_step {
+                vm.request_forwarded_complete(link.stream)
+            } else {
+                vm.request_headers_forwarded(link.stream)
+            };
+            if !through {
+                return;
+            }
+            if let Some(headers) = vm.request_headers(link.stream) {
+                request.headers = headers;
+            }
+            if body_step {
+                request.body = vm.forwarded_request_body(link.stream).unwrap_or_default().to_vec();
+            }
+            request.handed = false;
+            request.step = if body_step {
+                ChainStep::RequestBody(index + 1)
+            } else {
+                ChainStep::RequestHeaders(index + 1)
+            };
+        }
+    }
+
+    /// A chain request every filter let through goes to its route's fallback: the router's own
+    /// reply through the chain's response callbacks now, or the upstream (answered in
+    /// [`Worker::chain_upstream_done`]).
+    fn chain_to_fallback(&self, key: u64, slots: &mut [VmSlot], state: &mut RunState) {
+        let Some(request) = state.chains.get(&key) else {
+            return;
+        };
+        let fallback = (state.routes.get(request.route)).map_or(Fallback::NotFound, |r| r.fallback.clone());
+        if let Some((headers, body)) = self.router_reply(&fallback) {
+            let response = self.chain_response(request, slots, headers, body, ResponseOrigin::Router);
+            if let Some(mut request) = state.chains.remove(&key) {
+                self.finish_chain(&mut request, slots, response);
+            }
+            return;
+        }
+        let Fallback::Upstream(name) = &fallback else {
+            return;
+        };
+        let first = request.links[0];
+        let mut headers = request.headers.clone();
+        headers.extend(self.profile.proxied_request_headers(&super::hex_request_id(key)));
+        self.send_upstream(
+            name,
+            headers,
+            request.body.clone(),
+            first.slot,
+            first.generation,
+            first.stream,
+        );
+    }
+
+    /// The upstream's answer to a chain request: through every filter's response callbacks,
+    /// or the host's own answer when it could not be reached.
+    fn chain_upstream_done(
+        &self,
+        key: u64,
+        slots: &mut [VmSlot],
+        state: &mut RunState,
+        sent_at: std::time::Instant,
+        result: Result<UpstreamResponse, String>,
+    ) {
+        let Some(request) = state.chains.get(&key) else {
+            return;
+        };
+        let (upstream_via, reply) = self.upstream_reply(result, &request.headers, key);
+        let mut response = match reply {
+            Ok((headers, body)) => self.chain_response(request, slots, headers, body, ResponseOrigin::Upstream),
+            Err(host_answer) => host_answer,
+        };
+        response.upstream_via = upstream_via;
+        response.sent_upstream_at = Some(sent_at);
+        if let Some(mut request) = state.chains.remove(&key) {
+            self.finish_chain(&mut request, slots, response);
+        }
+    }
+
+    /// A filter of the chain (`index`) answered with a local reply. The filter's own reply
+    /// passes through the response callbacks of every filter of the chain, in order. The host's
+    /// answer to a failed filter goes out as it is, and no filter of the chain is called again,
+    /// not even to end its stream: ngx_wasm_module stops every later step at the filter that
+    /// failed ("filter chain failed resuming: previous error", KONG-SRC ngx_proxy_wasm.c:479-493
+    /// `action2rc`, checked before each filter of a step, the log and done steps included, which
+    /// resume at that filter, :686-700), and frees the contexts without calling into them
+    /// (:373-406 `ngx_proxy_wasm_ctx_destroy`; 007-on_http_instance_isolation.t TEST 2: after the
+    /// trap neither filter gets a response, log or done step).
+    fn chain_local_reply(&self, key: u64, index: usize, slots: &mut [VmSlot], state: &mut RunState) {
+        let Some(request) = state.chains.get(&key) else {
+            return;
+        };
+        let link = request.links[index];
+        let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) else {
+            return;
+        };
+        let Some(local) = instance.vm.local_response(link.stream).cloned() else {
+            return;
+        };
+        let passes = instance.vm.open_response_for_local_reply(link.stream);
+        let response = if passes {
+            let (headers, body) = self.profile.local_reply_response(&local, std::time::SystemTime::now());
+            let response = self.chain_response(request, slots, headers, body, ResponseOrigin::Filter);
+            GatewayResponse {
+                reason: response
+                    .reason
+                    .clone()
+                    .or(self.profile.local_reply_reason(&local.details)),
+                ..response
+            }
+        } else {
+            GatewayResponse {
+                status: local.status as u16,
+                headers: local.headers.clone(),
+                body: local.body.clone(),
+                framing: Framing::Computed,
+                reason: None,
+                origin: ResponseOrigin::Filter,
+                upstream_via: None,
+                sent_upstream_at: None,
+            }
+        };
+        let Some(mut request) = state.chains.remove(&key) else {
+            return;
+        };
+        if passes {
+            self.finish_chain(&mut request, slots, response);
+            return;
+        }
+        if let Some(respond) = request.respond.take() {
+            let _ = respond.send(response);
+        }
+        for link in &request.links {
+            if let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) {
+                instance.touched = true;
+                instance.streams.remove(&link.stream);
+                let _ = instance.vm.discard_stream(link.stream);
+            }
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs a response (`headers` with `:status` first) through every filter's response
+    /// callbacks in chain order (ngx_wasm_module's response steps run the chain from its first
+    /// filter, KONG-SRC ngx_proxy_wasm.c:652-656), each handed the response as the filter before
+    /// it left it; returns what the last one let out.
+    fn chain_response(
+        &self,
+        request: &ChainRequest,
+        slots: &mut [VmSlot],
+        mut headers: Vec<(String, String)>,
+        mut body: Vec<u8>,
+        origin: ResponseOrigin,
+    ) -> GatewayResponse {
+        let mut out = None;
+        for link in &request.links {
+            let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) else {
+                continue;
+            };
+            instance.touched = true;
+            let response = self.through_response_filter(&mut instance.vm, link.stream, headers, body, origin);
+            headers = std::iter::once((":status".to_string(), response.status.to_string()))
+                .chain(response.headers.iter().cloned())
+                .collect();
+            body = response.body.clone();
+            out = Some(response);
+        }
+        out.unwrap_or_else(|| plain(500, "host-sim: the filters' instances are gone\n"))
+    }
+
+    /// Answers a chain request and ends every filter's stream, in chain order.
+    fn finish_chain(&self, request: &mut ChainRequest, slots: &mut [VmSlot], response: GatewayResponse) {
+        if let Some(respond) = request.respond.take() {
+            let _ = respond.send(response);
+        }
+        self.end_chain_streams(request, slots);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends every filter's stream of a chain request step by step, as ngx_wasm_module does:
+    /// every filter's end callbacks before `proxy_on_delete` (its log step: `proxy_on_done`,
+    /// `proxy_on_log`), in chain order, then every filter's `proxy_on_delete` (its done step)
+    /// ([`Vm::log_stream`]).
+    fn end_chain_streams(&self, request: &ChainRequest, slots: &mut [VmSlot]) {
+        for link in &request.links {
+            if let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) {
+                let _ = instance.vm.log_stream(link.stream);
+            }
+        }
+        for link in &request.links {
+            if let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) {
+                instance.touched = true;
+                instance.streams.remove(&link.stream);
+                let _ = instance.vm.finish_stream(link.stream);
+            }
         }
     }
 

@@ -1364,6 +1364,50 @@ fn on_done_returning_false_does_not_hold_a_stream() {
 }
 
 #[test]
+fn a_discarded_stream_ends_without_any_end_callback() {
+    for profile in PROFILES {
+        let mut p = Probe::configured(profile, "tick=100");
+        let s = p.stream("done", &[], true);
+        p.vm.discard_stream(s).unwrap();
+        assert!(end_callbacks(&p, s).is_empty(), "{profile}");
+        assert!(guest_end_reports(&p).is_empty(), "{profile}: {}", p.logs());
+        assert!(!p.vm.stream_exists(s), "{profile}");
+        // The VM goes on: the next stream ends as usual.
+        let next = p.stream("done", &[], true);
+        p.vm.finish_stream(next).unwrap();
+        assert_eq!(end_callbacks(&p, next).len(), 3, "{profile}");
+        assert!(p.vm.failure().is_none(), "{profile}: {}", p.logs());
+    }
+}
+
+#[test]
+fn a_logged_stream_ends_with_the_rest_of_the_sequence() {
+    use host_sim::abi::Callback;
+    for profile in PROFILES {
+        let mut p = Probe::configured(profile, "tick=100");
+        let s = p.stream("done", &[], true);
+        p.vm.log_stream(s).unwrap();
+        let sequence = profile.stream_end_callbacks();
+        let before_delete: Vec<&str> = (sequence.iter())
+            .take_while(|c| **c != Callback::Delete)
+            .map(|c| c.transcript_name())
+            .collect();
+        assert_eq!(end_callbacks(&p, s), before_delete, "{profile}");
+        assert!(p.vm.stream_exists(s), "{profile}: the stream stays until finished");
+        // A second call runs nothing again.
+        p.vm.log_stream(s).unwrap();
+        p.vm.finish_stream(s).unwrap();
+        let all: Vec<&str> = sequence.iter().map(|c| c.transcript_name()).collect();
+        assert_eq!(
+            end_callbacks(&p, s),
+            all,
+            "{profile}: each once, in the profile's order"
+        );
+        assert!(!p.vm.stream_exists(s), "{profile}");
+    }
+}
+
+#[test]
 fn proxy_done_finalizes_a_root_later() {
     let mut p = Probe::configured(Profile::Envoy, "tick=50 root_done=defer");
     p.vm.finish_root(p.root).unwrap();

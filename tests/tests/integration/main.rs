@@ -32,6 +32,7 @@ mod run_scenario;
 mod serve;
 mod serve_edge;
 mod serve_grpc;
+mod serve_kong_chain;
 mod serve_main_thread;
 mod serve_response_phase;
 mod serve_service;

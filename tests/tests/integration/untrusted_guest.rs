@@ -742,6 +742,32 @@ fn envoy_fail_open_lets_streams_of_a_failed_vm_pass() {
 }
 
 #[test]
+fn after_a_trap_kong_creates_each_root_again_when_its_filter_next_runs() {
+    // Two filters of the module on one instance, each with its own root context.
+    let mut p = Probe::configured(Profile::Kong, "");
+    let other = p.vm.create_root_context("", b"set_prop").unwrap().id;
+    let configured = |p: &Probe| -> Vec<u64> {
+        (p.reports("configure").iter())
+            .filter_map(|r| r["context"].as_u64())
+            .collect()
+    };
+    let before = configured(&p);
+    assert_eq!(before, [u64::from(p.root), u64::from(other)]);
+    let s = p.stream("none", &[("x-trap-in", "request_headers")], true);
+    assert_eq!(p.vm.local_response(s).unwrap().status, 500);
+    // The other filter's next stream starts the fresh instance: only its root is created again.
+    let next = p.vm.create_http_stream(other).unwrap();
+    p.vm.send_request_headers(next, &get("/other"), true).unwrap();
+    assert!(p.vm.failure().is_none(), "{}", p.logs());
+    assert_eq!(configured(&p)[before.len()..], [u64::from(other)]);
+    // The first filter's root comes back with its own next stream, still without on_vm_start.
+    let first = p.stream("local", &[], true);
+    assert_eq!(p.vm.local_response(first).unwrap().status, 418, "{}", p.logs());
+    assert_eq!(configured(&p)[before.len()..], [u64::from(other), u64::from(p.root)]);
+    assert_eq!(p.reports("vm_start").len(), 2, "one per root, before the trap only");
+}
+
+#[test]
 fn after_a_trap_kong_starts_a_fresh_instance_without_on_vm_start() {
     let mut p = Probe::configured(Profile::Kong, "tick=10");
     let in_flight = p.vm.create_http_stream(p.root).unwrap();
