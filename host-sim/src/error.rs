@@ -41,6 +41,11 @@ pub enum HostError {
     /// The VM trapped earlier and cannot run guest code any more.
     #[error("the VM has failed: {0}")]
     VmFailed(String),
+    /// A root context re-created on a fresh instance after a trap (Kong profile) refused its
+    /// configuration again: the stream that needed it fails, and the root's next use tries
+    /// again, as ngx_wasm_module leaves the filter's root unstarted.
+    #[error("root context {0} refused its configuration on the fresh instance (the next request tries again)")]
+    RootConfigureFailed(u32),
     /// No context with that id.
     #[error("no context {0}")]
     NoSuchContext(u32),

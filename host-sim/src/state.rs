@@ -1230,6 +1230,16 @@ impl HostState {
         self.properties = properties;
     }
 
+    /// Takes over a replaced instance's streams (Kong's fresh instance after a trap), with the
+    /// list of those touched since the host last asked ([`HostState::take_touched_streams`]):
+    /// a stream touched just before the trap keeps its `touched` flag, so it must stay listed
+    /// or the host would never settle it.
+    pub(crate) fn adopt_streams(&mut self, old: &mut HostState) {
+        self.streams = std::mem::take(&mut old.streams);
+        self.touched_streams = std::mem::take(&mut old.touched_streams);
+        self.last_touched = old.last_touched.take();
+    }
+
     /// Appends a log line, dropping the oldest beyond the entry limit or the budget.
     pub(crate) fn push_log(&mut self, level: LogLevel, message: String) {
         let context_id = self.active.as_ref().map(|a| a.effective_id);

@@ -260,6 +260,15 @@ pub struct Vm {
 /// (`serve`) must not keep a record for every stream it ever had.
 pub const FINISHED_ACTIONS_KEPT: usize = 1024;
 
+/// How many callbacks' actions one stream records ([`Vm::actions`]): a stream that lives long
+/// and gets many events (a gRPC stream's messages, a body in many chunks) must not make its
+/// record grow without bound; the first ones are kept, which is what a transcript reads.
+pub const MAX_ACTIONS_PER_STREAM: usize = 4096;
+
+/// The largest action list kept for the next stream to record into: an ordinary lifecycle
+/// needs a handful, and a long stream's list must not stay allocated for ever.
+const SPARE_ACTIONS_CAPACITY: usize = 64;
+
 /// Most emptied header maps kept for reuse, and the most bytes one may hold to be kept: a
 /// stream's headers are then copied into allocations a finished stream left instead of two new
 /// ones per header.
@@ -873,7 +882,7 @@ impl Vm {
             new.adopt(old);
             // The trapped instance's callouts are dropped with it; its streams stay so the
             // host can still answer and end them.
-            new.streams = std::mem::take(&mut old.streams);
+            new.adopt_streams(old);
             self.stale_streams.extend(new.streams.keys().copied());
         }
         let stale: Vec<u32> = self.stale_streams.iter().copied().collect();
@@ -943,11 +952,14 @@ impl Vm {
             }
         }
         if !configured {
-            // ngx_wasm_module fails the request with NGX_PROXY_WASM_ERR_CONFIGURE_FAILED
-            // (ngx_proxy_wasm.c:1244-1250); the next request tries again.
-            let reason = "on_configure returned false on the fresh instance".to_string();
-            self.failed = Some(reason.clone());
-            return Err(HostError::VmFailed(reason));
+            // ngx_wasm_module fails only the request with NGX_PROXY_WASM_ERR_CONFIGURE_FAILED and
+            // leaves the root unstarted (`rexec->started` stays 0, KONG-SRC ngx_proxy_wasm.c:
+            // 1243-1249), so the filter's next run creates and configures it again; the instance
+            // and every other filter on it go on.
+            if let Some(root) = self.store.data_mut().roots.get_mut(&id) {
+                root.dormant = true;
+            }
+            return Err(HostError::RootConfigureFailed(id));
         }
         self.after_root_callback();
         Ok(())
@@ -1050,7 +1062,9 @@ impl Vm {
     fn record(&mut self, stream: u32, callback: Callback, action: Option<Action>) {
         // Every stream gets its list when it is created; nothing is recorded for a context
         // that is not a live stream.
-        if let Some(st) = self.store.data_mut().streams.get_mut(&stream) {
+        if let Some(st) =
+            (self.store.data_mut().streams.get_mut(&stream)).filter(|st| st.actions.len() < MAX_ACTIONS_PER_STREAM)
+        {
             st.actions.push(ActionRecord {
                 callback: callback.transcript_name(),
                 action: action.map(Action::as_str),
@@ -1219,8 +1233,10 @@ impl Vm {
             }
             if self.finished.len() >= FINISHED_ACTIONS_KEPT {
                 if let Some((_, mut oldest)) = self.finished.pop_front() {
-                    oldest.clear();
-                    self.spare_actions = Some(oldest);
+                    if oldest.capacity() <= SPARE_ACTIONS_CAPACITY {
+                        oldest.clear();
+                        self.spare_actions = Some(oldest);
+                    }
                 }
             }
             self.finished.push_back((stream, std::mem::take(&mut ended.actions)));
@@ -1712,8 +1728,9 @@ impl Vm {
         &self.sha256
     }
 
-    /// Every callback a stream saw, in order, with its action (for a finished stream, while it
-    /// is among the last [`FINISHED_ACTIONS_KEPT`] finished).
+    /// Every callback a stream saw, in order, with its action (the first
+    /// [`MAX_ACTIONS_PER_STREAM`]; for a finished stream, while it is among the last
+    /// [`FINISHED_ACTIONS_KEPT`] finished).
     pub fn actions(&self, stream: u32) -> &[ActionRecord] {
         let finished = || self.finished.iter().rev().find(|(id, _)| *id == stream).map(|(_, a)| a);
         let live = self.store.data().streams.get(&stream).map(|s| &s.actions);
@@ -1960,15 +1977,15 @@ impl Vm {
     }
 }
 
-/// The call tokens given after `seen` up to `last`, as inclusive ranges: one, or two when the
-/// counter wrapped past `u32::MAX` (tokens start at 1: `HostState::allocate_token`). Empty when
-/// `seen == last`.
 /// A callback's deadline in epoch ticks: `callback_deadline` rounded down to whole ticks, at least
 /// one, plus one, as the tick in progress when the callback starts may be nearly over.
 fn deadline_ticks(limits: &Limits) -> u64 {
     (limits.callback_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
 }
 
+/// The call tokens given after `seen` up to `last`, as inclusive ranges: one, or two when the
+/// counter wrapped past `u32::MAX` (tokens start at 1: `HostState::allocate_token`). Empty when
+/// `seen == last`.
 fn tokens_since(seen: u32, last: u32) -> [Option<(u32, u32)>; 2] {
     if seen == last {
         [None, None]
@@ -1994,7 +2011,6 @@ fn memory_size(memory: GuestMemory, store: &mut Store<HostState>) -> usize {
     low as usize
 }
 
-/// Marks a direction's phase as let through.
 /// What a phase callback's action does to its direction: Continue forwards the phase, Pause
 /// holds it ([`Vm::settle_stream`]).
 fn apply_action(st: &mut StreamState, callback: Option<Callback>, action: Option<Action>) {
@@ -2019,6 +2035,7 @@ fn apply_action(st: &mut StreamState, callback: Option<Callback>, action: Option
     }
 }
 
+/// Marks a direction's phase as let through.
 fn forward(dir: &mut Direction, phase: Callback) {
     match phase {
         Callback::RequestHeaders | Callback::ResponseHeaders => dir.headers_forwarded = true,

@@ -140,12 +140,32 @@ pub enum ServeError {
     /// No routes.
     #[error("nothing to serve: no routes")]
     NoRoutes,
+    /// A route has several filters ([`config::Route::chained`]) under a profile that hands the
+    /// filter the body chunk by chunk: serve runs a chain only as ngx_wasm_module does, the
+    /// whole body once (Kong).
+    #[error(
+        "route {route}: a filter chain needs a profile that reads the whole request body first (the kong profile)"
+    )]
+    ChainNeedsWholeBody {
+        /// The route.
+        route: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
 struct RouteStatus {
     name: String,
     path_prefix: String,
+    filter: PathBuf,
+    sha256: String,
+    /// The filters that run after `filter` on this route (the rest of a Kong filter chain).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    chained: Vec<ChainedStatus>,
+}
+
+/// A later filter of a route's chain, with the sha256 of the module it runs now.
+#[derive(Debug, Clone, Serialize)]
+struct ChainedStatus {
     filter: PathBuf,
     sha256: String,
 }
@@ -223,6 +243,13 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
     } = options;
     if deployment.routes.is_empty() {
         return Err(ServeError::NoRoutes);
+    }
+    if deployment.profile.request_body_delivery() == crate::profile::BodyDelivery::Chunks {
+        if let Some(route) = deployment.routes.iter().find(|r| !r.chained.is_empty()) {
+            return Err(ServeError::ChainNeedsWholeBody {
+                route: route.name.clone(),
+            });
+        }
     }
     let mut modules: BTreeMap<PathBuf, Module> = BTreeMap::new();
     for route in &deployment.routes {
@@ -360,6 +387,12 @@ pub async fn start(options: ServeOptions) -> Result<RunningGateway, ServeError> 
             path_prefix: r.path_prefix.clone(),
             filter: r.filter.clone(),
             sha256: modules[&r.filter].sha256().to_string(),
+            chained: (r.chained.iter())
+                .map(|c| ChainedStatus {
+                    filter: c.filter.clone(),
+                    sha256: modules[&c.filter].sha256().to_string(),
+                })
+                .collect(),
         })
         .collect();
     let shared = Arc::new(Shared_ {
@@ -1127,8 +1160,13 @@ async fn watch_modules(shared: Arc<Shared_>, engine: Engine, poll: Duration, mut
             tracing::info!(filter = %path.display(), sha256 = %module.sha256(), "filter module changed: new requests use it, in-flight ones finish on the old one");
             shared.stats.reloads.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut status) = shared.status.write() {
-                for r in status.iter_mut().filter(|r| &r.filter == path) {
-                    r.sha256 = module.sha256().to_string();
+                for r in status.iter_mut() {
+                    if &r.filter == path {
+                        r.sha256 = module.sha256().to_string();
+                    }
+                    for c in r.chained.iter_mut().filter(|c| &c.filter == path) {
+                        c.sha256 = module.sha256().to_string();
+                    }
                 }
             }
             // Once per VM slot whose filter this is (routes sharing a filter reload together).

@@ -205,6 +205,11 @@ struct ChainRequest {
     handed: bool,
     /// The request as the filters so far left it.
     headers: Vec<(String, String)>,
+    /// The current body step's filter's own view of the headers when it was handed the body:
+    /// that view dates from its headers step, so it replaces [`ChainRequest::headers`] only if
+    /// the filter changed it in its body callback (an earlier filter's body-step change must
+    /// reach the upstream).
+    headers_before_body: Option<Vec<(String, String)>>,
     body: Vec<u8>,
     has_body: bool,
 }
@@ -1300,7 +1305,8 @@ impl Worker {
 
     /// Starts a request on a route whose chain has several filters ([`ChainRequest`]): a
     /// stream for each filter, in chain order, on its slot's current instance (started if need
-    /// be, as for one filter), then the first step.
+    /// be, as for one filter), then the first step. The body comes whole ([`Incoming::body`]):
+    /// `start` refuses chains under a profile that streams it (`ServeError::ChainNeedsWholeBody`).
     fn begin_chain(
         &self,
         req: Incoming,
@@ -1325,6 +1331,7 @@ impl Worker {
             step: ChainStep::RequestHeaders(0),
             handed: false,
             headers,
+            headers_before_body: None,
             has_body: !body.is_empty(),
             body,
         };
@@ -1388,28 +1395,40 @@ impl Worker {
             let Some(request) = state.chains.get_mut(&key) else {
                 return;
             };
-            let (index, body_step) = match request.step {
-                ChainStep::RequestHeaders(i) => (i, false),
-                ChainStep::RequestBody(i) => (i, true),
-                ChainStep::Past => {
-                    // Waiting for the upstream: a filter that resets its stream meanwhile (from a
-                    // callout's answer) closes the client's connection without an answer. The
-                    // request is counted when the upstream's answer comes back to no stream, as
-                    // for a route with one filter.
-                    let reset = (request.links.iter()).any(|link| {
-                        (slots
-                            .get(link.slot)
-                            .and_then(|s| s.instances().find(|i| i.generation == link.generation)))
-                        .is_some_and(|i| i.vm.stream_reset(link.stream))
-                    });
-                    if reset {
+            // A filter the request has already passed can still end it from a later callback (a
+            // callout's answer, a trap there): its local reply or reset settles the request now,
+            // as it does on a route with one filter, not only the filter the chain waits on.
+            let passed = match request.step {
+                ChainStep::RequestHeaders(i) | ChainStep::RequestBody(i) => i.min(request.links.len()),
+                ChainStep::Past => request.links.len(),
+            };
+            if let Some((index, settled)) = settled_link(&request.links[..passed], slots) {
+                let waiting_upstream = matches!(request.step, ChainStep::Past);
+                match settled {
+                    Settled::LocalReply => {
+                        request.step = ChainStep::Past;
+                        self.chain_local_reply(key, index, slots, state);
+                    }
+                    Settled::Reset => {
+                        // The client's connection closes without an answer. A request waiting for
+                        // the upstream is counted when the upstream's answer comes back to no
+                        // stream, as for a route with one filter.
                         if let Some(mut request) = state.chains.remove(&key) {
                             request.respond = None;
                             self.end_chain_streams(&request, slots);
+                            if !waiting_upstream {
+                                self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
-                    return;
                 }
+                return;
+            }
+            let (index, body_step) = match request.step {
+                ChainStep::RequestHeaders(i) => (i, false),
+                ChainStep::RequestBody(i) => (i, true),
+                // Waiting for the upstream, nothing settled: its answer moves the request on.
+                ChainStep::Past => return,
             };
             if index == request.links.len() {
                 request.handed = false;
@@ -1437,6 +1456,7 @@ impl Worker {
             let vm = &mut instance.vm;
             if !std::mem::replace(&mut request.handed, true) {
                 if body_step {
+                    request.headers_before_body = vm.request_headers(link.stream);
                     let _ = vm.send_request_body(link.stream, &request.body, true);
                 } else {
                     let _ = vm.send_request_headers(link.stream, &request.headers, !request.has_body);
@@ -1465,7 +1485,9 @@ impl Worker {
                 return;
             }
             if let Some(headers) = vm.request_headers(link.stream) {
-                request.headers = headers;
+                if !body_step || request.headers_before_body.as_ref() != Some(&headers) {
+                    request.headers = headers;
+                }
             }
             if body_step {
                 request.body = vm.forwarded_request_body(link.stream).unwrap_or_default().to_vec();
@@ -1671,6 +1693,32 @@ impl Worker {
         let _ = instance.vm.finish_stream(stream);
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// How a filter of a chain ended its request early.
+enum Settled {
+    /// It sent a local reply (or trapped, which answers with the host's own reply).
+    LocalReply,
+    /// It reset its stream, or its stream is gone.
+    Reset,
+}
+
+/// The first of `links` whose filter has ended the request (a local reply first, then a
+/// reset), with its index.
+fn settled_link(links: &[ChainLink], slots: &[VmSlot]) -> Option<(usize, Settled)> {
+    links.iter().enumerate().find_map(|(index, link)| {
+        let instance = slots
+            .get(link.slot)
+            .and_then(|s| s.instances().find(|i| i.generation == link.generation))?;
+        let vm = &instance.vm;
+        if vm.local_response(link.stream).is_some() {
+            Some((index, Settled::LocalReply))
+        } else if vm.stream_reset(link.stream) || !vm.stream_exists(link.stream) {
+            Some((index, Settled::Reset))
+        } else {
+            None
+        }
+    })
 }
 
 /// Emits a guest log line at its own level under the `guest` target, so the guest's verbosity

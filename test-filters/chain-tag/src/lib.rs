@@ -8,6 +8,12 @@
 //!   `answered by <n>`, header `x-answered-by: <n>`) from that callback.
 //! - `pause=<host:port>`: `on_http_request_headers` calls out (`GET /callout` to that upstream)
 //!   and pauses; the call's answer resumes the request.
+//! - `call=<host:port>`: `on_http_request_headers` calls out the same way but continues; with
+//!   `answer=call_response` the call's answer is answered with the local reply, by then from a
+//!   filter the chain has already passed.
+//! - `refuse=always`: `on_configure` returns false; `refuse=when_recreated`: only on a root
+//!   context re-created on a fresh instance after a trap (Kong calls no `on_vm_start` there, so
+//!   none has run on it).
 //!
 //! Request callbacks: the request header `x-chain` gets `<n>` appended (comma-separated), so a
 //! later filter sees what an earlier one did; the request body gets `.<n>` appended (written
@@ -59,6 +65,8 @@ struct Config {
     name: String,
     answer: Option<String>,
     pause: Option<String>,
+    call: Option<String>,
+    refuse: Option<String>,
 }
 
 impl Config {
@@ -72,6 +80,8 @@ impl Config {
                 Some(("name", name)) => config.name = name.to_string(),
                 Some(("answer", at)) => config.answer = Some(at.to_string()),
                 Some(("pause", upstream)) => config.pause = Some(upstream.to_string()),
+                Some(("call", upstream)) => config.call = Some(upstream.to_string()),
+                Some(("refuse", when)) => config.refuse = Some(when.to_string()),
                 _ => {}
             }
         }
@@ -99,7 +109,11 @@ impl RootContext for TagRoot {
             .unwrap_or_default();
         self.config = Config::parse(&text);
         CONFIGURES.with(|n| n.set(n.get() + 1));
-        true
+        match self.config.refuse.as_deref() {
+            Some("always") => false,
+            Some("when_recreated") => VM_STARTS.with(Cell::get) > 0,
+            _ => true,
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -127,6 +141,13 @@ struct Tag {
 }
 
 impl Tag {
+    /// `GET /callout` to `upstream` (a 5 s timeout); whether the call went out.
+    fn call_out(&self, upstream: &str) -> bool {
+        let headers = vec![(":method", "GET"), (":path", "/callout"), (":authority", upstream)];
+        self.dispatch_http_call(upstream, headers, None, vec![], Duration::from_secs(5))
+            .is_ok()
+    }
+
     fn answer(&mut self) -> Action {
         let name = self.config.name.clone();
         self.send_http_response(
@@ -147,6 +168,10 @@ impl Drop for Tag {
 
 impl Context for Tag {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body: usize, _trailers: usize) {
+        if self.config.call.is_some() && self.config.answer.as_deref() == Some("call_response") {
+            self.answer();
+            return;
+        }
         let _ = hostcalls::resume_http_request();
     }
 }
@@ -167,17 +192,12 @@ impl HttpContext for Tag {
             return self.answer();
         }
         if let Some(upstream) = self.config.pause.clone() {
-            let headers = vec![
-                (":method", "GET"),
-                (":path", "/callout"),
-                (":authority", upstream.as_str()),
-            ];
-            if self
-                .dispatch_http_call(&upstream, headers, None, vec![], Duration::from_secs(5))
-                .is_ok()
-            {
+            if self.call_out(&upstream) {
                 return Action::Pause;
             }
+        }
+        if let Some(upstream) = self.config.call.clone() {
+            self.call_out(&upstream);
         }
         Action::Continue
     }

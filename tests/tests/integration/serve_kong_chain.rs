@@ -253,12 +253,14 @@ async fn a_trap_ends_the_chain_with_the_hosts_500_and_no_filter_is_called_again(
 async fn a_chain_whose_later_filter_rejects_its_configuration_does_not_start() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kong.yml");
+    // One chain-tag instance for a, b and c: its first root is a (route fine), and the one that
+    // fails is c, later on route picky, so the message must name c's route, not the VM's first.
     let yaml = format!(
         "_format_version: \"3.0\"\nroutes:\n  - name: fine\n    paths: [/fine]\n    filter_chains:\n      - filters:\n{}\
-         \x20 - name: picky\n    paths: [/]\n    filter_chains:\n      - filters:\n{}          - name: abi_probe\n            \
-         config: fail_configure\n",
+         \x20 - name: picky\n    paths: [/]\n    filter_chains:\n      - filters:\n{}{}",
         tag("a", ""),
-        tag("b", "")
+        tag("b", ""),
+        tag("c", "refuse=always")
     );
     std::fs::write(&file, yaml).unwrap();
     let filters_dir = wasm_path("chain_tag").parent().unwrap().to_path_buf();
@@ -273,10 +275,92 @@ async fn a_chain_whose_later_filter_rejects_its_configuration_does_not_start() {
     .expect("serve refuses to start");
     let message = refused.to_string();
     assert!(
-        message.contains("picky"),
+        message.contains("picky") && !message.contains("fine"),
         "the route of the filter that failed: {message}"
     );
     assert!(message.contains("proxy_on_configure returned false"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reply_from_a_filter_the_chain_has_passed_ends_the_request_at_once() {
+    // a calls out and continues; b calls a server that never answers and pauses (for up to its
+    // call's 5 s timeout). a's call is answered while the chain waits at b: a's local reply
+    // ends the request then, through every filter's response callbacks, and the upstream is
+    // never called.
+    let (callout, _) = recording_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let (backend, heads) =
+        recording_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+    let route_filters = "              ";
+    let yaml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: up\n    url: http://{backend}\n    routes:\n      \
+         - name: r\n        paths: [/]\n        filter_chains:\n          - filters:\n{a}{b}",
+        a = tag_at(route_filters, "a", &format!("call={callout} answer=call_response")),
+        b = tag_at(route_filters, "b", &format!("pause={silent_addr}")),
+    );
+    let (gateway, _dir) = kong_gateway(&yaml).await;
+    let started = std::time::Instant::now();
+    let response = send(gateway.local_addr, "GET", "/", &[], b"").await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the reply waited for b's call: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status, 200, "{:?}", String::from_utf8_lossy(&response.body));
+    assert_eq!(response.body, b"answered by a\n");
+    assert_eq!(header(&response, "x-answered-by"), Some("a"));
+    assert_eq!(header(&response, "x-response-chain"), Some("a,b"));
+    assert!(heads.lock().unwrap().is_empty(), "the upstream was called");
+    gateway.shutdown().await;
+    holder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_that_refuses_its_configuration_after_a_trap_fails_only_its_own_requests() {
+    // x and y share chain-tag's instance. After x traps, x's root refuses its configuration on
+    // the fresh instance: that request fails, and the instance stays for y (ngx_wasm_module
+    // leaves x's root unstarted, not the instance failed).
+    let yaml = format!(
+        "_format_version: \"3.0\"\nroutes:\n  - name: x\n    paths: [/x]\n    filter_chains:\n      - filters:\n{}\
+         \x20 - name: y\n    paths: [/y]\n    filter_chains:\n      - filters:\n{}",
+        tag("x", "refuse=when_recreated"),
+        tag("y", "")
+    );
+    let (gateway, _dir) = kong_gateway(&yaml).await;
+    let addr = gateway.local_addr;
+    let trapped = send(addr, "GET", "/x", &[("x-trap", "x")], b"").await;
+    assert_eq!(trapped.status, 500);
+    let refused = send(addr, "GET", "/x", &[], b"").await;
+    assert_eq!(refused.status, 500, "{:?}", String::from_utf8_lossy(&refused.body));
+    let y = send(addr, "GET", "/y", &[], b"").await;
+    assert_eq!(header(&y, "x-response-chain"), Some("y"));
+    assert_eq!(
+        header(&y, "x-y-vm-starts"),
+        Some("0"),
+        "a re-created root: no on_vm_start"
+    );
+    assert_eq!(
+        header(&y, "x-y-configures"),
+        Some("2"),
+        "x's attempt and y's, on one instance"
+    );
+    assert_eq!(header(&y, "x-y-seen"), Some("1"));
+    // x's next request creates its root context again, as ngx_wasm_module does; the Rust SDK
+    // refuses a context id it already has with a panic, so that traps, and y meets a fresh
+    // instance once more.
+    let retried = send(addr, "GET", "/x", &[], b"").await;
+    assert_eq!(retried.status, 500);
+    let y_again = send(addr, "GET", "/y", &[], b"").await;
+    assert_eq!(header(&y_again, "x-y-configures"), Some("1"), "a fresh instance again");
+    assert_eq!(header(&y_again, "x-y-seen"), Some("1"));
+    gateway.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,6 +382,7 @@ async fn a_module_later_in_a_chain_is_reloaded_when_its_file_changes() {
         listen: "127.0.0.1:0".parse().unwrap(),
         workers: 1,
         reload_poll: Some(std::time::Duration::from_millis(20)),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..ServeOptions::new(deployment, engine().clone())
     })
     .await
@@ -321,5 +406,44 @@ async fn a_module_later_in_a_chain_is_reloaded_when_its_file_changes() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // The admin status names the later filter's module as it is now.
+    let admin = gateway.admin_addr.expect("admin listener");
+    let status: serde_json::Value =
+        serde_json::from_slice(&send(admin, "GET", "/status", &[], b"").await.body).unwrap();
+    let noop_sha256 = engine().load_file(wasm_path("noop")).unwrap().sha256().to_string();
+    let chained = &status["routes"][0]["chained"][0];
+    assert!(
+        chained["filter"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("chain_tag.wasm")),
+        "{status}"
+    );
+    assert_eq!(chained["sha256"].as_str(), Some(noop_sha256.as_str()), "{status}");
     gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_under_a_profile_that_streams_the_body_is_refused() {
+    // The library lets a deployment carry chains under any profile; serve runs them only as
+    // ngx_wasm_module does, with the whole body read first.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kong.yml");
+    let yaml = format!(
+        "_format_version: \"3.0\"\nroutes:\n  - name: pair\n    paths: [/]\n    filter_chains:\n      - filters:\n{}{}",
+        tag("a", ""),
+        tag("b", "")
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let filters_dir = wasm_path("chain_tag").parent().unwrap().to_path_buf();
+    let mut deployment = from_kong_file(&file, &filters_dir).expect("the kong.yml reads");
+    deployment.profile = host_sim::Profile::Envoy;
+    let refused = start(ServeOptions::new(deployment, engine().clone()))
+        .await
+        .err()
+        .expect("serve refuses the chain");
+    let message = refused.to_string();
+    assert!(
+        message.contains("pair") && message.contains("whole request body"),
+        "{message}"
+    );
 }
