@@ -1158,16 +1158,7 @@ impl Worker {
     /// codec), go out as they are.
     fn local_reply(&self, vm: &mut Vm, stream: u32, local: &LocalResponse) -> GatewayResponse {
         let Some(passed) = vm.pass_local_reply(stream) else {
-            return GatewayResponse {
-                status: local.status as u16,
-                headers: local.headers.clone(),
-                body: local.body.clone(),
-                framing: Framing::Computed,
-                reason: None,
-                origin: ResponseOrigin::Filter,
-                upstream_via: None,
-                sent_upstream_at: None,
-            };
+            return unfiltered_reply(local);
         };
         let reason = self.profile.local_reply_reason(&local.details);
         if !passed.trapped {
@@ -1589,16 +1580,7 @@ impl Worker {
                 ..response
             }
         } else {
-            GatewayResponse {
-                status: local.status as u16,
-                headers: local.headers.clone(),
-                body: local.body.clone(),
-                framing: Framing::Computed,
-                reason: None,
-                origin: ResponseOrigin::Filter,
-                upstream_via: None,
-                sent_upstream_at: None,
-            }
+            unfiltered_reply(&local)
         };
         let Some(mut request) = state.chains.remove(&key) else {
             return;
@@ -1692,6 +1674,21 @@ impl Worker {
         }
         let _ = instance.vm.finish_stream(stream);
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A local reply that goes out as it is, through no response callback: the host's answer to a
+/// failed filter, or a reply sent once a response had started.
+fn unfiltered_reply(local: &LocalResponse) -> GatewayResponse {
+    GatewayResponse {
+        status: local.status as u16,
+        headers: local.headers.clone(),
+        body: local.body.clone(),
+        framing: Framing::Computed,
+        reason: None,
+        origin: ResponseOrigin::Filter,
+        upstream_via: None,
+        sent_upstream_at: None,
     }
 }
 

@@ -9,19 +9,39 @@
 use crate::serve::send;
 use crate::serve_common::recording_backend;
 use host_sim::limits::EdgeLimits;
-use host_sim::serve::config::from_kong_file;
+use host_sim::serve::config::{from_kong_file, Deployment};
 use host_sim::serve::upstream::UpstreamResponse;
 use host_sim::serve::{start, RunningGateway, ServeOptions};
 use kafka_upstream_tests::{engine, wasm_path};
 
-/// Starts `serve --kong` on `kong_yml` (written to a scratch directory; filters from the wasm
-/// directory), one worker so every request meets the same instances.
-async fn kong_gateway(kong_yml: &str) -> (RunningGateway, tempfile::TempDir) {
+/// What `serve --kong` reads from `kong_yml` (written to a scratch directory; filters from the
+/// wasm directory).
+fn kong_deployment(kong_yml: &str) -> (Deployment, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kong.yml");
     std::fs::write(&file, kong_yml).unwrap();
     let filters_dir = wasm_path("chain_tag").parent().unwrap().to_path_buf();
     let deployment = from_kong_file(&file, &filters_dir).expect("the kong.yml reads");
+    (deployment, dir)
+}
+
+/// Why serve refuses to start `deployment` (one worker); it must refuse.
+async fn refusal(deployment: Deployment) -> String {
+    let refused = start(ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 1,
+        ..ServeOptions::new(deployment, engine().clone())
+    })
+    .await
+    .err()
+    .expect("serve refuses to start");
+    refused.to_string()
+}
+
+/// Starts `serve --kong` on `kong_yml` ([`kong_deployment`]), one worker so every request meets
+/// the same instances.
+async fn kong_gateway(kong_yml: &str) -> (RunningGateway, tempfile::TempDir) {
+    let (deployment, dir) = kong_deployment(kong_yml);
     let gateway = start(ServeOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
         workers: 1,
@@ -251,8 +271,6 @@ async fn a_trap_ends_the_chain_with_the_hosts_500_and_no_filter_is_called_again(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_whose_later_filter_rejects_its_configuration_does_not_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("kong.yml");
     // One chain-tag instance for a, b and c: its first root is a (route fine), and the one that
     // fails is c, later on route picky, so the message must name c's route, not the VM's first.
     let yaml = format!(
@@ -262,18 +280,8 @@ async fn a_chain_whose_later_filter_rejects_its_configuration_does_not_start() {
         tag("b", ""),
         tag("c", "refuse=always")
     );
-    std::fs::write(&file, yaml).unwrap();
-    let filters_dir = wasm_path("chain_tag").parent().unwrap().to_path_buf();
-    let deployment = from_kong_file(&file, &filters_dir).expect("the kong.yml reads");
-    let refused = start(ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
-        ..ServeOptions::new(deployment, engine().clone())
-    })
-    .await
-    .err()
-    .expect("serve refuses to start");
-    let message = refused.to_string();
+    let (deployment, _dir) = kong_deployment(&yaml);
+    let message = refusal(deployment).await;
     assert!(
         message.contains("picky") && !message.contains("fine"),
         "the route of the filter that failed: {message}"
@@ -426,22 +434,14 @@ async fn a_module_later_in_a_chain_is_reloaded_when_its_file_changes() {
 async fn a_chain_under_a_profile_that_streams_the_body_is_refused() {
     // The library lets a deployment carry chains under any profile; serve runs them only as
     // ngx_wasm_module does, with the whole body read first.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("kong.yml");
     let yaml = format!(
         "_format_version: \"3.0\"\nroutes:\n  - name: pair\n    paths: [/]\n    filter_chains:\n      - filters:\n{}{}",
         tag("a", ""),
         tag("b", "")
     );
-    std::fs::write(&file, yaml).unwrap();
-    let filters_dir = wasm_path("chain_tag").parent().unwrap().to_path_buf();
-    let mut deployment = from_kong_file(&file, &filters_dir).expect("the kong.yml reads");
+    let (mut deployment, _dir) = kong_deployment(&yaml);
     deployment.profile = host_sim::Profile::Envoy;
-    let refused = start(ServeOptions::new(deployment, engine().clone()))
-        .await
-        .err()
-        .expect("serve refuses the chain");
-    let message = refused.to_string();
+    let message = refusal(deployment).await;
     assert!(
         message.contains("pair") && message.contains("whole request body"),
         "{message}"
