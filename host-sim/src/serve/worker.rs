@@ -1389,9 +1389,10 @@ impl Worker {
             // A filter the request has already passed can still end it from a later callback (a
             // callout's answer, a trap there): its local reply or reset settles the request now,
             // as it does on a route with one filter, not only the filter the chain waits on.
+            // In the body step every filter has had its headers step.
             let passed = match request.step {
-                ChainStep::RequestHeaders(i) | ChainStep::RequestBody(i) => i.min(request.links.len()),
-                ChainStep::Past => request.links.len(),
+                ChainStep::RequestHeaders(i) => i.min(request.links.len()),
+                ChainStep::RequestBody(_) | ChainStep::Past => request.links.len(),
             };
             if let Some((index, settled)) = settled_link(&request.links[..passed], slots) {
                 let waiting_upstream = matches!(request.step, ChainStep::Past);

@@ -8,6 +8,7 @@
 //!   `answered by <n>`, header `x-answered-by: <n>`) from that callback.
 //! - `pause=<host:port>`: `on_http_request_headers` calls out (`GET /callout` to that upstream)
 //!   and pauses; the call's answer resumes the request.
+//! - `pause_body=<host:port>`: the same from `on_http_request_body`.
 //! - `call=<host:port>`: `on_http_request_headers` calls out the same way but continues; with
 //!   `answer=call_response` the call's answer is answered with the local reply, by then from a
 //!   filter the chain has already passed.
@@ -66,6 +67,7 @@ struct Config {
     answer: Option<String>,
     pause: Option<String>,
     call: Option<String>,
+    pause_body: Option<String>,
     refuse: Option<String>,
 }
 
@@ -81,6 +83,7 @@ impl Config {
                 Some(("answer", at)) => config.answer = Some(at.to_string()),
                 Some(("pause", upstream)) => config.pause = Some(upstream.to_string()),
                 Some(("call", upstream)) => config.call = Some(upstream.to_string()),
+                Some(("pause_body", upstream)) => config.pause_body = Some(upstream.to_string()),
                 Some(("refuse", when)) => config.refuse = Some(when.to_string()),
                 _ => {}
             }
@@ -212,6 +215,11 @@ impl HttpContext for Tag {
         self.set_http_request_body(body_size, 0, suffix.as_bytes());
         if self.config.answer.as_deref() == Some("request_body") {
             return self.answer();
+        }
+        if let Some(upstream) = self.config.pause_body.clone() {
+            if self.call_out(&upstream) {
+                return Action::Pause;
+            }
         }
         Action::Continue
     }

@@ -53,6 +53,21 @@ async fn kong_gateway(kong_yml: &str) -> (RunningGateway, tempfile::TempDir) {
     (gateway, dir)
 }
 
+/// Two callout targets: one that answers at once (200, no body), and one that accepts and never
+/// answers (its task holds the connections until aborted).
+async fn callout_servers() -> (std::net::SocketAddr, std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let (quick, _) = recording_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    (quick, silent_addr, holder)
+}
+
 fn header<'a>(response: &'a UpstreamResponse, name: &str) -> Option<&'a str> {
     (response.headers.iter())
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -295,15 +310,7 @@ async fn a_local_reply_from_a_filter_the_chain_has_passed_ends_the_request_at_on
     // call's 5 s timeout). a's call is answered while the chain waits at b: a's local reply
     // ends the request then, through every filter's response callbacks, and the upstream is
     // never called.
-    let (callout, _) = recording_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((connection, _)) = silent.accept().await {
-            held.push(connection);
-        }
-    });
+    let (callout, silent_addr, holder) = callout_servers().await;
     let (backend, heads) =
         recording_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
     let route_filters = "              ";
@@ -325,6 +332,36 @@ async fn a_local_reply_from_a_filter_the_chain_has_passed_ends_the_request_at_on
     assert_eq!(response.body, b"answered by a\n");
     assert_eq!(header(&response, "x-answered-by"), Some("a"));
     assert_eq!(header(&response, "x-response-chain"), Some("a,b"));
+    assert!(heads.lock().unwrap().is_empty(), "the upstream was called");
+    gateway.shutdown().await;
+    holder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reply_from_a_later_filter_while_an_earlier_one_holds_the_body_ends_the_request() {
+    // b pauses in its body step on a call that is never answered; a, after it in the chain, had
+    // its headers step already and called out then. a's call is answered while the chain waits
+    // at b's body step: a's local reply ends the request.
+    let (callout, silent_addr, holder) = callout_servers().await;
+    let (backend, heads) =
+        recording_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+    let route_filters = "              ";
+    let yaml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: up\n    url: http://{backend}\n    routes:\n      \
+         - name: r\n        paths: [/]\n        filter_chains:\n          - filters:\n{b}{a}",
+        b = tag_at(route_filters, "b", &format!("pause_body={silent_addr}")),
+        a = tag_at(route_filters, "a", &format!("call={callout} answer=call_response")),
+    );
+    let (gateway, _dir) = kong_gateway(&yaml).await;
+    let started = std::time::Instant::now();
+    let response = send(gateway.local_addr, "POST", "/", &[], b"payload").await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the reply waited for b's call: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.body, b"answered by a\n");
+    assert_eq!(header(&response, "x-b-saw-body"), Some("payload"));
     assert!(heads.lock().unwrap().is_empty(), "the upstream was called");
     gateway.shutdown().await;
     holder.abort();
