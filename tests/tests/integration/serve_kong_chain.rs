@@ -304,25 +304,26 @@ async fn a_chain_whose_later_filter_rejects_its_configuration_does_not_start() {
     assert!(message.contains("proxy_on_configure returned false"), "{message}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_local_reply_from_a_filter_the_chain_has_passed_ends_the_request_at_once() {
-    // a calls out and continues; b calls a server that never answers and pauses (for up to its
-    // call's 5 s timeout). a's call is answered while the chain waits at b: a's local reply
-    // ends the request then, through every filter's response callbacks, and the upstream is
-    // never called.
+/// A route (to a recording upstream) whose chain is `filters(answering, silent)`, the
+/// chain-tag entries for a callout target that answers at once and one that never does, gets
+/// one request (`method`, `body`). Filter a's local reply must end it before b's silent call's
+/// 5 s timeout, and the upstream must not be called; the response, for more checks.
+async fn answered_by_a_before_bs_silent_call(
+    filters: impl Fn(&str, std::net::SocketAddr, std::net::SocketAddr) -> String,
+    method: &str,
+    body: &[u8],
+) -> UpstreamResponse {
     let (callout, silent_addr, holder) = callout_servers().await;
     let (backend, heads) =
         recording_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
-    let route_filters = "              ";
     let yaml = format!(
         "_format_version: \"3.0\"\nservices:\n  - name: up\n    url: http://{backend}\n    routes:\n      \
-         - name: r\n        paths: [/]\n        filter_chains:\n          - filters:\n{a}{b}",
-        a = tag_at(route_filters, "a", &format!("call={callout} answer=call_response")),
-        b = tag_at(route_filters, "b", &format!("pause={silent_addr}")),
+         - name: r\n        paths: [/]\n        filter_chains:\n          - filters:\n{}",
+        filters("              ", callout, silent_addr)
     );
     let (gateway, _dir) = kong_gateway(&yaml).await;
     let started = std::time::Instant::now();
-    let response = send(gateway.local_addr, "GET", "/", &[], b"").await;
+    let response = send(gateway.local_addr, method, "/", &[], body).await;
     assert!(
         started.elapsed() < std::time::Duration::from_secs(4),
         "the reply waited for b's call: {:?}",
@@ -331,40 +332,44 @@ async fn a_local_reply_from_a_filter_the_chain_has_passed_ends_the_request_at_on
     assert_eq!(response.status, 200, "{:?}", String::from_utf8_lossy(&response.body));
     assert_eq!(response.body, b"answered by a\n");
     assert_eq!(header(&response, "x-answered-by"), Some("a"));
-    assert_eq!(header(&response, "x-response-chain"), Some("a,b"));
     assert!(heads.lock().unwrap().is_empty(), "the upstream was called");
     gateway.shutdown().await;
     holder.abort();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reply_from_a_filter_the_chain_has_passed_ends_the_request_at_once() {
+    // a calls out and continues; b calls the silent server and pauses. a's call is answered
+    // while the chain waits at b: a's local reply ends the request then, through every filter's
+    // response callbacks.
+    let response = answered_by_a_before_bs_silent_call(
+        |indent, answering, silent| {
+            tag_at(indent, "a", &format!("call={answering} answer=call_response"))
+                + &tag_at(indent, "b", &format!("pause={silent}"))
+        },
+        "GET",
+        b"",
+    )
+    .await;
+    assert_eq!(header(&response, "x-response-chain"), Some("a,b"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_reply_from_a_later_filter_while_an_earlier_one_holds_the_body_ends_the_request() {
-    // b pauses in its body step on a call that is never answered; a, after it in the chain, had
-    // its headers step already and called out then. a's call is answered while the chain waits
-    // at b's body step: a's local reply ends the request.
-    let (callout, silent_addr, holder) = callout_servers().await;
-    let (backend, heads) =
-        recording_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
-    let route_filters = "              ";
-    let yaml = format!(
-        "_format_version: \"3.0\"\nservices:\n  - name: up\n    url: http://{backend}\n    routes:\n      \
-         - name: r\n        paths: [/]\n        filter_chains:\n          - filters:\n{b}{a}",
-        b = tag_at(route_filters, "b", &format!("pause_body={silent_addr}")),
-        a = tag_at(route_filters, "a", &format!("call={callout} answer=call_response")),
-    );
-    let (gateway, _dir) = kong_gateway(&yaml).await;
-    let started = std::time::Instant::now();
-    let response = send(gateway.local_addr, "POST", "/", &[], b"payload").await;
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(4),
-        "the reply waited for b's call: {:?}",
-        started.elapsed()
-    );
-    assert_eq!(response.body, b"answered by a\n");
+    // b pauses in its body step on the silent server; a, after it in the chain, had its headers
+    // step already and called out then. a's call is answered while the chain waits at b's body
+    // step: a's local reply ends the request.
+    let response = answered_by_a_before_bs_silent_call(
+        |indent, answering, silent| {
+            tag_at(indent, "b", &format!("pause_body={silent}"))
+                + &tag_at(indent, "a", &format!("call={answering} answer=call_response"))
+        },
+        "POST",
+        b"payload",
+    )
+    .await;
     assert_eq!(header(&response, "x-b-saw-body"), Some("payload"));
-    assert!(heads.lock().unwrap().is_empty(), "the upstream was called");
-    gateway.shutdown().await;
-    holder.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
