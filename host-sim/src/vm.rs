@@ -519,9 +519,7 @@ impl Vm {
                 ..RootState::default()
             },
         );
-        let f = self.exports.context_create.clone();
-        self.invoke(Callback::ContextCreate, id, None, f, (id, 0))
-            .map_err(vm_failed)?;
+        self.root_context_create(id)?;
         let vm_config = self.store.data().vm_configuration.clone();
         let len = vm_config.len() as u32;
         let f = self.exports.vm_start.clone();
@@ -529,24 +527,32 @@ impl Vm {
             .invoke(Callback::VmStart, id, buffer_data(vm_config), f, (id, len))
             .map_err(vm_failed)?
             .is_none_or(|r| r != 0);
-        let len = configuration.len() as u32;
-        let f = self.exports.configure.clone();
-        let configure_ok = self
-            .invoke(
-                Callback::Configure,
-                id,
-                buffer_data(configuration.to_vec()),
-                f,
-                (id, len),
-            )
-            .map_err(vm_failed)?
-            .is_none_or(|r| r != 0);
+        let configure_ok = self.configure_root(id, configuration.to_vec())?;
         self.after_root_callback();
         Ok(RootContext {
             id,
             vm_start_ok,
             configure_ok,
         })
+    }
+
+    /// `proxy_on_context_create(id, 0)`: the guest creates root context `id`.
+    fn root_context_create(&mut self, id: u32) -> Result<(), HostError> {
+        let f = self.exports.context_create.clone();
+        self.invoke(Callback::ContextCreate, id, None, f, (id, 0))
+            .map_err(vm_failed)?;
+        Ok(())
+    }
+
+    /// `proxy_on_configure` with `configuration` as `PLUGIN_CONFIGURATION`: whether root `id`
+    /// accepted it (a guest that returns nothing accepts).
+    fn configure_root(&mut self, id: u32, configuration: Vec<u8>) -> Result<bool, HostError> {
+        let len = configuration.len() as u32;
+        let f = self.exports.configure.clone();
+        Ok(self
+            .invoke(Callback::Configure, id, buffer_data(configuration), f, (id, len))
+            .map_err(vm_failed)?
+            .is_none_or(|r| r != 0))
     }
 
     /// Opens an HTTP stream under `root` (`proxy_on_context_create(id, root)`).
@@ -560,8 +566,9 @@ impl Vm {
             return Err(HostError::WrongContext(root, "a root context"));
         }
         if self.failed.is_some() && self.profile().after_trap() == AfterTrap::FreshInstance {
-            self.start_fresh_instance(root)?;
+            self.start_fresh_instance()?;
         }
+        // A root kept dormant from a trapped instance is created again before its stream.
         self.wake_root(root)?;
         let id = self.next_id();
         let mut state = match self.spare_stream.take() {
@@ -865,12 +872,12 @@ impl Vm {
 
     /// Replaces a trapped instance with a fresh one of the same module (Kong,
     /// [`AfterTrap::FreshInstance`]): host-side state carries over (clock, logs, context ids,
-    /// shared state, properties, foreign functions), the root context of `for_root` (whose
-    /// stream starts the fresh instance) is created and configured again without
-    /// `proxy_on_vm_start`, every other root when it is next used ([`Vm::wake_root`]), and the
-    /// streams of the trapped instance become stale (no guest code runs for them; they fail
-    /// closed).
-    fn start_fresh_instance(&mut self, for_root: u32) -> Result<(), HostError> {
+    /// shared state, properties, foreign functions), every root context is kept dormant, to be
+    /// created and configured again without `proxy_on_vm_start` when it is next used
+    /// ([`Vm::wake_root`]: the caller wakes the root whose stream starts the fresh instance),
+    /// and the streams of the trapped instance become stale (no guest code runs for them; they
+    /// fail closed).
+    fn start_fresh_instance(&mut self) -> Result<(), HostError> {
         let mut options = self.options.clone();
         options.shared = Some(self.shared());
         let mut fresh = Vm::start(&self.module, options)?;
@@ -919,7 +926,7 @@ impl Vm {
                 },
             );
         }
-        self.wake_root(for_root)
+        Ok(())
     }
 
     /// Creates and configures, on the fresh instance, a root context kept from one that trapped
@@ -936,15 +943,8 @@ impl Vm {
             }
             _ => return Ok(()),
         };
-        let f = self.exports.context_create.clone();
-        self.invoke(Callback::ContextCreate, id, None, f, (id, 0))
-            .map_err(vm_failed)?;
-        let len = configuration.len() as u32;
-        let f = self.exports.configure.clone();
-        let configured = self
-            .invoke(Callback::Configure, id, buffer_data(configuration), f, (id, len))
-            .map_err(vm_failed)?
-            .is_none_or(|r| r != 0);
+        self.root_context_create(id)?;
+        let configured = self.configure_root(id, configuration)?;
         if let Some(root) = self.store.data_mut().roots.get_mut(&id) {
             // The inherited timers re-arm only while the root has a period again.
             if root.tick_period_ms == 0 {
@@ -1178,38 +1178,36 @@ impl Vm {
         if !self.logged_streams.insert(stream) {
             return Ok(());
         }
-        for callback in self.profile().stream_end_callbacks() {
-            if callback == Callback::Delete || self.failed.is_some() || self.stale_streams.contains(&stream) {
-                break;
-            }
-            self.record(stream, callback, None);
-            let _ = self.end_callback(callback, stream);
-        }
+        let callbacks = self.profile().stream_end_callbacks();
+        let (before_delete, _) = split_at_delete(&callbacks);
+        self.run_end_callbacks(stream, before_delete);
         self.after_root_callback();
         Ok(())
     }
 
-    fn end_stream(&mut self, stream: u32, with_callbacks: bool) -> Result<(), HostError> {
-        self.stream(stream)?;
-        let logged = !self.logged_streams.is_empty() && self.logged_streams.remove(&stream);
-        let callbacks = self.profile().stream_end_callbacks();
-        let callbacks = if with_callbacks { &callbacks[..] } else { &[] };
-        // After `log_stream`, only what comes from `proxy_on_delete` on is left.
-        let skip = if logged {
-            callbacks
-                .iter()
-                .position(|&c| c == Callback::Delete)
-                .unwrap_or(callbacks.len())
-        } else {
-            0
-        };
-        for &callback in &callbacks[skip..] {
+    /// Calls `callbacks` on `stream` in order, each recorded, until the VM fails or the stream
+    /// is stale (no guest code runs for either).
+    fn run_end_callbacks(&mut self, stream: u32, callbacks: &[Callback]) {
+        for &callback in callbacks {
             if self.failed.is_some() || self.stale_streams.contains(&stream) {
                 break;
             }
             self.record(stream, callback, None);
             let _ = self.end_callback(callback, stream);
         }
+    }
+
+    fn end_stream(&mut self, stream: u32, with_callbacks: bool) -> Result<(), HostError> {
+        self.stream(stream)?;
+        let logged = !self.logged_streams.is_empty() && self.logged_streams.remove(&stream);
+        let callbacks = self.profile().stream_end_callbacks();
+        let left = match (with_callbacks, logged) {
+            (false, _) => &[][..],
+            // After `log_stream`, only what comes from `proxy_on_delete` on is left.
+            (true, true) => split_at_delete(&callbacks).1,
+            (true, false) => &callbacks[..],
+        };
+        self.run_end_callbacks(stream, left);
         if !self.stale_streams.is_empty() {
             self.stale_streams.remove(&stream);
         }
@@ -1975,6 +1973,15 @@ impl Vm {
     pub fn tick_period_ms(&self, root: u32) -> Option<u32> {
         self.store.data().roots.get(&root).map(|r| r.tick_period_ms)
     }
+}
+
+/// A profile's stream end sequence split before `proxy_on_delete`: what [`Vm::log_stream`] runs,
+/// and what is left for the stream's end.
+fn split_at_delete(callbacks: &[Callback]) -> (&[Callback], &[Callback]) {
+    let at = (callbacks.iter())
+        .position(|&c| c == Callback::Delete)
+        .unwrap_or(callbacks.len());
+    callbacks.split_at(at)
 }
 
 /// A callback's deadline in epoch ticks: `callback_deadline` rounded down to whole ticks, at least

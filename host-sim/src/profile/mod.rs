@@ -466,12 +466,6 @@ pub trait HostBehaviour: Send + Sync {
         requested.to_string()
     }
 
-    /// A header name as the host stores it ([`HostBehaviour::normalize_header_name`]).
-    fn header_name(&self, mut name: Vec<u8>) -> Vec<u8> {
-        self.normalize_header_name(&mut name);
-        name
-    }
-
     /// Changes a header name in place into the form the host stores it in. Default: as given.
     fn normalize_header_name(&self, _name: &mut [u8]) {}
 
@@ -937,6 +931,13 @@ pub trait HostBehaviour: Send + Sync {
 }
 
 impl dyn HostBehaviour {
+    /// A header name as the host stores it: [`HostBehaviour::normalize_header_name`] is the one
+    /// hook, so every path that stores a name agrees.
+    pub fn header_name(&self, mut name: Vec<u8>) -> Vec<u8> {
+        self.normalize_header_name(&mut name);
+        name
+    }
+
     /// The status of [`HostBehaviour::fail_closed_reply`].
     pub fn fail_closed_status(&self) -> u32 {
         self.fail_closed_reply().status
