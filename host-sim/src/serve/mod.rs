@@ -607,14 +607,18 @@ fn request_random_bytes(n: u64) -> [u8; 16] {
 /// It is made for every response (the edge headers' facts), so it is written into one string
 /// rather than a string per byte.
 pub(super) fn hex_request_id(n: u64) -> String {
+    lower_hex(&request_random_bytes(n))
+}
+
+/// `bytes` as lowercase hex digits, written into one string.
+fn lower_hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    let bytes = request_random_bytes(n);
-    let mut id = String::with_capacity(2 * bytes.len());
+    let mut hex = String::with_capacity(2 * bytes.len());
     for b in bytes {
         // Writing into a String cannot fail.
-        let _ = write!(id, "{b:02x}");
+        let _ = write!(hex, "{b:02x}");
     }
-    id
+    hex
 }
 
 /// A random (version 4) UUID for the `n`th request, as Envoy's request ids are: 122 bits of
@@ -623,7 +627,7 @@ fn uuid_v4(n: u64) -> String {
     let mut bytes = request_random_bytes(n);
     bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
     bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = lower_hex(&bytes);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],

@@ -424,8 +424,7 @@ impl Worker {
                     return;
                 };
                 if state.route_chains[req.route].len() > 1 {
-                    let chain = state.route_chains[req.route].clone();
-                    self.begin_chain(req, &chain, slots, state, generation);
+                    self.begin_chain(req, slots, state, generation);
                     return;
                 }
                 let slot = link.vm;
@@ -1298,14 +1297,7 @@ impl Worker {
     /// stream for each filter, in chain order, on its slot's current instance (started if need
     /// be, as for one filter), then the first step. The body comes whole ([`Incoming::body`]):
     /// `start` refuses chains under a profile that streams it (`ServeError::ChainNeedsWholeBody`).
-    fn begin_chain(
-        &self,
-        req: Incoming,
-        chain: &[Link],
-        slots: &mut [VmSlot],
-        state: &mut RunState,
-        generation: &mut u64,
-    ) {
+    fn begin_chain(&self, req: Incoming, slots: &mut [VmSlot], state: &mut RunState, generation: &mut u64) {
         let Incoming {
             headers,
             body,
@@ -1318,7 +1310,7 @@ impl Worker {
         let mut request = ChainRequest {
             respond: Some(respond),
             route,
-            links: Vec::with_capacity(chain.len()),
+            links: Vec::with_capacity(state.route_chains[route].len()),
             step: ChainStep::RequestHeaders(0),
             handed: false,
             headers,
@@ -1326,7 +1318,9 @@ impl Worker {
             has_body: !body.is_empty(),
             body,
         };
-        for link in chain {
+        // The route's chain ([`RunState::route_chains`]), read by index: `Link` is `Copy`.
+        for position in 0..state.route_chains[route].len() {
+            let link = &state.route_chains[route][position];
             if slots[link.vm].current.is_none() {
                 *generation += 1;
                 slots[link.vm].current = self.start_instance(link.vm, &slots[link.vm], *generation);
@@ -1395,25 +1389,7 @@ impl Worker {
                 ChainStep::RequestBody(_) | ChainStep::Past => request.links.len(),
             };
             if let Some((index, settled)) = settled_link(&request.links[..passed], slots) {
-                let waiting_upstream = matches!(request.step, ChainStep::Past);
-                match settled {
-                    Settled::LocalReply => {
-                        request.step = ChainStep::Past;
-                        self.chain_local_reply(key, index, slots, state);
-                    }
-                    Settled::Reset => {
-                        // The client's connection closes without an answer. A request waiting for
-                        // the upstream is counted when the upstream's answer comes back to no
-                        // stream, as for a route with one filter.
-                        if let Some(mut request) = state.chains.remove(&key) {
-                            request.respond = None;
-                            self.end_chain_streams(&request, slots);
-                            if !waiting_upstream {
-                                self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
+                self.end_chain_early(key, index, settled, slots, state);
                 return;
             }
             let (index, body_step) = match request.step {
@@ -1433,7 +1409,7 @@ impl Worker {
                 return;
             }
             let link = request.links[index];
-            let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) else {
+            let Some(instance) = link_instance(slots, link) else {
                 let request = state.chains.remove(&key);
                 if let Some(mut request) = request {
                     self.finish_chain(
@@ -1454,18 +1430,8 @@ impl Worker {
                     let _ = vm.send_request_headers(link.stream, &request.headers, !request.has_body);
                 }
             }
-            if vm.local_response(link.stream).is_some() {
-                request.step = ChainStep::Past;
-                self.chain_local_reply(key, index, slots, state);
-                return;
-            }
-            if vm.stream_reset(link.stream) || !vm.stream_exists(link.stream) {
-                // The filter reset the stream: the client's connection closes without an answer.
-                if let Some(mut request) = state.chains.remove(&key) {
-                    request.respond = None;
-                    self.end_chain_streams(&request, slots);
-                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(settled) = link_settled(vm, link.stream) {
+                self.end_chain_early(key, index, settled, slots, state);
                 return;
             }
             let through = if body_step {
@@ -1493,6 +1459,32 @@ impl Worker {
         }
     }
 
+    /// A filter of the chain (`index`) ended the request early: its local reply goes out
+    /// ([`Worker::chain_local_reply`]), or, for a reset, the client's connection closes without
+    /// an answer. A request waiting for the upstream is counted when the upstream's answer comes
+    /// back to no stream, as for a route with one filter.
+    fn end_chain_early(&self, key: u64, index: usize, settled: Settled, slots: &mut [VmSlot], state: &mut RunState) {
+        let Some(request) = state.chains.get_mut(&key) else {
+            return;
+        };
+        let waiting_upstream = matches!(request.step, ChainStep::Past);
+        match settled {
+            Settled::LocalReply => {
+                request.step = ChainStep::Past;
+                self.chain_local_reply(key, index, slots, state);
+            }
+            Settled::Reset => {
+                if let Some(mut request) = state.chains.remove(&key) {
+                    request.respond = None;
+                    self.end_chain_streams(&request, slots);
+                    if !waiting_upstream {
+                        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
     /// A chain request every filter let through goes to its route's fallback: the router's own
     /// reply through the chain's response callbacks now, or the upstream (answered in
     /// [`Worker::chain_upstream_done`]).
@@ -1500,28 +1492,26 @@ impl Worker {
         let Some(request) = state.chains.get(&key) else {
             return;
         };
-        let fallback = (state.routes.get(request.route)).map_or(Fallback::NotFound, |r| r.fallback.clone());
-        if let Some((headers, body)) = self.router_reply(&fallback) {
+        let fallback = (state.routes.get(request.route)).map_or(&Fallback::NotFound, |r| &r.fallback);
+        if let Some((headers, body)) = self.router_reply(fallback) {
             let response = self.chain_response(request, slots, headers, body, ResponseOrigin::Router);
             if let Some(mut request) = state.chains.remove(&key) {
                 self.finish_chain(&mut request, slots, response);
             }
             return;
         }
-        let Fallback::Upstream(name) = &fallback else {
+        let Fallback::Upstream(name) = fallback else {
+            return;
+        };
+        let Some(request) = state.chains.get_mut(&key) else {
             return;
         };
         let first = request.links[0];
         let mut headers = request.headers.clone();
         headers.extend(self.profile.proxied_request_headers(&super::hex_request_id(key)));
-        self.send_upstream(
-            name,
-            headers,
-            request.body.clone(),
-            first.slot,
-            first.generation,
-            first.stream,
-        );
+        // Past the last filter nothing reads the body again: it moves to the upstream.
+        let body = std::mem::take(&mut request.body);
+        self.send_upstream(name, headers, body, first.slot, first.generation, first.stream);
     }
 
     /// The upstream's answer to a chain request: through every filter's response callbacks,
@@ -1563,7 +1553,7 @@ impl Worker {
             return;
         };
         let link = request.links[index];
-        let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) else {
+        let Some(instance) = link_instance(slots, link) else {
             return;
         };
         let Some(local) = instance.vm.local_response(link.stream).cloned() else {
@@ -1594,7 +1584,7 @@ impl Worker {
             let _ = respond.send(response);
         }
         for link in &request.links {
-            if let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) {
+            if let Some(instance) = link_instance(slots, *link) {
                 instance.touched = true;
                 instance.streams.remove(&link.stream);
                 let _ = instance.vm.discard_stream(link.stream);
@@ -1617,16 +1607,25 @@ impl Worker {
     ) -> GatewayResponse {
         let mut out = None;
         for link in &request.links {
-            let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) else {
+            let Some(instance) = link_instance(slots, *link) else {
                 continue;
             };
             instance.touched = true;
-            let response = self.through_response_filter(&mut instance.vm, link.stream, headers, body, origin);
-            headers = std::iter::once((":status".to_string(), response.status.to_string()))
-                .chain(response.headers.iter().cloned())
-                .collect();
-            body = response.body.clone();
-            out = Some(response);
+            // The response the filter before left is what this one is handed.
+            if let Some(previous) = out.take() {
+                let GatewayResponse {
+                    status,
+                    headers: left,
+                    body: left_body,
+                    ..
+                } = previous;
+                headers = std::iter::once((":status".to_string(), status.to_string()))
+                    .chain(left)
+                    .collect();
+                body = left_body;
+            }
+            let (handed, handed_body) = (std::mem::take(&mut headers), std::mem::take(&mut body));
+            out = Some(self.through_response_filter(&mut instance.vm, link.stream, handed, handed_body, origin));
         }
         out.unwrap_or_else(|| plain(500, "host-sim: the filters' instances are gone\n"))
     }
@@ -1646,12 +1645,12 @@ impl Worker {
     /// ([`Vm::log_stream`]).
     fn end_chain_streams(&self, request: &ChainRequest, slots: &mut [VmSlot]) {
         for link in &request.links {
-            if let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) {
+            if let Some(instance) = link_instance(slots, *link) {
                 let _ = instance.vm.log_stream(link.stream);
             }
         }
         for link in &request.links {
-            if let Some(instance) = slots.get_mut(link.slot).and_then(|s| find(s, link.generation)) {
+            if let Some(instance) = link_instance(slots, *link) {
                 instance.touched = true;
                 instance.streams.remove(&link.stream);
                 let _ = instance.vm.finish_stream(link.stream);
@@ -1694,6 +1693,7 @@ fn unfiltered_reply(local: &LocalResponse) -> GatewayResponse {
 }
 
 /// How a filter of a chain ended its request early.
+#[derive(Clone, Copy)]
 enum Settled {
     /// It sent a local reply (or trapped, which answers with the host's own reply).
     LocalReply,
@@ -1705,18 +1705,20 @@ enum Settled {
 /// reset), with its index.
 fn settled_link(links: &[ChainLink], slots: &[VmSlot]) -> Option<(usize, Settled)> {
     links.iter().enumerate().find_map(|(index, link)| {
-        let instance = slots
-            .get(link.slot)
-            .and_then(|s| s.instances().find(|i| i.generation == link.generation))?;
-        let vm = &instance.vm;
-        if vm.local_response(link.stream).is_some() {
-            Some((index, Settled::LocalReply))
-        } else if vm.stream_reset(link.stream) || !vm.stream_exists(link.stream) {
-            Some((index, Settled::Reset))
-        } else {
-            None
-        }
+        let instance = (slots.get(link.slot)).and_then(|s| s.instances().find(|i| i.generation == link.generation))?;
+        link_settled(&instance.vm, link.stream).map(|settled| (index, settled))
     })
+}
+
+/// Whether the filter on `stream` has ended its request: a local reply first, then a reset.
+fn link_settled(vm: &Vm, stream: u32) -> Option<Settled> {
+    if vm.local_response(stream).is_some() {
+        Some(Settled::LocalReply)
+    } else if vm.stream_reset(stream) || !vm.stream_exists(stream) {
+        Some(Settled::Reset)
+    } else {
+        None
+    }
 }
 
 /// Emits a guest log line at its own level under the `guest` target, so the guest's verbosity
@@ -1763,6 +1765,11 @@ pub(super) fn vm_options(
 
 fn find(slot: &mut VmSlot, generation: u64) -> Option<&mut Instance> {
     slot.instances_mut().find(|i| i.generation == generation)
+}
+
+/// The instance a chain filter's stream lives on, while it is there.
+fn link_instance(slots: &mut [VmSlot], link: ChainLink) -> Option<&mut Instance> {
+    slots.get_mut(link.slot).and_then(|s| find(s, link.generation))
 }
 
 fn plain(status: u16, text: &str) -> GatewayResponse {
